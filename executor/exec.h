@@ -1,0 +1,188 @@
+/*
+ * exec.h: the executor's internals (pool, deque, timers, runs).
+ */
+#ifndef WF_EXEC_H
+#define WF_EXEC_H
+
+#include "internal.h"
+
+#include <ck_ring.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define WF__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define WF__TSAN 1
+#endif
+#endif
+#ifndef WF__TSAN
+#define WF__TSAN 0
+#endif
+
+#if WF__TSAN
+#include <sanitizer/tsan_interface.h>
+/*
+ * Concurrency Kit orders its ring with fences and volatile accesses, which
+ * ThreadSanitizer does not model; these annotations state the
+ * happens-before edge the ring provides (producer's writes to an item are
+ * visible to the consumer that dequeues it).
+ */
+#define WF__HB_RELEASE(p) __tsan_release((void *)(p))
+#define WF__HB_ACQUIRE(p) __tsan_acquire((void *)(p))
+#else
+#define WF__HB_RELEASE(p) ((void)0)
+#define WF__HB_ACQUIRE(p) ((void)0)
+#endif
+
+/* ------------------------------------------------------------------ tasks */
+
+struct wf__worker;
+struct wf__run;
+
+enum { WF__TASK_INVOKE = 0, WF__TASK_CALL = 1 };
+
+/*
+ * A unit of work. INVOKE: run step `step` of `run` on `ev` (the task owns one
+ * reference on ev). CALL: fn(arg). `next` links tasks in the pending queues
+ * (Vyukov MPSC, hence atomic) and in lists.
+ */
+typedef struct wf__task {
+    _Atomic(struct wf__task *) next;
+    struct wf__run *run;
+    wf_event *ev;
+    uint32_t step;
+    uint32_t attempt;
+    uint8_t kind;
+    uint8_t cls;
+    uint16_t flags;
+    uint32_t pad;
+    void (*fn)(void *arg);
+    void *arg;
+    /* INVOKE: events claimed in one go, run after this one in the same slot */
+    struct wf__task *chain;
+} wf__task;
+
+wf__task *wf__task_alloc(void);
+void wf__task_free(wf__task *t);
+
+/* --------------------------------------------------------- chase-lev deque */
+
+/*
+ * A Chase-Lev work-stealing deque (Lê et al., PPoPP'13 orderings) on ck_pr.
+ * The owner pushes and takes at the bottom; thieves steal at the top.
+ * Reclamation: a grown buffer's old array is kept on a list and freed with
+ * the deque, so a thief reading a stale array never touches freed memory;
+ * the arrays double, so the retired ones together are smaller than the live
+ * one.
+ */
+typedef struct wf__deque_array {
+    int64_t size; /* power of two */
+    struct wf__deque_array *retired;
+    void *slot[];
+} wf__deque_array;
+
+typedef struct wf__deque {
+    int64_t top WF__ALIGNED;    /* thieves CAS it */
+    int64_t bottom WF__ALIGNED; /* written by the owner only */
+    wf__deque_array *array;     /* owner writes (on growth), all read */
+} wf__deque;
+
+int wf__deque_init(wf__deque *d, int64_t size);
+void wf__deque_destroy(wf__deque *d);
+/* Owner only. WF_ENOMEM if growing failed (the item was not pushed). */
+int wf__deque_push(wf__deque *d, void *item);
+/* Owner only. NULL when empty. */
+void *wf__deque_take(wf__deque *d);
+/* Any thread. NULL when empty; *lost set when a race was lost (retry later). */
+void *wf__deque_steal(wf__deque *d, int *lost);
+/* Any thread; a racy estimate. */
+int64_t wf__deque_size(const wf__deque *d);
+
+/* ------------------------------------------------------------------ timers */
+
+/* A timer, embedded in its owner. fn runs on the timer thread; keep it short. */
+typedef struct wf__timer {
+    int64_t deadline_ns; /* CLOCK_MONOTONIC */
+    uint32_t heap_index; /* UINT32_MAX when not armed; guarded by the timer lock */
+    void (*fn)(struct wf__timer *t, void *arg);
+    void *arg;
+} wf__timer;
+
+int64_t wf__now_ns(void);
+
+/* ------------------------------------------------------------------- pool */
+
+typedef struct wf__worker {
+    struct wf_executor *ex;
+    uint32_t index;
+    wf__task *bypass;   /* the next task, run before the deque (owner only) */
+    uint32_t tick;      /* owner only: fairness counter */
+    uint32_t rng;       /* owner only: victim choice */
+    wf__deque deque;
+    _Atomic int parked WF__ALIGNED; /* futex word: 1 while parked */
+    pthread_t thread;
+} wf__worker;
+
+struct wf_executor {
+    wf__worker *workers;
+    uint32_t nworkers;
+    uint32_t spin_us;
+    wf_log_fn log;
+    void *log_user;
+
+    /* the injection queue: a ck_ring (mpmc variant only), overflow under inject_lock */
+    ck_ring_t inject_ring WF__ALIGNED;
+    ck_ring_buffer_t *inject_buf;
+    pthread_mutex_t inject_lock; /* guards overflow_head/tail */
+    wf__task *overflow_head;
+    wf__task *overflow_tail;
+    _Atomic uint64_t overflow_n;
+
+    /* idle workers: n_spinning/n_idle atomics, the idle stack under idle_lock */
+    _Atomic uint32_t n_spinning WF__ALIGNED;
+    _Atomic uint32_t n_idle;
+    pthread_mutex_t idle_lock;
+    uint32_t *idle_stack;
+    uint32_t idle_top;
+    _Atomic int stopping;
+
+    /* timers: a binary heap ordered by deadline, under timer_lock */
+    pthread_mutex_t timer_lock;
+    pthread_cond_t timer_cond;
+    wf__timer **heap;
+    uint32_t heap_n;
+    uint32_t heap_cap;
+    int timer_stop;
+    pthread_t timer_thread;
+
+    /* runs: the list of runs not yet ended, under runs_lock (for shutdown) */
+    pthread_mutex_t runs_lock;
+    pthread_cond_t runs_cond;
+    struct wf__run *runs_head;
+    uint64_t live_runs; /* runs whose memory is not freed yet */
+    _Atomic uint64_t next_run_id;
+    int shutting_down;  /* under runs_lock */
+};
+
+/* The worker the calling thread is, or NULL. */
+wf__worker *wf__current_worker(void);
+/* Schedules t: on the caller's worker (bypass or deque) when it is one of ex's, else injected. */
+void wf__schedule(struct wf_executor *ex, wf__task *t);
+/* Injects t from any thread. */
+void wf__inject(struct wf_executor *ex, wf__task *t);
+/* Runs one task (run.c). */
+void wf__task_run(wf__worker *w, wf__task *t);
+
+int wf__timer_arm(struct wf_executor *ex, wf__timer *t, int64_t deadline_ns);
+/* 1 if the timer was armed and is now disarmed (its fn will not run), else 0. */
+int wf__timer_cancel(struct wf_executor *ex, wf__timer *t);
+int wf__timers_start(struct wf_executor *ex);
+void wf__timers_stop(struct wf_executor *ex);
+
+void wf__log(struct wf_executor *ex, wf_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* run.c: used by executor shutdown */
+void wf__runs_cancel_all(struct wf_executor *ex);
+
+#endif

@@ -1,0 +1,488 @@
+/*
+ * pool.c: the worker pool: per-worker deques with a bypass slot, the
+ * injection queue, stealing, spinning and parking.
+ *
+ * Idle protocol (Go's scheduler, in small): a worker that finds nothing
+ * becomes a "spinner" for spin_us, then registers as idle, re-checks every
+ * queue and parks on a futex. Whoever makes work available checks, after a
+ * full fence, whether nobody spins and somebody is idle, and only then wakes
+ * one worker. The fence on both sides (push then load counters; register
+ * then re-check queues) makes a lost wake-up impossible, and a busy pool
+ * pays one load per push.
+ */
+#include "exec.h"
+
+#include <ck_pr.h>
+#include <errno.h>
+#include <linux/futex.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define INJECT_SIZE 65536 /* ring slots; overflow goes to a locked list */
+#define FAIRNESS_TICK 61  /* every N tasks, look at the injection queue and our deque's top */
+
+static _Thread_local wf__worker *tls_worker;
+
+wf__worker *wf__current_worker(void)
+{
+    return tls_worker;
+}
+
+/* ------------------------------------------------------------------- tasks */
+
+wf__task *wf__task_alloc(void)
+{
+    uint8_t cls;
+    wf__task *t = wf__cache_alloc(sizeof *t, &cls);
+    if (t) {
+        atomic_init(&t->next, NULL);
+        t->chain = NULL;
+        t->cls = cls;
+        t->flags = 0;
+        t->attempt = 1;
+    }
+    return t;
+}
+
+void wf__task_free(wf__task *t)
+{
+    if (t)
+        wf__cache_free(t, t->cls);
+}
+
+/* ------------------------------------------------------------------- futex */
+
+static void futex_wait(_Atomic int *addr, int val)
+{
+    syscall(SYS_futex, (int *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void futex_wake(_Atomic int *addr)
+{
+    syscall(SYS_futex, (int *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* ------------------------------------------------------------------- waking */
+
+static void wake_one(struct wf_executor *ex)
+{
+    pthread_mutex_lock(&ex->idle_lock);
+    if (ex->idle_top == 0) {
+        pthread_mutex_unlock(&ex->idle_lock);
+        return;
+    }
+    wf__worker *w = &ex->workers[ex->idle_stack[--ex->idle_top]];
+    atomic_fetch_sub(&ex->n_idle, 1);
+    /* The woken worker starts as a spinner, so concurrent pushers don't wake more. */
+    atomic_fetch_add(&ex->n_spinning, 1);
+    atomic_store(&w->parked, 0);
+    pthread_mutex_unlock(&ex->idle_lock);
+    futex_wake(&w->parked);
+}
+
+/* Called after making work visible. */
+static inline void notify(struct wf_executor *ex)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&ex->n_idle, memory_order_relaxed) != 0 &&
+        atomic_load_explicit(&ex->n_spinning, memory_order_relaxed) == 0)
+        wake_one(ex);
+}
+
+/* --------------------------------------------------------------- injection */
+
+void wf__inject(struct wf_executor *ex, wf__task *t)
+{
+    WF__HB_RELEASE(t);
+    if (!ck_ring_enqueue_mpmc(&ex->inject_ring, ex->inject_buf, t)) {
+        atomic_store_explicit(&t->next, NULL, memory_order_relaxed);
+        pthread_mutex_lock(&ex->inject_lock);
+        if (ex->overflow_tail)
+            atomic_store_explicit(&ex->overflow_tail->next, t, memory_order_relaxed);
+        else
+            ex->overflow_head = t;
+        ex->overflow_tail = t;
+        atomic_fetch_add(&ex->overflow_n, 1);
+        pthread_mutex_unlock(&ex->inject_lock);
+    }
+    notify(ex);
+}
+
+static wf__task *inject_pop(struct wf_executor *ex)
+{
+    void *p;
+    /* trydequeue can fail spuriously under contention: retry a few times. */
+    for (int i = 0; i < 4; i++) {
+        if (ck_ring_size(&ex->inject_ring) == 0)
+            break;
+        if (ck_ring_trydequeue_mpmc(&ex->inject_ring, ex->inject_buf, &p)) {
+            WF__HB_ACQUIRE(p);
+            return p;
+        }
+    }
+    if (atomic_load_explicit(&ex->overflow_n, memory_order_relaxed) == 0)
+        return NULL;
+    pthread_mutex_lock(&ex->inject_lock);
+    wf__task *t = ex->overflow_head;
+    if (t) {
+        ex->overflow_head = atomic_load_explicit(&t->next, memory_order_relaxed);
+        if (ex->overflow_head == NULL)
+            ex->overflow_tail = NULL;
+        atomic_fetch_sub(&ex->overflow_n, 1);
+    }
+    pthread_mutex_unlock(&ex->inject_lock);
+    return t;
+}
+
+static int inject_nonempty(struct wf_executor *ex)
+{
+    return ck_ring_size(&ex->inject_ring) != 0 ||
+           atomic_load_explicit(&ex->overflow_n, memory_order_relaxed) != 0;
+}
+
+/* ---------------------------------------------------------------- schedule */
+
+void wf__schedule(struct wf_executor *ex, wf__task *t)
+{
+    wf__worker *w = tls_worker;
+    if (w == NULL || w->ex != ex) {
+        wf__inject(ex, t);
+        return;
+    }
+    if (w->bypass == NULL) {
+        w->bypass = t;
+        return;
+    }
+    if (WF__UNLIKELY(wf__deque_push(&w->deque, t) < 0)) {
+        wf__inject(ex, t); /* out of memory for a bigger deque: the ring takes it */
+        return;
+    }
+    notify(ex);
+}
+
+/* ----------------------------------------------------------------- workers */
+
+static inline uint32_t xorshift(uint32_t *s)
+{
+    uint32_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return *s = x;
+}
+
+/* Steals up to half of a victim's deque into ours (one CAS per item), returns the first. */
+static wf__task *steal_from(wf__worker *w, wf__worker *v)
+{
+    int lost;
+    wf__task *first = wf__deque_steal(&v->deque, &lost);
+    if (first == NULL)
+        return NULL;
+    int64_t more = wf__deque_size(&v->deque) / 2;
+    for (int64_t i = 0; i < more; i++) {
+        wf__task *t = wf__deque_steal(&v->deque, &lost);
+        if (t == NULL)
+            break;
+        if (wf__deque_push(&w->deque, t) < 0) {
+            wf__inject(w->ex, t);
+            break;
+        }
+    }
+    return first;
+}
+
+static wf__task *steal(wf__worker *w)
+{
+    struct wf_executor *ex = w->ex;
+    uint32_t n = ex->nworkers;
+    if (n < 2)
+        return NULL;
+    uint32_t start = xorshift(&w->rng) % n;
+    for (uint32_t k = 0; k < n; k++) {
+        wf__worker *v = &ex->workers[(start + k) % n];
+        if (v == w)
+            continue;
+        wf__task *t = steal_from(w, v);
+        if (t)
+            return t;
+    }
+    return NULL;
+}
+
+static int any_work(struct wf_executor *ex)
+{
+    if (inject_nonempty(ex))
+        return 1;
+    for (uint32_t i = 0; i < ex->nworkers; i++)
+        if (wf__deque_size(&ex->workers[i].deque) > 0)
+            return 1;
+    return 0;
+}
+
+static wf__task *find_work(wf__worker *w)
+{
+    wf__task *t = wf__deque_take(&w->deque);
+    if (t)
+        return t;
+    t = inject_pop(w->ex);
+    if (t)
+        return t;
+    return steal(w);
+}
+
+static void park(wf__worker *w)
+{
+    struct wf_executor *ex = w->ex;
+    pthread_mutex_lock(&ex->idle_lock);
+    atomic_store(&w->parked, 1);
+    ex->idle_stack[ex->idle_top++] = w->index;
+    atomic_fetch_add(&ex->n_idle, 1);
+    pthread_mutex_unlock(&ex->idle_lock);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (any_work(ex) || atomic_load(&ex->stopping)) {
+        /* Take ourselves off the idle stack unless a waker already did. */
+        pthread_mutex_lock(&ex->idle_lock);
+        if (atomic_load(&w->parked)) {
+            for (uint32_t i = 0; i < ex->idle_top; i++) {
+                if (ex->idle_stack[i] == w->index) {
+                    ex->idle_stack[i] = ex->idle_stack[--ex->idle_top];
+                    break;
+                }
+            }
+            atomic_fetch_sub(&ex->n_idle, 1);
+            atomic_store(&w->parked, 0);
+            atomic_fetch_add(&ex->n_spinning, 1);
+        }
+        pthread_mutex_unlock(&ex->idle_lock);
+        return;
+    }
+    while (atomic_load(&w->parked))
+        futex_wait(&w->parked, 1);
+    /* wake_one counted us as spinning */
+}
+
+static void *worker_main(void *arg)
+{
+    wf__worker *w = arg;
+    struct wf_executor *ex = w->ex;
+    tls_worker = w;
+    atomic_fetch_add(&ex->n_spinning, 1);
+    int spinning = 1;
+    for (;;) {
+        wf__task *t = w->bypass;
+        if (t) {
+            w->bypass = NULL;
+            /* Fairness: a chain fed through the bypass must not starve older work. */
+            if (WF__UNLIKELY(++w->tick % FAIRNESS_TICK == 0)) {
+                wf__task *o = inject_pop(ex);
+                if (o == NULL) {
+                    int lost;
+                    o = wf__deque_steal(&w->deque, &lost);
+                }
+                if (o) {
+                    if (wf__deque_push(&w->deque, t) < 0)
+                        wf__inject(ex, t);
+                    else
+                        notify(ex);
+                    t = o;
+                }
+            }
+        } else {
+            t = find_work(w);
+        }
+        if (t) {
+            if (spinning) {
+                spinning = 0;
+                /* The last spinner to find work wakes another to look for more. */
+                if (atomic_fetch_sub(&ex->n_spinning, 1) == 1)
+                    notify(ex);
+            }
+            wf__task_run(w, t);
+            continue;
+        }
+        if (atomic_load_explicit(&ex->stopping, memory_order_acquire))
+            break;
+        if (!spinning) {
+            spinning = 1;
+            atomic_fetch_add(&ex->n_spinning, 1);
+        }
+        /* Spin a while before parking: a park/wake round trip costs ~10 µs here. */
+        int64_t until = wf__now_ns() + (int64_t)ex->spin_us * 1000;
+        while (t == NULL && wf__now_ns() < until &&
+               !atomic_load_explicit(&ex->stopping, memory_order_relaxed)) {
+            for (int i = 0; i < 32 && t == NULL; i++) {
+                ck_pr_stall();
+                t = find_work(w);
+            }
+        }
+        if (t) {
+            spinning = 0;
+            if (atomic_fetch_sub(&ex->n_spinning, 1) == 1)
+                notify(ex);
+            wf__task_run(w, t);
+            continue;
+        }
+        atomic_fetch_sub(&ex->n_spinning, 1);
+        spinning = 0;
+        park(w);
+        spinning = 1; /* parked workers come back counted as spinners */
+    }
+    if (spinning)
+        atomic_fetch_sub(&ex->n_spinning, 1);
+    tls_worker = NULL;
+    return NULL;
+}
+
+/* --------------------------------------------------------------- executor */
+
+void wf_executor_params_init(wf_executor_params *p)
+{
+    if (p == NULL)
+        return;
+    memset(p, 0, sizeof *p);
+    p->spin_us = 50;
+}
+
+void wf__log(struct wf_executor *ex, wf_log_level lvl, const char *fmt, ...)
+{
+    if (ex == NULL || ex->log == NULL)
+        return;
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    ex->log(lvl, buf, ex->log_user);
+}
+
+static void ex_destroy(struct wf_executor *ex)
+{
+    if (ex->workers) {
+        for (uint32_t i = 0; i < ex->nworkers; i++)
+            wf__deque_destroy(&ex->workers[i].deque);
+    }
+    wf__free_mem(ex->workers);
+    wf__free_mem(ex->idle_stack);
+    wf__free_mem(ex->inject_buf);
+    wf__free_mem(ex->heap);
+    pthread_mutex_destroy(&ex->inject_lock);
+    pthread_mutex_destroy(&ex->idle_lock);
+    pthread_mutex_destroy(&ex->timer_lock);
+    pthread_cond_destroy(&ex->timer_cond);
+    pthread_mutex_destroy(&ex->runs_lock);
+    pthread_cond_destroy(&ex->runs_cond);
+    wf__free_mem(ex);
+}
+
+int wf_executor_new(wf_executor **out, const wf_executor_params *params)
+{
+    if (out == NULL)
+        return WF_EINVAL;
+    *out = NULL;
+    wf_executor_params defaults;
+    if (params == NULL) {
+        wf_executor_params_init(&defaults);
+        params = &defaults;
+    }
+    uint32_t n = params->threads;
+    if (n == 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        n = c > 0 ? (uint32_t)c : 1;
+    }
+    if (n > 1024)
+        return WF_EINVAL;
+    struct wf_executor *ex = wf__calloc(1, sizeof *ex);
+    if (ex == NULL)
+        return WF_ENOMEM;
+    pthread_mutex_init(&ex->inject_lock, NULL);
+    pthread_mutex_init(&ex->idle_lock, NULL);
+    pthread_mutex_init(&ex->timer_lock, NULL);
+    pthread_mutex_init(&ex->runs_lock, NULL);
+    pthread_cond_init(&ex->runs_cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ex->timer_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    ex->nworkers = n;
+    ex->spin_us = params->spin_us;
+    ex->log = params->log;
+    ex->log_user = params->log_user;
+    atomic_init(&ex->next_run_id, 1);
+    ex->workers = wf__calloc(n, sizeof *ex->workers);
+    ex->idle_stack = wf__calloc(n, sizeof *ex->idle_stack);
+    ex->inject_buf = wf__calloc(INJECT_SIZE, sizeof(ck_ring_buffer_t));
+    if (ex->workers == NULL || ex->idle_stack == NULL || ex->inject_buf == NULL) {
+        ex_destroy(ex);
+        return WF_ENOMEM;
+    }
+    ck_ring_init(&ex->inject_ring, INJECT_SIZE);
+    for (uint32_t i = 0; i < n; i++) {
+        wf__worker *w = &ex->workers[i];
+        w->ex = ex;
+        w->index = i;
+        w->rng = 0x9e3779b9u * (i + 1);
+        atomic_init(&w->parked, 0);
+        if (wf__deque_init(&w->deque, 1024) < 0) {
+            ex_destroy(ex);
+            return WF_ENOMEM;
+        }
+    }
+    if (wf__timers_start(ex) < 0) {
+        ex_destroy(ex);
+        return WF_ENOMEM;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (pthread_create(&ex->workers[i].thread, NULL, worker_main, &ex->workers[i]) != 0) {
+            atomic_store(&ex->stopping, 1);
+            for (uint32_t j = 0; j < i; j++) {
+                while (atomic_load(&ex->n_idle))
+                    wake_one(ex);
+                pthread_join(ex->workers[j].thread, NULL);
+            }
+            wf__timers_stop(ex);
+            ex_destroy(ex);
+            return WF_ENOMEM;
+        }
+    }
+    *out = ex;
+    return 0;
+}
+
+uint32_t wf_executor_threads(const wf_executor *ex)
+{
+    return ex ? ex->nworkers : 0;
+}
+
+void wf_executor_free(wf_executor *ex)
+{
+    if (ex == NULL)
+        return;
+    /* Cancel what still runs, then wait until every run's tasks are gone. */
+    wf__runs_cancel_all(ex);
+    pthread_mutex_lock(&ex->runs_lock);
+    while (ex->live_runs > 0)
+        pthread_cond_wait(&ex->runs_cond, &ex->runs_lock);
+    pthread_mutex_unlock(&ex->runs_lock);
+
+    atomic_store(&ex->stopping, 1);
+    for (uint32_t i = 0; i < ex->nworkers; i++) {
+        /* wake everyone until all have seen the flag */
+        while (atomic_load(&ex->n_idle))
+            wake_one(ex);
+    }
+    for (uint32_t i = 0; i < ex->nworkers; i++) {
+        pthread_join(ex->workers[i].thread, NULL);
+        while (atomic_load(&ex->n_idle))
+            wake_one(ex);
+    }
+    wf__timers_stop(ex);
+    /* Tasks left behind (CALL tasks of ended runs) have nothing to free but themselves. */
+    wf__task *t;
+    while ((t = inject_pop(ex)) != NULL)
+        wf__task_run(NULL, t);
+    ex_destroy(ex);
+}

@@ -1,0 +1,1311 @@
+/*
+ * run.c: the run engine: routing, per-step concurrency limits, the end of a
+ * run, the handler, the stream, and the step-side context calls.
+ *
+ * Per step and run, `count` is the number of events accepted for the step
+ * and not yet finished (running invocations plus waiting events). An event
+ * for a step whose count is below num_workers starts an invocation directly
+ * (CAS count+1); otherwise it is pushed on the step's pending queue (a
+ * Vyukov MPSC queue: producers never wait) and *then* counted. Whoever moves
+ * count from below num_workers, or a finishing invocation that sees more
+ * than num_workers, owes one invocation and pops one waiting event. So at
+ * most num_workers invocations run, and no event waits while a slot is free.
+ * The owed pop may meet a producer between its exchange and its link; it
+ * spins for those few instructions.
+ *
+ * Lifetime: `refs` counts the handler and the engine; `engine` counts what
+ * keeps the run busy in the executor: 1 until the run ends, 1 per step with
+ * a nonzero count, 1 for an armed timeout, 1 per outside caller inside a
+ * send. When it reaches 0 the run is quiescent: no task of it exists and the
+ * executor forgets it. Tasks themselves hold no reference, so a chain of
+ * invocations touches no shared counter beyond its own step's.
+ */
+#include "exec.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct wf__pendq {
+    _Atomic(wf__task *) tail;
+    wf__task *head;        /* consumer side, under lock */
+    atomic_flag lock;      /* serialises consumers */
+    wf__task stub;
+} wf__pendq;
+
+typedef struct wf__step_state {
+    _Atomic uint32_t count;
+    uint32_t workers;
+    _Atomic(wf__pendq *) pendq; /* created on first need */
+} wf__step_state;
+
+typedef struct wf__run {
+    _Atomic uint32_t refs;
+    _Atomic uint32_t engine;
+    _Atomic int ended;        /* 0 -> 1 exactly once */
+    uint64_t id;
+    struct wf_executor *ex;
+    wf_workflow *wf;
+    wf_ctx *ctx;
+    wf__timer timeout;
+    int64_t timeout_ms;
+
+    /* the outcome: written by the one that ended the run, then published under mu */
+    int status; /* wf_run_status, under mu */
+    wf_event *result;
+    int err_code;
+    char *err_step;
+    char *err_msg;
+
+    /* stream and waiting, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    wf_event **sbuf;
+    uint32_t scap;
+    uint32_t shead;
+    uint32_t scount;
+    wf_event *terminal;
+    int terminal_given;
+    int reader_busy;
+    int sleepers;
+    _Atomic uint64_t dropped;
+    _Atomic uint64_t unhandled;
+    int stream_internal;
+    wf_done_fn on_done;
+    void *on_done_user;
+
+    /* the executor's list of runs not ended, under ex->runs_lock */
+    struct wf__run *prev, *next;
+    int listed;
+
+    uint32_t nsteps;
+    wf__step_state steps[];
+} wf__run;
+
+/* The invocation running on this thread (like Python's contextvars). */
+typedef struct wf__inv {
+    wf__run *run;
+    wf__step *step;
+    wf__task *task;
+    wf_event **sent;
+    int32_t *targets;
+    uint32_t nsent;
+    uint32_t capsent;
+    char *errmsg;
+    wf_event *inl_sent[8];
+    int32_t inl_targets[8];
+} wf__inv;
+
+static _Thread_local wf__inv *tls_inv;
+
+static int end_run(wf__run *run, int status, wf_event *result, int code, const char *step,
+                   const char *msg);
+
+/* ------------------------------------------------------------ ref counting */
+
+static void run_free(wf__run *run)
+{
+    for (uint32_t i = 0; i < run->nsteps; i++) {
+        wf__pendq *q = atomic_load(&run->steps[i].pendq);
+        wf__free_mem(q);
+    }
+    for (uint32_t i = 0; i < run->scount; i++)
+        wf_event_release(run->sbuf[(run->shead + i) % run->scap]);
+    wf__free_mem(run->sbuf);
+    wf_event_release(run->terminal);
+    wf_event_release(run->result);
+    wf__free_mem(run->err_step);
+    wf__free_mem(run->err_msg);
+    pthread_mutex_destroy(&run->mu);
+    pthread_cond_destroy(&run->cv);
+    wf_ctx_free(run->ctx);
+    wf_workflow_free(run->wf);
+    wf__free_mem(run);
+}
+
+static void run_release(wf__run *run)
+{
+    if (atomic_fetch_sub_explicit(&run->refs, 1, memory_order_acq_rel) == 1)
+        run_free(run);
+}
+
+static inline void engine_ref(wf__run *run)
+{
+    atomic_fetch_add_explicit(&run->engine, 1, memory_order_relaxed);
+}
+
+/* Takes an engine reference unless the run is already quiescent. */
+static int engine_try_ref(wf__run *run)
+{
+    uint32_t e = atomic_load(&run->engine);
+    while (e != 0)
+        if (atomic_compare_exchange_weak(&run->engine, &e, e + 1))
+            return 1;
+    return 0;
+}
+
+static void engine_unref(wf__run *run)
+{
+    if (atomic_fetch_sub_explicit(&run->engine, 1, memory_order_acq_rel) != 1)
+        return;
+    struct wf_executor *ex = run->ex;
+    pthread_mutex_lock(&ex->runs_lock);
+    if (--ex->live_runs == 0)
+        pthread_cond_broadcast(&ex->runs_cond);
+    pthread_mutex_unlock(&ex->runs_lock);
+    run_release(run);
+}
+
+static inline int run_ended(const wf__run *run)
+{
+    return atomic_load_explicit(&((wf__run *)run)->ended, memory_order_acquire);
+}
+
+/* --------------------------------------------------------- pending queues */
+
+static wf__pendq *pendq_get(wf__step_state *ss)
+{
+    wf__pendq *q = atomic_load_explicit(&ss->pendq, memory_order_acquire);
+    if (WF__LIKELY(q != NULL))
+        return q;
+    wf__pendq *n = wf__calloc(1, sizeof *n);
+    if (n == NULL)
+        return NULL;
+    atomic_init(&n->stub.next, NULL);
+    atomic_init(&n->tail, &n->stub);
+    n->head = &n->stub;
+    atomic_flag_clear(&n->lock);
+    if (atomic_compare_exchange_strong(&ss->pendq, &q, n))
+        return n;
+    wf__free_mem(n);
+    return q;
+}
+
+static void pendq_push(wf__pendq *q, wf__task *t)
+{
+    atomic_store_explicit(&t->next, NULL, memory_order_relaxed);
+    wf__task *prev = atomic_exchange_explicit(&q->tail, t, memory_order_acq_rel);
+    atomic_store_explicit(&prev->next, t, memory_order_release);
+}
+
+/* Single consumer (q->lock held). NULL if empty or a push is half-way. */
+static wf__task *pendq_pop(wf__pendq *q)
+{
+    wf__task *head = q->head;
+    wf__task *next = atomic_load_explicit(&head->next, memory_order_acquire);
+    if (head == &q->stub) {
+        if (next == NULL)
+            return NULL;
+        q->head = next;
+        head = next;
+        next = atomic_load_explicit(&next->next, memory_order_acquire);
+    }
+    if (next) {
+        q->head = next;
+        return head;
+    }
+    if (atomic_load_explicit(&q->tail, memory_order_acquire) != head)
+        return NULL;
+    pendq_push(q, &q->stub);
+    next = atomic_load_explicit(&head->next, memory_order_acquire);
+    if (next) {
+        q->head = next;
+        return head;
+    }
+    return NULL;
+}
+
+/*
+ * Pops n events that the count protocol guarantees are there (or about to be:
+ * a producer may be between its exchange and its link) and chains them.
+ */
+static wf__task *pendq_take(wf__pendq *q, uint32_t n)
+{
+    while (atomic_flag_test_and_set_explicit(&q->lock, memory_order_acquire))
+        __builtin_ia32_pause();
+    wf__task *first = NULL, *last = NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        wf__task *t;
+        while ((t = pendq_pop(q)) == NULL)
+            __builtin_ia32_pause();
+        t->chain = NULL;
+        if (last)
+            last->chain = t;
+        else
+            first = t;
+        last = t;
+    }
+    atomic_flag_clear_explicit(&q->lock, memory_order_release);
+    return first;
+}
+
+/* ---------------------------------------------------------------- delivery */
+
+static void drop_task(wf__task *t)
+{
+    wf_event_release(t->ev);
+    wf__task_free(t);
+}
+
+/* Events a finishing invocation claims at once from a busy step's queue. */
+#define CLAIM_MAX 8
+
+/*
+ * One invocation of step s finished (or a dropped event released its slot).
+ * When events wait, the slot passes to the next one; besides, the finisher
+ * claims up to CLAIM_MAX-1 more of the waiting events that nobody owes yet
+ * (those counted above num_workers) by taking them off the count, and runs
+ * them in the same slot one after the other. Concurrency stays within
+ * num_workers, and a busy step touches its shared count and queue lock once
+ * per batch instead of once per event.
+ */
+static void finish_slot(wf__run *run, uint32_t s)
+{
+    wf__step_state *ss = &run->steps[s];
+    for (;;) {
+        uint32_t n = atomic_fetch_sub_explicit(&ss->count, 1, memory_order_acq_rel);
+        if (n == 1) {
+            engine_unref(run); /* may free the run */
+            return;
+        }
+        uint32_t w = ss->workers;
+        if (n <= w)
+            return;
+        uint32_t extra = 0;
+        uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
+        while (c > w) {
+            extra = c - w < CLAIM_MAX - 1 ? c - w : CLAIM_MAX - 1;
+            if (atomic_compare_exchange_weak_explicit(&ss->count, &c, c - extra,
+                                                      memory_order_acq_rel, memory_order_relaxed))
+                break;
+            extra = 0;
+        }
+        wf__task *t =
+            pendq_take(atomic_load_explicit(&ss->pendq, memory_order_acquire), 1 + extra);
+        if (!run_ended(run)) {
+            wf__schedule(run->ex, t);
+            return;
+        }
+        /* The run is over: drop them; the first one's slot is released next round. */
+        while (t) {
+            wf__task *nx = t->chain;
+            drop_task(t);
+            t = nx;
+        }
+    }
+}
+
+/* Delivers ev (owned) to step s. Returns 0 or WF_ENOMEM (ev released). */
+static int deliver(wf__run *run, uint32_t s, wf_event *ev)
+{
+    wf__task *t = wf__task_alloc();
+    if (WF__UNLIKELY(t == NULL)) {
+        wf_event_release(ev);
+        return WF_ENOMEM;
+    }
+    t->kind = WF__TASK_INVOKE;
+    t->run = run;
+    t->ev = ev;
+    t->step = s;
+    wf__step_state *ss = &run->steps[s];
+    uint32_t w = ss->workers;
+    uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
+    while (c < w) {
+        if (atomic_compare_exchange_weak_explicit(&ss->count, &c, c + 1, memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+            if (c == 0)
+                engine_ref(run);
+            wf__schedule(run->ex, t);
+            return 0;
+        }
+    }
+    wf__pendq *q = pendq_get(ss);
+    if (WF__UNLIKELY(q == NULL)) {
+        drop_task(t);
+        return WF_ENOMEM;
+    }
+    pendq_push(q, t);
+    uint32_t n = atomic_fetch_add_explicit(&ss->count, 1, memory_order_acq_rel);
+    if (n == 0)
+        engine_ref(run);
+    if (n < w)
+        wf__schedule(run->ex, pendq_take(q, 1));
+    return 0;
+}
+
+/*
+ * Delivers k events (owned) to step s with one exchange on the pending queue
+ * and one add on the count: a step that sends many events to the same step
+ * (a fan-out) pays the shared cache lines once per batch, not per event.
+ */
+static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
+{
+    if (k == 1)
+        return deliver(run, s, evs[0]);
+    wf__step_state *ss = &run->steps[s];
+    uint32_t w = ss->workers;
+    wf__task *first = NULL, *last = NULL;
+    uint32_t made = 0;
+    for (; made < k; made++) {
+        wf__task *t = wf__task_alloc();
+        if (WF__UNLIKELY(t == NULL))
+            break;
+        t->kind = WF__TASK_INVOKE;
+        t->run = run;
+        t->ev = evs[made];
+        t->step = s;
+        atomic_store_explicit(&t->next, NULL, memory_order_relaxed);
+        if (last)
+            atomic_store_explicit(&last->next, t, memory_order_relaxed);
+        else
+            first = t;
+        last = t;
+    }
+    int rc = 0;
+    if (made < k) {
+        for (uint32_t i = made; i < k; i++)
+            wf_event_release(evs[i]);
+        rc = WF_ENOMEM;
+    }
+    if (made == 0)
+        return rc;
+    /* Free slots first: those tasks start directly. */
+    uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
+    while (c < w && first) {
+        uint32_t m = w - c < made ? w - c : made;
+        if (!atomic_compare_exchange_weak_explicit(&ss->count, &c, c + m, memory_order_acq_rel,
+                                                   memory_order_relaxed))
+            continue;
+        if (c == 0)
+            engine_ref(run);
+        for (uint32_t i = 0; i < m; i++) {
+            wf__task *t = first;
+            first = atomic_load_explicit(&t->next, memory_order_relaxed);
+            wf__schedule(run->ex, t);
+        }
+        made -= m;
+        c += m;
+    }
+    if (first == NULL)
+        return rc;
+    wf__pendq *q = pendq_get(ss);
+    if (WF__UNLIKELY(q == NULL)) {
+        while (first) {
+            wf__task *t = first;
+            first = atomic_load_explicit(&t->next, memory_order_relaxed);
+            drop_task(t);
+        }
+        return WF_ENOMEM;
+    }
+    wf__task *prev = atomic_exchange_explicit(&q->tail, last, memory_order_acq_rel);
+    atomic_store_explicit(&prev->next, first, memory_order_release);
+    uint32_t n = atomic_fetch_add_explicit(&ss->count, made, memory_order_acq_rel);
+    if (n == 0)
+        engine_ref(run);
+    for (uint32_t i = n; i < w && i < n + made; i++)
+        wf__schedule(run->ex, pendq_take(q, 1));
+    return rc;
+}
+
+/* ----------------------------------------------------------------- stream */
+
+static void stream_push(wf__run *run, wf_event *ev)
+{
+    wf_event_freeze(ev);
+    pthread_mutex_lock(&run->mu);
+    if (run_ended(run) || run->scap == 0) {
+        if (!run_ended(run))
+            atomic_fetch_add(&run->dropped, 1);
+        pthread_mutex_unlock(&run->mu);
+        wf_event_release(ev);
+        return;
+    }
+    if (run->sbuf == NULL) {
+        run->sbuf = wf__malloc(run->scap * sizeof *run->sbuf);
+        if (run->sbuf == NULL) {
+            atomic_fetch_add(&run->dropped, 1);
+            pthread_mutex_unlock(&run->mu);
+            wf_event_release(ev);
+            return;
+        }
+    }
+    if (run->scount == run->scap) {
+        atomic_fetch_add(&run->dropped, 1);
+        pthread_mutex_unlock(&run->mu);
+        wf_event_release(ev);
+        return;
+    }
+    run->sbuf[(run->shead + run->scount) % run->scap] = ev;
+    run->scount++;
+    if (run->sleepers)
+        pthread_cond_broadcast(&run->cv);
+    pthread_mutex_unlock(&run->mu);
+}
+
+static void notify_unhandled(wf__run *run, wf_event *ev)
+{
+    atomic_fetch_add(&run->unhandled, 1);
+    wf__log(run->ex, WF_LOG_DEBUG, "run %llu: no step accepts %s; event dropped",
+            (unsigned long long)run->id, ev->type->name);
+    if (run->stream_internal) {
+        wf_value name;
+        wf_event *n = NULL;
+        if (wf_value_string(&name, ev->type->name) == 0 &&
+            wf_event_new1(&n, run->wf->reg->types[WF_UNHANDLED_EVENT], "event_type", name) == 0)
+            stream_push(run, n);
+    }
+    wf_event_release(ev);
+}
+
+/* ---------------------------------------------------------------- routing */
+
+/* Routes ev (owned) from inside the run. target: a step index or -1. */
+static void emit(wf__run *run, wf_event *ev, int32_t target)
+{
+    wf_event_freeze(ev);
+    if (run_ended(run)) {
+        wf_event_release(ev);
+        return;
+    }
+    const wf_event_type *t = ev->type;
+    if (WF__UNLIKELY(t->reg != run->wf->reg)) {
+        char msg[320];
+        snprintf(msg, sizeof msg, "event type '%s' belongs to another registry", t->name);
+        wf_event_release(ev);
+        end_run(run, WF_RUN_FAILED, NULL, WF_ETYPE, NULL, msg);
+        return;
+    }
+    if (WF__UNLIKELY(t->is_stop)) {
+        end_run(run, WF_RUN_DONE, ev, 0, NULL, NULL);
+        return;
+    }
+    int input_required = wf_event_type_is(t, run->wf->reg->types[WF_INPUT_REQUIRED_EVENT]);
+    if (WF__UNLIKELY(input_required))
+        stream_push(run, wf_event_retain(ev));
+    int rc = 0;
+    if (target >= 0) {
+        rc = deliver(run, (uint32_t)target, ev);
+    } else {
+        const uint32_t *steps;
+        uint32_t n;
+        uint32_t scratch[64];
+        wf__workflow_route(run->wf, t, &steps, &n, scratch, 64);
+        if (n == 0) {
+            if (input_required)
+                wf_event_release(ev);
+            else
+                notify_unhandled(run, ev);
+            return;
+        }
+        for (uint32_t i = 0; i + 1 < n && rc == 0; i++)
+            rc = deliver(run, steps[i], wf_event_retain(ev));
+        if (rc == 0)
+            rc = deliver(run, steps[n - 1], ev);
+        else
+            wf_event_release(ev);
+    }
+    if (WF__UNLIKELY(rc < 0))
+        end_run(run, WF_RUN_FAILED, NULL, rc, NULL, "out of memory while routing an event");
+}
+
+/*
+ * Routes the events a step sent, in order. Runs of consecutive events that
+ * go to one and the same step (a fan-out) are delivered as one batch; the
+ * order each step sees is unchanged.
+ */
+static void emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint32_t n)
+{
+    uint32_t i = 0;
+    while (i < n) {
+        if (run_ended(run)) {
+            for (; i < n; i++)
+                wf_event_release(evs[i]);
+            return;
+        }
+        /* How far does a run of events for one single step go? */
+        int32_t dest = -1;
+        uint32_t j = i;
+        for (; j < n; j++) {
+            const wf_event_type *t = evs[j]->type;
+            if (t->reg != run->wf->reg || t->is_stop ||
+                wf_event_type_is(t, run->wf->reg->types[WF_INPUT_REQUIRED_EVENT]))
+                break;
+            int32_t d = targets[j];
+            if (d < 0) {
+                const uint32_t *steps;
+                uint32_t k;
+                uint32_t scratch[4];
+                wf__workflow_route(run->wf, t, &steps, &k, scratch, 4);
+                if (k != 1)
+                    break;
+                d = (int32_t)steps[0];
+            }
+            if (j > i && d != dest)
+                break;
+            dest = d;
+        }
+        if (j - i >= 2) {
+            int rc = deliver_batch(run, (uint32_t)dest, evs + i, j - i);
+            if (WF__UNLIKELY(rc < 0)) {
+                for (uint32_t m = j; m < n; m++)
+                    wf_event_release(evs[m]);
+                end_run(run, WF_RUN_FAILED, NULL, rc, NULL,
+                        "out of memory while routing an event");
+                return;
+            }
+            i = j;
+        } else {
+            emit(run, evs[i], targets[i]);
+            i++;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ end of a run */
+
+static wf_event *terminal_event(wf__run *run, int status, const char *msg, const char *step,
+                                int code, wf_value active)
+{
+    wf_registry *reg = run->wf->reg;
+    wf_event *ev = NULL;
+    wf_value v;
+    switch (status) {
+    case WF_RUN_CANCELLED:
+        (void)wf_event_new(&ev, reg->types[WF_WORKFLOW_CANCELLED_EVENT], 0);
+        break;
+    case WF_RUN_TIMED_OUT:
+        if (wf_event_new(&ev, reg->types[WF_WORKFLOW_TIMED_OUT_EVENT], 2) == 0) {
+            (void)wf_event_set(ev, "timeout", wf_value_double((double)run->timeout_ms / 1000.0));
+            if (!wf_value_is_nil(active))
+                (void)wf_event_set(ev, "active_steps", active);
+            active = wf_value_nil();
+        }
+        break;
+    case WF_RUN_FAILED:
+        if (wf_event_new(&ev, reg->types[WF_WORKFLOW_FAILED_EVENT], 3) == 0) {
+            if (step && wf_value_string(&v, step) == 0)
+                (void)wf_event_set(ev, "step_name", v);
+            (void)wf_event_set(ev, "error_code", wf_value_int(code));
+            if (msg && wf_value_string(&v, msg) == 0)
+                (void)wf_event_set(ev, "error", v);
+        }
+        break;
+    default:
+        break;
+    }
+    wf_value_release(active);
+    if (ev)
+        wf_event_freeze(ev);
+    return ev;
+}
+
+/*
+ * Ends the run exactly once: publishes the outcome, frees the context for
+ * the next run, streams the terminal event, wakes waiters, calls on_done.
+ * Takes result (the StopEvent for WF_RUN_DONE). Returns 1 if this call ended
+ * the run, 0 if it had ended already.
+ */
+static int end_run(wf__run *run, int status, wf_event *result, int code, const char *step,
+                   const char *msg)
+{
+    char tmsg[1024];
+    wf_value active = wf_value_nil();
+    if (status == WF_RUN_TIMED_OUT) {
+        /*
+         * Name the steps that are busy now, before the run is marked ended:
+         * after that their invocations see it and return.
+         */
+        if (atomic_load(&run->ended))
+            return 0;
+        int n = snprintf(tmsg, sizeof tmsg, "Operation timed out after %g seconds",
+                         (double)run->timeout_ms / 1000.0);
+        const char *sep = "; active steps: ";
+        if (wf_value_array_new(&active, 4) < 0)
+            active = wf_value_nil();
+        for (uint32_t i = 0; i < run->nsteps && n > 0 && (size_t)n < sizeof tmsg; i++) {
+            if (atomic_load(&run->steps[i].count) == 0)
+                continue;
+            n += snprintf(tmsg + n, sizeof tmsg - (size_t)n, "%s%s", sep,
+                          run->wf->steps[i]->name);
+            sep = ", ";
+            wf_value name;
+            if (!wf_value_is_nil(active) && wf_value_string(&name, run->wf->steps[i]->name) == 0)
+                (void)wf_value_array_push(&active, name);
+        }
+        msg = tmsg;
+        code = WF_ERUNTIMEOUT;
+    }
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&run->ended, &expected, 1)) {
+        wf_event_release(result);
+        wf_value_release(active);
+        return 0;
+    }
+    struct wf_executor *ex = run->ex;
+    if (run->timeout_ms >= 0 && wf__timer_cancel(ex, &run->timeout))
+        engine_unref(run); /* cannot be the last: we still hold the running unit */
+
+    pthread_mutex_lock(&ex->runs_lock);
+    if (run->listed) {
+        if (run->prev)
+            run->prev->next = run->next;
+        else
+            ex->runs_head = run->next;
+        if (run->next)
+            run->next->prev = run->prev;
+        run->listed = 0;
+    }
+    pthread_mutex_unlock(&ex->runs_lock);
+
+    if (status == WF_RUN_CANCELLED) {
+        code = WF_ECANCELLED;
+        msg = "the run was cancelled";
+    }
+    wf_event *term = status == WF_RUN_DONE ? wf_event_retain(result)
+                                           : terminal_event(run, status, msg, step, code, active);
+
+    wf_ctx *ctx = run->ctx;
+    pthread_mutex_lock(&ctx->run_lock);
+    if (atomic_load(&ctx->run) == run)
+        atomic_store_explicit(&ctx->run, NULL, memory_order_release);
+    pthread_mutex_unlock(&ctx->run_lock);
+
+    pthread_mutex_lock(&run->mu);
+    run->result = result;
+    run->err_code = code;
+    run->err_step = step ? wf__strdup(step) : NULL;
+    run->err_msg = msg ? wf__strdup(msg) : NULL;
+    run->terminal = term;
+    run->status = status;
+    pthread_cond_broadcast(&run->cv);
+    pthread_mutex_unlock(&run->mu);
+
+    if (run->on_done)
+        run->on_done((wf_handler *)run, run->on_done_user);
+    engine_unref(run); /* the running unit */
+    return 1;
+}
+
+/* ---------------------------------------------------------- running tasks */
+
+static void inv_release_sent(wf__inv *inv)
+{
+    for (uint32_t i = 0; i < inv->nsent; i++)
+        wf_event_release(inv->sent[i]);
+    inv->nsent = 0;
+}
+
+static void inv_cleanup(wf__inv *inv)
+{
+    if (inv->sent != inv->inl_sent) {
+        wf__free_mem(inv->sent);
+        wf__free_mem(inv->targets);
+    }
+    wf__free_mem(inv->errmsg);
+}
+
+static void invoke(wf__run *run, wf__task *t)
+{
+    wf__step *step = run->wf->steps[t->step];
+    wf__inv inv;
+    inv.run = run;
+    inv.step = step;
+    inv.task = t;
+    inv.sent = inv.inl_sent;
+    inv.targets = inv.inl_targets;
+    inv.nsent = 0;
+    inv.capsent = 8;
+    inv.errmsg = NULL;
+    wf__inv *prev = tls_inv;
+    tls_inv = &inv;
+    wf_event *out = NULL;
+    int rc = step->fn(run->ctx, t->ev, &out, step->user);
+    tls_inv = prev;
+    if (WF__LIKELY(rc == 0)) {
+        if (out)
+            emit(run, out, -1);
+        if (inv.nsent)
+            emit_sent(run, inv.sent, inv.targets, inv.nsent);
+        inv.nsent = 0;
+    } else {
+        wf_event_release(out);
+        inv_release_sent(&inv);
+        if (rc > 0) {
+            end_run(run, WF_RUN_FAILED, NULL, WF_ENOTSUP, step->name,
+                    "a step returned WF_SUSPEND or WF_PENDING, which this run cannot honour");
+        } else {
+            const char *m = inv.errmsg ? inv.errmsg : wf_strerror(rc);
+            end_run(run, WF_RUN_FAILED, NULL, rc, step->name, m);
+        }
+    }
+    inv_cleanup(&inv);
+}
+
+void wf__task_run(wf__worker *w, wf__task *t)
+{
+    (void)w;
+    if (t->kind == WF__TASK_CALL) {
+        void (*fn)(void *) = t->fn;
+        void *arg = t->arg;
+        wf__task_free(t);
+        fn(arg);
+        return;
+    }
+    wf__run *run = t->run;
+    uint32_t s = t->step;
+    /* t and the events chained to it share one slot of step s. */
+    while (t) {
+        if (!run_ended(run))
+            invoke(run, t);
+        wf__task *nx = t->chain;
+        drop_task(t);
+        t = nx;
+    }
+    finish_slot(run, s);
+}
+
+/* --------------------------------------------------------------- starting */
+
+void wf_run_params_init(wf_run_params *p)
+{
+    if (p == NULL)
+        return;
+    memset(p, 0, sizeof *p);
+    p->timeout_ms = WF_TIMEOUT_DEFAULT;
+    p->stream_capacity = 4096;
+}
+
+static void on_timeout(wf__timer *tm, void *arg)
+{
+    (void)tm;
+    wf__run *run = arg;
+    end_run(run, WF_RUN_TIMED_OUT, NULL, WF_ERUNTIMEOUT, NULL, NULL);
+    engine_unref(run); /* the timer's unit */
+}
+
+int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start,
+                    const wf_run_params *params, wf_handler **out, char **message)
+{
+    if (message)
+        *message = NULL;
+    if (out)
+        *out = NULL;
+    if (ex == NULL || wf == NULL || start == NULL || out == NULL) {
+        wf_event_release(start);
+        return WF_EINVAL;
+    }
+    wf_run_params defaults;
+    if (params == NULL) {
+        wf_run_params_init(&defaults);
+        params = &defaults;
+    }
+    if (params->timeout_ms < 0 && params->timeout_ms != WF_NO_TIMEOUT &&
+        params->timeout_ms != WF_TIMEOUT_DEFAULT) {
+        wf_event_release(start);
+        return WF_EINVAL;
+    }
+    int rc = wf__workflow_prepare(wf, message);
+    if (rc < 0) {
+        wf_event_release(start);
+        return rc;
+    }
+    if (start->type->reg != wf->reg || !wf_event_type_is(start->type, wf->start_type)) {
+        wf_event_release(start);
+        return WF_ETYPE;
+    }
+    if (ctx && ctx->wf != wf) {
+        wf_event_release(start);
+        return WF_EMISMATCH;
+    }
+
+    uint32_t ns = wf->n_steps;
+    wf__run *run = wf__calloc(1, sizeof *run + ns * sizeof(wf__step_state));
+    if (run == NULL) {
+        wf_event_release(start);
+        return WF_ENOMEM;
+    }
+    if (ctx) {
+        wf_ctx_retain(ctx);
+    } else if ((rc = wf_ctx_new(&ctx, wf)) < 0) {
+        wf__free_mem(run);
+        wf_event_release(start);
+        return rc;
+    }
+    pthread_mutex_lock(&ctx->run_lock);
+    if (atomic_load(&ctx->run) != NULL) {
+        pthread_mutex_unlock(&ctx->run_lock);
+        wf_ctx_free(ctx);
+        wf__free_mem(run);
+        wf_event_release(start);
+        return WF_EBUSY;
+    }
+    atomic_store_explicit(&ctx->run, run, memory_order_release);
+    pthread_mutex_unlock(&ctx->run_lock);
+
+    atomic_init(&run->refs, 2); /* the handler and the engine */
+    atomic_init(&run->engine, 1);
+    atomic_init(&run->ended, 0);
+    atomic_init(&run->dropped, 0);
+    atomic_init(&run->unhandled, 0);
+    run->ex = ex;
+    run->wf = wf_workflow_retain(wf);
+    run->ctx = ctx;
+    run->timeout_ms = params->timeout_ms == WF_TIMEOUT_DEFAULT ? wf->timeout_ms
+                                                               : params->timeout_ms;
+    run->timeout.heap_index = UINT32_MAX;
+    run->timeout.fn = on_timeout;
+    run->timeout.arg = run;
+    run->status = WF_RUN_RUNNING;
+    run->scap = params->stream_capacity;
+    run->stream_internal = params->stream_internal != 0;
+    run->on_done = params->on_done;
+    run->on_done_user = params->on_done_user;
+    pthread_mutex_init(&run->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&run->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    run->nsteps = ns;
+    for (uint32_t i = 0; i < ns; i++) {
+        atomic_init(&run->steps[i].count, 0);
+        run->steps[i].workers = wf->steps[i]->num_workers;
+        atomic_init(&run->steps[i].pendq, NULL);
+    }
+    run->id = atomic_fetch_add(&ex->next_run_id, 1);
+
+    pthread_mutex_lock(&ex->runs_lock);
+    if (ex->shutting_down) {
+        pthread_mutex_unlock(&ex->runs_lock);
+        pthread_mutex_lock(&ctx->run_lock);
+        atomic_store(&ctx->run, NULL);
+        pthread_mutex_unlock(&ctx->run_lock);
+        run->ex = NULL;
+        run_free(run);
+        wf_event_release(start);
+        return WF_ESHUTDOWN;
+    }
+    run->next = ex->runs_head;
+    if (ex->runs_head)
+        ex->runs_head->prev = run;
+    ex->runs_head = run;
+    run->listed = 1;
+    ex->live_runs++;
+    pthread_mutex_unlock(&ex->runs_lock);
+
+    if (run->timeout_ms >= 0) {
+        engine_ref(run);
+        if (wf__timer_arm(ex, &run->timeout, wf__now_ns() + run->timeout_ms * 1000000) < 0) {
+            engine_unref(run);
+            *out = (wf_handler *)run;
+            wf_event_release(start);
+            end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL, "out of memory arming the timeout");
+            return 0;
+        }
+    }
+    *out = (wf_handler *)run;
+    emit(run, start, -1);
+    return 0;
+}
+
+int wf_run_start(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start_event,
+                 wf_handler **out)
+{
+    return wf_run_start_ex(ex, wf, ctx, start_event, NULL, out, NULL);
+}
+
+int wf_run(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start_event, int64_t wait_ms,
+           wf_event **result)
+{
+    if (result)
+        *result = NULL;
+    wf_handler *h;
+    int rc = wf_run_start(ex, wf, ctx, start_event, &h);
+    if (rc < 0)
+        return rc;
+    rc = wf_handler_wait(h, wait_ms, result);
+    wf_handler_free(h);
+    return rc;
+}
+
+void wf__runs_cancel_all(struct wf_executor *ex)
+{
+    for (;;) {
+        pthread_mutex_lock(&ex->runs_lock);
+        ex->shutting_down = 1;
+        wf__run *run = ex->runs_head;
+        if (run)
+            atomic_fetch_add(&run->refs, 1);
+        pthread_mutex_unlock(&ex->runs_lock);
+        if (run == NULL)
+            return;
+        end_run(run, WF_RUN_CANCELLED, NULL, WF_ECANCELLED, NULL, NULL);
+        run_release(run);
+    }
+}
+
+/* ---------------------------------------------------------------- handler */
+
+static int deadline_wait(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline)
+{
+    if (deadline < 0)
+        return pthread_cond_wait(cv, mu);
+    struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
+    return pthread_cond_timedwait(cv, mu, &ts);
+}
+
+static int status_code(const wf__run *run)
+{
+    switch (run->status) {
+    case WF_RUN_DONE:
+        return 0;
+    case WF_RUN_FAILED:
+        return WF_ESTEP;
+    case WF_RUN_TIMED_OUT:
+        return WF_ERUNTIMEOUT;
+    case WF_RUN_CANCELLED:
+        return WF_ECANCELLED;
+    default:
+        return WF_ETIMEDOUT;
+    }
+}
+
+int wf_handler_wait(wf_handler *h, int64_t timeout_ms, wf_event **result)
+{
+    if (result)
+        *result = NULL;
+    wf__run *run = (wf__run *)h;
+    if (run == NULL)
+        return WF_EINVAL;
+    int64_t deadline = timeout_ms < 0 ? -1 : wf__now_ns() + timeout_ms * 1000000;
+    pthread_mutex_lock(&run->mu);
+    while (run->status == WF_RUN_RUNNING) {
+        if (deadline >= 0 && wf__now_ns() >= deadline)
+            break;
+        run->sleepers++;
+        deadline_wait(&run->cv, &run->mu, deadline);
+        run->sleepers--;
+    }
+    int rc = status_code(run);
+    if (rc == 0 && result)
+        *result = wf_event_retain(run->result);
+    pthread_mutex_unlock(&run->mu);
+    return rc;
+}
+
+wf_run_status wf_handler_status(const wf_handler *h)
+{
+    wf__run *run = (wf__run *)h;
+    if (run == NULL)
+        return WF_RUN_RUNNING;
+    pthread_mutex_lock(&run->mu);
+    int s = run->status;
+    pthread_mutex_unlock(&run->mu);
+    return (wf_run_status)s;
+}
+
+int wf_handler_error(const wf_handler *h, int *code, const char **step, const char **message)
+{
+    wf__run *run = (wf__run *)h;
+    if (run == NULL)
+        return WF_EINVAL;
+    pthread_mutex_lock(&run->mu);
+    int st = run->status;
+    pthread_mutex_unlock(&run->mu);
+    if (st == WF_RUN_RUNNING)
+        return WF_ESTATE;
+    /* Written once before status was published; immutable since. */
+    if (code)
+        *code = run->err_code;
+    if (step)
+        *step = run->err_step;
+    if (message)
+        *message = run->err_msg;
+    return 0;
+}
+
+uint64_t wf_handler_run_id(const wf_handler *h)
+{
+    return h ? ((const wf__run *)h)->id : 0;
+}
+
+wf_ctx *wf_handler_ctx(const wf_handler *h)
+{
+    return h ? ((const wf__run *)h)->ctx : NULL;
+}
+
+/* Checks a target and resolves it to a step index (-1 for broadcast). */
+static int resolve_target(const wf_workflow *wf, const wf_event *ev, const char *target,
+                          int32_t *idx)
+{
+    *idx = -1;
+    if (target == NULL)
+        return 0;
+    wf__step *s = wf__workflow_find_step(wf, target);
+    if (s == NULL)
+        return WF_ENOTFOUND;
+    if (!wf__step_accepts(s, ev->type))
+        return WF_ETYPE;
+    *idx = (int32_t)s->index;
+    return 0;
+}
+
+/* Sends ev into run from outside any of its invocations. Takes ev. */
+static int send_outside(wf__run *run, wf_event *ev, const char *target)
+{
+    if (ev->type->reg != run->wf->reg) {
+        wf_event_release(ev);
+        return WF_EINVAL;
+    }
+    int32_t idx;
+    int rc = resolve_target(run->wf, ev, target, &idx);
+    if (rc < 0) {
+        wf_event_release(ev);
+        return rc;
+    }
+    if (run_ended(run) || !engine_try_ref(run)) {
+        wf_event_release(ev);
+        return WF_ESTATE;
+    }
+    emit(run, ev, idx);
+    engine_unref(run);
+    return 0;
+}
+
+int wf_handler_send_event(wf_handler *h, wf_event *ev, const char *target)
+{
+    if (h == NULL || ev == NULL) {
+        wf_event_release(ev);
+        return WF_EINVAL;
+    }
+    return send_outside((wf__run *)h, ev, target);
+}
+
+int wf_handler_cancel(wf_handler *h)
+{
+    wf__run *run = (wf__run *)h;
+    if (run == NULL)
+        return WF_EINVAL;
+    if (run_ended(run) || !end_run(run, WF_RUN_CANCELLED, NULL, WF_ECANCELLED, NULL, NULL))
+        return WF_ESTATE;
+    return 0;
+}
+
+int wf_handler_next_event(wf_handler *h, int64_t timeout_ms, wf_event **ev)
+{
+    if (ev)
+        *ev = NULL;
+    wf__run *run = (wf__run *)h;
+    if (run == NULL || ev == NULL)
+        return WF_EINVAL;
+    int64_t deadline = timeout_ms < 0 ? -1 : wf__now_ns() + timeout_ms * 1000000;
+    pthread_mutex_lock(&run->mu);
+    if (run->reader_busy) {
+        pthread_mutex_unlock(&run->mu);
+        return WF_EBUSY;
+    }
+    run->reader_busy = 1;
+    int rc;
+    for (;;) {
+        if (run->scount > 0) {
+            *ev = run->sbuf[run->shead];
+            run->shead = (run->shead + 1) % run->scap;
+            run->scount--;
+            rc = 0;
+            break;
+        }
+        if (run->status != WF_RUN_RUNNING) {
+            if (!run->terminal_given && run->terminal) {
+                run->terminal_given = 1;
+                *ev = wf_event_retain(run->terminal);
+                rc = 0;
+            } else {
+                rc = WF_ECLOSED;
+            }
+            break;
+        }
+        if (deadline >= 0 && wf__now_ns() >= deadline) {
+            rc = WF_ETIMEDOUT;
+            break;
+        }
+        run->sleepers++;
+        deadline_wait(&run->cv, &run->mu, deadline);
+        run->sleepers--;
+    }
+    run->reader_busy = 0;
+    pthread_mutex_unlock(&run->mu);
+    return rc;
+}
+
+uint64_t wf_handler_stream_dropped(const wf_handler *h)
+{
+    return h ? atomic_load(&((wf__run *)h)->dropped) : 0;
+}
+
+uint64_t wf_handler_unhandled(const wf_handler *h)
+{
+    return h ? atomic_load(&((wf__run *)h)->unhandled) : 0;
+}
+
+void wf_handler_free(wf_handler *h)
+{
+    if (h)
+        run_release((wf__run *)h);
+}
+
+/* ---------------------------------------------------- step-side ctx calls */
+
+/* The invocation of ctx running on this thread, if any. */
+static wf__inv *inv_of(const wf_ctx *ctx)
+{
+    wf__inv *inv = tls_inv;
+    return (inv && inv->run->ctx == ctx) ? inv : NULL;
+}
+
+/* The context's current run with a reference (run_release), or NULL. */
+static wf__run *ctx_run_ref(wf_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->run_lock);
+    wf__run *run = atomic_load(&ctx->run);
+    if (run)
+        atomic_fetch_add(&run->refs, 1);
+    pthread_mutex_unlock(&ctx->run_lock);
+    return run;
+}
+
+int wf_ctx_send_event(wf_ctx *ctx, wf_event *ev, const char *target)
+{
+    if (ctx == NULL || ev == NULL) {
+        wf_event_release(ev);
+        return WF_EINVAL;
+    }
+    wf__inv *inv = inv_of(ctx);
+    if (inv == NULL) {
+        wf__run *run = ctx_run_ref(ctx);
+        if (run == NULL) {
+            wf_event_release(ev);
+            return WF_ESTATE;
+        }
+        int rc = send_outside(run, ev, target);
+        run_release(run);
+        return rc;
+    }
+    if (ev->type->reg != ctx->wf->reg) {
+        wf_event_release(ev);
+        return WF_EINVAL;
+    }
+    int32_t idx;
+    int rc = resolve_target(ctx->wf, ev, target, &idx);
+    if (rc < 0) {
+        wf_event_release(ev);
+        return rc;
+    }
+    if (inv->nsent == inv->capsent) {
+        uint32_t cap = inv->capsent * 2;
+        wf_event **s;
+        int32_t *tg;
+        if (inv->sent == inv->inl_sent) {
+            s = wf__malloc(cap * sizeof *s);
+            tg = wf__malloc(cap * sizeof *tg);
+            if (s == NULL || tg == NULL) {
+                wf__free_mem(s);
+                wf__free_mem(tg);
+                wf_event_release(ev);
+                return WF_ENOMEM;
+            }
+            memcpy(s, inv->sent, inv->nsent * sizeof *s);
+            memcpy(tg, inv->targets, inv->nsent * sizeof *tg);
+        } else {
+            s = wf__realloc(inv->sent, cap * sizeof *s);
+            if (s == NULL) {
+                wf_event_release(ev);
+                return WF_ENOMEM;
+            }
+            inv->sent = s;
+            tg = wf__realloc(inv->targets, cap * sizeof *tg);
+            if (tg == NULL) {
+                wf_event_release(ev);
+                return WF_ENOMEM;
+            }
+        }
+        inv->sent = s;
+        inv->targets = tg;
+        inv->capsent = cap;
+    }
+    wf_event_freeze(ev);
+    inv->sent[inv->nsent] = ev;
+    inv->targets[inv->nsent] = idx;
+    inv->nsent++;
+    return 0;
+}
+
+int wf_ctx_write_event_to_stream(wf_ctx *ctx, wf_event *ev)
+{
+    if (ctx == NULL || ev == NULL) {
+        wf_event_release(ev);
+        return WF_EINVAL;
+    }
+    wf__inv *inv = inv_of(ctx);
+    if (inv) {
+        stream_push(inv->run, ev);
+        return 0;
+    }
+    wf__run *run = ctx_run_ref(ctx);
+    if (run == NULL) {
+        wf_event_release(ev);
+        return WF_ESTATE;
+    }
+    stream_push(run, ev);
+    run_release(run);
+    return 0;
+}
+
+int wf_ctx_set_error(wf_ctx *ctx, const char *message)
+{
+    wf__inv *inv = inv_of(ctx);
+    if (inv == NULL || message == NULL)
+        return inv ? WF_EINVAL : WF_ESTATE;
+    char *m = wf__strdup(message);
+    if (m == NULL)
+        return WF_ENOMEM;
+    wf__free_mem(inv->errmsg);
+    inv->errmsg = m;
+    return 0;
+}
+
+int wf_ctx_is_cancelled(const wf_ctx *ctx)
+{
+    if (ctx == NULL)
+        return 1;
+    wf__inv *inv = inv_of(ctx);
+    if (inv)
+        return run_ended(inv->run);
+    return atomic_load(&((wf_ctx *)ctx)->run) == NULL;
+}
+
+uint64_t wf_ctx_run_id(const wf_ctx *ctx)
+{
+    if (ctx == NULL)
+        return 0;
+    wf__inv *inv = inv_of(ctx);
+    if (inv)
+        return inv->run->id;
+    wf__run *run = ctx_run_ref((wf_ctx *)ctx);
+    if (run == NULL)
+        return 0;
+    uint64_t id = run->id;
+    run_release(run);
+    return id;
+}
+
+const char *wf_ctx_step_name(const wf_ctx *ctx)
+{
+    wf__inv *inv = inv_of(ctx);
+    return inv ? inv->step->name : NULL;
+}
+
+uint32_t wf_ctx_attempt(const wf_ctx *ctx)
+{
+    wf__inv *inv = inv_of(ctx);
+    return inv ? inv->task->attempt : 0;
+}

@@ -1,0 +1,108 @@
+/*
+ * context.h: the per-run context: its store and the calls steps make.
+ *
+ * A context belongs to one workflow. It holds the store (a map of wf_values
+ * addressed by dotted paths) and, while a run uses it, that run's state. One
+ * run at a time: starting a run on a context that is running is WF_EBUSY.
+ * A context reused for the next run keeps its store (the quick start counts
+ * runs this way).
+ *
+ * The store is guarded by a reader-writer lock: readers run in parallel, a
+ * writer (wf_ctx_set, wf_ctx_edit_state) is alone. Values are immutable, so
+ * a value read from the store stays valid and unchanged whatever happens to
+ * the store afterwards.
+ *
+ * Step calls (send_event, write_event_to_stream, set_error, ...) act on the
+ * invocation that the calling thread is running; wf finds it itself (as
+ * Python's contextvars do), so the same wf_ctx pointer is used everywhere.
+ */
+#ifndef WF_CONTEXT_H
+#define WF_CONTEXT_H
+
+#include <wf/common.h>
+#include <wf/value.h>
+#include <wf/event.h>
+#include <wf/workflow.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A new, idle context for wf (takes a reference on wf). Caller owns: wf_ctx_free. */
+WF_API int wf_ctx_new(wf_ctx **out, wf_workflow *wf);
+/** Drops the caller's reference (a run holds its own while it lasts). NULL is fine. */
+WF_API void wf_ctx_free(wf_ctx *ctx);
+/** A new reference, for wf_ctx_free. */
+WF_API wf_ctx *wf_ctx_retain(wf_ctx *ctx);
+/** The workflow. Borrowed: valid while the context is. */
+WF_API wf_workflow *wf_ctx_workflow(const wf_ctx *ctx);
+/** 1 while a run uses the context. Any thread. */
+WF_API int wf_ctx_is_running(const wf_ctx *ctx);
+
+/* ---- the store: any thread, any time ---- */
+
+/**
+ * The value at a dotted path ("a.b.c": keys of nested maps). Caller owns *out
+ * (wf_value_release). WF_ENOTFOUND when a part is missing, WF_EKIND when a
+ * part that should be a map is not, WF_EINVAL for an empty path or part.
+ */
+WF_API int wf_ctx_get(wf_ctx *ctx, const char *path, wf_value *out);
+/** Like wf_ctx_get, but a missing path gives dflt (retained) instead of an error. */
+WF_API int wf_ctx_get_default(wf_ctx *ctx, const char *path, wf_value dflt, wf_value *out);
+/**
+ * Sets the value at path, creating missing intermediate maps. Takes ownership
+ * of val. WF_EKIND when an intermediate part exists and is not a map.
+ */
+WF_API int wf_ctx_set(wf_ctx *ctx, const char *path, wf_value val);
+/** Removes the value at path. WF_ENOTFOUND when absent. */
+WF_API int wf_ctx_delete(wf_ctx *ctx, const char *path);
+/**
+ * The whole state (a map), caller owns *out. A consistent snapshot: later
+ * changes never show in it.
+ */
+WF_API int wf_ctx_state(wf_ctx *ctx, wf_value *out);
+
+/**
+ * An edit of the whole state: fn receives an owned reference to the state
+ * map in *state and may change it with the wf_value calls or replace it (it
+ * must leave a map there). If fn returns 0 the result becomes the new state
+ * in one step; otherwise nothing changes and fn's code is returned.
+ * Runs under the store's write lock: readers see the old or the new state,
+ * never a half; fn must not call the store of the same context.
+ */
+typedef int (*wf_edit_fn)(wf_value *state, void *user);
+WF_API int wf_ctx_edit_state(wf_ctx *ctx, wf_edit_fn fn, void *user);
+
+/* ---- calls made from inside a step ---- */
+
+/**
+ * Emits ev from the calling step. The returned event is routed first, then
+ * the sent ones in send order, when the step returns. target: NULL for every
+ * step that accepts the type, or a step name (WF_ENOTFOUND if no such step,
+ * WF_ETYPE if it does not accept the type). Takes ownership of ev.
+ * From outside a step (no invocation on this thread) it acts like
+ * wf_handler_send_event on the context's current run (WF_ESTATE if none).
+ */
+WF_API int wf_ctx_send_event(wf_ctx *ctx, wf_event *ev, const char *target);
+/**
+ * Publishes ev on the run's stream (see wf_handler_next_event). Takes
+ * ownership. WF_ESTATE when the context has no run; after the run ended the
+ * event is dropped and 0 returned (late emissions never reach the stream).
+ */
+WF_API int wf_ctx_write_event_to_stream(wf_ctx *ctx, wf_event *ev);
+/** Sets the message reported with the error the calling step is about to return. Copied. */
+WF_API int wf_ctx_set_error(wf_ctx *ctx, const char *message);
+/** 1 once the context's current run has ended (stop, failure, timeout, cancel). */
+WF_API int wf_ctx_is_cancelled(const wf_ctx *ctx);
+/** The current run's id, 0 when none. */
+WF_API uint64_t wf_ctx_run_id(const wf_ctx *ctx);
+/** The name of the step the calling thread runs for this context, or NULL. Borrowed. */
+WF_API const char *wf_ctx_step_name(const wf_ctx *ctx);
+/** The attempt number of the calling invocation (1 for the first execution), or 0. */
+WF_API uint32_t wf_ctx_attempt(const wf_ctx *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

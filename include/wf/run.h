@@ -1,0 +1,170 @@
+/*
+ * run.h: the executor, runs, handlers and the event stream.
+ *
+ * An executor is a pool of worker threads (per-worker work-stealing deques, a
+ * shared injection queue, idle workers park) and one timer thread. Any number
+ * of runs of any workflows share it; two executors in one process share
+ * nothing.
+ *
+ * wf_run_start() returns at once with a handler; the run executes on the
+ * pool. The handler waits for the result, streams events, sends events into
+ * the run, cancels it, and gives its id and context.
+ */
+#ifndef WF_RUN_H
+#define WF_RUN_H
+
+#include <wf/common.h>
+#include <wf/value.h>
+#include <wf/event.h>
+#include <wf/workflow.h>
+#include <wf/context.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct wf_executor wf_executor;
+typedef struct wf_handler wf_handler;
+
+/** Executor parameters. Fill with wf_executor_params_init; only grows at the end. */
+typedef struct wf_executor_params {
+    /** Worker threads; 0 (default) = the number of online cores. */
+    uint32_t threads;
+    /** How long an idle worker spins looking for work before it parks, in µs. Default 50. */
+    uint32_t spin_us;
+    /** Optional logger (any thread calls it) and its user pointer. */
+    wf_log_fn log;
+    void *log_user;
+} wf_executor_params;
+
+WF_API void wf_executor_params_init(wf_executor_params *p);
+
+/** Starts the workers. params may be NULL for the defaults. Caller owns: wf_executor_free. */
+WF_API int wf_executor_new(wf_executor **out, const wf_executor_params *params);
+/**
+ * Shuts down: cancels the runs still active (each ends as cancelled, its
+ * handler reports WF_ECANCELLED), waits for invocations in progress to
+ * return, joins the threads and frees the executor. Handlers stay valid until
+ * wf_handler_free. Must not be called from a worker thread. NULL is fine.
+ */
+WF_API void wf_executor_free(wf_executor *ex);
+/** Number of worker threads. */
+WF_API uint32_t wf_executor_threads(const wf_executor *ex);
+
+/** Value of wf_run_params.timeout_ms meaning "the workflow's timeout". */
+#define WF_TIMEOUT_DEFAULT (-2)
+
+/** How a run ended. */
+typedef enum wf_run_status {
+    WF_RUN_RUNNING = 0,
+    WF_RUN_DONE = 1,      /* a StopEvent: the result is there */
+    WF_RUN_FAILED = 2,    /* a step failed; see wf_handler_error */
+    WF_RUN_TIMED_OUT = 3, /* the run timeout expired */
+    WF_RUN_CANCELLED = 4  /* wf_handler_cancel or executor shutdown */
+} wf_run_status;
+
+/** Called once when a run ends, on an executor thread. Must not block. */
+typedef void (*wf_done_fn)(wf_handler *h, void *user);
+
+/** Run parameters. Fill with wf_run_params_init; only grows at the end. */
+typedef struct wf_run_params {
+    /** ms, WF_NO_TIMEOUT, or WF_TIMEOUT_DEFAULT (default: the workflow's). */
+    int64_t timeout_ms;
+    /**
+     * Stream capacity in events (default 4096). When the stream is full,
+     * further non-terminal events are dropped and counted
+     * (wf_handler_stream_dropped); the terminal event always gets through.
+     * 0 disables streaming: nothing is kept except the terminal event.
+     */
+    uint32_t stream_capacity;
+    /** Nonzero: also stream internal notifications (UnhandledEvent). Default 0. */
+    int32_t stream_internal;
+    /** Optional end-of-run callback and its user pointer (see wf_done_fn). */
+    wf_done_fn on_done;
+    void *on_done_user;
+} wf_run_params;
+
+WF_API void wf_run_params_init(wf_run_params *p);
+
+/**
+ * Starts a run of wf with start_event (takes ownership, also on failure; it
+ * must be of the workflow's start type) on the context ctx (NULL: a new one).
+ * The workflow is frozen and validated (unless validation is off) first:
+ * WF_EVALIDATION, with the report in *message if message is not NULL
+ * (caller owns: wf_free).
+ * WF_EBUSY if ctx is running, WF_ETYPE for a start event of another type,
+ * WF_EMISMATCH if ctx belongs to another workflow, WF_ESHUTDOWN.
+ * On success the caller owns *out: wf_handler_free. Any thread but a worker
+ * of ex blocked on the result.
+ */
+WF_API int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start_event,
+                           const wf_run_params *params, wf_handler **out, char **message);
+/** wf_run_start_ex with default parameters and no message. */
+WF_API int wf_run_start(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start_event,
+                        wf_handler **out);
+/**
+ * Starts a run and waits for it (wait timeout: wait_ms, or -1 forever).
+ * Returns what wf_handler_wait returns; *result as there. The handler is
+ * freed (an unfinished run goes on, detached).
+ */
+WF_API int wf_run(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start_event,
+                  int64_t wait_ms, wf_event **result);
+
+/* ---- the handler: any thread ---- */
+
+/**
+ * Waits up to timeout_ms (-1 forever, 0 poll) for the run to end. Returns 0
+ * when it ended with a StopEvent (its subtypes included) and, if result is
+ * not NULL, gives the StopEvent (caller owns: wf_event_release);
+ * WF_ESTEP when a step failed (wf_handler_error tells which), WF_ERUNTIMEOUT,
+ * WF_ECANCELLED, or WF_ETIMEDOUT if the run is still going.
+ */
+WF_API int wf_handler_wait(wf_handler *h, int64_t timeout_ms, wf_event **result);
+/** The current status, without waiting. */
+WF_API wf_run_status wf_handler_status(const wf_handler *h);
+/**
+ * Why the run failed or timed out: the error code a step returned (or
+ * WF_ERUNTIMEOUT / WF_ECANCELLED), the step's name (NULL if none), and a
+ * message (for a timeout it names the active steps). Borrowed: valid while
+ * the handler is. Returns WF_ESTATE while running, 0 otherwise.
+ */
+WF_API int wf_handler_error(const wf_handler *h, int *code, const char **step,
+                            const char **message);
+/** The run id (unique within the executor, nonzero). */
+WF_API uint64_t wf_handler_run_id(const wf_handler *h);
+/** The run's context. Borrowed: valid while the handler is (wf_ctx_retain to keep it). */
+WF_API wf_ctx *wf_handler_ctx(const wf_handler *h);
+/**
+ * Sends ev into the run (takes ownership): to every accepting step (target
+ * NULL) or one step (WF_ENOTFOUND, WF_ETYPE as wf_ctx_send_event).
+ * WF_ESTATE when the run has ended.
+ */
+WF_API int wf_handler_send_event(wf_handler *h, wf_event *ev, const char *target);
+/**
+ * Cancels the run: WorkflowCancelledEvent is streamed, waiters get
+ * WF_ECANCELLED, the context stays valid. 0, or WF_ESTATE if it had ended.
+ */
+WF_API int wf_handler_cancel(wf_handler *h);
+/**
+ * The next streamed event (caller owns: wf_event_release), waiting up to
+ * timeout_ms (-1 forever). Events come in the order each producer wrote
+ * them; the terminal event (StopEvent or subtype) comes last, after which
+ * WF_ECLOSED. WF_ETIMEDOUT when nothing came in time. One consumer only:
+ * a call from a second thread while one waits is WF_EBUSY.
+ */
+WF_API int wf_handler_next_event(wf_handler *h, int64_t timeout_ms, wf_event **ev);
+/** Events the stream dropped because it was full. */
+WF_API uint64_t wf_handler_stream_dropped(const wf_handler *h);
+/** Events no step accepted (each also an UnhandledEvent notification). */
+WF_API uint64_t wf_handler_unhandled(const wf_handler *h);
+/**
+ * Frees the handler. A run still going continues detached and its result is
+ * dropped. NULL is fine.
+ */
+WF_API void wf_handler_free(wf_handler *h);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

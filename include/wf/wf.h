@@ -1,0 +1,12 @@
+/* wf.h: the umbrella header of wf. */
+#ifndef WF_WF_H
+#define WF_WF_H
+
+#include <wf/common.h>
+#include <wf/value.h>
+#include <wf/event.h>
+#include <wf/workflow.h>
+#include <wf/context.h>
+#include <wf/run.h>
+
+#endif

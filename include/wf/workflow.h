@@ -1,0 +1,148 @@
+/*
+ * workflow.h: workflow definitions, steps, validation, graph export.
+ *
+ * A workflow is a name, a set of steps, the registry of its event types, a
+ * default run timeout and validation settings. It is built on one thread,
+ * then frozen (by wf_workflow_freeze, wf_workflow_validate or the first run):
+ * from then on it is immutable and may be used by any number of runs on any
+ * threads at once. Freezing computes the routing table (event type -> steps)
+ * once; no run ever compares type names.
+ */
+#ifndef WF_WORKFLOW_H
+#define WF_WORKFLOW_H
+
+#include <wf/common.h>
+#include <wf/value.h>
+#include <wf/event.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct wf_workflow wf_workflow;
+typedef struct wf_ctx wf_ctx;
+typedef struct wf_retry_policy wf_retry_policy;
+
+/**
+ * A step. Called on an executor thread with the run's context and the input
+ * event (borrowed for the call; wf_event_retain it to keep it).
+ * Return 0 with *out set to an event to emit (wf takes ownership) or left
+ * NULL to emit nothing; or a negative error code (any value: WF_E* or your
+ * own) to fail, with an optional message set by wf_ctx_set_error(); or
+ * WF_SUSPEND / WF_PENDING as the coordination calls describe.
+ * *out is NULL on entry. An event left in *out together with an error is
+ * released by wf.
+ */
+typedef int (*wf_step_fn)(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user);
+
+/** Step declaration. Fill with wf_step_params_init; the struct only grows at the end. */
+typedef struct wf_step_params {
+    /** Types the step accepts (n_accepts >= 1). Copied by wf_workflow_add_step. */
+    const wf_event_type *const *accepts;
+    /** Types the step may emit (for validation and drawing). Copied. */
+    const wf_event_type *const *emits;
+    uint32_t n_accepts;
+    uint32_t n_emits;
+    /** Invocations of this step that may run at once in one run. Default 4; >= 1. */
+    uint32_t num_workers;
+    /** Nonzero: the step also receives subtypes of what it accepts. Default 0. */
+    int32_t accept_subtypes;
+    /** Retry policy, or NULL for none (see retry.h, coordination). Not owned. */
+    const wf_retry_policy *retry;
+    /** Runs exactly once on user when the workflow is freed (if added). May be NULL. */
+    void (*user_free)(void *user);
+} wf_step_params;
+
+/** Fills p with the defaults: no types, num_workers 4, exact routing, no retry. */
+WF_API void wf_step_params_init(wf_step_params *p);
+
+/** Timeout value meaning "no timeout". */
+#define WF_NO_TIMEOUT (-1)
+/** The default run timeout, 45 s as in the Python reference. */
+#define WF_DEFAULT_TIMEOUT_MS 45000
+
+/**
+ * A new workflow called name on registry reg (the workflow takes a reference;
+ * NULL makes a private registry, see wf_workflow_registry). Caller owns:
+ * wf_workflow_free. Any thread; the workflow is then built on one thread.
+ */
+WF_API int wf_workflow_new(wf_workflow **out, const char *name, wf_registry *reg);
+/**
+ * Drops the caller's reference. Runs keep their own, so a workflow may be
+ * freed while its runs go on; the last reference frees it and runs every
+ * step's user_free. NULL is fine.
+ */
+WF_API void wf_workflow_free(wf_workflow *wf);
+/** A new reference (for wf_workflow_free). */
+WF_API wf_workflow *wf_workflow_retain(wf_workflow *wf);
+
+/** The name. Borrowed. */
+WF_API const char *wf_workflow_name(const wf_workflow *wf);
+/** The registry. Borrowed: valid while the workflow is. */
+WF_API wf_registry *wf_workflow_registry(const wf_workflow *wf);
+/** Shortcut for wf_registry_add on the workflow's registry. */
+WF_API int wf_workflow_event_type(wf_workflow *wf, const char *name, const wf_event_type *parent,
+                                  const wf_event_type **out);
+/** Shortcut for wf_registry_builtin on the workflow's registry. */
+WF_API const wf_event_type *wf_workflow_builtin(const wf_workflow *wf, wf_builtin_type which);
+
+/**
+ * Adds a step. Names are unique, 1..255 bytes. Types must belong to the
+ * workflow's registry. WF_EEXIST for a duplicate name, WF_EINVAL for bad
+ * params (no accepted type, num_workers 0, a NULL type), WF_EFROZEN after
+ * freezing. On failure user_free is not called and the caller keeps user.
+ */
+WF_API int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn,
+                                const wf_step_params *params, void *user);
+
+/** Default run timeout in ms, or WF_NO_TIMEOUT. Runs may override it. */
+WF_API int wf_workflow_set_timeout(wf_workflow *wf, int64_t timeout_ms);
+WF_API int64_t wf_workflow_timeout(const wf_workflow *wf);
+/** Run-start validation on (default) or off. Definition checks always run. */
+WF_API int wf_workflow_set_validation(wf_workflow *wf, int enabled);
+/**
+ * Skips a graph check by name: "reachability", "terminal_event" or
+ * "dead_end". WF_EINVAL for any other name.
+ */
+WF_API int wf_workflow_skip_check(wf_workflow *wf, const char *check);
+
+/**
+ * Freezes the definition after the definition-time checks (there are steps;
+ * exactly one start type; exactly one stop type) and builds the routing
+ * table. Idempotent. On failure returns WF_EVALIDATION and, if message is not
+ * NULL, a text naming every culprit (caller owns: wf_free).
+ */
+WF_API int wf_workflow_freeze(wf_workflow *wf, char **message);
+/**
+ * Freezes, then runs every run-start check (regardless of
+ * wf_workflow_set_validation) except the skipped graph checks. Returns 0 or
+ * WF_EVALIDATION with the report in *message (all problems found, one per
+ * line; caller owns: wf_free).
+ */
+WF_API int wf_workflow_validate(wf_workflow *wf, char **message);
+
+/* ---- introspection (after freezing unless said otherwise) ---- */
+WF_API size_t wf_workflow_step_count(const wf_workflow *wf);
+/** Step i's name, borrowed; NULL past the end. Any time. */
+WF_API const char *wf_workflow_step_name(const wf_workflow *wf, size_t i);
+/** The start event type (accepted by the start step), or NULL before freezing. */
+WF_API const wf_event_type *wf_workflow_start_type(const wf_workflow *wf);
+/** The stop event type (emitted by the steps that end runs), or NULL before freezing. */
+WF_API const wf_event_type *wf_workflow_stop_type(const wf_workflow *wf);
+
+/* ---- graph export: all possible flows ---- */
+
+/**
+ * Graphviz DOT text: steps as boxes, events as ellipses (start event green,
+ * stop events red), edges event -> step (accepts) and step -> event (emits).
+ * Caller owns *out: wf_free. Any time.
+ */
+WF_API int wf_workflow_to_dot(const wf_workflow *wf, char **out);
+/** The same graph as a Mermaid flowchart. Caller owns *out: wf_free. */
+WF_API int wf_workflow_to_mermaid(const wf_workflow *wf, char **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

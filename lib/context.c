@@ -1,0 +1,262 @@
+/*
+ * context.c: the context object and its store.
+ *
+ * The store is one map value under a pthread rwlock. ck_rwlock would spin
+ * (and PITFALLS.md measured its shared reader counter); a sleeping lock is
+ * the right tool here because wf_ctx_edit_state runs user code under the
+ * write lock. Readers retain the value they read, and values are immutable,
+ * so nothing a reader holds can change under it: writers mutate in place only
+ * what nobody else references (copy-on-write in value.c).
+ */
+#include "internal.h"
+
+#include <string.h>
+
+int wf_ctx_new(wf_ctx **out, wf_workflow *wf)
+{
+    if (out == NULL)
+        return WF_EINVAL;
+    *out = NULL;
+    if (wf == NULL)
+        return WF_EINVAL;
+    wf_ctx *ctx = wf__calloc(1, sizeof *ctx);
+    if (ctx == NULL)
+        return WF_ENOMEM;
+    int rc = wf_value_map_new(&ctx->state, 8);
+    if (rc < 0) {
+        wf__free_mem(ctx);
+        return rc;
+    }
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    /* Writers are rare and short; do not let a stream of readers starve them. */
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&ctx->lock, &a);
+    pthread_rwlockattr_destroy(&a);
+    pthread_mutex_init(&ctx->run_lock, NULL);
+    atomic_init(&ctx->refs, 1);
+    atomic_init(&ctx->run, NULL);
+    ctx->wf = wf_workflow_retain(wf);
+    *out = ctx;
+    return 0;
+}
+
+wf_ctx *wf_ctx_retain(wf_ctx *ctx)
+{
+    if (ctx)
+        atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+    return ctx;
+}
+
+void wf_ctx_free(wf_ctx *ctx)
+{
+    if (ctx == NULL || atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    wf_value_release(ctx->state);
+    pthread_rwlock_destroy(&ctx->lock);
+    pthread_mutex_destroy(&ctx->run_lock);
+    wf_workflow_free(ctx->wf);
+    wf__free_mem(ctx);
+}
+
+wf_workflow *wf_ctx_workflow(const wf_ctx *ctx)
+{
+    return ctx ? ctx->wf : NULL;
+}
+
+int wf_ctx_is_running(const wf_ctx *ctx)
+{
+    return ctx ? atomic_load_explicit(&((wf_ctx *)ctx)->run, memory_order_acquire) != NULL : 0;
+}
+
+/* Validates a dotted path: no empty part. */
+static int path_ok(const char *path)
+{
+    if (path == NULL || path[0] == 0)
+        return 0;
+    const char *p = path;
+    for (;;) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        if (n == 0)
+            return 0;
+        if (!dot)
+            return 1;
+        p = dot + 1;
+    }
+}
+
+/* Walks path from root; *out borrowed. */
+static int lookup(wf_value root, const char *path, wf_value *out)
+{
+    wf_value cur = root;
+    const char *p = path;
+    for (;;) {
+        if (wf_value_kind(cur) != WF_MAP)
+            return WF_EKIND;
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        wf_value next;
+        int rc = wf_value_map_get_n(cur, p, n, &next);
+        if (rc < 0)
+            return rc;
+        cur = next;
+        if (!dot)
+            break;
+        p = dot + 1;
+    }
+    *out = cur;
+    return 0;
+}
+
+int wf_ctx_get(wf_ctx *ctx, const char *path, wf_value *out)
+{
+    if (out)
+        *out = wf_value_nil();
+    if (ctx == NULL || out == NULL || !path_ok(path))
+        return WF_EINVAL;
+    pthread_rwlock_rdlock(&ctx->lock);
+    wf_value v;
+    int rc = lookup(ctx->state, path, &v);
+    if (rc == 0)
+        *out = wf_value_retain(v);
+    pthread_rwlock_unlock(&ctx->lock);
+    return rc;
+}
+
+int wf_ctx_get_default(wf_ctx *ctx, const char *path, wf_value dflt, wf_value *out)
+{
+    int rc = wf_ctx_get(ctx, path, out);
+    if (rc == WF_ENOTFOUND) {
+        *out = wf_value_retain(dflt);
+        return 0;
+    }
+    return rc;
+}
+
+/* Sets path inside the map *m (owned by the caller); takes val. */
+static int set_in(wf_value *m, const char *path, wf_value val)
+{
+    const char *dot = strchr(path, '.');
+    if (dot == NULL)
+        return wf_value_map_set(m, path, val);
+    size_t n = (size_t)(dot - path);
+    wf_value child;
+    int rc = wf_value_map_get_n(*m, path, n, &child);
+    if (rc == 0) {
+        if (wf_value_kind(child) != WF_MAP) {
+            wf_value_release(val);
+            return WF_EKIND;
+        }
+        child = wf_value_retain(child);
+    } else if (rc == WF_ENOTFOUND) {
+        rc = wf_value_map_new(&child, 4);
+        if (rc < 0) {
+            wf_value_release(val);
+            return rc;
+        }
+    } else {
+        wf_value_release(val);
+        return rc;
+    }
+    rc = set_in(&child, dot + 1, val);
+    if (rc < 0) {
+        wf_value_release(child);
+        return rc;
+    }
+    return wf_value_map_set_n(m, path, n, child);
+}
+
+int wf_ctx_set(wf_ctx *ctx, const char *path, wf_value val)
+{
+    if (ctx == NULL || !path_ok(path)) {
+        wf_value_release(val);
+        return WF_EINVAL;
+    }
+    pthread_rwlock_wrlock(&ctx->lock);
+    /*
+     * Each level is replaced only after the level below succeeded, so a
+     * failure half-way leaves the state as it was; maps nobody else holds
+     * are changed in place (copy-on-write copies only shared ones).
+     */
+    int rc = set_in(&ctx->state, path, val);
+    pthread_rwlock_unlock(&ctx->lock);
+    return rc;
+}
+
+static int delete_in(wf_value *m, const char *path)
+{
+    const char *dot = strchr(path, '.');
+    if (dot == NULL)
+        return wf_value_map_remove(m, path);
+    size_t n = (size_t)(dot - path);
+    wf_value child;
+    int rc = wf_value_map_get_n(*m, path, n, &child);
+    if (rc < 0)
+        return rc;
+    if (wf_value_kind(child) != WF_MAP)
+        return WF_EKIND;
+    child = wf_value_retain(child);
+    rc = delete_in(&child, dot + 1);
+    if (rc < 0) {
+        wf_value_release(child);
+        return rc;
+    }
+    return wf_value_map_set_n(m, path, n, child);
+}
+
+int wf_ctx_delete(wf_ctx *ctx, const char *path)
+{
+    if (ctx == NULL || !path_ok(path))
+        return WF_EINVAL;
+    pthread_rwlock_wrlock(&ctx->lock);
+    int rc = delete_in(&ctx->state, path);
+    pthread_rwlock_unlock(&ctx->lock);
+    return rc;
+}
+
+int wf_ctx_state(wf_ctx *ctx, wf_value *out)
+{
+    if (out)
+        *out = wf_value_nil();
+    if (ctx == NULL || out == NULL)
+        return WF_EINVAL;
+    pthread_rwlock_rdlock(&ctx->lock);
+    *out = wf_value_retain(ctx->state);
+    pthread_rwlock_unlock(&ctx->lock);
+    return 0;
+}
+
+int wf_ctx_edit_state(wf_ctx *ctx, wf_edit_fn fn, void *user)
+{
+    if (ctx == NULL || fn == NULL)
+        return WF_EINVAL;
+    pthread_rwlock_wrlock(&ctx->lock);
+    wf_value s = wf_value_retain(ctx->state);
+    int rc = fn(&s, user);
+    if (rc == 0 && wf_value_kind(s) != WF_MAP)
+        rc = WF_EKIND;
+    if (rc == 0) {
+        wf_value_release(ctx->state);
+        ctx->state = s;
+    } else {
+        wf_value_release(s);
+    }
+    pthread_rwlock_unlock(&ctx->lock);
+    return rc;
+}
+
+/* Replaces the whole state (used by snapshots); takes state. */
+int wf__ctx_replace_state(wf_ctx *ctx, wf_value state)
+{
+    if (wf_value_kind(state) != WF_MAP) {
+        wf_value_release(state);
+        return WF_EKIND;
+    }
+    pthread_rwlock_wrlock(&ctx->lock);
+    wf_value old = ctx->state;
+    ctx->state = state;
+    pthread_rwlock_unlock(&ctx->lock);
+    wf_value_release(old);
+    return 0;
+}

@@ -1,0 +1,490 @@
+/*
+ * event.c: the type registry and events.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+static const char *const builtin_names[WF_BUILTIN_COUNT] = {
+    "StartEvent",         "StopEvent",
+    "InputRequiredEvent", "HumanResponseEvent",
+    "StepFailedEvent",    "WorkflowTimedOutEvent",
+    "WorkflowCancelledEvent", "WorkflowFailedEvent",
+    "UnhandledEvent",
+};
+
+/* ---------------------------------------------------------------- registry */
+
+static int add_locked(wf_registry *reg, const char *name, const wf_event_type *parent,
+                      const wf_event_type **out)
+{
+    uint32_t n = atomic_load_explicit(&reg->n, memory_order_relaxed);
+    if (n == reg->cap) {
+        uint32_t cap = reg->cap ? reg->cap * 2 : 32;
+        wf_event_type **t = wf__realloc(reg->types, cap * sizeof *t);
+        if (t == NULL)
+            return WF_ENOMEM;
+        reg->types = t;
+        reg->cap = cap;
+    }
+    wf_event_type *t = wf__calloc(1, sizeof *t);
+    if (t == NULL)
+        return WF_ENOMEM;
+    t->name = wf__strdup(name);
+    if (t->name == NULL) {
+        wf__free_mem(t);
+        return WF_ENOMEM;
+    }
+    t->parent = parent;
+    t->reg = reg;
+    t->id = n;
+    t->depth = parent ? parent->depth + 1 : 0;
+    t->is_stop = parent ? parent->is_stop : 0;
+    reg->types[n] = t;
+    atomic_store_explicit(&reg->n, n + 1, memory_order_release);
+    *out = t;
+    return 0;
+}
+
+static const wf_event_type *find_locked(const wf_registry *reg, const char *name)
+{
+    uint32_t n = atomic_load_explicit(&reg->n, memory_order_relaxed);
+    for (uint32_t i = 0; i < n; i++)
+        if (strcmp(reg->types[i]->name, name) == 0)
+            return reg->types[i];
+    return NULL;
+}
+
+int wf_registry_new(wf_registry **out)
+{
+    if (out == NULL)
+        return WF_EINVAL;
+    *out = NULL;
+    wf_registry *reg = wf__calloc(1, sizeof *reg);
+    if (reg == NULL)
+        return WF_ENOMEM;
+    atomic_init(&reg->refs, 1);
+    atomic_init(&reg->n, 0);
+    pthread_mutex_init(&reg->lock, NULL);
+    for (int i = 0; i < WF_BUILTIN_COUNT; i++) {
+        const wf_event_type *parent = NULL;
+        if (i >= WF_WORKFLOW_TIMED_OUT_EVENT && i <= WF_WORKFLOW_FAILED_EVENT)
+            parent = reg->types[WF_STOP_EVENT];
+        const wf_event_type *t;
+        if (add_locked(reg, builtin_names[i], parent, &t) < 0) {
+            wf_registry_free(reg);
+            return WF_ENOMEM;
+        }
+        if (i == WF_STOP_EVENT)
+            ((wf_event_type *)t)->is_stop = 1;
+    }
+    *out = reg;
+    return 0;
+}
+
+void wf__registry_retain(wf_registry *reg)
+{
+    atomic_fetch_add_explicit(&reg->refs, 1, memory_order_relaxed);
+}
+
+void wf_registry_free(wf_registry *reg)
+{
+    if (reg == NULL || atomic_fetch_sub_explicit(&reg->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    uint32_t n = atomic_load(&reg->n);
+    for (uint32_t i = 0; i < n; i++) {
+        wf__free_mem(reg->types[i]->name);
+        wf__free_mem(reg->types[i]);
+    }
+    wf__free_mem(reg->types);
+    pthread_mutex_destroy(&reg->lock);
+    wf__free_mem(reg);
+}
+
+int wf_registry_add(wf_registry *reg, const char *name, const wf_event_type *parent,
+                    const wf_event_type **out)
+{
+    if (out)
+        *out = NULL;
+    if (reg == NULL || name == NULL || out == NULL)
+        return WF_EINVAL;
+    size_t len = strlen(name);
+    if (len == 0 || len > 255)
+        return WF_EINVAL;
+    if (parent && parent->reg != reg)
+        return WF_EINVAL;
+    pthread_mutex_lock(&reg->lock);
+    int rc = 0;
+    const wf_event_type *t = find_locked(reg, name);
+    if (t) {
+        if (t->parent == parent)
+            *out = t;
+        else
+            rc = WF_EEXIST;
+    } else {
+        rc = add_locked(reg, name, parent, out);
+    }
+    pthread_mutex_unlock(&reg->lock);
+    return rc;
+}
+
+const wf_event_type *wf_registry_find(const wf_registry *reg, const char *name)
+{
+    if (reg == NULL || name == NULL)
+        return NULL;
+    wf_registry *r = (wf_registry *)reg;
+    pthread_mutex_lock(&r->lock);
+    const wf_event_type *t = find_locked(r, name);
+    pthread_mutex_unlock(&r->lock);
+    return t;
+}
+
+const wf_event_type *wf_registry_builtin(const wf_registry *reg, wf_builtin_type which)
+{
+    if (reg == NULL || (int)which < 0 || which >= WF_BUILTIN_COUNT)
+        return NULL;
+    /* Built-ins are added first and never move: no lock needed. */
+    return reg->types[which];
+}
+
+size_t wf_registry_count(const wf_registry *reg)
+{
+    return reg ? atomic_load_explicit(&reg->n, memory_order_acquire) : 0;
+}
+
+/* ------------------------------------------------------------------- types */
+
+const char *wf_event_type_name(const wf_event_type *t)
+{
+    return t ? t->name : NULL;
+}
+
+const wf_event_type *wf_event_type_parent(const wf_event_type *t)
+{
+    return t ? t->parent : NULL;
+}
+
+uint32_t wf_event_type_id(const wf_event_type *t)
+{
+    return t ? t->id : UINT32_MAX;
+}
+
+wf_registry *wf_event_type_registry(const wf_event_type *t)
+{
+    return t ? t->reg : NULL;
+}
+
+int wf_event_type_is(const wf_event_type *t, const wf_event_type *ancestor)
+{
+    if (t == NULL || ancestor == NULL)
+        return 0;
+    while (t && t->depth >= ancestor->depth) {
+        if (t == ancestor)
+            return 1;
+        t = t->parent;
+    }
+    return 0;
+}
+
+int wf_event_type_is_stop(const wf_event_type *t)
+{
+    return t ? t->is_stop : 0;
+}
+
+/* ------------------------------------------------------------------ events */
+
+static wf_event *ev_alloc(const wf_event_type *type, uint32_t cap)
+{
+    uint8_t cls;
+    size_t size = sizeof(wf_event) + (size_t)cap * sizeof(wf__field);
+    wf_event *ev = wf__cache_alloc(size, &cls);
+    if (ev == NULL)
+        return NULL;
+    atomic_init(&ev->refs, 1);
+    ev->flags = 0;
+    ev->cls = cls;
+    ev->pad = 0;
+    ev->nfields = 0;
+    ev->cap = cap;
+    ev->type = type;
+    ev->fields = ev->inline_fields;
+    return ev;
+}
+
+static void field_clear(wf__field *f)
+{
+    if (f->klen >= WF__KEY_INLINE)
+        wf__free_mem(f->key.heap);
+    wf_value_release(f->val);
+}
+
+static int field_init(wf__field *f, const char *key, size_t klen, wf_value val)
+{
+    if (klen < WF__KEY_INLINE) {
+        memcpy(f->key.inl, key, klen);
+        f->key.inl[klen] = 0;
+    } else {
+        f->key.heap = wf__strndup(key, klen);
+        if (f->key.heap == NULL)
+            return WF_ENOMEM;
+    }
+    f->klen = (uint32_t)klen;
+    f->val = val;
+    return 0;
+}
+
+static wf__field *find_field(const wf_event *ev, const char *key, size_t klen)
+{
+    for (uint32_t i = 0; i < ev->nfields; i++) {
+        wf__field *f = &ev->fields[i];
+        if (f->klen == klen && memcmp(wf__field_key(f), key, klen) == 0)
+            return f;
+    }
+    return NULL;
+}
+
+/* Adds or replaces a field; takes val (released on failure). */
+static int ev_set(wf_event *ev, const char *key, wf_value val)
+{
+    size_t klen = strlen(key);
+    if (klen == 0 || klen > UINT32_MAX - 1) {
+        wf_value_release(val);
+        return WF_EINVAL;
+    }
+    wf__field *f = find_field(ev, key, klen);
+    if (f) {
+        wf_value_release(f->val);
+        f->val = val;
+        return 0;
+    }
+    if (ev->nfields == ev->cap) {
+        uint32_t cap = ev->cap ? ev->cap * 2 : 4;
+        wf__field *nf;
+        if (ev->flags & WF__EV_FIELDS_HEAP) {
+            nf = wf__realloc(ev->fields, cap * sizeof *nf);
+        } else {
+            nf = wf__malloc(cap * sizeof *nf);
+            if (nf)
+                memcpy(nf, ev->fields, ev->nfields * sizeof *nf);
+        }
+        if (nf == NULL) {
+            wf_value_release(val);
+            return WF_ENOMEM;
+        }
+        ev->fields = nf;
+        ev->cap = cap;
+        ev->flags |= WF__EV_FIELDS_HEAP;
+    }
+    int rc = field_init(&ev->fields[ev->nfields], key, klen, val);
+    if (rc < 0) {
+        wf_value_release(val);
+        return rc;
+    }
+    ev->nfields++;
+    return 0;
+}
+
+int wf_event_new(wf_event **out, const wf_event_type *type, size_t capacity)
+{
+    if (out == NULL)
+        return WF_EINVAL;
+    *out = NULL;
+    if (type == NULL || capacity > 1u << 20)
+        return WF_EINVAL;
+    wf_event *ev = ev_alloc(type, (uint32_t)capacity);
+    if (ev == NULL)
+        return WF_ENOMEM;
+    *out = ev;
+    return 0;
+}
+
+int wf_event_new1(wf_event **out, const wf_event_type *type, const char *key, wf_value val)
+{
+    if (out == NULL || type == NULL) {
+        if (out)
+            *out = NULL;
+        wf_value_release(val);
+        return WF_EINVAL;
+    }
+    *out = NULL;
+    wf_event *ev = ev_alloc(type, key ? 1 : 0);
+    if (ev == NULL) {
+        wf_value_release(val);
+        return WF_ENOMEM;
+    }
+    if (key) {
+        int rc = ev_set(ev, key, val);
+        if (rc < 0) {
+            wf_event_release(ev);
+            return rc;
+        }
+    }
+    *out = ev;
+    return 0;
+}
+
+int wf_event_new2(wf_event **out, const wf_event_type *type, const char *k1, wf_value v1,
+                  const char *k2, wf_value v2)
+{
+    if (out == NULL || type == NULL || k1 == NULL || k2 == NULL) {
+        if (out)
+            *out = NULL;
+        wf_value_release(v1);
+        wf_value_release(v2);
+        return WF_EINVAL;
+    }
+    *out = NULL;
+    wf_event *ev = ev_alloc(type, 2);
+    if (ev == NULL) {
+        wf_value_release(v1);
+        wf_value_release(v2);
+        return WF_ENOMEM;
+    }
+    int rc = ev_set(ev, k1, v1);
+    if (rc < 0) {
+        wf_value_release(v2);
+        wf_event_release(ev);
+        return rc;
+    }
+    rc = ev_set(ev, k2, v2);
+    if (rc < 0) {
+        wf_event_release(ev);
+        return rc;
+    }
+    *out = ev;
+    return 0;
+}
+
+int wf_event_new_stop(wf_event **out, const wf_registry *reg, const wf_event_type *type,
+                      wf_value result)
+{
+    if (type == NULL)
+        type = reg ? reg->types[WF_STOP_EVENT] : NULL;
+    if (type == NULL || !type->is_stop) {
+        if (out)
+            *out = NULL;
+        wf_value_release(result);
+        return WF_EINVAL;
+    }
+    return wf_event_new1(out, type, "result", result);
+}
+
+int wf_event_set(wf_event *ev, const char *key, wf_value val)
+{
+    if (ev == NULL || key == NULL) {
+        wf_value_release(val);
+        return WF_EINVAL;
+    }
+    if ((ev->flags & WF__EV_FROZEN) ||
+        atomic_load_explicit(&ev->refs, memory_order_acquire) != 1) {
+        wf_value_release(val);
+        return WF_EFROZEN;
+    }
+    return ev_set(ev, key, val);
+}
+
+void wf_event_freeze(wf_event *ev)
+{
+    /* Only the sole owner of an unfrozen event writes flags, so no race. */
+    if (ev && !(ev->flags & WF__EV_FROZEN))
+        ev->flags |= WF__EV_FROZEN;
+}
+
+int wf_event_is_frozen(const wf_event *ev)
+{
+    return ev ? (ev->flags & WF__EV_FROZEN) != 0 : 0;
+}
+
+wf_event *wf_event_retain(const wf_event *ev)
+{
+    wf_event *e = (wf_event *)ev;
+    if (e)
+        atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+    return e;
+}
+
+void wf_event_release(wf_event *ev)
+{
+    if (ev == NULL)
+        return;
+    if (atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_release) != 1)
+        return;
+    atomic_thread_fence(memory_order_acquire);
+    for (uint32_t i = 0; i < ev->nfields; i++)
+        field_clear(&ev->fields[i]);
+    if (ev->flags & WF__EV_FIELDS_HEAP)
+        wf__free_mem(ev->fields);
+    wf__cache_free(ev, ev->cls);
+}
+
+const wf_event_type *wf_event_type_of(const wf_event *ev)
+{
+    return ev ? ev->type : NULL;
+}
+
+const char *wf_event_type_name_of(const wf_event *ev)
+{
+    return ev ? ev->type->name : NULL;
+}
+
+wf_value wf_event_get(const wf_event *ev, const char *key, wf_value dflt)
+{
+    if (ev == NULL || key == NULL)
+        return dflt;
+    wf__field *f = find_field(ev, key, strlen(key));
+    return f ? f->val : dflt;
+}
+
+int wf_event_lookup(const wf_event *ev, const char *key, wf_value *out)
+{
+    if (ev == NULL || key == NULL || out == NULL)
+        return WF_EINVAL;
+    wf__field *f = find_field(ev, key, strlen(key));
+    if (f == NULL)
+        return WF_ENOTFOUND;
+    *out = f->val;
+    return 0;
+}
+
+int wf_event_has(const wf_event *ev, const char *key)
+{
+    return ev && key && find_field(ev, key, strlen(key)) != NULL;
+}
+
+size_t wf_event_field_count(const wf_event *ev)
+{
+    return ev ? ev->nfields : 0;
+}
+
+int wf_event_field_at(const wf_event *ev, size_t i, const char **key, wf_value *val)
+{
+    if (ev == NULL)
+        return WF_EINVAL;
+    if (i >= ev->nfields)
+        return WF_ERANGE;
+    if (key)
+        *key = wf__field_key(&ev->fields[i]);
+    if (val)
+        *val = ev->fields[i].val;
+    return 0;
+}
+
+wf_value wf_event_result(const wf_event *ev)
+{
+    return wf_event_get(ev, "result", wf_value_nil());
+}
+
+int wf_event_equal(const wf_event *a, const wf_event *b)
+{
+    if (a == b)
+        return 1;
+    if (a == NULL || b == NULL || a->type != b->type || a->nfields != b->nfields)
+        return 0;
+    for (uint32_t i = 0; i < a->nfields; i++) {
+        const wf__field *f = &a->fields[i];
+        const wf__field *g = find_field(b, wf__field_key(f), f->klen);
+        if (g == NULL || !wf_value_equal(f->val, g->val))
+            return 0;
+    }
+    return 1;
+}

@@ -1,0 +1,198 @@
+/*
+ * internal.h: structures and helpers shared by the files of lib/, serialize/
+ * and executor/. Never installed. Internal names are wf__*.
+ */
+#ifndef WF_INTERNAL_H
+#define WF_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <wf/wf.h>
+
+#define WF__HIDDEN __attribute__((visibility("hidden")))
+#define WF__LIKELY(x) __builtin_expect(!!(x), 1)
+#define WF__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define WF__CACHELINE 64
+#define WF__ALIGNED __attribute__((aligned(WF__CACHELINE)))
+
+/* ------------------------------------------------------------------ alloc */
+
+/* Every allocation goes through the hooks (lib/alloc.c). */
+void *wf__malloc(size_t n);
+void *wf__calloc(size_t n, size_t size);
+void *wf__realloc(void *p, size_t n);
+void wf__free_mem(void *p);
+char *wf__strdup(const char *s);
+char *wf__strndup(const char *s, size_t n);
+
+/*
+ * Per-thread block cache for the hot path (events, tasks): size classes of
+ * 64, 128, 256 and 512 bytes. wf__cache_alloc returns a block of at least n
+ * bytes and its class in *cls (WF__CLS_HEAP for larger blocks, which come
+ * from wf__malloc); wf__cache_free takes the class back. A block may be freed
+ * on another thread than the one that allocated it.
+ */
+#define WF__CLS_HEAP 0xff
+void *wf__cache_alloc(size_t n, uint8_t *cls);
+void wf__cache_free(void *p, uint8_t cls);
+
+/* ---------------------------------------------------------------- strings */
+
+/* A growable NUL-terminated string; on allocation failure it latches oom. */
+typedef struct wf__buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    int oom;
+} wf__buf;
+
+void wf__buf_init(wf__buf *b);
+void wf__buf_free(wf__buf *b);
+void wf__buf_append(wf__buf *b, const char *s, size_t n);
+void wf__buf_puts(wf__buf *b, const char *s);
+void wf__buf_printf(wf__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Hands the string to the caller (wf_free); NULL and WF_ENOMEM if oom. */
+int wf__buf_take(wf__buf *b, char **out);
+
+/* ----------------------------------------------------------------- values */
+
+/* The header of every heap value block. refs is atomic (relaxed inc, acq_rel dec). */
+typedef struct wf__obj {
+    _Atomic uint32_t refs;
+    uint32_t kind; /* wf_kind */
+} wf__obj;
+
+/* ----------------------------------------------------------------- events */
+
+struct wf_event_type {
+    char *name;
+    const wf_event_type *parent;
+    wf_registry *reg;
+    uint32_t id;
+    uint32_t depth; /* 0 for a root type */
+    int is_stop;    /* StopEvent or a subtype */
+};
+
+struct wf_registry {
+    _Atomic uint32_t refs;
+    pthread_mutex_t lock;    /* guards types, n, cap */
+    wf_event_type **types;   /* by id; entries never move once added */
+    _Atomic uint32_t n;
+    uint32_t cap;
+};
+
+/* Keys of up to WF__KEY_INLINE-1 bytes live inside the field. */
+#define WF__KEY_INLINE 12
+
+typedef struct wf__field {
+    union {
+        char inl[WF__KEY_INLINE];
+        char *heap;
+    } key;
+    uint32_t klen;
+    wf_value val;
+} wf__field;
+
+#define WF__EV_FROZEN 1u
+#define WF__EV_FIELDS_HEAP 2u /* fields points to a separate allocation */
+
+struct wf_event {
+    _Atomic uint32_t refs;
+    uint16_t flags;
+    uint8_t cls; /* cache class of this block */
+    uint8_t pad;
+    uint32_t nfields;
+    uint32_t cap;
+    const wf_event_type *type;
+    wf__field *fields; /* inline_fields or a heap array */
+    wf__field inline_fields[];
+};
+
+void wf__registry_retain(wf_registry *reg);
+
+static inline const char *wf__field_key(const wf__field *f)
+{
+    return f->klen < WF__KEY_INLINE ? f->key.inl : f->key.heap;
+}
+
+/* --------------------------------------------------------------- workflow */
+
+typedef struct wf__step {
+    char *name;
+    uint32_t index;
+    wf_step_fn fn;
+    void *user;
+    void (*user_free)(void *user);
+    const wf_event_type **accepts;
+    uint32_t n_accepts;
+    const wf_event_type **emits;
+    uint32_t n_emits;
+    uint32_t num_workers;
+    int accept_subtypes;
+    const wf_retry_policy *retry;
+} wf__step;
+
+#define WF__CHECK_REACHABILITY 1u
+#define WF__CHECK_TERMINAL 2u
+#define WF__CHECK_DEAD_END 4u
+
+struct wf_workflow {
+    _Atomic uint32_t refs;
+    char *name;
+    wf_registry *reg;
+    wf__step **steps; /* pointers stable; order of addition */
+    uint32_t n_steps;
+    uint32_t cap_steps;
+    int64_t timeout_ms;
+    int validation;
+    uint32_t skip_checks; /* WF__CHECK_* bits */
+
+    pthread_mutex_t lock;  /* guards freezing and the cached validation */
+    _Atomic int frozen;    /* set (release) once the fields below are built */
+    const wf_event_type *start_type;
+    const wf_event_type *stop_type;
+    /* routing: steps accepting type id t are route_steps[route_off[t] .. route_off[t+1]) */
+    uint32_t n_route_types;
+    uint32_t *route_off;
+    uint32_t *route_steps;
+    int validated;         /* 0 unknown, 1 passed, -1 failed (guarded by lock) */
+    char *validation_msg;  /* report of the failed run-start validation */
+};
+
+/* The steps that receive an event of type t (frozen workflow). */
+void wf__workflow_route(const wf_workflow *wf, const wf_event_type *t, const uint32_t **steps,
+                        uint32_t *n, uint32_t *scratch, uint32_t scratch_cap);
+/* 1 if step s accepts events of type t (exact, or subtype when it opted in). */
+int wf__step_accepts(const wf__step *s, const wf_event_type *t);
+wf__step *wf__workflow_find_step(const wf_workflow *wf, const char *name);
+/* Freeze + run-start validation according to the workflow's settings (cached). */
+int wf__workflow_prepare(wf_workflow *wf, char **message);
+
+/* validate.c: append problems to b (one per line); return the number found. */
+int wf__validate_definition(const wf_workflow *wf, const wf_event_type **start,
+                            const wf_event_type **stop, wf__buf *b);
+int wf__validate_run(const wf_workflow *wf, uint32_t skip_checks, wf__buf *b);
+
+/* ---------------------------------------------------------------- context */
+
+struct wf__run;
+
+struct wf_ctx {
+    _Atomic uint32_t refs;
+    wf_workflow *wf;
+    pthread_rwlock_t lock; /* guards state */
+    wf_value state;        /* a map */
+    /* The run using the context, or NULL: written under run_lock, read atomically. */
+    pthread_mutex_t run_lock;
+    _Atomic(struct wf__run *) run;
+};
+
+int wf__ctx_replace_state(wf_ctx *ctx, wf_value state);
+
+
+#endif

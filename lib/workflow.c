@@ -1,0 +1,391 @@
+/*
+ * workflow.c: workflow definitions, steps, freezing and the routing table.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+void wf_step_params_init(wf_step_params *p)
+{
+    if (p == NULL)
+        return;
+    memset(p, 0, sizeof *p);
+    p->num_workers = 4;
+}
+
+int wf_workflow_new(wf_workflow **out, const char *name, wf_registry *reg)
+{
+    if (out == NULL)
+        return WF_EINVAL;
+    *out = NULL;
+    if (name == NULL || name[0] == 0 || strlen(name) > 255)
+        return WF_EINVAL;
+    wf_workflow *wf = wf__calloc(1, sizeof *wf);
+    if (wf == NULL)
+        return WF_ENOMEM;
+    wf->name = wf__strdup(name);
+    if (wf->name == NULL) {
+        wf__free_mem(wf);
+        return WF_ENOMEM;
+    }
+    if (reg) {
+        wf__registry_retain(reg);
+    } else if (wf_registry_new(&reg) < 0) {
+        wf__free_mem(wf->name);
+        wf__free_mem(wf);
+        return WF_ENOMEM;
+    }
+    wf->reg = reg;
+    atomic_init(&wf->refs, 1);
+    atomic_init(&wf->frozen, 0);
+    wf->timeout_ms = WF_DEFAULT_TIMEOUT_MS;
+    wf->validation = 1;
+    pthread_mutex_init(&wf->lock, NULL);
+    *out = wf;
+    return 0;
+}
+
+static void step_free(wf__step *s)
+{
+    if (s == NULL)
+        return;
+    if (s->user_free)
+        s->user_free(s->user);
+    wf__free_mem(s->name);
+    wf__free_mem(s->accepts);
+    wf__free_mem(s->emits);
+    wf__free_mem(s);
+}
+
+wf_workflow *wf_workflow_retain(wf_workflow *wf)
+{
+    if (wf)
+        atomic_fetch_add_explicit(&wf->refs, 1, memory_order_relaxed);
+    return wf;
+}
+
+void wf_workflow_free(wf_workflow *wf)
+{
+    if (wf == NULL || atomic_fetch_sub_explicit(&wf->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (uint32_t i = 0; i < wf->n_steps; i++)
+        step_free(wf->steps[i]);
+    wf__free_mem(wf->steps);
+    wf__free_mem(wf->route_off);
+    wf__free_mem(wf->route_steps);
+    wf__free_mem(wf->validation_msg);
+    wf__free_mem(wf->name);
+    pthread_mutex_destroy(&wf->lock);
+    wf_registry_free(wf->reg);
+    wf__free_mem(wf);
+}
+
+const char *wf_workflow_name(const wf_workflow *wf)
+{
+    return wf ? wf->name : NULL;
+}
+
+wf_registry *wf_workflow_registry(const wf_workflow *wf)
+{
+    return wf ? wf->reg : NULL;
+}
+
+int wf_workflow_event_type(wf_workflow *wf, const char *name, const wf_event_type *parent,
+                           const wf_event_type **out)
+{
+    if (wf == NULL) {
+        if (out)
+            *out = NULL;
+        return WF_EINVAL;
+    }
+    return wf_registry_add(wf->reg, name, parent, out);
+}
+
+const wf_event_type *wf_workflow_builtin(const wf_workflow *wf, wf_builtin_type which)
+{
+    return wf ? wf_registry_builtin(wf->reg, which) : NULL;
+}
+
+static int is_frozen(const wf_workflow *wf)
+{
+    return atomic_load_explicit(&((wf_workflow *)wf)->frozen, memory_order_acquire);
+}
+
+static const wf_event_type **copy_types(const wf_event_type *const *src, uint32_t n)
+{
+    const wf_event_type **d = wf__malloc((n ? n : 1) * sizeof *d);
+    if (d && n)
+        memcpy(d, src, n * sizeof *d);
+    return d;
+}
+
+wf__step *wf__workflow_find_step(const wf_workflow *wf, const char *name)
+{
+    if (wf == NULL || name == NULL)
+        return NULL;
+    for (uint32_t i = 0; i < wf->n_steps; i++)
+        if (strcmp(wf->steps[i]->name, name) == 0)
+            return wf->steps[i];
+    return NULL;
+}
+
+int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn,
+                         const wf_step_params *p, void *user)
+{
+    if (wf == NULL || name == NULL || fn == NULL || p == NULL)
+        return WF_EINVAL;
+    if (is_frozen(wf))
+        return WF_EFROZEN;
+    size_t len = strlen(name);
+    if (len == 0 || len > 255 || p->n_accepts == 0 || p->accepts == NULL ||
+        (p->n_emits && p->emits == NULL) || p->num_workers == 0)
+        return WF_EINVAL;
+    for (uint32_t i = 0; i < p->n_accepts; i++)
+        if (p->accepts[i] == NULL || p->accepts[i]->reg != wf->reg)
+            return WF_EINVAL;
+    for (uint32_t i = 0; i < p->n_emits; i++)
+        if (p->emits[i] == NULL || p->emits[i]->reg != wf->reg)
+            return WF_EINVAL;
+    if (wf__workflow_find_step(wf, name))
+        return WF_EEXIST;
+    if (wf->n_steps == wf->cap_steps) {
+        uint32_t cap = wf->cap_steps ? wf->cap_steps * 2 : 8;
+        wf__step **s = wf__realloc(wf->steps, cap * sizeof *s);
+        if (s == NULL)
+            return WF_ENOMEM;
+        wf->steps = s;
+        wf->cap_steps = cap;
+    }
+    wf__step *s = wf__calloc(1, sizeof *s);
+    if (s == NULL)
+        return WF_ENOMEM;
+    s->name = wf__strdup(name);
+    s->accepts = copy_types(p->accepts, p->n_accepts);
+    s->emits = copy_types(p->emits, p->n_emits);
+    if (s->name == NULL || s->accepts == NULL || s->emits == NULL) {
+        step_free(s);
+        return WF_ENOMEM;
+    }
+    s->index = wf->n_steps;
+    s->fn = fn;
+    s->n_accepts = p->n_accepts;
+    s->n_emits = p->n_emits;
+    s->num_workers = p->num_workers;
+    s->accept_subtypes = p->accept_subtypes != 0;
+    s->retry = p->retry;
+    /* user_free is set last: step_free above must not call it on failure. */
+    s->user = user;
+    s->user_free = p->user_free;
+    wf->steps[wf->n_steps++] = s;
+    return 0;
+}
+
+int wf_workflow_set_timeout(wf_workflow *wf, int64_t timeout_ms)
+{
+    if (wf == NULL || (timeout_ms < 0 && timeout_ms != WF_NO_TIMEOUT))
+        return WF_EINVAL;
+    if (is_frozen(wf))
+        return WF_EFROZEN;
+    wf->timeout_ms = timeout_ms;
+    return 0;
+}
+
+int64_t wf_workflow_timeout(const wf_workflow *wf)
+{
+    return wf ? wf->timeout_ms : WF_NO_TIMEOUT;
+}
+
+int wf_workflow_set_validation(wf_workflow *wf, int enabled)
+{
+    if (wf == NULL)
+        return WF_EINVAL;
+    if (is_frozen(wf))
+        return WF_EFROZEN;
+    wf->validation = enabled != 0;
+    return 0;
+}
+
+int wf_workflow_skip_check(wf_workflow *wf, const char *check)
+{
+    if (wf == NULL || check == NULL)
+        return WF_EINVAL;
+    uint32_t bit;
+    if (strcmp(check, "reachability") == 0)
+        bit = WF__CHECK_REACHABILITY;
+    else if (strcmp(check, "terminal_event") == 0)
+        bit = WF__CHECK_TERMINAL;
+    else if (strcmp(check, "dead_end") == 0)
+        bit = WF__CHECK_DEAD_END;
+    else
+        return WF_EINVAL;
+    if (is_frozen(wf))
+        return WF_EFROZEN;
+    wf->skip_checks |= bit;
+    return 0;
+}
+
+int wf__step_accepts(const wf__step *s, const wf_event_type *t)
+{
+    for (uint32_t i = 0; i < s->n_accepts; i++) {
+        if (s->accepts[i] == t)
+            return 1;
+        if (s->accept_subtypes && wf_event_type_is(t, s->accepts[i]))
+            return 1;
+    }
+    return 0;
+}
+
+/* The routing table covers every type registered at freeze time. */
+static int build_routes(wf_workflow *wf)
+{
+    uint32_t nt = (uint32_t)wf_registry_count(wf->reg);
+    uint32_t *off = wf__calloc(nt + 1, sizeof *off);
+    if (off == NULL)
+        return WF_ENOMEM;
+    pthread_mutex_lock(&wf->reg->lock);
+    size_t total = 0;
+    for (uint32_t t = 0; t < nt; t++) {
+        off[t] = (uint32_t)total;
+        for (uint32_t i = 0; i < wf->n_steps; i++)
+            total += (size_t)wf__step_accepts(wf->steps[i], wf->reg->types[t]);
+    }
+    off[nt] = (uint32_t)total;
+    uint32_t *steps = wf__malloc((total ? total : 1) * sizeof *steps);
+    if (steps == NULL) {
+        pthread_mutex_unlock(&wf->reg->lock);
+        wf__free_mem(off);
+        return WF_ENOMEM;
+    }
+    size_t k = 0;
+    for (uint32_t t = 0; t < nt; t++)
+        for (uint32_t i = 0; i < wf->n_steps; i++)
+            if (wf__step_accepts(wf->steps[i], wf->reg->types[t]))
+                steps[k++] = i;
+    pthread_mutex_unlock(&wf->reg->lock);
+    wf->n_route_types = nt;
+    wf->route_off = off;
+    wf->route_steps = steps;
+    return 0;
+}
+
+void wf__workflow_route(const wf_workflow *wf, const wf_event_type *t, const uint32_t **steps,
+                        uint32_t *n, uint32_t *scratch, uint32_t scratch_cap)
+{
+    if (WF__LIKELY(t->id < wf->n_route_types)) {
+        uint32_t a = wf->route_off[t->id];
+        *steps = wf->route_steps + a;
+        *n = wf->route_off[t->id + 1] - a;
+        return;
+    }
+    /* A type registered after freezing: only subtype-accepting steps can want it. */
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < wf->n_steps && k < scratch_cap; i++)
+        if (wf__step_accepts(wf->steps[i], t))
+            scratch[k++] = i;
+    *steps = scratch;
+    *n = k;
+}
+
+int wf_workflow_freeze(wf_workflow *wf, char **message)
+{
+    if (message)
+        *message = NULL;
+    if (wf == NULL)
+        return WF_EINVAL;
+    if (is_frozen(wf))
+        return 0;
+    pthread_mutex_lock(&wf->lock);
+    int rc = 0;
+    if (!atomic_load_explicit(&wf->frozen, memory_order_relaxed)) {
+        wf__buf b;
+        wf__buf_init(&b);
+        const wf_event_type *start = NULL, *stop = NULL;
+        if (wf__validate_definition(wf, &start, &stop, &b) > 0) {
+            rc = WF_EVALIDATION;
+            if (message && wf__buf_take(&b, message) < 0)
+                rc = WF_ENOMEM;
+        } else if (b.oom) {
+            rc = WF_ENOMEM;
+        } else if ((rc = build_routes(wf)) == 0) {
+            wf->start_type = start;
+            wf->stop_type = stop;
+            atomic_store_explicit(&wf->frozen, 1, memory_order_release);
+        }
+        wf__buf_free(&b);
+    }
+    pthread_mutex_unlock(&wf->lock);
+    return rc;
+}
+
+static int run_checks(wf_workflow *wf, char **message)
+{
+    wf__buf b;
+    wf__buf_init(&b);
+    int found = wf__validate_run(wf, wf->skip_checks, &b);
+    int rc = 0;
+    if (b.oom)
+        rc = WF_ENOMEM;
+    else if (found > 0)
+        rc = WF_EVALIDATION;
+    if (rc == WF_EVALIDATION && message && wf__buf_take(&b, message) < 0)
+        rc = WF_ENOMEM;
+    wf__buf_free(&b);
+    return rc;
+}
+
+int wf_workflow_validate(wf_workflow *wf, char **message)
+{
+    if (message)
+        *message = NULL;
+    int rc = wf_workflow_freeze(wf, message);
+    if (rc < 0)
+        return rc;
+    return run_checks(wf, message);
+}
+
+int wf__workflow_prepare(wf_workflow *wf, char **message)
+{
+    if (message)
+        *message = NULL;
+    int rc = wf_workflow_freeze(wf, message);
+    if (rc < 0 || !wf->validation)
+        return rc;
+    pthread_mutex_lock(&wf->lock);
+    if (wf->validated == 0) {
+        char *msg = NULL;
+        rc = run_checks(wf, &msg);
+        if (rc == 0) {
+            wf->validated = 1;
+        } else if (rc == WF_EVALIDATION) {
+            wf->validated = -1;
+            wf->validation_msg = msg;
+        }
+    }
+    if (wf->validated < 0) {
+        rc = WF_EVALIDATION;
+        if (message && wf->validation_msg)
+            *message = wf__strdup(wf->validation_msg);
+    }
+    pthread_mutex_unlock(&wf->lock);
+    return rc;
+}
+
+size_t wf_workflow_step_count(const wf_workflow *wf)
+{
+    return wf ? wf->n_steps : 0;
+}
+
+const char *wf_workflow_step_name(const wf_workflow *wf, size_t i)
+{
+    return (wf && i < wf->n_steps) ? wf->steps[i]->name : NULL;
+}
+
+const wf_event_type *wf_workflow_start_type(const wf_workflow *wf)
+{
+    return (wf && is_frozen(wf)) ? wf->start_type : NULL;
+}
+
+const wf_event_type *wf_workflow_stop_type(const wf_workflow *wf)
+{
+    return (wf && is_frozen(wf)) ? wf->stop_type : NULL;
+}

@@ -1,0 +1,256 @@
+/*
+ * test_context.c: the context store: dotted paths, defaults, errors,
+ * snapshots, edit_state atomicity under 8 threads.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <wf/wf.h>
+
+static int dummy(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    return 0;
+}
+
+static wf_workflow *wf;
+static wf_ctx *ctx;
+
+static void setup(void)
+{
+    cr_assert_eq(wf_workflow_new(&wf, "ctx", NULL), 0);
+    const wf_event_type *acc[] = {wf_workflow_builtin(wf, WF_START_EVENT)};
+    const wf_event_type *em[] = {wf_workflow_builtin(wf, WF_STOP_EVENT)};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = acc;
+    p.n_accepts = 1;
+    p.emits = em;
+    p.n_emits = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "s", dummy, &p, NULL), 0);
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+}
+
+static void teardown(void)
+{
+    wf_ctx_free(ctx);
+    wf_workflow_free(wf);
+}
+
+static int64_t geti(const char *path)
+{
+    wf_value v;
+    cr_assert_eq(wf_ctx_get(ctx, path, &v), 0, "get %s", path);
+    int64_t n;
+    cr_assert_eq(wf_value_get_int(v, &n), 0);
+    wf_value_release(v);
+    return n;
+}
+
+TestSuite(context, .init = setup, .fini = teardown);
+
+Test(context, set_get_and_default)
+{
+    wf_value v;
+    cr_assert_eq(wf_ctx_get(ctx, "missing", &v), WF_ENOTFOUND);
+    cr_assert_eq(wf_ctx_get_default(ctx, "missing", wf_value_int(7), &v), 0);
+    cr_assert_eq(wf_value_kind(v), WF_INT);
+    cr_assert_eq(wf_ctx_set(ctx, "k", wf_value_int(3)), 0);
+    cr_assert_eq(geti("k"), 3);
+    cr_assert_eq(wf_ctx_set(ctx, "k", wf_value_int(4)), 0);
+    cr_assert_eq(geti("k"), 4);
+    wf_value s;
+    cr_assert_eq(wf_value_string(&s, "hello"), 0);
+    cr_assert_eq(wf_ctx_set(ctx, "greeting", s), 0);
+    cr_assert_eq(wf_ctx_get(ctx, "greeting", &v), 0);
+    const char *str;
+    cr_assert_eq(wf_value_get_string(v, &str, NULL), 0);
+    cr_assert_str_eq(str, "hello");
+    wf_value_release(v);
+}
+
+Test(context, dotted_paths_create_intermediate_maps)
+{
+    cr_assert_eq(wf_ctx_set(ctx, "a.b.c", wf_value_int(1)), 0);
+    cr_assert_eq(wf_ctx_set(ctx, "a.b.d", wf_value_int(2)), 0);
+    cr_assert_eq(wf_ctx_set(ctx, "a.e", wf_value_int(3)), 0);
+    cr_assert_eq(geti("a.b.c"), 1);
+    cr_assert_eq(geti("a.b.d"), 2);
+    cr_assert_eq(geti("a.e"), 3);
+    wf_value b;
+    cr_assert_eq(wf_ctx_get(ctx, "a.b", &b), 0);
+    cr_assert_eq(wf_value_kind(b), WF_MAP);
+    cr_assert_eq(wf_value_len(b), 2);
+    wf_value_release(b);
+    wf_value v;
+    cr_assert_eq(wf_ctx_get(ctx, "a.x.y", &v), WF_ENOTFOUND);
+}
+
+Test(context, path_errors)
+{
+    wf_value v;
+    cr_assert_eq(wf_ctx_set(ctx, "n", wf_value_int(1)), 0);
+    /* through a non-map */
+    cr_assert_eq(wf_ctx_set(ctx, "n.x", wf_value_int(2)), WF_EKIND);
+    cr_assert_eq(wf_ctx_get(ctx, "n.x", &v), WF_EKIND);
+    cr_assert_eq(geti("n"), 1);
+    /* empty paths and parts */
+    cr_assert_eq(wf_ctx_set(ctx, "", wf_value_int(1)), WF_EINVAL);
+    cr_assert_eq(wf_ctx_set(ctx, "a..b", wf_value_int(1)), WF_EINVAL);
+    cr_assert_eq(wf_ctx_set(ctx, "a.", wf_value_int(1)), WF_EINVAL);
+    cr_assert_eq(wf_ctx_get(ctx, NULL, &v), WF_EINVAL);
+    cr_assert_eq(wf_ctx_get(NULL, "a", &v), WF_EINVAL);
+    cr_assert_eq(wf_ctx_set(NULL, "a", wf_value_int(1)), WF_EINVAL);
+}
+
+Test(context, delete_values)
+{
+    cr_assert_eq(wf_ctx_set(ctx, "a.b", wf_value_int(1)), 0);
+    cr_assert_eq(wf_ctx_set(ctx, "a.c", wf_value_int(2)), 0);
+    cr_assert_eq(wf_ctx_delete(ctx, "a.b"), 0);
+    wf_value v;
+    cr_assert_eq(wf_ctx_get(ctx, "a.b", &v), WF_ENOTFOUND);
+    cr_assert_eq(geti("a.c"), 2);
+    cr_assert_eq(wf_ctx_delete(ctx, "a.b"), WF_ENOTFOUND);
+    cr_assert_eq(wf_ctx_delete(ctx, "zz.b"), WF_ENOTFOUND);
+}
+
+Test(context, values_read_are_snapshots)
+{
+    cr_assert_eq(wf_ctx_set(ctx, "m.x", wf_value_int(1)), 0);
+    wf_value before, state;
+    cr_assert_eq(wf_ctx_get(ctx, "m", &before), 0);
+    cr_assert_eq(wf_ctx_state(ctx, &state), 0);
+    cr_assert_eq(wf_ctx_set(ctx, "m.x", wf_value_int(2)), 0);
+    cr_assert_eq(wf_ctx_set(ctx, "m.y", wf_value_int(3)), 0);
+    wf_value x;
+    int64_t n;
+    cr_assert_eq(wf_value_map_get(before, "x", &x), 0);
+    cr_assert_eq(wf_value_get_int(x, &n), 0);
+    cr_assert_eq(n, 1, "a value read earlier changed under its reader");
+    cr_assert_eq(wf_value_len(before), 1);
+    wf_value m;
+    cr_assert_eq(wf_value_map_get(state, "m", &m), 0);
+    cr_assert_eq(wf_value_len(m), 1);
+    cr_assert_eq(geti("m.x"), 2);
+    wf_value_release(before);
+    wf_value_release(state);
+}
+
+static int add_both(wf_value *state, void *user)
+{
+    wf_value a, b;
+    int64_t x = 0, y = 0;
+    if (wf_value_map_get(*state, "a", &a) == 0)
+        wf_value_get_int(a, &x);
+    if (wf_value_map_get(*state, "b", &b) == 0)
+        wf_value_get_int(b, &y);
+    int rc = wf_value_map_set(state, "a", wf_value_int(x + 1));
+    if (rc == 0)
+        rc = wf_value_map_set(state, "b", wf_value_int(y + 1));
+    return rc;
+}
+
+static int fail_half_way(wf_value *state, void *user)
+{
+    wf_value_map_set(state, "a", wf_value_int(-1000));
+    return -77;
+}
+
+Test(context, edit_state_failure_changes_nothing)
+{
+    cr_assert_eq(wf_ctx_set(ctx, "a", wf_value_int(5)), 0);
+    cr_assert_eq(wf_ctx_edit_state(ctx, fail_half_way, NULL), -77);
+    cr_assert_eq(geti("a"), 5);
+    cr_assert_eq(wf_ctx_edit_state(ctx, NULL, NULL), WF_EINVAL);
+}
+
+#define EDITORS 8
+#define EDITS 5000
+static atomic_int stop_readers;
+static atomic_long torn;
+
+static void *editor(void *arg)
+{
+    for (int i = 0; i < EDITS; i++)
+        cr_assert_eq(wf_ctx_edit_state(ctx, add_both, NULL), 0);
+    return NULL;
+}
+
+static void *reader(void *arg)
+{
+    while (!atomic_load(&stop_readers)) {
+        wf_value s, a, b;
+        cr_assert_eq(wf_ctx_state(ctx, &s), 0);
+        int64_t x = 0, y = 0;
+        if (wf_value_map_get(s, "a", &a) == 0)
+            wf_value_get_int(a, &x);
+        if (wf_value_map_get(s, "b", &b) == 0)
+            wf_value_get_int(b, &y);
+        if (x != y)
+            atomic_fetch_add(&torn, 1);
+        wf_value_release(s);
+    }
+    return NULL;
+}
+
+Test(context, edit_state_is_atomic_under_eight_threads, .timeout = 120)
+{
+    pthread_t ed[EDITORS], rd[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&rd[i], NULL, reader, NULL);
+    for (int i = 0; i < EDITORS; i++)
+        pthread_create(&ed[i], NULL, editor, NULL);
+    for (int i = 0; i < EDITORS; i++)
+        pthread_join(ed[i], NULL);
+    atomic_store(&stop_readers, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(rd[i], NULL);
+    cr_assert_eq(geti("a"), EDITORS * EDITS, "lost updates");
+    cr_assert_eq(geti("b"), EDITORS * EDITS);
+    cr_assert_eq(atomic_load(&torn), 0, "a reader saw a half-done edit");
+}
+
+static void *setter(void *arg)
+{
+    char path[32];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(path, sizeof path, "t%d.k%d", (int)(intptr_t)arg, i);
+        cr_assert_eq(wf_ctx_set(ctx, path, wf_value_int(i)), 0);
+    }
+    return NULL;
+}
+
+Test(context, concurrent_sets_lose_nothing, .timeout = 120)
+{
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++)
+        pthread_create(&th[i], NULL, setter, (void *)(intptr_t)i);
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    for (int t = 0; t < 8; t++) {
+        char path[32];
+        snprintf(path, sizeof path, "t%d", t);
+        wf_value m;
+        cr_assert_eq(wf_ctx_get(ctx, path, &m), 0);
+        cr_assert_eq(wf_value_len(m), 1000);
+        wf_value_release(m);
+    }
+}
+
+Test(context, step_calls_outside_a_step)
+{
+    cr_assert_null(wf_ctx_step_name(ctx));
+    cr_assert_eq(wf_ctx_attempt(ctx), 0);
+    cr_assert_eq(wf_ctx_run_id(ctx), 0);
+    cr_assert_eq(wf_ctx_is_running(ctx), 0);
+    cr_assert_eq(wf_ctx_set_error(ctx, "x"), WF_ESTATE);
+    wf_event *e;
+    cr_assert_eq(wf_event_new(&e, wf_workflow_builtin(wf, WF_START_EVENT), 0), 0);
+    cr_assert_eq(wf_ctx_send_event(ctx, e, NULL), WF_ESTATE);
+    cr_assert_eq(wf_event_new(&e, wf_workflow_builtin(wf, WF_START_EVENT), 0), 0);
+    cr_assert_eq(wf_ctx_write_event_to_stream(ctx, e), WF_ESTATE);
+    cr_assert_eq(wf_ctx_workflow(ctx), wf);
+}

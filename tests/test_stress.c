@@ -1,0 +1,210 @@
+/*
+ * test_stress.c: thousands of concurrent runs with fan-out, random step
+ * delays and cancellations. Every run must end exactly once; a run that
+ * completes must have seen every fanned-out event exactly once (its
+ * collector sums them: a lost event never completes the run, a duplicate
+ * completes it early with the wrong sum). Meant to run under TSan and ASan.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include <wf/wf.h>
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define RUNS 600
+#else
+#define RUNS 3000
+#endif
+#define FAN 40
+
+static const wf_event_type *T_START, *T_STOP, *T_ITEM, *T_DONE;
+
+static uint32_t mix(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7feb352d;
+    x ^= x >> 15;
+    x *= 0x846ca68b;
+    x ^= x >> 16;
+    return x;
+}
+
+static void busy(uint32_t n)
+{
+    volatile uint32_t s = 0;
+    for (uint32_t i = 0; i < n; i++)
+        s += i;
+}
+
+static int fan(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t base = 0;
+    wf_value_get_int(wf_event_get(in, "base", wf_value_int(0)), &base);
+    for (int i = 0; i < FAN; i++) {
+        wf_event *e;
+        cr_assert_eq(wf_event_new1(&e, T_ITEM, "v", wf_value_int(base + i)), 0);
+        if (wf_ctx_send_event(ctx, e, NULL) < 0)
+            return WF_EINTERNAL;
+    }
+    return 0;
+}
+
+static int worker(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t v = 0;
+    wf_value_get_int(wf_event_get(in, "v", wf_value_int(0)), &v);
+    busy(mix((uint32_t)v) % 2000);
+    return wf_event_new1(out, T_DONE, "v", wf_value_int(v));
+}
+
+static int collect(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    /* num_workers 1: read-modify-write of the store without a race */
+    wf_value s, c;
+    int64_t sum = 0, count = 0, v = 0;
+    wf_ctx_get_default(ctx, "sum", wf_value_int(0), &s);
+    wf_ctx_get_default(ctx, "count", wf_value_int(0), &c);
+    wf_value_get_int(s, &sum);
+    wf_value_get_int(c, &count);
+    wf_value_get_int(wf_event_get(in, "v", wf_value_int(0)), &v);
+    sum += v;
+    count++;
+    wf_ctx_set(ctx, "sum", wf_value_int(sum));
+    wf_ctx_set(ctx, "count", wf_value_int(count));
+    if (count == FAN)
+        return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                                 wf_value_int(sum));
+    return 0;
+}
+
+typedef struct {
+    atomic_int done_calls;
+    int status;
+} slot;
+
+static slot slots[RUNS];
+
+static void on_done(wf_handler *h, void *user)
+{
+    slot *s = user;
+    atomic_fetch_add(&s->done_calls, 1);
+    s->status = wf_handler_status(h);
+}
+
+static wf_workflow *build(void)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "stress", NULL), 0);
+    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    T_STOP = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Done", NULL, &T_DONE), 0);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.n_accepts = 1;
+    p.n_emits = 1;
+    p.accepts = &T_START;
+    p.emits = &T_ITEM;
+    cr_assert_eq(wf_workflow_add_step(wf, "fan", fan, &p, NULL), 0);
+    p.accepts = &T_ITEM;
+    p.emits = &T_DONE;
+    p.num_workers = 3;
+    cr_assert_eq(wf_workflow_add_step(wf, "worker", worker, &p, NULL), 0);
+    p.accepts = &T_DONE;
+    p.emits = &T_STOP;
+    p.num_workers = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "collect", collect, &p, NULL), 0);
+    wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
+    return wf;
+}
+
+Test(stress, concurrent_runs_fanout_cancel, .timeout = 600)
+{
+    wf_workflow *wf = build();
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 4; /* more workers than cores: preemption in the middle of everything */
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    wf_handler **hs = calloc(RUNS, sizeof *hs);
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.on_done = on_done;
+    rp.stream_capacity = 8;
+    int cancelled_by_us[RUNS] = {0};
+    for (int i = 0; i < RUNS; i++) {
+        wf_event *s;
+        cr_assert_eq(wf_event_new1(&s, T_START, "base", wf_value_int((int64_t)i * 1000)), 0);
+        rp.on_done_user = &slots[i];
+        cr_assert_eq(wf_run_start_ex(ex, wf, NULL, s, &rp, &hs[i], NULL), 0);
+        /* Cancel some runs at once and some a little later, while others run. */
+        if (mix((uint32_t)i) % 7 == 0)
+            cancelled_by_us[i] = wf_handler_cancel(hs[i]) == 0;
+        if (i >= 10 && mix((uint32_t)i * 3) % 11 == 0)
+            cancelled_by_us[i - 10] |= wf_handler_cancel(hs[i - 10]) == 0;
+    }
+    int completed = 0, cancelled = 0;
+    for (int i = 0; i < RUNS; i++) {
+        wf_event *res = NULL;
+        int rc = wf_handler_wait(hs[i], -1, &res);
+        if (rc == 0) {
+            int64_t sum = 0, want = 0;
+            cr_assert_eq(wf_value_get_int(wf_event_result(res), &sum), 0);
+            for (int k = 0; k < FAN; k++)
+                want += (int64_t)i * 1000 + k;
+            cr_assert_eq(sum, want, "run %d: sum %lld, expected %lld", i, (long long)sum,
+                         (long long)want);
+            cr_assert_not(cancelled_by_us[i], "run %d completed after a successful cancel", i);
+            completed++;
+        } else {
+            cr_assert_eq(rc, WF_ECANCELLED, "run %d ended with %s", i, wf_err_name(rc));
+            cr_assert(cancelled_by_us[i], "run %d cancelled by nobody", i);
+            cancelled++;
+        }
+        wf_event_release(res);
+    }
+    wf_executor_free(ex);
+    for (int i = 0; i < RUNS; i++) {
+        cr_assert_eq(atomic_load(&slots[i].done_calls), 1, "run %d ended %d times", i,
+                     atomic_load(&slots[i].done_calls));
+        wf_handler_free(hs[i]);
+    }
+    cr_assert(completed > 0 && cancelled > 0, "completed %d cancelled %d", completed, cancelled);
+    cr_assert_eq(completed + cancelled, RUNS);
+    free(hs);
+    wf_workflow_free(wf);
+}
+
+/* Shutdown while runs are busy: every run still ends exactly once. */
+Test(stress, shutdown_with_runs_in_flight, .timeout = 600)
+{
+    wf_workflow *wf = build();
+    for (int round = 0; round < 20; round++) {
+        wf_executor_params ep;
+        wf_executor_params_init(&ep);
+        ep.threads = 3;
+        wf_executor *ex;
+        cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+        wf_handler *hs[50];
+        wf_run_params rp;
+        wf_run_params_init(&rp);
+        rp.on_done = on_done;
+        for (int i = 0; i < 50; i++) {
+            atomic_store(&slots[i].done_calls, 0);
+            wf_event *s;
+            cr_assert_eq(wf_event_new1(&s, T_START, "base", wf_value_int(i)), 0);
+            rp.on_done_user = &slots[i];
+            cr_assert_eq(wf_run_start_ex(ex, wf, NULL, s, &rp, &hs[i], NULL), 0);
+        }
+        wf_executor_free(ex);
+        for (int i = 0; i < 50; i++) {
+            cr_assert_eq(atomic_load(&slots[i].done_calls), 1);
+            int rc = wf_handler_wait(hs[i], 0, NULL);
+            cr_assert(rc == 0 || rc == WF_ECANCELLED, "%s", wf_err_name(rc));
+            wf_handler_free(hs[i]);
+        }
+    }
+    wf_workflow_free(wf);
+}
