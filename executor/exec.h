@@ -103,10 +103,26 @@ int64_t wf__deque_size(const wf__deque *d);
 /* A timer, embedded in its owner. fn runs on the timer thread; keep it short. */
 typedef struct wf__timer {
     int64_t deadline_ns; /* CLOCK_MONOTONIC */
-    uint32_t heap_index; /* UINT32_MAX when not armed; guarded by the timer lock */
+    uint32_t heap_index; /* WF__TIMER_IDLE, WF__TIMER_FIFO or a heap slot (timer lock) */
+    uint32_t fifo;       /* which FIFO, when in one */
+    struct wf__timer *prev, *next; /* FIFO links */
     void (*fn)(struct wf__timer *t, void *arg);
     void *arg;
 } wf__timer;
+
+#define WF__TIMER_IDLE UINT32_MAX
+#define WF__TIMER_FIFO (UINT32_MAX - 1)
+#define WF__TIMER_FIFOS 8
+
+/*
+ * Timers that share a duration (every run timeout of a workflow) expire in
+ * the order they were armed, so they go in a FIFO per duration: O(1) to arm
+ * and cancel. Others go in the heap.
+ */
+typedef struct wf__timer_fifo {
+    int64_t duration_ns;
+    wf__timer *head, *tail;
+} wf__timer_fifo;
 
 int64_t wf__now_ns(void);
 
@@ -152,6 +168,8 @@ struct wf_executor {
     wf__timer **heap;
     uint32_t heap_n;
     uint32_t heap_cap;
+    wf__timer_fifo fifos[WF__TIMER_FIFOS];
+    uint32_t nfifos;
     int timer_stop;
     pthread_t timer_thread;
 
@@ -174,6 +192,8 @@ void wf__inject(struct wf_executor *ex, wf__task *t);
 void wf__task_run(wf__worker *w, wf__task *t);
 
 int wf__timer_arm(struct wf_executor *ex, wf__timer *t, int64_t deadline_ns);
+/* Arms t to expire duration_ns from now (FIFO per duration when possible). */
+int wf__timer_arm_after(struct wf_executor *ex, wf__timer *t, int64_t duration_ns);
 /* 1 if the timer was armed and is now disarmed (its fn will not run), else 0. */
 int wf__timer_cancel(struct wf_executor *ex, wf__timer *t);
 int wf__timers_start(struct wf_executor *ex);

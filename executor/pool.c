@@ -397,10 +397,10 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     struct wf_executor *ex = wf__calloc(1, sizeof *ex);
     if (ex == NULL)
         return WF_ENOMEM;
-    pthread_mutex_init(&ex->inject_lock, NULL);
-    pthread_mutex_init(&ex->idle_lock, NULL);
-    pthread_mutex_init(&ex->timer_lock, NULL);
-    pthread_mutex_init(&ex->runs_lock, NULL);
+    wf__mutex_init(&ex->inject_lock);
+    wf__mutex_init(&ex->idle_lock);
+    wf__mutex_init(&ex->timer_lock);
+    wf__mutex_init(&ex->runs_lock);
     pthread_cond_init(&ex->runs_cond, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

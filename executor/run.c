@@ -852,7 +852,7 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
     run->ctx = ctx;
     run->timeout_ms = params->timeout_ms == WF_TIMEOUT_DEFAULT ? wf->timeout_ms
                                                                : params->timeout_ms;
-    run->timeout.heap_index = UINT32_MAX;
+    run->timeout.heap_index = WF__TIMER_IDLE;
     run->timeout.fn = on_timeout;
     run->timeout.arg = run;
     run->status = WF_RUN_RUNNING;
@@ -860,7 +860,7 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
     run->stream_internal = params->stream_internal != 0;
     run->on_done = params->on_done;
     run->on_done_user = params->on_done_user;
-    pthread_mutex_init(&run->mu, NULL);
+    wf__mutex_init(&run->mu);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -895,7 +895,7 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
 
     if (run->timeout_ms >= 0) {
         engine_ref(run);
-        if (wf__timer_arm(ex, &run->timeout, wf__now_ns() + run->timeout_ms * 1000000) < 0) {
+        if (wf__timer_arm_after(ex, &run->timeout, run->timeout_ms * 1000000) < 0) {
             engine_unref(run);
             *out = (wf_handler *)run;
             wf_event_release(start);

@@ -64,7 +64,68 @@ static void heap_remove(struct wf_executor *ex, uint32_t i)
         sift_down(ex, i);
         sift_up(ex, i);
     }
-    t->heap_index = UINT32_MAX;
+    t->heap_index = WF__TIMER_IDLE;
+}
+
+static void fifo_unlink(struct wf_executor *ex, wf__timer *t)
+{
+    wf__timer_fifo *f = &ex->fifos[t->fifo];
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        f->head = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    else
+        f->tail = t->prev;
+    t->prev = t->next = NULL;
+    t->heap_index = WF__TIMER_IDLE;
+}
+
+/* The earliest armed timer, or NULL (timer lock held). */
+static wf__timer *earliest(struct wf_executor *ex)
+{
+    wf__timer *e = ex->heap_n ? ex->heap[0] : NULL;
+    for (uint32_t i = 0; i < ex->nfifos; i++) {
+        wf__timer *h = ex->fifos[i].head;
+        if (h && (e == NULL || h->deadline_ns < e->deadline_ns))
+            e = h;
+    }
+    return e;
+}
+
+int wf__timer_arm_after(struct wf_executor *ex, wf__timer *t, int64_t duration_ns)
+{
+    int64_t deadline = wf__now_ns() + duration_ns;
+    pthread_mutex_lock(&ex->timer_lock);
+    uint32_t i = 0;
+    while (i < ex->nfifos && ex->fifos[i].duration_ns != duration_ns)
+        i++;
+    if (i == ex->nfifos) {
+        if (ex->nfifos == WF__TIMER_FIFOS) {
+            pthread_mutex_unlock(&ex->timer_lock);
+            return wf__timer_arm(ex, t, deadline);
+        }
+        ex->fifos[i].duration_ns = duration_ns;
+        ex->fifos[i].head = ex->fifos[i].tail = NULL;
+        ex->nfifos++;
+    }
+    wf__timer_fifo *f = &ex->fifos[i];
+    t->deadline_ns = deadline;
+    t->heap_index = WF__TIMER_FIFO;
+    t->fifo = i;
+    t->next = NULL;
+    t->prev = f->tail;
+    if (f->tail)
+        f->tail->next = t;
+    else
+        f->head = t;
+    f->tail = t;
+    int wake = earliest(ex) == t;
+    pthread_mutex_unlock(&ex->timer_lock);
+    if (wake)
+        pthread_cond_signal(&ex->timer_cond);
+    return 0;
 }
 
 int wf__timer_arm(struct wf_executor *ex, wf__timer *t, int64_t deadline_ns)
@@ -84,9 +145,9 @@ int wf__timer_arm(struct wf_executor *ex, wf__timer *t, int64_t deadline_ns)
     t->heap_index = ex->heap_n;
     ex->heap[ex->heap_n++] = t;
     sift_up(ex, t->heap_index);
-    int earliest = t->heap_index == 0;
+    int first = t->heap_index == 0;
     pthread_mutex_unlock(&ex->timer_lock);
-    if (earliest)
+    if (first)
         pthread_cond_signal(&ex->timer_cond);
     return 0;
 }
@@ -94,8 +155,10 @@ int wf__timer_arm(struct wf_executor *ex, wf__timer *t, int64_t deadline_ns)
 int wf__timer_cancel(struct wf_executor *ex, wf__timer *t)
 {
     pthread_mutex_lock(&ex->timer_lock);
-    int armed = t->heap_index != UINT32_MAX;
-    if (armed)
+    int armed = t->heap_index != WF__TIMER_IDLE;
+    if (t->heap_index == WF__TIMER_FIFO)
+        fifo_unlink(ex, t);
+    else if (armed)
         heap_remove(ex, t->heap_index);
     pthread_mutex_unlock(&ex->timer_lock);
     return armed;
@@ -106,19 +169,22 @@ static void *timer_main(void *arg)
     struct wf_executor *ex = arg;
     pthread_mutex_lock(&ex->timer_lock);
     while (!ex->timer_stop) {
-        if (ex->heap_n == 0) {
+        wf__timer *t = earliest(ex);
+        if (t == NULL) {
             pthread_cond_wait(&ex->timer_cond, &ex->timer_lock);
             continue;
         }
         int64_t now = wf__now_ns();
-        wf__timer *t = ex->heap[0];
         if (t->deadline_ns > now) {
             struct timespec ts = {(time_t)(t->deadline_ns / 1000000000),
                                   (long)(t->deadline_ns % 1000000000)};
             pthread_cond_timedwait(&ex->timer_cond, &ex->timer_lock, &ts);
             continue;
         }
-        heap_remove(ex, 0);
+        if (t->heap_index == WF__TIMER_FIFO)
+            fifo_unlink(ex, t);
+        else
+            heap_remove(ex, t->heap_index);
         pthread_mutex_unlock(&ex->timer_lock);
         t->fn(t, t->arg);
         pthread_mutex_lock(&ex->timer_lock);

@@ -40,11 +40,42 @@ int wf_set_alloc_hooks(const wf_alloc_hooks *h)
     return 0;
 }
 
-void *wf__malloc(size_t n)
+static inline void *raw_malloc(size_t n)
 {
     if (WF__UNLIKELY(!atomic_load_explicit(&hooks_used, memory_order_relaxed)))
         atomic_store(&hooks_used, 1);
     return hooks.malloc_fn(n ? n : 1, hooks.user);
+}
+
+static inline void raw_free(void *p)
+{
+    if (p)
+        hooks.free_fn(p, hooks.user);
+}
+
+/*
+ * Every allocation of wf carries a 16-byte header with its size and cache
+ * class, so small ones (values, contexts, runs) come from the per-thread
+ * caches as the hot path's blocks do: a run started on one thread and freed
+ * on another then never meets glibc's arena locks.
+ */
+typedef struct hdr {
+    uint64_t size;
+    uint8_t cls;
+    uint8_t pad[7];
+} hdr;
+
+void *wf__malloc(size_t n)
+{
+    if (n > SIZE_MAX - sizeof(hdr))
+        return NULL;
+    uint8_t cls;
+    hdr *h = wf__cache_alloc(n + sizeof(hdr), &cls);
+    if (h == NULL)
+        return NULL;
+    h->size = n;
+    h->cls = cls;
+    return h + 1;
 }
 
 void *wf__calloc(size_t n, size_t size)
@@ -61,13 +92,30 @@ void *wf__realloc(void *p, size_t n)
 {
     if (p == NULL)
         return wf__malloc(n);
-    return hooks.realloc_fn(p, n ? n : 1, hooks.user);
+    hdr *h = (hdr *)p - 1;
+    if (n > SIZE_MAX - sizeof(hdr))
+        return NULL;
+    if (h->cls == WF__CLS_HEAP && n + sizeof(hdr) > 512) {
+        hdr *nh = hooks.realloc_fn(h, n + sizeof(hdr), hooks.user);
+        if (nh == NULL)
+            return NULL;
+        nh->size = n;
+        return nh + 1;
+    }
+    void *q = wf__malloc(n);
+    if (q == NULL)
+        return NULL;
+    memcpy(q, p, h->size < n ? h->size : n);
+    wf__free_mem(p);
+    return q;
 }
 
 void wf__free_mem(void *p)
 {
-    if (p)
-        hooks.free_fn(p, hooks.user);
+    if (p == NULL)
+        return;
+    hdr *h = (hdr *)p - 1;
+    wf__cache_free(h, h->cls);
 }
 
 void wf_free(void *p)
@@ -129,7 +177,7 @@ static void free_list(block *b)
 {
     while (b) {
         block *n = b->next;
-        wf__free_mem(b);
+        raw_free(b);
         b = n;
     }
 }
@@ -174,7 +222,7 @@ void *wf__cache_alloc(size_t n, uint8_t *cls)
     int c = cls_of(n);
     if (c < 0) {
         *cls = WF__CLS_HEAP;
-        return wf__malloc(n);
+        return raw_malloc(n);
     }
     *cls = (uint8_t)c;
     block *b = tc.head[c];
@@ -197,7 +245,7 @@ void *wf__cache_alloc(size_t n, uint8_t *cls)
             return b;
         }
     }
-    return wf__malloc(cls_size[c]);
+    return raw_malloc(cls_size[c]);
 }
 
 void wf__cache_free(void *p, uint8_t cls)
@@ -205,7 +253,7 @@ void wf__cache_free(void *p, uint8_t cls)
     if (p == NULL)
         return;
     if (cls >= NCLS) {
-        wf__free_mem(p);
+        raw_free(p);
         return;
     }
     if (WF__UNLIKELY(!tc.registered))

@@ -33,7 +33,7 @@ int wf_ctx_new(wf_ctx **out, wf_workflow *wf)
     pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&ctx->lock, &a);
     pthread_rwlockattr_destroy(&a);
-    pthread_mutex_init(&ctx->run_lock, NULL);
+    wf__mutex_init(&ctx->run_lock);
     atomic_init(&ctx->refs, 1);
     atomic_init(&ctx->run, NULL);
     ctx->wf = wf_workflow_retain(wf);
