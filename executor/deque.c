@@ -14,11 +14,15 @@
 #include <string.h>
 
 #if WF__TSAN
-#define LD_RLX(p) __atomic_load_n((p), __ATOMIC_RELAXED)
-#define LD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define ST_RLX(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define ST_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define FENCE_SC() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+/*
+ * TSan models no stand-alone fence, so here every access to top and bottom
+ * is seq_cst, which is the original (sequentially consistent) Chase-Lev.
+ */
+#define LD_RLX(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define LD_ACQ(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define ST_RLX(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define ST_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define FENCE_SC() ((void)0)
 #define CAS64(p, o, n)                                                                             \
     __atomic_compare_exchange_n((p), &(int64_t){(o)}, (n), 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)
 #define LD_PTR(p) __atomic_load_n((p), __ATOMIC_RELAXED)

@@ -29,7 +29,13 @@
  */
 #define WF__HB_RELEASE(p) __tsan_release((void *)(p))
 #define WF__HB_ACQUIRE(p) __tsan_acquire((void *)(p))
+/*
+ * TSan does not model stand-alone fences; a seq_cst read-modify-write of the
+ * variable read next is what it understands (and is as strong on x86).
+ */
+#define WF__FENCE_BEFORE_LOAD(a) ((void)atomic_fetch_add_explicit((a), 0, memory_order_seq_cst))
 #else
+#define WF__FENCE_BEFORE_LOAD(a) atomic_thread_fence(memory_order_seq_cst)
 #define WF__HB_RELEASE(p) ((void)0)
 #define WF__HB_ACQUIRE(p) ((void)0)
 #endif

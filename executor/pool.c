@@ -86,7 +86,7 @@ static void wake_one(struct wf_executor *ex)
 /* Called after making work visible. */
 static inline void notify(struct wf_executor *ex)
 {
-    atomic_thread_fence(memory_order_seq_cst);
+    WF__FENCE_BEFORE_LOAD(&ex->n_idle);
     if (atomic_load_explicit(&ex->n_idle, memory_order_relaxed) != 0 &&
         atomic_load_explicit(&ex->n_spinning, memory_order_relaxed) == 0)
         wake_one(ex);
@@ -241,7 +241,7 @@ static void park(wf__worker *w)
     ex->idle_stack[ex->idle_top++] = w->index;
     atomic_fetch_add(&ex->n_idle, 1);
     pthread_mutex_unlock(&ex->idle_lock);
-    atomic_thread_fence(memory_order_seq_cst);
+    /* n_idle was raised by a seq_cst RMW above: that orders it before the re-check. */
     if (any_work(ex) || atomic_load(&ex->stopping)) {
         /* Take ourselves off the idle stack unless a waker already did. */
         pthread_mutex_lock(&ex->idle_lock);

@@ -171,7 +171,7 @@ static pthread_once_t tc_once = PTHREAD_ONCE_INIT;
 
 /* The depot: batches of free blocks per class, under depot_lock. */
 static pthread_mutex_t depot_lock = PTHREAD_MUTEX_INITIALIZER;
-static block *depot[NCLS];
+static _Atomic(block *) depot[NCLS]; /* written under depot_lock; peeked without it */
 
 static void free_list(block *b)
 {
@@ -231,11 +231,11 @@ void *wf__cache_alloc(size_t n, uint8_t *cls)
         tc.count[c]--;
         return b;
     }
-    if (depot[c] != NULL) { /* racy peek; checked again under the lock */
+    if (atomic_load_explicit(&depot[c], memory_order_relaxed) != NULL) {
         pthread_mutex_lock(&depot_lock);
-        b = depot[c];
+        b = atomic_load_explicit(&depot[c], memory_order_relaxed);
         if (b)
-            depot[c] = b->next_batch;
+            atomic_store_explicit(&depot[c], b->next_batch, memory_order_relaxed);
         pthread_mutex_unlock(&depot_lock);
         if (b) {
             if (WF__UNLIKELY(!tc.registered))
@@ -271,8 +271,8 @@ void wf__cache_free(void *p, uint8_t cls)
         last->next = NULL;
         first->n = BATCH;
         pthread_mutex_lock(&depot_lock);
-        first->next_batch = depot[cls];
-        depot[cls] = first;
+        first->next_batch = atomic_load_explicit(&depot[cls], memory_order_relaxed);
+        atomic_store_explicit(&depot[cls], first, memory_order_relaxed);
         pthread_mutex_unlock(&depot_lock);
     }
 }
@@ -282,13 +282,13 @@ void wf_alloc_trim(void)
     tc_drain(&tc);
     pthread_mutex_lock(&depot_lock);
     for (int i = 0; i < NCLS; i++) {
-        block *b = depot[i];
+        block *b = atomic_load_explicit(&depot[i], memory_order_relaxed);
         while (b) {
             block *nb = b->next_batch;
             free_list(b);
             b = nb;
         }
-        depot[i] = NULL;
+        atomic_store_explicit(&depot[i], NULL, memory_order_relaxed);
     }
     pthread_mutex_unlock(&depot_lock);
 }

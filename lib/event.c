@@ -407,9 +407,8 @@ void wf_event_release(wf_event *ev)
 {
     if (ev == NULL)
         return;
-    if (atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_release) != 1)
+    if (atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) != 1)
         return;
-    atomic_thread_fence(memory_order_acquire);
     for (uint32_t i = 0; i < ev->nfields; i++)
         field_clear(&ev->fields[i]);
     if (ev->flags & WF__EV_FIELDS_HEAP)

@@ -2,7 +2,7 @@
  * test_context.c: the context store: dotted paths, defaults, errors,
  * snapshots, edit_state atomicity under 8 threads.
  */
-#include <criterion/criterion.h>
+#include "harness.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>

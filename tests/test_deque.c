@@ -3,7 +3,7 @@
  * objects). The stress test races an owner that pushes and takes against
  * several thieves; every item must be taken exactly once.
  */
-#include <criterion/criterion.h>
+#include "harness.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>

@@ -6,7 +6,7 @@
  * Synchronisation in these tests is by atomics and the handler's own waits,
  * never by sleeping.
  */
-#include <criterion/criterion.h>
+#include "harness.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>

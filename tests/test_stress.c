@@ -5,7 +5,7 @@
  * collector sums them: a lost event never completes the run, a duplicate
  * completes it early with the wrong sum). Meant to run under TSan and ASan.
  */
-#include <criterion/criterion.h>
+#include "harness.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
