@@ -76,6 +76,9 @@ void wf__buf_printf(wf__buf *b, const char *fmt, ...)
 
 int wf__buf_take(wf__buf *b, char **out)
 {
+    /* Reports are built line by line; the text handed out has no final newline. */
+    while (!b->oom && b->len > 0 && b->data[b->len - 1] == '\n')
+        b->data[--b->len] = 0;
     if (b->oom) {
         wf__buf_free(b);
         *out = NULL;

@@ -1,0 +1,179 @@
+/*
+ * graph.c: DOT and Mermaid drawings of every possible flow of a workflow.
+ *
+ * Nodes: one box per step, one ellipse per event type that a step accepts or
+ * emits. Edges: event -> step for what a step accepts (subtypes included for
+ * steps that opted in), step -> event for what it may emit. The start event
+ * (a StartEvent type) is green, stop events (StopEvent and subtypes) red.
+ * Output order is deterministic: steps in the order they were added, then
+ * types in registry order.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct types {
+    const wf_event_type **t;
+    size_t n, cap;
+} types;
+
+static int types_add(types *s, const wf_event_type *t)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->t[i] == t)
+            return 0;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        const wf_event_type **n = wf__realloc(s->t, cap * sizeof *n);
+        if (n == NULL)
+            return WF_ENOMEM;
+        s->t = n;
+        s->cap = cap;
+    }
+    s->t[s->n++] = t;
+    return 0;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    uint32_t x = (*(const wf_event_type *const *)a)->id;
+    uint32_t y = (*(const wf_event_type *const *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+/* The event types drawn, in registry order. */
+static int collect(const wf_workflow *wf, types *ts)
+{
+    for (uint32_t i = 0; i < wf->n_steps; i++) {
+        const wf__step *s = wf->steps[i];
+        for (uint32_t j = 0; j < s->n_accepts; j++)
+            if (types_add(ts, s->accepts[j]) < 0)
+                return WF_ENOMEM;
+        for (uint32_t j = 0; j < s->n_emits; j++)
+            if (types_add(ts, s->emits[j]) < 0)
+                return WF_ENOMEM;
+    }
+    if (ts->n)
+        qsort(ts->t, ts->n, sizeof *ts->t, cmp_id);
+    return 0;
+}
+
+static int is_start(const wf_workflow *wf, const wf_event_type *t)
+{
+    return wf_event_type_is(t, wf->reg->types[WF_START_EVENT]);
+}
+
+/* A DOT double-quoted string. */
+static void dot_str(wf__buf *b, const char *s)
+{
+    wf__buf_puts(b, "\"");
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            wf__buf_puts(b, "\\");
+        if (*s == '\n') {
+            wf__buf_puts(b, "\\n");
+            continue;
+        }
+        wf__buf_append(b, s, 1);
+    }
+    wf__buf_puts(b, "\"");
+}
+
+int wf_workflow_to_dot(const wf_workflow *wf, char **out)
+{
+    if (out)
+        *out = NULL;
+    if (wf == NULL || out == NULL)
+        return WF_EINVAL;
+    types ts = {0};
+    if (collect(wf, &ts) < 0) {
+        wf__free_mem(ts.t);
+        return WF_ENOMEM;
+    }
+    wf__buf b;
+    wf__buf_init(&b);
+    wf__buf_puts(&b, "digraph ");
+    dot_str(&b, wf->name);
+    wf__buf_puts(&b, " {\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];\n");
+    for (uint32_t i = 0; i < wf->n_steps; i++) {
+        wf__buf_printf(&b, "  step_%u [label=", i);
+        dot_str(&b, wf->steps[i]->name);
+        wf__buf_puts(&b, ", shape=box, style=filled, fillcolor=\"#ADD8E6\"];\n");
+    }
+    for (size_t k = 0; k < ts.n; k++) {
+        const wf_event_type *t = ts.t[k];
+        const char *color = t->is_stop ? "#FFA07A" : is_start(wf, t) ? "#90EE90" : "#E8E8E8";
+        wf__buf_printf(&b, "  event_%u [label=", t->id);
+        dot_str(&b, t->name);
+        wf__buf_printf(&b, ", shape=ellipse, style=filled, fillcolor=\"%s\"];\n", color);
+    }
+    for (uint32_t i = 0; i < wf->n_steps; i++) {
+        const wf__step *s = wf->steps[i];
+        for (size_t k = 0; k < ts.n; k++)
+            if (wf__step_accepts(s, ts.t[k]))
+                wf__buf_printf(&b, "  event_%u -> step_%u;\n", ts.t[k]->id, i);
+        for (uint32_t j = 0; j < s->n_emits; j++)
+            wf__buf_printf(&b, "  step_%u -> event_%u;\n", i, s->emits[j]->id);
+    }
+    wf__buf_puts(&b, "}\n");
+    wf__free_mem(ts.t);
+    return wf__buf_take(&b, out);
+}
+
+/* Mermaid labels go in double quotes; a quote becomes #quot; */
+static void mm_str(wf__buf *b, const char *s)
+{
+    wf__buf_puts(b, "\"");
+    for (; *s; s++) {
+        if (*s == '"')
+            wf__buf_puts(b, "#quot;");
+        else if (*s == '\n')
+            wf__buf_puts(b, " ");
+        else
+            wf__buf_append(b, s, 1);
+    }
+    wf__buf_puts(b, "\"");
+}
+
+int wf_workflow_to_mermaid(const wf_workflow *wf, char **out)
+{
+    if (out)
+        *out = NULL;
+    if (wf == NULL || out == NULL)
+        return WF_EINVAL;
+    types ts = {0};
+    if (collect(wf, &ts) < 0) {
+        wf__free_mem(ts.t);
+        return WF_ENOMEM;
+    }
+    wf__buf b;
+    wf__buf_init(&b);
+    wf__buf_puts(&b, "flowchart TD\n");
+    for (uint32_t i = 0; i < wf->n_steps; i++) {
+        wf__buf_printf(&b, "    step_%u[", i);
+        mm_str(&b, wf->steps[i]->name);
+        wf__buf_puts(&b, "]:::step\n");
+    }
+    for (size_t k = 0; k < ts.n; k++) {
+        const wf_event_type *t = ts.t[k];
+        const char *cls = t->is_stop ? "stopEvent" : is_start(wf, t) ? "startEvent" : "event";
+        wf__buf_printf(&b, "    event_%u([", t->id);
+        mm_str(&b, t->name);
+        wf__buf_printf(&b, "]):::%s\n", cls);
+    }
+    for (uint32_t i = 0; i < wf->n_steps; i++) {
+        const wf__step *s = wf->steps[i];
+        for (size_t k = 0; k < ts.n; k++)
+            if (wf__step_accepts(s, ts.t[k]))
+                wf__buf_printf(&b, "    event_%u --> step_%u\n", ts.t[k]->id, i);
+        for (uint32_t j = 0; j < s->n_emits; j++)
+            wf__buf_printf(&b, "    step_%u --> event_%u\n", i, s->emits[j]->id);
+    }
+    wf__buf_puts(&b, "    classDef step fill:#ADD8E6,color:#000000,stroke:#333333\n"
+                     "    classDef event fill:#E8E8E8,color:#000000,stroke:#333333\n"
+                     "    classDef startEvent fill:#90EE90,color:#000000,stroke:#333333\n"
+                     "    classDef stopEvent fill:#FFA07A,color:#000000,stroke:#333333\n");
+    wf__free_mem(ts.t);
+    return wf__buf_take(&b, out);
+}
