@@ -364,7 +364,7 @@ static void ex_destroy(struct wf_executor *ex)
         for (uint32_t i = 0; i < ex->nworkers; i++)
             wf__deque_destroy(&ex->workers[i].deque);
     }
-    wf__free_mem(ex->workers);
+    wf__free_aligned(ex->workers);
     wf__free_mem(ex->idle_stack);
     wf__free_mem(ex->inject_buf);
     wf__free_mem(ex->heap);
@@ -374,7 +374,7 @@ static void ex_destroy(struct wf_executor *ex)
     pthread_cond_destroy(&ex->timer_cond);
     pthread_mutex_destroy(&ex->runs_lock);
     pthread_cond_destroy(&ex->runs_cond);
-    wf__free_mem(ex);
+    wf__free_aligned(ex);
 }
 
 int wf_executor_new(wf_executor **out, const wf_executor_params *params)
@@ -394,7 +394,7 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     }
     if (n > 1024)
         return WF_EINVAL;
-    struct wf_executor *ex = wf__calloc(1, sizeof *ex);
+    struct wf_executor *ex = wf__malloc_aligned(sizeof *ex);
     if (ex == NULL)
         return WF_ENOMEM;
     wf__mutex_init(&ex->inject_lock);
@@ -412,7 +412,7 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     ex->log = params->log;
     ex->log_user = params->log_user;
     atomic_init(&ex->next_run_id, 1);
-    ex->workers = wf__calloc(n, sizeof *ex->workers);
+    ex->workers = wf__malloc_aligned(n * sizeof *ex->workers);
     ex->idle_stack = wf__calloc(n, sizeof *ex->idle_stack);
     ex->inject_buf = wf__calloc(INJECT_SIZE, sizeof(ck_ring_buffer_t));
     if (ex->workers == NULL || ex->idle_stack == NULL || ex->inject_buf == NULL) {

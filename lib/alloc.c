@@ -110,6 +110,27 @@ void *wf__realloc(void *p, size_t n)
     return q;
 }
 
+void *wf__malloc_aligned(size_t n)
+{
+    /* Over-allocate, align up, and keep the raw pointer just below the block. */
+    if (n > SIZE_MAX - WF__CACHELINE - sizeof(void *))
+        return NULL;
+    char *raw = raw_malloc(n + WF__CACHELINE + sizeof(void *));
+    if (raw == NULL)
+        return NULL;
+    uintptr_t a = ((uintptr_t)raw + sizeof(void *) + WF__CACHELINE - 1) &
+                  ~(uintptr_t)(WF__CACHELINE - 1);
+    ((void **)a)[-1] = raw;
+    memset((void *)a, 0, n);
+    return (void *)a;
+}
+
+void wf__free_aligned(void *p)
+{
+    if (p)
+        raw_free(((void **)p)[-1]);
+}
+
 void wf__free_mem(void *p)
 {
     if (p == NULL)

@@ -28,6 +28,9 @@ void *wf__calloc(size_t n, size_t size);
 void *wf__realloc(void *p, size_t n);
 void wf__free_mem(void *p);
 char *wf__strdup(const char *s);
+/* Zeroed, cache-line aligned memory (for structures with WF__ALIGNED fields). */
+void *wf__malloc_aligned(size_t n);
+void wf__free_aligned(void *p);
 char *wf__strndup(const char *s, size_t n);
 
 /*

@@ -1,0 +1,38 @@
+#!/bin/sh
+# check_install.sh BUILD_DIR SRC_DIR VERSION
+# Installs the build into a scratch directory, then compiles a small program
+# against the installed headers and library through pkg-config (relocated to
+# that directory) and runs it; also checks the headers compile stand-alone
+# as strict C11 and as C++.
+set -eu
+build="$1"; src="$2"; version="$3"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+meson install -C "$build" --destdir "$tmp/root" --no-rebuild --quiet >/dev/null
+pc=$(find "$tmp/root" -name wf.pc | head -n 1)
+[ -n "$pc" ] || { echo "wf.pc was not installed"; exit 1; }
+pcdir=$(dirname "$pc")
+# Relocate: the .pc names the configured prefix; point it into the scratch root.
+prefix=$(PKG_CONFIG_PATH="$pcdir" pkg-config --variable=prefix wf)
+pkc() { PKG_CONFIG_PATH="$pcdir" pkg-config --define-variable=prefix="$tmp/root$prefix" "$@"; }
+flags=$(pkc --cflags --libs wf)
+case "$flags" in
+  *"$tmp/root"*) ;;
+  *) echo "pkg-config did not relocate into the install directory: $flags"; exit 1 ;;
+esac
+cc -std=c11 -Wall -Wextra -Wpedantic -Werror "$src/hello.c" -o "$tmp/hello" $flags
+libdir=$(pkc --variable=libdir wf)
+out=$(LD_LIBRARY_PATH="$libdir" "$tmp/hello")
+[ "$out" = "$version" ] || { echo "hello printed '$out', expected '$version'"; exit 1; }
+# It must have used the installed copy.
+LD_LIBRARY_PATH="$libdir" ldd "$tmp/hello" | grep -q "$tmp/root" ||
+  { echo "hello did not link the installed libwf"; exit 1; }
+incdir=$(pkc --variable=includedir wf)
+for h in "$incdir"/wf/*.h; do
+  printf '#include <wf/%s>\ntypedef int translation_unit_not_empty;\n' "$(basename "$h")" > "$tmp/h.c"
+  cc -std=c11 -Wall -Wextra -Wpedantic -Werror -I"$incdir" -fsyntax-only "$tmp/h.c"
+  if command -v g++ >/dev/null 2>&1; then
+    g++ -std=c++11 -Wall -Wextra -Werror -I"$incdir" -fsyntax-only -x c++ "$tmp/h.c"
+  fi
+done
+echo "ok: installed wf $out links and runs; headers compile as C11 and C++"
