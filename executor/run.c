@@ -704,7 +704,100 @@ static void inv_cleanup(wf__inv *inv)
     wf__free_mem(inv->errmsg);
 }
 
-static void invoke(wf__run *run, wf__task *t)
+/*
+ * Emissions of the invocations that share a slot (a claimed batch), held
+ * until the batch ends so that their events reach the next step as one
+ * delivery instead of one contended hand-over each. Order is kept (per
+ * invocation: returned event, then sent ones; invocations in turn); a stop
+ * event is never held: it flushes what is held and ends the run at once.
+ */
+typedef struct deferred {
+    wf_event **evs;
+    int32_t *targets;
+    uint32_t n, cap;
+    wf_event *inl_evs[32];
+    int32_t inl_targets[32];
+} deferred;
+
+static int defer_push(deferred *d, wf_event *ev, int32_t target)
+{
+    if (d->n == d->cap) {
+        uint32_t cap = d->cap * 2;
+        wf_event **e = wf__malloc(cap * sizeof *e);
+        int32_t *t = wf__malloc(cap * sizeof *t);
+        if (e == NULL || t == NULL) {
+            wf__free_mem(e);
+            wf__free_mem(t);
+            return WF_ENOMEM;
+        }
+        memcpy(e, d->evs, d->n * sizeof *e);
+        memcpy(t, d->targets, d->n * sizeof *t);
+        if (d->evs != d->inl_evs) {
+            wf__free_mem(d->evs);
+            wf__free_mem(d->targets);
+        }
+        d->evs = e;
+        d->targets = t;
+        d->cap = cap;
+    }
+    d->evs[d->n] = ev;
+    d->targets[d->n] = target;
+    d->n++;
+    return 0;
+}
+
+static void defer_flush(wf__run *run, deferred *d)
+{
+    if (d->n)
+        emit_sent(run, d->evs, d->targets, d->n);
+    d->n = 0;
+}
+
+static void defer_done(deferred *d)
+{
+    if (d->evs != d->inl_evs) {
+        wf__free_mem(d->evs);
+        wf__free_mem(d->targets);
+    }
+}
+
+/* Routes an invocation's emissions now, or holds them in d (when not NULL). */
+static void route_emissions(wf__run *run, wf_event *out, wf__inv *inv, deferred *d)
+{
+    if (d) {
+        int stop = out && out->type->is_stop;
+        for (uint32_t i = 0; i < inv->nsent && !stop; i++)
+            stop = inv->sent[i]->type->is_stop;
+        if (!stop) {
+            int ok = 1;
+            if (out) {
+                wf_event_freeze(out);
+                ok = defer_push(d, out, -1) == 0;
+                if (!ok)
+                    wf_event_release(out);
+            }
+            for (uint32_t i = 0; i < inv->nsent; i++) {
+                if (ok && defer_push(d, inv->sent[i], inv->targets[i]) == 0)
+                    continue;
+                ok = 0;
+                wf_event_release(inv->sent[i]);
+            }
+            inv->nsent = 0;
+            if (!ok)
+                end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, inv->step->name,
+                        "out of memory while routing an event");
+            return;
+        }
+        defer_flush(run, d);
+    }
+    if (out)
+        emit(run, out, -1);
+    if (inv->nsent)
+        emit_sent(run, inv->sent, inv->targets, inv->nsent);
+    inv->nsent = 0;
+}
+
+static void invoke(wf__run *run, wf__task *t, deferred *d)
 {
     wf__step *step = run->wf->steps[t->step];
     wf__inv inv;
@@ -722,14 +815,12 @@ static void invoke(wf__run *run, wf__task *t)
     int rc = step->fn(run->ctx, t->ev, &out, step->user);
     tls_inv = prev;
     if (WF__LIKELY(rc == 0)) {
-        if (out)
-            emit(run, out, -1);
-        if (inv.nsent)
-            emit_sent(run, inv.sent, inv.targets, inv.nsent);
-        inv.nsent = 0;
+        route_emissions(run, out, &inv, d);
     } else {
         wf_event_release(out);
         inv_release_sent(&inv);
+        if (d)
+            defer_flush(run, d); /* what earlier invocations emitted still counts */
         if (rc > 0) {
             end_run(run, WF_RUN_FAILED, NULL, WF_ENOTSUP, step->name,
                     "a step returned WF_SUSPEND or WF_PENDING, which this run cannot honour");
@@ -753,14 +844,28 @@ void wf__task_run(wf__worker *w, wf__task *t)
     }
     wf__run *run = t->run;
     uint32_t s = t->step;
+    if (t->chain == NULL) {
+        if (!run_ended(run))
+            invoke(run, t, NULL);
+        drop_task(t);
+        finish_slot(run, s);
+        return;
+    }
     /* t and the events chained to it share one slot of step s. */
+    deferred d;
+    d.evs = d.inl_evs;
+    d.targets = d.inl_targets;
+    d.n = 0;
+    d.cap = 32;
     while (t) {
         if (!run_ended(run))
-            invoke(run, t);
+            invoke(run, t, &d);
         wf__task *nx = t->chain;
         drop_task(t);
         t = nx;
     }
+    defer_flush(run, &d);
+    defer_done(&d);
     finish_slot(run, s);
 }
 

@@ -943,3 +943,50 @@ Test(run, two_executors_do_not_interfere, .timeout = 60)
     wf_executor_free(b);
     wf_workflow_free(wf);
 }
+
+/* ----------------------------------------- stop inside a claimed batch */
+
+static atomic_int batch_calls;
+
+static int s_fan100(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(wf_ctx_send_event(ctx, ev_int(T_A, "i", i), NULL), 0);
+    return 0;
+}
+
+static int s_third_stops(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int n = atomic_fetch_add(&batch_calls, 1) + 1;
+    if (n == 3)
+        return stop_with_int(ctx, out, get_int(in, "i"));
+    *out = ev_int(T_B, "i", n); /* held until the batch ends, then dropped */
+    return 0;
+}
+
+Test(run, no_invocation_starts_after_a_stop_in_a_busy_step, .timeout = 60)
+{
+    for (uint32_t threads = 1; threads <= 2; threads++) {
+        atomic_store(&batch_calls, 0);
+        atomic_store(&late_downstream, 0);
+        wf_workflow *wf = new_wf("batch-stop");
+        T_START = builtin(wf, WF_START_EVENT);
+        T_STOP = builtin(wf, WF_STOP_EVENT);
+        T_A = type(wf, "A");
+        T_B = type(wf, "B");
+        add_step(wf, "fan", s_fan100, T_START, T_A, NULL, 0, NULL);
+        add_step(wf, "serial", s_third_stops, T_A, T_B, T_STOP, 1, NULL);
+        add_step(wf, "after", s_downstream, T_B, NULL, NULL, 0, NULL);
+        wf_workflow_skip_check(wf, "dead_end");
+        wf_executor *ex = new_ex(threads);
+        wf_event *res;
+        cr_assert_eq(wf_run(ex, wf, NULL, ev0(T_START), -1, &res), 0);
+        cr_assert_eq(result_int(res), 2, "the third event (i = 2) stops the run");
+        wf_event_release(res);
+        wf_executor_free(ex);
+        cr_assert_eq(atomic_load(&batch_calls), 3, "%d invocations ran", atomic_load(&batch_calls));
+        /* B events emitted before the stop in the same batch were routed first */
+        cr_assert(atomic_load(&late_downstream) <= 2);
+        wf_workflow_free(wf);
+    }
+}
