@@ -140,3 +140,42 @@ Test(alloc, cross_thread_frees_come_back_through_the_depot)
     wf_alloc_trim();
     cr_assert_eq(atomic_load(&mallocs), atomic_load(&frees));
 }
+
+static wf_value str(const char *s)
+{
+    wf_value v;
+    cr_assert_eq(wf_value_string(&v, s), 0);
+    return v;
+}
+
+Test(alloc, failing_hand_overs_release_what_they_were_given)
+{
+    install();
+    wf_registry *reg;
+    cr_assert_eq(wf_registry_new(&reg), 0);
+    const wf_event_type *t = wf_registry_builtin(reg, WF_START_EVENT);
+    wf_event *e = NULL;
+    cr_assert_eq(wf_event_new1(&e, NULL, "k", str("lost?")), WF_EINVAL);
+    cr_assert_eq(wf_event_new2(&e, t, "k", str("a"), NULL, str("b")), WF_EINVAL);
+    cr_assert_eq(wf_event_new_stop(&e, reg, t, str("not a stop type")), WF_EINVAL);
+    cr_assert_eq(wf_event_new1(&e, t, "k", str("kept")), 0);
+    wf_event_freeze(e);
+    cr_assert_eq(wf_event_set(e, "k", str("frozen")), WF_EFROZEN);
+    wf_value notmap = wf_value_int(1);
+    cr_assert_eq(wf_value_map_set(&notmap, "k", str("x")), WF_EKIND);
+    cr_assert_eq(wf_value_array_push(&notmap, str("x")), WF_EKIND);
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "W", reg), 0);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    cr_assert_eq(wf_ctx_set(ctx, "a..b", str("bad path")), WF_EINVAL);
+    cr_assert_eq(wf_ctx_set(ctx, "n", wf_value_int(1)), 0);
+    cr_assert_eq(wf_ctx_set(ctx, "n.x", str("through a scalar")), WF_EKIND);
+    cr_assert_eq(wf_ctx_send_event(ctx, e, NULL), WF_ESTATE); /* no run: e released */
+    wf_ctx_free(ctx);
+    wf_workflow_free(wf);
+    wf_registry_free(reg);
+    wf_alloc_trim();
+    cr_assert_eq(atomic_load(&mallocs), atomic_load(&frees), "%ld mallocs, %ld frees",
+                 atomic_load(&mallocs), atomic_load(&frees));
+}

@@ -1,0 +1,245 @@
+/*
+ * test_event.c: the type registry, subtypes and events.
+ */
+#include "harness.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <wf/wf.h>
+
+static wf_registry *reg;
+
+static void setup(void)
+{
+    cr_assert_eq(wf_registry_new(&reg), 0);
+}
+
+static void teardown(void)
+{
+    wf_registry_free(reg);
+}
+
+TestSuite(event, .init = setup, .fini = teardown);
+
+static const wf_event_type *add(const char *name, const wf_event_type *parent)
+{
+    const wf_event_type *t;
+    cr_assert_eq(wf_registry_add(reg, name, parent, &t), 0, "%s", name);
+    return t;
+}
+
+Test(event, builtins)
+{
+    static const char *names[] = {"StartEvent",
+                                  "StopEvent",
+                                  "InputRequiredEvent",
+                                  "HumanResponseEvent",
+                                  "StepFailedEvent",
+                                  "WorkflowTimedOutEvent",
+                                  "WorkflowCancelledEvent",
+                                  "WorkflowFailedEvent",
+                                  "UnhandledEvent"};
+    cr_assert_eq(wf_registry_count(reg), WF_BUILTIN_COUNT);
+    const wf_event_type *stop = wf_registry_builtin(reg, WF_STOP_EVENT);
+    for (int i = 0; i < WF_BUILTIN_COUNT; i++) {
+        const wf_event_type *t = wf_registry_builtin(reg, (wf_builtin_type)i);
+        cr_assert_not_null(t);
+        cr_assert_str_eq(wf_event_type_name(t), names[i]);
+        cr_assert_eq(wf_registry_find(reg, names[i]), t);
+        cr_assert_eq(wf_event_type_id(t), (uint32_t)i);
+        cr_assert_eq(wf_event_type_registry(t), reg);
+        int terminal = i >= WF_WORKFLOW_TIMED_OUT_EVENT && i <= WF_WORKFLOW_FAILED_EVENT;
+        cr_assert_eq(wf_event_type_parent(t), terminal ? stop : NULL, "%s", names[i]);
+        cr_assert_eq(wf_event_type_is_stop(t), terminal || i == WF_STOP_EVENT, "%s", names[i]);
+    }
+    cr_assert_null(wf_registry_builtin(reg, WF_BUILTIN_COUNT));
+    cr_assert_null(wf_registry_find(reg, "Nope"));
+}
+
+Test(event, registering_types)
+{
+    const wf_event_type *a = add("A", NULL);
+    cr_assert_eq(add("A", NULL), a, "same name and parent: the same type");
+    const wf_event_type *t;
+    cr_assert_eq(wf_registry_add(reg, "A", wf_registry_builtin(reg, WF_START_EVENT), &t),
+                 WF_EEXIST);
+    cr_assert_null(t);
+    cr_assert_eq(wf_registry_add(reg, "", NULL, &t), WF_EINVAL);
+    char big[300];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    cr_assert_eq(wf_registry_add(reg, big, NULL, &t), WF_EINVAL);
+    big[255] = 0;
+    cr_assert_eq(wf_registry_add(reg, big, NULL, &t), 0, "255 bytes is allowed");
+    cr_assert_eq(wf_registry_add(reg, NULL, NULL, &t), WF_EINVAL);
+    cr_assert_eq(wf_registry_add(NULL, "B", NULL, &t), WF_EINVAL);
+    wf_registry *other;
+    cr_assert_eq(wf_registry_new(&other), 0);
+    cr_assert_eq(wf_registry_add(reg, "B", wf_registry_builtin(other, WF_START_EVENT), &t),
+                 WF_EINVAL);
+    wf_registry_free(other);
+    cr_assert_eq(wf_registry_count(reg), WF_BUILTIN_COUNT + 2);
+}
+
+Test(event, subtypes)
+{
+    const wf_event_type *a = add("A", NULL);
+    const wf_event_type *b = add("B", a);
+    const wf_event_type *c = add("C", b);
+    const wf_event_type *d = add("D", a);
+    cr_assert(wf_event_type_is(c, a));
+    cr_assert(wf_event_type_is(c, b));
+    cr_assert(wf_event_type_is(c, c));
+    cr_assert_not(wf_event_type_is(a, c));
+    cr_assert_not(wf_event_type_is(c, d));
+    cr_assert_not(wf_event_type_is(NULL, a));
+    const wf_event_type *mystop = add("MyStop", wf_registry_builtin(reg, WF_STOP_EVENT));
+    cr_assert(wf_event_type_is_stop(mystop));
+    cr_assert_not(wf_event_type_is_stop(c));
+}
+
+Test(event, fields)
+{
+    const wf_event_type *a = add("A", NULL);
+    wf_event *e;
+    cr_assert_eq(wf_event_new(&e, a, 1), 0);
+    cr_assert_eq(wf_event_type_of(e), a);
+    cr_assert_str_eq(wf_event_type_name_of(e), "A");
+    wf_value s;
+    cr_assert_eq(wf_value_string(&s, "hello"), 0);
+    cr_assert_eq(wf_event_set(e, "greeting", s), 0);
+    cr_assert_eq(wf_event_set(e, "n", wf_value_int(1)), 0);
+    cr_assert_eq(wf_event_set(e, "a_rather_long_field_name_of_forty_chars!", wf_value_int(2)), 0);
+    cr_assert_eq(wf_event_set(e, "n", wf_value_int(3)), 0); /* replaces */
+    cr_assert_eq(wf_event_field_count(e), 3);
+    const char *k;
+    wf_value v;
+    int64_t n;
+    cr_assert_eq(wf_event_field_at(e, 0, &k, &v), 0);
+    cr_assert_str_eq(k, "greeting");
+    cr_assert_eq(wf_event_field_at(e, 1, &k, &v), 0);
+    cr_assert_str_eq(k, "n");
+    cr_assert_eq(wf_value_get_int(v, &n), 0);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(wf_event_field_at(e, 2, &k, &v), 0);
+    cr_assert_str_eq(k, "a_rather_long_field_name_of_forty_chars!");
+    cr_assert_eq(wf_event_field_at(e, 3, &k, &v), WF_ERANGE);
+    cr_assert(wf_event_has(e, "n"));
+    cr_assert_not(wf_event_has(e, "m"));
+    cr_assert_eq(wf_event_lookup(e, "m", &v), WF_ENOTFOUND);
+    cr_assert_eq(wf_value_get_int(wf_event_get(e, "m", wf_value_int(9)), &n), 0);
+    cr_assert_eq(n, 9);
+    cr_assert_eq(wf_event_set(e, "", wf_value_int(1)), WF_EINVAL);
+    cr_assert_eq(wf_event_set(e, NULL, wf_value_int(1)), WF_EINVAL);
+    wf_event_release(e);
+}
+
+Test(event, growth_past_capacity)
+{
+    const wf_event_type *a = add("A", NULL);
+    wf_event *e;
+    cr_assert_eq(wf_event_new(&e, a, 2), 0);
+    char key[16];
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "field%d", i);
+        cr_assert_eq(wf_event_set(e, key, wf_value_int(i)), 0);
+    }
+    cr_assert_eq(wf_event_field_count(e), 20);
+    for (int i = 0; i < 20; i++) {
+        int64_t n;
+        snprintf(key, sizeof key, "field%d", i);
+        cr_assert_eq(wf_value_get_int(wf_event_get(e, key, wf_value_nil()), &n), 0);
+        cr_assert_eq(n, i);
+    }
+    wf_event_release(e);
+}
+
+Test(event, frozen_and_shared_events_cannot_change)
+{
+    const wf_event_type *a = add("A", NULL);
+    wf_event *e;
+    cr_assert_eq(wf_event_new1(&e, a, "k", wf_value_int(1)), 0);
+    wf_event *again = wf_event_retain(e);
+    cr_assert_eq(wf_event_set(e, "k", wf_value_int(2)), WF_EFROZEN, "shared");
+    wf_event_release(again);
+    cr_assert_eq(wf_event_set(e, "k", wf_value_int(2)), 0, "unique again");
+    cr_assert_not(wf_event_is_frozen(e));
+    wf_event_freeze(e);
+    cr_assert(wf_event_is_frozen(e));
+    wf_value s;
+    cr_assert_eq(wf_value_string(&s, "x"), 0);
+    cr_assert_eq(wf_event_set(e, "k", s), WF_EFROZEN);
+    int64_t n;
+    cr_assert_eq(wf_value_get_int(wf_event_get(e, "k", wf_value_nil()), &n), 0);
+    cr_assert_eq(n, 2);
+    wf_event_release(e);
+}
+
+Test(event, constructors_and_equality)
+{
+    const wf_event_type *a = add("A", NULL);
+    const wf_event_type *b = add("B", NULL);
+    wf_event *x, *y, *z, *none;
+    cr_assert_eq(wf_event_new2(&x, a, "p", wf_value_int(1), "q", wf_value_bool(1)), 0);
+    cr_assert_eq(wf_event_new2(&y, a, "q", wf_value_bool(1), "p", wf_value_int(1)), 0);
+    cr_assert_eq(wf_event_new2(&z, b, "p", wf_value_int(1), "q", wf_value_bool(1)), 0);
+    cr_assert_eq(wf_event_new1(&none, a, NULL, wf_value_nil()), 0);
+    cr_assert_eq(wf_event_field_count(none), 0);
+    cr_assert(wf_event_equal(x, y), "field order does not matter");
+    cr_assert_not(wf_event_equal(x, z), "types differ");
+    cr_assert_not(wf_event_equal(x, none));
+    wf_event *stop;
+    wf_value r;
+    cr_assert_eq(wf_value_string(&r, "done"), 0);
+    cr_assert_eq(wf_event_new_stop(&stop, reg, NULL, r), 0);
+    cr_assert(wf_event_type_is_stop(wf_event_type_of(stop)));
+    const char *s;
+    cr_assert_eq(wf_value_get_string(wf_event_result(stop), &s, NULL), 0);
+    cr_assert_str_eq(s, "done");
+    cr_assert(wf_value_is_nil(wf_event_result(x)));
+    wf_event *bad = (wf_event *)1;
+    cr_assert_eq(wf_event_new_stop(&bad, reg, a, wf_value_int(1)), WF_EINVAL);
+    cr_assert_null(bad);
+    cr_assert_eq(wf_event_new(&bad, NULL, 0), WF_EINVAL);
+    cr_assert_eq(wf_event_new1(&bad, NULL, "k", wf_value_int(1)), WF_EINVAL);
+    cr_assert_eq(wf_event_new(NULL, a, 0), WF_EINVAL);
+    cr_assert_null(wf_event_type_of(NULL));
+    wf_event_release(NULL);
+    wf_event_release(x);
+    wf_event_release(y);
+    wf_event_release(z);
+    wf_event_release(none);
+    wf_event_release(stop);
+}
+
+static wf_event *shared;
+
+static void *reader(void *arg)
+{
+    for (int i = 0; i < 100000; i++) {
+        wf_event *e = wf_event_retain(shared);
+        int64_t n;
+        cr_assert_eq(wf_value_get_int(wf_event_get(e, "k", wf_value_nil()), &n), 0);
+        cr_assert_eq(n, 42);
+        wf_event_release(e);
+    }
+    return NULL;
+}
+
+Test(event, shared_between_threads, .timeout = 120)
+{
+    const wf_event_type *a = add("A", NULL);
+    cr_assert_eq(wf_event_new1(&shared, a, "k", wf_value_int(42)), 0);
+    wf_event_freeze(shared);
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++)
+        pthread_create(&th[i], NULL, reader, NULL);
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(wf_event_field_count(shared), 1);
+    wf_event_release(shared);
+}
