@@ -18,40 +18,40 @@
  * TSan models no stand-alone fence, so here every access to top and bottom
  * is seq_cst, which is the original (sequentially consistent) Chase-Lev.
  */
-#define LD_RLX(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
-#define LD_ACQ(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define LD_RLX(p)    __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define LD_ACQ(p)    __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define ST_RLX(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
 #define ST_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
-#define FENCE_SC() ((void)0)
+#define FENCE_SC()   ((void)0)
 #define CAS64(p, o, n)                                                                             \
     __atomic_compare_exchange_n((p), &(int64_t){(o)}, (n), 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)
-#define LD_PTR(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define LD_PTR(p)    __atomic_load_n((p), __ATOMIC_RELAXED)
 #define ST_PTR(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define LD_ARR(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define LD_ARR(p)    __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define ST_ARR(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #else
-#define LD_RLX(p) ((int64_t)ck_pr_load_64((const uint64_t *)(p)))
+#define LD_RLX(p)      ((int64_t)ck_pr_load_64((const uint64_t *)(p)))
 static inline int64_t ld_acq(const int64_t *p)
 {
     int64_t v = (int64_t)ck_pr_load_64((const uint64_t *)p);
     ck_pr_fence_load();
     return v;
 }
-#define LD_ACQ(p) ld_acq(p)
-#define ST_RLX(p, v) ck_pr_store_64((uint64_t *)(p), (uint64_t)(v))
-#define ST_REL(p, v) (ck_pr_fence_store(), ck_pr_store_64((uint64_t *)(p), (uint64_t)(v)))
-#define FENCE_SC() ck_pr_fence_memory()
+#define LD_ACQ(p)      ld_acq(p)
+#define ST_RLX(p, v)   ck_pr_store_64((uint64_t *)(p), (uint64_t)(v))
+#define ST_REL(p, v)   (ck_pr_fence_store(), ck_pr_store_64((uint64_t *)(p), (uint64_t)(v)))
+#define FENCE_SC()     ck_pr_fence_memory()
 #define CAS64(p, o, n) ck_pr_cas_64((uint64_t *)(p), (uint64_t)(o), (uint64_t)(n))
-#define LD_PTR(p) ck_pr_load_ptr(p)
-#define ST_PTR(p, v) ck_pr_store_ptr((p), (v))
+#define LD_PTR(p)      ck_pr_load_ptr(p)
+#define ST_PTR(p, v)   ck_pr_store_ptr((p), (v))
 static inline wf__deque_array *ld_arr(wf__deque_array **p)
 {
     wf__deque_array *v = ck_pr_load_ptr(p);
     ck_pr_fence_load();
     return v;
 }
-#define LD_ARR(p) ld_arr(p)
-#define ST_ARR(p, v) (ck_pr_fence_store(), ck_pr_store_ptr((p), (v)))
+#define LD_ARR(p)      ld_arr(p)
+#define ST_ARR(p, v)   (ck_pr_fence_store(), ck_pr_store_ptr((p), (v)))
 #endif
 
 static wf__deque_array *array_new(int64_t size)

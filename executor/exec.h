@@ -36,8 +36,8 @@
 #define WF__FENCE_BEFORE_LOAD(a) ((void)atomic_fetch_add_explicit((a), 0, memory_order_seq_cst))
 #else
 #define WF__FENCE_BEFORE_LOAD(a) atomic_thread_fence(memory_order_seq_cst)
-#define WF__HB_RELEASE(p) ((void)0)
-#define WF__HB_ACQUIRE(p) ((void)0)
+#define WF__HB_RELEASE(p)        ((void)0)
+#define WF__HB_ACQUIRE(p)        ((void)0)
 #endif
 
 /* ------------------------------------------------------------------ tasks */
@@ -108,16 +108,16 @@ int64_t wf__deque_size(const wf__deque *d);
 
 /* A timer, embedded in its owner. fn runs on the timer thread; keep it short. */
 typedef struct wf__timer {
-    int64_t deadline_ns; /* CLOCK_MONOTONIC */
-    uint32_t heap_index; /* WF__TIMER_IDLE, WF__TIMER_FIFO or a heap slot (timer lock) */
-    uint32_t fifo;       /* which FIFO, when in one */
+    int64_t deadline_ns;           /* CLOCK_MONOTONIC */
+    uint32_t heap_index;           /* WF__TIMER_IDLE, WF__TIMER_FIFO or a heap slot (timer lock) */
+    uint32_t fifo;                 /* which FIFO, when in one */
     struct wf__timer *prev, *next; /* FIFO links */
     void (*fn)(struct wf__timer *t, void *arg);
     void *arg;
 } wf__timer;
 
-#define WF__TIMER_IDLE UINT32_MAX
-#define WF__TIMER_FIFO (UINT32_MAX - 1)
+#define WF__TIMER_IDLE  UINT32_MAX
+#define WF__TIMER_FIFO  (UINT32_MAX - 1)
 #define WF__TIMER_FIFOS 8
 
 /*
@@ -137,9 +137,9 @@ int64_t wf__now_ns(void);
 typedef struct wf__worker {
     struct wf_executor *ex;
     uint32_t index;
-    wf__task *bypass;   /* the next task, run before the deque (owner only) */
-    uint32_t tick;      /* owner only: fairness counter */
-    uint32_t rng;       /* owner only: victim choice */
+    wf__task *bypass; /* the next task, run before the deque (owner only) */
+    uint32_t tick;    /* owner only: fairness counter */
+    uint32_t rng;     /* owner only: victim choice */
     wf__deque deque;
     _Atomic int parked WF__ALIGNED; /* futex word: 1 while parked */
     pthread_t thread;
@@ -185,7 +185,7 @@ struct wf_executor {
     struct wf__run *runs_head;
     uint64_t live_runs; /* runs whose memory is not freed yet */
     _Atomic uint64_t next_run_id;
-    int shutting_down;  /* under runs_lock */
+    int shutting_down; /* under runs_lock */
 };
 
 /* The worker the calling thread is, or NULL. */

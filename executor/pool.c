@@ -21,8 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define INJECT_SIZE 65536 /* ring slots; overflow goes to a locked list */
-#define FAIRNESS_TICK 61  /* every N tasks, look at the injection queue and our deque's top */
+#define INJECT_SIZE   65536 /* ring slots; overflow goes to a locked list */
+#define FAIRNESS_TICK 61    /* every N tasks, look at the injection queue and our deque's top */
 
 static _Thread_local wf__worker *tls_worker;
 

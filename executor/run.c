@@ -28,8 +28,8 @@
 
 typedef struct wf__pendq {
     _Atomic(wf__task *) tail;
-    wf__task *head;        /* consumer side, under lock */
-    atomic_flag lock;      /* serialises consumers */
+    wf__task *head;   /* consumer side, under lock */
+    atomic_flag lock; /* serialises consumers */
     wf__task stub;
 } wf__pendq;
 
@@ -42,7 +42,7 @@ typedef struct wf__step_state {
 typedef struct wf__run {
     _Atomic uint32_t refs;
     _Atomic uint32_t engine;
-    _Atomic int ended;        /* 0 -> 1 exactly once */
+    _Atomic int ended; /* 0 -> 1 exactly once */
     uint64_t id;
     struct wf_executor *ex;
     wf_workflow *wf;
@@ -280,8 +280,7 @@ static void finish_slot(wf__run *run, uint32_t s)
                 break;
             extra = 0;
         }
-        wf__task *t =
-            pendq_take(atomic_load_explicit(&ss->pendq, memory_order_acquire), 1 + extra);
+        wf__task *t = pendq_take(atomic_load_explicit(&ss->pendq, memory_order_acquire), 1 + extra);
         if (!run_ended(run)) {
             wf__schedule(run->ex, t);
             return;
@@ -549,8 +548,7 @@ static void emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint
             if (WF__UNLIKELY(rc < 0)) {
                 for (uint32_t m = j; m < n; m++)
                     wf_event_release(evs[m]);
-                end_run(run, WF_RUN_FAILED, NULL, rc, NULL,
-                        "out of memory while routing an event");
+                end_run(run, WF_RUN_FAILED, NULL, rc, NULL, "out of memory while routing an event");
                 return;
             }
             i = j;
@@ -625,8 +623,7 @@ static int end_run(wf__run *run, int status, wf_event *result, int code, const c
         for (uint32_t i = 0; i < run->nsteps && n > 0 && (size_t)n < sizeof tmsg; i++) {
             if (atomic_load(&run->steps[i].count) == 0)
                 continue;
-            n += snprintf(tmsg + n, sizeof tmsg - (size_t)n, "%s%s", sep,
-                          run->wf->steps[i]->name);
+            n += snprintf(tmsg + n, sizeof tmsg - (size_t)n, "%s%s", sep, run->wf->steps[i]->name);
             sep = ", ";
             wf_value name;
             if (!wf_value_is_nil(active) && wf_value_string(&name, run->wf->steps[i]->name) == 0)
@@ -955,8 +952,8 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
     run->ex = ex;
     run->wf = wf_workflow_retain(wf);
     run->ctx = ctx;
-    run->timeout_ms = params->timeout_ms == WF_TIMEOUT_DEFAULT ? wf->timeout_ms
-                                                               : params->timeout_ms;
+    run->timeout_ms =
+        params->timeout_ms == WF_TIMEOUT_DEFAULT ? wf->timeout_ms : params->timeout_ms;
     run->timeout.heap_index = WF__TIMER_IDLE;
     run->timeout.fn = on_timeout;
     run->timeout.arg = run;

@@ -118,8 +118,8 @@ void *wf__malloc_aligned(size_t n)
     char *raw = raw_malloc(n + WF__CACHELINE + sizeof(void *));
     if (raw == NULL)
         return NULL;
-    uintptr_t a = ((uintptr_t)raw + sizeof(void *) + WF__CACHELINE - 1) &
-                  ~(uintptr_t)(WF__CACHELINE - 1);
+    uintptr_t a =
+        ((uintptr_t)raw + sizeof(void *) + WF__CACHELINE - 1) & ~(uintptr_t)(WF__CACHELINE - 1);
     ((void **)a)[-1] = raw;
     memset((void *)a, 0, n);
     return (void *)a;
@@ -170,7 +170,7 @@ char *wf__strdup(const char *s)
  * Blocks are individual allocations from the hooks: wf_alloc_trim() and a
  * thread's exit give them back.
  */
-#define NCLS 4
+#define NCLS  4
 #define BATCH 256
 static const size_t cls_size[NCLS] = {64, 128, 256, 512};
 

@@ -6,10 +6,14 @@
 #include <string.h>
 
 static const char *const builtin_names[WF_BUILTIN_COUNT] = {
-    "StartEvent",         "StopEvent",
-    "InputRequiredEvent", "HumanResponseEvent",
-    "StepFailedEvent",    "WorkflowTimedOutEvent",
-    "WorkflowCancelledEvent", "WorkflowFailedEvent",
+    "StartEvent",
+    "StopEvent",
+    "InputRequiredEvent",
+    "HumanResponseEvent",
+    "StepFailedEvent",
+    "WorkflowTimedOutEvent",
+    "WorkflowCancelledEvent",
+    "WorkflowFailedEvent",
     "UnhandledEvent",
 };
 
@@ -375,8 +379,7 @@ int wf_event_set(wf_event *ev, const char *key, wf_value val)
         wf_value_release(val);
         return WF_EINVAL;
     }
-    if ((ev->flags & WF__EV_FROZEN) ||
-        atomic_load_explicit(&ev->refs, memory_order_acquire) != 1) {
+    if ((ev->flags & WF__EV_FROZEN) || atomic_load_explicit(&ev->refs, memory_order_acquire) != 1) {
         wf_value_release(val);
         return WF_EFROZEN;
     }

@@ -14,11 +14,11 @@
 
 #include <wf/wf.h>
 
-#define WF__HIDDEN __attribute__((visibility("hidden")))
-#define WF__LIKELY(x) __builtin_expect(!!(x), 1)
+#define WF__HIDDEN      __attribute__((visibility("hidden")))
+#define WF__LIKELY(x)   __builtin_expect(!!(x), 1)
 #define WF__UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define WF__CACHELINE 64
-#define WF__ALIGNED __attribute__((aligned(WF__CACHELINE)))
+#define WF__CACHELINE   64
+#define WF__ALIGNED     __attribute__((aligned(WF__CACHELINE)))
 
 /* ------------------------------------------------------------------ alloc */
 
@@ -97,8 +97,8 @@ struct wf_event_type {
 
 struct wf_registry {
     _Atomic uint32_t refs;
-    pthread_mutex_t lock;    /* guards types, n, cap */
-    wf_event_type **types;   /* by id; entries never move once added */
+    pthread_mutex_t lock;  /* guards types, n, cap */
+    wf_event_type **types; /* by id; entries never move once added */
     _Atomic uint32_t n;
     uint32_t cap;
 };
@@ -115,7 +115,7 @@ typedef struct wf__field {
     wf_value val;
 } wf__field;
 
-#define WF__EV_FROZEN 1u
+#define WF__EV_FROZEN      1u
 #define WF__EV_FIELDS_HEAP 2u /* fields points to a separate allocation */
 
 struct wf_event {
@@ -155,8 +155,8 @@ typedef struct wf__step {
 } wf__step;
 
 #define WF__CHECK_REACHABILITY 1u
-#define WF__CHECK_TERMINAL 2u
-#define WF__CHECK_DEAD_END 4u
+#define WF__CHECK_TERMINAL     2u
+#define WF__CHECK_DEAD_END     4u
 
 struct wf_workflow {
     _Atomic uint32_t refs;
@@ -169,16 +169,16 @@ struct wf_workflow {
     int validation;
     uint32_t skip_checks; /* WF__CHECK_* bits */
 
-    pthread_mutex_t lock;  /* guards freezing and the cached validation */
-    _Atomic int frozen;    /* set (release) once the fields below are built */
+    pthread_mutex_t lock; /* guards freezing and the cached validation */
+    _Atomic int frozen;   /* set (release) once the fields below are built */
     const wf_event_type *start_type;
     const wf_event_type *stop_type;
     /* routing: steps accepting type id t are route_steps[route_off[t] .. route_off[t+1]) */
     uint32_t n_route_types;
     uint32_t *route_off;
     uint32_t *route_steps;
-    int validated;         /* 0 unknown, 1 passed, -1 failed (guarded by lock) */
-    char *validation_msg;  /* report of the failed run-start validation */
+    int validated;        /* 0 unknown, 1 passed, -1 failed (guarded by lock) */
+    char *validation_msg; /* report of the failed run-start validation */
 };
 
 /* The steps that receive an event of type t (frozen workflow). */
@@ -210,6 +210,5 @@ struct wf_ctx {
 };
 
 int wf__ctx_replace_state(wf_ctx *ctx, wf_value state);
-
 
 #endif

@@ -142,8 +142,8 @@ int wf__validate_definition(const wf_workflow *wf, const wf_event_type **start,
             problems++;
         } else if (starts.n > 1) {
             const char **n = names_of(&starts);
-            wf__buf_printf(b, "Only one type of StartEvent is allowed per workflow, found %zu: ",
-                           starts.n);
+            wf__buf_printf(
+                b, "Only one type of StartEvent is allowed per workflow, found %zu: ", starts.n);
             if (n)
                 put_names(b, n, starts.n, ", ");
             wf__buf_printf(b, " in workflow '%s'.\n", wf->name);
@@ -160,8 +160,8 @@ int wf__validate_definition(const wf_workflow *wf, const wf_event_type **start,
             problems++;
         } else if (stops.n > 1) {
             const char **n = names_of(&stops);
-            wf__buf_printf(b, "Only one type of StopEvent is allowed per workflow, found %zu: ",
-                           stops.n);
+            wf__buf_printf(
+                b, "Only one type of StopEvent is allowed per workflow, found %zu: ", stops.n);
             if (n)
                 put_names(b, n, stops.n, ", ");
             wf__buf_printf(b, " in workflow '%s'.\n", wf->name);
@@ -210,12 +210,10 @@ static int consumed_by_any(const wf_workflow *wf, const wf_event_type *t)
 static int is_any(const wf_event_type *t, const wf_event_type *a, const wf_event_type *b,
                   const wf_event_type *c)
 {
-    return wf_event_type_is(t, a) || (b && wf_event_type_is(t, b)) ||
-           (c && wf_event_type_is(t, c));
+    return wf_event_type_is(t, a) || (b && wf_event_type_is(t, b)) || (c && wf_event_type_is(t, c));
 }
 
-static int set_checks(const wf_workflow *wf, const tset *produced, const tset *consumed,
-                      wf__buf *b)
+static int set_checks(const wf_workflow *wf, const tset *produced, const tset *consumed, wf__buf *b)
 {
     int problems = 0;
     const wf_event_type *stop = builtin(wf, WF_STOP_EVENT);

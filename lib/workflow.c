@@ -129,8 +129,8 @@ wf__step *wf__workflow_find_step(const wf_workflow *wf, const char *name)
     return NULL;
 }
 
-int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn,
-                         const wf_step_params *p, void *user)
+int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const wf_step_params *p,
+                         void *user)
 {
     if (wf == NULL || name == NULL || fn == NULL || p == NULL)
         return WF_EINVAL;

@@ -62,16 +62,16 @@ __attribute__((noreturn)) static void pt_fail(const char *file, int line, const 
 
 #define Test(suite, name, ...)                                                                     \
     static void suite##_##name(void);                                                              \
-    __attribute__((constructor)) static void suite##_##name##_reg(void)                           \
+    __attribute__((constructor)) static void suite##_##name##_reg(void)                            \
     {                                                                                              \
         pt_register(#suite, #name, suite##_##name);                                                \
     }                                                                                              \
     static void suite##_##name(void)
 
 #define TestSuite(suite, ...)                                                                      \
-    __attribute__((constructor)) static void suite##_suite_reg(void)                              \
+    __attribute__((constructor)) static void suite##_suite_reg(void)                               \
     {                                                                                              \
-        struct pt_opts o = {.timeout = 0, __VA_ARGS__};                                           \
+        struct pt_opts o = {.timeout = 0, __VA_ARGS__};                                            \
         pt_init = o.init;                                                                          \
         pt_fini = o.fini;                                                                          \
     }
@@ -81,14 +81,14 @@ __attribute__((noreturn)) static void pt_fail(const char *file, int line, const 
         if (!(cond))                                                                               \
             pt_fail(__FILE__, __LINE__, #cond);                                                    \
     } while (0)
-#define cr_assert_not(cond, ...) cr_assert(!(cond))
-#define cr_assert_eq(a, b, ...) cr_assert((a) == (b))
-#define cr_assert_neq(a, b, ...) cr_assert((a) != (b))
-#define cr_assert_null(p, ...) cr_assert((p) == NULL)
-#define cr_assert_not_null(p, ...) cr_assert((p) != NULL)
+#define cr_assert_not(cond, ...)    cr_assert(!(cond))
+#define cr_assert_eq(a, b, ...)     cr_assert((a) == (b))
+#define cr_assert_neq(a, b, ...)    cr_assert((a) != (b))
+#define cr_assert_null(p, ...)      cr_assert((p) == NULL)
+#define cr_assert_not_null(p, ...)  cr_assert((p) != NULL)
 #define cr_assert_str_eq(a, b, ...) cr_assert(strcmp((a), (b)) == 0)
-#define cr_fail(...) pt_fail(__FILE__, __LINE__, "cr_fail")
-#define cr_skip_test(...) return
+#define cr_fail(...)                pt_fail(__FILE__, __LINE__, "cr_fail")
+#define cr_skip_test(...)           return
 
 int main(int argc, char **argv)
 {

@@ -168,7 +168,7 @@ Test(context, edit_state_failure_changes_nothing)
 }
 
 #define EDITORS 8
-#define EDITS 5000
+#define EDITS   5000
 static atomic_int stop_readers;
 static atomic_long torn;
 

@@ -41,7 +41,7 @@ Test(deque, grows_past_initial_size)
     wf__deque_destroy(&d);
 }
 
-#define ITEMS 200000
+#define ITEMS   200000
 #define THIEVES 3
 
 static wf__deque sd;

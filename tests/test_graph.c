@@ -72,9 +72,11 @@ Test(graph, dot_has_every_node_edge_and_colour)
     cr_assert(strstr(dot, "[label=\"a\\\"b\", shape=ellipse") != NULL);
     /* start green, stop red */
     cr_assert(strstr(dot, "event_0 [label=\"StartEvent\", shape=ellipse, style=filled, "
-                          "fillcolor=\"#90EE90\"]") != NULL, "%s", dot);
+                          "fillcolor=\"#90EE90\"]") != NULL,
+              "%s", dot);
     cr_assert(strstr(dot, "event_1 [label=\"StopEvent\", shape=ellipse, style=filled, "
-                          "fillcolor=\"#FFA07A\"]") != NULL, "%s", dot);
+                          "fillcolor=\"#FFA07A\"]") != NULL,
+              "%s", dot);
     /* edges both ways: event -> step (accepts), step -> event (emits) */
     cr_assert(strstr(dot, "event_0 -> step_0;") != NULL);
     cr_assert(strstr(dot, "step_0 -> event_9;") != NULL, "%s", dot);

@@ -37,8 +37,7 @@ static const wf_event_type *builtin(wf_workflow *wf, wf_builtin_type b)
 }
 
 static void add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const wf_event_type *acc,
-                     const wf_event_type *e1, const wf_event_type *e2, uint32_t workers,
-                     void *user)
+                     const wf_event_type *e1, const wf_event_type *e2, uint32_t workers, void *user)
 {
     const wf_event_type *accepts[] = {acc};
     const wf_event_type *emits[2] = {e1, e2};
@@ -372,7 +371,7 @@ static atomic_int slow_started;
 static int s_split(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 {
     cr_assert_eq(wf_ctx_send_event(ctx, ev0(T_B), NULL), 0); /* to slow */
-    *out = ev0(T_A);                                          /* to stopper */
+    *out = ev0(T_A);                                         /* to stopper */
     return 0;
 }
 static int s_stopper(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
@@ -658,8 +657,7 @@ Test(run, unhandled_event_is_reported_and_dropped)
     cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
     cr_assert_str_eq(wf_event_type_name_of(e), "UnhandledEvent");
     const char *s;
-    cr_assert_eq(wf_value_get_string(wf_event_get(e, "event_type", wf_value_nil()), &s, NULL),
-                 0);
+    cr_assert_eq(wf_value_get_string(wf_event_get(e, "event_type", wf_value_nil()), &s, NULL), 0);
     cr_assert_str_eq(s, "Orphan");
     wf_event_release(e);
     cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
@@ -889,8 +887,7 @@ Test(run, hundred_thousand_concurrent_runs, .timeout = 240)
     rp.on_done = count_done;
     rp.stream_capacity = 0;
     for (long i = 0; i < N; i++)
-        cr_assert_eq(wf_run_start_ex(ex, wf, NULL, ev_int(T_START, "n", i), &rp, &hs[i], NULL),
-                     0);
+        cr_assert_eq(wf_run_start_ex(ex, wf, NULL, ev_int(T_START, "n", i), &rp, &hs[i], NULL), 0);
     for (long i = 0; i < N; i++) {
         wf_event *res;
         cr_assert_eq(wf_handler_wait(hs[i], -1, &res), 0);

@@ -32,15 +32,15 @@ typedef struct wf_event wf_event;
 
 /** The built-in types present in every registry. Values are stable ABI. */
 typedef enum wf_builtin_type {
-    WF_START_EVENT = 0,             /* "StartEvent" */
-    WF_STOP_EVENT = 1,              /* "StopEvent", field "result" */
-    WF_INPUT_REQUIRED_EVENT = 2,    /* "InputRequiredEvent" */
-    WF_HUMAN_RESPONSE_EVENT = 3,    /* "HumanResponseEvent" */
-    WF_STEP_FAILED_EVENT = 4,       /* "StepFailedEvent" */
+    WF_START_EVENT = 0,              /* "StartEvent" */
+    WF_STOP_EVENT = 1,               /* "StopEvent", field "result" */
+    WF_INPUT_REQUIRED_EVENT = 2,     /* "InputRequiredEvent" */
+    WF_HUMAN_RESPONSE_EVENT = 3,     /* "HumanResponseEvent" */
+    WF_STEP_FAILED_EVENT = 4,        /* "StepFailedEvent" */
     WF_WORKFLOW_TIMED_OUT_EVENT = 5, /* "WorkflowTimedOutEvent" < StopEvent */
     WF_WORKFLOW_CANCELLED_EVENT = 6, /* "WorkflowCancelledEvent" < StopEvent */
-    WF_WORKFLOW_FAILED_EVENT = 7,   /* "WorkflowFailedEvent" < StopEvent */
-    WF_UNHANDLED_EVENT = 8,         /* "UnhandledEvent": notification, see run.h */
+    WF_WORKFLOW_FAILED_EVENT = 7,    /* "WorkflowFailedEvent" < StopEvent */
+    WF_UNHANDLED_EVENT = 8,          /* "UnhandledEvent": notification, see run.h */
     WF_BUILTIN_COUNT = 9
 } wf_builtin_type;
 
@@ -96,8 +96,7 @@ WF_API int wf_event_new(wf_event **out, const wf_event_type *type, size_t capaci
  * the calling thread's cache. Takes ownership of val (also on failure).
  * key may be NULL for an event with no fields.
  */
-WF_API int wf_event_new1(wf_event **out, const wf_event_type *type, const char *key,
-                         wf_value val);
+WF_API int wf_event_new1(wf_event **out, const wf_event_type *type, const char *key, wf_value val);
 /** An event with two fields. Takes ownership of both values. */
 WF_API int wf_event_new2(wf_event **out, const wf_event_type *type, const char *k1, wf_value v1,
                          const char *k2, wf_value v2);
