@@ -33,6 +33,22 @@ typedef struct wf__pendq {
     wf__task stub;
 } wf__pendq;
 
+/* Bookkeeping of a retried event: kept with its task (task->arg). */
+typedef struct wf__retry_info {
+    int64_t first_ns; /* when the first execution started */
+    int32_t last_error;
+    char *last_msg;
+} wf__retry_info;
+
+/* A retry waiting for its not-before time: the task and its timer. */
+typedef struct wf__retry_timer {
+    wf__timer tm;
+    struct wf__run *run;
+    wf__task *t;
+    struct wf__retry_timer *prev, *next; /* the run's list, under run->mu */
+    int listed;
+} wf__retry_timer;
+
 typedef struct wf__step_state {
     _Atomic uint32_t count;
     uint32_t workers;
@@ -73,6 +89,7 @@ typedef struct wf__run {
     int stream_internal;
     wf_done_fn on_done;
     void *on_done_user;
+    wf__retry_timer *retries; /* armed retries, under mu */
 
     /* the executor's list of runs not ended, under ex->runs_lock */
     struct wf__run *prev, *next;
@@ -100,6 +117,7 @@ static _Thread_local wf__inv *tls_inv;
 
 static int end_run(wf__run *run, int status, wf_event *result, int code, const char *step,
                    const char *msg);
+static void retries_cancel(struct wf__run *run);
 
 /* ------------------------------------------------------------ ref counting */
 
@@ -244,6 +262,11 @@ static wf__task *pendq_take(wf__pendq *q, uint32_t n)
 static void drop_task(wf__task *t)
 {
     wf_event_release(t->ev);
+    if (t->kind == WF__TASK_INVOKE && t->arg) {
+        wf__retry_info *ri = t->arg;
+        wf__free_mem(ri->last_msg);
+        wf__free_mem(ri);
+    }
     wf__task_free(t);
 }
 
@@ -294,19 +317,10 @@ static void finish_slot(wf__run *run, uint32_t s)
     }
 }
 
-/* Delivers ev (owned) to step s. Returns 0 or WF_ENOMEM (ev released). */
-static int deliver(wf__run *run, uint32_t s, wf_event *ev)
+/* Delivers a prepared INVOKE task (owned) through step t->step's count. */
+static int deliver_task(wf__run *run, wf__task *t)
 {
-    wf__task *t = wf__task_alloc();
-    if (WF__UNLIKELY(t == NULL)) {
-        wf_event_release(ev);
-        return WF_ENOMEM;
-    }
-    t->kind = WF__TASK_INVOKE;
-    t->run = run;
-    t->ev = ev;
-    t->step = s;
-    wf__step_state *ss = &run->steps[s];
+    wf__step_state *ss = &run->steps[t->step];
     uint32_t w = ss->workers;
     uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
     while (c < w) {
@@ -332,6 +346,22 @@ static int deliver(wf__run *run, uint32_t s, wf_event *ev)
     return 0;
 }
 
+/* Delivers ev (owned) to step s. Returns 0 or WF_ENOMEM (ev released). */
+static int deliver(wf__run *run, uint32_t s, wf_event *ev)
+{
+    wf__task *t = wf__task_alloc();
+    if (WF__UNLIKELY(t == NULL)) {
+        wf_event_release(ev);
+        return WF_ENOMEM;
+    }
+    t->kind = WF__TASK_INVOKE;
+    t->run = run;
+    t->ev = ev;
+    t->step = s;
+    t->arg = NULL;
+    return deliver_task(run, t);
+}
+
 /*
  * Delivers k events (owned) to step s with one exchange on the pending queue
  * and one add on the count: a step that sends many events to the same step
@@ -353,6 +383,7 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
         t->run = run;
         t->ev = evs[made];
         t->step = s;
+        t->arg = NULL;
         atomic_store_explicit(&t->next, NULL, memory_order_relaxed);
         if (last)
             atomic_store_explicit(&last->next, t, memory_order_relaxed);
@@ -641,6 +672,7 @@ static int end_run(wf__run *run, int status, wf_event *result, int code, const c
     struct wf_executor *ex = run->ex;
     if (run->timeout_ms >= 0 && wf__timer_cancel(ex, &run->timeout))
         engine_unref(run); /* cannot be the last: we still hold the running unit */
+    retries_cancel(run);
 
     pthread_mutex_lock(&ex->runs_lock);
     if (run->listed) {
@@ -699,6 +731,134 @@ static void inv_cleanup(wf__inv *inv)
         wf__free_mem(inv->targets);
     }
     wf__free_mem(inv->errmsg);
+}
+
+/* ----------------------------------------------------------------- retries */
+
+static void retry_fire(wf__timer *tm, void *arg)
+{
+    (void)tm;
+    wf__retry_timer *rt = arg;
+    wf__run *run = rt->run;
+    pthread_mutex_lock(&run->mu);
+    if (rt->listed) {
+        if (rt->prev)
+            rt->prev->next = rt->next;
+        else
+            run->retries = rt->next;
+        if (rt->next)
+            rt->next->prev = rt->prev;
+        rt->listed = 0;
+    }
+    pthread_mutex_unlock(&run->mu);
+    wf__task *t = rt->t;
+    wf__free_mem(rt);
+    uint32_t s = t->step;
+    if (run_ended(run))
+        drop_task(t);
+    else if (deliver_task(run, t) < 0) /* t is gone */
+        end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, run->wf->steps[s]->name,
+                "out of memory re-queuing a retry");
+    engine_unref(run); /* the retry's unit */
+}
+
+/* Disarms the run's pending retries (the run ended). */
+static void retries_cancel(wf__run *run)
+{
+    wf__retry_timer *done = NULL;
+    pthread_mutex_lock(&run->mu);
+    wf__retry_timer *rt = run->retries;
+    while (rt) {
+        wf__retry_timer *nx = rt->next;
+        if (wf__timer_cancel(run->ex, &rt->tm)) {
+            if (rt->prev)
+                rt->prev->next = rt->next;
+            else
+                run->retries = rt->next;
+            if (rt->next)
+                rt->next->prev = rt->prev;
+            rt->listed = 0;
+            rt->next = done;
+            done = rt;
+        }
+        /* otherwise it is firing now: retry_fire drops it */
+        rt = nx;
+    }
+    pthread_mutex_unlock(&run->mu);
+    while (done) {
+        wf__retry_timer *nx = done->next;
+        drop_task(done->t);
+        wf__free_mem(done);
+        engine_unref(run); /* never the last: the caller holds the running unit */
+        done = nx;
+    }
+}
+
+/*
+ * Asks the step's policy about a failure of t; when it says retry, arms a
+ * timer that re-delivers the same event (attempt + 1) and returns 1.
+ */
+static int maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64_t started)
+{
+    const wf__step *step = run->wf->steps[t->step];
+    if (step->retry == NULL || run_ended(run))
+        return 0;
+    wf__retry_info *old = t->arg;
+    int64_t first = old ? old->first_ns : started;
+    wf_retry_state st;
+    st.attempt = t->attempt;
+    st.error = rc;
+    st.elapsed_ms = (wf__now_ns() - first) / 1000000;
+    st.seed = (run->id * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)t->step << 32) ^ t->attempt;
+    int64_t delay = 0;
+    if (!wf_retry_policy_next(step->retry, &st, &delay))
+        return 0;
+    wf__task *n = wf__task_alloc();
+    wf__retry_info *ri = wf__calloc(1, sizeof *ri);
+    wf__retry_timer *rt = wf__calloc(1, sizeof *rt);
+    if (n == NULL || ri == NULL || rt == NULL) {
+        wf__task_free(n);
+        wf__free_mem(ri);
+        wf__free_mem(rt);
+        return 0; /* cannot retry: the failure stands */
+    }
+    ri->first_ns = first;
+    ri->last_error = rc;
+    ri->last_msg = msg ? wf__strdup(msg) : NULL;
+    n->kind = WF__TASK_INVOKE;
+    n->run = run;
+    n->ev = wf_event_retain(t->ev);
+    n->step = t->step;
+    n->attempt = t->attempt + 1;
+    n->arg = ri;
+    rt->run = run;
+    rt->t = n;
+    rt->tm.heap_index = WF__TIMER_IDLE;
+    rt->tm.fn = retry_fire;
+    rt->tm.arg = rt;
+    engine_ref(run); /* held by the armed retry; the failing slot still holds one */
+    pthread_mutex_lock(&run->mu);
+    rt->next = run->retries;
+    if (run->retries)
+        run->retries->prev = rt;
+    run->retries = rt;
+    rt->listed = 1;
+    int armed = wf__timer_arm(run->ex, &rt->tm, wf__now_ns() + delay * 1000000) == 0;
+    if (!armed) {
+        run->retries = rt->next;
+        if (rt->next)
+            rt->next->prev = NULL;
+    }
+    pthread_mutex_unlock(&run->mu);
+    if (!armed) {
+        drop_task(n);
+        wf__free_mem(rt);
+        engine_unref(run);
+        return 0;
+    }
+    wf__log(run->ex, WF_LOG_DEBUG, "run %llu: step %s failed (%d), attempt %u in %lld ms",
+            (unsigned long long)run->id, step->name, rc, n->attempt, (long long)delay);
+    return 1;
 }
 
 /*
@@ -809,10 +969,16 @@ static void invoke(wf__run *run, wf__task *t, deferred *d)
     wf__inv *prev = tls_inv;
     tls_inv = &inv;
     wf_event *out = NULL;
+    /* The clock is read only for steps that can retry (elapsed time of stops). */
+    int64_t started = (step->retry && t->arg == NULL) ? wf__now_ns() : 0;
     int rc = step->fn(run->ctx, t->ev, &out, step->user);
     tls_inv = prev;
     if (WF__LIKELY(rc == 0)) {
         route_emissions(run, out, &inv, d);
+    } else if (rc < 0 && maybe_retry(run, t, rc, inv.errmsg, started)) {
+        /* Emissions of a failed attempt are dropped: the retry starts afresh. */
+        wf_event_release(out);
+        inv_release_sent(&inv);
     } else {
         wf_event_release(out);
         inv_release_sent(&inv);
@@ -1410,4 +1576,19 @@ uint32_t wf_ctx_attempt(const wf_ctx *ctx)
 {
     wf__inv *inv = inv_of(ctx);
     return inv ? inv->task->attempt : 0;
+}
+
+int wf_ctx_last_error(const wf_ctx *ctx, int *code, const char **message)
+{
+    wf__inv *inv = inv_of(ctx);
+    if (inv == NULL)
+        return WF_ESTATE;
+    const wf__retry_info *ri = inv->task->arg;
+    if (ri == NULL)
+        return WF_ENOTFOUND;
+    if (code)
+        *code = ri->last_error;
+    if (message)
+        *message = ri->last_msg;
+    return 0;
 }

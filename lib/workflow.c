@@ -51,6 +51,7 @@ static void step_free(wf__step *s)
         return;
     if (s->user_free)
         s->user_free(s->user);
+    wf_retry_policy_free((wf_retry_policy *)s->retry);
     wf__free_mem(s->name);
     wf__free_mem(s->accepts);
     wf__free_mem(s->emits);
@@ -172,7 +173,7 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
     s->n_emits = p->n_emits;
     s->num_workers = p->num_workers;
     s->accept_subtypes = p->accept_subtypes != 0;
-    s->retry = p->retry;
+    s->retry = wf_retry_policy_retain(p->retry);
     /* user_free is set last: step_free above must not call it on failure. */
     s->user = user;
     s->user_free = p->user_free;

@@ -100,6 +100,12 @@ WF_API uint64_t wf_ctx_run_id(const wf_ctx *ctx);
 WF_API const char *wf_ctx_step_name(const wf_ctx *ctx);
 /** The attempt number of the calling invocation (1 for the first execution), or 0. */
 WF_API uint32_t wf_ctx_attempt(const wf_ctx *ctx);
+/**
+ * The failure that led to this retry: its code and message (borrowed: valid
+ * during the invocation; NULL when the step set none). WF_ENOTFOUND on a
+ * first attempt, WF_ESTATE outside a step.
+ */
+WF_API int wf_ctx_last_error(const wf_ctx *ctx, int *code, const char **message);
 
 #ifdef __cplusplus
 }

@@ -5,6 +5,7 @@
 #include <wf/common.h>
 #include <wf/value.h>
 #include <wf/event.h>
+#include <wf/retry.h>
 #include <wf/workflow.h>
 #include <wf/context.h>
 #include <wf/run.h>

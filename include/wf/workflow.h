@@ -47,7 +47,7 @@ typedef struct wf_step_params {
     uint32_t num_workers;
     /** Nonzero: the step also receives subtypes of what it accepts. Default 0. */
     int32_t accept_subtypes;
-    /** Retry policy, or NULL for none (see retry.h, coordination). Not owned. */
+    /** Retry policy (retry.h), or NULL for none. The workflow keeps its own reference. */
     const wf_retry_policy *retry;
     /** Runs exactly once on user when the workflow is freed (if added). May be NULL. */
     void (*user_free)(void *user);

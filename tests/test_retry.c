@@ -1,0 +1,340 @@
+/*
+ * test_retry.c: retry policies (their arithmetic, deterministic jitter) and
+ * retries on the executor (attempts, last error, giving up, cancel while a
+ * retry waits, the step's slot free meanwhile).
+ */
+#include "harness.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <wf/wf.h>
+
+static wf_retry_state st(uint32_t attempt, int32_t error, int64_t elapsed, uint64_t seed)
+{
+    wf_retry_state s = {attempt, error, elapsed, seed};
+    return s;
+}
+
+static int64_t next(const wf_retry_policy *p, wf_retry_state s)
+{
+    int64_t d = -1;
+    return wf_retry_policy_next(p, &s, &d) ? d : -1;
+}
+
+Test(retry, stop_after_attempt_counts_executions)
+{
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_constant(&p, 3, 5), 0);
+    cr_assert_eq(next(p, st(1, -1, 0, 0)), 5);
+    cr_assert_eq(next(p, st(2, -1, 0, 0)), 5);
+    cr_assert_eq(next(p, st(3, -1, 0, 0)), -1, "3 executions in total, then give up");
+    wf_retry_policy_free(p);
+    wf_retry_stop *s;
+    cr_assert_eq(wf_retry_stop_after_attempt(&s, 0), WF_EINVAL);
+}
+
+Test(retry, exponential_is_clamped)
+{
+    wf_retry_wait *w;
+    wf_retry_stop *s;
+    cr_assert_eq(wf_retry_wait_exponential(&w, 100, 150, 1000), 0);
+    cr_assert_eq(wf_retry_stop_after_attempt(&s, 100), 0);
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_new(&p, NULL, w, s), 0);
+    const int64_t want[] = {150, 200, 400, 800, 1000, 1000};
+    for (uint32_t a = 1; a <= 6; a++)
+        cr_assert_eq(next(p, st(a, -1, 0, 0)), want[a - 1], "attempt %u", a);
+    wf_retry_policy_free(p);
+    cr_assert_eq(wf_retry_wait_exponential(&w, 1, 10, 5), WF_EINVAL);
+}
+
+Test(retry, jitter_is_deterministic_and_bounded)
+{
+    wf_retry_wait *w;
+    wf_retry_stop *s;
+    cr_assert_eq(wf_retry_wait_random(&w, 10, 20), 0);
+    cr_assert_eq(wf_retry_stop_after_attempt(&s, 100), 0);
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_new(&p, NULL, w, s), 0);
+    int seen[11] = {0};
+    for (uint64_t seed = 0; seed < 1000; seed++) {
+        int64_t d = next(p, st(1, -1, 0, seed));
+        cr_assert(d >= 10 && d <= 20, "%lld", (long long)d);
+        cr_assert_eq(next(p, st(1, -1, 0, seed)), d, "same seed, same delay");
+        seen[d - 10]++;
+    }
+    for (int i = 0; i <= 10; i++)
+        cr_assert(seen[i] > 0, "value %d never drawn", 10 + i);
+    wf_retry_policy_free(p);
+}
+
+Test(retry, chain_and_sum)
+{
+    wf_retry_wait *a, *b, *c, *chain, *sum, *fixed;
+    cr_assert_eq(wf_retry_wait_fixed(&a, 1), 0);
+    cr_assert_eq(wf_retry_wait_fixed(&b, 2), 0);
+    cr_assert_eq(wf_retry_wait_fixed(&c, 3), 0);
+    wf_retry_wait *parts[] = {a, b, c};
+    cr_assert_eq(wf_retry_wait_chain(&chain, parts, 3), 0);
+    cr_assert_eq(wf_retry_wait_fixed(&fixed, 100), 0);
+    cr_assert_eq(wf_retry_wait_sum(&sum, chain, fixed), 0);
+    wf_retry_stop *s;
+    cr_assert_eq(wf_retry_stop_after_attempt(&s, 10), 0);
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_new(&p, NULL, sum, s), 0);
+    cr_assert_eq(next(p, st(1, -1, 0, 0)), 101);
+    cr_assert_eq(next(p, st(2, -1, 0, 0)), 102);
+    cr_assert_eq(next(p, st(3, -1, 0, 0)), 103);
+    cr_assert_eq(next(p, st(7, -1, 0, 0)), 103, "the last wait repeats");
+    wf_retry_policy_free(p);
+}
+
+Test(retry, conditions_and_stop_combinators)
+{
+    const int32_t codes[] = {-100, -200};
+    wf_retry_cond *on, *never, *any;
+    cr_assert_eq(wf_retry_cond_on_codes(&on, codes, 2), 0);
+    cr_assert_eq(wf_retry_cond_never(&never), 0);
+    cr_assert_eq(wf_retry_cond_any(&any, on, never), 0);
+    wf_retry_stop *attempts, *delay, *either;
+    cr_assert_eq(wf_retry_stop_after_attempt(&attempts, 5), 0);
+    cr_assert_eq(wf_retry_stop_after_delay(&delay, 1000), 0);
+    cr_assert_eq(wf_retry_stop_any(&either, attempts, delay), 0);
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_new(&p, any, NULL, either), 0);
+    cr_assert_eq(next(p, st(1, -100, 0, 0)), 0);
+    cr_assert_eq(next(p, st(1, -200, 0, 0)), 0);
+    cr_assert_eq(next(p, st(1, -300, 0, 0)), -1, "other codes are not retried");
+    cr_assert_eq(next(p, st(5, -100, 0, 0)), -1, "attempts exhausted");
+    cr_assert_eq(next(p, st(2, -100, 1000, 0)), -1, "delay exhausted");
+    wf_retry_policy_free(p);
+
+    wf_retry_cond *always, *never2, *all;
+    cr_assert_eq(wf_retry_cond_always(&always), 0);
+    cr_assert_eq(wf_retry_cond_never(&never2), 0);
+    cr_assert_eq(wf_retry_cond_all(&all, always, never2), 0);
+    wf_retry_stop *a1, *a2, *both;
+    cr_assert_eq(wf_retry_stop_after_attempt(&a1, 2), 0);
+    cr_assert_eq(wf_retry_stop_after_delay(&a2, 50), 0);
+    cr_assert_eq(wf_retry_stop_all(&both, a1, a2), 0);
+    cr_assert_eq(wf_retry_policy_new(&p, all, NULL, both), 0);
+    cr_assert_eq(next(p, st(1, -1, 0, 0)), -1, "never and always: never");
+    wf_retry_policy_free(p);
+    /* NULL parts are refused and what was given is released */
+    cr_assert_eq(wf_retry_cond_any(&any, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_retry_policy_new(&p, NULL, NULL, NULL), WF_EINVAL);
+}
+
+/* ------------------------------------------------------------ on the executor */
+
+static const wf_event_type *T_START, *T_STOP, *T_OTHER;
+static atomic_int calls;
+static int fail_until; /* attempts that fail */
+static int64_t seen_last_error;
+static char seen_last_msg[64];
+
+static int flaky(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int n = atomic_fetch_add(&calls, 1) + 1;
+    cr_assert_eq(wf_ctx_attempt(ctx), (uint32_t)n);
+    int code;
+    const char *msg;
+    if (n == 1) {
+        cr_assert_eq(wf_ctx_last_error(ctx, &code, &msg), WF_ENOTFOUND);
+    } else {
+        cr_assert_eq(wf_ctx_last_error(ctx, &code, &msg), 0);
+        seen_last_error = code;
+        snprintf(seen_last_msg, sizeof seen_last_msg, "%s", msg ? msg : "");
+    }
+    if (n <= fail_until) {
+        char m[32];
+        snprintf(m, sizeof m, "failure %d", n);
+        wf_ctx_set_error(ctx, m);
+        return -1000 - n;
+    }
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(n));
+}
+
+static wf_workflow *flaky_wf(wf_retry_policy *p, uint32_t workers)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "flaky", NULL), 0);
+    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    T_STOP = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    wf_step_params sp;
+    wf_step_params_init(&sp);
+    sp.accepts = &T_START;
+    sp.n_accepts = 1;
+    sp.emits = &T_STOP;
+    sp.n_emits = 1;
+    sp.retry = p;
+    sp.num_workers = workers;
+    cr_assert_eq(wf_workflow_add_step(wf, "flaky", flaky, &sp, NULL), 0);
+    wf_retry_policy_free(p); /* the workflow keeps its own reference */
+    return wf;
+}
+
+static wf_event *start_ev(void)
+{
+    wf_event *e;
+    cr_assert_eq(wf_event_new(&e, T_START, 0), 0);
+    return e;
+}
+
+Test(retry, step_recovers_on_a_later_attempt, .timeout = 60)
+{
+    atomic_store(&calls, 0);
+    fail_until = 2;
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_constant(&p, 5, 1), 0);
+    wf_workflow *wf = flaky_wf(p, 4);
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, NULL), 0);
+    wf_event *res;
+    cr_assert_eq(wf_run(ex, wf, NULL, start_ev(), -1, &res), 0);
+    int64_t n;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &n), 0);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(atomic_load(&calls), 3);
+    cr_assert_eq(seen_last_error, -1002);
+    cr_assert_str_eq(seen_last_msg, "failure 2");
+    wf_event_release(res);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(retry, gives_up_after_exactly_three_executions_with_the_last_error, .timeout = 60)
+{
+    atomic_store(&calls, 0);
+    fail_until = 100;
+    wf_retry_wait *w;
+    wf_retry_stop *s;
+    cr_assert_eq(wf_retry_wait_exponential(&w, 1, 0, 4), 0);
+    cr_assert_eq(wf_retry_stop_after_attempt(&s, 3), 0);
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_new(&p, NULL, w, s), 0);
+    wf_workflow *wf = flaky_wf(p, 1);
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, NULL), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, start_ev(), &h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ESTEP);
+    int code;
+    const char *step, *msg;
+    cr_assert_eq(wf_handler_error(h, &code, &step, &msg), 0);
+    cr_assert_eq(code, -1003);
+    cr_assert_str_eq(step, "flaky");
+    cr_assert_str_eq(msg, "failure 3");
+    cr_assert_eq(atomic_load(&calls), 3);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(retry, codes_not_listed_fail_at_once, .timeout = 60)
+{
+    atomic_store(&calls, 0);
+    fail_until = 100;
+    const int32_t codes[] = {-5};
+    wf_retry_cond *c;
+    wf_retry_stop *s;
+    cr_assert_eq(wf_retry_cond_on_codes(&c, codes, 1), 0);
+    cr_assert_eq(wf_retry_stop_after_attempt(&s, 10), 0);
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_new(&p, c, NULL, s), 0);
+    wf_workflow *wf = flaky_wf(p, 1);
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, NULL), 0);
+    cr_assert_eq(wf_run(ex, wf, NULL, start_ev(), -1, NULL), WF_ESTEP);
+    cr_assert_eq(atomic_load(&calls), 1);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(retry, cancel_disarms_a_waiting_retry, .timeout = 60)
+{
+    /* A retry an hour away: cancel and shutdown must not wait for it. */
+    atomic_store(&calls, 0);
+    fail_until = 100;
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_constant(&p, 5, 3600 * 1000), 0);
+    wf_workflow *wf = flaky_wf(p, 1);
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, NULL), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, start_ev(), &h), 0);
+    while (atomic_load(&calls) < 1)
+        ;
+    cr_assert_eq(wf_handler_cancel(h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ECANCELLED);
+    wf_executor_free(ex);
+    cr_assert_eq(atomic_load(&calls), 1);
+    wf_handler_free(h);
+    wf_workflow_free(wf);
+}
+
+static int fails_once_or_stops(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    if (wf_event_type_of(in) == T_START) {
+        /* the first event: fail; its retry is an hour away */
+        if (wf_ctx_attempt(ctx) == 1) {
+            wf_event *other;
+            cr_assert_eq(wf_event_new(&other, T_OTHER, 0), 0);
+            cr_assert_eq(wf_ctx_send_event(ctx, other, NULL), 0);
+        }
+        return -1;
+    }
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(7));
+}
+
+Test(retry, a_waiting_retry_does_not_hold_the_slot, .timeout = 60)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "slot", NULL), 0);
+    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    T_STOP = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    cr_assert_eq(wf_workflow_event_type(wf, "Other", NULL, &T_OTHER), 0);
+    const wf_event_type *acc[] = {T_START, T_OTHER};
+    const wf_event_type *em[] = {T_OTHER, T_STOP};
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_constant(&p, 5, 3600 * 1000), 0);
+    wf_step_params sp;
+    wf_step_params_init(&sp);
+    sp.accepts = acc;
+    sp.n_accepts = 2;
+    sp.emits = em;
+    sp.n_emits = 2;
+    sp.num_workers = 1;
+    sp.retry = p;
+    cr_assert_eq(wf_workflow_add_step(wf, "only", fails_once_or_stops, &sp, NULL), 0);
+    wf_retry_policy_free(p);
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, NULL), 0);
+    /*
+     * The sent event is dropped with the failed attempt, so the run would end
+     * only by its retry, an hour away... unless the failing attempt's sends
+     * counted. They do not: the run times out instead, quickly.
+     */
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.timeout_ms = 50;
+    wf_handler *h;
+    cr_assert_eq(wf_run_start_ex(ex, wf, NULL, start_ev(), &rp, &h, NULL), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ERUNTIMEOUT);
+    /* Now an outside event for the same single-slot step goes through at once. */
+    wf_handler_free(h);
+    cr_assert_eq(wf_run_start_ex(ex, wf, NULL, start_ev(), NULL, &h, NULL), 0);
+    wf_event *other;
+    cr_assert_eq(wf_event_new(&other, T_OTHER, 0), 0);
+    cr_assert_eq(wf_handler_send_event(h, other, NULL), 0);
+    wf_event *res;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0, "the slot was free while the retry waited");
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
