@@ -49,6 +49,21 @@ typedef struct wf__retry_timer {
     int listed;
 } wf__retry_timer;
 
+/* collect_events: per run, step and buffer id, a FIFO of events per type. */
+typedef struct wf__cq {
+    const wf_event_type *type;
+    wf_event **ring;
+    uint32_t head, len, cap;
+} wf__cq;
+
+typedef struct wf__collect {
+    struct wf__collect *next;
+    uint32_t step;
+    char *id;
+    wf__cq *qs;
+    uint32_t nq, capq;
+} wf__collect;
+
 typedef struct wf__step_state {
     _Atomic uint32_t count;
     uint32_t workers;
@@ -89,7 +104,9 @@ typedef struct wf__run {
     int stream_internal;
     wf_done_fn on_done;
     void *on_done_user;
-    wf__retry_timer *retries; /* armed retries, under mu */
+    wf__retry_timer *retries;     /* armed retries, under mu */
+    pthread_mutex_t collect_lock; /* guards collect */
+    wf__collect *collect;
 
     /* the executor's list of runs not ended, under ex->runs_lock */
     struct wf__run *prev, *next;
@@ -121,8 +138,27 @@ static void retries_cancel(struct wf__run *run);
 
 /* ------------------------------------------------------------ ref counting */
 
+static void collect_free(wf__collect *c)
+{
+    while (c) {
+        wf__collect *nx = c->next;
+        for (uint32_t i = 0; i < c->nq; i++) {
+            wf__cq *q = &c->qs[i];
+            for (uint32_t k = 0; k < q->len; k++)
+                wf_event_release(q->ring[(q->head + k) % q->cap]);
+            wf__free_mem(q->ring);
+        }
+        wf__free_mem(c->qs);
+        wf__free_mem(c->id);
+        wf__free_mem(c);
+        c = nx;
+    }
+}
+
 static void run_free(wf__run *run)
 {
+    collect_free(run->collect);
+    pthread_mutex_destroy(&run->collect_lock);
     for (uint32_t i = 0; i < run->nsteps; i++) {
         wf__pendq *q = atomic_load(&run->steps[i].pendq);
         wf__free_mem(q);
@@ -1129,6 +1165,7 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
     run->on_done = params->on_done;
     run->on_done_user = params->on_done_user;
     wf__mutex_init(&run->mu);
+    wf__mutex_init(&run->collect_lock);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1591,4 +1628,117 @@ int wf_ctx_last_error(const wf_ctx *ctx, int *code, const char **message)
     if (message)
         *message = ri->last_msg;
     return 0;
+}
+
+/* ------------------------------------------------------------- collect */
+
+static wf__cq *cq_find(wf__collect *c, const wf_event_type *t, int create)
+{
+    for (uint32_t i = 0; i < c->nq; i++)
+        if (c->qs[i].type == t)
+            return &c->qs[i];
+    if (!create)
+        return NULL;
+    if (c->nq == c->capq) {
+        uint32_t cap = c->capq ? c->capq * 2 : 4;
+        wf__cq *n = wf__realloc(c->qs, cap * sizeof *n);
+        if (n == NULL)
+            return NULL;
+        c->qs = n;
+        c->capq = cap;
+    }
+    wf__cq *q = &c->qs[c->nq++];
+    memset(q, 0, sizeof *q);
+    q->type = t;
+    return q;
+}
+
+static int cq_push(wf__cq *q, wf_event *ev)
+{
+    if (q->len == q->cap) {
+        uint32_t cap = q->cap ? q->cap * 2 : 8;
+        wf_event **r = wf__malloc(cap * sizeof *r);
+        if (r == NULL)
+            return WF_ENOMEM;
+        for (uint32_t k = 0; k < q->len; k++)
+            r[k] = q->ring[(q->head + k) % q->cap];
+        wf__free_mem(q->ring);
+        q->ring = r;
+        q->head = 0;
+        q->cap = cap;
+    }
+    q->ring[(q->head + q->len) % q->cap] = ev;
+    q->len++;
+    return 0;
+}
+
+static wf_event *cq_pop(wf__cq *q)
+{
+    wf_event *ev = q->ring[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    return ev;
+}
+
+int wf_ctx_collect_events(wf_ctx *ctx, const wf_event *in, const wf_event_type *const *types,
+                          size_t n, const char *buffer_id, wf_event **events)
+{
+    if (ctx == NULL || in == NULL || types == NULL || n == 0 || events == NULL)
+        return WF_EINVAL;
+    wf__inv *inv = inv_of(ctx);
+    if (inv == NULL)
+        return WF_ESTATE;
+    int expected = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (types[i] == NULL)
+            return WF_EINVAL;
+        expected |= types[i] == in->type;
+    }
+    if (!expected)
+        return WF_ETYPE;
+    const char *id = buffer_id ? buffer_id : "";
+    wf__run *run = inv->run;
+    uint32_t step = inv->task->step;
+    pthread_mutex_lock(&run->collect_lock);
+    wf__collect *c = run->collect;
+    while (c && (c->step != step || strcmp(c->id, id) != 0))
+        c = c->next;
+    int rc = 0;
+    if (c == NULL) {
+        c = wf__calloc(1, sizeof *c);
+        if (c == NULL || (c->id = wf__strdup(id)) == NULL) {
+            wf__free_mem(c);
+            rc = WF_ENOMEM;
+            goto out;
+        }
+        c->step = step;
+        c->next = run->collect;
+        run->collect = c;
+    }
+    wf__cq *q = cq_find(c, in->type, 1);
+    if (q == NULL || cq_push(q, wf_event_retain(in)) < 0) {
+        if (q)
+            wf_event_release((wf_event *)in);
+        rc = WF_ENOMEM;
+        goto out;
+    }
+    /*
+     * Complete when every expected type has as many events buffered as it
+     * appears in the list: a count per expected type, never a rescan of the
+     * buffer, so a fan-in of N events costs O(N) in all.
+     */
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        size_t need = 0;
+        for (size_t j = 0; j < n; j++)
+            need += types[j] == types[i];
+        wf__cq *tq = cq_find(c, types[i], 0);
+        if (tq == NULL || tq->len < need)
+            rc = WF_EAGAIN;
+    }
+    if (rc == 0)
+        for (size_t i = 0; i < n; i++)
+            events[i] = cq_pop(cq_find(c, types[i], 0));
+out:
+    pthread_mutex_unlock(&run->collect_lock);
+    return rc;
 }

@@ -90,6 +90,18 @@ WF_API int wf_ctx_send_event(wf_ctx *ctx, wf_event *ev, const char *target);
  * event is dropped and 0 returned (late emissions never reach the stream).
  */
 WF_API int wf_ctx_write_event_to_stream(wf_ctx *ctx, wf_event *ev);
+/**
+ * Buffers in (retained) for the calling step under buffer_id (NULL: ""), per
+ * run. When one event of each of types[0..n) is buffered (a type listed k
+ * times needs k events), returns 0 and puts them in events[0..n) in the order
+ * of types (caller owns each: wf_event_release), removing them from the
+ * buffer; otherwise WF_EAGAIN (the step then usually returns with no event).
+ * Same-type events are handed out in arrival order; several invocations of
+ * the step may collect at once and every buffered event is handed out once.
+ * WF_ETYPE if in's type is not in types, WF_ESTATE outside a step.
+ */
+WF_API int wf_ctx_collect_events(wf_ctx *ctx, const wf_event *in, const wf_event_type *const *types,
+                                 size_t n, const char *buffer_id, wf_event **events);
 /** Sets the message reported with the error the calling step is about to return. Copied. */
 WF_API int wf_ctx_set_error(wf_ctx *ctx, const char *message);
 /** 1 once the context's current run has ended (stop, failure, timeout, cancel). */

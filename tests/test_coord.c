@@ -1,0 +1,235 @@
+/*
+ * test_coord.c: coordination: collect_events (order, concurrency, buffers).
+ * Ports of the reference's collect scenarios.
+ */
+#include "harness.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <wf/wf.h>
+
+static const wf_event_type *T_START, *T_STOP, *T_A, *T_B, *T_PAIR;
+
+static wf_workflow *new_wf(const char *name)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, name, NULL), 0);
+    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    T_STOP = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    cr_assert_eq(wf_workflow_event_type(wf, "A", NULL, &T_A), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "B", NULL, &T_B), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Pair", NULL, &T_PAIR), 0);
+    return wf;
+}
+
+static void add(wf_workflow *wf, const char *name, wf_step_fn fn, const wf_event_type *a1,
+                const wf_event_type *a2, const wf_event_type *e1, const wf_event_type *e2,
+                uint32_t workers)
+{
+    const wf_event_type *acc[2] = {a1, a2};
+    const wf_event_type *em[2] = {e1, e2};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = acc;
+    p.n_accepts = a2 ? 2 : 1;
+    p.emits = em;
+    p.n_emits = e2 ? 2 : 1;
+    if (workers)
+        p.num_workers = workers;
+    cr_assert_eq(wf_workflow_add_step(wf, name, fn, &p, NULL), 0);
+}
+
+static wf_event *ev_i(const wf_event_type *t, int64_t i)
+{
+    wf_event *e;
+    cr_assert_eq(wf_event_new1(&e, t, "i", wf_value_int(i)), 0);
+    return e;
+}
+
+static int64_t geti(const wf_event *e)
+{
+    int64_t v = -1;
+    wf_value_get_int(wf_event_get(e, "i", wf_value_nil()), &v);
+    return v;
+}
+
+static wf_executor *exec_n(uint32_t n)
+{
+    wf_executor_params p;
+    wf_executor_params_init(&p);
+    p.threads = n;
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &p), 0);
+    return ex;
+}
+
+/* ---- order: [A, B] whatever the arrival order ---- */
+
+static int send_b_then_a(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    cr_assert_eq(wf_ctx_send_event(ctx, ev_i(T_B, 2), NULL), 0);
+    cr_assert_eq(wf_ctx_send_event(ctx, ev_i(T_A, 1), NULL), 0);
+    return 0;
+}
+
+static int collect_ab(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event_type *want[] = {T_A, T_B};
+    wf_event *got[2];
+    int rc = wf_ctx_collect_events(ctx, in, want, 2, NULL, got);
+    if (rc == WF_EAGAIN)
+        return 0;
+    cr_assert_eq(rc, 0);
+    char s[32];
+    snprintf(s, sizeof s, "%s,%s", wf_event_type_name_of(got[0]), wf_event_type_name_of(got[1]));
+    wf_event_release(got[0]);
+    wf_event_release(got[1]);
+    wf_value v;
+    cr_assert_eq(wf_value_string(&v, s), 0);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, v);
+}
+
+Test(coord, collect_returns_events_in_the_order_asked, .timeout = 60)
+{
+    for (uint32_t threads = 1; threads <= 2; threads++) {
+        wf_workflow *wf = new_wf("collect");
+        add(wf, "start", send_b_then_a, T_START, NULL, T_A, T_B, 0);
+        add(wf, "collect", collect_ab, T_A, T_B, T_STOP, NULL, 1);
+        wf_executor *ex = exec_n(threads);
+        wf_event *s, *res;
+        cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+        cr_assert_eq(wf_run(ex, wf, NULL, s, -1, &res), 0);
+        const char *r;
+        cr_assert_eq(wf_value_get_string(wf_event_result(res), &r, NULL), 0);
+        cr_assert_str_eq(r, "A,B");
+        wf_event_release(res);
+        wf_executor_free(ex);
+        wf_workflow_free(wf);
+    }
+}
+
+/* ---- 10,000 events under num_workers 4: every event handed out once ---- */
+
+#define HALF 5000
+static _Atomic uint8_t handed[2 * HALF];
+static atomic_int pairs;
+
+static int fan_pairs(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    for (int i = 0; i < HALF; i++) {
+        cr_assert_eq(wf_ctx_send_event(ctx, ev_i(T_A, i), NULL), 0);
+        cr_assert_eq(wf_ctx_send_event(ctx, ev_i(T_B, HALF + i), NULL), 0);
+    }
+    return 0;
+}
+
+static int collect_pair(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event_type *want[] = {T_A, T_B};
+    wf_event *got[2];
+    int rc = wf_ctx_collect_events(ctx, in, want, 2, "pairs", got);
+    if (rc == WF_EAGAIN)
+        return 0;
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(wf_event_type_of(got[0]), T_A);
+    cr_assert_eq(wf_event_type_of(got[1]), T_B);
+    for (int k = 0; k < 2; k++) {
+        int64_t i = geti(got[k]);
+        cr_assert(i >= 0 && i < 2 * HALF);
+        atomic_fetch_add(&handed[i], 1);
+        wf_event_release(got[k]);
+    }
+    *out = ev_i(T_PAIR, 0);
+    return 0;
+}
+
+static int count_pairs(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    if (atomic_fetch_add(&pairs, 1) + 1 == HALF)
+        return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                                 wf_value_int(HALF));
+    return 0;
+}
+
+Test(coord, collect_under_several_workers_hands_out_each_event_once, .timeout = 120)
+{
+    wf_workflow *wf = new_wf("pairs");
+    add(wf, "fan", fan_pairs, T_START, NULL, T_A, T_B, 0);
+    add(wf, "collect", collect_pair, T_A, T_B, T_PAIR, NULL, 4);
+    add(wf, "count", count_pairs, T_PAIR, NULL, T_STOP, NULL, 1);
+    wf_executor *ex = exec_n(4);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    cr_assert_eq(wf_run(ex, wf, NULL, s, -1, NULL), 0);
+    wf_executor_free(ex);
+    for (int i = 0; i < 2 * HALF; i++)
+        cr_assert_eq(atomic_load(&handed[i]), 1, "event %d handed out %d times", i,
+                     atomic_load(&handed[i]));
+    wf_workflow_free(wf);
+}
+
+/* ---- same type twice, buffers apart, errors ---- */
+
+static int collect_two_a(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event_type *want[] = {T_A, T_A};
+    wf_event *got[2];
+    /* a B here is not expected */
+    if (wf_event_type_of(in) == T_B) {
+        cr_assert_eq(wf_ctx_collect_events(ctx, in, want, 2, NULL, got), WF_ETYPE);
+        return 0;
+    }
+    int rc = wf_ctx_collect_events(ctx, in, want, 2, NULL, got);
+    if (rc == WF_EAGAIN)
+        return 0;
+    cr_assert_eq(rc, 0);
+    int64_t v = geti(got[0]) * 10 + geti(got[1]); /* arrival order */
+    wf_event_release(got[0]);
+    wf_event_release(got[1]);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(v));
+}
+
+static int send_b_a1_a2(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    cr_assert_eq(wf_ctx_send_event(ctx, ev_i(T_B, 9), NULL), 0);
+    cr_assert_eq(wf_ctx_send_event(ctx, ev_i(T_A, 1), NULL), 0);
+    cr_assert_eq(wf_ctx_send_event(ctx, ev_i(T_A, 2), NULL), 0);
+    return 0;
+}
+
+Test(coord, same_type_listed_twice_binds_in_arrival_order, .timeout = 60)
+{
+    wf_workflow *wf = new_wf("twice");
+    add(wf, "start", send_b_a1_a2, T_START, NULL, T_A, T_B, 0);
+    add(wf, "collect", collect_two_a, T_A, T_B, T_STOP, NULL, 1);
+    wf_executor *ex = exec_n(2);
+    wf_event *s, *res;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    cr_assert_eq(wf_run(ex, wf, NULL, s, -1, &res), 0);
+    int64_t v;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
+    cr_assert_eq(v, 12, "first, second");
+    wf_event_release(res);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(coord, collect_outside_a_step_is_refused)
+{
+    wf_workflow *wf = new_wf("outside");
+    add(wf, "collect", collect_ab, T_START, NULL, T_STOP, NULL, 1);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    wf_event *e = ev_i(T_A, 1);
+    const wf_event_type *want[] = {T_A};
+    wf_event *got[1];
+    cr_assert_eq(wf_ctx_collect_events(ctx, e, want, 1, NULL, got), WF_ESTATE);
+    cr_assert_eq(wf_ctx_collect_events(ctx, e, want, 0, NULL, got), WF_EINVAL);
+    cr_assert_eq(wf_ctx_collect_events(NULL, e, want, 1, NULL, got), WF_EINVAL);
+    wf_event_release(e);
+    wf_ctx_free(ctx);
+    wf_workflow_free(wf);
+}
