@@ -131,6 +131,11 @@ typedef struct wf__inv {
 } wf__inv;
 
 static _Thread_local wf__inv *tls_inv;
+/*
+ * The lineage of what the calling thread routes now: how many error-handler
+ * recoveries the emitting invocation's input descends from (task->flags).
+ */
+static _Thread_local uint16_t tls_lineage;
 
 static int end_run(wf__run *run, int status, wf_event *result, int code, const char *step,
                    const char *msg);
@@ -395,6 +400,7 @@ static int deliver(wf__run *run, uint32_t s, wf_event *ev)
     t->ev = ev;
     t->step = s;
     t->arg = NULL;
+    t->flags = tls_lineage;
     return deliver_task(run, t);
 }
 
@@ -420,6 +426,7 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
         t->ev = evs[made];
         t->step = s;
         t->arg = NULL;
+        t->flags = tls_lineage;
         atomic_store_explicit(&t->next, NULL, memory_order_relaxed);
         if (last)
             atomic_store_explicit(&last->next, t, memory_order_relaxed);
@@ -867,6 +874,7 @@ static int maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64
     n->step = t->step;
     n->attempt = t->attempt + 1;
     n->arg = ri;
+    n->flags = t->flags;
     rt->run = run;
     rt->t = n;
     rt->tm.heap_index = WF__TIMER_IDLE;
@@ -990,6 +998,65 @@ static void route_emissions(wf__run *run, wf_event *out, wf__inv *inv, deferred 
     inv->nsent = 0;
 }
 
+/* The StepFailedEvent for a failure of t (NULL when out of memory). */
+static wf_event *failed_event(wf__run *run, const wf__task *t, int rc, const char *msg,
+                              int64_t started)
+{
+    const wf__step *step = run->wf->steps[t->step];
+    const wf__retry_info *ri = t->arg;
+    int64_t first = ri ? ri->first_ns : started;
+    wf_event *fe;
+    if (wf_event_new(&fe, run->wf->reg->types[WF_STEP_FAILED_EVENT], 8) < 0)
+        return NULL;
+    wf_value v;
+    int ok = wf_value_string(&v, step->name) == 0 && wf_event_set(fe, "step_name", v) == 0;
+    ok = ok && wf_event_set(fe, "error_code", wf_value_int(rc)) == 0;
+    if (ok && msg)
+        ok = wf_value_string(&v, msg) == 0 && wf_event_set(fe, "error", v) == 0;
+    ok = ok && wf_event_set(fe, "attempts", wf_value_uint(t->attempt)) == 0;
+    ok = ok && wf_event_set(fe, "elapsed_ms",
+                            wf_value_int(first ? (wf__now_ns() - first) / 1000000 : 0)) == 0;
+    ok = ok && wf_value_string(&v, t->ev->type->name) == 0 &&
+         wf_event_set(fe, "input_event_type", v) == 0;
+    wf_value input;
+    ok = ok && wf_value_map_new(&input, t->ev->nfields) == 0;
+    for (uint32_t i = 0; ok && i < t->ev->nfields; i++)
+        ok = wf_value_map_set(&input, wf__field_key(&t->ev->fields[i]),
+                              wf_value_retain(t->ev->fields[i].val)) == 0;
+    ok = ok && wf_event_set(fe, "input", input) == 0;
+    if (!ok) {
+        wf_event_release(fe);
+        return NULL;
+    }
+    return fe;
+}
+
+/*
+ * A step failed for good (its retries, if any, are spent): its error handler
+ * gets a StepFailedEvent while the lineage has recoveries left; otherwise the
+ * run fails with the step's error.
+ */
+static void step_failed(wf__run *run, const wf__task *t, int rc, const char *msg, int64_t started)
+{
+    const wf__step *step = run->wf->steps[t->step];
+    if (step->handler >= 0 && !run_ended(run)) {
+        const wf__step *h = run->wf->steps[step->handler];
+        if (t->flags < h->max_recoveries) {
+            wf_event *fe = failed_event(run, t, rc, msg, started);
+            if (fe) {
+                uint16_t saved = tls_lineage;
+                tls_lineage = (uint16_t)(t->flags + 1);
+                wf_event_freeze(fe);
+                int r = deliver(run, (uint32_t)step->handler, fe);
+                tls_lineage = saved;
+                if (r == 0)
+                    return;
+            }
+        }
+    }
+    end_run(run, WF_RUN_FAILED, NULL, rc, step->name, msg ? msg : wf_strerror(rc));
+}
+
 static void invoke(wf__run *run, wf__task *t, deferred *d)
 {
     wf__step *step = run->wf->steps[t->step];
@@ -1006,7 +1073,7 @@ static void invoke(wf__run *run, wf__task *t, deferred *d)
     tls_inv = &inv;
     wf_event *out = NULL;
     /* The clock is read only for steps that can retry (elapsed time of stops). */
-    int64_t started = (step->retry && t->arg == NULL) ? wf__now_ns() : 0;
+    int64_t started = (step->needs_clock && t->arg == NULL) ? wf__now_ns() : 0;
     int rc = step->fn(run->ctx, t->ev, &out, step->user);
     tls_inv = prev;
     if (WF__LIKELY(rc == 0)) {
@@ -1024,8 +1091,7 @@ static void invoke(wf__run *run, wf__task *t, deferred *d)
             end_run(run, WF_RUN_FAILED, NULL, WF_ENOTSUP, step->name,
                     "a step returned WF_SUSPEND or WF_PENDING, which this run cannot honour");
         } else {
-            const char *m = inv.errmsg ? inv.errmsg : wf_strerror(rc);
-            end_run(run, WF_RUN_FAILED, NULL, rc, step->name, m);
+            step_failed(run, t, rc, inv.errmsg, started);
         }
     }
     inv_cleanup(&inv);
@@ -1044,8 +1110,11 @@ void wf__task_run(wf__worker *w, wf__task *t)
     wf__run *run = t->run;
     uint32_t s = t->step;
     if (t->chain == NULL) {
-        if (!run_ended(run))
+        if (!run_ended(run)) {
+            tls_lineage = t->flags;
             invoke(run, t, NULL);
+            tls_lineage = 0;
+        }
         drop_task(t);
         finish_slot(run, s);
         return;
@@ -1056,14 +1125,21 @@ void wf__task_run(wf__worker *w, wf__task *t)
     d.targets = d.inl_targets;
     d.n = 0;
     d.cap = 32;
+    uint16_t lineage = 0;
     while (t) {
-        if (!run_ended(run))
+        if (!run_ended(run)) {
+            /* held emissions are routed with the highest lineage of the batch */
+            lineage = t->flags > lineage ? t->flags : lineage;
+            tls_lineage = lineage;
             invoke(run, t, &d);
+        }
         wf__task *nx = t->chain;
         drop_task(t);
         t = nx;
     }
+    tls_lineage = lineage;
     defer_flush(run, &d);
+    tls_lineage = 0;
     defer_done(&d);
     finish_slot(run, s);
 }

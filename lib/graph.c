@@ -115,6 +115,9 @@ int wf_workflow_to_dot(const wf_workflow *wf, char **out)
                 wf__buf_printf(&b, "  event_%u -> step_%u;\n", ts.t[k]->id, i);
         for (uint32_t j = 0; j < s->n_emits; j++)
             wf__buf_printf(&b, "  step_%u -> event_%u;\n", i, s->emits[j]->id);
+        if (s->handler >= 0) /* failures go to its error handler */
+            wf__buf_printf(&b, "  step_%u -> event_%u [style=dashed];\n", i,
+                           (unsigned)WF_STEP_FAILED_EVENT);
     }
     wf__buf_puts(&b, "}\n");
     wf__free_mem(ts.t);
@@ -169,6 +172,8 @@ int wf_workflow_to_mermaid(const wf_workflow *wf, char **out)
                 wf__buf_printf(&b, "    event_%u --> step_%u\n", ts.t[k]->id, i);
         for (uint32_t j = 0; j < s->n_emits; j++)
             wf__buf_printf(&b, "    step_%u --> event_%u\n", i, s->emits[j]->id);
+        if (s->handler >= 0)
+            wf__buf_printf(&b, "    step_%u -.-> event_%u\n", i, (unsigned)WF_STEP_FAILED_EVENT);
     }
     wf__buf_puts(&b, "    classDef step fill:#ADD8E6,color:#000000,stroke:#333333\n"
                      "    classDef event fill:#E8E8E8,color:#000000,stroke:#333333\n"

@@ -152,6 +152,14 @@ typedef struct wf__step {
     uint32_t num_workers;
     int accept_subtypes;
     const wf_retry_policy *retry;
+    char **error_of; /* names this error handler covers */
+    uint32_t n_error_of;
+    int error_of_all;
+    uint32_t max_recoveries;
+    /* resolved when frozen: */
+    int32_t handler; /* index of the step handling this one's failures, or -1 */
+    int is_handler;  /* some step's failures come here */
+    int needs_clock; /* retry or handler: time the first attempt */
 } wf__step;
 
 #define WF__CHECK_REACHABILITY 1u

@@ -173,6 +173,59 @@ int wf__validate_definition(const wf_workflow *wf, const wf_event_type **start,
     }
     tset_free(&starts);
     tset_free(&stops);
+
+    /* error handlers */
+    const wf_event_type *failed = builtin(wf, WF_STEP_FAILED_EVENT);
+    const char *catch_all = NULL;
+    for (uint32_t i = 0; i < wf->n_steps; i++) {
+        const wf__step *h = wf->steps[i];
+        if (!h->error_of_all && h->n_error_of == 0)
+            continue;
+        int accepts = 0;
+        for (uint32_t j = 0; j < h->n_accepts; j++)
+            accepts |= h->accepts[j] == failed;
+        if (!accepts) {
+            wf__buf_printf(b, "Error handler '%s' must accept StepFailedEvent.\n", h->name);
+            problems++;
+        }
+        if (h->error_of_all) {
+            if (catch_all) {
+                wf__buf_printf(b,
+                               "Only one step may handle the errors of every step, found '%s' "
+                               "and '%s'.\n",
+                               catch_all, h->name);
+                problems++;
+            }
+            catch_all = h->name;
+        }
+        for (uint32_t j = 0; j < h->n_error_of; j++) {
+            const char *target = h->error_of[j];
+            if (strcmp(target, h->name) == 0) {
+                wf__buf_printf(b, "Error handler '%s' cannot handle its own errors.\n", h->name);
+                problems++;
+                continue;
+            }
+            if (wf__workflow_find_step(wf, target) == NULL) {
+                wf__buf_printf(b, "Error handler '%s' names unknown step '%s'.\n", h->name, target);
+                problems++;
+                continue;
+            }
+            /* claimed by an earlier handler (or earlier in this list)? */
+            for (uint32_t k = 0; k <= i; k++) {
+                const wf__step *o = wf->steps[k];
+                uint32_t upto = k == i ? j : o->n_error_of;
+                int dup = 0;
+                for (uint32_t m = 0; m < upto && !dup; m++)
+                    dup = strcmp(o->error_of[m], target) == 0;
+                if (dup) {
+                    wf__buf_printf(b, "Step '%s' has more than one error handler: '%s' and '%s'.\n",
+                                   target, o->name, h->name);
+                    problems++;
+                    break;
+                }
+            }
+        }
+    }
     return problems;
 }
 
@@ -308,10 +361,12 @@ static int edge(const graph *g, uint32_t from, uint32_t to)
     uint32_t ns = g->wf->n_steps;
     if (from < ns && to >= ns) {
         const wf__step *s = g->wf->steps[from];
+        const wf_event_type *t = g->types.t[to - ns];
         for (uint32_t j = 0; j < s->n_emits; j++)
-            if (s->emits[j] == g->types.t[to - ns])
+            if (s->emits[j] == t)
                 return 1;
-        return 0;
+        /* a step with an error handler may emit StepFailedEvent */
+        return s->handler >= 0 && t == g->wf->reg->types[WF_STEP_FAILED_EVENT];
     }
     if (from >= ns && to < ns)
         return wf__step_accepts(g->wf->steps[to], g->types.t[from - ns]);

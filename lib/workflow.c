@@ -11,6 +11,7 @@ void wf_step_params_init(wf_step_params *p)
         return;
     memset(p, 0, sizeof *p);
     p->num_workers = 4;
+    p->max_recoveries = 1;
 }
 
 int wf_workflow_new(wf_workflow **out, const char *name, wf_registry *reg)
@@ -52,6 +53,9 @@ static void step_free(wf__step *s)
     if (s->user_free)
         s->user_free(s->user);
     wf_retry_policy_free((wf_retry_policy *)s->retry);
+    for (uint32_t i = 0; i < s->n_error_of; i++)
+        wf__free_mem(s->error_of[i]);
+    wf__free_mem(s->error_of);
     wf__free_mem(s->name);
     wf__free_mem(s->accepts);
     wf__free_mem(s->emits);
@@ -147,6 +151,11 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
     for (uint32_t i = 0; i < p->n_emits; i++)
         if (p->emits[i] == NULL || p->emits[i]->reg != wf->reg)
             return WF_EINVAL;
+    if (p->n_error_of && p->error_of == NULL)
+        return WF_EINVAL;
+    for (uint32_t i = 0; i < p->n_error_of; i++)
+        if (p->error_of[i] == NULL)
+            return WF_EINVAL;
     if (wf__workflow_find_step(wf, name))
         return WF_EEXIST;
     if (wf->n_steps == wf->cap_steps) {
@@ -167,6 +176,22 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
         step_free(s);
         return WF_ENOMEM;
     }
+    if (p->n_error_of) {
+        s->error_of = wf__calloc(p->n_error_of, sizeof *s->error_of);
+        if (s->error_of == NULL) {
+            step_free(s);
+            return WF_ENOMEM;
+        }
+        for (uint32_t i = 0; i < p->n_error_of; i++, s->n_error_of++) {
+            if ((s->error_of[i] = wf__strdup(p->error_of[i])) == NULL) {
+                step_free(s);
+                return WF_ENOMEM;
+            }
+        }
+    }
+    s->error_of_all = p->error_of_all != 0;
+    s->max_recoveries = p->max_recoveries;
+    s->handler = -1;
     s->index = wf->n_steps;
     s->fn = fn;
     s->n_accepts = p->n_accepts;
@@ -308,6 +333,29 @@ int wf_workflow_freeze(wf_workflow *wf, char **message)
         } else if (b.oom) {
             rc = WF_ENOMEM;
         } else if ((rc = build_routes(wf)) == 0) {
+            for (uint32_t i = 0; i < wf->n_steps; i++) {
+                wf__step *st = wf->steps[i];
+                for (uint32_t j = 0; j < st->n_error_of; j++) {
+                    wf__step *target = wf__workflow_find_step(wf, st->error_of[j]);
+                    target->handler = (int32_t)i;
+                    st->is_handler = 1;
+                }
+            }
+            for (uint32_t i = 0; i < wf->n_steps; i++) {
+                wf__step *st = wf->steps[i];
+                if (!st->error_of_all)
+                    continue;
+                st->is_handler = 1;
+                for (uint32_t j = 0; j < wf->n_steps; j++)
+                    if (j != i && wf->steps[j]->handler < 0 && !wf->steps[j]->is_handler)
+                        wf->steps[j]->handler = (int32_t)i;
+            }
+            for (uint32_t i = 0; i < wf->n_steps; i++) {
+                wf__step *st = wf->steps[i];
+                if (st->is_handler)
+                    st->handler = -1; /* a failing handler fails the run */
+                st->needs_clock = st->retry != NULL || st->handler >= 0;
+            }
             wf->start_type = start;
             wf->stop_type = stop;
             atomic_store_explicit(&wf->frozen, 1, memory_order_release);

@@ -338,3 +338,224 @@ Test(retry, a_waiting_retry_does_not_hold_the_slot, .timeout = 60)
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+/* ------------------------------------------------------------ error handlers */
+
+static const wf_event_type *T_FAILED, *T_AGAIN;
+static atomic_int handler_calls, explode_calls;
+
+static int explode(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    atomic_fetch_add(&explode_calls, 1);
+    wf_ctx_set_error(ctx, "bad");
+    return -7;
+}
+
+static const char *str_field(const wf_event *e, const char *k)
+{
+    const char *s = NULL;
+    wf_value_get_string(wf_event_get(e, k, wf_value_nil()), &s, NULL);
+    return s;
+}
+
+static int recover(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    atomic_fetch_add(&handler_calls, 1);
+    cr_assert_eq(wf_event_type_of(in), T_FAILED);
+    int64_t code = 0;
+    uint64_t attempts = 0;
+    cr_assert_eq(wf_value_get_int(wf_event_get(in, "error_code", wf_value_nil()), &code), 0);
+    cr_assert_eq(code, -7);
+    cr_assert_str_eq(str_field(in, "step_name"), "explode");
+    cr_assert_str_eq(str_field(in, "error"), "bad");
+    cr_assert_str_eq(str_field(in, "input_event_type"), "StartEvent");
+    cr_assert_eq(wf_value_get_uint(wf_event_get(in, "attempts", wf_value_nil()), &attempts), 0);
+    wf_value input, x;
+    cr_assert_eq(wf_event_lookup(in, "input", &input), 0);
+    int64_t xv = 0;
+    cr_assert_eq(wf_value_map_get(input, "x", &x), 0);
+    cr_assert_eq(wf_value_get_int(x, &xv), 0);
+    cr_assert_eq(xv, 41);
+    if (u == (void *)1) {
+        wf_ctx_set_error(ctx, "the handler gave up");
+        return -99;
+    }
+    if (u == (void *)2) { /* loop back into the failing step */
+        wf_event *again;
+        cr_assert_eq(wf_event_new1(&again, T_START, "x", wf_value_int(41)), 0);
+        *out = again;
+        return 0;
+    }
+    char msg[64];
+    snprintf(msg, sizeof msg, "recovered from %s after %llu attempts: %s",
+             str_field(in, "step_name"), (unsigned long long)attempts, str_field(in, "error"));
+    wf_value v;
+    cr_assert_eq(wf_value_string(&v, msg), 0);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, v);
+}
+
+static wf_workflow *handled_wf(void *mode, uint32_t max_recoveries, wf_retry_policy *p)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "handled", NULL), 0);
+    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    T_STOP = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    T_FAILED = wf_workflow_builtin(wf, WF_STEP_FAILED_EVENT);
+    wf_step_params sp;
+    wf_step_params_init(&sp);
+    sp.accepts = &T_START;
+    sp.n_accepts = 1;
+    sp.emits = &T_STOP;
+    sp.n_emits = 1;
+    sp.retry = p;
+    cr_assert_eq(wf_workflow_add_step(wf, "explode", explode, &sp, NULL), 0);
+    wf_retry_policy_free(p);
+    const char *covers[] = {"explode"};
+    const wf_event_type *em[] = {T_STOP, T_START};
+    wf_step_params hp;
+    wf_step_params_init(&hp);
+    hp.accepts = &T_FAILED;
+    hp.n_accepts = 1;
+    hp.emits = em;
+    hp.n_emits = 2;
+    hp.error_of = covers;
+    hp.n_error_of = 1;
+    hp.max_recoveries = max_recoveries;
+    cr_assert_eq(wf_workflow_add_step(wf, "recover", recover, &hp, mode), 0);
+    return wf;
+}
+
+static wf_event *start41(void)
+{
+    wf_event *e;
+    cr_assert_eq(wf_event_new1(&e, T_START, "x", wf_value_int(41)), 0);
+    return e;
+}
+
+Test(retry, error_handler_recovers_with_a_stop_event, .timeout = 60)
+{
+    atomic_store(&handler_calls, 0);
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_constant(&p, 2, 0), 0);
+    wf_workflow *wf = handled_wf(NULL, 1, p);
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, NULL), 0);
+    wf_event *res;
+    cr_assert_eq(wf_run(ex, wf, NULL, start41(), -1, &res), 0);
+    const char *s;
+    cr_assert_eq(wf_value_get_string(wf_event_result(res), &s, NULL), 0);
+    cr_assert_str_eq(s, "recovered from explode after 2 attempts: bad");
+    cr_assert_eq(atomic_load(&handler_calls), 1);
+    wf_event_release(res);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(retry, a_failing_handler_fails_the_run_with_its_own_error, .timeout = 60)
+{
+    wf_workflow *wf = handled_wf((void *)1, 1, NULL);
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, NULL), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, start41(), &h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ESTEP);
+    int code;
+    const char *step, *msg;
+    cr_assert_eq(wf_handler_error(h, &code, &step, &msg), 0);
+    cr_assert_eq(code, -99);
+    cr_assert_str_eq(step, "recover");
+    cr_assert_str_eq(msg, "the handler gave up");
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(retry, max_recoveries_counts_per_lineage, .timeout = 60)
+{
+    for (uint32_t max = 1; max <= 3; max++) {
+        atomic_store(&handler_calls, 0);
+        atomic_store(&explode_calls, 0);
+        wf_workflow *wf = handled_wf((void *)2, max, NULL);
+        wf_executor *ex;
+        cr_assert_eq(wf_executor_new(&ex, NULL), 0);
+        wf_handler *h;
+        cr_assert_eq(wf_run_start(ex, wf, NULL, start41(), &h), 0);
+        cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ESTEP);
+        int code;
+        const char *step;
+        cr_assert_eq(wf_handler_error(h, &code, &step, NULL), 0);
+        cr_assert_eq(code, -7, "the step's own error once recoveries are spent");
+        cr_assert_str_eq(step, "explode");
+        cr_assert_eq(atomic_load(&handler_calls), (int)max);
+        cr_assert_eq(atomic_load(&explode_calls), (int)max + 1);
+        wf_handler_free(h);
+        wf_executor_free(ex);
+        wf_workflow_free(wf);
+    }
+}
+
+static void expect_definition_error(wf_workflow *wf, const char *want)
+{
+    char *msg = NULL;
+    cr_assert_eq(wf_workflow_freeze(wf, &msg), WF_EVALIDATION);
+    cr_assert_not_null(msg);
+    cr_assert_str_eq(msg, want);
+    wf_free(msg);
+}
+
+static void add_handler(wf_workflow *wf, const char *name, const char *const *covers, uint32_t n,
+                        int all, int accepts_failed)
+{
+    const wf_event_type *acc[] = {accepts_failed ? T_FAILED : T_AGAIN};
+    wf_step_params hp;
+    wf_step_params_init(&hp);
+    hp.accepts = acc;
+    hp.n_accepts = 1;
+    hp.emits = &T_STOP;
+    hp.n_emits = 1;
+    hp.error_of = covers;
+    hp.n_error_of = n;
+    hp.error_of_all = all;
+    cr_assert_eq(wf_workflow_add_step(wf, name, recover, &hp, NULL), 0);
+}
+
+static wf_workflow *base_wf(void)
+{
+    wf_workflow *wf = handled_wf(NULL, 1, NULL); /* "recover" covers "explode" */
+    cr_assert_eq(wf_workflow_event_type(wf, "Again", NULL, &T_AGAIN), 0);
+    return wf;
+}
+
+Test(retry, error_handler_validation)
+{
+    wf_workflow *wf = base_wf();
+    add_handler(wf, "all1", NULL, 0, 1, 1);
+    add_handler(wf, "all2", NULL, 0, 1, 1);
+    expect_definition_error(
+        wf, "Only one step may handle the errors of every step, found 'all1' and 'all2'.");
+    wf_workflow_free(wf);
+
+    wf = base_wf();
+    const char *unknown[] = {"nope"};
+    add_handler(wf, "h", unknown, 1, 0, 1);
+    expect_definition_error(wf, "Error handler 'h' names unknown step 'nope'.");
+    wf_workflow_free(wf);
+
+    wf = base_wf();
+    const char *self[] = {"h"};
+    add_handler(wf, "h", self, 1, 0, 1);
+    expect_definition_error(wf, "Error handler 'h' cannot handle its own errors.");
+    wf_workflow_free(wf);
+
+    wf = base_wf();
+    const char *twice[] = {"explode"};
+    add_handler(wf, "h", twice, 1, 0, 1);
+    expect_definition_error(wf,
+                            "Step 'explode' has more than one error handler: 'recover' and 'h'.");
+    wf_workflow_free(wf);
+
+    wf = base_wf();
+    add_handler(wf, "deaf", NULL, 0, 1, 0);
+    expect_definition_error(wf, "Error handler 'deaf' must accept StepFailedEvent.");
+    wf_workflow_free(wf);
+}

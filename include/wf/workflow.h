@@ -51,9 +51,27 @@ typedef struct wf_step_params {
     const wf_retry_policy *retry;
     /** Runs exactly once on user when the workflow is freed (if added). May be NULL. */
     void (*user_free)(void *user);
+    /**
+     * Error handling: when the steps named in error_of[0..n_error_of) fail
+     * (after their retries), this step receives a StepFailedEvent instead of
+     * the run failing; error_of_all makes it the handler of every step no
+     * other handler names. It must accept StepFailedEvent. Names are copied.
+     * The StepFailedEvent has fields step_name, error_code, error (message,
+     * when the step set one), attempts, elapsed_ms (from the first attempt),
+     * input_event_type and input (a map of the failed input's fields).
+     */
+    const char *const *error_of;
+    uint32_t n_error_of;
+    int32_t error_of_all;
+    /**
+     * How many times a lineage (the events that descend from one another) may
+     * recover through this handler (default 1); a further failure fails the
+     * run. A failing error handler fails the run with its own error.
+     */
+    uint32_t max_recoveries;
 } wf_step_params;
 
-/** Fills p with the defaults: no types, num_workers 4, exact routing, no retry. */
+/** Fills p with the defaults: no types, num_workers 4, exact routing, no retry, no handler. */
 WF_API void wf_step_params_init(wf_step_params *p);
 
 /** Timeout value meaning "no timeout". */
