@@ -64,6 +64,24 @@ typedef struct wf__collect {
     uint32_t nq, capq;
 } wf__collect;
 
+/* wait_for_event: a suspended invocation waiting for a matching event. */
+enum { W_WAITING = 0, W_RESOLVED = 1, W_TIMED_OUT = 2 };
+typedef struct wf__waiter {
+    struct wf__waiter *next;
+    struct wf__run *run;
+    uint32_t step;
+    int state; /* under coord_lock */
+    char *id;
+    const wf_event_type *type;
+    wf_value req;   /* a map of required field values, or nil */
+    wf__task *task; /* the invocation to run again (input event, attempt) */
+    wf_event *got;  /* the event that resolved it */
+    int64_t timeout_ms;
+    wf__timer tm;
+    int timer_live; /* armed and its callback not finished (coord lock) */
+    int orphan;     /* taken off the list while its callback runs: it frees w */
+} wf__waiter;
+
 typedef struct wf__step_state {
     _Atomic uint32_t count;
     uint32_t workers;
@@ -105,8 +123,10 @@ typedef struct wf__run {
     wf_done_fn on_done;
     void *on_done_user;
     wf__retry_timer *retries;     /* armed retries, under mu */
-    pthread_mutex_t collect_lock; /* guards collect */
+    pthread_mutex_t collect_lock; /* guards collect and waiters */
     wf__collect *collect;
+    wf__waiter *waiters;
+    _Atomic uint32_t nwaiting; /* waiters in W_WAITING: emit looks only when nonzero */
 
     /* the executor's list of runs not ended, under ex->runs_lock */
     struct wf__run *prev, *next;
@@ -126,6 +146,7 @@ typedef struct wf__inv {
     uint32_t nsent;
     uint32_t capsent;
     char *errmsg;
+    int suspended; /* a waiter was registered: WF_SUSPEND is expected */
     wf_event *inl_sent[8];
     int32_t inl_targets[8];
 } wf__inv;
@@ -140,6 +161,7 @@ static _Thread_local uint16_t tls_lineage;
 static int end_run(wf__run *run, int status, wf_event *result, int code, const char *step,
                    const char *msg);
 static void retries_cancel(struct wf__run *run);
+static void waiters_cancel(struct wf__run *run);
 
 /* ------------------------------------------------------------ ref counting */
 
@@ -160,9 +182,26 @@ static void collect_free(wf__collect *c)
     }
 }
 
+static void drop_task(wf__task *t);
+
+static void waiters_free(wf__waiter *w)
+{
+    while (w) {
+        wf__waiter *nx = w->next;
+        if (w->task)
+            drop_task(w->task);
+        wf_event_release(w->got);
+        wf_value_release(w->req);
+        wf__free_mem(w->id);
+        wf__free_mem(w);
+        w = nx;
+    }
+}
+
 static void run_free(wf__run *run)
 {
     collect_free(run->collect);
+    waiters_free(run->waiters);
     pthread_mutex_destroy(&run->collect_lock);
     for (uint32_t i = 0; i < run->nsteps; i++) {
         wf__pendq *q = atomic_load(&run->steps[i].pendq);
@@ -530,6 +569,110 @@ static void notify_unhandled(wf__run *run, wf_event *ev)
     wf_event_release(ev);
 }
 
+/* ---------------------------------------------------------------- waiters */
+
+static int req_match(const wf_value req, const wf_event *ev)
+{
+    if (wf_value_kind(req) != WF_MAP)
+        return 1;
+    size_t n = wf_value_len(req);
+    for (size_t i = 0; i < n; i++) {
+        const char *k;
+        wf_value want, have;
+        if (wf_value_map_at(req, i, &k, NULL, &want) < 0 || wf_event_lookup(ev, k, &have) < 0 ||
+            !wf_value_equal(want, have))
+            return 0;
+    }
+    return 1;
+}
+
+/* A waiter's timer: the wait gives up, the step runs again and sees WF_ETIMEDOUT. */
+static void waiter_fire(wf__timer *tm, void *arg)
+{
+    (void)tm;
+    wf__waiter *w = arg;
+    wf__run *run = w->run;
+    wf__task *t = NULL;
+    pthread_mutex_lock(&run->collect_lock);
+    if (w->state == W_WAITING) {
+        w->state = W_TIMED_OUT;
+        atomic_fetch_sub(&run->nwaiting, 1);
+        t = w->task;
+        w->task = NULL;
+    }
+    w->timer_live = 0;
+    int orphan = w->orphan;
+    pthread_mutex_unlock(&run->collect_lock);
+    if (orphan) {
+        w->next = NULL;
+        waiters_free(w);
+    }
+    if (t) {
+        if (run_ended(run))
+            drop_task(t);
+        else if (deliver_task(run, t) < 0)
+            end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL, "out of memory resuming a step");
+    }
+    engine_unref(run); /* the timer's unit */
+}
+
+/* Disarms w's timer if armed (coord lock held); 1 if this removed an armed timer. */
+static int waiter_disarm(wf__run *run, wf__waiter *w)
+{
+    if (!w->timer_live || !wf__timer_cancel(run->ex, &w->tm))
+        return 0;
+    w->timer_live = 0;
+    return 1;
+}
+
+/*
+ * Gives ev to every waiting waiter it satisfies and queues their steps to run
+ * again; excluded[] gets those steps (the event is not also routed to them).
+ * Returns how many.
+ */
+static uint32_t waiters_match(wf__run *run, const wf_event *ev, uint32_t *excluded, uint32_t cap)
+{
+    wf__waiter *hit[16];
+    uint32_t n = 0;
+    pthread_mutex_lock(&run->collect_lock);
+    for (wf__waiter *w = run->waiters; w && n < 16 && n < cap; w = w->next) {
+        if (w->state != W_WAITING || w->type != ev->type || !req_match(w->req, ev))
+            continue;
+        w->state = W_RESOLVED;
+        w->got = wf_event_retain(ev);
+        atomic_fetch_sub(&run->nwaiting, 1);
+        excluded[n] = w->step;
+        hit[n++] = w;
+    }
+    wf__task *tasks[16];
+    uint32_t disarmed = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        /* hit[i] stays in the list until its step runs again and takes the event */
+        tasks[i] = hit[i]->task;
+        hit[i]->task = NULL;
+        disarmed += (uint32_t)waiter_disarm(run, hit[i]);
+    }
+    pthread_mutex_unlock(&run->collect_lock);
+    for (uint32_t i = 0; i < disarmed; i++)
+        engine_unref(run); /* never the last: the caller routes inside the run */
+    for (uint32_t i = 0; i < n; i++)
+        if (deliver_task(run, tasks[i]) < 0)
+            end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL, "out of memory resuming a step");
+    return n;
+}
+
+/* Disarms the waiters' timers (the run ended). */
+static void waiters_cancel(wf__run *run)
+{
+    uint32_t dropped = 0;
+    pthread_mutex_lock(&run->collect_lock);
+    for (wf__waiter *w = run->waiters; w; w = w->next)
+        dropped += (uint32_t)waiter_disarm(run, w);
+    pthread_mutex_unlock(&run->collect_lock);
+    for (uint32_t i = 0; i < dropped; i++)
+        engine_unref(run); /* never the last: the caller holds the running unit */
+}
+
 /* ---------------------------------------------------------------- routing */
 
 /* Routes ev (owned) from inside the run. target: a step index or -1. */
@@ -555,14 +698,42 @@ static void emit(wf__run *run, wf_event *ev, int32_t target)
     int input_required = wf_event_type_is(t, run->wf->reg->types[WF_INPUT_REQUIRED_EVENT]);
     if (WF__UNLIKELY(input_required))
         stream_push(run, wf_event_retain(ev));
+    uint32_t excluded[16];
+    uint32_t nex = 0;
+    if (WF__UNLIKELY(atomic_load_explicit(&run->nwaiting, memory_order_acquire) != 0))
+        nex = waiters_match(run, ev, excluded, 16);
     int rc = 0;
     if (target >= 0) {
-        rc = deliver(run, (uint32_t)target, ev);
+        int skip = 0;
+        for (uint32_t k = 0; k < nex; k++)
+            skip |= excluded[k] == (uint32_t)target;
+        if (skip)
+            wf_event_release(ev);
+        else
+            rc = deliver(run, (uint32_t)target, ev);
     } else {
         const uint32_t *steps;
         uint32_t n;
         uint32_t scratch[64];
         wf__workflow_route(run->wf, t, &steps, &n, scratch, 64);
+        uint32_t live[64];
+        if (WF__UNLIKELY(nex > 0)) {
+            /* the event went to waiters of those steps instead */
+            uint32_t m = 0;
+            for (uint32_t i = 0; i < n && m < 64; i++) {
+                int skip = 0;
+                for (uint32_t k = 0; k < nex; k++)
+                    skip |= excluded[k] == steps[i];
+                if (!skip)
+                    live[m++] = steps[i];
+            }
+            steps = live;
+            n = m;
+            if (n == 0) {
+                wf_event_release(ev);
+                return;
+            }
+        }
         if (n == 0) {
             if (input_required)
                 wf_event_release(ev);
@@ -598,6 +769,8 @@ static void emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint
         /* How far does a run of events for one single step go? */
         int32_t dest = -1;
         uint32_t j = i;
+        if (atomic_load_explicit(&run->nwaiting, memory_order_acquire) != 0)
+            j = n + 1; /* waiters look at every event: no batches now */
         for (; j < n; j++) {
             const wf_event_type *t = evs[j]->type;
             if (t->reg != run->wf->reg || t->is_stop ||
@@ -617,7 +790,7 @@ static void emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint
                 break;
             dest = d;
         }
-        if (j - i >= 2) {
+        if (j <= n && j - i >= 2) {
             int rc = deliver_batch(run, (uint32_t)dest, evs + i, j - i);
             if (WF__UNLIKELY(rc < 0)) {
                 for (uint32_t m = j; m < n; m++)
@@ -716,6 +889,7 @@ static int end_run(wf__run *run, int status, wf_event *result, int code, const c
     if (run->timeout_ms >= 0 && wf__timer_cancel(ex, &run->timeout))
         engine_unref(run); /* cannot be the last: we still hold the running unit */
     retries_cancel(run);
+    waiters_cancel(run);
 
     pthread_mutex_lock(&ex->runs_lock);
     if (run->listed) {
@@ -1069,6 +1243,7 @@ static void invoke(wf__run *run, wf__task *t, deferred *d)
     inv.nsent = 0;
     inv.capsent = 8;
     inv.errmsg = NULL;
+    inv.suspended = 0;
     wf__inv *prev = tls_inv;
     tls_inv = &inv;
     wf_event *out = NULL;
@@ -1078,6 +1253,10 @@ static void invoke(wf__run *run, wf__task *t, deferred *d)
     tls_inv = prev;
     if (WF__LIKELY(rc == 0)) {
         route_emissions(run, out, &inv, d);
+    } else if (rc == WF_SUSPEND && inv.suspended) {
+        /* Sent events still go out (as in the reference); the step runs again later. */
+        wf_event_release(out);
+        route_emissions(run, NULL, &inv, d);
     } else if (rc < 0 && maybe_retry(run, t, rc, inv.errmsg, started)) {
         /* Emissions of a failed attempt are dropped: the retry starts afresh. */
         wf_event_release(out);
@@ -1088,8 +1267,9 @@ static void invoke(wf__run *run, wf__task *t, deferred *d)
         if (d)
             defer_flush(run, d); /* what earlier invocations emitted still counts */
         if (rc > 0) {
-            end_run(run, WF_RUN_FAILED, NULL, WF_ENOTSUP, step->name,
-                    "a step returned WF_SUSPEND or WF_PENDING, which this run cannot honour");
+            end_run(run, WF_RUN_FAILED, NULL, WF_ESTATE, step->name,
+                    rc == WF_SUSPEND ? "a step returned WF_SUSPEND without waiting for an event"
+                                     : "a step returned WF_PENDING, which needs an async token");
         } else {
             step_failed(run, t, rc, inv.errmsg, started);
         }
@@ -1817,4 +1997,107 @@ int wf_ctx_collect_events(wf_ctx *ctx, const wf_event *in, const wf_event_type *
 out:
     pthread_mutex_unlock(&run->collect_lock);
     return rc;
+}
+
+/* ----------------------------------------------------------- wait_for_event */
+
+int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requirements,
+                          wf_event *waiter_event, const char *waiter_id, int64_t timeout_ms,
+                          wf_event **ev)
+{
+    if (ev)
+        *ev = NULL;
+    if (ctx == NULL || type == NULL || ev == NULL ||
+        (wf_value_kind(requirements) != WF_MAP && !wf_value_is_nil(requirements)) ||
+        (timeout_ms < 0 && timeout_ms != WF_NO_TIMEOUT)) {
+        wf_event_release(waiter_event);
+        return WF_EINVAL;
+    }
+    wf__inv *inv = inv_of(ctx);
+    if (inv == NULL) {
+        wf_event_release(waiter_event);
+        return WF_ESTATE;
+    }
+    wf__run *run = inv->run;
+    uint32_t step = inv->task->step;
+    /* A stable id, so that the step run again finds its waiter. */
+    char idbuf[512];
+    if (waiter_id == NULL) {
+        int n = snprintf(idbuf, sizeof idbuf, "%s:", type->name);
+        if (n > 0 && (size_t)n < sizeof idbuf)
+            wf_value_format(requirements, idbuf + n, sizeof idbuf - (size_t)n);
+        waiter_id = idbuf;
+    }
+    pthread_mutex_lock(&run->collect_lock);
+    wf__waiter **pp = &run->waiters, *w;
+    while ((w = *pp) != NULL && (w->step != step || strcmp(w->id, waiter_id) != 0))
+        pp = &w->next;
+    if (w && w->state != W_WAITING) {
+        *pp = w->next;
+        int rc = w->state == W_RESOLVED ? 0 : WF_ETIMEDOUT;
+        *ev = w->got;
+        w->got = NULL;
+        int disarmed = waiter_disarm(run, w);
+        /* a callback still running frees w itself when it is done */
+        w->orphan = w->timer_live;
+        int free_now = !w->orphan;
+        pthread_mutex_unlock(&run->collect_lock);
+        if (disarmed)
+            engine_unref(run);
+        if (free_now) {
+            w->next = NULL;
+            waiters_free(w);
+        }
+        wf_event_release(waiter_event);
+        return rc;
+    }
+    if (w) { /* already waiting (the step ran for another event meanwhile) */
+        pthread_mutex_unlock(&run->collect_lock);
+        wf_event_release(waiter_event);
+        inv->suspended = 1;
+        return WF_SUSPEND;
+    }
+    w = wf__calloc(1, sizeof *w);
+    wf__task *t = wf__task_alloc();
+    if (w == NULL || t == NULL || (w->id = wf__strdup(waiter_id)) == NULL) {
+        pthread_mutex_unlock(&run->collect_lock);
+        wf__free_mem(w);
+        wf__task_free(t);
+        wf_event_release(waiter_event);
+        return WF_ENOMEM;
+    }
+    t->kind = WF__TASK_INVOKE;
+    t->run = run;
+    t->ev = wf_event_retain(inv->task->ev);
+    t->step = step;
+    t->attempt = inv->task->attempt;
+    t->flags = inv->task->flags;
+    t->arg = NULL;
+    w->run = run;
+    w->step = step;
+    w->state = W_WAITING;
+    w->type = type;
+    w->req = wf_value_retain(requirements);
+    w->task = t;
+    w->timeout_ms = timeout_ms;
+    w->tm.heap_index = WF__TIMER_IDLE;
+    w->tm.fn = waiter_fire;
+    w->tm.arg = w;
+    w->next = run->waiters;
+    run->waiters = w;
+    atomic_fetch_add(&run->nwaiting, 1);
+    if (timeout_ms >= 0) {
+        engine_ref(run); /* held by the armed timer */
+        if (wf__timer_arm(run->ex, &w->tm, wf__now_ns() + timeout_ms * 1000000) < 0) {
+            w->timeout_ms = WF_NO_TIMEOUT;
+            engine_unref(run);
+        } else {
+            w->timer_live = 1;
+        }
+    }
+    pthread_mutex_unlock(&run->collect_lock);
+    if (waiter_event)
+        stream_push(run, waiter_event); /* once per waiter id: only when it is created */
+    inv->suspended = 1;
+    return WF_SUSPEND;
 }

@@ -233,3 +233,244 @@ Test(coord, collect_outside_a_step_is_refused)
     wf_ctx_free(ctx);
     wf_workflow_free(wf);
 }
+
+/* ---- human in the loop: InputRequiredEvent out, HumanResponseEvent in ---- */
+
+static const wf_event_type *T_IR, *T_HR, *T_REPLY;
+
+static wf_workflow *hitl_wf(const char *name)
+{
+    wf_workflow *wf = new_wf(name);
+    T_IR = wf_workflow_builtin(wf, WF_INPUT_REQUIRED_EVENT);
+    T_HR = wf_workflow_builtin(wf, WF_HUMAN_RESPONSE_EVENT);
+    cr_assert_eq(wf_workflow_event_type(wf, "Reply", NULL, &T_REPLY), 0);
+    return wf;
+}
+
+static const char *sfield(const wf_event *e, const char *k)
+{
+    const char *s = NULL;
+    wf_value_get_string(wf_event_get(e, k, wf_value_nil()), &s, NULL);
+    return s;
+}
+
+static wf_event *ev_s(const wf_event_type *t, const char *k, const char *v)
+{
+    wf_value s;
+    cr_assert_eq(wf_value_string(&s, v), 0);
+    wf_event *e;
+    cr_assert_eq(wf_event_new1(&e, t, k, s), 0);
+    return e;
+}
+
+static int ask(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    *out = ev_s(T_IR, "prefix", "what is the answer?");
+    return 0;
+}
+
+static int answer(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_value r;
+    cr_assert_eq(wf_value_string(&r, sfield(in, "response")), 0);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, r);
+}
+
+Test(coord, human_in_the_loop_round_trip, .timeout = 60)
+{
+    wf_workflow *wf = hitl_wf("hitl");
+    add(wf, "ask", ask, T_START, NULL, T_IR, NULL, 0);
+    add(wf, "answer", answer, T_HR, NULL, T_STOP, NULL, 0);
+    char *msg = NULL;
+    cr_assert_eq(wf_workflow_validate(wf, &msg), 0, "%s", msg ? msg : "");
+    wf_executor *ex = exec_n(2);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, s, &h), 0);
+    wf_event *e;
+    cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
+    cr_assert_eq(wf_event_type_of(e), T_IR, "InputRequiredEvent is streamed by itself");
+    cr_assert_str_eq(sfield(e, "prefix"), "what is the answer?");
+    wf_event_release(e);
+    cr_assert_eq(wf_handler_send_event(h, ev_s(T_HR, "response", "42"), NULL), 0);
+    wf_event *res;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    const char *r;
+    cr_assert_eq(wf_value_get_string(wf_event_result(res), &r, NULL), 0);
+    cr_assert_str_eq(r, "42");
+    cr_assert_eq(wf_handler_unhandled(h), 0);
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+/* ---- wait_for_event: requirements, replay, waiter event once, timeout ---- */
+
+static atomic_int waiter_runs;
+
+static int wait_reply7(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    atomic_fetch_add(&waiter_runs, 1);
+    wf_value req;
+    cr_assert_eq(wf_value_map_new(&req, 1), 0);
+    cr_assert_eq(wf_value_map_set(&req, "id", wf_value_int(7)), 0);
+    wf_event *got = NULL;
+    int rc = wf_ctx_wait_for_event(ctx, T_REPLY, req, ev_s(T_IR, "prefix", "id 7 please"), NULL,
+                                   WF_NO_TIMEOUT, &got);
+    wf_value_release(req);
+    if (rc == WF_SUSPEND)
+        return WF_SUSPEND;
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(wf_event_type_of(got), T_REPLY);
+    int64_t id = 0;
+    wf_value_get_int(wf_event_get(got, "id", wf_value_nil()), &id);
+    wf_event_release(got);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(id));
+}
+
+static wf_event *reply(int64_t id)
+{
+    wf_event *e;
+    cr_assert_eq(wf_event_new1(&e, T_REPLY, "id", wf_value_int(id)), 0);
+    return e;
+}
+
+Test(coord, wait_for_event_with_requirements_and_replay, .timeout = 60)
+{
+    atomic_store(&waiter_runs, 0);
+    wf_workflow *wf = hitl_wf("waiter");
+    add(wf, "waits", wait_reply7, T_START, NULL, T_STOP, NULL, 0);
+    wf_workflow_set_validation(wf, 0);
+    wf_executor *ex = exec_n(2);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, s, &h), 0);
+    /* The waiter event is streamed when the waiter is registered. */
+    wf_event *e;
+    cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
+    cr_assert_eq(wf_event_type_of(e), T_IR);
+    cr_assert_str_eq(sfield(e, "prefix"), "id 7 please");
+    wf_event_release(e);
+    /* A Reply with another id does not wake the step (nobody else takes it). */
+    cr_assert_eq(wf_handler_send_event(h, reply(3), NULL), 0);
+    while (wf_handler_unhandled(h) < 1)
+        ;
+    cr_assert_eq(wf_handler_status(h), WF_RUN_RUNNING);
+    cr_assert_eq(atomic_load(&waiter_runs), 1);
+    cr_assert_eq(wf_handler_send_event(h, reply(7), NULL), 0);
+    wf_event *res;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    int64_t id;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &id), 0);
+    cr_assert_eq(id, 7);
+    wf_event_release(res);
+    cr_assert_eq(atomic_load(&waiter_runs), 2, "the step ran again from the top, once");
+    cr_assert_eq(wf_handler_unhandled(h), 1, "the matching event went to the waiter");
+    /* the waiter event came once: next is the StopEvent */
+    cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
+    cr_assert(wf_event_type_is_stop(wf_event_type_of(e)));
+    wf_event_release(e);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+static int wait_with_timeout(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    atomic_fetch_add(&waiter_runs, 1);
+    wf_event *got = NULL;
+    int rc = wf_ctx_wait_for_event(ctx, T_REPLY, wf_value_nil(), NULL, "w", 20, &got);
+    if (rc == WF_SUSPEND)
+        return WF_SUSPEND;
+    cr_assert_eq(rc, WF_ETIMEDOUT);
+    cr_assert_null(got);
+    wf_value v;
+    cr_assert_eq(wf_value_string(&v, "timed out"), 0);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, v);
+}
+
+Test(coord, waiter_timeout_reruns_the_step, .timeout = 60)
+{
+    atomic_store(&waiter_runs, 0);
+    wf_workflow *wf = hitl_wf("waiter-timeout");
+    add(wf, "waits", wait_with_timeout, T_START, NULL, T_STOP, NULL, 0);
+    wf_workflow_set_validation(wf, 0);
+    wf_executor *ex = exec_n(2);
+    wf_event *s, *res;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    cr_assert_eq(wf_run(ex, wf, NULL, s, -1, &res), 0);
+    const char *r;
+    cr_assert_eq(wf_value_get_string(wf_event_result(res), &r, NULL), 0);
+    cr_assert_str_eq(r, "timed out");
+    cr_assert_eq(atomic_load(&waiter_runs), 2);
+    wf_event_release(res);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+static int wait_for_human(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_event *got = NULL;
+    int rc = wf_ctx_wait_for_event(ctx, T_HR, wf_value_nil(), ev_s(T_IR, "prefix", "name?"), NULL,
+                                   WF_NO_TIMEOUT, &got);
+    if (rc == WF_SUSPEND)
+        return WF_SUSPEND;
+    cr_assert_eq(rc, 0);
+    wf_value r;
+    cr_assert_eq(wf_value_string(&r, sfield(got, "response")), 0);
+    wf_event_release(got);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, r);
+}
+
+Test(coord, human_in_the_loop_through_wait_for_event, .timeout = 60)
+{
+    wf_workflow *wf = hitl_wf("hitl-wait");
+    add(wf, "asks", wait_for_human, T_START, NULL, T_STOP, NULL, 0);
+    wf_workflow_set_validation(wf, 0);
+    wf_executor *ex = exec_n(2);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, s, &h), 0);
+    wf_event *e;
+    cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
+    cr_assert_str_eq(sfield(e, "prefix"), "name?");
+    wf_event_release(e);
+    cr_assert_eq(wf_handler_send_event(h, ev_s(T_HR, "response", "Ada"), NULL), 0);
+    wf_event *res;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    const char *r;
+    cr_assert_eq(wf_value_get_string(wf_event_result(res), &r, NULL), 0);
+    cr_assert_str_eq(r, "Ada");
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+static int suspend_without_waiting(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    return WF_SUSPEND;
+}
+
+Test(coord, suspend_without_a_waiter_fails_the_run, .timeout = 60)
+{
+    wf_workflow *wf = hitl_wf("bad-suspend");
+    add(wf, "s", suspend_without_waiting, T_START, NULL, T_STOP, NULL, 0);
+    wf_executor *ex = exec_n(1);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, s, &h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ESTEP);
+    int code;
+    cr_assert_eq(wf_handler_error(h, &code, NULL, NULL), 0);
+    cr_assert_eq(code, WF_ESTATE);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}

@@ -102,6 +102,28 @@ WF_API int wf_ctx_write_event_to_stream(wf_ctx *ctx, wf_event *ev);
  */
 WF_API int wf_ctx_collect_events(wf_ctx *ctx, const wf_event *in, const wf_event_type *const *types,
                                  size_t n, const char *buffer_id, wf_event **events);
+/**
+ * Waits, inside a step, for an event of exactly type whose fields equal every
+ * entry of requirements (a map, borrowed; nil for none).
+ *
+ * The first call registers a waiter (id waiter_id, or one derived from type
+ * and requirements), streams waiter_event once (this is how a step asks a
+ * human; takes ownership of it, may be NULL) and returns WF_SUSPEND: the step
+ * must then return WF_SUSPEND. Its events sent so far are routed; its worker
+ * is free. When a matching event arrives (routed by any step or sent through
+ * the handler) the step runs again from the top with its original input
+ * event, and this call now returns 0 with the event in *ev (caller owns). The
+ * event is not also routed to this step the normal way. After timeout_ms
+ * (WF_NO_TIMEOUT: never) the step runs again and the call returns
+ * WF_ETIMEDOUT.
+ *
+ * Replay: everything the step did before the wait happens again on the second
+ * run (store writes, sends, outside calls), as in the reference; keep steps
+ * that wait idempotent up to the wait.
+ */
+WF_API int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requirements,
+                                 wf_event *waiter_event, const char *waiter_id, int64_t timeout_ms,
+                                 wf_event **ev);
 /** Sets the message reported with the error the calling step is about to return. Copied. */
 WF_API int wf_ctx_set_error(wf_ctx *ctx, const char *message);
 /** 1 once the context's current run has ended (stop, failure, timeout, cancel). */
