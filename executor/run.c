@@ -82,6 +82,31 @@ typedef struct wf__waiter {
     int orphan;     /* taken off the list while its callback runs: it frees w */
 } wf__waiter;
 
+/* An invocation handed to a completion token (async step). */
+/*
+ * CREATED: wf_ctx_pend was called, the step has not returned yet. ARMED: it
+ * returned WF_PENDING; the token owns task and slot. EARLY: completed before
+ * the step returned; the result waits in the token for invoke to route it.
+ * DETACHED: the run ended (or the step did not return WF_PENDING); a later
+ * completion only frees the token.
+ */
+enum { TOK_CREATED = 0, TOK_ARMED = 1, TOK_EARLY = 2, TOK_DETACHED = 3 };
+struct wf_completion {
+    int state;                         /* under lock */
+    struct wf__run *run;               /* a reference (refs) until the token is finished */
+    wf__task *task;                    /* the invocation: its slot stays taken until completion */
+    struct wf_completion *prev, *next; /* the run's pending list, under coord lock */
+    int listed;
+    pthread_mutex_t lock; /* guards state, sent and the result */
+    wf_event **sent;
+    int32_t *targets;
+    uint32_t nsent, capsent;
+    wf_event *out; /* the completion's returned event (EARLY) */
+    int rc;        /* its result: 0 or an error (EARLY) */
+    char *errmsg;
+    int64_t started; /* for retry and handler timing */
+};
+
 typedef struct wf__step_state {
     _Atomic uint32_t count;
     uint32_t workers;
@@ -126,6 +151,7 @@ typedef struct wf__run {
     pthread_mutex_t collect_lock; /* guards collect and waiters */
     wf__collect *collect;
     wf__waiter *waiters;
+    wf_completion *pending;    /* async invocations waiting for completion */
     _Atomic uint32_t nwaiting; /* waiters in W_WAITING: emit looks only when nonzero */
 
     /* the executor's list of runs not ended, under ex->runs_lock */
@@ -146,7 +172,8 @@ typedef struct wf__inv {
     uint32_t nsent;
     uint32_t capsent;
     char *errmsg;
-    int suspended; /* a waiter was registered: WF_SUSPEND is expected */
+    int suspended;        /* a waiter was registered: WF_SUSPEND is expected */
+    wf_completion *token; /* wf_ctx_pend was called: WF_PENDING is expected */
     wf_event *inl_sent[8];
     int32_t inl_targets[8];
 } wf__inv;
@@ -161,6 +188,9 @@ static _Thread_local uint16_t tls_lineage;
 static int end_run(wf__run *run, int status, wf_event *result, int code, const char *step,
                    const char *msg);
 static void retries_cancel(struct wf__run *run);
+static void tokens_detach(struct wf__run *run);
+static void token_abandon(wf_completion *c);
+static int token_arm(wf_completion *c);
 static void waiters_cancel(struct wf__run *run);
 
 /* ------------------------------------------------------------ ref counting */
@@ -890,6 +920,7 @@ static int end_run(wf__run *run, int status, wf_event *result, int code, const c
         engine_unref(run); /* cannot be the last: we still hold the running unit */
     retries_cancel(run);
     waiters_cancel(run);
+    tokens_detach(run);
 
     pthread_mutex_lock(&ex->runs_lock);
     if (run->listed) {
@@ -1231,7 +1262,7 @@ static void step_failed(wf__run *run, const wf__task *t, int rc, const char *msg
     end_run(run, WF_RUN_FAILED, NULL, rc, step->name, msg ? msg : wf_strerror(rc));
 }
 
-static void invoke(wf__run *run, wf__task *t, deferred *d)
+static int invoke(wf__run *run, wf__task *t, deferred *d)
 {
     wf__step *step = run->wf->steps[t->step];
     wf__inv inv;
@@ -1244,6 +1275,7 @@ static void invoke(wf__run *run, wf__task *t, deferred *d)
     inv.capsent = 8;
     inv.errmsg = NULL;
     inv.suspended = 0;
+    inv.token = NULL;
     wf__inv *prev = tls_inv;
     tls_inv = &inv;
     wf_event *out = NULL;
@@ -1253,6 +1285,14 @@ static void invoke(wf__run *run, wf__task *t, deferred *d)
     tls_inv = prev;
     if (WF__LIKELY(rc == 0)) {
         route_emissions(run, out, &inv, d);
+    } else if (rc == WF_PENDING && inv.token) {
+        /* The invocation goes on elsewhere: its token now owns the task and the slot. */
+        wf_event_release(out);
+        route_emissions(run, NULL, &inv, d);
+        inv.token->started = started;
+        int armed = token_arm(inv.token); /* 0: it was completed already, and routed */
+        inv_cleanup(&inv);
+        return armed;
     } else if (rc == WF_SUSPEND && inv.suspended) {
         /* Sent events still go out (as in the reference); the step runs again later. */
         wf_event_release(out);
@@ -1274,7 +1314,10 @@ static void invoke(wf__run *run, wf__task *t, deferred *d)
             step_failed(run, t, rc, inv.errmsg, started);
         }
     }
+    if (inv.token) /* pended, then returned something else: the token is void */
+        token_abandon(inv.token);
     inv_cleanup(&inv);
+    return 0;
 }
 
 void wf__task_run(wf__worker *w, wf__task *t)
@@ -1290,11 +1333,14 @@ void wf__task_run(wf__worker *w, wf__task *t)
     wf__run *run = t->run;
     uint32_t s = t->step;
     if (t->chain == NULL) {
+        int pended = 0;
         if (!run_ended(run)) {
             tls_lineage = t->flags;
-            invoke(run, t, NULL);
+            pended = invoke(run, t, NULL);
             tls_lineage = 0;
         }
+        if (pended)
+            return;
         drop_task(t);
         finish_slot(run, s);
         return;
@@ -1307,13 +1353,35 @@ void wf__task_run(wf__worker *w, wf__task *t)
     d.cap = 32;
     uint16_t lineage = 0;
     while (t) {
+        int pended = 0;
         if (!run_ended(run)) {
             /* held emissions are routed with the highest lineage of the batch */
             lineage = t->flags > lineage ? t->flags : lineage;
             tls_lineage = lineage;
-            invoke(run, t, &d);
+            pended = invoke(run, t, &d);
         }
         wf__task *nx = t->chain;
+        if (pended) {
+            /*
+             * The slot now belongs to the pending invocation; the rest of the
+             * batch was claimed off the count, so it goes back through it.
+             */
+            t->chain = NULL;
+            defer_flush(run, &d);
+            defer_done(&d);
+            tls_lineage = 0;
+            while (nx) {
+                wf__task *n2 = nx->chain;
+                nx->chain = NULL;
+                if (run_ended(run))
+                    drop_task(nx);
+                else if (deliver_task(run, nx) < 0) /* nx is gone */
+                    end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL,
+                            "out of memory re-queuing events");
+                nx = n2;
+            }
+            return;
+        }
         drop_task(t);
         t = nx;
     }
@@ -2100,4 +2168,264 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
         stream_push(run, waiter_event); /* once per waiter id: only when it is created */
     inv->suspended = 1;
     return WF_SUSPEND;
+}
+
+/* ------------------------------------------------------------- async steps */
+
+static void token_free(wf_completion *c)
+{
+    for (uint32_t i = 0; i < c->nsent; i++)
+        wf_event_release(c->sent[i]);
+    wf__free_mem(c->sent);
+    wf__free_mem(c->targets);
+    wf_event_release(c->out);
+    wf__free_mem(c->errmsg);
+    pthread_mutex_destroy(&c->lock);
+    wf__run *run = c->run;
+    wf__free_mem(c);
+    run_release(run);
+}
+
+static void token_unlist(wf__run *run, wf_completion *c)
+{
+    if (!c->listed)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        run->pending = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->listed = 0;
+}
+
+/*
+ * Routes a completion's result for its task, as invoke would have, then
+ * releases the task and its slot. Called once, by whoever finishes last.
+ */
+static void token_finish(wf_completion *c)
+{
+    wf__run *run = c->run;
+    wf__task *t = c->task;
+    uint32_t s = t->step;
+    if (!run_ended(run)) {
+        uint16_t saved = tls_lineage;
+        tls_lineage = t->flags;
+        if (c->rc == 0) {
+            if (c->out)
+                emit(run, c->out, -1);
+            c->out = NULL;
+            if (c->nsent)
+                emit_sent(run, c->sent, c->targets, c->nsent);
+            c->nsent = 0;
+        } else if (!maybe_retry(run, t, c->rc, c->errmsg, c->started)) {
+            step_failed(run, t, c->rc, c->errmsg, c->started);
+        }
+        tls_lineage = saved;
+    }
+    c->task = NULL;
+    drop_task(t);
+    finish_slot(run, s);
+}
+
+/* invoke saw WF_PENDING: 1 if the token now owns task and slot, 0 if it completed early. */
+static int token_arm(wf_completion *c)
+{
+    wf__run *run = c->run;
+    pthread_mutex_lock(&run->collect_lock);
+    pthread_mutex_lock(&c->lock);
+    int early = c->state == TOK_EARLY;
+    if (!early) {
+        c->state = TOK_ARMED;
+        c->next = run->pending;
+        c->prev = NULL;
+        if (run->pending)
+            run->pending->prev = c;
+        run->pending = c;
+        c->listed = 1;
+    }
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&run->collect_lock);
+    if (!early)
+        return 1;
+    /* routed here; the caller then drops nothing: token_finish took the task */
+    token_finish(c);
+    token_free(c);
+    return 1;
+}
+
+/* The step pended but returned something else: the token is void. */
+static void token_abandon(wf_completion *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int early = c->state == TOK_EARLY;
+    c->state = TOK_DETACHED;
+    c->task = NULL; /* invoke's caller drops it */
+    pthread_mutex_unlock(&c->lock);
+    if (early)
+        token_free(c); /* its completer is done with it */
+}
+
+/* The run ended: pending invocations give their slots back; tokens stay for their completers. */
+static void tokens_detach(wf__run *run)
+{
+    for (;;) {
+        pthread_mutex_lock(&run->collect_lock);
+        wf_completion *c = run->pending;
+        wf__task *t = NULL;
+        if (c) {
+            token_unlist(run, c);
+            pthread_mutex_lock(&c->lock);
+            if (c->state == TOK_ARMED) {
+                c->state = TOK_DETACHED;
+                t = c->task;
+                c->task = NULL;
+            }
+            pthread_mutex_unlock(&c->lock);
+        }
+        pthread_mutex_unlock(&run->collect_lock);
+        if (c == NULL)
+            return;
+        if (t) {
+            uint32_t s = t->step;
+            drop_task(t);
+            finish_slot(run, s); /* never quiesces: the caller holds the running unit */
+        }
+    }
+}
+
+int wf_ctx_pend(wf_ctx *ctx, wf_completion **out)
+{
+    if (out)
+        *out = NULL;
+    if (ctx == NULL || out == NULL)
+        return WF_EINVAL;
+    wf__inv *inv = inv_of(ctx);
+    if (inv == NULL)
+        return WF_ESTATE;
+    if (inv->token)
+        return WF_EEXIST;
+    wf_completion *c = wf__calloc(1, sizeof *c);
+    if (c == NULL)
+        return WF_ENOMEM;
+    wf__mutex_init(&c->lock);
+    c->state = TOK_CREATED;
+    c->run = inv->run;
+    atomic_fetch_add(&inv->run->refs, 1);
+    c->task = inv->task;
+    inv->token = c;
+    *out = c;
+    return 0;
+}
+
+int wf_completion_send(wf_completion *c, wf_event *ev, const char *target)
+{
+    if (c == NULL || ev == NULL) {
+        wf_event_release(ev);
+        return WF_EINVAL;
+    }
+    wf__run *run = c->run;
+    int32_t idx;
+    int rc = ev->type->reg != run->wf->reg ? WF_EINVAL : resolve_target(run->wf, ev, target, &idx);
+    if (rc < 0) {
+        wf_event_release(ev);
+        return rc;
+    }
+    wf_event_freeze(ev);
+    pthread_mutex_lock(&c->lock);
+    if (c->state == TOK_DETACHED) {
+        pthread_mutex_unlock(&c->lock);
+        wf_event_release(ev);
+        return WF_ECANCELLED;
+    }
+    if (c->nsent == c->capsent) {
+        uint32_t cap = c->capsent ? c->capsent * 2 : 8;
+        wf_event **e = wf__realloc(c->sent, cap * sizeof *e);
+        if (e)
+            c->sent = e;
+        int32_t *t = e ? wf__realloc(c->targets, cap * sizeof *t) : NULL;
+        if (t)
+            c->targets = t;
+        if (e == NULL || t == NULL) {
+            pthread_mutex_unlock(&c->lock);
+            wf_event_release(ev);
+            return WF_ENOMEM;
+        }
+        c->capsent = cap;
+    }
+    c->sent[c->nsent] = ev;
+    c->targets[c->nsent] = idx;
+    c->nsent++;
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+/* Completes with rc (0: ev is the returned event); consumes the token. */
+static int token_complete(wf_completion *c, wf_event *ev, int rc, const char *msg)
+{
+    pthread_mutex_lock(&c->lock);
+    int state = c->state;
+    if (state == TOK_CREATED) {
+        /* before the step even returned: keep the result for invoke */
+        c->out = ev;
+        c->rc = rc;
+        c->errmsg = msg ? wf__strdup(msg) : NULL;
+        c->state = TOK_EARLY;
+        pthread_mutex_unlock(&c->lock);
+        return 0;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (state == TOK_DETACHED) {
+        wf_event_release(ev);
+        token_free(c);
+        return WF_ECANCELLED;
+    }
+    /* ARMED: take it off the run's list, unless the run's end is detaching it right now */
+    wf__run *run = c->run;
+    pthread_mutex_lock(&run->collect_lock);
+    pthread_mutex_lock(&c->lock);
+    int mine = c->state == TOK_ARMED;
+    if (mine) {
+        c->state = TOK_EARLY; /* finished: nobody else touches task or slot */
+        token_unlist(run, c);
+    }
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&run->collect_lock);
+    if (!mine) {
+        wf_event_release(ev);
+        token_free(c);
+        return WF_ECANCELLED;
+    }
+    c->out = ev;
+    c->rc = rc;
+    c->errmsg = msg ? wf__strdup(msg) : NULL;
+    int ended = run_ended(run);
+    token_finish(c);
+    token_free(c);
+    return ended ? WF_ECANCELLED : 0;
+}
+
+int wf_completion_complete(wf_completion *c, wf_event *ev)
+{
+    if (c == NULL) {
+        wf_event_release(ev);
+        return WF_EINVAL;
+    }
+    if (ev)
+        wf_event_freeze(ev);
+    return token_complete(c, ev, 0, NULL);
+}
+
+int wf_completion_fail(wf_completion *c, int code, const char *message)
+{
+    if (c == NULL)
+        return WF_EINVAL;
+    if (code >= 0)
+        code = WF_EINVAL;
+    return token_complete(c, NULL, code, message);
+}
+
+int wf_completion_cancelled(const wf_completion *c)
+{
+    return c == NULL || run_ended(c->run);
 }

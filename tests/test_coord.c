@@ -474,3 +474,195 @@ Test(coord, suspend_without_a_waiter_fails_the_run, .timeout = 60)
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+/* ---- async steps: completion tokens ---- */
+
+#define ASYNC_N 10000
+static wf_completion *tokens[ASYNC_N];
+static atomic_int ntokens, claimed;
+static int
+    async_mode; /* 0: hand the token out, 1: complete before returning, 2: pend then return 0 */
+
+static int async_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_completion *c;
+    cr_assert_eq(wf_ctx_pend(ctx, &c), 0);
+    wf_completion *again;
+    cr_assert_eq(wf_ctx_pend(ctx, &again), WF_EEXIST);
+    if (async_mode == 1) {
+        wf_event *stop;
+        cr_assert_eq(wf_event_new_stop(&stop, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                                       wf_value_int(geti(in))),
+                     0);
+        cr_assert_eq(wf_completion_complete(c, stop), 0);
+        return WF_PENDING;
+    }
+    /* claim a slot, fill it, then publish: readers wait on ntokens */
+    tokens[atomic_fetch_add(&claimed, 1)] = c;
+    atomic_fetch_add(&ntokens, 1);
+    return async_mode == 2 ? 0 : WF_PENDING;
+}
+
+static wf_workflow *async_wf(wf_retry_policy *retry)
+{
+    wf_workflow *wf = new_wf("async");
+    const wf_event_type *acc[] = {T_START};
+    const wf_event_type *em[] = {T_STOP};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = acc;
+    p.n_accepts = 1;
+    p.emits = em;
+    p.n_emits = 1;
+    p.retry = retry;
+    cr_assert_eq(wf_workflow_add_step(wf, "io", async_step, &p, NULL), 0);
+    wf_retry_policy_free(retry);
+    return wf;
+}
+
+static wf_event *stop_i(wf_handler *h, int64_t v)
+{
+    wf_event *e;
+    cr_assert_eq(wf_event_new_stop(&e, wf_workflow_registry(wf_ctx_workflow(wf_handler_ctx(h))),
+                                   NULL, wf_value_int(v)),
+                 0);
+    return e;
+}
+
+Test(coord, ten_thousand_pending_invocations_hold_no_worker, .timeout = 120)
+{
+    async_mode = 0;
+    atomic_store(&ntokens, 0);
+    atomic_store(&claimed, 0);
+    wf_workflow *wf = async_wf(NULL);
+    wf_executor *ex = exec_n(2);
+    static wf_handler *hs[ASYNC_N];
+    for (int i = 0; i < ASYNC_N; i++)
+        cr_assert_eq(wf_run_start(ex, wf, NULL, ev_i(T_START, i), &hs[i]), 0);
+    /* All 10,000 are pending at once on two workers: none of them holds one. */
+    while (atomic_load(&ntokens) < ASYNC_N)
+        ;
+    for (int i = 0; i < ASYNC_N; i++)
+        cr_assert_eq(wf_handler_status(hs[i]), WF_RUN_RUNNING);
+    /* Complete them from this thread, in reverse. */
+    for (int i = ASYNC_N - 1; i >= 0; i--)
+        cr_assert_eq(wf_completion_complete(tokens[i], stop_i(hs[0], i)), 0);
+    long sum = 0;
+    for (int i = 0; i < ASYNC_N; i++) {
+        wf_event *res;
+        cr_assert_eq(wf_handler_wait(hs[i], -1, &res), 0);
+        int64_t v;
+        cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
+        sum += v;
+        wf_event_release(res);
+        wf_handler_free(hs[i]);
+    }
+    cr_assert_eq(sum, (long)ASYNC_N * (ASYNC_N - 1) / 2, "every token completed its own run");
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(coord, completion_before_the_step_returns, .timeout = 60)
+{
+    async_mode = 1;
+    wf_workflow *wf = async_wf(NULL);
+    wf_executor *ex = exec_n(2);
+    wf_event *res;
+    cr_assert_eq(wf_run(ex, wf, NULL, ev_i(T_START, 5), -1, &res), 0);
+    int64_t v;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
+    cr_assert_eq(v, 5);
+    wf_event_release(res);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(coord, cancel_reaches_a_pending_invocation, .timeout = 60)
+{
+    async_mode = 0;
+    atomic_store(&ntokens, 0);
+    atomic_store(&claimed, 0);
+    wf_workflow *wf = async_wf(NULL);
+    wf_executor *ex = exec_n(2);
+    wf_handler *h, *h2;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, ev_i(T_START, 1), &h), 0);
+    cr_assert_eq(wf_run_start(ex, wf, NULL, ev_i(T_START, 2), &h2), 0);
+    while (atomic_load(&ntokens) < 2)
+        ;
+    cr_assert_eq(wf_handler_cancel(h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ECANCELLED);
+    /* one token belongs to the cancelled run: its completion is dropped safely */
+    int cancelled = 0, ok = 0;
+    for (int i = 0; i < 2; i++) {
+        int rc = wf_completion_complete(tokens[i], stop_i(h2, 7));
+        cancelled += rc == WF_ECANCELLED;
+        ok += rc == 0;
+    }
+    cr_assert_eq(cancelled, 1);
+    cr_assert_eq(ok, 1);
+    cr_assert_eq(wf_handler_wait(h2, -1, NULL), 0);
+    wf_handler_free(h);
+    wf_handler_free(h2);
+    /* a run whose executor shuts down with a token outstanding */
+    atomic_store(&ntokens, 0);
+    atomic_store(&claimed, 0);
+    cr_assert_eq(wf_run_start(ex, wf, NULL, ev_i(T_START, 3), &h), 0);
+    while (atomic_load(&ntokens) < 1)
+        ;
+    cr_assert(!wf_completion_cancelled(tokens[0]));
+    wf_executor_free(ex);
+    cr_assert(wf_completion_cancelled(tokens[0]));
+    cr_assert_eq(wf_completion_fail(tokens[0], -1, "too late"), WF_ECANCELLED);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ECANCELLED);
+    wf_handler_free(h);
+    wf_workflow_free(wf);
+}
+
+Test(coord, async_failure_is_retried, .timeout = 60)
+{
+    async_mode = 0;
+    atomic_store(&ntokens, 0);
+    atomic_store(&claimed, 0);
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_constant(&p, 3, 0), 0);
+    wf_workflow *wf = async_wf(p);
+    wf_executor *ex = exec_n(2);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, ev_i(T_START, 1), &h), 0);
+    while (atomic_load(&ntokens) < 1)
+        ;
+    cr_assert_eq(wf_completion_fail(tokens[0], -5, "io error"), 0);
+    while (atomic_load(&ntokens) < 2) /* the retry pends again */
+        ;
+    cr_assert_eq(wf_completion_complete(tokens[1], stop_i(h, 9)), 0);
+    wf_event *res;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    int64_t v;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
+    cr_assert_eq(v, 9);
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(coord, a_token_of_a_step_that_did_not_pend_is_void, .timeout = 60)
+{
+    async_mode = 2;
+    atomic_store(&ntokens, 0);
+    atomic_store(&claimed, 0);
+    wf_workflow *wf = async_wf(NULL);
+    wf_executor *ex = exec_n(1);
+    wf_handler *h;
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.timeout_ms = 20;
+    cr_assert_eq(wf_run_start_ex(ex, wf, NULL, ev_i(T_START, 1), &rp, &h, NULL), 0);
+    while (atomic_load(&ntokens) < 1)
+        ;
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ERUNTIMEOUT);
+    cr_assert_eq(wf_completion_complete(tokens[0], NULL), WF_ECANCELLED);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}

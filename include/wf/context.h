@@ -124,6 +124,31 @@ WF_API int wf_ctx_collect_events(wf_ctx *ctx, const wf_event *in, const wf_event
 WF_API int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requirements,
                                  wf_event *waiter_event, const char *waiter_id, int64_t timeout_ms,
                                  wf_event **ev);
+/**
+ * Async steps. Inside a step, wf_ctx_pend gives a completion token; the step
+ * hands it to whatever does the work (an I/O loop, another thread) and
+ * returns WF_PENDING. No worker thread is held meanwhile; the invocation
+ * still counts against num_workers. Any thread then finishes it exactly once
+ * with wf_completion_complete (the returned event, or NULL) or
+ * wf_completion_fail (an error: retries and error handlers apply as for a
+ * step's own failure); events given to wf_completion_send before are routed
+ * after the returned one. Completing before the step has returned is fine.
+ * If the run ends first (stop, timeout, cancel), the token is detached:
+ * completing it then only frees it and returns WF_ECANCELLED. The token is
+ * freed by the finishing call in every case; never use it afterwards.
+ */
+typedef struct wf_completion wf_completion;
+/** A token for the calling invocation (one per invocation: WF_EEXIST). WF_ESTATE outside a step. */
+WF_API int wf_ctx_pend(wf_ctx *ctx, wf_completion **out);
+/** Queues ev (takes ownership) for routing at completion; target as wf_ctx_send_event. */
+WF_API int wf_completion_send(wf_completion *c, wf_event *ev, const char *target);
+/** Finishes with ev as the returned event (takes ownership; may be NULL). Frees c. */
+WF_API int wf_completion_complete(wf_completion *c, wf_event *ev);
+/** Finishes with a failure (code < 0; message copied, may be NULL). Frees c. */
+WF_API int wf_completion_fail(wf_completion *c, int code, const char *message);
+/** 1 once the run has ended (the completer may stop its work early). Any thread. */
+WF_API int wf_completion_cancelled(const wf_completion *c);
+
 /** Sets the message reported with the error the calling step is about to return. Copied. */
 WF_API int wf_ctx_set_error(wf_ctx *ctx, const char *message);
 /** 1 once the context's current run has ended (stop, failure, timeout, cancel). */
