@@ -38,6 +38,8 @@ typedef struct wf__retry_info {
     int64_t first_ns; /* when the first execution started */
     int32_t last_error;
     char *last_msg;
+    wf_event **tuple; /* a join step's set of events (owned), or NULL */
+    uint32_t ntuple;
 } wf__retry_info;
 
 /* A retry waiting for its not-before time: the task and its timer. */
@@ -374,6 +376,9 @@ static void drop_task(wf__task *t)
     wf_event_release(t->ev);
     if (t->kind == WF__TASK_INVOKE && t->arg) {
         wf__retry_info *ri = t->arg;
+        for (uint32_t i = 0; i < ri->ntuple; i++)
+            wf_event_release(ri->tuple[i]);
+        wf__free_mem(ri->tuple);
         wf__free_mem(ri->last_msg);
         wf__free_mem(ri);
     }
@@ -456,9 +461,13 @@ static int deliver_task(wf__run *run, wf__task *t)
     return 0;
 }
 
+static int join_deliver(wf__run *run, uint32_t s, wf_event *ev);
+
 /* Delivers ev (owned) to step s. Returns 0 or WF_ENOMEM (ev released). */
 static int deliver(wf__run *run, uint32_t s, wf_event *ev)
 {
+    if (WF__UNLIKELY(run->wf->steps[s]->join))
+        return join_deliver(run, s, ev);
     wf__task *t = wf__task_alloc();
     if (WF__UNLIKELY(t == NULL)) {
         wf_event_release(ev);
@@ -816,7 +825,7 @@ static void emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint
                     break;
                 d = (int32_t)steps[0];
             }
-            if (j > i && d != dest)
+            if ((j > i && d != dest) || run->wf->steps[d]->join)
                 break;
             dest = d;
         }
@@ -1052,7 +1061,7 @@ static int maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64
     if (step->retry == NULL || run_ended(run))
         return 0;
     wf__retry_info *old = t->arg;
-    int64_t first = old ? old->first_ns : started;
+    int64_t first = (old && old->first_ns) ? old->first_ns : started;
     wf_retry_state st;
     st.attempt = t->attempt;
     st.error = rc;
@@ -1073,6 +1082,19 @@ static int maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64
     ri->first_ns = first;
     ri->last_error = rc;
     ri->last_msg = msg ? wf__strdup(msg) : NULL;
+    if (old && old->ntuple) { /* a join step retries with the same set */
+        ri->tuple = wf__malloc(old->ntuple * sizeof *ri->tuple);
+        if (ri->tuple == NULL) {
+            wf__free_mem(ri->last_msg);
+            wf__free_mem(ri);
+            wf__task_free(n);
+            wf__free_mem(rt);
+            return 0;
+        }
+        for (uint32_t i = 0; i < old->ntuple; i++)
+            ri->tuple[i] = wf_event_retain(old->tuple[i]);
+        ri->ntuple = old->ntuple;
+    }
     n->kind = WF__TASK_INVOKE;
     n->run = run;
     n->ev = wf_event_retain(t->ev);
@@ -1209,7 +1231,7 @@ static wf_event *failed_event(wf__run *run, const wf__task *t, int rc, const cha
 {
     const wf__step *step = run->wf->steps[t->step];
     const wf__retry_info *ri = t->arg;
-    int64_t first = ri ? ri->first_ns : started;
+    int64_t first = (ri && ri->first_ns) ? ri->first_ns : started;
     wf_event *fe;
     if (wf_event_new(&fe, run->wf->reg->types[WF_STEP_FAILED_EVENT], 8) < 0)
         return NULL;
@@ -1280,7 +1302,10 @@ static int invoke(wf__run *run, wf__task *t, deferred *d)
     tls_inv = &inv;
     wf_event *out = NULL;
     /* The clock is read only for steps that can retry (elapsed time of stops). */
-    int64_t started = (step->needs_clock && t->arg == NULL) ? wf__now_ns() : 0;
+    int64_t started =
+        (step->needs_clock && (t->arg == NULL || ((wf__retry_info *)t->arg)->first_ns == 0))
+            ? wf__now_ns()
+            : 0;
     int rc = step->fn(run->ctx, t->ev, &out, step->user);
     tls_inv = prev;
     if (WF__LIKELY(rc == 0)) {
@@ -1945,7 +1970,7 @@ int wf_ctx_last_error(const wf_ctx *ctx, int *code, const char **message)
     if (inv == NULL)
         return WF_ESTATE;
     const wf__retry_info *ri = inv->task->arg;
-    if (ri == NULL)
+    if (ri == NULL || inv->task->attempt < 2)
         return WF_ENOTFOUND;
     if (code)
         *code = ri->last_error;
@@ -2025,7 +2050,7 @@ int wf_ctx_collect_events(wf_ctx *ctx, const wf_event *in, const wf_event_type *
     uint32_t step = inv->task->step;
     pthread_mutex_lock(&run->collect_lock);
     wf__collect *c = run->collect;
-    while (c && (c->step != step || strcmp(c->id, id) != 0))
+    while (c && (c->step != step || c->id == NULL || strcmp(c->id, id) != 0))
         c = c->next;
     int rc = 0;
     if (c == NULL) {
@@ -2428,4 +2453,93 @@ int wf_completion_fail(wf_completion *c, int code, const char *message)
 int wf_completion_cancelled(const wf_completion *c)
 {
     return c == NULL || run_ended(c->run);
+}
+
+/* ------------------------------------------------------------------ joins */
+
+static wf__cq *cq_find(wf__collect *c, const wf_event_type *t, int create);
+static int cq_push(wf__cq *q, wf_event *ev);
+static wf_event *cq_pop(wf__cq *q);
+
+/*
+ * A join step's arrivals wait in a per-run buffer (the collect buffers, with
+ * a NULL id); each complete set becomes one invocation.
+ */
+static int join_deliver(wf__run *run, uint32_t s, wf_event *ev)
+{
+    const wf__step *step = run->wf->steps[s];
+    pthread_mutex_lock(&run->collect_lock);
+    wf__collect *c = run->collect;
+    while (c && (c->step != s || c->id != NULL))
+        c = c->next;
+    if (c == NULL) {
+        c = wf__calloc(1, sizeof *c);
+        if (c == NULL) {
+            pthread_mutex_unlock(&run->collect_lock);
+            wf_event_release(ev);
+            return WF_ENOMEM;
+        }
+        c->step = s;
+        c->next = run->collect;
+        run->collect = c;
+    }
+    /* ev goes to the slot of its type (exact, or the accepted ancestor) */
+    const wf_event_type *slot = NULL;
+    for (uint32_t i = 0; i < step->n_accepts && slot == NULL; i++)
+        if (step->accepts[i] == ev->type ||
+            (step->accept_subtypes && wf_event_type_is(ev->type, step->accepts[i])))
+            slot = step->accepts[i];
+    wf__cq *q = slot ? cq_find(c, slot, 1) : NULL;
+    if (q == NULL || cq_push(q, ev) < 0) {
+        pthread_mutex_unlock(&run->collect_lock);
+        wf_event_release(ev);
+        return WF_ENOMEM;
+    }
+    for (uint32_t i = 0; i < step->n_accepts; i++) {
+        uint32_t need = 0;
+        for (uint32_t j = 0; j < step->n_accepts; j++)
+            need += step->accepts[j] == step->accepts[i];
+        wf__cq *tq = cq_find(c, step->accepts[i], 0);
+        if (tq == NULL || tq->len < need) {
+            pthread_mutex_unlock(&run->collect_lock);
+            return 0; /* not complete yet */
+        }
+    }
+    wf_event **tuple = wf__malloc(step->n_accepts * sizeof *tuple);
+    wf__retry_info *ri = wf__calloc(1, sizeof *ri);
+    wf__task *t = wf__task_alloc();
+    if (tuple == NULL || ri == NULL || t == NULL) {
+        pthread_mutex_unlock(&run->collect_lock);
+        wf__free_mem(tuple);
+        wf__free_mem(ri);
+        wf__task_free(t);
+        return WF_ENOMEM; /* the events stay buffered */
+    }
+    for (uint32_t i = 0; i < step->n_accepts; i++)
+        tuple[i] = cq_pop(cq_find(c, step->accepts[i], 0));
+    pthread_mutex_unlock(&run->collect_lock);
+    ri->tuple = tuple;
+    ri->ntuple = step->n_accepts;
+    t->kind = WF__TASK_INVOKE;
+    t->run = run;
+    t->ev = wf_event_retain(tuple[0]);
+    t->step = s;
+    t->arg = ri;
+    t->flags = tls_lineage;
+    return deliver_task(run, t);
+}
+
+int wf_ctx_join_events(const wf_ctx *ctx, const wf_event *const **events, size_t *n)
+{
+    if (events == NULL || n == NULL)
+        return WF_EINVAL;
+    wf__inv *inv = inv_of(ctx);
+    if (inv == NULL)
+        return WF_ESTATE;
+    const wf__retry_info *ri = inv->task->arg;
+    if (ri == NULL || ri->ntuple == 0)
+        return WF_ENOTFOUND;
+    *events = (const wf_event *const *)ri->tuple;
+    *n = ri->ntuple;
+    return 0;
 }

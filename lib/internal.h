@@ -160,6 +160,7 @@ typedef struct wf__step {
     int32_t handler; /* index of the step handling this one's failures, or -1 */
     int is_handler;  /* some step's failures come here */
     int needs_clock; /* retry or handler: time the first attempt */
+    int join;        /* accepts is a tuple */
 } wf__step;
 
 #define WF__CHECK_REACHABILITY 1u

@@ -666,3 +666,144 @@ Test(coord, a_token_of_a_step_that_did_not_pend_is_void, .timeout = 60)
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+/* ---- multi-event joins ---- */
+
+static const wf_event_type *T_H, *T_BODY, *T_F;
+
+static int send_parts(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    /* arrival order: footer, body, header */
+    cr_assert_eq(wf_ctx_send_event(ctx, ev_s(T_F, "text", "f"), NULL), 0);
+    cr_assert_eq(wf_ctx_send_event(ctx, ev_s(T_BODY, "text", "b"), NULL), 0);
+    cr_assert_eq(wf_ctx_send_event(ctx, ev_s(T_H, "text", "h"), NULL), 0);
+    return 0;
+}
+
+static int join_concat(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event *const *evs;
+    size_t n;
+    cr_assert_eq(wf_ctx_join_events(ctx, &evs, &n), 0);
+    cr_assert_eq(evs[0], in);
+    char s[64] = "";
+    for (size_t i = 0; i < n; i++) {
+        if (u && i)
+            strcat(s, ",");
+        strcat(s, sfield(evs[i], "text"));
+    }
+    wf_value v;
+    cr_assert_eq(wf_value_string(&v, s), 0);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, v);
+}
+
+static void add_join(wf_workflow *wf, const wf_event_type *const *acc, uint32_t n, void *u)
+{
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = acc;
+    p.n_accepts = n;
+    p.emits = &T_STOP;
+    p.n_emits = 1;
+    p.join = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "join", join_concat, &p, u), 0);
+}
+
+static const char *run_for_string(wf_workflow *wf, char *buf, size_t cap)
+{
+    wf_executor *ex = exec_n(2);
+    wf_event *s, *res;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    cr_assert_eq(wf_run(ex, wf, NULL, s, -1, &res), 0);
+    const char *r;
+    cr_assert_eq(wf_value_get_string(wf_event_result(res), &r, NULL), 0);
+    snprintf(buf, cap, "%s", r);
+    wf_event_release(res);
+    wf_executor_free(ex);
+    return buf;
+}
+
+Test(coord, join_fires_with_one_of_each_in_declared_order, .timeout = 60)
+{
+    wf_workflow *wf = new_wf("join");
+    cr_assert_eq(wf_workflow_event_type(wf, "Header", NULL, &T_H), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Body", NULL, &T_BODY), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Footer", NULL, &T_F), 0);
+    const wf_event_type *sent[] = {T_H, T_BODY, T_F};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &T_START;
+    p.n_accepts = 1;
+    p.emits = sent;
+    p.n_emits = 3;
+    cr_assert_eq(wf_workflow_add_step(wf, "parts", send_parts, &p, NULL), 0);
+    add_join(wf, sent, 3, NULL);
+    char buf[64];
+    cr_assert_str_eq(run_for_string(wf, buf, sizeof buf), "hbf");
+    wf_workflow_free(wf);
+}
+
+static int send_two(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    cr_assert_eq(wf_ctx_send_event(ctx, ev_s(T_A, "text", "first"), NULL), 0);
+    cr_assert_eq(wf_ctx_send_event(ctx, ev_s(T_A, "text", "second"), NULL), 0);
+    return 0;
+}
+
+Test(coord, same_type_join_slots_bind_in_arrival_order, .timeout = 60)
+{
+    wf_workflow *wf = new_wf("join2");
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &T_START;
+    p.n_accepts = 1;
+    p.emits = &T_A;
+    p.n_emits = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "two", send_two, &p, NULL), 0);
+    const wf_event_type *acc[] = {T_A, T_A};
+    add_join(wf, acc, 2, (void *)1);
+    char buf[64];
+    cr_assert_str_eq(run_for_string(wf, buf, sizeof buf), "first,second");
+    wf_workflow_free(wf);
+}
+
+static atomic_int join_fired;
+
+static int count_join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event *const *evs;
+    size_t n;
+    cr_assert_eq(wf_ctx_join_events(ctx, &evs, &n), 0);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(wf_event_type_of(evs[0]), T_A);
+    cr_assert_eq(wf_event_type_of(evs[1]), T_B);
+    cr_assert_eq(geti(evs[0]) + HALF, geti(evs[1]), "pairs bind in arrival order");
+    if (atomic_fetch_add(&join_fired, 1) + 1 == HALF)
+        return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                                 wf_value_int(HALF));
+    return 0;
+}
+
+Test(coord, repeated_sets_fire_the_join_again, .timeout = 60)
+{
+    atomic_store(&join_fired, 0);
+    wf_workflow *wf = new_wf("join-many");
+    add(wf, "fan", fan_pairs, T_START, NULL, T_A, T_B, 0);
+    const wf_event_type *acc[] = {T_A, T_B};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = acc;
+    p.n_accepts = 2;
+    p.emits = &T_STOP;
+    p.n_emits = 1;
+    p.join = 1;
+    p.num_workers = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "join", count_join, &p, NULL), 0);
+    wf_executor *ex = exec_n(2);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    cr_assert_eq(wf_run(ex, wf, NULL, s, -1, NULL), 0);
+    cr_assert_eq(atomic_load(&join_fired), HALF);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}

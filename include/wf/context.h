@@ -149,6 +149,13 @@ WF_API int wf_completion_fail(wf_completion *c, int code, const char *message);
 /** 1 once the run has ended (the completer may stop its work early). Any thread. */
 WF_API int wf_completion_cancelled(const wf_completion *c);
 
+/**
+ * In a join step (wf_step_params.join), the set of events it fires on, in the
+ * order of its accepts: *events borrowed for the invocation, *n its length.
+ * WF_ENOTFOUND in other steps, WF_ESTATE outside a step.
+ */
+WF_API int wf_ctx_join_events(const wf_ctx *ctx, const wf_event *const **events, size_t *n);
+
 /** Sets the message reported with the error the calling step is about to return. Copied. */
 WF_API int wf_ctx_set_error(wf_ctx *ctx, const char *message);
 /** 1 once the context's current run has ended (stop, failure, timeout, cancel). */

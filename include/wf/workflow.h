@@ -69,6 +69,14 @@ typedef struct wf_step_params {
      * run. A failing error handler fails the run with its own error.
      */
     uint32_t max_recoveries;
+    /**
+     * Nonzero: accepts is a tuple. The step fires once one event of each
+     * listed type has arrived (a type listed k times takes k events, bound in
+     * arrival order) and again for every further complete set. It is invoked
+     * with the first event of the set as its input; wf_ctx_join_events gives
+     * the whole set in the order of accepts.
+     */
+    int32_t join;
 } wf_step_params;
 
 /** Fills p with the defaults: no types, num_workers 4, exact routing, no retry, no handler. */
