@@ -179,6 +179,14 @@ struct wf_executor {
     int timer_stop;
     pthread_t timer_thread;
 
+    /* the blocking pool: a locked FIFO and threads started on first use */
+    pthread_mutex_t blk_lock;
+    pthread_cond_t blk_cond;
+    wf__task *blk_head, *blk_tail;
+    pthread_t *blk_threads;
+    uint32_t blk_max, blk_started, blk_idle;
+    int blk_stop;
+
     /* runs: the list of runs not yet ended, under runs_lock (for shutdown) */
     pthread_mutex_t runs_lock;
     pthread_cond_t runs_cond;
@@ -192,6 +200,8 @@ struct wf_executor {
 wf__worker *wf__current_worker(void);
 /* Schedules t: on the caller's worker (bypass or deque) when it is one of ex's, else injected. */
 void wf__schedule(struct wf_executor *ex, wf__task *t);
+/* Queues t for the blocking pool. */
+void wf__blocking_submit(struct wf_executor *ex, wf__task *t);
 /* Injects t from any thread. */
 void wf__inject(struct wf_executor *ex, wf__task *t);
 /* Runs one task (run.c). */

@@ -163,6 +163,73 @@ void wf__schedule(struct wf_executor *ex, wf__task *t)
     notify(ex);
 }
 
+/* ------------------------------------------------------------ blocking pool */
+
+/*
+ * Steps that block (a synchronous HTTP call, a database driver) run here, so
+ * a worker never sleeps in a system call with runnable events behind it. A
+ * plain mutex and condition variable: these invocations are slow by nature.
+ */
+static void *blocking_main(void *arg)
+{
+    struct wf_executor *ex = arg;
+    pthread_mutex_lock(&ex->blk_lock);
+    for (;;) {
+        wf__task *t = ex->blk_head;
+        if (t == NULL) {
+            if (ex->blk_stop)
+                break;
+            ex->blk_idle++;
+            pthread_cond_wait(&ex->blk_cond, &ex->blk_lock);
+            ex->blk_idle--;
+            continue;
+        }
+        ex->blk_head = atomic_load_explicit(&t->next, memory_order_relaxed);
+        if (ex->blk_head == NULL)
+            ex->blk_tail = NULL;
+        pthread_mutex_unlock(&ex->blk_lock);
+        wf__task_run(NULL, t);
+        pthread_mutex_lock(&ex->blk_lock);
+    }
+    pthread_mutex_unlock(&ex->blk_lock);
+    return NULL;
+}
+
+void wf__blocking_submit(struct wf_executor *ex, wf__task *t)
+{
+    atomic_store_explicit(&t->next, NULL, memory_order_relaxed);
+    pthread_mutex_lock(&ex->blk_lock);
+    if (ex->blk_tail)
+        atomic_store_explicit(&ex->blk_tail->next, t, memory_order_relaxed);
+    else
+        ex->blk_head = t;
+    ex->blk_tail = t;
+    if (ex->blk_idle == 0 && ex->blk_started < ex->blk_max &&
+        pthread_create(&ex->blk_threads[ex->blk_started], NULL, blocking_main, ex) == 0)
+        ex->blk_started++;
+    else
+        pthread_cond_signal(&ex->blk_cond);
+    /* with no thread at all (creation failed), a worker runs it rather than never */
+    int none = ex->blk_started == 0;
+    if (none) {
+        ex->blk_head = ex->blk_tail = NULL;
+    }
+    pthread_mutex_unlock(&ex->blk_lock);
+    if (none)
+        wf__inject(ex, t);
+}
+
+static void blocking_stop(struct wf_executor *ex)
+{
+    pthread_mutex_lock(&ex->blk_lock);
+    ex->blk_stop = 1;
+    pthread_cond_broadcast(&ex->blk_cond);
+    uint32_t n = ex->blk_started;
+    pthread_mutex_unlock(&ex->blk_lock);
+    for (uint32_t i = 0; i < n; i++)
+        pthread_join(ex->blk_threads[i], NULL);
+}
+
 /* ----------------------------------------------------------------- workers */
 
 static inline uint32_t xorshift(uint32_t *s)
@@ -344,6 +411,7 @@ void wf_executor_params_init(wf_executor_params *p)
         return;
     memset(p, 0, sizeof *p);
     p->spin_us = 50;
+    p->blocking_threads = 4;
 }
 
 void wf__log(struct wf_executor *ex, wf_log_level lvl, const char *fmt, ...)
@@ -368,6 +436,9 @@ static void ex_destroy(struct wf_executor *ex)
     wf__free_mem(ex->idle_stack);
     wf__free_mem(ex->inject_buf);
     wf__free_mem(ex->heap);
+    wf__free_mem(ex->blk_threads);
+    pthread_mutex_destroy(&ex->blk_lock);
+    pthread_cond_destroy(&ex->blk_cond);
     pthread_mutex_destroy(&ex->inject_lock);
     pthread_mutex_destroy(&ex->idle_lock);
     pthread_mutex_destroy(&ex->timer_lock);
@@ -401,6 +472,9 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     wf__mutex_init(&ex->idle_lock);
     wf__mutex_init(&ex->timer_lock);
     wf__mutex_init(&ex->runs_lock);
+    pthread_mutex_init(&ex->blk_lock, NULL);
+    pthread_cond_init(&ex->blk_cond, NULL);
+    ex->blk_max = params->blocking_threads;
     pthread_cond_init(&ex->runs_cond, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -415,7 +489,9 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     ex->workers = wf__malloc_aligned(n * sizeof *ex->workers);
     ex->idle_stack = wf__calloc(n, sizeof *ex->idle_stack);
     ex->inject_buf = wf__calloc(INJECT_SIZE, sizeof(ck_ring_buffer_t));
-    if (ex->workers == NULL || ex->idle_stack == NULL || ex->inject_buf == NULL) {
+    ex->blk_threads = wf__calloc(ex->blk_max ? ex->blk_max : 1, sizeof *ex->blk_threads);
+    if (ex->workers == NULL || ex->idle_stack == NULL || ex->inject_buf == NULL ||
+        ex->blk_threads == NULL) {
         ex_destroy(ex);
         return WF_ENOMEM;
     }
@@ -468,6 +544,7 @@ void wf_executor_free(wf_executor *ex)
         pthread_cond_wait(&ex->runs_cond, &ex->runs_lock);
     pthread_mutex_unlock(&ex->runs_lock);
 
+    blocking_stop(ex);
     atomic_store(&ex->stopping, 1);
     for (uint32_t i = 0; i < ex->nworkers; i++) {
         /* wake everyone until all have seen the flag */

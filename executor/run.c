@@ -385,6 +385,15 @@ static void drop_task(wf__task *t)
     wf__task_free(t);
 }
 
+/* Steps declared blocking run on the executor's blocking pool, not on a worker. */
+static inline void run_schedule(wf__run *run, wf__task *t)
+{
+    if (WF__UNLIKELY(run->wf->steps[t->step]->blocking))
+        wf__blocking_submit(run->ex, t);
+    else
+        wf__schedule(run->ex, t);
+}
+
 /* Events a finishing invocation claims at once from a busy step's queue. */
 #define CLAIM_MAX 8
 
@@ -420,7 +429,7 @@ static void finish_slot(wf__run *run, uint32_t s)
         }
         wf__task *t = pendq_take(atomic_load_explicit(&ss->pendq, memory_order_acquire), 1 + extra);
         if (!run_ended(run)) {
-            wf__schedule(run->ex, t);
+            run_schedule(run, t);
             return;
         }
         /* The run is over: drop them; the first one's slot is released next round. */
@@ -443,7 +452,7 @@ static int deliver_task(wf__run *run, wf__task *t)
                                                   memory_order_relaxed)) {
             if (c == 0)
                 engine_ref(run);
-            wf__schedule(run->ex, t);
+            run_schedule(run, t);
             return 0;
         }
     }
@@ -457,7 +466,7 @@ static int deliver_task(wf__run *run, wf__task *t)
     if (n == 0)
         engine_ref(run);
     if (n < w)
-        wf__schedule(run->ex, pendq_take(q, 1));
+        run_schedule(run, pendq_take(q, 1));
     return 0;
 }
 
@@ -532,7 +541,7 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
         for (uint32_t i = 0; i < m; i++) {
             wf__task *t = first;
             first = atomic_load_explicit(&t->next, memory_order_relaxed);
-            wf__schedule(run->ex, t);
+            run_schedule(run, t);
         }
         made -= m;
         c += m;
@@ -554,7 +563,7 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
     if (n == 0)
         engine_ref(run);
     for (uint32_t i = n; i < w && i < n + made; i++)
-        wf__schedule(run->ex, pendq_take(q, 1));
+        run_schedule(run, pendq_take(q, 1));
     return rc;
 }
 

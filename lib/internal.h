@@ -161,6 +161,7 @@ typedef struct wf__step {
     int is_handler;  /* some step's failures come here */
     int needs_clock; /* retry or handler: time the first attempt */
     int join;        /* accepts is a tuple */
+    int blocking;    /* runs on the blocking pool */
 } wf__step;
 
 #define WF__CHECK_REACHABILITY 1u

@@ -192,6 +192,7 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
     s->error_of_all = p->error_of_all != 0;
     s->max_recoveries = p->max_recoveries;
     s->join = p->join != 0;
+    s->blocking = p->blocking != 0;
     s->handler = -1;
     s->index = wf->n_steps;
     s->fn = fn;

@@ -807,3 +807,70 @@ Test(coord, repeated_sets_fire_the_join_again, .timeout = 60)
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+/* ---- blocking steps ---- */
+
+#include <semaphore.h>
+
+static sem_t gate;
+static atomic_int blocked_in;
+
+static int blocks(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    atomic_fetch_add(&blocked_in, 1);
+    while (sem_wait(&gate) != 0) /* a real blocking call */
+        ;
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(1));
+}
+
+static int quick(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(2));
+}
+
+static wf_workflow *one_step_wf(const char *name, wf_step_fn fn, int blocking)
+{
+    wf_workflow *wf = new_wf(name);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &T_START;
+    p.n_accepts = 1;
+    p.emits = &T_STOP;
+    p.n_emits = 1;
+    p.blocking = blocking;
+    cr_assert_eq(wf_workflow_add_step(wf, "s", fn, &p, NULL), 0);
+    return wf;
+}
+
+Test(coord, blocking_steps_do_not_stall_the_workers, .timeout = 60)
+{
+    cr_assert_eq(sem_init(&gate, 0, 0), 0);
+    wf_workflow *slow = one_step_wf("slow", blocks, 1);
+    wf_workflow *fast = one_step_wf("fast", quick, 0);
+    wf_executor *ex = exec_n(1); /* one worker only */
+    wf_event *s1, *s2, *res;
+    cr_assert_eq(wf_event_new(&s1, wf_workflow_builtin(slow, WF_START_EVENT), 0), 0);
+    cr_assert_eq(wf_event_new(&s2, wf_workflow_builtin(fast, WF_START_EVENT), 0), 0);
+    wf_handler *h1, *h2;
+    cr_assert_eq(wf_run_start(ex, slow, NULL, s1, &h1), 0);
+    while (atomic_load(&blocked_in) < 1)
+        ;
+    /* The single worker is free while the blocking step waits. */
+    cr_assert_eq(wf_run_start(ex, fast, NULL, s2, &h2), 0);
+    cr_assert_eq(wf_handler_wait(h2, -1, &res), 0);
+    wf_event_release(res);
+    sem_post(&gate);
+    cr_assert_eq(wf_handler_wait(h1, -1, &res), 0);
+    int64_t v;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
+    cr_assert_eq(v, 1);
+    wf_event_release(res);
+    wf_handler_free(h1);
+    wf_handler_free(h2);
+    wf_executor_free(ex);
+    wf_workflow_free(slow);
+    wf_workflow_free(fast);
+    sem_destroy(&gate);
+}

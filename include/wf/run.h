@@ -35,6 +35,8 @@ typedef struct wf_executor_params {
     /** Optional logger (any thread calls it) and its user pointer. */
     wf_log_fn log;
     void *log_user;
+    /** Threads of the pool that runs blocking steps (default 4; started on first use). */
+    uint32_t blocking_threads;
 } wf_executor_params;
 
 WF_API void wf_executor_params_init(wf_executor_params *p);

@@ -77,6 +77,12 @@ typedef struct wf_step_params {
      * the whole set in the order of accepts.
      */
     int32_t join;
+    /**
+     * Nonzero: the step may block in system calls; its invocations run on the
+     * executor's separate, bounded blocking pool (wf_executor_params
+     * .blocking_threads) so they never stall the work-stealing workers.
+     */
+    int32_t blocking;
 } wf_step_params;
 
 /** Fills p with the defaults: no types, num_workers 4, exact routing, no retry, no handler. */
