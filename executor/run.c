@@ -56,14 +56,25 @@ typedef struct wf__cq {
     const wf_event_type *type;
     wf_event **ring;
     uint32_t head, len, cap;
+    uint32_t need; /* events of this type a complete set takes (collect spec) */
 } wf__cq;
 
+/*
+ * The spec (expected types) is cached by the caller's array and length, so a
+ * call that repeats it costs O(1): one queue push and, when that queue just
+ * reached its need, one more satisfied type. Only a complete set costs O(n).
+ */
 typedef struct wf__collect {
     struct wf__collect *next;
     uint32_t step;
     char *id;
     wf__cq *qs;
     uint32_t nq, capq;
+    const void *spec;  /* the types array the need counts were computed for */
+    size_t spec_n;
+    const wf_event_type *spec_first, *spec_last; /* a cheap check the array still holds it */
+    uint32_t nreq;      /* queues with need > 0 */
+    uint32_t satisfied; /* of those, how many hold at least need events */
 } wf__collect;
 
 /* wait_for_event: a suspended invocation waiting for a matching event. */
@@ -2046,14 +2057,6 @@ int wf_ctx_collect_events(wf_ctx *ctx, const wf_event *in, const wf_event_type *
     wf__inv *inv = inv_of(ctx);
     if (inv == NULL)
         return WF_ESTATE;
-    int expected = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (types[i] == NULL)
-            return WF_EINVAL;
-        expected |= types[i] == in->type;
-    }
-    if (!expected)
-        return WF_ETYPE;
     const char *id = buffer_id ? buffer_id : "";
     wf__run *run = inv->run;
     uint32_t step = inv->task->step;
@@ -2073,29 +2076,52 @@ int wf_ctx_collect_events(wf_ctx *ctx, const wf_event *in, const wf_event_type *
         c->next = run->collect;
         run->collect = c;
     }
-    wf__cq *q = cq_find(c, in->type, 1);
-    if (q == NULL || cq_push(q, wf_event_retain(in)) < 0) {
-        if (q)
-            wf_event_release((wf_event *)in);
+    if (c->spec != (const void *)types || c->spec_n != n || c->spec_first != types[0] ||
+        c->spec_last != types[n - 1]) {
+        /* a new spec: recount what each type needs (O(n), once per spec) */
+        for (uint32_t k = 0; k < c->nq; k++)
+            c->qs[k].need = 0;
+        for (size_t i = 0; i < n; i++) {
+            wf__cq *tq = types[i] ? cq_find(c, types[i], 1) : NULL;
+            if (tq == NULL) {
+                c->spec = NULL;
+                rc = types[i] ? WF_ENOMEM : WF_EINVAL;
+                goto out;
+            }
+            tq->need++;
+        }
+        c->nreq = c->satisfied = 0;
+        for (uint32_t k = 0; k < c->nq; k++) {
+            c->nreq += c->qs[k].need > 0;
+            c->satisfied += c->qs[k].need > 0 && c->qs[k].len >= c->qs[k].need;
+        }
+        c->spec = types;
+        c->spec_n = n;
+        c->spec_first = types[0];
+        c->spec_last = types[n - 1];
+    }
+    wf__cq *q = cq_find(c, in->type, 0);
+    if (q == NULL || q->need == 0) {
+        rc = WF_ETYPE; /* not one of the expected types */
+        goto out;
+    }
+    if (cq_push(q, wf_event_retain(in)) < 0) {
+        wf_event_release((wf_event *)in);
         rc = WF_ENOMEM;
         goto out;
     }
-    /*
-     * Complete when every expected type has as many events buffered as it
-     * appears in the list: a count per expected type, never a rescan of the
-     * buffer, so a fan-in of N events costs O(N) in all.
-     */
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        size_t need = 0;
-        for (size_t j = 0; j < n; j++)
-            need += types[j] == types[i];
-        wf__cq *tq = cq_find(c, types[i], 0);
-        if (tq == NULL || tq->len < need)
-            rc = WF_EAGAIN;
+    if (q->need && q->len == q->need)
+        c->satisfied++;
+    if (c->satisfied < c->nreq) {
+        rc = WF_EAGAIN;
+        goto out;
     }
-    if (rc == 0)
-        for (size_t i = 0; i < n; i++)
-            events[i] = cq_pop(cq_find(c, types[i], 0));
+    for (size_t i = 0; i < n; i++) {
+        wf__cq *tq = cq_find(c, types[i], 0);
+        events[i] = cq_pop(tq);
+        if (tq->len + 1 == tq->need) /* dropped below its need */
+            c->satisfied--;
+    }
 out:
     pthread_mutex_unlock(&run->collect_lock);
     return rc;
