@@ -208,3 +208,108 @@ Test(stress, shutdown_with_runs_in_flight, .timeout = 600)
     }
     wf_workflow_free(wf);
 }
+
+/* ---- fan-out into collect_events, many runs at once ---- */
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define JOIN_RUNS 200
+#define JOIN_FAN 200
+#else
+#define JOIN_RUNS 1000
+#define JOIN_FAN 1000
+#endif
+
+static const wf_event_type *T_RES;
+static const wf_event_type *join_spec[JOIN_FAN];
+
+static int jfan(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t base = 0;
+    wf_value_get_int(wf_event_get(in, "base", wf_value_int(0)), &base);
+    for (int i = 0; i < JOIN_FAN; i++) {
+        wf_event *e;
+        cr_assert_eq(wf_event_new1(&e, T_ITEM, "v", wf_value_int(base + i)), 0);
+        if (wf_ctx_send_event(ctx, e, NULL) < 0)
+            return WF_EINTERNAL;
+    }
+    return 0;
+}
+
+static int jwork(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t v = 0;
+    wf_value_get_int(wf_event_get(in, "v", wf_value_int(0)), &v);
+    busy(mix((uint32_t)v) % 500);
+    return wf_event_new1(out, T_RES, "v", wf_value_int(v));
+}
+
+static int jcollect(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_event *got[JOIN_FAN];
+    int rc = wf_ctx_collect_events(ctx, in, join_spec, JOIN_FAN, NULL, got);
+    if (rc == WF_EAGAIN)
+        return 0;
+    cr_assert_eq(rc, 0);
+    int64_t sum = 0;
+    for (int i = 0; i < JOIN_FAN; i++) {
+        int64_t v = 0;
+        wf_value_get_int(wf_event_get(got[i], "v", wf_value_int(0)), &v);
+        sum += v;
+        wf_event_release(got[i]);
+    }
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(sum));
+}
+
+Test(stress, runs_fanning_out_into_collect, .timeout = 900)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "join-stress", NULL), 0);
+    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    T_STOP = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Res", NULL, &T_RES), 0);
+    for (int i = 0; i < JOIN_FAN; i++)
+        join_spec[i] = T_RES;
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.n_accepts = 1;
+    p.n_emits = 1;
+    p.accepts = &T_START;
+    p.emits = &T_ITEM;
+    cr_assert_eq(wf_workflow_add_step(wf, "fan", jfan, &p, NULL), 0);
+    p.accepts = &T_ITEM;
+    p.emits = &T_RES;
+    p.num_workers = 3;
+    cr_assert_eq(wf_workflow_add_step(wf, "work", jwork, &p, NULL), 0);
+    p.accepts = &T_RES;
+    p.emits = &T_STOP;
+    p.num_workers = 2; /* two collectors race on the buffer */
+    cr_assert_eq(wf_workflow_add_step(wf, "collect", jcollect, &p, NULL), 0);
+    wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 3;
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    wf_handler **hs = calloc(JOIN_RUNS, sizeof *hs);
+    for (int i = 0; i < JOIN_RUNS; i++) {
+        wf_event *s;
+        cr_assert_eq(wf_event_new1(&s, T_START, "base", wf_value_int((int64_t)i * 10000)), 0);
+        cr_assert_eq(wf_run_start(ex, wf, NULL, s, &hs[i]), 0);
+    }
+    for (int i = 0; i < JOIN_RUNS; i++) {
+        wf_event *res = NULL;
+        cr_assert_eq(wf_handler_wait(hs[i], -1, &res), 0, "run %d", i);
+        int64_t sum = 0, want = 0;
+        cr_assert_eq(wf_value_get_int(wf_event_result(res), &sum), 0);
+        for (int k = 0; k < JOIN_FAN; k++)
+            want += (int64_t)i * 10000 + k;
+        cr_assert_eq(sum, want, "run %d: every event collected exactly once", i);
+        wf_event_release(res);
+        wf_handler_free(hs[i]);
+    }
+    free(hs);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
