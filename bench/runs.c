@@ -10,33 +10,13 @@
 #include <wf/wf.h>
 
 #include "common.h"
+#include "../examples/quickstart_step.h"
 
 static const wf_event_type *T_START;
 static atomic_long done, ok;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int main_waiting;
-
-static int qs_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
-{
-    wf_value count;
-    int rc = wf_ctx_get_default(ctx, "count", wf_value_int(0), &count);
-    int64_t n = 0;
-    if (rc < 0 || (rc = wf_value_get_int(count, &n)) < 0)
-        return rc;
-    if ((rc = wf_ctx_set(ctx, "count", wf_value_int(++n))) < 0)
-        return rc;
-    size_t len = 0;
-    const char *data;
-    if (wf_value_get_string(wf_event_get(in, "data", wf_value_nil()), &data, &len) < 0)
-        return WF_EINVAL;
-    char msg[96];
-    snprintf(msg, sizeof msg, "Processed %lld times, data length: %zu", (long long)n, len);
-    wf_value result;
-    if ((rc = wf_value_string(&result, msg)) < 0)
-        return rc;
-    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, result);
-}
 
 static void on_done(wf_handler *h, void *user)
 {
@@ -62,17 +42,9 @@ int main(int argc, char **argv)
     long threads = bench_arg(argc, argv, "--threads", 2);
     long window = bench_arg(argc, argv, "--window", 10000);
     wf_workflow *wf;
-    if (wf_workflow_new(&wf, "MyWorkflow", NULL) < 0)
+    if (quickstart_workflow(&wf) < 0)
         return 1;
     T_START = wf_workflow_builtin(wf, WF_START_EVENT);
-    const wf_event_type *stop = wf_workflow_builtin(wf, WF_STOP_EVENT);
-    wf_step_params p;
-    wf_step_params_init(&p);
-    p.accepts = &T_START;
-    p.n_accepts = 1;
-    p.emits = &stop;
-    p.n_emits = 1;
-    wf_workflow_add_step(wf, "my_step", qs_step, &p, NULL);
     wf_executor_params ep;
     wf_executor_params_init(&ep);
     ep.threads = (uint32_t)threads;

@@ -13,27 +13,7 @@
 
 #include <wf/wf.h>
 
-static int qs_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
-{
-    (void)user;
-    wf_value count;
-    int rc = wf_ctx_get_default(ctx, "count", wf_value_int(0), &count);
-    int64_t n = 0;
-    if (rc < 0 || (rc = wf_value_get_int(count, &n)) < 0)
-        return rc;
-    if ((rc = wf_ctx_set(ctx, "count", wf_value_int(++n))) < 0)
-        return rc;
-    size_t len = 0;
-    const char *data;
-    if (wf_value_get_string(wf_event_get(in, "data", wf_value_nil()), &data, &len) < 0)
-        return WF_EINVAL;
-    char msg[128];
-    snprintf(msg, sizeof msg, "Processed %lld times, data length: %zu", (long long)n, len);
-    wf_value result;
-    if ((rc = wf_value_string(&result, msg)) < 0)
-        return rc;
-    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, result);
-}
+#include "quickstart_step.h"
 
 static atomic_long done_ok;
 
@@ -61,19 +41,10 @@ int main(int argc, char **argv)
     }
     wf_workflow *wf;
     wf_executor *ex;
-    int rc = wf_workflow_new(&wf, "MyWorkflow", NULL);
+    int rc = quickstart_workflow(&wf);
     if (rc < 0)
         goto fail;
-    const wf_event_type *accepts[] = {wf_workflow_builtin(wf, WF_START_EVENT)};
-    const wf_event_type *emits[] = {wf_workflow_builtin(wf, WF_STOP_EVENT)};
-    wf_step_params p;
-    wf_step_params_init(&p);
-    p.accepts = accepts;
-    p.n_accepts = 1;
-    p.emits = emits;
-    p.n_emits = 1;
-    if ((rc = wf_workflow_add_step(wf, "my_step", qs_step, &p, NULL)) < 0)
-        goto fail;
+    const wf_event_type *start_type = wf_workflow_builtin(wf, WF_START_EVENT);
     wf_executor_params ep;
     wf_executor_params_init(&ep);
     ep.threads = threads;
@@ -92,7 +63,7 @@ int main(int argc, char **argv)
         wf_value v;
         wf_event *start;
         if ((rc = wf_value_string(&v, "Hello, world!")) < 0 ||
-            (rc = wf_event_new1(&start, accepts[0], "data", v)) < 0 ||
+            (rc = wf_event_new1(&start, start_type, "data", v)) < 0 ||
             (rc = wf_run_start_ex(ex, wf, NULL, start, &rp, &hs[i], NULL)) < 0)
             goto fail;
     }

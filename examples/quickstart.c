@@ -10,33 +10,7 @@
 
 #include <wf/wf.h>
 
-static int my_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
-{
-    (void)user;
-    wf_value count;
-    int rc = wf_ctx_get_default(ctx, "count", wf_value_int(0), &count);
-    if (rc < 0)
-        return rc;
-    int64_t n = 0;
-    if ((rc = wf_value_get_int(count, &n)) < 0)
-        return rc;
-    n++;
-    if ((rc = wf_ctx_set(ctx, "count", wf_value_int(n))) < 0)
-        return rc;
-
-    size_t len = 0;
-    const char *data;
-    if (wf_value_get_string(wf_event_get(in, "data", wf_value_nil()), &data, &len) < 0) {
-        wf_ctx_set_error(ctx, "the start event needs a string field 'data'");
-        return WF_EINVAL;
-    }
-    char msg[128];
-    snprintf(msg, sizeof msg, "Processed %lld times, data length: %zu", (long long)n, len);
-    wf_value result;
-    if ((rc = wf_value_string(&result, msg)) < 0)
-        return rc;
-    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, result);
-}
+#include "quickstart_step.h"
 
 static int run_once(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const char *data)
 {
@@ -63,18 +37,8 @@ int main(void)
     wf_workflow *wf = NULL;
     wf_executor *ex = NULL;
     wf_ctx *ctx = NULL;
-    int rc = wf_workflow_new(&wf, "MyWorkflow", NULL);
+    int rc = quickstart_workflow(&wf);
     if (rc < 0)
-        goto fail;
-    const wf_event_type *accepts[] = {wf_workflow_builtin(wf, WF_START_EVENT)};
-    const wf_event_type *emits[] = {wf_workflow_builtin(wf, WF_STOP_EVENT)};
-    wf_step_params p;
-    wf_step_params_init(&p);
-    p.accepts = accepts;
-    p.n_accepts = 1;
-    p.emits = emits;
-    p.n_emits = 1;
-    if ((rc = wf_workflow_add_step(wf, "my_step", my_step, &p, NULL)) < 0)
         goto fail;
     if ((rc = wf_workflow_set_timeout(wf, 10000)) < 0)
         goto fail;

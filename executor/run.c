@@ -70,11 +70,11 @@ typedef struct wf__collect {
     char *id;
     wf__cq *qs;
     uint32_t nq, capq;
-    const void *spec;  /* the types array the need counts were computed for */
+    const void *spec; /* the types array the need counts were computed for */
     size_t spec_n;
     const wf_event_type *spec_first, *spec_last; /* a cheap check the array still holds it */
-    uint32_t nreq;      /* queues with need > 0 */
-    uint32_t satisfied; /* of those, how many hold at least need events */
+    uint32_t nreq;                               /* queues with need > 0 */
+    uint32_t satisfied;                          /* of those, how many hold at least need events */
 } wf__collect;
 
 /* wait_for_event: a suspended invocation waiting for a matching event. */
@@ -952,15 +952,7 @@ static int end_run(wf__run *run, int status, wf_event *result, int code, const c
     tokens_detach(run);
 
     pthread_mutex_lock(&ex->runs_lock);
-    if (run->listed) {
-        if (run->prev)
-            run->prev->next = run->next;
-        else
-            ex->runs_head = run->next;
-        if (run->next)
-            run->next->prev = run->prev;
-        run->listed = 0;
-    }
+    WF__DLIST_UNLINK(ex->runs_head, run);
     pthread_mutex_unlock(&ex->runs_lock);
 
     if (status == WF_RUN_CANCELLED) {
@@ -1018,15 +1010,7 @@ static void retry_fire(wf__timer *tm, void *arg)
     wf__retry_timer *rt = arg;
     wf__run *run = rt->run;
     pthread_mutex_lock(&run->mu);
-    if (rt->listed) {
-        if (rt->prev)
-            rt->prev->next = rt->next;
-        else
-            run->retries = rt->next;
-        if (rt->next)
-            rt->next->prev = rt->prev;
-        rt->listed = 0;
-    }
+    WF__DLIST_UNLINK(run->retries, rt);
     pthread_mutex_unlock(&run->mu);
     wf__task *t = rt->t;
     wf__free_mem(rt);
@@ -1048,13 +1032,7 @@ static void retries_cancel(wf__run *run)
     while (rt) {
         wf__retry_timer *nx = rt->next;
         if (wf__timer_cancel(run->ex, &rt->tm)) {
-            if (rt->prev)
-                rt->prev->next = rt->next;
-            else
-                run->retries = rt->next;
-            if (rt->next)
-                rt->next->prev = rt->prev;
-            rt->listed = 0;
+            WF__DLIST_UNLINK(run->retries, rt);
             rt->next = done;
             done = rt;
         }
@@ -2248,15 +2226,7 @@ static void token_free(wf_completion *c)
 
 static void token_unlist(wf__run *run, wf_completion *c)
 {
-    if (!c->listed)
-        return;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        run->pending = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->listed = 0;
+    WF__DLIST_UNLINK(run->pending, c);
 }
 
 /*

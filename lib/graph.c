@@ -80,50 +80,6 @@ static void dot_str(wf__buf *b, const char *s)
     wf__buf_puts(b, "\"");
 }
 
-int wf_workflow_to_dot(const wf_workflow *wf, char **out)
-{
-    if (out)
-        *out = NULL;
-    if (wf == NULL || out == NULL)
-        return WF_EINVAL;
-    types ts = {0};
-    if (collect(wf, &ts) < 0) {
-        wf__free_mem(ts.t);
-        return WF_ENOMEM;
-    }
-    wf__buf b;
-    wf__buf_init(&b);
-    wf__buf_puts(&b, "digraph ");
-    dot_str(&b, wf->name);
-    wf__buf_puts(&b, " {\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];\n");
-    for (uint32_t i = 0; i < wf->n_steps; i++) {
-        wf__buf_printf(&b, "  step_%u [label=", i);
-        dot_str(&b, wf->steps[i]->name);
-        wf__buf_puts(&b, ", shape=box, style=filled, fillcolor=\"#ADD8E6\"];\n");
-    }
-    for (size_t k = 0; k < ts.n; k++) {
-        const wf_event_type *t = ts.t[k];
-        const char *color = t->is_stop ? "#FFA07A" : is_start(wf, t) ? "#90EE90" : "#E8E8E8";
-        wf__buf_printf(&b, "  event_%u [label=", t->id);
-        dot_str(&b, t->name);
-        wf__buf_printf(&b, ", shape=ellipse, style=filled, fillcolor=\"%s\"];\n", color);
-    }
-    for (uint32_t i = 0; i < wf->n_steps; i++) {
-        const wf__step *s = wf->steps[i];
-        for (size_t k = 0; k < ts.n; k++)
-            if (wf__step_accepts(s, ts.t[k]))
-                wf__buf_printf(&b, "  event_%u -> step_%u;\n", ts.t[k]->id, i);
-        for (uint32_t j = 0; j < s->n_emits; j++)
-            wf__buf_printf(&b, "  step_%u -> event_%u;\n", i, s->emits[j]->id);
-        if (s->handler >= 0) /* failures go to its error handler */
-            wf__buf_printf(&b, "  step_%u -> event_%u [style=dashed];\n", i,
-                           (unsigned)WF_STEP_FAILED_EVENT);
-    }
-    wf__buf_puts(&b, "}\n");
-    wf__free_mem(ts.t);
-    return wf__buf_take(&b, out);
-}
-
 /* Mermaid labels go in double quotes; a quote becomes #quot; */
 static void mm_str(wf__buf *b, const char *s)
 {
@@ -139,7 +95,17 @@ static void mm_str(wf__buf *b, const char *s)
     wf__buf_puts(b, "\"");
 }
 
-int wf_workflow_to_mermaid(const wf_workflow *wf, char **out)
+/* How one output format spells the graph's parts. */
+typedef struct style {
+    void (*quote)(wf__buf *b, const char *s);
+    const char *step_open, *step_close;   /* around the quoted step name */
+    const char *event_open, *event_close; /* around the quoted type name; %s: colour/class */
+    const char *colour[3];                /* plain event, start event, stop event */
+    const char *accept, *emit, *fails;    /* edges: %u ids */
+    const char *footer;
+} style;
+
+static int render(const wf_workflow *wf, const style *st, const char *header, char **out)
 {
     if (out)
         *out = NULL;
@@ -152,33 +118,82 @@ int wf_workflow_to_mermaid(const wf_workflow *wf, char **out)
     }
     wf__buf b;
     wf__buf_init(&b);
-    wf__buf_puts(&b, "flowchart TD\n");
+    wf__buf_puts(&b, header);
     for (uint32_t i = 0; i < wf->n_steps; i++) {
-        wf__buf_printf(&b, "    step_%u[", i);
-        mm_str(&b, wf->steps[i]->name);
-        wf__buf_puts(&b, "]:::step\n");
+        wf__buf_printf(&b, st->step_open, i);
+        st->quote(&b, wf->steps[i]->name);
+        wf__buf_puts(&b, st->step_close);
     }
     for (size_t k = 0; k < ts.n; k++) {
         const wf_event_type *t = ts.t[k];
-        const char *cls = t->is_stop ? "stopEvent" : is_start(wf, t) ? "startEvent" : "event";
-        wf__buf_printf(&b, "    event_%u([", t->id);
-        mm_str(&b, t->name);
-        wf__buf_printf(&b, "]):::%s\n", cls);
+        int c = t->is_stop ? 2 : is_start(wf, t) ? 1 : 0;
+        wf__buf_printf(&b, st->event_open, t->id);
+        st->quote(&b, t->name);
+        wf__buf_printf(&b, st->event_close, st->colour[c]);
     }
     for (uint32_t i = 0; i < wf->n_steps; i++) {
         const wf__step *s = wf->steps[i];
         for (size_t k = 0; k < ts.n; k++)
             if (wf__step_accepts(s, ts.t[k]))
-                wf__buf_printf(&b, "    event_%u --> step_%u\n", ts.t[k]->id, i);
+                wf__buf_printf(&b, st->accept, ts.t[k]->id, i);
         for (uint32_t j = 0; j < s->n_emits; j++)
-            wf__buf_printf(&b, "    step_%u --> event_%u\n", i, s->emits[j]->id);
-        if (s->handler >= 0)
-            wf__buf_printf(&b, "    step_%u -.-> event_%u\n", i, (unsigned)WF_STEP_FAILED_EVENT);
+            wf__buf_printf(&b, st->emit, i, s->emits[j]->id);
+        if (s->handler >= 0) /* failures go to its error handler */
+            wf__buf_printf(&b, st->fails, i, (unsigned)WF_STEP_FAILED_EVENT);
     }
-    wf__buf_puts(&b, "    classDef step fill:#ADD8E6,color:#000000,stroke:#333333\n"
-                     "    classDef event fill:#E8E8E8,color:#000000,stroke:#333333\n"
-                     "    classDef startEvent fill:#90EE90,color:#000000,stroke:#333333\n"
-                     "    classDef stopEvent fill:#FFA07A,color:#000000,stroke:#333333\n");
+    wf__buf_puts(&b, st->footer);
     wf__free_mem(ts.t);
     return wf__buf_take(&b, out);
+}
+
+int wf_workflow_to_dot(const wf_workflow *wf, char **out)
+{
+    static const style dot = {
+        dot_str,
+        "  step_%u [label=",
+        ", shape=box, style=filled, fillcolor=\"#ADD8E6\"];\n",
+        "  event_%u [label=",
+        ", shape=ellipse, style=filled, fillcolor=\"%s\"];\n",
+        {"#E8E8E8", "#90EE90", "#FFA07A"},
+        "  event_%u -> step_%u;\n",
+        "  step_%u -> event_%u;\n",
+        "  step_%u -> event_%u [style=dashed];\n",
+        "}\n",
+    };
+    if (wf == NULL)
+        return render(wf, &dot, "", out);
+    wf__buf h;
+    wf__buf_init(&h);
+    wf__buf_puts(&h, "digraph ");
+    dot_str(&h, wf->name);
+    wf__buf_puts(&h, " {\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];\n");
+    if (h.oom) {
+        wf__buf_free(&h);
+        if (out)
+            *out = NULL;
+        return WF_ENOMEM;
+    }
+    int rc = render(wf, &dot, h.data, out);
+    wf__buf_free(&h);
+    return rc;
+}
+
+int wf_workflow_to_mermaid(const wf_workflow *wf, char **out)
+{
+    static const style mermaid = {
+        mm_str,
+        "    step_%u[",
+        "]:::step\n",
+        "    event_%u([",
+        "]):::%s\n",
+        {"event", "startEvent", "stopEvent"},
+        "    event_%u --> step_%u\n",
+        "    step_%u --> event_%u\n",
+        "    step_%u -.-> event_%u\n",
+        "    classDef step fill:#ADD8E6,color:#000000,stroke:#333333\n"
+        "    classDef event fill:#E8E8E8,color:#000000,stroke:#333333\n"
+        "    classDef startEvent fill:#90EE90,color:#000000,stroke:#333333\n"
+        "    classDef stopEvent fill:#FFA07A,color:#000000,stroke:#333333\n",
+    };
+    return render(wf, &mermaid, "flowchart TD\n", out);
 }

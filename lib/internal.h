@@ -58,6 +58,23 @@ static inline void wf__mutex_init(pthread_mutex_t *m)
     pthread_mutexattr_destroy(&a);
 }
 
+/*
+ * Unlinks node from a doubly linked list with prev/next fields and a `listed`
+ * flag (an unlisted node is left alone).
+ */
+#define WF__DLIST_UNLINK(head, node)                                                               \
+    do {                                                                                           \
+        if ((node)->listed) {                                                                      \
+            if ((node)->prev)                                                                      \
+                (node)->prev->next = (node)->next;                                                 \
+            else                                                                                   \
+                (head) = (node)->next;                                                             \
+            if ((node)->next)                                                                      \
+                (node)->next->prev = (node)->prev;                                                 \
+            (node)->listed = 0;                                                                    \
+        }                                                                                          \
+    } while (0)
+
 /* ---------------------------------------------------------------- strings */
 
 /* A growable NUL-terminated string; on allocation failure it latches oom. */
