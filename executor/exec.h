@@ -44,6 +44,7 @@
 
 struct wf__worker;
 struct wf__run;
+struct wf__group;
 
 enum { WF__TASK_INVOKE = 0, WF__TASK_CALL = 1 };
 
@@ -62,7 +63,10 @@ typedef struct wf__task {
     uint8_t cls;
     uint16_t flags;
     uint32_t pad;
-    void (*fn)(void *arg);
+    union {
+        void (*fn)(void *arg);   /* CALL */
+        struct wf__group *group; /* INVOKE: the list fan-out group of its branch, or NULL */
+    } u;
     void *arg;
     /* INVOKE: events claimed in one go, run after this one in the same slot */
     struct wf__task *chain;

@@ -40,6 +40,8 @@ wf__task *wf__task_alloc(void)
     if (t) {
         atomic_init(&t->next, NULL);
         t->chain = NULL;
+        t->u.group = NULL;
+        t->pad = 0; /* INVOKE: the branch */
         t->cls = cls;
         t->flags = 0;
         t->attempt = 1;

@@ -40,6 +40,7 @@ typedef struct wf__retry_info {
     char *last_msg;
     wf_event **tuple; /* a join step's set of events (owned), or NULL */
     uint32_t ntuple;
+    int joined; /* a join's set (possibly empty) is there */
 } wf__retry_info;
 
 /* A retry waiting for its not-before time: the task and its timer. */
@@ -120,6 +121,28 @@ struct wf_completion {
     int64_t started; /* for retry and handler timing */
 };
 
+/*
+ * A list fan-out: n branches whose tasks carry (group, branch) in task->u.group
+ * and task->pad. outstanding[b] counts the live tasks of branch b (plus one
+ * per nested group of it); resolved[b] goes 0 -> 1 (result found) or 0 -> 2
+ * (dropped out) once; when unresolved reaches 0 the join step runs. Groups
+ * live until the run is freed (run->groups, under the coordination lock).
+ */
+typedef struct wf__group {
+    struct wf__group *next_in_run;
+    struct wf__group *parent; /* nested fan-out: the branch it belongs to */
+    uint32_t parent_branch;
+    uint32_t join_step;
+    const wf_event_type *collect;
+    wf_event *origin;
+    uint16_t lineage;
+    uint32_t n;
+    _Atomic uint32_t unresolved;
+    _Atomic uint32_t *outstanding;
+    _Atomic int *resolved;
+    wf_event **result;
+} wf__group;
+
 typedef struct wf__step_state {
     _Atomic uint32_t count;
     uint32_t workers;
@@ -165,6 +188,7 @@ typedef struct wf__run {
     wf__collect *collect;
     wf__waiter *waiters;
     wf_completion *pending;    /* async invocations waiting for completion */
+    wf__group *groups;         /* list fan-outs of this run */
     _Atomic uint32_t nwaiting; /* waiters in W_WAITING: emit looks only when nonzero */
 
     /* the executor's list of runs not ended, under ex->runs_lock */
@@ -197,6 +221,21 @@ static _Thread_local wf__inv *tls_inv;
  * recoveries the emitting invocation's input descends from (task->flags).
  */
 static _Thread_local uint16_t tls_lineage;
+/* The list fan-out branch of what the calling thread routes now (task->u.group, ->pad). */
+static _Thread_local wf__group *tls_group;
+static _Thread_local uint32_t tls_branch;
+
+static void branch_add(wf__group *g, uint32_t b);
+static void branch_done(wf__run *run, wf__group *g, uint32_t b);
+
+/* A new task joins the branch being routed. */
+static inline void tag_task(wf__task *t)
+{
+    t->u.group = tls_group;
+    t->pad = tls_branch;
+    if (WF__UNLIKELY(tls_group != NULL))
+        branch_add(tls_group, tls_branch);
+}
 
 static int end_run(wf__run *run, int status, wf_event *result, int code, const char *step,
                    const char *msg);
@@ -241,10 +280,27 @@ static void waiters_free(wf__waiter *w)
     }
 }
 
+static void groups_free(wf__group *g)
+{
+    while (g) {
+        wf__group *nx = g->next_in_run;
+        for (uint32_t i = 0; i < g->n; i++)
+            wf_event_release(g->result[i]);
+        wf_event_release(g->origin);
+        wf__free_mem(g->outstanding);
+        wf__free_mem((void *)g->resolved);
+        wf__free_mem(g->result);
+        wf__free_mem(g);
+        g = nx;
+    }
+}
+
 static void run_free(wf__run *run)
 {
-    collect_free(run->collect);
+    /* waiters' tasks may belong to fan-out branches: free them before the groups */
     waiters_free(run->waiters);
+    collect_free(run->collect);
+    groups_free(run->groups);
     pthread_mutex_destroy(&run->collect_lock);
     for (uint32_t i = 0; i < run->nsteps; i++) {
         wf__pendq *q = atomic_load(&run->steps[i].pendq);
@@ -384,6 +440,8 @@ static wf__task *pendq_take(wf__pendq *q, uint32_t n)
 
 static void drop_task(wf__task *t)
 {
+    if (WF__UNLIKELY(t->kind == WF__TASK_INVOKE && t->u.group != NULL))
+        branch_done(t->run, t->u.group, t->pad);
     wf_event_release(t->ev);
     if (t->kind == WF__TASK_INVOKE && t->arg) {
         wf__retry_info *ri = t->arg;
@@ -420,15 +478,16 @@ static inline void run_schedule(wf__run *run, wf__task *t)
 static void finish_slot(wf__run *run, uint32_t s)
 {
     wf__step_state *ss = &run->steps[s];
+    /* Read before giving the unit up: afterwards the run may be freed by others. */
+    uint32_t w = ss->workers;
     for (;;) {
         uint32_t n = atomic_fetch_sub_explicit(&ss->count, 1, memory_order_acq_rel);
         if (n == 1) {
             engine_unref(run); /* may free the run */
             return;
         }
-        uint32_t w = ss->workers;
         if (n <= w)
-            return;
+            return; /* run memory must not be touched any more */
         uint32_t extra = 0;
         uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
         while (c > w) {
@@ -499,6 +558,7 @@ static int deliver(wf__run *run, uint32_t s, wf_event *ev)
     t->step = s;
     t->arg = NULL;
     t->flags = tls_lineage;
+    tag_task(t);
     return deliver_task(run, t);
 }
 
@@ -525,6 +585,7 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
         t->step = s;
         t->arg = NULL;
         t->flags = tls_lineage;
+        tag_task(t);
         atomic_store_explicit(&t->next, NULL, memory_order_relaxed);
         if (last)
             atomic_store_explicit(&last->next, t, memory_order_relaxed);
@@ -735,6 +796,8 @@ static void waiters_cancel(wf__run *run)
 /* ---------------------------------------------------------------- routing */
 
 /* Routes ev (owned) from inside the run. target: a step index or -1. */
+static void group_fire(wf__run *run, wf__group *g);
+
 static void emit(wf__run *run, wf_event *ev, int32_t target)
 {
     wf_event_freeze(ev);
@@ -753,6 +816,17 @@ static void emit(wf__run *run, wf_event *ev, int32_t target)
     if (WF__UNLIKELY(t->is_stop)) {
         end_run(run, WF_RUN_DONE, ev, 0, NULL, NULL);
         return;
+    }
+    if (WF__UNLIKELY(tls_group != NULL) && t == tls_group->collect) {
+        /* the branch's result: it resolves the branch and goes to the join only */
+        wf__group *g = tls_group;
+        int expected = 0;
+        if (atomic_compare_exchange_strong(&g->resolved[tls_branch], &expected, 1)) {
+            g->result[tls_branch] = ev;
+            if (atomic_fetch_sub(&g->unresolved, 1) == 1)
+                group_fire(run, g);
+            return;
+        }
     }
     int input_required = wf_event_type_is(t, run->wf->reg->types[WF_INPUT_REQUIRED_EVENT]);
     if (WF__UNLIKELY(input_required))
@@ -1080,8 +1154,8 @@ static int maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64
     ri->first_ns = first;
     ri->last_error = rc;
     ri->last_msg = msg ? wf__strdup(msg) : NULL;
-    if (old && old->ntuple) { /* a join step retries with the same set */
-        ri->tuple = wf__malloc(old->ntuple * sizeof *ri->tuple);
+    if (old && old->joined) { /* a join step retries with the same set */
+        ri->tuple = wf__malloc((old->ntuple ? old->ntuple : 1) * sizeof *ri->tuple);
         if (ri->tuple == NULL) {
             wf__free_mem(ri->last_msg);
             wf__free_mem(ri);
@@ -1093,6 +1167,7 @@ static int maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64
             ri->tuple[i] = wf_event_retain(old->tuple[i]);
         ri->ntuple = old->ntuple;
     }
+    ri->joined = old ? old->joined : 0;
     n->kind = WF__TASK_INVOKE;
     n->run = run;
     n->ev = wf_event_retain(t->ev);
@@ -1100,6 +1175,10 @@ static int maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64
     n->attempt = t->attempt + 1;
     n->arg = ri;
     n->flags = t->flags;
+    n->u.group = t->u.group; /* the same branch */
+    n->pad = t->pad;
+    if (n->u.group)
+        branch_add(n->u.group, n->pad);
     rt->run = run;
     rt->t = n;
     rt->tm.heap_index = WF__TIMER_IDLE;
@@ -1347,7 +1426,7 @@ void wf__task_run(wf__worker *w, wf__task *t)
 {
     (void)w;
     if (t->kind == WF__TASK_CALL) {
-        void (*fn)(void *) = t->fn;
+        void (*fn)(void *) = t->u.fn;
         void *arg = t->arg;
         wf__task_free(t);
         fn(arg);
@@ -1359,8 +1438,11 @@ void wf__task_run(wf__worker *w, wf__task *t)
         int pended = 0;
         if (!run_ended(run)) {
             tls_lineage = t->flags;
+            tls_group = t->u.group;
+            tls_branch = t->pad;
             pended = invoke(run, t, NULL);
             tls_lineage = 0;
+            tls_group = NULL;
         }
         if (pended)
             return;
@@ -1381,7 +1463,15 @@ void wf__task_run(wf__worker *w, wf__task *t)
             /* held emissions are routed with the highest lineage of the batch */
             lineage = t->flags > lineage ? t->flags : lineage;
             tls_lineage = lineage;
-            pended = invoke(run, t, &d);
+            if (WF__UNLIKELY(t->u.group != NULL)) {
+                /* a branch's emissions must count before its task ends: no holding */
+                tls_group = t->u.group;
+                tls_branch = t->pad;
+                pended = invoke(run, t, NULL);
+                tls_group = NULL;
+            } else {
+                pended = invoke(run, t, &d);
+            }
         }
         wf__task *nx = t->chain;
         if (pended) {
@@ -1696,7 +1786,7 @@ static int resolve_target(const wf_workflow *wf, const wf_event *ev, const char 
     wf__step *s = wf__workflow_find_step(wf, target);
     if (s == NULL)
         return WF_ENOTFOUND;
-    if (!wf__step_accepts(s, ev->type))
+    if (!wf__step_accepts(s, ev->type) || s->join_list)
         return WF_ETYPE;
     *idx = (int32_t)s->index;
     return 0;
@@ -2179,6 +2269,10 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
     t->attempt = inv->task->attempt;
     t->flags = inv->task->flags;
     t->arg = NULL;
+    t->u.group = inv->task->u.group; /* the waiting step stays in its branch */
+    t->pad = inv->task->pad;
+    if (t->u.group)
+        branch_add(t->u.group, t->pad);
     w->run = run;
     w->step = step;
     w->state = W_WAITING;
@@ -2525,12 +2619,14 @@ static int join_deliver(wf__run *run, uint32_t s, wf_event *ev)
     pthread_mutex_unlock(&run->collect_lock);
     ri->tuple = tuple;
     ri->ntuple = step->n_accepts;
+    ri->joined = 1;
     t->kind = WF__TASK_INVOKE;
     t->run = run;
     t->ev = wf_event_retain(tuple[0]);
     t->step = s;
     t->arg = ri;
     t->flags = tls_lineage;
+    tag_task(t);
     return deliver_task(run, t);
 }
 
@@ -2542,9 +2638,158 @@ int wf_ctx_join_events(const wf_ctx *ctx, const wf_event *const **events, size_t
     if (inv == NULL)
         return WF_ESTATE;
     const wf__retry_info *ri = inv->task->arg;
-    if (ri == NULL || ri->ntuple == 0)
+    if (ri == NULL || !ri->joined)
         return WF_ENOTFOUND;
     *events = (const wf_event *const *)ri->tuple;
     *n = ri->ntuple;
+    return 0;
+}
+
+/* ---------------------------------------------------------- list fan-out */
+
+static void branch_add(wf__group *g, uint32_t b)
+{
+    atomic_fetch_add_explicit(&g->outstanding[b], 1, memory_order_relaxed);
+}
+
+static void branch_done(wf__run *run, wf__group *g, uint32_t b)
+{
+    if (atomic_fetch_sub_explicit(&g->outstanding[b], 1, memory_order_acq_rel) != 1)
+        return;
+    /* nothing of branch b is left: without a result it drops out */
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&g->resolved[b], &expected, 2) &&
+        atomic_fetch_sub(&g->unresolved, 1) == 1)
+        group_fire(run, g);
+}
+
+/* Every branch resolved: the join step runs once, in the parent's branch. */
+static void group_fire(wf__run *run, wf__group *g)
+{
+    if (run_ended(run))
+        goto done;
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < g->n; i++)
+        m += g->result[i] != NULL;
+    wf__retry_info *ri = wf__calloc(1, sizeof *ri);
+    wf_event **list = wf__malloc((m ? m : 1) * sizeof *list);
+    wf__task *t = wf__task_alloc();
+    if (ri == NULL || list == NULL || t == NULL) {
+        wf__free_mem(ri);
+        wf__free_mem(list);
+        wf__task_free(t);
+        end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, run->wf->steps[g->join_step]->name,
+                "out of memory joining a list fan-out");
+        goto done;
+    }
+    m = 0;
+    for (uint32_t i = 0; i < g->n; i++) {
+        if (g->result[i]) {
+            list[m++] = g->result[i];
+            g->result[i] = NULL;
+        }
+    }
+    ri->tuple = list;
+    ri->ntuple = m;
+    ri->joined = 1;
+    t->kind = WF__TASK_INVOKE;
+    t->run = run;
+    t->ev = wf_event_retain(g->origin);
+    t->step = g->join_step;
+    t->arg = ri;
+    t->flags = g->lineage;
+    /* the unit the group held on its parent branch passes to the join task */
+    t->u.group = g->parent;
+    t->pad = g->parent_branch;
+    if (deliver_task(run, t) < 0)
+        end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL, "out of memory joining a list");
+    return;
+done:
+    if (g->parent)
+        branch_done(run, g->parent, g->parent_branch);
+}
+
+int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type *collect)
+{
+    wf__inv *inv = ctx ? inv_of(ctx) : NULL;
+    int rc = 0;
+    if (ctx == NULL || collect == NULL || (evs == NULL && n > 0))
+        rc = WF_EINVAL;
+    else if (inv == NULL)
+        rc = WF_ESTATE;
+    uint32_t join = UINT32_MAX;
+    if (rc == 0) {
+        const wf_workflow *wf = inv->run->wf;
+        for (uint32_t i = 0; i < wf->n_steps && join == UINT32_MAX; i++)
+            if (wf->steps[i]->join_list && wf->steps[i]->accepts[0] == collect)
+                join = i;
+        if (join == UINT32_MAX)
+            rc = WF_ENOTFOUND;
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            if (evs[i] == NULL || evs[i]->type->reg != wf->reg)
+                rc = WF_EINVAL;
+        if (rc == 0 && n > UINT32_MAX / 2)
+            rc = WF_ERANGE;
+    }
+    wf__group *g = NULL;
+    if (rc == 0) {
+        g = wf__calloc(1, sizeof *g);
+        if (g) {
+            g->outstanding = wf__calloc(n ? n : 1, sizeof *g->outstanding);
+            g->resolved = wf__calloc(n ? n : 1, sizeof *g->resolved);
+            g->result = wf__calloc(n ? n : 1, sizeof *g->result);
+        }
+        if (g == NULL || g->outstanding == NULL || g->resolved == NULL || g->result == NULL) {
+            if (g) {
+                wf__free_mem(g->outstanding);
+                wf__free_mem((void *)g->resolved);
+                wf__free_mem(g->result);
+                wf__free_mem(g);
+            }
+            rc = WF_ENOMEM;
+        }
+    }
+    if (rc < 0) {
+        for (size_t i = 0; evs && i < n; i++)
+            wf_event_release(evs[i]);
+        return rc;
+    }
+    wf__run *run = inv->run;
+    g->parent = inv->task->u.group;
+    g->parent_branch = inv->task->pad;
+    g->join_step = join;
+    g->collect = collect;
+    g->origin = wf_event_retain(inv->task->ev);
+    g->lineage = inv->task->flags;
+    g->n = (uint32_t)n;
+    atomic_init(&g->unresolved, (uint32_t)n);
+    if (g->parent)
+        branch_add(g->parent, g->parent_branch); /* the parent branch waits for this join */
+    pthread_mutex_lock(&run->collect_lock);
+    g->next_in_run = run->groups;
+    run->groups = g;
+    pthread_mutex_unlock(&run->collect_lock);
+    if (n == 0) {
+        group_fire(run, g); /* [] joins with [] at once */
+        return 0;
+    }
+    /*
+     * Each branch starts with one unit held here, so none can finish (and
+     * drop out) before all are delivered; the units go when the loop is done.
+     */
+    for (uint32_t i = 0; i < n; i++)
+        branch_add(g, i);
+    wf__group *saved_g = tls_group;
+    uint32_t saved_b = tls_branch;
+    for (uint32_t i = 0; i < n; i++) {
+        wf_event_freeze(evs[i]);
+        tls_group = g;
+        tls_branch = i;
+        emit(run, evs[i], -1);
+    }
+    tls_group = saved_g;
+    tls_branch = saved_b;
+    for (uint32_t i = 0; i < n; i++)
+        branch_done(run, g, i);
     return 0;
 }

@@ -179,6 +179,7 @@ typedef struct wf__step {
     int needs_clock; /* retry or handler: time the first attempt */
     int join;        /* accepts is a tuple */
     int blocking;    /* runs on the blocking pool */
+    int join_list;   /* joins list fan-outs of its accepted type */
 } wf__step;
 
 #define WF__CHECK_REACHABILITY 1u

@@ -151,7 +151,7 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
     for (uint32_t i = 0; i < p->n_emits; i++)
         if (p->emits[i] == NULL || p->emits[i]->reg != wf->reg)
             return WF_EINVAL;
-    if (p->n_error_of && p->error_of == NULL)
+    if ((p->n_error_of && p->error_of == NULL) || (p->join_list && p->n_accepts != 1))
         return WF_EINVAL;
     for (uint32_t i = 0; i < p->n_error_of; i++)
         if (p->error_of[i] == NULL)
@@ -193,6 +193,7 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
     s->max_recoveries = p->max_recoveries;
     s->join = p->join != 0;
     s->blocking = p->blocking != 0;
+    s->join_list = p->join_list != 0;
     s->handler = -1;
     s->index = wf->n_steps;
     s->fn = fn;
@@ -275,7 +276,8 @@ static int build_routes(wf_workflow *wf)
     for (uint32_t t = 0; t < nt; t++) {
         off[t] = (uint32_t)total;
         for (uint32_t i = 0; i < wf->n_steps; i++)
-            total += (size_t)wf__step_accepts(wf->steps[i], wf->reg->types[t]);
+            total += (size_t)(!wf->steps[i]->join_list &&
+                              wf__step_accepts(wf->steps[i], wf->reg->types[t]));
     }
     off[nt] = (uint32_t)total;
     uint32_t *steps = wf__malloc((total ? total : 1) * sizeof *steps);
@@ -287,7 +289,7 @@ static int build_routes(wf_workflow *wf)
     size_t k = 0;
     for (uint32_t t = 0; t < nt; t++)
         for (uint32_t i = 0; i < wf->n_steps; i++)
-            if (wf__step_accepts(wf->steps[i], wf->reg->types[t]))
+            if (!wf->steps[i]->join_list && wf__step_accepts(wf->steps[i], wf->reg->types[t]))
                 steps[k++] = i;
     pthread_mutex_unlock(&wf->reg->lock);
     wf->n_route_types = nt;
@@ -308,7 +310,7 @@ void wf__workflow_route(const wf_workflow *wf, const wf_event_type *t, const uin
     /* A type registered after freezing: only subtype-accepting steps can want it. */
     uint32_t k = 0;
     for (uint32_t i = 0; i < wf->n_steps && k < scratch_cap; i++)
-        if (wf__step_accepts(wf->steps[i], t))
+        if (!wf->steps[i]->join_list && wf__step_accepts(wf->steps[i], t))
             scratch[k++] = i;
     *steps = scratch;
     *n = k;

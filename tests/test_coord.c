@@ -874,3 +874,159 @@ Test(coord, blocking_steps_do_not_stall_the_workers, .timeout = 60)
     wf_workflow_free(fast);
     sem_destroy(&gate);
 }
+
+/* ---- list fan-out and its join ---- */
+
+static const wf_event_type *T_ITEM, *T_RES, *T_OUTER, *T_MID;
+static atomic_int list_joins;
+static int list_n;
+
+static int split(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_event *evs[16];
+    for (int i = 0; i < list_n; i++)
+        evs[i] = ev_i(T_ITEM, i);
+    return wf_ctx_emit_list(ctx, evs, (size_t)list_n, T_RES);
+}
+
+static int work_all(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t i = geti(in);
+    if (u == (void *)1 && i % 2 == 0)
+        return 0; /* even branches emit nothing: they drop out */
+    *out = ev_i(T_RES, i);
+    return 0;
+}
+
+static int list_join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    atomic_fetch_add(&list_joins, 1);
+    const wf_event *const *evs;
+    size_t n;
+    cr_assert_eq(wf_ctx_join_events(ctx, &evs, &n), 0);
+    char s[128] = "[";
+    for (size_t i = 0; i < n; i++) {
+        char num[24];
+        snprintf(num, sizeof num, "%s%lld", i ? "," : "", (long long)geti(evs[i]));
+        strcat(s, num);
+    }
+    strcat(s, "]");
+    wf_value v;
+    cr_assert_eq(wf_value_string(&v, s), 0);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, v);
+}
+
+static wf_workflow *list_wf(void *work_mode)
+{
+    wf_workflow *wf = new_wf("list");
+    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Res", NULL, &T_RES), 0);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.n_accepts = 1;
+    p.n_emits = 1;
+    p.accepts = &T_START;
+    p.emits = &T_ITEM;
+    cr_assert_eq(wf_workflow_add_step(wf, "split", split, &p, NULL), 0);
+    p.accepts = &T_ITEM;
+    p.emits = &T_RES;
+    cr_assert_eq(wf_workflow_add_step(wf, "work", work_all, &p, work_mode), 0);
+    p.accepts = &T_RES;
+    p.emits = &T_STOP;
+    p.join_list = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "join", list_join, &p, NULL), 0);
+    return wf;
+}
+
+static void expect_list(void *mode, int n, const char *want)
+{
+    atomic_store(&list_joins, 0);
+    list_n = n;
+    wf_workflow *wf = list_wf(mode);
+    char *msg = NULL;
+    cr_assert_eq(wf_workflow_validate(wf, &msg), 0, "%s", msg ? msg : "");
+    char buf[128];
+    cr_assert_str_eq(run_for_string(wf, buf, sizeof buf), want);
+    cr_assert_eq(atomic_load(&list_joins), 1, "the join fires exactly once");
+    wf_workflow_free(wf);
+}
+
+Test(coord, list_fan_out_joins_once_in_branch_order, .timeout = 60)
+{
+    expect_list(NULL, 5, "[0,1,2,3,4]");
+}
+
+Test(coord, empty_list_joins_with_nothing, .timeout = 60)
+{
+    expect_list(NULL, 0, "[]");
+}
+
+Test(coord, branches_that_emit_nothing_drop_out, .timeout = 60)
+{
+    expect_list((void *)1, 6, "[1,3,5]");
+}
+
+static int outer_split(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_event *evs[2] = {ev_i(T_OUTER, 1), ev_i(T_OUTER, 2)};
+    return wf_ctx_emit_list(ctx, evs, 2, T_MID);
+}
+
+static int inner_split(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t k = geti(in);
+    wf_event *evs[3] = {ev_i(T_ITEM, k * 10 + 1), ev_i(T_ITEM, k * 10 + 2),
+                        ev_i(T_ITEM, k * 10 + 3)};
+    return wf_ctx_emit_list(ctx, evs, 3, T_RES);
+}
+
+static int inner_join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event *const *evs;
+    size_t n;
+    cr_assert_eq(wf_ctx_join_events(ctx, &evs, &n), 0);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(wf_event_type_of(in), T_OUTER, "the origin is the inner split's input");
+    int64_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += geti(evs[i]);
+    *out = ev_i(T_MID, sum);
+    return 0;
+}
+
+Test(coord, nested_fan_outs_are_tracked_per_level, .timeout = 60)
+{
+    atomic_store(&list_joins, 0);
+    wf_workflow *wf = new_wf("nested");
+    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Res", NULL, &T_RES), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Outer", NULL, &T_OUTER), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Mid", NULL, &T_MID), 0);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.n_accepts = 1;
+    p.n_emits = 1;
+    p.accepts = &T_START;
+    p.emits = &T_OUTER;
+    cr_assert_eq(wf_workflow_add_step(wf, "outer_split", outer_split, &p, NULL), 0);
+    p.accepts = &T_OUTER;
+    p.emits = &T_ITEM;
+    cr_assert_eq(wf_workflow_add_step(wf, "inner_split", inner_split, &p, NULL), 0);
+    p.accepts = &T_ITEM;
+    p.emits = &T_RES;
+    cr_assert_eq(wf_workflow_add_step(wf, "work", work_all, &p, NULL), 0);
+    p.accepts = &T_RES;
+    p.emits = &T_MID;
+    p.join_list = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "inner_join", inner_join, &p, NULL), 0);
+    p.accepts = &T_MID;
+    p.emits = &T_STOP;
+    cr_assert_eq(wf_workflow_add_step(wf, "outer_join", list_join, &p, NULL), 0);
+    char *msg = NULL;
+    cr_assert_eq(wf_workflow_validate(wf, &msg), 0, "%s", msg ? msg : "");
+    char buf[128];
+    /* (11+12+13), (21+22+23) */
+    cr_assert_str_eq(run_for_string(wf, buf, sizeof buf), "[36,66]");
+    cr_assert_eq(atomic_load(&list_joins), 1);
+    wf_workflow_free(wf);
+}

@@ -154,9 +154,25 @@ WF_API int wf_completion_fail(wf_completion *c, int code, const char *message);
 WF_API int wf_completion_cancelled(const wf_completion *c);
 
 /**
+ * List fan-out: emits the n events evs[0..n) as n branches (takes ownership
+ * of them all, also on failure) whose results the join_list step accepting
+ * `collect` receives together, once. A branch is the event and everything
+ * that descends from it (the events its steps emit, their retries, waits and
+ * pending completions, and nested fan-outs). A branch *resolves* when the
+ * first event of type `collect` descends from it (that event is its result;
+ * it is not routed to the join step otherwise) or when nothing of it is left
+ * running or queued without such an event (it drops out). When every branch
+ * has resolved the join step runs once with the results in branch order
+ * (dropped branches leave no entry); n = 0 runs it at once with none.
+ * WF_ENOTFOUND if no join_list step accepts collect; WF_ESTATE outside a step.
+ */
+WF_API int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type *collect);
+
+/**
  * In a join step (wf_step_params.join), the set of events it fires on, in the
- * order of its accepts: *events borrowed for the invocation, *n its length.
- * WF_ENOTFOUND in other steps, WF_ESTATE outside a step.
+ * order of its accepts; in a join_list step, the results of the fan-out in
+ * branch order (possibly none). *events borrowed for the invocation, *n its
+ * length. WF_ENOTFOUND in other steps, WF_ESTATE outside a step.
  */
 WF_API int wf_ctx_join_events(const wf_ctx *ctx, const wf_event *const **events, size_t *n);
 

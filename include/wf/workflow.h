@@ -83,6 +83,14 @@ typedef struct wf_step_params {
      * .blocking_threads) so they never stall the work-stealing workers.
      */
     int32_t blocking;
+    /**
+     * Nonzero: the step joins list fan-outs (wf_ctx_emit_list) of the type it
+     * accepts (n_accepts must be 1). It never receives single events of that
+     * type; it is invoked once per fan-out, when every branch has resolved,
+     * with the fan-out's origin (the input of the step that emitted the list)
+     * as its input, and wf_ctx_join_events gives the branches' results.
+     */
+    int32_t join_list;
 } wf_step_params;
 
 /** Fills p with the defaults: no types, num_workers 4, exact routing, no retry, no handler. */
