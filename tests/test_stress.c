@@ -213,10 +213,10 @@ Test(stress, shutdown_with_runs_in_flight, .timeout = 600)
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 #define JOIN_RUNS 200
-#define JOIN_FAN 200
+#define JOIN_FAN  200
 #else
 #define JOIN_RUNS 1000
-#define JOIN_FAN 1000
+#define JOIN_FAN  1000
 #endif
 
 static const wf_event_type *T_RES;
@@ -309,6 +309,94 @@ Test(stress, runs_fanning_out_into_collect, .timeout = 900)
         wf_event_release(res);
         wf_handler_free(hs[i]);
     }
+    free(hs);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+/* ---- the same through list fan-outs and a join_list step ---- */
+
+static int lsplit(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t base = 0;
+    wf_value_get_int(wf_event_get(in, "base", wf_value_int(0)), &base);
+    wf_event *evs[JOIN_FAN];
+    for (int i = 0; i < JOIN_FAN; i++)
+        cr_assert_eq(wf_event_new1(&evs[i], T_ITEM, "v", wf_value_int(base + i)), 0);
+    return wf_ctx_emit_list(ctx, evs, JOIN_FAN, T_RES);
+}
+
+static int ljoin(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event *const *evs;
+    size_t n;
+    cr_assert_eq(wf_ctx_join_events(ctx, &evs, &n), 0);
+    cr_assert_eq(n, JOIN_FAN);
+    int64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t v = 0;
+        wf_value_get_int(wf_event_get(evs[i], "v", wf_value_int(0)), &v);
+        sum += v;
+    }
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(sum));
+}
+
+Test(stress, runs_fanning_out_into_list_joins, .timeout = 900)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "list-stress", NULL), 0);
+    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    T_STOP = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Res", NULL, &T_RES), 0);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.n_accepts = 1;
+    p.n_emits = 1;
+    p.accepts = &T_START;
+    p.emits = &T_ITEM;
+    cr_assert_eq(wf_workflow_add_step(wf, "split", lsplit, &p, NULL), 0);
+    p.accepts = &T_ITEM;
+    p.emits = &T_RES;
+    p.num_workers = 3;
+    cr_assert_eq(wf_workflow_add_step(wf, "work", jwork, &p, NULL), 0);
+    p.accepts = &T_RES;
+    p.emits = &T_STOP;
+    p.join_list = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "join", ljoin, &p, NULL), 0);
+    wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 3;
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    wf_handler **hs = calloc(JOIN_RUNS, sizeof *hs);
+    for (int i = 0; i < JOIN_RUNS; i++) {
+        wf_event *s;
+        cr_assert_eq(wf_event_new1(&s, T_START, "base", wf_value_int((int64_t)i * 10000)), 0);
+        cr_assert_eq(wf_run_start(ex, wf, NULL, s, &hs[i]), 0);
+        if (i % 9 == 4) /* some runs end while their branches are in flight */
+            wf_handler_cancel(hs[i]);
+    }
+    int done = 0;
+    for (int i = 0; i < JOIN_RUNS; i++) {
+        wf_event *res = NULL;
+        int rc = wf_handler_wait(hs[i], -1, &res);
+        if (rc == 0) {
+            int64_t sum = 0, want = 0;
+            cr_assert_eq(wf_value_get_int(wf_event_result(res), &sum), 0);
+            for (int k = 0; k < JOIN_FAN; k++)
+                want += (int64_t)i * 10000 + k;
+            cr_assert_eq(sum, want, "run %d: every branch joined once", i);
+            done++;
+        } else {
+            cr_assert_eq(rc, WF_ECANCELLED, "run %d: %s", i, wf_err_name(rc));
+        }
+        wf_event_release(res);
+        wf_handler_free(hs[i]);
+    }
+    cr_assert(done > JOIN_RUNS / 2);
     free(hs);
     wf_executor_free(ex);
     wf_workflow_free(wf);
