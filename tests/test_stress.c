@@ -12,7 +12,7 @@
 
 #include <wf/wf.h>
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#if (defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)) && !defined(WF_STRESS_FULL)
 #define RUNS 600
 #else
 #define RUNS 3000
@@ -211,7 +211,7 @@ Test(stress, shutdown_with_runs_in_flight, .timeout = 600)
 
 /* ---- fan-out into collect_events, many runs at once ---- */
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#if (defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)) && !defined(WF_STRESS_FULL)
 #define JOIN_RUNS 200
 #define JOIN_FAN  200
 #else
