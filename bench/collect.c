@@ -84,6 +84,7 @@ int main(int argc, char **argv)
     wf_workflow_add_step(wf, "work", work, &p, NULL);
     p.accepts = &T_RESULT;
     p.emits = &stop;
+    p.num_workers = 1; /* one collector: its events arrive in claimed batches */
     wf_workflow_add_step(wf, "collect", collect, &p, NULL);
     wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
     wf_executor_params ep;
