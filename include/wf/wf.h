@@ -9,5 +9,6 @@
 #include <wf/workflow.h>
 #include <wf/context.h>
 #include <wf/run.h>
+#include <wf/snapshot.h>
 
 #endif

@@ -1,0 +1,208 @@
+/*
+ * test_codec.c: msgpack encoding of values and events, and a decoder that
+ * survives truncated, corrupted and hostile documents.
+ */
+#include "harness.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <wf/wf.h>
+
+static wf_value sample(void)
+{
+    wf_value m, a, s, b;
+    cr_assert_eq(wf_value_map_new(&m, 0), 0);
+    cr_assert_eq(wf_value_array_new(&a, 0), 0);
+    cr_assert_eq(wf_value_array_push(&a, wf_value_nil()), 0);
+    cr_assert_eq(wf_value_array_push(&a, wf_value_bool(1)), 0);
+    cr_assert_eq(wf_value_array_push(&a, wf_value_bool(0)), 0);
+    cr_assert_eq(wf_value_array_push(&a, wf_value_int(INT64_MIN)), 0);
+    cr_assert_eq(wf_value_array_push(&a, wf_value_int(-1)), 0);
+    cr_assert_eq(wf_value_array_push(&a, wf_value_uint(UINT64_MAX)), 0);
+    cr_assert_eq(wf_value_array_push(&a, wf_value_double(-2.5e300)), 0);
+    cr_assert_eq(wf_value_string_n(&s, "a\0b", 3), 0);
+    cr_assert_eq(wf_value_array_push(&a, s), 0);
+    const unsigned char raw[] = {0, 255, 7};
+    cr_assert_eq(wf_value_bytes(&b, raw, 3), 0);
+    cr_assert_eq(wf_value_array_push(&a, b), 0);
+    cr_assert_eq(wf_value_map_set(&m, "list", a), 0);
+    wf_value empty_a, empty_m, empty_s;
+    cr_assert_eq(wf_value_array_new(&empty_a, 0), 0);
+    cr_assert_eq(wf_value_map_new(&empty_m, 0), 0);
+    cr_assert_eq(wf_value_string(&empty_s, ""), 0);
+    cr_assert_eq(wf_value_map_set(&m, "ea", empty_a), 0);
+    cr_assert_eq(wf_value_map_set(&m, "em", empty_m), 0);
+    cr_assert_eq(wf_value_map_set(&m, "es", empty_s), 0);
+    cr_assert_eq(wf_value_map_set(&m, "n", wf_value_int(42)), 0);
+    return m;
+}
+
+Test(codec, every_kind_round_trips)
+{
+    wf_value v = sample();
+    void *buf;
+    size_t len, used;
+    cr_assert_eq(wf_value_to_msgpack(v, &buf, &len), 0);
+    wf_value back;
+    cr_assert_eq(wf_value_from_msgpack(buf, len, &back, &used, NULL), 0);
+    cr_assert_eq(used, len);
+    cr_assert(wf_value_equal(v, back));
+    /* a positive int comes back as uint and still compares equal */
+    wf_value n;
+    cr_assert_eq(wf_value_map_get(back, "n", &n), 0);
+    cr_assert_eq(wf_value_kind(n), WF_UINT);
+    wf_value_release(back);
+    wf_value_release(v);
+    wf_free(buf);
+}
+
+Test(codec, events_round_trip_by_type_name)
+{
+    wf_registry *reg;
+    cr_assert_eq(wf_registry_new(&reg), 0);
+    const wf_event_type *t;
+    cr_assert_eq(wf_registry_add(reg, "Query", NULL, &t), 0);
+    wf_event *e;
+    cr_assert_eq(wf_event_new2(&e, t, "q", sample(), "a_long_field_name_here", wf_value_int(7)), 0);
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_event_to_msgpack(e, &buf, &len), 0);
+    wf_event *back;
+    cr_assert_eq(wf_event_from_msgpack(reg, buf, len, &back, NULL, NULL), 0);
+    cr_assert(wf_event_equal(e, back));
+    /* another registry without the type */
+    wf_registry *other;
+    cr_assert_eq(wf_registry_new(&other), 0);
+    char *msg = NULL;
+    cr_assert_eq(wf_event_from_msgpack(other, buf, len, &back, NULL, &msg), WF_ENOTFOUND);
+    cr_assert_str_eq(msg, "unknown event type 'Query'");
+    wf_free(msg);
+    wf_registry_free(other);
+    wf_event_release(e);
+    wf_free(buf);
+    wf_registry_free(reg);
+}
+
+Test(codec, every_truncation_is_an_error)
+{
+    wf_value v = sample();
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_value_to_msgpack(v, &buf, &len), 0);
+    for (size_t n = 0; n < len; n++) {
+        wf_value out;
+        char *msg = NULL;
+        int rc = wf_value_from_msgpack(buf, n, &out, NULL, &msg);
+        cr_assert_eq(rc, WF_EFORMAT, "prefix %zu of %zu: %s", n, len, wf_err_name(rc));
+        cr_assert_not_null(msg);
+        cr_assert(strncmp(msg, "malformed msgpack at offset ", 28) == 0, "%s", msg);
+        wf_free(msg);
+    }
+    wf_value_release(v);
+    wf_free(buf);
+}
+
+Test(codec, corrupted_documents_never_crash)
+{
+    wf_value v = sample();
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_value_to_msgpack(v, &buf, &len), 0);
+    unsigned char *copy = malloc(len);
+    uint32_t seed = 12345;
+    int ok = 0, bad = 0;
+    for (int round = 0; round < 20000; round++) {
+        memcpy(copy, buf, len);
+        for (int k = 0; k < 3; k++) {
+            seed = seed * 1103515245u + 12345u;
+            copy[(seed >> 8) % len] = (unsigned char)(seed >> 20);
+        }
+        wf_value out;
+        int rc = wf_value_from_msgpack(copy, len, &out, NULL, NULL);
+        cr_assert(rc == 0 || rc == WF_EFORMAT, "%s", wf_err_name(rc));
+        if (rc == 0) {
+            ok++;
+            wf_value_release(out);
+        } else {
+            bad++;
+        }
+    }
+    cr_assert(bad > 0);
+    free(copy);
+    wf_value_release(v);
+    wf_free(buf);
+}
+
+static int decode(const unsigned char *p, size_t n, const char *want_msg_part)
+{
+    wf_value out;
+    char *msg = NULL;
+    int rc = wf_value_from_msgpack(p, n, &out, NULL, &msg);
+    if (rc == 0)
+        wf_value_release(out);
+    if (want_msg_part) {
+        cr_assert_not_null(msg);
+        cr_assert(strstr(msg, want_msg_part) != NULL, "%s", msg);
+    }
+    wf_free(msg);
+    return rc;
+}
+
+Test(codec, hostile_documents)
+{
+    /* an array32 claiming 4 billion items in 5 bytes: refused before any allocation */
+    const unsigned char huge[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+    cr_assert_eq(decode(huge, sizeof huge, "container longer than the document"), WF_EFORMAT);
+    const unsigned char str_lie[] = {0xdb, 0x7f, 0xff, 0xff, 0xff, 'a'};
+    cr_assert_eq(decode(str_lie, sizeof str_lie, "truncated body"), WF_EFORMAT);
+    const unsigned char ext[] = {0xd4, 0x01, 0x00};
+    cr_assert_eq(decode(ext, sizeof ext, "extension"), WF_EFORMAT);
+    const unsigned char c1[] = {0xc1};
+    cr_assert_eq(decode(c1, sizeof c1, "0xc1"), WF_EFORMAT);
+    const unsigned char intkey[] = {0x81, 0x01, 0x02};
+    cr_assert_eq(decode(intkey, sizeof intkey, "map key is not a string"), WF_EFORMAT);
+    const unsigned char dupkey[] = {0x82, 0xa1, 'k', 0x01, 0xa1, 'k', 0x02};
+    cr_assert_eq(decode(dupkey, sizeof dupkey, "duplicate"), WF_EFORMAT);
+    /* nesting deeper than WF_MSGPACK_MAX_DEPTH */
+    unsigned char deep[1000];
+    memset(deep, 0x91, sizeof deep - 1);
+    deep[sizeof deep - 1] = 0xc0;
+    cr_assert_eq(decode(deep, sizeof deep, "nested too deeply"), WF_EFORMAT);
+    /* at the limit it decodes; one deeper is refused */
+    cr_assert_eq(
+        decode(deep + sizeof deep - (WF_MSGPACK_MAX_DEPTH + 1), WF_MSGPACK_MAX_DEPTH + 1, NULL), 0);
+    cr_assert_eq(decode(deep + sizeof deep - (WF_MSGPACK_MAX_DEPTH + 2), WF_MSGPACK_MAX_DEPTH + 2,
+                        "nested too deeply"),
+                 WF_EFORMAT);
+    /* trailing bytes are left alone and reported through used */
+    const unsigned char two[] = {0x01, 0x02};
+    wf_value out;
+    size_t used = 0;
+    cr_assert_eq(wf_value_from_msgpack(two, 2, &out, &used, NULL), 0);
+    cr_assert_eq(used, 1);
+    cr_assert_eq(wf_value_from_msgpack(NULL, 0, &out, NULL, NULL), WF_EFORMAT);
+    cr_assert_eq(wf_value_from_msgpack(two, 2, NULL, NULL, NULL), WF_EINVAL);
+}
+
+Test(codec, malformed_events)
+{
+    wf_registry *reg;
+    cr_assert_eq(wf_registry_new(&reg), 0);
+    wf_event *e;
+    const unsigned char not_pair[] = {0x91, 0xa1, 'x'};
+    char *msg = NULL;
+    cr_assert_eq(wf_event_from_msgpack(reg, not_pair, sizeof not_pair, &e, NULL, &msg), WF_EFORMAT);
+    cr_assert(strstr(msg, "[type name, {fields}]") != NULL);
+    wf_free(msg);
+    const unsigned char ok[] = {0x92, 0xaa, 'S', 't', 'a',  'r',  't', 'E',
+                                'v',  'e',  'n', 't', 0x81, 0xa1, 'k', 0x05};
+    cr_assert_eq(wf_event_from_msgpack(reg, ok, sizeof ok, &e, NULL, NULL), 0);
+    cr_assert_eq(wf_event_type_of(e), wf_registry_builtin(reg, WF_START_EVENT));
+    int64_t k;
+    cr_assert_eq(wf_value_get_int(wf_event_get(e, "k", wf_value_nil()), &k), 0);
+    cr_assert_eq(k, 5);
+    wf_event_release(e);
+    wf_registry_free(reg);
+}
