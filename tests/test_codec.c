@@ -5,6 +5,7 @@
 #include "harness.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -205,4 +206,153 @@ Test(codec, malformed_events)
     cr_assert_eq(k, 5);
     wf_event_release(e);
     wf_registry_free(reg);
+}
+
+/* ---- context snapshots at rest ---- */
+
+static int counter(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_value v;
+    int64_t n = 0;
+    wf_ctx_get_default(ctx, "runs.count", wf_value_int(0), &v);
+    wf_value_get_int(v, &n);
+    wf_ctx_set(ctx, "runs.count", wf_value_int(n + 1));
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(n + 1));
+}
+
+static wf_workflow *counting_wf(const char *name, const char *step)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, name, NULL), 0);
+    const wf_event_type *acc[] = {wf_workflow_builtin(wf, WF_START_EVENT)};
+    const wf_event_type *em[] = {wf_workflow_builtin(wf, WF_STOP_EVENT)};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = acc;
+    p.n_accepts = 1;
+    p.emits = em;
+    p.n_emits = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, step, counter, &p, NULL), 0);
+    return wf;
+}
+
+static int64_t run_count(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx)
+{
+    wf_event *s, *res;
+    cr_assert_eq(wf_event_new(&s, wf_workflow_builtin(wf, WF_START_EVENT), 0), 0);
+    cr_assert_eq(wf_run(ex, wf, ctx, s, -1, &res), 0);
+    int64_t n;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &n), 0);
+    wf_event_release(res);
+    return n;
+}
+
+Test(codec, snapshot_at_rest_round_trips_and_resumes_counting)
+{
+    wf_workflow *wf = counting_wf("Counter", "count");
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, NULL), 0);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    cr_assert_eq(run_count(ex, wf, ctx), 1);
+    cr_assert_eq(run_count(ex, wf, ctx), 2);
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_ctx_save(ctx, &buf, &len), 0);
+    wf_ctx *again;
+    char *msg = NULL;
+    cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &again, &msg), 0, "%s", msg ? msg : "");
+    cr_assert_eq(run_count(ex, wf, again), 3, "the store came back");
+    char *json;
+    cr_assert_eq(wf_snapshot_to_json(buf, len, &json, NULL), 0);
+    char want[256];
+    snprintf(want, sizeof want,
+             "{\"magic\":\"wf-snapshot\",\"version\":1,\"workflow\":\"Counter\","
+             "\"fingerprint\":%llu,\"running\":false,\"state\":{\"runs\":{\"count\":2}}}",
+             (unsigned long long)wf_workflow_fingerprint(wf));
+    cr_assert_str_eq(json, want);
+    wf_free(json);
+    wf_free(buf);
+    wf_ctx_free(again);
+    wf_ctx_free(ctx);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(codec, snapshot_checks_definition_version_and_format)
+{
+    wf_workflow *wf = counting_wf("Counter", "count");
+    wf_workflow *other = counting_wf("Counter", "count_renamed");
+    cr_assert_neq(wf_workflow_fingerprint(wf), wf_workflow_fingerprint(other));
+    wf_ctx *ctx, *out;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    cr_assert_eq(wf_ctx_set(ctx, "k", wf_value_int(1)), 0);
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_ctx_save(ctx, &buf, &len), 0);
+    char *msg = NULL;
+    cr_assert_eq(wf_ctx_load(other, buf, len, 0, &out, &msg), WF_EMISMATCH);
+    cr_assert_str_eq(msg,
+                     "snapshot of workflow 'Counter' does not match the definition of 'Counter'");
+    wf_free(msg);
+    cr_assert_eq(wf_ctx_load(other, buf, len, WF_LOAD_ALLOW_MISMATCH, &out, NULL), 0);
+    wf_ctx_free(out);
+    /* a newer format is refused */
+    wf_value doc;
+    cr_assert_eq(wf_value_from_msgpack(buf, len, &doc, NULL, NULL), 0);
+    cr_assert_eq(wf_value_map_set(&doc, "version", wf_value_uint(WF_SNAPSHOT_VERSION + 1)), 0);
+    void *newer;
+    size_t nlen;
+    cr_assert_eq(wf_value_to_msgpack(doc, &newer, &nlen), 0);
+    cr_assert_eq(wf_ctx_load(wf, newer, nlen, 0, &out, &msg), WF_EVERSION);
+    cr_assert_str_eq(msg, "snapshot format 2 is newer than this library's (1): upgrade wf");
+    wf_free(msg);
+    wf_free(newer);
+    /* not a snapshot */
+    cr_assert_eq(wf_value_map_set(&doc, "magic", wf_value_int(0)), 0);
+    void *bad;
+    size_t blen;
+    cr_assert_eq(wf_value_to_msgpack(doc, &bad, &blen), 0);
+    cr_assert_eq(wf_ctx_load(wf, bad, blen, 0, &out, NULL), WF_EFORMAT);
+    wf_free(bad);
+    wf_value_release(doc);
+    /* every truncation fails cleanly */
+    for (size_t n = 0; n < len; n++)
+        cr_assert_eq(wf_ctx_load(wf, buf, n, 0, &out, NULL), WF_EFORMAT, "prefix %zu", n);
+    wf_free(buf);
+    wf_ctx_free(ctx);
+    wf_workflow_free(other);
+    wf_workflow_free(wf);
+}
+
+static int hold(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_ctx_save(ctx, &buf, &len), WF_EBUSY, "live snapshots are refused for now");
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(0));
+}
+
+Test(codec, a_running_context_is_not_saved_yet)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "Hold", NULL), 0);
+    const wf_event_type *acc[] = {wf_workflow_builtin(wf, WF_START_EVENT)};
+    const wf_event_type *em[] = {wf_workflow_builtin(wf, WF_STOP_EVENT)};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = acc;
+    p.n_accepts = 1;
+    p.emits = em;
+    p.n_emits = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "hold", hold, &p, NULL), 0);
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, NULL), 0);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, acc[0], 0), 0);
+    cr_assert_eq(wf_run(ex, wf, NULL, s, -1, NULL), 0);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
 }

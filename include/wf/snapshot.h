@@ -22,6 +22,8 @@
 #include <wf/common.h>
 #include <wf/value.h>
 #include <wf/event.h>
+#include <wf/workflow.h>
+#include <wf/context.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -47,6 +49,37 @@ WF_API int wf_event_to_msgpack(const wf_event *ev, void **buf, size_t *len);
  */
 WF_API int wf_event_from_msgpack(const wf_registry *reg, const void *buf, size_t len,
                                  wf_event **out, size_t *used, char **message);
+
+/* ---- context snapshots ---- */
+
+/** The snapshot format this library writes (independent of the library version). */
+#define WF_SNAPSHOT_VERSION 1
+/** wf_ctx_load flag: accept a snapshot of a differently defined workflow. */
+#define WF_LOAD_ALLOW_MISMATCH 1u
+
+/**
+ * A fingerprint of the definition: its name, and each step's name, accepted
+ * and emitted type names in order (FNV-1a, 64 bits). Any thread.
+ */
+WF_API uint64_t wf_workflow_fingerprint(const wf_workflow *wf);
+
+/**
+ * Saves a context at rest (between runs): a msgpack map with "magic"
+ * ("wf-snapshot"), "version", "workflow", "fingerprint", "running" (false) and
+ * "state" (the store). A context whose run is in flight gives WF_EBUSY: live
+ * snapshots are not written by this version yet. *buf caller owned (wf_free).
+ */
+WF_API int wf_ctx_save(wf_ctx *ctx, void **buf, size_t *len);
+/**
+ * A new context for wf from a snapshot (caller owns *out: wf_ctx_free).
+ * WF_EFORMAT for a malformed document, WF_EVERSION for a newer format,
+ * WF_EMISMATCH when it was taken of another workflow definition (unless
+ * flags has WF_LOAD_ALLOW_MISMATCH); *message (optional) says why.
+ */
+WF_API int wf_ctx_load(wf_workflow *wf, const void *buf, size_t len, uint32_t flags, wf_ctx **out,
+                       char **message);
+/** A JSON rendering of a snapshot (bytes as base64, 64-bit integers exact). Caller owns *json. */
+WF_API int wf_snapshot_to_json(const void *buf, size_t len, char **json, char **message);
 
 #ifdef __cplusplus
 }
