@@ -328,8 +328,10 @@ static int convert(const msgpack_object *o, wf_value *out, char **message)
         int rc = wf_value_map_new(out, o->via.map.size);
         for (uint32_t i = 0; rc == 0 && i < o->via.map.size; i++) {
             const msgpack_object_kv *kv = &o->via.map.ptr[i];
+            /* msgpack-c may give an empty string a NULL pointer */
+            const char *key = kv->key.via.str.ptr ? kv->key.via.str.ptr : "";
             wf_value dup;
-            if (wf_value_map_get_n(*out, kv->key.via.str.ptr, kv->key.via.str.size, &dup) == 0) {
+            if (wf_value_map_get_n(*out, key, kv->key.via.str.size, &dup) == 0) {
                 rc = WF_EFORMAT;
                 if (message)
                     *message = wf__strdup("malformed msgpack: duplicate map key");
@@ -338,7 +340,7 @@ static int convert(const msgpack_object *o, wf_value *out, char **message)
             wf_value it;
             rc = convert(&kv->val, &it, message);
             if (rc == 0)
-                rc = wf_value_map_set_n(out, kv->key.via.str.ptr, kv->key.via.str.size, it);
+                rc = wf_value_map_set_n(out, key, kv->key.via.str.size, it);
         }
         if (rc < 0)
             wf_value_release(*out);

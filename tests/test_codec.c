@@ -356,3 +356,30 @@ Test(codec, a_running_context_is_not_saved_yet)
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+Test(codec, empty_keys_and_strings_round_trip)
+{
+    /* found by the fuzzer: msgpack-c hands an empty string a NULL pointer */
+    wf_value m, e;
+    cr_assert_eq(wf_value_map_new(&m, 0), 0);
+    cr_assert_eq(wf_value_string(&e, ""), 0);
+    cr_assert_eq(wf_value_map_set(&m, "", e), 0);
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_value_to_msgpack(m, &buf, &len), 0);
+    for (int round = 0; round < 2; round++) {
+        wf_value back;
+        cr_assert_eq(wf_value_from_msgpack(buf, len, &back, NULL, NULL), 0);
+        cr_assert(wf_value_equal(m, back));
+        void *again;
+        size_t alen;
+        cr_assert_eq(wf_value_to_msgpack(back, &again, &alen), 0);
+        cr_assert_eq(alen, len);
+        cr_assert(memcmp(again, buf, len) == 0);
+        wf_free(buf);
+        buf = again;
+        wf_value_release(back);
+    }
+    wf_free(buf);
+    wf_value_release(m);
+}
