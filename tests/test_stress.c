@@ -93,31 +93,43 @@ static void on_done(wf_handler *h, void *user)
     s->status = wf_handler_status(h);
 }
 
-static wf_workflow *build(void)
+/*
+ * start -> fan (emits Item) -> work (num_workers 3, emits the result type)
+ * -> gather (gather_workers; a join_list step when join_list).
+ */
+static wf_workflow *pipeline(const char *result_name, const wf_event_type **result,
+                             wf_step_fn fan_fn, wf_step_fn work_fn, wf_step_fn gather_fn,
+                             uint32_t gather_workers, int join_list)
 {
     wf_workflow *wf;
     cr_assert_eq(wf_workflow_new(&wf, "stress", NULL), 0);
     T_START = wf_workflow_builtin(wf, WF_START_EVENT);
     T_STOP = wf_workflow_builtin(wf, WF_STOP_EVENT);
     cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
-    cr_assert_eq(wf_workflow_event_type(wf, "Done", NULL, &T_DONE), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, result_name, NULL, result), 0);
     wf_step_params p;
     wf_step_params_init(&p);
     p.n_accepts = 1;
     p.n_emits = 1;
     p.accepts = &T_START;
     p.emits = &T_ITEM;
-    cr_assert_eq(wf_workflow_add_step(wf, "fan", fan, &p, NULL), 0);
+    cr_assert_eq(wf_workflow_add_step(wf, "fan", fan_fn, &p, NULL), 0);
     p.accepts = &T_ITEM;
-    p.emits = &T_DONE;
+    p.emits = result;
     p.num_workers = 3;
-    cr_assert_eq(wf_workflow_add_step(wf, "worker", worker, &p, NULL), 0);
-    p.accepts = &T_DONE;
+    cr_assert_eq(wf_workflow_add_step(wf, "work", work_fn, &p, NULL), 0);
+    p.accepts = result;
     p.emits = &T_STOP;
-    p.num_workers = 1;
-    cr_assert_eq(wf_workflow_add_step(wf, "collect", collect, &p, NULL), 0);
+    p.num_workers = gather_workers;
+    p.join_list = join_list;
+    cr_assert_eq(wf_workflow_add_step(wf, "gather", gather_fn, &p, NULL), 0);
     wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
     return wf;
+}
+
+static wf_workflow *build(void)
+{
+    return pipeline("Done", &T_DONE, fan, worker, collect, 1, 0);
 }
 
 Test(stress, concurrent_runs_fanout_cancel, .timeout = 600)
@@ -263,30 +275,10 @@ static int jcollect(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 
 Test(stress, runs_fanning_out_into_collect, .timeout = 900)
 {
-    wf_workflow *wf;
-    cr_assert_eq(wf_workflow_new(&wf, "join-stress", NULL), 0);
-    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
-    T_STOP = wf_workflow_builtin(wf, WF_STOP_EVENT);
-    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
-    cr_assert_eq(wf_workflow_event_type(wf, "Res", NULL, &T_RES), 0);
+    /* two collectors race on the buffer */
+    wf_workflow *wf = pipeline("Res", &T_RES, jfan, jwork, jcollect, 2, 0);
     for (int i = 0; i < JOIN_FAN; i++)
         join_spec[i] = T_RES;
-    wf_step_params p;
-    wf_step_params_init(&p);
-    p.n_accepts = 1;
-    p.n_emits = 1;
-    p.accepts = &T_START;
-    p.emits = &T_ITEM;
-    cr_assert_eq(wf_workflow_add_step(wf, "fan", jfan, &p, NULL), 0);
-    p.accepts = &T_ITEM;
-    p.emits = &T_RES;
-    p.num_workers = 3;
-    cr_assert_eq(wf_workflow_add_step(wf, "work", jwork, &p, NULL), 0);
-    p.accepts = &T_RES;
-    p.emits = &T_STOP;
-    p.num_workers = 2; /* two collectors race on the buffer */
-    cr_assert_eq(wf_workflow_add_step(wf, "collect", jcollect, &p, NULL), 0);
-    wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
     wf_executor_params ep;
     wf_executor_params_init(&ep);
     ep.threads = 3;
@@ -344,28 +336,7 @@ static int ljoin(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 
 Test(stress, runs_fanning_out_into_list_joins, .timeout = 900)
 {
-    wf_workflow *wf;
-    cr_assert_eq(wf_workflow_new(&wf, "list-stress", NULL), 0);
-    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
-    T_STOP = wf_workflow_builtin(wf, WF_STOP_EVENT);
-    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
-    cr_assert_eq(wf_workflow_event_type(wf, "Res", NULL, &T_RES), 0);
-    wf_step_params p;
-    wf_step_params_init(&p);
-    p.n_accepts = 1;
-    p.n_emits = 1;
-    p.accepts = &T_START;
-    p.emits = &T_ITEM;
-    cr_assert_eq(wf_workflow_add_step(wf, "split", lsplit, &p, NULL), 0);
-    p.accepts = &T_ITEM;
-    p.emits = &T_RES;
-    p.num_workers = 3;
-    cr_assert_eq(wf_workflow_add_step(wf, "work", jwork, &p, NULL), 0);
-    p.accepts = &T_RES;
-    p.emits = &T_STOP;
-    p.join_list = 1;
-    cr_assert_eq(wf_workflow_add_step(wf, "join", ljoin, &p, NULL), 0);
-    wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
+    wf_workflow *wf = pipeline("Res", &T_RES, lsplit, jwork, ljoin, 1, 1);
     wf_executor_params ep;
     wf_executor_params_init(&ep);
     ep.threads = 3;
