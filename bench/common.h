@@ -1,6 +1,7 @@
 /*
  * common.h: helpers shared by the benchmark programs: a clock, peak RSS and
- * the JSON line every program prints.
+ * the JSON line every program prints. Plain C that also compiles as C++
+ * (the TBB peer includes it).
  */
 #ifndef WF_BENCH_COMMON_H
 #define WF_BENCH_COMMON_H
@@ -31,6 +32,15 @@ static inline long bench_arg(int argc, char **argv, const char *name, long dflt)
     for (int i = 1; i + 1 < argc; i++)
         if (strcmp(argv[i], name) == 0)
             return atol(argv[i + 1]);
+    return dflt;
+}
+
+/* Parses "--bench NAME" style arguments. */
+static inline const char *bench_arg_str(int argc, char **argv, const char *name, const char *dflt)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0)
+            return argv[i + 1];
     return dflt;
 }
 

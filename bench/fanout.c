@@ -3,14 +3,27 @@
  * executor's threads); each worker invocation does a little arithmetic and
  * emits a Done event; a collector (num_workers 1) sums them and stops at n.
  * Verified: the sum equals the closed form. ns_per_event is per fanned-out item.
- * Usage: fanout [--n N] [--threads T]
+ * Usage: fanout [--n N] [--threads T] [--warmup W]
+ *
+ * Built a second time with BENCH_PARALLEL as bench_parallel: the same shape
+ * with ~1 us of real computation per item (bench_par_work, --iters), the
+ * workload where a second thread must help. It also reports work_ns, the
+ * measured serial cost of one item's computation.
  */
 #include <wf/wf.h>
 
 #include "common.h"
+#include "work.h"
+
+#ifdef BENCH_PARALLEL
+#define BENCH_NAME "parallel"
+#else
+#define BENCH_NAME "fanout"
+#endif
 
 static const wf_event_type *T_ITEM, *T_DONE;
 static long n_items;
+static long iters; /* parallel only */
 
 typedef struct {
     long count;
@@ -19,7 +32,11 @@ typedef struct {
 
 static uint64_t work(uint64_t i)
 {
-    return (i * 2654435761u) % 1000;
+#ifdef BENCH_PARALLEL
+    return bench_par_work(i, iters);
+#else
+    return bench_fan_work(i);
+#endif
 }
 
 static int fan(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
@@ -56,8 +73,9 @@ int main(int argc, char **argv)
 {
     n_items = bench_arg(argc, argv, "--n", 1000000);
     long threads = bench_arg(argc, argv, "--threads", 2);
+    iters = bench_arg(argc, argv, "--iters", BENCH_PAR_ITERS);
     wf_workflow *wf;
-    if (wf_workflow_new(&wf, "fanout", NULL) < 0)
+    if (wf_workflow_new(&wf, BENCH_NAME, NULL) < 0)
         return 1;
     const wf_event_type *start = wf_workflow_builtin(wf, WF_START_EVENT);
     const wf_event_type *stop = wf_workflow_builtin(wf, WF_STOP_EVENT);
@@ -87,8 +105,10 @@ int main(int argc, char **argv)
     if (wf_executor_new(&ex, &ep) < 0)
         return 1;
     uint64_t expect = 0;
+    double w0 = bench_now();
     for (long i = 0; i < n_items; i++)
         expect += work((uint64_t)i);
+    double work_ns = (bench_now() - w0) * 1e9 / (double)(n_items ? n_items : 1);
     /* Round 0 warms the allocator (first touch of fresh pages is slow here). */
     long warmup = bench_arg(argc, argv, "--warmup", 1);
     double dt = 0;
@@ -108,7 +128,13 @@ int main(int argc, char **argv)
         wf_event_release(res);
         ok = ok && rc == 0 && got == expect;
     }
-    bench_report("fanout", "wf", threads, n_items, dt, n_items, ok, "");
+    char extra[64] = "";
+#ifdef BENCH_PARALLEL
+    snprintf(extra, sizeof extra, ",\"iters\":%ld,\"work_ns\":%.1f", iters, work_ns);
+#else
+    (void)work_ns;
+#endif
+    bench_report(BENCH_NAME, "wf", threads, n_items, dt, n_items, ok, extra);
     wf_executor_free(ex);
     wf_workflow_free(wf);
     return ok ? 0 : 1;

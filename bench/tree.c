@@ -1,0 +1,145 @@
+/*
+ * tree.c: a binary fan-out of depth d with a join at every node. A Node
+ * event (depth left, index) either is a leaf, answered with a Res worth
+ * bench_fan_work(index), or splits into two child Nodes with
+ * wf_ctx_emit_list; the join_list step sums the two Res of each split and
+ * emits one Res for the level above (the root's join, whose origin is the
+ * StartEvent, stops the run). Every node is one step invocation and every
+ * inner node one more (its join): recursive parallelism through the
+ * executor's stealing. Verified: the sum over the leaves. ns_per_event is
+ * per tree node (2^(d+1) - 1 nodes); one warm-up round in the same process.
+ *
+ * The node and join steps have no practical num_workers bound (--workers,
+ * default 2^30), as TBB's flow::unlimited in the peer: the bound exists to
+ * throttle a step, and events over it wait in the step's FIFO queue, which
+ * runs this recursion breadth-first instead of depth-first on each worker's
+ * deque (--workers 2: about 4x slower here).
+ * Usage: tree [--depth D] [--threads T] [--warmup W] [--workers W]
+ */
+#include <wf/wf.h>
+
+#include "common.h"
+#include "work.h"
+
+static const wf_event_type *T_START, *T_NODE, *T_RES;
+
+static int node_event(wf_event **out, int64_t depth, int64_t index)
+{
+    return wf_event_new2(out, T_NODE, "d", wf_value_int(depth), "i", wf_value_int(index));
+}
+
+/* Splits (depth, index) into its two children, joined by the join step. */
+static int split_children(wf_ctx *ctx, int64_t depth, int64_t index)
+{
+    wf_event *evs[2] = {NULL, NULL};
+    int rc = node_event(&evs[0], depth - 1, 2 * index);
+    if (rc == 0)
+        rc = node_event(&evs[1], depth - 1, 2 * index + 1);
+    if (rc < 0) {
+        wf_event_release(evs[0]);
+        return rc;
+    }
+    return wf_ctx_emit_list(ctx, evs, 2, T_RES);
+}
+
+static int root(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    long depth = *(const long *)user;
+    if (depth == 0)
+        return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                                 wf_value_uint(bench_fan_work(0)));
+    return split_children(ctx, depth, 0);
+}
+
+static int node(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    int64_t d = 0, i = 0;
+    wf_value_get_int(wf_event_get(in, "d", wf_value_int(0)), &d);
+    wf_value_get_int(wf_event_get(in, "i", wf_value_int(0)), &i);
+    if (d == 0)
+        return wf_event_new1(out, T_RES, "v", wf_value_uint(bench_fan_work((uint64_t)i)));
+    return split_children(ctx, d, i);
+}
+
+static int join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    const wf_event *const *evs;
+    size_t n;
+    int rc = wf_ctx_join_events(ctx, &evs, &n);
+    if (rc < 0)
+        return rc;
+    uint64_t sum = 0;
+    for (size_t k = 0; k < n; k++) {
+        uint64_t v = 0;
+        wf_value_get_uint(wf_event_get(evs[k], "v", wf_value_uint(0)), &v);
+        sum += v;
+    }
+    if (wf_event_type_of(in) == T_START) /* the root's join */
+        return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                                 wf_value_uint(sum));
+    return wf_event_new1(out, T_RES, "v", wf_value_uint(sum));
+}
+
+int main(int argc, char **argv)
+{
+    long depth = bench_arg(argc, argv, "--depth", 20);
+    long threads = bench_arg(argc, argv, "--threads", 2);
+    long warmup = bench_arg(argc, argv, "--warmup", 1);
+    long workers = bench_arg(argc, argv, "--workers", 1L << 30);
+    wf_workflow *wf;
+    if (depth < 0 || depth > 40 || wf_workflow_new(&wf, "tree", NULL) < 0)
+        return 1;
+    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    const wf_event_type *stop = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    wf_workflow_event_type(wf, "Node", NULL, &T_NODE);
+    wf_workflow_event_type(wf, "Res", NULL, &T_RES);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    const wf_event_type *root_emits[2] = {T_NODE, stop};
+    p.accepts = &T_START;
+    p.n_accepts = 1;
+    p.emits = root_emits;
+    p.n_emits = 2;
+    wf_workflow_add_step(wf, "root", root, &p, &depth);
+    const wf_event_type *node_emits[2] = {T_NODE, T_RES};
+    p.accepts = &T_NODE;
+    p.emits = node_emits;
+    p.num_workers = (uint32_t)workers;
+    wf_workflow_add_step(wf, "node", node, &p, NULL);
+    const wf_event_type *join_emits[2] = {T_RES, stop};
+    p.accepts = &T_RES;
+    p.emits = join_emits;
+    p.join_list = 1;
+    if (wf_workflow_add_step(wf, "join", join, &p, NULL) < 0)
+        return 1;
+    wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = (uint32_t)threads;
+    wf_executor *ex;
+    if (wf_executor_new(&ex, &ep) < 0)
+        return 1;
+    uint64_t expect = bench_tree_expect(depth);
+    long nodes = bench_tree_nodes(depth);
+    double dt = 0;
+    int ok = 1;
+    for (long round = 0; round <= warmup; round++) { /* round 0 warms the allocator */
+        wf_event *s;
+        wf_event_new(&s, T_START, 0);
+        double t0 = bench_now();
+        wf_event *res = NULL;
+        int rc = wf_run(ex, wf, NULL, s, -1, &res);
+        dt = bench_now() - t0;
+        uint64_t got = 0;
+        if (rc == 0)
+            wf_value_get_uint(wf_event_result(res), &got);
+        wf_event_release(res);
+        ok = ok && rc == 0 && got == expect;
+    }
+    char extra[32];
+    snprintf(extra, sizeof extra, ",\"depth\":%ld", depth);
+    bench_report("tree", "wf", threads, nodes, dt, nodes, ok, extra);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    return ok ? 0 : 1;
+}
