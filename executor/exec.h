@@ -138,6 +138,47 @@ int64_t wf__now_ns(void);
 
 /* ------------------------------------------------------------------- pool */
 
+/*
+ * What a thread that runs tasks (a worker or a blocking-pool thread) is doing
+ * for the run a live snapshot looks at (run.c). state: 0 when between tasks,
+ * else the run's address, with bit 0 set while the task has effects the run
+ * can see (routing, finishing its slot, coordination calls): a snapshot waits
+ * for those to end and records a task that has none as "in progress". task:
+ * the task being run, valid while state names a run.
+ */
+typedef struct wf__slot {
+    _Atomic uintptr_t state;
+    _Atomic(struct wf__task *) task;
+    struct wf_executor *ex; /* blocking-pool slots: their executor */
+} wf__slot;
+
+#define WF__SLOT_DIRTY ((uintptr_t)1)
+
+/* The calling thread's slot, or NULL (a thread outside the executor). */
+extern _Thread_local wf__slot *wf__tls_slot;
+
+/*
+ * The asymmetric fence of live snapshots: a task runner stores its slot and
+ * then reads the run's gate with only wf__fence_light (a compiler barrier when
+ * membarrier(2) is available, else a full fence); the snapshot stores the
+ * gate and then runs wf__fence_heavy (membarrier: every running thread of
+ * the process passes a full barrier) before it reads the slots.
+ */
+extern int wf__membarrier_ok;
+int wf__membarrier_init(void);
+void wf__fence_heavy(void);
+static inline void wf__fence_light(void)
+{
+#if WF__TSAN
+    atomic_thread_fence(memory_order_seq_cst);
+#else
+    if (WF__LIKELY(wf__membarrier_ok))
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
 typedef struct wf__worker {
     struct wf_executor *ex;
     uint32_t index;
@@ -145,6 +186,7 @@ typedef struct wf__worker {
     uint32_t tick;    /* owner only: fairness counter */
     uint32_t rng;     /* owner only: victim choice */
     wf__deque deque;
+    wf__slot slot; /* written by the owner only */
     _Atomic int parked WF__ALIGNED; /* futex word: 1 while parked */
     pthread_t thread;
 } wf__worker;
@@ -188,6 +230,7 @@ struct wf_executor {
     pthread_cond_t blk_cond;
     wf__task *blk_head, *blk_tail;
     pthread_t *blk_threads;
+    wf__slot *blk_slots; /* one per blocking thread */
     uint32_t blk_max, blk_started, blk_idle;
     int blk_stop;
 

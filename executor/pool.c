@@ -25,6 +25,41 @@
 #define FAIRNESS_TICK 61    /* every N tasks, look at the injection queue and our deque's top */
 
 static _Thread_local wf__worker *tls_worker;
+_Thread_local wf__slot *wf__tls_slot;
+
+/* ------------------------------------------------------ asymmetric fences */
+
+int wf__membarrier_ok;
+static pthread_once_t membarrier_once = PTHREAD_ONCE_INIT;
+
+#ifndef MEMBARRIER_CMD_PRIVATE_EXPEDITED
+#define MEMBARRIER_CMD_PRIVATE_EXPEDITED          (1 << 3)
+#define MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (1 << 4)
+#endif
+
+static void membarrier_register(void)
+{
+#if !WF__TSAN && defined(SYS_membarrier)
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+        wf__membarrier_ok = 1;
+#endif
+}
+
+/* Once per process, before the first executor's threads start. */
+int wf__membarrier_init(void)
+{
+    pthread_once(&membarrier_once, membarrier_register);
+    return wf__membarrier_ok;
+}
+
+void wf__fence_heavy(void)
+{
+#if !WF__TSAN && defined(SYS_membarrier)
+    if (wf__membarrier_ok && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+        return;
+#endif
+    atomic_thread_fence(memory_order_seq_cst);
+}
 
 wf__worker *wf__current_worker(void)
 {
@@ -174,7 +209,9 @@ void wf__schedule(struct wf_executor *ex, wf__task *t)
  */
 static void *blocking_main(void *arg)
 {
-    struct wf_executor *ex = arg;
+    wf__slot *slot = arg;
+    struct wf_executor *ex = slot->ex;
+    wf__tls_slot = slot;
     pthread_mutex_lock(&ex->blk_lock);
     for (;;) {
         wf__task *t = ex->blk_head;
@@ -207,7 +244,8 @@ void wf__blocking_submit(struct wf_executor *ex, wf__task *t)
         ex->blk_head = t;
     ex->blk_tail = t;
     if (ex->blk_idle == 0 && ex->blk_started < ex->blk_max &&
-        pthread_create(&ex->blk_threads[ex->blk_started], NULL, blocking_main, ex) == 0)
+        pthread_create(&ex->blk_threads[ex->blk_started], NULL, blocking_main,
+                       &ex->blk_slots[ex->blk_started]) == 0)
         ex->blk_started++;
     else
         pthread_cond_signal(&ex->blk_cond);
@@ -338,6 +376,7 @@ static void *worker_main(void *arg)
     wf__worker *w = arg;
     struct wf_executor *ex = w->ex;
     tls_worker = w;
+    wf__tls_slot = &w->slot;
     atomic_fetch_add(&ex->n_spinning, 1);
     int spinning = 1;
     for (;;) {
@@ -402,6 +441,7 @@ static void *worker_main(void *arg)
     if (spinning)
         atomic_fetch_sub(&ex->n_spinning, 1);
     tls_worker = NULL;
+    wf__tls_slot = NULL;
     return NULL;
 }
 
@@ -439,6 +479,7 @@ static void ex_destroy(struct wf_executor *ex)
     wf__free_mem(ex->inject_buf);
     wf__free_mem(ex->heap);
     wf__free_mem(ex->blk_threads);
+    wf__free_mem(ex->blk_slots);
     pthread_mutex_destroy(&ex->blk_lock);
     pthread_cond_destroy(&ex->blk_cond);
     pthread_mutex_destroy(&ex->inject_lock);
@@ -492,12 +533,16 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     ex->idle_stack = wf__calloc(n, sizeof *ex->idle_stack);
     ex->inject_buf = wf__calloc(INJECT_SIZE, sizeof(ck_ring_buffer_t));
     ex->blk_threads = wf__calloc(ex->blk_max ? ex->blk_max : 1, sizeof *ex->blk_threads);
+    ex->blk_slots = wf__calloc(ex->blk_max ? ex->blk_max : 1, sizeof *ex->blk_slots);
     if (ex->workers == NULL || ex->idle_stack == NULL || ex->inject_buf == NULL ||
-        ex->blk_threads == NULL) {
+        ex->blk_threads == NULL || ex->blk_slots == NULL) {
         ex_destroy(ex);
         return WF_ENOMEM;
     }
     ck_ring_init(&ex->inject_ring, INJECT_SIZE);
+    wf__membarrier_init();
+    for (uint32_t i = 0; i < ex->blk_max; i++)
+        ex->blk_slots[i].ex = ex;
     for (uint32_t i = 0; i < n; i++) {
         wf__worker *w = &ex->workers[i];
         w->ex = ex;

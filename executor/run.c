@@ -20,200 +20,16 @@
  * executor forgets it. Tasks themselves hold no reference, so a chain of
  * invocations touches no shared counter beyond its own step's.
  */
-#include "exec.h"
 
+#include "run_impl.h"
+
+#include <linux/futex.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
-
-typedef struct wf__pendq {
-    _Atomic(wf__task *) tail;
-    wf__task *head;   /* consumer side, under lock */
-    atomic_flag lock; /* serialises consumers */
-    wf__task stub;
-} wf__pendq;
-
-/* Bookkeeping of a retried event: kept with its task (task->arg). */
-typedef struct wf__retry_info {
-    int64_t first_ns; /* when the first execution started */
-    int32_t last_error;
-    char *last_msg;
-    wf_event **tuple; /* a join step's set of events (owned), or NULL */
-    uint32_t ntuple;
-    int joined; /* a join's set (possibly empty) is there */
-} wf__retry_info;
-
-/* A retry waiting for its not-before time: the task and its timer. */
-typedef struct wf__retry_timer {
-    wf__timer tm;
-    struct wf__run *run;
-    wf__task *t;
-    struct wf__retry_timer *prev, *next; /* the run's list, under run->mu */
-    int listed;
-} wf__retry_timer;
-
-/* collect_events: per run, step and buffer id, a FIFO of events per type. */
-typedef struct wf__cq {
-    const wf_event_type *type;
-    wf_event **ring;
-    uint32_t head, len, cap;
-    uint32_t need; /* events of this type a complete set takes (collect spec) */
-} wf__cq;
-
-/*
- * The spec (expected types) is cached by the caller's array and length, so a
- * call that repeats it costs O(1): one queue push and, when that queue just
- * reached its need, one more satisfied type. Only a complete set costs O(n).
- */
-typedef struct wf__collect {
-    struct wf__collect *next;
-    uint32_t step;
-    char *id;
-    wf__cq *qs;
-    uint32_t nq, capq;
-    const void *spec; /* the types array the need counts were computed for */
-    size_t spec_n;
-    const wf_event_type *spec_first, *spec_last; /* a cheap check the array still holds it */
-    uint32_t nreq;                               /* queues with need > 0 */
-    uint32_t satisfied;                          /* of those, how many hold at least need events */
-} wf__collect;
-
-/* wait_for_event: a suspended invocation waiting for a matching event. */
-enum { W_WAITING = 0, W_RESOLVED = 1, W_TIMED_OUT = 2 };
-typedef struct wf__waiter {
-    struct wf__waiter *next;
-    struct wf__run *run;
-    uint32_t step;
-    int state; /* under coord_lock */
-    char *id;
-    const wf_event_type *type;
-    wf_value req;   /* a map of required field values, or nil */
-    wf__task *task; /* the invocation to run again (input event, attempt) */
-    wf_event *got;  /* the event that resolved it */
-    int64_t timeout_ms;
-    wf__timer tm;
-    int timer_live; /* armed and its callback not finished (coord lock) */
-    int orphan;     /* taken off the list while its callback runs: it frees w */
-} wf__waiter;
-
-/* An invocation handed to a completion token (async step). */
-/*
- * CREATED: wf_ctx_pend was called, the step has not returned yet. ARMED: it
- * returned WF_PENDING; the token owns task and slot. EARLY: completed before
- * the step returned; the result waits in the token for invoke to route it.
- * DETACHED: the run ended (or the step did not return WF_PENDING); a later
- * completion only frees the token.
- */
-enum { TOK_CREATED = 0, TOK_ARMED = 1, TOK_EARLY = 2, TOK_DETACHED = 3 };
-struct wf_completion {
-    int state;                         /* under lock */
-    struct wf__run *run;               /* a reference (refs) until the token is finished */
-    wf__task *task;                    /* the invocation: its slot stays taken until completion */
-    struct wf_completion *prev, *next; /* the run's pending list, under coord lock */
-    int listed;
-    pthread_mutex_t lock; /* guards state, sent and the result */
-    wf_event **sent;
-    int32_t *targets;
-    uint32_t nsent, capsent;
-    wf_event *out; /* the completion's returned event (EARLY) */
-    int rc;        /* its result: 0 or an error (EARLY) */
-    char *errmsg;
-    int64_t started; /* for retry and handler timing */
-};
-
-/*
- * A list fan-out: n branches whose tasks carry (group, branch) in task->u.group
- * and task->pad. outstanding[b] counts the live tasks of branch b (plus one
- * per nested group of it); resolved[b] goes 0 -> 1 (result found) or 0 -> 2
- * (dropped out) once; when unresolved reaches 0 the join step runs. Groups
- * live until the run is freed (run->groups, under the coordination lock).
- */
-typedef struct wf__group {
-    struct wf__group *next_in_run;
-    struct wf__group *parent; /* nested fan-out: the branch it belongs to */
-    uint32_t parent_branch;
-    uint32_t join_step;
-    const wf_event_type *collect;
-    wf_event *origin;
-    uint16_t lineage;
-    uint32_t n;
-    _Atomic uint32_t unresolved;
-    _Atomic uint32_t *outstanding;
-    _Atomic int *resolved;
-    wf_event **result;
-} wf__group;
-
-typedef struct wf__step_state {
-    _Atomic uint32_t count;
-    uint32_t workers;
-    _Atomic(wf__pendq *) pendq; /* created on first need */
-} wf__step_state;
-
-typedef struct wf__run {
-    _Atomic uint32_t refs;
-    _Atomic uint32_t engine;
-    _Atomic int ended; /* 0 -> 1 exactly once */
-    uint64_t id;
-    struct wf_executor *ex;
-    wf_workflow *wf;
-    wf_ctx *ctx;
-    wf__timer timeout;
-    int64_t timeout_ms;
-
-    /* the outcome: written by the one that ended the run, then published under mu */
-    int status; /* wf_run_status, under mu */
-    wf_event *result;
-    int err_code;
-    char *err_step;
-    char *err_msg;
-
-    /* stream and waiting, under mu */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    wf_event **sbuf;
-    uint32_t scap;
-    uint32_t shead;
-    uint32_t scount;
-    wf_event *terminal;
-    int terminal_given;
-    int reader_busy;
-    int sleepers;
-    _Atomic uint64_t dropped;
-    _Atomic uint64_t unhandled;
-    int stream_internal;
-    wf_done_fn on_done;
-    void *on_done_user;
-    wf__retry_timer *retries;     /* armed retries, under mu */
-    pthread_mutex_t collect_lock; /* guards collect and waiters */
-    wf__collect *collect;
-    wf__waiter *waiters;
-    wf_completion *pending;    /* async invocations waiting for completion */
-    wf__group *groups;         /* list fan-outs of this run */
-    _Atomic uint32_t nwaiting; /* waiters in W_WAITING: emit looks only when nonzero */
-
-    /* the executor's list of runs not ended, under ex->runs_lock */
-    struct wf__run *prev, *next;
-    int listed;
-
-    uint32_t nsteps;
-    wf__step_state steps[];
-} wf__run;
-
-/* The invocation running on this thread (like Python's contextvars). */
-typedef struct wf__inv {
-    wf__run *run;
-    wf__step *step;
-    wf__task *task;
-    wf_event **sent;
-    int32_t *targets;
-    uint32_t nsent;
-    uint32_t capsent;
-    char *errmsg;
-    int suspended;        /* a waiter was registered: WF_SUSPEND is expected */
-    wf_completion *token; /* wf_ctx_pend was called: WF_PENDING is expected */
-    wf_event *inl_sent[8];
-    int32_t inl_targets[8];
-} wf__inv;
+#include <unistd.h>
 
 static _Thread_local wf__inv *tls_inv;
 /*
@@ -239,6 +55,7 @@ static inline void tag_task(wf__task *t)
 
 static int end_run(wf__run *run, int status, wf_event *result, int code, const char *step,
                    const char *msg);
+static inline void slot_dirty(wf__run *run);
 static void retries_cancel(struct wf__run *run);
 static void tokens_detach(struct wf__run *run);
 static void token_abandon(wf_completion *c);
@@ -302,6 +119,9 @@ static void run_free(wf__run *run)
     collect_free(run->collect);
     groups_free(run->groups);
     pthread_mutex_destroy(&run->collect_lock);
+    pthread_mutex_destroy(&run->snap_lock);
+    pthread_mutex_destroy(&run->snap_mu);
+    pthread_rwlock_destroy(&run->outside);
     for (uint32_t i = 0; i < run->nsteps; i++) {
         wf__pendq *q = atomic_load(&run->steps[i].pendq);
         wf__free_mem(q);
@@ -713,6 +533,7 @@ static void waiter_fire(wf__timer *tm, void *arg)
     wf__waiter *w = arg;
     wf__run *run = w->run;
     wf__task *t = NULL;
+    int o = wf__outside_enter(run);
     pthread_mutex_lock(&run->collect_lock);
     if (w->state == W_WAITING) {
         w->state = W_TIMED_OUT;
@@ -733,6 +554,7 @@ static void waiter_fire(wf__timer *tm, void *arg)
         else if (deliver_task(run, t) < 0)
             end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL, "out of memory resuming a step");
     }
+    wf__outside_exit(run, o);
     engine_unref(run); /* the timer's unit */
 }
 
@@ -1083,6 +905,7 @@ static void retry_fire(wf__timer *tm, void *arg)
     (void)tm;
     wf__retry_timer *rt = arg;
     wf__run *run = rt->run;
+    int o = wf__outside_enter(run);
     pthread_mutex_lock(&run->mu);
     WF__DLIST_UNLINK(run->retries, rt);
     pthread_mutex_unlock(&run->mu);
@@ -1094,6 +917,7 @@ static void retry_fire(wf__timer *tm, void *arg)
     else if (deliver_task(run, t) < 0) /* t is gone */
         end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, run->wf->steps[s]->name,
                 "out of memory re-queuing a retry");
+    wf__outside_exit(run, o);
     engine_unref(run); /* the retry's unit */
 }
 
@@ -1385,6 +1209,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d)
             : 0;
     int rc = step->fn(run->ctx, t->ev, &out, step->user);
     tls_inv = prev;
+    slot_dirty(run);
     if (WF__LIKELY(rc == 0)) {
         route_emissions(run, out, &inv, d);
     } else if (rc == WF_PENDING && inv.token) {
@@ -1422,6 +1247,96 @@ static int invoke(wf__run *run, wf__task *t, deferred *d)
     return 0;
 }
 
+/*
+ * The live-snapshot protocol of a task runner (see run_impl.h): announce the
+ * run in the slot, then look at the gate; hold the task while a snapshot is
+ * being taken. Costs two stores, a compiler barrier and a load per task.
+ */
+static void gate_wait(wf__run *run)
+{
+    int g;
+    for (int i = 0; (g = atomic_load_explicit(&run->gate, memory_order_acquire)) != 0; i++) {
+        if (i < 128)
+            __builtin_ia32_pause();
+        else
+            syscall(SYS_futex, (int *)&run->gate, FUTEX_WAIT_PRIVATE, g, NULL, NULL, 0);
+    }
+}
+
+/* The gate is closed: park t (and its chain) on the run, unless it opened meanwhile. */
+static int slot_hold(wf__slot *slot, wf__run *run, wf__task *t)
+{
+    pthread_mutex_lock(&run->snap_lock);
+    int closed = atomic_load_explicit(&run->gate, memory_order_relaxed);
+    if (closed) {
+        atomic_store_explicit(&t->next, run->held, memory_order_relaxed);
+        run->held = t;
+        atomic_store_explicit(&slot->state, 0, memory_order_release);
+    }
+    pthread_mutex_unlock(&run->snap_lock);
+    return closed;
+}
+
+/* 1 if t was held for a snapshot (the slot is free again). */
+static inline int slot_enter(wf__slot *slot, wf__run *run, wf__task *t)
+{
+    if (slot == NULL)
+        return 0;
+    atomic_store_explicit(&slot->task, t, memory_order_relaxed);
+    atomic_store_explicit(&slot->state, (uintptr_t)run, memory_order_release);
+    wf__fence_light();
+    if (WF__LIKELY(!atomic_load_explicit(&run->gate, memory_order_relaxed)))
+        return 0;
+    return slot_hold(slot, run, t);
+}
+
+/*
+ * The task is about to make something visible to the run (route, finish its
+ * slot, touch coordination state): wait while a snapshot is being taken.
+ */
+static inline void slot_dirty(wf__run *run)
+{
+    wf__slot *slot = wf__tls_slot;
+    if (slot == NULL || atomic_load_explicit(&slot->state, memory_order_relaxed) != (uintptr_t)run)
+        return; /* already dirty, or not this run's task */
+    for (;;) {
+        atomic_store_explicit(&slot->state, (uintptr_t)run | WF__SLOT_DIRTY, memory_order_relaxed);
+        wf__fence_light();
+        if (WF__LIKELY(!atomic_load_explicit(&run->gate, memory_order_relaxed)))
+            return;
+        atomic_store_explicit(&slot->state, (uintptr_t)run, memory_order_release);
+        gate_wait(run);
+    }
+}
+
+static inline void slot_leave(wf__slot *slot)
+{
+    if (slot)
+        atomic_store_explicit(&slot->state, 0, memory_order_release);
+}
+
+/* Back to a clean slot on task t (nothing of the run is held in the batch). */
+static inline int slot_clean(wf__slot *slot, wf__run *run, wf__task *t)
+{
+    return slot_enter(slot, run, t);
+}
+
+int wf__outside_enter(wf__run *run)
+{
+    wf__slot *slot = wf__tls_slot;
+    if (slot &&
+        atomic_load_explicit(&slot->state, memory_order_relaxed) == ((uintptr_t)run | WF__SLOT_DIRTY))
+        return 0; /* inside one of the run's tasks, already past the gate */
+    pthread_rwlock_rdlock(&run->outside);
+    return 1;
+}
+
+void wf__outside_exit(wf__run *run, int entered)
+{
+    if (entered)
+        pthread_rwlock_unlock(&run->outside);
+}
+
 void wf__task_run(wf__worker *w, wf__task *t)
 {
     (void)w;
@@ -1434,6 +1349,9 @@ void wf__task_run(wf__worker *w, wf__task *t)
     }
     wf__run *run = t->run;
     uint32_t s = t->step;
+    wf__slot *slot = wf__tls_slot;
+    if (WF__UNLIKELY(slot_enter(slot, run, t)))
+        return; /* held for a snapshot; it runs when the snapshot is done */
     if (t->chain == NULL) {
         int pended = 0;
         if (!run_ended(run)) {
@@ -1444,10 +1362,12 @@ void wf__task_run(wf__worker *w, wf__task *t)
             tls_lineage = 0;
             tls_group = NULL;
         }
-        if (pended)
-            return;
-        drop_task(t);
-        finish_slot(run, s);
+        if (!pended) {
+            slot_dirty(run);
+            drop_task(t);
+            finish_slot(run, s);
+        }
+        slot_leave(slot);
         return;
     }
     /* t and the events chained to it share one slot of step s. */
@@ -1493,16 +1413,33 @@ void wf__task_run(wf__worker *w, wf__task *t)
                             "out of memory re-queuing events");
                 nx = n2;
             }
+            slot_leave(slot);
             return;
         }
+        slot_dirty(run);
         drop_task(t);
         t = nx;
+        if (t && WF__UNLIKELY(atomic_load_explicit(&run->gate, memory_order_relaxed))) {
+            /* a snapshot waits: route what the batch holds, park the rest of it */
+            tls_lineage = lineage;
+            defer_flush(run, &d);
+            tls_lineage = 0;
+            defer_done(&d);
+            if (slot_clean(slot, run, t))
+                return;
+            d.evs = d.inl_evs;
+            d.targets = d.inl_targets;
+            d.n = 0;
+            d.cap = 32;
+            lineage = 0;
+        }
     }
     tls_lineage = lineage;
     defer_flush(run, &d);
     tls_lineage = 0;
     defer_done(&d);
     finish_slot(run, s);
+    slot_leave(slot);
 }
 
 /* --------------------------------------------------------------- starting */
@@ -1520,56 +1457,25 @@ static void on_timeout(wf__timer *tm, void *arg)
 {
     (void)tm;
     wf__run *run = arg;
+    int o = wf__outside_enter(run);
     end_run(run, WF_RUN_TIMED_OUT, NULL, WF_ERUNTIMEOUT, NULL, NULL);
+    wf__outside_exit(run, o);
     engine_unref(run); /* the timer's unit */
 }
 
-int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start,
-                    const wf_run_params *params, wf_handler **out, char **message)
+int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params,
+                   wf__run **out)
 {
-    if (message)
-        *message = NULL;
-    if (out)
-        *out = NULL;
-    if (ex == NULL || wf == NULL || start == NULL || out == NULL) {
-        wf_event_release(start);
-        return WF_EINVAL;
-    }
-    wf_run_params defaults;
-    if (params == NULL) {
-        wf_run_params_init(&defaults);
-        params = &defaults;
-    }
-    if (params->timeout_ms < 0 && params->timeout_ms != WF_NO_TIMEOUT &&
-        params->timeout_ms != WF_TIMEOUT_DEFAULT) {
-        wf_event_release(start);
-        return WF_EINVAL;
-    }
-    int rc = wf__workflow_prepare(wf, message);
-    if (rc < 0) {
-        wf_event_release(start);
-        return rc;
-    }
-    if (start->type->reg != wf->reg || !wf_event_type_is(start->type, wf->start_type)) {
-        wf_event_release(start);
-        return WF_ETYPE;
-    }
-    if (ctx && ctx->wf != wf) {
-        wf_event_release(start);
-        return WF_EMISMATCH;
-    }
-
+    *out = NULL;
     uint32_t ns = wf->n_steps;
     wf__run *run = wf__calloc(1, sizeof *run + ns * sizeof(wf__step_state));
-    if (run == NULL) {
-        wf_event_release(start);
+    if (run == NULL)
         return WF_ENOMEM;
-    }
+    int rc;
     if (ctx) {
         wf_ctx_retain(ctx);
     } else if ((rc = wf_ctx_new(&ctx, wf)) < 0) {
         wf__free_mem(run);
-        wf_event_release(start);
         return rc;
     }
     pthread_mutex_lock(&ctx->run_lock);
@@ -1577,7 +1483,6 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
         pthread_mutex_unlock(&ctx->run_lock);
         wf_ctx_free(ctx);
         wf__free_mem(run);
-        wf_event_release(start);
         return WF_EBUSY;
     }
     atomic_store_explicit(&ctx->run, run, memory_order_release);
@@ -1588,6 +1493,7 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
     atomic_init(&run->ended, 0);
     atomic_init(&run->dropped, 0);
     atomic_init(&run->unhandled, 0);
+    atomic_init(&run->gate, 0);
     run->ex = ex;
     run->wf = wf_workflow_retain(wf);
     run->ctx = ctx;
@@ -1603,6 +1509,9 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
     run->on_done_user = params->on_done_user;
     wf__mutex_init(&run->mu);
     wf__mutex_init(&run->collect_lock);
+    pthread_mutex_init(&run->snap_lock, NULL);
+    pthread_mutex_init(&run->snap_mu, NULL);
+    pthread_rwlock_init(&run->outside, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1624,7 +1533,6 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
         pthread_mutex_unlock(&ctx->run_lock);
         run->ex = NULL;
         run_free(run);
-        wf_event_release(start);
         return WF_ESHUTDOWN;
     }
     run->next = ex->runs_head;
@@ -1635,18 +1543,67 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
     ex->live_runs++;
     pthread_mutex_unlock(&ex->runs_lock);
 
+    *out = run;
     if (run->timeout_ms >= 0) {
         engine_ref(run);
         if (wf__timer_arm_after(ex, &run->timeout, run->timeout_ms * 1000000) < 0) {
             engine_unref(run);
-            *out = (wf_handler *)run;
-            wf_event_release(start);
             end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL, "out of memory arming the timeout");
-            return 0;
         }
     }
+    return 0;
+}
+
+/* Checks the parameters common to starting and resuming a run. */
+static int run_params_check(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx,
+                            const wf_run_params *params, char **message)
+{
+    if (params->timeout_ms < 0 && params->timeout_ms != WF_NO_TIMEOUT &&
+        params->timeout_ms != WF_TIMEOUT_DEFAULT)
+        return WF_EINVAL;
+    (void)ex;
+    int rc = wf__workflow_prepare(wf, message);
+    if (rc < 0)
+        return rc;
+    if (ctx && ctx->wf != wf)
+        return WF_EMISMATCH;
+    return 0;
+}
+
+int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start,
+                    const wf_run_params *params, wf_handler **out, char **message)
+{
+    if (message)
+        *message = NULL;
+    if (out)
+        *out = NULL;
+    if (ex == NULL || wf == NULL || out == NULL) {
+        wf_event_release(start);
+        return WF_EINVAL;
+    }
+    if (start == NULL) /* a context saved mid-run continues where it was */
+        return wf_run_resume(ex, wf, ctx, params, out, message);
+    wf_run_params defaults;
+    if (params == NULL) {
+        wf_run_params_init(&defaults);
+        params = &defaults;
+    }
+    int rc = run_params_check(ex, wf, ctx, params, message);
+    if (rc == 0 && (start->type->reg != wf->reg || !wf_event_type_is(start->type, wf->start_type)))
+        rc = WF_ETYPE;
+    wf__run *run = NULL;
+    if (rc == 0)
+        rc = wf__run_create(ex, wf, ctx, params, &run);
+    if (rc < 0) {
+        wf_event_release(start);
+        return rc;
+    }
+    /* a new run: whatever an earlier one left parked in the context is discarded */
+    wf__ctx_park(run->ctx, NULL, 0);
     *out = (wf_handler *)run;
+    int o = wf__outside_enter(run);
     emit(run, start, -1);
+    wf__outside_exit(run, o);
     return 0;
 }
 
@@ -1681,7 +1638,9 @@ void wf__runs_cancel_all(struct wf_executor *ex)
         pthread_mutex_unlock(&ex->runs_lock);
         if (run == NULL)
             return;
+        int o = wf__outside_enter(run);
         end_run(run, WF_RUN_CANCELLED, NULL, WF_ECANCELLED, NULL, NULL);
+        wf__outside_exit(run, o);
         run_release(run);
     }
 }
@@ -1809,7 +1768,9 @@ static int send_outside(wf__run *run, wf_event *ev, const char *target)
         wf_event_release(ev);
         return WF_ESTATE;
     }
+    int o = wf__outside_enter(run);
     emit(run, ev, idx);
+    wf__outside_exit(run, o);
     engine_unref(run);
     return 0;
 }
@@ -1828,9 +1789,21 @@ int wf_handler_cancel(wf_handler *h)
     wf__run *run = (wf__run *)h;
     if (run == NULL)
         return WF_EINVAL;
-    if (run_ended(run) || !end_run(run, WF_RUN_CANCELLED, NULL, WF_ECANCELLED, NULL, NULL))
+    if (run_ended(run))
         return WF_ESTATE;
-    return 0;
+    /* park what is left at the cut in the context, and end the run there */
+    void *bytes;
+    size_t len;
+    int rc = wf__run_capture(run, 1, &bytes, &len, NULL);
+    if (rc == 0 || rc == WF_ESTATE)
+        return rc;
+    /* it cannot be parked (from a step of the run, out of memory): cancel all the same */
+    wf__log(run->ex, WF_LOG_WARN, "run %llu: cancelled without parking its state (%s)",
+            (unsigned long long)run->id, wf_strerror(rc));
+    int o = wf__outside_enter(run);
+    int ended = end_run(run, WF_RUN_CANCELLED, NULL, WF_ECANCELLED, NULL, NULL);
+    wf__outside_exit(run, o);
+    return ended ? 0 : WF_ESTATE;
 }
 
 int wf_handler_next_event(wf_handler *h, int64_t timeout_ms, wf_event **ev)
@@ -2128,6 +2101,7 @@ int wf_ctx_collect_events(wf_ctx *ctx, const wf_event *in, const wf_event_type *
     const char *id = buffer_id ? buffer_id : "";
     wf__run *run = inv->run;
     uint32_t step = inv->task->step;
+    slot_dirty(run);
     pthread_mutex_lock(&run->collect_lock);
     wf__collect *c = run->collect;
     while (c && (c->step != step || c->id == NULL || strcmp(c->id, id) != 0))
@@ -2224,6 +2198,7 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
             wf_value_format(requirements, idbuf + n, sizeof idbuf - (size_t)n);
         waiter_id = idbuf;
     }
+    slot_dirty(run);
     pthread_mutex_lock(&run->collect_lock);
     wf__waiter **pp = &run->waiters, *w;
     while ((w = *pp) != NULL && (w->step != step || strcmp(w->id, waiter_id) != 0))
@@ -2506,6 +2481,7 @@ static int token_complete(wf_completion *c, wf_event *ev, int rc, const char *ms
     }
     /* ARMED: take it off the run's list, unless the run's end is detaching it right now */
     wf__run *run = c->run;
+    int o = wf__outside_enter(run);
     pthread_mutex_lock(&run->collect_lock);
     pthread_mutex_lock(&c->lock);
     int mine = c->state == TOK_ARMED;
@@ -2516,6 +2492,7 @@ static int token_complete(wf_completion *c, wf_event *ev, int rc, const char *ms
     pthread_mutex_unlock(&c->lock);
     pthread_mutex_unlock(&run->collect_lock);
     if (!mine) {
+        wf__outside_exit(run, o);
         wf_event_release(ev);
         token_free(c);
         return WF_ECANCELLED;
@@ -2525,6 +2502,7 @@ static int token_complete(wf_completion *c, wf_event *ev, int rc, const char *ms
     c->errmsg = msg ? wf__strdup(msg) : NULL;
     int ended = run_ended(run);
     token_finish(c);
+    wf__outside_exit(run, o);
     token_free(c);
     return ended ? WF_ECANCELLED : 0;
 }
@@ -2755,6 +2733,7 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
         return rc;
     }
     wf__run *run = inv->run;
+    slot_dirty(run);
     g->parent = inv->task->u.group;
     g->parent_branch = inv->task->pad;
     g->join_step = join;
@@ -2792,4 +2771,77 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
     for (uint32_t i = 0; i < n; i++)
         branch_done(run, g, i);
     return 0;
+}
+
+/* ------------------------------------------------------ services for live.c */
+
+void wf__drop_task(wf__task *t)
+{
+    drop_task(t);
+}
+
+int wf__deliver_task(wf__run *run, wf__task *t)
+{
+    return deliver_task(run, t);
+}
+
+void wf__run_schedule(wf__run *run, wf__task *t)
+{
+    run_schedule(run, t);
+}
+
+int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char *step,
+                const char *msg)
+{
+    return end_run(run, status, result, code, step, msg);
+}
+
+void wf__run_emit(wf__run *run, wf_event *ev, int32_t target)
+{
+    emit(run, ev, target);
+}
+
+void wf__branch_add(wf__group *g, uint32_t b)
+{
+    branch_add(g, b);
+}
+
+void wf__branch_done(wf__run *run, wf__group *g, uint32_t b)
+{
+    branch_done(run, g, b);
+}
+
+wf__cq *wf__cq_find(wf__collect *c, const wf_event_type *t, int create)
+{
+    return cq_find(c, t, create);
+}
+
+int wf__cq_push(wf__cq *q, wf_event *ev)
+{
+    return cq_push(q, ev);
+}
+
+void wf__retry_fire(wf__timer *tm, void *arg)
+{
+    retry_fire(tm, arg);
+}
+
+void wf__waiter_fire(wf__timer *tm, void *arg)
+{
+    waiter_fire(tm, arg);
+}
+
+void wf__engine_ref(wf__run *run)
+{
+    engine_ref(run);
+}
+
+void wf__engine_unref(wf__run *run)
+{
+    engine_unref(run);
+}
+
+void wf__run_release(wf__run *run)
+{
+    run_release(run);
 }

@@ -53,6 +53,7 @@ void wf_ctx_free(wf_ctx *ctx)
     if (ctx == NULL || atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
         return;
     wf_value_release(ctx->state);
+    wf__free_mem(ctx->parked);
     pthread_rwlock_destroy(&ctx->lock);
     pthread_mutex_destroy(&ctx->run_lock);
     wf_workflow_free(ctx->wf);
@@ -67,6 +68,57 @@ wf_workflow *wf_ctx_workflow(const wf_ctx *ctx)
 int wf_ctx_is_running(const wf_ctx *ctx)
 {
     return ctx ? atomic_load_explicit(&((wf_ctx *)ctx)->run, memory_order_acquire) != NULL : 0;
+}
+
+int wf_ctx_is_resumable(const wf_ctx *ctx)
+{
+    if (ctx == NULL)
+        return 0;
+    pthread_mutex_lock(&((wf_ctx *)ctx)->run_lock);
+    int r = ctx->parked != NULL;
+    pthread_mutex_unlock(&((wf_ctx *)ctx)->run_lock);
+    return r;
+}
+
+void wf__ctx_park(wf_ctx *ctx, void *bytes, size_t len)
+{
+    pthread_mutex_lock(&ctx->run_lock);
+    void *old = ctx->parked;
+    ctx->parked = bytes;
+    ctx->parked_len = bytes ? len : 0;
+    pthread_mutex_unlock(&ctx->run_lock);
+    wf__free_mem(old);
+}
+
+int wf__ctx_unpark(wf_ctx *ctx, void **bytes, size_t *len)
+{
+    pthread_mutex_lock(&ctx->run_lock);
+    *bytes = ctx->parked;
+    *len = ctx->parked_len;
+    ctx->parked = NULL;
+    ctx->parked_len = 0;
+    pthread_mutex_unlock(&ctx->run_lock);
+    return *bytes != NULL;
+}
+
+int wf__ctx_parked_copy(wf_ctx *ctx, void **bytes, size_t *len)
+{
+    int rc = 0;
+    *bytes = NULL;
+    *len = 0;
+    pthread_mutex_lock(&ctx->run_lock);
+    if (ctx->parked) {
+        *bytes = wf__malloc(ctx->parked_len ? ctx->parked_len : 1);
+        if (*bytes == NULL) {
+            rc = WF_ENOMEM;
+        } else {
+            memcpy(*bytes, ctx->parked, ctx->parked_len);
+            *len = ctx->parked_len;
+            rc = 1;
+        }
+    }
+    pthread_mutex_unlock(&ctx->run_lock);
+    return rc;
 }
 
 /* Validates a dotted path: no empty part. */

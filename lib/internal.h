@@ -235,8 +235,28 @@ struct wf_ctx {
     /* The run using the context, or NULL: written under run_lock, read atomically. */
     pthread_mutex_t run_lock;
     _Atomic(struct wf__run *) run;
+    /*
+     * A run's bookkeeping parked in the context (msgpack, the "run" map of a
+     * snapshot): left by a cancel or loaded from a snapshot taken mid-run;
+     * wf_run_resume continues it. Under run_lock.
+     */
+    void *parked;
+    size_t parked_len;
 };
 
 int wf__ctx_replace_state(wf_ctx *ctx, wf_value state);
+/* Replaces the parked run (takes bytes; NULL clears it). */
+void wf__ctx_park(wf_ctx *ctx, void *bytes, size_t len);
+/* Takes the parked run out of the context (caller owns *bytes), or 0 if there is none. */
+int wf__ctx_unpark(wf_ctx *ctx, void **bytes, size_t *len);
+/*
+ * A live snapshot of the context's run (executor/live.c): the "run" map of
+ * a snapshot in *bytes. WF_ESTATE if no run is in flight.
+ */
+int wf__ctx_capture(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns);
+/* Decodes a parked run against wf without starting it: 0 or why not. */
+int wf__run_check(wf_workflow *wf, const void *bytes, size_t len, char **message);
+/* A copy of the parked run (caller owns *bytes): 1, or 0 when none, or WF_ENOMEM. */
+int wf__ctx_parked_copy(wf_ctx *ctx, void **bytes, size_t *len);
 
 #endif

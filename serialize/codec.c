@@ -5,22 +5,21 @@
  * prefixes it reads, so a 6-byte document claiming 2^32 elements must never
  * reach it.
  */
-#include "internal.h"
+#include "codec_impl.h"
 
-#include <msgpack.h>
 #include <stdio.h>
 #include <string.h>
 
 /* ------------------------------------------------------------- encoding */
 
-static int buf_write(void *data, const char *p, size_t n)
+int wf__buf_write(void *data, const char *p, size_t n)
 {
     wf__buf *b = data;
     wf__buf_append(b, p, n);
     return b->oom ? -1 : 0;
 }
 
-static int pack_value(msgpack_packer *pk, wf_value v, int depth)
+int wf__pack_value(msgpack_packer *pk, wf_value v, int depth)
 {
     if (depth > WF_MSGPACK_MAX_DEPTH)
         return WF_ERANGE;
@@ -54,7 +53,7 @@ static int pack_value(msgpack_packer *pk, wf_value v, int depth)
         for (size_t i = 0; i < n; i++) {
             wf_value it;
             wf_value_array_at(v, i, &it);
-            int rc = pack_value(pk, it, depth + 1);
+            int rc = wf__pack_value(pk, it, depth + 1);
             if (rc < 0)
                 return rc;
         }
@@ -71,7 +70,7 @@ static int pack_value(msgpack_packer *pk, wf_value v, int depth)
             wf_value_map_at(v, i, &k, &kl, &it);
             if (msgpack_pack_str(pk, kl) || msgpack_pack_str_body(pk, k, kl))
                 return WF_ENOMEM;
-            int rc = pack_value(pk, it, depth + 1);
+            int rc = wf__pack_value(pk, it, depth + 1);
             if (rc < 0)
                 return rc;
         }
@@ -82,7 +81,7 @@ static int pack_value(msgpack_packer *pk, wf_value v, int depth)
     }
 }
 
-static int finish(wf__buf *b, int rc, void **buf, size_t *len)
+int wf__buf_finish(wf__buf *b, int rc, void **buf, size_t *len)
 {
     if (rc == 0 && b->oom)
         rc = WF_ENOMEM;
@@ -115,8 +114,24 @@ int wf_value_to_msgpack(wf_value v, void **buf, size_t *len)
     wf__buf b;
     wf__buf_init(&b);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, buf_write);
-    return finish(&b, pack_value(&pk, v, 0), buf, len);
+    msgpack_packer_init(&pk, &b, wf__buf_write);
+    return wf__buf_finish(&b, wf__pack_value(&pk, v, 0), buf, len);
+}
+
+int wf__pack_fields(msgpack_packer *pk, const wf_event *ev)
+{
+    if (msgpack_pack_map(pk, ev->nfields))
+        return WF_ENOMEM;
+    for (uint32_t i = 0; i < ev->nfields; i++) {
+        const char *k = wf__field_key(&ev->fields[i]);
+        size_t kl = ev->fields[i].klen;
+        if (msgpack_pack_str(pk, kl) || msgpack_pack_str_body(pk, k, kl))
+            return WF_ENOMEM;
+        int rc = wf__pack_value(pk, ev->fields[i].val, 1);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
 }
 
 int wf_event_to_msgpack(const wf_event *ev, void **buf, size_t *len)
@@ -128,21 +143,14 @@ int wf_event_to_msgpack(const wf_event *ev, void **buf, size_t *len)
     wf__buf b;
     wf__buf_init(&b);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &b, buf_write);
+    msgpack_packer_init(&pk, &b, wf__buf_write);
     const char *name = ev->type->name;
     size_t nl = strlen(name);
     int rc = (msgpack_pack_array(&pk, 2) || msgpack_pack_str(&pk, nl) ||
-              msgpack_pack_str_body(&pk, name, nl) || msgpack_pack_map(&pk, ev->nfields))
+              msgpack_pack_str_body(&pk, name, nl))
                  ? WF_ENOMEM
-                 : 0;
-    for (uint32_t i = 0; rc == 0 && i < ev->nfields; i++) {
-        const char *k = wf__field_key(&ev->fields[i]);
-        size_t kl = ev->fields[i].klen;
-        rc = (msgpack_pack_str(&pk, kl) || msgpack_pack_str_body(&pk, k, kl)) ? WF_ENOMEM : 0;
-        if (rc == 0)
-            rc = pack_value(&pk, ev->fields[i].val, 1);
-    }
-    return finish(&b, rc, buf, len);
+                 : wf__pack_fields(&pk, ev);
+    return wf__buf_finish(&b, rc, buf, len);
 }
 
 /* ------------------------------------------------------------- decoding */
@@ -289,7 +297,7 @@ static int check(const uint8_t *p, size_t len, size_t *off, char **message)
 }
 
 /* Converts a checked msgpack object; *out caller owned. */
-static int convert(const msgpack_object *o, wf_value *out, char **message)
+int wf__msgpack_convert(const msgpack_object *o, wf_value *out, char **message)
 {
     switch (o->type) {
     case MSGPACK_OBJECT_NIL:
@@ -316,7 +324,7 @@ static int convert(const msgpack_object *o, wf_value *out, char **message)
         int rc = wf_value_array_new(out, o->via.array.size);
         for (uint32_t i = 0; rc == 0 && i < o->via.array.size; i++) {
             wf_value it;
-            rc = convert(&o->via.array.ptr[i], &it, message);
+            rc = wf__msgpack_convert(&o->via.array.ptr[i], &it, message);
             if (rc == 0)
                 rc = wf_value_array_push(out, it);
         }
@@ -338,7 +346,7 @@ static int convert(const msgpack_object *o, wf_value *out, char **message)
                 break;
             }
             wf_value it;
-            rc = convert(&kv->val, &it, message);
+            rc = wf__msgpack_convert(&kv->val, &it, message);
             if (rc == 0)
                 rc = wf_value_map_set_n(out, key, kv->key.via.str.size, it);
         }
@@ -354,7 +362,8 @@ static int convert(const msgpack_object *o, wf_value *out, char **message)
 }
 
 /* Checks, then unpacks one object of buf into *obj (zone in *res). */
-static int unpack(const void *buf, size_t len, msgpack_unpacked *res, size_t *used, char **message)
+int wf__msgpack_unpack(const void *buf, size_t len, msgpack_unpacked *res, size_t *used,
+                       char **message)
 {
     size_t end = 0;
     int rc = check(buf, len, &end, message);
@@ -385,10 +394,10 @@ int wf_value_from_msgpack(const void *buf, size_t len, wf_value *out, size_t *us
     if (out == NULL || (buf == NULL && len > 0))
         return WF_EINVAL;
     msgpack_unpacked res;
-    int rc = unpack(buf, len, &res, used, message);
+    int rc = wf__msgpack_unpack(buf, len, &res, used, message);
     if (rc < 0)
         return rc;
-    rc = convert(&res.data, out, message);
+    rc = wf__msgpack_convert(&res.data, out, message);
     msgpack_unpacked_destroy(&res);
     return rc;
 }
@@ -403,7 +412,7 @@ int wf_event_from_msgpack(const wf_registry *reg, const void *buf, size_t len, w
     if (reg == NULL || out == NULL || (buf == NULL && len > 0))
         return WF_EINVAL;
     msgpack_unpacked res;
-    int rc = unpack(buf, len, &res, used, message);
+    int rc = wf__msgpack_unpack(buf, len, &res, used, message);
     if (rc < 0)
         return rc;
     const msgpack_object *o = &res.data;
@@ -427,12 +436,28 @@ int wf_event_from_msgpack(const wf_registry *reg, const void *buf, size_t len, w
         }
         return WF_ENOTFOUND;
     }
-    const msgpack_object_map *m = &o->via.array.ptr[1].via.map;
     wf_event *ev;
-    rc = wf_event_new(&ev, t, m->size);
+    rc = wf__event_from_object(t, &o->via.array.ptr[1], &ev, message);
+    msgpack_unpacked_destroy(&res);
+    if (rc < 0)
+        return rc;
+    *out = ev;
+    return 0;
+}
+
+int wf__event_from_object(const wf_event_type *t, const msgpack_object *fields, wf_event **out,
+                          char **message)
+{
+    *out = NULL;
+    if (fields->type != MSGPACK_OBJECT_MAP)
+        return fail(message, 0, "an event's fields are a map");
+    const msgpack_object_map *m = &fields->via.map;
+    wf_event *ev;
+    int rc = wf_event_new(&ev, t, m->size);
     for (uint32_t i = 0; rc == 0 && i < m->size; i++) {
         const msgpack_object_str *k = &m->ptr[i].key.via.str;
-        if (k->size == 0 || k->size > 255 || memchr(k->ptr, 0, k->size)) {
+        if (m->ptr[i].key.type != MSGPACK_OBJECT_STR || k->size == 0 || k->size > 255 ||
+            memchr(k->ptr, 0, k->size)) {
             rc = fail(message, 0, "bad field name");
             break;
         }
@@ -444,11 +469,10 @@ int wf_event_from_msgpack(const wf_registry *reg, const void *buf, size_t len, w
             break;
         }
         wf_value v;
-        rc = convert(&m->ptr[i].val, &v, message);
+        rc = wf__msgpack_convert(&m->ptr[i].val, &v, message);
         if (rc == 0)
             rc = wf_event_set(ev, key, v);
     }
-    msgpack_unpacked_destroy(&res);
     if (rc < 0) {
         wf_event_release(ev);
         return rc;

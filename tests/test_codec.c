@@ -268,7 +268,7 @@ Test(codec, snapshot_at_rest_round_trips_and_resumes_counting)
     cr_assert_eq(wf_snapshot_to_json(buf, len, &json, NULL), 0);
     char want[256];
     snprintf(want, sizeof want,
-             "{\"magic\":\"wf-snapshot\",\"version\":1,\"workflow\":\"Counter\","
+             "{\"magic\":\"wf-snapshot\",\"version\":2,\"workflow\":\"Counter\","
              "\"fingerprint\":%llu,\"running\":false,\"state\":{\"runs\":{\"count\":2}}}",
              (unsigned long long)wf_workflow_fingerprint(wf));
     cr_assert_str_eq(json, want);
@@ -306,7 +306,7 @@ Test(codec, snapshot_checks_definition_version_and_format)
     size_t nlen;
     cr_assert_eq(wf_value_to_msgpack(doc, &newer, &nlen), 0);
     cr_assert_eq(wf_ctx_load(wf, newer, nlen, 0, &out, &msg), WF_EVERSION);
-    cr_assert_str_eq(msg, "snapshot format 2 is newer than this library's (1): upgrade wf");
+    cr_assert_str_eq(msg, "snapshot format 3 is newer than this library's (2): upgrade wf");
     wf_free(msg);
     wf_free(newer);
     /* not a snapshot */
@@ -330,12 +330,12 @@ static int hold(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 {
     void *buf;
     size_t len;
-    cr_assert_eq(wf_ctx_save(ctx, &buf, &len), WF_EBUSY, "live snapshots are refused for now");
+    cr_assert_eq(wf_ctx_save(ctx, &buf, &len), WF_EBUSY, "a step cannot cut its own run");
     return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
                              wf_value_int(0));
 }
 
-Test(codec, a_running_context_is_not_saved_yet)
+Test(codec, a_step_cannot_save_a_running_context_from_inside)
 {
     wf_workflow *wf;
     cr_assert_eq(wf_workflow_new(&wf, "Hold", NULL), 0);

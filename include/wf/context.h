@@ -38,6 +38,12 @@ WF_API wf_ctx *wf_ctx_retain(wf_ctx *ctx);
 WF_API wf_workflow *wf_ctx_workflow(const wf_ctx *ctx);
 /** 1 while a run uses the context. Any thread. */
 WF_API int wf_ctx_is_running(const wf_ctx *ctx);
+/**
+ * 1 when the context holds a run that can be continued with wf_run_resume:
+ * its run was cancelled, or it was loaded from a snapshot taken mid-run.
+ * Any thread.
+ */
+WF_API int wf_ctx_is_resumable(const wf_ctx *ctx);
 
 /* ---- the store: any thread, any time ---- */
 

@@ -91,6 +91,8 @@ WF_API void wf_run_params_init(wf_run_params *p);
 /**
  * Starts a run of wf with start_event (takes ownership, also on failure; it
  * must be of the workflow's start type) on the context ctx (NULL: a new one).
+ * A start event discards a run parked in ctx (see wf_run_resume); a NULL
+ * start_event resumes it instead.
  * The workflow is frozen and validated (unless validation is off) first:
  * WF_EVALIDATION, with the report in *message if message is not NULL
  * (caller owns: wf_free).
@@ -101,6 +103,20 @@ WF_API void wf_run_params_init(wf_run_params *p);
  */
 WF_API int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start_event,
                            const wf_run_params *params, wf_handler **out, char **message);
+/**
+ * Continues the run parked in ctx (a cancelled run, or one loaded with
+ * wf_ctx_load from a snapshot taken mid-run) without a new start event:
+ * its queued events are queued again, the events that were in progress when
+ * it was saved run again (at-least-once), waiters, collect and join buffers,
+ * list fan-outs and pending retries are restored (retry and waiter timers
+ * re-armed for the time they had left), and the run timeout starts afresh.
+ * WF_ESTATE if ctx holds no parked run, WF_EFORMAT / WF_ENOTFOUND /
+ * WF_EMISMATCH if the parked run does not fit wf (*message says why); the
+ * parked run stays in ctx when resuming fails. Same ownership as
+ * wf_run_start_ex.
+ */
+WF_API int wf_run_resume(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx,
+                         const wf_run_params *params, wf_handler **out, char **message);
 /** wf_run_start_ex with default parameters and no message. */
 WF_API int wf_run_start(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start_event,
                         wf_handler **out);
@@ -144,7 +160,10 @@ WF_API wf_ctx *wf_handler_ctx(const wf_handler *h);
 WF_API int wf_handler_send_event(wf_handler *h, wf_event *ev, const char *target);
 /**
  * Cancels the run: WorkflowCancelledEvent is streamed, waiters get
- * WF_ECANCELLED, the context stays valid. 0, or WF_ESTATE if it had ended.
+ * WF_ECANCELLED, the context stays valid. What the run had not done yet
+ * (queued and in-progress events, waiters, buffers, retries) is parked in
+ * the context at the moment of the cancel: wf_ctx_save writes it and
+ * wf_run_resume continues it. 0, or WF_ESTATE if it had ended.
  */
 WF_API int wf_handler_cancel(wf_handler *h);
 /**

@@ -53,7 +53,7 @@ WF_API int wf_event_from_msgpack(const wf_registry *reg, const void *buf, size_t
 /* ---- context snapshots ---- */
 
 /** The snapshot format this library writes (independent of the library version). */
-#define WF_SNAPSHOT_VERSION 1
+#define WF_SNAPSHOT_VERSION 2
 /** wf_ctx_load flag: accept a snapshot of a differently defined workflow. */
 #define WF_LOAD_ALLOW_MISMATCH 1u
 
@@ -63,18 +63,36 @@ WF_API int wf_event_from_msgpack(const wf_registry *reg, const void *buf, size_t
  */
 WF_API uint64_t wf_workflow_fingerprint(const wf_workflow *wf);
 
+/** What wf_ctx_save_ex did. */
+typedef struct wf_save_info {
+    int running;      /**< the snapshot holds a run (in flight or parked): it can be resumed */
+    int live;         /**< the run was in flight: a live cut was taken */
+    int64_t pause_ns; /**< live: how long the run's tasks were held for the cut */
+} wf_save_info;
+
 /**
- * Saves a context at rest (between runs): a msgpack map with "magic"
- * ("wf-snapshot"), "version", "workflow", "fingerprint", "running" (false) and
- * "state" (the store). A context whose run is in flight gives WF_EBUSY: live
- * snapshots are not written by this version yet. *buf caller owned (wf_free).
+ * Saves a context: a msgpack map with "magic" ("wf-snapshot"), "version",
+ * "workflow", "fingerprint", "running", "state" (the store) and, when
+ * running, "run" (docs/SNAPSHOT.md). A context whose run is in flight is cut
+ * live: the run is held only while its bookkeeping is copied, other runs go
+ * on; events in progress at the cut are saved as such and run again on
+ * resume (at-least-once). A context whose run was cancelled, or that was
+ * loaded from a snapshot of a running context, saves that parked run.
+ * Not from a thread of an executor (a step): WF_EBUSY. *buf caller owned
+ * (wf_free). Any other thread.
  */
 WF_API int wf_ctx_save(wf_ctx *ctx, void **buf, size_t *len);
+/** wf_ctx_save, telling what it did (info may be NULL). */
+WF_API int wf_ctx_save_ex(wf_ctx *ctx, void **buf, size_t *len, wf_save_info *info);
 /**
  * A new context for wf from a snapshot (caller owns *out: wf_ctx_free).
  * WF_EFORMAT for a malformed document, WF_EVERSION for a newer format,
  * WF_EMISMATCH when it was taken of another workflow definition (unless
- * flags has WF_LOAD_ALLOW_MISMATCH); *message (optional) says why.
+ * flags has WF_LOAD_ALLOW_MISMATCH); *message (optional) says why. A
+ * snapshot of a running context gives a context holding that run, checked
+ * against wf (every step and type is resolved by name now): continue it
+ * with wf_run_resume (or wf_run_start with no start event). Version 1
+ * snapshots (at rest only) are migrated.
  */
 WF_API int wf_ctx_load(wf_workflow *wf, const void *buf, size_t len, uint32_t flags, wf_ctx **out,
                        char **message);

@@ -1,0 +1,259 @@
+/*
+ * run_impl.h: the run engine's structures, shared by run.c (the engine) and
+ * live.c (live snapshots and resume). Never installed.
+ */
+#ifndef WF_RUN_IMPL_H
+#define WF_RUN_IMPL_H
+
+#include "exec.h"
+
+typedef struct wf__pendq {
+    _Atomic(wf__task *) tail;
+    wf__task *head;   /* consumer side, under lock */
+    atomic_flag lock; /* serialises consumers */
+    wf__task stub;
+} wf__pendq;
+
+/* Bookkeeping of a retried event: kept with its task (task->arg). */
+typedef struct wf__retry_info {
+    int64_t first_ns; /* when the first execution started */
+    int32_t last_error;
+    char *last_msg;
+    wf_event **tuple; /* a join step's set of events (owned), or NULL */
+    uint32_t ntuple;
+    int joined; /* a join's set (possibly empty) is there */
+} wf__retry_info;
+
+/* A retry waiting for its not-before time: the task and its timer. */
+typedef struct wf__retry_timer {
+    wf__timer tm;
+    struct wf__run *run;
+    wf__task *t;
+    struct wf__retry_timer *prev, *next; /* the run's list, under run->mu */
+    int listed;
+} wf__retry_timer;
+
+/* collect_events: per run, step and buffer id, a FIFO of events per type. */
+typedef struct wf__cq {
+    const wf_event_type *type;
+    wf_event **ring;
+    uint32_t head, len, cap;
+    uint32_t need; /* events of this type a complete set takes (collect spec) */
+} wf__cq;
+
+/*
+ * The spec (expected types) is cached by the caller's array and length, so a
+ * call that repeats it costs O(1): one queue push and, when that queue just
+ * reached its need, one more satisfied type. Only a complete set costs O(n).
+ */
+typedef struct wf__collect {
+    struct wf__collect *next;
+    uint32_t step;
+    char *id;
+    wf__cq *qs;
+    uint32_t nq, capq;
+    const void *spec; /* the types array the need counts were computed for */
+    size_t spec_n;
+    const wf_event_type *spec_first, *spec_last; /* a cheap check the array still holds it */
+    uint32_t nreq;                               /* queues with need > 0 */
+    uint32_t satisfied;                          /* of those, how many hold at least need events */
+} wf__collect;
+
+/* wait_for_event: a suspended invocation waiting for a matching event. */
+enum { W_WAITING = 0, W_RESOLVED = 1, W_TIMED_OUT = 2 };
+typedef struct wf__waiter {
+    struct wf__waiter *next;
+    struct wf__run *run;
+    uint32_t step;
+    int state; /* under coord_lock */
+    char *id;
+    const wf_event_type *type;
+    wf_value req;   /* a map of required field values, or nil */
+    wf__task *task; /* the invocation to run again (input event, attempt) */
+    wf_event *got;  /* the event that resolved it */
+    int64_t timeout_ms;
+    wf__timer tm;
+    int timer_live; /* armed and its callback not finished (coord lock) */
+    int orphan;     /* taken off the list while its callback runs: it frees w */
+} wf__waiter;
+
+/* An invocation handed to a completion token (async step). */
+/*
+ * CREATED: wf_ctx_pend was called, the step has not returned yet. ARMED: it
+ * returned WF_PENDING; the token owns task and slot. EARLY: completed before
+ * the step returned; the result waits in the token for invoke to route it.
+ * DETACHED: the run ended (or the step did not return WF_PENDING); a later
+ * completion only frees the token.
+ */
+enum { TOK_CREATED = 0, TOK_ARMED = 1, TOK_EARLY = 2, TOK_DETACHED = 3 };
+struct wf_completion {
+    int state;                         /* under lock */
+    struct wf__run *run;               /* a reference (refs) until the token is finished */
+    wf__task *task;                    /* the invocation: its slot stays taken until completion */
+    struct wf_completion *prev, *next; /* the run's pending list, under coord lock */
+    int listed;
+    pthread_mutex_t lock; /* guards state, sent and the result */
+    wf_event **sent;
+    int32_t *targets;
+    uint32_t nsent, capsent;
+    wf_event *out; /* the completion's returned event (EARLY) */
+    int rc;        /* its result: 0 or an error (EARLY) */
+    char *errmsg;
+    int64_t started; /* for retry and handler timing */
+};
+
+/*
+ * A list fan-out: n branches whose tasks carry (group, branch) in task->u.group
+ * and task->pad. outstanding[b] counts the live tasks of branch b (plus one
+ * per nested group of it); resolved[b] goes 0 -> 1 (result found) or 0 -> 2
+ * (dropped out) once; when unresolved reaches 0 the join step runs. Groups
+ * live until the run is freed (run->groups, under the coordination lock).
+ */
+typedef struct wf__group {
+    struct wf__group *next_in_run;
+    struct wf__group *parent; /* nested fan-out: the branch it belongs to */
+    uint32_t parent_branch;
+    uint32_t join_step;
+    const wf_event_type *collect;
+    wf_event *origin;
+    uint16_t lineage;
+    uint32_t n;
+    _Atomic uint32_t unresolved;
+    _Atomic uint32_t *outstanding;
+    _Atomic int *resolved;
+    wf_event **result;
+} wf__group;
+
+typedef struct wf__step_state {
+    _Atomic uint32_t count;
+    uint32_t workers;
+    _Atomic(wf__pendq *) pendq; /* created on first need */
+} wf__step_state;
+
+typedef struct wf__run {
+    _Atomic uint32_t refs;
+    _Atomic uint32_t engine;
+    _Atomic int ended; /* 0 -> 1 exactly once */
+    uint64_t id;
+    struct wf_executor *ex;
+    wf_workflow *wf;
+    wf_ctx *ctx;
+    wf__timer timeout;
+    int64_t timeout_ms;
+
+    /* the outcome: written by the one that ended the run, then published under mu */
+    int status; /* wf_run_status, under mu */
+    wf_event *result;
+    int err_code;
+    char *err_step;
+    char *err_msg;
+
+    /* stream and waiting, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    wf_event **sbuf;
+    uint32_t scap;
+    uint32_t shead;
+    uint32_t scount;
+    wf_event *terminal;
+    int terminal_given;
+    int reader_busy;
+    int sleepers;
+    _Atomic uint64_t dropped;
+    _Atomic uint64_t unhandled;
+    int stream_internal;
+    wf_done_fn on_done;
+    void *on_done_user;
+    wf__retry_timer *retries;     /* armed retries, under mu */
+    pthread_mutex_t collect_lock; /* guards collect and waiters */
+    wf__collect *collect;
+    wf__waiter *waiters;
+    wf_completion *pending;    /* async invocations waiting for completion */
+    wf__group *groups;         /* list fan-outs of this run */
+    _Atomic uint32_t nwaiting; /* waiters in W_WAITING: emit looks only when nonzero */
+
+    /*
+     * Live snapshots (live.c). While gate is 1, a task runner that picks up a
+     * task of this run holds it (held, chained through next, under
+     * snap_lock) instead of running it, and one about to make an effect
+     * visible waits for the gate to open; outside paths take `outside` for
+     * reading, the snapshot for writing. snap_mu orders snapshots.
+     */
+    _Atomic int gate;
+    pthread_mutex_t snap_lock;
+    wf__task *held;
+    pthread_rwlock_t outside;
+    pthread_mutex_t snap_mu;
+
+    /* the executor's list of runs not ended, under ex->runs_lock */
+    struct wf__run *prev, *next;
+    int listed;
+
+    uint32_t nsteps;
+    wf__step_state steps[];
+} wf__run;
+
+/* The invocation running on this thread (like Python's contextvars). */
+typedef struct wf__inv {
+    wf__run *run;
+    wf__step *step;
+    wf__task *task;
+    wf_event **sent;
+    int32_t *targets;
+    uint32_t nsent;
+    uint32_t capsent;
+    char *errmsg;
+    int suspended;        /* a waiter was registered: WF_SUSPEND is expected */
+    wf_completion *token; /* wf_ctx_pend was called: WF_PENDING is expected */
+    wf_event *inl_sent[8];
+    int32_t inl_targets[8];
+} wf__inv;
+
+/* ---- run.c's services for live.c ---- */
+
+static inline int wf__run_ended(const wf__run *run)
+{
+    return atomic_load_explicit(&((wf__run *)run)->ended, memory_order_acquire);
+}
+
+/* Frees a task and what it owns (its event, retry info, its branch unit). */
+void wf__drop_task(wf__task *t);
+/* Delivers a prepared INVOKE task (owned) through its step's count. */
+int wf__deliver_task(wf__run *run, wf__task *t);
+/* Schedules a task whose slot is taken (a worker or the blocking pool). */
+void wf__run_schedule(wf__run *run, wf__task *t);
+/* Ends the run once (see run.c). */
+int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char *step,
+                const char *msg);
+/* Routes ev (owned) into the run as an event from outside. */
+void wf__run_emit(wf__run *run, wf_event *ev, int32_t target);
+void wf__branch_add(wf__group *g, uint32_t b);
+void wf__branch_done(wf__run *run, wf__group *g, uint32_t b);
+wf__cq *wf__cq_find(wf__collect *c, const wf_event_type *t, int create);
+int wf__cq_push(wf__cq *q, wf_event *ev);
+void wf__retry_fire(wf__timer *tm, void *arg);
+void wf__waiter_fire(wf__timer *tm, void *arg);
+void wf__engine_ref(wf__run *run);
+void wf__run_release(wf__run *run);
+void wf__engine_unref(wf__run *run);
+/*
+ * A new run of wf on ctx, registered with the executor and its timeout
+ * armed, with nothing delivered yet (wf_run_start_ex's first half).
+ */
+int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params,
+                   wf__run **out);
+
+/* ---- live snapshots (live.c) ---- */
+
+/*
+ * Takes a consistent cut of a running run and encodes its bookkeeping into
+ * *doc_run (a msgpack map, see docs/SNAPSHOT.md). WF_ESTATE if the run ended
+ * before the cut (the caller saves the context at rest instead). When cancel
+ * is set, the run is cancelled at the cut (nothing after it runs).
+ */
+int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t *pause_ns);
+/* Outside paths (timers, handlers, completions) around what they route. */
+int wf__outside_enter(wf__run *run);
+void wf__outside_exit(wf__run *run, int entered);
+
+#endif
