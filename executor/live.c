@@ -496,7 +496,7 @@ static int encode_run(wf__run *run, void **bytes, size_t *len)
         wf__buf body = e->buf;
         e->buf = head;
         msgpack_packer_init(&e->pk, &e->buf, wf__buf_write);
-        PK(msgpack_pack_map(&e->pk, 10));
+        PK(msgpack_pack_map(&e->pk, 9));
         pack_str(e, "steps");
         PK(msgpack_pack_array(&e->pk, run->nsteps));
         for (uint32_t s = 0; s < run->nsteps; s++)
