@@ -7,7 +7,9 @@
  */
 #include "harness.h"
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <wf/wf.h>
@@ -369,6 +371,135 @@ Test(stress, runs_fanning_out_into_list_joins, .timeout = 900)
     }
     cr_assert(done > JOIN_RUNS / 2);
     free(hs);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+/* ---- live snapshots at random moments, each resumed elsewhere ---- */
+
+#define SNAP_RUNS 1000
+#define SNAP_FAN  64
+
+static int ssplit(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t base = 0;
+    wf_value_get_int(wf_event_get(in, "base", wf_value_int(0)), &base);
+    wf_event *evs[SNAP_FAN];
+    for (int i = 0; i < SNAP_FAN; i++)
+        cr_assert_eq(wf_event_new1(&evs[i], T_ITEM, "v", wf_value_int(base + i)), 0);
+    return wf_ctx_emit_list(ctx, evs, SNAP_FAN, T_RES);
+}
+
+static int sjoin(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event *const *evs;
+    size_t n;
+    cr_assert_eq(wf_ctx_join_events(ctx, &evs, &n), 0);
+    cr_assert_eq(n, SNAP_FAN, "every branch joined exactly once");
+    int64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t v = 0;
+        wf_value_get_int(wf_event_get(evs[i], "v", wf_value_int(0)), &v);
+        sum += v;
+    }
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(sum));
+}
+
+static int swork(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t v = 0;
+    wf_value_get_int(wf_event_get(in, "v", wf_value_int(0)), &v);
+    busy(mix((uint32_t)v) % 20000); /* ~5 us: runs last long enough to be cut mid-way */
+    return wf_event_new1(out, T_RES, "v", wf_value_int(v));
+}
+
+typedef struct snap_job {
+    wf_handler **hs;
+    _Atomic int started;
+    _Atomic int cut; /* snapshots taken so far: runs start at most 8 ahead of them */
+    void *buf[SNAP_RUNS];
+    size_t len[SNAP_RUNS];
+    int live[SNAP_RUNS];
+} snap_job;
+
+static void *snapper(void *arg)
+{
+    snap_job *j = arg;
+    uint32_t r = 12345;
+    for (int i = 0; i < SNAP_RUNS; i++) {
+        while (atomic_load(&j->started) <= i)
+            sched_yield();
+        r = mix(r + (uint32_t)i);
+        busy(r % 4096); /* a random moment of run i */
+        wf_save_info info;
+        cr_assert_eq(wf_ctx_save_ex(wf_handler_ctx(j->hs[i]), &j->buf[i], &j->len[i], &info), 0);
+        j->live[i] = info.live;
+        atomic_store(&j->cut, i + 1);
+    }
+    return NULL;
+}
+
+Test(stress, live_snapshots_at_random_moments_resume_exactly, .timeout = 900)
+{
+    wf_workflow *wf = pipeline("Res", &T_RES, ssplit, swork, sjoin, 1, 1);
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 3;
+    wf_executor *ex, *ex2;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    cr_assert_eq(wf_executor_new(&ex2, &ep), 0);
+    snap_job *j = calloc(1, sizeof *j);
+    j->hs = calloc(SNAP_RUNS, sizeof *j->hs);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, snapper, j), 0);
+    for (int i = 0; i < SNAP_RUNS; i++) {
+        wf_event *s;
+        cr_assert_eq(wf_event_new1(&s, T_START, "base", wf_value_int((int64_t)i * 1000)), 0);
+        while (atomic_load(&j->cut) + 8 < i)
+            sched_yield();
+        cr_assert_eq(wf_run_start(ex, wf, NULL, s, &j->hs[i]), 0);
+        atomic_store(&j->started, i + 1);
+    }
+    pthread_join(th, NULL);
+    int live = 0;
+    for (int i = 0; i < SNAP_RUNS; i++) {
+        int64_t want = 0;
+        for (int k = 0; k < SNAP_FAN; k++)
+            want += (int64_t)i * 1000 + k;
+        /* the cut did not disturb the run itself */
+        wf_event *res = NULL;
+        cr_assert_eq(wf_handler_wait(j->hs[i], -1, &res), 0);
+        int64_t sum = 0;
+        cr_assert_eq(wf_value_get_int(wf_event_result(res), &sum), 0);
+        cr_assert_eq(sum, want, "run %d itself", i);
+        wf_event_release(res);
+        wf_handler_free(j->hs[i]);
+        if (!j->live[i]) { /* it had ended: a context at rest */
+            wf_free(j->buf[i]);
+            continue;
+        }
+        live++;
+        /* the snapshot, resumed in a fresh context on another executor, gives the same */
+        wf_ctx *ctx;
+        char *msg = NULL;
+        cr_assert_eq(wf_ctx_load(wf, j->buf[i], j->len[i], 0, &ctx, &msg), 0, "%s",
+                     msg ? msg : "");
+        wf_handler *h;
+        cr_assert_eq(wf_run_resume(ex2, wf, ctx, NULL, &h, &msg), 0, "%s", msg ? msg : "");
+        cr_assert_eq(wf_handler_wait(h, -1, &res), 0, "resumed run %d", i);
+        cr_assert_eq(wf_value_get_int(wf_event_result(res), &sum), 0);
+        cr_assert_eq(sum, want, "resumed run %d: nothing lost, nothing twice", i);
+        wf_event_release(res);
+        wf_handler_free(h);
+        wf_ctx_free(ctx);
+        wf_free(j->buf[i]);
+    }
+    cr_assert(live > 0, "some cuts were taken mid-run");
+    printf("# %d of %d cuts taken mid-run\n", live, SNAP_RUNS);
+    free(j->hs);
+    free(j);
+    wf_executor_free(ex2);
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
