@@ -198,7 +198,8 @@ static void pack_event(enc *e, const wf_event *ev)
 
 /*
  * A task: [step, type, fields, state, attempt, lineage, group, branch,
- * retry, tuple], trailing defaults left out (state 0 queued, 1 in progress).
+ * retry, tuple], trailing defaults left out (state 0 queued, 1 in progress;
+ * attempt 1, the first execution; lineage 0; no group).
  */
 static void pack_task(enc *e, const wf__task *t, int in_progress)
 {
@@ -207,7 +208,7 @@ static void pack_task(enc *e, const wf__task *t, int in_progress)
     uint32_t n = 3;
     if (in_progress)
         n = 4;
-    if (t->attempt)
+    if (t->attempt != 1)
         n = 5;
     if (t->flags)
         n = 6;
@@ -763,6 +764,7 @@ static int dec_task(dec *d, const msgpack_object *o, const char *field, wf__task
     memset(t, 0, sizeof *t);
     t->kind = WF__TASK_INVOKE;
     t->step = d->steps[step];
+    t->attempt = 1; /* the first execution, unless the task says otherwise */
     int rc = wf__event_from_object(d->types[ti], &a[2], &t->ev, d->message);
     if (rc < 0) {
         wf__task_free(t);

@@ -1282,10 +1282,10 @@ static inline int slot_enter(wf__slot *slot, wf__run *run, wf__task *t)
 {
     if (slot == NULL)
         return 0;
-    atomic_store_explicit(&slot->task, t, memory_order_relaxed);
+    atomic_store_explicit(&slot->task, t, memory_order_release);
     atomic_store_explicit(&slot->state, (uintptr_t)run, memory_order_release);
     wf__fence_light();
-    if (WF__LIKELY(!atomic_load_explicit(&run->gate, memory_order_relaxed)))
+    if (WF__LIKELY(!atomic_load_explicit(&run->gate, memory_order_acquire)))
         return 0;
     return slot_hold(slot, run, t);
 }
@@ -1300,9 +1300,9 @@ static inline void slot_dirty(wf__run *run)
     if (slot == NULL || atomic_load_explicit(&slot->state, memory_order_relaxed) != (uintptr_t)run)
         return; /* already dirty, or not this run's task */
     for (;;) {
-        atomic_store_explicit(&slot->state, (uintptr_t)run | WF__SLOT_DIRTY, memory_order_relaxed);
+        atomic_store_explicit(&slot->state, (uintptr_t)run | WF__SLOT_DIRTY, memory_order_release);
         wf__fence_light();
-        if (WF__LIKELY(!atomic_load_explicit(&run->gate, memory_order_relaxed)))
+        if (WF__LIKELY(!atomic_load_explicit(&run->gate, memory_order_acquire)))
             return;
         atomic_store_explicit(&slot->state, (uintptr_t)run, memory_order_release);
         gate_wait(run);

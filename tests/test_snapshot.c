@@ -387,7 +387,7 @@ Test(snapshot, collect_buffers_survive, .timeout = 60)
 {
     wf_workflow *wf = new_wf("Collect");
     add(wf, "start", noop, T_START, T_STOP, NULL, 0);
-    add(wf, "gather", gather_hr, T_HR, T_STOP, NULL, 0);
+    add(wf, "gather", gather_hr, T_HR, T_STOP, NULL, 1); /* one at a time: arrival order */
     wf_executor *ex = exec_n(2);
     wf_event *s, *res;
     cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
@@ -610,3 +610,46 @@ Test(snapshot, another_process_loads_the_file_and_finishes, .timeout = 60)
     wf_workflow_free(wf);
 }
 #endif
+
+/* ---- a resumed event runs as the attempt it was ---- */
+
+static atomic_uint seen_attempt;
+
+static int note_attempt(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    atomic_store(&seen_attempt, wf_ctx_attempt(ctx));
+    wf_value r;
+    cr_assert_eq(wf_value_string(&r, "ok"), 0);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, r);
+}
+
+Test(snapshot, a_queued_event_resumes_as_its_first_attempt, .timeout = 60)
+{
+    wf_workflow *wf = new_wf("Attempt");
+    add(wf, "start", ask, T_START, T_IR, NULL, 0);
+    add(wf, "answer", note_attempt, T_HR, T_STOP, NULL, 0);
+    wf_executor *ex = exec_n(2);
+    wf_event *s, *e, *res;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, s, &h), 0);
+    cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
+    wf_event_release(e);
+    cr_assert_eq(wf_handler_cancel(h), 0);
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_ctx_save(wf_handler_ctx(h), &buf, &len), 0);
+    wf_handler_free(h);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &ctx, NULL), 0);
+    cr_assert_eq(wf_run_resume(ex, wf, ctx, NULL, &h, NULL), 0);
+    cr_assert_eq(wf_handler_send_event(h, ev_s(T_HR, "response", "x"), NULL), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    cr_assert_eq(atomic_load(&seen_attempt), 1);
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_ctx_free(ctx);
+    wf_free(buf);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
