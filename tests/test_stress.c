@@ -496,7 +496,6 @@ Test(stress, live_snapshots_at_random_moments_resume_exactly, .timeout = 900)
         wf_free(j->buf[i]);
     }
     cr_assert(live > 0, "some cuts were taken mid-run");
-    fprintf(stderr, "%d of %d cuts taken mid-run\n", live, SNAP_RUNS);
     free(j->hs);
     free(j);
     wf_executor_free(ex2);
