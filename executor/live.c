@@ -669,21 +669,9 @@ static int bad(dec *d, const char *field, const char *what)
     return WF_EFORMAT;
 }
 
-static const msgpack_object *get(const msgpack_object *map, const char *key)
-{
-    size_t kl = strlen(key);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl &&
-            memcmp(k->via.str.ptr, key, kl) == 0)
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
-}
-
 static const msgpack_object *get_array(dec *d, const msgpack_object *map, const char *key, int *rc)
 {
-    const msgpack_object *o = get(map, key);
+    const msgpack_object *o = wf__msgpack_get(map, key);
     if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY) {
         *rc = bad(d, key, "missing, or not an array");
         return NULL;
@@ -732,20 +720,13 @@ static int dec_event(dec *d, const msgpack_object *o, const char *field, wf_even
     return 0;
 }
 
+/* A decoded task that never reached a run (its group goes with the decoded groups). */
 static void task_discard(wf__task *t)
 {
     if (t == NULL)
         return;
-    wf_event_release(t->ev);
-    wf__retry_info *ri = t->arg;
-    if (ri) {
-        for (uint32_t i = 0; i < ri->ntuple; i++)
-            wf_event_release(ri->tuple[i]);
-        wf__free_mem(ri->tuple);
-        wf__free_mem(ri->last_msg);
-        wf__free_mem(ri);
-    }
-    wf__task_free(t);
+    t->u.group = NULL;
+    wf__drop_task(t);
 }
 
 /* [step, type, fields, state, attempt, lineage, group, branch, retry, tuple] */
@@ -855,31 +836,9 @@ static void dec_free(dec *d)
         wf__free_mem(d->waiters);
         d->waiters = nx;
     }
-    while (d->collect) {
-        wf__collect *nx = d->collect->next;
-        for (uint32_t i = 0; i < d->collect->nq; i++) {
-            wf__cq *q = &d->collect->qs[i];
-            for (uint32_t k = 0; k < q->len; k++)
-                wf_event_release(q->ring[(q->head + k) % q->cap]);
-            wf__free_mem(q->ring);
-        }
-        wf__free_mem(d->collect->qs);
-        wf__free_mem(d->collect->id);
-        wf__free_mem(d->collect);
-        d->collect = nx;
-    }
-    for (uint32_t i = 0; i < d->ngroups; i++) {
-        wf__group *g = d->groups[i];
-        if (g == NULL)
-            continue;
-        for (uint32_t k = 0; k < g->n; k++)
-            wf_event_release(g->result ? g->result[k] : NULL);
-        wf_event_release(g->origin);
-        wf__free_mem(g->outstanding);
-        wf__free_mem((void *)g->resolved);
-        wf__free_mem(g->result);
-        wf__free_mem(g);
-    }
+    wf__collect_free(d->collect);
+    if (d->ngroups)
+        wf__groups_free(d->groups[0]); /* linked in order through next_in_run */
     wf__free_mem(d->groups);
     wf__free_mem(d->steps);
     wf__free_mem((void *)d->types);
@@ -955,15 +914,17 @@ static int dec_groups(dec *d, const msgpack_object *m)
         if (n > UINT32_MAX / 2)
             return bad(d, "groups", "too many branches");
         wf__group *g = wf__calloc(1, sizeof *g);
-        d->groups[i] = g;
         if (g == NULL)
             return WF_ENOMEM;
-        g->n = n;
+        if (i > 0)
+            d->groups[i - 1]->next_in_run = g;
+        d->groups[i] = g;
         g->outstanding = wf__calloc(n ? n : 1, sizeof *g->outstanding);
         g->resolved = wf__calloc(n ? n : 1, sizeof *g->resolved);
         g->result = wf__calloc(n ? n : 1, sizeof *g->result);
         if (g->outstanding == NULL || g->resolved == NULL || g->result == NULL)
-            return WF_ENOMEM;
+            return WF_ENOMEM; /* g->n stays 0: freeing it reads no branch */
+        g->n = n;
     }
     for (uint32_t i = 0; i < d->ngroups; i++) {
         const msgpack_object *a = ga->via.array.ptr[i].via.array.ptr;
@@ -1159,12 +1120,12 @@ static int dec_run(dec *d, const msgpack_object *m)
             return rc;
         d->ntasks++;
     }
-    const msgpack_object *c = get(m, "counters");
+    const msgpack_object *c = wf__msgpack_get(m, "counters");
     if (c && c->type == MSGPACK_OBJECT_MAP) {
         const msgpack_object *v;
-        if ((v = get(c, "dropped")) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        if ((v = wf__msgpack_get(c, "dropped")) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
             d->dropped = v->via.u64;
-        if ((v = get(c, "unhandled")) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        if ((v = wf__msgpack_get(c, "unhandled")) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
             d->unhandled = v->via.u64;
     }
     return 0;
@@ -1177,11 +1138,8 @@ static void attach(dec *d, wf__run *run)
     atomic_store(&run->dropped, d->dropped);
     atomic_store(&run->unhandled, d->unhandled);
     pthread_mutex_lock(&run->collect_lock);
-    for (uint32_t i = 0; i < d->ngroups; i++) {
-        wf__group *g = d->groups[d->ngroups - 1 - i];
-        g->next_in_run = run->groups;
-        run->groups = g;
-    }
+    if (d->ngroups)
+        run->groups = d->groups[0]; /* a new run has none yet */
     run->collect = d->collect;
     d->collect = NULL;
     run->waiters = d->waiters;
@@ -1267,12 +1225,7 @@ int wf_run_resume(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_pa
         wf_run_params_init(&defaults);
         params = &defaults;
     }
-    if (params->timeout_ms < 0 && params->timeout_ms != WF_NO_TIMEOUT &&
-        params->timeout_ms != WF_TIMEOUT_DEFAULT)
-        return WF_EINVAL;
-    if (ctx->wf != wf)
-        return WF_EMISMATCH;
-    int rc = wf__workflow_prepare(wf, message);
+    int rc = wf__run_params_check(wf, ctx, params, message);
     if (rc < 0)
         return rc;
     void *bytes;
@@ -1299,7 +1252,6 @@ int wf_run_resume(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_pa
     if (rc == 0)
         rc = wf__run_create(ex, wf, ctx, params, &run);
     if (rc == 0) {
-        wf__ctx_park(ctx, NULL, 0); /* the run is live again */
         d.now = wf__now_ns();
         attach(&d, run);
         *out = (wf_handler *)run;

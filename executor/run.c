@@ -64,7 +64,7 @@ static void waiters_cancel(struct wf__run *run);
 
 /* ------------------------------------------------------------ ref counting */
 
-static void collect_free(wf__collect *c)
+void wf__collect_free(wf__collect *c)
 {
     while (c) {
         wf__collect *nx = c->next;
@@ -97,7 +97,7 @@ static void waiters_free(wf__waiter *w)
     }
 }
 
-static void groups_free(wf__group *g)
+void wf__groups_free(wf__group *g)
 {
     while (g) {
         wf__group *nx = g->next_in_run;
@@ -116,8 +116,8 @@ static void run_free(wf__run *run)
 {
     /* waiters' tasks may belong to fan-out branches: free them before the groups */
     waiters_free(run->waiters);
-    collect_free(run->collect);
-    groups_free(run->groups);
+    wf__collect_free(run->collect);
+    wf__groups_free(run->groups);
     pthread_mutex_destroy(&run->collect_lock);
     pthread_mutex_destroy(&run->snap_lock);
     pthread_mutex_destroy(&run->snap_mu);
@@ -1315,12 +1315,6 @@ static inline void slot_leave(wf__slot *slot)
         atomic_store_explicit(&slot->state, 0, memory_order_release);
 }
 
-/* Back to a clean slot on task t (nothing of the run is held in the batch). */
-static inline int slot_clean(wf__slot *slot, wf__run *run, wf__task *t)
-{
-    return slot_enter(slot, run, t);
-}
-
 int wf__outside_enter(wf__run *run)
 {
     wf__slot *slot = wf__tls_slot;
@@ -1425,7 +1419,7 @@ void wf__task_run(wf__worker *w, wf__task *t)
             defer_flush(run, &d);
             tls_lineage = 0;
             defer_done(&d);
-            if (slot_clean(slot, run, t))
+            if (slot_enter(slot, run, t)) /* clean again on the rest of the batch */
                 return;
             d.evs = d.inl_evs;
             d.targets = d.inl_targets;
@@ -1486,7 +1480,12 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         return WF_EBUSY;
     }
     atomic_store_explicit(&ctx->run, run, memory_order_release);
+    /* a run parked in the context is continued by this one, or discarded by a fresh start */
+    void *parked = ctx->parked;
+    ctx->parked = NULL;
+    ctx->parked_len = 0;
     pthread_mutex_unlock(&ctx->run_lock);
+    wf__free_mem(parked);
 
     atomic_init(&run->refs, 2); /* the handler and the engine */
     atomic_init(&run->engine, 1);
@@ -1555,13 +1554,12 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
 }
 
 /* Checks the parameters common to starting and resuming a run. */
-static int run_params_check(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx,
-                            const wf_run_params *params, char **message)
+int wf__run_params_check(wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params,
+                         char **message)
 {
     if (params->timeout_ms < 0 && params->timeout_ms != WF_NO_TIMEOUT &&
         params->timeout_ms != WF_TIMEOUT_DEFAULT)
         return WF_EINVAL;
-    (void)ex;
     int rc = wf__workflow_prepare(wf, message);
     if (rc < 0)
         return rc;
@@ -1588,7 +1586,7 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
         wf_run_params_init(&defaults);
         params = &defaults;
     }
-    int rc = run_params_check(ex, wf, ctx, params, message);
+    int rc = wf__run_params_check(wf, ctx, params, message);
     if (rc == 0 && (start->type->reg != wf->reg || !wf_event_type_is(start->type, wf->start_type)))
         rc = WF_ETYPE;
     wf__run *run = NULL;
@@ -1598,8 +1596,6 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
         wf_event_release(start);
         return rc;
     }
-    /* a new run: whatever an earlier one left parked in the context is discarded */
-    wf__ctx_park(run->ctx, NULL, 0);
     *out = (wf_handler *)run;
     int o = wf__outside_enter(run);
     emit(run, start, -1);

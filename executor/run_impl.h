@@ -236,8 +236,14 @@ void wf__waiter_fire(wf__timer *tm, void *arg);
 void wf__engine_ref(wf__run *run);
 void wf__run_release(wf__run *run);
 void wf__engine_unref(wf__run *run);
+/* Frees a list of collect buffers / of fan-out groups (through next_in_run). */
+void wf__collect_free(wf__collect *c);
+void wf__groups_free(wf__group *g);
+/* The checks common to starting and resuming a run (freezes and validates wf). */
+int wf__run_params_check(wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params,
+                         char **message);
 /*
- * A new run of wf on ctx, registered with the executor and its timeout
+ * A new run of wf on ctx (a run parked in ctx is dropped from it), registered with the executor and its timeout
  * armed, with nothing delivered yet (wf_run_start_ex's first half).
  */
 int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params,

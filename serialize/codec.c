@@ -385,6 +385,20 @@ int wf__msgpack_unpack(const void *buf, size_t len, msgpack_unpacked *res, size_
     return 0;
 }
 
+const msgpack_object *wf__msgpack_get(const msgpack_object *map, const char *key)
+{
+    if (map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    size_t kl = strlen(key);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl &&
+            memcmp(k->via.str.ptr, key, kl) == 0)
+            return &map->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
 int wf_value_from_msgpack(const void *buf, size_t len, wf_value *out, size_t *used, char **message)
 {
     if (message)

@@ -19,6 +19,8 @@ int wf__pack_fields(msgpack_packer *pk, const wf_event *ev);
 /* Checks the structure and lengths of one document, then unpacks it. */
 int wf__msgpack_unpack(const void *buf, size_t len, msgpack_unpacked *res, size_t *used,
                        char **message);
+/* The value of key in a checked map object, or NULL (also when it is not a map). */
+const msgpack_object *wf__msgpack_get(const msgpack_object *map, const char *key);
 /* A checked object as a value (caller owns *out). */
 int wf__msgpack_convert(const msgpack_object *o, wf_value *out, char **message);
 /* An event of type t from a checked fields map (caller owns *out, unfrozen). */

@@ -114,18 +114,6 @@ static int why(char **message, int rc, const char *text)
     return rc;
 }
 
-static const msgpack_object *field(const msgpack_object *map, const char *key)
-{
-    size_t kl = strlen(key);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl &&
-            memcmp(k->via.str.ptr, key, kl) == 0)
-            return &map->via.map.ptr[i].val;
-    }
-    return NULL;
-}
-
 /* What a document says about itself, as the current version reads it. */
 typedef struct head {
     uint64_t version;
@@ -174,25 +162,25 @@ int wf_ctx_load(wf_workflow *wf, const void *buf, size_t len, uint32_t flags, wf
     char text[320];
     if (used != len) {
         rc = why(message, WF_EFORMAT, "malformed snapshot: bytes after the document");
-    } else if (doc->type != MSGPACK_OBJECT_MAP || (v = field(doc, "magic")) == NULL ||
+    } else if (doc->type != MSGPACK_OBJECT_MAP || (v = wf__msgpack_get(doc, "magic")) == NULL ||
                v->type != MSGPACK_OBJECT_STR || v->via.str.size != strlen(MAGIC) ||
                memcmp(v->via.str.ptr, MAGIC, strlen(MAGIC)) != 0) {
         rc = why(message, WF_EFORMAT, "not a wf snapshot (no \"magic\": \"wf-snapshot\")");
-    } else if ((v = field(doc, "version")) == NULL || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+    } else if ((v = wf__msgpack_get(doc, "version")) == NULL || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
         rc = why(message, WF_EFORMAT, "malformed snapshot: no format version");
     } else if ((h.version = v->via.u64) > WF_SNAPSHOT_VERSION) {
         snprintf(text, sizeof text,
                  "snapshot format %llu is newer than this library's (%d): upgrade wf",
                  (unsigned long long)h.version, WF_SNAPSHOT_VERSION);
         rc = why(message, WF_EVERSION, text);
-    } else if ((v = field(doc, "fingerprint")) == NULL ||
+    } else if ((v = wf__msgpack_get(doc, "fingerprint")) == NULL ||
                v->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-               (h.state = field(doc, "state")) == NULL || h.state->type != MSGPACK_OBJECT_MAP) {
+               (h.state = wf__msgpack_get(doc, "state")) == NULL || h.state->type != MSGPACK_OBJECT_MAP) {
         rc = why(message, WF_EFORMAT, "malformed snapshot: missing fingerprint or state");
     } else {
         h.fingerprint = v->via.u64;
-        const msgpack_object *running = field(doc, "running");
-        h.run = field(doc, "run");
+        const msgpack_object *running = wf__msgpack_get(doc, "running");
+        h.run = wf__msgpack_get(doc, "run");
         if (running && running->type == MSGPACK_OBJECT_BOOLEAN && running->via.boolean &&
             h.run == NULL && h.version >= 2)
             rc = why(message, WF_EFORMAT, "malformed snapshot: running, but no \"run\"");
@@ -205,7 +193,7 @@ int wf_ctx_load(wf_workflow *wf, const void *buf, size_t len, uint32_t flags, wf
         !(flags & WF_LOAD_ALLOW_MISMATCH)) {
         const char *name = "?";
         size_t nl = 1;
-        if ((v = field(doc, "workflow")) && v->type == MSGPACK_OBJECT_STR) {
+        if ((v = wf__msgpack_get(doc, "workflow")) && v->type == MSGPACK_OBJECT_STR) {
             name = v->via.str.ptr;
             nl = v->via.str.size < 200 ? v->via.str.size : 200;
         }
