@@ -17,6 +17,7 @@
 
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,9 +48,19 @@ static void pt_register(const char *suite, const char *name, void (*fn)(void))
         pt_tests[pt_ntests++] = (pt_test){suite, name, fn};
 }
 
-__attribute__((noreturn)) static void pt_fail(const char *file, int line, const char *what)
+/* A failed assertion: the condition and the test's own message (if any). */
+__attribute__((noreturn)) static void
+pt_fail(const char *file, int line, const char *what, const char *fmt, ...)
 {
-    printf("# %s:%d: assertion failed: %s\n", file, line, what);
+    printf("# %s:%d: assertion failed: %s", file, line, what);
+    if (fmt && *fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        printf(": ");
+        vprintf(fmt, ap);
+        va_end(ap);
+    }
+    printf("\n");
     fflush(stdout);
     if (!pthread_equal(pthread_self(), pt_main)) {
         /* a step or helper thread: no way back to the runner */
@@ -79,15 +90,15 @@ __attribute__((noreturn)) static void pt_fail(const char *file, int line, const 
 #define cr_assert(cond, ...)                                                                       \
     do {                                                                                           \
         if (!(cond))                                                                               \
-            pt_fail(__FILE__, __LINE__, #cond);                                                    \
+            pt_fail(__FILE__, __LINE__, #cond, "" __VA_ARGS__);                                    \
     } while (0)
-#define cr_assert_not(cond, ...)    cr_assert(!(cond))
-#define cr_assert_eq(a, b, ...)     cr_assert((a) == (b))
-#define cr_assert_neq(a, b, ...)    cr_assert((a) != (b))
-#define cr_assert_null(p, ...)      cr_assert((p) == NULL)
-#define cr_assert_not_null(p, ...)  cr_assert((p) != NULL)
-#define cr_assert_str_eq(a, b, ...) cr_assert(strcmp((a), (b)) == 0)
-#define cr_fail(...)                pt_fail(__FILE__, __LINE__, "cr_fail")
+#define cr_assert_not(cond, ...)    cr_assert(!(cond), __VA_ARGS__)
+#define cr_assert_eq(a, b, ...)     cr_assert((a) == (b), __VA_ARGS__)
+#define cr_assert_neq(a, b, ...)    cr_assert((a) != (b), __VA_ARGS__)
+#define cr_assert_null(p, ...)      cr_assert((p) == NULL, __VA_ARGS__)
+#define cr_assert_not_null(p, ...)  cr_assert((p) != NULL, __VA_ARGS__)
+#define cr_assert_str_eq(a, b, ...) cr_assert(strcmp((a), (b)) == 0, __VA_ARGS__)
+#define cr_fail(...)                pt_fail(__FILE__, __LINE__, "cr_fail", "" __VA_ARGS__)
 #define cr_skip_test(...)           return
 
 int main(int argc, char **argv)
@@ -96,9 +107,15 @@ int main(int argc, char **argv)
     (void)argv;
     volatile int passed = 0, failed = 0;
     pt_main = pthread_self();
+    /* PT_ONLY=name runs the tests whose name contains it (the others are skipped) */
+    const char *only = getenv("PT_ONLY");
     printf("1..%d\n", pt_ntests);
     for (int i = 0; i < pt_ntests; i++) {
         volatile int ok = 0;
+        if (only && !strstr(pt_tests[i].name, only)) {
+            printf("ok %d - %s::%s # SKIP PT_ONLY\n", i + 1, pt_tests[i].suite, pt_tests[i].name);
+            continue;
+        }
         if (setjmp(pt_jmp) == 0) {
             if (pt_init)
                 pt_init();
