@@ -63,9 +63,13 @@ static uint32_t pendq_len(wf__pendq *q)
 
 /*
  * 1 when every slot the steps' counts say is taken is accounted for (caller
- * holds snap_lock and the outside lock for writing; the gate is closed).
+ * holds snap_lock and the outside lock for writing; the gate is closed, the
+ * dirty slots drained). inprog[i] gets the task slot i has in progress for
+ * the run (NULL: none): the encoder uses this one reading, as a slot may
+ * still flicker between clean and dirty (a runner reaching slot_dirty stores
+ * the dirty bit, sees the gate and takes it back) while its task stays put.
  */
-static int balanced(wf__run *run, uint32_t *have)
+static int balanced(wf__run *run, uint32_t *have, wf__task **inprog)
 {
     struct wf_executor *ex = run->ex;
     memset(have, 0, run->nsteps * sizeof *have);
@@ -73,8 +77,12 @@ static int balanced(wf__run *run, uint32_t *have)
         have[t->step]++;
     for (uint32_t i = 0; i < nslots(ex); i++) {
         wf__slot *s = slot_at(ex, i);
-        if (atomic_load_explicit(&s->state, memory_order_acquire) == (uintptr_t)run)
-            have[atomic_load_explicit(&s->task, memory_order_relaxed)->step]++;
+        inprog[i] = NULL;
+        if ((atomic_load_explicit(&s->state, memory_order_acquire) & ~WF__SLOT_DIRTY) ==
+            (uintptr_t)run) {
+            inprog[i] = atomic_load_explicit(&s->task, memory_order_relaxed);
+            have[inprog[i]->step]++;
+        }
     }
     pthread_mutex_lock(&run->collect_lock);
     for (wf_completion *c = run->pending; c; c = c->next)
@@ -149,6 +157,7 @@ typedef struct enc {
     uint32_t ntypes;
     ptrmap groups;
     uint64_t queued, in_progress;
+    wf__task *const *inprog; /* by slot: the task in progress (balanced()) */
 } enc;
 
 static void enc_fail(enc *e, int rc)
@@ -262,17 +271,13 @@ static void pack_task(enc *e, const wf__task *t, int in_progress)
         e->queued++;
 }
 
-static uint32_t count_tasks(wf__run *run)
+static uint32_t count_tasks(enc *e)
 {
-    struct wf_executor *ex = run->ex;
+    wf__run *run = e->run;
     uint32_t n = 0;
-    for (uint32_t i = 0; i < nslots(ex); i++) {
-        wf__slot *s = slot_at(ex, i);
-        if (atomic_load_explicit(&s->state, memory_order_acquire) == (uintptr_t)run)
-            for (wf__task *t = atomic_load_explicit(&s->task, memory_order_relaxed); t;
-                 t = t->chain)
-                n++;
-    }
+    for (uint32_t i = 0; i < nslots(run->ex); i++)
+        for (wf__task *t = e->inprog[i]; t; t = t->chain)
+            n++;
     for (wf__task *h = run->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed))
         for (wf__task *t = h; t; t = t->chain)
             n++;
@@ -287,13 +292,9 @@ static uint32_t count_tasks(wf__run *run)
 static void pack_step_tasks(enc *e, uint32_t s)
 {
     wf__run *run = e->run;
-    struct wf_executor *ex = run->ex;
-    for (uint32_t i = 0; i < nslots(ex); i++) {
-        wf__slot *sl = slot_at(ex, i);
-        if (atomic_load_explicit(&sl->state, memory_order_acquire) != (uintptr_t)run)
-            continue;
-        wf__task *t = atomic_load_explicit(&sl->task, memory_order_relaxed);
-        if (t->step != s)
+    for (uint32_t i = 0; i < nslots(run->ex); i++) {
+        wf__task *t = e->inprog[i];
+        if (t == NULL || t->step != s)
             continue;
         pack_task(e, t, 1);
         for (t = t->chain; t; t = t->chain)
@@ -441,11 +442,12 @@ static void pack_retries(enc *e, int64_t now)
  * "counters", "timeout_ms"}. The type table is known only at the end, so
  * the body is packed first and the head (with the table) in front of it.
  */
-static int encode_run(wf__run *run, void **bytes, size_t *len)
+static int encode_run(wf__run *run, wf__task *const *inprog, void **bytes, size_t *len)
 {
     enc ee, *e = &ee;
     memset(e, 0, sizeof *e);
     e->run = run;
+    e->inprog = inprog;
     wf__buf_init(&e->buf);
     msgpack_packer_init(&e->pk, &e->buf, wf__buf_write);
     e->ntypes_reg = atomic_load(&run->wf->reg->n);
@@ -464,9 +466,12 @@ static int encode_run(wf__run *run, void **bytes, size_t *len)
     int64_t now = wf__now_ns();
     if (e->rc == 0) {
         PK(msgpack_pack_str(&e->pk, 5) || msgpack_pack_str_body(&e->pk, "tasks", 5));
-        PK(msgpack_pack_array(&e->pk, count_tasks(run)));
+        uint32_t ntasks = count_tasks(e);
+        PK(msgpack_pack_array(&e->pk, ntasks));
         for (uint32_t s = 0; s < run->nsteps && e->rc == 0; s++)
             pack_step_tasks(e, s);
+        if (e->rc == 0 && e->queued + e->in_progress != ntasks)
+            enc_fail(e, WF_EINTERNAL); /* never a document that says one thing and holds another */
         pack_str(e, "retries");
         pack_retries(e, now);
         pack_str(e, "waiters");
@@ -559,12 +564,17 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
         return WF_EBUSY;
     struct wf_executor *ex = run->ex;
     uint32_t *have = wf__malloc((run->nsteps ? run->nsteps : 1) * sizeof *have);
-    if (have == NULL)
+    wf__task **inprog = wf__malloc(nslots(ex) * sizeof *inprog);
+    if (have == NULL || inprog == NULL) {
+        wf__free_mem(have);
+        wf__free_mem(inprog);
         return WF_ENOMEM;
+    }
     pthread_mutex_lock(&run->snap_mu);
     if (wf__run_ended(run) || atomic_load(&run->gate) != 0) { /* ended, or being cancelled */
         pthread_mutex_unlock(&run->snap_mu);
         wf__free_mem(have);
+        wf__free_mem(inprog);
         return WF_ESTATE;
     }
     int64_t t0 = wf__now_ns();
@@ -580,7 +590,7 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
         pthread_rwlock_wrlock(&run->outside);
         pthread_mutex_lock(&run->snap_lock);
         ended = wf__run_ended(run);
-        if (ended || balanced(run, have))
+        if (ended || balanced(run, have, inprog))
             break;
         pthread_mutex_unlock(&run->snap_lock);
         pthread_rwlock_unlock(&run->outside);
@@ -590,7 +600,7 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
     if (!ended) {
         pthread_mutex_lock(&run->collect_lock);
         pthread_mutex_lock(&run->mu);
-        rc = encode_run(run, bytes, len);
+        rc = encode_run(run, inprog, bytes, len);
         pthread_mutex_unlock(&run->mu);
         pthread_mutex_unlock(&run->collect_lock);
         if (rc == 0 && cancel)
@@ -621,6 +631,7 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
     if (pause_ns)
         *pause_ns = wf__now_ns() - t0;
     wf__free_mem(have);
+    wf__free_mem(inprog);
     return rc;
 }
 
