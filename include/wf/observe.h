@@ -1,0 +1,218 @@
+/*
+ * observe.h: instrumentation of an executor, and the built-in exporters.
+ *
+ * An observer receives one record per thing that happened: runs starting and
+ * ending, step invocations starting and ending, events emitted, routed,
+ * dropped or unhandled, stream writes, waiters suspending and resuming,
+ * retries, steals and parks. Several observers can watch one executor.
+ *
+ * Cost: with no observer installed the executor pays one predictable branch
+ * per hook. With one, the thread where the thing happened writes a small
+ * fixed-size record into its own lock-free ring (per worker; threads outside
+ * the pool share one ring under a lock) and goes on; one exporter thread per
+ * executor drains the rings and calls the observers. Workers never block on
+ * an observer or on I/O. When a ring is full the record is dropped and
+ * counted (wf_executor_observe_stats), never silently lost.
+ *
+ * Records of one thread arrive in the order that thread wrote them; records
+ * of different threads arrive roughly in time order (sort by ts_ns for an
+ * exact order).
+ */
+#ifndef WF_OBSERVE_H
+#define WF_OBSERVE_H
+
+#include <stdio.h>
+#include <wf/common.h>
+#include <wf/run.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** What a record reports. The comment lists the fields set besides kind, ts_ns, thread. */
+typedef enum wf_obs_kind {
+    WF_OBS_RUN_START = 0,   /* run_id, workflow */
+    WF_OBS_RUN_END = 1,     /* run_id, workflow, status (wf_run_status), error, step (the failed
+                               one or NULL), message, dur_ns (since RUN_START) */
+    WF_OBS_STEP_START = 2,  /* run_id, workflow, step, event_type (input), event_id (the input
+                               delivery's id: pairs with its EVENT_ROUTE), attempt */
+    WF_OBS_STEP_END = 3,    /* as STEP_START, plus dur_ns and error (0, a WF_E* code, or
+                               WF_SUSPEND / WF_PENDING for an invocation that goes on later),
+                               message (a failure's message or NULL) */
+    WF_OBS_EVENT_EMIT = 4,  /* run_id, workflow, step (the emitting step; NULL: from outside
+                               the run, e.g. a handler send or the start event), event_type */
+    WF_OBS_EVENT_ROUTE = 5, /* an event queued for one step: run_id, workflow, step (the
+                               target), event_type, event_id (pairs with the STEP_START that
+                               consumes it), value (the step's waiting events after it) */
+    WF_OBS_EVENT_DROP = 6,  /* an event dropped because the run had ended: run_id, workflow,
+                               step (its target, or NULL), event_type */
+    WF_OBS_EVENT_UNHANDLED = 7, /* an event no step accepts: run_id, workflow, event_type */
+    WF_OBS_STREAM_WRITE = 8,    /* run_id, workflow, step (NULL outside a step), event_type,
+                                   value (1 if the stream was full and dropped it) */
+    WF_OBS_WAIT_SUSPEND = 9,    /* a step waits for an event: run_id, workflow, step,
+                                   event_type (awaited), event_id (waiter id) */
+    WF_OBS_WAIT_RESUME = 10,    /* the awaited event arrived (error 0) or the wait timed out or
+                                   was cancelled (error): as WAIT_SUSPEND, dur_ns */
+    WF_OBS_RETRY = 11,  /* a failed invocation will run again: run_id, workflow, step,
+                           event_type, attempt (the one that failed), error, message, value
+                           (delay in ms before the next attempt) */
+    WF_OBS_STEAL = 12,  /* thread stole value tasks from worker victim */
+    WF_OBS_PARK = 13,   /* thread (a worker) found nothing to do and sleeps */
+    WF_OBS_UNPARK = 14, /* thread (a worker) woke up: dur_ns asleep */
+    WF_OBS_KIND_COUNT
+} wf_obs_kind;
+
+/** Bit of kind k in wf_observer.kinds. */
+#define WF_OBS_BIT(k) (1u << (k))
+/** Every kind. */
+#define WF_OBS_ALL ((1u << WF_OBS_KIND_COUNT) - 1u)
+
+/** wf_obs_record.thread for a thread outside the worker pool. */
+#define WF_OBS_OUTSIDE UINT32_MAX
+
+/**
+ * One record. Strings are borrowed for the duration of the callback (copy
+ * what you keep); absent ones are NULL.
+ */
+typedef struct wf_obs_record {
+    wf_obs_kind kind;
+    /** Worker index (0 .. threads-1), threads + i for blocking thread i, or WF_OBS_OUTSIDE. */
+    uint32_t thread;
+    /** When, in ns of CLOCK_MONOTONIC (add wf_obs_clock_offset_ns for Unix time). */
+    int64_t ts_ns;
+    uint64_t run_id;
+    const char *workflow;
+    const char *step;
+    const char *event_type;
+    /** Pairs an EVENT_ROUTE with the STEP_START that consumes it; a waiter id for waits. */
+    uint64_t event_id;
+    /** 1 for the first execution of an invocation. */
+    uint32_t attempt;
+    /** RUN_END: the wf_run_status. */
+    uint32_t status;
+    /** 0 or an error code. */
+    int32_t error;
+    const char *message;
+    int64_t dur_ns;
+    /** Kind-specific (see wf_obs_kind). */
+    int64_t value;
+    /** STEAL: the victim worker. */
+    uint32_t victim;
+} wf_obs_record;
+
+/**
+ * An observer. record is called on the executor's exporter thread, one
+ * record at a time, never concurrently for one executor; it must not call
+ * back into the executor (no waits on runs). flush (optional) is called
+ * after each batch of records and when wf_executor_observe_flush asks.
+ * user_free (optional) is called with user when the observer is removed
+ * (wf_executor_unobserve or wf_executor_free).
+ */
+typedef struct wf_observer {
+    void (*record)(const wf_obs_record *r, void *user);
+    void (*flush)(void *user);
+    void (*user_free)(void *user);
+    void *user;
+    /** WF_OBS_BIT mask of the kinds wanted; 0 means WF_OBS_ALL. */
+    uint32_t kinds;
+} wf_observer;
+
+/**
+ * Installs an observer (copied; its user is owned by the executor from now
+ * on, freed with user_free). Records start with the things that happen after
+ * this call. *id (optional) names it for wf_executor_unobserve. The first
+ * observer starts the exporter thread. WF_EINVAL without a record callback,
+ * WF_EOVERFLOW past 16 observers.
+ */
+WF_API int wf_executor_observe(wf_executor *ex, const wf_observer *obs, uint32_t *id);
+/**
+ * Removes an observer after delivering it every record written before this
+ * call; calls its user_free. WF_ENOTFOUND for an unknown id. Not from the
+ * observer's own callback.
+ */
+WF_API int wf_executor_unobserve(wf_executor *ex, uint32_t id);
+/**
+ * Waits until every record written before this call has been delivered to
+ * the observers, then calls their flush. Not from an observer's callback.
+ */
+WF_API int wf_executor_observe_flush(wf_executor *ex);
+
+/** Counters of the instrumentation. */
+typedef struct wf_obs_stats {
+    uint64_t written;   /* records written to the rings */
+    uint64_t delivered; /* records handed to the observers */
+    uint64_t dropped;   /* records lost because a ring was full */
+} wf_obs_stats;
+WF_API void wf_executor_observe_stats(wf_executor *ex, wf_obs_stats *out);
+
+/** CLOCK_REALTIME - CLOCK_MONOTONIC in ns, read once per process. */
+WF_API int64_t wf_obs_clock_offset_ns(void);
+/** The name of a kind ("step_start"), or "?" */
+WF_API const char *wf_obs_kind_name(wf_obs_kind kind);
+
+/* ---- built-in exporters: each returns an observer to pass to wf_executor_observe ---- */
+
+/** Exporter options. Fill with wf_exporter_params_init; only grows at the end. */
+typedef struct wf_exporter_params {
+    /** Output file, owned by the exporter (fclose'd when removed) unless keep_open. */
+    FILE *out;
+    int keep_open;
+    /** OTLP: the service.name resource attribute (default "wf"). */
+    const char *service_name;
+} wf_exporter_params;
+WF_API void wf_exporter_params_init(wf_exporter_params *p);
+
+/**
+ * Perfetto / Chrome trace event JSON: a slice per step invocation on its
+ * thread's track, flow arrows from the routing of an event to the
+ * invocation that consumed it, counters of the steps' waiting events, waits
+ * as async slices, runs as async slices. The file is complete (a JSON
+ * document) once the observer is removed; load it in ui.perfetto.dev.
+ */
+WF_API int wf_exporter_perfetto(wf_observer *out, const wf_exporter_params *p);
+/**
+ * OpenTelemetry: one span per run (the root) and one per step invocation
+ * (its child), attributes wf.run_id, wf.step, wf.event_type, wf.attempt,
+ * error status; written as OTLP/JSON lines (one TracesData object per line,
+ * the OpenTelemetry Collector's otlpjsonfile receiver format).
+ */
+WF_API int wf_exporter_otlp_json(wf_observer *out, const wf_exporter_params *p);
+/**
+ * Prometheus text exposition of the executor's counters and step duration
+ * histograms; the file is rewritten with the current values at each
+ * wf_executor_observe_flush and when the observer is removed (p->out is
+ * then written from its start: pass a regular file).
+ */
+WF_API int wf_exporter_prometheus(wf_observer *out, const wf_exporter_params *p);
+/**
+ * A human-readable line per step invocation (and per run end, retry,
+ * unhandled or dropped event) through a logger callback: wf never prints.
+ */
+WF_API int wf_exporter_log(wf_observer *out, wf_log_fn log, void *log_user);
+
+/* ---- the most recent execution, drawn ---- */
+
+/**
+ * What runs went through: per run (the 64 most recent runs are kept), the
+ * invocations of each step and the events of each type routed to each step.
+ * Reference-counted: the observer holds one reference, the caller gets one.
+ */
+typedef struct wf_execution wf_execution;
+/** An observer filling a new wf_execution (*exe: caller owns, wf_execution_release). */
+WF_API int wf_exporter_execution(wf_observer *out, wf_execution **exe);
+WF_API void wf_execution_release(wf_execution *exe);
+/**
+ * Draws run run_id (0: the run that ended last) of wf as Graphviz DOT
+ * (mermaid 0) or a Mermaid flowchart (mermaid 1): the workflow graph of
+ * wf_workflow_to_dot with only the steps and events the run went through,
+ * edges labelled with counts. WF_ENOTFOUND if the run is not (or no longer)
+ * recorded. Call after wf_executor_observe_flush. Caller owns *out: wf_free.
+ */
+WF_API int wf_execution_draw(wf_execution *exe, const wf_workflow *wf, uint64_t run_id,
+                             int mermaid, char **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
