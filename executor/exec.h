@@ -150,6 +150,7 @@ typedef struct wf__slot {
     _Atomic uintptr_t state;
     _Atomic(struct wf__task *) task;
     struct wf_executor *ex; /* blocking-pool slots: their executor */
+    uint32_t index;         /* workers 0..n-1, blocking threads n.. (observation rings) */
 } wf__slot;
 
 #define WF__SLOT_DIRTY ((uintptr_t)1)
@@ -234,6 +235,10 @@ struct wf_executor {
     uint32_t blk_max, blk_started, blk_idle;
     int blk_stop;
 
+    /* observation (observe.c): obs_mask is the hooks' one branch; rings etc. in obs */
+    _Atomic uint32_t obs_mask WF__ALIGNED;
+    struct wf__obs *obs;
+
     /* runs: the list of runs not yet ended, under runs_lock (for shutdown) */
     pthread_mutex_t runs_lock;
     pthread_cond_t runs_cond;
@@ -264,6 +269,59 @@ void wf__timers_stop(struct wf_executor *ex);
 
 void wf__log(struct wf_executor *ex, wf_log_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* ---------------------------------------------------------- observation */
+
+/*
+ * A record as the hooks write it into a ring (observe.c turns it into a
+ * wf_obs_record). Names are resolved by the exporter thread: wf stays alive
+ * (the executor holds every observed workflow until it is freed), types
+ * belong to wf's registry, message is an owned copy (or NULL).
+ */
+typedef struct wf__obs_rec {
+    uint8_t kind;
+    uint8_t pad[3];
+    uint32_t step; /* index in wf, UINT32_MAX: none */
+    int64_t ts;
+    uint64_t run_id;
+    const struct wf_workflow *wf;
+    const struct wf_event_type *type;
+    uint64_t event_id;
+    int64_t dur;
+    int64_t value;
+    char *message;
+    uint32_t attempt;
+    int32_t error;
+    uint32_t status; /* RUN_END status, STEAL victim */
+    uint32_t thread;
+} wf__obs_rec;
+
+#define WF__OBS_NO_STEP UINT32_MAX
+
+/*
+ * Hooks: cheap test first (one relaxed load of a read-mostly word). A build
+ * with -Dobserve_hooks=false (WF_NO_OBSERVE) compiles them out, to measure
+ * what they cost when no observer is installed.
+ */
+static inline uint32_t wf__obs_mask(struct wf_executor *ex)
+{
+#ifdef WF_NO_OBSERVE
+    (void)ex;
+    return 0;
+#else
+    return atomic_load_explicit(&ex->obs_mask, memory_order_relaxed);
+#endif
+}
+static inline int wf__obs_on(struct wf_executor *ex, unsigned kind)
+{
+    return WF__UNLIKELY(wf__obs_mask(ex) & (1u << kind)) != 0;
+}
+/* Writes r (ts filled if 0, thread filled) into the calling thread's ring; owns r->message. */
+void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r);
+/* Keeps wf alive for the exporter (a run of it starts while observed). */
+void wf__obs_hold(struct wf_executor *ex, const struct wf_workflow *wf);
+/* Executor teardown: last drain, observers removed, rings freed (threads joined). */
+void wf__obs_shutdown(struct wf_executor *ex);
 
 /* run.c: used by executor shutdown */
 void wf__runs_cancel_all(struct wf_executor *ex);

@@ -12,6 +12,8 @@
  */
 #include "exec.h"
 
+#include <wf/observe.h>
+
 #include <ck_pr.h>
 #include <errno.h>
 #include <linux/futex.h>
@@ -288,15 +290,21 @@ static wf__task *steal_from(wf__worker *w, wf__worker *v)
     wf__task *first = wf__deque_steal(&v->deque, &lost);
     if (first == NULL)
         return NULL;
-    int64_t more = wf__deque_size(&v->deque) / 2;
+    int64_t more = wf__deque_size(&v->deque) / 2, got = 1;
     for (int64_t i = 0; i < more; i++) {
         wf__task *t = wf__deque_steal(&v->deque, &lost);
         if (t == NULL)
             break;
+        got++;
         if (wf__deque_push(&w->deque, t) < 0) {
             wf__inject(w->ex, t);
             break;
         }
+    }
+    if (wf__obs_on(w->ex, WF_OBS_STEAL)) {
+        wf__obs_rec r = {.kind = WF_OBS_STEAL, .step = WF__OBS_NO_STEP, .value = got,
+                         .status = v->index};
+        wf__obs_write(w->ex, &r);
     }
     return first;
 }
@@ -366,9 +374,20 @@ static void park(wf__worker *w)
         pthread_mutex_unlock(&ex->idle_lock);
         return;
     }
+    int64_t t0 = 0;
+    if (wf__obs_on(ex, WF_OBS_PARK)) {
+        wf__obs_rec r = {.kind = WF_OBS_PARK, .step = WF__OBS_NO_STEP};
+        wf__obs_write(ex, &r);
+        t0 = r.ts;
+    }
     while (atomic_load(&w->parked))
         futex_wait(&w->parked, 1);
     /* wake_one counted us as spinning */
+    if (wf__obs_on(ex, WF_OBS_UNPARK)) {
+        wf__obs_rec r = {.kind = WF_OBS_UNPARK, .step = WF__OBS_NO_STEP, .ts = wf__now_ns()};
+        r.dur = t0 ? r.ts - t0 : 0;
+        wf__obs_write(ex, &r);
+    }
 }
 
 static void *worker_main(void *arg)
@@ -541,12 +560,16 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     }
     ck_ring_init(&ex->inject_ring, INJECT_SIZE);
     wf__membarrier_init();
-    for (uint32_t i = 0; i < ex->blk_max; i++)
+    for (uint32_t i = 0; i < ex->blk_max; i++) {
         ex->blk_slots[i].ex = ex;
+        ex->blk_slots[i].index = n + i;
+    }
     for (uint32_t i = 0; i < n; i++) {
         wf__worker *w = &ex->workers[i];
         w->ex = ex;
         w->index = i;
+        w->slot.ex = ex;
+        w->slot.index = i;
         w->rng = 0x9e3779b9u * (i + 1);
         atomic_init(&w->parked, 0);
         if (wf__deque_init(&w->deque, 1024) < 0) {
@@ -604,6 +627,7 @@ void wf_executor_free(wf_executor *ex)
             wake_one(ex);
     }
     wf__timers_stop(ex);
+    wf__obs_shutdown(ex); /* every thread that writes records is gone */
     /* Tasks left behind (CALL tasks of ended runs) have nothing to free but themselves. */
     wf__task *t;
     while ((t = inject_pop(ex)) != NULL)

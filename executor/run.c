@@ -23,6 +23,8 @@
 
 #include "run_impl.h"
 
+#include <wf/observe.h>
+
 #include <linux/futex.h>
 #include <sched.h>
 #include <stdio.h>
@@ -61,6 +63,96 @@ static void tokens_detach(struct wf__run *run);
 static void token_abandon(wf_completion *c);
 static int token_arm(wf_completion *c);
 static void waiters_cancel(struct wf__run *run);
+
+/* ------------------------------------------------------------ observation */
+
+/* The id pairing an EVENT_ROUTE with the STEP_START of its task. */
+static inline uint64_t obs_task_id(const wf__task *t)
+{
+    return (uint64_t)(uintptr_t)t ^ ((uint64_t)(uintptr_t)t->ev << 17);
+}
+
+static void obs_rec(wf__run *run, unsigned kind, uint32_t step, const wf_event_type *type,
+                    int64_t ts, wf__obs_rec *r)
+{
+    r->kind = (uint8_t)kind;
+    r->step = step;
+    r->type = type;
+    r->ts = ts;
+    r->run_id = run->id;
+    r->wf = run->wf;
+}
+
+static char *obs_strdup(const char *s)
+{
+    if (s == NULL)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *c = wf__malloc(n);
+    if (c)
+        memcpy(c, s, n);
+    return c;
+}
+
+/* STEP_START / STEP_END of t (t0: the start, for the end's duration). */
+static void obs_step(wf__run *run, unsigned kind, const wf__task *t, int64_t t0, int rc,
+                     const char *msg)
+{
+    wf__obs_rec r = {0};
+    obs_rec(run, kind, t->step, t->ev->type, kind == WF_OBS_STEP_START ? t0 : wf__now_ns(), &r);
+    r.event_id = obs_task_id(t);
+    r.attempt = t->attempt;
+    if (kind == WF_OBS_STEP_END) {
+        r.dur = r.ts - t0;
+        r.error = rc;
+        r.message = rc < 0 ? obs_strdup(msg ? msg : wf_strerror(rc)) : NULL;
+    }
+    wf__obs_write(run->ex, &r);
+}
+
+/* EVENT_EMIT of what an invocation of step s returned and sent. */
+static void obs_emits(wf__run *run, uint32_t s, const wf_event *out, const wf__inv *inv)
+{
+    int64_t now = wf__now_ns();
+    for (uint32_t i = 0; i <= inv->nsent; i++) {
+        const wf_event *ev = i < inv->nsent ? inv->sent[i] : out;
+        if (ev == NULL)
+            continue;
+        wf__obs_rec r = {0};
+        obs_rec(run, WF_OBS_EVENT_EMIT, s, ev->type, now, &r);
+        wf__obs_write(run->ex, &r);
+    }
+}
+
+/* EVENT_EMIT from outside the run's steps (start event, handler send). */
+static void obs_emit_outside(wf__run *run, const wf_event *ev)
+{
+    if (wf__obs_on(run->ex, WF_OBS_EVENT_EMIT)) {
+        wf__obs_rec r = {0};
+        obs_rec(run, WF_OBS_EVENT_EMIT, WF__OBS_NO_STEP, ev->type, 0, &r);
+        wf__obs_write(run->ex, &r);
+    }
+}
+
+/* EVENT_ROUTE of t to its step; waiting: the step's events queued behind it. */
+static void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
+{
+    wf__obs_rec r = {0};
+    obs_rec(run, WF_OBS_EVENT_ROUTE, t->step, t->ev->type, 0, &r);
+    r.event_id = obs_task_id(t);
+    r.value = waiting;
+    wf__obs_write(run->ex, &r);
+}
+
+/* A record about one event: DROP, UNHANDLED, STREAM_WRITE. */
+static void obs_event(wf__run *run, unsigned kind, uint32_t step, const wf_event_type *type,
+                      int64_t value)
+{
+    wf__obs_rec r = {0};
+    obs_rec(run, kind, step, type, 0, &r);
+    r.value = value;
+    wf__obs_write(run->ex, &r);
+}
 
 /* ------------------------------------------------------------ ref counting */
 
@@ -342,6 +434,8 @@ static int deliver_task(wf__run *run, wf__task *t)
                                                   memory_order_relaxed)) {
             if (c == 0)
                 engine_ref(run);
+            if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE))
+                obs_route(run, t, 0);
             run_schedule(run, t);
             return 0;
         }
@@ -351,6 +445,8 @@ static int deliver_task(wf__run *run, wf__task *t)
         drop_task(t);
         return WF_ENOMEM;
     }
+    if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE)) /* before the push: then t may run and go */
+        obs_route(run, t, atomic_load_explicit(&ss->count, memory_order_relaxed) + 1 - w);
     pendq_push(q, t);
     uint32_t n = atomic_fetch_add_explicit(&ss->count, 1, memory_order_acq_rel);
     if (n == 0)
@@ -421,6 +517,11 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
     }
     if (made == 0)
         return rc;
+    if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE)) {
+        uint32_t c0 = atomic_load_explicit(&ss->count, memory_order_relaxed), i = 0;
+        for (wf__task *t = first; t; t = atomic_load_explicit(&t->next, memory_order_relaxed), i++)
+            obs_route(run, t, c0 + i + 1 > w ? c0 + i + 1 - w : 0);
+    }
     /* Free slots first: those tasks start directly. */
     uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
     while (c < w && first) {
@@ -461,16 +562,18 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
 
 /* ----------------------------------------------------------------- stream */
 
-static void stream_push(wf__run *run, wf_event *ev)
+/* 0: kept (or the run had ended), 1: the stream was full and dropped it. */
+static int stream_push(wf__run *run, wf_event *ev)
 {
     wf_event_freeze(ev);
     pthread_mutex_lock(&run->mu);
     if (run_ended(run) || run->scap == 0) {
-        if (!run_ended(run))
+        int dropped = !run_ended(run);
+        if (dropped)
             atomic_fetch_add(&run->dropped, 1);
         pthread_mutex_unlock(&run->mu);
         wf_event_release(ev);
-        return;
+        return dropped;
     }
     if (run->sbuf == NULL) {
         run->sbuf = wf__malloc(run->scap * sizeof *run->sbuf);
@@ -478,25 +581,28 @@ static void stream_push(wf__run *run, wf_event *ev)
             atomic_fetch_add(&run->dropped, 1);
             pthread_mutex_unlock(&run->mu);
             wf_event_release(ev);
-            return;
+            return 1;
         }
     }
     if (run->scount == run->scap) {
         atomic_fetch_add(&run->dropped, 1);
         pthread_mutex_unlock(&run->mu);
         wf_event_release(ev);
-        return;
+        return 1;
     }
     run->sbuf[(run->shead + run->scount) % run->scap] = ev;
     run->scount++;
     if (run->sleepers)
         pthread_cond_broadcast(&run->cv);
     pthread_mutex_unlock(&run->mu);
+    return 0;
 }
 
 static void notify_unhandled(wf__run *run, wf_event *ev)
 {
     atomic_fetch_add(&run->unhandled, 1);
+    if (wf__obs_on(run->ex, WF_OBS_EVENT_UNHANDLED))
+        obs_event(run, WF_OBS_EVENT_UNHANDLED, WF__OBS_NO_STEP, ev->type, 0);
     wf__log(run->ex, WF_LOG_DEBUG, "run %llu: no step accepts %s; event dropped",
             (unsigned long long)run->id, ev->type->name);
     if (run->stream_internal) {
@@ -624,6 +730,9 @@ static void emit(wf__run *run, wf_event *ev, int32_t target)
 {
     wf_event_freeze(ev);
     if (run_ended(run)) {
+        if (wf__obs_on(run->ex, WF_OBS_EVENT_DROP))
+            obs_event(run, WF_OBS_EVENT_DROP, target >= 0 ? (uint32_t)target : WF__OBS_NO_STEP,
+                      ev->type, 0);
         wf_event_release(ev);
         return;
     }
@@ -855,6 +964,19 @@ static int end_run(wf__run *run, int status, wf_event *result, int code, const c
         code = WF_ECANCELLED;
         msg = "the run was cancelled";
     }
+    if (wf__obs_on(ex, WF_OBS_RUN_END)) {
+        wf__obs_rec r = {0};
+        uint32_t si = WF__OBS_NO_STEP;
+        for (uint32_t i = 0; step && i < run->nsteps && si == WF__OBS_NO_STEP; i++)
+            if (strcmp(run->wf->steps[i]->name, step) == 0)
+                si = i;
+        obs_rec(run, WF_OBS_RUN_END, si, NULL, wf__now_ns(), &r);
+        r.status = (uint32_t)status;
+        r.error = status == WF_RUN_DONE ? 0 : code;
+        r.message = status == WF_RUN_DONE ? NULL : obs_strdup(msg);
+        r.dur = run->obs_t0 ? r.ts - run->obs_t0 : 0;
+        wf__obs_write(ex, &r);
+    }
     wf_event *term = status == WF_RUN_DONE ? wf_event_retain(result)
                                            : terminal_event(run, status, msg, step, code, active);
 
@@ -1027,6 +1149,15 @@ static int maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64
         wf__free_mem(rt);
         engine_unref(run);
         return 0;
+    }
+    if (wf__obs_on(run->ex, WF_OBS_RETRY)) {
+        wf__obs_rec r = {0};
+        obs_rec(run, WF_OBS_RETRY, t->step, t->ev->type, 0, &r);
+        r.attempt = t->attempt;
+        r.error = rc;
+        r.message = obs_strdup(msg ? msg : wf_strerror(rc));
+        r.value = delay;
+        wf__obs_write(run->ex, &r);
     }
     wf__log(run->ex, WF_LOG_DEBUG, "run %llu: step %s failed (%d), attempt %u in %lld ms",
             (unsigned long long)run->id, step->name, rc, n->attempt, (long long)delay);
@@ -1207,9 +1338,23 @@ static int invoke(wf__run *run, wf__task *t, deferred *d)
         (step->needs_clock && (t->arg == NULL || ((wf__retry_info *)t->arg)->first_ns == 0))
             ? wf__now_ns()
             : 0;
+    uint32_t obs = wf__obs_mask(run->ex);
+    int64_t obs_t0 = 0;
+    if (WF__UNLIKELY(obs)) {
+        obs_t0 = wf__now_ns();
+        if (obs & WF_OBS_BIT(WF_OBS_STEP_START))
+            obs_step(run, WF_OBS_STEP_START, t, obs_t0, 0, NULL);
+    }
     int rc = step->fn(run->ctx, t->ev, &out, step->user);
     tls_inv = prev;
     slot_dirty(run);
+    if (WF__UNLIKELY(obs)) {
+        obs = wf__obs_mask(run->ex);
+        if (obs & WF_OBS_BIT(WF_OBS_STEP_END))
+            obs_step(run, WF_OBS_STEP_END, t, obs_t0, rc, inv.errmsg);
+        if ((obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT)) && (rc == 0 || rc == WF_PENDING || rc == WF_SUSPEND))
+            obs_emits(run, t->step, rc == 0 ? out : NULL, &inv);
+    }
     if (WF__LIKELY(rc == 0)) {
         route_emissions(run, out, &inv, d);
     } else if (rc == WF_PENDING && inv.token) {
@@ -1543,6 +1688,13 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     pthread_mutex_unlock(&ex->runs_lock);
 
     *out = run;
+    if (wf__obs_on(ex, WF_OBS_RUN_START) || wf__obs_on(ex, WF_OBS_RUN_END)) {
+        wf__obs_rec r = {0};
+        obs_rec(run, WF_OBS_RUN_START, WF__OBS_NO_STEP, NULL, wf__now_ns(), &r);
+        run->obs_t0 = r.ts;
+        if (wf__obs_on(ex, WF_OBS_RUN_START))
+            wf__obs_write(ex, &r);
+    }
     if (run->timeout_ms >= 0) {
         engine_ref(run);
         if (wf__timer_arm_after(ex, &run->timeout, run->timeout_ms * 1000000) < 0) {
@@ -1598,6 +1750,7 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
     }
     *out = (wf_handler *)run;
     int o = wf__outside_enter(run);
+    obs_emit_outside(run, start);
     emit(run, start, -1);
     wf__outside_exit(run, o);
     return 0;
@@ -1765,6 +1918,7 @@ static int send_outside(wf__run *run, wf_event *ev, const char *target)
         return WF_ESTATE;
     }
     int o = wf__outside_enter(run);
+    obs_emit_outside(run, ev);
     emit(run, ev, idx);
     wf__outside_exit(run, o);
     engine_unref(run);
@@ -1956,9 +2110,12 @@ int wf_ctx_write_event_to_stream(wf_ctx *ctx, wf_event *ev)
         wf_event_release(ev);
         return WF_EINVAL;
     }
+    const wf_event_type *type = ev->type;
     wf__inv *inv = inv_of(ctx);
     if (inv) {
-        stream_push(inv->run, ev);
+        int full = stream_push(inv->run, ev);
+        if (wf__obs_on(inv->run->ex, WF_OBS_STREAM_WRITE))
+            obs_event(inv->run, WF_OBS_STREAM_WRITE, inv->task->step, type, full);
         return 0;
     }
     wf__run *run = ctx_run_ref(ctx);
@@ -1966,7 +2123,9 @@ int wf_ctx_write_event_to_stream(wf_ctx *ctx, wf_event *ev)
         wf_event_release(ev);
         return WF_ESTATE;
     }
-    stream_push(run, ev);
+    int full = stream_push(run, ev);
+    if (wf__obs_on(run->ex, WF_OBS_STREAM_WRITE))
+        obs_event(run, WF_OBS_STREAM_WRITE, WF__OBS_NO_STEP, type, full);
     run_release(run);
     return 0;
 }
@@ -2204,6 +2363,14 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
         int rc = w->state == W_RESOLVED ? 0 : WF_ETIMEDOUT;
         *ev = w->got;
         w->got = NULL;
+        if (wf__obs_on(run->ex, WF_OBS_WAIT_RESUME)) {
+            wf__obs_rec r = {0};
+            obs_rec(run, WF_OBS_WAIT_RESUME, step, w->type, wf__now_ns(), &r);
+            r.event_id = (uint64_t)(uintptr_t)w;
+            r.error = rc;
+            r.dur = w->obs_t0 ? r.ts - w->obs_t0 : 0;
+            wf__obs_write(run->ex, &r);
+        }
         int disarmed = waiter_disarm(run, w);
         /* a callback still running frees w itself when it is done */
         w->orphan = w->timer_live;
@@ -2257,6 +2424,13 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
     w->next = run->waiters;
     run->waiters = w;
     atomic_fetch_add(&run->nwaiting, 1);
+    if (wf__obs_on(run->ex, WF_OBS_WAIT_SUSPEND)) {
+        wf__obs_rec r = {0};
+        obs_rec(run, WF_OBS_WAIT_SUSPEND, step, type, wf__now_ns(), &r);
+        r.event_id = (uint64_t)(uintptr_t)w;
+        w->obs_t0 = r.ts;
+        wf__obs_write(run->ex, &r);
+    }
     if (timeout_ms >= 0) {
         engine_ref(run); /* held by the armed timer */
         if (wf__timer_arm(run->ex, &w->tm, wf__now_ns() + timeout_ms * 1000000) < 0) {
@@ -2756,8 +2930,14 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
         branch_add(g, i);
     wf__group *saved_g = tls_group;
     uint32_t saved_b = tls_branch;
+    int64_t obs_now = wf__obs_on(run->ex, WF_OBS_EVENT_EMIT) ? wf__now_ns() : 0;
     for (uint32_t i = 0; i < n; i++) {
         wf_event_freeze(evs[i]);
+        if (obs_now) {
+            wf__obs_rec r = {0};
+            obs_rec(run, WF_OBS_EVENT_EMIT, inv->task->step, evs[i]->type, obs_now, &r);
+            wf__obs_write(run->ex, &r);
+        }
         tls_group = g;
         tls_branch = i;
         emit(run, evs[i], -1);

@@ -75,6 +75,7 @@ typedef struct wf__waiter {
     wf__timer tm;
     int timer_live; /* armed and its callback not finished (coord lock) */
     int orphan;     /* taken off the list while its callback runs: it frees w */
+    int64_t obs_t0; /* when it started waiting, if observed */
 } wf__waiter;
 
 /* An invocation handed to a completion token (async step). */
@@ -135,6 +136,7 @@ typedef struct wf__run {
     _Atomic uint32_t engine;
     _Atomic int ended; /* 0 -> 1 exactly once */
     uint64_t id;
+    int64_t obs_t0; /* RUN_START time when observed, else 0 */
     struct wf_executor *ex;
     wf_workflow *wf;
     wf_ctx *ctx;

@@ -1,0 +1,514 @@
+/*
+ * observe.c: the executor side of observation (include/wf/observe.h).
+ *
+ * Hooks in run.c and pool.c test ex->obs_mask (one relaxed load of a word
+ * nobody writes while the observers stay the same) and, when the kind is
+ * wanted, fill a wf__obs_rec and call wf__obs_write. The record goes into a
+ * single-producer ring of the calling thread (one per worker and per
+ * blocking thread, indexed by the thread's slot; threads outside the pool
+ * share one ring under a mutex). One exporter thread per executor drains
+ * the rings in rounds, resolves names and calls the observers. A full ring
+ * drops the record and counts it. Nothing a worker does waits for the
+ * exporter: the exporter sleeps on a futex with a timeout, and a producer
+ * wakes it only when it sees it asleep (a missed wake costs at most the
+ * timeout, never a record).
+ *
+ * Names: a record keeps pointers to its workflow and event type. Every
+ * workflow a record names is held (retained) by the executor before the
+ * record is written and released when the executor is freed, so the
+ * exporter can read names even after the user freed the workflow. A
+ * thread writing a record about a run holds that run, so the workflow is
+ * alive at that moment.
+ */
+#include "exec.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <wf/observe.h>
+
+#define OBS_RING_SIZE 4096u /* records per thread (~90 B each) */
+#define OBS_MAX       16u
+#define OBS_IDLE_MIN  1000000LL  /* ns: exporter sleep when idle, doubling... */
+#define OBS_IDLE_MAX  50000000LL /* ...up to this */
+
+typedef struct obs_ring {
+    _Atomic uint64_t head WF__ALIGNED; /* producer */
+    uint64_t tail_cache;               /* producer's view of tail */
+    const wf_workflow *last_wf;        /* producer's: the last workflow it made sure is held */
+    _Atomic uint64_t dropped;          /* producer stores, anyone reads */
+    _Atomic uint64_t tail WF__ALIGNED; /* consumer */
+    wf__obs_rec *recs;
+} obs_ring;
+
+typedef struct obs_entry {
+    wf_observer o;
+    uint32_t id;
+} obs_entry;
+
+struct wf__obs {
+    struct wf_executor *ex;
+    obs_ring *rings;
+    uint32_t nrings; /* workers + blocking threads + 1 (outside, last) */
+    uint64_t *cursor, *limit; /* exporter's: per ring, next and end of the round */
+    pthread_mutex_t outside_lock;
+
+    /* observers, rounds: under lock (the exporter holds it while it delivers) */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    obs_entry obs[OBS_MAX];
+    uint32_t nobs;
+    uint32_t next_id;
+    uint64_t round_started, round_done;
+    int kick, stop;
+    uint64_t delivered;
+    pthread_t thread;
+    int started;
+    _Atomic int sleeping; /* futex word: 1 while the exporter sleeps */
+
+    /* held workflows */
+    pthread_mutex_t wf_lock;
+    const wf_workflow **wfs;
+    uint32_t nwfs, capwfs;
+};
+
+static long futex(_Atomic int *w, int op, int val, const struct timespec *ts)
+{
+    return syscall(SYS_futex, (int *)w, op, val, ts, NULL, 0);
+}
+
+static inline struct wf__obs *obs_get(struct wf_executor *ex)
+{
+    return __atomic_load_n(&ex->obs, __ATOMIC_ACQUIRE);
+}
+
+/* ------------------------------------------------------------ producers */
+
+static void hold(struct wf__obs *o, const wf_workflow *wf)
+{
+    pthread_mutex_lock(&o->wf_lock);
+    for (uint32_t i = 0; i < o->nwfs; i++) {
+        if (o->wfs[i] == wf) {
+            pthread_mutex_unlock(&o->wf_lock);
+            return;
+        }
+    }
+    if (o->nwfs == o->capwfs) {
+        uint32_t cap = o->capwfs ? o->capwfs * 2 : 8;
+        const wf_workflow **n = wf__realloc((void *)o->wfs, cap * sizeof *n);
+        if (n == NULL) {
+            /* cannot keep it: leave it to the record path to name nothing */
+            pthread_mutex_unlock(&o->wf_lock);
+            return;
+        }
+        o->wfs = n;
+        o->capwfs = cap;
+    }
+    o->wfs[o->nwfs++] = wf_workflow_retain((wf_workflow *)wf);
+    pthread_mutex_unlock(&o->wf_lock);
+}
+
+static int held(struct wf__obs *o, const wf_workflow *wf)
+{
+    pthread_mutex_lock(&o->wf_lock);
+    int found = 0;
+    for (uint32_t i = 0; i < o->nwfs && !found; i++)
+        found = o->wfs[i] == wf;
+    pthread_mutex_unlock(&o->wf_lock);
+    return found;
+}
+
+void wf__obs_hold(struct wf_executor *ex, const wf_workflow *wf)
+{
+    struct wf__obs *o = obs_get(ex);
+    if (o && wf)
+        hold(o, wf);
+}
+
+void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r)
+{
+    struct wf__obs *o = obs_get(ex);
+    if (o == NULL) {
+        wf__free_mem(r->message);
+        return;
+    }
+    if (r->ts == 0)
+        r->ts = wf__now_ns();
+    wf__slot *sl = wf__tls_slot;
+    obs_ring *rg;
+    int outside = !(sl && sl->ex == ex);
+    if (!outside) {
+        r->thread = sl->index;
+        rg = &o->rings[sl->index];
+    } else {
+        r->thread = WF_OBS_OUTSIDE;
+        rg = &o->rings[o->nrings - 1];
+        pthread_mutex_lock(&o->outside_lock);
+    }
+    if (r->wf && r->wf != rg->last_wf) {
+        hold(o, r->wf);
+        if (held(o, r->wf))
+            rg->last_wf = r->wf;
+        else
+            r->wf = NULL; /* out of memory: the record names no workflow */
+    }
+    uint64_t h = atomic_load_explicit(&rg->head, memory_order_relaxed);
+    if (h - rg->tail_cache >= OBS_RING_SIZE) {
+        rg->tail_cache = atomic_load_explicit(&rg->tail, memory_order_acquire);
+        if (h - rg->tail_cache >= OBS_RING_SIZE) {
+            atomic_store_explicit(&rg->dropped,
+                                  atomic_load_explicit(&rg->dropped, memory_order_relaxed) + 1,
+                                  memory_order_relaxed);
+            if (outside)
+                pthread_mutex_unlock(&o->outside_lock);
+            wf__free_mem(r->message);
+            return;
+        }
+    }
+    rg->recs[h & (OBS_RING_SIZE - 1)] = *r;
+    atomic_store_explicit(&rg->head, h + 1, memory_order_release);
+    if (outside)
+        pthread_mutex_unlock(&o->outside_lock);
+    /* the exporter sleeps: wake it (a wake missed here costs at most its timeout) */
+    if (WF__UNLIKELY(atomic_load_explicit(&o->sleeping, memory_order_relaxed)) &&
+        atomic_exchange(&o->sleeping, 0))
+        futex(&o->sleeping, FUTEX_WAKE_PRIVATE, 1, NULL);
+}
+
+/* ------------------------------------------------------------- exporter */
+
+static void deliver(struct wf__obs *o, wf__obs_rec *r)
+{
+    wf_obs_record pub;
+    memset(&pub, 0, sizeof pub);
+    pub.kind = (wf_obs_kind)r->kind;
+    pub.thread = r->thread;
+    pub.ts_ns = r->ts;
+    pub.run_id = r->run_id;
+    if (r->wf) {
+        pub.workflow = r->wf->name;
+        if (r->step != WF__OBS_NO_STEP && r->step < r->wf->n_steps)
+            pub.step = r->wf->steps[r->step]->name;
+    }
+    pub.event_type = r->type ? r->type->name : NULL;
+    pub.event_id = r->event_id;
+    pub.attempt = r->attempt;
+    pub.error = r->error;
+    pub.message = r->message;
+    pub.dur_ns = r->dur;
+    pub.value = r->value;
+    if (pub.kind == WF_OBS_RUN_END)
+        pub.status = r->status;
+    else if (pub.kind == WF_OBS_STEAL)
+        pub.victim = r->status;
+    for (uint32_t i = 0; i < o->nobs; i++) {
+        uint32_t k = o->obs[i].o.kinds ? o->obs[i].o.kinds : WF_OBS_ALL;
+        if (k & (1u << r->kind))
+            o->obs[i].o.record(&pub, o->obs[i].o.user);
+    }
+    o->delivered++;
+    wf__free_mem(r->message);
+    r->message = NULL;
+}
+
+/*
+ * One round (lock held): everything written before it started is delivered,
+ * the rings merged by time (each ring is in its thread's order already), so
+ * that within a round an event's routing comes before the step it feeds even
+ * when two threads wrote them.
+ */
+static uint64_t drain(struct wf__obs *o)
+{
+    uint64_t n = 0;
+    uint64_t *t = o->cursor, *h = o->limit;
+    for (uint32_t i = 0; i < o->nrings; i++) {
+        t[i] = atomic_load_explicit(&o->rings[i].tail, memory_order_relaxed);
+        h[i] = atomic_load_explicit(&o->rings[i].head, memory_order_acquire);
+    }
+    for (;;) {
+        uint32_t best = UINT32_MAX;
+        int64_t bts = 0;
+        for (uint32_t i = 0; i < o->nrings; i++) {
+            if (t[i] == h[i])
+                continue;
+            int64_t ts = o->rings[i].recs[t[i] & (OBS_RING_SIZE - 1)].ts;
+            if (best == UINT32_MAX || ts < bts) {
+                best = i;
+                bts = ts;
+            }
+        }
+        if (best == UINT32_MAX)
+            break;
+        obs_ring *rg = &o->rings[best];
+        deliver(o, &rg->recs[t[best] & (OBS_RING_SIZE - 1)]);
+        t[best]++;
+        /* give the slot back at once: a busy producer keeps going */
+        atomic_store_explicit(&rg->tail, t[best], memory_order_release);
+        n++;
+    }
+    return n;
+}
+
+static void flush_observers(struct wf__obs *o)
+{
+    for (uint32_t i = 0; i < o->nobs; i++)
+        if (o->obs[i].o.flush)
+            o->obs[i].o.flush(o->obs[i].o.user);
+}
+
+static void *exporter_main(void *arg)
+{
+    struct wf__obs *o = arg;
+    int64_t idle = OBS_IDLE_MIN;
+    pthread_mutex_lock(&o->lock);
+    for (;;) {
+        int stop = o->stop;
+        int kicked = o->kick;
+        o->kick = 0;
+        uint64_t r = ++o->round_started;
+        uint64_t n = drain(o);
+        if (n || kicked)
+            flush_observers(o);
+        o->round_done = r;
+        pthread_cond_broadcast(&o->cond);
+        if (stop)
+            break;
+        if (n) {
+            idle = OBS_IDLE_MIN;
+            continue;
+        }
+        if (o->kick || o->stop)
+            continue;
+        /* nothing came: sleep until a producer or a flush wakes us, or the timeout */
+        atomic_store(&o->sleeping, 1);
+        pthread_mutex_unlock(&o->lock);
+        struct timespec ts = {idle / 1000000000LL, idle % 1000000000LL};
+        futex(&o->sleeping, FUTEX_WAIT_PRIVATE, 1, &ts);
+        atomic_store(&o->sleeping, 0);
+        idle = idle * 2 > OBS_IDLE_MAX ? OBS_IDLE_MAX : idle * 2;
+        pthread_mutex_lock(&o->lock);
+    }
+    pthread_mutex_unlock(&o->lock);
+    return NULL;
+}
+
+static void wake_exporter(struct wf__obs *o)
+{
+    atomic_store(&o->sleeping, 0);
+    futex(&o->sleeping, FUTEX_WAKE_PRIVATE, 1, NULL);
+}
+
+/* Waits (lock held) until a round that started after now has ended. */
+static void wait_round(struct wf__obs *o)
+{
+    uint64_t target = o->round_started + 1;
+    o->kick = 1;
+    wake_exporter(o);
+    while (o->round_done < target) {
+        pthread_cond_wait(&o->cond, &o->lock);
+        if (o->round_done < target && o->round_started < target) {
+            o->kick = 1;
+            wake_exporter(o);
+        }
+    }
+}
+
+/* --------------------------------------------------------------- set-up */
+
+static void obs_destroy(struct wf__obs *o)
+{
+    if (o == NULL)
+        return;
+    if (o->rings) {
+        for (uint32_t i = 0; i < o->nrings; i++) {
+            obs_ring *rg = &o->rings[i];
+            if (rg->recs == NULL)
+                continue;
+            uint64_t h = atomic_load(&rg->head);
+            for (uint64_t t = atomic_load(&rg->tail); t != h; t++)
+                wf__free_mem(rg->recs[t & (OBS_RING_SIZE - 1)].message);
+            wf__free_mem(rg->recs);
+        }
+        wf__free_aligned(o->rings);
+    }
+    wf__free_mem(o->cursor);
+    wf__free_mem(o->limit);
+    for (uint32_t i = 0; i < o->nwfs; i++)
+        wf_workflow_free((wf_workflow *)o->wfs[i]);
+    wf__free_mem((void *)o->wfs);
+    pthread_mutex_destroy(&o->outside_lock);
+    pthread_mutex_destroy(&o->lock);
+    pthread_mutex_destroy(&o->wf_lock);
+    pthread_cond_destroy(&o->cond);
+    wf__free_mem(o);
+}
+
+static struct wf__obs *obs_create(struct wf_executor *ex)
+{
+    struct wf__obs *o = wf__calloc(1, sizeof *o);
+    if (o == NULL)
+        return NULL;
+    o->ex = ex;
+    o->next_id = 1;
+    pthread_mutex_init(&o->outside_lock, NULL);
+    pthread_mutex_init(&o->lock, NULL);
+    pthread_mutex_init(&o->wf_lock, NULL);
+    pthread_cond_init(&o->cond, NULL);
+    atomic_init(&o->sleeping, 0);
+    o->nrings = ex->nworkers + ex->blk_max + 1;
+    o->rings = wf__malloc_aligned(o->nrings * sizeof *o->rings);
+    o->cursor = wf__calloc(o->nrings, sizeof *o->cursor);
+    o->limit = wf__calloc(o->nrings, sizeof *o->limit);
+    if (o->rings == NULL || o->cursor == NULL || o->limit == NULL) {
+        obs_destroy(o);
+        return NULL;
+    }
+    memset(o->rings, 0, o->nrings * sizeof *o->rings);
+    for (uint32_t i = 0; i < o->nrings; i++) {
+        atomic_init(&o->rings[i].head, 0);
+        atomic_init(&o->rings[i].tail, 0);
+        atomic_init(&o->rings[i].dropped, 0);
+        o->rings[i].recs = wf__malloc(OBS_RING_SIZE * sizeof(wf__obs_rec));
+        if (o->rings[i].recs == NULL) {
+            obs_destroy(o);
+            return NULL;
+        }
+    }
+    if (pthread_create(&o->thread, NULL, exporter_main, o) != 0) {
+        obs_destroy(o);
+        return NULL;
+    }
+    o->started = 1;
+    return o;
+}
+
+static void update_mask(struct wf_executor *ex, struct wf__obs *o)
+{
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < o->nobs; i++)
+        m |= o->obs[i].o.kinds ? o->obs[i].o.kinds : WF_OBS_ALL;
+    atomic_store_explicit(&ex->obs_mask, m & WF_OBS_ALL, memory_order_release);
+}
+
+WF_API int wf_executor_observe(wf_executor *ex, const wf_observer *obs, uint32_t *id)
+{
+    if (ex == NULL || obs == NULL || obs->record == NULL)
+        return WF_EINVAL;
+    /* the first observer makes the rings and the exporter (runs_lock: one maker) */
+    pthread_mutex_lock(&ex->runs_lock);
+    struct wf__obs *o = obs_get(ex);
+    if (o == NULL) {
+        if (ex->shutting_down) {
+            pthread_mutex_unlock(&ex->runs_lock);
+            return WF_ESHUTDOWN;
+        }
+        o = obs_create(ex);
+        if (o == NULL) {
+            pthread_mutex_unlock(&ex->runs_lock);
+            return WF_ENOMEM;
+        }
+        __atomic_store_n(&ex->obs, o, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&ex->runs_lock);
+    pthread_mutex_lock(&o->lock);
+    if (o->nobs == OBS_MAX) {
+        pthread_mutex_unlock(&o->lock);
+        return WF_EOVERFLOW;
+    }
+    obs_entry *e = &o->obs[o->nobs++];
+    e->o = *obs;
+    e->id = o->next_id++;
+    if (id)
+        *id = e->id;
+    update_mask(ex, o);
+    pthread_mutex_unlock(&o->lock);
+    return 0;
+}
+
+WF_API int wf_executor_unobserve(wf_executor *ex, uint32_t id)
+{
+    if (ex == NULL)
+        return WF_EINVAL;
+    struct wf__obs *o = obs_get(ex);
+    if (o == NULL)
+        return WF_ENOTFOUND;
+    pthread_mutex_lock(&o->lock);
+    uint32_t i = 0;
+    while (i < o->nobs && o->obs[i].id != id)
+        i++;
+    if (i == o->nobs) {
+        pthread_mutex_unlock(&o->lock);
+        return WF_ENOTFOUND;
+    }
+    /* deliver what was written before the call, then take it out */
+    wait_round(o);
+    i = 0;
+    while (i < o->nobs && o->obs[i].id != id)
+        i++;
+    if (i == o->nobs) { /* removed by another caller meanwhile */
+        pthread_mutex_unlock(&o->lock);
+        return WF_ENOTFOUND;
+    }
+    wf_observer gone = o->obs[i].o;
+    memmove(&o->obs[i], &o->obs[i + 1], (o->nobs - i - 1) * sizeof o->obs[0]);
+    o->nobs--;
+    update_mask(ex, o);
+    pthread_mutex_unlock(&o->lock);
+    if (gone.flush)
+        gone.flush(gone.user);
+    if (gone.user_free)
+        gone.user_free(gone.user);
+    return 0;
+}
+
+WF_API int wf_executor_observe_flush(wf_executor *ex)
+{
+    if (ex == NULL)
+        return WF_EINVAL;
+    struct wf__obs *o = obs_get(ex);
+    if (o == NULL)
+        return 0;
+    pthread_mutex_lock(&o->lock);
+    wait_round(o);
+    pthread_mutex_unlock(&o->lock);
+    return 0;
+}
+
+WF_API void wf_executor_observe_stats(wf_executor *ex, wf_obs_stats *out)
+{
+    if (out == NULL)
+        return;
+    memset(out, 0, sizeof *out);
+    struct wf__obs *o = ex ? obs_get(ex) : NULL;
+    if (o == NULL)
+        return;
+    for (uint32_t i = 0; i < o->nrings; i++) {
+        out->written += atomic_load(&o->rings[i].head);
+        out->dropped += atomic_load(&o->rings[i].dropped);
+    }
+    pthread_mutex_lock(&o->lock);
+    out->delivered = o->delivered;
+    pthread_mutex_unlock(&o->lock);
+}
+
+void wf__obs_shutdown(struct wf_executor *ex)
+{
+    struct wf__obs *o = obs_get(ex);
+    if (o == NULL)
+        return;
+    atomic_store(&ex->obs_mask, 0);
+    pthread_mutex_lock(&o->lock);
+    o->stop = 1; /* the exporter drains once more, then ends */
+    pthread_mutex_unlock(&o->lock);
+    wake_exporter(o);
+    pthread_join(o->thread, NULL);
+    for (uint32_t i = 0; i < o->nobs; i++)
+        if (o->obs[i].o.user_free)
+            o->obs[i].o.user_free(o->obs[i].o.user);
+    o->nobs = 0;
+    __atomic_store_n(&ex->obs, NULL, __ATOMIC_RELEASE);
+    obs_destroy(o);
+}
