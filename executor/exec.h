@@ -256,6 +256,9 @@ void wf__schedule(struct wf_executor *ex, wf__task *t);
 void wf__blocking_submit(struct wf_executor *ex, wf__task *t);
 /* Injects t from any thread. */
 void wf__inject(struct wf_executor *ex, wf__task *t);
+/* Live snapshots: take run's queued tasks out of the pool; spill the bypass before waiting. */
+uint32_t wf__pool_take_run(struct wf_executor *ex, const void *run, wf__task **out);
+void wf__pool_spill_bypass(void);
 /* Runs one task (run.c). */
 void wf__task_run(wf__worker *w, wf__task *t);
 

@@ -595,6 +595,23 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
         pthread_mutex_unlock(&run->snap_lock);
         pthread_rwlock_unlock(&run->outside);
         relax(&spins);
+        if (spins >= 256 && spins % 16 == 0) {
+            /*
+             * Still short: tasks of the run wait in the pool's queues, and the
+             * workers may all be waiting at the gate. Fetch them ourselves.
+             */
+            wf__task *got;
+            if (wf__pool_take_run(ex, run, &got)) {
+                pthread_mutex_lock(&run->snap_lock);
+                while (got) {
+                    wf__task *nx = atomic_load_explicit(&got->next, memory_order_relaxed);
+                    atomic_store_explicit(&got->next, run->held, memory_order_relaxed);
+                    run->held = got;
+                    got = nx;
+                }
+                pthread_mutex_unlock(&run->snap_lock);
+            }
+        }
     }
     int rc = WF_ESTATE;
     if (!ended) {

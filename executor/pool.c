@@ -261,6 +261,96 @@ void wf__blocking_submit(struct wf_executor *ex, wf__task *t)
         wf__inject(ex, t);
 }
 
+/*
+ * For a live snapshot (live.c): takes the tasks of run that wait in the
+ * pool's queues (the workers' deques, the injection queue, the blocking
+ * queue) and gives them back linked by next. The workers that would pick them
+ * up may all be waiting for that very snapshot to end (a task about to route
+ * waits while the gate is closed), so the snapshot fetches them itself.
+ * Tasks of other runs go to the injection queue. Returns how many it took.
+ */
+uint32_t wf__pool_take_run(struct wf_executor *ex, const void *run, wf__task **out)
+{
+    wf__task *mine = NULL, *others = NULL;
+    uint32_t n = 0;
+#define SORT(t)                                                                                    \
+    do {                                                                                           \
+        if ((t)->kind == WF__TASK_INVOKE && (void *)(t)->run == run) {                             \
+            atomic_store_explicit(&(t)->next, mine, memory_order_relaxed);                         \
+            mine = (t);                                                                            \
+            n++;                                                                                   \
+        } else {                                                                                   \
+            atomic_store_explicit(&(t)->next, others, memory_order_relaxed);                       \
+            others = (t);                                                                          \
+        }                                                                                          \
+    } while (0)
+    for (uint32_t i = 0; i < ex->nworkers; i++) {
+        wf__deque *dq = &ex->workers[i].deque;
+        /* bounded: the owner may keep pushing tasks of other runs */
+        int64_t budget = wf__deque_size(dq) + 16;
+        while (budget-- > 0) {
+            int lost;
+            wf__task *t = wf__deque_steal(dq, &lost);
+            if (t == NULL) {
+                if (lost)
+                    continue;
+                break;
+            }
+            SORT(t);
+        }
+    }
+    size_t k = ck_ring_size(&ex->inject_ring) +
+               (size_t)atomic_load_explicit(&ex->overflow_n, memory_order_relaxed);
+    for (size_t i = 0; i < k; i++) {
+        wf__task *t = inject_pop(ex);
+        if (t == NULL)
+            break;
+        SORT(t);
+    }
+#undef SORT
+    pthread_mutex_lock(&ex->blk_lock);
+    wf__task *prev = NULL;
+    for (wf__task *t = ex->blk_head, *nx; t; t = nx) {
+        nx = atomic_load_explicit(&t->next, memory_order_relaxed);
+        if (t->kind == WF__TASK_INVOKE && (void *)t->run == run) {
+            if (prev)
+                atomic_store_explicit(&prev->next, nx, memory_order_relaxed);
+            else
+                ex->blk_head = nx;
+            if (ex->blk_tail == t)
+                ex->blk_tail = prev;
+            atomic_store_explicit(&t->next, mine, memory_order_relaxed);
+            mine = t;
+            n++;
+        } else {
+            prev = t;
+        }
+    }
+    pthread_mutex_unlock(&ex->blk_lock);
+    while (others) {
+        wf__task *nx = atomic_load_explicit(&others->next, memory_order_relaxed);
+        wf__inject(ex, others);
+        others = nx;
+    }
+    *out = mine;
+    return n;
+}
+
+/*
+ * The calling worker is about to wait for a live snapshot: its bypass task
+ * goes to its deque, where the snapshot (or a thief) can reach it.
+ */
+void wf__pool_spill_bypass(void)
+{
+    wf__worker *w = tls_worker;
+    if (w == NULL || w->bypass == NULL)
+        return;
+    wf__task *t = w->bypass;
+    w->bypass = NULL;
+    if (wf__deque_push(&w->deque, t) < 0)
+        wf__inject(w->ex, t);
+}
+
 static void blocking_stop(struct wf_executor *ex)
 {
     pthread_mutex_lock(&ex->blk_lock);

@@ -1399,6 +1399,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d)
  */
 static void gate_wait(wf__run *run)
 {
+    wf__pool_spill_bypass(); /* the snapshot may need that task: let it reach it */
     int g;
     for (int i = 0; (g = atomic_load_explicit(&run->gate, memory_order_acquire)) != 0; i++) {
         if (i < 128)

@@ -379,15 +379,18 @@ Test(stress, runs_fanning_out_into_list_joins, .timeout = 900)
 
 #define SNAP_RUNS 1000
 #define SNAP_FAN  64
+#define BURST_FAN 1000
+/* the list fan-out's width: SNAP_FAN, or BURST_FAN in the back-to-back snapshot test */
+static int snap_fan = SNAP_FAN;
 
 static int ssplit(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 {
     int64_t base = 0;
     wf_value_get_int(wf_event_get(in, "base", wf_value_int(0)), &base);
-    wf_event *evs[SNAP_FAN];
-    for (int i = 0; i < SNAP_FAN; i++)
+    wf_event *evs[BURST_FAN];
+    for (int i = 0; i < snap_fan; i++)
         cr_assert_eq(wf_event_new1(&evs[i], T_ITEM, "v", wf_value_int(base + i)), 0);
-    return wf_ctx_emit_list(ctx, evs, SNAP_FAN, T_RES);
+    return wf_ctx_emit_list(ctx, evs, (size_t)snap_fan, T_RES);
 }
 
 static int sjoin(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
@@ -395,7 +398,7 @@ static int sjoin(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
     const wf_event *const *evs;
     size_t n;
     cr_assert_eq(wf_ctx_join_events(ctx, &evs, &n), 0);
-    cr_assert_eq(n, SNAP_FAN, "every branch joined exactly once");
+    cr_assert_eq(n, (size_t)snap_fan, "every branch joined exactly once");
     int64_t sum = 0;
     for (size_t i = 0; i < n; i++) {
         int64_t v = 0;
@@ -438,6 +441,93 @@ static void *snapper(void *arg)
         atomic_store(&j->cut, i + 1);
     }
     return NULL;
+}
+
+
+/*
+ * Two workers for a step allowed three at once: both workers can be waiting
+ * at the gate (about to route) while the run's next task sits in a deque.
+ * The cut must fetch that task itself, or it would wait forever (this test
+ * then hangs until the runner's timeout). Snapshots back to back, each of
+ * every tenth resumed elsewhere with the exact result.
+ */
+typedef struct burst {
+    wf_handler *h;
+    _Atomic int done;
+    void *buf[64];
+    size_t len[64];
+    int n, taken;
+} burst;
+
+static void *burst_snapper(void *arg)
+{
+    burst *b = arg;
+    while (!atomic_load(&b->done)) {
+        void *buf;
+        size_t len;
+        wf_save_info info;
+        cr_assert_eq(wf_ctx_save_ex(wf_handler_ctx(b->h), &buf, &len, &info), 0);
+        if (info.live && b->taken++ % 10 == 0 && b->n < 64) {
+            b->buf[b->n] = buf;
+            b->len[b->n++] = len;
+        } else {
+            wf_free(buf);
+        }
+    }
+    return NULL;
+}
+
+Test(stress, live_snapshots_with_every_worker_at_the_gate, .timeout = 900)
+{
+    wf_workflow *wf = pipeline("Res", &T_RES, ssplit, swork, sjoin, 1, 1);
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 2; /* work allows 3 at once */
+    wf_executor *ex, *ex2;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    cr_assert_eq(wf_executor_new(&ex2, &ep), 0);
+    int resumed = 0;
+    snap_fan = BURST_FAN; /* runs long enough for many cuts each */
+    for (int i = 0; i < 40; i++) {
+        burst b = {0};
+        wf_event *s;
+        cr_assert_eq(wf_event_new1(&s, T_START, "base", wf_value_int((int64_t)i * 1000)), 0);
+        cr_assert_eq(wf_run_start(ex, wf, NULL, s, &b.h), 0);
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, burst_snapper, &b), 0);
+        wf_event *res = NULL;
+        cr_assert_eq(wf_handler_wait(b.h, -1, &res), 0, "run %d", i);
+        atomic_store(&b.done, 1);
+        pthread_join(th, NULL);
+        int64_t want = 0, sum = 0;
+        for (int k = 0; k < BURST_FAN; k++)
+            want += (int64_t)i * 1000 + k;
+        cr_assert_eq(wf_value_get_int(wf_event_result(res), &sum), 0);
+        cr_assert_eq(sum, want, "run %d itself", i);
+        wf_event_release(res);
+        wf_handler_free(b.h);
+        for (int k = 0; k < b.n; k++) {
+            wf_ctx *ctx;
+            char *msg = NULL;
+            cr_assert_eq(wf_ctx_load(wf, b.buf[k], b.len[k], 0, &ctx, &msg), 0, "%s",
+                         msg ? msg : "");
+            wf_handler *h;
+            cr_assert_eq(wf_run_resume(ex2, wf, ctx, NULL, &h, &msg), 0, "%s", msg ? msg : "");
+            cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+            cr_assert_eq(wf_value_get_int(wf_event_result(res), &sum), 0);
+            cr_assert_eq(sum, want, "run %d, snapshot %d resumed", i, k);
+            wf_event_release(res);
+            wf_handler_free(h);
+            wf_ctx_free(ctx);
+            wf_free(b.buf[k]);
+            resumed++;
+        }
+    }
+    snap_fan = SNAP_FAN;
+    cr_assert(resumed > 0, "some cuts were taken mid-run");
+    wf_executor_free(ex2);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
 }
 
 Test(stress, live_snapshots_at_random_moments_resume_exactly, .timeout = 900)
