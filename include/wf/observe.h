@@ -154,7 +154,10 @@ WF_API const char *wf_obs_kind_name(wf_obs_kind kind);
 
 /** Exporter options. Fill with wf_exporter_params_init; only grows at the end. */
 typedef struct wf_exporter_params {
-    /** Output file, owned by the exporter (fclose'd when removed) unless keep_open. */
+    /**
+     * Output file, owned by the exporter (fclose'd when removed) unless
+     * keep_open; taken over also when the exporter's constructor fails.
+     */
     FILE *out;
     int keep_open;
     /** OTLP: the service.name resource attribute (default "wf"). */

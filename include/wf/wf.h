@@ -10,5 +10,6 @@
 #include <wf/context.h>
 #include <wf/run.h>
 #include <wf/snapshot.h>
+#include <wf/observe.h>
 
 #endif
