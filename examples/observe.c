@@ -126,8 +126,7 @@ static void log_warnings(wf_log_level level, const char *msg, void *user)
 
 /* Installs the exporter made by make() writing to dir/name. */
 static int add_file_exporter(wf_executor *ex, const char *dir, const char *name,
-                             int (*make)(wf_observer *, const wf_exporter_params *),
-                             uint32_t *id)
+                             int (*make)(wf_observer *, const wf_exporter_params *), uint32_t *id)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -169,8 +168,7 @@ int main(int argc, char **argv)
         goto fail;
 
     if ((rc = add_file_exporter(ex, dir, "trace.json", wf_exporter_perfetto, &ids[0])) < 0 ||
-        (rc = add_file_exporter(ex, dir, "spans.otlp.jsonl", wf_exporter_otlp_json, &ids[1])) <
-            0 ||
+        (rc = add_file_exporter(ex, dir, "spans.otlp.jsonl", wf_exporter_otlp_json, &ids[1])) < 0 ||
         (rc = add_file_exporter(ex, dir, "metrics.prom", wf_exporter_prometheus, &ids[2])) < 0)
         goto fail;
     wf_observer o;

@@ -3,7 +3,7 @@
  * exporter parameters, JSON string escaping, an interning pool and a hash
  * map.
  */
-#include "obs.h"
+#include "export.h"
 
 #include <errno.h>
 #include <string.h>
@@ -11,9 +11,9 @@
 #include <time.h>
 
 static const char *const kind_names[WF_OBS_KIND_COUNT] = {
-    "run_start",   "run_end",         "step_start",   "step_end",     "event_emit",
-    "event_route", "event_drop",      "event_unhandled", "stream_write", "wait_suspend",
-    "wait_resume", "retry",           "steal",        "park",         "unpark",
+    "run_start",   "run_end",    "step_start",      "step_end",     "event_emit",
+    "event_route", "event_drop", "event_unhandled", "stream_write", "wait_suspend",
+    "wait_resume", "retry",      "steal",           "park",         "unpark",
 };
 
 const char *wf_obs_kind_name(wf_obs_kind kind)
@@ -67,7 +67,7 @@ void wf_exporter_params_init(wf_exporter_params *p)
 
 /* ------------------------------------------------------------ JSON text */
 
-size_t wf__obs_utf8_len(const unsigned char *s)
+size_t wf__exp_utf8_len(const unsigned char *s)
 {
     unsigned c = s[0];
     if (c < 0x80)
@@ -100,7 +100,7 @@ size_t wf__obs_utf8_len(const unsigned char *s)
     return n;
 }
 
-void wf__obs_json_chars(wf__buf *b, const char *s)
+void wf__exp_json_chars(wf__buf *b, const char *s)
 {
     if (s == NULL)
         return;
@@ -124,7 +124,7 @@ void wf__obs_json_chars(wf__buf *b, const char *s)
             snprintf(tmp, sizeof tmp, "\\u%04x", *p);
             esc = tmp;
         } else if (*p >= 0x80) {
-            n = wf__obs_utf8_len(p);
+            n = wf__exp_utf8_len(p);
             if (n == 0) {
                 esc = "\\ufffd";
                 n = 1;
@@ -142,11 +142,11 @@ void wf__obs_json_chars(wf__buf *b, const char *s)
     wf__buf_append(b, (const char *)run, (size_t)(p - run));
 }
 
-int wf__obs_utf8_valid(const char *s)
+int wf__exp_utf8_valid(const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
-        size_t n = wf__obs_utf8_len(p);
+        size_t n = wf__exp_utf8_len(p);
         if (n == 0)
             return 0;
         p += n;
@@ -154,11 +154,11 @@ int wf__obs_utf8_valid(const char *s)
     return 1;
 }
 
-void wf__obs_utf8_fix(wf__buf *b, const char *s)
+void wf__exp_utf8_fix(wf__buf *b, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
-        size_t n = wf__obs_utf8_len(p);
+        size_t n = wf__exp_utf8_len(p);
         if (n == 0) {
             wf__buf_puts(b, "\xef\xbf\xbd"); /* U+FFFD */
             p++;
@@ -169,23 +169,23 @@ void wf__obs_utf8_fix(wf__buf *b, const char *s)
     }
 }
 
-void wf__obs_json_str(wf__buf *b, const char *s)
+void wf__exp_json_str(wf__buf *b, const char *s)
 {
     wf__buf_append(b, "\"", 1);
-    wf__obs_json_chars(b, s);
+    wf__exp_json_chars(b, s);
     wf__buf_append(b, "\"", 1);
 }
 
 /* ------------------------------------------------------- output files */
 
-int wf__obs_write(FILE *f, const wf__buf *b)
+int wf__exp_write(FILE *f, const wf__buf *b)
 {
     if (f == NULL || b->oom || b->len == 0)
         return 0;
     return fwrite(b->data, 1, b->len, f) == b->len ? 0 : -1;
 }
 
-void wf__obs_close(FILE *f, int keep_open)
+void wf__exp_close(FILE *f, int keep_open)
 {
     if (f == NULL)
         return;
@@ -205,7 +205,7 @@ static uint64_t str_hash(const char *s)
     return h;
 }
 
-static int pool_grow(wf__obs_pool *p)
+static int pool_grow(wf__exp_pool *p)
 {
     size_t cap = p->cap ? p->cap * 2 : 64;
     char **slots = wf__calloc(cap, sizeof *slots);
@@ -226,7 +226,7 @@ static int pool_grow(wf__obs_pool *p)
     return 0;
 }
 
-const char *wf__obs_intern(wf__obs_pool *p, const char *s)
+const char *wf__exp_intern(wf__exp_pool *p, const char *s)
 {
     if (s == NULL)
         return NULL;
@@ -250,7 +250,7 @@ const char *wf__obs_intern(wf__obs_pool *p, const char *s)
     return copy;
 }
 
-void wf__obs_pool_free(wf__obs_pool *p)
+void wf__exp_pool_free(wf__exp_pool *p)
 {
     for (size_t i = 0; i < p->cap; i++)
         wf__free_mem(p->slots[i]);
@@ -260,36 +260,36 @@ void wf__obs_pool_free(wf__obs_pool *p)
 
 /* ---------------------------------------------------------------- maps */
 
-static size_t key_hash(const wf__obs_key *k)
+static size_t key_hash(const wf__exp_key *k)
 {
-    uint64_t h = wf__obs_mix(k->k[0]);
-    h = wf__obs_mix(h ^ k->k[1]);
-    h = wf__obs_mix(h ^ k->k[2]);
-    h = wf__obs_mix(h ^ k->k[3]);
+    uint64_t h = wf__exp_mix(k->k[0]);
+    h = wf__exp_mix(h ^ k->k[1]);
+    h = wf__exp_mix(h ^ k->k[2]);
+    h = wf__exp_mix(h ^ k->k[3]);
     return (size_t)h;
 }
 
-static int key_eq(const wf__obs_key *a, const wf__obs_key *b)
+static int key_eq(const wf__exp_key *a, const wf__exp_key *b)
 {
     return memcmp(a, b, sizeof *a) == 0;
 }
 
-void wf__obs_map_init(wf__obs_map *m, size_t vsize, size_t limit)
+void wf__exp_map_init(wf__exp_map *m, size_t vsize, size_t limit)
 {
     memset(m, 0, sizeof *m);
     m->vsize = vsize;
     m->limit = limit;
 }
 
-void wf__obs_map_free(wf__obs_map *m)
+void wf__exp_map_free(wf__exp_map *m)
 {
     wf__free_mem(m->keys);
     wf__free_mem(m->vals);
     wf__free_mem(m->used);
-    wf__obs_map_init(m, m->vsize, m->limit);
+    wf__exp_map_init(m, m->vsize, m->limit);
 }
 
-static size_t find_slot(const wf__obs_map *m, const wf__obs_key *key, int *found)
+static size_t find_slot(const wf__exp_map *m, const wf__exp_key *key, int *found)
 {
     size_t j = key_hash(key) & (m->cap - 1);
     for (; m->used[j]; j = (j + 1) & (m->cap - 1)) {
@@ -302,7 +302,7 @@ static size_t find_slot(const wf__obs_map *m, const wf__obs_key *key, int *found
     return j;
 }
 
-void *wf__obs_map_get(const wf__obs_map *m, const wf__obs_key *key)
+void *wf__exp_map_get(const wf__exp_map *m, const wf__exp_key *key)
 {
     if (m->cap == 0)
         return NULL;
@@ -311,10 +311,10 @@ void *wf__obs_map_get(const wf__obs_map *m, const wf__obs_key *key)
     return found ? m->vals + j * m->vsize : NULL;
 }
 
-static int map_grow(wf__obs_map *m)
+static int map_grow(wf__exp_map *m)
 {
     size_t cap = m->cap ? m->cap * 2 : 16;
-    wf__obs_key *keys = wf__malloc(cap * sizeof *keys);
+    wf__exp_key *keys = wf__malloc(cap * sizeof *keys);
     unsigned char *vals = wf__malloc(cap * m->vsize);
     uint8_t *used = wf__calloc(cap, 1);
     if (keys == NULL || vals == NULL || used == NULL) {
@@ -343,7 +343,7 @@ static int map_grow(wf__obs_map *m)
     return 0;
 }
 
-void *wf__obs_map_put(wf__obs_map *m, const wf__obs_key *key, int *created)
+void *wf__exp_map_put(wf__exp_map *m, const wf__exp_key *key, int *created)
 {
     int found = 0;
     size_t j = 0;
@@ -371,7 +371,7 @@ void *wf__obs_map_put(wf__obs_map *m, const wf__obs_key *key, int *created)
     return m->vals + j * m->vsize;
 }
 
-void wf__obs_map_del(wf__obs_map *m, const wf__obs_key *key)
+void wf__exp_map_del(wf__exp_map *m, const wf__exp_key *key)
 {
     if (m->cap == 0)
         return;
@@ -402,7 +402,7 @@ void wf__obs_map_del(wf__obs_map *m, const wf__obs_key *key)
     m->n--;
 }
 
-void *wf__obs_map_at(const wf__obs_map *m, size_t slot, wf__obs_key *key)
+void *wf__exp_map_at(const wf__exp_map *m, size_t slot, wf__exp_key *key)
 {
     if (slot >= m->cap || !m->used[slot])
         return NULL;
@@ -413,7 +413,7 @@ void *wf__obs_map_at(const wf__obs_map *m, size_t slot, wf__obs_key *key)
 
 /* ---------------------------------------------------------------- misc */
 
-const char *wf__obs_outcome(int32_t error)
+const char *wf__exp_outcome(int32_t error)
 {
     if (error == 0)
         return "ok";
@@ -424,7 +424,7 @@ const char *wf__obs_outcome(int32_t error)
     return "failed";
 }
 
-const char *wf__obs_status_name(uint32_t status)
+const char *wf__exp_status_name(uint32_t status)
 {
     switch (status) {
     case WF_RUN_RUNNING:
@@ -442,7 +442,7 @@ const char *wf__obs_status_name(uint32_t status)
     }
 }
 
-uint64_t wf__obs_random64(void)
+uint64_t wf__exp_random64(void)
 {
     uint64_t r;
     if (getrandom(&r, sizeof r, GRND_NONBLOCK) == (ssize_t)sizeof r)
@@ -451,5 +451,5 @@ uint64_t wf__obs_random64(void)
     static _Atomic uint64_t counter;
     uint64_t x = (uint64_t)ts_ns(CLOCK_REALTIME) ^ ((uint64_t)ts_ns(CLOCK_MONOTONIC) << 17) ^
                  (uint64_t)(uintptr_t)&r ^ (atomic_fetch_add(&counter, 1) << 48);
-    return wf__obs_mix(x);
+    return wf__exp_mix(x);
 }

@@ -11,7 +11,7 @@
  * wf_execution_draw from any user thread; one mutex guards the runs (held
  * for a record, or for one drawing).
  */
-#include "obs.h"
+#include "export.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -317,13 +317,13 @@ static int draw(const xrun *run, const wf_workflow *wf, int mermaid, wf__buf *b)
     if (mermaid) {
         wf__buf_puts(b, "flowchart TD\n");
         wf__buf_printf(b, "    %%%% run %" PRIu64 " (%s)\n", run->run_id,
-                       run->ended ? wf__obs_status_name(run->status) : "running");
+                       run->ended ? wf__exp_status_name(run->status) : "running");
     } else {
         wf__buf_puts(b, "digraph ");
         dot_str(b, wf->name ? wf->name : "workflow");
         wf__buf_puts(b, " {\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];\n");
         wf__buf_printf(b, "  label=\"run %" PRIu64 " (%s)\";\n  labelloc=t;\n", run->run_id,
-                       run->ended ? wf__obs_status_name(run->status) : "running");
+                       run->ended ? wf__exp_status_name(run->status) : "running");
     }
     for (uint32_t i = 0; i < wf->n_steps; i++) {
         if (!sc[i].drawn)
@@ -356,8 +356,7 @@ static int draw(const xrun *run, const wf_workflow *wf, int mermaid, wf__buf *b)
         if (mermaid)
             wf__buf_printf(b, "]):::%s\n", mm_class[c]);
         else
-            wf__buf_printf(b, ", shape=ellipse, style=filled, fillcolor=\"%s\"];\n",
-                           dot_colour[c]);
+            wf__buf_printf(b, ", shape=ellipse, style=filled, fillcolor=\"%s\"];\n", dot_colour[c]);
     }
     /* Edges in the order the run first took them; every name resolved above. */
     for (uint32_t i = 0; i < run->routed.n; i++) {
@@ -366,8 +365,8 @@ static int draw(const xrun *run, const wf_workflow *wf, int mermaid, wf__buf *b)
         type_of(wf, run->routed.v[i].a, &t);
         step_index(wf, run->routed.v[i].b, &s);
         if (mermaid)
-            wf__buf_printf(b, "    event_%u -->|%" PRIu64 "| step_%u\n", t->id,
-                           run->routed.v[i].n, s);
+            wf__buf_printf(b, "    event_%u -->|%" PRIu64 "| step_%u\n", t->id, run->routed.v[i].n,
+                           s);
         else
             wf__buf_printf(b, "  event_%u -> step_%u [label=\"%" PRIu64 "\"];\n", t->id, s,
                            run->routed.v[i].n);

@@ -6,7 +6,7 @@
  * no memory after its creation, so it logs on even when allocation fails
  * (an over-long message is cut, with "..." at the end).
  */
-#include "obs.h"
+#include "export.h"
 
 #include <inttypes.h>
 #include <string.h>

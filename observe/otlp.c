@@ -17,7 +17,7 @@
  * OTLP/JSON spells trace and span ids as lowercase hex, 64-bit integers
  * (times included) as decimal strings, enums as integers.
  */
-#include "obs.h"
+#include "export.h"
 #include "otlp.h"
 
 #include <inttypes.h>
@@ -38,7 +38,7 @@ typedef struct otlp_thr {
 typedef struct otlp_run {
     int have_start;
     int64_t start_ts;
-    const char *workflow;  /* interned */
+    const char *workflow;   /* interned */
     wf__otlp_event *events; /* owned */
     uint32_t n_events, cap_events;
     uint32_t dropped_events;
@@ -57,9 +57,9 @@ typedef struct otlp {
     wf__buf spans;      /* pending spans, comma-separated */
     uint32_t n_spans;
     uint64_t lost;
-    wf__obs_pool names;
-    wf__obs_map runs;    /* run id -> otlp_run */
-    wf__obs_map threads; /* thread -> otlp_thr */
+    wf__exp_pool names;
+    wf__exp_map runs;    /* run id -> otlp_run */
+    wf__exp_map threads; /* thread -> otlp_thr */
     wf__otlp_sink *sink; /* optional second output (OTLP/HTTP) */
 } otlp;
 
@@ -67,21 +67,21 @@ typedef struct otlp {
 
 void wf__otlp_trace_id(const uint64_t seed[2], uint64_t run_id, uint64_t out[2])
 {
-    out[0] = wf__obs_mix(seed[0] ^ wf__obs_mix(run_id));
-    out[1] = wf__obs_mix(seed[1] ^ run_id);
+    out[0] = wf__exp_mix(seed[0] ^ wf__exp_mix(run_id));
+    out[1] = wf__exp_mix(seed[1] ^ run_id);
     if ((out[0] | out[1]) == 0) /* the all-zero id is invalid */
         out[1] = 1;
 }
 
 uint64_t wf__otlp_run_span_id(const uint64_t seed[2], uint64_t run_id)
 {
-    uint64_t id = wf__obs_mix(seed[1] + wf__obs_mix(run_id ^ seed[0]));
+    uint64_t id = wf__exp_mix(seed[1] + wf__exp_mix(run_id ^ seed[0]));
     return id ? id : 1;
 }
 
 static uint64_t step_span_id(otlp *o)
 {
-    uint64_t id = wf__obs_mix(o->seed[0] + 0x632be59bd9b4e019ull * ++o->next_span);
+    uint64_t id = wf__exp_mix(o->seed[0] + 0x632be59bd9b4e019ull * ++o->next_span);
     return id ? id : 1;
 }
 
@@ -101,12 +101,12 @@ static void hex(wf__buf *b, uint64_t x)
 static void json_attr(wf__buf *b, const wf__otlp_attr *a, int first)
 {
     wf__buf_puts(b, first ? "{\"key\":" : ",{\"key\":");
-    wf__obs_json_str(b, a->key);
+    wf__exp_json_str(b, a->key);
     if (a->is_int) {
         wf__buf_printf(b, ",\"value\":{\"intValue\":\"%" PRId64 "\"}}", a->i);
     } else {
         wf__buf_puts(b, ",\"value\":{\"stringValue\":");
-        wf__obs_json_str(b, a->s);
+        wf__exp_json_str(b, a->s);
         wf__buf_puts(b, "}}");
     }
 }
@@ -133,12 +133,11 @@ void wf__otlp_span_json(wf__buf *b, const wf__otlp_span *s)
         wf__buf_puts(b, "\"");
     }
     wf__buf_puts(b, ",\"name\":");
-    wf__obs_json_str(b, s->name);
+    wf__exp_json_str(b, s->name);
     /* SPAN_KIND_INTERNAL: work inside the process. */
-    wf__buf_printf(b,
-                   ",\"kind\":1,\"startTimeUnixNano\":\"%" PRIu64 "\",\"endTimeUnixNano\":\"%" PRIu64
-                   "\",",
-                   s->start_ns, s->end_ns);
+    wf__buf_printf(
+        b, ",\"kind\":1,\"startTimeUnixNano\":\"%" PRIu64 "\",\"endTimeUnixNano\":\"%" PRIu64 "\",",
+        s->start_ns, s->end_ns);
     json_attrs(b, s->attrs, s->n_attrs);
     if (s->n_events) {
         wf__buf_puts(b, ",\"events\":[");
@@ -146,7 +145,7 @@ void wf__otlp_span_json(wf__buf *b, const wf__otlp_span *s)
             const wf__otlp_event *e = &s->events[i];
             wf__buf_printf(b, "%s{\"timeUnixNano\":\"%" PRIu64 "\",\"name\":", i ? "," : "",
                            e->time_ns);
-            wf__obs_json_str(b, e->name);
+            wf__exp_json_str(b, e->name);
             wf__buf_puts(b, ",");
             json_attrs(b, e->attrs, e->n_attrs);
             wf__buf_puts(b, "}");
@@ -159,7 +158,7 @@ void wf__otlp_span_json(wf__buf *b, const wf__otlp_span *s)
         wf__buf_printf(b, ",\"status\":{\"code\":%d", s->status_code);
         if (s->status_message) {
             wf__buf_puts(b, ",\"message\":");
-            wf__obs_json_str(b, s->status_message);
+            wf__exp_json_str(b, s->status_message);
         }
         wf__buf_puts(b, "}");
     }
@@ -172,8 +171,8 @@ static void write_line(otlp *o)
     if (o->n_spans == 0)
         return;
     if (o->out) {
-        if (wf__obs_write(o->out, &o->head) < 0 || wf__obs_write(o->out, &o->spans) < 0 ||
-            wf__obs_write(o->out, &o->tail) < 0)
+        if (wf__exp_write(o->out, &o->head) < 0 || wf__exp_write(o->out, &o->spans) < 0 ||
+            wf__exp_write(o->out, &o->tail) < 0)
             o->lost += o->n_spans;
     }
     o->spans.len = 0;
@@ -208,8 +207,8 @@ static void emit_span(otlp *o, const wf__otlp_span *s)
 
 static otlp_thr *thread_state(otlp *o, uint32_t thread)
 {
-    wf__obs_key k = wf__obs_key2(thread, 0);
-    otlp_thr *t = wf__obs_map_put(&o->threads, &k, NULL);
+    wf__exp_key k = wf__exp_key2(thread, 0);
+    otlp_thr *t = wf__exp_map_put(&o->threads, &k, NULL);
     if (t == NULL)
         o->lost++;
     return t;
@@ -230,8 +229,7 @@ static uint32_t step_attrs(wf__otlp_attr *a, uint64_t run_id, const char *workfl
     return n;
 }
 
-static void step_span(otlp *o, const wf_obs_record *r, int64_t start, int64_t end,
-                      int unfinished)
+static void step_span(otlp *o, const wf_obs_record *r, int64_t start, int64_t end, int unfinished)
 {
     wf__otlp_attr a[8];
     wf__otlp_span s = {0};
@@ -244,7 +242,7 @@ static void step_span(otlp *o, const wf_obs_record *r, int64_t start, int64_t en
     s.attrs = a;
     s.n_attrs = step_attrs(a, r->run_id, r->workflow, r->step, r->event_type, r->attempt);
     a[s.n_attrs++] =
-        (wf__otlp_attr){"wf.outcome", 0, 0, unfinished ? "unfinished" : wf__obs_outcome(r->error)};
+        (wf__otlp_attr){"wf.outcome", 0, 0, unfinished ? "unfinished" : wf__exp_outcome(r->error)};
     if (!unfinished && r->error < 0) {
         a[s.n_attrs++] = (wf__otlp_attr){"wf.error", 0, 0, wf_err_name(r->error)};
         s.status_code = 2; /* STATUS_CODE_ERROR */
@@ -263,9 +261,9 @@ static void on_step_start(otlp *o, const wf_obs_record *r)
     t->run_id = r->run_id;
     t->event_id = r->event_id;
     t->attempt = r->attempt;
-    t->workflow = wf__obs_intern(&o->names, r->workflow);
-    t->step = wf__obs_intern(&o->names, r->step);
-    t->type = wf__obs_intern(&o->names, r->event_type);
+    t->workflow = wf__exp_intern(&o->names, r->workflow);
+    t->step = wf__exp_intern(&o->names, r->step);
+    t->type = wf__exp_intern(&o->names, r->event_type);
 }
 
 static void on_step_end(otlp *o, const wf_obs_record *r)
@@ -293,8 +291,8 @@ static void free_events(otlp_run *run)
 /* The run's entry, created when absent; NULL (counted) when it cannot be stored. */
 static otlp_run *run_state(otlp *o, uint64_t run_id)
 {
-    wf__obs_key k = wf__obs_key2(run_id, 0);
-    otlp_run *run = wf__obs_map_put(&o->runs, &k, NULL);
+    wf__exp_key k = wf__exp_key2(run_id, 0);
+    otlp_run *run = wf__exp_map_put(&o->runs, &k, NULL);
     if (run == NULL)
         o->lost++;
     return run;
@@ -307,7 +305,7 @@ static void on_run_start(otlp *o, const wf_obs_record *r)
         return;
     run->have_start = 1;
     run->start_ts = r->ts_ns;
-    run->workflow = wf__obs_intern(&o->names, r->workflow);
+    run->workflow = wf__exp_intern(&o->names, r->workflow);
 }
 
 static void run_span(otlp *o, uint64_t run_id, otlp_run *run, const wf_obs_record *end)
@@ -316,7 +314,8 @@ static void run_span(otlp *o, uint64_t run_id, otlp_run *run, const wf_obs_recor
     wf__otlp_span s = {0};
     const char *workflow = end && end->workflow ? end->workflow : run->workflow;
     int64_t end_ts = end ? end->ts_ns : o->last_ts;
-    int64_t start = run->have_start ? run->start_ts : end_ts - (end && end->dur_ns > 0 ? end->dur_ns : 0);
+    int64_t start =
+        run->have_start ? run->start_ts : end_ts - (end && end->dur_ns > 0 ? end->dur_ns : 0);
     wf__otlp_trace_id(o->seed, run_id, s.trace_id);
     s.span_id = wf__otlp_run_span_id(o->seed, run_id);
     s.name = workflow ? workflow : "run";
@@ -326,8 +325,8 @@ static void run_span(otlp *o, uint64_t run_id, otlp_run *run, const wf_obs_recor
     a[s.n_attrs++] = (wf__otlp_attr){"wf.run_id", 1, (int64_t)run_id, NULL};
     if (workflow)
         a[s.n_attrs++] = (wf__otlp_attr){"wf.workflow", 0, 0, workflow};
-    a[s.n_attrs++] = (wf__otlp_attr){"wf.status", 0, 0,
-                                     end ? wf__obs_status_name(end->status) : "unfinished"};
+    a[s.n_attrs++] =
+        (wf__otlp_attr){"wf.status", 0, 0, end ? wf__exp_status_name(end->status) : "unfinished"};
     char msg[512];
     if (end && end->error < 0) {
         a[s.n_attrs++] = (wf__otlp_attr){"wf.error", 0, 0, wf_err_name(end->error)};
@@ -352,12 +351,12 @@ static void run_span(otlp *o, uint64_t run_id, otlp_run *run, const wf_obs_recor
 
 static void on_run_end(otlp *o, const wf_obs_record *r)
 {
-    wf__obs_key k = wf__obs_key2(r->run_id, 0);
-    otlp_run *stored = wf__obs_map_get(&o->runs, &k);
+    wf__exp_key k = wf__exp_key2(r->run_id, 0);
+    otlp_run *stored = wf__exp_map_get(&o->runs, &k);
     otlp_run run = {0};
     if (stored) {
         run = *stored;
-        wf__obs_map_del(&o->runs, &k);
+        wf__exp_map_del(&o->runs, &k);
     }
     run_span(o, r->run_id, &run, r);
     free_events(&run);
@@ -370,7 +369,7 @@ static void run_event(otlp *o, const wf_obs_record *r, const char *name)
     if (run == NULL)
         return;
     if (run->workflow == NULL)
-        run->workflow = wf__obs_intern(&o->names, r->workflow);
+        run->workflow = wf__exp_intern(&o->names, r->workflow);
     if (run->n_events >= MAX_RUN_EVENTS) {
         run->dropped_events++;
         return;
@@ -392,8 +391,8 @@ static void run_event(otlp *o, const wf_obs_record *r, const char *name)
     e->name = name;
     wf__otlp_attr *a = e->attrs;
     uint32_t n = 0;
-    const char *step = wf__obs_intern(&o->names, r->step);
-    const char *type = wf__obs_intern(&o->names, r->event_type);
+    const char *step = wf__exp_intern(&o->names, r->step);
+    const char *type = wf__exp_intern(&o->names, r->event_type);
     if (step)
         a[n++] = (wf__otlp_attr){"wf.step", 0, 0, step};
     if (type)
@@ -404,8 +403,8 @@ static void run_event(otlp *o, const wf_obs_record *r, const char *name)
         if (r->error < 0) {
             a[n++] = (wf__otlp_attr){"wf.error", 0, 0, wf_err_name(r->error)};
             e->owned = r->message ? wf__strdup(r->message) : NULL;
-            a[n++] = (wf__otlp_attr){"wf.message", 0, 0,
-                                     e->owned ? e->owned : wf_strerror(r->error)};
+            a[n++] =
+                (wf__otlp_attr){"wf.message", 0, 0, e->owned ? e->owned : wf_strerror(r->error)};
         }
     }
     e->n_attrs = n;
@@ -459,20 +458,24 @@ static void otlp_flush(void *user)
 static void otlp_free(void *user)
 {
     otlp *o = user;
-    wf__obs_key k;
+    wf__exp_key k;
     /* What never ended ends at the last time seen: children keep their parent. */
     for (size_t i = 0; i < o->threads.cap; i++) {
-        otlp_thr *t = wf__obs_map_at(&o->threads, i, &k);
+        otlp_thr *t = wf__exp_map_at(&o->threads, i, &k);
         if (t && t->in_step) {
-            wf_obs_record r = {.kind = WF_OBS_STEP_END, .thread = (uint32_t)k.k[0],
-                               .run_id = t->run_id, .event_id = t->event_id,
-                               .attempt = t->attempt, .workflow = t->workflow,
-                               .step = t->step, .event_type = t->type};
+            wf_obs_record r = {.kind = WF_OBS_STEP_END,
+                               .thread = (uint32_t)k.k[0],
+                               .run_id = t->run_id,
+                               .event_id = t->event_id,
+                               .attempt = t->attempt,
+                               .workflow = t->workflow,
+                               .step = t->step,
+                               .event_type = t->type};
             step_span(o, &r, t->start_ts, o->last_ts, 1);
         }
     }
     for (size_t i = 0; i < o->runs.cap; i++) {
-        otlp_run *run = wf__obs_map_at(&o->runs, i, &k);
+        otlp_run *run = wf__exp_map_at(&o->runs, i, &k);
         if (run) {
             run_span(o, k.k[0], run, NULL);
             free_events(run);
@@ -480,13 +483,13 @@ static void otlp_free(void *user)
     }
     otlp_flush(o);
     wf__otlp_sink_free(o->sink);
-    wf__obs_close(o->out, o->keep_open);
+    wf__exp_close(o->out, o->keep_open);
     wf__buf_free(&o->head);
     wf__buf_free(&o->tail);
     wf__buf_free(&o->spans);
-    wf__obs_pool_free(&o->names);
-    wf__obs_map_free(&o->runs);
-    wf__obs_map_free(&o->threads);
+    wf__exp_pool_free(&o->names);
+    wf__exp_map_free(&o->runs);
+    wf__exp_map_free(&o->threads);
     wf__free_mem(o->service);
     wf__free_mem(o);
 }
@@ -496,7 +499,7 @@ int wf__otlp_new(wf_observer *out, const wf_exporter_params *params, wf__otlp_si
     FILE *f = params ? params->out : NULL;
     int keep = params ? params->keep_open : 0;
     if (out == NULL || (f == NULL && sink == NULL)) {
-        wf__obs_close(f, keep); /* taken over even when refused */
+        wf__exp_close(f, keep); /* taken over even when refused */
         wf__otlp_sink_free(sink);
         return WF_EINVAL;
     }
@@ -505,26 +508,26 @@ int wf__otlp_new(wf_observer *out, const wf_exporter_params *params, wf__otlp_si
     const char *service = params->service_name ? params->service_name : "wf";
     if (o == NULL || (o->service = wf__strdup(service)) == NULL) {
         wf__free_mem(o);
-        wf__obs_close(f, keep);
+        wf__exp_close(f, keep);
         wf__otlp_sink_free(sink);
         return WF_ENOMEM;
     }
     o->out = f;
     o->keep_open = keep;
     o->sink = sink;
-    o->seed[0] = wf__obs_random64();
-    o->seed[1] = wf__obs_random64();
+    o->seed[0] = wf__exp_random64();
+    o->seed[1] = wf__exp_random64();
     o->offset = wf_obs_clock_offset_ns();
-    wf__obs_map_init(&o->runs, sizeof(otlp_run), MAX_RUNS);
-    wf__obs_map_init(&o->threads, sizeof(otlp_thr), 0);
+    wf__exp_map_init(&o->runs, sizeof(otlp_run), MAX_RUNS);
+    wf__exp_map_init(&o->threads, sizeof(otlp_thr), 0);
     wf__buf_init(&o->head);
     wf__buf_init(&o->tail);
     wf__buf_init(&o->spans);
     wf__buf_puts(&o->head, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":"
                            "\"service.name\",\"value\":{\"stringValue\":");
-    wf__obs_json_str(&o->head, o->service);
+    wf__exp_json_str(&o->head, o->service);
     wf__buf_puts(&o->head, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"wf\",\"version\":");
-    wf__obs_json_str(&o->head, wf_version_string());
+    wf__exp_json_str(&o->head, wf_version_string());
     wf__buf_puts(&o->head, "},\"spans\":[");
     wf__buf_puts(&o->tail, "]}]}]}\n");
     wf__buf_puts(&o->spans, ""); /* allocated: write_line may reset it */
@@ -532,7 +535,7 @@ int wf__otlp_new(wf_observer *out, const wf_exporter_params *params, wf__otlp_si
         o->out = NULL;
         o->sink = NULL;
         otlp_free(o);
-        wf__obs_close(f, keep);
+        wf__exp_close(f, keep);
         wf__otlp_sink_free(sink);
         return WF_ENOMEM;
     }
@@ -551,7 +554,7 @@ int wf_exporter_otlp_json(wf_observer *out, const wf_exporter_params *params)
 {
     if (params == NULL || params->out == NULL) {
         if (params)
-            wf__obs_close(params->out, params->keep_open);
+            wf__exp_close(params->out, params->keep_open);
         return WF_EINVAL;
     }
     return wf__otlp_new(out, params, NULL);

@@ -5,7 +5,7 @@
 #ifndef WF_OBS_OTLP_H
 #define WF_OBS_OTLP_H
 
-#include "obs.h"
+#include "export.h"
 
 /* A string (s) or integer (i) attribute; strings are borrowed. */
 typedef struct wf__otlp_attr {

@@ -25,7 +25,7 @@
  * the end: only then is it known which threads are workers (those that
  * parked or stole or were stolen from).
  */
-#include "obs.h"
+#include "export.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -71,16 +71,16 @@ typedef struct open_wait {
 typedef struct perfetto {
     FILE *out;
     int keep_open;
-    wf__buf buf;  /* events not yet written */
-    int first;    /* no event written yet (no separating comma) */
+    wf__buf buf; /* events not yet written */
+    int first;   /* no event written yet (no separating comma) */
     int64_t last_ts;
     int have_ts;
     uint64_t lost; /* what could not be stored or written */
-    wf__obs_pool names;
-    wf__obs_map threads; /* thread -> thr */
-    wf__obs_map flows;   /* (run id, event id) -> flow */
-    wf__obs_map runs;    /* run id -> open_run */
-    wf__obs_map waits;   /* (run id, waiter id) -> open_wait */
+    wf__exp_pool names;
+    wf__exp_map threads; /* thread -> thr */
+    wf__exp_map flows;   /* (run id, event id) -> flow */
+    wf__exp_map runs;    /* run id -> open_run */
+    wf__exp_map waits;   /* (run id, waiter id) -> open_wait */
 } perfetto;
 
 static uint64_t tid_of(uint32_t thread)
@@ -108,7 +108,7 @@ static void ev_open(perfetto *p, const char *ph, uint64_t tid, int64_t ts)
 static void kv_str(wf__buf *b, const char *key, const char *val)
 {
     wf__buf_printf(b, ",\"%s\":", key);
-    wf__obs_json_str(b, val);
+    wf__exp_json_str(b, val);
 }
 
 static void kv_u64(wf__buf *b, const char *key, uint64_t val)
@@ -138,8 +138,8 @@ static void args_error(wf__buf *b, int32_t error, const char *message)
 
 static thr *thread_state(perfetto *p, uint32_t thread)
 {
-    wf__obs_key k = wf__obs_key2(thread, 0);
-    thr *t = wf__obs_map_put(&p->threads, &k, NULL);
+    wf__exp_key k = wf__exp_key2(thread, 0);
+    thr *t = wf__exp_map_put(&p->threads, &k, NULL);
     if (t == NULL)
         p->lost++;
     return t;
@@ -147,7 +147,7 @@ static thr *thread_state(perfetto *p, uint32_t thread)
 
 static void write_out(perfetto *p)
 {
-    if (wf__obs_write(p->out, &p->buf) < 0)
+    if (wf__exp_write(p->out, &p->buf) < 0)
         p->lost++;
     p->buf.len = 0;
     p->buf.oom = 0;
@@ -161,10 +161,10 @@ static void instant(perfetto *p, const wf_obs_record *r, const char *what, const
     wf__buf *b = &p->buf;
     ev_open(p, "i", tid_of(r->thread), r->ts_ns);
     wf__buf_puts(b, ",\"s\":\"t\",\"cat\":\"wf\",\"name\":\"");
-    wf__obs_json_chars(b, what);
+    wf__exp_json_chars(b, what);
     if (name) {
         wf__buf_puts(b, " ");
-        wf__obs_json_chars(b, name);
+        wf__exp_json_chars(b, name);
     }
     wf__buf_puts(b, "\",\"args\":{");
     args_record(b, r);
@@ -175,11 +175,11 @@ static void flow_pair(perfetto *p, uint64_t id, const flow *f)
     wf__buf *b = &p->buf;
     ev_open(p, "s", f->route_tid, f->route_ts);
     wf__buf_printf(b, ",\"cat\":\"flow\",\"id\":%" PRIu64 ",\"name\":", id);
-    wf__obs_json_str(b, f->type ? f->type : "event");
+    wf__exp_json_str(b, f->type ? f->type : "event");
     wf__buf_puts(b, "}");
     ev_open(p, "f", f->start_tid, f->start_ts);
     wf__buf_printf(b, ",\"bp\":\"e\",\"cat\":\"flow\",\"id\":%" PRIu64 ",\"name\":", id);
-    wf__obs_json_str(b, f->type ? f->type : "event");
+    wf__exp_json_str(b, f->type ? f->type : "event");
     wf__buf_puts(b, "}");
 }
 
@@ -192,7 +192,7 @@ static void flow_sweep(perfetto *p)
 {
     int64_t lo = INT64_MAX, hi = INT64_MIN;
     for (size_t i = 0; i < p->flows.cap; i++) {
-        flow *f = wf__obs_map_at(&p->flows, i, NULL);
+        flow *f = wf__exp_map_at(&p->flows, i, NULL);
         if (f) {
             lo = f->seen < lo ? f->seen : lo;
             hi = f->seen > hi ? f->seen : hi;
@@ -200,11 +200,11 @@ static void flow_sweep(perfetto *p)
     }
     int64_t cut = lo + (hi - lo) / 2;
     for (size_t i = 0; i < p->flows.cap;) {
-        wf__obs_key k;
-        flow *f = wf__obs_map_at(&p->flows, i, &k);
+        wf__exp_key k;
+        flow *f = wf__exp_map_at(&p->flows, i, &k);
         /* Deleting shifts a later entry into slot i: look at it again. */
         if (f && (f->seen <= cut || lo == hi)) {
-            wf__obs_map_del(&p->flows, &k);
+            wf__exp_map_del(&p->flows, &k);
             p->lost++;
             continue;
         }
@@ -220,8 +220,8 @@ static void flow_end(perfetto *p, const wf_obs_record *r, int is_route)
 {
     if (r->event_id == 0)
         return;
-    wf__obs_key k = wf__obs_key2(r->run_id, r->event_id);
-    flow *f = wf__obs_map_get(&p->flows, &k);
+    wf__exp_key k = wf__exp_key2(r->run_id, r->event_id);
+    flow *f = wf__exp_map_get(&p->flows, &k);
     if (f && (is_route ? f->have_start && !f->have_route : f->have_route && !f->have_start)) {
         flow done = *f;
         if (is_route) {
@@ -231,7 +231,7 @@ static void flow_end(perfetto *p, const wf_obs_record *r, int is_route)
             done.start_tid = tid_of(r->thread);
             done.start_ts = r->ts_ns;
         }
-        wf__obs_map_del(&p->flows, &k);
+        wf__exp_map_del(&p->flows, &k);
         flow_pair(p, r->event_id, &done);
         return;
     }
@@ -239,10 +239,10 @@ static void flow_end(perfetto *p, const wf_obs_record *r, int is_route)
     if (!is_route && r->attempt > 1)
         return;
     int created;
-    f = wf__obs_map_put(&p->flows, &k, &created);
+    f = wf__exp_map_put(&p->flows, &k, &created);
     if (f == NULL && p->flows.n >= MAX_FLOWS) {
         flow_sweep(p);
-        f = wf__obs_map_put(&p->flows, &k, &created);
+        f = wf__exp_map_put(&p->flows, &k, &created);
     }
     if (f == NULL) {
         p->lost++;
@@ -260,7 +260,7 @@ static void flow_end(perfetto *p, const wf_obs_record *r, int is_route)
     }
     f->seen = r->ts_ns;
     if (f->type == NULL)
-        f->type = wf__obs_intern(&p->names, r->event_type);
+        f->type = wf__exp_intern(&p->names, r->event_type);
 }
 
 static void step_slice(perfetto *p, const wf_obs_record *r, int64_t start, int64_t end,
@@ -271,7 +271,7 @@ static void step_slice(perfetto *p, const wf_obs_record *r, int64_t start, int64
     wf__buf_puts(b, ",\"dur\":");
     put_us(b, end > start ? end - start : 0);
     wf__buf_puts(b, ",\"cat\":\"step\",\"name\":");
-    wf__obs_json_str(b, r->step ? r->step : "step");
+    wf__exp_json_str(b, r->step ? r->step : "step");
     wf__buf_puts(b, ",\"args\":{");
     args_record(b, r);
     kv_u64(b, "event_id", r->event_id);
@@ -279,7 +279,7 @@ static void step_slice(perfetto *p, const wf_obs_record *r, int64_t start, int64
     if (unfinished) {
         wf__buf_puts(b, ",\"outcome\":\"unfinished\"");
     } else {
-        kv_str(b, "outcome", wf__obs_outcome(r->error));
+        kv_str(b, "outcome", wf__exp_outcome(r->error));
         args_error(b, r->error, r->message);
     }
     wf__buf_puts(b, "}}");
@@ -294,9 +294,9 @@ static void on_step_start(perfetto *p, const wf_obs_record *r)
         t->run_id = r->run_id;
         t->event_id = r->event_id;
         t->attempt = r->attempt;
-        t->workflow = wf__obs_intern(&p->names, r->workflow);
-        t->step = wf__obs_intern(&p->names, r->step);
-        t->type = wf__obs_intern(&p->names, r->event_type);
+        t->workflow = wf__exp_intern(&p->names, r->workflow);
+        t->step = wf__exp_intern(&p->names, r->step);
+        t->type = wf__exp_intern(&p->names, r->event_type);
     }
     flow_end(p, r, 0);
 }
@@ -329,10 +329,10 @@ static void on_route(perfetto *p, const wf_obs_record *r)
     ev_open(p, "C", tid_of(r->thread), r->ts_ns);
     wf__buf_puts(b, ",\"name\":\"");
     if (r->workflow) {
-        wf__obs_json_chars(b, r->workflow);
+        wf__exp_json_chars(b, r->workflow);
         wf__buf_puts(b, ".");
     }
-    wf__obs_json_chars(b, r->step ? r->step : "?");
+    wf__exp_json_chars(b, r->step ? r->step : "?");
     wf__buf_printf(b, " waiting\",\"args\":{\"events\":%" PRId64 "}}", r->value);
 }
 
@@ -341,7 +341,7 @@ static void run_begin(perfetto *p, uint64_t run_id, uint64_t tid, int64_t ts, co
     wf__buf *b = &p->buf;
     ev_open(p, "b", tid, ts);
     wf__buf_printf(b, ",\"cat\":\"run\",\"id\":%" PRIu64 ",\"name\":", run_id);
-    wf__obs_json_str(b, name ? name : "run");
+    wf__exp_json_str(b, name ? name : "run");
     wf__buf_printf(b, ",\"args\":{\"run_id\":%" PRIu64 "}}", run_id);
 }
 
@@ -349,19 +349,19 @@ static void run_finish(perfetto *p, uint64_t run_id, uint64_t tid, int64_t ts, c
 {
     ev_open(p, "e", tid, ts);
     wf__buf_printf(&p->buf, ",\"cat\":\"run\",\"id\":%" PRIu64 ",\"name\":", run_id);
-    wf__obs_json_str(&p->buf, name ? name : "run");
+    wf__exp_json_str(&p->buf, name ? name : "run");
 }
 
 static void on_run_start(perfetto *p, const wf_obs_record *r)
 {
-    wf__obs_key k = wf__obs_key2(r->run_id, 0);
+    wf__exp_key k = wf__exp_key2(r->run_id, 0);
     int created;
-    open_run *o = wf__obs_map_put(&p->runs, &k, &created);
-    const char *name = wf__obs_intern(&p->names, r->workflow);
+    open_run *o = wf__exp_map_put(&p->runs, &k, &created);
+    const char *name = wf__exp_intern(&p->names, r->workflow);
     if (o == NULL || (r->workflow && name == NULL)) {
         /* Without a place to remember it the run's end could not match: no slice. */
         if (o)
-            wf__obs_map_del(&p->runs, &k);
+            wf__exp_map_del(&p->runs, &k);
         p->lost++;
         return;
     }
@@ -377,12 +377,12 @@ static void on_run_start(perfetto *p, const wf_obs_record *r)
 
 static void on_run_end(perfetto *p, const wf_obs_record *r)
 {
-    wf__obs_key k = wf__obs_key2(r->run_id, 0);
-    open_run *o = wf__obs_map_get(&p->runs, &k);
+    wf__exp_key k = wf__exp_key2(r->run_id, 0);
+    open_run *o = wf__exp_map_get(&p->runs, &k);
     open_run run;
     if (o) {
         run = *o;
-        wf__obs_map_del(&p->runs, &k);
+        wf__exp_map_del(&p->runs, &k);
     } else {
         /* Started before the observer came (or not stored): begin it dur_ns ago. */
         run.tid = tid_of(r->thread);
@@ -395,7 +395,7 @@ static void on_run_end(perfetto *p, const wf_obs_record *r)
     run_finish(p, r->run_id, run.tid, r->ts_ns > run.ts ? r->ts_ns : run.ts, run.name);
     wf__buf_puts(b, ",\"args\":{");
     args_record(b, r);
-    kv_str(b, "status", wf__obs_status_name(r->status));
+    kv_str(b, "status", wf__exp_status_name(r->status));
     args_error(b, r->error, r->message);
     wf__buf_puts(b, "}}");
 }
@@ -407,25 +407,25 @@ static void wait_event(perfetto *p, const char *ph, uint64_t id, uint64_t tid, i
     ev_open(p, ph, tid, ts);
     /* Waiter ids may repeat across runs: the async id mixes in the run. */
     wf__buf_printf(b, ",\"cat\":\"wait\",\"id\":%" PRIu64 ",\"name\":\"wait ", id);
-    wf__obs_json_chars(b, type ? type : "event");
+    wf__exp_json_chars(b, type ? type : "event");
     wf__buf_puts(b, "\"");
 }
 
 static uint64_t wait_id(uint64_t run_id, uint64_t waiter)
 {
     /* Below 2^53: exact in every JSON reader. */
-    return wf__obs_mix(run_id * 0x100000001b3ull ^ waiter) >> 11;
+    return wf__exp_mix(run_id * 0x100000001b3ull ^ waiter) >> 11;
 }
 
 static void on_wait_suspend(perfetto *p, const wf_obs_record *r)
 {
-    wf__obs_key k = wf__obs_key2(r->run_id, r->event_id);
+    wf__exp_key k = wf__exp_key2(r->run_id, r->event_id);
     int created;
-    open_wait *w = wf__obs_map_put(&p->waits, &k, &created);
-    const char *type = wf__obs_intern(&p->names, r->event_type);
+    open_wait *w = wf__exp_map_put(&p->waits, &k, &created);
+    const char *type = wf__exp_intern(&p->names, r->event_type);
     if (w == NULL || (r->event_type && type == NULL)) {
         if (w)
-            wf__obs_map_del(&p->waits, &k);
+            wf__exp_map_del(&p->waits, &k);
         p->lost++;
         return;
     }
@@ -446,13 +446,13 @@ static void on_wait_suspend(perfetto *p, const wf_obs_record *r)
 
 static void on_wait_resume(perfetto *p, const wf_obs_record *r)
 {
-    wf__obs_key k = wf__obs_key2(r->run_id, r->event_id);
-    open_wait *o = wf__obs_map_get(&p->waits, &k);
+    wf__exp_key k = wf__exp_key2(r->run_id, r->event_id);
+    open_wait *o = wf__exp_map_get(&p->waits, &k);
     open_wait w;
     uint64_t id = wait_id(r->run_id, r->event_id);
     if (o) {
         w = *o;
-        wf__obs_map_del(&p->waits, &k);
+        wf__exp_map_del(&p->waits, &k);
     } else {
         w.tid = tid_of(r->thread);
         w.ts = r->ts_ns - (r->dur_ns > 0 ? r->dur_ns : 0);
@@ -583,31 +583,35 @@ static void thread_name(perfetto *p, uint64_t tid, const char *fmt, uint64_t n)
 static void perfetto_finish(perfetto *p)
 {
     int64_t end = p->last_ts;
-    wf__obs_key k;
+    wf__exp_key k;
     uint32_t workers = 0;
     for (size_t i = 0; i < p->threads.cap; i++) {
-        thr *t = wf__obs_map_at(&p->threads, i, &k);
+        thr *t = wf__exp_map_at(&p->threads, i, &k);
         if (t == NULL)
             continue;
         if (t->in_step) {
-            wf_obs_record r = {.kind = WF_OBS_STEP_END, .thread = (uint32_t)k.k[0],
-                               .run_id = t->run_id, .event_id = t->event_id,
-                               .attempt = t->attempt, .workflow = t->workflow,
-                               .step = t->step, .event_type = t->type};
+            wf_obs_record r = {.kind = WF_OBS_STEP_END,
+                               .thread = (uint32_t)k.k[0],
+                               .run_id = t->run_id,
+                               .event_id = t->event_id,
+                               .attempt = t->attempt,
+                               .workflow = t->workflow,
+                               .step = t->step,
+                               .event_type = t->type};
             step_slice(p, &r, t->start_ts, end, 1);
         }
         if (t->worker && k.k[0] != WF_OBS_OUTSIDE && k.k[0] + 1 > workers)
             workers = (uint32_t)k.k[0] + 1;
     }
     for (size_t i = 0; i < p->runs.cap; i++) {
-        open_run *o = wf__obs_map_at(&p->runs, i, &k);
+        open_run *o = wf__exp_map_at(&p->runs, i, &k);
         if (o == NULL)
             continue;
         run_finish(p, k.k[0], o->tid, end > o->ts ? end : o->ts, o->name);
         wf__buf_puts(&p->buf, ",\"args\":{\"status\":\"unfinished\"}}");
     }
     for (size_t i = 0; i < p->waits.cap; i++) {
-        open_wait *w = wf__obs_map_at(&p->waits, i, &k);
+        open_wait *w = wf__exp_map_at(&p->waits, i, &k);
         if (w == NULL)
             continue;
         wait_event(p, "e", wait_id(k.k[0], k.k[1]), w->tid, end > w->ts ? end : w->ts, w->type);
@@ -617,7 +621,7 @@ static void perfetto_finish(perfetto *p)
     wf__buf_puts(&p->buf, ",\"name\":\"process_name\",\"args\":{\"name\":\"wf\"}}");
     thread_name(p, 0, "outside", 0);
     for (size_t i = 0; i < p->threads.cap; i++) {
-        thr *t = wf__obs_map_at(&p->threads, i, &k);
+        thr *t = wf__exp_map_at(&p->threads, i, &k);
         if (t == NULL || k.k[0] == WF_OBS_OUTSIDE)
             continue;
         uint64_t th = k.k[0];
@@ -630,10 +634,10 @@ static void perfetto_finish(perfetto *p)
     }
     if (p->lost) {
         ev_open(p, "i", 0, end);
-        wf__buf_printf(&p->buf,
-                       ",\"s\":\"g\",\"name\":\"exporter lost records\",\"args\":{\"count\":%" PRIu64
-                       "}}",
-                       p->lost);
+        wf__buf_printf(
+            &p->buf,
+            ",\"s\":\"g\",\"name\":\"exporter lost records\",\"args\":{\"count\":%" PRIu64 "}}",
+            p->lost);
     }
     wf__buf_puts(&p->buf, "\n]\n");
     write_out(p);
@@ -643,13 +647,13 @@ static void perfetto_free(void *user)
 {
     perfetto *p = user;
     perfetto_finish(p);
-    wf__obs_close(p->out, p->keep_open);
+    wf__exp_close(p->out, p->keep_open);
     wf__buf_free(&p->buf);
-    wf__obs_pool_free(&p->names);
-    wf__obs_map_free(&p->threads);
-    wf__obs_map_free(&p->flows);
-    wf__obs_map_free(&p->runs);
-    wf__obs_map_free(&p->waits);
+    wf__exp_pool_free(&p->names);
+    wf__exp_map_free(&p->threads);
+    wf__exp_map_free(&p->flows);
+    wf__exp_map_free(&p->runs);
+    wf__exp_map_free(&p->waits);
     wf__free_mem(p);
 }
 
@@ -657,13 +661,13 @@ int wf_exporter_perfetto(wf_observer *out, const wf_exporter_params *params)
 {
     if (out == NULL || params == NULL || params->out == NULL) {
         if (params)
-            wf__obs_close(params->out, params->keep_open); /* taken over even when refused */
+            wf__exp_close(params->out, params->keep_open); /* taken over even when refused */
         return WF_EINVAL;
     }
     memset(out, 0, sizeof *out);
     perfetto *p = wf__calloc(1, sizeof *p);
     if (p == NULL) {
-        wf__obs_close(params->out, params->keep_open);
+        wf__exp_close(params->out, params->keep_open);
         return WF_ENOMEM;
     }
     p->out = params->out;
@@ -679,14 +683,14 @@ int wf_exporter_perfetto(wf_observer *out, const wf_exporter_params *params)
     p->buf.data = wf__malloc(p->buf.cap);
     if (p->buf.data == NULL) {
         wf__free_mem(p);
-        wf__obs_close(params->out, params->keep_open);
+        wf__exp_close(params->out, params->keep_open);
         return WF_ENOMEM;
     }
     p->buf.data[0] = 0;
-    wf__obs_map_init(&p->threads, sizeof(thr), 0);
-    wf__obs_map_init(&p->flows, sizeof(flow), MAX_FLOWS);
-    wf__obs_map_init(&p->runs, sizeof(open_run), MAX_RUNS);
-    wf__obs_map_init(&p->waits, sizeof(open_wait), MAX_WAITS);
+    wf__exp_map_init(&p->threads, sizeof(thr), 0);
+    wf__exp_map_init(&p->flows, sizeof(flow), MAX_FLOWS);
+    wf__exp_map_init(&p->runs, sizeof(open_run), MAX_RUNS);
+    wf__exp_map_init(&p->waits, sizeof(open_wait), MAX_WAITS);
     /* The opening bracket now: a trace cut short by a crash still loads. */
     wf__buf_puts(&p->buf, "[");
     write_out(p);

@@ -9,7 +9,7 @@
  * one: rewind, write, truncate. A stream that cannot seek (a pipe) gets one
  * exposition after the other instead.
  */
-#include "obs.h"
+#include "export.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -75,7 +75,9 @@ static const family_def families[F_COUNT] = {
      "gauge",
      "Events waiting for a step after the last one routed to it (in its run).",
      {"workflow", "step"}},
-    {"wf_retries_total", "counter", "Failed step invocations that will run again.",
+    {"wf_retries_total",
+     "counter",
+     "Failed step invocations that will run again.",
      {"workflow", "step"}},
     {"wf_steals_total", "counter", "Steals of tasks between workers.", {NULL}},
     {"wf_parks_total", "counter", "Times a worker found nothing to do and slept.", {NULL}},
@@ -88,20 +90,20 @@ static const family_def families[F_COUNT] = {
 /* Bucket upper bounds: 1 us .. 10 s, 1-2.5-5 per decade. */
 #define NB 22
 static const uint64_t bucket_ns[NB] = {
-    1000,       2500,       5000,       10000,      25000,       50000,      100000,    250000,
-    500000,     1000000,    2500000,    5000000,    10000000,    25000000,   50000000,  100000000,
-    250000000,  500000000,  1000000000, 2500000000, 5000000000u, 10000000000u,
+    1000,      2500,      5000,       10000,      25000,       50000,        100000,   250000,
+    500000,    1000000,   2500000,    5000000,    10000000,    25000000,     50000000, 100000000,
+    250000000, 500000000, 1000000000, 2500000000, 5000000000u, 10000000000u,
 };
 static const char *const bucket_le[NB] = {
-    "1e-06", "2.5e-06", "5e-06", "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025",
-    "0.0005", "0.001",  "0.0025", "0.005", "0.01",    "0.025", "0.05",   "0.1",
-    "0.25",  "0.5",     "1",      "2.5",   "5",       "10",
+    "1e-06",  "2.5e-06", "5e-06",  "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025",
+    "0.0005", "0.001",   "0.0025", "0.005", "0.01",    "0.025", "0.05",   "0.1",
+    "0.25",   "0.5",     "1",      "2.5",   "5",       "10",
 };
 
 typedef struct series {
-    uint64_t count;    /* counters; a histogram's observations */
-    uint64_t sum_ns;   /* histograms */
-    int64_t gauge;     /* gauges */
+    uint64_t count;       /* counters; a histogram's observations */
+    uint64_t sum_ns;      /* histograms */
+    int64_t gauge;        /* gauges */
     uint64_t buckets[NB]; /* histograms, not cumulative */
 } series;
 
@@ -110,16 +112,16 @@ typedef struct prom {
     int keep_open;
     int seekable;
     uint64_t lost;
-    wf__obs_pool names;
-    wf__obs_map series; /* (family, label values...) -> series */
+    wf__exp_pool names;
+    wf__exp_map series; /* (family, label values...) -> series */
     wf__buf text;
 } prom;
 
 /* The series of family f with labels a, b, c (interned). NULL when it cannot be stored. */
 static series *get(prom *p, enum family f, const char *a, const char *b, const char *c)
 {
-    wf__obs_key k = {{f, (uint64_t)(uintptr_t)a, (uint64_t)(uintptr_t)b, (uint64_t)(uintptr_t)c}};
-    series *s = wf__obs_map_put(&p->series, &k, NULL);
+    wf__exp_key k = {{f, (uint64_t)(uintptr_t)a, (uint64_t)(uintptr_t)b, (uint64_t)(uintptr_t)c}};
+    series *s = wf__exp_map_put(&p->series, &k, NULL);
     if (s == NULL)
         p->lost++;
     return s;
@@ -137,8 +139,8 @@ static int label(prom *p, const char *s, const char **out)
         *out = empty;
         return 0;
     }
-    if (wf__obs_utf8_valid(s)) {
-        *out = wf__obs_intern(&p->names, s);
+    if (wf__exp_utf8_valid(s)) {
+        *out = wf__exp_intern(&p->names, s);
     } else {
         /*
          * The exposition is UTF-8: repair the value before interning it, so
@@ -146,8 +148,8 @@ static int label(prom *p, const char *s, const char **out)
          */
         wf__buf fixed;
         wf__buf_init(&fixed);
-        wf__obs_utf8_fix(&fixed, s);
-        *out = fixed.oom ? NULL : wf__obs_intern(&p->names, fixed.data);
+        wf__exp_utf8_fix(&fixed, s);
+        *out = fixed.oom ? NULL : wf__exp_intern(&p->names, fixed.data);
         wf__buf_free(&fixed);
     }
     if (*out == NULL) {
@@ -185,10 +187,10 @@ static void prom_record(const wf_obs_record *r, void *user)
         count(p, F_RUNS_STARTED, wf, NULL, NULL);
         break;
     case WF_OBS_RUN_END:
-        count(p, F_RUNS_ENDED, wf, wf__obs_status_name(r->status), NULL);
+        count(p, F_RUNS_ENDED, wf, wf__exp_status_name(r->status), NULL);
         break;
     case WF_OBS_STEP_END:
-        count(p, F_STEP_INVOCATIONS, wf, step, wf__obs_outcome(r->error));
+        count(p, F_STEP_INVOCATIONS, wf, step, wf__exp_outcome(r->error));
         if ((s = get(p, F_STEP_DURATION, wf, step, NULL)) != NULL) {
             uint64_t d = r->dur_ns > 0 ? (uint64_t)r->dur_ns : 0;
             s->count++;
@@ -243,13 +245,13 @@ static void label_value(wf__buf *b, const char *s)
 
 /* name{l1="v1",...[,le="x"]} */
 static void sample_name(wf__buf *b, const char *name, const char *suffix, const family_def *d,
-                        const wf__obs_key *k, const char *le)
+                        const wf__exp_key *k, const char *le)
 {
     wf__buf_puts(b, name);
     wf__buf_puts(b, suffix);
     int n = 0;
     for (int i = 0; i < 3 && d->labels[i]; i++) {
-        wf__buf_puts(b, n++ ? ",": "{");
+        wf__buf_puts(b, n++ ? "," : "{");
         wf__buf_puts(b, d->labels[i]);
         wf__buf_puts(b, "=\"");
         label_value(b, (const char *)(uintptr_t)k->k[i + 1]);
@@ -264,7 +266,7 @@ static void sample_name(wf__buf *b, const char *name, const char *suffix, const 
 }
 
 typedef struct row {
-    wf__obs_key key;
+    wf__exp_key key;
     const series *s;
 } row;
 
@@ -289,7 +291,7 @@ static void render(prom *p, wf__buf *b)
     size_t n = 0;
     if (rows) {
         for (size_t i = 0; i < p->series.cap; i++) {
-            const series *s = wf__obs_map_at(&p->series, i, &rows[n].key);
+            const series *s = wf__exp_map_at(&p->series, i, &rows[n].key);
             if (s)
                 rows[n++].s = s;
         }
@@ -303,15 +305,15 @@ static void render(prom *p, wf__buf *b)
         wf__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", d->name, d->help, d->name, d->type);
         if (d->labels[0] == NULL) {
             /* A plain counter always has its one sample, 0 included. */
-            wf__obs_key k = {{(uint64_t)f, 0, 0, 0}};
-            const series *s = wf__obs_map_get(&p->series, &k);
+            wf__exp_key k = {{(uint64_t)f, 0, 0, 0}};
+            const series *s = wf__exp_map_get(&p->series, &k);
             uint64_t v = s ? s->count : 0;
             if (f == F_LOST)
                 v += p->lost;
             wf__buf_printf(b, "%s %" PRIu64 "\n", d->name, v);
         }
         for (; at < n && rows[at].key.k[0] == (uint64_t)f; at++) {
-            const wf__obs_key *k = &rows[at].key;
+            const wf__exp_key *k = &rows[at].key;
             const series *s = rows[at].s;
             if (d->labels[0] == NULL)
                 continue;
@@ -355,7 +357,7 @@ static void prom_flush(void *user)
     }
     if (p->seekable && fseek(p->out, 0, SEEK_SET) != 0)
         p->seekable = 0;
-    if (wf__obs_write(p->out, b) < 0) {
+    if (wf__exp_write(p->out, b) < 0) {
         p->lost++;
         return;
     }
@@ -368,9 +370,9 @@ static void prom_free(void *user)
 {
     prom *p = user;
     prom_flush(p);
-    wf__obs_close(p->out, p->keep_open);
-    wf__obs_pool_free(&p->names);
-    wf__obs_map_free(&p->series);
+    wf__exp_close(p->out, p->keep_open);
+    wf__exp_pool_free(&p->names);
+    wf__exp_map_free(&p->series);
     wf__buf_free(&p->text);
     wf__free_mem(p);
 }
@@ -379,19 +381,19 @@ int wf_exporter_prometheus(wf_observer *out, const wf_exporter_params *params)
 {
     if (out == NULL || params == NULL || params->out == NULL) {
         if (params)
-            wf__obs_close(params->out, params->keep_open); /* taken over even when refused */
+            wf__exp_close(params->out, params->keep_open); /* taken over even when refused */
         return WF_EINVAL;
     }
     memset(out, 0, sizeof *out);
     prom *p = wf__calloc(1, sizeof *p);
     if (p == NULL) {
-        wf__obs_close(params->out, params->keep_open);
+        wf__exp_close(params->out, params->keep_open);
         return WF_ENOMEM;
     }
     p->out = params->out;
     p->keep_open = params->keep_open;
     p->seekable = ftell(p->out) >= 0;
-    wf__obs_map_init(&p->series, sizeof(series), MAX_SERIES);
+    wf__exp_map_init(&p->series, sizeof(series), MAX_SERIES);
     wf__buf_init(&p->text);
     out->record = prom_record;
     out->flush = prom_flush;

@@ -454,8 +454,8 @@ static size_t scenario(wf_obs_record *r, uint64_t run, int64_t t0)
     R(.kind = WF_OBS_STEP_END, .thread = 1, .ts_ns = t0 + 3500, .step = "think",
       .event_type = "Query", .event_id = 12, .attempt = 1, .dur_ns = 1000, .error = WF_ESTEP,
       .message = "boom \"quoted\"\nsecond line");
-    R(.kind = WF_OBS_RETRY, .thread = 1, .ts_ns = t0 + 3600, .step = "think",
-      .event_type = "Query", .attempt = 1, .error = WF_ESTEP, .message = "boom", .value = 5);
+    R(.kind = WF_OBS_RETRY, .thread = 1, .ts_ns = t0 + 3600, .step = "think", .event_type = "Query",
+      .attempt = 1, .error = WF_ESTEP, .message = "boom", .value = 5);
     S(.kind = WF_OBS_UNPARK, .thread = 0, .ts_ns = t0 + 4000, .dur_ns = 1900);
     R(.kind = WF_OBS_WAIT_RESUME, .thread = WF_OBS_OUTSIDE, .ts_ns = t0 + 5000, .step = "audit",
       .event_type = "Approval", .event_id = 1, .dur_ns = 2300);
@@ -470,8 +470,8 @@ static size_t scenario(wf_obs_record *r, uint64_t run, int64_t t0)
       .event_type = "Query", .event_id = 12, .attempt = 2, .dur_ns = 900);
     R(.kind = WF_OBS_EVENT_DROP, .thread = 2, .ts_ns = t0 + 9900, .step = "audit",
       .event_type = "Query");
-    R(.kind = WF_OBS_RUN_END, .thread = WF_OBS_OUTSIDE, .ts_ns = t0 + 10000,
-      .status = WF_RUN_DONE, .dur_ns = 10000);
+    R(.kind = WF_OBS_RUN_END, .thread = WF_OBS_OUTSIDE, .ts_ns = t0 + 10000, .status = WF_RUN_DONE,
+      .dur_ns = 10000);
 #undef R
 #undef S
     return n;
@@ -494,9 +494,19 @@ static char long_name[3000];
 static const char *rnd_str(void)
 {
     static const char *const pool[] = {
-        NULL,          "start",        "think",     "we\"ird\\name", "tab\there\nnewline",
-        "\x01\x1f\x7f", "bad\xff\xfeutf8", "caf\xc3\xa9", "\xe2\x82",    "",
-        "a{b}c=\"d\"",  "\xed\xa0\x80 (surrogate)", long_name,
+        NULL,
+        "start",
+        "think",
+        "we\"ird\\name",
+        "tab\there\nnewline",
+        "\x01\x1f\x7f",
+        "bad\xff\xfeutf8",
+        "caf\xc3\xa9",
+        "\xe2\x82",
+        "",
+        "a{b}c=\"d\"",
+        "\xed\xa0\x80 (surrogate)",
+        long_name,
     };
     return pool[rnd() % (sizeof pool / sizeof *pool)];
 }
@@ -769,8 +779,8 @@ Test(observe_export, perfetto_slices_flows_counters_async)
     cr_assert_not_null(find_ev(&t, "i", "unhandled Stray", 2, 0));
     cr_assert_not_null(find_ev(&t, "i", "dropped Query", 3, 0));
     /* Track names: workers are those that parked or stole or were stolen from. */
-    const char *want[][2] = {{"0", "outside"}, {"1", "worker 0"}, {"2", "worker 1"},
-                             {"3", "blocking 0"}};
+    const char *want[][2] = {
+        {"0", "outside"}, {"1", "worker 0"}, {"2", "worker 1"}, {"3", "blocking 0"}};
     for (int k = 0; k < 4; k++) {
         const jv *m = find_ev(&t, "M", "thread_name", atoi(want[k][0]), 0);
         cr_assert_not_null(m, "track %s has no name", want[k][0]);
@@ -784,16 +794,48 @@ Test(observe_export, perfetto_flow_when_start_arrives_before_route)
 {
     /* The consumer's thread delivered its records before the router's. */
     wf_obs_record r[] = {
-        {.kind = WF_OBS_STEP_START, .thread = 1, .ts_ns = 5000, .run_id = 3, .step = "b",
-         .event_type = "E", .event_id = 7, .attempt = 1},
-        {.kind = WF_OBS_STEP_END, .thread = 1, .ts_ns = 6000, .run_id = 3, .step = "b",
-         .event_type = "E", .event_id = 7, .attempt = 1, .dur_ns = 1000},
-        {.kind = WF_OBS_STEP_START, .thread = 0, .ts_ns = 1000, .run_id = 3, .step = "a",
-         .event_type = "StartEvent", .event_id = 6, .attempt = 1},
-        {.kind = WF_OBS_EVENT_ROUTE, .thread = 0, .ts_ns = 1500, .run_id = 3, .step = "b",
-         .event_type = "E", .event_id = 7, .value = 1},
-        {.kind = WF_OBS_STEP_END, .thread = 0, .ts_ns = 2000, .run_id = 3, .step = "a",
-         .event_type = "StartEvent", .event_id = 6, .attempt = 1, .dur_ns = 1000},
+        {.kind = WF_OBS_STEP_START,
+         .thread = 1,
+         .ts_ns = 5000,
+         .run_id = 3,
+         .step = "b",
+         .event_type = "E",
+         .event_id = 7,
+         .attempt = 1},
+        {.kind = WF_OBS_STEP_END,
+         .thread = 1,
+         .ts_ns = 6000,
+         .run_id = 3,
+         .step = "b",
+         .event_type = "E",
+         .event_id = 7,
+         .attempt = 1,
+         .dur_ns = 1000},
+        {.kind = WF_OBS_STEP_START,
+         .thread = 0,
+         .ts_ns = 1000,
+         .run_id = 3,
+         .step = "a",
+         .event_type = "StartEvent",
+         .event_id = 6,
+         .attempt = 1},
+        {.kind = WF_OBS_EVENT_ROUTE,
+         .thread = 0,
+         .ts_ns = 1500,
+         .run_id = 3,
+         .step = "b",
+         .event_type = "E",
+         .event_id = 7,
+         .value = 1},
+        {.kind = WF_OBS_STEP_END,
+         .thread = 0,
+         .ts_ns = 2000,
+         .run_id = 3,
+         .step = "a",
+         .event_type = "StartEvent",
+         .event_id = 6,
+         .attempt = 1,
+         .dur_ns = 1000},
     };
     char *text = run_perfetto(r, sizeof r / sizeof *r);
     trace t;
@@ -811,19 +853,51 @@ Test(observe_export, perfetto_flow_when_start_arrives_before_route)
 Test(observe_export, perfetto_closes_what_is_open_at_removal)
 {
     wf_obs_record r[] = {
-        {.kind = WF_OBS_RUN_START, .thread = WF_OBS_OUTSIDE, .ts_ns = 100, .run_id = 9,
+        {.kind = WF_OBS_RUN_START,
+         .thread = WF_OBS_OUTSIDE,
+         .ts_ns = 100,
+         .run_id = 9,
          .workflow = "W"},
-        {.kind = WF_OBS_STEP_START, .thread = 0, .ts_ns = 200, .run_id = 9, .workflow = "W",
-         .step = "slow", .event_type = "StartEvent", .event_id = 1, .attempt = 1},
-        {.kind = WF_OBS_WAIT_SUSPEND, .thread = 1, .ts_ns = 300, .run_id = 9, .step = "w",
-         .event_type = "Reply", .event_id = 4},
+        {.kind = WF_OBS_STEP_START,
+         .thread = 0,
+         .ts_ns = 200,
+         .run_id = 9,
+         .workflow = "W",
+         .step = "slow",
+         .event_type = "StartEvent",
+         .event_id = 1,
+         .attempt = 1},
+        {.kind = WF_OBS_WAIT_SUSPEND,
+         .thread = 1,
+         .ts_ns = 300,
+         .run_id = 9,
+         .step = "w",
+         .event_type = "Reply",
+         .event_id = 4},
         /* ends whose begins were never seen */
-        {.kind = WF_OBS_RUN_END, .thread = 1, .ts_ns = 900, .run_id = 8, .workflow = "W",
-         .status = WF_RUN_FAILED, .error = WF_ESTEP, .dur_ns = 500},
-        {.kind = WF_OBS_WAIT_RESUME, .thread = 1, .ts_ns = 950, .run_id = 8, .event_id = 2,
-         .dur_ns = 50, .error = WF_ETIMEDOUT},
-        {.kind = WF_OBS_STEP_END, .thread = 3, .ts_ns = 990, .run_id = 8, .step = "x",
-         .event_id = 5, .attempt = 1, .dur_ns = 90},
+        {.kind = WF_OBS_RUN_END,
+         .thread = 1,
+         .ts_ns = 900,
+         .run_id = 8,
+         .workflow = "W",
+         .status = WF_RUN_FAILED,
+         .error = WF_ESTEP,
+         .dur_ns = 500},
+        {.kind = WF_OBS_WAIT_RESUME,
+         .thread = 1,
+         .ts_ns = 950,
+         .run_id = 8,
+         .event_id = 2,
+         .dur_ns = 50,
+         .error = WF_ETIMEDOUT},
+        {.kind = WF_OBS_STEP_END,
+         .thread = 3,
+         .ts_ns = 990,
+         .run_id = 8,
+         .step = "x",
+         .event_id = 5,
+         .attempt = 1,
+         .dur_ns = 90},
     };
     char *text = run_perfetto(r, sizeof r / sizeof *r);
     trace t;
@@ -1054,8 +1128,7 @@ Test(observe_export, otlp_run_and_step_spans)
     const jv *ok = span_named(&d, "think", 1);
     cr_assert_str_eq(attr_of(ok, "wf.attempt", "intValue"), "2");
     cr_assert_null(jget(ok, "status"));
-    cr_assert_str_eq(attr_of(span_named(&d, "audit", 0), "wf.outcome", "stringValue"),
-                     "suspended");
+    cr_assert_str_eq(attr_of(span_named(&d, "audit", 0), "wf.outcome", "stringValue"), "suspended");
     otlp_doc_free(&d);
     free(text);
 }
@@ -1090,15 +1163,41 @@ Test(observe_export, otlp_unfinished_and_orphans)
 {
     wf_obs_record r[] = {
         /* a step of a run whose start was never seen, and a run that never ends */
-        {.kind = WF_OBS_STEP_END, .thread = 0, .ts_ns = 5000, .run_id = 4, .step = "x",
-         .event_id = 2, .attempt = 1, .dur_ns = 1000, .error = WF_ENOMEM},
+        {.kind = WF_OBS_STEP_END,
+         .thread = 0,
+         .ts_ns = 5000,
+         .run_id = 4,
+         .step = "x",
+         .event_id = 2,
+         .attempt = 1,
+         .dur_ns = 1000,
+         .error = WF_ENOMEM},
         {.kind = WF_OBS_RUN_START, .thread = 0, .ts_ns = 6000, .run_id = 5, .workflow = "W"},
-        {.kind = WF_OBS_STEP_START, .thread = 1, .ts_ns = 6500, .run_id = 5, .workflow = "W",
-         .step = "y", .event_id = 3, .attempt = 1},
-        {.kind = WF_OBS_RETRY, .thread = 1, .ts_ns = 6600, .run_id = 5, .step = "y",
-         .attempt = 1, .error = WF_ESTEP, .message = NULL, .value = 10},
-        {.kind = WF_OBS_RUN_END, .thread = 0, .ts_ns = 7000, .run_id = 4, .workflow = "V",
-         .status = WF_RUN_TIMED_OUT, .error = WF_ERUNTIMEOUT, .dur_ns = 3000,
+        {.kind = WF_OBS_STEP_START,
+         .thread = 1,
+         .ts_ns = 6500,
+         .run_id = 5,
+         .workflow = "W",
+         .step = "y",
+         .event_id = 3,
+         .attempt = 1},
+        {.kind = WF_OBS_RETRY,
+         .thread = 1,
+         .ts_ns = 6600,
+         .run_id = 5,
+         .step = "y",
+         .attempt = 1,
+         .error = WF_ESTEP,
+         .message = NULL,
+         .value = 10},
+        {.kind = WF_OBS_RUN_END,
+         .thread = 0,
+         .ts_ns = 7000,
+         .run_id = 4,
+         .workflow = "V",
+         .status = WF_RUN_TIMED_OUT,
+         .error = WF_ERUNTIMEOUT,
+         .dur_ns = 3000,
          .message = "x still running"},
     };
     char *text = run_otlp(r, sizeof r / sizeof *r, NULL, 0);
@@ -1519,8 +1618,12 @@ Test(observe_export, log_lines)
     /* Failures of runs, with the failed step; any records give one line each. */
     l.n = 0;
     cr_assert_eq(wf_exporter_log(&o, logger, &l), 0);
-    wf_obs_record f = {.kind = WF_OBS_RUN_END, .run_id = 7, .status = WF_RUN_FAILED,
-                       .error = WF_ESTEP, .step = "think", .dur_ns = 2500000};
+    wf_obs_record f = {.kind = WF_OBS_RUN_END,
+                       .run_id = 7,
+                       .status = WF_RUN_FAILED,
+                       .error = WF_ESTEP,
+                       .step = "think",
+                       .dur_ns = 2500000};
     feed(&o, &f, 1);
     cr_assert_str_eq(l.line[0], "run 7 failed after 2.5 ms: step think: WF_ESTEP: a step failed");
     cr_assert_eq(l.level[0], WF_LOG_WARN);
@@ -1559,8 +1662,8 @@ static wf_workflow *quickstart(const char *name)
     struct {
         const char *name;
         const wf_event_type *acc, *emit;
-    } steps[] = {{"start", start, q}, {"think", q, stop}, {"audit", q, stop},
-                 {"never", unused, stop}};
+    } steps[] = {
+        {"start", start, q}, {"think", q, stop}, {"audit", q, stop}, {"never", unused, stop}};
     for (int i = 0; i < 4; i++) {
         wf_step_params p;
         wf_step_params_init(&p);
@@ -1622,9 +1725,15 @@ Test(observe_export, execution_draws_what_the_run_went_through)
     /* The 64 most recent runs are kept. */
     for (uint64_t id = 2; id <= 65; id++) {
         wf_obs_record s[] = {
-            {.kind = WF_OBS_STEP_START, .run_id = id, .workflow = "QuickStart", .step = "start",
-             .event_type = "StartEvent", .attempt = 1},
-            {.kind = WF_OBS_RUN_END, .run_id = id, .workflow = "QuickStart",
+            {.kind = WF_OBS_STEP_START,
+             .run_id = id,
+             .workflow = "QuickStart",
+             .step = "start",
+             .event_type = "StartEvent",
+             .attempt = 1},
+            {.kind = WF_OBS_RUN_END,
+             .run_id = id,
+             .workflow = "QuickStart",
              .status = WF_RUN_CANCELLED},
         };
         feed(&o, s, 2);

@@ -1,5 +1,5 @@
 /*
- * obs.h: helpers shared by the exporters of observe/ (never installed).
+ * export.h: helpers shared by the exporters of observe/ (never installed).
  *
  * The exporters run on the executor's exporter thread, one record at a time
  * (observe.h), so none of these structures has a lock of its own; the one
@@ -8,8 +8,8 @@
  * caller, which drops what it could not store and counts it: an exporter
  * never crashes and never stops the executor because memory ran out.
  */
-#ifndef WF_OBS_H
-#define WF_OBS_H
+#ifndef WF_OBSERVE_EXPORT_H
+#define WF_OBSERVE_EXPORT_H
 
 #include "internal.h"
 
@@ -24,38 +24,38 @@
  * step and event names come from users, and one bad byte must not make the
  * whole file unreadable for a strict parser.
  */
-void wf__obs_json_str(wf__buf *b, const char *s);
+void wf__exp_json_str(wf__buf *b, const char *s);
 /* The same without the surrounding quotes (to build a string piecewise). */
-void wf__obs_json_chars(wf__buf *b, const char *s);
+void wf__exp_json_chars(wf__buf *b, const char *s);
 
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one. */
-size_t wf__obs_utf8_len(const unsigned char *s);
+size_t wf__exp_utf8_len(const unsigned char *s);
 /* 1 if s is valid UTF-8. */
-int wf__obs_utf8_valid(const char *s);
+int wf__exp_utf8_valid(const char *s);
 /* Appends s with every byte that is not valid UTF-8 replaced by U+FFFD. */
-void wf__obs_utf8_fix(wf__buf *b, const char *s);
+void wf__exp_utf8_fix(wf__buf *b, const char *s);
 
 /* ------------------------------------------------------- output files */
 
 /* Writes b's bytes to f (nothing for an empty or oom buffer); 0 or -1. */
-int wf__obs_write(FILE *f, const wf__buf *b);
+int wf__exp_write(FILE *f, const wf__buf *b);
 /* Closes f unless keep_open; flushes it either way. */
-void wf__obs_close(FILE *f, int keep_open);
+void wf__exp_close(FILE *f, int keep_open);
 
 /* ------------------------------------------------------------- strings */
 
 /*
  * An interning pool: one stable copy per distinct string, so records'
  * borrowed strings can be kept, compared by pointer and used as map keys.
- * wf__obs_intern(NULL) is NULL; NULL is also returned when memory ran out.
+ * wf__exp_intern(NULL) is NULL; NULL is also returned when memory ran out.
  */
-typedef struct wf__obs_pool {
+typedef struct wf__exp_pool {
     char **slots; /* open addressing; NULL: free */
     size_t cap, n;
-} wf__obs_pool;
+} wf__exp_pool;
 
-const char *wf__obs_intern(wf__obs_pool *p, const char *s);
-void wf__obs_pool_free(wf__obs_pool *p);
+const char *wf__exp_intern(wf__exp_pool *p, const char *s);
+void wf__exp_pool_free(wf__exp_pool *p);
 
 /* ---------------------------------------------------------------- maps */
 
@@ -65,39 +65,39 @@ void wf__obs_pool_free(wf__obs_pool *p);
  * tombstones pile up in a long-lived exporter. Values move when the map
  * grows or an entry is deleted: do not keep pointers to them across calls.
  */
-typedef struct wf__obs_key {
+typedef struct wf__exp_key {
     uint64_t k[4];
-} wf__obs_key;
+} wf__exp_key;
 
-typedef struct wf__obs_map {
-    wf__obs_key *keys;
+typedef struct wf__exp_map {
+    wf__exp_key *keys;
     unsigned char *vals;
     uint8_t *used;
     size_t cap, n, vsize;
     size_t limit; /* entries at most (0: no limit) */
-} wf__obs_map;
+} wf__exp_map;
 
-void wf__obs_map_init(wf__obs_map *m, size_t vsize, size_t limit);
-void wf__obs_map_free(wf__obs_map *m);
+void wf__exp_map_init(wf__exp_map *m, size_t vsize, size_t limit);
+void wf__exp_map_free(wf__exp_map *m);
 /* The value of key, or NULL. */
-void *wf__obs_map_get(const wf__obs_map *m, const wf__obs_key *key);
+void *wf__exp_map_get(const wf__exp_map *m, const wf__exp_key *key);
 /*
  * The value of key, created (zeroed, *created = 1) if absent; NULL when
  * memory ran out or the map holds limit entries.
  */
-void *wf__obs_map_put(wf__obs_map *m, const wf__obs_key *key, int *created);
-void wf__obs_map_del(wf__obs_map *m, const wf__obs_key *key);
-/* Iteration: slots 0 .. cap-1; wf__obs_map_at gives NULL for a free slot. */
-void *wf__obs_map_at(const wf__obs_map *m, size_t slot, wf__obs_key *key);
+void *wf__exp_map_put(wf__exp_map *m, const wf__exp_key *key, int *created);
+void wf__exp_map_del(wf__exp_map *m, const wf__exp_key *key);
+/* Iteration: slots 0 .. cap-1; wf__exp_map_at gives NULL for a free slot. */
+void *wf__exp_map_at(const wf__exp_map *m, size_t slot, wf__exp_key *key);
 
-static inline wf__obs_key wf__obs_key2(uint64_t a, uint64_t b)
+static inline wf__exp_key wf__exp_key2(uint64_t a, uint64_t b)
 {
-    wf__obs_key k = {{a, b, 0, 0}};
+    wf__exp_key k = {{a, b, 0, 0}};
     return k;
 }
 
 /* A 64-bit mix (splitmix64's finaliser): ids and hashes. */
-static inline uint64_t wf__obs_mix(uint64_t x)
+static inline uint64_t wf__exp_mix(uint64_t x)
 {
     x += 0x9e3779b97f4a7c15ull;
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -108,10 +108,10 @@ static inline uint64_t wf__obs_mix(uint64_t x)
 /* ---------------------------------------------------------------- misc */
 
 /* "ok", "failed", "suspended", "pending" for a STEP_END's error. */
-const char *wf__obs_outcome(int32_t error);
+const char *wf__exp_outcome(int32_t error);
 /* "running", "done", "failed", "timed_out", "cancelled" or "unknown". */
-const char *wf__obs_status_name(uint32_t status);
+const char *wf__exp_status_name(uint32_t status);
 /* Random 64 bits for ids (getrandom, else a mix of clocks and addresses). */
-uint64_t wf__obs_random64(void);
+uint64_t wf__exp_random64(void);
 
 #endif
