@@ -13,7 +13,7 @@
  *  - a complete slice ("X") per step invocation, written at its STEP_END
  *    (so begin and end can never mismatch) and starting at its STEP_START
  *    when that was seen on the same thread;
- *  - a flow arrow ("s" -> "f", id = the event id) from the routing of an
+ *  - a flow arrow ("s" -> "f", id from run and event id) from the routing of an
  *    event (inside the emitting step's slice, or a small "route" anchor
  *    slice when routed from outside a step) to the invocation consuming it,
  *    written once both ends were seen, whichever came first;
@@ -170,6 +170,17 @@ static void instant(perfetto *p, const wf_obs_record *r, const char *what, const
     args_record(b, r);
 }
 
+/*
+ * The ids of flows and waits in the file. Event and waiter ids are unique
+ * only while in flight (the executor derives them from addresses, which are
+ * reused) and may exceed 2^53, where JavaScript readers round them; mixed
+ * with the run id and cut to 53 bits they stay exact and apart across runs.
+ */
+static uint64_t short_id(uint64_t run_id, uint64_t id)
+{
+    return wf__exp_mix(run_id * 0x100000001b3ull ^ wf__exp_mix(id)) >> 11;
+}
+
 static void flow_pair(perfetto *p, uint64_t id, const flow *f)
 {
     wf__buf *b = &p->buf;
@@ -232,7 +243,7 @@ static void flow_end(perfetto *p, const wf_obs_record *r, int is_route)
             done.start_ts = r->ts_ns;
         }
         wf__exp_map_del(&p->flows, &k);
-        flow_pair(p, r->event_id, &done);
+        flow_pair(p, short_id(r->run_id, r->event_id), &done);
         return;
     }
     /* A later attempt (or a resumed invocation) re-reads an input already paired. */
@@ -405,16 +416,9 @@ static void wait_event(perfetto *p, const char *ph, uint64_t id, uint64_t tid, i
 {
     wf__buf *b = &p->buf;
     ev_open(p, ph, tid, ts);
-    /* Waiter ids may repeat across runs: the async id mixes in the run. */
     wf__buf_printf(b, ",\"cat\":\"wait\",\"id\":%" PRIu64 ",\"name\":\"wait ", id);
     wf__exp_json_chars(b, type ? type : "event");
     wf__buf_puts(b, "\"");
-}
-
-static uint64_t wait_id(uint64_t run_id, uint64_t waiter)
-{
-    /* Below 2^53: exact in every JSON reader. */
-    return wf__exp_mix(run_id * 0x100000001b3ull ^ waiter) >> 11;
 }
 
 static void on_wait_suspend(perfetto *p, const wf_obs_record *r)
@@ -429,7 +433,7 @@ static void on_wait_suspend(perfetto *p, const wf_obs_record *r)
         p->lost++;
         return;
     }
-    uint64_t id = wait_id(r->run_id, r->event_id);
+    uint64_t id = short_id(r->run_id, r->event_id);
     if (!created) {
         wait_event(p, "e", id, w->tid, r->ts_ns > w->ts ? r->ts_ns : w->ts, w->type);
         wf__buf_puts(&p->buf, "}");
@@ -449,7 +453,7 @@ static void on_wait_resume(perfetto *p, const wf_obs_record *r)
     wf__exp_key k = wf__exp_key2(r->run_id, r->event_id);
     open_wait *o = wf__exp_map_get(&p->waits, &k);
     open_wait w;
-    uint64_t id = wait_id(r->run_id, r->event_id);
+    uint64_t id = short_id(r->run_id, r->event_id);
     if (o) {
         w = *o;
         wf__exp_map_del(&p->waits, &k);
@@ -614,7 +618,7 @@ static void perfetto_finish(perfetto *p)
         open_wait *w = wf__exp_map_at(&p->waits, i, &k);
         if (w == NULL)
             continue;
-        wait_event(p, "e", wait_id(k.k[0], k.k[1]), w->tid, end > w->ts ? end : w->ts, w->type);
+        wait_event(p, "e", short_id(k.k[0], k.k[1]), w->tid, end > w->ts ? end : w->ts, w->type);
         wf__buf_puts(&p->buf, ",\"args\":{\"outcome\":\"unfinished\"}}");
     }
     ev_open(p, "M", 0, 0);
