@@ -505,7 +505,7 @@ int wf__otlp_new(wf_observer *out, const wf_exporter_params *params, wf__otlp_si
     }
     memset(out, 0, sizeof *out);
     otlp *o = wf__calloc(1, sizeof *o);
-    const char *service = params->service_name ? params->service_name : "wf";
+    const char *service = params && params->service_name ? params->service_name : "wf";
     if (o == NULL || (o->service = wf__strdup(service)) == NULL) {
         wf__free_mem(o);
         wf__exp_close(f, keep);
@@ -559,3 +559,14 @@ int wf_exporter_otlp_json(wf_observer *out, const wf_exporter_params *params)
     }
     return wf__otlp_new(out, params, NULL);
 }
+
+#ifndef WF_OTLP_HTTP
+int wf_exporter_otlp_http(wf_observer *out, const char *endpoint, const wf_exporter_params *params)
+{
+    (void)out;
+    (void)endpoint;
+    if (params)
+        wf__exp_close(params->out, params->keep_open); /* taken over even when refused */
+    return WF_ENOTSUP;                                 /* built without -Dotlp_http=true */
+}
+#endif

@@ -22,6 +22,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
 #include <wf/wf.h>
 
 #ifndef cr_assert_str_neq /* not in the in-process harness */
@@ -1599,6 +1603,362 @@ Test(observe_export, prometheus_valid_for_any_records)
         free(r);
         unlink(path);
     }
+}
+
+/* ========================================================== OTLP/HTTP */
+
+#ifdef WF_OTLP_HTTP /* the helpers of the OTLP/HTTP test */
+/*
+ * A one-thread HTTP server on loopback: reads each request's body, keeps it,
+ * answers with the status it was given. The exporter's flush waits for the
+ * answer, so a body is stored (under the lock) before the flush returns.
+ */
+typedef struct http_server {
+    int fd, stop[2];
+    int port;
+    int status;
+    pthread_t th;
+    pthread_mutex_t lock;
+    char *body[16];
+    size_t len[16];
+    int n;
+} http_server;
+
+static void serve_one(http_server *s, int c)
+{
+    char buf[1 << 16];
+    size_t got = 0;
+    char *hdr_end = NULL;
+    while (hdr_end == NULL && got < sizeof buf - 1) {
+        ssize_t k = recv(c, buf + got, sizeof buf - 1 - got, 0);
+        if (k <= 0)
+            return;
+        got += (size_t)k;
+        buf[got] = 0;
+        hdr_end = strstr(buf, "\r\n\r\n");
+    }
+    if (hdr_end == NULL)
+        return;
+    const char *cl = strcasestr(buf, "Content-Length:");
+    size_t want = cl ? strtoul(cl + 15, NULL, 10) : 0;
+    size_t have = got - (size_t)(hdr_end + 4 - buf);
+    char *body = malloc(want + 1);
+    memcpy(body, hdr_end + 4, have < want ? have : want);
+    while (have < want) {
+        ssize_t k = recv(c, body + have, want - have, 0);
+        if (k <= 0)
+            break;
+        have += (size_t)k;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->n < 16 && strncmp(buf, "POST /v1/traces HTTP/1.1\r\n", 26) == 0 &&
+        strcasestr(buf, "Content-Type: application/x-protobuf")) {
+        s->body[s->n] = body;
+        s->len[s->n++] = have;
+        body = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+    free(body);
+    char reply[128];
+    int n = snprintf(reply, sizeof reply, "HTTP/1.1 %d X\r\nContent-Length: 0\r\n\r\n", s->status);
+    send(c, reply, (size_t)n, MSG_NOSIGNAL);
+}
+
+static void *serve(void *arg)
+{
+    http_server *s = arg;
+    for (;;) {
+        struct pollfd p[2] = {{.fd = s->fd, .events = POLLIN},
+                              {.fd = s->stop[0], .events = POLLIN}};
+        if (poll(p, 2, -1) < 0 || p[1].revents)
+            return NULL;
+        int c = accept(s->fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        serve_one(s, c);
+        close(c);
+    }
+}
+
+static int listen_loopback(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static void server_start(http_server *s, int status)
+{
+    memset(s, 0, sizeof *s);
+    s->status = status;
+    s->fd = listen_loopback(&s->port);
+    cr_assert_eq(listen(s->fd, 8), 0);
+    cr_assert_eq(pipe(s->stop), 0);
+    pthread_mutex_init(&s->lock, NULL);
+    cr_assert_eq(pthread_create(&s->th, NULL, serve, s), 0);
+}
+
+static void server_stop(http_server *s)
+{
+    cr_assert_eq(write(s->stop[1], "x", 1), 1);
+    pthread_join(s->th, NULL);
+    close(s->fd);
+    close(s->stop[0]);
+    close(s->stop[1]);
+    for (int i = 0; i < s->n; i++)
+        free(s->body[i]);
+    pthread_mutex_destroy(&s->lock);
+}
+
+/* A protobuf field read from [*p, end): 1, 0 at the end, -1 when malformed. */
+typedef struct pbf {
+    unsigned field, wt;
+    uint64_t v;         /* varint, fixed64 */
+    const uint8_t *buf; /* length-delimited */
+    size_t len;
+} pbf;
+
+static int pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (*p >= end)
+            return -1;
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return 0;
+    }
+    return -1;
+}
+
+static int pb_next(const uint8_t **p, const uint8_t *end, pbf *f)
+{
+    if (*p == end)
+        return 0;
+    uint64_t key;
+    if (pb_varint(p, end, &key) < 0)
+        return -1;
+    f->field = (unsigned)(key >> 3);
+    f->wt = (unsigned)(key & 7);
+    if (f->wt == 0)
+        return pb_varint(p, end, &f->v) < 0 ? -1 : 1;
+    if (f->wt == 1) {
+        if (end - *p < 8)
+            return -1;
+        f->v = 0;
+        for (int i = 0; i < 8; i++)
+            f->v |= (uint64_t)(*p)[i] << (8 * i);
+        *p += 8;
+        return 1;
+    }
+    if (f->wt == 2) {
+        uint64_t n;
+        if (pb_varint(p, end, &n) < 0 || n > (uint64_t)(end - *p))
+            return -1;
+        f->buf = *p;
+        f->len = (size_t)n;
+        *p += n;
+        return 1;
+    }
+    return -1;
+}
+
+/* The only length-delimited field number `field` of message m (asserts one). */
+static pbf pb_one(const uint8_t *m, size_t n, unsigned field)
+{
+    const uint8_t *p = m, *end = m + n;
+    pbf f, found = {0};
+    int count = 0, rc;
+    while ((rc = pb_next(&p, end, &f)) == 1)
+        if (f.field == field) {
+            found = f;
+            count++;
+        }
+    cr_assert_eq(rc, 0, "malformed protobuf");
+    cr_assert_eq(count, 1, "field %u appears %d times", field, count);
+    return found;
+}
+
+typedef struct pb_span {
+    char trace[33], span[17], parent[17];
+    char name[64];
+    uint64_t start, end;
+    int status_code, n_events;
+} pb_span;
+
+static void hexify(char *out, const uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+/* Walks an ExportTraceServiceRequest: service name, scope, spans. */
+static int pb_request(const char *body, size_t len, const char *service, pb_span *out, int max)
+{
+    pbf rs = pb_one((const uint8_t *)body, len, 1);
+    pbf res = pb_one(rs.buf, rs.len, 1);
+    pbf kv = pb_one(res.buf, res.len, 1);
+    pbf key = pb_one(kv.buf, kv.len, 1), val = pb_one(kv.buf, kv.len, 2);
+    cr_assert(key.len == 12 && memcmp(key.buf, "service.name", 12) == 0);
+    pbf sv = pb_one(val.buf, val.len, 1);
+    cr_assert(sv.len == strlen(service) && memcmp(sv.buf, service, sv.len) == 0);
+    pbf ss = pb_one(rs.buf, rs.len, 2);
+    pbf scope = pb_one(ss.buf, ss.len, 1);
+    pbf sname = pb_one(scope.buf, scope.len, 1);
+    cr_assert(sname.len == 2 && memcmp(sname.buf, "wf", 2) == 0);
+    const uint8_t *p = ss.buf, *end = ss.buf + ss.len;
+    pbf f;
+    int n = 0;
+    while (pb_next(&p, end, &f) == 1) {
+        if (f.field != 2)
+            continue;
+        cr_assert(n < max);
+        pb_span *sp = &out[n++];
+        memset(sp, 0, sizeof *sp);
+        const uint8_t *q = f.buf, *qe = f.buf + f.len;
+        pbf g;
+        int rc;
+        while ((rc = pb_next(&q, qe, &g)) == 1) {
+            switch (g.field) {
+            case 1:
+                cr_assert_eq(g.len, 16, "trace id of 16 bytes");
+                hexify(sp->trace, g.buf, 16);
+                break;
+            case 2:
+                cr_assert_eq(g.len, 8, "span id of 8 bytes");
+                hexify(sp->span, g.buf, 8);
+                break;
+            case 4:
+                cr_assert_eq(g.len, 8);
+                hexify(sp->parent, g.buf, 8);
+                break;
+            case 5:
+                cr_assert(g.len < sizeof sp->name);
+                memcpy(sp->name, g.buf, g.len);
+                break;
+            case 6:
+                cr_assert_eq(g.v, 1, "SPAN_KIND_INTERNAL");
+                break;
+            case 7:
+                cr_assert_eq(g.wt, 1u, "fixed64");
+                sp->start = g.v;
+                break;
+            case 8:
+                cr_assert_eq(g.wt, 1u, "fixed64");
+                sp->end = g.v;
+                break;
+            case 11:
+                sp->n_events++;
+                break;
+            case 15: {
+                const uint8_t *r = g.buf, *re = g.buf + g.len;
+                pbf h;
+                while (pb_next(&r, re, &h) == 1)
+                    if (h.field == 3) /* Status.code */
+                        sp->status_code = (int)h.v;
+                break;
+            }
+            default:
+                break;
+            }
+        }
+        cr_assert_eq(rc, 0, "malformed span");
+    }
+    return n;
+}
+
+#endif
+
+Test(observe_export, otlp_http_protobuf_to_a_loopback_server)
+{
+    wf_observer o;
+#ifndef WF_OTLP_HTTP
+    cr_assert_eq(wf_exporter_otlp_http(&o, "http://127.0.0.1:4318/v1/traces", NULL), WF_ENOTSUP);
+    cr_skip_test("built without -Dotlp_http=true");
+#else
+    cr_assert_eq(wf_exporter_otlp_http(&o, "https://127.0.0.1/v1/traces", NULL), WF_EINVAL);
+    cr_assert_eq(wf_exporter_otlp_http(&o, "http://", NULL), WF_EINVAL);
+    cr_assert_eq(wf_exporter_otlp_http(&o, "http://h:port/", NULL), WF_EINVAL);
+    cr_assert_eq(wf_exporter_otlp_http(&o, NULL, NULL), WF_EINVAL);
+
+    http_server srv;
+    server_start(&srv, 200);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/traces", srv.port);
+    wf_exporter_params p;
+    wf_exporter_params_init(&p);
+    p.service_name = "svc";
+    cr_assert_eq(wf_exporter_otlp_http(&o, url, &p), 0);
+    wf_obs_record r[64];
+    int64_t t0 = 9007199254740993ll;
+    size_t n = scenario(r, 1, t0);
+    feed(&o, r, n);
+    o.flush(o.user);
+    pthread_mutex_lock(&srv.lock);
+    cr_assert_eq(srv.n, 1, "one request per flush");
+    char *body = srv.body[0];
+    size_t len = srv.len[0];
+    pthread_mutex_unlock(&srv.lock);
+
+    pb_span sp[8];
+    int ns = pb_request(body, len, "svc", sp, 8);
+    cr_assert_eq(ns, 5, "the run and four invocations");
+    const pb_span *run = &sp[4];
+    cr_assert_str_eq(run->name, "QuickStart");
+    cr_assert_str_eq(run->parent, "", "the run is the root");
+    cr_assert_eq(run->n_events, 3);
+    uint64_t off = (uint64_t)wf_obs_clock_offset_ns();
+    cr_assert_eq(run->start, (uint64_t)t0 + off, "exact 64-bit times");
+    cr_assert_eq(run->end, (uint64_t)t0 + 10000 + off);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_str_eq(sp[i].trace, run->trace);
+        cr_assert_str_eq(sp[i].parent, run->span);
+    }
+    cr_assert_str_eq(sp[2].name, "think");
+    cr_assert_eq(sp[2].status_code, 2, "the failed attempt");
+    cr_assert_eq(sp[2].start, (uint64_t)t0 + 2500 + off);
+
+    /* protoc reads it too, where it is installed. */
+    if (system("command -v protoc >/dev/null 2>&1") == 0) {
+        char path[64];
+        FILE *f = temp_file(path);
+        cr_assert_eq(fwrite(body, 1, len, f), len);
+        fclose(f);
+        char cmd[256], out[80];
+        snprintf(cmd, sizeof cmd, "protoc --decode_raw < %s > %s.txt", path, path);
+        cr_assert_eq(system(cmd), 0, "protoc --decode_raw rejects the request");
+        snprintf(out, sizeof out, "%s.txt", path);
+        char *text = slurp(out);
+        cr_assert(strstr(text, "\"service.name\"") && strstr(text, "\"QuickStart\""), "%s", text);
+        free(text);
+        unlink(path);
+        unlink(out);
+    }
+    o.user_free(o.user);
+    server_stop(&srv);
+
+    /* An endpoint that refuses (500) or is not there: spans dropped, no hang. */
+    server_start(&srv, 500);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/traces", srv.port);
+    cr_assert_eq(wf_exporter_otlp_http(&o, url, NULL), 0);
+    feed(&o, r, n);
+    finish(&o);
+    pthread_mutex_lock(&srv.lock);
+    cr_assert_eq(srv.n, 1);
+    pthread_mutex_unlock(&srv.lock);
+    server_stop(&srv);
+    int port, fd = listen_loopback(&port);
+    close(fd); /* nothing listens there now */
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/traces", port);
+    cr_assert_eq(wf_exporter_otlp_http(&o, url, NULL), 0);
+    feed(&o, r, n);
+    finish(&o);
+#endif
 }
 
 /* ================================================================ log */
