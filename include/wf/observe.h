@@ -154,7 +154,10 @@ WF_API const char *wf_obs_kind_name(wf_obs_kind kind);
 
 /** Exporter options. Fill with wf_exporter_params_init; only grows at the end. */
 typedef struct wf_exporter_params {
-    /** Output file, owned by the exporter (fclose'd when removed) unless keep_open. */
+    /**
+     * Output file, owned by the exporter (fclose'd when removed) unless
+     * keep_open; taken over also when the exporter's constructor fails.
+     */
     FILE *out;
     int keep_open;
     /** OTLP: the service.name resource attribute (default "wf"). */
@@ -177,6 +180,18 @@ WF_API int wf_exporter_perfetto(wf_observer *out, const wf_exporter_params *p);
  * the OpenTelemetry Collector's otlpjsonfile receiver format).
  */
 WF_API int wf_exporter_otlp_json(wf_observer *out, const wf_exporter_params *p);
+/**
+ * The same spans sent over OTLP/HTTP: encoded as protobuf (an
+ * ExportTraceServiceRequest) and POSTed to endpoint, "http://host:port/path"
+ * (e.g. Phoenix's http://127.0.0.1:6006/v1/traces; the path defaults to
+ * /v1/traces), at each flush and whenever 256 spans are pending, from the
+ * exporter thread (5 s timeouts). Plain HTTP only; a failed request is
+ * dropped, not retried. p is optional: p->out, if set, also gets the JSON
+ * lines; p->service_name. WF_EINVAL for an endpoint that is not http://,
+ * WF_ENOTSUP when wf was built without -Dotlp_http=true.
+ */
+WF_API int wf_exporter_otlp_http(wf_observer *out, const char *endpoint,
+                                 const wf_exporter_params *p);
 /**
  * Prometheus text exposition of the executor's counters and step duration
  * histograms; the file is rewritten with the current values at each

@@ -1,0 +1,572 @@
+/*
+ * otlp.c: OpenTelemetry spans as OTLP/JSON lines (the file format of the
+ * Collector's otlpjsonfile receiver and file exporter): one TracesData
+ * object per line.
+ *
+ * A run is a root span, each step invocation a child span of it. Ids:
+ * the trace id of a run is derived from its run id and a random seed drawn
+ * per exporter (run ids restart with every executor; the seed keeps traces
+ * of two processes apart), and so is the run's span id, so a step span can
+ * name its parent before, or without, the run's records being seen. A step
+ * span is written when the invocation ends, the run span when the run ends,
+ * several spans per line: a line is written at each flush and whenever 256
+ * spans are pending. Retries, unhandled and dropped events are span events
+ * of the run span (a retry is known once the failed attempt's span may
+ * already be written).
+ *
+ * OTLP/JSON spells trace and span ids as lowercase hex, 64-bit integers
+ * (times included) as decimal strings, enums as integers.
+ */
+#include "export.h"
+#include "otlp.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+#define MAX_SPANS_PER_LINE 256
+#define MAX_RUNS           262144
+#define MAX_RUN_EVENTS     128
+
+typedef struct otlp_thr {
+    int in_step;
+    int64_t start_ts;
+    uint64_t run_id, event_id;
+    uint32_t attempt;
+    const char *workflow, *step, *type; /* interned */
+} otlp_thr;
+
+typedef struct otlp_run {
+    int have_start;
+    int64_t start_ts;
+    const char *workflow;   /* interned */
+    wf__otlp_event *events; /* owned */
+    uint32_t n_events, cap_events;
+    uint32_t dropped_events;
+} otlp_run;
+
+typedef struct otlp {
+    FILE *out;
+    int keep_open;
+    char *service;
+    uint64_t seed[2];
+    uint64_t next_span;
+    int64_t offset;  /* CLOCK_MONOTONIC -> Unix time */
+    int64_t last_ts; /* the latest time seen: ends what never ended */
+    int have_ts;
+    wf__buf head, tail; /* of a line, around its spans */
+    wf__buf spans;      /* pending spans, comma-separated */
+    uint32_t n_spans;
+    uint64_t lost;
+    wf__exp_pool names;
+    wf__exp_map runs;    /* run id -> otlp_run */
+    wf__exp_map threads; /* thread -> otlp_thr */
+    wf__otlp_sink *sink; /* optional second output (OTLP/HTTP) */
+} otlp;
+
+/* ------------------------------------------------------------ ids */
+
+void wf__otlp_trace_id(const uint64_t seed[2], uint64_t run_id, uint64_t out[2])
+{
+    out[0] = wf__exp_mix(seed[0] ^ wf__exp_mix(run_id));
+    out[1] = wf__exp_mix(seed[1] ^ run_id);
+    if ((out[0] | out[1]) == 0) /* the all-zero id is invalid */
+        out[1] = 1;
+}
+
+uint64_t wf__otlp_run_span_id(const uint64_t seed[2], uint64_t run_id)
+{
+    uint64_t id = wf__exp_mix(seed[1] + wf__exp_mix(run_id ^ seed[0]));
+    return id ? id : 1;
+}
+
+static uint64_t step_span_id(otlp *o)
+{
+    uint64_t id = wf__exp_mix(o->seed[0] + 0x632be59bd9b4e019ull * ++o->next_span);
+    return id ? id : 1;
+}
+
+static uint64_t unix_ns(const otlp *o, int64_t mono)
+{
+    int64_t t = mono + o->offset;
+    return t > 0 ? (uint64_t)t : 0;
+}
+
+/* ---------------------------------------------------------- JSON */
+
+static void hex(wf__buf *b, uint64_t x)
+{
+    wf__buf_printf(b, "%016" PRIx64, x);
+}
+
+static void json_attr(wf__buf *b, const wf__otlp_attr *a, int first)
+{
+    wf__buf_puts(b, first ? "{\"key\":" : ",{\"key\":");
+    wf__exp_json_str(b, a->key);
+    if (a->is_int) {
+        wf__buf_printf(b, ",\"value\":{\"intValue\":\"%" PRId64 "\"}}", a->i);
+    } else {
+        wf__buf_puts(b, ",\"value\":{\"stringValue\":");
+        wf__exp_json_str(b, a->s);
+        wf__buf_puts(b, "}}");
+    }
+}
+
+static void json_attrs(wf__buf *b, const wf__otlp_attr *a, uint32_t n)
+{
+    wf__buf_puts(b, "\"attributes\":[");
+    for (uint32_t i = 0; i < n; i++)
+        json_attr(b, &a[i], i == 0);
+    wf__buf_puts(b, "]");
+}
+
+void wf__otlp_span_json(wf__buf *b, const wf__otlp_span *s)
+{
+    wf__buf_puts(b, "{\"traceId\":\"");
+    hex(b, s->trace_id[0]);
+    hex(b, s->trace_id[1]);
+    wf__buf_puts(b, "\",\"spanId\":\"");
+    hex(b, s->span_id);
+    wf__buf_puts(b, "\"");
+    if (s->parent_id) {
+        wf__buf_puts(b, ",\"parentSpanId\":\"");
+        hex(b, s->parent_id);
+        wf__buf_puts(b, "\"");
+    }
+    wf__buf_puts(b, ",\"name\":");
+    wf__exp_json_str(b, s->name);
+    /* SPAN_KIND_INTERNAL: work inside the process. */
+    wf__buf_printf(
+        b, ",\"kind\":1,\"startTimeUnixNano\":\"%" PRIu64 "\",\"endTimeUnixNano\":\"%" PRIu64 "\",",
+        s->start_ns, s->end_ns);
+    json_attrs(b, s->attrs, s->n_attrs);
+    if (s->n_events) {
+        wf__buf_puts(b, ",\"events\":[");
+        for (uint32_t i = 0; i < s->n_events; i++) {
+            const wf__otlp_event *e = &s->events[i];
+            wf__buf_printf(b, "%s{\"timeUnixNano\":\"%" PRIu64 "\",\"name\":", i ? "," : "",
+                           e->time_ns);
+            wf__exp_json_str(b, e->name);
+            wf__buf_puts(b, ",");
+            json_attrs(b, e->attrs, e->n_attrs);
+            wf__buf_puts(b, "}");
+        }
+        wf__buf_puts(b, "]");
+    }
+    if (s->dropped_events)
+        wf__buf_printf(b, ",\"droppedEventsCount\":%u", (unsigned)s->dropped_events);
+    if (s->status_code) {
+        wf__buf_printf(b, ",\"status\":{\"code\":%d", s->status_code);
+        if (s->status_message) {
+            wf__buf_puts(b, ",\"message\":");
+            wf__exp_json_str(b, s->status_message);
+        }
+        wf__buf_puts(b, "}");
+    }
+    wf__buf_puts(b, "}");
+}
+
+/* Writes the pending spans as one line. */
+static void write_line(otlp *o)
+{
+    if (o->n_spans == 0)
+        return;
+    if (o->out) {
+        if (wf__exp_write(o->out, &o->head) < 0 || wf__exp_write(o->out, &o->spans) < 0 ||
+            wf__exp_write(o->out, &o->tail) < 0)
+            o->lost += o->n_spans;
+    }
+    o->spans.len = 0;
+    o->spans.data[0] = 0;
+    o->n_spans = 0;
+}
+
+static void emit_span(otlp *o, const wf__otlp_span *s)
+{
+    if (o->sink)
+        wf__otlp_sink_add(o->sink, s);
+    if (o->out == NULL)
+        return;
+    size_t len0 = o->spans.len;
+    if (o->n_spans)
+        wf__buf_puts(&o->spans, ",");
+    wf__otlp_span_json(&o->spans, s);
+    if (o->spans.oom) {
+        /* This span goes, whole; the line stays valid. */
+        o->spans.oom = 0;
+        o->spans.len = len0;
+        if (o->spans.data)
+            o->spans.data[len0] = 0;
+        o->lost++;
+        return;
+    }
+    if (++o->n_spans >= MAX_SPANS_PER_LINE)
+        write_line(o);
+}
+
+/* --------------------------------------------------------- records */
+
+static otlp_thr *thread_state(otlp *o, uint32_t thread)
+{
+    wf__exp_key k = wf__exp_key2(thread, 0);
+    otlp_thr *t = wf__exp_map_put(&o->threads, &k, NULL);
+    if (t == NULL)
+        o->lost++;
+    return t;
+}
+
+static uint32_t step_attrs(wf__otlp_attr *a, uint64_t run_id, const char *workflow,
+                           const char *step, const char *type, uint32_t attempt)
+{
+    uint32_t n = 0;
+    a[n++] = (wf__otlp_attr){"wf.run_id", 1, (int64_t)run_id, NULL};
+    if (workflow)
+        a[n++] = (wf__otlp_attr){"wf.workflow", 0, 0, workflow};
+    if (step)
+        a[n++] = (wf__otlp_attr){"wf.step", 0, 0, step};
+    if (type)
+        a[n++] = (wf__otlp_attr){"wf.event_type", 0, 0, type};
+    a[n++] = (wf__otlp_attr){"wf.attempt", 1, attempt, NULL};
+    return n;
+}
+
+static void step_span(otlp *o, const wf_obs_record *r, int64_t start, int64_t end, int unfinished)
+{
+    wf__otlp_attr a[8];
+    wf__otlp_span s = {0};
+    wf__otlp_trace_id(o->seed, r->run_id, s.trace_id);
+    s.span_id = step_span_id(o);
+    s.parent_id = wf__otlp_run_span_id(o->seed, r->run_id);
+    s.name = r->step ? r->step : "step";
+    s.start_ns = unix_ns(o, start);
+    s.end_ns = unix_ns(o, end > start ? end : start);
+    s.attrs = a;
+    s.n_attrs = step_attrs(a, r->run_id, r->workflow, r->step, r->event_type, r->attempt);
+    a[s.n_attrs++] =
+        (wf__otlp_attr){"wf.outcome", 0, 0, unfinished ? "unfinished" : wf__exp_outcome(r->error)};
+    if (!unfinished && r->error < 0) {
+        a[s.n_attrs++] = (wf__otlp_attr){"wf.error", 0, 0, wf_err_name(r->error)};
+        s.status_code = 2; /* STATUS_CODE_ERROR */
+        s.status_message = r->message ? r->message : wf_strerror(r->error);
+    }
+    emit_span(o, &s);
+}
+
+static void on_step_start(otlp *o, const wf_obs_record *r)
+{
+    otlp_thr *t = thread_state(o, r->thread);
+    if (t == NULL)
+        return;
+    t->in_step = 1;
+    t->start_ts = r->ts_ns;
+    t->run_id = r->run_id;
+    t->event_id = r->event_id;
+    t->attempt = r->attempt;
+    t->workflow = wf__exp_intern(&o->names, r->workflow);
+    t->step = wf__exp_intern(&o->names, r->step);
+    t->type = wf__exp_intern(&o->names, r->event_type);
+}
+
+static void on_step_end(otlp *o, const wf_obs_record *r)
+{
+    otlp_thr *t = thread_state(o, r->thread);
+    int64_t start = r->ts_ns - (r->dur_ns > 0 ? r->dur_ns : 0);
+    /* Records of one thread arrive in order: its open step is this one, if any. */
+    if (t && t->in_step && t->run_id == r->run_id && t->event_id == r->event_id &&
+        t->attempt == r->attempt && t->start_ts <= r->ts_ns)
+        start = t->start_ts;
+    if (t)
+        t->in_step = 0;
+    step_span(o, r, start, r->ts_ns, 0);
+}
+
+static void free_events(otlp_run *run)
+{
+    for (uint32_t i = 0; i < run->n_events; i++)
+        wf__free_mem(run->events[i].owned);
+    wf__free_mem(run->events);
+    run->events = NULL;
+    run->n_events = run->cap_events = 0;
+}
+
+/* The run's entry, created when absent; NULL (counted) when it cannot be stored. */
+static otlp_run *run_state(otlp *o, uint64_t run_id)
+{
+    wf__exp_key k = wf__exp_key2(run_id, 0);
+    otlp_run *run = wf__exp_map_put(&o->runs, &k, NULL);
+    if (run == NULL)
+        o->lost++;
+    return run;
+}
+
+static void on_run_start(otlp *o, const wf_obs_record *r)
+{
+    otlp_run *run = run_state(o, r->run_id);
+    if (run == NULL)
+        return;
+    run->have_start = 1;
+    run->start_ts = r->ts_ns;
+    run->workflow = wf__exp_intern(&o->names, r->workflow);
+}
+
+static void run_span(otlp *o, uint64_t run_id, otlp_run *run, const wf_obs_record *end)
+{
+    wf__otlp_attr a[8];
+    wf__otlp_span s = {0};
+    const char *workflow = end && end->workflow ? end->workflow : run->workflow;
+    int64_t end_ts = end ? end->ts_ns : o->last_ts;
+    int64_t start =
+        run->have_start ? run->start_ts : end_ts - (end && end->dur_ns > 0 ? end->dur_ns : 0);
+    wf__otlp_trace_id(o->seed, run_id, s.trace_id);
+    s.span_id = wf__otlp_run_span_id(o->seed, run_id);
+    s.name = workflow ? workflow : "run";
+    s.start_ns = unix_ns(o, start);
+    s.end_ns = unix_ns(o, end_ts > start ? end_ts : start);
+    s.attrs = a;
+    a[s.n_attrs++] = (wf__otlp_attr){"wf.run_id", 1, (int64_t)run_id, NULL};
+    if (workflow)
+        a[s.n_attrs++] = (wf__otlp_attr){"wf.workflow", 0, 0, workflow};
+    a[s.n_attrs++] =
+        (wf__otlp_attr){"wf.status", 0, 0, end ? wf__exp_status_name(end->status) : "unfinished"};
+    char msg[512];
+    if (end && end->error < 0) {
+        a[s.n_attrs++] = (wf__otlp_attr){"wf.error", 0, 0, wf_err_name(end->error)};
+        if (end->step)
+            a[s.n_attrs++] = (wf__otlp_attr){"wf.step", 0, 0, end->step};
+    }
+    if (end && (end->status == WF_RUN_FAILED || end->status == WF_RUN_TIMED_OUT)) {
+        s.status_code = 2;
+        const char *m = end->message ? end->message : wf_strerror(end->error);
+        if (end->step) {
+            snprintf(msg, sizeof msg, "step %s: %s", end->step, m);
+            s.status_message = msg;
+        } else {
+            s.status_message = m;
+        }
+    }
+    s.events = run->events;
+    s.n_events = run->n_events;
+    s.dropped_events = run->dropped_events;
+    emit_span(o, &s);
+}
+
+static void on_run_end(otlp *o, const wf_obs_record *r)
+{
+    wf__exp_key k = wf__exp_key2(r->run_id, 0);
+    otlp_run *stored = wf__exp_map_get(&o->runs, &k);
+    otlp_run run = {0};
+    if (stored) {
+        run = *stored;
+        wf__exp_map_del(&o->runs, &k);
+    }
+    run_span(o, r->run_id, &run, r);
+    free_events(&run);
+}
+
+/* A span event on the run's span (written when the run ends). */
+static void run_event(otlp *o, const wf_obs_record *r, const char *name)
+{
+    otlp_run *run = run_state(o, r->run_id);
+    if (run == NULL)
+        return;
+    if (run->workflow == NULL)
+        run->workflow = wf__exp_intern(&o->names, r->workflow);
+    if (run->n_events >= MAX_RUN_EVENTS) {
+        run->dropped_events++;
+        return;
+    }
+    if (run->n_events == run->cap_events) {
+        uint32_t cap = run->cap_events ? run->cap_events * 2 : 4;
+        wf__otlp_event *ev = wf__realloc(run->events, cap * sizeof *ev);
+        if (ev == NULL) {
+            run->dropped_events++;
+            o->lost++;
+            return;
+        }
+        run->events = ev;
+        run->cap_events = cap;
+    }
+    wf__otlp_event *e = &run->events[run->n_events];
+    memset(e, 0, sizeof *e);
+    e->time_ns = unix_ns(o, r->ts_ns);
+    e->name = name;
+    wf__otlp_attr *a = e->attrs;
+    uint32_t n = 0;
+    const char *step = wf__exp_intern(&o->names, r->step);
+    const char *type = wf__exp_intern(&o->names, r->event_type);
+    if (step)
+        a[n++] = (wf__otlp_attr){"wf.step", 0, 0, step};
+    if (type)
+        a[n++] = (wf__otlp_attr){"wf.event_type", 0, 0, type};
+    if (r->kind == WF_OBS_RETRY) {
+        a[n++] = (wf__otlp_attr){"wf.attempt", 1, r->attempt, NULL};
+        a[n++] = (wf__otlp_attr){"wf.delay_ms", 1, r->value, NULL};
+        if (r->error < 0) {
+            a[n++] = (wf__otlp_attr){"wf.error", 0, 0, wf_err_name(r->error)};
+            e->owned = r->message ? wf__strdup(r->message) : NULL;
+            a[n++] =
+                (wf__otlp_attr){"wf.message", 0, 0, e->owned ? e->owned : wf_strerror(r->error)};
+        }
+    }
+    e->n_attrs = n;
+    run->n_events++;
+}
+
+static void otlp_record(const wf_obs_record *r, void *user)
+{
+    otlp *o = user;
+    if (!o->have_ts || r->ts_ns > o->last_ts) {
+        o->last_ts = r->ts_ns;
+        o->have_ts = 1;
+    }
+    switch (r->kind) {
+    case WF_OBS_RUN_START:
+        on_run_start(o, r);
+        break;
+    case WF_OBS_RUN_END:
+        on_run_end(o, r);
+        break;
+    case WF_OBS_STEP_START:
+        on_step_start(o, r);
+        break;
+    case WF_OBS_STEP_END:
+        on_step_end(o, r);
+        break;
+    case WF_OBS_RETRY:
+        run_event(o, r, "retry");
+        break;
+    case WF_OBS_EVENT_UNHANDLED:
+        run_event(o, r, "event.unhandled");
+        break;
+    case WF_OBS_EVENT_DROP:
+        run_event(o, r, "event.dropped");
+        break;
+    default:
+        break;
+    }
+}
+
+static void otlp_flush(void *user)
+{
+    otlp *o = user;
+    write_line(o);
+    if (o->out)
+        fflush(o->out);
+    if (o->sink)
+        wf__otlp_sink_flush(o->sink);
+}
+
+static void otlp_free(void *user)
+{
+    otlp *o = user;
+    wf__exp_key k;
+    /* What never ended ends at the last time seen: children keep their parent. */
+    for (size_t i = 0; i < o->threads.cap; i++) {
+        otlp_thr *t = wf__exp_map_at(&o->threads, i, &k);
+        if (t && t->in_step) {
+            wf_obs_record r = {.kind = WF_OBS_STEP_END,
+                               .thread = (uint32_t)k.k[0],
+                               .run_id = t->run_id,
+                               .event_id = t->event_id,
+                               .attempt = t->attempt,
+                               .workflow = t->workflow,
+                               .step = t->step,
+                               .event_type = t->type};
+            step_span(o, &r, t->start_ts, o->last_ts, 1);
+        }
+    }
+    for (size_t i = 0; i < o->runs.cap; i++) {
+        otlp_run *run = wf__exp_map_at(&o->runs, i, &k);
+        if (run) {
+            run_span(o, k.k[0], run, NULL);
+            free_events(run);
+        }
+    }
+    otlp_flush(o);
+    wf__otlp_sink_free(o->sink);
+    wf__exp_close(o->out, o->keep_open);
+    wf__buf_free(&o->head);
+    wf__buf_free(&o->tail);
+    wf__buf_free(&o->spans);
+    wf__exp_pool_free(&o->names);
+    wf__exp_map_free(&o->runs);
+    wf__exp_map_free(&o->threads);
+    wf__free_mem(o->service);
+    wf__free_mem(o);
+}
+
+int wf__otlp_new(wf_observer *out, const wf_exporter_params *params, wf__otlp_sink *sink)
+{
+    FILE *f = params ? params->out : NULL;
+    int keep = params ? params->keep_open : 0;
+    if (out == NULL || (f == NULL && sink == NULL)) {
+        wf__exp_close(f, keep); /* taken over even when refused */
+        wf__otlp_sink_free(sink);
+        return WF_EINVAL;
+    }
+    memset(out, 0, sizeof *out);
+    otlp *o = wf__calloc(1, sizeof *o);
+    const char *service = params && params->service_name ? params->service_name : "wf";
+    if (o == NULL || (o->service = wf__strdup(service)) == NULL) {
+        wf__free_mem(o);
+        wf__exp_close(f, keep);
+        wf__otlp_sink_free(sink);
+        return WF_ENOMEM;
+    }
+    o->out = f;
+    o->keep_open = keep;
+    o->sink = sink;
+    o->seed[0] = wf__exp_random64();
+    o->seed[1] = wf__exp_random64();
+    o->offset = wf_obs_clock_offset_ns();
+    wf__exp_map_init(&o->runs, sizeof(otlp_run), MAX_RUNS);
+    wf__exp_map_init(&o->threads, sizeof(otlp_thr), 0);
+    wf__buf_init(&o->head);
+    wf__buf_init(&o->tail);
+    wf__buf_init(&o->spans);
+    wf__buf_puts(&o->head, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":"
+                           "\"service.name\",\"value\":{\"stringValue\":");
+    wf__exp_json_str(&o->head, o->service);
+    wf__buf_puts(&o->head, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"wf\",\"version\":");
+    wf__exp_json_str(&o->head, wf_version_string());
+    wf__buf_puts(&o->head, "},\"spans\":[");
+    wf__buf_puts(&o->tail, "]}]}]}\n");
+    wf__buf_puts(&o->spans, ""); /* allocated: write_line may reset it */
+    if (o->head.oom || o->tail.oom || o->spans.oom) {
+        o->out = NULL;
+        o->sink = NULL;
+        otlp_free(o);
+        wf__exp_close(f, keep);
+        wf__otlp_sink_free(sink);
+        return WF_ENOMEM;
+    }
+    out->record = otlp_record;
+    out->flush = otlp_flush;
+    out->user_free = otlp_free;
+    out->user = o;
+    out->kinds = WF_OBS_BIT(WF_OBS_RUN_START) | WF_OBS_BIT(WF_OBS_RUN_END) |
+                 WF_OBS_BIT(WF_OBS_STEP_START) | WF_OBS_BIT(WF_OBS_STEP_END) |
+                 WF_OBS_BIT(WF_OBS_RETRY) | WF_OBS_BIT(WF_OBS_EVENT_UNHANDLED) |
+                 WF_OBS_BIT(WF_OBS_EVENT_DROP);
+    return 0;
+}
+
+int wf_exporter_otlp_json(wf_observer *out, const wf_exporter_params *params)
+{
+    if (params == NULL || params->out == NULL) {
+        if (params)
+            wf__exp_close(params->out, params->keep_open);
+        return WF_EINVAL;
+    }
+    return wf__otlp_new(out, params, NULL);
+}
+
+#ifndef WF_OTLP_HTTP
+int wf_exporter_otlp_http(wf_observer *out, const char *endpoint, const wf_exporter_params *params)
+{
+    (void)out;
+    (void)endpoint;
+    if (params)
+        wf__exp_close(params->out, params->keep_open); /* taken over even when refused */
+    return WF_ENOTSUP;                                 /* built without -Dotlp_http=true */
+}
+#endif
