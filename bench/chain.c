@@ -5,13 +5,50 @@
  * (routing, the event, the bypass slot) without run start-up. One warm-up
  * round in the same process first, as every peer does (TBB starts its
  * threads on first use).
- * Usage: chain [--n N] [--threads T] [--warmup W]
+ * Usage: chain [--n N] [--threads T] [--warmup W] [--observe MODE]
+ * --observe: none (default), null (an observer that takes every record and
+ * does nothing with it: the cost of the hooks and rings), perfetto or otlp
+ * (the trace exporters writing to /dev/null), all (every exporter at once).
  */
 #include <wf/wf.h>
 
 #include "common.h"
 
 static const wf_event_type *ring_types[5];
+
+static void null_record(const wf_obs_record *r, void *user)
+{
+    (void)r;
+    ++*(long *)user;
+}
+
+/* Installs the observers of mode; returns 0, or -1 for an unknown mode. */
+static int observe(wf_executor *ex, const char *mode, long *records)
+{
+    int all = strcmp(mode, "all") == 0;
+    if (strcmp(mode, "none") == 0)
+        return 0;
+    if (strcmp(mode, "null") == 0) {
+        wf_observer o = {.record = null_record, .user = records};
+        return wf_executor_observe(ex, &o, NULL) < 0 ? -1 : 0;
+    }
+    int known = all;
+    const char *kinds[] = {"perfetto", "otlp", "prometheus"};
+    for (int k = 0; k < 3; k++) {
+        if (!all && strcmp(mode, kinds[k]) != 0)
+            continue;
+        known = 1;
+        wf_exporter_params p;
+        wf_exporter_params_init(&p);
+        p.out = fopen("/dev/null", "w");
+        wf_observer o;
+        int rc = k == 0 ? wf_exporter_perfetto(&o, &p)
+                        : k == 1 ? wf_exporter_otlp_json(&o, &p) : wf_exporter_prometheus(&o, &p);
+        if (rc < 0 || wf_executor_observe(ex, &o, NULL) < 0)
+            return -1;
+    }
+    return known ? 0 : -1;
+}
 static long limit;
 
 static int ring_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
@@ -69,6 +106,12 @@ int main(int argc, char **argv)
     wf_executor *ex;
     if (wf_executor_new(&ex, &ep) < 0)
         return 1;
+    const char *mode = bench_arg_str(argc, argv, "--observe", "none");
+    long records = 0;
+    if (observe(ex, mode, &records) < 0) {
+        fprintf(stderr, "chain: unknown --observe mode or exporter failure: %s\n", mode);
+        return 2;
+    }
     long warmup = bench_arg(argc, argv, "--warmup", 1);
     double dt = 0;
     int ok = 1;
@@ -85,7 +128,13 @@ int main(int argc, char **argv)
         wf_event_release(res);
         ok = ok && rc == 0 && got == limit;
     }
-    bench_report("chain", "wf", threads, limit, dt, limit, ok, "");
+    wf_obs_stats st;
+    wf_executor_observe_flush(ex);
+    wf_executor_observe_stats(ex, &st);
+    char extra[160];
+    snprintf(extra, sizeof extra, ",\"observe\":\"%s\",\"records\":%llu,\"dropped\":%llu", mode,
+             (unsigned long long)st.written, (unsigned long long)st.dropped);
+    bench_report("chain", "wf", threads, limit, dt, limit, ok, extra);
     wf_executor_free(ex);
     wf_workflow_free(wf);
     return ok ? 0 : 1;

@@ -40,6 +40,7 @@ typedef struct obs_ring {
     uint64_t tail_cache;               /* producer's view of tail */
     const wf_workflow *last_wf;        /* producer's: the last workflow it made sure is held */
     _Atomic uint64_t dropped;          /* producer stores, anyone reads */
+    uint32_t full_checks;              /* producer's: tail re-read only every 64th full write */
     _Atomic uint64_t tail WF__ALIGNED; /* consumer */
     wf__obs_rec *recs;
 } obs_ring;
@@ -157,7 +158,13 @@ void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r)
     }
     uint64_t h = atomic_load_explicit(&rg->head, memory_order_relaxed);
     if (h - rg->tail_cache >= OBS_RING_SIZE) {
-        rg->tail_cache = atomic_load_explicit(&rg->tail, memory_order_acquire);
+        /*
+         * Full as far as we know. The tail's cache line is the exporter's:
+         * re-reading it on every record would cost a cross-core miss per
+         * record exactly when the exporter is behind, so only every 64th.
+         */
+        if ((rg->full_checks++ & 63) == 0)
+            rg->tail_cache = atomic_load_explicit(&rg->tail, memory_order_acquire);
         if (h - rg->tail_cache >= OBS_RING_SIZE) {
             atomic_store_explicit(&rg->dropped,
                                   atomic_load_explicit(&rg->dropped, memory_order_relaxed) + 1,
@@ -200,6 +207,7 @@ static void deliver(struct wf__obs *o, wf__obs_rec *r)
     pub.message = r->message;
     pub.dur_ns = r->dur;
     pub.value = r->value;
+    pub.workers = o->ex->nworkers;
     if (pub.kind == WF_OBS_RUN_END)
         pub.status = r->status;
     else if (pub.kind == WF_OBS_STEAL)
@@ -245,10 +253,13 @@ static uint64_t drain(struct wf__obs *o)
         obs_ring *rg = &o->rings[best];
         deliver(o, &rg->recs[t[best] & (OBS_RING_SIZE - 1)]);
         t[best]++;
-        /* give the slot back at once: a busy producer keeps going */
-        atomic_store_explicit(&rg->tail, t[best], memory_order_release);
+        /* give slots back in batches: the tail's line is read by the producer */
+        if ((t[best] & 255) == 0)
+            atomic_store_explicit(&rg->tail, t[best], memory_order_release);
         n++;
     }
+    for (uint32_t i = 0; i < o->nrings; i++)
+        atomic_store_explicit(&o->rings[i].tail, t[i], memory_order_release);
     return n;
 }
 

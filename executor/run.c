@@ -66,6 +66,13 @@ static void waiters_cancel(struct wf__run *run);
 
 /* ------------------------------------------------------------ observation */
 
+/*
+ * The time of the current invocation's end, while its emissions are routed:
+ * their EMIT and ROUTE records take it instead of reading the clock again
+ * (~25 ns a read here). 0 outside.
+ */
+static __thread int64_t tls_obs_now __attribute__((tls_model("initial-exec")));
+
 /* The id pairing an EVENT_ROUTE with the STEP_START of its task. */
 static inline uint64_t obs_task_id(const wf__task *t)
 {
@@ -100,6 +107,8 @@ static void obs_step(wf__run *run, unsigned kind, const wf__task *t, int64_t t0,
 {
     wf__obs_rec r = {0};
     obs_rec(run, kind, t->step, t->ev->type, kind == WF_OBS_STEP_START ? t0 : wf__now_ns(), &r);
+    if (kind == WF_OBS_STEP_END)
+        tls_obs_now = r.ts;
     r.event_id = obs_task_id(t);
     r.attempt = t->attempt;
     if (kind == WF_OBS_STEP_END) {
@@ -113,7 +122,7 @@ static void obs_step(wf__run *run, unsigned kind, const wf__task *t, int64_t t0,
 /* EVENT_EMIT of what an invocation of step s returned and sent. */
 static void obs_emits(wf__run *run, uint32_t s, const wf_event *out, const wf__inv *inv)
 {
-    int64_t now = wf__now_ns();
+    int64_t now = tls_obs_now ? tls_obs_now : wf__now_ns();
     for (uint32_t i = 0; i <= inv->nsent; i++) {
         const wf_event *ev = i < inv->nsent ? inv->sent[i] : out;
         if (ev == NULL)
@@ -138,7 +147,7 @@ static void obs_emit_outside(wf__run *run, const wf_event *ev)
 static void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
 {
     wf__obs_rec r = {0};
-    obs_rec(run, WF_OBS_EVENT_ROUTE, t->step, t->ev->type, 0, &r);
+    obs_rec(run, WF_OBS_EVENT_ROUTE, t->step, t->ev->type, tls_obs_now, &r);
     r.event_id = obs_task_id(t);
     r.value = waiting;
     wf__obs_write(run->ex, &r);
@@ -1364,6 +1373,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d)
         inv.token->started = started;
         int armed = token_arm(inv.token); /* 0: it was completed already, and routed */
         inv_cleanup(&inv);
+        tls_obs_now = 0;
         return armed;
     } else if (rc == WF_SUSPEND && inv.suspended) {
         /* Sent events still go out (as in the reference); the step runs again later. */
@@ -1389,6 +1399,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d)
     if (inv.token) /* pended, then returned something else: the token is void */
         token_abandon(inv.token);
     inv_cleanup(&inv);
+    tls_obs_now = 0;
     return 0;
 }
 

@@ -22,8 +22,8 @@
  *  - instants for retries, unhandled and dropped events, full streams and
  *    steals; "parked" slices while a worker sleeps.
  * Track names ("worker N", "blocking N", "outside") are metadata written at
- * the end: only then is it known which threads are workers (those that
- * parked or stole or were stolen from).
+ * the end, from the records' worker count (or, for records that have none,
+ * from the threads that parked, stole or were stolen from).
  */
 #include "export.h"
 
@@ -74,6 +74,7 @@ typedef struct perfetto {
     wf__buf buf; /* events not yet written */
     int first;   /* no event written yet (no separating comma) */
     int64_t last_ts;
+    uint32_t workers; /* the records' worker count (0: none said) */
     int have_ts;
     uint64_t lost; /* what could not be stored or written */
     wf__exp_pool names;
@@ -478,6 +479,8 @@ static void perfetto_record(const wf_obs_record *r, void *user)
     wf__buf *b = &p->buf;
     size_t len0 = b->len;
     int first0 = p->first;
+    if (r->workers)
+        p->workers = r->workers;
     if (!p->have_ts || r->ts_ns > p->last_ts) {
         p->last_ts = r->ts_ns;
         p->have_ts = 1;
@@ -621,6 +624,8 @@ static void perfetto_finish(perfetto *p)
         wait_event(p, "e", short_id(k.k[0], k.k[1]), w->tid, end > w->ts ? end : w->ts, w->type);
         wf__buf_puts(&p->buf, ",\"args\":{\"outcome\":\"unfinished\"}}");
     }
+    if (p->workers)
+        workers = p->workers;
     ev_open(p, "M", 0, 0);
     wf__buf_puts(&p->buf, ",\"name\":\"process_name\",\"args\":{\"name\":\"wf\"}}");
     thread_name(p, 0, "outside", 0);

@@ -2313,3 +2313,129 @@ Test(observe_export, out_of_memory_drops_but_output_stays_valid)
     }
     cr_assert(failures > 100, "the budget made allocations fail (%ld)", failures);
 }
+
+/* ============================================ end to end, a real executor */
+
+static const wf_event_type *E2E_ITEM;
+
+static int e2e_fan(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    for (int i = 0; i < 20; i++) {
+        wf_event *e;
+        cr_assert_eq(wf_event_new1(&e, E2E_ITEM, "v", wf_value_int(i)), 0);
+        cr_assert_eq(wf_ctx_send_event(ctx, e, NULL), 0);
+    }
+    return 0;
+}
+
+static const wf_event_type *e2e_types[20]; /* Item x 20: the set collected */
+
+static int e2e_sum(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_event *got[20];
+    int rc = wf_ctx_collect_events(ctx, in, e2e_types, 20, NULL, got);
+    if (rc == WF_EAGAIN)
+        return 0;
+    cr_assert_eq(rc, 0);
+    int64_t n = 0;
+    for (int i = 0; i < 20; i++) {
+        n += got[i] != NULL;
+        wf_event_release(got[i]);
+    }
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(n));
+}
+
+Test(observe_export, end_to_end_with_an_executor)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "Fan", NULL), 0);
+    const wf_event_type *start = wf_workflow_builtin(wf, WF_START_EVENT);
+    const wf_event_type *stop = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &E2E_ITEM), 0);
+    for (int i = 0; i < 20; i++)
+        e2e_types[i] = E2E_ITEM;
+    wf_step_params sp;
+    wf_step_params_init(&sp);
+    sp.accepts = &start;
+    sp.n_accepts = 1;
+    sp.emits = &E2E_ITEM;
+    sp.n_emits = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "fan", e2e_fan, &sp, NULL), 0);
+    sp.accepts = &E2E_ITEM;
+    sp.emits = &stop;
+    sp.num_workers = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "sum", e2e_sum, &sp, NULL), 0);
+
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 2;
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    char paths[3][64];
+    uint32_t ids[3];
+    for (int k = 0; k < 3; k++) {
+        wf_exporter_params p;
+        wf_exporter_params_init(&p);
+        p.out = temp_file(paths[k]);
+        wf_observer o;
+        int rc = k == 0 ? wf_exporter_perfetto(&o, &p)
+                        : k == 1 ? wf_exporter_otlp_json(&o, &p) : wf_exporter_prometheus(&o, &p);
+        cr_assert_eq(rc, 0);
+        cr_assert_eq(wf_executor_observe(ex, &o, &ids[k]), 0);
+    }
+    for (int i = 0; i < 5; i++) {
+        wf_event *s;
+        cr_assert_eq(wf_event_new(&s, start, 0), 0);
+        wf_event *res = NULL;
+        cr_assert_eq(wf_run(ex, wf, NULL, s, -1, &res), 0);
+        int64_t n = 0;
+        cr_assert_eq(wf_value_get_int(wf_event_result(res), &n), 0);
+        cr_assert_eq(n, 20);
+        wf_event_release(res);
+    }
+    wf_obs_stats st;
+    cr_assert_eq(wf_executor_observe_flush(ex), 0);
+    wf_executor_observe_stats(ex, &st);
+    for (int k = 0; k < 3; k++) /* the files are complete once removed */
+        cr_assert_eq(wf_executor_unobserve(ex, ids[k]), 0);
+
+    char *text = slurp(paths[0]);
+    trace t;
+    check_trace(text, &t); /* JSON; every begin has its end; flows pair up */
+    /* 5 runs x (1 fan + 20 sum) invocations; 5 x 21 routed events as arrows, unless dropped */
+    if (st.dropped == 0) {
+        size_t slices = 0;
+        for (size_t i = 0; i < t.doc.n; i++)
+            slices += jis(&t.doc.items[i], "ph", "X") && jis(&t.doc.items[i], "cat", "step");
+        cr_assert_eq(slices, 5 * 21, "one slice per invocation");
+        cr_assert_eq(arrows(&t, "route", "sum", "Item"), 5 * 20, "a routing -> sum for every item");
+    }
+    jfree(&t.doc);
+    free(text);
+
+    text = slurp(paths[1]);
+    otlp_doc d;
+    check_otlp(text, &d, "wf");
+    if (st.dropped == 0) {
+        size_t runs = 0;
+        for (int k = 0; span_named(&d, "Fan", k); k++)
+            runs++;
+        cr_assert_eq(runs, 5, "a root span per run");
+    }
+    otlp_doc_free(&d);
+    free(text);
+
+    text = slurp(paths[2]);
+    expo e;
+    parse_expo(text, &e);
+    cr_assert_eq(value_of(&e, "wf_runs_started_total{workflow=\"Fan\"}"), 5);
+    cr_assert_eq(value_of(&e, "wf_runs_ended_total{workflow=\"Fan\",status=\"done\"}"), 5);
+    expo_free(&e);
+    cr_assert_eq(promtool_check(paths[2]) > 0, 0, "promtool accepts it (when installed)");
+    free(text);
+    for (int k = 0; k < 3; k++)
+        unlink(paths[k]);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}

@@ -98,6 +98,8 @@ typedef struct wf_obs_record {
     int64_t value;
     /** STEAL: the victim worker. */
     uint32_t victim;
+    /** The executor's worker count: thread >= workers (and not OUTSIDE) is a blocking thread. */
+    uint32_t workers;
 } wf_obs_record;
 
 /**
