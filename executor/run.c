@@ -119,18 +119,12 @@ static void obs_step(wf__run *run, unsigned kind, const wf__task *t, int64_t t0,
     wf__obs_write(run->ex, &r);
 }
 
-/* EVENT_EMIT of what an invocation of step s returned and sent. */
-static void obs_emits(wf__run *run, uint32_t s, const wf_event *out, const wf__inv *inv)
+/* EVENT_EMIT of what an invocation of step s returned (sent events: at the send). */
+static void obs_emit_out(wf__run *run, uint32_t s, const wf_event *out)
 {
-    int64_t now = tls_obs_now ? tls_obs_now : wf__now_ns();
-    for (uint32_t i = 0; i <= inv->nsent; i++) {
-        const wf_event *ev = i < inv->nsent ? inv->sent[i] : out;
-        if (ev == NULL)
-            continue;
-        wf__obs_rec r = {0};
-        obs_rec(run, WF_OBS_EVENT_EMIT, s, ev->type, now, &r);
-        wf__obs_write(run->ex, &r);
-    }
+    wf__obs_rec r = {0};
+    obs_rec(run, WF_OBS_EVENT_EMIT, s, out->type, tls_obs_now ? tls_obs_now : wf__now_ns(), &r);
+    wf__obs_write(run->ex, &r);
 }
 
 /* EVENT_EMIT from outside the run's steps (start event, handler send). */
@@ -1361,8 +1355,8 @@ static int invoke(wf__run *run, wf__task *t, deferred *d)
         obs = wf__obs_mask(run->ex);
         if (obs & WF_OBS_BIT(WF_OBS_STEP_END))
             obs_step(run, WF_OBS_STEP_END, t, obs_t0, rc, inv.errmsg);
-        if ((obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT)) && (rc == 0 || rc == WF_PENDING || rc == WF_SUSPEND))
-            obs_emits(run, t->step, rc == 0 ? out : NULL, &inv);
+        if ((obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT)) && rc == 0 && out)
+            obs_emit_out(run, t->step, out);
     }
     if (WF__LIKELY(rc == 0)) {
         route_emissions(run, out, &inv, d);
@@ -2076,6 +2070,11 @@ int wf_ctx_send_event(wf_ctx *ctx, wf_event *ev, const char *target)
     if (rc < 0) {
         wf_event_release(ev);
         return rc;
+    }
+    if (wf__obs_on(inv->run->ex, WF_OBS_EVENT_EMIT)) { /* sent now, whenever it is routed */
+        wf__obs_rec r = {0};
+        obs_rec(inv->run, WF_OBS_EVENT_EMIT, inv->task->step, ev->type, 0, &r);
+        wf__obs_write(inv->run->ex, &r);
     }
     if (inv->nsent == inv->capsent) {
         uint32_t cap = inv->capsent * 2;

@@ -39,8 +39,10 @@ typedef enum wf_obs_kind {
     WF_OBS_STEP_END = 3,    /* as STEP_START, plus dur_ns and error (0, a WF_E* code, or
                                WF_SUSPEND / WF_PENDING for an invocation that goes on later),
                                message (a failure's message or NULL) */
-    WF_OBS_EVENT_EMIT = 4,  /* run_id, workflow, step (the emitting step; NULL: from outside
-                               the run, e.g. a handler send or the start event), event_type */
+    WF_OBS_EVENT_EMIT = 4,  /* an event returned or sent (at the send: a failed attempt's
+                               sends are then dropped): run_id, workflow, step (the emitting
+                               step; NULL: from outside the run, e.g. a handler send or the
+                               start event), event_type */
     WF_OBS_EVENT_ROUTE = 5, /* an event queued for one step: run_id, workflow, step (the
                                target), event_type, event_id (pairs with the STEP_START that
                                consumes it), value (the step's waiting events after it) */
