@@ -283,23 +283,22 @@ void wf__log(struct wf_executor *ex, wf_log_level lvl, const char *fmt, ...)
  */
 typedef struct wf__obs_rec {
     uint8_t kind;
-    uint8_t pad[3];
-    uint32_t step; /* index in wf, UINT32_MAX: none */
-    int64_t ts;
+    uint8_t pad;
+    uint16_t step;    /* index in wf, WF__OBS_NO_STEP: none (or beyond 65534 steps) */
+    int32_t error;
+    uint32_t type;    /* type id in wf's registry, WF__OBS_NO_TYPE: none */
+    uint32_t attempt; /* RUN_END: the status; STEAL: the victim */
+    int64_t ts;       /* 0: wf__obs_write reads the clock */
     uint64_t run_id;
     const struct wf_workflow *wf;
-    const struct wf_event_type *type;
     uint64_t event_id;
-    int64_t dur;
-    int64_t value;
-    char *message;
-    uint32_t attempt;
-    int32_t error;
-    uint32_t status; /* RUN_END status, STEAL victim */
-    uint32_t thread;
-} wf__obs_rec;
+    int64_t dv;    /* by kind: a duration (STEP_END, RUN_END, WAIT_RESUME, UNPARK) or a value */
+    char *message; /* owned */
+} wf__obs_rec;     /* one cache line: the ring's lines cross cores, so bytes count */
+_Static_assert(sizeof(wf__obs_rec) == 64, "an observation record is one cache line");
 
-#define WF__OBS_NO_STEP UINT32_MAX
+#define WF__OBS_NO_STEP UINT16_MAX
+#define WF__OBS_NO_TYPE UINT32_MAX
 
 /*
  * Hooks: cheap test first (one relaxed load of a read-mostly word). A build
@@ -319,7 +318,7 @@ static inline int wf__obs_on(struct wf_executor *ex, unsigned kind)
 {
     return WF__UNLIKELY(wf__obs_mask(ex) & (1u << kind)) != 0;
 }
-/* Writes r (ts filled if 0, thread filled) into the calling thread's ring; owns r->message. */
+/* Writes r (ts filled if 0) into the calling thread's ring; owns r->message. */
 void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r);
 /* Keeps wf alive for the exporter (a run of it starts while observed). */
 void wf__obs_hold(struct wf_executor *ex, const struct wf_workflow *wf);

@@ -30,8 +30,9 @@
 
 #include <wf/observe.h>
 
-#define OBS_RING_SIZE 4096u /* records per thread (~90 B each) */
+#define OBS_RING_SIZE 4096u /* records per thread (64 B each) */
 #define OBS_MAX       16u
+#define OBS_NAME_CACHE 64u /* type names the exporter remembers */
 #define OBS_IDLE_MIN  1000000LL  /* ns: exporter sleep when idle, doubling... */
 #define OBS_IDLE_MAX  50000000LL /* ...up to this */
 
@@ -55,6 +56,11 @@ struct wf__obs {
     obs_ring *rings;
     uint32_t nrings; /* workers + blocking threads + 1 (outside, last) */
     uint64_t *cursor, *limit; /* exporter's: per ring, next and end of the round */
+    struct {
+        const wf_workflow *wf;
+        uint32_t id;
+        const char *name;
+    } names[OBS_NAME_CACHE]; /* exporter's: type names by (workflow, id) */
     pthread_mutex_t outside_lock;
 
     /* observers, rounds: under lock (the exporter holds it while it delivers) */
@@ -142,10 +148,8 @@ void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r)
     obs_ring *rg;
     int outside = !(sl && sl->ex == ex);
     if (!outside) {
-        r->thread = sl->index;
         rg = &o->rings[sl->index];
     } else {
-        r->thread = WF_OBS_OUTSIDE;
         rg = &o->rings[o->nrings - 1];
         pthread_mutex_lock(&o->outside_lock);
     }
@@ -187,31 +191,69 @@ void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r)
 
 /* ------------------------------------------------------------- exporter */
 
-static void deliver(struct wf__obs *o, wf__obs_rec *r)
+/*
+ * The name of type id in wf's registry. The registry's array may move when
+ * it grows, so it is read under its lock; a small cache (exporter thread
+ * only) keeps that off the common path. Names never move nor go while the
+ * executor holds the workflow.
+ */
+static const char *type_name(struct wf__obs *o, const wf_workflow *wf, uint32_t id)
+{
+    if (wf == NULL || id == WF__OBS_NO_TYPE)
+        return NULL;
+    uint32_t h = (uint32_t)(((uintptr_t)wf >> 6) * 31u + id) & (OBS_NAME_CACHE - 1);
+    if (o->names[h].wf == wf && o->names[h].id == id)
+        return o->names[h].name;
+    wf_registry *reg = wf->reg;
+    const char *name = NULL;
+    pthread_mutex_lock(&reg->lock);
+    if (id < atomic_load(&reg->n))
+        name = reg->types[id]->name;
+    pthread_mutex_unlock(&reg->lock);
+    o->names[h].wf = wf;
+    o->names[h].id = id;
+    o->names[h].name = name;
+    return name;
+}
+
+static void deliver(struct wf__obs *o, wf__obs_rec *r, uint32_t ring)
 {
     wf_obs_record pub;
     memset(&pub, 0, sizeof pub);
     pub.kind = (wf_obs_kind)r->kind;
-    pub.thread = r->thread;
+    pub.thread = ring == o->nrings - 1 ? WF_OBS_OUTSIDE : ring;
     pub.ts_ns = r->ts;
     pub.run_id = r->run_id;
     if (r->wf) {
         pub.workflow = r->wf->name;
         if (r->step != WF__OBS_NO_STEP && r->step < r->wf->n_steps)
             pub.step = r->wf->steps[r->step]->name;
+        pub.event_type = type_name(o, r->wf, r->type);
     }
-    pub.event_type = r->type ? r->type->name : NULL;
     pub.event_id = r->event_id;
-    pub.attempt = r->attempt;
     pub.error = r->error;
     pub.message = r->message;
-    pub.dur_ns = r->dur;
-    pub.value = r->value;
     pub.workers = o->ex->nworkers;
-    if (pub.kind == WF_OBS_RUN_END)
-        pub.status = r->status;
-    else if (pub.kind == WF_OBS_STEAL)
-        pub.victim = r->status;
+    switch (pub.kind) {
+    case WF_OBS_RUN_END:
+        pub.status = r->attempt;
+        pub.dur_ns = r->dv;
+        break;
+    case WF_OBS_STEAL:
+        pub.victim = r->attempt;
+        pub.value = r->dv;
+        break;
+    case WF_OBS_STEP_END:
+    case WF_OBS_WAIT_RESUME:
+    case WF_OBS_UNPARK:
+        pub.attempt = r->attempt;
+        pub.dur_ns = r->dv;
+        break;
+    default:
+        pub.attempt = r->attempt;
+        pub.value = r->dv;
+        break;
+    }
     for (uint32_t i = 0; i < o->nobs; i++) {
         uint32_t k = o->obs[i].o.kinds ? o->obs[i].o.kinds : WF_OBS_ALL;
         if (k & (1u << r->kind))
@@ -251,7 +293,7 @@ static uint64_t drain(struct wf__obs *o)
         if (best == UINT32_MAX)
             break;
         obs_ring *rg = &o->rings[best];
-        deliver(o, &rg->recs[t[best] & (OBS_RING_SIZE - 1)]);
+        deliver(o, &rg->recs[t[best] & (OBS_RING_SIZE - 1)], best);
         t[best]++;
         /* give slots back in batches: the tail's line is read by the producer */
         if ((t[best] & 255) == 0)

@@ -392,8 +392,8 @@ static wf__task *steal_from(wf__worker *w, wf__worker *v)
         }
     }
     if (wf__obs_on(w->ex, WF_OBS_STEAL)) {
-        wf__obs_rec r = {.kind = WF_OBS_STEAL, .step = WF__OBS_NO_STEP, .value = got,
-                         .status = v->index};
+        wf__obs_rec r = {.kind = WF_OBS_STEAL, .step = WF__OBS_NO_STEP, .type = WF__OBS_NO_TYPE,
+                         .dv = got, .attempt = v->index};
         wf__obs_write(w->ex, &r);
     }
     return first;
@@ -466,7 +466,7 @@ static void park(wf__worker *w)
     }
     int64_t t0 = 0;
     if (wf__obs_on(ex, WF_OBS_PARK)) {
-        wf__obs_rec r = {.kind = WF_OBS_PARK, .step = WF__OBS_NO_STEP};
+        wf__obs_rec r = {.kind = WF_OBS_PARK, .step = WF__OBS_NO_STEP, .type = WF__OBS_NO_TYPE};
         wf__obs_write(ex, &r);
         t0 = r.ts;
     }
@@ -474,8 +474,9 @@ static void park(wf__worker *w)
         futex_wait(&w->parked, 1);
     /* wake_one counted us as spinning */
     if (wf__obs_on(ex, WF_OBS_UNPARK)) {
-        wf__obs_rec r = {.kind = WF_OBS_UNPARK, .step = WF__OBS_NO_STEP, .ts = wf__now_ns()};
-        r.dur = t0 ? r.ts - t0 : 0;
+        wf__obs_rec r = {.kind = WF_OBS_UNPARK, .step = WF__OBS_NO_STEP, .type = WF__OBS_NO_TYPE,
+                         .ts = wf__now_ns()};
+        r.dv = t0 ? r.ts - t0 : 0;
         wf__obs_write(ex, &r);
     }
 }

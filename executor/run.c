@@ -83,8 +83,9 @@ static void obs_rec(wf__run *run, unsigned kind, uint32_t step, const wf_event_t
                     int64_t ts, wf__obs_rec *r)
 {
     r->kind = (uint8_t)kind;
-    r->step = step;
-    r->type = type;
+    r->step = step < WF__OBS_NO_STEP ? (uint16_t)step : WF__OBS_NO_STEP;
+    /* by id in the workflow's registry (an event of another registry is named by none) */
+    r->type = type && type->reg == run->wf->reg ? type->id : WF__OBS_NO_TYPE;
     r->ts = ts;
     r->run_id = run->id;
     r->wf = run->wf;
@@ -112,7 +113,7 @@ static void obs_step(wf__run *run, unsigned kind, const wf__task *t, int64_t t0,
     r.event_id = obs_task_id(t);
     r.attempt = t->attempt;
     if (kind == WF_OBS_STEP_END) {
-        r.dur = r.ts - t0;
+        r.dv = r.ts - t0;
         r.error = rc;
         r.message = rc < 0 ? obs_strdup(msg ? msg : wf_strerror(rc)) : NULL;
     }
@@ -143,7 +144,7 @@ static void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
     wf__obs_rec r = {0};
     obs_rec(run, WF_OBS_EVENT_ROUTE, t->step, t->ev->type, tls_obs_now, &r);
     r.event_id = obs_task_id(t);
-    r.value = waiting;
+    r.dv = waiting;
     wf__obs_write(run->ex, &r);
 }
 
@@ -153,7 +154,7 @@ static void obs_event(wf__run *run, unsigned kind, uint32_t step, const wf_event
 {
     wf__obs_rec r = {0};
     obs_rec(run, kind, step, type, 0, &r);
-    r.value = value;
+    r.dv = value;
     wf__obs_write(run->ex, &r);
 }
 
@@ -974,10 +975,10 @@ static int end_run(wf__run *run, int status, wf_event *result, int code, const c
             if (strcmp(run->wf->steps[i]->name, step) == 0)
                 si = i;
         obs_rec(run, WF_OBS_RUN_END, si, NULL, wf__now_ns(), &r);
-        r.status = (uint32_t)status;
+        r.attempt = (uint32_t)status;
         r.error = status == WF_RUN_DONE ? 0 : code;
         r.message = status == WF_RUN_DONE ? NULL : obs_strdup(msg);
-        r.dur = run->obs_t0 ? r.ts - run->obs_t0 : 0;
+        r.dv = run->obs_t0 ? r.ts - run->obs_t0 : 0;
         wf__obs_write(ex, &r);
     }
     wf_event *term = status == WF_RUN_DONE ? wf_event_retain(result)
@@ -1159,7 +1160,7 @@ static int maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64
         r.attempt = t->attempt;
         r.error = rc;
         r.message = obs_strdup(msg ? msg : wf_strerror(rc));
-        r.value = delay;
+        r.dv = delay;
         wf__obs_write(run->ex, &r);
     }
     wf__log(run->ex, WF_LOG_DEBUG, "run %llu: step %s failed (%d), attempt %u in %lld ms",
@@ -2379,7 +2380,7 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
             obs_rec(run, WF_OBS_WAIT_RESUME, step, w->type, wf__now_ns(), &r);
             r.event_id = (uint64_t)(uintptr_t)w;
             r.error = rc;
-            r.dur = w->obs_t0 ? r.ts - w->obs_t0 : 0;
+            r.dv = w->obs_t0 ? r.ts - w->obs_t0 : 0;
             wf__obs_write(run->ex, &r);
         }
         int disarmed = waiter_disarm(run, w);
