@@ -651,84 +651,87 @@ int wf__ctx_capture(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns)
 
 /* ---------------------------------------------------------------- resume */
 
+/*
+ * Reading a run map. Checking it (wf_ctx_load) and building the run's
+ * structures from it (wf_run_resume) are one walk over the bytes with one
+ * set of checks: when build is 0 nothing is allocated but the step, type and
+ * group tables, so a run that loads is a run that resumes (memory allowing),
+ * and a load costs no event.
+ */
+enum { R_STEPS, R_TYPES, R_TASKS, R_RETRIES, R_WAITERS, R_BUFFERS, R_GROUPS, R_COUNTERS, R_N };
+static const char *const run_keys[R_N] = {"steps",   "types",   "tasks",  "retries",
+                                          "waiters", "buffers", "groups", "counters"};
+#define NO_ITEM UINT32_MAX
+/* Milliseconds (times left, since a first attempt) beyond this are refused: in ns they overflow. */
+#define MAX_MS (INT64_MAX / 4 / 1000000)
+
 typedef struct dec {
+    wf__rd r;
+    int build;
     wf_workflow *wf;
+    wf__rd_key keys[R_N];
     const wf_event_type **types;
     uint32_t ntypes;
     uint32_t *steps; /* the snapshot's step index -> the definition's */
     uint32_t nsteps;
-    wf__group **groups;
+    uint32_t *gn; /* branches per group */
     uint32_t ngroups;
-    wf__task **tasks; /* in order */
+    wf__group **groups; /* built */
+    wf__task **tasks;   /* built, in order */
     uint32_t ntasks;
     wf__waiter *waiters;
     wf__collect *collect;
     wf__retry_timer *retries;
-    int64_t *retry_left;
     uint64_t dropped, unhandled;
+    const char *field; /* where the walk is, for messages: run.<field>[item] */
+    uint32_t item;
     char **message;
     int64_t now;
 } dec;
 
-static int bad(dec *d, const char *field, const char *what)
+static int bad(dec *d, const char *what)
 {
-    if (d->message && *d->message == NULL) {
-        char m[320];
-        snprintf(m, sizeof m, "malformed snapshot: run.%s: %s", field, what);
-        *d->message = wf__strdup(m);
-    }
-    return WF_EFORMAT;
+    return wf__rd_fail(&d->r, what);
 }
 
-static const msgpack_object *get_array(dec *d, const msgpack_object *map, const char *key, int *rc)
+static void here(dec *d, const char *field, uint32_t item)
 {
-    const msgpack_object *o = wf__msgpack_get(map, key);
-    if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY) {
-        *rc = bad(d, key, "missing, or not an array");
-        return NULL;
-    }
-    return o;
+    d->field = field;
+    d->item = item;
 }
 
-static int as_u32(const msgpack_object *o, uint32_t limit, uint32_t *out)
+/* The cursor at the value of the run's key k: 1, or 0 when the run has none. */
+static int seek(dec *d, int k)
 {
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 >= limit)
+    d->r.off = d->keys[k].at;
+    return d->keys[k].at != 0;
+}
+
+/* A name of at most 4096 bytes without NUL, copied into buf[4097]. */
+static int rd_name(dec *d, char *buf)
+{
+    const char *s;
+    uint32_t n;
+    if (wf__rd_str(&d->r, &s, &n) < 0 || n > 4096 || memchr(s, 0, n))
         return -1;
-    *out = (uint32_t)o->via.u64;
+    memcpy(buf, s, n);
+    buf[n] = 0;
     return 0;
 }
 
-static int as_i64(const msgpack_object *o, int64_t *out)
-{
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX)
-        *out = (int64_t)o->via.u64;
-    else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        *out = o->via.i64;
-    else
-        return -1;
-    return 0;
-}
-
-static char *as_str(const msgpack_object *o)
-{
-    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > 4096 ||
-        (o->via.str.size && memchr(o->via.str.ptr, 0, o->via.str.size)))
-        return NULL;
-    return wf__strndup(o->via.str.ptr ? o->via.str.ptr : "", o->via.str.size);
-}
-
-static int dec_event(dec *d, const msgpack_object *o, const char *field, wf_event **out)
+/* [type index, {fields}]: *out built (frozen) when building; *type (optional) its type. */
+static int dec_event(dec *d, wf_event **out, const wf_event_type **type)
 {
     *out = NULL;
-    uint32_t ti;
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
-        as_u32(&o->via.array.ptr[0], d->ntypes, &ti) < 0)
-        return bad(d, field, "an event is [type index, {fields}]");
-    int rc = wf__event_from_object(d->types[ti], &o->via.array.ptr[1], out, d->message);
-    if (rc < 0)
-        return rc == WF_EFORMAT ? bad(d, field, "bad event fields") : rc;
-    wf_event_freeze(*out);
-    return 0;
+    uint32_t n, ti;
+    if (wf__rd_array(&d->r, &n) < 0 || n != 2 || wf__rd_u32(&d->r, d->ntypes, &ti) < 0)
+        return bad(d, "an event is [type index, {fields}]");
+    if (type)
+        *type = d->types[ti];
+    int rc = wf__rd_fields(&d->r, d->types[ti], d->build ? out : NULL);
+    if (rc == 0 && *out)
+        wf_event_freeze(*out);
+    return rc;
 }
 
 /* A decoded task that never reached a run (its group goes with the decoded groups). */
@@ -740,88 +743,106 @@ static void task_discard(wf__task *t)
     wf__drop_task(t);
 }
 
+/* [ms since the first attempt or -1, last error, last message or nil] */
+static int dec_retry_info(dec *d, wf__retry_info *ri)
+{
+    wf__rd *r = &d->r;
+    uint32_t n;
+    int64_t ago, err;
+    if (wf__rd_array(r, &n) < 0 || n != 3 || wf__rd_i64(r, &ago) < 0 || ago > MAX_MS ||
+        wf__rd_i64(r, &err) < 0 || err < INT32_MIN || err > 0)
+        return bad(d, "bad retry bookkeeping");
+    char msg[4097];
+    int has_msg = !wf__rd_nil(r);
+    if (has_msg && rd_name(d, msg) < 0)
+        return bad(d, "bad retry bookkeeping");
+    if (ri) {
+        ri->first_ns = ago >= 0 ? d->now - ago * 1000000 : 0;
+        ri->last_error = (int32_t)err;
+        if (has_msg && (ri->last_msg = wf__strdup(msg)) == NULL)
+            return WF_ENOMEM;
+    }
+    return 0;
+}
+
 /* [step, type, fields, state, attempt, lineage, group, branch, retry, tuple] */
-static int dec_task(dec *d, const msgpack_object *o, const char *field, wf__task **out)
+static int dec_task(dec *d, wf__task **out)
 {
     *out = NULL;
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 3 || o->via.array.size > 10)
-        return bad(d, field, "a task is an array of 3 to 10 items");
-    const msgpack_object *a = o->via.array.ptr;
-    uint32_t n = o->via.array.size, step, ti;
-    if (as_u32(&a[0], d->nsteps, &step) < 0 || as_u32(&a[1], d->ntypes, &ti) < 0)
-        return bad(d, field, "bad step or type index");
-    wf__task *t = wf__task_alloc();
-    if (t == NULL)
-        return WF_ENOMEM;
-    memset(t, 0, sizeof *t);
-    t->kind = WF__TASK_INVOKE;
-    t->step = d->steps[step];
-    t->attempt = 1; /* the first execution, unless the task says otherwise */
-    int rc = wf__event_from_object(d->types[ti], &a[2], &t->ev, d->message);
+    wf__rd *r = &d->r;
+    uint32_t n, step, ti;
+    if (wf__rd_array(r, &n) < 0 || n < 3 || n > 10)
+        return bad(d, "a task is an array of 3 to 10 items");
+    if (wf__rd_u32(r, d->nsteps, &step) < 0 || wf__rd_u32(r, d->ntypes, &ti) < 0)
+        return bad(d, "bad step or type index");
+    wf_event *ev = NULL;
+    int rc = wf__rd_fields(r, d->types[ti], d->build ? &ev : NULL);
+    if (rc < 0)
+        return rc;
+    uint32_t state = 0, attempt = 1, lineage = 0, group = NO_ITEM, branch = 0;
+    if (n > 3 && wf__rd_u32(r, 2, &state) < 0)
+        rc = bad(d, "bad state (0 queued, 1 in progress)");
+    else if (n > 4 && (wf__rd_u32(r, UINT32_MAX, &attempt) < 0 || attempt == 0))
+        rc = bad(d, "bad attempt");
+    else if (n > 5 && wf__rd_u32(r, 65536, &lineage) < 0)
+        rc = bad(d, "bad lineage");
+    else if (n > 6 && !wf__rd_nil(r) &&
+             (wf__rd_u32(r, d->ngroups, &group) < 0 || n < 8 ||
+              wf__rd_u32(r, d->gn[group], &branch) < 0))
+        rc = bad(d, "bad fan-out group or branch");
+    else if (n > 7 && group == NO_ITEM && wf__rd_u32(r, UINT32_MAX, &branch) < 0)
+        rc = bad(d, "bad fan-out branch");
     if (rc < 0) {
-        wf__task_free(t);
-        return rc == WF_EFORMAT ? bad(d, field, "bad event fields") : rc;
+        wf_event_release(ev);
+        return rc;
     }
-    wf_event_freeze(t->ev);
-    uint32_t v = 0;
-    int64_t gi = -1;
-    if (n > 4 && as_u32(&a[4], UINT32_MAX, &t->attempt) < 0)
-        rc = bad(d, field, "bad attempt");
-    if (rc == 0 && n > 5) {
-        if (as_u32(&a[5], 65536, &v) < 0)
-            rc = bad(d, field, "bad lineage");
-        t->flags = (uint16_t)v;
-    }
-    if (rc == 0 && n > 6 && a[6].type != MSGPACK_OBJECT_NIL) {
-        if (as_u32(&a[6], d->ngroups, &v) < 0 || n < 8 ||
-            as_u32(&a[7], d->groups[v]->n, &t->pad) < 0)
-            rc = bad(d, field, "bad fan-out group or branch");
-        gi = v;
-    }
-    wf__retry_info *ri = NULL;
-    if (rc == 0 && ((n > 8 && a[8].type != MSGPACK_OBJECT_NIL) || n > 9)) {
-        ri = wf__calloc(1, sizeof *ri);
-        t->arg = ri;
-        if (ri == NULL)
-            rc = WF_ENOMEM;
-    }
-    if (rc == 0 && n > 8 && a[8].type != MSGPACK_OBJECT_NIL) {
-        const msgpack_object *r = &a[8];
-        int64_t ago, err;
-        if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size != 3 ||
-            as_i64(&r->via.array.ptr[0], &ago) < 0 || as_i64(&r->via.array.ptr[1], &err) < 0 ||
-            err < INT32_MIN || err > 0 ||
-            (r->via.array.ptr[2].type != MSGPACK_OBJECT_NIL &&
-             (ri->last_msg = as_str(&r->via.array.ptr[2])) == NULL)) {
-            rc = bad(d, field, "bad retry bookkeeping");
-        } else {
-            ri->first_ns = ago >= 0 ? d->now - ago * 1000000 : 0;
-            ri->last_error = (int32_t)err;
+    wf__task *t = NULL;
+    if (d->build) {
+        if ((t = wf__task_alloc()) == NULL) {
+            wf_event_release(ev);
+            return WF_ENOMEM;
         }
+        wf_event_freeze(ev);
+        t->kind = WF__TASK_INVOKE;
+        t->run = NULL;
+        t->ev = ev;
+        t->step = d->steps[step];
+        t->attempt = attempt;
+        t->flags = (uint16_t)lineage;
+        t->arg = NULL;
     }
+    int has_retry = n > 8 && !wf__rd_nil(r);
+    wf__retry_info *ri = NULL;
+    if (t && (has_retry || n > 9)) {
+        if ((ri = wf__calloc(1, sizeof *ri)) == NULL)
+            rc = WF_ENOMEM;
+        t->arg = ri;
+    }
+    if (rc == 0 && has_retry)
+        rc = dec_retry_info(d, ri);
     if (rc == 0 && n > 9) {
-        const msgpack_object *tu = &a[9];
-        if (tu->type != MSGPACK_OBJECT_ARRAY) {
-            rc = bad(d, field, "a joined set is an array of events");
-        } else {
+        uint32_t m;
+        if (wf__rd_array(r, &m) < 0) {
+            rc = bad(d, "a joined set is an array of events");
+        } else if (ri) {
             ri->joined = 1;
-            ri->tuple = wf__calloc(tu->via.array.size ? tu->via.array.size : 1, sizeof *ri->tuple);
-            if (ri->tuple == NULL)
+            if ((ri->tuple = wf__calloc(m ? m : 1, sizeof *ri->tuple)) == NULL)
                 rc = WF_ENOMEM;
-            for (uint32_t i = 0; rc == 0 && i < tu->via.array.size; i++) {
-                rc = dec_event(d, &tu->via.array.ptr[i], field, &ri->tuple[i]);
-                if (rc == 0)
-                    ri->ntuple++;
-            }
+        }
+        for (uint32_t i = 0; rc == 0 && i < m; i++) {
+            wf_event *e;
+            if ((rc = dec_event(d, &e, NULL)) == 0 && ri)
+                ri->tuple[ri->ntuple++] = e;
         }
     }
     if (rc < 0) {
         task_discard(t);
         return rc;
     }
-    if (gi >= 0) {
-        t->u.group = d->groups[gi];
-        wf__branch_add(t->u.group, t->pad);
+    if (t && group != NO_ITEM) {
+        t->u.group = d->groups[group];
+        t->pad = branch;
+        wf__branch_add(t->u.group, branch);
     }
     *out = t;
     return 0;
@@ -848,131 +869,164 @@ static void dec_free(dec *d)
         d->waiters = nx;
     }
     wf__collect_free(d->collect);
-    if (d->ngroups)
+    if (d->ngroups && d->groups && d->groups[0])
         wf__groups_free(d->groups[0]); /* linked in order through next_in_run */
     wf__free_mem(d->groups);
+    wf__free_mem(d->gn);
     wf__free_mem(d->steps);
     wf__free_mem((void *)d->types);
 }
 
-static int dec_tables(dec *d, const msgpack_object *m)
+static int dec_tables(dec *d)
 {
-    int rc = 0;
-    const msgpack_object *st = get_array(d, m, "steps", &rc);
-    const msgpack_object *ty = st ? get_array(d, m, "types", &rc) : NULL;
-    if (rc < 0)
-        return rc;
-    d->nsteps = st->via.array.size;
-    d->ntypes = ty->via.array.size;
+    wf__rd *r = &d->r;
+    char name[4097], m[4400];
+    here(d, "steps", NO_ITEM);
+    if (!seek(d, R_STEPS) || wf__rd_array(r, &d->nsteps) < 0)
+        return bad(d, "missing, or not an array");
     d->steps = wf__calloc(d->nsteps ? d->nsteps : 1, sizeof *d->steps);
-    d->types = wf__calloc(d->ntypes ? d->ntypes : 1, sizeof *d->types);
-    if (d->steps == NULL || d->types == NULL)
+    if (d->steps == NULL)
         return WF_ENOMEM;
-    char m2[400];
     for (uint32_t i = 0; i < d->nsteps; i++) {
-        char *name = as_str(&st->via.array.ptr[i]);
-        if (name == NULL)
-            return bad(d, "steps", "a step name is a string");
+        here(d, "steps", i);
+        if (rd_name(d, name) < 0)
+            return bad(d, "a step name is a string");
         wf__step *s = wf__workflow_find_step(d->wf, name);
         if (s == NULL) {
-            snprintf(m2, sizeof m2, "the snapshot's step '%s' is not in workflow '%s'", name,
+            snprintf(m, sizeof m, "the snapshot's step '%s' is not in workflow '%s'", name,
                      d->wf->name);
-            wf__free_mem(name);
             if (d->message && *d->message == NULL)
-                *d->message = wf__strdup(m2);
+                *d->message = wf__strdup(m);
             return WF_EMISMATCH;
         }
-        wf__free_mem(name);
         d->steps[i] = s->index;
     }
+    here(d, "types", NO_ITEM);
+    if (!seek(d, R_TYPES) || wf__rd_array(r, &d->ntypes) < 0)
+        return bad(d, "missing, or not an array");
+    d->types = wf__calloc(d->ntypes ? d->ntypes : 1, sizeof *d->types);
+    if (d->types == NULL)
+        return WF_ENOMEM;
     for (uint32_t i = 0; i < d->ntypes; i++) {
-        char *name = as_str(&ty->via.array.ptr[i]);
-        if (name == NULL)
-            return bad(d, "types", "a type name is a string");
-        d->types[i] = wf_registry_find(d->wf->reg, name);
-        if (d->types[i] == NULL) {
-            snprintf(m2, sizeof m2, "the snapshot's event type '%s' is not registered", name);
-            wf__free_mem(name);
+        here(d, "types", i);
+        if (rd_name(d, name) < 0)
+            return bad(d, "a type name is a string");
+        if ((d->types[i] = wf_registry_find(d->wf->reg, name)) == NULL) {
+            snprintf(m, sizeof m, "the snapshot's event type '%s' is not registered", name);
             if (d->message && *d->message == NULL)
-                *d->message = wf__strdup(m2);
+                *d->message = wf__strdup(m);
             return WF_ENOTFOUND;
         }
-        wf__free_mem(name);
     }
     return 0;
 }
 
-static int dec_groups(dec *d, const msgpack_object *m)
+/*
+ * Groups: [parent, parent branch, join step, collected type, origin,
+ * lineage, resolved, results]. Their sizes come first (tasks, children and
+ * parents refer to branches), then the rest.
+ */
+static int dec_groups(dec *d)
 {
-    int rc = 0;
-    const msgpack_object *ga = get_array(d, m, "groups", &rc);
-    if (rc < 0)
-        return rc;
-    d->ngroups = ga->via.array.size;
-    d->groups = wf__calloc(d->ngroups ? d->ngroups : 1, sizeof *d->groups);
-    if (d->groups == NULL)
+    wf__rd *r = &d->r;
+    here(d, "groups", NO_ITEM);
+    if (!seek(d, R_GROUPS) || wf__rd_array(r, &d->ngroups) < 0)
+        return bad(d, "missing, or not an array");
+    d->gn = wf__calloc(d->ngroups ? d->ngroups : 1, sizeof *d->gn);
+    if (d->gn == NULL)
         return WF_ENOMEM;
-    /* first the groups and their sizes (tasks and children refer to them) */
     for (uint32_t i = 0; i < d->ngroups; i++) {
-        const msgpack_object *o = &ga->via.array.ptr[i];
-        if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 8 ||
-            o->via.array.ptr[6].type != MSGPACK_OBJECT_BIN ||
-            o->via.array.ptr[7].type != MSGPACK_OBJECT_ARRAY ||
-            o->via.array.ptr[7].via.array.size != o->via.array.ptr[6].via.bin.size)
-            return bad(d, "groups", "a group is [parent, branch, join, type, origin, lineage, "
-                                    "resolved, results]");
-        uint32_t n = o->via.array.ptr[6].via.bin.size;
-        if (n > UINT32_MAX / 2)
-            return bad(d, "groups", "too many branches");
-        wf__group *g = wf__calloc(1, sizeof *g);
-        if (g == NULL)
-            return WF_ENOMEM;
-        if (i > 0)
-            d->groups[i - 1]->next_in_run = g;
-        d->groups[i] = g;
-        g->outstanding = wf__calloc(n ? n : 1, sizeof *g->outstanding);
-        g->resolved = wf__calloc(n ? n : 1, sizeof *g->resolved);
-        g->result = wf__calloc(n ? n : 1, sizeof *g->result);
-        if (g->outstanding == NULL || g->resolved == NULL || g->result == NULL)
-            return WF_ENOMEM; /* g->n stays 0: freeing it reads no branch */
-        g->n = n;
+        here(d, "groups", i);
+        uint32_t n, nres;
+        const char *res;
+        if (wf__rd_array(r, &n) < 0 || n != 8)
+            return bad(d, "a group is [parent, branch, join, type, origin, lineage, resolved, "
+                          "results]");
+        for (int k = 0; k < 6; k++)
+            if (wf__rd_check(r) < 0)
+                return WF_EFORMAT;
+        if (wf__rd_strbin(r, 1, &res, &d->gn[i]) < 0 || wf__rd_array(r, &nres) < 0 ||
+            nres != d->gn[i])
+            return bad(d, "resolved (bin) and results (array) have one item per branch");
+        if (d->gn[i] > UINT32_MAX / 2)
+            return bad(d, "too many branches");
+        for (uint32_t b = 0; b < nres; b++)
+            if (wf__rd_check(r) < 0)
+                return WF_EFORMAT;
     }
+    if (d->build) {
+        d->groups = wf__calloc(d->ngroups ? d->ngroups : 1, sizeof *d->groups);
+        if (d->groups == NULL)
+            return WF_ENOMEM;
+        for (uint32_t i = 0; i < d->ngroups; i++) {
+            uint32_t n = d->gn[i];
+            wf__group *g = wf__calloc(1, sizeof *g);
+            if (g == NULL)
+                return WF_ENOMEM;
+            if (i > 0)
+                d->groups[i - 1]->next_in_run = g;
+            d->groups[i] = g;
+            g->outstanding = wf__calloc(n ? n : 1, sizeof *g->outstanding);
+            g->resolved = wf__calloc(n ? n : 1, sizeof *g->resolved);
+            g->result = wf__calloc(n ? n : 1, sizeof *g->result);
+            if (g->outstanding == NULL || g->resolved == NULL || g->result == NULL)
+                return WF_ENOMEM; /* g->n stays 0: freeing it reads no branch */
+            g->n = n;
+        }
+    }
+    uint32_t n;
+    seek(d, R_GROUPS);
+    wf__rd_array(r, &n); /* read above */
     for (uint32_t i = 0; i < d->ngroups; i++) {
-        const msgpack_object *a = ga->via.array.ptr[i].via.array.ptr;
-        wf__group *g = d->groups[i];
-        uint32_t v;
-        if (a[0].type != MSGPACK_OBJECT_NIL) {
-            if (as_u32(&a[0], d->ngroups, &v) < 0 || v == i ||
-                as_u32(&a[1], d->groups[v]->n, &g->parent_branch) < 0)
-                return bad(d, "groups", "bad parent group or branch");
-            g->parent = d->groups[v];
-        }
-        uint32_t ti;
-        if (as_u32(&a[2], d->nsteps, &v) < 0 || as_u32(&a[3], d->ntypes, &ti) < 0)
-            return bad(d, "groups", "bad join step or collected type");
-        g->join_step = d->steps[v];
-        g->collect = d->types[ti];
-        if ((rc = dec_event(d, &a[4], "groups", &g->origin)) < 0)
+        here(d, "groups", i);
+        wf__group *g = d->build ? d->groups[i] : NULL;
+        uint32_t parent = NO_ITEM, branch, join, ti, lineage;
+        wf__rd_array(r, &n);
+        /* groups are listed newest first: a parent comes after its children (no cycle) */
+        if ((!wf__rd_nil(r) && (wf__rd_u32(r, d->ngroups, &parent) < 0 || parent <= i)) ||
+            wf__rd_u32(r, parent == NO_ITEM ? UINT32_MAX : d->gn[parent], &branch) < 0)
+            return bad(d, "bad parent group (a later one) or branch");
+        if (wf__rd_u32(r, d->nsteps, &join) < 0 || wf__rd_u32(r, d->ntypes, &ti) < 0)
+            return bad(d, "bad join step or collected type");
+        wf_event *origin;
+        int rc = dec_event(d, &origin, NULL);
+        if (rc < 0)
             return rc;
-        if (as_u32(&a[5], 65536, &v) < 0)
-            return bad(d, "groups", "bad lineage");
-        g->lineage = (uint16_t)v;
-        uint32_t unresolved = 0;
-        for (uint32_t b = 0; b < g->n; b++) {
-            int r = (uint8_t)a[6].via.bin.ptr[b];
-            if (r > 2)
-                return bad(d, "groups", "a branch is unresolved (0), resolved (1) or out (2)");
-            atomic_init(&g->resolved[b], r);
-            unresolved += r == 0;
-            const msgpack_object *res = &a[7].via.array.ptr[b];
-            if (res->type != MSGPACK_OBJECT_NIL &&
-                (rc = dec_event(d, res, "groups", &g->result[b])) < 0)
+        if (g)
+            g->origin = origin;
+        if (wf__rd_u32(r, 65536, &lineage) < 0)
+            return bad(d, "bad lineage");
+        const char *res = NULL;
+        uint32_t nb = 0, nres = 0, unresolved = 0;
+        if (wf__rd_strbin(r, 1, &res, &nb) < 0 || wf__rd_array(r, &nres) < 0 || nb != d->gn[i] ||
+            nres != nb)
+            return bad(d, "resolved (bin) and results (array) have one item per branch");
+        for (uint32_t b = 0; b < nb; b++) {
+            uint8_t st = (uint8_t)res[b];
+            if (st > 2)
+                return bad(d, "a branch is unresolved (0), resolved (1) or out (2)");
+            unresolved += st == 0;
+            wf_event *e = NULL;
+            if (!wf__rd_nil(r) && (rc = dec_event(d, &e, NULL)) < 0)
                 return rc;
+            if (g) {
+                atomic_init(&g->resolved[b], st);
+                g->result[b] = e;
+            }
         }
-        atomic_init(&g->unresolved, unresolved);
+        if (g) {
+            if (parent != NO_ITEM) {
+                g->parent = d->groups[parent];
+                g->parent_branch = branch;
+            }
+            g->join_step = d->steps[join];
+            g->collect = d->types[ti];
+            g->lineage = (uint16_t)lineage;
+            atomic_init(&g->unresolved, unresolved);
+        }
     }
     /* a fan-out that has not joined yet holds a unit on its parent's branch */
-    for (uint32_t i = 0; i < d->ngroups; i++) {
+    for (uint32_t i = 0; d->build && i < d->ngroups; i++) {
         wf__group *g = d->groups[i];
         if (g->parent && atomic_load(&g->unresolved) > 0)
             wf__branch_add(g->parent, g->parent_branch);
@@ -980,52 +1034,52 @@ static int dec_groups(dec *d, const msgpack_object *m)
     return 0;
 }
 
-static int dec_buffers(dec *d, const msgpack_object *m)
+/* Buffers: [step, id (str) or nil (a join's arrivals), [[type, [events]]...]] */
+static int dec_buffers(dec *d)
 {
-    int rc = 0;
-    const msgpack_object *ba = get_array(d, m, "buffers", &rc);
-    if (rc < 0)
-        return rc;
+    wf__rd *r = &d->r;
+    uint32_t nb;
+    here(d, "buffers", NO_ITEM);
+    if (!seek(d, R_BUFFERS) || wf__rd_array(r, &nb) < 0)
+        return bad(d, "missing, or not an array");
     wf__collect **tail = &d->collect;
-    for (uint32_t i = 0; i < ba->via.array.size; i++) {
-        const msgpack_object *o = &ba->via.array.ptr[i];
-        uint32_t step;
-        if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 3 ||
-            as_u32(&o->via.array.ptr[0], d->nsteps, &step) < 0 ||
-            (o->via.array.ptr[1].type != MSGPACK_OBJECT_NIL &&
-             o->via.array.ptr[1].type != MSGPACK_OBJECT_STR) ||
-            o->via.array.ptr[2].type != MSGPACK_OBJECT_ARRAY)
-            return bad(d, "buffers", "a buffer is [step, id, [[type, [events]]...]]");
-        wf__collect *c = wf__calloc(1, sizeof *c);
-        if (c == NULL)
-            return WF_ENOMEM;
-        *tail = c;
-        tail = &c->next;
-        c->step = d->steps[step];
-        if (o->via.array.ptr[1].type == MSGPACK_OBJECT_STR &&
-            (c->id = as_str(&o->via.array.ptr[1])) == NULL)
-            return bad(d, "buffers", "bad buffer id");
-        const msgpack_object *qs = &o->via.array.ptr[2];
-        for (uint32_t k = 0; k < qs->via.array.size; k++) {
-            const msgpack_object *q = &qs->via.array.ptr[k];
-            uint32_t ti;
-            if (q->type != MSGPACK_OBJECT_ARRAY || q->via.array.size != 2 ||
-                as_u32(&q->via.array.ptr[0], d->ntypes, &ti) < 0 ||
-                q->via.array.ptr[1].type != MSGPACK_OBJECT_ARRAY)
-                return bad(d, "buffers", "a buffered queue is [type, [events]]");
-            wf__cq *cq = wf__cq_find(c, d->types[ti], 1);
-            if (cq == NULL)
+    for (uint32_t i = 0; i < nb; i++) {
+        here(d, "buffers", i);
+        uint32_t n, step, nq;
+        char id[4097];
+        int has_id = 0;
+        if (wf__rd_array(r, &n) < 0 || n != 3 || wf__rd_u32(r, d->nsteps, &step) < 0 ||
+            (!wf__rd_nil(r) && (has_id = 1, rd_name(d, id) < 0)) || wf__rd_array(r, &nq) < 0)
+            return bad(d, "a buffer is [step, id, [[type, [events]]...]]");
+        wf__collect *c = NULL;
+        if (d->build) {
+            if ((c = wf__calloc(1, sizeof *c)) == NULL)
                 return WF_ENOMEM;
-            const msgpack_object *evs = &q->via.array.ptr[1];
-            for (uint32_t j = 0; j < evs->via.array.size; j++) {
+            *tail = c;
+            tail = &c->next;
+            c->step = d->steps[step];
+            if (has_id && (c->id = wf__strdup(id)) == NULL)
+                return WF_ENOMEM;
+        }
+        for (uint32_t k = 0; k < nq; k++) {
+            uint32_t m, ti, ne;
+            if (wf__rd_array(r, &m) < 0 || m != 2 || wf__rd_u32(r, d->ntypes, &ti) < 0 ||
+                wf__rd_array(r, &ne) < 0)
+                return bad(d, "a buffered queue is [type, [events]]");
+            wf__cq *cq = NULL;
+            if (c && (cq = wf__cq_find(c, d->types[ti], 1)) == NULL)
+                return WF_ENOMEM;
+            for (uint32_t j = 0; j < ne; j++) {
                 wf_event *ev;
-                if ((rc = dec_event(d, &evs->via.array.ptr[j], "buffers", &ev)) < 0)
+                const wf_event_type *et;
+                int rc = dec_event(d, &ev, &et);
+                if (rc < 0)
                     return rc;
-                if (ev->type != d->types[ti] && !wf_event_type_is(ev->type, d->types[ti])) {
+                if (et != d->types[ti] && !wf_event_type_is(et, d->types[ti])) {
                     wf_event_release(ev);
-                    return bad(d, "buffers", "an event of another type in a buffered queue");
+                    return bad(d, "an event of another type in a buffered queue");
                 }
-                if (wf__cq_push(cq, ev) < 0) {
+                if (cq && wf__cq_push(cq, ev) < 0) {
                     wf_event_release(ev);
                     return WF_ENOMEM;
                 }
@@ -1035,111 +1089,175 @@ static int dec_buffers(dec *d, const msgpack_object *m)
     return 0;
 }
 
-static int dec_waiters(dec *d, const msgpack_object *m)
+/* Waiters: [step, id, type, requirements, state, got, timeout_ms, left_ms, task] */
+static int dec_waiters(dec *d)
 {
-    int rc = 0;
-    const msgpack_object *wa = get_array(d, m, "waiters", &rc);
-    if (rc < 0)
-        return rc;
+    wf__rd *r = &d->r;
+    uint32_t nw;
+    here(d, "waiters", NO_ITEM);
+    if (!seek(d, R_WAITERS) || wf__rd_array(r, &nw) < 0)
+        return bad(d, "missing, or not an array");
     wf__waiter **tail = &d->waiters;
-    for (uint32_t i = 0; i < wa->via.array.size; i++) {
-        const msgpack_object *o = &wa->via.array.ptr[i];
-        if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 9)
-            return bad(d, "waiters", "a waiter is [step, id, type, requirements, state, got, "
-                                     "timeout_ms, left_ms, task]");
-        const msgpack_object *a = o->via.array.ptr;
-        wf__waiter *w = wf__calloc(1, sizeof *w);
-        if (w == NULL)
-            return WF_ENOMEM;
-        *tail = w;
-        tail = &w->next;
-        w->tm.heap_index = WF__TIMER_IDLE;
-        w->req = wf_value_nil();
-        uint32_t step, ti, state;
-        int64_t left = -1;
-        if (as_u32(&a[0], d->nsteps, &step) < 0 || (w->id = as_str(&a[1])) == NULL ||
-            as_u32(&a[2], d->ntypes, &ti) < 0 || as_u32(&a[4], 3, &state) < 0 ||
-            as_i64(&a[6], &w->timeout_ms) < 0 ||
-            (a[7].type != MSGPACK_OBJECT_NIL && (as_i64(&a[7], &left) < 0 || left < 0)) ||
-            (a[3].type != MSGPACK_OBJECT_NIL && a[3].type != MSGPACK_OBJECT_MAP) ||
-            (state == W_WAITING) != (a[8].type != MSGPACK_OBJECT_NIL))
-            return bad(d, "waiters", "bad waiter");
-        w->step = d->steps[step];
-        w->type = d->types[ti];
-        w->state = (int)state;
-        w->timer_live = left >= 0 && state == W_WAITING; /* armed when the run starts */
-        w->tm.deadline_ns = left >= 0 ? left : 0;       /* ms left, until then */
-        if (a[3].type == MSGPACK_OBJECT_MAP &&
-            (rc = wf__msgpack_convert(&a[3], &w->req, d->message)) < 0)
+    for (uint32_t i = 0; i < nw; i++) {
+        here(d, "waiters", i);
+        uint32_t n, step, ti, state;
+        char id[4097];
+        int c;
+        if (wf__rd_array(r, &n) < 0 || n != 9 || wf__rd_u32(r, d->nsteps, &step) < 0 ||
+            rd_name(d, id) < 0 || wf__rd_u32(r, d->ntypes, &ti) < 0 ||
+            ((c = wf__rd_peek(r)) != 0xc0 && !((c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf)))
+            return bad(d, "a waiter is [step, id, type, requirements (map or nil), state, got, "
+                          "timeout_ms, left_ms, task]");
+        wf__waiter *w = NULL;
+        if (d->build) {
+            if ((w = wf__calloc(1, sizeof *w)) == NULL)
+                return WF_ENOMEM;
+            *tail = w;
+            tail = &w->next;
+            w->tm.heap_index = WF__TIMER_IDLE;
+            w->req = wf_value_nil();
+            w->step = d->steps[step];
+            w->type = d->types[ti];
+            if ((w->id = wf__strdup(id)) == NULL)
+                return WF_ENOMEM;
+        }
+        int rc;
+        if (!wf__rd_nil(r) && (rc = wf__rd_value(r, w ? &w->req : NULL, 0)) < 0)
             return rc;
-        if (a[5].type != MSGPACK_OBJECT_NIL && (rc = dec_event(d, &a[5], "waiters", &w->got)) < 0)
+        if (wf__rd_u32(r, 3, &state) < 0)
+            return bad(d, "a waiter's state is 0 waiting, 1 resolved or 2 timed out");
+        wf_event *got = NULL;
+        if (!wf__rd_nil(r) && (rc = dec_event(d, &got, NULL)) < 0)
             return rc;
-        if (a[8].type != MSGPACK_OBJECT_NIL && (rc = dec_task(d, &a[8], "waiters", &w->task)) < 0)
+        if (w)
+            w->got = got;
+        int64_t timeout_ms, left = -1;
+        if (wf__rd_i64(r, &timeout_ms) < 0 ||
+            (!wf__rd_nil(r) && (wf__rd_i64(r, &left) < 0 || left < 0 || left > MAX_MS)))
+            return bad(d, "bad timeout or time left");
+        if ((state == W_WAITING) == (wf__rd_peek(r) == 0xc0))
+            return bad(d, "a waiting waiter has its task, another none");
+        wf__task *t = NULL;
+        if (!wf__rd_nil(r) && (rc = dec_task(d, &t)) < 0)
             return rc;
+        if (w) {
+            w->task = t;
+            w->state = (int)state;
+            w->timeout_ms = timeout_ms;
+            w->timer_live = left >= 0 && state == W_WAITING; /* armed when the run starts */
+            w->tm.deadline_ns = left >= 0 ? left : 0;        /* ms left, until then */
+        }
     }
     return 0;
 }
 
-static int dec_retries(dec *d, const msgpack_object *m)
+/* Retries: [ms left, task] */
+static int dec_retries(dec *d)
 {
-    int rc = 0;
-    const msgpack_object *ra = get_array(d, m, "retries", &rc);
-    if (rc < 0)
-        return rc;
-    for (uint32_t i = 0; i < ra->via.array.size; i++) {
-        const msgpack_object *o = &ra->via.array.ptr[i];
+    wf__rd *r = &d->r;
+    uint32_t nr;
+    here(d, "retries", NO_ITEM);
+    if (!seek(d, R_RETRIES) || wf__rd_array(r, &nr) < 0)
+        return bad(d, "missing, or not an array");
+    for (uint32_t i = 0; i < nr; i++) {
+        here(d, "retries", i);
+        uint32_t n;
         int64_t left;
-        if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
-            as_i64(&o->via.array.ptr[0], &left) < 0 || left < 0)
-            return bad(d, "retries", "a retry is [ms left, task]");
-        wf__retry_timer *rt = wf__calloc(1, sizeof *rt);
-        if (rt == NULL)
-            return WF_ENOMEM;
-        rt->next = d->retries;
-        d->retries = rt;
-        rt->tm.heap_index = WF__TIMER_IDLE;
-        rt->tm.deadline_ns = left;
-        if ((rc = dec_task(d, &o->via.array.ptr[1], "retries", &rt->t)) < 0)
+        if (wf__rd_array(r, &n) < 0 || n != 2 || wf__rd_i64(r, &left) < 0 || left < 0 ||
+            left > MAX_MS)
+            return bad(d, "a retry is [ms left, task]");
+        wf__retry_timer *rt = NULL;
+        if (d->build) {
+            if ((rt = wf__calloc(1, sizeof *rt)) == NULL)
+                return WF_ENOMEM;
+            rt->next = d->retries;
+            d->retries = rt;
+            rt->tm.heap_index = WF__TIMER_IDLE;
+            rt->tm.deadline_ns = left;
+        }
+        wf__task *t;
+        int rc = dec_task(d, &t);
+        if (rc < 0)
             return rc;
+        if (rt)
+            rt->t = t;
     }
     return 0;
 }
 
-static int dec_run(dec *d, const msgpack_object *m)
+static int dec_tasks(dec *d)
 {
-    if (m->type != MSGPACK_OBJECT_MAP)
-        return bad(d, "", "the run is a map");
-    int rc = dec_tables(d, m);
-    if (rc == 0)
-        rc = dec_groups(d, m);
-    if (rc == 0)
-        rc = dec_buffers(d, m);
-    if (rc == 0)
-        rc = dec_waiters(d, m);
-    if (rc == 0)
-        rc = dec_retries(d, m);
-    if (rc < 0)
-        return rc;
-    const msgpack_object *ta = get_array(d, m, "tasks", &rc);
-    if (rc < 0)
-        return rc;
-    d->tasks = wf__calloc(ta->via.array.size ? ta->via.array.size : 1, sizeof *d->tasks);
-    if (d->tasks == NULL)
+    wf__rd *r = &d->r;
+    uint32_t n;
+    here(d, "tasks", NO_ITEM);
+    if (!seek(d, R_TASKS) || wf__rd_array(r, &n) < 0)
+        return bad(d, "missing, or not an array");
+    if (d->build && (d->tasks = wf__calloc(n ? n : 1, sizeof *d->tasks)) == NULL)
         return WF_ENOMEM;
-    for (uint32_t i = 0; i < ta->via.array.size; i++) {
-        if ((rc = dec_task(d, &ta->via.array.ptr[i], "tasks", &d->tasks[i])) < 0)
+    for (uint32_t i = 0; i < n; i++) {
+        here(d, "tasks", i);
+        wf__task *t;
+        int rc = dec_task(d, &t);
+        if (rc < 0)
             return rc;
-        d->ntasks++;
-    }
-    const msgpack_object *c = wf__msgpack_get(m, "counters");
-    if (c && c->type == MSGPACK_OBJECT_MAP) {
-        const msgpack_object *v;
-        if ((v = wf__msgpack_get(c, "dropped")) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-            d->dropped = v->via.u64;
-        if ((v = wf__msgpack_get(c, "unhandled")) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-            d->unhandled = v->via.u64;
+        if (d->build)
+            d->tasks[d->ntasks++] = t;
     }
     return 0;
+}
+
+/* counters: {"queued", "in_progress" (for readers), "dropped", "unhandled"} */
+static int dec_counters(dec *d)
+{
+    here(d, "counters", NO_ITEM);
+    if (!seek(d, R_COUNTERS))
+        return 0;
+    wf__rd_key keys[2] = {{"dropped", 0, 0}, {"unhandled", 0, 0}};
+    int rc = wf__rd_keys(&d->r, keys, 2);
+    if (rc < 0)
+        return rc;
+    uint64_t *v[2] = {&d->dropped, &d->unhandled};
+    for (int k = 0; k < 2; k++) {
+        int64_t i;
+        int neg;
+        d->r.off = keys[k].at;
+        if (keys[k].at && (wf__rd_integer(&d->r, v[k], &i, &neg) < 0 || neg))
+            return bad(d, "a counter is a non-negative integer");
+    }
+    return 0;
+}
+
+static int dec_run(dec *d)
+{
+    for (int k = 0; k < R_N; k++)
+        d->keys[k].name = run_keys[k];
+    here(d, "", NO_ITEM);
+    /* where each entry is (and every value's structure checked) */
+    int rc = wf__rd_keys(&d->r, d->keys, R_N);
+    if (rc == 0)
+        rc = dec_tables(d);
+    if (rc == 0)
+        rc = dec_groups(d);
+    if (rc == 0)
+        rc = dec_buffers(d);
+    if (rc == 0)
+        rc = dec_waiters(d);
+    if (rc == 0)
+        rc = dec_retries(d);
+    if (rc == 0)
+        rc = dec_tasks(d);
+    if (rc == 0)
+        rc = dec_counters(d);
+    if (rc == WF_EFORMAT && d->message && *d->message == NULL) {
+        char what[96];
+        if (d->item != NO_ITEM)
+            snprintf(what, sizeof what, "malformed snapshot: run.%s[%u]", d->field, d->item);
+        else
+            snprintf(what, sizeof what, "malformed snapshot: run%s%s", *d->field ? "." : "",
+                     d->field);
+        *d->message = wf__rd_message(&d->r, what);
+    }
+    return rc;
 }
 
 /* Puts the decoded bookkeeping into the new run and starts it. */
@@ -1247,18 +1365,14 @@ int wf_run_resume(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_pa
             *message = wf__strdup("the context holds no run to resume");
         return rc == 0 ? WF_ESTATE : rc;
     }
-    msgpack_unpacked res;
-    rc = wf__msgpack_unpack(bytes, len, &res, NULL, message);
-    if (rc < 0) {
-        wf__free_mem(bytes);
-        return rc;
-    }
     dec d;
     memset(&d, 0, sizeof d);
+    wf__rd_init(&d.r, bytes, len, 0);
+    d.build = 1;
     d.wf = wf;
     d.message = message;
     d.now = wf__now_ns();
-    rc = dec_run(&d, &res.data);
+    rc = dec_run(&d);
     wf__run *run = NULL;
     if (rc == 0)
         rc = wf__run_create(ex, wf, ctx, params, &run);
@@ -1268,24 +1382,26 @@ int wf_run_resume(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_pa
         *out = (wf_handler *)run;
     }
     dec_free(&d);
-    msgpack_unpacked_destroy(&res);
     wf__free_mem(bytes);
+    return rc;
+}
+
+int wf__run_check_doc(wf_workflow *wf, const void *doc, size_t off, size_t len, int build,
+                      char **message)
+{
+    dec d;
+    memset(&d, 0, sizeof d);
+    wf__rd_init(&d.r, (const char *)doc + off, len, off);
+    d.build = build;
+    d.wf = wf;
+    d.now = wf__now_ns();
+    d.message = message;
+    int rc = dec_run(&d);
+    dec_free(&d);
     return rc;
 }
 
 int wf__run_check(wf_workflow *wf, const void *bytes, size_t len, char **message)
 {
-    msgpack_unpacked res;
-    int rc = wf__msgpack_unpack(bytes, len, &res, NULL, message);
-    if (rc < 0)
-        return rc;
-    dec d;
-    memset(&d, 0, sizeof d);
-    d.wf = wf;
-    d.message = message;
-    d.now = wf__now_ns();
-    rc = dec_run(&d, &res.data);
-    dec_free(&d);
-    msgpack_unpacked_destroy(&res);
-    return rc;
+    return wf__run_check_doc(wf, bytes, 0, len, 0, message);
 }

@@ -653,3 +653,99 @@ Test(snapshot, a_queued_event_resumes_as_its_first_attempt, .timeout = 60)
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+/* ---- a run written by another program, and what the decoder says about a bad one ---- */
+
+static wf_value str_v(const char *s)
+{
+    wf_value v;
+    cr_assert_eq(wf_value_string(&v, s), 0);
+    return v;
+}
+
+static wf_value arr_v(int n, const wf_value *items)
+{
+    wf_value a;
+    cr_assert_eq(wf_value_array_new(&a, (size_t)n), 0);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(wf_value_array_push(&a, items[i]), 0);
+    return a;
+}
+
+/* A snapshot of HumanInTheLoop with one HumanResponseEvent queued for step2 (step index sidx). */
+static void hand_written(wf_workflow *wf, uint64_t sidx, void **buf, size_t *len)
+{
+    wf_value doc, run, fields, state;
+    cr_assert_eq(wf_value_map_new(&doc, 7), 0);
+    cr_assert_eq(wf_value_map_set(&doc, "magic", str_v("wf-snapshot")), 0);
+    cr_assert_eq(wf_value_map_set(&doc, "version", wf_value_uint(2)), 0);
+    cr_assert_eq(wf_value_map_set(&doc, "workflow", str_v("HumanInTheLoop")), 0);
+    cr_assert_eq(wf_value_map_set(&doc, "fingerprint", wf_value_uint(wf_workflow_fingerprint(wf))),
+                 0);
+    cr_assert_eq(wf_value_map_set(&doc, "running", wf_value_bool(1)), 0);
+    cr_assert_eq(wf_value_map_new(&state, 0), 0);
+    cr_assert_eq(wf_value_map_set(&doc, "state", state), 0);
+    cr_assert_eq(wf_value_map_new(&run, 8), 0);
+    wf_value steps[] = {str_v("step1"), str_v("step2")};
+    cr_assert_eq(wf_value_map_set(&run, "steps", arr_v(2, steps)), 0);
+    wf_value types[] = {str_v("HumanResponseEvent")};
+    cr_assert_eq(wf_value_map_set(&run, "types", arr_v(1, types)), 0);
+    cr_assert_eq(wf_value_map_new(&fields, 1), 0);
+    cr_assert_eq(wf_value_map_set(&fields, "response", str_v("42")), 0);
+    wf_value task[] = {wf_value_uint(sidx), wf_value_uint(0), fields};
+    wf_value tasks[] = {arr_v(3, task)};
+    cr_assert_eq(wf_value_map_set(&run, "tasks", arr_v(1, tasks)), 0);
+    const char *empty[] = {"retries", "waiters", "buffers", "groups"};
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(wf_value_map_set(&run, empty[i], arr_v(0, NULL)), 0);
+    cr_assert_eq(wf_value_map_set(&doc, "run", run), 0);
+    cr_assert_eq(wf_value_to_msgpack(doc, buf, len), 0);
+    wf_value_release(doc);
+}
+
+Test(snapshot, a_run_written_by_another_program_resumes, .timeout = 60)
+{
+    atomic_store(&n_ask, 0);
+    atomic_store(&n_answer, 0);
+    wf_workflow *wf = hitl_wf();
+    wf_executor *ex = exec_n(2);
+    void *buf;
+    size_t len;
+    hand_written(wf, 1, &buf, &len);
+    wf_ctx *ctx;
+    char *msg = NULL;
+    cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &ctx, &msg), 0, "%s", msg ? msg : "");
+    wf_handler *h;
+    cr_assert_eq(wf_run_resume(ex, wf, ctx, NULL, &h, &msg), 0, "%s", msg ? msg : "");
+    wf_event *res;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    cr_assert_str_eq(result_str(res), "42");
+    cr_assert_eq(atomic_load(&n_ask), 0, "step1 had nothing to do");
+    cr_assert_eq(atomic_load(&n_answer), 1);
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_ctx_free(ctx);
+    wf_free(buf);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(snapshot, a_bad_run_is_refused_naming_its_field_and_offset, .timeout = 60)
+{
+    wf_workflow *wf = hitl_wf();
+    void *buf;
+    size_t len;
+    hand_written(wf, 7, &buf, &len); /* the workflow has 2 steps */
+    wf_ctx *ctx;
+    char *msg = NULL;
+    cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &ctx, &msg), WF_EFORMAT);
+    size_t off = 0;
+    cr_assert_eq(
+        sscanf(msg, "malformed snapshot: run.tasks[0] at offset %zu: bad step or type index", &off),
+        1, "%s", msg);
+    cr_assert(off < len && ((const unsigned char *)buf)[off] == 7,
+              "the offset is the document's, at the step index: %s", msg);
+    wf_free(msg);
+    wf_free(buf);
+    wf_workflow_free(wf);
+}
