@@ -11,8 +11,10 @@
  * route under it for reading), and waits until every taken slot of every
  * step is accounted for: parked, in a worker's hands with nothing visible
  * done yet (in progress), or owned by an async completion token. Then
- * nothing of the run moves: it copies the bookkeeping and opens the gate.
- * The run's pause is that wait plus the copy; other runs never stop.
+ * nothing of the run moves: it copies the bookkeeping (the image: events
+ * retained, not copied) and opens the gate; the image is encoded while the
+ * run goes on. The run's pause is that wait plus the copy (~15 ms for 10^6
+ * queued events); other runs never stop.
  *
  * Every event is then exactly once: queued (a pending queue, a parked task,
  * the unstarted rest of a claimed batch), in progress (re-run on resume:
@@ -50,55 +52,97 @@ static uint32_t nslots(struct wf_executor *ex)
     return ex->nworkers + ex->blk_max;
 }
 
-/* Events waiting in a pending queue (stable: nobody produces or consumes). */
-static uint32_t pendq_len(wf__pendq *q)
-{
-    uint32_t n = 0;
-    if (q == NULL)
-        return 0;
-    for (wf__task *t = q->head; t; t = atomic_load_explicit(&t->next, memory_order_acquire))
-        n += t != &q->stub;
-    return n;
-}
+/* ------------------------------------------------------------- the image */
 
 /*
- * 1 when every slot the steps' counts say is taken is accounted for (caller
- * holds snap_lock and the outside lock for writing; the gate is closed, the
- * dirty slots drained). inprog[i] gets the task slot i has in progress for
- * the run (NULL: none): the encoder uses this one reading, as a slot may
- * still flicker between clean and dirty (a runner reaching slot_dirty stores
- * the dirty bit, sees the gate and takes it back) while its task stays put.
+ * What the cut copies while the run is held, so that it can be encoded once
+ * the run goes on: events are immutable and reference-counted, so they are
+ * retained rather than copied; the bookkeeping around them (small) is
+ * copied, with timers turned into the milliseconds they had left. The
+ * common task (queued, first attempt, no lineage, fan-out group or retry
+ * record) takes 16 bytes; the others carry an img_more.
  */
-static int balanced(wf__run *run, uint32_t *have, wf__task **inprog)
-{
-    struct wf_executor *ex = run->ex;
-    memset(have, 0, run->nsteps * sizeof *have);
-    for (wf__task *t = run->held; t; t = atomic_load_explicit(&t->next, memory_order_relaxed))
-        have[t->step]++;
-    for (uint32_t i = 0; i < nslots(ex); i++) {
-        wf__slot *s = slot_at(ex, i);
-        inprog[i] = NULL;
-        if ((atomic_load_explicit(&s->state, memory_order_acquire) & ~WF__SLOT_DIRTY) ==
-            (uintptr_t)run) {
-            inprog[i] = atomic_load_explicit(&s->task, memory_order_relaxed);
-            have[inprog[i]->step]++;
-        }
-    }
-    pthread_mutex_lock(&run->collect_lock);
-    for (wf_completion *c = run->pending; c; c = c->next)
-        if (c->task)
-            have[c->task->step]++;
-    pthread_mutex_unlock(&run->collect_lock);
-    for (uint32_t s = 0; s < run->nsteps; s++) {
-        wf__pendq *q = atomic_load_explicit(&run->steps[s].pendq, memory_order_acquire);
-        uint32_t c = atomic_load_explicit(&run->steps[s].count, memory_order_acquire);
-        if (have[s] + pendq_len(q) != c)
-            return 0;
-    }
-    return 1;
-}
+typedef struct img_task {
+    wf_event *ev; /* retained */
+    uint32_t step;
+    uint32_t more; /* 0: the common case, else 1 + its index in img.more */
+} img_task;
 
-/* ------------------------------------------------------------- encoding */
+typedef struct img_more {
+    uint32_t attempt;
+    uint16_t lineage;
+    uint8_t in_progress;
+    uint8_t has_retry; /* the retry bookkeeping below is there */
+    int64_t group;     /* index in the groups table, or -1 */
+    uint32_t branch;
+    int64_t ago_ms; /* since the first attempt, or -1 */
+    int32_t last_error;
+    char *last_msg;
+    int joined; /* a join's set: tuple[0 .. ntuple), retained */
+    wf_event **tuple;
+    uint32_t ntuple;
+} img_more;
+
+typedef struct img_waiter {
+    uint32_t step;
+    char *id;
+    const wf_event_type *type;
+    wf_value req; /* retained */
+    int state;
+    wf_event *got; /* retained, or NULL */
+    int64_t timeout_ms;
+    int64_t left_ms; /* -1: no timer */
+    int has_task;
+    img_task task;
+} img_waiter;
+
+typedef struct img_queue {
+    const wf_event_type *type;
+    uint32_t n;
+    wf_event **evs; /* retained, oldest first */
+} img_queue;
+
+typedef struct img_buffer {
+    uint32_t step;
+    char *id; /* NULL: a join's arrivals */
+    uint32_t nq;
+    img_queue *qs;
+} img_buffer;
+
+typedef struct img_group {
+    int64_t parent; /* index, or -1 */
+    uint32_t parent_branch;
+    uint32_t join_step;
+    const wf_event_type *collect;
+    wf_event *origin; /* retained */
+    uint16_t lineage;
+    uint32_t n;
+    uint8_t *resolved;
+    wf_event **result; /* retained, NULL where none */
+} img_group;
+
+typedef struct img_retry {
+    int64_t left_ms;
+    img_task task;
+} img_retry;
+
+typedef struct img {
+    img_task *tasks; /* every step's, in the order they are encoded */
+    uint32_t ntasks, cap_tasks;
+    img_more *more;
+    uint32_t nmore, cap_more;
+    img_retry *retries;
+    uint32_t nretries;
+    img_waiter *waiters;
+    uint32_t nwaiters;
+    img_buffer *buffers;
+    uint32_t nbuffers;
+    img_group *groups;
+    uint32_t ngroups;
+    uint64_t queued, in_progress, dropped, unhandled;
+    int64_t timeout_ms;
+    int rc; /* the first failure (out of memory) */
+} img;
 
 /* Pointer -> index, for the groups tasks refer to. */
 typedef struct ptrmap {
@@ -146,18 +190,371 @@ static int64_t ptrmap_get(const ptrmap *m, const void *p)
     return m->keys[h] ? (int64_t)m->vals[h] : -1;
 }
 
+static void img_fail(img *m, int rc)
+{
+    if (m->rc == 0)
+        m->rc = rc;
+}
+
+static void *img_calloc(img *m, size_t n, size_t size)
+{
+    void *p = wf__calloc(n ? n : 1, size);
+    if (p == NULL)
+        img_fail(m, WF_ENOMEM);
+    return p;
+}
+
+static char *img_strdup(img *m, const char *s)
+{
+    char *d = s ? wf__strdup(s) : NULL;
+    if (s && d == NULL)
+        img_fail(m, WF_ENOMEM);
+    return d;
+}
+
+/* t as an image task (its event retained); in_progress: it had started. */
+static void img_put(img *m, img_task *it, const wf__task *t, int in_progress, const ptrmap *groups,
+                    int64_t now)
+{
+    const wf__retry_info *ri = t->arg;
+    int64_t group = ptrmap_get(groups, t->u.group);
+    int has_retry = ri && (ri->first_ns || ri->last_error || ri->last_msg);
+    it->ev = wf_event_retain(t->ev);
+    it->step = t->step;
+    it->more = 0;
+    if (!in_progress && t->attempt == 1 && t->flags == 0 && group < 0 && !has_retry &&
+        !(ri && ri->joined))
+        return;
+    if (m->nmore == m->cap_more) {
+        uint32_t cap = m->cap_more ? m->cap_more * 2 : 16;
+        img_more *nm = wf__realloc(m->more, cap * sizeof *nm);
+        if (nm == NULL) {
+            img_fail(m, WF_ENOMEM);
+            return;
+        }
+        m->more = nm;
+        m->cap_more = cap;
+    }
+    img_more *mo = &m->more[m->nmore];
+    memset(mo, 0, sizeof *mo);
+    it->more = ++m->nmore;
+    mo->attempt = t->attempt;
+    mo->lineage = t->flags;
+    mo->in_progress = (uint8_t)(in_progress != 0);
+    mo->group = group;
+    mo->branch = t->pad;
+    if (has_retry) {
+        mo->has_retry = 1;
+        mo->ago_ms = ri->first_ns ? (now - ri->first_ns) / 1000000 : -1;
+        mo->last_error = ri->last_error;
+        mo->last_msg = img_strdup(m, ri->last_msg);
+    }
+    if (ri && ri->joined) {
+        mo->joined = 1;
+        if ((mo->tuple = img_calloc(m, ri->ntuple, sizeof *mo->tuple)) != NULL) {
+            for (uint32_t i = 0; i < ri->ntuple; i++)
+                mo->tuple[i] = wf_event_retain(ri->tuple[i]);
+            mo->ntuple = ri->ntuple;
+        }
+    }
+}
+
+static const img_more *img_more_of(const img *m, const img_task *it)
+{
+    return it->more ? &m->more[it->more - 1] : NULL;
+}
+
+static void img_add_task(img *m, const wf__task *t, int in_progress, const ptrmap *groups,
+                         int64_t now)
+{
+    img_put(m, &m->tasks[m->ntasks++], t, in_progress, groups, now);
+    if (in_progress)
+        m->in_progress++;
+    else
+        m->queued++;
+}
+
+/* Forgets the tasks copied so far (the array stays, for another try). */
+static void img_drop_tasks(img *m)
+{
+    for (uint32_t i = 0; i < m->ntasks; i++)
+        wf_event_release(m->tasks[i].ev);
+    for (uint32_t i = 0; i < m->nmore; i++) {
+        for (uint32_t k = 0; k < m->more[i].ntuple; k++)
+            wf_event_release(m->more[i].tuple[k]);
+        wf__free_mem(m->more[i].tuple);
+        wf__free_mem(m->more[i].last_msg);
+    }
+    m->ntasks = m->nmore = 0;
+    m->queued = m->in_progress = 0;
+}
+
+/*
+ * Copies every task of the run, per step: in progress first (then the
+ * unstarted rest of its claimed batch), async invocations waiting for their
+ * completion, parked ones (oldest first), then the pending queue in order.
+ * Caller holds snap_lock, outside for writing, collect_lock and mu; the gate
+ * is closed and the dirty slots drained. 1 when every slot the steps' counts
+ * say is taken is accounted for (or m->rc is set); 0 when not yet (a slot
+ * may still flicker between clean and dirty: a runner reaching slot_dirty
+ * stores the dirty bit, sees the gate and takes it back; its task stays
+ * put): the caller lets go, then tries again. The slots are read once, into
+ * inprog, and the copy follows that reading. have: nsteps counters.
+ */
+static int img_tasks(img *m, wf__run *run, wf__task **inprog, uint32_t *have, const ptrmap *groups,
+                     int64_t now)
+{
+    struct wf_executor *ex = run->ex;
+    memset(have, 0, run->nsteps * sizeof *have);
+    uint32_t nheld = 0;
+    uint64_t n = 0; /* the tasks there are if the counts hold */
+    for (wf__task *h = run->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed)) {
+        have[h->step]++;
+        nheld++;
+        for (wf__task *t = h; t; t = t->chain)
+            n++;
+    }
+    for (uint32_t i = 0; i < nslots(ex); i++) {
+        wf__slot *s = slot_at(ex, i);
+        inprog[i] = NULL;
+        if ((atomic_load_explicit(&s->state, memory_order_acquire) & ~WF__SLOT_DIRTY) ==
+            (uintptr_t)run) {
+            inprog[i] = atomic_load_explicit(&s->task, memory_order_relaxed);
+            have[inprog[i]->step]++;
+            for (wf__task *t = inprog[i]; t; t = t->chain)
+                n++;
+        }
+    }
+    for (wf_completion *c = run->pending; c; c = c->next)
+        if (c->task) {
+            have[c->task->step]++;
+            n++;
+        }
+    for (uint32_t s = 0; s < run->nsteps; s++) {
+        uint32_t c = atomic_load_explicit(&run->steps[s].count, memory_order_acquire);
+        if (c < have[s])
+            return 0;
+        n += c - have[s]; /* queued */
+    }
+    if (n > m->cap_tasks) { /* more than estimated before the gate closed */
+        img_task *nt = n <= UINT32_MAX ? wf__realloc(m->tasks, n * sizeof *nt) : NULL;
+        if (nt == NULL) {
+            img_fail(m, WF_ENOMEM);
+            return 1;
+        }
+        m->tasks = nt;
+        m->cap_tasks = (uint32_t)n;
+    }
+    /* held is a stack: the oldest parked chain is last */
+    wf__task **held = img_calloc(m, nheld, sizeof *held);
+    if (held == NULL)
+        return 1;
+    uint32_t k = nheld;
+    for (wf__task *h = run->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed))
+        held[--k] = h;
+    int ok = 1;
+    for (uint32_t s = 0; s < run->nsteps && ok; s++) {
+        for (uint32_t i = 0; i < nslots(ex); i++) {
+            wf__task *t = inprog[i];
+            if (t == NULL || t->step != s)
+                continue;
+            img_add_task(m, t, 1, groups, now);
+            for (t = t->chain; t; t = t->chain)
+                img_add_task(m, t, 0, groups, now); /* claimed with it, not started */
+        }
+        for (wf_completion *c = run->pending; c; c = c->next)
+            if (c->task && c->task->step == s)
+                img_add_task(m, c->task, 1, groups, now);
+        for (uint32_t j = 0; j < nheld; j++)
+            if (held[j]->step == s)
+                for (wf__task *t = held[j]; t; t = t->chain)
+                    img_add_task(m, t, 0, groups, now);
+        /* the queue is read as it is copied: one walk of it, not two */
+        wf__pendq *q = atomic_load_explicit(&run->steps[s].pendq, memory_order_acquire);
+        uint32_t qlen = 0;
+        for (wf__task *t = q ? q->head : NULL; t && ok;
+             t = atomic_load_explicit(&t->next, memory_order_acquire)) {
+            if (t == &q->stub)
+                continue;
+            if (m->ntasks == m->cap_tasks)
+                ok = 0; /* longer than the count says */
+            else
+                img_add_task(m, t, 0, groups, now);
+            qlen++;
+        }
+        ok = ok &&
+             have[s] + qlen == atomic_load_explicit(&run->steps[s].count, memory_order_acquire);
+    }
+    wf__free_mem(held);
+    if (!ok)
+        img_drop_tasks(m);
+    return ok;
+}
+
+/* Copies the rest of the run: retries, waiters, buffers, groups, counters (same locks). */
+static void img_rest(img *m, wf__run *run, const ptrmap *groups, int64_t now)
+{
+    uint32_t nr = 0, nw = 0, nb = 0, ng = 0;
+    for (wf__retry_timer *rt = run->retries; rt; rt = rt->next)
+        nr++;
+    if ((m->retries = img_calloc(m, nr, sizeof *m->retries)) != NULL) {
+        for (wf__retry_timer *rt = run->retries; rt; rt = rt->next) {
+            img_retry *r = &m->retries[m->nretries++];
+            int64_t left = (rt->tm.deadline_ns - now) / 1000000;
+            r->left_ms = left > 0 ? left : 0;
+            img_put(m, &r->task, rt->t, 0, groups, now);
+            m->queued++;
+        }
+    }
+    for (wf__waiter *w = run->waiters; w; w = w->next)
+        nw += !w->orphan;
+    if ((m->waiters = img_calloc(m, nw, sizeof *m->waiters)) != NULL) {
+        for (wf__waiter *w = run->waiters; w; w = w->next) {
+            if (w->orphan)
+                continue;
+            img_waiter *iw = &m->waiters[m->nwaiters++];
+            iw->step = w->step;
+            iw->id = img_strdup(m, w->id);
+            iw->type = w->type;
+            iw->req = wf_value_retain(w->req);
+            iw->state = w->state;
+            iw->got = wf_event_retain(w->got);
+            iw->timeout_ms = w->timeout_ms;
+            iw->left_ms = -1;
+            if (w->state == W_WAITING && w->timer_live) {
+                int64_t left = (w->tm.deadline_ns - now) / 1000000;
+                iw->left_ms = left > 0 ? left : 0;
+            }
+            if (w->task) { /* a waiting step's event is counted as neither */
+                iw->has_task = 1;
+                img_put(m, &iw->task, w->task, 0, groups, now);
+            }
+        }
+    }
+    for (wf__collect *c = run->collect; c; c = c->next)
+        nb++;
+    if ((m->buffers = img_calloc(m, nb, sizeof *m->buffers)) != NULL) {
+        for (wf__collect *c = run->collect; c; c = c->next) {
+            img_buffer *b = &m->buffers[m->nbuffers++];
+            b->step = c->step;
+            b->id = img_strdup(m, c->id);
+            if ((b->qs = img_calloc(m, c->nq, sizeof *b->qs)) == NULL)
+                break;
+            for (uint32_t i = 0; i < c->nq; i++) {
+                const wf__cq *q = &c->qs[i];
+                img_queue *iq = &b->qs[b->nq++];
+                iq->type = q->type;
+                if ((iq->evs = img_calloc(m, q->len, sizeof *iq->evs)) == NULL)
+                    break;
+                for (uint32_t k = 0; k < q->len; k++)
+                    iq->evs[iq->n++] = wf_event_retain(q->ring[(q->head + k) % q->cap]);
+            }
+        }
+    }
+    for (wf__group *g = run->groups; g; g = g->next_in_run)
+        ng++;
+    if ((m->groups = img_calloc(m, ng, sizeof *m->groups)) != NULL) {
+        for (wf__group *g = run->groups; g; g = g->next_in_run) {
+            img_group *ig = &m->groups[m->ngroups++];
+            ig->parent = ptrmap_get(groups, g->parent);
+            ig->parent_branch = g->parent_branch;
+            ig->join_step = g->join_step;
+            ig->collect = g->collect;
+            ig->origin = wf_event_retain(g->origin);
+            ig->lineage = g->lineage;
+            ig->resolved = img_calloc(m, g->n, 1);
+            ig->result = img_calloc(m, g->n, sizeof *ig->result);
+            if (ig->resolved == NULL || ig->result == NULL)
+                break;
+            ig->n = g->n;
+            for (uint32_t i = 0; i < g->n; i++) {
+                ig->resolved[i] =
+                    (uint8_t)atomic_load_explicit(&g->resolved[i], memory_order_relaxed);
+                ig->result[i] = wf_event_retain(g->result[i]);
+            }
+        }
+    }
+    m->dropped = atomic_load(&run->dropped);
+    m->unhandled = atomic_load(&run->unhandled);
+    m->timeout_ms = run->timeout_ms;
+}
+
+/*
+ * The array for the tasks, sized from the counts before the gate closes and
+ * written once, so that the page faults of fresh memory (~2 us per 4 KiB
+ * here) are not part of the pause.
+ */
+static void img_prepare(img *m, wf__run *run)
+{
+    uint64_t n = 64;
+    for (uint32_t s = 0; s < run->nsteps; s++)
+        n += atomic_load_explicit(&run->steps[s].count, memory_order_relaxed);
+    n += n / 8;
+    if (n > UINT32_MAX)
+        return;
+    if ((m->tasks = wf__malloc(n * sizeof *m->tasks)) != NULL) {
+        memset(m->tasks, 0, n * sizeof *m->tasks);
+        m->cap_tasks = (uint32_t)n;
+    }
+}
+
+static void img_task_free(img *m, img_task *it)
+{
+    wf_event_release(it->ev);
+    (void)m;
+}
+
+static void img_free(img *m)
+{
+    img_drop_tasks(m);
+    wf__free_mem(m->tasks);
+    wf__free_mem(m->more);
+    for (uint32_t i = 0; i < m->nretries; i++)
+        img_task_free(m, &m->retries[i].task);
+    wf__free_mem(m->retries);
+    for (uint32_t i = 0; i < m->nwaiters; i++) {
+        img_waiter *w = &m->waiters[i];
+        wf__free_mem(w->id);
+        wf_value_release(w->req);
+        wf_event_release(w->got);
+        if (w->has_task)
+            img_task_free(m, &w->task);
+    }
+    wf__free_mem(m->waiters);
+    for (uint32_t i = 0; i < m->nbuffers; i++) {
+        img_buffer *b = &m->buffers[i];
+        for (uint32_t q = 0; q < b->nq; q++) {
+            for (uint32_t k = 0; k < b->qs[q].n; k++)
+                wf_event_release(b->qs[q].evs[k]);
+            wf__free_mem(b->qs[q].evs);
+        }
+        wf__free_mem(b->qs);
+        wf__free_mem(b->id);
+    }
+    wf__free_mem(m->buffers);
+    for (uint32_t i = 0; i < m->ngroups; i++) {
+        img_group *g = &m->groups[i];
+        wf_event_release(g->origin);
+        for (uint32_t k = 0; k < g->n; k++)
+            wf_event_release(g->result[k]);
+        wf__free_mem(g->resolved);
+        wf__free_mem(g->result);
+    }
+    wf__free_mem(m->groups);
+    memset(m, 0, sizeof *m);
+}
+
+/* ------------------------------------------------------------- encoding */
+
 typedef struct enc {
     msgpack_packer pk;
     wf__buf buf;
-    wf__run *run;
+    const img *m;
     int rc;
     uint32_t *type_idx; /* by type id: index + 1 in the types table, 0 if absent */
     uint32_t ntypes_reg;
     const wf_event_type **types;
     uint32_t ntypes;
-    ptrmap groups;
-    uint64_t queued, in_progress;
-    wf__task *const *inprog; /* by slot: the task in progress (balanced()) */
 } enc;
 
 static void enc_fail(enc *e, int rc)
@@ -176,6 +573,14 @@ static void pack_str(enc *e, const char *s)
 {
     size_t n = strlen(s);
     PK(msgpack_pack_str(&e->pk, n) || msgpack_pack_str_body(&e->pk, s, n));
+}
+
+static void pack_opt_index(enc *e, int64_t i)
+{
+    if (i >= 0)
+        PK(msgpack_pack_int64(&e->pk, i));
+    else
+        PK(msgpack_pack_nil(&e->pk));
 }
 
 /* The type's index in the table (added on first sight). */
@@ -210,50 +615,47 @@ static void pack_event(enc *e, const wf_event *ev)
  * retry, tuple], trailing defaults left out (state 0 queued, 1 in progress;
  * attempt 1, the first execution; lineage 0; no group).
  */
-static void pack_task(enc *e, const wf__task *t, int in_progress)
+static void pack_task(enc *e, const img_task *it)
 {
-    const wf__retry_info *ri = t->arg;
-    int64_t group = ptrmap_get(&e->groups, t->u.group);
+    const img_more *mo = img_more_of(e->m, it);
     uint32_t n = 3;
-    if (in_progress)
-        n = 4;
-    if (t->attempt != 1)
-        n = 5;
-    if (t->flags)
-        n = 6;
-    if (group >= 0)
-        n = 8;
-    if (ri && (ri->first_ns || ri->last_error || ri->last_msg))
-        n = 9;
-    if (ri && ri->joined)
-        n = 10;
+    if (mo) {
+        if (mo->in_progress)
+            n = 4;
+        if (mo->attempt != 1)
+            n = 5;
+        if (mo->lineage)
+            n = 6;
+        if (mo->group >= 0)
+            n = 8;
+        if (mo->has_retry)
+            n = 9;
+        if (mo->joined)
+            n = 10;
+    }
     PK(msgpack_pack_array(&e->pk, n));
-    PK(msgpack_pack_uint32(&e->pk, t->step));
-    PK(msgpack_pack_uint32(&e->pk, type_index(e, t->ev->type)));
-    int rc = wf__pack_fields(&e->pk, t->ev);
+    PK(msgpack_pack_uint32(&e->pk, it->step));
+    PK(msgpack_pack_uint32(&e->pk, type_index(e, it->ev->type)));
+    int rc = wf__pack_fields(&e->pk, it->ev);
     if (rc < 0)
         enc_fail(e, rc);
     if (n > 3)
-        PK(msgpack_pack_uint8(&e->pk, (uint8_t)(in_progress != 0)));
+        PK(msgpack_pack_uint8(&e->pk, mo->in_progress));
     if (n > 4)
-        PK(msgpack_pack_uint32(&e->pk, t->attempt));
+        PK(msgpack_pack_uint32(&e->pk, mo->attempt));
     if (n > 5)
-        PK(msgpack_pack_uint16(&e->pk, t->flags));
+        PK(msgpack_pack_uint16(&e->pk, mo->lineage));
     if (n > 6) {
-        if (group >= 0)
-            PK(msgpack_pack_int64(&e->pk, group));
-        else
-            PK(msgpack_pack_nil(&e->pk));
-        PK(msgpack_pack_uint32(&e->pk, t->pad));
+        pack_opt_index(e, mo->group);
+        PK(msgpack_pack_uint32(&e->pk, mo->branch));
     }
     if (n > 8) {
-        if (ri && (ri->first_ns || ri->last_error || ri->last_msg)) {
+        if (mo->has_retry) {
             PK(msgpack_pack_array(&e->pk, 3));
-            int64_t ago = ri->first_ns ? (wf__now_ns() - ri->first_ns) / 1000000 : -1;
-            PK(msgpack_pack_int64(&e->pk, ago));
-            PK(msgpack_pack_int32(&e->pk, ri->last_error));
-            if (ri->last_msg)
-                pack_str(e, ri->last_msg);
+            PK(msgpack_pack_int64(&e->pk, mo->ago_ms));
+            PK(msgpack_pack_int32(&e->pk, mo->last_error));
+            if (mo->last_msg)
+                pack_str(e, mo->last_msg);
             else
                 PK(msgpack_pack_nil(&e->pk));
         } else {
@@ -261,112 +663,40 @@ static void pack_task(enc *e, const wf__task *t, int in_progress)
         }
     }
     if (n > 9) {
-        PK(msgpack_pack_array(&e->pk, ri->ntuple));
-        for (uint32_t i = 0; i < ri->ntuple; i++)
-            pack_event(e, ri->tuple[i]);
+        PK(msgpack_pack_array(&e->pk, mo->ntuple));
+        for (uint32_t i = 0; i < mo->ntuple; i++)
+            pack_event(e, mo->tuple[i]);
     }
-    if (in_progress)
-        e->in_progress++;
-    else
-        e->queued++;
 }
 
-static uint32_t count_tasks(enc *e)
+static void pack_groups(enc *e)
 {
-    wf__run *run = e->run;
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < nslots(run->ex); i++)
-        for (wf__task *t = e->inprog[i]; t; t = t->chain)
-            n++;
-    for (wf__task *h = run->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed))
-        for (wf__task *t = h; t; t = t->chain)
-            n++;
-    for (wf_completion *c = run->pending; c; c = c->next)
-        n += c->task != NULL;
-    for (uint32_t s = 0; s < run->nsteps; s++)
-        n += pendq_len(atomic_load_explicit(&run->steps[s].pendq, memory_order_acquire));
-    return n;
-}
-
-/* The tasks of step s: in progress first, then parked, then waiting, in order. */
-static void pack_step_tasks(enc *e, uint32_t s)
-{
-    wf__run *run = e->run;
-    for (uint32_t i = 0; i < nslots(run->ex); i++) {
-        wf__task *t = e->inprog[i];
-        if (t == NULL || t->step != s)
-            continue;
-        pack_task(e, t, 1);
-        for (t = t->chain; t; t = t->chain)
-            pack_task(e, t, 0); /* claimed with it, not started */
-    }
-    for (wf_completion *c = run->pending; c; c = c->next)
-        if (c->task && c->task->step == s)
-            pack_task(e, c->task, 1);
-    /* held is a stack: the oldest parked chain is last */
-    uint32_t nh = 0;
-    for (wf__task *h = run->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed))
-        nh += h->step == s;
-    if (nh) {
-        wf__task **v = wf__malloc(nh * sizeof *v);
-        if (v == NULL) {
-            enc_fail(e, WF_ENOMEM);
-            return;
-        }
-        uint32_t k = nh;
-        for (wf__task *h = run->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed))
-            if (h->step == s)
-                v[--k] = h;
-        for (uint32_t j = 0; j < nh; j++)
-            for (wf__task *t = v[j]; t; t = t->chain)
-                pack_task(e, t, 0);
-        wf__free_mem(v);
-    }
-    wf__pendq *q = atomic_load_explicit(&run->steps[s].pendq, memory_order_acquire);
-    if (q)
-        for (wf__task *t = q->head; t; t = atomic_load_explicit(&t->next, memory_order_acquire))
-            if (t != &q->stub)
-                pack_task(e, t, 0);
-}
-
-static void pack_groups(enc *e, uint32_t ng)
-{
-    wf__run *run = e->run;
-    PK(msgpack_pack_array(&e->pk, ng));
-    for (wf__group *g = run->groups; g; g = g->next_in_run) {
+    const img *m = e->m;
+    PK(msgpack_pack_array(&e->pk, m->ngroups));
+    for (uint32_t i = 0; i < m->ngroups; i++) {
+        const img_group *g = &m->groups[i];
         /* [parent, parent_branch, join step, collect type, origin, lineage, resolved, results] */
         PK(msgpack_pack_array(&e->pk, 8));
-        int64_t p = ptrmap_get(&e->groups, g->parent);
-        if (p >= 0)
-            PK(msgpack_pack_int64(&e->pk, p));
-        else
-            PK(msgpack_pack_nil(&e->pk));
+        pack_opt_index(e, g->parent);
         PK(msgpack_pack_uint32(&e->pk, g->parent_branch));
         PK(msgpack_pack_uint32(&e->pk, g->join_step));
         PK(msgpack_pack_uint32(&e->pk, type_index(e, g->collect)));
         pack_event(e, g->origin);
         PK(msgpack_pack_uint16(&e->pk, g->lineage));
         PK(msgpack_pack_bin(&e->pk, g->n));
-        for (uint32_t i = 0; i < g->n; i++) {
-            char r = (char)atomic_load_explicit(&g->resolved[i], memory_order_relaxed);
-            PK(msgpack_pack_bin_body(&e->pk, &r, 1));
-        }
+        PK(msgpack_pack_bin_body(&e->pk, g->resolved, g->n));
         PK(msgpack_pack_array(&e->pk, g->n));
-        for (uint32_t i = 0; i < g->n; i++)
-            pack_event(e, g->result[i]);
+        for (uint32_t b = 0; b < g->n; b++)
+            pack_event(e, g->result[b]);
     }
 }
 
-static void pack_waiters(enc *e, int64_t now)
+static void pack_waiters(enc *e)
 {
-    wf__run *run = e->run;
-    uint32_t n = 0;
-    for (wf__waiter *w = run->waiters; w; w = w->next)
-        n += !w->orphan;
-    PK(msgpack_pack_array(&e->pk, n));
-    for (wf__waiter *w = run->waiters; w; w = w->next) {
-        if (w->orphan)
-            continue;
+    const img *m = e->m;
+    PK(msgpack_pack_array(&e->pk, m->nwaiters));
+    for (uint32_t i = 0; i < m->nwaiters; i++) {
+        const img_waiter *w = &m->waiters[i];
         /* [step, id, type, requirements, state, got, timeout_ms, left_ms, task] */
         PK(msgpack_pack_array(&e->pk, 9));
         PK(msgpack_pack_uint32(&e->pk, w->step));
@@ -378,120 +708,98 @@ static void pack_waiters(enc *e, int64_t now)
         PK(msgpack_pack_uint8(&e->pk, (uint8_t)w->state));
         pack_event(e, w->got);
         PK(msgpack_pack_int64(&e->pk, w->timeout_ms));
-        if (w->state == W_WAITING && w->timer_live) {
-            int64_t left = (w->tm.deadline_ns - now) / 1000000;
-            PK(msgpack_pack_int64(&e->pk, left > 0 ? left : 0));
-        } else {
+        pack_opt_index(e, w->left_ms);
+        if (w->has_task)
+            pack_task(e, &w->task);
+        else
             PK(msgpack_pack_nil(&e->pk));
-        }
-        if (w->task) {
-            pack_task(e, w->task, 0);
-            e->queued--; /* a waiting step's event is counted as neither */
-        } else {
-            PK(msgpack_pack_nil(&e->pk));
-        }
     }
 }
 
 static void pack_buffers(enc *e)
 {
-    wf__run *run = e->run;
-    uint32_t n = 0;
-    for (wf__collect *c = run->collect; c; c = c->next)
-        n++;
-    PK(msgpack_pack_array(&e->pk, n));
-    for (wf__collect *c = run->collect; c; c = c->next) {
+    const img *m = e->m;
+    PK(msgpack_pack_array(&e->pk, m->nbuffers));
+    for (uint32_t i = 0; i < m->nbuffers; i++) {
+        const img_buffer *b = &m->buffers[i];
         /* [step, id or nil (a join's arrivals), [[type, [events]]...]] */
         PK(msgpack_pack_array(&e->pk, 3));
-        PK(msgpack_pack_uint32(&e->pk, c->step));
-        if (c->id)
-            pack_str(e, c->id);
+        PK(msgpack_pack_uint32(&e->pk, b->step));
+        if (b->id)
+            pack_str(e, b->id);
         else
             PK(msgpack_pack_nil(&e->pk));
-        PK(msgpack_pack_array(&e->pk, c->nq));
-        for (uint32_t i = 0; i < c->nq; i++) {
-            const wf__cq *q = &c->qs[i];
+        PK(msgpack_pack_array(&e->pk, b->nq));
+        for (uint32_t q = 0; q < b->nq; q++) {
             PK(msgpack_pack_array(&e->pk, 2));
-            PK(msgpack_pack_uint32(&e->pk, type_index(e, q->type)));
-            PK(msgpack_pack_array(&e->pk, q->len));
-            for (uint32_t k = 0; k < q->len; k++)
-                pack_event(e, q->ring[(q->head + k) % q->cap]);
+            PK(msgpack_pack_uint32(&e->pk, type_index(e, b->qs[q].type)));
+            PK(msgpack_pack_array(&e->pk, b->qs[q].n));
+            for (uint32_t k = 0; k < b->qs[q].n; k++)
+                pack_event(e, b->qs[q].evs[k]);
         }
     }
 }
 
-static void pack_retries(enc *e, int64_t now)
+static void pack_retries(enc *e)
 {
-    wf__run *run = e->run;
-    uint32_t n = 0;
-    for (wf__retry_timer *rt = run->retries; rt; rt = rt->next)
-        n++;
-    PK(msgpack_pack_array(&e->pk, n));
-    for (wf__retry_timer *rt = run->retries; rt; rt = rt->next) {
+    const img *m = e->m;
+    PK(msgpack_pack_array(&e->pk, m->nretries));
+    for (uint32_t i = 0; i < m->nretries; i++) {
         /* [delay_ms left, task] */
         PK(msgpack_pack_array(&e->pk, 2));
-        int64_t left = (rt->tm.deadline_ns - now) / 1000000;
-        PK(msgpack_pack_int64(&e->pk, left > 0 ? left : 0));
-        pack_task(e, rt->t, 0);
+        PK(msgpack_pack_int64(&e->pk, m->retries[i].left_ms));
+        pack_task(e, &m->retries[i].task);
     }
 }
 
 /*
- * The run map (snap_lock, outside for writing, collect_lock and mu held):
- * {"steps", "types", "tasks", "retries", "waiters", "buffers", "groups",
- * "counters", "timeout_ms"}. The type table is known only at the end, so
- * the body is packed first and the head (with the table) in front of it.
+ * The run map of an image of a run of wf: {"steps", "types", "tasks",
+ * "retries", "waiters", "buffers", "groups", "counters", "timeout_ms"}. The
+ * type table is known only at the end, so the body is packed first and the
+ * head (with the table) in front of it. The tasks' events are released as
+ * they are written.
  */
-static int encode_run(wf__run *run, wf__task *const *inprog, void **bytes, size_t *len)
+static int encode_img(img *m, const wf_workflow *wf, void **bytes, size_t *len)
 {
     enc ee, *e = &ee;
     memset(e, 0, sizeof *e);
-    e->run = run;
-    e->inprog = inprog;
+    e->m = m;
     wf__buf_init(&e->buf);
     msgpack_packer_init(&e->pk, &e->buf, wf__buf_write);
-    e->ntypes_reg = atomic_load(&run->wf->reg->n);
+    e->ntypes_reg = atomic_load(&wf->reg->n);
     e->type_idx = wf__calloc(e->ntypes_reg ? e->ntypes_reg : 1, sizeof *e->type_idx);
     e->types = wf__calloc(e->ntypes_reg ? e->ntypes_reg : 1, sizeof *e->types);
-    uint32_t ng = 0;
-    for (wf__group *g = run->groups; g; g = g->next_in_run)
-        ng++;
-    if (e->type_idx == NULL || e->types == NULL || ptrmap_init(&e->groups, ng) < 0)
+    if (e->type_idx == NULL || e->types == NULL)
         enc_fail(e, WF_ENOMEM);
     if (e->rc == 0) {
-        uint32_t i = 0;
-        for (wf__group *g = run->groups; g; g = g->next_in_run)
-            ptrmap_put(&e->groups, g, i++);
-    }
-    int64_t now = wf__now_ns();
-    if (e->rc == 0) {
-        PK(msgpack_pack_str(&e->pk, 5) || msgpack_pack_str_body(&e->pk, "tasks", 5));
-        uint32_t ntasks = count_tasks(e);
-        PK(msgpack_pack_array(&e->pk, ntasks));
-        for (uint32_t s = 0; s < run->nsteps && e->rc == 0; s++)
-            pack_step_tasks(e, s);
-        if (e->rc == 0 && e->queued + e->in_progress != ntasks)
-            enc_fail(e, WF_EINTERNAL); /* never a document that says one thing and holds another */
+        pack_str(e, "tasks");
+        PK(msgpack_pack_array(&e->pk, m->ntasks));
+        for (uint32_t i = 0; i < m->ntasks && e->rc == 0; i++) {
+            pack_task(e, &m->tasks[i]);
+            /* done with it: let it go now, while it is in the cache */
+            wf_event_release(m->tasks[i].ev);
+            m->tasks[i].ev = NULL;
+        }
         pack_str(e, "retries");
-        pack_retries(e, now);
+        pack_retries(e);
         pack_str(e, "waiters");
-        pack_waiters(e, now);
+        pack_waiters(e);
         pack_str(e, "buffers");
         pack_buffers(e);
         pack_str(e, "groups");
-        pack_groups(e, ng);
+        pack_groups(e);
         pack_str(e, "counters");
         PK(msgpack_pack_map(&e->pk, 4));
         pack_str(e, "queued");
-        PK(msgpack_pack_uint64(&e->pk, e->queued));
+        PK(msgpack_pack_uint64(&e->pk, m->queued));
         pack_str(e, "in_progress");
-        PK(msgpack_pack_uint64(&e->pk, e->in_progress));
+        PK(msgpack_pack_uint64(&e->pk, m->in_progress));
         pack_str(e, "dropped");
-        PK(msgpack_pack_uint64(&e->pk, atomic_load(&run->dropped)));
+        PK(msgpack_pack_uint64(&e->pk, m->dropped));
         pack_str(e, "unhandled");
-        PK(msgpack_pack_uint64(&e->pk, atomic_load(&run->unhandled)));
+        PK(msgpack_pack_uint64(&e->pk, m->unhandled));
         pack_str(e, "timeout_ms");
-        PK(msgpack_pack_int64(&e->pk, run->timeout_ms));
+        PK(msgpack_pack_int64(&e->pk, m->timeout_ms));
         if (e->buf.oom)
             enc_fail(e, WF_ENOMEM);
     }
@@ -504,9 +812,9 @@ static int encode_run(wf__run *run, wf__task *const *inprog, void **bytes, size_
         msgpack_packer_init(&e->pk, &e->buf, wf__buf_write);
         PK(msgpack_pack_map(&e->pk, 9));
         pack_str(e, "steps");
-        PK(msgpack_pack_array(&e->pk, run->nsteps));
-        for (uint32_t s = 0; s < run->nsteps; s++)
-            pack_str(e, run->wf->steps[s]->name);
+        PK(msgpack_pack_array(&e->pk, wf->n_steps));
+        for (uint32_t s = 0; s < wf->n_steps; s++)
+            pack_str(e, wf->steps[s]->name);
         pack_str(e, "types");
         PK(msgpack_pack_array(&e->pk, e->ntypes));
         for (uint32_t i = 0; i < e->ntypes; i++)
@@ -518,7 +826,6 @@ static int encode_run(wf__run *run, wf__task *const *inprog, void **bytes, size_
     }
     wf__free_mem(e->type_idx);
     wf__free_mem((void *)e->types);
-    ptrmap_free(&e->groups);
     return wf__buf_finish(&e->buf, e->rc, bytes, len);
 }
 
@@ -570,9 +877,14 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
         wf__free_mem(inprog);
         return WF_ENOMEM;
     }
+    img m;
+    memset(&m, 0, sizeof m);
+    img_prepare(&m, run);
+    ptrmap groups = {NULL, NULL, 0};
     pthread_mutex_lock(&run->snap_mu);
     if (wf__run_ended(run) || atomic_load(&run->gate) != 0) { /* ended, or being cancelled */
         pthread_mutex_unlock(&run->snap_mu);
+        img_free(&m);
         wf__free_mem(have);
         wf__free_mem(inprog);
         return WF_ESTATE;
@@ -585,27 +897,38 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
     for (uint32_t i = 0; i < nslots(ex); i++)
         while (atomic_load(&slot_at(ex, i)->state) == ((uintptr_t)run | WF__SLOT_DIRTY))
             relax(&spins);
+    /* then nothing of the run moves: copy it (that is the pause), encode it after */
     int ended = 0;
     for (;;) {
         pthread_rwlock_wrlock(&run->outside);
         pthread_mutex_lock(&run->snap_lock);
-        ended = wf__run_ended(run);
-        if (ended || balanced(run, have, inprog))
+        if ((ended = wf__run_ended(run)) != 0)
+            break;
+        pthread_mutex_lock(&run->collect_lock);
+        pthread_mutex_lock(&run->mu);
+        int64_t now = wf__now_ns();
+        uint32_t ng = 0, i = 0;
+        for (wf__group *g = run->groups; g; g = g->next_in_run)
+            ng++;
+        int done = 1;
+        if (ptrmap_init(&groups, ng) < 0) {
+            img_fail(&m, WF_ENOMEM);
+        } else {
+            for (wf__group *g = run->groups; g; g = g->next_in_run)
+                ptrmap_put(&groups, g, i++);
+            if ((done = img_tasks(&m, run, inprog, have, &groups, now)) != 0 && m.rc == 0)
+                img_rest(&m, run, &groups, now);
+        }
+        ptrmap_free(&groups);
+        pthread_mutex_unlock(&run->mu);
+        pthread_mutex_unlock(&run->collect_lock);
+        if (done)
             break;
         pthread_mutex_unlock(&run->snap_lock);
         pthread_rwlock_unlock(&run->outside);
         relax(&spins);
     }
-    int rc = WF_ESTATE;
-    if (!ended) {
-        pthread_mutex_lock(&run->collect_lock);
-        pthread_mutex_lock(&run->mu);
-        rc = encode_run(run, inprog, bytes, len);
-        pthread_mutex_unlock(&run->mu);
-        pthread_mutex_unlock(&run->collect_lock);
-        if (rc == 0 && cancel)
-            wf__ctx_park(run->ctx, *bytes, *len); /* before the context is free for another run */
-    }
+    int rc = ended ? WF_ESTATE : m.rc;
     if (rc == 0 && cancel)
         atomic_store(&run->gate, 2); /* closed until the run has ended */
     pthread_mutex_unlock(&run->snap_lock);
@@ -613,10 +936,20 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
     if (rc == 0 && cancel) {
         /*
          * The cut is the cancel: the run ends before anything else of it
-         * runs. snap_mu is let go first: end_run calls on_done, which may
-         * look at the run (a snapshot of it finds it ended).
+         * runs (the gate stays closed). The run is encoded outside its locks
+         * (the timer thread and senders, shared with other runs, would wait
+         * on them) and parked before the run ends, that is before the
+         * context is free for another run. snap_mu is let go first: end_run
+         * calls on_done, which may look at the run (a snapshot of it finds
+         * it ended).
          */
         pthread_mutex_unlock(&run->snap_mu);
+        int erc = encode_img(&m, run->wf, bytes, len);
+        if (erc == 0)
+            wf__ctx_park(run->ctx, *bytes, *len);
+        else /* cancelled all the same, as wf_handler_cancel does when it cannot park */
+            wf__log(ex, WF_LOG_WARN, "run %llu: cancelled without parking its state (%s)",
+                    (unsigned long long)run->id, wf_strerror(erc));
         *bytes = NULL;
         *len = 0;
         int o = wf__outside_enter(run);
@@ -624,12 +957,18 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
             rc = WF_ESTATE;
         wf__outside_exit(run, o);
         gate_open(run);
+        if (pause_ns)
+            *pause_ns = wf__now_ns() - t0;
     } else {
         gate_open(run);
         pthread_mutex_unlock(&run->snap_mu);
+        if (pause_ns)
+            *pause_ns = wf__now_ns() - t0;
+        /* the run goes on; what the image holds cannot change */
+        if (rc == 0)
+            rc = encode_img(&m, run->wf, bytes, len);
     }
-    if (pause_ns)
-        *pause_ns = wf__now_ns() - t0;
+    img_free(&m);
     wf__free_mem(have);
     wf__free_mem(inprog);
     return rc;
