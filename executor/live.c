@@ -753,8 +753,8 @@ static void pack_retries(enc *e)
 }
 
 /*
- * The run map of an image of a run of wf: {"steps", "types", "tasks",
- * "retries", "waiters", "buffers", "groups", "counters", "timeout_ms"}. The
+ * The run map of an image of a run of wf: {"steps", "types", "groups",
+ * "buffers", "waiters", "retries", "counters", "timeout_ms", "tasks"}. The
  * type table is known only at the end, so the body is packed first and the
  * head (with the table) in front of it. The tasks' events are released as
  * they are written.
@@ -772,22 +772,15 @@ static int encode_img(img *m, const wf_workflow *wf, void **bytes, size_t *len)
     if (e->type_idx == NULL || e->types == NULL)
         enc_fail(e, WF_ENOMEM);
     if (e->rc == 0) {
-        pack_str(e, "tasks");
-        PK(msgpack_pack_array(&e->pk, m->ntasks));
-        for (uint32_t i = 0; i < m->ntasks && e->rc == 0; i++) {
-            pack_task(e, &m->tasks[i]);
-            /* done with it: let it go now, while it is in the cache */
-            wf_event_release(m->tasks[i].ev);
-            m->tasks[i].ev = NULL;
-        }
-        pack_str(e, "retries");
-        pack_retries(e);
-        pack_str(e, "waiters");
-        pack_waiters(e);
-        pack_str(e, "buffers");
-        pack_buffers(e);
+        /* the tasks last: a reader finds everything they refer to before them */
         pack_str(e, "groups");
         pack_groups(e);
+        pack_str(e, "buffers");
+        pack_buffers(e);
+        pack_str(e, "waiters");
+        pack_waiters(e);
+        pack_str(e, "retries");
+        pack_retries(e);
         pack_str(e, "counters");
         PK(msgpack_pack_map(&e->pk, 4));
         pack_str(e, "queued");
@@ -800,6 +793,14 @@ static int encode_img(img *m, const wf_workflow *wf, void **bytes, size_t *len)
         PK(msgpack_pack_uint64(&e->pk, m->unhandled));
         pack_str(e, "timeout_ms");
         PK(msgpack_pack_int64(&e->pk, m->timeout_ms));
+        pack_str(e, "tasks");
+        PK(msgpack_pack_array(&e->pk, m->ntasks));
+        for (uint32_t i = 0; i < m->ntasks && e->rc == 0; i++) {
+            pack_task(e, &m->tasks[i]);
+            /* done with it: let it go now, while it is in the cache */
+            wf_event_release(m->tasks[i].ev);
+            m->tasks[i].ev = NULL;
+        }
         if (e->buf.oom)
             enc_fail(e, WF_ENOMEM);
     }
@@ -997,9 +998,10 @@ int wf__ctx_capture(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns)
  * group tables, so a run that loads is a run that resumes (memory allowing),
  * and a load costs no event.
  */
-enum { R_STEPS, R_TYPES, R_TASKS, R_RETRIES, R_WAITERS, R_BUFFERS, R_GROUPS, R_COUNTERS, R_N };
-static const char *const run_keys[R_N] = {"steps",   "types",   "tasks",  "retries",
-                                          "waiters", "buffers", "groups", "counters"};
+/* The run map's entries, in the order they can be read (each needs those before it). */
+enum { R_STEPS, R_TYPES, R_GROUPS, R_BUFFERS, R_WAITERS, R_RETRIES, R_TASKS, R_COUNTERS, R_N };
+static const char *const run_keys[R_N] = {"steps",   "types",   "groups", "buffers",
+                                          "waiters", "retries", "tasks",  "counters"};
 #define NO_ITEM UINT32_MAX
 /* Milliseconds (times left, since a first attempt) beyond this are refused: in ns they overflow. */
 #define MAX_MS (INT64_MAX / 4 / 1000000)
@@ -1216,12 +1218,11 @@ static void dec_free(dec *d)
     wf__free_mem((void *)d->types);
 }
 
-static int dec_tables(dec *d)
+static int dec_steps(dec *d)
 {
-    wf__rd *r = &d->r;
     char name[4097], m[4400];
     here(d, "steps", NO_ITEM);
-    if (!seek(d, R_STEPS) || wf__rd_array(r, &d->nsteps) < 0)
+    if (!seek(d, R_STEPS) || wf__rd_array(&d->r, &d->nsteps) < 0)
         return bad(d, "missing, or not an array");
     d->steps = wf__calloc(d->nsteps ? d->nsteps : 1, sizeof *d->steps);
     if (d->steps == NULL)
@@ -1240,8 +1241,14 @@ static int dec_tables(dec *d)
         }
         d->steps[i] = s->index;
     }
+    return 0;
+}
+
+static int dec_types(dec *d)
+{
+    char name[4097], m[4400];
     here(d, "types", NO_ITEM);
-    if (!seek(d, R_TYPES) || wf__rd_array(r, &d->ntypes) < 0)
+    if (!seek(d, R_TYPES) || wf__rd_array(&d->r, &d->ntypes) < 0)
         return bad(d, "missing, or not an array");
     d->types = wf__calloc(d->ntypes ? d->ntypes : 1, sizeof *d->types);
     if (d->types == NULL)
@@ -1551,7 +1558,7 @@ static int dec_counters(dec *d)
     here(d, "counters", NO_ITEM);
     if (!seek(d, R_COUNTERS))
         return 0;
-    wf__rd_key keys[2] = {{"dropped", 0, 0}, {"unhandled", 0, 0}};
+    wf__rd_key keys[2] = {{"dropped", 0, 0, 0}, {"unhandled", 0, 0, 0}};
     int rc = wf__rd_keys(&d->r, keys, 2);
     if (rc < 0)
         return rc;
@@ -1566,27 +1573,77 @@ static int dec_counters(dec *d)
     return 0;
 }
 
+/* What reads each entry, and the entries it needs read before it (bits of R_*). */
+static const struct {
+    int (*read)(dec *d);
+    uint32_t needs;
+} run_parts[R_N] = {
+    [R_STEPS] = {dec_steps, 0},
+    [R_TYPES] = {dec_types, 0},
+    [R_GROUPS] = {dec_groups, 1u << R_STEPS | 1u << R_TYPES},
+    [R_BUFFERS] = {dec_buffers, 1u << R_STEPS | 1u << R_TYPES},
+    [R_WAITERS] = {dec_waiters, 1u << R_STEPS | 1u << R_TYPES | 1u << R_GROUPS},
+    [R_RETRIES] = {dec_retries, 1u << R_STEPS | 1u << R_TYPES | 1u << R_GROUPS},
+    [R_TASKS] = {dec_tasks, 1u << R_STEPS | 1u << R_TYPES | 1u << R_GROUPS},
+    [R_COUNTERS] = {dec_counters, 0},
+};
+
+/*
+ * The run map, read in one walk when its entries come in an order where each
+ * finds what it refers to already read (wf writes them so: the tables, the
+ * groups, ..., the tasks last); an entry that comes too early is checked,
+ * passed over and read once the rest is in. The map must span the bytes.
+ */
 static int dec_run(dec *d)
 {
-    for (int k = 0; k < R_N; k++)
+    wf__rd *r = &d->r;
+    for (int k = 0; k < R_N; k++) {
         d->keys[k].name = run_keys[k];
+        d->keys[k].at = d->keys[k].end = 0;
+    }
     here(d, "", NO_ITEM);
-    /* where each entry is (and every value's structure checked) */
-    int rc = wf__rd_keys(&d->r, d->keys, R_N);
-    if (rc == 0)
-        rc = dec_tables(d);
-    if (rc == 0)
-        rc = dec_groups(d);
-    if (rc == 0)
-        rc = dec_buffers(d);
-    if (rc == 0)
-        rc = dec_waiters(d);
-    if (rc == 0)
-        rc = dec_retries(d);
-    if (rc == 0)
-        rc = dec_tasks(d);
-    if (rc == 0)
-        rc = dec_counters(d);
+    uint32_t n, done = 0;
+    int rc = 0;
+    if (wf__rd_map(r, &n) < 0)
+        rc = bad(d, "the run is a map");
+    for (uint32_t i = 0; rc == 0 && i < n; i++) {
+        here(d, "", NO_ITEM);
+        size_t key_at = r->off;
+        const char *s;
+        uint32_t sl;
+        int k = R_N;
+        if (wf__rd_str(r, &s, &sl) < 0) {
+            rc = bad(d, "map key is not a string");
+            break;
+        }
+        for (int j = 0; j < R_N && k == R_N; j++)
+            if (strlen(run_keys[j]) == sl && memcmp(run_keys[j], s, sl) == 0)
+                k = j;
+        if (k < R_N && d->keys[k].at) {
+            r->off = key_at;
+            rc = bad(d, "duplicate map key");
+            break;
+        }
+        if (k < R_N)
+            d->keys[k].at = r->off;
+        if (k < R_N && (run_parts[k].needs & ~done) == 0) {
+            if ((rc = run_parts[k].read(d)) == 0)
+                done |= 1u << k;
+        } else {
+            rc = wf__rd_check(r); /* unknown (ignored), or read below */
+        }
+        if (rc == 0 && k < R_N)
+            d->keys[k].end = r->off;
+    }
+    size_t end = r->off;
+    for (int k = 0; rc == 0 && k < R_N; k++)
+        if (!(done & 1u << k))
+            rc = run_parts[k].read(d);
+    if (rc == 0 && end != r->len) {
+        here(d, "", NO_ITEM);
+        r->off = end;
+        rc = bad(d, "bytes after the run map");
+    }
     if (rc == WF_EFORMAT && d->message && *d->message == NULL) {
         char what[96];
         if (d->item != NO_ITEM)

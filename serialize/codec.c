@@ -536,8 +536,12 @@ int wf__rd_keys(wf__rd *r, wf__rd_key *keys, uint32_t nk)
     for (uint32_t k = 0; k < nk; k++)
         keys[k].at = keys[k].end = 0;
     uint32_t n;
+    int c = wf__rd_peek(r);
     if (wf__rd_map(r, &n) < 0)
-        return wf__rd_fail(r, "not a map");
+        return wf__rd_fail(r, c < 0 ? "truncated"
+                              : (c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf
+                                  ? "container longer than the document"
+                                  : "not a map");
     keyset ks;
     int rc = keyset_init(&ks, n);
     for (uint32_t i = 0; rc == 0 && i < n; i++) {
@@ -559,6 +563,10 @@ int wf__rd_keys(wf__rd *r, wf__rd_key *keys, uint32_t nk)
                 key = &keys[k];
         if (key)
             key->at = r->off;
+        if (key && key->tail && i == n - 1) {
+            r->off = key->end = r->len; /* its reader checks it */
+            break;
+        }
         if ((rc = wf__rd_check(r)) == 0 && key)
             key->end = r->off;
     }

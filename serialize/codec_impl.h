@@ -264,20 +264,28 @@ int wf__rd_fields(wf__rd *r, const wf_event_type *t, wf_event **out);
 typedef struct wf__rd_key {
     const char *name;
     size_t at, end;
+    /*
+     * Set by the caller: when this is the map's last entry, its value is not
+     * walked here but taken to run to the end of the bytes; whoever reads it
+     * reads it whole and checks that it ends there (a big run map is then
+     * walked once, not twice).
+     */
+    int tail;
 } wf__rd_key;
 /*
  * Reads a map, noting where the value of each key in keys[0..n) is; every
- * value is checked (wf__rd_check), a key given twice is refused.
+ * value is checked (wf__rd_check) but a tail one, a key given twice is
+ * refused.
  */
 int wf__rd_keys(wf__rd *r, wf__rd_key *keys, uint32_t n);
 /* "<what> at offset N: <why>" for r's failure (caller owns; NULL out of memory). */
 char *wf__rd_message(const wf__rd *r, const char *what);
 
 /*
- * executor/live.c: checks the "run" map of a snapshot, doc[off .. off + len),
- * against wf without building anything (messages give offsets in doc). With
- * build set it also builds what a resume would, and frees it (the fuzzer
- * holds the two to agreeing).
+ * executor/live.c: checks the "run" map of a snapshot, doc[off .. off + len)
+ * (it must span exactly that), against wf without building anything
+ * (messages give offsets in doc). With build set it also builds what a
+ * resume would, and frees it (the fuzzer holds the two to agreeing).
  */
 int wf__run_check_doc(wf_workflow *wf, const void *doc, size_t off, size_t len, int build,
                       char **message);

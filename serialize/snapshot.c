@@ -161,32 +161,30 @@ static int is_magic(wf__rd *r, const head *h)
 }
 
 /*
- * Reads the head of a document (its structure checked whole first). The
- * run is not read here: it is checked where it is, in buf (so messages give
- * offsets in the document), and parked in the context as those very bytes.
+ * Reads the head of a document: where each entry is, every value's
+ * structure checked. The run is not read here: it is checked where it is,
+ * in buf (so messages give offsets in the document), and parked in the
+ * context as those very bytes; when it is the last entry (as wf writes it)
+ * it is not even walked here, the run decoder's one walk checks it.
  */
 static int read_head(wf__rd *r, head *h, char **message)
 {
     static const char *names[K_N] = {"magic",   "version", "workflow", "fingerprint",
                                      "running", "state",   "run"};
-    for (int k = 0; k < K_N; k++)
+    for (int k = 0; k < K_N; k++) {
         h->keys[k].name = names[k];
-    if (wf__rd_check(r) < 0) {
+        h->keys[k].tail = k == K_RUN; /* the run decoder checks it, in one walk */
+    }
+    int c = wf__rd_peek(r);
+    if (c >= 0 && !((c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf))
+        return why(message, WF_EFORMAT, "not a wf snapshot (no \"magic\": \"wf-snapshot\")");
+    if (wf__rd_keys(r, h->keys, K_N) < 0) {
         if (message)
             *message = wf__rd_message(r, "malformed msgpack");
         return WF_EFORMAT;
     }
     if (r->off != r->len)
         return why(message, WF_EFORMAT, "malformed snapshot: bytes after the document");
-    r->off = 0;
-    int c = wf__rd_peek(r);
-    if (!((c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf))
-        return why(message, WF_EFORMAT, "not a wf snapshot (no \"magic\": \"wf-snapshot\")");
-    if (wf__rd_keys(r, h->keys, K_N) < 0) {
-        if (message)
-            *message = wf__rd_message(r, "malformed snapshot");
-        return WF_EFORMAT;
-    }
     if (!is_magic(r, h))
         return why(message, WF_EFORMAT, "not a wf snapshot (no \"magic\": \"wf-snapshot\")");
     uint32_t u;
@@ -209,7 +207,8 @@ static int read_head(wf__rd *r, head *h, char **message)
     if (b && h->keys[K_RUN].at == 0 && h->version >= 2)
         return why(message, WF_EFORMAT, "malformed snapshot: running, but no \"run\"");
     if (entry(r, h, K_RUN) && wf__rd_map(r, &u) < 0)
-        return why(message, WF_EFORMAT, "malformed snapshot: \"run\" is not a map");
+        return why(message, WF_EFORMAT,
+                   "malformed snapshot: \"run\" is not a map (or is cut short)");
     return migrate(h, message);
 }
 

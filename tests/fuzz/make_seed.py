@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""make_seed.py: writes corpus/run1.msgpack, a snapshot of a running context
-of the fuzz harness's workflow ("Counter", one step "count") that uses every
-part of the run map (docs/SNAPSHOT.md): queued and in-progress tasks with
-every optional item, a pending retry, waiters, collect and join buffers,
-nested list fan-out groups and the counters. A seed the fuzzer mutates from,
-so it reaches the run decoder's deeper checks.
+"""make_seed.py: writes corpus/run1.msgpack and run2.msgpack, snapshots of a
+running context of the fuzz harness's workflow ("Counter", one step "count")
+that use every part of the run map (docs/SNAPSHOT.md): queued and
+in-progress tasks with every optional item, a pending retry, waiters,
+collect and join buffers, nested list fan-out groups and the counters.
+run1 lists the tasks before the groups they refer to (the decoder passes
+over them and comes back), run2 in the order wf writes (one walk). Seeds
+the fuzzer mutates from, so it reaches the run decoder's deeper checks.
 
 Usage: python3 tests/fuzz/make_seed.py   (no msgpack module needed)
 """
@@ -81,7 +83,11 @@ doc = {
     "state": {"k": 1},
     "run": run,
 }
-out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "run1.msgpack")
-with open(out, "wb") as f:
+corpus = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+with open(os.path.join(corpus, "run1.msgpack"), "wb") as f:
     f.write(pack(doc))
-print(out)
+order = ["steps", "types", "groups", "buffers", "waiters", "retries", "counters", "timeout_ms",
+         "tasks"]
+doc["run"] = {k: run[k] for k in order}
+with open(os.path.join(corpus, "run2.msgpack"), "wb") as f:
+    f.write(pack(doc))
