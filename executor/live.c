@@ -857,12 +857,20 @@ static void gate_open(wf__run *run)
     }
 }
 
-int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t *pause_ns)
+/*
+ * The cut (wf__run_capture); with state, also the context's store as it was
+ * at the cut (*state caller owns; nil when a writer held the store then: the
+ * caller reads it after).
+ */
+static int capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t *pause_ns,
+                   wf_value *state)
 {
     *bytes = NULL;
     *len = 0;
     if (pause_ns)
         *pause_ns = 0;
+    if (state)
+        *state = wf_value_nil();
     /*
      * Not from a thread that runs tasks: a task of the run may sit in this
      * very thread's hands (its own step, its bypass slot), and the cut would
@@ -920,6 +928,17 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
             if ((done = img_tasks(&m, run, inprog, have, &groups, now)) != 0 && m.rc == 0)
                 img_rest(&m, run, &groups, now);
         }
+        /*
+         * The store at the cut too, or it would show effects of events the
+         * run map still holds as queued (consumed once the gate opens, while
+         * the image is encoded). Only if no writer holds it: a step inside
+         * wf_ctx_edit_state may be waiting for the gate (its store is then
+         * read after, as a save at rest reads it).
+         */
+        if (done && m.rc == 0 && state && pthread_rwlock_tryrdlock(&run->ctx->lock) == 0) {
+            *state = wf_value_retain(run->ctx->state);
+            pthread_rwlock_unlock(&run->ctx->lock);
+        }
         ptrmap_free(&groups);
         pthread_mutex_unlock(&run->mu);
         pthread_mutex_unlock(&run->collect_lock);
@@ -975,8 +994,17 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
     return rc;
 }
 
-int wf__ctx_capture(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns)
+int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t *pause_ns)
 {
+    return capture(run, cancel, bytes, len, pause_ns, NULL);
+}
+
+int wf__ctx_capture_cut(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns, wf_value *state)
+{
+    *bytes = NULL;
+    *len = 0;
+    if (state)
+        *state = wf_value_nil();
     pthread_mutex_lock(&ctx->run_lock);
     wf__run *run = atomic_load(&ctx->run);
     if (run)
@@ -984,9 +1012,18 @@ int wf__ctx_capture(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns)
     pthread_mutex_unlock(&ctx->run_lock);
     if (run == NULL)
         return WF_ESTATE;
-    int rc = wf__run_capture(run, 0, bytes, len, pause_ns);
+    int rc = capture(run, 0, bytes, len, pause_ns, state);
     wf__run_release(run);
+    if (rc < 0 && state) {
+        wf_value_release(*state);
+        *state = wf_value_nil();
+    }
     return rc;
+}
+
+int wf__ctx_capture(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns)
+{
+    return wf__ctx_capture_cut(ctx, bytes, len, pause_ns, NULL);
 }
 
 /* ---------------------------------------------------------------- resume */

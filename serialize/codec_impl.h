@@ -289,5 +289,10 @@ char *wf__rd_message(const wf__rd *r, const char *what);
  */
 int wf__run_check_doc(wf_workflow *wf, const void *doc, size_t off, size_t len, int build,
                       char **message);
+/*
+ * executor/live.c: wf__ctx_capture, and the context's store as it was at the
+ * cut (*state caller owns; nil when it could not be read then, or on error).
+ */
+int wf__ctx_capture_cut(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns, wf_value *state);
 
 #endif

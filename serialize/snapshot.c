@@ -61,7 +61,8 @@ int wf_ctx_save_ex(wf_ctx *ctx, void **buf, size_t *len, wf_save_info *info)
     void *run = NULL;
     size_t run_len = 0;
     int64_t pause = 0;
-    int rc = wf__ctx_capture(ctx, &run, &run_len, &pause);
+    wf_value state = wf_value_nil();
+    int rc = wf__ctx_capture_cut(ctx, &run, &run_len, &pause, &state);
     if (rc == WF_ESTATE) {
         rc = wf__ctx_parked_copy(ctx, &run, &run_len);
         rc = rc < 0 ? rc : 0;
@@ -71,8 +72,8 @@ int wf_ctx_save_ex(wf_ctx *ctx, void **buf, size_t *len, wf_save_info *info)
     }
     if (rc < 0)
         return rc;
-    wf_value state;
-    if ((rc = wf_ctx_state(ctx, &state)) < 0) {
+    /* the store: as it was at the cut when there was one, else now */
+    if (wf_value_kind(state) == WF_NIL && (rc = wf_ctx_state(ctx, &state)) < 0) {
         wf__free_mem(run);
         return rc;
     }
