@@ -126,7 +126,13 @@ typedef struct img_retry {
     img_task task;
 } img_retry;
 
-typedef struct img {
+typedef struct wf__cut {
+    wf_workflow *wf; /* retained: the step names */
+    /* the event types the image refers to, in the order the table is written */
+    uint32_t *type_idx; /* by type id: 1 + index in types, 0: not there */
+    uint32_t ntypes_reg;
+    const wf_event_type **types;
+    uint32_t ntypes;
     img_task *tasks; /* every step's, in the order they are encoded */
     uint32_t ntasks, cap_tasks;
     img_more *more;
@@ -142,7 +148,7 @@ typedef struct img {
     uint64_t queued, in_progress, dropped, unhandled;
     int64_t timeout_ms;
     int rc; /* the first failure (out of memory) */
-} img;
+} img;      /* struct wf__cut: codec_impl.h hands it to snapshot.c as that */
 
 /* Pointer -> index, for the groups tasks refer to. */
 typedef struct ptrmap {
@@ -212,6 +218,27 @@ static char *img_strdup(img *m, const char *s)
     return d;
 }
 
+/* Notes t in the type table, which the encoder writes before what uses it. */
+static void img_type(img *m, const wf_event_type *t)
+{
+    if (t->id >= m->ntypes_reg) {
+        img_fail(m, WF_ETYPE); /* registered after the cut began */
+        return;
+    }
+    if (m->type_idx[t->id] == 0) {
+        m->types[m->ntypes] = t;
+        m->type_idx[t->id] = ++m->ntypes;
+    }
+}
+
+/* ev retained, its type noted (NULL stays NULL). */
+static wf_event *img_event(img *m, const wf_event *ev)
+{
+    if (ev)
+        img_type(m, ev->type);
+    return wf_event_retain(ev);
+}
+
 /* t as an image task (its event retained); in_progress: it had started. */
 static void img_put(img *m, img_task *it, const wf__task *t, int in_progress, const ptrmap *groups,
                     int64_t now)
@@ -219,7 +246,7 @@ static void img_put(img *m, img_task *it, const wf__task *t, int in_progress, co
     const wf__retry_info *ri = t->arg;
     int64_t group = ptrmap_get(groups, t->u.group);
     int has_retry = ri && (ri->first_ns || ri->last_error || ri->last_msg);
-    it->ev = wf_event_retain(t->ev);
+    it->ev = img_event(m, t->ev);
     it->step = t->step;
     it->more = 0;
     if (!in_progress && t->attempt == 1 && t->flags == 0 && group < 0 && !has_retry &&
@@ -253,7 +280,7 @@ static void img_put(img *m, img_task *it, const wf__task *t, int in_progress, co
         mo->joined = 1;
         if ((mo->tuple = img_calloc(m, ri->ntuple, sizeof *mo->tuple)) != NULL) {
             for (uint32_t i = 0; i < ri->ntuple; i++)
-                mo->tuple[i] = wf_event_retain(ri->tuple[i]);
+                mo->tuple[i] = img_event(m, ri->tuple[i]);
             mo->ntuple = ri->ntuple;
         }
     }
@@ -416,9 +443,10 @@ static void img_rest(img *m, wf__run *run, const ptrmap *groups, int64_t now)
             iw->step = w->step;
             iw->id = img_strdup(m, w->id);
             iw->type = w->type;
+            img_type(m, w->type);
             iw->req = wf_value_retain(w->req);
             iw->state = w->state;
-            iw->got = wf_event_retain(w->got);
+            iw->got = img_event(m, w->got);
             iw->timeout_ms = w->timeout_ms;
             iw->left_ms = -1;
             if (w->state == W_WAITING && w->timer_live) {
@@ -444,10 +472,11 @@ static void img_rest(img *m, wf__run *run, const ptrmap *groups, int64_t now)
                 const wf__cq *q = &c->qs[i];
                 img_queue *iq = &b->qs[b->nq++];
                 iq->type = q->type;
+                img_type(m, q->type);
                 if ((iq->evs = img_calloc(m, q->len, sizeof *iq->evs)) == NULL)
                     break;
                 for (uint32_t k = 0; k < q->len; k++)
-                    iq->evs[iq->n++] = wf_event_retain(q->ring[(q->head + k) % q->cap]);
+                    iq->evs[iq->n++] = img_event(m, q->ring[(q->head + k) % q->cap]);
             }
         }
     }
@@ -460,7 +489,8 @@ static void img_rest(img *m, wf__run *run, const ptrmap *groups, int64_t now)
             ig->parent_branch = g->parent_branch;
             ig->join_step = g->join_step;
             ig->collect = g->collect;
-            ig->origin = wf_event_retain(g->origin);
+            img_type(m, g->collect);
+            ig->origin = img_event(m, g->origin);
             ig->lineage = g->lineage;
             ig->resolved = img_calloc(m, g->n, 1);
             ig->result = img_calloc(m, g->n, sizeof *ig->result);
@@ -470,7 +500,7 @@ static void img_rest(img *m, wf__run *run, const ptrmap *groups, int64_t now)
             for (uint32_t i = 0; i < g->n; i++) {
                 ig->resolved[i] =
                     (uint8_t)atomic_load_explicit(&g->resolved[i], memory_order_relaxed);
-                ig->result[i] = wf_event_retain(g->result[i]);
+                ig->result[i] = img_event(m, g->result[i]);
             }
         }
     }
@@ -486,6 +516,10 @@ static void img_rest(img *m, wf__run *run, const ptrmap *groups, int64_t now)
  */
 static void img_prepare(img *m, wf__run *run)
 {
+    m->wf = wf_workflow_retain(run->wf);
+    m->ntypes_reg = atomic_load(&run->wf->reg->n);
+    m->type_idx = img_calloc(m, m->ntypes_reg, sizeof *m->type_idx);
+    m->types = img_calloc(m, m->ntypes_reg, sizeof *m->types);
     uint64_t n = 64;
     for (uint32_t s = 0; s < run->nsteps; s++)
         n += atomic_load_explicit(&run->steps[s].count, memory_order_relaxed);
@@ -541,6 +575,9 @@ static void img_free(img *m)
         wf__free_mem(g->result);
     }
     wf__free_mem(m->groups);
+    wf__free_mem(m->type_idx);
+    wf__free_mem((void *)m->types);
+    wf_workflow_free(m->wf);
     memset(m, 0, sizeof *m);
 }
 
@@ -548,13 +585,9 @@ static void img_free(img *m)
 
 typedef struct enc {
     msgpack_packer pk;
-    wf__buf buf;
+    wf__buf *buf;
     const img *m;
     int rc;
-    uint32_t *type_idx; /* by type id: index + 1 in the types table, 0 if absent */
-    uint32_t ntypes_reg;
-    const wf_event_type **types;
-    uint32_t ntypes;
 } enc;
 
 static void enc_fail(enc *e, int rc)
@@ -583,18 +616,14 @@ static void pack_opt_index(enc *e, int64_t i)
         PK(msgpack_pack_nil(&e->pk));
 }
 
-/* The type's index in the table (added on first sight). */
+/* The type's index in the image's table. */
 static uint32_t type_index(enc *e, const wf_event_type *t)
 {
-    if (t->id >= e->ntypes_reg) {
-        enc_fail(e, WF_ETYPE);
+    if (t->id >= e->m->ntypes_reg || e->m->type_idx[t->id] == 0) {
+        enc_fail(e, WF_EINTERNAL); /* the copy noted every type it holds */
         return 0;
     }
-    if (e->type_idx[t->id] == 0) {
-        e->types[e->ntypes] = t;
-        e->type_idx[t->id] = ++e->ntypes;
-    }
-    return e->type_idx[t->id] - 1;
+    return e->m->type_idx[t->id] - 1;
 }
 
 static void pack_event(enc *e, const wf_event *ev)
@@ -753,81 +782,62 @@ static void pack_retries(enc *e)
 }
 
 /*
- * The run map of an image of a run of wf: {"steps", "types", "groups",
- * "buffers", "waiters", "retries", "counters", "timeout_ms", "tasks"}. The
- * type table is known only at the end, so the body is packed first and the
- * head (with the table) in front of it. The tasks' events are released as
- * they are written.
+ * Appends the run map of an image to b: {"steps", "types", "groups",
+ * "buffers", "waiters", "retries", "counters", "timeout_ms", "tasks"}, the
+ * tasks last (a reader has all they refer to before them). The tasks'
+ * events are released as they are written: an image is encoded once.
  */
-static int encode_img(img *m, const wf_workflow *wf, void **bytes, size_t *len)
+static int encode_img(img *m, wf__buf *b)
 {
     enc ee, *e = &ee;
     memset(e, 0, sizeof *e);
     e->m = m;
-    wf__buf_init(&e->buf);
-    msgpack_packer_init(&e->pk, &e->buf, wf__buf_write);
-    e->ntypes_reg = atomic_load(&wf->reg->n);
-    e->type_idx = wf__calloc(e->ntypes_reg ? e->ntypes_reg : 1, sizeof *e->type_idx);
-    e->types = wf__calloc(e->ntypes_reg ? e->ntypes_reg : 1, sizeof *e->types);
-    if (e->type_idx == NULL || e->types == NULL)
+    e->buf = b;
+    e->rc = m->rc;
+    msgpack_packer_init(&e->pk, b, wf__buf_write);
+    /* room for the whole of it, about: growing 11 MB by doubling copies 11 MB more */
+    if (wf__buf_reserve(b, (size_t)m->ntasks * 12 + 4096) < 0)
         enc_fail(e, WF_ENOMEM);
-    if (e->rc == 0) {
-        /* the tasks last: a reader finds everything they refer to before them */
-        pack_str(e, "groups");
-        pack_groups(e);
-        pack_str(e, "buffers");
-        pack_buffers(e);
-        pack_str(e, "waiters");
-        pack_waiters(e);
-        pack_str(e, "retries");
-        pack_retries(e);
-        pack_str(e, "counters");
-        PK(msgpack_pack_map(&e->pk, 4));
-        pack_str(e, "queued");
-        PK(msgpack_pack_uint64(&e->pk, m->queued));
-        pack_str(e, "in_progress");
-        PK(msgpack_pack_uint64(&e->pk, m->in_progress));
-        pack_str(e, "dropped");
-        PK(msgpack_pack_uint64(&e->pk, m->dropped));
-        pack_str(e, "unhandled");
-        PK(msgpack_pack_uint64(&e->pk, m->unhandled));
-        pack_str(e, "timeout_ms");
-        PK(msgpack_pack_int64(&e->pk, m->timeout_ms));
-        pack_str(e, "tasks");
-        PK(msgpack_pack_array(&e->pk, m->ntasks));
-        for (uint32_t i = 0; i < m->ntasks && e->rc == 0; i++) {
-            pack_task(e, &m->tasks[i]);
-            /* done with it: let it go now, while it is in the cache */
-            wf_event_release(m->tasks[i].ev);
-            m->tasks[i].ev = NULL;
-        }
-        if (e->buf.oom)
-            enc_fail(e, WF_ENOMEM);
+    PK(msgpack_pack_map(&e->pk, 9));
+    pack_str(e, "steps");
+    PK(msgpack_pack_array(&e->pk, m->wf->n_steps));
+    for (uint32_t s = 0; s < m->wf->n_steps; s++)
+        pack_str(e, m->wf->steps[s]->name);
+    pack_str(e, "types");
+    PK(msgpack_pack_array(&e->pk, m->ntypes));
+    for (uint32_t i = 0; i < m->ntypes; i++)
+        pack_str(e, m->types[i]->name);
+    pack_str(e, "groups");
+    pack_groups(e);
+    pack_str(e, "buffers");
+    pack_buffers(e);
+    pack_str(e, "waiters");
+    pack_waiters(e);
+    pack_str(e, "retries");
+    pack_retries(e);
+    pack_str(e, "counters");
+    PK(msgpack_pack_map(&e->pk, 4));
+    pack_str(e, "queued");
+    PK(msgpack_pack_uint64(&e->pk, m->queued));
+    pack_str(e, "in_progress");
+    PK(msgpack_pack_uint64(&e->pk, m->in_progress));
+    pack_str(e, "dropped");
+    PK(msgpack_pack_uint64(&e->pk, m->dropped));
+    pack_str(e, "unhandled");
+    PK(msgpack_pack_uint64(&e->pk, m->unhandled));
+    pack_str(e, "timeout_ms");
+    PK(msgpack_pack_int64(&e->pk, m->timeout_ms));
+    pack_str(e, "tasks");
+    PK(msgpack_pack_array(&e->pk, m->ntasks));
+    for (uint32_t i = 0; i < m->ntasks && e->rc == 0; i++) {
+        pack_task(e, &m->tasks[i]);
+        /* done with it: let it go now, while it is in the cache */
+        wf_event_release(m->tasks[i].ev);
+        m->tasks[i].ev = NULL;
     }
-    /* the head: the map header, the step and type tables */
-    wf__buf head;
-    wf__buf_init(&head);
-    if (e->rc == 0) {
-        wf__buf body = e->buf;
-        e->buf = head;
-        msgpack_packer_init(&e->pk, &e->buf, wf__buf_write);
-        PK(msgpack_pack_map(&e->pk, 9));
-        pack_str(e, "steps");
-        PK(msgpack_pack_array(&e->pk, wf->n_steps));
-        for (uint32_t s = 0; s < wf->n_steps; s++)
-            pack_str(e, wf->steps[s]->name);
-        pack_str(e, "types");
-        PK(msgpack_pack_array(&e->pk, e->ntypes));
-        for (uint32_t i = 0; i < e->ntypes; i++)
-            pack_str(e, e->types[i]->name);
-        wf__buf_append(&e->buf, body.data ? body.data : "", body.len);
-        if (e->buf.oom)
-            enc_fail(e, WF_ENOMEM);
-        wf__buf_free(&body);
-    }
-    wf__free_mem(e->type_idx);
-    wf__free_mem((void *)e->types);
-    return wf__buf_finish(&e->buf, e->rc, bytes, len);
+    if (b->oom)
+        enc_fail(e, WF_ENOMEM);
+    return e->rc;
 }
 
 #undef PK
@@ -857,16 +867,38 @@ static void gate_open(wf__run *run)
     }
 }
 
-/*
- * The cut (wf__run_capture); with state, also the context's store as it was
- * at the cut (*state caller owns; nil when a writer held the store then: the
- * caller reads it after).
- */
-static int capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t *pause_ns,
-                   wf_value *state)
+/* Encodes an image into bytes of its own (caller owns *bytes: wf_free). */
+static int encode_alone(img *m, void **bytes, size_t *len)
 {
-    *bytes = NULL;
-    *len = 0;
+    wf__buf b;
+    wf__buf_init(&b);
+    return wf__buf_finish(&b, encode_img(m, &b), bytes, len);
+}
+
+void wf__cut_free(wf__cut *m)
+{
+    if (m) {
+        img_free(m);
+        wf__free_mem(m);
+    }
+}
+
+int wf__cut_encode(wf__cut *m, wf__buf *b)
+{
+    return encode_img(m, b);
+}
+
+/*
+ * The cut. With cancel, the run is cancelled at it and parked in its
+ * context (*out unused). Else *out gets the image (caller owns:
+ * wf__cut_free) and, with state, *state the context's store as it was at
+ * the cut (caller owns; nil when a writer held the store then: the caller
+ * reads it after).
+ */
+static int capture(wf__run *run, int cancel, int64_t *pause_ns, img **out, wf_value *state)
+{
+    if (out)
+        *out = NULL;
     if (pause_ns)
         *pause_ns = 0;
     if (state)
@@ -881,19 +913,20 @@ static int capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t 
     struct wf_executor *ex = run->ex;
     uint32_t *have = wf__malloc((run->nsteps ? run->nsteps : 1) * sizeof *have);
     wf__task **inprog = wf__malloc(nslots(ex) * sizeof *inprog);
-    if (have == NULL || inprog == NULL) {
+    img *m = wf__calloc(1, sizeof *m);
+    if (m)
+        img_prepare(m, run);
+    if (have == NULL || inprog == NULL || m == NULL || m->rc < 0) {
         wf__free_mem(have);
         wf__free_mem(inprog);
+        wf__cut_free(m);
         return WF_ENOMEM;
     }
-    img m;
-    memset(&m, 0, sizeof m);
-    img_prepare(&m, run);
     ptrmap groups = {NULL, NULL, 0};
     pthread_mutex_lock(&run->snap_mu);
     if (wf__run_ended(run) || atomic_load(&run->gate) != 0) { /* ended, or being cancelled */
         pthread_mutex_unlock(&run->snap_mu);
-        img_free(&m);
+        wf__cut_free(m);
         wf__free_mem(have);
         wf__free_mem(inprog);
         return WF_ESTATE;
@@ -921,12 +954,12 @@ static int capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t 
             ng++;
         int done = 1;
         if (ptrmap_init(&groups, ng) < 0) {
-            img_fail(&m, WF_ENOMEM);
+            img_fail(m, WF_ENOMEM);
         } else {
             for (wf__group *g = run->groups; g; g = g->next_in_run)
                 ptrmap_put(&groups, g, i++);
-            if ((done = img_tasks(&m, run, inprog, have, &groups, now)) != 0 && m.rc == 0)
-                img_rest(&m, run, &groups, now);
+            if ((done = img_tasks(m, run, inprog, have, &groups, now)) != 0 && m->rc == 0)
+                img_rest(m, run, &groups, now);
         }
         /*
          * The store at the cut too, or it would show effects of events the
@@ -935,7 +968,7 @@ static int capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t 
          * wf_ctx_edit_state may be waiting for the gate (its store is then
          * read after, as a save at rest reads it).
          */
-        if (done && m.rc == 0 && state && pthread_rwlock_tryrdlock(&run->ctx->lock) == 0) {
+        if (done && m->rc == 0 && state && pthread_rwlock_tryrdlock(&run->ctx->lock) == 0) {
             *state = wf_value_retain(run->ctx->state);
             pthread_rwlock_unlock(&run->ctx->lock);
         }
@@ -948,7 +981,7 @@ static int capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t 
         pthread_rwlock_unlock(&run->outside);
         relax(&spins);
     }
-    int rc = ended ? WF_ESTATE : m.rc;
+    int rc = ended ? WF_ESTATE : m->rc;
     if (rc == 0 && cancel)
         atomic_store(&run->gate, 2); /* closed until the run has ended */
     pthread_mutex_unlock(&run->snap_lock);
@@ -964,31 +997,33 @@ static int capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t 
          * it ended).
          */
         pthread_mutex_unlock(&run->snap_mu);
-        int erc = encode_img(&m, run->wf, bytes, len);
+        void *bytes;
+        size_t len;
+        int erc = encode_alone(m, &bytes, &len);
         if (erc == 0)
-            wf__ctx_park(run->ctx, *bytes, *len);
+            wf__ctx_park(run->ctx, bytes, len);
         else /* cancelled all the same, as wf_handler_cancel does when it cannot park */
             wf__log(ex, WF_LOG_WARN, "run %llu: cancelled without parking its state (%s)",
                     (unsigned long long)run->id, wf_strerror(erc));
-        *bytes = NULL;
-        *len = 0;
         int o = wf__outside_enter(run);
         if (!wf__end_run(run, WF_RUN_CANCELLED, NULL, WF_ECANCELLED, NULL, NULL))
             rc = WF_ESTATE;
         wf__outside_exit(run, o);
         gate_open(run);
-        if (pause_ns)
-            *pause_ns = wf__now_ns() - t0;
     } else {
         gate_open(run);
         pthread_mutex_unlock(&run->snap_mu);
-        if (pause_ns)
-            *pause_ns = wf__now_ns() - t0;
-        /* the run goes on; what the image holds cannot change */
-        if (rc == 0)
-            rc = encode_img(&m, run->wf, bytes, len);
     }
-    img_free(&m);
+    if (pause_ns)
+        *pause_ns = wf__now_ns() - t0;
+    if (rc == 0 && !cancel && out) {
+        *out = m; /* what it holds cannot change: it is encoded while the run goes on */
+        m = NULL;
+    } else if (state) {
+        wf_value_release(*state);
+        *state = wf_value_nil();
+    }
+    wf__cut_free(m);
     wf__free_mem(have);
     wf__free_mem(inprog);
     return rc;
@@ -996,13 +1031,21 @@ static int capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t 
 
 int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t *pause_ns)
 {
-    return capture(run, cancel, bytes, len, pause_ns, NULL);
-}
-
-int wf__ctx_capture_cut(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns, wf_value *state)
-{
     *bytes = NULL;
     *len = 0;
+    img *m = NULL;
+    int rc = capture(run, cancel, pause_ns, cancel ? NULL : &m, NULL);
+    if (rc == 0 && m)
+        rc = encode_alone(m, bytes, len);
+    wf__cut_free(m);
+    return rc;
+}
+
+int wf__ctx_cut(wf_ctx *ctx, wf__cut **cut, int64_t *pause_ns, wf_value *state)
+{
+    *cut = NULL;
+    if (pause_ns)
+        *pause_ns = 0;
     if (state)
         *state = wf_value_nil();
     pthread_mutex_lock(&ctx->run_lock);
@@ -1012,18 +1055,21 @@ int wf__ctx_capture_cut(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_n
     pthread_mutex_unlock(&ctx->run_lock);
     if (run == NULL)
         return WF_ESTATE;
-    int rc = capture(run, 0, bytes, len, pause_ns, state);
+    int rc = capture(run, 0, pause_ns, cut, state);
     wf__run_release(run);
-    if (rc < 0 && state) {
-        wf_value_release(*state);
-        *state = wf_value_nil();
-    }
     return rc;
 }
 
 int wf__ctx_capture(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns)
 {
-    return wf__ctx_capture_cut(ctx, bytes, len, pause_ns, NULL);
+    *bytes = NULL;
+    *len = 0;
+    wf__cut *m;
+    int rc = wf__ctx_cut(ctx, &m, pause_ns, NULL);
+    if (rc == 0)
+        rc = encode_alone(m, bytes, len);
+    wf__cut_free(m);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- resume */

@@ -15,11 +15,37 @@
 
 /* ------------------------------------------------------------- encoding */
 
+/*
+ * The packer's writer: called for every few bytes, so the common case (room
+ * left) is a copy. Msgpack is bytes, not text: no NUL is kept after them.
+ */
 int wf__buf_write(void *data, const char *p, size_t n)
 {
     wf__buf *b = data;
+    if (WF__LIKELY(b->cap - b->len > n)) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        return 0;
+    }
     wf__buf_append(b, p, n);
     return b->oom ? -1 : 0;
+}
+
+int wf__buf_reserve(wf__buf *b, size_t n)
+{
+    if (b->oom)
+        return WF_ENOMEM;
+    if (b->cap - b->len > n)
+        return 0;
+    size_t cap = b->len + n + 1;
+    char *d = cap > b->len ? wf__realloc(b->data, cap) : NULL;
+    if (d == NULL) {
+        b->oom = 1;
+        return WF_ENOMEM;
+    }
+    b->data = d;
+    b->cap = cap;
+    return 0;
 }
 
 int wf__pack_value(msgpack_packer *pk, wf_value v, int depth)

@@ -290,9 +290,17 @@ char *wf__rd_message(const wf__rd *r, const char *what);
 int wf__run_check_doc(wf_workflow *wf, const void *doc, size_t off, size_t len, int build,
                       char **message);
 /*
- * executor/live.c: wf__ctx_capture, and the context's store as it was at the
- * cut (*state caller owns; nil when it could not be read then, or on error).
+ * executor/live.c: a live cut of a context's run, held (events retained) to
+ * be encoded after the run has gone on. wf__ctx_cut: WF_ESTATE when no run
+ * is in flight; *cut caller owns (wf__cut_free); *state (optional) the
+ * store as it was at the cut (caller owns; nil when a writer held it then:
+ * read it after). wf__cut_encode appends the run map to b, once.
  */
-int wf__ctx_capture_cut(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns, wf_value *state);
+typedef struct wf__cut wf__cut;
+int wf__ctx_cut(wf_ctx *ctx, wf__cut **cut, int64_t *pause_ns, wf_value *state);
+int wf__cut_encode(wf__cut *cut, wf__buf *b);
+void wf__cut_free(wf__cut *cut);
+/* Makes room for n more bytes in b (0, or WF_ENOMEM with b->oom set). */
+int wf__buf_reserve(wf__buf *b, size_t n);
 
 #endif

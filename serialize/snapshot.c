@@ -58,11 +58,12 @@ int wf_ctx_save_ex(wf_ctx *ctx, void **buf, size_t *len, wf_save_info *info)
      * The run: a live cut of the one in flight, else the one parked in the
      * context (cancelled, or loaded from a snapshot taken mid-run), else none.
      */
+    wf__cut *cut = NULL;
     void *run = NULL;
     size_t run_len = 0;
     int64_t pause = 0;
     wf_value state = wf_value_nil();
-    int rc = wf__ctx_capture_cut(ctx, &run, &run_len, &pause, &state);
+    int rc = wf__ctx_cut(ctx, &cut, &pause, &state);
     if (rc == WF_ESTATE) {
         rc = wf__ctx_parked_copy(ctx, &run, &run_len);
         rc = rc < 0 ? rc : 0;
@@ -74,6 +75,7 @@ int wf_ctx_save_ex(wf_ctx *ctx, void **buf, size_t *len, wf_save_info *info)
         return rc;
     /* the store: as it was at the cut when there was one, else now */
     if (wf_value_kind(state) == WF_NIL && (rc = wf_ctx_state(ctx, &state)) < 0) {
+        wf__cut_free(cut);
         wf__free_mem(run);
         return rc;
     }
@@ -81,7 +83,8 @@ int wf_ctx_save_ex(wf_ctx *ctx, void **buf, size_t *len, wf_save_info *info)
     wf__buf_init(&b);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &b, wf__buf_write);
-    rc = msgpack_pack_map(&pk, run ? 7 : 6) ? WF_ENOMEM : 0;
+    int running = cut || run;
+    rc = msgpack_pack_map(&pk, running ? 7 : 6) ? WF_ENOMEM : 0;
     if (rc == 0 && (rc = pack_cstr(&pk, "magic")) == 0)
         rc = pack_cstr(&pk, MAGIC);
     if (rc == 0 && (rc = pack_cstr(&pk, "version")) == 0)
@@ -91,15 +94,21 @@ int wf_ctx_save_ex(wf_ctx *ctx, void **buf, size_t *len, wf_save_info *info)
     if (rc == 0 && (rc = pack_cstr(&pk, "fingerprint")) == 0)
         rc = msgpack_pack_uint64(&pk, wf_workflow_fingerprint(ctx->wf)) ? WF_ENOMEM : 0;
     if (rc == 0 && (rc = pack_cstr(&pk, "running")) == 0)
-        rc = (run ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk)) ? WF_ENOMEM : 0;
+        rc = (running ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk)) ? WF_ENOMEM : 0;
     if (rc == 0 && (rc = pack_cstr(&pk, "state")) == 0)
         rc = wf__pack_value(&pk, state, 0);
-    if (rc == 0 && run && (rc = pack_cstr(&pk, "run")) == 0)
-        wf__buf_append(&b, run, run_len); /* already msgpack */
+    /* the run last: the cut straight into the document, or the parked bytes */
+    if (rc == 0 && running && (rc = pack_cstr(&pk, "run")) == 0) {
+        if (cut)
+            rc = wf__cut_encode(cut, &b);
+        else
+            wf__buf_append(&b, run, run_len); /* already msgpack */
+    }
     wf_value_release(state);
+    wf__cut_free(cut);
     wf__free_mem(run);
     if (info && rc == 0)
-        info->running = run != NULL;
+        info->running = running;
     return wf__buf_finish(&b, rc, buf, len);
 }
 
