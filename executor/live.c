@@ -126,6 +126,7 @@ typedef struct img_retry {
     img_task task;
 } img_retry;
 
+/* The image (struct wf__cut: codec_impl.h hands it to snapshot.c by that name). */
 typedef struct wf__cut {
     wf_workflow *wf; /* retained: the step names */
     /* the event types the image refers to, in the order the table is written */
@@ -147,8 +148,8 @@ typedef struct wf__cut {
     uint32_t ngroups;
     uint64_t queued, in_progress, dropped, unhandled;
     int64_t timeout_ms;
-    int rc; /* the first failure (out of memory) */
-} img;      /* struct wf__cut: codec_impl.h hands it to snapshot.c as that */
+    int rc; /* the first failure: out of memory, or a type registered meanwhile */
+} img;
 
 /* Pointer -> index, for the groups tasks refer to. */
 typedef struct ptrmap {
@@ -532,27 +533,20 @@ static void img_prepare(img *m, wf__run *run)
     }
 }
 
-static void img_task_free(img *m, img_task *it)
-{
-    wf_event_release(it->ev);
-    (void)m;
-}
-
 static void img_free(img *m)
 {
     img_drop_tasks(m);
     wf__free_mem(m->tasks);
     wf__free_mem(m->more);
     for (uint32_t i = 0; i < m->nretries; i++)
-        img_task_free(m, &m->retries[i].task);
+        wf_event_release(m->retries[i].task.ev);
     wf__free_mem(m->retries);
     for (uint32_t i = 0; i < m->nwaiters; i++) {
         img_waiter *w = &m->waiters[i];
         wf__free_mem(w->id);
         wf_value_release(w->req);
         wf_event_release(w->got);
-        if (w->has_task)
-            img_task_free(m, &w->task);
+        wf_event_release(w->task.ev); /* NULL without a task */
     }
     wf__free_mem(m->waiters);
     for (uint32_t i = 0; i < m->nbuffers; i++) {
