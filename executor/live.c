@@ -11,8 +11,10 @@
  * route under it for reading), and waits until every taken slot of every
  * step is accounted for: parked, in a worker's hands with nothing visible
  * done yet (in progress), or owned by an async completion token. Then
- * nothing of the run moves: it copies the bookkeeping and opens the gate.
- * The run's pause is that wait plus the copy; other runs never stop.
+ * nothing of the run moves: it copies the bookkeeping (the image: events
+ * retained, not copied) and opens the gate; the image is encoded while the
+ * run goes on. The run's pause is that wait plus the copy (~15 ms for 10^6
+ * queued events); other runs never stop.
  *
  * Every event is then exactly once: queued (a pending queue, a parked task,
  * the unstarted rest of a claimed batch), in progress (re-run on resume:
@@ -50,55 +52,104 @@ static uint32_t nslots(struct wf_executor *ex)
     return ex->nworkers + ex->blk_max;
 }
 
-/* Events waiting in a pending queue (stable: nobody produces or consumes). */
-static uint32_t pendq_len(wf__pendq *q)
-{
-    uint32_t n = 0;
-    if (q == NULL)
-        return 0;
-    for (wf__task *t = q->head; t; t = atomic_load_explicit(&t->next, memory_order_acquire))
-        n += t != &q->stub;
-    return n;
-}
+/* ------------------------------------------------------------- the image */
 
 /*
- * 1 when every slot the steps' counts say is taken is accounted for (caller
- * holds snap_lock and the outside lock for writing; the gate is closed, the
- * dirty slots drained). inprog[i] gets the task slot i has in progress for
- * the run (NULL: none): the encoder uses this one reading, as a slot may
- * still flicker between clean and dirty (a runner reaching slot_dirty stores
- * the dirty bit, sees the gate and takes it back) while its task stays put.
+ * What the cut copies while the run is held, so that it can be encoded once
+ * the run goes on: events are immutable and reference-counted, so they are
+ * retained rather than copied; the bookkeeping around them (small) is
+ * copied, with timers turned into the milliseconds they had left. The
+ * common task (queued, first attempt, no lineage, fan-out group or retry
+ * record) takes 16 bytes; the others carry an img_more.
  */
-static int balanced(wf__run *run, uint32_t *have, wf__task **inprog)
-{
-    struct wf_executor *ex = run->ex;
-    memset(have, 0, run->nsteps * sizeof *have);
-    for (wf__task *t = run->held; t; t = atomic_load_explicit(&t->next, memory_order_relaxed))
-        have[t->step]++;
-    for (uint32_t i = 0; i < nslots(ex); i++) {
-        wf__slot *s = slot_at(ex, i);
-        inprog[i] = NULL;
-        if ((atomic_load_explicit(&s->state, memory_order_acquire) & ~WF__SLOT_DIRTY) ==
-            (uintptr_t)run) {
-            inprog[i] = atomic_load_explicit(&s->task, memory_order_relaxed);
-            have[inprog[i]->step]++;
-        }
-    }
-    pthread_mutex_lock(&run->collect_lock);
-    for (wf_completion *c = run->pending; c; c = c->next)
-        if (c->task)
-            have[c->task->step]++;
-    pthread_mutex_unlock(&run->collect_lock);
-    for (uint32_t s = 0; s < run->nsteps; s++) {
-        wf__pendq *q = atomic_load_explicit(&run->steps[s].pendq, memory_order_acquire);
-        uint32_t c = atomic_load_explicit(&run->steps[s].count, memory_order_acquire);
-        if (have[s] + pendq_len(q) != c)
-            return 0;
-    }
-    return 1;
-}
+typedef struct img_task {
+    wf_event *ev; /* retained */
+    uint32_t step;
+    uint32_t more; /* 0: the common case, else 1 + its index in img.more */
+} img_task;
 
-/* ------------------------------------------------------------- encoding */
+typedef struct img_more {
+    uint32_t attempt;
+    uint16_t lineage;
+    uint8_t in_progress;
+    uint8_t has_retry; /* the retry bookkeeping below is there */
+    int64_t group;     /* index in the groups table, or -1 */
+    uint32_t branch;
+    int64_t ago_ms; /* since the first attempt, or -1 */
+    int32_t last_error;
+    char *last_msg;
+    int joined; /* a join's set: tuple[0 .. ntuple), retained */
+    wf_event **tuple;
+    uint32_t ntuple;
+} img_more;
+
+typedef struct img_waiter {
+    uint32_t step;
+    char *id;
+    const wf_event_type *type;
+    wf_value req; /* retained */
+    int state;
+    wf_event *got; /* retained, or NULL */
+    int64_t timeout_ms;
+    int64_t left_ms; /* -1: no timer */
+    int has_task;
+    img_task task;
+} img_waiter;
+
+typedef struct img_queue {
+    const wf_event_type *type;
+    uint32_t n;
+    wf_event **evs; /* retained, oldest first */
+} img_queue;
+
+typedef struct img_buffer {
+    uint32_t step;
+    char *id; /* NULL: a join's arrivals */
+    uint32_t nq;
+    img_queue *qs;
+} img_buffer;
+
+typedef struct img_group {
+    int64_t parent; /* index, or -1 */
+    uint32_t parent_branch;
+    uint32_t join_step;
+    const wf_event_type *collect;
+    wf_event *origin; /* retained */
+    uint16_t lineage;
+    uint32_t n;
+    uint8_t *resolved;
+    wf_event **result; /* retained, NULL where none */
+} img_group;
+
+typedef struct img_retry {
+    int64_t left_ms;
+    img_task task;
+} img_retry;
+
+/* The image (struct wf__cut: codec_impl.h hands it to snapshot.c by that name). */
+typedef struct wf__cut {
+    wf_workflow *wf; /* retained: the step names */
+    /* the event types the image refers to, in the order the table is written */
+    uint32_t *type_idx; /* by type id: 1 + index in types, 0: not there */
+    uint32_t ntypes_reg;
+    const wf_event_type **types;
+    uint32_t ntypes;
+    img_task *tasks; /* every step's, in the order they are encoded */
+    uint32_t ntasks, cap_tasks;
+    img_more *more;
+    uint32_t nmore, cap_more;
+    img_retry *retries;
+    uint32_t nretries;
+    img_waiter *waiters;
+    uint32_t nwaiters;
+    img_buffer *buffers;
+    uint32_t nbuffers;
+    img_group *groups;
+    uint32_t ngroups;
+    uint64_t queued, in_progress, dropped, unhandled;
+    int64_t timeout_ms;
+    int rc; /* the first failure: out of memory, or a type registered meanwhile */
+} img;
 
 /* Pointer -> index, for the groups tasks refer to. */
 typedef struct ptrmap {
@@ -146,18 +197,391 @@ static int64_t ptrmap_get(const ptrmap *m, const void *p)
     return m->keys[h] ? (int64_t)m->vals[h] : -1;
 }
 
+static void img_fail(img *m, int rc)
+{
+    if (m->rc == 0)
+        m->rc = rc;
+}
+
+static void *img_calloc(img *m, size_t n, size_t size)
+{
+    void *p = wf__calloc(n ? n : 1, size);
+    if (p == NULL)
+        img_fail(m, WF_ENOMEM);
+    return p;
+}
+
+static char *img_strdup(img *m, const char *s)
+{
+    char *d = s ? wf__strdup(s) : NULL;
+    if (s && d == NULL)
+        img_fail(m, WF_ENOMEM);
+    return d;
+}
+
+/* Notes t in the type table, which the encoder writes before what uses it. */
+static void img_type(img *m, const wf_event_type *t)
+{
+    if (t->id >= m->ntypes_reg) {
+        img_fail(m, WF_ETYPE); /* registered after the cut began */
+        return;
+    }
+    if (m->type_idx[t->id] == 0) {
+        m->types[m->ntypes] = t;
+        m->type_idx[t->id] = ++m->ntypes;
+    }
+}
+
+/* ev retained, its type noted (NULL stays NULL). */
+static wf_event *img_event(img *m, const wf_event *ev)
+{
+    if (ev)
+        img_type(m, ev->type);
+    return wf_event_retain(ev);
+}
+
+/* t as an image task (its event retained); in_progress: it had started. */
+static void img_put(img *m, img_task *it, const wf__task *t, int in_progress, const ptrmap *groups,
+                    int64_t now)
+{
+    const wf__retry_info *ri = t->arg;
+    int64_t group = ptrmap_get(groups, t->u.group);
+    int has_retry = ri && (ri->first_ns || ri->last_error || ri->last_msg);
+    it->ev = img_event(m, t->ev);
+    it->step = t->step;
+    it->more = 0;
+    if (!in_progress && t->attempt == 1 && t->flags == 0 && group < 0 && !has_retry &&
+        !(ri && ri->joined))
+        return;
+    if (m->nmore == m->cap_more) {
+        uint32_t cap = m->cap_more ? m->cap_more * 2 : 16;
+        img_more *nm = wf__realloc(m->more, cap * sizeof *nm);
+        if (nm == NULL) {
+            img_fail(m, WF_ENOMEM);
+            return;
+        }
+        m->more = nm;
+        m->cap_more = cap;
+    }
+    img_more *mo = &m->more[m->nmore];
+    memset(mo, 0, sizeof *mo);
+    it->more = ++m->nmore;
+    mo->attempt = t->attempt;
+    mo->lineage = t->flags;
+    mo->in_progress = (uint8_t)(in_progress != 0);
+    mo->group = group;
+    mo->branch = t->pad;
+    if (has_retry) {
+        mo->has_retry = 1;
+        mo->ago_ms = ri->first_ns ? (now - ri->first_ns) / 1000000 : -1;
+        mo->last_error = ri->last_error;
+        mo->last_msg = img_strdup(m, ri->last_msg);
+    }
+    if (ri && ri->joined) {
+        mo->joined = 1;
+        if ((mo->tuple = img_calloc(m, ri->ntuple, sizeof *mo->tuple)) != NULL) {
+            for (uint32_t i = 0; i < ri->ntuple; i++)
+                mo->tuple[i] = img_event(m, ri->tuple[i]);
+            mo->ntuple = ri->ntuple;
+        }
+    }
+}
+
+static const img_more *img_more_of(const img *m, const img_task *it)
+{
+    return it->more ? &m->more[it->more - 1] : NULL;
+}
+
+static void img_add_task(img *m, const wf__task *t, int in_progress, const ptrmap *groups,
+                         int64_t now)
+{
+    img_put(m, &m->tasks[m->ntasks++], t, in_progress, groups, now);
+    if (in_progress)
+        m->in_progress++;
+    else
+        m->queued++;
+}
+
+/* Forgets the tasks copied so far (the array stays, for another try). */
+static void img_drop_tasks(img *m)
+{
+    for (uint32_t i = 0; i < m->ntasks; i++)
+        wf_event_release(m->tasks[i].ev);
+    for (uint32_t i = 0; i < m->nmore; i++) {
+        for (uint32_t k = 0; k < m->more[i].ntuple; k++)
+            wf_event_release(m->more[i].tuple[k]);
+        wf__free_mem(m->more[i].tuple);
+        wf__free_mem(m->more[i].last_msg);
+    }
+    m->ntasks = m->nmore = 0;
+    m->queued = m->in_progress = 0;
+}
+
+/*
+ * Copies every task of the run, per step: in progress first (then the
+ * unstarted rest of its claimed batch), async invocations waiting for their
+ * completion, parked ones (oldest first), then the pending queue in order.
+ * Caller holds snap_lock, outside for writing, collect_lock and mu; the gate
+ * is closed and the dirty slots drained. 1 when every slot the steps' counts
+ * say is taken is accounted for (or m->rc is set); 0 when not yet (a slot
+ * may still flicker between clean and dirty: a runner reaching slot_dirty
+ * stores the dirty bit, sees the gate and takes it back; its task stays
+ * put): the caller lets go, then tries again. The slots are read once, into
+ * inprog, and the copy follows that reading. have: nsteps counters.
+ */
+static int img_tasks(img *m, wf__run *run, wf__task **inprog, uint32_t *have, const ptrmap *groups,
+                     int64_t now)
+{
+    struct wf_executor *ex = run->ex;
+    memset(have, 0, run->nsteps * sizeof *have);
+    uint32_t nheld = 0;
+    uint64_t n = 0; /* the tasks there are if the counts hold */
+    for (wf__task *h = run->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed)) {
+        have[h->step]++;
+        nheld++;
+        for (wf__task *t = h; t; t = t->chain)
+            n++;
+    }
+    for (uint32_t i = 0; i < nslots(ex); i++) {
+        wf__slot *s = slot_at(ex, i);
+        inprog[i] = NULL;
+        if ((atomic_load_explicit(&s->state, memory_order_acquire) & ~WF__SLOT_DIRTY) ==
+            (uintptr_t)run) {
+            inprog[i] = atomic_load_explicit(&s->task, memory_order_relaxed);
+            have[inprog[i]->step]++;
+            for (wf__task *t = inprog[i]; t; t = t->chain)
+                n++;
+        }
+    }
+    for (wf_completion *c = run->pending; c; c = c->next)
+        if (c->task) {
+            have[c->task->step]++;
+            n++;
+        }
+    for (uint32_t s = 0; s < run->nsteps; s++) {
+        uint32_t c = atomic_load_explicit(&run->steps[s].count, memory_order_acquire);
+        if (c < have[s])
+            return 0;
+        n += c - have[s]; /* queued */
+    }
+    if (n > m->cap_tasks) { /* more than estimated before the gate closed */
+        img_task *nt = n <= UINT32_MAX ? wf__realloc(m->tasks, n * sizeof *nt) : NULL;
+        if (nt == NULL) {
+            img_fail(m, WF_ENOMEM);
+            return 1;
+        }
+        m->tasks = nt;
+        m->cap_tasks = (uint32_t)n;
+    }
+    /* held is a stack: the oldest parked chain is last */
+    wf__task **held = img_calloc(m, nheld, sizeof *held);
+    if (held == NULL)
+        return 1;
+    uint32_t k = nheld;
+    for (wf__task *h = run->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed))
+        held[--k] = h;
+    int ok = 1;
+    for (uint32_t s = 0; s < run->nsteps && ok; s++) {
+        for (uint32_t i = 0; i < nslots(ex); i++) {
+            wf__task *t = inprog[i];
+            if (t == NULL || t->step != s)
+                continue;
+            img_add_task(m, t, 1, groups, now);
+            for (t = t->chain; t; t = t->chain)
+                img_add_task(m, t, 0, groups, now); /* claimed with it, not started */
+        }
+        for (wf_completion *c = run->pending; c; c = c->next)
+            if (c->task && c->task->step == s)
+                img_add_task(m, c->task, 1, groups, now);
+        for (uint32_t j = 0; j < nheld; j++)
+            if (held[j]->step == s)
+                for (wf__task *t = held[j]; t; t = t->chain)
+                    img_add_task(m, t, 0, groups, now);
+        /* the queue is read as it is copied: one walk of it, not two */
+        wf__pendq *q = atomic_load_explicit(&run->steps[s].pendq, memory_order_acquire);
+        uint32_t qlen = 0;
+        for (wf__task *t = q ? q->head : NULL; t && ok;
+             t = atomic_load_explicit(&t->next, memory_order_acquire)) {
+            if (t == &q->stub)
+                continue;
+            if (m->ntasks == m->cap_tasks)
+                ok = 0; /* longer than the count says */
+            else
+                img_add_task(m, t, 0, groups, now);
+            qlen++;
+        }
+        ok = ok &&
+             have[s] + qlen == atomic_load_explicit(&run->steps[s].count, memory_order_acquire);
+    }
+    wf__free_mem(held);
+    if (!ok)
+        img_drop_tasks(m);
+    return ok;
+}
+
+/* Copies the rest of the run: retries, waiters, buffers, groups, counters (same locks). */
+static void img_rest(img *m, wf__run *run, const ptrmap *groups, int64_t now)
+{
+    uint32_t nr = 0, nw = 0, nb = 0, ng = 0;
+    for (wf__retry_timer *rt = run->retries; rt; rt = rt->next)
+        nr++;
+    if ((m->retries = img_calloc(m, nr, sizeof *m->retries)) != NULL) {
+        for (wf__retry_timer *rt = run->retries; rt; rt = rt->next) {
+            img_retry *r = &m->retries[m->nretries++];
+            int64_t left = (rt->tm.deadline_ns - now) / 1000000;
+            r->left_ms = left > 0 ? left : 0;
+            img_put(m, &r->task, rt->t, 0, groups, now);
+            m->queued++;
+        }
+    }
+    for (wf__waiter *w = run->waiters; w; w = w->next)
+        nw += !w->orphan;
+    if ((m->waiters = img_calloc(m, nw, sizeof *m->waiters)) != NULL) {
+        for (wf__waiter *w = run->waiters; w; w = w->next) {
+            if (w->orphan)
+                continue;
+            img_waiter *iw = &m->waiters[m->nwaiters++];
+            iw->step = w->step;
+            iw->id = img_strdup(m, w->id);
+            iw->type = w->type;
+            img_type(m, w->type);
+            iw->req = wf_value_retain(w->req);
+            iw->state = w->state;
+            iw->got = img_event(m, w->got);
+            iw->timeout_ms = w->timeout_ms;
+            iw->left_ms = -1;
+            if (w->state == W_WAITING && w->timer_live) {
+                int64_t left = (w->tm.deadline_ns - now) / 1000000;
+                iw->left_ms = left > 0 ? left : 0;
+            }
+            if (w->task) { /* a waiting step's event is counted as neither */
+                iw->has_task = 1;
+                img_put(m, &iw->task, w->task, 0, groups, now);
+            }
+        }
+    }
+    for (wf__collect *c = run->collect; c; c = c->next)
+        nb++;
+    if ((m->buffers = img_calloc(m, nb, sizeof *m->buffers)) != NULL) {
+        for (wf__collect *c = run->collect; c; c = c->next) {
+            img_buffer *b = &m->buffers[m->nbuffers++];
+            b->step = c->step;
+            b->id = img_strdup(m, c->id);
+            if ((b->qs = img_calloc(m, c->nq, sizeof *b->qs)) == NULL)
+                break;
+            for (uint32_t i = 0; i < c->nq; i++) {
+                const wf__cq *q = &c->qs[i];
+                img_queue *iq = &b->qs[b->nq++];
+                iq->type = q->type;
+                img_type(m, q->type);
+                if ((iq->evs = img_calloc(m, q->len, sizeof *iq->evs)) == NULL)
+                    break;
+                for (uint32_t k = 0; k < q->len; k++)
+                    iq->evs[iq->n++] = img_event(m, q->ring[(q->head + k) % q->cap]);
+            }
+        }
+    }
+    for (wf__group *g = run->groups; g; g = g->next_in_run)
+        ng++;
+    if ((m->groups = img_calloc(m, ng, sizeof *m->groups)) != NULL) {
+        for (wf__group *g = run->groups; g; g = g->next_in_run) {
+            img_group *ig = &m->groups[m->ngroups++];
+            ig->parent = ptrmap_get(groups, g->parent);
+            ig->parent_branch = g->parent_branch;
+            ig->join_step = g->join_step;
+            ig->collect = g->collect;
+            img_type(m, g->collect);
+            ig->origin = img_event(m, g->origin);
+            ig->lineage = g->lineage;
+            ig->resolved = img_calloc(m, g->n, 1);
+            ig->result = img_calloc(m, g->n, sizeof *ig->result);
+            if (ig->resolved == NULL || ig->result == NULL)
+                break;
+            ig->n = g->n;
+            for (uint32_t i = 0; i < g->n; i++) {
+                ig->resolved[i] =
+                    (uint8_t)atomic_load_explicit(&g->resolved[i], memory_order_relaxed);
+                ig->result[i] = img_event(m, g->result[i]);
+            }
+        }
+    }
+    m->dropped = atomic_load(&run->dropped);
+    m->unhandled = atomic_load(&run->unhandled);
+    m->timeout_ms = run->timeout_ms;
+}
+
+/*
+ * The array for the tasks, sized from the counts before the gate closes and
+ * written once, so that the page faults of fresh memory (~2 us per 4 KiB
+ * here) are not part of the pause.
+ */
+static void img_prepare(img *m, wf__run *run)
+{
+    m->wf = wf_workflow_retain(run->wf);
+    m->ntypes_reg = atomic_load(&run->wf->reg->n);
+    m->type_idx = img_calloc(m, m->ntypes_reg, sizeof *m->type_idx);
+    m->types = img_calloc(m, m->ntypes_reg, sizeof *m->types);
+    uint64_t n = 64;
+    for (uint32_t s = 0; s < run->nsteps; s++)
+        n += atomic_load_explicit(&run->steps[s].count, memory_order_relaxed);
+    n += n / 8;
+    if (n > UINT32_MAX)
+        return;
+    if ((m->tasks = wf__malloc(n * sizeof *m->tasks)) != NULL) {
+        memset(m->tasks, 0, n * sizeof *m->tasks);
+        m->cap_tasks = (uint32_t)n;
+    }
+}
+
+static void img_free(img *m)
+{
+    img_drop_tasks(m);
+    wf__free_mem(m->tasks);
+    wf__free_mem(m->more);
+    for (uint32_t i = 0; i < m->nretries; i++)
+        wf_event_release(m->retries[i].task.ev);
+    wf__free_mem(m->retries);
+    for (uint32_t i = 0; i < m->nwaiters; i++) {
+        img_waiter *w = &m->waiters[i];
+        wf__free_mem(w->id);
+        wf_value_release(w->req);
+        wf_event_release(w->got);
+        wf_event_release(w->task.ev); /* NULL without a task */
+    }
+    wf__free_mem(m->waiters);
+    for (uint32_t i = 0; i < m->nbuffers; i++) {
+        img_buffer *b = &m->buffers[i];
+        for (uint32_t q = 0; q < b->nq; q++) {
+            for (uint32_t k = 0; k < b->qs[q].n; k++)
+                wf_event_release(b->qs[q].evs[k]);
+            wf__free_mem(b->qs[q].evs);
+        }
+        wf__free_mem(b->qs);
+        wf__free_mem(b->id);
+    }
+    wf__free_mem(m->buffers);
+    for (uint32_t i = 0; i < m->ngroups; i++) {
+        img_group *g = &m->groups[i];
+        wf_event_release(g->origin);
+        for (uint32_t k = 0; k < g->n; k++)
+            wf_event_release(g->result[k]);
+        wf__free_mem(g->resolved);
+        wf__free_mem(g->result);
+    }
+    wf__free_mem(m->groups);
+    wf__free_mem(m->type_idx);
+    wf__free_mem((void *)m->types);
+    wf_workflow_free(m->wf);
+    memset(m, 0, sizeof *m);
+}
+
+/* ------------------------------------------------------------- encoding */
+
 typedef struct enc {
     msgpack_packer pk;
-    wf__buf buf;
-    wf__run *run;
+    wf__buf *buf;
+    const img *m;
     int rc;
-    uint32_t *type_idx; /* by type id: index + 1 in the types table, 0 if absent */
-    uint32_t ntypes_reg;
-    const wf_event_type **types;
-    uint32_t ntypes;
-    ptrmap groups;
-    uint64_t queued, in_progress;
-    wf__task *const *inprog; /* by slot: the task in progress (balanced()) */
 } enc;
 
 static void enc_fail(enc *e, int rc)
@@ -178,18 +602,22 @@ static void pack_str(enc *e, const char *s)
     PK(msgpack_pack_str(&e->pk, n) || msgpack_pack_str_body(&e->pk, s, n));
 }
 
-/* The type's index in the table (added on first sight). */
+static void pack_opt_index(enc *e, int64_t i)
+{
+    if (i >= 0)
+        PK(msgpack_pack_int64(&e->pk, i));
+    else
+        PK(msgpack_pack_nil(&e->pk));
+}
+
+/* The type's index in the image's table. */
 static uint32_t type_index(enc *e, const wf_event_type *t)
 {
-    if (t->id >= e->ntypes_reg) {
-        enc_fail(e, WF_ETYPE);
+    if (t->id >= e->m->ntypes_reg || e->m->type_idx[t->id] == 0) {
+        enc_fail(e, WF_EINTERNAL); /* the copy noted every type it holds */
         return 0;
     }
-    if (e->type_idx[t->id] == 0) {
-        e->types[e->ntypes] = t;
-        e->type_idx[t->id] = ++e->ntypes;
-    }
-    return e->type_idx[t->id] - 1;
+    return e->m->type_idx[t->id] - 1;
 }
 
 static void pack_event(enc *e, const wf_event *ev)
@@ -210,50 +638,47 @@ static void pack_event(enc *e, const wf_event *ev)
  * retry, tuple], trailing defaults left out (state 0 queued, 1 in progress;
  * attempt 1, the first execution; lineage 0; no group).
  */
-static void pack_task(enc *e, const wf__task *t, int in_progress)
+static void pack_task(enc *e, const img_task *it)
 {
-    const wf__retry_info *ri = t->arg;
-    int64_t group = ptrmap_get(&e->groups, t->u.group);
+    const img_more *mo = img_more_of(e->m, it);
     uint32_t n = 3;
-    if (in_progress)
-        n = 4;
-    if (t->attempt != 1)
-        n = 5;
-    if (t->flags)
-        n = 6;
-    if (group >= 0)
-        n = 8;
-    if (ri && (ri->first_ns || ri->last_error || ri->last_msg))
-        n = 9;
-    if (ri && ri->joined)
-        n = 10;
+    if (mo) {
+        if (mo->in_progress)
+            n = 4;
+        if (mo->attempt != 1)
+            n = 5;
+        if (mo->lineage)
+            n = 6;
+        if (mo->group >= 0)
+            n = 8;
+        if (mo->has_retry)
+            n = 9;
+        if (mo->joined)
+            n = 10;
+    }
     PK(msgpack_pack_array(&e->pk, n));
-    PK(msgpack_pack_uint32(&e->pk, t->step));
-    PK(msgpack_pack_uint32(&e->pk, type_index(e, t->ev->type)));
-    int rc = wf__pack_fields(&e->pk, t->ev);
+    PK(msgpack_pack_uint32(&e->pk, it->step));
+    PK(msgpack_pack_uint32(&e->pk, type_index(e, it->ev->type)));
+    int rc = wf__pack_fields(&e->pk, it->ev);
     if (rc < 0)
         enc_fail(e, rc);
     if (n > 3)
-        PK(msgpack_pack_uint8(&e->pk, (uint8_t)(in_progress != 0)));
+        PK(msgpack_pack_uint8(&e->pk, mo->in_progress));
     if (n > 4)
-        PK(msgpack_pack_uint32(&e->pk, t->attempt));
+        PK(msgpack_pack_uint32(&e->pk, mo->attempt));
     if (n > 5)
-        PK(msgpack_pack_uint16(&e->pk, t->flags));
+        PK(msgpack_pack_uint16(&e->pk, mo->lineage));
     if (n > 6) {
-        if (group >= 0)
-            PK(msgpack_pack_int64(&e->pk, group));
-        else
-            PK(msgpack_pack_nil(&e->pk));
-        PK(msgpack_pack_uint32(&e->pk, t->pad));
+        pack_opt_index(e, mo->group);
+        PK(msgpack_pack_uint32(&e->pk, mo->branch));
     }
     if (n > 8) {
-        if (ri && (ri->first_ns || ri->last_error || ri->last_msg)) {
+        if (mo->has_retry) {
             PK(msgpack_pack_array(&e->pk, 3));
-            int64_t ago = ri->first_ns ? (wf__now_ns() - ri->first_ns) / 1000000 : -1;
-            PK(msgpack_pack_int64(&e->pk, ago));
-            PK(msgpack_pack_int32(&e->pk, ri->last_error));
-            if (ri->last_msg)
-                pack_str(e, ri->last_msg);
+            PK(msgpack_pack_int64(&e->pk, mo->ago_ms));
+            PK(msgpack_pack_int32(&e->pk, mo->last_error));
+            if (mo->last_msg)
+                pack_str(e, mo->last_msg);
             else
                 PK(msgpack_pack_nil(&e->pk));
         } else {
@@ -261,112 +686,40 @@ static void pack_task(enc *e, const wf__task *t, int in_progress)
         }
     }
     if (n > 9) {
-        PK(msgpack_pack_array(&e->pk, ri->ntuple));
-        for (uint32_t i = 0; i < ri->ntuple; i++)
-            pack_event(e, ri->tuple[i]);
+        PK(msgpack_pack_array(&e->pk, mo->ntuple));
+        for (uint32_t i = 0; i < mo->ntuple; i++)
+            pack_event(e, mo->tuple[i]);
     }
-    if (in_progress)
-        e->in_progress++;
-    else
-        e->queued++;
 }
 
-static uint32_t count_tasks(enc *e)
+static void pack_groups(enc *e)
 {
-    wf__run *run = e->run;
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < nslots(run->ex); i++)
-        for (wf__task *t = e->inprog[i]; t; t = t->chain)
-            n++;
-    for (wf__task *h = run->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed))
-        for (wf__task *t = h; t; t = t->chain)
-            n++;
-    for (wf_completion *c = run->pending; c; c = c->next)
-        n += c->task != NULL;
-    for (uint32_t s = 0; s < run->nsteps; s++)
-        n += pendq_len(atomic_load_explicit(&run->steps[s].pendq, memory_order_acquire));
-    return n;
-}
-
-/* The tasks of step s: in progress first, then parked, then waiting, in order. */
-static void pack_step_tasks(enc *e, uint32_t s)
-{
-    wf__run *run = e->run;
-    for (uint32_t i = 0; i < nslots(run->ex); i++) {
-        wf__task *t = e->inprog[i];
-        if (t == NULL || t->step != s)
-            continue;
-        pack_task(e, t, 1);
-        for (t = t->chain; t; t = t->chain)
-            pack_task(e, t, 0); /* claimed with it, not started */
-    }
-    for (wf_completion *c = run->pending; c; c = c->next)
-        if (c->task && c->task->step == s)
-            pack_task(e, c->task, 1);
-    /* held is a stack: the oldest parked chain is last */
-    uint32_t nh = 0;
-    for (wf__task *h = run->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed))
-        nh += h->step == s;
-    if (nh) {
-        wf__task **v = wf__malloc(nh * sizeof *v);
-        if (v == NULL) {
-            enc_fail(e, WF_ENOMEM);
-            return;
-        }
-        uint32_t k = nh;
-        for (wf__task *h = run->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed))
-            if (h->step == s)
-                v[--k] = h;
-        for (uint32_t j = 0; j < nh; j++)
-            for (wf__task *t = v[j]; t; t = t->chain)
-                pack_task(e, t, 0);
-        wf__free_mem(v);
-    }
-    wf__pendq *q = atomic_load_explicit(&run->steps[s].pendq, memory_order_acquire);
-    if (q)
-        for (wf__task *t = q->head; t; t = atomic_load_explicit(&t->next, memory_order_acquire))
-            if (t != &q->stub)
-                pack_task(e, t, 0);
-}
-
-static void pack_groups(enc *e, uint32_t ng)
-{
-    wf__run *run = e->run;
-    PK(msgpack_pack_array(&e->pk, ng));
-    for (wf__group *g = run->groups; g; g = g->next_in_run) {
+    const img *m = e->m;
+    PK(msgpack_pack_array(&e->pk, m->ngroups));
+    for (uint32_t i = 0; i < m->ngroups; i++) {
+        const img_group *g = &m->groups[i];
         /* [parent, parent_branch, join step, collect type, origin, lineage, resolved, results] */
         PK(msgpack_pack_array(&e->pk, 8));
-        int64_t p = ptrmap_get(&e->groups, g->parent);
-        if (p >= 0)
-            PK(msgpack_pack_int64(&e->pk, p));
-        else
-            PK(msgpack_pack_nil(&e->pk));
+        pack_opt_index(e, g->parent);
         PK(msgpack_pack_uint32(&e->pk, g->parent_branch));
         PK(msgpack_pack_uint32(&e->pk, g->join_step));
         PK(msgpack_pack_uint32(&e->pk, type_index(e, g->collect)));
         pack_event(e, g->origin);
         PK(msgpack_pack_uint16(&e->pk, g->lineage));
         PK(msgpack_pack_bin(&e->pk, g->n));
-        for (uint32_t i = 0; i < g->n; i++) {
-            char r = (char)atomic_load_explicit(&g->resolved[i], memory_order_relaxed);
-            PK(msgpack_pack_bin_body(&e->pk, &r, 1));
-        }
+        PK(msgpack_pack_bin_body(&e->pk, g->resolved, g->n));
         PK(msgpack_pack_array(&e->pk, g->n));
-        for (uint32_t i = 0; i < g->n; i++)
-            pack_event(e, g->result[i]);
+        for (uint32_t b = 0; b < g->n; b++)
+            pack_event(e, g->result[b]);
     }
 }
 
-static void pack_waiters(enc *e, int64_t now)
+static void pack_waiters(enc *e)
 {
-    wf__run *run = e->run;
-    uint32_t n = 0;
-    for (wf__waiter *w = run->waiters; w; w = w->next)
-        n += !w->orphan;
-    PK(msgpack_pack_array(&e->pk, n));
-    for (wf__waiter *w = run->waiters; w; w = w->next) {
-        if (w->orphan)
-            continue;
+    const img *m = e->m;
+    PK(msgpack_pack_array(&e->pk, m->nwaiters));
+    for (uint32_t i = 0; i < m->nwaiters; i++) {
+        const img_waiter *w = &m->waiters[i];
         /* [step, id, type, requirements, state, got, timeout_ms, left_ms, task] */
         PK(msgpack_pack_array(&e->pk, 9));
         PK(msgpack_pack_uint32(&e->pk, w->step));
@@ -378,148 +731,107 @@ static void pack_waiters(enc *e, int64_t now)
         PK(msgpack_pack_uint8(&e->pk, (uint8_t)w->state));
         pack_event(e, w->got);
         PK(msgpack_pack_int64(&e->pk, w->timeout_ms));
-        if (w->state == W_WAITING && w->timer_live) {
-            int64_t left = (w->tm.deadline_ns - now) / 1000000;
-            PK(msgpack_pack_int64(&e->pk, left > 0 ? left : 0));
-        } else {
+        pack_opt_index(e, w->left_ms);
+        if (w->has_task)
+            pack_task(e, &w->task);
+        else
             PK(msgpack_pack_nil(&e->pk));
-        }
-        if (w->task) {
-            pack_task(e, w->task, 0);
-            e->queued--; /* a waiting step's event is counted as neither */
-        } else {
-            PK(msgpack_pack_nil(&e->pk));
-        }
     }
 }
 
 static void pack_buffers(enc *e)
 {
-    wf__run *run = e->run;
-    uint32_t n = 0;
-    for (wf__collect *c = run->collect; c; c = c->next)
-        n++;
-    PK(msgpack_pack_array(&e->pk, n));
-    for (wf__collect *c = run->collect; c; c = c->next) {
+    const img *m = e->m;
+    PK(msgpack_pack_array(&e->pk, m->nbuffers));
+    for (uint32_t i = 0; i < m->nbuffers; i++) {
+        const img_buffer *b = &m->buffers[i];
         /* [step, id or nil (a join's arrivals), [[type, [events]]...]] */
         PK(msgpack_pack_array(&e->pk, 3));
-        PK(msgpack_pack_uint32(&e->pk, c->step));
-        if (c->id)
-            pack_str(e, c->id);
+        PK(msgpack_pack_uint32(&e->pk, b->step));
+        if (b->id)
+            pack_str(e, b->id);
         else
             PK(msgpack_pack_nil(&e->pk));
-        PK(msgpack_pack_array(&e->pk, c->nq));
-        for (uint32_t i = 0; i < c->nq; i++) {
-            const wf__cq *q = &c->qs[i];
+        PK(msgpack_pack_array(&e->pk, b->nq));
+        for (uint32_t q = 0; q < b->nq; q++) {
             PK(msgpack_pack_array(&e->pk, 2));
-            PK(msgpack_pack_uint32(&e->pk, type_index(e, q->type)));
-            PK(msgpack_pack_array(&e->pk, q->len));
-            for (uint32_t k = 0; k < q->len; k++)
-                pack_event(e, q->ring[(q->head + k) % q->cap]);
+            PK(msgpack_pack_uint32(&e->pk, type_index(e, b->qs[q].type)));
+            PK(msgpack_pack_array(&e->pk, b->qs[q].n));
+            for (uint32_t k = 0; k < b->qs[q].n; k++)
+                pack_event(e, b->qs[q].evs[k]);
         }
     }
 }
 
-static void pack_retries(enc *e, int64_t now)
+static void pack_retries(enc *e)
 {
-    wf__run *run = e->run;
-    uint32_t n = 0;
-    for (wf__retry_timer *rt = run->retries; rt; rt = rt->next)
-        n++;
-    PK(msgpack_pack_array(&e->pk, n));
-    for (wf__retry_timer *rt = run->retries; rt; rt = rt->next) {
+    const img *m = e->m;
+    PK(msgpack_pack_array(&e->pk, m->nretries));
+    for (uint32_t i = 0; i < m->nretries; i++) {
         /* [delay_ms left, task] */
         PK(msgpack_pack_array(&e->pk, 2));
-        int64_t left = (rt->tm.deadline_ns - now) / 1000000;
-        PK(msgpack_pack_int64(&e->pk, left > 0 ? left : 0));
-        pack_task(e, rt->t, 0);
+        PK(msgpack_pack_int64(&e->pk, m->retries[i].left_ms));
+        pack_task(e, &m->retries[i].task);
     }
 }
 
 /*
- * The run map (snap_lock, outside for writing, collect_lock and mu held):
- * {"steps", "types", "tasks", "retries", "waiters", "buffers", "groups",
- * "counters", "timeout_ms"}. The type table is known only at the end, so
- * the body is packed first and the head (with the table) in front of it.
+ * Appends the run map of an image to b: {"steps", "types", "groups",
+ * "buffers", "waiters", "retries", "counters", "timeout_ms", "tasks"}, the
+ * tasks last (a reader has all they refer to before them). The tasks'
+ * events are released as they are written: an image is encoded once.
  */
-static int encode_run(wf__run *run, wf__task *const *inprog, void **bytes, size_t *len)
+static int encode_img(img *m, wf__buf *b)
 {
     enc ee, *e = &ee;
     memset(e, 0, sizeof *e);
-    e->run = run;
-    e->inprog = inprog;
-    wf__buf_init(&e->buf);
-    msgpack_packer_init(&e->pk, &e->buf, wf__buf_write);
-    e->ntypes_reg = atomic_load(&run->wf->reg->n);
-    e->type_idx = wf__calloc(e->ntypes_reg ? e->ntypes_reg : 1, sizeof *e->type_idx);
-    e->types = wf__calloc(e->ntypes_reg ? e->ntypes_reg : 1, sizeof *e->types);
-    uint32_t ng = 0;
-    for (wf__group *g = run->groups; g; g = g->next_in_run)
-        ng++;
-    if (e->type_idx == NULL || e->types == NULL || ptrmap_init(&e->groups, ng) < 0)
+    e->m = m;
+    e->buf = b;
+    e->rc = m->rc;
+    msgpack_packer_init(&e->pk, b, wf__buf_write);
+    /* room for the whole of it, about: growing 11 MB by doubling copies 11 MB more */
+    if (wf__buf_reserve(b, (size_t)m->ntasks * 12 + 4096) < 0)
         enc_fail(e, WF_ENOMEM);
-    if (e->rc == 0) {
-        uint32_t i = 0;
-        for (wf__group *g = run->groups; g; g = g->next_in_run)
-            ptrmap_put(&e->groups, g, i++);
+    PK(msgpack_pack_map(&e->pk, 9));
+    pack_str(e, "steps");
+    PK(msgpack_pack_array(&e->pk, m->wf->n_steps));
+    for (uint32_t s = 0; s < m->wf->n_steps; s++)
+        pack_str(e, m->wf->steps[s]->name);
+    pack_str(e, "types");
+    PK(msgpack_pack_array(&e->pk, m->ntypes));
+    for (uint32_t i = 0; i < m->ntypes; i++)
+        pack_str(e, m->types[i]->name);
+    pack_str(e, "groups");
+    pack_groups(e);
+    pack_str(e, "buffers");
+    pack_buffers(e);
+    pack_str(e, "waiters");
+    pack_waiters(e);
+    pack_str(e, "retries");
+    pack_retries(e);
+    pack_str(e, "counters");
+    PK(msgpack_pack_map(&e->pk, 4));
+    pack_str(e, "queued");
+    PK(msgpack_pack_uint64(&e->pk, m->queued));
+    pack_str(e, "in_progress");
+    PK(msgpack_pack_uint64(&e->pk, m->in_progress));
+    pack_str(e, "dropped");
+    PK(msgpack_pack_uint64(&e->pk, m->dropped));
+    pack_str(e, "unhandled");
+    PK(msgpack_pack_uint64(&e->pk, m->unhandled));
+    pack_str(e, "timeout_ms");
+    PK(msgpack_pack_int64(&e->pk, m->timeout_ms));
+    pack_str(e, "tasks");
+    PK(msgpack_pack_array(&e->pk, m->ntasks));
+    for (uint32_t i = 0; i < m->ntasks && e->rc == 0; i++) {
+        pack_task(e, &m->tasks[i]);
+        /* done with it: let it go now, while it is in the cache */
+        wf_event_release(m->tasks[i].ev);
+        m->tasks[i].ev = NULL;
     }
-    int64_t now = wf__now_ns();
-    if (e->rc == 0) {
-        PK(msgpack_pack_str(&e->pk, 5) || msgpack_pack_str_body(&e->pk, "tasks", 5));
-        uint32_t ntasks = count_tasks(e);
-        PK(msgpack_pack_array(&e->pk, ntasks));
-        for (uint32_t s = 0; s < run->nsteps && e->rc == 0; s++)
-            pack_step_tasks(e, s);
-        if (e->rc == 0 && e->queued + e->in_progress != ntasks)
-            enc_fail(e, WF_EINTERNAL); /* never a document that says one thing and holds another */
-        pack_str(e, "retries");
-        pack_retries(e, now);
-        pack_str(e, "waiters");
-        pack_waiters(e, now);
-        pack_str(e, "buffers");
-        pack_buffers(e);
-        pack_str(e, "groups");
-        pack_groups(e, ng);
-        pack_str(e, "counters");
-        PK(msgpack_pack_map(&e->pk, 4));
-        pack_str(e, "queued");
-        PK(msgpack_pack_uint64(&e->pk, e->queued));
-        pack_str(e, "in_progress");
-        PK(msgpack_pack_uint64(&e->pk, e->in_progress));
-        pack_str(e, "dropped");
-        PK(msgpack_pack_uint64(&e->pk, atomic_load(&run->dropped)));
-        pack_str(e, "unhandled");
-        PK(msgpack_pack_uint64(&e->pk, atomic_load(&run->unhandled)));
-        pack_str(e, "timeout_ms");
-        PK(msgpack_pack_int64(&e->pk, run->timeout_ms));
-        if (e->buf.oom)
-            enc_fail(e, WF_ENOMEM);
-    }
-    /* the head: the map header, the step and type tables */
-    wf__buf head;
-    wf__buf_init(&head);
-    if (e->rc == 0) {
-        wf__buf body = e->buf;
-        e->buf = head;
-        msgpack_packer_init(&e->pk, &e->buf, wf__buf_write);
-        PK(msgpack_pack_map(&e->pk, 9));
-        pack_str(e, "steps");
-        PK(msgpack_pack_array(&e->pk, run->nsteps));
-        for (uint32_t s = 0; s < run->nsteps; s++)
-            pack_str(e, run->wf->steps[s]->name);
-        pack_str(e, "types");
-        PK(msgpack_pack_array(&e->pk, e->ntypes));
-        for (uint32_t i = 0; i < e->ntypes; i++)
-            pack_str(e, e->types[i]->name);
-        wf__buf_append(&e->buf, body.data ? body.data : "", body.len);
-        if (e->buf.oom)
-            enc_fail(e, WF_ENOMEM);
-        wf__buf_free(&body);
-    }
-    wf__free_mem(e->type_idx);
-    wf__free_mem((void *)e->types);
-    ptrmap_free(&e->groups);
-    return wf__buf_finish(&e->buf, e->rc, bytes, len);
+    if (b->oom)
+        enc_fail(e, WF_ENOMEM);
+    return e->rc;
 }
 
 #undef PK
@@ -549,12 +861,42 @@ static void gate_open(wf__run *run)
     }
 }
 
-int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t *pause_ns)
+/* Encodes an image into bytes of its own (caller owns *bytes: wf_free). */
+static int encode_alone(img *m, void **bytes, size_t *len)
 {
-    *bytes = NULL;
-    *len = 0;
+    wf__buf b;
+    wf__buf_init(&b);
+    return wf__buf_finish(&b, encode_img(m, &b), bytes, len);
+}
+
+void wf__cut_free(wf__cut *m)
+{
+    if (m) {
+        img_free(m);
+        wf__free_mem(m);
+    }
+}
+
+int wf__cut_encode(wf__cut *m, wf__buf *b)
+{
+    return encode_img(m, b);
+}
+
+/*
+ * The cut. With cancel, the run is cancelled at it and parked in its
+ * context (*out unused). Else *out gets the image (caller owns:
+ * wf__cut_free) and, with state, *state the context's store as it was at
+ * the cut (caller owns; nil when a writer held the store then: the caller
+ * reads it after).
+ */
+static int capture(wf__run *run, int cancel, int64_t *pause_ns, img **out, wf_value *state)
+{
+    if (out)
+        *out = NULL;
     if (pause_ns)
         *pause_ns = 0;
+    if (state)
+        *state = wf_value_nil();
     /*
      * Not from a thread that runs tasks: a task of the run may sit in this
      * very thread's hands (its own step, its bypass slot), and the cut would
@@ -565,14 +907,20 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
     struct wf_executor *ex = run->ex;
     uint32_t *have = wf__malloc((run->nsteps ? run->nsteps : 1) * sizeof *have);
     wf__task **inprog = wf__malloc(nslots(ex) * sizeof *inprog);
-    if (have == NULL || inprog == NULL) {
+    img *m = wf__calloc(1, sizeof *m);
+    if (m)
+        img_prepare(m, run);
+    if (have == NULL || inprog == NULL || m == NULL || m->rc < 0) {
         wf__free_mem(have);
         wf__free_mem(inprog);
+        wf__cut_free(m);
         return WF_ENOMEM;
     }
+    ptrmap groups = {NULL, NULL, 0};
     pthread_mutex_lock(&run->snap_mu);
     if (wf__run_ended(run) || atomic_load(&run->gate) != 0) { /* ended, or being cancelled */
         pthread_mutex_unlock(&run->snap_mu);
+        wf__cut_free(m);
         wf__free_mem(have);
         wf__free_mem(inprog);
         return WF_ESTATE;
@@ -585,12 +933,43 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
     for (uint32_t i = 0; i < nslots(ex); i++)
         while (atomic_load(&slot_at(ex, i)->state) == ((uintptr_t)run | WF__SLOT_DIRTY))
             relax(&spins);
+    /* then nothing of the run moves: copy it (that is the pause), encode it after */
     int ended = 0;
     for (;;) {
         pthread_rwlock_wrlock(&run->outside);
         pthread_mutex_lock(&run->snap_lock);
-        ended = wf__run_ended(run);
-        if (ended || balanced(run, have, inprog))
+        if ((ended = wf__run_ended(run)) != 0)
+            break;
+        pthread_mutex_lock(&run->collect_lock);
+        pthread_mutex_lock(&run->mu);
+        int64_t now = wf__now_ns();
+        uint32_t ng = 0, i = 0;
+        for (wf__group *g = run->groups; g; g = g->next_in_run)
+            ng++;
+        int done = 1;
+        if (ptrmap_init(&groups, ng) < 0) {
+            img_fail(m, WF_ENOMEM);
+        } else {
+            for (wf__group *g = run->groups; g; g = g->next_in_run)
+                ptrmap_put(&groups, g, i++);
+            if ((done = img_tasks(m, run, inprog, have, &groups, now)) != 0 && m->rc == 0)
+                img_rest(m, run, &groups, now);
+        }
+        /*
+         * The store at the cut too, or it would show effects of events the
+         * run map still holds as queued (consumed once the gate opens, while
+         * the image is encoded). Only if no writer holds it: a step inside
+         * wf_ctx_edit_state may be waiting for the gate (its store is then
+         * read after, as a save at rest reads it).
+         */
+        if (done && m->rc == 0 && state && pthread_rwlock_tryrdlock(&run->ctx->lock) == 0) {
+            *state = wf_value_retain(run->ctx->state);
+            pthread_rwlock_unlock(&run->ctx->lock);
+        }
+        ptrmap_free(&groups);
+        pthread_mutex_unlock(&run->mu);
+        pthread_mutex_unlock(&run->collect_lock);
+        if (done)
             break;
         pthread_mutex_unlock(&run->snap_lock);
         pthread_rwlock_unlock(&run->outside);
@@ -613,16 +992,7 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
             }
         }
     }
-    int rc = WF_ESTATE;
-    if (!ended) {
-        pthread_mutex_lock(&run->collect_lock);
-        pthread_mutex_lock(&run->mu);
-        rc = encode_run(run, inprog, bytes, len);
-        pthread_mutex_unlock(&run->mu);
-        pthread_mutex_unlock(&run->collect_lock);
-        if (rc == 0 && cancel)
-            wf__ctx_park(run->ctx, *bytes, *len); /* before the context is free for another run */
-    }
+    int rc = ended ? WF_ESTATE : m->rc;
     if (rc == 0 && cancel)
         atomic_store(&run->gate, 2); /* closed until the run has ended */
     pthread_mutex_unlock(&run->snap_lock);
@@ -630,12 +1000,22 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
     if (rc == 0 && cancel) {
         /*
          * The cut is the cancel: the run ends before anything else of it
-         * runs. snap_mu is let go first: end_run calls on_done, which may
-         * look at the run (a snapshot of it finds it ended).
+         * runs (the gate stays closed). The run is encoded outside its locks
+         * (the timer thread and senders, shared with other runs, would wait
+         * on them) and parked before the run ends, that is before the
+         * context is free for another run. snap_mu is let go first: end_run
+         * calls on_done, which may look at the run (a snapshot of it finds
+         * it ended).
          */
         pthread_mutex_unlock(&run->snap_mu);
-        *bytes = NULL;
-        *len = 0;
+        void *bytes;
+        size_t len;
+        int erc = encode_alone(m, &bytes, &len);
+        if (erc == 0)
+            wf__ctx_park(run->ctx, bytes, len);
+        else /* cancelled all the same, as wf_handler_cancel does when it cannot park */
+            wf__log(ex, WF_LOG_WARN, "run %llu: cancelled without parking its state (%s)",
+                    (unsigned long long)run->id, wf_strerror(erc));
         int o = wf__outside_enter(run);
         if (!wf__end_run(run, WF_RUN_CANCELLED, NULL, WF_ECANCELLED, NULL, NULL))
             rc = WF_ESTATE;
@@ -647,13 +1027,38 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
     }
     if (pause_ns)
         *pause_ns = wf__now_ns() - t0;
+    if (rc == 0 && !cancel && out) {
+        *out = m; /* what it holds cannot change: it is encoded while the run goes on */
+        m = NULL;
+    } else if (state) {
+        wf_value_release(*state);
+        *state = wf_value_nil();
+    }
+    wf__cut_free(m);
     wf__free_mem(have);
     wf__free_mem(inprog);
     return rc;
 }
 
-int wf__ctx_capture(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns)
+int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t *pause_ns)
 {
+    *bytes = NULL;
+    *len = 0;
+    img *m = NULL;
+    int rc = capture(run, cancel, pause_ns, cancel ? NULL : &m, NULL);
+    if (rc == 0 && m)
+        rc = encode_alone(m, bytes, len);
+    wf__cut_free(m);
+    return rc;
+}
+
+int wf__ctx_cut(wf_ctx *ctx, wf__cut **cut, int64_t *pause_ns, wf_value *state)
+{
+    *cut = NULL;
+    if (pause_ns)
+        *pause_ns = 0;
+    if (state)
+        *state = wf_value_nil();
     pthread_mutex_lock(&ctx->run_lock);
     wf__run *run = atomic_load(&ctx->run);
     if (run)
@@ -661,91 +1066,107 @@ int wf__ctx_capture(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns)
     pthread_mutex_unlock(&ctx->run_lock);
     if (run == NULL)
         return WF_ESTATE;
-    int rc = wf__run_capture(run, 0, bytes, len, pause_ns);
+    int rc = capture(run, 0, pause_ns, cut, state);
     wf__run_release(run);
+    return rc;
+}
+
+int wf__ctx_capture(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns)
+{
+    *bytes = NULL;
+    *len = 0;
+    wf__cut *m;
+    int rc = wf__ctx_cut(ctx, &m, pause_ns, NULL);
+    if (rc == 0)
+        rc = encode_alone(m, bytes, len);
+    wf__cut_free(m);
     return rc;
 }
 
 /* ---------------------------------------------------------------- resume */
 
+/*
+ * Reading a run map. Checking it (wf_ctx_load) and building the run's
+ * structures from it (wf_run_resume) are one walk over the bytes with one
+ * set of checks: when build is 0 nothing is allocated but the step, type and
+ * group tables, so a run that loads is a run that resumes (memory allowing),
+ * and a load costs no event.
+ */
+/* The run map's entries, in the order they can be read (each needs those before it). */
+enum { R_STEPS, R_TYPES, R_GROUPS, R_BUFFERS, R_WAITERS, R_RETRIES, R_TASKS, R_COUNTERS, R_N };
+static const char *const run_keys[R_N] = {"steps",   "types",   "groups", "buffers",
+                                          "waiters", "retries", "tasks",  "counters"};
+#define NO_ITEM UINT32_MAX
+/* Milliseconds (times left, since a first attempt) beyond this are refused: in ns they overflow. */
+#define MAX_MS (INT64_MAX / 4 / 1000000)
+
 typedef struct dec {
+    wf__rd r;
+    int build;
     wf_workflow *wf;
+    wf__rd_key keys[R_N];
     const wf_event_type **types;
     uint32_t ntypes;
     uint32_t *steps; /* the snapshot's step index -> the definition's */
     uint32_t nsteps;
-    wf__group **groups;
+    uint32_t *gn; /* branches per group */
     uint32_t ngroups;
-    wf__task **tasks; /* in order */
+    wf__group **groups; /* built */
+    wf__task **tasks;   /* built, in order */
     uint32_t ntasks;
     wf__waiter *waiters;
     wf__collect *collect;
     wf__retry_timer *retries;
-    int64_t *retry_left;
     uint64_t dropped, unhandled;
+    const char *field; /* where the walk is, for messages: run.<field>[item] */
+    uint32_t item;
     char **message;
     int64_t now;
 } dec;
 
-static int bad(dec *d, const char *field, const char *what)
+static int bad(dec *d, const char *what)
 {
-    if (d->message && *d->message == NULL) {
-        char m[320];
-        snprintf(m, sizeof m, "malformed snapshot: run.%s: %s", field, what);
-        *d->message = wf__strdup(m);
-    }
-    return WF_EFORMAT;
+    return wf__rd_fail(&d->r, what);
 }
 
-static const msgpack_object *get_array(dec *d, const msgpack_object *map, const char *key, int *rc)
+static void here(dec *d, const char *field, uint32_t item)
 {
-    const msgpack_object *o = wf__msgpack_get(map, key);
-    if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY) {
-        *rc = bad(d, key, "missing, or not an array");
-        return NULL;
-    }
-    return o;
+    d->field = field;
+    d->item = item;
 }
 
-static int as_u32(const msgpack_object *o, uint32_t limit, uint32_t *out)
+/* The cursor at the value of the run's key k: 1, or 0 when the run has none. */
+static int seek(dec *d, int k)
 {
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 >= limit)
+    d->r.off = d->keys[k].at;
+    return d->keys[k].at != 0;
+}
+
+/* A name of at most 4096 bytes without NUL, copied into buf[4097]. */
+static int rd_name(dec *d, char *buf)
+{
+    const char *s;
+    uint32_t n;
+    if (wf__rd_str(&d->r, &s, &n) < 0 || n > 4096 || memchr(s, 0, n))
         return -1;
-    *out = (uint32_t)o->via.u64;
+    memcpy(buf, s, n);
+    buf[n] = 0;
     return 0;
 }
 
-static int as_i64(const msgpack_object *o, int64_t *out)
-{
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX)
-        *out = (int64_t)o->via.u64;
-    else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        *out = o->via.i64;
-    else
-        return -1;
-    return 0;
-}
-
-static char *as_str(const msgpack_object *o)
-{
-    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > 4096 ||
-        (o->via.str.size && memchr(o->via.str.ptr, 0, o->via.str.size)))
-        return NULL;
-    return wf__strndup(o->via.str.ptr ? o->via.str.ptr : "", o->via.str.size);
-}
-
-static int dec_event(dec *d, const msgpack_object *o, const char *field, wf_event **out)
+/* [type index, {fields}]: *out built (frozen) when building; *type (optional) its type. */
+static int dec_event(dec *d, wf_event **out, const wf_event_type **type)
 {
     *out = NULL;
-    uint32_t ti;
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
-        as_u32(&o->via.array.ptr[0], d->ntypes, &ti) < 0)
-        return bad(d, field, "an event is [type index, {fields}]");
-    int rc = wf__event_from_object(d->types[ti], &o->via.array.ptr[1], out, d->message);
-    if (rc < 0)
-        return rc == WF_EFORMAT ? bad(d, field, "bad event fields") : rc;
-    wf_event_freeze(*out);
-    return 0;
+    uint32_t n, ti;
+    if (wf__rd_array(&d->r, &n) < 0 || n != 2 || wf__rd_u32(&d->r, d->ntypes, &ti) < 0)
+        return bad(d, "an event is [type index, {fields}]");
+    if (type)
+        *type = d->types[ti];
+    int rc = wf__rd_fields(&d->r, d->types[ti], d->build ? out : NULL);
+    if (rc == 0 && *out)
+        wf_event_freeze(*out);
+    return rc;
 }
 
 /* A decoded task that never reached a run (its group goes with the decoded groups). */
@@ -757,88 +1178,106 @@ static void task_discard(wf__task *t)
     wf__drop_task(t);
 }
 
+/* [ms since the first attempt or -1, last error, last message or nil] */
+static int dec_retry_info(dec *d, wf__retry_info *ri)
+{
+    wf__rd *r = &d->r;
+    uint32_t n;
+    int64_t ago, err;
+    if (wf__rd_array(r, &n) < 0 || n != 3 || wf__rd_i64(r, &ago) < 0 || ago > MAX_MS ||
+        wf__rd_i64(r, &err) < 0 || err < INT32_MIN || err > 0)
+        return bad(d, "bad retry bookkeeping");
+    char msg[4097];
+    int has_msg = !wf__rd_nil(r);
+    if (has_msg && rd_name(d, msg) < 0)
+        return bad(d, "bad retry bookkeeping");
+    if (ri) {
+        ri->first_ns = ago >= 0 ? d->now - ago * 1000000 : 0;
+        ri->last_error = (int32_t)err;
+        if (has_msg && (ri->last_msg = wf__strdup(msg)) == NULL)
+            return WF_ENOMEM;
+    }
+    return 0;
+}
+
 /* [step, type, fields, state, attempt, lineage, group, branch, retry, tuple] */
-static int dec_task(dec *d, const msgpack_object *o, const char *field, wf__task **out)
+static int dec_task(dec *d, wf__task **out)
 {
     *out = NULL;
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 3 || o->via.array.size > 10)
-        return bad(d, field, "a task is an array of 3 to 10 items");
-    const msgpack_object *a = o->via.array.ptr;
-    uint32_t n = o->via.array.size, step, ti;
-    if (as_u32(&a[0], d->nsteps, &step) < 0 || as_u32(&a[1], d->ntypes, &ti) < 0)
-        return bad(d, field, "bad step or type index");
-    wf__task *t = wf__task_alloc();
-    if (t == NULL)
-        return WF_ENOMEM;
-    memset(t, 0, sizeof *t);
-    t->kind = WF__TASK_INVOKE;
-    t->step = d->steps[step];
-    t->attempt = 1; /* the first execution, unless the task says otherwise */
-    int rc = wf__event_from_object(d->types[ti], &a[2], &t->ev, d->message);
+    wf__rd *r = &d->r;
+    uint32_t n, step, ti;
+    if (wf__rd_array(r, &n) < 0 || n < 3 || n > 10)
+        return bad(d, "a task is an array of 3 to 10 items");
+    if (wf__rd_u32(r, d->nsteps, &step) < 0 || wf__rd_u32(r, d->ntypes, &ti) < 0)
+        return bad(d, "bad step or type index");
+    wf_event *ev = NULL;
+    int rc = wf__rd_fields(r, d->types[ti], d->build ? &ev : NULL);
+    if (rc < 0)
+        return rc;
+    uint32_t state = 0, attempt = 1, lineage = 0, group = NO_ITEM, branch = 0;
+    if (n > 3 && wf__rd_u32(r, 2, &state) < 0)
+        rc = bad(d, "bad state (0 queued, 1 in progress)");
+    else if (n > 4 && (wf__rd_u32(r, UINT32_MAX, &attempt) < 0 || attempt == 0))
+        rc = bad(d, "bad attempt");
+    else if (n > 5 && wf__rd_u32(r, 65536, &lineage) < 0)
+        rc = bad(d, "bad lineage");
+    else if (n > 6 && !wf__rd_nil(r) &&
+             (wf__rd_u32(r, d->ngroups, &group) < 0 || n < 8 ||
+              wf__rd_u32(r, d->gn[group], &branch) < 0))
+        rc = bad(d, "bad fan-out group or branch");
+    else if (n > 7 && group == NO_ITEM && wf__rd_u32(r, UINT32_MAX, &branch) < 0)
+        rc = bad(d, "bad fan-out branch");
     if (rc < 0) {
-        wf__task_free(t);
-        return rc == WF_EFORMAT ? bad(d, field, "bad event fields") : rc;
+        wf_event_release(ev);
+        return rc;
     }
-    wf_event_freeze(t->ev);
-    uint32_t v = 0;
-    int64_t gi = -1;
-    if (n > 4 && as_u32(&a[4], UINT32_MAX, &t->attempt) < 0)
-        rc = bad(d, field, "bad attempt");
-    if (rc == 0 && n > 5) {
-        if (as_u32(&a[5], 65536, &v) < 0)
-            rc = bad(d, field, "bad lineage");
-        t->flags = (uint16_t)v;
-    }
-    if (rc == 0 && n > 6 && a[6].type != MSGPACK_OBJECT_NIL) {
-        if (as_u32(&a[6], d->ngroups, &v) < 0 || n < 8 ||
-            as_u32(&a[7], d->groups[v]->n, &t->pad) < 0)
-            rc = bad(d, field, "bad fan-out group or branch");
-        gi = v;
-    }
-    wf__retry_info *ri = NULL;
-    if (rc == 0 && ((n > 8 && a[8].type != MSGPACK_OBJECT_NIL) || n > 9)) {
-        ri = wf__calloc(1, sizeof *ri);
-        t->arg = ri;
-        if (ri == NULL)
-            rc = WF_ENOMEM;
-    }
-    if (rc == 0 && n > 8 && a[8].type != MSGPACK_OBJECT_NIL) {
-        const msgpack_object *r = &a[8];
-        int64_t ago, err;
-        if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size != 3 ||
-            as_i64(&r->via.array.ptr[0], &ago) < 0 || as_i64(&r->via.array.ptr[1], &err) < 0 ||
-            err < INT32_MIN || err > 0 ||
-            (r->via.array.ptr[2].type != MSGPACK_OBJECT_NIL &&
-             (ri->last_msg = as_str(&r->via.array.ptr[2])) == NULL)) {
-            rc = bad(d, field, "bad retry bookkeeping");
-        } else {
-            ri->first_ns = ago >= 0 ? d->now - ago * 1000000 : 0;
-            ri->last_error = (int32_t)err;
+    wf__task *t = NULL;
+    if (d->build) {
+        if ((t = wf__task_alloc()) == NULL) {
+            wf_event_release(ev);
+            return WF_ENOMEM;
         }
+        wf_event_freeze(ev);
+        t->kind = WF__TASK_INVOKE;
+        t->run = NULL;
+        t->ev = ev;
+        t->step = d->steps[step];
+        t->attempt = attempt;
+        t->flags = (uint16_t)lineage;
+        t->arg = NULL;
     }
+    int has_retry = n > 8 && !wf__rd_nil(r);
+    wf__retry_info *ri = NULL;
+    if (t && (has_retry || n > 9)) {
+        if ((ri = wf__calloc(1, sizeof *ri)) == NULL)
+            rc = WF_ENOMEM;
+        t->arg = ri;
+    }
+    if (rc == 0 && has_retry)
+        rc = dec_retry_info(d, ri);
     if (rc == 0 && n > 9) {
-        const msgpack_object *tu = &a[9];
-        if (tu->type != MSGPACK_OBJECT_ARRAY) {
-            rc = bad(d, field, "a joined set is an array of events");
-        } else {
+        uint32_t m;
+        if (wf__rd_array(r, &m) < 0) {
+            rc = bad(d, "a joined set is an array of events");
+        } else if (ri) {
             ri->joined = 1;
-            ri->tuple = wf__calloc(tu->via.array.size ? tu->via.array.size : 1, sizeof *ri->tuple);
-            if (ri->tuple == NULL)
+            if ((ri->tuple = wf__calloc(m ? m : 1, sizeof *ri->tuple)) == NULL)
                 rc = WF_ENOMEM;
-            for (uint32_t i = 0; rc == 0 && i < tu->via.array.size; i++) {
-                rc = dec_event(d, &tu->via.array.ptr[i], field, &ri->tuple[i]);
-                if (rc == 0)
-                    ri->ntuple++;
-            }
+        }
+        for (uint32_t i = 0; rc == 0 && i < m; i++) {
+            wf_event *e;
+            if ((rc = dec_event(d, &e, NULL)) == 0 && ri)
+                ri->tuple[ri->ntuple++] = e;
         }
     }
     if (rc < 0) {
         task_discard(t);
         return rc;
     }
-    if (gi >= 0) {
-        t->u.group = d->groups[gi];
-        wf__branch_add(t->u.group, t->pad);
+    if (t && group != NO_ITEM) {
+        t->u.group = d->groups[group];
+        t->pad = branch;
+        wf__branch_add(t->u.group, branch);
     }
     *out = t;
     return 0;
@@ -865,131 +1304,169 @@ static void dec_free(dec *d)
         d->waiters = nx;
     }
     wf__collect_free(d->collect);
-    if (d->ngroups)
+    if (d->ngroups && d->groups && d->groups[0])
         wf__groups_free(d->groups[0]); /* linked in order through next_in_run */
     wf__free_mem(d->groups);
+    wf__free_mem(d->gn);
     wf__free_mem(d->steps);
     wf__free_mem((void *)d->types);
 }
 
-static int dec_tables(dec *d, const msgpack_object *m)
+static int dec_steps(dec *d)
 {
-    int rc = 0;
-    const msgpack_object *st = get_array(d, m, "steps", &rc);
-    const msgpack_object *ty = st ? get_array(d, m, "types", &rc) : NULL;
-    if (rc < 0)
-        return rc;
-    d->nsteps = st->via.array.size;
-    d->ntypes = ty->via.array.size;
+    char name[4097], m[4400];
+    here(d, "steps", NO_ITEM);
+    if (!seek(d, R_STEPS) || wf__rd_array(&d->r, &d->nsteps) < 0)
+        return bad(d, "missing, or not an array");
     d->steps = wf__calloc(d->nsteps ? d->nsteps : 1, sizeof *d->steps);
-    d->types = wf__calloc(d->ntypes ? d->ntypes : 1, sizeof *d->types);
-    if (d->steps == NULL || d->types == NULL)
+    if (d->steps == NULL)
         return WF_ENOMEM;
-    char m2[400];
     for (uint32_t i = 0; i < d->nsteps; i++) {
-        char *name = as_str(&st->via.array.ptr[i]);
-        if (name == NULL)
-            return bad(d, "steps", "a step name is a string");
+        here(d, "steps", i);
+        if (rd_name(d, name) < 0)
+            return bad(d, "a step name is a string");
         wf__step *s = wf__workflow_find_step(d->wf, name);
         if (s == NULL) {
-            snprintf(m2, sizeof m2, "the snapshot's step '%s' is not in workflow '%s'", name,
+            snprintf(m, sizeof m, "the snapshot's step '%s' is not in workflow '%s'", name,
                      d->wf->name);
-            wf__free_mem(name);
             if (d->message && *d->message == NULL)
-                *d->message = wf__strdup(m2);
+                *d->message = wf__strdup(m);
             return WF_EMISMATCH;
         }
-        wf__free_mem(name);
         d->steps[i] = s->index;
-    }
-    for (uint32_t i = 0; i < d->ntypes; i++) {
-        char *name = as_str(&ty->via.array.ptr[i]);
-        if (name == NULL)
-            return bad(d, "types", "a type name is a string");
-        d->types[i] = wf_registry_find(d->wf->reg, name);
-        if (d->types[i] == NULL) {
-            snprintf(m2, sizeof m2, "the snapshot's event type '%s' is not registered", name);
-            wf__free_mem(name);
-            if (d->message && *d->message == NULL)
-                *d->message = wf__strdup(m2);
-            return WF_ENOTFOUND;
-        }
-        wf__free_mem(name);
     }
     return 0;
 }
 
-static int dec_groups(dec *d, const msgpack_object *m)
+static int dec_types(dec *d)
 {
-    int rc = 0;
-    const msgpack_object *ga = get_array(d, m, "groups", &rc);
-    if (rc < 0)
-        return rc;
-    d->ngroups = ga->via.array.size;
-    d->groups = wf__calloc(d->ngroups ? d->ngroups : 1, sizeof *d->groups);
-    if (d->groups == NULL)
+    char name[4097], m[4400];
+    here(d, "types", NO_ITEM);
+    if (!seek(d, R_TYPES) || wf__rd_array(&d->r, &d->ntypes) < 0)
+        return bad(d, "missing, or not an array");
+    d->types = wf__calloc(d->ntypes ? d->ntypes : 1, sizeof *d->types);
+    if (d->types == NULL)
         return WF_ENOMEM;
-    /* first the groups and their sizes (tasks and children refer to them) */
-    for (uint32_t i = 0; i < d->ngroups; i++) {
-        const msgpack_object *o = &ga->via.array.ptr[i];
-        if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 8 ||
-            o->via.array.ptr[6].type != MSGPACK_OBJECT_BIN ||
-            o->via.array.ptr[7].type != MSGPACK_OBJECT_ARRAY ||
-            o->via.array.ptr[7].via.array.size != o->via.array.ptr[6].via.bin.size)
-            return bad(d, "groups", "a group is [parent, branch, join, type, origin, lineage, "
-                                    "resolved, results]");
-        uint32_t n = o->via.array.ptr[6].via.bin.size;
-        if (n > UINT32_MAX / 2)
-            return bad(d, "groups", "too many branches");
-        wf__group *g = wf__calloc(1, sizeof *g);
-        if (g == NULL)
-            return WF_ENOMEM;
-        if (i > 0)
-            d->groups[i - 1]->next_in_run = g;
-        d->groups[i] = g;
-        g->outstanding = wf__calloc(n ? n : 1, sizeof *g->outstanding);
-        g->resolved = wf__calloc(n ? n : 1, sizeof *g->resolved);
-        g->result = wf__calloc(n ? n : 1, sizeof *g->result);
-        if (g->outstanding == NULL || g->resolved == NULL || g->result == NULL)
-            return WF_ENOMEM; /* g->n stays 0: freeing it reads no branch */
-        g->n = n;
+    for (uint32_t i = 0; i < d->ntypes; i++) {
+        here(d, "types", i);
+        if (rd_name(d, name) < 0)
+            return bad(d, "a type name is a string");
+        if ((d->types[i] = wf_registry_find(d->wf->reg, name)) == NULL) {
+            snprintf(m, sizeof m, "the snapshot's event type '%s' is not registered", name);
+            if (d->message && *d->message == NULL)
+                *d->message = wf__strdup(m);
+            return WF_ENOTFOUND;
+        }
     }
+    return 0;
+}
+
+/*
+ * Groups: [parent, parent branch, join step, collected type, origin,
+ * lineage, resolved, results]. Their sizes come first (tasks, children and
+ * parents refer to branches), then the rest.
+ */
+static int dec_groups(dec *d)
+{
+    wf__rd *r = &d->r;
+    here(d, "groups", NO_ITEM);
+    if (!seek(d, R_GROUPS) || wf__rd_array(r, &d->ngroups) < 0)
+        return bad(d, "missing, or not an array");
+    d->gn = wf__calloc(d->ngroups ? d->ngroups : 1, sizeof *d->gn);
+    if (d->gn == NULL)
+        return WF_ENOMEM;
     for (uint32_t i = 0; i < d->ngroups; i++) {
-        const msgpack_object *a = ga->via.array.ptr[i].via.array.ptr;
-        wf__group *g = d->groups[i];
-        uint32_t v;
-        if (a[0].type != MSGPACK_OBJECT_NIL) {
-            if (as_u32(&a[0], d->ngroups, &v) < 0 || v == i ||
-                as_u32(&a[1], d->groups[v]->n, &g->parent_branch) < 0)
-                return bad(d, "groups", "bad parent group or branch");
-            g->parent = d->groups[v];
+        here(d, "groups", i);
+        uint32_t n, nres;
+        const char *res;
+        if (wf__rd_array(r, &n) < 0 || n != 8)
+            return bad(d, "a group is [parent, branch, join, type, origin, lineage, resolved, "
+                          "results]");
+        for (int k = 0; k < 6; k++)
+            if (wf__rd_check(r) < 0)
+                return WF_EFORMAT;
+        if (wf__rd_strbin(r, 1, &res, &d->gn[i]) < 0 || wf__rd_array(r, &nres) < 0 ||
+            nres != d->gn[i])
+            return bad(d, "resolved (bin) and results (array) have one item per branch");
+        if (d->gn[i] > UINT32_MAX / 2)
+            return bad(d, "too many branches");
+        for (uint32_t b = 0; b < nres; b++)
+            if (wf__rd_check(r) < 0)
+                return WF_EFORMAT;
+    }
+    if (d->build) {
+        d->groups = wf__calloc(d->ngroups ? d->ngroups : 1, sizeof *d->groups);
+        if (d->groups == NULL)
+            return WF_ENOMEM;
+        for (uint32_t i = 0; i < d->ngroups; i++) {
+            uint32_t n = d->gn[i];
+            wf__group *g = wf__calloc(1, sizeof *g);
+            if (g == NULL)
+                return WF_ENOMEM;
+            if (i > 0)
+                d->groups[i - 1]->next_in_run = g;
+            d->groups[i] = g;
+            g->outstanding = wf__calloc(n ? n : 1, sizeof *g->outstanding);
+            g->resolved = wf__calloc(n ? n : 1, sizeof *g->resolved);
+            g->result = wf__calloc(n ? n : 1, sizeof *g->result);
+            if (g->outstanding == NULL || g->resolved == NULL || g->result == NULL)
+                return WF_ENOMEM; /* g->n stays 0: freeing it reads no branch */
+            g->n = n;
         }
-        uint32_t ti;
-        if (as_u32(&a[2], d->nsteps, &v) < 0 || as_u32(&a[3], d->ntypes, &ti) < 0)
-            return bad(d, "groups", "bad join step or collected type");
-        g->join_step = d->steps[v];
-        g->collect = d->types[ti];
-        if ((rc = dec_event(d, &a[4], "groups", &g->origin)) < 0)
+    }
+    uint32_t n;
+    seek(d, R_GROUPS);
+    wf__rd_array(r, &n); /* read above */
+    for (uint32_t i = 0; i < d->ngroups; i++) {
+        here(d, "groups", i);
+        wf__group *g = d->build ? d->groups[i] : NULL;
+        uint32_t parent = NO_ITEM, branch, join, ti, lineage;
+        wf__rd_array(r, &n);
+        /* groups are listed newest first: a parent comes after its children (no cycle) */
+        if ((!wf__rd_nil(r) && (wf__rd_u32(r, d->ngroups, &parent) < 0 || parent <= i)) ||
+            wf__rd_u32(r, parent == NO_ITEM ? UINT32_MAX : d->gn[parent], &branch) < 0)
+            return bad(d, "bad parent group (a later one) or branch");
+        if (wf__rd_u32(r, d->nsteps, &join) < 0 || wf__rd_u32(r, d->ntypes, &ti) < 0)
+            return bad(d, "bad join step or collected type");
+        wf_event *origin;
+        int rc = dec_event(d, &origin, NULL);
+        if (rc < 0)
             return rc;
-        if (as_u32(&a[5], 65536, &v) < 0)
-            return bad(d, "groups", "bad lineage");
-        g->lineage = (uint16_t)v;
-        uint32_t unresolved = 0;
-        for (uint32_t b = 0; b < g->n; b++) {
-            int r = (uint8_t)a[6].via.bin.ptr[b];
-            if (r > 2)
-                return bad(d, "groups", "a branch is unresolved (0), resolved (1) or out (2)");
-            atomic_init(&g->resolved[b], r);
-            unresolved += r == 0;
-            const msgpack_object *res = &a[7].via.array.ptr[b];
-            if (res->type != MSGPACK_OBJECT_NIL &&
-                (rc = dec_event(d, res, "groups", &g->result[b])) < 0)
+        if (g)
+            g->origin = origin;
+        if (wf__rd_u32(r, 65536, &lineage) < 0)
+            return bad(d, "bad lineage");
+        const char *res = NULL;
+        uint32_t nb = 0, nres = 0, unresolved = 0;
+        if (wf__rd_strbin(r, 1, &res, &nb) < 0 || wf__rd_array(r, &nres) < 0 || nb != d->gn[i] ||
+            nres != nb)
+            return bad(d, "resolved (bin) and results (array) have one item per branch");
+        for (uint32_t b = 0; b < nb; b++) {
+            uint8_t st = (uint8_t)res[b];
+            if (st > 2)
+                return bad(d, "a branch is unresolved (0), resolved (1) or out (2)");
+            unresolved += st == 0;
+            wf_event *e = NULL;
+            if (!wf__rd_nil(r) && (rc = dec_event(d, &e, NULL)) < 0)
                 return rc;
+            if (g) {
+                atomic_init(&g->resolved[b], st);
+                g->result[b] = e;
+            }
         }
-        atomic_init(&g->unresolved, unresolved);
+        if (g) {
+            if (parent != NO_ITEM) {
+                g->parent = d->groups[parent];
+                g->parent_branch = branch;
+            }
+            g->join_step = d->steps[join];
+            g->collect = d->types[ti];
+            g->lineage = (uint16_t)lineage;
+            atomic_init(&g->unresolved, unresolved);
+        }
     }
     /* a fan-out that has not joined yet holds a unit on its parent's branch */
-    for (uint32_t i = 0; i < d->ngroups; i++) {
+    for (uint32_t i = 0; d->build && i < d->ngroups; i++) {
         wf__group *g = d->groups[i];
         if (g->parent && atomic_load(&g->unresolved) > 0)
             wf__branch_add(g->parent, g->parent_branch);
@@ -997,52 +1474,52 @@ static int dec_groups(dec *d, const msgpack_object *m)
     return 0;
 }
 
-static int dec_buffers(dec *d, const msgpack_object *m)
+/* Buffers: [step, id (str) or nil (a join's arrivals), [[type, [events]]...]] */
+static int dec_buffers(dec *d)
 {
-    int rc = 0;
-    const msgpack_object *ba = get_array(d, m, "buffers", &rc);
-    if (rc < 0)
-        return rc;
+    wf__rd *r = &d->r;
+    uint32_t nb;
+    here(d, "buffers", NO_ITEM);
+    if (!seek(d, R_BUFFERS) || wf__rd_array(r, &nb) < 0)
+        return bad(d, "missing, or not an array");
     wf__collect **tail = &d->collect;
-    for (uint32_t i = 0; i < ba->via.array.size; i++) {
-        const msgpack_object *o = &ba->via.array.ptr[i];
-        uint32_t step;
-        if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 3 ||
-            as_u32(&o->via.array.ptr[0], d->nsteps, &step) < 0 ||
-            (o->via.array.ptr[1].type != MSGPACK_OBJECT_NIL &&
-             o->via.array.ptr[1].type != MSGPACK_OBJECT_STR) ||
-            o->via.array.ptr[2].type != MSGPACK_OBJECT_ARRAY)
-            return bad(d, "buffers", "a buffer is [step, id, [[type, [events]]...]]");
-        wf__collect *c = wf__calloc(1, sizeof *c);
-        if (c == NULL)
-            return WF_ENOMEM;
-        *tail = c;
-        tail = &c->next;
-        c->step = d->steps[step];
-        if (o->via.array.ptr[1].type == MSGPACK_OBJECT_STR &&
-            (c->id = as_str(&o->via.array.ptr[1])) == NULL)
-            return bad(d, "buffers", "bad buffer id");
-        const msgpack_object *qs = &o->via.array.ptr[2];
-        for (uint32_t k = 0; k < qs->via.array.size; k++) {
-            const msgpack_object *q = &qs->via.array.ptr[k];
-            uint32_t ti;
-            if (q->type != MSGPACK_OBJECT_ARRAY || q->via.array.size != 2 ||
-                as_u32(&q->via.array.ptr[0], d->ntypes, &ti) < 0 ||
-                q->via.array.ptr[1].type != MSGPACK_OBJECT_ARRAY)
-                return bad(d, "buffers", "a buffered queue is [type, [events]]");
-            wf__cq *cq = wf__cq_find(c, d->types[ti], 1);
-            if (cq == NULL)
+    for (uint32_t i = 0; i < nb; i++) {
+        here(d, "buffers", i);
+        uint32_t n, step, nq;
+        char id[4097];
+        int has_id = 0;
+        if (wf__rd_array(r, &n) < 0 || n != 3 || wf__rd_u32(r, d->nsteps, &step) < 0 ||
+            (!wf__rd_nil(r) && (has_id = 1, rd_name(d, id) < 0)) || wf__rd_array(r, &nq) < 0)
+            return bad(d, "a buffer is [step, id, [[type, [events]]...]]");
+        wf__collect *c = NULL;
+        if (d->build) {
+            if ((c = wf__calloc(1, sizeof *c)) == NULL)
                 return WF_ENOMEM;
-            const msgpack_object *evs = &q->via.array.ptr[1];
-            for (uint32_t j = 0; j < evs->via.array.size; j++) {
+            *tail = c;
+            tail = &c->next;
+            c->step = d->steps[step];
+            if (has_id && (c->id = wf__strdup(id)) == NULL)
+                return WF_ENOMEM;
+        }
+        for (uint32_t k = 0; k < nq; k++) {
+            uint32_t m, ti, ne;
+            if (wf__rd_array(r, &m) < 0 || m != 2 || wf__rd_u32(r, d->ntypes, &ti) < 0 ||
+                wf__rd_array(r, &ne) < 0)
+                return bad(d, "a buffered queue is [type, [events]]");
+            wf__cq *cq = NULL;
+            if (c && (cq = wf__cq_find(c, d->types[ti], 1)) == NULL)
+                return WF_ENOMEM;
+            for (uint32_t j = 0; j < ne; j++) {
                 wf_event *ev;
-                if ((rc = dec_event(d, &evs->via.array.ptr[j], "buffers", &ev)) < 0)
+                const wf_event_type *et;
+                int rc = dec_event(d, &ev, &et);
+                if (rc < 0)
                     return rc;
-                if (ev->type != d->types[ti] && !wf_event_type_is(ev->type, d->types[ti])) {
+                if (et != d->types[ti] && !wf_event_type_is(et, d->types[ti])) {
                     wf_event_release(ev);
-                    return bad(d, "buffers", "an event of another type in a buffered queue");
+                    return bad(d, "an event of another type in a buffered queue");
                 }
-                if (wf__cq_push(cq, ev) < 0) {
+                if (cq && wf__cq_push(cq, ev) < 0) {
                     wf_event_release(ev);
                     return WF_ENOMEM;
                 }
@@ -1052,111 +1529,225 @@ static int dec_buffers(dec *d, const msgpack_object *m)
     return 0;
 }
 
-static int dec_waiters(dec *d, const msgpack_object *m)
+/* Waiters: [step, id, type, requirements, state, got, timeout_ms, left_ms, task] */
+static int dec_waiters(dec *d)
 {
-    int rc = 0;
-    const msgpack_object *wa = get_array(d, m, "waiters", &rc);
-    if (rc < 0)
-        return rc;
+    wf__rd *r = &d->r;
+    uint32_t nw;
+    here(d, "waiters", NO_ITEM);
+    if (!seek(d, R_WAITERS) || wf__rd_array(r, &nw) < 0)
+        return bad(d, "missing, or not an array");
     wf__waiter **tail = &d->waiters;
-    for (uint32_t i = 0; i < wa->via.array.size; i++) {
-        const msgpack_object *o = &wa->via.array.ptr[i];
-        if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 9)
-            return bad(d, "waiters", "a waiter is [step, id, type, requirements, state, got, "
-                                     "timeout_ms, left_ms, task]");
-        const msgpack_object *a = o->via.array.ptr;
-        wf__waiter *w = wf__calloc(1, sizeof *w);
-        if (w == NULL)
-            return WF_ENOMEM;
-        *tail = w;
-        tail = &w->next;
-        w->tm.heap_index = WF__TIMER_IDLE;
-        w->req = wf_value_nil();
-        uint32_t step, ti, state;
-        int64_t left = -1;
-        if (as_u32(&a[0], d->nsteps, &step) < 0 || (w->id = as_str(&a[1])) == NULL ||
-            as_u32(&a[2], d->ntypes, &ti) < 0 || as_u32(&a[4], 3, &state) < 0 ||
-            as_i64(&a[6], &w->timeout_ms) < 0 ||
-            (a[7].type != MSGPACK_OBJECT_NIL && (as_i64(&a[7], &left) < 0 || left < 0)) ||
-            (a[3].type != MSGPACK_OBJECT_NIL && a[3].type != MSGPACK_OBJECT_MAP) ||
-            (state == W_WAITING) != (a[8].type != MSGPACK_OBJECT_NIL))
-            return bad(d, "waiters", "bad waiter");
-        w->step = d->steps[step];
-        w->type = d->types[ti];
-        w->state = (int)state;
-        w->timer_live = left >= 0 && state == W_WAITING; /* armed when the run starts */
-        w->tm.deadline_ns = left >= 0 ? left : 0;       /* ms left, until then */
-        if (a[3].type == MSGPACK_OBJECT_MAP &&
-            (rc = wf__msgpack_convert(&a[3], &w->req, d->message)) < 0)
+    for (uint32_t i = 0; i < nw; i++) {
+        here(d, "waiters", i);
+        uint32_t n, step, ti, state;
+        char id[4097];
+        int c;
+        if (wf__rd_array(r, &n) < 0 || n != 9 || wf__rd_u32(r, d->nsteps, &step) < 0 ||
+            rd_name(d, id) < 0 || wf__rd_u32(r, d->ntypes, &ti) < 0 ||
+            ((c = wf__rd_peek(r)) != 0xc0 && !((c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf)))
+            return bad(d, "a waiter is [step, id, type, requirements (map or nil), state, got, "
+                          "timeout_ms, left_ms, task]");
+        wf__waiter *w = NULL;
+        if (d->build) {
+            if ((w = wf__calloc(1, sizeof *w)) == NULL)
+                return WF_ENOMEM;
+            *tail = w;
+            tail = &w->next;
+            w->tm.heap_index = WF__TIMER_IDLE;
+            w->req = wf_value_nil();
+            w->step = d->steps[step];
+            w->type = d->types[ti];
+            if ((w->id = wf__strdup(id)) == NULL)
+                return WF_ENOMEM;
+        }
+        int rc;
+        if (!wf__rd_nil(r) && (rc = wf__rd_value(r, w ? &w->req : NULL, 0)) < 0)
             return rc;
-        if (a[5].type != MSGPACK_OBJECT_NIL && (rc = dec_event(d, &a[5], "waiters", &w->got)) < 0)
+        if (wf__rd_u32(r, 3, &state) < 0)
+            return bad(d, "a waiter's state is 0 waiting, 1 resolved or 2 timed out");
+        wf_event *got = NULL;
+        if (!wf__rd_nil(r) && (rc = dec_event(d, &got, NULL)) < 0)
             return rc;
-        if (a[8].type != MSGPACK_OBJECT_NIL && (rc = dec_task(d, &a[8], "waiters", &w->task)) < 0)
+        if (w)
+            w->got = got;
+        int64_t timeout_ms, left = -1;
+        if (wf__rd_i64(r, &timeout_ms) < 0 ||
+            (!wf__rd_nil(r) && (wf__rd_i64(r, &left) < 0 || left < 0 || left > MAX_MS)))
+            return bad(d, "bad timeout or time left");
+        if ((state == W_WAITING) == (wf__rd_peek(r) == 0xc0))
+            return bad(d, "a waiting waiter has its task, another none");
+        wf__task *t = NULL;
+        if (!wf__rd_nil(r) && (rc = dec_task(d, &t)) < 0)
             return rc;
+        if (w) {
+            w->task = t;
+            w->state = (int)state;
+            w->timeout_ms = timeout_ms;
+            w->timer_live = left >= 0 && state == W_WAITING; /* armed when the run starts */
+            w->tm.deadline_ns = left >= 0 ? left : 0;        /* ms left, until then */
+        }
     }
     return 0;
 }
 
-static int dec_retries(dec *d, const msgpack_object *m)
+/* Retries: [ms left, task] */
+static int dec_retries(dec *d)
 {
-    int rc = 0;
-    const msgpack_object *ra = get_array(d, m, "retries", &rc);
-    if (rc < 0)
-        return rc;
-    for (uint32_t i = 0; i < ra->via.array.size; i++) {
-        const msgpack_object *o = &ra->via.array.ptr[i];
+    wf__rd *r = &d->r;
+    uint32_t nr;
+    here(d, "retries", NO_ITEM);
+    if (!seek(d, R_RETRIES) || wf__rd_array(r, &nr) < 0)
+        return bad(d, "missing, or not an array");
+    for (uint32_t i = 0; i < nr; i++) {
+        here(d, "retries", i);
+        uint32_t n;
         int64_t left;
-        if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
-            as_i64(&o->via.array.ptr[0], &left) < 0 || left < 0)
-            return bad(d, "retries", "a retry is [ms left, task]");
-        wf__retry_timer *rt = wf__calloc(1, sizeof *rt);
-        if (rt == NULL)
-            return WF_ENOMEM;
-        rt->next = d->retries;
-        d->retries = rt;
-        rt->tm.heap_index = WF__TIMER_IDLE;
-        rt->tm.deadline_ns = left;
-        if ((rc = dec_task(d, &o->via.array.ptr[1], "retries", &rt->t)) < 0)
+        if (wf__rd_array(r, &n) < 0 || n != 2 || wf__rd_i64(r, &left) < 0 || left < 0 ||
+            left > MAX_MS)
+            return bad(d, "a retry is [ms left, task]");
+        wf__retry_timer *rt = NULL;
+        if (d->build) {
+            if ((rt = wf__calloc(1, sizeof *rt)) == NULL)
+                return WF_ENOMEM;
+            rt->next = d->retries;
+            d->retries = rt;
+            rt->tm.heap_index = WF__TIMER_IDLE;
+            rt->tm.deadline_ns = left;
+        }
+        wf__task *t;
+        int rc = dec_task(d, &t);
+        if (rc < 0)
             return rc;
+        if (rt)
+            rt->t = t;
     }
     return 0;
 }
 
-static int dec_run(dec *d, const msgpack_object *m)
+static int dec_tasks(dec *d)
 {
-    if (m->type != MSGPACK_OBJECT_MAP)
-        return bad(d, "", "the run is a map");
-    int rc = dec_tables(d, m);
-    if (rc == 0)
-        rc = dec_groups(d, m);
-    if (rc == 0)
-        rc = dec_buffers(d, m);
-    if (rc == 0)
-        rc = dec_waiters(d, m);
-    if (rc == 0)
-        rc = dec_retries(d, m);
-    if (rc < 0)
-        return rc;
-    const msgpack_object *ta = get_array(d, m, "tasks", &rc);
-    if (rc < 0)
-        return rc;
-    d->tasks = wf__calloc(ta->via.array.size ? ta->via.array.size : 1, sizeof *d->tasks);
-    if (d->tasks == NULL)
+    wf__rd *r = &d->r;
+    uint32_t n;
+    here(d, "tasks", NO_ITEM);
+    if (!seek(d, R_TASKS) || wf__rd_array(r, &n) < 0)
+        return bad(d, "missing, or not an array");
+    if (d->build && (d->tasks = wf__calloc(n ? n : 1, sizeof *d->tasks)) == NULL)
         return WF_ENOMEM;
-    for (uint32_t i = 0; i < ta->via.array.size; i++) {
-        if ((rc = dec_task(d, &ta->via.array.ptr[i], "tasks", &d->tasks[i])) < 0)
+    for (uint32_t i = 0; i < n; i++) {
+        here(d, "tasks", i);
+        wf__task *t;
+        int rc = dec_task(d, &t);
+        if (rc < 0)
             return rc;
-        d->ntasks++;
-    }
-    const msgpack_object *c = wf__msgpack_get(m, "counters");
-    if (c && c->type == MSGPACK_OBJECT_MAP) {
-        const msgpack_object *v;
-        if ((v = wf__msgpack_get(c, "dropped")) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-            d->dropped = v->via.u64;
-        if ((v = wf__msgpack_get(c, "unhandled")) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-            d->unhandled = v->via.u64;
+        if (d->build)
+            d->tasks[d->ntasks++] = t;
     }
     return 0;
+}
+
+/* counters: {"queued", "in_progress" (for readers), "dropped", "unhandled"} */
+static int dec_counters(dec *d)
+{
+    here(d, "counters", NO_ITEM);
+    if (!seek(d, R_COUNTERS))
+        return 0;
+    wf__rd_key keys[2] = {{"dropped", 0, 0, 0}, {"unhandled", 0, 0, 0}};
+    int rc = wf__rd_keys(&d->r, keys, 2);
+    if (rc < 0)
+        return rc;
+    uint64_t *v[2] = {&d->dropped, &d->unhandled};
+    for (int k = 0; k < 2; k++) {
+        int64_t i;
+        int neg;
+        d->r.off = keys[k].at;
+        if (keys[k].at && (wf__rd_integer(&d->r, v[k], &i, &neg) < 0 || neg))
+            return bad(d, "a counter is a non-negative integer");
+    }
+    return 0;
+}
+
+/* What reads each entry, and the entries it needs read before it (bits of R_*). */
+static const struct {
+    int (*read)(dec *d);
+    uint32_t needs;
+} run_parts[R_N] = {
+    [R_STEPS] = {dec_steps, 0},
+    [R_TYPES] = {dec_types, 0},
+    [R_GROUPS] = {dec_groups, 1u << R_STEPS | 1u << R_TYPES},
+    [R_BUFFERS] = {dec_buffers, 1u << R_STEPS | 1u << R_TYPES},
+    [R_WAITERS] = {dec_waiters, 1u << R_STEPS | 1u << R_TYPES | 1u << R_GROUPS},
+    [R_RETRIES] = {dec_retries, 1u << R_STEPS | 1u << R_TYPES | 1u << R_GROUPS},
+    [R_TASKS] = {dec_tasks, 1u << R_STEPS | 1u << R_TYPES | 1u << R_GROUPS},
+    [R_COUNTERS] = {dec_counters, 0},
+};
+
+/*
+ * The run map, read in one walk when its entries come in an order where each
+ * finds what it refers to already read (wf writes them so: the tables, the
+ * groups, ..., the tasks last); an entry that comes too early is checked,
+ * passed over and read once the rest is in. The map must span the bytes.
+ */
+static int dec_run(dec *d)
+{
+    wf__rd *r = &d->r;
+    for (int k = 0; k < R_N; k++) {
+        d->keys[k].name = run_keys[k];
+        d->keys[k].at = d->keys[k].end = 0;
+    }
+    here(d, "", NO_ITEM);
+    uint32_t n, done = 0;
+    int rc = 0;
+    if (wf__rd_map(r, &n) < 0)
+        rc = bad(d, "the run is a map");
+    for (uint32_t i = 0; rc == 0 && i < n; i++) {
+        here(d, "", NO_ITEM);
+        size_t key_at = r->off;
+        const char *s;
+        uint32_t sl;
+        int k = R_N;
+        if (wf__rd_str(r, &s, &sl) < 0) {
+            rc = bad(d, "map key is not a string");
+            break;
+        }
+        for (int j = 0; j < R_N && k == R_N; j++)
+            if (strlen(run_keys[j]) == sl && memcmp(run_keys[j], s, sl) == 0)
+                k = j;
+        if (k < R_N && d->keys[k].at) {
+            r->off = key_at;
+            rc = bad(d, "duplicate map key");
+            break;
+        }
+        if (k < R_N)
+            d->keys[k].at = r->off;
+        if (k < R_N && (run_parts[k].needs & ~done) == 0) {
+            if ((rc = run_parts[k].read(d)) == 0)
+                done |= 1u << k;
+        } else {
+            rc = wf__rd_check(r); /* unknown (ignored), or read below */
+        }
+        if (rc == 0 && k < R_N)
+            d->keys[k].end = r->off;
+    }
+    size_t end = r->off;
+    for (int k = 0; rc == 0 && k < R_N; k++)
+        if (!(done & 1u << k))
+            rc = run_parts[k].read(d);
+    if (rc == 0 && end != r->len) {
+        here(d, "", NO_ITEM);
+        r->off = end;
+        rc = bad(d, "bytes after the run map");
+    }
+    if (rc == WF_EFORMAT && d->message && *d->message == NULL) {
+        char what[96];
+        if (d->item != NO_ITEM)
+            snprintf(what, sizeof what, "malformed snapshot: run.%s[%u]", d->field, d->item);
+        else
+            snprintf(what, sizeof what, "malformed snapshot: run%s%s", *d->field ? "." : "",
+                     d->field);
+        *d->message = wf__rd_message(&d->r, what);
+    }
+    return rc;
 }
 
 /* Puts the decoded bookkeeping into the new run and starts it. */
@@ -1264,18 +1855,14 @@ int wf_run_resume(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_pa
             *message = wf__strdup("the context holds no run to resume");
         return rc == 0 ? WF_ESTATE : rc;
     }
-    msgpack_unpacked res;
-    rc = wf__msgpack_unpack(bytes, len, &res, NULL, message);
-    if (rc < 0) {
-        wf__free_mem(bytes);
-        return rc;
-    }
     dec d;
     memset(&d, 0, sizeof d);
+    wf__rd_init(&d.r, bytes, len, 0);
+    d.build = 1;
     d.wf = wf;
     d.message = message;
     d.now = wf__now_ns();
-    rc = dec_run(&d, &res.data);
+    rc = dec_run(&d);
     wf__run *run = NULL;
     if (rc == 0)
         rc = wf__run_create(ex, wf, ctx, params, &run);
@@ -1285,24 +1872,26 @@ int wf_run_resume(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_pa
         *out = (wf_handler *)run;
     }
     dec_free(&d);
-    msgpack_unpacked_destroy(&res);
     wf__free_mem(bytes);
+    return rc;
+}
+
+int wf__run_check_doc(wf_workflow *wf, const void *doc, size_t off, size_t len, int build,
+                      char **message)
+{
+    dec d;
+    memset(&d, 0, sizeof d);
+    wf__rd_init(&d.r, (const char *)doc + off, len, off);
+    d.build = build;
+    d.wf = wf;
+    d.now = wf__now_ns();
+    d.message = message;
+    int rc = dec_run(&d);
+    dec_free(&d);
     return rc;
 }
 
 int wf__run_check(wf_workflow *wf, const void *bytes, size_t len, char **message)
 {
-    msgpack_unpacked res;
-    int rc = wf__msgpack_unpack(bytes, len, &res, NULL, message);
-    if (rc < 0)
-        return rc;
-    dec d;
-    memset(&d, 0, sizeof d);
-    d.wf = wf;
-    d.message = message;
-    d.now = wf__now_ns();
-    rc = dec_run(&d, &res.data);
-    dec_free(&d);
-    msgpack_unpacked_destroy(&res);
-    return rc;
+    return wf__run_check_doc(wf, bytes, 0, len, 0, message);
 }

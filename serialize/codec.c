@@ -1,9 +1,12 @@
 /*
- * codec.c: msgpack encoding of values and events (msgpack-c's packer), and a
- * decoder that validates the whole document's structure and lengths before
- * msgpack-c unpacks it: msgpack-c sizes its allocations from the length
- * prefixes it reads, so a 6-byte document claiming 2^32 elements must never
- * reach it.
+ * codec.c: msgpack encoding of values and events (msgpack-c's packer), and
+ * their decoding straight from the bytes (the cursor of codec_impl.h). The
+ * structure and every length of a document are checked before anything is
+ * allocated for it: a 6-byte document claiming 2^32 elements is refused
+ * before any allocation, and a container's count, once checked, bounds what
+ * is allocated for it. msgpack-c's unpacker, which sizes its allocations
+ * from the length prefixes it reads and builds a whole object tree first,
+ * is not used.
  */
 #include "codec_impl.h"
 
@@ -12,11 +15,37 @@
 
 /* ------------------------------------------------------------- encoding */
 
+/*
+ * The packer's writer: called for every few bytes, so the common case (room
+ * left) is a copy. Msgpack is bytes, not text: no NUL is kept after them.
+ */
 int wf__buf_write(void *data, const char *p, size_t n)
 {
     wf__buf *b = data;
+    if (WF__LIKELY(b->cap - b->len > n)) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        return 0;
+    }
     wf__buf_append(b, p, n);
     return b->oom ? -1 : 0;
+}
+
+int wf__buf_reserve(wf__buf *b, size_t n)
+{
+    if (b->oom)
+        return WF_ENOMEM;
+    if (b->cap - b->len > n)
+        return 0;
+    size_t cap = b->len + n + 1;
+    char *d = cap > b->len ? wf__realloc(b->data, cap) : NULL;
+    if (d == NULL) {
+        b->oom = 1;
+        return WF_ENOMEM;
+    }
+    b->data = d;
+    b->cap = cap;
+    return 0;
 }
 
 int wf__pack_value(msgpack_packer *pk, wf_value v, int depth)
@@ -155,38 +184,33 @@ int wf_event_to_msgpack(const wf_event *ev, void **buf, size_t *len)
 
 /* ------------------------------------------------------------- decoding */
 
-static int fail(char **message, size_t off, const char *what)
+char *wf__rd_message(const wf__rd *r, const char *what)
 {
-    if (message) {
-        char m[192];
-        snprintf(m, sizeof m, "malformed msgpack at offset %zu: %s", off, what);
-        *message = wf__strdup(m);
-    }
+    char m[400];
+    snprintf(m, sizeof m, "%s at offset %zu: %s", what, r->at, r->why ? r->why : "malformed");
+    return wf__strdup(m);
+}
+
+static int fail_at(wf__rd *r, size_t off, const char *why)
+{
+    size_t keep = r->off;
+    r->off = off;
+    wf__rd_fail(r, why);
+    r->off = keep;
     return WF_EFORMAT;
 }
 
-static uint64_t be(const uint8_t *p, int n)
+int wf__rd_check(wf__rd *r)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-/*
- * Walks one msgpack object tree from p[*off..len) checking every header and
- * length against the bytes left, and that maps have string keys. On success
- * *off is just past the object.
- */
-static int check(const uint8_t *p, size_t len, size_t *off, char **message)
-{
+    const uint8_t *p = r->p;
+    size_t len = r->len;
     /* stack of "items still to read" per open container */
     uint64_t stack[WF_MSGPACK_MAX_DEPTH + 1];
     uint8_t is_map_key[WF_MSGPACK_MAX_DEPTH + 1];
     int depth = 0;
     stack[0] = 1;
     is_map_key[0] = 0;
-    size_t o = *off;
+    size_t o = r->off;
     while (depth >= 0) {
         if (stack[depth] == 0) {
             depth--;
@@ -196,7 +220,7 @@ static int check(const uint8_t *p, size_t len, size_t *off, char **message)
         /* in a map, entries alternate key, value: keys are the even positions */
         int want_key = is_map_key[depth] && (stack[depth] % 2 == 1);
         if (o >= len)
-            return fail(message, o, "truncated");
+            return fail_at(r, o, "truncated");
         uint8_t c = p[o];
         size_t head = 1;
         uint64_t body = 0, items = 0;
@@ -226,8 +250,8 @@ static int check(const uint8_t *p, size_t len, size_t *off, char **message)
             case 0xdb: {
                 int w = (c == 0xc4 || c == 0xd9) ? 1 : (c == 0xc5 || c == 0xda) ? 2 : 4;
                 if (len - o < (size_t)1 + (size_t)w)
-                    return fail(message, o, "truncated length");
-                body = be(p + o + 1, w);
+                    return fail_at(r, o, "truncated length");
+                body = wf__rd_be(p + o + 1, w);
                 head = 1 + (size_t)w;
                 str = c >= 0xd9;
                 break;
@@ -260,28 +284,28 @@ static int check(const uint8_t *p, size_t len, size_t *off, char **message)
             case 0xdf: {
                 int w = (c == 0xdc || c == 0xde) ? 2 : 4;
                 if (len - o < (size_t)1 + (size_t)w)
-                    return fail(message, o, "truncated length");
-                items = be(p + o + 1, w);
+                    return fail_at(r, o, "truncated length");
+                items = wf__rd_be(p + o + 1, w);
                 head = 1 + (size_t)w;
                 container = 1;
                 map = c >= 0xde;
                 break;
             }
             default:
-                return fail(message, o,
-                            c == 0xc1 ? "reserved byte 0xc1" : "extension types are not values");
+                return fail_at(r, o,
+                               c == 0xc1 ? "reserved byte 0xc1" : "extension types are not values");
             }
         }
         if (want_key && !str)
-            return fail(message, o, "map key is not a string");
+            return fail_at(r, o, "map key is not a string");
         if (container) {
             if (map)
                 items *= 2;
             /* every item takes at least one byte: a longer claim is a lie */
             if (items > len - o - head)
-                return fail(message, o, "container longer than the document");
+                return fail_at(r, o, "container longer than the document");
             if (depth + 1 > WF_MSGPACK_MAX_DEPTH)
-                return fail(message, o, "nested too deeply");
+                return fail_at(r, o, "nested too deeply");
             o += head;
             depth++;
             stack[depth] = items;
@@ -289,114 +313,307 @@ static int check(const uint8_t *p, size_t len, size_t *off, char **message)
             continue;
         }
         if (body > len - o - head)
-            return fail(message, o, "truncated body");
+            return fail_at(r, o, "truncated body");
         o += head + (size_t)body;
     }
-    *off = o;
+    r->off = o;
     return 0;
 }
 
-/* Converts a checked msgpack object; *out caller owned. */
-int wf__msgpack_convert(const msgpack_object *o, wf_value *out, char **message)
+/*
+ * The keys of one map read without building it, to refuse duplicates:
+ * pairwise for a few, a hash table beyond (sized from the map's count, which
+ * the bytes left bound).
+ */
+#define KEYS_SMALL 16
+typedef struct keyset {
+    uint32_t n;
+    uint32_t mask; /* table size - 1, or 0: pairwise in small */
+    struct key {
+        const char *k;
+        uint32_t l;
+    } small[KEYS_SMALL], *tab;
+} keyset;
+
+static int keyset_init(keyset *ks, uint32_t n)
 {
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:
+    ks->n = 0;
+    ks->mask = 0;
+    ks->tab = NULL;
+    if (n <= KEYS_SMALL)
+        return 0;
+    uint32_t cap = 32;
+    while (cap < 2 * (uint64_t)n)
+        cap *= 2;
+    ks->tab = wf__calloc(cap, sizeof *ks->tab);
+    if (ks->tab == NULL)
+        return WF_ENOMEM;
+    ks->mask = cap - 1;
+    return 0;
+}
+
+static void keyset_free(keyset *ks)
+{
+    wf__free_mem(ks->tab);
+}
+
+/* 1 if k is new (and now in the set), 0 if it was there already. */
+static int keyset_add(keyset *ks, const char *k, uint32_t l)
+{
+    if (ks->tab == NULL) {
+        for (uint32_t i = 0; i < ks->n; i++)
+            if (ks->small[i].l == l && memcmp(ks->small[i].k, k, l) == 0)
+                return 0;
+        ks->small[ks->n].k = k;
+        ks->small[ks->n].l = l;
+        ks->n++;
+        return 1;
+    }
+    uint32_t h = 2166136261u;
+    for (uint32_t i = 0; i < l; i++)
+        h = (h ^ (uint8_t)k[i]) * 16777619u;
+    for (h &= ks->mask; ks->tab[h].k; h = (h + 1) & ks->mask)
+        if (ks->tab[h].l == l && memcmp(ks->tab[h].k, k, l) == 0)
+            return 0;
+    ks->tab[h].k = k;
+    ks->tab[h].l = l;
+    ks->n++;
+    return 1;
+}
+
+int wf__rd_value(wf__rd *r, wf_value *out, int depth)
+{
+    if (out)
         *out = wf_value_nil();
+    int c = wf__rd_peek(r);
+    if (c < 0)
+        return wf__rd_fail(r, "truncated");
+    if (c <= 0x7f || c >= 0xe0 || (c >= 0xcc && c <= 0xd3)) {
+        uint64_t u;
+        int64_t i;
+        int neg;
+        if (wf__rd_integer(r, &u, &i, &neg) < 0)
+            return wf__rd_fail(r, "truncated body");
+        if (out)
+            *out = neg ? wf_value_int(i) : wf_value_uint(u);
         return 0;
-    case MSGPACK_OBJECT_BOOLEAN:
-        *out = wf_value_bool(o->via.boolean);
+    }
+    const char *s;
+    uint32_t n;
+    switch (c) {
+    case 0xc0:
+        r->off++;
         return 0;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        *out = wf_value_uint(o->via.u64);
+    case 0xc2:
+    case 0xc3:
+        r->off++;
+        if (out)
+            *out = wf_value_bool(c == 0xc3);
         return 0;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        *out = wf_value_int(o->via.i64);
+    case 0xca:
+    case 0xcb: {
+        size_t w = c == 0xca ? 4 : 8;
+        if (wf__rd_left(r) < 1 + w)
+            return wf__rd_fail(r, "truncated body");
+        uint64_t bits = wf__rd_be(r->p + r->off + 1, (int)w);
+        double d;
+        if (w == 4) {
+            uint32_t b32 = (uint32_t)bits;
+            float f;
+            memcpy(&f, &b32, sizeof f);
+            d = f;
+        } else {
+            memcpy(&d, &bits, sizeof d);
+        }
+        r->off += 1 + w;
+        if (out)
+            *out = wf_value_double(d);
         return 0;
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        *out = wf_value_double(o->via.f64);
-        return 0;
-    case MSGPACK_OBJECT_STR:
-        return wf_value_string_n(out, o->via.str.ptr, o->via.str.size);
-    case MSGPACK_OBJECT_BIN:
-        return wf_value_bytes(out, o->via.bin.ptr, o->via.bin.size);
-    case MSGPACK_OBJECT_ARRAY: {
-        int rc = wf_value_array_new(out, o->via.array.size);
-        for (uint32_t i = 0; rc == 0 && i < o->via.array.size; i++) {
+    }
+    case 0xc4:
+    case 0xc5:
+    case 0xc6:
+        if (wf__rd_strbin(r, 1, &s, &n) < 0)
+            return wf__rd_fail(r, "truncated body");
+        return out ? wf_value_bytes(out, s, n) : 0;
+    default:
+        break;
+    }
+    if ((c >= 0xa0 && c <= 0xbf) || (c >= 0xd9 && c <= 0xdb)) {
+        if (wf__rd_str(r, &s, &n) < 0)
+            return wf__rd_fail(r, "truncated body");
+        return out ? wf_value_string_n(out, s, n) : 0;
+    }
+    int is_map = (c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf;
+    if (!is_map && !((c >= 0x90 && c <= 0x9f) || c == 0xdc || c == 0xdd))
+        return wf__rd_fail(r, c == 0xc1 ? "reserved byte 0xc1" : "extension types are not values");
+    if (depth >= WF_MSGPACK_MAX_DEPTH)
+        return wf__rd_fail(r, "nested too deeply");
+    if (wf__rd_container(r, is_map, &n) < 0)
+        return wf__rd_fail(r, "container longer than the document");
+    int rc = 0;
+    if (!is_map) {
+        if (out && (rc = wf_value_array_new(out, n)) < 0)
+            return rc;
+        for (uint32_t i = 0; rc == 0 && i < n; i++) {
             wf_value it;
-            rc = wf__msgpack_convert(&o->via.array.ptr[i], &it, message);
-            if (rc == 0)
+            rc = wf__rd_value(r, out ? &it : NULL, depth + 1);
+            if (rc == 0 && out)
                 rc = wf_value_array_push(out, it);
         }
+    } else {
+        keyset ks;
+        if (out)
+            rc = wf_value_map_new(out, n);
+        else
+            rc = keyset_init(&ks, n);
         if (rc < 0)
-            wf_value_release(*out);
-        return rc;
-    }
-    case MSGPACK_OBJECT_MAP: {
-        int rc = wf_value_map_new(out, o->via.map.size);
-        for (uint32_t i = 0; rc == 0 && i < o->via.map.size; i++) {
-            const msgpack_object_kv *kv = &o->via.map.ptr[i];
-            /* msgpack-c may give an empty string a NULL pointer */
-            const char *key = kv->key.via.str.ptr ? kv->key.via.str.ptr : "";
+            return rc;
+        for (uint32_t i = 0; rc == 0 && i < n; i++) {
+            size_t at = r->off;
+            const char *k;
+            uint32_t kl;
+            if (wf__rd_str(r, &k, &kl) < 0) {
+                rc = wf__rd_fail(r, "map key is not a string");
+                break;
+            }
             wf_value dup;
-            if (wf_value_map_get_n(*out, key, kv->key.via.str.size, &dup) == 0) {
-                rc = WF_EFORMAT;
-                if (message)
-                    *message = wf__strdup("malformed msgpack: duplicate map key");
+            if (out ? wf_value_map_get_n(*out, k, kl, &dup) == 0 : !keyset_add(&ks, k, kl)) {
+                r->off = at;
+                rc = wf__rd_fail(r, "duplicate map key");
                 break;
             }
             wf_value it;
-            rc = wf__msgpack_convert(&kv->val, &it, message);
-            if (rc == 0)
-                rc = wf_value_map_set_n(out, key, kv->key.via.str.size, it);
+            rc = wf__rd_value(r, out ? &it : NULL, depth + 1);
+            if (rc == 0 && out)
+                rc = wf_value_map_set_n(out, k, kl, it);
         }
-        if (rc < 0)
-            wf_value_release(*out);
-        return rc;
+        if (!out)
+            keyset_free(&ks);
     }
-    default:
-        if (message)
-            *message = wf__strdup("malformed msgpack: not a value");
-        return WF_EFORMAT;
+    if (rc < 0 && out) {
+        wf_value_release(*out);
+        *out = wf_value_nil();
     }
+    return rc;
 }
 
-/* Checks, then unpacks one object of buf into *obj (zone in *res). */
-int wf__msgpack_unpack(const void *buf, size_t len, msgpack_unpacked *res, size_t *used,
-                       char **message)
+int wf__rd_fields(wf__rd *r, const wf_event_type *t, wf_event **out)
 {
-    size_t end = 0;
-    int rc = check(buf, len, &end, message);
-    if (rc < 0)
+    if (out)
+        *out = NULL;
+    uint32_t n;
+    if (wf__rd_map(r, &n) < 0)
+        return wf__rd_fail(r, "an event's fields are a map");
+    if (n > (1u << 20))
+        return wf__rd_fail(r, "too many fields");
+    wf_event *ev = NULL;
+    keyset ks;
+    int rc = keyset_init(&ks, n);
+    if (rc == 0 && out)
+        rc = wf_event_new(&ev, t, n) < 0 ? WF_ENOMEM : 0;
+    for (uint32_t i = 0; rc == 0 && i < n; i++) {
+        size_t at = r->off;
+        const char *k;
+        uint32_t kl;
+        if (wf__rd_str(r, &k, &kl) < 0 || kl == 0 || kl > 255 || memchr(k, 0, kl)) {
+            r->off = at;
+            rc = wf__rd_fail(r, "bad field name");
+            break;
+        }
+        if (!keyset_add(&ks, k, kl)) {
+            r->off = at;
+            rc = wf__rd_fail(r, "duplicate field");
+            break;
+        }
+        wf_value v;
+        if ((rc = wf__rd_value(r, ev ? &v : NULL, 1)) < 0 || ev == NULL)
+            continue;
+        /*
+         * Straight into the event (wf_event_new sized it for n): the names
+         * are known unique, where wf_event_set would search the fields again
+         * for each one.
+         */
+        wf__field *f = &ev->fields[ev->nfields];
+        if (kl < WF__KEY_INLINE) {
+            memcpy(f->key.inl, k, kl);
+            f->key.inl[kl] = 0;
+        } else if ((f->key.heap = wf__strndup(k, kl)) == NULL) {
+            wf_value_release(v);
+            rc = WF_ENOMEM;
+            break;
+        }
+        f->klen = kl;
+        f->val = v;
+        ev->nfields++;
+    }
+    keyset_free(&ks);
+    if (rc < 0) {
+        wf_event_release(ev);
         return rc;
-    msgpack_unpacked_init(res);
-    size_t off = 0;
-    msgpack_unpack_return r = msgpack_unpack_next(res, buf, end, &off);
-    if (r == MSGPACK_UNPACK_NOMEM_ERROR) {
-        msgpack_unpacked_destroy(res);
-        return WF_ENOMEM;
     }
-    if (r != MSGPACK_UNPACK_SUCCESS || off != end) {
-        msgpack_unpacked_destroy(res);
-        return fail(message, off, "msgpack-c disagrees with the structure check");
-    }
-    if (used)
-        *used = end;
+    if (out)
+        *out = ev;
     return 0;
 }
 
-const msgpack_object *wf__msgpack_get(const msgpack_object *map, const char *key)
+int wf__rd_keys(wf__rd *r, wf__rd_key *keys, uint32_t nk)
 {
-    if (map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    size_t kl = strlen(key);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object *k = &map->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl &&
-            memcmp(k->via.str.ptr, key, kl) == 0)
-            return &map->via.map.ptr[i].val;
+    for (uint32_t k = 0; k < nk; k++)
+        keys[k].at = keys[k].end = 0;
+    uint32_t n;
+    int c = wf__rd_peek(r);
+    if (wf__rd_map(r, &n) < 0)
+        return wf__rd_fail(r, c < 0 ? "truncated"
+                              : (c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf
+                                  ? "container longer than the document"
+                                  : "not a map");
+    keyset ks;
+    int rc = keyset_init(&ks, n);
+    for (uint32_t i = 0; rc == 0 && i < n; i++) {
+        size_t at = r->off;
+        const char *s;
+        uint32_t sl;
+        if (wf__rd_str(r, &s, &sl) < 0) {
+            rc = wf__rd_fail(r, "map key is not a string");
+            break;
+        }
+        if (!keyset_add(&ks, s, sl)) {
+            r->off = at;
+            rc = wf__rd_fail(r, "duplicate map key");
+            break;
+        }
+        wf__rd_key *key = NULL;
+        for (uint32_t k = 0; k < nk; k++)
+            if (strlen(keys[k].name) == sl && memcmp(keys[k].name, s, sl) == 0)
+                key = &keys[k];
+        if (key)
+            key->at = r->off;
+        if (key && key->tail && i == n - 1) {
+            r->off = key->end = r->len; /* its reader checks it */
+            break;
+        }
+        if ((rc = wf__rd_check(r)) == 0 && key)
+            key->end = r->off;
     }
-    return NULL;
+    keyset_free(&ks);
+    return rc;
+}
+
+/* Checks the structure of one document, then hands a cursor over exactly it. */
+static int rd_open(wf__rd *r, const void *buf, size_t len, size_t *used, char **message)
+{
+    wf__rd_init(r, buf, len, 0);
+    if (wf__rd_check(r) < 0) {
+        if (message)
+            *message = wf__rd_message(r, "malformed msgpack");
+        return WF_EFORMAT;
+    }
+    if (used)
+        *used = r->off;
+    r->len = r->off;
+    r->off = 0;
+    return 0;
 }
 
 int wf_value_from_msgpack(const void *buf, size_t len, wf_value *out, size_t *used, char **message)
@@ -407,12 +624,10 @@ int wf_value_from_msgpack(const void *buf, size_t len, wf_value *out, size_t *us
         *out = wf_value_nil();
     if (out == NULL || (buf == NULL && len > 0))
         return WF_EINVAL;
-    msgpack_unpacked res;
-    int rc = wf__msgpack_unpack(buf, len, &res, used, message);
-    if (rc < 0)
-        return rc;
-    rc = wf__msgpack_convert(&res.data, out, message);
-    msgpack_unpacked_destroy(&res);
+    wf__rd r;
+    int rc = rd_open(&r, buf, len, used, message);
+    if (rc == 0 && (rc = wf__rd_value(&r, out, 0)) == WF_EFORMAT && message)
+        *message = wf__rd_message(&r, "malformed msgpack");
     return rc;
 }
 
@@ -425,72 +640,36 @@ int wf_event_from_msgpack(const wf_registry *reg, const void *buf, size_t len, w
         *out = NULL;
     if (reg == NULL || out == NULL || (buf == NULL && len > 0))
         return WF_EINVAL;
-    msgpack_unpacked res;
-    int rc = wf__msgpack_unpack(buf, len, &res, used, message);
+    wf__rd r;
+    int rc = rd_open(&r, buf, len, used, message);
     if (rc < 0)
         return rc;
-    const msgpack_object *o = &res.data;
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
-        o->via.array.ptr[0].type != MSGPACK_OBJECT_STR ||
-        o->via.array.ptr[1].type != MSGPACK_OBJECT_MAP || o->via.array.ptr[0].via.str.size == 0 ||
-        o->via.array.ptr[0].via.str.size > 255) {
-        msgpack_unpacked_destroy(&res);
-        return fail(message, 0, "an event is [type name, {fields}]");
+    uint32_t n;
+    const char *name;
+    uint32_t nl;
+    int c;
+    if (wf__rd_array(&r, &n) < 0 || n != 2 || wf__rd_str(&r, &name, &nl) < 0 || nl == 0 ||
+        nl > 255 || (c = wf__rd_peek(&r), !((c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf))) {
+        r.off = 0;
+        wf__rd_fail(&r, "an event is [type name, {fields}]");
+        if (message)
+            *message = wf__rd_message(&r, "malformed msgpack");
+        return WF_EFORMAT;
     }
-    char name[256];
-    memcpy(name, o->via.array.ptr[0].via.str.ptr, o->via.array.ptr[0].via.str.size);
-    name[o->via.array.ptr[0].via.str.size] = 0;
-    const wf_event_type *t = wf_registry_find(reg, name);
+    char tname[256];
+    memcpy(tname, name, nl);
+    tname[nl] = 0;
+    const wf_event_type *t = wf_registry_find(reg, tname);
     if (t == NULL) {
-        msgpack_unpacked_destroy(&res);
         if (message) {
             char m[320];
-            snprintf(m, sizeof m, "unknown event type '%s'", name);
+            snprintf(m, sizeof m, "unknown event type '%s'", tname);
             *message = wf__strdup(m);
         }
         return WF_ENOTFOUND;
     }
-    wf_event *ev;
-    rc = wf__event_from_object(t, &o->via.array.ptr[1], &ev, message);
-    msgpack_unpacked_destroy(&res);
-    if (rc < 0)
-        return rc;
-    *out = ev;
-    return 0;
-}
-
-int wf__event_from_object(const wf_event_type *t, const msgpack_object *fields, wf_event **out,
-                          char **message)
-{
-    *out = NULL;
-    if (fields->type != MSGPACK_OBJECT_MAP)
-        return fail(message, 0, "an event's fields are a map");
-    const msgpack_object_map *m = &fields->via.map;
-    wf_event *ev;
-    int rc = wf_event_new(&ev, t, m->size);
-    for (uint32_t i = 0; rc == 0 && i < m->size; i++) {
-        const msgpack_object_str *k = &m->ptr[i].key.via.str;
-        if (m->ptr[i].key.type != MSGPACK_OBJECT_STR || k->size == 0 || k->size > 255 ||
-            memchr(k->ptr, 0, k->size)) {
-            rc = fail(message, 0, "bad field name");
-            break;
-        }
-        char key[256];
-        memcpy(key, k->ptr, k->size);
-        key[k->size] = 0;
-        if (wf_event_has(ev, key)) {
-            rc = fail(message, 0, "duplicate field");
-            break;
-        }
-        wf_value v;
-        rc = wf__msgpack_convert(&m->ptr[i].val, &v, message);
-        if (rc == 0)
-            rc = wf_event_set(ev, key, v);
-    }
-    if (rc < 0) {
-        wf_event_release(ev);
-        return rc;
-    }
-    *out = ev;
-    return 0;
+    rc = wf__rd_fields(&r, t, out);
+    if (rc == WF_EFORMAT && message)
+        *message = wf__rd_message(&r, "malformed msgpack");
+    return rc;
 }

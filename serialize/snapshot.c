@@ -58,10 +58,12 @@ int wf_ctx_save_ex(wf_ctx *ctx, void **buf, size_t *len, wf_save_info *info)
      * The run: a live cut of the one in flight, else the one parked in the
      * context (cancelled, or loaded from a snapshot taken mid-run), else none.
      */
+    wf__cut *cut = NULL;
     void *run = NULL;
     size_t run_len = 0;
     int64_t pause = 0;
-    int rc = wf__ctx_capture(ctx, &run, &run_len, &pause);
+    wf_value state = wf_value_nil();
+    int rc = wf__ctx_cut(ctx, &cut, &pause, &state);
     if (rc == WF_ESTATE) {
         rc = wf__ctx_parked_copy(ctx, &run, &run_len);
         rc = rc < 0 ? rc : 0;
@@ -71,8 +73,9 @@ int wf_ctx_save_ex(wf_ctx *ctx, void **buf, size_t *len, wf_save_info *info)
     }
     if (rc < 0)
         return rc;
-    wf_value state;
-    if ((rc = wf_ctx_state(ctx, &state)) < 0) {
+    /* the store: as it was at the cut when there was one, else now */
+    if (wf_value_kind(state) == WF_NIL && (rc = wf_ctx_state(ctx, &state)) < 0) {
+        wf__cut_free(cut);
         wf__free_mem(run);
         return rc;
     }
@@ -80,7 +83,8 @@ int wf_ctx_save_ex(wf_ctx *ctx, void **buf, size_t *len, wf_save_info *info)
     wf__buf_init(&b);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &b, wf__buf_write);
-    rc = msgpack_pack_map(&pk, run ? 7 : 6) ? WF_ENOMEM : 0;
+    int running = cut || run;
+    rc = msgpack_pack_map(&pk, running ? 7 : 6) ? WF_ENOMEM : 0;
     if (rc == 0 && (rc = pack_cstr(&pk, "magic")) == 0)
         rc = pack_cstr(&pk, MAGIC);
     if (rc == 0 && (rc = pack_cstr(&pk, "version")) == 0)
@@ -90,15 +94,21 @@ int wf_ctx_save_ex(wf_ctx *ctx, void **buf, size_t *len, wf_save_info *info)
     if (rc == 0 && (rc = pack_cstr(&pk, "fingerprint")) == 0)
         rc = msgpack_pack_uint64(&pk, wf_workflow_fingerprint(ctx->wf)) ? WF_ENOMEM : 0;
     if (rc == 0 && (rc = pack_cstr(&pk, "running")) == 0)
-        rc = (run ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk)) ? WF_ENOMEM : 0;
+        rc = (running ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk)) ? WF_ENOMEM : 0;
     if (rc == 0 && (rc = pack_cstr(&pk, "state")) == 0)
         rc = wf__pack_value(&pk, state, 0);
-    if (rc == 0 && run && (rc = pack_cstr(&pk, "run")) == 0)
-        wf__buf_append(&b, run, run_len); /* already msgpack */
+    /* the run last: the cut straight into the document, or the parked bytes */
+    if (rc == 0 && running && (rc = pack_cstr(&pk, "run")) == 0) {
+        if (cut)
+            rc = wf__cut_encode(cut, &b);
+        else
+            wf__buf_append(&b, run, run_len); /* already msgpack */
+    }
     wf_value_release(state);
+    wf__cut_free(cut);
     wf__free_mem(run);
     if (info && rc == 0)
-        info->running = run != NULL;
+        info->running = running;
     return wf__buf_finish(&b, rc, buf, len);
 }
 
@@ -114,12 +124,14 @@ static int why(char **message, int rc, const char *text)
     return rc;
 }
 
+/* The entries of a document, as the current version reads them. */
+enum { K_MAGIC, K_VERSION, K_WORKFLOW, K_FINGERPRINT, K_RUNNING, K_STATE, K_RUN, K_N };
+
 /* What a document says about itself, as the current version reads it. */
 typedef struct head {
     uint64_t version;
     uint64_t fingerprint;
-    const msgpack_object *state;
-    const msgpack_object *run; /* NULL at rest */
+    wf__rd_key keys[K_N]; /* where each entry is; migrate may drop some */
 } head;
 
 /*
@@ -135,12 +147,79 @@ static int migrate(head *h, char **message)
          * 1 -> 2: version 1 saved contexts at rest only ("running" false and
          * no "run"); version 2 adds the run of a running context.
          */
-        h->run = NULL;
+        h->keys[K_RUN].at = 0;
         h->version = 2;
     }
     return h->version == WF_SNAPSHOT_VERSION
                ? 0
                : why(message, WF_EVERSION, "unknown snapshot format version");
+}
+
+/* The cursor at entry k's value: 1, or 0 when the document has no such entry. */
+static int entry(wf__rd *r, const head *h, int k)
+{
+    r->off = h->keys[k].at;
+    return h->keys[k].at != 0;
+}
+
+static int is_magic(wf__rd *r, const head *h)
+{
+    const char *s;
+    uint32_t n;
+    return entry(r, h, K_MAGIC) && wf__rd_str(r, &s, &n) == 0 && n == strlen(MAGIC) &&
+           memcmp(s, MAGIC, n) == 0;
+}
+
+/*
+ * Reads the head of a document: where each entry is, every value's
+ * structure checked. The run is not read here: it is checked where it is,
+ * in buf (so messages give offsets in the document), and parked in the
+ * context as those very bytes; when it is the last entry (as wf writes it)
+ * it is not even walked here, the run decoder's one walk checks it.
+ */
+static int read_head(wf__rd *r, head *h, char **message)
+{
+    static const char *names[K_N] = {"magic",   "version", "workflow", "fingerprint",
+                                     "running", "state",   "run"};
+    for (int k = 0; k < K_N; k++) {
+        h->keys[k].name = names[k];
+        h->keys[k].tail = k == K_RUN; /* the run decoder checks it, in one walk */
+    }
+    int c = wf__rd_peek(r);
+    if (c >= 0 && !((c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf))
+        return why(message, WF_EFORMAT, "not a wf snapshot (no \"magic\": \"wf-snapshot\")");
+    if (wf__rd_keys(r, h->keys, K_N) < 0) {
+        if (message)
+            *message = wf__rd_message(r, "malformed msgpack");
+        return WF_EFORMAT;
+    }
+    if (r->off != r->len)
+        return why(message, WF_EFORMAT, "malformed snapshot: bytes after the document");
+    if (!is_magic(r, h))
+        return why(message, WF_EFORMAT, "not a wf snapshot (no \"magic\": \"wf-snapshot\")");
+    uint32_t u;
+    int64_t i;
+    int neg, b = 0;
+    if (!entry(r, h, K_VERSION) || wf__rd_integer(r, &h->version, &i, &neg) < 0 || neg)
+        return why(message, WF_EFORMAT, "malformed snapshot: no format version");
+    if (h->version > WF_SNAPSHOT_VERSION) {
+        char text[160];
+        snprintf(text, sizeof text,
+                 "snapshot format %llu is newer than this library's (%d): upgrade wf",
+                 (unsigned long long)h->version, WF_SNAPSHOT_VERSION);
+        return why(message, WF_EVERSION, text);
+    }
+    if (!entry(r, h, K_FINGERPRINT) || wf__rd_integer(r, &h->fingerprint, &i, &neg) < 0 || neg ||
+        !entry(r, h, K_STATE) || wf__rd_map(r, &u) < 0)
+        return why(message, WF_EFORMAT, "malformed snapshot: missing fingerprint or state");
+    if (entry(r, h, K_RUNNING) && (c = wf__rd_peek(r)) == 0xc3)
+        b = 1;
+    if (b && h->keys[K_RUN].at == 0 && h->version >= 2)
+        return why(message, WF_EFORMAT, "malformed snapshot: running, but no \"run\"");
+    if (entry(r, h, K_RUN) && wf__rd_map(r, &u) < 0)
+        return why(message, WF_EFORMAT,
+                   "malformed snapshot: \"run\" is not a map (or is cut short)");
+    return migrate(h, message);
 }
 
 int wf_ctx_load(wf_workflow *wf, const void *buf, size_t len, uint32_t flags, wf_ctx **out,
@@ -152,79 +231,47 @@ int wf_ctx_load(wf_workflow *wf, const void *buf, size_t len, uint32_t flags, wf
         *out = NULL;
     if (wf == NULL || out == NULL || (buf == NULL && len > 0))
         return WF_EINVAL;
-    msgpack_unpacked res;
-    size_t used = 0;
-    int rc = wf__msgpack_unpack(buf, len, &res, &used, message);
-    if (rc < 0)
-        return rc;
-    const msgpack_object *doc = &res.data, *v;
-    head h = {0, 0, NULL, NULL};
-    char text[320];
-    if (used != len) {
-        rc = why(message, WF_EFORMAT, "malformed snapshot: bytes after the document");
-    } else if (doc->type != MSGPACK_OBJECT_MAP || (v = wf__msgpack_get(doc, "magic")) == NULL ||
-               v->type != MSGPACK_OBJECT_STR || v->via.str.size != strlen(MAGIC) ||
-               memcmp(v->via.str.ptr, MAGIC, strlen(MAGIC)) != 0) {
-        rc = why(message, WF_EFORMAT, "not a wf snapshot (no \"magic\": \"wf-snapshot\")");
-    } else if ((v = wf__msgpack_get(doc, "version")) == NULL || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        rc = why(message, WF_EFORMAT, "malformed snapshot: no format version");
-    } else if ((h.version = v->via.u64) > WF_SNAPSHOT_VERSION) {
-        snprintf(text, sizeof text,
-                 "snapshot format %llu is newer than this library's (%d): upgrade wf",
-                 (unsigned long long)h.version, WF_SNAPSHOT_VERSION);
-        rc = why(message, WF_EVERSION, text);
-    } else if ((v = wf__msgpack_get(doc, "fingerprint")) == NULL ||
-               v->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-               (h.state = wf__msgpack_get(doc, "state")) == NULL || h.state->type != MSGPACK_OBJECT_MAP) {
-        rc = why(message, WF_EFORMAT, "malformed snapshot: missing fingerprint or state");
-    } else {
-        h.fingerprint = v->via.u64;
-        const msgpack_object *running = wf__msgpack_get(doc, "running");
-        h.run = wf__msgpack_get(doc, "run");
-        if (running && running->type == MSGPACK_OBJECT_BOOLEAN && running->via.boolean &&
-            h.run == NULL && h.version >= 2)
-            rc = why(message, WF_EFORMAT, "malformed snapshot: running, but no \"run\"");
-        else if (h.run && h.run->type != MSGPACK_OBJECT_MAP)
-            rc = why(message, WF_EFORMAT, "malformed snapshot: \"run\" is not a map");
-        else
-            rc = migrate(&h, message);
-    }
+    wf__rd r;
+    wf__rd_init(&r, buf, len, 0);
+    head h;
+    int rc = read_head(&r, &h, message);
     if (rc == 0 && h.fingerprint != wf_workflow_fingerprint(wf) &&
         !(flags & WF_LOAD_ALLOW_MISMATCH)) {
         const char *name = "?";
-        size_t nl = 1;
-        if ((v = wf__msgpack_get(doc, "workflow")) && v->type == MSGPACK_OBJECT_STR) {
-            name = v->via.str.ptr;
-            nl = v->via.str.size < 200 ? v->via.str.size : 200;
-        }
+        uint32_t nl = 1;
+        if (entry(&r, &h, K_WORKFLOW) && wf__rd_str(&r, &name, &nl) == 0 && nl > 200)
+            nl = 200;
+        char text[320];
         snprintf(text, sizeof text,
-                 "snapshot of workflow '%.*s' does not match the definition of '%s'", (int)nl,
-                 name, wf->name);
+                 "snapshot of workflow '%.*s' does not match the definition of '%s'", (int)nl, name,
+                 wf->name);
         rc = why(message, WF_EMISMATCH, text);
     }
-    /* the run goes into the context as msgpack, checked against wf now */
-    wf__buf run;
-    wf__buf_init(&run);
-    if (rc == 0 && h.run) {
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &run, wf__buf_write);
-        if (msgpack_pack_object(&pk, *h.run) || run.oom)
-            rc = WF_ENOMEM;
-        if (rc == 0 && (rc = wf__workflow_prepare(wf, message)) == 0)
-            rc = wf__run_check(wf, run.data, run.len, message);
-    }
+    /* the run: checked against wf where it is, then parked as those bytes */
+    const wf__rd_key *run = &h.keys[K_RUN];
+    if (rc == 0 && run->at && (rc = wf__workflow_prepare(wf, message)) == 0)
+        rc = wf__run_check_doc(wf, buf, run->at, run->end - run->at, 0, message);
     wf_value state = wf_value_nil();
-    if (rc == 0)
-        rc = wf__msgpack_convert(h.state, &state, message);
+    if (rc == 0) {
+        entry(&r, &h, K_STATE);
+        if ((rc = wf__rd_value(&r, &state, 1)) == WF_EFORMAT && message)
+            *message = wf__rd_message(&r, "malformed snapshot: state");
+    }
+    void *parked = NULL;
+    if (rc == 0 && run->at) {
+        parked = wf__malloc(run->end - run->at);
+        if (parked == NULL)
+            rc = WF_ENOMEM;
+        else
+            memcpy(parked, (const char *)buf + run->at, run->end - run->at);
+    }
     wf_ctx *ctx = NULL;
     if (rc == 0 && (rc = wf_ctx_new(&ctx, wf)) == 0) {
         rc = wf__ctx_replace_state(ctx, state);
         state = wf_value_nil();
-        if (rc == 0 && h.run) {
-            void *bytes;
-            size_t blen;
-            if ((rc = wf__buf_finish(&run, 0, &bytes, &blen)) == 0)
-                wf__ctx_park(ctx, bytes, blen);
+        if (rc == 0 && parked) {
+            wf__ctx_park(ctx, parked, run->end - run->at);
+            parked = NULL;
         }
         if (rc < 0) {
             wf_ctx_free(ctx);
@@ -232,8 +279,7 @@ int wf_ctx_load(wf_workflow *wf, const void *buf, size_t len, uint32_t flags, wf
         }
     }
     wf_value_release(state);
-    wf__buf_free(&run);
-    msgpack_unpacked_destroy(&res);
+    wf__free_mem(parked);
     *out = ctx;
     return rc;
 }
@@ -246,10 +292,23 @@ int wf_snapshot_to_json(const void *buf, size_t len, char **json, char **message
         *json = NULL;
     if (json == NULL)
         return WF_EINVAL;
-    wf_value doc;
-    int rc = wf_value_from_msgpack(buf, len, &doc, NULL, message);
+    wf_value doc, magic;
+    size_t used = 0;
+    int rc = wf_value_from_msgpack(buf, len, &doc, &used, message);
     if (rc < 0)
         return rc;
+    const char *m = NULL;
+    size_t ml = 0;
+    if (used != len)
+        rc = why(message, WF_EFORMAT, "malformed snapshot: bytes after the document");
+    else if (wf_value_map_get(doc, "magic", &magic) < 0 ||
+             wf_value_get_string(magic, &m, &ml) < 0 || ml != strlen(MAGIC) ||
+             memcmp(m, MAGIC, ml) != 0)
+        rc = why(message, WF_EFORMAT, "not a wf snapshot (no \"magic\": \"wf-snapshot\")");
+    if (rc < 0) {
+        wf_value_release(doc);
+        return rc;
+    }
     size_t n = wf_value_format(doc, NULL, 0);
     char *s = wf__malloc(n + 1);
     if (s == NULL) {

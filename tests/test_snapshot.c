@@ -653,3 +653,190 @@ Test(snapshot, a_queued_event_resumes_as_its_first_attempt, .timeout = 60)
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+/* ---- a run written by another program, and what the decoder says about a bad one ---- */
+
+static wf_value str_v(const char *s)
+{
+    wf_value v;
+    cr_assert_eq(wf_value_string(&v, s), 0);
+    return v;
+}
+
+static wf_value arr_v(int n, const wf_value *items)
+{
+    wf_value a;
+    cr_assert_eq(wf_value_array_new(&a, (size_t)n), 0);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(wf_value_array_push(&a, items[i]), 0);
+    return a;
+}
+
+/* A snapshot of HumanInTheLoop with one HumanResponseEvent queued for step2 (step index sidx). */
+static void hand_written(wf_workflow *wf, uint64_t sidx, void **buf, size_t *len)
+{
+    wf_value doc, run, fields, state;
+    cr_assert_eq(wf_value_map_new(&doc, 7), 0);
+    cr_assert_eq(wf_value_map_set(&doc, "magic", str_v("wf-snapshot")), 0);
+    cr_assert_eq(wf_value_map_set(&doc, "version", wf_value_uint(2)), 0);
+    cr_assert_eq(wf_value_map_set(&doc, "workflow", str_v("HumanInTheLoop")), 0);
+    cr_assert_eq(wf_value_map_set(&doc, "fingerprint", wf_value_uint(wf_workflow_fingerprint(wf))),
+                 0);
+    cr_assert_eq(wf_value_map_set(&doc, "running", wf_value_bool(1)), 0);
+    cr_assert_eq(wf_value_map_new(&state, 0), 0);
+    cr_assert_eq(wf_value_map_set(&doc, "state", state), 0);
+    cr_assert_eq(wf_value_map_new(&run, 8), 0);
+    wf_value steps[] = {str_v("step1"), str_v("step2")};
+    cr_assert_eq(wf_value_map_set(&run, "steps", arr_v(2, steps)), 0);
+    wf_value types[] = {str_v("HumanResponseEvent")};
+    cr_assert_eq(wf_value_map_set(&run, "types", arr_v(1, types)), 0);
+    cr_assert_eq(wf_value_map_new(&fields, 1), 0);
+    cr_assert_eq(wf_value_map_set(&fields, "response", str_v("42")), 0);
+    wf_value task[] = {wf_value_uint(sidx), wf_value_uint(0), fields};
+    wf_value tasks[] = {arr_v(3, task)};
+    cr_assert_eq(wf_value_map_set(&run, "tasks", arr_v(1, tasks)), 0);
+    const char *empty[] = {"retries", "waiters", "buffers", "groups"};
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(wf_value_map_set(&run, empty[i], arr_v(0, NULL)), 0);
+    cr_assert_eq(wf_value_map_set(&doc, "run", run), 0);
+    cr_assert_eq(wf_value_to_msgpack(doc, buf, len), 0);
+    wf_value_release(doc);
+}
+
+Test(snapshot, a_run_written_by_another_program_resumes, .timeout = 60)
+{
+    atomic_store(&n_ask, 0);
+    atomic_store(&n_answer, 0);
+    wf_workflow *wf = hitl_wf();
+    wf_executor *ex = exec_n(2);
+    void *buf;
+    size_t len;
+    hand_written(wf, 1, &buf, &len);
+    wf_ctx *ctx;
+    char *msg = NULL;
+    cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &ctx, &msg), 0, "%s", msg ? msg : "");
+    wf_handler *h;
+    cr_assert_eq(wf_run_resume(ex, wf, ctx, NULL, &h, &msg), 0, "%s", msg ? msg : "");
+    wf_event *res;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    cr_assert_str_eq(result_str(res), "42");
+    cr_assert_eq(atomic_load(&n_ask), 0, "step1 had nothing to do");
+    cr_assert_eq(atomic_load(&n_answer), 1);
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_ctx_free(ctx);
+    wf_free(buf);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(snapshot, a_bad_run_is_refused_naming_its_field_and_offset, .timeout = 60)
+{
+    wf_workflow *wf = hitl_wf();
+    void *buf;
+    size_t len;
+    hand_written(wf, 7, &buf, &len); /* the workflow has 2 steps */
+    wf_ctx *ctx;
+    char *msg = NULL;
+    cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &ctx, &msg), WF_EFORMAT);
+    size_t off = 0;
+    cr_assert_eq(
+        sscanf(msg, "malformed snapshot: run.tasks[0] at offset %zu: bad step or type index", &off),
+        1, "%s", msg);
+    cr_assert(off < len && ((const unsigned char *)buf)[off] == 7,
+              "the offset is the document's, at the step index: %s", msg);
+    wf_free(msg);
+    wf_free(buf);
+    wf_workflow_free(wf);
+}
+
+/* ---- the store of a live snapshot is the store at the cut ---- */
+
+static pthread_mutex_t tally_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tally_cv = PTHREAD_COND_INITIALIZER;
+static int tally_hold, tally_held;
+
+static int add_one(wf_value *state, void *u)
+{
+    wf_value n;
+    uint64_t c = 0;
+    if (wf_value_map_get(*state, "count", &n) == 0)
+        wf_value_get_uint(n, &c);
+    return wf_value_map_set(state, "count", wf_value_uint(c + 1));
+}
+
+static int tally(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    pthread_mutex_lock(&tally_mu);
+    tally_held = 1;
+    pthread_cond_broadcast(&tally_cv);
+    while (tally_hold)
+        pthread_cond_wait(&tally_cv, &tally_mu);
+    pthread_mutex_unlock(&tally_mu);
+    return wf_ctx_edit_state(ctx, add_one, NULL);
+}
+
+static uint64_t uint_at(wf_value map, const char *k1, const char *k2)
+{
+    wf_value v;
+    uint64_t u = 0;
+    cr_assert_eq(wf_value_map_get(map, k1, &v), 0, "%s", k1);
+    if (k2)
+        cr_assert_eq(wf_value_map_get(v, k2, &v), 0, "%s", k2);
+    cr_assert_eq(wf_value_get_uint(v, &u), 0);
+    return u;
+}
+
+Test(snapshot, a_live_snapshot_holds_the_store_as_it_was_at_the_cut, .timeout = 60)
+{
+    enum { N = 100000 };
+    wf_workflow *wf = new_wf("Tally");
+    add(wf, "start", noop, T_START, T_WORK, NULL, 0);
+    add(wf, "tally", tally, T_WORK, T_STOP, NULL, 1); /* counts in the store, one at a time */
+    wf_executor *ex = exec_n(2);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    cr_assert_eq(wf_ctx_set(ctx, "count", wf_value_uint(0)), 0);
+    tally_hold = 1;
+    tally_held = 0;
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, ctx, s, &h), 0);
+    for (int i = 0; i < N; i++) {
+        wf_event *w;
+        cr_assert_eq(wf_event_new1(&w, T_WORK, "i", wf_value_int(i)), 0);
+        cr_assert_eq(wf_handler_send_event(h, w, NULL), 0);
+    }
+    pthread_mutex_lock(&tally_mu);
+    while (!tally_held)
+        pthread_cond_wait(&tally_cv, &tally_mu);
+    tally_hold = 0; /* the events flow while the cut is taken and encoded */
+    pthread_cond_broadcast(&tally_cv);
+    pthread_mutex_unlock(&tally_mu);
+    void *buf;
+    size_t len;
+    wf_save_info info;
+    cr_assert_eq(wf_ctx_save_ex(ctx, &buf, &len, &info), 0);
+    cr_assert(info.live, "the run was in flight");
+    wf_value doc, run;
+    cr_assert_eq(wf_value_from_msgpack(buf, len, &doc, NULL, NULL), 0);
+    uint64_t counted = uint_at(doc, "state", "count");
+    cr_assert_eq(wf_value_map_get(doc, "run", &run), 0);
+    uint64_t queued = uint_at(run, "counters", "queued");
+    uint64_t running = uint_at(run, "counters", "in_progress");
+    /*
+     * Every event is counted in the store or still in the run, once; only
+     * one in progress may be both (it runs again on resume: at-least-once).
+     */
+    cr_assert(counted + queued + running >= N && counted + queued <= N,
+              "store %llu, queued %llu, in progress %llu of %d", (unsigned long long)counted,
+              (unsigned long long)queued, (unsigned long long)running, N);
+    wf_value_release(doc);
+    cr_assert_eq(wf_handler_cancel(h), 0);
+    wf_handler_free(h);
+    wf_free(buf);
+    wf_ctx_free(ctx);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}

@@ -11,8 +11,8 @@
  * that remain before anything is allocated, nesting is limited
  * (WF_MSGPACK_MAX_DEPTH), and extension types, non-string map keys and
  * duplicate keys are refused. A bad document gives WF_EFORMAT and, when
- * message is not NULL, a text naming the offset and the problem (caller
- * owns: wf_free); never a crash.
+ * message is not NULL, a text naming the offset (and, in a snapshot's run,
+ * the field) and the problem (caller owns: wf_free); never a crash.
  *
  * Buffers handed out are caller owned: release with wf_free. Any thread.
  */
@@ -74,10 +74,12 @@ typedef struct wf_save_info {
  * Saves a context: a msgpack map with "magic" ("wf-snapshot"), "version",
  * "workflow", "fingerprint", "running", "state" (the store) and, when
  * running, "run" (docs/SNAPSHOT.md). A context whose run is in flight is cut
- * live: the run is held only while its bookkeeping is copied, other runs go
- * on; events in progress at the cut are saved as such and run again on
- * resume (at-least-once). A context whose run was cancelled, or that was
- * loaded from a snapshot of a running context, saves that parked run.
+ * live: the run is held only while its bookkeeping is copied (its events
+ * are retained, not copied; the store is taken at the cut too), then it goes
+ * on while the copy is encoded; other runs never stop. Events in progress
+ * at the cut are saved as such and run again on resume (at-least-once). A
+ * context whose run was cancelled, or that was loaded from a snapshot of a
+ * running context, saves that parked run.
  * Not from a thread of an executor (a step): WF_EBUSY. *buf caller owned
  * (wf_free). Any other thread.
  */
@@ -90,13 +92,18 @@ WF_API int wf_ctx_save_ex(wf_ctx *ctx, void **buf, size_t *len, wf_save_info *in
  * WF_EMISMATCH when it was taken of another workflow definition (unless
  * flags has WF_LOAD_ALLOW_MISMATCH); *message (optional) says why. A
  * snapshot of a running context gives a context holding that run, checked
- * against wf (every step and type is resolved by name now): continue it
+ * against wf (every step and type is resolved by name now, every event's
+ * fields checked; nothing is built until the run is resumed): continue it
  * with wf_run_resume (or wf_run_start with no start event). Version 1
- * snapshots (at rest only) are migrated.
+ * snapshots (at rest only) are migrated. buf is borrowed for the call.
  */
 WF_API int wf_ctx_load(wf_workflow *wf, const void *buf, size_t len, uint32_t flags, wf_ctx **out,
                        char **message);
-/** A JSON rendering of a snapshot (bytes as base64, 64-bit integers exact). Caller owns *json. */
+/**
+ * A JSON rendering of a snapshot (bytes as base64, 64-bit integers exact,
+ * non-finite doubles as null); WF_EFORMAT for a document that is not one.
+ * Caller owns *json (wf_free). The wf-snapshot tool prints it. Any thread.
+ */
 WF_API int wf_snapshot_to_json(const void *buf, size_t len, char **json, char **message);
 
 #ifdef __cplusplus

@@ -2,17 +2,24 @@
  * fuzz_snapshot.c: libFuzzer harness for the snapshot decoder. Every input is
  * fed to the value decoder, the event decoder and wf_ctx_load; none may
  * crash, leak or allocate without bound, and whatever decodes must encode
- * to bytes that decode and encode again to the very same bytes.
+ * to bytes that decode and encode again to the very same bytes. A run that
+ * wf_ctx_load accepts (it only checks the run) must also build, as
+ * wf_run_resume would: the check and the build are held to agreeing.
  *
- * Build and run (scripts/test does this for 30 s):
+ * Build and run (scripts/test does this for 30 s; it links the library's
+ * sources, so the harness reaches the internal wf__run_check_doc):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined ... tests/fuzz/fuzz_snapshot.c
  *   ./fuzz_snapshot -max_total_time=600 tests/fuzz/corpus
+ * The seed corpus holds real snapshots; corpus/run1.msgpack, a running one
+ * using every part of the run map, is written by make_seed.py.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <wf/wf.h>
+
+#include "codec_impl.h"
 
 static wf_workflow *wf;
 
@@ -71,8 +78,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     wf_free(msg);
     msg = NULL;
     wf_ctx *ctx;
-    if (wf_ctx_load(wf, data, size, WF_LOAD_ALLOW_MISMATCH, &ctx, &msg) == 0)
+    if (wf_ctx_load(wf, data, size, WF_LOAD_ALLOW_MISMATCH, &ctx, &msg) == 0) {
+        /* what was parked builds (the run map's bytes, as wf_run_resume reads them) */
+        if (ctx->parked) {
+            char *why = NULL;
+            int rc = wf__run_check_doc(wf, ctx->parked, 0, ctx->parked_len, 1, &why);
+            if (rc != 0 && rc != WF_ENOMEM)
+                abort();
+            wf_free(why);
+        }
+        /* and saves to a document that loads again */
+        void *buf;
+        size_t len;
+        wf_ctx *again;
+        if (wf_ctx_save(ctx, &buf, &len) == 0) {
+            if (wf_ctx_load(wf, buf, len, WF_LOAD_ALLOW_MISMATCH, &again, NULL) != 0)
+                abort();
+            wf_ctx_free(again);
+            wf_free(buf);
+        }
         wf_ctx_free(ctx);
+    }
     wf_free(msg);
     return 0;
 }
