@@ -758,6 +758,33 @@ static void put(fmt *f, const char *s, size_t n)
     f->len += n;
 }
 
+/* Bytes of the well-formed UTF-8 sequence at p[0..n) (RFC 3629: no overlongs, surrogates), or 0. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    size_t k;
+    unsigned lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf)
+        k = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        k = 3;
+        lo = c == 0xe0 ? 0xa0 : 0x80;
+        hi = c == 0xed ? 0x9f : 0xbf;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        k = 4;
+        lo = c == 0xf0 ? 0x90 : 0x80;
+        hi = c == 0xf4 ? 0x8f : 0xbf;
+    } else
+        return 0;
+    if (n < k || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < k; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return k;
+}
+
+/* A JSON string: escapes as RFC 8259 wants; a byte that is not UTF-8 becomes U+FFFD. */
 static void put_json_string(fmt *f, const char *s, size_t n)
 {
     put(f, "\"", 1);
@@ -784,8 +811,16 @@ static void put_json_string(fmt *f, const char *s, size_t n)
             if (c < 0x20) {
                 snprintf(esc, sizeof esc, "\\u%04x", c);
                 put(f, esc, 6);
-            } else {
+            } else if (c < 0x80) {
                 put(f, (const char *)&s[i], 1);
+            } else {
+                size_t k = utf8_seq((const unsigned char *)s + i, n - i);
+                if (k) {
+                    put(f, s + i, k);
+                    i += k - 1;
+                } else {
+                    put(f, "\\ufffd", 6);
+                }
             }
         }
     }

@@ -205,8 +205,8 @@ int wf__rd_check(wf__rd *r)
     const uint8_t *p = r->p;
     size_t len = r->len;
     /* stack of "items still to read" per open container */
-    uint64_t stack[WF_MSGPACK_MAX_DEPTH + 1];
-    uint8_t is_map_key[WF_MSGPACK_MAX_DEPTH + 1];
+    uint64_t stack[WF_MSGPACK_MAX_DEPTH + WF__DOC_DEPTH + 1];
+    uint8_t is_map_key[WF_MSGPACK_MAX_DEPTH + WF__DOC_DEPTH + 1];
     int depth = 0;
     stack[0] = 1;
     is_map_key[0] = 0;
@@ -304,7 +304,7 @@ int wf__rd_check(wf__rd *r)
             /* every item takes at least one byte: a longer claim is a lie */
             if (items > len - o - head)
                 return fail_at(r, o, "container longer than the document");
-            if (depth + 1 > WF_MSGPACK_MAX_DEPTH)
+            if (depth + 1 > WF_MSGPACK_MAX_DEPTH + WF__DOC_DEPTH)
                 return fail_at(r, o, "nested too deeply");
             o += head;
             depth++;
@@ -616,7 +616,9 @@ static int rd_open(wf__rd *r, const void *buf, size_t len, size_t *used, char **
     return 0;
 }
 
-int wf_value_from_msgpack(const void *buf, size_t len, wf_value *out, size_t *used, char **message)
+/* A value whose outer levels may go doc_levels beyond the values' limit (a document's envelope). */
+int wf__value_from_msgpack(const void *buf, size_t len, int doc_levels, wf_value *out, size_t *used,
+                           char **message)
 {
     if (message)
         *message = NULL;
@@ -626,9 +628,14 @@ int wf_value_from_msgpack(const void *buf, size_t len, wf_value *out, size_t *us
         return WF_EINVAL;
     wf__rd r;
     int rc = rd_open(&r, buf, len, used, message);
-    if (rc == 0 && (rc = wf__rd_value(&r, out, 0)) == WF_EFORMAT && message)
+    if (rc == 0 && (rc = wf__rd_value(&r, out, -doc_levels)) == WF_EFORMAT && message)
         *message = wf__rd_message(&r, "malformed msgpack");
     return rc;
+}
+
+int wf_value_from_msgpack(const void *buf, size_t len, wf_value *out, size_t *used, char **message)
+{
+    return wf__value_from_msgpack(buf, len, 0, out, used, message);
 }
 
 int wf_event_from_msgpack(const wf_registry *reg, const void *buf, size_t len, wf_event **out,

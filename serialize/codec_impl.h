@@ -249,6 +249,15 @@ static inline int wf__rd_map(wf__rd *r, uint32_t *n)
  */
 int wf__rd_check(wf__rd *r);
 /*
+ * Levels a document wraps around values: a snapshot's map, its run map, the
+ * task list, a task and its fields before a field's value. Values themselves
+ * are held to WF_MSGPACK_MAX_DEPTH by their reader (wf__rd_value), which the
+ * writer matches; whole-document readers allow this much more.
+ */
+#define WF__DOC_DEPTH 8
+int wf__value_from_msgpack(const void *buf, size_t len, int doc_levels, wf_value *out, size_t *used,
+                           char **message);
+/*
  * Reads one value into *out (caller owns), or only checks it when out is
  * NULL: kinds, bounds, nesting and unique map keys, without allocating a
  * value. WF_EFORMAT (why in r) or WF_ENOMEM.

@@ -254,7 +254,7 @@ int wf_ctx_load(wf_workflow *wf, const void *buf, size_t len, uint32_t flags, wf
     wf_value state = wf_value_nil();
     if (rc == 0) {
         entry(&r, &h, K_STATE);
-        if ((rc = wf__rd_value(&r, &state, 1)) == WF_EFORMAT && message)
+        if ((rc = wf__rd_value(&r, &state, 0)) == WF_EFORMAT && message)
             *message = wf__rd_message(&r, "malformed snapshot: state");
     }
     void *parked = NULL;
@@ -294,7 +294,7 @@ int wf_snapshot_to_json(const void *buf, size_t len, char **json, char **message
         return WF_EINVAL;
     wf_value doc, magic;
     size_t used = 0;
-    int rc = wf_value_from_msgpack(buf, len, &doc, &used, message);
+    int rc = wf__value_from_msgpack(buf, len, WF__DOC_DEPTH, &doc, &used, message);
     if (rc < 0)
         return rc;
     const char *m = NULL;

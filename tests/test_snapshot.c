@@ -840,3 +840,50 @@ Test(snapshot, a_live_snapshot_holds_the_store_as_it_was_at_the_cut, .timeout = 
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+/* The deepest value the store can hold saves, loads and prints; one deeper is refused at save. */
+Test(snapshot, deepest_store_value_round_trips)
+{
+    wf_workflow *wf = hitl_wf();
+    for (int levels = WF_MSGPACK_MAX_DEPTH - 1; levels <= WF_MSGPACK_MAX_DEPTH; levels++) {
+        wf_value v = wf_value_int(7);
+        for (int i = 0; i < levels; i++) {
+            wf_value a;
+            cr_assert_eq(wf_value_array_new(&a, 1), 0);
+            cr_assert_eq(wf_value_array_push(&a, v), 0);
+            v = a;
+        }
+        wf_ctx *ctx;
+        cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+        cr_assert_eq(wf_ctx_set(ctx, "deep", v), 0);
+        void *buf = NULL;
+        size_t len = 0;
+        int rc = wf_ctx_save(ctx, &buf, &len);
+        if (levels == WF_MSGPACK_MAX_DEPTH) {
+            /* the store's map is a level of its own */
+            cr_assert_eq(rc, WF_ERANGE, "refused when written, not when read");
+        } else {
+            cr_assert_eq(rc, 0);
+            wf_ctx *back;
+            char *msg = NULL;
+            cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &back, &msg), 0, "%s", msg ? msg : "");
+            wf_value got;
+            cr_assert_eq(wf_ctx_get(back, "deep", &got), 0);
+            for (int i = 0; i < levels; i++) {
+                wf_value in;
+                cr_assert_eq(wf_value_array_at(got, 0, &in), 0, "level %d", i);
+                got = in;
+            }
+            int64_t x = 0;
+            cr_assert_eq(wf_value_get_int(got, &x), 0);
+            cr_assert_eq(x, 7);
+            char *json = NULL;
+            cr_assert_eq(wf_snapshot_to_json(buf, len, &json, &msg), 0, "%s", msg ? msg : "");
+            wf_free(json);
+            wf_ctx_free(back);
+        }
+        wf_free(buf);
+        wf_ctx_free(ctx);
+    }
+    wf_workflow_free(wf);
+}

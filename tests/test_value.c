@@ -418,3 +418,30 @@ Test(value, out_of_memory_is_reported_and_leaks_nothing)
     atomic_store(&budget, 1 << 30);
     cr_assert_eq(try_build(), 0);
 }
+
+/* Strings render as valid JSON: UTF-8 kept, control bytes escaped, ill-formed bytes U+FFFD. */
+Test(value, format_strings_are_valid_json)
+{
+    struct {
+        const char *in;
+        size_t n;
+        const char *want;
+    } cases[] = {
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14, "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\""},
+        {"a\x01" "b\n", 4, "\"a\\u0001b\\n\""},
+        {"\xff", 1, "\"\\ufffd\""},               /* never a UTF-8 byte */
+        {"\xc3", 1, "\"\\ufffd\""},               /* cut short */
+        {"\xc0\xaf", 2, "\"\\ufffd\\ufffd\""},    /* overlong */
+        {"\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\""}, /* a surrogate */
+        {"x\xf4\x90\x80\x80y", 6, "\"x\\ufffd\\ufffd\\ufffd\\ufffdy\""}, /* past U+10FFFF */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        wf_value v;
+        cr_assert_eq(wf_value_string_n(&v, cases[i].in, cases[i].n), 0);
+        char buf[128];
+        size_t n = wf_value_format(v, buf, sizeof buf);
+        cr_assert_eq(n, strlen(cases[i].want), "case %zu: %s", i, buf);
+        cr_assert_str_eq(buf, cases[i].want, "case %zu", i);
+        wf_value_release(v);
+    }
+}

@@ -151,7 +151,8 @@ WF_API int wf_value_map_remove(wf_value *map, const char *key);
  * Writes a JSON-like rendering of v into buf (at most cap bytes, always
  * NUL-terminated when cap > 0) and returns the length the full rendering
  * needs, like snprintf. Bytes render as base64 strings, non-finite doubles as
- * null. For logs and tests.
+ * null, a string's bytes that are not well-formed UTF-8 as U+FFFD (so the
+ * text is always valid JSON). For logs and tests.
  */
 WF_API size_t wf_value_format(wf_value v, char *buf, size_t cap);
 
