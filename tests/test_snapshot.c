@@ -887,3 +887,97 @@ Test(snapshot, deepest_store_value_round_trips)
     }
     wf_workflow_free(wf);
 }
+
+/* ---- cancelled in the middle of a list fan-out: resumed, every branch joins once ---- */
+
+#define MID_FAN 32
+static atomic_int mid_release, mid_blocked;
+
+static int mid_split(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_event *evs[MID_FAN];
+    for (int i = 0; i < MID_FAN; i++)
+        cr_assert_eq(wf_event_new1(&evs[i], T_WORK, "v", wf_value_int(i + 1)), 0);
+    return wf_ctx_emit_list(ctx, evs, MID_FAN, T_DONE);
+}
+
+static int mid_work(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t v = 0;
+    wf_value_get_int(wf_event_get(in, "v", wf_value_int(0)), &v);
+    if (v <= 2 && !atomic_load(&mid_release)) { /* the first two hold their workers */
+        atomic_fetch_add(&mid_blocked, 1);
+        while (!atomic_load(&mid_release))
+            sched_yield();
+    }
+    return wf_event_new1(out, T_DONE, "v", wf_value_int(v * 10));
+}
+
+static int mid_join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event *const *evs;
+    size_t n;
+    cr_assert_eq(wf_ctx_join_events(ctx, &evs, &n), 0);
+    cr_assert_eq(n, MID_FAN, "every branch joined once");
+    int64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t v = 0;
+        wf_value_get_int(wf_event_get(evs[i], "v", wf_value_int(0)), &v);
+        sum += v;
+    }
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(sum));
+}
+
+Test(snapshot, cancelled_mid_list_fan_out_resumes_exactly, .timeout = 60)
+{
+    atomic_store(&mid_release, 0);
+    atomic_store(&mid_blocked, 0);
+    wf_workflow *wf = new_wf("MidFan");
+    add(wf, "split", mid_split, T_START, T_WORK, NULL, 0);
+    add(wf, "work", mid_work, T_WORK, T_DONE, NULL, 2);
+    const wf_event_type *acc[1] = {T_DONE};
+    const wf_event_type *em[1] = {T_STOP};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = acc;
+    p.n_accepts = 1;
+    p.emits = em;
+    p.n_emits = 1;
+    p.join_list = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "join", mid_join, &p, NULL), 0);
+    wf_executor *ex = exec_n(3);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, s, &h), 0);
+    while (atomic_load(&mid_blocked) < 2) /* both work slots taken, the rest queued */
+        sched_yield();
+    cr_assert_eq(wf_handler_cancel(h), 0);
+    atomic_store(&mid_release, 1);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ECANCELLED);
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_ctx_save(wf_handler_ctx(h), &buf, &len), 0);
+    char *json = json_of(buf, len);
+    cr_assert(strstr(json, "\"in_progress\":2") != NULL, "the two held invocations: %s", json);
+    cr_assert(strstr(json, "\"queued\":30") != NULL, "the other branches queued: %s", json);
+    wf_free(json);
+    wf_handler_free(h);
+
+    wf_ctx *ctx;
+    char *msg = NULL;
+    cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &ctx, &msg), 0, "%s", msg ? msg : "");
+    wf_free(buf);
+    cr_assert_eq(wf_run_resume(ex, wf, ctx, NULL, &h, &msg), 0, "%s", msg ? msg : "");
+    wf_event *res;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    int64_t sum = 0;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &sum), 0);
+    cr_assert_eq(sum, 10 * MID_FAN * (MID_FAN + 1) / 2, "each branch once");
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_ctx_free(ctx);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
