@@ -33,8 +33,9 @@
 #define OBS_RING_SIZE 4096u /* records per thread (64 B each) */
 #define OBS_MAX       16u
 #define OBS_NAME_CACHE 64u /* type names the exporter remembers */
+#define OBS_BATCH_NS  200000LL   /* ns: exporter sleep after a small batch */
 #define OBS_IDLE_MIN  1000000LL  /* ns: exporter sleep when idle, doubling... */
-#define OBS_IDLE_MAX  50000000LL /* ...up to this */
+#define OBS_IDLE_MAX  20000000LL /* ...up to this: the most a record waits when few come */
 
 typedef struct obs_ring {
     _Atomic uint64_t head WF__ALIGNED; /* producer */
@@ -183,9 +184,13 @@ void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r)
     atomic_store_explicit(&rg->head, h + 1, memory_order_release);
     if (outside)
         pthread_mutex_unlock(&o->outside_lock);
-    /* the exporter sleeps: wake it (a wake missed here costs at most its timeout) */
+    /*
+     * The exporter sleeps (until its timeout, at most OBS_IDLE_MAX): wake it
+     * once the ring is half full, not at every record (a wake is a system
+     * call of a few microseconds; a missed one costs at most the timeout).
+     */
     if (WF__UNLIKELY(atomic_load_explicit(&o->sleeping, memory_order_relaxed)) &&
-        atomic_exchange(&o->sleeping, 0))
+        h + 1 - rg->tail_cache >= OBS_RING_SIZE / 2 && atomic_exchange(&o->sleeping, 0))
         futex(&o->sleeping, FUTEX_WAKE_PRIVATE, 1, NULL);
 }
 
@@ -329,19 +334,25 @@ static void *exporter_main(void *arg)
         pthread_cond_broadcast(&o->cond);
         if (stop)
             break;
-        if (n) {
+        if (n >= OBS_RING_SIZE / 4) { /* busy: keep up */
             idle = OBS_IDLE_MIN;
             continue;
         }
         if (o->kick || o->stop)
             continue;
-        /* nothing came: sleep until a producer or a flush wakes us, or the timeout */
+        /*
+         * Little or nothing came: sleep until a ring is half full, a flush
+         * wakes us, or the timeout. Draining right behind a producer would
+         * pull every line of its ring across cores as soon as it is written
+         * (and back for its next lap); in batches the hardware streams them.
+         */
+        int64_t wait = n ? OBS_BATCH_NS : idle;
+        idle = n ? OBS_IDLE_MIN : (idle * 2 > OBS_IDLE_MAX ? OBS_IDLE_MAX : idle * 2);
         atomic_store(&o->sleeping, 1);
         pthread_mutex_unlock(&o->lock);
-        struct timespec ts = {idle / 1000000000LL, idle % 1000000000LL};
+        struct timespec ts = {wait / 1000000000LL, wait % 1000000000LL};
         futex(&o->sleeping, FUTEX_WAIT_PRIVATE, 1, &ts);
         atomic_store(&o->sleeping, 0);
-        idle = idle * 2 > OBS_IDLE_MAX ? OBS_IDLE_MAX : idle * 2;
         pthread_mutex_lock(&o->lock);
     }
     pthread_mutex_unlock(&o->lock);
