@@ -22,6 +22,7 @@
  */
 #include "exec.h"
 
+#include <cpuid.h>
 #include <errno.h>
 #include <linux/futex.h>
 #include <string.h>
@@ -76,12 +77,76 @@ struct wf__obs {
     pthread_t thread;
     int started;
     _Atomic int sleeping; /* futex word: 1 while the exporter sleeps */
+    double ns_per_tick;   /* exporter's: the TSC's rate as measured so far */
 
     /* held workflows */
     pthread_mutex_t wf_lock;
     const wf_workflow **wfs;
     uint32_t nwfs, capwfs;
 };
+
+/* ------------------------------------------------------------- the clock */
+
+int wf__obs_tsc;
+static int64_t tsc_base_ns, tsc_base_ticks;
+static double tsc_ns_per_tick;
+static pthread_once_t tsc_once = PTHREAD_ONCE_INIT;
+
+/*
+ * Once per process: use the TSC if the CPU says it is invariant, with its
+ * rate measured against CLOCK_MONOTONIC over 2 ms (each exporter refines it
+ * over longer spans as it goes).
+ */
+static void tsc_calibrate(void)
+{
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0x80000000u, &a, &b, &c, &d) || a < 0x80000007u)
+        return;
+    __get_cpuid(0x80000007u, &a, &b, &c, &d);
+    if (!(d & (1u << 8))) /* invariant TSC */
+        return;
+    int64_t t0 = wf__now_ns(), c0 = (int64_t)__builtin_ia32_rdtsc();
+    int64_t t1, c1;
+    do {
+        t1 = wf__now_ns();
+        c1 = (int64_t)__builtin_ia32_rdtsc();
+    } while (t1 - t0 < 2000000);
+    if (c1 <= c0)
+        return;
+    tsc_base_ns = t0;
+    tsc_base_ticks = c0;
+    tsc_ns_per_tick = (double)(t1 - t0) / (double)(c1 - c0);
+    wf__obs_tsc = 1;
+#endif
+}
+
+/* The exporter's conversions (rate: its own refinement of tsc_ns_per_tick). */
+static int64_t to_ns(const struct wf__obs *o, int64_t t)
+{
+    if (!wf__obs_tsc)
+        return t;
+    return tsc_base_ns + (int64_t)((double)(t - tsc_base_ticks) * o->ns_per_tick);
+}
+
+static int64_t dur_ns(const struct wf__obs *o, int64_t d)
+{
+    return wf__obs_tsc ? (int64_t)((double)d * o->ns_per_tick) : d;
+}
+
+/* Each round: the rate over everything since the base, once that is more than 100 ms. */
+static void refine(struct wf__obs *o)
+{
+#if defined(__x86_64__)
+    if (!wf__obs_tsc)
+        return;
+    int64_t t = wf__now_ns(), c = (int64_t)__builtin_ia32_rdtsc();
+    if (t - tsc_base_ns > 100000000 && c > tsc_base_ticks)
+        o->ns_per_tick = (double)(t - tsc_base_ns) / (double)(c - tsc_base_ticks);
+#else
+    (void)o;
+#endif
+}
 
 static long futex(_Atomic int *w, int op, int val, const struct timespec *ts)
 {
@@ -144,7 +209,7 @@ void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r)
         return;
     }
     if (r->ts == 0)
-        r->ts = wf__now_ns();
+        r->ts = wf__obs_now();
     wf__slot *sl = wf__tls_slot;
     obs_ring *rg;
     int outside = !(sl && sl->ex == ex);
@@ -227,7 +292,7 @@ static void deliver(struct wf__obs *o, wf__obs_rec *r, uint32_t ring)
     memset(&pub, 0, sizeof pub);
     pub.kind = (wf_obs_kind)r->kind;
     pub.thread = ring == o->nrings - 1 ? WF_OBS_OUTSIDE : ring;
-    pub.ts_ns = r->ts;
+    pub.ts_ns = to_ns(o, r->ts);
     pub.run_id = r->run_id;
     if (r->wf) {
         pub.workflow = r->wf->name;
@@ -242,7 +307,7 @@ static void deliver(struct wf__obs *o, wf__obs_rec *r, uint32_t ring)
     switch (pub.kind) {
     case WF_OBS_RUN_END:
         pub.status = r->attempt;
-        pub.dur_ns = r->dv;
+        pub.dur_ns = dur_ns(o, r->dv);
         break;
     case WF_OBS_STEAL:
         pub.victim = r->attempt;
@@ -252,7 +317,7 @@ static void deliver(struct wf__obs *o, wf__obs_rec *r, uint32_t ring)
     case WF_OBS_WAIT_RESUME:
     case WF_OBS_UNPARK:
         pub.attempt = r->attempt;
-        pub.dur_ns = r->dv;
+        pub.dur_ns = dur_ns(o, r->dv);
         break;
     default:
         pub.attempt = r->attempt;
@@ -327,6 +392,7 @@ static void *exporter_main(void *arg)
         int kicked = o->kick;
         o->kick = 0;
         uint64_t r = ++o->round_started;
+        refine(o);
         uint64_t n = drain(o);
         if (n || kicked)
             flush_observers(o);
@@ -412,9 +478,11 @@ static void obs_destroy(struct wf__obs *o)
 
 static struct wf__obs *obs_create(struct wf_executor *ex)
 {
+    pthread_once(&tsc_once, tsc_calibrate);
     struct wf__obs *o = wf__calloc(1, sizeof *o);
     if (o == NULL)
         return NULL;
+    o->ns_per_tick = tsc_ns_per_tick;
     o->ex = ex;
     o->next_id = 1;
     pthread_mutex_init(&o->outside_lock, NULL);

@@ -475,7 +475,7 @@ static void park(wf__worker *w)
     /* wake_one counted us as spinning */
     if (wf__obs_on(ex, WF_OBS_UNPARK)) {
         wf__obs_rec r = {.kind = WF_OBS_UNPARK, .step = WF__OBS_NO_STEP, .type = WF__OBS_NO_TYPE,
-                         .ts = wf__now_ns()};
+                         .ts = wf__obs_now()};
         r.dv = t0 ? r.ts - t0 : 0;
         wf__obs_write(ex, &r);
     }

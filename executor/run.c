@@ -107,7 +107,7 @@ static void obs_step(wf__run *run, unsigned kind, const wf__task *t, int64_t t0,
                      const char *msg)
 {
     wf__obs_rec r = {0};
-    obs_rec(run, kind, t->step, t->ev->type, kind == WF_OBS_STEP_START ? t0 : wf__now_ns(), &r);
+    obs_rec(run, kind, t->step, t->ev->type, kind == WF_OBS_STEP_START ? t0 : wf__obs_now(), &r);
     if (kind == WF_OBS_STEP_END)
         tls_obs_now = r.ts;
     r.event_id = obs_task_id(t);
@@ -124,7 +124,7 @@ static void obs_step(wf__run *run, unsigned kind, const wf__task *t, int64_t t0,
 static void obs_emit_out(wf__run *run, uint32_t s, const wf_event *out)
 {
     wf__obs_rec r = {0};
-    obs_rec(run, WF_OBS_EVENT_EMIT, s, out->type, tls_obs_now ? tls_obs_now : wf__now_ns(), &r);
+    obs_rec(run, WF_OBS_EVENT_EMIT, s, out->type, tls_obs_now ? tls_obs_now : wf__obs_now(), &r);
     wf__obs_write(run->ex, &r);
 }
 
@@ -974,7 +974,7 @@ static int end_run(wf__run *run, int status, wf_event *result, int code, const c
         for (uint32_t i = 0; step && i < run->nsteps && si == WF__OBS_NO_STEP; i++)
             if (strcmp(run->wf->steps[i]->name, step) == 0)
                 si = i;
-        obs_rec(run, WF_OBS_RUN_END, si, NULL, wf__now_ns(), &r);
+        obs_rec(run, WF_OBS_RUN_END, si, NULL, wf__obs_now(), &r);
         r.attempt = (uint32_t)status;
         r.error = status == WF_RUN_DONE ? 0 : code;
         r.message = status == WF_RUN_DONE ? NULL : obs_strdup(msg);
@@ -1345,7 +1345,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d)
     uint32_t obs = wf__obs_mask(run->ex);
     int64_t obs_t0 = 0;
     if (WF__UNLIKELY(obs)) {
-        obs_t0 = wf__now_ns();
+        obs_t0 = wf__obs_now();
         if (obs & WF_OBS_BIT(WF_OBS_STEP_START))
             obs_step(run, WF_OBS_STEP_START, t, obs_t0, 0, NULL);
     }
@@ -1697,7 +1697,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     *out = run;
     if (wf__obs_on(ex, WF_OBS_RUN_START) || wf__obs_on(ex, WF_OBS_RUN_END)) {
         wf__obs_rec r = {0};
-        obs_rec(run, WF_OBS_RUN_START, WF__OBS_NO_STEP, NULL, wf__now_ns(), &r);
+        obs_rec(run, WF_OBS_RUN_START, WF__OBS_NO_STEP, NULL, wf__obs_now(), &r);
         run->obs_t0 = r.ts;
         if (wf__obs_on(ex, WF_OBS_RUN_START))
             wf__obs_write(ex, &r);
@@ -2377,7 +2377,7 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
         w->got = NULL;
         if (wf__obs_on(run->ex, WF_OBS_WAIT_RESUME)) {
             wf__obs_rec r = {0};
-            obs_rec(run, WF_OBS_WAIT_RESUME, step, w->type, wf__now_ns(), &r);
+            obs_rec(run, WF_OBS_WAIT_RESUME, step, w->type, wf__obs_now(), &r);
             r.event_id = (uint64_t)(uintptr_t)w;
             r.error = rc;
             r.dv = w->obs_t0 ? r.ts - w->obs_t0 : 0;
@@ -2438,7 +2438,7 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
     atomic_fetch_add(&run->nwaiting, 1);
     if (wf__obs_on(run->ex, WF_OBS_WAIT_SUSPEND)) {
         wf__obs_rec r = {0};
-        obs_rec(run, WF_OBS_WAIT_SUSPEND, step, type, wf__now_ns(), &r);
+        obs_rec(run, WF_OBS_WAIT_SUSPEND, step, type, wf__obs_now(), &r);
         r.event_id = (uint64_t)(uintptr_t)w;
         w->obs_t0 = r.ts;
         wf__obs_write(run->ex, &r);
@@ -2942,7 +2942,7 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
         branch_add(g, i);
     wf__group *saved_g = tls_group;
     uint32_t saved_b = tls_branch;
-    int64_t obs_now = wf__obs_on(run->ex, WF_OBS_EVENT_EMIT) ? wf__now_ns() : 0;
+    int64_t obs_now = wf__obs_on(run->ex, WF_OBS_EVENT_EMIT) ? wf__obs_now() : 0;
     for (uint32_t i = 0; i < n; i++) {
         wf_event_freeze(evs[i]);
         if (obs_now) {
