@@ -105,6 +105,7 @@ typedef struct ptrmap {
     const void **keys;
     uint32_t *vals;
     uint32_t cap;
+    uint32_t n;
 } ptrmap;
 
 static int ptrmap_init(ptrmap *m, uint32_t n)
@@ -112,6 +113,7 @@ static int ptrmap_init(ptrmap *m, uint32_t n)
     m->cap = 16;
     while (m->cap < n * 2)
         m->cap *= 2;
+    m->n = 0;
     m->keys = wf__calloc(m->cap, sizeof *m->keys);
     m->vals = wf__calloc(m->cap, sizeof *m->vals);
     return m->keys && m->vals ? 0 : WF_ENOMEM;
@@ -134,8 +136,27 @@ static uint32_t ptr_slot(const ptrmap *m, const void *p)
 static void ptrmap_put(ptrmap *m, const void *p, uint32_t v)
 {
     uint32_t h = ptr_slot(m, p);
+    m->n += m->keys[h] == NULL;
     m->keys[h] = p;
     m->vals[h] = v;
+}
+
+/* Doubles the table when it would be more than half full. */
+static int ptrmap_reserve(ptrmap *m)
+{
+    if ((m->n + 1) * 2 <= m->cap)
+        return 0;
+    ptrmap o = *m;
+    if (ptrmap_init(m, o.cap) < 0) {
+        ptrmap_free(m);
+        *m = o;
+        return WF_ENOMEM;
+    }
+    for (uint32_t i = 0; i < o.cap; i++)
+        if (o.keys[i])
+            ptrmap_put(m, o.keys[i], o.vals[i]);
+    ptrmap_free(&o);
+    return 0;
 }
 
 static int64_t ptrmap_get(const ptrmap *m, const void *p)
@@ -156,6 +177,8 @@ typedef struct enc {
     const wf_event_type **types;
     uint32_t ntypes;
     ptrmap groups;
+    const wf__group **garr; /* the groups in index order */
+    uint32_t ngarr, capgarr;
     uint64_t queued, in_progress;
     wf__task *const *inprog; /* by slot: the task in progress (balanced()) */
 } enc;
@@ -329,11 +352,69 @@ static void pack_step_tasks(enc *e, uint32_t s)
                 pack_task(e, t, 0);
 }
 
-static void pack_groups(enc *e, uint32_t ng)
+/*
+ * A group lives as long as a task or a nested group refers to it (run.c), so
+ * the groups of the cut are those the cut's tasks refer to, and their
+ * ancestors: each gets an index on first sight.
+ */
+static void gather_group(enc *e, const wf__group *g)
+{
+    while (g && e->rc == 0 && ptrmap_get(&e->groups, g) < 0) {
+        if (e->ngarr == e->capgarr) {
+            uint32_t cap = e->capgarr ? e->capgarr * 2 : 16;
+            const wf__group **a = wf__realloc((void *)e->garr, cap * sizeof *a);
+            if (a == NULL) {
+                enc_fail(e, WF_ENOMEM);
+                return;
+            }
+            e->garr = a;
+            e->capgarr = cap;
+        }
+        if (ptrmap_reserve(&e->groups) < 0) {
+            enc_fail(e, WF_ENOMEM);
+            return;
+        }
+        ptrmap_put(&e->groups, g, e->ngarr);
+        e->garr[e->ngarr++] = g;
+        g = g->parent;
+    }
+}
+
+static void gather_chain(enc *e, const wf__task *t)
+{
+    for (; t; t = t->chain)
+        gather_group(e, t->u.group);
+}
+
+static void gather_groups(enc *e)
 {
     wf__run *run = e->run;
-    PK(msgpack_pack_array(&e->pk, ng));
-    for (wf__group *g = run->groups; g; g = g->next_in_run) {
+    for (uint32_t i = 0; i < nslots(run->ex); i++)
+        gather_chain(e, e->inprog[i]);
+    for (wf__task *h = run->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed))
+        gather_chain(e, h);
+    for (wf_completion *c = run->pending; c; c = c->next)
+        if (c->task)
+            gather_group(e, c->task->u.group);
+    for (uint32_t s = 0; s < run->nsteps; s++) {
+        wf__pendq *q = atomic_load_explicit(&run->steps[s].pendq, memory_order_acquire);
+        if (q)
+            for (wf__task *t = q->head; t; t = atomic_load_explicit(&t->next, memory_order_acquire))
+                if (t != &q->stub)
+                    gather_group(e, t->u.group);
+    }
+    for (wf__retry_timer *rt = run->retries; rt; rt = rt->next)
+        gather_group(e, rt->t->u.group);
+    for (wf__waiter *w = run->waiters; w; w = w->next)
+        if (!w->orphan && w->task)
+            gather_group(e, w->task->u.group);
+}
+
+static void pack_groups(enc *e)
+{
+    PK(msgpack_pack_array(&e->pk, e->ngarr));
+    for (uint32_t gi = 0; gi < e->ngarr; gi++) {
+        const wf__group *g = e->garr[gi];
         /* [parent, parent_branch, join step, collect type, origin, lineage, resolved, results] */
         PK(msgpack_pack_array(&e->pk, 8));
         int64_t p = ptrmap_get(&e->groups, g->parent);
@@ -453,16 +534,10 @@ static int encode_run(wf__run *run, wf__task *const *inprog, void **bytes, size_
     e->ntypes_reg = atomic_load(&run->wf->reg->n);
     e->type_idx = wf__calloc(e->ntypes_reg ? e->ntypes_reg : 1, sizeof *e->type_idx);
     e->types = wf__calloc(e->ntypes_reg ? e->ntypes_reg : 1, sizeof *e->types);
-    uint32_t ng = 0;
-    for (wf__group *g = run->groups; g; g = g->next_in_run)
-        ng++;
-    if (e->type_idx == NULL || e->types == NULL || ptrmap_init(&e->groups, ng) < 0)
+    if (e->type_idx == NULL || e->types == NULL || ptrmap_init(&e->groups, 8) < 0)
         enc_fail(e, WF_ENOMEM);
-    if (e->rc == 0) {
-        uint32_t i = 0;
-        for (wf__group *g = run->groups; g; g = g->next_in_run)
-            ptrmap_put(&e->groups, g, i++);
-    }
+    if (e->rc == 0)
+        gather_groups(e);
     int64_t now = wf__now_ns();
     if (e->rc == 0) {
         PK(msgpack_pack_str(&e->pk, 5) || msgpack_pack_str_body(&e->pk, "tasks", 5));
@@ -479,7 +554,7 @@ static int encode_run(wf__run *run, wf__task *const *inprog, void **bytes, size_
         pack_str(e, "buffers");
         pack_buffers(e);
         pack_str(e, "groups");
-        pack_groups(e, ng);
+        pack_groups(e);
         pack_str(e, "counters");
         PK(msgpack_pack_map(&e->pk, 4));
         pack_str(e, "queued");
@@ -519,6 +594,7 @@ static int encode_run(wf__run *run, wf__task *const *inprog, void **bytes, size_
     wf__free_mem(e->type_idx);
     wf__free_mem((void *)e->types);
     ptrmap_free(&e->groups);
+    wf__free_mem((void *)e->garr);
     return wf__buf_finish(&e->buf, e->rc, bytes, len);
 }
 
@@ -659,6 +735,8 @@ typedef struct dec {
     uint32_t nsteps;
     wf__group **groups;
     uint32_t ngroups;
+    uint32_t *drops; /* (group, branch) pairs that drop out when attached */
+    uint32_t ndrops;
     wf__task **tasks; /* in order */
     uint32_t ntasks;
     wf__waiter *waiters;
@@ -851,6 +929,7 @@ static void dec_free(dec *d)
     if (d->ngroups)
         wf__groups_free(d->groups[0]); /* linked in order through next_in_run */
     wf__free_mem(d->groups);
+    wf__free_mem(d->drops);
     wf__free_mem(d->steps);
     wf__free_mem((void *)d->types);
 }
@@ -924,18 +1003,12 @@ static int dec_groups(dec *d, const msgpack_object *m)
         uint32_t n = o->via.array.ptr[6].via.bin.size;
         if (n > UINT32_MAX / 2)
             return bad(d, "groups", "too many branches");
-        wf__group *g = wf__calloc(1, sizeof *g);
+        wf__group *g = wf__group_new(n);
         if (g == NULL)
             return WF_ENOMEM;
         if (i > 0)
             d->groups[i - 1]->next_in_run = g;
         d->groups[i] = g;
-        g->outstanding = wf__calloc(n ? n : 1, sizeof *g->outstanding);
-        g->resolved = wf__calloc(n ? n : 1, sizeof *g->resolved);
-        g->result = wf__calloc(n ? n : 1, sizeof *g->result);
-        if (g->outstanding == NULL || g->resolved == NULL || g->result == NULL)
-            return WF_ENOMEM; /* g->n stays 0: freeing it reads no branch */
-        g->n = n;
     }
     for (uint32_t i = 0; i < d->ngroups; i++) {
         const msgpack_object *a = ga->via.array.ptr[i].via.array.ptr;
@@ -1131,6 +1204,34 @@ static int dec_run(dec *d, const msgpack_object *m)
             return rc;
         d->ntasks++;
     }
+    /*
+     * Every unit is in now. A group is freed when its last open branch closes
+     * (run.c): open are the branches something refers to, and the unresolved
+     * ones with nothing left, which get a unit here and drop out when
+     * attached (as they would have); one hold per group keeps it until then.
+     */
+    uint32_t ndrops = 0;
+    for (uint32_t i = 0; i < d->ngroups; i++)
+        for (uint32_t b = 0; b < d->groups[i]->n; b++)
+            ndrops += atomic_load(&d->groups[i]->resolved[b]) == 0 &&
+                      atomic_load(&d->groups[i]->outstanding[b]) == 0;
+    d->drops = wf__malloc((ndrops ? ndrops : 1) * 2 * sizeof *d->drops);
+    if (d->drops == NULL)
+        return WF_ENOMEM;
+    for (uint32_t i = 0; i < d->ngroups; i++) {
+        wf__group *g = d->groups[i];
+        uint32_t open = 1;
+        for (uint32_t b = 0; b < g->n; b++) {
+            if (atomic_load(&g->resolved[b]) == 0 && atomic_load(&g->outstanding[b]) == 0) {
+                wf__branch_add(g, b);
+                d->drops[2 * d->ndrops] = i;
+                d->drops[2 * d->ndrops + 1] = b;
+                d->ndrops++;
+            }
+            open += atomic_load(&g->outstanding[b]) > 0;
+        }
+        atomic_store(&g->open, open);
+    }
     const msgpack_object *c = wf__msgpack_get(m, "counters");
     if (c && c->type == MSGPACK_OBJECT_MAP) {
         const msgpack_object *v;
@@ -1149,8 +1250,6 @@ static void attach(dec *d, wf__run *run)
     atomic_store(&run->dropped, d->dropped);
     atomic_store(&run->unhandled, d->unhandled);
     pthread_mutex_lock(&run->collect_lock);
-    if (d->ngroups)
-        run->groups = d->groups[0]; /* a new run has none yet */
     run->collect = d->collect;
     d->collect = NULL;
     run->waiters = d->waiters;
@@ -1208,17 +1307,12 @@ static void attach(dec *d, wf__run *run)
             wf__end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL, "out of memory resuming");
     }
     d->ntasks = 0;
-    /* branches with nothing left drop out (as they would have) */
-    for (uint32_t i = 0; i < d->ngroups; i++) {
-        wf__group *g = d->groups[i];
-        for (uint32_t b = 0; b < g->n; b++) {
-            if (atomic_load(&g->resolved[b]) == 0 && atomic_load(&g->outstanding[b]) == 0) {
-                wf__branch_add(g, b);
-                wf__branch_done(run, g, b);
-            }
-        }
-    }
-    d->ngroups = 0; /* the run owns them */
+    /* branches with nothing left drop out (as they would have); then the holds go */
+    for (uint32_t k = 0; k < d->ndrops; k++)
+        wf__branch_done(run, d->groups[d->drops[2 * k]], d->drops[2 * k + 1]);
+    for (uint32_t i = 0; i < d->ngroups; i++)
+        wf__group_close(d->groups[i]);
+    d->ngroups = 0; /* the run's tasks own them */
     wf__outside_exit(run, o);
 }
 

@@ -97,17 +97,45 @@ static void waiters_free(wf__waiter *w)
     }
 }
 
+wf__group *wf__group_new(uint32_t n)
+{
+    /* the group, then result[n], outstanding[n], resolved[n]: one cached block for small n */
+    size_t size = sizeof(wf__group) + (size_t)n * (sizeof(wf_event *) + sizeof(_Atomic uint32_t) +
+                                                   sizeof(_Atomic int));
+    uint8_t cls;
+    wf__group *g = wf__cache_alloc(size, &cls);
+    if (g == NULL)
+        return NULL;
+    memset(g, 0, size);
+    g->cls = cls;
+    g->n = n;
+    g->result = (wf_event **)(g + 1);
+    g->outstanding = (_Atomic uint32_t *)(g->result + n);
+    g->resolved = (_Atomic int *)(g->outstanding + n);
+    atomic_init(&g->open, n);
+    return g;
+}
+
+static void group_free(wf__group *g)
+{
+    for (uint32_t i = 0; i < g->n; i++)
+        wf_event_release(g->result[i]);
+    wf_event_release(g->origin);
+    wf__cache_free(g, g->cls);
+}
+
+/* A branch closed (or a hold went): the last one frees the group. */
+static inline void group_close(wf__group *g)
+{
+    if (atomic_fetch_sub_explicit(&g->open, 1, memory_order_acq_rel) == 1)
+        group_free(g);
+}
+
 void wf__groups_free(wf__group *g)
 {
     while (g) {
         wf__group *nx = g->next_in_run;
-        for (uint32_t i = 0; i < g->n; i++)
-            wf_event_release(g->result[i]);
-        wf_event_release(g->origin);
-        wf__free_mem(g->outstanding);
-        wf__free_mem((void *)g->resolved);
-        wf__free_mem(g->result);
-        wf__free_mem(g);
+        group_free(g);
         g = nx;
     }
 }
@@ -117,7 +145,6 @@ static void run_free(wf__run *run)
     /* waiters' tasks may belong to fan-out branches: free them before the groups */
     waiters_free(run->waiters);
     wf__collect_free(run->collect);
-    wf__groups_free(run->groups);
     pthread_mutex_destroy(&run->collect_lock);
     pthread_mutex_destroy(&run->snap_lock);
     pthread_mutex_destroy(&run->snap_mu);
@@ -267,7 +294,8 @@ static void drop_task(wf__task *t)
         wf__retry_info *ri = t->arg;
         for (uint32_t i = 0; i < ri->ntuple; i++)
             wf_event_release(ri->tuple[i]);
-        wf__free_mem(ri->tuple);
+        if (!ri->tuple_inline)
+            wf__free_mem(ri->tuple);
         wf__free_mem(ri->last_msg);
         wf__free_mem(ri);
     }
@@ -2635,6 +2663,8 @@ static void branch_done(wf__run *run, wf__group *g, uint32_t b)
     if (atomic_compare_exchange_strong(&g->resolved[b], &expected, 2) &&
         atomic_fetch_sub(&g->unresolved, 1) == 1)
         group_fire(run, g);
+    /* after the join fired: whoever closes the last branch frees the group */
+    group_close(g);
 }
 
 /* Every branch resolved: the join step runs once, in the parent's branch. */
@@ -2645,17 +2675,18 @@ static void group_fire(wf__run *run, wf__group *g)
     uint32_t m = 0;
     for (uint32_t i = 0; i < g->n; i++)
         m += g->result[i] != NULL;
-    wf__retry_info *ri = wf__calloc(1, sizeof *ri);
-    wf_event **list = wf__malloc((m ? m : 1) * sizeof *list);
+    /* the joined list lives in the side record's block */
+    wf__retry_info *ri = wf__malloc(sizeof *ri + (m ? m : 1) * sizeof(wf_event *));
     wf__task *t = wf__task_alloc();
-    if (ri == NULL || list == NULL || t == NULL) {
+    if (ri == NULL || t == NULL) {
         wf__free_mem(ri);
-        wf__free_mem(list);
         wf__task_free(t);
         end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, run->wf->steps[g->join_step]->name,
                 "out of memory joining a list fan-out");
         goto done;
     }
+    memset(ri, 0, sizeof *ri);
+    wf_event **list = (wf_event **)(ri + 1);
     m = 0;
     for (uint32_t i = 0; i < g->n; i++) {
         if (g->result[i]) {
@@ -2664,6 +2695,7 @@ static void group_fire(wf__run *run, wf__group *g)
         }
     }
     ri->tuple = list;
+    ri->tuple_inline = 1;
     ri->ntuple = m;
     ri->joined = 1;
     t->kind = WF__TASK_INVOKE;
@@ -2706,23 +2738,8 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
             rc = WF_ERANGE;
     }
     wf__group *g = NULL;
-    if (rc == 0) {
-        g = wf__calloc(1, sizeof *g);
-        if (g) {
-            g->outstanding = wf__calloc(n ? n : 1, sizeof *g->outstanding);
-            g->resolved = wf__calloc(n ? n : 1, sizeof *g->resolved);
-            g->result = wf__calloc(n ? n : 1, sizeof *g->result);
-        }
-        if (g == NULL || g->outstanding == NULL || g->resolved == NULL || g->result == NULL) {
-            if (g) {
-                wf__free_mem(g->outstanding);
-                wf__free_mem((void *)g->resolved);
-                wf__free_mem(g->result);
-                wf__free_mem(g);
-            }
-            rc = WF_ENOMEM;
-        }
-    }
+    if (rc == 0 && (g = wf__group_new((uint32_t)n)) == NULL)
+        rc = WF_ENOMEM;
     if (rc < 0) {
         for (size_t i = 0; evs && i < n; i++)
             wf_event_release(evs[i]);
@@ -2736,24 +2753,21 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
     g->collect = collect;
     g->origin = wf_event_retain(inv->task->ev);
     g->lineage = inv->task->flags;
-    g->n = (uint32_t)n;
     atomic_init(&g->unresolved, (uint32_t)n);
     if (g->parent)
         branch_add(g->parent, g->parent_branch); /* the parent branch waits for this join */
-    pthread_mutex_lock(&run->collect_lock);
-    g->next_in_run = run->groups;
-    run->groups = g;
-    pthread_mutex_unlock(&run->collect_lock);
     if (n == 0) {
         group_fire(run, g); /* [] joins with [] at once */
+        group_free(g);      /* no branch ever refers to it */
         return 0;
     }
     /*
      * Each branch starts with one unit held here, so none can finish (and
-     * drop out) before all are delivered; the units go when the loop is done.
+     * drop out, or free the group) before all are delivered; the units go
+     * when the loop is done.
      */
     for (uint32_t i = 0; i < n; i++)
-        branch_add(g, i);
+        atomic_init(&g->outstanding[i], 1);
     wf__group *saved_g = tls_group;
     uint32_t saved_b = tls_branch;
     for (uint32_t i = 0; i < n; i++) {
@@ -2764,6 +2778,7 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
     }
     tls_group = saved_g;
     tls_branch = saved_b;
+    /* the last of these may free g */
     for (uint32_t i = 0; i < n; i++)
         branch_done(run, g, i);
     return 0;
@@ -2805,6 +2820,11 @@ void wf__branch_add(wf__group *g, uint32_t b)
 void wf__branch_done(wf__run *run, wf__group *g, uint32_t b)
 {
     branch_done(run, g, b);
+}
+
+void wf__group_close(wf__group *g)
+{
+    group_close(g);
 }
 
 wf__cq *wf__cq_find(wf__collect *c, const wf_event_type *t, int create)

@@ -21,7 +21,8 @@ typedef struct wf__retry_info {
     char *last_msg;
     wf_event **tuple; /* a join step's set of events (owned), or NULL */
     uint32_t ntuple;
-    int joined; /* a join's set (possibly empty) is there */
+    int joined;       /* a join's set (possibly empty) is there */
+    int tuple_inline; /* tuple points into this block (not freed on its own) */
 } wf__retry_info;
 
 /* A retry waiting for its not-before time: the task and its timer. */
@@ -105,20 +106,28 @@ struct wf_completion {
 /*
  * A list fan-out: n branches whose tasks carry (group, branch) in task->u.group
  * and task->pad. outstanding[b] counts the live tasks of branch b (plus one
- * per nested group of it); resolved[b] goes 0 -> 1 (result found) or 0 -> 2
- * (dropped out) once; when unresolved reaches 0 the join step runs. Groups
- * live until the run is freed (run->groups, under the coordination lock).
+ * per nested group of it, plus the emitter's unit while it delivers);
+ * resolved[b] goes 0 -> 1 (result found) or 0 -> 2 (dropped out) once; when
+ * unresolved reaches 0 the join step runs. Once outstanding[b] is 0 it never
+ * rises again (only a holder of a unit adds one), so a branch "closes" once;
+ * open counts the branches not closed yet (plus the decoder's hold while a
+ * resumed run is attached), and whoever brings it to 0 frees the group: no
+ * task refers to it any more and its join has fired. So a group lives as long
+ * as its branches, not as long as the run, and nothing run-wide is touched.
+ * One block holds the group and its three arrays (wf__group_new).
  */
 typedef struct wf__group {
-    struct wf__group *next_in_run;
-    struct wf__group *parent; /* nested fan-out: the branch it belongs to */
+    struct wf__group *next_in_run; /* a decoded run's groups before attach (live.c) */
+    struct wf__group *parent;      /* nested fan-out: the branch it belongs to */
     uint32_t parent_branch;
     uint32_t join_step;
     const wf_event_type *collect;
     wf_event *origin;
     uint16_t lineage;
+    uint8_t cls; /* its block's cache class */
     uint32_t n;
     _Atomic uint32_t unresolved;
+    _Atomic uint32_t open;
     _Atomic uint32_t *outstanding;
     _Atomic int *resolved;
     wf_event **result;
@@ -169,7 +178,6 @@ typedef struct wf__run {
     wf__collect *collect;
     wf__waiter *waiters;
     wf_completion *pending;    /* async invocations waiting for completion */
-    wf__group *groups;         /* list fan-outs of this run */
     _Atomic uint32_t nwaiting; /* waiters in W_WAITING: emit looks only when nonzero */
 
     /*
@@ -236,9 +244,17 @@ void wf__waiter_fire(wf__timer *tm, void *arg);
 void wf__engine_ref(wf__run *run);
 void wf__run_release(wf__run *run);
 void wf__engine_unref(wf__run *run);
-/* Frees a list of collect buffers / of fan-out groups (through next_in_run). */
+/* Frees a list of collect buffers. */
 void wf__collect_free(wf__collect *c);
+/*
+ * A group of n branches in one block, zeroed, open = n (NULL: out of
+ * memory); wf__groups_free frees a list of groups no task refers to
+ * (through next_in_run: a decoded run's, when it is not attached).
+ */
+wf__group *wf__group_new(uint32_t n);
 void wf__groups_free(wf__group *g);
+/* Gives up one of g->open (a closed branch, or a hold): the last frees g. */
+void wf__group_close(wf__group *g);
 /* The checks common to starting and resuming a run (freezes and validates wf). */
 int wf__run_params_check(wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params,
                          char **message);
