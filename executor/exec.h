@@ -155,7 +155,7 @@ typedef struct wf__slot {
 #define WF__SLOT_DIRTY ((uintptr_t)1)
 
 /* The calling thread's slot, or NULL (a thread outside the executor). */
-extern _Thread_local wf__slot *wf__tls_slot;
+extern WF__TLS wf__slot *wf__tls_slot;
 
 /*
  * The asymmetric fence of live snapshots: a task runner stores its slot and

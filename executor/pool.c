@@ -24,8 +24,8 @@
 #define INJECT_SIZE   65536 /* ring slots; overflow goes to a locked list */
 #define FAIRNESS_TICK 61    /* every N tasks, look at the injection queue and our deque's top */
 
-static _Thread_local wf__worker *tls_worker;
-_Thread_local wf__slot *wf__tls_slot;
+static WF__TLS wf__worker *tls_worker;
+WF__TLS wf__slot *wf__tls_slot;
 
 /* ------------------------------------------------------ asymmetric fences */
 

@@ -31,15 +31,15 @@
 #include <time.h>
 #include <unistd.h>
 
-static _Thread_local wf__inv *tls_inv;
+static WF__TLS wf__inv *tls_inv;
 /*
  * The lineage of what the calling thread routes now: how many error-handler
  * recoveries the emitting invocation's input descends from (task->flags).
  */
-static _Thread_local uint16_t tls_lineage;
+static WF__TLS uint16_t tls_lineage;
 /* The list fan-out branch of what the calling thread routes now (task->u.group, ->pad). */
-static _Thread_local wf__group *tls_group;
-static _Thread_local uint32_t tls_branch;
+static WF__TLS wf__group *tls_group;
+static WF__TLS uint32_t tls_branch;
 
 static void branch_add(wf__group *g, uint32_t b);
 static void branch_done(wf__run *run, wf__group *g, uint32_t b);

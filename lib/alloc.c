@@ -186,7 +186,7 @@ typedef struct tcache {
     int registered;
 } tcache;
 
-static _Thread_local tcache tc;
+static WF__TLS tcache tc;
 static pthread_key_t tc_key;
 static pthread_once_t tc_once = PTHREAD_ONCE_INIT;
 
