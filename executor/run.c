@@ -1118,6 +1118,25 @@ static void defer_done(deferred *d)
     }
 }
 
+/*
+ * Events a step sends are routed in batches of SEND_BATCH while it runs, so
+ * that a step sending many (a fan-out) has its receivers start at once
+ * instead of holding every event until it returns. Not for steps with a
+ * retry policy or an error handler: a failed attempt's emissions are dropped
+ * (SEMANTICS.md), so theirs wait for the outcome.
+ */
+#define SEND_BATCH 64
+
+static void inv_flush_sent(wf__inv *inv)
+{
+    wf__run *run = inv->run;
+    slot_dirty(run); /* visible effects: a live snapshot waits for the task's end */
+    if (inv->defer)
+        defer_flush(run, inv->defer); /* earlier invocations of the batch come first */
+    emit_sent(run, inv->sent, inv->targets, inv->nsent);
+    inv->nsent = 0;
+}
+
 /* Routes an invocation's emissions now, or holds them in d (when not NULL). */
 static void route_emissions(wf__run *run, wf_event *out, wf__inv *inv, deferred *d)
 {
@@ -1227,6 +1246,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d)
     inv.errmsg = NULL;
     inv.suspended = 0;
     inv.token = NULL;
+    inv.defer = d;
     wf__inv *prev = tls_inv;
     tls_inv = &inv;
     wf_event *out = NULL;
@@ -1975,6 +1995,8 @@ int wf_ctx_send_event(wf_ctx *ctx, wf_event *ev, const char *target)
     inv->sent[inv->nsent] = ev;
     inv->targets[inv->nsent] = idx;
     inv->nsent++;
+    if (WF__UNLIKELY(inv->nsent >= SEND_BATCH) && !inv->step->needs_clock)
+        inv_flush_sent(inv);
     return 0;
 }
 
