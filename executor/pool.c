@@ -70,14 +70,14 @@ wf__worker *wf__current_worker(void)
 
 wf__task *wf__task_alloc(void)
 {
-    uint8_t cls;
-    wf__task *t = wf__cache_alloc(sizeof *t, &cls);
+    _Static_assert(sizeof(wf__task) <= 64, "a task fits its class");
+    wf__task *t = wf__cache_alloc_cls(WF__CLS_TASK);
     if (t) {
         atomic_init(&t->next, NULL);
         t->chain = NULL;
         t->u.group = NULL;
         t->pad = 0; /* INVOKE: the branch */
-        t->cls = cls;
+        t->cls = WF__CLS_TASK;
         t->flags = 0;
         t->attempt = 1;
     }

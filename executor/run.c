@@ -678,7 +678,7 @@ static void emit(wf__run *run, wf_event *ev, int32_t target)
             return;
         }
     }
-    int input_required = wf_event_type_is(t, run->wf->reg->types[WF_INPUT_REQUIRED_EVENT]);
+    int input_required = t->is_input;
     if (WF__UNLIKELY(input_required))
         stream_push(run, wf_event_retain(ev));
     uint32_t excluded[16];
@@ -756,8 +756,7 @@ static void emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint
             j = n + 1; /* waiters look at every event: no batches now */
         for (; j < n; j++) {
             const wf_event_type *t = evs[j]->type;
-            if (t->reg != run->wf->reg || t->is_stop ||
-                wf_event_type_is(t, run->wf->reg->types[WF_INPUT_REQUIRED_EVENT]))
+            if (t->reg != run->wf->reg || t->is_stop || t->is_input)
                 break;
             int32_t d = targets[j];
             if (d < 0) {

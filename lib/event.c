@@ -44,6 +44,7 @@ static int add_locked(wf_registry *reg, const char *name, const wf_event_type *p
     t->id = n;
     t->depth = parent ? parent->depth + 1 : 0;
     t->is_stop = parent ? parent->is_stop : 0;
+    t->is_input = parent ? parent->is_input : 0;
     reg->types[n] = t;
     atomic_store_explicit(&reg->n, n + 1, memory_order_release);
     *out = t;
@@ -81,6 +82,8 @@ int wf_registry_new(wf_registry **out)
         }
         if (i == WF_STOP_EVENT)
             ((wf_event_type *)t)->is_stop = 1;
+        if (i == WF_INPUT_REQUIRED_EVENT)
+            ((wf_event_type *)t)->is_input = 1;
     }
     *out = reg;
     return 0;
@@ -218,19 +221,20 @@ static wf_event *ev_alloc(const wf_event_type *type, uint32_t cap)
 static void field_clear(wf__field *f)
 {
     if (f->klen >= WF__KEY_INLINE)
-        wf__free_mem(f->key.heap);
+        wf__free_mem(wf__field_heap_key(f));
     wf_value_release(f->val);
 }
 
 static int field_init(wf__field *f, const char *key, size_t klen, wf_value val)
 {
     if (klen < WF__KEY_INLINE) {
-        memcpy(f->key.inl, key, klen);
-        f->key.inl[klen] = 0;
+        memcpy(f->key, key, klen);
+        f->key[klen] = 0;
     } else {
-        f->key.heap = wf__strndup(key, klen);
-        if (f->key.heap == NULL)
+        char *heap = wf__strndup(key, klen);
+        if (heap == NULL)
             return WF_ENOMEM;
+        memcpy(f->key, &heap, sizeof heap);
     }
     f->klen = (uint32_t)klen;
     f->val = val;
@@ -247,6 +251,27 @@ static wf__field *find_field(const wf_event *ev, const char *key, size_t klen)
     return NULL;
 }
 
+/*
+ * The field named by the NUL-terminated key: the lookup of every step's
+ * input, so no strlen or memcmp call. An inline key is NUL-terminated
+ * within its 12 bytes, so comparing up to the NUL decides it.
+ */
+static wf__field *find_field_str(const wf_event *ev, const char *key)
+{
+    for (uint32_t i = 0; i < ev->nfields; i++) {
+        wf__field *f = &ev->fields[i];
+        if (WF__UNLIKELY(f->klen >= WF__KEY_INLINE)) {
+            if (strcmp(wf__field_heap_key(f), key) == 0)
+                return f;
+            continue;
+        }
+        for (uint32_t k = 0; f->key[k] == key[k]; k++)
+            if (key[k] == 0)
+                return f;
+    }
+    return NULL;
+}
+
 /* Adds or replaces a field; takes val (released on failure). */
 static int ev_set(wf_event *ev, const char *key, wf_value val)
 {
@@ -255,7 +280,7 @@ static int ev_set(wf_event *ev, const char *key, wf_value val)
         wf_value_release(val);
         return WF_EINVAL;
     }
-    wf__field *f = find_field(ev, key, klen);
+    wf__field *f = ev->nfields ? find_field(ev, key, klen) : NULL;
     if (f) {
         wf_value_release(f->val);
         f->val = val;
@@ -410,7 +435,12 @@ void wf_event_release(wf_event *ev)
 {
     if (ev == NULL)
         return;
-    if (atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) != 1)
+    /*
+     * The sole owner (the usual case: one step's input) frees without a
+     * read-modify-write: with one reference, nobody else can take another.
+     */
+    if (atomic_load_explicit(&ev->refs, memory_order_acquire) != 1 &&
+        atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) != 1)
         return;
     for (uint32_t i = 0; i < ev->nfields; i++)
         field_clear(&ev->fields[i]);
@@ -433,7 +463,7 @@ wf_value wf_event_get(const wf_event *ev, const char *key, wf_value dflt)
 {
     if (ev == NULL || key == NULL)
         return dflt;
-    wf__field *f = find_field(ev, key, strlen(key));
+    wf__field *f = find_field_str(ev, key);
     return f ? f->val : dflt;
 }
 
@@ -441,7 +471,7 @@ int wf_event_lookup(const wf_event *ev, const char *key, wf_value *out)
 {
     if (ev == NULL || key == NULL || out == NULL)
         return WF_EINVAL;
-    wf__field *f = find_field(ev, key, strlen(key));
+    wf__field *f = find_field_str(ev, key);
     if (f == NULL)
         return WF_ENOTFOUND;
     *out = f->val;
@@ -450,7 +480,7 @@ int wf_event_lookup(const wf_event *ev, const char *key, wf_value *out)
 
 int wf_event_has(const wf_event *ev, const char *key)
 {
-    return ev && key && find_field(ev, key, strlen(key)) != NULL;
+    return ev && key && find_field_str(ev, key) != NULL;
 }
 
 size_t wf_event_field_count(const wf_event *ev)

@@ -42,15 +42,78 @@ void wf__free_aligned(void *p);
 char *wf__strndup(const char *s, size_t n);
 
 /*
- * Per-thread block cache for the hot path (events, tasks): size classes of
- * 64, 128, 256 and 512 bytes. wf__cache_alloc returns a block of at least n
- * bytes and its class in *cls (WF__CLS_HEAP for larger blocks, which come
- * from wf__malloc); wf__cache_free takes the class back. A block may be freed
- * on another thread than the one that allocated it.
+ * Per-thread block cache for the hot path (events, tasks, groups, small
+ * allocations): size classes of 32 to 512 bytes (lib/alloc.c), carved from
+ * 16 KiB slabs, so a block costs its size and nothing more (a malloc'ed
+ * 64-byte block takes 80 bytes in glibc). wf__cache_alloc returns a block of
+ * at least n bytes and its class in *cls (WF__CLS_HEAP for larger blocks,
+ * which come from the hooks); wf__cache_free takes the class back. A block
+ * may be freed on another thread than the one that allocated it. The fast
+ * paths (a pop and a push on the thread's list) are inline.
  */
 #define WF__CLS_HEAP 0xff
-void *wf__cache_alloc(size_t n, uint8_t *cls);
-void wf__cache_free(void *p, uint8_t cls);
+#define WF__NCLS     10
+#define WF__CLS_TASK 9   /* the executor's tasks: 64 bytes, a class of their own (alloc.c) */
+#define WF__BATCH    256 /* blocks moved between a thread and the depot at once */
+
+typedef struct wf__block {
+    struct wf__block *next;       /* within a list or batch */
+    struct wf__block *next_batch; /* first block of a batch in the depot */
+    uint32_t n;                   /* blocks in the batch (first block only) */
+} wf__block;
+
+typedef struct wf__tcache {
+    wf__block *head[WF__NCLS];
+    uint32_t count[WF__NCLS];
+    char *bump[WF__NCLS], *bump_end[WF__NCLS]; /* the rest of the thread's current slab */
+    int registered;                            /* its exit gives the blocks back */
+} wf__tcache;
+
+extern WF__TLS wf__tcache wf__tc;
+extern const uint8_t wf__cls_by16[33]; /* class of a block of n <= 512 bytes: [(n + 15) / 16] */
+void *wf__cache_refill(size_t n, int c, uint8_t *cls);
+void wf__cache_spill(void *p, uint8_t cls);
+
+static inline void *wf__cache_alloc(size_t n, uint8_t *cls)
+{
+    if (WF__UNLIKELY(n > 512))
+        return wf__cache_refill(n, -1, cls);
+    int c = wf__cls_by16[(n + 15) >> 4];
+    wf__block *b = wf__tc.head[c];
+    if (WF__UNLIKELY(b == NULL))
+        return wf__cache_refill(n, c, cls);
+    *cls = (uint8_t)c;
+    wf__tc.head[c] = b->next;
+    wf__tc.count[c]--;
+    return b;
+}
+
+/* A block of class c (the one of its size, or WF__CLS_TASK). */
+static inline void *wf__cache_alloc_cls(int c)
+{
+    wf__block *b = wf__tc.head[c];
+    if (WF__UNLIKELY(b == NULL)) {
+        uint8_t cls;
+        return wf__cache_refill(0, c, &cls);
+    }
+    wf__tc.head[c] = b->next;
+    wf__tc.count[c]--;
+    return b;
+}
+
+static inline void wf__cache_free(void *p, uint8_t cls)
+{
+    if (p == NULL)
+        return;
+    if (WF__UNLIKELY(cls >= WF__NCLS || wf__tc.count[cls] >= 2 * WF__BATCH || !wf__tc.registered)) {
+        wf__cache_spill(p, cls);
+        return;
+    }
+    wf__block *b = p;
+    b->next = wf__tc.head[cls];
+    wf__tc.head[cls] = b;
+    wf__tc.count[cls]++;
+}
 
 /*
  * Mutexes guarding short sections that several workers take (the run list,
@@ -118,6 +181,7 @@ struct wf_event_type {
     uint32_t id;
     uint32_t depth; /* 0 for a root type */
     int is_stop;    /* StopEvent or a subtype */
+    int is_input;   /* InputRequiredEvent or a subtype (streamed when emitted) */
 };
 
 struct wf_registry {
@@ -128,17 +192,26 @@ struct wf_registry {
     uint32_t cap;
 };
 
-/* Keys of up to WF__KEY_INLINE-1 bytes live inside the field. */
+/*
+ * Keys of up to WF__KEY_INLINE-1 bytes live inside the field; a longer key is
+ * a heap copy whose pointer takes the first bytes of key. 32 bytes a field
+ * (a union of the two would be 16 bytes, and the field 40), so a one-field
+ * event is one 64-byte block.
+ */
 #define WF__KEY_INLINE 12
 
 typedef struct wf__field {
-    union {
-        char inl[WF__KEY_INLINE];
-        char *heap;
-    } key;
+    char key[WF__KEY_INLINE];
     uint32_t klen;
     wf_value val;
 } wf__field;
+
+static inline char *wf__field_heap_key(const wf__field *f)
+{
+    char *p;
+    __builtin_memcpy(&p, f->key, sizeof p);
+    return p;
+}
 
 #define WF__EV_FROZEN      1u
 #define WF__EV_FIELDS_HEAP 2u /* fields points to a separate allocation */
@@ -159,7 +232,7 @@ void wf__registry_retain(wf_registry *reg);
 
 static inline const char *wf__field_key(const wf__field *f)
 {
-    return f->klen < WF__KEY_INLINE ? f->key.inl : f->key.heap;
+    return f->klen < WF__KEY_INLINE ? f->key : wf__field_heap_key(f);
 }
 
 /* --------------------------------------------------------------- workflow */
