@@ -218,26 +218,40 @@ static wf_event *ev_alloc(const wf_event_type *type, uint32_t cap)
     return ev;
 }
 
-static void field_clear(wf__field *f)
+static inline void field_clear(wf__field *f)
 {
-    if (f->klen >= WF__KEY_INLINE)
+    if (WF__UNLIKELY(f->klen >= WF__KEY_INLINE))
         wf__free_mem(wf__field_heap_key(f));
-    wf_value_release(f->val);
+    if (f->val.kind >= WF_STRING) /* scalars hold nothing */
+        wf_value_release(f->val);
 }
 
-static int field_init(wf__field *f, const char *key, size_t klen, wf_value val)
+/*
+ * A new field at the end (the caller made room and knows the key is not
+ * there yet): the length and the copy of a short key in one pass, without
+ * library calls (the hot path of every event a step builds).
+ */
+static int field_add(wf_event *ev, const char *key, wf_value val)
 {
-    if (klen < WF__KEY_INLINE) {
-        memcpy(f->key, key, klen);
-        f->key[klen] = 0;
-    } else {
-        char *heap = wf__strndup(key, klen);
-        if (heap == NULL)
-            return WF_ENOMEM;
+    wf__field *f = &ev->fields[ev->nfields];
+    size_t klen = 0;
+    while (klen < WF__KEY_INLINE && (f->key[klen] = key[klen]) != 0)
+        klen++;
+    if (klen == WF__KEY_INLINE) {
+        klen += strlen(key + WF__KEY_INLINE);
+        char *heap = klen <= UINT32_MAX - 1 ? wf__strndup(key, klen) : NULL;
+        if (heap == NULL) {
+            wf_value_release(val);
+            return klen <= UINT32_MAX - 1 ? WF_ENOMEM : WF_EINVAL;
+        }
         memcpy(f->key, &heap, sizeof heap);
+    } else if (klen == 0) {
+        wf_value_release(val);
+        return WF_EINVAL;
     }
     f->klen = (uint32_t)klen;
     f->val = val;
+    ev->nfields++;
     return 0;
 }
 
@@ -304,13 +318,7 @@ static int ev_set(wf_event *ev, const char *key, wf_value val)
         ev->cap = cap;
         ev->flags |= WF__EV_FIELDS_HEAP;
     }
-    int rc = field_init(&ev->fields[ev->nfields], key, klen, val);
-    if (rc < 0) {
-        wf_value_release(val);
-        return rc;
-    }
-    ev->nfields++;
-    return 0;
+    return field_add(ev, key, val);
 }
 
 int wf_event_new(wf_event **out, const wf_event_type *type, size_t capacity)
@@ -342,7 +350,7 @@ int wf_event_new1(wf_event **out, const wf_event_type *type, const char *key, wf
         return WF_ENOMEM;
     }
     if (key) {
-        int rc = ev_set(ev, key, val);
+        int rc = field_add(ev, key, val); /* an empty event has room for it */
         if (rc < 0) {
             wf_event_release(ev);
             return rc;
@@ -369,13 +377,13 @@ int wf_event_new2(wf_event **out, const wf_event_type *type, const char *k1, wf_
         wf_value_release(v2);
         return WF_ENOMEM;
     }
-    int rc = ev_set(ev, k1, v1);
+    int rc = field_add(ev, k1, v1);
     if (rc < 0) {
         wf_value_release(v2);
         wf_event_release(ev);
         return rc;
     }
-    rc = ev_set(ev, k2, v2);
+    rc = find_field_str(ev, k2) ? ev_set(ev, k2, v2) : field_add(ev, k2, v2);
     if (rc < 0) {
         wf_event_release(ev);
         return rc;
