@@ -244,9 +244,26 @@ struct wf_executor {
 };
 
 /* The worker the calling thread is, or NULL. */
+extern WF__TLS wf__worker *wf__tls_worker;
 wf__worker *wf__current_worker(void);
+void wf__schedule_slow(struct wf_executor *ex, wf__task *t);
+
+/* Puts t in the calling worker's bypass slot when it is one of ex's and the slot is free. */
+static inline int wf__bypass_try(struct wf_executor *ex, wf__task *t)
+{
+    wf__worker *w = wf__tls_worker;
+    if (w == NULL || w->ex != ex || w->bypass != NULL)
+        return 0;
+    w->bypass = t;
+    return 1;
+}
+
 /* Schedules t: on the caller's worker (bypass or deque) when it is one of ex's, else injected. */
-void wf__schedule(struct wf_executor *ex, wf__task *t);
+static inline void wf__schedule(struct wf_executor *ex, wf__task *t)
+{
+    if (!wf__bypass_try(ex, t))
+        wf__schedule_slow(ex, t);
+}
 /* Queues t for the blocking pool. */
 void wf__blocking_submit(struct wf_executor *ex, wf__task *t);
 /* Injects t from any thread. */

@@ -24,7 +24,7 @@
 #define INJECT_SIZE   65536 /* ring slots; overflow goes to a locked list */
 #define FAIRNESS_TICK 61    /* every N tasks, look at the injection queue and our deque's top */
 
-static WF__TLS wf__worker *tls_worker;
+WF__TLS wf__worker *wf__tls_worker;
 WF__TLS wf__slot *wf__tls_slot;
 
 /* ------------------------------------------------------ asymmetric fences */
@@ -63,7 +63,7 @@ void wf__fence_heavy(void)
 
 wf__worker *wf__current_worker(void)
 {
-    return tls_worker;
+    return wf__tls_worker;
 }
 
 /* ------------------------------------------------------------------- tasks */
@@ -182,9 +182,9 @@ static int inject_nonempty(struct wf_executor *ex)
 
 /* ---------------------------------------------------------------- schedule */
 
-void wf__schedule(struct wf_executor *ex, wf__task *t)
+void wf__schedule_slow(struct wf_executor *ex, wf__task *t)
 {
-    wf__worker *w = tls_worker;
+    wf__worker *w = wf__tls_worker;
     if (w == NULL || w->ex != ex) {
         wf__inject(ex, t);
         return;
@@ -375,7 +375,7 @@ static void *worker_main(void *arg)
 {
     wf__worker *w = arg;
     struct wf_executor *ex = w->ex;
-    tls_worker = w;
+    wf__tls_worker = w;
     wf__tls_slot = &w->slot;
     atomic_fetch_add(&ex->n_spinning, 1);
     int spinning = 1;
@@ -440,7 +440,7 @@ static void *worker_main(void *arg)
     }
     if (spinning)
         atomic_fetch_sub(&ex->n_spinning, 1);
-    tls_worker = NULL;
+    wf__tls_worker = NULL;
     wf__tls_slot = NULL;
     return NULL;
 }

@@ -40,6 +40,18 @@ static WF__TLS uint16_t tls_lineage;
 /* The list fan-out branch of what the calling thread routes now (task->u.group, ->pad). */
 static WF__TLS wf__group *tls_group;
 static WF__TLS uint32_t tls_branch;
+/*
+ * Engine hand-over (a chain costs no run-wide atomics): while the single
+ * task of `tls_handoff_run` routes what its step returned, a delivery that
+ * wakes a step (count 0 -> 1) and lands in this worker's bypass slot takes
+ * no engine unit; tls_handoff records the debt. Nobody else can run a
+ * bypass task, and the routing task still holds its own step's unit, so the
+ * run cannot quiesce meanwhile. When the task finishes, its step's unit
+ * passes to the woken step if the task was its step's last (count 1 -> 0:
+ * no engine operation at all), else the debt is paid (engine_ref) first.
+ */
+static WF__TLS wf__run *tls_handoff_run;
+static WF__TLS wf__run *tls_handoff;
 
 static void branch_add(wf__group *g, uint32_t b);
 static void branch_done(wf__run *run, wf__group *g, uint32_t b);
@@ -359,6 +371,22 @@ static void finish_slot(wf__run *run, uint32_t s)
     }
 }
 
+/* finish_slot for a single task that may owe an engine unit (see tls_handoff). */
+static void finish_slot_owed(wf__run *run, uint32_t s)
+{
+    if (WF__LIKELY(tls_handoff == NULL)) {
+        finish_slot(run, s);
+        return;
+    }
+    tls_handoff = NULL;
+    uint32_t one = 1;
+    if (atomic_compare_exchange_strong_explicit(&run->steps[s].count, &one, 0, memory_order_acq_rel,
+                                                memory_order_relaxed))
+        return; /* the last of its step: its engine unit is the woken step's now */
+    engine_ref(run);
+    finish_slot(run, s);
+}
+
 /* Delivers a prepared INVOKE task (owned) through step t->step's count. */
 static int deliver_task(wf__run *run, wf__task *t)
 {
@@ -368,8 +396,14 @@ static int deliver_task(wf__run *run, wf__task *t)
     while (c < w) {
         if (atomic_compare_exchange_weak_explicit(&ss->count, &c, c + 1, memory_order_acq_rel,
                                                   memory_order_relaxed)) {
-            if (c == 0)
+            if (c == 0) {
+                if (tls_handoff_run == run && tls_handoff == NULL &&
+                    !run->wf->steps[t->step]->blocking && wf__bypass_try(run->ex, t)) {
+                    tls_handoff = run;
+                    return 0;
+                }
                 engine_ref(run);
+            }
             run_schedule(run, t);
             return 0;
         }
@@ -1231,7 +1265,7 @@ static void step_failed(wf__run *run, const wf__task *t, int rc, const char *msg
     end_run(run, WF_RUN_FAILED, NULL, rc, step->name, msg ? msg : wf_strerror(rc));
 }
 
-static int invoke(wf__run *run, wf__task *t, deferred *d)
+static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
 {
     wf__step *step = run->wf->steps[t->step];
     wf__inv inv;
@@ -1258,7 +1292,9 @@ static int invoke(wf__run *run, wf__task *t, deferred *d)
     tls_inv = prev;
     slot_dirty(run);
     if (WF__LIKELY(rc == 0)) {
+        tls_handoff_run = handoff ? run : NULL;
         route_emissions(run, out, &inv, d);
+        tls_handoff_run = NULL;
     } else if (rc == WF_PENDING && inv.token) {
         /* The invocation goes on elsewhere: its token now owns the task and the slot. */
         wf_event_release(out);
@@ -1399,14 +1435,14 @@ void wf__task_run(wf__worker *w, wf__task *t)
             tls_lineage = t->flags;
             tls_group = t->u.group;
             tls_branch = t->pad;
-            pended = invoke(run, t, NULL);
+            pended = invoke(run, t, NULL, 1);
             tls_lineage = 0;
             tls_group = NULL;
         }
         if (!pended) {
             slot_dirty(run);
             drop_task(t);
-            finish_slot(run, s);
+            finish_slot_owed(run, s);
         }
         slot_leave(slot);
         return;
@@ -1428,10 +1464,10 @@ void wf__task_run(wf__worker *w, wf__task *t)
                 /* a branch's emissions must count before its task ends: no holding */
                 tls_group = t->u.group;
                 tls_branch = t->pad;
-                pended = invoke(run, t, NULL);
+                pended = invoke(run, t, NULL, 0);
                 tls_group = NULL;
             } else {
-                pended = invoke(run, t, &d);
+                pended = invoke(run, t, &d, 0);
             }
         }
         wf__task *nx = t->chain;
