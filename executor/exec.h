@@ -60,7 +60,7 @@ typedef struct wf__task {
     uint32_t step;
     uint32_t attempt;
     uint8_t kind;
-    uint8_t cls;
+    uint8_t shard; /* INVOKE of an unbounded step: the count shard it is counted in (run.c) */
     uint16_t flags;
     uint32_t pad;
     union {

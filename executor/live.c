@@ -91,7 +91,7 @@ static int balanced(wf__run *run, uint32_t *have, wf__task **inprog)
     pthread_mutex_unlock(&run->collect_lock);
     for (uint32_t s = 0; s < run->nsteps; s++) {
         wf__pendq *q = atomic_load_explicit(&run->steps[s].pendq, memory_order_acquire);
-        uint32_t c = atomic_load_explicit(&run->steps[s].count, memory_order_acquire);
+        uint32_t c = wf__step_count(run, s);
         if (have[s] + pendq_len(q) != c)
             return 0;
     }

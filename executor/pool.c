@@ -77,7 +77,7 @@ wf__task *wf__task_alloc(void)
         t->chain = NULL;
         t->u.group = NULL;
         t->pad = 0; /* INVOKE: the branch */
-        t->cls = WF__CLS_TASK;
+        t->shard = 0;
         t->flags = 0;
         t->attempt = 1;
     }
@@ -87,7 +87,7 @@ wf__task *wf__task_alloc(void)
 void wf__task_free(wf__task *t)
 {
     if (t)
-        wf__cache_free(t, t->cls);
+        wf__cache_free(t, WF__CLS_TASK);
 }
 
 /* ------------------------------------------------------------------- futex */

@@ -172,6 +172,7 @@ static void run_free(wf__run *run)
     wf_event_release(run->result);
     wf__free_mem(run->err_step);
     wf__free_mem(run->err_msg);
+    wf__free_aligned((void *)run->shards);
     pthread_mutex_destroy(&run->mu);
     pthread_cond_destroy(&run->cv);
     wf_ctx_free(run->ctx);
@@ -335,11 +336,37 @@ static inline void run_schedule(wf__run *run, wf__task *t)
  * num_workers, and a busy step touches its shared count and queue lock once
  * per batch instead of once per event.
  */
-static void finish_slot(wf__run *run, uint32_t s)
+/* The count shard of the calling thread for run (see WF__UNBOUNDED). */
+static inline uint32_t my_shard(const wf__run *run)
+{
+    wf__worker *w = wf__tls_worker;
+    if (w && w->ex == run->ex && w->index + 1 < run->nshards)
+        return w->index;
+    return run->nshards - 1;
+}
+
+static inline _Atomic uint32_t *shard_ctr(wf__run *run, uint32_t shard, uint32_t s)
+{
+    return &run->shards[shard * run->shard_stride + run->steps[s].col];
+}
+
+/* The counter a task of step s counted in `shard` is in. */
+static inline _Atomic uint32_t *slot_ctr(wf__run *run, uint32_t s, uint32_t shard)
+{
+    wf__step_state *ss = &run->steps[s];
+    return ss->workers < WF__UNBOUNDED ? &ss->count : shard_ctr(run, shard, s);
+}
+
+static void finish_slot(wf__run *run, uint32_t s, uint32_t shard)
 {
     wf__step_state *ss = &run->steps[s];
     /* Read before giving the unit up: afterwards the run may be freed by others. */
     uint32_t w = ss->workers;
+    if (w >= WF__UNBOUNDED) {
+        if (atomic_fetch_sub_explicit(shard_ctr(run, shard, s), 1, memory_order_acq_rel) == 1)
+            engine_unref(run); /* may free the run */
+        return;
+    }
     for (;;) {
         uint32_t n = atomic_fetch_sub_explicit(&ss->count, 1, memory_order_acq_rel);
         if (n == 1) {
@@ -372,19 +399,31 @@ static void finish_slot(wf__run *run, uint32_t s)
 }
 
 /* finish_slot for a single task that may owe an engine unit (see tls_handoff). */
-static void finish_slot_owed(wf__run *run, uint32_t s)
+static void finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard)
 {
     if (WF__LIKELY(tls_handoff == NULL)) {
-        finish_slot(run, s);
+        finish_slot(run, s, shard);
         return;
     }
     tls_handoff = NULL;
     uint32_t one = 1;
-    if (atomic_compare_exchange_strong_explicit(&run->steps[s].count, &one, 0, memory_order_acq_rel,
-                                                memory_order_relaxed))
-        return; /* the last of its step: its engine unit is the woken step's now */
+    if (atomic_compare_exchange_strong_explicit(slot_ctr(run, s, shard), &one, 0,
+                                                memory_order_acq_rel, memory_order_relaxed))
+        return; /* the last of its step (or shard): its engine unit is the woken step's now */
     engine_ref(run);
-    finish_slot(run, s);
+    finish_slot(run, s, shard);
+}
+
+/* An engine unit for a counter that went 0 -> 1 by delivering t (see tls_handoff). */
+static inline void woke(wf__run *run, wf__task *t)
+{
+    if (tls_handoff_run == run && tls_handoff == NULL && !run->wf->steps[t->step]->blocking &&
+        wf__bypass_try(run->ex, t)) {
+        tls_handoff = run;
+        return;
+    }
+    engine_ref(run);
+    run_schedule(run, t);
 }
 
 /* Delivers a prepared INVOKE task (owned) through step t->step's count. */
@@ -392,19 +431,22 @@ static int deliver_task(wf__run *run, wf__task *t)
 {
     wf__step_state *ss = &run->steps[t->step];
     uint32_t w = ss->workers;
+    if (w >= WF__UNBOUNDED) {
+        t->shard = (uint8_t)my_shard(run);
+        if (atomic_fetch_add_explicit(shard_ctr(run, t->shard, t->step), 1, memory_order_acq_rel) == 0)
+            woke(run, t);
+        else
+            run_schedule(run, t);
+        return 0;
+    }
     uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
     while (c < w) {
         if (atomic_compare_exchange_weak_explicit(&ss->count, &c, c + 1, memory_order_acq_rel,
                                                   memory_order_relaxed)) {
-            if (c == 0) {
-                if (tls_handoff_run == run && tls_handoff == NULL &&
-                    !run->wf->steps[t->step]->blocking && wf__bypass_try(run->ex, t)) {
-                    tls_handoff = run;
-                    return 0;
-                }
-                engine_ref(run);
-            }
-            run_schedule(run, t);
+            if (c == 0)
+                woke(run, t);
+            else
+                run_schedule(run, t);
             return 0;
         }
     }
@@ -483,6 +525,19 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
     }
     if (made == 0)
         return rc;
+    if (w >= WF__UNBOUNDED) { /* all of them start, counted in this thread's shard */
+        uint32_t sh = my_shard(run);
+        for (wf__task *t = first; t; t = atomic_load_explicit(&t->next, memory_order_relaxed))
+            t->shard = (uint8_t)sh;
+        if (atomic_fetch_add_explicit(shard_ctr(run, sh, s), made, memory_order_acq_rel) == 0)
+            engine_ref(run);
+        while (first) {
+            wf__task *t = first;
+            first = atomic_load_explicit(&t->next, memory_order_relaxed);
+            run_schedule(run, t);
+        }
+        return rc;
+    }
     /* Free slots first: those tasks start directly. */
     uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
     while (c < w && first) {
@@ -884,7 +939,7 @@ static int end_run(wf__run *run, int status, wf_event *result, int code, const c
         if (wf_value_array_new(&active, 4) < 0)
             active = wf_value_nil();
         for (uint32_t i = 0; i < run->nsteps && n > 0 && (size_t)n < sizeof tmsg; i++) {
-            if (atomic_load(&run->steps[i].count) == 0)
+            if (wf__step_count(run, i) == 0)
                 continue;
             n += snprintf(tmsg + n, sizeof tmsg - (size_t)n, "%s%s", sep, run->wf->steps[i]->name);
             sep = ", ";
@@ -1426,6 +1481,7 @@ void wf__task_run(wf__worker *w, wf__task *t)
     }
     wf__run *run = t->run;
     uint32_t s = t->step;
+    uint32_t shard = t->shard; /* a batch (bounded steps only) has one slot of one count */
     wf__slot *slot = wf__tls_slot;
     if (WF__UNLIKELY(slot_enter(slot, run, t)))
         return; /* held for a snapshot; it runs when the snapshot is done */
@@ -1442,7 +1498,7 @@ void wf__task_run(wf__worker *w, wf__task *t)
         if (!pended) {
             slot_dirty(run);
             drop_task(t);
-            finish_slot_owed(run, s);
+            finish_slot_owed(run, s, shard);
         }
         slot_leave(slot);
         return;
@@ -1515,7 +1571,7 @@ void wf__task_run(wf__worker *w, wf__task *t)
     defer_flush(run, &d);
     tls_lineage = 0;
     defer_done(&d);
-    finish_slot(run, s);
+    finish_slot(run, s, shard);
     slot_leave(slot);
 }
 
@@ -1600,10 +1656,26 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     pthread_cond_init(&run->cv, &ca);
     pthread_condattr_destroy(&ca);
     run->nsteps = ns;
+    uint32_t ncols = 0;
     for (uint32_t i = 0; i < ns; i++) {
         atomic_init(&run->steps[i].count, 0);
         run->steps[i].workers = wf->steps[i]->num_workers;
         atomic_init(&run->steps[i].pendq, NULL);
+        run->steps[i].col = run->steps[i].workers >= WF__UNBOUNDED ? ncols++ : UINT32_MAX;
+    }
+    if (ncols) {
+        /* one row of cache lines per shard (task->shard is a byte: 255 workers, then shared) */
+        run->nshards = (ex->nworkers < 255 ? ex->nworkers : 255) + 1;
+        run->shard_stride = (ncols + WF__CACHELINE / 4 - 1) / (WF__CACHELINE / 4) * (WF__CACHELINE / 4);
+        run->shards = wf__malloc_aligned((size_t)run->nshards * run->shard_stride * sizeof *run->shards);
+        if (run->shards == NULL) {
+            pthread_mutex_lock(&ctx->run_lock);
+            atomic_store(&ctx->run, NULL);
+            pthread_mutex_unlock(&ctx->run_lock);
+            run->ex = NULL;
+            run_free(run);
+            return WF_ENOMEM;
+        }
     }
     run->id = atomic_fetch_add(&ex->next_run_id, 1);
 
@@ -2387,7 +2459,7 @@ static void token_finish(wf_completion *c)
 {
     wf__run *run = c->run;
     wf__task *t = c->task;
-    uint32_t s = t->step;
+    uint32_t s = t->step, shard = t->shard;
     if (!run_ended(run)) {
         uint16_t saved = tls_lineage;
         tls_lineage = t->flags;
@@ -2405,7 +2477,7 @@ static void token_finish(wf_completion *c)
     }
     c->task = NULL;
     drop_task(t);
-    finish_slot(run, s);
+    finish_slot(run, s, shard);
 }
 
 /* invoke saw WF_PENDING: 1 if the token now owns task and slot, 0 if it completed early. */
@@ -2467,9 +2539,9 @@ static void tokens_detach(wf__run *run)
         if (c == NULL)
             return;
         if (t) {
-            uint32_t s = t->step;
+            uint32_t s = t->step, shard = t->shard;
             drop_task(t);
-            finish_slot(run, s); /* never quiesces: the caller holds the running unit */
+            finish_slot(run, s, shard); /* never quiesces: the caller holds the running unit */
         }
     }
 }

@@ -133,10 +133,22 @@ typedef struct wf__group {
     wf_event **result;
 } wf__group;
 
+/*
+ * num_workers at or above this: no limit. Such a step's count is only there
+ * for the run's lifetime and for snapshots, so it is kept in shards, one per
+ * worker (each on its own cache lines) plus one shared by every other thread:
+ * a task is counted in the shard of the thread that delivers it and uncounted
+ * from that same shard (task->shard) wherever it ends, so two workers running
+ * a recursion never write one counter. A shard going 0 -> 1 takes an engine
+ * unit, 1 -> 0 gives it back. The count is the sum of the shards.
+ */
+#define WF__UNBOUNDED (1u << 30)
+
 typedef struct wf__step_state {
-    _Atomic uint32_t count;
+    _Atomic uint32_t count; /* bounded steps (see run.c) */
     uint32_t workers;
     _Atomic(wf__pendq *) pendq; /* created on first need */
+    uint32_t col;               /* an unbounded step's column in run->shards */
 } wf__step_state;
 
 typedef struct wf__run {
@@ -197,9 +209,27 @@ typedef struct wf__run {
     struct wf__run *prev, *next;
     int listed;
 
+    /* unbounded steps' counts: shard i, column c at shards[i * shard_stride + c] */
+    _Atomic uint32_t *shards;
+    uint32_t nshards; /* workers (at most 255) + 1 shared */
+    uint32_t shard_stride;
+
     uint32_t nsteps;
     wf__step_state steps[];
 } wf__run;
+
+/* Events accepted by step s and not finished (the sum of its shards when unbounded). */
+static inline uint32_t wf__step_count(wf__run *run, uint32_t s)
+{
+    const wf__step_state *ss = &run->steps[s];
+    if (ss->workers < WF__UNBOUNDED)
+        return atomic_load_explicit(&run->steps[s].count, memory_order_acquire);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < run->nshards; i++)
+        n += atomic_load_explicit(&run->shards[i * run->shard_stride + ss->col],
+                                  memory_order_acquire);
+    return n;
+}
 
 /* The invocation running on this thread (like Python's contextvars). */
 typedef struct wf__inv {
