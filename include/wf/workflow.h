@@ -45,8 +45,8 @@ typedef struct wf_step_params {
     uint32_t n_emits;
     /**
      * Invocations of this step that may run at once in one run. Default 4;
-     * >= 1. 2^30 or more means no limit (Python's unbounded steps, TBB's
-     * flow::unlimited): such a step shares no counter between workers.
+     * >= 1. 2^30 or more means no limit (as TBB's flow::unlimited): such a
+     * step shares no counter between workers.
      */
     uint32_t num_workers;
     /** Nonzero: the step also receives subtypes of what it accepts. Default 0. */
