@@ -14,6 +14,7 @@
 
 #include <ck_pr.h>
 #include <errno.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <stdio.h>
 #include <string.h>
@@ -425,6 +426,14 @@ static void *worker_main(void *arg)
                 ck_pr_stall();
                 t = find_work(w);
             }
+            /*
+             * On a shared machine a spinner may hold the very core its
+             * busy sibling (or whoever feeds it) was preempted from:
+             * yield it between rounds. Parallel at 2 threads with another
+             * process on one core: 0.79 of the time without (5 pairs).
+             */
+            if (t == NULL)
+                sched_yield();
         }
         if (t) {
             spinning = 0;
