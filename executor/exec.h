@@ -72,8 +72,28 @@ typedef struct wf__task {
     struct wf__task *chain;
 } wf__task;
 
-wf__task *wf__task_alloc(void);
-void wf__task_free(wf__task *t);
+/* A task from the calling thread's cache (tasks have a cache class of their own). */
+static inline wf__task *wf__task_alloc(void)
+{
+    _Static_assert(sizeof(wf__task) <= 64, "a task fits its class");
+    wf__task *t = wf__cache_alloc_cls(WF__CLS_TASK);
+    if (t) {
+        atomic_init(&t->next, NULL);
+        t->chain = NULL;
+        t->u.group = NULL;
+        t->pad = 0; /* INVOKE: the branch */
+        t->shard = 0;
+        t->flags = 0;
+        t->attempt = 1;
+    }
+    return t;
+}
+
+static inline void wf__task_free(wf__task *t)
+{
+    if (t)
+        wf__cache_free(t, WF__CLS_TASK);
+}
 
 /* --------------------------------------------------------- chase-lev deque */
 

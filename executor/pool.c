@@ -67,30 +67,6 @@ wf__worker *wf__current_worker(void)
     return wf__tls_worker;
 }
 
-/* ------------------------------------------------------------------- tasks */
-
-wf__task *wf__task_alloc(void)
-{
-    _Static_assert(sizeof(wf__task) <= 64, "a task fits its class");
-    wf__task *t = wf__cache_alloc_cls(WF__CLS_TASK);
-    if (t) {
-        atomic_init(&t->next, NULL);
-        t->chain = NULL;
-        t->u.group = NULL;
-        t->pad = 0; /* INVOKE: the branch */
-        t->shard = 0;
-        t->flags = 0;
-        t->attempt = 1;
-    }
-    return t;
-}
-
-void wf__task_free(wf__task *t)
-{
-    if (t)
-        wf__cache_free(t, WF__CLS_TASK);
-}
-
 /* ------------------------------------------------------------------- futex */
 
 static void futex_wait(_Atomic int *addr, int val)

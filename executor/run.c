@@ -318,7 +318,7 @@ static void drop_task(wf__task *t)
 /* Steps declared blocking run on the executor's blocking pool, not on a worker. */
 static inline void run_schedule(wf__run *run, wf__task *t)
 {
-    if (WF__UNLIKELY(run->wf->steps[t->step]->blocking))
+    if (WF__UNLIKELY(run->steps[t->step].blocking))
         wf__blocking_submit(run->ex, t);
     else
         wf__schedule(run->ex, t);
@@ -417,7 +417,7 @@ static void finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard)
 /* An engine unit for a counter that went 0 -> 1 by delivering t (see tls_handoff). */
 static inline void woke(wf__run *run, wf__task *t)
 {
-    if (tls_handoff_run == run && tls_handoff == NULL && !run->wf->steps[t->step]->blocking &&
+    if (tls_handoff_run == run && tls_handoff == NULL && !run->steps[t->step].blocking &&
         wf__bypass_try(run->ex, t)) {
         tls_handoff = run;
         return;
@@ -469,7 +469,7 @@ static int join_deliver(wf__run *run, uint32_t s, wf_event *ev);
 /* Delivers ev (owned) to step s. Returns 0 or WF_ENOMEM (ev released). */
 static int deliver(wf__run *run, uint32_t s, wf_event *ev)
 {
-    if (WF__UNLIKELY(run->wf->steps[s]->join))
+    if (WF__UNLIKELY(run->steps[s].join))
         return join_deliver(run, s, ev);
     wf__task *t = wf__task_alloc();
     if (WF__UNLIKELY(t == NULL)) {
@@ -745,7 +745,7 @@ static void emit(wf__run *run, wf_event *ev, int32_t target)
         return;
     }
     const wf_event_type *t = ev->type;
-    if (WF__UNLIKELY(t->reg != run->wf->reg)) {
+    if (WF__UNLIKELY(t->reg != run->reg)) {
         char msg[320];
         snprintf(msg, sizeof msg, "event type '%s' belongs to another registry", t->name);
         wf_event_release(ev);
@@ -845,7 +845,7 @@ static void emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint
             j = n + 1; /* waiters look at every event: no batches now */
         for (; j < n; j++) {
             const wf_event_type *t = evs[j]->type;
-            if (t->reg != run->wf->reg || t->is_stop || t->is_input)
+            if (t->reg != run->reg || t->is_stop || t->is_input)
                 break;
             int32_t d = targets[j];
             if (d < 0) {
@@ -857,7 +857,7 @@ static void emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint
                     break;
                 d = (int32_t)steps[0];
             }
-            if ((j > i && d != dest) || run->wf->steps[d]->join)
+            if ((j > i && d != dest) || run->steps[d].join)
                 break;
             dest = d;
         }
@@ -1469,6 +1469,8 @@ void wf__outside_exit(wf__run *run, int entered)
         pthread_rwlock_unlock(&run->outside);
 }
 
+static void run_batch(wf__run *run, wf__task *t, uint32_t s, uint32_t shard, wf__slot *slot);
+
 void wf__task_run(wf__worker *w, wf__task *t)
 {
     (void)w;
@@ -1503,7 +1505,16 @@ void wf__task_run(wf__worker *w, wf__task *t)
         slot_leave(slot);
         return;
     }
-    /* t and the events chained to it share one slot of step s. */
+    run_batch(run, t, s, shard, slot);
+}
+
+/*
+ * t and the events chained to it share one slot of step s. Apart from the
+ * single-task path, whose stack frame it would otherwise enlarge.
+ */
+static __attribute__((noinline)) void run_batch(wf__run *run, wf__task *t, uint32_t s,
+                                                uint32_t shard, wf__slot *slot)
+{
     deferred d;
     d.evs = d.inl_evs;
     d.targets = d.inl_targets;
@@ -1634,6 +1645,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     atomic_init(&run->gate, 0);
     run->ex = ex;
     run->wf = wf_workflow_retain(wf);
+    run->reg = wf->reg;
     run->ctx = ctx;
     run->timeout_ms =
         params->timeout_ms == WF_TIMEOUT_DEFAULT ? wf->timeout_ms : params->timeout_ms;
@@ -1662,6 +1674,8 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         run->steps[i].workers = wf->steps[i]->num_workers;
         atomic_init(&run->steps[i].pendq, NULL);
         run->steps[i].col = run->steps[i].workers >= WF__UNBOUNDED ? ncols++ : UINT32_MAX;
+        run->steps[i].join = wf->steps[i]->join != 0;
+        run->steps[i].blocking = wf->steps[i]->blocking != 0;
     }
     if (ncols) {
         /* one row of cache lines per shard (task->shard is a byte: 255 workers, then shared) */

@@ -149,6 +149,8 @@ typedef struct wf__step_state {
     uint32_t workers;
     _Atomic(wf__pendq *) pendq; /* created on first need */
     uint32_t col;               /* an unbounded step's column in run->shards */
+    uint8_t join;               /* copies of the step's flags, on the line routing touches */
+    uint8_t blocking;
 } wf__step_state;
 
 typedef struct wf__run {
@@ -158,6 +160,7 @@ typedef struct wf__run {
     uint64_t id;
     struct wf_executor *ex;
     wf_workflow *wf;
+    const wf_registry *reg; /* wf->reg, read on every emission */
     wf_ctx *ctx;
     wf__timer timeout;
     int64_t timeout_ms;

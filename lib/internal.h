@@ -291,8 +291,20 @@ struct wf_workflow {
 };
 
 /* The steps that receive an event of type t (frozen workflow). */
-void wf__workflow_route(const wf_workflow *wf, const wf_event_type *t, const uint32_t **steps,
-                        uint32_t *n, uint32_t *scratch, uint32_t scratch_cap);
+void wf__workflow_route_slow(const wf_workflow *wf, const wf_event_type *t, const uint32_t **steps,
+                             uint32_t *n, uint32_t *scratch, uint32_t scratch_cap);
+static inline void wf__workflow_route(const wf_workflow *wf, const wf_event_type *t,
+                                      const uint32_t **steps, uint32_t *n, uint32_t *scratch,
+                                      uint32_t scratch_cap)
+{
+    if (WF__LIKELY(t->id < wf->n_route_types)) {
+        uint32_t a = wf->route_off[t->id];
+        *steps = wf->route_steps + a;
+        *n = wf->route_off[t->id + 1] - a;
+        return;
+    }
+    wf__workflow_route_slow(wf, t, steps, n, scratch, scratch_cap);
+}
 /* 1 if step s accepts events of type t (exact, or subtype when it opted in). */
 int wf__step_accepts(const wf__step *s, const wf_event_type *t);
 wf__step *wf__workflow_find_step(const wf_workflow *wf, const char *name);
