@@ -1283,9 +1283,9 @@ static wf_event *failed_event(wf__run *run, const wf__task *t, int rc, const cha
          wf_event_set(fe, "input_event_type", v) == 0;
     wf_value input;
     ok = ok && wf_value_map_new(&input, t->ev->nfields) == 0;
+    const wf__field *fields = wf__ev_fields(t->ev);
     for (uint32_t i = 0; ok && i < t->ev->nfields; i++)
-        ok = wf_value_map_set(&input, wf__field_key(&t->ev->fields[i]),
-                              wf_value_retain(t->ev->fields[i].val)) == 0;
+        ok = wf_value_map_set(&input, wf__field_key(&fields[i]), wf_value_retain(fields[i].val)) == 0;
     ok = ok && wf_event_set(fe, "input", input) == 0;
     if (!ok) {
         wf_event_release(fe);

@@ -203,7 +203,8 @@ int wf_event_type_is_stop(const wf_event_type *t)
 static wf_event *ev_alloc(const wf_event_type *type, uint32_t cap)
 {
     uint8_t cls;
-    size_t size = sizeof(wf_event) + (size_t)cap * sizeof(wf__field);
+    size_t fields = (size_t)cap * sizeof(wf__field);
+    size_t size = sizeof(wf_event) + (fields < sizeof(void *) ? sizeof(void *) : fields);
     wf_event *ev = wf__cache_alloc(size, &cls);
     if (ev == NULL)
         return NULL;
@@ -214,7 +215,6 @@ static wf_event *ev_alloc(const wf_event_type *type, uint32_t cap)
     ev->nfields = 0;
     ev->cap = cap;
     ev->type = type;
-    ev->fields = ev->inline_fields;
     return ev;
 }
 
@@ -233,7 +233,7 @@ static inline void field_clear(wf__field *f)
  */
 static int field_add(wf_event *ev, const char *key, wf_value val)
 {
-    wf__field *f = &ev->fields[ev->nfields];
+    wf__field *f = &wf__ev_fields(ev)[ev->nfields];
     size_t klen = 0;
     while (klen < WF__KEY_INLINE && (f->key[klen] = key[klen]) != 0)
         klen++;
@@ -257,8 +257,9 @@ static int field_add(wf_event *ev, const char *key, wf_value val)
 
 static wf__field *find_field(const wf_event *ev, const char *key, size_t klen)
 {
+    wf__field *fields = wf__ev_fields(ev);
     for (uint32_t i = 0; i < ev->nfields; i++) {
-        wf__field *f = &ev->fields[i];
+        wf__field *f = &fields[i];
         if (f->klen == klen && memcmp(wf__field_key(f), key, klen) == 0)
             return f;
     }
@@ -272,8 +273,9 @@ static wf__field *find_field(const wf_event *ev, const char *key, size_t klen)
  */
 static wf__field *find_field_str(const wf_event *ev, const char *key)
 {
+    wf__field *fields = wf__ev_fields(ev);
     for (uint32_t i = 0; i < ev->nfields; i++) {
-        wf__field *f = &ev->fields[i];
+        wf__field *f = &fields[i];
         if (WF__UNLIKELY(f->klen >= WF__KEY_INLINE)) {
             if (strcmp(wf__field_heap_key(f), key) == 0)
                 return f;
@@ -304,17 +306,17 @@ static int ev_set(wf_event *ev, const char *key, wf_value val)
         uint32_t cap = ev->cap ? ev->cap * 2 : 4;
         wf__field *nf;
         if (ev->flags & WF__EV_FIELDS_HEAP) {
-            nf = wf__realloc(ev->fields, cap * sizeof *nf);
+            nf = wf__realloc(wf__ev_fields(ev), cap * sizeof *nf);
         } else {
             nf = wf__malloc(cap * sizeof *nf);
             if (nf)
-                memcpy(nf, ev->fields, ev->nfields * sizeof *nf);
+                memcpy(nf, ev->inline_fields, ev->nfields * sizeof *nf);
         }
         if (nf == NULL) {
             wf_value_release(val);
             return WF_ENOMEM;
         }
-        ev->fields = nf;
+        memcpy(ev->inline_fields, &nf, sizeof nf); /* the inline fields are moved out */
         ev->cap = cap;
         ev->flags |= WF__EV_FIELDS_HEAP;
     }
@@ -450,10 +452,11 @@ void wf_event_release(wf_event *ev)
     if (atomic_load_explicit(&ev->refs, memory_order_acquire) != 1 &&
         atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) != 1)
         return;
+    wf__field *fields = wf__ev_fields(ev);
     for (uint32_t i = 0; i < ev->nfields; i++)
-        field_clear(&ev->fields[i]);
+        field_clear(&fields[i]);
     if (ev->flags & WF__EV_FIELDS_HEAP)
-        wf__free_mem(ev->fields);
+        wf__free_mem(fields);
     wf__cache_free(ev, ev->cls);
 }
 
@@ -503,9 +506,9 @@ int wf_event_field_at(const wf_event *ev, size_t i, const char **key, wf_value *
     if (i >= ev->nfields)
         return WF_ERANGE;
     if (key)
-        *key = wf__field_key(&ev->fields[i]);
+        *key = wf__field_key(&wf__ev_fields(ev)[i]);
     if (val)
-        *val = ev->fields[i].val;
+        *val = wf__ev_fields(ev)[i].val;
     return 0;
 }
 
@@ -521,7 +524,7 @@ int wf_event_equal(const wf_event *a, const wf_event *b)
     if (a == NULL || b == NULL || a->type != b->type || a->nfields != b->nfields)
         return 0;
     for (uint32_t i = 0; i < a->nfields; i++) {
-        const wf__field *f = &a->fields[i];
+        const wf__field *f = &wf__ev_fields(a)[i];
         const wf__field *g = find_field(b, wf__field_key(f), f->klen);
         if (g == NULL || !wf_value_equal(f->val, g->val))
             return 0;

@@ -52,8 +52,8 @@ char *wf__strndup(const char *s, size_t n);
  * paths (a pop and a push on the thread's list) are inline.
  */
 #define WF__CLS_HEAP 0xff
-#define WF__NCLS     10
-#define WF__CLS_TASK 9   /* the executor's tasks: 64 bytes, a class of their own (alloc.c) */
+#define WF__NCLS     11
+#define WF__CLS_TASK 10  /* the executor's tasks: 64 bytes, a class of their own (alloc.c) */
 #define WF__BATCH    256 /* blocks moved between a thread and the depot at once */
 
 typedef struct wf__block {
@@ -70,7 +70,7 @@ typedef struct wf__tcache {
 } wf__tcache;
 
 extern WF__TLS wf__tcache wf__tc;
-extern const uint8_t wf__cls_by16[33]; /* class of a block of n <= 512 bytes: [(n + 15) / 16] */
+extern const uint8_t wf__cls_by8[65]; /* class of a block of n <= 512 bytes: [(n + 7) / 8] */
 void *wf__cache_refill(size_t n, int c, uint8_t *cls);
 void wf__cache_spill(void *p, uint8_t cls);
 
@@ -78,7 +78,7 @@ static inline void *wf__cache_alloc(size_t n, uint8_t *cls)
 {
     if (WF__UNLIKELY(n > 512))
         return wf__cache_refill(n, -1, cls);
-    int c = wf__cls_by16[(n + 15) >> 4];
+    int c = wf__cls_by8[(n + 7) >> 3];
     wf__block *b = wf__tc.head[c];
     if (WF__UNLIKELY(b == NULL))
         return wf__cache_refill(n, c, cls);
@@ -195,8 +195,7 @@ struct wf_registry {
 /*
  * Keys of up to WF__KEY_INLINE-1 bytes live inside the field; a longer key is
  * a heap copy whose pointer takes the first bytes of key. 32 bytes a field
- * (a union of the two would be 16 bytes, and the field 40), so a one-field
- * event is one 64-byte block.
+ * (a union of the two would be 16 bytes, and the field 40).
  */
 #define WF__KEY_INLINE 12
 
@@ -214,8 +213,14 @@ static inline char *wf__field_heap_key(const wf__field *f)
 }
 
 #define WF__EV_FROZEN      1u
-#define WF__EV_FIELDS_HEAP 2u /* fields points to a separate allocation */
+#define WF__EV_FIELDS_HEAP 2u /* the fields are in a separate allocation */
 
+/*
+ * An event: a 24-byte header, then its fields; once they outgrow the block
+ * (WF__EV_FIELDS_HEAP) the first bytes after the header point to a heap
+ * array. A one-field event is 56 bytes, so a pending event and its task
+ * take 120 (wf__ev_fields finds the fields).
+ */
 struct wf_event {
     _Atomic uint32_t refs;
     uint16_t flags;
@@ -224,9 +229,18 @@ struct wf_event {
     uint32_t nfields;
     uint32_t cap;
     const wf_event_type *type;
-    wf__field *fields; /* inline_fields or a heap array */
-    wf__field inline_fields[];
+    wf__field inline_fields[]; /* at least 8 bytes: room for the heap pointer */
 };
+
+static inline wf__field *wf__ev_fields(const wf_event *ev)
+{
+    if (WF__UNLIKELY(ev->flags & WF__EV_FIELDS_HEAP)) {
+        wf__field *f;
+        __builtin_memcpy(&f, ev->inline_fields, sizeof f);
+        return f;
+    }
+    return (wf__field *)ev->inline_fields;
+}
 
 void wf__registry_retain(wf_registry *reg);
 

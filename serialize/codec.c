@@ -122,12 +122,13 @@ int wf__pack_fields(msgpack_packer *pk, const wf_event *ev)
 {
     if (msgpack_pack_map(pk, ev->nfields))
         return WF_ENOMEM;
+    const wf__field *fields = wf__ev_fields(ev);
     for (uint32_t i = 0; i < ev->nfields; i++) {
-        const char *k = wf__field_key(&ev->fields[i]);
-        size_t kl = ev->fields[i].klen;
+        const char *k = wf__field_key(&fields[i]);
+        size_t kl = fields[i].klen;
         if (msgpack_pack_str(pk, kl) || msgpack_pack_str_body(pk, k, kl))
             return WF_ENOMEM;
-        int rc = wf__pack_value(pk, ev->fields[i].val, 1);
+        int rc = wf__pack_value(pk, fields[i].val, 1);
         if (rc < 0)
             return rc;
     }
