@@ -285,6 +285,8 @@ static wf__task *pendq_take(wf__pendq *q, uint32_t n)
         wf__task *t;
         while ((t = pendq_pop(q)) == NULL)
             __builtin_ia32_pause();
+        /* its event was written on the producer's core: fetch it while we chase the rest */
+        __builtin_prefetch(t->ev);
         t->chain = NULL;
         if (last)
             last->chain = t;
