@@ -845,8 +845,11 @@ static void emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint
         uint32_t j = i;
         if (atomic_load_explicit(&run->nwaiting, memory_order_acquire) != 0)
             j = n + 1; /* waiters look at every event: no batches now */
+        const wf_event_type *prev = NULL;
         for (; j < n; j++) {
             const wf_event_type *t = evs[j]->type;
+            if (t == prev && targets[j] == targets[j - 1])
+                continue; /* decided as the one before it (a fan-out: every one) */
             if (t->reg != run->reg || t->is_stop || t->is_input)
                 break;
             int32_t d = targets[j];
@@ -862,6 +865,7 @@ static void emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint
             if ((j > i && d != dest) || run->steps[d].join)
                 break;
             dest = d;
+            prev = t;
         }
         if (j <= n && j - i >= 2) {
             int rc = deliver_batch(run, (uint32_t)dest, evs + i, j - i);
