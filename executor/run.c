@@ -112,8 +112,8 @@ static void waiters_free(wf__waiter *w)
 wf__group *wf__group_new(uint32_t n)
 {
     /* the group, then result[n], outstanding[n], resolved[n]: one cached block for small n */
-    size_t size = sizeof(wf__group) + (size_t)n * (sizeof(wf_event *) + sizeof(_Atomic uint32_t) +
-                                                   sizeof(_Atomic int));
+    size_t size = sizeof(wf__group) +
+                  (size_t)n * (sizeof(wf_event *) + sizeof(_Atomic uint32_t) + sizeof(_Atomic int));
     uint8_t cls;
     wf__group *g = wf__cache_alloc(size, &cls);
     if (g == NULL)
@@ -435,7 +435,8 @@ static int deliver_task(wf__run *run, wf__task *t)
     uint32_t w = ss->workers;
     if (w >= WF__UNBOUNDED) {
         t->shard = (uint8_t)my_shard(run);
-        if (atomic_fetch_add_explicit(shard_ctr(run, t->shard, t->step), 1, memory_order_acq_rel) == 0)
+        _Atomic uint32_t *ctr = shard_ctr(run, t->shard, t->step);
+        if (atomic_fetch_add_explicit(ctr, 1, memory_order_acq_rel) == 0)
             woke(run, t);
         else
             run_schedule(run, t);
@@ -1290,8 +1291,10 @@ static wf_event *failed_event(wf__run *run, const wf__task *t, int rc, const cha
     wf_value input;
     ok = ok && wf_value_map_new(&input, t->ev->nfields) == 0;
     const wf__field *fields = wf__ev_fields(t->ev);
-    for (uint32_t i = 0; ok && i < t->ev->nfields; i++)
-        ok = wf_value_map_set(&input, wf__field_key(&fields[i]), wf_value_retain(fields[i].val)) == 0;
+    for (uint32_t i = 0; ok && i < t->ev->nfields; i++) {
+        wf_value fv = wf_value_retain(fields[i].val);
+        ok = wf_value_map_set(&input, wf__field_key(&fields[i]), fv) == 0;
+    }
     ok = ok && wf_event_set(fe, "input", input) == 0;
     if (!ok) {
         wf_event_release(fe);
@@ -1686,8 +1689,10 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     if (ncols) {
         /* one row of cache lines per shard (task->shard is a byte: 255 workers, then shared) */
         run->nshards = (ex->nworkers < 255 ? ex->nworkers : 255) + 1;
-        run->shard_stride = (ncols + WF__CACHELINE / 4 - 1) / (WF__CACHELINE / 4) * (WF__CACHELINE / 4);
-        run->shards = wf__malloc_aligned((size_t)run->nshards * run->shard_stride * sizeof *run->shards);
+        run->shard_stride =
+            (ncols + WF__CACHELINE / 4 - 1) / (WF__CACHELINE / 4) * (WF__CACHELINE / 4);
+        run->shards =
+            wf__malloc_aligned((size_t)run->nshards * run->shard_stride * sizeof *run->shards);
         if (run->shards == NULL) {
             pthread_mutex_lock(&ctx->run_lock);
             atomic_store(&ctx->run, NULL);

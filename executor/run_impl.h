@@ -244,8 +244,8 @@ typedef struct wf__inv {
     uint32_t nsent;
     uint32_t capsent;
     char *errmsg;
-    int suspended;        /* a waiter was registered: WF_SUSPEND is expected */
-    wf_completion *token; /* wf_ctx_pend was called: WF_PENDING is expected */
+    int suspended;          /* a waiter was registered: WF_SUSPEND is expected */
+    wf_completion *token;   /* wf_ctx_pend was called: WF_PENDING is expected */
     struct deferred *defer; /* emissions held for the claimed batch it runs in, or NULL */
     wf_event *inl_sent[8];
     int32_t inl_targets[8];

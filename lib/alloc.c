@@ -176,8 +176,8 @@ char *wf__strdup(const char *s)
  * depot; wf_alloc_trim() gives back to the hooks every slab whose blocks are
  * all in the depot or the calling thread's lists.
  */
-#define NCLS     WF__NCLS
-#define BATCH    WF__BATCH
+#define NCLS  WF__NCLS
+#define BATCH WF__BATCH
 #if defined(__SANITIZE_ADDRESS__)
 #define WF__ASAN 1
 #elif defined(__has_feature)
@@ -299,7 +299,8 @@ void *wf__cache_refill(size_t n, int c, uint8_t *cls)
          * one line, and two threads working on neighbouring blocks never
          * share one.
          */
-        uintptr_t first = ((uintptr_t)(s + 1) + WF__CACHELINE - 1) & ~(uintptr_t)(WF__CACHELINE - 1);
+        uintptr_t first =
+            ((uintptr_t)(s + 1) + WF__CACHELINE - 1) & ~(uintptr_t)(WF__CACHELINE - 1);
         s->cls = (uint32_t)c;
         s->bytes = bytes;
         s->nblocks = (uint32_t)(((uintptr_t)s + bytes - first) / size);
@@ -400,7 +401,8 @@ void wf_alloc_trim(void)
     qsort(sv, ns, sizeof *sv, cmp_slab);
     memset(cnt, 0, ns * sizeof *cnt);
     for (int c = 0; c < NCLS; c++)
-        for (block *bt = atomic_load_explicit(&depot[c], memory_order_relaxed); bt; bt = bt->next_batch)
+        for (block *bt = atomic_load_explicit(&depot[c], memory_order_relaxed); bt;
+             bt = bt->next_batch)
             for (block *b = bt; b; b = b->next)
                 cnt[slab_index(sv, ns, b)]++;
     /* the blocks of slabs that stay go back to the depot, one batch per class */

@@ -1038,7 +1038,8 @@ Test(coord, nested_fan_outs_are_tracked_per_level, .timeout = 60)
 /* A Node carries depth left * 2^20 + index in "i"; a leaf's result is its index. */
 static int tree_split(wf_ctx *ctx, int64_t d, int64_t i)
 {
-    wf_event *evs[2] = {ev_i(T_ITEM, (d - 1) << 20 | (2 * i)), ev_i(T_ITEM, (d - 1) << 20 | (2 * i + 1))};
+    wf_event *evs[2] = {ev_i(T_ITEM, (d - 1) << 20 | (2 * i)),
+                        ev_i(T_ITEM, (d - 1) << 20 | (2 * i + 1))};
     return wf_ctx_emit_list(ctx, evs, 2, T_RES);
 }
 

@@ -221,8 +221,8 @@ Test(event, constructor_keys_short_long_empty_and_repeated)
     const wf_event_type *a = add("A", NULL);
     wf_event *e;
     /* 11 bytes (inline), 12 (the first on the heap) and longer */
-    cr_assert_eq(wf_event_new2(&e, a, "elevenchars", wf_value_int(11), "twelve_chars", wf_value_int(12)),
-                 0);
+    cr_assert_eq(
+        wf_event_new2(&e, a, "elevenchars", wf_value_int(11), "twelve_chars", wf_value_int(12)), 0);
     int64_t v = 0;
     cr_assert_eq(wf_value_get_int(wf_event_get(e, "elevenchars", wf_value_nil()), &v), 0);
     cr_assert_eq(v, 11);
