@@ -60,7 +60,7 @@ typedef struct wf__task {
     uint32_t step;
     uint32_t attempt;
     uint8_t kind;
-    uint8_t cls;
+    uint8_t shard; /* INVOKE of an unbounded step: the count shard it is counted in (run.c) */
     uint16_t flags;
     uint32_t pad;
     union {
@@ -72,8 +72,28 @@ typedef struct wf__task {
     struct wf__task *chain;
 } wf__task;
 
-wf__task *wf__task_alloc(void);
-void wf__task_free(wf__task *t);
+/* A task from the calling thread's cache (tasks have a cache class of their own). */
+static inline wf__task *wf__task_alloc(void)
+{
+    _Static_assert(sizeof(wf__task) <= 64, "a task fits its class");
+    wf__task *t = wf__cache_alloc_cls(WF__CLS_TASK);
+    if (t) {
+        atomic_init(&t->next, NULL);
+        t->chain = NULL;
+        t->u.group = NULL;
+        t->pad = 0; /* INVOKE: the branch */
+        t->shard = 0;
+        t->flags = 0;
+        t->attempt = 1;
+    }
+    return t;
+}
+
+static inline void wf__task_free(wf__task *t)
+{
+    if (t)
+        wf__cache_free(t, WF__CLS_TASK);
+}
 
 /* --------------------------------------------------------- chase-lev deque */
 
@@ -156,7 +176,7 @@ typedef struct wf__slot {
 #define WF__SLOT_DIRTY ((uintptr_t)1)
 
 /* The calling thread's slot, or NULL (a thread outside the executor). */
-extern _Thread_local wf__slot *wf__tls_slot;
+extern WF__TLS wf__slot *wf__tls_slot;
 
 /*
  * The asymmetric fence of live snapshots: a task runner stores its slot and
@@ -249,9 +269,26 @@ struct wf_executor {
 };
 
 /* The worker the calling thread is, or NULL. */
+extern WF__TLS wf__worker *wf__tls_worker;
 wf__worker *wf__current_worker(void);
+void wf__schedule_slow(struct wf_executor *ex, wf__task *t);
+
+/* Puts t in the calling worker's bypass slot when it is one of ex's and the slot is free. */
+static inline int wf__bypass_try(struct wf_executor *ex, wf__task *t)
+{
+    wf__worker *w = wf__tls_worker;
+    if (w == NULL || w->ex != ex || w->bypass != NULL)
+        return 0;
+    w->bypass = t;
+    return 1;
+}
+
 /* Schedules t: on the caller's worker (bypass or deque) when it is one of ex's, else injected. */
-void wf__schedule(struct wf_executor *ex, wf__task *t);
+static inline void wf__schedule(struct wf_executor *ex, wf__task *t)
+{
+    if (!wf__bypass_try(ex, t))
+        wf__schedule_slow(ex, t);
+}
 /* Queues t for the blocking pool. */
 void wf__blocking_submit(struct wf_executor *ex, wf__task *t);
 /* Injects t from any thread. */

@@ -146,6 +146,13 @@ typedef struct wf__cut {
     uint32_t nbuffers;
     img_group *groups;
     uint32_t ngroups;
+    /*
+     * The groups the copied tasks refer to, and their ancestors, in the order
+     * first seen (a group lives while something refers to it: run.c frees it
+     * when its last branch closes, so only the cut's tasks can reach it).
+     */
+    const wf__group **garr;
+    uint32_t ngarr, cap_garr;
     uint64_t queued, in_progress, dropped, unhandled;
     int64_t timeout_ms;
     int rc; /* the first failure: out of memory, or a type registered meanwhile */
@@ -156,6 +163,7 @@ typedef struct ptrmap {
     const void **keys;
     uint32_t *vals;
     uint32_t cap;
+    uint32_t n;
 } ptrmap;
 
 static int ptrmap_init(ptrmap *m, uint32_t n)
@@ -163,6 +171,7 @@ static int ptrmap_init(ptrmap *m, uint32_t n)
     m->cap = 16;
     while (m->cap < n * 2)
         m->cap *= 2;
+    m->n = 0;
     m->keys = wf__calloc(m->cap, sizeof *m->keys);
     m->vals = wf__calloc(m->cap, sizeof *m->vals);
     return m->keys && m->vals ? 0 : WF_ENOMEM;
@@ -185,8 +194,27 @@ static uint32_t ptr_slot(const ptrmap *m, const void *p)
 static void ptrmap_put(ptrmap *m, const void *p, uint32_t v)
 {
     uint32_t h = ptr_slot(m, p);
+    m->n += m->keys[h] == NULL;
     m->keys[h] = p;
     m->vals[h] = v;
+}
+
+/* Doubles the table when it would be more than half full. */
+static int ptrmap_reserve(ptrmap *m)
+{
+    if ((m->n + 1) * 2 <= m->cap)
+        return 0;
+    ptrmap o = *m;
+    if (ptrmap_init(m, o.cap) < 0) {
+        ptrmap_free(m);
+        *m = o;
+        return WF_ENOMEM;
+    }
+    for (uint32_t i = 0; i < o.cap; i++)
+        if (o.keys[i])
+            ptrmap_put(m, o.keys[i], o.vals[i]);
+    ptrmap_free(&o);
+    return 0;
 }
 
 static int64_t ptrmap_get(const ptrmap *m, const void *p)
@@ -201,6 +229,35 @@ static void img_fail(img *m, int rc)
 {
     if (m->rc == 0)
         m->rc = rc;
+}
+
+/* The index of group g (first sight: g and its ancestors get the next ones), or -1. */
+static int64_t img_group_ix(img *m, ptrmap *groups, const wf__group *g)
+{
+    if (g == NULL)
+        return -1;
+    int64_t ix = ptrmap_get(groups, g);
+    if (ix >= 0)
+        return ix;
+    for (const wf__group *a = g; a && ptrmap_get(groups, a) < 0; a = a->parent) {
+        if (m->ngarr == m->cap_garr) {
+            uint32_t cap = m->cap_garr ? m->cap_garr * 2 : 16;
+            const wf__group **n = wf__realloc((void *)m->garr, cap * sizeof *n);
+            if (n == NULL) {
+                img_fail(m, WF_ENOMEM);
+                return -1;
+            }
+            m->garr = n;
+            m->cap_garr = cap;
+        }
+        if (ptrmap_reserve(groups) < 0) {
+            img_fail(m, WF_ENOMEM);
+            return -1;
+        }
+        ptrmap_put(groups, a, m->ngarr);
+        m->garr[m->ngarr++] = a;
+    }
+    return ptrmap_get(groups, g);
 }
 
 static void *img_calloc(img *m, size_t n, size_t size)
@@ -241,11 +298,11 @@ static wf_event *img_event(img *m, const wf_event *ev)
 }
 
 /* t as an image task (its event retained); in_progress: it had started. */
-static void img_put(img *m, img_task *it, const wf__task *t, int in_progress, const ptrmap *groups,
+static void img_put(img *m, img_task *it, const wf__task *t, int in_progress, ptrmap *groups,
                     int64_t now)
 {
     const wf__retry_info *ri = t->arg;
-    int64_t group = ptrmap_get(groups, t->u.group);
+    int64_t group = img_group_ix(m, groups, t->u.group);
     int has_retry = ri && (ri->first_ns || ri->last_error || ri->last_msg);
     it->ev = img_event(m, t->ev);
     it->step = t->step;
@@ -292,7 +349,7 @@ static const img_more *img_more_of(const img *m, const img_task *it)
     return it->more ? &m->more[it->more - 1] : NULL;
 }
 
-static void img_add_task(img *m, const wf__task *t, int in_progress, const ptrmap *groups,
+static void img_add_task(img *m, const wf__task *t, int in_progress, ptrmap *groups,
                          int64_t now)
 {
     img_put(m, &m->tasks[m->ntasks++], t, in_progress, groups, now);
@@ -329,7 +386,7 @@ static void img_drop_tasks(img *m)
  * put): the caller lets go, then tries again. The slots are read once, into
  * inprog, and the copy follows that reading. have: nsteps counters.
  */
-static int img_tasks(img *m, wf__run *run, wf__task **inprog, uint32_t *have, const ptrmap *groups,
+static int img_tasks(img *m, wf__run *run, wf__task **inprog, uint32_t *have, ptrmap *groups,
                      int64_t now)
 {
     struct wf_executor *ex = run->ex;
@@ -359,7 +416,7 @@ static int img_tasks(img *m, wf__run *run, wf__task **inprog, uint32_t *have, co
             n++;
         }
     for (uint32_t s = 0; s < run->nsteps; s++) {
-        uint32_t c = atomic_load_explicit(&run->steps[s].count, memory_order_acquire);
+        uint32_t c = wf__step_count(run, s);
         if (c < have[s])
             return 0;
         n += c - have[s]; /* queued */
@@ -411,7 +468,7 @@ static int img_tasks(img *m, wf__run *run, wf__task **inprog, uint32_t *have, co
             qlen++;
         }
         ok = ok &&
-             have[s] + qlen == atomic_load_explicit(&run->steps[s].count, memory_order_acquire);
+             have[s] + qlen == wf__step_count(run, s);
     }
     wf__free_mem(held);
     if (!ok)
@@ -420,7 +477,7 @@ static int img_tasks(img *m, wf__run *run, wf__task **inprog, uint32_t *have, co
 }
 
 /* Copies the rest of the run: retries, waiters, buffers, groups, counters (same locks). */
-static void img_rest(img *m, wf__run *run, const ptrmap *groups, int64_t now)
+static void img_rest(img *m, wf__run *run, ptrmap *groups, int64_t now)
 {
     uint32_t nr = 0, nw = 0, nb = 0, ng = 0;
     for (wf__retry_timer *rt = run->retries; rt; rt = rt->next)
@@ -481,12 +538,37 @@ static void img_rest(img *m, wf__run *run, const ptrmap *groups, int64_t now)
             }
         }
     }
-    for (wf__group *g = run->groups; g; g = g->next_in_run)
-        ng++;
-    if ((m->groups = img_calloc(m, ng, sizeof *m->groups)) != NULL) {
-        for (wf__group *g = run->groups; g; g = g->next_in_run) {
+    /*
+     * The groups, written deepest first so that a parent comes after its
+     * children (the reader's guard against cycles); the tasks' indices,
+     * given in the order first seen, follow the new order.
+     */
+    ng = m->ngarr;
+    uint32_t *depth = img_calloc(m, ng, sizeof *depth);
+    uint32_t *order = img_calloc(m, ng, sizeof *order);
+    uint32_t *new_ix = img_calloc(m, ng, sizeof *new_ix);
+    if (depth && order && new_ix && (m->groups = img_calloc(m, ng, sizeof *m->groups)) != NULL) {
+        uint32_t maxd = 0;
+        for (uint32_t i = 0; i < ng; i++) {
+            for (const wf__group *a = m->garr[i]->parent; a; a = a->parent)
+                depth[i]++;
+            maxd = depth[i] > maxd ? depth[i] : maxd;
+        }
+        uint32_t k = 0;
+        for (uint32_t d = maxd + 1; d-- > 0;)
+            for (uint32_t i = 0; i < ng; i++)
+                if (depth[i] == d) {
+                    new_ix[i] = k;
+                    order[k++] = i;
+                }
+        for (uint32_t i = 0; i < m->nmore; i++)
+            if (m->more[i].group >= 0)
+                m->more[i].group = new_ix[m->more[i].group];
+        for (uint32_t j = 0; j < ng; j++) {
+            const wf__group *g = m->garr[order[j]];
             img_group *ig = &m->groups[m->ngroups++];
-            ig->parent = ptrmap_get(groups, g->parent);
+            int64_t p = ptrmap_get(groups, g->parent);
+            ig->parent = p >= 0 ? (int64_t)new_ix[p] : -1;
             ig->parent_branch = g->parent_branch;
             ig->join_step = g->join_step;
             ig->collect = g->collect;
@@ -505,6 +587,9 @@ static void img_rest(img *m, wf__run *run, const ptrmap *groups, int64_t now)
             }
         }
     }
+    wf__free_mem(depth);
+    wf__free_mem(order);
+    wf__free_mem(new_ix);
     m->dropped = atomic_load(&run->dropped);
     m->unhandled = atomic_load(&run->unhandled);
     m->timeout_ms = run->timeout_ms;
@@ -523,7 +608,7 @@ static void img_prepare(img *m, wf__run *run)
     m->types = img_calloc(m, m->ntypes_reg, sizeof *m->types);
     uint64_t n = 64;
     for (uint32_t s = 0; s < run->nsteps; s++)
-        n += atomic_load_explicit(&run->steps[s].count, memory_order_relaxed);
+        n += wf__step_count(run, s);
     n += n / 8;
     if (n > UINT32_MAX)
         return;
@@ -569,6 +654,7 @@ static void img_free(img *m)
         wf__free_mem(g->result);
     }
     wf__free_mem(m->groups);
+    wf__free_mem((void *)m->garr);
     wf__free_mem(m->type_idx);
     wf__free_mem((void *)m->types);
     wf_workflow_free(m->wf);
@@ -916,7 +1002,7 @@ static int capture(wf__run *run, int cancel, int64_t *pause_ns, img **out, wf_va
         wf__cut_free(m);
         return WF_ENOMEM;
     }
-    ptrmap groups = {NULL, NULL, 0};
+    ptrmap groups = {NULL, NULL, 0, 0};
     pthread_mutex_lock(&run->snap_mu);
     if (wf__run_ended(run) || atomic_load(&run->gate) != 0) { /* ended, or being cancelled */
         pthread_mutex_unlock(&run->snap_mu);
@@ -943,15 +1029,11 @@ static int capture(wf__run *run, int cancel, int64_t *pause_ns, img **out, wf_va
         pthread_mutex_lock(&run->collect_lock);
         pthread_mutex_lock(&run->mu);
         int64_t now = wf__now_ns();
-        uint32_t ng = 0, i = 0;
-        for (wf__group *g = run->groups; g; g = g->next_in_run)
-            ng++;
         int done = 1;
-        if (ptrmap_init(&groups, ng) < 0) {
+        m->ngarr = 0; /* the groups are found again through the tasks */
+        if (ptrmap_init(&groups, 16) < 0) {
             img_fail(m, WF_ENOMEM);
         } else {
-            for (wf__group *g = run->groups; g; g = g->next_in_run)
-                ptrmap_put(&groups, g, i++);
             if ((done = img_tasks(m, run, inprog, have, &groups, now)) != 0 && m->rc == 0)
                 img_rest(m, run, &groups, now);
         }
@@ -1112,6 +1194,8 @@ typedef struct dec {
     uint32_t *gn; /* branches per group */
     uint32_t ngroups;
     wf__group **groups; /* built */
+    uint32_t *drops;    /* (group, branch) pairs that drop out when attached */
+    uint32_t ndrops;
     wf__task **tasks;   /* built, in order */
     uint32_t ntasks;
     wf__waiter *waiters;
@@ -1307,6 +1391,7 @@ static void dec_free(dec *d)
     if (d->ngroups && d->groups && d->groups[0])
         wf__groups_free(d->groups[0]); /* linked in order through next_in_run */
     wf__free_mem(d->groups);
+    wf__free_mem(d->drops);
     wf__free_mem(d->gn);
     wf__free_mem(d->steps);
     wf__free_mem((void *)d->types);
@@ -1400,18 +1485,12 @@ static int dec_groups(dec *d)
             return WF_ENOMEM;
         for (uint32_t i = 0; i < d->ngroups; i++) {
             uint32_t n = d->gn[i];
-            wf__group *g = wf__calloc(1, sizeof *g);
+            wf__group *g = wf__group_new(n); /* one block, its arrays zeroed */
             if (g == NULL)
                 return WF_ENOMEM;
             if (i > 0)
                 d->groups[i - 1]->next_in_run = g;
             d->groups[i] = g;
-            g->outstanding = wf__calloc(n ? n : 1, sizeof *g->outstanding);
-            g->resolved = wf__calloc(n ? n : 1, sizeof *g->resolved);
-            g->result = wf__calloc(n ? n : 1, sizeof *g->result);
-            if (g->outstanding == NULL || g->resolved == NULL || g->result == NULL)
-                return WF_ENOMEM; /* g->n stays 0: freeing it reads no branch */
-            g->n = n;
         }
     }
     uint32_t n;
@@ -1688,6 +1767,39 @@ static const struct {
  * groups, ..., the tasks last); an entry that comes too early is checked,
  * passed over and read once the rest is in. The map must span the bytes.
  */
+/*
+ * Every unit is in now. A group is freed when its last open branch closes
+ * (run.c): open are the branches something refers to, and the unresolved
+ * ones with nothing left, which get a unit here and drop out when attached
+ * (as they would have); one hold per group keeps it until then.
+ */
+static int dec_groups_open(dec *d)
+{
+    uint32_t ndrops = 0;
+    for (uint32_t i = 0; i < d->ngroups; i++)
+        for (uint32_t b = 0; b < d->groups[i]->n; b++)
+            ndrops += atomic_load(&d->groups[i]->resolved[b]) == 0 &&
+                      atomic_load(&d->groups[i]->outstanding[b]) == 0;
+    d->drops = wf__malloc((ndrops ? ndrops : 1) * 2 * sizeof *d->drops);
+    if (d->drops == NULL)
+        return WF_ENOMEM;
+    for (uint32_t i = 0; i < d->ngroups; i++) {
+        wf__group *g = d->groups[i];
+        uint32_t open = 1;
+        for (uint32_t b = 0; b < g->n; b++) {
+            if (atomic_load(&g->resolved[b]) == 0 && atomic_load(&g->outstanding[b]) == 0) {
+                wf__branch_add(g, b);
+                d->drops[2 * d->ndrops] = i;
+                d->drops[2 * d->ndrops + 1] = b;
+                d->ndrops++;
+            }
+            open += atomic_load(&g->outstanding[b]) > 0;
+        }
+        atomic_store(&g->open, open);
+    }
+    return 0;
+}
+
 static int dec_run(dec *d)
 {
     wf__rd *r = &d->r;
@@ -1733,6 +1845,8 @@ static int dec_run(dec *d)
     for (int k = 0; rc == 0 && k < R_N; k++)
         if (!(done & 1u << k))
             rc = run_parts[k].read(d);
+    if (rc == 0 && d->build)
+        rc = dec_groups_open(d);
     if (rc == 0 && end != r->len) {
         here(d, "", NO_ITEM);
         r->off = end;
@@ -1757,8 +1871,6 @@ static void attach(dec *d, wf__run *run)
     atomic_store(&run->dropped, d->dropped);
     atomic_store(&run->unhandled, d->unhandled);
     pthread_mutex_lock(&run->collect_lock);
-    if (d->ngroups)
-        run->groups = d->groups[0]; /* a new run has none yet */
     run->collect = d->collect;
     d->collect = NULL;
     run->waiters = d->waiters;
@@ -1816,17 +1928,12 @@ static void attach(dec *d, wf__run *run)
             wf__end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL, "out of memory resuming");
     }
     d->ntasks = 0;
-    /* branches with nothing left drop out (as they would have) */
-    for (uint32_t i = 0; i < d->ngroups; i++) {
-        wf__group *g = d->groups[i];
-        for (uint32_t b = 0; b < g->n; b++) {
-            if (atomic_load(&g->resolved[b]) == 0 && atomic_load(&g->outstanding[b]) == 0) {
-                wf__branch_add(g, b);
-                wf__branch_done(run, g, b);
-            }
-        }
-    }
-    d->ngroups = 0; /* the run owns them */
+    /* branches with nothing left drop out (as they would have); then the holds go */
+    for (uint32_t k = 0; k < d->ndrops; k++)
+        wf__branch_done(run, d->groups[d->drops[2 * k]], d->drops[2 * k + 1]);
+    for (uint32_t i = 0; i < d->ngroups; i++)
+        wf__group_close(d->groups[i]);
+    d->ngroups = 0; /* the run's tasks own them */
     wf__outside_exit(run, o);
 }
 

@@ -33,15 +33,27 @@
 #include <time.h>
 #include <unistd.h>
 
-static _Thread_local wf__inv *tls_inv;
+static WF__TLS wf__inv *tls_inv;
 /*
  * The lineage of what the calling thread routes now: how many error-handler
  * recoveries the emitting invocation's input descends from (task->flags).
  */
-static _Thread_local uint16_t tls_lineage;
+static WF__TLS uint16_t tls_lineage;
 /* The list fan-out branch of what the calling thread routes now (task->u.group, ->pad). */
-static _Thread_local wf__group *tls_group;
-static _Thread_local uint32_t tls_branch;
+static WF__TLS wf__group *tls_group;
+static WF__TLS uint32_t tls_branch;
+/*
+ * Engine hand-over (a chain costs no run-wide atomics): while the single
+ * task of `tls_handoff_run` routes what its step returned, a delivery that
+ * wakes a step (count 0 -> 1) and lands in this worker's bypass slot takes
+ * no engine unit; tls_handoff records the debt. Nobody else can run a
+ * bypass task, and the routing task still holds its own step's unit, so the
+ * run cannot quiesce meanwhile. When the task finishes, its step's unit
+ * passes to the woken step if the task was its step's last (count 1 -> 0:
+ * no engine operation at all), else the debt is paid (engine_ref) first.
+ */
+static WF__TLS wf__run *tls_handoff_run;
+static WF__TLS wf__run *tls_handoff;
 
 static void branch_add(wf__group *g, uint32_t b);
 static void branch_done(wf__run *run, wf__group *g, uint32_t b);
@@ -71,7 +83,7 @@ static void waiters_cancel(struct wf__run *run);
  * their EMIT and ROUTE records take it instead of reading the clock again
  * (~25 ns a read here). 0 outside.
  */
-static __thread int64_t tls_obs_now __attribute__((tls_model("initial-exec")));
+static WF__TLS int64_t tls_obs_now;
 
 /* The id pairing an EVENT_ROUTE with the STEP_START of its task. */
 static inline uint64_t obs_task_id(const wf__task *t)
@@ -193,17 +205,45 @@ static void waiters_free(wf__waiter *w)
     }
 }
 
+wf__group *wf__group_new(uint32_t n)
+{
+    /* the group, then result[n], outstanding[n], resolved[n]: one cached block for small n */
+    size_t size = sizeof(wf__group) +
+                  (size_t)n * (sizeof(wf_event *) + sizeof(_Atomic uint32_t) + sizeof(_Atomic int));
+    uint8_t cls;
+    wf__group *g = wf__cache_alloc(size, &cls);
+    if (g == NULL)
+        return NULL;
+    memset(g, 0, size);
+    g->cls = cls;
+    g->n = n;
+    g->result = (wf_event **)(g + 1);
+    g->outstanding = (_Atomic uint32_t *)(g->result + n);
+    g->resolved = (_Atomic int *)(g->outstanding + n);
+    atomic_init(&g->open, n);
+    return g;
+}
+
+static void group_free(wf__group *g)
+{
+    for (uint32_t i = 0; i < g->n; i++)
+        wf_event_release(g->result[i]);
+    wf_event_release(g->origin);
+    wf__cache_free(g, g->cls);
+}
+
+/* A branch closed (or a hold went): the last one frees the group. */
+static inline void group_close(wf__group *g)
+{
+    if (atomic_fetch_sub_explicit(&g->open, 1, memory_order_acq_rel) == 1)
+        group_free(g);
+}
+
 void wf__groups_free(wf__group *g)
 {
     while (g) {
         wf__group *nx = g->next_in_run;
-        for (uint32_t i = 0; i < g->n; i++)
-            wf_event_release(g->result[i]);
-        wf_event_release(g->origin);
-        wf__free_mem(g->outstanding);
-        wf__free_mem((void *)g->resolved);
-        wf__free_mem(g->result);
-        wf__free_mem(g);
+        group_free(g);
         g = nx;
     }
 }
@@ -213,7 +253,6 @@ static void run_free(wf__run *run)
     /* waiters' tasks may belong to fan-out branches: free them before the groups */
     waiters_free(run->waiters);
     wf__collect_free(run->collect);
-    wf__groups_free(run->groups);
     pthread_mutex_destroy(&run->collect_lock);
     pthread_mutex_destroy(&run->snap_lock);
     pthread_mutex_destroy(&run->snap_mu);
@@ -229,6 +268,7 @@ static void run_free(wf__run *run)
     wf_event_release(run->result);
     wf__free_mem(run->err_step);
     wf__free_mem(run->err_msg);
+    wf__free_aligned((void *)run->shards);
     pthread_mutex_destroy(&run->mu);
     pthread_cond_destroy(&run->cv);
     wf_ctx_free(run->ctx);
@@ -341,6 +381,8 @@ static wf__task *pendq_take(wf__pendq *q, uint32_t n)
         wf__task *t;
         while ((t = pendq_pop(q)) == NULL)
             __builtin_ia32_pause();
+        /* its event was written on the producer's core: fetch it while we chase the rest */
+        __builtin_prefetch(t->ev);
         t->chain = NULL;
         if (last)
             last->chain = t;
@@ -363,7 +405,8 @@ static void drop_task(wf__task *t)
         wf__retry_info *ri = t->arg;
         for (uint32_t i = 0; i < ri->ntuple; i++)
             wf_event_release(ri->tuple[i]);
-        wf__free_mem(ri->tuple);
+        if (!ri->tuple_inline)
+            wf__free_mem(ri->tuple);
         wf__free_mem(ri->last_msg);
         wf__free_mem(ri);
     }
@@ -373,7 +416,7 @@ static void drop_task(wf__task *t)
 /* Steps declared blocking run on the executor's blocking pool, not on a worker. */
 static inline void run_schedule(wf__run *run, wf__task *t)
 {
-    if (WF__UNLIKELY(run->wf->steps[t->step]->blocking))
+    if (WF__UNLIKELY(run->steps[t->step].blocking))
         wf__blocking_submit(run->ex, t);
     else
         wf__schedule(run->ex, t);
@@ -391,11 +434,37 @@ static inline void run_schedule(wf__run *run, wf__task *t)
  * num_workers, and a busy step touches its shared count and queue lock once
  * per batch instead of once per event.
  */
-static void finish_slot(wf__run *run, uint32_t s)
+/* The count shard of the calling thread for run (see WF__UNBOUNDED). */
+static inline uint32_t my_shard(const wf__run *run)
+{
+    wf__worker *w = wf__tls_worker;
+    if (w && w->ex == run->ex && w->index + 1 < run->nshards)
+        return w->index;
+    return run->nshards - 1;
+}
+
+static inline _Atomic uint32_t *shard_ctr(wf__run *run, uint32_t shard, uint32_t s)
+{
+    return &run->shards[shard * run->shard_stride + run->steps[s].col];
+}
+
+/* The counter a task of step s counted in `shard` is in. */
+static inline _Atomic uint32_t *slot_ctr(wf__run *run, uint32_t s, uint32_t shard)
+{
+    wf__step_state *ss = &run->steps[s];
+    return ss->workers < WF__UNBOUNDED ? &ss->count : shard_ctr(run, shard, s);
+}
+
+static void finish_slot(wf__run *run, uint32_t s, uint32_t shard)
 {
     wf__step_state *ss = &run->steps[s];
     /* Read before giving the unit up: afterwards the run may be freed by others. */
     uint32_t w = ss->workers;
+    if (w >= WF__UNBOUNDED) {
+        if (atomic_fetch_sub_explicit(shard_ctr(run, shard, s), 1, memory_order_acq_rel) == 1)
+            engine_unref(run); /* may free the run */
+        return;
+    }
     for (;;) {
         uint32_t n = atomic_fetch_sub_explicit(&ss->count, 1, memory_order_acq_rel);
         if (n == 1) {
@@ -427,20 +496,60 @@ static void finish_slot(wf__run *run, uint32_t s)
     }
 }
 
+/* finish_slot for a single task that may owe an engine unit (see tls_handoff). */
+static void finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard)
+{
+    if (WF__LIKELY(tls_handoff == NULL)) {
+        finish_slot(run, s, shard);
+        return;
+    }
+    tls_handoff = NULL;
+    uint32_t one = 1;
+    if (atomic_compare_exchange_strong_explicit(slot_ctr(run, s, shard), &one, 0,
+                                                memory_order_acq_rel, memory_order_relaxed))
+        return; /* the last of its step (or shard): its engine unit is the woken step's now */
+    engine_ref(run);
+    finish_slot(run, s, shard);
+}
+
+/* An engine unit for a counter that went 0 -> 1 by delivering t (see tls_handoff). */
+static inline void woke(wf__run *run, wf__task *t)
+{
+    if (tls_handoff_run == run && tls_handoff == NULL && !run->steps[t->step].blocking &&
+        wf__bypass_try(run->ex, t)) {
+        tls_handoff = run;
+        return;
+    }
+    engine_ref(run);
+    run_schedule(run, t);
+}
+
 /* Delivers a prepared INVOKE task (owned) through step t->step's count. */
 static int deliver_task(wf__run *run, wf__task *t)
 {
     wf__step_state *ss = &run->steps[t->step];
     uint32_t w = ss->workers;
+    if (w >= WF__UNBOUNDED) {
+        if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE))
+            obs_route(run, t, 0);
+        t->shard = (uint8_t)my_shard(run);
+        _Atomic uint32_t *ctr = shard_ctr(run, t->shard, t->step);
+        if (atomic_fetch_add_explicit(ctr, 1, memory_order_acq_rel) == 0)
+            woke(run, t);
+        else
+            run_schedule(run, t);
+        return 0;
+    }
     uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
     while (c < w) {
         if (atomic_compare_exchange_weak_explicit(&ss->count, &c, c + 1, memory_order_acq_rel,
                                                   memory_order_relaxed)) {
-            if (c == 0)
-                engine_ref(run);
             if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE))
                 obs_route(run, t, 0);
-            run_schedule(run, t);
+            if (c == 0)
+                woke(run, t);
+            else
+                run_schedule(run, t);
             return 0;
         }
     }
@@ -465,7 +574,7 @@ static int join_deliver(wf__run *run, uint32_t s, wf_event *ev);
 /* Delivers ev (owned) to step s. Returns 0 or WF_ENOMEM (ev released). */
 static int deliver(wf__run *run, uint32_t s, wf_event *ev)
 {
-    if (WF__UNLIKELY(run->wf->steps[s]->join))
+    if (WF__UNLIKELY(run->steps[s].join))
         return join_deliver(run, s, ev);
     wf__task *t = wf__task_alloc();
     if (WF__UNLIKELY(t == NULL)) {
@@ -525,6 +634,19 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
         uint32_t c0 = atomic_load_explicit(&ss->count, memory_order_relaxed), i = 0;
         for (wf__task *t = first; t; t = atomic_load_explicit(&t->next, memory_order_relaxed), i++)
             obs_route(run, t, c0 + i + 1 > w ? c0 + i + 1 - w : 0);
+    }
+    if (w >= WF__UNBOUNDED) { /* all of them start, counted in this thread's shard */
+        uint32_t sh = my_shard(run);
+        for (wf__task *t = first; t; t = atomic_load_explicit(&t->next, memory_order_relaxed))
+            t->shard = (uint8_t)sh;
+        if (atomic_fetch_add_explicit(shard_ctr(run, sh, s), made, memory_order_acq_rel) == 0)
+            engine_ref(run);
+        while (first) {
+            wf__task *t = first;
+            first = atomic_load_explicit(&t->next, memory_order_relaxed);
+            run_schedule(run, t);
+        }
+        return rc;
     }
     /* Free slots first: those tasks start directly. */
     uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
@@ -741,7 +863,7 @@ static void emit(wf__run *run, wf_event *ev, int32_t target)
         return;
     }
     const wf_event_type *t = ev->type;
-    if (WF__UNLIKELY(t->reg != run->wf->reg)) {
+    if (WF__UNLIKELY(t->reg != run->reg)) {
         char msg[320];
         snprintf(msg, sizeof msg, "event type '%s' belongs to another registry", t->name);
         wf_event_release(ev);
@@ -763,7 +885,7 @@ static void emit(wf__run *run, wf_event *ev, int32_t target)
             return;
         }
     }
-    int input_required = wf_event_type_is(t, run->wf->reg->types[WF_INPUT_REQUIRED_EVENT]);
+    int input_required = t->is_input;
     if (WF__UNLIKELY(input_required))
         stream_push(run, wf_event_retain(ev));
     uint32_t excluded[16];
@@ -839,10 +961,12 @@ static void emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint
         uint32_t j = i;
         if (atomic_load_explicit(&run->nwaiting, memory_order_acquire) != 0)
             j = n + 1; /* waiters look at every event: no batches now */
+        const wf_event_type *prev = NULL;
         for (; j < n; j++) {
             const wf_event_type *t = evs[j]->type;
-            if (t->reg != run->wf->reg || t->is_stop ||
-                wf_event_type_is(t, run->wf->reg->types[WF_INPUT_REQUIRED_EVENT]))
+            if (t == prev && targets[j] == targets[j - 1])
+                continue; /* decided as the one before it (a fan-out: every one) */
+            if (t->reg != run->reg || t->is_stop || t->is_input)
                 break;
             int32_t d = targets[j];
             if (d < 0) {
@@ -854,9 +978,10 @@ static void emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint
                     break;
                 d = (int32_t)steps[0];
             }
-            if ((j > i && d != dest) || run->wf->steps[d]->join)
+            if ((j > i && d != dest) || run->steps[d].join)
                 break;
             dest = d;
+            prev = t;
         }
         if (j <= n && j - i >= 2) {
             int rc = deliver_batch(run, (uint32_t)dest, evs + i, j - i);
@@ -936,7 +1061,7 @@ static int end_run(wf__run *run, int status, wf_event *result, int code, const c
         if (wf_value_array_new(&active, 4) < 0)
             active = wf_value_nil();
         for (uint32_t i = 0; i < run->nsteps && n > 0 && (size_t)n < sizeof tmsg; i++) {
-            if (atomic_load(&run->steps[i].count) == 0)
+            if (wf__step_count(run, i) == 0)
                 continue;
             n += snprintf(tmsg + n, sizeof tmsg - (size_t)n, "%s%s", sep, run->wf->steps[i]->name);
             sep = ", ";
@@ -1225,6 +1350,25 @@ static void defer_done(deferred *d)
     }
 }
 
+/*
+ * Events a step sends are routed in batches of SEND_BATCH while it runs, so
+ * that a step sending many (a fan-out) has its receivers start at once
+ * instead of holding every event until it returns. Not for steps with a
+ * retry policy or an error handler: a failed attempt's emissions are dropped
+ * (SEMANTICS.md), so theirs wait for the outcome.
+ */
+#define SEND_BATCH 64
+
+static void inv_flush_sent(wf__inv *inv)
+{
+    wf__run *run = inv->run;
+    slot_dirty(run); /* visible effects: a live snapshot waits for the task's end */
+    if (inv->defer)
+        defer_flush(run, inv->defer); /* earlier invocations of the batch come first */
+    emit_sent(run, inv->sent, inv->targets, inv->nsent);
+    inv->nsent = 0;
+}
+
 /* Routes an invocation's emissions now, or holds them in d (when not NULL). */
 static void route_emissions(wf__run *run, wf_event *out, wf__inv *inv, deferred *d)
 {
@@ -1283,9 +1427,11 @@ static wf_event *failed_event(wf__run *run, const wf__task *t, int rc, const cha
          wf_event_set(fe, "input_event_type", v) == 0;
     wf_value input;
     ok = ok && wf_value_map_new(&input, t->ev->nfields) == 0;
-    for (uint32_t i = 0; ok && i < t->ev->nfields; i++)
-        ok = wf_value_map_set(&input, wf__field_key(&t->ev->fields[i]),
-                              wf_value_retain(t->ev->fields[i].val)) == 0;
+    const wf__field *fields = wf__ev_fields(t->ev);
+    for (uint32_t i = 0; ok && i < t->ev->nfields; i++) {
+        wf_value fv = wf_value_retain(fields[i].val);
+        ok = wf_value_map_set(&input, wf__field_key(&fields[i]), fv) == 0;
+    }
     ok = ok && wf_event_set(fe, "input", input) == 0;
     if (!ok) {
         wf_event_release(fe);
@@ -1320,7 +1466,7 @@ static void step_failed(wf__run *run, const wf__task *t, int rc, const char *msg
     end_run(run, WF_RUN_FAILED, NULL, rc, step->name, msg ? msg : wf_strerror(rc));
 }
 
-static int invoke(wf__run *run, wf__task *t, deferred *d)
+static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
 {
     wf__step *step = run->wf->steps[t->step];
     wf__inv inv;
@@ -1334,6 +1480,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d)
     inv.errmsg = NULL;
     inv.suspended = 0;
     inv.token = NULL;
+    inv.defer = d;
     wf__inv *prev = tls_inv;
     tls_inv = &inv;
     wf_event *out = NULL;
@@ -1360,7 +1507,9 @@ static int invoke(wf__run *run, wf__task *t, deferred *d)
             obs_emit_out(run, t->step, out);
     }
     if (WF__LIKELY(rc == 0)) {
+        tls_handoff_run = handoff ? run : NULL;
         route_emissions(run, out, &inv, d);
+        tls_handoff_run = NULL;
     } else if (rc == WF_PENDING && inv.token) {
         /* The invocation goes on elsewhere: its token now owns the task and the slot. */
         wf_event_release(out);
@@ -1483,6 +1632,8 @@ void wf__outside_exit(wf__run *run, int entered)
         pthread_rwlock_unlock(&run->outside);
 }
 
+static void run_batch(wf__run *run, wf__task *t, uint32_t s, uint32_t shard, wf__slot *slot);
+
 void wf__task_run(wf__worker *w, wf__task *t)
 {
     (void)w;
@@ -1495,6 +1646,7 @@ void wf__task_run(wf__worker *w, wf__task *t)
     }
     wf__run *run = t->run;
     uint32_t s = t->step;
+    uint32_t shard = t->shard; /* a batch (bounded steps only) has one slot of one count */
     wf__slot *slot = wf__tls_slot;
     if (WF__UNLIKELY(slot_enter(slot, run, t)))
         return; /* held for a snapshot; it runs when the snapshot is done */
@@ -1504,19 +1656,28 @@ void wf__task_run(wf__worker *w, wf__task *t)
             tls_lineage = t->flags;
             tls_group = t->u.group;
             tls_branch = t->pad;
-            pended = invoke(run, t, NULL);
+            pended = invoke(run, t, NULL, 1);
             tls_lineage = 0;
             tls_group = NULL;
         }
         if (!pended) {
             slot_dirty(run);
             drop_task(t);
-            finish_slot(run, s);
+            finish_slot_owed(run, s, shard);
         }
         slot_leave(slot);
         return;
     }
-    /* t and the events chained to it share one slot of step s. */
+    run_batch(run, t, s, shard, slot);
+}
+
+/*
+ * t and the events chained to it share one slot of step s. Apart from the
+ * single-task path, whose stack frame it would otherwise enlarge.
+ */
+static __attribute__((noinline)) void run_batch(wf__run *run, wf__task *t, uint32_t s,
+                                                uint32_t shard, wf__slot *slot)
+{
     deferred d;
     d.evs = d.inl_evs;
     d.targets = d.inl_targets;
@@ -1533,10 +1694,10 @@ void wf__task_run(wf__worker *w, wf__task *t)
                 /* a branch's emissions must count before its task ends: no holding */
                 tls_group = t->u.group;
                 tls_branch = t->pad;
-                pended = invoke(run, t, NULL);
+                pended = invoke(run, t, NULL, 0);
                 tls_group = NULL;
             } else {
-                pended = invoke(run, t, &d);
+                pended = invoke(run, t, &d, 0);
             }
         }
         wf__task *nx = t->chain;
@@ -1584,7 +1745,7 @@ void wf__task_run(wf__worker *w, wf__task *t)
     defer_flush(run, &d);
     tls_lineage = 0;
     defer_done(&d);
-    finish_slot(run, s);
+    finish_slot(run, s, shard);
     slot_leave(slot);
 }
 
@@ -1647,6 +1808,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     atomic_init(&run->gate, 0);
     run->ex = ex;
     run->wf = wf_workflow_retain(wf);
+    run->reg = wf->reg;
     run->ctx = ctx;
     run->timeout_ms =
         params->timeout_ms == WF_TIMEOUT_DEFAULT ? wf->timeout_ms : params->timeout_ms;
@@ -1669,10 +1831,30 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     pthread_cond_init(&run->cv, &ca);
     pthread_condattr_destroy(&ca);
     run->nsteps = ns;
+    uint32_t ncols = 0;
     for (uint32_t i = 0; i < ns; i++) {
         atomic_init(&run->steps[i].count, 0);
         run->steps[i].workers = wf->steps[i]->num_workers;
         atomic_init(&run->steps[i].pendq, NULL);
+        run->steps[i].col = run->steps[i].workers >= WF__UNBOUNDED ? ncols++ : UINT32_MAX;
+        run->steps[i].join = wf->steps[i]->join != 0;
+        run->steps[i].blocking = wf->steps[i]->blocking != 0;
+    }
+    if (ncols) {
+        /* one row of cache lines per shard (task->shard is a byte: 255 workers, then shared) */
+        run->nshards = (ex->nworkers < 255 ? ex->nworkers : 255) + 1;
+        run->shard_stride =
+            (ncols + WF__CACHELINE / 4 - 1) / (WF__CACHELINE / 4) * (WF__CACHELINE / 4);
+        run->shards =
+            wf__malloc_aligned((size_t)run->nshards * run->shard_stride * sizeof *run->shards);
+        if (run->shards == NULL) {
+            pthread_mutex_lock(&ctx->run_lock);
+            atomic_store(&ctx->run, NULL);
+            pthread_mutex_unlock(&ctx->run_lock);
+            run->ex = NULL;
+            run_free(run);
+            return WF_ENOMEM;
+        }
     }
     run->id = atomic_fetch_add(&ex->next_run_id, 1);
 
@@ -2113,6 +2295,8 @@ int wf_ctx_send_event(wf_ctx *ctx, wf_event *ev, const char *target)
     inv->sent[inv->nsent] = ev;
     inv->targets[inv->nsent] = idx;
     inv->nsent++;
+    if (WF__UNLIKELY(inv->nsent >= SEND_BATCH) && !inv->step->needs_clock)
+        inv_flush_sent(inv);
     return 0;
 }
 
@@ -2488,7 +2672,7 @@ static void token_finish(wf_completion *c)
 {
     wf__run *run = c->run;
     wf__task *t = c->task;
-    uint32_t s = t->step;
+    uint32_t s = t->step, shard = t->shard;
     if (!run_ended(run)) {
         uint16_t saved = tls_lineage;
         tls_lineage = t->flags;
@@ -2506,7 +2690,7 @@ static void token_finish(wf_completion *c)
     }
     c->task = NULL;
     drop_task(t);
-    finish_slot(run, s);
+    finish_slot(run, s, shard);
 }
 
 /* invoke saw WF_PENDING: 1 if the token now owns task and slot, 0 if it completed early. */
@@ -2568,9 +2752,9 @@ static void tokens_detach(wf__run *run)
         if (c == NULL)
             return;
         if (t) {
-            uint32_t s = t->step;
+            uint32_t s = t->step, shard = t->shard;
             drop_task(t);
-            finish_slot(run, s); /* never quiesces: the caller holds the running unit */
+            finish_slot(run, s, shard); /* never quiesces: the caller holds the running unit */
         }
     }
 }
@@ -2821,6 +3005,8 @@ static void branch_done(wf__run *run, wf__group *g, uint32_t b)
     if (atomic_compare_exchange_strong(&g->resolved[b], &expected, 2) &&
         atomic_fetch_sub(&g->unresolved, 1) == 1)
         group_fire(run, g);
+    /* after the join fired: whoever closes the last branch frees the group */
+    group_close(g);
 }
 
 /* Every branch resolved: the join step runs once, in the parent's branch. */
@@ -2831,17 +3017,18 @@ static void group_fire(wf__run *run, wf__group *g)
     uint32_t m = 0;
     for (uint32_t i = 0; i < g->n; i++)
         m += g->result[i] != NULL;
-    wf__retry_info *ri = wf__calloc(1, sizeof *ri);
-    wf_event **list = wf__malloc((m ? m : 1) * sizeof *list);
+    /* the joined list lives in the side record's block */
+    wf__retry_info *ri = wf__malloc(sizeof *ri + (m ? m : 1) * sizeof(wf_event *));
     wf__task *t = wf__task_alloc();
-    if (ri == NULL || list == NULL || t == NULL) {
+    if (ri == NULL || t == NULL) {
         wf__free_mem(ri);
-        wf__free_mem(list);
         wf__task_free(t);
         end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, run->wf->steps[g->join_step]->name,
                 "out of memory joining a list fan-out");
         goto done;
     }
+    memset(ri, 0, sizeof *ri);
+    wf_event **list = (wf_event **)(ri + 1);
     m = 0;
     for (uint32_t i = 0; i < g->n; i++) {
         if (g->result[i]) {
@@ -2850,6 +3037,7 @@ static void group_fire(wf__run *run, wf__group *g)
         }
     }
     ri->tuple = list;
+    ri->tuple_inline = 1;
     ri->ntuple = m;
     ri->joined = 1;
     t->kind = WF__TASK_INVOKE;
@@ -2892,23 +3080,8 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
             rc = WF_ERANGE;
     }
     wf__group *g = NULL;
-    if (rc == 0) {
-        g = wf__calloc(1, sizeof *g);
-        if (g) {
-            g->outstanding = wf__calloc(n ? n : 1, sizeof *g->outstanding);
-            g->resolved = wf__calloc(n ? n : 1, sizeof *g->resolved);
-            g->result = wf__calloc(n ? n : 1, sizeof *g->result);
-        }
-        if (g == NULL || g->outstanding == NULL || g->resolved == NULL || g->result == NULL) {
-            if (g) {
-                wf__free_mem(g->outstanding);
-                wf__free_mem((void *)g->resolved);
-                wf__free_mem(g->result);
-                wf__free_mem(g);
-            }
-            rc = WF_ENOMEM;
-        }
-    }
+    if (rc == 0 && (g = wf__group_new((uint32_t)n)) == NULL)
+        rc = WF_ENOMEM;
     if (rc < 0) {
         for (size_t i = 0; evs && i < n; i++)
             wf_event_release(evs[i]);
@@ -2922,24 +3095,21 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
     g->collect = collect;
     g->origin = wf_event_retain(inv->task->ev);
     g->lineage = inv->task->flags;
-    g->n = (uint32_t)n;
     atomic_init(&g->unresolved, (uint32_t)n);
     if (g->parent)
         branch_add(g->parent, g->parent_branch); /* the parent branch waits for this join */
-    pthread_mutex_lock(&run->collect_lock);
-    g->next_in_run = run->groups;
-    run->groups = g;
-    pthread_mutex_unlock(&run->collect_lock);
     if (n == 0) {
         group_fire(run, g); /* [] joins with [] at once */
+        group_free(g);      /* no branch ever refers to it */
         return 0;
     }
     /*
      * Each branch starts with one unit held here, so none can finish (and
-     * drop out) before all are delivered; the units go when the loop is done.
+     * drop out, or free the group) before all are delivered; the units go
+     * when the loop is done.
      */
     for (uint32_t i = 0; i < n; i++)
-        branch_add(g, i);
+        atomic_init(&g->outstanding[i], 1);
     wf__group *saved_g = tls_group;
     uint32_t saved_b = tls_branch;
     int64_t obs_now = wf__obs_on(run->ex, WF_OBS_EVENT_EMIT) ? wf__obs_now() : 0;
@@ -2956,6 +3126,7 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
     }
     tls_group = saved_g;
     tls_branch = saved_b;
+    /* the last of these may free g */
     for (uint32_t i = 0; i < n; i++)
         branch_done(run, g, i);
     return 0;
@@ -2997,6 +3168,11 @@ void wf__branch_add(wf__group *g, uint32_t b)
 void wf__branch_done(wf__run *run, wf__group *g, uint32_t b)
 {
     branch_done(run, g, b);
+}
+
+void wf__group_close(wf__group *g)
+{
+    group_close(g);
 }
 
 wf__cq *wf__cq_find(wf__collect *c, const wf_event_type *t, int create)

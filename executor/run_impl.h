@@ -21,7 +21,8 @@ typedef struct wf__retry_info {
     char *last_msg;
     wf_event **tuple; /* a join step's set of events (owned), or NULL */
     uint32_t ntuple;
-    int joined; /* a join's set (possibly empty) is there */
+    int joined;       /* a join's set (possibly empty) is there */
+    int tuple_inline; /* tuple points into this block (not freed on its own) */
 } wf__retry_info;
 
 /* A retry waiting for its not-before time: the task and its timer. */
@@ -106,29 +107,51 @@ struct wf_completion {
 /*
  * A list fan-out: n branches whose tasks carry (group, branch) in task->u.group
  * and task->pad. outstanding[b] counts the live tasks of branch b (plus one
- * per nested group of it); resolved[b] goes 0 -> 1 (result found) or 0 -> 2
- * (dropped out) once; when unresolved reaches 0 the join step runs. Groups
- * live until the run is freed (run->groups, under the coordination lock).
+ * per nested group of it, plus the emitter's unit while it delivers);
+ * resolved[b] goes 0 -> 1 (result found) or 0 -> 2 (dropped out) once; when
+ * unresolved reaches 0 the join step runs. Once outstanding[b] is 0 it never
+ * rises again (only a holder of a unit adds one), so a branch "closes" once;
+ * open counts the branches not closed yet (plus the decoder's hold while a
+ * resumed run is attached), and whoever brings it to 0 frees the group: no
+ * task refers to it any more and its join has fired. So a group lives as long
+ * as its branches, not as long as the run, and nothing run-wide is touched.
+ * One block holds the group and its three arrays (wf__group_new).
  */
 typedef struct wf__group {
-    struct wf__group *next_in_run;
-    struct wf__group *parent; /* nested fan-out: the branch it belongs to */
+    struct wf__group *next_in_run; /* a decoded run's groups before attach (live.c) */
+    struct wf__group *parent;      /* nested fan-out: the branch it belongs to */
     uint32_t parent_branch;
     uint32_t join_step;
     const wf_event_type *collect;
     wf_event *origin;
     uint16_t lineage;
+    uint8_t cls; /* its block's cache class */
     uint32_t n;
     _Atomic uint32_t unresolved;
+    _Atomic uint32_t open;
     _Atomic uint32_t *outstanding;
     _Atomic int *resolved;
     wf_event **result;
 } wf__group;
 
+/*
+ * num_workers at or above this: no limit. Such a step's count is only there
+ * for the run's lifetime and for snapshots, so it is kept in shards, one per
+ * worker (each on its own cache lines) plus one shared by every other thread:
+ * a task is counted in the shard of the thread that delivers it and uncounted
+ * from that same shard (task->shard) wherever it ends, so two workers running
+ * a recursion never write one counter. A shard going 0 -> 1 takes an engine
+ * unit, 1 -> 0 gives it back. The count is the sum of the shards.
+ */
+#define WF__UNBOUNDED (1u << 30)
+
 typedef struct wf__step_state {
-    _Atomic uint32_t count;
+    _Atomic uint32_t count; /* bounded steps (see run.c) */
     uint32_t workers;
     _Atomic(wf__pendq *) pendq; /* created on first need */
+    uint32_t col;               /* an unbounded step's column in run->shards */
+    uint8_t join;               /* copies of the step's flags, on the line routing touches */
+    uint8_t blocking;
 } wf__step_state;
 
 typedef struct wf__run {
@@ -139,6 +162,7 @@ typedef struct wf__run {
     int64_t obs_t0; /* RUN_START time when observed, else 0 */
     struct wf_executor *ex;
     wf_workflow *wf;
+    const wf_registry *reg; /* wf->reg, read on every emission */
     wf_ctx *ctx;
     wf__timer timeout;
     int64_t timeout_ms;
@@ -171,7 +195,6 @@ typedef struct wf__run {
     wf__collect *collect;
     wf__waiter *waiters;
     wf_completion *pending;    /* async invocations waiting for completion */
-    wf__group *groups;         /* list fan-outs of this run */
     _Atomic uint32_t nwaiting; /* waiters in W_WAITING: emit looks only when nonzero */
 
     /*
@@ -191,9 +214,27 @@ typedef struct wf__run {
     struct wf__run *prev, *next;
     int listed;
 
+    /* unbounded steps' counts: shard i, column c at shards[i * shard_stride + c] */
+    _Atomic uint32_t *shards;
+    uint32_t nshards; /* workers (at most 255) + 1 shared */
+    uint32_t shard_stride;
+
     uint32_t nsteps;
     wf__step_state steps[];
 } wf__run;
+
+/* Events accepted by step s and not finished (the sum of its shards when unbounded). */
+static inline uint32_t wf__step_count(wf__run *run, uint32_t s)
+{
+    const wf__step_state *ss = &run->steps[s];
+    if (ss->workers < WF__UNBOUNDED)
+        return atomic_load_explicit(&run->steps[s].count, memory_order_acquire);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < run->nshards; i++)
+        n += atomic_load_explicit(&run->shards[i * run->shard_stride + ss->col],
+                                  memory_order_acquire);
+    return n;
+}
 
 /* The invocation running on this thread (like Python's contextvars). */
 typedef struct wf__inv {
@@ -205,8 +246,9 @@ typedef struct wf__inv {
     uint32_t nsent;
     uint32_t capsent;
     char *errmsg;
-    int suspended;        /* a waiter was registered: WF_SUSPEND is expected */
-    wf_completion *token; /* wf_ctx_pend was called: WF_PENDING is expected */
+    int suspended;          /* a waiter was registered: WF_SUSPEND is expected */
+    wf_completion *token;   /* wf_ctx_pend was called: WF_PENDING is expected */
+    struct deferred *defer; /* emissions held for the claimed batch it runs in, or NULL */
     wf_event *inl_sent[8];
     int32_t inl_targets[8];
 } wf__inv;
@@ -238,9 +280,17 @@ void wf__waiter_fire(wf__timer *tm, void *arg);
 void wf__engine_ref(wf__run *run);
 void wf__run_release(wf__run *run);
 void wf__engine_unref(wf__run *run);
-/* Frees a list of collect buffers / of fan-out groups (through next_in_run). */
+/* Frees a list of collect buffers. */
 void wf__collect_free(wf__collect *c);
+/*
+ * A group of n branches in one block, zeroed, open = n (NULL: out of
+ * memory); wf__groups_free frees a list of groups no task refers to
+ * (through next_in_run: a decoded run's, when it is not attached).
+ */
+wf__group *wf__group_new(uint32_t n);
 void wf__groups_free(wf__group *g);
+/* Gives up one of g->open (a closed branch, or a hold): the last frees g. */
+void wf__group_close(wf__group *g);
 /* The checks common to starting and resuming a run (freezes and validates wf). */
 int wf__run_params_check(wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params,
                          char **message);

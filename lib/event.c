@@ -44,6 +44,7 @@ static int add_locked(wf_registry *reg, const char *name, const wf_event_type *p
     t->id = n;
     t->depth = parent ? parent->depth + 1 : 0;
     t->is_stop = parent ? parent->is_stop : 0;
+    t->is_input = parent ? parent->is_input : 0;
     reg->types[n] = t;
     atomic_store_explicit(&reg->n, n + 1, memory_order_release);
     *out = t;
@@ -81,6 +82,8 @@ int wf_registry_new(wf_registry **out)
         }
         if (i == WF_STOP_EVENT)
             ((wf_event_type *)t)->is_stop = 1;
+        if (i == WF_INPUT_REQUIRED_EVENT)
+            ((wf_event_type *)t)->is_input = 1;
     }
     *out = reg;
     return 0;
@@ -200,7 +203,8 @@ int wf_event_type_is_stop(const wf_event_type *t)
 static wf_event *ev_alloc(const wf_event_type *type, uint32_t cap)
 {
     uint8_t cls;
-    size_t size = sizeof(wf_event) + (size_t)cap * sizeof(wf__field);
+    size_t fields = (size_t)cap * sizeof(wf__field);
+    size_t size = sizeof(wf_event) + (fields < sizeof(void *) ? sizeof(void *) : fields);
     wf_event *ev = wf__cache_alloc(size, &cls);
     if (ev == NULL)
         return NULL;
@@ -211,38 +215,75 @@ static wf_event *ev_alloc(const wf_event_type *type, uint32_t cap)
     ev->nfields = 0;
     ev->cap = cap;
     ev->type = type;
-    ev->fields = ev->inline_fields;
     return ev;
 }
 
-static void field_clear(wf__field *f)
+static inline void field_clear(wf__field *f)
 {
-    if (f->klen >= WF__KEY_INLINE)
-        wf__free_mem(f->key.heap);
-    wf_value_release(f->val);
+    if (WF__UNLIKELY(f->klen >= WF__KEY_INLINE))
+        wf__free_mem(wf__field_heap_key(f));
+    if (f->val.kind >= WF_STRING) /* scalars hold nothing */
+        wf_value_release(f->val);
 }
 
-static int field_init(wf__field *f, const char *key, size_t klen, wf_value val)
+/*
+ * A new field at the end (the caller made room and knows the key is not
+ * there yet): the length and the copy of a short key in one pass, without
+ * library calls (the hot path of every event a step builds).
+ */
+static int field_add(wf_event *ev, const char *key, wf_value val)
 {
-    if (klen < WF__KEY_INLINE) {
-        memcpy(f->key.inl, key, klen);
-        f->key.inl[klen] = 0;
-    } else {
-        f->key.heap = wf__strndup(key, klen);
-        if (f->key.heap == NULL)
-            return WF_ENOMEM;
+    wf__field *f = &wf__ev_fields(ev)[ev->nfields];
+    size_t klen = 0;
+    while (klen < WF__KEY_INLINE && (f->key[klen] = key[klen]) != 0)
+        klen++;
+    if (klen == WF__KEY_INLINE) {
+        klen += strlen(key + WF__KEY_INLINE);
+        char *heap = klen <= UINT32_MAX - 1 ? wf__strndup(key, klen) : NULL;
+        if (heap == NULL) {
+            wf_value_release(val);
+            return klen <= UINT32_MAX - 1 ? WF_ENOMEM : WF_EINVAL;
+        }
+        memcpy(f->key, &heap, sizeof heap);
+    } else if (klen == 0) {
+        wf_value_release(val);
+        return WF_EINVAL;
     }
     f->klen = (uint32_t)klen;
     f->val = val;
+    ev->nfields++;
     return 0;
 }
 
 static wf__field *find_field(const wf_event *ev, const char *key, size_t klen)
 {
+    wf__field *fields = wf__ev_fields(ev);
     for (uint32_t i = 0; i < ev->nfields; i++) {
-        wf__field *f = &ev->fields[i];
+        wf__field *f = &fields[i];
         if (f->klen == klen && memcmp(wf__field_key(f), key, klen) == 0)
             return f;
+    }
+    return NULL;
+}
+
+/*
+ * The field named by the NUL-terminated key: the lookup of every step's
+ * input, so no strlen or memcmp call. An inline key is NUL-terminated
+ * within its 12 bytes, so comparing up to the NUL decides it.
+ */
+static wf__field *find_field_str(const wf_event *ev, const char *key)
+{
+    wf__field *fields = wf__ev_fields(ev);
+    for (uint32_t i = 0; i < ev->nfields; i++) {
+        wf__field *f = &fields[i];
+        if (WF__UNLIKELY(f->klen >= WF__KEY_INLINE)) {
+            if (strcmp(wf__field_heap_key(f), key) == 0)
+                return f;
+            continue;
+        }
+        for (uint32_t k = 0; f->key[k] == key[k]; k++)
+            if (key[k] == 0)
+                return f;
     }
     return NULL;
 }
@@ -255,7 +296,7 @@ static int ev_set(wf_event *ev, const char *key, wf_value val)
         wf_value_release(val);
         return WF_EINVAL;
     }
-    wf__field *f = find_field(ev, key, klen);
+    wf__field *f = ev->nfields ? find_field(ev, key, klen) : NULL;
     if (f) {
         wf_value_release(f->val);
         f->val = val;
@@ -265,27 +306,21 @@ static int ev_set(wf_event *ev, const char *key, wf_value val)
         uint32_t cap = ev->cap ? ev->cap * 2 : 4;
         wf__field *nf;
         if (ev->flags & WF__EV_FIELDS_HEAP) {
-            nf = wf__realloc(ev->fields, cap * sizeof *nf);
+            nf = wf__realloc(wf__ev_fields(ev), cap * sizeof *nf);
         } else {
             nf = wf__malloc(cap * sizeof *nf);
             if (nf)
-                memcpy(nf, ev->fields, ev->nfields * sizeof *nf);
+                memcpy(nf, ev->inline_fields, ev->nfields * sizeof *nf);
         }
         if (nf == NULL) {
             wf_value_release(val);
             return WF_ENOMEM;
         }
-        ev->fields = nf;
+        memcpy(ev->inline_fields, &nf, sizeof nf); /* the inline fields are moved out */
         ev->cap = cap;
         ev->flags |= WF__EV_FIELDS_HEAP;
     }
-    int rc = field_init(&ev->fields[ev->nfields], key, klen, val);
-    if (rc < 0) {
-        wf_value_release(val);
-        return rc;
-    }
-    ev->nfields++;
-    return 0;
+    return field_add(ev, key, val);
 }
 
 int wf_event_new(wf_event **out, const wf_event_type *type, size_t capacity)
@@ -317,7 +352,7 @@ int wf_event_new1(wf_event **out, const wf_event_type *type, const char *key, wf
         return WF_ENOMEM;
     }
     if (key) {
-        int rc = ev_set(ev, key, val);
+        int rc = field_add(ev, key, val); /* an empty event has room for it */
         if (rc < 0) {
             wf_event_release(ev);
             return rc;
@@ -344,13 +379,13 @@ int wf_event_new2(wf_event **out, const wf_event_type *type, const char *k1, wf_
         wf_value_release(v2);
         return WF_ENOMEM;
     }
-    int rc = ev_set(ev, k1, v1);
+    int rc = field_add(ev, k1, v1);
     if (rc < 0) {
         wf_value_release(v2);
         wf_event_release(ev);
         return rc;
     }
-    rc = ev_set(ev, k2, v2);
+    rc = find_field_str(ev, k2) ? ev_set(ev, k2, v2) : field_add(ev, k2, v2);
     if (rc < 0) {
         wf_event_release(ev);
         return rc;
@@ -410,12 +445,18 @@ void wf_event_release(wf_event *ev)
 {
     if (ev == NULL)
         return;
-    if (atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) != 1)
+    /*
+     * The sole owner (the usual case: one step's input) frees without a
+     * read-modify-write: with one reference, nobody else can take another.
+     */
+    if (atomic_load_explicit(&ev->refs, memory_order_acquire) != 1 &&
+        atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) != 1)
         return;
+    wf__field *fields = wf__ev_fields(ev);
     for (uint32_t i = 0; i < ev->nfields; i++)
-        field_clear(&ev->fields[i]);
+        field_clear(&fields[i]);
     if (ev->flags & WF__EV_FIELDS_HEAP)
-        wf__free_mem(ev->fields);
+        wf__free_mem(fields);
     wf__cache_free(ev, ev->cls);
 }
 
@@ -433,7 +474,7 @@ wf_value wf_event_get(const wf_event *ev, const char *key, wf_value dflt)
 {
     if (ev == NULL || key == NULL)
         return dflt;
-    wf__field *f = find_field(ev, key, strlen(key));
+    wf__field *f = find_field_str(ev, key);
     return f ? f->val : dflt;
 }
 
@@ -441,7 +482,7 @@ int wf_event_lookup(const wf_event *ev, const char *key, wf_value *out)
 {
     if (ev == NULL || key == NULL || out == NULL)
         return WF_EINVAL;
-    wf__field *f = find_field(ev, key, strlen(key));
+    wf__field *f = find_field_str(ev, key);
     if (f == NULL)
         return WF_ENOTFOUND;
     *out = f->val;
@@ -450,7 +491,7 @@ int wf_event_lookup(const wf_event *ev, const char *key, wf_value *out)
 
 int wf_event_has(const wf_event *ev, const char *key)
 {
-    return ev && key && find_field(ev, key, strlen(key)) != NULL;
+    return ev && key && find_field_str(ev, key) != NULL;
 }
 
 size_t wf_event_field_count(const wf_event *ev)
@@ -465,9 +506,9 @@ int wf_event_field_at(const wf_event *ev, size_t i, const char **key, wf_value *
     if (i >= ev->nfields)
         return WF_ERANGE;
     if (key)
-        *key = wf__field_key(&ev->fields[i]);
+        *key = wf__field_key(&wf__ev_fields(ev)[i]);
     if (val)
-        *val = ev->fields[i].val;
+        *val = wf__ev_fields(ev)[i].val;
     return 0;
 }
 
@@ -483,7 +524,7 @@ int wf_event_equal(const wf_event *a, const wf_event *b)
     if (a == NULL || b == NULL || a->type != b->type || a->nfields != b->nfields)
         return 0;
     for (uint32_t i = 0; i < a->nfields; i++) {
-        const wf__field *f = &a->fields[i];
+        const wf__field *f = &wf__ev_fields(a)[i];
         const wf__field *g = find_field(b, wf__field_key(f), f->klen);
         if (g == NULL || !wf_value_equal(f->val, g->val))
             return 0;

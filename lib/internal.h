@@ -19,6 +19,14 @@
 #define WF__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define WF__CACHELINE   64
 #define WF__ALIGNED     __attribute__((aligned(WF__CACHELINE)))
+/*
+ * Thread-locals of the hot path. In a shared library the default model
+ * calls __tls_get_addr on every access (~10% of a step's cost, measured);
+ * initial-exec is one %fs-relative load. Its price is a slot in the static
+ * TLS block, which glibc reserves room for even when the library is
+ * dlopen()ed (optional_static_tls, 512 bytes; wf uses ~100).
+ */
+#define WF__TLS _Thread_local __attribute__((tls_model("initial-exec")))
 
 /* ------------------------------------------------------------------ alloc */
 
@@ -34,15 +42,78 @@ void wf__free_aligned(void *p);
 char *wf__strndup(const char *s, size_t n);
 
 /*
- * Per-thread block cache for the hot path (events, tasks): size classes of
- * 64, 128, 256 and 512 bytes. wf__cache_alloc returns a block of at least n
- * bytes and its class in *cls (WF__CLS_HEAP for larger blocks, which come
- * from wf__malloc); wf__cache_free takes the class back. A block may be freed
- * on another thread than the one that allocated it.
+ * Per-thread block cache for the hot path (events, tasks, groups, small
+ * allocations): size classes of 32 to 512 bytes (lib/alloc.c), carved from
+ * 16 KiB slabs, so a block costs its size and nothing more (a malloc'ed
+ * 64-byte block takes 80 bytes in glibc). wf__cache_alloc returns a block of
+ * at least n bytes and its class in *cls (WF__CLS_HEAP for larger blocks,
+ * which come from the hooks); wf__cache_free takes the class back. A block
+ * may be freed on another thread than the one that allocated it. The fast
+ * paths (a pop and a push on the thread's list) are inline.
  */
 #define WF__CLS_HEAP 0xff
-void *wf__cache_alloc(size_t n, uint8_t *cls);
-void wf__cache_free(void *p, uint8_t cls);
+#define WF__NCLS     11
+#define WF__CLS_TASK 10  /* the executor's tasks: 64 bytes, a class of their own (alloc.c) */
+#define WF__BATCH    256 /* blocks moved between a thread and the depot at once */
+
+typedef struct wf__block {
+    struct wf__block *next;       /* within a list or batch */
+    struct wf__block *next_batch; /* first block of a batch in the depot */
+    uint32_t n;                   /* blocks in the batch (first block only) */
+} wf__block;
+
+typedef struct wf__tcache {
+    wf__block *head[WF__NCLS];
+    uint32_t count[WF__NCLS];
+    char *bump[WF__NCLS], *bump_end[WF__NCLS]; /* the rest of the thread's current slab */
+    int registered;                            /* its exit gives the blocks back */
+} wf__tcache;
+
+extern WF__TLS wf__tcache wf__tc;
+extern const uint8_t wf__cls_by8[65]; /* class of a block of n <= 512 bytes: [(n + 7) / 8] */
+void *wf__cache_refill(size_t n, int c, uint8_t *cls);
+void wf__cache_spill(void *p, uint8_t cls);
+
+static inline void *wf__cache_alloc(size_t n, uint8_t *cls)
+{
+    if (WF__UNLIKELY(n > 512))
+        return wf__cache_refill(n, -1, cls);
+    int c = wf__cls_by8[(n + 7) >> 3];
+    wf__block *b = wf__tc.head[c];
+    if (WF__UNLIKELY(b == NULL))
+        return wf__cache_refill(n, c, cls);
+    *cls = (uint8_t)c;
+    wf__tc.head[c] = b->next;
+    wf__tc.count[c]--;
+    return b;
+}
+
+/* A block of class c (the one of its size, or WF__CLS_TASK). */
+static inline void *wf__cache_alloc_cls(int c)
+{
+    wf__block *b = wf__tc.head[c];
+    if (WF__UNLIKELY(b == NULL)) {
+        uint8_t cls;
+        return wf__cache_refill(0, c, &cls);
+    }
+    wf__tc.head[c] = b->next;
+    wf__tc.count[c]--;
+    return b;
+}
+
+static inline void wf__cache_free(void *p, uint8_t cls)
+{
+    if (p == NULL)
+        return;
+    if (WF__UNLIKELY(cls >= WF__NCLS || wf__tc.count[cls] >= 2 * WF__BATCH || !wf__tc.registered)) {
+        wf__cache_spill(p, cls);
+        return;
+    }
+    wf__block *b = p;
+    b->next = wf__tc.head[cls];
+    wf__tc.head[cls] = b;
+    wf__tc.count[cls]++;
+}
 
 /*
  * Mutexes guarding short sections that several workers take (the run list,
@@ -110,6 +181,7 @@ struct wf_event_type {
     uint32_t id;
     uint32_t depth; /* 0 for a root type */
     int is_stop;    /* StopEvent or a subtype */
+    int is_input;   /* InputRequiredEvent or a subtype (streamed when emitted) */
 };
 
 struct wf_registry {
@@ -120,21 +192,35 @@ struct wf_registry {
     uint32_t cap;
 };
 
-/* Keys of up to WF__KEY_INLINE-1 bytes live inside the field. */
+/*
+ * Keys of up to WF__KEY_INLINE-1 bytes live inside the field; a longer key is
+ * a heap copy whose pointer takes the first bytes of key. 32 bytes a field
+ * (a union of the two would be 16 bytes, and the field 40).
+ */
 #define WF__KEY_INLINE 12
 
 typedef struct wf__field {
-    union {
-        char inl[WF__KEY_INLINE];
-        char *heap;
-    } key;
+    char key[WF__KEY_INLINE];
     uint32_t klen;
     wf_value val;
 } wf__field;
 
-#define WF__EV_FROZEN      1u
-#define WF__EV_FIELDS_HEAP 2u /* fields points to a separate allocation */
+static inline char *wf__field_heap_key(const wf__field *f)
+{
+    char *p;
+    __builtin_memcpy(&p, f->key, sizeof p);
+    return p;
+}
 
+#define WF__EV_FROZEN      1u
+#define WF__EV_FIELDS_HEAP 2u /* the fields are in a separate allocation */
+
+/*
+ * An event: a 24-byte header, then its fields; once they outgrow the block
+ * (WF__EV_FIELDS_HEAP) the first bytes after the header point to a heap
+ * array. A one-field event is 56 bytes, so a pending event and its task
+ * take 120 (wf__ev_fields finds the fields).
+ */
 struct wf_event {
     _Atomic uint32_t refs;
     uint16_t flags;
@@ -143,15 +229,24 @@ struct wf_event {
     uint32_t nfields;
     uint32_t cap;
     const wf_event_type *type;
-    wf__field *fields; /* inline_fields or a heap array */
-    wf__field inline_fields[];
+    wf__field inline_fields[]; /* at least 8 bytes: room for the heap pointer */
 };
+
+static inline wf__field *wf__ev_fields(const wf_event *ev)
+{
+    if (WF__UNLIKELY(ev->flags & WF__EV_FIELDS_HEAP)) {
+        wf__field *f;
+        __builtin_memcpy(&f, ev->inline_fields, sizeof f);
+        return f;
+    }
+    return (wf__field *)ev->inline_fields;
+}
 
 void wf__registry_retain(wf_registry *reg);
 
 static inline const char *wf__field_key(const wf__field *f)
 {
-    return f->klen < WF__KEY_INLINE ? f->key.inl : f->key.heap;
+    return f->klen < WF__KEY_INLINE ? f->key : wf__field_heap_key(f);
 }
 
 /* --------------------------------------------------------------- workflow */
@@ -210,8 +305,20 @@ struct wf_workflow {
 };
 
 /* The steps that receive an event of type t (frozen workflow). */
-void wf__workflow_route(const wf_workflow *wf, const wf_event_type *t, const uint32_t **steps,
-                        uint32_t *n, uint32_t *scratch, uint32_t scratch_cap);
+void wf__workflow_route_slow(const wf_workflow *wf, const wf_event_type *t, const uint32_t **steps,
+                             uint32_t *n, uint32_t *scratch, uint32_t scratch_cap);
+static inline void wf__workflow_route(const wf_workflow *wf, const wf_event_type *t,
+                                      const uint32_t **steps, uint32_t *n, uint32_t *scratch,
+                                      uint32_t scratch_cap)
+{
+    if (WF__LIKELY(t->id < wf->n_route_types)) {
+        uint32_t a = wf->route_off[t->id];
+        *steps = wf->route_steps + a;
+        *n = wf->route_off[t->id + 1] - a;
+        return;
+    }
+    wf__workflow_route_slow(wf, t, steps, n, scratch, scratch_cap);
+}
 /* 1 if step s accepts events of type t (exact, or subtype when it opted in). */
 int wf__step_accepts(const wf__step *s, const wf_event_type *t);
 wf__step *wf__workflow_find_step(const wf_workflow *wf, const char *name);

@@ -298,15 +298,9 @@ static int build_routes(wf_workflow *wf)
     return 0;
 }
 
-void wf__workflow_route(const wf_workflow *wf, const wf_event_type *t, const uint32_t **steps,
-                        uint32_t *n, uint32_t *scratch, uint32_t scratch_cap)
+void wf__workflow_route_slow(const wf_workflow *wf, const wf_event_type *t, const uint32_t **steps,
+                             uint32_t *n, uint32_t *scratch, uint32_t scratch_cap)
 {
-    if (WF__LIKELY(t->id < wf->n_route_types)) {
-        uint32_t a = wf->route_off[t->id];
-        *steps = wf->route_steps + a;
-        *n = wf->route_off[t->id + 1] - a;
-        return;
-    }
     /* A type registered after freezing: only subtype-accepting steps can want it. */
     uint32_t k = 0;
     for (uint32_t i = 0; i < wf->n_steps && k < scratch_cap; i++)

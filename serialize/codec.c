@@ -151,12 +151,13 @@ int wf__pack_fields(msgpack_packer *pk, const wf_event *ev)
 {
     if (msgpack_pack_map(pk, ev->nfields))
         return WF_ENOMEM;
+    const wf__field *fields = wf__ev_fields(ev);
     for (uint32_t i = 0; i < ev->nfields; i++) {
-        const char *k = wf__field_key(&ev->fields[i]);
-        size_t kl = ev->fields[i].klen;
+        const char *k = wf__field_key(&fields[i]);
+        size_t kl = fields[i].klen;
         if (msgpack_pack_str(pk, kl) || msgpack_pack_str_body(pk, k, kl))
             return WF_ENOMEM;
-        int rc = wf__pack_value(pk, ev->fields[i].val, 1);
+        int rc = wf__pack_value(pk, fields[i].val, 1);
         if (rc < 0)
             return rc;
     }
@@ -534,14 +535,18 @@ int wf__rd_fields(wf__rd *r, const wf_event_type *t, wf_event **out)
          * are known unique, where wf_event_set would search the fields again
          * for each one.
          */
-        wf__field *f = &ev->fields[ev->nfields];
+        wf__field *f = &wf__ev_fields(ev)[ev->nfields];
         if (kl < WF__KEY_INLINE) {
-            memcpy(f->key.inl, k, kl);
-            f->key.inl[kl] = 0;
-        } else if ((f->key.heap = wf__strndup(k, kl)) == NULL) {
-            wf_value_release(v);
-            rc = WF_ENOMEM;
-            break;
+            memcpy(f->key, k, kl);
+            f->key[kl] = 0;
+        } else {
+            char *heap = wf__strndup(k, kl);
+            if (heap == NULL) {
+                wf_value_release(v);
+                rc = WF_ENOMEM;
+                break;
+            }
+            memcpy(f->key, &heap, sizeof heap);
         }
         f->klen = kl;
         f->val = v;

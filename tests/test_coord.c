@@ -1030,3 +1030,90 @@ Test(coord, nested_fan_outs_are_tracked_per_level, .timeout = 60)
     cr_assert_eq(atomic_load(&list_joins), 1);
     wf_workflow_free(wf);
 }
+
+/* ---- a recursion of list fan-outs through steps with no num_workers limit ---- */
+
+#define TREE_DEPTH 10
+
+/* A Node carries depth left * 2^20 + index in "i"; a leaf's result is its index. */
+static int tree_split(wf_ctx *ctx, int64_t d, int64_t i)
+{
+    wf_event *evs[2] = {ev_i(T_ITEM, (d - 1) << 20 | (2 * i)),
+                        ev_i(T_ITEM, (d - 1) << 20 | (2 * i + 1))};
+    return wf_ctx_emit_list(ctx, evs, 2, T_RES);
+}
+
+static int tree_root(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    return tree_split(ctx, TREE_DEPTH, 0);
+}
+
+static int tree_node(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t v = geti(in), d = v >> 20, i = v & ((1 << 20) - 1);
+    if (d == 0) {
+        *out = ev_i(T_RES, i);
+        return 0;
+    }
+    return tree_split(ctx, d, i);
+}
+
+static int tree_join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event *const *evs;
+    size_t n;
+    cr_assert_eq(wf_ctx_join_events(ctx, &evs, &n), 0);
+    cr_assert_eq(n, 2);
+    int64_t sum = geti(evs[0]) + geti(evs[1]);
+    if (wf_event_type_of(in) == T_START)
+        return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                                 wf_value_int(sum));
+    *out = ev_i(T_RES, sum);
+    return 0;
+}
+
+Test(coord, a_recursion_through_unbounded_steps_joins_every_node, .timeout = 120)
+{
+    wf_workflow *wf = new_wf("tree");
+    cr_assert_eq(wf_workflow_event_type(wf, "Node", NULL, &T_ITEM), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Res", NULL, &T_RES), 0);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    const wf_event_type *root_emits[] = {T_ITEM};
+    const wf_event_type *node_emits[] = {T_ITEM, T_RES};
+    const wf_event_type *join_emits[] = {T_RES, T_STOP};
+    p.n_accepts = 1;
+    p.accepts = &T_START;
+    p.emits = root_emits;
+    p.n_emits = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "root", tree_root, &p, NULL), 0);
+    p.num_workers = 1u << 30; /* no limit: the counts are kept per worker */
+    p.accepts = &T_ITEM;
+    p.emits = node_emits;
+    p.n_emits = 2;
+    cr_assert_eq(wf_workflow_add_step(wf, "node", tree_node, &p, NULL), 0);
+    p.accepts = &T_RES;
+    p.emits = join_emits;
+    p.join_list = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "join", tree_join, &p, NULL), 0);
+    wf_executor *ex = exec_n(3);
+    for (int round = 0; round < 20; round++) {
+        wf_event *s, *res;
+        cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+        wf_handler *h, *cancelled;
+        cr_assert_eq(wf_run_start(ex, wf, NULL, s, &h), 0);
+        cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+        cr_assert_eq(wf_run_start(ex, wf, NULL, s, &cancelled), 0);
+        wf_handler_cancel(cancelled); /* its tasks are dropped wherever they are */
+        cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+        int64_t sum;
+        cr_assert_eq(wf_value_get_int(wf_event_result(res), &sum), 0);
+        cr_assert_eq(sum, (int64_t)(1 << TREE_DEPTH) * ((1 << TREE_DEPTH) - 1) / 2);
+        wf_event_release(res);
+        wf_handler_wait(cancelled, -1, NULL);
+        wf_handler_free(cancelled);
+        wf_handler_free(h);
+    }
+    wf_executor_free(ex); /* returns once every run has quiesced */
+    wf_workflow_free(wf);
+}

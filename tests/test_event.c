@@ -216,6 +216,41 @@ Test(event, constructors_and_equality)
     wf_event_release(stop);
 }
 
+Test(event, constructor_keys_short_long_empty_and_repeated)
+{
+    const wf_event_type *a = add("A", NULL);
+    wf_event *e;
+    /* 11 bytes (inline), 12 (the first on the heap) and longer */
+    cr_assert_eq(
+        wf_event_new2(&e, a, "elevenchars", wf_value_int(11), "twelve_chars", wf_value_int(12)), 0);
+    int64_t v = 0;
+    cr_assert_eq(wf_value_get_int(wf_event_get(e, "elevenchars", wf_value_nil()), &v), 0);
+    cr_assert_eq(v, 11);
+    cr_assert_eq(wf_value_get_int(wf_event_get(e, "twelve_chars", wf_value_nil()), &v), 0);
+    cr_assert_eq(v, 12);
+    cr_assert_not(wf_event_has(e, "elevenchar"), "a prefix is another key");
+    cr_assert_not(wf_event_has(e, "elevenchars!"), "so is a longer key");
+    cr_assert_not(wf_event_has(e, "twelve_chars!"));
+    const char *k;
+    cr_assert_eq(wf_event_field_at(e, 1, &k, NULL), 0);
+    cr_assert_str_eq(k, "twelve_chars");
+    wf_event_release(e);
+    wf_value str;
+    cr_assert_eq(wf_value_string(&str, "freed with the event"), 0);
+    cr_assert_eq(wf_event_new1(&e, a, "a_key_of_more_than_twelve_bytes", str), 0);
+    cr_assert(wf_event_has(e, "a_key_of_more_than_twelve_bytes"));
+    wf_event_release(e);
+    e = (wf_event *)1;
+    cr_assert_eq(wf_event_new1(&e, a, "", wf_value_int(1)), WF_EINVAL);
+    cr_assert_null(e);
+    /* the same key twice: the second value replaces the first */
+    cr_assert_eq(wf_event_new2(&e, a, "k", wf_value_int(1), "k", wf_value_int(2)), 0);
+    cr_assert_eq(wf_event_field_count(e), 1);
+    cr_assert_eq(wf_value_get_int(wf_event_get(e, "k", wf_value_nil()), &v), 0);
+    cr_assert_eq(v, 2);
+    wf_event_release(e);
+}
+
 static wf_event *shared;
 
 static void *reader(void *arg)

@@ -1,7 +1,8 @@
 /*
  * test_run.c: runs on the executor: routing, broadcast, order, num_workers,
- * stop semantics, errors, timeout, cancel, unhandled events, context reuse,
- * targeted sends, the stream, many runs at once, shutdown.
+ * sends routed in batches, stop semantics, errors, timeout, cancel, unhandled
+ * events, context reuse, targeted sends, the stream, many runs at once,
+ * shutdown.
  *
  * Synchronisation in these tests is by atomics and the handler's own waits,
  * never by sleeping.
@@ -300,6 +301,102 @@ Test(run, returned_event_routes_before_sent_ones_in_send_order)
         wf_executor_free(ex);
         wf_workflow_free(wf);
     }
+}
+
+/*
+ * A step that sends many events (no retry policy, no error handler) has them
+ * routed in batches of 64 as it sends them; its returned event follows the
+ * batches routed before it returned.
+ */
+#define MANY_SENT 150
+static int64_t many_log[MANY_SENT + 1];
+static atomic_int many_n;
+
+static int s_send_many(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    for (int i = 0; i < MANY_SENT; i++)
+        cr_assert_eq(wf_ctx_send_event(ctx, ev_int(T_A, "i", i), NULL), 0);
+    *out = ev_int(T_A, "i", 1000);
+    return 0;
+}
+static int s_log_many(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int n = atomic_fetch_add(&many_n, 1); /* num_workers 1: one at a time */
+    cr_assert(n <= MANY_SENT);
+    many_log[n] = get_int(in, "i");
+    if (n == MANY_SENT)
+        return stop_with_int(ctx, out, n + 1);
+    return 0;
+}
+
+Test(run, many_sent_events_route_in_batches_of_64_as_they_are_sent)
+{
+    for (uint32_t threads = 1; threads <= 2; threads++) {
+        atomic_store(&many_n, 0);
+        wf_workflow *wf = new_wf("many");
+        T_START = builtin(wf, WF_START_EVENT);
+        T_STOP = builtin(wf, WF_STOP_EVENT);
+        T_A = type(wf, "A");
+        add_step(wf, "start", s_send_many, T_START, T_A, NULL, 0, NULL);
+        add_step(wf, "log", s_log_many, T_A, T_STOP, NULL, 1, NULL);
+        wf_executor *ex = new_ex(threads);
+        wf_event *res = NULL;
+        cr_assert_eq(wf_run(ex, wf, NULL, ev0(T_START), -1, &res), 0);
+        cr_assert_eq(result_int(res), MANY_SENT + 1);
+        /* two batches (0..127) went out while the step ran, then its returned event */
+        for (int k = 0; k <= MANY_SENT; k++) {
+            int64_t want = k < 128 ? k : (k == 128 ? 1000 : k - 1);
+            cr_assert_eq(many_log[k], want, "threads %u position %d got %lld", threads, k,
+                         (long long)many_log[k]);
+        }
+        wf_event_release(res);
+        wf_executor_free(ex);
+        wf_workflow_free(wf);
+    }
+}
+
+static int s_send_many_fail_once(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int attempt = (int)wf_ctx_attempt(ctx);
+    for (int i = 0; i < MANY_SENT; i++)
+        cr_assert_eq(wf_ctx_send_event(ctx, ev_int(T_A, "i", attempt), NULL), 0);
+    return attempt == 1 ? WF_EINVAL : 0;
+}
+static int s_count_attempts(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    cr_assert_eq(get_int(in, "i"), 2, "an event sent by the failed attempt was routed");
+    if (atomic_fetch_add(&many_n, 1) + 1 == MANY_SENT)
+        return stop_with_int(ctx, out, MANY_SENT);
+    return 0;
+}
+
+Test(run, a_step_that_can_retry_holds_its_sent_events_until_it_succeeds)
+{
+    atomic_store(&many_n, 0);
+    wf_workflow *wf = new_wf("many-retry");
+    T_START = builtin(wf, WF_START_EVENT);
+    T_STOP = builtin(wf, WF_STOP_EVENT);
+    T_A = type(wf, "A");
+    wf_retry_policy *rp;
+    cr_assert_eq(wf_retry_policy_constant(&rp, 2, 0), 0);
+    const wf_event_type *acc[] = {T_START};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = acc;
+    p.n_accepts = 1;
+    p.emits = &T_A;
+    p.n_emits = 1;
+    p.retry = rp;
+    cr_assert_eq(wf_workflow_add_step(wf, "start", s_send_many_fail_once, &p, NULL), 0);
+    wf_retry_policy_free(rp);
+    add_step(wf, "count", s_count_attempts, T_A, T_STOP, NULL, 0, NULL);
+    wf_executor *ex = new_ex(2);
+    wf_event *res = NULL;
+    cr_assert_eq(wf_run(ex, wf, NULL, ev0(T_START), -1, &res), 0);
+    cr_assert_eq(result_int(res), MANY_SENT);
+    wf_event_release(res);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
 }
 
 /* ----------------------------------------------------------- num_workers */

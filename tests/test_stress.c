@@ -99,6 +99,9 @@ static void on_done(wf_handler *h, void *user)
  * start -> fan (emits Item) -> work (num_workers 3, emits the result type)
  * -> gather (gather_workers; a join_list step when join_list).
  */
+/* num_workers of the pipelines' work step (2^30 and more: no limit, counts kept per worker) */
+static uint32_t work_workers = 3;
+
 static wf_workflow *pipeline(const char *result_name, const wf_event_type **result,
                              wf_step_fn fan_fn, wf_step_fn work_fn, wf_step_fn gather_fn,
                              uint32_t gather_workers, int join_list)
@@ -118,7 +121,7 @@ static wf_workflow *pipeline(const char *result_name, const wf_event_type **resu
     cr_assert_eq(wf_workflow_add_step(wf, "fan", fan_fn, &p, NULL), 0);
     p.accepts = &T_ITEM;
     p.emits = result;
-    p.num_workers = 3;
+    p.num_workers = work_workers;
     cr_assert_eq(wf_workflow_add_step(wf, "work", work_fn, &p, NULL), 0);
     p.accepts = result;
     p.emits = &T_STOP;
@@ -530,9 +533,9 @@ Test(stress, live_snapshots_with_every_worker_at_the_gate, .timeout = 900)
     wf_workflow_free(wf);
 }
 
-Test(stress, live_snapshots_at_random_moments_resume_exactly, .timeout = 900)
+static void snapshots_resume_exactly(uint32_t gather_workers)
 {
-    wf_workflow *wf = pipeline("Res", &T_RES, ssplit, swork, sjoin, 1, 1);
+    wf_workflow *wf = pipeline("Res", &T_RES, ssplit, swork, sjoin, gather_workers, 1);
     wf_executor_params ep;
     wf_executor_params_init(&ep);
     ep.threads = 3;
@@ -591,4 +594,16 @@ Test(stress, live_snapshots_at_random_moments_resume_exactly, .timeout = 900)
     wf_executor_free(ex2);
     wf_executor_free(ex);
     wf_workflow_free(wf);
+}
+
+Test(stress, live_snapshots_at_random_moments_resume_exactly, .timeout = 900)
+{
+    work_workers = 3;
+    snapshots_resume_exactly(1);
+}
+
+Test(stress, live_snapshots_of_unbounded_steps_resume_exactly, .timeout = 900)
+{
+    work_workers = 1u << 30; /* counted per worker */
+    snapshots_resume_exactly(1u << 30);
 }

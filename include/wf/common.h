@@ -115,10 +115,11 @@ typedef struct wf_alloc_hooks {
 WF_API int wf_set_alloc_hooks(const wf_alloc_hooks *hooks);
 
 /**
- * Gives the blocks that wf keeps cached for reuse (the calling thread's and
- * the shared ones) back to the allocation hooks. Other threads' caches are
- * given back when those threads exit. Optional: for leak checkers, or after
- * a burst. Any thread.
+ * Gives the memory that wf keeps cached for reuse back to the allocation
+ * hooks: every slab (16 KiB holding small blocks) whose blocks are all free
+ * and in the calling thread's or the shared cache. Other threads' caches
+ * join the shared one when those threads exit. Optional: for leak checkers,
+ * or after a burst. Any thread.
  */
 WF_API void wf_alloc_trim(void);
 

@@ -83,7 +83,12 @@ WF_API int wf_ctx_edit_state(wf_ctx *ctx, wf_edit_fn fn, void *user);
 
 /**
  * Emits ev from the calling step. The returned event is routed first, then
- * the sent ones in send order, when the step returns. target: NULL for every
+ * the sent ones in send order, when the step returns; except that a step
+ * with no retry policy and no error handler that sends many events has them
+ * routed in send order in batches of 64 as it sends them (so their
+ * receivers start at once and they never all exist together): the returned
+ * event then follows those batches, and a failure of the step no longer
+ * takes back the batches already routed. target: NULL for every
  * step that accepts the type, or a step name (WF_ENOTFOUND if no such step,
  * WF_ETYPE if it does not accept the type). Takes ownership of ev.
  * From outside a step (no invocation on this thread) it acts like

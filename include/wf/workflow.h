@@ -43,7 +43,11 @@ typedef struct wf_step_params {
     const wf_event_type *const *emits;
     uint32_t n_accepts;
     uint32_t n_emits;
-    /** Invocations of this step that may run at once in one run. Default 4; >= 1. */
+    /**
+     * Invocations of this step that may run at once in one run. Default 4;
+     * >= 1. 2^30 or more means no limit (as TBB's flow::unlimited): such a
+     * step shares no counter between workers.
+     */
     uint32_t num_workers;
     /** Nonzero: the step also receives subtypes of what it accepts. Default 0. */
     int32_t accept_subtypes;
