@@ -115,7 +115,7 @@ static char *obs_strdup(const char *s)
 }
 
 /* STEP_START / STEP_END of t (t0: the start, for the end's duration). */
-static void obs_step(wf__run *run, unsigned kind, const wf__task *t, int64_t t0, int rc,
+__attribute__((cold, noinline)) static void obs_step(wf__run *run, unsigned kind, const wf__task *t, int64_t t0, int rc,
                      const char *msg)
 {
     wf__obs_rec r = {0};
@@ -133,11 +133,31 @@ static void obs_step(wf__run *run, unsigned kind, const wf__task *t, int64_t t0,
 }
 
 /* EVENT_EMIT of what an invocation of step s returned (sent events: at the send). */
-static void obs_emit_out(wf__run *run, uint32_t s, const wf_event *out)
+__attribute__((cold, noinline)) static void obs_emit_out(wf__run *run, uint32_t s, const wf_event *out)
 {
     wf__obs_rec r = {0};
     obs_rec(run, WF_OBS_EVENT_EMIT, s, out->type, tls_obs_now ? tls_obs_now : wf__obs_now(), &r);
     wf__obs_write(run->ex, &r);
+}
+
+/* An invocation is about to run: STEP_START (and the time, for its end). */
+__attribute__((cold, noinline)) static void obs_before(wf__run *run, const wf__task *t, wf__inv *inv)
+{
+    inv->obs_t0 = wf__obs_now();
+    if (wf__obs_on(run->ex, WF_OBS_STEP_START))
+        obs_step(run, WF_OBS_STEP_START, t, inv->obs_t0, 0, NULL);
+}
+
+/* It returned rc (and out): STEP_END, the returned event's EVENT_EMIT. */
+__attribute__((cold, noinline)) static void obs_after(wf__run *run, const wf__task *t,
+                                                      const wf__inv *inv, int rc,
+                                                      const wf_event *out)
+{
+    uint32_t obs = wf__obs_mask(run->ex);
+    if (obs & WF_OBS_BIT(WF_OBS_STEP_END))
+        obs_step(run, WF_OBS_STEP_END, t, inv->obs_t0, rc, inv->errmsg);
+    if ((obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT)) && rc == 0 && out)
+        obs_emit_out(run, t->step, out);
 }
 
 /* EVENT_EMIT from outside the run's steps (start event, handler send). */
@@ -151,7 +171,7 @@ static void obs_emit_outside(wf__run *run, const wf_event *ev)
 }
 
 /* EVENT_ROUTE of t to its step; waiting: the step's events queued behind it. */
-static void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
+__attribute__((cold, noinline)) static void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
 {
     wf__obs_rec r = {0};
     obs_rec(run, WF_OBS_EVENT_ROUTE, t->step, t->ev->type, tls_obs_now, &r);
@@ -161,7 +181,7 @@ static void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
 }
 
 /* A record about one event: DROP, UNHANDLED, STREAM_WRITE. */
-static void obs_event(wf__run *run, unsigned kind, uint32_t step, const wf_event_type *type,
+__attribute__((cold, noinline)) static void obs_event(wf__run *run, unsigned kind, uint32_t step, const wf_event_type *type,
                       int64_t value)
 {
     wf__obs_rec r = {0};
@@ -1489,23 +1509,14 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
         (step->needs_clock && (t->arg == NULL || ((wf__retry_info *)t->arg)->first_ns == 0))
             ? wf__now_ns()
             : 0;
-    uint32_t obs = wf__obs_mask(run->ex);
-    int64_t obs_t0 = 0;
-    if (WF__UNLIKELY(obs)) {
-        obs_t0 = wf__obs_now();
-        if (obs & WF_OBS_BIT(WF_OBS_STEP_START))
-            obs_step(run, WF_OBS_STEP_START, t, obs_t0, 0, NULL);
-    }
+    inv.obs_t0 = 0; /* nonzero: observed (the start time); nothing kept live across the call */
+    if (WF__UNLIKELY(wf__obs_mask(run->ex)))
+        obs_before(run, t, &inv);
     int rc = step->fn(run->ctx, t->ev, &out, step->user);
     tls_inv = prev;
     slot_dirty(run);
-    if (WF__UNLIKELY(obs)) {
-        obs = wf__obs_mask(run->ex);
-        if (obs & WF_OBS_BIT(WF_OBS_STEP_END))
-            obs_step(run, WF_OBS_STEP_END, t, obs_t0, rc, inv.errmsg);
-        if ((obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT)) && rc == 0 && out)
-            obs_emit_out(run, t->step, out);
-    }
+    if (WF__UNLIKELY(inv.obs_t0))
+        obs_after(run, t, &inv, rc, out);
     if (WF__LIKELY(rc == 0)) {
         tls_handoff_run = handoff ? run : NULL;
         route_emissions(run, out, &inv, d);
@@ -1517,7 +1528,8 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
         inv.token->started = started;
         int armed = token_arm(inv.token); /* 0: it was completed already, and routed */
         inv_cleanup(&inv);
-        tls_obs_now = 0;
+        if (WF__UNLIKELY(inv.obs_t0))
+            tls_obs_now = 0;
         return armed;
     } else if (rc == WF_SUSPEND && inv.suspended) {
         /* Sent events still go out (as in the reference); the step runs again later. */
@@ -1543,7 +1555,8 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
     if (inv.token) /* pended, then returned something else: the token is void */
         token_abandon(inv.token);
     inv_cleanup(&inv);
-    tls_obs_now = 0;
+    if (WF__UNLIKELY(inv.obs_t0))
+        tls_obs_now = 0;
     return 0;
 }
 

@@ -249,6 +249,7 @@ typedef struct wf__inv {
     int suspended;          /* a waiter was registered: WF_SUSPEND is expected */
     wf_completion *token;   /* wf_ctx_pend was called: WF_PENDING is expected */
     struct deferred *defer; /* emissions held for the claimed batch it runs in, or NULL */
+    int64_t obs_t0;         /* observed: when it started (observation clock), else 0 */
     wf_event *inl_sent[8];
     int32_t inl_targets[8];
 } wf__inv;
