@@ -126,7 +126,8 @@ typedef struct wf_observer {
  * on, freed with user_free). Records start with the things that happen after
  * this call. *id (optional) names it for wf_executor_unobserve. The first
  * observer starts the exporter thread. WF_EINVAL without a record callback,
- * WF_EOVERFLOW past 16 observers.
+ * WF_EOVERFLOW past 16 observers, WF_ESHUTDOWN while the executor is being
+ * freed. Not from an observer's callback (the exporter thread).
  */
 WF_API int wf_executor_observe(wf_executor *ex, const wf_observer *obs, uint32_t *id);
 /**
