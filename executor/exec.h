@@ -320,7 +320,7 @@ void wf__log(struct wf_executor *ex, wf_log_level lvl, const char *fmt, ...)
  */
 typedef struct wf__obs_rec {
     uint8_t kind;
-    uint8_t pad;
+    uint8_t flags;    /* WF__OBS_F_EMITTED: an EVENT_ROUTE that also says its EVENT_EMIT */
     uint16_t step;    /* index in wf, WF__OBS_NO_STEP: none (or beyond 65534 steps) */
     int32_t error;
     uint32_t type;    /* type id in wf's registry, WF__OBS_NO_TYPE: none */
@@ -373,6 +373,15 @@ static inline int64_t wf__obs_now(void)
 
 /* Writes r (ts filled if 0) into the calling thread's ring; owns r->message. */
 void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r);
+/*
+ * The returned event's EVENT_EMIT, held back by the calling thread: the
+ * routing that follows carries it in its first EVENT_ROUTE record (flag
+ * below, the emitting step in attempt), one record instead of two. Any other
+ * record of the thread, or wf__obs_undefer, writes it first on its own.
+ */
+#define WF__OBS_F_EMITTED 1u
+void wf__obs_defer(struct wf_executor *ex, const wf__obs_rec *emit);
+void wf__obs_undefer(void);
 /* Keeps wf alive for the exporter (a run of it starts while observed). */
 void wf__obs_hold(struct wf_executor *ex, const struct wf_workflow *wf);
 /* Executor teardown: last drain, observers removed, rings freed (threads joined). */

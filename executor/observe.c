@@ -43,6 +43,7 @@ typedef struct obs_ring {
     uint64_t tail_cache;               /* producer's view of tail */
     const wf_workflow *last_wf;        /* producer's: the last workflow it made sure is held */
     _Atomic uint64_t dropped;          /* producer stores, anyone reads */
+    _Atomic uint64_t merged;           /* producer stores: records carrying two (an emit) */
     uint32_t full_checks;              /* producer's: tail re-read only every 64th full write */
     _Atomic uint64_t tail WF__ALIGNED; /* consumer */
     wf__obs_rec *recs;
@@ -58,11 +59,12 @@ struct wf__obs {
     obs_ring *rings;
     uint32_t nrings; /* workers + blocking threads + 1 (outside, last) */
     uint64_t *cursor, *limit; /* exporter's: per ring, next and end of the round */
+    /* exporter's: type names by (workflow, id); off the producers' first line */
     struct {
         const wf_workflow *wf;
         uint32_t id;
         const char *name;
-    } names[OBS_NAME_CACHE]; /* exporter's: type names by (workflow, id) */
+    } names[OBS_NAME_CACHE] WF__ALIGNED;
     pthread_mutex_t outside_lock;
 
     /* observers, rounds: under lock (the exporter holds it while it delivers) */
@@ -76,7 +78,13 @@ struct wf__obs {
     uint64_t delivered;
     pthread_t thread;
     int started;
-    _Atomic int sleeping; /* futex word: 1 while the exporter sleeps */
+    /*
+     * futex word: 1 while the exporter sleeps. Every record reads it, so it
+     * has a line to itself: the exporter's counters (delivered, rounds) are
+     * written all the time and would pull it across cores per record.
+     */
+    _Atomic int sleeping WF__ALIGNED;
+    char sleeping_pad[WF__CACHELINE - sizeof(_Atomic int)];
     double ns_per_tick;   /* exporter's: the TSC's rate as measured so far */
 
     /* held workflows */
@@ -201,7 +209,47 @@ void wf__obs_hold(struct wf_executor *ex, const wf_workflow *wf)
         hold(o, wf);
 }
 
+/* The EVENT_EMIT this thread holds back (wf__obs_defer), and its executor. */
+static WF__TLS struct wf_executor *tls_defer_ex;
+static WF__TLS wf__obs_rec tls_defer;
+
+static void write_rec(struct wf_executor *ex, wf__obs_rec *r);
+
+void wf__obs_defer(struct wf_executor *ex, const wf__obs_rec *emit)
+{
+    wf__obs_undefer();
+    tls_defer = *emit;
+    tls_defer_ex = ex;
+}
+
+void wf__obs_undefer(void)
+{
+    struct wf_executor *ex = tls_defer_ex;
+    if (ex) {
+        tls_defer_ex = NULL;
+        write_rec(ex, &tls_defer);
+    }
+}
+
 void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r)
+{
+    if (WF__UNLIKELY(tls_defer_ex != NULL)) {
+        if (tls_defer_ex == ex && r->kind == WF_OBS_EVENT_ROUTE && r->type == tls_defer.type &&
+            r->run_id == tls_defer.run_id && r->flags == 0) {
+            /* the held-back emit rides on this routing */
+            tls_defer_ex = NULL;
+            r->flags = WF__OBS_F_EMITTED;
+            r->attempt = tls_defer.step;
+            write_rec(ex, r);
+            return;
+        } else {
+            wf__obs_undefer();
+        }
+    }
+    write_rec(ex, r);
+}
+
+static void write_rec(struct wf_executor *ex, wf__obs_rec *r)
 {
     struct wf__obs *o = obs_get(ex);
     if (o == NULL) {
@@ -237,7 +285,8 @@ void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r)
             rg->tail_cache = atomic_load_explicit(&rg->tail, memory_order_acquire);
         if (h - rg->tail_cache >= OBS_RING_SIZE) {
             atomic_store_explicit(&rg->dropped,
-                                  atomic_load_explicit(&rg->dropped, memory_order_relaxed) + 1,
+                                  atomic_load_explicit(&rg->dropped, memory_order_relaxed) + 1 +
+                                      (r->flags & WF__OBS_F_EMITTED),
                                   memory_order_relaxed);
             if (outside)
                 pthread_mutex_unlock(&o->outside_lock);
@@ -246,6 +295,10 @@ void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r)
         }
     }
     rg->recs[h & (OBS_RING_SIZE - 1)] = *r;
+    if (r->flags & WF__OBS_F_EMITTED)
+        atomic_store_explicit(&rg->merged,
+                              atomic_load_explicit(&rg->merged, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
     atomic_store_explicit(&rg->head, h + 1, memory_order_release);
     if (outside)
         pthread_mutex_unlock(&o->outside_lock);
@@ -323,6 +376,21 @@ static void deliver(struct wf__obs *o, wf__obs_rec *r, uint32_t ring)
         pub.attempt = r->attempt;
         pub.value = r->dv;
         break;
+    }
+    if (r->flags & WF__OBS_F_EMITTED) { /* its emit first, as the producer saw it */
+        wf_obs_record em = pub;
+        em.kind = WF_OBS_EVENT_EMIT;
+        em.step = r->wf && r->attempt < r->wf->n_steps ? r->wf->steps[r->attempt]->name : NULL;
+        em.event_id = 0;
+        em.attempt = 0;
+        em.value = 0;
+        for (uint32_t i = 0; i < o->nobs; i++) {
+            uint32_t k = o->obs[i].o.kinds ? o->obs[i].o.kinds : WF_OBS_ALL;
+            if (k & (1u << WF_OBS_EVENT_EMIT))
+                o->obs[i].o.record(&em, o->obs[i].o.user);
+        }
+        o->delivered++;
+        pub.attempt = 0;
     }
     for (uint32_t i = 0; i < o->nobs; i++) {
         uint32_t k = o->obs[i].o.kinds ? o->obs[i].o.kinds : WF_OBS_ALL;
@@ -473,13 +541,13 @@ static void obs_destroy(struct wf__obs *o)
     pthread_mutex_destroy(&o->lock);
     pthread_mutex_destroy(&o->wf_lock);
     pthread_cond_destroy(&o->cond);
-    wf__free_mem(o);
+    wf__free_aligned(o);
 }
 
 static struct wf__obs *obs_create(struct wf_executor *ex)
 {
     pthread_once(&tsc_once, tsc_calibrate);
-    struct wf__obs *o = wf__calloc(1, sizeof *o);
+    struct wf__obs *o = wf__malloc_aligned(sizeof *o); /* zeroed; lines as laid out */
     if (o == NULL)
         return NULL;
     o->ns_per_tick = tsc_ns_per_tick;
@@ -503,6 +571,7 @@ static struct wf__obs *obs_create(struct wf_executor *ex)
         atomic_init(&o->rings[i].head, 0);
         atomic_init(&o->rings[i].tail, 0);
         atomic_init(&o->rings[i].dropped, 0);
+        atomic_init(&o->rings[i].merged, 0);
         o->rings[i].recs = wf__malloc(OBS_RING_SIZE * sizeof(wf__obs_rec));
         if (o->rings[i].recs == NULL) {
             obs_destroy(o);
@@ -618,7 +687,7 @@ WF_API void wf_executor_observe_stats(wf_executor *ex, wf_obs_stats *out)
     if (o == NULL)
         return;
     for (uint32_t i = 0; i < o->nrings; i++) {
-        out->written += atomic_load(&o->rings[i].head);
+        out->written += atomic_load(&o->rings[i].head) + atomic_load(&o->rings[i].merged);
         out->dropped += atomic_load(&o->rings[i].dropped);
     }
     pthread_mutex_lock(&o->lock);

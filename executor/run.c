@@ -137,7 +137,10 @@ __attribute__((cold, noinline)) static void obs_emit_out(wf__run *run, uint32_t 
 {
     wf__obs_rec r = {0};
     obs_rec(run, WF_OBS_EVENT_EMIT, s, out->type, tls_obs_now ? tls_obs_now : wf__obs_now(), &r);
-    wf__obs_write(run->ex, &r);
+    if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE))
+        wf__obs_defer(run->ex, &r); /* its routing, next, carries it */
+    else
+        wf__obs_write(run->ex, &r);
 }
 
 /* An invocation is about to run: STEP_START (and the time, for its end). */
@@ -1274,6 +1277,16 @@ static int maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64
     n->pad = t->pad;
     if (n->u.group)
         branch_add(n->u.group, n->pad);
+    /* before the timer is armed: the next attempt may run (and the run end) at once */
+    if (wf__obs_on(run->ex, WF_OBS_RETRY)) {
+        wf__obs_rec r = {0};
+        obs_rec(run, WF_OBS_RETRY, t->step, t->ev->type, 0, &r);
+        r.attempt = t->attempt;
+        r.error = rc;
+        r.message = obs_strdup(msg ? msg : wf_strerror(rc));
+        r.dv = delay;
+        wf__obs_write(run->ex, &r);
+    }
     rt->run = run;
     rt->t = n;
     rt->tm.heap_index = WF__TIMER_IDLE;
@@ -1298,15 +1311,6 @@ static int maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64
         wf__free_mem(rt);
         engine_unref(run);
         return 0;
-    }
-    if (wf__obs_on(run->ex, WF_OBS_RETRY)) {
-        wf__obs_rec r = {0};
-        obs_rec(run, WF_OBS_RETRY, t->step, t->ev->type, 0, &r);
-        r.attempt = t->attempt;
-        r.error = rc;
-        r.message = obs_strdup(msg ? msg : wf_strerror(rc));
-        r.dv = delay;
-        wf__obs_write(run->ex, &r);
     }
     wf__log(run->ex, WF_LOG_DEBUG, "run %llu: step %s failed (%d), attempt %u in %lld ms",
             (unsigned long long)run->id, step->name, rc, n->attempt, (long long)delay);
@@ -1528,8 +1532,10 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
         inv.token->started = started;
         int armed = token_arm(inv.token); /* 0: it was completed already, and routed */
         inv_cleanup(&inv);
-        if (WF__UNLIKELY(inv.obs_t0))
+        if (WF__UNLIKELY(inv.obs_t0)) {
+            wf__obs_undefer();
             tls_obs_now = 0;
+        }
         return armed;
     } else if (rc == WF_SUSPEND && inv.suspended) {
         /* Sent events still go out (as in the reference); the step runs again later. */
@@ -1555,8 +1561,10 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
     if (inv.token) /* pended, then returned something else: the token is void */
         token_abandon(inv.token);
     inv_cleanup(&inv);
-    if (WF__UNLIKELY(inv.obs_t0))
+    if (WF__UNLIKELY(inv.obs_t0)) {
+        wf__obs_undefer();
         tls_obs_now = 0;
+    }
     return 0;
 }
 

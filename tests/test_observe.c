@@ -374,7 +374,8 @@ Test(observe, retry_then_second_attempt)
     uint64_t id = wf_handler_run_id(h);
     cr_assert_eq(wf_executor_observe_flush(ex), 0);
     rec *r[4];
-    cr_assert_eq(find(o, WF_OBS_RETRY, id, r, 4), 1);
+    size_t nretry = find(o, WF_OBS_RETRY, id, r, 4);
+    cr_assert_eq(nretry, 1, "retry records: %zu of %zu (calls %d)", nretry, o->n, atomic_load(&flaky_calls));
     cr_assert_eq(r[0]->attempt, 1);
     cr_assert_eq(r[0]->error, WF_EAGAIN);
     cr_assert_str_eq(r[0]->step, "flaky");
