@@ -65,7 +65,7 @@ static int is_start(const wf_workflow *wf, const wf_event_type *t)
 }
 
 /* A DOT double-quoted string. */
-static void dot_str(wf__buf *b, const char *s)
+void wf__dot_str(wf__buf *b, const char *s)
 {
     wf__buf_puts(b, "\"");
     for (; *s; s++) {
@@ -81,7 +81,7 @@ static void dot_str(wf__buf *b, const char *s)
 }
 
 /* Mermaid labels go in double quotes; a quote becomes #quot; */
-static void mm_str(wf__buf *b, const char *s)
+void wf__mm_str(wf__buf *b, const char *s)
 {
     wf__buf_puts(b, "\"");
     for (; *s; s++) {
@@ -95,17 +95,38 @@ static void mm_str(wf__buf *b, const char *s)
     wf__buf_puts(b, "\"");
 }
 
-/* How one output format spells the graph's parts. */
-typedef struct style {
-    void (*quote)(wf__buf *b, const char *s);
-    const char *step_open, *step_close;   /* around the quoted step name */
-    const char *event_open, *event_close; /* around the quoted type name; %s: colour/class */
-    const char *colour[3];                /* plain event, start event, stop event */
-    const char *accept, *emit, *fails;    /* edges: %u ids */
-    const char *footer;
-} style;
 
-static int render(const wf_workflow *wf, const style *st, const char *header, char **out)
+/* How DOT and Mermaid spell the graph's parts (also the execution drawing's). */
+const wf__graph_style wf__graph_dot = {
+    wf__dot_str,
+    "  step_%u [label=",
+    ", shape=box, style=filled, fillcolor=\"#ADD8E6\"];\n",
+    "  event_%u [label=",
+    ", shape=ellipse, style=filled, fillcolor=\"%s\"];\n",
+    {"#E8E8E8", "#90EE90", "#FFA07A"},
+    "  event_%u -> step_%u;\n",
+    "  step_%u -> event_%u;\n",
+    "  step_%u -> event_%u [style=dashed];\n",
+    "}\n",
+};
+
+const wf__graph_style wf__graph_mermaid = {
+    wf__mm_str,
+    "    step_%u[",
+    "]:::step\n",
+    "    event_%u([",
+    "]):::%s\n",
+    {"event", "startEvent", "stopEvent"},
+    "    event_%u --> step_%u\n",
+    "    step_%u --> event_%u\n",
+    "    step_%u -.-> event_%u\n",
+    "    classDef step fill:#ADD8E6,color:#000000,stroke:#333333\n"
+    "    classDef event fill:#E8E8E8,color:#000000,stroke:#333333\n"
+    "    classDef startEvent fill:#90EE90,color:#000000,stroke:#333333\n"
+    "    classDef stopEvent fill:#FFA07A,color:#000000,stroke:#333333\n",
+};
+
+static int render(const wf_workflow *wf, const wf__graph_style *st, const char *header, char **out)
 {
     if (out)
         *out = NULL;
@@ -148,24 +169,12 @@ static int render(const wf_workflow *wf, const style *st, const char *header, ch
 
 int wf_workflow_to_dot(const wf_workflow *wf, char **out)
 {
-    static const style dot = {
-        dot_str,
-        "  step_%u [label=",
-        ", shape=box, style=filled, fillcolor=\"#ADD8E6\"];\n",
-        "  event_%u [label=",
-        ", shape=ellipse, style=filled, fillcolor=\"%s\"];\n",
-        {"#E8E8E8", "#90EE90", "#FFA07A"},
-        "  event_%u -> step_%u;\n",
-        "  step_%u -> event_%u;\n",
-        "  step_%u -> event_%u [style=dashed];\n",
-        "}\n",
-    };
     if (wf == NULL)
-        return render(wf, &dot, "", out);
+        return render(wf, &wf__graph_dot, "", out);
     wf__buf h;
     wf__buf_init(&h);
     wf__buf_puts(&h, "digraph ");
-    dot_str(&h, wf->name);
+    wf__dot_str(&h, wf->name);
     wf__buf_puts(&h, " {\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];\n");
     if (h.oom) {
         wf__buf_free(&h);
@@ -173,27 +182,12 @@ int wf_workflow_to_dot(const wf_workflow *wf, char **out)
             *out = NULL;
         return WF_ENOMEM;
     }
-    int rc = render(wf, &dot, h.data, out);
+    int rc = render(wf, &wf__graph_dot, h.data, out);
     wf__buf_free(&h);
     return rc;
 }
 
 int wf_workflow_to_mermaid(const wf_workflow *wf, char **out)
 {
-    static const style mermaid = {
-        mm_str,
-        "    step_%u[",
-        "]:::step\n",
-        "    event_%u([",
-        "]):::%s\n",
-        {"event", "startEvent", "stopEvent"},
-        "    event_%u --> step_%u\n",
-        "    step_%u --> event_%u\n",
-        "    step_%u -.-> event_%u\n",
-        "    classDef step fill:#ADD8E6,color:#000000,stroke:#333333\n"
-        "    classDef event fill:#E8E8E8,color:#000000,stroke:#333333\n"
-        "    classDef startEvent fill:#90EE90,color:#000000,stroke:#333333\n"
-        "    classDef stopEvent fill:#FFA07A,color:#000000,stroke:#333333\n",
-    };
-    return render(wf, &mermaid, "flowchart TD\n", out);
+    return render(wf, &wf__graph_mermaid, "flowchart TD\n", out);
 }

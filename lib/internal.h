@@ -164,6 +164,19 @@ void wf__buf_printf(wf__buf *b, const char *fmt, ...) __attribute__((format(prin
 /* Hands the string to the caller (wf_free); NULL and WF_ENOMEM if oom. */
 int wf__buf_take(wf__buf *b, char **out);
 
+/* graph.c: how DOT and Mermaid spell a graph's parts (the execution drawing uses them too). */
+typedef struct wf__graph_style {
+    void (*quote)(wf__buf *b, const char *s);
+    const char *step_open, *step_close;   /* around the quoted step name; %u: its index */
+    const char *event_open, *event_close; /* around the quoted type name; %u id, %s colour/class */
+    const char *colour[3];                /* plain event, start event, stop event */
+    const char *accept, *emit, *fails;    /* edges: %u ids */
+    const char *footer;
+} wf__graph_style;
+extern const wf__graph_style wf__graph_dot, wf__graph_mermaid;
+void wf__dot_str(wf__buf *b, const char *s); /* a DOT double-quoted string */
+void wf__mm_str(wf__buf *b, const char *s);  /* a Mermaid label in double quotes */
+
 /* ----------------------------------------------------------------- values */
 
 /* The header of every heap value block. refs is atomic (relaxed inc, acq_rel dec). */

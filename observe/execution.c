@@ -199,37 +199,6 @@ int wf_exporter_execution(wf_observer *out, wf_execution **exe)
 
 /* ------------------------------------------------------------ drawing */
 
-/* A DOT double-quoted string (as lib/graph.c writes them). */
-static void dot_str(wf__buf *b, const char *s)
-{
-    wf__buf_puts(b, "\"");
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            wf__buf_puts(b, "\\");
-        if (*s == '\n') {
-            wf__buf_puts(b, "\\n");
-            continue;
-        }
-        wf__buf_append(b, s, 1);
-    }
-    wf__buf_puts(b, "\"");
-}
-
-/* A Mermaid label in double quotes; a quote becomes #quot; (as lib/graph.c). */
-static void mm_str(wf__buf *b, const char *s)
-{
-    wf__buf_puts(b, "\"");
-    for (; *s; s++) {
-        if (*s == '"')
-            wf__buf_puts(b, "#quot;");
-        else if (*s == '\n')
-            wf__buf_puts(b, " ");
-        else
-            wf__buf_append(b, s, 1);
-    }
-    wf__buf_puts(b, "\"");
-}
-
 /* Per step of the workflow: executions, failures, whether drawn. */
 typedef struct stepc {
     uint64_t n, failed;
@@ -312,7 +281,8 @@ static int draw(const xrun *run, const wf_workflow *wf, int mermaid, wf__buf *b)
     if (nt)
         qsort(ts, nt, sizeof *ts, cmp_type);
 
-    void (*quote)(wf__buf *, const char *) = mermaid ? mm_str : dot_str;
+    /* nodes as wf_workflow_to_dot / _to_mermaid draw them (lib/graph.c's styles) */
+    const wf__graph_style *st = mermaid ? &wf__graph_mermaid : &wf__graph_dot;
     char label[64];
     if (mermaid) {
         wf__buf_puts(b, "flowchart TD\n");
@@ -320,7 +290,7 @@ static int draw(const xrun *run, const wf_workflow *wf, int mermaid, wf__buf *b)
                        run->ended ? wf__exp_status_name(run->status) : "running");
     } else {
         wf__buf_puts(b, "digraph ");
-        dot_str(b, wf->name ? wf->name : "workflow");
+        wf__dot_str(b, wf->name ? wf->name : "workflow");
         wf__buf_puts(b, " {\n  rankdir=TB;\n  node [fontname=\"Helvetica\"];\n");
         wf__buf_printf(b, "  label=\"run %" PRIu64 " (%s)\";\n  labelloc=t;\n", run->run_id,
                        run->ended ? wf__exp_status_name(run->status) : "running");
@@ -328,7 +298,7 @@ static int draw(const xrun *run, const wf_workflow *wf, int mermaid, wf__buf *b)
     for (uint32_t i = 0; i < wf->n_steps; i++) {
         if (!sc[i].drawn)
             continue;
-        wf__buf_printf(b, mermaid ? "    step_%u[" : "  step_%u [label=", i);
+        wf__buf_printf(b, st->step_open, i);
         wf__buf buf;
         wf__buf_init(&buf);
         wf__buf_puts(&buf, wf->steps[i]->name);
@@ -341,22 +311,16 @@ static int draw(const xrun *run, const wf_workflow *wf, int mermaid, wf__buf *b)
         if (buf.oom)
             b->oom = 1;
         else
-            quote(b, buf.data);
+            st->quote(b, buf.data);
         wf__buf_free(&buf);
-        wf__buf_puts(b, mermaid ? "]:::step\n"
-                                : ", shape=box, style=filled, fillcolor=\"#ADD8E6\"];\n");
+        wf__buf_puts(b, st->step_close);
     }
     for (uint32_t k = 0; k < nt; k++) {
         const wf_event_type *t = ts[k];
         int c = t->is_stop ? 2 : wf_event_type_is(t, wf->reg->types[WF_START_EVENT]) ? 1 : 0;
-        static const char *const dot_colour[3] = {"#E8E8E8", "#90EE90", "#FFA07A"};
-        static const char *const mm_class[3] = {"event", "startEvent", "stopEvent"};
-        wf__buf_printf(b, mermaid ? "    event_%u([" : "  event_%u [label=", t->id);
-        quote(b, t->name);
-        if (mermaid)
-            wf__buf_printf(b, "]):::%s\n", mm_class[c]);
-        else
-            wf__buf_printf(b, ", shape=ellipse, style=filled, fillcolor=\"%s\"];\n", dot_colour[c]);
+        wf__buf_printf(b, st->event_open, t->id);
+        st->quote(b, t->name);
+        wf__buf_printf(b, st->event_close, st->colour[c]);
     }
     /* Edges in the order the run first took them; every name resolved above. */
     for (uint32_t i = 0; i < run->routed.n; i++) {
@@ -385,13 +349,7 @@ static int draw(const xrun *run, const wf_workflow *wf, int mermaid, wf__buf *b)
             wf__buf_printf(b, "  step_%u -> event_%u [label=\"%" PRIu64 "\"];\n", s, t->id,
                            run->emitted.v[i].n);
     }
-    if (mermaid)
-        wf__buf_puts(b, "    classDef step fill:#ADD8E6,color:#000000,stroke:#333333\n"
-                        "    classDef event fill:#E8E8E8,color:#000000,stroke:#333333\n"
-                        "    classDef startEvent fill:#90EE90,color:#000000,stroke:#333333\n"
-                        "    classDef stopEvent fill:#FFA07A,color:#000000,stroke:#333333\n");
-    else
-        wf__buf_puts(b, "}\n");
+    wf__buf_puts(b, st->footer);
 out:
     wf__free_mem(sc);
     wf__free_mem(ts);
