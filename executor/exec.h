@@ -382,8 +382,6 @@ void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r);
 #define WF__OBS_F_EMITTED 1u
 void wf__obs_defer(struct wf_executor *ex, const wf__obs_rec *emit);
 void wf__obs_undefer(void);
-/* Keeps wf alive for the exporter (a run of it starts while observed). */
-void wf__obs_hold(struct wf_executor *ex, const struct wf_workflow *wf);
 /* Executor teardown: last drain, observers removed, rings freed (threads joined). */
 void wf__obs_shutdown(struct wf_executor *ex);
 

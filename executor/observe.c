@@ -168,45 +168,30 @@ static inline struct wf__obs *obs_get(struct wf_executor *ex)
 
 /* ------------------------------------------------------------ producers */
 
-static void hold(struct wf__obs *o, const wf_workflow *wf)
+/* Keeps wf alive until the executor goes (once per workflow); 0, or WF_ENOMEM. */
+static int hold(struct wf__obs *o, const wf_workflow *wf)
 {
+    int rc = 0;
     pthread_mutex_lock(&o->wf_lock);
-    for (uint32_t i = 0; i < o->nwfs; i++) {
-        if (o->wfs[i] == wf) {
-            pthread_mutex_unlock(&o->wf_lock);
-            return;
+    uint32_t i = 0;
+    while (i < o->nwfs && o->wfs[i] != wf)
+        i++;
+    if (i == o->nwfs) {
+        if (o->nwfs == o->capwfs) {
+            uint32_t cap = o->capwfs ? o->capwfs * 2 : 8;
+            const wf_workflow **n = wf__realloc((void *)o->wfs, cap * sizeof *n);
+            if (n == NULL)
+                rc = WF_ENOMEM;
+            else {
+                o->wfs = n;
+                o->capwfs = cap;
+            }
         }
+        if (rc == 0)
+            o->wfs[o->nwfs++] = wf_workflow_retain((wf_workflow *)wf);
     }
-    if (o->nwfs == o->capwfs) {
-        uint32_t cap = o->capwfs ? o->capwfs * 2 : 8;
-        const wf_workflow **n = wf__realloc((void *)o->wfs, cap * sizeof *n);
-        if (n == NULL) {
-            /* cannot keep it: leave it to the record path to name nothing */
-            pthread_mutex_unlock(&o->wf_lock);
-            return;
-        }
-        o->wfs = n;
-        o->capwfs = cap;
-    }
-    o->wfs[o->nwfs++] = wf_workflow_retain((wf_workflow *)wf);
     pthread_mutex_unlock(&o->wf_lock);
-}
-
-static int held(struct wf__obs *o, const wf_workflow *wf)
-{
-    pthread_mutex_lock(&o->wf_lock);
-    int found = 0;
-    for (uint32_t i = 0; i < o->nwfs && !found; i++)
-        found = o->wfs[i] == wf;
-    pthread_mutex_unlock(&o->wf_lock);
-    return found;
-}
-
-void wf__obs_hold(struct wf_executor *ex, const wf_workflow *wf)
-{
-    struct wf__obs *o = obs_get(ex);
-    if (o && wf)
-        hold(o, wf);
+    return rc;
 }
 
 /* The EVENT_EMIT this thread holds back (wf__obs_defer), and its executor. */
@@ -268,8 +253,7 @@ static void write_rec(struct wf_executor *ex, wf__obs_rec *r)
         pthread_mutex_lock(&o->outside_lock);
     }
     if (r->wf && r->wf != rg->last_wf) {
-        hold(o, r->wf);
-        if (held(o, r->wf))
+        if (hold(o, r->wf) == 0)
             rg->last_wf = r->wf;
         else
             r->wf = NULL; /* out of memory: the record names no workflow */
