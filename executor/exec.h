@@ -319,20 +319,39 @@ void wf__log(struct wf_executor *ex, wf_log_level lvl, const char *fmt, ...)
  * belong to wf's registry, message is an owned copy (or NULL).
  */
 typedef struct wf__obs_rec {
-    uint8_t kind;
-    uint8_t flags;    /* WF__OBS_F_EMITTED: an EVENT_ROUTE that also says its EVENT_EMIT */
+    uint8_t kind;     /* a wf_obs_kind, or WF__OBS_STEP */
+    uint8_t flags;    /* WF__OBS_F_* */
     uint16_t step;    /* index in wf, WF__OBS_NO_STEP: none (or beyond 65534 steps) */
-    int32_t error;
+    int32_t error;    /* WF__OBS_STEP with WF__OBS_F_RET: the returned event's type id */
     uint32_t type;    /* type id in wf's registry, WF__OBS_NO_TYPE: none */
-    uint32_t attempt; /* RUN_END: the status; STEAL: the victim */
+    uint32_t attempt; /* RUN_END: the status; STEAL: the victim; see WF__OBS_F_ROUTED */
     int64_t ts;       /* 0: wf__obs_write reads the clock */
     uint64_t run_id;
     const struct wf_workflow *wf;
     uint64_t event_id;
-    int64_t dv;    /* by kind: a duration (STEP_END, RUN_END, WAIT_RESUME, UNPARK) or a value */
-    char *message; /* owned */
-} wf__obs_rec;     /* one cache line: the ring's lines cross cores, so bytes count */
+    int64_t dv; /* by kind: a duration (STEP, STEP_END, RUN_END, WAIT_RESUME, UNPARK) or a value */
+    union {
+        char *message;     /* owned */
+        uint64_t route_id; /* WF__OBS_STEP with WF__OBS_F_ROUTED: the routing's event_id */
+    };
+} wf__obs_rec; /* one cache line: the ring's lines cross cores, so bytes count */
 _Static_assert(sizeof(wf__obs_rec) == 64, "an observation record is one cache line");
+
+/*
+ * WF__OBS_STEP: a whole invocation in one record, as most are observed: its
+ * STEP_START (ts) and STEP_END (ts + dv, error, message). With
+ * WF__OBS_F_RET it returned an event, whose type id is in error (no error,
+ * no message), and the record may also stand for that event's EVENT_EMIT
+ * (WF__OBS_F_OUT) and its first EVENT_ROUTE (WF__OBS_F_ROUTED: attempt's
+ * high 16 bits its step, dv's high 23 bits the events queued behind it,
+ * route_id its event_id). The exporter gives observers the records it
+ * stands for.
+ */
+#define WF__OBS_STEP     0x40u
+#define WF__OBS_F_OUT    2u
+#define WF__OBS_F_ROUTED 4u
+#define WF__OBS_F_RET    8u
+#define WF__OBS_DUR_BITS 40
 
 #define WF__OBS_NO_STEP UINT16_MAX
 #define WF__OBS_NO_TYPE UINT32_MAX
@@ -362,7 +381,7 @@ static inline int wf__obs_on(struct wf_executor *ex, unsigned kind)
  * Durations in records are in the same unit. Set before the first observer.
  */
 extern int wf__obs_tsc;
-static inline int64_t wf__obs_now(void)
+__attribute__((always_inline)) static inline int64_t wf__obs_now(void)
 {
 #if defined(__x86_64__)
     if (WF__LIKELY(wf__obs_tsc))
@@ -374,13 +393,36 @@ static inline int64_t wf__obs_now(void)
 /* Writes r (ts filled if 0) into the calling thread's ring; owns r->message. */
 void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r);
 /*
- * The returned event's EVENT_EMIT, held back by the calling thread: the
- * routing that follows carries it in its first EVENT_ROUTE record (flag
- * below, the emitting step in attempt), one record instead of two. Any other
- * record of the thread, or wf__obs_undefer, writes it first on its own.
+ * An observed invocation begins at t0 (its STEP_START, held back by the
+ * calling thread so that its end makes the invocation one WF__OBS_STEP
+ * record; any other record of the thread writes it first).
  */
+void wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf, uint64_t run_id,
+                        uint32_t step, uint32_t type, uint32_t attempt, uint64_t event_id,
+                        int64_t t0);
+/*
+ * It ended after dur, without error: 1 if its START was still held (now the
+ * STEP record), else 0 (write a STEP_END). ret_type: the type id of the
+ * event it returned when its EVENT_EMIT (with_emit) or EVENT_ROUTE is
+ * wanted, else WF__OBS_NO_TYPE; the record waits for that event's routing
+ * (wf__obs_route_held).
+ */
+int wf__obs_step_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id, int64_t dur,
+                     uint32_t ret_type, int with_emit);
+/*
+ * The general form (an error and its message, or nothing held): end is its
+ * STEP_END; out_type as for wf__obs_step_end, with the emit wanted.
+ */
+void wf__obs_end(struct wf_executor *ex, wf__obs_rec *end, uint32_t out_type);
+/*
+ * An EVENT_ROUTE: 1 if it is the first routing of the held emit's event and
+ * went with it (into the STEP record, or flagged WF__OBS_F_EMITTED with the
+ * emitting step in attempt), else 0 (write it).
+ */
+int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, uint32_t type, uint32_t step,
+                       uint64_t event_id, uint32_t waiting);
 #define WF__OBS_F_EMITTED 1u
-void wf__obs_defer(struct wf_executor *ex, const wf__obs_rec *emit);
+/* Writes what the calling thread holds back (the invocation's routing is done). */
 void wf__obs_undefer(void);
 /* Executor teardown: last drain, observers removed, rings freed (threads joined). */
 void wf__obs_shutdown(struct wf_executor *ex);

@@ -91,13 +91,19 @@ static inline uint64_t obs_task_id(const wf__task *t)
     return (uint64_t)(uintptr_t)t ^ ((uint64_t)(uintptr_t)t->ev << 17);
 }
 
+/* The type id of a type in run's registry, or WF__OBS_NO_TYPE (another registry's). */
+static inline uint32_t obs_type(const wf__run *run, const wf_event_type *type)
+{
+    return type && type->reg == run->wf->reg ? type->id : WF__OBS_NO_TYPE;
+}
+
 static void obs_rec(wf__run *run, unsigned kind, uint32_t step, const wf_event_type *type,
                     int64_t ts, wf__obs_rec *r)
 {
     r->kind = (uint8_t)kind;
     r->step = step < WF__OBS_NO_STEP ? (uint16_t)step : WF__OBS_NO_STEP;
     /* by id in the workflow's registry (an event of another registry is named by none) */
-    r->type = type && type->reg == run->wf->reg ? type->id : WF__OBS_NO_TYPE;
+    r->type = obs_type(run, type);
     r->ts = ts;
     r->run_id = run->id;
     r->wf = run->wf;
@@ -114,53 +120,59 @@ static char *obs_strdup(const char *s)
     return c;
 }
 
-/* STEP_START / STEP_END of t (t0: the start, for the end's duration). */
-__attribute__((cold, noinline)) static void obs_step(wf__run *run, unsigned kind, const wf__task *t, int64_t t0, int rc,
-                     const char *msg)
+/* An observed invocation of t starts at t0: its STEP_START (held back when its end is wanted too). */
+__attribute__((noinline)) static void obs_before(wf__run *run, const wf__task *t, wf__inv *inv)
 {
-    wf__obs_rec r = {0};
-    obs_rec(run, kind, t->step, t->ev->type, kind == WF_OBS_STEP_START ? t0 : wf__obs_now(), &r);
-    if (kind == WF_OBS_STEP_END)
-        tls_obs_now = r.ts;
-    r.event_id = obs_task_id(t);
-    r.attempt = t->attempt;
-    if (kind == WF_OBS_STEP_END) {
-        r.dv = r.ts - t0;
-        r.error = rc;
-        r.message = rc < 0 ? obs_strdup(msg ? msg : wf_strerror(rc)) : NULL;
+    int64_t t0 = wf__obs_now();
+    inv->obs_t0 = t0;
+    uint32_t obs = wf__obs_mask(run->ex);
+    if (!(obs & WF_OBS_BIT(WF_OBS_STEP_START)))
+        return;
+    if (obs & WF_OBS_BIT(WF_OBS_STEP_END)) {
+        wf__obs_step_begin(run->ex, run->wf, run->id, t->step, obs_type(run, t->ev->type),
+                           t->attempt, obs_task_id(t), t0);
+        return;
     }
+    wf__obs_rec r = {0};
+    obs_rec(run, WF_OBS_STEP_START, t->step, t->ev->type, t0, &r);
+    r.attempt = t->attempt;
+    r.event_id = obs_task_id(t);
     wf__obs_write(run->ex, &r);
 }
 
-/* EVENT_EMIT of what an invocation of step s returned (sent events: at the send). */
-__attribute__((cold, noinline)) static void obs_emit_out(wf__run *run, uint32_t s, const wf_event *out)
-{
-    wf__obs_rec r = {0};
-    obs_rec(run, WF_OBS_EVENT_EMIT, s, out->type, tls_obs_now ? tls_obs_now : wf__obs_now(), &r);
-    if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE))
-        wf__obs_defer(run->ex, &r); /* its routing, next, carries it */
-    else
-        wf__obs_write(run->ex, &r);
-}
-
-/* An invocation is about to run: STEP_START (and the time, for its end). */
-__attribute__((cold, noinline)) static void obs_before(wf__run *run, const wf__task *t, wf__inv *inv)
-{
-    inv->obs_t0 = wf__obs_now();
-    if (wf__obs_on(run->ex, WF_OBS_STEP_START))
-        obs_step(run, WF_OBS_STEP_START, t, inv->obs_t0, 0, NULL);
-}
-
-/* It returned rc (and out): STEP_END, the returned event's EVENT_EMIT. */
-__attribute__((cold, noinline)) static void obs_after(wf__run *run, const wf__task *t,
-                                                      const wf__inv *inv, int rc,
-                                                      const wf_event *out)
+/* It returned rc (and out): STEP_END, and the returned event's EVENT_EMIT. */
+__attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t, const wf__inv *inv,
+                                                int rc, const wf_event *out)
 {
     uint32_t obs = wf__obs_mask(run->ex);
-    if (obs & WF_OBS_BIT(WF_OBS_STEP_END))
-        obs_step(run, WF_OBS_STEP_END, t, inv->obs_t0, rc, inv->errmsg);
-    if ((obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT)) && rc == 0 && out)
-        obs_emit_out(run, t->step, out);
+    int64_t now = wf__obs_now();
+    tls_obs_now = now; /* the routing's records take it */
+    int emits = (obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT)) && rc == 0 && out;
+    uint32_t out_type = emits ? obs_type(run, out->type) : WF__OBS_NO_TYPE;
+    if (obs & WF_OBS_BIT(WF_OBS_STEP_END)) {
+        /* the STEP record may also say the returned event's routing */
+        uint32_t ret_type = rc == 0 && out && (obs & WF_OBS_BIT(WF_OBS_EVENT_ROUTE))
+                                ? obs_type(run, out->type)
+                                : out_type;
+        if (rc != 0 ||
+            !wf__obs_step_end(run->ex, run->id, obs_task_id(t), now - inv->obs_t0, ret_type, emits)) {
+            wf__obs_rec r = {0};
+            obs_rec(run, WF_OBS_STEP_END, t->step, t->ev->type, now, &r);
+            r.error = rc;
+            r.attempt = t->attempt;
+            r.event_id = obs_task_id(t);
+            r.dv = now - inv->obs_t0;
+            r.message = rc < 0 ? obs_strdup(inv->errmsg ? inv->errmsg : wf_strerror(rc)) : NULL;
+            wf__obs_end(run->ex, &r, out_type);
+        }
+        if (out_type != WF__OBS_NO_TYPE)
+            return; /* in the STEP record, or held back for its routing */
+    }
+    if (emits) { /* on its own: no STEP_END wanted, or a type of another registry */
+        wf__obs_rec r = {0};
+        obs_rec(run, WF_OBS_EVENT_EMIT, t->step, out->type, now, &r);
+        wf__obs_write(run->ex, &r);
+    }
 }
 
 /* EVENT_EMIT from outside the run's steps (start event, handler send). */
@@ -174,8 +186,11 @@ static void obs_emit_outside(wf__run *run, const wf_event *ev)
 }
 
 /* EVENT_ROUTE of t to its step; waiting: the step's events queued behind it. */
-__attribute__((cold, noinline)) static void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
+__attribute__((noinline)) static void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
 {
+    if (wf__obs_route_held(run->ex, run->id, obs_type(run, t->ev->type), t->step, obs_task_id(t),
+                           waiting))
+        return;
     wf__obs_rec r = {0};
     obs_rec(run, WF_OBS_EVENT_ROUTE, t->step, t->ev->type, tls_obs_now, &r);
     r.event_id = obs_task_id(t);
