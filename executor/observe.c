@@ -33,9 +33,6 @@
 
 #define OBS_RING_SIZE 4096u /* records per thread (64 B each) */
 #define OBS_MAX       16u
-#ifndef OBS_PREFETCH
-#define OBS_PREFETCH 8u
-#endif
 #define OBS_NAME_CACHE 64u /* type names the exporter remembers */
 #define OBS_BATCH_NS  200000LL   /* ns: exporter sleep after a small batch */
 #define OBS_IDLE_MIN  1000000LL  /* ns: exporter sleep when idle, doubling... */
@@ -241,8 +238,6 @@ static wf__obs_rec *reserve(struct wf__obs *o, obs_ring *rg, const wf_workflow *
             return NULL;
         }
     }
-    /* own the line of a later record now: the exporter may have read it (a cross-core miss) */
-    __builtin_prefetch(&rg->recs[(h + OBS_PREFETCH) & (OBS_RING_SIZE - 1)], 1, 3);
     return &rg->recs[h & (OBS_RING_SIZE - 1)];
 }
 
@@ -667,11 +662,7 @@ static uint64_t drain(struct wf__obs *o)
         for (uint32_t i = 0; i < o->nrings; i++) {
             if (t[i] == h[i])
                 continue;
-#ifdef EXP_NOREAD
-            int64_t ts = 0;
-#else
             int64_t ts = o->rings[i].recs[t[i] & (OBS_RING_SIZE - 1)].ts;
-#endif
             if (best == UINT32_MAX || ts < bts) {
                 best = i;
                 bts = ts;
@@ -680,9 +671,6 @@ static uint64_t drain(struct wf__obs *o)
         if (best == UINT32_MAX)
             break;
         obs_ring *rg = &o->rings[best];
-#ifdef EXP_NOREAD
-        if (0)
-#endif
         deliver(o, &rg->recs[t[best] & (OBS_RING_SIZE - 1)], best);
         t[best]++;
         /* give slots back in batches: the tail's line is read by the producer */
