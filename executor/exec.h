@@ -342,10 +342,12 @@ _Static_assert(sizeof(wf__obs_rec) == 64, "an observation record is one cache li
  * STEP_START (ts) and STEP_END (ts + dv, error, message). With
  * WF__OBS_F_RET it returned an event, whose type id is in error (no error,
  * no message), and the record may also stand for that event's EVENT_EMIT
- * (WF__OBS_F_OUT) and its first EVENT_ROUTE (WF__OBS_F_ROUTED: attempt's
- * high 16 bits its step, dv's high 23 bits the events queued behind it,
- * route_id its event_id). The exporter gives observers the records it
- * stands for.
+ * (WF__OBS_F_OUT) and its first EVENT_ROUTE (WF__OBS_F_ROUTED: the type
+ * id in error's low 16 bits, the route's step in its high 16; dv's high 23
+ * bits the events queued behind it; route_id its event_id). The start's
+ * fields (ts, run_id, wf, step, type, attempt, event_id) are not written
+ * again once held: the exporter may read them while the step runs. The
+ * exporter gives observers the records it stands for.
  */
 #define WF__OBS_STEP     0x40u
 #define WF__OBS_F_OUT    2u

@@ -34,6 +34,7 @@
 #define OBS_RING_SIZE 4096u /* records per thread (64 B each) */
 #define OBS_MAX       16u
 #define OBS_NAME_CACHE 64u /* type names the exporter remembers */
+#define OBS_SHOW_NS   1000000LL /* ns: a step running longer has its STEP_START delivered */
 #define OBS_BATCH_NS  200000LL   /* ns: exporter sleep after a small batch */
 #define OBS_IDLE_MIN  1000000LL  /* ns: exporter sleep when idle, doubling... */
 #define OBS_IDLE_MAX  20000000LL /* ...up to this: the most a record waits when few come */
@@ -45,7 +46,14 @@ typedef struct obs_ring {
     _Atomic uint64_t dropped;          /* producer stores, anyone reads */
     _Atomic uint64_t merged;           /* producer stores: records carrying two (an emit) */
     uint32_t full_checks;              /* producer's: tail re-read only every 64th full write */
+    /*
+     * head + 1 while the slot at head holds a STEP_START not yet published
+     * (an invocation running): its start fields stay as written until the
+     * slot is published, so the exporter may read them (see drain()).
+     */
+    _Atomic uint64_t held;
     _Atomic uint64_t tail WF__ALIGNED; /* consumer */
+    uint64_t shown;                    /* exporter's: the slot whose START it delivered early */
     wf__obs_rec *recs;
 } obs_ring;
 
@@ -59,6 +67,7 @@ struct wf__obs {
     obs_ring *rings;
     uint32_t nrings; /* workers + blocking threads + 1 (outside, last) */
     uint64_t *cursor, *limit; /* exporter's: per ring, next and end of the round */
+    uint8_t *show;            /* exporter's: per ring, its held STEP_START to deliver */
     /* exporter's: type names by (workflow, id); off the producers' first line */
     struct {
         const wf_workflow *wf;
@@ -375,6 +384,10 @@ void wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf, ui
         s->event_id = event_id;
         s->dv = 0;
         s->message = NULL;
+        /* the exporter may show it while the step runs (a plain store: x86 keeps the order) */
+        atomic_store_explicit(&tls_held.rg->held,
+                              atomic_load_explicit(&tls_held.rg->head, memory_order_relaxed) + 1,
+                              memory_order_release);
     }
     tls_held.event_id = event_id;
     tls_held.state = HELD_START;
@@ -431,15 +444,15 @@ int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, uint32_t type, u
         wf__obs_undefer();
         return 1;
     }
-    /* into the STEP record, when its fields fit */
-    if (s->attempt > 0xffffu || step >= WF__OBS_NO_STEP || s->dv < 0 ||
+    /* into the STEP record, when its fields fit (the start's fields stay: see drain()) */
+    if (type > 0xffffu || step >= WF__OBS_NO_STEP || s->dv < 0 ||
         s->dv >= ((int64_t)1 << WF__OBS_DUR_BITS) ||
         waiting >= (1u << (64 - WF__OBS_DUR_BITS - 1))) {
         wf__obs_undefer();
         return 0; /* written on its own */
     }
     s->flags |= WF__OBS_F_ROUTED;
-    s->attempt |= step << 16;
+    s->error = (int32_t)(type | step << 16);
     s->dv |= (int64_t)waiting << WF__OBS_DUR_BITS;
     s->route_id = event_id;
     wf__obs_undefer();
@@ -547,14 +560,19 @@ static const char *step_name(const wf_workflow *wf, uint32_t s)
     return wf && s != WF__OBS_NO_STEP && s < wf->n_steps ? wf->steps[s]->name : NULL;
 }
 
-/* A WF__OBS_STEP record: the records it stands for, in the order they happened. */
-static void deliver_step(struct wf__obs *o, const wf__obs_rec *r, wf_obs_record *pub)
+/*
+ * A WF__OBS_STEP record: the records it stands for, in the order they
+ * happened (shown: its STEP_START was delivered while the step ran).
+ */
+static void deliver_step(struct wf__obs *o, const wf__obs_rec *r, wf_obs_record *pub, int shown)
 {
     int routed = (r->flags & WF__OBS_F_ROUTED) != 0;
     int64_t dur = routed ? r->dv & (((int64_t)1 << WF__OBS_DUR_BITS) - 1) : r->dv;
+    uint32_t ret = routed ? (uint32_t)r->error & 0xffffu : (uint32_t)r->error;
     pub->kind = WF_OBS_STEP_START;
-    pub->attempt = routed ? r->attempt & 0xffffu : r->attempt;
-    give(o, pub);
+    pub->attempt = r->attempt;
+    if (!shown)
+        give(o, pub);
     pub->kind = WF_OBS_STEP_END;
     pub->ts_ns = to_ns(o, r->ts + dur);
     pub->dur_ns = dur_ns(o, dur);
@@ -565,7 +583,7 @@ static void deliver_step(struct wf__obs *o, const wf__obs_rec *r, wf_obs_record 
         return;
     }
     give(o, pub);
-    pub->event_type = type_name(o, r->wf, (uint32_t)r->error);
+    pub->event_type = type_name(o, r->wf, ret);
     pub->event_id = 0;
     pub->attempt = 0;
     pub->dur_ns = 0;
@@ -575,14 +593,15 @@ static void deliver_step(struct wf__obs *o, const wf__obs_rec *r, wf_obs_record 
     }
     if (routed) {
         pub->kind = WF_OBS_EVENT_ROUTE;
-        pub->step = step_name(r->wf, r->attempt >> 16);
+        pub->step = step_name(r->wf, (uint32_t)r->error >> 16);
         pub->event_id = r->route_id;
         pub->value = (int64_t)((uint64_t)r->dv >> WF__OBS_DUR_BITS);
         give(o, pub);
     }
 }
 
-static void deliver(struct wf__obs *o, wf__obs_rec *r, uint32_t ring)
+/* shown: r's STEP_START was delivered already, from the held slot (drain()). */
+static void deliver(struct wf__obs *o, wf__obs_rec *r, uint32_t ring, int shown)
 {
     wf_obs_record pub;
     memset(&pub, 0, sizeof pub);
@@ -598,13 +617,15 @@ static void deliver(struct wf__obs *o, wf__obs_rec *r, uint32_t ring)
     pub.event_id = r->event_id;
     pub.workers = o->ex->nworkers;
     if (r->kind == WF__OBS_STEP) {
-        deliver_step(o, r, &pub);
+        deliver_step(o, r, &pub, shown);
         if (!(r->flags & WF__OBS_F_RET)) {
             wf__free_mem(r->message);
             r->message = NULL;
         }
         return;
     }
+    if (shown && r->kind == WF_OBS_STEP_START)
+        return; /* delivered while its step ran */
     pub.error = r->error;
     pub.message = r->message;
     switch (pub.kind) {
@@ -642,25 +663,56 @@ static void deliver(struct wf__obs *o, wf__obs_rec *r, uint32_t ring)
     r->message = NULL;
 }
 
+/* The STEP_START of r, a slot still held by its thread: only its start fields are read. */
+static void show_start(struct wf__obs *o, const wf__obs_rec *r, uint32_t ring)
+{
+    wf_obs_record pub;
+    memset(&pub, 0, sizeof pub);
+    pub.kind = WF_OBS_STEP_START;
+    pub.thread = ring == o->nrings - 1 ? WF_OBS_OUTSIDE : ring;
+    pub.ts_ns = to_ns(o, r->ts);
+    pub.run_id = r->run_id;
+    if (r->wf) {
+        pub.workflow = r->wf->name;
+        pub.step = step_name(r->wf, r->step);
+        pub.event_type = type_name(o, r->wf, r->type);
+    }
+    pub.event_id = r->event_id;
+    pub.attempt = r->attempt;
+    pub.workers = o->ex->nworkers;
+    give(o, &pub);
+}
+
 /*
  * One round (lock held): everything written before it started is delivered,
  * the rings merged by time (each ring is in its thread's order already), so
  * that within a round an event's routing comes before the step it feeds even
  * when two threads wrote them.
  */
-static uint64_t drain(struct wf__obs *o)
+static uint64_t drain(struct wf__obs *o, int kicked)
 {
     uint64_t n = 0;
     uint64_t *t = o->cursor, *h = o->limit;
+    /*
+     * A step running for longer than OBS_SHOW_NS (any, when kicked by a
+     * flush) gets its STEP_START delivered now, from the slot its thread
+     * holds (its start fields are final: see wf__obs_rec); the slot's
+     * record, when published, is then delivered without it.
+     */
+    int64_t show_before = kicked ? INT64_MAX
+                                 : wf__obs_now() - (int64_t)(OBS_SHOW_NS / (wf__obs_tsc ? o->ns_per_tick : 1.0));
     for (uint32_t i = 0; i < o->nrings; i++) {
-        t[i] = atomic_load_explicit(&o->rings[i].tail, memory_order_relaxed);
-        h[i] = atomic_load_explicit(&o->rings[i].head, memory_order_acquire);
+        obs_ring *rg = &o->rings[i];
+        t[i] = atomic_load_explicit(&rg->tail, memory_order_relaxed);
+        h[i] = atomic_load_explicit(&rg->head, memory_order_acquire);
+        o->show[i] = atomic_load_explicit(&rg->held, memory_order_acquire) == h[i] + 1 &&
+                     rg->shown != h[i] && rg->recs[h[i] & (OBS_RING_SIZE - 1)].ts <= show_before;
     }
     for (;;) {
         uint32_t best = UINT32_MAX;
         int64_t bts = 0;
         for (uint32_t i = 0; i < o->nrings; i++) {
-            if (t[i] == h[i])
+            if (t[i] == h[i] && !o->show[i])
                 continue;
             int64_t ts = o->rings[i].recs[t[i] & (OBS_RING_SIZE - 1)].ts;
             if (best == UINT32_MAX || ts < bts) {
@@ -671,7 +723,15 @@ static uint64_t drain(struct wf__obs *o)
         if (best == UINT32_MAX)
             break;
         obs_ring *rg = &o->rings[best];
-        deliver(o, &rg->recs[t[best] & (OBS_RING_SIZE - 1)], best);
+        wf__obs_rec *r = &rg->recs[t[best] & (OBS_RING_SIZE - 1)];
+        if (t[best] == h[best]) { /* the held start */
+            show_start(o, r, best);
+            rg->shown = h[best];
+            o->show[best] = 0;
+            n++;
+            continue;
+        }
+        deliver(o, r, best, rg->shown == t[best]);
         t[best]++;
         /* give slots back in batches: the tail's line is read by the producer */
         if ((t[best] & 255) == 0)
@@ -701,7 +761,7 @@ static void *exporter_main(void *arg)
         o->kick = 0;
         uint64_t r = ++o->round_started;
         refine(o);
-        uint64_t n = drain(o);
+        uint64_t n = drain(o, kicked || stop);
         if (n || kicked)
             flush_observers(o);
         o->round_done = r;
@@ -777,6 +837,7 @@ static void obs_destroy(struct wf__obs *o)
     }
     wf__free_mem(o->cursor);
     wf__free_mem(o->limit);
+    wf__free_mem(o->show);
     for (uint32_t i = 0; i < o->nwfs; i++)
         wf_workflow_free((wf_workflow *)o->wfs[i]);
     wf__free_mem((void *)o->wfs);
@@ -805,7 +866,8 @@ static struct wf__obs *obs_create(struct wf_executor *ex)
     o->rings = wf__malloc_aligned(o->nrings * sizeof *o->rings);
     o->cursor = wf__calloc(o->nrings, sizeof *o->cursor);
     o->limit = wf__calloc(o->nrings, sizeof *o->limit);
-    if (o->rings == NULL || o->cursor == NULL || o->limit == NULL) {
+    o->show = wf__calloc(o->nrings, 1);
+    if (o->rings == NULL || o->cursor == NULL || o->limit == NULL || o->show == NULL) {
         obs_destroy(o);
         return NULL;
     }
@@ -815,6 +877,8 @@ static struct wf__obs *obs_create(struct wf_executor *ex)
         atomic_init(&o->rings[i].tail, 0);
         atomic_init(&o->rings[i].dropped, 0);
         atomic_init(&o->rings[i].merged, 0);
+        atomic_init(&o->rings[i].held, 0);
+        o->rings[i].shown = UINT64_MAX;
         o->rings[i].recs = wf__malloc(OBS_RING_SIZE * sizeof(wf__obs_rec));
         if (o->rings[i].recs == NULL) {
             obs_destroy(o);

@@ -78,6 +78,7 @@ static void rec_record(const wf_obs_record *r, void *user)
     x->error = r->error;
     x->dur = r->dur_ns;
     x->value = r->value;
+    pthread_cond_broadcast(&o->cv); /* for tests waiting for a record */
     pthread_mutex_unlock(&o->mu);
 }
 
@@ -302,6 +303,96 @@ Test(observe, chain_records_each_step_in_order)
     cr_assert_eq(o->freed, 1);
     cr_assert(o->flushes >= 1);
     cr_assert_eq(wf_executor_unobserve(ex, oid), WF_ENOTFOUND);
+    wf_obs_stats st;
+    wf_executor_observe_stats(ex, &st);
+    cr_assert_eq(st.dropped, 0);
+    cr_assert_eq(st.written, st.delivered);
+    cr_assert_eq(st.delivered, o->n);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    recorder_del(o);
+}
+
+/* A step that runs until the test lets it go. */
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+static int g_entered, g_release;
+
+static int s_block(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    pthread_mutex_lock(&g_mu);
+    g_entered++;
+    pthread_cond_broadcast(&g_cv);
+    while (!g_release)
+        pthread_cond_wait(&g_cv, &g_mu);
+    g_release--;
+    pthread_mutex_unlock(&g_mu);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, wf_value_int(0));
+}
+
+static void release_one(void)
+{
+    pthread_mutex_lock(&g_mu);
+    g_release++;
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+}
+
+/*
+ * An invocation's start and end usually go as one record, written when it
+ * ends; a step that runs on still has its STEP_START delivered: by the
+ * exporter once it has run for a while, and by a flush at once. Never twice.
+ */
+Test(observe, a_running_step_is_seen_before_it_ends, .timeout = 60)
+{
+    wf_workflow *wf = new_wf("Block");
+    add(wf, "block", s_block, T_START, T_STOP, NULL);
+    wf_executor *ex = exec_n(1);
+    recorder *o = recorder_new();
+    observe(ex, o, RUN_KINDS);
+    g_entered = g_release = 0;
+
+    /* 1: nobody flushes; the exporter delivers the start while the step waits */
+    wf_handler *h = start(ex, wf);
+    uint64_t id = wf_handler_run_id(h);
+    pthread_mutex_lock(&o->mu);
+    while (count(o, WF_OBS_STEP_START, id) == 0)
+        pthread_cond_wait(&o->cv, &o->mu);
+    cr_assert_eq(count(o, WF_OBS_STEP_END, id), 0, "it has not ended");
+    pthread_mutex_unlock(&o->mu);
+    release_one();
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    wf_handler_free(h);
+    cr_assert_eq(wf_executor_observe_flush(ex), 0);
+    rec *r[4];
+    cr_assert_eq(find(o, WF_OBS_STEP_START, id, r, 4), 1, "one start");
+    uint64_t eid = r[0]->event_id;
+    cr_assert_str_eq(r[0]->step, "block");
+    cr_assert_str_eq(r[0]->type, "StartEvent");
+    cr_assert_eq(r[0]->attempt, 1);
+    cr_assert_eq(find(o, WF_OBS_STEP_END, id, r, 4), 1, "one end");
+    cr_assert_eq(r[0]->event_id, eid);
+    cr_assert(pos(o, WF_OBS_STEP_END, id, "block") > pos(o, WF_OBS_STEP_START, id, "block"));
+
+    /* 2: a flush while the step runs delivers its start at once */
+    h = start(ex, wf);
+    id = wf_handler_run_id(h);
+    pthread_mutex_lock(&g_mu);
+    while (g_entered < 2)
+        pthread_cond_wait(&g_cv, &g_mu);
+    pthread_mutex_unlock(&g_mu);
+    cr_assert_eq(wf_executor_observe_flush(ex), 0);
+    pthread_mutex_lock(&o->mu);
+    cr_assert_eq(count(o, WF_OBS_STEP_START, id), 1, "the flush delivered the start");
+    cr_assert_eq(count(o, WF_OBS_STEP_END, id), 0);
+    pthread_mutex_unlock(&o->mu);
+    release_one();
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    wf_handler_free(h);
+    cr_assert_eq(wf_executor_observe_flush(ex), 0);
+    cr_assert_eq(count(o, WF_OBS_STEP_START, id), 1, "still one start");
+    cr_assert_eq(count(o, WF_OBS_STEP_END, id), 1);
+    cr_assert_eq(count(o, WF_OBS_EVENT_ROUTE, id), 1, "the start event's routing");
     wf_obs_stats st;
     wf_executor_observe_stats(ex, &st);
     cr_assert_eq(st.dropped, 0);
