@@ -32,6 +32,7 @@ static int reserve(wf__buf *b, size_t extra)
     char *d = wf__realloc(b->data, cap);
     if (d == NULL) {
         b->oom = 1;
+        b->cap = b->len + 1 < b->cap ? b->len + 1 : b->cap; /* the inline path appends nothing more */
         return -1;
     }
     b->data = d;
@@ -39,7 +40,7 @@ static int reserve(wf__buf *b, size_t extra)
     return 0;
 }
 
-void wf__buf_append(wf__buf *b, const char *s, size_t n)
+void wf__buf_append_slow(wf__buf *b, const char *s, size_t n)
 {
     if (reserve(b, n) < 0)
         return;
@@ -51,6 +52,39 @@ void wf__buf_append(wf__buf *b, const char *s, size_t n)
 void wf__buf_puts(wf__buf *b, const char *s)
 {
     wf__buf_append(b, s, strlen(s));
+}
+
+void wf__buf_u64(wf__buf *b, uint64_t v)
+{
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930"
+                                   "31323334353637383940414243444546474849505152535455565758596061"
+                                   "62636465666768697071727374757677787980818283848586878889909192"
+                                   "93949596979899";
+    char tmp[20];
+    size_t i = sizeof tmp;
+    while (v >= 100) { /* two digits per division */
+        unsigned d = (unsigned)(v % 100) * 2;
+        v /= 100;
+        tmp[--i] = pairs[d + 1];
+        tmp[--i] = pairs[d];
+    }
+    if (v >= 10) {
+        tmp[--i] = pairs[v * 2 + 1];
+        tmp[--i] = pairs[v * 2];
+    } else {
+        tmp[--i] = (char)('0' + v);
+    }
+    wf__buf_append(b, tmp + i, sizeof tmp - i);
+}
+
+void wf__buf_i64(wf__buf *b, int64_t v)
+{
+    if (v < 0) {
+        wf__buf_lit(b, "-");
+        wf__buf_u64(b, (uint64_t)0 - (uint64_t)v);
+    } else {
+        wf__buf_u64(b, (uint64_t)v);
+    }
 }
 
 void wf__buf_printf(wf__buf *b, const char *fmt, ...)

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <wf/wf.h>
 
@@ -158,9 +159,24 @@ typedef struct wf__buf {
 
 void wf__buf_init(wf__buf *b);
 void wf__buf_free(wf__buf *b);
-void wf__buf_append(wf__buf *b, const char *s, size_t n);
+void wf__buf_append_slow(wf__buf *b, const char *s, size_t n);
+/* Appends n bytes of s (the text stays NUL-terminated); on OOM, b->oom and nothing more. */
+static inline void wf__buf_append(wf__buf *b, const char *s, size_t n)
+{
+    if (__builtin_expect(b->len + n < b->cap, 1)) { /* cap is 0 once oom */
+        memcpy(b->data + b->len, s, n);
+        b->len += n;
+        b->data[b->len] = 0;
+        return;
+    }
+    wf__buf_append_slow(b, s, n);
+}
 void wf__buf_puts(wf__buf *b, const char *s);
 void wf__buf_printf(wf__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Decimal integers and string literals, without a format to parse (exporters' hot paths). */
+void wf__buf_u64(wf__buf *b, uint64_t v);
+void wf__buf_i64(wf__buf *b, int64_t v);
+#define wf__buf_lit(b, s) wf__buf_append((b), "" s, sizeof(s) - 1)
 /* Hands the string to the caller (wf_free); NULL and WF_ENOMEM if oom. */
 int wf__buf_take(wf__buf *b, char **out);
 

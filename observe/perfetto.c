@@ -93,34 +93,51 @@ static uint64_t tid_of(uint32_t thread)
 static void put_us(wf__buf *b, int64_t ns)
 {
     uint64_t a = ns < 0 ? (uint64_t)0 - (uint64_t)ns : (uint64_t)ns;
-    wf__buf_printf(b, "%s%" PRIu64 ".%03u", ns < 0 ? "-" : "", a / 1000, (unsigned)(a % 1000));
+    if (ns < 0)
+        wf__buf_lit(b, "-");
+    wf__buf_u64(b, a / 1000);
+    unsigned f = (unsigned)(a % 1000);
+    char frac[4] = {'.', (char)('0' + f / 100), (char)('0' + f / 10 % 10), (char)('0' + f % 10)};
+    wf__buf_append(b, frac, sizeof frac);
 }
 
 /* Opens one event object: the separator, ph, pid, tid, ts. */
 static void ev_open(perfetto *p, const char *ph, uint64_t tid, int64_t ts)
 {
     wf__buf *b = &p->buf;
-    wf__buf_puts(b, p->first ? "\n" : ",\n");
+    if (p->first)
+        wf__buf_lit(b, "\n{\"ph\":\"");
+    else
+        wf__buf_lit(b, ",\n{\"ph\":\"");
     p->first = 0;
-    wf__buf_printf(b, "{\"ph\":\"%s\",\"pid\":1,\"tid\":%" PRIu64 ",\"ts\":", ph, tid);
+    wf__buf_puts(b, ph);
+    wf__buf_lit(b, "\",\"pid\":1,\"tid\":");
+    wf__buf_u64(b, tid);
+    wf__buf_lit(b, ",\"ts\":");
     put_us(b, ts);
 }
 
 static void kv_str(wf__buf *b, const char *key, const char *val)
 {
-    wf__buf_printf(b, ",\"%s\":", key);
+    wf__buf_lit(b, ",\"");
+    wf__buf_puts(b, key);
+    wf__buf_lit(b, "\":");
     wf__exp_json_str(b, val);
 }
 
 static void kv_u64(wf__buf *b, const char *key, uint64_t val)
 {
-    wf__buf_printf(b, ",\"%s\":%" PRIu64, key, val);
+    wf__buf_lit(b, ",\"");
+    wf__buf_puts(b, key);
+    wf__buf_lit(b, "\":");
+    wf__buf_u64(b, val);
 }
 
 /* The common arguments of a record: run, workflow, step, event type. */
 static void args_record(wf__buf *b, const wf_obs_record *r)
 {
-    wf__buf_printf(b, "\"run_id\":%" PRIu64, r->run_id);
+    wf__buf_lit(b, "\"run_id\":");
+    wf__buf_u64(b, r->run_id);
     if (r->workflow)
         kv_str(b, "workflow", r->workflow);
     if (r->step)
@@ -186,11 +203,15 @@ static void flow_pair(perfetto *p, uint64_t id, const flow *f)
 {
     wf__buf *b = &p->buf;
     ev_open(p, "s", f->route_tid, f->route_ts);
-    wf__buf_printf(b, ",\"cat\":\"flow\",\"id\":%" PRIu64 ",\"name\":", id);
+    wf__buf_lit(b, ",\"cat\":\"flow\",\"id\":");
+    wf__buf_u64(b, id);
+    wf__buf_lit(b, ",\"name\":");
     wf__exp_json_str(b, f->type ? f->type : "event");
     wf__buf_puts(b, "}");
     ev_open(p, "f", f->start_tid, f->start_ts);
-    wf__buf_printf(b, ",\"bp\":\"e\",\"cat\":\"flow\",\"id\":%" PRIu64 ",\"name\":", id);
+    wf__buf_lit(b, ",\"bp\":\"e\",\"cat\":\"flow\",\"id\":");
+    wf__buf_u64(b, id);
+    wf__buf_lit(b, ",\"name\":");
     wf__exp_json_str(b, f->type ? f->type : "event");
     wf__buf_puts(b, "}");
 }
@@ -345,7 +366,9 @@ static void on_route(perfetto *p, const wf_obs_record *r)
         wf__buf_puts(b, ".");
     }
     wf__exp_json_chars(b, r->step ? r->step : "?");
-    wf__buf_printf(b, " waiting\",\"args\":{\"events\":%" PRId64 "}}", r->value);
+    wf__buf_lit(b, " waiting\",\"args\":{\"events\":");
+    wf__buf_i64(b, r->value);
+    wf__buf_lit(b, "}}");
 }
 
 static void run_begin(perfetto *p, uint64_t run_id, uint64_t tid, int64_t ts, const char *name)

@@ -799,6 +799,46 @@ Test(observe_export, perfetto_slices_flows_counters_async)
     free(text);
 }
 
+/* Numbers are written without printf: every digit count, exactly. */
+Test(observe_export, perfetto_numbers_exact)
+{
+    static const uint64_t ids[] = {0, 7, 9, 10, 99, 100, 101, 999, 1000, 65535, 4294967296ull,
+                                   1000000000000003ull, 9999999999999999999ull,
+                                   UINT64_MAX - 1, UINT64_MAX};
+    enum { N = sizeof ids / sizeof ids[0] };
+    wf_obs_record r[2 * N];
+    for (size_t i = 0; i < N; i++) {
+        /* one slice per value, on its own track: ts and dur from i, event_id the value */
+        int64_t start = T0 + (int64_t)i * 1234567 + (int64_t)(i % 10);
+        r[2 * i] = (wf_obs_record){.kind = WF_OBS_STEP_START, .thread = (uint32_t)i,
+                                   .ts_ns = start, .run_id = ids[i], .step = "s",
+                                   .event_id = ids[i], .attempt = 1};
+        r[2 * i + 1] = r[2 * i];
+        r[2 * i + 1].kind = WF_OBS_STEP_END;
+        r[2 * i + 1].dur_ns = (int64_t)(i * 1001 + 1);
+        r[2 * i + 1].ts_ns = start + r[2 * i + 1].dur_ns;
+    }
+    char *text = run_perfetto(r, 2 * N);
+    trace t;
+    check_trace(text, &t);
+    for (size_t i = 0; i < N; i++) {
+        const jv *x = find_ev(&t, "X", "s", (int)i + 1, 0);
+        cr_assert_not_null(x, "slice %zu", i);
+        char want[64];
+        snprintf(want, sizeof want, "%" PRIu64, ids[i]);
+        cr_assert_str_eq(jget(jget(x, "args"), "event_id")->text, want);
+        cr_assert_str_eq(jget(jget(x, "args"), "run_id")->text, want);
+        int64_t start = r[2 * i].ts_ns;
+        snprintf(want, sizeof want, "%" PRId64 ".%03d", start / 1000, (int)(start % 1000));
+        cr_assert_str_eq(jget(x, "ts")->text, want);
+        int64_t dur = r[2 * i + 1].dur_ns;
+        snprintf(want, sizeof want, "%" PRId64 ".%03d", dur / 1000, (int)(dur % 1000));
+        cr_assert_str_eq(jget(x, "dur")->text, want);
+    }
+    jfree(&t.doc);
+    free(text);
+}
+
 Test(observe_export, perfetto_flow_when_start_arrives_before_route)
 {
     /* The consumer's thread delivered its records before the router's. */
