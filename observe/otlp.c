@@ -95,7 +95,11 @@ static uint64_t unix_ns(const otlp *o, int64_t mono)
 
 static void hex(wf__buf *b, uint64_t x)
 {
-    wf__buf_printf(b, "%016" PRIx64, x);
+    static const char digits[] = "0123456789abcdef";
+    char t[16];
+    for (int i = 15; i >= 0; i--, x >>= 4)
+        t[i] = digits[x & 15];
+    wf__buf_append(b, t, sizeof t);
 }
 
 static void json_attr(wf__buf *b, const wf__otlp_attr *a, int first)
@@ -103,7 +107,9 @@ static void json_attr(wf__buf *b, const wf__otlp_attr *a, int first)
     wf__buf_puts(b, first ? "{\"key\":" : ",{\"key\":");
     wf__exp_json_str(b, a->key);
     if (a->is_int) {
-        wf__buf_printf(b, ",\"value\":{\"intValue\":\"%" PRId64 "\"}}", a->i);
+        wf__buf_lit(b, ",\"value\":{\"intValue\":\"");
+        wf__buf_i64(b, a->i);
+        wf__buf_lit(b, "\"}}");
     } else {
         wf__buf_puts(b, ",\"value\":{\"stringValue\":");
         wf__exp_json_str(b, a->s);
@@ -135,16 +141,19 @@ void wf__otlp_span_json(wf__buf *b, const wf__otlp_span *s)
     wf__buf_puts(b, ",\"name\":");
     wf__exp_json_str(b, s->name);
     /* SPAN_KIND_INTERNAL: work inside the process. */
-    wf__buf_printf(
-        b, ",\"kind\":1,\"startTimeUnixNano\":\"%" PRIu64 "\",\"endTimeUnixNano\":\"%" PRIu64 "\",",
-        s->start_ns, s->end_ns);
+    wf__buf_lit(b, ",\"kind\":1,\"startTimeUnixNano\":\"");
+    wf__buf_u64(b, s->start_ns);
+    wf__buf_lit(b, "\",\"endTimeUnixNano\":\"");
+    wf__buf_u64(b, s->end_ns);
+    wf__buf_lit(b, "\",");
     json_attrs(b, s->attrs, s->n_attrs);
     if (s->n_events) {
         wf__buf_puts(b, ",\"events\":[");
         for (uint32_t i = 0; i < s->n_events; i++) {
             const wf__otlp_event *e = &s->events[i];
-            wf__buf_printf(b, "%s{\"timeUnixNano\":\"%" PRIu64 "\",\"name\":", i ? "," : "",
-                           e->time_ns);
+            wf__buf_puts(b, i ? ",{\"timeUnixNano\":\"" : "{\"timeUnixNano\":\"");
+            wf__buf_u64(b, e->time_ns);
+            wf__buf_lit(b, "\",\"name\":");
             wf__exp_json_str(b, e->name);
             wf__buf_puts(b, ",");
             json_attrs(b, e->attrs, e->n_attrs);
