@@ -5,7 +5,9 @@
  * (routing, the event, the bypass slot) without run start-up. One warm-up
  * round in the same process first, as every peer does (TBB starts its
  * threads on first use).
- * Usage: chain [--n N] [--threads T] [--warmup W] [--observe MODE]
+ * Usage: chain [--n N] [--threads T] [--warmup W] [--observe MODE] [--work K]
+ * --work: K rounds of busy arithmetic in each step (default 0: the bare
+ * dispatch cost; ~1 ns a round here), for a step that does some work.
  * --observe: none (default), null (an observer that takes every record and
  * does nothing with it: the cost of the hooks and rings), perfetto or otlp
  * (the trace exporters writing to /dev/null), all (every exporter at once).
@@ -50,10 +52,25 @@ static int observe(wf_executor *ex, const char *mode, long *records)
     return known ? 0 : -1;
 }
 static long limit;
+static long work; /* --work: iterations of busy arithmetic per step (a step that computes) */
+static volatile uint64_t sink;
+
+static void busy(long n)
+{
+    uint64_t x = 88172645463325252ull;
+    for (long i = 0; i < n; i++) { /* xorshift: not folded by the compiler */
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    sink = x;
+}
 
 static int ring_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
 {
     int i = (int)(intptr_t)user;
+    if (work)
+        busy(work);
     int64_t n = 0;
     wf_value_get_int(wf_event_get(in, "n", wf_value_int(0)), &n);
     n++;
@@ -71,6 +88,7 @@ static int start_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *use
 int main(int argc, char **argv)
 {
     limit = bench_arg(argc, argv, "--n", 1000000);
+    work = bench_arg(argc, argv, "--work", 0);
     long threads = bench_arg(argc, argv, "--threads", 1);
     wf_workflow *wf;
     if (wf_workflow_new(&wf, "chain", NULL) < 0)
@@ -132,7 +150,8 @@ int main(int argc, char **argv)
     wf_executor_observe_flush(ex);
     wf_executor_observe_stats(ex, &st);
     char extra[160];
-    snprintf(extra, sizeof extra, ",\"observe\":\"%s\",\"records\":%llu,\"dropped\":%llu", mode,
+    snprintf(extra, sizeof extra,
+             ",\"observe\":\"%s\",\"work\":%ld,\"records\":%llu,\"dropped\":%llu", mode, work,
              (unsigned long long)st.written, (unsigned long long)st.dropped);
     bench_report("chain", "wf", threads, limit, dt, limit, ok, extra);
     wf_executor_free(ex);
