@@ -17,6 +17,14 @@
  * Records of one thread arrive in the order that thread wrote them; records
  * of different threads arrive roughly in time order (sort by ts_ns for an
  * exact order).
+ *
+ * A step invocation that ends without anything else recorded by its thread
+ * in between (the usual case) travels as one record: its STEP_START, its
+ * STEP_END, the event it returned (EVENT_EMIT) and that event's first
+ * EVENT_ROUTE, delivered as those four records in that order when it ends.
+ * A step that is still running after about a millisecond has its
+ * STEP_START delivered while it runs (wf_executor_observe_flush delivers the
+ * STEP_START of every running step), and never a second time.
  */
 #ifndef WF_OBSERVE_H
 #define WF_OBSERVE_H
