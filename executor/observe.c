@@ -338,24 +338,51 @@ void wf__obs_undefer(void)
 }
 
 /*
- * Reserves a slot of the calling thread's ring for a record of wf to hold
- * (tls_held set up, state and the slot's content left to the caller): 0,
- * with slot NULL if the ring is full (one record dropped and counted); -1:
- * no ring of its own (write it now), or no observation.
+ * The calling thread's own ring in ex, or NULL (outside the pool, or no
+ * observation). Cached in tls_held: a pool thread serves one executor for
+ * its life, and the rings live until the executor's threads are gone.
+ */
+static inline obs_ring *my_ring(struct wf_executor *ex)
+{
+    if (WF__LIKELY(tls_held.ex == ex))
+        return tls_held.rg;
+    struct wf__obs *o = obs_get(ex);
+    obs_ring *rg = o ? own_ring(o, ex) : NULL;
+    if (rg) {
+        tls_held.ex = ex;
+        tls_held.o = o;
+        tls_held.rg = rg;
+    }
+    return rg;
+}
+
+/* The next slot of the calling thread's ring rg for a record of wf, or NULL (dropped, counted). */
+static inline wf__obs_rec *next_slot(obs_ring *rg, const wf_workflow *wf)
+{
+    uint64_t h = atomic_load_explicit(&rg->head, memory_order_relaxed);
+    if (WF__LIKELY(wf == rg->last_wf && h - rg->tail_cache < OBS_RING_SIZE)) {
+        wf__obs_rec *s = &rg->recs[h & (OBS_RING_SIZE - 1)];
+        s->wf = wf;
+        return s;
+    }
+    wf__obs_rec *s = reserve(tls_held.o, rg, &wf, 1);
+    if (s)
+        s->wf = wf;
+    return s;
+}
+
+/*
+ * Holds a slot of the calling thread's ring for a record of run_id (state
+ * and content left to the caller; slot NULL if the ring is full: one
+ * record dropped, counted): 0, or -1 if the thread has no ring of its own.
  */
 static int hold_slot(struct wf_executor *ex, const wf_workflow *wf, uint64_t run_id)
 {
     wf__obs_undefer();
-    struct wf__obs *o = obs_get(ex);
-    obs_ring *rg = o ? own_ring(o, ex) : NULL;
+    obs_ring *rg = my_ring(ex);
     if (rg == NULL)
         return -1;
-    tls_held.slot = reserve(o, rg, &wf, 1);
-    if (tls_held.slot)
-        tls_held.slot->wf = wf;
-    tls_held.ex = ex;
-    tls_held.o = o;
-    tls_held.rg = rg;
+    tls_held.slot = next_slot(rg, wf);
     tls_held.run_id = run_id;
     return 0;
 }
@@ -364,14 +391,17 @@ void wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf, ui
                         uint32_t step, uint32_t type, uint32_t attempt, uint64_t event_id,
                         int64_t t0)
 {
-    if (hold_slot(ex, wf, run_id) < 0) {
+    if (WF__UNLIKELY(tls_held.state != HELD_NONE))
+        wf__obs_undefer();
+    obs_ring *rg = my_ring(ex);
+    if (WF__UNLIKELY(rg == NULL)) {
         wf__obs_rec r = {.kind = WF_OBS_STEP_START, .step = (uint16_t)step, .type = type,
                          .attempt = attempt, .ts = t0, .run_id = run_id, .wf = wf,
                          .event_id = event_id};
         write_rec(ex, &r);
         return;
     }
-    wf__obs_rec *s = tls_held.slot;
+    wf__obs_rec *s = next_slot(rg, wf);
     if (s) {
         s->kind = WF_OBS_STEP_START;
         s->flags = 0;
@@ -385,10 +415,11 @@ void wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf, ui
         s->dv = 0;
         s->message = NULL;
         /* the exporter may show it while the step runs (a plain store: x86 keeps the order) */
-        atomic_store_explicit(&tls_held.rg->held,
-                              atomic_load_explicit(&tls_held.rg->head, memory_order_relaxed) + 1,
+        atomic_store_explicit(&rg->held, atomic_load_explicit(&rg->head, memory_order_relaxed) + 1,
                               memory_order_release);
     }
+    tls_held.slot = s;
+    tls_held.run_id = run_id;
     tls_held.event_id = event_id;
     tls_held.state = HELD_START;
 }
