@@ -1153,6 +1153,10 @@ static int end_run(wf__run *run, int status, wf_event *result, int code, const c
         atomic_store_explicit(&ctx->run, NULL, memory_order_release);
     pthread_mutex_unlock(&ctx->run_lock);
 
+    /* what this thread holds back of the run goes out before anyone learns it ended */
+    if (WF__UNLIKELY(wf__obs_mask(ex)))
+        wf__obs_undefer();
+
     pthread_mutex_lock(&run->mu);
     run->result = result;
     run->err_code = code;

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <wf/wf.h>
 
@@ -606,4 +607,135 @@ Test(stress, live_snapshots_of_unbounded_steps_resume_exactly, .timeout = 900)
 {
     work_workers = 1u << 30; /* counted per worker */
     snapshots_resume_exactly(1u << 30);
+}
+
+/* ------------------------------------------------------------- observation */
+
+#define OBS_WAVE 5
+#define OBS_RUNS (RUNS / 4)
+
+/* Per run: the step starts and ends and the routings an observer saw. */
+typedef struct obs_count {
+    uint64_t run_id;
+    uint32_t starts, ends, routes;
+} obs_count;
+
+typedef struct obs_tally {
+    obs_count runs[2 * OBS_RUNS]; /* open addressing by run id (only the exporter writes) */
+    uint64_t records;
+} obs_tally;
+
+static obs_count *tally_of(obs_tally *t, uint64_t run_id)
+{
+    for (uint32_t i = mix((uint32_t)run_id) % (2 * OBS_RUNS);; i = (i + 1) % (2 * OBS_RUNS)) {
+        if (t->runs[i].run_id == run_id || t->runs[i].run_id == 0) {
+            t->runs[i].run_id = run_id;
+            return &t->runs[i];
+        }
+    }
+}
+
+static void tally_record(const wf_obs_record *r, void *user)
+{
+    obs_tally *t = user;
+    t->records++;
+    if (r->run_id == 0)
+        return;
+    obs_count *c = tally_of(t, r->run_id);
+    c->starts += r->kind == WF_OBS_STEP_START;
+    c->ends += r->kind == WF_OBS_STEP_END;
+    c->routes += r->kind == WF_OBS_EVENT_ROUTE;
+}
+
+typedef struct flusher {
+    wf_executor *ex;
+    atomic_int stop;
+    int flushes, swaps;
+} flusher;
+
+/* Flushes without pause (each shows the starts of the running steps) and swaps a second observer. */
+static void *flush_loop(void *arg)
+{
+    flusher *f = arg;
+    static obs_tally extra;
+    uint32_t id = 0;
+    while (!atomic_load(&f->stop)) {
+        cr_assert_eq(wf_executor_observe_flush(f->ex), 0);
+        f->flushes++;
+        if (f->flushes % 8 == 0) {
+            if (id) {
+                cr_assert_eq(wf_executor_unobserve(f->ex, id), 0);
+                id = 0;
+            } else {
+                wf_observer o = {.record = tally_record, .user = &extra,
+                                 .kinds = WF_OBS_BIT(WF_OBS_STEP_END)};
+                cr_assert_eq(wf_executor_observe(f->ex, &o, &id), 0);
+            }
+            f->swaps++;
+        }
+    }
+    if (id)
+        cr_assert_eq(wf_executor_unobserve(f->ex, id), 0);
+    return NULL;
+}
+
+/*
+ * Observed runs on more workers than cores while another thread flushes
+ * (delivering the starts of running steps from the slots their threads
+ * hold) and adds and removes an observer: every record written is
+ * delivered once; with nothing dropped, each run's every step invocation
+ * starts once and ends once, and every event consumed was routed.
+ */
+Test(stress, observed_runs_with_flushes_deliver_each_record_once, .timeout = 900)
+{
+    work_workers = 3;
+    wf_workflow *wf = build();
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 4;
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    static obs_tally tally;
+    memset(&tally, 0, sizeof tally);
+    /* not the pool's parks and steals: they go on after the last flush */
+    wf_observer o = {.record = tally_record, .user = &tally,
+                     .kinds = WF_OBS_ALL & ~(WF_OBS_BIT(WF_OBS_PARK) | WF_OBS_BIT(WF_OBS_UNPARK) |
+                                             WF_OBS_BIT(WF_OBS_STEAL))};
+    cr_assert_eq(wf_executor_observe(ex, &o, NULL), 0);
+    flusher f = {.ex = ex};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, flush_loop, &f), 0);
+    uint64_t ids[OBS_RUNS];
+    for (int w = 0; w < OBS_RUNS; w += OBS_WAVE) { /* in waves: the rings need not overflow */
+        wf_handler *hs[OBS_WAVE];
+        for (int i = w; i < w + OBS_WAVE && i < OBS_RUNS; i++) {
+            wf_event *s;
+            cr_assert_eq(wf_event_new1(&s, T_START, "base", wf_value_int(i)), 0);
+            cr_assert_eq(wf_run_start(ex, wf, NULL, s, &hs[i - w]), 0);
+            ids[i] = wf_handler_run_id(hs[i - w]);
+        }
+        for (int i = w; i < w + OBS_WAVE && i < OBS_RUNS; i++) {
+            cr_assert_eq(wf_handler_wait(hs[i - w], -1, NULL), 0);
+            wf_handler_free(hs[i - w]);
+        }
+    }
+    atomic_store(&f.stop, 1);
+    pthread_join(th, NULL);
+    cr_assert_eq(wf_executor_observe_flush(ex), 0);
+    wf_obs_stats st;
+    wf_executor_observe_stats(ex, &st);
+    cr_assert_eq(st.written, st.delivered, "written %llu delivered %llu",
+                 (unsigned long long)st.written, (unsigned long long)st.delivered);
+    cr_assert(f.flushes > 0 && tally.records > 0);
+    if (st.dropped == 0) { /* a starved exporter may drop: then the sums above are all */
+        for (int i = 0; i < OBS_RUNS; i++) {
+            obs_count *c = tally_of(&tally, ids[i]);
+            /* fan once, work FAN times, collect FAN times */
+            cr_assert_eq(c->starts, 1 + 2 * FAN, "run %d: %u starts", i, c->starts);
+            cr_assert_eq(c->ends, 1 + 2 * FAN, "run %d: %u ends", i, c->ends);
+            cr_assert_eq(c->routes, 1 + 2 * FAN, "run %d: %u routings", i, c->routes);
+        }
+    }
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
 }
