@@ -395,22 +395,24 @@ __attribute__((always_inline)) static inline int64_t wf__obs_now(void)
 /* Writes r (ts filled if 0) into the calling thread's ring; owns r->message. */
 void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r);
 /*
- * An observed invocation begins at t0 (its STEP_START, held back by the
- * calling thread so that its end makes the invocation one WF__OBS_STEP
- * record; any other record of the thread writes it first).
+ * An observed invocation begins: its STEP_START, held back by the calling
+ * thread so that its end makes the invocation one WF__OBS_STEP record (any
+ * other record of the thread writes it first). Returns its start time, or
+ * 1 if the thread's ring is full: then the invocation's records are
+ * dropped (counted) and no clock is read for them.
  */
-void wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf, uint64_t run_id,
-                        uint32_t step, uint32_t type, uint32_t attempt, uint64_t event_id,
-                        int64_t t0);
+int64_t wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf, uint64_t run_id,
+                           uint32_t step, uint32_t type, uint32_t attempt, uint64_t event_id);
 /*
- * It ended after dur, without error: 1 if its START was still held (now the
- * STEP record), else 0 (write a STEP_END). ret_type: the type id of the
- * event it returned when its EVENT_EMIT (with_emit) or EVENT_ROUTE is
- * wanted, else WF__OBS_NO_TYPE; the record waits for that event's routing
+ * It ended without error (t0: what wf__obs_step_begin returned): 1 if its
+ * START was still held, now the STEP record (*now: its end time, 0 if
+ * dropped); else 0 (write a STEP_END). ret_type: the type id of the event
+ * it returned when its EVENT_EMIT (with_emit) or EVENT_ROUTE is wanted,
+ * else WF__OBS_NO_TYPE; the record then waits for that event's routing
  * (wf__obs_route_held).
  */
-int wf__obs_step_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id, int64_t dur,
-                     uint32_t ret_type, int with_emit);
+int wf__obs_step_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id, int64_t t0,
+                     uint32_t ret_type, int with_emit, int64_t *now);
 /*
  * The general form (an error and its message, or nothing held): end is its
  * STEP_END; out_type as for wf__obs_step_end, with the emit wanted.

@@ -323,6 +323,7 @@ static WF__TLS struct {
 
 static void count_dropped(obs_ring *rg, unsigned n)
 {
+
     atomic_store_explicit(&rg->dropped,
                           atomic_load_explicit(&rg->dropped, memory_order_relaxed) + n,
                           memory_order_relaxed);
@@ -387,22 +388,23 @@ static int hold_slot(struct wf_executor *ex, const wf_workflow *wf, uint64_t run
     return 0;
 }
 
-void wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf, uint64_t run_id,
-                        uint32_t step, uint32_t type, uint32_t attempt, uint64_t event_id,
-                        int64_t t0)
+int64_t wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf, uint64_t run_id,
+                           uint32_t step, uint32_t type, uint32_t attempt, uint64_t event_id)
 {
     if (WF__UNLIKELY(tls_held.state != HELD_NONE))
         wf__obs_undefer();
     obs_ring *rg = my_ring(ex);
     if (WF__UNLIKELY(rg == NULL)) {
         wf__obs_rec r = {.kind = WF_OBS_STEP_START, .step = (uint16_t)step, .type = type,
-                         .attempt = attempt, .ts = t0, .run_id = run_id, .wf = wf,
+                         .attempt = attempt, .ts = wf__obs_now(), .run_id = run_id, .wf = wf,
                          .event_id = event_id};
         write_rec(ex, &r);
-        return;
+        return r.ts;
     }
     wf__obs_rec *s = next_slot(rg, wf);
+    int64_t t0 = 1; /* the ring is full: the invocation's records are dropped, no clock read */
     if (s) {
+        t0 = wf__obs_now();
         s->kind = WF_OBS_STEP_START;
         s->flags = 0;
         s->step = (uint16_t)step;
@@ -422,10 +424,11 @@ void wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf, ui
     tls_held.run_id = run_id;
     tls_held.event_id = event_id;
     tls_held.state = HELD_START;
+    return t0;
 }
 
-int wf__obs_step_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id, int64_t dur,
-                     uint32_t ret_type, int with_emit)
+int wf__obs_step_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id, int64_t t0,
+                     uint32_t ret_type, int with_emit, int64_t *now)
 {
     if (tls_held.state != HELD_START || tls_held.ex != ex || tls_held.run_id != run_id ||
         tls_held.event_id != event_id)
@@ -435,9 +438,12 @@ int wf__obs_step_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id,
     wf__obs_rec *s = tls_held.slot;
     if (s == NULL) {
         count_dropped(tls_held.rg, 1 + (ret && with_emit));
+        *now = 0;
     } else {
+        int64_t t1 = wf__obs_now();
+        *now = t1;
         s->kind = WF__OBS_STEP;
-        s->dv = dur;
+        s->dv = t1 - t0;
         if (ret) {
             s->flags = WF__OBS_F_RET | (with_emit ? WF__OBS_F_OUT : 0);
             s->error = (int32_t)ret_type;
@@ -492,11 +498,9 @@ int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, uint32_t type, u
 
 void wf__obs_end(struct wf_executor *ex, wf__obs_rec *end, uint32_t out_type)
 {
-    if (end->error == 0 && end->message == NULL) {
-        if (wf__obs_step_end(ex, end->run_id, end->event_id, end->dv, out_type, 1))
-            return;
-    } else if (tls_held.state == HELD_START && tls_held.ex == ex &&
-               tls_held.run_id == end->run_id && tls_held.event_id == end->event_id) {
+    if ((end->error != 0 || end->message != NULL) && tls_held.state == HELD_START &&
+        tls_held.ex == ex && tls_held.run_id == end->run_id &&
+        tls_held.event_id == end->event_id) {
         /* a failure (no emit): the STEP record carries the error and its message */
         wf__obs_rec *s = tls_held.slot;
         if (s) {

@@ -123,16 +123,16 @@ static char *obs_strdup(const char *s)
 /* An observed invocation of t starts at t0: its STEP_START (held back when its end is wanted too). */
 __attribute__((noinline)) static void obs_before(wf__run *run, const wf__task *t, wf__inv *inv)
 {
-    int64_t t0 = wf__obs_now();
-    inv->obs_t0 = t0;
     uint32_t obs = wf__obs_mask(run->ex);
-    if (!(obs & WF_OBS_BIT(WF_OBS_STEP_START)))
-        return;
-    if (obs & WF_OBS_BIT(WF_OBS_STEP_END)) {
-        wf__obs_step_begin(run->ex, run->wf, run->id, t->step, obs_type(run, t->ev->type),
-                           t->attempt, obs_task_id(t), t0);
+    if ((obs & WF_OBS_BIT(WF_OBS_STEP_START)) && (obs & WF_OBS_BIT(WF_OBS_STEP_END))) {
+        inv->obs_t0 = wf__obs_step_begin(run->ex, run->wf, run->id, t->step,
+                                         obs_type(run, t->ev->type), t->attempt, obs_task_id(t));
         return;
     }
+    int64_t t0 = wf__obs_now();
+    inv->obs_t0 = t0;
+    if (!(obs & WF_OBS_BIT(WF_OBS_STEP_START)))
+        return;
     wf__obs_rec r = {0};
     obs_rec(run, WF_OBS_STEP_START, t->step, t->ev->type, t0, &r);
     r.attempt = t->attempt;
@@ -145,17 +145,22 @@ __attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t,
                                                 int rc, const wf_event *out)
 {
     uint32_t obs = wf__obs_mask(run->ex);
-    int64_t now = wf__obs_now();
-    tls_obs_now = now; /* the routing's records take it */
     int emits = (obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT)) && rc == 0 && out;
     uint32_t out_type = emits ? obs_type(run, out->type) : WF__OBS_NO_TYPE;
-    if (obs & WF_OBS_BIT(WF_OBS_STEP_END)) {
-        /* the STEP record may also say the returned event's routing */
-        uint32_t ret_type = rc == 0 && out && (obs & WF_OBS_BIT(WF_OBS_EVENT_ROUTE))
-                                ? obs_type(run, out->type)
-                                : out_type;
-        if (rc != 0 ||
-            !wf__obs_step_end(run->ex, run->id, obs_task_id(t), now - inv->obs_t0, ret_type, emits)) {
+    int64_t now;
+    /* the STEP record may also say the returned event's routing */
+    uint32_t ret_type = rc == 0 && out && (obs & WF_OBS_BIT(WF_OBS_EVENT_ROUTE))
+                            ? obs_type(run, out->type)
+                            : out_type;
+    if ((obs & WF_OBS_BIT(WF_OBS_STEP_END)) && rc == 0 &&
+        wf__obs_step_end(run->ex, run->id, obs_task_id(t), inv->obs_t0, ret_type, emits, &now)) {
+        tls_obs_now = now; /* the routing's records take it (0: they are dropped) */
+        if (!emits || out_type != WF__OBS_NO_TYPE)
+            return; /* in the STEP record */
+    } else {
+        now = wf__obs_now();
+        tls_obs_now = now;
+        if (obs & WF_OBS_BIT(WF_OBS_STEP_END)) {
             wf__obs_rec r = {0};
             obs_rec(run, WF_OBS_STEP_END, t->step, t->ev->type, now, &r);
             r.error = rc;
@@ -164,9 +169,9 @@ __attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t,
             r.dv = now - inv->obs_t0;
             r.message = rc < 0 ? obs_strdup(inv->errmsg ? inv->errmsg : wf_strerror(rc)) : NULL;
             wf__obs_end(run->ex, &r, out_type);
+            if (out_type != WF__OBS_NO_TYPE)
+                return; /* held back for its routing */
         }
-        if (out_type != WF__OBS_NO_TYPE)
-            return; /* in the STEP record, or held back for its routing */
     }
     if (emits) { /* on its own: no STEP_END wanted, or a type of another registry */
         wf__obs_rec r = {0};

@@ -697,6 +697,16 @@ Test(observe, full_rings_drop_and_count_and_names_outlive_the_workflow)
     rec *r[1];
     cr_assert_eq(find(o, WF_OBS_RUN_START, id, r, 1), 1);
     cr_assert_str_eq(r[0]->workflow, "Fan");
+    /*
+     * Every record is either delivered or counted as dropped (a dropped
+     * invocation counts its start, end, emit and routing, though none of
+     * them was made): the run start and end; the start event's emit and
+     * routing; fan's start and end, its FAN sends and their routings; FAN
+     * invocations of count (start and end), the last emitting the stop.
+     */
+    cr_assert_eq(st.written + st.dropped, 2 + 2 + 2 + 2 * FAN + 2 * FAN + 1,
+                 "%llu written + %llu dropped", (unsigned long long)st.written,
+                 (unsigned long long)st.dropped);
     wf_executor_free(ex);
     recorder_del(o);
 }
