@@ -253,6 +253,7 @@ struct wf_executor {
     pthread_t *blk_threads;
     wf__slot *blk_slots; /* one per blocking thread */
     uint32_t blk_max, blk_started, blk_idle;
+    uint32_t obs_buffer; /* wf_executor_params.observe_buffer, as given */
     int blk_stop;
 
     /* observation (observe.c): obs_mask is the hooks' one branch; rings etc. in obs */

@@ -31,7 +31,9 @@
 
 #include <wf/observe.h>
 
-#define OBS_RING_SIZE 4096u /* records per thread (64 B each) */
+#define OBS_RING_DEFAULT 4096u /* records per thread ring (64 B each) */
+#define OBS_RING_MIN 64u
+#define OBS_RING_MAX (1u << 24)
 #define OBS_MAX       16u
 #define OBS_NAME_CACHE 64u /* type names the exporter remembers */
 #define OBS_SHOW_NS   1000000LL /* ns: a step running longer has its STEP_START delivered */
@@ -41,10 +43,11 @@
 
 typedef struct obs_ring {
     _Atomic uint64_t head WF__ALIGNED; /* producer */
+    wf__obs_rec *recs;                 /* producer's first record makes it (outside: at once) */
     uint64_t tail_cache;               /* producer's view of tail */
     const wf_workflow *last_wf;        /* producer's: the last workflow it made sure is held */
     _Atomic uint64_t dropped;          /* producer stores, anyone reads */
-    _Atomic uint64_t merged;           /* producer stores: records carrying two (an emit) */
+    _Atomic uint64_t merged;           /* producer stores: records standing for more than one */
     uint32_t full_checks;              /* producer's: tail re-read only every 64th full write */
     /*
      * head + 1 while the slot at head holds a STEP_START not yet published
@@ -54,7 +57,6 @@ typedef struct obs_ring {
     _Atomic uint64_t held;
     _Atomic uint64_t tail WF__ALIGNED; /* consumer */
     uint64_t shown;                    /* exporter's: the slot whose START it delivered early */
-    wf__obs_rec *recs;
 } obs_ring;
 
 typedef struct obs_entry {
@@ -64,10 +66,13 @@ typedef struct obs_entry {
 
 struct wf__obs {
     struct wf_executor *ex;
+    uint64_t ring_size; /* records per ring: a power of two */
     obs_ring *rings;
     uint32_t nrings; /* workers + blocking threads + 1 (outside, last) */
     uint64_t *cursor, *limit; /* exporter's: per ring, next and end of the round */
     uint8_t *show;            /* exporter's: per ring, its held STEP_START to deliver */
+    wf__obs_rec **base;       /* exporter's: per ring, its records (read once a round: the
+                                 pointer sits on the producer's line) */
     /* exporter's: type names by (workflow, id); off the producers' first line */
     struct {
         const wf_workflow *wf;
@@ -225,6 +230,16 @@ static inline obs_ring *own_ring(struct wf__obs *o, struct wf_executor *ex)
  */
 static wf__obs_rec *reserve(struct wf__obs *o, obs_ring *rg, const wf_workflow **wf, unsigned n)
 {
+    if (WF__UNLIKELY(rg->recs == NULL)) {
+        /* a thread's ring is made on its first record (published by the head's release) */
+        rg->recs = wf__malloc(o->ring_size * sizeof(wf__obs_rec));
+        if (rg->recs == NULL) {
+            atomic_store_explicit(&rg->dropped,
+                                  atomic_load_explicit(&rg->dropped, memory_order_relaxed) + n,
+                                  memory_order_relaxed);
+            return NULL;
+        }
+    }
     if (*wf && *wf != rg->last_wf) {
         if (hold(o, *wf) == 0)
             rg->last_wf = *wf;
@@ -232,7 +247,7 @@ static wf__obs_rec *reserve(struct wf__obs *o, obs_ring *rg, const wf_workflow *
             *wf = NULL; /* out of memory: the record names no workflow */
     }
     uint64_t h = atomic_load_explicit(&rg->head, memory_order_relaxed);
-    if (WF__UNLIKELY(h - rg->tail_cache >= OBS_RING_SIZE)) {
+    if (WF__UNLIKELY(h - rg->tail_cache >= o->ring_size)) {
         /*
          * Full as far as we know. The tail's cache line is the exporter's:
          * re-reading it on every record would cost a cross-core miss per
@@ -240,14 +255,14 @@ static wf__obs_rec *reserve(struct wf__obs *o, obs_ring *rg, const wf_workflow *
          */
         if ((rg->full_checks++ & 63) == 0)
             rg->tail_cache = atomic_load_explicit(&rg->tail, memory_order_acquire);
-        if (h - rg->tail_cache >= OBS_RING_SIZE) {
+        if (h - rg->tail_cache >= o->ring_size) {
             atomic_store_explicit(&rg->dropped,
                                   atomic_load_explicit(&rg->dropped, memory_order_relaxed) + n,
                                   memory_order_relaxed);
             return NULL;
         }
     }
-    return &rg->recs[h & (OBS_RING_SIZE - 1)];
+    return &rg->recs[h & (o->ring_size - 1)];
 }
 
 /* The reserved slot (standing for n records) goes to the exporter. */
@@ -265,10 +280,10 @@ static void publish(struct wf__obs *o, obs_ring *rg, unsigned n)
      * call of a few microseconds; a missed one costs at most the timeout).
      */
     if (WF__UNLIKELY(atomic_load_explicit(&o->sleeping, memory_order_relaxed)) &&
-        h + 1 - rg->tail_cache >= OBS_RING_SIZE / 2) {
+        h + 1 - rg->tail_cache >= o->ring_size / 2) {
         /* tail_cache may be old (it is read when the ring looks full): look again */
         rg->tail_cache = atomic_load_explicit(&rg->tail, memory_order_acquire);
-        if (h + 1 - rg->tail_cache >= OBS_RING_SIZE / 2 && atomic_exchange(&o->sleeping, 0))
+        if (h + 1 - rg->tail_cache >= o->ring_size / 2 && atomic_exchange(&o->sleeping, 0))
             futex(&o->sleeping, FUTEX_WAKE_PRIVATE, 1, NULL);
     }
 }
@@ -361,8 +376,10 @@ static inline obs_ring *my_ring(struct wf_executor *ex)
 static inline wf__obs_rec *next_slot(obs_ring *rg, const wf_workflow *wf)
 {
     uint64_t h = atomic_load_explicit(&rg->head, memory_order_relaxed);
-    if (WF__LIKELY(wf == rg->last_wf && h - rg->tail_cache < OBS_RING_SIZE)) {
-        wf__obs_rec *s = &rg->recs[h & (OBS_RING_SIZE - 1)];
+    uint64_t size = tls_held.o->ring_size;
+    /* last_wf is set once the ring exists */
+    if (WF__LIKELY(wf == rg->last_wf && wf && h - rg->tail_cache < size)) {
+        wf__obs_rec *s = &rg->recs[h & (size - 1)];
         s->wf = wf;
         return s;
     }
@@ -726,7 +743,7 @@ static void show_start(struct wf__obs *o, const wf__obs_rec *r, uint32_t ring)
  */
 static uint64_t drain(struct wf__obs *o, int kicked)
 {
-    uint64_t n = 0;
+    uint64_t n = 0, mask = o->ring_size - 1;
     uint64_t *t = o->cursor, *h = o->limit;
     /*
      * A step running for longer than OBS_SHOW_NS (any, when kicked by a
@@ -736,12 +753,15 @@ static uint64_t drain(struct wf__obs *o, int kicked)
      */
     int64_t show_before = kicked ? INT64_MAX
                                  : wf__obs_now() - (int64_t)(OBS_SHOW_NS / (wf__obs_tsc ? o->ns_per_tick : 1.0));
+    wf__obs_rec **base = o->base;
     for (uint32_t i = 0; i < o->nrings; i++) {
         obs_ring *rg = &o->rings[i];
         t[i] = atomic_load_explicit(&rg->tail, memory_order_relaxed);
         h[i] = atomic_load_explicit(&rg->head, memory_order_acquire);
-        o->show[i] = atomic_load_explicit(&rg->held, memory_order_acquire) == h[i] + 1 &&
-                     rg->shown != h[i] && rg->recs[h[i] & (OBS_RING_SIZE - 1)].ts <= show_before;
+        o->show[i] = atomic_load_explicit(&rg->held, memory_order_acquire) == h[i] + 1;
+        /* made before the first head or held that says there are records (read only then) */
+        base[i] = h[i] || o->show[i] ? rg->recs : NULL;
+        o->show[i] = o->show[i] && rg->shown != h[i] && base[i][h[i] & mask].ts <= show_before;
     }
     for (;;) {
         uint32_t best = UINT32_MAX;
@@ -749,7 +769,7 @@ static uint64_t drain(struct wf__obs *o, int kicked)
         for (uint32_t i = 0; i < o->nrings; i++) {
             if (t[i] == h[i] && !o->show[i])
                 continue;
-            int64_t ts = o->rings[i].recs[t[i] & (OBS_RING_SIZE - 1)].ts;
+            int64_t ts = base[i][t[i] & mask].ts;
             if (best == UINT32_MAX || ts < bts) {
                 best = i;
                 bts = ts;
@@ -758,7 +778,7 @@ static uint64_t drain(struct wf__obs *o, int kicked)
         if (best == UINT32_MAX)
             break;
         obs_ring *rg = &o->rings[best];
-        wf__obs_rec *r = &rg->recs[t[best] & (OBS_RING_SIZE - 1)];
+        wf__obs_rec *r = &base[best][t[best] & mask];
         if (t[best] == h[best]) { /* the held start */
             show_start(o, r, best);
             rg->shown = h[best];
@@ -803,7 +823,7 @@ static void *exporter_main(void *arg)
         pthread_cond_broadcast(&o->cond);
         if (stop)
             break;
-        if (n >= OBS_RING_SIZE / 4) { /* busy: keep up */
+        if (n >= o->ring_size / 4) { /* busy: keep up */
             idle = OBS_IDLE_MIN;
             continue;
         }
@@ -862,7 +882,7 @@ static void obs_destroy(struct wf__obs *o)
                 continue;
             uint64_t h = atomic_load(&rg->head);
             for (uint64_t t = atomic_load(&rg->tail); t != h; t++) {
-                wf__obs_rec *r = &rg->recs[t & (OBS_RING_SIZE - 1)];
+                wf__obs_rec *r = &rg->recs[t & (o->ring_size - 1)];
                 if (!(r->kind == WF__OBS_STEP && (r->flags & WF__OBS_F_RET)))
                     wf__free_mem(r->message);
             }
@@ -873,6 +893,7 @@ static void obs_destroy(struct wf__obs *o)
     wf__free_mem(o->cursor);
     wf__free_mem(o->limit);
     wf__free_mem(o->show);
+    wf__free_mem(o->base);
     for (uint32_t i = 0; i < o->nwfs; i++)
         wf_workflow_free((wf_workflow *)o->wfs[i]);
     wf__free_mem((void *)o->wfs);
@@ -891,6 +912,10 @@ static struct wf__obs *obs_create(struct wf_executor *ex)
         return NULL;
     o->ns_per_tick = tsc_ns_per_tick;
     o->ex = ex;
+    uint64_t want = ex->obs_buffer ? ex->obs_buffer : OBS_RING_DEFAULT;
+    o->ring_size = OBS_RING_MIN;
+    while (o->ring_size < want && o->ring_size < OBS_RING_MAX)
+        o->ring_size *= 2;
     o->next_id = 1;
     pthread_mutex_init(&o->outside_lock, NULL);
     pthread_mutex_init(&o->lock, NULL);
@@ -902,7 +927,9 @@ static struct wf__obs *obs_create(struct wf_executor *ex)
     o->cursor = wf__calloc(o->nrings, sizeof *o->cursor);
     o->limit = wf__calloc(o->nrings, sizeof *o->limit);
     o->show = wf__calloc(o->nrings, 1);
-    if (o->rings == NULL || o->cursor == NULL || o->limit == NULL || o->show == NULL) {
+    o->base = wf__calloc(o->nrings, sizeof *o->base);
+    if (o->rings == NULL || o->cursor == NULL || o->limit == NULL || o->show == NULL ||
+        o->base == NULL) {
         obs_destroy(o);
         return NULL;
     }
@@ -914,11 +941,12 @@ static struct wf__obs *obs_create(struct wf_executor *ex)
         atomic_init(&o->rings[i].merged, 0);
         atomic_init(&o->rings[i].held, 0);
         o->rings[i].shown = UINT64_MAX;
-        o->rings[i].recs = wf__malloc(OBS_RING_SIZE * sizeof(wf__obs_rec));
-        if (o->rings[i].recs == NULL) {
-            obs_destroy(o);
-            return NULL;
-        }
+    }
+    /* the outside ring now (its writers take a lock); the threads' on their first record */
+    o->rings[o->nrings - 1].recs = wf__malloc(o->ring_size * sizeof(wf__obs_rec));
+    if (o->rings[o->nrings - 1].recs == NULL) {
+        obs_destroy(o);
+        return NULL;
     }
     if (pthread_create(&o->thread, NULL, exporter_main, o) != 0) {
         obs_destroy(o);

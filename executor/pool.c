@@ -549,6 +549,7 @@ void wf_executor_params_init(wf_executor_params *p)
     memset(p, 0, sizeof *p);
     p->spin_us = 50;
     p->blocking_threads = 4;
+    p->observe_buffer = 4096;
 }
 
 void wf__log(struct wf_executor *ex, wf_log_level lvl, const char *fmt, ...)
@@ -613,6 +614,7 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     pthread_mutex_init(&ex->blk_lock, NULL);
     pthread_cond_init(&ex->blk_cond, NULL);
     ex->blk_max = params->blocking_threads;
+    ex->obs_buffer = params->observe_buffer;
     pthread_cond_init(&ex->runs_cond, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -711,6 +711,41 @@ Test(observe, full_rings_drop_and_count_and_names_outlive_the_workflow)
     recorder_del(o);
 }
 
+/* A ring as large as the burst loses nothing, however long the observer takes. */
+Test(observe, a_larger_buffer_rides_out_a_burst)
+{
+    wf_workflow *wf = fan_wf();
+    wf_executor_params p;
+    wf_executor_params_init(&p);
+    cr_assert_eq(p.observe_buffer, 4096, "the default");
+    p.threads = 1;
+    p.observe_buffer = 10000; /* 16384 records a thread: the run makes about 8000 */
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &p), 0);
+    recorder *o = recorder_new();
+    observe(ex, o, RUN_KINDS);
+    pthread_mutex_lock(&o->mu);
+    o->gate_closed = 1; /* the exporter stops at the first record it delivers */
+    pthread_mutex_unlock(&o->mu);
+    wf_handler *h = start(ex, wf);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    wf_handler_free(h);
+    pthread_mutex_lock(&o->mu);
+    o->gate_closed = 0;
+    pthread_cond_broadcast(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+    cr_assert_eq(wf_executor_observe_flush(ex), 0);
+    wf_obs_stats st;
+    wf_executor_observe_stats(ex, &st);
+    cr_assert_eq(st.dropped, 0);
+    cr_assert_eq(st.written, 2 + 2 + 2 + 2 * FAN + 2 * FAN + 1);
+    cr_assert_eq(st.delivered, st.written);
+    cr_assert_eq(o->n, st.delivered);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    recorder_del(o);
+}
+
 Test(observe, no_observer_no_records_and_bad_arguments)
 {
     wf_executor *ex = exec_n(1);

@@ -37,6 +37,14 @@ typedef struct wf_executor_params {
     void *log_user;
     /** Threads of the pool that runs blocking steps (default 4; started on first use). */
     uint32_t blocking_threads;
+    /**
+     * Observation (wf/observe.h): records each thread's ring holds before
+     * records are dropped, 64 bytes each, allocated on the thread's first
+     * record. Rounded up to a power of two, 64 to 2^24; default 4096 (a
+     * step invocation usually takes one). Larger rings ride out longer
+     * bursts faster than the observers take them.
+     */
+    uint32_t observe_buffer;
 } wf_executor_params;
 
 WF_API void wf_executor_params_init(wf_executor_params *p);
