@@ -338,7 +338,6 @@ static WF__TLS struct {
 
 static void count_dropped(obs_ring *rg, unsigned n)
 {
-
     atomic_store_explicit(&rg->dropped,
                           atomic_load_explicit(&rg->dropped, memory_order_relaxed) + n,
                           memory_order_relaxed);
