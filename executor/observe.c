@@ -32,11 +32,11 @@
 #include <wf/observe.h>
 
 #define OBS_RING_DEFAULT 4096u /* records per thread ring (64 B each) */
-#define OBS_RING_MIN 64u
-#define OBS_RING_MAX (1u << 24)
+#define OBS_RING_MIN     64u
+#define OBS_RING_MAX     (1u << 24)
 #define OBS_MAX       16u
 #define OBS_NAME_CACHE 64u /* type names the exporter remembers */
-#define OBS_SHOW_NS   1000000LL /* ns: a step running longer has its STEP_START delivered */
+#define OBS_SHOW_NS      1000000LL /* ns: a step running longer has its STEP_START delivered */
 #define OBS_BATCH_NS  200000LL   /* ns: exporter sleep after a small batch */
 #define OBS_IDLE_MIN  1000000LL  /* ns: exporter sleep when idle, doubling... */
 #define OBS_IDLE_MAX  20000000LL /* ...up to this: the most a record waits when few come */
@@ -411,8 +411,13 @@ int64_t wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf,
         wf__obs_undefer();
     obs_ring *rg = my_ring(ex);
     if (WF__UNLIKELY(rg == NULL)) {
-        wf__obs_rec r = {.kind = WF_OBS_STEP_START, .step = (uint16_t)step, .type = type,
-                         .attempt = attempt, .ts = wf__obs_now(), .run_id = run_id, .wf = wf,
+        wf__obs_rec r = {.kind = WF_OBS_STEP_START,
+                         .step = (uint16_t)step,
+                         .type = type,
+                         .attempt = attempt,
+                         .ts = wf__obs_now(),
+                         .run_id = run_id,
+                         .wf = wf,
                          .event_id = event_id};
         write_rec(ex, &r);
         return r.ts;
@@ -515,8 +520,7 @@ int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, uint32_t type, u
 void wf__obs_end(struct wf_executor *ex, wf__obs_rec *end, uint32_t out_type)
 {
     if ((end->error != 0 || end->message != NULL) && tls_held.state == HELD_START &&
-        tls_held.ex == ex && tls_held.run_id == end->run_id &&
-        tls_held.event_id == end->event_id) {
+        tls_held.ex == ex && tls_held.run_id == end->run_id && tls_held.event_id == end->event_id) {
         /* a failure (no emit): the STEP record carries the error and its message */
         wf__obs_rec *s = tls_held.slot;
         if (s) {
@@ -536,8 +540,12 @@ void wf__obs_end(struct wf_executor *ex, wf__obs_rec *end, uint32_t out_type)
         return;
     /* its emit, held back for its routing */
     if (hold_slot(ex, end->wf, end->run_id) < 0) {
-        wf__obs_rec em = {.kind = WF_OBS_EVENT_EMIT, .step = end->step, .type = out_type,
-                          .ts = end->ts, .run_id = end->run_id, .wf = end->wf};
+        wf__obs_rec em = {.kind = WF_OBS_EVENT_EMIT,
+                          .step = end->step,
+                          .type = out_type,
+                          .ts = end->ts,
+                          .run_id = end->run_id,
+                          .wf = end->wf};
         write_rec(ex, &em);
         return;
     }
@@ -750,8 +758,9 @@ static uint64_t drain(struct wf__obs *o, int kicked)
      * holds (its start fields are final: see wf__obs_rec); the slot's
      * record, when published, is then delivered without it.
      */
-    int64_t show_before = kicked ? INT64_MAX
-                                 : wf__obs_now() - (int64_t)(OBS_SHOW_NS / (wf__obs_tsc ? o->ns_per_tick : 1.0));
+    int64_t show_before =
+        kicked ? INT64_MAX
+               : wf__obs_now() - (int64_t)(OBS_SHOW_NS / (wf__obs_tsc ? o->ns_per_tick : 1.0));
     wf__obs_rec **base = o->base;
     for (uint32_t i = 0; i < o->nrings; i++) {
         obs_ring *rg = &o->rings[i];

@@ -120,7 +120,8 @@ static char *obs_strdup(const char *s)
     return c;
 }
 
-/* An observed invocation of t starts at t0: its STEP_START (held back when its end is wanted too). */
+/* An observed invocation of t starts at t0: its STEP_START (held back when its end is wanted too).
+ */
 __attribute__((noinline)) static void obs_before(wf__run *run, const wf__task *t, wf__inv *inv)
 {
     uint32_t obs = wf__obs_mask(run->ex);

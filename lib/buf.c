@@ -32,7 +32,8 @@ static int reserve(wf__buf *b, size_t extra)
     char *d = wf__realloc(b->data, cap);
     if (d == NULL) {
         b->oom = 1;
-        b->cap = b->len + 1 < b->cap ? b->len + 1 : b->cap; /* the inline path appends nothing more */
+        b->cap =
+            b->len + 1 < b->cap ? b->len + 1 : b->cap; /* the inline path appends nothing more */
         return -1;
     }
     b->data = d;

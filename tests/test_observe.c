@@ -327,7 +327,8 @@ static int s_block(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
         pthread_cond_wait(&g_cv, &g_mu);
     g_release--;
     pthread_mutex_unlock(&g_mu);
-    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, wf_value_int(0));
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(0));
 }
 
 static void release_one(void)

@@ -802,17 +802,33 @@ Test(observe_export, perfetto_slices_flows_counters_async)
 /* Numbers are written without printf: every digit count, exactly. */
 Test(observe_export, perfetto_numbers_exact)
 {
-    static const uint64_t ids[] = {0, 7, 9, 10, 99, 100, 101, 999, 1000, 65535, 4294967296ull,
-                                   1000000000000003ull, 9999999999999999999ull,
-                                   UINT64_MAX - 1, UINT64_MAX};
+    static const uint64_t ids[] = {0,
+                                   7,
+                                   9,
+                                   10,
+                                   99,
+                                   100,
+                                   101,
+                                   999,
+                                   1000,
+                                   65535,
+                                   4294967296ull,
+                                   1000000000000003ull,
+                                   9999999999999999999ull,
+                                   UINT64_MAX - 1,
+                                   UINT64_MAX};
     enum { N = sizeof ids / sizeof ids[0] };
     wf_obs_record r[2 * N];
     for (size_t i = 0; i < N; i++) {
         /* one slice per value, on its own track: ts and dur from i, event_id the value */
         int64_t start = T0 + (int64_t)i * 1234567 + (int64_t)(i % 10);
-        r[2 * i] = (wf_obs_record){.kind = WF_OBS_STEP_START, .thread = (uint32_t)i,
-                                   .ts_ns = start, .run_id = ids[i], .step = "s",
-                                   .event_id = ids[i], .attempt = 1};
+        r[2 * i] = (wf_obs_record){.kind = WF_OBS_STEP_START,
+                                   .thread = (uint32_t)i,
+                                   .ts_ns = start,
+                                   .run_id = ids[i],
+                                   .step = "s",
+                                   .event_id = ids[i],
+                                   .attempt = 1};
         r[2 * i + 1] = r[2 * i];
         r[2 * i + 1].kind = WF_OBS_STEP_END;
         r[2 * i + 1].dur_ns = (int64_t)(i * 1001 + 1);

@@ -653,7 +653,8 @@ typedef struct flusher {
     int flushes, swaps;
 } flusher;
 
-/* Flushes without pause (each shows the starts of the running steps) and swaps a second observer. */
+/* Flushes without pause (each shows the starts of the running steps) and swaps a second observer.
+ */
 static void *flush_loop(void *arg)
 {
     flusher *f = arg;
@@ -667,8 +668,8 @@ static void *flush_loop(void *arg)
                 cr_assert_eq(wf_executor_unobserve(f->ex, id), 0);
                 id = 0;
             } else {
-                wf_observer o = {.record = tally_record, .user = &extra,
-                                 .kinds = WF_OBS_BIT(WF_OBS_STEP_END)};
+                wf_observer o = {
+                    .record = tally_record, .user = &extra, .kinds = WF_OBS_BIT(WF_OBS_STEP_END)};
                 cr_assert_eq(wf_executor_observe(f->ex, &o, &id), 0);
             }
             f->swaps++;
@@ -698,7 +699,8 @@ Test(stress, observed_runs_with_flushes_deliver_each_record_once, .timeout = 900
     static obs_tally tally;
     memset(&tally, 0, sizeof tally);
     /* not the pool's parks and steals: they go on after the last flush */
-    wf_observer o = {.record = tally_record, .user = &tally,
+    wf_observer o = {.record = tally_record,
+                     .user = &tally,
                      .kinds = WF_OBS_ALL & ~(WF_OBS_BIT(WF_OBS_PARK) | WF_OBS_BIT(WF_OBS_UNPARK) |
                                              WF_OBS_BIT(WF_OBS_STEAL))};
     cr_assert_eq(wf_executor_observe(ex, &o, NULL), 0);
