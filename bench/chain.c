@@ -10,14 +10,26 @@
  * dispatch cost; ~1 ns a round here), for a step that does some work.
  * --observe: none (default), null (an observer that takes every record and
  * does nothing with it: the cost of the hooks and rings), perfetto or otlp
- * (the trace exporters writing to /dev/null), all (every exporter at once).
+ * (the trace exporters writing to /dev/null), all (every exporter at once),
+ * stall (an observer that holds the exporter until the run is over: every
+ * record is dropped and nothing crosses cores, the hooks' own cost).
  */
 #include <wf/wf.h>
 
 #include "common.h"
+#include <stdatomic.h>
+#include <unistd.h>
 
 static const wf_event_type *ring_types[5];
 
+static atomic_int stall_gate = 1;
+static void stall_record(const wf_obs_record *r, void *user)
+{
+    (void)r;
+    (void)user;
+    while (atomic_load(&stall_gate)) /* the exporter waits here until the run is over */
+        usleep(1000);
+}
 static void null_record(const wf_obs_record *r, void *user)
 {
     (void)r;
@@ -30,6 +42,10 @@ static int observe(wf_executor *ex, const char *mode, long *records)
     int all = strcmp(mode, "all") == 0;
     if (strcmp(mode, "none") == 0)
         return 0;
+    if (strcmp(mode, "stall") == 0) {
+        wf_observer o = {.record = stall_record, .user = records};
+        return wf_executor_observe(ex, &o, NULL) < 0 ? -1 : 0;
+    }
     if (strcmp(mode, "null") == 0) {
         wf_observer o = {.record = null_record, .user = records};
         return wf_executor_observe(ex, &o, NULL) < 0 ? -1 : 0;
@@ -147,6 +163,7 @@ int main(int argc, char **argv)
         ok = ok && rc == 0 && got == limit;
     }
     wf_obs_stats st;
+    atomic_store(&stall_gate, 0);
     wf_executor_observe_flush(ex);
     wf_executor_observe_stats(ex, &st);
     char extra[160];
