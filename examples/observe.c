@@ -211,11 +211,16 @@ int main(int argc, char **argv)
         printf("The failed run %llu:\n%s\n", (unsigned long long)failed_run, chart);
         wf_free(chart);
     }
-    wf_obs_stats st;
-    wf_executor_observe_stats(ex, &st);
-    /* Removing the observers completes and closes their files. */
+    /*
+     * Removing the observers completes and closes their files. Then nothing
+     * more is recorded (idle workers park, and would be, while observed):
+     * the counts are final once the last records went through.
+     */
     for (int i = 0; i < 5; i++)
         wf_executor_unobserve(ex, ids[i]);
+    wf_executor_observe_flush(ex);
+    wf_obs_stats st;
+    wf_executor_observe_stats(ex, &st);
     printf("%d runs: %d done, %d failed; records: %llu written, %llu delivered, %llu dropped\n",
            runs, ok, failed, (unsigned long long)st.written, (unsigned long long)st.delivered,
            (unsigned long long)st.dropped);
