@@ -356,6 +356,52 @@ _Static_assert(sizeof(wf__obs_rec) == 64, "an observation record is one cache li
 #define WF__OBS_F_RET    8u
 #define WF__OBS_DUR_BITS 40
 
+/*
+ * A thread's observation ring (observe.c): the producer's line, then the
+ * exporter's. Here for the hooks' inline drop path (wf__obs_drop_*).
+ */
+typedef struct wf__obs_ring {
+    _Atomic uint64_t head WF__ALIGNED; /* producer */
+    wf__obs_rec *recs;                 /* producer's first record makes it (outside: at once) */
+    uint64_t tail_cache;               /* producer's view of tail */
+    const struct wf_workflow *last_wf; /* producer's: the last workflow it made sure is held */
+    _Atomic uint64_t dropped;          /* producer stores, anyone reads */
+    _Atomic uint64_t merged;           /* producer stores: records standing for more than one */
+    uint32_t full_checks;              /* producer's: tail re-read only every 64th full write */
+    /*
+     * head + 1 while the slot at head holds a STEP_START not yet published
+     * (an invocation running): its start fields stay as written until the
+     * slot is published, so the exporter may read them (observe.c, drain()).
+     */
+    _Atomic uint64_t held;
+    _Atomic uint64_t tail WF__ALIGNED; /* consumer */
+    uint64_t shown;                    /* exporter's: the slot whose START it delivered early */
+} wf__obs_ring;
+
+/*
+ * What the calling thread holds back: a reserved, unpublished slot of its
+ * own ring (always the one at its head) with an invocation's STEP_START
+ * (WF__HELD_START), its STEP record waiting for the returned event's
+ * routing (WF__HELD_OUT), or that event's EVENT_EMIT alone (WF__HELD_EMIT).
+ * slot is NULL when the ring was full: the records it would have held are
+ * dropped, and counted as they come. ex, o, rg, mask: the thread's ring,
+ * cached (a pool thread serves one executor for its life).
+ */
+enum { WF__HELD_NONE, WF__HELD_START, WF__HELD_OUT, WF__HELD_EMIT };
+typedef struct wf__obs_tls {
+    struct wf_executor *ex;
+    struct wf__obs *o;
+    wf__obs_ring *rg;
+    uint64_t mask; /* the ring's size - 1 */
+    wf__obs_rec *slot;
+    uint64_t run_id;
+    uint64_t event_id;  /* WF__HELD_START: the invocation's */
+    uint32_t out_type;  /* WF__HELD_OUT, WF__HELD_EMIT: the emitted event's */
+    uint16_t emit_step; /* WF__HELD_EMIT: the emitting step */
+    uint8_t state;
+} wf__obs_tls;
+extern WF__TLS wf__obs_tls wf__obs_held;
+
 #define WF__OBS_NO_STEP UINT16_MAX
 #define WF__OBS_NO_TYPE UINT32_MAX
 
@@ -429,6 +475,81 @@ int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, uint32_t type, u
 #define WF__OBS_F_EMITTED 1u
 /* Writes what the calling thread holds back (the invocation's routing is done). */
 void wf__obs_undefer(void);
+/*
+ * The drop path, inline: when the calling thread's ring is full, an
+ * invocation's records are dropped and counted here without the calls
+ * (wf__obs_step_begin etc. do the same the long way).
+ */
+static inline void wf__obs_count_dropped(wf__obs_ring *rg, unsigned n)
+{
+    atomic_store_explicit(&rg->dropped,
+                          atomic_load_explicit(&rg->dropped, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+/*
+ * An invocation starts: 1 if the thread's ring is full (as far as it knows:
+ * the tail is read again only every 64th time) and nothing is held; then
+ * its STEP_START is counted as dropped and the invocation is held without
+ * a slot (run_id, event_id), as wf__obs_step_begin would hold it.
+ */
+static inline int wf__obs_drop_begin(struct wf_executor *ex, uint64_t run_id, uint64_t event_id)
+{
+    wf__obs_tls *t = &wf__obs_held;
+    if (t->ex != ex || t->state != WF__HELD_NONE)
+        return 0;
+    wf__obs_ring *rg = t->rg;
+    uint64_t h = atomic_load_explicit(&rg->head, memory_order_relaxed);
+    if (WF__LIKELY(h - rg->tail_cache <= t->mask) || (rg->full_checks & 63) == 0)
+        return 0; /* room, or time to look at the tail: the long way */
+    rg->full_checks++;
+    wf__obs_count_dropped(rg, 1);
+    t->slot = NULL;
+    t->run_id = run_id;
+    t->event_id = event_id;
+    t->state = WF__HELD_START;
+    return 1;
+}
+
+/*
+ * It ended without error, dropped by wf__obs_drop_begin (1; else 0):
+ * counts its STEP_END and, with_emit, the EMIT of the event of type
+ * ret_type it returned, whose routing is then waited for (and counted) as
+ * wf__obs_step_end does.
+ */
+static inline int wf__obs_drop_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id,
+                                   uint32_t ret_type, int with_emit)
+{
+    wf__obs_tls *t = &wf__obs_held;
+    if (t->state != WF__HELD_START || t->slot != NULL || t->ex != ex || t->run_id != run_id ||
+        t->event_id != event_id)
+        return 0;
+    int ret = ret_type != WF__OBS_NO_TYPE;
+    wf__obs_count_dropped(t->rg, 1u + (ret && with_emit));
+    t->out_type = ret_type;
+    t->state = ret ? WF__HELD_OUT : WF__HELD_NONE;
+    return 1;
+}
+
+/* A routing: 1 if it is the one a dropped invocation waited for (counted). */
+static inline int wf__obs_drop_route(struct wf_executor *ex, uint64_t run_id, uint32_t type)
+{
+    wf__obs_tls *t = &wf__obs_held;
+    if (t->state != WF__HELD_OUT || t->slot != NULL || t->ex != ex || t->run_id != run_id ||
+        t->out_type != type)
+        return 0;
+    wf__obs_count_dropped(t->rg, 1);
+    t->state = WF__HELD_NONE;
+    return 1;
+}
+
+/* wf__obs_undefer when something is held (the check inline). */
+static inline void wf__obs_settle(void)
+{
+    if (wf__obs_held.state != WF__HELD_NONE)
+        wf__obs_undefer();
+}
+
 /* Executor teardown: last drain, observers removed, rings freed (threads joined). */
 void wf__obs_shutdown(struct wf_executor *ex);
 

@@ -41,23 +41,7 @@
 #define OBS_IDLE_MIN  1000000LL  /* ns: exporter sleep when idle, doubling... */
 #define OBS_IDLE_MAX  20000000LL /* ...up to this: the most a record waits when few come */
 
-typedef struct obs_ring {
-    _Atomic uint64_t head WF__ALIGNED; /* producer */
-    wf__obs_rec *recs;                 /* producer's first record makes it (outside: at once) */
-    uint64_t tail_cache;               /* producer's view of tail */
-    const wf_workflow *last_wf;        /* producer's: the last workflow it made sure is held */
-    _Atomic uint64_t dropped;          /* producer stores, anyone reads */
-    _Atomic uint64_t merged;           /* producer stores: records standing for more than one */
-    uint32_t full_checks;              /* producer's: tail re-read only every 64th full write */
-    /*
-     * head + 1 while the slot at head holds a STEP_START not yet published
-     * (an invocation running): its start fields stay as written until the
-     * slot is published, so the exporter may read them (see drain()).
-     */
-    _Atomic uint64_t held;
-    _Atomic uint64_t tail WF__ALIGNED; /* consumer */
-    uint64_t shown;                    /* exporter's: the slot whose START it delivered early */
-} obs_ring;
+typedef wf__obs_ring obs_ring;
 
 typedef struct obs_entry {
     wf_observer o;
@@ -315,33 +299,13 @@ static void write_rec(struct wf_executor *ex, wf__obs_rec *r)
         pthread_mutex_unlock(&o->outside_lock);
 }
 
-/*
- * What the calling thread holds back: a reserved, unpublished slot of its
- * own ring (always the one at its head) with an invocation's STEP_START
- * (HELD_START), its STEP record waiting for the returned event's routing
- * (HELD_OUT), or that event's EVENT_EMIT alone (HELD_EMIT). slot is NULL
- * when the ring was full: the records it would have held are dropped, and
- * counted as they come (one check of a full ring per invocation).
- */
-enum { HELD_NONE, HELD_START, HELD_OUT, HELD_EMIT };
-static WF__TLS struct {
-    struct wf_executor *ex;
-    struct wf__obs *o;
-    obs_ring *rg;
-    wf__obs_rec *slot;
-    uint64_t run_id;
-    uint64_t event_id;  /* HELD_START: the invocation's */
-    uint32_t out_type;  /* HELD_OUT, HELD_EMIT: the emitted event's */
-    uint16_t emit_step; /* HELD_EMIT: the emitting step */
-    uint8_t state;
-} tls_held;
+/* What the calling thread holds back (see wf__obs_tls). */
+enum { HELD_NONE = WF__HELD_NONE, HELD_START = WF__HELD_START, HELD_OUT = WF__HELD_OUT,
+       HELD_EMIT = WF__HELD_EMIT };
+WF__TLS wf__obs_tls wf__obs_held;
+#define tls_held wf__obs_held
 
-static void count_dropped(obs_ring *rg, unsigned n)
-{
-    atomic_store_explicit(&rg->dropped,
-                          atomic_load_explicit(&rg->dropped, memory_order_relaxed) + n,
-                          memory_order_relaxed);
-}
+#define count_dropped wf__obs_count_dropped
 
 void wf__obs_undefer(void)
 {
@@ -367,6 +331,7 @@ static inline obs_ring *my_ring(struct wf_executor *ex)
         tls_held.ex = ex;
         tls_held.o = o;
         tls_held.rg = rg;
+        tls_held.mask = o->ring_size - 1;
     }
     return rg;
 }

@@ -120,16 +120,10 @@ static char *obs_strdup(const char *s)
     return c;
 }
 
-/* An observed invocation of t starts at t0: its STEP_START (held back when its end is wanted too).
- */
-__attribute__((noinline)) static void obs_before(wf__run *run, const wf__task *t, wf__inv *inv)
+/* obs_before's general path: the start on its own (no STEP_END wanted, or no ring of its own). */
+__attribute__((noinline)) static void obs_before_slow(wf__run *run, const wf__task *t,
+                                                      wf__inv *inv, uint32_t obs)
 {
-    uint32_t obs = wf__obs_mask(run->ex);
-    if ((obs & WF_OBS_BIT(WF_OBS_STEP_START)) && (obs & WF_OBS_BIT(WF_OBS_STEP_END))) {
-        inv->obs_t0 = wf__obs_step_begin(run->ex, run->wf, run->id, t->step,
-                                         obs_type(run, t->ev->type), t->attempt, obs_task_id(t));
-        return;
-    }
     int64_t t0 = wf__obs_now();
     inv->obs_t0 = t0;
     if (!(obs & WF_OBS_BIT(WF_OBS_STEP_START)))
@@ -141,44 +135,89 @@ __attribute__((noinline)) static void obs_before(wf__run *run, const wf__task *t
     wf__obs_write(run->ex, &r);
 }
 
-/* It returned rc (and out): STEP_END, and the returned event's EVENT_EMIT. */
-__attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t, const wf__inv *inv,
-                                                int rc, const wf_event *out)
+/*
+ * An observed invocation of t starts: inv->obs_t0 is its start time (1:
+ * the thread's ring is full, its records are dropped and no clock is
+ * read). Its STEP_START is held back when its end is wanted too.
+ */
+__attribute__((noinline)) static void obs_before(wf__run *run, const wf__task *t, wf__inv *inv)
+{
+    uint32_t obs = wf__obs_mask(run->ex);
+    uint32_t both = WF_OBS_BIT(WF_OBS_STEP_START) | WF_OBS_BIT(WF_OBS_STEP_END);
+    if (WF__LIKELY((obs & both) == both)) {
+        uint64_t id = obs_task_id(t);
+        if (wf__obs_drop_begin(run->ex, run->id, id)) {
+            inv->obs_t0 = 1;
+            return;
+        }
+        inv->obs_t0 = wf__obs_step_begin(run->ex, run->wf, run->id, t->step,
+                                         obs_type(run, t->ev->type), t->attempt, id);
+        return;
+    }
+    obs_before_slow(run, t, inv, obs);
+}
+
+/* The EMIT of the event an invocation of t returned, on its own record. */
+__attribute__((noinline)) static void obs_emit_alone(wf__run *run, const wf__task *t,
+                                                     const wf_event *out, int64_t now)
+{
+    wf__obs_rec r = {0};
+    obs_rec(run, WF_OBS_EVENT_EMIT, t->step, out->type, now, &r);
+    wf__obs_write(run->ex, &r);
+}
+
+/* obs_after's general path: STEP_END on its own record (a failure, or its start not held). */
+__attribute__((noinline)) static void obs_after_slow(wf__run *run, const wf__task *t,
+                                                     const wf__inv *inv, int rc,
+                                                     const wf_event *out)
 {
     uint32_t obs = wf__obs_mask(run->ex);
     int emits = (obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT)) && rc == 0 && out;
     uint32_t out_type = emits ? obs_type(run, out->type) : WF__OBS_NO_TYPE;
-    int64_t now;
-    /* the STEP record may also say the returned event's routing */
-    uint32_t ret_type = rc == 0 && out && (obs & WF_OBS_BIT(WF_OBS_EVENT_ROUTE))
-                            ? obs_type(run, out->type)
-                            : out_type;
-    if ((obs & WF_OBS_BIT(WF_OBS_STEP_END)) && rc == 0 &&
-        wf__obs_step_end(run->ex, run->id, obs_task_id(t), inv->obs_t0, ret_type, emits, &now)) {
-        tls_obs_now = now; /* the routing's records take it (0: they are dropped) */
-        if (!emits || out_type != WF__OBS_NO_TYPE)
-            return; /* in the STEP record */
-    } else {
-        now = wf__obs_now();
-        tls_obs_now = now;
-        if (obs & WF_OBS_BIT(WF_OBS_STEP_END)) {
-            wf__obs_rec r = {0};
-            obs_rec(run, WF_OBS_STEP_END, t->step, t->ev->type, now, &r);
-            r.error = rc;
-            r.attempt = t->attempt;
-            r.event_id = obs_task_id(t);
-            r.dv = now - inv->obs_t0;
-            r.message = rc < 0 ? obs_strdup(inv->errmsg ? inv->errmsg : wf_strerror(rc)) : NULL;
-            wf__obs_end(run->ex, &r, out_type);
-            if (out_type != WF__OBS_NO_TYPE)
-                return; /* held back for its routing */
+    int64_t now = wf__obs_now();
+    tls_obs_now = now; /* the routing's records take it */
+    if (obs & WF_OBS_BIT(WF_OBS_STEP_END)) {
+        wf__obs_rec r = {0};
+        obs_rec(run, WF_OBS_STEP_END, t->step, t->ev->type, now, &r);
+        r.error = rc;
+        r.attempt = t->attempt;
+        r.event_id = obs_task_id(t);
+        r.dv = inv->obs_t0 == 1 ? 0 : now - inv->obs_t0; /* 1: its start was dropped */
+        r.message = rc < 0 ? obs_strdup(inv->errmsg ? inv->errmsg : wf_strerror(rc)) : NULL;
+        wf__obs_end(run->ex, &r, out_type);
+        if (out_type != WF__OBS_NO_TYPE)
+            return; /* held back for its routing */
+    }
+    if (emits) /* on its own: no STEP_END wanted, or a type of another registry */
+        obs_emit_alone(run, t, out, now);
+}
+
+/*
+ * It returned rc (and out): STEP_END, and the returned event's EVENT_EMIT.
+ * Usually both go into the STEP record its start is held in (or are
+ * dropped with it), and that record waits for the event's routing.
+ */
+__attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t, const wf__inv *inv,
+                                                int rc, const wf_event *out)
+{
+    uint32_t obs = wf__obs_mask(run->ex);
+    if (WF__LIKELY(rc == 0 && (obs & WF_OBS_BIT(WF_OBS_STEP_END)))) {
+        int emits = out && (obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT));
+        uint32_t ret_type =
+            out && (obs & (WF_OBS_BIT(WF_OBS_EVENT_EMIT) | WF_OBS_BIT(WF_OBS_EVENT_ROUTE)))
+                ? obs_type(run, out->type)
+                : WF__OBS_NO_TYPE;
+        uint64_t id = obs_task_id(t);
+        int64_t now = 0;
+        if ((inv->obs_t0 == 1 && wf__obs_drop_end(run->ex, run->id, id, ret_type, emits)) ||
+            wf__obs_step_end(run->ex, run->id, id, inv->obs_t0, ret_type, emits, &now)) {
+            tls_obs_now = now; /* the routing's records take it (0: they are dropped) */
+            if (WF__UNLIKELY(emits && ret_type == WF__OBS_NO_TYPE)) /* another registry's type */
+                obs_emit_alone(run, t, out, now);
+            return;
         }
     }
-    if (emits) { /* on its own: no STEP_END wanted, or a type of another registry */
-        wf__obs_rec r = {0};
-        obs_rec(run, WF_OBS_EVENT_EMIT, t->step, out->type, now, &r);
-        wf__obs_write(run->ex, &r);
-    }
+    obs_after_slow(run, t, inv, rc, out);
 }
 
 /* EVENT_EMIT from outside the run's steps (start event, handler send). */
@@ -194,8 +233,9 @@ static void obs_emit_outside(wf__run *run, const wf_event *ev)
 /* EVENT_ROUTE of t to its step; waiting: the step's events queued behind it. */
 __attribute__((noinline)) static void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
 {
-    if (wf__obs_route_held(run->ex, run->id, obs_type(run, t->ev->type), t->step, obs_task_id(t),
-                           waiting))
+    uint32_t type = obs_type(run, t->ev->type);
+    if (wf__obs_drop_route(run->ex, run->id, type) ||
+        wf__obs_route_held(run->ex, run->id, type, t->step, obs_task_id(t), waiting))
         return;
     wf__obs_rec r = {0};
     obs_rec(run, WF_OBS_EVENT_ROUTE, t->step, t->ev->type, tls_obs_now, &r);
@@ -1558,7 +1598,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
         int armed = token_arm(inv.token); /* 0: it was completed already, and routed */
         inv_cleanup(&inv);
         if (WF__UNLIKELY(inv.obs_t0)) {
-            wf__obs_undefer();
+            wf__obs_settle();
             tls_obs_now = 0;
         }
         return armed;
@@ -1587,7 +1627,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
         token_abandon(inv.token);
     inv_cleanup(&inv);
     if (WF__UNLIKELY(inv.obs_t0)) {
-        wf__obs_undefer();
+        wf__obs_settle();
         tls_obs_now = 0;
     }
     return 0;
