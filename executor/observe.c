@@ -300,8 +300,12 @@ static void write_rec(struct wf_executor *ex, wf__obs_rec *r)
 }
 
 /* What the calling thread holds back (see wf__obs_tls). */
-enum { HELD_NONE = WF__HELD_NONE, HELD_START = WF__HELD_START, HELD_OUT = WF__HELD_OUT,
-       HELD_EMIT = WF__HELD_EMIT };
+enum {
+    HELD_NONE = WF__HELD_NONE,
+    HELD_START = WF__HELD_START,
+    HELD_OUT = WF__HELD_OUT,
+    HELD_EMIT = WF__HELD_EMIT
+};
 WF__TLS wf__obs_tls wf__obs_held;
 #define tls_held wf__obs_held
 

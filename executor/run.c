@@ -121,8 +121,8 @@ static char *obs_strdup(const char *s)
 }
 
 /* obs_before's general path: the start on its own (no STEP_END wanted, or no ring of its own). */
-__attribute__((noinline)) static void obs_before_slow(wf__run *run, const wf__task *t,
-                                                      wf__inv *inv, uint32_t obs)
+__attribute__((noinline)) static void obs_before_slow(wf__run *run, const wf__task *t, wf__inv *inv,
+                                                      uint32_t obs)
 {
     int64_t t0 = wf__obs_now();
     inv->obs_t0 = t0;
@@ -167,9 +167,8 @@ __attribute__((noinline)) static void obs_emit_alone(wf__run *run, const wf__tas
 }
 
 /* obs_after's general path: STEP_END on its own record (a failure, or its start not held). */
-__attribute__((noinline)) static void obs_after_slow(wf__run *run, const wf__task *t,
-                                                     const wf__inv *inv, int rc,
-                                                     const wf_event *out)
+__attribute__((noinline)) static void
+obs_after_slow(wf__run *run, const wf__task *t, const wf__inv *inv, int rc, const wf_event *out)
 {
     uint32_t obs = wf__obs_mask(run->ex);
     int emits = (obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT)) && rc == 0 && out;
