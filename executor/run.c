@@ -145,13 +145,8 @@ __attribute__((noinline)) static void obs_before(wf__run *run, const wf__task *t
     uint32_t obs = wf__obs_mask(run->ex);
     uint32_t both = WF_OBS_BIT(WF_OBS_STEP_START) | WF_OBS_BIT(WF_OBS_STEP_END);
     if (WF__LIKELY((obs & both) == both)) {
-        uint64_t id = obs_task_id(t);
-        if (wf__obs_drop_begin(run->ex, run->id, id)) {
-            inv->obs_t0 = 1;
-            return;
-        }
         inv->obs_t0 = wf__obs_step_begin(run->ex, run->wf, run->id, t->step,
-                                         obs_type(run, t->ev->type), t->attempt, id);
+                                         obs_type(run, t->ev->type), t->attempt, obs_task_id(t));
         return;
     }
     obs_before_slow(run, t, inv, obs);
@@ -219,6 +214,39 @@ __attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t,
     obs_after_slow(run, t, inv, rc, out);
 }
 
+/*
+ * The drop path, inline at the callers: while the thread's ring is full an
+ * invocation's records are counted as dropped without a call (obs_before
+ * and obs_after would count them the same way).
+ */
+static inline int obs_drop_before(wf__run *run, const wf__task *t, wf__inv *inv)
+{
+    uint32_t obs = wf__obs_mask(run->ex);
+    uint32_t both = WF_OBS_BIT(WF_OBS_STEP_START) | WF_OBS_BIT(WF_OBS_STEP_END);
+    if ((obs & both) != both || !wf__obs_drop_begin(run->ex, run->id, obs_task_id(t)))
+        return 0;
+    inv->obs_t0 = 1; /* no clock read */
+    return 1;
+}
+
+static inline int obs_drop_after(wf__run *run, const wf__task *t, int rc, const wf_event *out)
+{
+    uint32_t obs = wf__obs_mask(run->ex);
+    if (rc != 0 || !(obs & WF_OBS_BIT(WF_OBS_STEP_END)))
+        return 0;
+    int emits = out && (obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT));
+    uint32_t ret_type =
+        out && (obs & (WF_OBS_BIT(WF_OBS_EVENT_EMIT) | WF_OBS_BIT(WF_OBS_EVENT_ROUTE)))
+            ? obs_type(run, out->type)
+            : WF__OBS_NO_TYPE;
+    if (emits && ret_type == WF__OBS_NO_TYPE)
+        return 0; /* its EMIT on its own record: obs_after */
+    if (!wf__obs_drop_end(run->ex, run->id, obs_task_id(t), ret_type, emits))
+        return 0;
+    tls_obs_now = 0;
+    return 1;
+}
+
 /* EVENT_EMIT from outside the run's steps (start event, handler send). */
 static void obs_emit_outside(wf__run *run, const wf_event *ev)
 {
@@ -230,17 +258,24 @@ static void obs_emit_outside(wf__run *run, const wf_event *ev)
 }
 
 /* EVENT_ROUTE of t to its step; waiting: the step's events queued behind it. */
-__attribute__((noinline)) static void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
+__attribute__((noinline)) static void obs_route_rec(wf__run *run, const wf__task *t,
+                                                    uint32_t type, uint32_t waiting)
 {
-    uint32_t type = obs_type(run, t->ev->type);
-    if (wf__obs_drop_route(run->ex, run->id, type) ||
-        wf__obs_route_held(run->ex, run->id, type, t->step, obs_task_id(t), waiting))
+    if (wf__obs_route_held(run->ex, run->id, type, t->step, obs_task_id(t), waiting))
         return;
     wf__obs_rec r = {0};
     obs_rec(run, WF_OBS_EVENT_ROUTE, t->step, t->ev->type, tls_obs_now, &r);
     r.event_id = obs_task_id(t);
     r.dv = waiting;
     wf__obs_write(run->ex, &r);
+}
+
+/* EVENT_ROUTE of t (a dropped invocation's, counted inline). */
+static inline void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
+{
+    uint32_t type = obs_type(run, t->ev->type);
+    if (!wf__obs_drop_route(run->ex, run->id, type))
+        obs_route_rec(run, t, type, waiting);
 }
 
 /* A record about one event: DROP, UNHANDLED, STREAM_WRITE. */
@@ -1578,12 +1613,12 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
             ? wf__now_ns()
             : 0;
     inv.obs_t0 = 0; /* nonzero: observed (the start time); nothing kept live across the call */
-    if (WF__UNLIKELY(wf__obs_mask(run->ex)))
+    if (WF__UNLIKELY(wf__obs_mask(run->ex)) && !obs_drop_before(run, t, &inv))
         obs_before(run, t, &inv);
     int rc = step->fn(run->ctx, t->ev, &out, step->user);
     tls_inv = prev;
     slot_dirty(run);
-    if (WF__UNLIKELY(inv.obs_t0))
+    if (WF__UNLIKELY(inv.obs_t0) && !(inv.obs_t0 == 1 && obs_drop_after(run, t, rc, out)))
         obs_after(run, t, &inv, rc, out);
     if (WF__LIKELY(rc == 0)) {
         tls_handoff_run = handoff ? run : NULL;
