@@ -258,8 +258,8 @@ static void obs_emit_outside(wf__run *run, const wf_event *ev)
 }
 
 /* EVENT_ROUTE of t to its step; waiting: the step's events queued behind it. */
-__attribute__((noinline)) static void obs_route_rec(wf__run *run, const wf__task *t,
-                                                    uint32_t type, uint32_t waiting)
+__attribute__((noinline)) static void obs_route_rec(wf__run *run, const wf__task *t, uint32_t type,
+                                                    uint32_t waiting)
 {
     if (wf__obs_route_held(run->ex, run->id, type, t->step, obs_task_id(t), waiting))
         return;
