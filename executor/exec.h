@@ -396,7 +396,7 @@ typedef struct wf__obs_tls {
     wf__obs_rec *slot;
     uint64_t run_id;
     uint64_t event_id;  /* WF__HELD_START: the invocation's */
-    uint32_t out_type;  /* WF__HELD_OUT, WF__HELD_EMIT: the emitted event's */
+    const void *out_ev; /* WF__HELD_OUT, WF__HELD_EMIT: the returned event (set by the caller) */
     uint16_t emit_step; /* WF__HELD_EMIT: the emitting step */
     uint8_t state;
 } wf__obs_tls;
@@ -466,11 +466,12 @@ int wf__obs_step_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id,
  */
 void wf__obs_end(struct wf_executor *ex, wf__obs_rec *end, uint32_t out_type);
 /*
- * An EVENT_ROUTE: 1 if it is the first routing of the held emit's event and
- * went with it (into the STEP record, or flagged WF__OBS_F_EMITTED with the
+ * An EVENT_ROUTE of event ev: 1 if it is the first routing of the event
+ * held (wf__obs_tls.out_ev, which the caller sets after the end) and went
+ * with it (into the STEP record, or flagged WF__OBS_F_EMITTED with the
  * emitting step in attempt), else 0 (write it).
  */
-int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, uint32_t type, uint32_t step,
+int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, const void *ev, uint32_t step,
                        uint64_t event_id, uint32_t waiting);
 #define WF__OBS_F_EMITTED 1u
 /* Writes what the calling thread holds back (the invocation's routing is done). */
@@ -526,17 +527,16 @@ static inline int wf__obs_drop_end(struct wf_executor *ex, uint64_t run_id, uint
         return 0;
     int ret = ret_type != WF__OBS_NO_TYPE;
     wf__obs_count_dropped(t->rg, 1u + (ret && with_emit));
-    t->out_type = ret_type;
     t->state = ret ? WF__HELD_OUT : WF__HELD_NONE;
     return 1;
 }
 
-/* A routing: 1 if it is the one a dropped invocation waited for (counted). */
-static inline int wf__obs_drop_route(struct wf_executor *ex, uint64_t run_id, uint32_t type)
+/* A routing of ev: 1 if it is the one a dropped invocation waited for (counted). */
+static inline int wf__obs_drop_route(struct wf_executor *ex, uint64_t run_id, const void *ev)
 {
     wf__obs_tls *t = &wf__obs_held;
-    if (t->state != WF__HELD_OUT || t->slot != NULL || t->ex != ex || t->run_id != run_id ||
-        t->out_type != type)
+    if (t->state != WF__HELD_OUT || t->slot != NULL || t->out_ev != ev || t->ex != ex ||
+        t->run_id != run_id)
         return 0;
     wf__obs_count_dropped(t->rg, 1);
     t->state = WF__HELD_NONE;

@@ -440,7 +440,6 @@ int wf__obs_step_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id,
         }
     }
     if (ret) {
-        tls_held.out_type = ret_type;
         tls_held.state = HELD_OUT;
     } else {
         wf__obs_undefer();
@@ -448,11 +447,11 @@ int wf__obs_step_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id,
     return 1;
 }
 
-int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, uint32_t type, uint32_t step,
+int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, const void *ev, uint32_t step,
                        uint64_t event_id, uint32_t waiting)
 {
     if ((tls_held.state != HELD_OUT && tls_held.state != HELD_EMIT) || tls_held.ex != ex ||
-        tls_held.run_id != run_id || tls_held.out_type != type)
+        tls_held.run_id != run_id || tls_held.out_ev != ev)
         return 0;
     wf__obs_rec *s = tls_held.slot;
     if (s == NULL) {
@@ -472,6 +471,7 @@ int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, uint32_t type, u
         return 1;
     }
     /* into the STEP record, when its fields fit (the start's fields stay: see drain()) */
+    uint32_t type = (uint32_t)s->error; /* WF__OBS_F_RET: the returned event's */
     if (type > 0xffffu || step >= WF__OBS_NO_STEP || s->dv < 0 ||
         s->dv >= ((int64_t)1 << WF__OBS_DUR_BITS) ||
         waiting >= (1u << (64 - WF__OBS_DUR_BITS - 1))) {
@@ -529,19 +529,14 @@ void wf__obs_end(struct wf_executor *ex, wf__obs_rec *end, uint32_t out_type)
         s->run_id = end->run_id;
         s->wf = wf;
     }
-    tls_held.out_type = out_type;
     tls_held.emit_step = end->step;
     tls_held.state = HELD_EMIT;
 }
 
 void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r)
 {
-    if (WF__UNLIKELY(tls_held.state != HELD_NONE)) {
-        if (r->kind == WF_OBS_EVENT_ROUTE && r->flags == 0 && r->message == NULL &&
-            wf__obs_route_held(ex, r->run_id, r->type, r->step, r->event_id, (uint32_t)r->dv))
-            return;
-        wf__obs_undefer();
-    }
+    if (WF__UNLIKELY(tls_held.state != HELD_NONE))
+        wf__obs_undefer(); /* (a routing that goes with it came by wf__obs_route_held) */
     write_rec(ex, r);
 }
 

@@ -179,8 +179,10 @@ obs_after_slow(wf__run *run, const wf__task *t, const wf__inv *inv, int rc, cons
         r.dv = inv->obs_t0 == 1 ? 0 : now - inv->obs_t0; /* 1: its start was dropped */
         r.message = rc < 0 ? obs_strdup(inv->errmsg ? inv->errmsg : wf_strerror(rc)) : NULL;
         wf__obs_end(run->ex, &r, out_type);
-        if (out_type != WF__OBS_NO_TYPE)
-            return; /* held back for its routing */
+        if (out_type != WF__OBS_NO_TYPE) {
+            wf__obs_held.out_ev = out; /* its emit is held back for its first routing */
+            return;
+        }
     }
     if (emits) /* on its own: no STEP_END wanted, or a type of another registry */
         obs_emit_alone(run, t, out, now);
@@ -205,7 +207,8 @@ __attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t,
         int64_t now = 0;
         if ((inv->obs_t0 == 1 && wf__obs_drop_end(run->ex, run->id, id, ret_type, emits)) ||
             wf__obs_step_end(run->ex, run->id, id, inv->obs_t0, ret_type, emits, &now)) {
-            tls_obs_now = now; /* the routing's records take it (0: they are dropped) */
+            wf__obs_held.out_ev = out; /* its first routing goes with the STEP record */
+            tls_obs_now = now;         /* the routing's records take it (0: they are dropped) */
             if (WF__UNLIKELY(emits && ret_type == WF__OBS_NO_TYPE)) /* another registry's type */
                 obs_emit_alone(run, t, out, now);
             return;
@@ -243,6 +246,7 @@ static inline int obs_drop_after(wf__run *run, const wf__task *t, int rc, const 
         return 0; /* its EMIT on its own record: obs_after */
     if (!wf__obs_drop_end(run->ex, run->id, obs_task_id(t), ret_type, emits))
         return 0;
+    wf__obs_held.out_ev = out; /* its first routing is the one counted with it */
     tls_obs_now = 0;
     return 1;
 }
@@ -258,10 +262,10 @@ static void obs_emit_outside(wf__run *run, const wf_event *ev)
 }
 
 /* EVENT_ROUTE of t to its step; waiting: the step's events queued behind it. */
-__attribute__((noinline)) static void obs_route_rec(wf__run *run, const wf__task *t, uint32_t type,
+__attribute__((noinline)) static void obs_route_rec(wf__run *run, const wf__task *t,
                                                     uint32_t waiting)
 {
-    if (wf__obs_route_held(run->ex, run->id, type, t->step, obs_task_id(t), waiting))
+    if (wf__obs_route_held(run->ex, run->id, t->ev, t->step, obs_task_id(t), waiting))
         return;
     wf__obs_rec r = {0};
     obs_rec(run, WF_OBS_EVENT_ROUTE, t->step, t->ev->type, tls_obs_now, &r);
@@ -273,9 +277,8 @@ __attribute__((noinline)) static void obs_route_rec(wf__run *run, const wf__task
 /* EVENT_ROUTE of t (a dropped invocation's, counted inline). */
 static inline void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
 {
-    uint32_t type = obs_type(run, t->ev->type);
-    if (!wf__obs_drop_route(run->ex, run->id, type))
-        obs_route_rec(run, t, type, waiting);
+    if (!wf__obs_drop_route(run->ex, run->id, t->ev))
+        obs_route_rec(run, t, waiting);
 }
 
 /* A record about one event: DROP, UNHANDLED, STREAM_WRITE. */
