@@ -514,18 +514,17 @@ static inline int wf__obs_drop_begin(struct wf_executor *ex, uint64_t run_id, ui
 
 /*
  * It ended without error, dropped by wf__obs_drop_begin (1; else 0):
- * counts its STEP_END and, with_emit, the EMIT of the event of type
- * ret_type it returned, whose routing is then waited for (and counted) as
- * wf__obs_step_end does.
+ * counts its STEP_END and, with_emit, the EMIT of the event it returned;
+ * ret: that event's routing is wanted, then waited for (and counted with
+ * it: wf__obs_drop_route), as wf__obs_step_end does.
  */
 static inline int wf__obs_drop_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id,
-                                   uint32_t ret_type, int with_emit)
+                                   int ret, int with_emit)
 {
     wf__obs_tls *t = &wf__obs_held;
     if (t->state != WF__HELD_START || t->slot != NULL || t->ex != ex || t->run_id != run_id ||
         t->event_id != event_id)
         return 0;
-    int ret = ret_type != WF__OBS_NO_TYPE;
     wf__obs_count_dropped(t->rg, 1u + (ret && with_emit));
     t->state = ret ? WF__HELD_OUT : WF__HELD_NONE;
     return 1;

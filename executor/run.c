@@ -205,7 +205,8 @@ __attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t,
                 : WF__OBS_NO_TYPE;
         uint64_t id = obs_task_id(t);
         int64_t now = 0;
-        if ((inv->obs_t0 == 1 && wf__obs_drop_end(run->ex, run->id, id, ret_type, emits)) ||
+        if ((inv->obs_t0 == 1 &&
+             wf__obs_drop_end(run->ex, run->id, id, ret_type != WF__OBS_NO_TYPE, emits)) ||
             wf__obs_step_end(run->ex, run->id, id, inv->obs_t0, ret_type, emits, &now)) {
             wf__obs_held.out_ev = out; /* its first routing goes with the STEP record */
             tls_obs_now = now;         /* the routing's records take it (0: they are dropped) */
@@ -237,14 +238,10 @@ static inline int obs_drop_after(wf__run *run, const wf__task *t, int rc, const 
     uint32_t obs = wf__obs_mask(run->ex);
     if (rc != 0 || !(obs & WF_OBS_BIT(WF_OBS_STEP_END)))
         return 0;
+    /* (no record is made: the counts need no type, as obs_after's do not differ by it) */
     int emits = out && (obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT));
-    uint32_t ret_type =
-        out && (obs & (WF_OBS_BIT(WF_OBS_EVENT_EMIT) | WF_OBS_BIT(WF_OBS_EVENT_ROUTE)))
-            ? obs_type(run, out->type)
-            : WF__OBS_NO_TYPE;
-    if (emits && ret_type == WF__OBS_NO_TYPE)
-        return 0; /* its EMIT on its own record: obs_after */
-    if (!wf__obs_drop_end(run->ex, run->id, obs_task_id(t), ret_type, emits))
+    int ret = out && (obs & (WF_OBS_BIT(WF_OBS_EVENT_EMIT) | WF_OBS_BIT(WF_OBS_EVENT_ROUTE)));
+    if (!wf__obs_drop_end(run->ex, run->id, obs_task_id(t), ret, emits))
         return 0;
     wf__obs_held.out_ev = out; /* its first routing is the one counted with it */
     tls_obs_now = 0;
