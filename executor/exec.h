@@ -456,7 +456,7 @@ int64_t wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf,
  * dropped); else 0 (write a STEP_END). ret_type: the type id of the event
  * it returned when its EVENT_EMIT (with_emit) or EVENT_ROUTE is wanted,
  * else WF__OBS_NO_TYPE; the record then waits for that event's routing
- * (wf__obs_route_held).
+ * (wf__obs_route_held; the caller sets wf__obs_held.out_ev to the event).
  */
 int wf__obs_step_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id, int64_t t0,
                      uint32_t ret_type, int with_emit, int64_t *now);

@@ -1235,7 +1235,7 @@ static int end_run(wf__run *run, int status, wf_event *result, int code, const c
 
     /* what this thread holds back of the run goes out before anyone learns it ended */
     if (WF__UNLIKELY(wf__obs_mask(ex)))
-        wf__obs_undefer();
+        wf__obs_settle();
 
     pthread_mutex_lock(&run->mu);
     run->result = result;
