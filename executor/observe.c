@@ -423,23 +423,20 @@ int wf__obs_step_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id,
     if (tls_held.state != HELD_START || tls_held.ex != ex || tls_held.run_id != run_id ||
         tls_held.event_id != event_id)
         return 0;
-    /* nothing else recorded since its start: one STEP record */
     int ret = ret_type != WF__OBS_NO_TYPE;
     wf__obs_rec *s = tls_held.slot;
-    if (s == NULL) {
-        count_dropped(tls_held.rg, 1 + (ret && with_emit));
+    if (s == NULL) { /* its start was dropped: so is the rest */
         *now = 0;
-    } else {
-        int64_t t1 = wf__obs_now();
-        *now = t1;
-        s->kind = WF__OBS_STEP;
-        s->dv = t1 - t0;
-        if (ret) {
-            s->flags = WF__OBS_F_RET | (with_emit ? WF__OBS_F_OUT : 0);
-            s->error = (int32_t)ret_type;
-        }
+        return wf__obs_drop_end(ex, run_id, event_id, ret, with_emit);
     }
+    /* nothing else recorded since its start: one STEP record */
+    int64_t t1 = wf__obs_now();
+    *now = t1;
+    s->kind = WF__OBS_STEP;
+    s->dv = t1 - t0;
     if (ret) {
+        s->flags = WF__OBS_F_RET | (with_emit ? WF__OBS_F_OUT : 0);
+        s->error = (int32_t)ret_type;
         tls_held.state = HELD_OUT;
     } else {
         wf__obs_undefer();

@@ -140,9 +140,9 @@ __attribute__((noinline)) static void obs_before_slow(wf__run *run, const wf__ta
  * the thread's ring is full, its records are dropped and no clock is
  * read). Its STEP_START is held back when its end is wanted too.
  */
-__attribute__((noinline)) static void obs_before(wf__run *run, const wf__task *t, wf__inv *inv)
+__attribute__((noinline)) static void obs_before(wf__run *run, const wf__task *t, wf__inv *inv,
+                                                 uint32_t obs)
 {
-    uint32_t obs = wf__obs_mask(run->ex);
     uint32_t both = WF_OBS_BIT(WF_OBS_STEP_START) | WF_OBS_BIT(WF_OBS_STEP_END);
     if (WF__LIKELY((obs & both) == both)) {
         inv->obs_t0 = wf__obs_step_begin(run->ex, run->wf, run->id, t->step,
@@ -162,10 +162,10 @@ __attribute__((noinline)) static void obs_emit_alone(wf__run *run, const wf__tas
 }
 
 /* obs_after's general path: STEP_END on its own record (a failure, or its start not held). */
-__attribute__((noinline)) static void
-obs_after_slow(wf__run *run, const wf__task *t, const wf__inv *inv, int rc, const wf_event *out)
+__attribute__((noinline)) static void obs_after_slow(wf__run *run, const wf__task *t,
+                                                     const wf__inv *inv, int rc,
+                                                     const wf_event *out, uint32_t obs)
 {
-    uint32_t obs = wf__obs_mask(run->ex);
     int emits = (obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT)) && rc == 0 && out;
     uint32_t out_type = emits ? obs_type(run, out->type) : WF__OBS_NO_TYPE;
     int64_t now = wf__obs_now();
@@ -194,20 +194,17 @@ obs_after_slow(wf__run *run, const wf__task *t, const wf__inv *inv, int rc, cons
  * dropped with it), and that record waits for the event's routing.
  */
 __attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t, const wf__inv *inv,
-                                                int rc, const wf_event *out)
+                                                int rc, const wf_event *out, uint32_t obs)
 {
-    uint32_t obs = wf__obs_mask(run->ex);
     if (WF__LIKELY(rc == 0 && (obs & WF_OBS_BIT(WF_OBS_STEP_END)))) {
         int emits = out && (obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT));
         uint32_t ret_type =
             out && (obs & (WF_OBS_BIT(WF_OBS_EVENT_EMIT) | WF_OBS_BIT(WF_OBS_EVENT_ROUTE)))
                 ? obs_type(run, out->type)
                 : WF__OBS_NO_TYPE;
-        uint64_t id = obs_task_id(t);
         int64_t now = 0;
-        if ((inv->obs_t0 == 1 &&
-             wf__obs_drop_end(run->ex, run->id, id, ret_type != WF__OBS_NO_TYPE, emits)) ||
-            wf__obs_step_end(run->ex, run->id, id, inv->obs_t0, ret_type, emits, &now)) {
+        if (wf__obs_step_end(run->ex, run->id, obs_task_id(t), inv->obs_t0, ret_type, emits,
+                             &now)) {
             wf__obs_held.out_ev = out; /* its first routing goes with the STEP record */
             tls_obs_now = now;         /* the routing's records take it (0: they are dropped) */
             if (WF__UNLIKELY(emits && ret_type == WF__OBS_NO_TYPE)) /* another registry's type */
@@ -215,7 +212,7 @@ __attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t,
             return;
         }
     }
-    obs_after_slow(run, t, inv, rc, out);
+    obs_after_slow(run, t, inv, rc, out, obs);
 }
 
 /*
@@ -223,9 +220,8 @@ __attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t,
  * invocation's records are counted as dropped without a call (obs_before
  * and obs_after would count them the same way).
  */
-static inline int obs_drop_before(wf__run *run, const wf__task *t, wf__inv *inv)
+static inline int obs_drop_before(wf__run *run, const wf__task *t, wf__inv *inv, uint32_t obs)
 {
-    uint32_t obs = wf__obs_mask(run->ex);
     uint32_t both = WF_OBS_BIT(WF_OBS_STEP_START) | WF_OBS_BIT(WF_OBS_STEP_END);
     if ((obs & both) != both || !wf__obs_drop_begin(run->ex, run->id, obs_task_id(t)))
         return 0;
@@ -233,9 +229,9 @@ static inline int obs_drop_before(wf__run *run, const wf__task *t, wf__inv *inv)
     return 1;
 }
 
-static inline int obs_drop_after(wf__run *run, const wf__task *t, int rc, const wf_event *out)
+static inline int obs_drop_after(wf__run *run, const wf__task *t, int rc, const wf_event *out,
+                                 uint32_t obs)
 {
-    uint32_t obs = wf__obs_mask(run->ex);
     if (rc != 0 || !(obs & WF_OBS_BIT(WF_OBS_STEP_END)))
         return 0;
     /* (no record is made: the counts need no type, as obs_after's do not differ by it) */
@@ -1612,14 +1608,18 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
         (step->needs_clock && (t->arg == NULL || ((wf__retry_info *)t->arg)->first_ns == 0))
             ? wf__now_ns()
             : 0;
-    inv.obs_t0 = 0; /* nonzero: observed (the start time); nothing kept live across the call */
-    if (WF__UNLIKELY(wf__obs_mask(run->ex)) && !obs_drop_before(run, t, &inv))
-        obs_before(run, t, &inv);
+    inv.obs_t0 = 0; /* nonzero: observed (the start time; 1: dropped); nothing kept live across */
+    uint32_t obs = wf__obs_mask(run->ex);
+    if (WF__UNLIKELY(obs) && !obs_drop_before(run, t, &inv, obs))
+        obs_before(run, t, &inv, obs);
     int rc = step->fn(run->ctx, t->ev, &out, step->user);
     tls_inv = prev;
     slot_dirty(run);
-    if (WF__UNLIKELY(inv.obs_t0) && !(inv.obs_t0 == 1 && obs_drop_after(run, t, rc, out)))
-        obs_after(run, t, &inv, rc, out);
+    if (WF__UNLIKELY(inv.obs_t0)) {
+        obs = wf__obs_mask(run->ex); /* observers may have changed meanwhile */
+        if (!(inv.obs_t0 == 1 && obs_drop_after(run, t, rc, out, obs)))
+            obs_after(run, t, &inv, rc, out, obs);
+    }
     if (WF__LIKELY(rc == 0)) {
         tls_handoff_run = handoff ? run : NULL;
         route_emissions(run, out, &inv, d);
