@@ -6,6 +6,7 @@
  * round in the same process first, as every peer does (TBB starts its
  * threads on first use).
  * Usage: chain [--n N] [--threads T] [--warmup W] [--observe MODE] [--work K]
+ *              [--observe-buffer R]
  * --work: K rounds of busy arithmetic in each step (default 0: the bare
  * dispatch cost; ~1 ns a round here), for a step that does some work.
  * --observe: none (default), null (an observer that takes every record and
@@ -13,6 +14,9 @@
  * (the trace exporters writing to /dev/null), all (every exporter at once),
  * stall (an observer that holds the exporter until the run is over: every
  * record is dropped and nothing crosses cores, the hooks' own cost).
+ * --observe-buffer: records per thread ring (wf_executor_params.observe_buffer;
+ * 0, the default: the library's). With stall and a ring larger than the run,
+ * every record is written and none crosses cores.
  */
 #include <wf/wf.h>
 
@@ -137,6 +141,7 @@ int main(int argc, char **argv)
     wf_executor_params ep;
     wf_executor_params_init(&ep);
     ep.threads = (uint32_t)threads;
+    ep.observe_buffer = (uint32_t)bench_arg(argc, argv, "--observe-buffer", 0); /* 0: the default */
     wf_executor *ex;
     if (wf_executor_new(&ex, &ep) < 0)
         return 1;

@@ -382,23 +382,35 @@ typedef struct wf__obs_ring {
  * What the calling thread holds back: a reserved, unpublished slot of its
  * own ring (always the one at its head) with an invocation's STEP_START
  * (WF__HELD_START), its STEP record waiting for the returned event's
- * routing (WF__HELD_OUT), or that event's EVENT_EMIT alone (WF__HELD_EMIT).
- * slot is NULL when the ring was full: the records it would have held are
- * dropped, and counted as they come. ex, o, rg, mask: the thread's ring,
- * cached (a pool thread serves one executor for its life).
+ * routing (WF__HELD_OUT), or that event's EVENT_EMIT alone (WF__HELD_EMIT;
+ * slot NULL if the ring was full: the emit was dropped, counted). ex, o,
+ * rg, mask: the thread's ring, cached (a pool thread serves one executor
+ * for its life).
+ *
+ * drop_left: the drop window. An invocation that finds the ring full opens
+ * it: the thread's next drop_left invocations and every routing it makes
+ * meanwhile are counted as dropped inline, without looking at the ring
+ * (its tail is the exporter's cache line); the invocation after them looks
+ * again, as does the first after the exporter's next drain round (*drained
+ * no longer drained_seen: a flush ends every window). Nothing is held
+ * while it is open.
  */
 enum { WF__HELD_NONE, WF__HELD_START, WF__HELD_OUT, WF__HELD_EMIT };
+#define WF__OBS_DROP_WINDOW 64
 typedef struct wf__obs_tls {
     struct wf_executor *ex;
     struct wf__obs *o;
     wf__obs_ring *rg;
     uint64_t mask; /* the ring's size - 1 */
+    uint32_t drop_left;
+    uint32_t drained_seen;
+    const _Atomic uint32_t *drained;
+    uint8_t state;
+    uint16_t emit_step; /* WF__HELD_EMIT: the emitting step */
     wf__obs_rec *slot;
     uint64_t run_id;
     uint64_t event_id;  /* WF__HELD_START: the invocation's */
     const void *out_ev; /* WF__HELD_OUT, WF__HELD_EMIT: the returned event (set by the caller) */
-    uint16_t emit_step; /* WF__HELD_EMIT: the emitting step */
-    uint8_t state;
 } wf__obs_tls;
 extern WF__TLS wf__obs_tls wf__obs_held;
 
@@ -445,8 +457,9 @@ void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r);
  * An observed invocation begins: its STEP_START, held back by the calling
  * thread so that its end makes the invocation one WF__OBS_STEP record (any
  * other record of the thread writes it first). Returns its start time, or
- * 1 if the thread's ring is full: then the invocation's records are
- * dropped (counted) and no clock is read for them.
+ * 1 if the thread's ring is full: then its STEP_START is counted as
+ * dropped, the drop window opens (the rest is wf__obs_drop_inv_end's) and
+ * no clock is read.
  */
 int64_t wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf, uint64_t run_id,
                            uint32_t step, uint32_t type, uint32_t attempt, uint64_t event_id);
@@ -477,9 +490,9 @@ int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, const void *ev, 
 /* Writes what the calling thread holds back (the invocation's routing is done). */
 void wf__obs_undefer(void);
 /*
- * The drop path, inline: when the calling thread's ring is full, an
- * invocation's records are dropped and counted here without the calls
- * (wf__obs_step_begin etc. do the same the long way).
+ * The drop path, inline: in the calling thread's drop window (its ring was
+ * full) an invocation's records and its routings are counted as dropped
+ * here, without the calls.
  */
 static inline void wf__obs_count_dropped(wf__obs_ring *rg, unsigned n)
 {
@@ -488,58 +501,54 @@ static inline void wf__obs_count_dropped(wf__obs_ring *rg, unsigned n)
                           memory_order_relaxed);
 }
 
-/*
- * An invocation starts: 1 if the thread's ring is full (as far as it knows:
- * the tail is read again only every 64th time) and nothing is held; then
- * its STEP_START is counted as dropped and the invocation is held without
- * a slot (run_id, event_id), as wf__obs_step_begin would hold it.
- */
-static inline int wf__obs_drop_begin(struct wf_executor *ex, uint64_t run_id, uint64_t event_id)
+/* The drop window's test (see wf__obs_tls): 1 if the calling thread's records in ex are dropped. */
+static inline int wf__obs_in_window(wf__obs_tls *t, struct wf_executor *ex)
 {
-    wf__obs_tls *t = &wf__obs_held;
-    if (t->ex != ex || t->state != WF__HELD_NONE)
+    if (t->drop_left == 0 || t->ex != ex)
         return 0;
-    wf__obs_ring *rg = t->rg;
-    uint64_t h = atomic_load_explicit(&rg->head, memory_order_relaxed);
-    if (WF__LIKELY(h - rg->tail_cache <= t->mask) || (rg->full_checks & 63) == 0)
-        return 0; /* room, or time to look at the tail: the long way */
-    rg->full_checks++;
-    wf__obs_count_dropped(rg, 1);
-    t->slot = NULL;
-    t->run_id = run_id;
-    t->event_id = event_id;
-    t->state = WF__HELD_START;
+    if (WF__UNLIKELY(atomic_load_explicit(t->drained, memory_order_relaxed) != t->drained_seen)) {
+        t->drop_left = 0; /* the exporter made room since */
+        return 0;
+    }
     return 1;
 }
-
-/*
- * It ended without error, dropped by wf__obs_drop_begin (1; else 0):
- * counts its STEP_END and, with_emit, the EMIT of the event it returned;
- * ret: that event's routing is wanted, then waited for (and counted with
- * it: wf__obs_drop_route), as wf__obs_step_end does.
- */
-static inline int wf__obs_drop_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id,
-                                   int ret, int with_emit)
+/* A record of the calling thread in ex: 1 if it falls in the drop window (counted). */
+static inline int wf__obs_drop_rec(struct wf_executor *ex)
 {
     wf__obs_tls *t = &wf__obs_held;
-    if (t->state != WF__HELD_START || t->slot != NULL || t->ex != ex || t->run_id != run_id ||
-        t->event_id != event_id)
-        return 0;
-    wf__obs_count_dropped(t->rg, 1u + (ret && with_emit));
-    t->state = ret ? WF__HELD_OUT : WF__HELD_NONE;
-    return 1;
-}
-
-/* A routing of ev: 1 if it is the one a dropped invocation waited for (counted). */
-static inline int wf__obs_drop_route(struct wf_executor *ex, uint64_t run_id, const void *ev)
-{
-    wf__obs_tls *t = &wf__obs_held;
-    if (t->state != WF__HELD_OUT || t->slot != NULL || t->out_ev != ev || t->ex != ex ||
-        t->run_id != run_id)
+    if (!wf__obs_in_window(t, ex))
         return 0;
     wf__obs_count_dropped(t->rg, 1);
-    t->state = WF__HELD_NONE;
     return 1;
+}
+
+/*
+ * An invocation starts (obs: the observer mask): 1 if it falls in the
+ * calling thread's drop window, its STEP_START counted as dropped (the
+ * rest is counted by wf__obs_drop_inv_end). No clock is read for it.
+ */
+static inline int wf__obs_drop_inv(struct wf_executor *ex, uint32_t obs)
+{
+    wf__obs_tls *t = &wf__obs_held;
+    if (!wf__obs_in_window(t, ex))
+        return 0;
+    t->drop_left--;
+    if (obs & (1u << WF_OBS_STEP_START))
+        wf__obs_count_dropped(t->rg, 1);
+    return 1;
+}
+
+/*
+ * A dropped invocation (wf__obs_drop_inv, or wf__obs_step_begin returned
+ * 1) ended with rc, having returned out: its STEP_END and the EMIT of out
+ * are counted (obs: the mask now). Its routings are counted as they come.
+ */
+static inline void wf__obs_drop_inv_end(uint32_t obs, int rc, const void *out)
+{
+    unsigned n =
+        !!(obs & (1u << WF_OBS_STEP_END)) + (rc == 0 && out && (obs & (1u << WF_OBS_EVENT_EMIT)));
+    if (n)
+        wf__obs_count_dropped(wf__obs_held.rg, n);
 }
 
 /* wf__obs_undefer when something is held (the check inline). */

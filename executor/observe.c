@@ -82,7 +82,9 @@ struct wf__obs {
      * written all the time and would pull it across cores per record.
      */
     _Atomic int sleeping WF__ALIGNED;
-    char sleeping_pad[WF__CACHELINE - sizeof(_Atomic int)];
+    /* drain rounds that gave slots back: a thread's drop window ends at the next (wf__obs_tls) */
+    _Atomic uint32_t drained;
+    char sleeping_pad[WF__CACHELINE - sizeof(_Atomic int) - sizeof(_Atomic uint32_t)];
     double ns_per_tick;   /* exporter's: the TSC's rate as measured so far */
 
     /* held workflows */
@@ -336,6 +338,7 @@ static inline obs_ring *my_ring(struct wf_executor *ex)
         tls_held.o = o;
         tls_held.rg = rg;
         tls_held.mask = o->ring_size - 1;
+        tls_held.drained = &o->drained;
     }
     return rg;
 }
@@ -391,25 +394,33 @@ int64_t wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf,
         write_rec(ex, &r);
         return r.ts;
     }
+    /* After a drop window the ring looks full: this is when to read its tail again. */
+    uint32_t drained = atomic_load_explicit(tls_held.drained, memory_order_acquire);
+    uint64_t h = atomic_load_explicit(&rg->head, memory_order_relaxed);
+    if (WF__UNLIKELY(h - rg->tail_cache > tls_held.mask))
+        rg->tail_cache = atomic_load_explicit(&rg->tail, memory_order_acquire);
     wf__obs_rec *s = next_slot(rg, wf);
-    int64_t t0 = 1; /* the ring is full: the invocation's records are dropped, no clock read */
-    if (s) {
-        t0 = wf__obs_now();
-        s->kind = WF_OBS_STEP_START;
-        s->flags = 0;
-        s->step = (uint16_t)step;
-        s->error = 0;
-        s->type = type;
-        s->attempt = attempt;
-        s->ts = t0;
-        s->run_id = run_id;
-        s->event_id = event_id;
-        s->dv = 0;
-        s->message = NULL;
-        /* the exporter may show it while the step runs (a plain store: x86 keeps the order) */
-        atomic_store_explicit(&rg->held, atomic_load_explicit(&rg->head, memory_order_relaxed) + 1,
-                              memory_order_release);
+    if (WF__UNLIKELY(s == NULL)) {
+        /* full (its START counted): the invocation is dropped, and the next ones */
+        tls_held.drop_left = WF__OBS_DROP_WINDOW - 1;
+        tls_held.drained_seen = drained;
+        return 1;
     }
+    int64_t t0 = wf__obs_now();
+    s->kind = WF_OBS_STEP_START;
+    s->flags = 0;
+    s->step = (uint16_t)step;
+    s->error = 0;
+    s->type = type;
+    s->attempt = attempt;
+    s->ts = t0;
+    s->run_id = run_id;
+    s->event_id = event_id;
+    s->dv = 0;
+    s->message = NULL;
+    /* the exporter may show it while the step runs (a plain store: x86 keeps the order) */
+    atomic_store_explicit(&rg->held, atomic_load_explicit(&rg->head, memory_order_relaxed) + 1,
+                          memory_order_release);
     tls_held.slot = s;
     tls_held.run_id = run_id;
     tls_held.event_id = event_id;
@@ -424,11 +435,7 @@ int wf__obs_step_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id,
         tls_held.event_id != event_id)
         return 0;
     int ret = ret_type != WF__OBS_NO_TYPE;
-    wf__obs_rec *s = tls_held.slot;
-    if (s == NULL) { /* its start was dropped: so is the rest */
-        *now = 0;
-        return wf__obs_drop_end(ex, run_id, event_id, ret, with_emit);
-    }
+    wf__obs_rec *s = tls_held.slot; /* (a START is held only in a slot) */
     /* nothing else recorded since its start: one STEP record */
     int64_t t1 = wf__obs_now();
     *now = t1;
@@ -489,15 +496,10 @@ void wf__obs_end(struct wf_executor *ex, wf__obs_rec *end, uint32_t out_type)
         tls_held.ex == ex && tls_held.run_id == end->run_id && tls_held.event_id == end->event_id) {
         /* a failure (no emit): the STEP record carries the error and its message */
         wf__obs_rec *s = tls_held.slot;
-        if (s) {
-            s->kind = WF__OBS_STEP;
-            s->dv = end->dv;
-            s->error = end->error;
-            s->message = end->message;
-        } else {
-            count_dropped(tls_held.rg, 1);
-            wf__free_mem(end->message);
-        }
+        s->kind = WF__OBS_STEP;
+        s->dv = end->dv;
+        s->error = end->error;
+        s->message = end->message;
         wf__obs_undefer();
         return;
     }
@@ -764,6 +766,10 @@ static uint64_t drain(struct wf__obs *o, int kicked)
     }
     for (uint32_t i = 0; i < o->nrings; i++)
         atomic_store_explicit(&o->rings[i].tail, t[i], memory_order_release);
+    if (n) /* after the tails: a thread that sees it sees them */
+        atomic_store_explicit(&o->drained,
+                              atomic_load_explicit(&o->drained, memory_order_relaxed) + 1,
+                              memory_order_release);
     return n;
 }
 

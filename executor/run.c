@@ -176,7 +176,7 @@ __attribute__((noinline)) static void obs_after_slow(wf__run *run, const wf__tas
         r.error = rc;
         r.attempt = t->attempt;
         r.event_id = obs_task_id(t);
-        r.dv = inv->obs_t0 == 1 ? 0 : now - inv->obs_t0; /* 1: its start was dropped */
+        r.dv = now - inv->obs_t0;
         r.message = rc < 0 ? obs_strdup(inv->errmsg ? inv->errmsg : wf_strerror(rc)) : NULL;
         wf__obs_end(run->ex, &r, out_type);
         if (out_type != WF__OBS_NO_TYPE) {
@@ -215,35 +215,6 @@ __attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t,
     obs_after_slow(run, t, inv, rc, out, obs);
 }
 
-/*
- * The drop path, inline at the callers: while the thread's ring is full an
- * invocation's records are counted as dropped without a call (obs_before
- * and obs_after would count them the same way).
- */
-static inline int obs_drop_before(wf__run *run, const wf__task *t, wf__inv *inv, uint32_t obs)
-{
-    uint32_t both = WF_OBS_BIT(WF_OBS_STEP_START) | WF_OBS_BIT(WF_OBS_STEP_END);
-    if ((obs & both) != both || !wf__obs_drop_begin(run->ex, run->id, obs_task_id(t)))
-        return 0;
-    inv->obs_t0 = 1; /* no clock read */
-    return 1;
-}
-
-static inline int obs_drop_after(wf__run *run, const wf__task *t, int rc, const wf_event *out,
-                                 uint32_t obs)
-{
-    if (rc != 0 || !(obs & WF_OBS_BIT(WF_OBS_STEP_END)))
-        return 0;
-    /* (no record is made: the counts need no type, as obs_after's do not differ by it) */
-    int emits = out && (obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT));
-    int ret = out && (obs & (WF_OBS_BIT(WF_OBS_EVENT_EMIT) | WF_OBS_BIT(WF_OBS_EVENT_ROUTE)));
-    if (!wf__obs_drop_end(run->ex, run->id, obs_task_id(t), ret, emits))
-        return 0;
-    wf__obs_held.out_ev = out; /* its first routing is the one counted with it */
-    tls_obs_now = 0;
-    return 1;
-}
-
 /* EVENT_EMIT from outside the run's steps (start event, handler send). */
 static void obs_emit_outside(wf__run *run, const wf_event *ev)
 {
@@ -267,10 +238,10 @@ __attribute__((noinline)) static void obs_route_rec(wf__run *run, const wf__task
     wf__obs_write(run->ex, &r);
 }
 
-/* EVENT_ROUTE of t (a dropped invocation's, counted inline). */
+/* EVENT_ROUTE of t (in the thread's drop window: counted inline). */
 static inline void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
 {
-    if (!wf__obs_drop_route(run->ex, run->id, t->ev))
+    if (!wf__obs_drop_rec(run->ex))
         obs_route_rec(run, t, waiting);
 }
 
@@ -1610,14 +1581,20 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
             : 0;
     inv.obs_t0 = 0; /* nonzero: observed (the start time; 1: dropped); nothing kept live across */
     uint32_t obs = wf__obs_mask(run->ex);
-    if (WF__UNLIKELY(obs) && !obs_drop_before(run, t, &inv, obs))
-        obs_before(run, t, &inv, obs);
+    if (WF__UNLIKELY(obs)) {
+        if (wf__obs_drop_inv(run->ex, obs))
+            inv.obs_t0 = 1; /* in the drop window: no clock read */
+        else
+            obs_before(run, t, &inv, obs);
+    }
     int rc = step->fn(run->ctx, t->ev, &out, step->user);
     tls_inv = prev;
     slot_dirty(run);
     if (WF__UNLIKELY(inv.obs_t0)) {
         obs = wf__obs_mask(run->ex); /* observers may have changed meanwhile */
-        if (!(inv.obs_t0 == 1 && obs_drop_after(run, t, rc, out, obs)))
+        if (inv.obs_t0 == 1)
+            wf__obs_drop_inv_end(obs, rc, out);
+        else
             obs_after(run, t, &inv, rc, out, obs);
     }
     if (WF__LIKELY(rc == 0)) {

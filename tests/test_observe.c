@@ -708,7 +708,26 @@ Test(observe, full_rings_drop_and_count_and_names_outlive_the_workflow)
     cr_assert_eq(st.written + st.dropped, 2 + 2 + 2 + 2 * FAN + 2 * FAN + 1,
                  "%llu written + %llu dropped", (unsigned long long)st.written,
                  (unsigned long long)st.dropped);
+    /*
+     * Drained, the ring takes records again at once: a thread that found it
+     * full drops for a while without looking (its drop window), but no
+     * longer once the exporter has made room.
+     */
+    wf_workflow *cw = chain_wf();
+    h = start(ex, cw);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    uint64_t id2 = wf_handler_run_id(h);
+    wf_handler_free(h);
+    cr_assert_eq(wf_executor_observe_flush(ex), 0);
+    wf_obs_stats st2;
+    wf_executor_observe_stats(ex, &st2);
+    cr_assert_eq(st2.dropped, st.dropped, "%llu more dropped",
+                 (unsigned long long)(st2.dropped - st.dropped));
+    cr_assert_eq(count(o, WF_OBS_STEP_START, id2), 3);
+    cr_assert_eq(count(o, WF_OBS_STEP_END, id2), 3);
+    cr_assert_eq(count(o, WF_OBS_RUN_END, id2), 1);
     wf_executor_free(ex);
+    wf_workflow_free(cw);
     recorder_del(o);
 }
 
