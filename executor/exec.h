@@ -405,6 +405,7 @@ typedef struct wf__obs_tls {
     uint32_t drop_left;
     uint32_t drained_seen;
     const _Atomic uint32_t *drained;
+    _Atomic int *sleeping; /* the exporter's futex word */
     uint8_t state;
     uint16_t emit_step; /* WF__HELD_EMIT: the emitting step */
     wf__obs_rec *slot;
@@ -464,18 +465,10 @@ void wf__obs_write(struct wf_executor *ex, wf__obs_rec *r);
 int64_t wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf, uint64_t run_id,
                            uint32_t step, uint32_t type, uint32_t attempt, uint64_t event_id);
 /*
- * It ended without error (t0: what wf__obs_step_begin returned): 1 if its
- * START was still held, now the STEP record (*now: its end time, 0 if
- * dropped); else 0 (write a STEP_END). ret_type: the type id of the event
- * it returned when its EVENT_EMIT (with_emit) or EVENT_ROUTE is wanted,
- * else WF__OBS_NO_TYPE; the record then waits for that event's routing
- * (wf__obs_route_held; the caller sets wf__obs_held.out_ev to the event).
- */
-int wf__obs_step_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id, int64_t t0,
-                     uint32_t ret_type, int with_emit, int64_t *now);
-/*
  * The general form (an error and its message, or nothing held): end is its
- * STEP_END; out_type as for wf__obs_step_end, with the emit wanted.
+ * STEP_END; out_type: the type id of the event it returned, when its
+ * EVENT_EMIT is wanted (held back for the event's first routing), else
+ * WF__OBS_NO_TYPE.
  */
 void wf__obs_end(struct wf_executor *ex, wf__obs_rec *end, uint32_t out_type);
 /*
@@ -549,6 +542,134 @@ static inline void wf__obs_drop_inv_end(uint32_t obs, int rc, const void *out)
         !!(obs & (1u << WF_OBS_STEP_END)) + (rc == 0 && out && (obs & (1u << WF_OBS_EVENT_EMIT)));
     if (n)
         wf__obs_count_dropped(wf__obs_held.rg, n);
+}
+
+/*
+ * The usual observed invocation, inline (what wf__obs_step_begin, wf__obs_end
+ * and wf__obs_route_held do the long way, for a thread
+ * with a ring of its own, room in it, nothing held and the workflow the
+ * ring last named): its STEP_START held in the slot at the head, its end
+ * and the returned event's first routing merged into it, then published.
+ * Each returns 0 when it is not that case: then the long way.
+ */
+
+/* Called by wf__obs_publish when the exporter sleeps and the ring is half full. */
+void wf__obs_wake(struct wf__obs *o, wf__obs_ring *rg, uint64_t head);
+
+/* The slot at the calling thread's head (standing for n records) goes to the exporter. */
+static inline void wf__obs_publish(wf__obs_tls *t, unsigned n)
+{
+    wf__obs_ring *rg = t->rg;
+    uint64_t h = atomic_load_explicit(&rg->head, memory_order_relaxed) + 1;
+    if (n > 1)
+        atomic_store_explicit(&rg->merged,
+                              atomic_load_explicit(&rg->merged, memory_order_relaxed) + n - 1,
+                              memory_order_relaxed);
+    atomic_store_explicit(&rg->head, h, memory_order_release);
+    if (WF__UNLIKELY(atomic_load_explicit(t->sleeping, memory_order_relaxed)) &&
+        h - rg->tail_cache > t->mask / 2)
+        wf__obs_wake(t->o, rg, h);
+}
+
+/*
+ * Holds an invocation's STEP_START in s, the free slot at the head of the
+ * calling thread's ring rg (its wf set by the caller): its start time.
+ */
+static inline int64_t wf__obs_hold_start(wf__obs_tls *t, wf__obs_ring *rg, wf__obs_rec *s,
+                                         uint64_t run_id, uint32_t step, uint32_t type,
+                                         uint32_t attempt, uint64_t event_id)
+{
+    int64_t t0 = wf__obs_now();
+    s->kind = WF_OBS_STEP_START;
+    s->flags = 0;
+    s->step = (uint16_t)step;
+    s->error = 0;
+    s->type = type;
+    s->attempt = attempt;
+    s->ts = t0;
+    s->run_id = run_id;
+    s->event_id = event_id;
+    s->dv = 0;
+    s->message = NULL;
+    /* the exporter may show it while the step runs (a plain store: x86 keeps the order) */
+    atomic_store_explicit(&rg->held, atomic_load_explicit(&rg->head, memory_order_relaxed) + 1,
+                          memory_order_release);
+    t->slot = s;
+    t->run_id = run_id;
+    t->event_id = event_id;
+    t->state = WF__HELD_START;
+    return t0;
+}
+
+/* An invocation starts: its start time, or 0 (the long way: wf__obs_step_begin). */
+static inline int64_t wf__obs_begin_fast(struct wf_executor *ex, const struct wf_workflow *wf,
+                                         uint64_t run_id, uint32_t step, uint32_t type,
+                                         uint32_t attempt, uint64_t event_id)
+{
+    wf__obs_tls *t = &wf__obs_held;
+    if (t->ex != ex || t->state != WF__HELD_NONE || step >= WF__OBS_NO_STEP)
+        return 0;
+    wf__obs_ring *rg = t->rg;
+    uint64_t h = atomic_load_explicit(&rg->head, memory_order_relaxed);
+    if (WF__UNLIKELY(h - rg->tail_cache > t->mask || rg->last_wf != wf))
+        return 0;
+    wf__obs_rec *s = &rg->recs[h & t->mask];
+    s->wf = wf;
+    return wf__obs_hold_start(t, rg, s, run_id, step, type, attempt, event_id);
+}
+
+/*
+ * It ended without error (t0: wf__obs_begin_fast's): 1 if its START was
+ * still held, now its STEP record (*now: the end time); published unless
+ * ret_type (the returned event's type id, its EVENT_EMIT wanted if
+ * with_emit) makes it wait for that event's routing (wf__obs_route_fast;
+ * the caller sets wf__obs_held.out_ev). 0: the long way.
+ */
+static inline int wf__obs_end_fast(struct wf_executor *ex, uint64_t run_id, uint64_t event_id,
+                                   int64_t t0, uint32_t ret_type, int with_emit, int64_t *now)
+{
+    wf__obs_tls *t = &wf__obs_held;
+    if (t->state != WF__HELD_START || t->ex != ex || t->run_id != run_id || t->event_id != event_id)
+        return 0;
+    wf__obs_rec *s = t->slot;
+    int64_t t1 = wf__obs_now();
+    *now = t1;
+    s->kind = WF__OBS_STEP;
+    s->dv = t1 - t0;
+    if (ret_type != WF__OBS_NO_TYPE) {
+        s->flags = WF__OBS_F_RET | (with_emit ? WF__OBS_F_OUT : 0);
+        s->error = (int32_t)ret_type;
+        t->state = WF__HELD_OUT;
+    } else {
+        t->state = WF__HELD_NONE;
+        wf__obs_publish(t, 2);
+    }
+    return 1;
+}
+
+/*
+ * An EVENT_ROUTE of ev to step (waiting: the events queued behind it): 1
+ * if ev is the event returned by the invocation whose STEP record waits,
+ * now merged into it and published; 0: the long way (wf__obs_route_held).
+ */
+static inline int wf__obs_route_fast(struct wf_executor *ex, uint64_t run_id, const void *ev,
+                                     uint32_t step, uint64_t event_id, uint32_t waiting)
+{
+    wf__obs_tls *t = &wf__obs_held;
+    if (t->state != WF__HELD_OUT || t->out_ev != ev || t->ex != ex || t->run_id != run_id)
+        return 0;
+    wf__obs_rec *s = t->slot;
+    uint32_t type = (uint32_t)s->error; /* WF__OBS_F_RET: the returned event's */
+    if (type > 0xffffu || step >= WF__OBS_NO_STEP || s->dv < 0 ||
+        s->dv >= ((int64_t)1 << WF__OBS_DUR_BITS) || waiting >= (1u << (64 - WF__OBS_DUR_BITS - 1)))
+        return 0;
+    s->flags |= WF__OBS_F_ROUTED;
+    s->error = (int32_t)(type | step << 16);
+    s->dv |= (int64_t)waiting << WF__OBS_DUR_BITS;
+    s->route_id = event_id;
+    t->state = WF__HELD_NONE;
+    wf__obs_publish(t, 3u + !!(s->flags & WF__OBS_F_OUT));
+    return 1;
 }
 
 /* wf__obs_undefer when something is held (the check inline). */

@@ -260,18 +260,23 @@ static void publish(struct wf__obs *o, obs_ring *rg, unsigned n)
                               atomic_load_explicit(&rg->merged, memory_order_relaxed) + n - 1,
                               memory_order_relaxed);
     atomic_store_explicit(&rg->head, h + 1, memory_order_release);
-    /*
-     * The exporter sleeps (until its timeout, at most OBS_IDLE_MAX): wake it
-     * once the ring is half full, not at every record (a wake is a system
-     * call of a few microseconds; a missed one costs at most the timeout).
-     */
     if (WF__UNLIKELY(atomic_load_explicit(&o->sleeping, memory_order_relaxed)) &&
-        h + 1 - rg->tail_cache >= o->ring_size / 2) {
-        /* tail_cache may be old (it is read when the ring looks full): look again */
-        rg->tail_cache = atomic_load_explicit(&rg->tail, memory_order_acquire);
-        if (h + 1 - rg->tail_cache >= o->ring_size / 2 && atomic_exchange(&o->sleeping, 0))
-            futex(&o->sleeping, FUTEX_WAKE_PRIVATE, 1, NULL);
-    }
+        h + 1 - rg->tail_cache >= o->ring_size / 2)
+        wf__obs_wake(o, rg, h + 1);
+}
+
+/*
+ * The exporter sleeps (until its timeout, at most OBS_IDLE_MAX) and rg
+ * looks half full (head: its head): wake it then, not at every record (a
+ * wake is a system call of a few microseconds; a missed one costs at most
+ * the timeout).
+ */
+__attribute__((noinline)) void wf__obs_wake(struct wf__obs *o, obs_ring *rg, uint64_t head)
+{
+    /* tail_cache may be old (it is read when the ring looks full): look again */
+    rg->tail_cache = atomic_load_explicit(&rg->tail, memory_order_acquire);
+    if (head - rg->tail_cache >= o->ring_size / 2 && atomic_exchange(&o->sleeping, 0))
+        futex(&o->sleeping, FUTEX_WAKE_PRIVATE, 1, NULL);
 }
 
 static void write_rec(struct wf_executor *ex, wf__obs_rec *r)
@@ -339,6 +344,7 @@ static inline obs_ring *my_ring(struct wf_executor *ex)
         tls_held.rg = rg;
         tls_held.mask = o->ring_size - 1;
         tls_held.drained = &o->drained;
+        tls_held.sleeping = &o->sleeping;
     }
     return rg;
 }
@@ -406,49 +412,7 @@ int64_t wf__obs_step_begin(struct wf_executor *ex, const struct wf_workflow *wf,
         tls_held.drained_seen = drained;
         return 1;
     }
-    int64_t t0 = wf__obs_now();
-    s->kind = WF_OBS_STEP_START;
-    s->flags = 0;
-    s->step = (uint16_t)step;
-    s->error = 0;
-    s->type = type;
-    s->attempt = attempt;
-    s->ts = t0;
-    s->run_id = run_id;
-    s->event_id = event_id;
-    s->dv = 0;
-    s->message = NULL;
-    /* the exporter may show it while the step runs (a plain store: x86 keeps the order) */
-    atomic_store_explicit(&rg->held, atomic_load_explicit(&rg->head, memory_order_relaxed) + 1,
-                          memory_order_release);
-    tls_held.slot = s;
-    tls_held.run_id = run_id;
-    tls_held.event_id = event_id;
-    tls_held.state = HELD_START;
-    return t0;
-}
-
-int wf__obs_step_end(struct wf_executor *ex, uint64_t run_id, uint64_t event_id, int64_t t0,
-                     uint32_t ret_type, int with_emit, int64_t *now)
-{
-    if (tls_held.state != HELD_START || tls_held.ex != ex || tls_held.run_id != run_id ||
-        tls_held.event_id != event_id)
-        return 0;
-    int ret = ret_type != WF__OBS_NO_TYPE;
-    wf__obs_rec *s = tls_held.slot; /* (a START is held only in a slot) */
-    /* nothing else recorded since its start: one STEP record */
-    int64_t t1 = wf__obs_now();
-    *now = t1;
-    s->kind = WF__OBS_STEP;
-    s->dv = t1 - t0;
-    if (ret) {
-        s->flags = WF__OBS_F_RET | (with_emit ? WF__OBS_F_OUT : 0);
-        s->error = (int32_t)ret_type;
-        tls_held.state = HELD_OUT;
-    } else {
-        wf__obs_undefer();
-    }
-    return 1;
+    return wf__obs_hold_start(&tls_held, rg, s, run_id, step, type, attempt, event_id);
 }
 
 int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, const void *ev, uint32_t step,
@@ -457,8 +421,10 @@ int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, const void *ev, 
     if ((tls_held.state != HELD_OUT && tls_held.state != HELD_EMIT) || tls_held.ex != ex ||
         tls_held.run_id != run_id || tls_held.out_ev != ev)
         return 0;
+    if (wf__obs_route_fast(ex, run_id, ev, step, event_id, waiting))
+        return 1;
     wf__obs_rec *s = tls_held.slot;
-    if (s == NULL) {
+    if (s == NULL) { /* an emit held without a slot (the ring was full) */
         count_dropped(tls_held.rg, 1);
         tls_held.state = HELD_NONE;
         return 1;
@@ -474,20 +440,9 @@ int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, const void *ev, 
         wf__obs_undefer();
         return 1;
     }
-    /* into the STEP record, when its fields fit (the start's fields stay: see drain()) */
-    uint32_t type = (uint32_t)s->error; /* WF__OBS_F_RET: the returned event's */
-    if (type > 0xffffu || step >= WF__OBS_NO_STEP || s->dv < 0 ||
-        s->dv >= ((int64_t)1 << WF__OBS_DUR_BITS) ||
-        waiting >= (1u << (64 - WF__OBS_DUR_BITS - 1))) {
-        wf__obs_undefer();
-        return 0; /* written on its own */
-    }
-    s->flags |= WF__OBS_F_ROUTED;
-    s->error = (int32_t)(type | step << 16);
-    s->dv |= (int64_t)waiting << WF__OBS_DUR_BITS;
-    s->route_id = event_id;
+    /* its STEP record, whose fields the routing does not fit: it goes on its own */
     wf__obs_undefer();
-    return 1;
+    return 0;
 }
 
 void wf__obs_end(struct wf_executor *ex, wf__obs_rec *end, uint32_t out_type)

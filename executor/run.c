@@ -161,10 +161,12 @@ __attribute__((noinline)) static void obs_emit_alone(wf__run *run, const wf__tas
     wf__obs_write(run->ex, &r);
 }
 
-/* obs_after's general path: STEP_END on its own record (a failure, or its start not held). */
-__attribute__((noinline)) static void obs_after_slow(wf__run *run, const wf__task *t,
-                                                     const wf__inv *inv, int rc,
-                                                     const wf_event *out, uint32_t obs)
+/*
+ * An invocation of t returned rc (and out), the general way: its STEP_END
+ * and the returned event's EVENT_EMIT (usually obs_after_fast).
+ */
+__attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t, const wf__inv *inv,
+                                                int rc, const wf_event *out, uint32_t obs)
 {
     int emits = (obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT)) && rc == 0 && out;
     uint32_t out_type = emits ? obs_type(run, out->type) : WF__OBS_NO_TYPE;
@@ -188,31 +190,38 @@ __attribute__((noinline)) static void obs_after_slow(wf__run *run, const wf__tas
         obs_emit_alone(run, t, out, now);
 }
 
-/*
- * It returned rc (and out): STEP_END, and the returned event's EVENT_EMIT.
- * Usually both go into the STEP record its start is held in (or are
- * dropped with it), and that record waits for the event's routing.
- */
-__attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t, const wf__inv *inv,
-                                                int rc, const wf_event *out, uint32_t obs)
+/* obs_before's usual case, inline (wf__obs_begin_fast): 1 if done. */
+static inline int obs_before_fast(wf__run *run, const wf__task *t, wf__inv *inv, uint32_t obs)
 {
-    if (WF__LIKELY(rc == 0 && (obs & WF_OBS_BIT(WF_OBS_STEP_END)))) {
-        int emits = out && (obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT));
-        uint32_t ret_type =
-            out && (obs & (WF_OBS_BIT(WF_OBS_EVENT_EMIT) | WF_OBS_BIT(WF_OBS_EVENT_ROUTE)))
-                ? obs_type(run, out->type)
-                : WF__OBS_NO_TYPE;
-        int64_t now = 0;
-        if (wf__obs_step_end(run->ex, run->id, obs_task_id(t), inv->obs_t0, ret_type, emits,
-                             &now)) {
-            wf__obs_held.out_ev = out; /* its first routing goes with the STEP record */
-            tls_obs_now = now;         /* the routing's records take it (0: they are dropped) */
-            if (WF__UNLIKELY(emits && ret_type == WF__OBS_NO_TYPE)) /* another registry's type */
-                obs_emit_alone(run, t, out, now);
-            return;
-        }
+    uint32_t both = WF_OBS_BIT(WF_OBS_STEP_START) | WF_OBS_BIT(WF_OBS_STEP_END);
+    if ((obs & both) != both)
+        return 0;
+    inv->obs_t0 = wf__obs_begin_fast(run->ex, run->wf, run->id, t->step, obs_type(run, t->ev->type),
+                                     t->attempt, obs_task_id(t));
+    return inv->obs_t0 != 0;
+}
+
+/* The usual end of an observed invocation, inline (wf__obs_end_fast): 1 if done. */
+static inline int obs_after_fast(wf__run *run, const wf__task *t, const wf__inv *inv, int rc,
+                                 const wf_event *out, uint32_t obs)
+{
+    if (rc != 0 || !(obs & WF_OBS_BIT(WF_OBS_STEP_END)))
+        return 0;
+    int emits = out && (obs & WF_OBS_BIT(WF_OBS_EVENT_EMIT));
+    uint32_t ret_type =
+        out && (obs & (WF_OBS_BIT(WF_OBS_EVENT_EMIT) | WF_OBS_BIT(WF_OBS_EVENT_ROUTE)))
+            ? obs_type(run, out->type)
+            : WF__OBS_NO_TYPE;
+    if (emits && ret_type == WF__OBS_NO_TYPE) /* another registry's type: its emit on its own */
+        return 0;
+    int64_t now;
+    if (!wf__obs_end_fast(run->ex, run->id, obs_task_id(t), inv->obs_t0, ret_type, emits, &now))
+        return 0;
+    if (ret_type != WF__OBS_NO_TYPE) {
+        wf__obs_held.out_ev = out; /* its first routing goes with the STEP record */
+        tls_obs_now = now;         /* the routing's records take it */
     }
-    obs_after_slow(run, t, inv, rc, out, obs);
+    return 1;
 }
 
 /* EVENT_EMIT from outside the run's steps (start event, handler send). */
@@ -238,10 +247,15 @@ __attribute__((noinline)) static void obs_route_rec(wf__run *run, const wf__task
     wf__obs_write(run->ex, &r);
 }
 
-/* EVENT_ROUTE of t (in the thread's drop window: counted inline). */
+/*
+ * EVENT_ROUTE of t: in the thread's drop window counted inline; the first
+ * routing of the event the thread's last invocation returned goes into its
+ * STEP record inline; others the long way.
+ */
 static inline void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
 {
-    if (!wf__obs_drop_rec(run->ex))
+    if (!wf__obs_drop_rec(run->ex) &&
+        !wf__obs_route_fast(run->ex, run->id, t->ev, t->step, obs_task_id(t), waiting))
         obs_route_rec(run, t, waiting);
 }
 
@@ -1584,7 +1598,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
     if (WF__UNLIKELY(obs)) {
         if (wf__obs_drop_inv(run->ex, obs))
             inv.obs_t0 = 1; /* in the drop window: no clock read */
-        else
+        else if (!obs_before_fast(run, t, &inv, obs))
             obs_before(run, t, &inv, obs);
     }
     int rc = step->fn(run->ctx, t->ev, &out, step->user);
@@ -1594,7 +1608,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
         obs = wf__obs_mask(run->ex); /* observers may have changed meanwhile */
         if (inv.obs_t0 == 1)
             wf__obs_drop_inv_end(obs, rc, out);
-        else
+        else if (!obs_after_fast(run, t, &inv, rc, out, obs))
             obs_after(run, t, &inv, rc, out, obs);
     }
     if (WF__LIKELY(rc == 0)) {
