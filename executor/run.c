@@ -191,7 +191,8 @@ __attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t,
 }
 
 /* obs_before's usual case, inline (wf__obs_begin_fast): 1 if done. */
-static inline int obs_before_fast(wf__run *run, const wf__task *t, wf__inv *inv, uint32_t obs)
+__attribute__((noinline)) static int obs_before_fast(wf__run *run, const wf__task *t, wf__inv *inv,
+                                                     uint32_t obs)
 {
     uint32_t both = WF_OBS_BIT(WF_OBS_STEP_START) | WF_OBS_BIT(WF_OBS_STEP_END);
     if ((obs & both) != both)
@@ -202,8 +203,9 @@ static inline int obs_before_fast(wf__run *run, const wf__task *t, wf__inv *inv,
 }
 
 /* The usual end of an observed invocation, inline (wf__obs_end_fast): 1 if done. */
-static inline int obs_after_fast(wf__run *run, const wf__task *t, const wf__inv *inv, int rc,
-                                 const wf_event *out, uint32_t obs)
+__attribute__((noinline)) static int obs_after_fast(wf__run *run, const wf__task *t,
+                                                    const wf__inv *inv, int rc, const wf_event *out,
+                                                    uint32_t obs)
 {
     if (rc != 0 || !(obs & WF_OBS_BIT(WF_OBS_STEP_END)))
         return 0;
@@ -252,11 +254,17 @@ __attribute__((noinline)) static void obs_route_rec(wf__run *run, const wf__task
  * routing of the event the thread's last invocation returned goes into its
  * STEP record inline; others the long way.
  */
-static inline void obs_route(wf__run *run, const wf__task *t, uint32_t waiting)
+__attribute__((noinline)) static void obs_route_out(wf__run *run, const wf__task *t,
+                                                    uint32_t waiting)
 {
-    if (!wf__obs_drop_rec(run->ex) &&
-        !wf__obs_route_fast(run->ex, run->id, t->ev, t->step, obs_task_id(t), waiting))
+    if (!wf__obs_route_fast(run->ex, run->id, t->ev, t->step, obs_task_id(t), waiting))
         obs_route_rec(run, t, waiting);
+}
+__attribute__((always_inline)) static inline void obs_route(wf__run *run, const wf__task *t,
+                                                            uint32_t waiting)
+{
+    if (!wf__obs_drop_rec(run->ex))
+        obs_route_out(run, t, waiting);
 }
 
 /* A record about one event: DROP, UNHANDLED, STREAM_WRITE. */
