@@ -545,12 +545,12 @@ static inline void wf__obs_drop_inv_end(uint32_t obs, int rc, const void *out)
 }
 
 /*
- * The usual observed invocation, inline (what wf__obs_step_begin, wf__obs_end
- * and wf__obs_route_held do the long way, for a thread
- * with a ring of its own, room in it, nothing held and the workflow the
- * ring last named): its STEP_START held in the slot at the head, its end
- * and the returned event's first routing merged into it, then published.
- * Each returns 0 when it is not that case: then the long way.
+ * The usual observed invocation, inline (wf__obs_step_begin, wf__obs_end
+ * and wf__obs_route_held are the long way), for a thread with a ring of
+ * its own, room in it, nothing held and the workflow the ring last named:
+ * its STEP_START held in the slot at the head, its end and the returned
+ * event's first routing merged into it, then published. Each returns 0
+ * when it is not that case: then the long way.
  */
 
 /* Called by wf__obs_publish when the exporter sleeps and the ring is half full. */

@@ -190,7 +190,7 @@ __attribute__((noinline)) static void obs_after(wf__run *run, const wf__task *t,
         obs_emit_alone(run, t, out, now);
 }
 
-/* obs_before's usual case, inline (wf__obs_begin_fast): 1 if done. */
+/* obs_before's usual case (wf__obs_begin_fast): 1 if done. */
 __attribute__((noinline)) static int obs_before_fast(wf__run *run, const wf__task *t, wf__inv *inv,
                                                      uint32_t obs)
 {
@@ -202,7 +202,7 @@ __attribute__((noinline)) static int obs_before_fast(wf__run *run, const wf__tas
     return inv->obs_t0 != 0;
 }
 
-/* The usual end of an observed invocation, inline (wf__obs_end_fast): 1 if done. */
+/* obs_after's usual case (wf__obs_end_fast): 1 if done. */
 __attribute__((noinline)) static int obs_after_fast(wf__run *run, const wf__task *t,
                                                     const wf__inv *inv, int rc, const wf_event *out,
                                                     uint32_t obs)
@@ -250,9 +250,10 @@ __attribute__((noinline)) static void obs_route_rec(wf__run *run, const wf__task
 }
 
 /*
- * EVENT_ROUTE of t: in the thread's drop window counted inline; the first
- * routing of the event the thread's last invocation returned goes into its
- * STEP record inline; others the long way.
+ * EVENT_ROUTE of t (waiting: the events queued behind it at its step): in
+ * the thread's drop window counted inline (obs_route); the first routing of
+ * the event the thread's last invocation returned goes into its STEP record
+ * (wf__obs_route_fast); others on their own record.
  */
 __attribute__((noinline)) static void obs_route_out(wf__run *run, const wf__task *t,
                                                     uint32_t waiting)
