@@ -556,19 +556,27 @@ static inline void wf__obs_drop_inv_end(uint32_t obs, int rc, const void *out)
 /* Called by wf__obs_publish when the exporter sleeps and the ring is half full. */
 void wf__obs_wake(struct wf__obs *o, wf__obs_ring *rg, uint64_t head);
 
-/* The slot at the calling thread's head (standing for n records) goes to the exporter. */
-static inline void wf__obs_publish(wf__obs_tls *t, unsigned n)
+/*
+ * The slot at rg's head (standing for n records) goes to the exporter of o
+ * (mask: the ring's size - 1; sleeping: o's futex word).
+ */
+static inline void wf__obs_publish_to(struct wf__obs *o, wf__obs_ring *rg, uint64_t mask,
+                                      _Atomic int *sleeping, unsigned n)
 {
-    wf__obs_ring *rg = t->rg;
     uint64_t h = atomic_load_explicit(&rg->head, memory_order_relaxed) + 1;
     if (n > 1)
         atomic_store_explicit(&rg->merged,
                               atomic_load_explicit(&rg->merged, memory_order_relaxed) + n - 1,
                               memory_order_relaxed);
     atomic_store_explicit(&rg->head, h, memory_order_release);
-    if (WF__UNLIKELY(atomic_load_explicit(t->sleeping, memory_order_relaxed)) &&
-        h - rg->tail_cache > t->mask / 2)
-        wf__obs_wake(t->o, rg, h);
+    if (WF__UNLIKELY(atomic_load_explicit(sleeping, memory_order_relaxed)) &&
+        h - rg->tail_cache > mask / 2)
+        wf__obs_wake(o, rg, h);
+}
+/* The same for the calling thread's own ring. */
+static inline void wf__obs_publish(wf__obs_tls *t, unsigned n)
+{
+    wf__obs_publish_to(t->o, t->rg, t->mask, t->sleeping, n);
 }
 
 /*

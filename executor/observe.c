@@ -220,9 +220,7 @@ static wf__obs_rec *reserve(struct wf__obs *o, obs_ring *rg, const wf_workflow *
         /* a thread's ring is made on its first record (published by the head's release) */
         rg->recs = wf__malloc(o->ring_size * sizeof(wf__obs_rec));
         if (rg->recs == NULL) {
-            atomic_store_explicit(&rg->dropped,
-                                  atomic_load_explicit(&rg->dropped, memory_order_relaxed) + n,
-                                  memory_order_relaxed);
+            wf__obs_count_dropped(rg, n);
             return NULL;
         }
     }
@@ -242,9 +240,7 @@ static wf__obs_rec *reserve(struct wf__obs *o, obs_ring *rg, const wf_workflow *
         if ((rg->full_checks++ & 63) == 0)
             rg->tail_cache = atomic_load_explicit(&rg->tail, memory_order_acquire);
         if (h - rg->tail_cache >= o->ring_size) {
-            atomic_store_explicit(&rg->dropped,
-                                  atomic_load_explicit(&rg->dropped, memory_order_relaxed) + n,
-                                  memory_order_relaxed);
+            wf__obs_count_dropped(rg, n);
             return NULL;
         }
     }
@@ -254,15 +250,7 @@ static wf__obs_rec *reserve(struct wf__obs *o, obs_ring *rg, const wf_workflow *
 /* The reserved slot (standing for n records) goes to the exporter. */
 static void publish(struct wf__obs *o, obs_ring *rg, unsigned n)
 {
-    uint64_t h = atomic_load_explicit(&rg->head, memory_order_relaxed);
-    if (n > 1)
-        atomic_store_explicit(&rg->merged,
-                              atomic_load_explicit(&rg->merged, memory_order_relaxed) + n - 1,
-                              memory_order_relaxed);
-    atomic_store_explicit(&rg->head, h + 1, memory_order_release);
-    if (WF__UNLIKELY(atomic_load_explicit(&o->sleeping, memory_order_relaxed)) &&
-        h + 1 - rg->tail_cache >= o->ring_size / 2)
-        wf__obs_wake(o, rg, h + 1);
+    wf__obs_publish_to(o, rg, o->ring_size - 1, &o->sleeping, n);
 }
 
 /*
@@ -315,8 +303,6 @@ enum {
 };
 WF__TLS wf__obs_tls wf__obs_held;
 #define tls_held wf__obs_held
-
-#define count_dropped wf__obs_count_dropped
 
 void wf__obs_undefer(void)
 {
@@ -425,7 +411,7 @@ int wf__obs_route_held(struct wf_executor *ex, uint64_t run_id, const void *ev, 
         return 1;
     wf__obs_rec *s = tls_held.slot;
     if (s == NULL) { /* an emit held without a slot (the ring was full) */
-        count_dropped(tls_held.rg, 1);
+        wf__obs_count_dropped(tls_held.rg, 1);
         tls_held.state = HELD_NONE;
         return 1;
     }

@@ -251,21 +251,15 @@ __attribute__((noinline)) static void obs_route_rec(wf__run *run, const wf__task
 
 /*
  * EVENT_ROUTE of t (waiting: the events queued behind it at its step): in
- * the thread's drop window counted inline (obs_route); the first routing of
- * the event the thread's last invocation returned goes into its STEP record
- * (wf__obs_route_fast); others on their own record.
+ * the thread's drop window counted inline; else the first routing of the
+ * event the thread's last invocation returned goes into its STEP record
+ * (wf__obs_route_held, by wf__obs_route_fast), others on their own record.
  */
-__attribute__((noinline)) static void obs_route_out(wf__run *run, const wf__task *t,
-                                                    uint32_t waiting)
-{
-    if (!wf__obs_route_fast(run->ex, run->id, t->ev, t->step, obs_task_id(t), waiting))
-        obs_route_rec(run, t, waiting);
-}
 __attribute__((always_inline)) static inline void obs_route(wf__run *run, const wf__task *t,
                                                             uint32_t waiting)
 {
     if (!wf__obs_drop_rec(run->ex))
-        obs_route_out(run, t, waiting);
+        obs_route_rec(run, t, waiting);
 }
 
 /* A record about one event: DROP, UNHANDLED, STREAM_WRITE. */
