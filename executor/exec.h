@@ -60,7 +60,7 @@ typedef struct wf__task {
     uint32_t step;
     uint32_t attempt;
     uint8_t kind;
-    uint8_t shard; /* INVOKE of an unbounded step: the count shard it is counted in (run.c) */
+    uint8_t shard; /* INVOKE of an unbounded step: the count shard it is counted in (route.c) */
     uint16_t flags;
     uint32_t pad;
     union {
@@ -160,7 +160,7 @@ int64_t wf__now_ns(void);
 
 /*
  * What a thread that runs tasks (a worker or a blocking-pool thread) is doing
- * for the run a live snapshot looks at (run.c). state: 0 when between tasks,
+ * for the run a live snapshot looks at (cut.c). state: 0 when between tasks,
  * else the run's address, with bit 0 set while the task has effects the run
  * can see (routing, finishing its slot, coordination calls): a snapshot waits
  * for those to end and records a task that has none as "in progress". task:
@@ -297,7 +297,7 @@ void wf__inject(struct wf_executor *ex, wf__task *t);
 /* Live snapshots: take run's queued tasks out of the pool; spill the bypass before waiting. */
 uint32_t wf__pool_take_run(struct wf_executor *ex, const void *run, wf__task **out);
 void wf__pool_spill_bypass(void);
-/* Runs one task (run.c). */
+/* Runs one task (invoke.c). */
 void wf__task_run(wf__worker *w, wf__task *t);
 
 int wf__timer_arm(struct wf_executor *ex, wf__timer *t, int64_t deadline_ns);

@@ -1,7 +1,7 @@
 /*
  * observe.c: the executor side of observation (include/wf/observe.h).
  *
- * Hooks in run.c and pool.c test ex->obs_mask (one relaxed load of a word
+ * Hooks in the run engine (hooks.c) and pool.c test ex->obs_mask (one relaxed load of a word
  * nobody writes while the observers stay the same) and, when the kind is
  * wanted, fill a wf__obs_rec and call wf__obs_write. The record goes into a
  * single-producer ring of the calling thread (one per worker and per

@@ -239,7 +239,7 @@ void wf__blocking_submit(struct wf_executor *ex, wf__task *t)
 }
 
 /*
- * For a live snapshot (live.c): takes the tasks of run that wait in the
+ * For a live snapshot (cut.c): takes the tasks of run that wait in the
  * pool's queues (the workers' deques, the injection queue, the blocking
  * queue) and gives them back linked by next. The workers that would pick them
  * up may all be waiting for that very snapshot to end (a task about to route

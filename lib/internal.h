@@ -386,7 +386,7 @@ void wf__ctx_park(wf_ctx *ctx, void *bytes, size_t len);
 /* Takes the parked run out of the context (caller owns *bytes), or 0 if there is none. */
 int wf__ctx_unpark(wf_ctx *ctx, void **bytes, size_t *len);
 /*
- * A live snapshot of the context's run (executor/live.c): the "run" map of
+ * A live snapshot of the context's run (executor/cut.c): the "run" map of
  * a snapshot in *bytes. WF_ESTATE if no run is in flight.
  */
 int wf__ctx_capture(wf_ctx *ctx, void **bytes, size_t *len, int64_t *pause_ns);

@@ -291,7 +291,7 @@ int wf__rd_keys(wf__rd *r, wf__rd_key *keys, uint32_t n);
 char *wf__rd_message(const wf__rd *r, const char *what);
 
 /*
- * executor/live.c: checks the "run" map of a snapshot, doc[off .. off + len)
+ * executor/resume.c: checks the "run" map of a snapshot, doc[off .. off + len)
  * (it must span exactly that), against wf without building anything
  * (messages give offsets in doc). With build set it also builds what a
  * resume would, and frees it (the fuzzer holds the two to agreeing).
@@ -299,7 +299,7 @@ char *wf__rd_message(const wf__rd *r, const char *what);
 int wf__run_check_doc(wf_workflow *wf, const void *doc, size_t off, size_t len, int build,
                       char **message);
 /*
- * executor/live.c: a live cut of a context's run, held (events retained) to
+ * executor/cut.c: a live cut of a context's run, held (events retained) to
  * be encoded after the run has gone on. wf__ctx_cut: WF_ESTATE when no run
  * is in flight; *cut caller owns (wf__cut_free); *state (optional) the
  * store as it was at the cut (caller owns; nil when a writer held it then:

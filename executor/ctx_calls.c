@@ -1,0 +1,188 @@
+/*
+ * ctx_calls.c: the context calls a step makes about its run: send an event,
+ * write to the stream, set its error message, cancelled?, run id, step
+ * name, attempt, last error. Inside an invocation they find it through
+ * wf__tls_inv (no lock: the invocation is the calling thread's); from
+ * outside one they take a reference on the context's current run under
+ * ctx->run_lock.
+ */
+#include "engine.h"
+
+#include <wf/observe.h>
+
+#include <string.h>
+
+/* The context's current run with a reference (run_release), or NULL. */
+wf__run *wf__ctx_run_ref(wf_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->run_lock);
+    wf__run *run = atomic_load(&ctx->run);
+    if (run)
+        atomic_fetch_add(&run->refs, 1);
+    pthread_mutex_unlock(&ctx->run_lock);
+    return run;
+}
+
+int wf_ctx_send_event(wf_ctx *ctx, wf_event *ev, const char *target)
+{
+    if (ctx == NULL || ev == NULL) {
+        wf_event_release(ev);
+        return WF_EINVAL;
+    }
+    wf__inv *inv = wf__inv_of(ctx);
+    if (inv == NULL) {
+        wf__run *run = wf__ctx_run_ref(ctx);
+        if (run == NULL) {
+            wf_event_release(ev);
+            return WF_ESTATE;
+        }
+        int rc = wf__send_outside(run, ev, target);
+        wf__run_release(run);
+        return rc;
+    }
+    if (ev->type->reg != ctx->wf->reg) {
+        wf_event_release(ev);
+        return WF_EINVAL;
+    }
+    int32_t idx;
+    int rc = wf__resolve_target(ctx->wf, ev, target, &idx);
+    if (rc < 0) {
+        wf_event_release(ev);
+        return rc;
+    }
+    if (wf__obs_on(inv->run->ex, WF_OBS_EVENT_EMIT)) { /* sent now, whenever it is routed */
+        wf__obs_rec r = {0};
+        wf__hook_rec(inv->run, WF_OBS_EVENT_EMIT, inv->task->step, ev->type, 0, &r);
+        wf__obs_write(inv->run->ex, &r);
+    }
+    if (inv->nsent == inv->capsent) {
+        uint32_t cap = inv->capsent * 2;
+        wf_event **s;
+        int32_t *tg;
+        if (inv->sent == inv->inl_sent) {
+            s = wf__malloc(cap * sizeof *s);
+            tg = wf__malloc(cap * sizeof *tg);
+            if (s == NULL || tg == NULL) {
+                wf__free_mem(s);
+                wf__free_mem(tg);
+                wf_event_release(ev);
+                return WF_ENOMEM;
+            }
+            memcpy(s, inv->sent, inv->nsent * sizeof *s);
+            memcpy(tg, inv->targets, inv->nsent * sizeof *tg);
+        } else {
+            s = wf__realloc(inv->sent, cap * sizeof *s);
+            if (s == NULL) {
+                wf_event_release(ev);
+                return WF_ENOMEM;
+            }
+            inv->sent = s;
+            tg = wf__realloc(inv->targets, cap * sizeof *tg);
+            if (tg == NULL) {
+                wf_event_release(ev);
+                return WF_ENOMEM;
+            }
+        }
+        inv->sent = s;
+        inv->targets = tg;
+        inv->capsent = cap;
+    }
+    wf_event_freeze(ev);
+    inv->sent[inv->nsent] = ev;
+    inv->targets[inv->nsent] = idx;
+    inv->nsent++;
+    if (WF__UNLIKELY(inv->nsent >= WF__SEND_BATCH) && !inv->step->needs_clock)
+        wf__inv_flush_sent(inv);
+    return 0;
+}
+
+int wf_ctx_write_event_to_stream(wf_ctx *ctx, wf_event *ev)
+{
+    if (ctx == NULL || ev == NULL) {
+        wf_event_release(ev);
+        return WF_EINVAL;
+    }
+    const wf_event_type *type = ev->type;
+    wf__inv *inv = wf__inv_of(ctx);
+    if (inv) {
+        int full = wf__stream_push(inv->run, ev);
+        if (wf__obs_on(inv->run->ex, WF_OBS_STREAM_WRITE))
+            wf__hook_event(inv->run, WF_OBS_STREAM_WRITE, inv->task->step, type, full);
+        return 0;
+    }
+    wf__run *run = wf__ctx_run_ref(ctx);
+    if (run == NULL) {
+        wf_event_release(ev);
+        return WF_ESTATE;
+    }
+    int full = wf__stream_push(run, ev);
+    if (wf__obs_on(run->ex, WF_OBS_STREAM_WRITE))
+        wf__hook_event(run, WF_OBS_STREAM_WRITE, WF__OBS_NO_STEP, type, full);
+    wf__run_release(run);
+    return 0;
+}
+
+int wf_ctx_set_error(wf_ctx *ctx, const char *message)
+{
+    wf__inv *inv = wf__inv_of(ctx);
+    if (inv == NULL || message == NULL)
+        return inv ? WF_EINVAL : WF_ESTATE;
+    char *m = wf__strdup(message);
+    if (m == NULL)
+        return WF_ENOMEM;
+    wf__free_mem(inv->errmsg);
+    inv->errmsg = m;
+    return 0;
+}
+
+int wf_ctx_is_cancelled(const wf_ctx *ctx)
+{
+    if (ctx == NULL)
+        return 1;
+    wf__inv *inv = wf__inv_of(ctx);
+    if (inv)
+        return wf__run_ended(inv->run);
+    return atomic_load(&((wf_ctx *)ctx)->run) == NULL;
+}
+
+uint64_t wf_ctx_run_id(const wf_ctx *ctx)
+{
+    if (ctx == NULL)
+        return 0;
+    wf__inv *inv = wf__inv_of(ctx);
+    if (inv)
+        return inv->run->id;
+    wf__run *run = wf__ctx_run_ref((wf_ctx *)ctx);
+    if (run == NULL)
+        return 0;
+    uint64_t id = run->id;
+    wf__run_release(run);
+    return id;
+}
+
+const char *wf_ctx_step_name(const wf_ctx *ctx)
+{
+    wf__inv *inv = wf__inv_of(ctx);
+    return inv ? inv->step->name : NULL;
+}
+
+uint32_t wf_ctx_attempt(const wf_ctx *ctx)
+{
+    wf__inv *inv = wf__inv_of(ctx);
+    return inv ? inv->task->attempt : 0;
+}
+
+int wf_ctx_last_error(const wf_ctx *ctx, int *code, const char **message)
+{
+    wf__inv *inv = wf__inv_of(ctx);
+    if (inv == NULL)
+        return WF_ESTATE;
+    const wf__retry_info *ri = inv->task->arg;
+    if (ri == NULL || inv->task->attempt < 2)
+        return WF_ENOTFOUND;
+    if (code)
+        *code = ri->last_error;
+    if (message)
+        *message = ri->last_msg;
+    return 0;
+}

@@ -1,0 +1,587 @@
+/*
+ * engine.h: the run engine's structures and the calls its files share.
+ * Never installed. The engine is split by job; each file opens with what it
+ * owns and which lock or atomic guards each shared field:
+ *
+ *   run.c         a run's life: create, the end (exactly once), lifetime
+ *                 counts (refs, engine units), the run timeout, starting
+ *   route.c       emit and deliver: routing, per-step counts and pending
+ *                 queues, batch delivery, unhandled events
+ *   invoke.c      running a task: an invocation, its emissions, claimed
+ *                 batches, the engine hand-over, failures
+ *   retries.c     a failed invocation's next attempt and its timer
+ *   handler.c     the caller's side: wait, status, errors, send, cancel,
+ *                 and the run's stream (writer and reader)
+ *   ctx_calls.c   the step-side context calls (send, stream, errors, ids)
+ *   collect.c     collect_events buffers and tuple joins
+ *   fanout.c      list fan-out groups and their joins
+ *   wait.c        wait_for_event: waiters, their timers, matching
+ *   completion.c  async steps: completion tokens
+ *   hooks.c       the engine's observation hooks
+ *   cut.c         live snapshots: the consistent cut and its encoding, and
+ *                 the gate protocol task runners follow
+ *   resume.c      a run decoded from a snapshot and continued
+ *
+ * Internals shared between these files are wf__ functions declared below;
+ * the few on the hot path are static inline here.
+ */
+#ifndef WF_ENGINE_H
+#define WF_ENGINE_H
+
+#include "exec.h"
+
+typedef struct wf__pendq {
+    _Atomic(wf__task *) tail;
+    wf__task *head;   /* consumer side, under lock */
+    atomic_flag lock; /* serialises consumers */
+    wf__task stub;
+} wf__pendq;
+
+/* Bookkeeping of a retried event: kept with its task (task->arg). */
+typedef struct wf__retry_info {
+    int64_t first_ns; /* when the first execution started */
+    int32_t last_error;
+    char *last_msg;
+    wf_event **tuple; /* a join step's set of events (owned), or NULL */
+    uint32_t ntuple;
+    int joined;       /* a join's set (possibly empty) is there */
+    int tuple_inline; /* tuple points into this block (not freed on its own) */
+} wf__retry_info;
+
+/* A retry waiting for its not-before time: the task and its timer. */
+typedef struct wf__retry_timer {
+    wf__timer tm;
+    struct wf__run *run;
+    wf__task *t;
+    struct wf__retry_timer *prev, *next; /* the run's list, under run->mu */
+    int listed;
+} wf__retry_timer;
+
+/* collect_events: per run, step and buffer id, a FIFO of events per type. */
+typedef struct wf__cq {
+    const wf_event_type *type;
+    wf_event **ring;
+    uint32_t head, len, cap;
+    uint32_t need; /* events of this type a complete set takes (collect spec) */
+} wf__cq;
+
+/*
+ * The spec (expected types) is cached by the caller's array and length, so a
+ * call that repeats it costs O(1): one queue push and, when that queue just
+ * reached its need, one more satisfied type. Only a complete set costs O(n).
+ */
+typedef struct wf__collect {
+    struct wf__collect *next;
+    uint32_t step;
+    char *id;
+    wf__cq *qs;
+    uint32_t nq, capq;
+    const void *spec; /* the types array the need counts were computed for */
+    size_t spec_n;
+    const wf_event_type *spec_first, *spec_last; /* a cheap check the array still holds it */
+    uint32_t nreq;                               /* queues with need > 0 */
+    uint32_t satisfied;                          /* of those, how many hold at least need events */
+} wf__collect;
+
+/* wait_for_event: a suspended invocation waiting for a matching event. */
+enum { W_WAITING = 0, W_RESOLVED = 1, W_TIMED_OUT = 2 };
+typedef struct wf__waiter {
+    struct wf__waiter *next;
+    struct wf__run *run;
+    uint32_t step;
+    int state; /* under coord_lock */
+    char *id;
+    const wf_event_type *type;
+    wf_value req;   /* a map of required field values, or nil */
+    wf__task *task; /* the invocation to run again (input event, attempt) */
+    wf_event *got;  /* the event that resolved it */
+    int64_t timeout_ms;
+    wf__timer tm;
+    int timer_live; /* armed and its callback not finished (coord lock) */
+    int orphan;     /* taken off the list while its callback runs: it frees w */
+    int64_t obs_t0; /* when it started waiting, if observed */
+} wf__waiter;
+
+/* An invocation handed to a completion token (async step). */
+/*
+ * CREATED: wf_ctx_pend was called, the step has not returned yet. ARMED: it
+ * returned WF_PENDING; the token owns task and slot. EARLY: completed before
+ * the step returned; the result waits in the token for invoke to route it.
+ * DETACHED: the run ended (or the step did not return WF_PENDING); a later
+ * completion only frees the token.
+ */
+enum { TOK_CREATED = 0, TOK_ARMED = 1, TOK_EARLY = 2, TOK_DETACHED = 3 };
+struct wf_completion {
+    int state;                         /* under lock */
+    struct wf__run *run;               /* a reference (refs) until the token is finished */
+    wf__task *task;                    /* the invocation: its slot stays taken until completion */
+    struct wf_completion *prev, *next; /* the run's pending list, under coord lock */
+    int listed;
+    pthread_mutex_t lock; /* guards state, sent and the result */
+    wf_event **sent;
+    int32_t *targets;
+    uint32_t nsent, capsent;
+    wf_event *out; /* the completion's returned event (EARLY) */
+    int rc;        /* its result: 0 or an error (EARLY) */
+    char *errmsg;
+    int64_t started; /* for retry and handler timing */
+};
+
+/*
+ * A list fan-out: n branches whose tasks carry (group, branch) in task->u.group
+ * and task->pad. outstanding[b] counts the live tasks of branch b (plus one
+ * per nested group of it, plus the emitter's unit while it delivers);
+ * resolved[b] goes 0 -> 1 (result found) or 0 -> 2 (dropped out) once; when
+ * unresolved reaches 0 the join step runs. Once outstanding[b] is 0 it never
+ * rises again (only a holder of a unit adds one), so a branch "closes" once;
+ * open counts the branches not closed yet (plus the decoder's hold while a
+ * resumed run is attached), and whoever brings it to 0 frees the group: no
+ * task refers to it any more and its join has fired. So a group lives as long
+ * as its branches, not as long as the run, and nothing run-wide is touched.
+ * One block holds the group and its three arrays (wf__group_new).
+ */
+typedef struct wf__group {
+    struct wf__group *next_in_run; /* a decoded run's groups before attach (resume.c) */
+    struct wf__group *parent;      /* nested fan-out: the branch it belongs to */
+    uint32_t parent_branch;
+    uint32_t join_step;
+    const wf_event_type *collect;
+    wf_event *origin;
+    uint16_t lineage;
+    uint8_t cls; /* its block's cache class */
+    uint32_t n;
+    _Atomic uint32_t unresolved;
+    _Atomic uint32_t open;
+    _Atomic uint32_t *outstanding;
+    _Atomic int *resolved;
+    wf_event **result;
+} wf__group;
+
+/*
+ * num_workers at or above this: no limit. Such a step's count is only there
+ * for the run's lifetime and for snapshots, so it is kept in shards, one per
+ * worker (each on its own cache lines) plus one shared by every other thread:
+ * a task is counted in the shard of the thread that delivers it and uncounted
+ * from that same shard (task->shard) wherever it ends, so two workers running
+ * a recursion never write one counter. A shard going 0 -> 1 takes an engine
+ * unit, 1 -> 0 gives it back. The count is the sum of the shards.
+ */
+#define WF__UNBOUNDED (1u << 30)
+
+typedef struct wf__step_state {
+    _Atomic uint32_t count; /* bounded steps (see route.c) */
+    uint32_t workers;
+    _Atomic(wf__pendq *) pendq; /* created on first need */
+    uint32_t col;               /* an unbounded step's column in run->shards */
+    uint8_t join;               /* copies of the step's flags, on the line routing touches */
+    uint8_t blocking;
+} wf__step_state;
+
+typedef struct wf__run {
+    _Atomic uint32_t refs;
+    _Atomic uint32_t engine;
+    _Atomic int ended; /* 0 -> 1 exactly once */
+    uint64_t id;
+    int64_t obs_t0; /* RUN_START time when observed, else 0 */
+    struct wf_executor *ex;
+    wf_workflow *wf;
+    const wf_registry *reg; /* wf->reg, read on every emission */
+    wf_ctx *ctx;
+    wf__timer timeout;
+    int64_t timeout_ms;
+
+    /* the outcome: written by the one that ended the run, then published under mu */
+    int status; /* wf_run_status, under mu */
+    wf_event *result;
+    int err_code;
+    char *err_step;
+    char *err_msg;
+
+    /* stream and waiting, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    wf_event **sbuf;
+    uint32_t scap;
+    uint32_t shead;
+    uint32_t scount;
+    wf_event *terminal;
+    int terminal_given;
+    int reader_busy;
+    int sleepers;
+    _Atomic uint64_t dropped;
+    _Atomic uint64_t unhandled;
+    int stream_internal;
+    wf_done_fn on_done;
+    void *on_done_user;
+    wf__retry_timer *retries;     /* armed retries, under mu */
+    pthread_mutex_t collect_lock; /* guards collect and waiters */
+    wf__collect *collect;
+    wf__waiter *waiters;
+    wf_completion *pending;    /* async invocations waiting for completion */
+    _Atomic uint32_t nwaiting; /* waiters in W_WAITING: emit looks only when nonzero */
+
+    /*
+     * Live snapshots (cut.c). While gate is 1, a task runner that picks up a
+     * task of this run holds it (held, chained through next, under
+     * snap_lock) instead of running it, and one about to make an effect
+     * visible waits for the gate to open; outside paths take `outside` for
+     * reading, the snapshot for writing. snap_mu orders snapshots.
+     */
+    _Atomic int gate;
+    pthread_mutex_t snap_lock;
+    wf__task *held;
+    pthread_rwlock_t outside;
+    pthread_mutex_t snap_mu;
+
+    /* the executor's list of runs not ended, under ex->runs_lock */
+    struct wf__run *prev, *next;
+    int listed;
+
+    /* unbounded steps' counts: shard i, column c at shards[i * shard_stride + c] */
+    _Atomic uint32_t *shards;
+    uint32_t nshards; /* workers (at most 255) + 1 shared */
+    uint32_t shard_stride;
+
+    uint32_t nsteps;
+    wf__step_state steps[];
+} wf__run;
+
+/* Events accepted by step s and not finished (the sum of its shards when unbounded). */
+static inline uint32_t wf__step_count(wf__run *run, uint32_t s)
+{
+    const wf__step_state *ss = &run->steps[s];
+    if (ss->workers < WF__UNBOUNDED)
+        return atomic_load_explicit(&run->steps[s].count, memory_order_acquire);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < run->nshards; i++)
+        n += atomic_load_explicit(&run->shards[i * run->shard_stride + ss->col],
+                                  memory_order_acquire);
+    return n;
+}
+
+/* The invocation running on this thread (like Python's contextvars). */
+typedef struct wf__inv {
+    wf__run *run;
+    wf__step *step;
+    wf__task *task;
+    wf_event **sent;
+    int32_t *targets;
+    uint32_t nsent;
+    uint32_t capsent;
+    char *errmsg;
+    int suspended;          /* a waiter was registered: WF_SUSPEND is expected */
+    wf_completion *token;   /* wf_ctx_pend was called: WF_PENDING is expected */
+    struct deferred *defer; /* emissions held for the claimed batch it runs in, or NULL */
+    int64_t obs_t0;         /* observed: when it started (observation clock), else 0 */
+    wf_event *inl_sent[8];
+    int32_t inl_targets[8];
+} wf__inv;
+
+static inline int wf__run_ended(const wf__run *run)
+{
+    return atomic_load_explicit(&((wf__run *)run)->ended, memory_order_acquire);
+}
+
+/* ------------------------------------------------------- per-thread state */
+
+/* The invocation running on this thread (like Python's contextvars); set by invoke.c. */
+extern WF__TLS wf__inv *wf__tls_inv;
+/*
+ * The lineage of what the calling thread routes now: how many error-handler
+ * recoveries the emitting invocation's input descends from (task->flags).
+ */
+extern WF__TLS uint16_t wf__tls_lineage;
+/* The list fan-out branch of what the calling thread routes now (task->u.group, ->pad). */
+extern WF__TLS wf__group *wf__tls_group;
+extern WF__TLS uint32_t wf__tls_branch;
+/* The engine hand-over of a chain (invoke.c and route.c; see invoke.c). */
+extern WF__TLS wf__run *wf__tls_handoff_run;
+extern WF__TLS wf__run *wf__tls_handoff;
+/*
+ * The time of the current invocation's end, while its emissions are routed:
+ * their EMIT and ROUTE records take it instead of reading the clock again
+ * (~25 ns a read here). 0 outside (hooks.c).
+ */
+extern WF__TLS int64_t wf__tls_obs_now;
+
+/* The invocation of ctx running on this thread, if any. */
+static inline wf__inv *wf__inv_of(const wf_ctx *ctx)
+{
+    wf__inv *inv = wf__tls_inv;
+    return (inv && inv->run->ctx == ctx) ? inv : NULL;
+}
+
+/* ------------------------------------------------------ run.c: lifetime */
+
+static inline void wf__engine_ref(wf__run *run)
+{
+    atomic_fetch_add_explicit(&run->engine, 1, memory_order_relaxed);
+}
+/* Takes an engine unit unless the run is already quiescent: 1 if taken. */
+int wf__engine_try_ref(wf__run *run);
+/* Gives an engine unit back; the last one retires the run (may free it). */
+void wf__engine_unref(wf__run *run);
+/* Gives a reference (refs) back; the last one frees the run. */
+void wf__run_release(wf__run *run);
+/*
+ * Ends the run exactly once: publishes the outcome, frees the context for
+ * the next run, streams the terminal event, wakes waiters, calls on_done.
+ * Takes result (the StopEvent for WF_RUN_DONE). Returns 1 if this call ended
+ * the run, 0 if it had ended already.
+ */
+int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char *step,
+                const char *msg);
+/* The checks common to starting and resuming a run (freezes and validates wf). */
+int wf__run_params_check(wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params, char **message);
+/*
+ * A new run of wf on ctx (a run parked in ctx is dropped from it), registered
+ * with the executor and its timeout armed, with nothing delivered yet
+ * (wf_run_start_ex's first half).
+ */
+int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params,
+                   wf__run **out);
+
+/* ------------------------------------------------- route.c: delivery */
+
+/* Steps declared blocking run on the executor's blocking pool, not on a worker. */
+static inline void wf__run_schedule(wf__run *run, wf__task *t)
+{
+    if (WF__UNLIKELY(run->steps[t->step].blocking))
+        wf__blocking_submit(run->ex, t);
+    else
+        wf__schedule(run->ex, t);
+}
+
+/* Frees a task and what it owns (its event, retry info, its branch unit). */
+void wf__drop_task(wf__task *t);
+/* Delivers a prepared INVOKE task (owned) through step t->step's count. */
+int wf__deliver_task(wf__run *run, wf__task *t);
+/* Delivers ev (owned) to step s. Returns 0 or WF_ENOMEM (ev released). */
+int wf__deliver(wf__run *run, uint32_t s, wf_event *ev);
+/* One invocation of step s finished (counted in shard): its slot passes on. */
+void wf__finish_slot(wf__run *run, uint32_t s, uint32_t shard);
+/* wf__finish_slot for a single task that may owe an engine unit (wf__tls_handoff). */
+void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard);
+/* Routes ev (owned) from inside the run (or as an event from outside). target: a step or -1. */
+void wf__emit(wf__run *run, wf_event *ev, int32_t target);
+/* Routes the events a step sent (owned), in order, runs for one step as one batch. */
+void wf__emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint32_t n);
+
+/* ------------------------------------------------- invoke.c: invocations */
+
+/*
+ * Events a step sends are routed in batches of WF__SEND_BATCH while it runs, so
+ * that a step sending many (a fan-out) has its receivers start at once
+ * instead of holding every event until it returns. Not for steps with a
+ * retry policy or an error handler: a failed attempt's emissions are dropped
+ * (SEMANTICS.md), so theirs wait for the outcome.
+ */
+#define WF__SEND_BATCH 64
+
+/* Routes what the invocation sent so far (a step sending many, while it runs). */
+void wf__inv_flush_sent(wf__inv *inv);
+/*
+ * A step failed for good (its retries, if any, are spent): its error handler
+ * gets a StepFailedEvent while the lineage has recoveries left; otherwise the
+ * run fails with the step's error.
+ */
+void wf__step_failed(wf__run *run, const wf__task *t, int rc, const char *msg, int64_t started);
+
+/* ------------------------------------------------- retries.c */
+
+/*
+ * Asks the step's policy about a failure of t; when it says retry, arms a
+ * timer that re-delivers the same event (attempt + 1) and returns 1.
+ */
+int wf__maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64_t started);
+/* A retry's timer fired: the next attempt is delivered. */
+void wf__retry_fire(wf__timer *tm, void *arg);
+/* Disarms the run's pending retries (the run ended). */
+void wf__retries_cancel(wf__run *run);
+
+/* ------------------------------------------------- handler.c */
+
+/* Puts ev (owned) on the run's stream: 0 kept (or the run had ended), 1 dropped (full). */
+int wf__stream_push(wf__run *run, wf_event *ev);
+/* Checks a target and resolves it to a step index (-1 for broadcast). */
+int wf__resolve_target(const wf_workflow *wf, const wf_event *ev, const char *target, int32_t *idx);
+/* Sends ev (owned) into run from outside any of its invocations. */
+int wf__send_outside(wf__run *run, wf_event *ev, const char *target);
+
+/* ------------------------------------------------- ctx_calls.c */
+
+/* The context's current run with a reference (wf__run_release), or NULL. */
+wf__run *wf__ctx_run_ref(wf_ctx *ctx);
+
+/* ------------------------------------------------- collect.c: buffers, joins */
+
+/* Frees a list of collect buffers. */
+void wf__collect_free(wf__collect *c);
+/* The queue of type t in c (create: make it if missing); NULL if missing or out of memory. */
+wf__cq *wf__cq_find(wf__collect *c, const wf_event_type *t, int create);
+int wf__cq_push(wf__cq *q, wf_event *ev);
+wf_event *wf__cq_pop(wf__cq *q);
+/* Delivers ev (owned) to the join step s: buffered until a set is complete. */
+int wf__join_deliver(wf__run *run, uint32_t s, wf_event *ev);
+
+/* ------------------------------------------------- fanout.c: list fan-out */
+
+/*
+ * A group of n branches in one block, zeroed, open = n (NULL: out of
+ * memory); wf__groups_free frees a list of groups no task refers to
+ * (through next_in_run: a decoded run's, when it is not attached).
+ */
+wf__group *wf__group_new(uint32_t n);
+void wf__groups_free(wf__group *g);
+/* Gives up one of g->open (a closed branch, or a hold): the last frees g. */
+void wf__group_close(wf__group *g);
+/* A task of branch b of g ended: the branch may drop out, the join fire, g go. */
+void wf__branch_done(wf__run *run, wf__group *g, uint32_t b);
+/* Every branch resolved: the join step runs once, in the parent's branch. */
+void wf__group_fire(wf__run *run, wf__group *g);
+
+static inline void wf__branch_add(wf__group *g, uint32_t b)
+{
+    atomic_fetch_add_explicit(&g->outstanding[b], 1, memory_order_relaxed);
+}
+
+/* A new task joins the branch being routed. */
+static inline void wf__tag_task(wf__task *t)
+{
+    t->u.group = wf__tls_group;
+    t->pad = wf__tls_branch;
+    if (WF__UNLIKELY(wf__tls_group != NULL))
+        wf__branch_add(wf__tls_group, wf__tls_branch);
+}
+
+/* ------------------------------------------------- wait.c: waiters */
+
+/* Frees a list of waiters (and their tasks). */
+void wf__waiters_free(wf__waiter *w);
+/* A waiter's timer: the wait gives up, the step runs again and sees WF_ETIMEDOUT. */
+void wf__waiter_fire(wf__timer *tm, void *arg);
+/*
+ * Gives ev to every waiting waiter it satisfies and queues their steps to run
+ * again; excluded[] gets those steps (the event is not also routed to them).
+ * Returns how many.
+ */
+uint32_t wf__waiters_match(wf__run *run, const wf_event *ev, uint32_t *excluded, uint32_t cap);
+/* Disarms the waiters' timers (the run ended). */
+void wf__waiters_cancel(wf__run *run);
+
+/* ------------------------------------------------- completion.c: async steps */
+
+/* invoke saw WF_PENDING: 1 if the token now owns task and slot (or completed and routed). */
+int wf__token_arm(wf_completion *c);
+/* The step pended but returned something else: the token is void. */
+void wf__token_abandon(wf_completion *c);
+/* The run ended: pending invocations give their slots back; tokens stay for their completers. */
+void wf__tokens_detach(wf__run *run);
+
+/* ------------------------------------------------- hooks.c: observation */
+
+/* The id pairing an EVENT_ROUTE with the STEP_START of its task. */
+static inline uint64_t wf__hook_task_id(const wf__task *t)
+{
+    return (uint64_t)(uintptr_t)t ^ ((uint64_t)(uintptr_t)t->ev << 17);
+}
+
+/* The type id of a type in run's registry, or WF__OBS_NO_TYPE (another registry's). */
+static inline uint32_t wf__hook_type(const wf__run *run, const wf_event_type *type)
+{
+    return type && type->reg == run->wf->reg ? type->id : WF__OBS_NO_TYPE;
+}
+
+/* Fills the common part of a record about run. */
+static inline void wf__hook_rec(wf__run *run, unsigned kind, uint32_t step,
+                                const wf_event_type *type, int64_t ts, wf__obs_rec *r)
+{
+    r->kind = (uint8_t)kind;
+    r->step = step < WF__OBS_NO_STEP ? (uint16_t)step : WF__OBS_NO_STEP;
+    /* by id in the workflow's registry (an event of another registry is named by none) */
+    r->type = wf__hook_type(run, type);
+    r->ts = ts;
+    r->run_id = run->id;
+    r->wf = run->wf;
+}
+
+/* A copy for a record's message (the exporter frees it); NULL for NULL. */
+char *wf__hook_strdup(const char *s);
+/* An observed invocation of t starts (inv->obs_t0: its start time). */
+void wf__hook_before(wf__run *run, const wf__task *t, wf__inv *inv, uint32_t obs);
+/* wf__hook_before's usual case: 1 if done. */
+int wf__hook_before_fast(wf__run *run, const wf__task *t, wf__inv *inv, uint32_t obs);
+/* An observed invocation of t returned rc (and out): its STEP_END and EVENT_EMIT. */
+void wf__hook_after(wf__run *run, const wf__task *t, const wf__inv *inv, int rc,
+                    const wf_event *out, uint32_t obs);
+/* wf__hook_after's usual case: 1 if done. */
+int wf__hook_after_fast(wf__run *run, const wf__task *t, const wf__inv *inv, int rc,
+                        const wf_event *out, uint32_t obs);
+/* EVENT_EMIT from outside the run's steps (start event, handler send). */
+void wf__hook_emit_outside(wf__run *run, const wf_event *ev);
+/* EVENT_ROUTE of t to its step (waiting: the events queued behind it). */
+void wf__hook_route_rec(wf__run *run, const wf__task *t, uint32_t waiting);
+/* A record about one event: DROP, UNHANDLED, STREAM_WRITE. */
+void wf__hook_event(wf__run *run, unsigned kind, uint32_t step, const wf_event_type *type,
+                    int64_t value);
+
+/* ------------------------------------------------- cut.c: live snapshots */
+
+/*
+ * Takes a consistent cut of a running run and encodes its bookkeeping into
+ * *doc_run (a msgpack map, see docs/SNAPSHOT.md). WF_ESTATE if the run ended
+ * before the cut (the caller saves the context at rest instead). When cancel
+ * is set, the run is cancelled at the cut (nothing after it runs).
+ */
+int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t *pause_ns);
+/* Outside paths (timers, handlers, completions) around what they route. */
+int wf__outside_enter(wf__run *run);
+void wf__outside_exit(wf__run *run, int entered);
+/* The gate protocol's slow paths (cut.c): wait for the gate to open; park a task. */
+void wf__gate_wait(wf__run *run);
+int wf__slot_hold(wf__slot *slot, wf__run *run, wf__task *t);
+
+/*
+ * The live-snapshot protocol of a task runner (see wf__run.gate): announce
+ * the run in the slot, then look at the gate; hold the task while a
+ * snapshot is being taken. Costs two stores, a compiler barrier and a load
+ * per task. 1 if t was held for a snapshot (the slot is free again).
+ */
+static inline int wf__slot_enter(wf__slot *slot, wf__run *run, wf__task *t)
+{
+    if (slot == NULL)
+        return 0;
+    atomic_store_explicit(&slot->task, t, memory_order_release);
+    atomic_store_explicit(&slot->state, (uintptr_t)run, memory_order_release);
+    wf__fence_light();
+    if (WF__LIKELY(!atomic_load_explicit(&run->gate, memory_order_acquire)))
+        return 0;
+    return wf__slot_hold(slot, run, t);
+}
+
+/*
+ * The task is about to make something visible to the run (route, finish its
+ * slot, touch coordination state): wait while a snapshot is being taken.
+ */
+static inline void wf__slot_dirty(wf__run *run)
+{
+    wf__slot *slot = wf__tls_slot;
+    if (slot == NULL || atomic_load_explicit(&slot->state, memory_order_relaxed) != (uintptr_t)run)
+        return; /* already dirty, or not this run's task */
+    for (;;) {
+        atomic_store_explicit(&slot->state, (uintptr_t)run | WF__SLOT_DIRTY, memory_order_release);
+        wf__fence_light();
+        if (WF__LIKELY(!atomic_load_explicit(&run->gate, memory_order_acquire)))
+            return;
+        atomic_store_explicit(&slot->state, (uintptr_t)run, memory_order_release);
+        wf__gate_wait(run);
+    }
+}
+
+static inline void wf__slot_leave(wf__slot *slot)
+{
+    if (slot)
+        atomic_store_explicit(&slot->state, 0, memory_order_release);
+}
+
+#endif

@@ -1,0 +1,271 @@
+/*
+ * handler.c: the caller's side of a run (a wf_handler is the run itself):
+ * wait for the result, status and error, send an event from outside,
+ * cancel, and the run's stream: the writer (wf__stream_push, for steps and
+ * the engine) and the one reader (wf_handler_next_event).
+ *
+ * Shared fields, all under run->mu: the stream ring (sbuf, scap, shead,
+ * scount), terminal and terminal_given, reader_busy, sleepers, and the
+ * outcome (status, result, err_*) published once by wf__end_run; run->cv
+ * wakes readers and waiters. run->dropped is atomic.
+ */
+#include "engine.h"
+
+#include <time.h>
+
+/* 0: kept (or the run had ended), 1: the stream was full and dropped it. */
+int wf__stream_push(wf__run *run, wf_event *ev)
+{
+    wf_event_freeze(ev);
+    pthread_mutex_lock(&run->mu);
+    if (wf__run_ended(run) || run->scap == 0) {
+        int dropped = !wf__run_ended(run);
+        if (dropped)
+            atomic_fetch_add(&run->dropped, 1);
+        pthread_mutex_unlock(&run->mu);
+        wf_event_release(ev);
+        return dropped;
+    }
+    if (run->sbuf == NULL) {
+        run->sbuf = wf__malloc(run->scap * sizeof *run->sbuf);
+        if (run->sbuf == NULL) {
+            atomic_fetch_add(&run->dropped, 1);
+            pthread_mutex_unlock(&run->mu);
+            wf_event_release(ev);
+            return 1;
+        }
+    }
+    if (run->scount == run->scap) {
+        atomic_fetch_add(&run->dropped, 1);
+        pthread_mutex_unlock(&run->mu);
+        wf_event_release(ev);
+        return 1;
+    }
+    run->sbuf[(run->shead + run->scount) % run->scap] = ev;
+    run->scount++;
+    if (run->sleepers)
+        pthread_cond_broadcast(&run->cv);
+    pthread_mutex_unlock(&run->mu);
+    return 0;
+}
+
+static int deadline_wait(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline)
+{
+    if (deadline < 0)
+        return pthread_cond_wait(cv, mu);
+    struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
+    return pthread_cond_timedwait(cv, mu, &ts);
+}
+
+static int status_code(const wf__run *run)
+{
+    switch (run->status) {
+    case WF_RUN_DONE:
+        return 0;
+    case WF_RUN_FAILED:
+        return WF_ESTEP;
+    case WF_RUN_TIMED_OUT:
+        return WF_ERUNTIMEOUT;
+    case WF_RUN_CANCELLED:
+        return WF_ECANCELLED;
+    default:
+        return WF_ETIMEDOUT;
+    }
+}
+
+int wf_handler_wait(wf_handler *h, int64_t timeout_ms, wf_event **result)
+{
+    if (result)
+        *result = NULL;
+    wf__run *run = (wf__run *)h;
+    if (run == NULL)
+        return WF_EINVAL;
+    int64_t deadline = timeout_ms < 0 ? -1 : wf__now_ns() + timeout_ms * 1000000;
+    pthread_mutex_lock(&run->mu);
+    while (run->status == WF_RUN_RUNNING) {
+        if (deadline >= 0 && wf__now_ns() >= deadline)
+            break;
+        run->sleepers++;
+        deadline_wait(&run->cv, &run->mu, deadline);
+        run->sleepers--;
+    }
+    int rc = status_code(run);
+    if (rc == 0 && result)
+        *result = wf_event_retain(run->result);
+    pthread_mutex_unlock(&run->mu);
+    return rc;
+}
+
+wf_run_status wf_handler_status(const wf_handler *h)
+{
+    wf__run *run = (wf__run *)h;
+    if (run == NULL)
+        return WF_RUN_RUNNING;
+    pthread_mutex_lock(&run->mu);
+    int s = run->status;
+    pthread_mutex_unlock(&run->mu);
+    return (wf_run_status)s;
+}
+
+int wf_handler_error(const wf_handler *h, int *code, const char **step, const char **message)
+{
+    wf__run *run = (wf__run *)h;
+    if (run == NULL)
+        return WF_EINVAL;
+    pthread_mutex_lock(&run->mu);
+    int st = run->status;
+    pthread_mutex_unlock(&run->mu);
+    if (st == WF_RUN_RUNNING)
+        return WF_ESTATE;
+    /* Written once before status was published; immutable since. */
+    if (code)
+        *code = run->err_code;
+    if (step)
+        *step = run->err_step;
+    if (message)
+        *message = run->err_msg;
+    return 0;
+}
+
+uint64_t wf_handler_run_id(const wf_handler *h)
+{
+    return h ? ((const wf__run *)h)->id : 0;
+}
+
+wf_ctx *wf_handler_ctx(const wf_handler *h)
+{
+    return h ? ((const wf__run *)h)->ctx : NULL;
+}
+
+/* Checks a target and resolves it to a step index (-1 for broadcast). */
+int wf__resolve_target(const wf_workflow *wf, const wf_event *ev, const char *target, int32_t *idx)
+{
+    *idx = -1;
+    if (target == NULL)
+        return 0;
+    wf__step *s = wf__workflow_find_step(wf, target);
+    if (s == NULL)
+        return WF_ENOTFOUND;
+    if (!wf__step_accepts(s, ev->type) || s->join_list)
+        return WF_ETYPE;
+    *idx = (int32_t)s->index;
+    return 0;
+}
+
+/* Sends ev into run from outside any of its invocations. Takes ev. */
+int wf__send_outside(wf__run *run, wf_event *ev, const char *target)
+{
+    if (ev->type->reg != run->wf->reg) {
+        wf_event_release(ev);
+        return WF_EINVAL;
+    }
+    int32_t idx;
+    int rc = wf__resolve_target(run->wf, ev, target, &idx);
+    if (rc < 0) {
+        wf_event_release(ev);
+        return rc;
+    }
+    if (wf__run_ended(run) || !wf__engine_try_ref(run)) {
+        wf_event_release(ev);
+        return WF_ESTATE;
+    }
+    int o = wf__outside_enter(run);
+    wf__hook_emit_outside(run, ev);
+    wf__emit(run, ev, idx);
+    wf__outside_exit(run, o);
+    wf__engine_unref(run);
+    return 0;
+}
+
+int wf_handler_send_event(wf_handler *h, wf_event *ev, const char *target)
+{
+    if (h == NULL || ev == NULL) {
+        wf_event_release(ev);
+        return WF_EINVAL;
+    }
+    return wf__send_outside((wf__run *)h, ev, target);
+}
+
+int wf_handler_cancel(wf_handler *h)
+{
+    wf__run *run = (wf__run *)h;
+    if (run == NULL)
+        return WF_EINVAL;
+    if (wf__run_ended(run))
+        return WF_ESTATE;
+    /* park what is left at the cut in the context, and end the run there */
+    void *bytes;
+    size_t len;
+    int rc = wf__run_capture(run, 1, &bytes, &len, NULL);
+    if (rc == 0 || rc == WF_ESTATE)
+        return rc;
+    /* it cannot be parked (from a step of the run, out of memory): cancel all the same */
+    wf__log(run->ex, WF_LOG_WARN, "run %llu: cancelled without parking its state (%s)",
+            (unsigned long long)run->id, wf_strerror(rc));
+    int o = wf__outside_enter(run);
+    int ended = wf__end_run(run, WF_RUN_CANCELLED, NULL, WF_ECANCELLED, NULL, NULL);
+    wf__outside_exit(run, o);
+    return ended ? 0 : WF_ESTATE;
+}
+
+int wf_handler_next_event(wf_handler *h, int64_t timeout_ms, wf_event **ev)
+{
+    if (ev)
+        *ev = NULL;
+    wf__run *run = (wf__run *)h;
+    if (run == NULL || ev == NULL)
+        return WF_EINVAL;
+    int64_t deadline = timeout_ms < 0 ? -1 : wf__now_ns() + timeout_ms * 1000000;
+    pthread_mutex_lock(&run->mu);
+    if (run->reader_busy) {
+        pthread_mutex_unlock(&run->mu);
+        return WF_EBUSY;
+    }
+    run->reader_busy = 1;
+    int rc;
+    for (;;) {
+        if (run->scount > 0) {
+            *ev = run->sbuf[run->shead];
+            run->shead = (run->shead + 1) % run->scap;
+            run->scount--;
+            rc = 0;
+            break;
+        }
+        if (run->status != WF_RUN_RUNNING) {
+            if (!run->terminal_given && run->terminal) {
+                run->terminal_given = 1;
+                *ev = wf_event_retain(run->terminal);
+                rc = 0;
+            } else {
+                rc = WF_ECLOSED;
+            }
+            break;
+        }
+        if (deadline >= 0 && wf__now_ns() >= deadline) {
+            rc = WF_ETIMEDOUT;
+            break;
+        }
+        run->sleepers++;
+        deadline_wait(&run->cv, &run->mu, deadline);
+        run->sleepers--;
+    }
+    run->reader_busy = 0;
+    pthread_mutex_unlock(&run->mu);
+    return rc;
+}
+
+uint64_t wf_handler_stream_dropped(const wf_handler *h)
+{
+    return h ? atomic_load(&((wf__run *)h)->dropped) : 0;
+}
+
+uint64_t wf_handler_unhandled(const wf_handler *h)
+{
+    return h ? atomic_load(&((wf__run *)h)->unhandled) : 0;
+}
+
+void wf_handler_free(wf_handler *h)
+{
+    if (h)
+        wf__run_release((wf__run *)h);
+}

@@ -1,0 +1,573 @@
+/*
+ * route.c: emit and deliver: an event's way from the step that emitted it
+ * to the invocations of the steps that accept it.
+ *
+ * Per step and run, `count` is the number of events accepted for the step
+ * and not yet finished (running invocations plus waiting events). An event
+ * for a step whose count is below num_workers starts an invocation directly
+ * (CAS count+1); otherwise it is pushed on the step's pending queue (a
+ * Vyukov MPSC queue: producers never wait) and *then* counted. Whoever moves
+ * count from below num_workers, or a finishing invocation that sees more
+ * than num_workers, owes one invocation and pops one waiting event. So at
+ * most num_workers invocations run, and no event waits while a slot is free.
+ * The owed pop may meet a producer between its exchange and its link; it
+ * spins for those few instructions. Steps without a limit count in shards
+ * instead (WF__UNBOUNDED, engine.h).
+ *
+ * Shared fields and what guards them:
+ *   step_state.count    atomic (CAS to take a slot, fetch_sub to give it)
+ *   step_state.pendq    created once by CAS; push lock-free (exchange on
+ *                       tail), pop under pendq.lock (an atomic_flag)
+ *   run->shards         atomic counters, each written by one thread's shard
+ *   run->nwaiting       atomic; waiters themselves under collect_lock (wait.c)
+ *   run->unhandled      atomic
+ * The per-thread wf__tls_lineage, wf__tls_group/branch and the hand-over
+ * (wf__tls_handoff*) belong to the routing thread (invoke.c sets them).
+ */
+#include "engine.h"
+
+#include <wf/observe.h>
+
+#include <stdio.h>
+
+/* ------------------------------------------------------- pending queues */
+
+static wf__pendq *pendq_get(wf__step_state *ss)
+{
+    wf__pendq *q = atomic_load_explicit(&ss->pendq, memory_order_acquire);
+    if (WF__LIKELY(q != NULL))
+        return q;
+    wf__pendq *n = wf__calloc(1, sizeof *n);
+    if (n == NULL)
+        return NULL;
+    atomic_init(&n->stub.next, NULL);
+    atomic_init(&n->tail, &n->stub);
+    n->head = &n->stub;
+    atomic_flag_clear(&n->lock);
+    if (atomic_compare_exchange_strong(&ss->pendq, &q, n))
+        return n;
+    wf__free_mem(n);
+    return q;
+}
+
+static void pendq_push(wf__pendq *q, wf__task *t)
+{
+    atomic_store_explicit(&t->next, NULL, memory_order_relaxed);
+    wf__task *prev = atomic_exchange_explicit(&q->tail, t, memory_order_acq_rel);
+    atomic_store_explicit(&prev->next, t, memory_order_release);
+}
+
+/* Single consumer (q->lock held). NULL if empty or a push is half-way. */
+static wf__task *pendq_pop(wf__pendq *q)
+{
+    wf__task *head = q->head;
+    wf__task *next = atomic_load_explicit(&head->next, memory_order_acquire);
+    if (head == &q->stub) {
+        if (next == NULL)
+            return NULL;
+        q->head = next;
+        head = next;
+        next = atomic_load_explicit(&next->next, memory_order_acquire);
+    }
+    if (next) {
+        q->head = next;
+        return head;
+    }
+    if (atomic_load_explicit(&q->tail, memory_order_acquire) != head)
+        return NULL;
+    pendq_push(q, &q->stub);
+    next = atomic_load_explicit(&head->next, memory_order_acquire);
+    if (next) {
+        q->head = next;
+        return head;
+    }
+    return NULL;
+}
+
+/*
+ * Pops n events that the count protocol guarantees are there (or about to be:
+ * a producer may be between its exchange and its link) and chains them.
+ */
+static wf__task *pendq_take(wf__pendq *q, uint32_t n)
+{
+    while (atomic_flag_test_and_set_explicit(&q->lock, memory_order_acquire))
+        __builtin_ia32_pause();
+    wf__task *first = NULL, *last = NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        wf__task *t;
+        while ((t = pendq_pop(q)) == NULL)
+            __builtin_ia32_pause();
+        /* its event was written on the producer's core: fetch it while we chase the rest */
+        __builtin_prefetch(t->ev);
+        t->chain = NULL;
+        if (last)
+            last->chain = t;
+        else
+            first = t;
+        last = t;
+    }
+    atomic_flag_clear_explicit(&q->lock, memory_order_release);
+    return first;
+}
+
+/*
+ * EVENT_ROUTE of t (waiting: the events queued behind it at its step): in
+ * the thread's drop window counted inline; else the first routing of the
+ * event the thread's last invocation returned goes into its STEP record
+ * (wf__obs_route_held, by wf__obs_route_fast), others on their own record.
+ */
+__attribute__((always_inline)) static inline void hook_route(wf__run *run, const wf__task *t,
+                                                             uint32_t waiting)
+{
+    if (!wf__obs_drop_rec(run->ex))
+        wf__hook_route_rec(run, t, waiting);
+}
+
+/* ---------------------------------------------------------------- delivery */
+
+void wf__drop_task(wf__task *t)
+{
+    if (WF__UNLIKELY(t->kind == WF__TASK_INVOKE && t->u.group != NULL))
+        wf__branch_done(t->run, t->u.group, t->pad);
+    wf_event_release(t->ev);
+    if (t->kind == WF__TASK_INVOKE && t->arg) {
+        wf__retry_info *ri = t->arg;
+        for (uint32_t i = 0; i < ri->ntuple; i++)
+            wf_event_release(ri->tuple[i]);
+        if (!ri->tuple_inline)
+            wf__free_mem(ri->tuple);
+        wf__free_mem(ri->last_msg);
+        wf__free_mem(ri);
+    }
+    wf__task_free(t);
+}
+
+/* Events a finishing invocation claims at once from a busy step's queue. */
+#define CLAIM_MAX 8
+
+/* The count shard of the calling thread for run (see WF__UNBOUNDED). */
+static inline uint32_t my_shard(const wf__run *run)
+{
+    wf__worker *w = wf__tls_worker;
+    if (w && w->ex == run->ex && w->index + 1 < run->nshards)
+        return w->index;
+    return run->nshards - 1;
+}
+
+static inline _Atomic uint32_t *shard_ctr(wf__run *run, uint32_t shard, uint32_t s)
+{
+    return &run->shards[shard * run->shard_stride + run->steps[s].col];
+}
+
+/* The counter a task of step s counted in `shard` is in. */
+static inline _Atomic uint32_t *slot_ctr(wf__run *run, uint32_t s, uint32_t shard)
+{
+    wf__step_state *ss = &run->steps[s];
+    return ss->workers < WF__UNBOUNDED ? &ss->count : shard_ctr(run, shard, s);
+}
+
+/*
+ * One invocation of step s finished (or a dropped event released its slot).
+ * When events wait, the slot passes to the next one; besides, the finisher
+ * claims up to CLAIM_MAX-1 more of the waiting events that nobody owes yet
+ * (those counted above num_workers) by taking them off the count, and runs
+ * them in the same slot one after the other. Concurrency stays within
+ * num_workers, and a busy step touches its shared count and queue lock once
+ * per batch instead of once per event.
+ */
+void wf__finish_slot(wf__run *run, uint32_t s, uint32_t shard)
+{
+    wf__step_state *ss = &run->steps[s];
+    /* Read before giving the unit up: afterwards the run may be freed by others. */
+    uint32_t w = ss->workers;
+    if (w >= WF__UNBOUNDED) {
+        if (atomic_fetch_sub_explicit(shard_ctr(run, shard, s), 1, memory_order_acq_rel) == 1)
+            wf__engine_unref(run); /* may free the run */
+        return;
+    }
+    for (;;) {
+        uint32_t n = atomic_fetch_sub_explicit(&ss->count, 1, memory_order_acq_rel);
+        if (n == 1) {
+            wf__engine_unref(run); /* may free the run */
+            return;
+        }
+        if (n <= w)
+            return; /* run memory must not be touched any more */
+        uint32_t extra = 0;
+        uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
+        while (c > w) {
+            extra = c - w < CLAIM_MAX - 1 ? c - w : CLAIM_MAX - 1;
+            if (atomic_compare_exchange_weak_explicit(&ss->count, &c, c - extra,
+                                                      memory_order_acq_rel, memory_order_relaxed))
+                break;
+            extra = 0;
+        }
+        wf__task *t = pendq_take(atomic_load_explicit(&ss->pendq, memory_order_acquire), 1 + extra);
+        if (!wf__run_ended(run)) {
+            wf__run_schedule(run, t);
+            return;
+        }
+        /* The run is over: drop them; the first one's slot is released next round. */
+        while (t) {
+            wf__task *nx = t->chain;
+            wf__drop_task(t);
+            t = nx;
+        }
+    }
+}
+
+/* finish_slot for a single task that may owe an engine unit (see wf__tls_handoff). */
+void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard)
+{
+    if (WF__LIKELY(wf__tls_handoff == NULL)) {
+        wf__finish_slot(run, s, shard);
+        return;
+    }
+    wf__tls_handoff = NULL;
+    uint32_t one = 1;
+    if (atomic_compare_exchange_strong_explicit(slot_ctr(run, s, shard), &one, 0,
+                                                memory_order_acq_rel, memory_order_relaxed))
+        return; /* the last of its step (or shard): its engine unit is the woken step's now */
+    wf__engine_ref(run);
+    wf__finish_slot(run, s, shard);
+}
+
+/* An engine unit for a counter that went 0 -> 1 by delivering t (see wf__tls_handoff). */
+static inline void woke(wf__run *run, wf__task *t)
+{
+    if (wf__tls_handoff_run == run && wf__tls_handoff == NULL && !run->steps[t->step].blocking &&
+        wf__bypass_try(run->ex, t)) {
+        wf__tls_handoff = run;
+        return;
+    }
+    wf__engine_ref(run);
+    wf__run_schedule(run, t);
+}
+
+/* Delivers a prepared INVOKE task (owned) through step t->step's count. */
+int wf__deliver_task(wf__run *run, wf__task *t)
+{
+    wf__step_state *ss = &run->steps[t->step];
+    uint32_t w = ss->workers;
+    if (w >= WF__UNBOUNDED) {
+        if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE))
+            hook_route(run, t, 0);
+        t->shard = (uint8_t)my_shard(run);
+        _Atomic uint32_t *ctr = shard_ctr(run, t->shard, t->step);
+        if (atomic_fetch_add_explicit(ctr, 1, memory_order_acq_rel) == 0)
+            woke(run, t);
+        else
+            wf__run_schedule(run, t);
+        return 0;
+    }
+    uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
+    while (c < w) {
+        if (atomic_compare_exchange_weak_explicit(&ss->count, &c, c + 1, memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+            if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE))
+                hook_route(run, t, 0);
+            if (c == 0)
+                woke(run, t);
+            else
+                wf__run_schedule(run, t);
+            return 0;
+        }
+    }
+    wf__pendq *q = pendq_get(ss);
+    if (WF__UNLIKELY(q == NULL)) {
+        wf__drop_task(t);
+        return WF_ENOMEM;
+    }
+    if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE)) /* before the push: then t may run and go */
+        hook_route(run, t, atomic_load_explicit(&ss->count, memory_order_relaxed) + 1 - w);
+    pendq_push(q, t);
+    uint32_t n = atomic_fetch_add_explicit(&ss->count, 1, memory_order_acq_rel);
+    if (n == 0)
+        wf__engine_ref(run);
+    if (n < w)
+        wf__run_schedule(run, pendq_take(q, 1));
+    return 0;
+}
+
+/* Delivers ev (owned) to step s. Returns 0 or WF_ENOMEM (ev released). */
+int wf__deliver(wf__run *run, uint32_t s, wf_event *ev)
+{
+    if (WF__UNLIKELY(run->steps[s].join))
+        return wf__join_deliver(run, s, ev);
+    wf__task *t = wf__task_alloc();
+    if (WF__UNLIKELY(t == NULL)) {
+        wf_event_release(ev);
+        return WF_ENOMEM;
+    }
+    t->kind = WF__TASK_INVOKE;
+    t->run = run;
+    t->ev = ev;
+    t->step = s;
+    t->arg = NULL;
+    t->flags = wf__tls_lineage;
+    wf__tag_task(t);
+    return wf__deliver_task(run, t);
+}
+
+/*
+ * Delivers k events (owned) to step s with one exchange on the pending queue
+ * and one add on the count: a step that sends many events to the same step
+ * (a fan-out) pays the shared cache lines once per batch, not per event.
+ */
+static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
+{
+    if (k == 1)
+        return wf__deliver(run, s, evs[0]);
+    wf__step_state *ss = &run->steps[s];
+    uint32_t w = ss->workers;
+    wf__task *first = NULL, *last = NULL;
+    uint32_t made = 0;
+    for (; made < k; made++) {
+        wf__task *t = wf__task_alloc();
+        if (WF__UNLIKELY(t == NULL))
+            break;
+        t->kind = WF__TASK_INVOKE;
+        t->run = run;
+        t->ev = evs[made];
+        t->step = s;
+        t->arg = NULL;
+        t->flags = wf__tls_lineage;
+        wf__tag_task(t);
+        atomic_store_explicit(&t->next, NULL, memory_order_relaxed);
+        if (last)
+            atomic_store_explicit(&last->next, t, memory_order_relaxed);
+        else
+            first = t;
+        last = t;
+    }
+    int rc = 0;
+    if (made < k) {
+        for (uint32_t i = made; i < k; i++)
+            wf_event_release(evs[i]);
+        rc = WF_ENOMEM;
+    }
+    if (made == 0)
+        return rc;
+    if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE)) {
+        uint32_t c0 = atomic_load_explicit(&ss->count, memory_order_relaxed), i = 0;
+        for (wf__task *t = first; t; t = atomic_load_explicit(&t->next, memory_order_relaxed), i++)
+            hook_route(run, t, c0 + i + 1 > w ? c0 + i + 1 - w : 0);
+    }
+    if (w >= WF__UNBOUNDED) { /* all of them start, counted in this thread's shard */
+        uint32_t sh = my_shard(run);
+        for (wf__task *t = first; t; t = atomic_load_explicit(&t->next, memory_order_relaxed))
+            t->shard = (uint8_t)sh;
+        if (atomic_fetch_add_explicit(shard_ctr(run, sh, s), made, memory_order_acq_rel) == 0)
+            wf__engine_ref(run);
+        while (first) {
+            wf__task *t = first;
+            first = atomic_load_explicit(&t->next, memory_order_relaxed);
+            wf__run_schedule(run, t);
+        }
+        return rc;
+    }
+    /* Free slots first: those tasks start directly. */
+    uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
+    while (c < w && first) {
+        uint32_t m = w - c < made ? w - c : made;
+        if (!atomic_compare_exchange_weak_explicit(&ss->count, &c, c + m, memory_order_acq_rel,
+                                                   memory_order_relaxed))
+            continue;
+        if (c == 0)
+            wf__engine_ref(run);
+        for (uint32_t i = 0; i < m; i++) {
+            wf__task *t = first;
+            first = atomic_load_explicit(&t->next, memory_order_relaxed);
+            wf__run_schedule(run, t);
+        }
+        made -= m;
+        c += m;
+    }
+    if (first == NULL)
+        return rc;
+    wf__pendq *q = pendq_get(ss);
+    if (WF__UNLIKELY(q == NULL)) {
+        while (first) {
+            wf__task *t = first;
+            first = atomic_load_explicit(&t->next, memory_order_relaxed);
+            wf__drop_task(t);
+        }
+        return WF_ENOMEM;
+    }
+    wf__task *prev = atomic_exchange_explicit(&q->tail, last, memory_order_acq_rel);
+    atomic_store_explicit(&prev->next, first, memory_order_release);
+    uint32_t n = atomic_fetch_add_explicit(&ss->count, made, memory_order_acq_rel);
+    if (n == 0)
+        wf__engine_ref(run);
+    for (uint32_t i = n; i < w && i < n + made; i++)
+        wf__run_schedule(run, pendq_take(q, 1));
+    return rc;
+}
+
+static void notify_unhandled(wf__run *run, wf_event *ev)
+{
+    atomic_fetch_add(&run->unhandled, 1);
+    if (wf__obs_on(run->ex, WF_OBS_EVENT_UNHANDLED))
+        wf__hook_event(run, WF_OBS_EVENT_UNHANDLED, WF__OBS_NO_STEP, ev->type, 0);
+    wf__log(run->ex, WF_LOG_DEBUG, "run %llu: no step accepts %s; event dropped",
+            (unsigned long long)run->id, ev->type->name);
+    if (run->stream_internal) {
+        wf_value name;
+        wf_event *n = NULL;
+        if (wf_value_string(&name, ev->type->name) == 0 &&
+            wf_event_new1(&n, run->wf->reg->types[WF_UNHANDLED_EVENT], "event_type", name) == 0)
+            wf__stream_push(run, n);
+    }
+    wf_event_release(ev);
+}
+
+/* ---------------------------------------------------------------- routing */
+
+/* Routes ev (owned) from inside the run. target: a step index or -1. */
+void wf__emit(wf__run *run, wf_event *ev, int32_t target)
+{
+    wf_event_freeze(ev);
+    if (wf__run_ended(run)) {
+        if (wf__obs_on(run->ex, WF_OBS_EVENT_DROP))
+            wf__hook_event(run, WF_OBS_EVENT_DROP, target >= 0 ? (uint32_t)target : WF__OBS_NO_STEP,
+                           ev->type, 0);
+        wf_event_release(ev);
+        return;
+    }
+    const wf_event_type *t = ev->type;
+    if (WF__UNLIKELY(t->reg != run->reg)) {
+        char msg[320];
+        snprintf(msg, sizeof msg, "event type '%s' belongs to another registry", t->name);
+        wf_event_release(ev);
+        wf__end_run(run, WF_RUN_FAILED, NULL, WF_ETYPE, NULL, msg);
+        return;
+    }
+    if (WF__UNLIKELY(t->is_stop)) {
+        wf__end_run(run, WF_RUN_DONE, ev, 0, NULL, NULL);
+        return;
+    }
+    if (WF__UNLIKELY(wf__tls_group != NULL) && t == wf__tls_group->collect) {
+        /* the branch's result: it resolves the branch and goes to the join only */
+        wf__group *g = wf__tls_group;
+        int expected = 0;
+        if (atomic_compare_exchange_strong(&g->resolved[wf__tls_branch], &expected, 1)) {
+            g->result[wf__tls_branch] = ev;
+            if (atomic_fetch_sub(&g->unresolved, 1) == 1)
+                wf__group_fire(run, g);
+            return;
+        }
+    }
+    int input_required = t->is_input;
+    if (WF__UNLIKELY(input_required))
+        wf__stream_push(run, wf_event_retain(ev));
+    uint32_t excluded[16];
+    uint32_t nex = 0;
+    if (WF__UNLIKELY(atomic_load_explicit(&run->nwaiting, memory_order_acquire) != 0))
+        nex = wf__waiters_match(run, ev, excluded, 16);
+    int rc = 0;
+    if (target >= 0) {
+        int skip = 0;
+        for (uint32_t k = 0; k < nex; k++)
+            skip |= excluded[k] == (uint32_t)target;
+        if (skip)
+            wf_event_release(ev);
+        else
+            rc = wf__deliver(run, (uint32_t)target, ev);
+    } else {
+        const uint32_t *steps;
+        uint32_t n;
+        uint32_t scratch[64];
+        wf__workflow_route(run->wf, t, &steps, &n, scratch, 64);
+        uint32_t live[64];
+        if (WF__UNLIKELY(nex > 0)) {
+            /* the event went to waiters of those steps instead */
+            uint32_t m = 0;
+            for (uint32_t i = 0; i < n && m < 64; i++) {
+                int skip = 0;
+                for (uint32_t k = 0; k < nex; k++)
+                    skip |= excluded[k] == steps[i];
+                if (!skip)
+                    live[m++] = steps[i];
+            }
+            steps = live;
+            n = m;
+            if (n == 0) {
+                wf_event_release(ev);
+                return;
+            }
+        }
+        if (n == 0) {
+            if (input_required)
+                wf_event_release(ev);
+            else
+                notify_unhandled(run, ev);
+            return;
+        }
+        for (uint32_t i = 0; i + 1 < n && rc == 0; i++)
+            rc = wf__deliver(run, steps[i], wf_event_retain(ev));
+        if (rc == 0)
+            rc = wf__deliver(run, steps[n - 1], ev);
+        else
+            wf_event_release(ev);
+    }
+    if (WF__UNLIKELY(rc < 0))
+        wf__end_run(run, WF_RUN_FAILED, NULL, rc, NULL, "out of memory while routing an event");
+}
+
+/*
+ * Routes the events a step sent, in order. Runs of consecutive events that
+ * go to one and the same step (a fan-out) are delivered as one batch; the
+ * order each step sees is unchanged.
+ */
+void wf__emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint32_t n)
+{
+    uint32_t i = 0;
+    while (i < n) {
+        if (wf__run_ended(run)) {
+            for (; i < n; i++)
+                wf_event_release(evs[i]);
+            return;
+        }
+        /* How far does a run of events for one single step go? */
+        int32_t dest = -1;
+        uint32_t j = i;
+        if (atomic_load_explicit(&run->nwaiting, memory_order_acquire) != 0)
+            j = n + 1; /* waiters look at every event: no batches now */
+        const wf_event_type *prev = NULL;
+        for (; j < n; j++) {
+            const wf_event_type *t = evs[j]->type;
+            if (t == prev && targets[j] == targets[j - 1])
+                continue; /* decided as the one before it (a fan-out: every one) */
+            if (t->reg != run->reg || t->is_stop || t->is_input)
+                break;
+            int32_t d = targets[j];
+            if (d < 0) {
+                const uint32_t *steps;
+                uint32_t k;
+                uint32_t scratch[4];
+                wf__workflow_route(run->wf, t, &steps, &k, scratch, 4);
+                if (k != 1)
+                    break;
+                d = (int32_t)steps[0];
+            }
+            if ((j > i && d != dest) || run->steps[d].join)
+                break;
+            dest = d;
+            prev = t;
+        }
+        if (j <= n && j - i >= 2) {
+            int rc = deliver_batch(run, (uint32_t)dest, evs + i, j - i);
+            if (WF__UNLIKELY(rc < 0)) {
+                for (uint32_t m = j; m < n; m++)
+                    wf_event_release(evs[m]);
+                wf__end_run(run, WF_RUN_FAILED, NULL, rc, NULL,
+                            "out of memory while routing an event");
+                return;
+            }
+            i = j;
+        } else {
+            wf__emit(run, evs[i], targets[i]);
+            i++;
+        }
+    }
+}
