@@ -107,8 +107,8 @@ int wf_ctx_write_event_to_stream(wf_ctx *ctx, wf_event *ev)
     if (inv) {
         int full = wf__stream_push(inv->run, ev);
         if (wf__obs_on(inv->run->ex, WF_OBS_STREAM_WRITE))
-            wf__hook_event(inv->run, WF_OBS_STREAM_WRITE, inv->task->step, type, full);
-        return 0;
+            wf__hook_event(inv->run, WF_OBS_STREAM_WRITE, inv->task->step, type, full != 0);
+        return full < 0 ? full : 0;
     }
     wf__run *run = wf__ctx_run_ref(ctx);
     if (run == NULL) {
@@ -117,9 +117,9 @@ int wf_ctx_write_event_to_stream(wf_ctx *ctx, wf_event *ev)
     }
     int full = wf__stream_push(run, ev);
     if (wf__obs_on(run->ex, WF_OBS_STREAM_WRITE))
-        wf__hook_event(run, WF_OBS_STREAM_WRITE, WF__OBS_NO_STEP, type, full);
+        wf__hook_event(run, WF_OBS_STREAM_WRITE, WF__OBS_NO_STEP, type, full != 0);
     wf__run_release(run);
-    return 0;
+    return full < 0 ? full : 0;
 }
 
 int wf_ctx_set_error(wf_ctx *ctx, const char *message)

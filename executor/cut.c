@@ -130,7 +130,8 @@ typedef struct img_more {
     int64_t ago_ms; /* since the first attempt, or -1 */
     int32_t last_error;
     char *last_msg;
-    int joined; /* a join's set: tuple[0 .. ntuple), retained */
+    int joined;   /* a join's set: tuple[0 .. ntuple), retained */
+    uint64_t inv; /* the invocation's number, or 0 */
     wf_event **tuple;
     uint32_t ntuple;
 } img_more;
@@ -360,7 +361,7 @@ static void img_put(img *m, img_task *it, const wf__task *t, int in_progress, pt
     it->step = t->step;
     it->more = 0;
     if (!in_progress && t->attempt == 1 && t->flags == 0 && group < 0 && !has_retry &&
-        !(ri && ri->joined))
+        !(ri && (ri->joined || ri->inv)))
         return;
     if (m->nmore == m->cap_more) {
         uint32_t cap = m->cap_more ? m->cap_more * 2 : 16;
@@ -380,6 +381,7 @@ static void img_put(img *m, img_task *it, const wf__task *t, int in_progress, pt
     mo->in_progress = (uint8_t)(in_progress != 0);
     mo->group = group;
     mo->branch = t->pad;
+    mo->inv = ri ? ri->inv : 0;
     if (has_retry) {
         mo->has_retry = 1;
         mo->ago_ms = ri->first_ns ? (now - ri->first_ns) / 1000000 : -1;
@@ -791,6 +793,8 @@ static void pack_task(enc *e, const img_task *it)
             n = 9;
         if (mo->joined)
             n = 10;
+        if (mo->inv)
+            n = 11;
     }
     PK(msgpack_pack_array(&e->pk, n));
     PK(msgpack_pack_uint32(&e->pk, it->step));
@@ -821,11 +825,15 @@ static void pack_task(enc *e, const img_task *it)
             PK(msgpack_pack_nil(&e->pk));
         }
     }
-    if (n > 9) {
+    if (n > 9 && mo->joined) {
         PK(msgpack_pack_array(&e->pk, mo->ntuple));
         for (uint32_t i = 0; i < mo->ntuple; i++)
             pack_event(e, mo->tuple[i]);
+    } else if (n > 9) {
+        PK(msgpack_pack_nil(&e->pk));
     }
+    if (n > 10)
+        PK(msgpack_pack_uint64(&e->pk, mo->inv));
 }
 
 static void pack_groups(enc *e)

@@ -46,6 +46,12 @@ typedef struct wf__retry_info {
     uint32_t ntuple;
     int joined;       /* a join's set (possibly empty) is there */
     int tuple_inline; /* tuple points into this block (not freed on its own) */
+    /*
+     * The invocation's number in its run (0: none given yet): the same for
+     * every task of one invocation (its retries, its runs again after a
+     * wait), so that implicit waiter ids of parallel invocations differ.
+     */
+    uint64_t inv;
 } wf__retry_info;
 
 /* A retry waiting for its not-before time: the task and its timer. */
@@ -218,6 +224,7 @@ typedef struct wf__run {
     wf__collect *collect;
     wf__waiter *waiters;
     wf_completion *pending;    /* async invocations waiting for completion */
+    _Atomic uint64_t next_inv; /* the next invocation number (wf__retry_info.inv) */
     _Atomic uint32_t nwaiting; /* waiters in W_WAITING: emit looks only when nonzero */
 
     /*
@@ -331,6 +338,15 @@ void wf__run_release(wf__run *run);
  */
 int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char *step,
                 const char *msg);
+/*
+ * The run fails with WF_ENOMEM: "out of memory <doing> (step 'name')", the
+ * step being step (an index) or, for WF__NO_STEP, the calling thread's
+ * invocation's when it is one of run's. Every allocation failure that
+ * would leave a run unable to go on ends it this way: none may become a
+ * hang. Returns what wf__end_run returns.
+ */
+#define WF__NO_STEP UINT32_MAX
+int wf__fail_nomem(wf__run *run, uint32_t step, const char *doing);
 /* The checks common to starting and resuming a run (freezes and validates wf). */
 int wf__run_params_check(wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params, char **message);
 /*
@@ -354,6 +370,8 @@ static inline void wf__run_schedule(wf__run *run, wf__task *t)
 
 /* Frees a task and what it owns (its event, retry info, its branch unit). */
 void wf__drop_task(wf__task *t);
+/* Frees a task's side record and the events of its set (NULL is fine). */
+void wf__retry_info_free(wf__retry_info *ri);
 /* Delivers a prepared INVOKE task (owned) through step t->step's count. */
 int wf__deliver_task(wf__run *run, wf__task *t);
 /* Delivers ev (owned) to step s. Returns 0 or WF_ENOMEM (ev released). */
@@ -394,6 +412,12 @@ void wf__step_failed(wf__run *run, const wf__task *t, int rc, const char *msg, i
  * timer that re-delivers the same event (attempt + 1) and returns 1.
  */
 int wf__maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64_t started);
+/*
+ * A side record for another task of the invocation whose task has old (NULL:
+ * none): its joined set (retained), retry bookkeeping and invocation number
+ * go along. NULL: out of memory.
+ */
+wf__retry_info *wf__retry_info_for(const wf__retry_info *old);
 /* A retry's timer fired: the next attempt is delivered. */
 void wf__retry_fire(wf__timer *tm, void *arg);
 /* Disarms the run's pending retries (the run ended). */
@@ -401,7 +425,8 @@ void wf__retries_cancel(wf__run *run);
 
 /* ------------------------------------------------- handler.c */
 
-/* Puts ev (owned) on the run's stream: 0 kept (or the run had ended), 1 dropped (full). */
+/* Puts ev (owned) on the run's stream: 0 kept (or the run had ended), 1 dropped (full), WF_ENOMEM.
+ */
 int wf__stream_push(wf__run *run, wf_event *ev);
 /* Checks a target and resolves it to a step index (-1 for broadcast). */
 int wf__resolve_target(const wf_workflow *wf, const wf_event *ev, const char *target, int32_t *idx);

@@ -207,7 +207,7 @@ typedef struct wf__worker {
     uint32_t tick;    /* owner only: fairness counter */
     uint32_t rng;     /* owner only: victim choice */
     wf__deque deque;
-    wf__slot slot; /* written by the owner only */
+    wf__slot slot;                  /* written by the owner only */
     _Atomic int parked WF__ALIGNED; /* futex word: 1 while parked */
     pthread_t thread;
 } wf__worker;
@@ -271,6 +271,15 @@ struct wf_executor {
 
 /* The worker the calling thread is, or NULL. */
 extern WF__TLS wf__worker *wf__tls_worker;
+
+/* 1 if the calling thread is one of ex's workers; 2 one of its blocking threads; else 0. */
+static inline int wf__own_thread(const struct wf_executor *ex)
+{
+    const wf__slot *s = wf__tls_slot;
+    if (s == NULL || s->ex != ex)
+        return 0;
+    return wf__tls_worker && wf__tls_worker->ex == ex ? 1 : 2;
+}
 wf__worker *wf__current_worker(void);
 void wf__schedule_slow(struct wf_executor *ex, wf__task *t);
 

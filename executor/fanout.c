@@ -85,8 +85,7 @@ void wf__group_fire(wf__run *run, wf__group *g)
     if (ri == NULL || t == NULL) {
         wf__free_mem(ri);
         wf__task_free(t);
-        wf__end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, run->wf->steps[g->join_step]->name,
-                    "out of memory joining a list fan-out");
+        wf__fail_nomem(run, g->join_step, "joining a list fan-out");
         goto done;
     }
     memset(ri, 0, sizeof *ri);
@@ -112,7 +111,7 @@ void wf__group_fire(wf__run *run, wf__group *g)
     t->u.group = g->parent;
     t->pad = g->parent_branch;
     if (wf__deliver_task(run, t) < 0)
-        wf__end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL, "out of memory joining a list");
+        wf__fail_nomem(run, g->join_step, "joining a list fan-out");
     return;
 done:
     if (g->parent)

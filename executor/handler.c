@@ -13,7 +13,11 @@
 
 #include <time.h>
 
-/* 0: kept (or the run had ended), 1: the stream was full and dropped it. */
+/*
+ * 0: kept (or the run had ended), 1: the stream was full and dropped it
+ * (counted), WF_ENOMEM: its buffer could not be allocated (counted as
+ * dropped too; the caller decides whether the run can go on without it).
+ */
 int wf__stream_push(wf__run *run, wf_event *ev)
 {
     wf_event_freeze(ev);
@@ -32,7 +36,7 @@ int wf__stream_push(wf__run *run, wf_event *ev)
             atomic_fetch_add(&run->dropped, 1);
             pthread_mutex_unlock(&run->mu);
             wf_event_release(ev);
-            return 1;
+            return WF_ENOMEM;
         }
     }
     if (run->scount == run->scap) {
@@ -80,6 +84,13 @@ int wf_handler_wait(wf_handler *h, int64_t timeout_ms, wf_event **result)
     wf__run *run = (wf__run *)h;
     if (run == NULL)
         return WF_EINVAL;
+    if (wf__own_thread(run->ex) == 1 && wf_handler_status(h) == WF_RUN_RUNNING) {
+        if (timeout_ms < 0)
+            return WF_ESTATE;    /* a worker waiting for its own executor forever: it may be the one
+                                    needed */
+        wf__pool_spill_bypass(); /* a task in this worker's hands only it could run: let others take
+                                    it */
+    }
     int64_t deadline = timeout_ms < 0 ? -1 : wf__now_ns() + timeout_ms * 1000000;
     pthread_mutex_lock(&run->mu);
     while (run->status == WF_RUN_RUNNING) {

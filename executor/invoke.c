@@ -13,6 +13,7 @@
 
 #include <wf/observe.h>
 
+#include <stdio.h>
 #include <string.h>
 
 WF__TLS wf__inv *wf__tls_inv;
@@ -141,8 +142,7 @@ static void route_emissions(wf__run *run, wf_event *out, wf__inv *inv, deferred 
             }
             inv->nsent = 0;
             if (!ok)
-                wf__end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, inv->step->name,
-                            "out of memory while routing an event");
+                wf__fail_nomem(run, inv->task->step, "routing an event");
             return;
         }
         defer_flush(run, d);
@@ -215,6 +215,26 @@ void wf__step_failed(wf__run *run, const wf__task *t, int rc, const char *msg, i
     wf__end_run(run, WF_RUN_FAILED, NULL, rc, step->name, msg ? msg : wf_strerror(rc));
 }
 
+/* A step returned a positive value that is not a result it may return here. */
+static __attribute__((cold, noinline)) void bad_return(wf__run *run, const wf__step *step, int rc)
+{
+    char msg[384];
+    if (rc == WF_SUSPEND)
+        snprintf(msg, sizeof msg,
+                 "step '%s' returned WF_SUSPEND without waiting for an event "
+                 "(wf_ctx_wait_for_event)",
+                 step->name);
+    else if (rc == WF_PENDING)
+        snprintf(msg, sizeof msg,
+                 "step '%s' returned WF_PENDING without an async token (wf_ctx_pend)", step->name);
+    else
+        snprintf(msg, sizeof msg,
+                 "step '%s' returned %d, which is not a step result (0, a negative WF_E* "
+                 "code, WF_SUSPEND or WF_PENDING)",
+                 step->name, rc);
+    wf__end_run(run, WF_RUN_FAILED, NULL, WF_ESTATE, step->name, msg);
+}
+
 static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
 {
     wf__step *step = run->wf->steps[t->step];
@@ -265,6 +285,12 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
         wf_event_release(out);
         route_emissions(run, NULL, &inv, d);
         inv.token->started = started;
+        /*
+         * The rest of a claimed batch is not the token's (the caller saw it
+         * before): from the arm on, the task may be completed and freed by
+         * another thread at any moment, so nothing touches it after.
+         */
+        t->chain = NULL;
         int armed = wf__token_arm(inv.token); /* 0: it was completed already, and routed */
         inv_cleanup(&inv);
         if (WF__UNLIKELY(inv.obs_t0)) {
@@ -286,10 +312,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
         if (d)
             defer_flush(run, d); /* what earlier invocations emitted still counts */
         if (rc > 0) {
-            wf__end_run(run, WF_RUN_FAILED, NULL, WF_ESTATE, step->name,
-                        rc == WF_SUSPEND
-                            ? "a step returned WF_SUSPEND without waiting for an event"
-                            : "a step returned WF_PENDING, which needs an async token");
+            bad_return(run, step, rc);
         } else {
             wf__step_failed(run, t, rc, inv.errmsg, started);
         }
@@ -358,6 +381,7 @@ static __attribute__((noinline)) void run_batch(wf__run *run, wf__task *t, uint3
     uint16_t lineage = 0;
     while (t) {
         int pended = 0;
+        wf__task *nx = t->chain; /* read first: a pended t is not ours after invoke */
         if (!wf__run_ended(run)) {
             /* held emissions are routed with the highest lineage of the batch */
             lineage = t->flags > lineage ? t->flags : lineage;
@@ -372,13 +396,11 @@ static __attribute__((noinline)) void run_batch(wf__run *run, wf__task *t, uint3
                 pended = invoke(run, t, &d, 0);
             }
         }
-        wf__task *nx = t->chain;
         if (pended) {
             /*
              * The slot now belongs to the pending invocation; the rest of the
              * batch was claimed off the count, so it goes back through it.
              */
-            t->chain = NULL;
             defer_flush(run, &d);
             defer_done(&d);
             wf__tls_lineage = 0;
@@ -388,8 +410,7 @@ static __attribute__((noinline)) void run_batch(wf__run *run, wf__task *t, uint3
                 if (wf__run_ended(run))
                     wf__drop_task(nx);
                 else if (wf__deliver_task(run, nx) < 0) /* nx is gone */
-                    wf__end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL,
-                                "out of memory re-queuing events");
+                    wf__fail_nomem(run, s, "re-queuing the rest of a claimed batch");
                 nx = n2;
             }
             wf__slot_leave(slot);

@@ -34,12 +34,12 @@
 #define OBS_RING_DEFAULT 4096u /* records per thread ring (64 B each) */
 #define OBS_RING_MIN     64u
 #define OBS_RING_MAX     (1u << 24)
-#define OBS_MAX       16u
-#define OBS_NAME_CACHE 64u /* type names the exporter remembers */
-#define OBS_SHOW_NS      1000000LL /* ns: a step running longer has its STEP_START delivered */
-#define OBS_BATCH_NS  200000LL   /* ns: exporter sleep after a small batch */
-#define OBS_IDLE_MIN  1000000LL  /* ns: exporter sleep when idle, doubling... */
-#define OBS_IDLE_MAX  20000000LL /* ...up to this: the most a record waits when few come */
+#define OBS_MAX          16u
+#define OBS_NAME_CACHE   64u        /* type names the exporter remembers */
+#define OBS_SHOW_NS      1000000LL  /* ns: a step running longer has its STEP_START delivered */
+#define OBS_BATCH_NS     200000LL   /* ns: exporter sleep after a small batch */
+#define OBS_IDLE_MIN     1000000LL  /* ns: exporter sleep when idle, doubling... */
+#define OBS_IDLE_MAX     20000000LL /* ...up to this: the most a record waits when few come */
 
 typedef wf__obs_ring obs_ring;
 
@@ -52,7 +52,7 @@ struct wf__obs {
     struct wf_executor *ex;
     uint64_t ring_size; /* records per ring: a power of two */
     obs_ring *rings;
-    uint32_t nrings; /* workers + blocking threads + 1 (outside, last) */
+    uint32_t nrings;          /* workers + blocking threads + 1 (outside, last) */
     uint64_t *cursor, *limit; /* exporter's: per ring, next and end of the round */
     uint8_t *show;            /* exporter's: per ring, its held STEP_START to deliver */
     wf__obs_rec **base;       /* exporter's: per ring, its records (read once a round: the
@@ -85,7 +85,7 @@ struct wf__obs {
     /* drain rounds that gave slots back: a thread's drop window ends at the next (wf__obs_tls) */
     _Atomic uint32_t drained;
     char sleeping_pad[WF__CACHELINE - sizeof(_Atomic int) - sizeof(_Atomic uint32_t)];
-    double ns_per_tick;   /* exporter's: the TSC's rate as measured so far */
+    double ns_per_tick; /* exporter's: the TSC's rate as measured so far */
 
     /* held workflows */
     pthread_mutex_t wf_lock;

@@ -369,8 +369,11 @@ static wf__task *steal_from(wf__worker *w, wf__worker *v)
         }
     }
     if (wf__obs_on(w->ex, WF_OBS_STEAL)) {
-        wf__obs_rec r = {.kind = WF_OBS_STEAL, .step = WF__OBS_NO_STEP, .type = WF__OBS_NO_TYPE,
-                         .dv = got, .attempt = v->index};
+        wf__obs_rec r = {.kind = WF_OBS_STEAL,
+                         .step = WF__OBS_NO_STEP,
+                         .type = WF__OBS_NO_TYPE,
+                         .dv = got,
+                         .attempt = v->index};
         wf__obs_write(w->ex, &r);
     }
     return first;
@@ -451,7 +454,9 @@ static void park(wf__worker *w)
         futex_wait(&w->parked, 1);
     /* wake_one counted us as spinning */
     if (wf__obs_on(ex, WF_OBS_UNPARK)) {
-        wf__obs_rec r = {.kind = WF_OBS_UNPARK, .step = WF__OBS_NO_STEP, .type = WF__OBS_NO_TYPE,
+        wf__obs_rec r = {.kind = WF_OBS_UNPARK,
+                         .step = WF__OBS_NO_STEP,
+                         .type = WF__OBS_NO_TYPE,
                          .ts = wf__obs_now()};
         r.dv = t0 ? r.ts - t0 : 0;
         wf__obs_write(ex, &r);
@@ -685,6 +690,14 @@ void wf_executor_free(wf_executor *ex)
 {
     if (ex == NULL)
         return;
+    if (wf__own_thread(ex)) {
+        /* it would wait for the very thread it runs on: refuse, loudly, rather than hang */
+        wf__log(ex, WF_LOG_ERROR,
+                "wf_executor_free called from a thread of the same executor (a step or an "
+                "on_done callback): refused, the executor is left running; free it from "
+                "another thread");
+        return;
+    }
     /* Cancel what still runs, then wait until every run's tasks are gone. */
     wf__runs_cancel_all(ex);
     pthread_mutex_lock(&ex->runs_lock);

@@ -53,6 +53,7 @@ typedef struct dec {
     wf__collect *collect;
     wf__retry_timer *retries;
     uint64_t dropped, unhandled;
+    uint64_t next_inv; /* above every invocation number read */
     const char *field; /* where the walk is, for messages: run.<field>[item] */
     uint32_t item;
     char **message;
@@ -135,14 +136,14 @@ static int dec_retry_info(dec *d, wf__retry_info *ri)
     return 0;
 }
 
-/* [step, type, fields, state, attempt, lineage, group, branch, retry, tuple] */
+/* [step, type, fields, state, attempt, lineage, group, branch, retry, tuple, invocation] */
 static int dec_task(dec *d, wf__task **out)
 {
     *out = NULL;
     wf__rd *r = &d->r;
     uint32_t n, step, ti;
-    if (wf__rd_array(r, &n) < 0 || n < 3 || n > 10)
-        return bad(d, "a task is an array of 3 to 10 items");
+    if (wf__rd_array(r, &n) < 0 || n < 3 || n > 11)
+        return bad(d, "a task is an array of 3 to 11 items");
     if (wf__rd_u32(r, d->nsteps, &step) < 0 || wf__rd_u32(r, d->ntypes, &ti) < 0)
         return bad(d, "bad step or type index");
     wf_event *ev = NULL;
@@ -183,14 +184,14 @@ static int dec_task(dec *d, wf__task **out)
     }
     int has_retry = n > 8 && !wf__rd_nil(r);
     wf__retry_info *ri = NULL;
-    if (t && (has_retry || n > 9)) {
+    if (t && (has_retry || n > 9)) { /* a joined set or an invocation number follows */
         if ((ri = wf__calloc(1, sizeof *ri)) == NULL)
             rc = WF_ENOMEM;
         t->arg = ri;
     }
     if (rc == 0 && has_retry)
         rc = dec_retry_info(d, ri);
-    if (rc == 0 && n > 9) {
+    if (rc == 0 && n > 9 && !wf__rd_nil(r)) {
         uint32_t m;
         if (wf__rd_array(r, &m) < 0) {
             rc = bad(d, "a joined set is an array of events");
@@ -205,6 +206,13 @@ static int dec_task(dec *d, wf__task **out)
                 ri->tuple[ri->ntuple++] = e;
         }
     }
+    int64_t invno = 0;
+    if (rc == 0 && n > 10 && (wf__rd_i64(r, &invno) < 0 || invno <= 0))
+        rc = bad(d, "bad invocation number");
+    if (rc == 0 && ri)
+        ri->inv = (uint64_t)invno;
+    if (rc == 0 && (uint64_t)invno >= d->next_inv)
+        d->next_inv = (uint64_t)invno + 1;
     if (rc < 0) {
         task_discard(t);
         return rc;
@@ -721,6 +729,8 @@ static void attach(dec *d, wf__run *run)
     int o = wf__outside_enter(run);
     atomic_store(&run->dropped, d->dropped);
     atomic_store(&run->unhandled, d->unhandled);
+    if (d->next_inv > atomic_load(&run->next_inv))
+        atomic_store(&run->next_inv, d->next_inv);
     pthread_mutex_lock(&run->collect_lock);
     run->collect = d->collect;
     d->collect = NULL;
@@ -767,16 +777,18 @@ static void attach(dec *d, wf__run *run)
             wf__task *t = rt->t;
             wf__free_mem(rt);
             wf__engine_unref(run);
+            uint32_t s = t->step;
             if (wf__deliver_task(run, t) < 0)
-                wf__end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL, "out of memory resuming");
+                wf__fail_nomem(run, s, "resuming a retry");
         }
     }
     for (uint32_t i = 0; i < d->ntasks; i++) {
         wf__task *t = d->tasks[i];
         d->tasks[i] = NULL;
         t->run = run;
+        uint32_t s = t->step;
         if (wf__deliver_task(run, t) < 0)
-            wf__end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL, "out of memory resuming");
+            wf__fail_nomem(run, s, "resuming a queued event");
     }
     d->ntasks = 0;
     /* branches with nothing left drop out (as they would have); then the holds go */

@@ -13,6 +13,7 @@
 
 #include <wf/observe.h>
 
+#include <stdio.h>
 #include <string.h>
 
 /* ----------------------------------------------------------------- retries */
@@ -32,8 +33,7 @@ void wf__retry_fire(wf__timer *tm, void *arg)
     if (wf__run_ended(run))
         wf__drop_task(t);
     else if (wf__deliver_task(run, t) < 0) /* t is gone */
-        wf__end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, run->wf->steps[s]->name,
-                    "out of memory re-queuing a retry");
+        wf__fail_nomem(run, s, "re-queuing a retry");
     wf__outside_exit(run, o);
     wf__engine_unref(run); /* the retry's unit */
 }
@@ -64,9 +64,44 @@ void wf__retries_cancel(wf__run *run)
     }
 }
 
+wf__retry_info *wf__retry_info_for(const wf__retry_info *old)
+{
+    wf__retry_info *ri = wf__calloc(1, sizeof *ri);
+    if (ri == NULL || old == NULL)
+        return ri;
+    ri->inv = old->inv;
+    ri->first_ns = old->first_ns;
+    ri->last_error = old->last_error;
+    if (old->last_msg && (ri->last_msg = wf__strdup(old->last_msg)) == NULL)
+        goto fail;
+    if (old->joined) {
+        ri->tuple = wf__malloc((old->ntuple ? old->ntuple : 1) * sizeof *ri->tuple);
+        if (ri->tuple == NULL)
+            goto fail;
+        for (uint32_t i = 0; i < old->ntuple; i++)
+            ri->tuple[i] = wf_event_retain(old->tuple[i]);
+        ri->ntuple = old->ntuple;
+        ri->joined = 1;
+    }
+    return ri;
+fail:
+    wf__free_mem(ri->last_msg);
+    wf__free_mem(ri);
+    return NULL;
+}
+
+/* The retry cannot be scheduled: the run fails with WF_ENOMEM naming the step (never a hang). */
+static int retry_nomem(wf__run *run, const wf__task *t)
+{
+    wf__fail_nomem(run, t->step, "scheduling a retry");
+    return 1;
+}
+
 /*
  * Asks the step's policy about a failure of t; when it says retry, arms a
- * timer that re-delivers the same event (attempt + 1) and returns 1.
+ * timer that re-delivers the same event (attempt + 1) and returns 1. When
+ * the retry cannot be scheduled (out of memory) the run fails with
+ * WF_ENOMEM and it returns 1 too: the failure is dealt with either way.
  */
 int wf__maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64_t started)
 {
@@ -84,31 +119,21 @@ int wf__maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64_t 
     if (!wf_retry_policy_next(step->retry, &st, &delay))
         return 0;
     wf__task *n = wf__task_alloc();
-    wf__retry_info *ri = wf__calloc(1, sizeof *ri);
+    /* a join step retries with the same set; the invocation keeps its number */
+    wf__retry_info *ri = wf__retry_info_for(old);
     wf__retry_timer *rt = wf__calloc(1, sizeof *rt);
-    if (n == NULL || ri == NULL || rt == NULL) {
+    char *last = msg ? wf__strdup(msg) : NULL;
+    if (n == NULL || ri == NULL || rt == NULL || (msg && last == NULL)) {
         wf__task_free(n);
-        wf__free_mem(ri);
+        wf__retry_info_free(ri);
         wf__free_mem(rt);
-        return 0; /* cannot retry: the failure stands */
+        wf__free_mem(last);
+        return retry_nomem(run, t);
     }
     ri->first_ns = first;
     ri->last_error = rc;
-    ri->last_msg = msg ? wf__strdup(msg) : NULL;
-    if (old && old->joined) { /* a join step retries with the same set */
-        ri->tuple = wf__malloc((old->ntuple ? old->ntuple : 1) * sizeof *ri->tuple);
-        if (ri->tuple == NULL) {
-            wf__free_mem(ri->last_msg);
-            wf__free_mem(ri);
-            wf__task_free(n);
-            wf__free_mem(rt);
-            return 0;
-        }
-        for (uint32_t i = 0; i < old->ntuple; i++)
-            ri->tuple[i] = wf_event_retain(old->tuple[i]);
-        ri->ntuple = old->ntuple;
-    }
-    ri->joined = old ? old->joined : 0;
+    wf__free_mem(ri->last_msg);
+    ri->last_msg = last;
     n->kind = WF__TASK_INVOKE;
     n->run = run;
     n->ev = wf_event_retain(t->ev);
@@ -136,6 +161,13 @@ int wf__maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64_t 
     rt->tm.fn = wf__retry_fire;
     rt->tm.arg = rt;
     wf__engine_ref(run); /* held by the armed retry; the failing slot still holds one */
+    /*
+     * Said before the timer is armed: from then on n belongs to the timer
+     * and may run, end and be recycled at once (the run stays: the failing
+     * slot still holds its unit).
+     */
+    wf__log(run->ex, WF_LOG_DEBUG, "run %llu: step %s failed (%d), attempt %u in %lld ms",
+            (unsigned long long)run->id, step->name, rc, t->attempt + 1, (long long)delay);
     pthread_mutex_lock(&run->mu);
     rt->next = run->retries;
     if (run->retries)
@@ -153,9 +185,7 @@ int wf__maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64_t 
         wf__drop_task(n);
         wf__free_mem(rt);
         wf__engine_unref(run);
-        return 0;
+        return retry_nomem(run, t);
     }
-    wf__log(run->ex, WF_LOG_DEBUG, "run %llu: step %s failed (%d), attempt %u in %lld ms",
-            (unsigned long long)run->id, step->name, rc, n->attempt, (long long)delay);
     return 1;
 }

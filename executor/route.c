@@ -130,16 +130,21 @@ void wf__drop_task(wf__task *t)
     if (WF__UNLIKELY(t->kind == WF__TASK_INVOKE && t->u.group != NULL))
         wf__branch_done(t->run, t->u.group, t->pad);
     wf_event_release(t->ev);
-    if (t->kind == WF__TASK_INVOKE && t->arg) {
-        wf__retry_info *ri = t->arg;
-        for (uint32_t i = 0; i < ri->ntuple; i++)
-            wf_event_release(ri->tuple[i]);
-        if (!ri->tuple_inline)
-            wf__free_mem(ri->tuple);
-        wf__free_mem(ri->last_msg);
-        wf__free_mem(ri);
-    }
+    if (t->kind == WF__TASK_INVOKE && t->arg)
+        wf__retry_info_free(t->arg);
     wf__task_free(t);
+}
+
+void wf__retry_info_free(wf__retry_info *ri)
+{
+    if (ri == NULL)
+        return;
+    for (uint32_t i = 0; i < ri->ntuple; i++)
+        wf_event_release(ri->tuple[i]);
+    if (!ri->tuple_inline)
+        wf__free_mem(ri->tuple);
+    wf__free_mem(ri->last_msg);
+    wf__free_mem(ri);
 }
 
 /* Events a finishing invocation claims at once from a busy step's queue. */
@@ -458,8 +463,12 @@ void wf__emit(wf__run *run, wf_event *ev, int32_t target)
         }
     }
     int input_required = t->is_input;
-    if (WF__UNLIKELY(input_required))
-        wf__stream_push(run, wf_event_retain(ev));
+    if (WF__UNLIKELY(input_required) && wf__stream_push(run, wf_event_retain(ev)) < 0) {
+        /* nobody would ever see the request: the run cannot go on */
+        wf_event_release(ev);
+        wf__fail_nomem(run, WF__NO_STEP, "streaming an InputRequiredEvent");
+        return;
+    }
     uint32_t excluded[16];
     uint32_t nex = 0;
     if (WF__UNLIKELY(atomic_load_explicit(&run->nwaiting, memory_order_acquire) != 0))
@@ -511,7 +520,7 @@ void wf__emit(wf__run *run, wf_event *ev, int32_t target)
             wf_event_release(ev);
     }
     if (WF__UNLIKELY(rc < 0))
-        wf__end_run(run, WF_RUN_FAILED, NULL, rc, NULL, "out of memory while routing an event");
+        wf__fail_nomem(run, WF__NO_STEP, "routing an event");
 }
 
 /*
@@ -560,8 +569,7 @@ void wf__emit_sent(wf__run *run, wf_event **evs, const int32_t *targets, uint32_
             if (WF__UNLIKELY(rc < 0)) {
                 for (uint32_t m = j; m < n; m++)
                     wf_event_release(evs[m]);
-                wf__end_run(run, WF_RUN_FAILED, NULL, rc, NULL,
-                            "out of memory while routing an event");
+                wf__fail_nomem(run, WF__NO_STEP, "routing events");
                 return;
             }
             i = j;

@@ -20,6 +20,7 @@
 
 #include <wf/observe.h>
 
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -215,6 +216,21 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
     return 1;
 }
 
+int wf__fail_nomem(wf__run *run, uint32_t step, const char *doing)
+{
+    const char *name = NULL;
+    if (step < run->nsteps)
+        name = run->wf->steps[step]->name;
+    else if (wf__tls_inv && wf__tls_inv->run == run)
+        name = wf__tls_inv->step->name;
+    char msg[384];
+    if (name)
+        snprintf(msg, sizeof msg, "out of memory %s (step '%s')", doing, name);
+    else
+        snprintf(msg, sizeof msg, "out of memory %s", doing);
+    return wf__end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, name, msg);
+}
+
 /* -------------------------------------------------------------- starting */
 
 void wf_run_params_init(wf_run_params *p)
@@ -272,6 +288,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     atomic_init(&run->dropped, 0);
     atomic_init(&run->unhandled, 0);
     atomic_init(&run->gate, 0);
+    atomic_init(&run->next_inv, 1);
     run->ex = ex;
     run->wf = wf_workflow_retain(wf);
     run->reg = wf->reg;
@@ -354,8 +371,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         wf__engine_ref(run);
         if (wf__timer_arm_after(ex, &run->timeout, run->timeout_ms * 1000000) < 0) {
             wf__engine_unref(run);
-            wf__end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL,
-                        "out of memory arming the timeout");
+            wf__fail_nomem(run, WF__NO_STEP, "arming the run's timeout");
         }
     }
     return 0;
@@ -422,6 +438,11 @@ int wf_run(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start_event,
 {
     if (result)
         *result = NULL;
+    if (ex && wait_ms < 0 && wf__own_thread(ex) == 1) {
+        /* waiting forever on a worker of ex: refused before anything starts */
+        wf_event_release(start_event);
+        return WF_ESTATE;
+    }
     wf_handler *h;
     int rc = wf_run_start(ex, wf, ctx, start_event, &h);
     if (rc < 0)

@@ -69,10 +69,11 @@ void wf__waiter_fire(wf__timer *tm, void *arg)
         wf__waiters_free(w);
     }
     if (t) {
+        uint32_t s = t->step;
         if (wf__run_ended(run))
             wf__drop_task(t);
         else if (wf__deliver_task(run, t) < 0)
-            wf__end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL, "out of memory resuming a step");
+            wf__fail_nomem(run, s, "resuming a step whose wait timed out");
     }
     wf__outside_exit(run, o);
     wf__engine_unref(run); /* the timer's unit */
@@ -119,7 +120,7 @@ uint32_t wf__waiters_match(wf__run *run, const wf_event *ev, uint32_t *excluded,
         wf__engine_unref(run); /* never the last: the caller routes inside the run */
     for (uint32_t i = 0; i < n; i++)
         if (wf__deliver_task(run, tasks[i]) < 0)
-            wf__end_run(run, WF_RUN_FAILED, NULL, WF_ENOMEM, NULL, "out of memory resuming a step");
+            wf__fail_nomem(run, excluded[i], "resuming a step whose wait was answered");
     return n;
 }
 
@@ -133,6 +134,15 @@ void wf__waiters_cancel(wf__run *run)
     pthread_mutex_unlock(&run->collect_lock);
     for (uint32_t i = 0; i < dropped; i++)
         wf__engine_unref(run); /* never the last: the caller holds the running unit */
+}
+
+/* The waiter of step with id (collect_lock held), or NULL. */
+static wf__waiter *waiter_find(wf__run *run, uint32_t step, const char *id)
+{
+    wf__waiter *w = run->waiters;
+    while (w && (w->step != step || strcmp(w->id, id) != 0))
+        w = w->next;
+    return w;
 }
 
 int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requirements,
@@ -154,16 +164,30 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
     }
     wf__run *run = inv->run;
     uint32_t step = inv->task->step;
-    /* A stable id, so that the step run again finds its waiter. */
+    const wf__retry_info *tri = inv->task->arg;
+    wf__slot_dirty(run);
+    pthread_mutex_lock(&run->collect_lock);
+    /*
+     * A stable id, so that the step run again finds its waiter: without one
+     * given, the type and requirements plus the invocation's number, so
+     * that parallel invocations waiting alike each get their own waiter (as
+     * the reference since 2.22.1). A waiter saved without a number (an
+     * older snapshot) keeps its id.
+     */
     char idbuf[512];
+    uint64_t invno = 0;
     if (waiter_id == NULL) {
         int n = snprintf(idbuf, sizeof idbuf, "%s:", type->name);
         if (n > 0 && (size_t)n < sizeof idbuf)
             wf_value_format(requirements, idbuf + n, sizeof idbuf - (size_t)n);
         waiter_id = idbuf;
+        invno = tri ? tri->inv : 0;
+        if (invno == 0 && waiter_find(run, step, idbuf) == NULL)
+            invno = atomic_fetch_add_explicit(&run->next_inv, 1, memory_order_relaxed);
+        size_t len = strlen(idbuf);
+        if (invno && len + 24 < sizeof idbuf)
+            snprintf(idbuf + len, sizeof idbuf - len, "#%llu", (unsigned long long)invno);
     }
-    wf__slot_dirty(run);
-    pthread_mutex_lock(&run->collect_lock);
     wf__waiter **pp = &run->waiters, *w;
     while ((w = *pp) != NULL && (w->step != step || strcmp(w->id, waiter_id) != 0))
         pp = &w->next;
@@ -202,20 +226,26 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
     }
     w = wf__calloc(1, sizeof *w);
     wf__task *t = wf__task_alloc();
-    if (w == NULL || t == NULL || (w->id = wf__strdup(waiter_id)) == NULL) {
+    /* the step runs again as the same invocation: its set, retry record and number go along */
+    wf__retry_info *ri = (tri || invno) ? wf__retry_info_for(tri) : NULL;
+    if (w == NULL || t == NULL || ((tri || invno) && ri == NULL) ||
+        (w->id = wf__strdup(waiter_id)) == NULL) {
         pthread_mutex_unlock(&run->collect_lock);
         wf__free_mem(w);
         wf__task_free(t);
+        wf__retry_info_free(ri);
         wf_event_release(waiter_event);
         return WF_ENOMEM;
     }
+    if (invno)
+        ri->inv = invno;
     t->kind = WF__TASK_INVOKE;
     t->run = run;
     t->ev = wf_event_retain(inv->task->ev);
     t->step = step;
     t->attempt = inv->task->attempt;
     t->flags = inv->task->flags;
-    t->arg = NULL;
+    t->arg = ri;
     t->u.group = inv->task->u.group; /* the waiting step stays in its branch */
     t->pad = inv->task->pad;
     if (t->u.group)
@@ -240,18 +270,28 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
         w->obs_t0 = r.ts;
         wf__obs_write(run->ex, &r);
     }
+    int nomem = 0;
     if (timeout_ms >= 0) {
         wf__engine_ref(run); /* held by the armed timer */
         if (wf__timer_arm(run->ex, &w->tm, wf__now_ns() + timeout_ms * 1000000) < 0) {
             w->timeout_ms = WF_NO_TIMEOUT;
-            wf__engine_unref(run);
+            nomem = 1; /* a wait that can never time out would hang: the run fails below */
         } else {
             w->timer_live = 1;
         }
     }
     pthread_mutex_unlock(&run->collect_lock);
-    if (waiter_event)
-        wf__stream_push(run, waiter_event); /* once per waiter id: only when it is created */
+    if (nomem) {
+        wf__fail_nomem(run, step, "arming the timeout of a wait_for_event");
+        wf__engine_unref(run); /* never the last: this invocation holds its step's unit */
+        wf_event_release(waiter_event);
+        return WF_ENOMEM;
+    }
+    /* once per waiter id: only when it is created; a request nobody sees would hang */
+    if (waiter_event && wf__stream_push(run, waiter_event) < 0) {
+        wf__fail_nomem(run, step, "streaming the waiter event of a wait_for_event");
+        return WF_ENOMEM;
+    }
     inv->suspended = 1;
     return WF_SUSPEND;
 }

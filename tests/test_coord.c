@@ -475,6 +475,263 @@ Test(coord, suspend_without_a_waiter_fails_the_run, .timeout = 60)
     wf_workflow_free(wf);
 }
 
+/*
+ * ---- parallel invocations waiting alike (no waiter id) each get their own
+ * waiter: the reference's test_parallel_identical_implicit_waiters_are_not_
+ * collapsed and test_parallel_implicit_waiters_survive_snapshot_resume ----
+ */
+
+static const wf_event_type *T_WAITEV, *T_WDONE;
+
+static int dispatch3(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    static const char *const names[3] = {"a", "b", "c"};
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(wf_ctx_send_event(ctx, ev_s(T_WAITEV, "name", names[i]), NULL), 0);
+    return 0;
+}
+
+/* u != NULL: the waiter event names the branch ("approve a"); else they are identical. */
+static int wait_branch(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, u ? "approve %s" : "approve", sfield(in, "name"));
+    wf_event *got = NULL;
+    int rc = wf_ctx_wait_for_event(ctx, T_HR, wf_value_nil(), ev_s(T_IR, "prefix", prefix), NULL,
+                                   WF_NO_TIMEOUT, &got);
+    if (rc == WF_SUSPEND)
+        return WF_SUSPEND;
+    cr_assert_eq(rc, 0);
+    char both[128];
+    snprintf(both, sizeof both, "%s=%s", sfield(in, "name"), sfield(got, "response"));
+    wf_event_release(got);
+    *out = ev_s(T_WDONE, "r", both);
+    return 0;
+}
+
+static int collect3(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event_type *types[3] = {T_WDONE, T_WDONE, T_WDONE};
+    wf_event *evs[3];
+    int rc = wf_ctx_collect_events(ctx, in, types, 3, NULL, evs);
+    if (rc == WF_EAGAIN)
+        return 0;
+    cr_assert_eq(rc, 0);
+    /* the branches answer in any order: the result lists them sorted */
+    const char *r[3];
+    for (int i = 0; i < 3; i++)
+        r[i] = sfield(evs[i], "r");
+    for (int i = 0; i < 3; i++)
+        for (int j = i + 1; j < 3; j++)
+            if (strcmp(r[j], r[i]) < 0) {
+                const char *x = r[i];
+                r[i] = r[j];
+                r[j] = x;
+            }
+    char all[256];
+    snprintf(all, sizeof all, "%s %s %s", r[0], r[1], r[2]);
+    wf_value v;
+    cr_assert_eq(wf_value_string(&v, all), 0);
+    for (int i = 0; i < 3; i++)
+        wf_event_release(evs[i]);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, v);
+}
+
+static wf_workflow *implicit_wf(const char *name, int distinct)
+{
+    wf_workflow *wf = hitl_wf(name);
+    cr_assert_eq(wf_workflow_event_type(wf, "WaitEv", NULL, &T_WAITEV), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "WaitDone", NULL, &T_WDONE), 0);
+    add(wf, "dispatch", dispatch3, T_START, NULL, T_WAITEV, NULL, 0);
+    const wf_event_type *acc[1] = {T_WAITEV};
+    const wf_event_type *em[1] = {T_WDONE};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = acc;
+    p.n_accepts = 1;
+    p.emits = em;
+    p.n_emits = 1;
+    p.num_workers = 3;
+    cr_assert_eq(wf_workflow_add_step(wf, "wait_branch", wait_branch, &p, distinct ? (void *)1 : NULL),
+                 0);
+    add(wf, "collect", collect3, T_WDONE, NULL, T_STOP, NULL, 0);
+    wf_workflow_set_validation(wf, 0);
+    wf_workflow_set_timeout(wf, 20000); /* a lost waiter shows as a timeout, not a hang */
+    return wf;
+}
+
+/* Reads the stream until n InputRequiredEvents came; returns their prefixes, sorted, joined. */
+static void read_requests(wf_handler *h, int n, char *out, size_t cap)
+{
+    char got[8][64];
+    int k = 0;
+    while (k < n) {
+        wf_event *e;
+        cr_assert_eq(wf_handler_next_event(h, -1, &e), 0, "the run ended before %d requests", n);
+        if (wf_event_type_of(e) == T_IR && k < 8)
+            snprintf(got[k++], sizeof got[0], "%s", sfield(e, "prefix"));
+        wf_event_release(e);
+    }
+    for (int i = 0; i < k; i++)
+        for (int j = i + 1; j < k; j++)
+            if (strcmp(got[j], got[i]) < 0) {
+                char x[64];
+                memcpy(x, got[i], sizeof x);
+                memcpy(got[i], got[j], sizeof x);
+                memcpy(got[j], x, sizeof x);
+            }
+    out[0] = 0;
+    for (int i = 0; i < k; i++)
+        snprintf(out + strlen(out), cap - strlen(out), "%s%s", i ? "|" : "", got[i]);
+}
+
+static void expect_result(wf_handler *h, const char *want)
+{
+    wf_event *res = NULL;
+    int rc = wf_handler_wait(h, -1, &res);
+    const char *msg = NULL;
+    if (rc != 0)
+        wf_handler_error(h, NULL, NULL, &msg);
+    cr_assert_eq(rc, 0, "the run did not complete: %s", msg ? msg : "");
+    const char *r;
+    cr_assert_eq(wf_value_get_string(wf_event_result(res), &r, NULL), 0);
+    cr_assert_str_eq(r, want);
+    wf_event_release(res);
+}
+
+Test(coord, parallel_identical_implicit_waiters_are_not_collapsed, .timeout = 60)
+{
+    wf_workflow *wf = implicit_wf("implicit-waiters", 0);
+    wf_executor *ex = exec_n(2);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, s, &h), 0);
+    char prefixes[256];
+    read_requests(h, 3, prefixes, sizeof prefixes);
+    cr_assert_str_eq(prefixes, "approve|approve|approve", "one request per waiting invocation");
+    /* one answer satisfies every waiter of its type */
+    cr_assert_eq(wf_handler_send_event(h, ev_s(T_HR, "response", "approved"), NULL), 0);
+    expect_result(h, "a=approved b=approved c=approved");
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(coord, parallel_implicit_waiters_survive_snapshot_resume, .timeout = 60)
+{
+    wf_workflow *wf = implicit_wf("implicit-waiters-resume", 1);
+    wf_executor *ex = exec_n(2);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    cr_assert_eq(wf_run_start(ex, wf, ctx, s, &h), 0);
+    char prefixes[256];
+    read_requests(h, 3, prefixes, sizeof prefixes);
+    cr_assert_str_eq(prefixes, "approve a|approve b|approve c");
+    cr_assert_eq(wf_handler_cancel(h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ECANCELLED);
+    wf_handler_free(h);
+    void *bytes;
+    size_t len;
+    cr_assert_eq(wf_ctx_save(ctx, &bytes, &len), 0);
+    wf_ctx_free(ctx);
+
+    wf_ctx *back;
+    char *msg = NULL;
+    cr_assert_eq(wf_ctx_load(wf, bytes, len, 0, &back, &msg), 0, "%s", msg ? msg : "");
+    wf_free(bytes);
+    cr_assert_eq(wf_run_resume(ex, wf, back, NULL, &h, &msg), 0, "%s", msg ? msg : "");
+    cr_assert_eq(wf_handler_send_event(h, ev_s(T_HR, "response", "approved"), NULL), 0);
+    expect_result(h, "a=approved b=approved c=approved");
+    wf_handler_free(h);
+    wf_ctx_free(back);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+/* ---- a step's return value that is not a result names what it returned ---- */
+
+static int returns_seven(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    return 7;
+}
+
+Test(coord, a_step_returning_an_unknown_positive_value_fails_naming_it, .timeout = 60)
+{
+    wf_workflow *wf = hitl_wf("bad-return");
+    add(wf, "seven", returns_seven, T_START, NULL, T_STOP, NULL, 0);
+    wf_executor *ex = exec_n(1);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, s, &h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ESTEP);
+    int code;
+    const char *step, *msg;
+    cr_assert_eq(wf_handler_error(h, &code, &step, &msg), 0);
+    cr_assert_eq(code, WF_ESTATE);
+    cr_assert_str_eq(step, "seven");
+    cr_assert(strstr(msg, "returned 7") != NULL, "message: %s", msg);
+    cr_assert(strstr(msg, "WF_PENDING, which needs") == NULL, "message: %s", msg);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+/* ---- misuse that would deadlock is refused: waiting forever from a worker, freeing from a step ---- */
+
+static wf_executor *misuse_ex;
+static wf_workflow *misuse_inner;
+static atomic_int misuse_rc_wait, misuse_rc_run;
+
+static int inner_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(1));
+}
+
+static int waits_on_own_executor(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event_type *start = wf_workflow_builtin(misuse_inner, WF_START_EVENT);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, start, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(misuse_ex, misuse_inner, NULL, s, &h), 0);
+    atomic_store(&misuse_rc_wait, wf_handler_wait(h, -1, NULL));
+    cr_assert_eq(wf_handler_wait(h, 10000, NULL), 0, "with a timeout the wait is allowed");
+    wf_handler_free(h);
+    cr_assert_eq(wf_event_new(&s, start, 0), 0);
+    atomic_store(&misuse_rc_run, wf_run(misuse_ex, misuse_inner, NULL, s, -1, NULL));
+    wf_executor_free(misuse_ex); /* refused: it would wait for this very thread */
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(2));
+}
+
+Test(coord, waiting_forever_or_freeing_from_a_worker_is_refused, .timeout = 60)
+{
+    misuse_inner = hitl_wf("inner");
+    add(misuse_inner, "inner", inner_step, T_START, NULL, T_STOP, NULL, 0);
+    wf_workflow *wf = hitl_wf("outer");
+    add(wf, "outer", waits_on_own_executor, T_START, NULL, T_STOP, NULL, 0);
+    misuse_ex = exec_n(2);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_event *res = NULL;
+    cr_assert_eq(wf_run(misuse_ex, wf, NULL, s, -1, &res), 0);
+    wf_event_release(res);
+    cr_assert_eq(atomic_load(&misuse_rc_wait), WF_ESTATE);
+    cr_assert_eq(atomic_load(&misuse_rc_run), WF_ESTATE);
+    /* the executor survived the refused free and still runs */
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    cr_assert_eq(wf_run(misuse_ex, wf, NULL, s, -1, NULL), 0);
+    wf_executor_free(misuse_ex);
+    wf_workflow_free(wf);
+    wf_workflow_free(misuse_inner);
+}
+
 /* ---- async steps: completion tokens ---- */
 
 #define ASYNC_N 10000

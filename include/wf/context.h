@@ -99,6 +99,8 @@ WF_API int wf_ctx_send_event(wf_ctx *ctx, wf_event *ev, const char *target);
  * Publishes ev on the run's stream (see wf_handler_next_event). Takes
  * ownership. WF_ESTATE when the context has no run; after the run ended the
  * event is dropped and 0 returned (late emissions never reach the stream).
+ * A full stream drops it and counts it (wf_handler_stream_dropped): 0;
+ * WF_ENOMEM when the stream's buffer could not be allocated (dropped too).
  */
 WF_API int wf_ctx_write_event_to_stream(wf_ctx *ctx, wf_event *ev);
 /**

@@ -55,7 +55,10 @@ WF_API int wf_executor_new(wf_executor **out, const wf_executor_params *params);
  * Shuts down: cancels the runs still active (each ends as cancelled, its
  * handler reports WF_ECANCELLED), waits for invocations in progress to
  * return, joins the threads and frees the executor. Handlers stay valid until
- * wf_handler_free. Must not be called from a worker thread. NULL is fine.
+ * wf_handler_free. Must not be called from a thread of ex itself (a step,
+ * an on_done callback): it would wait for that very thread, so such a call
+ * is refused (logged at WF_LOG_ERROR, the executor left running). NULL is
+ * fine.
  */
 WF_API void wf_executor_free(wf_executor *ex);
 /** Number of worker threads. */
@@ -131,7 +134,9 @@ WF_API int wf_run_start(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event 
 /**
  * Starts a run and waits for it (wait timeout: wait_ms, or -1 forever).
  * Returns what wf_handler_wait returns; *result as there. The handler is
- * freed (an unfinished run goes on, detached).
+ * freed (an unfinished run goes on, detached). With wait_ms -1 on a worker
+ * thread of ex (from a step) it would wait for the very workers it holds:
+ * WF_ESTATE, nothing started (the start event is released).
  */
 WF_API int wf_run(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start_event,
                   int64_t wait_ms, wf_event **result);
@@ -143,7 +148,10 @@ WF_API int wf_run(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start
  * when it ended with a StopEvent (its subtypes included) and, if result is
  * not NULL, gives the StopEvent (caller owns: wf_event_release);
  * WF_ESTEP when a step failed (wf_handler_error tells which), WF_ERUNTIMEOUT,
- * WF_ECANCELLED, or WF_ETIMEDOUT if the run is still going.
+ * WF_ECANCELLED, or WF_ETIMEDOUT if the run is still going. Waiting
+ * forever (-1) for a running run from a worker thread of the run's executor
+ * (a step) could never end: WF_ESTATE at once (give a timeout, or use an
+ * async step, wf_ctx_pend).
  */
 WF_API int wf_handler_wait(wf_handler *h, int64_t timeout_ms, wf_event **result);
 /** The current status, without waiting. */
