@@ -741,3 +741,92 @@ Test(stress, observed_runs_with_flushes_deliver_each_record_once, .timeout = 900
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+/*
+ * ---- retries by the hundred thousand: each failed attempt's next task is
+ * handed to a timer (zero delay) while other workers run and end the
+ * attempts before it; every item must be retried until it succeeds, and
+ * every run must come out with the exact sum. Under TSan this is the
+ * regression test for the retry path reading a task after its hand-over.
+ */
+
+static atomic_long retried;
+
+static int flaky(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t v = 0;
+    wf_value_get_int(wf_event_get(in, "v", wf_value_int(0)), &v);
+    uint32_t fails = mix((uint32_t)v) % 4; /* 0 to 3 failed attempts before it succeeds */
+    if (wf_ctx_attempt(ctx) <= fails) {
+        atomic_fetch_add_explicit(&retried, 1, memory_order_relaxed);
+        wf_ctx_set_error(ctx, "flaky");
+        return WF_EINTERNAL;
+    }
+    return wf_event_new1(out, T_DONE, "v", wf_value_int(v));
+}
+
+Test(stress, retries_by_the_hundred_thousand, .timeout = 900)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "retry-stress", NULL), 0);
+    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    T_STOP = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Done", NULL, &T_DONE), 0);
+    wf_retry_policy *pol;
+    cr_assert_eq(wf_retry_policy_constant(&pol, 4, 0), 0);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.n_accepts = 1;
+    p.n_emits = 1;
+    p.accepts = &T_START;
+    p.emits = &T_ITEM;
+    cr_assert_eq(wf_workflow_add_step(wf, "fan", fan, &p, NULL), 0);
+    p.accepts = &T_ITEM;
+    p.emits = &T_DONE;
+    p.num_workers = 4;
+    p.retry = pol;
+    cr_assert_eq(wf_workflow_add_step(wf, "flaky", flaky, &p, NULL), 0);
+    p.accepts = &T_DONE;
+    p.emits = &T_STOP;
+    p.num_workers = 1;
+    p.retry = NULL;
+    cr_assert_eq(wf_workflow_add_step(wf, "gather", collect, &p, NULL), 0);
+    wf_retry_policy_free(pol);
+    wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
+
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 4;
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    wf_handler **hs = calloc(RUNS, sizeof *hs);
+    for (int i = 0; i < RUNS; i++) {
+        wf_event *s;
+        cr_assert_eq(wf_event_new1(&s, T_START, "base", wf_value_int((int64_t)i * 1000)), 0);
+        cr_assert_eq(wf_run_start(ex, wf, NULL, s, &hs[i]), 0);
+    }
+    long want_retries = 0;
+    for (int i = 0; i < RUNS; i++) {
+        wf_event *res = NULL;
+        int rc = wf_handler_wait(hs[i], -1, &res);
+        const char *msg = NULL;
+        if (rc)
+            wf_handler_error(hs[i], NULL, NULL, &msg);
+        cr_assert_eq(rc, 0, "run %d: %s (%s)", i, wf_err_name(rc), msg ? msg : "");
+        int64_t sum = 0, want = 0;
+        cr_assert_eq(wf_value_get_int(wf_event_result(res), &sum), 0);
+        for (int k = 0; k < FAN; k++) {
+            want += (int64_t)i * 1000 + k;
+            want_retries += mix((uint32_t)(i * 1000 + k)) % 4;
+        }
+        cr_assert_eq(sum, want, "run %d: sum %lld, expected %lld", i, (long long)sum,
+                     (long long)want);
+        wf_event_release(res);
+        wf_handler_free(hs[i]);
+    }
+    cr_assert_eq(atomic_load(&retried), want_retries, "every failed attempt was retried once");
+    wf_executor_free(ex);
+    free(hs);
+    wf_workflow_free(wf);
+}
