@@ -149,6 +149,18 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
             wf_value name;
             if (!wf_value_is_nil(active) && wf_value_string(&name, run->wf->steps[i]->name) == 0)
                 (void)wf_value_array_push(&active, name);
+            if (step == NULL)
+                step = run->wf->steps[i]->name; /* wf_handler_error's step: the first active */
+        }
+        if (step == NULL) {
+            /* nothing runs: the run was waiting for an event (human in the loop) */
+            pthread_mutex_lock(&run->collect_lock);
+            for (wf__waiter *w = run->waiters; w; w = w->next)
+                if (w->state == W_WAITING)
+                    step = run->wf->steps[w->step]->name; /* the oldest is last */
+            pthread_mutex_unlock(&run->collect_lock);
+            if (step && n > 0 && (size_t)n < sizeof tmsg)
+                snprintf(tmsg + n, sizeof tmsg - (size_t)n, "; waiting for an event: %s", step);
         }
         msg = tmsg;
         code = WF_ERUNTIMEOUT;

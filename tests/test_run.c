@@ -602,9 +602,11 @@ Test(run, timeout_names_active_steps, .timeout = 60)
     cr_assert_eq(wf_run_start_ex(ex, wf, NULL, ev0(T_START), &rp, &h, NULL), 0);
     cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ERUNTIMEOUT);
     int code;
-    const char *msg;
-    cr_assert_eq(wf_handler_error(h, &code, NULL, &msg), 0);
+    const char *msg, *step = NULL;
+    cr_assert_eq(wf_handler_error(h, &code, &step, &msg), 0);
     cr_assert_eq(code, WF_ERUNTIMEOUT);
+    cr_assert_not_null(step, "a timeout names its first active step");
+    cr_assert_str_eq(step, "spinner");
     cr_assert(strstr(msg, "timed out after 0.05 seconds") != NULL, "%s", msg);
     cr_assert(strstr(msg, "spinner") != NULL, "%s", msg);
     wf_event *e;

@@ -158,8 +158,9 @@ WF_API int wf_handler_wait(wf_handler *h, int64_t timeout_ms, wf_event **result)
 WF_API wf_run_status wf_handler_status(const wf_handler *h);
 /**
  * Why the run failed or timed out: the error code a step returned (or
- * WF_ERUNTIMEOUT / WF_ECANCELLED), the step's name (NULL if none), and a
- * message (for a timeout it names the active steps). Borrowed: valid while
+ * WF_ERUNTIMEOUT / WF_ECANCELLED), the step's name (NULL if none; for a
+ * timeout the first active step, or the step waiting for an event when
+ * none runs), and a message (for a timeout it names the active steps). Borrowed: valid while
  * the handler is. Returns WF_ESTATE while running, 0 otherwise.
  */
 WF_API int wf_handler_error(const wf_handler *h, int *code, const char **step,
