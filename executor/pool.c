@@ -314,8 +314,9 @@ uint32_t wf__pool_take_run(struct wf_executor *ex, const void *run, wf__task **o
 }
 
 /*
- * The calling worker is about to wait for a live snapshot: its bypass task
- * goes to its deque, where the snapshot (or a thief) can reach it.
+ * The calling worker is about to wait (for a live snapshot, or for a run in
+ * wf_handler_wait): its bypass task goes to its deque, where the snapshot
+ * or a thief can reach it, and an idle worker is woken to take it.
  */
 void wf__pool_spill_bypass(void)
 {
@@ -325,7 +326,9 @@ void wf__pool_spill_bypass(void)
     wf__task *t = w->bypass;
     w->bypass = NULL;
     if (wf__deque_push(&w->deque, t) < 0)
-        wf__inject(w->ex, t);
+        wf__inject(w->ex, t); /* it notifies */
+    else
+        notify(w->ex);
 }
 
 static void blocking_stop(struct wf_executor *ex)

@@ -53,8 +53,12 @@ typedef struct dec {
     wf__collect *collect;
     wf__retry_timer *retries;
     uint64_t dropped, unhandled;
-    uint64_t next_inv; /* above every invocation number read */
-    const char *field; /* where the walk is, for messages: run.<field>[item] */
+    uint64_t next_inv;                /* above every invocation number read */
+    uint32_t last_state;              /* of the last task read (0 queued, 1 in progress) */
+    uint64_t n_queued, n_in_progress; /* tasks and retries read, for the counters */
+    int has_counts;                   /* the counters gave queued and in_progress */
+    uint64_t queued, in_progress;     /* what they say */
+    const char *field;                /* where the walk is, for messages: run.<field>[item] */
     uint32_t item;
     char **message;
     int64_t now;
@@ -191,8 +195,10 @@ static int dec_task(dec *d, wf__task **out)
     }
     if (rc == 0 && has_retry)
         rc = dec_retry_info(d, ri);
+    int joined = 0;
     if (rc == 0 && n > 9 && !wf__rd_nil(r)) {
         uint32_t m;
+        joined = 1;
         if (wf__rd_array(r, &m) < 0) {
             rc = bad(d, "a joined set is an array of events");
         } else if (ri) {
@@ -213,6 +219,17 @@ static int dec_task(dec *d, wf__task **out)
         ri->inv = (uint64_t)invno;
     if (rc == 0 && (uint64_t)invno >= d->next_inv)
         d->next_inv = (uint64_t)invno + 1;
+    /*
+     * Against the definition: a task's event is of a type its step accepts
+     * (an error handler's StepFailedEvent aside; a join's task carries its
+     * set, and a list join's the event that fanned out).
+     */
+    const wf__step *ds = d->wf->steps[d->steps[step]];
+    const wf_event_type *ty = d->types[ti];
+    if (rc == 0 && !joined && !wf__step_accepts(ds, ty) &&
+        !(ds->is_handler && ty == d->wf->reg->types[WF_STEP_FAILED_EVENT]))
+        rc = bad(d, "an event of a type its step does not accept");
+    d->last_state = state;
     if (rc < 0) {
         task_discard(t);
         return rc;
@@ -559,6 +576,7 @@ static int dec_retries(dec *d)
             return rc;
         if (rt)
             rt->t = t;
+        d->n_queued++;
     }
     return 0;
 }
@@ -580,6 +598,10 @@ static int dec_tasks(dec *d)
             return rc;
         if (d->build)
             d->tasks[d->ntasks++] = t;
+        if (d->last_state)
+            d->n_in_progress++;
+        else
+            d->n_queued++;
     }
     return 0;
 }
@@ -590,18 +612,24 @@ static int dec_counters(dec *d)
     here(d, "counters", NO_ITEM);
     if (!seek(d, R_COUNTERS))
         return 0;
-    wf__rd_key keys[2] = {{"dropped", 0, 0, 0}, {"unhandled", 0, 0, 0}};
-    int rc = wf__rd_keys(&d->r, keys, 2);
+    wf__rd_key keys[4] = {{"dropped", 0, 0, 0},
+                          {"unhandled", 0, 0, 0},
+                          {"queued", 0, 0, 0},
+                          {"in_progress", 0, 0, 0}};
+    int rc = wf__rd_keys(&d->r, keys, 4);
     if (rc < 0)
         return rc;
-    uint64_t *v[2] = {&d->dropped, &d->unhandled};
-    for (int k = 0; k < 2; k++) {
+    size_t end = d->r.off; /* the map's end: where the run map's walk goes on */
+    d->has_counts = keys[2].at && keys[3].at;
+    uint64_t *v[4] = {&d->dropped, &d->unhandled, &d->queued, &d->in_progress};
+    for (int k = 0; k < 4; k++) {
         int64_t i;
         int neg;
         d->r.off = keys[k].at;
         if (keys[k].at && (wf__rd_integer(&d->r, v[k], &i, &neg) < 0 || neg))
             return bad(d, "a counter is a non-negative integer");
     }
+    d->r.off = end;
     return 0;
 }
 
@@ -704,6 +732,12 @@ static int dec_run(dec *d)
     for (int k = 0; rc == 0 && k < R_N; k++)
         if (!(done & 1u << k))
             rc = run_parts[k].read(d);
+    /* a run's counters add up: queued = queued tasks + retries, in_progress = the others */
+    if (rc == 0 && d->has_counts &&
+        (d->queued != d->n_queued || d->in_progress != d->n_in_progress)) {
+        here(d, "counters", NO_ITEM);
+        rc = bad(d, "queued and in_progress do not match the tasks and retries");
+    }
     if (rc == 0 && d->build)
         rc = dec_groups_open(d);
     if (rc == 0 && end != r->len) {

@@ -268,7 +268,7 @@ Test(codec, snapshot_at_rest_round_trips_and_resumes_counting)
     cr_assert_eq(wf_snapshot_to_json(buf, len, &json, NULL), 0);
     char want[256];
     snprintf(want, sizeof want,
-             "{\"magic\":\"wf-snapshot\",\"version\":2,\"workflow\":\"Counter\","
+             "{\"magic\":\"wf-snapshot\",\"version\":3,\"workflow\":\"Counter\","
              "\"fingerprint\":%llu,\"running\":false,\"state\":{\"runs\":{\"count\":2}}}",
              (unsigned long long)wf_workflow_fingerprint(wf));
     cr_assert_str_eq(json, want);
@@ -278,6 +278,30 @@ Test(codec, snapshot_at_rest_round_trips_and_resumes_counting)
     wf_ctx_free(ctx);
     wf_executor_free(ex);
     wf_workflow_free(wf);
+}
+
+/* A document given its seal (CRC-32C of the bytes, as msgpack uint32): a newer writer's. */
+static void *reseal(void *doc, size_t *len)
+{
+    uint32_t c = 0xffffffffu;
+    const uint8_t *p = doc;
+    for (size_t i = 0; i < *len; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+    }
+    c = ~c;
+    uint8_t *out = malloc(*len + 5);
+    cr_assert_not_null(out);
+    memcpy(out, doc, *len);
+    out[*len] = 0xce;
+    out[*len + 1] = (uint8_t)(c >> 24);
+    out[*len + 2] = (uint8_t)(c >> 16);
+    out[*len + 3] = (uint8_t)(c >> 8);
+    out[*len + 4] = (uint8_t)c;
+    wf_free(doc);
+    *len += 5;
+    return out;
 }
 
 Test(codec, snapshot_checks_definition_version_and_format)
@@ -305,10 +329,16 @@ Test(codec, snapshot_checks_definition_version_and_format)
     void *newer;
     size_t nlen;
     cr_assert_eq(wf_value_to_msgpack(doc, &newer, &nlen), 0);
-    cr_assert_eq(wf_ctx_load(wf, newer, nlen, 0, &out, &msg), WF_EVERSION);
-    cr_assert_str_eq(msg, "snapshot format 3 is newer than this library's (2): upgrade wf");
+    /* without its seal it is just corrupt */
+    cr_assert_eq(wf_ctx_load(wf, newer, nlen, 0, &out, &msg), WF_EFORMAT);
+    cr_assert(strstr(msg, "checksum") != NULL, "%s", msg);
     wf_free(msg);
-    wf_free(newer);
+    msg = NULL;
+    newer = reseal(newer, &nlen);
+    cr_assert_eq(wf_ctx_load(wf, newer, nlen, 0, &out, &msg), WF_EVERSION);
+    cr_assert_str_eq(msg, "snapshot format 4 is newer than this library's (3): upgrade wf");
+    wf_free(msg);
+    free(newer);
     /* not a snapshot */
     cr_assert_eq(wf_value_map_set(&doc, "magic", wf_value_int(0)), 0);
     void *bad;

@@ -521,12 +521,12 @@ Test(snapshot, a_version_1_document_is_migrated)
     cr_assert_eq(k, 5);
     wf_value_release(got);
     cr_assert(!wf_ctx_is_resumable(ctx));
-    /* saved again, it is version 2 */
+    /* saved again, it is the current version (3) */
     void *b2;
     size_t l2;
     cr_assert_eq(wf_ctx_save(ctx, &b2, &l2), 0);
     char *json = json_of(b2, l2);
-    cr_assert(strstr(json, "\"version\":2") != NULL, "%s", json);
+    cr_assert(strstr(json, "\"version\":3") != NULL, "%s", json);
     wf_free(json);
     wf_free(b2);
     wf_ctx_free(ctx);
@@ -979,5 +979,124 @@ Test(snapshot, cancelled_mid_list_fan_out_resumes_exactly, .timeout = 60)
     wf_handler_free(h);
     wf_ctx_free(ctx);
     wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+/*
+ * ---- corruption is detected, never resumed: every single-bit flip and every
+ * truncation of a sealed snapshot is WF_EFORMAT (the CRC-32C seal) ----
+ */
+
+static void expect_every_flip_and_cut_refused(wf_workflow *wf, const void *buf, size_t len)
+{
+    uint8_t *c = malloc(len ? len : 1);
+    cr_assert_not_null(c);
+    for (size_t i = 0; i < len * 8; i++) {
+        memcpy(c, buf, len);
+        c[i / 8] ^= (uint8_t)(1u << (i % 8));
+        wf_ctx *x = NULL;
+        char *m = NULL;
+        int rc = wf_ctx_load(wf, c, len, 0, &x, &m);
+        cr_assert_eq(rc, WF_EFORMAT, "bit %zu of %zu flipped: %s (%s)", i, len * 8, wf_err_name(rc),
+                     m ? m : "");
+        cr_assert_null(x);
+        wf_free(m);
+        char *j = NULL;
+        cr_assert_eq(wf_snapshot_to_json(c, len, &j, NULL), WF_EFORMAT, "bit %zu: json", i);
+    }
+    for (size_t n = 0; n < len; n++) {
+        wf_ctx *x = NULL;
+        int rc = wf_ctx_load(wf, buf, n, 0, &x, NULL);
+        cr_assert_eq(rc, WF_EFORMAT, "cut to %zu of %zu bytes: %s", n, len, wf_err_name(rc));
+        cr_assert_null(x);
+    }
+    free(c);
+}
+
+Test(snapshot, every_bit_flip_and_truncation_is_refused, .timeout = 120)
+{
+    wf_workflow *wf = new_wf("Sealed");
+    add(wf, "start", ask, T_START, T_IR, NULL, 0);
+    add(wf, "answer", note_attempt, T_HR, T_STOP, NULL, 0);
+    /* at rest: the store only */
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    cr_assert_eq(wf_ctx_set(ctx, "user.name", str_v("Ada")), 0);
+    cr_assert_eq(wf_ctx_set(ctx, "n", wf_value_int(-7)), 0);
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_ctx_save(ctx, &buf, &len), 0);
+    expect_every_flip_and_cut_refused(wf, buf, len);
+    wf_free(buf);
+    /* running: a run parked after cancel, with its store */
+    wf_executor *ex = exec_n(2);
+    wf_event *s, *e;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, ctx, s, &h), 0);
+    cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
+    wf_event_release(e);
+    cr_assert_eq(wf_handler_cancel(h), 0);
+    wf_handler_free(h);
+    cr_assert_eq(wf_ctx_save(ctx, &buf, &len), 0);
+    expect_every_flip_and_cut_refused(wf, buf, len);
+    /* intact, it loads and resumes */
+    wf_ctx *back;
+    cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &back, NULL), 0);
+    cr_assert_eq(wf_run_resume(ex, wf, back, NULL, &h, NULL), 0);
+    cr_assert_eq(wf_handler_send_event(h, ev_s(T_HR, "response", "x"), NULL), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    wf_handler_free(h);
+    wf_ctx_free(back);
+    wf_free(buf);
+    wf_ctx_free(ctx);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(snapshot, a_version_2_document_without_a_seal_still_loads)
+{
+    wf_workflow *wf = new_wf("Unsealed");
+    add(wf, "start", ask, T_START, T_IR, NULL, 0);
+    add(wf, "answer", note_attempt, T_HR, T_STOP, NULL, 0);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    cr_assert_eq(wf_ctx_set(ctx, "k", wf_value_int(9)), 0);
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_ctx_save(ctx, &buf, &len), 0);
+    /* what wf wrote before seals: the same map, version 2, nothing after it */
+    wf_value doc;
+    size_t used = 0;
+    cr_assert_eq(wf_value_from_msgpack(buf, len, &doc, &used, NULL), 0);
+    cr_assert_eq(used, len - 5, "the seal is five bytes after the map");
+    cr_assert_eq(wf_value_map_set(&doc, "version", wf_value_uint(2)), 0);
+    void *old;
+    size_t olen;
+    cr_assert_eq(wf_value_to_msgpack(doc, &old, &olen), 0);
+    wf_ctx *back;
+    char *m = NULL;
+    cr_assert_eq(wf_ctx_load(wf, old, olen, 0, &back, &m), 0, "%s", m ? m : "");
+    wf_value got;
+    int64_t k = 0;
+    cr_assert_eq(wf_ctx_get(back, "k", &got), 0);
+    cr_assert_eq(wf_value_get_int(got, &k), 0);
+    cr_assert_eq(k, 9);
+    wf_value_release(got);
+    /* but a version 3 document without its seal is corrupt */
+    cr_assert_eq(wf_value_map_set(&doc, "version", wf_value_uint(3)), 0);
+    void *bare;
+    size_t blen;
+    cr_assert_eq(wf_value_to_msgpack(doc, &bare, &blen), 0);
+    wf_ctx *x = NULL;
+    cr_assert_eq(wf_ctx_load(wf, bare, blen, 0, &x, &m), WF_EFORMAT);
+    cr_assert(strstr(m, "checksum") != NULL, "%s", m);
+    wf_free(m);
+    wf_free(bare);
+    wf_free(old);
+    wf_value_release(doc);
+    wf_ctx_free(back);
+    wf_ctx_free(ctx);
+    wf_free(buf);
     wf_workflow_free(wf);
 }

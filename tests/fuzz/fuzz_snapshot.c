@@ -7,7 +7,9 @@
  * wf_run_resume would: the check and the build are held to agreeing.
  *
  * Build and run (scripts/test does this for 30 s; it links the library's
- * sources, so the harness reaches the internal wf__run_check_doc):
+ * sources, so the harness reaches the internal wf__run_check_doc). Built
+ * with -DWF_FUZZ_NO_CHECKSUM: a document's seal (CRC-32C) is then taken as
+ * matching, so mutated inputs reach the decoder instead of stopping at it:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined ... tests/fuzz/fuzz_snapshot.c
  *   ./fuzz_snapshot -max_total_time=600 tests/fuzz/corpus
  * The seed corpus holds real snapshots; corpus/run1.msgpack, a running one
