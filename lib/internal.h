@@ -75,6 +75,29 @@ extern const uint8_t wf__cls_by8[65]; /* class of a block of n <= 512 bytes: [(n
 void *wf__cache_refill(size_t n, int c, uint8_t *cls);
 void wf__cache_spill(void *p, uint8_t cls);
 
+#ifdef WF_NO_ALLOC_CACHE
+/*
+ * -Dalloc_cache=false (the sanitizer phase): every block comes from and goes
+ * back to the allocation hooks, so AddressSanitizer sees a block used after
+ * its free, and the allocation-failure sweep reaches every allocation.
+ */
+static inline void *wf__cache_alloc(size_t n, uint8_t *cls)
+{
+    return wf__cache_refill(n, -1, cls);
+}
+static inline void *wf__cache_alloc_cls(int c)
+{
+    uint8_t cls;
+    (void)c; /* only tasks (64 bytes) are taken by class */
+    return wf__cache_refill(64, -1, &cls);
+}
+static inline void wf__cache_free(void *p, uint8_t cls)
+{
+    (void)cls;
+    if (p)
+        wf__cache_spill(p, WF__CLS_HEAP);
+}
+#else
 static inline void *wf__cache_alloc(size_t n, uint8_t *cls)
 {
     if (WF__UNLIKELY(n > 512))
@@ -115,6 +138,7 @@ static inline void wf__cache_free(void *p, uint8_t cls)
     wf__tc.head[cls] = b;
     wf__tc.count[cls]++;
 }
+#endif
 
 /*
  * Mutexes guarding short sections that several workers take (the run list,
