@@ -122,6 +122,35 @@ int wf_ctx_write_event_to_stream(wf_ctx *ctx, wf_event *ev)
     return full < 0 ? full : 0;
 }
 
+int wf_ctx_running_steps(wf_ctx *ctx, wf_value *out)
+{
+    if (out)
+        *out = wf_value_nil();
+    if (ctx == NULL || out == NULL)
+        return WF_EINVAL;
+    wf__inv *inv = wf__inv_of(ctx);
+    wf__run *run = inv ? inv->run : wf__ctx_run_ref(ctx);
+    if (run == NULL)
+        return WF_ESTATE;
+    wf_value names = wf_value_nil();
+    int rc = wf_value_array_new(&names, 4);
+    for (uint32_t i = 0; rc == 0 && i < run->nsteps; i++) {
+        wf_value n;
+        if (wf__step_count(run, i) == 0)
+            continue;
+        if ((rc = wf_value_string(&n, run->wf->steps[i]->name)) == 0)
+            rc = wf_value_array_push(&names, n);
+    }
+    if (inv == NULL)
+        wf__run_release(run);
+    if (rc < 0) {
+        wf_value_release(names);
+        return rc;
+    }
+    *out = names;
+    return 0;
+}
+
 int wf_ctx_set_error(wf_ctx *ctx, const char *message)
 {
     wf__inv *inv = wf__inv_of(ctx);

@@ -191,7 +191,9 @@ typedef struct wf__run {
     int64_t obs_t0; /* RUN_START time when observed, else 0 */
     struct wf_executor *ex;
     wf_workflow *wf;
-    const wf_registry *reg; /* wf->reg, read on every emission */
+    const wf_registry *reg;    /* wf->reg, read on every emission */
+    uint8_t internal;          /* stream_internal, on the line every invocation reads */
+    _Atomic uint8_t idle_sent; /* a WorkflowIdleEvent went out since the last "running" */
     wf_ctx *ctx;
     wf__timer timeout;
     int64_t timeout_ms;
@@ -310,6 +312,13 @@ extern WF__TLS wf__run *wf__tls_handoff;
  * (~25 ns a read here). 0 outside (hooks.c).
  */
 extern WF__TLS int64_t wf__tls_obs_now;
+/*
+ * A step's failure about to end its run (run.c, set by wf__step_failed):
+ * the attempts made and the time since the first (-1: not timed), for the
+ * WorkflowFailedEvent. 0 attempts: not a step's failure.
+ */
+extern WF__TLS uint32_t wf__tls_fail_attempts;
+extern WF__TLS int64_t wf__tls_fail_elapsed_ns;
 
 /* The invocation of ctx running on this thread, if any. */
 static inline wf__inv *wf__inv_of(const wf_ctx *ctx)
@@ -428,6 +437,17 @@ void wf__retries_cancel(wf__run *run);
 /* Puts ev (owned) on the run's stream: 0 kept (or the run had ended), 1 dropped (full), WF_ENOMEM.
  */
 int wf__stream_push(wf__run *run, wf_event *ev);
+/*
+ * stream_internal (handler.c): a StepStateChanged of step (state "preparing",
+ * "running" or "not_running"; out: the type returned, or NULL), and the
+ * idle check made when a step's count reaches 0 (a WorkflowIdleEvent when
+ * nothing runs and a waiter waits). Called only when run->internal.
+ */
+void wf__internal_step_state(wf__run *run, uint32_t step, const char *state,
+                             const wf_event_type *in, const wf_event_type *out);
+void wf__internal_idle_check(wf__run *run);
+/* Nothing of run runs or waits to run, and a step waits for an event (not ended). */
+int wf__run_idle(wf__run *run);
 /* Checks a target and resolves it to a step index (-1 for broadcast). */
 int wf__resolve_target(const wf_workflow *wf, const wf_event *ev, const char *target, int32_t *idx);
 /* Sends ev (owned) into run from outside any of its invocations. */

@@ -11,6 +11,7 @@
  */
 #include "engine.h"
 
+#include <stdio.h>
 #include <time.h>
 
 /*
@@ -279,4 +280,78 @@ void wf_handler_free(wf_handler *h)
 {
     if (h)
         wf__run_release((wf__run *)h);
+}
+
+/* ------------------------------------------------ internal notifications */
+
+/* Who runs the calling thread's work, as the reference's worker_id. */
+static void worker_id(const wf__run *run, char *buf, size_t cap)
+{
+    const wf__slot *s = wf__tls_slot;
+    int own = wf__own_thread(run->ex);
+    if (own == 1)
+        snprintf(buf, cap, "worker %u", wf__tls_worker->index);
+    else if (own == 2)
+        snprintf(buf, cap, "blocking %u", s->index - run->ex->nworkers);
+    else
+        snprintf(buf, cap, "outside");
+}
+
+static int set_str(wf_event *ev, const char *key, const char *s)
+{
+    wf_value v;
+    if (s == NULL)
+        return wf_event_set(ev, key, wf_value_nil());
+    int rc = wf_value_string(&v, s);
+    return rc < 0 ? rc : wf_event_set(ev, key, v);
+}
+
+__attribute__((cold)) void wf__internal_step_state(wf__run *run, uint32_t step, const char *state,
+                                                   const wf_event_type *in,
+                                                   const wf_event_type *out)
+{
+    if (state[0] == 'r') /* running: the end of an idle period */
+        atomic_store_explicit(&run->idle_sent, 0, memory_order_relaxed);
+    char wid[32];
+    worker_id(run, wid, sizeof wid);
+    wf_event *ev;
+    if (wf_event_new(&ev, run->reg->types[WF_STEP_STATE_CHANGED], 5) < 0)
+        return; /* a notification: counted as dropped is all a failure can do */
+    if (set_str(ev, "name", run->wf->steps[step]->name) < 0 ||
+        set_str(ev, "step_state", state) < 0 || set_str(ev, "worker_id", wid) < 0 ||
+        set_str(ev, "input_event_name", in->name) < 0 ||
+        set_str(ev, "output_event_name", out ? out->name : NULL) < 0) {
+        wf_event_release(ev);
+        atomic_fetch_add(&run->dropped, 1);
+        return;
+    }
+    (void)wf__stream_push(run, ev);
+}
+
+/* Nothing runs or waits to run, and a step waits for an event. */
+int wf__run_idle(wf__run *run)
+{
+    if (wf__run_ended(run) || atomic_load(&run->nwaiting) == 0)
+        return 0;
+    for (uint32_t i = 0; i < run->nsteps; i++)
+        if (wf__step_count(run, i) != 0)
+            return 0;
+    pthread_mutex_lock(&run->mu);
+    int retrying = run->retries != NULL;
+    pthread_mutex_unlock(&run->mu);
+    pthread_mutex_lock(&run->collect_lock);
+    int pending = run->pending != NULL;
+    pthread_mutex_unlock(&run->collect_lock);
+    return !retrying && !pending;
+}
+
+__attribute__((cold)) void wf__internal_idle_check(wf__run *run)
+{
+    if (!wf__run_idle(run) || atomic_exchange(&run->idle_sent, 1))
+        return;
+    wf_event *ev;
+    if (wf_event_new(&ev, run->reg->types[WF_WORKFLOW_IDLE_EVENT], 0) == 0)
+        (void)wf__stream_push(run, ev);
+    else
+        atomic_fetch_add(&run->dropped, 1);
 }

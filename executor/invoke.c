@@ -212,7 +212,13 @@ void wf__step_failed(wf__run *run, const wf__task *t, int rc, const char *msg, i
             }
         }
     }
+    /* the WorkflowFailedEvent says how many attempts, and how long since the first */
+    const wf__retry_info *ri = t->arg;
+    int64_t first = (ri && ri->first_ns) ? ri->first_ns : started;
+    wf__tls_fail_attempts = t->attempt;
+    wf__tls_fail_elapsed_ns = first ? wf__now_ns() - first : -1;
     wf__end_run(run, WF_RUN_FAILED, NULL, rc, step->name, msg ? msg : wf_strerror(rc));
+    wf__tls_fail_attempts = 0;
 }
 
 /* A step returned a positive value that is not a result it may return here. */
@@ -266,9 +272,14 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
         else if (!wf__hook_before_fast(run, t, &inv, obs))
             wf__hook_before(run, t, &inv, obs);
     }
+    if (WF__UNLIKELY(run->internal))
+        wf__internal_step_state(run, t->step, "running", t->ev->type, NULL);
     int rc = step->fn(run->ctx, t->ev, &out, step->user);
     wf__tls_inv = prev;
     wf__slot_dirty(run);
+    if (WF__UNLIKELY(run->internal))
+        wf__internal_step_state(run, t->step, "not_running", t->ev->type,
+                                rc == 0 && out ? out->type : NULL);
     if (WF__UNLIKELY(inv.obs_t0)) {
         obs = wf__obs_mask(run->ex); /* observers may have changed meanwhile */
         if (inv.obs_t0 == 1)

@@ -186,13 +186,18 @@ void wf__finish_slot(wf__run *run, uint32_t s, uint32_t shard)
     /* Read before giving the unit up: afterwards the run may be freed by others. */
     uint32_t w = ss->workers;
     if (w >= WF__UNBOUNDED) {
-        if (atomic_fetch_sub_explicit(shard_ctr(run, shard, s), 1, memory_order_acq_rel) == 1)
+        if (atomic_fetch_sub_explicit(shard_ctr(run, shard, s), 1, memory_order_acq_rel) == 1) {
+            if (WF__UNLIKELY(run->internal)) /* its unit is still held here */
+                wf__internal_idle_check(run);
             wf__engine_unref(run); /* may free the run */
+        }
         return;
     }
     for (;;) {
         uint32_t n = atomic_fetch_sub_explicit(&ss->count, 1, memory_order_acq_rel);
         if (n == 1) {
+            if (WF__UNLIKELY(run->internal)) /* its unit is still held here */
+                wf__internal_idle_check(run);
             wf__engine_unref(run); /* may free the run */
             return;
         }
@@ -285,6 +290,8 @@ int wf__deliver_task(wf__run *run, wf__task *t)
     }
     if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE)) /* before the push: then t may run and go */
         hook_route(run, t, atomic_load_explicit(&ss->count, memory_order_relaxed) + 1 - w);
+    if (WF__UNLIKELY(run->internal))
+        wf__internal_step_state(run, t->step, "preparing", t->ev->type, NULL);
     pendq_push(q, t);
     uint32_t n = atomic_fetch_add_explicit(&ss->count, 1, memory_order_acq_rel);
     if (n == 0)
@@ -399,6 +406,9 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
         }
         return WF_ENOMEM;
     }
+    if (WF__UNLIKELY(run->internal))
+        for (wf__task *t = first; t; t = atomic_load_explicit(&t->next, memory_order_relaxed))
+            wf__internal_step_state(run, s, "preparing", t->ev->type, NULL);
     wf__task *prev = atomic_exchange_explicit(&q->tail, last, memory_order_acq_rel);
     atomic_store_explicit(&prev->next, first, memory_order_release);
     uint32_t n = atomic_fetch_add_explicit(&ss->count, made, memory_order_acq_rel);
@@ -417,11 +427,22 @@ static void notify_unhandled(wf__run *run, wf_event *ev)
     wf__log(run->ex, WF_LOG_DEBUG, "run %llu: no step accepts %s; event dropped",
             (unsigned long long)run->id, ev->type->name);
     if (run->stream_internal) {
-        wf_value name;
+        wf_value name, qname;
         wf_event *n = NULL;
         if (wf_value_string(&name, ev->type->name) == 0 &&
-            wf_event_new1(&n, run->wf->reg->types[WF_UNHANDLED_EVENT], "event_type", name) == 0)
-            wf__stream_push(run, n);
+            wf_event_new1(&n, run->wf->reg->types[WF_UNHANDLED_EVENT], "event_type", name) == 0) {
+            /* C has no modules: the qualified name is the name */
+            if (wf_value_string(&qname, ev->type->name) < 0 ||
+                wf_event_set(n, "qualified_name", qname) < 0 ||
+                wf_event_set(n, "step_name", wf_value_nil()) < 0 ||
+                wf_event_set(n, "idle", wf_value_bool(wf__run_idle(run))) < 0) {
+                wf_event_release(n);
+                n = NULL;
+                atomic_fetch_add(&run->dropped, 1);
+            }
+            if (n)
+                wf__stream_push(run, n);
+        }
     }
     wf_event_release(ev);
 }

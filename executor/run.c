@@ -24,6 +24,9 @@
 #include <string.h>
 #include <time.h>
 
+WF__TLS uint32_t wf__tls_fail_attempts;
+WF__TLS int64_t wf__tls_fail_elapsed_ns;
+
 /* ------------------------------------------------------------- lifetime */
 
 static void run_free(wf__run *run)
@@ -101,12 +104,18 @@ static wf_event *terminal_event(wf__run *run, int status, const char *msg, const
         }
         break;
     case WF_RUN_FAILED:
-        if (wf_event_new(&ev, reg->types[WF_WORKFLOW_FAILED_EVENT], 3) == 0) {
+        if (wf_event_new(&ev, reg->types[WF_WORKFLOW_FAILED_EVENT], 5) == 0) {
             if (step && wf_value_string(&v, step) == 0)
                 (void)wf_event_set(ev, "step_name", v);
             (void)wf_event_set(ev, "error_code", wf_value_int(code));
             if (msg && wf_value_string(&v, msg) == 0)
                 (void)wf_event_set(ev, "error", v);
+            /* as the reference: attempts and elapsed_seconds, nil when not a step's failure */
+            uint32_t att = wf__tls_fail_attempts;
+            int64_t el = wf__tls_fail_elapsed_ns;
+            (void)wf_event_set(ev, "attempts", att ? wf_value_uint(att) : wf_value_nil());
+            (void)wf_event_set(ev, "elapsed_seconds",
+                               att && el >= 0 ? wf_value_double((double)el / 1e9) : wf_value_nil());
         }
         break;
     default:
@@ -313,6 +322,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     run->status = WF_RUN_RUNNING;
     run->scap = params->stream_capacity;
     run->stream_internal = params->stream_internal != 0;
+    run->internal = (uint8_t)run->stream_internal;
     run->on_done = params->on_done;
     run->on_done_user = params->on_done_user;
     wf__mutex_init(&run->mu);

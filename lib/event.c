@@ -15,6 +15,8 @@ static const char *const builtin_names[WF_BUILTIN_COUNT] = {
     "WorkflowCancelledEvent",
     "WorkflowFailedEvent",
     "UnhandledEvent",
+    "StepStateChanged",
+    "WorkflowIdleEvent",
 };
 
 /* ---------------------------------------------------------------- registry */

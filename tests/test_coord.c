@@ -4,6 +4,7 @@
  */
 #include "harness.h"
 
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -552,8 +553,8 @@ static wf_workflow *implicit_wf(const char *name, int distinct)
     p.emits = em;
     p.n_emits = 1;
     p.num_workers = 3;
-    cr_assert_eq(wf_workflow_add_step(wf, "wait_branch", wait_branch, &p, distinct ? (void *)1 : NULL),
-                 0);
+    cr_assert_eq(
+        wf_workflow_add_step(wf, "wait_branch", wait_branch, &p, distinct ? (void *)1 : NULL), 0);
     add(wf, "collect", collect3, T_WDONE, NULL, T_STOP, NULL, 0);
     wf_workflow_set_validation(wf, 0);
     wf_workflow_set_timeout(wf, 20000); /* a lost waiter shows as a timeout, not a hang */
@@ -681,7 +682,8 @@ Test(coord, a_step_returning_an_unknown_positive_value_fails_naming_it, .timeout
     wf_workflow_free(wf);
 }
 
-/* ---- misuse that would deadlock is refused: waiting forever from a worker, freeing from a step ---- */
+/* ---- misuse that would deadlock is refused: waiting forever from a worker, freeing from a step
+ * ---- */
 
 static wf_executor *misuse_ex;
 static wf_workflow *misuse_inner;
@@ -730,6 +732,183 @@ Test(coord, waiting_forever_or_freeing_from_a_worker_is_refused, .timeout = 60)
     wf_executor_free(misuse_ex);
     wf_workflow_free(wf);
     wf_workflow_free(misuse_inner);
+}
+
+/* ---- stream_internal: StepStateChanged, WorkflowIdleEvent, UnhandledEvent ---- */
+
+static const char *field_s(const wf_event *e, const char *k)
+{
+    const char *s = NULL;
+    wf_value_get_string(wf_event_get(e, k, wf_value_nil()), &s, NULL);
+    return s;
+}
+
+/* One line per streamed event: "Type" or "StepStateChanged:step:state:in:out". */
+static void describe(const wf_event *e, char *buf, size_t cap)
+{
+    const char *tn = wf_event_type_name_of(e);
+    if (strcmp(tn, "StepStateChanged") == 0) {
+        const char *out = field_s(e, "output_event_name");
+        const char *wid = field_s(e, "worker_id");
+        cr_assert(wid && strncmp(wid, "worker ", 7) == 0, "worker_id %s", wid ? wid : "(none)");
+        snprintf(buf, cap, "%s:%s:%s:%s:%s", tn, field_s(e, "name"), field_s(e, "step_state"),
+                 field_s(e, "input_event_name"), out ? out : "-");
+    } else if (strcmp(tn, "UnhandledEvent") == 0) {
+        int idle = -1;
+        wf_value_get_bool(wf_event_get(e, "idle", wf_value_nil()), &idle);
+        snprintf(buf, cap, "%s:%s:%s:%d", tn, field_s(e, "event_type"),
+                 field_s(e, "qualified_name"), idle);
+    } else {
+        snprintf(buf, cap, "%s", tn);
+    }
+}
+
+/* Reads until (and including) an event whose description starts with stop; appends to log. */
+static void read_until(wf_handler *h, const char *stop, char *log, size_t cap)
+{
+    for (;;) {
+        wf_event *e;
+        cr_assert_eq(wf_handler_next_event(h, -1, &e), 0, "stream ended; so far: %s", log);
+        char d[256];
+        describe(e, d, sizeof d);
+        wf_event_release(e);
+        snprintf(log + strlen(log), cap - strlen(log), "%s\n", d);
+        if (strncmp(d, stop, strlen(stop)) == 0)
+            return;
+    }
+}
+
+Test(coord, internal_events_follow_a_run_through_a_wait, .timeout = 60)
+{
+    wf_workflow *wf = hitl_wf("internal");
+    add(wf, "asks", wait_for_human, T_START, NULL, T_STOP, NULL, 0);
+    wf_workflow_set_validation(wf, 0);
+    wf_executor *ex = exec_n(2);
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.stream_internal = 1;
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start_ex(ex, wf, NULL, s, &rp, &h, NULL), 0);
+    char log[4096] = "";
+    read_until(h, "WorkflowIdleEvent", log, sizeof log);
+    cr_assert_str_eq(log, "StepStateChanged:asks:running:StartEvent:-\n"
+                          "InputRequiredEvent\n"
+                          "StepStateChanged:asks:not_running:StartEvent:-\n"
+                          "WorkflowIdleEvent\n");
+    /* an event nobody takes, while idle */
+    log[0] = 0;
+    cr_assert_eq(wf_handler_send_event(h, ev_i(T_A, 1), NULL), 0);
+    read_until(h, "UnhandledEvent", log, sizeof log);
+    cr_assert_str_eq(log, "UnhandledEvent:A:A:1\n");
+    /* the answer: the step runs again and stops the run */
+    log[0] = 0;
+    cr_assert_eq(wf_handler_send_event(h, ev_s(T_HR, "response", "Ada"), NULL), 0);
+    read_until(h, "StopEvent", log, sizeof log);
+    cr_assert_str_eq(log,
+                     "StepStateChanged:asks:running:StartEvent:-\n"
+                     "StepStateChanged:asks:not_running:StartEvent:StopEvent\n"
+                     "StopEvent\n",
+                     "no second idle event, and the terminal last");
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+static int always_fails(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_ctx_set_error(ctx, "no luck");
+    return WF_EINTERNAL;
+}
+
+Test(coord, workflow_failed_event_says_attempts_and_elapsed_time, .timeout = 60)
+{
+    wf_workflow *wf = hitl_wf("fails");
+    wf_retry_policy *pol;
+    cr_assert_eq(wf_retry_policy_constant(&pol, 3, 0), 0);
+    const wf_event_type *acc[1] = {T_START};
+    const wf_event_type *em[1] = {T_STOP};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = acc;
+    p.n_accepts = 1;
+    p.emits = em;
+    p.n_emits = 1;
+    p.retry = pol;
+    cr_assert_eq(wf_workflow_add_step(wf, "fails", always_fails, &p, NULL), 0);
+    wf_retry_policy_free(pol);
+    wf_executor *ex = exec_n(2);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, s, &h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ESTEP);
+    wf_event *e;
+    cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
+    cr_assert_str_eq(wf_event_type_name_of(e), "WorkflowFailedEvent");
+    cr_assert_str_eq(field_s(e, "step_name"), "fails");
+    cr_assert_str_eq(field_s(e, "error"), "no luck");
+    uint64_t att = 0;
+    cr_assert_eq(wf_value_get_uint(wf_event_get(e, "attempts", wf_value_nil()), &att), 0);
+    cr_assert_eq(att, 3);
+    double el = -1;
+    cr_assert_eq(wf_value_get_double(wf_event_get(e, "elapsed_seconds", wf_value_nil()), &el), 0);
+    cr_assert(el >= 0, "elapsed %g", el);
+    wf_event_release(e);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+/* ---- wf_ctx_running_steps ---- */
+
+static sem_t rs_in, rs_out;
+
+static int running_check(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_value names, first;
+    cr_assert_eq(wf_ctx_running_steps(ctx, &names), 0);
+    cr_assert_eq(wf_value_len(names), 1, "only this step runs");
+    cr_assert_eq(wf_value_array_at(names, 0, &first), 0);
+    const char *s;
+    cr_assert_eq(wf_value_get_string(first, &s, NULL), 0);
+    cr_assert_str_eq(s, "check");
+    wf_value_release(names);
+    sem_post(&rs_in);  /* the test looks from outside now */
+    sem_wait(&rs_out); /* and lets the step go */
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(1));
+}
+
+Test(coord, running_steps_names_the_steps_in_progress, .timeout = 60)
+{
+    sem_init(&rs_in, 0, 0);
+    sem_init(&rs_out, 0, 0);
+    wf_workflow *wf = hitl_wf("running-steps");
+    add(wf, "check", running_check, T_START, NULL, T_STOP, NULL, 0);
+    wf_executor *ex = exec_n(2);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    wf_value names;
+    cr_assert_eq(wf_ctx_running_steps(ctx, &names), WF_ESTATE, "no run yet");
+    cr_assert_eq(wf_ctx_running_steps(NULL, &names), WF_EINVAL);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, ctx, s, &h), 0);
+    sem_wait(&rs_in);
+    cr_assert_eq(wf_ctx_running_steps(ctx, &names), 0);
+    cr_assert_eq(wf_value_len(names), 1);
+    wf_value_release(names);
+    sem_post(&rs_out);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    cr_assert_eq(wf_ctx_running_steps(ctx, &names), WF_ESTATE, "the run ended");
+    wf_handler_free(h);
+    wf_ctx_free(ctx);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
 }
 
 /* ---- async steps: completion tokens ---- */
@@ -1066,8 +1245,6 @@ Test(coord, repeated_sets_fire_the_join_again, .timeout = 60)
 }
 
 /* ---- blocking steps ---- */
-
-#include <semaphore.h>
 
 static sem_t gate;
 static atomic_int blocked_in;

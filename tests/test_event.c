@@ -42,7 +42,10 @@ Test(event, builtins)
                                   "WorkflowTimedOutEvent",
                                   "WorkflowCancelledEvent",
                                   "WorkflowFailedEvent",
-                                  "UnhandledEvent"};
+                                  "UnhandledEvent",
+                                  "StepStateChanged",
+                                  "WorkflowIdleEvent"};
+    cr_assert_eq(sizeof names / sizeof names[0], WF_BUILTIN_COUNT);
     cr_assert_eq(wf_registry_count(reg), WF_BUILTIN_COUNT);
     const wf_event_type *stop = wf_registry_builtin(reg, WF_STOP_EVENT);
     for (int i = 0; i < WF_BUILTIN_COUNT; i++) {

@@ -753,13 +753,24 @@ Test(run, unhandled_event_is_reported_and_dropped)
     cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
     cr_assert_eq(wf_handler_unhandled(h), 1);
     wf_event *e;
-    cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
+    /* the internal stream also has the step's StepStateChanged events */
+    do {
+        cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
+        if (strcmp(wf_event_type_name_of(e), "StepStateChanged") != 0)
+            break;
+        wf_event_release(e);
+    } while (1);
     cr_assert_str_eq(wf_event_type_name_of(e), "UnhandledEvent");
     const char *s;
     cr_assert_eq(wf_value_get_string(wf_event_get(e, "event_type", wf_value_nil()), &s, NULL), 0);
     cr_assert_str_eq(s, "Orphan");
     wf_event_release(e);
-    cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
+    do {
+        cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
+        if (strcmp(wf_event_type_name_of(e), "StepStateChanged") != 0)
+            break;
+        wf_event_release(e);
+    } while (1);
     cr_assert_str_eq(wf_event_type_name_of(e), "StopEvent");
     wf_event_release(e);
     wf_handler_free(h);

@@ -104,6 +104,15 @@ WF_API int wf_ctx_send_event(wf_ctx *ctx, wf_event *ev, const char *target);
  */
 WF_API int wf_ctx_write_event_to_stream(wf_ctx *ctx, wf_event *ev);
 /**
+ * The names of the steps of the context's run that have invocations in
+ * progress (running, or pending on an async token), in definition order, as
+ * an array of strings in *out (caller owns: wf_value_release). A step
+ * suspended in wf_ctx_wait_for_event is not in progress; inside a step, its
+ * own step is. The reference's get_running_steps. WF_ESTATE when the context
+ * has no run, WF_EINVAL for NULL. Any thread.
+ */
+WF_API int wf_ctx_running_steps(wf_ctx *ctx, wf_value *out);
+/**
  * Buffers in (retained) for the calling step under buffer_id (NULL: ""), per
  * run. When one event of each of types[0..n) is buffered (a type listed k
  * times needs k events), returns 0 and puts them in events[0..n) in the order

@@ -41,7 +41,9 @@ typedef enum wf_builtin_type {
     WF_WORKFLOW_CANCELLED_EVENT = 6, /* "WorkflowCancelledEvent" < StopEvent */
     WF_WORKFLOW_FAILED_EVENT = 7,    /* "WorkflowFailedEvent" < StopEvent */
     WF_UNHANDLED_EVENT = 8,          /* "UnhandledEvent": notification, see run.h */
-    WF_BUILTIN_COUNT = 9
+    WF_STEP_STATE_CHANGED = 9,       /* "StepStateChanged": notification, see run.h */
+    WF_WORKFLOW_IDLE_EVENT = 10,     /* "WorkflowIdleEvent": notification, see run.h */
+    WF_BUILTIN_COUNT = 11
 } wf_builtin_type;
 
 /* ---- registry ---- */

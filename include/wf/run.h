@@ -90,7 +90,20 @@ typedef struct wf_run_params {
      * 0 disables streaming: nothing is kept except the terminal event.
      */
     uint32_t stream_capacity;
-    /** Nonzero: also stream internal notifications (UnhandledEvent). Default 0. */
+    /**
+     * Nonzero: also stream the reference's internal notifications (its
+     * stream_events(expose_internal=True)). Default 0. They are:
+     * - StepStateChanged {name, step_state, worker_id, input_event_name,
+     *   output_event_name}: step_state "preparing" (an event queued behind
+     *   num_workers), "running" (an invocation starts), "not_running" (it
+     *   returned; output_event_name: the type it returned, if any);
+     *   worker_id "worker N", "blocking N" or "outside".
+     * - WorkflowIdleEvent {}: the run went idle: nothing runs or waits to
+     *   run, and a step waits for an event (wf_ctx_wait_for_event); once per
+     *   idle period (a "running" StepStateChanged ends it).
+     * - UnhandledEvent {event_type, qualified_name, step_name (nil), idle}:
+     *   an event no step accepts (always counted: wf_handler_unhandled).
+     */
     int32_t stream_internal;
     /** Optional end-of-run callback and its user pointer (see wf_done_fn). */
     wf_done_fn on_done;
