@@ -246,6 +246,20 @@ typedef struct wf__run {
     struct wf__run *prev, *next;
     int listed;
 
+    /*
+     * num_concurrent_runs (run.c), under ex->runs_lock: limited, the run
+     * counts against its workflow's limit; waiting, it waits for a free
+     * place (next_waiting: its limiter's FIFO), holding its start event or
+     * the parked bytes to resume from (owned; taken when it starts).
+     */
+    uint8_t limited;
+    uint8_t waiting;
+    uint8_t never_started; /* it ended while waiting (its held_* are the ender's) */
+    struct wf__run *next_waiting;
+    wf_event *held_start;
+    void *held_resume;
+    size_t held_resume_len;
+
     /* unbounded steps' counts: shard i, column c at shards[i * shard_stride + c] */
     _Atomic uint32_t *shards;
     uint32_t nshards; /* workers (at most 255) + 1 shared */
@@ -356,15 +370,25 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
  */
 #define WF__NO_STEP UINT32_MAX
 int wf__fail_nomem(wf__run *run, uint32_t step, const char *doing);
+/*
+ * Starts a run that waited for its place (num_concurrent_runs): arms its
+ * timeout and routes its start event, or decodes and attaches the run it
+ * resumes (resume.c: wf__resume_held).
+ */
+void wf__run_go(wf__run *run);
+int wf__resume_held(wf__run *run, void *bytes, size_t len);
 /* The checks common to starting and resuming a run (freezes and validates wf). */
 int wf__run_params_check(wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params, char **message);
 /*
  * A new run of wf on ctx (a run parked in ctx is dropped from it), registered
  * with the executor and its timeout armed, with nothing delivered yet
- * (wf_run_start_ex's first half).
+ * (wf_run_start_ex's first half): 0. Or, when its workflow's
+ * num_concurrent_runs places are all taken, 1: it waits for one, and it has
+ * taken start (or resume, the parked bytes: owned) to start from then. On
+ * an error (< 0) neither is taken.
  */
 int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params,
-                   wf__run **out);
+                   wf_event *start, void *resume, size_t resume_len, wf__run **out);
 
 /* ------------------------------------------------- route.c: delivery */
 

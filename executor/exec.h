@@ -267,6 +267,8 @@ struct wf_executor {
     uint64_t live_runs; /* runs whose memory is not freed yet */
     _Atomic uint64_t next_run_id;
     int shutting_down; /* under runs_lock */
+    /* num_concurrent_runs: per limited workflow, its active and waiting runs (run.c), under runs_lock */
+    struct wf__limiter *limiters;
 };
 
 /* The worker the calling thread is, or NULL. */

@@ -205,6 +205,20 @@ int wf_handler_cancel(wf_handler *h)
         return WF_EINVAL;
     if (wf__run_ended(run))
         return WF_ESTATE;
+    pthread_mutex_lock(&run->ex->runs_lock);
+    int waiting = run->waiting;
+    pthread_mutex_unlock(&run->ex->runs_lock);
+    if (waiting) { /* it never started (num_concurrent_runs): nothing to cut */
+        int o = wf__outside_enter(run);
+        int ended = wf__end_run(run, WF_RUN_CANCELLED, NULL, WF_ECANCELLED, NULL, NULL);
+        wf__outside_exit(run, o);
+        if (ended && run->never_started && run->held_resume) {
+            /* the run it was to resume goes back into its context, to resume later */
+            wf__ctx_park(run->ctx, run->held_resume, run->held_resume_len);
+            run->held_resume = NULL;
+        }
+        return ended ? 0 : WF_ESTATE;
+    }
     /* park what is left at the cut in the context, and end the run there */
     void *bytes;
     size_t len;

@@ -869,12 +869,30 @@ int wf_run_resume(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_pa
     rc = dec_run(&d);
     wf__run *run = NULL;
     if (rc == 0)
-        rc = wf__run_create(ex, wf, ctx, params, &run);
+        rc = wf__run_create(ex, wf, ctx, params, NULL, bytes, len, &run);
     if (rc == 0) {
         d.now = wf__now_ns();
         attach(&d, run);
-        *out = (wf_handler *)run;
     }
+    if (rc >= 0)
+        *out = (wf_handler *)run;
+    dec_free(&d);
+    if (rc != 1) /* 1: the run waits for its place and holds the bytes to resume from */
+        wf__free_mem(bytes);
+    return rc < 0 ? rc : 0;
+}
+
+int wf__resume_held(wf__run *run, void *bytes, size_t len)
+{
+    dec d;
+    memset(&d, 0, sizeof d);
+    wf__rd_init(&d.r, bytes, len, 0);
+    d.build = 1;
+    d.wf = run->wf;
+    d.now = wf__now_ns();
+    int rc = dec_run(&d); /* checked when it was loaded: only memory can fail now */
+    if (rc == 0)
+        attach(&d, run);
     dec_free(&d);
     wf__free_mem(bytes);
     return rc;

@@ -52,6 +52,8 @@ static void run_free(wf__run *run)
     wf__free_aligned((void *)run->shards);
     pthread_mutex_destroy(&run->mu);
     pthread_cond_destroy(&run->cv);
+    wf_event_release(run->held_start);
+    wf__free_mem(run->held_resume);
     wf_ctx_free(run->ctx);
     wf_workflow_free(run->wf);
     wf__free_mem(run);
@@ -83,6 +85,142 @@ void wf__engine_unref(wf__run *run)
         pthread_cond_broadcast(&ex->runs_cond);
     pthread_mutex_unlock(&ex->runs_lock);
     wf__run_release(run);
+}
+
+/* ---------------------------------------------------- num_concurrent_runs */
+
+/* A limited workflow's runs on one executor (ex->limiters, under runs_lock). */
+typedef struct wf__limiter {
+    struct wf__limiter *next;
+    const wf_workflow *wf; /* not retained: the entry lives while it has runs */
+    uint32_t active;
+    wf__run *head, *tail; /* waiting, oldest first */
+} wf__limiter;
+
+/* runs_lock held. NULL: none (or out of memory making it). */
+static wf__limiter *limiter_of(struct wf_executor *ex, const wf_workflow *wf, int create)
+{
+    wf__limiter *l = ex->limiters;
+    while (l && l->wf != wf)
+        l = l->next;
+    if (l == NULL && create && (l = wf__calloc(1, sizeof *l)) != NULL) {
+        l->wf = wf;
+        l->next = ex->limiters;
+        ex->limiters = l;
+    }
+    return l;
+}
+
+static void limiter_drop_if_idle(struct wf_executor *ex, wf__limiter *l)
+{
+    if (l->active || l->head)
+        return;
+    wf__limiter **pp = &ex->limiters;
+    while (*pp != l)
+        pp = &(*pp)->next;
+    *pp = l->next;
+    wf__free_mem(l);
+}
+
+/*
+ * runs_lock held: a run of a limited workflow is created. 0: it is active
+ * now (counted); 1: it waits (at the end of the FIFO); WF_ENOMEM.
+ */
+static int limiter_enter(struct wf_executor *ex, wf__run *run)
+{
+    wf__limiter *l = limiter_of(ex, run->wf, 1);
+    if (l == NULL)
+        return WF_ENOMEM;
+    if (l->active < run->wf->max_runs) {
+        l->active++;
+        run->limited = 1;
+        return 0;
+    }
+    run->waiting = 1;
+    run->next_waiting = NULL;
+    if (l->tail)
+        l->tail->next_waiting = run;
+    else
+        l->head = run;
+    l->tail = run;
+    return 1;
+}
+
+/*
+ * runs_lock held: run ended. An active one gives its place to the oldest
+ * waiting run, returned with a reference (the caller starts it outside the
+ * lock: wf__run_go, then wf__run_release); a waiting one leaves the FIFO.
+ */
+static wf__run *limiter_leave(struct wf_executor *ex, wf__run *run)
+{
+    wf__limiter *l = limiter_of(ex, run->wf, 0);
+    wf__run *next = NULL;
+    if (l == NULL)
+        return NULL;
+    if (run->waiting) {
+        wf__run **pp = &l->head, *prev = NULL;
+        while (*pp && *pp != run) {
+            prev = *pp;
+            pp = &(*pp)->next_waiting;
+        }
+        if (*pp == run) {
+            *pp = run->next_waiting;
+            if (l->tail == run)
+                l->tail = prev;
+        }
+        run->waiting = 0;
+        run->never_started = 1;
+    } else if (run->limited) {
+        run->limited = 0;
+        l->active--;
+        if (!ex->shutting_down && l->head) {
+            next = l->head;
+            l->head = next->next_waiting;
+            if (l->head == NULL)
+                l->tail = NULL;
+            next->waiting = 0;
+            next->limited = 1;
+            l->active++;
+            atomic_fetch_add(&next->refs, 1);
+        }
+    }
+    limiter_drop_if_idle(ex, l);
+    return next;
+}
+
+static void arm_timeout(wf__run *run)
+{
+    if (run->timeout_ms < 0)
+        return;
+    wf__engine_ref(run);
+    if (wf__timer_arm_after(run->ex, &run->timeout, run->timeout_ms * 1000000) < 0) {
+        wf__engine_unref(run);
+        wf__fail_nomem(run, WF__NO_STEP, "arming the run's timeout");
+    }
+}
+
+void wf__run_go(wf__run *run)
+{
+    /* only this thread holds these now: the run left the FIFO under runs_lock */
+    wf_event *start = run->held_start;
+    void *bytes = run->held_resume;
+    size_t len = run->held_resume_len;
+    run->held_start = NULL;
+    run->held_resume = NULL;
+    if (wf__run_ended(run)) { /* cancelled between leaving the FIFO and now */
+        wf_event_release(start);
+        wf__free_mem(bytes);
+        return;
+    }
+    arm_timeout(run);
+    if (start) {
+        int o = wf__outside_enter(run);
+        wf__hook_emit_outside(run, start);
+        wf__emit(run, start, -1);
+        wf__outside_exit(run, o);
+    } else if (bytes && wf__resume_held(run, bytes, len) < 0) {
+        wf__fail_nomem(run, WF__NO_STEP, "resuming a run that waited for its place");
+    }
 }
 
 static wf_event *terminal_event(wf__run *run, int status, const char *msg, const char *step,
@@ -189,6 +327,7 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
 
     pthread_mutex_lock(&ex->runs_lock);
     WF__DLIST_UNLINK(ex->runs_head, run);
+    wf__run *next = (run->limited || run->waiting) ? limiter_leave(ex, run) : NULL;
     pthread_mutex_unlock(&ex->runs_lock);
 
     if (status == WF_RUN_CANCELLED) {
@@ -233,6 +372,10 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
 
     if (run->on_done)
         run->on_done((wf_handler *)run, run->on_done_user);
+    if (next) { /* its place goes to the oldest run waiting for one */
+        wf__run_go(next);
+        wf__run_release(next);
+    }
     wf__engine_unref(run); /* the running unit */
     return 1;
 }
@@ -274,7 +417,7 @@ static void on_timeout(wf__timer *tm, void *arg)
 }
 
 int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params,
-                   wf__run **out)
+                   wf_event *start, void *resume, size_t resume_len, wf__run **out)
 {
     *out = NULL;
     uint32_t ns = wf->n_steps;
@@ -373,6 +516,26 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         run_free(run);
         return WF_ESHUTDOWN;
     }
+    int waits = 0;
+    if (wf->max_runs) {
+        /* what it starts from goes into the run before anyone can pop it */
+        run->held_start = start;
+        run->held_resume = resume;
+        run->held_resume_len = resume_len;
+        if ((waits = limiter_enter(ex, run)) <= 0) {
+            run->held_start = NULL;
+            run->held_resume = NULL;
+        }
+        if (waits < 0) {
+            pthread_mutex_unlock(&ex->runs_lock);
+            pthread_mutex_lock(&ctx->run_lock);
+            atomic_store(&ctx->run, NULL);
+            pthread_mutex_unlock(&ctx->run_lock);
+            run->ex = NULL;
+            run_free(run);
+            return WF_ENOMEM;
+        }
+    }
     run->next = ex->runs_head;
     if (ex->runs_head)
         ex->runs_head->prev = run;
@@ -389,13 +552,9 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         if (wf__obs_on(ex, WF_OBS_RUN_START))
             wf__obs_write(ex, &r);
     }
-    if (run->timeout_ms >= 0) {
-        wf__engine_ref(run);
-        if (wf__timer_arm_after(ex, &run->timeout, run->timeout_ms * 1000000) < 0) {
-            wf__engine_unref(run);
-            wf__fail_nomem(run, WF__NO_STEP, "arming the run's timeout");
-        }
-    }
+    if (waits)
+        return 1; /* it starts when a place is free (wf__run_go) */
+    arm_timeout(run);
     return 0;
 }
 
@@ -436,12 +595,14 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
         rc = WF_ETYPE;
     wf__run *run = NULL;
     if (rc == 0)
-        rc = wf__run_create(ex, wf, ctx, params, &run);
+        rc = wf__run_create(ex, wf, ctx, params, start, NULL, 0, &run);
     if (rc < 0) {
         wf_event_release(start);
         return rc;
     }
     *out = (wf_handler *)run;
+    if (rc == 1)
+        return 0; /* waiting for its place (num_concurrent_runs): the run holds start */
     int o = wf__outside_enter(run);
     wf__hook_emit_outside(run, start);
     wf__emit(run, start, -1);

@@ -342,6 +342,7 @@ struct wf_workflow {
     uint32_t n_steps;
     uint32_t cap_steps;
     int64_t timeout_ms;
+    uint32_t max_runs; /* num_concurrent_runs per executor, 0: no limit */
     int validation;
     uint32_t skip_checks; /* WF__CHECK_* bits */
 

@@ -219,6 +219,21 @@ int wf_workflow_set_timeout(wf_workflow *wf, int64_t timeout_ms)
     return 0;
 }
 
+int wf_workflow_set_num_concurrent_runs(wf_workflow *wf, uint32_t n)
+{
+    if (wf == NULL)
+        return WF_EINVAL;
+    if (is_frozen(wf))
+        return WF_EFROZEN;
+    wf->max_runs = n;
+    return 0;
+}
+
+uint32_t wf_workflow_num_concurrent_runs(const wf_workflow *wf)
+{
+    return wf ? wf->max_runs : 0;
+}
+
 int64_t wf_workflow_timeout(const wf_workflow *wf)
 {
     return wf ? wf->timeout_ms : WF_NO_TIMEOUT;

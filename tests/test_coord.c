@@ -911,6 +911,164 @@ Test(coord, running_steps_names_the_steps_in_progress, .timeout = 60)
     wf_workflow_free(wf);
 }
 
+/* ---- num_concurrent_runs: at most n active runs, the others wait in order ---- */
+
+static atomic_int nc_active, nc_max, nc_started;
+static int nc_order[16];
+static sem_t nc_go, nc_in;
+static int nc_block;
+
+static int nc_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int cur = atomic_fetch_add(&nc_active, 1) + 1;
+    int m = atomic_load(&nc_max);
+    while (cur > m && !atomic_compare_exchange_weak(&nc_max, &m, cur))
+        ;
+    int k = atomic_fetch_add(&nc_started, 1);
+    if (k < 16)
+        nc_order[k] = (int)geti(in);
+    if (nc_block) {
+        sem_post(&nc_in);
+        sem_wait(&nc_go);
+    }
+    atomic_fetch_sub(&nc_active, 1);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(geti(in)));
+}
+
+static wf_workflow *nc_wf(uint32_t limit, int block)
+{
+    atomic_store(&nc_active, 0);
+    atomic_store(&nc_max, 0);
+    atomic_store(&nc_started, 0);
+    nc_block = block;
+    sem_init(&nc_go, 0, 0);
+    sem_init(&nc_in, 0, 0);
+    wf_workflow *wf = new_wf("limited");
+    add(wf, "step", nc_step, T_START, NULL, T_STOP, NULL, 0);
+    cr_assert_eq(wf_workflow_set_num_concurrent_runs(wf, limit), 0);
+    cr_assert_eq(wf_workflow_num_concurrent_runs(wf), limit);
+    return wf;
+}
+
+static void nc_expect(wf_handler *h, int64_t want)
+{
+    wf_event *res = NULL;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    int64_t got = -1;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &got), 0);
+    cr_assert_eq(got, want);
+    wf_event_release(res);
+}
+
+Test(coord, one_concurrent_run_at_a_time_in_the_order_started, .timeout = 60)
+{
+    wf_workflow *wf = nc_wf(1, 0);
+    wf_executor *ex = exec_n(2);
+    wf_handler *h[5];
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(wf_run_start(ex, wf, NULL, ev_i(T_START, i), &h[i]), 0);
+    for (int i = 0; i < 5; i++) {
+        nc_expect(h[i], i);
+        wf_handler_free(h[i]);
+    }
+    cr_assert_eq(atomic_load(&nc_max), 1);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(nc_order[i], i, "run %d started as number %d", nc_order[i], i);
+    cr_assert_eq(wf_workflow_set_num_concurrent_runs(wf, 3), WF_EFROZEN);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(coord, two_concurrent_runs_never_more, .timeout = 60)
+{
+    wf_workflow *wf = nc_wf(2, 1);
+    wf_executor *ex = exec_n(3);
+    wf_handler *h[8];
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(wf_run_start(ex, wf, NULL, ev_i(T_START, i), &h[i]), 0);
+    /* two inside at once, then one more each time one leaves */
+    sem_wait(&nc_in);
+    sem_wait(&nc_in);
+    for (int i = 2; i < 8; i++) {
+        sem_post(&nc_go);
+        sem_wait(&nc_in);
+    }
+    sem_post(&nc_go);
+    sem_post(&nc_go);
+    for (int i = 0; i < 8; i++) {
+        nc_expect(h[i], i);
+        wf_handler_free(h[i]);
+    }
+    cr_assert_eq(atomic_load(&nc_max), 2, "at most two at once, and two do run at once: %d",
+                 atomic_load(&nc_max));
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(coord, a_waiting_run_can_be_cancelled_and_never_runs, .timeout = 60)
+{
+    wf_workflow *wf = nc_wf(1, 1);
+    wf_executor *ex = exec_n(2);
+    wf_handler *first, *waiting, *later;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, ev_i(T_START, 0), &first), 0);
+    sem_wait(&nc_in); /* the first holds the only place */
+    cr_assert_eq(wf_run_start(ex, wf, NULL, ev_i(T_START, 1), &waiting), 0);
+    cr_assert_eq(wf_run_start(ex, wf, NULL, ev_i(T_START, 2), &later), 0);
+    cr_assert_eq(wf_handler_status(waiting), WF_RUN_RUNNING);
+    cr_assert_eq(wf_handler_cancel(waiting), 0);
+    cr_assert_eq(wf_handler_wait(waiting, -1, NULL), WF_ECANCELLED);
+    wf_event *e;
+    cr_assert_eq(wf_handler_next_event(waiting, -1, &e), 0);
+    cr_assert_str_eq(wf_event_type_name_of(e), "WorkflowCancelledEvent");
+    wf_event_release(e);
+    sem_post(&nc_go);
+    nc_expect(first, 0);
+    sem_wait(&nc_in); /* the later run has the place now */
+    sem_post(&nc_go);
+    nc_expect(later, 2);
+    cr_assert_eq(atomic_load(&nc_started), 2, "the cancelled run never ran");
+    cr_assert_eq(nc_order[1], 2);
+    wf_handler_free(first);
+    wf_handler_free(waiting);
+    wf_handler_free(later);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(coord, a_resumed_run_waits_for_its_place_too, .timeout = 60)
+{
+    wf_workflow *wf = nc_wf(1, 1);
+    wf_executor *ex = exec_n(2);
+    wf_ctx *cx;
+    cr_assert_eq(wf_ctx_new(&cx, wf), 0);
+    wf_handler *hx, *h0, *hr;
+    /* a run cut while its step is in progress, parked in cx */
+    cr_assert_eq(wf_run_start(ex, wf, cx, ev_i(T_START, 7), &hx), 0);
+    sem_wait(&nc_in);
+    cr_assert_eq(wf_handler_cancel(hx), 0);
+    sem_post(&nc_go); /* what it returns now is dropped: the run ended at the cut */
+    cr_assert_eq(wf_handler_wait(hx, -1, NULL), WF_ECANCELLED);
+    wf_handler_free(hx);
+    /* another run holds the only place; the resumed one waits for it */
+    cr_assert_eq(wf_run_start(ex, wf, NULL, ev_i(T_START, 0), &h0), 0);
+    sem_wait(&nc_in);
+    char *msg = NULL;
+    cr_assert_eq(wf_run_resume(ex, wf, cx, NULL, &hr, &msg), 0, "%s", msg ? msg : "");
+    cr_assert_eq(wf_handler_status(hr), WF_RUN_RUNNING);
+    sem_post(&nc_go);
+    nc_expect(h0, 0);
+    sem_wait(&nc_in); /* the resumed run's step runs again (it was in progress) */
+    sem_post(&nc_go);
+    nc_expect(hr, 7);
+    cr_assert_eq(atomic_load(&nc_max), 1);
+    wf_handler_free(h0);
+    wf_handler_free(hr);
+    wf_ctx_free(cx);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
 /* ---- async steps: completion tokens ---- */
 
 #define ASYNC_N 10000

@@ -447,7 +447,6 @@ static void *snapper(void *arg)
     return NULL;
 }
 
-
 /*
  * Two workers for a step allowed three at once: both workers can be waiting
  * at the gate (about to route) while the run's next task sits in a deque.
@@ -577,8 +576,7 @@ static void snapshots_resume_exactly(uint32_t gather_workers)
         /* the snapshot, resumed in a fresh context on another executor, gives the same */
         wf_ctx *ctx;
         char *msg = NULL;
-        cr_assert_eq(wf_ctx_load(wf, j->buf[i], j->len[i], 0, &ctx, &msg), 0, "%s",
-                     msg ? msg : "");
+        cr_assert_eq(wf_ctx_load(wf, j->buf[i], j->len[i], 0, &ctx, &msg), 0, "%s", msg ? msg : "");
         wf_handler *h;
         cr_assert_eq(wf_run_resume(ex2, wf, ctx, NULL, &h, &msg), 0, "%s", msg ? msg : "");
         cr_assert_eq(wf_handler_wait(h, -1, &res), 0, "resumed run %d", i);
@@ -827,6 +825,104 @@ Test(stress, retries_by_the_hundred_thousand, .timeout = 900)
     }
     cr_assert_eq(atomic_load(&retried), want_retries, "every failed attempt was retried once");
     wf_executor_free(ex);
+    free(hs);
+    wf_workflow_free(wf);
+}
+
+/*
+ * ---- num_concurrent_runs under load: thousands of runs of a workflow
+ * limited to 3 active runs, some cancelled while they wait or run: never
+ * more than 3 active at once, every run ends exactly once, and every run
+ * that completes has the right sum ----
+ */
+
+#define LIMIT 3
+static atomic_int lim_active, lim_max;
+static atomic_int lim_started[RUNS];
+
+static int counted_fan(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t base = 0;
+    wf_value_get_int(wf_event_get(in, "base", wf_value_int(0)), &base);
+    if (atomic_exchange(&lim_started[base / 1000], 1) == 0) {
+        int cur = atomic_fetch_add(&lim_active, 1) + 1;
+        int m = atomic_load(&lim_max);
+        while (cur > m && !atomic_compare_exchange_weak(&lim_max, &m, cur))
+            ;
+    }
+    return fan(ctx, in, out, u);
+}
+
+typedef struct {
+    int index;
+    atomic_int ends;
+} lim_slot;
+
+static lim_slot lim_slots[RUNS];
+
+static void lim_done(wf_handler *h, void *user)
+{
+    lim_slot *s = user;
+    atomic_fetch_add(&s->ends, 1);
+    /* before the next run takes the place: on_done runs before it starts */
+    if (atomic_load(&lim_started[s->index]))
+        atomic_fetch_sub(&lim_active, 1);
+}
+
+Test(stress, limited_concurrent_runs_with_cancels, .timeout = 900)
+{
+    wf_workflow *wf = pipeline("Done", &T_DONE, counted_fan, worker, collect, 1, 0);
+    cr_assert_eq(wf_workflow_set_num_concurrent_runs(wf, LIMIT), 0);
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 4;
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    wf_handler **hs = calloc(RUNS, sizeof *hs);
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.on_done = lim_done;
+    rp.stream_capacity = 8;
+    int cancelled = 0;
+    for (int i = 0; i < RUNS; i++) {
+        wf_event *s;
+        cr_assert_eq(wf_event_new1(&s, T_START, "base", wf_value_int((int64_t)i * 1000)), 0);
+        lim_slots[i].index = i;
+        rp.on_done_user = &lim_slots[i];
+        cr_assert_eq(wf_run_start_ex(ex, wf, NULL, s, &rp, &hs[i], NULL), 0);
+        if (mix((uint32_t)i) % 9 == 0)
+            cancelled += wf_handler_cancel(hs[i]) == 0;
+        if (i >= 20 && mix((uint32_t)i * 7) % 13 == 0)
+            cancelled += wf_handler_cancel(hs[i - 20]) == 0;
+    }
+    int completed = 0, ended_cancelled = 0;
+    for (int i = 0; i < RUNS; i++) {
+        wf_event *res = NULL;
+        int rc = wf_handler_wait(hs[i], -1, &res);
+        if (rc == 0) {
+            int64_t sum = 0, want = 0;
+            cr_assert_eq(wf_value_get_int(wf_event_result(res), &sum), 0);
+            for (int k = 0; k < FAN; k++)
+                want += (int64_t)i * 1000 + k;
+            cr_assert_eq(sum, want, "run %d", i);
+            completed++;
+        } else {
+            cr_assert_eq(rc, WF_ECANCELLED, "run %d: %s", i, wf_err_name(rc));
+            ended_cancelled++;
+        }
+        wf_event_release(res);
+    }
+    wf_executor_free(ex);
+    for (int i = 0; i < RUNS; i++) {
+        cr_assert_eq(atomic_load(&lim_slots[i].ends), 1, "run %d ended %d times", i,
+                     atomic_load(&lim_slots[i].ends));
+        wf_handler_free(hs[i]);
+    }
+    cr_assert_eq(ended_cancelled, cancelled);
+    cr_assert_eq(completed + ended_cancelled, RUNS);
+    cr_assert_leq(atomic_load(&lim_max), LIMIT, "%d runs were active at once",
+                  atomic_load(&lim_max));
+    cr_assert_eq(atomic_load(&lim_active), 0);
     free(hs);
     wf_workflow_free(wf);
 }

@@ -142,6 +142,17 @@ WF_API int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn
 /** Default run timeout in ms, or WF_NO_TIMEOUT. Runs may override it. */
 WF_API int wf_workflow_set_timeout(wf_workflow *wf, int64_t timeout_ms);
 WF_API int64_t wf_workflow_timeout(const wf_workflow *wf);
+/**
+ * The reference's num_concurrent_runs: at most n runs of this workflow are
+ * active at once on one executor (0, the default: no limit). A run started
+ * (or resumed) beyond that waits, holding no thread, in FIFO order, and
+ * starts when an active one ends; its handler works meanwhile (status
+ * WF_RUN_RUNNING; wf_handler_cancel ends it as cancelled before it ever
+ * ran). Its run timeout starts when it starts. Before the workflow is
+ * frozen (WF_EFROZEN after). Not thread-safe with other definition calls.
+ */
+WF_API int wf_workflow_set_num_concurrent_runs(wf_workflow *wf, uint32_t n);
+WF_API uint32_t wf_workflow_num_concurrent_runs(const wf_workflow *wf);
 /** Run-start validation on (default) or off. Definition checks always run. */
 WF_API int wf_workflow_set_validation(wf_workflow *wf, int enabled);
 /**
