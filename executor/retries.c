@@ -115,6 +115,7 @@ int wf__maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64_t 
     st.error = rc;
     st.elapsed_ms = (wf__now_ns() - first) / 1000000;
     st.seed = (run->id * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)t->step << 32) ^ t->attempt;
+    st.message = msg;
     int64_t delay = 0;
     if (!wf_retry_policy_next(step->retry, &st, &delay))
         return 0;

@@ -4,17 +4,21 @@
 #include "internal.h"
 
 #include <math.h>
+#include <regex.h>
 #include <string.h>
 
-enum { C_ALWAYS, C_NEVER, C_CODES, C_ANY, C_ALL };
-enum { W_FIXED, W_EXP, W_RANDOM, W_CHAIN, W_SUM };
-enum { S_ATTEMPT, S_DELAY, S_ANY, S_ALL };
+enum { C_ALWAYS, C_NEVER, C_CODES, C_ANY, C_ALL, C_CONTAINS, C_MATCHES, C_NOT };
+enum { W_FIXED, W_EXP, W_RANDOM, W_CHAIN, W_SUM, W_INCR, W_RANDEXP };
+enum { S_ATTEMPT, S_DELAY, S_ANY, S_ALL, S_BEFORE_DELAY, S_NEVER };
 
 struct wf_retry_cond {
     int kind;
     size_t n;
     int32_t *codes;
     wf_retry_cond *a, *b;
+    char *text; /* C_CONTAINS */
+    regex_t re; /* C_MATCHES (regexec is thread-safe on a compiled pattern) */
+    int compiled;
 };
 
 struct wf_retry_wait {
@@ -38,6 +42,9 @@ struct wf_retry_policy {
     wf_retry_cond *cond;
     wf_retry_wait *wait;
     wf_retry_stop *stop;
+    wf_retry_fn fn; /* a callback policy: the rest is unused */
+    void *user;
+    void (*user_free)(void *user);
 };
 
 /* ------------------------------------------------------------ conditions */
@@ -114,6 +121,60 @@ int wf_retry_cond_all(wf_retry_cond **out, wf_retry_cond *a, wf_retry_cond *b)
     return cond_pair(out, C_ALL, a, b);
 }
 
+int wf_retry_cond_message_contains(wf_retry_cond **out, const char *text)
+{
+    if (text == NULL) {
+        if (out)
+            *out = NULL;
+        return WF_EINVAL;
+    }
+    int rc = cond_new(out, C_CONTAINS);
+    if (rc < 0)
+        return rc;
+    if (((*out)->text = wf__strdup(text)) == NULL) {
+        wf__free_mem(*out);
+        *out = NULL;
+        return WF_ENOMEM;
+    }
+    return 0;
+}
+
+int wf_retry_cond_message_matches(wf_retry_cond **out, const char *re, int32_t flags)
+{
+    if (re == NULL || (flags & ~(int32_t)REG_ICASE) != 0) {
+        if (out)
+            *out = NULL;
+        return WF_EINVAL;
+    }
+    int rc = cond_new(out, C_MATCHES);
+    if (rc < 0)
+        return rc;
+    int e = regcomp(&(*out)->re, re, REG_EXTENDED | REG_NOSUB | flags);
+    if (e != 0) {
+        wf__free_mem(*out);
+        *out = NULL;
+        return e == REG_ESPACE ? WF_ENOMEM : WF_EINVAL;
+    }
+    (*out)->compiled = 1;
+    return 0;
+}
+
+int wf_retry_cond_not(wf_retry_cond **out, wf_retry_cond *a)
+{
+    if (a == NULL) {
+        if (out)
+            *out = NULL;
+        return WF_EINVAL;
+    }
+    int rc = cond_new(out, C_NOT);
+    if (rc < 0) {
+        wf_retry_cond_free(a);
+        return rc;
+    }
+    (*out)->a = a;
+    return 0;
+}
+
 void wf_retry_cond_free(wf_retry_cond *c)
 {
     if (c == NULL)
@@ -121,6 +182,9 @@ void wf_retry_cond_free(wf_retry_cond *c)
     wf_retry_cond_free(c->a);
     wf_retry_cond_free(c->b);
     wf__free_mem(c->codes);
+    wf__free_mem(c->text);
+    if (c->compiled)
+        regfree(&c->re);
     wf__free_mem(c);
 }
 
@@ -140,6 +204,12 @@ static int cond_eval(const wf_retry_cond *c, const wf_retry_state *st)
         return cond_eval(c->a, st) || cond_eval(c->b, st);
     case C_ALL:
         return cond_eval(c->a, st) && cond_eval(c->b, st);
+    case C_CONTAINS:
+        return st->message && strstr(st->message, c->text) != NULL;
+    case C_MATCHES:
+        return st->message && regexec(&c->re, st->message, 0, NULL, 0) == 0;
+    case C_NOT:
+        return !cond_eval(c->a, st);
     default:
         return 0;
     }
@@ -240,6 +310,40 @@ int wf_retry_wait_sum(wf_retry_wait **out, wf_retry_wait *a, wf_retry_wait *b)
     return 0;
 }
 
+int wf_retry_wait_incrementing(wf_retry_wait **out, int64_t start_ms, int64_t increment_ms,
+                               int64_t max_ms)
+{
+    if (start_ms < 0 || increment_ms < 0) {
+        if (out)
+            *out = NULL;
+        return WF_EINVAL;
+    }
+    int rc = wait_new(out, W_INCR);
+    if (rc == 0) {
+        (*out)->min_ms = start_ms;
+        (*out)->mult = (double)increment_ms;
+        (*out)->max_ms = max_ms;
+    }
+    return rc;
+}
+
+int wf_retry_wait_random_exponential(wf_retry_wait **out, double multiplier, int64_t min_ms,
+                                     int64_t max_ms)
+{
+    if (!(multiplier >= 0) || min_ms < 0 || (max_ms >= 0 && max_ms < min_ms)) {
+        if (out)
+            *out = NULL;
+        return WF_EINVAL;
+    }
+    int rc = wait_new(out, W_RANDEXP);
+    if (rc == 0) {
+        (*out)->mult = multiplier;
+        (*out)->min_ms = min_ms;
+        (*out)->max_ms = max_ms;
+    }
+    return rc;
+}
+
 void wf_retry_wait_free(wf_retry_wait *w)
 {
     if (w == NULL)
@@ -261,21 +365,41 @@ static uint64_t mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
+/* multiplier * 2^(attempt-1) ms, saturated */
+static int64_t exp_ms(double mult, uint32_t attempt)
+{
+    double v = mult * pow(2.0, (double)(attempt > 0 ? attempt - 1 : 0));
+    if (!(v < 9.0e15))
+        v = 9.0e15;
+    return (int64_t)v;
+}
+
 static int64_t wait_eval(const wf_retry_wait *w, const wf_retry_state *st)
 {
     switch (w->kind) {
     case W_FIXED:
         return w->min_ms;
     case W_EXP: {
-        double v = w->mult * pow(2.0, (double)(st->attempt > 0 ? st->attempt - 1 : 0));
-        if (!(v < 9.0e15))
-            v = 9.0e15;
-        int64_t ms = (int64_t)v;
+        int64_t ms = exp_ms(w->mult, st->attempt);
         if (ms < w->min_ms)
             ms = w->min_ms;
         if (w->max_ms >= 0 && ms > w->max_ms)
             ms = w->max_ms;
         return ms;
+    }
+    case W_INCR: {
+        double v = (double)w->min_ms + w->mult * (double)(st->attempt > 0 ? st->attempt - 1 : 0);
+        int64_t ms = v < 9.0e15 ? (int64_t)v : (int64_t)9.0e15;
+        return w->max_ms >= 0 && ms > w->max_ms ? w->max_ms : ms;
+    }
+    case W_RANDEXP: {
+        int64_t hi = exp_ms(w->mult, st->attempt);
+        if (w->max_ms >= 0 && hi > w->max_ms)
+            hi = w->max_ms;
+        if (hi < w->min_ms)
+            hi = w->min_ms;
+        uint64_t span = (uint64_t)(hi - w->min_ms) + 1;
+        return w->min_ms + (int64_t)(mix64(st->seed ^ 0x5bd1e995u) % span);
     }
     case W_RANDOM: {
         uint64_t span = (uint64_t)(w->max_ms - w->min_ms) + 1;
@@ -354,6 +478,24 @@ int wf_retry_stop_all(wf_retry_stop **out, wf_retry_stop *a, wf_retry_stop *b)
     return stop_pair(out, S_ALL, a, b);
 }
 
+int wf_retry_stop_before_delay(wf_retry_stop **out, int64_t ms)
+{
+    if (ms < 0) {
+        if (out)
+            *out = NULL;
+        return WF_EINVAL;
+    }
+    int rc = stop_new(out, S_BEFORE_DELAY);
+    if (rc == 0)
+        (*out)->ms = ms;
+    return rc;
+}
+
+int wf_retry_stop_never(wf_retry_stop **out)
+{
+    return stop_new(out, S_NEVER);
+}
+
 void wf_retry_stop_free(wf_retry_stop *s)
 {
     if (s == NULL)
@@ -363,17 +505,22 @@ void wf_retry_stop_free(wf_retry_stop *s)
     wf__free_mem(s);
 }
 
-static int stop_eval(const wf_retry_stop *s, const wf_retry_state *st)
+/* delay: the wait the next attempt would get */
+static int stop_eval(const wf_retry_stop *s, const wf_retry_state *st, int64_t delay)
 {
     switch (s->kind) {
     case S_ATTEMPT:
         return st->attempt >= s->attempts;
     case S_DELAY:
         return st->elapsed_ms >= s->ms;
+    case S_BEFORE_DELAY:
+        return st->elapsed_ms + delay >= s->ms;
+    case S_NEVER:
+        return 0;
     case S_ANY:
-        return stop_eval(s->a, st) || stop_eval(s->b, st);
+        return stop_eval(s->a, st, delay) || stop_eval(s->b, st, delay);
     case S_ALL:
-        return stop_eval(s->a, st) && stop_eval(s->b, st);
+        return stop_eval(s->a, st, delay) && stop_eval(s->b, st, delay);
     default:
         return 1;
     }
@@ -402,6 +549,30 @@ int wf_retry_policy_new(wf_retry_policy **out, wf_retry_cond *cond, wf_retry_wai
     p->cond = cond;
     p->wait = wait;
     p->stop = stop;
+    *out = p;
+    return 0;
+}
+
+int wf_retry_policy_callback(wf_retry_policy **out, wf_retry_fn fn, void *user,
+                             void (*user_free)(void *user))
+{
+    if (out)
+        *out = NULL;
+    wf_retry_policy *p = NULL;
+    int rc = 0;
+    if (out == NULL || fn == NULL)
+        rc = WF_EINVAL;
+    else if ((p = wf__calloc(1, sizeof *p)) == NULL)
+        rc = WF_ENOMEM;
+    if (rc < 0) {
+        if (user_free) /* registrations run user_free exactly once, also on failure */
+            user_free(user);
+        return rc;
+    }
+    atomic_init(&p->refs, 1);
+    p->fn = fn;
+    p->user = user;
+    p->user_free = user_free;
     *out = p;
     return 0;
 }
@@ -437,6 +608,8 @@ void wf_retry_policy_free(wf_retry_policy *p)
     wf_retry_cond_free(p->cond);
     wf_retry_wait_free(p->wait);
     wf_retry_stop_free(p->stop);
+    if (p->user_free)
+        p->user_free(p->user);
     wf__free_mem(p);
 }
 
@@ -446,12 +619,22 @@ int wf_retry_policy_next(const wf_retry_policy *p, const wf_retry_state *st, int
         *delay_ms = 0;
     if (p == NULL || st == NULL)
         return 0;
+    if (p->fn) {
+        int64_t d = p->fn(st, p->user);
+        if (d < 0)
+            return 0;
+        if (delay_ms)
+            *delay_ms = d;
+        return 1;
+    }
     if (p->cond && !cond_eval(p->cond, st))
         return 0;
-    if (stop_eval(p->stop, st))
-        return 0;
     int64_t d = p->wait ? wait_eval(p->wait, st) : 0;
+    if (d < 0)
+        d = 0;
+    if (stop_eval(p->stop, st, d))
+        return 0;
     if (delay_ms)
-        *delay_ms = d < 0 ? 0 : d;
+        *delay_ms = d;
     return 1;
 }

@@ -5,6 +5,7 @@
  */
 #include "harness.h"
 
+#include <regex.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,7 +14,7 @@
 
 static wf_retry_state st(uint32_t attempt, int32_t error, int64_t elapsed, uint64_t seed)
 {
-    wf_retry_state s = {attempt, error, elapsed, seed};
+    wf_retry_state s = {attempt, error, elapsed, seed, NULL};
     return s;
 }
 
@@ -127,6 +128,143 @@ Test(retry, conditions_and_stop_combinators)
     cr_assert_eq(wf_retry_policy_new(&p, NULL, NULL, NULL), WF_EINVAL);
 }
 
+static wf_retry_state stm(uint32_t attempt, int64_t elapsed, const char *message)
+{
+    wf_retry_state s = {attempt, -1, elapsed, 7, message};
+    return s;
+}
+
+static wf_retry_policy *policy(wf_retry_cond *c, wf_retry_wait *w, wf_retry_stop *s)
+{
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_new(&p, c, w, s), 0);
+    return p;
+}
+
+static wf_retry_stop *never(void)
+{
+    wf_retry_stop *s;
+    cr_assert_eq(wf_retry_stop_never(&s), 0);
+    return s;
+}
+
+Test(retry, message_conditions_and_negation)
+{
+    wf_retry_cond *c;
+    cr_assert_eq(wf_retry_cond_message_contains(&c, "timeout"), 0);
+    wf_retry_policy *p = policy(c, NULL, never());
+    cr_assert_eq(next(p, stm(1, 0, "upstream timeout, try again")), 0);
+    cr_assert_eq(next(p, stm(1, 0, "bad request")), -1);
+    cr_assert_eq(next(p, stm(1, 0, NULL)), -1, "no message never contains");
+    wf_retry_policy_free(p);
+
+    cr_assert_eq(wf_retry_cond_message_matches(&c, "^HTTP (429|5[0-9][0-9])", 0), 0);
+    p = policy(c, NULL, never());
+    cr_assert_eq(next(p, stm(1, 0, "HTTP 503 from the model")), 0);
+    cr_assert_eq(next(p, stm(1, 0, "HTTP 404")), -1);
+    cr_assert_eq(next(p, stm(1, 0, "http 503")), -1, "case matters without REG_ICASE");
+    wf_retry_policy_free(p);
+    cr_assert_eq(wf_retry_cond_message_matches(&c, "^http 5", REG_ICASE), 0);
+    p = policy(c, NULL, never());
+    cr_assert_eq(next(p, stm(1, 0, "HTTP 503")), 0);
+    wf_retry_policy_free(p);
+
+    /* retry_if_not: everything but a fatal message */
+    wf_retry_cond *fatal, *not_fatal;
+    cr_assert_eq(wf_retry_cond_message_contains(&fatal, "fatal"), 0);
+    cr_assert_eq(wf_retry_cond_not(&not_fatal, fatal), 0);
+    p = policy(not_fatal, NULL, never());
+    cr_assert_eq(next(p, stm(1, 0, "fatal: disk gone")), -1);
+    cr_assert_eq(next(p, stm(1, 0, "flaky")), 0);
+    cr_assert_eq(next(p, stm(1, 0, NULL)), 0);
+    wf_retry_policy_free(p);
+
+    cr_assert_eq(wf_retry_cond_message_matches(&c, "([unclosed", 0), WF_EINVAL);
+    cr_assert_null(c);
+    cr_assert_eq(wf_retry_cond_message_matches(&c, "x", 12345), WF_EINVAL);
+    cr_assert_eq(wf_retry_cond_message_contains(&c, NULL), WF_EINVAL);
+    cr_assert_eq(wf_retry_cond_not(&c, NULL), WF_EINVAL);
+}
+
+Test(retry, incrementing_and_random_exponential_waits)
+{
+    wf_retry_wait *w;
+    cr_assert_eq(wf_retry_wait_incrementing(&w, 100, 50, 220), 0);
+    wf_retry_policy *p = policy(NULL, w, never());
+    cr_assert_eq(next(p, stm(1, 0, NULL)), 100);
+    cr_assert_eq(next(p, stm(2, 0, NULL)), 150);
+    cr_assert_eq(next(p, stm(3, 0, NULL)), 200);
+    cr_assert_eq(next(p, stm(4, 0, NULL)), 220, "capped");
+    wf_retry_policy_free(p);
+    cr_assert_eq(wf_retry_wait_incrementing(&w, -1, 50, 220), WF_EINVAL);
+
+    cr_assert_eq(wf_retry_wait_random_exponential(&w, 10, 5, 70), 0);
+    p = policy(NULL, w, never());
+    for (uint32_t a = 1; a <= 8; a++) {
+        int64_t hi = 10 * (1 << (a - 1));
+        if (hi > 70)
+            hi = 70;
+        for (uint64_t seed = 0; seed < 200; seed++) {
+            wf_retry_state s = {a, -1, 0, seed, NULL};
+            int64_t d = next(p, s);
+            cr_assert(d >= 5 && d <= (hi < 5 ? 5 : hi), "attempt %u: %lld", a, (long long)d);
+            cr_assert_eq(next(p, s), d, "deterministic for a seed");
+        }
+    }
+    wf_retry_policy_free(p);
+    cr_assert_eq(wf_retry_wait_random_exponential(&w, 1, 10, 5), WF_EINVAL);
+}
+
+Test(retry, stop_before_delay_and_never)
+{
+    wf_retry_wait *w;
+    wf_retry_stop *s;
+    cr_assert_eq(wf_retry_wait_fixed(&w, 40), 0);
+    cr_assert_eq(wf_retry_stop_before_delay(&s, 100), 0);
+    wf_retry_policy *p = policy(NULL, w, s);
+    cr_assert_eq(next(p, stm(1, 0, NULL)), 40);
+    cr_assert_eq(next(p, stm(2, 59, NULL)), 40, "59 + 40 < 100");
+    cr_assert_eq(next(p, stm(3, 60, NULL)), -1, "the next attempt would start at 100");
+    wf_retry_policy_free(p);
+    p = policy(NULL, NULL, never());
+    cr_assert_eq(next(p, stm(1000000, 1000000000, NULL)), 0);
+    wf_retry_policy_free(p);
+    cr_assert_eq(wf_retry_stop_before_delay(&s, -1), WF_EINVAL);
+}
+
+static int freed_user;
+static void count_free(void *u)
+{
+    (*(int *)u)++;
+}
+
+/* retry the first two attempts with 3 ms and 6 ms, then stop; only for "again" */
+static int64_t custom(const wf_retry_state *s, void *user)
+{
+    cr_assert_eq(user, &freed_user);
+    if (s->message == NULL || strcmp(s->message, "again") != 0 || s->attempt > 2)
+        return -1;
+    return 3 * (int64_t)s->attempt;
+}
+
+Test(retry, a_callback_policy_decides)
+{
+    wf_retry_policy *p;
+    freed_user = 0;
+    cr_assert_eq(wf_retry_policy_callback(&p, custom, &freed_user, count_free), 0);
+    cr_assert_eq(next(p, stm(1, 0, "again")), 3);
+    cr_assert_eq(next(p, stm(2, 0, "again")), 6);
+    cr_assert_eq(next(p, stm(3, 0, "again")), -1);
+    cr_assert_eq(next(p, stm(1, 0, "other")), -1);
+    wf_retry_policy *q = wf_retry_policy_retain(p);
+    wf_retry_policy_free(p);
+    cr_assert_eq(freed_user, 0, "still referenced");
+    wf_retry_policy_free(q);
+    cr_assert_eq(freed_user, 1, "user_free runs once");
+    cr_assert_eq(wf_retry_policy_callback(&p, NULL, &freed_user, count_free), WF_EINVAL);
+    cr_assert_eq(freed_user, 2, "and on failure too");
+}
+
 /* ------------------------------------------------------------ on the executor */
 
 static const wf_event_type *T_START, *T_STOP, *T_OTHER;
@@ -228,6 +366,31 @@ Test(retry, gives_up_after_exactly_three_executions_with_the_last_error, .timeou
     cr_assert_eq(code, -1003);
     cr_assert_str_eq(step, "flaky");
     cr_assert_str_eq(msg, "failure 3");
+    cr_assert_eq(atomic_load(&calls), 3);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+/* the engine hands the step's message to the policy: "failure N" retried while N < 3 */
+static int64_t until_third(const wf_retry_state *s, void *user)
+{
+    cr_assert_not_null(s->message);
+    return strcmp(s->message, "failure 3") == 0 ? -1 : 1;
+}
+
+Test(retry, the_policy_sees_the_steps_message, .timeout = 60)
+{
+    atomic_store(&calls, 0);
+    fail_until = 100;
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_callback(&p, until_third, NULL, NULL), 0);
+    wf_workflow *wf = flaky_wf(p, 1);
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, NULL), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, start_ev(), &h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ESTEP);
     cr_assert_eq(atomic_load(&calls), 3);
     wf_handler_free(h);
     wf_executor_free(ex);

@@ -33,6 +33,12 @@ typedef struct wf_retry_state {
     int32_t error;      /* the error code it returned */
     int64_t elapsed_ms; /* since the first execution started */
     uint64_t seed;      /* for jitter: wf derives it from run id, step and attempt */
+    /*
+     * The failure's message (wf_ctx_set_error, or the completion's), NULL
+     * if none; borrowed for the call. Zero the whole struct before filling
+     * it by hand: fields are only ever added at the end.
+     */
+    const char *message;
 } wf_retry_state;
 
 /* ---- conditions: which failures are retried ---- */
@@ -44,6 +50,16 @@ WF_API int wf_retry_cond_on_codes(wf_retry_cond **out, const int32_t *codes, siz
 WF_API int wf_retry_cond_any(wf_retry_cond **out, wf_retry_cond *a, wf_retry_cond *b);
 /** Both of a, b (takes both). */
 WF_API int wf_retry_cond_all(wf_retry_cond **out, wf_retry_cond *a, wf_retry_cond *b);
+/** Failures whose message contains text (copied; a failure without a message never does). */
+WF_API int wf_retry_cond_message_contains(wf_retry_cond **out, const char *text);
+/**
+ * Failures whose message matches the POSIX extended regular expression re
+ * (regcomp with REG_EXTENDED | REG_NOSUB; flags may add REG_ICASE). WF_EINVAL
+ * for a pattern that does not compile.
+ */
+WF_API int wf_retry_cond_message_matches(wf_retry_cond **out, const char *re, int32_t flags);
+/** The failures a does not retry (takes a): the reference's retry_if_not_*. */
+WF_API int wf_retry_cond_not(wf_retry_cond **out, wf_retry_cond *a);
 WF_API void wf_retry_cond_free(wf_retry_cond *c);
 
 /* ---- waits: the delay before the next attempt ---- */
@@ -61,6 +77,16 @@ WF_API int wf_retry_wait_random(wf_retry_wait **out, int64_t min_ms, int64_t max
 WF_API int wf_retry_wait_chain(wf_retry_wait **out, wf_retry_wait *const *waits, size_t n);
 /** a + b (takes both): e.g. exponential plus random jitter. */
 WF_API int wf_retry_wait_sum(wf_retry_wait **out, wf_retry_wait *a, wf_retry_wait *b);
+/** start_ms + increment_ms * (attempt-1), clamped to max_ms (< 0: none), as wait_incrementing. */
+WF_API int wf_retry_wait_incrementing(wf_retry_wait **out, int64_t start_ms, int64_t increment_ms,
+                                      int64_t max_ms);
+/**
+ * Uniform in [min_ms, min(max_ms, multiplier * 2^(attempt-1))] (max_ms < 0:
+ * no cap), drawn from the seed: tenacity's wait_random_exponential ("full
+ * jitter").
+ */
+WF_API int wf_retry_wait_random_exponential(wf_retry_wait **out, double multiplier, int64_t min_ms,
+                                            int64_t max_ms);
 WF_API void wf_retry_wait_free(wf_retry_wait *w);
 
 /* ---- stops: when to give up ---- */
@@ -68,6 +94,13 @@ WF_API void wf_retry_wait_free(wf_retry_wait *w);
 WF_API int wf_retry_stop_after_attempt(wf_retry_stop **out, uint32_t n);
 /** Once elapsed_ms reaches ms. */
 WF_API int wf_retry_stop_after_delay(wf_retry_stop **out, int64_t ms);
+/**
+ * Stop when the next attempt would start at or after ms since the first
+ * (elapsed plus the wait it would get), as stop_before_delay.
+ */
+WF_API int wf_retry_stop_before_delay(wf_retry_stop **out, int64_t ms);
+/** Never stop (the condition alone decides; the run timeout still applies). */
+WF_API int wf_retry_stop_never(wf_retry_stop **out);
 /** Stop when either says so (takes both). */
 WF_API int wf_retry_stop_any(wf_retry_stop **out, wf_retry_stop *a, wf_retry_stop *b);
 /** Stop when both say so (takes both). */
@@ -81,6 +114,17 @@ WF_API void wf_retry_stop_free(wf_retry_stop *s);
  */
 WF_API int wf_retry_policy_new(wf_retry_policy **out, wf_retry_cond *cond, wf_retry_wait *wait,
                                wf_retry_stop *stop);
+/**
+ * A policy decided by a callback: fn(state, user) returns the delay in ms
+ * before the next attempt (>= 0), or a negative value to give up. It is
+ * called on an executor thread, must not block, and must be pure enough to
+ * be called again for the same state (live snapshots do not call it, but a
+ * test may). user_free(user) runs once when the policy is freed (may be
+ * NULL). WF_EINVAL for a NULL fn (user_free then runs at once).
+ */
+typedef int64_t (*wf_retry_fn)(const wf_retry_state *st, void *user);
+WF_API int wf_retry_policy_callback(wf_retry_policy **out, wf_retry_fn fn, void *user,
+                                    void (*user_free)(void *user));
 /** The reference's ConstantDelayRetryPolicy: any error, delay_ms apart, max_attempts executions. */
 WF_API int wf_retry_policy_constant(wf_retry_policy **out, uint32_t max_attempts, int64_t delay_ms);
 WF_API wf_retry_policy *wf_retry_policy_retain(const wf_retry_policy *p);
