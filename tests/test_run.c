@@ -1097,3 +1097,86 @@ Test(run, no_invocation_starts_after_a_stop_in_a_busy_step, .timeout = 60)
         wf_workflow_free(wf);
     }
 }
+
+/* ---- wf_test_run: the reference's WorkflowTestRunner ---- */
+
+static const wf_event_type *TR_MID;
+
+static int tr_first(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    cr_assert_eq(wf_ctx_set(ctx, "seen", wf_value_int(1)), 0);
+    cr_assert_eq(wf_ctx_write_event_to_stream(ctx, ev0(TR_MID)), 0);
+    *out = ev0(TR_MID);
+    return 0;
+}
+
+static int tr_second(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    if (u)
+        return WF_EINTERNAL;
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(42));
+}
+
+Test(run, test_runner_collects_counts_and_keeps_the_context, .timeout = 60)
+{
+    wf_workflow *wf = new_wf("tested");
+    T_START = builtin(wf, WF_START_EVENT);
+    T_STOP = builtin(wf, WF_STOP_EVENT);
+    TR_MID = type(wf, "Mid");
+    add_step(wf, "first", tr_first, T_START, TR_MID, NULL, 0, NULL);
+    add_step(wf, "second", tr_second, TR_MID, T_STOP, NULL, 0, NULL);
+    wf_executor *ex = new_ex(2);
+    wf_test_result r;
+    cr_assert_eq(wf_test_run(ex, wf, ev0(T_START), NULL, &r), 0);
+    cr_assert_eq(r.rc, 0);
+    int64_t v = 0;
+    cr_assert_eq(wf_value_get_int(wf_event_result(r.result), &v), 0);
+    cr_assert_eq(v, 42);
+    cr_assert_eq(wf_test_result_count(&r, "Mid"), 1,
+                 "the written one (the returned one is routed)");
+    cr_assert_eq(wf_test_result_count(&r, "StepStateChanged"), 4, "running and not_running twice");
+    cr_assert_eq(wf_test_result_count(&r, "StopEvent"), 1);
+    cr_assert_str_eq(wf_event_type_name_of(r.events[r.n_events - 1]), "StopEvent", "terminal last");
+    cr_assert_not_null(wf_test_result_find(&r, "Mid"));
+    cr_assert_null(wf_test_result_find(&r, "Nope"));
+    wf_value seen;
+    cr_assert_eq(wf_ctx_get(r.ctx, "seen", &seen), 0, "the context as the run left it");
+    wf_value_release(seen);
+    wf_test_result_free(&r);
+    wf_test_result_free(&r); /* a freed result is zeroed: freeing it again is harmless */
+    /* without internal events, and excluding a type */
+    wf_test_params p;
+    wf_test_params_init(&p);
+    p.expose_internal = 0;
+    const char *ex_names[] = {"Mid"};
+    p.exclude = ex_names;
+    p.n_exclude = 1;
+    cr_assert_eq(wf_test_run(ex, wf, ev0(T_START), &p, &r), 0);
+    cr_assert_eq(r.n_events, 1, "only the StopEvent is left");
+    wf_test_result_free(&r);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(run, test_runner_reports_a_failure, .timeout = 60)
+{
+    wf_workflow *wf = new_wf("tested-fail");
+    T_START = builtin(wf, WF_START_EVENT);
+    T_STOP = builtin(wf, WF_STOP_EVENT);
+    TR_MID = type(wf, "Mid");
+    add_step(wf, "first", tr_first, T_START, TR_MID, NULL, 0, NULL);
+    add_step(wf, "second", tr_second, TR_MID, T_STOP, NULL, 0, (void *)1);
+    wf_executor *ex = new_ex(2);
+    wf_test_result r;
+    cr_assert_eq(wf_test_run(ex, wf, ev0(T_START), NULL, &r), 0);
+    cr_assert_eq(r.rc, WF_ESTEP);
+    cr_assert_null(r.result);
+    cr_assert_eq(r.error_code, WF_EINTERNAL);
+    cr_assert_str_eq(r.error_step, "second");
+    cr_assert_eq(wf_test_result_count(&r, "WorkflowFailedEvent"), 1);
+    wf_test_result_free(&r);
+    cr_assert_eq(wf_test_run(NULL, wf, ev0(T_START), NULL, &r), WF_EINVAL);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
