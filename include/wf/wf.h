@@ -11,5 +11,8 @@
 #include <wf/run.h>
 #include <wf/snapshot.h>
 #include <wf/observe.h>
+#include <wf/plugin.h>
+
+/* wf/json.h belongs to the separate library libwf-json (pkg-config wf-json). */
 
 #endif
