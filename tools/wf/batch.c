@@ -54,7 +54,8 @@ typedef struct tbuf {
     struct tbuf *next;
 } tbuf;
 
-#define FLUSH_AT (256u * 1024u)
+#define FLUSH_AT         (256u * 1024u)
+#define APPEND_LIT(b, s) wf_json_buf_append((b), "" s, sizeof(s) - 1)
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER; /* out_fd writes, tbufs list */
 static int out_fd = 1;
@@ -119,9 +120,13 @@ static pthread_cond_t wait_cv = PTHREAD_COND_INITIALIZER;
 static atomic_int main_waiting;
 static atomic_long n_done, n_failed, n_timedout, n_cancelled, n_finished;
 
+static atomic_long wake_at; /* main wants waking once n_finished reaches this */
+
 static void wake_main(void)
 {
-    if (atomic_load(&main_waiting)) {
+    if (atomic_load(&main_waiting) &&
+        (atomic_load_explicit(&n_finished, memory_order_relaxed) >= atomic_load(&wake_at) ||
+         atomic_load(&cli_interrupted))) {
         pthread_mutex_lock(&wait_lock);
         pthread_cond_signal(&wait_cv);
         pthread_mutex_unlock(&wait_lock);
@@ -130,9 +135,13 @@ static void wake_main(void)
 
 static void put_head(wf_json_buf *b, uint64_t line, const char *id, size_t idlen)
 {
-    char tmp[40];
-    int n = snprintf(tmp, sizeof tmp, "{\"line\":%llu", (unsigned long long)line);
-    wf_json_buf_append(b, tmp, (size_t)n);
+    char tmp[32];
+    char *e = tmp + sizeof tmp, *p = e;
+    do
+        *--p = (char)('0' + line % 10);
+    while ((line /= 10) != 0);
+    APPEND_LIT(b, "{\"line\":");
+    wf_json_buf_append(b, p, (size_t)(e - p));
     if (idlen) {
         wf_json_buf_append(b, ",\"id\":", 6);
         wf_json_buf_append(b, id, idlen);
@@ -174,7 +183,7 @@ static void on_done(wf_handler *h, void *user)
     int rc = wf_handler_wait(h, 0, &res); /* ended: does not wait */
     if (rc == 0) {
         wf_value r;
-        wf_json_buf_append(b, ",\"status\":\"done\",\"result\":", 27);
+        APPEND_LIT(b, ",\"status\":\"done\",\"result\":");
         if (wf_event_lookup(res, "result", &r) == 0)
             rc = wf_json_write_value(b, r);
         else
@@ -309,9 +318,12 @@ static void reap(batch *bt)
 /* Waits until a run ends (or a signal, or 200 ms for the progress). */
 static void wait_some(batch *bt)
 {
+    /* woken when a quarter of the window has finished, not by every run */
+    long quarter = bt->jobs / 4 > 0 ? bt->jobs / 4 : 1;
+    atomic_store(&wake_at, atomic_load(&n_finished) + (quarter < bt->inflight ? quarter : 1));
     pthread_mutex_lock(&wait_lock);
     atomic_store(&main_waiting, 1);
-    if (atomic_load(&done_stack) == NULL && !atomic_load(&cli_interrupted)) {
+    if (atomic_load(&n_finished) < atomic_load(&wake_at) && !atomic_load(&cli_interrupted)) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 200 * 1000000L;
@@ -418,6 +430,7 @@ static int start_line(batch *bt, const char *s, size_t n, uint64_t line)
         }
     }
     char *msg = NULL;
+    bt->rp.on_done_user = j;
     int rc = wf_run_start_ex(bt->ex, bt->wf, NULL, start, &bt->rp, &j->h, &msg);
     if (rc < 0) {
         /* the definition is checked before the first line: only shutdown gets here */
