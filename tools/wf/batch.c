@@ -523,6 +523,11 @@ int cmd_batch(int argc, char **argv)
     bt.wf = wf;
     bt.jobs = jobs;
 
+    /* before opening the input, so a Ctrl-C at any point from here on is ours */
+    if (cli_signals_start(on_signal, NULL) < 0) {
+        cli_err("batch", "cannot start the signal thread");
+        goto out;
+    }
     in_fd = strcmp(inputs, "-") == 0 ? 0 : open(inputs, O_RDONLY | O_CLOEXEC);
     if (in_fd < 0) {
         cli_err("batch", "%s: %s", inputs, strerror(errno));
@@ -543,10 +548,6 @@ int cmd_batch(int argc, char **argv)
     if ((rc = wf_workflow_validate(wf, &msg)) < 0) {
         cli_err("batch", "workflow '%s' is invalid: %s", wf_workflow_name(wf),
                 msg ? msg : wf_strerror(rc));
-        goto out;
-    }
-    if (cli_signals_start(on_signal, NULL) < 0) {
-        cli_err("batch", "cannot start the signal thread");
         goto out;
     }
     wf_executor_params ep;

@@ -149,6 +149,11 @@ int cmd_run(int argc, char **argv)
     wf_json_buf out;
     wf_json_buf_init(&out);
 
+    /* before reading the input, so a Ctrl-C at any point from here on is ours */
+    if (cli_signals_start(on_signal, NULL) < 0) {
+        cli_err("run", "cannot start the signal thread");
+        goto done;
+    }
     if (input == NULL) {
         text = strdup("{}");
         len = 2;
@@ -188,10 +193,6 @@ int cmd_run(int argc, char **argv)
         wf_value_release(v);
     }
 
-    if (cli_signals_start(on_signal, NULL) < 0) {
-        cli_err("run", "cannot start the signal thread");
-        goto done;
-    }
     wf_executor_params ep;
     wf_executor_params_init(&ep);
     ep.threads = (uint32_t)threads;

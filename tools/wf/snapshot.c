@@ -25,7 +25,8 @@ static void usage(FILE *to)
 static void show(const char *json)
 {
     json_error_t err;
-    json_t *doc = json_loads(json, JSON_DECODE_ANY, &err);
+    /* integers as doubles: a snapshot may hold uint64 values past jansson's int64 */
+    json_t *doc = json_loads(json, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &err);
     if (doc == NULL) {
         printf("%s\n", json);
         return;
@@ -34,7 +35,7 @@ static void show(const char *json)
     printf("workflow:    %s\n", json_string_value(json_object_get(doc, "workflow"))
                                     ? json_string_value(json_object_get(doc, "workflow"))
                                     : "?");
-    printf("version:     %lld\n", (long long)json_integer_value(json_object_get(doc, "version")));
+    printf("version:     %.0f\n", json_number_value(json_object_get(doc, "version")));
     printf("running:     %s\n", json_is_true(json_object_get(doc, "running")) ? "yes" : "no");
     json_t *state = json_object_get(doc, "state");
     printf("state keys:  %zu", json_object_size(state));
@@ -54,8 +55,8 @@ static void show(const char *json)
         json_t *c = json_object_get(run, "counters");
         json_object_foreach(c, k, v)
         {
-            if (json_is_integer(v))
-                printf("  %-10s %lld\n", k, (long long)json_integer_value(v));
+            if (json_is_number(v))
+                printf("  %-10s %.0f\n", k, json_number_value(v));
         }
     }
     json_decref(doc);
