@@ -298,6 +298,7 @@ typedef struct batch {
     wf_event *prev_ev;
     uint32_t prev_idlen;
     char prev_id[48];
+    int fatal; /* the workflow failed its run-start validation */
 } batch;
 
 static void reap(batch *bt)
@@ -432,8 +433,16 @@ static int start_line(batch *bt, const char *s, size_t n, uint64_t line)
     char *msg = NULL;
     bt->rp.on_done_user = j;
     int rc = wf_run_start_ex(bt->ex, bt->wf, NULL, start, &bt->rp, &j->h, &msg);
+    if (rc == WF_EVALIDATION) { /* the workflow's run-start checks: no line can run */
+        cli_err("batch", "workflow '%s' is invalid: %s", wf_workflow_name(bt->wf),
+                msg ? msg : wf_strerror(rc));
+        wf_free(msg);
+        j->next = bt->free_jobs;
+        bt->free_jobs = j;
+        bt->fatal = 1;
+        return -1;
+    }
     if (rc < 0) {
-        /* the definition is checked before the first line: only shutdown gets here */
         line_invalid(bt, line, msg ? msg : wf_strerror(rc));
         wf_free(msg);
         if (j->idp != j->id)
@@ -545,7 +554,8 @@ int cmd_batch(int argc, char **argv)
         }
     }
     ex_code = EXIT_FAILED;
-    if ((rc = wf_workflow_validate(wf, &msg)) < 0) {
+    /* definition checks here; the run-start ones (if the workflow wants them) on the first run */
+    if ((rc = wf_workflow_freeze(wf, &msg)) < 0) {
         cli_err("batch", "workflow '%s' is invalid: %s", wf_workflow_name(wf),
                 msg ? msg : wf_strerror(rc));
         goto out;
@@ -658,8 +668,9 @@ int cmd_batch(int argc, char **argv)
                 "out, %llu invalid lines\n",
                 (unsigned long long)bt.pg.started, el, el > 0 ? (double)bt.pg.started / el : 0.0,
                 done, failed, timedout, (unsigned long long)bt.pg.invalid);
-        ex_code = (failed || timedout || cancelled || bt.pg.invalid || read_err) ? EXIT_FAILED
-                                                                                 : EXIT_DONE;
+        ex_code = (bt.fatal || failed || timedout || cancelled || bt.pg.invalid || read_err)
+                      ? EXIT_FAILED
+                      : EXIT_DONE;
     }
     if (out_errno) {
         cli_err("batch", "writing %s: %s", outpath ? outpath : "standard output",
