@@ -39,7 +39,7 @@ static int quickstart_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void
 }
 
 /* Defines the quick-start workflow (one step on StartEvent -> StopEvent). */
-static int quickstart_workflow(wf_workflow **out)
+static inline int quickstart_workflow(wf_workflow **out)
 {
     int rc = wf_workflow_new(out, "MyWorkflow", NULL);
     if (rc < 0)

@@ -161,6 +161,18 @@ size_t wf_registry_count(const wf_registry *reg)
     return reg ? atomic_load_explicit(&reg->n, memory_order_acquire) : 0;
 }
 
+const wf_event_type *wf_registry_type_at(const wf_registry *reg, size_t i)
+{
+    if (reg == NULL || i >= wf_registry_count(reg))
+        return NULL;
+    /* Entries never move once added, and n is published after the entry (acquire above). */
+    wf_registry *r = (wf_registry *)reg;
+    pthread_mutex_lock(&r->lock);
+    const wf_event_type *t = r->types[i];
+    pthread_mutex_unlock(&r->lock);
+    return t;
+}
+
 /* ------------------------------------------------------------------- types */
 
 const char *wf_event_type_name(const wf_event_type *t)

@@ -442,6 +442,24 @@ const char *wf_workflow_step_name(const wf_workflow *wf, size_t i)
     return (wf && i < wf->n_steps) ? wf->steps[i]->name : NULL;
 }
 
+int wf_workflow_step_types(const wf_workflow *wf, size_t i, int emits,
+                           const wf_event_type *const **types, size_t *n)
+{
+    if (wf == NULL || types == NULL || n == NULL)
+        return WF_EINVAL;
+    if (i >= wf->n_steps)
+        return WF_ERANGE;
+    const wf__step *s = wf->steps[i];
+    *types = emits ? s->emits : s->accepts;
+    *n = emits ? s->n_emits : s->n_accepts;
+    return 0;
+}
+
+uint32_t wf_workflow_step_num_workers(const wf_workflow *wf, size_t i)
+{
+    return (wf && i < wf->n_steps) ? wf->steps[i]->num_workers : 0;
+}
+
 const wf_event_type *wf_workflow_start_type(const wf_workflow *wf)
 {
     return (wf && is_frozen(wf)) ? wf->start_type : NULL;

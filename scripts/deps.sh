@@ -16,4 +16,5 @@ wf_install_deps() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-WF_BUILD_DEPS=(meson ninja-build pkg-config gcc libc6-dev libck-dev libmsgpack-dev)
+# libjansson-dev: libwf-json and the wf command (libwf itself does not need it).
+WF_BUILD_DEPS=(meson ninja-build pkg-config gcc libc6-dev libck-dev libmsgpack-dev libjansson-dev)

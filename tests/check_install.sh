@@ -27,6 +27,15 @@ out=$(LD_LIBRARY_PATH="$libdir" "$tmp/hello")
 # It must have used the installed copy.
 LD_LIBRARY_PATH="$libdir" ldd "$tmp/hello" | grep -q "$tmp/root" ||
   { echo "hello did not link the installed libwf"; exit 1; }
+# A plugin built with nothing but pkg-config wf, run by the installed wf.
+cc -std=c11 -Wall -Wextra -Wpedantic -Werror -shared -fPIC "$src/plugin.c" -o "$tmp/hello.so" $flags
+bindir="$tmp/root$(pkc --variable=prefix wf)/bin"
+if [ -x "$bindir/wf" ]; then
+  out=$(LD_LIBRARY_PATH="$libdir" "$bindir/wf" run "$tmp/hello.so")
+  [ "$out" = '"hello"' ] || { echo "wf run of the installed plugin printed '$out'"; exit 1; }
+fi
+# libwf-json through its own pkg-config entry
+PKG_CONFIG_PATH="$pcdir" pkg-config --exists wf-json || { echo "wf-json.pc was not installed"; exit 1; }
 incdir=$(pkc --variable=includedir wf)
 for h in "$incdir"/wf/*.h; do
   printf '#include <wf/%s>\ntypedef int translation_unit_not_empty;\n' "$(basename "$h")" > "$tmp/h.c"
@@ -35,4 +44,4 @@ for h in "$incdir"/wf/*.h; do
     g++ -std=c++11 -Wall -Wextra -Werror -I"$incdir" -fsyntax-only -x c++ "$tmp/h.c"
   fi
 done
-echo "ok: installed wf $out links and runs; headers compile as C11 and C++"
+echo "ok: installed wf links and runs, a plugin builds with pkg-config wf and runs in the installed wf; headers compile as C11 and C++"

@@ -70,6 +70,8 @@ WF_API const wf_event_type *wf_registry_find(const wf_registry *reg, const char 
 WF_API const wf_event_type *wf_registry_builtin(const wf_registry *reg, wf_builtin_type which);
 /** Number of types registered so far (built-ins included). */
 WF_API size_t wf_registry_count(const wf_registry *reg);
+/** The type of id i (0 .. count-1), or NULL past the end. Borrowed. Thread-safe. */
+WF_API const wf_event_type *wf_registry_type_at(const wf_registry *reg, size_t i);
 
 /* ---- types ---- */
 

@@ -12,5 +12,8 @@
 #include <wf/snapshot.h>
 #include <wf/observe.h>
 #include <wf/testing.h>
+#include <wf/plugin.h>
+
+/* wf/json.h belongs to the separate library libwf-json (pkg-config wf-json). */
 
 #endif

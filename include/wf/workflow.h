@@ -180,6 +180,15 @@ WF_API int wf_workflow_validate(wf_workflow *wf, char **message);
 WF_API size_t wf_workflow_step_count(const wf_workflow *wf);
 /** Step i's name, borrowed; NULL past the end. Any time. */
 WF_API const char *wf_workflow_step_name(const wf_workflow *wf, size_t i);
+/**
+ * The types step i accepts (emits 0) or declares it emits (emits 1), in
+ * declaration order: *types borrowed (valid while the workflow is), *n their
+ * number. WF_ERANGE past the last step. Any time.
+ */
+WF_API int wf_workflow_step_types(const wf_workflow *wf, size_t i, int emits,
+                                  const wf_event_type *const **types, size_t *n);
+/** Step i's num_workers, 0 past the last step. Any time. */
+WF_API uint32_t wf_workflow_step_num_workers(const wf_workflow *wf, size_t i);
 /** The start event type (accepted by the start step), or NULL before freezing. */
 WF_API const wf_event_type *wf_workflow_start_type(const wf_workflow *wf);
 /** The stop event type (emitted by the steps that end runs), or NULL before freezing. */

@@ -1,0 +1,100 @@
+/*
+ * testplug.c: workflows for the wf command's tests (tests/cli/wf.bats).
+ *   echo    stops with a map of the start event's fields (JSON round trips)
+ *   fail    fails with WF_EINVAL and a message when "fail" is true, else echoes
+ *   sleepy  waits for an event that never comes (no InputRequiredEvent): times out
+ */
+#include <wf/wf.h>
+
+static int echo(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    (void)user;
+    wf_value m;
+    int rc = wf_value_map_new(&m, wf_event_field_count(in));
+    for (size_t i = 0; rc == 0 && i < wf_event_field_count(in); i++) {
+        const char *k;
+        wf_value v;
+        wf_event_field_at(in, i, &k, &v);
+        rc = wf_value_map_set(&m, k, wf_value_retain(v));
+    }
+    if (rc < 0)
+        return rc;
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, m);
+}
+
+static int fail(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    int b = 0;
+    if (wf_value_get_bool(wf_event_get(in, "fail", wf_value_nil()), &b) == 0 && b) {
+        wf_ctx_set_error(ctx, "asked to fail");
+        return WF_EINVAL;
+    }
+    return echo(ctx, in, out, user);
+}
+
+static int sleepy(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    (void)in;
+    (void)out;
+    (void)user;
+    wf_registry *reg = wf_workflow_registry(wf_ctx_workflow(ctx));
+    /* tell the tests the run is going (once: the wait below never returns) */
+    wf_event *note = NULL;
+    if (wf_event_new1(&note, wf_registry_find(reg, "Sleeping"), NULL, wf_value_nil()) == 0)
+        wf_ctx_write_event_to_stream(ctx, note);
+    const wf_event_type *never = wf_registry_find(reg, "Never");
+    wf_event *ev = NULL;
+    int rc = wf_ctx_wait_for_event(ctx, never, wf_value_nil(), NULL, "never", WF_NO_TIMEOUT, &ev);
+    wf_event_release(ev);
+    return rc == 0 ? WF_EINVAL : rc;
+}
+
+static int one_step(wf_registry *reg, const char *name, wf_step_fn fn, wf_workflow **out)
+{
+    int rc = wf_workflow_new(out, name, reg);
+    if (rc < 0)
+        return rc;
+    const wf_event_type *accepts[] = {wf_registry_builtin(reg, WF_START_EVENT)};
+    const wf_event_type *emits[] = {wf_registry_builtin(reg, WF_STOP_EVENT)};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = accepts;
+    p.n_accepts = 1;
+    p.emits = emits;
+    p.n_emits = 1;
+    return wf_workflow_add_step(*out, name, fn, &p, NULL);
+}
+
+static int build_echo(wf_registry *reg, wf_workflow **out, void *user)
+{
+    (void)user;
+    return one_step(reg, "echo", echo, out);
+}
+
+static int build_fail(wf_registry *reg, wf_workflow **out, void *user)
+{
+    (void)user;
+    return one_step(reg, "fail", fail, out);
+}
+
+static int build_sleepy(wf_registry *reg, wf_workflow **out, void *user)
+{
+    (void)user;
+    const wf_event_type *never;
+    int rc = wf_registry_add(reg, "Never", NULL, &never);
+    if (rc == 0)
+        rc = wf_registry_add(reg, "Sleeping", NULL, &never);
+    if (rc == 0)
+        rc = one_step(reg, "sleepy", sleepy, out);
+    if (rc == 0)
+        rc = wf_workflow_set_validation(*out, 0); /* Never is consumed, never produced */
+    return rc;
+}
+
+static const wf_plugin_workflow_def workflows[] = {
+    {"echo", "Stops with the start event's fields", build_echo, NULL},
+    {"fail", "Fails when the input has \"fail\": true", build_fail, NULL},
+    {"sleepy", "Waits for ever (for timeouts and Ctrl-C)", build_sleepy, NULL},
+};
+
+WF_PLUGIN_DEFINE("testplug", "Workflows for the CLI tests", workflows)

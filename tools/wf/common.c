@@ -1,0 +1,193 @@
+/*
+ * common.c: shared parts of the wf command (cli.h).
+ */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+void cli_err(const char *cmd, const char *fmt, ...)
+{
+    char msg[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "wf %s: %s\n", cmd, msg);
+}
+
+int cli_load(const char *cmd, const char *path, const char *name, wf_plugin **plugin,
+             wf_workflow **wf)
+{
+    char *msg = NULL;
+    *plugin = NULL;
+    *wf = NULL;
+    /* dlopen searches the library path for a name without a slash: a file here wins */
+    char *local = NULL;
+    if (strchr(path, '/') == NULL) {
+        local = malloc(strlen(path) + 3);
+        if (local == NULL)
+            return EXIT_USAGE;
+        strcpy(local, "./");
+        strcat(local, path);
+    }
+    int rc = wf_plugin_open(plugin, local ? local : path, &msg);
+    free(local);
+    if (rc < 0) {
+        cli_err(cmd, "cannot load plugin: %s", msg ? msg : wf_strerror(rc));
+        wf_free(msg);
+        return EXIT_USAGE;
+    }
+    rc = wf_plugin_workflow(*plugin, name, wf, &msg);
+    if (rc < 0) {
+        cli_err(cmd, "%s", msg ? msg : wf_strerror(rc));
+        wf_free(msg);
+        wf_plugin_free(*plugin);
+        *plugin = NULL;
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+int cli_slurp(FILE *f, char **buf, size_t *len)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    if (b == NULL)
+        return -1;
+    for (;;) {
+        n += fread(b + n, 1, cap - n - 1, f);
+        if (n < cap - 1)
+            break;
+        char *nb = cap <= SIZE_MAX / 2 ? realloc(b, cap * 2) : NULL;
+        if (nb == NULL) {
+            free(b);
+            errno = ENOMEM;
+            return -1;
+        }
+        b = nb;
+        cap *= 2;
+    }
+    if (ferror(f)) {
+        int e = errno;
+        free(b);
+        errno = e ? e : EIO;
+        return -1;
+    }
+    b[n] = 0;
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+int cli_read_arg(const char *cmd, const char *arg, char **out, size_t *len)
+{
+    if (strcmp(arg, "-") == 0 || arg[0] == '@') {
+        const char *path = arg[0] == '@' ? arg + 1 : "-";
+        FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+        if (f == NULL) {
+            cli_err(cmd, "%s: %s", path, strerror(errno));
+            return EXIT_USAGE;
+        }
+        int rc = cli_slurp(f, out, len);
+        int e = errno;
+        if (f != stdin)
+            fclose(f);
+        if (rc < 0) {
+            cli_err(cmd, "%s: %s", path, strerror(e));
+            return EXIT_USAGE;
+        }
+        return 0;
+    }
+    *len = strlen(arg);
+    *out = strdup(arg);
+    return *out ? 0 : EXIT_USAGE;
+}
+
+int cli_parse_timeout(const char *s, int64_t *ms)
+{
+    if (strcmp(s, "none") == 0) {
+        *ms = WF_NO_TIMEOUT;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    double d = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(d) || d < 0 || d > 1e9)
+        return -1;
+    *ms = d == 0 ? WF_NO_TIMEOUT : (int64_t)ceil(d * 1000.0);
+    return 0;
+}
+
+int cli_parse_count(const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ signals */
+
+atomic_int cli_interrupted;
+static pthread_t sig_thread;
+static int sig_running;
+static void (*sig_fn)(void *);
+static void *sig_user;
+
+static void *sig_main(void *arg)
+{
+    (void)arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1);
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0 || sig == SIGUSR1)
+            return NULL; /* SIGUSR1: cli_signals_stop */
+        if (atomic_exchange(&cli_interrupted, 1) == 0) {
+            if (sig_fn)
+                sig_fn(sig_user);
+        } else {
+            /* a second Ctrl-C: stop at once, as the shell expects */
+            signal(SIGINT, SIG_DFL);
+            _exit(EXIT_INTERRUPTED);
+        }
+    }
+}
+
+int cli_signals_start(void (*fn)(void *user), void *user)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    sig_fn = fn;
+    sig_user = user;
+    if (pthread_create(&sig_thread, NULL, sig_main, NULL) != 0)
+        return -1;
+    sig_running = 1;
+    return 0;
+}
+
+void cli_signals_stop(void)
+{
+    if (!sig_running)
+        return;
+    pthread_kill(sig_thread, SIGUSR1);
+    pthread_join(sig_thread, NULL);
+    sig_running = 0;
+}

@@ -1,0 +1,327 @@
+/*
+ * run.c: wf run PLUGIN.so [WORKFLOW] [options]: one run, its result as JSON.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: wf run PLUGIN.so [WORKFLOW] [options]\n"
+            "runs WORKFLOW (default: the plugin's first) once and prints its result as JSON\n"
+            "  -i, --input JSON|@FILE|-  the start event's fields as a JSON object (default {})\n"
+            "  -r, --respond JSON|@FILE  answers the next InputRequiredEvent with a\n"
+            "                            HumanResponseEvent of these fields (repeatable)\n"
+            "  -t, --threads N           worker threads (default: the cores)\n"
+            "      --timeout S           run timeout in seconds (0 or none: no timeout;\n"
+            "                            default: the workflow's)\n"
+            "  -s, --stream              print every streamed event as a JSON line\n"
+            "                            {\"type\": ..., \"value\": {...}}, the StopEvent last\n"
+            "      --trace FILE          Perfetto trace (ui.perfetto.dev)\n"
+            "      --otlp FILE           OpenTelemetry spans as OTLP/JSON lines\n"
+            "      --metrics FILE        Prometheus text metrics\n"
+            "Exit status: 0 done, 1 the run failed, 2 usage, 3 timed out, 4 waiting for\n"
+            "input (the InputRequiredEvent is printed), 130 interrupted.\n");
+}
+
+static _Atomic(wf_handler *) current;
+
+static void on_signal(void *user)
+{
+    (void)user;
+    wf_handler *h = atomic_load(&current);
+    if (h)
+        wf_handler_cancel(h);
+}
+
+static int add_exporter(wf_executor *ex, const char *path,
+                        int (*make)(wf_observer *, const wf_exporter_params *), uint32_t *id)
+{
+    wf_exporter_params p;
+    wf_exporter_params_init(&p);
+    p.out = fopen(path, "w+");
+    if (p.out == NULL) {
+        cli_err("run", "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    p.service_name = "wf";
+    wf_observer o;
+    int rc = make(&o, &p);
+    if (rc == 0)
+        rc = wf_executor_observe(ex, &o, id);
+    if (rc < 0) {
+        cli_err("run", "%s: %s", path, wf_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static void print_json_line(wf_json_buf *b)
+{
+    fwrite(b->data, 1, b->len, stdout);
+    putchar('\n');
+    fflush(stdout);
+    wf_json_buf_reset(b);
+}
+
+int cmd_run(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"input", required_argument, NULL, 'i'},   {"respond", required_argument, NULL, 'r'},
+        {"threads", required_argument, NULL, 't'}, {"timeout", required_argument, NULL, 'T'},
+        {"stream", no_argument, NULL, 's'},        {"trace", required_argument, NULL, 'P'},
+        {"otlp", required_argument, NULL, 'O'},    {"metrics", required_argument, NULL, 'M'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    const char *input = NULL, *trace = NULL, *otlp = NULL, *metrics = NULL;
+    const char *responds[64];
+    int n_respond = 0, stream = 0;
+    long threads = 0;
+    int64_t timeout_ms = WF_TIMEOUT_DEFAULT;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "i:r:t:sh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'i':
+            input = optarg;
+            break;
+        case 'r':
+            if (n_respond == 64) {
+                cli_err("run", "at most 64 --respond");
+                return EXIT_USAGE;
+            }
+            responds[n_respond++] = optarg;
+            break;
+        case 't':
+            if (cli_parse_count(optarg, 1, 1024, &threads) < 0) {
+                cli_err("run", "--threads wants a number from 1 to 1024, not '%s'", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'T':
+            if (cli_parse_timeout(optarg, &timeout_ms) < 0) {
+                cli_err("run", "--timeout wants seconds (or none), not '%s'", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 's':
+            stream = 1;
+            break;
+        case 'P':
+            trace = optarg;
+            break;
+        case 'O':
+            otlp = optarg;
+            break;
+        case 'M':
+            metrics = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_DONE;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc || argc - optind > 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    wf_plugin *plugin;
+    wf_workflow *wf;
+    int rc =
+        cli_load("run", argv[optind], optind + 1 < argc ? argv[optind + 1] : NULL, &plugin, &wf);
+    if (rc)
+        return rc;
+
+    int ex_code = EXIT_USAGE;
+    wf_executor *ex = NULL;
+    wf_handler *h = NULL;
+    wf_event *start = NULL;
+    char *text = NULL, *msg = NULL;
+    size_t len = 0;
+    uint32_t ids[3];
+    int n_ids = 0;
+    wf_json_buf out;
+    wf_json_buf_init(&out);
+
+    /* before reading the input, so a Ctrl-C at any point from here on is ours */
+    if (cli_signals_start(on_signal, NULL) < 0) {
+        cli_err("run", "cannot start the signal thread");
+        goto done;
+    }
+    if (input == NULL) {
+        text = strdup("{}");
+        len = 2;
+    } else if (cli_read_arg("run", input, &text, &len)) {
+        goto done;
+    }
+    /* the definition's problems are the run's failure, not usage */
+    if ((rc = wf_workflow_freeze(wf, &msg)) < 0) {
+        cli_err("run", "workflow '%s' is invalid: %s", wf_workflow_name(wf),
+                msg ? msg : wf_strerror(rc));
+        ex_code = EXIT_FAILED;
+        goto done;
+    }
+    if ((rc = wf_json_parse_start(wf, text, len, &start, &msg)) < 0) {
+        cli_err("run", "bad --input: %s", msg ? msg : wf_strerror(rc));
+        wf_json_free_message(msg);
+        msg = NULL;
+        goto done;
+    }
+    /* check every --respond before starting */
+    for (int i = 0; i < n_respond; i++) {
+        char *rt;
+        size_t rl;
+        wf_value v;
+        if (cli_read_arg("run", responds[i], &rt, &rl))
+            goto done;
+        rc = wf_json_parse_value(rt, rl, &v, &msg);
+        free(rt);
+        if (rc < 0 || wf_value_kind(v) != WF_MAP) {
+            cli_err("run", "bad --respond: %s", msg ? msg : "not a JSON object");
+            wf_json_free_message(msg);
+            msg = NULL;
+            if (rc == 0)
+                wf_value_release(v);
+            goto done;
+        }
+        wf_value_release(v);
+    }
+
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = (uint32_t)threads;
+    if ((rc = wf_executor_new(&ex, &ep)) < 0) {
+        cli_err("run", "cannot start the executor: %s", wf_strerror(rc));
+        ex_code = EXIT_FAILED;
+        goto done;
+    }
+    if ((trace && add_exporter(ex, trace, wf_exporter_perfetto, &ids[n_ids++]) < 0) ||
+        (otlp && add_exporter(ex, otlp, wf_exporter_otlp_json, &ids[n_ids++]) < 0) ||
+        (metrics && add_exporter(ex, metrics, wf_exporter_prometheus, &ids[n_ids++]) < 0)) {
+        n_ids--;
+        goto done;
+    }
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.timeout_ms = timeout_ms;
+    rc = wf_run_start_ex(ex, wf, NULL, start, &rp, &h, &msg);
+    start = NULL;
+    if (rc < 0) {
+        cli_err("run", "cannot start workflow '%s': %s", wf_workflow_name(wf),
+                msg ? msg : wf_strerror(rc));
+        ex_code = EXIT_FAILED;
+        goto done;
+    }
+    atomic_store(&current, h);
+    if (atomic_load(&cli_interrupted))
+        wf_handler_cancel(h);
+
+    const wf_event_type *ir = wf_workflow_builtin(wf, WF_INPUT_REQUIRED_EVENT);
+    const wf_event_type *hr = wf_workflow_builtin(wf, WF_HUMAN_RESPONSE_EVENT);
+    int next_respond = 0, waiting = 0;
+    for (;;) {
+        wf_event *ev = NULL;
+        rc = wf_handler_next_event(h, -1, &ev);
+        if (rc < 0)
+            break; /* WF_ECLOSED after the terminal event */
+        const wf_event_type *t = wf_event_type_of(ev);
+        if (stream && wf_json_write_event(&out, ev) == 0)
+            print_json_line(&out);
+        if (wf_event_type_is(t, ir)) {
+            if (next_respond < n_respond) {
+                char *rt;
+                size_t rl;
+                wf_event *answer = NULL;
+                if (cli_read_arg("run", responds[next_respond++], &rt, &rl) == 0) {
+                    wf_value v;
+                    if (wf_json_parse_value(rt, rl, &v, NULL) == 0) {
+                        if (wf_event_new(&answer, hr, wf_value_len(v)) == 0) {
+                            for (size_t i = 0; i < wf_value_len(v); i++) {
+                                const char *k;
+                                wf_value fv;
+                                wf_value_map_at(v, i, &k, NULL, &fv);
+                                wf_event_set(answer, k, wf_value_retain(fv));
+                            }
+                        }
+                        wf_value_release(v);
+                    }
+                    free(rt);
+                }
+                if (answer && (rc = wf_handler_send_event(h, answer, NULL)) < 0)
+                    cli_err("run", "cannot answer: %s", wf_strerror(rc));
+            } else {
+                /* nobody to answer: say what is asked, then stop the run */
+                if (!stream && wf_json_write_event(&out, ev) == 0)
+                    print_json_line(&out);
+                waiting = 1;
+                wf_event_release(ev);
+                wf_handler_cancel(h);
+                break;
+            }
+        }
+        int terminal = wf_event_type_is_stop(t);
+        wf_event_release(ev);
+        if (terminal)
+            break;
+    }
+    wf_event *result = NULL;
+    rc = wf_handler_wait(h, -1, &result);
+    if (waiting) {
+        cli_err("run", "waiting for input: the run asked for a HumanResponseEvent (answer with "
+                       "--respond '{\"response\": ...}')");
+        ex_code = EXIT_WAITING;
+    } else if (rc == 0) {
+        if (!stream) {
+            wf_value r;
+            if (wf_event_lookup(result, "result", &r) == 0)
+                wf_json_write_value(&out, r);
+            else
+                wf_json_write_event(&out, result);
+            print_json_line(&out);
+        }
+        ex_code = EXIT_DONE;
+    } else {
+        int code = 0;
+        const char *step = NULL, *m = NULL;
+        wf_handler_error(h, &code, &step, &m);
+        if (rc == WF_ECANCELLED && atomic_load(&cli_interrupted)) {
+            cli_err("run", "interrupted: the run was cancelled");
+            ex_code = EXIT_INTERRUPTED;
+        } else if (rc == WF_ERUNTIMEOUT) {
+            cli_err("run", "timed out: %s", m ? m : wf_strerror(rc));
+            ex_code = EXIT_TIMEDOUT;
+        } else if (step) {
+            cli_err("run", "step '%s' failed: %s (%s)%s%s", step, wf_strerror(code),
+                    wf_err_name(code), m ? ": " : "", m ? m : "");
+            ex_code = EXIT_FAILED;
+        } else {
+            cli_err("run", "the run failed: %s%s%s", wf_strerror(rc), m ? ": " : "", m ? m : "");
+            ex_code = EXIT_FAILED;
+        }
+    }
+    wf_event_release(result);
+
+done:
+    cli_signals_stop(); /* no cancel from it after this */
+    atomic_store(&current, NULL);
+    for (int i = 0; i < n_ids; i++)
+        wf_executor_unobserve(ex, ids[i]);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_event_release(start);
+    wf_free(msg);
+    free(text);
+    wf_json_buf_free(&out);
+    wf_plugin_free(plugin);
+    if (fflush(stdout) != 0 && ex_code == EXIT_DONE) {
+        cli_err("run", "writing: %s", strerror(errno));
+        ex_code = EXIT_FAILED;
+    }
+    return ex_code;
+}
