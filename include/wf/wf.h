@@ -11,5 +11,6 @@
 #include <wf/run.h>
 #include <wf/snapshot.h>
 #include <wf/observe.h>
+#include <wf/store.h>
 
 #endif
