@@ -299,12 +299,14 @@ static void srun_unref(srun *r)
 
 /*
  * Queues op (mu held): waits for room when the queue is full (or fails),
- * gives the ticket, wakes the writer. bytes of an op larger than the whole
- * queue are admitted when the queue is empty, so it cannot wait forever.
+ * gives the ticket, wakes the writer. An op larger than the whole
+ * queue is admitted when the queue is empty, so it cannot wait forever.
  */
 static int enqueue_locked(sstore *s, sop *op)
 {
-    while (s->failed == 0 && s->queued > 0 && s->queued + op->bytes > s->p.queue_bytes) {
+    /* Sync ops carry no data: never held back by the bound (flush must get through). */
+    while (!op->sync && s->failed == 0 && s->queued > 0 &&
+           s->queued + op->bytes > s->p.queue_bytes) {
         if (s->p.full == WF_STORE_FULL_FAIL)
             return WF_EOVERFLOW;
         if (pthread_equal(pthread_self(), s->writer))
@@ -722,9 +724,7 @@ static void *writer_main(void *arg)
         if (fatal(rc) && s->failed == 0)
             s->failed = rc;
         uint64_t last = 0;
-        sop *async = NULL, **atail = &async;
-        for (sop *op = batch, *next; op; op = next) {
-            next = op->next;
+        for (sop *op = batch; op; op = op->next) {
             last = op->ticket;
             s->queued -= op->bytes;
             settle_runs(s, op);
@@ -732,25 +732,29 @@ static void *writer_main(void *arg)
                 for (size_t i = 0; i < op->nruns; i++)
                     srun_unref(op->runs[i]);
             srun_unref(op->run);
-            if (op->sync) {
+            op->run = NULL;
+        }
+        pthread_cond_broadcast(&s->cv_done); /* room in the queue */
+        pthread_mutex_unlock(&s->mu);
+
+        /*
+         * Callbacks before the tickets are published: whoever sees a ticket
+         * durable (wf_store_wait, flush, a sync call) also sees its callback done.
+         */
+        for (sop *op = batch; op; op = op->next)
+            if (!op->sync && op->done)
+                op->done(op->rc, op->ticket, op->user);
+
+        pthread_mutex_lock(&s->mu);
+        for (sop *op = batch, *next; op; op = next) {
+            next = op->next;
+            if (op->sync)
                 op->finished = 1; /* the caller's op: not touched after this */
-            } else {
-                op->next = NULL;
-                *atail = op;
-                atail = &op->next;
-            }
+            else
+                wf__free_mem(op);
         }
         __atomic_store_n(&s->durable, last, __ATOMIC_RELEASE);
         pthread_cond_broadcast(&s->cv_done);
-        pthread_mutex_unlock(&s->mu);
-
-        for (sop *op = async, *next; op; op = next) {
-            next = op->next;
-            if (op->done)
-                op->done(op->rc, op->ticket, op->user);
-            wf__free_mem(op);
-        }
-        pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
