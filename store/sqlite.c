@@ -320,12 +320,20 @@ static int enqueue_locked(sstore *s, sop *op)
         return WF_ESHUTDOWN;
     op->ticket = ++s->tickets;
     op->next = NULL;
+    /*
+     * Wake the writer only when it waits for this: the first op of a round,
+     * a sync op, or the queue crossing half full. A signal per append would
+     * wake it thousands of times per interval (a futex call each).
+     */
+    int wake = s->head == NULL || op->sync ||
+               (s->queued < s->p.queue_bytes / 2 && s->queued + op->bytes >= s->p.queue_bytes / 2);
     *s->tail = op;
     s->tail = &op->next;
     s->queued += op->bytes;
     if (op->sync)
         s->urgent = 1;
-    pthread_cond_signal(&s->cv_writer);
+    if (wake)
+        pthread_cond_signal(&s->cv_writer);
     return 0;
 }
 
