@@ -836,7 +836,7 @@ static void check_torn_copy(const char *db, int *opened, int *refused)
     int64_t counts[TORN_RUNS];
     int err = 0;
     for (int r = 0; r < TORN_RUNS && !err; r++) {
-        char id[16];
+        char id[32];
         snprintf(id, sizeof id, "torn-%d", r);
         torn_check c = {r, 0, 0};
         rc = wf_store_read_journal(s, id, 0, 0, torn_record, &c, NULL);
@@ -883,7 +883,7 @@ Test(store, torn_database_and_wal_copies, .timeout = 300)
     p.interval_ms = 600000; /* one commit per flush: each round is one transaction */
     p.owner = "torn";       /* the same owner after the reopen */
     wf_store *s = open_store(t.db, &p);
-    char id[16], text[200];
+    char id[32], text[200];
     for (int r = 0; r < TORN_RUNS; r++) {
         snprintf(id, sizeof id, "torn-%d", r);
         cr_assert_eq(wf_store_create(s, id, "w", NULL), 0);
