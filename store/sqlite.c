@@ -1446,14 +1446,15 @@ static void s_free(void *self)
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->writer, NULL);
     }
-    sqlite3_stmt **w = &s->w_begin;
-    for (size_t i = 0; i < sizeof writer_sql / sizeof *writer_sql; i++)
-        sqlite3_finalize(w[i]);
-    sqlite3_close_v2(s->wdb);
+    /* Readers first: the last connection to close checkpoints the WAL and removes it. */
     for (reader *r = s->readers, *n; r; r = n) {
         n = r->next;
         reader_close(r);
     }
+    sqlite3_stmt **w = &s->w_begin;
+    for (size_t i = 0; i < sizeof writer_sql / sizeof *writer_sql; i++)
+        sqlite3_finalize(w[i]);
+    sqlite3_close_v2(s->wdb);
     for (size_t i = 0; i < s->nbuckets; i++)
         for (srun *r = s->buckets[i], *n; r; r = n) {
             n = r->next;
