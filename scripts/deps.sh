@@ -18,3 +18,6 @@ wf_install_deps() {
 
 # libjansson-dev: libwf-json and the wf command (libwf itself does not need it).
 WF_BUILD_DEPS=(meson ninja-build pkg-config gcc libc6-dev libck-dev libmsgpack-dev libjansson-dev)
+# The store's SQLite backend (-Dsqlite=auto builds it when the library is
+# there) and the sqlite3 shell that docs/DURABILITY.md reads the store with.
+WF_BUILD_DEPS+=(libsqlite3-dev sqlite3)

@@ -61,7 +61,10 @@ extern "C" {
     X(WF_EMISMATCH, -21, "does not match the workflow definition")                                 \
     X(WF_ESHUTDOWN, -22, "the executor is shutting down")                                          \
     X(WF_EOVERFLOW, -23, "capacity exceeded")                                                      \
-    X(WF_EINTERNAL, -24, "internal error")
+    X(WF_EINTERNAL, -24, "internal error")                                                         \
+    X(WF_ELEASE, -25, "held by another owner's lease")                                             \
+    X(WF_ECORRUPT, -26, "stored data is corrupt")                                                  \
+    X(WF_EIO, -27, "storage I/O error")
 
 /** Error codes (negative). 0 is success. */
 typedef enum wf_err {
@@ -69,7 +72,7 @@ typedef enum wf_err {
 #define WF__ERR_ENUM(name, value, msg) name = value,
     WF_ERRORS(WF__ERR_ENUM)
 #undef WF__ERR_ENUM
-        WF__ELAST = -25
+        WF__ELAST = -28
 } wf_err;
 
 /** Positive results a step function may return besides 0 (see workflow.h). */

@@ -11,6 +11,7 @@
 #include <wf/run.h>
 #include <wf/snapshot.h>
 #include <wf/observe.h>
+#include <wf/store.h>
 #include <wf/testing.h>
 #include <wf/plugin.h>
 

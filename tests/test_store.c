@@ -1,0 +1,953 @@
+/*
+ * test_store.c: the store (include/wf/store.h) over its SQLite backend:
+ * every operation, argument and file errors, leases, group commit under
+ * concurrency, reopen, and torn copies of the database and its WAL.
+ * Builds against tests/harness.h under TSan (WF_PLAIN_TESTS).
+ */
+#include "harness.h"
+
+#include <wf/wf.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- helpers */
+
+typedef struct tdir {
+    char dir[256];
+    char db[300];
+} tdir;
+
+static void tdir_make(tdir *t)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(t->dir, sizeof t->dir, "%s/wf-store-XXXXXX", base ? base : "/tmp");
+    cr_assert_not_null(mkdtemp(t->dir));
+    snprintf(t->db, sizeof t->db, "%s/runs.db", t->dir);
+}
+
+static void tdir_rm(tdir *t)
+{
+    DIR *d = opendir(t->dir);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    char p[600];
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "%s/%s", t->dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(t->dir);
+}
+
+static wf_store *open_store(const char *path, const wf_store_params *p)
+{
+    wf_store *s = NULL;
+    char *msg = NULL;
+    int rc = wf_store_open_sqlite(&s, path, p, &msg);
+    cr_assert_eq(rc, 0, "open: %s (%s)", wf_err_name(rc), msg ? msg : "");
+    wf_free(msg);
+    return s;
+}
+
+static int open_rc(const char *path, const wf_store_params *p, char **msg)
+{
+    wf_store *s = NULL;
+    int rc = wf_store_open_sqlite(&s, path, p, msg);
+    wf_store_free(s);
+    return rc;
+}
+
+static int append1(wf_store *s, const char *run, uint32_t kind, const char *text, uint64_t *seq)
+{
+    wf_store_rec r = {kind, text, strlen(text)};
+    return wf_store_append(s, run, &r, 1, NULL, NULL, seq, NULL);
+}
+
+/* Collects a run's journal as "seq:kind:text;" */
+typedef struct jbuf {
+    char text[8192];
+    size_t n;
+    uint64_t count;
+} jbuf;
+
+static int collect(uint64_t seq, uint32_t kind, const void *data, size_t len, void *user)
+{
+    jbuf *j = user;
+    j->n += (size_t)snprintf(j->text + j->n, sizeof j->text - j->n, "%llu:%u:%.*s;",
+                             (unsigned long long)seq, kind, (int)len, (const char *)data);
+    j->count++;
+    return 0;
+}
+
+static int64_t fake_now = 1000000;
+static int64_t fake_clock(void *user)
+{
+    (void)user;
+    return __atomic_load_n(&fake_now, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------------- the basics */
+
+Test(store, params_defaults)
+{
+    wf_store_params p;
+    wf_store_params_init(&p);
+    cr_assert_eq(p.commit, WF_STORE_COMMIT_INTERVAL);
+    cr_assert_eq(p.interval_ms, 10u);
+    cr_assert_eq(p.full, WF_STORE_FULL_BLOCK);
+    cr_assert(p.queue_bytes > 0 && p.lease_ms > 0 && p.busy_timeout_ms > 0);
+    cr_assert_null(p.owner);
+    cr_assert_str_eq(wf_err_name(WF_ELEASE), "WF_ELEASE");
+    cr_assert_str_eq(wf_err_name(WF_ECORRUPT), "WF_ECORRUPT");
+    cr_assert_str_eq(wf_err_name(WF_EIO), "WF_EIO");
+}
+
+Test(store, null_arguments_are_rejected)
+{
+    tdir t;
+    tdir_make(&t);
+    wf_store *s = NULL;
+    cr_assert_eq(wf_store_open_sqlite(NULL, t.db, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_open_sqlite(&s, NULL, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_open_sqlite(&s, "", NULL, NULL), WF_EINVAL);
+    wf_store_params bad;
+    wf_store_params_init(&bad);
+    bad.commit = 7;
+    cr_assert_eq(wf_store_open_sqlite(&s, t.db, &bad, NULL), WF_EINVAL);
+    cr_assert_null(s);
+    cr_assert_eq(wf_store_new(&s, NULL, NULL), WF_EINVAL);
+    s = open_store(t.db, NULL);
+    wf_store_rec r = {1, "x", 1};
+    wf_store_rec nodata = {1, NULL, 3};
+    void *d;
+    size_t l;
+    int32_t st;
+    wf_store_run_info info;
+    char longid[1100];
+    memset(longid, 'a', sizeof longid - 1);
+    longid[sizeof longid - 1] = 0;
+    cr_assert_eq(wf_store_create(NULL, "r", "wf", NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_create(s, NULL, "wf", NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_create(s, "", "wf", NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_create(s, longid, "wf", NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_create(s, "r", NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_append(NULL, "r", &r, 1, NULL, NULL, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_append(s, NULL, &r, 1, NULL, NULL, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_append(s, "r", NULL, 1, NULL, NULL, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_append(s, "r", &r, 0, NULL, NULL, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_append(s, "r", &nodata, 1, NULL, NULL, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_set_status(s, "r", WF_STORE_DONE, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_set_status(NULL, "r", WF_STORE_WAITING, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_put_checkpoint(s, "r", NULL, 3, NULL, NULL, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_put_checkpoint(NULL, "r", "x", 1, NULL, NULL, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_put_result(s, "r", WF_STORE_RUNNING, "x", 1, NULL, NULL, NULL),
+                 WF_EINVAL);
+    cr_assert_eq(wf_store_put_result(s, "r", WF_STORE_DONE, NULL, 1, NULL, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_claim(NULL, "r", NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_claim(s, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_release(s, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_renew(NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_remove(s, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_flush(NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_wait(NULL, 1), WF_EINVAL);
+    cr_assert_eq(wf_store_durable(NULL), 0u);
+    cr_assert_eq(wf_store_get_run(s, "r", NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_get_run(NULL, "r", &info), WF_EINVAL);
+    cr_assert_eq(wf_store_get_checkpoint(s, "r", NULL, &l, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_get_result(s, "r", NULL, &d, &l), WF_EINVAL);
+    cr_assert_eq(wf_store_get_result(s, "r", &st, NULL, &l), WF_EINVAL);
+    cr_assert_eq(wf_store_read_journal(s, "r", 0, 0, NULL, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_list(s, WF_STORE_MASK_ALL, 0, 0, NULL, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_list(s, 0x80, 0, 0, (wf_store_list_fn)NULL, NULL, NULL), WF_EINVAL);
+    cr_assert_null(wf_store_backend(NULL));
+    cr_assert_str_eq(wf_store_backend(s), "sqlite");
+    /* a run nobody created */
+    cr_assert_eq(wf_store_append(s, "r", &r, 1, NULL, NULL, NULL, NULL), WF_ENOTFOUND);
+    cr_assert_eq(wf_store_get_run(s, "r", &info), WF_ENOTFOUND);
+    cr_assert_eq(wf_store_claim(s, "r", NULL), WF_ENOTFOUND);
+    cr_assert_eq(wf_store_remove(s, "r"), WF_ENOTFOUND);
+    wf_store_free(s);
+    wf_store_free(NULL);
+    tdir_rm(&t);
+}
+
+static atomic_int done_calls, done_errors;
+static void on_done(int rc, uint64_t ticket, void *user)
+{
+    (void)ticket;
+    (void)user;
+    atomic_fetch_add(&done_calls, 1);
+    if (rc < 0)
+        atomic_fetch_add(&done_errors, 1);
+}
+
+static int list_count(const wf_store_run_info *info, void *user)
+{
+    (void)info;
+    (*(int *)user)++;
+    return 0;
+}
+
+Test(store, every_operation)
+{
+    tdir t;
+    tdir_make(&t);
+    wf_store *s = open_store(t.db, NULL);
+    uint64_t ticket = 0, seq = 99;
+    cr_assert_eq(wf_store_create(s, "run/1", "chain", &ticket), 0);
+    cr_assert(ticket > 0);
+    cr_assert_eq(wf_store_create(s, "run/1", "chain", NULL), WF_EEXIST, "queued duplicate");
+    cr_assert_eq(append1(s, "run/1", WF_STORE_REC_STEP, "a", &seq), 0);
+    cr_assert_eq(seq, 0u);
+    wf_store_rec two[2] = {{WF_STORE_REC_EVENT, "bb", 2}, {WF_STORE_REC_STEP, "", 0}};
+    cr_assert_eq(wf_store_append(s, "run/1", two, 2, on_done, NULL, &seq, &ticket), 0);
+    cr_assert_eq(seq, 1u);
+    cr_assert_eq(wf_store_set_status(s, "run/1", WF_STORE_WAITING, NULL), 0);
+    cr_assert_eq(wf_store_put_checkpoint(s, "run/1", "ckpt", 4, on_done, NULL, &seq, NULL), 0);
+    cr_assert_eq(seq, 3u, "the checkpoint covers records 0..2");
+    cr_assert_eq(wf_store_wait(s, ticket), 0);
+    cr_assert(wf_store_durable(s) >= ticket);
+    cr_assert_eq(wf_store_flush(s), 0);
+    cr_assert_eq(atomic_load(&done_calls), 2);
+    cr_assert_eq(atomic_load(&done_errors), 0);
+
+    wf_store_run_info info;
+    cr_assert_eq(wf_store_get_run(s, "run/1", &info), 0);
+    cr_assert_str_eq(info.run_id, "run/1");
+    cr_assert_str_eq(info.workflow, "chain");
+    cr_assert_not_null(info.owner);
+    cr_assert_eq(info.status, WF_STORE_WAITING);
+    cr_assert_eq(info.next_seq, 3u);
+    cr_assert_eq(info.checkpoint_seq, 3u);
+    cr_assert(info.lease_until_ms > info.created_ms);
+    wf_store_run_info_clear(&info);
+    cr_assert_null(info.run_id);
+
+    jbuf j = {0};
+    uint64_t next = 0;
+    cr_assert_eq(wf_store_read_journal(s, "run/1", 0, 0, collect, &j, &next), 0);
+    cr_assert_str_eq(j.text, "0:1:a;1:2:bb;2:1:;");
+    cr_assert_eq(next, 3u);
+    memset(&j, 0, sizeof j);
+    cr_assert_eq(wf_store_read_journal(s, "run/1", 1, 1, collect, &j, &next), 0);
+    cr_assert_str_eq(j.text, "1:2:bb;");
+    cr_assert_eq(next, 2u);
+    memset(&j, 0, sizeof j);
+    cr_assert_eq(wf_store_read_journal(s, "run/1", 3, 0, collect, &j, &next), 0);
+    cr_assert_eq(j.count, 0u);
+    cr_assert_eq(next, 3u);
+    cr_assert_eq(wf_store_read_journal(s, "nope", 0, 0, collect, &j, NULL), WF_ENOTFOUND);
+
+    void *data;
+    size_t len;
+    cr_assert_eq(wf_store_get_checkpoint(s, "run/1", &data, &len, &seq), 0);
+    cr_assert_eq(len, 4u);
+    cr_assert(memcmp(data, "ckpt", 4) == 0);
+    cr_assert_eq(seq, 3u);
+    wf_free(data);
+    int32_t status;
+    cr_assert_eq(wf_store_get_result(s, "run/1", &status, &data, &len), WF_EAGAIN);
+
+    /* a second run, listed and finished */
+    cr_assert_eq(wf_store_create(s, "run/2", "chain", NULL), 0);
+    cr_assert_eq(wf_store_get_checkpoint(s, "run/2", &data, &len, NULL), WF_ENOTFOUND);
+    cr_assert_eq(wf_store_put_result(s, "run/2", WF_STORE_DONE, "42", 2, on_done, NULL, &ticket),
+                 0);
+    cr_assert_eq(append1(s, "run/2", 1, "late", NULL), WF_ESTATE, "finished: no more writes");
+    cr_assert_eq(wf_store_wait(s, ticket), 0);
+    cr_assert_eq(wf_store_get_result(s, "run/2", &status, &data, &len), 0);
+    cr_assert_eq(status, WF_STORE_DONE);
+    cr_assert_eq(len, 2u);
+    cr_assert(memcmp(data, "42", 2) == 0);
+    wf_free(data);
+    cr_assert_eq(wf_store_claim(s, "run/2", NULL), WF_ESTATE);
+    cr_assert_eq(wf_store_create(s, "run/2", "chain", NULL), WF_EEXIST, "committed duplicate");
+
+    int n = 0;
+    cr_assert_eq(wf_store_list(s, WF_STORE_MASK_ALL, 0, 0, list_count, &n, NULL), 0);
+    cr_assert_eq(n, 2);
+    n = 0;
+    cr_assert_eq(wf_store_list(s, WF_STORE_MASK(WF_STORE_WAITING), 0, 0, list_count, &n, NULL), 0);
+    cr_assert_eq(n, 1);
+    n = 0;
+    cr_assert_eq(wf_store_list(s, WF_STORE_MASK(WF_STORE_DONE), 0, 0, list_count, &n, NULL), 0);
+    cr_assert_eq(n, 1);
+    n = 0;
+    cr_assert_eq(wf_store_list(s, WF_STORE_MASK(WF_STORE_RELEASED), 0, 0, list_count, &n, NULL), 0);
+    cr_assert_eq(n, 0);
+
+    /* idle release, then claim back */
+    cr_assert_eq(wf_store_release(s, "run/1"), 0);
+    cr_assert_eq(append1(s, "run/1", 1, "x", NULL), WF_ENOTFOUND, "released: not ours");
+    cr_assert_eq(wf_store_get_run(s, "run/1", &info), 0);
+    cr_assert_eq(info.status, WF_STORE_RELEASED);
+    cr_assert_null(info.owner);
+    wf_store_run_info_clear(&info);
+    cr_assert_eq(wf_store_claim(s, "run/1", &info), 0);
+    cr_assert_eq(info.status, WF_STORE_RUNNING);
+    cr_assert_eq(info.next_seq, 3u);
+    wf_store_run_info_clear(&info);
+    cr_assert_eq(append1(s, "run/1", 1, "d", &seq), 0);
+    cr_assert_eq(seq, 3u);
+    uint32_t lost = 9;
+    cr_assert_eq(wf_store_renew(s, &lost), 0);
+    cr_assert_eq(lost, 0u);
+
+    cr_assert_eq(wf_store_remove(s, "run/1"), 0);
+    cr_assert_eq(wf_store_get_run(s, "run/1", &info), WF_ENOTFOUND);
+    cr_assert_eq(append1(s, "run/1", 1, "x", NULL), WF_ENOTFOUND);
+    wf_store_free(s);
+    tdir_rm(&t);
+}
+
+Test(store, list_pages_with_a_cursor)
+{
+    tdir t;
+    tdir_make(&t);
+    wf_store *s = open_store(t.db, NULL);
+    char id[32];
+    for (int i = 0; i < 25; i++) {
+        snprintf(id, sizeof id, "r%02d", i);
+        cr_assert_eq(wf_store_create(s, id, "w", NULL), 0);
+        if (i % 5 == 0)
+            cr_assert_eq(wf_store_set_status(s, id, WF_STORE_WAITING, NULL), 0);
+    }
+    cr_assert_eq(wf_store_flush(s), 0);
+    int n = 0, pages = 0;
+    uint64_t cur = 0;
+    do {
+        cr_assert_eq(wf_store_list(s, WF_STORE_MASK_INFLIGHT, cur, 10, list_count, &n, &cur), 0);
+        pages++;
+    } while (cur != 0 && pages < 10);
+    cr_assert_eq(n, 25);
+    cr_assert_eq(pages, 3);
+    n = 0;
+    cr_assert_eq(wf_store_list(s, WF_STORE_MASK(WF_STORE_WAITING), 0, 0, list_count, &n, NULL), 0);
+    cr_assert_eq(n, 5);
+    wf_store_free(s);
+    tdir_rm(&t);
+}
+
+Test(store, reopen_keeps_everything)
+{
+    tdir t;
+    tdir_make(&t);
+    wf_store *s = open_store(t.db, NULL);
+    cr_assert_eq(wf_store_create(s, "a", "w", NULL), 0);
+    cr_assert_eq(wf_store_create(s, "b", "w", NULL), 0);
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(append1(s, i % 2 ? "a" : "b", 1, i % 2 ? "A" : "B", NULL), 0);
+    cr_assert_eq(wf_store_put_checkpoint(s, "a", "cp", 2, NULL, NULL, NULL, NULL), 0);
+    cr_assert_eq(wf_store_put_result(s, "b", WF_STORE_FAILED, "err", 3, NULL, NULL, NULL), 0);
+    wf_store_free(s); /* commits what is queued */
+
+    s = open_store(t.db, NULL);
+    wf_store_run_info info;
+    cr_assert_eq(wf_store_get_run(s, "a", &info), 0);
+    cr_assert_eq(info.next_seq, 50u);
+    cr_assert_eq(info.checkpoint_seq, 50u);
+    cr_assert_eq(info.status, WF_STORE_RUNNING);
+    wf_store_run_info_clear(&info);
+    int32_t st;
+    void *d;
+    size_t l;
+    cr_assert_eq(wf_store_get_result(s, "b", &st, &d, &l), 0);
+    cr_assert_eq(st, WF_STORE_FAILED);
+    cr_assert_eq(l, 3u);
+    wf_free(d);
+    jbuf j = {0};
+    cr_assert_eq(wf_store_read_journal(s, "b", 0, 0, collect, &j, NULL), 0);
+    cr_assert_eq(j.count, 50u);
+    cr_assert_eq(wf_store_create(s, "a", "w", NULL), WF_EEXIST);
+    /* the previous store's owner id differs (default ids are per open), its lease holds */
+    cr_assert_eq(wf_store_claim(s, "a", NULL), WF_ELEASE);
+    wf_store_free(s);
+    tdir_rm(&t);
+}
+
+/* ------------------------------------------------------------------ leases */
+
+Test(store, claim_held_by_another_owner_and_lease_expiry)
+{
+    tdir t;
+    tdir_make(&t);
+    wf_store_params pa, pb;
+    wf_store_params_init(&pa);
+    pa.owner = "owner-a";
+    pa.clock = fake_clock;
+    pa.lease_ms = 1000;
+    pb = pa;
+    pb.owner = "owner-b";
+    wf_store *a = open_store(t.db, &pa);
+    wf_store *b = open_store(t.db, &pb);
+    cr_assert_eq(wf_store_create(a, "r", "w", NULL), 0);
+    cr_assert_eq(append1(a, "r", 1, "a0", NULL), 0);
+    cr_assert_eq(wf_store_flush(a), 0);
+    cr_assert_eq(wf_store_claim(b, "r", NULL), WF_ELEASE);
+    cr_assert_eq(append1(b, "r", 1, "b?", NULL), WF_ENOTFOUND);
+    cr_assert_eq(wf_store_create(b, "r", "w", NULL), WF_EEXIST);
+
+    /* a renews: still held */
+    __atomic_add_fetch(&fake_now, 900, __ATOMIC_RELAXED);
+    cr_assert_eq(wf_store_renew(a, NULL), 0);
+    __atomic_add_fetch(&fake_now, 900, __ATOMIC_RELAXED);
+    cr_assert_eq(wf_store_claim(b, "r", NULL), WF_ELEASE);
+
+    /* a stops renewing: the lease expires, b takes over after a's records */
+    __atomic_add_fetch(&fake_now, 1001, __ATOMIC_RELAXED);
+    wf_store_run_info info;
+    cr_assert_eq(wf_store_claim(b, "r", &info), 0);
+    cr_assert_str_eq(info.owner, "owner-b");
+    cr_assert_eq(info.next_seq, 1u);
+    wf_store_run_info_clear(&info);
+    uint64_t seq;
+    cr_assert_eq(append1(b, "r", 1, "b1", &seq), 0);
+    cr_assert_eq(seq, 1u);
+    cr_assert_eq(wf_store_flush(b), 0);
+
+    /* a finds out at its next renewal, or at its next write's commit */
+    uint32_t lost = 0;
+    cr_assert_eq(wf_store_renew(a, &lost), 0);
+    cr_assert_eq(lost, 1u);
+    cr_assert_eq(append1(a, "r", 1, "a1", NULL), WF_ELEASE);
+    cr_assert_eq(wf_store_claim(a, "r", NULL), WF_ELEASE);
+    cr_assert_eq(wf_store_release(a, "r"), WF_ELEASE);
+    jbuf j = {0};
+    cr_assert_eq(wf_store_read_journal(a, "r", 0, 0, collect, &j, NULL), 0);
+    cr_assert_str_eq(j.text, "0:1:a0;1:1:b1;");
+
+    /* b releases; a may claim at once */
+    cr_assert_eq(wf_store_release(b, "r"), 0);
+    cr_assert_eq(wf_store_claim(a, "r", &info), 0);
+    cr_assert_eq(info.next_seq, 2u);
+    wf_store_run_info_clear(&info);
+    cr_assert_eq(append1(a, "r", 1, "a2", &seq), 0);
+    cr_assert_eq(seq, 2u);
+    cr_assert_eq(wf_store_flush(a), 0);
+    wf_store_free(a);
+    wf_store_free(b);
+    tdir_rm(&t);
+}
+
+Test(store, a_write_after_a_lost_lease_fails_at_commit)
+{
+    tdir t;
+    tdir_make(&t);
+    wf_store_params pa, pb;
+    wf_store_params_init(&pa);
+    pa.owner = "owner-a";
+    pa.clock = fake_clock;
+    pa.lease_ms = 1000;
+    pb = pa;
+    pb.owner = "owner-b";
+    wf_store *a = open_store(t.db, &pa);
+    wf_store *b = open_store(t.db, &pb);
+    cr_assert_eq(wf_store_create(a, "r", "w", NULL), 0);
+    cr_assert_eq(wf_store_flush(a), 0);
+    __atomic_add_fetch(&fake_now, 5000, __ATOMIC_RELAXED);
+    cr_assert_eq(wf_store_claim(b, "r", NULL), 0);
+    cr_assert_eq(append1(b, "r", 1, "b0", NULL), 0);
+    cr_assert_eq(wf_store_flush(b), 0);
+    /* a does not know yet: its write is queued with seq 0, which b has */
+    atomic_store(&done_calls, 0);
+    atomic_store(&done_errors, 0);
+    wf_store_rec r = {1, "a0", 2};
+    uint64_t ticket;
+    cr_assert_eq(wf_store_append(a, "r", &r, 1, on_done, NULL, NULL, &ticket), 0);
+    cr_assert_eq(wf_store_wait(a, ticket), 0);
+    cr_assert_eq(atomic_load(&done_calls), 1);
+    cr_assert_eq(atomic_load(&done_errors), 1);
+    cr_assert_eq(append1(a, "r", 1, "a1", NULL), WF_ELEASE);
+    wf_store_free(a);
+    wf_store_free(b);
+    tdir_rm(&t);
+}
+
+/* ------------------------------------------------------------- bad files */
+
+Test(store, file_of_another_program_is_refused)
+{
+    tdir t;
+    tdir_make(&t);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(t.db, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "CREATE TABLE t(x); INSERT INTO t VALUES (1);", NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    char *msg = NULL;
+    cr_assert_eq(open_rc(t.db, NULL, &msg), WF_EFORMAT);
+    cr_assert_not_null(msg);
+    cr_assert(strstr(msg, "not a wf store") != NULL, "%s", msg);
+    wf_free(msg);
+
+    /* another application_id */
+    unlink(t.db);
+    cr_assert_eq(sqlite3_open(t.db, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "PRAGMA application_id = 1234;", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    msg = NULL;
+    cr_assert_eq(open_rc(t.db, NULL, &msg), WF_EFORMAT);
+    cr_assert(msg && strstr(msg, "application_id") != NULL);
+    wf_free(msg);
+
+    /* a wf store of a newer schema */
+    unlink(t.db);
+    wf_store_free(open_store(t.db, NULL));
+    cr_assert_eq(sqlite3_open(t.db, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "PRAGMA user_version = 2;", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    msg = NULL;
+    cr_assert_eq(open_rc(t.db, NULL, &msg), WF_EVERSION);
+    cr_assert(msg && strstr(msg, "version 2") != NULL);
+    wf_free(msg);
+    tdir_rm(&t);
+}
+
+Test(store, garbage_file_is_refused)
+{
+    tdir t;
+    tdir_make(&t);
+    FILE *f = fopen(t.db, "wb");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 8192; i++)
+        fputc((i * 7919) & 0xff, f);
+    fclose(f);
+    char *msg = NULL;
+    int rc = open_rc(t.db, NULL, &msg);
+    cr_assert_eq(rc, WF_EFORMAT, "%s: %s", wf_err_name(rc), msg ? msg : "");
+    cr_assert_not_null(msg);
+    wf_free(msg);
+    /* a directory where the file should be */
+    msg = NULL;
+    rc = open_rc(t.dir, NULL, &msg);
+    cr_assert(rc == WF_EIO || rc == WF_EFORMAT, "%s", wf_err_name(rc));
+    wf_free(msg);
+    tdir_rm(&t);
+}
+
+Test(store, full_queue_fails_when_asked_to)
+{
+    tdir t;
+    tdir_make(&t);
+    wf_store_params p;
+    wf_store_params_init(&p);
+    p.full = WF_STORE_FULL_FAIL;
+    p.queue_bytes = 4096;
+    p.interval_ms = 600000; /* the writer commits only when asked (or at half the queue) */
+    wf_store *s = open_store(t.db, &p);
+    cr_assert_eq(wf_store_create(s, "r", "w", NULL), 0);
+    static char big[5000];
+    wf_store_rec r = {1, big, sizeof big};
+    cr_assert_eq(wf_store_append(s, "r", &r, 1, NULL, NULL, NULL, NULL), WF_EOVERFLOW);
+    int rc = wf_store_flush(s);
+    cr_assert_eq(rc, 0, "%s", wf_err_name(rc));
+    /* an empty queue admits one write larger than the queue, so it cannot wait forever */
+    uint64_t seq;
+    cr_assert_eq(wf_store_append(s, "r", &r, 1, NULL, NULL, &seq, NULL), 0);
+    cr_assert_eq(seq, 0u, "the refused write took no sequence number");
+    rc = wf_store_flush(s);
+    cr_assert_eq(rc, 0, "%s", wf_err_name(rc));
+    wf_store_free(s);
+    tdir_rm(&t);
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+Test(store, idempotency_keys)
+{
+    char k[64];
+    cr_assert_eq(wf_store_idempotency_key(k, sizeof k, "run-1", "fetch", 17, 1), 16);
+    cr_assert_str_eq(k, "run-1/fetch/17/1");
+    cr_assert_eq(wf_store_idempotency_key(k, sizeof k, "a/b", "s%", 0, 2), 14);
+    cr_assert_str_eq(k, "a%2Fb/s%25/0/2");
+    char a[64], b[64];
+    wf_store_idempotency_key(a, sizeof a, "a/b", "c", 1, 1);
+    wf_store_idempotency_key(b, sizeof b, "a", "b/c", 1, 1);
+    cr_assert(strcmp(a, b) != 0);
+    cr_assert_eq(wf_store_idempotency_key(k, 5, "run-1", "fetch", 17, 1), WF_ERANGE);
+    cr_assert_str_eq(k, "");
+    cr_assert_eq(wf_store_idempotency_key(k, 16, "run-1", "fetch", 17, 1), WF_ERANGE);
+    cr_assert_eq(wf_store_idempotency_key(k, 17, "run-1", "fetch", 17, 1), 16);
+    cr_assert_eq(wf_store_idempotency_key(NULL, 0, "r", "s", 1, 1), WF_ERANGE);
+    cr_assert_eq(wf_store_idempotency_key(k, sizeof k, NULL, "s", 1, 1), WF_EINVAL);
+}
+
+Test(store, step_records_use_the_codec)
+{
+    wf_registry *reg;
+    cr_assert_eq(wf_registry_new(&reg), 0);
+    const wf_event_type *in_t, *out_t;
+    cr_assert_eq(wf_registry_add(reg, "In", NULL, &in_t), 0);
+    cr_assert_eq(wf_registry_add(reg, "Out", NULL, &out_t), 0);
+    wf_event *in, *out;
+    cr_assert_eq(wf_event_new1(&in, in_t, "n", wf_value_int(7)), 0);
+    cr_assert_eq(wf_event_new1(&out, out_t, "n", wf_value_int(8)), 0);
+    const wf_event *em[1] = {out};
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_store_encode_step("double", 1, in, em, 1, &buf, &len), 0);
+    /* [step, attempt, input, [emitted]]: fixarray 4, "double", 1, then the events */
+    const unsigned char *p = buf;
+    cr_assert_eq(p[0], 0x94);
+    cr_assert_eq(p[1], 0xa6);
+    cr_assert(memcmp(p + 2, "double", 6) == 0);
+    cr_assert_eq(p[8], 0x01);
+    wf_event *back;
+    size_t used;
+    cr_assert_eq(wf_event_from_msgpack(reg, p + 9, len - 9, &back, &used, NULL), 0);
+    cr_assert(wf_event_equal(back, in));
+    cr_assert_eq(p[9 + used], 0x91);
+    wf_event_release(back);
+    wf_free(buf);
+    cr_assert_eq(wf_store_encode_step("s", 1, NULL, NULL, 0, &buf, &len), WF_EINVAL);
+    cr_assert_eq(wf_store_encode_step("s", 1, in, NULL, 1, &buf, &len), WF_EINVAL);
+    wf_event_release(in);
+    wf_event_release(out);
+    wf_registry_free(reg);
+}
+
+/* ---------------------------------------------------- group commit, threads */
+
+#ifdef WF_STRESS_SMALL
+#define APPENDS 400
+#else
+#define APPENDS 3000
+#endif
+#define THREADS 4
+
+typedef struct worker {
+    wf_store *s;
+    int id;
+    atomic_int *acked;
+    int rc;
+} worker;
+
+static void count_ok(int rc, uint64_t ticket, void *user)
+{
+    (void)ticket;
+    if (rc == 0)
+        atomic_fetch_add((atomic_int *)user, 1);
+}
+
+static void *append_worker(void *arg)
+{
+    worker *w = arg;
+    char own[32], text[64];
+    snprintf(own, sizeof own, "own-%d", w->id);
+    for (int i = 0; i < APPENDS && w->rc == 0; i++) {
+        /* every other batch goes to the run all threads share */
+        const char *run = i % 2 ? "shared" : own;
+        int n = 1 + i % 3;
+        wf_store_rec recs[3];
+        char texts[3][64];
+        for (int k = 0; k < n; k++) {
+            snprintf(texts[k], sizeof texts[k], "%d.%d.%d", w->id, i, k);
+            recs[k] = (wf_store_rec){(uint32_t)k + 1, texts[k], strlen(texts[k])};
+        }
+        w->rc = wf_store_append(w->s, run, recs, (size_t)n, count_ok, w->acked, NULL, NULL);
+    }
+    (void)text;
+    return NULL;
+}
+
+typedef struct order {
+    int last_i[THREADS];
+    int last_k[THREADS];
+    uint64_t count;
+    int bad;
+} order;
+
+/* Each thread's records appear in the order it appended them, with no gap between seqs. */
+static int check_order(uint64_t seq, uint32_t kind, const void *data, size_t len, void *user)
+{
+    order *o = user;
+    char t[64];
+    snprintf(t, sizeof t, "%.*s", (int)len, (const char *)data);
+    int id, i, k;
+    if (seq != o->count || sscanf(t, "%d.%d.%d", &id, &i, &k) != 3 || id < 0 || id >= THREADS ||
+        (uint32_t)k + 1 != kind)
+        o->bad++;
+    else if (i < o->last_i[id] || (i == o->last_i[id] && k != o->last_k[id] + 1) ||
+             (i > o->last_i[id] && k != 0))
+        o->bad++;
+    else {
+        o->last_i[id] = i;
+        o->last_k[id] = k;
+    }
+    o->count++;
+    return 0;
+}
+
+static void group_commit_under(int commit)
+{
+    tdir t;
+    tdir_make(&t);
+    wf_store_params p;
+    wf_store_params_init(&p);
+    p.commit = commit;
+    p.queue_bytes = 256 * 1024; /* small: producers meet a full queue and wait */
+    wf_store *s = open_store(t.db, &p);
+    char id[32];
+    for (int i = 0; i < THREADS; i++) {
+        snprintf(id, sizeof id, "own-%d", i);
+        cr_assert_eq(wf_store_create(s, id, "w", NULL), 0);
+    }
+    cr_assert_eq(wf_store_create(s, "shared", "w", NULL), 0);
+    atomic_int acked = 0;
+    worker w[THREADS];
+    pthread_t th[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (worker){s, i, &acked, 0};
+        cr_assert_eq(pthread_create(&th[i], NULL, append_worker, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(w[i].rc, 0, "%s", wf_err_name(w[i].rc));
+    }
+    cr_assert_eq(wf_store_flush(s), 0);
+    cr_assert_eq(atomic_load(&acked), THREADS * APPENDS, "every append acknowledged durable");
+    /* records per batch cycle 1, 2, 3: own runs get even i, the shared one odd i */
+    uint64_t own_recs = 0, shared_recs = 0;
+    for (int i = 0; i < APPENDS; i++)
+        *(i % 2 ? &shared_recs : &own_recs) += (uint64_t)(1 + i % 3);
+    for (int r = 0; r <= THREADS; r++) {
+        if (r < THREADS)
+            snprintf(id, sizeof id, "own-%d", r);
+        else
+            snprintf(id, sizeof id, "shared");
+        order o;
+        memset(&o, 0, sizeof o);
+        for (int k = 0; k < THREADS; k++)
+            o.last_i[k] = -1, o.last_k[k] = -1;
+        cr_assert_eq(wf_store_read_journal(s, id, 0, 0, check_order, &o, NULL), 0);
+        cr_assert_eq(o.bad, 0, "%s: %d records out of order", id, o.bad);
+        cr_assert_eq(o.count, r < THREADS ? own_recs : shared_recs * THREADS, "%s", id);
+        wf_store_run_info info;
+        cr_assert_eq(wf_store_get_run(s, id, &info), 0);
+        cr_assert_eq(info.next_seq, o.count);
+        wf_store_run_info_clear(&info);
+    }
+    wf_store_free(s);
+    tdir_rm(&t);
+}
+
+Test(store, group_commit_interval_concurrent, .timeout = 300)
+{
+    group_commit_under(WF_STORE_COMMIT_INTERVAL);
+}
+
+Test(store, group_commit_every_concurrent, .timeout = 300)
+{
+    group_commit_under(WF_STORE_COMMIT_EVERY);
+}
+
+Test(store, group_commit_off_concurrent, .timeout = 300)
+{
+    group_commit_under(WF_STORE_COMMIT_OFF);
+}
+
+/* ------------------------------------------------------------ torn writes */
+
+#define TORN_RUNS   3
+#define TORN_ROUNDS 40
+
+static void torn_text(char *t, size_t cap, int run, uint64_t seq)
+{
+    /* ~100 bytes, like a step completion */
+    snprintf(t, cap, "run %d record %llu: %.*s", run, (unsigned long long)seq, 70,
+             "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz");
+}
+
+static void copy_file(const char *from, const char *to, long keep)
+{
+    FILE *in = fopen(from, "rb");
+    if (in == NULL)
+        return; /* no WAL: nothing to copy */
+    FILE *out = fopen(to, "wb");
+    cr_assert_not_null(out);
+    char buf[8192];
+    long left = keep;
+    size_t n;
+    while ((keep < 0 || left > 0) && (n = fread(buf, 1, sizeof buf, in)) > 0) {
+        if (keep >= 0 && (long)n > left)
+            n = (size_t)left;
+        cr_assert_eq(fwrite(buf, 1, n, out), n);
+        left -= (long)n;
+    }
+    fclose(in);
+    fclose(out);
+}
+
+static long file_size(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 ? (long)st.st_size : -1;
+}
+
+typedef struct torn_check {
+    int run;
+    uint64_t count;
+    int bad;
+} torn_check;
+
+static int torn_record(uint64_t seq, uint32_t kind, const void *data, size_t len, void *user)
+{
+    torn_check *c = user;
+    char t[200];
+    torn_text(t, sizeof t, c->run, seq);
+    if (seq != c->count || kind != 1 || len != strlen(t) || memcmp(data, t, len) != 0)
+        c->bad++;
+    c->count++;
+    return 0;
+}
+
+static int clean_error(int rc)
+{
+    return rc == WF_ECORRUPT || rc == WF_EFORMAT || rc == WF_EIO || rc == WF_EVERSION;
+}
+
+/*
+ * Opens a torn copy: either a clean error, or a state where every run has
+ * the same number of records, all as written (each round was one commit).
+ */
+static void check_torn_copy(const char *db, int *opened, int *refused)
+{
+    wf_store *s = NULL;
+    char *msg = NULL;
+    int rc = wf_store_open_sqlite(&s, db, NULL, &msg);
+    wf_free(msg);
+    if (rc < 0) {
+        cr_assert(clean_error(rc), "open: %s", wf_err_name(rc));
+        (*refused)++;
+        return;
+    }
+    int64_t counts[TORN_RUNS];
+    int err = 0;
+    for (int r = 0; r < TORN_RUNS && !err; r++) {
+        char id[32];
+        snprintf(id, sizeof id, "torn-%d", r);
+        torn_check c = {r, 0, 0};
+        rc = wf_store_read_journal(s, id, 0, 0, torn_record, &c, NULL);
+        if (rc < 0) {
+            cr_assert(clean_error(rc) || rc == WF_ENOTFOUND, "read: %s", wf_err_name(rc));
+            err = rc == WF_ENOTFOUND ? 0 : 1;
+            counts[r] = rc == WF_ENOTFOUND ? -1 : 0;
+            continue;
+        }
+        cr_assert_eq(c.bad, 0, "run %d: records not as written", r);
+        counts[r] = (int64_t)c.count;
+        wf_store_run_info info;
+        rc = wf_store_get_run(s, id, &info);
+        if (rc == 0) {
+            cr_assert_eq(info.next_seq, c.count);
+            wf_store_run_info_clear(&info);
+        } else {
+            cr_assert(clean_error(rc), "get_run: %s", wf_err_name(rc));
+            err = 1;
+        }
+    }
+    int n = 0;
+    rc = wf_store_list(s, WF_STORE_MASK_ALL, 0, 0, list_count, &n, NULL);
+    if (rc < 0) {
+        cr_assert(clean_error(rc), "list: %s", wf_err_name(rc));
+        err = 1;
+    }
+    if (!err) {
+        for (int r = 1; r < TORN_RUNS; r++)
+            cr_assert_eq(counts[r], counts[0], "a committed round is all or nothing");
+        (*opened)++;
+    } else {
+        (*refused)++;
+    }
+    wf_store_free(s);
+}
+
+Test(store, torn_database_and_wal_copies, .timeout = 300)
+{
+    tdir t;
+    tdir_make(&t);
+    wf_store_params p;
+    wf_store_params_init(&p);
+    p.interval_ms = 600000; /* one commit per flush: each round is one transaction */
+    p.owner = "torn";       /* the same owner after the reopen */
+    wf_store *s = open_store(t.db, &p);
+    char id[32], text[200];
+    for (int r = 0; r < TORN_RUNS; r++) {
+        snprintf(id, sizeof id, "torn-%d", r);
+        cr_assert_eq(wf_store_create(s, id, "w", NULL), 0);
+    }
+    cr_assert_eq(wf_store_flush(s), 0);
+    uint64_t seq = 0;
+    for (int round = 0; round < TORN_ROUNDS; round++) {
+        if (round == TORN_ROUNDS / 2) {
+            /* closing checkpoints the WAL into the database: both files hold data */
+            wf_store_free(s);
+            s = open_store(t.db, &p);
+            for (int r = 0; r < TORN_RUNS; r++) {
+                snprintf(id, sizeof id, "torn-%d", r);
+                cr_assert_eq(wf_store_claim(s, id, NULL), 0);
+            }
+        }
+        for (int r = 0; r < TORN_RUNS; r++) {
+            snprintf(id, sizeof id, "torn-%d", r);
+            /* several records per run and round, so frames span pages */
+            for (int k = 0; k < 8; k++, seq++) {
+                torn_text(text, sizeof text, r, seq);
+                cr_assert_eq(append1(s, id, 1, text, NULL), 0);
+            }
+            seq -= 8;
+        }
+        seq += 8;
+        cr_assert_eq(wf_store_flush(s), 0);
+    }
+    /* "crash": copy the files while the store is open (its WAL not checkpointed) */
+    char wal[400], cdb[400], cwal[400];
+    snprintf(wal, sizeof wal, "%s-wal", t.db);
+    snprintf(cdb, sizeof cdb, "%s/copy.db", t.dir);
+    snprintf(cwal, sizeof cwal, "%s/copy.db-wal", t.dir);
+    long dbsz = file_size(t.db), walsz = file_size(wal);
+    cr_assert(dbsz > 0 && walsz > 0, "db %ld wal %ld", dbsz, walsz);
+    char pristine_db[400], pristine_wal[400];
+    snprintf(pristine_db, sizeof pristine_db, "%s/p.db", t.dir);
+    snprintf(pristine_wal, sizeof pristine_wal, "%s/p.wal", t.dir);
+    copy_file(t.db, pristine_db, -1);
+    copy_file(wal, pristine_wal, -1);
+    wf_store_free(s);
+
+    unsigned seed = 20261204u;
+    int opened = 0, refused = 0, cases = 0;
+    char shm[400];
+    snprintf(shm, sizeof shm, "%s/copy.db-shm", t.dir);
+    for (int c = 0; c < 48; c++, cases++) {
+        unlink(cdb);
+        unlink(cwal);
+        unlink(shm);
+        /* a third: the WAL torn; a third: the database torn; a third: both */
+        int which = c % 3;
+        seed = seed * 1103515245u + 12345u;
+        long dcut = which == 0 ? -1 : (long)((seed >> 4) % (unsigned long)dbsz);
+        seed = seed * 1103515245u + 12345u;
+        long wcut = which == 1 ? -1 : (long)((seed >> 4) % (unsigned long)walsz);
+        copy_file(pristine_db, cdb, dcut);
+        copy_file(pristine_wal, cwal, wcut);
+        int before = opened;
+        check_torn_copy(cdb, &opened, &refused);
+        /* a torn WAL alone loses only rounds after the tear: the file still opens */
+        if (which == 0)
+            cr_assert_eq(opened, before + 1, "WAL cut at %ld of %ld refused", wcut, walsz);
+    }
+    cr_assert_eq(opened + refused, cases);
+    tdir_rm(&t);
+}
