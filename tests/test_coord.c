@@ -915,7 +915,7 @@ Test(coord, running_steps_names_the_steps_in_progress, .timeout = 60)
 
 static atomic_int nc_active, nc_max, nc_started;
 static int nc_order[16];
-static sem_t nc_go, nc_in;
+static sem_t nc_go, nc_in, nc_done;
 static int nc_block;
 
 static int nc_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
@@ -932,6 +932,8 @@ static int nc_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
         sem_wait(&nc_go);
     }
     atomic_fetch_sub(&nc_active, 1);
+    if (nc_block)
+        sem_post(&nc_done);
     return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
                              wf_value_int(geti(in)));
 }
@@ -944,6 +946,7 @@ static wf_workflow *nc_wf(uint32_t limit, int block)
     nc_block = block;
     sem_init(&nc_go, 0, 0);
     sem_init(&nc_in, 0, 0);
+    sem_init(&nc_done, 0, 0);
     wf_workflow *wf = new_wf("limited");
     add(wf, "step", nc_step, T_START, NULL, T_STOP, NULL, 0);
     cr_assert_eq(wf_workflow_set_num_concurrent_runs(wf, limit), 0);
@@ -1048,6 +1051,7 @@ Test(coord, a_resumed_run_waits_for_its_place_too, .timeout = 60)
     sem_wait(&nc_in);
     cr_assert_eq(wf_handler_cancel(hx), 0);
     sem_post(&nc_go); /* what it returns now is dropped: the run ended at the cut */
+    sem_wait(&nc_done); /* its step body is over too (the run's place was freed at the cut) */
     cr_assert_eq(wf_handler_wait(hx, -1, NULL), WF_ECANCELLED);
     wf_handler_free(hx);
     /* another run holds the only place; the resumed one waits for it */
