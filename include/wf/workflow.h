@@ -14,6 +14,7 @@
 #include <wf/common.h>
 #include <wf/value.h>
 #include <wf/event.h>
+#include <wf/retry.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,7 +22,6 @@ extern "C" {
 
 typedef struct wf_workflow wf_workflow;
 typedef struct wf_ctx wf_ctx;
-typedef struct wf_retry_policy wf_retry_policy;
 
 /**
  * A step. Called on an executor thread with the run's context and the input
