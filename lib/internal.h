@@ -29,6 +29,16 @@
  */
 #define WF__TLS _Thread_local __attribute__((tls_model("initial-exec")))
 
+/* ------------------------------------------------------------------ errors */
+
+/*
+ * Sets the calling thread's wf_last_error_message() (printf format, cut at
+ * 1 KiB) and returns code, so a failing path reads
+ * `return wf__set_error(WF_EINVAL, "wf_x: name is empty");`. Never
+ * allocates. Start the message with the public call's name.
+ */
+int wf__set_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), cold));
+
 /* ------------------------------------------------------------------ alloc */
 
 /* Every allocation goes through the hooks (lib/alloc.c). */
