@@ -15,6 +15,8 @@
 
 #include <wf/wf.h>
 
+#include "text.h"
+
 #define WF__HIDDEN      __attribute__((visibility("hidden")))
 #define WF__LIKELY(x)   __builtin_expect(!!(x), 1)
 #define WF__UNLIKELY(x) __builtin_expect(!!(x), 0)

@@ -52,16 +52,6 @@ static inline int is_heap(wf_value v)
     return v.kind >= WF_STRING && v.kind <= WF_MAP && v.as.obj != NULL;
 }
 
-static uint32_t fnv1a(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (uint8_t)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
 static const char *kind_name(wf_kind k)
 {
     static const char *const names[] = {"nil",      "a bool", "an int",   "a uint", "a double",
@@ -444,7 +434,7 @@ int wf_value_map_get_n(wf_value v, const char *key, size_t klen, wf_value *out)
     if (v.kind != WF_MAP || v.as.obj == NULL)
         return kind_error("wf_value_map_get_n", v.kind, "a map");
     const map_block *m = (const map_block *)v.as.obj;
-    int64_t pos = map_find(m, key, klen, fnv1a(key, klen));
+    int64_t pos = map_find(m, key, klen, wf__hash32(key, klen));
     if (pos < 0)
         return WF_ENOTFOUND;
     *out = m->e[pos].val;
@@ -669,7 +659,7 @@ int wf_value_map_set_n(wf_value *map, const char *key, size_t klen, wf_value val
         wf_value_release(val);
         return kind_error("wf_value_map_set_n", (*map).kind, "a map");
     }
-    uint32_t hash = fnv1a(key, klen);
+    uint32_t hash = wf__hash32(key, klen);
     map_block *m = (map_block *)map->as.obj;
     int64_t pos = map_find(m, key, klen, hash);
     if (pos >= 0) {
@@ -742,7 +732,7 @@ int wf_value_map_remove(wf_value *map, const char *key)
         return kind_error("wf_value_map_remove", (*map).kind, "a map");
     size_t klen = strlen(key);
     map_block *m = (map_block *)map->as.obj;
-    int64_t pos = map_find(m, key, klen, fnv1a(key, klen));
+    int64_t pos = map_find(m, key, klen, wf__hash32(key, klen));
     if (pos < 0)
         return WF_ENOTFOUND;
     m = map_own(map, 0);
@@ -778,72 +768,16 @@ static void put(fmt *f, const char *s, size_t n)
     f->len += n;
 }
 
-/* Bytes of the well-formed UTF-8 sequence at p[0..n) (RFC 3629: no overlongs, surrogates), or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
+static void put_sink(void *ctx, const char *s, size_t n)
 {
-    unsigned c = p[0];
-    size_t k;
-    unsigned lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf)
-        k = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        k = 3;
-        lo = c == 0xe0 ? 0xa0 : 0x80;
-        hi = c == 0xed ? 0x9f : 0xbf;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        k = 4;
-        lo = c == 0xf0 ? 0x90 : 0x80;
-        hi = c == 0xf4 ? 0x8f : 0xbf;
-    } else
-        return 0;
-    if (n < k || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < k; i++)
-        if (p[i] < 0x80 || p[i] > 0xbf)
-            return 0;
-    return k;
+    put(ctx, s, n);
 }
 
-/* A JSON string: escapes as RFC 8259 wants; a byte that is not UTF-8 becomes U+FFFD. */
+/* A JSON string (text.h: a byte that is not UTF-8 becomes U+FFFD). */
 static void put_json_string(fmt *f, const char *s, size_t n)
 {
     put(f, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[8];
-        switch (c) {
-        case '"':
-            put(f, "\\\"", 2);
-            break;
-        case '\\':
-            put(f, "\\\\", 2);
-            break;
-        case '\n':
-            put(f, "\\n", 2);
-            break;
-        case '\r':
-            put(f, "\\r", 2);
-            break;
-        case '\t':
-            put(f, "\\t", 2);
-            break;
-        default:
-            if (c < 0x20) {
-                snprintf(esc, sizeof esc, "\\u%04x", c);
-                put(f, esc, 6);
-            } else if (c < 0x80) {
-                put(f, (const char *)&s[i], 1);
-            } else {
-                size_t k = utf8_seq((const unsigned char *)s + i, n - i);
-                if (k) {
-                    put(f, s + i, k);
-                    i += k - 1;
-                } else {
-                    put(f, "\\ufffd", 6);
-                }
-            }
-        }
-    }
+    wf__json_escape(s, n, put_sink, f);
     put(f, "\"", 1);
 }
 

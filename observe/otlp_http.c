@@ -90,7 +90,7 @@ static size_t str_len(const char *s)
     size_t n = 0;
     const unsigned char *p = (const unsigned char *)(s ? s : "");
     while (*p) {
-        size_t k = wf__exp_utf8_len(p);
+        size_t k = wf__utf8_len(p, SIZE_MAX);
         n += k ? k : 3;
         p += k ? k : 1;
     }

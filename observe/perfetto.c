@@ -196,7 +196,7 @@ static void instant(perfetto *p, const wf_obs_record *r, const char *what, const
  */
 static uint64_t short_id(uint64_t run_id, uint64_t id)
 {
-    return wf__exp_mix(run_id * 0x100000001b3ull ^ wf__exp_mix(id)) >> 11;
+    return wf__exp_mix(wf__exp_mix(run_id) ^ id) >> 11;
 }
 
 static void flow_pair(perfetto *p, uint64_t id, const flow *f)
