@@ -15,7 +15,18 @@
  * already be written).
  *
  * OTLP/JSON spells trace and span ids as lowercase hex, 64-bit integers
- * (times included) as decimal strings, enums as integers.
+ * (times included) as decimal strings, enums as integers. Receivers turn an
+ * intValue attribute back into a number (a double in JavaScript), so
+ * identifiers (wf.run_id) are stringValue attributes: exact everywhere.
+ * Quantities (wf.attempt, wf.delay_ms) stay intValue.
+ *
+ * Standard attributes (OpenTelemetry semantic conventions): the resource
+ * has service.name (params->service_name, default "wf"), service.version
+ * (params->service_version, when given), telemetry.sdk.name "wf" and
+ * telemetry.sdk.version; a failed span has error.type (the WF_E* name, or
+ * the decimal code of a step's own code) and status ERROR with the message;
+ * other spans leave the status unset, as the conventions ask of
+ * instrumentation.
  */
 #include "export.h"
 #include "otlp.h"
@@ -60,7 +71,14 @@ typedef struct otlp {
     wf__exp_pool names;
     wf__exp_map runs;    /* run id -> otlp_run */
     wf__exp_map threads; /* thread -> otlp_thr */
-    wf__otlp_sink *sink; /* optional second output (OTLP/HTTP) */
+    char *service_version;
+    wf__otlp_attr res[4]; /* the resource's attributes */
+    uint32_t n_res;
+    /* wf_exporter_otlp_proto: encoded spans waiting for a request, and its sender */
+    int has_sender;
+    wf_otlp_sender sender;
+    wf__buf pb, req;
+    uint32_t n_pb;
 } otlp;
 
 /* ------------------------------------------------------------ ids */
@@ -189,10 +207,38 @@ static void write_line(otlp *o)
     o->n_spans = 0;
 }
 
+/* Hands the pending protobuf spans to the sender as one request. */
+static void send_pb(otlp *o)
+{
+    if (o->n_pb == 0)
+        return;
+    o->req.len = 0;
+    o->req.oom = 0;
+    wf__otlp_request_pb(&o->req, o->res, o->n_res, &o->pb);
+    if (o->req.oom || o->sender.send(o->req.data, o->req.len, o->n_pb, o->sender.user) < 0)
+        o->lost += o->n_pb;
+    o->pb.len = 0;
+    o->n_pb = 0;
+    /* A big request's buffer is not kept for the next one. */
+    if (o->req.cap > (1u << 20)) {
+        wf__buf_free(&o->req);
+        wf__buf_init(&o->req);
+    }
+}
+
 static void emit_span(otlp *o, const wf__otlp_span *s)
 {
-    if (o->sink)
-        wf__otlp_sink_add(o->sink, s);
+    if (o->has_sender) {
+        size_t len0 = o->pb.len;
+        wf__otlp_span_pb(&o->pb, s);
+        if (o->pb.oom) {
+            o->pb.oom = 0;
+            o->pb.len = len0;
+            o->lost++;
+        } else if (++o->n_pb >= MAX_SPANS_PER_LINE) {
+            send_pb(o);
+        }
+    }
     if (o->out == NULL)
         return;
     size_t len0 = o->spans.len;
@@ -223,11 +269,36 @@ static otlp_thr *thread_state(otlp *o, uint32_t thread)
     return t;
 }
 
-static uint32_t step_attrs(wf__otlp_attr *a, uint64_t run_id, const char *workflow,
+/* An identifier as a decimal string (see the file's comment). */
+typedef struct id_str {
+    char s[24];
+} id_str;
+
+static id_str id_string(uint64_t id)
+{
+    id_str r;
+    snprintf(r.s, sizeof r.s, "%" PRIu64, id);
+    return r;
+}
+
+/*
+ * error.type (OpenTelemetry's semantic conventions): the code's name, or
+ * its decimal value for a step's own code outside the WF_E* table.
+ */
+static const char *error_type(int32_t error, char tmp[16])
+{
+    const char *name = wf_err_name(error);
+    if (strcmp(name, "WF_E?") != 0)
+        return name;
+    snprintf(tmp, 16, "%d", (int)error);
+    return tmp;
+}
+
+static uint32_t step_attrs(wf__otlp_attr *a, const char *run_id, const char *workflow,
                            const char *step, const char *type, uint32_t attempt)
 {
     uint32_t n = 0;
-    a[n++] = (wf__otlp_attr){"wf.run_id", 1, (int64_t)run_id, NULL};
+    a[n++] = (wf__otlp_attr){"wf.run_id", 0, 0, run_id};
     if (workflow)
         a[n++] = (wf__otlp_attr){"wf.workflow", 0, 0, workflow};
     if (step)
@@ -240,8 +311,10 @@ static uint32_t step_attrs(wf__otlp_attr *a, uint64_t run_id, const char *workfl
 
 static void step_span(otlp *o, const wf_obs_record *r, int64_t start, int64_t end, int unfinished)
 {
-    wf__otlp_attr a[8];
+    wf__otlp_attr a[10];
     wf__otlp_span s = {0};
+    id_str run_id = id_string(r->run_id);
+    char etype[16];
     wf__otlp_trace_id(o->seed, r->run_id, s.trace_id);
     s.span_id = step_span_id(o);
     s.parent_id = wf__otlp_run_span_id(o->seed, r->run_id);
@@ -249,11 +322,12 @@ static void step_span(otlp *o, const wf_obs_record *r, int64_t start, int64_t en
     s.start_ns = unix_ns(o, start);
     s.end_ns = unix_ns(o, end > start ? end : start);
     s.attrs = a;
-    s.n_attrs = step_attrs(a, r->run_id, r->workflow, r->step, r->event_type, r->attempt);
+    s.n_attrs = step_attrs(a, run_id.s, r->workflow, r->step, r->event_type, r->attempt);
     a[s.n_attrs++] =
         (wf__otlp_attr){"wf.outcome", 0, 0, unfinished ? "unfinished" : wf__exp_outcome(r->error)};
     if (!unfinished && r->error < 0) {
         a[s.n_attrs++] = (wf__otlp_attr){"wf.error", 0, 0, wf_err_name(r->error)};
+        a[s.n_attrs++] = (wf__otlp_attr){"error.type", 0, 0, error_type(r->error, etype)};
         s.status_code = 2; /* STATUS_CODE_ERROR */
         s.status_message = r->message ? r->message : wf_strerror(r->error);
     }
@@ -319,8 +393,10 @@ static void on_run_start(otlp *o, const wf_obs_record *r)
 
 static void run_span(otlp *o, uint64_t run_id, otlp_run *run, const wf_obs_record *end)
 {
-    wf__otlp_attr a[8];
+    wf__otlp_attr a[10];
     wf__otlp_span s = {0};
+    id_str rid = id_string(run_id);
+    char etype[16];
     const char *workflow = end && end->workflow ? end->workflow : run->workflow;
     int64_t end_ts = end ? end->ts_ns : o->last_ts;
     int64_t start =
@@ -331,7 +407,7 @@ static void run_span(otlp *o, uint64_t run_id, otlp_run *run, const wf_obs_recor
     s.start_ns = unix_ns(o, start);
     s.end_ns = unix_ns(o, end_ts > start ? end_ts : start);
     s.attrs = a;
-    a[s.n_attrs++] = (wf__otlp_attr){"wf.run_id", 1, (int64_t)run_id, NULL};
+    a[s.n_attrs++] = (wf__otlp_attr){"wf.run_id", 0, 0, rid.s};
     if (workflow)
         a[s.n_attrs++] = (wf__otlp_attr){"wf.workflow", 0, 0, workflow};
     a[s.n_attrs++] =
@@ -339,6 +415,7 @@ static void run_span(otlp *o, uint64_t run_id, otlp_run *run, const wf_obs_recor
     char msg[512];
     if (end && end->error < 0) {
         a[s.n_attrs++] = (wf__otlp_attr){"wf.error", 0, 0, wf_err_name(end->error)};
+        a[s.n_attrs++] = (wf__otlp_attr){"error.type", 0, 0, error_type(end->error, etype)};
         if (end->step)
             a[s.n_attrs++] = (wf__otlp_attr){"wf.step", 0, 0, end->step};
     }
@@ -460,8 +537,8 @@ static void otlp_flush(void *user)
     write_line(o);
     if (o->out)
         fflush(o->out);
-    if (o->sink)
-        wf__otlp_sink_flush(o->sink);
+    if (o->has_sender)
+        send_pb(o);
 }
 
 static void otlp_free(void *user)
@@ -491,8 +568,12 @@ static void otlp_free(void *user)
         }
     }
     otlp_flush(o);
-    wf__otlp_sink_free(o->sink);
+    if (o->has_sender && o->sender.user_free)
+        o->sender.user_free(o->sender.user);
     wf__exp_close(o->out, o->keep_open);
+    wf__buf_free(&o->pb);
+    wf__buf_free(&o->req);
+    wf__free_mem(o->service_version);
     wf__buf_free(&o->head);
     wf__buf_free(&o->tail);
     wf__buf_free(&o->spans);
@@ -503,49 +584,69 @@ static void otlp_free(void *user)
     wf__free_mem(o);
 }
 
-int wf__otlp_new(wf_observer *out, const wf_exporter_params *params, wf__otlp_sink *sink)
+static void sender_free(const wf_otlp_sender *snd)
+{
+    if (snd && snd->user_free)
+        snd->user_free(snd->user);
+}
+
+/* The JSON exporter (sender NULL) or the protobuf one (params optional). */
+static int otlp_new(wf_observer *out, const wf_exporter_params *params, const wf_otlp_sender *snd)
 {
     FILE *f = params ? params->out : NULL;
     int keep = params ? params->keep_open : 0;
-    if (out == NULL || (f == NULL && sink == NULL)) {
+    if (out == NULL || (f == NULL && snd == NULL) || (snd && snd->send == NULL)) {
         wf__exp_close(f, keep); /* taken over even when refused */
-        wf__otlp_sink_free(sink);
+        sender_free(snd);
         return WF_EINVAL;
     }
     memset(out, 0, sizeof *out);
     otlp *o = wf__calloc(1, sizeof *o);
     const char *service = params && params->service_name ? params->service_name : "wf";
-    if (o == NULL || (o->service = wf__strdup(service)) == NULL) {
+    const char *version = params ? params->service_version : NULL;
+    if (o == NULL || (o->service = wf__strdup(service)) == NULL ||
+        (version && (o->service_version = wf__strdup(version)) == NULL)) {
+        if (o)
+            wf__free_mem(o->service);
         wf__free_mem(o);
         wf__exp_close(f, keep);
-        wf__otlp_sink_free(sink);
+        sender_free(snd);
         return WF_ENOMEM;
     }
     o->out = f;
     o->keep_open = keep;
-    o->sink = sink;
+    if (snd) {
+        o->has_sender = 1;
+        o->sender = *snd;
+    }
     o->seed[0] = wf__exp_random64();
     o->seed[1] = wf__exp_random64();
     o->offset = wf_obs_clock_offset_ns();
+    o->res[o->n_res++] = (wf__otlp_attr){"service.name", 0, 0, o->service};
+    if (o->service_version)
+        o->res[o->n_res++] = (wf__otlp_attr){"service.version", 0, 0, o->service_version};
+    o->res[o->n_res++] = (wf__otlp_attr){"telemetry.sdk.name", 0, 0, "wf"};
+    o->res[o->n_res++] = (wf__otlp_attr){"telemetry.sdk.version", 0, 0, wf_version_string()};
     wf__exp_map_init(&o->runs, sizeof(otlp_run), MAX_RUNS);
     wf__exp_map_init(&o->threads, sizeof(otlp_thr), 0);
     wf__buf_init(&o->head);
     wf__buf_init(&o->tail);
     wf__buf_init(&o->spans);
-    wf__buf_puts(&o->head, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":"
-                           "\"service.name\",\"value\":{\"stringValue\":");
-    wf__exp_json_str(&o->head, o->service);
-    wf__buf_puts(&o->head, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"wf\",\"version\":");
+    wf__buf_init(&o->pb);
+    wf__buf_init(&o->req);
+    wf__buf_puts(&o->head, "{\"resourceSpans\":[{\"resource\":{");
+    json_attrs(&o->head, o->res, o->n_res);
+    wf__buf_puts(&o->head, "},\"scopeSpans\":[{\"scope\":{\"name\":\"wf\",\"version\":");
     wf__exp_json_str(&o->head, wf_version_string());
     wf__buf_puts(&o->head, "},\"spans\":[");
     wf__buf_puts(&o->tail, "]}]}]}\n");
     wf__buf_puts(&o->spans, ""); /* allocated: write_line may reset it */
     if (o->head.oom || o->tail.oom || o->spans.oom) {
         o->out = NULL;
-        o->sink = NULL;
+        o->has_sender = 0;
         otlp_free(o);
         wf__exp_close(f, keep);
-        wf__otlp_sink_free(sink);
+        sender_free(snd);
         return WF_ENOMEM;
     }
     out->record = otlp_record;
@@ -566,16 +667,16 @@ int wf_exporter_otlp_json(wf_observer *out, const wf_exporter_params *params)
             wf__exp_close(params->out, params->keep_open);
         return WF_EINVAL;
     }
-    return wf__otlp_new(out, params, NULL);
+    return otlp_new(out, params, NULL);
 }
 
-#ifndef WF_OTLP_HTTP
-int wf_exporter_otlp_http(wf_observer *out, const char *endpoint, const wf_exporter_params *params)
+int wf_exporter_otlp_proto(wf_observer *out, const wf_otlp_sender *sender,
+                           const wf_exporter_params *params)
 {
-    (void)out;
-    (void)endpoint;
-    if (params)
-        wf__exp_close(params->out, params->keep_open); /* taken over even when refused */
-    return WF_ENOTSUP;                                 /* built without -Dotlp_http=true */
+    if (sender == NULL) {
+        if (params)
+            wf__exp_close(params->out, params->keep_open);
+        return WF_EINVAL;
+    }
+    return otlp_new(out, params, sender);
 }
-#endif

@@ -762,7 +762,7 @@ Test(observe_export, perfetto_slices_flows_counters_async)
     cr_assert(jis(args, "outcome", "failed") && jis(args, "error", "WF_ESTEP"));
     cr_assert_str_eq(jstr(args, "message"), "boom \"quoted\"\nsecond line");
     cr_assert_eq(jget(args, "attempt")->num, 1);
-    cr_assert_eq(jget(args, "run_id")->num, 1);
+    cr_assert_str_eq(jstr(args, "run_id"), "1");
     const jv *think2 = find_ev(&t, "X", "think", 2, 1);
     cr_assert(think2 && jis(jget(think2, "args"), "outcome", "ok"));
     cr_assert_eq(jget(jget(think2, "args"), "attempt")->num, 2);
@@ -842,8 +842,8 @@ Test(observe_export, perfetto_numbers_exact)
         cr_assert_not_null(x, "slice %zu", i);
         char want[64];
         snprintf(want, sizeof want, "%" PRIu64, ids[i]);
-        cr_assert_str_eq(jget(jget(x, "args"), "event_id")->text, want);
-        cr_assert_str_eq(jget(jget(x, "args"), "run_id")->text, want);
+        cr_assert_str_eq(jstr(jget(x, "args"), "event_id"), want, "an id is a string");
+        cr_assert_str_eq(jstr(jget(x, "args"), "run_id"), want);
         int64_t start = r[2 * i].ts_ns;
         snprintf(want, sizeof want, "%" PRId64 ".%03d", start / 1000, (int)(start % 1000));
         cr_assert_str_eq(jget(x, "ts")->text, want);
@@ -1182,7 +1182,7 @@ Test(observe_export, otlp_run_and_step_spans)
     cr_assert_str_eq(jstr(run, "startTimeUnixNano"), want);
     snprintf(want, sizeof want, "%" PRIu64, (uint64_t)(t0 + 10000 + off));
     cr_assert_str_eq(jstr(run, "endTimeUnixNano"), want);
-    cr_assert_str_eq(attr_of(run, "wf.run_id", "intValue"), "1");
+    cr_assert_str_eq(attr_of(run, "wf.run_id", "stringValue"), "1");
     cr_assert_str_eq(attr_of(run, "wf.status", "stringValue"), "done");
     cr_assert_null(jget(run, "status"), "a run that completed is not an error");
     /* Retries, unhandled and dropped events are events of the run's span. */
@@ -1218,6 +1218,7 @@ Test(observe_export, otlp_run_and_step_spans)
     cr_assert_str_eq(attr_of(fail, "wf.workflow", "stringValue"), "QuickStart");
     cr_assert_str_eq(attr_of(fail, "wf.attempt", "intValue"), "1");
     cr_assert_str_eq(attr_of(fail, "wf.error", "stringValue"), "WF_ESTEP");
+    cr_assert_str_eq(attr_of(fail, "error.type", "stringValue"), "WF_ESTEP");
     const jv *ok = span_named(&d, "think", 1);
     cr_assert_str_eq(attr_of(ok, "wf.attempt", "intValue"), "2");
     cr_assert_null(jget(ok, "status"));
@@ -1663,111 +1664,30 @@ Test(observe_export, prometheus_valid_for_any_records)
 
 /* ========================================================== OTLP/HTTP */
 
-#ifdef WF_OTLP_HTTP /* the helpers of the OTLP/HTTP test */
-/*
- * A one-thread HTTP server on loopback: reads each request's body, keeps it,
- * answers with the status it was given. The exporter's flush waits for the
- * answer, so a body is stored (under the lock) before the flush returns.
- */
-typedef struct http_server {
-    int fd, stop[2];
-    int port;
-    int status;
-    pthread_t th;
-    pthread_mutex_t lock;
+/* OTLP protobuf requests: an in-memory sender keeps them. */
+typedef struct pb_sink {
     char *body[16];
     size_t len[16];
-    int n;
-} http_server;
+    uint32_t spans[16];
+    int n, refuse, freed;
+} pb_sink;
 
-static void serve_one(http_server *s, int c)
+static int pb_send(const void *body, size_t len, uint32_t n_spans, void *user)
 {
-    char buf[1 << 16];
-    size_t got = 0;
-    char *hdr_end = NULL;
-    while (hdr_end == NULL && got < sizeof buf - 1) {
-        ssize_t k = recv(c, buf + got, sizeof buf - 1 - got, 0);
-        if (k <= 0)
-            return;
-        got += (size_t)k;
-        buf[got] = 0;
-        hdr_end = strstr(buf, "\r\n\r\n");
-    }
-    if (hdr_end == NULL)
-        return;
-    const char *cl = strcasestr(buf, "Content-Length:");
-    size_t want = cl ? strtoul(cl + 15, NULL, 10) : 0;
-    size_t have = got - (size_t)(hdr_end + 4 - buf);
-    char *body = malloc(want + 1);
-    memcpy(body, hdr_end + 4, have < want ? have : want);
-    while (have < want) {
-        ssize_t k = recv(c, body + have, want - have, 0);
-        if (k <= 0)
-            break;
-        have += (size_t)k;
-    }
-    pthread_mutex_lock(&s->lock);
-    if (s->n < 16 && strncmp(buf, "POST /v1/traces HTTP/1.1\r\n", 26) == 0 &&
-        strcasestr(buf, "Content-Type: application/x-protobuf")) {
-        s->body[s->n] = body;
-        s->len[s->n++] = have;
-        body = NULL;
-    }
-    pthread_mutex_unlock(&s->lock);
-    free(body);
-    char reply[128];
-    int n = snprintf(reply, sizeof reply, "HTTP/1.1 %d X\r\nContent-Length: 0\r\n\r\n", s->status);
-    send(c, reply, (size_t)n, MSG_NOSIGNAL);
+    pb_sink *k = user;
+    if (k->refuse)
+        return WF_EAGAIN;
+    cr_assert(k->n < 16);
+    k->body[k->n] = malloc(len);
+    memcpy(k->body[k->n], body, len);
+    k->len[k->n] = len;
+    k->spans[k->n++] = n_spans;
+    return 0;
 }
 
-static void *serve(void *arg)
+static void pb_sink_free(void *user)
 {
-    http_server *s = arg;
-    for (;;) {
-        struct pollfd p[2] = {{.fd = s->fd, .events = POLLIN},
-                              {.fd = s->stop[0], .events = POLLIN}};
-        if (poll(p, 2, -1) < 0 || p[1].revents)
-            return NULL;
-        int c = accept(s->fd, NULL, NULL);
-        if (c < 0)
-            continue;
-        serve_one(s, c);
-        close(c);
-    }
-}
-
-static int listen_loopback(int *port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    cr_assert(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    *port = ntohs(a.sin_port);
-    return fd;
-}
-
-static void server_start(http_server *s, int status)
-{
-    memset(s, 0, sizeof *s);
-    s->status = status;
-    s->fd = listen_loopback(&s->port);
-    cr_assert_eq(listen(s->fd, 8), 0);
-    cr_assert_eq(pipe(s->stop), 0);
-    pthread_mutex_init(&s->lock, NULL);
-    cr_assert_eq(pthread_create(&s->th, NULL, serve, s), 0);
-}
-
-static void server_stop(http_server *s)
-{
-    cr_assert_eq(write(s->stop[1], "x", 1), 1);
-    pthread_join(s->th, NULL);
-    close(s->fd);
-    close(s->stop[0]);
-    close(s->stop[1]);
-    for (int i = 0; i < s->n; i++)
-        free(s->body[i]);
-    pthread_mutex_destroy(&s->lock);
+    ((pb_sink *)user)->freed++;
 }
 
 /* A protobuf field read from [*p, end): 1, 0 at the end, -1 when malformed. */
@@ -1858,11 +1778,20 @@ static int pb_request(const char *body, size_t len, const char *service, pb_span
 {
     pbf rs = pb_one((const uint8_t *)body, len, 1);
     pbf res = pb_one(rs.buf, rs.len, 1);
-    pbf kv = pb_one(res.buf, res.len, 1);
-    pbf key = pb_one(kv.buf, kv.len, 1), val = pb_one(kv.buf, kv.len, 2);
-    cr_assert(key.len == 12 && memcmp(key.buf, "service.name", 12) == 0);
-    pbf sv = pb_one(val.buf, val.len, 1);
-    cr_assert(sv.len == strlen(service) && memcmp(sv.buf, service, sv.len) == 0);
+    /* The resource's attributes: service.name first, then the others. */
+    const uint8_t *ra = res.buf, *rend = res.buf + res.len;
+    pbf kv;
+    int n_res = 0;
+    while (pb_next(&ra, rend, &kv) == 1) {
+        cr_assert_eq(kv.field, 1);
+        pbf key = pb_one(kv.buf, kv.len, 1), val = pb_one(kv.buf, kv.len, 2);
+        if (n_res++ == 0) {
+            cr_assert(key.len == 12 && memcmp(key.buf, "service.name", 12) == 0);
+            pbf sv = pb_one(val.buf, val.len, 1);
+            cr_assert(sv.len == strlen(service) && memcmp(sv.buf, service, sv.len) == 0);
+        }
+    }
+    cr_assert(n_res >= 3, "service.name, telemetry.sdk.name and .version at least");
     pbf ss = pb_one(rs.buf, rs.len, 2);
     pbf scope = pb_one(ss.buf, ss.len, 1);
     pbf sname = pb_one(scope.buf, scope.len, 1);
@@ -1928,38 +1857,31 @@ static int pb_request(const char *body, size_t len, const char *service, pb_span
     return n;
 }
 
-#endif
-
-Test(observe_export, otlp_http_protobuf_to_a_loopback_server)
+Test(observe_export, otlp_protobuf_to_a_sender)
 {
     wf_observer o;
-#ifndef WF_OTLP_HTTP
-    cr_assert_eq(wf_exporter_otlp_http(&o, "http://127.0.0.1:4318/v1/traces", NULL), WF_ENOTSUP);
-    cr_skip_test("built without -Dotlp_http=true");
-#else
-    cr_assert_eq(wf_exporter_otlp_http(&o, "https://127.0.0.1/v1/traces", NULL), WF_EINVAL);
-    cr_assert_eq(wf_exporter_otlp_http(&o, "http://", NULL), WF_EINVAL);
-    cr_assert_eq(wf_exporter_otlp_http(&o, "http://h:port/", NULL), WF_EINVAL);
-    cr_assert_eq(wf_exporter_otlp_http(&o, NULL, NULL), WF_EINVAL);
+    pb_sink k = {.n = 0};
+    wf_otlp_sender snd = {pb_send, pb_sink_free, &k};
+    wf_otlp_sender nosend = {NULL, pb_sink_free, &k};
+    cr_assert_eq(wf_exporter_otlp_proto(&o, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_exporter_otlp_proto(&o, &nosend, NULL), WF_EINVAL);
+    cr_assert_eq(k.freed, 1, "user_free also when refused");
+    k.freed = 0;
 
-    http_server srv;
-    server_start(&srv, 200);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/traces", srv.port);
     wf_exporter_params p;
     wf_exporter_params_init(&p);
     p.service_name = "svc";
-    cr_assert_eq(wf_exporter_otlp_http(&o, url, &p), 0);
+    p.service_version = "1.2.3";
+    cr_assert_eq(wf_exporter_otlp_proto(&o, &snd, &p), 0);
     wf_obs_record r[64];
     int64_t t0 = 9007199254740993ll;
     size_t n = scenario(r, 1, t0);
     feed(&o, r, n);
     o.flush(o.user);
-    pthread_mutex_lock(&srv.lock);
-    cr_assert_eq(srv.n, 1, "one request per flush");
-    char *body = srv.body[0];
-    size_t len = srv.len[0];
-    pthread_mutex_unlock(&srv.lock);
+    cr_assert_eq(k.n, 1, "one request per flush");
+    cr_assert_eq(k.spans[0], 5);
+    char *body = k.body[0];
+    size_t len = k.len[0];
 
     pb_span sp[8];
     int ns = pb_request(body, len, "svc", sp, 8);
@@ -1978,6 +1900,9 @@ Test(observe_export, otlp_http_protobuf_to_a_loopback_server)
     cr_assert_str_eq(sp[2].name, "think");
     cr_assert_eq(sp[2].status_code, 2, "the failed attempt");
     cr_assert_eq(sp[2].start, (uint64_t)t0 + 2500 + off);
+    /* The standard attributes are in the bytes. */
+    cr_assert(memmem(body, len, "service.version", 15) && memmem(body, len, "1.2.3", 5));
+    cr_assert(memmem(body, len, "error.type", 10) && memmem(body, len, "WF_ESTEP", 8));
 
     /* protoc reads it too, where it is installed. */
     if (system("command -v protoc >/dev/null 2>&1") == 0) {
@@ -1996,25 +1921,18 @@ Test(observe_export, otlp_http_protobuf_to_a_loopback_server)
         unlink(out);
     }
     o.user_free(o.user);
-    server_stop(&srv);
+    cr_assert_eq(k.freed, 1);
+    for (int i = 0; i < k.n; i++)
+        free(k.body[i]);
 
-    /* An endpoint that refuses (500) or is not there: spans dropped, no hang. */
-    server_start(&srv, 500);
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/traces", srv.port);
-    cr_assert_eq(wf_exporter_otlp_http(&o, url, NULL), 0);
+    /* A sender that refuses: no hang, user_free once. */
+    pb_sink k2 = {.refuse = 1};
+    wf_otlp_sender snd2 = {pb_send, pb_sink_free, &k2};
+    cr_assert_eq(wf_exporter_otlp_proto(&o, &snd2, NULL), 0);
     feed(&o, r, n);
     finish(&o);
-    pthread_mutex_lock(&srv.lock);
-    cr_assert_eq(srv.n, 1);
-    pthread_mutex_unlock(&srv.lock);
-    server_stop(&srv);
-    int port, fd = listen_loopback(&port);
-    close(fd); /* nothing listens there now */
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/traces", port);
-    cr_assert_eq(wf_exporter_otlp_http(&o, url, NULL), 0);
-    feed(&o, r, n);
-    finish(&o);
-#endif
+    cr_assert_eq(k2.n, 0);
+    cr_assert_eq(k2.freed, 1);
 }
 
 /* ================================================================ log */
@@ -2435,8 +2353,9 @@ Test(observe_export, end_to_end_with_an_executor)
         wf_exporter_params_init(&p);
         p.out = temp_file(paths[k]);
         wf_observer o;
-        int rc = k == 0 ? wf_exporter_perfetto(&o, &p)
-                        : k == 1 ? wf_exporter_otlp_json(&o, &p) : wf_exporter_prometheus(&o, &p);
+        int rc = k == 0   ? wf_exporter_perfetto(&o, &p)
+                 : k == 1 ? wf_exporter_otlp_json(&o, &p)
+                          : wf_exporter_prometheus(&o, &p);
         cr_assert_eq(rc, 0);
         cr_assert_eq(wf_executor_observe(ex, &o, &ids[k]), 0);
     }
