@@ -25,6 +25,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <wf/wf.h>
 
@@ -1556,6 +1557,13 @@ static int promtool_check(const char *path)
     return system(cmd);
 }
 
+static void logger_nop(wf_log_level level, const char *msg, void *user)
+{
+    (void)level;
+    (void)msg;
+    (void)user;
+}
+
 Test(observe_export, prometheus_metrics)
 {
     char path[64];
@@ -1636,6 +1644,135 @@ Test(observe_export, prometheus_metrics)
     expo_free(&e);
     free(text);
     unlink(path);
+}
+
+Test(observe_export, prometheus_path_is_replaced_atomically)
+{
+    char dir[] = "/tmp/wf_prom_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof path, "%s/wf.prom", dir);
+    wf_exporter_params p;
+    wf_exporter_params_init(&p);
+    cr_assert_eq(wf_exporter_prometheus(&(wf_observer){0}, &p), WF_EINVAL, "neither out nor path");
+    p.path = path;
+    wf_observer o;
+    cr_assert_eq(wf_exporter_prometheus(&o, &p), 0);
+    wf_obs_record r[64];
+    size_t n = scenario(r, 1, T0);
+    feed(&o, r, n);
+    o.flush(o.user);
+    struct stat st1;
+    cr_assert_eq(stat(path, &st1), 0);
+    cr_assert_eq(st1.st_mode & 0777, 0644);
+    /* A reader that opened the file keeps reading the whole first exposition. */
+    FILE *reader = fopen(path, "r");
+    cr_assert_not_null(reader);
+    char *first = slurp(path);
+    n = scenario(r, 2, T0 + 100000);
+    feed(&o, r, n);
+    o.flush(o.user);
+    struct stat st2;
+    cr_assert_eq(stat(path, &st2), 0);
+    cr_assert_neq(st1.st_ino, st2.st_ino, "replaced by a rename, not rewritten in place");
+    char old[1 << 16];
+    size_t got = fread(old, 1, sizeof old - 1, reader);
+    old[got] = 0;
+    fclose(reader);
+    cr_assert_str_eq(old, first, "the open file still holds the whole previous exposition");
+    char *second = slurp(path);
+    expo e;
+    parse_expo(second, &e);
+    cr_assert_eq(value_of(&e, "wf_runs_started_total{workflow=\"QuickStart\"}"), 2);
+    expo_free(&e);
+    int rc = promtool_check(path);
+    cr_assert(rc == -1 || rc == 0, "promtool rejects the exposition (%d)", rc);
+    finish(&o);
+    /* No temporary file is left beside it. */
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "test $(ls -A %s | wc -l) -eq 1", dir);
+    cr_assert_eq(system(cmd), 0, "a temporary file was left in %s", dir);
+    unlink(path);
+    rmdir(dir);
+    free(first);
+    free(second);
+}
+
+typedef struct text_reader {
+    wf_observer o;
+    atomic_int stop;
+    int reads, bad;
+} text_reader;
+
+static void *read_text(void *arg)
+{
+    text_reader *t = arg;
+    while (!atomic_load(&t->stop)) {
+        char *text = NULL;
+        if (wf_exporter_prometheus_text(&t->o, &text) != 0 || text == NULL ||
+            strstr(text, "\nwf_exporter_lost_total ") == NULL)
+            t->bad++;
+        wf_free(text);
+        t->reads++;
+    }
+    return NULL;
+}
+
+Test(observe_export, prometheus_text_in_memory)
+{
+    wf_observer o;
+    char *text = NULL;
+    cr_assert_eq(wf_exporter_prometheus(&o, NULL), 0, "memory only");
+    cr_assert_eq(wf_exporter_prometheus_text(&o, &text), 0);
+    cr_assert(strstr(text, "wf_runs_started_total") && strstr(text, "wf_steals_total 0\n"),
+              "before any record, every family at 0:\n%s", text);
+    wf_free(text);
+    wf_observer other;
+    cr_assert_eq(wf_exporter_log(&other, logger_nop, NULL), 0);
+    cr_assert_eq(wf_exporter_prometheus_text(&other, &text), WF_EINVAL,
+                 "not a Prometheus exporter");
+    cr_assert_null(text);
+    finish(&other);
+    cr_assert_eq(wf_exporter_prometheus_text(NULL, &text), WF_EINVAL);
+
+    /* Another thread reads the text while records arrive and flushes publish it. */
+    text_reader t = {.o = o};
+    atomic_init(&t.stop, 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, read_text, &t), 0);
+    wf_obs_record r[64];
+    for (int run = 1; run <= 50; run++) {
+        size_t n = scenario(r, (uint64_t)run, T0 + run * 100000);
+        feed(&o, r, n);
+        o.flush(o.user);
+    }
+    atomic_store(&t.stop, 1);
+    pthread_join(th, NULL);
+    cr_assert_eq(t.bad, 0, "%d of %d reads were not a whole exposition", t.bad, t.reads);
+    cr_assert_eq(wf_exporter_prometheus_text(&o, &text), 0);
+    expo e;
+    parse_expo(text, &e);
+    cr_assert_eq(value_of(&e, "wf_runs_started_total{workflow=\"QuickStart\"}"), 50);
+    expo_free(&e);
+    /* The same text a file gets. */
+    char path[64];
+    wf_exporter_params p;
+    wf_exporter_params_init(&p);
+    p.out = temp_file(path);
+    wf_observer f;
+    cr_assert_eq(wf_exporter_prometheus(&f, &p), 0);
+    for (int run = 1; run <= 50; run++) {
+        size_t n = scenario(r, (uint64_t)run, T0 + run * 100000);
+        feed(&f, r, n);
+    }
+    f.flush(f.user);
+    char *file = slurp(path);
+    cr_assert_str_eq(file, text);
+    free(file);
+    finish(&f);
+    unlink(path);
+    wf_free(text);
+    finish(&o);
 }
 
 Test(observe_export, prometheus_valid_for_any_records)

@@ -177,6 +177,13 @@ typedef struct wf_exporter_params {
     const char *service_name;
     /** OTLP: the service.version resource attribute (NULL: none). Copied. */
     const char *service_version;
+    /**
+     * Prometheus: a file (copied path) rewritten atomically at each flush: the
+     * exposition goes to a temporary file beside it ("PATH.XXXXXX", mode
+     * 0644), renamed over PATH, so a reader such as node_exporter's textfile
+     * collector never sees half a file. Instead of, or besides, out.
+     */
+    const char *path;
 } wf_exporter_params;
 WF_API void wf_exporter_params_init(wf_exporter_params *p);
 
@@ -235,12 +242,29 @@ typedef struct wf_otlp_sender {
 WF_API int wf_exporter_otlp_proto(wf_observer *out, const wf_otlp_sender *sender,
                                   const wf_exporter_params *p);
 /**
- * Prometheus text exposition of the executor's counters and step duration
- * histograms; the file is rewritten with the current values at each
- * wf_executor_observe_flush and when the observer is removed (p->out is
- * then written from its start: pass a regular file).
+ * Prometheus text exposition (format 0.0.4) of the executor's counters and
+ * step duration histograms, rendered at each flush of the observer (after
+ * each batch of records, at wf_executor_observe_flush, and when the
+ * observer is removed), to:
+ *  - p->path, atomically (temporary file + rename; see wf_exporter_params);
+ *  - p->out, written over from its start (pass a regular file; a reader
+ *    may see it half-written: prefer path);
+ *  - memory, always: wf_exporter_prometheus_text.
+ * p NULL: memory only, for a program serving /metrics itself. WF_EINVAL
+ * for a p with neither out nor path.
  */
 WF_API int wf_exporter_prometheus(wf_observer *out, const wf_exporter_params *p);
+/**
+ * The latest exposition of a Prometheus exporter: obs is the observer that
+ * wf_exporter_prometheus filled (the caller's copy of it is fine). The
+ * exposition as of the observer's last flush (call
+ * wf_executor_observe_flush first for up-to-date values; before any
+ * record, every family at 0). Caller owns *text: wf_free. WF_EINVAL when
+ * obs is not a Prometheus exporter. Any thread, while the observer is
+ * installed (not after wf_executor_unobserve or wf_executor_free removed
+ * it).
+ */
+WF_API int wf_exporter_prometheus_text(const wf_observer *obs, char **text);
 /**
  * A human-readable line per step invocation (and per run end, retry,
  * unhandled or dropped event) through a logger callback: wf never prints.
