@@ -51,6 +51,16 @@ if [ -f "$libdir/libwf.a" ]; then
 else
   static_note="; no static library installed (default_library=shared)"
 fi
+# libwf-otlp, when built (libcurl found): its own wf-otlp.pc, requiring wf.
+if [ -f "$pcdir/wf-otlp.pc" ]; then
+  printf '#include <wf/otlp_http.h>\nint main(void)\n{\n    wf_otlp_http_params p;\n    wf_otlp_http_params_init(&p);\n    return p.gzip == 1 ? 0 : 1;\n}\n' > "$tmp/otlp.c"
+  cc -std=c11 -Wall -Wextra -Wpedantic -Werror "$tmp/otlp.c" -o "$tmp/otlp" $(pkc --cflags --libs wf-otlp)
+  LD_LIBRARY_PATH="$libdir" "$tmp/otlp" || { echo "a wf-otlp consumer failed"; exit 1; }
+  case "$(pkc --cflags wf-otlp)" in
+    *-D*) echo "wf-otlp.pc leaks private flags: $(pkc --cflags wf-otlp)"; exit 1 ;;
+  esac
+  static_note="$static_note; wf-otlp links"
+fi
 incdir=$(pkc --variable=includedir wf)
 for h in "$incdir"/wf/*.h; do
   printf '#include <wf/%s>\ntypedef int translation_unit_not_empty;\n' "$(basename "$h")" > "$tmp/h.c"
