@@ -14,6 +14,7 @@ static const char *const kind_names[WF_OBS_KIND_COUNT] = {
     "run_start",   "run_end",    "step_start",      "step_end",     "event_emit",
     "event_route", "event_drop", "event_unhandled", "stream_write", "wait_suspend",
     "wait_resume", "retry",      "steal",           "park",         "unpark",
+    "span_begin",  "span_attr",  "span_end",
 };
 
 const char *wf_obs_kind_name(wf_obs_kind kind)

@@ -41,6 +41,8 @@ typedef struct wf__otlp_span {
 
 void wf__otlp_trace_id(const uint64_t seed[2], uint64_t run_id, uint64_t out[2]);
 uint64_t wf__otlp_run_span_id(const uint64_t seed[2], uint64_t run_id);
+/* A W3C traceparent's trace id and parent span id: 0, or WF_EINVAL when malformed or all zero. */
+int wf__otlp_traceparent(const char *tp, uint64_t trace[2], uint64_t *parent);
 /* Appends s as an OTLP/JSON Span object. */
 void wf__otlp_span_json(wf__buf *b, const wf__otlp_span *s);
 

@@ -1228,6 +1228,84 @@ Test(observe_export, otlp_run_and_step_spans)
     free(text);
 }
 
+Test(observe_export, otlp_child_spans_and_traceparent)
+{
+    const char *tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    wf_obs_record r[16];
+    size_t n = 0;
+#define C(...)                                                                                     \
+    (r[n++] = (wf_obs_record){.run_id = 5, .workflow = "Nest", .workers = 1, __VA_ARGS__})
+    C(.kind = WF_OBS_RUN_START, .thread = WF_OBS_OUTSIDE, .ts_ns = T0, .traceparent = tp);
+    C(.kind = WF_OBS_STEP_START, .ts_ns = T0 + 100, .step = "fetch", .event_type = "StartEvent",
+      .event_id = 9, .attempt = 1);
+    C(.kind = WF_OBS_SPAN_BEGIN, .ts_ns = T0 + 200, .step = "fetch", .event_id = 9, .attempt = 1,
+      .span = 1, .name = "http.get");
+    C(.kind = WF_OBS_SPAN_ATTR, .ts_ns = T0 + 210, .step = "fetch", .event_id = 9, .attempt = 1,
+      .span = 1, .name = "http.url", .str = "https://example.invalid/x");
+    C(.kind = WF_OBS_SPAN_BEGIN, .ts_ns = T0 + 220, .step = "fetch", .event_id = 9, .attempt = 1,
+      .span = 2, .parent_span = 1, .name = "parse");
+    C(.kind = WF_OBS_SPAN_ATTR, .ts_ns = T0 + 230, .step = "fetch", .event_id = 9, .attempt = 1,
+      .span = 2, .name = "bytes", .value = 1234);
+    C(.kind = WF_OBS_SPAN_END, .ts_ns = T0 + 300, .step = "fetch", .event_id = 9, .attempt = 1,
+      .span = 2, .error = WF_EFORMAT, .message = "bad json");
+    C(.kind = WF_OBS_SPAN_END, .ts_ns = T0 + 400, .step = "fetch", .event_id = 9, .attempt = 1,
+      .span = 1);
+    C(.kind = WF_OBS_SPAN_BEGIN, .ts_ns = T0 + 410, .step = "fetch", .event_id = 9, .attempt = 1,
+      .span = 3, .name = "left.open");
+    C(.kind = WF_OBS_STEP_END, .ts_ns = T0 + 500, .step = "fetch", .event_type = "StartEvent",
+      .event_id = 9, .attempt = 1, .dur_ns = 400);
+    C(.kind = WF_OBS_RUN_END, .thread = WF_OBS_OUTSIDE, .ts_ns = T0 + 600, .status = WF_RUN_DONE,
+      .dur_ns = 600);
+#undef C
+    char *text = run_otlp(r, n, NULL, 0);
+    otlp_doc d;
+    check_otlp(text, &d, "wf");
+    cr_assert_eq(d.n_spans, 5, "run, step, three child spans");
+    const jv *run = span_named(&d, "Nest", 0), *step = span_named(&d, "fetch", 0);
+    const jv *get = span_named(&d, "http.get", 0), *parse = span_named(&d, "parse", 0);
+    const jv *open = span_named(&d, "left.open", 0);
+    cr_assert(run && step && get && parse && open);
+    for (size_t i = 0; i < d.n_spans; i++)
+        cr_assert_str_eq(jstr(d.spans[i], "traceId"), "0af7651916cd43dd8448eb211c80319c",
+                         "the caller's trace");
+    cr_assert_str_eq(jstr(run, "parentSpanId"), "b7ad6b7169203331", "the caller's span");
+    cr_assert_str_eq(jstr(step, "parentSpanId"), jstr(run, "spanId"));
+    cr_assert_str_eq(jstr(get, "parentSpanId"), jstr(step, "spanId"), "a child of its step");
+    cr_assert_str_eq(jstr(parse, "parentSpanId"), jstr(get, "spanId"), "nested");
+    cr_assert_str_eq(jstr(open, "parentSpanId"), jstr(step, "spanId"));
+    cr_assert_str_eq(attr_of(get, "http.url", "stringValue"), "https://example.invalid/x");
+    cr_assert_str_eq(attr_of(parse, "bytes", "intValue"), "1234");
+    cr_assert_eq(jget(jget(parse, "status"), "code")->num, 2);
+    cr_assert_str_eq(jstr(jget(parse, "status"), "message"), "bad json");
+    cr_assert_str_eq(attr_of(parse, "error.type", "stringValue"), "WF_EFORMAT");
+    cr_assert_null(jget(get, "status"));
+    cr_assert_str_eq(attr_of(open, "wf.outcome", "stringValue"), "unfinished",
+                     "ended with its step");
+    char want[32];
+    snprintf(want, sizeof want, "%" PRIu64, (uint64_t)(T0 + 200 + wf_obs_clock_offset_ns()));
+    cr_assert_str_eq(jstr(get, "startTimeUnixNano"), want);
+    otlp_doc_free(&d);
+    free(text);
+
+    /* A malformed traceparent: the run keeps a trace of its own. */
+    const char *bad[] = {"00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+                         "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+                         "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+                         "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                         "00-short",
+                         ""};
+    for (size_t b = 0; b < sizeof bad / sizeof *bad; b++) {
+        r[0].traceparent = bad[b];
+        text = run_otlp(r, n, NULL, 0);
+        check_otlp(text, &d, "wf");
+        run = span_named(&d, "Nest", 0);
+        cr_assert_null(jget(run, "parentSpanId"), "%s", bad[b]);
+        cr_assert_str_neq(jstr(run, "traceId"), "0af7651916cd43dd8448eb211c80319c");
+        otlp_doc_free(&d);
+        free(text);
+    }
+}
+
 Test(observe_export, otlp_lines_per_flush_ids_per_run_and_exporter)
 {
     wf_obs_record r[128];

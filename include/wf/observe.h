@@ -69,6 +69,16 @@ typedef enum wf_obs_kind {
     WF_OBS_STEAL = 12,          /* thread stole value tasks from worker victim */
     WF_OBS_PARK = 13,           /* thread (a worker) found nothing to do and sleeps */
     WF_OBS_UNPARK = 14,         /* thread (a worker) woke up: dur_ns asleep */
+    /*
+     * A step's own child spans (wf_ctx_span_begin/_end: the API is designed,
+     * see docs/OBSERVE.md; the executor does not write these records yet).
+     * Written by the thread running the invocation, between its STEP_START
+     * and STEP_END: run_id, workflow, step, event_id and attempt as the
+     * invocation's STEP_START, span (its number in the invocation, >= 1).
+     */
+    WF_OBS_SPAN_BEGIN = 15, /* + parent_span (0: the step's span), name */
+    WF_OBS_SPAN_ATTR = 16,  /* + name (the key), str (a string value) or value (an integer) */
+    WF_OBS_SPAN_END = 17,   /* + error, message (a failure's) */
     WF_OBS_KIND_COUNT
 } wf_obs_kind;
 
@@ -110,6 +120,21 @@ typedef struct wf_obs_record {
     uint32_t victim;
     /** The executor's worker count: thread >= workers (and not OUTSIDE) is a blocking thread. */
     uint32_t workers;
+    /** SPAN_*: the child span's number within its invocation (>= 1). */
+    uint32_t span;
+    /** SPAN_BEGIN: the enclosing child span's number, 0 for the step's own span. */
+    uint32_t parent_span;
+    /** SPAN_BEGIN: the span's name; SPAN_ATTR: the attribute's key. */
+    const char *name;
+    /** SPAN_ATTR: a string value (NULL: the integer in value). */
+    const char *str;
+    /**
+     * RUN_START: the W3C trace context the run joins ("00-<32 hex trace
+     * id>-<16 hex parent span id>-<2 hex flags>", from the run's parameters),
+     * or NULL: a trace of its own. (Not written by the executor yet: see
+     * docs/OBSERVE.md.)
+     */
+    const char *traceparent;
 } wf_obs_record;
 
 /**
