@@ -116,12 +116,17 @@ int wf_registry_add(wf_registry *reg, const char *name, const wf_event_type *par
     if (out)
         *out = NULL;
     if (reg == NULL || name == NULL || out == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_registry_add: %s is NULL",
+                             reg == NULL    ? "reg"
+                             : name == NULL ? "name"
+                                            : "out");
     size_t len = strlen(name);
     if (len == 0 || len > 255)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_registry_add: a type name must be 1 to 255 bytes");
     if (parent && parent->reg != reg)
-        return WF_EINVAL;
+        return wf__set_error(
+            WF_EINVAL, "wf_registry_add: type \"%s\": its parent \"%s\" is of another registry",
+            name, parent->name);
     pthread_mutex_lock(&reg->lock);
     int rc = 0;
     const wf_event_type *t = find_locked(reg, name);
@@ -134,6 +139,8 @@ int wf_registry_add(wf_registry *reg, const char *name, const wf_event_type *par
         rc = add_locked(reg, name, parent, out);
     }
     pthread_mutex_unlock(&reg->lock);
+    if (rc == WF_EEXIST)
+        wf__set_error(rc, "wf_registry_add: type \"%s\" exists with another parent", name);
     return rc;
 }
 
@@ -340,10 +347,11 @@ static int ev_set(wf_event *ev, const char *key, wf_value val)
 int wf_event_new(wf_event **out, const wf_event_type *type, size_t capacity)
 {
     if (out == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_event_new: out is NULL");
     *out = NULL;
     if (type == NULL || capacity > 1u << 20)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, type ? "wf_event_new: capacity above 2^20 fields"
+                                             : "wf_event_new: type is NULL");
     wf_event *ev = ev_alloc(type, (uint32_t)capacity);
     if (ev == NULL)
         return WF_ENOMEM;
@@ -357,7 +365,7 @@ int wf_event_new1(wf_event **out, const wf_event_type *type, const char *key, wf
         if (out)
             *out = NULL;
         wf_value_release(val);
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_event_new1: %s is NULL", out ? "type" : "out");
     }
     *out = NULL;
     wf_event *ev = ev_alloc(type, key ? 1 : 0);
@@ -384,7 +392,10 @@ int wf_event_new2(wf_event **out, const wf_event_type *type, const char *k1, wf_
             *out = NULL;
         wf_value_release(v1);
         wf_value_release(v2);
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_event_new2: %s is NULL",
+                             out == NULL    ? "out"
+                             : type == NULL ? "type"
+                                            : "a key");
     }
     *out = NULL;
     wf_event *ev = ev_alloc(type, 2);
@@ -417,7 +428,10 @@ int wf_event_new_stop(wf_event **out, const wf_registry *reg, const wf_event_typ
         if (out)
             *out = NULL;
         wf_value_release(result);
-        return WF_EINVAL;
+        if (type == NULL)
+            return wf__set_error(WF_EINVAL, "wf_event_new_stop: no type and no registry");
+        return wf__set_error(WF_EINVAL, "wf_event_new_stop: \"%s\" is not a stop event type",
+                             type->name);
     }
     return wf_event_new1(out, type, "result", result);
 }
@@ -426,11 +440,12 @@ int wf_event_set(wf_event *ev, const char *key, wf_value val)
 {
     if (ev == NULL || key == NULL) {
         wf_value_release(val);
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_event_set: %s is NULL", ev ? "key" : "ev");
     }
     if ((ev->flags & WF__EV_FROZEN) || atomic_load_explicit(&ev->refs, memory_order_acquire) != 1) {
         wf_value_release(val);
-        return WF_EFROZEN;
+        return wf__set_error(WF_EFROZEN, "wf_event_set: the %s event is %s: copy it to change it",
+                             ev->type->name, (ev->flags & WF__EV_FROZEN) ? "frozen" : "shared");
     }
     return ev_set(ev, key, val);
 }
@@ -516,9 +531,10 @@ size_t wf_event_field_count(const wf_event *ev)
 int wf_event_field_at(const wf_event *ev, size_t i, const char **key, wf_value *val)
 {
     if (ev == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_event_field_at: ev is NULL");
     if (i >= ev->nfields)
-        return WF_ERANGE;
+        return wf__set_error(WF_ERANGE, "wf_event_field_at: index %zu, %u fields", i,
+                             (unsigned)ev->nfields);
     if (key)
         *key = wf__field_key(&wf__ev_fields(ev)[i]);
     if (val)

@@ -64,37 +64,94 @@ static int is_start(const wf_workflow *wf, const wf_event_type *t)
     return wf_event_type_is(t, wf->reg->types[WF_START_EVENT]);
 }
 
-/* A DOT double-quoted string. */
+/*
+ * Names come from users: any bytes. Both writers below copy each well-formed
+ * UTF-8 character, write a byte that is not part of one as U+FFFD (graphviz
+ * warns about invalid UTF-8 and a browser shows mojibake), and a control
+ * character other than a newline as a space.
+ */
+#define REPLACEMENT "\xef\xbf\xbd" /* U+FFFD */
+
+/* The length of the character at s, 0 for a byte that is not UTF-8. */
+static size_t char_len(const char *s)
+{
+    return wf__utf8_len((const unsigned char *)s, SIZE_MAX);
+}
+
+/* A DOT double-quoted string: '"' and '\\' escaped, a newline as \n, '&' as &amp;. */
 void wf__dot_str(wf__buf *b, const char *s)
 {
     wf__buf_puts(b, "\"");
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            wf__buf_puts(b, "\\");
-        if (*s == '\n') {
-            wf__buf_puts(b, "\\n");
+    while (*s) {
+        unsigned char c = (unsigned char)*s;
+        size_t k = char_len(s);
+        if (k == 0) {
+            wf__buf_puts(b, REPLACEMENT);
+            s++;
             continue;
         }
-        wf__buf_append(b, s, 1);
+        if (c == '"' || c == '\\')
+            wf__buf_puts(b, c == '"' ? "\\\"" : "\\\\");
+        else if (c == '\n')
+            wf__buf_puts(b, "\\n");
+        else if (c == '&')
+            wf__buf_puts(b, "&amp;"); /* graphviz decodes entities ("&amp;") in labels */
+        else if (c < 0x20 || c == 0x7f)
+            wf__buf_puts(b, " ");
+        else
+            wf__buf_append(b, s, k);
+        s += k;
     }
     wf__buf_puts(b, "\"");
 }
 
-/* Mermaid labels go in double quotes; a quote becomes #quot; */
+/*
+ * A Mermaid label in double quotes. Mermaid renders labels as HTML, so '<',
+ * '>' and '&' are written as its entity codes (#lt; #gt; #amp;), which it
+ * decodes to text, and so are the characters its own syntax gives a
+ * meaning: '"' (#quot;), '#' (#35;, else a name holding "#lt;" would be
+ * decoded) and '`' (#96;, markdown strings). A newline becomes a space.
+ */
 void wf__mm_str(wf__buf *b, const char *s)
 {
     wf__buf_puts(b, "\"");
-    for (; *s; s++) {
-        if (*s == '"')
+    while (*s) {
+        unsigned char c = (unsigned char)*s;
+        size_t k = char_len(s);
+        if (k == 0) {
+            wf__buf_puts(b, REPLACEMENT);
+            s++;
+            continue;
+        }
+        switch (c) {
+        case '"':
             wf__buf_puts(b, "#quot;");
-        else if (*s == '\n')
-            wf__buf_puts(b, " ");
-        else
-            wf__buf_append(b, s, 1);
+            break;
+        case '<':
+            wf__buf_puts(b, "#lt;");
+            break;
+        case '>':
+            wf__buf_puts(b, "#gt;");
+            break;
+        case '&':
+            wf__buf_puts(b, "#amp;");
+            break;
+        case '#':
+            wf__buf_puts(b, "#35;");
+            break;
+        case '`':
+            wf__buf_puts(b, "#96;");
+            break;
+        default:
+            if (c < 0x20 || c == 0x7f)
+                wf__buf_puts(b, " ");
+            else
+                wf__buf_append(b, s, k);
+        }
+        s += k;
     }
     wf__buf_puts(b, "\"");
 }
-
 
 /* How DOT and Mermaid spell the graph's parts (also the execution drawing's). */
 const wf__graph_style wf__graph_dot = {

@@ -15,6 +15,8 @@
 
 #include <wf/wf.h>
 
+#include "text.h"
+
 #define WF__HIDDEN      __attribute__((visibility("hidden")))
 #define WF__LIKELY(x)   __builtin_expect(!!(x), 1)
 #define WF__UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -28,6 +30,16 @@
  * dlopen()ed (optional_static_tls, 512 bytes; wf uses ~100).
  */
 #define WF__TLS _Thread_local __attribute__((tls_model("initial-exec")))
+
+/* ------------------------------------------------------------------ errors */
+
+/*
+ * Sets the calling thread's wf_last_error_message() (printf format, cut at
+ * 1 KiB) and returns code, so a failing path reads
+ * `return wf__set_error(WF_EINVAL, "wf_x: name is empty");`. Never
+ * allocates. Start the message with the public call's name.
+ */
+int wf__set_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), cold));
 
 /* ------------------------------------------------------------------ alloc */
 

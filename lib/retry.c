@@ -618,7 +618,7 @@ int wf_retry_policy_next(const wf_retry_policy *p, const wf_retry_state *st, int
     if (delay_ms)
         *delay_ms = 0;
     if (p == NULL || st == NULL)
-        return 0;
+        return wf__set_error(WF_EINVAL, "wf_retry_policy_next: %s is NULL", p ? "state" : "policy");
     if (p->fn) {
         int64_t d = p->fn(st, p->user);
         if (d < 0)

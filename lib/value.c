@@ -52,14 +52,17 @@ static inline int is_heap(wf_value v)
     return v.kind >= WF_STRING && v.kind <= WF_MAP && v.as.obj != NULL;
 }
 
-static uint32_t fnv1a(const char *s, size_t n)
+static const char *kind_name(wf_kind k)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (uint8_t)s[i];
-        h *= 16777619u;
-    }
-    return h;
+    static const char *const names[] = {"nil",      "a bool", "an int",   "a uint", "a double",
+                                        "a string", "bytes",  "an array", "a map"};
+    return (unsigned)k < sizeof names / sizeof *names ? names[k] : "of an unknown kind";
+}
+
+/* WF_EKIND, with the message naming what was found and what was asked for. */
+static int kind_error(const char *fn, wf_kind found, const char *want)
+{
+    return wf__set_error(WF_EKIND, "%s: the value is %s, not %s", fn, kind_name(found), want);
 }
 
 /* ----------------------------------------------------------------- scalars */
@@ -283,9 +286,9 @@ int wf_value_is_nil(wf_value v)
 int wf_value_get_bool(wf_value v, int *out)
 {
     if (out == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_value_get_bool: the output is NULL");
     if (v.kind != WF_BOOL)
-        return WF_EKIND;
+        return kind_error("wf_value_get_bool", v.kind, "a bool");
     *out = v.as.b != 0;
     return 0;
 }
@@ -293,41 +296,43 @@ int wf_value_get_bool(wf_value v, int *out)
 int wf_value_get_int(wf_value v, int64_t *out)
 {
     if (out == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_value_get_int: the output is NULL");
     if (v.kind == WF_INT) {
         *out = v.as.i;
         return 0;
     }
     if (v.kind == WF_UINT) {
         if (v.as.u > (uint64_t)INT64_MAX)
-            return WF_ERANGE;
+            return wf__set_error(WF_ERANGE, "wf_value_get_int: %llu does not fit in an int64_t",
+                                 (unsigned long long)v.as.u);
         *out = (int64_t)v.as.u;
         return 0;
     }
-    return WF_EKIND;
+    return kind_error("wf_value_get_int", v.kind, "an integer");
 }
 
 int wf_value_get_uint(wf_value v, uint64_t *out)
 {
     if (out == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_value_get_uint: the output is NULL");
     if (v.kind == WF_UINT) {
         *out = v.as.u;
         return 0;
     }
     if (v.kind == WF_INT) {
         if (v.as.i < 0)
-            return WF_ERANGE;
+            return wf__set_error(WF_ERANGE, "wf_value_get_uint: %lld is negative",
+                                 (long long)v.as.i);
         *out = (uint64_t)v.as.i;
         return 0;
     }
-    return WF_EKIND;
+    return kind_error("wf_value_get_uint", v.kind, "an integer");
 }
 
 int wf_value_get_double(wf_value v, double *out)
 {
     if (out == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_value_get_double: the output is NULL");
     switch (v.kind) {
     case WF_DOUBLE:
         *out = v.as.d;
@@ -339,16 +344,16 @@ int wf_value_get_double(wf_value v, double *out)
         *out = (double)v.as.u;
         return 0;
     default:
-        return WF_EKIND;
+        return kind_error("wf_value_get_double", v.kind, "a number");
     }
 }
 
 int wf_value_get_string(wf_value v, const char **s, size_t *len)
 {
     if (s == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_value_get_string: the output is NULL");
     if (v.kind != WF_STRING || v.as.obj == NULL)
-        return WF_EKIND;
+        return kind_error("wf_value_get_string", v.kind, "a string");
     str_block *b = (str_block *)v.as.obj;
     *s = b->data;
     if (len)
@@ -359,9 +364,9 @@ int wf_value_get_string(wf_value v, const char **s, size_t *len)
 int wf_value_get_bytes(wf_value v, const void **p, size_t *len)
 {
     if (p == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_value_get_bytes: the output is NULL");
     if (v.kind != WF_BYTES || v.as.obj == NULL)
-        return WF_EKIND;
+        return kind_error("wf_value_get_bytes", v.kind, "bytes");
     str_block *b = (str_block *)v.as.obj;
     *p = b->data;
     if (len)
@@ -389,12 +394,13 @@ size_t wf_value_len(wf_value v)
 int wf_value_array_at(wf_value v, size_t i, wf_value *out)
 {
     if (out == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_value_array_at: the output is NULL");
     if (v.kind != WF_ARRAY || v.as.obj == NULL)
-        return WF_EKIND;
+        return kind_error("wf_value_array_at", v.kind, "an array");
     arr_block *a = (arr_block *)v.as.obj;
     if (i >= a->len)
-        return WF_ERANGE;
+        return wf__set_error(WF_ERANGE, "wf_value_array_at: index %zu, length %zu", i,
+                             (size_t)a->len);
     *out = a->items[i];
     return 0;
 }
@@ -424,11 +430,11 @@ static int64_t map_find(const map_block *m, const char *key, size_t klen, uint32
 int wf_value_map_get_n(wf_value v, const char *key, size_t klen, wf_value *out)
 {
     if (out == NULL || (key == NULL && klen > 0))
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_value_map_get_n: the output or the key is NULL");
     if (v.kind != WF_MAP || v.as.obj == NULL)
-        return WF_EKIND;
+        return kind_error("wf_value_map_get_n", v.kind, "a map");
     const map_block *m = (const map_block *)v.as.obj;
-    int64_t pos = map_find(m, key, klen, fnv1a(key, klen));
+    int64_t pos = map_find(m, key, klen, wf__hash32(key, klen));
     if (pos < 0)
         return WF_ENOTFOUND;
     *out = m->e[pos].val;
@@ -438,17 +444,18 @@ int wf_value_map_get_n(wf_value v, const char *key, size_t klen, wf_value *out)
 int wf_value_map_get(wf_value v, const char *key, wf_value *out)
 {
     if (key == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_value_map_get: the key is NULL");
     return wf_value_map_get_n(v, key, strlen(key), out);
 }
 
 int wf_value_map_at(wf_value v, size_t i, const char **key, size_t *klen, wf_value *val)
 {
     if (v.kind != WF_MAP || v.as.obj == NULL)
-        return WF_EKIND;
+        return kind_error("wf_value_map_at", v.kind, "a map");
     const map_block *m = (const map_block *)v.as.obj;
     if (i >= m->len)
-        return WF_ERANGE;
+        return wf__set_error(WF_ERANGE, "wf_value_map_at: index %zu, length %zu", i,
+                             (size_t)m->len);
     if (key)
         *key = m->e[i].key->data;
     if (klen)
@@ -553,7 +560,8 @@ int wf_value_array_push(wf_value *arr, wf_value item)
 {
     if (arr == NULL || arr->kind != WF_ARRAY || arr->as.obj == NULL) {
         wf_value_release(item);
-        return arr == NULL ? WF_EINVAL : WF_EKIND;
+        return arr == NULL ? wf__set_error(WF_EINVAL, "wf_value_array_push: arr is NULL")
+                           : kind_error("wf_value_array_push", arr->kind, "an array");
     }
     size_t len = ((arr_block *)arr->as.obj)->len;
     arr_block *a = arr_own(arr, len + 1);
@@ -569,11 +577,13 @@ int wf_value_array_set(wf_value *arr, size_t i, wf_value item)
 {
     if (arr == NULL || arr->kind != WF_ARRAY || arr->as.obj == NULL) {
         wf_value_release(item);
-        return arr == NULL ? WF_EINVAL : WF_EKIND;
+        return arr == NULL ? wf__set_error(WF_EINVAL, "wf_value_array_set: arr is NULL")
+                           : kind_error("wf_value_array_set", arr->kind, "an array");
     }
     if (i >= ((arr_block *)arr->as.obj)->len) {
         wf_value_release(item);
-        return WF_ERANGE;
+        return wf__set_error(WF_ERANGE, "wf_value_array_set: index %zu, length %zu", i,
+                             (size_t)((arr_block *)arr->as.obj)->len);
     }
     arr_block *a = arr_own(arr, 0);
     if (a == NULL) {
@@ -643,13 +653,13 @@ int wf_value_map_set_n(wf_value *map, const char *key, size_t klen, wf_value val
 {
     if (map == NULL || (key == NULL && klen > 0) || key == NULL) {
         wf_value_release(val);
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_value_map_set_n: the map or the key is NULL");
     }
     if (map->kind != WF_MAP || map->as.obj == NULL) {
         wf_value_release(val);
-        return WF_EKIND;
+        return kind_error("wf_value_map_set_n", (*map).kind, "a map");
     }
-    uint32_t hash = fnv1a(key, klen);
+    uint32_t hash = wf__hash32(key, klen);
     map_block *m = (map_block *)map->as.obj;
     int64_t pos = map_find(m, key, klen, hash);
     if (pos >= 0) {
@@ -709,7 +719,7 @@ int wf_value_map_set(wf_value *map, const char *key, wf_value val)
 {
     if (key == NULL) {
         wf_value_release(val);
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_value_map_set: the key is NULL");
     }
     return wf_value_map_set_n(map, key, strlen(key), val);
 }
@@ -717,12 +727,12 @@ int wf_value_map_set(wf_value *map, const char *key, wf_value val)
 int wf_value_map_remove(wf_value *map, const char *key)
 {
     if (map == NULL || key == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_value_map_remove: the map or the key is NULL");
     if (map->kind != WF_MAP || map->as.obj == NULL)
-        return WF_EKIND;
+        return kind_error("wf_value_map_remove", (*map).kind, "a map");
     size_t klen = strlen(key);
     map_block *m = (map_block *)map->as.obj;
-    int64_t pos = map_find(m, key, klen, fnv1a(key, klen));
+    int64_t pos = map_find(m, key, klen, wf__hash32(key, klen));
     if (pos < 0)
         return WF_ENOTFOUND;
     m = map_own(map, 0);
@@ -758,72 +768,16 @@ static void put(fmt *f, const char *s, size_t n)
     f->len += n;
 }
 
-/* Bytes of the well-formed UTF-8 sequence at p[0..n) (RFC 3629: no overlongs, surrogates), or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
+static void put_sink(void *ctx, const char *s, size_t n)
 {
-    unsigned c = p[0];
-    size_t k;
-    unsigned lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf)
-        k = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        k = 3;
-        lo = c == 0xe0 ? 0xa0 : 0x80;
-        hi = c == 0xed ? 0x9f : 0xbf;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        k = 4;
-        lo = c == 0xf0 ? 0x90 : 0x80;
-        hi = c == 0xf4 ? 0x8f : 0xbf;
-    } else
-        return 0;
-    if (n < k || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < k; i++)
-        if (p[i] < 0x80 || p[i] > 0xbf)
-            return 0;
-    return k;
+    put(ctx, s, n);
 }
 
-/* A JSON string: escapes as RFC 8259 wants; a byte that is not UTF-8 becomes U+FFFD. */
+/* A JSON string (text.h: a byte that is not UTF-8 becomes U+FFFD). */
 static void put_json_string(fmt *f, const char *s, size_t n)
 {
     put(f, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[8];
-        switch (c) {
-        case '"':
-            put(f, "\\\"", 2);
-            break;
-        case '\\':
-            put(f, "\\\\", 2);
-            break;
-        case '\n':
-            put(f, "\\n", 2);
-            break;
-        case '\r':
-            put(f, "\\r", 2);
-            break;
-        case '\t':
-            put(f, "\\t", 2);
-            break;
-        default:
-            if (c < 0x20) {
-                snprintf(esc, sizeof esc, "\\u%04x", c);
-                put(f, esc, 6);
-            } else if (c < 0x80) {
-                put(f, (const char *)&s[i], 1);
-            } else {
-                size_t k = utf8_seq((const unsigned char *)s + i, n - i);
-                if (k) {
-                    put(f, s + i, k);
-                    i += k - 1;
-                } else {
-                    put(f, "\\ufffd", 6);
-                }
-            }
-        }
-    }
+    wf__json_escape(s, n, put_sink, f);
     put(f, "\"", 1);
 }
 

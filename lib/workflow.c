@@ -17,10 +17,10 @@ void wf_step_params_init(wf_step_params *p)
 int wf_workflow_new(wf_workflow **out, const char *name, wf_registry *reg)
 {
     if (out == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_workflow_new: out is NULL");
     *out = NULL;
     if (name == NULL || name[0] == 0 || strlen(name) > 255)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_workflow_new: the name must be 1 to 255 bytes");
     wf_workflow *wf = wf__calloc(1, sizeof *wf);
     if (wf == NULL)
         return WF_ENOMEM;
@@ -101,7 +101,7 @@ int wf_workflow_event_type(wf_workflow *wf, const char *name, const wf_event_typ
     if (wf == NULL) {
         if (out)
             *out = NULL;
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_workflow_event_type: wf is NULL");
     }
     return wf_registry_add(wf->reg, name, parent, out);
 }
@@ -138,26 +138,62 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
                          void *user)
 {
     if (wf == NULL || name == NULL || fn == NULL || p == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_workflow_add_step: %s is NULL",
+                             wf == NULL     ? "wf"
+                             : name == NULL ? "name"
+                             : fn == NULL   ? "fn"
+                                            : "params");
     if (is_frozen(wf))
-        return WF_EFROZEN;
+        return wf__set_error(WF_EFROZEN,
+                             "wf_workflow_add_step: step \"%.255s\": workflow \"%s\" is frozen",
+                             name, wf->name);
     size_t len = strlen(name);
-    if (len == 0 || len > 255 || p->n_accepts == 0 || p->accepts == NULL ||
-        (p->n_emits && p->emits == NULL) || p->num_workers == 0)
-        return WF_EINVAL;
+    if (len == 0 || len > 255)
+        return wf__set_error(WF_EINVAL, "wf_workflow_add_step: a step name must be 1 to 255 bytes");
+    if (p->n_accepts == 0 || p->accepts == NULL)
+        return wf__set_error(WF_EINVAL, "wf_workflow_add_step: step \"%s\" accepts no event type",
+                             name);
+    if (p->n_emits && p->emits == NULL)
+        return wf__set_error(WF_EINVAL,
+                             "wf_workflow_add_step: step \"%s\": n_emits is %u and emits is NULL",
+                             name, (unsigned)p->n_emits);
+    if (p->num_workers == 0)
+        return wf__set_error(WF_EINVAL, "wf_workflow_add_step: step \"%s\": num_workers is 0",
+                             name);
     for (uint32_t i = 0; i < p->n_accepts; i++)
         if (p->accepts[i] == NULL || p->accepts[i]->reg != wf->reg)
-            return WF_EINVAL;
+            return wf__set_error(WF_EINVAL, "wf_workflow_add_step: step \"%s\": accepts[%u] is %s",
+                                 name, (unsigned)i,
+                                 p->accepts[i] == NULL ? "NULL" : "a type of another registry");
     for (uint32_t i = 0; i < p->n_emits; i++)
         if (p->emits[i] == NULL || p->emits[i]->reg != wf->reg)
-            return WF_EINVAL;
-    if ((p->n_error_of && p->error_of == NULL) || (p->join_list && p->n_accepts != 1))
-        return WF_EINVAL;
+            return wf__set_error(WF_EINVAL, "wf_workflow_add_step: step \"%s\": emits[%u] is %s",
+                                 name, (unsigned)i,
+                                 p->emits[i] == NULL ? "NULL" : "a type of another registry");
+    if (p->n_error_of && p->error_of == NULL)
+        return wf__set_error(
+            WF_EINVAL, "wf_workflow_add_step: step \"%s\": n_error_of is %u and error_of is NULL",
+            name, (unsigned)p->n_error_of);
+    if (p->join && p->join_list)
+        return wf__set_error(WF_EINVAL,
+                             "wf_workflow_add_step: step \"%s\": join and join_list are exclusive "
+                             "(join waits for one event of each accepted type, join_list for a "
+                             "list fan-out of its one type)",
+                             name);
+    if (p->join_list && p->n_accepts != 1)
+        return wf__set_error(WF_EINVAL,
+                             "wf_workflow_add_step: step \"%s\": join_list needs exactly one "
+                             "accepted type (%u given)",
+                             name, (unsigned)p->n_accepts);
     for (uint32_t i = 0; i < p->n_error_of; i++)
         if (p->error_of[i] == NULL)
-            return WF_EINVAL;
+            return wf__set_error(WF_EINVAL,
+                                 "wf_workflow_add_step: step \"%s\": error_of[%u] is NULL", name,
+                                 (unsigned)i);
     if (wf__workflow_find_step(wf, name))
-        return WF_EEXIST;
+        return wf__set_error(WF_EEXIST,
+                             "wf_workflow_add_step: workflow \"%s\" already has a step \"%s\"",
+                             wf->name, name);
     if (wf->n_steps == wf->cap_steps) {
         uint32_t cap = wf->cap_steps ? wf->cap_steps * 2 : 8;
         wf__step **s = wf__realloc(wf->steps, cap * sizeof *s);
@@ -211,10 +247,15 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
 
 int wf_workflow_set_timeout(wf_workflow *wf, int64_t timeout_ms)
 {
-    if (wf == NULL || (timeout_ms < 0 && timeout_ms != WF_NO_TIMEOUT))
-        return WF_EINVAL;
+    if (wf == NULL)
+        return wf__set_error(WF_EINVAL, "wf_workflow_set_timeout: wf is NULL");
+    if (timeout_ms < 0 && timeout_ms != WF_NO_TIMEOUT)
+        return wf__set_error(
+            WF_EINVAL, "wf_workflow_set_timeout: %lld ms (a timeout is >= 0 or WF_NO_TIMEOUT)",
+            (long long)timeout_ms);
     if (is_frozen(wf))
-        return WF_EFROZEN;
+        return wf__set_error(WF_EFROZEN, "wf_workflow_set_timeout: workflow \"%s\" is frozen",
+                             wf->name);
     wf->timeout_ms = timeout_ms;
     return 0;
 }
@@ -242,9 +283,10 @@ int64_t wf_workflow_timeout(const wf_workflow *wf)
 int wf_workflow_set_validation(wf_workflow *wf, int enabled)
 {
     if (wf == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_workflow_set_validation: wf is NULL");
     if (is_frozen(wf))
-        return WF_EFROZEN;
+        return wf__set_error(WF_EFROZEN, "wf_workflow_set_validation: workflow \"%s\" is frozen",
+                             wf->name);
     wf->validation = enabled != 0;
     return 0;
 }
@@ -252,7 +294,7 @@ int wf_workflow_set_validation(wf_workflow *wf, int enabled)
 int wf_workflow_skip_check(wf_workflow *wf, const char *check)
 {
     if (wf == NULL || check == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_workflow_skip_check: %s is NULL", wf ? "check" : "wf");
     uint32_t bit;
     if (strcmp(check, "reachability") == 0)
         bit = WF__CHECK_REACHABILITY;
@@ -261,9 +303,13 @@ int wf_workflow_skip_check(wf_workflow *wf, const char *check)
     else if (strcmp(check, "dead_end") == 0)
         bit = WF__CHECK_DEAD_END;
     else
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL,
+                             "wf_workflow_skip_check: unknown check \"%.200s\" (reachability, "
+                             "terminal_event or dead_end)",
+                             check);
     if (is_frozen(wf))
-        return WF_EFROZEN;
+        return wf__set_error(WF_EFROZEN, "wf_workflow_skip_check: workflow \"%s\" is frozen",
+                             wf->name);
     wf->skip_checks |= bit;
     return 0;
 }
@@ -330,7 +376,7 @@ int wf_workflow_freeze(wf_workflow *wf, char **message)
     if (message)
         *message = NULL;
     if (wf == NULL)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL, "wf_workflow_freeze: wf is NULL");
     if (is_frozen(wf))
         return 0;
     pthread_mutex_lock(&wf->lock);
@@ -340,7 +386,7 @@ int wf_workflow_freeze(wf_workflow *wf, char **message)
         wf__buf_init(&b);
         const wf_event_type *start = NULL, *stop = NULL;
         if (wf__validate_definition(wf, &start, &stop, &b) > 0) {
-            rc = WF_EVALIDATION;
+            rc = wf__set_error(WF_EVALIDATION, "%s", b.oom ? "workflow validation failed" : b.data);
             if (message && wf__buf_take(&b, message) < 0)
                 rc = WF_ENOMEM;
         } else if (b.oom) {
@@ -388,7 +434,7 @@ static int run_checks(wf_workflow *wf, char **message)
     if (b.oom)
         rc = WF_ENOMEM;
     else if (found > 0)
-        rc = WF_EVALIDATION;
+        rc = wf__set_error(WF_EVALIDATION, "%s", b.data);
     if (rc == WF_EVALIDATION && message && wf__buf_take(&b, message) < 0)
         rc = WF_ENOMEM;
     wf__buf_free(&b);
@@ -424,7 +470,8 @@ int wf__workflow_prepare(wf_workflow *wf, char **message)
         }
     }
     if (wf->validated < 0) {
-        rc = WF_EVALIDATION;
+        rc = wf__set_error(WF_EVALIDATION, "%s",
+                           wf->validation_msg ? wf->validation_msg : "workflow validation failed");
         if (message && wf->validation_msg)
             *message = wf__strdup(wf->validation_msg);
     }

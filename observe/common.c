@@ -14,6 +14,7 @@ static const char *const kind_names[WF_OBS_KIND_COUNT] = {
     "run_start",   "run_end",    "step_start",      "step_end",     "event_emit",
     "event_route", "event_drop", "event_unhandled", "stream_write", "wait_suspend",
     "wait_resume", "retry",      "steal",           "park",         "unpark",
+    "span_begin",  "span_attr",  "span_end",
 };
 
 const char *wf_obs_kind_name(wf_obs_kind kind)
@@ -67,86 +68,22 @@ void wf_exporter_params_init(wf_exporter_params *p)
 
 /* ------------------------------------------------------------ JSON text */
 
-size_t wf__exp_utf8_len(const unsigned char *s)
+static void buf_sink(void *ctx, const char *s, size_t n)
 {
-    unsigned c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t n;
-    unsigned min;
-    if ((c & 0xe0) == 0xc0) {
-        n = 2;
-        min = 0x80;
-        c &= 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-        n = 3;
-        min = 0x800;
-        c &= 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-        n = 4;
-        min = 0x10000;
-        c &= 0x07;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80) /* also stops at the terminating NUL */
-            return 0;
-        c = (c << 6) | (s[i] & 0x3f);
-    }
-    /* Overlong forms, surrogates and code points past U+10FFFF are invalid. */
-    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-        return 0;
-    return n;
+    wf__buf_append(ctx, s, n);
 }
 
 void wf__exp_json_chars(wf__buf *b, const char *s)
 {
-    if (s == NULL)
-        return;
-    const unsigned char *p = (const unsigned char *)s;
-    const unsigned char *run = p; /* start of bytes copied as they are */
-    while (*p) {
-        const char *esc = NULL;
-        char tmp[8];
-        size_t n = 1;
-        if (*p == '"')
-            esc = "\\\"";
-        else if (*p == '\\')
-            esc = "\\\\";
-        else if (*p == '\n')
-            esc = "\\n";
-        else if (*p == '\r')
-            esc = "\\r";
-        else if (*p == '\t')
-            esc = "\\t";
-        else if (*p < 0x20 || *p == 0x7f) {
-            snprintf(tmp, sizeof tmp, "\\u%04x", *p);
-            esc = tmp;
-        } else if (*p >= 0x80) {
-            n = wf__exp_utf8_len(p);
-            if (n == 0) {
-                esc = "\\ufffd";
-                n = 1;
-            }
-        }
-        if (esc) {
-            wf__buf_append(b, (const char *)run, (size_t)(p - run));
-            wf__buf_puts(b, esc);
-            p += n;
-            run = p;
-        } else {
-            p += n;
-        }
-    }
-    wf__buf_append(b, (const char *)run, (size_t)(p - run));
+    if (s)
+        wf__json_escape(s, strlen(s), buf_sink, b);
 }
 
 int wf__exp_utf8_valid(const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
-        size_t n = wf__exp_utf8_len(p);
+        size_t n = wf__utf8_len(p, SIZE_MAX);
         if (n == 0)
             return 0;
         p += n;
@@ -158,7 +95,7 @@ void wf__exp_utf8_fix(wf__buf *b, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
-        size_t n = wf__exp_utf8_len(p);
+        size_t n = wf__utf8_len(p, SIZE_MAX);
         if (n == 0) {
             wf__buf_puts(b, "\xef\xbf\xbd"); /* U+FFFD */
             p++;
@@ -199,10 +136,7 @@ void wf__exp_close(FILE *f, int keep_open)
 
 static uint64_t str_hash(const char *s)
 {
-    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return h;
+    return wf__hash(s, strlen(s));
 }
 
 static int pool_grow(wf__exp_pool *p)

@@ -28,8 +28,6 @@ void wf__exp_json_str(wf__buf *b, const char *s);
 /* The same without the surrounding quotes (to build a string piecewise). */
 void wf__exp_json_chars(wf__buf *b, const char *s);
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if it is not one. */
-size_t wf__exp_utf8_len(const unsigned char *s);
 /* 1 if s is valid UTF-8. */
 int wf__exp_utf8_valid(const char *s);
 /* Appends s with every byte that is not valid UTF-8 replaced by U+FFFD. */

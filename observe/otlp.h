@@ -1,6 +1,6 @@
 /*
  * otlp.h: the spans of the OpenTelemetry exporter, shared by its JSON
- * writer (otlp.c) and its optional OTLP/HTTP protobuf sender (otlp_http.c).
+ * writer (otlp.c) and its protobuf encoder (otlp_proto.c).
  */
 #ifndef WF_OBS_OTLP_H
 #define WF_OBS_OTLP_H
@@ -41,35 +41,15 @@ typedef struct wf__otlp_span {
 
 void wf__otlp_trace_id(const uint64_t seed[2], uint64_t run_id, uint64_t out[2]);
 uint64_t wf__otlp_run_span_id(const uint64_t seed[2], uint64_t run_id);
+/* A W3C traceparent's trace id and parent span id: 0, or WF_EINVAL when malformed or all zero. */
+int wf__otlp_traceparent(const char *tp, uint64_t trace[2], uint64_t *parent);
 /* Appends s as an OTLP/JSON Span object. */
 void wf__otlp_span_json(wf__buf *b, const wf__otlp_span *s);
 
-/*
- * A second destination for the spans (OTLP/HTTP); the exporter takes
- * ownership of it (also when wf__otlp_new fails). With a sink, params->out
- * may be NULL.
- */
-typedef struct wf__otlp_sink wf__otlp_sink;
-int wf__otlp_new(wf_observer *out, const wf_exporter_params *params, wf__otlp_sink *sink);
-
-#ifdef WF_OTLP_HTTP
-void wf__otlp_sink_add(wf__otlp_sink *s, const wf__otlp_span *span);
-void wf__otlp_sink_flush(wf__otlp_sink *s);
-void wf__otlp_sink_free(wf__otlp_sink *s);
-#else
-static inline void wf__otlp_sink_add(wf__otlp_sink *s, const wf__otlp_span *span)
-{
-    (void)s;
-    (void)span;
-}
-static inline void wf__otlp_sink_flush(wf__otlp_sink *s)
-{
-    (void)s;
-}
-static inline void wf__otlp_sink_free(wf__otlp_sink *s)
-{
-    (void)s;
-}
-#endif
+/* otlp_proto.c: a span as an encoded ScopeSpans.spans field, appended to b. */
+void wf__otlp_span_pb(wf__buf *b, const wf__otlp_span *s);
+/* An ExportTraceServiceRequest: resource attributes res, the encoded spans. */
+void wf__otlp_request_pb(wf__buf *b, const wf__otlp_attr *res, uint32_t n_res,
+                         const wf__buf *spans);
 
 #endif

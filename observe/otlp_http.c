@@ -1,439 +1,494 @@
 /*
- * otlp_http.c: the OpenTelemetry exporter's spans sent over OTLP/HTTP as
- * protobuf (built with -Dotlp_http=true).
+ * otlp_http.c: libwf-otlp, the OTLP/HTTP sender over libcurl (see
+ * <wf/otlp_http.h>). Only wf's public API is used: wf_exporter_otlp_proto
+ * hands this file encoded requests, which it queues and sends from a thread
+ * of its own.
  *
- * The protobuf encoder is written by hand for the few messages needed
- * (opentelemetry/proto/collector/trace/v1 ExportTraceServiceRequest and what
- * it holds), so wf takes no new dependency. Each span is encoded when the
- * exporter hands it over (as a ScopeSpans.spans entry); a flush wraps the
- * pending ones in one request and POSTs it over a fresh connection, on the
- * exporter thread, with timeouts. A request that fails is dropped (and
- * counted), not retried: the executor's records must keep flowing.
- *
- * Protobuf strings must be UTF-8 (receivers reject the message otherwise):
- * invalid bytes are written as U+FFFD.
+ * Locking: one mutex per sender guards the queue, the counters, the stop
+ * flag and refs' last drop; the sender thread waits on `work` (new request,
+ * stop, or the end of a backoff), wf_otlp_http_drain on `idle`. The curl
+ * handle belongs to the sender thread alone.
  */
-#include "export.h"
-#include "otlp.h"
+#include <wf/otlp_http.h>
 
+#include <curl/curl.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include <time.h>
+#include <zlib.h>
 
-#define MAX_PENDING_SPANS 256
-#define TIMEOUT_MS        5000
+typedef struct request {
+    struct request *next;
+    char *body; /* encoded (and gzipped when asked) */
+    size_t len;
+    uint32_t n_spans;
+} request;
 
-struct wf__otlp_sink {
-    char *host, *port, *path; /* of the endpoint */
-    char *service;
-    wf__buf pending; /* encoded ScopeSpans.spans fields */
-    uint32_t n_pending;
-    uint64_t sent, lost; /* spans */
+struct wf_otlp_http {
+    atomic_uint refs;
+    /* options, fixed at creation */
+    char *endpoint, *user_agent, *ca_file;
+    struct curl_slist *headers;
+    uint32_t queue_max, max_attempts;
+    int64_t backoff_min_ms, backoff_max_ms, timeout_ms;
+    int gzip, insecure;
+    uint64_t rng; /* jitter; the sender thread's */
+
+    pthread_mutex_t lock;
+    pthread_cond_t work;   /* a request, stop, or a backoff's end (monotonic clock) */
+    pthread_cond_t idle;   /* the queue emptied and nothing is in flight */
+    request *head, *tail;  /* guarded by lock */
+    uint32_t queued;       /* guarded by lock: in the list or in flight */
+    int stop;              /* guarded by lock */
+    wf_otlp_http_stats st; /* guarded by lock (queued mirrored at read) */
+    pthread_t thread;
 };
 
-/* ------------------------------------------------------------ protobuf */
+/* ------------------------------------------------------------- helpers */
 
-enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2 };
-
-static size_t vsize(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static void put_varint(wf__buf *b, uint64_t v)
-{
-    char tmp[10];
-    size_t n = 0;
-    while (v >= 0x80) {
-        tmp[n++] = (char)(v | 0x80);
-        v >>= 7;
-    }
-    tmp[n++] = (char)v;
-    wf__buf_append(b, tmp, n);
-}
-
-static void put_tag(wf__buf *b, unsigned field, unsigned wt)
-{
-    put_varint(b, (uint64_t)field << 3 | wt);
-}
-
-static size_t tag_size(unsigned field)
-{
-    return vsize((uint64_t)field << 3);
-}
-
-/* A length-delimited field's size: tag, length, payload. */
-static size_t len_field(unsigned field, size_t payload)
-{
-    return tag_size(field) + vsize(payload) + payload;
-}
-
-static void put_len(wf__buf *b, unsigned field, size_t payload)
-{
-    put_tag(b, field, WT_LEN);
-    put_varint(b, payload);
-}
-
-/* The length of s once invalid UTF-8 is repaired (each bad byte: 3 bytes of U+FFFD). */
-static size_t str_len(const char *s)
-{
-    size_t n = 0;
-    const unsigned char *p = (const unsigned char *)(s ? s : "");
-    while (*p) {
-        size_t k = wf__exp_utf8_len(p);
-        n += k ? k : 3;
-        p += k ? k : 1;
-    }
-    return n;
-}
-
-static size_t str_field(unsigned field, const char *s)
-{
-    return len_field(field, str_len(s));
-}
-
-static void put_str(wf__buf *b, unsigned field, const char *s)
-{
-    put_len(b, field, str_len(s));
-    wf__exp_utf8_fix(b, s ? s : "");
-}
-
-static void put_fixed64(wf__buf *b, unsigned field, uint64_t v)
-{
-    char le[8];
-    for (int i = 0; i < 8; i++)
-        le[i] = (char)(v >> (8 * i));
-    put_tag(b, field, WT_I64);
-    wf__buf_append(b, le, 8);
-}
-
-static void put_id(wf__buf *b, unsigned field, const uint64_t *words, int n)
-{
-    char be[16];
-    for (int w = 0; w < n; w++)
-        for (int i = 0; i < 8; i++)
-            be[w * 8 + i] = (char)(words[w] >> (56 - 8 * i));
-    put_len(b, field, (size_t)n * 8);
-    wf__buf_append(b, be, (size_t)n * 8);
-}
-
-/* AnyValue: string_value = 1, int_value = 3 */
-static size_t any_size(const wf__otlp_attr *a)
-{
-    return a->is_int ? tag_size(3) + vsize((uint64_t)a->i) : str_field(1, a->s);
-}
-
-/* KeyValue: key = 1, value = 2 */
-static size_t kv_size(const wf__otlp_attr *a)
-{
-    return str_field(1, a->key) + len_field(2, any_size(a));
-}
-
-static void put_kv(wf__buf *b, unsigned field, const wf__otlp_attr *a)
-{
-    put_len(b, field, kv_size(a));
-    put_str(b, 1, a->key);
-    put_len(b, 2, any_size(a));
-    if (a->is_int) {
-        put_tag(b, 3, WT_VARINT);
-        put_varint(b, (uint64_t)a->i); /* int64: two's complement in 10 bytes when negative */
-    } else {
-        put_str(b, 1, a->s);
-    }
-}
-
-/* Span.Event: time_unix_nano = 1 (fixed64), name = 2, attributes = 3 */
-static size_t event_size(const wf__otlp_event *e)
-{
-    size_t n = tag_size(1) + 8 + str_field(2, e->name);
-    for (uint32_t i = 0; i < e->n_attrs; i++)
-        n += len_field(3, kv_size(&e->attrs[i]));
-    return n;
-}
-
-/* Status: message = 2, code = 3 */
-static size_t status_size(const wf__otlp_span *s)
-{
-    return (s->status_message ? str_field(2, s->status_message) : 0) + tag_size(3) +
-           vsize((uint64_t)s->status_code);
-}
-
-/*
- * Span: trace_id = 1, span_id = 2, parent_span_id = 4, name = 5, kind = 6,
- * start_time_unix_nano = 7, end_time_unix_nano = 8 (fixed64), attributes = 9,
- * events = 11, dropped_events_count = 12, status = 15
- */
-static size_t span_size(const wf__otlp_span *s)
-{
-    size_t n = len_field(1, 16) + len_field(2, 8) + (s->parent_id ? len_field(4, 8) : 0) +
-               str_field(5, s->name) + tag_size(6) + 1 + 2 * (tag_size(7) + 8);
-    for (uint32_t i = 0; i < s->n_attrs; i++)
-        n += len_field(9, kv_size(&s->attrs[i]));
-    for (uint32_t i = 0; i < s->n_events; i++)
-        n += len_field(11, event_size(&s->events[i]));
-    if (s->dropped_events)
-        n += tag_size(12) + vsize(s->dropped_events);
-    if (s->status_code)
-        n += len_field(15, status_size(s));
-    return n;
-}
-
-static void put_span(wf__buf *b, unsigned field, const wf__otlp_span *s)
-{
-    put_len(b, field, span_size(s));
-    put_id(b, 1, s->trace_id, 2);
-    put_id(b, 2, &s->span_id, 1);
-    if (s->parent_id)
-        put_id(b, 4, &s->parent_id, 1);
-    put_str(b, 5, s->name);
-    put_tag(b, 6, WT_VARINT);
-    put_varint(b, 1); /* SPAN_KIND_INTERNAL */
-    put_fixed64(b, 7, s->start_ns);
-    put_fixed64(b, 8, s->end_ns);
-    for (uint32_t i = 0; i < s->n_attrs; i++)
-        put_kv(b, 9, &s->attrs[i]);
-    for (uint32_t i = 0; i < s->n_events; i++) {
-        const wf__otlp_event *e = &s->events[i];
-        put_len(b, 11, event_size(e));
-        put_fixed64(b, 1, e->time_ns);
-        put_str(b, 2, e->name);
-        for (uint32_t k = 0; k < e->n_attrs; k++)
-            put_kv(b, 3, &e->attrs[k]);
-    }
-    if (s->dropped_events) {
-        put_tag(b, 12, WT_VARINT);
-        put_varint(b, s->dropped_events);
-    }
-    if (s->status_code) {
-        put_len(b, 15, status_size(s));
-        if (s->status_message)
-            put_str(b, 2, s->status_message);
-        put_tag(b, 3, WT_VARINT);
-        put_varint(b, (uint64_t)s->status_code);
-    }
-}
-
-/*
- * ExportTraceServiceRequest { resource_spans = 1: ResourceSpans {
- *   resource = 1: Resource { attributes = 1: service.name },
- *   scope_spans = 2: ScopeSpans { scope = 1: { name = 1, version = 2 }, spans = 2 ... } } }
- */
-static void put_request(wf__buf *b, const char *service, const wf__buf *spans)
-{
-    wf__otlp_attr svc = {"service.name", 0, 0, service};
-    size_t resource = len_field(1, kv_size(&svc));
-    size_t scope = str_field(1, "wf") + str_field(2, wf_version_string());
-    size_t scope_spans = len_field(1, scope) + spans->len;
-    size_t resource_spans = len_field(1, resource) + len_field(2, scope_spans);
-    put_len(b, 1, resource_spans);
-    put_len(b, 1, resource);
-    put_kv(b, 1, &svc);
-    put_len(b, 2, scope_spans);
-    put_len(b, 1, scope);
-    put_str(b, 1, "wf");
-    put_str(b, 2, wf_version_string());
-    wf__buf_append(b, spans->data, spans->len);
-}
-
-/* ---------------------------------------------------------------- HTTP */
-
-/* Waits until fd is ready for events; 0, or -1 on timeout or error. */
-static int wait_fd(int fd, short events)
-{
-    struct pollfd p = {.fd = fd, .events = events};
-    int rc;
-    do
-        rc = poll(&p, 1, TIMEOUT_MS);
-    while (rc < 0 && errno == EINTR);
-    return rc == 1 ? 0 : -1;
-}
-
-static int dial(const wf__otlp_sink *s)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai, *a;
-    if (getaddrinfo(s->host, s->port, &hints, &ai) != 0)
-        return -1;
-    int fd = -1;
-    for (a = ai; a && fd < 0; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
-        if (fd < 0)
-            continue;
-        int rc = connect(fd, a->ai_addr, a->ai_addrlen);
-        if (rc < 0 && errno == EINPROGRESS && wait_fd(fd, POLLOUT) == 0) {
-            int err = 0;
-            socklen_t len = sizeof err;
-            rc = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0 ? 0 : -1;
-        }
-        if (rc < 0) {
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(ai);
-    return fd;
-}
-
-static int send_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
-        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (wait_fd(fd, POLLOUT) < 0)
-                return -1;
-            continue;
-        }
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return -1;
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-/* POSTs body; 0 when the endpoint answered 2xx. */
-static int post(const wf__otlp_sink *s, const wf__buf *body)
-{
-    int fd = dial(s);
-    if (fd < 0)
-        return -1;
-    wf__buf head;
-    wf__buf_init(&head);
-    wf__buf_printf(&head,
-                   "POST %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: application/x-protobuf\r\n"
-                   "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                   s->path, s->host, s->port, body->len);
-    int rc = head.oom ? -1 : send_all(fd, head.data, head.len);
-    wf__buf_free(&head);
-    if (rc == 0)
-        rc = send_all(fd, body->data, body->len);
-    /* The status line is enough: "HTTP/1.1 200 ..." */
-    char reply[64];
-    size_t got = 0;
-    while (rc == 0 && got < 12) {
-        ssize_t k = recv(fd, reply + got, sizeof reply - 1 - got, 0);
-        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (wait_fd(fd, POLLIN) < 0)
-                rc = -1;
-            continue;
-        }
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            rc = -1;
-        else
-            got += (size_t)k;
-    }
-    close(fd);
-    if (rc < 0)
-        return -1;
-    reply[got] = 0;
-    return strncmp(reply, "HTTP/1.", 7) == 0 && reply[9] == '2' ? 0 : -1;
-}
-
-/* -------------------------------------------------------------- the sink */
-
-void wf__otlp_sink_flush(wf__otlp_sink *s)
-{
-    if (s == NULL || s->n_pending == 0)
-        return;
-    wf__buf body;
-    wf__buf_init(&body);
-    if (!s->pending.oom)
-        put_request(&body, s->service, &s->pending);
-    if (s->pending.oom || body.oom || post(s, &body) < 0)
-        s->lost += s->n_pending;
-    else
-        s->sent += s->n_pending;
-    wf__buf_free(&body);
-    s->pending.len = 0;
-    s->pending.oom = 0;
-    s->n_pending = 0;
-}
-
-void wf__otlp_sink_add(wf__otlp_sink *s, const wf__otlp_span *span)
-{
-    size_t len0 = s->pending.len;
-    put_span(&s->pending, 2, span);
-    if (s->pending.oom) {
-        s->pending.oom = 0;
-        s->pending.len = len0;
-        s->lost++;
-        return;
-    }
-    if (++s->n_pending >= MAX_PENDING_SPANS)
-        wf__otlp_sink_flush(s);
-}
-
-void wf__otlp_sink_free(wf__otlp_sink *s)
+static char *dup_str(const char *s)
 {
     if (s == NULL)
-        return;
-    wf__otlp_sink_flush(s);
-    wf__buf_free(&s->pending);
-    wf__free_mem(s->host);
-    wf__free_mem(s->port);
-    wf__free_mem(s->path);
-    wf__free_mem(s->service);
-    wf__free_mem(s);
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
 }
 
-/* http://host[:port][/path], host possibly [v6]; the path defaults to /v1/traces. */
-static int parse_endpoint(wf__otlp_sink *s, const char *url)
+static int64_t now_ms(void)
 {
-    if (url == NULL || strncmp(url, "http://", 7) != 0)
-        return WF_EINVAL; /* https would need TLS: not here */
-    const char *h = url + 7, *end;
-    if (*h == '[') {
-        end = strchr(h, ']');
-        if (end == NULL)
-            return WF_EINVAL;
-        s->host = wf__strndup(h + 1, (size_t)(end - h - 1));
-        end++;
-    } else {
-        end = h + strcspn(h, ":/");
-        s->host = wf__strndup(h, (size_t)(end - h));
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t next_rand(uint64_t *s)
+{
+    uint64_t x = (*s += 0x9e3779b97f4a7c15ull);
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* body gzipped into *out (malloc'd): 0, or -1 when memory ran out. */
+static int gzip_body(const void *body, size_t len, char **out, size_t *out_len)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return -1;
+    uLong cap = deflateBound(&z, (uLong)len);
+    char *buf = malloc(cap ? cap : 1);
+    if (buf == NULL) {
+        deflateEnd(&z);
+        return -1;
     }
-    const char *port = "80", *pend = end;
-    if (*end == ':') {
-        port = end + 1;
-        pend = port + strcspn(port, "/");
+    z.next_in = (Bytef *)(uintptr_t)body;
+    z.avail_in = (uInt)len;
+    z.next_out = (Bytef *)buf;
+    z.avail_out = (uInt)cap;
+    int rc = deflate(&z, Z_FINISH);
+    size_t n = z.total_out;
+    deflateEnd(&z);
+    if (rc != Z_STREAM_END) {
+        free(buf);
+        return -1;
     }
-    s->port = *end == ':' ? wf__strndup(port, (size_t)(pend - port)) : wf__strdup(port);
-    s->path = wf__strdup(*pend ? pend : "/v1/traces");
-    if (s->host == NULL || s->port == NULL || s->path == NULL)
-        return WF_ENOMEM;
-    if (*s->host == 0 || *s->port == 0 || strspn(s->port, "0123456789") != strlen(s->port))
-        return WF_EINVAL;
+    *out = buf;
+    *out_len = n;
     return 0;
 }
 
-int wf_exporter_otlp_http(wf_observer *out, const char *endpoint, const wf_exporter_params *params)
+/* ------------------------------------------------------------ sending */
+
+static size_t discard(char *p, size_t size, size_t n, void *user)
 {
-    wf__otlp_sink *s = wf__calloc(1, sizeof *s);
-    int rc = s ? parse_endpoint(s, endpoint) : WF_ENOMEM;
-    if (rc == 0) {
-        const char *svc = params && params->service_name ? params->service_name : "wf";
-        s->service = wf__strdup(svc);
-        rc = s->service ? 0 : WF_ENOMEM;
+    (void)p;
+    (void)user;
+    return size * n;
+}
+
+enum { SENT, RETRY, GIVE_UP };
+
+/* One POST of r: SENT, RETRY (with the server's Retry-After in *after_ms, or -1) or GIVE_UP. */
+static int post(wf_otlp_http *h, CURL *c, const request *r, int64_t *after_ms)
+{
+    *after_ms = -1;
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->len);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK) {
+        /* No answer: connection refused or reset, timeout, TLS... worth another try. */
+        return (rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL) ? GIVE_UP : RETRY;
     }
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 200 && status < 300)
+        return SENT;
+    if (status == 429 || (status >= 500 && status < 600)) {
+        curl_off_t after = -1;
+        if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0)
+            *after_ms = (int64_t)after * 1000;
+        return RETRY;
+    }
+    (void)h;
+    return GIVE_UP; /* the request itself was refused: sending it again would not help */
+}
+
+/* Waits ms on the work condition, or until stop: 1 if stopped. Under lock. */
+static int backoff_wait(wf_otlp_http *h, int64_t ms)
+{
+    int64_t until = now_ms() + ms;
+    struct timespec ts;
+    ts.tv_sec = (time_t)(until / 1000);
+    ts.tv_nsec = (long)(until % 1000) * 1000000;
+    while (!h->stop && now_ms() < until)
+        if (pthread_cond_timedwait(&h->work, &h->lock, &ts) == ETIMEDOUT)
+            break;
+    return h->stop;
+}
+
+/* Sends r with its retries; returns SENT or GIVE_UP. Called without the lock. */
+static int deliver(wf_otlp_http *h, CURL *c, const request *r)
+{
+    int64_t backoff = h->backoff_min_ms;
+    for (uint32_t attempt = 1;; attempt++) {
+        int64_t after;
+        int rc = post(h, c, r, &after);
+        if (rc != RETRY)
+            return rc;
+        pthread_mutex_lock(&h->lock);
+        int stopping = h->stop;
+        if (attempt >= h->max_attempts || stopping) {
+            pthread_mutex_unlock(&h->lock);
+            return GIVE_UP;
+        }
+        /* Full jitter on the upper half: [backoff/2, backoff]. */
+        int64_t wait = backoff / 2 + (int64_t)(next_rand(&h->rng) % (uint64_t)(backoff / 2 + 1));
+        if (after > wait)
+            wait = after < h->backoff_max_ms ? after : h->backoff_max_ms;
+        h->st.retries++;
+        stopping = backoff_wait(h, wait);
+        pthread_mutex_unlock(&h->lock);
+        if (stopping)
+            return GIVE_UP;
+        backoff = backoff * 2 < h->backoff_max_ms ? backoff * 2 : h->backoff_max_ms;
+    }
+}
+
+static CURL *make_handle(wf_otlp_http *h)
+{
+    CURL *c = curl_easy_init();
+    if (c == NULL)
+        return NULL;
+    curl_easy_setopt(c, CURLOPT_URL, h->endpoint);
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h->headers);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, h->user_agent);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)h->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)h->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L); /* a library thread: no SIGALRM */
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (h->ca_file)
+        curl_easy_setopt(c, CURLOPT_CAINFO, h->ca_file);
+    if (h->insecure) {
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    return c;
+}
+
+static void *sender_main(void *arg)
+{
+    wf_otlp_http *h = arg;
+    CURL *c = make_handle(h);
+    pthread_mutex_lock(&h->lock);
+    for (;;) {
+        while (h->head == NULL && !h->stop)
+            pthread_cond_wait(&h->work, &h->lock);
+        request *r = h->head;
+        if (r == NULL)
+            break; /* stopped and empty */
+        h->head = r->next;
+        if (h->head == NULL)
+            h->tail = NULL;
+        pthread_mutex_unlock(&h->lock);
+        int rc = c ? deliver(h, c, r) : GIVE_UP;
+        pthread_mutex_lock(&h->lock);
+        if (rc == SENT) {
+            h->st.requests_sent++;
+            h->st.spans_sent += r->n_spans;
+        } else {
+            h->st.requests_dropped++;
+            h->st.spans_dropped += r->n_spans;
+        }
+        h->queued--;
+        if (h->queued == 0)
+            pthread_cond_broadcast(&h->idle);
+        free(r->body);
+        free(r);
+    }
+    pthread_mutex_unlock(&h->lock);
+    if (c)
+        curl_easy_cleanup(c);
+    return NULL;
+}
+
+/* ------------------------------------------------------- the exporter side */
+
+/* wf_otlp_sender.send: on the exporter thread; copies the request into the queue. */
+static int enqueue(const void *body, size_t len, uint32_t n_spans, void *user)
+{
+    wf_otlp_http *h = user;
+    request *r = calloc(1, sizeof *r);
+    int ok = r != NULL;
+    if (ok) {
+        r->n_spans = n_spans;
+        if (h->gzip) {
+            ok = gzip_body(body, len, &r->body, &r->len) == 0;
+        } else if ((r->body = malloc(len ? len : 1)) != NULL) {
+            memcpy(r->body, body, len);
+            r->len = len;
+        } else {
+            ok = 0;
+        }
+    }
+    pthread_mutex_lock(&h->lock);
+    if (!ok || h->queued >= h->queue_max || h->stop) {
+        h->st.requests_dropped++;
+        h->st.spans_dropped += n_spans;
+        pthread_mutex_unlock(&h->lock);
+        if (r)
+            free(r->body);
+        free(r);
+        return ok ? WF_EOVERFLOW : WF_ENOMEM;
+    }
+    if (h->tail)
+        h->tail->next = r;
+    else
+        h->head = r;
+    h->tail = r;
+    h->queued++;
+    pthread_cond_signal(&h->work);
+    pthread_mutex_unlock(&h->lock);
+    return 0;
+}
+
+static void destroy(wf_otlp_http *h)
+{
+    pthread_mutex_lock(&h->lock);
+    h->stop = 1;
+    pthread_cond_broadcast(&h->work);
+    pthread_mutex_unlock(&h->lock);
+    pthread_join(h->thread, NULL);
+    pthread_mutex_destroy(&h->lock);
+    pthread_cond_destroy(&h->work);
+    pthread_cond_destroy(&h->idle);
+    curl_slist_free_all(h->headers);
+    free(h->endpoint);
+    free(h->user_agent);
+    free(h->ca_file);
+    free(h);
+}
+
+static void release(void *user)
+{
+    wf_otlp_http *h = user;
+    if (h && atomic_fetch_sub(&h->refs, 1) == 1)
+        destroy(h);
+}
+
+/* ----------------------------------------------------------------- API */
+
+void wf_otlp_http_params_init(wf_otlp_http_params *p)
+{
+    if (p == NULL)
+        return;
+    memset(p, 0, sizeof *p);
+    p->queue_max = 64;
+    p->max_attempts = 5;
+    p->backoff_min_ms = 500;
+    p->backoff_max_ms = 10000;
+    p->timeout_ms = 10000;
+    p->gzip = 1;
+}
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static int curl_ok;
+
+static void curl_init(void)
+{
+    curl_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+}
+
+/* Splits "A: b\nC: d" into a header list appended to *list: 0 or -1. */
+static int add_headers(struct curl_slist **list, const char *lines)
+{
+    while (lines && *lines) {
+        const char *end = strchr(lines, '\n');
+        size_t n = end ? (size_t)(end - lines) : strlen(lines);
+        if (n && lines[n - 1] == '\r')
+            n--;
+        if (n) {
+            char *line = malloc(n + 1);
+            if (line == NULL)
+                return -1;
+            memcpy(line, lines, n);
+            line[n] = 0;
+            struct curl_slist *l = curl_slist_append(*list, line);
+            free(line);
+            if (l == NULL)
+                return -1;
+            *list = l;
+        }
+        lines = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+int wf_otlp_http_new(wf_otlp_http **out, const wf_otlp_http_params *p)
+{
+    if (out)
+        *out = NULL;
+    const char *host = NULL;
+    if (p && p->endpoint && strncmp(p->endpoint, "http://", 7) == 0)
+        host = p->endpoint + 7;
+    else if (p && p->endpoint && strncmp(p->endpoint, "https://", 8) == 0)
+        host = p->endpoint + 8;
+    if (out == NULL || host == NULL || host[0] == 0 || host[0] == '/' || p->queue_max == 0 ||
+        p->max_attempts == 0 || p->backoff_min_ms < 1 || p->backoff_max_ms < p->backoff_min_ms ||
+        p->timeout_ms < 1)
+        return WF_EINVAL;
+    pthread_once(&curl_once, curl_init);
+    if (!curl_ok)
+        return WF_ENOMEM;
+    wf_otlp_http *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return WF_ENOMEM;
+    char ua[128];
+    if (p->user_agent == NULL) {
+        const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+        snprintf(ua, sizeof ua, "wf-otlp/%s libcurl/%s", wf_version_string(), v->version);
+    }
+    h->endpoint = dup_str(p->endpoint);
+    h->user_agent = dup_str(p->user_agent ? p->user_agent : ua);
+    h->ca_file = dup_str(p->ca_file);
+    int ok = h->endpoint && h->user_agent && (p->ca_file == NULL || h->ca_file);
+    if (ok) {
+        static const char *const fixed[] = {"Content-Type: application/x-protobuf",
+                                            "Content-Encoding: gzip", "Expect:"};
+        for (size_t i = 0; ok && i < 3; i++) {
+            if (i == 1 && !p->gzip)
+                continue;
+            struct curl_slist *l = curl_slist_append(h->headers, fixed[i]);
+            ok = l != NULL;
+            if (ok)
+                h->headers = l;
+        }
+        ok = ok && add_headers(&h->headers, p->headers) == 0;
+    }
+    h->queue_max = p->queue_max;
+    h->max_attempts = p->max_attempts;
+    h->backoff_min_ms = p->backoff_min_ms;
+    h->backoff_max_ms = p->backoff_max_ms;
+    h->timeout_ms = p->timeout_ms;
+    h->gzip = p->gzip != 0;
+    h->insecure = p->insecure != 0;
+    h->rng = (uint64_t)now_ms() ^ (uint64_t)(uintptr_t)h;
+    atomic_init(&h->refs, 1);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&h->lock, NULL);
+    pthread_cond_init(&h->work, &ca);
+    pthread_cond_init(&h->idle, &ca);
+    pthread_condattr_destroy(&ca);
+    if (!ok || pthread_create(&h->thread, NULL, sender_main, h) != 0) {
+        pthread_mutex_destroy(&h->lock);
+        pthread_cond_destroy(&h->work);
+        pthread_cond_destroy(&h->idle);
+        curl_slist_free_all(h->headers);
+        free(h->endpoint);
+        free(h->user_agent);
+        free(h->ca_file);
+        free(h);
+        return WF_ENOMEM;
+    }
+    *out = h;
+    return 0;
+}
+
+int wf_otlp_http_observer(wf_otlp_http *h, wf_observer *out, const wf_exporter_params *ep)
+{
+    if (h == NULL) {
+        if (ep && ep->out && !ep->keep_open)
+            fclose(ep->out); /* taken over even when refused, as wf_exporter_otlp_proto does */
+        return WF_EINVAL;
+    }
+    atomic_fetch_add(&h->refs, 1);
+    wf_otlp_sender s = {enqueue, release, h};
+    return wf_exporter_otlp_proto(out, &s, ep); /* calls release when it fails */
+}
+
+void wf_otlp_http_stats_get(wf_otlp_http *h, wf_otlp_http_stats *out)
+{
+    if (out == NULL)
+        return;
+    memset(out, 0, sizeof *out);
+    if (h == NULL)
+        return;
+    pthread_mutex_lock(&h->lock);
+    *out = h->st;
+    out->queued = h->queued;
+    pthread_mutex_unlock(&h->lock);
+}
+
+int wf_otlp_http_drain(wf_otlp_http *h, int64_t timeout_ms)
+{
+    if (h == NULL)
+        return WF_EINVAL;
+    int64_t until = timeout_ms < 0 ? 0 : now_ms() + timeout_ms;
+    struct timespec ts;
+    ts.tv_sec = (time_t)(until / 1000);
+    ts.tv_nsec = (long)(until % 1000) * 1000000;
+    int rc = 0;
+    pthread_mutex_lock(&h->lock);
+    while (h->queued > 0 && rc == 0) {
+        if (timeout_ms < 0)
+            pthread_cond_wait(&h->idle, &h->lock);
+        else if (pthread_cond_timedwait(&h->idle, &h->lock, &ts) == ETIMEDOUT && h->queued > 0)
+            rc = WF_ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&h->lock);
+    return rc;
+}
+
+void wf_otlp_http_free(wf_otlp_http *h)
+{
+    release(h);
+}
+
+int wf_exporter_otlp_http(wf_observer *out, const char *endpoint, const wf_exporter_params *ep)
+{
+    wf_otlp_http_params p;
+    wf_otlp_http_params_init(&p);
+    p.endpoint = endpoint;
+    wf_otlp_http *h;
+    int rc = wf_otlp_http_new(&h, &p);
     if (rc < 0) {
-        wf__otlp_sink_free(s);
-        if (params)
-            wf__exp_close(params->out, params->keep_open); /* taken over even when refused */
+        if (ep && ep->out && !ep->keep_open)
+            fclose(ep->out);
         return rc;
     }
-    wf__buf_init(&s->pending);
-    return wf__otlp_new(out, params, s);
+    rc = wf_otlp_http_observer(h, out, ep);
+    wf_otlp_http_free(h); /* the observer holds the only reference now */
+    return rc;
 }

@@ -19,6 +19,12 @@
  *    written once both ends were seen, whichever came first;
  *  - a counter per step of its waiting events (the EVENT_ROUTE value);
  *  - runs (id = run id, grouped by workflow name) and waits as async slices;
+ *  - identifiers in "args" (run_id, event_id, waiter) are decimal strings:
+ *    JSON readers in JavaScript, jq and Perfetto's own (signed 64-bit) would
+ *    change values above 2^53 or 2^63. Numbers that are quantities (ts,
+ *    dur, attempt, counters) stay numbers. The "id" of flows and waits is
+ *    cut to 53 bits (short_id), that of runs is the run id, an executor's
+ *    counter from 1: both exact as numbers;
  *  - instants for retries, unhandled and dropped events, full streams and
  *    steals; "parked" slices while a worker sleeps.
  * Track names ("worker N", "blocking N", "outside") are metadata written at
@@ -133,11 +139,22 @@ static void kv_u64(wf__buf *b, const char *key, uint64_t val)
     wf__buf_u64(b, val);
 }
 
+/* An identifier: a decimal string, exact in JavaScript and jq (numbers are doubles there). */
+static void kv_id(wf__buf *b, const char *key, uint64_t val)
+{
+    wf__buf_lit(b, ",\"");
+    wf__buf_puts(b, key);
+    wf__buf_lit(b, "\":\"");
+    wf__buf_u64(b, val);
+    wf__buf_lit(b, "\"");
+}
+
 /* The common arguments of a record: run, workflow, step, event type. */
 static void args_record(wf__buf *b, const wf_obs_record *r)
 {
-    wf__buf_lit(b, "\"run_id\":");
+    wf__buf_lit(b, "\"run_id\":\"");
     wf__buf_u64(b, r->run_id);
+    wf__buf_lit(b, "\"");
     if (r->workflow)
         kv_str(b, "workflow", r->workflow);
     if (r->step)
@@ -196,7 +213,7 @@ static void instant(perfetto *p, const wf_obs_record *r, const char *what, const
  */
 static uint64_t short_id(uint64_t run_id, uint64_t id)
 {
-    return wf__exp_mix(run_id * 0x100000001b3ull ^ wf__exp_mix(id)) >> 11;
+    return wf__exp_mix(wf__exp_mix(run_id) ^ id) >> 11;
 }
 
 static void flow_pair(perfetto *p, uint64_t id, const flow *f)
@@ -307,7 +324,7 @@ static void step_slice(perfetto *p, const wf_obs_record *r, int64_t start, int64
     wf__exp_json_str(b, r->step ? r->step : "step");
     wf__buf_puts(b, ",\"args\":{");
     args_record(b, r);
-    kv_u64(b, "event_id", r->event_id);
+    kv_id(b, "event_id", r->event_id);
     kv_u64(b, "attempt", r->attempt);
     if (unfinished) {
         wf__buf_puts(b, ",\"outcome\":\"unfinished\"");
@@ -377,7 +394,7 @@ static void run_begin(perfetto *p, uint64_t run_id, uint64_t tid, int64_t ts, co
     ev_open(p, "b", tid, ts);
     wf__buf_printf(b, ",\"cat\":\"run\",\"id\":%" PRIu64 ",\"name\":", run_id);
     wf__exp_json_str(b, name ? name : "run");
-    wf__buf_printf(b, ",\"args\":{\"run_id\":%" PRIu64 "}}", run_id);
+    wf__buf_printf(b, ",\"args\":{\"run_id\":\"%" PRIu64 "\"}}", run_id);
 }
 
 static void run_finish(perfetto *p, uint64_t run_id, uint64_t tid, int64_t ts, const char *name)
@@ -468,7 +485,7 @@ static void on_wait_suspend(perfetto *p, const wf_obs_record *r)
     wait_event(p, "b", id, w->tid, r->ts_ns, type);
     wf__buf_puts(&p->buf, ",\"args\":{");
     args_record(&p->buf, r);
-    kv_u64(&p->buf, "waiter", r->event_id);
+    kv_id(&p->buf, "waiter", r->event_id);
     wf__buf_puts(&p->buf, "}}");
 }
 

@@ -5,15 +5,26 @@
  * (family, interned label values): interning makes equal strings the same
  * pointer, so a record costs one hash lookup and no string comparison. The
  * exposition is rendered at each flush and at removal, sorted by family and
- * label values (stable output, easy to diff), and written over the previous
- * one: rewind, write, truncate. A stream that cannot seek (a pipe) gets one
- * exposition after the other instead.
+ * label values (stable output, easy to diff). Where it goes:
+ *  - params->path: a temporary file beside it ("PATH.XXXXXX", which a
+ *    textfile collector ignores as it does not end in .prom), then renamed
+ *    over PATH, so a reader (node_exporter) sees the whole previous
+ *    exposition or the whole new one, never a part;
+ *  - params->out: written over the previous one (rewind, write, truncate;
+ *    a reader can catch it half-written: prefer path); a stream that cannot
+ *    seek (a pipe) gets one exposition after the other;
+ *  - always: the latest exposition stays in memory for
+ *    wf_exporter_prometheus_text, published under a mutex (the one thing
+ *    another thread reads).
  */
 #include "export.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Label sets at most (beyond: dropped and counted in wf_exporter_lost_total). */
@@ -111,10 +122,13 @@ typedef struct prom {
     FILE *out;
     int keep_open;
     int seekable;
+    char *path; /* written atomically (NULL: none) */
     uint64_t lost;
     wf__exp_pool names;
     wf__exp_map series; /* (family, label values...) -> series */
     wf__buf text;
+    pthread_mutex_t lock; /* guards published */
+    char *published;      /* the latest complete exposition (wf_exporter_prometheus_text) */
 } prom;
 
 /* The series of family f with labels a, b, c (interned). NULL when it cannot be stored. */
@@ -343,6 +357,53 @@ static void render(prom *p, wf__buf *b)
     wf__free_mem(rows);
 }
 
+/* Writes b to p->path through a temporary file and a rename: 0 or -1. */
+static int write_atomic(const prom *p, const wf__buf *b)
+{
+    size_t n = strlen(p->path);
+    char *tmp = wf__malloc(n + 8);
+    if (tmp == NULL)
+        return -1;
+    memcpy(tmp, p->path, n);
+    memcpy(tmp + n, ".XXXXXX", 8);
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        wf__free_mem(tmp);
+        return -1;
+    }
+    int ok = fchmod(fd, 0644) == 0; /* mkstemp's 0600 would hide it from a collector's user */
+    for (size_t off = 0; ok && off < b->len;) {
+        ssize_t k = write(fd, b->data + off, b->len - off);
+        if (k < 0)
+            ok = 0;
+        else
+            off += (size_t)k;
+    }
+    if (close(fd) != 0)
+        ok = 0;
+    if (ok && rename(tmp, p->path) != 0)
+        ok = 0;
+    if (!ok)
+        unlink(tmp);
+    wf__free_mem(tmp);
+    return ok ? 0 : -1;
+}
+
+/* Makes b's text the one wf_exporter_prometheus_text hands out. */
+static void publish(prom *p, const wf__buf *b)
+{
+    char *copy = wf__strndup(b->data ? b->data : "", b->len);
+    if (copy == NULL) {
+        p->lost++;
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    char *old = p->published;
+    p->published = copy;
+    pthread_mutex_unlock(&p->lock);
+    wf__free_mem(old);
+}
+
 static void prom_flush(void *user)
 {
     prom *p = user;
@@ -355,6 +416,11 @@ static void prom_flush(void *user)
         p->lost++;
         return;
     }
+    publish(p, b);
+    if (p->path && write_atomic(p, b) < 0)
+        p->lost++;
+    if (p->out == NULL)
+        return;
     if (p->seekable && fseek(p->out, 0, SEEK_SET) != 0)
         p->seekable = 0;
     if (wf__exp_write(p->out, b) < 0) {
@@ -374,27 +440,46 @@ static void prom_free(void *user)
     wf__exp_pool_free(&p->names);
     wf__exp_map_free(&p->series);
     wf__buf_free(&p->text);
+    pthread_mutex_destroy(&p->lock);
+    wf__free_mem(p->published);
+    wf__free_mem(p->path);
     wf__free_mem(p);
 }
 
 int wf_exporter_prometheus(wf_observer *out, const wf_exporter_params *params)
 {
-    if (out == NULL || params == NULL || params->out == NULL) {
-        if (params)
-            wf__exp_close(params->out, params->keep_open); /* taken over even when refused */
+    FILE *f = params ? params->out : NULL;
+    int keep = params ? params->keep_open : 0;
+    const char *path = params ? params->path : NULL;
+    if (out == NULL || (params && f == NULL && (path == NULL || path[0] == 0))) {
+        wf__exp_close(f, keep); /* taken over even when refused */
         return WF_EINVAL;
     }
     memset(out, 0, sizeof *out);
     prom *p = wf__calloc(1, sizeof *p);
-    if (p == NULL) {
-        wf__exp_close(params->out, params->keep_open);
+    if (p == NULL || (path && (p->path = wf__strdup(path)) == NULL)) {
+        wf__free_mem(p);
+        wf__exp_close(f, keep);
         return WF_ENOMEM;
     }
-    p->out = params->out;
-    p->keep_open = params->keep_open;
-    p->seekable = ftell(p->out) >= 0;
+    p->out = f;
+    p->keep_open = keep;
+    p->seekable = f && ftell(f) >= 0;
+    pthread_mutex_init(&p->lock, NULL);
     wf__exp_map_init(&p->series, sizeof(series), MAX_SERIES);
     wf__buf_init(&p->text);
+    /* Nothing recorded yet is an exposition too (every family at 0). */
+    render(p, &p->text);
+    if (!p->text.oom)
+        p->published = wf__strndup(p->text.data, p->text.len);
+    if (p->published == NULL) {
+        p->out = NULL;
+        wf__free_mem(p->path);
+        p->path = NULL;
+        prom_free(p);
+        wf__exp_close(f, keep);
+        return WF_ENOMEM;
+    }
     out->record = prom_record;
     out->flush = prom_flush;
     out->user_free = prom_free;
@@ -403,4 +488,17 @@ int wf_exporter_prometheus(wf_observer *out, const wf_exporter_params *params)
                                 WF_OBS_BIT(WF_OBS_WAIT_SUSPEND) | WF_OBS_BIT(WF_OBS_WAIT_RESUME) |
                                 WF_OBS_BIT(WF_OBS_UNPARK));
     return 0;
+}
+
+int wf_exporter_prometheus_text(const wf_observer *obs, char **text)
+{
+    if (text)
+        *text = NULL;
+    if (obs == NULL || text == NULL || obs->record != prom_record || obs->user == NULL)
+        return WF_EINVAL;
+    prom *p = obs->user;
+    pthread_mutex_lock(&p->lock);
+    *text = wf__strdup(p->published);
+    pthread_mutex_unlock(&p->lock);
+    return *text ? 0 : WF_ENOMEM;
 }

@@ -370,9 +370,7 @@ static int keyset_add(keyset *ks, const char *k, uint32_t l)
         ks->n++;
         return 1;
     }
-    uint32_t h = 2166136261u;
-    for (uint32_t i = 0; i < l; i++)
-        h = (h ^ (uint8_t)k[i]) * 16777619u;
+    uint32_t h = wf__hash32(k, l);
     for (h &= ks->mask; ks->tab[h].k; h = (h + 1) & ks->mask)
         if (ks->tab[h].l == l && memcmp(ks->tab[h].k, k, l) == 0)
             return 0;

@@ -281,3 +281,20 @@ Test(event, shared_between_threads, .timeout = 120)
     cr_assert_eq(wf_event_field_count(shared), 1);
     wf_event_release(shared);
 }
+
+Test(event, last_error_message_of_a_frozen_event)
+{
+    const wf_event_type *t;
+    cr_assert_eq(wf_registry_add(reg, "Msg", NULL, &t), 0);
+    wf_event *ev;
+    cr_assert_eq(wf_event_new(&ev, t, 1), 0);
+    wf_event_freeze(ev);
+    cr_assert_eq(wf_event_set(ev, "k", wf_value_int(1)), WF_EFROZEN);
+    cr_assert_str_eq(wf_last_error_message(),
+                     "wf_event_set: the Msg event is frozen: copy it to change it");
+    const wf_event_type *other;
+    cr_assert_eq(wf_registry_add(reg, "Msg", wf_registry_builtin(reg, WF_STOP_EVENT), &other),
+                 WF_EEXIST);
+    cr_assert(strstr(wf_last_error_message(), "\"Msg\" exists with another parent"));
+    wf_event_release(ev);
+}

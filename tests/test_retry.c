@@ -722,3 +722,17 @@ Test(retry, error_handler_validation)
     expect_definition_error(wf, "Error handler 'deaf' must accept StepFailedEvent.");
     wf_workflow_free(wf);
 }
+
+Test(retry, next_without_a_policy_is_an_error)
+{
+    wf_retry_state s = st(1, WF_ESTEP, 0, 1);
+    int64_t d = 77;
+    cr_assert_eq(wf_retry_policy_next(NULL, &s, &d), WF_EINVAL);
+    cr_assert_eq(d, 0);
+    cr_assert(strstr(wf_last_error_message(), "wf_retry_policy_next"));
+    wf_retry_policy *p;
+    cr_assert_eq(wf_retry_policy_constant(&p, 3, 0), 0);
+    cr_assert_eq(wf_retry_policy_next(p, NULL, &d), WF_EINVAL);
+    cr_assert_eq(wf_retry_policy_next(p, &s, &d), 1);
+    wf_retry_policy_free(p);
+}

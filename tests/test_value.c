@@ -427,12 +427,15 @@ Test(value, format_strings_are_valid_json)
         size_t n;
         const char *want;
     } cases[] = {
-        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14, "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\""},
-        {"a\x01" "b\n", 4, "\"a\\u0001b\\n\""},
-        {"\xff", 1, "\"\\ufffd\""},               /* never a UTF-8 byte */
-        {"\xc3", 1, "\"\\ufffd\""},               /* cut short */
-        {"\xc0\xaf", 2, "\"\\ufffd\\ufffd\""},    /* overlong */
-        {"\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\""}, /* a surrogate */
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14,
+         "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\""},
+        {"a\x01"
+         "b\n",
+         4, "\"a\\u0001b\\n\""},
+        {"\xff", 1, "\"\\ufffd\""},                                      /* never a UTF-8 byte */
+        {"\xc3", 1, "\"\\ufffd\""},                                      /* cut short */
+        {"\xc0\xaf", 2, "\"\\ufffd\\ufffd\""},                           /* overlong */
+        {"\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\""},                /* a surrogate */
         {"x\xf4\x90\x80\x80y", 6, "\"x\\ufffd\\ufffd\\ufffd\\ufffdy\""}, /* past U+10FFFF */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -444,4 +447,26 @@ Test(value, format_strings_are_valid_json)
         cr_assert_str_eq(buf, cases[i].want, "case %zu", i);
         wf_value_release(v);
     }
+}
+
+Test(value, last_error_message_names_the_kinds)
+{
+    wf_value s;
+    cr_assert_eq(wf_value_string(&s, "x"), 0);
+    int64_t i;
+    cr_assert_eq(wf_value_get_int(s, &i), WF_EKIND);
+    cr_assert_str_eq(wf_last_error_message(),
+                     "wf_value_get_int: the value is a string, not an integer");
+    cr_assert_eq(wf_value_get_int(wf_value_uint(UINT64_MAX), &i), WF_ERANGE);
+    cr_assert(strstr(wf_last_error_message(), "18446744073709551615 does not fit"));
+    wf_value a;
+    cr_assert_eq(wf_value_array_new(&a, 0), 0);
+    wf_value out;
+    cr_assert_eq(wf_value_array_at(a, 3, &out), WF_ERANGE);
+    cr_assert_str_eq(wf_last_error_message(), "wf_value_array_at: index 3, length 0");
+    cr_assert_eq(wf_value_map_set(&a, "k", wf_value_int(1)), WF_EKIND);
+    cr_assert_str_eq(wf_last_error_message(),
+                     "wf_value_map_set_n: the value is an array, not a map");
+    wf_value_release(a);
+    wf_value_release(s);
 }

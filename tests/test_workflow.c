@@ -4,6 +4,7 @@
  */
 #include "harness.h"
 
+#include <pthread.h>
 #include <string.h>
 
 #include <wf/wf.h>
@@ -178,5 +179,59 @@ Test(workflow, routing_table_uses_types_registered_later_for_subtype_steps, .tim
     cr_assert_eq(wf_workflow_event_type(wf, "LateStart", start, &late), 0);
     cr_assert_eq(wf_workflow_start_type(wf), start);
     cr_assert(wf_event_type_is(late, start));
+    wf_workflow_free(wf);
+}
+
+Test(workflow, join_and_join_list_are_exclusive)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "W", NULL), 0);
+    const wf_event_type *acc[] = {wf_workflow_builtin(wf, WF_START_EVENT)};
+    const wf_event_type *em[] = {wf_workflow_builtin(wf, WF_STOP_EVENT)};
+    wf_step_params p = params(acc, em);
+    p.join = 1;
+    p.join_list = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "both", nop, &p, NULL), WF_EINVAL);
+    cr_assert(strstr(wf_last_error_message(), "join and join_list are exclusive"), "message: %s",
+              wf_last_error_message());
+    cr_assert(strstr(wf_last_error_message(), "\"both\""));
+    cr_assert_eq(wf_workflow_step_count(wf), 0);
+    p.join = 0;
+    cr_assert_eq(wf_workflow_add_step(wf, "list", nop, &p, NULL), 0);
+    wf_workflow_free(wf);
+}
+
+static void *fail_in_thread(void *arg)
+{
+    (void)arg;
+    wf_workflow *wf = NULL;
+    /* This thread's failure must not change the main thread's message. */
+    if (wf_workflow_new(&wf, "", NULL) != WF_EINVAL)
+        return (void *)1;
+    return strstr(wf_last_error_message(), "wf_workflow_new") ? NULL : (void *)1;
+}
+
+Test(workflow, last_error_message_names_the_problem_per_thread)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "W", NULL), 0);
+    const wf_event_type *acc[] = {wf_workflow_builtin(wf, WF_START_EVENT)};
+    const wf_event_type *em[] = {wf_workflow_builtin(wf, WF_STOP_EVENT)};
+    wf_step_params p = params(acc, em);
+    cr_assert_eq(wf_workflow_add_step(wf, "s", nop, &p, NULL), 0);
+    cr_assert_eq(wf_workflow_add_step(wf, "s", nop, &p, NULL), WF_EEXIST);
+    cr_assert_str_eq(wf_last_error_message(),
+                     "wf_workflow_add_step: workflow \"W\" already has a step \"s\"");
+    pthread_t th;
+    void *res = (void *)1;
+    cr_assert_eq(pthread_create(&th, NULL, fail_in_thread, NULL), 0);
+    pthread_join(th, &res);
+    cr_assert_null(res);
+    cr_assert(strstr(wf_last_error_message(), "already has a step"), "changed by another thread");
+    /* A success leaves it as it was. */
+    cr_assert_eq(wf_workflow_set_timeout(wf, 5), 0);
+    cr_assert(strstr(wf_last_error_message(), "already has a step"));
+    cr_assert_eq(wf_workflow_skip_check(wf, "nonsense"), WF_EINVAL);
+    cr_assert(strstr(wf_last_error_message(), "unknown check \"nonsense\""));
     wf_workflow_free(wf);
 }

@@ -3,16 +3,23 @@
 # that SAMPLE (snapshot_sample.c) writes: its JSON parses (python3 -m
 # json.tool) and says what the run held, 64-bit integers exact; standard
 # input works; bad input exits 1 with the library's message, usage exits 2.
-# Skipped (77) without python3.
+# The fingerprint is a decimal string that jq reads exactly (above 2^53).
+# Skipped (77) without python3 or jq.
 set -eu
 tool="$1"; sample="$2"
 command -v python3 >/dev/null 2>&1 || { echo "python3 not found: skipped"; exit 77; }
+command -v jq >/dev/null 2>&1 || { echo "jq not found: skipped"; exit 77; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
-"$sample" "$tmp/run.snap"
+fp=$("$sample" "$tmp/run.snap")
 "$tool" "$tmp/run.snap" > "$tmp/run.json"
+# The fingerprint: an identifier, exact through jq (its numbers are doubles).
+[ "$(jq -r '.fingerprint | type' "$tmp/run.json")" = string ] || fail "fingerprint is not a string"
+[ "$(jq -r .fingerprint "$tmp/run.json")" = "$fp" ] ||
+  fail "jq reads fingerprint $(jq -r .fingerprint "$tmp/run.json"), the workflow's is $fp"
+[ "$fp" -gt 9007199254740992 ] || echo "note: this fingerprint ($fp) is below 2^53"
 python3 -m json.tool "$tmp/run.json" > /dev/null || fail "json.tool refused the output"
 python3 - "$tmp/run.json" <<'PY'
 import base64, json, sys

@@ -92,6 +92,36 @@ WF_API const char *wf_strerror(int err);
 /** The symbolic name of an error code ("WF_ENOMEM"), or "WF_E?" if unknown. */
 WF_API const char *wf_err_name(int err);
 
+/**
+ * A message naming what was wrong in the calling thread's most recent wf
+ * call that failed and set one (as dlerror() or sqlite3_errmsg()), e.g.
+ * "wf_workflow_add_step: step \"b\": join and join_list are exclusive".
+ * "" when no call of this thread has set one yet. Per thread: a failure in
+ * another thread never changes it. Borrowed: valid, and unchanged, until
+ * the calling thread's next wf call that fails; copy it to keep it.
+ * Calls that succeed leave it as it was, and so do failing calls that do
+ * not set one: read it right after a failed call of the list below.
+ *
+ * Calls that set it when they fail (every failure except WF_ENOMEM, and
+ * except WF_ENOTFOUND from the lookups, a normal outcome):
+ *  - workflow definition: wf_workflow_new, wf_workflow_add_step,
+ *    wf_workflow_event_type, wf_workflow_set_timeout,
+ *    wf_workflow_set_validation, wf_workflow_skip_check; wf_workflow_freeze
+ *    and wf_workflow_validate (WF_EVALIDATION: the validation report, the
+ *    same text as their *message, cut at 1 KiB);
+ *  - event types and events: wf_registry_add, wf_event_new, wf_event_new1,
+ *    wf_event_new2, wf_event_new_stop, wf_event_set, wf_event_field_at;
+ *  - values: wf_value_get_bool, _int, _uint, _double, _string, _bytes
+ *    (WF_EKIND names the kind found and the one asked for; WF_ERANGE),
+ *    wf_value_array_at, wf_value_map_at, wf_value_map_get(_n),
+ *    wf_value_array_push, wf_value_array_set, wf_value_map_set(_n),
+ *    wf_value_map_remove (WF_EKIND, WF_ERANGE, WF_EINVAL);
+ *  - retry policies: wf_retry_policy_next.
+ * Other calls (runs, handlers, snapshots, the executor) return only their
+ * code for now. Any thread.
+ */
+WF_API const char *wf_last_error_message(void);
+
 /** The library's version, e.g. "0.1.0". Borrowed: valid forever. Any thread. */
 WF_API const char *wf_version_string(void);
 

@@ -39,23 +39,23 @@ extern "C" {
 
 /** What a record reports. The comment lists the fields set besides kind, ts_ns, thread. */
 typedef enum wf_obs_kind {
-    WF_OBS_RUN_START = 0,   /* run_id, workflow */
-    WF_OBS_RUN_END = 1,     /* run_id, workflow, status (wf_run_status), error, step (the failed
-                               one or NULL), message, dur_ns (since RUN_START) */
-    WF_OBS_STEP_START = 2,  /* run_id, workflow, step, event_type (input), event_id (the input
-                               delivery's id: pairs with its EVENT_ROUTE), attempt */
-    WF_OBS_STEP_END = 3,    /* as STEP_START, plus dur_ns and error (0, a WF_E* code, or
-                               WF_SUSPEND / WF_PENDING for an invocation that goes on later),
-                               message (a failure's message or NULL) */
-    WF_OBS_EVENT_EMIT = 4,  /* an event returned or sent (at the send: a failed attempt's
-                               sends are then dropped): run_id, workflow, step (the emitting
-                               step; NULL: from outside the run, e.g. a handler send or the
-                               start event), event_type */
-    WF_OBS_EVENT_ROUTE = 5, /* an event queued for one step: run_id, workflow, step (the
-                               target), event_type, event_id (pairs with the STEP_START that
-                               consumes it), value (the step's waiting events after it) */
-    WF_OBS_EVENT_DROP = 6,  /* an event dropped because the run had ended: run_id, workflow,
-                               step (its target, or NULL), event_type */
+    WF_OBS_RUN_START = 0,       /* run_id, workflow */
+    WF_OBS_RUN_END = 1,         /* run_id, workflow, status (wf_run_status), error, step (the failed
+                                   one or NULL), message, dur_ns (since RUN_START) */
+    WF_OBS_STEP_START = 2,      /* run_id, workflow, step, event_type (input), event_id (the input
+                                   delivery's id: pairs with its EVENT_ROUTE), attempt */
+    WF_OBS_STEP_END = 3,        /* as STEP_START, plus dur_ns and error (0, a WF_E* code, or
+                                   WF_SUSPEND / WF_PENDING for an invocation that goes on later),
+                                   message (a failure's message or NULL) */
+    WF_OBS_EVENT_EMIT = 4,      /* an event returned or sent (at the send: a failed attempt's
+                                   sends are then dropped): run_id, workflow, step (the emitting
+                                   step; NULL: from outside the run, e.g. a handler send or the
+                                   start event), event_type */
+    WF_OBS_EVENT_ROUTE = 5,     /* an event queued for one step: run_id, workflow, step (the
+                                   target), event_type, event_id (pairs with the STEP_START that
+                                   consumes it), value (the step's waiting events after it) */
+    WF_OBS_EVENT_DROP = 6,      /* an event dropped because the run had ended: run_id, workflow,
+                                   step (its target, or NULL), event_type */
     WF_OBS_EVENT_UNHANDLED = 7, /* an event no step accepts: run_id, workflow, event_type */
     WF_OBS_STREAM_WRITE = 8,    /* run_id, workflow, step (NULL outside a step), event_type,
                                    value (1 if the stream was full and dropped it) */
@@ -63,12 +63,22 @@ typedef enum wf_obs_kind {
                                    event_type (awaited), event_id (waiter id) */
     WF_OBS_WAIT_RESUME = 10,    /* the awaited event arrived (error 0) or the wait timed out or
                                    was cancelled (error): as WAIT_SUSPEND, dur_ns */
-    WF_OBS_RETRY = 11,  /* a failed invocation will run again: run_id, workflow, step,
-                           event_type, attempt (the one that failed), error, message, value
-                           (delay in ms before the next attempt) */
-    WF_OBS_STEAL = 12,  /* thread stole value tasks from worker victim */
-    WF_OBS_PARK = 13,   /* thread (a worker) found nothing to do and sleeps */
-    WF_OBS_UNPARK = 14, /* thread (a worker) woke up: dur_ns asleep */
+    WF_OBS_RETRY = 11,          /* a failed invocation will run again: run_id, workflow, step,
+                                   event_type, attempt (the one that failed), error, message, value
+                                   (delay in ms before the next attempt) */
+    WF_OBS_STEAL = 12,          /* thread stole value tasks from worker victim */
+    WF_OBS_PARK = 13,           /* thread (a worker) found nothing to do and sleeps */
+    WF_OBS_UNPARK = 14,         /* thread (a worker) woke up: dur_ns asleep */
+    /*
+     * A step's own child spans (wf_ctx_span_begin/_end: the API is designed,
+     * see docs/OBSERVE.md; the executor does not write these records yet).
+     * Written by the thread running the invocation, between its STEP_START
+     * and STEP_END: run_id, workflow, step, event_id and attempt as the
+     * invocation's STEP_START, span (its number in the invocation, >= 1).
+     */
+    WF_OBS_SPAN_BEGIN = 15, /* + parent_span (0: the step's span), name */
+    WF_OBS_SPAN_ATTR = 16,  /* + name (the key), str (a string value) or value (an integer) */
+    WF_OBS_SPAN_END = 17,   /* + error, message (a failure's) */
     WF_OBS_KIND_COUNT
 } wf_obs_kind;
 
@@ -110,6 +120,21 @@ typedef struct wf_obs_record {
     uint32_t victim;
     /** The executor's worker count: thread >= workers (and not OUTSIDE) is a blocking thread. */
     uint32_t workers;
+    /** SPAN_*: the child span's number within its invocation (>= 1). */
+    uint32_t span;
+    /** SPAN_BEGIN: the enclosing child span's number, 0 for the step's own span. */
+    uint32_t parent_span;
+    /** SPAN_BEGIN: the span's name; SPAN_ATTR: the attribute's key. */
+    const char *name;
+    /** SPAN_ATTR: a string value (NULL: the integer in value). */
+    const char *str;
+    /**
+     * RUN_START: the W3C trace context the run joins ("00-<32 hex trace
+     * id>-<16 hex parent span id>-<2 hex flags>", from the run's parameters),
+     * or NULL: a trace of its own. (Not written by the executor yet: see
+     * docs/OBSERVE.md.)
+     */
+    const char *traceparent;
 } wf_obs_record;
 
 /**
@@ -173,8 +198,17 @@ typedef struct wf_exporter_params {
      */
     FILE *out;
     int keep_open;
-    /** OTLP: the service.name resource attribute (default "wf"). */
+    /** OTLP: the service.name resource attribute (default "wf"). Copied. */
     const char *service_name;
+    /** OTLP: the service.version resource attribute (NULL: none). Copied. */
+    const char *service_version;
+    /**
+     * Prometheus: a file (copied path) rewritten atomically at each flush: the
+     * exposition goes to a temporary file beside it ("PATH.XXXXXX", mode
+     * 0644), renamed over PATH, so a reader such as node_exporter's textfile
+     * collector never sees half a file. Instead of, or besides, out.
+     */
+    const char *path;
 } wf_exporter_params;
 WF_API void wf_exporter_params_init(wf_exporter_params *p);
 
@@ -188,30 +222,74 @@ WF_API void wf_exporter_params_init(wf_exporter_params *p);
 WF_API int wf_exporter_perfetto(wf_observer *out, const wf_exporter_params *p);
 /**
  * OpenTelemetry: one span per run (the root) and one per step invocation
- * (its child), attributes wf.run_id, wf.step, wf.event_type, wf.attempt,
- * error status; written as OTLP/JSON lines (one TracesData object per line,
+ * (its child), written as OTLP/JSON lines (one TracesData object per line,
  * the OpenTelemetry Collector's otlpjsonfile receiver format).
+ *
+ * Attributes: the resource has service.name (p->service_name, default
+ * "wf"), service.version (p->service_version, if set), telemetry.sdk.name
+ * "wf" and telemetry.sdk.version. Spans have wf.run_id, wf.workflow,
+ * wf.step, wf.event_type, wf.attempt, wf.outcome (steps) or wf.status
+ * (runs); a failed one has wf.error and error.type (the WF_E* name, or the
+ * decimal code of a step's own error code) and status ERROR with the
+ * message; other spans leave the status unset. Identifiers are exact:
+ * trace and span ids are hex (as OTLP/JSON wants), wf.run_id is a
+ * stringValue (decimal), never an intValue that a JavaScript or jq reader
+ * would round above 2^53; wf.attempt and wf.delay_ms are intValue.
  */
 WF_API int wf_exporter_otlp_json(wf_observer *out, const wf_exporter_params *p);
+
 /**
- * The same spans sent over OTLP/HTTP: encoded as protobuf (an
- * ExportTraceServiceRequest) and POSTed to endpoint, "http://host:port/path"
- * (e.g. Phoenix's http://127.0.0.1:6006/v1/traces; the path defaults to
- * /v1/traces), at each flush and whenever 256 spans are pending, from the
- * exporter thread (5 s timeouts). Plain HTTP only; a failed request is
- * dropped, not retried. p is optional: p->out, if set, also gets the JSON
- * lines; p->service_name. WF_EINVAL for an endpoint that is not http://,
- * WF_ENOTSUP when wf was built without -Dotlp_http=true.
+ * Where wf_exporter_otlp_proto hands its OTLP requests. send gets one
+ * encoded ExportTraceServiceRequest (protobuf; body borrowed for the call)
+ * holding n_spans spans, at each flush and whenever 256 spans are pending,
+ * on the executor's exporter thread: it must not block for long (copy the
+ * bytes and send them from a thread of its own, as libwf-otlp's
+ * wf_otlp_http does). It returns 0, or a negative code when it refused the
+ * request (its spans are then counted as lost). user_free (optional) runs
+ * once with user, after the last send, when the observer is removed (or
+ * when wf_exporter_otlp_proto fails).
  */
-WF_API int wf_exporter_otlp_http(wf_observer *out, const char *endpoint,
-                                 const wf_exporter_params *p);
+typedef struct wf_otlp_sender {
+    int (*send)(const void *body, size_t len, uint32_t n_spans, void *user);
+    void (*user_free)(void *user);
+    void *user;
+} wf_otlp_sender;
+
 /**
- * Prometheus text exposition of the executor's counters and step duration
- * histograms; the file is rewritten with the current values at each
- * wf_executor_observe_flush and when the observer is removed (p->out is
- * then written from its start: pass a regular file).
+ * The spans of wf_exporter_otlp_json, encoded as OTLP protobuf and handed
+ * to sender (copied; its user is owned by the observer from now on, also
+ * when this call fails). p is optional: p->out, if set, also gets the JSON
+ * lines; p->service_name, p->service_version. WF_EINVAL without a sender
+ * or a send function. The OTLP/HTTP transport (TLS, retries, gzip) is
+ * libwf-otlp's wf_exporter_otlp_http (<wf/otlp_http.h>, pkg-config
+ * wf-otlp), built on this.
+ */
+WF_API int wf_exporter_otlp_proto(wf_observer *out, const wf_otlp_sender *sender,
+                                  const wf_exporter_params *p);
+/**
+ * Prometheus text exposition (format 0.0.4) of the executor's counters and
+ * step duration histograms, rendered at each flush of the observer (after
+ * each batch of records, at wf_executor_observe_flush, and when the
+ * observer is removed), to:
+ *  - p->path, atomically (temporary file + rename; see wf_exporter_params);
+ *  - p->out, written over from its start (pass a regular file; a reader
+ *    may see it half-written: prefer path);
+ *  - memory, always: wf_exporter_prometheus_text.
+ * p NULL: memory only, for a program serving /metrics itself. WF_EINVAL
+ * for a p with neither out nor path.
  */
 WF_API int wf_exporter_prometheus(wf_observer *out, const wf_exporter_params *p);
+/**
+ * The latest exposition of a Prometheus exporter: obs is the observer that
+ * wf_exporter_prometheus filled (the caller's copy of it is fine). The
+ * exposition as of the observer's last flush (call
+ * wf_executor_observe_flush first for up-to-date values; before any
+ * record, every family at 0). Caller owns *text: wf_free. WF_EINVAL when
+ * obs is not a Prometheus exporter. Any thread, while the observer is
+ * installed (not after wf_executor_unobserve or wf_executor_free removed
+ * it).
+ */
+WF_API int wf_exporter_prometheus_text(const wf_observer *obs, char **text);
 /**
  * A human-readable line per step invocation (and per run end, retry,
  * unhandled or dropped event) through a logger callback: wf never prints.
@@ -236,8 +314,8 @@ WF_API void wf_execution_release(wf_execution *exe);
  * edges labelled with counts. WF_ENOTFOUND if the run is not (or no longer)
  * recorded. Call after wf_executor_observe_flush. Caller owns *out: wf_free.
  */
-WF_API int wf_execution_draw(wf_execution *exe, const wf_workflow *wf, uint64_t run_id,
-                             int mermaid, char **out);
+WF_API int wf_execution_draw(wf_execution *exe, const wf_workflow *wf, uint64_t run_id, int mermaid,
+                             char **out);
 
 #ifdef __cplusplus
 }

@@ -131,7 +131,8 @@ WF_API wf_retry_policy *wf_retry_policy_retain(const wf_retry_policy *p);
 WF_API void wf_retry_policy_free(wf_retry_policy *p);
 /**
  * The decision after a failure: 1 and the delay in *delay_ms to retry, 0 to
- * give up. Pure: the same state gives the same answer.
+ * give up, WF_EINVAL (and *delay_ms 0) when p or st is NULL: test for
+ * `> 0`, not for non-zero. Pure: the same state gives the same answer.
  */
 WF_API int wf_retry_policy_next(const wf_retry_policy *p, const wf_retry_state *st,
                                 int64_t *delay_ms);

@@ -14,6 +14,7 @@
 #include <wf/common.h>
 #include <wf/value.h>
 #include <wf/event.h>
+#include <wf/retry.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,7 +22,6 @@ extern "C" {
 
 typedef struct wf_workflow wf_workflow;
 typedef struct wf_ctx wf_ctx;
-typedef struct wf_retry_policy wf_retry_policy;
 
 /**
  * A step. Called on an executor thread with the run's context and the input
@@ -93,6 +93,7 @@ typedef struct wf_step_params {
      * type; it is invoked once per fan-out, when every branch has resolved,
      * with the fan-out's origin (the input of the step that emitted the list)
      * as its input, and wf_ctx_join_events gives the branches' results.
+     * Exclusive with join (wf_workflow_add_step refuses both).
      */
     int32_t join_list;
 } wf_step_params;
@@ -133,8 +134,9 @@ WF_API const wf_event_type *wf_workflow_builtin(const wf_workflow *wf, wf_builti
 /**
  * Adds a step. Names are unique, 1..255 bytes. Types must belong to the
  * workflow's registry. WF_EEXIST for a duplicate name, WF_EINVAL for bad
- * params (no accepted type, num_workers 0, a NULL type), WF_EFROZEN after
- * freezing. On failure user_free is not called and the caller keeps user.
+ * params (no accepted type, num_workers 0, a NULL type, join and join_list
+ * both set), WF_EFROZEN after freezing; wf_last_error_message() says which. On failure user_free is
+ * not called and the caller keeps user.
  */
 WF_API int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn,
                                 const wf_step_params *params, void *user);
