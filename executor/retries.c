@@ -117,7 +117,7 @@ int wf__maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64_t 
     st.seed = (run->id * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)t->step << 32) ^ t->attempt;
     st.message = msg;
     int64_t delay = 0;
-    if (!wf_retry_policy_next(step->retry, &st, &delay))
+    if (wf_retry_policy_next(step->retry, &st, &delay) <= 0)
         return 0;
     wf__task *n = wf__task_alloc();
     /* a join step retries with the same set; the invocation keeps its number */

@@ -4,7 +4,9 @@
  * through the checked decoder of codec.c.
  */
 #include "codec_impl.h"
+#include "text.h"
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -91,22 +93,18 @@ static int sealed(const void *buf, size_t len, size_t *body)
     return 1;
 }
 
+/* The library's FNV-1a over s, then a separator, so "ab"+"c" differs from "a"+"bc". */
 static uint64_t fnv(uint64_t h, const char *s)
 {
-    for (; *s; s++) {
-        h ^= (uint8_t)*s;
-        h *= 1099511628211ull;
-    }
-    h ^= 0xff; /* a separator, so "ab"+"c" differs from "a"+"bc" */
-    h *= 1099511628211ull;
-    return h;
+    h = wf__hash_update(h, s, strlen(s));
+    return wf__hash_update(h, "\xff", 1);
 }
 
 uint64_t wf_workflow_fingerprint(const wf_workflow *wf)
 {
     if (wf == NULL)
         return 0;
-    uint64_t h = fnv(14695981039346656037ull, wf->name);
+    uint64_t h = fnv(WF__HASH_INIT, wf->name);
     for (uint32_t i = 0; i < wf->n_steps; i++) {
         const wf__step *s = wf->steps[i];
         h = fnv(h, s->name);
@@ -440,6 +438,17 @@ int wf_snapshot_to_json(const void *buf, size_t len, char **json, char **message
     if (rc < 0) {
         wf_value_release(doc);
         return rc;
+    }
+    /* an identifier, not a quantity: as a string, so jq and JavaScript keep all 64 bits */
+    wf_value fp, fps;
+    uint64_t fpv;
+    char fpbuf[24];
+    if (wf_value_map_get(doc, "fingerprint", &fp) == 0 && wf_value_get_uint(fp, &fpv) == 0) {
+        snprintf(fpbuf, sizeof fpbuf, "%" PRIu64, fpv);
+        if (wf_value_string(&fps, fpbuf) < 0 || wf_value_map_set(&doc, "fingerprint", fps) < 0) {
+            wf_value_release(doc);
+            return WF_ENOMEM;
+        }
     }
     size_t n = wf_value_format(doc, NULL, 0);
     char *s = wf__malloc(n + 1);

@@ -269,7 +269,7 @@ Test(codec, snapshot_at_rest_round_trips_and_resumes_counting)
     char want[256];
     snprintf(want, sizeof want,
              "{\"magic\":\"wf-snapshot\",\"version\":3,\"workflow\":\"Counter\","
-             "\"fingerprint\":%llu,\"running\":false,\"state\":{\"runs\":{\"count\":2}}}",
+             "\"fingerprint\":\"%llu\",\"running\":false,\"state\":{\"runs\":{\"count\":2}}}",
              (unsigned long long)wf_workflow_fingerprint(wf));
     cr_assert_str_eq(json, want);
     wf_free(json);

@@ -56,48 +56,6 @@ static int slurp(FILE *f, char **buf, size_t *len)
     return 0;
 }
 
-/*
- * Prints json with the value of the top-level "fingerprint" key quoted when
- * it is a bare number (a string is left as it is). The JSON comes from
- * wf_snapshot_to_json, so a small scanner is enough: strings (with their
- * escapes) are skipped whole, depth is counted on brackets outside them.
- */
-static int put_json_ids_quoted(const char *json, FILE *out)
-{
-    static const char key[] = "\"fingerprint\"";
-    int depth = 0;
-    const char *p = json, *run = json;
-    while (*p) {
-        if (*p == '"') {
-            const char *start = p++;
-            while (*p && *p != '"')
-                p += (*p == '\\' && p[1]) ? 2 : 1;
-            if (*p)
-                p++;
-            if (depth == 1 && (size_t)(p - start) == sizeof key - 1 &&
-                memcmp(start, key, sizeof key - 1) == 0 && *p == ':' &&
-                (p[1] == '-' || (p[1] >= '0' && p[1] <= '9'))) {
-                const char *num = p + 1, *end = num + 1;
-                while (*end && strchr("0123456789.eE+-", *end))
-                    end++;
-                if (fwrite(run, 1, (size_t)(num - run), out) != (size_t)(num - run) ||
-                    fputc('"', out) == EOF ||
-                    fwrite(num, 1, (size_t)(end - num), out) != (size_t)(end - num) ||
-                    fputc('"', out) == EOF)
-                    return -1;
-                p = run = end;
-            }
-            continue;
-        }
-        if (*p == '{' || *p == '[')
-            depth++;
-        else if (*p == '}' || *p == ']')
-            depth--;
-        p++;
-    }
-    return fputs(run, out) >= 0 ? 0 : -1;
-}
-
 int main(int argc, char **argv)
 {
     if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
@@ -133,7 +91,7 @@ int main(int argc, char **argv)
         wf_free(msg);
         return 1;
     }
-    int ok = put_json_ids_quoted(json, stdout) == 0 && putchar('\n') != EOF && fflush(stdout) == 0;
+    int ok = fputs(json, stdout) >= 0 && putchar('\n') != EOF && fflush(stdout) == 0;
     wf_free(json);
     if (!ok) {
         fprintf(stderr, "wf-snapshot: writing: %s\n", strerror(errno));
