@@ -85,7 +85,8 @@ int wf_ctx_collect_events(wf_ctx *ctx, const wf_event *in, const wf_event_type *
         return WF_EINVAL;
     wf__inv *inv = wf__inv_of(ctx);
     if (inv == NULL)
-        return WF_ESTATE;
+        return wf__set_error(WF_ESTATE,
+                             "wf_ctx_collect_events: not called from a step of this context's run");
     const char *id = buffer_id ? buffer_id : "";
     wf__run *run = inv->run;
     uint32_t step = inv->task->step;
@@ -233,7 +234,8 @@ int wf_ctx_join_events(const wf_ctx *ctx, const wf_event *const **events, size_t
         return WF_EINVAL;
     wf__inv *inv = wf__inv_of(ctx);
     if (inv == NULL)
-        return WF_ESTATE;
+        return wf__set_error(WF_ESTATE,
+                             "wf_ctx_join_events: not called from a step of this context's run");
     const wf__retry_info *ri = inv->task->arg;
     if (ri == NULL || !ri->joined)
         return WF_ENOTFOUND;

@@ -136,7 +136,8 @@ int wf_ctx_pend(wf_ctx *ctx, wf_completion **out)
         return WF_EINVAL;
     wf__inv *inv = wf__inv_of(ctx);
     if (inv == NULL)
-        return WF_ESTATE;
+        return wf__set_error(WF_ESTATE,
+                             "wf_ctx_pend: not called from a step of this context's run");
     if (inv->token)
         return WF_EEXIST;
     wf_completion *c = wf__calloc(1, sizeof *c);

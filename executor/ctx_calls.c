@@ -34,7 +34,7 @@ int wf_ctx_send_event(wf_ctx *ctx, wf_event *ev, const char *target)
         wf__run *run = wf__ctx_run_ref(ctx);
         if (run == NULL) {
             wf_event_release(ev);
-            return WF_ESTATE;
+            return wf__set_error(WF_ESTATE, "wf_ctx_send_event: the context has no run in flight");
         }
         int rc = wf__send_outside(run, ev, target);
         wf__run_release(run);
@@ -113,7 +113,8 @@ int wf_ctx_write_event_to_stream(wf_ctx *ctx, wf_event *ev)
     wf__run *run = wf__ctx_run_ref(ctx);
     if (run == NULL) {
         wf_event_release(ev);
-        return WF_ESTATE;
+        return wf__set_error(WF_ESTATE,
+                             "wf_ctx_write_event_to_stream: the context has no run in flight");
     }
     int full = wf__stream_push(run, ev);
     if (wf__obs_on(run->ex, WF_OBS_STREAM_WRITE))
@@ -131,7 +132,7 @@ int wf_ctx_running_steps(wf_ctx *ctx, wf_value *out)
     wf__inv *inv = wf__inv_of(ctx);
     wf__run *run = inv ? inv->run : wf__ctx_run_ref(ctx);
     if (run == NULL)
-        return WF_ESTATE;
+        return wf__set_error(WF_ESTATE, "wf_ctx_running_steps: the context has no run in flight");
     wf_value names = wf_value_nil();
     int rc = wf_value_array_new(&names, 4);
     for (uint32_t i = 0; rc == 0 && i < run->nsteps; i++) {
@@ -205,7 +206,8 @@ int wf_ctx_last_error(const wf_ctx *ctx, int *code, const char **message)
 {
     wf__inv *inv = wf__inv_of(ctx);
     if (inv == NULL)
-        return WF_ESTATE;
+        return wf__set_error(WF_ESTATE,
+                             "wf_ctx_set_error: not called from a step of this context's run");
     const wf__retry_info *ri = inv->task->arg;
     if (ri == NULL || inv->task->attempt < 2)
         return WF_ENOTFOUND;

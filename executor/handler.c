@@ -86,11 +86,14 @@ int wf_handler_wait(wf_handler *h, int64_t timeout_ms, wf_event **result)
     if (run == NULL)
         return WF_EINVAL;
     if (wf__own_thread(run->ex) == 1 && wf_handler_status(h) == WF_RUN_RUNNING) {
+        /* a worker waiting for its own executor forever: it may be the one needed */
         if (timeout_ms < 0)
-            return WF_ESTATE;    /* a worker waiting for its own executor forever: it may be the one
-                                    needed */
-        wf__pool_spill_bypass(); /* a task in this worker's hands only it could run: let others take
-                                    it */
+            return wf__set_error(WF_ESTATE,
+                                 "wf_handler_wait: waiting without a timeout on a worker of the "
+                                 "run's own executor could never end (give a timeout, or pend "
+                                 "the step: wf_ctx_pend)");
+        /* a task in this worker's hands only it could run: let others take it */
+        wf__pool_spill_bypass();
     }
     int64_t deadline = timeout_ms < 0 ? -1 : wf__now_ns() + timeout_ms * 1000000;
     pthread_mutex_lock(&run->mu);
@@ -157,9 +160,14 @@ int wf__resolve_target(const wf_workflow *wf, const wf_event *ev, const char *ta
         return 0;
     wf__step *s = wf__workflow_find_step(wf, target);
     if (s == NULL)
-        return WF_ENOTFOUND;
-    if (!wf__step_accepts(s, ev->type) || s->join_list)
-        return WF_ETYPE;
+        return wf__set_error(WF_ENOTFOUND, "workflow '%s' has no step '%s'", wf->name, target);
+    if (s->join_list)
+        return wf__set_error(WF_ETYPE,
+                             "step '%s' joins a list fan-out: it takes events through "
+                             "wf_ctx_emit_list, not a targeted send",
+                             target);
+    if (!wf__step_accepts(s, ev->type))
+        return wf__set_error(WF_ETYPE, "step '%s' does not accept '%s'", target, ev->type->name);
     *idx = (int32_t)s->index;
     return 0;
 }
@@ -168,8 +176,12 @@ int wf__resolve_target(const wf_workflow *wf, const wf_event *ev, const char *ta
 int wf__send_outside(wf__run *run, wf_event *ev, const char *target)
 {
     if (ev->type->reg != run->wf->reg) {
+        int rc = wf__set_error(WF_EINVAL,
+                               "event type '%s' belongs to another registry than "
+                               "workflow '%s'",
+                               ev->type->name, run->wf->name);
         wf_event_release(ev);
-        return WF_EINVAL;
+        return rc;
     }
     int32_t idx;
     int rc = wf__resolve_target(run->wf, ev, target, &idx);
@@ -179,7 +191,8 @@ int wf__send_outside(wf__run *run, wf_event *ev, const char *target)
     }
     if (wf__run_ended(run) || !wf__engine_try_ref(run)) {
         wf_event_release(ev);
-        return WF_ESTATE;
+        return wf__set_error(WF_ESTATE, "run %llu has ended: the event was dropped",
+                             (unsigned long long)run->id);
     }
     int o = wf__outside_enter(run);
     wf__hook_emit_outside(run, ev);

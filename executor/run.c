@@ -436,7 +436,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         pthread_mutex_unlock(&ctx->run_lock);
         wf_ctx_free(ctx);
         wf__free_mem(run);
-        return WF_EBUSY;
+        return wf__set_error(WF_EBUSY, "the context already has a run in flight");
     }
     atomic_store_explicit(&ctx->run, run, memory_order_release);
     /* a run parked in the context is continued by this one, or discarded by a fresh start */
@@ -514,7 +514,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         pthread_mutex_unlock(&ctx->run_lock);
         run->ex = NULL;
         run_free(run);
-        return WF_ESHUTDOWN;
+        return wf__set_error(WF_ESHUTDOWN, "the executor is shutting down");
     }
     int waits = 0;
     if (wf->max_runs) {
@@ -563,12 +563,16 @@ int wf__run_params_check(wf_workflow *wf, wf_ctx *ctx, const wf_run_params *para
 {
     if (params->timeout_ms < 0 && params->timeout_ms != WF_NO_TIMEOUT &&
         params->timeout_ms != WF_TIMEOUT_DEFAULT)
-        return WF_EINVAL;
+        return wf__set_error(WF_EINVAL,
+                             "run timeout %lld ms: give a duration, WF_NO_TIMEOUT or "
+                             "WF_TIMEOUT_DEFAULT",
+                             (long long)params->timeout_ms);
     int rc = wf__workflow_prepare(wf, message);
     if (rc < 0)
         return rc;
     if (ctx && ctx->wf != wf)
-        return WF_EMISMATCH;
+        return wf__set_error(WF_EMISMATCH, "the context belongs to workflow '%s', not '%s'",
+                             ctx->wf->name, wf->name);
     return 0;
 }
 
@@ -592,7 +596,8 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
     }
     int rc = wf__run_params_check(wf, ctx, params, message);
     if (rc == 0 && (start->type->reg != wf->reg || !wf_event_type_is(start->type, wf->start_type)))
-        rc = WF_ETYPE;
+        rc = wf__set_error(WF_ETYPE, "workflow '%s' starts with '%s', not '%s'", wf->name,
+                           wf->start_type ? wf->start_type->name : "?", start->type->name);
     wf__run *run = NULL;
     if (rc == 0)
         rc = wf__run_create(ex, wf, ctx, params, start, NULL, 0, &run);
@@ -624,7 +629,8 @@ int wf_run(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start_event,
     if (ex && wait_ms < 0 && wf__own_thread(ex) == 1) {
         /* waiting forever on a worker of ex: refused before anything starts */
         wf_event_release(start_event);
-        return WF_ESTATE;
+        return wf__set_error(WF_ESTATE, "wf_run: waiting without a timeout on a worker of the "
+                                        "same executor could never end (give a timeout)");
     }
     wf_handler *h;
     int rc = wf_run_start(ex, wf, ctx, start_event, &h);

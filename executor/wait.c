@@ -160,7 +160,8 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
     wf__inv *inv = wf__inv_of(ctx);
     if (inv == NULL) {
         wf_event_release(waiter_event);
-        return WF_ESTATE;
+        return wf__set_error(WF_ESTATE,
+                             "wf_ctx_wait_for_event: not called from a step of this context's run");
     }
     wf__run *run = inv->run;
     uint32_t step = inv->task->step;

@@ -703,6 +703,8 @@ static int waits_on_own_executor(wf_ctx *ctx, const wf_event *in, wf_event **out
     wf_handler *h;
     cr_assert_eq(wf_run_start(misuse_ex, misuse_inner, NULL, s, &h), 0);
     atomic_store(&misuse_rc_wait, wf_handler_wait(h, -1, NULL));
+    cr_assert(strstr(wf_last_error_message(), "without a timeout") != NULL, "%s",
+              wf_last_error_message());
     cr_assert_eq(wf_handler_wait(h, 10000, NULL), 0, "with a timeout the wait is allowed");
     wf_handler_free(h);
     cr_assert_eq(wf_event_new(&s, start, 0), 0);

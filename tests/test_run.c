@@ -785,7 +785,9 @@ static atomic_int target_errors_checked;
 static int s_targets(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 {
     cr_assert_eq(wf_ctx_send_event(ctx, ev0(T_A), "no_such_step"), WF_ENOTFOUND);
+    cr_assert_str_eq(wf_last_error_message(), "workflow 'targets' has no step 'no_such_step'");
     cr_assert_eq(wf_ctx_send_event(ctx, ev0(T_B), "on_a"), WF_ETYPE);
+    cr_assert_str_eq(wf_last_error_message(), "step 'on_a' does not accept 'B'");
     cr_assert_eq(wf_ctx_send_event(ctx, NULL, NULL), WF_EINVAL);
     atomic_store(&target_errors_checked, 1);
     /* to one of the two steps accepting A only */
@@ -837,7 +839,9 @@ Test(run, handler_send_event_into_a_waiting_run)
     wf_handler *h;
     cr_assert_eq(wf_run_start(ex, wf, NULL, ev0(T_START), &h), 0);
     cr_assert_eq(wf_handler_send_event(h, ev0(T_A), "nope"), WF_ENOTFOUND);
+    cr_assert_str_eq(wf_last_error_message(), "workflow 'external' has no step 'nope'");
     cr_assert_eq(wf_handler_send_event(h, ev0(T_B), "on_a"), WF_ETYPE);
+    cr_assert_str_eq(wf_last_error_message(), "step 'on_a' does not accept 'B'");
     cr_assert_eq(wf_handler_send_event(h, ev0(T_A), NULL), 0);
     wf_event *res;
     cr_assert_eq(wf_handler_wait(h, -1, &res), 0);

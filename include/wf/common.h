@@ -117,8 +117,18 @@ WF_API const char *wf_err_name(int err);
  *    wf_value_array_push, wf_value_array_set, wf_value_map_set(_n),
  *    wf_value_map_remove (WF_EKIND, WF_ERANGE, WF_EINVAL);
  *  - retry policies: wf_retry_policy_next.
- * Other calls (runs, handlers, snapshots, the executor) return only their
- * code for now. Any thread.
+ *  - runs and handlers: wf_run_start(_ex), wf_run_resume (WF_EBUSY,
+ *    WF_ETYPE, WF_EMISMATCH, WF_ESHUTDOWN, a bad timeout), wf_run and
+ *    wf_handler_wait refusing to wait forever on a worker (WF_ESTATE),
+ *    wf_handler_send_event and wf_ctx_send_event (WF_ENOTFOUND: no such
+ *    step; WF_ETYPE: the step does not accept the type; WF_EINVAL: another
+ *    registry; WF_ESTATE: the run ended), wf_completion_send;
+ *  - step-side calls made outside a step (WF_ESTATE): wf_ctx_collect_events,
+ *    wf_ctx_join_events, wf_ctx_wait_for_event, wf_ctx_pend,
+ *    wf_ctx_write_event_to_stream, wf_ctx_running_steps.
+ * Other calls (snapshots, the executor) return only their code for now (the
+ * snapshot calls give their message through their char **message). Any
+ * thread.
  */
 WF_API const char *wf_last_error_message(void);
 
