@@ -217,3 +217,121 @@ int wf_ctx_last_error(const wf_ctx *ctx, int *code, const char **message)
         *message = ri->last_msg;
     return 0;
 }
+
+/* ----------------------------------------------------------- a step's spans */
+
+/* The invocation for a span call, or NULL with the error set. */
+static wf__inv *span_inv(wf_ctx *ctx, const char *what, uint32_t span, int check_span)
+{
+    wf__inv *inv = ctx ? wf__inv_of(ctx) : NULL;
+    if (ctx == NULL) {
+        wf__set_error(WF_EINVAL, "%s: ctx is NULL", what);
+        return NULL;
+    }
+    if (inv == NULL) {
+        wf__set_error(WF_ESTATE, "%s: not called from a step of this context's run", what);
+        return NULL;
+    }
+    if (check_span && (span == 0 || span > inv->span_next)) {
+        wf__set_error(WF_EINVAL, "%s: span %u was not opened by this invocation", what, span);
+        return NULL;
+    }
+    return inv;
+}
+
+/* A SPAN_* record of the invocation (same run, step, event_id and attempt as its STEP_START). */
+static void span_rec(wf__inv *inv, unsigned kind, wf__obs_rec *r)
+{
+    wf__hook_rec(inv->run, kind, inv->task->step, inv->task->ev->type, 0, r);
+    r->attempt = inv->task->attempt;
+    r->event_id = wf__hook_task_id(inv->task);
+}
+
+int wf_ctx_span_begin(wf_ctx *ctx, const char *name, uint32_t *span)
+{
+    if (span)
+        *span = 0;
+    wf__inv *inv = span_inv(ctx, "wf_ctx_span_begin", 0, 0);
+    if (inv == NULL)
+        return ctx ? WF_ESTATE : WF_EINVAL;
+    if (name == NULL || span == NULL)
+        return wf__set_error(WF_EINVAL, "wf_ctx_span_begin: name and span are required");
+    uint32_t id = ++inv->span_next;
+    uint32_t parent = inv->span_depth ? inv->span_open[inv->span_depth - 1] : 0;
+    if (inv->span_depth < sizeof inv->span_open / sizeof inv->span_open[0])
+        inv->span_open[inv->span_depth++] = id;
+    *span = id;
+    if (wf__obs_on(inv->run->ex, WF_OBS_SPAN_BEGIN)) {
+        wf__obs_rec r = {0};
+        span_rec(inv, WF_OBS_SPAN_BEGIN, &r);
+        r.dv = (int64_t)((uint64_t)id << 32 | parent);
+        if ((r.message = wf__hook_strdup(name)) == NULL)
+            return WF_ENOMEM;
+        wf__obs_write(inv->run->ex, &r);
+    }
+    return 0;
+}
+
+static int span_attr(wf_ctx *ctx, const char *what, uint32_t span, const char *key, const char *str,
+                     int64_t value)
+{
+    wf__inv *inv = span_inv(ctx, what, span, 1);
+    if (inv == NULL)
+        return ctx && wf__inv_of(ctx) == NULL ? WF_ESTATE : WF_EINVAL;
+    if (key == NULL)
+        return wf__set_error(WF_EINVAL, "%s: key is NULL", what);
+    if (!wf__obs_on(inv->run->ex, WF_OBS_SPAN_ATTR))
+        return 0;
+    wf__obs_rec r = {0};
+    span_rec(inv, WF_OBS_SPAN_ATTR, &r);
+    r.error = (int32_t)span;
+    size_t kl = strlen(key) + 1, vl = str ? strlen(str) + 1 : 0;
+    if ((r.message = wf__malloc(kl + vl)) == NULL)
+        return WF_ENOMEM;
+    memcpy(r.message, key, kl);
+    if (str) {
+        memcpy(r.message + kl, str, vl);
+        r.flags = WF__OBS_F_STR;
+    } else {
+        r.dv = value;
+    }
+    wf__obs_write(inv->run->ex, &r);
+    return 0;
+}
+
+int wf_ctx_span_attr_str(wf_ctx *ctx, uint32_t span, const char *key, const char *value)
+{
+    if (value == NULL)
+        return wf__set_error(WF_EINVAL, "wf_ctx_span_attr_str: value is NULL");
+    return span_attr(ctx, "wf_ctx_span_attr_str", span, key, value, 0);
+}
+
+int wf_ctx_span_attr_int(wf_ctx *ctx, uint32_t span, const char *key, int64_t value)
+{
+    return span_attr(ctx, "wf_ctx_span_attr_int", span, key, NULL, value);
+}
+
+int wf_ctx_span_end(wf_ctx *ctx, uint32_t span, int32_t error, const char *message)
+{
+    wf__inv *inv = span_inv(ctx, "wf_ctx_span_end", span, 1);
+    if (inv == NULL)
+        return ctx && wf__inv_of(ctx) == NULL ? WF_ESTATE : WF_EINVAL;
+    /* off the open stack, wherever it is (ending an outer span first is allowed) */
+    for (uint32_t i = inv->span_depth; i-- > 0;) {
+        if (inv->span_open[i] != span)
+            continue;
+        memmove(&inv->span_open[i], &inv->span_open[i + 1],
+                (inv->span_depth - i - 1) * sizeof inv->span_open[0]);
+        inv->span_depth--;
+        break;
+    }
+    if (!wf__obs_on(inv->run->ex, WF_OBS_SPAN_END))
+        return 0;
+    wf__obs_rec r = {0};
+    span_rec(inv, WF_OBS_SPAN_END, &r);
+    r.dv = span;
+    r.error = error > 0 ? WF_EINVAL : error;
+    r.message = message ? wf__hook_strdup(message) : NULL;
+    wf__obs_write(inv->run->ex, &r);
+    return 0;
+}

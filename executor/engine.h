@@ -219,6 +219,7 @@ typedef struct wf__run {
     _Atomic uint64_t dropped;
     _Atomic uint64_t unhandled;
     int stream_internal;
+    char *traceparent; /* wf_run_params.traceparent, copied; for RUN_START */
     wf_done_fn on_done;
     void *on_done_user;
     wf__retry_timer *retries;     /* armed retries, under mu */
@@ -296,6 +297,9 @@ typedef struct wf__inv {
     wf_completion *token;   /* wf_ctx_pend was called: WF_PENDING is expected */
     struct deferred *defer; /* emissions held for the claimed batch it runs in, or NULL */
     int64_t obs_t0;         /* observed: when it started (observation clock), else 0 */
+    uint32_t span_next;     /* wf_ctx_span_*: the last span number given */
+    uint32_t span_depth;    /* open spans on span_open (deeper ones are not tracked) */
+    uint32_t span_open[8];
     wf_event *inl_sent[8];
     int32_t inl_targets[8];
 } wf__inv;

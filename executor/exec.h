@@ -365,6 +365,8 @@ _Static_assert(sizeof(wf__obs_rec) == 64, "an observation record is one cache li
 #define WF__OBS_F_OUT    2u
 #define WF__OBS_F_ROUTED 4u
 #define WF__OBS_F_RET    8u
+/* SPAN_ATTR: message holds "key\0value" (else the integer is in dv) */
+#define WF__OBS_F_STR    16u
 #define WF__OBS_DUR_BITS 40
 
 /*

@@ -256,6 +256,8 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
     inv.suspended = 0;
     inv.token = NULL;
     inv.defer = d;
+    inv.span_next = 0;
+    inv.span_depth = 0;
     wf__inv *prev = wf__tls_inv;
     wf__tls_inv = &inv;
     wf_event *out = NULL;

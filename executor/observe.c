@@ -596,6 +596,32 @@ static void deliver(struct wf__obs *o, wf__obs_rec *r, uint32_t ring, int shown)
         pub.status = r->attempt;
         pub.dur_ns = dur_ns(o, r->dv);
         break;
+    case WF_OBS_RUN_START: /* message: the run's traceparent */
+        pub.traceparent = r->message;
+        pub.message = NULL;
+        break;
+    case WF_OBS_SPAN_BEGIN: /* dv: span << 32 | parent; message: the name */
+        pub.attempt = r->attempt;
+        pub.span = (uint32_t)((uint64_t)r->dv >> 32);
+        pub.parent_span = (uint32_t)r->dv;
+        pub.name = r->message;
+        pub.message = NULL;
+        break;
+    case WF_OBS_SPAN_ATTR: /* error: the span; message: key (\0 string value); dv: integer */
+        pub.attempt = r->attempt;
+        pub.span = (uint32_t)r->error;
+        pub.error = 0;
+        pub.name = r->message;
+        pub.message = NULL;
+        if ((r->flags & WF__OBS_F_STR) && r->message)
+            pub.str = r->message + strlen(r->message) + 1;
+        else
+            pub.value = r->dv;
+        break;
+    case WF_OBS_SPAN_END: /* dv: the span; error, message: its status */
+        pub.attempt = r->attempt;
+        pub.span = (uint32_t)r->dv;
+        break;
     case WF_OBS_STEAL:
         pub.victim = r->attempt;
         pub.value = r->dv;

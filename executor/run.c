@@ -20,6 +20,8 @@
 
 #include <wf/observe.h>
 
+#include "../observe/otlp.h" /* wf__otlp_traceparent */
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -54,6 +56,7 @@ static void run_free(wf__run *run)
     pthread_cond_destroy(&run->cv);
     wf_event_release(run->held_start);
     wf__free_mem(run->held_resume);
+    wf__free_mem(run->traceparent);
     wf_ctx_free(run->ctx);
     wf_workflow_free(run->wf);
     wf__free_mem(run);
@@ -465,6 +468,14 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     run->status = WF_RUN_RUNNING;
     run->scap = params->stream_capacity;
     run->stream_internal = params->stream_internal != 0;
+    if (params->traceparent && (run->traceparent = wf__strdup(params->traceparent)) == NULL) {
+        pthread_mutex_lock(&ctx->run_lock);
+        atomic_store(&ctx->run, NULL);
+        pthread_mutex_unlock(&ctx->run_lock);
+        wf_ctx_free(ctx);
+        wf__free_mem(run);
+        return WF_ENOMEM;
+    }
     run->internal = (uint8_t)run->stream_internal;
     run->on_done = params->on_done;
     run->on_done_user = params->on_done_user;
@@ -549,8 +560,10 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         wf__obs_rec r = {0};
         wf__hook_rec(run, WF_OBS_RUN_START, WF__OBS_NO_STEP, NULL, wf__obs_now(), &r);
         run->obs_t0 = r.ts;
-        if (wf__obs_on(ex, WF_OBS_RUN_START))
+        if (wf__obs_on(ex, WF_OBS_RUN_START)) {
+            r.message = wf__hook_strdup(run->traceparent); /* the trace it joins, or NULL */
             wf__obs_write(ex, &r);
+        }
     }
     if (waits)
         return 1; /* it starts when a place is free (wf__run_go) */
@@ -567,6 +580,12 @@ int wf__run_params_check(wf_workflow *wf, wf_ctx *ctx, const wf_run_params *para
                              "run timeout %lld ms: give a duration, WF_NO_TIMEOUT or "
                              "WF_TIMEOUT_DEFAULT",
                              (long long)params->timeout_ms);
+    uint64_t trace[2], parent;
+    if (params->traceparent && wf__otlp_traceparent(params->traceparent, trace, &parent) < 0)
+        return wf__set_error(WF_EINVAL,
+                             "traceparent '%.64s' is not a W3C trace context "
+                             "(00-<32 hex>-<16 hex>-<2 hex>)",
+                             params->traceparent);
     int rc = wf__workflow_prepare(wf, message);
     if (rc < 0)
         return rc;

@@ -29,6 +29,8 @@ typedef struct rec {
     uint32_t attempt, status;
     int32_t error;
     int64_t dur, value;
+    uint32_t span, parent_span;
+    char name[32], str[32], traceparent[64];
 } rec;
 
 typedef struct recorder {
@@ -78,6 +80,11 @@ static void rec_record(const wf_obs_record *r, void *user)
     x->error = r->error;
     x->dur = r->dur_ns;
     x->value = r->value;
+    x->span = r->span;
+    x->parent_span = r->parent_span;
+    cp(x->name, sizeof x->name, r->name);
+    cp(x->str, sizeof x->str, r->str);
+    cp(x->traceparent, sizeof x->traceparent, r->traceparent);
     pthread_cond_broadcast(&o->cv); /* for tests waiting for a record */
     pthread_mutex_unlock(&o->mu);
 }
@@ -124,8 +131,8 @@ static void recorder_del(recorder *o)
 
 static uint32_t observe(wf_executor *ex, recorder *o, uint32_t kinds)
 {
-    wf_observer ob = {.record = rec_record, .flush = rec_flush, .user_free = rec_free,
-                      .user = o, .kinds = kinds};
+    wf_observer ob = {
+        .record = rec_record, .flush = rec_flush, .user_free = rec_free, .user = o, .kinds = kinds};
     uint32_t id = 0;
     cr_assert_eq(wf_executor_observe(ex, &ob, &id), 0);
     cr_assert_neq(id, 0);
@@ -459,15 +466,16 @@ Test(observe, retry_then_second_attempt)
     wf_retry_policy_free(p);
     wf_executor *ex = exec_n(2);
     recorder *o = recorder_new();
-    observe(ex, o, WF_OBS_BIT(WF_OBS_STEP_START) | WF_OBS_BIT(WF_OBS_STEP_END) |
-                       WF_OBS_BIT(WF_OBS_RETRY));
+    observe(ex, o,
+            WF_OBS_BIT(WF_OBS_STEP_START) | WF_OBS_BIT(WF_OBS_STEP_END) | WF_OBS_BIT(WF_OBS_RETRY));
     wf_handler *h = start(ex, wf);
     cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
     uint64_t id = wf_handler_run_id(h);
     cr_assert_eq(wf_executor_observe_flush(ex), 0);
     rec *r[4];
     size_t nretry = find(o, WF_OBS_RETRY, id, r, 4);
-    cr_assert_eq(nretry, 1, "retry records: %zu of %zu (calls %d)", nretry, o->n, atomic_load(&flaky_calls));
+    cr_assert_eq(nretry, 1, "retry records: %zu of %zu (calls %d)", nretry, o->n,
+                 atomic_load(&flaky_calls));
     cr_assert_eq(r[0]->attempt, 1);
     cr_assert_eq(r[0]->error, WF_EAGAIN);
     cr_assert_str_eq(r[0]->step, "flaky");
@@ -508,8 +516,8 @@ static int s_wait(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 static int s_forever(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 {
     wf_event *got = NULL;
-    int rc = wf_ctx_wait_for_event(ctx, T_REPLY, wf_value_nil(), NULL, "never", WF_NO_TIMEOUT,
-                                   &got);
+    int rc =
+        wf_ctx_wait_for_event(ctx, T_REPLY, wf_value_nil(), NULL, "never", WF_NO_TIMEOUT, &got);
     if (rc == WF_SUSPEND)
         atomic_store(&waiting, 1);
     wf_event_release(got);
@@ -810,4 +818,139 @@ Test(observe, no_observer_no_records_and_bad_arguments)
     recorder_del(many[16]);
     wf_workflow_free(wf);
     recorder_del(o);
+}
+
+/* ---- a step's own spans, and a run joining a caller's trace ---- */
+
+static int s_spans(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    uint32_t fetch, parse, bad;
+    cr_assert_eq(wf_ctx_span_begin(ctx, "fetch", &fetch), 0);
+    cr_assert_eq(fetch, 1);
+    cr_assert_eq(wf_ctx_span_attr_str(ctx, fetch, "url", "http://x/y"), 0);
+    cr_assert_eq(wf_ctx_span_attr_int(ctx, fetch, "bytes", 1234), 0);
+    cr_assert_eq(wf_ctx_span_begin(ctx, "parse", &parse), 0);
+    cr_assert_eq(parse, 2);
+    cr_assert_eq(wf_ctx_span_end(ctx, parse, WF_EFORMAT, "bad json"), 0);
+    cr_assert_eq(wf_ctx_span_end(ctx, fetch, 0, NULL), 0);
+    cr_assert_eq(wf_ctx_span_attr_int(ctx, 9, "k", 1), WF_EINVAL, "not opened here");
+    cr_assert_eq(wf_ctx_span_begin(ctx, NULL, &bad), WF_EINVAL);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(1));
+}
+
+Test(observe, a_steps_own_spans_and_the_callers_trace)
+{
+    wf_workflow *wf = new_wf("Spans");
+    add(wf, "work", s_spans, T_START, T_STOP, NULL);
+    wf_executor *ex = exec_n(1);
+    recorder *o = recorder_new();
+    observe(ex, o, RUN_KINDS);
+    const char *tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.traceparent = tp;
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start_ex(ex, wf, NULL, s, &rp, &h, NULL), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    uint64_t id = wf_handler_run_id(h);
+    cr_assert_eq(wf_executor_observe_flush(ex), 0);
+    rec *r[8];
+    cr_assert_eq(find(o, WF_OBS_RUN_START, id, r, 8), 1);
+    cr_assert_str_eq(r[0]->traceparent, tp);
+    rec *st[2];
+    cr_assert_eq(find(o, WF_OBS_STEP_START, id, st, 2), 1);
+    cr_assert_eq(find(o, WF_OBS_SPAN_BEGIN, id, r, 8), 2);
+    cr_assert_str_eq(r[0]->name, "fetch");
+    cr_assert_eq(r[0]->span, 1);
+    cr_assert_eq(r[0]->parent_span, 0, "under the step's own span");
+    cr_assert_eq(r[0]->event_id, st[0]->event_id, "tied to its step invocation");
+    cr_assert_str_eq(r[0]->step, "work");
+    cr_assert_eq(r[0]->attempt, 1);
+    cr_assert_str_eq(r[1]->name, "parse");
+    cr_assert_eq(r[1]->parent_span, 1);
+    cr_assert_eq(find(o, WF_OBS_SPAN_ATTR, id, r, 8), 2);
+    cr_assert_str_eq(r[0]->name, "url");
+    cr_assert_str_eq(r[0]->str, "http://x/y");
+    cr_assert_str_eq(r[1]->name, "bytes");
+    cr_assert_eq(r[1]->value, 1234);
+    cr_assert_eq(r[1]->str[0], 0);
+    cr_assert_eq(find(o, WF_OBS_SPAN_END, id, r, 8), 2);
+    cr_assert_eq(r[0]->span, 2);
+    cr_assert_eq(r[0]->error, WF_EFORMAT);
+    cr_assert_str_eq(r[0]->message, "bad json");
+    cr_assert_eq(r[1]->span, 1);
+    cr_assert_eq(r[1]->error, 0);
+    /* the spans come between the step's start and its end */
+    cr_assert(pos(o, WF_OBS_SPAN_BEGIN, id, NULL) > pos(o, WF_OBS_STEP_START, id, NULL));
+    cr_assert(pos(o, WF_OBS_SPAN_END, id, NULL) < pos(o, WF_OBS_STEP_END, id, NULL));
+    wf_handler_free(h);
+    /* a malformed trace context is refused at start, with a message */
+    rp.traceparent = "00-nothex-01";
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    cr_assert_eq(wf_run_start_ex(ex, wf, NULL, s, &rp, &h, NULL), WF_EINVAL);
+    cr_assert(strstr(wf_last_error_message(), "traceparent") != NULL);
+    wf_executor_free(ex);
+    recorder_del(o);
+    wf_workflow_free(wf);
+}
+
+static int s_span_outside(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(1));
+}
+
+Test(observe, spans_outside_a_step_are_refused)
+{
+    wf_workflow *wf = new_wf("NoSpans");
+    add(wf, "work", s_span_outside, T_START, T_STOP, NULL);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    uint32_t sp;
+    cr_assert_eq(wf_ctx_span_begin(ctx, "x", &sp), WF_ESTATE);
+    cr_assert_eq(wf_ctx_span_end(ctx, 1, 0, NULL), WF_ESTATE);
+    cr_assert_eq(wf_ctx_span_begin(NULL, "x", &sp), WF_EINVAL);
+    wf_ctx_free(ctx);
+    wf_workflow_free(wf);
+}
+
+Test(observe, otlp_puts_the_steps_spans_in_the_callers_trace)
+{
+    wf_workflow *wf = new_wf("SpansOtlp");
+    add(wf, "work", s_spans, T_START, T_STOP, NULL);
+    wf_executor *ex = exec_n(1);
+    char *buf = NULL;
+    size_t len = 0;
+    wf_exporter_params p;
+    wf_exporter_params_init(&p);
+    p.out = open_memstream(&buf, &len);
+    cr_assert_not_null(p.out);
+    wf_observer ob;
+    cr_assert_eq(wf_exporter_otlp_json(&ob, &p), 0);
+    uint32_t oid;
+    cr_assert_eq(wf_executor_observe(ex, &ob, &oid), 0);
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start_ex(ex, wf, NULL, s, &rp, &h, NULL), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    wf_handler_free(h);
+    cr_assert_eq(wf_executor_unobserve(ex, oid), 0); /* completes and closes the file */
+    cr_assert_not_null(buf);
+    cr_assert(strstr(buf, "\"traceId\":\"4bf92f3577b34da6a3ce929d0e0e4736\"") != NULL, "%s", buf);
+    cr_assert(strstr(buf, "\"parentSpanId\":\"00f067aa0ba902b7\"") != NULL,
+              "the run span under the caller's");
+    cr_assert(strstr(buf, "\"name\":\"fetch\"") != NULL, "%s", buf);
+    cr_assert(strstr(buf, "\"name\":\"parse\"") != NULL);
+    cr_assert(strstr(buf, "\"http://x/y\"") != NULL, "the string attribute");
+    cr_assert(strstr(buf, "bad json") != NULL, "the failed span's status message");
+    free(buf);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
 }

@@ -113,6 +113,22 @@ WF_API int wf_ctx_write_event_to_stream(wf_ctx *ctx, wf_event *ev);
  */
 WF_API int wf_ctx_running_steps(wf_ctx *ctx, wf_value *out);
 /**
+ * A step's own spans, under its step span in traces (OpenTelemetry and the
+ * observers: WF_OBS_SPAN_* records). wf_ctx_span_begin opens a child span
+ * named name (copied) of the innermost span this invocation opened and has
+ * not ended, or of the step span; *span gets its number within the
+ * invocation (>= 1). Attributes go on an open span; wf_ctx_span_end ends it
+ * with error (0 or a negative code) and message (copied, may be NULL) for
+ * its status. Spans left open end with the step. With no observer nothing
+ * is recorded (the calls stay valid). Only from the step's body, on the
+ * thread running it: WF_ESTATE elsewhere; WF_EINVAL for NULLs or a span
+ * number this invocation did not open; WF_ENOMEM.
+ */
+WF_API int wf_ctx_span_begin(wf_ctx *ctx, const char *name, uint32_t *span);
+WF_API int wf_ctx_span_attr_str(wf_ctx *ctx, uint32_t span, const char *key, const char *value);
+WF_API int wf_ctx_span_attr_int(wf_ctx *ctx, uint32_t span, const char *key, int64_t value);
+WF_API int wf_ctx_span_end(wf_ctx *ctx, uint32_t span, int32_t error, const char *message);
+/**
  * Buffers in (retained) for the calling step under buffer_id (NULL: ""), per
  * run. When one event of each of types[0..n) is buffered (a type listed k
  * times needs k events), returns 0 and puts them in events[0..n) in the order

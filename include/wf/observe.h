@@ -70,8 +70,7 @@ typedef enum wf_obs_kind {
     WF_OBS_PARK = 13,           /* thread (a worker) found nothing to do and sleeps */
     WF_OBS_UNPARK = 14,         /* thread (a worker) woke up: dur_ns asleep */
     /*
-     * A step's own child spans (wf_ctx_span_begin/_end: the API is designed,
-     * see docs/OBSERVABILITY.md; the executor does not write these records yet).
+     * A step's own child spans (wf_ctx_span_begin, _attr_*, _end).
      * Written by the thread running the invocation, between its STEP_START
      * and STEP_END: run_id, workflow, step, event_id and attempt as the
      * invocation's STEP_START, span (its number in the invocation, >= 1).
@@ -131,8 +130,7 @@ typedef struct wf_obs_record {
     /**
      * RUN_START: the W3C trace context the run joins ("00-<32 hex trace
      * id>-<16 hex parent span id>-<2 hex flags>", from the run's parameters),
-     * or NULL: a trace of its own. (Not written by the executor yet: see
-     * docs/OBSERVABILITY.md.)
+     * or NULL: a trace of its own (wf_run_params.traceparent).
      */
     const char *traceparent;
 } wf_obs_record;

@@ -108,6 +108,14 @@ typedef struct wf_run_params {
     /** Optional end-of-run callback and its user pointer (see wf_done_fn). */
     wf_done_fn on_done;
     void *on_done_user;
+    /**
+     * A W3C trace context the run joins ("00-<32 hex>-<16 hex>-<2 hex>",
+     * copied), or NULL (default): the run's traces start a trace of their
+     * own. The run's RUN_START record carries it (wf_obs_record.traceparent);
+     * the OpenTelemetry exporters put the run's spans in that trace, the run
+     * span under the caller's span. WF_EINVAL at start when malformed.
+     */
+    const char *traceparent;
 } wf_run_params;
 
 WF_API void wf_run_params_init(wf_run_params *p);
