@@ -335,6 +335,7 @@ typedef struct wf__step {
     uint32_t max_recoveries;
     /* resolved when frozen: */
     int32_t handler; /* index of the step handling this one's failures, or -1 */
+    uint32_t skip_checks; /* WF__CHECK_* bits skipped for this step alone */
     int is_handler;  /* some step's failures come here */
     int needs_clock; /* retry or handler: time the first attempt */
     int join;        /* accepts is a tuple */

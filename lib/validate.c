@@ -439,7 +439,7 @@ static int graph_checks(const wf_workflow *wf, uint32_t skip, wf__buf *b)
     if (!(skip & WF__CHECK_REACHABILITY)) {
         size_t n = 0;
         for (uint32_t i = 0; i < ns; i++)
-            if (!fwd[i])
+            if (!fwd[i] && !(wf->steps[i]->skip_checks & WF__CHECK_REACHABILITY))
                 names[n++] = wf->steps[i]->name;
         if (n) {
             wf__buf_puts(&part, "  - [reachability] Unreachable steps: ");
@@ -467,7 +467,8 @@ static int graph_checks(const wf_workflow *wf, uint32_t skip, wf__buf *b)
     if (!(skip & WF__CHECK_DEAD_END)) {
         size_t n = 0;
         for (uint32_t i = 0; i < ns; i++)
-            if (wf->steps[i]->n_emits > 0 && !bwd[i])
+            if (wf->steps[i]->n_emits > 0 && !bwd[i] &&
+                !(wf->steps[i]->skip_checks & WF__CHECK_DEAD_END))
                 names[n++] = wf->steps[i]->name;
         if (n) {
             wf__buf_puts(&part, "  - [dead_end] Dead-end steps: ");

@@ -185,6 +185,24 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
                              "wf_workflow_add_step: step \"%s\": join_list needs exactly one "
                              "accepted type (%u given)",
                              name, (unsigned)p->n_accepts);
+    uint32_t skips = 0;
+    if (p->n_skip_graph_checks && p->skip_graph_checks == NULL)
+        return wf__set_error(WF_EINVAL,
+                             "wf_workflow_add_step: step \"%s\": n_skip_graph_checks is %u and "
+                             "skip_graph_checks is NULL",
+                             name, (unsigned)p->n_skip_graph_checks);
+    for (uint32_t i = 0; i < p->n_skip_graph_checks; i++) {
+        const char *c = p->skip_graph_checks[i];
+        if (c && strcmp(c, "reachability") == 0)
+            skips |= WF__CHECK_REACHABILITY;
+        else if (c && strcmp(c, "dead_end") == 0)
+            skips |= WF__CHECK_DEAD_END;
+        else
+            return wf__set_error(WF_EINVAL,
+                                 "wf_workflow_add_step: step \"%s\": skip_graph_checks[%u] is "
+                                 "\"%.100s\" (a step may skip reachability or dead_end)",
+                                 name, (unsigned)i, c ? c : "NULL");
+    }
     for (uint32_t i = 0; i < p->n_error_of; i++)
         if (p->error_of[i] == NULL)
             return wf__set_error(WF_EINVAL,
@@ -230,6 +248,7 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
     s->join = p->join != 0;
     s->blocking = p->blocking != 0;
     s->join_list = p->join_list != 0;
+    s->skip_checks = skips;
     s->handler = -1;
     s->index = wf->n_steps;
     s->fn = fn;

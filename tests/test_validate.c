@@ -239,6 +239,60 @@ Test(validate, skip_every_graph_check)
     expect(0, NULL);
 }
 
+/* a step of its own choosing skips a graph check (the reference's per-step skip_graph_checks) */
+static void step_skipping(const char *name, const wf_event_type *acc, const wf_event_type *em,
+                          const char *check)
+{
+    const wf_event_type *a[1] = {acc}, *e[1] = {em};
+    const char *checks[1] = {check};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = a;
+    p.n_accepts = 1;
+    p.emits = e;
+    p.n_emits = 1;
+    p.skip_graph_checks = checks;
+    p.n_skip_graph_checks = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, name, nop, &p, NULL), 0, "%s", wf_last_error_message());
+}
+
+Test(validate, a_step_skips_a_graph_check_for_itself)
+{
+    step("start_step", START, A, STOP);
+    step("ping", A, B, NULL);
+    step_skipping("pong", B, A, "dead_end");
+    step_skipping("island", C, C, "reachability");
+    const wf_event_type *D;
+    cr_assert_eq(wf_workflow_event_type(wf, "FourthEvent", NULL, &D), 0);
+    step("island2", D, D, STOP);
+    /* pong skips dead_end, island reachability (only): ping and island are dead ends, island2
+     * unreachable */
+    expect(WF_EVALIDATION, "Graph validation failed:\n"
+                           "  - [reachability] Unreachable steps: island2\n"
+                           "    Steps must be reachable from StartEvent or HumanResponseEvent.\n"
+                           "  - [dead_end] Dead-end steps: island, ping\n"
+                           "    Steps must have a path to StopEvent or InputRequiredEvent.");
+}
+
+Test(validate, a_step_cannot_skip_an_unknown_or_workflow_wide_check)
+{
+    const wf_event_type *a[1] = {START}, *e[1] = {STOP};
+    const char *checks[1] = {"terminal_event"};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = a;
+    p.n_accepts = 1;
+    p.emits = e;
+    p.n_emits = 1;
+    p.skip_graph_checks = checks;
+    p.n_skip_graph_checks = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "s", nop, &p, NULL), WF_EINVAL);
+    cr_assert(strstr(wf_last_error_message(), "terminal_event") != NULL, "%s",
+              wf_last_error_message());
+    p.skip_graph_checks = NULL;
+    cr_assert_eq(wf_workflow_add_step(wf, "s", nop, &p, NULL), WF_EINVAL);
+}
+
 Test(validate, unknown_check_name)
 {
     cr_assert_eq(wf_workflow_skip_check(wf, "reachable"), WF_EINVAL);

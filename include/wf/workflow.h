@@ -96,6 +96,14 @@ typedef struct wf_step_params {
      * Exclusive with join (wf_workflow_add_step refuses both).
      */
     int32_t join_list;
+    /**
+     * Graph checks to skip for this step alone (the reference's per-step
+     * skip_graph_checks): "reachability" (the step may be unreachable on
+     * purpose) and "dead_end" (it may have no path to a stop event); each
+     * name copied. Other names are WF_EINVAL at wf_workflow_add_step.
+     */
+    const char *const *skip_graph_checks;
+    uint32_t n_skip_graph_checks;
 } wf_step_params;
 
 /** Fills p with the defaults: no types, num_workers 4, exact routing, no retry, no handler. */
