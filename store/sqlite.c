@@ -21,22 +21,26 @@
 #include <unistd.h>
 
 #define APP_ID         0x77665354 /* "wfST" */
-#define SCHEMA_VERSION 1
-#define MAX_RECS       65536
+#define SCHEMA_VERSION 2
+/* A journal row holds up to this many bytes of one run's records of one round (more: more rows). */
+#define CHUNK_BYTES (256 * 1024)
+#define MAX_RECS    65536
 
 /* ------------------------------------------------------------ structures */
 
 /* A run this store may write: created or claimed here and not closed. */
 typedef struct srun {
-    struct srun *next; /* hash chain; mu */
-    char *run_id;      /* immutable */
-    uint64_t hash;     /* immutable */
-    uint64_t next_seq; /* mu: the next record's number, assigned in queue order */
-    int err;           /* mu: sticky error of a failed write, later writes fail with it */
-    int closed;        /* mu: a result, release or remove is queued: no more writes */
-    uint32_t refs;     /* mu: 1 while in the map, + 1 per queued op */
-    int64_t rid;       /* writer thread only: its row id once created or claimed */
-    int werr;          /* writer thread only: a write to it failed; later ones fail too */
+    struct srun *next;          /* hash chain; mu */
+    char *run_id;               /* immutable */
+    uint64_t hash;              /* immutable */
+    uint64_t next_seq;          /* mu: the next record's number, assigned in queue order */
+    int err;                    /* mu: sticky error of a failed write, later writes fail with it */
+    int closed;                 /* mu: a result, release or remove is queued: no more writes */
+    uint32_t refs;              /* mu: 1 while in the map, + 1 per queued op */
+    int64_t rid;                /* writer thread only: its row id once created or claimed */
+    int werr;                   /* writer thread only: a write to it failed; later ones fail too */
+    struct sop *wfirst, *wlast; /* writer thread only: this round's appends not inserted yet */
+    struct srun *wnext;         /* writer thread only: next run with appends pending */
 } srun;
 
 enum {
@@ -64,7 +68,8 @@ typedef struct oprec {
  * stack and are touched by the writer only until it sets finished.
  */
 typedef struct sop {
-    struct sop *next; /* mu while queued; the writer's own after it took the queue */
+    struct sop *next;  /* mu while queued; the writer's own after it took the queue */
+    struct sop *wnext; /* writer thread only: the run's next pending append this round */
     int type;
     int sync;
     uint64_t ticket;
@@ -123,6 +128,9 @@ typedef struct sstore {
         *w_result, *w_finish, *w_find, *w_claim, *w_next_seq, *w_release, *w_renew, *w_owner,
         *w_del[4];
     int64_t last_round_ms; /* CLOCK_MONOTONIC ms of the last round's start */
+    srun *wpending;        /* runs with appends not inserted yet (this round) */
+    uint8_t *wbuf;         /* a journal row being encoded */
+    size_t wcap;
 
     pthread_mutex_t rmu;
     reader *readers; /* rmu: idle reader connections */
@@ -374,7 +382,9 @@ static int run_for_write(sstore *s, const char *run_id, srun **out)
 /* Fills info from a row of the get_run shape (columns below). */
 #define RUN_COLS                                                                                   \
     "r.rid, r.run_id, r.workflow, r.owner, r.status, r.lease_until, "                              \
-    "(SELECT coalesce(max(j.seq) + 1, 0) FROM journal j WHERE j.rid = r.rid), "                    \
+    "coalesce((SELECT j.seq + j.n FROM journal j WHERE j.rid = r.rid ORDER BY j.seq DESC LIMIT "   \
+    "1), "                                                                                         \
+    "0), "                                                                                         \
     "coalesce((SELECT c.seq FROM checkpoints c WHERE c.rid = r.rid), 0), r.created_ms, "           \
     "r.updated_ms"
 
@@ -514,8 +524,169 @@ static int exec_remove(sstore *s, sop *op)
     return 0;
 }
 
+/*
+ * The journal keeps a run's records of one round in one row (docs/DURABILITY.md,
+ * "Schema"): seq (the first record's number), n, and data = n times a msgpack
+ * uint (the kind) followed by a msgpack bin (the record's bytes). A row costs
+ * SQLite one B-tree insert and one index entry, however many records it holds.
+ */
+static size_t rec_size(uint32_t len)
+{
+    return 5 + 5 + (size_t)len;
+}
+
+static uint8_t *put_be(uint8_t *p, uint32_t v, int bytes)
+{
+    for (int i = bytes - 1; i >= 0; i--)
+        *p++ = (uint8_t)(v >> (8 * i));
+    return p;
+}
+
+static uint8_t *rec_put(uint8_t *p, uint32_t kind, const uint8_t *data, uint32_t len)
+{
+    if (kind < 128)
+        *p++ = (uint8_t)kind;
+    else if (kind <= 0xffff)
+        *p++ = 0xcd, p = put_be(p, kind, 2);
+    else
+        *p++ = 0xce, p = put_be(p, kind, 4);
+    if (len <= 0xff)
+        *p++ = 0xc4, *p++ = (uint8_t)len;
+    else if (len <= 0xffff)
+        *p++ = 0xc5, p = put_be(p, len, 2);
+    else
+        *p++ = 0xc6, p = put_be(p, len, 4);
+    if (len)
+        memcpy(p, data, len);
+    return p + len;
+}
+
+/* Decodes the record at *p (end: the row's end): 0, or WF_ECORRUPT. */
+static int rec_get(const uint8_t **p, const uint8_t *end, uint32_t *kind, const uint8_t **data,
+                   uint32_t *len)
+{
+    const uint8_t *q = *p;
+    uint32_t v = 0;
+    int nb;
+    if (q >= end)
+        return WF_ECORRUPT;
+    if (*q < 128)
+        nb = 0, v = *q;
+    else if (*q == 0xcc || *q == 0xcd || *q == 0xce)
+        nb = 1 << (*q - 0xcc);
+    else
+        return WF_ECORRUPT;
+    q++;
+    if (end - q < nb + 1)
+        return WF_ECORRUPT;
+    for (int i = 0; i < nb; i++)
+        v = v << 8 | *q++;
+    *kind = v;
+    if (*q < 0xc4 || *q > 0xc6)
+        return WF_ECORRUPT;
+    nb = 1 << (*q++ - 0xc4);
+    if (end - q < nb)
+        return WF_ECORRUPT;
+    v = 0;
+    for (int i = 0; i < nb; i++)
+        v = v << 8 | *q++;
+    if ((size_t)(end - q) < v)
+        return WF_ECORRUPT;
+    *data = q;
+    *len = v;
+    *p = q + v;
+    return 0;
+}
+
+static int wbuf_room(sstore *s, size_t need)
+{
+    if (need <= s->wcap)
+        return 0;
+    size_t cap = s->wcap ? s->wcap : 4096;
+    while (cap < need)
+        cap *= 2;
+    uint8_t *b = wf__malloc(cap);
+    if (b == NULL)
+        return WF_ENOMEM;
+    if (s->wbuf)
+        memcpy(b, s->wbuf, s->wcap); /* the row encoded so far */
+    wf__free_mem(s->wbuf);
+    s->wbuf = b;
+    s->wcap = cap;
+    return 0;
+}
+
+/* Inserts s->wbuf[0, len) as the row (r, seq, n): it must continue the committed journal. */
+static int insert_row(sstore *s, srun *r, uint64_t seq, uint32_t n, size_t len)
+{
+    sqlite3_stmt *st = s->w_ins_rec;
+    sqlite3_bind_int64(st, 1, r->rid);
+    sqlite3_bind_int64(st, 2, (int64_t)seq);
+    sqlite3_bind_int64(st, 3, n);
+    bind_blob(st, 4, s->wbuf, len);
+    int rc = step_done(st);
+    if (rc == WF_EEXIST || (rc == 0 && sqlite3_changes(s->wdb) != 1))
+        return WF_ELEASE; /* another owner wrote that seq */
+    return rc;
+}
+
+/* Inserts the appends of r from op to last (contiguous seqs) as rows of up to CHUNK_BYTES. */
+static int insert_appends(sstore *s, srun *r, sop *op, sop *last)
+{
+    while (op) {
+        /* One row: whole ops while they fit (an op bigger than a row gets a row of its own). */
+        uint64_t seq = op->seq;
+        uint32_t n = 0;
+        size_t len = 0;
+        sop *o = op;
+        for (;;) {
+            size_t sz = 0;
+            for (uint32_t i = 0; i < o->n; i++)
+                sz += rec_size(o->recs[i].len);
+            if (n && len + sz > CHUNK_BYTES)
+                break;
+            int rc = wbuf_room(s, len + sz);
+            if (rc < 0)
+                return rc;
+            uint8_t *p = s->wbuf + len;
+            for (uint32_t i = 0; i < o->n; i++)
+                p = rec_put(p, o->recs[i].kind, o->recs[i].data, o->recs[i].len);
+            len = (size_t)(p - s->wbuf);
+            n += o->n;
+            o = o == last ? NULL : o->wnext;
+            if (o == NULL)
+                break;
+        }
+        if (n) {
+            int rc = insert_row(s, r, seq, n, len);
+            if (rc < 0)
+                return rc;
+        }
+        op = o;
+    }
+    return 0;
+}
+
+/*
+ * Inserts every pending append of this round (fast path; on failure the
+ * round is redone op by op), or only forgets them (insert 0: a rollback).
+ */
+static int flush_appends(sstore *s, int insert)
+{
+    int rc = 0;
+    for (srun *r = s->wpending, *next; r; r = next) {
+        next = r->wnext;
+        if (rc == 0 && insert)
+            rc = insert_appends(s, r, r->wfirst, r->wlast);
+        r->wfirst = r->wlast = NULL;
+        r->wnext = NULL;
+    }
+    s->wpending = NULL;
+    return rc;
+}
+
 /* Executes one op in the open transaction: 0, or why it failed. */
-static int exec_op(sstore *s, sop *op)
+static int exec_op(sstore *s, sop *op, int careful)
 {
     srun *r = op->run;
     if (r && r->werr)
@@ -536,15 +707,20 @@ static int exec_op(sstore *s, sop *op)
             r->rid = sqlite3_last_insert_rowid(s->wdb);
         return rc;
     case OP_APPEND:
-        st = s->w_ins_rec;
-        for (uint32_t i = 0; i < op->n; i++) {
-            sqlite3_bind_int64(st, 1, r->rid);
-            sqlite3_bind_int64(st, 2, (int64_t)(op->seq + i));
-            sqlite3_bind_int64(st, 3, op->recs[i].kind);
-            bind_blob(st, 4, op->recs[i].data, op->recs[i].len);
-            if ((rc = step_done(st)) < 0)
-                return rc == WF_EEXIST ? WF_ELEASE : rc; /* another owner wrote that seq */
+        if (op->n == 0)
+            return 0;
+        op->wnext = NULL;
+        if (careful)
+            return insert_appends(s, r, op, op); /* a row per op: a failure is this op's own */
+        /* Gathered: one row per run and round, inserted before the commit. */
+        if (r->wfirst == NULL) {
+            r->wfirst = op;
+            r->wnext = s->wpending;
+            s->wpending = r;
+        } else {
+            r->wlast->wnext = op;
         }
+        r->wlast = op;
         return 0;
     case OP_STATUS:
         st = s->w_status;
@@ -611,7 +787,14 @@ static int run_round(sstore *s, sop *batch)
                 rc = map_rc(sqlite3_errcode(s->wdb));
                 break;
             }
-            op->rc = exec_op(s, op);
+            if (!careful && (op->type == OP_CLAIM || op->type == OP_REMOVE) &&
+                (rc = flush_appends(s, 1)) < 0) {
+                /* they read or delete the journal: the rows gathered so far go in first */
+                if (!fatal(rc) && rc != WF_ENOMEM && rc != WF_EBUSY)
+                    rc = 0, redo = 1;
+                break;
+            }
+            op->rc = exec_op(s, op, careful);
             if (op->rc < 0 && (fatal(op->rc) || op->rc == WF_ENOMEM || op->rc == WF_EBUSY)) {
                 rc = op->rc;
                 break;
@@ -633,6 +816,12 @@ static int run_round(sstore *s, sop *batch)
                 break;
             }
         }
+        if (rc == 0 && !redo && (rc = flush_appends(s, 1)) < 0 && !fatal(rc) && rc != WF_ENOMEM &&
+            rc != WF_EBUSY) {
+            rc = 0; /* one run's rows failed (a lost lease): find out whose, op by op */
+            redo = 1;
+        }
+        flush_appends(s, 0); /* after a break: forget what was gathered */
         if (rc == 0 && !redo)
             rc = step_done(s->w_commit);
         if (rc == 0 && !redo)
@@ -1069,7 +1258,9 @@ static const char *const reader_sql[] = {
     "SELECT c.seq, c.data FROM checkpoints c JOIN runs r ON r.rid = c.rid WHERE r.run_id = ?1",
     "SELECT r.status, s.data FROM runs r LEFT JOIN results s ON s.rid = r.rid WHERE r.run_id = ?1",
     "SELECT rid FROM runs WHERE run_id = ?1",
-    "SELECT seq, kind, data FROM journal WHERE rid = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+    /* from the row holding ?2 (the last starting at or before it) on */
+    "SELECT seq, n, data FROM journal WHERE rid = ?1 AND seq >= coalesce((SELECT seq FROM journal "
+    "WHERE rid = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT 1), 0) ORDER BY seq",
 };
 
 static void reader_close(reader *r)
@@ -1235,23 +1426,38 @@ static int s_read_journal(void *self, const char *run_id, uint64_t from_seq, uin
     st = r->journal;
     sqlite3_bind_int64(st, 1, rid);
     sqlite3_bind_int64(st, 2, from_seq > INT64_MAX ? INT64_MAX : (int64_t)from_seq);
-    sqlite3_bind_int64(st, 3, max ? (int64_t)max : -1);
-    uint64_t expect = from_seq;
-    while ((sr = sqlite3_step(st)) == SQLITE_ROW) {
-        uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
-        if (seq != expect && expect != from_seq) {
-            rc = WF_ECORRUPT; /* a gap: never written so, the file was changed */
+    uint64_t expect = 0, left = max ? max : UINT64_MAX;
+    int first = 1, stop = 0;
+    while (!stop && left && (sr = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t seq0 = sqlite3_column_int64(st, 0), n = sqlite3_column_int64(st, 1);
+        const uint8_t *p = sqlite3_column_blob(st, 2);
+        const uint8_t *end = p + sqlite3_column_bytes(st, 2);
+        if (seq0 < 0 || n < 1 || (!first && (uint64_t)seq0 != expect) || p == NULL) {
+            rc = WF_ECORRUPT; /* a gap or an overlap: never written so, the file was changed */
             break;
         }
-        expect = seq + 1;
-        const void *p = sqlite3_column_blob(st, 2);
-        int n = sqlite3_column_bytes(st, 2);
-        if (next_seq)
-            *next_seq = seq + 1;
-        if (fn(seq, (uint32_t)sqlite3_column_int64(st, 1), p, n > 0 ? (size_t)n : 0, user))
+        first = 0;
+        expect = (uint64_t)seq0 + (uint64_t)n;
+        for (uint64_t seq = (uint64_t)seq0; seq < expect; seq++) {
+            uint32_t kind, len;
+            const uint8_t *data;
+            if ((rc = rec_get(&p, end, &kind, &data, &len)) < 0)
+                break;
+            if (seq < from_seq)
+                continue;
+            if (next_seq)
+                *next_seq = seq + 1;
+            if (fn(seq, kind, data, len, user) || --left == 0) {
+                stop = 1;
+                break;
+            }
+        }
+        if (rc == 0 && !stop && p != end)
+            rc = WF_ECORRUPT; /* more bytes than n records */
+        if (rc < 0)
             break;
     }
-    if (rc == 0 && sr != SQLITE_ROW && sr != SQLITE_DONE)
+    if (rc == 0 && !stop && left && sr != SQLITE_ROW && sr != SQLITE_DONE)
         rc = map_rc(sr);
     st_done(st);
     reader_put(self, r);
@@ -1300,7 +1506,9 @@ static const char *const writer_sql[] = {
     "ROLLBACK",
     "INSERT INTO runs(run_id, workflow, status, owner, lease_until, created_ms, updated_ms) "
     "VALUES (?1, ?2, 0, ?3, ?4, ?5, ?5)",
-    "INSERT INTO journal(rid, seq, kind, data) VALUES (?1, ?2, ?3, ?4)",
+    /* only right after the run's committed journal: gap-free, and no two owners at one seq */
+    "INSERT INTO journal(rid, seq, n, data) SELECT ?1, ?2, ?3, ?4 WHERE coalesce("
+    "(SELECT j.seq + j.n FROM journal j WHERE j.rid = ?1 ORDER BY j.seq DESC LIMIT 1), 0) = ?2",
     "UPDATE runs SET status = ?1, updated_ms = ?2 WHERE rid = ?3",
     "INSERT OR REPLACE INTO checkpoints(rid, seq, data, updated_ms) VALUES (?1, ?2, ?3, ?4)",
     "INSERT OR REPLACE INTO results(rid, data, finished_ms) VALUES (?1, ?2, ?3)",
@@ -1319,6 +1527,51 @@ static const char *const writer_sql[] = {
     "DELETE FROM runs WHERE rid = ?1",
 };
 
+/*
+ * Version 2: a row holds a run's records of one round (seq the first, n of
+ * them); rows go in rowid order (appended at the end of the table), the
+ * (rid, seq) index finds a run's rows.
+ */
+#define JOURNAL_SQL                                                                                \
+    "CREATE TABLE journal("                                                                        \
+    " rid INTEGER NOT NULL,"                                                                       \
+    " seq INTEGER NOT NULL,"                                                                       \
+    " n INTEGER NOT NULL,"                                                                         \
+    " data BLOB NOT NULL,"                                                                         \
+    " PRIMARY KEY (rid, seq));"
+#define RUNS_V_SQL                                                                                 \
+    "CREATE VIEW runs_v AS SELECT r.run_id, s.name AS status, r.workflow, r.owner,"                \
+    " r.lease_until, r.created_ms, r.updated_ms,"                                                  \
+    " (SELECT coalesce(sum(j.n), 0) FROM journal j WHERE j.rid = r.rid) AS records"                \
+    " FROM runs r JOIN statuses s ON s.code = r.status;"
+
+/* Version 1 -> 2: each record becomes a row of one (wf_rec1 encodes it, see migrate). */
+static const char migrate_sql[] =
+    "DROP VIEW runs_v;"
+    "ALTER TABLE journal RENAME TO journal_v1;" JOURNAL_SQL "INSERT INTO journal(rid, seq, n, data)"
+    " SELECT rid, seq, 1, wf_rec1(kind, data) FROM journal_v1"
+    " ORDER BY rid, seq;"
+    "DROP TABLE journal_v1;" RUNS_V_SQL "PRAGMA user_version = 2;";
+
+static void sql_rec1(sqlite3_context *cx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    int64_t kind = sqlite3_value_int64(argv[0]);
+    const uint8_t *data = sqlite3_value_blob(argv[1]);
+    int len = sqlite3_value_bytes(argv[1]);
+    if (kind < 0 || kind > UINT32_MAX || len < 0) {
+        sqlite3_result_error(cx, "wf_rec1: bad record", -1);
+        return;
+    }
+    uint8_t *buf = sqlite3_malloc64(rec_size((uint32_t)len));
+    if (buf == NULL) {
+        sqlite3_result_error_nomem(cx);
+        return;
+    }
+    uint8_t *end = rec_put(buf, (uint32_t)kind, data, (uint32_t)len);
+    sqlite3_result_blob(cx, buf, (int)(end - buf), sqlite3_free);
+}
+
 static const char schema_sql[] =
     "CREATE TABLE runs("
     " rid INTEGER PRIMARY KEY,"
@@ -1330,13 +1583,7 @@ static const char schema_sql[] =
     " created_ms INTEGER NOT NULL,"
     " updated_ms INTEGER NOT NULL);"
     "CREATE INDEX runs_status ON runs(status, rid);"
-    "CREATE INDEX runs_owner ON runs(owner) WHERE owner IS NOT NULL;"
-    "CREATE TABLE journal("
-    " rid INTEGER NOT NULL,"
-    " seq INTEGER NOT NULL,"
-    " kind INTEGER NOT NULL,"
-    " data BLOB NOT NULL,"
-    " PRIMARY KEY (rid, seq)) WITHOUT ROWID;"
+    "CREATE INDEX runs_owner ON runs(owner) WHERE owner IS NOT NULL;" JOURNAL_SQL
     "CREATE TABLE checkpoints("
     " rid INTEGER PRIMARY KEY,"
     " seq INTEGER NOT NULL,"
@@ -1348,13 +1595,9 @@ static const char schema_sql[] =
     " finished_ms INTEGER NOT NULL);"
     "CREATE TABLE statuses(code INTEGER PRIMARY KEY, name TEXT NOT NULL);"
     "INSERT INTO statuses VALUES (0,'running'),(1,'waiting'),(2,'released'),(3,'done'),"
-    " (4,'failed'),(5,'timed_out'),(6,'cancelled');"
-    "CREATE VIEW runs_v AS SELECT r.run_id, s.name AS status, r.workflow, r.owner,"
-    " r.lease_until, r.created_ms, r.updated_ms,"
-    " (SELECT count(*) FROM journal j WHERE j.rid = r.rid) AS records"
-    " FROM runs r JOIN statuses s ON s.code = r.status;"
+    " (4,'failed'),(5,'timed_out'),(6,'cancelled');" RUNS_V_SQL
     "PRAGMA application_id = 2003194708;" /* 0x77665354, "wfST" */
-    "PRAGMA user_version = 1;";
+    "PRAGMA user_version = 2;";
 
 static char *msgf(const char *fmt, const char *a, const char *b)
 {
@@ -1422,10 +1665,31 @@ static int check_schema(sstore *s, char **message)
         if (message) {
             char v[32];
             snprintf(v, sizeof v, "%lld", (long long)ver);
-            *message =
-                msgf("%s: wf store schema version %s, this library reads version 1", s->path, v);
+            *message = msgf("%s: wf store schema version %s, this library reads versions 1 and 2",
+                            s->path, v);
         }
         return ver < 1 ? WF_EFORMAT : WF_EVERSION;
+    }
+    if (ver == 1) {
+        /* Migrate in one transaction (another process may have done it meanwhile). */
+        rc = sqlite3_create_function(db, "wf_rec1", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+                                     sql_rec1, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        if (rc == SQLITE_OK && (rc = pragma_int(db, "PRAGMA user_version", &ver)) == SQLITE_OK &&
+            ver == 1)
+            rc = sqlite3_exec(db, migrate_sql, NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            if (message)
+                *message =
+                    msgf("%s: migrating schema version 1 to 2: %s", s->path, sqlite3_errmsg(db));
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            sqlite3_create_function(db, "wf_rec1", 2, SQLITE_UTF8, NULL, NULL, NULL, NULL);
+            return map_rc(rc) ? map_rc(rc) : WF_EINTERNAL;
+        }
+        sqlite3_create_function(db, "wf_rec1", 2, SQLITE_UTF8, NULL, NULL, NULL, NULL);
     }
     return 0;
 sqlfail:
@@ -1461,6 +1725,7 @@ static void s_free(void *self)
             srun_unref(r);
         }
     wf__free_mem(s->buckets);
+    wf__free_mem(s->wbuf);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->rmu);
     pthread_cond_destroy(&s->cv_writer);

@@ -506,12 +506,99 @@ Test(store, file_of_another_program_is_refused)
     unlink(t.db);
     wf_store_free(open_store(t.db, NULL));
     cr_assert_eq(sqlite3_open(t.db, &db), SQLITE_OK);
-    cr_assert_eq(sqlite3_exec(db, "PRAGMA user_version = 2;", NULL, NULL, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "PRAGMA user_version = 3;", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     msg = NULL;
     cr_assert_eq(open_rc(t.db, NULL, &msg), WF_EVERSION);
-    cr_assert(msg && strstr(msg, "version 2") != NULL);
+    cr_assert(msg && strstr(msg, "version 3") != NULL);
     wf_free(msg);
+    tdir_rm(&t);
+}
+
+/* The schema of version 1 (one journal row per record), as that library wrote it. */
+static const char v1_schema[] =
+    "CREATE TABLE runs(rid INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE,"
+    " workflow TEXT NOT NULL, status INTEGER NOT NULL, owner TEXT,"
+    " lease_until INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL,"
+    " updated_ms INTEGER NOT NULL);"
+    "CREATE INDEX runs_status ON runs(status, rid);"
+    "CREATE INDEX runs_owner ON runs(owner) WHERE owner IS NOT NULL;"
+    "CREATE TABLE journal(rid INTEGER NOT NULL, seq INTEGER NOT NULL, kind INTEGER NOT NULL,"
+    " data BLOB NOT NULL, PRIMARY KEY (rid, seq)) WITHOUT ROWID;"
+    "CREATE TABLE checkpoints(rid INTEGER PRIMARY KEY, seq INTEGER NOT NULL, data BLOB NOT NULL,"
+    " updated_ms INTEGER NOT NULL);"
+    "CREATE TABLE results(rid INTEGER PRIMARY KEY, data BLOB NOT NULL,"
+    " finished_ms INTEGER NOT NULL);"
+    "CREATE TABLE statuses(code INTEGER PRIMARY KEY, name TEXT NOT NULL);"
+    "INSERT INTO statuses VALUES (0,'running'),(1,'waiting'),(2,'released'),(3,'done'),"
+    " (4,'failed'),(5,'timed_out'),(6,'cancelled');"
+    "CREATE VIEW runs_v AS SELECT r.run_id, s.name AS status, r.workflow, r.owner,"
+    " r.lease_until, r.created_ms, r.updated_ms,"
+    " (SELECT count(*) FROM journal j WHERE j.rid = r.rid) AS records"
+    " FROM runs r JOIN statuses s ON s.code = r.status;"
+    "PRAGMA application_id = 2003194708;"
+    "PRAGMA user_version = 1;"
+    "PRAGMA journal_mode = WAL;"
+    "INSERT INTO runs VALUES (1, 'old', 'chain', 0, 'gone:1:1', 0, 5, 5),"
+    " (2, 'done', 'chain', 3, NULL, 0, 5, 6);"
+    "INSERT INTO journal VALUES (1, 0, 1, x'61'), (1, 1, 2, x'6262'), (1, 2, 1, x''),"
+    " (1, 3, 300, x'6363'), (2, 0, 70000, x'64');"
+    "INSERT INTO results VALUES (2, x'c3', 6);";
+
+/* A store file of schema version 1 opens: migrated to version 2, nothing lost. */
+Test(store, version_1_file_is_migrated)
+{
+    tdir t;
+    tdir_make(&t);
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(t.db, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, v1_schema, NULL, NULL, NULL), SQLITE_OK, "%s",
+                 sqlite3_errmsg(db));
+    sqlite3_close(db);
+
+    wf_store *s = open_store(t.db, NULL);
+    jbuf j = {0};
+    uint64_t next = 0;
+    cr_assert_eq(wf_store_read_journal(s, "old", 0, 0, collect, &j, &next), 0);
+    cr_assert_str_eq(j.text, "0:1:a;1:2:bb;2:1:;3:300:cc;");
+    cr_assert_eq(next, 4u);
+    memset(&j, 0, sizeof j);
+    cr_assert_eq(wf_store_read_journal(s, "done", 0, 0, collect, &j, NULL), 0);
+    cr_assert_str_eq(j.text, "0:70000:d;");
+    int32_t status;
+    void *data;
+    size_t len;
+    cr_assert_eq(wf_store_get_result(s, "done", &status, &data, &len), 0);
+    cr_assert_eq(status, WF_STORE_DONE);
+    cr_assert_eq(len, 1u);
+    wf_free(data);
+    /* the journal continues where version 1 left it */
+    wf_store_run_info info;
+    cr_assert_eq(wf_store_claim(s, "old", &info), 0);
+    cr_assert_eq(info.next_seq, 4u);
+    wf_store_run_info_clear(&info);
+    uint64_t seq;
+    cr_assert_eq(append1(s, "old", 1, "e", &seq), 0);
+    cr_assert_eq(seq, 4u);
+    cr_assert_eq(wf_store_flush(s), 0);
+    memset(&j, 0, sizeof j);
+    cr_assert_eq(wf_store_read_journal(s, "old", 3, 0, collect, &j, NULL), 0);
+    cr_assert_str_eq(j.text, "3:300:cc;4:1:e;");
+    wf_store_free(s);
+
+    /* the file is version 2 now, and its view counts records */
+    cr_assert_eq(sqlite3_open(t.db, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_prepare_v2(db,
+                                    "SELECT (SELECT user_version FROM pragma_user_version),"
+                                    " (SELECT records FROM runs_v WHERE run_id = 'old')",
+                                    -1, &st, NULL),
+                 SQLITE_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    cr_assert_eq(sqlite3_column_int(st, 0), 2);
+    cr_assert_eq(sqlite3_column_int(st, 1), 5);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
     tdir_rm(&t);
 }
 
@@ -731,7 +818,8 @@ static void group_commit_under(int commit)
         memset(&o, 0, sizeof o);
         for (int k = 0; k < THREADS; k++)
             o.last_i[k] = -1, o.last_k[k] = -1;
-        cr_assert_eq(wf_store_read_journal(s, id, 0, 0, check_order, &o, NULL), 0);
+        int jrc = wf_store_read_journal(s, id, 0, 0, check_order, &o, NULL);
+        cr_assert_eq(jrc, 0, "%s", wf_err_name(jrc));
         cr_assert_eq(o.bad, 0, "%s: %d records out of order", id, o.bad);
         cr_assert_eq(o.count, r < THREADS ? own_recs : shared_recs * THREADS, "%s", id);
         wf_store_run_info info;
