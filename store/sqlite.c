@@ -10,8 +10,7 @@
  * of a run is always a gap-free prefix. Readers use their own connections
  * from a small pool and see committed data only (WAL snapshots).
  */
-#include "internal.h"
-#include "store_impl.h"
+#include "sqlite_impl.h"
 
 #include <errno.h>
 #include <sqlite3.h>
@@ -20,125 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define APP_ID         0x77665354 /* "wfST" */
-#define SCHEMA_VERSION 2
-/* A journal row holds up to this many bytes of one run's records of one round (more: more rows). */
-#define CHUNK_BYTES (256 * 1024)
-#define MAX_RECS    65536
-
-/* ------------------------------------------------------------ structures */
-
-/* A run this store may write: created or claimed here and not closed. */
-typedef struct srun {
-    struct srun *next;          /* hash chain; mu */
-    char *run_id;               /* immutable */
-    uint64_t hash;              /* immutable */
-    uint64_t next_seq;          /* mu: the next record's number, assigned in queue order */
-    int err;                    /* mu: sticky error of a failed write, later writes fail with it */
-    int closed;                 /* mu: a result, release or remove is queued: no more writes */
-    uint32_t refs;              /* mu: 1 while in the map, + 1 per queued op */
-    int64_t rid;                /* writer thread only: its row id once created or claimed */
-    int werr;                   /* writer thread only: a write to it failed; later ones fail too */
-    struct sop *wfirst, *wlast; /* writer thread only: this round's appends not inserted yet */
-    struct srun *wnext;         /* writer thread only: next run with appends pending */
-} srun;
-
-enum {
-    OP_CREATE,
-    OP_APPEND,
-    OP_STATUS,
-    OP_CKPT,
-    OP_RESULT,
-    OP_CLAIM,
-    OP_RELEASE,
-    OP_RENEW,
-    OP_REMOVE,
-    OP_FLUSH
-};
-
-typedef struct oprec {
-    uint32_t kind;
-    uint32_t len;
-    const uint8_t *data;
-} oprec;
-
-/*
- * A queued operation. Async ops are one heap block (records and data
- * follow it) freed by the writer; sync ops live on the waiting caller's
- * stack and are touched by the writer only until it sets finished.
- */
-typedef struct sop {
-    struct sop *next;  /* mu while queued; the writer's own after it took the queue */
-    struct sop *wnext; /* writer thread only: the run's next pending append this round */
-    int type;
-    int sync;
-    uint64_t ticket;
-    srun *run;        /* the run written (NULL for claim, renew, remove, flush) */
-    const char *name; /* claim/remove: the run id (borrowed from the sync caller) */
-    char *workflow;   /* create */
-    wf_store_done_fn done;
-    void *user;
-    size_t bytes;   /* counted in the queue's bytes until settled */
-    uint64_t seq;   /* append: first seq; checkpoint: records it covers */
-    uint32_t n;     /* append: records */
-    int32_t status; /* status / result */
-    int64_t rid;    /* claim: the run's row id */
-    const uint8_t *data;
-    size_t len;
-    oprec *recs;
-    /* sync ops */
-    wf_store_run_info *info;
-    srun **runs; /* renew: the runs held when it was queued (a ref each) */
-    size_t nruns;
-    uint32_t lost;
-    int rc;       /* the outcome, set by the writer */
-    int finished; /* mu: the writer is done with this op */
-} sop;
-
-typedef struct reader {
-    struct reader *next; /* rmu while in the pool */
-    sqlite3 *db;
-    sqlite3_stmt *get_run, *list, *ckpt, *result, *rid, *journal;
-} reader;
-
-typedef struct sstore {
-    wf_store_params p; /* immutable after open */
-    char *path;        /* immutable */
-    char *owner;       /* immutable */
-    int64_t lease_ms;  /* immutable */
-
-    pthread_mutex_t mu;
-    pthread_cond_t cv_writer; /* the writer waits for work or its deadline (CLOCK_MONOTONIC) */
-    pthread_cond_t cv_done;   /* callers wait for settled ops, durable tickets, room */
-    sop *head, **tail;        /* mu: the queue */
-    size_t queued;            /* mu: bytes of queued and in-round ops */
-    uint64_t tickets;         /* mu: the last ticket given */
-    uint64_t durable;         /* written under mu with release order; read lock-free (acquire) */
-    int urgent;               /* mu: a sync op or flush waits: commit now */
-    int stop;                 /* mu: wf_store_free: commit what is queued, then exit */
-    int failed;               /* mu: sticky store failure (WF_EIO, WF_ECORRUPT, ...) */
-    srun **buckets;           /* mu: runs this store writes, by run id */
-    size_t nbuckets, nruns;   /* mu */
-    pthread_t writer;         /* immutable after open */
-    int writer_started;       /* immutable after open */
-
-    /* writer thread only (after open) */
-    sqlite3 *wdb;
-    sqlite3_stmt *w_begin, *w_commit, *w_rollback, *w_ins_run, *w_ins_rec, *w_status, *w_ckpt,
-        *w_result, *w_finish, *w_find, *w_claim, *w_next_seq, *w_release, *w_renew, *w_owner,
-        *w_del[4];
-    int64_t last_round_ms; /* CLOCK_MONOTONIC ms of the last round's start */
-    srun *wpending;        /* runs with appends not inserted yet (this round) */
-    uint8_t *wbuf;         /* a journal row being encoded */
-    size_t wcap;
-
-    pthread_mutex_t rmu;
-    reader *readers; /* rmu: idle reader connections */
-} sstore;
-
 /* ---------------------------------------------------------------- helpers */
 
-static int64_t mono_ms(void)
+int64_t wf__sql_mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -153,13 +36,13 @@ static int64_t real_ms(void *user)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int64_t now_ms(const sstore *s)
+int64_t wf__sql_now_ms(const sstore *s)
 {
     return s->p.clock(s->p.clock_user);
 }
 
 /* SQLite's primary result codes onto wf's. */
-static int map_rc(int rc)
+int wf__sql_map_rc(int rc)
 {
     switch (rc & 0xff) {
     case SQLITE_OK:
@@ -193,20 +76,12 @@ static int map_rc(int rc)
 }
 
 /* Errors after which the file can no longer be trusted: the store fails for good. */
-static int fatal(int rc)
+int wf__sql_fatal(int rc)
 {
     return rc == WF_EIO || rc == WF_ECORRUPT || rc == WF_EFORMAT || rc == WF_EINTERNAL;
 }
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 1099511628211ull;
-    return h;
-}
-
-static int bind_blob(sqlite3_stmt *st, int i, const void *p, size_t len)
+int wf__sql_bind_blob(sqlite3_stmt *st, int i, const void *p, size_t len)
 {
     /* A NULL pointer would bind SQL NULL; the columns are NOT NULL blobs. */
     return len ? sqlite3_bind_blob64(st, i, p, len, SQLITE_STATIC)
@@ -214,15 +89,15 @@ static int bind_blob(sqlite3_stmt *st, int i, const void *p, size_t len)
 }
 
 /* Runs a statement that returns no rows, resets it. */
-static int step_done(sqlite3_stmt *st)
+int wf__sql_step_done(sqlite3_stmt *st)
 {
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
-    return rc == SQLITE_DONE ? 0 : map_rc(rc);
+    return rc == SQLITE_DONE ? 0 : wf__sql_map_rc(rc);
 }
 
-static char *col_dup(sqlite3_stmt *st, int i)
+char *wf__sql_col_dup(sqlite3_stmt *st, int i)
 {
     const unsigned char *t = sqlite3_column_text(st, i);
     return t ? wf__strdup((const char *)t) : NULL;
@@ -231,7 +106,7 @@ static char *col_dup(sqlite3_stmt *st, int i)
 /* ------------------------------------------------------------- run map */
 
 /* mu held. */
-static srun *map_find(sstore *s, const char *run_id, uint64_t h)
+srun *wf__sql_map_find(sstore *s, const char *run_id, uint64_t h)
 {
     if (s->nbuckets == 0)
         return NULL;
@@ -242,7 +117,7 @@ static srun *map_find(sstore *s, const char *run_id, uint64_t h)
 }
 
 /* mu held. */
-static int map_add(sstore *s, srun *r)
+int wf__sql_map_add(sstore *s, srun *r)
 {
     if (s->nruns + 1 > s->nbuckets) {
         size_t nb = s->nbuckets ? s->nbuckets * 2 : 64;
@@ -267,7 +142,7 @@ static int map_add(sstore *s, srun *r)
 }
 
 /* mu held. */
-static void map_del(sstore *s, srun *r)
+void wf__sql_map_del(sstore *s, srun *r)
 {
     if (s->nbuckets == 0)
         return;
@@ -279,7 +154,7 @@ static void map_del(sstore *s, srun *r)
         }
 }
 
-static srun *srun_new(const char *run_id, uint64_t h)
+srun *wf__sql_srun_new(const char *run_id, uint64_t h)
 {
     srun *r = wf__calloc(1, sizeof *r);
     if (r == NULL)
@@ -295,666 +170,12 @@ static srun *srun_new(const char *run_id, uint64_t h)
 }
 
 /* mu held. */
-static void srun_unref(srun *r)
+void wf__sql_srun_unref(srun *r)
 {
     if (r && --r->refs == 0) {
         wf__free_mem(r->run_id);
         wf__free_mem(r);
     }
-}
-
-/* ------------------------------------------------------------- the queue */
-
-/*
- * Queues op (mu held): waits for room when the queue is full (or fails),
- * gives the ticket, wakes the writer. An op larger than the whole
- * queue is admitted when the queue is empty, so it cannot wait forever.
- */
-static int enqueue_locked(sstore *s, sop *op)
-{
-    /* Sync ops carry no data: never held back by the bound (flush must get through). */
-    while (!op->sync && s->failed == 0 && s->queued > 0 &&
-           s->queued + op->bytes > s->p.queue_bytes) {
-        if (s->p.full == WF_STORE_FULL_FAIL)
-            return WF_EOVERFLOW;
-        if (pthread_equal(pthread_self(), s->writer))
-            return WF_EBUSY;
-        pthread_cond_signal(&s->cv_writer);
-        pthread_cond_wait(&s->cv_done, &s->mu);
-    }
-    if (s->failed)
-        return s->failed;
-    if (s->stop)
-        return WF_ESHUTDOWN;
-    op->ticket = ++s->tickets;
-    op->next = NULL;
-    /*
-     * Wake the writer only when it waits for this: the first op of a round,
-     * a sync op, or the queue crossing half full. A signal per append would
-     * wake it thousands of times per interval (a futex call each).
-     */
-    int wake = s->head == NULL || op->sync ||
-               (s->queued < s->p.queue_bytes / 2 && s->queued + op->bytes >= s->p.queue_bytes / 2);
-    *s->tail = op;
-    s->tail = &op->next;
-    s->queued += op->bytes;
-    if (op->sync)
-        s->urgent = 1;
-    if (wake)
-        pthread_cond_signal(&s->cv_writer);
-    return 0;
-}
-
-/* A synchronous op: queue it, wait for its round to settle, return its outcome. */
-static int run_sync(sstore *s, sop *op)
-{
-    if (pthread_equal(pthread_self(), s->writer))
-        return WF_EBUSY;
-    op->sync = 1;
-    pthread_mutex_lock(&s->mu);
-    int rc = enqueue_locked(s, op);
-    if (rc == 0) {
-        while (!op->finished)
-            pthread_cond_wait(&s->cv_done, &s->mu);
-        rc = op->rc;
-    }
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-/* The run this store writes, for an op on it: a ref for the op (mu held). */
-static int run_for_write(sstore *s, const char *run_id, srun **out)
-{
-    srun *r = map_find(s, run_id, hash_str(run_id));
-    if (r == NULL)
-        return WF_ENOTFOUND;
-    if (r->err)
-        return r->err;
-    if (r->closed)
-        return WF_ESTATE;
-    r->refs++;
-    *out = r;
-    return 0;
-}
-
-/* ------------------------------------------------------------- the writer */
-
-/* Fills info from a row of the get_run shape (columns below). */
-#define RUN_COLS                                                                                   \
-    "r.rid, r.run_id, r.workflow, r.owner, r.status, r.lease_until, "                              \
-    "coalesce((SELECT j.seq + j.n FROM journal j WHERE j.rid = r.rid ORDER BY j.seq DESC LIMIT "   \
-    "1), "                                                                                         \
-    "0), "                                                                                         \
-    "coalesce((SELECT c.seq FROM checkpoints c WHERE c.rid = r.rid), 0), r.created_ms, "           \
-    "r.updated_ms"
-
-static void row_info(sqlite3_stmt *st, wf_store_run_info *info, int copy)
-{
-    if (copy) {
-        info->run_id = col_dup(st, 1);
-        info->workflow = col_dup(st, 2);
-        info->owner = col_dup(st, 3);
-    } else {
-        info->run_id = (char *)sqlite3_column_text(st, 1);
-        info->workflow = (char *)sqlite3_column_text(st, 2);
-        info->owner = (char *)sqlite3_column_text(st, 3);
-    }
-    info->status = sqlite3_column_int(st, 4);
-    info->lease_until_ms = sqlite3_column_int64(st, 5);
-    info->next_seq = (uint64_t)sqlite3_column_int64(st, 6);
-    info->checkpoint_seq = (uint64_t)sqlite3_column_int64(st, 7);
-    info->created_ms = sqlite3_column_int64(st, 8);
-    info->updated_ms = sqlite3_column_int64(st, 9);
-}
-
-static int info_copied(const wf_store_run_info *info)
-{
-    return info->run_id && info->workflow ? 0 : WF_ENOMEM;
-}
-
-/* The row id and status of run_id on the write connection: WF_ENOTFOUND if absent. */
-static int w_find(sstore *s, const char *run_id, int64_t *rid, int *status, char **owner,
-                  int64_t *lease)
-{
-    sqlite3_stmt *st = s->w_find;
-    sqlite3_bind_text(st, 1, run_id, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    int out = 0;
-    if (rc == SQLITE_ROW) {
-        *rid = sqlite3_column_int64(st, 0);
-        *status = sqlite3_column_int(st, 1);
-        if (owner) {
-            *owner = col_dup(st, 2);
-            if (*owner == NULL && sqlite3_column_type(st, 2) != SQLITE_NULL)
-                out = WF_ENOMEM;
-        }
-        *lease = sqlite3_column_int64(st, 3);
-    } else {
-        out = rc == SQLITE_DONE ? WF_ENOTFOUND : map_rc(rc);
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return out;
-}
-
-static int exec_claim(sstore *s, sop *op)
-{
-    int64_t rid, lease;
-    int status;
-    char *owner = NULL;
-    int rc = w_find(s, op->name, &rid, &status, &owner, &lease);
-    if (rc < 0)
-        return rc;
-    int64_t now = now_ms(s);
-    if (status >= WF_STORE_DONE)
-        rc = WF_ESTATE;
-    else if (owner && strcmp(owner, s->owner) != 0 && lease > now)
-        rc = WF_ELEASE;
-    wf__free_mem(owner);
-    if (rc < 0)
-        return rc;
-    sqlite3_stmt *st = s->w_claim;
-    sqlite3_bind_text(st, 1, s->owner, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, now + s->lease_ms);
-    sqlite3_bind_int64(st, 3, now);
-    sqlite3_bind_int64(st, 4, rid);
-    if ((rc = step_done(st)) < 0)
-        return rc;
-    st = s->w_next_seq;
-    sqlite3_bind_int64(st, 1, rid);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        wf_store_run_info *info = op->info;
-        row_info(st, info, 1);
-        rc = info_copied(info);
-        op->seq = info->next_seq;
-        op->rid = rid;
-    } else {
-        rc = rc == SQLITE_DONE ? WF_EINTERNAL : map_rc(rc);
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return rc;
-}
-
-static int exec_renew(sstore *s, sop *op)
-{
-    int64_t now = now_ms(s);
-    sqlite3_stmt *st = s->w_renew;
-    sqlite3_bind_int64(st, 1, now + s->lease_ms);
-    sqlite3_bind_text(st, 2, s->owner, -1, SQLITE_STATIC);
-    int rc = step_done(st);
-    if (rc < 0)
-        return rc;
-    /* A run we write whose row names another owner was taken over after our lease expired. */
-    op->lost = 0;
-    for (size_t i = 0; i < op->nruns; i++) {
-        srun *r = op->runs[i];
-        if (r->werr || r->rid == 0)
-            continue;
-        st = s->w_owner;
-        sqlite3_bind_int64(st, 1, r->rid);
-        rc = sqlite3_step(st);
-        int mine = rc == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_TEXT &&
-                   strcmp((const char *)sqlite3_column_text(st, 0), s->owner) == 0;
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-            return map_rc(rc);
-        if (!mine) {
-            r->werr = WF_ELEASE;
-            op->lost++;
-        }
-    }
-    return 0;
-}
-
-static int exec_remove(sstore *s, sop *op)
-{
-    int64_t rid, lease;
-    int status;
-    int rc = w_find(s, op->name, &rid, &status, NULL, &lease);
-    if (rc < 0)
-        return rc;
-    for (int i = 0; i < 4; i++) {
-        sqlite3_bind_int64(s->w_del[i], 1, rid);
-        if ((rc = step_done(s->w_del[i])) < 0)
-            return rc;
-    }
-    return 0;
-}
-
-/*
- * The journal keeps a run's records of one round in one row (docs/DURABILITY.md,
- * "Schema"): seq (the first record's number), n, and data = n times a msgpack
- * uint (the kind) followed by a msgpack bin (the record's bytes). A row costs
- * SQLite one B-tree insert and one index entry, however many records it holds.
- */
-static size_t rec_size(uint32_t len)
-{
-    return 5 + 5 + (size_t)len;
-}
-
-static uint8_t *put_be(uint8_t *p, uint32_t v, int bytes)
-{
-    for (int i = bytes - 1; i >= 0; i--)
-        *p++ = (uint8_t)(v >> (8 * i));
-    return p;
-}
-
-static uint8_t *rec_put(uint8_t *p, uint32_t kind, const uint8_t *data, uint32_t len)
-{
-    if (kind < 128)
-        *p++ = (uint8_t)kind;
-    else if (kind <= 0xffff)
-        *p++ = 0xcd, p = put_be(p, kind, 2);
-    else
-        *p++ = 0xce, p = put_be(p, kind, 4);
-    if (len <= 0xff)
-        *p++ = 0xc4, *p++ = (uint8_t)len;
-    else if (len <= 0xffff)
-        *p++ = 0xc5, p = put_be(p, len, 2);
-    else
-        *p++ = 0xc6, p = put_be(p, len, 4);
-    if (len)
-        memcpy(p, data, len);
-    return p + len;
-}
-
-/* Decodes the record at *p (end: the row's end): 0, or WF_ECORRUPT. */
-static int rec_get(const uint8_t **p, const uint8_t *end, uint32_t *kind, const uint8_t **data,
-                   uint32_t *len)
-{
-    const uint8_t *q = *p;
-    uint32_t v = 0;
-    int nb;
-    if (q >= end)
-        return WF_ECORRUPT;
-    if (*q < 128)
-        nb = 0, v = *q;
-    else if (*q == 0xcc || *q == 0xcd || *q == 0xce)
-        nb = 1 << (*q - 0xcc);
-    else
-        return WF_ECORRUPT;
-    q++;
-    if (end - q < nb + 1)
-        return WF_ECORRUPT;
-    for (int i = 0; i < nb; i++)
-        v = v << 8 | *q++;
-    *kind = v;
-    if (*q < 0xc4 || *q > 0xc6)
-        return WF_ECORRUPT;
-    nb = 1 << (*q++ - 0xc4);
-    if (end - q < nb)
-        return WF_ECORRUPT;
-    v = 0;
-    for (int i = 0; i < nb; i++)
-        v = v << 8 | *q++;
-    if ((size_t)(end - q) < v)
-        return WF_ECORRUPT;
-    *data = q;
-    *len = v;
-    *p = q + v;
-    return 0;
-}
-
-static int wbuf_room(sstore *s, size_t need)
-{
-    if (need <= s->wcap)
-        return 0;
-    size_t cap = s->wcap ? s->wcap : 4096;
-    while (cap < need)
-        cap *= 2;
-    uint8_t *b = wf__malloc(cap);
-    if (b == NULL)
-        return WF_ENOMEM;
-    if (s->wbuf)
-        memcpy(b, s->wbuf, s->wcap); /* the row encoded so far */
-    wf__free_mem(s->wbuf);
-    s->wbuf = b;
-    s->wcap = cap;
-    return 0;
-}
-
-/* Inserts s->wbuf[0, len) as the row (r, seq, n): it must continue the committed journal. */
-static int insert_row(sstore *s, srun *r, uint64_t seq, uint32_t n, size_t len)
-{
-    sqlite3_stmt *st = s->w_ins_rec;
-    sqlite3_bind_int64(st, 1, r->rid);
-    sqlite3_bind_int64(st, 2, (int64_t)seq);
-    sqlite3_bind_int64(st, 3, n);
-    bind_blob(st, 4, s->wbuf, len);
-    int rc = step_done(st);
-    if (rc == WF_EEXIST || (rc == 0 && sqlite3_changes(s->wdb) != 1))
-        return WF_ELEASE; /* another owner wrote that seq */
-    return rc;
-}
-
-/* Inserts the appends of r from op to last (contiguous seqs) as rows of up to CHUNK_BYTES. */
-static int insert_appends(sstore *s, srun *r, sop *op, sop *last)
-{
-    while (op) {
-        /* One row: whole ops while they fit (an op bigger than a row gets a row of its own). */
-        uint64_t seq = op->seq;
-        uint32_t n = 0;
-        size_t len = 0;
-        sop *o = op;
-        for (;;) {
-            size_t sz = 0;
-            for (uint32_t i = 0; i < o->n; i++)
-                sz += rec_size(o->recs[i].len);
-            if (n && len + sz > CHUNK_BYTES)
-                break;
-            int rc = wbuf_room(s, len + sz);
-            if (rc < 0)
-                return rc;
-            uint8_t *p = s->wbuf + len;
-            for (uint32_t i = 0; i < o->n; i++)
-                p = rec_put(p, o->recs[i].kind, o->recs[i].data, o->recs[i].len);
-            len = (size_t)(p - s->wbuf);
-            n += o->n;
-            o = o == last ? NULL : o->wnext;
-            if (o == NULL)
-                break;
-        }
-        if (n) {
-            int rc = insert_row(s, r, seq, n, len);
-            if (rc < 0)
-                return rc;
-        }
-        op = o;
-    }
-    return 0;
-}
-
-/*
- * Inserts every pending append of this round (fast path; on failure the
- * round is redone op by op), or only forgets them (insert 0: a rollback).
- */
-static int flush_appends(sstore *s, int insert)
-{
-    int rc = 0;
-    for (srun *r = s->wpending, *next; r; r = next) {
-        next = r->wnext;
-        if (rc == 0 && insert)
-            rc = insert_appends(s, r, r->wfirst, r->wlast);
-        r->wfirst = r->wlast = NULL;
-        r->wnext = NULL;
-    }
-    s->wpending = NULL;
-    return rc;
-}
-
-/* Executes one op in the open transaction: 0, or why it failed. */
-static int exec_op(sstore *s, sop *op, int careful)
-{
-    srun *r = op->run;
-    if (r && r->werr)
-        return r->werr;
-    sqlite3_stmt *st;
-    int rc = 0;
-    int64_t now;
-    switch (op->type) {
-    case OP_CREATE:
-        now = now_ms(s);
-        st = s->w_ins_run;
-        sqlite3_bind_text(st, 1, r->run_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, op->workflow, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, s->owner, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, now + s->lease_ms);
-        sqlite3_bind_int64(st, 5, now);
-        if ((rc = step_done(st)) == 0)
-            r->rid = sqlite3_last_insert_rowid(s->wdb);
-        return rc;
-    case OP_APPEND:
-        if (op->n == 0)
-            return 0;
-        op->wnext = NULL;
-        if (careful)
-            return insert_appends(s, r, op, op); /* a row per op: a failure is this op's own */
-        /* Gathered: one row per run and round, inserted before the commit. */
-        if (r->wfirst == NULL) {
-            r->wfirst = op;
-            r->wnext = s->wpending;
-            s->wpending = r;
-        } else {
-            r->wlast->wnext = op;
-        }
-        r->wlast = op;
-        return 0;
-    case OP_STATUS:
-        st = s->w_status;
-        sqlite3_bind_int(st, 1, op->status);
-        sqlite3_bind_int64(st, 2, now_ms(s));
-        sqlite3_bind_int64(st, 3, r->rid);
-        return step_done(st);
-    case OP_CKPT:
-        st = s->w_ckpt;
-        sqlite3_bind_int64(st, 1, r->rid);
-        sqlite3_bind_int64(st, 2, (int64_t)op->seq);
-        bind_blob(st, 3, op->data, op->len);
-        sqlite3_bind_int64(st, 4, now_ms(s));
-        return step_done(st);
-    case OP_RESULT:
-        now = now_ms(s);
-        st = s->w_result;
-        sqlite3_bind_int64(st, 1, r->rid);
-        bind_blob(st, 2, op->data, op->len);
-        sqlite3_bind_int64(st, 3, now);
-        if ((rc = step_done(st)) < 0)
-            return rc;
-        st = s->w_finish;
-        sqlite3_bind_int(st, 1, op->status);
-        sqlite3_bind_int64(st, 2, now);
-        sqlite3_bind_int64(st, 3, r->rid);
-        return step_done(st);
-    case OP_RELEASE:
-        st = s->w_release;
-        sqlite3_bind_int64(st, 1, now_ms(s));
-        sqlite3_bind_int64(st, 2, r->rid);
-        sqlite3_bind_text(st, 3, s->owner, -1, SQLITE_STATIC);
-        if ((rc = step_done(st)) < 0)
-            return rc;
-        return sqlite3_changes(s->wdb) == 1 ? 0 : WF_ELEASE;
-    case OP_CLAIM:
-        return exec_claim(s, op);
-    case OP_RENEW:
-        return exec_renew(s, op);
-    case OP_REMOVE:
-        return exec_remove(s, op);
-    case OP_FLUSH:
-        return 0;
-    }
-    return WF_EINTERNAL;
-}
-
-/*
- * One round: every op in one transaction. The fast pass runs them plainly;
- * if one fails on its own (a duplicate run id, a lost lease), the round is
- * rolled back and run again with a savepoint per op, so that op alone
- * fails, with every later write to its run (they would follow a gap).
- * Returns 0, or an error that failed the whole round (every op gets it).
- */
-static int run_round(sstore *s, sop *batch)
-{
-    for (int careful = 0; careful < 2; careful++) {
-        int rc = step_done(s->w_begin);
-        if (rc < 0)
-            return rc;
-        int redo = 0;
-        for (sop *op = batch; op; op = op->next) {
-            if (careful && sqlite3_exec(s->wdb, "SAVEPOINT op", NULL, NULL, NULL) != SQLITE_OK) {
-                rc = map_rc(sqlite3_errcode(s->wdb));
-                break;
-            }
-            if (!careful && (op->type == OP_CLAIM || op->type == OP_REMOVE) &&
-                (rc = flush_appends(s, 1)) < 0) {
-                /* they read or delete the journal: the rows gathered so far go in first */
-                if (!fatal(rc) && rc != WF_ENOMEM && rc != WF_EBUSY)
-                    rc = 0, redo = 1;
-                break;
-            }
-            op->rc = exec_op(s, op, careful);
-            if (op->rc < 0 && (fatal(op->rc) || op->rc == WF_ENOMEM || op->rc == WF_EBUSY)) {
-                rc = op->rc;
-                break;
-            }
-            if (careful) {
-                if (op->rc < 0) {
-                    sqlite3_exec(s->wdb, "ROLLBACK TO op", NULL, NULL, NULL);
-                    if (op->run)
-                        op->run->werr = op->rc;
-                }
-                if (sqlite3_exec(s->wdb, "RELEASE op", NULL, NULL, NULL) != SQLITE_OK) {
-                    rc = map_rc(sqlite3_errcode(s->wdb));
-                    break;
-                }
-            } else if (op->rc < 0 && op->type != OP_CLAIM && op->type != OP_REMOVE &&
-                       op->type != OP_RELEASE) {
-                /* claim/remove/release failures change nothing; others may have half-written */
-                redo = 1;
-                break;
-            }
-        }
-        if (rc == 0 && !redo && (rc = flush_appends(s, 1)) < 0 && !fatal(rc) && rc != WF_ENOMEM &&
-            rc != WF_EBUSY) {
-            rc = 0; /* one run's rows failed (a lost lease): find out whose, op by op */
-            redo = 1;
-        }
-        flush_appends(s, 0); /* after a break: forget what was gathered */
-        if (rc == 0 && !redo)
-            rc = step_done(s->w_commit);
-        if (rc == 0 && !redo)
-            return 0;
-        step_done(s->w_rollback);
-        if (rc < 0)
-            return rc;
-        for (sop *op = batch; op; op = op->next)
-            op->rc = 0;
-    }
-    return WF_EINTERNAL;
-}
-
-/* After a round (mu held): the run map follows what committed. */
-static void settle_runs(sstore *s, sop *op)
-{
-    srun *r = op->run;
-    if (op->rc < 0) {
-        if (r) {
-            if (r->err == 0)
-                r->err = op->rc;
-            r->werr = op->rc;
-        }
-        return;
-    }
-    if (op->type == OP_RENEW)
-        for (size_t i = 0; i < op->nruns; i++)
-            if (op->runs[i]->werr == WF_ELEASE && op->runs[i]->err == 0)
-                op->runs[i]->err = WF_ELEASE;
-    if (op->type == OP_CLAIM) {
-        uint64_t h = hash_str(op->name);
-        srun *x = map_find(s, op->name, h);
-        /* A run we still write keeps its numbering (appends may be queued); a closed or
-         * failed one starts over from what is committed. */
-        if (x && (x->closed || x->err)) {
-            map_del(s, x);
-            srun_unref(x);
-            x = NULL;
-        }
-        if (x == NULL && (x = srun_new(op->name, h)) != NULL) {
-            x->next_seq = op->seq;
-            if (map_add(s, x) < 0) {
-                srun_unref(x);
-                x = NULL;
-            }
-        }
-        if (x == NULL) {
-            op->rc = WF_ENOMEM;
-            return;
-        }
-        x->rid = op->rid;
-    }
-    if (r && r->closed && (op->type == OP_RESULT || op->type == OP_RELEASE)) {
-        map_del(s, r);
-        srun_unref(r);
-    }
-}
-
-static void *writer_main(void *arg)
-{
-    sstore *s = arg;
-    pthread_mutex_lock(&s->mu);
-    for (;;) {
-        while (s->head == NULL && !s->stop)
-            pthread_cond_wait(&s->cv_writer, &s->mu);
-        if (s->head == NULL)
-            break;
-        if (s->p.commit != WF_STORE_COMMIT_EVERY) {
-            /* Group commit: gather until the interval since the last round is up. */
-            int64_t deadline = s->last_round_ms + s->p.interval_ms;
-            while (!s->urgent && !s->stop && s->queued < s->p.queue_bytes / 2) {
-                int64_t now = mono_ms();
-                if (now >= deadline)
-                    break;
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                int64_t ns = ts.tv_nsec + (deadline - now) * 1000000;
-                ts.tv_sec += ns / 1000000000;
-                ts.tv_nsec = ns % 1000000000;
-                pthread_cond_timedwait(&s->cv_writer, &s->mu, &ts);
-            }
-        }
-        sop *batch = s->head;
-        s->head = NULL;
-        s->tail = &s->head;
-        s->urgent = 0;
-        int failed = s->failed;
-        pthread_mutex_unlock(&s->mu);
-
-        s->last_round_ms = mono_ms();
-        int rc = failed ? failed : run_round(s, batch);
-        if (rc < 0)
-            for (sop *op = batch; op; op = op->next)
-                op->rc = rc;
-
-        pthread_mutex_lock(&s->mu);
-        if (fatal(rc) && s->failed == 0)
-            s->failed = rc;
-        uint64_t last = 0;
-        for (sop *op = batch; op; op = op->next) {
-            last = op->ticket;
-            s->queued -= op->bytes;
-            settle_runs(s, op);
-            if (op->type == OP_RENEW)
-                for (size_t i = 0; i < op->nruns; i++)
-                    srun_unref(op->runs[i]);
-            srun_unref(op->run);
-            op->run = NULL;
-        }
-        pthread_cond_broadcast(&s->cv_done); /* room in the queue */
-        pthread_mutex_unlock(&s->mu);
-
-        /*
-         * Callbacks before the tickets are published: whoever sees a ticket
-         * durable (wf_store_wait, flush, a sync call) also sees its callback done.
-         */
-        for (sop *op = batch; op; op = op->next)
-            if (!op->sync && op->done)
-                op->done(op->rc, op->ticket, op->user);
-
-        pthread_mutex_lock(&s->mu);
-        for (sop *op = batch, *next; op; op = next) {
-            next = op->next;
-            if (op->sync)
-                op->finished = 1; /* the caller's op: not touched after this */
-            else
-                wf__free_mem(op);
-        }
-        __atomic_store_n(&s->durable, last, __ATOMIC_RELEASE);
-        pthread_cond_broadcast(&s->cv_done);
-    }
-    pthread_mutex_unlock(&s->mu);
-    return NULL;
 }
 
 /* ------------------------------------------------------------ operations */
@@ -970,9 +191,9 @@ static int s_create(void *self, const char *run_id, const char *workflow, uint64
     op->workflow = (char *)(op + 1);
     memcpy(op->workflow, workflow, wl);
     op->bytes = sizeof *op + wl;
-    uint64_t h = hash_str(run_id);
+    uint64_t h = wf__hash(run_id, strlen(run_id));
     pthread_mutex_lock(&s->mu);
-    int rc = map_find(s, run_id, h) ? WF_EEXIST : 0;
+    int rc = wf__sql_map_find(s, run_id, h) ? WF_EEXIST : 0;
     pthread_mutex_unlock(&s->mu);
     if (rc == 0) {
         /* Committed runs: a read outside the lock (a run committed meanwhile fails at commit). */
@@ -982,20 +203,20 @@ static int s_create(void *self, const char *run_id, const char *workflow, uint64
     srun *r = NULL;
     if (rc == 0) {
         pthread_mutex_lock(&s->mu);
-        if (map_find(s, run_id, h))
+        if (wf__sql_map_find(s, run_id, h))
             rc = WF_EEXIST;
-        else if ((r = srun_new(run_id, h)) == NULL)
+        else if ((r = wf__sql_srun_new(run_id, h)) == NULL)
             rc = WF_ENOMEM;
-        else if ((rc = map_add(s, r)) < 0)
-            srun_unref(r);
+        else if ((rc = wf__sql_map_add(s, r)) < 0)
+            wf__sql_srun_unref(r);
         if (rc == 0) {
             r->refs++;
             op->run = r;
-            rc = enqueue_locked(s, op);
+            rc = wf__sql_enqueue_locked(s, op);
             if (rc < 0) {
-                map_del(s, r);
+                wf__sql_map_del(s, r);
                 r->refs = 1;
-                srun_unref(r);
+                wf__sql_srun_unref(r);
             } else if (ticket) {
                 *ticket = op->ticket;
             }
@@ -1038,9 +259,9 @@ static int s_append(void *self, const char *run_id, const wf_store_rec *recs, si
         p += recs[i].len;
     }
     pthread_mutex_lock(&s->mu);
-    int rc = run_for_write(s, run_id, &op->run);
+    int rc = wf__sql_run_for_write(s, run_id, &op->run);
     if (rc == 0) {
-        rc = enqueue_locked(s, op);
+        rc = wf__sql_enqueue_locked(s, op);
         if (rc == 0) {
             /* Numbered in the critical section that queues them: queue order is seq order. */
             op->seq = op->run->next_seq;
@@ -1050,7 +271,7 @@ static int s_append(void *self, const char *run_id, const wf_store_rec *recs, si
             if (ticket)
                 *ticket = op->ticket;
         } else {
-            srun_unref(op->run);
+            wf__sql_srun_unref(op->run);
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -1064,10 +285,10 @@ static int queue_run_op(sstore *s, const char *run_id, sop *op, int close, uint6
                         uint64_t *ticket)
 {
     pthread_mutex_lock(&s->mu);
-    int rc = run_for_write(s, run_id, &op->run);
+    int rc = wf__sql_run_for_write(s, run_id, &op->run);
     if (rc == 0) {
         op->seq = op->run->next_seq;
-        rc = enqueue_locked(s, op);
+        rc = wf__sql_enqueue_locked(s, op);
         if (rc == 0) {
             if (seq)
                 *seq = op->seq; /* not after the unlock: the writer may have freed op */
@@ -1076,7 +297,7 @@ static int queue_run_op(sstore *s, const char *run_id, sop *op, int close, uint6
             if (ticket)
                 *ticket = op->ticket;
         } else {
-            srun_unref(op->run);
+            wf__sql_srun_unref(op->run);
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -1141,7 +362,7 @@ static int s_claim(void *self, const char *run_id, wf_store_run_info *info)
     wf_store_run_info tmp = {0};
     sop op = {.type = OP_CLAIM, .name = run_id, .info = info ? info : &tmp};
     memset(op.info, 0, sizeof *op.info);
-    int rc = run_sync(self, &op);
+    int rc = wf__sql_run_sync(self, &op);
     if (rc < 0 || info == NULL)
         wf_store_run_info_clear(op.info);
     return rc;
@@ -1152,16 +373,16 @@ static int s_release(void *self, const char *run_id)
     sstore *s = self;
     sop op = {.type = OP_RELEASE, .sync = 1};
     pthread_mutex_lock(&s->mu);
-    int rc = run_for_write(s, run_id, &op.run);
+    int rc = wf__sql_run_for_write(s, run_id, &op.run);
     if (rc == 0) {
-        rc = enqueue_locked(s, &op);
+        rc = wf__sql_enqueue_locked(s, &op);
         if (rc == 0) {
             op.run->closed = 1;
             while (!op.finished)
                 pthread_cond_wait(&s->cv_done, &s->mu);
             rc = op.rc;
         } else {
-            srun_unref(op.run);
+            wf__sql_srun_unref(op.run);
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -1187,12 +408,12 @@ static int s_renew(void *self, uint32_t *lost)
                 }
     }
     pthread_mutex_unlock(&s->mu);
-    int rc = run_sync(s, &op);
+    int rc = wf__sql_run_sync(s, &op);
     if (rc < 0 && op.finished == 0) {
         /* never queued: the writer did not take the refs */
         pthread_mutex_lock(&s->mu);
         for (size_t i = 0; i < op.nruns; i++)
-            srun_unref(op.runs[i]);
+            wf__sql_srun_unref(op.runs[i]);
         pthread_mutex_unlock(&s->mu);
     }
     wf__free_mem(op.runs);
@@ -1205,15 +426,15 @@ static int s_remove(void *self, const char *run_id)
 {
     sstore *s = self;
     sop op = {.type = OP_REMOVE, .name = run_id};
-    int rc = run_sync(s, &op);
+    int rc = wf__sql_run_sync(s, &op);
     if (rc == 0) {
         pthread_mutex_lock(&s->mu);
-        srun *r = map_find(s, run_id, hash_str(run_id));
+        srun *r = wf__sql_map_find(s, run_id, wf__hash(run_id, strlen(run_id)));
         if (r) {
             r->closed = 1;
             r->err = WF_ENOTFOUND;
-            map_del(s, r);
-            srun_unref(r);
+            wf__sql_map_del(s, r);
+            wf__sql_srun_unref(r);
         }
         pthread_mutex_unlock(&s->mu);
     }
@@ -1223,7 +444,7 @@ static int s_remove(void *self, const char *run_id)
 static int s_flush(void *self)
 {
     sop op = {.type = OP_FLUSH};
-    return run_sync(self, &op);
+    return wf__sql_run_sync(self, &op);
 }
 
 static uint64_t s_durable(void *self)
@@ -1295,7 +516,7 @@ static int reader_get(sstore *s, reader **out)
     for (size_t i = 0; rc == SQLITE_OK && i < sizeof sts / sizeof *sts; i++)
         rc = sqlite3_prepare_v3(r->db, reader_sql[i], -1, SQLITE_PREPARE_PERSISTENT, sts[i], NULL);
     if (rc != SQLITE_OK) {
-        int err = map_rc(rc);
+        int err = wf__sql_map_rc(rc);
         reader_close(r);
         return err ? err : WF_EINTERNAL;
     }
@@ -1329,13 +550,13 @@ int wf__sqlite_get_run(void *self, const char *run_id, wf_store_run_info *info)
     int sr = sqlite3_step(st);
     if (sr == SQLITE_ROW) {
         if (info) {
-            row_info(st, info, 1);
-            rc = info_copied(info);
+            wf__sql_row_info(st, info, 1);
+            rc = wf__sql_info_copied(info);
             if (rc < 0)
                 wf_store_run_info_clear(info);
         }
     } else {
-        rc = sr == SQLITE_DONE ? WF_ENOTFOUND : map_rc(sr);
+        rc = sr == SQLITE_DONE ? WF_ENOTFOUND : wf__sql_map_rc(sr);
     }
     st_done(st);
     reader_put(self, r);
@@ -1373,7 +594,7 @@ static int s_get_checkpoint(void *self, const char *run_id, void **data, size_t 
             *seq = (uint64_t)sqlite3_column_int64(st, 0);
         rc = blob_dup(st, 1, data, len);
     } else {
-        rc = sr == SQLITE_DONE ? WF_ENOTFOUND : map_rc(sr);
+        rc = sr == SQLITE_DONE ? WF_ENOTFOUND : wf__sql_map_rc(sr);
     }
     st_done(st);
     reader_put(self, r);
@@ -1398,7 +619,7 @@ static int s_get_result(void *self, const char *run_id, int32_t *status, void **
         else
             rc = blob_dup(st, 1, data, len);
     } else {
-        rc = sr == SQLITE_DONE ? WF_ENOTFOUND : map_rc(sr);
+        rc = sr == SQLITE_DONE ? WF_ENOTFOUND : wf__sql_map_rc(sr);
     }
     st_done(st);
     reader_put(self, r);
@@ -1421,7 +642,7 @@ static int s_read_journal(void *self, const char *run_id, uint64_t from_seq, uin
     st_done(st);
     if (sr != SQLITE_ROW) {
         reader_put(self, r);
-        return sr == SQLITE_DONE ? WF_ENOTFOUND : map_rc(sr);
+        return sr == SQLITE_DONE ? WF_ENOTFOUND : wf__sql_map_rc(sr);
     }
     st = r->journal;
     sqlite3_bind_int64(st, 1, rid);
@@ -1441,7 +662,7 @@ static int s_read_journal(void *self, const char *run_id, uint64_t from_seq, uin
         for (uint64_t seq = (uint64_t)seq0; seq < expect; seq++) {
             uint32_t kind, len;
             const uint8_t *data;
-            if ((rc = rec_get(&p, end, &kind, &data, &len)) < 0)
+            if ((rc = wf__sql_rec_get(&p, end, &kind, &data, &len)) < 0)
                 break;
             if (seq < from_seq)
                 continue;
@@ -1458,7 +679,7 @@ static int s_read_journal(void *self, const char *run_id, uint64_t from_seq, uin
             break;
     }
     if (rc == 0 && !stop && left && sr != SQLITE_ROW && sr != SQLITE_DONE)
-        rc = map_rc(sr);
+        rc = wf__sql_map_rc(sr);
     st_done(st);
     reader_put(self, r);
     return rc;
@@ -1481,7 +702,7 @@ static int s_list(void *self, uint32_t mask, uint64_t cursor, uint32_t limit, wf
     int sr, stopped = 0;
     while ((sr = sqlite3_step(st)) == SQLITE_ROW) {
         wf_store_run_info info;
-        row_info(st, &info, 0);
+        wf__sql_row_info(st, &info, 0);
         last = sqlite3_column_int64(st, 0);
         count++;
         if (fn(&info, user)) {
@@ -1490,7 +711,7 @@ static int s_list(void *self, uint32_t mask, uint64_t cursor, uint32_t limit, wf
         }
     }
     if (!stopped && sr != SQLITE_DONE)
-        rc = map_rc(sr);
+        rc = wf__sql_map_rc(sr);
     st_done(st);
     reader_put(self, r);
     if (next_cursor)
@@ -1563,12 +784,12 @@ static void sql_rec1(sqlite3_context *cx, int argc, sqlite3_value **argv)
         sqlite3_result_error(cx, "wf_rec1: bad record", -1);
         return;
     }
-    uint8_t *buf = sqlite3_malloc64(rec_size((uint32_t)len));
+    uint8_t *buf = sqlite3_malloc64(wf__sql_rec_size((uint32_t)len));
     if (buf == NULL) {
         sqlite3_result_error_nomem(cx);
         return;
     }
-    uint8_t *end = rec_put(buf, (uint32_t)kind, data, (uint32_t)len);
+    uint8_t *end = wf__sql_rec_put(buf, (uint32_t)kind, data, (uint32_t)len);
     sqlite3_result_blob(cx, buf, (int)(end - buf), sqlite3_free);
 }
 
@@ -1687,7 +908,7 @@ static int check_schema(sstore *s, char **message)
                     msgf("%s: migrating schema version 1 to 2: %s", s->path, sqlite3_errmsg(db));
             sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
             sqlite3_create_function(db, "wf_rec1", 2, SQLITE_UTF8, NULL, NULL, NULL, NULL);
-            return map_rc(rc) ? map_rc(rc) : WF_EINTERNAL;
+            return wf__sql_map_rc(rc) ? wf__sql_map_rc(rc) : WF_EINTERNAL;
         }
         sqlite3_create_function(db, "wf_rec1", 2, SQLITE_UTF8, NULL, NULL, NULL, NULL);
     }
@@ -1695,7 +916,7 @@ static int check_schema(sstore *s, char **message)
 sqlfail:
     if (message)
         *message = msgf("%s: %s", s->path, sqlite3_errmsg(db));
-    return map_rc(rc) ? map_rc(rc) : WF_EINTERNAL;
+    return wf__sql_map_rc(rc) ? wf__sql_map_rc(rc) : WF_EINTERNAL;
 }
 
 static void s_free(void *self)
@@ -1722,7 +943,7 @@ static void s_free(void *self)
     for (size_t i = 0; i < s->nbuckets; i++)
         for (srun *r = s->buckets[i], *n; r; r = n) {
             n = r->next;
-            srun_unref(r);
+            wf__sql_srun_unref(r);
         }
     wf__free_mem(s->buckets);
     wf__free_mem(s->wbuf);
@@ -1803,7 +1024,7 @@ int wf__sqlite_open(wf_store **out, const char *path, const wf_store_params *par
     if (rc != SQLITE_OK) {
         if (message)
             *message = msgf("%s: %s", path, s->wdb ? sqlite3_errmsg(s->wdb) : "cannot open");
-        err = map_rc(rc) ? map_rc(rc) : WF_EIO;
+        err = wf__sql_map_rc(rc) ? wf__sql_map_rc(rc) : WF_EIO;
         goto fail;
     }
     sqlite3_extended_result_codes(s->wdb, 0);
@@ -1828,7 +1049,7 @@ int wf__sqlite_open(wf_store **out, const char *path, const wf_store_params *par
         if (rc != SQLITE_OK) {
             if (message)
                 *message = msgf("%s: cannot use WAL mode: %s", path, sqlite3_errmsg(s->wdb));
-            err = map_rc(rc) ? map_rc(rc) : WF_EIO;
+            err = wf__sql_map_rc(rc) ? wf__sql_map_rc(rc) : WF_EIO;
             goto fail;
         }
     }
@@ -1851,7 +1072,7 @@ int wf__sqlite_open(wf_store **out, const char *path, const wf_store_params *par
         if (rc != SQLITE_OK) {
             if (message)
                 *message = msgf("%s: corrupt: %s", path, sqlite3_errmsg(s->wdb));
-            err = map_rc(rc) ? map_rc(rc) : WF_ECORRUPT;
+            err = wf__sql_map_rc(rc) ? wf__sql_map_rc(rc) : WF_ECORRUPT;
             goto fail;
         }
     }
@@ -1863,7 +1084,7 @@ int wf__sqlite_open(wf_store **out, const char *path, const wf_store_params *par
             if (rc != SQLITE_OK) {
                 if (message)
                     *message = msgf("%s: %s", path, sqlite3_errmsg(s->wdb));
-                err = map_rc(rc) ? map_rc(rc) : WF_EINTERNAL;
+                err = wf__sql_map_rc(rc) ? wf__sql_map_rc(rc) : WF_EINTERNAL;
                 goto fail;
             }
         }
@@ -1878,8 +1099,8 @@ int wf__sqlite_open(wf_store **out, const char *path, const wf_store_params *par
         }
         reader_put(s, r);
     }
-    s->last_round_ms = mono_ms();
-    if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
+    s->last_round_ms = wf__sql_mono_ms();
+    if (pthread_create(&s->writer, NULL, wf__sql_writer_main, s) != 0) {
         err = WF_ENOMEM;
         goto fail;
     }
