@@ -591,12 +591,28 @@ static enum MHD_Result get_workflows(wf_server *s, struct MHD_Connection *c)
     return r;
 }
 
-/* A JSON schema for an event type: its fields are not declared in wf, so any object. */
+/*
+ * A JSON schema for an event type. wf types declare no fields, so any object;
+ * the built-ins whose fields are fixed name them (the debugger UI builds its
+ * "Send Event" form from the properties).
+ */
 static void put_schema(wf_json_buf *b, const wf_event_type *t)
 {
     put(b, "{\"title\":");
     put_str(b, wf_event_type_name(t));
-    put(b, ",\"type\":\"object\",\"properties\":{},\"additionalProperties\":true}");
+    put(b, ",\"type\":\"object\",\"properties\":");
+    int which = -1;
+    is_builtin(t, &which);
+    if (which == WF_HUMAN_RESPONSE_EVENT)
+        put(b, "{\"response\":{\"title\":\"Response\",\"type\":\"string\"}},\"required\":["
+               "\"response\"]");
+    else if (which == WF_INPUT_REQUIRED_EVENT)
+        put(b, "{\"prefix\":{\"title\":\"Prefix\",\"type\":\"string\"}}");
+    else if (which == WF_STOP_EVENT)
+        put(b, "{\"result\":{\"title\":\"Result\"}}");
+    else
+        put(b, "{}");
+    put(b, ",\"additionalProperties\":true}");
 }
 
 static enum MHD_Result get_schema(const srv_wf *w, struct MHD_Connection *c)
