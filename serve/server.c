@@ -1679,9 +1679,11 @@ void wf_server_free(wf_server *s)
         return;
     atomic_store(&s->stopping, 1);
     if (s->d) {
-        MHD_quiesce_daemon(s->d);
+        MHD_socket ls = MHD_quiesce_daemon(s->d); /* ours to close, after the stop */
         cancel_all(s); /* ends the waits of POST .../run and the streams */
         MHD_stop_daemon(s->d);
+        if (ls != MHD_INVALID_SOCKET)
+            close(ls);
     }
     cancel_all(s);
     pthread_mutex_lock(&s->lock);
