@@ -95,7 +95,7 @@ struct wf_server {
     pthread_cond_t pumps_cond;
     /*
      * Held around the calls that inject work into the executor from a thread
-     * outside it (starting a run, sending an event). The executor's injection
+     * outside it (starting a run, sending an event, cancelling). The executor's injection
      * ring (ck_ring MPMC) makes a producer spin until the one before it has
      * published; with dozens of connection threads on 2 cores, a producer
      * preempted in between made the others spin for whole time slices
@@ -1021,7 +1021,9 @@ static enum MHD_Result post_cancel(wf_server *s, struct MHD_Connection *c, const
     srv_rec *r = lookup(s, id);
     if (r == NULL)
         return reply_detail(c, 404, "Handler not found");
+    pthread_mutex_lock(&s->inject_lock);
     wf_handler_cancel(r->h); /* WF_ESTATE when it had ended: nothing to do */
+    pthread_mutex_unlock(&s->inject_lock);
     if (purge) {
         pthread_mutex_lock(&s->lock);
         if (r->listed)
