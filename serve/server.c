@@ -1649,9 +1649,11 @@ int wf_server_new(wf_server **out, const wf_server_params *p, char **message)
         rc = fail(message, WF_EINVAL, "'%s' is not an IPv4 address", p->host);
         goto err;
     }
+    /* poll(), not select(): past FD_SETSIZE (1024) descriptors select() cannot wait */
     s->d = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC, p->port,
-        NULL, NULL, access_cb, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+            MHD_USE_ITC,
+        p->port, NULL, NULL, access_cb, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(p->max_connections ? p->max_connections : 2048),
         MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
         completed_cb, s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024U, MHD_OPTION_END);
