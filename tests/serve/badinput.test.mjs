@@ -1,5 +1,5 @@
 // Bad HTTP input against `wf serve`: clear 4xx JSON answers ({"detail": ...}),
-// and the server keeps serving; 200 event-stream readers that go away at
+// and the server keeps serving; 1,000 event-stream readers that go away at
 // random times leave no thread behind. TAP on stdout.
 import http from 'node:http';
 import net from 'node:net';
@@ -107,11 +107,11 @@ const tests = [
     });
     await healthy();
   }],
-  ['200 event-stream readers that disconnect at random', async () => {
+  ['1,000 event-stream readers that disconnect at random', async () => {
     const base = threads();
     const r = await call('POST', '/workflows/approval/run-nowait', JSON.stringify({ start_event: { item: 'b' } }));
     const id = r.json.handler_id;
-    const n = 200;
+    const n = 1000;
     let seed = 12345;
     const rnd = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
     const readers = [];
