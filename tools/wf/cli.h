@@ -58,5 +58,6 @@ int cmd_run(int argc, char **argv);
 int cmd_batch(int argc, char **argv);
 int cmd_graph(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * wf: the command. Subcommands run, batch, graph and snapshot (docs/CLI.md).
+ * wf: the command. Subcommands run, batch, graph, snapshot and serve (docs/CLI.md).
  */
 #include <string.h>
 
@@ -14,6 +14,9 @@ static void usage(FILE *to)
                 "  batch PLUGIN.so [WORKFLOW]     one run per line of a JSON-lines file\n"
                 "  graph PLUGIN.so [WORKFLOW]     draw a workflow (dot, mermaid, json)\n"
                 "  snapshot show|json|validate FILE   look into a saved snapshot\n"
+#ifdef WF_HAVE_SERVE
+                "  serve PLUGIN.so...             serve workflows over HTTP (the reference's API)\n"
+#endif
                 "\n"
                 "options: --help (also after each command), --version\n"
                 "exit status: 0 done, 1 the run failed, 2 usage, 3 timed out,\n"
@@ -43,6 +46,10 @@ int main(int argc, char **argv)
         return cmd_graph(argc - 1, argv + 1);
     if (strcmp(cmd, "snapshot") == 0)
         return cmd_snapshot(argc - 1, argv + 1);
+#ifdef WF_HAVE_SERVE
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc - 1, argv + 1);
+#endif
     fprintf(stderr, "wf: unknown command '%s' (wf --help lists them)\n", cmd);
     return EXIT_USAGE;
 }

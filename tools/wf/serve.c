@@ -1,0 +1,170 @@
+/*
+ * serve.c: wf serve PLUGIN.so... [options]: the reference server's HTTP API
+ * (serve/serve.h; docs/CLI.md, "wf serve").
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "serve.h"
+
+#ifndef WF_SERVE_UI_DEFAULT
+#define WF_SERVE_UI_DEFAULT ""
+#endif
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: wf serve PLUGIN.so... [options]\n"
+            "serves the plugins' workflows over HTTP with the API of the reference's\n"
+            "llama-agents-server, and its debugger UI at /\n"
+            "  -l, --listen HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0:\n"
+            "                           any free port); the first line on standard output\n"
+            "                           is \"listening on http://HOST:PORT\"\n"
+            "  -t, --threads N          executor worker threads (default: the cores)\n"
+            "      --ui DIR             the debugger UI's files (@llamaindex/workflow-debugger's\n"
+            "                           dist/; default $WF_UI_DIR or the build tree's copy)\n"
+            "      --body-limit BYTES   largest request body (default 1048576)\n"
+            "      --max-handlers N     ended handlers kept for GET /handlers (default 10000)\n"
+            "      --max-connections N  connections at once (default 2048)\n"
+            "Stops on Ctrl-C or SIGTERM. Exit status: 0 stopped, 2 usage or cannot listen.\n");
+}
+
+static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
+static int stop_flag;
+
+static void on_signal(void *user)
+{
+    (void)user;
+    pthread_mutex_lock(&stop_lock);
+    stop_flag = 1;
+    pthread_cond_signal(&stop_cond);
+    pthread_mutex_unlock(&stop_lock);
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                         {"threads", required_argument, NULL, 't'},
+                                         {"ui", required_argument, NULL, 'U'},
+                                         {"body-limit", required_argument, NULL, 'B'},
+                                         {"max-handlers", required_argument, NULL, 'H'},
+                                         {"max-connections", required_argument, NULL, 'C'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    wf_server_params sp;
+    wf_server_params_init(&sp);
+    const char *listen = "127.0.0.1:8080";
+    const char *ui = getenv("WF_UI_DIR");
+    if (ui == NULL || *ui == 0)
+        ui = WF_SERVE_UI_DEFAULT;
+    long v;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "l:t:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'l':
+            listen = optarg;
+            break;
+        case 't':
+            if (cli_parse_count(optarg, 1, 1024, &v) < 0) {
+                cli_err("serve", "--threads wants a number from 1 to 1024, not '%s'", optarg);
+                return EXIT_USAGE;
+            }
+            sp.threads = (uint32_t)v;
+            break;
+        case 'U':
+            ui = optarg;
+            break;
+        case 'B':
+            if (cli_parse_count(optarg, 1, 1L << 30, &v) < 0) {
+                cli_err("serve", "--body-limit wants bytes from 1 to 2^30, not '%s'", optarg);
+                return EXIT_USAGE;
+            }
+            sp.body_limit = (size_t)v;
+            break;
+        case 'H':
+            if (cli_parse_count(optarg, 1, 100000000, &v) < 0) {
+                cli_err("serve", "--max-handlers wants a positive number, not '%s'", optarg);
+                return EXIT_USAGE;
+            }
+            sp.max_handlers = (size_t)v;
+            break;
+        case 'C':
+            if (cli_parse_count(optarg, 1, 65536, &v) < 0) {
+                cli_err("serve", "--max-connections wants a number from 1 to 65536, not '%s'",
+                        optarg);
+                return EXIT_USAGE;
+            }
+            sp.max_connections = (uint32_t)v;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_DONE;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    long port;
+    if (colon == NULL || (size_t)(colon - listen) >= sizeof host || colon == listen ||
+        cli_parse_count(colon + 1, 0, 65535, &port) < 0) {
+        cli_err("serve", "--listen wants HOST:PORT (e.g. 127.0.0.1:8080), not '%s'", listen);
+        return EXIT_USAGE;
+    }
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = 0;
+    sp.host = host;
+    sp.port = (uint16_t)port;
+    sp.ui_dir = ui && *ui ? ui : NULL;
+
+    int n = argc - optind, ex_code = EXIT_USAGE;
+    wf_plugin **plugins = calloc((size_t)n, sizeof *plugins);
+    wf_server *srv = NULL;
+    if (plugins == NULL)
+        return EXIT_FAILED;
+    for (int i = 0; i < n; i++) {
+        wf_workflow *wf;
+        if (cli_load("serve", argv[optind + i], NULL, &plugins[i], &wf))
+            goto done;
+    }
+    sp.plugins = plugins;
+    sp.n_plugins = (size_t)n;
+    if (cli_signals_start(on_signal, NULL) < 0) {
+        cli_err("serve", "cannot start the signal thread");
+        goto done;
+    }
+    char *msg = NULL;
+    int rc = wf_server_new(&srv, &sp, &msg);
+    if (rc < 0) {
+        cli_err("serve", "%s", msg ? msg : wf_strerror(rc));
+        free(msg);
+        goto done;
+    }
+    printf("listening on http://%s:%u\n", host, (unsigned)wf_server_port(srv));
+    fflush(stdout);
+    if (sp.ui_dir == NULL)
+        cli_err("serve", "no debugger UI (--ui DIR): / shows how to install it");
+    pthread_mutex_lock(&stop_lock);
+    while (!stop_flag)
+        pthread_cond_wait(&stop_cond, &stop_lock);
+    pthread_mutex_unlock(&stop_lock);
+    ex_code = EXIT_DONE;
+done:
+    wf_server_free(srv);
+    cli_signals_stop();
+    for (int i = 0; i < n; i++)
+        wf_plugin_free(plugins[i]);
+    free(plugins);
+    return ex_code;
+}
