@@ -1,0 +1,365 @@
+/*
+ * streams.c: wf serve's event side: the reader of a run (pump: the run's
+ * stream into its record's numbered log, in the requesting connection's
+ * thread or a detached one) and GET /events/{id} as SSE or NDJSON (an MHD
+ * callback response that copies one logged event at a time as its bounded
+ * write buffer drains). Locks as server.c says: a record's lock guards its
+ * log and state.
+ */
+#include "server_impl.h"
+
+/* ------------------------------------------------------------ events as envelopes */
+
+int wf__srv_is_builtin(const wf_event_type *t, int *which)
+{
+    wf_registry *reg = wf_event_type_registry(t);
+    for (int i = 0; i < WF_BUILTIN_COUNT; i++) {
+        if (wf_registry_builtin(reg, (wf_builtin_type)i) == t) {
+            *which = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int wf__srv_is_internal_type(const wf_event_type *t)
+{
+    int b;
+    return wf__srv_is_builtin(t, &b) &&
+           (b == WF_UNHANDLED_EVENT || b == WF_STEP_STATE_CHANGED || b == WF_WORKFLOW_IDLE_EVENT);
+}
+
+/*
+ * The reference's EventEnvelopeWithMetadata: value (the fields), type (the
+ * class name), types (the parents, nearest first, or null), qualified_name
+ * (workflows.events.X for the built-ins, PLUGIN.X for the plugin's types).
+ * *qn_off: where the qualified_name member begins.
+ */
+static int write_envelope(wf_json_buf *b, const wf_event *ev, const char *plugin, uint32_t *qn_off)
+{
+    const wf_event_type *t = wf_event_type_of(ev);
+    wf__srv_put(b, "{\"value\":");
+    int rc = wf_json_write_fields(b, ev);
+    if (rc < 0)
+        return rc;
+    wf__srv_put(b, ",\"type\":");
+    wf__srv_put_str(b, wf_event_type_name(t));
+    wf__srv_put(b, ",\"types\":");
+    int n = 0;
+    if (wf__srv_is_internal_type(t)) {
+        wf__srv_put(b, "[\"InternalDispatchEvent\"]");
+        n = 1;
+    } else {
+        for (const wf_event_type *p = wf_event_type_parent(t); p; p = wf_event_type_parent(p)) {
+            wf__srv_put(b, n++ ? "," : "[");
+            wf__srv_put_str(b, wf_event_type_name(p));
+        }
+        if (n)
+            wf__srv_put(b, "]");
+        else
+            wf__srv_put(b, "null");
+    }
+    if (qn_off)
+        *qn_off = (uint32_t)b->len;
+    wf__srv_put(b, ",\"qualified_name\":");
+    int which;
+    char qn[320];
+    snprintf(qn, sizeof qn, "%s.%s", wf__srv_is_builtin(t, &which) ? "workflows.events" : plugin,
+             wf_event_type_name(t));
+    wf__srv_put_str(b, qn);
+    wf__srv_put(b, "}");
+    return b->oom ? WF_ENOMEM : 0;
+}
+
+/* ------------------------------------------------------------ the reader of a run */
+
+/*
+ * Reads the run's stream into the record's log until the terminal event,
+ * then sets the final status. Runs on a connection thread (POST .../run) or
+ * a reader thread of its own (run-nowait), never on an executor worker.
+ */
+void wf__srv_pump(srv_rec *r)
+{
+    wf_json_buf b;
+    wf_json_buf_init(&b);
+    for (;;) {
+        wf_event *ev = NULL;
+        if (wf_handler_next_event(r->h, -1, &ev) < 0)
+            break; /* WF_ECLOSED: the terminal event was read */
+        const wf_event_type *t = wf_event_type_of(ev);
+        int terminal = wf_event_type_is_stop(t);
+        srv_entry e = {0};
+        wf_json_buf_reset(&b);
+        if (write_envelope(&b, ev, r->w->plugin, &e.qn_off) == 0) {
+            e.text = malloc(b.len + 1);
+            if (e.text) {
+                memcpy(e.text, b.data, b.len + 1);
+                e.len = (uint32_t)b.len;
+                e.internal = wf__srv_is_internal_type(t);
+            }
+        }
+        wf_event_release(ev);
+        pthread_mutex_lock(&r->lock);
+        if (e.text && r->n_log == r->cap_log) {
+            size_t cap = r->cap_log ? r->cap_log * 2 : 16;
+            srv_entry *nl = realloc(r->log, cap * sizeof *nl);
+            if (nl) {
+                r->log = nl;
+                r->cap_log = cap;
+            }
+        }
+        if (e.text && r->n_log < r->cap_log)
+            r->log[r->n_log++] = e;
+        else
+            free(e.text);
+        r->updated_at = wf__srv_now_s();
+        pthread_cond_broadcast(&r->cond);
+        pthread_mutex_unlock(&r->lock);
+        if (terminal)
+            break;
+    }
+    wf_event *res = NULL;
+    int rc = wf_handler_wait(r->h, -1, &res);
+    int status;
+    char *error = NULL, *result = NULL, *compat = NULL;
+    if (rc == 0) {
+        status = ST_COMPLETED;
+        wf_json_buf_reset(&b);
+        if (write_envelope(&b, res, r->w->plugin, NULL) == 0)
+            result = strdup(b.data);
+        wf_json_buf_reset(&b);
+        wf_value v;
+        int which;
+        int plain_stop =
+            wf__srv_is_builtin(wf_event_type_of(res), &which) && which == WF_STOP_EVENT;
+        if (plain_stop && wf_event_lookup(res, "result", &v) == 0)
+            wf_json_write_value(&b, v);
+        else
+            wf_json_write_fields(&b, res);
+        if (!b.oom && b.data)
+            compat = strdup(b.data);
+    } else {
+        int code = 0;
+        const char *step = NULL, *m = NULL;
+        wf_handler_error(r->h, &code, &step, &m);
+        status = rc == WF_ECANCELLED ? ST_CANCELLED : ST_FAILED;
+        char text[2048];
+        if (rc == WF_ECANCELLED)
+            snprintf(text, sizeof text, "the run was cancelled");
+        else if (rc == WF_ERUNTIMEOUT)
+            snprintf(text, sizeof text, "timed out: %s", m ? m : wf_strerror(rc));
+        else if (step)
+            snprintf(text, sizeof text, "step '%s' failed: %s (%s)%s%s", step, wf_strerror(code),
+                     wf_err_name(code), m ? ": " : "", m ? m : "");
+        else
+            snprintf(text, sizeof text, "%s%s%s", wf_strerror(rc), m ? ": " : "", m ? m : "");
+        error = strdup(text);
+    }
+    wf_event_release(res);
+    wf_json_buf_free(&b);
+    pthread_mutex_lock(&r->lock);
+    r->status = status;
+    r->error = error;
+    r->result = result;
+    r->result_compat = compat;
+    r->completed_at = r->updated_at = wf__srv_now_s();
+    r->ended = 1;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
+void *wf__srv_pump_main(void *arg)
+{
+    pump_arg *a = arg;
+    wf__srv_pump(a->r);
+    wf__srv_rec_unref(a->r);
+    pthread_mutex_lock(&a->s->lock);
+    if (--a->s->pumps == 0)
+        pthread_cond_broadcast(&a->s->pumps_cond);
+    pthread_mutex_unlock(&a->s->lock);
+    free(a);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ event streams */
+
+typedef struct stream_rd {
+    wf_server *s;
+    srv_rec *r;
+    int64_t next; /* sequence number of the next entry to look at */
+    int internal, sse, qn;
+    int fd;
+    char *buf; /* the text of the event being sent */
+    size_t len, off, cap;
+} stream_rd;
+
+static int peer_gone(int fd)
+{
+    if (fd < 0)
+        return 0;
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
+/* With r->lock held: formats entry e into rd->buf. */
+static int format_entry(stream_rd *rd, int64_t seq, const srv_entry *e)
+{
+    size_t need = e->len + 96;
+    if (need > rd->cap) {
+        char *nb = realloc(rd->buf, need);
+        if (nb == NULL)
+            return -1;
+        rd->buf = nb;
+        rd->cap = need;
+    }
+    size_t n = 0;
+    if (rd->sse)
+        n = (size_t)sprintf(rd->buf, "id: %lld\ndata: ", (long long)seq);
+    if (rd->qn) {
+        memcpy(rd->buf + n, e->text, e->len);
+        n += e->len;
+    } else {
+        memcpy(rd->buf + n, e->text, e->qn_off);
+        n += e->qn_off;
+        memcpy(rd->buf + n, ",\"qualified_name\":null}", 23);
+        n += 23;
+    }
+    memcpy(rd->buf + n, rd->sse ? "\n\n" : "\n", rd->sse ? 2 : 1);
+    n += rd->sse ? 2 : 1;
+    rd->len = n;
+    rd->off = 0;
+    return 0;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    (void)pos;
+    stream_rd *rd = cls;
+    if (rd->off == rd->len) {
+        srv_rec *r = rd->r;
+        pthread_mutex_lock(&r->lock);
+        for (;;) {
+            int got = 0;
+            while (rd->next < (int64_t)r->n_log) {
+                const srv_entry *e = &r->log[rd->next];
+                int64_t seq = rd->next++;
+                if (e->internal && !rd->internal)
+                    continue;
+                if (format_entry(rd, seq, e) < 0) {
+                    pthread_mutex_unlock(&r->lock);
+                    return MHD_CONTENT_READER_END_WITH_ERROR;
+                }
+                got = 1;
+                break;
+            }
+            if (got)
+                break;
+            if (r->ended) {
+                pthread_mutex_unlock(&r->lock);
+                return MHD_CONTENT_READER_END_OF_STREAM;
+            }
+            if (atomic_load(&rd->s->stopping)) {
+                pthread_mutex_unlock(&r->lock);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            /* wake now and then to notice a reader that went away */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 250 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) == ETIMEDOUT && peer_gone(rd->fd)) {
+                pthread_mutex_unlock(&r->lock);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+        }
+        pthread_mutex_unlock(&r->lock);
+    }
+    size_t n = rd->len - rd->off;
+    if (n > max)
+        n = max;
+    memcpy(out, rd->buf + rd->off, n);
+    rd->off += n;
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+    stream_rd *rd = cls;
+    wf__srv_rec_unref(rd->r);
+    free(rd->buf);
+    free(rd);
+}
+
+enum MHD_Result wf__srv_get_events(wf_server *s, struct MHD_Connection *c, const char *id)
+{
+    int sse = wf__srv_query_true(c, "sse", 1);
+    int internal = wf__srv_query_true(c, "include_internal", 0);
+    int qn = wf__srv_query_true(c, "include_qualified_name", 1);
+    const char *after = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after_sequence");
+    int now = after == NULL || strcasecmp(after, "now") == 0;
+    long long after_seq = -1;
+    if (!now) {
+        char *end;
+        errno = 0;
+        after_seq = strtoll(after, &end, 10);
+        if (errno || end == after || *end)
+            return wf__srv_reply_detail(c, 400, "Invalid after_sequence: '%s'", after);
+    }
+    if (sse) { /* the Last-Event-ID header of a reconnecting EventSource wins */
+        const char *last = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
+        if (last) {
+            char *end;
+            errno = 0;
+            long long v = strtoll(last, &end, 10);
+            if (!errno && end != last && !*end) {
+                after_seq = v;
+                now = 0;
+            }
+        }
+    }
+    srv_rec *r = wf__srv_lookup(s, id);
+    if (r == NULL)
+        return wf__srv_reply_detail(c, 404, "Handler not found");
+    pthread_mutex_lock(&r->lock);
+    if (now)
+        after_seq = (long long)r->n_log - 1;
+    if (after_seq < -1)
+        after_seq = -1;
+    int done = r->ended && after_seq + 1 >= (long long)r->n_log;
+    pthread_mutex_unlock(&r->lock);
+    if (done) { /* the run ended and every event was read */
+        wf__srv_rec_unref(r);
+        return wf__srv_reply(c, 204, NULL, "", 0);
+    }
+    stream_rd *rd = calloc(1, sizeof *rd);
+    if (rd == NULL) {
+        wf__srv_rec_unref(r);
+        return wf__srv_reply_detail(c, 500, "out of memory");
+    }
+    rd->s = s;
+    rd->r = r;
+    rd->next = after_seq + 1;
+    rd->internal = internal;
+    rd->sse = sse;
+    rd->qn = qn;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    rd->fd = ci ? ci->connect_fd : -1;
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
+                                                                  stream_read, rd, stream_free);
+    if (resp == NULL) {
+        stream_free(rd);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            sse ? "text/event-stream" : "application/x-ndjson");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    wf__srv_cors(c, resp);
+    enum MHD_Result ret = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
