@@ -38,10 +38,13 @@ static int quickstart_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void
     return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, result);
 }
 
-/* Defines the quick-start workflow (one step on StartEvent -> StopEvent). */
-static inline int quickstart_workflow(wf_workflow **out)
+/*
+ * Defines the quick-start workflow (one step on StartEvent -> StopEvent) on
+ * registry reg (NULL: a private one).
+ */
+static inline int quickstart_workflow_on(wf_registry *reg, wf_workflow **out)
 {
-    int rc = wf_workflow_new(out, "MyWorkflow", NULL);
+    int rc = wf_workflow_new(out, "MyWorkflow", reg);
     if (rc < 0)
         return rc;
     const wf_event_type *accepts[] = {wf_workflow_builtin(*out, WF_START_EVENT)};
@@ -57,6 +60,11 @@ static inline int quickstart_workflow(wf_workflow **out)
         *out = NULL;
     }
     return rc;
+}
+
+static inline int quickstart_workflow(wf_workflow **out)
+{
+    return quickstart_workflow_on(NULL, out);
 }
 
 #endif
