@@ -221,7 +221,9 @@ int wf_event_type_is_stop(const wf_event_type *t)
 
 /* ------------------------------------------------------------------ events */
 
-static wf_event *ev_alloc(const wf_event_type *type, uint32_t cap)
+/* Inline: the constructors pass a constant capacity, so the size class folds. */
+static inline __attribute__((always_inline)) wf_event *ev_alloc(const wf_event_type *type,
+                                                                 uint32_t cap)
 {
     uint8_t cls;
     size_t fields = (size_t)cap * sizeof(wf__field);
@@ -248,9 +250,22 @@ static inline void field_clear(wf__field *f)
 }
 
 /*
+ * Copies a key that fits in the field (the usual one) into f, with its
+ * length in the same pass and without library calls: that length, or 0
+ * when the key is empty or too long for the field (field_add then).
+ */
+static inline __attribute__((always_inline)) uint32_t key_put(wf__field *f, const char *key)
+{
+    uint32_t klen = 0;
+    while (klen < WF__KEY_INLINE && (f->key[klen] = key[klen]) != 0)
+        klen++;
+    return klen < WF__KEY_INLINE ? klen : 0;
+}
+
+/*
  * A new field at the end (the caller made room and knows the key is not
  * there yet): the length and the copy of a short key in one pass, without
- * library calls (the hot path of every event a step builds).
+ * library calls.
  */
 static int field_add(wf_event *ev, const char *key, wf_value val)
 {
@@ -292,26 +307,46 @@ static wf__field *find_field(const wf_event *ev, const char *key, size_t klen)
  * input, so no strlen or memcmp call. An inline key is NUL-terminated
  * within its 12 bytes, so comparing up to the NUL decides it.
  */
-static wf__field *find_field_str(const wf_event *ev, const char *key)
+static inline __attribute__((always_inline)) wf__field *find_field_str(const wf_event *ev,
+                                                                        const char *key)
 {
-    wf__field *fields = wf__ev_fields(ev);
-    for (uint32_t i = 0; i < ev->nfields; i++) {
-        wf__field *f = &fields[i];
-        if (WF__UNLIKELY(f->klen >= WF__KEY_INLINE)) {
+    wf__field *f = wf__ev_fields(ev), *end = f + ev->nfields;
+    char c0 = key[0];
+    for (; f < end; f++) {
+        uint32_t n = f->klen;
+        if (WF__UNLIKELY(n >= WF__KEY_INLINE)) {
             if (strcmp(wf__field_heap_key(f), key) == 0)
                 return f;
             continue;
         }
-        for (uint32_t k = 0; f->key[k] == key[k]; k++)
-            if (key[k] == 0)
-                return f;
+        /*
+         * An inline key has n >= 1 bytes, none of them NUL: key[k] is read
+         * only after key[0..k-1] matched them, so never past key's end.
+         */
+        if (f->key[0] != c0)
+            continue;
+        uint32_t k = 1;
+        while (k < n && f->key[k] == key[k])
+            k++;
+        if (k == n && key[n] == 0)
+            return f;
     }
     return NULL;
+}
+
+/* The two keys of n (< WF__KEY_INLINE) bytes are equal. */
+static inline int key_eq(const char *a, const char *b, uint32_t n)
+{
+    for (uint32_t k = 0; k < n; k++)
+        if (a[k] != b[k])
+            return 0;
+    return 1;
 }
 
 /* Adds or replaces a field; takes val (released on failure). */
 static int ev_set(wf_event *ev, const char *key, wf_value val)
 {
+    ev->flags &= (uint16_t)~WF__EV_PLAIN;
     size_t klen = strlen(key);
     if (klen == 0 || klen > UINT32_MAX - 1) {
         wf_value_release(val);
@@ -374,11 +409,23 @@ int wf_event_new1(wf_event **out, const wf_event_type *type, const char *key, wf
         return WF_ENOMEM;
     }
     if (key) {
-        int rc = field_add(ev, key, val); /* an empty event has room for it */
-        if (rc < 0) {
-            wf_event_release(ev);
-            return rc;
+        wf__field *f = ev->inline_fields;
+        uint32_t klen = key_put(f, key);
+        if (WF__LIKELY(klen != 0)) {
+            f->klen = klen;
+            f->val = val;
+            ev->nfields = 1;
+            if (val.kind < WF_STRING)
+                ev->flags = WF__EV_PLAIN;
+        } else {
+            int rc = field_add(ev, key, val); /* an empty event has room for it */
+            if (rc < 0) {
+                wf_event_release(ev);
+                return rc;
+            }
         }
+    } else {
+        ev->flags = WF__EV_PLAIN;
     }
     *out = ev;
     return 0;
@@ -403,6 +450,20 @@ int wf_event_new2(wf_event **out, const wf_event_type *type, const char *k1, wf_
         wf_value_release(v1);
         wf_value_release(v2);
         return WF_ENOMEM;
+    }
+    /* Two short distinct keys (the usual case): two copies and a few stores. */
+    wf__field *f = ev->inline_fields;
+    uint32_t l1 = key_put(&f[0], k1), l2 = key_put(&f[1], k2);
+    if (WF__LIKELY(l1 != 0 && l2 != 0 && (l1 != l2 || !key_eq(f[0].key, f[1].key, l1)))) {
+        f[0].klen = l1;
+        f[0].val = v1;
+        f[1].klen = l2;
+        f[1].val = v2;
+        ev->nfields = 2;
+        if (v1.kind < WF_STRING && v2.kind < WF_STRING)
+            ev->flags = WF__EV_PLAIN;
+        *out = ev;
+        return 0;
     }
     int rc = field_add(ev, k1, v1);
     if (rc < 0) {
@@ -450,7 +511,7 @@ int wf_event_set(wf_event *ev, const char *key, wf_value val)
     return ev_set(ev, key, val);
 }
 
-void wf_event_freeze(wf_event *ev)
+void(wf_event_freeze)(wf_event *ev)
 {
     /* Only the sole owner of an unfrozen event writes flags, so no race. */
     if (ev && !(ev->flags & WF__EV_FROZEN))
@@ -481,6 +542,10 @@ void wf_event_release(wf_event *ev)
     if (atomic_load_explicit(&ev->refs, memory_order_acquire) != 1 &&
         atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) != 1)
         return;
+    if (WF__LIKELY(ev->flags & WF__EV_PLAIN)) { /* nothing but the block to free */
+        wf__cache_free(ev, ev->cls);
+        return;
+    }
     wf__field *fields = wf__ev_fields(ev);
     for (uint32_t i = 0; i < ev->nfields; i++)
         field_clear(&fields[i]);

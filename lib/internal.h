@@ -279,6 +279,12 @@ static inline char *wf__field_heap_key(const wf__field *f)
 
 #define WF__EV_FROZEN      1u
 #define WF__EV_FIELDS_HEAP 2u /* the fields are in a separate allocation */
+/*
+ * Set only by the constructors that know it (wf_event_new1/new2 with scalar
+ * values and short keys), cleared by any later change: every field has an
+ * inline key and a scalar value, so releasing the event frees one block.
+ */
+#define WF__EV_PLAIN 4u
 
 /*
  * An event: a 24-byte header, then its fields; once they outgrow the block
@@ -306,6 +312,17 @@ static inline wf__field *wf__ev_fields(const wf_event *ev)
     }
     return (wf__field *)ev->inline_fields;
 }
+
+/*
+ * wf_event_freeze inline for the library's own calls (one per routed
+ * event): only the sole owner of an unfrozen event writes its flags.
+ */
+static inline void wf__event_freeze(wf_event *ev)
+{
+    if (ev && !(ev->flags & WF__EV_FROZEN))
+        ev->flags |= WF__EV_FROZEN;
+}
+#define wf_event_freeze(ev) wf__event_freeze(ev)
 
 void wf__registry_retain(wf_registry *reg);
 
