@@ -307,6 +307,20 @@ static wf__field *find_field(const wf_event *ev, const char *key, size_t klen)
  * input, so no strlen or memcmp call. An inline key is NUL-terminated
  * within its 12 bytes, so comparing up to the NUL decides it.
  */
+/* find_field_str's search once a long key is met, from f on. */
+static __attribute__((noinline)) wf__field *find_field_from(wf__field *f, wf__field *end,
+                                                            const char *key)
+{
+    for (; f < end; f++)
+        if (strcmp(wf__field_key(f), key) == 0)
+            return f;
+    return NULL;
+}
+
+/*
+ * Only inline keys are compared here, without calls (so the lookup keeps no
+ * registers to save); the first long key hands the rest to find_field_from.
+ */
 static inline __attribute__((always_inline)) wf__field *find_field_str(const wf_event *ev,
                                                                         const char *key)
 {
@@ -314,11 +328,8 @@ static inline __attribute__((always_inline)) wf__field *find_field_str(const wf_
     char c0 = key[0];
     for (; f < end; f++) {
         uint32_t n = f->klen;
-        if (WF__UNLIKELY(n >= WF__KEY_INLINE)) {
-            if (strcmp(wf__field_heap_key(f), key) == 0)
-                return f;
-            continue;
-        }
+        if (WF__UNLIKELY(n >= WF__KEY_INLINE))
+            return find_field_from(f, end, key);
         /*
          * An inline key has n >= 1 bytes, none of them NUL: key[k] is read
          * only after key[0..k-1] matched them, so never past key's end.
