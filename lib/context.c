@@ -22,7 +22,8 @@ int wf_ctx_new(wf_ctx **out, wf_workflow *wf)
     wf_ctx *ctx = wf__calloc(1, sizeof *ctx);
     if (ctx == NULL)
         return WF_ENOMEM;
-    int rc = wf_value_map_new(&ctx->state, 8);
+    /* room for one key: a run that never writes its store (many wait for input) keeps 96 bytes, not 256 */
+    int rc = wf_value_map_new(&ctx->state, 1);
     if (rc < 0) {
         wf__free_mem(ctx);
         return rc;

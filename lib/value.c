@@ -622,8 +622,10 @@ static map_block *map_own(wf_value *v, uint32_t need)
     if (unique(&m->h) && need <= m->cap)
         return m;
     uint32_t cap = m->cap;
-    if (need > cap)
+    if (need > cap) {
         cap = cap * 2 > need ? cap * 2 : need;
+        cap = cap < 4 ? 4 : cap; /* a map started small (a context's store) grows 1 -> 4 -> 8 */
+    }
     if (unique(&m->h)) {
         map_block *n = wf__realloc(m, sizeof *n + (size_t)cap * sizeof(map_entry));
         if (n == NULL)
