@@ -219,13 +219,12 @@ struct wf_executor {
     wf_log_fn log;
     void *log_user;
 
-    /* the injection queue: a ck_ring (mpmc variant only), overflow under inject_lock */
-    ck_ring_t inject_ring WF__ALIGNED;
-    ck_ring_buffer_t *inject_buf;
-    pthread_mutex_t inject_lock; /* guards overflow_head/tail */
-    wf__task *overflow_head;
-    wf__task *overflow_tail;
-    _Atomic uint64_t overflow_n;
+    /*
+     * The injection queue (pool.c): a lock-free LIFO of tasks linked by
+     * next. Producers push with a CAS and never wait for one another; a
+     * worker takes the whole list with one exchange.
+     */
+    _Atomic(wf__task *) inject_head WF__ALIGNED;
 
     /* idle workers: n_spinning/n_idle atomics, the idle stack under idle_lock */
     _Atomic uint32_t n_spinning WF__ALIGNED;

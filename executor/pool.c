@@ -24,7 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define INJECT_SIZE   65536 /* ring slots; overflow goes to a locked list */
 #define FAIRNESS_TICK 61    /* every N tasks, look at the injection queue and our deque's top */
 
 WF__TLS wf__worker *wf__tls_worker;
@@ -110,53 +109,69 @@ static inline void notify(struct wf_executor *ex)
 
 /* --------------------------------------------------------------- injection */
 
+/*
+ * Runs, events and completions submitted from outside the pool land here.
+ * It was a ck_ring (MPMC): a producer that reserved a slot and was
+ * preempted before publishing it kept every later producer spinning in
+ * ck_ring's enqueue (it waits for p_tail to reach its slot), so 8 outside
+ * threads on 2 cores started 238 runs a second (bench_inject). Now a
+ * producer's only shared write is one CAS on the head, and a failed CAS
+ * means another producer made progress. Workers take the whole list at
+ * once (an exchange: no ABA) and keep its older tasks in their own deque.
+ */
 void wf__inject(struct wf_executor *ex, wf__task *t)
 {
     WF__HB_RELEASE(t);
-    if (!ck_ring_enqueue_mpmc(&ex->inject_ring, ex->inject_buf, t)) {
-        atomic_store_explicit(&t->next, NULL, memory_order_relaxed);
-        pthread_mutex_lock(&ex->inject_lock);
-        if (ex->overflow_tail)
-            atomic_store_explicit(&ex->overflow_tail->next, t, memory_order_relaxed);
-        else
-            ex->overflow_head = t;
-        ex->overflow_tail = t;
-        atomic_fetch_add(&ex->overflow_n, 1);
-        pthread_mutex_unlock(&ex->inject_lock);
-    }
+    wf__task *h = atomic_load_explicit(&ex->inject_head, memory_order_relaxed);
+    do
+        atomic_store_explicit(&t->next, h, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&ex->inject_head, &h, t, memory_order_release,
+                                                  memory_order_relaxed));
     notify(ex);
 }
 
+/* Every injected task, newest first (linked by next), or NULL. */
+static wf__task *inject_take_all(struct wf_executor *ex)
+{
+    if (atomic_load_explicit(&ex->inject_head, memory_order_relaxed) == NULL)
+        return NULL;
+    wf__task *l = atomic_exchange_explicit(&ex->inject_head, NULL, memory_order_acquire);
+    for (wf__task *t = l; t; t = atomic_load_explicit(&t->next, memory_order_relaxed))
+        WF__HB_ACQUIRE(t);
+    return l;
+}
+
+/*
+ * The oldest injected task. On a worker the others go to its deque, pushed
+ * newest first so that it takes them oldest first (idle workers steal them
+ * from the other end); elsewhere (the executor's last drain) they go back.
+ */
 static wf__task *inject_pop(struct wf_executor *ex)
 {
-    void *p;
-    /* trydequeue can fail spuriously under contention: retry a few times. */
-    for (int i = 0; i < 4; i++) {
-        if (ck_ring_size(&ex->inject_ring) == 0)
-            break;
-        if (ck_ring_trydequeue_mpmc(&ex->inject_ring, ex->inject_buf, &p)) {
-            WF__HB_ACQUIRE(p);
-            return p;
-        }
-    }
-    if (atomic_load_explicit(&ex->overflow_n, memory_order_relaxed) == 0)
+    wf__task *l = inject_take_all(ex);
+    if (l == NULL)
         return NULL;
-    pthread_mutex_lock(&ex->inject_lock);
-    wf__task *t = ex->overflow_head;
-    if (t) {
-        ex->overflow_head = atomic_load_explicit(&t->next, memory_order_relaxed);
-        if (ex->overflow_head == NULL)
-            ex->overflow_tail = NULL;
-        atomic_fetch_sub(&ex->overflow_n, 1);
+    wf__worker *w = wf__tls_worker;
+    int mine = w != NULL && w->ex == ex;
+    int pushed = 0;
+    for (;;) {
+        wf__task *nx = atomic_load_explicit(&l->next, memory_order_relaxed);
+        if (nx == NULL)
+            break;
+        if (mine && wf__deque_push(&w->deque, l) == 0)
+            pushed = 1;
+        else
+            wf__inject(ex, l);
+        l = nx;
     }
-    pthread_mutex_unlock(&ex->inject_lock);
-    return t;
+    if (pushed)
+        notify(ex);
+    return l;
 }
 
 static int inject_nonempty(struct wf_executor *ex)
 {
-    return ck_ring_size(&ex->inject_ring) != 0 ||
-           atomic_load_explicit(&ex->overflow_n, memory_order_relaxed) != 0;
+    return atomic_load_explicit(&ex->inject_head, memory_order_relaxed) != NULL;
 }
 
 /* ---------------------------------------------------------------- schedule */
@@ -276,12 +291,8 @@ uint32_t wf__pool_take_run(struct wf_executor *ex, const void *run, wf__task **o
             SORT(t);
         }
     }
-    size_t k = ck_ring_size(&ex->inject_ring) +
-               (size_t)atomic_load_explicit(&ex->overflow_n, memory_order_relaxed);
-    for (size_t i = 0; i < k; i++) {
-        wf__task *t = inject_pop(ex);
-        if (t == NULL)
-            break;
+    for (wf__task *t = inject_take_all(ex), *nx; t; t = nx) {
+        nx = atomic_load_explicit(&t->next, memory_order_relaxed);
         SORT(t);
     }
 #undef SORT
@@ -580,13 +591,11 @@ static void ex_destroy(struct wf_executor *ex)
     }
     wf__free_aligned(ex->workers);
     wf__free_mem(ex->idle_stack);
-    wf__free_mem(ex->inject_buf);
     wf__free_mem(ex->heap);
     wf__free_mem(ex->blk_threads);
     wf__free_mem(ex->blk_slots);
     pthread_mutex_destroy(&ex->blk_lock);
     pthread_cond_destroy(&ex->blk_cond);
-    pthread_mutex_destroy(&ex->inject_lock);
     pthread_mutex_destroy(&ex->idle_lock);
     pthread_mutex_destroy(&ex->timer_lock);
     pthread_cond_destroy(&ex->timer_cond);
@@ -615,7 +624,6 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     struct wf_executor *ex = wf__malloc_aligned(sizeof *ex);
     if (ex == NULL)
         return WF_ENOMEM;
-    wf__mutex_init(&ex->inject_lock);
     wf__mutex_init(&ex->idle_lock);
     wf__mutex_init(&ex->timer_lock);
     wf__mutex_init(&ex->runs_lock);
@@ -636,15 +644,13 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     atomic_init(&ex->next_run_id, 1);
     ex->workers = wf__malloc_aligned(n * sizeof *ex->workers);
     ex->idle_stack = wf__calloc(n, sizeof *ex->idle_stack);
-    ex->inject_buf = wf__calloc(INJECT_SIZE, sizeof(ck_ring_buffer_t));
     ex->blk_threads = wf__calloc(ex->blk_max ? ex->blk_max : 1, sizeof *ex->blk_threads);
     ex->blk_slots = wf__calloc(ex->blk_max ? ex->blk_max : 1, sizeof *ex->blk_slots);
-    if (ex->workers == NULL || ex->idle_stack == NULL || ex->inject_buf == NULL ||
+    if (ex->workers == NULL || ex->idle_stack == NULL ||
         ex->blk_threads == NULL || ex->blk_slots == NULL) {
         ex_destroy(ex);
         return WF_ENOMEM;
     }
-    ck_ring_init(&ex->inject_ring, INJECT_SIZE);
     wf__membarrier_init();
     for (uint32_t i = 0; i < ex->blk_max; i++) {
         ex->blk_slots[i].ex = ex;
@@ -723,8 +729,11 @@ void wf_executor_free(wf_executor *ex)
     wf__timers_stop(ex);
     wf__obs_shutdown(ex); /* every thread that writes records is gone */
     /* Tasks left behind (CALL tasks of ended runs) have nothing to free but themselves. */
-    wf__task *t;
-    while ((t = inject_pop(ex)) != NULL)
-        wf__task_run(NULL, t);
+    wf__task *t, *nx;
+    while ((t = inject_take_all(ex)) != NULL)
+        for (; t; t = nx) {
+            nx = atomic_load_explicit(&t->next, memory_order_relaxed);
+            wf__task_run(NULL, t);
+        }
     ex_destroy(ex);
 }
