@@ -925,3 +925,69 @@ Test(stress, limited_concurrent_runs_with_cancels, .timeout = 900)
     free(hs);
     wf_workflow_free(wf);
 }
+
+/*
+ * Many threads outside the pool start runs and wait for them at once (wf
+ * serve's connection threads): every start and every result crosses the
+ * injection queue from 32 producers on 2 workers, and each run must return
+ * its own number. The queue used to make later producers wait for an
+ * earlier one that was preempted (a convoy of seconds); now it must not.
+ */
+static const wf_event_type *inj_start;
+static wf_executor *inj_ex;
+static wf_workflow *inj_wf;
+static atomic_long inj_next, inj_ok;
+#define INJ_CLIENTS 32
+#define INJ_RUNS    (RUNS * 4)
+
+static int inj_echo(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    (void)u;
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_event_get(in, "i", wf_value_int(-1)));
+}
+
+static void *inj_client(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        long i = atomic_fetch_add(&inj_next, 1);
+        if (i >= INJ_RUNS)
+            return NULL;
+        wf_event *s, *res = NULL;
+        if (wf_event_new1(&s, inj_start, "i", wf_value_int(i)) < 0)
+            return NULL;
+        int64_t v = -1;
+        if (wf_run(inj_ex, inj_wf, NULL, s, 60000, &res) == 0 &&
+            wf_value_get_int(wf_event_result(res), &v) == 0 && v == i)
+            atomic_fetch_add(&inj_ok, 1);
+        wf_event_release(res);
+    }
+}
+
+Test(stress, many_outside_threads_start_runs_at_once, .timeout = 900)
+{
+    cr_assert_eq(wf_workflow_new(&inj_wf, "inject", NULL), 0);
+    inj_start = wf_workflow_builtin(inj_wf, WF_START_EVENT);
+    const wf_event_type *stop = wf_workflow_builtin(inj_wf, WF_STOP_EVENT);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &inj_start;
+    p.n_accepts = 1;
+    p.emits = &stop;
+    p.n_emits = 1;
+    cr_assert_eq(wf_workflow_add_step(inj_wf, "echo", inj_echo, &p, NULL), 0);
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 2;
+    cr_assert_eq(wf_executor_new(&inj_ex, &ep), 0);
+    pthread_t th[INJ_CLIENTS];
+    for (int c = 0; c < INJ_CLIENTS; c++)
+        cr_assert_eq(pthread_create(&th[c], NULL, inj_client, NULL), 0);
+    for (int c = 0; c < INJ_CLIENTS; c++)
+        pthread_join(th[c], NULL);
+    cr_assert_eq(atomic_load(&inj_ok), INJ_RUNS, "%ld of %d runs returned their own number",
+                 atomic_load(&inj_ok), INJ_RUNS);
+    wf_executor_free(inj_ex);
+    wf_workflow_free(inj_wf);
+}
