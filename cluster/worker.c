@@ -235,6 +235,9 @@ static int start_run(active *a, wf_run_params *rp)
             if (wf_ctx_load(sm->w->wf, b->via.bin.ptr, b->via.bin.size, 0, &ctx, NULL) == 0) {
                 if (wf_run_resume(c->ex, sm->w->wf, ctx, rp, &a->h, NULL) == 0) {
                     a->in_cursor = u.data.via.array.ptr[0].via.u64;
+                    /* checkpoints are taken idle: the resumed run waits again, and
+                     * its engine does not announce that idle period a second time */
+                    a->idle = 1;
                     ok = 1;
                     count(c, S_RESUMED);
                 }

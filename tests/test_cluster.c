@@ -57,6 +57,7 @@ static pid_t spawn_worker(const char *url, const char *prefix, const char *varia
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives a test that failed half-way */
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
