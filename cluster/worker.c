@@ -97,21 +97,25 @@ static int put_result(wf_cluster *c, const char *run_id, int32_t status, const c
     return rc;
 }
 
-/* Claims run_id for this process, creating its record on first delivery. */
+/*
+ * Takes run_id for this process: creates its record on first delivery (the
+ * create leases it to us: no claim needed), else claims it.
+ */
 static int claim_run(wf_cluster *c, const sub_msg *sm, wf_store_run_info *info)
 {
-    int rc = wf_store_claim(c->store, sm->run_id, info);
-    if (rc != WF_ENOTFOUND)
-        return rc;
-    settled s = {0};
     uint64_t ticket = 0;
-    rc = wf_store_create(c->store, sm->run_id, sm->w->name, &ticket);
+    int rc = wf_store_create(c->store, sm->run_id, sm->w->name, &ticket);
     if (rc == 0) {
-        /* a create carries no callback: wait, then claim (renews ours, refuses another's) */
-        (void)s;
         rc = wf_store_wait(c->store, ticket);
+        /* a failed create (another worker created it meanwhile) leaves its error on the run */
+        if (rc == 0)
+            rc = wf_store_set_status(c->store, sm->run_id, WF_STORE_RUNNING, NULL);
+        if (rc == 0) {
+            memset(info, 0, sizeof *info);
+            return 0;
+        }
     }
-    if (rc == 0 || rc == WF_EEXIST)
+    if (rc == WF_EEXIST || rc == WF_ENOTFOUND || rc == WF_ESTATE)
         rc = wf_store_claim(c->store, sm->run_id, info);
     return rc;
 }
@@ -279,7 +283,7 @@ static void handle(wf_cluster *c, natsMsg *msg)
     rc = claim_run(c, &sm, &info);
     if (rc == WF_ESTATE) {
         count(c, S_DUP); /* finished already: its result is durable */
-        natsMsg_AckSync(msg, NULL, NULL);
+        natsMsg_Ack(msg, NULL);
         msgpack_unpacked_destroy(&u);
         return;
     }
@@ -300,7 +304,7 @@ static void handle(wf_cluster *c, natsMsg *msg)
                  sm.w->name, (unsigned long long)sm.fp, (unsigned long long)sm.w->fp);
         count(c, S_MISMATCH);
         if (put_result(c, sm.run_id, WF_STORE_FAILED, m, NULL, 0) == 0)
-            natsMsg_AckSync(msg, NULL, NULL);
+            natsMsg_Ack(msg, NULL);
         msgpack_unpacked_destroy(&u);
         return;
     }
@@ -319,7 +323,7 @@ static void handle(wf_cluster *c, natsMsg *msg)
         snprintf(m, sizeof m, "the run could not start: %s", wf_err_name(rc));
         count(c, S_MALFORMED);
         if (put_result(c, sm.run_id, WF_STORE_FAILED, m, NULL, 0) == 0)
-            natsMsg_AckSync(msg, NULL, NULL);
+            natsMsg_Ack(msg, NULL);
         msgpack_unpacked_destroy(&u);
         return;
     }
@@ -390,7 +394,7 @@ static void handle(wf_cluster *c, natsMsg *msg)
     wf_event_release(stop);
     wf_handler_free(a.h);
     if (rc == 0) {
-        natsMsg_AckSync(msg, NULL, NULL);
+        natsMsg_Ack(msg, NULL);
         count(c, S_DONE);
     } else {
         natsMsg_Nak(msg, NULL); /* not durable: run it again (here or elsewhere) */

@@ -4,6 +4,9 @@
  * registers "cflow" (or its variant: another definition under the same
  * name) and "chain5" (tests/cluster_flow.h), works until SIGTERM or
  * SIGINT, prints "ready" once pulling and its counters as JSON at exit.
+ *   cluster_node URL PREFIX submit N
+ * is a submitter instead (examples/cluster.sh): N runs of chain5, waits
+ * for every result and prints a JSON summary.
  */
 #include <wf/wf.h>
 
@@ -18,6 +21,54 @@
 
 static volatile sig_atomic_t stop;
 
+static int submit(const char *url, const char *prefix, long n)
+{
+    wf_cluster_params p;
+    wf_cluster_params_init(&p);
+    p.prefix = prefix;
+    wf_cluster *c = NULL;
+    char *msg = NULL;
+    int rc = wf_cluster_open(&c, url, &p, &msg);
+    if (rc) {
+        fprintf(stderr, "cluster_node: %s %s\n", wf_err_name(rc), msg ? msg : "");
+        return 1;
+    }
+    wf_workflow *wf = chain5_new();
+    (void)cflow_new;
+    if (wf_cluster_register(c, "chain5", wf) != 0)
+        return 1;
+    wf_cluster_handler **h = calloc((size_t)n, sizeof *h);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char id[48];
+    for (long i = 0; i < n; i++) {
+        wf_event *e = NULL;
+        wf_event_new1(&e, wf_workflow_builtin(wf, WF_START_EVENT), "n", wf_value_int(i));
+        snprintf(id, sizeof id, "%ld-%ld", (long)t0.tv_sec, i);
+        if (wf_cluster_submit(c, "chain5", e, id, &h[i]) != 0)
+            return 1;
+    }
+    wf_cluster_flush(c, 60000);
+    long ok = 0;
+    for (long i = 0; i < n; i++) {
+        wf_event *r = NULL;
+        int64_t v = -1;
+        if (wf_cluster_handler_wait(h[i], 60000, &r) == 0 &&
+            wf_value_get_int(wf_event_result(r), &v) == 0 && v == i + 5)
+            ok++;
+        wf_event_release(r);
+        wf_cluster_handler_free(h[i]);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("{\"submitted\":%ld,\"right_results\":%ld,\"seconds\":%.3f,\"runs_per_s\":%.0f}\n", n,
+           ok, s, (double)n / s);
+    free(h);
+    wf_cluster_free(c);
+    wf_workflow_free(wf);
+    return ok == n ? 0 : 1;
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -30,6 +81,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: cluster_node URL PREFIX [RUNNERS] [THREADS] [variant]\n");
         return 2;
     }
+    if (argc > 4 && strcmp(argv[3], "submit") == 0)
+        return submit(argv[1], argv[2], atol(argv[4]));
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     wf_cluster_params p;
