@@ -943,6 +943,8 @@ static void n_free(void *self)
                 wf__nats_run_unref(r);
             }
     wf__free_mem(s->buckets);
+    wf__free_mem(s->wblob);
+    wf__free_mem(s->wcas);
     if (s->kv)
         kvStore_Destroy(s->kv);
     if (s->js)
@@ -984,14 +986,6 @@ static const wf_store_ops nats_ops = {
     .list = n_list,
     .free = n_free,
 };
-
-static void pub_err(jsCtx *js, jsPubAckErr *pae, void *closure)
-{
-    (void)js;
-    (void)pae;
-    nstore *s = closure;
-    atomic_fetch_add(&s->pub_errs, 1);
-}
 
 static char *fmt(const char *f, const char *a)
 {
@@ -1076,8 +1070,8 @@ static int setup_js(nstore *s, const wf_store_nats_params *np, char **message)
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = s->timeout_ms;
-    jo.PublishAsync.ErrHandler = pub_err;
-    jo.PublishAsync.ErrHandlerClosure = s;
+    jo.PublishAsync.AckHandler = wf__nats_pub_ack;
+    jo.PublishAsync.AckHandlerClosure = s;
     jo.PublishAsync.MaxPending = 65536;
     if (natsConnection_JetStream(&s->js, s->nc, &jo) != NATS_OK)
         return WF_ENOMEM;

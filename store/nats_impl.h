@@ -63,7 +63,8 @@ typedef struct nrun {
     nmeta pm;           /* this round's pending meta */
     int dirty;          /* pm differs from m: CAS at the end of the round */
     int werr;           /* a write failed: later ones fail too */
-    int cas_rc;         /* the outcome of this round's CAS */
+    int cas_rc;         /* the outcome of this round's CAS (set by the ack callback) */
+    uint64_t cas_rev;   /* its new revision (set by the ack callback) */
     struct nrun *wnext; /* dirty runs of the round */
 } nrun;
 
@@ -97,6 +98,7 @@ typedef struct nop {
     int applied;   /* writer: counted in its run's pending meta; rc = the run's CAS outcome */
     uint64_t bseq; /* writer: first stream sequence of its blob (checkpoint, result, create index) */
     uint64_t bn;   /* writer: chunks of its blob */
+    int berr;      /* writer (ack callback): its blob was not stored */
     /* sync ops */
     wf_store_run_info *info;
     uint32_t lost;
@@ -115,6 +117,11 @@ typedef struct nstore {
     kvStore *kv;         /* thread-safe */
     int64_t timeout_ms;  /* immutable */
     atomic_int pub_errs; /* async publish failures of the writer's round */
+    /* writer thread only, read by the publish-ack callback while the round awaits its acks */
+    struct nop **wblob;  /* ops whose first message's stream sequence the round needs */
+    size_t nwblob, cwblob;
+    struct nrun **wcas;  /* runs whose meta the round writes (compare-and-set) */
+    size_t nwcas, cwcas;
 
     pthread_mutex_t mu;
     pthread_cond_t cv_writer;
@@ -151,6 +158,7 @@ void wf__nats_run_unref(nrun *r);
 int wf__nats_enqueue_locked(nstore *s, nop *op);
 int wf__nats_run_sync(nstore *s, nop *op);
 void *wf__nats_writer_main(void *arg);
+void wf__nats_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure);
 void wf__nats_info(const char *run_id, const nmeta *m, wf_store_run_info *info, int copy);
 
 #endif

@@ -87,6 +87,138 @@ static int pub_rec(nstore *s, const nrun *r, uint64_t seq, const nrec *rec)
     return st == NATS_OK ? 0 : WF_EIO;
 }
 
+/*
+ * The publish-ack callback (the client's thread) for every async publish of
+ * the store: a message with header Wf-Blob or Wf-Cas reports to the round's
+ * op or run of that index; the writer reads what it wrote only after
+ * js_PublishAsyncComplete, so each field has one writer at a time.
+ */
+void wf__nats_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    nstore *s = closure;
+    const char *v = NULL;
+    if (natsMsgHeader_Get(msg, "Wf-Blob", &v) == NATS_OK && v) {
+        size_t i = strtoul(v, NULL, 10);
+        if (i < s->cwblob) {
+            nop *op = s->wblob[i];
+            if (pa)
+                __atomic_store_n(&op->bseq, pa->Sequence, __ATOMIC_RELEASE);
+            else
+                __atomic_store_n(&op->berr, 1, __ATOMIC_RELEASE);
+        }
+    } else if (natsMsgHeader_Get(msg, "Wf-Cas", &v) == NATS_OK && v) {
+        size_t i = strtoul(v, NULL, 10);
+        if (i < s->cwcas) {
+            nrun *r = s->wcas[i];
+            if (pa) {
+                __atomic_store_n(&r->cas_rev, pa->Sequence, __ATOMIC_RELEASE);
+                __atomic_store_n(&r->cas_rc, 0, __ATOMIC_RELEASE);
+            } else {
+                /* 10071: wrong last sequence: someone else wrote the run (or created it) */
+                __atomic_store_n(&r->cas_rc, pae && pae->ErrCode == 10071 ? WF_ELEASE : WF_EIO,
+                                 __ATOMIC_RELEASE);
+            }
+        }
+    } else if (pae) {
+        atomic_fetch_add(&s->pub_errs, 1);
+    }
+    natsMsg_Destroy(msg);
+}
+
+static int grow(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t nc = *cap ? *cap * 2 : 64;
+    while (nc < need)
+        nc *= 2;
+    void *p = wf__realloc(*arr, nc * elem);
+    if (p == NULL)
+        return WF_ENOMEM;
+    *arr = p;
+    *cap = nc;
+    return 0;
+}
+
+/* Publishes data async on subj in chunks; the first chunk reports its sequence to op. */
+static int pub_blob_async(nstore *s, nop *op, const char *subj, const void *data, size_t len)
+{
+    uint64_t chunks = len ? (len + NATS_CHUNK - 1) / NATS_CHUNK : 1;
+    if (grow((void **)&s->wblob, &s->cwblob, s->nwblob + 1, sizeof *s->wblob))
+        return WF_ENOMEM;
+    char idx[24];
+    snprintf(idx, sizeof idx, "%zu", s->nwblob);
+    s->wblob[s->nwblob++] = op;
+    op->bseq = 0;
+    op->berr = 0;
+    op->bn = chunks;
+    for (uint64_t i = 0; i < chunks; i++) {
+        size_t off = (size_t)i * NATS_CHUNK;
+        size_t part = len - off < NATS_CHUNK ? len - off : NATS_CHUNK;
+        natsMsg *m = NULL;
+        if (natsMsg_Create(&m, subj, NULL, part ? (const char *)data + off : NULL, (int)part) !=
+            NATS_OK)
+            return WF_ENOMEM;
+        natsStatus st = i == 0 ? natsMsgHeader_Set(m, "Wf-Blob", idx) : NATS_OK;
+        if (st == NATS_OK)
+            st = js_PublishMsgAsync(s->js, &m, NULL);
+        if (m)
+            natsMsg_Destroy(m);
+        if (st != NATS_OK)
+            return WF_EIO;
+    }
+    return 0;
+}
+
+/* Queues the compare-and-set of r's pending meta on revision r->rev (0: create). */
+static int pub_cas_async(nstore *s, nrun *r)
+{
+    void *buf;
+    size_t len;
+    int rc = wf__nats_meta_pack(&r->pm, &buf, &len);
+    if (rc)
+        return rc;
+    if (grow((void **)&s->wcas, &s->cwcas, s->nwcas + 1, sizeof *s->wcas)) {
+        wf__free_mem(buf);
+        return WF_ENOMEM;
+    }
+    char subj[NATS_KEY_MAX + 128], idx[24], rev[24];
+    snprintf(subj, sizeof subj, "$KV.%s.%s", s->bucket, r->key);
+    snprintf(idx, sizeof idx, "%zu", s->nwcas);
+    snprintf(rev, sizeof rev, "%llu", (unsigned long long)r->rev);
+    s->wcas[s->nwcas++] = r;
+    r->cas_rc = WF_EIO; /* until the ack says otherwise */
+    natsMsg *m = NULL;
+    natsStatus st = natsMsg_Create(&m, subj, NULL, buf, (int)len);
+    wf__free_mem(buf);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(m, "Nats-Expected-Last-Subject-Sequence", rev);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(m, "Wf-Cas", idx);
+    if (st == NATS_OK)
+        st = js_PublishMsgAsync(s->js, &m, NULL);
+    if (m)
+        natsMsg_Destroy(m);
+    return st == NATS_OK ? 0 : WF_EIO;
+}
+
+/* Waits for every async publish of the round: 0, or 1 when some never got an answer. */
+static int await_acks(nstore *s)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = s->timeout_ms;
+    natsStatus st = js_PublishAsyncComplete(s->js, &po);
+    if (st != NATS_OK) {
+        natsMsgList pending = {0};
+        if (js_PublishAsyncGetPendingList(&pending, s->js) == NATS_OK)
+            natsMsgList_Destroy(&pending);
+        return 1;
+    }
+    return 0;
+}
+
 static int start_pending(nrun *r, nrun **dirty)
 {
     if (r->dirty)
@@ -104,9 +236,19 @@ static void run_batch(nstore *s, nop *first, nop *stop)
 {
     if (first == stop)
         return;
-    /* 1. publish: journal records async, blobs and creation indexes acknowledged one by one */
+    /* 1. publish everything async: journal records, blobs, creation indexes; await together */
     atomic_store(&s->pub_errs, 0);
-    int async = 0, pub_failed = 0;
+    s->nwblob = s->nwcas = 0;
+    /* sized before any publish: the ack callback reads these arrays meanwhile */
+    size_t nops = 0;
+    for (nop *op = first; op != stop; op = op->next)
+        nops++;
+    if (grow((void **)&s->wblob, &s->cwblob, nops, sizeof *s->wblob) ||
+        grow((void **)&s->wcas, &s->cwcas, nops, sizeof *s->wcas)) {
+        for (nop *op = first; op != stop; op = op->next)
+            op->rc = op->run->werr = WF_ENOMEM;
+        return;
+    }
     for (nop *op = first; op != stop; op = op->next) {
         nrun *r = op->run;
         if (r->werr) {
@@ -114,32 +256,20 @@ static void run_batch(nstore *s, nop *first, nop *stop)
             continue;
         }
         int rc = 0;
+        char subj[NATS_KEY_MAX + 64];
         switch (op->type) {
-        case NOP_CREATE: {
-            jsPubAck *pa = NULL;
-            jsPubOptions jo;
-            jsPubOptions_Init(&jo);
-            jo.MaxWait = s->timeout_ms;
-            natsStatus st = js_Publish(&pa, s->js, s->subj_created, r->run_id,
-                                       (int)strlen(r->run_id), &jo, NULL);
-            if (st == NATS_OK) {
-                op->bseq = pa->Sequence;
-                jsPubAck_Destroy(pa);
-            } else {
-                rc = WF_EIO;
-            }
+        case NOP_CREATE:
+            rc = pub_blob_async(s, op, s->subj_created, r->run_id, strlen(r->run_id));
             break;
-        }
         case NOP_APPEND:
             for (uint32_t i = 0; i < op->n && rc == 0; i++)
                 rc = pub_rec(s, r, op->seq + i, &op->recs[i]);
-            async = 1;
             break;
         case NOP_CKPT:
-            rc = wf__nats_pub_blob(s, 'c', r->key, op->data, op->len, &op->bseq, &op->bn);
-            break;
         case NOP_RESULT:
-            rc = wf__nats_pub_blob(s, 'r', r->key, op->data, op->len, &op->bseq, &op->bn);
+            snprintf(subj, sizeof subj, "%s.d.%c.%s", s->prefix, op->type == NOP_CKPT ? 'c' : 'r',
+                     r->key);
+            rc = pub_blob_async(s, op, subj, op->data, op->len);
             break;
         default:
             break;
@@ -149,19 +279,12 @@ static void run_batch(nstore *s, nop *first, nop *stop)
             r->werr = rc;
         }
     }
-    if (async) {
-        jsPubOptions po;
-        jsPubOptions_Init(&po);
-        po.MaxWait = s->timeout_ms;
-        natsStatus st = js_PublishAsyncComplete(s->js, &po);
-        if (st != NATS_OK) {
-            natsMsgList pending = {0};
-            if (js_PublishAsyncGetPendingList(&pending, s->js) == NATS_OK)
-                natsMsgList_Destroy(&pending);
-            pub_failed = 1;
-        }
-        if (atomic_load(&s->pub_errs))
-            pub_failed = 1;
+    int lost = await_acks(s) || atomic_load(&s->pub_errs);
+    for (size_t i = 0; i < s->nwblob; i++) {
+        nop *op = s->wblob[i];
+        if (op->rc == 0 && (__atomic_load_n(&op->berr, __ATOMIC_ACQUIRE) ||
+                            __atomic_load_n(&op->bseq, __ATOMIC_ACQUIRE) == 0))
+            op->rc = op->run->werr = WF_EIO;
     }
     /* 2. the round's meta per run, in queue order */
     int64_t now = wf__nats_now(s);
@@ -170,7 +293,7 @@ static void run_batch(nstore *s, nop *first, nop *stop)
         nrun *r = op->run;
         if (op->rc)
             continue;
-        if (pub_failed && op->type == NOP_APPEND) {
+        if (lost && op->type == NOP_APPEND) {
             op->rc = r->werr = WF_EIO;
             continue;
         }
@@ -179,7 +302,9 @@ static void run_batch(nstore *s, nop *first, nop *stop)
             continue;
         }
         if (op->type == NOP_CREATE) {
+            /* the meta of a new run: created by the round's compare-and-set on revision 0 */
             nmeta m = {0};
+            uint64_t eps[2] = {1, 0};
             m.workflow = op->workflow;
             m.owner = s->owner;
             m.status = WF_STORE_RUNNING;
@@ -187,23 +312,16 @@ static void run_batch(nstore *s, nop *first, nop *stop)
             m.created = m.updated = now;
             m.create_seq = op->bseq;
             m.epoch = 1;
-            uint64_t eps[2] = {1, 0};
             m.nep = 1;
             m.eps = eps;
-            uint64_t rev = 0;
-            int rc = wf__nats_meta_put(s, r->key, &m, &rev, 1);
-            if (rc == 0) {
-                m.workflow = m.owner = NULL;
-                m.eps = NULL;
-                nmeta t = m;
-                t.workflow = op->workflow;
-                t.owner = s->owner;
-                t.eps = eps;
-                rc = wf__nats_meta_copy(&r->m, &t);
-                r->rev = rev;
-            }
+            int rc = wf__nats_meta_copy(&r->m, &m);
+            r->rev = 0;
+            if (rc == 0)
+                rc = start_pending(r, &dirty);
             if (rc)
                 op->rc = r->werr = rc;
+            else
+                op->applied = 1;
             continue;
         }
         int rc = start_pending(r, &dirty);
@@ -242,19 +360,26 @@ static void run_batch(nstore *s, nop *first, nop *stop)
             break;
         }
     }
-    /* 3. one compare-and-set per run: the commit */
+    /* 3. one compare-and-set per run, all in flight at once: the commit */
     for (nrun *r = dirty; r; r = r->wnext) {
-        uint64_t rev = r->rev;
-        r->cas_rc = wf__nats_meta_put(s, r->key, &r->pm, &rev, 0);
-        if (r->cas_rc == 0) {
+        int rc = pub_cas_async(s, r);
+        if (rc)
+            r->cas_rc = rc;
+    }
+    await_acks(s);
+    for (nrun *r = dirty; r; r = r->wnext) {
+        int rc = __atomic_load_n(&r->cas_rc, __ATOMIC_ACQUIRE);
+        if (rc == 0) {
             nmeta t = r->m;
             r->m = r->pm;
             r->pm = t;
-            r->rev = rev;
+            r->rev = __atomic_load_n(&r->cas_rev, __ATOMIC_ACQUIRE);
         } else {
-            r->werr = r->cas_rc == WF_ENOTFOUND ? WF_ELEASE : r->cas_rc;
-            r->cas_rc = r->werr;
+            if (r->rev == 0 && rc == WF_ELEASE)
+                rc = WF_EEXIST; /* a create that found the key */
+            r->werr = rc;
         }
+        r->cas_rc = rc;
         wf__nats_meta_clear(&r->pm);
         r->dirty = 0;
     }
