@@ -186,6 +186,65 @@ Test(cluster, batch_survives_a_killed_worker_and_a_server_restart, .timeout = 30
     nserver_destroy(&srv);
 }
 
+/*
+ * A worker cut off (SIGSTOP: it neither acks nor renews) mid-batch: its runs
+ * are redelivered and finish on the other worker after the lease; when it
+ * comes back its late writes are refused, so every run ends once.
+ */
+Test(cluster, an_isolated_worker_gives_its_runs_up_after_the_lease, .timeout = 120)
+{
+    nserver srv;
+    start_server(&srv);
+    pid_t a = spawn_worker(srv.url, "t5", "base");
+    pid_t b = spawn_worker(srv.url, "t5", "base");
+    wf_cluster *c = open_cluster(srv.url, "t5");
+    wf_workflow *wf = cflow_new(0);
+    cr_assert_eq(wf_cluster_register(c, "cflow", wf), 0);
+    enum { N = 200 };
+    wf_cluster_handler *h[N];
+    char id[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "iso-%d", i);
+        cr_assert_eq(wf_cluster_submit(c, "cflow", start_n(wf, i), id, &h[i]), 0);
+    }
+    cr_assert_eq(wf_cluster_flush(c, 30000), 0);
+    /* once the first run asks its question, both workers hold runs: cut one off */
+    wf_event *ev = NULL;
+    int rc = WF_ETIMEDOUT;
+    for (int k = 0; k < 300 && rc == WF_ETIMEDOUT; k++)
+        rc = wf_cluster_handler_next_event(h[0], 100, &ev);
+    cr_assert_eq(rc, 0);
+    wf_event_release(ev);
+    kill(a, SIGSTOP);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(wf_cluster_handler_send_event(h[i], answer(wf, 1)), 0);
+    for (int i = 0; i < N; i++) {
+        wf_event *res = NULL;
+        rc = wf_cluster_handler_wait(h[i], 60000, &res);
+        cr_assert_eq(rc, 0, "run %d: %s", i, wf_err_name(rc));
+        int64_t v = -1;
+        wf_value_get_int(wf_event_result(res), &v);
+        cr_assert_eq(v, 30 * i + 7);
+        wf_event_release(res);
+    }
+    /* the isolated worker comes back: whatever it still held is refused, results stay */
+    kill(a, SIGCONT);
+    stop_worker(a);
+    for (int i = 0; i < N; i++) {
+        wf_event *res = NULL;
+        cr_assert_eq(wf_cluster_handler_wait(h[i], 1000, &res), 0);
+        int64_t v = -1;
+        wf_value_get_int(wf_event_result(res), &v);
+        cr_assert_eq(v, 30 * i + 7, "run %d's result unchanged", i);
+        wf_event_release(res);
+        wf_cluster_handler_free(h[i]);
+    }
+    wf_cluster_free(c);
+    wf_workflow_free(wf);
+    stop_worker(b);
+    nserver_destroy(&srv);
+}
+
 Test(cluster, fingerprint_mismatch_is_a_clear_error, .timeout = 60)
 {
     nserver srv;
