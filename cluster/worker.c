@@ -359,7 +359,10 @@ static void handle(wf_cluster *c, natsMsg *msg)
             }
             wf_event_release(ev);
         }
-        poll_inputs(&a);
+        /* inputs are read when the run waits, and on each quiet tick (cancels): not after
+         * every event, which would cost a round trip per event */
+        if (rc == WF_ETIMEDOUT || (rc == 0 && a.idle))
+            poll_inputs(&a);
         int64_t now = wf__cluster_mono_ms();
         if (now - last >= keepalive) {
             natsMsg_InProgress(msg, NULL);

@@ -374,10 +374,22 @@ static void run_batch(nstore *s, nop *first, nop *stop)
             r->m = r->pm;
             r->pm = t;
             r->rev = __atomic_load_n(&r->cas_rev, __ATOMIC_ACQUIRE);
-        } else {
-            if (r->rev == 0 && rc == WF_ELEASE)
-                rc = WF_EEXIST; /* a create that found the key */
-            r->werr = rc;
+        }
+        if (rc) {
+            if (r->rev == 0 && rc == WF_ELEASE) {
+                /* a create that found the key: live (WF_EEXIST), or the marker a removed
+                 * run left, which kvStore_Create writes over */
+                uint64_t rev = 0;
+                rc = wf__nats_meta_put(s, r->key, &r->pm, &rev, 1);
+                if (rc == 0) {
+                    nmeta t = r->m;
+                    r->m = r->pm;
+                    r->pm = t;
+                    r->rev = rev;
+                }
+            }
+            if (rc)
+                r->werr = rc;
         }
         r->cas_rc = rc;
         wf__nats_meta_clear(&r->pm);

@@ -225,3 +225,29 @@ Test(store_nats, server_restart_under_a_store, .timeout = 120)
     wf_store_free(s);
     sc_teardown(&t);
 }
+
+/* A removed run's id is free again (the bucket keeps a marker where it was). */
+Test(store_nats, a_removed_run_id_can_be_created_again)
+{
+    sc_env t;
+    sc_setup(&t);
+    wf_store *s = sc_open(&t, NULL);
+    cr_assert_eq(wf_store_create(s, "again", "w1", NULL), 0);
+    cr_assert_eq(append1(s, "again", 1, "old", NULL), 0);
+    cr_assert_eq(wf_store_flush(s), 0);
+    cr_assert_eq(wf_store_remove(s, "again"), 0);
+    uint64_t ticket = 0;
+    cr_assert_eq(wf_store_create(s, "again", "w2", &ticket), 0);
+    cr_assert_eq(append1(s, "again", 1, "new", NULL), 0);
+    cr_assert_eq(wf_store_flush(s), 0);
+    wf_store_run_info info;
+    cr_assert_eq(wf_store_get_run(s, "again", &info), 0);
+    cr_assert_str_eq(info.workflow, "w2");
+    cr_assert_eq(info.next_seq, 1u);
+    wf_store_run_info_clear(&info);
+    jbuf j = {0};
+    cr_assert_eq(wf_store_read_journal(s, "again", 0, 0, collect, &j, NULL), 0);
+    cr_assert_str_eq(j.text, "0:1:new;");
+    wf_store_free(s);
+    sc_teardown(&t);
+}
