@@ -272,32 +272,6 @@ int wf__nats_meta_put(nstore *s, const char *key, const nmeta *m, uint64_t *rev,
     return st == NATS_OK && crev != *rev ? WF_ELEASE : WF_EIO;
 }
 
-/* Publishes data in chunks on <p>.d.<kind>.<key>: *first the first chunk's stream sequence. */
-int wf__nats_pub_blob(nstore *s, char kind, const char *key, const void *data, size_t len,
-                      uint64_t *first, uint64_t *n)
-{
-    char subj[NATS_KEY_MAX + 64];
-    snprintf(subj, sizeof subj, "%s.d.%c.%s", s->prefix, kind, key);
-    uint64_t chunks = len ? (len + NATS_CHUNK - 1) / NATS_CHUNK : 1;
-    jsPubOptions jo;
-    jsPubOptions_Init(&jo);
-    jo.MaxWait = s->timeout_ms;
-    for (uint64_t i = 0; i < chunks; i++) {
-        size_t off = (size_t)i * NATS_CHUNK;
-        size_t part = len - off < NATS_CHUNK ? len - off : NATS_CHUNK;
-        jsPubAck *pa = NULL;
-        natsStatus st = js_Publish(&pa, s->js, subj, part ? (const char *)data + off : NULL,
-                                   (int)part, &jo, NULL);
-        if (st != NATS_OK)
-            return WF_EIO;
-        if (i == 0)
-            *first = pa->Sequence;
-        jsPubAck_Destroy(pa);
-    }
-    *n = chunks;
-    return 0;
-}
-
 static uint64_t msg_sseq(natsMsg *m)
 {
     const char *v = NULL;

@@ -146,8 +146,6 @@ int wf__nats_meta_pack(const nmeta *m, void **buf, size_t *len);
 int wf__nats_meta_unpack(const void *buf, size_t len, nmeta *m);
 int wf__nats_meta_get(nstore *s, const char *key, nmeta *m, uint64_t *rev);
 int wf__nats_meta_put(nstore *s, const char *key, const nmeta *m, uint64_t *rev, int create);
-int wf__nats_pub_blob(nstore *s, char kind, const char *key, const void *data, size_t len,
-                      uint64_t *first, uint64_t *n);
 int wf__nats_get_blob(nstore *s, char kind, const char *key, uint64_t first, uint64_t n,
                       uint64_t len, void **data);
 nrun *wf__nats_map_find(nstore *s, const char *run_id, uint64_t h);
