@@ -23,6 +23,9 @@ WF_BUILD_DEPS=(meson ninja-build pkg-config gcc libc6-dev libck-dev libmsgpack-d
 # The store's SQLite backend (-Dsqlite=auto builds it when the library is
 # there) and the sqlite3 shell that docs/DURABILITY.md reads the store with.
 WF_BUILD_DEPS+=(libsqlite3-dev sqlite3)
+# The NATS JetStream store backend and the cluster (-Dnats=auto), and the
+# server their tests start (docs/CLUSTER.md).
+WF_BUILD_DEPS+=(libnats-dev nats-server)
 
 # The npm packages of the wf serve tests (tests/serve), pinned: the reference's
 # TypeScript client and debugger UI, and playwright-core for Chromium.

@@ -215,6 +215,40 @@ WF_API int wf_store_new(wf_store **out, const wf_store_ops *ops, void *self);
 WF_API int wf_store_open_sqlite(wf_store **out, const char *path, const wf_store_params *params,
                                 char **message);
 
+/** Where and how a NATS JetStream store connects (wf_store_open_nats). Fill
+ *  with wf_store_nats_params_init; only grows at the end. Strings borrowed
+ *  for the open call. */
+typedef struct wf_store_nats_params {
+    /** Prefix of the stream, bucket and subject names. Default "wf": stream
+     *  "wf_data" (subjects wf.d.>), key-value bucket "wf_runs"; letters,
+     *  digits, '-' and '_' only. */
+    const char *prefix;
+    /** A NATS credentials file (user JWT and nkey seed), or NULL. */
+    const char *creds_file;
+    /** Replicas of the stream and the bucket (1 on a single server). Default 1. */
+    int32_t replicas;
+    /** Attempts to reach the server at open, each timeout_ms long, 250 ms apart. Default 5. */
+    int32_t connect_attempts;
+    /** Connect and request timeout, ms. Default 5000. */
+    int32_t timeout_ms;
+} wf_store_nats_params;
+
+/** Fills p with the defaults. Any thread. */
+WF_API void wf_store_nats_params_init(wf_store_nats_params *p);
+
+/**
+ * Opens a store on NATS JetStream at url (one or more "nats://host:port"
+ * separated by commas), creating its stream and bucket when missing
+ * (docs/CLUSTER.md). params and nats may be NULL for the defaults. The
+ * connection reconnects by itself; writes queued while it is away commit
+ * after it returns or fail with WF_EIO. WF_EIO with *message (optional,
+ * caller owns: wf_free) when the server cannot be reached after
+ * nats->connect_attempts or has no JetStream; WF_ENOTSUP when wf was built
+ * without NATS (-Dnats=disabled). Caller owns *out: wf_store_free. Any thread.
+ */
+WF_API int wf_store_open_nats(wf_store **out, const char *url, const wf_store_params *params,
+                              const wf_store_nats_params *nats, char **message);
+
 /**
  * Commits what is queued (its callbacks run), stops the writer and frees
  * the store. Leases are kept (they expire; see wf_store_release). No other

@@ -1,0 +1,65 @@
+/*
+ * cluster_impl.h: what cluster.c (connection, submitting, handlers) and
+ * worker.c (runners) share. Never installed.
+ */
+#ifndef WF_CLUSTER_IMPL_H
+#define WF_CLUSTER_IMPL_H
+
+#include "internal.h"
+#include "nats_impl.h"
+
+#include <wf/cluster.h>
+#include <wf/snapshot.h>
+
+#define MAX_WORKFLOWS 64
+#define IN_EVENT  0
+#define IN_CANCEL 1
+
+typedef struct cwf {
+    char *name;
+    wf_workflow *wf;
+    uint64_t fp;
+} cwf;
+
+struct wf_cluster {
+    wf_cluster_params p; /* immutable after open (strings not kept) */
+    char *prefix;        /* immutable */
+    char subj_submit[96], stream_work[96], stream_io[96], consumer[96];
+    wf_store *store;    /* the NATS store: leases, journals, checkpoints, results */
+    natsConnection *nc; /* thread-safe */
+    jsCtx *js;          /* thread-safe */
+    natsSubscription *done_sub; /* core subscription to <p>.done.> (nudges handlers) */
+    cwf wfs[MAX_WORKFLOWS];     /* written before work(), read-only after */
+    size_t nwfs;
+    wf_executor *ex;             /* set by work() */
+    pthread_t *runners;          /* set by work() */
+    uint32_t nrunners;           /* set by work() */
+    pthread_t renewer;
+    int renewer_started;
+    atomic_int stop;
+    pthread_mutex_t mu; /* guards the condition below */
+    pthread_cond_t cv;  /* done nudges, stop */
+    atomic_uint_fast64_t st[10]; /* wf_cluster_stats fields in order */
+};
+
+enum { S_SUBMITTED, S_DONE, S_RESUMED, S_RESTARTED, S_DUP, S_BUSY, S_MALFORMED, S_MISMATCH,
+       S_UNKNOWN, S_INPUTS };
+
+static inline void count(wf_cluster *c, int i)
+{
+    atomic_fetch_add(&c->st[i], 1);
+}
+
+struct wf_cluster_handler {
+    wf_cluster *c;
+    const cwf *w;
+    char *run_id;
+    char key[NATS_KEY_MAX];
+    uint64_t cursor;
+    char *message;
+};
+
+const cwf *wf__cluster_find_wf(const wf_cluster *c, const char *name, size_t len);
+int64_t wf__cluster_mono_ms(void);
+
+#endif

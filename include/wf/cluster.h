@@ -1,0 +1,189 @@
+/*
+ * cluster.h: runs spread over processes and hosts on NATS JetStream
+ * (docs/CLUSTER.md).
+ *
+ * A wf_cluster is one process's connection to the cluster. A submitter
+ * registers the workflows it submits (wf_cluster_register) and submits runs
+ * by workflow name with a caller-chosen run id (wf_cluster_submit); each
+ * submission is a message on a work-queue stream. A worker registers the
+ * workflows it can run the same way and starts pulling
+ * (wf_cluster_work): each run is claimed in the NATS store (a lease with
+ * revision compare-and-set, so two workers never run one run at once),
+ * run on the worker's executor, its streamed events journaled, its result
+ * put durably in the store, and only then is the submission acknowledged.
+ * While a run is active its message is kept alive (in-progress acks) and
+ * its lease renewed; a worker that dies stops both, the submission is
+ * redelivered after the ack wait and another worker claims the run once
+ * the lease expired, continuing from its last checkpoint (taken whenever
+ * the run goes idle waiting for an outside event) or from its start event.
+ * The granularity is the run: steps done since the last checkpoint run
+ * again (at-least-once).
+ *
+ * Workflows are matched by name and checked by definition fingerprint
+ * (wf_workflow_fingerprint): a submission whose fingerprint differs from
+ * the worker's definition ends as WF_STORE_FAILED with a message naming
+ * both, never a wrong run.
+ *
+ * Threads: every function may be called from any thread unless it says
+ * otherwise.
+ */
+#ifndef WF_CLUSTER_H
+#define WF_CLUSTER_H
+
+#include <wf/common.h>
+#include <wf/event.h>
+#include <wf/run.h>
+#include <wf/store.h>
+#include <wf/workflow.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct wf_cluster wf_cluster;
+typedef struct wf_cluster_handler wf_cluster_handler;
+
+/** Cluster parameters. Fill with wf_cluster_params_init; only grows at the end. */
+typedef struct wf_cluster_params {
+    /** Prefix of every stream, bucket and subject (letters, digits, '-', '_'). Default "wfc". */
+    const char *prefix;
+    /** A NATS credentials file, or NULL. Borrowed for wf_cluster_open. */
+    const char *creds_file;
+    /** Replicas of the streams and the bucket. Default 1. */
+    int32_t replicas;
+    /** Attempts to reach the server at open (250 ms apart). Default 5. */
+    int32_t connect_attempts;
+    /** Connect and request timeout, ms. Default 5000. */
+    int32_t timeout_ms;
+    /** Ack wait of the work queue: a submission not acked nor kept alive this long is
+     *  redelivered. Default 10000. */
+    uint32_t ack_wait_ms;
+    /** Lease of a run in the store, ms. Default 10000 (renewed every third). */
+    uint32_t lease_ms;
+    /** Runs one worker process runs at once (runner threads). Default 16. */
+    uint32_t runners;
+    /** Submissions a runner fetches per pull. Default 8. */
+    uint32_t fetch_batch;
+    /** Nonzero: journal the runs' streamed events (the submitter's event stream). Default 1. */
+    int32_t stream_events;
+    /** This process's owner id in leases (borrowed for open), or NULL for a unique one. */
+    const char *owner;
+} wf_cluster_params;
+
+/** Fills p with the defaults. */
+WF_API void wf_cluster_params_init(wf_cluster_params *p);
+
+/**
+ * Connects to NATS at url (servers separated by commas), creating the
+ * streams, consumer and bucket when missing. WF_EIO with *message
+ * (optional, caller owns: wf_free) when the server cannot be reached after
+ * the bounded attempts or has no JetStream; WF_ENOTSUP without NATS.
+ * Caller owns *out: wf_cluster_free.
+ */
+WF_API int wf_cluster_open(wf_cluster **out, const char *url, const wf_cluster_params *params,
+                           char **message);
+
+/**
+ * Stops the runners (their runs in flight are left to the lease and
+ * redelivery: another worker takes them over), closes the connection and
+ * frees c. Handlers must be freed first. NULL is fine.
+ */
+WF_API void wf_cluster_free(wf_cluster *c);
+
+/**
+ * Registers wf under name (the cluster keeps a reference; wf is frozen).
+ * WF_EEXIST for a name registered already. Before wf_cluster_work.
+ */
+WF_API int wf_cluster_register(wf_cluster *c, const char *name, wf_workflow *wf);
+
+/**
+ * Starts pulling runs of the registered workflows and running them on ex
+ * (borrowed: must outlive c). WF_ESTATE if already working.
+ */
+WF_API int wf_cluster_work(wf_cluster *c, wf_executor *ex);
+
+/**
+ * Submits a run of the registered workflow name with start_event (taken,
+ * also on failure) under run_id (1 to 1024 bytes; a run id submitted twice
+ * within the server's duplicate window is one run). The message is
+ * published asynchronously: wf_cluster_flush waits for the server's
+ * acknowledgements. handler (optional) gets a handler (caller owns:
+ * wf_cluster_handler_free). WF_ENOTFOUND: name not registered here.
+ */
+WF_API int wf_cluster_submit(wf_cluster *c, const char *name, wf_event *start_event,
+                             const char *run_id, wf_cluster_handler **handler);
+
+/** Waits until every submission so far is stored by the server: 0 or WF_EIO. */
+WF_API int wf_cluster_flush(wf_cluster *c, int64_t timeout_ms);
+
+/** A handler for run_id of workflow name (submitted here or anywhere). */
+WF_API int wf_cluster_handler_open(wf_cluster *c, const char *name, const char *run_id,
+                                   wf_cluster_handler **out);
+
+/**
+ * Waits up to timeout_ms (-1: forever) for the run's durable result. 0 and
+ * *result (optional; caller owns: wf_event_release) for a run that ended
+ * with a stop event; WF_ESTEP (failed, including a fingerprint mismatch;
+ * wf_cluster_handler_message says why), WF_ERUNTIMEOUT, WF_ECANCELLED;
+ * WF_ETIMEDOUT while it runs.
+ */
+WF_API int wf_cluster_handler_wait(wf_cluster_handler *h, int64_t timeout_ms, wf_event **result);
+
+/** The failure message of an ended run, or "" (borrowed: valid while h is). */
+WF_API const char *wf_cluster_handler_message(const wf_cluster_handler *h);
+
+/**
+ * The run's next streamed event at or after the handler's cursor (caller
+ * owns *ev), waiting up to timeout_ms; the cursor moves past it. WF_ECLOSED
+ * after the last one of an ended run. Events are at-least-once across a
+ * takeover (a run continued from a checkpoint may stream again what it
+ * streamed after that checkpoint).
+ */
+WF_API int wf_cluster_handler_next_event(wf_cluster_handler *h, int64_t timeout_ms,
+                                         wf_event **ev);
+/** The event stream cursor (the next event's number). */
+WF_API uint64_t wf_cluster_handler_cursor(const wf_cluster_handler *h);
+/** Moves the cursor: a late reader starts where it wants (0: from the first event). */
+WF_API void wf_cluster_handler_seek(wf_cluster_handler *h, uint64_t cursor);
+
+/**
+ * Sends ev (taken) into the run wherever it runs (durably: a worker that
+ * takes the run over gets it too). The run receives it when it next waits
+ * for an outside event.
+ */
+WF_API int wf_cluster_handler_send_event(wf_cluster_handler *h, wf_event *ev);
+
+/** Asks the run to cancel (durably); its result becomes WF_STORE_CANCELLED. */
+WF_API int wf_cluster_handler_cancel(wf_cluster_handler *h);
+
+/** The run id (borrowed: valid while h is). */
+WF_API const char *wf_cluster_handler_run_id(const wf_cluster_handler *h);
+
+/** Frees h (the run goes on). NULL is fine. */
+WF_API void wf_cluster_handler_free(wf_cluster_handler *h);
+
+/** Counters of this process. */
+typedef struct wf_cluster_stats {
+    uint64_t submitted;   /**< submissions published */
+    uint64_t runs_done;   /**< runs this worker ended and acknowledged */
+    uint64_t resumed;     /**< runs continued from a checkpoint */
+    uint64_t restarted;   /**< runs taken over without a checkpoint (from the start event) */
+    uint64_t duplicates;  /**< deliveries of runs already finished (acked, not run) */
+    uint64_t busy;        /**< deliveries of runs another worker's lease holds (delayed) */
+    uint64_t malformed;   /**< submissions or inputs that could not be decoded (dropped) */
+    uint64_t mismatched;  /**< submissions whose fingerprint differs from ours (failed) */
+    uint64_t unknown;     /**< submissions of a workflow not registered here (redelivered) */
+    uint64_t inputs;      /**< events and cancels delivered into runs */
+} wf_cluster_stats;
+
+/** Fills *st (a snapshot of the counters). */
+WF_API void wf_cluster_get_stats(const wf_cluster *c, wf_cluster_stats *st);
+
+/** The cluster's store (borrowed: valid while c is): runs, results, journals. */
+WF_API wf_store *wf_cluster_store(const wf_cluster *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,142 @@
+/*
+ * cluster_node.c: a worker process of the cluster test and bench:
+ *   cluster_node URL PREFIX [RUNNERS] [THREADS] [variant]
+ * registers "cflow" (or its variant: another definition under the same
+ * name) and "chain5" (tests/cluster_flow.h), works until SIGTERM or
+ * SIGINT, prints "ready" once pulling and its counters as JSON at exit.
+ *   cluster_node URL PREFIX submit N
+ * is a submitter instead (examples/cluster.sh): N runs of chain5, waits
+ * for every result and prints a JSON summary.
+ */
+#include <wf/wf.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cluster_flow.h"
+
+static volatile sig_atomic_t stop;
+
+static int submit(const char *url, const char *prefix, long n)
+{
+    wf_cluster_params p;
+    wf_cluster_params_init(&p);
+    p.prefix = prefix;
+    wf_cluster *c = NULL;
+    char *msg = NULL;
+    int rc = wf_cluster_open(&c, url, &p, &msg);
+    if (rc) {
+        fprintf(stderr, "cluster_node: %s %s\n", wf_err_name(rc), msg ? msg : "");
+        return 1;
+    }
+    wf_workflow *wf = chain5_new();
+    (void)cflow_new;
+    if (wf_cluster_register(c, "chain5", wf) != 0)
+        return 1;
+    wf_cluster_handler **h = calloc((size_t)n, sizeof *h);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char id[48];
+    for (long i = 0; i < n; i++) {
+        wf_event *e = NULL;
+        wf_event_new1(&e, wf_workflow_builtin(wf, WF_START_EVENT), "n", wf_value_int(i));
+        snprintf(id, sizeof id, "%ld-%ld", (long)t0.tv_sec, i);
+        if (wf_cluster_submit(c, "chain5", e, id, &h[i]) != 0)
+            return 1;
+    }
+    wf_cluster_flush(c, 60000);
+    long ok = 0;
+    for (long i = 0; i < n; i++) {
+        wf_event *r = NULL;
+        int64_t v = -1;
+        if (wf_cluster_handler_wait(h[i], 60000, &r) == 0 &&
+            wf_value_get_int(wf_event_result(r), &v) == 0 && v == i + 5)
+            ok++;
+        wf_event_release(r);
+        wf_cluster_handler_free(h[i]);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("{\"submitted\":%ld,\"right_results\":%ld,\"seconds\":%.3f,\"runs_per_s\":%.0f}\n", n,
+           ok, s, (double)n / s);
+    free(h);
+    wf_cluster_free(c);
+    wf_workflow_free(wf);
+    return ok == n ? 0 : 1;
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: cluster_node URL PREFIX [RUNNERS] [THREADS] [variant]\n");
+        return 2;
+    }
+    if (argc > 4 && strcmp(argv[3], "submit") == 0)
+        return submit(argv[1], argv[2], atol(argv[4]));
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    wf_cluster_params p;
+    wf_cluster_params_init(&p);
+    p.prefix = argv[2];
+    p.runners = argc > 3 ? (uint32_t)atoi(argv[3]) : 16;
+    p.ack_wait_ms = 3000;
+    p.lease_ms = 3000;
+    const char *ev = getenv("WF_CLUSTER_STREAM_EVENTS");
+    if (ev)
+        p.stream_events = atoi(ev);
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = argc > 4 ? (uint32_t)atoi(argv[4]) : 1;
+    wf_executor *ex = NULL;
+    wf_cluster *c = NULL;
+    char *msg = NULL;
+    int rc = wf_executor_new(&ex, &ep);
+    if (rc == 0)
+        rc = wf_cluster_open(&c, argv[1], &p, &msg);
+    if (rc) {
+        fprintf(stderr, "cluster_node: %s %s\n", wf_err_name(rc), msg ? msg : "");
+        return 1;
+    }
+    wf_workflow *cf = cflow_new(argc > 5 && strcmp(argv[5], "variant") == 0);
+    wf_workflow *ch = chain5_new();
+    rc = wf_cluster_register(c, "cflow", cf);
+    if (rc == 0)
+        rc = wf_cluster_register(c, "chain5", ch);
+    if (rc == 0)
+        rc = wf_cluster_work(c, ex);
+    if (rc) {
+        fprintf(stderr, "cluster_node: %s\n", wf_err_name(rc));
+        return 1;
+    }
+    printf("ready\n");
+    fflush(stdout);
+    while (!stop) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    wf_cluster_stats st;
+    wf_cluster_get_stats(c, &st);
+    printf("{\"runs_done\":%llu,\"resumed\":%llu,\"restarted\":%llu,\"duplicates\":%llu,"
+           "\"busy\":%llu,\"malformed\":%llu,\"mismatched\":%llu,\"unknown\":%llu,"
+           "\"inputs\":%llu}\n",
+           (unsigned long long)st.runs_done, (unsigned long long)st.resumed,
+           (unsigned long long)st.restarted, (unsigned long long)st.duplicates,
+           (unsigned long long)st.busy, (unsigned long long)st.malformed,
+           (unsigned long long)st.mismatched, (unsigned long long)st.unknown,
+           (unsigned long long)st.inputs);
+    wf_cluster_free(c);
+    wf_workflow_free(cf);
+    wf_workflow_free(ch);
+    wf_executor_free(ex);
+    return 0;
+}
