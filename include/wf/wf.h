@@ -12,6 +12,7 @@
 #include <wf/snapshot.h>
 #include <wf/observe.h>
 #include <wf/store.h>
+#include <wf/durable.h>
 #include <wf/testing.h>
 #include <wf/plugin.h>
 
