@@ -108,7 +108,7 @@ static void note(char **message, uint32_t *failed, const char *fmt, const char *
         snprintf(*message, n, fmt, a, b, c);
 }
 
-/* Continues one run: 1 resumed, 0 busy (leased), < 0 failed (message). */
+/* Continues one run: 1 resumed, 0 busy (leased), 2 forgotten, < 0 failed (message). */
 static int recover_one(struct wf_executor *ex, wf_store *store, wf_workflow *wf,
                        const char *run_id, char **why)
 {
@@ -156,10 +156,15 @@ static int recover_one(struct wf_executor *ex, wf_store *store, wf_workflow *wf,
     int parked = ctx->parked != NULL;
     pthread_mutex_unlock(&ctx->run_lock);
     if (!parked && s.n == 0) {
-        *why = wf__strdup("no run in its checkpoint and no start event in its journal");
+        /* its start never became durable: as if it had never been started */
         sends_free(&s, 0);
         wf_ctx_free(ctx);
-        return WF_ECORRUPT;
+        rc = wf_store_remove(store, run_id);
+        if (rc < 0) {
+            *why = wf__strdup(wf_err_name(rc));
+            return rc;
+        }
+        return 2;
     }
     wf__drun *d = wf__drun_new(run_id, ex, store);
     rc = d ? wf__drun_insert(d) : WF_ENOMEM;
@@ -205,6 +210,58 @@ static int recover_one(struct wf_executor *ex, wf_store *store, wf_workflow *wf,
     return 1;
 }
 
+/*
+ * The runs found are recovered by a few threads at once: wf_store_claim
+ * waits for a commit round, and claims made together share one.
+ */
+#define RECOVER_THREADS 16
+
+typedef struct rjob {
+    struct wf_executor *ex;
+    wf_store *store;
+    wf_workflow *const *wfs;
+    size_t nwfs;
+    found *f;
+    _Atomic size_t next;
+    pthread_mutex_t mu; /* info, message */
+    wf_recover_info *info;
+    char **message;
+} rjob;
+
+static void *recover_worker(void *arg)
+{
+    rjob *j = arg;
+    for (;;) {
+        size_t i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->f->n)
+            return NULL;
+        const char *id = j->f->ids[i], *wname = j->f->wfs[i];
+        if (wf__drun_listed(id))
+            continue; /* in memory here already */
+        wf_workflow *wf = NULL;
+        for (size_t k = 0; k < j->nwfs && wf == NULL; k++)
+            if (j->wfs[k] && strcmp(j->wfs[k]->name, wname) == 0)
+                wf = j->wfs[k];
+        char *why = NULL;
+        int r = wf ? recover_one(j->ex, j->store, wf, id, &why) : WF_ENOTFOUND;
+        pthread_mutex_lock(&j->mu);
+        if (wf == NULL)
+            note(j->message, &j->info->failed, "run '%s': workflow '%s' was not given%s", id,
+                 wname, "");
+        else if (r == 1)
+            j->info->resumed++;
+        else if (r == 0)
+            j->info->busy++;
+        else if (r == 2)
+            j->info->forgotten++;
+        else
+            note(j->message, &j->info->failed, "run '%s' (workflow '%s') not recovered: %s", id,
+                 wname, why ? why : "?");
+        pthread_mutex_unlock(&j->mu);
+        wf__free_mem(why);
+    }
+}
+
 int wf_executor_recover(wf_executor *ex, wf_workflow *const *wfs, size_t n, wf_recover_info *info,
                         char **message)
 {
@@ -229,28 +286,20 @@ int wf_executor_recover(wf_executor *ex, wf_workflow *const *wfs, size_t n, wf_r
     } while (rc == 0 && cursor && !f.nomem);
     if (rc == 0 && f.nomem)
         rc = WF_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < f.n; i++) {
-        if (wf__drun_listed(f.ids[i]))
-            continue; /* in memory here already */
-        wf_workflow *wf = NULL;
-        for (size_t k = 0; k < n && wf == NULL; k++)
-            if (wfs[k] && strcmp(wfs[k]->name, f.wfs[i]) == 0)
-                wf = wfs[k];
-        if (wf == NULL) {
-            note(message, &info->failed, "run '%s': workflow '%s' was not given%s", f.ids[i],
-                 f.wfs[i], "");
-            continue;
-        }
-        char *why = NULL;
-        int r = recover_one(ex, du->store, wf, f.ids[i], &why);
-        if (r == 1)
-            info->resumed++;
-        else if (r == 0)
-            info->busy++;
-        else
-            note(message, &info->failed, "run '%s' (workflow '%s') not recovered: %s", f.ids[i],
-                 f.wfs[i], why ? why : "?");
-        wf__free_mem(why);
+    if (rc == 0 && f.n) {
+        rjob j = {.ex = ex, .store = du->store, .wfs = wfs, .nwfs = n, .f = &f, .info = info,
+                  .message = message};
+        atomic_init(&j.next, 0);
+        pthread_mutex_init(&j.mu, NULL);
+        pthread_t th[RECOVER_THREADS];
+        size_t nt = 0;
+        size_t want = f.n < RECOVER_THREADS ? f.n : RECOVER_THREADS;
+        while (nt + 1 < want && pthread_create(&th[nt], NULL, recover_worker, &j) == 0)
+            nt++;
+        recover_worker(&j); /* and this thread */
+        for (size_t i = 0; i < nt; i++)
+            pthread_join(th[i], NULL);
+        pthread_mutex_destroy(&j.mu);
     }
     for (size_t i = 0; i < f.n; i++) {
         wf__free_mem(f.ids[i]);

@@ -58,6 +58,12 @@ typedef struct wf_recover_info {
     uint32_t resumed; /**< runs continued in this executor */
     uint32_t busy;    /**< runs another live owner holds (lease): try again later */
     uint32_t failed;  /**< runs that could not be continued (first reason in *message) */
+    /**
+     * Runs whose start was not durable when their process died (created,
+     * but neither a checkpoint holding the run nor the start event
+     * committed): removed from the store, their ids free again.
+     */
+    uint32_t forgotten;
 } wf_recover_info;
 
 /**
