@@ -211,10 +211,10 @@ static int recover_one(struct wf_executor *ex, wf_store *store, wf_workflow *wf,
 }
 
 /*
- * The runs found are recovered by a few threads at once: wf_store_claim
+ * The runs found are recovered by 64 threads at once: wf_store_claim
  * waits for a commit round, and claims made together share one.
  */
-#define RECOVER_THREADS 16
+#define RECOVER_THREADS 64
 
 typedef struct rjob {
     struct wf_executor *ex;
