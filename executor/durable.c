@@ -275,8 +275,17 @@ static int64_t mono_ms(void)
 }
 
 /* Checkpoints d's run if it is still going (caller holds a reference on run). */
-static void checkpoint_one(wf__drun *d, wf__run *run)
+static void checkpoint_one(wf__drun *d, wf__run *run, int force)
 {
+    /*
+     * A run whose checkpoint did not change (waiting for an outside event,
+     * or one long step in progress) is cut less often, down to every 64
+     * passes, until an event is sent to it.
+     */
+    if (!atomic_exchange(&d->poked, 0) && d->skip && !force) {
+        d->skip--;
+        return;
+    }
     pthread_mutex_lock(&d->m);
     if (!wf__run_ended(run)) {
         void *b = NULL;
@@ -285,7 +294,11 @@ static void checkpoint_one(wf__drun *d, wf__run *run)
         /* a cut of the live run only: once it ended, its result says all */
         if (rc == 0 && !wf__run_ended(run)) {
             uint64_t h = wf__fnv(b, len, FNV0);
-            if (h != d->last_hash) {
+            if (h == d->last_hash) {
+                d->backoff = d->backoff ? (d->backoff < 64 ? d->backoff * 2 : 64) : 1;
+                d->skip = d->backoff;
+            } else {
+                d->backoff = 0;
                 rc = wf_store_put_checkpoint(d->store, d->run_id, b, len, NULL, NULL, NULL, NULL);
                 if (rc == 0)
                     d->last_hash = h;
@@ -303,7 +316,7 @@ static void checkpoint_one(wf__drun *d, wf__run *run)
 }
 
 /* One checkpoint pass over ex's durable runs. */
-static void checkpoint_pass(wf__durable *du)
+static void checkpoint_pass(wf__durable *du, int force)
 {
     struct pick {
         wf__drun *d;
@@ -330,7 +343,7 @@ static void checkpoint_pass(wf__durable *du)
 out:
     pthread_mutex_unlock(&g_lock);
     for (size_t i = 0; i < n; i++) {
-        checkpoint_one(ps[i].d, ps[i].run);
+        checkpoint_one(ps[i].d, ps[i].run, force);
         wf__run_release(ps[i].run);
     }
     wf__free_mem(ps);
@@ -351,7 +364,7 @@ static void *checkpoint_main(void *arg)
         if (du->stop)
             break;
         pthread_mutex_unlock(&du->mu);
-        checkpoint_pass(du);
+        checkpoint_pass(du, 0);
         if (mono_ms() >= next_renew) {
             uint32_t lost = 0;
             int rc = wf_store_renew(du->store, &lost);
@@ -416,7 +429,7 @@ void wf__durable_close(struct wf_executor *ex)
     pthread_mutex_unlock(&du->mu);
     pthread_join(du->thread, NULL);
     /* a last checkpoint: the runs stay in flight in the store for the next process */
-    checkpoint_pass(du);
+    checkpoint_pass(du, 1);
     (void)wf_store_flush(du->store);
     pthread_mutex_destroy(&du->mu);
     pthread_cond_destroy(&du->cv);
@@ -531,6 +544,7 @@ int wf__durable_send(wf__run *run, wf_event *ev, const char *target)
                              d->run_id);
     }
     rc = journal_send(d, ev, target);
+    atomic_store(&d->poked, 1);
     if (rc < 0) {
         pthread_mutex_unlock(&d->m);
         wf_event_release(ev);

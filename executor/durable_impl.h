@@ -24,6 +24,9 @@ typedef struct wf__drun {
     int ended;          /* under g_lock */
     pthread_mutex_t m;  /* orders sends against checkpoints */
     uint64_t last_hash; /* the last checkpoint's hash (checkpoint thread) */
+    uint32_t skip;      /* passes to skip: its checkpoints did not change (checkpoint thread) */
+    uint32_t backoff;   /* the skip after the next unchanged one (checkpoint thread) */
+    atomic_int poked;   /* an event was sent to it: cut at the next pass */
 } wf__drun;
 
 /* An executor's attached store and its checkpoint thread. */
