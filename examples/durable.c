@@ -60,9 +60,7 @@ static int charge(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
 
 static int ship(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
 {
-    static const wf_event_type *want[2];
-    want[0] = T_CHARGED;
-    want[1] = T_APPROVAL;
+    const wf_event_type *want[2] = {T_CHARGED, T_APPROVAL};
     wf_event *got[2];
     int rc = wf_ctx_collect_events(ctx, in, want, 2, NULL, got);
     if (rc == WF_EAGAIN)

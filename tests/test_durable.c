@@ -165,8 +165,7 @@ static int s_part(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 
 static int s_gather(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 {
-    static const wf_event_type *want[3];
-    want[0] = want[1] = want[2] = T_DONE;
+    const wf_event_type *want[3] = {T_DONE, T_DONE, T_DONE};
     wf_event *got[3];
     int rc = wf_ctx_collect_events(ctx, in, want, 3, NULL, got);
     if (rc == WF_EAGAIN)
@@ -193,9 +192,7 @@ static int s_flaky(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 
 static int s_join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 {
-    static const wf_event_type *want[2];
-    want[0] = T_ASKED;
-    want[1] = T_ANSWER;
+    const wf_event_type *want[2] = {T_ASKED, T_ANSWER};
     wf_event *got[2];
     int rc = wf_ctx_collect_events(ctx, in, want, 2, NULL, got);
     if (rc == WF_EAGAIN)
@@ -249,6 +246,7 @@ static wf_workflow *crash_wf(int without_join)
         rc |= add(wf, "join", s_join, T_ASKED, T_ANSWER, T_STOP, NULL);
     wf_retry_policy_free(pol);
     wf_workflow_set_validation(wf, 0); /* Answer comes from outside */
+    wf_workflow_set_timeout(wf, WF_NO_TIMEOUT); /* slow under the sanitizers, across crashes */
     return rc ? NULL : wf;
 }
 
