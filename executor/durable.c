@@ -267,6 +267,7 @@ void wf_durable_params_init(wf_durable_params *p)
     memset(p, 0, sizeof *p);
     p->checkpoint_ms = 10;
     p->renew_ms = 5000;
+    p->idle_release_ms = 0;
 }
 
 static int64_t mono_ms(void)
@@ -275,8 +276,30 @@ static int64_t mono_ms(void)
 }
 
 /* Checkpoints d's run if it is still going (caller holds a reference on run). */
-static void checkpoint_one(wf__drun *d, wf__run *run, int force)
+/* Nothing of run runs or waits to run, and nothing inside it can wake it (no timer). */
+static int run_quiescent(wf__run *run)
 {
+    if (wf__run_ended(run))
+        return 0;
+    for (uint32_t i = 0; i < run->nsteps; i++)
+        if (wf__step_count(run, i) != 0)
+            return 0;
+    pthread_mutex_lock(&run->mu);
+    int ok = run->retries == NULL;
+    pthread_mutex_unlock(&run->mu);
+    pthread_mutex_lock(&run->collect_lock);
+    ok = ok && run->pending == NULL;
+    for (wf__waiter *w = run->waiters; ok && w; w = w->next)
+        if (w->state == W_WAITING && w->timeout_ms >= 0)
+            ok = 0;
+    pthread_mutex_unlock(&run->collect_lock);
+    return ok;
+}
+
+/* Checkpoints d's run; 1 if it is idle long enough to be released (idle_ms > 0). */
+static int checkpoint_one(wf__drun *d, wf__run *run, int force, uint32_t idle_ms)
+{
+    int idle = 0;
     /*
      * A run whose checkpoint did not change (waiting for an outside event,
      * or one long step in progress) is cut less often, down to every 64
@@ -284,7 +307,7 @@ static void checkpoint_one(wf__drun *d, wf__run *run, int force)
      */
     if (!atomic_exchange(&d->poked, 0) && d->skip && !force) {
         d->skip--;
-        return;
+        return 0;
     }
     pthread_mutex_lock(&d->m);
     if (!wf__run_ended(run)) {
@@ -297,8 +320,14 @@ static void checkpoint_one(wf__drun *d, wf__run *run, int force)
             if (h == d->last_hash) {
                 d->backoff = d->backoff ? (d->backoff < 64 ? d->backoff * 2 : 64) : 1;
                 d->skip = d->backoff;
+                int64_t now = mono_ms();
+                if (d->quiet_since == 0)
+                    d->quiet_since = now;
+                else if (idle_ms && now - d->quiet_since >= idle_ms && run_quiescent(run))
+                    idle = 1;
             } else {
                 d->backoff = 0;
+                d->quiet_since = 0;
                 rc = wf_store_put_checkpoint(d->store, d->run_id, b, len, NULL, NULL, NULL, NULL);
                 if (rc == 0)
                     d->last_hash = h;
@@ -313,15 +342,73 @@ static void checkpoint_one(wf__drun *d, wf__run *run, int force)
         wf_free(b);
     }
     pthread_mutex_unlock(&d->m);
+    return idle;
+}
+
+/*
+ * Idle release of the runs picked (each with a reference): 64 threads at
+ * once, since wf_store_release waits for its commit round (which also
+ * commits the run's last checkpoint, queued before it).
+ */
+typedef struct pick {
+    wf__drun *d;
+    wf__run *run; /* a reference: d lives as long as its run */
+} pick;
+
+typedef struct release_job {
+    pick *ps;
+    size_t n;
+    _Atomic size_t next;
+    atomic_uint released;
+} release_job;
+
+static void release_one(wf__drun *d, wf__run *run)
+{
+    pthread_mutex_lock(&d->m); /* no send gets in meanwhile */
+    if (!atomic_load(&d->poked) && run_quiescent(run)) {
+        atomic_store(&d->releasing, 1);
+        int rc = wf_store_release(d->store, d->run_id);
+        if (rc == 0) {
+            (void)wf_handler_cancel((wf_handler *)run); /* ends it without a result */
+        } else {
+            atomic_store(&d->releasing, 0);
+            wf__log(d->ex, WF_LOG_WARN, "durable run '%s': idle release failed: %s", d->run_id,
+                    wf_err_name(rc));
+        }
+    }
+    pthread_mutex_unlock(&d->m);
+}
+
+static void *release_worker(void *arg)
+{
+    release_job *j = arg;
+    for (;;) {
+        size_t i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->n)
+            return NULL;
+        release_one(j->ps[i].d, j->ps[i].run);
+    }
+}
+
+static void release_all(pick *ps, size_t n)
+{
+    if (n == 0)
+        return;
+    release_job j = {.ps = ps, .n = n};
+    atomic_init(&j.next, 0);
+    pthread_t th[64];
+    size_t nt = 0, want = n < 64 ? n : 64;
+    while (nt + 1 < want && pthread_create(&th[nt], NULL, release_worker, &j) == 0)
+        nt++;
+    release_worker(&j);
+    for (size_t i = 0; i < nt; i++)
+        pthread_join(th[i], NULL);
 }
 
 /* One checkpoint pass over ex's durable runs. */
 static void checkpoint_pass(wf__durable *du, int force)
 {
-    struct pick {
-        wf__drun *d;
-        wf__run *run; /* a reference: d lives as long as its run */
-    } *ps = NULL;
+    pick *ps = NULL;
     size_t n = 0, cap = 0;
     pthread_mutex_lock(&g_lock);
     for (size_t i = 0; i < g_cap; i++)
@@ -330,7 +417,7 @@ static void checkpoint_pass(wf__durable *du, int force)
                 continue;
             if (n == cap) {
                 size_t nc = cap ? cap * 2 : 64;
-                struct pick *x = wf__realloc(ps, nc * sizeof *x);
+                pick *x = wf__realloc(ps, nc * sizeof *x);
                 if (x == NULL)
                     goto out; /* this pass checkpoints fewer; the next tries again */
                 ps = x;
@@ -342,10 +429,19 @@ static void checkpoint_pass(wf__durable *du, int force)
         }
 out:
     pthread_mutex_unlock(&g_lock);
+    /* the runs to release move to the front */
+    size_t nidle = 0;
+    uint32_t idle_ms = force ? 0 : du->p.idle_release_ms;
     for (size_t i = 0; i < n; i++) {
-        checkpoint_one(ps[i].d, ps[i].run, force);
-        wf__run_release(ps[i].run);
+        if (checkpoint_one(ps[i].d, ps[i].run, force, idle_ms)) {
+            pick t = ps[nidle];
+            ps[nidle++] = ps[i];
+            ps[i] = t;
+        }
     }
+    release_all(ps, nidle);
+    for (size_t i = 0; i < n; i++)
+        wf__run_release(ps[i].run);
     wf__free_mem(ps);
 }
 
@@ -394,8 +490,10 @@ int wf_executor_attach_store(wf_executor *ex, wf_store *store, const wf_durable_
             du->p.checkpoint_ms = params->checkpoint_ms;
         if (params->renew_ms)
             du->p.renew_ms = params->renew_ms;
+        du->p.idle_release_ms = params->idle_release_ms;
     }
     pthread_mutex_init(&du->mu, NULL);
+    pthread_mutex_init(&du->wmu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -431,6 +529,10 @@ void wf__durable_close(struct wf_executor *ex)
     /* a last checkpoint: the runs stay in flight in the store for the next process */
     checkpoint_pass(du, 1);
     (void)wf_store_flush(du->store);
+    for (size_t i = 0; i < du->nwfs; i++)
+        wf_workflow_free(du->wfs[i]);
+    wf__free_mem(du->wfs);
+    pthread_mutex_destroy(&du->wmu);
     pthread_mutex_destroy(&du->mu);
     pthread_cond_destroy(&du->cv);
     wf__free_mem(du);
@@ -492,6 +594,8 @@ int wf__durable_end(wf__run *run, int status, wf_event *result, int code, const 
     pthread_mutex_unlock(&ex->runs_lock);
     if (closing && status == WF_RUN_CANCELLED)
         return 0; /* shutdown: the run stays in flight in the store, the next process goes on */
+    if (atomic_load(&d->releasing) && status == WF_RUN_CANCELLED)
+        return 0; /* idle release: released in the store, it leaves memory */
     pending_end *p = wf__calloc(1, sizeof *p);
     void *data = NULL;
     size_t len = 0;
@@ -537,6 +641,10 @@ int wf__durable_send(wf__run *run, wf_event *ev, const char *target)
     if (rc < 0) /* refused as wf__send_outside would, before anything is journaled */
         return wf__send_outside(run, ev, target);
     pthread_mutex_lock(&d->m);
+    if (atomic_load(&d->releasing)) { /* released: to the run loaded again by its id */
+        pthread_mutex_unlock(&d->m);
+        return wf_durable_send(run->ex, d->run_id, ev, target);
+    }
     if (wf__run_ended(run)) {
         pthread_mutex_unlock(&d->m);
         wf_event_release(ev);
@@ -592,7 +700,8 @@ int wf_run_start_durable(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const ch
         return rc;
     }
     wf__durable *du = wf__durable_of(ex);
-    wf__drun *d = wf__drun_new(run_id, ex, du ? du->store : NULL);
+    wf__drun *d = (du && wf__durable_know(du, wf) < 0) ? NULL
+                                                       : wf__drun_new(run_id, ex, du ? du->store : NULL);
     if (d == NULL) {
         wf_event_release(start);
         return WF_ENOMEM;
@@ -671,10 +780,94 @@ int wf_handler_open(wf_executor *ex, const char *run_id, wf_handler **out)
     return 0;
 }
 
+int wf__durable_know(wf__durable *du, wf_workflow *wf)
+{
+    pthread_mutex_lock(&du->wmu);
+    for (size_t i = 0; i < du->nwfs; i++)
+        if (du->wfs[i] == wf) {
+            pthread_mutex_unlock(&du->wmu);
+            return 0;
+        }
+    if (du->nwfs == du->capwfs) {
+        size_t nc = du->capwfs ? du->capwfs * 2 : 8;
+        wf_workflow **x = wf__realloc(du->wfs, nc * sizeof *x);
+        if (x == NULL) {
+            pthread_mutex_unlock(&du->wmu);
+            return WF_ENOMEM;
+        }
+        du->wfs = x;
+        du->capwfs = nc;
+    }
+    du->wfs[du->nwfs++] = wf_workflow_retain(wf);
+    pthread_mutex_unlock(&du->wmu);
+    return 0;
+}
+
+uint64_t wf_durable_in_memory(wf_executor *ex)
+{
+    uint64_t n = 0;
+    pthread_mutex_lock(&g_lock);
+    for (size_t i = 0; i < g_cap; i++)
+        for (wf__drun *d = g_tab[i]; d; d = d->next)
+            n += d->ex == ex;
+    pthread_mutex_unlock(&g_lock);
+    return n;
+}
+
+/* Loads (wakes) are serialised per id stripe: two senders never load one run twice. */
+static pthread_mutex_t g_wake[64];
+static pthread_once_t g_wake_once = PTHREAD_ONCE_INIT;
+
+static void wake_init(void)
+{
+    for (int i = 0; i < 64; i++)
+        pthread_mutex_init(&g_wake[i], NULL);
+}
+
+/* A handler for run_id, loading it from the store when it is released: 0, WF_ENOTFOUND, ... */
+static int open_or_wake(wf_executor *ex, const char *run_id, wf_handler **h)
+{
+    int rc = wf_handler_open(ex, run_id, h);
+    wf__durable *du = wf__durable_of(ex);
+    if (rc != WF_ENOTFOUND || du == NULL)
+        return rc;
+    pthread_once(&g_wake_once, wake_init);
+    pthread_mutex_t *wl = &g_wake[wf__fnv(run_id, strlen(run_id), FNV0) & 63];
+    pthread_mutex_lock(wl);
+    rc = wf_handler_open(ex, run_id, h); /* another sender may have loaded it */
+    if (rc == WF_ENOTFOUND) {
+        wf_store_run_info info = {0};
+        int r = wf_store_get_run(du->store, run_id, &info);
+        if (r == 0 && info.status == WF_STORE_RELEASED) {
+            wf_workflow *wf = NULL;
+            pthread_mutex_lock(&du->wmu);
+            for (size_t i = 0; i < du->nwfs && wf == NULL; i++)
+                if (info.workflow && strcmp(du->wfs[i]->name, info.workflow) == 0)
+                    wf = du->wfs[i];
+            pthread_mutex_unlock(&du->wmu);
+            char *why = NULL;
+            r = wf ? wf__recover_one(ex, du->store, wf, run_id, &why) : WF_ENOTFOUND;
+            if (r == 1)
+                rc = wf_handler_open(ex, run_id, h);
+            else if (r < 0)
+                rc = wf__set_error(r, "released run '%s' could not be loaded: %s", run_id,
+                                   wf ? (why ? why : wf_err_name(r))
+                                      : "its workflow is not known to this executor");
+            else
+                rc = wf__set_error(WF_ELEASE, "released run '%s' is held by another owner",
+                                   run_id);
+            wf__free_mem(why);
+        }
+        wf_store_run_info_clear(&info);
+    }
+    pthread_mutex_unlock(wl);
+    return rc;
+}
+
 int wf_durable_send(wf_executor *ex, const char *run_id, wf_event *ev, const char *target)
 {
     wf_handler *h;
-    int rc = ev ? wf_handler_open(ex, run_id, &h) : WF_EINVAL;
+    int rc = ev ? open_or_wake(ex, run_id, &h) : WF_EINVAL;
     if (rc < 0) {
         wf_event_release(ev);
         return rc;

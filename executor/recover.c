@@ -109,8 +109,8 @@ static void note(char **message, uint32_t *failed, const char *fmt, const char *
 }
 
 /* Continues one run: 1 resumed, 0 busy (leased), 2 forgotten, < 0 failed (message). */
-static int recover_one(struct wf_executor *ex, wf_store *store, wf_workflow *wf,
-                       const char *run_id, char **why)
+int wf__recover_one(struct wf_executor *ex, wf_store *store, wf_workflow *wf, const char *run_id,
+                    char **why)
 {
     wf_store_run_info ci = {0};
     int rc = wf_store_claim(store, run_id, &ci);
@@ -243,7 +243,7 @@ static void *recover_worker(void *arg)
             if (j->wfs[k] && strcmp(j->wfs[k]->name, wname) == 0)
                 wf = j->wfs[k];
         char *why = NULL;
-        int r = wf ? recover_one(j->ex, j->store, wf, id, &why) : WF_ENOTFOUND;
+        int r = wf ? wf__recover_one(j->ex, j->store, wf, id, &why) : WF_ENOTFOUND;
         pthread_mutex_lock(&j->mu);
         if (wf == NULL)
             note(j->message, &j->info->failed, "run '%s': workflow '%s' was not given%s", id,
@@ -276,6 +276,9 @@ int wf_executor_recover(wf_executor *ex, wf_workflow *const *wfs, size_t n, wf_r
     wf__durable *du = wf__durable_of(ex);
     if (du == NULL)
         return wf__set_error(WF_ESTATE, "wf_executor_recover: the executor has no store");
+    for (size_t k = 0; k < n; k++)
+        if (wfs[k] && wf__durable_know(du, wfs[k]) < 0)
+            return WF_ENOMEM;
     found f = {0};
     uint64_t cursor = 0;
     int rc;

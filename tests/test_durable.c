@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -673,4 +674,114 @@ Test(durable, invocation_keys_differ_per_attempt, .timeout = 60)
     cr_assert_eq(wf_ctx_invocation_key(NULL, g_key[0], 8), WF_ESTATE);
     wf_executor_free(ex);
     wf_workflow_free(wf);
+}
+
+/* ------------------------------------------------------------ idle release */
+
+typedef struct answerer {
+    wf_executor *ex;
+    int from, to;
+    atomic_int *bad;
+} answerer;
+
+static void *answer_range(void *arg)
+{
+    answerer *a = arg;
+    char id[32];
+    for (int k = a->from; k < a->to; k++) {
+        run_name(id, sizeof id, k);
+        int rc = wf_durable_send(a->ex, id, answer(k), NULL);
+        if (rc < 0) {
+            fprintf(stderr, "answer %s: %s (%s)\n", id, wf_err_name(rc), wf_last_error_message());
+            atomic_fetch_add(a->bad, 1);
+        }
+    }
+    return NULL;
+}
+
+static int count_one(const wf_store_run_info *info, void *user)
+{
+    (void)info;
+    ++*(uint32_t *)user;
+    return 0;
+}
+
+static uint32_t count_status(wf_store *s, int32_t status)
+{
+    uint32_t n = 0;
+    uint64_t cursor = 0;
+    do
+        cr_assert_eq(wf_store_list(s, WF_STORE_MASK(status), cursor, 1000, count_one, &n, &cursor),
+                     0);
+    while (cursor);
+    return n;
+}
+
+Test(durable, idle_runs_are_released_and_answered_by_id, .timeout = 240)
+{
+    int nruns = env_int("WF_DURABLE_IDLE", 2000);
+    tdir t;
+    tdir_make(&t);
+    snprintf(g_fx, sizeof g_fx, "%s", t.fx);
+    wf_workflow *wf = crash_wf(0);
+    wf_store *s = open_store(t.db, "idle");
+    wf_executor *ex = new_exec(2);
+    cr_assert(wf && s && ex);
+    wf_durable_params dp;
+    wf_durable_params_init(&dp);
+    dp.checkpoint_ms = 5;
+    dp.idle_release_ms = 20;
+    cr_assert_eq(wf_executor_attach_store(ex, s, &dp), 0);
+    char id[32];
+    for (int k = 0; k < nruns; k++) {
+        run_name(id, sizeof id, k);
+        wf_handler *h;
+        cr_assert_eq(wf_run_start_durable(ex, wf, NULL, id, start_ev(k), NULL, &h, NULL), 0);
+        wf_handler_free(h);
+    }
+    /* every run reaches its wait for the answer and is released: none stays in memory */
+    while (wf_durable_in_memory(ex) > 0) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL); /* polls a condition; nothing assumed done after a time */
+    }
+    cr_assert_eq(count_status(s, WF_STORE_RELEASED), (uint32_t)nruns);
+    /* answered by id from 16 threads (a load claims the run: a commit round each) */
+    atomic_int bad = 0;
+    answerer a[16];
+    pthread_t th[16];
+    for (int i = 0; i < 16; i++) {
+        a[i] = (answerer){ex, nruns * i / 16, nruns * (i + 1) / 16, &bad};
+        cr_assert_eq(pthread_create(&th[i], NULL, answer_range, &a[i]), 0);
+    }
+    for (int i = 0; i < 16; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(atomic_load(&bad), 0);
+    size_t *fxn = count_runs(t.fx, nruns);
+    for (int k = 0; k < nruns; k++) {
+        run_name(id, sizeof id, k);
+        wf_handler *h;
+        wf_event *res = NULL;
+        wf_run_status st = WF_RUN_DONE;
+        int rc;
+        if (wf_handler_open(ex, id, &h) == 0) {
+            rc = wf_handler_wait(h, -1, &res);
+            wf_handler_free(h);
+        } else {
+            rc = wf_durable_result(ex, wf, id, &st, &res);
+        }
+        cr_assert_eq(rc, 0, "run %s: %s", id, wf_err_name(rc));
+        cr_assert_eq(st, WF_RUN_DONE);
+        int64_t r = -1;
+        wf_value_get_int(wf_event_result(res), &r);
+        cr_assert_eq(r, expected(k), "run %s: %lld", id, (long long)r);
+        wf_event_release(res);
+        cr_assert_eq(fxn[k], 4, "run %s: %zu side effects", id, fxn[k]);
+    }
+    free(fxn);
+    cr_assert_eq(wf_durable_in_memory(ex), 0);
+    wf_executor_free(ex);
+    cr_assert_eq(count_status(s, WF_STORE_DONE), (uint32_t)nruns);
+    wf_store_free(s);
+    wf_workflow_free(wf);
+    rm_dir(t.dir);
 }

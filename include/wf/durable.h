@@ -30,6 +30,15 @@ typedef struct wf_durable_params {
     uint32_t checkpoint_ms;
     /** ms between lease renewals (wf_store_renew); keep it under lease_ms / 3. Default 5000. */
     uint32_t renew_ms;
+    /**
+     * Idle release: a run whose checkpoint has not changed for this many ms
+     * and that has nothing to run (it waits for an outside event: nothing
+     * queued or in progress, no retry or async step pending, no waiter with
+     * a timeout) is released: its checkpoint is durable, it becomes
+     * WF_STORE_RELEASED in the store and leaves memory (its handlers report
+     * WF_ECANCELLED). wf_durable_send to its id loads it again. 0 (default): never.
+     */
+    uint32_t idle_release_ms;
 } wf_durable_params;
 
 WF_API void wf_durable_params_init(wf_durable_params *p);
@@ -87,8 +96,12 @@ WF_API int wf_executor_recover(wf_executor *ex, wf_workflow *const *wfs, size_t 
  */
 WF_API int wf_handler_open(wf_executor *ex, const char *run_id, wf_handler **out);
 
+/** Durable runs of ex in memory now (released ones are not). */
+WF_API uint64_t wf_durable_in_memory(wf_executor *ex);
+
 /**
- * Sends ev (taken) to the durable run run_id in memory in ex: journaled
+ * Sends ev (taken) to the durable run run_id in memory in ex (or released:
+ * it is loaded from the store first, as wf_executor_recover would): journaled
  * before it is delivered, so a recovery delivers it again if no checkpoint
  * after it committed. WF_ENOTFOUND, WF_ESTATE (ended), or as
  * wf_handler_send_event.
