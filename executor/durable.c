@@ -550,7 +550,9 @@ typedef struct pending_end {
 
 static void publish_pending(pending_end *p)
 {
+    wf__drun *d = p->run->dur; /* the table's reference keeps the run and d */
     wf__end_publish(p->run, p->status, p->result, p->code, p->step, p->msg, p->term, p->next);
+    drun_retire(d); /* openable by id until its result is durable and reported */
     wf__free_mem(p->step);
     wf__free_mem(p->msg);
     wf__free_mem(p);
@@ -586,22 +588,25 @@ int wf__durable_end(wf__run *run, int status, wf_event *result, int code, const 
 {
     wf__drun *d = run->dur;
     struct wf_executor *ex = run->ex;
-    drun_retire(d);
-    if (d->store == NULL)
+    if (d->store == NULL) {
+        drun_retire(d);
         return 0;
+    }
     pthread_mutex_lock(&ex->runs_lock);
     int closing = ex->shutting_down;
     pthread_mutex_unlock(&ex->runs_lock);
-    if (closing && status == WF_RUN_CANCELLED)
-        return 0; /* shutdown: the run stays in flight in the store, the next process goes on */
-    if (atomic_load(&d->releasing) && status == WF_RUN_CANCELLED)
-        return 0; /* idle release: released in the store, it leaves memory */
+    if ((closing || atomic_load(&d->releasing)) && status == WF_RUN_CANCELLED) {
+        /* shutdown: the run stays in flight for the next process; idle release: it is released */
+        drun_retire(d);
+        return 0;
+    }
     pending_end *p = wf__calloc(1, sizeof *p);
     void *data = NULL;
     size_t len = 0;
     if (p == NULL || (term && wf_event_to_msgpack(term, &data, &len) < 0)) {
         wf__free_mem(p);
         wf__log(ex, WF_LOG_ERROR, "durable run '%s': out of memory writing its result", d->run_id);
+        drun_retire(d);
         return 0;
     }
     p->run = run;
