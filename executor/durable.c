@@ -43,12 +43,7 @@ static size_t g_cap, g_n;
 
 uint64_t wf__fnv(const void *p, size_t n, uint64_t h)
 {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 1099511628211ull;
-    }
-    return h;
+    return wf__hash_update(h, p, n); /* FNV-1a, lib/text.h */
 }
 
 static wf__drun *find_locked(const char *id, uint64_t h)

@@ -11,7 +11,9 @@
 #include <wf/durable.h>
 #include <wf/snapshot.h>
 
-#define FNV0 14695981039346656037ull
+#include "text.h"
+
+#define FNV0 WF__HASH_INIT
 
 typedef struct wf__drun {
     struct wf__drun *next; /* bucket chain, under g_lock */
