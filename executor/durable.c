@@ -545,9 +545,14 @@ typedef struct pending_end {
 
 static void publish_pending(pending_end *p)
 {
-    wf__drun *d = p->run->dur; /* the table's reference keeps the run and d */
+    /*
+     * Openable by id until its result is durable (this is the result's
+     * commit callback, or its failure), then off the table before the
+     * outcome is published: whoever learns it ended finds the id free of
+     * memory and the result in the store. The engine's unit keeps the run.
+     */
+    drun_retire(p->run->dur);
     wf__end_publish(p->run, p->status, p->result, p->code, p->step, p->msg, p->term, p->next);
-    drun_retire(d); /* openable by id until its result is durable and reported */
     wf__free_mem(p->step);
     wf__free_mem(p->msg);
     wf__free_mem(p);
