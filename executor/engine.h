@@ -222,6 +222,7 @@ typedef struct wf__run {
     char *traceparent; /* wf_run_params.traceparent, copied; for RUN_START */
     wf_done_fn on_done;
     void *on_done_user;
+    struct wf__drun *dur;         /* a durable run's record (durable.c), or NULL */
     wf__retry_timer *retries;     /* armed retries, under mu */
     pthread_mutex_t collect_lock; /* guards collect and waiters */
     wf__collect *collect;
@@ -366,6 +367,13 @@ void wf__run_release(wf__run *run);
 int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char *step,
                 const char *msg);
 /*
+ * wf__end_run's last part: publishes the outcome (takes result and term),
+ * calls on_done, starts next (a run waiting for the place), gives the
+ * running unit back. A durable run calls it once its result is durable.
+ */
+void wf__end_publish(wf__run *run, int status, wf_event *result, int code, const char *step,
+                     const char *msg, wf_event *term, wf__run *next);
+/*
  * The run fails with WF_ENOMEM: "out of memory <doing> (step 'name')", the
  * step being step (an index) or, for WF__NO_STEP, the calling thread's
  * invocation's when it is one of run's. Every allocation failure that
@@ -393,6 +401,22 @@ int wf__run_params_check(wf_workflow *wf, wf_ctx *ctx, const wf_run_params *para
  */
 int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params,
                    wf_event *start, void *resume, size_t resume_len, wf__run **out);
+
+/* ------------------------------------------------- durable.c: durable runs */
+
+/* The durable record wf__run_create gives the run it creates on this thread (or NULL). */
+extern WF__TLS struct wf__drun *wf__tls_durable;
+/*
+ * The run ends: 1 if durable.c took over the publishing (the result is
+ * queued to the store; wf__end_publish runs once it is durable), 0 if the
+ * caller publishes now. Takes result and term when it returns 1.
+ */
+int wf__durable_end(wf__run *run, int status, wf_event *result, int code, const char *step,
+                    const char *msg, wf_event *term, wf__run *next);
+/* wf_handler_send_event on a durable run: journaled, then delivered. */
+int wf__durable_send(wf__run *run, wf_event *ev, const char *target);
+/* The run is freed: so is its durable record (NULL is fine). */
+void wf__durable_run_free(struct wf__drun *d);
 
 /* ------------------------------------------------- route.c: delivery */
 

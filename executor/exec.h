@@ -268,7 +268,12 @@ struct wf_executor {
     int shutting_down; /* under runs_lock */
     /* num_concurrent_runs: per limited workflow, its active and waiting runs (run.c), under runs_lock */
     struct wf__limiter *limiters;
+    /* the attached store and its checkpoint thread (durable.c), or NULL */
+    _Atomic(struct wf__durable *) durable;
 };
+
+/* wf_executor_free begins: last checkpoints, the checkpoint thread stops (durable.c). */
+void wf__durable_close(struct wf_executor *ex);
 
 /* The worker the calling thread is, or NULL. */
 extern WF__TLS wf__worker *wf__tls_worker;

@@ -208,6 +208,8 @@ int wf_handler_send_event(wf_handler *h, wf_event *ev, const char *target)
         wf_event_release(ev);
         return WF_EINVAL;
     }
+    if (((wf__run *)h)->dur) /* journaled first (durable.c) */
+        return wf__durable_send((wf__run *)h, ev, target);
     return wf__send_outside((wf__run *)h, ev, target);
 }
 

@@ -631,6 +631,7 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     pthread_cond_init(&ex->blk_cond, NULL);
     ex->blk_max = params->blocking_threads;
     ex->obs_buffer = params->observe_buffer;
+    atomic_init(&ex->durable, NULL);
     pthread_cond_init(&ex->runs_cond, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -707,6 +708,8 @@ void wf_executor_free(wf_executor *ex)
                 "another thread");
         return;
     }
+    /* durable runs: a last checkpoint; they stay in flight in the store (durable.c) */
+    wf__durable_close(ex);
     /* Cancel what still runs, then wait until every run's tasks are gone. */
     wf__runs_cancel_all(ex);
     pthread_mutex_lock(&ex->runs_lock);

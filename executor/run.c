@@ -33,6 +33,7 @@ WF__TLS int64_t wf__tls_fail_elapsed_ns;
 
 static void run_free(wf__run *run)
 {
+    wf__durable_run_free(run->dur);
     /* waiters' tasks may belong to fan-out branches: free them before the groups */
     wf__waiters_free(run->waiters);
     wf__collect_free(run->collect);
@@ -363,6 +364,16 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
     if (WF__UNLIKELY(wf__obs_mask(ex)))
         wf__obs_settle();
 
+    /* a durable run reports its outcome once its result is durable (durable.c) */
+    if (run->dur && wf__durable_end(run, status, result, code, step, msg, term, next))
+        return 1;
+    wf__end_publish(run, status, result, code, step, msg, term, next);
+    return 1;
+}
+
+void wf__end_publish(wf__run *run, int status, wf_event *result, int code, const char *step,
+                     const char *msg, wf_event *term, wf__run *next)
+{
     pthread_mutex_lock(&run->mu);
     run->result = result;
     run->err_code = code;
@@ -380,7 +391,6 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
         wf__run_release(next);
     }
     wf__engine_unref(run); /* the running unit */
-    return 1;
 }
 
 int wf__fail_nomem(wf__run *run, uint32_t step, const char *doing)
@@ -456,6 +466,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     atomic_init(&run->unhandled, 0);
     atomic_init(&run->gate, 0);
     atomic_init(&run->next_inv, 1);
+    run->dur = wf__tls_durable; /* a durable run being started (durable.c) */
     run->ex = ex;
     run->wf = wf_workflow_retain(wf);
     run->reg = wf->reg;

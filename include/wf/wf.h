@@ -13,6 +13,7 @@
 #include <wf/observe.h>
 #include <wf/store.h>
 #include <wf/cluster.h>
+#include <wf/durable.h>
 #include <wf/testing.h>
 #include <wf/plugin.h>
 

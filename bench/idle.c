@@ -1,0 +1,192 @@
+/*
+ * idle.c: idle release. --runs durable runs each wait for an answer from
+ * outside; with idle_release_ms 50 they are checkpointed, released in the
+ * store and leave memory. Measures the heap bytes in use per released run
+ * (mallinfo2, after minus before, over the runs), the time until all are
+ * released, and answers per second to released runs (each sent by id from
+ * --senders threads: the run is claimed, loaded and continued).
+ * Usage: idle [--runs N] [--threads T] [--senders S] [--dir DIR]
+ */
+#include <wf/wf.h>
+
+#include "common.h"
+#include <malloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static const wf_event_type *T_START, *T_ANSWER, *T_ASKED;
+static wf_executor *ex;
+static long runs;
+static atomic_int bad;
+
+static int ask(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    return wf_event_new(out, T_ASKED, 0);
+}
+
+static int join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    const wf_event_type *want[2] = {T_ASKED, T_ANSWER};
+    wf_event *got[2];
+    int rc = wf_ctx_collect_events(ctx, in, want, 2, NULL, got);
+    if (rc == WF_EAGAIN)
+        return 0;
+    if (rc < 0)
+        return rc;
+    wf_event_release(got[0]);
+    wf_event_release(got[1]);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(1));
+}
+
+typedef struct range {
+    long from, to;
+} range;
+
+static const char *prefix = "idle";
+
+static void *send_range(void *arg)
+{
+    range *r = arg;
+    char id[32];
+    for (long k = r->from; k < r->to; k++) {
+        snprintf(id, sizeof id, "%s-%ld", prefix, k);
+        wf_event *e;
+        wf_event_new(&e, T_ANSWER, 0);
+        if (wf_durable_send(ex, id, e, NULL) < 0)
+            atomic_fetch_add(&bad, 1);
+    }
+    return NULL;
+}
+
+typedef struct cycle_out {
+    double per_run, per_run_live, t_started, t_released, t_answered, t_done;
+    int ok;
+} cycle_out;
+
+/* Starts runs, waits until all are released, answers them all, waits until all are done. */
+static cycle_out cycle(wf_workflow *wf, long senders)
+{
+    cycle_out o = {0};
+    malloc_trim(0);
+    size_t before = mallinfo2().uordblks;
+    double t0 = bench_now();
+    char id[32];
+    for (long k = 0; k < runs; k++) {
+        snprintf(id, sizeof id, "%s-%ld", prefix, k);
+        wf_event *st;
+        wf_event_new(&st, T_START, 0);
+        wf_handler *h;
+        if (wf_run_start_durable(ex, wf, NULL, id, st, NULL, &h, NULL) < 0)
+            return o;
+        wf_handler_free(h);
+    }
+    o.t_started = bench_now() - t0;
+    size_t peak = mallinfo2().uordblks;
+    while (wf_durable_in_memory(ex) > 0) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    o.t_released = bench_now() - t0;
+    malloc_trim(0);
+    size_t after = mallinfo2().uordblks;
+    o.per_run = ((double)after - (double)before) / (double)runs;
+    o.per_run_live = ((double)peak - (double)before) / (double)runs;
+    double t1 = bench_now();
+    pthread_t *th = calloc((size_t)senders, sizeof *th);
+    range *rs = calloc((size_t)senders, sizeof *rs);
+    for (long i = 0; i < senders; i++) {
+        rs[i] = (range){runs * i / senders, runs * (i + 1) / senders};
+        pthread_create(&th[i], NULL, send_range, &rs[i]);
+    }
+    for (long i = 0; i < senders; i++)
+        pthread_join(th[i], NULL);
+    o.t_answered = bench_now() - t1;
+    o.ok = atomic_load(&bad) == 0;
+    for (long k = 0; k < runs && o.ok; k++) {
+        snprintf(id, sizeof id, "%s-%ld", prefix, k);
+        wf_handler *h;
+        if (wf_handler_open(ex, id, &h) == 0) {
+            o.ok = wf_handler_wait(h, -1, NULL) == 0;
+            wf_handler_free(h);
+        }
+    }
+    o.t_done = bench_now() - t1;
+    free(th);
+    free(rs);
+    return o;
+}
+
+int main(int argc, char **argv)
+{
+    runs = bench_arg(argc, argv, "--runs", 100000);
+    long threads = bench_arg(argc, argv, "--threads", 2);
+    long senders = bench_arg(argc, argv, "--senders", 64);
+    const char *dir = bench_arg_str(argc, argv, "--dir", "/tmp");
+    wf_workflow *wf;
+    if (wf_workflow_new(&wf, "idle", NULL) < 0)
+        return 1;
+    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    const wf_event_type *stop = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    wf_workflow_event_type(wf, "Answer", NULL, &T_ANSWER);
+    wf_workflow_event_type(wf, "Asked", NULL, &T_ASKED);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &T_START;
+    p.n_accepts = 1;
+    p.emits = &T_ASKED;
+    p.n_emits = 1;
+    wf_workflow_add_step(wf, "ask", ask, &p, NULL);
+    const wf_event_type *acc[2] = {T_ASKED, T_ANSWER};
+    p.accepts = acc;
+    p.n_accepts = 2;
+    p.emits = &stop;
+    wf_workflow_add_step(wf, "join", join, &p, NULL);
+    wf_workflow_set_validation(wf, 0);
+    wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
+
+    char db[512];
+    snprintf(db, sizeof db, "%s/wf-idle-%d.db", dir, (int)getpid());
+    wf_store *s;
+    char *msg = NULL;
+    if (wf_store_open_sqlite(&s, db, NULL, &msg) < 0) {
+        fprintf(stderr, "idle: %s\n", msg ? msg : "cannot open the store");
+        return 1;
+    }
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = (uint32_t)threads;
+    if (wf_executor_new(&ex, &ep) < 0)
+        return 1;
+    wf_durable_params dp;
+    wf_durable_params_init(&dp);
+    dp.idle_release_ms = 50;
+    if (wf_executor_attach_store(ex, s, &dp) < 0)
+        return 1;
+    prefix = "warm";
+    cycle_out w = cycle(wf, senders);
+    prefix = "idle";
+    cycle_out o = cycle(wf, senders);
+    int ok = w.ok && o.ok;
+    char extra[400];
+    snprintf(extra, sizeof extra,
+             ",\"runs\":%ld,\"heap_bytes_per_released_run\":%.1f,\"heap_bytes_per_live_run\":%.1f,"
+             "\"start_s\":%.3f,\"all_released_s\":%.3f,\"answers_per_s\":%.0f,\"answer_s\":%.3f,"
+             "\"senders\":%ld",
+             runs, o.per_run, o.per_run_live, o.t_started, o.t_released,
+             (double)runs / o.t_answered, o.t_done, senders);
+    bench_report("idle", "wf-durable", threads, runs, o.t_done, runs, ok, extra);
+    wf_executor_free(ex);
+    wf_store_free(s);
+    wf_workflow_free(wf);
+    char side[600];
+    unlink(db);
+    snprintf(side, sizeof side, "%s-wal", db);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", db);
+    unlink(side);
+    return ok ? 0 : 1;
+}
