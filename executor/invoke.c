@@ -258,6 +258,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
     inv.defer = d;
     inv.span_next = 0;
     inv.span_depth = 0;
+    inv.res = NULL;
     wf__inv *prev = wf__tls_inv;
     wf__tls_inv = &inv;
     wf_event *out = NULL;
@@ -276,7 +277,11 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
     }
     if (WF__UNLIKELY(run->internal))
         wf__internal_step_state(run, t->step, "running", t->ev->type, NULL);
-    int rc = step->fn(run->ctx, t->ev, &out, step->user);
+    int rc = WF__UNLIKELY(step->res != NULL) ? wf__resources_enter(&inv) : 0;
+    if (WF__LIKELY(rc == 0))
+        rc = step->fn(run->ctx, t->ev, &out, step->user);
+    if (WF__UNLIKELY(inv.res != NULL))
+        wf__resources_leave(&inv);
     wf__tls_inv = prev;
     wf__slot_dirty(run);
     if (WF__UNLIKELY(run->internal))

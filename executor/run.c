@@ -57,6 +57,7 @@ static void run_free(wf__run *run)
     wf_event_release(run->held_start);
     wf__free_mem(run->held_resume);
     wf__free_mem(run->traceparent);
+    wf__resources_run_free(run);
     wf_ctx_free(run->ctx);
     wf_workflow_free(run->wf);
     wf__free_mem(run);

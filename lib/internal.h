@@ -341,6 +341,7 @@ typedef struct wf__step {
     int join;        /* accepts is a tuple */
     int blocking;    /* runs on the blocking pool */
     int join_list;   /* joins list fan-outs of its accepted type */
+    struct wf__step_res *res; /* resource.c: the resources it declares, or NULL */
 } wf__step;
 
 #define WF__CHECK_REACHABILITY 1u
@@ -369,6 +370,7 @@ struct wf_workflow {
     uint32_t *route_steps;
     int validated;        /* 0 unknown, 1 passed, -1 failed (guarded by lock) */
     char *validation_msg; /* report of the failed run-start validation */
+    struct wf__resources *res; /* resource.c: declared resources, or NULL */
 };
 
 /* The steps that receive an event of type t (frozen workflow). */

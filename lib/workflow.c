@@ -2,6 +2,7 @@
  * workflow.c: workflow definitions, steps, freezing and the routing table.
  */
 #include "internal.h"
+#include "resource.h"
 
 #include <string.h>
 
@@ -53,6 +54,7 @@ static void step_free(wf__step *s)
     if (s->user_free)
         s->user_free(s->user);
     wf_retry_policy_free((wf_retry_policy *)s->retry);
+    wf__step_res_free(s->res);
     for (uint32_t i = 0; i < s->n_error_of; i++)
         wf__free_mem(s->error_of[i]);
     wf__free_mem(s->error_of);
@@ -75,6 +77,7 @@ void wf_workflow_free(wf_workflow *wf)
         return;
     for (uint32_t i = 0; i < wf->n_steps; i++)
         step_free(wf->steps[i]);
+    wf__resources_free(wf);
     wf__free_mem(wf->steps);
     wf__free_mem(wf->route_off);
     wf__free_mem(wf->route_steps);
@@ -243,6 +246,11 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
             }
         }
     }
+    int rc = wf__step_res_new(&s->res, p->resources, p->n_resources);
+    if (rc < 0) {
+        step_free(s);
+        return rc;
+    }
     s->error_of_all = p->error_of_all != 0;
     s->max_recoveries = p->max_recoveries;
     s->join = p->join != 0;
@@ -404,7 +412,7 @@ int wf_workflow_freeze(wf_workflow *wf, char **message)
         wf__buf b;
         wf__buf_init(&b);
         const wf_event_type *start = NULL, *stop = NULL;
-        if (wf__validate_definition(wf, &start, &stop, &b) > 0) {
+        if (wf__validate_definition(wf, &start, &stop, &b) + wf__resources_resolve(wf, &b) > 0) {
             rc = wf__set_error(WF_EVALIDATION, "%s", b.oom ? "workflow validation failed" : b.data);
             if (message && wf__buf_take(&b, message) < 0)
                 rc = WF_ENOMEM;

@@ -104,6 +104,13 @@ typedef struct wf_step_params {
      */
     const char *const *skip_graph_checks;
     uint32_t n_skip_graph_checks;
+    /**
+     * Names of the workflow's resources this step uses (resource.h), made
+     * before the step function runs and given by wf_ctx_resource; copied.
+     * Unknown names are reported when the workflow is frozen.
+     */
+    const char *const *resources;
+    uint32_t n_resources;
 } wf_step_params;
 
 /** Fills p with the defaults: no types, num_workers 4, exact routing, no retry, no handler. */
