@@ -161,6 +161,7 @@ typedef struct wf__group {
     _Atomic uint32_t *outstanding;
     _Atomic int *resolved;
     wf_event **result;
+    struct wf__take *take; /* the join step's Take(n) state (fanout.c), NULL: join all */
 } wf__group;
 
 /*
@@ -516,6 +517,12 @@ void wf__group_close(wf__group *g);
 void wf__branch_done(wf__run *run, wf__group *g, uint32_t b);
 /* Every branch resolved: the join step runs once, in the parent's branch. */
 void wf__group_fire(wf__run *run, wf__group *g);
+/* Take(n) (join step s's take): g's state; WF_ENOMEM. resumed: rebuilt from resolved[]/result[]. */
+int wf__take_init(wf__group *g, const wf__step *s, int resumed);
+/* Branch b's result ev (owned) reached a Take(n) group (b's resolved[] already won). */
+void wf__take_result(wf__run *run, wf__group *g, uint32_t b, wf_event *ev);
+/* 1 if g is a Take(n) group whose join has fired. */
+int wf__take_fired(wf__group *g);
 
 static inline void wf__branch_add(wf__group *g, uint32_t b)
 {

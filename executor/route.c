@@ -477,6 +477,10 @@ void wf__emit(wf__run *run, wf_event *ev, int32_t target)
         wf__group *g = wf__tls_group;
         int expected = 0;
         if (atomic_compare_exchange_strong(&g->resolved[wf__tls_branch], &expected, 1)) {
+            if (WF__UNLIKELY(g->take != NULL)) {
+                wf__take_result(run, g, wf__tls_branch, ev);
+                return;
+            }
             g->result[wf__tls_branch] = ev;
             if (atomic_fetch_sub(&g->unresolved, 1) == 1)
                 wf__group_fire(run, g);

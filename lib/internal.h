@@ -342,6 +342,7 @@ typedef struct wf__step {
     int blocking;    /* runs on the blocking pool */
     int join_list;   /* joins list fan-outs of its accepted type */
     struct wf__step_res *res; /* resource.c: the resources it declares, or NULL */
+    uint32_t take;            /* join_list: Take(n), 0: all (fanout.c) */
 } wf__step;
 
 #define WF__CHECK_REACHABILITY 1u

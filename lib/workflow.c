@@ -188,6 +188,10 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
                              "wf_workflow_add_step: step \"%s\": join_list needs exactly one "
                              "accepted type (%u given)",
                              name, (unsigned)p->n_accepts);
+    if (p->take && !p->join_list)
+        return wf__set_error(WF_EINVAL,
+                             "wf_workflow_add_step: step \"%s\": take applies to join_list steps",
+                             name);
     uint32_t skips = 0;
     if (p->n_skip_graph_checks && p->skip_graph_checks == NULL)
         return wf__set_error(WF_EINVAL,
@@ -256,6 +260,7 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
     s->join = p->join != 0;
     s->blocking = p->blocking != 0;
     s->join_list = p->join_list != 0;
+    s->take = p->take;
     s->skip_checks = skips;
     s->handler = -1;
     s->index = wf->n_steps;

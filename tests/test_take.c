@@ -1,0 +1,270 @@
+/*
+ * test_take.c: Take(n) on list fan-out joins (wf_step_params.take): fires
+ * once on the n-th result with the first n in arrival order, drops later
+ * results, fires with fewer when the fan-out resolves first; a stress run
+ * (also under TSan) checks it fires exactly once with distinct results.
+ */
+#include "harness.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <wf/wf.h>
+
+static const wf_event_type *T_START, *T_STOP, *T_ITEM, *T_RES, *T_JOINED, *T_DONE;
+
+static wf_event *ev_i(const wf_event_type *t, int64_t i)
+{
+    wf_event *e;
+    cr_assert_eq(wf_event_new1(&e, t, "i", wf_value_int(i)), 0);
+    return e;
+}
+
+static int64_t geti(const wf_event *e)
+{
+    int64_t v = -1;
+    wf_value_get_int(wf_event_get(e, "i", wf_value_nil()), &v);
+    return v;
+}
+
+static int list_n;
+static atomic_int joins;
+static char joined[256];
+
+/* the tokens of the pended branches, filled by the async "work" step */
+static pthread_mutex_t tok_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tok_cv = PTHREAD_COND_INITIALIZER;
+static wf_completion *tokens[16];
+static int ntokens;
+
+static int split(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    (void)in;
+    (void)out;
+    (void)u;
+    wf_event *evs[64];
+    for (int i = 0; i < list_n; i++)
+        evs[i] = ev_i(T_ITEM, i);
+    return wf_ctx_emit_list(ctx, evs, (size_t)list_n, T_RES);
+}
+
+static int work_async(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    (void)out;
+    (void)u;
+    wf_completion *c;
+    cr_assert_eq(wf_ctx_pend(ctx, &c), 0);
+    pthread_mutex_lock(&tok_mu);
+    tokens[geti(in)] = c;
+    ntokens++;
+    pthread_cond_broadcast(&tok_cv);
+    pthread_mutex_unlock(&tok_mu);
+    return WF_PENDING;
+}
+
+static int work_now(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    (void)ctx;
+    (void)u;
+    *out = ev_i(T_RES, geti(in));
+    return 0;
+}
+
+static int join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    (void)in;
+    (void)u;
+    atomic_fetch_add(&joins, 1);
+    const wf_event *const *evs;
+    size_t n;
+    cr_assert_eq(wf_ctx_join_events(ctx, &evs, &n), 0);
+    char s[256] = "[";
+    for (size_t i = 0; i < n; i++) {
+        char num[24];
+        snprintf(num, sizeof num, "%s%lld", i ? "," : "", (long long)geti(evs[i]));
+        strcat(s, num);
+    }
+    strcat(s, "]");
+    snprintf(joined, sizeof joined, "%s", s);
+    *out = ev_i(T_JOINED, (int64_t)n);
+    return 0;
+}
+
+/* Joined ends the run in the stress test; with the async work, "Done" from the test does */
+static int finish(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    (void)u;
+    if (u == (void *)1 && wf_event_type_of(in) == T_JOINED)
+        return 0;
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(atomic_load(&joins)));
+}
+
+static wf_workflow *take_wf(uint32_t take, wf_step_fn work, int wait_done)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "take", NULL), 0);
+    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    T_STOP = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Res", NULL, &T_RES), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Joined", NULL, &T_JOINED), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Done", NULL, &T_DONE), 0);
+    cr_assert_eq(wf_workflow_set_validation(wf, 0), 0); /* "Done" comes from the test */
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.n_accepts = 1;
+    p.n_emits = 1;
+    p.accepts = &T_START;
+    p.emits = &T_ITEM;
+    cr_assert_eq(wf_workflow_add_step(wf, "split", split, &p, NULL), 0);
+    p.accepts = &T_ITEM;
+    p.emits = &T_RES;
+    p.num_workers = 16;
+    cr_assert_eq(wf_workflow_add_step(wf, "work", work, &p, NULL), 0);
+    p.accepts = &T_RES;
+    p.emits = &T_JOINED;
+    p.join_list = 1;
+    p.take = take;
+    cr_assert_eq(wf_workflow_add_step(wf, "join", join, &p, NULL), 0);
+    wf_step_params_init(&p);
+    const wf_event_type *fin[] = {T_JOINED, T_DONE};
+    p.accepts = fin;
+    p.n_accepts = 2;
+    p.emits = &T_STOP;
+    p.n_emits = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "finish", finish, &p, (void *)(intptr_t)wait_done), 0);
+    return wf;
+}
+
+static wf_completion *await_token(int i)
+{
+    pthread_mutex_lock(&tok_mu);
+    while (tokens[i] == NULL)
+        pthread_cond_wait(&tok_cv, &tok_mu);
+    wf_completion *c = tokens[i];
+    tokens[i] = NULL;
+    pthread_mutex_unlock(&tok_mu);
+    return c;
+}
+
+static void reset(int n)
+{
+    list_n = n;
+    atomic_store(&joins, 0);
+    joined[0] = 0;
+    memset(tokens, 0, sizeof tokens);
+    ntokens = 0;
+}
+
+/* Runs the async workflow, completing branches in the order given; returns the joins count. */
+static int64_t run_in_order(uint32_t take, const int *order, int n)
+{
+    wf_workflow *wf = take_wf(take, work_async, 1);
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, NULL), 0);
+    wf_handler *h;
+    wf_event *start;
+    cr_assert_eq(wf_event_new(&start, T_START, 0), 0);
+    cr_assert_eq(wf_run_start(ex, wf, NULL, start, &h), 0);
+    for (int k = 0; k < n; k++) {
+        wf_completion *c = await_token(order[k]);
+        /* routed on this thread before complete returns: the join (or the drop) has happened */
+        cr_assert_eq(wf_completion_complete(c, ev_i(T_RES, order[k])), 0);
+    }
+    cr_assert_eq(wf_handler_send_event(h, ev_i(T_DONE, 0), NULL), 0);
+    wf_event *res = NULL;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    int64_t v = -1;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    return v;
+}
+
+Test(take, fires_on_the_nth_arrival_with_the_first_n_in_arrival_order, .timeout = 60)
+{
+    reset(4);
+    const int order[] = {2, 0, 3, 1};
+    cr_assert_eq(run_in_order(2, order, 4), 1, "the join fired exactly once");
+    cr_assert_str_eq(joined, "[2,0]", "arrival order; 3 and 1 were dropped");
+}
+
+Test(take, fires_with_fewer_when_the_fan_out_resolves_first, .timeout = 60)
+{
+    reset(3);
+    const int order[] = {1, 2, 0};
+    cr_assert_eq(run_in_order(5, order, 3), 1);
+    cr_assert_str_eq(joined, "[1,2,0]");
+}
+
+Test(take, take_one_is_the_fastest, .timeout = 60)
+{
+    reset(3);
+    const int order[] = {1, 0, 2};
+    cr_assert_eq(run_in_order(1, order, 3), 1);
+    cr_assert_str_eq(joined, "[1]");
+}
+
+static int nop(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    (void)ctx;
+    (void)in;
+    (void)out;
+    (void)u;
+    return 0;
+}
+
+Test(take, take_needs_a_join_list_step)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "bad", NULL), 0);
+    const wf_event_type *s = wf_workflow_builtin(wf, WF_START_EVENT);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &s;
+    p.n_accepts = 1;
+    p.take = 2;
+    cr_assert_eq(wf_workflow_add_step(wf, "s", nop, &p, NULL), WF_EINVAL);
+    cr_assert(strstr(wf_last_error_message(), "take applies to join_list steps") != NULL);
+    wf_workflow_free(wf);
+}
+
+Test(take, stress_fires_once_with_distinct_results, .timeout = 300)
+{
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 4;
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    for (int round = 0; round < 60; round++) {
+        uint32_t take = (uint32_t)(round % 9) + 1;
+        reset(8 + round % 40);
+        wf_workflow *wf = take_wf(take, work_now, 0);
+        wf_event *start, *res = NULL;
+        cr_assert_eq(wf_event_new(&start, T_START, 0), 0);
+        cr_assert_eq(wf_run(ex, wf, NULL, start, -1, &res), 0);
+        int64_t v = -1;
+        cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
+        wf_event_release(res);
+        cr_assert_eq(v, 1, "round %d: fired once", round);
+        /* distinct branch numbers, take of them */
+        int seen[64] = {0}, count = 0;
+        for (const char *p = joined + 1; *p && *p != ']';) {
+            int b = (int)strtol(p, (char **)&p, 10);
+            cr_assert(b >= 0 && b < list_n);
+            cr_assert_eq(seen[b], 0, "round %d: branch %d twice", round, b);
+            seen[b] = 1;
+            count++;
+            if (*p == ',')
+                p++;
+        }
+        cr_assert_eq(count, (int)take, "round %d: %s", round, joined);
+        wf_workflow_free(wf);
+    }
+    wf_executor_free(ex);
+}
