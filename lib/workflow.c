@@ -4,6 +4,8 @@
 #include "internal.h"
 #include "resource.h"
 
+#include <wf/schema.h>
+
 #include <string.h>
 
 void wf_step_params_init(wf_step_params *p)
@@ -78,6 +80,7 @@ void wf_workflow_free(wf_workflow *wf)
     for (uint32_t i = 0; i < wf->n_steps; i++)
         step_free(wf->steps[i]);
     wf__resources_free(wf);
+    wf_schema_free(wf->state_schema);
     wf__free_mem(wf->steps);
     wf__free_mem(wf->route_off);
     wf__free_mem(wf->route_steps);

@@ -8,6 +8,7 @@
 #include <wf/retry.h>
 #include <wf/workflow.h>
 #include <wf/resource.h>
+#include <wf/schema.h>
 #include <wf/context.h>
 #include <wf/run.h>
 #include <wf/snapshot.h>
