@@ -138,6 +138,20 @@ int wf_workflow_resource_at(const wf_workflow *wf, size_t i, const char **name, 
     return 0;
 }
 
+int wf_workflow_resource_factory(const wf_workflow *wf, size_t i, wf_resource_factory *factory,
+                                 void **user)
+{
+    if (wf == NULL)
+        return WF_EINVAL;
+    if (i >= wf_workflow_resource_count(wf))
+        return WF_ERANGE;
+    if (factory)
+        *factory = wf->res->v[i]->factory;
+    if (user)
+        *user = wf->res->v[i]->user;
+    return 0;
+}
+
 int wf_workflow_step_resources(const wf_workflow *wf, size_t i, const char *const **names, size_t *n)
 {
     if (wf == NULL || names == NULL || n == NULL)

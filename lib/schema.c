@@ -60,6 +60,11 @@ static wf_schema *schema_retain(const wf_schema *s)
     return (wf_schema *)s;
 }
 
+wf_schema *wf_schema_retain(wf_schema *s)
+{
+    return schema_retain(s);
+}
+
 void wf_schema_free(wf_schema *s)
 {
     if (s == NULL || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)

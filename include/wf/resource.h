@@ -116,6 +116,14 @@ WF_API int wf_workflow_step_resources(const wf_workflow *wf, size_t i, const cha
                                       size_t *n);
 
 /**
+ * Resource i's factory and user pointer (borrowed), so that a library that
+ * declares resources (libwf-json's config resources) can recognise its own.
+ * WF_ERANGE past the end. Any time.
+ */
+WF_API int wf_workflow_resource_factory(const wf_workflow *wf, size_t i,
+                                        wf_resource_factory *factory, void **user);
+
+/**
  * In a step, the resource name it declared; in a factory, a dependency it
  * declared. *out borrowed: valid during the step (per-invocation ones), the
  * run (per-run ones) or the workflow's life. WF_ENOTFOUND when the calling

@@ -80,6 +80,8 @@ WF_API void wf_schema_field_init(wf_schema_field *f);
 
 /** A new, empty schema. Caller owns: wf_schema_free. Any thread. */
 WF_API int wf_schema_new(wf_schema **out);
+/** A new reference (for wf_schema_free); returns s. NULL is fine. */
+WF_API wf_schema *wf_schema_retain(wf_schema *s);
 /** Drops the caller's reference (attached schemas live on). NULL is fine. */
 WF_API void wf_schema_free(wf_schema *s);
 /**
