@@ -375,3 +375,87 @@ Test(resource, outside_a_step_is_an_error)
     wf_ctx_free(ctx);
     wf_workflow_free(wf);
 }
+
+/* ---- snapshots: resources are made again on resume ---- */
+
+static const wf_event_type *T_GO;
+
+static int waiter(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    (void)in;
+    (void)user;
+    void *r = NULL;
+    cr_assert_eq(wf_ctx_resource(ctx, "db", &r), 0);
+    wf_event *ask;
+    cr_assert_eq(wf_event_new(&ask, wf_registry_builtin(wf_workflow_registry(wf_ctx_workflow(ctx)),
+                                                        WF_INPUT_REQUIRED_EVENT),
+                              0),
+                 0);
+    wf_event *go = NULL;
+    int rc = wf_ctx_wait_for_event(ctx, T_GO, wf_value_nil(), ask, "go", WF_NO_TIMEOUT, &go);
+    if (rc != 0)
+        return rc;
+    wf_event_release(go);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(((res *)r)->id));
+}
+
+Test(resource, a_resumed_run_makes_its_resources_again, .timeout = 60)
+{
+    reset();
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "resume", NULL), 0);
+    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    T_STOP = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    cr_assert_eq(wf_workflow_event_type(wf, "Go", NULL, &T_GO), 0);
+    cr_assert_eq(wf_workflow_set_validation(wf, 0), 0); /* Go comes from outside */
+    wf_step_params sp;
+    wf_step_params_init(&sp);
+    sp.accepts = &T_START;
+    sp.n_accepts = 1;
+    sp.emits = &T_STOP;
+    sp.n_emits = 1;
+    sp.resources = uses_db;
+    sp.n_resources = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "wait", waiter, &sp, NULL), 0);
+    wf_resource_params rp;
+    wf_resource_params_init(&rp);
+    rp.free = res_free;
+    cr_assert_eq(wf_workflow_add_resource(wf, "db", factory, &rp, NULL), 0);
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, NULL), 0);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, ctx, start_ev(), &h), 0);
+    wf_event *ev = NULL;
+    cr_assert_eq(wf_handler_next_event(h, -1, &ev), 0, "the step asks: it waits now");
+    wf_event_release(ev);
+    cr_assert_eq(wf_handler_cancel(h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ECANCELLED);
+    wf_handler_free(h);
+    cr_assert_eq(atomic_load(&made), 1);
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_ctx_save(ctx, &buf, &len), 0);
+    wf_ctx *loaded;
+    cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &loaded, NULL), 0);
+    wf_free(buf);
+    cr_assert_eq(wf_run_resume(ex, wf, loaded, NULL, &h, NULL), 0);
+    wf_event *go;
+    cr_assert_eq(wf_event_new(&go, T_GO, 0), 0);
+    /* the waiter was restored with the run: Go wakes the step, which runs again */
+    cr_assert_eq(wf_handler_send_event(h, go, NULL), 0);
+    wf_event *result = NULL;
+    cr_assert_eq(wf_handler_wait(h, -1, &result), 0);
+    int64_t id = 0;
+    cr_assert_eq(wf_value_get_int(wf_event_result(result), &id), 0);
+    cr_assert_eq(id, 2, "the resumed run made its own");
+    wf_event_release(result);
+    wf_handler_free(h);
+    wf_ctx_free(loaded);
+    wf_ctx_free(ctx);
+    wf_executor_free(ex);
+    cr_assert_eq(atomic_load(&freed), 2);
+    wf_workflow_free(wf);
+}
