@@ -97,8 +97,8 @@ static int join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 static int finish(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 {
     (void)u;
-    if (u == (void *)1 && wf_event_type_of(in) == T_JOINED)
-        return 0;
+    if (u == (void *)1 && wf_event_type_of(in) == T_JOINED) /* the test sees the join, then sends Done */
+        return wf_ctx_write_event_to_stream(ctx, wf_event_retain(in));
     return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
                              wf_value_int(atomic_load(&joins)));
 }
@@ -152,6 +152,19 @@ static void await_token(int i)
     pthread_mutex_unlock(&tok_mu);
 }
 
+/* Reads the stream until the join's Joined event (the join has run). */
+static void await_joined(wf_handler *h)
+{
+    for (;;) {
+        wf_event *e = NULL;
+        cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
+        int joined_now = wf_event_type_of(e) == T_JOINED;
+        wf_event_release(e);
+        if (joined_now)
+            return;
+    }
+}
+
 static void reset(int n)
 {
     list_n = n;
@@ -196,6 +209,7 @@ static int64_t run_in_order(uint32_t take, const int *order, char *names, size_t
         snprintf(names + l, cap - l, "%s%d", k ? "," : "", b);
         cr_assert_eq(wf_completion_complete(held[b], ev_i(T_RES, b)), 0);
     }
+    await_joined(h);
     cr_assert_eq(wf_handler_send_event(h, ev_i(T_DONE, 0), NULL), 0);
     wf_event *res = NULL;
     cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
@@ -309,4 +323,73 @@ Test(take, stress_fires_once_with_distinct_results, .timeout = 300)
         wf_workflow_free(wf);
     }
     wf_executor_free(ex);
+}
+
+Test(take, a_snapshot_keeps_what_arrived_and_the_join_fires_once, .timeout = 120)
+{
+    reset(3);
+    wf_workflow *wf = take_wf(2, work_async, 1);
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 1;
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    wf_handler *h;
+    wf_event *start;
+    cr_assert_eq(wf_event_new(&start, T_START, 0), 0);
+    cr_assert_eq(wf_run_start(ex, wf, ctx, start, &h), 0);
+    for (int i = 0; i < 3; i++)
+        await_token(i);
+    int first = received[0]; /* armed: the second and third came after it returned */
+    cr_assert_eq(wf_completion_complete(held[first], ev_i(T_RES, first)), 0);
+    held[first] = NULL;
+    cr_assert_eq(wf_handler_cancel(h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ECANCELLED);
+    wf_handler_free(h);
+    for (int i = 0; i < 3; i++)
+        if (held[i])
+            wf_completion_complete(held[i], NULL); /* detached: only freed */
+    cr_assert_eq(atomic_load(&joins), 0, "one result of two: no join yet");
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_ctx_save(ctx, &buf, &len), 0);
+    wf_ctx *loaded;
+    cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &loaded, NULL), 0);
+    wf_free(buf);
+
+    /* the two unfinished branches run again; the first result is kept */
+    pthread_mutex_lock(&tok_mu);
+    memset(tokens, 0, sizeof tokens);
+    memset(held, 0, sizeof held);
+    ntokens = 0;
+    pthread_mutex_unlock(&tok_mu);
+    cr_assert_eq(wf_run_resume(ex, wf, loaded, NULL, &h, NULL), 0);
+    int rest[2], k = 0;
+    for (int i = 0; i < 3; i++)
+        if (i != first)
+            rest[k++] = i;
+    await_token(rest[0]);
+    await_token(rest[1]);
+    int second = received[0], third = received[1];
+    cr_assert_eq(wf_completion_complete(held[second], ev_i(T_RES, second)), 0);
+    /* the second result fired the join (its invocation runs on the worker) */
+    cr_assert_eq(wf_completion_complete(held[third], ev_i(T_RES, third)), 0);
+    await_joined(h);
+    cr_assert_eq(wf_handler_send_event(h, ev_i(T_DONE, 0), NULL), 0);
+    wf_event *res = NULL;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    int64_t v = -1;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
+    cr_assert_eq(v, 1, "fired once, across the snapshot");
+    char want[32];
+    snprintf(want, sizeof want, "[%d,%d]", first, second);
+    cr_assert_str_eq(joined, want);
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_ctx_free(loaded);
+    wf_ctx_free(ctx);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
 }
