@@ -555,7 +555,8 @@ void wf__waiters_cancel(wf__run *run);
 
 /* ------------------------------------------------- resources.c: resources */
 
-/* Makes the resources the invocation's step declares: 0, or the failure (inv->errmsg says which). */
+/* Makes the resources the invocation's step declares: 0, or the failure (inv->errmsg says which).
+ */
 int wf__resources_enter(wf__inv *inv);
 /* The step function returned: frees the invocation's own resources. */
 void wf__resources_leave(wf__inv *inv);

@@ -56,7 +56,8 @@ int wf__take_init(wf__group *g, const wf__step *s, int resumed)
     pthread_mutex_init(&tk->mu, NULL);
     tk->n = s->take;
     if (resumed) {
-        /* fired <=> take results had arrived (later ones also resolve as 1, their events dropped) */
+        /* fired <=> take results had arrived (later ones also resolve as 1, their events dropped)
+         */
         uint32_t ones = 0;
         for (uint32_t b = 0; b < g->n; b++) {
             ones += atomic_load_explicit(&g->resolved[b], memory_order_relaxed) == 1;
@@ -240,7 +241,8 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
     wf__group *g = NULL;
     if (rc == 0 && (g = wf__group_new((uint32_t)n)) == NULL)
         rc = WF_ENOMEM;
-    if (g && inv->run->wf->steps[join]->take && wf__take_init(g, inv->run->wf->steps[join], 0) < 0) {
+    if (g && inv->run->wf->steps[join]->take &&
+        wf__take_init(g, inv->run->wf->steps[join], 0) < 0) {
         group_free(g);
         g = NULL;
         rc = WF_ENOMEM;

@@ -104,8 +104,8 @@ static int call_factory(wf__inv *inv, const wf__resource *r, void **out)
 }
 
 /* Makes (or finds) slot s of a shared cache guarded by mu/cv. */
-static int make_shared(wf__inv *inv, const wf__resource *r, pthread_mutex_t *mu,
-                       pthread_cond_t *cv, wf__rslot *s, void **out)
+static int make_shared(wf__inv *inv, const wf__resource *r, pthread_mutex_t *mu, pthread_cond_t *cv,
+                       wf__rslot *s, void **out)
 {
     pthread_mutex_lock(mu);
     while (s->state == 1)
@@ -207,7 +207,8 @@ int wf_ctx_resource(wf_ctx *ctx, const char *name, void **out)
     *out = NULL;
     wf__inv *inv = wf__inv_of(ctx);
     if (inv == NULL)
-        return wf__set_error(WF_ESTATE, "wf_ctx_resource: not called from a step of this context's run");
+        return wf__set_error(WF_ESTATE,
+                             "wf_ctx_resource: not called from a step of this context's run");
     const wf__resources *t = inv->run->wf->res;
     for (uint32_t i = 0; t && i < t->n; i++) {
         if (strcmp(t->v[i]->name, name) != 0)

@@ -418,7 +418,8 @@ static int dec_groups(dec *d)
             g->collect = d->types[ti];
             g->lineage = (uint16_t)lineage;
             atomic_init(&g->unresolved, unresolved);
-            if (d->wf->steps[g->join_step]->take && wf__take_init(g, d->wf->steps[g->join_step], 1) < 0)
+            if (d->wf->steps[g->join_step]->take &&
+                wf__take_init(g, d->wf->steps[g->join_step], 1) < 0)
                 return WF_ENOMEM;
         }
     }

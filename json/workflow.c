@@ -37,7 +37,7 @@ static void put_kind(wf_json_buf *b, int32_t kind, const wf_schema *fields, int3
 static void put_type(wf_json_buf *b, int32_t kind)
 {
     static const char *const json_types[] = {"null",   "boolean", "integer", "integer", "number",
-                                              "string", "string",  "array",   "object"};
+                                             "string", "string",  "array",   "object"};
     put(b, "\"type\":");
     put_str(b, json_types[kind]);
     if (kind == WF_UINT)
@@ -106,8 +106,7 @@ static void put_record(wf_json_buf *b, const wf_schema *s, const char *title, in
 }
 
 /* {"type": ...} for a kind (with its elements or nested record). */
-static void put_kind(wf_json_buf *b, int32_t kind, const wf_schema *fields, int32_t elem,
-                     int depth)
+static void put_kind(wf_json_buf *b, int32_t kind, const wf_schema *fields, int32_t elem, int depth)
 {
     if (depth > WF_JSON_MAX_DEPTH) {
         put(b, "{}");
@@ -310,7 +309,9 @@ int wf_json_add_config_resource(wf_workflow *wf, const char *name, const char *p
 
 static const char *scope_name(int32_t s)
 {
-    return s == WF_RESOURCE_WORKFLOW ? "workflow" : s == WF_RESOURCE_INVOCATION ? "invocation" : "run";
+    return s == WF_RESOURCE_WORKFLOW     ? "workflow"
+           : s == WF_RESOURCE_INVOCATION ? "invocation"
+                                         : "run";
 }
 
 typedef struct rep {

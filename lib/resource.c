@@ -60,9 +60,8 @@ int wf_workflow_add_resource(wf_workflow *wf, const char *name, wf_resource_fact
         return wf__set_error(WF_EINVAL, "wf_workflow_add_resource: '%s': depends is NULL", name);
     for (uint32_t i = 0; i < p->n_depends; i++)
         if (!name_ok(p->depends[i]))
-            return wf__set_error(WF_EINVAL,
-                                 "wf_workflow_add_resource: '%s': dependency %u is not a name",
-                                 name, i);
+            return wf__set_error(
+                WF_EINVAL, "wf_workflow_add_resource: '%s': dependency %u is not a name", name, i);
     if (atomic_load_explicit(&wf->frozen, memory_order_acquire))
         return wf__set_error(WF_EFROZEN, "wf_workflow_add_resource: workflow '%s' is frozen",
                              wf->name);
@@ -152,7 +151,8 @@ int wf_workflow_resource_factory(const wf_workflow *wf, size_t i, wf_resource_fa
     return 0;
 }
 
-int wf_workflow_step_resources(const wf_workflow *wf, size_t i, const char *const **names, size_t *n)
+int wf_workflow_step_resources(const wf_workflow *wf, size_t i, const char *const **names,
+                               size_t *n)
 {
     if (wf == NULL || names == NULL || n == NULL)
         return WF_EINVAL;
@@ -234,7 +234,9 @@ static int find(const wf__resources *t, const char *name)
 
 static const char *scope_name(int32_t s)
 {
-    return s == WF_RESOURCE_WORKFLOW ? "workflow" : s == WF_RESOURCE_INVOCATION ? "invocation" : "run";
+    return s == WF_RESOURCE_WORKFLOW     ? "workflow"
+           : s == WF_RESOURCE_INVOCATION ? "invocation"
+                                         : "run";
 }
 
 /* Scope breadth: a dependency must live at least as long as its dependent. */
@@ -280,8 +282,9 @@ int wf__resources_resolve(wf_workflow *wf, wf__buf *b)
             int j = find(t, sr->names[k]);
             sr->ix[k] = j < 0 ? UINT32_MAX : (uint32_t)j;
             if (j < 0) {
-                wf__buf_printf(b, "Step '%s' uses resource '%s', which the workflow does not declare\n",
-                               wf->steps[s]->name, sr->names[k]);
+                wf__buf_printf(
+                    b, "Step '%s' uses resource '%s', which the workflow does not declare\n",
+                    wf->steps[s]->name, sr->names[k]);
                 problems++;
             }
         }
@@ -331,7 +334,8 @@ int wf__resources_resolve(wf_workflow *wf, wf__buf *b)
         }
         wf__free_mem(msg);
     }
-    if (problems == 0 && t->wslot == NULL && (t->wslot = wf__calloc(t->n, sizeof *t->wslot)) == NULL) {
+    if (problems == 0 && t->wslot == NULL &&
+        (t->wslot = wf__calloc(t->n, sizeof *t->wslot)) == NULL) {
         b->oom = 1;
         problems++;
     }

@@ -89,7 +89,7 @@ static void schema_freeze(const wf_schema *s)
 
 const char *wf_schema_kind_name(int32_t kind)
 {
-    static const char *const names[] = {"nil",    "bool",   "int",   "uint", "double",
+    static const char *const names[] = {"nil",    "bool",  "int",   "uint", "double",
                                         "string", "bytes", "array", "map"};
     if (kind == WF_SCHEMA_ANY)
         return "any";
@@ -231,8 +231,7 @@ int wf_schema_add_field(wf_schema *s, const char *name, const wf_schema_field *f
                              "wf_schema_add_field: a schema and a name of 1..255 bytes without "
                              "'.' are needed");
     if (s->frozen)
-        return wf__set_error(WF_EFROZEN, "wf_schema_add_field: '%s': the schema is attached",
-                             name);
+        return wf__set_error(WF_EFROZEN, "wf_schema_add_field: '%s': the schema is attached", name);
     if (!kind_valid(f->kind) || !kind_valid(f->elem_kind))
         return wf__set_error(WF_EINVAL, "wf_schema_add_field: '%s': bad kind", name);
     if (f->fields && f->kind != WF_MAP && f->kind != WF_ARRAY && f->kind != WF_SCHEMA_ANY)

@@ -192,9 +192,8 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
                              "accepted type (%u given)",
                              name, (unsigned)p->n_accepts);
     if (p->take && !p->join_list)
-        return wf__set_error(WF_EINVAL,
-                             "wf_workflow_add_step: step \"%s\": take applies to join_list steps",
-                             name);
+        return wf__set_error(
+            WF_EINVAL, "wf_workflow_add_step: step \"%s\": take applies to join_list steps", name);
     uint32_t skips = 0;
     if (p->n_skip_graph_checks && p->skip_graph_checks == NULL)
         return wf__set_error(WF_EINVAL,

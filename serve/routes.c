@@ -95,8 +95,8 @@ enum MHD_Result wf__srv_get_representation(const srv_wf *w, struct MHD_Connectio
     wf__srv_put(&b, "{\"graph\":");
     int rc = wf_json_write_representation(&b, w->wf);
     wf__srv_put(&b, "}");
-    enum MHD_Result r = rc < 0 ? wf__srv_reply_detail(c, 500, wf_strerror(rc))
-                               : wf__srv_reply_json(c, 200, &b);
+    enum MHD_Result r =
+        rc < 0 ? wf__srv_reply_detail(c, 500, wf_strerror(rc)) : wf__srv_reply_json(c, 200, &b);
     wf_json_buf_free(&b);
     return r;
 }

@@ -289,8 +289,7 @@ static void expect_invalid(const char *selector, int with_schema, const char *ne
     wf_workflow *wf = cfg_wf(selector, with_schema);
     char *msg = NULL;
     cr_assert_eq(wf_workflow_validate(wf, &msg), WF_EVALIDATION);
-    cr_assert(msg && strstr(msg, "Resource 'llm'") && strstr(msg, needle), "%s",
-              msg ? msg : "");
+    cr_assert(msg && strstr(msg, "Resource 'llm'") && strstr(msg, needle), "%s", msg ? msg : "");
     wf_free(msg);
     wf_workflow_free(wf);
 }

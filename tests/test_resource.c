@@ -387,8 +387,9 @@ static int waiter(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
     void *r = NULL;
     cr_assert_eq(wf_ctx_resource(ctx, "db", &r), 0);
     wf_event *ask;
-    cr_assert_eq(wf_event_new(&ask, wf_registry_builtin(wf_workflow_registry(wf_ctx_workflow(ctx)),
-                                                        WF_INPUT_REQUIRED_EVENT),
+    cr_assert_eq(wf_event_new(&ask,
+                              wf_registry_builtin(wf_workflow_registry(wf_ctx_workflow(ctx)),
+                                                  WF_INPUT_REQUIRED_EVENT),
                               0),
                  0);
     wf_event *go = NULL;

@@ -239,7 +239,8 @@ Test(schema, a_returned_event_is_checked_at_emission, .timeout = 60)
 
     emit_mode = 1;
     cr_assert_eq(wf_event_new(&start, T_START, 0), 0);
-    cr_assert_eq(wf_run(ex, wf, NULL, start, -1, &res), 0, "the send was refused, the step went on");
+    cr_assert_eq(wf_run(ex, wf, NULL, start, -1, &res), 0,
+                 "the send was refused, the step went on");
     wf_event_release(res);
 
     emit_mode = 2;
@@ -370,8 +371,7 @@ Test(schema, a_snapshot_is_checked_against_the_state_schema)
     char *msg = NULL;
     cr_assert_eq(wf_ctx_load(typed, buf, len, 0, &loaded, &msg), WF_EMISMATCH);
     cr_assert_null(loaded);
-    cr_assert(msg && strstr(msg, "state.counter: expected int, got string"), "%s",
-              msg ? msg : "");
+    cr_assert(msg && strstr(msg, "state.counter: expected int, got string"), "%s", msg ? msg : "");
     wf_free(msg);
     wf_free(buf);
     cr_assert_eq(wf_ctx_set(ctx, "counter", wf_value_int(4)), 0);

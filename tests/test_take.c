@@ -97,7 +97,8 @@ static int join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 static int finish(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 {
     (void)u;
-    if (u == (void *)1 && wf_event_type_of(in) == T_JOINED) /* the test sees the join, then sends Done */
+    if (u == (void *)1 &&
+        wf_event_type_of(in) == T_JOINED) /* the test sees the join, then sends Done */
         return wf_ctx_write_event_to_stream(ctx, wf_event_retain(in));
     return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
                              wf_value_int(atomic_load(&joins)));

@@ -106,8 +106,7 @@ WF_API size_t wf_workflow_resource_count(const wf_workflow *wf);
  * *n_depends names; may be NULL). WF_ERANGE past the end. Any time.
  */
 WF_API int wf_workflow_resource_at(const wf_workflow *wf, size_t i, const char **name,
-                                   int32_t *scope, const char *const **depends,
-                                   size_t *n_depends);
+                                   int32_t *scope, const char *const **depends, size_t *n_depends);
 /**
  * The resources step i declares (borrowed names, *n of them). WF_ERANGE
  * past the last step. Any time.

@@ -93,7 +93,8 @@ WF_API void wf_schema_free(wf_schema *s);
 WF_API int wf_schema_add_field(wf_schema *s, const char *name, const wf_schema_field *f);
 /** Number of fields. */
 WF_API size_t wf_schema_field_count(const wf_schema *s);
-/** Field i: its name and declaration (borrowed: valid while the schema is). WF_ERANGE past the end. */
+/** Field i: its name and declaration (borrowed: valid while the schema is). WF_ERANGE past the end.
+ */
 WF_API int wf_schema_field_at(const wf_schema *s, size_t i, const char **name,
                               const wf_schema_field **f);
 /** The kind's name ("int", "map", ...; "any" for WF_SCHEMA_ANY). */
