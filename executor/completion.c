@@ -44,7 +44,12 @@ static void token_finish(wf_completion *c)
     uint32_t s = t->step, shard = t->shard;
     if (!wf__run_ended(run)) {
         uint16_t saved = wf__tls_lineage;
+        wf__group *saved_g = wf__tls_group;
+        uint32_t saved_b = wf__tls_branch;
         wf__tls_lineage = t->flags;
+        /* its emissions belong to the task's fan-out branch, as in invoke */
+        wf__tls_group = t->u.group;
+        wf__tls_branch = t->pad;
         if (c->rc == 0) {
             if (c->out)
                 wf__emit(run, c->out, -1);
@@ -56,6 +61,8 @@ static void token_finish(wf_completion *c)
             wf__step_failed(run, t, c->rc, c->errmsg, c->started);
         }
         wf__tls_lineage = saved;
+        wf__tls_group = saved_g;
+        wf__tls_branch = saved_b;
     }
     c->task = NULL;
     wf__drop_task(t);

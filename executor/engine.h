@@ -161,6 +161,7 @@ typedef struct wf__group {
     _Atomic uint32_t *outstanding;
     _Atomic int *resolved;
     wf_event **result;
+    struct wf__take *take; /* the join step's Take(n) state (fanout.c), NULL: join all */
 } wf__group;
 
 /*
@@ -267,6 +268,9 @@ typedef struct wf__run {
     uint32_t nshards; /* workers (at most 255) + 1 shared */
     uint32_t shard_stride;
 
+    /* resources.c: the run-scoped resources, published once by CAS (NULL: none made yet) */
+    _Atomic(struct wf__res_run *) res;
+
     uint32_t nsteps;
     wf__step_state steps[];
 } wf__run;
@@ -303,6 +307,7 @@ typedef struct wf__inv {
     uint32_t span_open[8];
     wf_event *inl_sent[8];
     int32_t inl_targets[8];
+    struct wf__res_inv *res; /* resources.c: this invocation's own resources, or NULL */
 } wf__inv;
 
 static inline int wf__run_ended(const wf__run *run)
@@ -536,6 +541,12 @@ void wf__group_close(wf__group *g);
 void wf__branch_done(wf__run *run, wf__group *g, uint32_t b);
 /* Every branch resolved: the join step runs once, in the parent's branch. */
 void wf__group_fire(wf__run *run, wf__group *g);
+/* Take(n) (join step s's take): g's state; WF_ENOMEM. resumed: rebuilt from resolved[]/result[]. */
+int wf__take_init(wf__group *g, const wf__step *s, int resumed);
+/* Branch b's result ev (owned) reached a Take(n) group (b's resolved[] already won). */
+void wf__take_result(wf__run *run, wf__group *g, uint32_t b, wf_event *ev);
+/* 1 if g is a Take(n) group whose join has fired. */
+int wf__take_fired(wf__group *g);
 
 static inline void wf__branch_add(wf__group *g, uint32_t b)
 {
@@ -565,6 +576,16 @@ void wf__waiter_fire(wf__timer *tm, void *arg);
 uint32_t wf__waiters_match(wf__run *run, const wf_event *ev, uint32_t *excluded, uint32_t cap);
 /* Disarms the waiters' timers (the run ended). */
 void wf__waiters_cancel(wf__run *run);
+
+/* ------------------------------------------------- resources.c: resources */
+
+/* Makes the resources the invocation's step declares: 0, or the failure (inv->errmsg says which).
+ */
+int wf__resources_enter(wf__inv *inv);
+/* The step function returned: frees the invocation's own resources. */
+void wf__resources_leave(wf__inv *inv);
+/* Frees the run-scoped resources (the run is being freed). */
+void wf__resources_run_free(wf__run *run);
 
 /* ------------------------------------------------- completion.c: async steps */
 

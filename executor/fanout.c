@@ -8,6 +8,11 @@
  * are atomics (no lock); result[b] is written once, by the winner of
  * resolved[b]'s 0 -> 1 CAS, and read by the one that fires the join after
  * unresolved reaches 0.
+ *
+ * Take(n) groups (the join step's take): g->take->mu guards fired, arrived,
+ * order[] and the result[] writes; the join fires once, on the n-th result
+ * or when unresolved reaches 0, whichever claims fired first; results after
+ * that are dropped.
  */
 #include "engine.h"
 
@@ -34,8 +39,86 @@ wf__group *wf__group_new(uint32_t n)
     return g;
 }
 
+typedef struct wf__take {
+    pthread_mutex_t mu;
+    int fired;
+    uint32_t n;       /* the step's take */
+    uint32_t arrived; /* results kept, <= n */
+    uint32_t order[]; /* their branches in arrival order */
+} wf__take;
+
+int wf__take_init(wf__group *g, const wf__step *s, int resumed)
+{
+    uint32_t n = s->take < g->n ? s->take : g->n;
+    wf__take *tk = wf__calloc(1, sizeof *tk + (n ? n : 1) * sizeof(uint32_t));
+    if (tk == NULL)
+        return WF_ENOMEM;
+    pthread_mutex_init(&tk->mu, NULL);
+    tk->n = s->take;
+    if (resumed) {
+        /* fired <=> take results had arrived (later ones also resolve as 1, their events dropped)
+         */
+        uint32_t ones = 0;
+        for (uint32_t b = 0; b < g->n; b++) {
+            ones += atomic_load_explicit(&g->resolved[b], memory_order_relaxed) == 1;
+            if (g->result[b] && tk->arrived < n)
+                tk->order[tk->arrived++] = b;
+        }
+        tk->fired = ones >= tk->n;
+    }
+    g->take = tk;
+    return 0;
+}
+
+int wf__take_fired(wf__group *g)
+{
+    wf__take *tk = g->take;
+    if (tk == NULL)
+        return 0;
+    pthread_mutex_lock(&tk->mu);
+    int fired = tk->fired;
+    pthread_mutex_unlock(&tk->mu);
+    return fired;
+}
+
+/* 1 if the caller claimed the (single) firing of g's join. */
+static int take_claim(wf__take *tk)
+{
+    pthread_mutex_lock(&tk->mu);
+    int mine = !tk->fired;
+    tk->fired = 1;
+    pthread_mutex_unlock(&tk->mu);
+    return mine;
+}
+
+static void group_fire_now(wf__run *run, wf__group *g);
+
+void wf__take_result(wf__run *run, wf__group *g, uint32_t b, wf_event *ev)
+{
+    wf__take *tk = g->take;
+    int fire = 0;
+    pthread_mutex_lock(&tk->mu);
+    if (!tk->fired) {
+        g->result[b] = ev;
+        tk->order[tk->arrived++] = b;
+        ev = NULL;
+        fire = tk->fired = tk->arrived >= tk->n;
+    }
+    pthread_mutex_unlock(&tk->mu);
+    /* past the n-th: this branch's result never reaches the join (as the reference) */
+    wf_event_release(ev);
+    if (fire)
+        group_fire_now(run, g);
+    if (atomic_fetch_sub(&g->unresolved, 1) == 1)
+        wf__group_fire(run, g);
+}
+
 static void group_free(wf__group *g)
 {
+    if (g->take) {
+        pthread_mutex_destroy(&g->take->mu);
+        wf__free_mem(g->take);
+    }
     for (uint32_t i = 0; i < g->n; i++)
         wf_event_release(g->result[i]);
     wf_event_release(g->origin);
@@ -74,11 +157,19 @@ void wf__branch_done(wf__run *run, wf__group *g, uint32_t b)
 /* Every branch resolved: the join step runs once, in the parent's branch. */
 void wf__group_fire(wf__run *run, wf__group *g)
 {
+    if (g->take && !take_claim(g->take))
+        return; /* a Take(n) join that fired on its n-th result */
+    group_fire_now(run, g);
+}
+
+static void group_fire_now(wf__run *run, wf__group *g)
+{
     if (wf__run_ended(run))
         goto done;
     uint32_t m = 0;
     for (uint32_t i = 0; i < g->n; i++)
         m += g->result[i] != NULL;
+    /* fired: no result is written any more (take->mu ordered the last ones before) */
     /* the joined list lives in the side record's block */
     wf__retry_info *ri = wf__malloc(sizeof *ri + (m ? m : 1) * sizeof(wf_event *));
     wf__task *t = wf__task_alloc();
@@ -91,6 +182,13 @@ void wf__group_fire(wf__run *run, wf__group *g)
     memset(ri, 0, sizeof *ri);
     wf_event **list = (wf_event **)(ri + 1);
     m = 0;
+    if (g->take) {
+        for (uint32_t k = 0; k < g->take->arrived; k++) {
+            uint32_t b = g->take->order[k];
+            list[m++] = g->result[b];
+            g->result[b] = NULL;
+        }
+    }
     for (uint32_t i = 0; i < g->n; i++) {
         if (g->result[i]) {
             list[m++] = g->result[i];
@@ -143,6 +241,12 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
     wf__group *g = NULL;
     if (rc == 0 && (g = wf__group_new((uint32_t)n)) == NULL)
         rc = WF_ENOMEM;
+    if (g && inv->run->wf->steps[join]->take &&
+        wf__take_init(g, inv->run->wf->steps[join], 0) < 0) {
+        group_free(g);
+        g = NULL;
+        rc = WF_ENOMEM;
+    }
     if (rc < 0) {
         for (size_t i = 0; evs && i < n; i++)
             wf_event_release(evs[i]);

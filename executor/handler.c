@@ -156,6 +156,9 @@ wf_ctx *wf_handler_ctx(const wf_handler *h)
 int wf__resolve_target(const wf_workflow *wf, const wf_event *ev, const char *target, int32_t *idx)
 {
     *idx = -1;
+    int rc = wf__event_check_emit((wf_event *)ev); /* the event's schema (schema.c) */
+    if (rc < 0)
+        return rc;
     if (target == NULL)
         return 0;
     wf__step *s = wf__workflow_find_step(wf, target);

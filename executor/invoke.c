@@ -241,6 +241,16 @@ static __attribute__((cold, noinline)) void bad_return(wf__run *run, const wf__s
     wf__end_run(run, WF_RUN_FAILED, NULL, WF_ESTATE, step->name, msg);
 }
 
+/* The returned event failed its schema check: the step fails with its message. */
+static __attribute__((noinline, cold)) int schema_failed(wf__inv *inv, int rc)
+{
+    if (rc < 0) {
+        wf__free_mem(inv->errmsg);
+        inv->errmsg = wf__strdup(wf_last_error_message());
+    }
+    return rc;
+}
+
 static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
 {
     wf__step *step = run->wf->steps[t->step];
@@ -258,6 +268,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
     inv.defer = d;
     inv.span_next = 0;
     inv.span_depth = 0;
+    inv.res = NULL;
     wf__inv *prev = wf__tls_inv;
     wf__tls_inv = &inv;
     wf_event *out = NULL;
@@ -276,7 +287,13 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
     }
     if (WF__UNLIKELY(run->internal))
         wf__internal_step_state(run, t->step, "running", t->ev->type, NULL);
-    int rc = step->fn(run->ctx, t->ev, &out, step->user);
+    int rc = WF__UNLIKELY(step->res != NULL) ? wf__resources_enter(&inv) : 0;
+    if (WF__LIKELY(rc == 0))
+        rc = step->fn(run->ctx, t->ev, &out, step->user);
+    if (WF__UNLIKELY(rc == 0 && out != NULL && wf__type_has_schema(out->type)))
+        rc = schema_failed(&inv, wf_event_check(out)); /* the returned event's schema */
+    if (WF__UNLIKELY(inv.res != NULL))
+        wf__resources_leave(&inv);
     wf__tls_inv = prev;
     wf__slot_dirty(run);
     if (WF__UNLIKELY(run->internal))

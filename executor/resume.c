@@ -418,12 +418,15 @@ static int dec_groups(dec *d)
             g->collect = d->types[ti];
             g->lineage = (uint16_t)lineage;
             atomic_init(&g->unresolved, unresolved);
+            if (d->wf->steps[g->join_step]->take &&
+                wf__take_init(g, d->wf->steps[g->join_step], 1) < 0)
+                return WF_ENOMEM;
         }
     }
     /* a fan-out that has not joined yet holds a unit on its parent's branch */
     for (uint32_t i = 0; d->build && i < d->ngroups; i++) {
         wf__group *g = d->groups[i];
-        if (g->parent && atomic_load(&g->unresolved) > 0)
+        if (g->parent && atomic_load(&g->unresolved) > 0 && !wf__take_fired(g))
             wf__branch_add(g->parent, g->parent_branch);
     }
     return 0;

@@ -452,6 +452,14 @@ static void notify_unhandled(wf__run *run, wf_event *ev)
 /* Routes ev (owned) from inside the run. target: a step index or -1. */
 void wf__emit(wf__run *run, wf_event *ev, int32_t target)
 {
+    if (WF__UNLIKELY(wf__type_has_schema(ev->type)) && wf_event_check(ev) < 0) {
+        /* an emission no caller could be told about (list fan-out, completion): the run fails */
+        char msg[320];
+        snprintf(msg, sizeof msg, "%s", wf_last_error_message());
+        wf_event_release(ev);
+        wf__end_run(run, WF_RUN_FAILED, NULL, WF_EFORMAT, NULL, msg);
+        return;
+    }
     wf_event_freeze(ev);
     if (wf__run_ended(run)) {
         if (wf__obs_on(run->ex, WF_OBS_EVENT_DROP))
@@ -477,6 +485,10 @@ void wf__emit(wf__run *run, wf_event *ev, int32_t target)
         wf__group *g = wf__tls_group;
         int expected = 0;
         if (atomic_compare_exchange_strong(&g->resolved[wf__tls_branch], &expected, 1)) {
+            if (WF__UNLIKELY(g->take != NULL)) {
+                wf__take_result(run, g, wf__tls_branch, ev);
+                return;
+            }
             g->result[wf__tls_branch] = ev;
             if (atomic_fetch_sub(&g->unresolved, 1) == 1)
                 wf__group_fire(run, g);

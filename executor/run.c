@@ -58,6 +58,7 @@ static void run_free(wf__run *run)
     wf_event_release(run->held_start);
     wf__free_mem(run->held_resume);
     wf__free_mem(run->traceparent);
+    wf__resources_run_free(run);
     wf_ctx_free(run->ctx);
     wf_workflow_free(run->wf);
     wf__free_mem(run);
@@ -628,6 +629,8 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
     if (rc == 0 && (start->type->reg != wf->reg || !wf_event_type_is(start->type, wf->start_type)))
         rc = wf__set_error(WF_ETYPE, "workflow '%s' starts with '%s', not '%s'", wf->name,
                            wf->start_type ? wf->start_type->name : "?", start->type->name);
+    if (rc == 0)
+        rc = wf__event_check_emit(start); /* the start event's schema (schema.c) */
     wf__run *run = NULL;
     if (rc == 0)
         rc = wf__run_create(ex, wf, ctx, params, start, NULL, 0, &run);

@@ -15,6 +15,8 @@
 
 #include "json_internal.h"
 
+#include <wf/schema.h>
+
 /* ------------------------------------------------------------------ buffer */
 
 void wf_json_buf_init(wf_json_buf *b)
@@ -653,12 +655,27 @@ int wf__json_event_fields(const json_t *obj, const wf_event_type *type, wf_event
             return wf__json_msg(message, "a field name must be a non-empty string without NUL");
         }
         wf_value v;
-        if ((rc = from_j(json_object_iter_value(it), &v, 1, k, message)) < 0 ||
-            (rc = wf_event_set(*out, k, v)) < 0) {
+        if ((rc = from_j(json_object_iter_value(it), &v, 1, k, message)) < 0) {
             wf_event_release(*out);
             *out = NULL;
             return rc;
         }
+        if ((rc = wf_event_set(*out, k, v)) < 0) {
+            /* the type's schema (schema.h) refused the field's kind: its message names it */
+            if (rc != WF_ENOMEM)
+                wf__json_msg(message, "%s", wf_last_error_message());
+            wf_event_release(*out);
+            *out = NULL;
+            return rc;
+        }
+    }
+    /* required fields and defaults, as at emission */
+    if ((rc = wf_event_check(*out)) < 0) {
+        if (rc != WF_ENOMEM)
+            wf__json_msg(message, "%s", wf_last_error_message());
+        wf_event_release(*out);
+        *out = NULL;
+        return rc;
     }
     return 0;
 }

@@ -24,7 +24,10 @@ int wf_ctx_new(wf_ctx **out, wf_workflow *wf)
         return WF_ENOMEM;
     /* room for one key: a run that never writes its store (many wait for input) keeps 96 bytes, not 256 */
     int rc = wf_value_map_new(&ctx->state, 1);
+    if (rc == 0)
+        rc = wf__state_defaults(wf, &ctx->state); /* the state schema's (schema.c) */
     if (rc < 0) {
+        wf_value_release(ctx->state);
         wf__free_mem(ctx);
         return rc;
     }
@@ -226,13 +229,18 @@ int wf_ctx_set(wf_ctx *ctx, const char *path, wf_value val)
         wf_value_release(val);
         return WF_EINVAL;
     }
+    int rc = wf__state_check_set(ctx->wf, path, val); /* the state schema (schema.c) */
+    if (rc < 0) {
+        wf_value_release(val);
+        return rc;
+    }
     pthread_rwlock_wrlock(&ctx->lock);
     /*
      * Each level is replaced only after the level below succeeded, so a
      * failure half-way leaves the state as it was; maps nobody else holds
      * are changed in place (copy-on-write copies only shared ones).
      */
-    int rc = set_in(&ctx->state, path, val);
+    rc = set_in(&ctx->state, path, val);
     pthread_rwlock_unlock(&ctx->lock);
     return rc;
 }
@@ -289,6 +297,8 @@ int wf_ctx_edit_state(wf_ctx *ctx, wf_edit_fn fn, void *user)
     int rc = fn(&s, user);
     if (rc == 0 && wf_value_kind(s) != WF_MAP)
         rc = WF_EKIND;
+    if (rc == 0)
+        rc = wf__state_check(ctx->wf, s); /* the state schema (schema.c) */
     if (rc == 0) {
         wf_value_release(ctx->state);
         ctx->state = s;

@@ -47,6 +47,8 @@ static int add_locked(wf_registry *reg, const char *name, const wf_event_type *p
     t->depth = parent ? parent->depth + 1 : 0;
     t->is_stop = parent ? parent->is_stop : 0;
     t->is_input = parent ? parent->is_input : 0;
+    if (parent && wf__type_has_schema(parent))
+        atomic_store_explicit(&t->has_schema, 1, memory_order_relaxed); /* schema.c */
     reg->types[n] = t;
     atomic_store_explicit(&reg->n, n + 1, memory_order_release);
     *out = t;
@@ -102,6 +104,7 @@ void wf_registry_free(wf_registry *reg)
         return;
     uint32_t n = atomic_load(&reg->n);
     for (uint32_t i = 0; i < n; i++) {
+        wf__schema_type_free(reg->types[i]);
         wf__free_mem(reg->types[i]->name);
         wf__free_mem(reg->types[i]);
     }
@@ -414,6 +417,13 @@ int wf_event_new1(wf_event **out, const wf_event_type *type, const char *key, wf
         return wf__set_error(WF_EINVAL, "wf_event_new1: %s is NULL", out ? "type" : "out");
     }
     *out = NULL;
+    if (WF__UNLIKELY(wf__type_has_schema(type)) && key) {
+        int rc = wf__schema_check_set(type, key, val);
+        if (rc < 0) {
+            wf_value_release(val);
+            return rc;
+        }
+    }
     wf_event *ev = ev_alloc(type, key ? 1 : 0);
     if (ev == NULL) {
         wf_value_release(val);
@@ -456,6 +466,16 @@ int wf_event_new2(wf_event **out, const wf_event_type *type, const char *k1, wf_
                                             : "a key");
     }
     *out = NULL;
+    if (WF__UNLIKELY(wf__type_has_schema(type))) {
+        int rc = wf__schema_check_set(type, k1, v1);
+        if (rc == 0)
+            rc = wf__schema_check_set(type, k2, v2);
+        if (rc < 0) {
+            wf_value_release(v1);
+            wf_value_release(v2);
+            return rc;
+        }
+    }
     wf_event *ev = ev_alloc(type, 2);
     if (ev == NULL) {
         wf_value_release(v1);
@@ -518,6 +538,13 @@ int wf_event_set(wf_event *ev, const char *key, wf_value val)
         wf_value_release(val);
         return wf__set_error(WF_EFROZEN, "wf_event_set: the %s event is %s: copy it to change it",
                              ev->type->name, (ev->flags & WF__EV_FROZEN) ? "frozen" : "shared");
+    }
+    if (WF__UNLIKELY(wf__type_has_schema(ev->type))) {
+        int rc = wf__schema_check_set(ev->type, key, val);
+        if (rc < 0) {
+            wf_value_release(val);
+            return rc;
+        }
     }
     return ev_set(ev, key, val);
 }

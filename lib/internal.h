@@ -247,7 +247,22 @@ struct wf_event_type {
     uint32_t depth; /* 0 for a root type */
     int is_stop;    /* StopEvent or a subtype */
     int is_input;   /* InputRequiredEvent or a subtype (streamed when emitted) */
+    struct wf_schema *schema; /* schema.c: its own schema, or NULL */
+    _Atomic int has_schema;   /* schema.c: it or an ancestor has one (checked when set) */
 };
+
+/* schema.c */
+int wf__schema_check_set(const wf_event_type *type, const char *key, wf_value val);
+void wf__schema_type_free(wf_event_type *t);
+static inline int wf__type_has_schema(const wf_event_type *t)
+{
+    return atomic_load_explicit(&((wf_event_type *)t)->has_schema, memory_order_relaxed);
+}
+/* At emission: defaults and required fields of ev's schemas (0 when it has none). */
+static inline int wf__event_check_emit(wf_event *ev)
+{
+    return WF__UNLIKELY(wf__type_has_schema(wf_event_type_of(ev))) ? wf_event_check(ev) : 0;
+}
 
 struct wf_registry {
     _Atomic uint32_t refs;
@@ -358,6 +373,8 @@ typedef struct wf__step {
     int join;        /* accepts is a tuple */
     int blocking;    /* runs on the blocking pool */
     int join_list;   /* joins list fan-outs of its accepted type */
+    struct wf__step_res *res; /* resource.c: the resources it declares, or NULL */
+    uint32_t take;            /* join_list: Take(n), 0: all (fanout.c) */
 } wf__step;
 
 #define WF__CHECK_REACHABILITY 1u
@@ -386,7 +403,14 @@ struct wf_workflow {
     uint32_t *route_steps;
     int validated;        /* 0 unknown, 1 passed, -1 failed (guarded by lock) */
     char *validation_msg; /* report of the failed run-start validation */
+    struct wf__resources *res;      /* resource.c: declared resources, or NULL */
+    struct wf_schema *state_schema; /* schema.c: the store's schema, or NULL */
 };
+
+/* schema.c: the state schema (no-ops without one) */
+int wf__state_defaults(const wf_workflow *wf, wf_value *state);
+int wf__state_check_set(const wf_workflow *wf, const char *path, wf_value val);
+int wf__state_check(const wf_workflow *wf, wf_value state);
 
 /* The steps that receive an event of type t (frozen workflow). */
 void wf__workflow_route_slow(const wf_workflow *wf, const wf_event_type *t, const uint32_t **steps,

@@ -2,6 +2,9 @@
  * workflow.c: workflow definitions, steps, freezing and the routing table.
  */
 #include "internal.h"
+#include "resource.h"
+
+#include <wf/schema.h>
 
 #include <string.h>
 
@@ -53,6 +56,7 @@ static void step_free(wf__step *s)
     if (s->user_free)
         s->user_free(s->user);
     wf_retry_policy_free((wf_retry_policy *)s->retry);
+    wf__step_res_free(s->res);
     for (uint32_t i = 0; i < s->n_error_of; i++)
         wf__free_mem(s->error_of[i]);
     wf__free_mem(s->error_of);
@@ -75,6 +79,8 @@ void wf_workflow_free(wf_workflow *wf)
         return;
     for (uint32_t i = 0; i < wf->n_steps; i++)
         step_free(wf->steps[i]);
+    wf__resources_free(wf);
+    wf_schema_free(wf->state_schema);
     wf__free_mem(wf->steps);
     wf__free_mem(wf->route_off);
     wf__free_mem(wf->route_steps);
@@ -185,6 +191,9 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
                              "wf_workflow_add_step: step \"%s\": join_list needs exactly one "
                              "accepted type (%u given)",
                              name, (unsigned)p->n_accepts);
+    if (p->take && !p->join_list)
+        return wf__set_error(
+            WF_EINVAL, "wf_workflow_add_step: step \"%s\": take applies to join_list steps", name);
     uint32_t skips = 0;
     if (p->n_skip_graph_checks && p->skip_graph_checks == NULL)
         return wf__set_error(WF_EINVAL,
@@ -243,11 +252,17 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
             }
         }
     }
+    int rc = wf__step_res_new(&s->res, p->resources, p->n_resources);
+    if (rc < 0) {
+        step_free(s);
+        return rc;
+    }
     s->error_of_all = p->error_of_all != 0;
     s->max_recoveries = p->max_recoveries;
     s->join = p->join != 0;
     s->blocking = p->blocking != 0;
     s->join_list = p->join_list != 0;
+    s->take = p->take;
     s->skip_checks = skips;
     s->handler = -1;
     s->index = wf->n_steps;
@@ -404,7 +419,7 @@ int wf_workflow_freeze(wf_workflow *wf, char **message)
         wf__buf b;
         wf__buf_init(&b);
         const wf_event_type *start = NULL, *stop = NULL;
-        if (wf__validate_definition(wf, &start, &stop, &b) > 0) {
+        if (wf__validate_definition(wf, &start, &stop, &b) + wf__resources_resolve(wf, &b) > 0) {
             rc = wf__set_error(WF_EVALIDATION, "%s", b.oom ? "workflow validation failed" : b.data);
             if (message && wf__buf_take(&b, message) < 0)
                 rc = WF_ENOMEM;

@@ -379,6 +379,8 @@ int wf_ctx_load(wf_workflow *wf, const void *buf, size_t len, uint32_t flags, wf
         entry(&r, &h, K_STATE);
         if ((rc = wf__rd_value(&r, &state, 0)) == WF_EFORMAT && message)
             *message = wf__rd_message(&r, "malformed snapshot: state");
+        if (rc == 0 && wf__state_check(wf, state) < 0) /* the state schema (schema.c) */
+            rc = why(message, WF_EMISMATCH, wf_last_error_message());
     }
     void *parked = NULL;
     if (rc == 0 && run->at) {

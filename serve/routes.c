@@ -30,6 +30,11 @@ enum MHD_Result wf__srv_get_workflows(wf_server *s, struct MHD_Connection *c)
  */
 static void put_schema(wf_json_buf *b, const wf_event_type *t)
 {
+    for (const wf_event_type *a = t; a; a = wf_event_type_parent(a))
+        if (wf_event_type_schema(a)) {
+            wf_json_write_schema(b, t); /* a declared schema (schema.h) */
+            return;
+        }
     wf__srv_put(b, "{\"title\":");
     wf__srv_put_str(b, wf_event_type_name(t));
     wf__srv_put(b, ",\"type\":\"object\",\"properties\":");
@@ -82,99 +87,16 @@ enum MHD_Result wf__srv_get_events_list(const srv_wf *w, struct MHD_Connection *
     return r;
 }
 
-static void put_type_chain(wf_json_buf *b, const wf_event_type *t)
-{
-    wf__srv_put(b, "[");
-    for (int n = 0; t; t = wf_event_type_parent(t), n++) {
-        if (n)
-            wf__srv_put(b, ",");
-        wf__srv_put_str(b, wf_event_type_name(t));
-    }
-    wf__srv_put(b, "]");
-}
-
-/* The reference's WorkflowGraph: step and event nodes, edges between them. */
+/* The reference's {"graph": WorkflowGraph}, built by libwf-json (wf_json_write_representation). */
 enum MHD_Result wf__srv_get_representation(const srv_wf *w, struct MHD_Connection *c)
 {
-    wf_workflow *wf = w->wf;
-    wf_registry *reg = wf_workflow_registry(wf);
-    size_t nt = wf_registry_count(reg), ns = wf_workflow_step_count(wf);
-    char *used = calloc(nt ? nt : 1, 1);
-    if (used == NULL)
-        return wf__srv_reply_detail(c, 500, "out of memory");
     wf_json_buf b;
     wf_json_buf_init(&b);
-    wf__srv_put(&b, "{\"graph\":{\"name\":");
-    wf__srv_put_str(&b, w->name);
-    wf__srv_put(&b, ",\"description\":null,\"nodes\":[");
-    int n = 0;
-    for (size_t i = 0; i < ns; i++) {
-        const wf_event_type *const *acc, *const *em;
-        size_t na, ne;
-        wf_workflow_step_types(wf, i, 0, &acc, &na);
-        wf_workflow_step_types(wf, i, 1, &em, &ne);
-        for (size_t k = 0; k < na; k++)
-            used[wf_event_type_id(acc[k])] = 1;
-        for (size_t k = 0; k < ne; k++)
-            used[wf_event_type_id(em[k])] = 1;
-        if (n++)
-            wf__srv_put(&b, ",");
-        wf__srv_put(&b, "{\"id\":");
-        wf__srv_put_str(&b, wf_workflow_step_name(wf, i));
-        wf__srv_put(&b, ",\"label\":");
-        wf__srv_put_str(&b, wf_workflow_step_name(wf, i));
-        wf__srv_put(&b, ",\"node_type\":\"step\",\"description\":null}");
-    }
-    for (size_t id = 0; id < nt; id++) {
-        if (!used[id])
-            continue;
-        const wf_event_type *t = wf_registry_type_at(reg, id);
-        wf__srv_put(&b, ",{\"id\":");
-        wf__srv_put_str(&b, wf_event_type_name(t));
-        wf__srv_put(&b, ",\"label\":");
-        wf__srv_put_str(&b, wf_event_type_name(t));
-        wf__srv_put(&b, ",\"node_type\":\"event\",\"event_type\":");
-        wf__srv_put_str(&b, wf_event_type_name(t));
-        wf__srv_put(&b, ",\"event_types\":");
-        put_type_chain(&b, t);
-        wf__srv_put(&b, ",\"event_schema\":null,\"produced_by\":[");
-        int m = 0;
-        for (size_t i = 0; i < ns; i++) {
-            const wf_event_type *const *em;
-            size_t ne;
-            wf_workflow_step_types(wf, i, 1, &em, &ne);
-            for (size_t k = 0; k < ne; k++) {
-                if (em[k] == t) {
-                    if (m++)
-                        wf__srv_put(&b, ",");
-                    wf__srv_put_str(&b, wf_workflow_step_name(wf, i));
-                    break;
-                }
-            }
-        }
-        wf__srv_put(&b, "]}");
-    }
-    wf__srv_put(&b, "],\"edges\":[");
-    n = 0;
-    for (size_t i = 0; i < ns; i++) {
-        for (int dir = 0; dir < 2; dir++) {
-            const wf_event_type *const *ts;
-            size_t nn;
-            wf_workflow_step_types(wf, i, dir, &ts, &nn);
-            for (size_t k = 0; k < nn; k++) {
-                if (n++)
-                    wf__srv_put(&b, ",");
-                wf__srv_put(&b, "{\"source\":");
-                wf__srv_put_str(&b, dir ? wf_workflow_step_name(wf, i) : wf_event_type_name(ts[k]));
-                wf__srv_put(&b, ",\"target\":");
-                wf__srv_put_str(&b, dir ? wf_event_type_name(ts[k]) : wf_workflow_step_name(wf, i));
-                wf__srv_put(&b, ",\"label\":null}");
-            }
-        }
-    }
-    wf__srv_put(&b, "]}}");
-    free(used);
-    enum MHD_Result r = wf__srv_reply_json(c, 200, &b);
+    wf__srv_put(&b, "{\"graph\":");
+    int rc = wf_json_write_representation(&b, w->wf);
+    wf__srv_put(&b, "}");
+    enum MHD_Result r =
+        rc < 0 ? wf__srv_reply_detail(c, 500, wf_strerror(rc)) : wf__srv_reply_json(c, 200, &b);
     wf_json_buf_free(&b);
     return r;
 }

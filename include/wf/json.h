@@ -35,6 +35,8 @@
 #include <wf/value.h>
 #include <wf/event.h>
 #include <wf/workflow.h>
+#include <wf/schema.h>
+#include <wf/resource.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -85,6 +87,62 @@ WF_API int wf_json_parse_event(const wf_registry *reg, const char *text, size_t 
  */
 WF_API int wf_json_parse_start(wf_workflow *wf, const char *text, size_t len, wf_event **out,
                                char **message);
+
+/* ---- workflows: representation, schemas, config resources ---- */
+
+/**
+ * Appends the workflow's structure as JSON, the reference's
+ * get_workflow_representation (WorkflowGraph) with wf's additions:
+ *   {"name", "description": null, "start_event", "stop_event",
+ *    "nodes": [...], "edges": [{"source", "target", "label"}]}
+ * Nodes, in the reference's order (each step, then the event types it
+ * accepts and emits as first seen, then its resources):
+ *   step:     {"id": name, "label", "node_type": "step", "description": null,
+ *              "num_workers", "accepts": [types], "emits": [types],
+ *              "resources": [names]}
+ *   event:    {"id": type name, "label", "node_type": "event", "event_type",
+ *              "event_types": [the type, its parent, ...], "event_schema":
+ *              a JSON Schema (wf_json_write_schema) or null, "produced_by":
+ *              [steps]}
+ *   external: {"id": "external_step", ...} when a step emits an
+ *              InputRequiredEvent (edges to it and on to the
+ *              HumanResponseEvent types steps accept), as the reference;
+ *   resource: {"id": "resource_" name, "label", "node_type": "resource",
+ *              "getter_name", "scope": "run"|"invocation"|"workflow",
+ *              "type_name": null, "description": null}, or for a config
+ *              resource {"node_type": "resource_config", "config_file",
+ *              "path_selector", "config_value", "config_schema"}.
+ * Edges: step -> each type it emits, type -> each step accepting it, step
+ * -> resource (label: the resource name), resource -> dependency (label:
+ * its name). wf is frozen first (WF_EVALIDATION if it cannot be).
+ */
+WF_API int wf_json_write_representation(wf_json_buf *b, wf_workflow *wf);
+/**
+ * Appends a JSON Schema (draft 2020-12 subset, as pydantic writes) for the
+ * fields of event type t: its schema's and its ancestors' fields as
+ * "properties" (kinds as JSON types, nested arrays/maps/records, defaults,
+ * nullable as anyOf with null), "required", "additionalProperties": true;
+ * with no schema, {"title", "type": "object", "additionalProperties": true}.
+ */
+WF_API int wf_json_write_schema(wf_json_buf *b, const wf_event_type *t);
+/** The same for a schema (title: title, may be NULL). */
+WF_API int wf_json_write_schema_of(wf_json_buf *b, const wf_schema *s, const char *title);
+
+/**
+ * Declares a config resource (the reference's ResourceConfig): a
+ * workflow-scoped resource whose value is the JSON object at selector
+ * (dotted keys, each an object; NULL: the whole document) in the file at
+ * path (a ".json" file), as a wf_value map. It is read and checked when the
+ * workflow is frozen (validation fails naming the resource when the file is
+ * missing or not JSON, a selector key is missing or not an object, or the
+ * value does not match schema, which may be NULL; the schema takes a
+ * reference). A step (or factory) that declares it gets, through
+ * wf_ctx_resource, a `const wf_value *` (borrowed for the workflow's life).
+ * Errors as wf_workflow_add_resource; WF_EINVAL for a path not ending in
+ * ".json".
+ */
+WF_API int wf_json_add_config_resource(wf_workflow *wf, const char *name, const char *path,
+                                       const char *selector, wf_schema *schema);
 
 /** Frees a message of this library. NULL is fine. */
 WF_API void wf_json_free_message(char *message);

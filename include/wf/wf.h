@@ -7,6 +7,8 @@
 #include <wf/event.h>
 #include <wf/retry.h>
 #include <wf/workflow.h>
+#include <wf/resource.h>
+#include <wf/schema.h>
 #include <wf/context.h>
 #include <wf/run.h>
 #include <wf/snapshot.h>

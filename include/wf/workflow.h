@@ -104,6 +104,26 @@ typedef struct wf_step_params {
      */
     const char *const *skip_graph_checks;
     uint32_t n_skip_graph_checks;
+    /**
+     * Names of the workflow's resources this step uses (resource.h), made
+     * before the step function runs and given by wf_ctx_resource; copied.
+     * Unknown names are reported when the workflow is frozen.
+     */
+    const char *const *resources;
+    uint32_t n_resources;
+    /**
+     * join_list steps only (WF_EINVAL otherwise): the reference's
+     * Collect(Take(n)). 0 (default) joins every branch's result once all
+     * have resolved. n >= 1: the step fires once, on the n-th result to
+     * arrive, with the first n results in arrival order; results that
+     * arrive after that are dropped (those branches keep running, their
+     * other events are routed as usual, but never reach this step); if the
+     * fan-out resolves with fewer than n results the step fires then with
+     * those it has. A snapshot keeps which results arrived but not their
+     * order: after a resume, results from before the snapshot come first,
+     * in branch order.
+     */
+    uint32_t take;
 } wf_step_params;
 
 /** Fills p with the defaults: no types, num_workers 4, exact routing, no retry, no handler. */

@@ -188,10 +188,10 @@ setup() {
     [ "$status" -eq 0 ]
     [[ "$output" == *'"node_type": "step"'* ]]
     [[ "$output" == *'"num_workers": 4'* ]]
-    [[ "$output" == *'"source": "event:StartEvent"'* ]]
+    [[ "$output" == *'"source": "StartEvent"'* ]]
     [[ "$output" == *'"event_types"'* ]]
     if command -v python3 >/dev/null; then
-        echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert len(d["graph"]["edges"]) == 2 and d["start_event"] == "StartEvent", d'
+        echo "$output" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert len(d["edges"]) == 2 and d["start_event"] == "StartEvent", d'
     fi
     run --separate-stderr "$WF" graph "$WF_QS" --format svg
     [ "$status" -eq 2 ]

@@ -1,8 +1,9 @@
 /*
  * graph.c: wf graph PLUGIN.so [WORKFLOW] --format dot|mermaid|json.
- * dot and mermaid come from the library; json is the representation the
- * reference server gives (get_workflow_representation): nodes (steps and
- * event types), edges, event types, each step's num_workers.
+ * dot and mermaid come from libwf; json is libwf-json's representation
+ * (wf_json_write_representation, the reference's get_workflow_representation:
+ * step, event, resource nodes, edges, event schemas, num_workers), the same
+ * document wf serve gives under "graph".
  */
 #include <getopt.h>
 #include <stdlib.h>
@@ -16,78 +17,23 @@ static void usage(FILE *to)
 {
     fprintf(to, "usage: wf graph PLUGIN.so [WORKFLOW] [--format dot|mermaid|json]\n"
                 "draws every possible flow of WORKFLOW (default: the plugin's first)\n"
-                "  -f, --format F   dot (Graphviz, default), mermaid, or json: nodes, edges,\n"
-                "                   event types and num_workers\n"
+                "  -f, --format F   dot (Graphviz, default), mermaid, or json: nodes (steps,\n"
+                "                   events with their schemas, resources), edges, num_workers\n"
                 "Exit status: 0 done, 2 usage (bad option, plugin or workflow).\n");
 }
 
-static json_t *type_list(const wf_event_type *const *t, size_t n)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_string(wf_event_type_name(t[i])));
-    return a;
-}
-
-static void add_type(json_t *types, json_t *nodes, const wf_workflow *wf, const wf_event_type *t)
-{
-    const char *name = wf_event_type_name(t);
-    if (json_object_get(types, name))
-        return;
-    const wf_event_type *parent = wf_event_type_parent(t);
-    json_t *ty =
-        json_pack("{s:s, s:o, s:b, s:b}", "name", name, "parent",
-                  parent ? json_string(wf_event_type_name(parent)) : json_null(), "is_start",
-                  t == wf_workflow_start_type(wf), "is_stop", wf_event_type_is_stop(t));
-    json_object_set_new(types, name, ty);
-    char id[300];
-    snprintf(id, sizeof id, "event:%s", name);
-    json_array_append_new(nodes, json_pack("{s:s, s:s, s:s, s:s}", "id", id, "label", name,
-                                           "node_type", "event", "event_type", name));
-}
-
+/* The library's representation (wf_json_write_representation), indented. */
 static char *representation(wf_workflow *wf)
 {
-    json_t *nodes = json_array(), *edges = json_array(), *types = json_object();
-    size_t n = wf_workflow_step_count(wf);
-    for (size_t i = 0; i < n; i++) {
-        const wf_event_type *const *acc, *const *em;
-        size_t na, ne;
-        wf_workflow_step_types(wf, i, 0, &acc, &na);
-        wf_workflow_step_types(wf, i, 1, &em, &ne);
-        const char *step = wf_workflow_step_name(wf, i);
-        char sid[300];
-        snprintf(sid, sizeof sid, "step:%s", step);
-        json_array_append_new(nodes,
-                              json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "id", sid, "label", step,
-                                        "node_type", "step", "num_workers",
-                                        (json_int_t)wf_workflow_step_num_workers(wf, i), "accepts",
-                                        type_list(acc, na), "emits", type_list(em, ne)));
-        for (size_t k = 0; k < na; k++) {
-            add_type(types, nodes, wf, acc[k]);
-            char eid[300];
-            snprintf(eid, sizeof eid, "event:%s", wf_event_type_name(acc[k]));
-            json_array_append_new(edges, json_pack("{s:s, s:s}", "source", eid, "target", sid));
-        }
-        for (size_t k = 0; k < ne; k++) {
-            add_type(types, nodes, wf, em[k]);
-            char eid[300];
-            snprintf(eid, sizeof eid, "event:%s", wf_event_type_name(em[k]));
-            json_array_append_new(edges, json_pack("{s:s, s:s}", "source", sid, "target", eid));
-        }
+    wf_json_buf b;
+    wf_json_buf_init(&b);
+    char *s = NULL;
+    if (wf_json_write_representation(&b, wf) == 0) {
+        json_t *doc = json_loadb(b.data, b.len, 0, NULL);
+        s = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+        json_decref(doc);
     }
-    json_t *type_arr = json_array();
-    const char *k;
-    json_t *v;
-    json_object_foreach(types, k, v) json_array_append(type_arr, v);
-    json_decref(types);
-    const wf_event_type *st = wf_workflow_start_type(wf), *sp = wf_workflow_stop_type(wf);
-    json_t *doc =
-        json_pack("{s:s, s:s, s:s, s:{s:o, s:o}, s:o}", "name", wf_workflow_name(wf), "start_event",
-                  st ? wf_event_type_name(st) : "", "stop_event", sp ? wf_event_type_name(sp) : "",
-                  "graph", "nodes", nodes, "edges", edges, "event_types", type_arr);
-    char *s = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(doc);
+    wf_json_buf_free(&b);
     return s;
 }
 
