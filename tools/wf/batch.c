@@ -80,6 +80,7 @@ typedef struct tstate {
     /* slots to fill once the fill in progress on this thread returns (see fill_slots) */
     long owed;
     int in_fill;
+    long stash; /* slots of runs that ended here, not filled yet (on_done) */
 } tstate;
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER; /* out_fd writes, tstates list */
@@ -253,8 +254,17 @@ static void set_id(job *j, const json_t *obj)
     if (id == NULL)
         return;
     if (json_is_integer(id)) { /* the usual case, without a value or a buffer */
-        int n = snprintf(j->id, sizeof j->id, "%" JSON_INTEGER_FORMAT, json_integer_value(id));
-        j->idlen = n > 0 ? (uint32_t)n : 0;
+        json_int_t v = json_integer_value(id);
+        unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+        char tmp[24];
+        char *e = tmp + sizeof tmp, *p = e;
+        do
+            *--p = (char)('0' + u % 10);
+        while ((u /= 10) != 0);
+        if (v < 0)
+            *--p = '-';
+        j->idlen = (uint32_t)(e - p);
+        memcpy(j->id, p, j->idlen);
         return;
     }
     wf_value v;
@@ -368,39 +378,69 @@ static void block_parsed(block *b)
     wake_main(); /* the reader may wait for a free block */
 }
 
-/* Starts a run in one window slot: takes lines until one starts or none is left. */
-static void fill_one(tstate *t)
+/*
+ * Lines a thread takes from the queue at once (one lock for all of them):
+ * a finished run's slot waits on its thread until claim_k have gathered
+ * there (see on_done). From --jobs: 1 for small windows.
+ */
+#define CLAIM_MAX 32
+static long claim_k = 1;
+
+/*
+ * Takes up to want lines under one lock; the slots left without a line
+ * become idle (publish fills them). Returns how many lines it took.
+ */
+static int take_lines(int want, block **bs, lref *ls)
 {
-    while (!atomic_load_explicit(&cli_interrupted, memory_order_relaxed) &&
-           !atomic_load_explicit(&g.fatal, memory_order_relaxed)) {
-        pthread_mutex_lock(&feed.lock);
+    int got = 0;
+    pthread_mutex_lock(&feed.lock);
+    while (got < want && feed.head) {
         block *b = feed.head;
-        lref l;
-        if (b == NULL) {
-            feed.idle++;
-            pthread_mutex_unlock(&feed.lock);
-            return;
-        }
-        l = b->lines[b->taken++];
-        feed.taken_lines++;
-        feed.last_line = l.line;
+        ls[got] = b->lines[b->taken++];
+        bs[got++] = b;
         if (b->taken == b->n) { /* the queue lets go of it; block_parsed recycles it */
             feed.head = b->next;
             if (feed.head == NULL)
                 feed.tail = NULL;
             feed.taken_bytes += b->bytes;
         }
-        pthread_mutex_unlock(&feed.lock);
-        int rc = start_line(t, b->data + l.off, l.len, l.line);
-        block_parsed(b);
-        if (rc != 0)
+    }
+    if (got) {
+        feed.taken_lines += (uint64_t)got;
+        feed.last_line = ls[got - 1].line;
+    }
+    feed.idle += want - got;
+    pthread_mutex_unlock(&feed.lock);
+    return got;
+}
+
+/* Starts runs in n window slots; a slot whose line was invalid takes the next one. */
+static void fill_n(tstate *t, long n)
+{
+    block *bs[CLAIM_MAX];
+    lref ls[CLAIM_MAX];
+    while (n > 0 && !atomic_load_explicit(&cli_interrupted, memory_order_relaxed) &&
+           !atomic_load_explicit(&g.fatal, memory_order_relaxed)) {
+        int want = n < CLAIM_MAX ? (int)n : CLAIM_MAX;
+        n -= want;
+        int got = take_lines(want, bs, ls);
+        int stop = 0;
+        for (int i = 0; i < got; i++) {
+            int rc = stop ? -1 : start_line(t, bs[i]->data + ls[i].off, ls[i].len, ls[i].line);
+            block_parsed(bs[i]);
+            if (rc == 0)
+                n++; /* invalid: the slot is still free */
+            else if (rc < 0)
+                stop = 1; /* shutdown or no memory: the lines taken are dropped */
+        }
+        if (stop || got < want)
             return;
     }
 }
 
 /*
  * Fills n window slots. A run can end inside wf_run_start_ex on this very
- * thread (its on_done then asks for a slot to be filled): such requests
+ * thread (its on_done then asks for slots to be filled): such requests
  * are queued on the thread and done by the outer loop, not by recursion.
  */
 static void fill_slots(tstate *t, long n)
@@ -410,8 +450,9 @@ static void fill_slots(tstate *t, long n)
         return;
     t->in_fill = 1;
     while (t->owed > 0) {
-        t->owed--;
-        fill_one(t);
+        n = t->owed;
+        t->owed = 0;
+        fill_n(t, n);
     }
     t->in_fill = 0;
 }
@@ -457,9 +498,27 @@ static void on_done(wf_handler *h, void *user)
     wf_handler_free(h); /* the engine holds its own reference until on_done returns */
     free_job(t, j);
     atomic_fetch_add_explicit(&n_finished, 1, memory_order_relaxed);
-    fill_slots(t, 1); /* this run's slot goes to the next line */
-    if (atomic_fetch_sub(&inflight, 1) == 1)
-        wake_main();
+    /*
+     * This run's slot goes to the next line: at once when claim_k slots
+     * have gathered on this thread, or when this is the last run in flight
+     * (then nothing else would come back to the queue). Otherwise the slot
+     * waits here, and the count in flight drops only if it stays above 0,
+     * so it reaches 0 only when the queue had nothing left to start.
+     */
+    t->stash++;
+    long v = atomic_load(&inflight);
+    for (;;) {
+        if (t->stash >= claim_k || v == 1) {
+            long n = t->stash;
+            t->stash = 0;
+            fill_slots(t, n);
+            if (atomic_fetch_sub(&inflight, 1) == 1)
+                wake_main();
+            return;
+        }
+        if (atomic_compare_exchange_weak(&inflight, &v, v - 1))
+            return;
+    }
 }
 
 static void on_signal(void *user)
@@ -862,6 +921,8 @@ int cmd_batch(int argc, char **argv)
     g.rp.stream_capacity = 0; /* only the result is wanted */
     g.rp.on_done = on_done;
     feed.idle = bo.jobs; /* the window: every slot waits for a line */
+    /* chunks small enough that slots waiting on threads never starve the window */
+    claim_k = bo.jobs >= 4096 ? CLAIM_MAX : bo.jobs >= 256 ? 4 : 1;
 
     int tty = isatty(2);
     pg.mode = strcmp(bo.pmode, "none") == 0    ? 0
