@@ -50,7 +50,7 @@ static void usage(FILE *to)
             "flight (their lines say \"cancelled\") and says what finished.\n"
             "Exit status: 0 every line done, 1 a line failed, was invalid or timed out, 2 usage,\n"
             "130 interrupted.\n",
-            CLI_HELP_THREADS CLI_HELP_TIMEOUT_EACH);
+            CLI_HELP_THREADS("      ") CLI_HELP_TIMEOUT("      ", "each run's"));
 }
 
 /* -------------------------------------------------------- thread state */

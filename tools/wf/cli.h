@@ -64,15 +64,13 @@ void cli_signals_stop(void);
 #define CLI_OPT_TIMEOUT {"timeout", required_argument, NULL, 'T'}
 #define CLI_OPT_STORE   {"store", required_argument, NULL, 'S'}
 #define CLI_OPT_HELP    {"help", no_argument, NULL, 'h'}
-#define CLI_HELP_THREADS "  -t, --threads N      worker threads (default: the cores)\n"
-#define CLI_HELP_TIMEOUT \
-    "      --timeout S      the run timeout in seconds (0 or none: no timeout;\n" \
-    "                       default: the workflow's)\n"
-#define CLI_HELP_TIMEOUT_EACH \
-    "      --timeout S      each run's timeout in seconds (0 or none: no timeout;\n" \
-    "                       default: the workflow's)\n"
-#define CLI_HELP_STORE \
-    "      --store STORE    the run store: sqlite:PATH, or a PATH (a SQLite file)\n"
+/* Usage lines of the shared options; pad fills to the command's description column. */
+#define CLI_HELP_THREADS(pad) "  -t, --threads N" pad "worker threads (default: the cores)\n"
+#define CLI_HELP_TIMEOUT(pad, what) \
+    "      --timeout S" pad what " timeout in seconds (0 or none: no timeout;\n" \
+    "      " pad "           default: the workflow's)\n"
+#define CLI_HELP_STORE(pad) \
+    "      --store STORE" pad "the run store: sqlite:PATH, or a PATH (a SQLite file)\n"
 
 /* The values of the shared options (cli_opts_init: the defaults). */
 typedef struct cli_opts {
