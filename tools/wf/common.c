@@ -178,14 +178,17 @@ int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
 {
     int c;
     optind = 1;
-    opterr = 1;
+    opterr = 0; /* our message below, with "wf CMD:" */
     while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
         if (c == 'h') {
             usage(stdout);
             return EXIT_DONE;
         }
-        int rc = c == '?' ? -1 : common_opt(cmd, c, optarg, common);
-        if (rc == -1 && c != '?' && fn)
+        if (c == '?' || c == ':')
+            cli_err(cmd, "bad option '%s' (unknown, or its value is missing)",
+                    argv[optind - 1 < argc ? optind - 1 : argc - 1]);
+        int rc = c == '?' || c == ':' ? -1 : common_opt(cmd, c, optarg, common);
+        if (rc == -1 && c != '?' && c != ':' && fn)
             rc = fn(c, optarg, user);
         if (rc == 0)
             continue;
