@@ -524,7 +524,6 @@ int wf_server_new(wf_server **out, const wf_server_params *p, char **message)
         return WF_ENOMEM;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->inject_lock, NULL);
-    pthread_cond_init(&s->pumps_cond, NULL);
     s->body_limit = p->body_limit;
     s->max_handlers = p->max_handlers ? p->max_handlers : 1;
     int rc = 0;
@@ -635,11 +634,7 @@ void wf_server_free(wf_server *s)
             close(ls);
     }
     cancel_all(s);
-    pthread_mutex_lock(&s->lock);
-    while (s->pumps)
-        pthread_cond_wait(&s->pumps_cond, &s->lock);
-    pthread_mutex_unlock(&s->lock);
-    wf_executor_free(s->ex);
+    wf_executor_free(s->ex); /* after the cancels: every on_done has run */
     while (s->head) {
         pthread_mutex_lock(&s->lock);
         wf__srv_table_remove(s, s->head);
@@ -650,6 +645,5 @@ void wf_server_free(wf_server *s)
     free(s->ui_dir);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->inject_lock);
-    pthread_cond_destroy(&s->pumps_cond);
     free(s);
 }

@@ -1,7 +1,7 @@
 /*
  * streams.c: wf serve's event side: the reader of a run (pump: the run's
- * stream into its record's numbered log, in the requesting connection's
- * thread or a detached one) and GET /events/{id} as SSE or NDJSON (an MHD
+ * stream into its record's numbered log, by whoever needs it: the run's
+ * on_done, a stream reader) and GET /events/{id} as SSE or NDJSON (an MHD
  * callback response that copies one logged event at a time as its bounded
  * write buffer drains). Locks as server.c says: a record's lock guards its
  * log and state.
@@ -74,27 +74,37 @@ static int write_envelope(wf_json_buf *b, const wf_event *ev, const char *plugin
 /* ------------------------------------------------------------ the reader of a run */
 
 /*
- * Reads the run's stream into the record's log until the terminal event,
- * then sets the final status. Runs on a connection thread (POST .../run) or
- * a reader thread of its own (run-nowait), never on an executor worker.
+ * A run's stream goes into its record's log lazily, by whoever needs it,
+ * and never with a thread of its own waiting for each event (on 2 cores a
+ * wake-up per streamed event was most of a POST /run's cost):
+ * - when the run ends, its on_done callback (wf__srv_on_done, on an
+ *   executor thread) drains the stream, which then holds everything, and
+ *   records the final status, error and result; POST /run waits for that
+ *   one signal;
+ * - a stream reader (GET /events) that has read the whole log of a running
+ *   run pumps the stream itself, waiting up to 250 ms for the next event;
+ * - GET /events from "now" first drains what the stream holds.
+ * One pumper at a time (r->pumping, under r->lock): the handler has one
+ * reader. When on_done comes while someone else pumps, it leaves the end
+ * to that pumper (r->end_seen), which finishes it before letting go.
  */
-void wf__srv_pump(srv_rec *r)
+
+/* Reads events into the log, waiting up to timeout_ms for the first (0: only what is there). */
+static void pump_some(srv_rec *r, wf_handler *h, int64_t timeout_ms, wf_json_buf *b)
 {
-    wf_json_buf b;
-    wf_json_buf_init(&b);
-    for (;;) {
+    for (int first = 1;; first = 0) {
         wf_event *ev = NULL;
-        if (wf_handler_next_event(r->h, -1, &ev) < 0)
-            break; /* WF_ECLOSED: the terminal event was read */
+        if (wf_handler_next_event(h, first ? timeout_ms : 0, &ev) < 0)
+            return; /* WF_ETIMEDOUT: nothing now; WF_ECLOSED: the terminal event was read */
         const wf_event_type *t = wf_event_type_of(ev);
         int terminal = wf_event_type_is_stop(t);
         srv_entry e = {0};
-        wf_json_buf_reset(&b);
-        if (write_envelope(&b, ev, r->w->plugin, &e.qn_off) == 0) {
-            e.text = malloc(b.len + 1);
+        wf_json_buf_reset(b);
+        if (write_envelope(b, ev, r->w->plugin, &e.qn_off) == 0) {
+            e.text = malloc(b->len + 1);
             if (e.text) {
-                memcpy(e.text, b.data, b.len + 1);
-                e.len = (uint32_t)b.len;
+                memcpy(e.text, b->data, b->len + 1);
+                e.len = (uint32_t)b->len;
                 e.internal = wf__srv_is_internal_type(t);
             }
         }
@@ -116,10 +126,16 @@ void wf__srv_pump(srv_rec *r)
         pthread_cond_broadcast(&r->cond);
         pthread_mutex_unlock(&r->lock);
         if (terminal)
-            break;
+            return;
     }
+}
+
+/* The run ended and its stream was drained: its final status, error and result. */
+static void finish(srv_rec *r, wf_handler *h, wf_json_buf *b_)
+{
+    wf_json_buf b = *b_;
     wf_event *res = NULL;
-    int rc = wf_handler_wait(r->h, -1, &res);
+    int rc = wf_handler_wait(h, 0, &res); /* it ended: does not wait */
     int status;
     char *error = NULL, *result = NULL, *compat = NULL;
     if (rc == 0) {
@@ -141,7 +157,7 @@ void wf__srv_pump(srv_rec *r)
     } else {
         int code = 0;
         const char *step = NULL, *m = NULL;
-        wf_handler_error(r->h, &code, &step, &m);
+        wf_handler_error(h, &code, &step, &m);
         status = rc == WF_ECANCELLED ? ST_CANCELLED : ST_FAILED;
         char text[2048];
         if (rc == WF_ECANCELLED)
@@ -156,7 +172,7 @@ void wf__srv_pump(srv_rec *r)
         error = strdup(text);
     }
     wf_event_release(res);
-    wf_json_buf_free(&b);
+    *b_ = b; /* it may have grown */
     pthread_mutex_lock(&r->lock);
     r->status = status;
     r->error = error;
@@ -168,17 +184,39 @@ void wf__srv_pump(srv_rec *r)
     pthread_mutex_unlock(&r->lock);
 }
 
-void *wf__srv_pump_main(void *arg)
+
+/*
+ * With r->lock held and nobody pumping: pumps (the lock let go meanwhile)
+ * and, once on_done has come, finishes the record. Returns with the lock.
+ */
+void wf__srv_pump_turn(srv_rec *r, wf_handler *h, int64_t timeout_ms)
 {
-    pump_arg *a = arg;
-    wf__srv_pump(a->r);
-    wf__srv_rec_unref(a->r);
-    pthread_mutex_lock(&a->s->lock);
-    if (--a->s->pumps == 0)
-        pthread_cond_broadcast(&a->s->pumps_cond);
-    pthread_mutex_unlock(&a->s->lock);
-    free(a);
-    return NULL;
+    r->pumping = 1;
+    pthread_mutex_unlock(&r->lock);
+    wf_json_buf b;
+    wf_json_buf_init(&b);
+    pump_some(r, h, timeout_ms, &b);
+    pthread_mutex_lock(&r->lock);
+    while (r->end_seen && !r->ended) {
+        pthread_mutex_unlock(&r->lock);
+        pump_some(r, h, 0, &b); /* the run ended: everything is there */
+        finish(r, h, &b);
+        pthread_mutex_lock(&r->lock);
+    }
+    wf_json_buf_free(&b);
+    r->pumping = 0;
+    pthread_cond_broadcast(&r->cond);
+}
+
+void wf__srv_on_done(wf_handler *h, void *user)
+{
+    srv_rec *r = user;
+    pthread_mutex_lock(&r->lock);
+    r->end_seen = 1;
+    if (!r->pumping)
+        wf__srv_pump_turn(r, h, 0);
+    pthread_mutex_unlock(&r->lock);
+    wf__srv_rec_unref(r); /* on_done's reference (start_run) */
 }
 
 /* ------------------------------------------------------------ event streams */
@@ -262,7 +300,15 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
                 pthread_mutex_unlock(&r->lock);
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             }
-            /* wake now and then to notice a reader that went away */
+            if (!r->pumping) { /* read the stream ourselves, 250 ms at most */
+                wf__srv_pump_turn(r, r->h, 250);
+                if (rd->next >= (int64_t)r->n_log && !r->ended && peer_gone(rd->fd)) {
+                    pthread_mutex_unlock(&r->lock);
+                    return MHD_CONTENT_READER_END_WITH_ERROR;
+                }
+                continue;
+            }
+            /* another pumps: wake now and then to notice a reader that went away */
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 250 * 1000000L;
@@ -324,6 +370,8 @@ enum MHD_Result wf__srv_get_events(wf_server *s, struct MHD_Connection *c, const
     if (r == NULL)
         return wf__srv_reply_detail(c, 404, "Handler not found");
     pthread_mutex_lock(&r->lock);
+    if (now && !r->ended && !r->pumping)
+        wf__srv_pump_turn(r, r->h, 0); /* "now" counts what the run streamed so far */
     if (now)
         after_seq = (long long)r->n_log - 1;
     if (after_seq < -1)
