@@ -26,7 +26,19 @@ double wf__srv_now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Python's datetime.isoformat() of an aware UTC time. */
+/* n digits of v into p (most significant first). */
+static char *put_digits(char *p, long v, int n)
+{
+    for (int i = n - 1; i >= 0; i--, v /= 10)
+        p[i] = (char)('0' + v % 10);
+    return p + n;
+}
+
+/*
+ * Python's datetime.isoformat() of an aware UTC time (32 characters and a
+ * NUL). Digits by hand: three per handler answer, snprintf showed in the
+ * profile of POST /run.
+ */
 static void iso_time(double t, char out[64])
 {
     time_t sec = (time_t)t;
@@ -35,8 +47,20 @@ static void iso_time(double t, char out[64])
         us = 999999;
     struct tm tm;
     gmtime_r(&sec, &tm);
-    snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%06ld+00:00", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, us);
+    char *p = put_digits(out, tm.tm_year + 1900, 4);
+    *p++ = '-';
+    p = put_digits(p, tm.tm_mon + 1, 2);
+    *p++ = '-';
+    p = put_digits(p, tm.tm_mday, 2);
+    *p++ = 'T';
+    p = put_digits(p, tm.tm_hour, 2);
+    *p++ = ':';
+    p = put_digits(p, tm.tm_min, 2);
+    *p++ = ':';
+    p = put_digits(p, tm.tm_sec, 2);
+    *p++ = '.';
+    p = put_digits(p, us, 6);
+    memcpy(p, "+00:00", 7);
 }
 
 /* A 10-character id of [A-Za-z0-9], as the reference's nanoid. */
