@@ -256,6 +256,26 @@ setup() {
     [ "$status" -eq 2 ]
 }
 
+@test "batch: a line longer than a block, CRLF, no final newline, one job at a time" {
+    # a 9 MB line (the input is read in 8 MiB blocks), then a CRLF line and a last line without newline
+    awk 'BEGIN { s = "x"; while (length(s) < 9000000) s = s s; printf "{\"id\":\"big\",\"data\":\"%s\"}\n", substr(s, 1, 9000000) }' > "$T/in.jsonl"
+    printf '{"data":"crlf"}\r\n\r\n{"data":"last"}' >> "$T/in.jsonl"
+    run --separate-stderr "$WF" batch "$WF_QS" --inputs "$T/in.jsonl" --jobs 1
+    [ "$status" -eq 0 ]
+    [ "${#lines[@]}" -eq 3 ]
+    [[ "$output" == *'{"line":1,"id":"big","status":"done","result":"Processed 1 times, data length: 9000000"}'* ]]
+    [[ "$output" == *'{"line":2,"status":"done","result":"Processed 1 times, data length: 4"}'* ]]
+    [[ "$output" == *'{"line":4,"status":"done","result":"Processed 1 times, data length: 4"}'* ]]
+    # every line once, whatever the window: 20,000 lines through windows of 1, 7 and 300
+    "$WF_GEN" 20000 "$T/many.jsonl"
+    for j in 1 7 300; do
+        run --separate-stderr "$WF" batch "$WF_QS" --inputs "$T/many.jsonl" --jobs "$j" --out "$T/out.jsonl"
+        [ "$status" -eq 0 ]
+        [ "$(sed 's/^{"line":\([0-9]*\),.*/\1/' "$T/out.jsonl" | sort -un | wc -l)" -eq 20000 ]
+        [ "$(wc -l < "$T/out.jsonl")" -eq 20000 ]
+    done
+}
+
 @test "batch: Ctrl-C stops cleanly, cancels what runs and says what finished" {
     mkfifo "$T/in"
     "$WF" batch "$WF_TP" sleepy --timeout none --inputs "$T/in" --out "$T/out.jsonl" 2> "$T/err" &
