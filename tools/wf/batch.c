@@ -2,17 +2,17 @@
  * batch.c: wf batch PLUGIN.so [WORKFLOW] --inputs FILE.jsonl [--out FILE]
  * [--jobs N]: one run per input line on one executor, results as JSON lines.
  *
- * The pipeline has no thread of its own between the input and the runs.
  * The main thread only reads the input in 8 MiB blocks and splits each
  * block into lines in place (an index of offsets: no copy, no per-line
  * system call); the blocks wait in a queue (at most MAX_BLOCKS in memory).
- * The runs pull their successors: when a run ends, its end callback (on
- * whichever executor worker ended it) writes the result line into that
- * worker's own output buffer, takes the next line from the queue, parses
- * it with jansson into a start event and starts its run. So parsing and
- * formatting happen on every worker at once, and --jobs runs stay in
- * flight without the main thread in the loop; a window slot that found
- * the queue empty waits as "idle" until the main thread publishes the next
+ * The workers parse: when a run ends, its end callback (on whichever
+ * executor worker ended it) writes the result line into that worker's own
+ * output buffer and gives the run's window slot to the next line, taking
+ * lines from the queue 32 at a time and parsing them with jansson into
+ * start events. One starter thread only starts the parsed runs, oldest
+ * first (see "the starter"). So parsing and formatting happen on every
+ * worker at once and --jobs runs stay in flight; a slot that found the
+ * queue empty waits as "idle" until the main thread publishes the next
  * block and fills it. Each worker's buffer goes out in one write() per
  * 256 KiB; job records are reused per thread. Results come in completion
  * order, each with its input's line number (and "id" when the input object
@@ -60,6 +60,7 @@ static void usage(FILE *to)
 
 typedef struct job {
     struct job *next;
+    wf_event *start; /* parsed, until the starter starts its run */
     uint64_t line;
     uint32_t idlen; /* the "id" member's JSON text, 0 if none */
     char *idp;      /* id or heap copy when longer */
@@ -307,12 +308,45 @@ static void remember(tstate *t, const char *s, size_t n, const job *j, wf_event 
     t->prev_ev = wf_event_retain(start);
 }
 
+/* ------------------------------------------------------------ the starter */
+
 /*
- * Parses one line and starts its run. 1 started, 0 the line was invalid
- * (its result line written), -1 nothing can start any more (shutdown, a
- * workflow that fails validation, no memory).
+ * Runs are started by one thread, the starter, from the jobs the workers
+ * parsed. A run started on a worker goes on that worker's own deque, which
+ * it takes newest first: successors started from on_done would always run
+ * ahead of the runs below them, which would wait until the input ran out
+ * (and time out on a busy machine). Started from outside, runs go through
+ * the executor's shared queue, oldest first. The starter only starts: the
+ * parsing stays on the workers.
  */
-static int start_line(tstate *t, const char *s, size_t n, uint64_t line)
+static _Atomic(job *) ready; /* parsed jobs, a lock-free stack (newest first) */
+static pthread_mutex_t st_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t st_cv = PTHREAD_COND_INITIALIZER;
+static atomic_int st_waiting, st_stop;
+
+static void push_ready(job *j)
+{
+    job *head = atomic_load_explicit(&ready, memory_order_relaxed);
+    do
+        j->next = head;
+    while (!atomic_compare_exchange_weak(&ready, &head, j));
+}
+
+static void wake_starter(void)
+{
+    if (atomic_load(&st_waiting)) {
+        pthread_mutex_lock(&st_lock);
+        pthread_cond_signal(&st_cv);
+        pthread_mutex_unlock(&st_lock);
+    }
+}
+
+/*
+ * Parses one line into a job for the starter. 1 parsed (the job is on the
+ * ready stack, counted in flight), 0 the line was invalid (its result line
+ * written), -1 out of memory.
+ */
+static int parse_line(tstate *t, const char *s, size_t n, uint64_t line)
 {
     job *j = t->free_jobs;
     if (j)
@@ -342,27 +376,91 @@ static int start_line(tstate *t, const char *s, size_t n, uint64_t line)
         wf_event_freeze(start);
         remember(t, s, n, j, start);
     }
+    j->start = start;
+    atomic_fetch_add(&inflight, 1);
+    push_ready(j);
+    return 1;
+}
+
+static void fill_slots(tstate *t, long n);
+
+/* A job that will not start: a "cancelled" line after Ctrl-C, nothing after a fatal error. */
+static void drop_job(tstate *t, job *j)
+{
+    if (!atomic_load(&g.fatal)) {
+        put_head(&t->out, j->line, j->idp, j->idlen);
+        put_error(&t->out, "cancelled", WF_ECANCELLED, NULL, "interrupted before the run started");
+        if (t->out.len >= FLUSH_AT)
+            flush_ts(t);
+        atomic_fetch_add_explicit(&n_cancelled, 1, memory_order_relaxed);
+    }
+    wf_event_release(j->start);
+    free_job(t, j);
+    if (atomic_fetch_sub(&inflight, 1) == 1)
+        wake_main();
+}
+
+static void start_job(tstate *t, job *j)
+{
     char *msg = NULL;
     wf_handler *h; /* ours until on_done, which frees it: the run may end before this returns */
     wf_run_params rp = g.rp;
     rp.on_done_user = j;
-    atomic_fetch_add_explicit(&inflight, 1, memory_order_relaxed);
-    int rc = wf_run_start_ex(g.ex, g.wf, NULL, start, &rp, &h, &msg);
-    if (rc < 0) {
-        atomic_fetch_sub(&inflight, 1);
-        if (rc == WF_EVALIDATION) { /* the workflow's run-start checks: no line can run */
-            if (atomic_exchange(&g.fatal, 1) == 0)
-                cli_err("batch", "workflow '%s' is invalid: %s", wf_workflow_name(g.wf),
-                        msg ? msg : wf_strerror(rc));
-        } else if (rc != WF_ESHUTDOWN) {
-            line_invalid(t, line, msg ? msg : wf_strerror(rc));
-        }
-        wf_free(msg);
-        free_job(t, j);
-        return rc == WF_EVALIDATION || rc == WF_ESHUTDOWN || rc == WF_ENOMEM ? -1 : 0;
+    uint64_t line = j->line;
+    wf_event *start = j->start;
+    j->start = NULL;
+    int rc = wf_run_start_ex(g.ex, g.wf, NULL, start, &rp, &h, &msg); /* takes start */
+    if (rc == 0) {
+        atomic_fetch_add_explicit(&n_started, 1, memory_order_relaxed);
+        return;
     }
-    atomic_fetch_add_explicit(&n_started, 1, memory_order_relaxed);
-    return 1;
+    if (rc == WF_EVALIDATION) { /* the workflow's run-start checks: no line can run */
+        if (atomic_exchange(&g.fatal, 1) == 0)
+            cli_err("batch", "workflow '%s' is invalid: %s", wf_workflow_name(g.wf),
+                    msg ? msg : wf_strerror(rc));
+    } else if (rc != WF_ESHUTDOWN) {
+        line_invalid(t, line, msg ? msg : wf_strerror(rc));
+        fill_slots(t, 1); /* its slot goes to the next line */
+    }
+    wf_free(msg);
+    free_job(t, j);
+    if (atomic_fetch_sub(&inflight, 1) == 1)
+        wake_main();
+}
+
+static void *starter_main(void *arg)
+{
+    (void)arg;
+    tstate *t = get_ts();
+    for (;;) {
+        job *list = atomic_exchange(&ready, NULL);
+        if (list == NULL) {
+            pthread_mutex_lock(&st_lock);
+            atomic_store(&st_waiting, 1);
+            while (atomic_load(&ready) == NULL && !atomic_load(&st_stop))
+                pthread_cond_wait(&st_cv, &st_lock);
+            atomic_store(&st_waiting, 0);
+            pthread_mutex_unlock(&st_lock);
+            if (atomic_load(&ready) == NULL && atomic_load(&st_stop))
+                return NULL;
+            continue;
+        }
+        job *fifo = NULL; /* oldest first */
+        while (list) {
+            job *j = list;
+            list = j->next;
+            j->next = fifo;
+            fifo = j;
+        }
+        while (fifo) {
+            job *j = fifo;
+            fifo = j->next;
+            if (atomic_load(&cli_interrupted) || atomic_load(&g.fatal))
+                drop_job(t, j);
+            else
+                start_job(t, j);
+        }
+    }
 }
 
 /* The block's line was parsed: the last one recycles the block. */
@@ -414,7 +512,7 @@ static int take_lines(int want, block **bs, lref *ls)
     return got;
 }
 
-/* Starts runs in n window slots; a slot whose line was invalid takes the next one. */
+/* Fills n window slots with parsed jobs; a slot whose line was invalid takes the next one. */
 static void fill_n(tstate *t, long n)
 {
     block *bs[CLAIM_MAX];
@@ -426,13 +524,15 @@ static void fill_n(tstate *t, long n)
         int got = take_lines(want, bs, ls);
         int stop = 0;
         for (int i = 0; i < got; i++) {
-            int rc = stop ? -1 : start_line(t, bs[i]->data + ls[i].off, ls[i].len, ls[i].line);
+            int rc = stop ? -1 : parse_line(t, bs[i]->data + ls[i].off, ls[i].len, ls[i].line);
             block_parsed(bs[i]);
             if (rc == 0)
                 n++; /* invalid: the slot is still free */
             else if (rc < 0)
-                stop = 1; /* shutdown or no memory: the lines taken are dropped */
+                stop = 1; /* no memory: the lines taken are dropped */
         }
+        if (got)
+            wake_starter();
         if (stop || got < want)
             return;
     }
@@ -852,6 +952,21 @@ static int read_input(int fd, tstate *t, progress *pg)
     return 0;
 }
 
+static pthread_t starter;
+static int starter_on;
+
+static void stop_starter(void)
+{
+    if (!starter_on)
+        return;
+    pthread_mutex_lock(&st_lock);
+    atomic_store(&st_stop, 1);
+    pthread_cond_signal(&st_cv);
+    pthread_mutex_unlock(&st_lock);
+    pthread_join(starter, NULL);
+    starter_on = 0;
+}
+
 int cmd_batch(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -932,14 +1047,25 @@ int cmd_batch(int argc, char **argv)
                                                : 1;
     pg.t0 = pg.last = now_s();
 
+    if (pthread_create(&starter, NULL, starter_main, NULL) != 0) {
+        cli_err("batch", "cannot start the starter thread");
+        goto out;
+    }
+    starter_on = 1;
     tstate *main_ts = get_ts();
     read_err = read_input(in_fd, main_ts, &pg);
     if (read_err)
         cli_err("batch", "%s: %s", bo.inputs, strerror(read_err));
     wait_runs(&pg); /* every run, or until Ctrl-C */
+    stop_starter(); /* after Ctrl-C, what it had not started says "cancelled" */
     cli_signals_stop();
     wf_executor_free(g.ex); /* cancels what is still running (after Ctrl-C) */
     g.ex = NULL;
+    /* a run that ended as the starter stopped may have parsed a line for it */
+    for (job *j = atomic_exchange(&ready, NULL), *n; j; j = n) {
+        n = j->next;
+        drop_job(main_ts, j);
+    }
     pg.done_bytes = pg.total_bytes;
     for (tstate *t = tstates; t; t = t->next)
         flush_ts(t);
@@ -973,6 +1099,7 @@ int cmd_batch(int argc, char **argv)
     }
 
 out:
+    stop_starter();
     cli_signals_stop();
     wf_executor_free(g.ex);
     while (tstates) {
