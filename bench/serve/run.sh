@@ -22,7 +22,7 @@ pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 # wait for the line with the port (bounded: 30 s)
 i=0
-until grep -q '^listening on ' "$tmp/out"; do
+until grep -q '^listening on ' "$tmp/out" 2>/dev/null; do
   i=$((i + 1)); [ "$i" -le 300 ] || { cat "$tmp/err" >&2; exit 1; }
   kill -0 "$pid" 2>/dev/null || { cat "$tmp/err" >&2; exit 1; }
   sleep 0.1
