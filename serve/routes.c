@@ -307,14 +307,31 @@ enum MHD_Result wf__srv_post_run(wf_server *s, const srv_wf *w, struct MHD_Conne
                                  conn_state *cs, int wait)
 {
     char detail[4096];
-    srv_rec *r = NULL;
-    int st = start_run(s, w, cs, &r, detail, sizeof detail);
+    srv_rec *r = cs->run; /* resumed: the run it waited for has ended */
+    cs->run = NULL;
+    if (cs->counted) {
+        cs->counted = 0;
+        wf__srv_unsuspended(s);
+    }
+    int st = r ? 0 : start_run(s, w, cs, &r, detail, sizeof detail);
     if (st)
         return wf__srv_reply_detail(c, (unsigned)st, "%s", detail);
-    if (wait) { /* one wake-up: on_done records the end (streams.c) */
+    if (wait) { /* the connection waits suspended; the run's end resumes it (streams.c) */
         pthread_mutex_lock(&r->lock);
-        while (!r->ended)
-            pthread_cond_wait(&r->cond, &r->lock);
+        if (!r->ended) {
+            r->resume = c;
+            cs->run = r;
+            if (wf__srv_suspend(s, c)) {
+                cs->counted = 1;
+                pthread_mutex_unlock(&r->lock);
+                return MHD_YES;
+            }
+            /* stopping: its run was cancelled, it ends at once; wait here */
+            r->resume = NULL;
+            cs->run = NULL;
+            while (!r->ended)
+                pthread_cond_wait(&r->cond, &r->lock);
+        }
         pthread_mutex_unlock(&r->lock);
     }
     wf_json_buf b;

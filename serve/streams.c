@@ -1,7 +1,8 @@
 /*
  * streams.c: wf serve's event side: the reader of a run (pump: the run's
  * stream into its record's numbered log, by whoever needs it: the run's
- * on_done, a stream reader) and GET /events/{id} as SSE or NDJSON (an MHD
+ * on_done, a reader thread while stream readers wait) and GET /events/{id}
+ * as SSE or NDJSON (an MHD
  * callback response that copies one logged event at a time as its bounded
  * write buffer drains). Locks as server.c says: a record's lock guards its
  * log and state.
@@ -81,13 +82,42 @@ static int write_envelope(wf_json_buf *b, const wf_event *ev, const char *plugin
  *   executor thread) drains the stream, which then holds everything, and
  *   records the final status, error and result; POST /run waits for that
  *   one signal;
- * - a stream reader (GET /events) that has read the whole log of a running
- *   run pumps the stream itself, waiting up to 250 ms for the next event;
+ * - while stream readers (GET /events) of a running run wait, suspended, a
+ *   reader thread of the run pumps the stream (250 ms at a time) and
+ *   resumes them when the log grows;
  * - GET /events from "now" first drains what the stream holds.
  * One pumper at a time (r->pumping, under r->lock): the handler has one
  * reader. When on_done comes while someone else pumps, it leaves the end
  * to that pumper (r->end_seen), which finishes it before letting go.
  */
+
+typedef struct stream_rd {
+    wf_server *s;
+    srv_rec *r;
+    int64_t next; /* sequence number of the next entry to look at */
+    int internal, sse, qn;
+    int fd;
+    struct MHD_Connection *c;
+    struct stream_rd *wnext; /* in r->waiters while suspended; under r->lock */
+    int waiting;
+    int counted; /* suspended, not yet back in stream_read: in the server's count */
+    char *buf; /* the text of the event being sent */
+    size_t len, off, cap;
+} stream_rd;
+
+/*
+ * With r->lock held: resumes the suspended stream readers of r (the log
+ * grew, the run ended, or the reader thread's 250 ms tick: a reader that
+ * hung up notices it when it runs).
+ */
+static void wake_readers(srv_rec *r)
+{
+    for (stream_rd *rd = r->waiters; rd; rd = rd->wnext) {
+        rd->waiting = 0;
+        MHD_resume_connection(rd->c);
+    }
+    r->waiters = NULL;
+}
 
 /* Reads events into the log, waiting up to timeout_ms for the first (0: only what is there). */
 static void pump_some(srv_rec *r, wf_handler *h, int64_t timeout_ms, wf_json_buf *b)
@@ -124,6 +154,7 @@ static void pump_some(srv_rec *r, wf_handler *h, int64_t timeout_ms, wf_json_buf
             free(e.text);
         r->updated_at = wf__srv_now_s();
         pthread_cond_broadcast(&r->cond);
+        wake_readers(r);
         pthread_mutex_unlock(&r->lock);
         if (terminal)
             return;
@@ -180,6 +211,11 @@ static void finish(srv_rec *r, wf_handler *h, wf_json_buf *b_)
     r->result_compat = compat;
     r->completed_at = r->updated_at = wf__srv_now_s();
     r->ended = 1;
+    if (r->resume) { /* POST .../run: its connection answers now */
+        MHD_resume_connection(r->resume);
+        r->resume = NULL;
+    }
+    wake_readers(r);
     pthread_cond_broadcast(&r->cond);
     pthread_mutex_unlock(&r->lock);
 }
@@ -221,15 +257,6 @@ void wf__srv_on_done(wf_handler *h, void *user)
 
 /* ------------------------------------------------------------ event streams */
 
-typedef struct stream_rd {
-    wf_server *s;
-    srv_rec *r;
-    int64_t next; /* sequence number of the next entry to look at */
-    int internal, sse, qn;
-    int fd;
-    char *buf; /* the text of the event being sent */
-    size_t len, off, cap;
-} stream_rd;
 
 static int peer_gone(int fd)
 {
@@ -269,46 +296,28 @@ static int format_entry(stream_rd *rd, int64_t seq, const srv_entry *e)
     return 0;
 }
 
-static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+/*
+ * The thread that reads a running run's stream while stream readers wait
+ * for it: the readers are suspended connections (libmicrohttpd's threads
+ * never wait), resumed when the log grows, when the run ends and every
+ * 250 ms. It ends with the run or when its last reader has gone.
+ */
+typedef struct reader_arg {
+    wf_server *s;
+    srv_rec *r;
+} reader_arg;
+
+static void *reader_main(void *arg)
 {
-    (void)pos;
-    stream_rd *rd = cls;
-    if (rd->off == rd->len) {
-        srv_rec *r = rd->r;
-        pthread_mutex_lock(&r->lock);
-        for (;;) {
-            int got = 0;
-            while (rd->next < (int64_t)r->n_log) {
-                const srv_entry *e = &r->log[rd->next];
-                int64_t seq = rd->next++;
-                if (e->internal && !rd->internal)
-                    continue;
-                if (format_entry(rd, seq, e) < 0) {
-                    pthread_mutex_unlock(&r->lock);
-                    return MHD_CONTENT_READER_END_WITH_ERROR;
-                }
-                got = 1;
-                break;
-            }
-            if (got)
-                break;
-            if (r->ended) {
-                pthread_mutex_unlock(&r->lock);
-                return MHD_CONTENT_READER_END_OF_STREAM;
-            }
-            if (atomic_load(&rd->s->stopping)) {
-                pthread_mutex_unlock(&r->lock);
-                return MHD_CONTENT_READER_END_WITH_ERROR;
-            }
-            if (!r->pumping) { /* read the stream ourselves, 250 ms at most */
-                wf__srv_pump_turn(r, r->h, 250);
-                if (rd->next >= (int64_t)r->n_log && !r->ended && peer_gone(rd->fd)) {
-                    pthread_mutex_unlock(&r->lock);
-                    return MHD_CONTENT_READER_END_WITH_ERROR;
-                }
-                continue;
-            }
-            /* another pumps: wake now and then to notice a reader that went away */
+    reader_arg *a = arg;
+    srv_rec *r = a->r;
+    wf_server *s = a->s;
+    free(a);
+    pthread_mutex_lock(&r->lock);
+    while (!r->ended && r->n_readers > 0) {
+        if (!r->pumping) {
+            wf__srv_pump_turn(r, r->h, 250);
+        } else {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 250 * 1000000L;
@@ -316,10 +325,98 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
             }
-            if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) == ETIMEDOUT && peer_gone(rd->fd)) {
+            pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+        }
+        wake_readers(r);
+    }
+    wake_readers(r);
+    r->reader_thread = 0;
+    pthread_mutex_unlock(&r->lock);
+    wf__srv_rec_unref(r);
+    pthread_mutex_lock(&s->lock);
+    if (atomic_fetch_sub(&s->pumps, 1) == 1)
+        pthread_cond_broadcast(&s->pumps_cond);
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* With r->lock held: a reader thread for r unless it has one. 0, or -1 when none could start. */
+static int need_reader_thread(wf_server *s, srv_rec *r)
+{
+    if (r->reader_thread)
+        return 0;
+    reader_arg *a = malloc(sizeof *a);
+    if (a == NULL)
+        return -1;
+    a->s = s;
+    a->r = r;
+    atomic_fetch_add(&r->refs, 1);
+    atomic_fetch_add(&s->pumps, 1);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_t t;
+    int rc = pthread_create(&t, &attr, reader_main, a);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        free(a);
+        atomic_fetch_sub(&r->refs, 1); /* the caller holds another */
+        pthread_mutex_lock(&s->lock);
+        if (atomic_fetch_sub(&s->pumps, 1) == 1)
+            pthread_cond_broadcast(&s->pumps_cond);
+        pthread_mutex_unlock(&s->lock);
+        return -1;
+    }
+    r->reader_thread = 1;
+    return 0;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    (void)pos;
+    stream_rd *rd = cls;
+    if (rd->counted) {
+        rd->counted = 0;
+        wf__srv_unsuspended(rd->s);
+    }
+    if (rd->off == rd->len) {
+        srv_rec *r = rd->r;
+        pthread_mutex_lock(&r->lock);
+        int got = 0;
+        while (rd->next < (int64_t)r->n_log) {
+            const srv_entry *e = &r->log[rd->next];
+            int64_t seq = rd->next++;
+            if (e->internal && !rd->internal)
+                continue;
+            if (format_entry(rd, seq, e) < 0) {
                 pthread_mutex_unlock(&r->lock);
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             }
+            got = 1;
+            break;
+        }
+        if (!got) {
+            if (r->ended) {
+                pthread_mutex_unlock(&r->lock);
+                return MHD_CONTENT_READER_END_OF_STREAM;
+            }
+            if (atomic_load(&rd->s->stopping) || peer_gone(rd->fd) ||
+                need_reader_thread(rd->s, r) < 0) {
+                pthread_mutex_unlock(&r->lock);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            /* nothing yet: wait suspended, never in this thread */
+            if (!wf__srv_suspend(rd->s, rd->c)) { /* stopping */
+                pthread_mutex_unlock(&r->lock);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            rd->counted = 1;
+            rd->wnext = r->waiters;
+            r->waiters = rd;
+            rd->waiting = 1;
+            pthread_mutex_unlock(&r->lock);
+            return 0;
         }
         pthread_mutex_unlock(&r->lock);
     }
@@ -334,7 +431,21 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 static void stream_free(void *cls)
 {
     stream_rd *rd = cls;
-    wf__srv_rec_unref(rd->r);
+    srv_rec *r = rd->r;
+    pthread_mutex_lock(&r->lock);
+    if (rd->waiting) {
+        for (stream_rd **p = &r->waiters; *p; p = &(*p)->wnext)
+            if (*p == rd) {
+                *p = rd->wnext;
+                break;
+            }
+    }
+    r->n_readers--;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    if (rd->counted)
+        wf__srv_unsuspended(rd->s);
+    wf__srv_rec_unref(r);
     free(rd->buf);
     free(rd);
 }
@@ -389,6 +500,7 @@ enum MHD_Result wf__srv_get_events(wf_server *s, struct MHD_Connection *c, const
     }
     rd->s = s;
     rd->r = r;
+    rd->c = c;
     rd->next = after_seq + 1;
     rd->internal = internal;
     rd->sse = sse;
@@ -396,6 +508,9 @@ enum MHD_Result wf__srv_get_events(wf_server *s, struct MHD_Connection *c, const
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     rd->fd = ci ? ci->connect_fd : -1;
+    pthread_mutex_lock(&r->lock);
+    r->n_readers++; /* stream_free takes it back */
+    pthread_mutex_unlock(&r->lock);
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
                                                                   stream_read, rd, stream_free);
     if (resp == NULL) {
