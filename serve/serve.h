@@ -40,6 +40,8 @@ typedef struct wf_server_params {
     size_t max_handlers;
     /** Most connections at once (default 2048). */
     uint32_t max_connections;
+    /** libmicrohttpd's threads (epoll, each serving many connections); 0: the cores. */
+    uint32_t http_threads;
 } wf_server_params;
 
 void wf_server_params_init(wf_server_params *p);

@@ -519,6 +519,9 @@ static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
+/* Seconds an idle connection stays open (see the daemon's start). */
+#define IDLE_TIMEOUT_S 10
+
 /* ------------------------------------------------------------ suspended connections */
 
 /* Suspends c unless the server is stopping: 1 suspended (counted), 0 not. */
@@ -643,14 +646,21 @@ int wf_server_new(wf_server **out, const wf_server_params *p, char **message)
      * (streams.c); on 2 cores this cost about 40% less server CPU per run
      * than a thread per connection (docs/PERFORMANCE.md).
      */
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    /*
+     * In this mode libmicrohttpd 0.9.75 does not always close a connection
+     * whose client shut its side down (garbage, or a request and a
+     * half-close): an idle connection is closed after IDLE_TIMEOUT_S.
+     * Suspended ones (a waiting POST .../run, a stream reader) do not time
+     * out.
+     */
+    long cores = p->http_threads ? (long)p->http_threads : sysconf(_SC_NPROCESSORS_ONLN);
     s->d = MHD_start_daemon(
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC, p->port, NULL,
         NULL, access_cb, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cores > 1 ? cores : 1),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(p->max_connections ? p->max_connections : 2048),
-        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024U,
-        MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
+        completed_cb, s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024U, MHD_OPTION_END);
     if (s->d == NULL) {
         rc = fail(message, WF_ENOTFOUND, "cannot listen on %s:%u", p->host, (unsigned)p->port);
         goto err;

@@ -321,6 +321,9 @@ setup() {
     [ "$status" -eq 2 ]
     run --separate-stderr "$WF" serve "$WF_QS" --max-connections 0
     [ "$status" -eq 2 ]
+    run --separate-stderr "$WF" serve "$WF_QS" --http-threads 0
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"--http-threads wants a number from 1 to 256"* ]]
 }
 
 @test "serve: a missing or bad plugin, or two workflows of one name, exit 2" {
@@ -361,7 +364,7 @@ start_serve() {
     exec 6<&-
     [ "$st" -eq 0 ]
     rm "$T/serve.out"
-    start_serve "$WF_QS" "$WF_HITL"
+    start_serve "$WF_QS" "$WF_HITL" --http-threads 1
     kill -INT "$pid"
     st=0; wait "$pid" || st=$?
     exec 6<&-

@@ -29,6 +29,8 @@ static void usage(FILE *to)
             "      --body-limit BYTES   largest request body (default 1048576)\n"
             "      --max-handlers N     ended handlers kept for GET /handlers (default 10000)\n"
             "      --max-connections N  connections at once (default 2048)\n"
+            "      --http-threads N     HTTP threads, each serving many connections (default:\n"
+            "                           the cores)\n"
             "Stops on Ctrl-C or SIGTERM. Exit status: 0 stopped, 2 usage or cannot listen.\n",
             CLI_HELP_THREADS("          "));
 }
@@ -83,6 +85,13 @@ static int serve_opt(int c, const char *arg, void *user)
         }
         o->sp->max_connections = (uint32_t)v;
         return 0;
+    case 'W':
+        if (cli_parse_count(arg, 1, 256, &v) < 0) {
+            cli_err("serve", "--http-threads wants a number from 1 to 256, not '%s'", arg);
+            return EXIT_USAGE;
+        }
+        o->sp->http_threads = (uint32_t)v;
+        return 0;
     }
     return -1;
 }
@@ -95,6 +104,7 @@ int cmd_serve(int argc, char **argv)
                                          {"body-limit", required_argument, NULL, 'B'},
                                          {"max-handlers", required_argument, NULL, 'H'},
                                          {"max-connections", required_argument, NULL, 'C'},
+                                         {"http-threads", required_argument, NULL, 'W'},
                                          CLI_OPT_HELP,
                                          {NULL, 0, NULL, 0}};
     wf_server_params sp;
