@@ -169,7 +169,7 @@ static int start_run(wf_server *s, const srv_wf *w, conn_state *cs, srv_rec **ou
         wf__srv_new_id(r->id);
     json_decref(body);
     r->w = w;
-    atomic_init(&r->refs, 2); /* the table's and the caller's */
+    atomic_init(&r->refs, 3); /* the table's, the caller's and the run's on_done */
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
     r->started_at = r->updated_at = wf__srv_now_s();
@@ -196,10 +196,12 @@ static int start_run(wf_server *s, const srv_wf *w, conn_state *cs, srv_rec **ou
     wf_run_params rp;
     wf_run_params_init(&rp);
     rp.stream_internal = 1;
+    rp.on_done = wf__srv_on_done;
+    rp.on_done_user = r;
     pthread_mutex_lock(&s->inject_lock);
     rc = wf_run_start_ex(s->ex, w->wf, NULL, ev, &rp, &r->h, &msg);
     pthread_mutex_unlock(&s->inject_lock);
-    if (rc < 0) {
+    if (rc < 0) { /* on_done will not come */
         snprintf(detail, dlen, "Error running workflow: %s", msg ? msg : wf_strerror(rc));
         wf_free(msg);
         atomic_store(&r->refs, 1);
@@ -212,9 +214,9 @@ static int start_run(wf_server *s, const srv_wf *w, conn_state *cs, srv_rec **ou
         wf_handler_cancel(r->h); /* missed by the shutdown's sweep */
     rc = wf__srv_table_insert(s, r);
     pthread_mutex_unlock(&s->lock);
-    if (rc < 0) {
+    if (rc < 0) { /* not in the table: the caller's and the table's references go, on_done's stays */
         wf_handler_cancel(r->h);
-        atomic_store(&r->refs, 1);
+        wf__srv_rec_unref(r);
         wf__srv_rec_unref(r);
         snprintf(detail, dlen, "out of memory");
         return 500;
@@ -227,41 +229,32 @@ enum MHD_Result wf__srv_post_run(wf_server *s, const srv_wf *w, struct MHD_Conne
                                  conn_state *cs, int wait)
 {
     char detail[4096];
-    srv_rec *r = NULL;
-    int st = start_run(s, w, cs, &r, detail, sizeof detail);
+    srv_rec *r = cs->run; /* resumed: the run it waited for has ended */
+    cs->run = NULL;
+    if (cs->counted) {
+        cs->counted = 0;
+        wf__srv_unsuspended(s);
+    }
+    int st = r ? 0 : start_run(s, w, cs, &r, detail, sizeof detail);
     if (st)
         return wf__srv_reply_detail(c, (unsigned)st, "%s", detail);
-    if (wait) {
-        wf__srv_pump(r);
-    } else {
-        pump_arg *a = malloc(sizeof *a);
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, 256 * 1024);
-        pthread_t t;
-        int ok = 0;
-        if (a) {
-            a->s = s;
-            a->r = r;
-            atomic_fetch_add(&r->refs, 1);
-            pthread_mutex_lock(&s->lock);
-            s->pumps++;
-            pthread_mutex_unlock(&s->lock);
-            ok = pthread_create(&t, &attr, wf__srv_pump_main, a) == 0;
-            if (!ok) {
-                pthread_mutex_lock(&s->lock);
-                s->pumps--;
-                pthread_mutex_unlock(&s->lock);
-                wf__srv_rec_unref(r);
-                free(a);
+    if (wait) { /* the connection waits suspended; the run's end resumes it (streams.c) */
+        pthread_mutex_lock(&r->lock);
+        if (!r->ended) {
+            r->resume = c;
+            cs->run = r;
+            if (wf__srv_suspend(s, c)) {
+                cs->counted = 1;
+                pthread_mutex_unlock(&r->lock);
+                return MHD_YES;
             }
+            /* stopping: its run was cancelled, it ends at once; wait here */
+            r->resume = NULL;
+            cs->run = NULL;
+            while (!r->ended)
+                pthread_cond_wait(&r->cond, &r->lock);
         }
-        pthread_attr_destroy(&attr);
-        if (!ok) {
-            wf_handler_cancel(r->h);
-            wf__srv_pump(r); /* ends at once: the run is cancelled */
-        }
+        pthread_mutex_unlock(&r->lock);
     }
     wf_json_buf b;
     wf_json_buf_init(&b);

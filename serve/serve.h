@@ -5,10 +5,12 @@
  *
  * One executor runs every workflow; each run is a handler record with an
  * id, a status and a log of the events read from the run's stream (numbered
- * from 0, so a late reader starts from a cursor). MHD runs one thread per
- * connection: a request that waits (POST .../run, a stream of events) waits
- * in its own connection thread, never on an executor worker. Runs started
- * without waiting get a reader thread of their own that fills the log.
+ * from 0, so a late reader starts from a cursor). MHD runs epoll on a pool
+ * of threads, one a core: a request that waits (POST .../run, a stream of
+ * events with nothing to send) is a suspended connection, never a blocked
+ * thread, and never waits on an executor worker. The log fills lazily: the
+ * run's end drains its stream, and a reader thread per run pumps it while
+ * stream readers wait (streams.c).
  */
 #ifndef WF_SERVE_H
 #define WF_SERVE_H
@@ -36,8 +38,10 @@ typedef struct wf_server_params {
     size_t body_limit;
     /** Ended handlers kept for GET /handlers (default 10000); the oldest go first. */
     size_t max_handlers;
-    /** Most connections at once (default 2048; each is a thread). */
+    /** Most connections at once (default 2048). */
     uint32_t max_connections;
+    /** libmicrohttpd's threads (epoll, each serving many connections); 0: the cores. */
+    uint32_t http_threads;
 } wf_server_params;
 
 void wf_server_params_init(wf_server_params *p);

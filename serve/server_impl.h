@@ -59,6 +59,12 @@ typedef struct srv_rec {
     size_t n_log, cap_log;
     int status;
     int ended; /* the final status, error and result are set */
+    int pumping;  /* a thread reads the handler's stream into the log (streams.c) */
+    int end_seen; /* on_done came: the run ended */
+    struct MHD_Connection *resume; /* a POST .../run suspended until the run ends */
+    struct stream_rd *waiters;     /* stream readers suspended until the log grows */
+    int n_readers;                 /* stream readers attached */
+    int reader_thread;             /* a thread reads the stream for them (streams.c) */
     char *error;
     char *result;        /* envelope of the StopEvent, or NULL */
     char *result_compat; /* GET /results' result: StopEvent.result or the value */
@@ -82,9 +88,6 @@ struct wf_server {
     srv_rec **table;
     size_t table_cap, count;
     srv_rec *head, *tail;
-    /* reader threads still running; guarded by lock, signalled on pumps_cond */
-    size_t pumps;
-    pthread_cond_t pumps_cond;
     /*
      * Held around the calls that inject work into the executor from a thread
      * outside it (starting a run, sending an event, cancelling). The executor's injection
@@ -95,6 +98,19 @@ struct wf_server {
      * time, the others parked on this mutex, avoids that convoy.
      */
     pthread_mutex_t inject_lock;
+    /* threads reading runs' streams for stream readers; decremented under lock, on pumps_cond */
+    atomic_size_t pumps;
+    pthread_cond_t pumps_cond;
+    /*
+     * Connections suspended and not yet back in a callback of ours: the
+     * shutdown waits for 0 before MHD_stop_daemon, which aborts the process
+     * if any is left suspended. After no_suspend, nothing is suspended.
+     * Guarded by susp_lock (a leaf: taken under a record's lock too).
+     */
+    pthread_mutex_t susp_lock;
+    pthread_cond_t susp_cond;
+    size_t suspended;
+    int no_suspend;
 };
 
 /* A request being read (its body, up to the limit). */
@@ -102,13 +118,9 @@ typedef struct conn_state {
     char *body;
     size_t len, cap;
     int too_big;
+    struct srv_rec *run; /* POST .../run: the run it waits for, suspended (a reference) */
+    int counted;         /* in the server's suspended count */
 } conn_state;
-
-/* What a detached reader thread of a run gets (wf__srv_pump_main). */
-typedef struct pump_arg {
-    wf_server *s;
-    srv_rec *r;
-} pump_arg;
 
 void wf__srv_cors(struct MHD_Connection *c, struct MHD_Response *resp);
 enum MHD_Result wf__srv_get_events(wf_server *s, struct MHD_Connection *c, const char *id);
@@ -131,8 +143,10 @@ enum MHD_Result wf__srv_post_event(wf_server *s, struct MHD_Connection *c, const
                                    conn_state *cs);
 enum MHD_Result wf__srv_post_run(wf_server *s, const srv_wf *w, struct MHD_Connection *c,
                                  conn_state *cs, int wait);
-void wf__srv_pump(srv_rec *r);
-void *wf__srv_pump_main(void *arg);
+void wf__srv_on_done(wf_handler *h, void *user);
+int wf__srv_suspend(wf_server *s, struct MHD_Connection *c);
+void wf__srv_unsuspended(wf_server *s);
+void wf__srv_pump_turn(srv_rec *r, wf_handler *h, int64_t timeout_ms);
 void wf__srv_put(wf_json_buf *b, const char *s);
 void wf__srv_put_str(wf_json_buf *b, const char *s);
 int wf__srv_query_true(struct MHD_Connection *c, const char *key, int dflt);

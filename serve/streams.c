@@ -1,7 +1,8 @@
 /*
  * streams.c: wf serve's event side: the reader of a run (pump: the run's
- * stream into its record's numbered log, in the requesting connection's
- * thread or a detached one) and GET /events/{id} as SSE or NDJSON (an MHD
+ * stream into its record's numbered log, by whoever needs it: the run's
+ * on_done, a reader thread while stream readers wait) and GET /events/{id}
+ * as SSE or NDJSON (an MHD
  * callback response that copies one logged event at a time as its bounded
  * write buffer drains). Locks as server.c says: a record's lock guards its
  * log and state.
@@ -74,27 +75,66 @@ static int write_envelope(wf_json_buf *b, const wf_event *ev, const char *plugin
 /* ------------------------------------------------------------ the reader of a run */
 
 /*
- * Reads the run's stream into the record's log until the terminal event,
- * then sets the final status. Runs on a connection thread (POST .../run) or
- * a reader thread of its own (run-nowait), never on an executor worker.
+ * A run's stream goes into its record's log lazily, by whoever needs it,
+ * and never with a thread of its own waiting for each event (on 2 cores a
+ * wake-up per streamed event was most of a POST /run's cost):
+ * - when the run ends, its on_done callback (wf__srv_on_done, on an
+ *   executor thread) drains the stream, which then holds everything, and
+ *   records the final status, error and result; POST /run waits for that
+ *   one signal;
+ * - while stream readers (GET /events) of a running run wait, suspended, a
+ *   reader thread of the run pumps the stream (250 ms at a time) and
+ *   resumes them when the log grows;
+ * - GET /events from "now" first drains what the stream holds.
+ * One pumper at a time (r->pumping, under r->lock): the handler has one
+ * reader. When on_done comes while someone else pumps, it leaves the end
+ * to that pumper (r->end_seen), which finishes it before letting go.
  */
-void wf__srv_pump(srv_rec *r)
+
+typedef struct stream_rd {
+    wf_server *s;
+    srv_rec *r;
+    int64_t next; /* sequence number of the next entry to look at */
+    int internal, sse, qn;
+    int fd;
+    struct MHD_Connection *c;
+    struct stream_rd *wnext; /* in r->waiters while suspended; under r->lock */
+    int waiting;
+    int counted; /* suspended, not yet back in stream_read: in the server's count */
+    char *buf; /* the text of the event being sent */
+    size_t len, off, cap;
+} stream_rd;
+
+/*
+ * With r->lock held: resumes the suspended stream readers of r (the log
+ * grew, the run ended, or the reader thread's 250 ms tick: a reader that
+ * hung up notices it when it runs).
+ */
+static void wake_readers(srv_rec *r)
 {
-    wf_json_buf b;
-    wf_json_buf_init(&b);
-    for (;;) {
+    for (stream_rd *rd = r->waiters; rd; rd = rd->wnext) {
+        rd->waiting = 0;
+        MHD_resume_connection(rd->c);
+    }
+    r->waiters = NULL;
+}
+
+/* Reads events into the log, waiting up to timeout_ms for the first (0: only what is there). */
+static void pump_some(srv_rec *r, wf_handler *h, int64_t timeout_ms, wf_json_buf *b)
+{
+    for (int first = 1;; first = 0) {
         wf_event *ev = NULL;
-        if (wf_handler_next_event(r->h, -1, &ev) < 0)
-            break; /* WF_ECLOSED: the terminal event was read */
+        if (wf_handler_next_event(h, first ? timeout_ms : 0, &ev) < 0)
+            return; /* WF_ETIMEDOUT: nothing now; WF_ECLOSED: the terminal event was read */
         const wf_event_type *t = wf_event_type_of(ev);
         int terminal = wf_event_type_is_stop(t);
         srv_entry e = {0};
-        wf_json_buf_reset(&b);
-        if (write_envelope(&b, ev, r->w->plugin, &e.qn_off) == 0) {
-            e.text = malloc(b.len + 1);
+        wf_json_buf_reset(b);
+        if (write_envelope(b, ev, r->w->plugin, &e.qn_off) == 0) {
+            e.text = malloc(b->len + 1);
             if (e.text) {
-                memcpy(e.text, b.data, b.len + 1);
-                e.len = (uint32_t)b.len;
+                memcpy(e.text, b->data, b->len + 1);
+                e.len = (uint32_t)b->len;
                 e.internal = wf__srv_is_internal_type(t);
             }
         }
@@ -114,12 +154,19 @@ void wf__srv_pump(srv_rec *r)
             free(e.text);
         r->updated_at = wf__srv_now_s();
         pthread_cond_broadcast(&r->cond);
+        wake_readers(r);
         pthread_mutex_unlock(&r->lock);
         if (terminal)
-            break;
+            return;
     }
+}
+
+/* The run ended and its stream was drained: its final status, error and result. */
+static void finish(srv_rec *r, wf_handler *h, wf_json_buf *b_)
+{
+    wf_json_buf b = *b_;
     wf_event *res = NULL;
-    int rc = wf_handler_wait(r->h, -1, &res);
+    int rc = wf_handler_wait(h, 0, &res); /* it ended: does not wait */
     int status;
     char *error = NULL, *result = NULL, *compat = NULL;
     if (rc == 0) {
@@ -141,7 +188,7 @@ void wf__srv_pump(srv_rec *r)
     } else {
         int code = 0;
         const char *step = NULL, *m = NULL;
-        wf_handler_error(r->h, &code, &step, &m);
+        wf_handler_error(h, &code, &step, &m);
         status = rc == WF_ECANCELLED ? ST_CANCELLED : ST_FAILED;
         char text[2048];
         if (rc == WF_ECANCELLED)
@@ -156,7 +203,7 @@ void wf__srv_pump(srv_rec *r)
         error = strdup(text);
     }
     wf_event_release(res);
-    wf_json_buf_free(&b);
+    *b_ = b; /* it may have grown */
     pthread_mutex_lock(&r->lock);
     r->status = status;
     r->error = error;
@@ -164,34 +211,52 @@ void wf__srv_pump(srv_rec *r)
     r->result_compat = compat;
     r->completed_at = r->updated_at = wf__srv_now_s();
     r->ended = 1;
+    if (r->resume) { /* POST .../run: its connection answers now */
+        MHD_resume_connection(r->resume);
+        r->resume = NULL;
+    }
+    wake_readers(r);
     pthread_cond_broadcast(&r->cond);
     pthread_mutex_unlock(&r->lock);
 }
 
-void *wf__srv_pump_main(void *arg)
+
+/*
+ * With r->lock held and nobody pumping: pumps (the lock let go meanwhile)
+ * and, once on_done has come, finishes the record. Returns with the lock.
+ */
+void wf__srv_pump_turn(srv_rec *r, wf_handler *h, int64_t timeout_ms)
 {
-    pump_arg *a = arg;
-    wf__srv_pump(a->r);
-    wf__srv_rec_unref(a->r);
-    pthread_mutex_lock(&a->s->lock);
-    if (--a->s->pumps == 0)
-        pthread_cond_broadcast(&a->s->pumps_cond);
-    pthread_mutex_unlock(&a->s->lock);
-    free(a);
-    return NULL;
+    r->pumping = 1;
+    pthread_mutex_unlock(&r->lock);
+    wf_json_buf b;
+    wf_json_buf_init(&b);
+    pump_some(r, h, timeout_ms, &b);
+    pthread_mutex_lock(&r->lock);
+    while (r->end_seen && !r->ended) {
+        pthread_mutex_unlock(&r->lock);
+        pump_some(r, h, 0, &b); /* the run ended: everything is there */
+        finish(r, h, &b);
+        pthread_mutex_lock(&r->lock);
+    }
+    wf_json_buf_free(&b);
+    r->pumping = 0;
+    pthread_cond_broadcast(&r->cond);
+}
+
+void wf__srv_on_done(wf_handler *h, void *user)
+{
+    srv_rec *r = user;
+    pthread_mutex_lock(&r->lock);
+    r->end_seen = 1;
+    if (!r->pumping)
+        wf__srv_pump_turn(r, h, 0);
+    pthread_mutex_unlock(&r->lock);
+    wf__srv_rec_unref(r); /* on_done's reference (start_run) */
 }
 
 /* ------------------------------------------------------------ event streams */
 
-typedef struct stream_rd {
-    wf_server *s;
-    srv_rec *r;
-    int64_t next; /* sequence number of the next entry to look at */
-    int internal, sse, qn;
-    int fd;
-    char *buf; /* the text of the event being sent */
-    size_t len, off, cap;
-} stream_rd;
 
 static int peer_gone(int fd)
 {
@@ -231,38 +296,28 @@ static int format_entry(stream_rd *rd, int64_t seq, const srv_entry *e)
     return 0;
 }
 
-static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+/*
+ * The thread that reads a running run's stream while stream readers wait
+ * for it: the readers are suspended connections (libmicrohttpd's threads
+ * never wait), resumed when the log grows, when the run ends and every
+ * 250 ms. It ends with the run or when its last reader has gone.
+ */
+typedef struct reader_arg {
+    wf_server *s;
+    srv_rec *r;
+} reader_arg;
+
+static void *reader_main(void *arg)
 {
-    (void)pos;
-    stream_rd *rd = cls;
-    if (rd->off == rd->len) {
-        srv_rec *r = rd->r;
-        pthread_mutex_lock(&r->lock);
-        for (;;) {
-            int got = 0;
-            while (rd->next < (int64_t)r->n_log) {
-                const srv_entry *e = &r->log[rd->next];
-                int64_t seq = rd->next++;
-                if (e->internal && !rd->internal)
-                    continue;
-                if (format_entry(rd, seq, e) < 0) {
-                    pthread_mutex_unlock(&r->lock);
-                    return MHD_CONTENT_READER_END_WITH_ERROR;
-                }
-                got = 1;
-                break;
-            }
-            if (got)
-                break;
-            if (r->ended) {
-                pthread_mutex_unlock(&r->lock);
-                return MHD_CONTENT_READER_END_OF_STREAM;
-            }
-            if (atomic_load(&rd->s->stopping)) {
-                pthread_mutex_unlock(&r->lock);
-                return MHD_CONTENT_READER_END_WITH_ERROR;
-            }
-            /* wake now and then to notice a reader that went away */
+    reader_arg *a = arg;
+    srv_rec *r = a->r;
+    wf_server *s = a->s;
+    free(a);
+    pthread_mutex_lock(&r->lock);
+    while (!r->ended && r->n_readers > 0) {
+        if (!r->pumping) {
+            wf__srv_pump_turn(r, r->h, 250);
+        } else {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 250 * 1000000L;
@@ -270,10 +325,98 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
             }
-            if (pthread_cond_timedwait(&r->cond, &r->lock, &ts) == ETIMEDOUT && peer_gone(rd->fd)) {
+            pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+        }
+        wake_readers(r);
+    }
+    wake_readers(r);
+    r->reader_thread = 0;
+    pthread_mutex_unlock(&r->lock);
+    wf__srv_rec_unref(r);
+    pthread_mutex_lock(&s->lock);
+    if (atomic_fetch_sub(&s->pumps, 1) == 1)
+        pthread_cond_broadcast(&s->pumps_cond);
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* With r->lock held: a reader thread for r unless it has one. 0, or -1 when none could start. */
+static int need_reader_thread(wf_server *s, srv_rec *r)
+{
+    if (r->reader_thread)
+        return 0;
+    reader_arg *a = malloc(sizeof *a);
+    if (a == NULL)
+        return -1;
+    a->s = s;
+    a->r = r;
+    atomic_fetch_add(&r->refs, 1);
+    atomic_fetch_add(&s->pumps, 1);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_t t;
+    int rc = pthread_create(&t, &attr, reader_main, a);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        free(a);
+        atomic_fetch_sub(&r->refs, 1); /* the caller holds another */
+        pthread_mutex_lock(&s->lock);
+        if (atomic_fetch_sub(&s->pumps, 1) == 1)
+            pthread_cond_broadcast(&s->pumps_cond);
+        pthread_mutex_unlock(&s->lock);
+        return -1;
+    }
+    r->reader_thread = 1;
+    return 0;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    (void)pos;
+    stream_rd *rd = cls;
+    if (rd->counted) {
+        rd->counted = 0;
+        wf__srv_unsuspended(rd->s);
+    }
+    if (rd->off == rd->len) {
+        srv_rec *r = rd->r;
+        pthread_mutex_lock(&r->lock);
+        int got = 0;
+        while (rd->next < (int64_t)r->n_log) {
+            const srv_entry *e = &r->log[rd->next];
+            int64_t seq = rd->next++;
+            if (e->internal && !rd->internal)
+                continue;
+            if (format_entry(rd, seq, e) < 0) {
                 pthread_mutex_unlock(&r->lock);
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             }
+            got = 1;
+            break;
+        }
+        if (!got) {
+            if (r->ended) {
+                pthread_mutex_unlock(&r->lock);
+                return MHD_CONTENT_READER_END_OF_STREAM;
+            }
+            if (atomic_load(&rd->s->stopping) || peer_gone(rd->fd) ||
+                need_reader_thread(rd->s, r) < 0) {
+                pthread_mutex_unlock(&r->lock);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            /* nothing yet: wait suspended, never in this thread */
+            if (!wf__srv_suspend(rd->s, rd->c)) { /* stopping */
+                pthread_mutex_unlock(&r->lock);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            rd->counted = 1;
+            rd->wnext = r->waiters;
+            r->waiters = rd;
+            rd->waiting = 1;
+            pthread_mutex_unlock(&r->lock);
+            return 0;
         }
         pthread_mutex_unlock(&r->lock);
     }
@@ -288,7 +431,21 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 static void stream_free(void *cls)
 {
     stream_rd *rd = cls;
-    wf__srv_rec_unref(rd->r);
+    srv_rec *r = rd->r;
+    pthread_mutex_lock(&r->lock);
+    if (rd->waiting) {
+        for (stream_rd **p = &r->waiters; *p; p = &(*p)->wnext)
+            if (*p == rd) {
+                *p = rd->wnext;
+                break;
+            }
+    }
+    r->n_readers--;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    if (rd->counted)
+        wf__srv_unsuspended(rd->s);
+    wf__srv_rec_unref(r);
     free(rd->buf);
     free(rd);
 }
@@ -324,6 +481,8 @@ enum MHD_Result wf__srv_get_events(wf_server *s, struct MHD_Connection *c, const
     if (r == NULL)
         return wf__srv_reply_detail(c, 404, "Handler not found");
     pthread_mutex_lock(&r->lock);
+    if (now && !r->ended && !r->pumping)
+        wf__srv_pump_turn(r, r->h, 0); /* "now" counts what the run streamed so far */
     if (now)
         after_seq = (long long)r->n_log - 1;
     if (after_seq < -1)
@@ -341,6 +500,7 @@ enum MHD_Result wf__srv_get_events(wf_server *s, struct MHD_Connection *c, const
     }
     rd->s = s;
     rd->r = r;
+    rd->c = c;
     rd->next = after_seq + 1;
     rd->internal = internal;
     rd->sse = sse;
@@ -348,6 +508,9 @@ enum MHD_Result wf__srv_get_events(wf_server *s, struct MHD_Connection *c, const
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     rd->fd = ci ? ci->connect_fd : -1;
+    pthread_mutex_lock(&r->lock);
+    r->n_readers++; /* stream_free takes it back */
+    pthread_mutex_unlock(&r->lock);
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
                                                                   stream_read, rd, stream_free);
     if (resp == NULL) {

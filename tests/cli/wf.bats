@@ -18,7 +18,7 @@ setup() {
     run "$WF" --help
     [ "$status" -eq 0 ]
     [[ "$output" == *"exit status"* ]]
-    for c in run batch graph snapshot; do
+    for c in run batch graph snapshot runs; do
         run "$WF" "$c" --help
         [ "$status" -eq 0 ]
         [[ "$output" == "usage: wf $c"* ]]
@@ -256,6 +256,26 @@ setup() {
     [ "$status" -eq 2 ]
 }
 
+@test "batch: a line longer than a block, CRLF, no final newline, one job at a time" {
+    # a 9 MB line (the input is read in 8 MiB blocks), then a CRLF line and a last line without newline
+    awk 'BEGIN { s = "x"; while (length(s) < 9000000) s = s s; printf "{\"id\":\"big\",\"data\":\"%s\"}\n", substr(s, 1, 9000000) }' > "$T/in.jsonl"
+    printf '{"data":"crlf"}\r\n\r\n{"data":"last"}' >> "$T/in.jsonl"
+    run --separate-stderr "$WF" batch "$WF_QS" --inputs "$T/in.jsonl" --jobs 1
+    [ "$status" -eq 0 ]
+    [ "${#lines[@]}" -eq 3 ]
+    [[ "$output" == *'{"line":1,"id":"big","status":"done","result":"Processed 1 times, data length: 9000000"}'* ]]
+    [[ "$output" == *'{"line":2,"status":"done","result":"Processed 1 times, data length: 4"}'* ]]
+    [[ "$output" == *'{"line":4,"status":"done","result":"Processed 1 times, data length: 4"}'* ]]
+    # every line once, whatever the window: 20,000 lines through windows of 1, 7 and 300
+    "$WF_GEN" 20000 "$T/many.jsonl"
+    for j in 1 7 300; do
+        run --separate-stderr "$WF" batch "$WF_QS" --inputs "$T/many.jsonl" --jobs "$j" --out "$T/out.jsonl"
+        [ "$status" -eq 0 ]
+        [ "$(sed 's/^{"line":\([0-9]*\),.*/\1/' "$T/out.jsonl" | sort -un | wc -l)" -eq 20000 ]
+        [ "$(wc -l < "$T/out.jsonl")" -eq 20000 ]
+    done
+}
+
 @test "batch: Ctrl-C stops cleanly, cancels what runs and says what finished" {
     mkfifo "$T/in"
     "$WF" batch "$WF_TP" sleepy --timeout none --inputs "$T/in" --out "$T/out.jsonl" 2> "$T/err" &
@@ -269,4 +289,191 @@ setup() {
     grep -q "interrupted: .* lines read" "$T/err"
     # whatever started is accounted for as cancelled, nothing else
     ! grep -v '"status":"cancelled"' "$T/out.jsonl"
+}
+
+# ---- wf serve: the command line and the exit codes (the HTTP API: tests/serve)
+
+@test "serve: bad command lines exit 2 with a message" {
+    run --separate-stderr "$WF" serve --help
+    [ "$status" -eq 0 ]
+    [[ "$output" == "usage: wf serve"* ]]
+    run --separate-stderr "$WF" serve
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == "usage: wf serve"* ]]
+    run --separate-stderr "$WF" serve "$WF_QS" --bogus
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == "wf serve: bad option '--bogus'"* ]]
+    for l in nope 127.0.0.1:99999 127.0.0.1: :8080; do
+        run --separate-stderr "$WF" serve "$WF_QS" --listen "$l"
+        [ "$status" -eq 2 ]
+        [[ "$stderr" == *"--listen wants HOST:PORT"* ]]
+    done
+    run --separate-stderr "$WF" serve "$WF_QS" --listen 1.2.3:0
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"'1.2.3' is not an IPv4 address"* ]]
+    run --separate-stderr "$WF" serve "$WF_QS" --threads 0
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"--threads wants a number"* ]]
+    run --separate-stderr "$WF" serve "$WF_QS" --body-limit 0
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"--body-limit wants bytes"* ]]
+    run --separate-stderr "$WF" serve "$WF_QS" --max-handlers x
+    [ "$status" -eq 2 ]
+    run --separate-stderr "$WF" serve "$WF_QS" --max-connections 0
+    [ "$status" -eq 2 ]
+    run --separate-stderr "$WF" serve "$WF_QS" --http-threads 0
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"--http-threads wants a number from 1 to 256"* ]]
+}
+
+@test "serve: a missing or bad plugin, or two workflows of one name, exit 2" {
+    run --separate-stderr "$WF" serve "$T/nothere.so" --listen 127.0.0.1:0
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"cannot load plugin"* ]]
+    run --separate-stderr "$WF" serve "$WF_NOSYM" --listen 127.0.0.1:0
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"not a wf plugin"* ]]
+    run --separate-stderr "$WF" serve "$WF_QS" "$WF_QS" --listen 127.0.0.1:0
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"two plugins serve a workflow called 'MyWorkflow'"* ]]
+}
+
+# Starts wf serve in the background on a free port: $pid, $port; its first
+# line read from a fifo (read blocks until it is written; -t bounds it).
+start_serve() {
+    mkfifo "$T/serve.out"
+    "$WF" serve "$@" --listen 127.0.0.1:0 > "$T/serve.out" 2> "$T/serve.err" &
+    pid=$!
+    exec 6< "$T/serve.out"
+    read -r -t 30 first <&6
+    [[ "$first" == "listening on http://127.0.0.1:"* ]]
+    port="${first##*:}"
+}
+
+@test "serve: a port in use exits 2; SIGTERM and SIGINT stop it with 0" {
+    start_serve "$WF_QS"
+    run --separate-stderr "$WF" serve "$WF_QS" --listen "127.0.0.1:$port"
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"cannot listen on 127.0.0.1:$port"* ]]
+    if command -v curl > /dev/null; then
+        run curl -s "http://127.0.0.1:$port/health"
+        [ "$output" = '{"status":"healthy"}' ]
+    fi
+    kill -TERM "$pid"
+    st=0; wait "$pid" || st=$?
+    exec 6<&-
+    [ "$st" -eq 0 ]
+    rm "$T/serve.out"
+    start_serve "$WF_QS" "$WF_HITL" --http-threads 1
+    kill -INT "$pid"
+    st=0; wait "$pid" || st=$?
+    exec 6<&-
+    [ "$st" -eq 0 ]
+}
+
+# ---- wf runs (a store written by mkstore through the store API)
+
+@test "runs: bad command lines and stores exit 2 with a message" {
+    run --separate-stderr "$WF" runs --help
+    [ "$status" -eq 0 ]
+    [[ "$output" == "usage: wf runs"* ]]
+    run --separate-stderr "$WF" runs
+    [ "$status" -eq 2 ]
+    run --separate-stderr "$WF" runs list
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"--store STORE is required"* ]]
+    run --separate-stderr "$WF" runs frob --store "$T/s.db"
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"unknown subcommand 'frob'"* ]]
+    run --separate-stderr "$WF" runs respond r-1 --store "$T/s.db"
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"respond is not available yet"* ]]
+    run --separate-stderr "$WF" runs show --store "$T/s.db"
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"show wants a RUN_ID"* ]]
+    run --separate-stderr "$WF" runs list --store "$T/none.db"
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"none.db: No such file or directory"* ]]
+    [ ! -e "$T/none.db" ]
+    run --separate-stderr "$WF" runs list --store nats://127.0.0.1:4222
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"unknown store kind 'nats'"* ]]
+    echo "not a database" > "$T/bad.db"
+    run --separate-stderr "$WF" runs list --store "$T/bad.db"
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"cannot open the store"* ]]
+    run --separate-stderr "$WF" runs list --store "$T/bad.db" --status finished
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"unknown status 'finished'"* ]]
+}
+
+@test "runs: list shows every run with its status, filtered and limited" {
+    [ -n "$WF_MKSTORE" ] || skip "built without SQLite"
+    "$WF_MKSTORE" "$T/s.db"
+    run --separate-stderr "$WF" runs list --store "$T/s.db"
+    [ "$status" -eq 0 ]
+    [ "${#lines[@]}" -eq 6 ]
+    [[ "${lines[0]}" == "RUN_ID"*"WORKFLOW"*"STATUS"*"UPDATED"*"OWNER" ]]
+    [[ "${lines[1]}" =~ ^r-done\ +MyWorkflow\ +done\ + ]]
+    [[ "${lines[2]}" =~ ^r-failed\ +MyWorkflow\ +failed\ + ]]
+    [[ "${lines[3]}" =~ ^r-waiting\ +hitl\ +waiting\ +.*worker-a$ ]]
+    [[ "${lines[4]}" =~ ^r-released\ +hitl\ +released\ + ]]
+    [[ "${lines[5]}" =~ ^r-expired\ +MyWorkflow\ +running\ +.*crashed$ ]]
+    run --separate-stderr "$WF" runs list --store "sqlite:$T/s.db" --json --status inflight
+    [ "$status" -eq 0 ]
+    [ "${#lines[@]}" -eq 3 ]
+    [[ "${lines[0]}" == '{"run_id":"r-waiting","workflow":"hitl","status":"waiting","owner":"worker-a",'* ]]
+    [[ "${lines[1]}" == '{"run_id":"r-released","workflow":"hitl","status":"released","owner":null,"lease_until":null,'* ]]
+    [[ "${lines[2]}" == *'"status":"running","owner":"crashed","lease_until":"1970-01-01T00:00:02.000Z"'* ]]
+    run --separate-stderr "$WF" runs list --store "$T/s.db" --json --status done,failed,cancelled --limit 1
+    [ "$status" -eq 0 ]
+    [ "${#lines[@]}" -eq 1 ]
+    [[ "$output" == '{"run_id":"r-done",'* ]]
+    run --separate-stderr "$WF" runs list --store "$T/s.db" --status timed_out
+    [ "$status" -eq 0 ]
+    [ -z "$output" ]
+    [[ "$stderr" == "wf runs: no runs" ]]
+}
+
+@test "runs: show gives the record, the result and the journal's summary" {
+    [ -n "$WF_MKSTORE" ] || skip "built without SQLite"
+    "$WF_MKSTORE" "$T/s.db"
+    run --separate-stderr "$WF" runs show r-done --store "$T/s.db"
+    [ "$status" -eq 0 ]
+    [[ "$output" == '{"run_id":"r-done","workflow":"MyWorkflow","status":"done","owner":null,'* ]]
+    [[ "$output" == *'"journal_records":3,"checkpoint_seq":0,"result":{"type":"StopEvent","value":{"result":"Processed 1 times, data length: 5"}},'* ]]
+    [[ "$output" == *'"journal":{"records":3,"by_kind":{"step":2,"event":1},"steps":[{"seq":0,"step":"my_step","attempt":1,"input":"StartEvent","emitted":["StopEvent"]},{"seq":1,"step":"my_step","attempt":1,"input":"StartEvent","emitted":[]}]}}' ]]
+    run --separate-stderr "$WF" runs show r-done --store "$T/s.db" --journal 1
+    [[ "$output" == *'"steps":[{"seq":0,'*'}]}}' ]]
+    [[ "$output" != *'"seq":1'* ]]
+    run --separate-stderr "$WF" runs show r-waiting --store "$T/s.db" --journal 0
+    [ "$status" -eq 0 ]
+    [[ "$output" == *'"status":"waiting","owner":"worker-a",'*'"result":null,"journal":{"records":0,"by_kind":{},"steps":[]}}' ]]
+    run --separate-stderr "$WF" runs show r-nope --store "$T/s.db"
+    [ "$status" -eq 1 ]
+    [[ "$stderr" == "wf runs: no run 'r-nope' in the store" ]]
+}
+
+@test "runs: cancel finishes a run without a live owner, and only such a run" {
+    [ -n "$WF_MKSTORE" ] || skip "built without SQLite"
+    "$WF_MKSTORE" "$T/s.db"
+    run --separate-stderr "$WF" runs cancel r-released --store "$T/s.db"
+    [ "$status" -eq 0 ]
+    [ "$output" = '{"run_id":"r-released","status":"cancelled"}' ]
+    run --separate-stderr "$WF" runs cancel r-expired --store "$T/s.db"
+    [ "$status" -eq 0 ]
+    run --separate-stderr "$WF" runs cancel r-waiting --store "$T/s.db"
+    [ "$status" -eq 1 ]
+    [[ "$stderr" == *"run 'r-waiting' is owned by worker-a (lease until "*"): cancel it through its owner"* ]]
+    run --separate-stderr "$WF" runs cancel r-done --store "$T/s.db"
+    [ "$status" -eq 1 ]
+    [[ "$stderr" == *"run 'r-done' has ended already (done)"* ]]
+    run --separate-stderr "$WF" runs cancel r-nope --store "$T/s.db"
+    [ "$status" -eq 1 ]
+    run --separate-stderr "$WF" runs list --store "$T/s.db" --json --status cancelled
+    [ "${#lines[@]}" -eq 2 ]
+    [[ "${lines[0]}" == '{"run_id":"r-released","workflow":"hitl","status":"cancelled",'* ]]
+    [[ "${lines[1]}" == '{"run_id":"r-expired","workflow":"MyWorkflow","status":"cancelled",'* ]]
+    run --separate-stderr "$WF" runs list --store "$T/s.db" --json --status waiting
+    [[ "$output" == *'"run_id":"r-waiting","workflow":"hitl","status":"waiting","owner":"worker-a"'* ]]
 }

@@ -5,6 +5,7 @@
 #ifndef WF_CLI_H
 #define WF_CLI_H
 
+#include <getopt.h>
 #include <stdatomic.h>
 #include <stdio.h>
 
@@ -53,11 +54,60 @@ extern atomic_int cli_interrupted;
 int cli_signals_start(void (*fn)(void *user), void *user);
 void cli_signals_stop(void);
 
+/*
+ * Options the subcommands share, parsed in one place (cli_getopt): put the
+ * CLI_OPT_* entries a command takes in its long-option table and their
+ * letters in its short options ("t:" for --threads, "h"), and the
+ * CLI_HELP_* lines in its usage.
+ */
+#define CLI_OPT_THREADS {"threads", required_argument, NULL, 't'}
+#define CLI_OPT_TIMEOUT {"timeout", required_argument, NULL, 'T'}
+#define CLI_OPT_STORE   {"store", required_argument, NULL, 'S'}
+#define CLI_OPT_HELP    {"help", no_argument, NULL, 'h'}
+/* Usage lines of the shared options; pad fills to the command's description column. */
+#define CLI_HELP_THREADS(pad) "  -t, --threads N" pad "worker threads (default: the cores)\n"
+#define CLI_HELP_TIMEOUT(pad, what) \
+    "      --timeout S" pad what " timeout in seconds (0 or none: no timeout;\n" \
+    "      " pad "           default: the workflow's)\n"
+#define CLI_HELP_STORE(pad) \
+    "      --store STORE" pad "the run store: sqlite:PATH, or a PATH (a SQLite file)\n"
+
+/* The values of the shared options (cli_opts_init: the defaults). */
+typedef struct cli_opts {
+    long threads;       /* --threads; 0: the cores */
+    int64_t timeout_ms; /* --timeout; WF_TIMEOUT_DEFAULT: the workflow's */
+    const char *store;  /* --store, or NULL */
+} cli_opts;
+
+void cli_opts_init(cli_opts *o);
+
+/*
+ * A command's own option: 0 taken, EXIT_USAGE after a message, -1 not one
+ * of its options (cli_getopt then prints the usage and fails).
+ */
+typedef int (*cli_opt_fn)(int c, const char *arg, void *user);
+
+/* cli_getopt's answer when the command goes on. */
+#define CLI_CONTINUE (-1)
+
+/*
+ * Parses argv (argv[0] the command's name) with getopt_long: the shared
+ * options into *common, the others through fn (may be NULL). --help prints
+ * usage on standard output: EXIT_DONE; an unknown option or a bad value, or
+ * fewer than min_pos or more than max_pos (-1: any) operands: usage on
+ * standard error, EXIT_USAGE. Otherwise CLI_CONTINUE, the operands from
+ * argv[optind].
+ */
+int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
+               const struct option *longopts, cli_opts *common, cli_opt_fn fn, void *user,
+               void (*usage)(FILE *to), int min_pos, int max_pos);
+
 /* Subcommands. */
 int cmd_run(int argc, char **argv);
 int cmd_batch(int argc, char **argv);
 int cmd_graph(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_runs(int argc, char **argv);
 
 #endif

@@ -136,6 +136,74 @@ int cli_parse_count(const char *s, long min, long max, long *out)
     return 0;
 }
 
+/* ------------------------------------------------------------------ options */
+
+void cli_opts_init(cli_opts *o)
+{
+    o->threads = 0;
+    o->timeout_ms = WF_TIMEOUT_DEFAULT;
+    o->store = NULL;
+}
+
+/* A shared option: 0 taken, EXIT_USAGE after a message, -1 not shared. */
+static int common_opt(const char *cmd, int c, const char *arg, cli_opts *o)
+{
+    switch (c) {
+    case 't':
+        if (cli_parse_count(arg, 1, 1024, &o->threads) < 0) {
+            cli_err(cmd, "--threads wants a number from 1 to 1024, not '%s'", arg);
+            return EXIT_USAGE;
+        }
+        return 0;
+    case 'T':
+        if (cli_parse_timeout(arg, &o->timeout_ms) < 0) {
+            cli_err(cmd, "--timeout wants seconds (or none), not '%s'", arg);
+            return EXIT_USAGE;
+        }
+        return 0;
+    case 'S':
+        if (arg[0] == 0) {
+            cli_err(cmd, "--store wants sqlite:PATH or a PATH");
+            return EXIT_USAGE;
+        }
+        o->store = arg;
+        return 0;
+    }
+    return -1;
+}
+
+int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
+               const struct option *longopts, cli_opts *common, cli_opt_fn fn, void *user,
+               void (*usage)(FILE *to), int min_pos, int max_pos)
+{
+    int c;
+    optind = 1;
+    opterr = 0; /* our message below, with "wf CMD:" */
+    while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return EXIT_DONE;
+        }
+        if (c == '?' || c == ':')
+            cli_err(cmd, "bad option '%s' (unknown, or its value is missing)",
+                    argv[optind - 1 < argc ? optind - 1 : argc - 1]);
+        int rc = c == '?' || c == ':' ? -1 : common_opt(cmd, c, optarg, common);
+        if (rc == -1 && c != '?' && c != ':' && fn)
+            rc = fn(c, optarg, user);
+        if (rc == 0)
+            continue;
+        if (rc == -1)
+            usage(stderr);
+        return EXIT_USAGE;
+    }
+    int n = argc - optind;
+    if (n < min_pos || (max_pos >= 0 && n > max_pos)) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    return CLI_CONTINUE;
+}
+
 /* ------------------------------------------------------------------ signals */
 
 atomic_int cli_interrupted;

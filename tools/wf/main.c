@@ -1,5 +1,5 @@
 /*
- * wf: the command. Subcommands run, batch, graph, snapshot and serve (docs/CLI.md).
+ * wf: the command. Subcommands run, batch, graph, snapshot, runs and serve (docs/CLI.md).
  */
 #include <string.h>
 
@@ -14,6 +14,7 @@ static void usage(FILE *to)
                 "  batch PLUGIN.so [WORKFLOW]     one run per line of a JSON-lines file\n"
                 "  graph PLUGIN.so [WORKFLOW]     draw a workflow (dot, mermaid, json)\n"
                 "  snapshot show|json|validate FILE   look into a saved snapshot\n"
+                "  runs list|show|cancel --store STORE   the runs a store keeps\n"
 #ifdef WF_HAVE_SERVE
                 "  serve PLUGIN.so...             serve workflows over HTTP (the reference's API)\n"
 #endif
@@ -46,6 +47,8 @@ int main(int argc, char **argv)
         return cmd_graph(argc - 1, argv + 1);
     if (strcmp(cmd, "snapshot") == 0)
         return cmd_snapshot(argc - 1, argv + 1);
+    if (strcmp(cmd, "runs") == 0)
+        return cmd_runs(argc - 1, argv + 1);
 #ifdef WF_HAVE_SERVE
     if (strcmp(cmd, "serve") == 0)
         return cmd_serve(argc - 1, argv + 1);

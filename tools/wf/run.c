@@ -2,7 +2,6 @@
  * run.c: wf run PLUGIN.so [WORKFLOW] [options]: one run, its result as JSON.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,16 +15,15 @@ static void usage(FILE *to)
             "  -i, --input JSON|@FILE|-  the start event's fields as a JSON object (default {})\n"
             "  -r, --respond JSON|@FILE  answers the next InputRequiredEvent with a\n"
             "                            HumanResponseEvent of these fields (repeatable)\n"
-            "  -t, --threads N           worker threads (default: the cores)\n"
-            "      --timeout S           run timeout in seconds (0 or none: no timeout;\n"
-            "                            default: the workflow's)\n"
+            "%s"
             "  -s, --stream              print every streamed event as a JSON line\n"
             "                            {\"type\": ..., \"value\": {...}}, the StopEvent last\n"
             "      --trace FILE          Perfetto trace (ui.perfetto.dev)\n"
             "      --otlp FILE           OpenTelemetry spans as OTLP/JSON lines\n"
             "      --metrics FILE        Prometheus text metrics\n"
             "Exit status: 0 done, 1 the run failed, 2 usage, 3 timed out, 4 waiting for\n"
-            "input (the InputRequiredEvent is printed), 130 interrupted.\n");
+            "input (the InputRequiredEvent is printed), 130 interrupted.\n",
+            CLI_HELP_THREADS("           ") CLI_HELP_TIMEOUT("           ", "the run's"));
 }
 
 static _Atomic(wf_handler *) current;
@@ -68,72 +66,65 @@ static void print_json_line(wf_json_buf *b)
     wf_json_buf_reset(b);
 }
 
+typedef struct run_opts {
+    const char *input, *trace, *otlp, *metrics;
+    const char *responds[64];
+    int n_respond, stream;
+} run_opts;
+
+static int run_opt(int c, const char *arg, void *user)
+{
+    run_opts *o = user;
+    switch (c) {
+    case 'i':
+        o->input = arg;
+        return 0;
+    case 'r':
+        if (o->n_respond == 64) {
+            cli_err("run", "at most 64 --respond");
+            return EXIT_USAGE;
+        }
+        o->responds[o->n_respond++] = arg;
+        return 0;
+    case 's':
+        o->stream = 1;
+        return 0;
+    case 'P':
+        o->trace = arg;
+        return 0;
+    case 'O':
+        o->otlp = arg;
+        return 0;
+    case 'M':
+        o->metrics = arg;
+        return 0;
+    }
+    return -1;
+}
+
 int cmd_run(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"input", required_argument, NULL, 'i'},   {"respond", required_argument, NULL, 'r'},
-        {"threads", required_argument, NULL, 't'}, {"timeout", required_argument, NULL, 'T'},
-        {"stream", no_argument, NULL, 's'},        {"trace", required_argument, NULL, 'P'},
-        {"otlp", required_argument, NULL, 'O'},    {"metrics", required_argument, NULL, 'M'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
-    const char *input = NULL, *trace = NULL, *otlp = NULL, *metrics = NULL;
-    const char *responds[64];
-    int n_respond = 0, stream = 0;
-    long threads = 0;
-    int64_t timeout_ms = WF_TIMEOUT_DEFAULT;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "i:r:t:sh", opts, NULL)) != -1) {
-        switch (c) {
-        case 'i':
-            input = optarg;
-            break;
-        case 'r':
-            if (n_respond == 64) {
-                cli_err("run", "at most 64 --respond");
-                return EXIT_USAGE;
-            }
-            responds[n_respond++] = optarg;
-            break;
-        case 't':
-            if (cli_parse_count(optarg, 1, 1024, &threads) < 0) {
-                cli_err("run", "--threads wants a number from 1 to 1024, not '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 'T':
-            if (cli_parse_timeout(optarg, &timeout_ms) < 0) {
-                cli_err("run", "--timeout wants seconds (or none), not '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            break;
-        case 's':
-            stream = 1;
-            break;
-        case 'P':
-            trace = optarg;
-            break;
-        case 'O':
-            otlp = optarg;
-            break;
-        case 'M':
-            metrics = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return EXIT_DONE;
-        default:
-            usage(stderr);
-            return EXIT_USAGE;
-        }
-    }
-    if (optind >= argc || argc - optind > 2) {
-        usage(stderr);
-        return EXIT_USAGE;
-    }
+        {"input", required_argument, NULL, 'i'}, {"respond", required_argument, NULL, 'r'},
+        CLI_OPT_THREADS,                         CLI_OPT_TIMEOUT,
+        {"stream", no_argument, NULL, 's'},      {"trace", required_argument, NULL, 'P'},
+        {"otlp", required_argument, NULL, 'O'},  {"metrics", required_argument, NULL, 'M'},
+        CLI_OPT_HELP,                            {NULL, 0, NULL, 0}};
+    run_opts ro;
+    memset(&ro, 0, sizeof ro);
+    cli_opts co;
+    cli_opts_init(&co);
+    int rc = cli_getopt("run", argc, argv, "i:r:t:sh", opts, &co, run_opt, &ro, usage, 1, 2);
+    if (rc != CLI_CONTINUE)
+        return rc;
+    const char *input = ro.input, *trace = ro.trace, *otlp = ro.otlp, *metrics = ro.metrics;
+    const char *const *responds = ro.responds;
+    int n_respond = ro.n_respond, stream = ro.stream;
+    long threads = co.threads;
+    int64_t timeout_ms = co.timeout_ms;
     wf_plugin *plugin;
     wf_workflow *wf;
-    int rc =
+    rc =
         cli_load("run", argv[optind], optind + 1 < argc ? argv[optind + 1] : NULL, &plugin, &wf);
     if (rc)
         return rc;

@@ -3,7 +3,6 @@
  * (serve/serve.h; docs/CLI.md, "wf serve").
  */
 #include <errno.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,13 +23,16 @@ static void usage(FILE *to)
             "  -l, --listen HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0:\n"
             "                           any free port); the first line on standard output\n"
             "                           is \"listening on http://HOST:PORT\"\n"
-            "  -t, --threads N          executor worker threads (default: the cores)\n"
+            "%s"
             "      --ui DIR             the debugger UI's files (@llamaindex/workflow-debugger's\n"
             "                           dist/; default $WF_UI_DIR or the build tree's copy)\n"
             "      --body-limit BYTES   largest request body (default 1048576)\n"
             "      --max-handlers N     ended handlers kept for GET /handlers (default 10000)\n"
             "      --max-connections N  connections at once (default 2048)\n"
-            "Stops on Ctrl-C or SIGTERM. Exit status: 0 stopped, 2 usage or cannot listen.\n");
+            "      --http-threads N     HTTP threads, each serving many connections (default:\n"
+            "                           the cores)\n"
+            "Stops on Ctrl-C or SIGTERM. Exit status: 0 stopped, 2 usage or cannot listen.\n",
+            CLI_HELP_THREADS("          "));
 }
 
 static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -46,74 +48,77 @@ static void on_signal(void *user)
     pthread_mutex_unlock(&stop_lock);
 }
 
+typedef struct serve_opts {
+    wf_server_params *sp;
+    const char *listen, *ui;
+} serve_opts;
+
+static int serve_opt(int c, const char *arg, void *user)
+{
+    serve_opts *o = user;
+    long v;
+    switch (c) {
+    case 'l':
+        o->listen = arg;
+        return 0;
+    case 'U':
+        o->ui = arg;
+        return 0;
+    case 'B':
+        if (cli_parse_count(arg, 1, 1L << 30, &v) < 0) {
+            cli_err("serve", "--body-limit wants bytes from 1 to 2^30, not '%s'", arg);
+            return EXIT_USAGE;
+        }
+        o->sp->body_limit = (size_t)v;
+        return 0;
+    case 'H':
+        if (cli_parse_count(arg, 1, 100000000, &v) < 0) {
+            cli_err("serve", "--max-handlers wants a positive number, not '%s'", arg);
+            return EXIT_USAGE;
+        }
+        o->sp->max_handlers = (size_t)v;
+        return 0;
+    case 'C':
+        if (cli_parse_count(arg, 1, 65536, &v) < 0) {
+            cli_err("serve", "--max-connections wants a number from 1 to 65536, not '%s'", arg);
+            return EXIT_USAGE;
+        }
+        o->sp->max_connections = (uint32_t)v;
+        return 0;
+    case 'W':
+        if (cli_parse_count(arg, 1, 256, &v) < 0) {
+            cli_err("serve", "--http-threads wants a number from 1 to 256, not '%s'", arg);
+            return EXIT_USAGE;
+        }
+        o->sp->http_threads = (uint32_t)v;
+        return 0;
+    }
+    return -1;
+}
+
 int cmd_serve(int argc, char **argv)
 {
     static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
-                                         {"threads", required_argument, NULL, 't'},
+                                         CLI_OPT_THREADS,
                                          {"ui", required_argument, NULL, 'U'},
                                          {"body-limit", required_argument, NULL, 'B'},
                                          {"max-handlers", required_argument, NULL, 'H'},
                                          {"max-connections", required_argument, NULL, 'C'},
-                                         {"help", no_argument, NULL, 'h'},
+                                         {"http-threads", required_argument, NULL, 'W'},
+                                         CLI_OPT_HELP,
                                          {NULL, 0, NULL, 0}};
     wf_server_params sp;
     wf_server_params_init(&sp);
-    const char *listen = "127.0.0.1:8080";
-    const char *ui = getenv("WF_UI_DIR");
-    if (ui == NULL || *ui == 0)
-        ui = WF_SERVE_UI_DEFAULT;
-    long v;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "l:t:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'l':
-            listen = optarg;
-            break;
-        case 't':
-            if (cli_parse_count(optarg, 1, 1024, &v) < 0) {
-                cli_err("serve", "--threads wants a number from 1 to 1024, not '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            sp.threads = (uint32_t)v;
-            break;
-        case 'U':
-            ui = optarg;
-            break;
-        case 'B':
-            if (cli_parse_count(optarg, 1, 1L << 30, &v) < 0) {
-                cli_err("serve", "--body-limit wants bytes from 1 to 2^30, not '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            sp.body_limit = (size_t)v;
-            break;
-        case 'H':
-            if (cli_parse_count(optarg, 1, 100000000, &v) < 0) {
-                cli_err("serve", "--max-handlers wants a positive number, not '%s'", optarg);
-                return EXIT_USAGE;
-            }
-            sp.max_handlers = (size_t)v;
-            break;
-        case 'C':
-            if (cli_parse_count(optarg, 1, 65536, &v) < 0) {
-                cli_err("serve", "--max-connections wants a number from 1 to 65536, not '%s'",
-                        optarg);
-                return EXIT_USAGE;
-            }
-            sp.max_connections = (uint32_t)v;
-            break;
-        case 'h':
-            usage(stdout);
-            return EXIT_DONE;
-        default:
-            usage(stderr);
-            return EXIT_USAGE;
-        }
-    }
-    if (optind >= argc) {
-        usage(stderr);
-        return EXIT_USAGE;
-    }
+    serve_opts so = {&sp, "127.0.0.1:8080", getenv("WF_UI_DIR")};
+    if (so.ui == NULL || *so.ui == 0)
+        so.ui = WF_SERVE_UI_DEFAULT;
+    cli_opts co;
+    cli_opts_init(&co);
+    int rc = cli_getopt("serve", argc, argv, "l:t:h", opts, &co, serve_opt, &so, usage, 1, -1);
+    if (rc != CLI_CONTINUE)
+        return rc;
+    sp.threads = (uint32_t)co.threads;
+    const char *listen = so.listen, *ui = so.ui;
     char host[256];
     const char *colon = strrchr(listen, ':');
     long port;
@@ -145,7 +150,7 @@ int cmd_serve(int argc, char **argv)
         goto done;
     }
     char *msg = NULL;
-    int rc = wf_server_new(&srv, &sp, &msg);
+    rc = wf_server_new(&srv, &sp, &msg);
     if (rc < 0) {
         cli_err("serve", "%s", msg ? msg : wf_strerror(rc));
         free(msg);

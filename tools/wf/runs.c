@@ -1,0 +1,596 @@
+/*
+ * runs.c: wf runs list|show|cancel --store STORE: the runs a store keeps
+ * (wf/store.h), read through the store's read API. list prints one run a
+ * line (a table, or JSON lines with --json); show prints one run as JSON:
+ * its record, its result and a summary of its journal; cancel finishes a
+ * run that no live process owns (released, or its owner's lease expired).
+ *
+ * There is no `respond`: an answer to a waiting run is an event the engine
+ * must deliver when it resumes the run, and only the engine's store
+ * integration can say how it reads one from the journal. Appending a
+ * record the engine may not replay would say "answered" without being so.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <wf/snapshot.h>
+#include <wf/store.h>
+
+#include "cli.h"
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: wf runs list --store STORE [--status S,...] [--limit N] [--json]\n"
+            "       wf runs show RUN_ID --store STORE [--journal N]\n"
+            "       wf runs cancel RUN_ID --store STORE\n"
+            "the runs a store keeps (the durable runs of wf/store.h)\n"
+            "  list     one run a line in creation order: id, workflow, status, last change,\n"
+            "           owner (--json: JSON lines)\n"
+            "  show     one run as JSON: its record, its result (null until it ended) and\n"
+            "           its journal: records by kind and the first N step completions\n"
+            "  cancel   finishes a run no live process owns (released, or its owner's\n"
+            "           lease expired) as cancelled\n"
+            "%s"
+            "      --status S,...   list only these: running, waiting, released, done,\n"
+            "                       failed, timed_out, cancelled, inflight (the first\n"
+            "                       three), all (default)\n"
+            "      --limit N        list at most N runs\n"
+            "      --json           list as JSON lines\n"
+            "      --journal N      show at most N step completions (default 20; 0: none)\n"
+            "Exit status: 0 done, 1 no such run or it cannot be cancelled, 2 usage or the\n"
+            "store cannot be opened.\n",
+            CLI_HELP_STORE("    "));
+}
+
+static const char *const status_names[] = {"running", "waiting",   "released", "done",
+                                           "failed",  "timed_out", "cancelled"};
+#define N_STATUS ((int)(sizeof status_names / sizeof status_names[0]))
+
+static const char *status_name(int32_t s)
+{
+    return s >= 0 && s < N_STATUS ? status_names[s] : "unknown";
+}
+
+static const char *kind_name(uint32_t k)
+{
+    switch (k) {
+    case WF_STORE_REC_STEP:
+        return "step";
+    case WF_STORE_REC_EVENT:
+        return "event";
+    case WF_STORE_REC_SEND:
+        return "send";
+    case WF_STORE_REC_WAIT:
+        return "wait";
+    case WF_STORE_REC_GROUP:
+        return "group";
+    case WF_STORE_REC_RETRY:
+        return "retry";
+    }
+    return NULL;
+}
+
+/* ms since the epoch as 2026-12-04T15:40:00.123Z, or "" for 0. */
+static void fmt_time(char out[40], int64_t ms)
+{
+    out[0] = 0;
+    if (ms <= 0)
+        return;
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL)
+        return;
+    size_t n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 40 - n, ".%03dZ", (int)(ms % 1000));
+}
+
+/*
+ * Opens the store of --store: "sqlite:PATH" or a PATH. A file that is not
+ * there is an error here (opening would create it). EXIT_USAGE after a
+ * message.
+ */
+static int open_store(const char *spec, wf_store **out)
+{
+    const char *path = spec;
+    const char *colon = strchr(spec, ':'), *slash = strchr(spec, '/');
+    if (strncmp(spec, "sqlite:", 7) == 0) {
+        path = spec + 7;
+    } else if (colon && (slash == NULL || colon < slash) && access(spec, F_OK) != 0) {
+        cli_err("runs", "unknown store kind '%.*s' (sqlite:PATH, or a PATH)",
+                (int)(colon - spec), spec);
+        return EXIT_USAGE;
+    }
+    struct stat st;
+    if (*path == 0 || stat(path, &st) != 0) {
+        cli_err("runs", "%s: %s", *path ? path : "(empty path)", *path ? strerror(errno) : "");
+        return EXIT_USAGE;
+    }
+    char *msg = NULL;
+    int rc = wf_store_open_sqlite(out, path, NULL, &msg);
+    if (rc < 0) {
+        cli_err("runs", "cannot open the store %s: %s", path, msg ? msg : wf_strerror(rc));
+        wf_free(msg);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+static void put_str_or_null(wf_json_buf *b, const char *s)
+{
+    if (s)
+        wf_json_write_string(b, s, strlen(s));
+    else
+        wf_json_buf_append(b, "null", 4);
+}
+
+static void put_u64(wf_json_buf *b, uint64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)v);
+    wf_json_buf_append(b, tmp, (size_t)n);
+}
+
+/* The run record's members (no braces). */
+static void put_info(wf_json_buf *b, const wf_store_run_info *in)
+{
+    char t[40];
+    wf_json_buf_append(b, "\"run_id\":", 9);
+    put_str_or_null(b, in->run_id);
+    wf_json_buf_append(b, ",\"workflow\":", 12);
+    put_str_or_null(b, in->workflow);
+    wf_json_buf_append(b, ",\"status\":", 10);
+    put_str_or_null(b, status_name(in->status));
+    wf_json_buf_append(b, ",\"owner\":", 9);
+    put_str_or_null(b, in->owner);
+    fmt_time(t, in->lease_until_ms);
+    wf_json_buf_append(b, ",\"lease_until\":", 15);
+    put_str_or_null(b, t[0] ? t : NULL);
+    fmt_time(t, in->created_ms);
+    wf_json_buf_append(b, ",\"created_at\":", 14);
+    put_str_or_null(b, t[0] ? t : NULL);
+    fmt_time(t, in->updated_ms);
+    wf_json_buf_append(b, ",\"updated_at\":", 14);
+    put_str_or_null(b, t[0] ? t : NULL);
+    wf_json_buf_append(b, ",\"journal_records\":", 19);
+    put_u64(b, in->next_seq);
+    wf_json_buf_append(b, ",\"checkpoint_seq\":", 18);
+    put_u64(b, in->checkpoint_seq);
+}
+
+static int print_buf(wf_json_buf *b)
+{
+    wf_json_buf_append(b, "\n", 1);
+    size_t n = b->len, w = fwrite(b->data, 1, n, stdout);
+    wf_json_buf_reset(b);
+    return w == n ? 0 : -1;
+}
+
+/* --------------------------------------------------------------- list */
+
+typedef struct list_state {
+    int json;
+    long left; /* runs still to print; -1 no limit */
+    wf_json_buf b;
+    int header;
+} list_state;
+
+static int list_one(const wf_store_run_info *in, void *user)
+{
+    list_state *ls = user;
+    if (ls->left == 0)
+        return 1;
+    if (ls->left > 0)
+        ls->left--;
+    if (ls->json) {
+        wf_json_buf_append(&ls->b, "{", 1);
+        put_info(&ls->b, in);
+        wf_json_buf_append(&ls->b, "}", 1);
+        print_buf(&ls->b);
+    } else {
+        if (!ls->header) {
+            printf("%-24s %-20s %-10s %-24s %s\n", "RUN_ID", "WORKFLOW", "STATUS", "UPDATED",
+                   "OWNER");
+            ls->header = 1;
+        }
+        char t[40];
+        fmt_time(t, in->updated_ms);
+        printf("%-24s %-20s %-10s %-24s %s\n", in->run_id ? in->run_id : "?",
+               in->workflow ? in->workflow : "?", status_name(in->status), t,
+               in->owner ? in->owner : "-");
+    }
+    return 0;
+}
+
+/* "done,failed" -> a wf_store_list mask; 0 for a bad list (message printed). */
+static uint32_t parse_mask(const char *s)
+{
+    uint32_t mask = 0;
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        int found = 0;
+        if (n == 3 && strncmp(s, "all", 3) == 0) {
+            mask |= WF_STORE_MASK_ALL;
+            found = 1;
+        } else if (n == 8 && strncmp(s, "inflight", 8) == 0) {
+            mask |= WF_STORE_MASK_INFLIGHT;
+            found = 1;
+        }
+        for (int i = 0; i < N_STATUS && !found; i++)
+            if (strlen(status_names[i]) == n && strncmp(s, status_names[i], n) == 0) {
+                mask |= WF_STORE_MASK(i);
+                found = 1;
+            }
+        if (!found) {
+            cli_err("runs",
+                    "--status: unknown status '%.*s' (running, waiting, released, done, failed, "
+                    "timed_out, cancelled, inflight, all)",
+                    (int)n, s);
+            return 0;
+        }
+        s += n;
+        if (*s == ',')
+            s++;
+    }
+    return mask;
+}
+
+static int cmd_list(wf_store *st, uint32_t mask, long limit, int json)
+{
+    list_state ls = {json, limit > 0 ? limit : -1, {0}, 0};
+    wf_json_buf_init(&ls.b);
+    uint64_t cursor = 0;
+    int rc;
+    do {
+        rc = wf_store_list(st, mask, cursor, 1000, list_one, &ls, &cursor);
+    } while (rc == 0 && cursor && ls.left != 0);
+    wf_json_buf_free(&ls.b);
+    if (rc < 0) {
+        cli_err("runs", "listing the store: %s", wf_strerror(rc));
+        return EXIT_FAILED;
+    }
+    if (!json && !ls.header)
+        fprintf(stderr, "wf runs: no runs\n");
+    return EXIT_DONE;
+}
+
+/* --------------------------------------------------------------- show */
+
+/* A decoded event [type, {fields}] as {"type", "value"}; anything else as its value. */
+static void put_decoded(wf_json_buf *b, wf_value v)
+{
+    wf_value type, fields;
+    const char *name;
+    if (wf_value_kind(v) == WF_ARRAY && wf_value_len(v) == 2 &&
+        wf_value_array_at(v, 0, &type) == 0 && wf_value_get_string(type, &name, NULL) == 0 &&
+        wf_value_array_at(v, 1, &fields) == 0 && wf_value_kind(fields) == WF_MAP) {
+        wf_json_buf_append(b, "{\"type\":", 8);
+        wf_json_write_string(b, name, strlen(name));
+        wf_json_buf_append(b, ",\"value\":", 9);
+        if (wf_json_write_value(b, fields) < 0)
+            wf_json_buf_append(b, "null", 4);
+        wf_json_buf_append(b, "}", 1);
+        return;
+    }
+    if (wf_json_write_value(b, v) < 0)
+        wf_json_buf_append(b, "null", 4);
+}
+
+/* msgpack bytes as JSON: decoded, or {"$bytes": base64} when they do not decode. */
+static void put_msgpack(wf_json_buf *b, const void *data, size_t len)
+{
+    wf_value v;
+    size_t used = 0;
+    if (len && wf_value_from_msgpack(data, len, &v, &used, NULL) == 0) {
+        if (used == len) {
+            put_decoded(b, v);
+            wf_value_release(v);
+            return;
+        }
+        wf_value_release(v);
+    }
+    if (len == 0) {
+        wf_json_buf_append(b, "null", 4);
+        return;
+    }
+    if (wf_value_bytes(&v, data, len) == 0) {
+        wf_json_write_value(b, v);
+        wf_value_release(v);
+    } else {
+        wf_json_buf_append(b, "null", 4);
+    }
+}
+
+/* The name of a decoded event [type, {fields}], or NULL. */
+static const char *event_type_name(wf_value ev)
+{
+    wf_value t;
+    const char *s;
+    if (wf_value_array_at(ev, 0, &t) == 0 && wf_value_get_string(t, &s, NULL) == 0)
+        return s;
+    return NULL;
+}
+
+typedef struct journal_state {
+    uint64_t by_kind[8]; /* 0: other kinds */
+    uint64_t total, last_seq;
+    long steps_left;
+    wf_json_buf steps;
+    int n_steps;
+} journal_state;
+
+/* A step record [step, attempt, input, [emitted...]] as a summary line. */
+static void put_step(journal_state *js, uint64_t seq, const void *data, size_t len)
+{
+    wf_json_buf *b = &js->steps;
+    wf_value v, step, attempt, input, emitted;
+    const char *name;
+    uint64_t att = 0;
+    size_t used = 0;
+    if (js->n_steps++)
+        wf_json_buf_append(b, ",", 1);
+    wf_json_buf_append(b, "{\"seq\":", 7);
+    put_u64(b, seq);
+    if (wf_value_from_msgpack(data, len, &v, &used, NULL) < 0 || wf_value_len(v) != 4 ||
+        wf_value_array_at(v, 0, &step) < 0 || wf_value_get_string(step, &name, NULL) < 0) {
+        if (used)
+            wf_value_release(v);
+        wf_json_buf_append(b, ",\"undecodable\":true}", 20);
+        return;
+    }
+    wf_value_array_at(v, 1, &attempt);
+    wf_value_get_uint(attempt, &att);
+    wf_json_buf_append(b, ",\"step\":", 8);
+    wf_json_write_string(b, name, strlen(name));
+    wf_json_buf_append(b, ",\"attempt\":", 11);
+    put_u64(b, att);
+    wf_json_buf_append(b, ",\"input\":", 9);
+    put_str_or_null(b, wf_value_array_at(v, 2, &input) == 0 ? event_type_name(input) : NULL);
+    wf_json_buf_append(b, ",\"emitted\":[", 12);
+    if (wf_value_array_at(v, 3, &emitted) == 0)
+        for (size_t i = 0; i < wf_value_len(emitted); i++) {
+            wf_value e;
+            if (wf_value_array_at(emitted, i, &e) < 0)
+                break;
+            if (i)
+                wf_json_buf_append(b, ",", 1);
+            put_str_or_null(b, event_type_name(e));
+        }
+    wf_json_buf_append(b, "]}", 2);
+    wf_value_release(v);
+}
+
+static int journal_one(uint64_t seq, uint32_t kind, const void *data, size_t len, void *user)
+{
+    journal_state *js = user;
+    js->total++;
+    js->last_seq = seq;
+    js->by_kind[kind <= WF_STORE_REC_RETRY ? kind : 0]++;
+    if (kind == WF_STORE_REC_STEP && js->steps_left > 0) {
+        js->steps_left--;
+        put_step(js, seq, data, len);
+    }
+    return 0;
+}
+
+static int cmd_show(wf_store *st, const char *run_id, long journal)
+{
+    wf_store_run_info in;
+    memset(&in, 0, sizeof in);
+    int rc = wf_store_get_run(st, run_id, &in);
+    if (rc == WF_ENOTFOUND) {
+        cli_err("runs", "no run '%s' in the store", run_id);
+        return EXIT_FAILED;
+    }
+    if (rc < 0) {
+        cli_err("runs", "reading run '%s': %s", run_id, wf_strerror(rc));
+        return EXIT_FAILED;
+    }
+    wf_json_buf b;
+    wf_json_buf_init(&b);
+    wf_json_buf_append(&b, "{", 1);
+    put_info(&b, &in);
+
+    /* the result, once the run ended */
+    int32_t rstatus = 0;
+    void *data = NULL;
+    size_t len = 0;
+    wf_json_buf_append(&b, ",\"result\":", 10);
+    rc = wf_store_get_result(st, run_id, &rstatus, &data, &len);
+    if (rc == 0)
+        put_msgpack(&b, data, len);
+    else
+        wf_json_buf_append(&b, "null", 4);
+    wf_free(data);
+
+    /* the journal: every record counted, the first step completions listed */
+    journal_state js;
+    memset(&js, 0, sizeof js);
+    js.steps_left = journal;
+    wf_json_buf_init(&js.steps);
+    uint64_t next = 0;
+    rc = wf_store_read_journal(st, run_id, 0, 0, journal_one, &js, &next);
+    wf_json_buf_append(&b, ",\"journal\":{\"records\":", 22);
+    put_u64(&b, js.total);
+    wf_json_buf_append(&b, ",\"by_kind\":{", 12);
+    int comma = 0;
+    for (uint32_t k = 1; k <= WF_STORE_REC_RETRY + 1; k++) {
+        uint32_t idx = k <= WF_STORE_REC_RETRY ? k : 0;
+        if (js.by_kind[idx] == 0)
+            continue;
+        if (comma++)
+            wf_json_buf_append(&b, ",", 1);
+        const char *kn = idx ? kind_name(idx) : "other";
+        wf_json_write_string(&b, kn, strlen(kn));
+        wf_json_buf_append(&b, ":", 1);
+        put_u64(&b, js.by_kind[idx]);
+    }
+    wf_json_buf_append(&b, "},\"steps\":[", 11);
+    if (js.steps.len)
+        wf_json_buf_append(&b, js.steps.data, js.steps.len);
+    wf_json_buf_append(&b, "]}}", 3);
+    wf_json_buf_free(&js.steps);
+    int ex = EXIT_DONE;
+    if (rc < 0) {
+        cli_err("runs", "reading the journal of '%s': %s", run_id, wf_strerror(rc));
+        ex = EXIT_FAILED;
+    } else if (print_buf(&b) < 0) {
+        cli_err("runs", "writing: %s", strerror(errno));
+        ex = EXIT_FAILED;
+    }
+    wf_json_buf_free(&b);
+    wf_store_run_info_clear(&in);
+    return ex;
+}
+
+/* ------------------------------------------------------------- cancel */
+
+static int cmd_cancel(wf_store *st, const char *run_id)
+{
+    wf_store_run_info in;
+    memset(&in, 0, sizeof in);
+    int rc = wf_store_claim(st, run_id, &in);
+    if (rc == WF_ENOTFOUND) {
+        cli_err("runs", "no run '%s' in the store", run_id);
+        return EXIT_FAILED;
+    }
+    if (rc == WF_ESTATE) {
+        wf_store_run_info_clear(&in);
+        if (wf_store_get_run(st, run_id, &in) == 0)
+            cli_err("runs", "run '%s' has ended already (%s)", run_id, status_name(in.status));
+        else
+            cli_err("runs", "run '%s' has ended already", run_id);
+        wf_store_run_info_clear(&in);
+        return EXIT_FAILED;
+    }
+    if (rc == WF_ELEASE) {
+        wf_store_run_info_clear(&in);
+        char t[40] = "";
+        if (wf_store_get_run(st, run_id, &in) == 0)
+            fmt_time(t, in.lease_until_ms);
+        cli_err("runs",
+                "run '%s' is owned by %s (lease until %s): cancel it through its owner, or "
+                "once the lease has expired",
+                run_id, in.owner ? in.owner : "another process", t[0] ? t : "?");
+        wf_store_run_info_clear(&in);
+        return EXIT_FAILED;
+    }
+    wf_store_run_info_clear(&in);
+    if (rc < 0) {
+        cli_err("runs", "cannot take run '%s': %s", run_id, wf_strerror(rc));
+        return EXIT_FAILED;
+    }
+    uint64_t ticket = 0;
+    rc = wf_store_put_result(st, run_id, WF_STORE_CANCELLED, NULL, 0, NULL, NULL, &ticket);
+    if (rc == 0)
+        rc = wf_store_wait(st, ticket);
+    if (rc < 0) {
+        cli_err("runs", "cancelling run '%s': %s", run_id, wf_strerror(rc));
+        return EXIT_FAILED;
+    }
+    printf("{\"run_id\":");
+    wf_json_buf b;
+    wf_json_buf_init(&b);
+    wf_json_write_string(&b, run_id, strlen(run_id));
+    fwrite(b.data, 1, b.len, stdout);
+    wf_json_buf_free(&b);
+    printf(",\"status\":\"cancelled\"}\n");
+    return EXIT_DONE;
+}
+
+/* --------------------------------------------------------------- main */
+
+typedef struct runs_opts {
+    const char *status;
+    long limit, journal;
+    int json;
+} runs_opts;
+
+static int runs_opt(int c, const char *arg, void *user)
+{
+    runs_opts *o = user;
+    switch (c) {
+    case 's':
+        o->status = arg;
+        return 0;
+    case 'n':
+        if (cli_parse_count(arg, 1, 1L << 30, &o->limit) < 0) {
+            cli_err("runs", "--limit wants a positive number, not '%s'", arg);
+            return EXIT_USAGE;
+        }
+        return 0;
+    case 'J':
+        if (cli_parse_count(arg, 0, 1L << 30, &o->journal) < 0) {
+            cli_err("runs", "--journal wants a number from 0, not '%s'", arg);
+            return EXIT_USAGE;
+        }
+        return 0;
+    case 'j':
+        o->json = 1;
+        return 0;
+    }
+    return -1;
+}
+
+int cmd_runs(int argc, char **argv)
+{
+    static const struct option opts[] = {CLI_OPT_STORE,
+                                         {"status", required_argument, NULL, 's'},
+                                         {"limit", required_argument, NULL, 'n'},
+                                         {"journal", required_argument, NULL, 'J'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         CLI_OPT_HELP,
+                                         {NULL, 0, NULL, 0}};
+    runs_opts ro = {NULL, 0, 20, 0};
+    cli_opts co;
+    cli_opts_init(&co);
+    int rc = cli_getopt("runs", argc, argv, "h", opts, &co, runs_opt, &ro, usage, 1, 2);
+    if (rc != CLI_CONTINUE)
+        return rc;
+    const char *sub = argv[optind];
+    const char *run_id = optind + 1 < argc ? argv[optind + 1] : NULL;
+    int list = strcmp(sub, "list") == 0, show = strcmp(sub, "show") == 0,
+        cancel = strcmp(sub, "cancel") == 0;
+    if (!list && !show && !cancel) {
+        if (strcmp(sub, "respond") == 0)
+            cli_err("runs", "respond is not available yet: answering a waiting run in a store "
+                            "needs the engine's store integration");
+        else
+            cli_err("runs", "unknown subcommand '%s' (list, show or cancel)", sub);
+        return EXIT_USAGE;
+    }
+    if (list && run_id) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (!list && run_id == NULL) {
+        cli_err("runs", "%s wants a RUN_ID", sub);
+        return EXIT_USAGE;
+    }
+    uint32_t mask = WF_STORE_MASK_ALL;
+    if (ro.status && (mask = parse_mask(ro.status)) == 0)
+        return EXIT_USAGE;
+    if (co.store == NULL) {
+        cli_err("runs", "--store STORE is required (sqlite:PATH, or a PATH)");
+        return EXIT_USAGE;
+    }
+    wf_store *st = NULL;
+    if ((rc = open_store(co.store, &st)) != 0)
+        return rc;
+    if (list)
+        rc = cmd_list(st, mask, ro.limit, ro.json);
+    else if (show)
+        rc = cmd_show(st, run_id, ro.journal);
+    else
+        rc = cmd_cancel(st, run_id);
+    wf_store_free(st);
+    if (fflush(stdout) != 0 && rc == EXIT_DONE) {
+        cli_err("runs", "writing: %s", strerror(errno));
+        rc = EXIT_FAILED;
+    }
+    return rc;
+}
