@@ -110,10 +110,12 @@ int main(int argc, char **argv)
     /* PT_ONLY=name runs the tests whose name contains it (the others are skipped) */
     const char *only = getenv("PT_ONLY");
     printf("1..%d\n", pt_ntests);
+    fflush(stdout); /* a test that forks must not hand its children the plan to print again */
     for (int i = 0; i < pt_ntests; i++) {
         volatile int ok = 0;
         if (only && !strstr(pt_tests[i].name, only)) {
             printf("ok %d - %s::%s # SKIP PT_ONLY\n", i + 1, pt_tests[i].suite, pt_tests[i].name);
+            fflush(stdout);
             continue;
         }
         if (setjmp(pt_jmp) == 0) {

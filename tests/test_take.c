@@ -65,11 +65,13 @@ static int work_async(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
     return WF_PENDING;
 }
 
+/* The result type comes through the step's user pointer, not the global: the
+ * run ends on the take-th result while other branches may still be running,
+ * and the next round rewrites T_RES for its own workflow. */
 static int work_now(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 {
     (void)ctx;
-    (void)u;
-    *out = ev_i(T_RES, geti(in));
+    *out = ev_i((const wf_event_type *)u, geti(in));
     return 0;
 }
 
@@ -125,7 +127,7 @@ static wf_workflow *take_wf(uint32_t take, wf_step_fn work, int wait_done)
     p.accepts = &T_ITEM;
     p.emits = &T_RES;
     p.num_workers = 16;
-    cr_assert_eq(wf_workflow_add_step(wf, "work", work, &p, NULL), 0);
+    cr_assert_eq(wf_workflow_add_step(wf, "work", work, &p, (void *)T_RES), 0);
     p.accepts = &T_RES;
     p.emits = &T_JOINED;
     p.join_list = 1;
