@@ -9,6 +9,7 @@
 #include <wf/workflow.h>
 #include <wf/context.h>
 #include <wf/run.h>
+#include <wf/child.h>
 #include <wf/snapshot.h>
 #include <wf/observe.h>
 #include <wf/store.h>
