@@ -158,7 +158,8 @@ static void child_done(wf_handler *h, void *user)
                  emsg ? emsg : wf_strerror(code));
         (void)wf_completion_fail(tok, code, msg);
     }
-    (void)child_unlist(c);
+    if (child_unlist(c))
+        child_release(c); /* the list's reference (else the parent's end let go of it) */
 
     wf__tls_inv = s_inv;
     wf__tls_group = s_group;
