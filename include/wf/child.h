@@ -91,6 +91,25 @@ WF_API void wf_child_params_init(wf_child_params *p);
 WF_API int wf_ctx_run_child(wf_ctx *ctx, wf_workflow *child, wf_event *start_event,
                             const wf_child_params *params);
 
+/**
+ * Declares that step (by name) of wf runs child workflow child, for
+ * drawings and representations (wf_workflow_to_dot and _to_mermaid draw
+ * it as a node the step "runs"); running a child does not need it. child
+ * is retained (a workflow declaring itself, a recursion, is not); a
+ * declaration that would close a longer cycle (child declares wf, perhaps
+ * through others) is refused with WF_EINVAL. Declaring the same child
+ * twice is a no-op. WF_EINVAL for NULLs, WF_ENOTFOUND for an unknown step,
+ * WF_EFROZEN once wf is frozen. On the thread building wf.
+ */
+WF_API int wf_workflow_declare_child(wf_workflow *wf, const char *step, wf_workflow *child);
+/** How many child workflows step declares (0 for an unknown step or NULLs). */
+WF_API size_t wf_workflow_child_count(const wf_workflow *wf, const char *step);
+/**
+ * The i-th child workflow step declares, in declaration order, or NULL past
+ * the end. Borrowed: valid while wf is.
+ */
+WF_API const wf_workflow *wf_workflow_child_at(const wf_workflow *wf, const char *step, size_t i);
+
 #ifdef __cplusplus
 }
 #endif
