@@ -941,6 +941,7 @@ static const wf_event_type *CH_START, *CH_ITEM, *CH_DONE, *CH_CSTART, *CH_NOTE;
 static wf_workflow *ch_child;
 static atomic_int ch_calls, ch_started, ch_freed;
 static atomic_int ch_ends[CH_PARENTS];
+static const wf_event_type *ch_want[CH_FAN];
 
 static void ch_user_free(void *u)
 {
@@ -1015,9 +1016,7 @@ static int ch_spawn(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 
 static int ch_collect(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 {
-    static const wf_event_type *want[CH_FAN];
-    for (int k = 0; k < CH_FAN; k++)
-        want[k] = CH_DONE;
+    const wf_event_type *const *want = ch_want; /* filled before any run starts */
     wf_event *got[CH_FAN];
     int rc = wf_ctx_collect_events(ctx, in, want, CH_FAN, NULL, got);
     if (rc == WF_EAGAIN)
@@ -1068,6 +1067,8 @@ Test(stress, child_workflows_with_cancels, .timeout = 900)
     cr_assert_eq(wf_workflow_event_type(wf, "Done", NULL, &CH_DONE), 0);
     ch_step(wf, "fan", ch_fan, CH_START, CH_ITEM, 0);
     ch_step(wf, "spawn", ch_spawn, CH_ITEM, CH_DONE, 0);
+    for (int k = 0; k < CH_FAN; k++)
+        ch_want[k] = CH_DONE;
     ch_step(wf, "collect", ch_collect, CH_DONE, wf_workflow_builtin(wf, WF_STOP_EVENT), 0);
 
     wf_executor_params ep;
