@@ -270,6 +270,16 @@ typedef struct wf__run {
 
     /* resources.c: the run-scoped resources, published once by CAS (NULL: none made yet) */
     _Atomic(struct wf__res_run *) res;
+    /*
+     * Child workflows (child.c): children, the child runs its steps started
+     * and not ended, under collect_lock; a child run's stream_to (its parent,
+     * a reference: its stream is forwarded there, or NULL) and parent_* (for
+     * its RUN_START record) are set while it is created, read-only after.
+     */
+    struct wf__child *children;
+    struct wf__run *stream_to;
+    uint64_t parent_run_id;
+    uint64_t parent_event_id;
 
     uint32_t nsteps;
     wf__step_state steps[];
@@ -595,6 +605,17 @@ int wf__token_arm(wf_completion *c);
 void wf__token_abandon(wf_completion *c);
 /* The run ended: pending invocations give their slots back; tokens stay for their completers. */
 void wf__tokens_detach(wf__run *run);
+
+/* ------------------------------------------------- child.c: child workflows */
+
+/* The run ended: the child runs its steps started are cancelled. */
+void wf__children_cancel(wf__run *run);
+/* A run being created: links it to the parent step starting it on this thread, if any. */
+void wf__child_attach(wf__run *run);
+/* A run being freed: lets go of its parent. */
+void wf__child_detach(wf__run *run);
+/* A child's streamed event (borrowed) goes into its parent's stream too. */
+void wf__child_forward(wf__run *run, wf_event *ev);
 
 /* ------------------------------------------------- hooks.c: observation */
 

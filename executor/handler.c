@@ -22,6 +22,8 @@
 int wf__stream_push(wf__run *run, wf_event *ev)
 {
     wf_event_freeze(ev);
+    if (run->stream_to && !wf__run_ended(run))
+        wf__child_forward(run, ev); /* a child workflow's stream goes to its parent's too */
     pthread_mutex_lock(&run->mu);
     if (wf__run_ended(run) || run->scap == 0) {
         int dropped = !wf__run_ended(run);

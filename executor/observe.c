@@ -599,6 +599,7 @@ static void deliver(struct wf__obs *o, wf__obs_rec *r, uint32_t ring, int shown)
     case WF_OBS_RUN_START: /* message: the run's traceparent */
         pub.traceparent = r->message;
         pub.message = NULL;
+        pub.value = r->dv; /* a child run's parent run id, else 0 */
         break;
     case WF_OBS_SPAN_BEGIN: /* dv: span << 32 | parent; message: the name */
         pub.attempt = r->attempt;

@@ -59,6 +59,7 @@ static void run_free(wf__run *run)
     wf__free_mem(run->held_resume);
     wf__free_mem(run->traceparent);
     wf__resources_run_free(run);
+    wf__child_detach(run);
     wf_ctx_free(run->ctx);
     wf_workflow_free(run->wf);
     wf__free_mem(run);
@@ -329,6 +330,7 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
     wf__retries_cancel(run);
     wf__waiters_cancel(run);
     wf__tokens_detach(run);
+    wf__children_cancel(run);
 
     pthread_mutex_lock(&ex->runs_lock);
     WF__DLIST_UNLINK(ex->runs_head, run);
@@ -491,6 +493,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     run->internal = (uint8_t)run->stream_internal;
     run->on_done = params->on_done;
     run->on_done_user = params->on_done_user;
+    wf__child_attach(run);
     wf__mutex_init(&run->mu);
     wf__mutex_init(&run->collect_lock);
     pthread_mutex_init(&run->snap_lock, NULL);
@@ -574,6 +577,8 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         run->obs_t0 = r.ts;
         if (wf__obs_on(ex, WF_OBS_RUN_START)) {
             r.message = wf__hook_strdup(run->traceparent); /* the trace it joins, or NULL */
+            r.dv = (int64_t)run->parent_run_id; /* a child run: its parent's step (child.c) */
+            r.event_id = run->parent_event_id;
             wf__obs_write(ex, &r);
         }
     }

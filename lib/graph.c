@@ -219,6 +219,7 @@ static int render(const wf_workflow *wf, const wf__graph_style *st, const char *
         if (s->handler >= 0) /* failures go to its error handler */
             wf__buf_printf(&b, st->fails, i, (unsigned)WF_STEP_FAILED_EVENT);
     }
+    wf__graph_children(wf, st, &b); /* the child workflows steps declare */
     wf__buf_puts(&b, st->footer);
     wf__free_mem(ts.t);
     return wf__buf_take(&b, out);

@@ -226,6 +226,11 @@ typedef struct wf__graph_style {
     const char *footer;
 } wf__graph_style;
 extern const wf__graph_style wf__graph_dot, wf__graph_mermaid;
+/* The child workflows wf's steps declare, drawn in st's syntax (lib/children.c). */
+void wf__graph_children(const wf_workflow *wf, const wf__graph_style *st, wf__buf *b);
+/* Lets go of a step's declared child workflows (lib/children.c). */
+struct wf__step;
+void wf__step_children_free(struct wf__step *s);
 void wf__dot_str(wf__buf *b, const char *s); /* a DOT double-quoted string */
 void wf__mm_str(wf__buf *b, const char *s);  /* a Mermaid label in double quotes */
 
@@ -375,6 +380,9 @@ typedef struct wf__step {
     int join_list;   /* joins list fan-outs of its accepted type */
     struct wf__step_res *res; /* resource.c: the resources it declares, or NULL */
     uint32_t take;            /* join_list: Take(n), 0: all (fanout.c) */
+    /* child workflows it declares (lib/children.c): retained, NULL for the workflow itself */
+    struct wf_workflow **children;
+    uint32_t n_children;
 } wf__step;
 
 #define WF__CHECK_REACHABILITY 1u

@@ -60,6 +60,7 @@ static void step_free(wf__step *s)
     for (uint32_t i = 0; i < s->n_error_of; i++)
         wf__free_mem(s->error_of[i]);
     wf__free_mem(s->error_of);
+    wf__step_children_free(s);
     wf__free_mem(s->name);
     wf__free_mem(s->accepts);
     wf__free_mem(s->emits);

@@ -991,3 +991,203 @@ Test(stress, many_outside_threads_start_runs_at_once, .timeout = 900)
     wf_executor_free(inj_ex);
     wf_workflow_free(inj_wf);
 }
+
+/*
+ * Child workflows (wf_ctx_run_child): parents fan out to steps that each run
+ * a child workflow (a quarter of those children run a grandchild), the
+ * children queue behind their workflow's num_concurrent_runs, forward their
+ * stream, and the test cancels parents while their children run, finish or
+ * wait for a place. Every parent ends once, a completed one with the exact
+ * sum of its children's results, and every child record is freed once
+ * (its user_free), whoever won the race.
+ */
+#define CH_PARENTS RUNS
+#define CH_FAN     3
+static const wf_event_type *CH_START, *CH_ITEM, *CH_DONE, *CH_CSTART, *CH_NOTE;
+static wf_workflow *ch_child;
+static atomic_int ch_calls, ch_started, ch_freed;
+static atomic_int ch_ends[CH_PARENTS];
+static const wf_event_type *ch_want[CH_FAN];
+
+static void ch_user_free(void *u)
+{
+    atomic_fetch_add(&ch_freed, 1);
+}
+
+static int ch_to_stop(const wf_event *result, wf_event **out, void *user)
+{
+    /* a grandchild's result becomes its parent child's own StopEvent */
+    return wf_event_new_stop(out, wf_workflow_registry(ch_child), NULL,
+                             wf_value_retain(wf_event_result(result)));
+}
+
+static int ch_to_done(const wf_event *result, wf_event **out, void *user)
+{
+    return wf_event_new1(out, CH_DONE, "v", wf_value_retain(wf_event_result(result)));
+}
+
+static int ch_run(wf_ctx *ctx, wf_workflow *child, int64_t i, int64_t depth, wf_child_result_fn fn)
+{
+    wf_event *s;
+    int rc = wf_event_new2(&s, CH_CSTART, "i", wf_value_int(i), "depth", wf_value_int(depth));
+    if (rc < 0)
+        return rc;
+    wf_child_params p;
+    wf_child_params_init(&p);
+    p.on_result = fn;
+    p.forward_stream = (i & 1) != 0;
+    p.user_free = ch_user_free;
+    atomic_fetch_add(&ch_calls, 1); /* user_free runs once per call, started or not */
+    rc = wf_ctx_run_child(ctx, child, s, &p);
+    if (rc == WF_PENDING)
+        atomic_fetch_add(&ch_started, 1);
+    return rc;
+}
+
+static int ch_work(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t i = 0, depth = 0;
+    wf_value_get_int(wf_event_get(in, "i", wf_value_nil()), &i);
+    wf_value_get_int(wf_event_get(in, "depth", wf_value_nil()), &depth);
+    busy(mix((uint32_t)i) % 2000);
+    wf_event *note;
+    if (wf_event_new1(&note, CH_NOTE, "i", wf_value_int(i)) == 0)
+        (void)wf_ctx_write_event_to_stream(ctx, note);
+    if (depth == 0 && mix((uint32_t)i * 3) % 4 == 0)
+        return ch_run(ctx, ch_child, i, 1, ch_to_stop);
+    return wf_event_new_stop(out, wf_workflow_registry(ch_child), NULL, wf_value_int(2 * i));
+}
+
+static int ch_fan(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t base = 0;
+    wf_value_get_int(wf_event_get(in, "base", wf_value_nil()), &base);
+    for (int k = 0; k < CH_FAN; k++) {
+        wf_event *e;
+        int rc = wf_event_new1(&e, CH_ITEM, "i", wf_value_int(base + k));
+        if (rc == 0)
+            rc = wf_ctx_send_event(ctx, e, NULL);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int ch_spawn(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t i = 0;
+    wf_value_get_int(wf_event_get(in, "i", wf_value_nil()), &i);
+    return ch_run(ctx, ch_child, i, 0, ch_to_done);
+}
+
+static int ch_collect(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event_type *const *want = ch_want; /* filled before any run starts */
+    wf_event *got[CH_FAN];
+    int rc = wf_ctx_collect_events(ctx, in, want, CH_FAN, NULL, got);
+    if (rc == WF_EAGAIN)
+        return 0;
+    if (rc < 0)
+        return rc;
+    int64_t sum = 0;
+    for (int k = 0; k < CH_FAN; k++) {
+        int64_t v = 0;
+        wf_value_get_int(wf_event_get(got[k], "v", wf_value_nil()), &v);
+        sum += v;
+        wf_event_release(got[k]);
+    }
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(sum));
+}
+
+static void ch_step(wf_workflow *wf, const char *name, wf_step_fn fn, const wf_event_type *acc,
+                    const wf_event_type *em, uint32_t workers)
+{
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &acc;
+    p.n_accepts = 1;
+    p.emits = &em;
+    p.n_emits = 1;
+    if (workers)
+        p.num_workers = workers;
+    cr_assert_eq(wf_workflow_add_step(wf, name, fn, &p, NULL), 0);
+}
+
+static void ch_done(wf_handler *h, void *user)
+{
+    atomic_fetch_add(&ch_ends[(intptr_t)user], 1);
+}
+
+Test(stress, child_workflows_with_cancels, .timeout = 900)
+{
+    cr_assert_eq(wf_workflow_new(&ch_child, "stress_child", NULL), 0);
+    CH_CSTART = wf_workflow_builtin(ch_child, WF_START_EVENT);
+    cr_assert_eq(wf_workflow_event_type(ch_child, "Note", NULL, &CH_NOTE), 0);
+    ch_step(ch_child, "work", ch_work, CH_CSTART, wf_workflow_builtin(ch_child, WF_STOP_EVENT), 0);
+    cr_assert_eq(wf_workflow_set_num_concurrent_runs(ch_child, 64), 0);
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "stress_parent", NULL), 0);
+    CH_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &CH_ITEM), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Done", NULL, &CH_DONE), 0);
+    ch_step(wf, "fan", ch_fan, CH_START, CH_ITEM, 0);
+    ch_step(wf, "spawn", ch_spawn, CH_ITEM, CH_DONE, 0);
+    for (int k = 0; k < CH_FAN; k++)
+        ch_want[k] = CH_DONE;
+    ch_step(wf, "collect", ch_collect, CH_DONE, wf_workflow_builtin(wf, WF_STOP_EVENT), 0);
+
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 4;
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    wf_handler **hs = calloc(CH_PARENTS, sizeof *hs);
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.on_done = ch_done;
+    rp.stream_capacity = 16; /* forwarded notes mostly overflow it: counted, never blocking */
+    int cancelled = 0;
+    for (int i = 0; i < CH_PARENTS; i++) {
+        wf_event *s;
+        cr_assert_eq(wf_event_new1(&s, CH_START, "base", wf_value_int((int64_t)i * 1000)), 0);
+        rp.on_done_user = (void *)(intptr_t)i;
+        cr_assert_eq(wf_run_start_ex(ex, wf, NULL, s, &rp, &hs[i], NULL), 0);
+        if (mix((uint32_t)i) % 7 == 0)
+            cancelled += wf_handler_cancel(hs[i]) == 0;
+        if (i >= 10 && mix((uint32_t)i * 5) % 5 == 0)
+            cancelled += wf_handler_cancel(hs[i - 10]) == 0;
+    }
+    int completed = 0, ended_cancelled = 0;
+    for (int i = 0; i < CH_PARENTS; i++) {
+        wf_event *res = NULL;
+        int rc = wf_handler_wait(hs[i], -1, &res);
+        if (rc == 0) {
+            int64_t sum = 0, want = 0;
+            cr_assert_eq(wf_value_get_int(wf_event_result(res), &sum), 0);
+            for (int k = 0; k < CH_FAN; k++)
+                want += 2 * ((int64_t)i * 1000 + k);
+            cr_assert_eq(sum, want, "parent %d", i);
+            completed++;
+        } else {
+            cr_assert_eq(rc, WF_ECANCELLED, "parent %d: %s", i, wf_err_name(rc));
+            ended_cancelled++;
+        }
+        wf_event_release(res);
+    }
+    wf_executor_free(ex);
+    for (int i = 0; i < CH_PARENTS; i++) {
+        cr_assert_eq(atomic_load(&ch_ends[i]), 1, "parent %d ended %d times", i,
+                     atomic_load(&ch_ends[i]));
+        wf_handler_free(hs[i]);
+    }
+    cr_assert_eq(ended_cancelled, cancelled);
+    cr_assert_eq(completed + ended_cancelled, CH_PARENTS);
+    cr_assert(completed > 0 && ended_cancelled > 0);
+    cr_assert(atomic_load(&ch_started) >= completed * CH_FAN);
+    cr_assert_eq(atomic_load(&ch_freed), atomic_load(&ch_calls), "%d freed, %d calls, %d started",
+                 atomic_load(&ch_freed), atomic_load(&ch_calls), atomic_load(&ch_started));
+    free(hs);
+    wf_workflow_free(wf);
+    wf_workflow_free(ch_child);
+}

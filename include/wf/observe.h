@@ -39,7 +39,8 @@ extern "C" {
 
 /** What a record reports. The comment lists the fields set besides kind, ts_ns, thread. */
 typedef enum wf_obs_kind {
-    WF_OBS_RUN_START = 0,       /* run_id, workflow */
+    WF_OBS_RUN_START = 0,       /* run_id, workflow; a child run (wf/child.h): value = the parent
+                                   run id, event_id = the parent invocation's STEP_START event_id */
     WF_OBS_RUN_END = 1,         /* run_id, workflow, status (wf_run_status), error, step (the failed
                                    one or NULL), message, dur_ns (since RUN_START) */
     WF_OBS_STEP_START = 2,      /* run_id, workflow, step, event_type (input), event_id (the input

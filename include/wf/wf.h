@@ -11,6 +11,7 @@
 #include <wf/schema.h>
 #include <wf/context.h>
 #include <wf/run.h>
+#include <wf/child.h>
 #include <wf/snapshot.h>
 #include <wf/observe.h>
 #include <wf/store.h>

@@ -1,0 +1,757 @@
+/*
+ * test_child.c: child workflows (wf_ctx_run_child): results, mapping,
+ * argument errors, a failing child and the parent's retry, the parent's
+ * cancel and timeout reaching the child, a child's timeout, stream
+ * forwarding, nesting 3 deep, a fan-out of children, num_concurrent_runs
+ * on one worker, the observation link, and a parent parked with a child
+ * in progress then resumed.
+ */
+#include "harness.h"
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <wf/wf.h>
+
+static wf_executor *exec_n(uint32_t n)
+{
+    wf_executor_params p;
+    wf_executor_params_init(&p);
+    p.threads = n;
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &p), 0);
+    return ex;
+}
+
+static void add(wf_workflow *wf, const char *name, wf_step_fn fn, const wf_event_type *acc,
+                const wf_event_type *em, uint32_t workers, void *user)
+{
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &acc;
+    p.n_accepts = 1;
+    p.emits = &em;
+    p.n_emits = 1;
+    if (workers)
+        p.num_workers = workers;
+    cr_assert_eq(wf_workflow_add_step(wf, name, fn, &p, user), 0);
+}
+
+static int64_t field_i(const wf_event *e, const char *key)
+{
+    int64_t v = -1;
+    wf_value_get_int(wf_event_get(e, key, wf_value_nil()), &v);
+    return v;
+}
+
+static wf_event *start_i(wf_workflow *wf, int64_t i)
+{
+    wf_event *e;
+    cr_assert_eq(wf_event_new1(&e, wf_workflow_builtin(wf, WF_START_EVENT), "i", wf_value_int(i)),
+                 0);
+    return e;
+}
+
+static wf_event *stop_i(wf_ctx *ctx, int64_t i)
+{
+    wf_event *e = NULL;
+    (void)wf_event_new_stop(&e, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, wf_value_int(i));
+    return e;
+}
+
+/* ---- a child: doubles "i"; fails for i < 0 ---- */
+
+static int double_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t i = field_i(in, "i");
+    if (i < 0) {
+        (void)wf_ctx_set_error(ctx, "negative input");
+        return WF_ESTEP;
+    }
+    *out = stop_i(ctx, 2 * i);
+    return *out ? 0 : WF_ENOMEM;
+}
+
+static wf_workflow *doubler(wf_registry *reg)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "doubler", reg), 0);
+    add(wf, "double", double_step, wf_workflow_builtin(wf, WF_START_EVENT),
+        wf_workflow_builtin(wf, WF_STOP_EVENT), 0, NULL);
+    return wf;
+}
+
+/* on_result: the child's result + 1 as the parent's StopEvent */
+static int plus_one(const wf_event *result, wf_event **out, void *user)
+{
+    const wf_registry *reg = user;
+    return wf_event_new_stop(out, reg, NULL, wf_value_int(field_i(result, "result") + 1));
+}
+
+typedef struct parent_cfg {
+    wf_workflow *child;
+    wf_child_params params;
+    int64_t offset; /* added to the parent's input for the child's */
+} parent_cfg;
+
+static int parent_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    parent_cfg *cfg = u;
+    wf_event *s;
+    int rc = wf_event_new1(&s, wf_workflow_builtin(cfg->child, WF_START_EVENT), "i",
+                           wf_value_int(field_i(in, "i") + cfg->offset));
+    if (rc < 0)
+        return rc;
+    return wf_ctx_run_child(ctx, cfg->child, s, &cfg->params);
+}
+
+static wf_workflow *parent_of(parent_cfg *cfg, wf_registry *reg, wf_retry_policy *retry)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "parent", reg), 0);
+    const wf_event_type *acc = wf_workflow_builtin(wf, WF_START_EVENT);
+    const wf_event_type *em = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &acc;
+    p.n_accepts = 1;
+    p.emits = &em;
+    p.n_emits = 1;
+    p.retry = retry;
+    cr_assert_eq(wf_workflow_add_step(wf, "spawn", parent_step, &p, cfg), 0);
+    wf_retry_policy_free(retry);
+    return wf;
+}
+
+static int64_t result_of(wf_event *stop)
+{
+    int64_t v = field_i(stop, "result");
+    wf_event_release(stop);
+    return v;
+}
+
+Test(child, result_mapped_by_on_result)
+{
+    wf_executor *ex = exec_n(2);
+    wf_workflow *child = doubler(NULL);
+    parent_cfg cfg = {.child = child};
+    wf_child_params_init(&cfg.params);
+    wf_workflow *wf = parent_of(&cfg, NULL, NULL);
+    cfg.params.on_result = plus_one;
+    cfg.params.user = wf_workflow_registry(wf);
+    wf_event *res = NULL;
+    cr_assert_eq(wf_run(ex, wf, NULL, start_i(wf, 20), -1, &res), 0);
+    cr_assert_eq(result_of(res), 41);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    wf_workflow_free(child);
+}
+
+Test(child, shared_registry_result_is_returned)
+{
+    wf_registry *reg;
+    cr_assert_eq(wf_registry_new(&reg), 0);
+    wf_executor *ex = exec_n(2);
+    wf_workflow *child = doubler(reg);
+    parent_cfg cfg = {.child = child};
+    wf_child_params_init(&cfg.params);
+    wf_workflow *wf = parent_of(&cfg, reg, NULL);
+    wf_event *res = NULL;
+    cr_assert_eq(wf_run(ex, wf, NULL, start_i(wf, 5), -1, &res), 0);
+    cr_assert_eq(result_of(res), 10); /* the child's StopEvent stops the parent */
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    wf_workflow_free(child);
+    wf_registry_free(reg);
+}
+
+Test(child, other_registry_without_mapping_fails_the_step)
+{
+    wf_executor *ex = exec_n(2);
+    wf_workflow *child = doubler(NULL);
+    parent_cfg cfg = {.child = child};
+    wf_child_params_init(&cfg.params);
+    wf_workflow *wf = parent_of(&cfg, NULL, NULL);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, start_i(wf, 1), &h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ESTEP);
+    int code;
+    const char *step, *msg;
+    cr_assert_eq(wf_handler_error(h, &code, &step, &msg), 0);
+    cr_assert_eq(code, WF_ETYPE);
+    cr_assert_str_eq(step, "spawn");
+    cr_assert(strstr(msg, "doubler") != NULL, "%s", msg);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    wf_workflow_free(child);
+}
+
+static int map_fails(const wf_event *result, wf_event **out, void *user)
+{
+    return WF_ERANGE;
+}
+
+Test(child, on_result_error_fails_the_step)
+{
+    wf_executor *ex = exec_n(2);
+    wf_workflow *child = doubler(NULL);
+    parent_cfg cfg = {.child = child};
+    wf_child_params_init(&cfg.params);
+    cfg.params.on_result = map_fails;
+    wf_workflow *wf = parent_of(&cfg, NULL, NULL);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, start_i(wf, 1), &h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ESTEP);
+    int code;
+    cr_assert_eq(wf_handler_error(h, &code, NULL, NULL), 0);
+    cr_assert_eq(code, WF_ERANGE);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    wf_workflow_free(child);
+}
+
+/* ---- argument errors, checked inside a step and reported back as its result ---- */
+
+static wf_workflow *g_child, *g_invalid;
+static atomic_int g_free_calls;
+
+static void count_free(void *u)
+{
+    atomic_fetch_add(&g_free_calls, 1);
+}
+
+static int errors_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int codes[8];
+    wf_event *s;
+    wf_event_new1(&s, wf_workflow_builtin(g_child, WF_START_EVENT), "i", wf_value_int(1));
+    codes[0] = wf_ctx_run_child(NULL, g_child, s, NULL);
+    wf_event_new1(&s, wf_workflow_builtin(g_child, WF_START_EVENT), "i", wf_value_int(1));
+    codes[1] = wf_ctx_run_child(ctx, NULL, s, NULL);
+    codes[2] = wf_ctx_run_child(ctx, g_child, NULL, NULL);
+    /* a start event of the wrong type: a StartEvent of another registry */
+    wf_event_new1(&s, wf_workflow_builtin(g_invalid, WF_START_EVENT), "i", wf_value_int(1));
+    codes[3] = wf_ctx_run_child(ctx, g_child, s, NULL);
+    wf_event_new1(&s, wf_workflow_builtin(g_invalid, WF_START_EVENT), "i", wf_value_int(1));
+    wf_child_params p;
+    wf_child_params_init(&p);
+    p.user_free = count_free;
+    codes[4] = wf_ctx_run_child(ctx, g_invalid, s, &p);
+    /* a bad timeout */
+    wf_event_new1(&s, wf_workflow_builtin(g_child, WF_START_EVENT), "i", wf_value_int(1));
+    wf_child_params_init(&p);
+    p.timeout_ms = -7;
+    codes[5] = wf_ctx_run_child(ctx, g_child, s, &p);
+    /* one that works, then a second one in the same invocation */
+    wf_event_new1(&s, wf_workflow_builtin(g_child, WF_START_EVENT), "i", wf_value_int(1));
+    codes[6] = wf_ctx_run_child(ctx, g_child, s, NULL);
+    wf_event_new1(&s, wf_workflow_builtin(g_child, WF_START_EVENT), "i", wf_value_int(1));
+    codes[7] = wf_ctx_run_child(ctx, g_child, s, NULL);
+    wf_value list = wf_value_nil();
+    (void)wf_value_array_new(&list, 8);
+    for (int i = 0; i < 8; i++)
+        (void)wf_value_array_push(&list, wf_value_int(codes[i]));
+    (void)wf_ctx_set(ctx, "codes", list);
+    return codes[6]; /* WF_PENDING: the child that started finishes the step */
+}
+
+static int unhandled_emit(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    return 0;
+}
+
+Test(child, argument_errors)
+{
+    wf_registry *reg;
+    cr_assert_eq(wf_registry_new(&reg), 0);
+    wf_executor *ex = exec_n(2);
+    g_child = doubler(reg);
+    /* invalid: its only step emits an event nothing accepts, and no step stops it */
+    cr_assert_eq(wf_workflow_new(&g_invalid, "invalid", NULL), 0);
+    const wf_event_type *orphan;
+    cr_assert_eq(wf_workflow_event_type(g_invalid, "Orphan", NULL, &orphan), 0);
+    add(g_invalid, "nowhere", unhandled_emit, wf_workflow_builtin(g_invalid, WF_START_EVENT),
+        orphan, 0, NULL);
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "errors", reg), 0);
+    add(wf, "try", errors_step, wf_workflow_builtin(wf, WF_START_EVENT),
+        wf_workflow_builtin(wf, WF_STOP_EVENT), 0, NULL);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+
+    /* outside a step */
+    wf_event *s = start_i(g_child, 1);
+    cr_assert_eq(wf_ctx_run_child(ctx, g_child, s, NULL), WF_ESTATE);
+
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, ctx, start_i(wf, 0), &h), 0);
+    wf_event *res = NULL;
+    int wrc = wf_handler_wait(h, -1, &res);
+    const char *emsg = NULL;
+    (void)wf_handler_error(h, NULL, NULL, &emsg);
+    cr_assert_eq(wrc, 0, "%s", emsg ? emsg : "");
+    cr_assert_eq(result_of(res), 2); /* the child that started */
+    wf_value codes;
+    cr_assert_eq(wf_ctx_get(ctx, "codes", &codes), 0);
+    int want[8] = {WF_EINVAL,      WF_EINVAL, WF_EINVAL,  WF_ETYPE,
+                   WF_EVALIDATION, WF_EINVAL, WF_PENDING, WF_EEXIST};
+    for (size_t i = 0; i < 8; i++) {
+        int64_t c = 0;
+        wf_value item;
+        cr_assert_eq(wf_value_array_at(codes, i, &item), 0);
+        cr_assert_eq(wf_value_get_int(item, &c), 0);
+        cr_assert_eq(c, want[i], "code %zu: %lld, want %d", i, (long long)c, want[i]);
+    }
+    wf_value_release(codes);
+    cr_assert_eq(atomic_load(&g_free_calls), 1); /* user_free ran once, also on failure */
+    wf_handler_free(h);
+    wf_ctx_free(ctx);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    wf_workflow_free(g_child);
+    wf_workflow_free(g_invalid);
+    wf_registry_free(reg);
+}
+
+/* ---- a failing child fails the parent step; the parent's retry starts a new child ---- */
+
+static atomic_int tries;
+
+static int flaky_parent(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    parent_cfg *cfg = u;
+    int n = atomic_fetch_add(&tries, 1);
+    wf_event *s;
+    int rc = wf_event_new1(&s, wf_workflow_builtin(cfg->child, WF_START_EVENT), "i",
+                           wf_value_int(n < 2 ? -1 : 21)); /* the first two children fail */
+    if (rc < 0)
+        return rc;
+    return wf_ctx_run_child(ctx, cfg->child, s, &cfg->params);
+}
+
+Test(child, child_failure_is_the_step_error_and_retries_apply)
+{
+    wf_registry *reg;
+    cr_assert_eq(wf_registry_new(&reg), 0);
+    wf_executor *ex = exec_n(2);
+    wf_workflow *child = doubler(reg);
+    parent_cfg cfg = {.child = child};
+    wf_child_params_init(&cfg.params);
+
+    /* without a retry policy: the step fails with the child's error */
+    wf_workflow *wf = parent_of(&cfg, reg, NULL);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, start_i(wf, -3), &h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ESTEP);
+    int code;
+    const char *step, *msg;
+    cr_assert_eq(wf_handler_error(h, &code, &step, &msg), 0);
+    cr_assert_eq(code, WF_ESTEP);
+    cr_assert_str_eq(step, "spawn");
+    cr_assert(strstr(msg, "child workflow 'doubler'") != NULL, "%s", msg);
+    cr_assert(strstr(msg, "'double'") != NULL, "%s", msg);
+    cr_assert(strstr(msg, "negative input") != NULL, "%s", msg);
+    wf_handler_free(h);
+    wf_workflow_free(wf);
+
+    /* with one: attempts 1 and 2 fail in the child, attempt 3 succeeds */
+    wf_retry_stop *stop;
+    cr_assert_eq(wf_retry_stop_after_attempt(&stop, 5), 0);
+    wf_retry_policy *pol;
+    cr_assert_eq(wf_retry_policy_new(&pol, NULL, NULL, stop), 0);
+    cr_assert_eq(wf_workflow_new(&wf, "flaky", reg), 0);
+    const wf_event_type *acc = wf_workflow_builtin(wf, WF_START_EVENT);
+    const wf_event_type *em = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &acc;
+    p.n_accepts = 1;
+    p.emits = &em;
+    p.n_emits = 1;
+    p.retry = pol;
+    cr_assert_eq(wf_workflow_add_step(wf, "spawn", flaky_parent, &p, &cfg), 0);
+    wf_retry_policy_free(pol);
+    wf_event *res = NULL;
+    cr_assert_eq(wf_run(ex, wf, NULL, start_i(wf, 0), -1, &res), 0);
+    cr_assert_eq(result_of(res), 42);
+    cr_assert_eq(atomic_load(&tries), 3);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    wf_workflow_free(child);
+    wf_registry_free(reg);
+}
+
+/* ---- a child that pends until the test lets it go: cancel and timeout reach it ---- */
+
+static sem_t hang_in;
+static wf_completion *hang_tok;
+
+static int hang_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_completion *c;
+    int rc = wf_ctx_pend(ctx, &c);
+    if (rc < 0)
+        return rc;
+    hang_tok = c;
+    sem_post(&hang_in);
+    return WF_PENDING;
+}
+
+/* Completes the hanging child's token once its run has ended: it only frees it (0 when the
+ * step had not returned yet: the token then completes early, routing nothing). */
+static void hang_release(void)
+{
+    int rc = wf_completion_complete(hang_tok, NULL);
+    cr_assert(rc == WF_ECANCELLED || rc == 0, "%d", rc);
+}
+
+static wf_workflow *hanger(wf_registry *reg)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "hanger", reg), 0);
+    add(wf, "hang", hang_step, wf_workflow_builtin(wf, WF_START_EVENT),
+        wf_workflow_builtin(wf, WF_STOP_EVENT), 0, NULL);
+    cr_assert_eq(wf_workflow_set_timeout(wf, WF_NO_TIMEOUT), 0);
+    return wf;
+}
+
+Test(child, parent_cancel_cancels_the_child)
+{
+    sem_init(&hang_in, 0, 0);
+    wf_executor *ex = exec_n(2);
+    wf_workflow *child = hanger(NULL);
+    parent_cfg cfg = {.child = child};
+    wf_child_params_init(&cfg.params);
+    wf_workflow *wf = parent_of(&cfg, NULL, NULL);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, start_i(wf, 1), &h), 0);
+    sem_wait(&hang_in);
+    cr_assert_eq(wf_completion_cancelled(hang_tok), 0);
+    cr_assert_eq(wf_handler_cancel(h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ECANCELLED);
+    /* the child ended with its parent */
+    cr_assert_eq(wf_completion_cancelled(hang_tok), 1);
+    hang_release();
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    wf_workflow_free(child);
+}
+
+Test(child, parent_timeout_cancels_the_child)
+{
+    sem_init(&hang_in, 0, 0);
+    wf_executor *ex = exec_n(2);
+    wf_workflow *child = hanger(NULL);
+    parent_cfg cfg = {.child = child};
+    wf_child_params_init(&cfg.params);
+    wf_workflow *wf = parent_of(&cfg, NULL, NULL);
+    cr_assert_eq(wf_workflow_set_timeout(wf, 50), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, start_i(wf, 1), &h), 0);
+    sem_wait(&hang_in);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ERUNTIMEOUT);
+    cr_assert_eq(wf_completion_cancelled(hang_tok), 1);
+    hang_release();
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    wf_workflow_free(child);
+}
+
+Test(child, child_timeout_fails_the_step)
+{
+    sem_init(&hang_in, 0, 0);
+    wf_executor *ex = exec_n(2);
+    wf_workflow *child = hanger(NULL);
+    parent_cfg cfg = {.child = child};
+    wf_child_params_init(&cfg.params);
+    cfg.params.timeout_ms = 30;
+    wf_workflow *wf = parent_of(&cfg, NULL, NULL);
+    cr_assert_eq(wf_workflow_set_timeout(wf, WF_NO_TIMEOUT), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, start_i(wf, 1), &h), 0);
+    sem_wait(&hang_in);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ESTEP);
+    int code;
+    const char *msg;
+    cr_assert_eq(wf_handler_error(h, &code, NULL, &msg), 0);
+    cr_assert_eq(code, WF_ERUNTIMEOUT);
+    cr_assert(strstr(msg, "timed out") != NULL, "%s", msg);
+    hang_release();
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    wf_workflow_free(child);
+}
+
+/* ---- nesting 3 deep, with the stream forwarded to the top ---- */
+
+static wf_workflow *g_nest;
+static const wf_event_type *T_NOTE;
+static int g_nest_hang; /* the deepest pends (the hang token) instead of answering */
+static sem_t nest_started;
+
+static int nest_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t depth = field_i(in, "i");
+    wf_event *note;
+    int rc = wf_event_new1(&note, T_NOTE, "depth", wf_value_int(depth));
+    if (rc == 0)
+        rc = wf_ctx_write_event_to_stream(ctx, note);
+    if (rc < 0)
+        return rc;
+    if (depth == 3) {
+        if (g_nest_hang)
+            return hang_step(ctx, in, out, u);
+        *out = stop_i(ctx, 1000);
+        return 0;
+    }
+    wf_event *s;
+    rc = wf_event_new1(&s, wf_workflow_builtin(g_nest, WF_START_EVENT), "i",
+                       wf_value_int(depth + 1));
+    if (rc < 0)
+        return rc;
+    wf_child_params p;
+    wf_child_params_init(&p);
+    p.forward_stream = 1;
+    rc = wf_ctx_run_child(ctx, g_nest, s, &p);
+    sem_post(&nest_started); /* its child is known to it: a cancel from now on reaches it at once */
+    return rc;
+}
+
+static wf_workflow *nest_wf(void)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "nest", NULL), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Note", NULL, &T_NOTE), 0);
+    add(wf, "level", nest_step, wf_workflow_builtin(wf, WF_START_EVENT),
+        wf_workflow_builtin(wf, WF_STOP_EVENT), 0, NULL);
+    cr_assert_eq(wf_workflow_set_timeout(wf, WF_NO_TIMEOUT), 0);
+    return wf;
+}
+
+Test(child, nested_three_deep_streams_to_the_top)
+{
+    wf_executor *ex = exec_n(2);
+    g_nest = nest_wf();
+    g_nest_hang = 0;
+    sem_init(&nest_started, 0, 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, g_nest, NULL, start_i(g_nest, 0), &h), 0);
+    /* depth 0 .. 3, each level's note before the level below it starts */
+    for (int64_t want = 0; want <= 3; want++) {
+        wf_event *ev = NULL;
+        cr_assert_eq(wf_handler_next_event(h, -1, &ev), 0);
+        cr_assert_eq(field_i(ev, "depth"), want);
+        wf_event_release(ev);
+    }
+    wf_event *ev = NULL;
+    cr_assert_eq(wf_handler_next_event(h, -1, &ev), 0);
+    cr_assert(wf_event_type_is(wf_event_type_of(ev), wf_workflow_builtin(g_nest, WF_STOP_EVENT)));
+    cr_assert_eq(field_i(ev, "result"), 1000); /* the grandchild's result, returned up */
+    wf_event_release(ev);
+    cr_assert_eq(wf_handler_next_event(h, -1, &ev), WF_ECLOSED);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(g_nest);
+}
+
+Test(child, nested_cancel_reaches_the_deepest)
+{
+    sem_init(&hang_in, 0, 0);
+    wf_executor *ex = exec_n(2);
+    g_nest = nest_wf();
+    g_nest_hang = 1;
+    sem_init(&nest_started, 0, 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, g_nest, NULL, start_i(g_nest, 0), &h), 0);
+    sem_wait(&hang_in);
+    for (int i = 0; i < 3; i++)
+        sem_wait(&nest_started);
+    cr_assert_eq(wf_handler_cancel(h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ECANCELLED);
+    cr_assert_eq(wf_completion_cancelled(hang_tok), 1);
+    hang_release();
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(g_nest);
+}
+
+/* ---- a fan-out of children collected by the parent ---- */
+
+#define FAN 300
+static const wf_event_type *T_ITEM, *T_DONE;
+static wf_workflow *g_fan_child;
+
+static int fan_start(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    for (int64_t i = 0; i < FAN; i++) {
+        wf_event *e;
+        int rc = wf_event_new1(&e, T_ITEM, "i", wf_value_int(i));
+        if (rc == 0)
+            rc = wf_ctx_send_event(ctx, e, NULL);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int to_done(const wf_event *result, wf_event **out, void *user)
+{
+    return wf_event_new1(out, T_DONE, "i", wf_value_int(field_i(result, "result")));
+}
+
+static int fan_spawn(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_event *s;
+    int rc = wf_event_new1(&s, wf_workflow_builtin(g_fan_child, WF_START_EVENT), "i",
+                           wf_value_int(field_i(in, "i")));
+    if (rc < 0)
+        return rc;
+    wf_child_params p;
+    wf_child_params_init(&p);
+    p.on_result = to_done;
+    return wf_ctx_run_child(ctx, g_fan_child, s, &p);
+}
+
+static int64_t fan_sum, fan_seen; /* the collect step runs one at a time */
+
+static int fan_collect(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    fan_sum += field_i(in, "i");
+    if (++fan_seen == FAN)
+        *out = stop_i(ctx, fan_sum);
+    return 0;
+}
+
+static wf_workflow *fan_wf(void)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "fan", NULL), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Done", NULL, &T_DONE), 0);
+    add(wf, "start", fan_start, wf_workflow_builtin(wf, WF_START_EVENT), T_ITEM, 0, NULL);
+    add(wf, "spawn", fan_spawn, T_ITEM, T_DONE, 64, NULL);
+    add(wf, "collect", fan_collect, T_DONE, wf_workflow_builtin(wf, WF_STOP_EVENT), 1, NULL);
+    return wf;
+}
+
+static void run_fan(uint32_t threads, uint32_t child_limit)
+{
+    wf_executor *ex = exec_n(threads);
+    g_fan_child = doubler(NULL);
+    if (child_limit)
+        cr_assert_eq(wf_workflow_set_num_concurrent_runs(g_fan_child, child_limit), 0);
+    wf_workflow *wf = fan_wf();
+    fan_sum = fan_seen = 0;
+    wf_event *res = NULL;
+    cr_assert_eq(wf_run(ex, wf, NULL, start_i(wf, 0), -1, &res), 0);
+    cr_assert_eq(result_of(res), (int64_t)FAN * (FAN - 1)); /* sum of 2i */
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    wf_workflow_free(g_fan_child);
+}
+
+Test(child, fan_out_of_children)
+{
+    run_fan(2, 0);
+}
+
+/* 64 parents' invocations wait on children that queue behind a limit of 2 on one worker */
+Test(child, queued_children_do_not_hold_the_worker)
+{
+    run_fan(1, 2);
+}
+
+/* ---- the observation link: the child's RUN_START names its parent ---- */
+
+static pthread_mutex_t obs_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t obs_child_parent, obs_child_event, obs_parent_step_event, obs_parent_run;
+
+static void obs_record(const wf_obs_record *r, void *user)
+{
+    pthread_mutex_lock(&obs_mu);
+    if (r->kind == WF_OBS_RUN_START && r->workflow && strcmp(r->workflow, "doubler") == 0) {
+        obs_child_parent = (uint64_t)r->value;
+        obs_child_event = r->event_id;
+    }
+    if (r->kind == WF_OBS_RUN_START && r->workflow && strcmp(r->workflow, "parent") == 0)
+        obs_parent_run = r->run_id;
+    if (r->kind == WF_OBS_STEP_START && r->step && strcmp(r->step, "spawn") == 0)
+        obs_parent_step_event = r->event_id;
+    pthread_mutex_unlock(&obs_mu);
+}
+
+Test(child, observation_links_child_to_parent_step)
+{
+    wf_executor *ex = exec_n(2);
+    wf_observer obs = {.record = obs_record};
+    uint32_t id;
+    cr_assert_eq(wf_executor_observe(ex, &obs, &id), 0);
+    wf_workflow *child = doubler(NULL);
+    parent_cfg cfg = {.child = child};
+    wf_child_params_init(&cfg.params);
+    wf_workflow *wf = parent_of(&cfg, NULL, NULL);
+    cfg.params.on_result = plus_one;
+    cfg.params.user = wf_workflow_registry(wf);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, start_i(wf, 1), &h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    cr_assert_eq(wf_executor_observe_flush(ex), 0);
+    pthread_mutex_lock(&obs_mu);
+    cr_assert_eq(obs_parent_run, wf_handler_run_id(h));
+    cr_assert_eq(obs_child_parent, wf_handler_run_id(h));
+    cr_assert_neq(obs_child_event, 0);
+    cr_assert_eq(obs_child_event, obs_parent_step_event);
+    pthread_mutex_unlock(&obs_mu);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    wf_workflow_free(child);
+}
+
+/* ---- a parent parked while its child waits, saved, loaded and resumed ---- */
+
+Test(child, parent_parked_with_a_child_in_progress_resumes)
+{
+    sem_init(&hang_in, 0, 0);
+    wf_executor *ex = exec_n(2);
+    g_nest = nest_wf();
+    g_nest_hang = 1;
+    sem_init(&nest_started, 0, 0);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, g_nest), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, g_nest, ctx, start_i(g_nest, 0), &h), 0);
+    sem_wait(&hang_in);
+    for (int i = 0; i < 3; i++)
+        sem_wait(&nest_started);
+    cr_assert_eq(wf_handler_cancel(h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ECANCELLED);
+    hang_release();
+    wf_handler_free(h);
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_ctx_save(ctx, &buf, &len), 0);
+    wf_ctx_free(ctx);
+    cr_assert_eq(wf_ctx_load(g_nest, buf, len, 0, &ctx, NULL), 0);
+    wf_free(buf);
+
+    /* the step that waited on its child runs again (at-least-once) and starts the chain anew */
+    g_nest_hang = 0;
+    char *msg = NULL;
+    cr_assert_eq(wf_run_resume(ex, g_nest, ctx, NULL, &h, &msg), 0, "%s", msg ? msg : "");
+    wf_event *res = NULL;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    cr_assert_eq(result_of(res), 1000);
+    wf_handler_free(h);
+    wf_ctx_free(ctx);
+    wf_executor_free(ex);
+    wf_workflow_free(g_nest);
+}
