@@ -6,6 +6,13 @@
  * the parent's end cancels the children still going (wf__children_cancel,
  * called by wf__end_run after the tokens are detached).
  *
+ * Lock order: a parent's end (under its own `outside` read lock) takes its
+ * children's `outside` locks to cancel them, so a child's end never takes
+ * its parent's while it holds its own: when its on_done runs under an
+ * `outside` lock (a timer, a cancel, a grandchild's completion), the outcome
+ * waits in the record on a per-thread list (wf__tls_child_done) and the
+ * token is completed by the thread's last wf__outside_exit (cut.c).
+ *
  * A child record (wf__child) lives until the parent let go of it (it left
  * parent->children: the child ended, or the parent's end cancelled it), the
  * child's on_done ran and wf_ctx_run_child returned: refs, atomic, starts
@@ -42,6 +49,11 @@ typedef struct wf__child {
     void (*user_free)(void *);
     int forward;
     uint64_t parent_event_id;
+    /* the child's outcome, from its on_done until child_finish hands it to the token */
+    wf_event *out;
+    int code;
+    char *msg;
+    struct wf__child *done_next; /* wf__tls_child_done, this thread's */
 } wf__child;
 
 /* The record whose run the calling thread is creating (wf__child_attach reads it). */
@@ -91,10 +103,13 @@ static void child_cancel_run(wf_handler *h)
     wf__outside_exit(run, o);
 }
 
-/* Finishes the parent's invocation with the child's outcome (the child's on_done). */
-static void child_done(wf_handler *h, void *user)
+/*
+ * Completes the parent's token with the outcome child_done put in c, takes c
+ * off its parent's list and lets go of on_done's reference. Never under a
+ * child's `outside` lock (see wf__tls_child_done).
+ */
+static void child_finish(wf__child *c)
 {
-    wf__child *c = user;
     /* this thread may be routing inside the child: none of that state is the parent's */
     wf__inv *s_inv = wf__tls_inv;
     wf__group *s_group = wf__tls_group;
@@ -104,13 +119,53 @@ static void child_done(wf_handler *h, void *user)
     wf__tls_group = NULL;
     wf__tls_branch = 0;
 
-    wf_event *result = NULL;
-    int rc = wf_handler_wait(h, 0, &result);
     wf_completion *tok = c->token;
     c->token = NULL;
-    if (rc == 0 && wf_completion_cancelled(tok)) {
-        wf_event_release(result);
-        (void)wf_completion_complete(tok, NULL); /* only frees the detached token */
+    wf_event *out = c->out;
+    c->out = NULL;
+    if (c->code < 0)
+        (void)wf_completion_fail(tok, c->code, c->msg);
+    else
+        (void)wf_completion_complete(tok, out);
+    wf__free_mem(c->msg);
+    c->msg = NULL;
+    if (child_unlist(c))
+        child_release(c); /* the list's reference (else the parent's end let go of it) */
+
+    wf__tls_inv = s_inv;
+    wf__tls_group = s_group;
+    wf__tls_branch = s_branch;
+    wf__tls_lineage = s_lineage;
+    child_release(c); /* on_done's reference */
+}
+
+WF__TLS wf__child *wf__tls_child_done;
+
+void wf__child_drain(void)
+{
+    /* oldest first; a completion may end a parent that is a child too, and add to the list */
+    while (wf__tls_child_done) {
+        wf__child *c = wf__tls_child_done, **pp = &wf__tls_child_done;
+        while (c->done_next) {
+            pp = &c->done_next;
+            c = c->done_next;
+        }
+        *pp = NULL;
+        child_finish(c);
+    }
+}
+
+/* The child's outcome for the parent's invocation (the child's on_done). */
+static void child_done(wf_handler *h, void *user)
+{
+    wf__child *c = user;
+    wf_event *result = NULL;
+    int rc = wf_handler_wait(h, 0, &result);
+    c->code = 0;
+    c->out = NULL;
+    c->msg = NULL;
+    if (rc == 0 && wf_completion_cancelled(c->token)) {
+        wf_event_release(result); /* the parent has ended: completing only frees the token */
     } else if (rc == 0) {
         wf_event *out = result;
         int mrc = 0;
@@ -138,9 +193,10 @@ static void child_done(wf_handler *h, void *user)
                                        "parent's registry (map it with on_result)"
                                      : "child workflow '%s': on_result failed",
                      c->wf->name);
-            (void)wf_completion_fail(tok, mrc >= 0 ? WF_EINVAL : mrc, msg);
+            c->code = mrc >= 0 ? WF_EINVAL : mrc;
+            c->msg = wf__strdup(msg);
         } else {
-            (void)wf_completion_complete(tok, out);
+            c->out = out;
         }
     } else {
         int code = rc;
@@ -156,16 +212,15 @@ static void child_done(wf_handler *h, void *user)
                                        : "failed",
                  step ? " in step '" : "", step ? step : "", step ? "'" : "",
                  emsg ? emsg : wf_strerror(code));
-        (void)wf_completion_fail(tok, code, msg);
+        c->code = code;
+        c->msg = wf__strdup(msg); /* NULL (out of memory): the code alone */
     }
-    if (child_unlist(c))
-        child_release(c); /* the list's reference (else the parent's end let go of it) */
-
-    wf__tls_inv = s_inv;
-    wf__tls_group = s_group;
-    wf__tls_branch = s_branch;
-    wf__tls_lineage = s_lineage;
-    child_release(c); /* on_done's reference */
+    if (wf__outside_held()) { /* the child's own lock, perhaps: after it */
+        c->done_next = wf__tls_child_done;
+        wf__tls_child_done = c;
+        return;
+    }
+    child_finish(c);
 }
 
 void wf__children_cancel(wf__run *run)

@@ -88,6 +88,20 @@ int wf__slot_hold(wf__slot *slot, wf__run *run, wf__task *t)
     return closed;
 }
 
+/*
+ * How many `outside` read locks the calling thread holds (of any runs). A
+ * child run's end completes its parent's token only once its thread holds
+ * none (child.c defers it to the last wf__outside_exit): a parent's end
+ * takes its children's locks inside its own, so the other order must never
+ * happen.
+ */
+static WF__TLS uint32_t tls_outside_depth;
+
+int wf__outside_held(void)
+{
+    return tls_outside_depth != 0;
+}
+
 int wf__outside_enter(wf__run *run)
 {
     wf__slot *slot = wf__tls_slot;
@@ -95,13 +109,17 @@ int wf__outside_enter(wf__run *run)
                     ((uintptr_t)run | WF__SLOT_DIRTY))
         return 0; /* inside one of the run's tasks, already past the gate */
     pthread_rwlock_rdlock(&run->outside);
+    tls_outside_depth++;
     return 1;
 }
 
 void wf__outside_exit(wf__run *run, int entered)
 {
-    if (entered)
-        pthread_rwlock_unlock(&run->outside);
+    if (!entered)
+        return;
+    pthread_rwlock_unlock(&run->outside);
+    if (--tls_outside_depth == 0 && WF__UNLIKELY(wf__tls_child_done != NULL))
+        wf__child_drain(); /* children that ended under the lock: their parents' tokens now */
 }
 
 /* ------------------------------------------------------------- the image */

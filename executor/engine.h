@@ -616,6 +616,14 @@ void wf__child_attach(wf__run *run);
 void wf__child_detach(wf__run *run);
 /* A child's streamed event (borrowed) goes into its parent's stream too. */
 void wf__child_forward(wf__run *run, wf_event *ev);
+/*
+ * Child runs that ended while this thread held an `outside` lock, whose
+ * parents' tokens are completed once it holds none (wf__outside_exit calls
+ * wf__child_drain), so a child's lock is never held while its parent's is
+ * taken.
+ */
+extern WF__TLS struct wf__child *wf__tls_child_done;
+void wf__child_drain(void);
 
 /* ------------------------------------------------- hooks.c: observation */
 
@@ -676,6 +684,8 @@ int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t
 /* Outside paths (timers, handlers, completions) around what they route. */
 int wf__outside_enter(wf__run *run);
 void wf__outside_exit(wf__run *run, int entered);
+/* 1 if the calling thread holds an `outside` lock (of any run). */
+int wf__outside_held(void);
 /* The gate protocol's slow paths (cut.c): wait for the gate to open; park a task. */
 void wf__gate_wait(wf__run *run);
 int wf__slot_hold(wf__slot *slot, wf__run *run, wf__task *t);
