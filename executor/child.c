@@ -250,6 +250,60 @@ void wf__children_cancel(wf__run *run)
     }
 }
 
+wf__run *wf__child_run_ref(wf__child *c, const wf__run *parent, uint32_t step)
+{
+    const wf__step *s = parent->wf->steps[step];
+    int declared = 0;
+    for (uint32_t j = 0; j < s->n_children && !declared; j++)
+        declared = (s->children[j] ? s->children[j] : parent->wf) == c->wf;
+    if (!declared)
+        return NULL;
+    pthread_mutex_lock(&c->lock);
+    wf__run *run = (wf__run *)c->h;
+    if (run)
+        atomic_fetch_add(&run->refs, 1);
+    pthread_mutex_unlock(&c->lock);
+    return run;
+}
+
+/*
+ * The context the child runs on: a fresh one, or, for an invocation resumed
+ * from a snapshot that held its child, that child loaded from it (*resume
+ * set). The saved child is taken from the invocation either way.
+ */
+static int child_ctx(wf__inv *inv, wf_workflow *child, wf_ctx **out, int *resume)
+{
+    *out = NULL;
+    *resume = 0;
+    wf__retry_info *ri = inv->task->arg;
+    if (ri == NULL || ri->child_doc == NULL)
+        return wf_ctx_new(out, child);
+    void *doc = ri->child_doc;
+    size_t len = ri->child_len;
+    char *name = ri->child_wf;
+    uint64_t fp = ri->child_fp;
+    ri->child_doc = NULL;
+    ri->child_wf = NULL;
+    int rc;
+    if (strcmp(name, child->name) != 0 || fp != wf_workflow_fingerprint(child)) {
+        rc = wf__set_error(WF_EMISMATCH,
+                           "wf_ctx_run_child: step '%s' was saved awaiting child workflow '%.200s', "
+                           "not this '%s' (or its definition changed): it is not resumed",
+                           inv->step->name, name, child->name);
+    } else {
+        char *msg = NULL;
+        rc = wf_ctx_load(child, doc, len, 0, out, &msg);
+        if (rc < 0)
+            rc = wf__set_error(rc, "wf_ctx_run_child: the saved child workflow '%s': %s",
+                               child->name, msg ? msg : wf_strerror(rc));
+        wf_free(msg);
+        *resume = rc == 0 && wf_ctx_is_resumable(*out);
+    }
+    wf__free_mem(doc);
+    wf__free_mem(name);
+    return rc;
+}
+
 void wf__child_attach(wf__run *run)
 {
     wf__child *c = tls_starting;
@@ -289,6 +343,8 @@ int wf_ctx_run_child(wf_ctx *ctx, wf_workflow *child, wf_event *start_event,
         wf_child_params_init(&defaults);
         params = &defaults;
     }
+    if (params->context)
+        *params->context = NULL;
     wf__inv *inv = wf__inv_of(ctx);
     if (inv == NULL) {
         wf_event_release(start_event);
@@ -308,13 +364,27 @@ int wf_ctx_run_child(wf_ctx *ctx, wf_workflow *child, wf_event *start_event,
         wf_event_release(start_event);
         return WF_ENOMEM;
     }
-    wf_completion *tok;
-    int rc = wf_ctx_pend(ctx, &tok);
+    wf_ctx *cctx;
+    int resume;
+    int rc = child_ctx(inv, child, &cctx, &resume);
     if (rc < 0) {
         wf__free_mem(c);
         wf_event_release(start_event);
         return rc;
     }
+    if (resume) { /* the saved child goes on: the start event is not needed */
+        wf_event_release(start_event);
+        start_event = NULL;
+    }
+    wf_completion *tok;
+    rc = wf_ctx_pend(ctx, &tok);
+    if (rc < 0) {
+        wf__free_mem(c);
+        wf_event_release(start_event);
+        wf_ctx_free(cctx);
+        return rc;
+    }
+    tok->child = c;
     wf__mutex_init(&c->lock);
     atomic_init(&c->refs, 3); /* the parent's list, the child's on_done, this call */
     atomic_fetch_add(&parent->refs, 1);
@@ -327,6 +397,12 @@ int wf_ctx_run_child(wf_ctx *ctx, wf_workflow *child, wf_event *start_event,
     c->forward = params->forward_stream != 0;
     c->parent_event_id = wf__hook_task_id(inv->task);
 
+    /*
+     * Starting a child is an effect of the invocation: a snapshot taken from
+     * now on waits until the step has returned and its token holds the child
+     * (so that the child is saved with it), rather than save it in progress.
+     */
+    wf__slot_dirty(parent);
     /* listed first, so that the parent's end finds it whatever happens next */
     pthread_mutex_lock(&parent->collect_lock);
     int ended = wf__run_ended(parent);
@@ -363,7 +439,7 @@ int wf_ctx_run_child(wf_ctx *ctx, wf_workflow *child, wf_event *start_event,
     tls_starting = c;
     wf_handler *h = NULL;
     char *why = NULL;
-    rc = wf_run_start_ex(parent->ex, child, NULL, start_event, &rp, &h, &why);
+    rc = wf_run_start_ex(parent->ex, child, cctx, start_event, &rp, &h, &why);
     tls_starting = NULL;
     wf__tls_inv = s_inv;
     wf__tls_group = s_group;
@@ -377,6 +453,11 @@ int wf_ctx_run_child(wf_ctx *ctx, wf_workflow *child, wf_event *start_event,
         goto undo_listed;
     }
     wf_free(why);
+    if (params->context)
+        *params->context = cctx; /* the caller's reference now */
+    else
+        wf_ctx_free(cctx); /* the run holds its own */
+    cctx = NULL;
     pthread_mutex_lock(&c->lock);
     c->h = h;
     int cancel = c->cancel;
@@ -393,6 +474,7 @@ undo:
     child_release(c); /* the list's reference */
 undo_on_done:
     /* nothing started: the invocation no longer pends (it may try again) */
+    wf_ctx_free(cctx);
     c->token = NULL;
     child_release(c); /* on_done's: it never runs */
     child_release(c); /* this call's */

@@ -152,6 +152,16 @@ typedef struct img_more {
     uint64_t inv; /* the invocation's number, or 0 */
     wf_event **tuple;
     uint32_t ntuple;
+    /*
+     * An async invocation awaiting a child workflow its step declares: the
+     * child run (a reference) until img_children saves it, then its
+     * workflow's name, fingerprint and snapshot (owned), task item 11.
+     */
+    wf__run *child_run;
+    char *child_wf;
+    uint64_t child_fp;
+    void *child_doc;
+    size_t child_len;
 } img_more;
 
 typedef struct img_waiter {
@@ -440,6 +450,10 @@ static void img_drop_tasks(img *m)
             wf_event_release(m->more[i].tuple[k]);
         wf__free_mem(m->more[i].tuple);
         wf__free_mem(m->more[i].last_msg);
+        if (m->more[i].child_run)
+            wf__run_release(m->more[i].child_run);
+        wf__free_mem(m->more[i].child_wf);
+        wf__free_mem(m->more[i].child_doc);
     }
     m->ntasks = m->nmore = 0;
     m->queued = m->in_progress = 0;
@@ -519,8 +533,14 @@ static int img_tasks(img *m, wf__run *run, wf__task **inprog, uint32_t *have, pt
                 img_add_task(m, t, 0, groups, now); /* claimed with it, not started */
         }
         for (wf_completion *c = run->pending; c; c = c->next)
-            if (c->task && c->task->step == s)
+            if (c->task && c->task->step == s) {
                 img_add_task(m, c->task, 1, groups, now);
+                img_more *mo = m->tasks[m->ntasks - 1].more
+                                   ? &m->more[m->tasks[m->ntasks - 1].more - 1]
+                                   : NULL;
+                if (c->child && mo) /* its child is saved once the run goes on */
+                    mo->child_run = wf__child_run_ref(c->child, run, s);
+            }
         for (uint32_t j = 0; j < nheld; j++)
             if (held[j]->step == s)
                 for (wf__task *t = held[j]; t; t = t->chain)
@@ -731,6 +751,41 @@ static void img_free(img *m)
     memset(m, 0, sizeof *m);
 }
 
+/*
+ * The children the image's invocations await, each saved whole (its own
+ * snapshot, its children nested in turn), after the cut of their parent and
+ * outside its locks: a child's end completes its parent's token under the
+ * parent's `outside` lock, and a child's cut waits for its effects under
+ * way. A child that has ended meanwhile (its result on its way to a token
+ * the image holds in progress) is left out: its step runs again on resume
+ * and starts a new child, as for an undeclared child.
+ */
+static void img_children(img *m)
+{
+    for (uint32_t i = 0; i < m->nmore; i++) {
+        img_more *mo = &m->more[i];
+        wf__run *cr = mo->child_run;
+        if (cr == NULL)
+            continue;
+        mo->child_run = NULL;
+        wf_save_info info;
+        void *doc = NULL;
+        size_t len = 0;
+        int rc = m->rc == 0 ? wf_ctx_save_ex(cr->ctx, &doc, &len, &info) : m->rc;
+        if (rc == 0 && info.live) {
+            mo->child_doc = doc;
+            mo->child_len = len;
+            mo->child_fp = wf_workflow_fingerprint(cr->wf);
+            mo->child_wf = img_strdup(m, cr->wf->name);
+        } else {
+            wf_free(doc);
+            if (rc == WF_ENOMEM)
+                img_fail(m, rc);
+        }
+        wf__run_release(cr);
+    }
+}
+
 /* ------------------------------------------------------------- encoding */
 
 typedef struct enc {
@@ -791,7 +846,7 @@ static void pack_event(enc *e, const wf_event *ev)
 
 /*
  * A task: [step, type, fields, state, attempt, lineage, group, branch,
- * retry, tuple], trailing defaults left out (state 0 queued, 1 in progress;
+ * retry, tuple, invocation, child], trailing defaults left out (state 0 queued, 1 in progress;
  * attempt 1, the first execution; lineage 0; no group).
  */
 static void pack_task(enc *e, const img_task *it)
@@ -813,6 +868,8 @@ static void pack_task(enc *e, const img_task *it)
             n = 10;
         if (mo->inv)
             n = 11;
+        if (mo->child_doc)
+            n = 12;
     }
     PK(msgpack_pack_array(&e->pk, n));
     PK(msgpack_pack_uint32(&e->pk, it->step));
@@ -850,8 +907,17 @@ static void pack_task(enc *e, const img_task *it)
     } else if (n > 9) {
         PK(msgpack_pack_nil(&e->pk));
     }
-    if (n > 10)
+    if (n > 10 && mo->inv)
         PK(msgpack_pack_uint64(&e->pk, mo->inv));
+    else if (n > 10)
+        PK(msgpack_pack_nil(&e->pk));
+    if (n > 11) { /* [child workflow, its fingerprint, its snapshot] */
+        PK(msgpack_pack_array(&e->pk, 3));
+        pack_str(e, mo->child_wf);
+        PK(msgpack_pack_uint64(&e->pk, mo->child_fp));
+        PK(msgpack_pack_bin(&e->pk, mo->child_len));
+        PK(msgpack_pack_bin_body(&e->pk, mo->child_doc, mo->child_len));
+    }
 }
 
 static void pack_groups(enc *e)
@@ -1166,9 +1232,10 @@ static int capture(wf__run *run, int cancel, int64_t *pause_ns, img **out, wf_va
          * it ended).
          */
         pthread_mutex_unlock(&run->snap_mu);
+        img_children(m);
         void *bytes;
         size_t len;
-        int erc = encode_alone(m, &bytes, &len);
+        int erc = m->rc ? m->rc : encode_alone(m, &bytes, &len);
         if (erc == 0)
             wf__ctx_park(run->ctx, bytes, len);
         else /* cancelled all the same, as wf_handler_cancel does when it cannot park */
@@ -1185,6 +1252,10 @@ static int capture(wf__run *run, int cancel, int64_t *pause_ns, img **out, wf_va
     }
     if (pause_ns)
         *pause_ns = wf__now_ns() - t0;
+    if (rc == 0 && !cancel) {
+        img_children(m);
+        rc = m->rc;
+    }
     if (rc == 0 && !cancel && out) {
         *out = m; /* what it holds cannot change: it is encoded while the run goes on */
         m = NULL;

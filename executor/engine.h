@@ -52,6 +52,16 @@ typedef struct wf__retry_info {
      * wait), so that implicit waiter ids of parallel invocations differ.
      */
     uint64_t inv;
+    /*
+     * A resumed invocation that awaited a child workflow when it was saved:
+     * the child's workflow name, fingerprint and snapshot (owned), which its
+     * wf_ctx_run_child resumes instead of starting afresh (child.c), or NULL.
+     * Not carried to the invocation's other tasks (a retry starts afresh).
+     */
+    char *child_wf;
+    uint64_t child_fp;
+    void *child_doc;
+    size_t child_len;
 } wf__retry_info;
 
 /* A retry waiting for its not-before time: the task and its timer. */
@@ -131,6 +141,7 @@ struct wf_completion {
     int rc;        /* its result: 0 or an error (EARLY) */
     char *errmsg;
     int64_t started; /* for retry and handler timing */
+    struct wf__child *child; /* the child run awaited (child.c), or NULL; set before it is armed */
 };
 
 /*
@@ -614,6 +625,13 @@ void wf__children_cancel(wf__run *run);
 void wf__child_attach(wf__run *run);
 /* A run being freed: lets go of its parent. */
 void wf__child_detach(wf__run *run);
+/*
+ * The child run of a pending token's child record, with a reference
+ * (wf__run_release), if step of parent declares its workflow (so that a
+ * resumer knows it: wf_workflow_declare_child); else NULL. Caller holds
+ * parent's collect_lock with the token armed.
+ */
+wf__run *wf__child_run_ref(struct wf__child *c, const wf__run *parent, uint32_t step);
 /* A child's streamed event (borrowed) goes into its parent's stream too. */
 void wf__child_forward(wf__run *run, wf_event *ev);
 /*

@@ -140,14 +140,97 @@ static int dec_retry_info(dec *d, wf__retry_info *ri)
     return 0;
 }
 
-/* [step, type, fields, state, attempt, lineage, group, branch, retry, tuple, invocation] */
+/* Snapshots nested in snapshots (children of children) being checked on this thread. */
+#define MAX_NESTED_CHILDREN 16
+static WF__TLS uint32_t tls_nested;
+
+/*
+ * A task's child: [workflow name, fingerprint, snapshot (bin)], the child
+ * workflow an in-progress invocation of step ds awaited when it was saved.
+ * The workflow must be one ds declares (the resumer knows it by that) with
+ * the same fingerprint, and the snapshot must load into it (checked whole,
+ * its own children in turn). ri (building): gets a copy.
+ */
+static int dec_child(dec *d, const wf__step *ds, uint32_t state, wf__retry_info *ri)
+{
+    wf__rd *r = &d->r;
+    uint32_t n;
+    char name[4097];
+    uint64_t fp;
+    int64_t i;
+    int neg;
+    const char *doc;
+    uint32_t len;
+    if (wf__rd_array(r, &n) < 0 || n != 3 || rd_name(d, name) < 0 ||
+        wf__rd_integer(r, &fp, &i, &neg) < 0 || neg || wf__rd_strbin(r, 1, &doc, &len) < 0)
+        return bad(d, "a child is [workflow name, fingerprint, snapshot (bin)]");
+    if (state != 1)
+        return bad(d, "a child awaited by a task not in progress");
+    wf_workflow *cwf = NULL;
+    for (uint32_t j = 0; j < ds->n_children && cwf == NULL; j++) {
+        wf_workflow *c = ds->children[j] ? ds->children[j] : d->wf;
+        if (strcmp(c->name, name) == 0)
+            cwf = c;
+    }
+    char text[640];
+    int rc = 0;
+    if (cwf == NULL) {
+        snprintf(text, sizeof text,
+                 "snapshot: run.%s[%u]: step '%s' awaits child workflow '%.200s', which it does "
+                 "not declare (wf_workflow_declare_child): its state cannot be resumed",
+                 d->field, d->item, ds->name, name);
+        rc = WF_EMISMATCH;
+    } else if (fp != wf_workflow_fingerprint(cwf)) {
+        snprintf(text, sizeof text,
+                 "snapshot: run.%s[%u]: child workflow '%.200s' of step '%s' does not match its "
+                 "definition (fingerprint)",
+                 d->field, d->item, name, ds->name);
+        rc = WF_EMISMATCH;
+    } else if (tls_nested >= MAX_NESTED_CHILDREN) {
+        snprintf(text, sizeof text, "snapshot: run.%s[%u]: children nested more than %d deep",
+                 d->field, d->item, MAX_NESTED_CHILDREN);
+        rc = WF_EFORMAT;
+    } else {
+        char *msg = NULL;
+        wf_ctx *cctx = NULL;
+        tls_nested++;
+        rc = wf_ctx_load(cwf, doc, len, 0, &cctx, &msg);
+        tls_nested--;
+        if (rc == 0 && !wf_ctx_is_resumable(cctx)) {
+            rc = WF_EFORMAT;
+            wf__free_mem(msg);
+            msg = wf__strdup("it holds no run");
+        }
+        wf_ctx_free(cctx);
+        if (rc < 0)
+            snprintf(text, sizeof text, "snapshot: run.%s[%u]: child workflow '%.200s': %s",
+                     d->field, d->item, name, msg ? msg : wf_strerror(rc));
+        wf__free_mem(msg);
+    }
+    if (rc < 0) {
+        if (d->message && *d->message == NULL)
+            *d->message = wf__strdup(text);
+        return rc;
+    }
+    if (ri) {
+        ri->child_fp = fp;
+        if ((ri->child_wf = wf__strdup(name)) == NULL ||
+            (ri->child_doc = wf__malloc(len ? len : 1)) == NULL)
+            return WF_ENOMEM;
+        memcpy(ri->child_doc, doc, len);
+        ri->child_len = len;
+    }
+    return 0;
+}
+
+/* [step, type, fields, state, attempt, lineage, group, branch, retry, tuple, invocation, child] */
 static int dec_task(dec *d, wf__task **out)
 {
     *out = NULL;
     wf__rd *r = &d->r;
     uint32_t n, step, ti;
-    if (wf__rd_array(r, &n) < 0 || n < 3 || n > 11)
-        return bad(d, "a task is an array of 3 to 11 items");
+    if (wf__rd_array(r, &n) < 0 || n < 3 || n > 12)
+        return bad(d, "a task is an array of 3 to 12 items");
     if (wf__rd_u32(r, d->nsteps, &step) < 0 || wf__rd_u32(r, d->ntypes, &ti) < 0)
         return bad(d, "bad step or type index");
     wf_event *ev = NULL;
@@ -213,7 +296,7 @@ static int dec_task(dec *d, wf__task **out)
         }
     }
     int64_t invno = 0;
-    if (rc == 0 && n > 10 && (wf__rd_i64(r, &invno) < 0 || invno <= 0))
+    if (rc == 0 && n > 10 && !wf__rd_nil(r) && (wf__rd_i64(r, &invno) < 0 || invno <= 0))
         rc = bad(d, "bad invocation number");
     if (rc == 0 && ri)
         ri->inv = (uint64_t)invno;
@@ -225,6 +308,8 @@ static int dec_task(dec *d, wf__task **out)
      * set, and a list join's the event that fanned out).
      */
     const wf__step *ds = d->wf->steps[d->steps[step]];
+    if (rc == 0 && n > 11)
+        rc = dec_child(d, ds, state, ri);
     const wf_event_type *ty = d->types[ti];
     if (rc == 0 && !joined && !wf__step_accepts(ds, ty) &&
         !(ds->is_handler && ty == d->wf->reg->types[WF_STEP_FAILED_EVENT]))

@@ -684,7 +684,12 @@ void wf__runs_cancel_all(struct wf_executor *ex)
     for (;;) {
         pthread_mutex_lock(&ex->runs_lock);
         ex->shutting_down = 1;
+        /* parents first: their ends cancel their children (a child's first would fail them) */
         wf__run *run = ex->runs_head;
+        while (run && run->parent_run_id && run->next)
+            run = run->next;
+        if (run && run->parent_run_id)
+            run = ex->runs_head;
         if (run)
             atomic_fetch_add(&run->refs, 1);
         pthread_mutex_unlock(&ex->runs_lock);

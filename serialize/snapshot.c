@@ -239,6 +239,14 @@ static int migrate(head *h, char **message)
          */
         h->version = 3;
     }
+    if (h->version == 3) {
+        /*
+         * 3 -> 4: version 4 adds a task's child (item 11: the child workflow
+         * an in-progress invocation awaits, its snapshot nested) and lets the
+         * invocation number before it be nil; nothing to convert.
+         */
+        h->version = 4;
+    }
     return h->version == WF_SNAPSHOT_VERSION
                ? 0
                : why(message, WF_EVERSION, "unknown snapshot format version");

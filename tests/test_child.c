@@ -755,3 +755,291 @@ Test(child, parent_parked_with_a_child_in_progress_resumes)
     wf_executor_free(ex);
     wf_workflow_free(g_nest);
 }
+
+/* ---- a parent saved while its children wait for a human: the children are in its snapshot ---- */
+
+#define HITL_MAX 4
+static const wf_event_type *T_ANSWER, *T_HITEM, *T_HDONE;
+static atomic_int ask_suspends;
+static sem_t ask_waiting, hitl_started;
+static wf_ctx *_Atomic hitl_ctx[HITL_MAX]; /* each child's context, by its input "i" */
+static wf_workflow *g_asker;
+
+/* the child: waits for an Answer, then stops with 100 * i + the answer's v */
+static int ask_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_event *ans = NULL;
+    int rc = wf_ctx_wait_for_event(ctx, T_ANSWER, wf_value_nil(), NULL, NULL, WF_NO_TIMEOUT, &ans);
+    if (rc == WF_SUSPEND) {
+        atomic_fetch_add(&ask_suspends, 1);
+        sem_post(&ask_waiting);
+        return WF_SUSPEND;
+    }
+    if (rc < 0)
+        return rc;
+    *out = stop_i(ctx, 100 * field_i(in, "i") + field_i(ans, "v"));
+    wf_event_release(ans);
+    return *out ? 0 : WF_ENOMEM;
+}
+
+static wf_workflow *asker_wf(int variant)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "asker", NULL), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Answer", NULL, &T_ANSWER), 0);
+    add(wf, "ask", ask_step, wf_workflow_builtin(wf, WF_START_EVENT),
+        wf_workflow_builtin(wf, WF_STOP_EVENT), 0, NULL);
+    if (variant) /* another definition of the same name: another fingerprint */
+        add(wf, "other", ask_step, T_ANSWER, wf_workflow_builtin(wf, WF_STOP_EVENT), 0, NULL);
+    return wf;
+}
+
+/* the child's result as the parent's event: a StopEvent (single) or a Done (fan-out) */
+static int hitl_result(const wf_event *result, wf_event **out, void *user)
+{
+    const wf_registry *reg = user;
+    if (T_HDONE && wf_event_type_registry(T_HDONE) == reg)
+        return wf_event_new1(out, T_HDONE, "i", wf_value_int(field_i(result, "result")));
+    return wf_event_new_stop(out, reg, NULL, wf_value_int(field_i(result, "result")));
+}
+
+static int delegate_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t i = field_i(in, "i");
+    wf_event *s;
+    int rc = wf_event_new1(&s, wf_workflow_builtin(g_asker, WF_START_EVENT), "i", wf_value_int(i));
+    if (rc < 0)
+        return rc;
+    wf_ctx *cctx = NULL;
+    wf_child_params p;
+    wf_child_params_init(&p);
+    p.on_result = hitl_result;
+    p.user = (void *)wf_workflow_registry(wf_ctx_workflow(ctx));
+    p.context = &cctx;
+    rc = wf_ctx_run_child(ctx, g_asker, s, &p);
+    if (rc == WF_PENDING) {
+        cr_assert_not_null(cctx);
+        wf_ctx_free(atomic_exchange(&hitl_ctx[i % HITL_MAX], cctx));
+        sem_post(&hitl_started);
+    }
+    return rc;
+}
+
+static int hitl_split(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t n = field_i(in, "n");
+    wf_event *evs[HITL_MAX];
+    for (int64_t i = 0; i < n; i++)
+        cr_assert_eq(wf_event_new1(&evs[i], T_HITEM, "i", wf_value_int(i)), 0);
+    return wf_ctx_emit_list(ctx, evs, (size_t)n, T_HDONE);
+}
+
+static int hitl_join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event *const *evs;
+    size_t n;
+    int64_t sum = 0;
+    cr_assert_eq(wf_ctx_join_events(ctx, &evs, &n), 0);
+    for (size_t k = 0; k < n; k++)
+        sum += field_i(evs[k], "i");
+    *out = stop_i(ctx, sum);
+    return 0;
+}
+
+/* fanout 0: start -> delegate (one child); else start -> split -> n x delegate -> join */
+static wf_workflow *hitl_parent(int fanout, int declare, wf_workflow *child)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "hitl_parent", NULL), 0);
+    const wf_event_type *start = wf_workflow_builtin(wf, WF_START_EVENT);
+    const wf_event_type *stop = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    T_HITEM = T_HDONE = NULL;
+    if (!fanout) {
+        add(wf, "delegate", delegate_step, start, stop, 0, NULL);
+    } else {
+        const wf_event_type *item, *done;
+        cr_assert_eq(wf_workflow_event_type(wf, "HItem", NULL, &item), 0);
+        cr_assert_eq(wf_workflow_event_type(wf, "HDone", NULL, &done), 0);
+        add(wf, "split", hitl_split, start, item, 0, NULL);
+        add(wf, "delegate", delegate_step, item, done, 0, NULL);
+        wf_step_params p;
+        wf_step_params_init(&p);
+        p.accepts = &done;
+        p.n_accepts = 1;
+        p.emits = &stop;
+        p.n_emits = 1;
+        p.join_list = 1;
+        cr_assert_eq(wf_workflow_add_step(wf, "join", hitl_join, &p, NULL), 0);
+        T_HITEM = item;
+        T_HDONE = done;
+    }
+    if (declare)
+        cr_assert_eq(wf_workflow_declare_child(wf, "delegate", child), 0);
+    return wf;
+}
+
+static void hitl_reset(void)
+{
+    atomic_store(&ask_suspends, 0);
+    sem_init(&ask_waiting, 0, 0);
+    sem_init(&hitl_started, 0, 0);
+    for (int i = 0; i < HITL_MAX; i++)
+        wf_ctx_free(atomic_exchange(&hitl_ctx[i], NULL));
+}
+
+/* Runs the parent until its n children wait for their answers, saves it, shuts the executor down. */
+static void *hitl_save(wf_workflow *wf, int n, size_t *len)
+{
+    hitl_reset();
+    wf_executor *ex = exec_n(2);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    wf_event *s;
+    cr_assert_eq(wf_event_new1(&s, wf_workflow_builtin(wf, WF_START_EVENT), "i", wf_value_int(7)),
+                 0);
+    if (n > 1)
+        cr_assert_eq(wf_event_set(s, "n", wf_value_int(n)), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, ctx, s, &h), 0);
+    for (int i = 0; i < n; i++)
+        sem_wait(&ask_waiting);
+    void *buf;
+    wf_save_info info;
+    cr_assert_eq(wf_ctx_save_ex(ctx, &buf, len, &info), 0);
+    cr_assert(info.live);
+    wf_executor_free(ex); /* the parent and its children are cancelled */
+    int rc = wf_handler_wait(h, 0, NULL);
+    cr_assert_eq(wf_handler_status(h), WF_RUN_CANCELLED, "%d", rc);
+    wf_handler_free(h);
+    wf_ctx_free(ctx);
+    cr_assert_eq(atomic_load(&ask_suspends), n);
+    return buf;
+}
+
+/* Resumes the saved parent on a new executor, answers each child, returns the parent's result. */
+static int64_t hitl_resume(wf_workflow *wf, void *buf, size_t len, int n)
+{
+    hitl_reset();
+    wf_executor *ex = exec_n(2);
+    wf_ctx *ctx;
+    char *msg = NULL;
+    cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &ctx, &msg), 0, "%s", msg ? msg : "");
+    wf_handler *h;
+    cr_assert_eq(wf_run_resume(ex, wf, ctx, NULL, &h, &msg), 0, "%s", msg ? msg : "");
+    /* each awaiting step runs again and takes up its saved child */
+    for (int i = 0; i < n; i++)
+        sem_wait(&hitl_started);
+    for (int i = 0; i < n; i++) {
+        wf_event *a;
+        cr_assert_eq(wf_event_new1(&a, T_ANSWER, "v", wf_value_int(i + 1)), 0);
+        wf_ctx *cctx = atomic_load(&hitl_ctx[n > 1 ? i : 7 % HITL_MAX]);
+        cr_assert_not_null(cctx);
+        cr_assert_eq(wf_ctx_send_event(cctx, a, NULL), 0);
+    }
+    wf_event *res = NULL;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    /* the children went on from their waits: none asked again */
+    cr_assert_eq(atomic_load(&ask_suspends), 0);
+    wf_handler_free(h);
+    wf_ctx_free(ctx);
+    wf_executor_free(ex);
+    hitl_reset();
+    return result_of(res);
+}
+
+Test(child, parent_saved_with_a_waiting_child_resumes_both)
+{
+    g_asker = asker_wf(0);
+    wf_workflow *wf = hitl_parent(0, 1, g_asker);
+    size_t len;
+    void *buf = hitl_save(wf, 1, &len);
+    /* the child is in the document: its workflow's name, nested in the parent's task */
+    char *json = NULL;
+    cr_assert_eq(wf_snapshot_to_json(buf, len, &json, NULL), 0);
+    cr_assert(strstr(json, "\"asker\"") != NULL, "%s", json);
+    wf_free(json);
+    cr_assert_eq(hitl_resume(wf, buf, len, 1), 700 + 1);
+    wf_free(buf);
+    wf_workflow_free(wf);
+    wf_workflow_free(g_asker);
+}
+
+Test(child, fan_out_of_waiting_children_saved_and_resumed)
+{
+    g_asker = asker_wf(0);
+    wf_workflow *wf = hitl_parent(1, 1, g_asker);
+    size_t len;
+    void *buf = hitl_save(wf, 3, &len);
+    /* child i answers i + 1: 100 i + i + 1, summed over 0..2 */
+    cr_assert_eq(hitl_resume(wf, buf, len, 3), 306);
+    wf_free(buf);
+    wf_workflow_free(wf);
+    wf_workflow_free(g_asker);
+}
+
+Test(child, undeclared_child_is_not_nested_and_starts_again)
+{
+    g_asker = asker_wf(0);
+    wf_workflow *wf = hitl_parent(0, 0, g_asker);
+    size_t len;
+    void *buf = hitl_save(wf, 1, &len);
+    char *json = NULL;
+    cr_assert_eq(wf_snapshot_to_json(buf, len, &json, NULL), 0);
+    cr_assert(strstr(json, "\"asker\"") == NULL, "%s", json);
+    wf_free(json);
+    /* resumed: the step starts a new child, which asks again */
+    hitl_reset();
+    wf_executor *ex = exec_n(2);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &ctx, NULL), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_resume(ex, wf, ctx, NULL, &h, NULL), 0);
+    sem_wait(&ask_waiting);
+    cr_assert_eq(atomic_load(&ask_suspends), 1);
+    wf_event *a;
+    cr_assert_eq(wf_event_new1(&a, T_ANSWER, "v", wf_value_int(2)), 0);
+    cr_assert_eq(wf_ctx_send_event(atomic_load(&hitl_ctx[7 % HITL_MAX]), a, NULL), 0);
+    wf_event *res = NULL;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    cr_assert_eq(result_of(res), 702);
+    wf_handler_free(h);
+    wf_ctx_free(ctx);
+    wf_executor_free(ex);
+    hitl_reset();
+    wf_free(buf);
+    wf_workflow_free(wf);
+    wf_workflow_free(g_asker);
+}
+
+Test(child, nested_child_the_resumer_does_not_know_is_refused)
+{
+    g_asker = asker_wf(0);
+    wf_workflow *wf = hitl_parent(0, 1, g_asker);
+    size_t len;
+    void *buf = hitl_save(wf, 1, &len);
+    wf_ctx *ctx = NULL;
+    char *msg = NULL;
+    /* a resumer whose step does not declare the child workflow */
+    wf_workflow *plain = hitl_parent(0, 0, g_asker);
+    cr_assert_eq(wf_ctx_load(plain, buf, len, 0, &ctx, &msg), WF_EMISMATCH);
+    cr_assert_null(ctx);
+    cr_assert_str_eq(msg, "snapshot: run.tasks[0]: step 'delegate' awaits child workflow 'asker', "
+                          "which it does not declare (wf_workflow_declare_child): its state "
+                          "cannot be resumed");
+    wf_free(msg);
+    msg = NULL;
+    /* one that declares another definition under the child's name */
+    wf_workflow *other = asker_wf(1);
+    wf_workflow *changed = hitl_parent(0, 1, other);
+    cr_assert_eq(wf_ctx_load(changed, buf, len, 0, &ctx, &msg), WF_EMISMATCH);
+    cr_assert_null(ctx);
+    cr_assert_str_eq(msg, "snapshot: run.tasks[0]: child workflow 'asker' of step 'delegate' does "
+                          "not match its definition (fingerprint)");
+    wf_free(msg);
+    wf_free(buf);
+    wf_workflow_free(plain);
+    wf_workflow_free(changed);
+    wf_workflow_free(other);
+    wf_workflow_free(wf);
+    wf_workflow_free(g_asker);
+}

@@ -268,7 +268,7 @@ Test(codec, snapshot_at_rest_round_trips_and_resumes_counting)
     cr_assert_eq(wf_snapshot_to_json(buf, len, &json, NULL), 0);
     char want[256];
     snprintf(want, sizeof want,
-             "{\"magic\":\"wf-snapshot\",\"version\":3,\"workflow\":\"Counter\","
+             "{\"magic\":\"wf-snapshot\",\"version\":4,\"workflow\":\"Counter\","
              "\"fingerprint\":\"%llu\",\"running\":false,\"state\":{\"runs\":{\"count\":2}}}",
              (unsigned long long)wf_workflow_fingerprint(wf));
     cr_assert_str_eq(json, want);
@@ -336,7 +336,7 @@ Test(codec, snapshot_checks_definition_version_and_format)
     msg = NULL;
     newer = reseal(newer, &nlen);
     cr_assert_eq(wf_ctx_load(wf, newer, nlen, 0, &out, &msg), WF_EVERSION);
-    cr_assert_str_eq(msg, "snapshot format 4 is newer than this library's (3): upgrade wf");
+    cr_assert_str_eq(msg, "snapshot format 5 is newer than this library's (4): upgrade wf");
     wf_free(msg);
     free(newer);
     /* not a snapshot */

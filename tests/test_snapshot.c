@@ -521,12 +521,12 @@ Test(snapshot, a_version_1_document_is_migrated)
     cr_assert_eq(k, 5);
     wf_value_release(got);
     cr_assert(!wf_ctx_is_resumable(ctx));
-    /* saved again, it is the current version (3) */
+    /* saved again, it is the current version (4) */
     void *b2;
     size_t l2;
     cr_assert_eq(wf_ctx_save(ctx, &b2, &l2), 0);
     char *json = json_of(b2, l2);
-    cr_assert(strstr(json, "\"version\":3") != NULL, "%s", json);
+    cr_assert(strstr(json, "\"version\":4") != NULL, "%s", json);
     wf_free(json);
     wf_free(b2);
     wf_ctx_free(ctx);

@@ -51,6 +51,13 @@ typedef struct wf_child_params {
     void *user;
     /** Called exactly once with user when the child's record is freed (optional). */
     void (*user_free)(void *user);
+    /**
+     * Optional: set to the child run's context when it starts (NULL on an
+     * error); the caller owns that reference (release with wf_ctx_free).
+     * Through it, events can be sent into the child from outside
+     * (wf_ctx_send_event: answering its wait_for_event) and its store read.
+     */
+    wf_ctx **context;
 } wf_child_params;
 
 WF_API void wf_child_params_init(wf_child_params *p);

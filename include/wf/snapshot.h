@@ -53,7 +53,7 @@ WF_API int wf_event_from_msgpack(const wf_registry *reg, const void *buf, size_t
 /* ---- context snapshots ---- */
 
 /** The snapshot format this library writes (independent of the library version). */
-#define WF_SNAPSHOT_VERSION 3
+#define WF_SNAPSHOT_VERSION 4
 /** wf_ctx_load flag: accept a snapshot of a differently defined workflow. */
 #define WF_LOAD_ALLOW_MISMATCH 1u
 
