@@ -61,6 +61,13 @@ typedef struct otlp_thr {
     const char *workflow, *step, *type; /* interned */
     otlp_child kids[MAX_CHILDREN];
     uint32_t n_kids;
+    /*
+     * The invocation that ended last on this thread: a child run's RUN_START
+     * (written by its parent's step, on its thread) may come after that
+     * step's end (a step that starts a child returns at once, and its start
+     * and end may reach the exporter as one record).
+     */
+    uint64_t last_run_id, last_event_id, last_span_id;
 } otlp_thr;
 
 typedef struct otlp_run {
@@ -543,9 +550,14 @@ static void on_step_end(otlp *o, const wf_obs_record *r)
         start = t->start_ts;
         span_id = t->span_id;
     }
+    if (span_id == 0)
+        span_id = step_span_id(o);
     if (t) {
         children_end(o, t, r->ts_ns);
         t->in_step = 0;
+        t->last_run_id = r->run_id;
+        t->last_event_id = r->event_id;
+        t->last_span_id = span_id;
     }
     step_span(o, r, start, r->ts_ns, 0, span_id);
 }
@@ -579,6 +591,23 @@ static void on_run_start(otlp *o, const wf_obs_record *r)
     run->workflow = wf__exp_intern(&o->names, r->workflow);
     run->joined =
         r->traceparent && wf__otlp_traceparent(r->traceparent, run->trace, &run->parent) == 0;
+    /*
+     * A child run (value: its parent's run id, event_id: the parent step's
+     * invocation): its spans join the parent's trace, its run span under the
+     * step's span. The parent's step wrote this record on its own thread,
+     * after its STEP_START: that thread's open or last invocation is it.
+     */
+    otlp_thr *t = r->value > 0 && r->event_id ? thread_state(o, r->thread) : NULL;
+    uint64_t parent = (uint64_t)r->value, span = 0;
+    if (t && t->in_step && t->run_id == parent && t->event_id == r->event_id)
+        span = t->span_id;
+    else if (t && t->last_run_id == parent && t->last_event_id == r->event_id)
+        span = t->last_span_id;
+    if (span && !run->joined) {
+        run_trace(o, parent, run->trace);
+        run->parent = span;
+        run->joined = 1;
+    }
 }
 
 static void run_span(otlp *o, uint64_t run_id, otlp_run *run, const wf_obs_record *end)

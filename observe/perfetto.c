@@ -388,13 +388,20 @@ static void on_route(perfetto *p, const wf_obs_record *r)
     wf__buf_lit(b, "}}");
 }
 
-static void run_begin(perfetto *p, uint64_t run_id, uint64_t tid, int64_t ts, const char *name)
+/* parent_run, parent_event: a child run's parent and the parent step's event_id (or 0). */
+static void run_begin(perfetto *p, uint64_t run_id, uint64_t tid, int64_t ts, const char *name,
+                      uint64_t parent_run, uint64_t parent_event)
 {
     wf__buf *b = &p->buf;
     ev_open(p, "b", tid, ts);
     wf__buf_printf(b, ",\"cat\":\"run\",\"id\":%" PRIu64 ",\"name\":", run_id);
     wf__exp_json_str(b, name ? name : "run");
-    wf__buf_printf(b, ",\"args\":{\"run_id\":\"%" PRIu64 "\"}}", run_id);
+    wf__buf_printf(b, ",\"args\":{\"run_id\":\"%" PRIu64 "\"", run_id);
+    if (parent_run) {
+        kv_id(b, "parent_run_id", parent_run);
+        kv_id(b, "parent_event_id", parent_event);
+    }
+    wf__buf_puts(b, "}}");
 }
 
 static void run_finish(perfetto *p, uint64_t run_id, uint64_t tid, int64_t ts, const char *name)
@@ -424,7 +431,10 @@ static void on_run_start(perfetto *p, const wf_obs_record *r)
     o->ts = r->ts_ns;
     o->tid = tid_of(r->thread);
     o->name = name;
-    run_begin(p, r->run_id, o->tid, r->ts_ns, name);
+    /* a child run: its parent's run, and the event_id of the parent step's slice */
+    int child = r->value > 0 && r->event_id;
+    run_begin(p, r->run_id, o->tid, r->ts_ns, name, child ? (uint64_t)r->value : 0,
+              child ? r->event_id : 0);
 }
 
 static void on_run_end(perfetto *p, const wf_obs_record *r)
@@ -440,7 +450,7 @@ static void on_run_end(perfetto *p, const wf_obs_record *r)
         run.tid = tid_of(r->thread);
         run.ts = r->ts_ns - (r->dur_ns > 0 ? r->dur_ns : 0);
         run.name = r->workflow;
-        run_begin(p, r->run_id, run.tid, run.ts, run.name);
+        run_begin(p, r->run_id, run.tid, run.ts, run.name, 0, 0);
     }
     wf__buf *b = &p->buf;
     /* Never end before the begin (a slice of negative length confuses the viewers). */

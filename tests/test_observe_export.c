@@ -2631,3 +2631,208 @@ Test(observe_export, end_to_end_with_an_executor)
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+/* ============================================== child workflows' spans */
+
+/*
+ * A child run (wf_ctx_run_child) joins its parent's trace: its run span's
+ * parent is the span of the parent's step invocation that started it.
+ * step_ended_first: the parent step's STEP_END comes before the child's
+ * RUN_START (a step that starts a child returns at once; its start and end
+ * may reach the exporter as one record).
+ */
+static void child_link_records(int step_ended_first)
+{
+    wf_obs_record r[16];
+    size_t n = 0;
+#define C(...) (r[n++] = (wf_obs_record){.workers = 2, __VA_ARGS__})
+    C(.kind = WF_OBS_RUN_START, .run_id = 1, .workflow = "Parent", .thread = WF_OBS_OUTSIDE,
+      .ts_ns = T0);
+    C(.kind = WF_OBS_STEP_START, .run_id = 1, .workflow = "Parent", .thread = 0, .ts_ns = T0 + 10,
+      .step = "spawn", .event_type = "StartEvent", .event_id = 7, .attempt = 1);
+    if (step_ended_first)
+        C(.kind = WF_OBS_STEP_END, .run_id = 1, .workflow = "Parent", .thread = 0,
+          .ts_ns = T0 + 30, .step = "spawn", .event_type = "StartEvent", .event_id = 7,
+          .attempt = 1, .dur_ns = 20, .error = WF_PENDING);
+    C(.kind = WF_OBS_RUN_START, .run_id = 2, .workflow = "Child", .thread = 0, .ts_ns = T0 + 20,
+      .value = 1, .event_id = 7);
+    if (!step_ended_first)
+        C(.kind = WF_OBS_STEP_END, .run_id = 1, .workflow = "Parent", .thread = 0,
+          .ts_ns = T0 + 30, .step = "spawn", .event_type = "StartEvent", .event_id = 7,
+          .attempt = 1, .dur_ns = 20, .error = WF_PENDING);
+    C(.kind = WF_OBS_STEP_START, .run_id = 2, .workflow = "Child", .thread = 1, .ts_ns = T0 + 40,
+      .step = "work", .event_type = "StartEvent", .event_id = 3, .attempt = 1);
+    C(.kind = WF_OBS_STEP_END, .run_id = 2, .workflow = "Child", .thread = 1, .ts_ns = T0 + 50,
+      .step = "work", .event_type = "StartEvent", .event_id = 3, .attempt = 1, .dur_ns = 10);
+    C(.kind = WF_OBS_RUN_END, .run_id = 2, .workflow = "Child", .thread = 1, .ts_ns = T0 + 60,
+      .status = WF_RUN_DONE, .dur_ns = 40);
+    /* another top-level run: a trace of its own */
+    C(.kind = WF_OBS_RUN_START, .run_id = 3, .workflow = "Other", .thread = 0, .ts_ns = T0 + 61);
+    C(.kind = WF_OBS_RUN_END, .run_id = 3, .workflow = "Other", .thread = 0, .ts_ns = T0 + 62,
+      .status = WF_RUN_DONE, .dur_ns = 1);
+    C(.kind = WF_OBS_RUN_END, .run_id = 1, .workflow = "Parent", .thread = 1, .ts_ns = T0 + 70,
+      .status = WF_RUN_DONE, .dur_ns = 70);
+#undef C
+    char *text = run_otlp(r, n, NULL, 0);
+    otlp_doc d;
+    check_otlp(text, &d, "wf");
+    cr_assert_eq(d.n_spans, 5);
+    const jv *parent = span_named(&d, "Parent", 0), *spawn = span_named(&d, "spawn", 0);
+    const jv *child = span_named(&d, "Child", 0), *work = span_named(&d, "work", 0);
+    const jv *other = span_named(&d, "Other", 0);
+    cr_assert(parent && spawn && child && work && other);
+    cr_assert_str_eq(jstr(child, "traceId"), jstr(parent, "traceId"), "the parent's trace");
+    cr_assert_str_eq(jstr(work, "traceId"), jstr(parent, "traceId"));
+    cr_assert_str_eq(jstr(child, "parentSpanId"), jstr(spawn, "spanId"),
+                     "under the parent step's invocation");
+    cr_assert_str_eq(jstr(work, "parentSpanId"), jstr(child, "spanId"));
+    cr_assert_str_eq(jstr(spawn, "parentSpanId"), jstr(parent, "spanId"));
+    cr_assert_str_neq(jstr(other, "traceId"), jstr(parent, "traceId"));
+    cr_assert_null(jget(other, "parentSpanId"));
+    otlp_doc_free(&d);
+    free(text);
+
+    /* trace.json: the child's run names its parent's run and the step slice's event_id */
+    text = run_perfetto(r, n);
+    trace t;
+    check_trace(text, &t);
+    const jv *b = find_ev(&t, "b", "Child", -1, 0);
+    const jv *x = find_ev(&t, "X", "spawn", -1, 0);
+    cr_assert(b && x);
+    cr_assert_str_eq(jstr(jget(b, "args"), "parent_run_id"), "1");
+    cr_assert_str_eq(jstr(jget(b, "args"), "parent_event_id"), jstr(jget(x, "args"), "event_id"));
+    cr_assert_null(jget(jget(find_ev(&t, "b", "Parent", -1, 0), "args"), "parent_run_id"));
+    jfree(&t.doc);
+    free(text);
+}
+
+Test(observe_export, otlp_child_run_under_its_parent_step)
+{
+    child_link_records(0);
+    child_link_records(1);
+}
+
+/* ---- the same through an executor: a parent step that runs a child ---- */
+
+static wf_workflow *g_obs_child;
+
+static int obs_spawn(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_event *s;
+    int rc = wf_event_new(&s, wf_workflow_builtin(g_obs_child, WF_START_EVENT), 0);
+    if (rc < 0)
+        return rc;
+    return wf_ctx_run_child(ctx, g_obs_child, s, NULL);
+}
+
+static int obs_work(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    /* the parent shares the registry: this StopEvent ends it too */
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(1));
+}
+
+static wf_workflow *one_step(const char *name, wf_registry *reg, const char *step, wf_step_fn fn)
+{
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, name, reg), 0);
+    const wf_event_type *start = wf_workflow_builtin(wf, WF_START_EVENT);
+    const wf_event_type *stop = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &start;
+    p.n_accepts = 1;
+    p.emits = &stop;
+    p.n_emits = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, step, fn, &p, NULL), 0);
+    return wf;
+}
+
+Test(observe_export, executor_child_spans_link_to_the_parent_step)
+{
+    g_obs_child = one_step("ObsChild", NULL, "work", obs_work);
+    wf_workflow *wf = one_step("ObsParent", wf_workflow_registry(g_obs_child), "spawn", obs_spawn);
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 2;
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    char opath[64], ppath[64];
+    wf_exporter_params p;
+    wf_exporter_params_init(&p);
+    p.out = temp_file(opath);
+    wf_observer otlp, perf;
+    cr_assert_eq(wf_exporter_otlp_json(&otlp, &p), 0);
+    wf_exporter_params_init(&p);
+    p.out = temp_file(ppath);
+    cr_assert_eq(wf_exporter_perfetto(&perf, &p), 0);
+    uint32_t oid, pid;
+    cr_assert_eq(wf_executor_observe(ex, &otlp, &oid), 0);
+    cr_assert_eq(wf_executor_observe(ex, &perf, &pid), 0);
+    enum { RUNS = 20 };
+    for (int i = 0; i < RUNS; i++) {
+        wf_event *s, *res = NULL;
+        cr_assert_eq(wf_event_new(&s, wf_workflow_builtin(wf, WF_START_EVENT), 0), 0);
+        cr_assert_eq(wf_run(ex, wf, NULL, s, -1, &res), 0);
+        wf_event_release(res);
+    }
+    cr_assert_eq(wf_executor_unobserve(ex, oid), 0);
+    cr_assert_eq(wf_executor_unobserve(ex, pid), 0);
+    wf_executor_free(ex);
+
+    char *text = slurp(opath);
+    otlp_doc d;
+    check_otlp(text, &d, "wf");
+    cr_assert_eq(d.n_spans, 4 * RUNS, "per run: the parent's, its step's, the child's, its step's");
+    for (int i = 0; i < RUNS; i++) {
+        const jv *spawn = span_named(&d, "spawn", i);
+        cr_assert_not_null(spawn);
+        const char *prun = attr_of(spawn, "wf.run_id", "stringValue");
+        const jv *parent = NULL, *child = NULL, *work = NULL;
+        for (size_t k = 0; k < d.n_spans; k++)
+            if (jis(d.spans[k], "name", "ObsParent") &&
+                strcmp(attr_of(d.spans[k], "wf.run_id", "stringValue"), prun) == 0)
+                parent = d.spans[k];
+        cr_assert_not_null(parent);
+        for (size_t k = 0; k < d.n_spans; k++)
+            if (jis(d.spans[k], "name", "ObsChild") && jget(d.spans[k], "parentSpanId") &&
+                strcmp(jstr(d.spans[k], "parentSpanId"), jstr(spawn, "spanId")) == 0)
+                child = d.spans[k];
+        cr_assert_not_null(child, "run %s: no child run span under its spawn step's span", prun);
+        cr_assert_str_eq(jstr(child, "traceId"), jstr(parent, "traceId"));
+        const char *crun = attr_of(child, "wf.run_id", "stringValue");
+        for (size_t k = 0; k < d.n_spans; k++)
+            if (jis(d.spans[k], "name", "work") &&
+                strcmp(attr_of(d.spans[k], "wf.run_id", "stringValue"), crun) == 0)
+                work = d.spans[k];
+        cr_assert_not_null(work);
+        cr_assert_str_eq(jstr(work, "traceId"), jstr(parent, "traceId"));
+        cr_assert_str_eq(jstr(work, "parentSpanId"), jstr(child, "spanId"));
+    }
+    otlp_doc_free(&d);
+    free(text);
+    unlink(opath);
+
+    text = slurp(ppath);
+    trace t;
+    check_trace(text, &t);
+    for (int i = 0; i < RUNS; i++) {
+        const jv *b = find_ev(&t, "b", "ObsChild", -1, i);
+        cr_assert_not_null(b);
+        const char *pev = jstr(jget(b, "args"), "parent_event_id");
+        const char *prun = jstr(jget(b, "args"), "parent_run_id");
+        cr_assert(pev && prun);
+        int found = 0;
+        for (int k = 0; k < RUNS && !found; k++) {
+            const jv *x = find_ev(&t, "X", "spawn", -1, k);
+            found = x && strcmp(jstr(jget(x, "args"), "event_id"), pev) == 0 &&
+                    strcmp(jstr(jget(x, "args"), "run_id"), prun) == 0;
+        }
+        cr_assert(found, "the child's parent_event_id names its parent's step slice");
+    }
+    jfree(&t.doc);
+    free(text);
+    unlink(ppath);
+    wf_workflow_free(wf);
+    wf_workflow_free(g_obs_child);
+}
