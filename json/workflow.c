@@ -15,6 +15,7 @@
 
 #include "json_internal.h"
 
+#include <wf/child.h>
 #include <wf/context.h>
 #include <wf/resource.h>
 #include <wf/schema.h>
@@ -452,6 +453,64 @@ static void resource_node(rep *r, size_t i)
     }
 }
 
+/* A child workflow's node id: "workflow_" and its name. */
+static void workflow_id(wf_json_buf *b, const char *name)
+{
+    size_t n = strlen(name) + 10;
+    char *id = malloc(n);
+    if (id == NULL) {
+        b->oom = 1;
+        return;
+    }
+    snprintf(id, n, "workflow_%s", name);
+    put_str(b, id);
+    free(id);
+}
+
+/* 1 if a step before step i, or child j before this one of step i, declares the same child. */
+static int child_seen(wf_workflow *wf, size_t i, size_t j, const wf_workflow *c)
+{
+    for (size_t s = 0; s <= i; s++) {
+        const char *step = wf_workflow_step_name(wf, s);
+        size_t n = s < i ? wf_workflow_child_count(wf, step) : j;
+        for (size_t k = 0; k < n; k++)
+            if (wf_workflow_child_at(wf, step, k) == c)
+                return 1;
+    }
+    return 0;
+}
+
+/*
+ * The child workflows step i declares (wf_workflow_declare_child): a node
+ * each (a generic node of type "workflow", once per child), and with edges
+ * set an edge "runs" from the step to each.
+ */
+static void child_nodes(rep *r, size_t i, int edges)
+{
+    wf_json_buf *b = r->b;
+    const char *step = wf_workflow_step_name(r->wf, i);
+    size_t n = wf_workflow_child_count(r->wf, step);
+    for (size_t j = 0; j < n; j++) {
+        const char *name = wf_workflow_name(wf_workflow_child_at(r->wf, step, j));
+        if (edges) {
+            if (r->edges++)
+                put(b, ",");
+            put(b, "{\"source\":");
+            put_str(b, step);
+            put(b, ",\"target\":");
+            workflow_id(b, name);
+            put(b, ",\"label\":\"runs\"}");
+        } else if (!child_seen(r->wf, i, j, wf_workflow_child_at(r->wf, step, j))) {
+            node_sep(r);
+            put(b, "{\"id\":");
+            workflow_id(b, name);
+            put(b, ",\"label\":");
+            put_str(b, name);
+            put(b, ",\"node_type\":\"workflow\",\"description\":null}");
+        }
+    }
+}
+
 static void edge(rep *r, const char *src, int src_res, const char *dst, int dst_res,
                  const char *label)
 {
@@ -546,6 +605,7 @@ int wf_json_write_representation(wf_json_buf *b, wf_workflow *wf)
             if (j >= 0)
                 resource_node(&r, (size_t)j);
         }
+        child_nodes(&r, i, 0);
     }
     put(b, "],\"edges\":[");
     for (size_t i = 0; i < ns; i++) {
@@ -569,6 +629,7 @@ int wf_json_write_representation(wf_json_buf *b, wf_workflow *wf)
         for (size_t k = 0; k < nres; k++)
             if (res_index(wf, res[k]) >= 0)
                 edge(&r, step, 0, res[k], 1, res[k]);
+        child_nodes(&r, i, 1);
     }
     for (size_t i = 0; i < nr; i++) {
         if (!r.seen_res[i])

@@ -1043,3 +1043,92 @@ Test(child, nested_child_the_resumer_does_not_know_is_refused)
     wf_workflow_free(wf);
     wf_workflow_free(g_asker);
 }
+
+/* ---- drawings: the child workflows steps declare ---- */
+
+static int nop_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    return 0;
+}
+
+/* drawn: first (StartEvent -> Mid) and second (Mid -> StopEvent); both run drawn_child, second
+ * also itself */
+static wf_workflow *drawn_wf(wf_workflow **child)
+{
+    cr_assert_eq(wf_workflow_new(child, "drawn_child", NULL), 0);
+    add(*child, "work", nop_step, wf_workflow_builtin(*child, WF_START_EVENT),
+        wf_workflow_builtin(*child, WF_STOP_EVENT), 0, NULL);
+    wf_workflow *wf;
+    cr_assert_eq(wf_workflow_new(&wf, "drawn", NULL), 0);
+    const wf_event_type *mid;
+    cr_assert_eq(wf_workflow_event_type(wf, "Mid", NULL, &mid), 0);
+    add(wf, "first", nop_step, wf_workflow_builtin(wf, WF_START_EVENT), mid, 0, NULL);
+    add(wf, "second", nop_step, mid, wf_workflow_builtin(wf, WF_STOP_EVENT), 0, NULL);
+    cr_assert_eq(wf_workflow_declare_child(wf, "first", *child), 0);
+    cr_assert_eq(wf_workflow_declare_child(wf, "second", *child), 0);
+    cr_assert_eq(wf_workflow_declare_child(wf, "second", wf), 0);
+    cr_assert_eq(wf_workflow_declare_child(wf, "second", wf), 0); /* twice: once */
+    cr_assert_eq(wf_workflow_child_count(wf, "second"), 2);
+    return wf;
+}
+
+Test(child, drawings_show_declared_children)
+{
+    wf_workflow *child;
+    wf_workflow *wf = drawn_wf(&child);
+    char *dot;
+    cr_assert_eq(wf_workflow_to_dot(wf, &dot), 0);
+    /* a node per declaration (a box3d), a dotted edge "runs" from the step to it */
+    cr_assert_str_eq(
+        dot,
+        "digraph \"drawn\" {\n"
+        "  rankdir=TB;\n"
+        "  node [fontname=\"Helvetica\"];\n"
+        "  step_0 [label=\"first\", shape=box, style=filled, fillcolor=\"#ADD8E6\"];\n"
+        "  step_1 [label=\"second\", shape=box, style=filled, fillcolor=\"#ADD8E6\"];\n"
+        "  event_0 [label=\"StartEvent\", shape=ellipse, style=filled, fillcolor=\"#90EE90\"];\n"
+        "  event_1 [label=\"StopEvent\", shape=ellipse, style=filled, fillcolor=\"#FFA07A\"];\n"
+        "  event_11 [label=\"Mid\", shape=ellipse, style=filled, fillcolor=\"#E8E8E8\"];\n"
+        "  event_0 -> step_0;\n"
+        "  step_0 -> event_11;\n"
+        "  event_11 -> step_1;\n"
+        "  step_1 -> event_1;\n"
+        "  child_0_0 [label=\"drawn_child\", shape=box3d, style=filled, fillcolor=\"#D8BFD8\"];\n"
+        "  step_0 -> child_0_0 [style=dotted, label=\"runs\"];\n"
+        "  child_1_0 [label=\"drawn_child\", shape=box3d, style=filled, fillcolor=\"#D8BFD8\"];\n"
+        "  step_1 -> child_1_0 [style=dotted, label=\"runs\"];\n"
+        "  child_1_1 [label=\"drawn\", shape=box3d, style=filled, fillcolor=\"#D8BFD8\"];\n"
+        "  step_1 -> child_1_1 [style=dotted, label=\"runs\"];\n"
+        "}");
+    wf_free(dot);
+    char *mm;
+    cr_assert_eq(wf_workflow_to_mermaid(wf, &mm), 0);
+    cr_assert_str_eq(mm, "flowchart TD\n"
+                         "    step_0[\"first\"]:::step\n"
+                         "    step_1[\"second\"]:::step\n"
+                         "    event_0([\"StartEvent\"]):::startEvent\n"
+                         "    event_1([\"StopEvent\"]):::stopEvent\n"
+                         "    event_11([\"Mid\"]):::event\n"
+                         "    event_0 --> step_0\n"
+                         "    step_0 --> event_11\n"
+                         "    event_11 --> step_1\n"
+                         "    step_1 --> event_1\n"
+                         "    child_0_0[[\"drawn_child\"]]:::childWorkflow\n"
+                         "    step_0 -. runs .-> child_0_0\n"
+                         "    child_1_0[[\"drawn_child\"]]:::childWorkflow\n"
+                         "    step_1 -. runs .-> child_1_0\n"
+                         "    child_1_1[[\"drawn\"]]:::childWorkflow\n"
+                         "    step_1 -. runs .-> child_1_1\n"
+                         "    classDef childWorkflow fill:#D8BFD8,color:#000000,stroke:#333333\n"
+                         "    classDef step fill:#ADD8E6,color:#000000,stroke:#333333\n"
+                         "    classDef event fill:#E8E8E8,color:#000000,stroke:#333333\n"
+                         "    classDef startEvent fill:#90EE90,color:#000000,stroke:#333333\n"
+                         "    classDef stopEvent fill:#FFA07A,color:#000000,stroke:#333333");
+    wf_free(mm);
+    /* the child's own drawing has no children */
+    cr_assert_eq(wf_workflow_to_mermaid(child, &mm), 0);
+    cr_assert_null(strstr(mm, "child_"));
+    wf_free(mm);
+    wf_workflow_free(wf);
+    wf_workflow_free(child);
+}

@@ -360,3 +360,81 @@ Test(json_workflow, start_events_from_json_are_checked_against_the_schema)
     wf_json_buf_free(&b);
     wf_workflow_free(wf);
 }
+
+/* ---- child workflows a step declares ---- */
+
+/* "id/node_type,..." of every node, then "source>target:label,..." of every edge, in order. */
+static void rep_lists(wf_value rep, char *nodes, char *edges, size_t cap)
+{
+    nodes[0] = edges[0] = 0;
+    wf_value ns = at(rep, "nodes"), es = at(rep, "edges");
+    for (size_t i = 0; i < wf_value_len(ns); i++) {
+        wf_value n = wf_value_nil();
+        cr_assert_eq(wf_value_array_at(ns, i, &n), 0);
+        size_t len = strlen(nodes);
+        snprintf(nodes + len, cap - len, "%s%s/%s", i ? "," : "", s_of(at(n, "id")),
+                 s_of(at(n, "node_type")));
+    }
+    for (size_t i = 0; i < wf_value_len(es); i++) {
+        wf_value e = wf_value_nil();
+        cr_assert_eq(wf_value_array_at(es, i, &e), 0);
+        wf_value label = at(e, "label");
+        size_t len = strlen(edges);
+        snprintf(edges + len, cap - len, "%s%s>%s:%s", i ? "," : "", s_of(at(e, "source")),
+                 s_of(at(e, "target")), wf_value_is_nil(label) ? "-" : s_of(label));
+    }
+}
+
+Test(json_workflow, representation_has_the_child_workflows_steps_declare)
+{
+    wf_workflow *child, *wf;
+    cr_assert_eq(wf_workflow_new(&child, "helper", NULL), 0);
+    const wf_event_type *cs = wf_workflow_builtin(child, WF_START_EVENT);
+    const wf_event_type *ce = wf_workflow_builtin(child, WF_STOP_EVENT);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &cs;
+    p.n_accepts = 1;
+    p.emits = &ce;
+    p.n_emits = 1;
+    cr_assert_eq(wf_workflow_add_step(child, "work", nop, &p, NULL), 0);
+    cr_assert_eq(wf_workflow_new(&wf, "boss", NULL), 0);
+    const wf_event_type *s = wf_workflow_builtin(wf, WF_START_EVENT);
+    const wf_event_type *e = wf_workflow_builtin(wf, WF_STOP_EVENT), *mid;
+    cr_assert_eq(wf_workflow_event_type(wf, "Mid", NULL, &mid), 0);
+    p.accepts = &s;
+    p.emits = &mid;
+    cr_assert_eq(wf_workflow_add_step(wf, "plan", nop, &p, NULL), 0);
+    p.accepts = &mid;
+    p.emits = &e;
+    cr_assert_eq(wf_workflow_add_step(wf, "act", nop, &p, NULL), 0);
+    cr_assert_eq(wf_workflow_declare_child(wf, "plan", child), 0);
+    cr_assert_eq(wf_workflow_declare_child(wf, "act", child), 0);
+    cr_assert_eq(wf_workflow_declare_child(wf, "act", wf), 0); /* a recursion */
+
+    wf_json_buf b;
+    wf_json_buf_init(&b);
+    cr_assert_eq(wf_json_write_representation(&b, wf), 0);
+    wf_value rep = parse(b.data);
+    char nodes[1024], edges[1024];
+    rep_lists(rep, nodes, edges, sizeof nodes);
+    /* one node per child workflow, after the step that first declares it */
+    cr_assert_str_eq(nodes, "plan/step,StartEvent/event,Mid/event,workflow_helper/workflow,"
+                            "act/step,StopEvent/event,workflow_boss/workflow");
+    cr_assert_str_eq(edges, "plan>Mid:-,StartEvent>plan:-,plan>workflow_helper:runs,"
+                            "act>StopEvent:-,Mid>act:-,act>workflow_helper:runs,"
+                            "act>workflow_boss:runs");
+    wf_value h = node(rep, "workflow_helper");
+    cr_assert_str_eq(s_of(at(h, "label")), "helper");
+    cr_assert(wf_value_is_nil(at(h, "description")));
+    wf_value_release(rep);
+    wf_json_buf_free(&b);
+
+    /* the child's own representation has no workflow node */
+    wf_json_buf_init(&b);
+    cr_assert_eq(wf_json_write_representation(&b, child), 0);
+    cr_assert_null(strstr(b.data, "\"node_type\":\"workflow\""));
+    wf_json_buf_free(&b);
+    wf_workflow_free(wf);
+    wf_workflow_free(child);
+}

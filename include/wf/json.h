@@ -112,9 +112,14 @@ WF_API int wf_json_parse_start(wf_workflow *wf, const char *text, size_t len, wf
  *              "type_name": null, "description": null}, or for a config
  *              resource {"node_type": "resource_config", "config_file",
  *              "path_selector", "config_value", "config_schema"}.
+ *   workflow: {"id": "workflow_" name, "label", "node_type": "workflow",
+ *              "description": null}: a child workflow the step declares
+ *              (wf_workflow_declare_child; the reference's generic node),
+ *              once per workflow, after the step's resources.
  * Edges: step -> each type it emits, type -> each step accepting it, step
  * -> resource (label: the resource name), resource -> dependency (label:
- * its name). wf is frozen first (WF_EVALIDATION if it cannot be).
+ * its name), step -> each child workflow it declares (label "runs"). wf is
+ * frozen first (WF_EVALIDATION if it cannot be).
  */
 WF_API int wf_json_write_representation(wf_json_buf *b, wf_workflow *wf);
 /**
