@@ -116,6 +116,13 @@ typedef struct wf__waiter {
     int timer_live; /* armed and its callback not finished (coord lock) */
     int orphan;     /* taken off the list while its callback runs: it frees w */
     int64_t obs_t0; /* when it started waiting, if observed */
+    /*
+     * Its step ran again and took its outcome (got): it stays, resolved,
+     * until that invocation ends, so that a retry of it gets the same
+     * answer (wf__waiters_drop_taken); inv: that invocation's number.
+     */
+    int taken;
+    uint64_t inv;
 } wf__waiter;
 
 /* An invocation handed to a completion token (async step). */
@@ -329,6 +336,7 @@ typedef struct wf__inv {
     wf_event *inl_sent[8];
     int32_t inl_targets[8];
     struct wf__res_inv *res; /* resources.c: this invocation's own resources, or NULL */
+    int took_waiter;         /* wait.c: it took a waiter's outcome (see wf__waiter.taken) */
 } wf__inv;
 
 static inline int wf__run_ended(const wf__run *run)
@@ -597,6 +605,8 @@ void wf__waiter_fire(wf__timer *tm, void *arg);
 uint32_t wf__waiters_match(wf__run *run, const wf_event *ev, uint32_t *excluded, uint32_t cap);
 /* Disarms the waiters' timers (the run ended). */
 void wf__waiters_cancel(wf__run *run);
+/* The invocation of t ended for good (no retry, no wait pending): the waiters it took go. */
+void wf__waiters_drop_taken(wf__run *run, const wf__task *t);
 
 /* ------------------------------------------------- resources.c: resources */
 

@@ -269,6 +269,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
     inv.span_next = 0;
     inv.span_depth = 0;
     inv.res = NULL;
+    inv.took_waiter = 0;
     wf__inv *prev = wf__tls_inv;
     wf__tls_inv = &inv;
     wf_event *out = NULL;
@@ -321,6 +322,8 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
          * another thread at any moment, so nothing touches it after.
          */
         t->chain = NULL;
+        if (WF__UNLIKELY(inv.took_waiter)) /* its retries would not ask again: not kept */
+            wf__waiters_drop_taken(run, t);
         int armed = wf__token_arm(inv.token); /* 0: it was completed already, and routed */
         inv_cleanup(&inv);
         if (WF__UNLIKELY(inv.obs_t0)) {
@@ -336,6 +339,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
         /* Emissions of a failed attempt are dropped: the retry starts afresh. */
         wf_event_release(out);
         inv_release_sent(&inv);
+        inv.took_waiter = 0; /* the retry takes the same waiters' outcomes again */
     } else {
         wf_event_release(out);
         inv_release_sent(&inv);
@@ -349,6 +353,8 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
     }
     if (inv.token) /* pended, then returned something else: the token is void */
         wf__token_abandon(inv.token);
+    if (WF__UNLIKELY(inv.took_waiter) && !(rc == WF_SUSPEND && inv.suspended))
+        wf__waiters_drop_taken(run, t); /* the invocation is over */
     inv_cleanup(&inv);
     if (WF__UNLIKELY(inv.obs_t0)) {
         wf__obs_settle();

@@ -136,6 +136,33 @@ void wf__waiters_cancel(wf__run *run)
         wf__engine_unref(run); /* never the last: the caller holds the running unit */
 }
 
+void wf__waiters_drop_taken(wf__run *run, const wf__task *t)
+{
+    const wf__retry_info *ri = t->arg;
+    uint64_t invno = ri ? ri->inv : 0;
+    wf__waiter *gone = NULL;
+    uint32_t disarmed = 0;
+    pthread_mutex_lock(&run->collect_lock);
+    for (wf__waiter **pp = &run->waiters, *w; (w = *pp) != NULL;) {
+        if (!w->taken || w->step != t->step || w->inv != invno) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        disarmed += (uint32_t)waiter_disarm(run, w);
+        /* a callback still running frees w itself when it is done */
+        w->orphan = w->timer_live;
+        if (!w->orphan) {
+            w->next = gone;
+            gone = w;
+        }
+    }
+    pthread_mutex_unlock(&run->collect_lock);
+    for (uint32_t i = 0; i < disarmed; i++)
+        wf__engine_unref(run); /* never the last: the caller's invocation holds its step's unit */
+    wf__waiters_free(gone);
+}
+
 /* The waiter of step with id (collect_lock held), or NULL. */
 static wf__waiter *waiter_find(wf__run *run, uint32_t step, const char *id)
 {
@@ -193,10 +220,21 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
     while ((w = *pp) != NULL && (w->step != step || strcmp(w->id, waiter_id) != 0))
         pp = &w->next;
     if (w && w->state != W_WAITING) {
-        *pp = w->next;
+        /*
+         * Taken, it stays until the invocation ends (wf__waiters_drop_taken):
+         * a retry of it is the same invocation and gets the same answer,
+         * rather than ask again (as the reference).
+         */
         int rc = w->state == W_RESOLVED ? 0 : WF_ETIMEDOUT;
-        *ev = w->got;
-        w->got = NULL;
+        *ev = wf_event_retain(w->got);
+        inv->took_waiter = 1;
+        if (w->taken) {
+            pthread_mutex_unlock(&run->collect_lock);
+            wf_event_release(waiter_event);
+            return rc;
+        }
+        w->taken = 1;
+        w->inv = tri ? tri->inv : 0;
         if (wf__obs_on(run->ex, WF_OBS_WAIT_RESUME)) {
             wf__obs_rec r = {0};
             wf__hook_rec(run, WF_OBS_WAIT_RESUME, step, w->type, wf__obs_now(), &r);
@@ -206,16 +244,9 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
             wf__obs_write(run->ex, &r);
         }
         int disarmed = waiter_disarm(run, w);
-        /* a callback still running frees w itself when it is done */
-        w->orphan = w->timer_live;
-        int free_now = !w->orphan;
         pthread_mutex_unlock(&run->collect_lock);
         if (disarmed)
             wf__engine_unref(run);
-        if (free_now) {
-            w->next = NULL;
-            wf__waiters_free(w);
-        }
         wf_event_release(waiter_event);
         return rc;
     }

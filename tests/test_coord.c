@@ -1715,3 +1715,80 @@ Test(coord, a_recursion_through_unbounded_steps_joins_every_node, .timeout = 120
     wf_executor_free(ex); /* returns once every run has quiesced */
     wf_workflow_free(wf);
 }
+
+/* ---- wait_for_event, then a failure and a retry (the reference's test_implicit_waiter_survives_retry) ---- */
+
+static atomic_int retry_wait_attempts;
+
+static int ask_then_fail_once(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_event *got = NULL;
+    int rc = wf_ctx_wait_for_event(ctx, T_HR, wf_value_nil(), ev_s(T_IR, "prefix", "name?"), NULL,
+                                   WF_NO_TIMEOUT, &got);
+    if (rc == WF_SUSPEND)
+        return WF_SUSPEND;
+    cr_assert_eq(rc, 0);
+    if (atomic_fetch_add(&retry_wait_attempts, 1) == 0) {
+        wf_event_release(got);
+        (void)wf_ctx_set_error(ctx, "transient failure after acquiring the waiter");
+        return WF_ESTEP;
+    }
+    wf_value r;
+    cr_assert_eq(wf_value_string(&r, sfield(got, "response")), 0);
+    wf_event_release(got);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, r);
+}
+
+/*
+ * A retry is the same invocation, a new attempt: the answer it waited for
+ * survives until the invocation ends, so the retry gets it again and the
+ * human is asked once (as the reference).
+ */
+Test(coord, a_retry_after_wait_for_event_gets_the_same_answer, .timeout = 60)
+{
+    wf_workflow *wf = hitl_wf("hitl-retry");
+    const wf_event_type *acc = T_START, *em = T_STOP;
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &acc;
+    p.n_accepts = 1;
+    p.emits = &em;
+    p.n_emits = 1;
+    wf_retry_policy *retry;
+    cr_assert_eq(wf_retry_policy_constant(&retry, 3, 0), 0);
+    p.retry = retry;
+    cr_assert_eq(wf_workflow_add_step(wf, "ask", ask_then_fail_once, &p, NULL), 0);
+    wf_retry_policy_free(retry);
+    wf_workflow_set_validation(wf, 0);
+    atomic_store(&retry_wait_attempts, 0);
+    wf_executor *ex = exec_n(2);
+    wf_event *s;
+    cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.timeout_ms = 20000; /* a second prompt nobody answers would hang the run */
+    wf_handler *h;
+    cr_assert_eq(wf_run_start_ex(ex, wf, NULL, s, &rp, &h, NULL), 0);
+    wf_event *e;
+    cr_assert_eq(wf_handler_next_event(h, -1, &e), 0);
+    cr_assert_str_eq(sfield(e, "prefix"), "name?");
+    wf_event_release(e);
+    cr_assert_eq(wf_handler_send_event(h, ev_s(T_HR, "response", "once"), NULL), 0);
+    wf_event *res = NULL;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    const char *r;
+    cr_assert_eq(wf_value_get_string(wf_event_result(res), &r, NULL), 0);
+    cr_assert_str_eq(r, "once");
+    wf_event_release(res);
+    cr_assert_eq(atomic_load(&retry_wait_attempts), 2, "one failure, then one success");
+    /* the stream holds no second InputRequiredEvent: asked once */
+    int prompts = 0;
+    while (wf_handler_next_event(h, -1, &e) == 0) {
+        prompts += wf_event_type_of(e) == T_IR;
+        wf_event_release(e);
+    }
+    cr_assert_eq(prompts, 0);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
