@@ -24,7 +24,7 @@ python3 -m json.tool "$tmp/run.json" > /dev/null || fail "json.tool refused the 
 python3 - "$tmp/run.json" <<'PY'
 import base64, json, sys
 doc = json.load(open(sys.argv[1]))
-assert doc["magic"] == "wf-snapshot" and doc["version"] == 3, doc
+assert doc["magic"] == "wf-snapshot" and doc["version"] == 4, doc
 assert doc["workflow"] == "Sample" and doc["running"] is True, doc
 assert doc["state"] == {"nested": {"depth": 2}, "pi": 3.25}, doc["state"]
 run = doc["run"]
