@@ -768,7 +768,7 @@ static void img_children(img *m)
         if (cr == NULL)
             continue;
         mo->child_run = NULL;
-        wf_save_info info;
+        wf_save_info info = {0};
         void *doc = NULL;
         size_t len = 0;
         int rc = m->rc == 0 ? wf_ctx_save_ex(cr->ctx, &doc, &len, &info) : m->rc;

@@ -1136,6 +1136,9 @@ Test(stress, child_workflows_with_cancels, .timeout = 900)
     for (int k = 0; k < CH_FAN; k++)
         ch_want[k] = CH_DONE;
     ch_step(wf, "collect", ch_collect, CH_DONE, wf_workflow_builtin(wf, WF_STOP_EVENT), 0);
+    /* declared: snapshots of a parent (its cancels, the live saves below) nest its children */
+    cr_assert_eq(wf_workflow_declare_child(wf, "spawn", ch_child), 0);
+    cr_assert_eq(wf_workflow_declare_child(ch_child, "work", ch_child), 0); /* its grandchildren */
 
     wf_executor_params ep;
     wf_executor_params_init(&ep);
@@ -1157,6 +1160,17 @@ Test(stress, child_workflows_with_cancels, .timeout = 900)
             cancelled += wf_handler_cancel(hs[i]) == 0;
         if (i >= 10 && mix((uint32_t)i * 5) % 5 == 0)
             cancelled += wf_handler_cancel(hs[i - 10]) == 0;
+        if (i >= 5 && mix((uint32_t)i * 3) % 4 == 0) {
+            /* a live save while its children run and end: it loads, children nested */
+            void *buf = NULL;
+            size_t len = 0;
+            cr_assert_eq(wf_ctx_save(wf_handler_ctx(hs[i - 5]), &buf, &len), 0);
+            wf_ctx *lc = NULL;
+            char *msg = NULL;
+            cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &lc, &msg), 0, "%s", msg ? msg : "");
+            wf_ctx_free(lc);
+            wf_free(buf);
+        }
     }
     int completed = 0, ended_cancelled = 0;
     for (int i = 0; i < CH_PARENTS; i++) {
