@@ -2,7 +2,9 @@
  * child.h: child workflows. A step starts a run of another workflow on the
  * same executor and awaits it without holding a worker (the async step
  * machinery of wf_ctx_pend); the step's invocation ends when the child run
- * ends, with the child's result event or its error.
+ * ends, with the child's result event or its error. A snapshot of the parent
+ * holds each waiting child of a declared workflow whole, and a resume
+ * continues both (docs/SEMANTICS.md, "Child workflows").
  */
 #ifndef WF_CHILD_H
 #define WF_CHILD_H
@@ -84,7 +86,18 @@ WF_API void wf_child_params_init(wf_child_params *p);
  * The child counts against its own workflow's num_concurrent_runs: it may
  * wait for a place, holding no thread, as the parent does. Observation: the
  * child's RUN_START record has value = the parent's run id and event_id =
- * the event_id of the parent invocation's STEP_START (see wf/observe.h).
+ * the event_id of the parent invocation's STEP_START (see wf/observe.h);
+ * the OTLP exporter puts the child's spans under that invocation's span.
+ *
+ * Snapshots: a snapshot of the parent (wf_ctx_save, wf_handler_cancel)
+ * taken while the child runs nests the child's own snapshot in the
+ * awaiting invocation, if step declares child's workflow
+ * (wf_workflow_declare_child; else the child is not saved). On resume the
+ * invocation runs again (at-least-once), and this call, given the same
+ * workflow, resumes that saved child instead of starting one: start_event
+ * is released, params apply as given now. Given another workflow (or one
+ * whose definition changed) it fails with WF_EMISMATCH and the saved child
+ * is dropped; a retry starts afresh.
  *
  * One child per invocation (it uses the invocation's completion token):
  * WF_EEXIST after wf_ctx_pend or another wf_ctx_run_child. WF_EINVAL for
@@ -101,7 +114,11 @@ WF_API int wf_ctx_run_child(wf_ctx *ctx, wf_workflow *child, wf_event *start_eve
 /**
  * Declares that step (by name) of wf runs child workflow child, for
  * drawings and representations (wf_workflow_to_dot and _to_mermaid draw
- * it as a node the step "runs"); running a child does not need it. child
+ * it as a node the step "runs", libwf-json's representation as a
+ * "workflow" node), and for snapshots: a waiting child of a declared
+ * workflow is saved with its parent and resumed with it (wf_ctx_run_child),
+ * and loading a snapshot refuses a nested child of a workflow its step does
+ * not declare. Running a child does not need it. child
  * is retained (a workflow declaring itself, a recursion, is not); a
  * declaration that would close a longer cycle (child declares wf, perhaps
  * through others) is refused with WF_EINVAL. Declaring the same child
