@@ -221,20 +221,27 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
         pp = &w->next;
     if (w && w->state != W_WAITING) {
         /*
-         * Taken, it stays until the invocation ends (wf__waiters_drop_taken):
-         * a retry of it is the same invocation and gets the same answer,
-         * rather than ask again (as the reference).
+         * A step that may retry keeps what it took until the invocation
+         * ends (wf__waiters_drop_taken): a retry of it is the same
+         * invocation and gets the same answer, rather than ask again (as the
+         * reference). Other steps let go of it now.
          */
+        int keep = inv->step->retry != NULL;
         int rc = w->state == W_RESOLVED ? 0 : WF_ETIMEDOUT;
-        *ev = wf_event_retain(w->got);
-        inv->took_waiter = 1;
-        if (w->taken) {
+        *ev = keep ? wf_event_retain(w->got) : w->got;
+        if (!keep) {
+            *pp = w->next;
+            w->got = NULL;
+        } else if (w->taken) {
+            inv->took_waiter = 1;
             pthread_mutex_unlock(&run->collect_lock);
             wf_event_release(waiter_event);
             return rc;
+        } else {
+            w->taken = 1;
+            w->inv = tri ? tri->inv : 0;
+            inv->took_waiter = 1;
         }
-        w->taken = 1;
-        w->inv = tri ? tri->inv : 0;
         if (wf__obs_on(run->ex, WF_OBS_WAIT_RESUME)) {
             wf__obs_rec r = {0};
             wf__hook_rec(run, WF_OBS_WAIT_RESUME, step, w->type, wf__obs_now(), &r);
@@ -244,9 +251,19 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
             wf__obs_write(run->ex, &r);
         }
         int disarmed = waiter_disarm(run, w);
+        /* let go of: a callback still running frees w itself when it is done */
+        int free_now = 0;
+        if (!keep) {
+            w->orphan = w->timer_live;
+            free_now = !w->orphan;
+        }
         pthread_mutex_unlock(&run->collect_lock);
         if (disarmed)
             wf__engine_unref(run);
+        if (free_now) {
+            w->next = NULL;
+            wf__waiters_free(w);
+        }
         wf_event_release(waiter_event);
         return rc;
     }
