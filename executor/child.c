@@ -276,14 +276,14 @@ static int child_ctx(wf__inv *inv, wf_workflow *child, wf_ctx **out, int *resume
     *out = NULL;
     *resume = 0;
     wf__retry_info *ri = inv->task->arg;
-    if (ri == NULL || ri->child_doc == NULL)
+    if (ri == NULL || ri->child == NULL)
         return wf_ctx_new(out, child);
-    void *doc = ri->child_doc;
-    size_t len = ri->child_len;
-    char *name = ri->child_wf;
-    uint64_t fp = ri->child_fp;
-    ri->child_doc = NULL;
-    ri->child_wf = NULL;
+    wf__child_saved *cs = ri->child;
+    ri->child = NULL;
+    void *doc = cs->doc;
+    size_t len = cs->len;
+    const char *name = cs->wf;
+    uint64_t fp = cs->fp;
     int rc;
     if (strcmp(name, child->name) != 0 || fp != wf_workflow_fingerprint(child)) {
         rc = wf__set_error(WF_EMISMATCH,
@@ -299,9 +299,17 @@ static int child_ctx(wf__inv *inv, wf_workflow *child, wf_ctx **out, int *resume
         wf_free(msg);
         *resume = rc == 0 && wf_ctx_is_resumable(*out);
     }
-    wf__free_mem(doc);
-    wf__free_mem(name);
+    wf__child_saved_free(cs);
     return rc;
+}
+
+void wf__child_saved_free(wf__child_saved *cs)
+{
+    if (cs == NULL)
+        return;
+    wf__free_mem(cs->wf);
+    wf__free_mem(cs->doc);
+    wf__free_mem(cs);
 }
 
 void wf__child_attach(wf__run *run)

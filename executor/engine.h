@@ -37,6 +37,19 @@ typedef struct wf__pendq {
     wf__task stub;
 } wf__pendq;
 
+/*
+ * A child workflow saved with the invocation that awaited it (resume.c
+ * decodes it from a snapshot; child.c resumes it): its workflow's name,
+ * fingerprint and snapshot, all owned.
+ */
+typedef struct wf__child_saved {
+    char *wf;
+    uint64_t fp;
+    void *doc;
+    size_t len;
+} wf__child_saved;
+void wf__child_saved_free(wf__child_saved *cs);
+
 /* Bookkeeping of a retried event: kept with its task (task->arg). */
 typedef struct wf__retry_info {
     int64_t first_ns; /* when the first execution started */
@@ -54,14 +67,11 @@ typedef struct wf__retry_info {
     uint64_t inv;
     /*
      * A resumed invocation that awaited a child workflow when it was saved:
-     * the child's workflow name, fingerprint and snapshot (owned), which its
-     * wf_ctx_run_child resumes instead of starting afresh (child.c), or NULL.
-     * Not carried to the invocation's other tasks (a retry starts afresh).
+     * the child, which its wf_ctx_run_child resumes instead of starting
+     * afresh (child.c), or NULL. Owned; not carried to the invocation's
+     * other tasks (a retry starts afresh).
      */
-    char *child_wf;
-    uint64_t child_fp;
-    void *child_doc;
-    size_t child_len;
+    wf__child_saved *child;
 } wf__retry_info;
 
 /* A retry waiting for its not-before time: the task and its timer. */
@@ -114,14 +124,16 @@ typedef struct wf__waiter {
     int64_t timeout_ms;
     wf__timer tm;
     int timer_live; /* armed and its callback not finished (coord lock) */
-    int orphan;     /* taken off the list while its callback runs: it frees w */
-    int64_t obs_t0; /* when it started waiting, if observed */
+    uint16_t orphan; /* taken off the list while its callback runs: it frees w */
+    uint16_t taken;  /* see inv below */
     /*
-     * Its step ran again and took its outcome (got): it stays, resolved,
-     * until that invocation ends, so that a retry of it gets the same
-     * answer (wf__waiters_drop_taken); inv: that invocation's number.
+     * Its step (one with a retry policy) ran again and took its outcome
+     * (got): it stays, resolved, until that invocation ends, so that a
+     * retry of it gets the same answer (wf__waiters_drop_taken); inv: that
+     * invocation's number, or 0. taken shares orphan's word (both under
+     * the coord lock).
      */
-    int taken;
+    int64_t obs_t0; /* when it started waiting, if observed */
     uint64_t inv;
 } wf__waiter;
 

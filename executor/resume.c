@@ -213,12 +213,15 @@ static int dec_child(dec *d, const wf__step *ds, uint32_t state, wf__retry_info 
         return rc;
     }
     if (ri) {
-        ri->child_fp = fp;
-        if ((ri->child_wf = wf__strdup(name)) == NULL ||
-            (ri->child_doc = wf__malloc(len ? len : 1)) == NULL)
+        wf__child_saved *cs = wf__calloc(1, sizeof *cs);
+        if (cs == NULL)
             return WF_ENOMEM;
-        memcpy(ri->child_doc, doc, len);
-        ri->child_len = len;
+        ri->child = cs;
+        cs->fp = fp;
+        if ((cs->wf = wf__strdup(name)) == NULL || (cs->doc = wf__malloc(len ? len : 1)) == NULL)
+            return WF_ENOMEM;
+        memcpy(cs->doc, doc, len);
+        cs->len = len;
     }
     return 0;
 }

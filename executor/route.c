@@ -144,8 +144,7 @@ void wf__retry_info_free(wf__retry_info *ri)
     if (!ri->tuple_inline)
         wf__free_mem(ri->tuple);
     wf__free_mem(ri->last_msg);
-    wf__free_mem(ri->child_wf);
-    wf__free_mem(ri->child_doc);
+    wf__child_saved_free(ri->child);
     wf__free_mem(ri);
 }
 
