@@ -286,10 +286,11 @@ static int child_ctx(wf__inv *inv, wf_workflow *child, wf_ctx **out, int *resume
     uint64_t fp = cs->fp;
     int rc;
     if (strcmp(name, child->name) != 0 || fp != wf_workflow_fingerprint(child)) {
-        rc = wf__set_error(WF_EMISMATCH,
-                           "wf_ctx_run_child: step '%s' was saved awaiting child workflow '%.200s', "
-                           "not this '%s' (or its definition changed): it is not resumed",
-                           inv->step->name, name, child->name);
+        rc =
+            wf__set_error(WF_EMISMATCH,
+                          "wf_ctx_run_child: step '%s' was saved awaiting child workflow '%.200s', "
+                          "not this '%s' (or its definition changed): it is not resumed",
+                          inv->step->name, name, child->name);
     } else {
         char *msg = NULL;
         rc = wf_ctx_load(child, doc, len, 0, out, &msg);

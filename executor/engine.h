@@ -123,7 +123,7 @@ typedef struct wf__waiter {
     wf_event *got;  /* the event that resolved it */
     int64_t timeout_ms;
     wf__timer tm;
-    int timer_live; /* armed and its callback not finished (coord lock) */
+    int timer_live;  /* armed and its callback not finished (coord lock) */
     uint16_t orphan; /* taken off the list while its callback runs: it frees w */
     uint16_t taken;  /* see inv below */
     /*
@@ -159,7 +159,7 @@ struct wf_completion {
     wf_event *out; /* the completion's returned event (EARLY) */
     int rc;        /* its result: 0 or an error (EARLY) */
     char *errmsg;
-    int64_t started; /* for retry and handler timing */
+    int64_t started;         /* for retry and handler timing */
     struct wf__child *child; /* the child run awaited (child.c), or NULL; set before it is armed */
 };
 

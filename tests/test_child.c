@@ -887,7 +887,8 @@ static void hitl_reset(void)
         wf_ctx_free(atomic_exchange(&hitl_ctx[i], NULL));
 }
 
-/* Runs the parent until its n children wait for their answers, saves it, shuts the executor down. */
+/* Runs the parent until its n children wait for their answers, saves it, shuts the executor down.
+ */
 static void *hitl_save(wf_workflow *wf, int n, size_t *len)
 {
     hitl_reset();

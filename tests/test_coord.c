@@ -1716,7 +1716,8 @@ Test(coord, a_recursion_through_unbounded_steps_joins_every_node, .timeout = 120
     wf_workflow_free(wf);
 }
 
-/* ---- wait_for_event, then a failure and a retry (the reference's test_implicit_waiter_survives_retry) ---- */
+/* ---- wait_for_event, then a failure and a retry (the reference's
+ * test_implicit_waiter_survives_retry) ---- */
 
 static atomic_int retry_wait_attempts;
 

@@ -2651,15 +2651,15 @@ static void child_link_records(int step_ended_first)
     C(.kind = WF_OBS_STEP_START, .run_id = 1, .workflow = "Parent", .thread = 0, .ts_ns = T0 + 10,
       .step = "spawn", .event_type = "StartEvent", .event_id = 7, .attempt = 1);
     if (step_ended_first)
-        C(.kind = WF_OBS_STEP_END, .run_id = 1, .workflow = "Parent", .thread = 0,
-          .ts_ns = T0 + 30, .step = "spawn", .event_type = "StartEvent", .event_id = 7,
-          .attempt = 1, .dur_ns = 20, .error = WF_PENDING);
+        C(.kind = WF_OBS_STEP_END, .run_id = 1, .workflow = "Parent", .thread = 0, .ts_ns = T0 + 30,
+          .step = "spawn", .event_type = "StartEvent", .event_id = 7, .attempt = 1, .dur_ns = 20,
+          .error = WF_PENDING);
     C(.kind = WF_OBS_RUN_START, .run_id = 2, .workflow = "Child", .thread = 0, .ts_ns = T0 + 20,
       .value = 1, .event_id = 7);
     if (!step_ended_first)
-        C(.kind = WF_OBS_STEP_END, .run_id = 1, .workflow = "Parent", .thread = 0,
-          .ts_ns = T0 + 30, .step = "spawn", .event_type = "StartEvent", .event_id = 7,
-          .attempt = 1, .dur_ns = 20, .error = WF_PENDING);
+        C(.kind = WF_OBS_STEP_END, .run_id = 1, .workflow = "Parent", .thread = 0, .ts_ns = T0 + 30,
+          .step = "spawn", .event_type = "StartEvent", .event_id = 7, .attempt = 1, .dur_ns = 20,
+          .error = WF_PENDING);
     C(.kind = WF_OBS_STEP_START, .run_id = 2, .workflow = "Child", .thread = 1, .ts_ns = T0 + 40,
       .step = "work", .event_type = "StartEvent", .event_id = 3, .attempt = 1);
     C(.kind = WF_OBS_STEP_END, .run_id = 2, .workflow = "Child", .thread = 1, .ts_ns = T0 + 50,
