@@ -118,6 +118,55 @@ WF_API int wf_durable_result(wf_executor *ex, wf_workflow *wf, const char *run_i
                              wf_run_status *status, wf_event **result);
 
 /**
+ * The durable stream of a durable run, read from the store by run id (any
+ * thread, also for a run of another process or one that has finished).
+ * Every event a durable run with a store streams (what its handler's
+ * wf_handler_next_event gives, internal notifications included when
+ * stream_internal is set) is journaled with its number in the run's stream:
+ * 0, 1, 2, ... per run. The numbers of the committed events have no gap
+ * and no duplicate, also across a crash: steps that run again after a
+ * recovery stream again, under new numbers. A reader sees committed events
+ * only (each within about one commit round of being streamed), in number
+ * order; after the last event of a finished run comes its terminal event
+ * (the StopEvent, or the failed/timed-out/cancelled event), numbered after
+ * the last streamed one, then WF_ECLOSED. Events the handler's ring drops
+ * (full, or stream_capacity 0) are journaled all the same: the ring bounds
+ * the live consumer's memory, not the durable stream.
+ */
+typedef struct wf_durable_stream wf_durable_stream;
+
+/**
+ * Opens the durable stream of run_id in ex's store from the event numbered
+ * cursor (0: the first; a cursor a previous reader's
+ * wf_durable_stream_cursor returned: from there on). wf's registry decodes
+ * the events (a reference is kept). WF_ENOTFOUND: no such run in the
+ * store; WF_ERANGE: cursor is past the committed end (the number of
+ * committed events, plus one for a finished run's terminal event);
+ * WF_ESTATE: ex has no store; WF_EINVAL. Caller owns *out:
+ * wf_durable_stream_free, before ex's store is freed. Any thread.
+ */
+WF_API int wf_durable_stream_open(wf_executor *ex, wf_workflow *wf, const char *run_id,
+                                  uint64_t cursor, wf_durable_stream **out);
+
+/**
+ * The next committed event of the stream (caller owns *ev:
+ * wf_event_release) and its number in *seq (optional), waiting up to
+ * timeout_ms (-1 forever; it polls the store, every 1 to 20 ms) while the
+ * run goes on. WF_ETIMEDOUT: nothing new in time (call again);
+ * WF_ECLOSED: the run finished and its terminal event was given;
+ * WF_ECORRUPT: the journal's stream records are out of order. One thread
+ * at a time per reader.
+ */
+WF_API int wf_durable_stream_next(wf_durable_stream *s, int64_t timeout_ms, wf_event **ev,
+                                  uint64_t *seq);
+
+/** The number of the next event s gives: a cursor to open another reader at. */
+WF_API uint64_t wf_durable_stream_cursor(const wf_durable_stream *s);
+
+/** Frees s (NULL is fine). */
+WF_API void wf_durable_stream_free(wf_durable_stream *s);
+
+/**
  * The idempotency key of the calling step's invocation into buf:
  * "run_id/step/h/attempt" (wf_store_idempotency_key) where h is a 64-bit
  * hash of the input event (type and fields) and attempt the retry attempt.
