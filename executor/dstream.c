@@ -150,6 +150,7 @@ struct wf_durable_stream {
     uint64_t bnum[BATCH];
     size_t bhead, bn;
     int closed; /* the terminal event was given (or the run ended without one) */
+    int past;   /* opened after the terminal event: closed at the end */
     int rc;     /* a decode error while filling */
     char *msg;
 };
@@ -278,6 +279,12 @@ int wf_durable_stream_open(wf_executor *ex, wf_workflow *wf, const char *run_id,
         return wf__set_error(WF_ESTATE, "wf_durable_stream_open: the executor has no store");
     wf_store_run_info info = {0};
     int rc = wf_store_get_run(du->store, run_id, &info);
+    if (rc == WF_ENOTFOUND && wf__drun_listed(run_id)) {
+        /* a run of this process whose creation is queued, not committed yet */
+        rc = wf_store_flush(du->store);
+        if (rc == 0)
+            rc = wf_store_get_run(du->store, run_id, &info);
+    }
     uint64_t next_seq = info.next_seq;
     wf_store_run_info_clear(&info);
     if (rc == WF_ENOTFOUND)
@@ -311,6 +318,7 @@ int wf_durable_stream_open(wf_executor *ex, wf_workflow *wf, const char *run_id,
     s->store = du->store;
     s->wf = wf_workflow_retain(wf);
     s->next = cursor;
+    s->past = cursor > count;
     rc = cursor >= count ? (s->pos = next_seq, 0) : find_pos(s, cursor, next_seq, &s->pos);
     if (rc < 0) {
         wf_durable_stream_free(s);
@@ -359,7 +367,7 @@ int wf_durable_stream_next(wf_durable_stream *s, int64_t timeout_ms, wf_event **
             rc = refill(s);
             if (rc == 0 && s->bn == 0) {
                 s->closed = 1;
-                if (len) {
+                if (len && !s->past) {
                     size_t used;
                     rc = wf_event_from_msgpack(s->wf->reg, data, len, ev, &used, NULL);
                     if (rc == 0 && seq)
