@@ -13,9 +13,55 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/*
+ * Heap bytes in use in every malloc arena (mallinfo2 sees the main arena
+ * only, and the workers and the store's writer allocate in their own):
+ * malloc_info's totals after the last heap, system + mmapped - free.
+ */
+static double heap_in_use(void)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return 0;
+    malloc_info(0, f);
+    fclose(f);
+    const char *t = buf, *h;
+    while ((h = strstr(t, "</heap>")) != NULL)
+        t = h + 7;
+    double fast = 0, rest = 0, mmapped = 0, current = 0;
+    const char *q;
+    if ((q = strstr(t, "<total type=\"fast\"")) && (q = strstr(q, "size=\"")))
+        fast = atof(q + 6);
+    if ((q = strstr(t, "<total type=\"rest\"")) && (q = strstr(q, "size=\"")))
+        rest = atof(q + 6);
+    if ((q = strstr(t, "<total type=\"mmap\"")) && (q = strstr(q, "size=\"")))
+        mmapped = atof(q + 6);
+    if ((q = strstr(t, "<system type=\"current\"")) && (q = strstr(q, "size=\"")))
+        current = atof(q + 6);
+    free(buf);
+    return current + mmapped - fast - rest;
+}
+
+/* Resident set size, bytes (/proc/self/statm). */
+static double rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, res = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &size, &res) != 2)
+            res = 0;
+        fclose(f);
+    }
+    return (double)res * (double)sysconf(_SC_PAGESIZE);
+}
 
 static const wf_event_type *T_START, *T_ANSWER, *T_ASKED;
 static wf_executor *ex;
@@ -64,6 +110,7 @@ static void *send_range(void *arg)
 
 typedef struct cycle_out {
     double per_run, per_run_live, t_started, t_released, t_answered, t_done;
+    double heap_per_run, rss_per_run, heap_per_live_run;
     int ok;
 } cycle_out;
 
@@ -71,8 +118,10 @@ typedef struct cycle_out {
 static cycle_out cycle(wf_workflow *wf, long senders)
 {
     cycle_out o = {0};
+    wf_alloc_trim(); /* wf's block cache keeps freed blocks for reuse: hand them back first */
     malloc_trim(0);
     size_t before = mallinfo2().uordblks;
+    double hbefore = heap_in_use(), rbefore = rss_bytes();
     double t0 = bench_now();
     char id[32];
     for (long k = 0; k < runs; k++) {
@@ -86,13 +135,20 @@ static cycle_out cycle(wf_workflow *wf, long senders)
     }
     o.t_started = bench_now() - t0;
     size_t peak = mallinfo2().uordblks;
+    double hpeak = heap_in_use();
     while (wf_durable_in_memory(ex) > 0) {
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }
     o.t_released = bench_now() - t0;
+    wf_alloc_trim();
     malloc_trim(0);
     size_t after = mallinfo2().uordblks;
+    o.heap_per_run = (heap_in_use() - hbefore) / (double)runs;
+    o.heap_per_live_run = (hpeak - hbefore) / (double)runs;
+    o.rss_per_run = (rss_bytes() - rbefore) / (double)runs;
+    if (getenv("IDLE_MALLOC_STATS"))
+        malloc_stats();
     o.per_run = ((double)after - (double)before) / (double)runs;
     o.per_run_live = ((double)peak - (double)before) / (double)runs;
     double t1 = bench_now();
@@ -171,12 +227,13 @@ int main(int argc, char **argv)
     prefix = "idle";
     cycle_out o = cycle(wf, senders);
     int ok = w.ok && o.ok;
-    char extra[400];
+    char extra[600];
     snprintf(extra, sizeof extra,
              ",\"runs\":%ld,\"heap_bytes_per_released_run\":%.1f,\"heap_bytes_per_live_run\":%.1f,"
+             "\"main_arena_bytes_per_released_run\":%.1f,\"rss_bytes_per_released_run\":%.1f,"
              "\"start_s\":%.3f,\"all_released_s\":%.3f,\"answers_per_s\":%.0f,\"answer_s\":%.3f,"
              "\"senders\":%ld",
-             runs, o.per_run, o.per_run_live, o.t_started, o.t_released,
+             runs, o.heap_per_run, o.heap_per_live_run, o.per_run, o.rss_per_run, o.t_started, o.t_released,
              (double)runs / o.t_answered, o.t_done, senders);
     bench_report("idle", "wf-durable", threads, runs, o.t_done, runs, ok, extra);
     wf_executor_free(ex);

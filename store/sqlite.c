@@ -499,8 +499,10 @@ static int reader_get(sstore *s, reader **out)
 {
     pthread_mutex_lock(&s->rmu);
     reader *r = s->readers;
-    if (r)
+    if (r) {
         s->readers = r->next;
+        s->nreaders--;
+    }
     pthread_mutex_unlock(&s->rmu);
     if (r) {
         *out = r;
@@ -512,6 +514,10 @@ static int reader_get(sstore *s, reader **out)
     int rc = sqlite3_open_v2(s->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_busy_timeout(r->db, (int)s->p.busy_timeout_ms);
+    /* a small page cache per reader: the OS caches the file; the readers' caches add up */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(r->db, "PRAGMA cache_size = -" WF__STR(READER_CACHE_KIB), NULL, NULL,
+                          NULL);
     sqlite3_stmt **sts[] = {&r->get_run, &r->list, &r->ckpt, &r->result, &r->rid, &r->journal};
     for (size_t i = 0; rc == SQLITE_OK && i < sizeof sts / sizeof *sts; i++)
         rc = sqlite3_prepare_v3(r->db, reader_sql[i], -1, SQLITE_PREPARE_PERSISTENT, sts[i], NULL);
@@ -524,12 +530,24 @@ static int reader_get(sstore *s, reader **out)
     return 0;
 }
 
+/*
+ * At most READERS_IDLE connections stay open between reads: a burst of
+ * concurrent readers (64 senders, 64 recovery threads) opens more, and
+ * each keeps a page cache and its statements (about 0.3 MiB once warm), so
+ * an unbounded pool grew with the busiest moment and the database.
+ */
 static void reader_put(sstore *s, reader *r)
 {
     pthread_mutex_lock(&s->rmu);
-    r->next = s->readers;
-    s->readers = r;
+    int keep = s->nreaders < READERS_IDLE;
+    if (keep) {
+        r->next = s->readers;
+        s->readers = r;
+        s->nreaders++;
+    }
     pthread_mutex_unlock(&s->rmu);
+    if (!keep)
+        reader_close(r);
 }
 
 static void st_done(sqlite3_stmt *st)
