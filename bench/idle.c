@@ -1,10 +1,18 @@
 /*
  * idle.c: idle release. --runs durable runs each wait for an answer from
  * outside; with idle_release_ms 50 they are checkpointed, released in the
- * store and leave memory. Measures the heap bytes in use per released run
- * (mallinfo2, after minus before, over the runs), the time until all are
- * released, and answers per second to released runs (each sent by id from
- * --senders threads: the run is claimed, loaded and continued).
+ * store and leave memory. Measures, per released run (after minus before,
+ * over the runs, after a first round that warms every cache): the heap in
+ * use in every malloc arena (malloc_info; after wf_alloc_trim and
+ * malloc_trim, once the heap has stopped shrinking: a released run's last
+ * references go a moment after it left the durable table), the part of it
+ * wf allocated (counted by allocation hooks), the main arena alone
+ * (mallinfo2) and the resident set (/proc/self/statm); then the time until
+ * all are released, and answers per second to released runs (each sent by
+ * id from --senders threads: the run is claimed, loaded and continued).
+ * IDLE_MALLOC_STATS=1 prints malloc_stats() after the release;
+ * IDLE_EXIT_RELEASED=S exits S seconds after it (for heaptrack: what is
+ * still allocated then).
  * Usage: idle [--runs N] [--threads T] [--senders S] [--dir DIR]
  */
 #include <wf/wf.h>
@@ -48,6 +56,36 @@ static double heap_in_use(void)
         current = atof(q + 6);
     free(buf);
     return current + mmapped - fast - rest;
+}
+
+/* Bytes wf holds from malloc (its allocation hooks count them). */
+static atomic_llong wf_bytes;
+
+static void *h_malloc(size_t n, void *u)
+{
+    (void)u;
+    void *p = malloc(n);
+    if (p)
+        atomic_fetch_add(&wf_bytes, (long long)malloc_usable_size(p));
+    return p;
+}
+
+static void *h_realloc(void *p, size_t n, void *u)
+{
+    (void)u;
+    long long old = p ? (long long)malloc_usable_size(p) : 0;
+    void *q = realloc(p, n);
+    if (q)
+        atomic_fetch_add(&wf_bytes, (long long)malloc_usable_size(q) - old);
+    return q;
+}
+
+static void h_free(void *p, void *u)
+{
+    (void)u;
+    if (p)
+        atomic_fetch_sub(&wf_bytes, (long long)malloc_usable_size(p));
+    free(p);
 }
 
 /* Resident set size, bytes (/proc/self/statm). */
@@ -110,7 +148,7 @@ static void *send_range(void *arg)
 
 typedef struct cycle_out {
     double per_run, per_run_live, t_started, t_released, t_answered, t_done;
-    double heap_per_run, rss_per_run, heap_per_live_run;
+    double heap_per_run, rss_per_run, heap_per_live_run, wf_per_run;
     int ok;
 } cycle_out;
 
@@ -122,6 +160,7 @@ static cycle_out cycle(wf_workflow *wf, long senders)
     malloc_trim(0);
     size_t before = mallinfo2().uordblks;
     double hbefore = heap_in_use(), rbefore = rss_bytes();
+    double wbefore = (double)atomic_load(&wf_bytes);
     double t0 = bench_now();
     char id[32];
     for (long k = 0; k < runs; k++) {
@@ -141,14 +180,36 @@ static cycle_out cycle(wf_workflow *wf, long senders)
         nanosleep(&ts, NULL);
     }
     o.t_released = bench_now() - t0;
+    /*
+     * Out of the table is not yet freed: a released run's last references
+     * (the checkpoint pass's, the engine's running unit) go a moment later.
+     * Wait until the heap stops shrinking (4 readings 100 ms apart within 64 KiB).
+     */
+    for (double prev = heap_in_use(), now;; prev = now) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+        wf_alloc_trim();
+        now = heap_in_use();
+        static int calm = 0;
+        calm = prev - now < 65536 ? calm + 1 : 0;
+        if (calm >= 4) {
+            calm = 0;
+            break;
+        }
+    }
     wf_alloc_trim();
     malloc_trim(0);
     size_t after = mallinfo2().uordblks;
     o.heap_per_run = (heap_in_use() - hbefore) / (double)runs;
     o.heap_per_live_run = (hpeak - hbefore) / (double)runs;
     o.rss_per_run = (rss_bytes() - rbefore) / (double)runs;
+    o.wf_per_run = ((double)atomic_load(&wf_bytes) - wbefore) / (double)runs;
     if (getenv("IDLE_MALLOC_STATS"))
         malloc_stats();
+    if (getenv("IDLE_EXIT_RELEASED")) { /* for heaptrack: what is still allocated now */
+        sleep((unsigned)atoi(getenv("IDLE_EXIT_RELEASED")));
+        _exit(0);
+    }
     o.per_run = ((double)after - (double)before) / (double)runs;
     o.per_run_live = ((double)peak - (double)before) / (double)runs;
     double t1 = bench_now();
@@ -178,6 +239,9 @@ static cycle_out cycle(wf_workflow *wf, long senders)
 
 int main(int argc, char **argv)
 {
+    static const wf_alloc_hooks hooks = {h_malloc, h_realloc, h_free, NULL};
+    if (wf_set_alloc_hooks(&hooks) < 0)
+        return 1;
     runs = bench_arg(argc, argv, "--runs", 100000);
     long threads = bench_arg(argc, argv, "--threads", 2);
     long senders = bench_arg(argc, argv, "--senders", 64);
@@ -227,13 +291,15 @@ int main(int argc, char **argv)
     prefix = "idle";
     cycle_out o = cycle(wf, senders);
     int ok = w.ok && o.ok;
-    char extra[600];
+    char extra[800];
     snprintf(extra, sizeof extra,
              ",\"runs\":%ld,\"heap_bytes_per_released_run\":%.1f,\"heap_bytes_per_live_run\":%.1f,"
              "\"main_arena_bytes_per_released_run\":%.1f,\"rss_bytes_per_released_run\":%.1f,"
+             "\"wf_bytes_per_released_run\":%.1f,"
              "\"start_s\":%.3f,\"all_released_s\":%.3f,\"answers_per_s\":%.0f,\"answer_s\":%.3f,"
              "\"senders\":%ld",
-             runs, o.heap_per_run, o.heap_per_live_run, o.per_run, o.rss_per_run, o.t_started, o.t_released,
+             runs, o.heap_per_run, o.heap_per_live_run, o.per_run, o.rss_per_run, o.wf_per_run,
+             o.t_started, o.t_released,
              (double)runs / o.t_answered, o.t_done, senders);
     bench_report("idle", "wf-durable", threads, runs, o.t_done, runs, ok, extra);
     wf_executor_free(ex);
