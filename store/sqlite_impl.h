@@ -18,8 +18,8 @@
 #define CHUNK_BYTES (256 * 1024)
 #define MAX_RECS    65536
 /* Reader connections kept open between reads, and each one's page cache (KiB). */
-#define READERS_IDLE    16
-#define READER_CACHE_KIB 256
+#define READERS_IDLE    64
+#define READER_CACHE_KIB 128
 #define WF__STR_(x)     #x
 #define WF__STR(x)      WF__STR_(x)
 
