@@ -8,6 +8,9 @@
  * starts a new one on the same store; at the end every run has exactly one
  * right result and the side effects, applied through idempotency keys,
  * are each there once. WF_DURABLE_RUNS and WF_DURABLE_KILLS scale it.
+ * Also: idle release (WF_DURABLE_IDLE runs), the durable stream read by
+ * run id from a cursor (finished, live, across a SIGKILL), the WAITING
+ * status in the store, and a send to a run another process owns.
  * Builds against tests/harness.h under TSan (WF_PLAIN_TESTS).
  */
 #include "harness.h"
@@ -719,7 +722,7 @@ static uint32_t count_status(wf_store *s, int32_t status)
 
 Test(durable, idle_runs_are_released_and_answered_by_id, .timeout = 240)
 {
-    int nruns = env_int("WF_DURABLE_IDLE", 2000);
+    int nruns = env_int("WF_DURABLE_IDLE", 20000); /* ~30 s; 100,000 passes in ~150 s */
     tdir t;
     tdir_make(&t);
     snprintf(g_fx, sizeof g_fx, "%s", t.fx);
