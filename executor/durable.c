@@ -911,7 +911,7 @@ static int open_or_wake(wf_executor *ex, const char *run_id, wf_handler **h)
             r = wf ? wf__recover_one(ex, du->store, wf, run_id, &why)
                    : info.owner ? 0 /* held, by whoever: its owner's business */
                                 : WF_ENOTFOUND;
-            if (r == 1) {
+            if (r == 1 || r == WF_EEXIST) { /* EEXIST: wf_executor_recover loaded it meanwhile */
                 rc = wf_handler_open(ex, run_id, h);
             } else if (r == 0 || r == WF_ELEASE) {
                 wf_store_run_info now = {0};

@@ -100,11 +100,17 @@ WF_API int wf_handler_open(wf_executor *ex, const char *run_id, wf_handler **out
 WF_API uint64_t wf_durable_in_memory(wf_executor *ex);
 
 /**
- * Sends ev (taken) to the durable run run_id in memory in ex (or released:
- * it is loaded from the store first, as wf_executor_recover would): journaled
- * before it is delivered, so a recovery delivers it again if no checkpoint
- * after it committed. WF_ENOTFOUND, WF_ESTATE (ended), or as
- * wf_handler_send_event.
+ * Sends ev (taken, also on failure) to the durable run run_id in memory in
+ * ex, or not in memory but loadable: released, or in flight with a free
+ * lease or this store owner's, of a workflow ex has started or recovered
+ * runs of (it is claimed and loaded from the store first, as
+ * wf_executor_recover would). Journaled before it is delivered, so a
+ * recovery delivers it again if no checkpoint after it committed.
+ * WF_EBUSY: another owner holds the run's lease (another live process; the
+ * message, wf_last_error_message, names the owner and the lease expiry) or
+ * another executor of this process has it in memory; WF_ESTATE: the run
+ * has finished; WF_ENOTFOUND: the store has no such run; or as
+ * wf_handler_send_event. Any thread but the store's writer.
  */
 WF_API int wf_durable_send(wf_executor *ex, const char *run_id, wf_event *ev, const char *target);
 
