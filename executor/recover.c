@@ -259,6 +259,8 @@ static void *recover_worker(void *arg)
             j->info->busy++;
         else if (r == 2)
             j->info->forgotten++;
+        else if (r == WF_EEXIST)
+            ; /* a send by id loaded it meanwhile (durable.c): in memory here, not a failure */
         else
             note(j->message, &j->info->failed, "run '%s' (workflow '%s') not recovered: %s", id,
                  wname, why ? why : "?");
