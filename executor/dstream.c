@@ -6,10 +6,13 @@
  * calls wf__durable_stream) is appended to the run's journal as a
  * WF_STORE_REC_EVENT record: a big-endian u64, the event's number in the
  * run's stream (0, 1, 2, ...), then the event as wf_event_to_msgpack writes
- * it. Numbers are given and records queued under drun->sm, so a run's
- * stream records are in number order in its journal, and since a run's
- * committed journal is a gap-free prefix of what was queued, so are the
- * committed numbers. A run continued from the store (recovery, a released
+ * it. A run's records are buffered in its record (drun->sbuf) and
+ * appended 64 at a time, or at the checkpoint thread's next pass, or
+ * before the run's result or release: one store operation for many.
+ * Numbers are written and records appended under drun->sm, and a number
+ * is spent only when its append was queued, so a run's stream records are
+ * in number order in its journal, and since a run's committed journal is a
+ * gap-free prefix of what was queued, so are the committed numbers. A run continued from the store (recovery, a released
  * run loaded again) counts its committed stream records before its first
  * new one (lazily: most waiting runs never stream again), so its numbers go
  * on where the committed ones stop: steps that run again after a crash
@@ -94,25 +97,16 @@ int wf__stream_count(wf_store *store, const char *run_id, uint64_t next_seq, uin
 
 /* ------------------------------------------------------------ writing */
 
-void wf__durable_stream(wf__run *run, const wf_event *ev)
+/*
+ * Buffered records go to the store as one append of up to 64 (one queued
+ * operation for many: the writer's work is per operation). Numbers are
+ * written at the append, and spent only if it was queued: no gap.
+ */
+static int flush_locked(wf__drun *d)
 {
-    wf__drun *d = run->dur;
-    if (d->store == NULL)
-        return;
-    void *eb = NULL;
-    size_t el = 0;
-    int rc = wf_event_to_msgpack(ev, &eb, &el);
-    unsigned char *b = rc < 0 ? NULL : wf__malloc(8 + el);
-    if (b == NULL) {
-        wf_free(eb);
-        wf__log(run->ex, WF_LOG_ERROR, "durable run '%s': a streamed event not journaled: %s",
-                d->run_id, wf_err_name(rc < 0 ? rc : WF_ENOMEM));
-        return;
-    }
-    memcpy(b + 8, eb, el);
-    wf_free(eb);
-    pthread_mutex_lock(&d->sm);
-    rc = 0;
+    if (d->sn == 0)
+        return 0;
+    int rc = 0;
     if (!d->sknown) {
         wf_store_run_info info = {0};
         rc = wf_store_get_run(d->store, d->run_id, &info);
@@ -122,18 +116,76 @@ void wf__durable_stream(wf__run *run, const wf_event *ev)
         d->sknown = rc == 0;
     }
     if (rc == 0) {
-        put_be64(b, d->sseq);
-        wf_store_rec r = {WF_STORE_REC_EVENT, b, 8 + el};
-        rc = wf_store_append(d->store, d->run_id, &r, 1, NULL, NULL, NULL, NULL);
+        wf_store_rec recs[64];
+        for (uint32_t i = 0; i < d->sn; i++) {
+            size_t end = i + 1 < d->sn ? d->soff[i + 1] : d->slen;
+            put_be64(d->sbuf + d->soff[i], d->sseq + i);
+            recs[i] = (wf_store_rec){WF_STORE_REC_EVENT, d->sbuf + d->soff[i], end - d->soff[i]};
+        }
+        rc = wf_store_append(d->store, d->run_id, recs, d->sn, NULL, NULL, NULL, NULL);
         if (rc == 0)
-            d->sseq++; /* a number only for a record queued: no gap */
+            d->sseq += d->sn;
     }
-    pthread_mutex_unlock(&d->sm);
-    wf__free_mem(b);
-    /* WF_ESTATE: the run's result is queued (it ends), the event would come after it */
+    d->sn = 0;
+    d->slen = 0;
+    return rc;
+}
+
+static void flush_log(wf__drun *d, int rc)
+{
+    /* WF_ESTATE: the run's result is queued (it ended), or it was released */
     if (rc < 0 && rc != WF_ESTATE)
-        wf__log(run->ex, WF_LOG_ERROR, "durable run '%s': a streamed event not journaled: %s",
+        wf__log(d->ex, WF_LOG_ERROR, "durable run '%s': streamed events not journaled: %s",
                 d->run_id, wf_err_name(rc));
+}
+
+void wf__stream_flush(wf__drun *d)
+{
+    if (d == NULL || d->store == NULL)
+        return;
+    pthread_mutex_lock(&d->sm);
+    int rc = flush_locked(d);
+    pthread_mutex_unlock(&d->sm);
+    flush_log(d, rc);
+}
+
+void wf__durable_stream(wf__run *run, const wf_event *ev)
+{
+    wf__drun *d = run->dur;
+    if (d->store == NULL)
+        return;
+    void *eb = NULL;
+    size_t el = 0;
+    int rc = wf_event_to_msgpack(ev, &eb, &el);
+    if (rc < 0) {
+        flush_log(d, rc == WF_ESTATE ? WF_EINTERNAL : rc);
+        return;
+    }
+    pthread_mutex_lock(&d->sm);
+    if (d->slen + 8 + el > d->scap) {
+        size_t nc = d->scap ? d->scap : 4096;
+        while (nc < d->slen + 8 + el)
+            nc *= 2;
+        unsigned char *nb = wf__realloc(d->sbuf, nc);
+        if (nb == NULL) {
+            pthread_mutex_unlock(&d->sm);
+            wf_free(eb);
+            flush_log(d, WF_ENOMEM);
+            return;
+        }
+        d->sbuf = nb;
+        d->scap = nc;
+    }
+    d->soff[d->sn++] = (uint32_t)d->slen;
+    memset(d->sbuf + d->slen, 0, 8);
+    memcpy(d->sbuf + d->slen + 8, eb, el);
+    d->slen += 8 + el;
+    rc = 0;
+    if (d->sn == 64 || d->slen >= 65536)
+        rc = flush_locked(d);
+    pthread_mutex_unlock(&d->sm);
+    wf_free(eb);
+    flush_log(d, rc);
 }
 
 /* ------------------------------------------------------------ reading */

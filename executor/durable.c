@@ -135,6 +135,7 @@ void wf__drun_free(wf__drun *d)
         return;
     pthread_mutex_destroy(&d->m);
     pthread_mutex_destroy(&d->sm);
+    wf__free_mem(d->sbuf);
     wf__free_mem(d->run_id);
     wf__free_mem(d);
 }
@@ -402,6 +403,7 @@ static void release_one(wf__drun *d, wf__run *run)
     pthread_mutex_lock(&d->m); /* no send gets in meanwhile */
     if (!atomic_load(&d->poked) && run_quiescent(run)) {
         atomic_store(&d->releasing, 1);
+        wf__stream_flush(d); /* before the store closes the run's journal */
         int rc = wf_store_release(d->store, d->run_id);
         if (rc == 0) {
             (void)wf_handler_cancel((wf_handler *)run); /* ends it without a result */
@@ -468,6 +470,7 @@ out:
     size_t nidle = 0;
     uint32_t idle_ms = force ? 0 : du->p.idle_release_ms;
     for (size_t i = 0; i < n; i++) {
+        wf__stream_flush(ps[i].d); /* its streamed events since the last pass */
         if (checkpoint_one(ps[i].d, ps[i].run, force, idle_ms)) {
             pick t = ps[nidle];
             ps[nidle++] = ps[i];
@@ -632,6 +635,8 @@ int wf__durable_end(wf__run *run, int status, wf_event *result, int code, const 
         drun_retire(d);
         return 0;
     }
+    /* its streamed events go before its result (the store takes nothing after it) */
+    wf__stream_flush(d);
     pthread_mutex_lock(&ex->runs_lock);
     int closing = ex->shutting_down;
     pthread_mutex_unlock(&ex->runs_lock);
