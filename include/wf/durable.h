@@ -132,8 +132,9 @@ WF_API int wf_durable_result(wf_executor *ex, wf_workflow *wf, const char *run_i
  * 0, 1, 2, ... per run. The numbers of the committed events have no gap
  * and no duplicate, also across a crash: steps that run again after a
  * recovery stream again, under new numbers. A reader sees committed events
- * only (each within about one commit round of being streamed), in number
- * order; after the last event of a finished run comes its terminal event
+ * only (each within checkpoint_ms plus a commit round of being streamed:
+ * a run's records are appended 64 at a time or at the next checkpoint
+ * pass, and always before its result), in number order; after the last event of a finished run comes its terminal event
  * (the StopEvent, or the failed/timed-out/cancelled event), numbered after
  * the last streamed one, then WF_ECLOSED. Events the handler's ring drops
  * (full, or stream_capacity 0) are journaled all the same: the ring bounds
