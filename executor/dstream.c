@@ -162,6 +162,12 @@ void wf__durable_stream(wf__run *run, const wf_event *ev)
         return;
     }
     pthread_mutex_lock(&d->sm);
+    if (d->soff == NULL && (d->soff = wf__malloc(64 * sizeof *d->soff)) == NULL) {
+        pthread_mutex_unlock(&d->sm);
+        wf_free(eb);
+        flush_log(d, WF_ENOMEM);
+        return;
+    }
     if (d->slen + 8 + el > d->scap) {
         size_t nc = d->scap ? d->scap : 4096;
         while (nc < d->slen + 8 + el)

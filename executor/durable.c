@@ -136,6 +136,7 @@ void wf__drun_free(wf__drun *d)
     pthread_mutex_destroy(&d->m);
     pthread_mutex_destroy(&d->sm);
     wf__free_mem(d->sbuf);
+    wf__free_mem(d->soff);
     wf__free_mem(d->run_id);
     wf__free_mem(d);
 }

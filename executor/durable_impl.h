@@ -38,7 +38,7 @@ typedef struct wf__drun {
     int sknown;    /* sseq is known (a recovered run counts its committed events first) */
     unsigned char *sbuf; /* stream records not appended yet, each an 8-byte gap + the event */
     size_t slen, scap;
-    uint32_t soff[64]; /* where each buffered record starts in sbuf */
+    uint32_t *soff;    /* where each buffered record starts in sbuf (64; made on first use) */
     uint32_t sn;       /* records buffered */
 } wf__drun;
 
