@@ -869,13 +869,27 @@ static int check_schema(sstore *s, char **message)
 {
     sqlite3 *db = s->wdb;
     int64_t app = 0, ver = 0, tables = 0;
-    int rc = pragma_int(db, "PRAGMA application_id", &app);
+    /*
+     * The three reads in one read transaction: read one by one, a process
+     * creating the file meanwhile could commit between them (application_id
+     * still 0, tables there: refused as another program's file).
+     */
+    int rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = pragma_int(db, "PRAGMA application_id", &app);
     if (rc == SQLITE_OK)
         rc = pragma_int(db, "PRAGMA user_version", &ver);
     if (rc == SQLITE_OK)
         rc = pragma_int(db, "SELECT count(*) FROM sqlite_master", &tables);
-    if (rc != SQLITE_OK)
-        goto sqlfail;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        if (message)
+            *message = msgf("%s: %s", s->path, sqlite3_errmsg(db));
+        if (!sqlite3_get_autocommit(db))
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return wf__sql_map_rc(rc) ? wf__sql_map_rc(rc) : WF_EINTERNAL;
+    }
     if (app == 0 && ver == 0 && tables == 0) {
         /* A new file: create the schema; another process may race us, so re-check inside. */
         rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
@@ -1055,14 +1069,26 @@ int wf__sqlite_open(wf_store **out, const char *path, const wf_store_params *par
         const char *sync = s->p.commit == WF_STORE_COMMIT_OFF ? "PRAGMA synchronous = OFF"
                                                               : "PRAGMA synchronous = FULL";
         sqlite3_stmt *st;
-        rc = sqlite3_prepare_v2(s->wdb, "PRAGMA journal_mode = WAL", -1, &st, NULL);
-        if (rc == SQLITE_OK) {
-            rc = sqlite3_step(st);
-            const unsigned char *mode = rc == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;
-            rc = mode && strcmp((const char *)mode, "wal") == 0 ? SQLITE_OK
-                 : rc == SQLITE_ROW                             ? SQLITE_CANTOPEN
-                                                                : rc;
-            sqlite3_finalize(st);
+        /*
+         * Switching a new file to WAL takes an exclusive lock, and SQLite
+         * reports SQLITE_BUSY at once (no busy handler) while another
+         * process opening the same new file holds one: try again for up to
+         * the busy timeout.
+         */
+        for (int64_t waited = 0;; waited += 5) {
+            rc = sqlite3_prepare_v2(s->wdb, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+            if (rc == SQLITE_OK) {
+                rc = sqlite3_step(st);
+                const unsigned char *mode = rc == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;
+                rc = mode && strcmp((const char *)mode, "wal") == 0 ? SQLITE_OK
+                     : rc == SQLITE_ROW                             ? SQLITE_CANTOPEN
+                                                                    : rc;
+                sqlite3_finalize(st);
+            }
+            if (rc != SQLITE_BUSY || waited >= (int64_t)s->p.busy_timeout_ms)
+                break;
+            struct timespec ts = {0, 5 * 1000000L};
+            nanosleep(&ts, NULL);
         }
         if (rc == SQLITE_OK)
             rc = sqlite3_exec(s->wdb, sync, NULL, NULL, NULL);
