@@ -1,10 +1,18 @@
 /*
  * idle.c: idle release. --runs durable runs each wait for an answer from
  * outside; with idle_release_ms 50 they are checkpointed, released in the
- * store and leave memory. Measures the heap bytes in use per released run
- * (mallinfo2, after minus before, over the runs), the time until all are
- * released, and answers per second to released runs (each sent by id from
- * --senders threads: the run is claimed, loaded and continued).
+ * store and leave memory. Measures, per released run (after minus before,
+ * over the runs, after a first round that warms every cache): the heap in
+ * use in every malloc arena (malloc_info; after wf_alloc_trim and
+ * malloc_trim, once the heap has stopped shrinking: a released run's last
+ * references go a moment after it left the durable table), the part of it
+ * wf allocated (counted by allocation hooks), the main arena alone
+ * (mallinfo2) and the resident set (/proc/self/statm); then the time until
+ * all are released, and answers per second to released runs (each sent by
+ * id from --senders threads: the run is claimed, loaded and continued).
+ * IDLE_MALLOC_STATS=1 prints malloc_stats() after the release;
+ * IDLE_EXIT_RELEASED=S exits S seconds after it (for heaptrack: what is
+ * still allocated then).
  * Usage: idle [--runs N] [--threads T] [--senders S] [--dir DIR]
  */
 #include <wf/wf.h>
@@ -13,9 +21,85 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/*
+ * Heap bytes in use in every malloc arena (mallinfo2 sees the main arena
+ * only, and the workers and the store's writer allocate in their own):
+ * malloc_info's totals after the last heap, system + mmapped - free.
+ */
+static double heap_in_use(void)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return 0;
+    malloc_info(0, f);
+    fclose(f);
+    const char *t = buf, *h;
+    while ((h = strstr(t, "</heap>")) != NULL)
+        t = h + 7;
+    double fast = 0, rest = 0, mmapped = 0, current = 0;
+    const char *q;
+    if ((q = strstr(t, "<total type=\"fast\"")) && (q = strstr(q, "size=\"")))
+        fast = atof(q + 6);
+    if ((q = strstr(t, "<total type=\"rest\"")) && (q = strstr(q, "size=\"")))
+        rest = atof(q + 6);
+    if ((q = strstr(t, "<total type=\"mmap\"")) && (q = strstr(q, "size=\"")))
+        mmapped = atof(q + 6);
+    if ((q = strstr(t, "<system type=\"current\"")) && (q = strstr(q, "size=\"")))
+        current = atof(q + 6);
+    free(buf);
+    return current + mmapped - fast - rest;
+}
+
+/* Bytes wf holds from malloc (its allocation hooks count them). */
+static atomic_llong wf_bytes;
+
+static void *h_malloc(size_t n, void *u)
+{
+    (void)u;
+    void *p = malloc(n);
+    if (p)
+        atomic_fetch_add(&wf_bytes, (long long)malloc_usable_size(p));
+    return p;
+}
+
+static void *h_realloc(void *p, size_t n, void *u)
+{
+    (void)u;
+    long long old = p ? (long long)malloc_usable_size(p) : 0;
+    void *q = realloc(p, n);
+    if (q)
+        atomic_fetch_add(&wf_bytes, (long long)malloc_usable_size(q) - old);
+    return q;
+}
+
+static void h_free(void *p, void *u)
+{
+    (void)u;
+    if (p)
+        atomic_fetch_sub(&wf_bytes, (long long)malloc_usable_size(p));
+    free(p);
+}
+
+/* Resident set size, bytes (/proc/self/statm). */
+static double rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, res = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &size, &res) != 2)
+            res = 0;
+        fclose(f);
+    }
+    return (double)res * (double)sysconf(_SC_PAGESIZE);
+}
 
 static const wf_event_type *T_START, *T_ANSWER, *T_ASKED;
 static wf_executor *ex;
@@ -64,6 +148,7 @@ static void *send_range(void *arg)
 
 typedef struct cycle_out {
     double per_run, per_run_live, t_started, t_released, t_answered, t_done;
+    double heap_per_run, rss_per_run, heap_per_live_run, wf_per_run;
     int ok;
 } cycle_out;
 
@@ -71,8 +156,11 @@ typedef struct cycle_out {
 static cycle_out cycle(wf_workflow *wf, long senders)
 {
     cycle_out o = {0};
+    wf_alloc_trim(); /* wf's block cache keeps freed blocks for reuse: hand them back first */
     malloc_trim(0);
     size_t before = mallinfo2().uordblks;
+    double hbefore = heap_in_use(), rbefore = rss_bytes();
+    double wbefore = (double)atomic_load(&wf_bytes);
     double t0 = bench_now();
     char id[32];
     for (long k = 0; k < runs; k++) {
@@ -86,13 +174,42 @@ static cycle_out cycle(wf_workflow *wf, long senders)
     }
     o.t_started = bench_now() - t0;
     size_t peak = mallinfo2().uordblks;
+    double hpeak = heap_in_use();
     while (wf_durable_in_memory(ex) > 0) {
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }
     o.t_released = bench_now() - t0;
+    /*
+     * Out of the table is not yet freed: a released run's last references
+     * (the checkpoint pass's, the engine's running unit) go a moment later.
+     * Wait until the heap stops shrinking (4 readings 100 ms apart within 64 KiB).
+     */
+    for (double prev = heap_in_use(), now;; prev = now) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+        wf_alloc_trim();
+        now = heap_in_use();
+        static int calm = 0;
+        calm = prev - now < 65536 ? calm + 1 : 0;
+        if (calm >= 4) {
+            calm = 0;
+            break;
+        }
+    }
+    wf_alloc_trim();
     malloc_trim(0);
     size_t after = mallinfo2().uordblks;
+    o.heap_per_run = (heap_in_use() - hbefore) / (double)runs;
+    o.heap_per_live_run = (hpeak - hbefore) / (double)runs;
+    o.rss_per_run = (rss_bytes() - rbefore) / (double)runs;
+    o.wf_per_run = ((double)atomic_load(&wf_bytes) - wbefore) / (double)runs;
+    if (getenv("IDLE_MALLOC_STATS"))
+        malloc_stats();
+    if (getenv("IDLE_EXIT_RELEASED")) { /* for heaptrack: what is still allocated now */
+        sleep((unsigned)atoi(getenv("IDLE_EXIT_RELEASED")));
+        _exit(0);
+    }
     o.per_run = ((double)after - (double)before) / (double)runs;
     o.per_run_live = ((double)peak - (double)before) / (double)runs;
     double t1 = bench_now();
@@ -122,6 +239,9 @@ static cycle_out cycle(wf_workflow *wf, long senders)
 
 int main(int argc, char **argv)
 {
+    static const wf_alloc_hooks hooks = {h_malloc, h_realloc, h_free, NULL};
+    if (wf_set_alloc_hooks(&hooks) < 0)
+        return 1;
     runs = bench_arg(argc, argv, "--runs", 100000);
     long threads = bench_arg(argc, argv, "--threads", 2);
     long senders = bench_arg(argc, argv, "--senders", 64);
@@ -171,12 +291,16 @@ int main(int argc, char **argv)
     prefix = "idle";
     cycle_out o = cycle(wf, senders);
     int ok = w.ok && o.ok;
-    char extra[400];
+    char extra[800];
     snprintf(extra, sizeof extra,
              ",\"runs\":%ld,\"heap_bytes_per_released_run\":%.1f,\"heap_bytes_per_live_run\":%.1f,"
+             "\"main_arena_bytes_per_released_run\":%.1f,\"rss_bytes_per_released_run\":%.1f,"
+             "\"wf_bytes_per_released_run\":%.1f,\"first_round_heap_bytes_per_released_run\":%.1f,"
+             "\"first_round_rss_bytes_per_released_run\":%.1f,"
              "\"start_s\":%.3f,\"all_released_s\":%.3f,\"answers_per_s\":%.0f,\"answer_s\":%.3f,"
              "\"senders\":%ld",
-             runs, o.per_run, o.per_run_live, o.t_started, o.t_released,
+             runs, o.heap_per_run, o.heap_per_live_run, o.per_run, o.rss_per_run, o.wf_per_run,
+             w.heap_per_run, w.rss_per_run, o.t_started, o.t_released,
              (double)runs / o.t_answered, o.t_done, senders);
     bench_report("idle", "wf-durable", threads, runs, o.t_done, runs, ok, extra);
     wf_executor_free(ex);

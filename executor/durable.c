@@ -115,7 +115,9 @@ wf__drun *wf__drun_new(const char *run_id, struct wf_executor *ex, wf_store *sto
     d->h = wf__fnv(run_id, strlen(run_id), FNV0);
     d->ex = ex;
     d->store = store;
+    d->sknown = 1; /* a new run streams from 0; recover.c says otherwise */
     pthread_mutex_init(&d->m, NULL);
+    pthread_mutex_init(&d->sm, NULL);
     return d;
 }
 
@@ -132,6 +134,9 @@ void wf__drun_free(wf__drun *d)
     if (d == NULL)
         return;
     pthread_mutex_destroy(&d->m);
+    pthread_mutex_destroy(&d->sm);
+    wf__free_mem(d->sbuf);
+    wf__free_mem(d->soff);
     wf__free_mem(d->run_id);
     wf__free_mem(d);
 }
@@ -291,6 +296,41 @@ static int run_quiescent(wf__run *run)
     return ok;
 }
 
+/*
+ * Nothing of run runs or waits to run (no event queued or in progress, no
+ * retry or async step pending): only an event from outside, or a waiter's
+ * timeout, moves it on. The store shows such a run WAITING.
+ */
+static int run_waits_outside(wf__run *run)
+{
+    if (wf__run_ended(run))
+        return 0;
+    for (uint32_t i = 0; i < run->nsteps; i++)
+        if (wf__step_count(run, i) != 0)
+            return 0;
+    pthread_mutex_lock(&run->mu);
+    int ok = run->retries == NULL;
+    pthread_mutex_unlock(&run->mu);
+    pthread_mutex_lock(&run->collect_lock);
+    ok = ok && run->pending == NULL;
+    pthread_mutex_unlock(&run->collect_lock);
+    return ok;
+}
+
+/* The store's status of d follows run (under d->m): WAITING while it waits for the outside. */
+static void note_waiting(wf__drun *d, int waiting)
+{
+    if (waiting == d->waiting)
+        return;
+    int rc = wf_store_set_status(d->store, d->run_id, waiting ? WF_STORE_WAITING : WF_STORE_RUNNING,
+                                 NULL);
+    if (rc == 0)
+        d->waiting = waiting;
+    else if (rc != WF_ESTATE) /* ESTATE: its result is queued, the status with it */
+        wf__log(d->ex, WF_LOG_WARN, "durable run '%s': status not queued: %s", d->run_id,
+                wf_err_name(rc));
+}
+
 /* Checkpoints d's run; 1 if it is idle long enough to be released (idle_ms > 0). */
 static int checkpoint_one(wf__drun *d, wf__run *run, int force, uint32_t idle_ms)
 {
@@ -334,6 +374,8 @@ static int checkpoint_one(wf__drun *d, wf__run *run, int force, uint32_t idle_ms
             wf__log(d->ex, WF_LOG_ERROR, "durable run '%s': checkpoint failed: %s", d->run_id,
                     wf_err_name(rc));
         }
+        if (rc == 0)
+            note_waiting(d, run_waits_outside(run));
         wf_free(b);
     }
     pthread_mutex_unlock(&d->m);
@@ -362,6 +404,7 @@ static void release_one(wf__drun *d, wf__run *run)
     pthread_mutex_lock(&d->m); /* no send gets in meanwhile */
     if (!atomic_load(&d->poked) && run_quiescent(run)) {
         atomic_store(&d->releasing, 1);
+        wf__stream_flush(d); /* before the store closes the run's journal */
         int rc = wf_store_release(d->store, d->run_id);
         if (rc == 0) {
             (void)wf_handler_cancel((wf_handler *)run); /* ends it without a result */
@@ -428,6 +471,7 @@ out:
     size_t nidle = 0;
     uint32_t idle_ms = force ? 0 : du->p.idle_release_ms;
     for (size_t i = 0; i < n; i++) {
+        wf__stream_flush(ps[i].d); /* its streamed events since the last pass */
         if (checkpoint_one(ps[i].d, ps[i].run, force, idle_ms)) {
             pick t = ps[nidle];
             ps[nidle++] = ps[i];
@@ -592,6 +636,8 @@ int wf__durable_end(wf__run *run, int status, wf_event *result, int code, const 
         drun_retire(d);
         return 0;
     }
+    /* its streamed events go before its result (the store takes nothing after it) */
+    wf__stream_flush(d);
     pthread_mutex_lock(&ex->runs_lock);
     int closing = ex->shutting_down;
     pthread_mutex_unlock(&ex->runs_lock);
@@ -656,6 +702,7 @@ int wf__durable_send(wf__run *run, wf_event *ev, const char *target)
         return wf__set_error(WF_ESTATE, "durable run '%s' has ended: the event was dropped",
                              d->run_id);
     }
+    note_waiting(d, 0); /* answered: RUNNING again, queued before the event */
     rc = journal_send(d, ev, target);
     atomic_store(&d->poked, 1);
     if (rc < 0) {
@@ -843,7 +890,23 @@ static int open_or_wake(wf_executor *ex, const char *run_id, wf_handler **h)
     if (rc == WF_ENOTFOUND) {
         wf_store_run_info info = {0};
         int r = wf_store_get_run(du->store, run_id, &info);
-        if (r == 0 && info.status == WF_STORE_RELEASED) {
+        if (r == WF_ENOTFOUND) {
+            rc = wf__set_error(WF_ENOTFOUND, "no durable run '%s' in memory or in the store",
+                               run_id);
+        } else if (r < 0) {
+            rc = r;
+        } else if (info.status >= WF_STORE_DONE) {
+            rc = wf__set_error(WF_ESTATE, "durable run '%s' has finished (wf_durable_result)",
+                               run_id);
+        } else if (wf__drun_listed(run_id)) {
+            rc = wf__set_error(WF_EBUSY, "durable run '%s' is in memory in another executor of "
+                                         "this process", run_id);
+        } else {
+            /*
+             * Released, or in flight and not in memory here: its lease is
+             * free or ours (a run this store's owner left, not recovered
+             * yet), or another owner's. The claim decides, as recovery does.
+             */
             wf_workflow *wf = NULL;
             pthread_mutex_lock(&du->wmu);
             for (size_t i = 0; i < du->nwfs && wf == NULL; i++)
@@ -851,16 +914,32 @@ static int open_or_wake(wf_executor *ex, const char *run_id, wf_handler **h)
                     wf = du->wfs[i];
             pthread_mutex_unlock(&du->wmu);
             char *why = NULL;
-            r = wf ? wf__recover_one(ex, du->store, wf, run_id, &why) : WF_ENOTFOUND;
-            if (r == 1)
+            r = wf ? wf__recover_one(ex, du->store, wf, run_id, &why)
+                   : info.owner ? 0 /* held, by whoever: its owner's business */
+                                : WF_ENOTFOUND;
+            if (r == 1 || r == WF_EEXIST) { /* EEXIST: wf_executor_recover loaded it meanwhile */
                 rc = wf_handler_open(ex, run_id, h);
-            else if (r < 0)
-                rc = wf__set_error(r, "released run '%s' could not be loaded: %s", run_id,
-                                   wf ? (why ? why : wf_err_name(r))
-                                      : "its workflow is not known to this executor");
-            else
-                rc = wf__set_error(WF_ELEASE, "released run '%s' is held by another owner",
+            } else if (r == 0 || r == WF_ELEASE) {
+                wf_store_run_info now = {0};
+                if (wf_store_get_run(du->store, run_id, &now) == 0) {
+                    wf_store_run_info_clear(&info);
+                    info = now;
+                }
+                rc = wf__set_error(WF_EBUSY,
+                                   "durable run '%s' is owned by '%s' (another process; lease "
+                                   "until %lld ms since the epoch): send it there, or after the "
+                                   "lease expires",
+                                   run_id, info.owner ? info.owner : "?",
+                                   (long long)info.lease_until_ms);
+            } else if (r == 2) {
+                rc = wf__set_error(WF_ENOTFOUND, "durable run '%s' never durably started",
                                    run_id);
+            } else if (r < 0) {
+                rc = wf__set_error(r, "durable run '%s' could not be loaded: %s", run_id,
+                                   wf ? (why ? why : wf_err_name(r))
+                                      : "its workflow is not known to this executor (start "
+                                        "or recover a run of it first)");
+            }
             wf__free_mem(why);
         }
         wf_store_run_info_clear(&info);

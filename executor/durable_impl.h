@@ -31,6 +31,15 @@ typedef struct wf__drun {
     atomic_int poked;   /* an event was sent to it: cut at the next pass */
     int64_t quiet_since; /* ms its checkpoint has not changed since (checkpoint thread) */
     atomic_int releasing; /* idle release: it leaves memory without a result */
+    int waiting;          /* the store shows it WAITING (under m) */
+    /* the durable stream (WF_STORE_REC_EVENT records): under sm, a leaf lock */
+    pthread_mutex_t sm;
+    uint64_t sseq; /* the number of the run's next streamed event */
+    int sknown;    /* sseq is known (a recovered run counts its committed events first) */
+    unsigned char *sbuf; /* stream records not appended yet, each an 8-byte gap + the event */
+    size_t slen, scap;
+    uint32_t *soff;    /* where each buffered record starts in sbuf (64; made on first use) */
+    uint32_t sn;       /* records buffered */
 } wf__drun;
 
 /* An executor's attached store and its checkpoint thread. */
@@ -67,5 +76,10 @@ int wf__durable_know(wf__durable *du, wf_workflow *wf);
 /* A WF_STORE_REC_SEND record: the event (owned) and target (owned, NULL: none). */
 int wf__send_decode(const wf_registry *reg, const void *data, size_t len, wf_event **ev,
                     char **target, char **message);
+
+/* Appends d's buffered stream records (under d->sm): at each checkpoint pass, the end, a release. */
+void wf__stream_flush(wf__drun *d);
+/* Streamed events of run_id committed in store, counting from the journal's end (next_seq). */
+int wf__stream_count(wf_store *store, const char *run_id, uint64_t next_seq, uint64_t *count);
 
 #endif

@@ -463,6 +463,8 @@ int wf__durable_end(wf__run *run, int status, wf_event *result, int code, const 
 int wf__durable_send(wf__run *run, wf_event *ev, const char *target);
 /* The run is freed: so is its durable record (NULL is fine). */
 void wf__durable_run_free(struct wf__drun *d);
+/* ev (borrowed, frozen) is streamed by a durable run: journaled as a numbered stream record. */
+void wf__durable_stream(wf__run *run, const wf_event *ev);
 
 /* ------------------------------------------------- route.c: delivery */
 

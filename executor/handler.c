@@ -22,6 +22,8 @@
 int wf__stream_push(wf__run *run, wf_event *ev)
 {
     wf_event_freeze(ev);
+    if (run->dur && !wf__run_ended(run))
+        wf__durable_stream(run, ev); /* the durable stream, numbered (durable.c) */
     if (run->stream_to && !wf__run_ended(run))
         wf__child_forward(run, ev); /* a child workflow's stream goes to its parent's too */
     pthread_mutex_lock(&run->mu);

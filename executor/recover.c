@@ -114,6 +114,7 @@ int wf__recover_one(struct wf_executor *ex, wf_store *store, wf_workflow *wf, co
 {
     wf_store_run_info ci = {0};
     int rc = wf_store_claim(store, run_id, &ci);
+    int waiting = ci.status == WF_STORE_WAITING;
     wf_store_run_info_clear(&ci);
     if (rc == WF_ELEASE)
         return 0;
@@ -167,6 +168,10 @@ int wf__recover_one(struct wf_executor *ex, wf_store *store, wf_workflow *wf, co
         return 2;
     }
     wf__drun *d = wf__drun_new(run_id, ex, store);
+    if (d) {
+        d->waiting = waiting; /* as the store shows it */
+        d->sknown = 0;        /* its stream goes on after the committed events (dstream.c) */
+    }
     rc = d ? wf__drun_insert(d) : WF_ENOMEM;
     if (rc < 0) {
         wf__drun_free(d);
@@ -254,6 +259,8 @@ static void *recover_worker(void *arg)
             j->info->busy++;
         else if (r == 2)
             j->info->forgotten++;
+        else if (r == WF_EEXIST)
+            ; /* a send by id loaded it meanwhile (durable.c): in memory here, not a failure */
         else
             note(j->message, &j->info->failed, "run '%s' (workflow '%s') not recovered: %s", id,
                  wname, why ? why : "?");

@@ -17,6 +17,11 @@
 /* A journal row holds up to this many bytes of one run's records of one round (more: more rows). */
 #define CHUNK_BYTES (256 * 1024)
 #define MAX_RECS    65536
+/* Reader connections kept open between reads, and each one's page cache (KiB). */
+#define READERS_IDLE    64
+#define READER_CACHE_KIB 128
+#define WF__STR_(x)     #x
+#define WF__STR(x)      WF__STR_(x)
 
 /* ------------------------------------------------------------ structures */
 
@@ -126,6 +131,7 @@ typedef struct sstore {
 
     pthread_mutex_t rmu;
     reader *readers; /* rmu: idle reader connections */
+    size_t nreaders; /* rmu: how many (at most READERS_IDLE) */
 } sstore;
 
 int64_t wf__sql_mono_ms(void);

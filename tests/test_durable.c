@@ -8,6 +8,9 @@
  * starts a new one on the same store; at the end every run has exactly one
  * right result and the side effects, applied through idempotency keys,
  * are each there once. WF_DURABLE_RUNS and WF_DURABLE_KILLS scale it.
+ * Also: idle release (WF_DURABLE_IDLE runs), the durable stream read by
+ * run id from a cursor (finished, live, across a SIGKILL), the WAITING
+ * status in the store, and a send to a run another process owns.
  * Builds against tests/harness.h under TSan (WF_PLAIN_TESTS).
  */
 #include "harness.h"
@@ -719,7 +722,7 @@ static uint32_t count_status(wf_store *s, int32_t status)
 
 Test(durable, idle_runs_are_released_and_answered_by_id, .timeout = 240)
 {
-    int nruns = env_int("WF_DURABLE_IDLE", 2000);
+    int nruns = env_int("WF_DURABLE_IDLE", 20000); /* ~30 s; 100,000 passes in ~150 s */
     tdir t;
     tdir_make(&t);
     snprintf(g_fx, sizeof g_fx, "%s", t.fx);
@@ -784,4 +787,442 @@ Test(durable, idle_runs_are_released_and_answered_by_id, .timeout = 240)
     wf_store_free(s);
     wf_workflow_free(wf);
     rm_dir(t.dir);
+}
+
+/* ------------------------------------------------------ the durable stream */
+
+/*
+ * The ticker: start{n, w} -> tick streams Tick{i} for i = 0 .. n-1 (one
+ * invocation each, through Next{i}); after Tick{w} it asks (TAsked) and
+ * hold waits for an answer (TAnswer, sent by run id) before going on; the
+ * result is n. g_tick_us: work per tick (a pause inside the step).
+ */
+static const wf_event_type *K_START, *K_TICK, *K_NEXT, *K_ASKED, *K_ANSWER;
+static int g_tick_us;
+static pthread_mutex_t g_hold_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_hold_cv = PTHREAD_COND_INITIALIZER;
+static int g_hold = 0; /* 1: hold's invocation waits until the test sets it back to 0 */
+
+static int k_next(wf_ctx *ctx, int64_t i, int64_t n, int64_t w, wf_event **out)
+{
+    if (i >= n)
+        return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                                 wf_value_int(n));
+    int rc = wf_event_new2(out, K_NEXT, "i", wf_value_int(i), "n", wf_value_int(n));
+    if (rc == 0)
+        rc = wf_event_set(*out, "w", wf_value_int(w));
+    return rc;
+}
+
+static int k_tick(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t i = wf_event_type_of(in) == K_START ? 0 : geti(in, "i");
+    int64_t n = geti(in, "n"), w = geti(in, "w");
+    if (g_tick_us) {
+        struct timespec ts = {0, g_tick_us * 1000L}; /* the step's work */
+        nanosleep(&ts, NULL);
+    }
+    wf_event *t;
+    int rc = wf_event_new1(&t, K_TICK, "i", wf_value_int(i));
+    if (rc == 0)
+        rc = wf_ctx_write_event_to_stream(ctx, t);
+    if (rc < 0)
+        return rc;
+    if (i == w)
+        return wf_event_new2(out, K_ASKED, "i", wf_value_int(i), "n", wf_value_int(n));
+    return k_next(ctx, i + 1, n, w, out);
+}
+
+static int k_hold(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    const wf_event_type *want[2] = {K_ASKED, K_ANSWER};
+    wf_event *got[2];
+    int rc = wf_ctx_collect_events(ctx, in, want, 2, NULL, got);
+    if (rc == WF_EAGAIN)
+        return 0;
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&g_hold_mu);
+    while (g_hold)
+        pthread_cond_wait(&g_hold_cv, &g_hold_mu);
+    pthread_mutex_unlock(&g_hold_mu);
+    int64_t i = geti(got[0], "i"), n = geti(got[0], "n");
+    wf_event_release(got[0]);
+    wf_event_release(got[1]);
+    return k_next(ctx, i + 1, n, -1, out);
+}
+
+static wf_workflow *ticker_wf(void)
+{
+    wf_workflow *wf;
+    if (wf_workflow_new(&wf, "ticker", NULL) < 0)
+        return NULL;
+    K_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    const wf_event_type *stop = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    wf_workflow_event_type(wf, "Tick", NULL, &K_TICK);
+    wf_workflow_event_type(wf, "Next", NULL, &K_NEXT);
+    wf_workflow_event_type(wf, "TAsked", NULL, &K_ASKED);
+    wf_workflow_event_type(wf, "TAnswer", NULL, &K_ANSWER);
+    const wf_event_type *acc[2] = {K_START, K_NEXT};
+    const wf_event_type *em[3] = {K_NEXT, K_ASKED, stop};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = acc;
+    p.n_accepts = 2;
+    p.emits = em;
+    p.n_emits = 3;
+    int rc = wf_workflow_add_step(wf, "tick", k_tick, &p, NULL);
+    const wf_event_type *acc2[2] = {K_ASKED, K_ANSWER};
+    const wf_event_type *em2[2] = {K_NEXT, stop};
+    p.accepts = acc2;
+    p.emits = em2;
+    p.n_emits = 2;
+    rc |= wf_workflow_add_step(wf, "hold", k_hold, &p, NULL);
+    wf_workflow_set_validation(wf, 0); /* TAnswer comes from outside */
+    wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
+    return rc ? NULL : wf;
+}
+
+static wf_event *k_start(int64_t n, int64_t w)
+{
+    wf_event *e = NULL;
+    wf_event_new2(&e, K_START, "n", wf_value_int(n), "w", wf_value_int(w));
+    return e;
+}
+
+static wf_event *k_answer(void)
+{
+    wf_event *e = NULL;
+    wf_event_new(&e, K_ANSWER, 0);
+    return e;
+}
+
+/* Reads the next event of s (waiting): asserts it is Tick{seq} numbered want. */
+static void expect_tick(wf_durable_stream *s, uint64_t want)
+{
+    wf_event *ev = NULL;
+    uint64_t seq = UINT64_MAX;
+    int rc = wf_durable_stream_next(s, -1, &ev, &seq);
+    cr_assert_eq(rc, 0, "event %llu: %s (%s)", (unsigned long long)want, wf_err_name(rc),
+                 wf_last_error_message());
+    cr_assert_eq(seq, want);
+    cr_assert_eq(wf_event_type_of(ev), K_TICK, "event %llu: %s", (unsigned long long)want,
+                 wf_event_type_name_of(ev));
+    cr_assert_eq(geti(ev, "i"), (int64_t)want);
+    wf_event_release(ev);
+}
+
+/* Reads the terminal event: a StopEvent with result n, numbered want; then closed. */
+static void expect_end(wf_durable_stream *s, uint64_t want, int64_t n)
+{
+    wf_event *ev = NULL;
+    uint64_t seq = UINT64_MAX;
+    cr_assert_eq(wf_durable_stream_next(s, -1, &ev, &seq), 0);
+    cr_assert_eq(seq, want);
+    int64_t r = -1;
+    wf_value_get_int(wf_event_result(ev), &r);
+    cr_assert_eq(r, n);
+    wf_event_release(ev);
+    cr_assert_eq(wf_durable_stream_next(s, 0, &ev, &seq), WF_ECLOSED);
+    cr_assert_null(ev);
+    cr_assert_eq(wf_durable_stream_cursor(s), want + 1);
+}
+
+typedef struct kenv {
+    tdir t;
+    wf_workflow *wf;
+    wf_store *s;
+    wf_executor *ex;
+} kenv;
+
+static void kenv_open(kenv *e, const char *owner, int make_dir)
+{
+    if (make_dir)
+        tdir_make(&e->t);
+    e->wf = ticker_wf();
+    cr_assert_not_null(e->wf);
+    e->s = open_store(e->t.db, owner);
+    cr_assert_not_null(e->s);
+    e->ex = new_exec(2);
+    cr_assert_not_null(e->ex);
+    wf_durable_params dp;
+    wf_durable_params_init(&dp);
+    dp.checkpoint_ms = 5;
+    cr_assert_eq(wf_executor_attach_store(e->ex, e->s, &dp), 0);
+}
+
+static void kenv_close(kenv *e, int remove_dir)
+{
+    wf_executor_free(e->ex);
+    wf_store_free(e->s);
+    wf_workflow_free(e->wf);
+    if (remove_dir)
+        rm_dir(e->t.dir);
+}
+
+Test(durable, stream_of_a_finished_run_from_any_cursor, .timeout = 60)
+{
+    kenv e;
+    kenv_open(&e, "one", 1);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start_durable(e.ex, e.wf, NULL, "t", k_start(50, -1), NULL, &h, NULL), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    wf_handler_free(h);
+    /* from 0: the 50 ticks numbered 0..49, the StopEvent numbered 50, then closed */
+    wf_durable_stream *s;
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "t", 0, &s), 0);
+    cr_assert_eq(wf_durable_stream_cursor(s), 0);
+    for (uint64_t k = 0; k < 50; k++)
+        expect_tick(s, k);
+    expect_end(s, 50, 50);
+    wf_durable_stream_free(s);
+    /* from the middle */
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "t", 23, &s), 0);
+    for (uint64_t k = 23; k < 50; k++)
+        expect_tick(s, k);
+    expect_end(s, 50, 50);
+    wf_durable_stream_free(s);
+    /* the terminal event alone; after it: closed at once */
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "t", 50, &s), 0);
+    expect_end(s, 50, 50);
+    wf_durable_stream_free(s);
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "t", 51, &s), 0);
+    wf_event *ev = NULL;
+    cr_assert_eq(wf_durable_stream_next(s, -1, &ev, NULL), WF_ECLOSED);
+    wf_durable_stream_free(s);
+    /* past the end, a run the store does not have, bad arguments */
+    s = (wf_durable_stream *)&e; /* set to NULL by a failing open */
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "t", 52, &s), WF_ERANGE);
+    cr_assert_null(s);
+    cr_assert(strstr(wf_last_error_message(), "past its end"), "%s", wf_last_error_message());
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "t", UINT64_MAX, &s), WF_ERANGE);
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "nope", 0, &s), WF_ENOTFOUND);
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "", 0, &s), WF_EINVAL);
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, NULL, 0, &s), WF_EINVAL);
+    cr_assert_eq(wf_durable_stream_open(NULL, e.wf, "t", 0, &s), WF_EINVAL);
+    cr_assert_eq(wf_durable_stream_open(e.ex, NULL, "t", 0, &s), WF_EINVAL);
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "t", 0, NULL), WF_EINVAL);
+    cr_assert_eq(wf_durable_stream_next(NULL, 0, &ev, NULL), WF_EINVAL);
+    wf_durable_stream_free(NULL);
+    /* an executor without a store */
+    wf_executor *bare = new_exec(1);
+    cr_assert_eq(wf_durable_stream_open(bare, e.wf, "t", 0, &s), WF_ESTATE);
+    wf_executor_free(bare);
+    /* the journal holds the ticks as stream records (kind 2) beside the start event (3) */
+    kenv_close(&e, 1);
+}
+
+static int32_t status_of(wf_store *s, const char *id)
+{
+    wf_store_run_info info = {0};
+    cr_assert_eq(wf_store_get_run(s, id, &info), 0);
+    int32_t st = info.status;
+    wf_store_run_info_clear(&info);
+    return st;
+}
+
+/*
+ * A reader follows a live run by id; the run waits for an answer (the store
+ * shows it WAITING), is answered (RUNNING while the answer is handled),
+ * and its reader gets the rest and the end.
+ */
+Test(durable, stream_follows_a_waiting_run_and_the_store_shows_it_waiting, .timeout = 60)
+{
+    kenv e;
+    kenv_open(&e, "one", 1);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start_durable(e.ex, e.wf, NULL, "live", k_start(10, 4), NULL, &h, NULL),
+                 0);
+    wf_durable_stream *s;
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "live", 0, &s), 0);
+    for (uint64_t k = 0; k <= 4; k++)
+        expect_tick(s, k);
+    /* it waits for its answer: nothing more comes, and the store says WAITING */
+    wf_event *ev = NULL;
+    cr_assert_eq(wf_durable_stream_next(s, 0, &ev, NULL), WF_ETIMEDOUT);
+    while (status_of(e.s, "live") != WF_STORE_WAITING) {
+        struct timespec ts = {0, 2 * 1000000L};
+        nanosleep(&ts, NULL); /* polls the store until the checkpoint thread wrote it */
+    }
+    uint32_t nw = count_status(e.s, WF_STORE_WAITING);
+    cr_assert_eq(nw, 1);
+    wf_durable_stream *s2;
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "live", 6, &s2), WF_ERANGE);
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "live", 5, &s2), 0);
+    cr_assert_eq(wf_durable_stream_next(s2, 0, &ev, NULL), WF_ETIMEDOUT);
+    /* answered: RUNNING while the answer is handled (hold is held) */
+    pthread_mutex_lock(&g_hold_mu);
+    g_hold = 1;
+    pthread_mutex_unlock(&g_hold_mu);
+    cr_assert_eq(wf_durable_send(e.ex, "live", k_answer(), NULL), 0);
+    cr_assert_eq(wf_store_flush(e.s), 0);
+    cr_assert_eq(status_of(e.s, "live"), WF_STORE_RUNNING);
+    pthread_mutex_lock(&g_hold_mu);
+    g_hold = 0;
+    pthread_cond_broadcast(&g_hold_cv);
+    pthread_mutex_unlock(&g_hold_mu);
+    for (uint64_t k = 5; k < 10; k++) {
+        expect_tick(s, k);
+        expect_tick(s2, k);
+    }
+    expect_end(s, 10, 10);
+    expect_end(s2, 10, 10);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    cr_assert_eq(status_of(e.s, "live"), WF_STORE_DONE);
+    wf_handler_free(h);
+    wf_durable_stream_free(s);
+    wf_durable_stream_free(s2);
+    kenv_close(&e, 1);
+}
+
+/* A child process streams; it is SIGKILLed mid-run; the parent recovers the run. */
+Test(durable, stream_numbers_survive_a_sigkill, .timeout = 120)
+{
+    const int64_t n = 3000;
+    kenv e;
+    tdir_make(&e.t);
+    g_tick_us = 300;
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        kenv c;
+        c.t = e.t;
+        c.wf = ticker_wf();
+        c.s = open_store(c.t.db, "kill");
+        c.ex = new_exec(2);
+        if (!c.wf || !c.s || !c.ex)
+            _exit(10);
+        wf_durable_params dp;
+        wf_durable_params_init(&dp);
+        dp.checkpoint_ms = 5;
+        wf_handler *h;
+        if (wf_executor_attach_store(c.ex, c.s, &dp) < 0 ||
+            wf_run_start_durable(c.ex, c.wf, NULL, "k", k_start(n, -1), NULL, &h, NULL) < 0)
+            _exit(11);
+        wf_handler_wait(h, -1, NULL);
+        _exit(12); /* never: it is killed first */
+    }
+    kenv_open(&e, "kill", 0); /* the same owner: its runs are ours to recover */
+    wf_store_run_info info = {0};
+    while (wf_store_get_run(e.s, "k", &info) == WF_ENOTFOUND) {
+        struct timespec ts = {0, 2 * 1000000L};
+        nanosleep(&ts, NULL); /* polls the store until the child created the run */
+    }
+    wf_store_run_info_clear(&info);
+    wf_durable_stream *s;
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "k", 0, &s), 0);
+    uint64_t want = 0;
+    for (; want < 300; want++)
+        expect_tick(s, want);
+    kill(pid, SIGKILL);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFSIGNALED(st), "the child ended by itself: %d", WEXITSTATUS(st));
+    int32_t rst;
+    void *data = NULL;
+    size_t len;
+    cr_assert_eq(wf_store_get_result(e.s, "k", &rst, &data, &len), WF_EAGAIN,
+                 "the run finished before the kill: the test proves nothing");
+    /* recovered here; the same reader goes on across the crash */
+    wf_recover_info ri;
+    cr_assert_eq(wf_executor_recover(e.ex, &e.wf, 1, &ri, NULL), 0);
+    cr_assert_eq(ri.resumed, 1);
+    char *seen = calloc((size_t)n, 1);
+    cr_assert_not_null(seen);
+    memset(seen, 1, 300);
+    uint64_t again = 0;
+    for (;;) {
+        wf_event *ev = NULL;
+        uint64_t seq = UINT64_MAX;
+        int rc = wf_durable_stream_next(s, -1, &ev, &seq);
+        cr_assert_eq(rc, 0, "after %llu: %s", (unsigned long long)want, wf_err_name(rc));
+        cr_assert_eq(seq, want, "a gap or a duplicate number: %llu after %llu",
+                     (unsigned long long)seq, (unsigned long long)want);
+        want++;
+        if (wf_event_type_of(ev) != K_TICK) {
+            int64_t r = -1;
+            wf_value_get_int(wf_event_result(ev), &r);
+            cr_assert_eq(r, n);
+            wf_event_release(ev);
+            break;
+        }
+        int64_t i = geti(ev, "i");
+        cr_assert(i >= 0 && i < n);
+        again += seen[i];
+        seen[i] = 1;
+        wf_event_release(ev);
+    }
+    wf_event *ev = NULL;
+    cr_assert_eq(wf_durable_stream_next(s, 0, &ev, NULL), WF_ECLOSED);
+    for (int64_t i = 0; i < n; i++)
+        cr_assert(seen[i], "tick %lld never streamed", (long long)i);
+    /* ticks after the last checkpoint ran again, under new numbers */
+    cr_assert_eq(want, (uint64_t)n + again + 1);
+    fprintf(stderr, "stream across a SIGKILL: %llu events, %llu streamed again\n",
+            (unsigned long long)want, (unsigned long long)again);
+    free(seen);
+    wf_durable_stream_free(s);
+    /* a new reader from the middle of the committed stream */
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "k", want / 2, &s), 0);
+    uint64_t seq = 0;
+    cr_assert_eq(wf_durable_stream_next(s, -1, &ev, &seq), 0);
+    cr_assert_eq(seq, want / 2);
+    wf_event_release(ev);
+    wf_durable_stream_free(s);
+    g_tick_us = 0;
+    kenv_close(&e, 1);
+}
+
+/* A send by id to a run another live process holds: WF_EBUSY naming the owner. */
+Test(durable, send_to_a_run_another_process_owns, .timeout = 60)
+{
+    kenv e;
+    tdir_make(&e.t);
+    int up[2], down[2];
+    cr_assert_eq(pipe(up), 0);
+    cr_assert_eq(pipe(down), 0);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        kenv c;
+        c.t = e.t;
+        kenv_open(&c, "other-process", 0);
+        wf_handler *h;
+        if (wf_run_start_durable(c.ex, c.wf, NULL, "theirs", k_start(3, 0), NULL, &h, NULL) < 0 ||
+            wf_store_flush(c.s) < 0)
+            _exit(10);
+        char b = 1;
+        if (write(up[1], &b, 1) != 1)
+            _exit(11);
+        if (read(down[0], &b, 1) != 1) /* until the parent is done */
+            _exit(12);
+        _exit(0);
+    }
+    char b;
+    cr_assert_eq(read(up[0], &b, 1), 1);
+    kenv_open(&e, "me", 0);
+    /* the workflow is known here (a run of it), so a send tries to claim and finds the lease */
+    wf_handler *h;
+    cr_assert_eq(wf_run_start_durable(e.ex, e.wf, NULL, "mine", k_start(2, -1), NULL, &h, NULL),
+                 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    wf_handler_free(h);
+    int rc = wf_durable_send(e.ex, "theirs", k_answer(), NULL);
+    cr_assert_eq(rc, WF_EBUSY, "%s", wf_err_name(rc));
+    cr_assert(strstr(wf_last_error_message(), "other-process"), "%s", wf_last_error_message());
+    cr_assert_eq(wf_handler_open(e.ex, "theirs", &h), WF_ENOTFOUND);
+    /* finished here: WF_ESTATE; unknown: WF_ENOTFOUND */
+    cr_assert_eq(wf_durable_send(e.ex, "mine", k_answer(), NULL), WF_ESTATE);
+    cr_assert_eq(wf_durable_send(e.ex, "nobody", k_answer(), NULL), WF_ENOTFOUND);
+    /* its stream is readable here all the same: Tick 0 */
+    wf_durable_stream *s;
+    cr_assert_eq(wf_durable_stream_open(e.ex, e.wf, "theirs", 0, &s), 0);
+    expect_tick(s, 0);
+    wf_durable_stream_free(s);
+    b = 1;
+    cr_assert_eq(write(down[1], &b, 1), 1);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: %d", WEXITSTATUS(st));
+    kenv_close(&e, 1);
 }

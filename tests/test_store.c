@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- helpers */
@@ -321,6 +322,46 @@ Test(store, garbage_file_is_refused)
     rc = open_rc(t.dir, NULL, &msg);
     cr_assert(rc == WF_EIO || rc == WF_EFORMAT, "%s", wf_err_name(rc));
     wf_free(msg);
+    tdir_rm(&t);
+}
+
+/*
+ * Two processes opening a new file at once: one creates the schema, the
+ * other must see either nothing (and wait to create it) or all of it, never
+ * half (it once read application_id before the other's commit and the
+ * tables after it: "not a wf store").
+ */
+Test(store, two_processes_open_a_new_file_at_once, .timeout = 120)
+{
+    tdir t;
+    tdir_make(&t);
+    for (int round = 0; round < 40; round++) {
+        char path[400];
+        snprintf(path, sizeof path, "%s/race-%d.db", t.dir, round);
+        int go[2];
+        cr_assert_eq(pipe(go), 0);
+        pid_t pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+            char b;
+            if (read(go[0], &b, 1) != 1)
+                _exit(3);
+            int rc = open_rc(path, NULL, NULL);
+            _exit(rc == 0 ? 0 : 1);
+        }
+        char b = 1;
+        cr_assert_eq(write(go[1], &b, 1), 1); /* both open from here on */
+        char *msg = NULL;
+        int rc = open_rc(path, NULL, &msg);
+        cr_assert_eq(rc, 0, "round %d: %s: %s", round, wf_err_name(rc), msg ? msg : "");
+        wf_free(msg);
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "round %d: the other process failed",
+                  round);
+        close(go[0]);
+        close(go[1]);
+    }
     tdir_rm(&t);
 }
 

@@ -100,11 +100,17 @@ WF_API int wf_handler_open(wf_executor *ex, const char *run_id, wf_handler **out
 WF_API uint64_t wf_durable_in_memory(wf_executor *ex);
 
 /**
- * Sends ev (taken) to the durable run run_id in memory in ex (or released:
- * it is loaded from the store first, as wf_executor_recover would): journaled
- * before it is delivered, so a recovery delivers it again if no checkpoint
- * after it committed. WF_ENOTFOUND, WF_ESTATE (ended), or as
- * wf_handler_send_event.
+ * Sends ev (taken, also on failure) to the durable run run_id in memory in
+ * ex, or not in memory but loadable: released, or in flight with a free
+ * lease or this store owner's, of a workflow ex has started or recovered
+ * runs of (it is claimed and loaded from the store first, as
+ * wf_executor_recover would). Journaled before it is delivered, so a
+ * recovery delivers it again if no checkpoint after it committed.
+ * WF_EBUSY: another owner holds the run's lease (another live process; the
+ * message, wf_last_error_message, names the owner and the lease expiry) or
+ * another executor of this process has it in memory; WF_ESTATE: the run
+ * has finished; WF_ENOTFOUND: the store has no such run; or as
+ * wf_handler_send_event. Any thread but the store's writer.
  */
 WF_API int wf_durable_send(wf_executor *ex, const char *run_id, wf_event *ev, const char *target);
 
@@ -116,6 +122,56 @@ WF_API int wf_durable_send(wf_executor *ex, const char *run_id, wf_event *ev, co
  */
 WF_API int wf_durable_result(wf_executor *ex, wf_workflow *wf, const char *run_id,
                              wf_run_status *status, wf_event **result);
+
+/**
+ * The durable stream of a durable run, read from the store by run id (any
+ * thread, also for a run of another process or one that has finished).
+ * Every event a durable run with a store streams (what its handler's
+ * wf_handler_next_event gives, internal notifications included when
+ * stream_internal is set) is journaled with its number in the run's stream:
+ * 0, 1, 2, ... per run. The numbers of the committed events have no gap
+ * and no duplicate, also across a crash: steps that run again after a
+ * recovery stream again, under new numbers. A reader sees committed events
+ * only (each within checkpoint_ms plus a commit round of being streamed:
+ * a run's records are appended 64 at a time or at the next checkpoint
+ * pass, and always before its result), in number order; after the last event of a finished run comes its terminal event
+ * (the StopEvent, or the failed/timed-out/cancelled event), numbered after
+ * the last streamed one, then WF_ECLOSED. Events the handler's ring drops
+ * (full, or stream_capacity 0) are journaled all the same: the ring bounds
+ * the live consumer's memory, not the durable stream.
+ */
+typedef struct wf_durable_stream wf_durable_stream;
+
+/**
+ * Opens the durable stream of run_id in ex's store from the event numbered
+ * cursor (0: the first; a cursor a previous reader's
+ * wf_durable_stream_cursor returned: from there on). wf's registry decodes
+ * the events (a reference is kept). WF_ENOTFOUND: no such run in the
+ * store; WF_ERANGE: cursor is past the committed end (the number of
+ * committed events, plus one for a finished run's terminal event);
+ * WF_ESTATE: ex has no store; WF_EINVAL. Caller owns *out:
+ * wf_durable_stream_free, before ex's store is freed. Any thread.
+ */
+WF_API int wf_durable_stream_open(wf_executor *ex, wf_workflow *wf, const char *run_id,
+                                  uint64_t cursor, wf_durable_stream **out);
+
+/**
+ * The next committed event of the stream (caller owns *ev:
+ * wf_event_release) and its number in *seq (optional), waiting up to
+ * timeout_ms (-1 forever; it polls the store, every 1 to 20 ms) while the
+ * run goes on. WF_ETIMEDOUT: nothing new in time (call again);
+ * WF_ECLOSED: the run finished and its terminal event was given;
+ * WF_ECORRUPT: the journal's stream records are out of order. One thread
+ * at a time per reader.
+ */
+WF_API int wf_durable_stream_next(wf_durable_stream *s, int64_t timeout_ms, wf_event **ev,
+                                  uint64_t *seq);
+
+/** The number of the next event s gives: a cursor to open another reader at. */
+WF_API uint64_t wf_durable_stream_cursor(const wf_durable_stream *s);
+
+/** Frees s (NULL is fine). */
+WF_API void wf_durable_stream_free(wf_durable_stream *s);
 
 /**
  * The idempotency key of the calling step's invocation into buf:
