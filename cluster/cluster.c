@@ -45,8 +45,9 @@ void wf_cluster_params_init(wf_cluster_params *p)
     p->ack_wait_ms = 10000;
     p->lease_ms = 10000;
     p->runners = 16;
-    p->fetch_batch = 8;
+    p->fetch_batch = 256;
     p->stream_events = 1;
+    p->pullers = 2;
 }
 
 const cwf *wf__cluster_find_wf(const wf_cluster *c, const char *name, size_t len)
@@ -59,15 +60,111 @@ const cwf *wf__cluster_find_wf(const wf_cluster *c, const char *name, size_t len
 
 /* ------------------------------------------------------------- open, free */
 
-static void on_done_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+static wf_cluster_handler **hslot(wf_cluster *c, wf_cluster_handler *h)
+{
+    return &c->hb[h->hash & (c->hnb - 1)];
+}
+
+/* Under c->mu. */
+static int table_add(wf_cluster *c, wf_cluster_handler *h)
+{
+    if (c->hn + 1 > c->hnb / 2) {
+        size_t nb = c->hnb ? c->hnb * 2 : 256;
+        wf_cluster_handler **b = wf__calloc(nb, sizeof *b);
+        if (b == NULL)
+            return WF_ENOMEM;
+        for (size_t i = 0; i < c->hnb; i++)
+            for (wf_cluster_handler *x = c->hb[i], *nx; x; x = nx) {
+                nx = x->hnext;
+                x->hnext = b[x->hash & (nb - 1)];
+                b[x->hash & (nb - 1)] = x;
+            }
+        wf__free_mem(c->hb);
+        c->hb = b;
+        c->hnb = nb;
+    }
+    wf_cluster_handler **slot = hslot(c, h);
+    h->hnext = *slot;
+    *slot = h;
+    c->hn++;
+    return 0;
+}
+
+/* Under c->mu. */
+static void table_del(wf_cluster *c, wf_cluster_handler *h)
+{
+    if (c->hnb == 0)
+        return;
+    for (wf_cluster_handler **p = hslot(c, h); *p; p = &(*p)->hnext)
+        if (*p == h) {
+            *p = h->hnext;
+            c->hn--;
+            return;
+        }
+}
+
+/*
+ * Results pushed by the workers once durable (core NATS, so at most once: a handler that
+ * misses one reads the store): msgpack [[run_id, status, record], ...]. The record lands in
+ * the open handlers of that run id; a malformed message is counted and dropped.
+ */
+static void on_results(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     (void)nc;
     (void)sub;
     wf_cluster *c = closure;
-    natsMsg_Destroy(msg);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    int ok = natsMsg_GetDataLength(msg) > 0 &&
+             msgpack_unpack_next(&u, natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg),
+                                 &off) == MSGPACK_UNPACK_SUCCESS &&
+             u.data.type == MSGPACK_OBJECT_ARRAY;
+    int landed = 0;
     pthread_mutex_lock(&c->mu);
-    pthread_cond_broadcast(&c->cv);
+    for (uint32_t i = 0; ok && i < u.data.via.array.size; i++) {
+        const msgpack_object *e = &u.data.via.array.ptr[i];
+        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 3 ||
+            e->via.array.ptr[0].type != MSGPACK_OBJECT_STR ||
+            e->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+            e->via.array.ptr[1].via.u64 < WF_STORE_DONE ||
+            e->via.array.ptr[1].via.u64 > WF_STORE_CANCELLED ||
+            e->via.array.ptr[2].type != MSGPACK_OBJECT_BIN) {
+            ok = 0;
+            break;
+        }
+        if (c->hnb == 0)
+            continue;
+        const char *id = e->via.array.ptr[0].via.str.ptr;
+        uint32_t idlen = e->via.array.ptr[0].via.str.size;
+        uint64_t hash = wf__hash(id, idlen);
+        for (wf_cluster_handler *h = c->hb[hash & (c->hnb - 1)]; h; h = h->hnext) {
+            if (h->hash != hash || h->pushed || strlen(h->run_id) != idlen ||
+                memcmp(h->run_id, id, idlen) != 0)
+                continue;
+            const msgpack_object *b = &e->via.array.ptr[2];
+            h->res = wf__malloc(b->via.bin.size ? b->via.bin.size : 1);
+            if (h->res == NULL)
+                continue; /* the store has it: the wait reads it there */
+            memcpy(h->res, b->via.bin.ptr, b->via.bin.size);
+            h->res_len = b->via.bin.size;
+            h->res_status = (int32_t)e->via.array.ptr[1].via.u64;
+            h->pushed = 1;
+            landed = 1;
+        }
+    }
+    if (landed)
+        pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
+    if (!ok)
+        count(c, S_MALFORMED);
+    msgpack_unpacked_destroy(&u);
+    natsMsg_Destroy(msg);
+}
+
+void wf__cluster_push_results(wf_cluster *c, const void *packed, size_t len)
+{
+    natsConnection_Publish(c->nc, c->subj_res, packed, (int)len);
 }
 
 static int ensure_stream(wf_cluster *c, const char *name, const char **subjects, int n, int wq,
@@ -146,8 +243,9 @@ static int setup(wf_cluster *c, const char *url, char **message)
         rc = ensure_stream(c, c->stream_io, io_s, 2, 0, message);
     if (rc)
         return rc;
-    if (natsConnection_Subscribe(&c->done_sub, c->nc, done, on_done_msg, c) != NATS_OK)
+    if (natsConnection_Subscribe(&c->done_sub, c->nc, c->subj_res, on_results, c) != NATS_OK)
         return WF_EIO;
+    natsSubscription_SetPendingLimits(c->done_sub, -1, 256 * 1024 * 1024);
     return 0;
 }
 
@@ -168,7 +266,7 @@ int wf_cluster_open(wf_cluster **out, const char *url, const wf_cluster_params *
     if (p.prefix == NULL)
         p.prefix = "wfc";
     if (p.ack_wait_ms < 100 || p.lease_ms < 100 || p.runners == 0 || p.runners > 1024 ||
-        p.fetch_batch == 0 || p.fetch_batch > 1024 || strlen(p.prefix) > 60)
+        p.fetch_batch == 0 || p.fetch_batch > 1024 || p.pullers > 64 || strlen(p.prefix) > 60)
         return wf__set_error(WF_EINVAL, "wf_cluster_open: invalid parameters");
     wf_cluster *c = wf__calloc(1, sizeof *c);
     if (c == NULL)
@@ -185,6 +283,8 @@ int wf_cluster_open(wf_cluster **out, const char *url, const wf_cluster_params *
     snprintf(c->stream_work, sizeof c->stream_work, "%s_work", c->prefix);
     snprintf(c->stream_io, sizeof c->stream_io, "%s_io", c->prefix);
     snprintf(c->consumer, sizeof c->consumer, "%s_workers", c->prefix);
+    snprintf(c->subj_res, sizeof c->subj_res, "%s.res", c->prefix);
+    c->sq_tail = &c->sq_head;
     /* The store first: its open says clearly when the server is unreachable. */
     wf_store_params sp;
     wf_store_params_init(&sp);
@@ -199,7 +299,9 @@ int wf_cluster_open(wf_cluster **out, const char *url, const wf_cluster_params *
     np.replicas = p.replicas;
     np.connect_attempts = p.connect_attempts;
     np.timeout_ms = p.timeout_ms;
-    int rc = wf_store_open_nats(&c->store, url, &sp, &np, message);
+    int rc = wf__nats_open(&c->store, &c->ns, url, &sp, &np, message);
+    if (rc == 0)
+        snprintf(c->kv_prefix, sizeof c->kv_prefix, "$KV.%s.", c->ns->bucket);
     if (rc == 0)
         rc = setup(c, url, message);
     if (rc) {
@@ -218,8 +320,12 @@ void wf_cluster_free(wf_cluster *c)
     pthread_mutex_lock(&c->mu);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
+    for (uint32_t i = 0; i < c->npullers; i++)
+        pthread_join(c->pullers[i], NULL);
     for (uint32_t i = 0; i < c->nrunners; i++)
         pthread_join(c->runners[i], NULL);
+    wf__cluster_drop_queue(c);
+    wf__free_mem(c->pullers);
     if (c->renewer_started)
         pthread_join(c->renewer, NULL);
     wf__free_mem(c->runners);
@@ -234,12 +340,14 @@ void wf_cluster_free(wf_cluster *c)
         natsConnection_Destroy(c->nc);
     }
     wf_store_free(c->store);
+    wf__cluster_free_pullers(c);
     for (size_t i = 0; i < c->nwfs; i++) {
         wf__free_mem(c->wfs[i].name);
         wf_workflow_free(c->wfs[i].wf);
     }
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
+    wf__free_mem(c->hb);
     wf__free_mem(c->prefix);
     wf__free_mem(c);
 }
@@ -324,6 +432,7 @@ int wf_cluster_submit(wf_cluster *c, const char *name, wf_event *start_event, co
             msgpack_sbuffer_destroy(&sb);
             return rc;
         }
+        (*handler)->submitted = 1;
     }
     natsMsg *m = NULL;
     natsStatus st = natsMsg_Create(&m, c->subj_submit, NULL, sb.data, (int)sb.size);
@@ -382,6 +491,15 @@ int wf_cluster_handler_open(wf_cluster *c, const char *name, const char *run_id,
         return WF_ENOMEM;
     }
     wf__nats_key(h->key, run_id);
+    h->hash = wf__hash(run_id, strlen(run_id));
+    pthread_mutex_lock(&c->mu);
+    int rc = table_add(c, h);
+    pthread_mutex_unlock(&c->mu);
+    if (rc) {
+        wf__free_mem(h->run_id);
+        wf__free_mem(h);
+        return rc;
+    }
     *out = h;
     return 0;
 }
@@ -390,6 +508,10 @@ void wf_cluster_handler_free(wf_cluster_handler *h)
 {
     if (h == NULL)
         return;
+    pthread_mutex_lock(&h->c->mu);
+    table_del(h->c, h);
+    pthread_mutex_unlock(&h->c->mu);
+    wf__free_mem(h->res);
     wf__free_mem(h->run_id);
     wf__free_mem(h->message);
     wf__free_mem(h);
@@ -458,35 +580,58 @@ int wf_cluster_handler_wait(wf_cluster_handler *h, int64_t timeout_ms, wf_event 
     if (h == NULL)
         return WF_EINVAL;
     wf_cluster *c = h->c;
-    int64_t end = timeout_ms < 0 ? INT64_MAX : wf__cluster_mono_ms() + timeout_ms;
+    int64_t now = wf__cluster_mono_ms();
+    int64_t end = timeout_ms < 0 ? INT64_MAX : now + timeout_ms;
+    /* A run submitted here has its result pushed (on_results): the store is read only as the
+     * fallback for a push that did not arrive (core NATS is at most once), every 500 ms. A
+     * handler opened on any run reads the store at once. */
+    int64_t next_read = h->submitted ? now + 500 : now;
     for (;;) {
-        int32_t status = 0;
-        void *data = NULL;
-        size_t len = 0;
-        int rc = wf_store_get_result(c->store, h->run_id, &status, &data, &len);
-        if (rc == 0) {
-            rc = decode_result(h, status, data, len, result);
-            wf_free(data);
-            return rc;
-        }
-        if (rc != WF_EAGAIN && rc != WF_ENOTFOUND && rc != WF_EIO && rc != WF_ETIMEDOUT)
-            return rc;
-        int64_t now = wf__cluster_mono_ms();
-        if (now >= end || atomic_load(&c->stop))
-            return WF_ETIMEDOUT;
-        /* woken by any run's done nudge; polls every 200 ms in case a nudge was missed */
-        int64_t wait = end - now < 200 ? end - now : 200;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += wait / 1000;
-        ts.tv_nsec += (wait % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
         pthread_mutex_lock(&c->mu);
-        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+        while (!h->pushed && !atomic_load(&c->stop)) {
+            now = wf__cluster_mono_ms();
+            int64_t until = next_read < end ? next_read : end;
+            if (now >= until)
+                break;
+            int64_t wait = until - now;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += wait / 1000;
+            ts.tv_nsec += (wait % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+        }
+        void *pres = NULL;
+        size_t plen = 0;
+        int32_t pstatus = 0;
+        if (h->pushed) { /* res stays: set once, never written again, freed with h */
+            pres = h->res;
+            plen = h->res_len;
+            pstatus = h->res_status;
+        }
         pthread_mutex_unlock(&c->mu);
+        if (pres)
+            return decode_result(h, pstatus, pres, plen, result);
+        now = wf__cluster_mono_ms();
+        if (now >= next_read) {
+            int32_t status = 0;
+            void *data = NULL;
+            size_t len = 0;
+            int rc = wf_store_get_result(c->store, h->run_id, &status, &data, &len);
+            if (rc == 0) {
+                rc = decode_result(h, status, data, len, result);
+                wf_free(data);
+                return rc;
+            }
+            if (rc != WF_EAGAIN && rc != WF_ENOTFOUND && rc != WF_EIO && rc != WF_ETIMEDOUT)
+                return rc;
+            next_read = wf__cluster_mono_ms() + (h->submitted ? 500 : 200);
+        }
+        if (wf__cluster_mono_ms() >= end || atomic_load(&c->stop))
+            return WF_ETIMEDOUT;
     }
 }
 

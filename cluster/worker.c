@@ -81,6 +81,13 @@ static int put_result(wf_cluster *c, const char *run_id, int32_t status, const c
         msgpack_pack_nil(&pk);
     settled s = {0};
     uint64_t ticket = 0;
+    size_t rec_len = sb.size;
+    void *rec = wf__malloc(rec_len ? rec_len : 1);
+    if (rec == NULL) {
+        msgpack_sbuffer_destroy(&sb);
+        return WF_ENOMEM;
+    }
+    memcpy(rec, sb.data, rec_len);
     int rc = wf_store_put_result(c->store, run_id, status, sb.data, sb.size, on_settled, &s,
                                  &ticket);
     msgpack_sbuffer_destroy(&sb);
@@ -89,11 +96,20 @@ static int put_result(wf_cluster *c, const char *run_id, int32_t status, const c
     if (rc == 0)
         rc = atomic_load(&s.rc);
     if (rc == 0) {
-        char subj[NATS_KEY_MAX + 96], key[NATS_KEY_MAX];
-        wf__nats_key(key, run_id);
-        snprintf(subj, sizeof subj, "%s.done.%s", c->prefix, key);
-        natsConnection_Publish(c->nc, subj, NULL, 0); /* a nudge: handlers also poll */
+        /* pushed to the submitters (at most once: their wait also reads the store) */
+        msgpack_sbuffer pb;
+        msgpack_sbuffer_init(&pb);
+        msgpack_packer pp;
+        msgpack_packer_init(&pp, &pb, msgpack_sbuffer_write);
+        msgpack_pack_array(&pp, 1);
+        msgpack_pack_array(&pp, 3);
+        msgpack_pack_str_with_body(&pp, run_id, strlen(run_id));
+        msgpack_pack_uint32(&pp, (uint32_t)status);
+        msgpack_pack_bin_with_body(&pp, rec, rec_len);
+        wf__cluster_push_results(c, pb.data, pb.size);
+        msgpack_sbuffer_destroy(&pb);
     }
+    wf__free_mem(rec);
     return rc;
 }
 
@@ -261,6 +277,162 @@ static int start_run(active *a, wf_run_params *rp)
     return wf_run_start_ex(c->ex, sm->w->wf, NULL, ev, rp, &a->h, NULL);
 }
 
+/* ------------------------------------------------------------ the slow path */
+
+/*
+ * A run handed to the runner threads: a submission to handle from scratch
+ * (h NULL: a redelivery, a create that failed, a fingerprint mismatch), or
+ * a run a puller started that left the fast path (it went idle waiting for
+ * an outside event, streamed events to journal, or outlived the fast
+ * path's deadline): the runner claims it in the store (it is ours already:
+ * the claim adopts it) and drives it like any other.
+ */
+typedef struct slow_item {
+    struct slow_item *next;
+    natsMsg *msg;
+    wf_handler *h;       /* NULL: from scratch */
+    msgpack_unpacked u;  /* h: the decoded submission */
+    sub_msg sm;          /* h: borrows from u */
+    wf_event **pre;      /* h: events the puller read from the run already */
+    size_t npre;
+} slow_item;
+
+static void item_free(slow_item *it)
+{
+    for (size_t i = 0; i < it->npre; i++)
+        wf_event_release(it->pre[i]);
+    wf__free_mem(it->pre);
+    if (it->h) {
+        msgpack_unpacked_destroy(&it->u);
+        wf_handler_cancel(it->h);
+        wf_handler_wait(it->h, 5000, NULL);
+        wf_handler_free(it->h);
+    }
+    if (it->msg)
+        natsMsg_Destroy(it->msg);
+    wf__free_mem(it);
+}
+
+static void enqueue_slow(wf_cluster *c, slow_item *it)
+{
+    pthread_mutex_lock(&c->mu);
+    it->next = NULL;
+    *c->sq_tail = it;
+    c->sq_tail = &it->next;
+    c->sq_len++;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void wf__cluster_drop_queue(wf_cluster *c)
+{
+    slow_item *it = c->sq_head;
+    c->sq_head = NULL;
+    c->sq_tail = &c->sq_head;
+    c->sq_len = 0;
+    while (it) {
+        slow_item *nx = it->next;
+        item_free(it); /* left to redelivery and the lease */
+        it = nx;
+    }
+}
+
+/* One streamed event of the run: checkpoint when idle, journal the others. */
+static void on_event(active *a, wf_event *ev, const wf_event_type *t_idle,
+                     const wf_event_type *t_state, const wf_event_type *t_unh)
+{
+    wf_cluster *c = a->c;
+    const wf_event_type *t = wf_event_type_of(ev);
+    if (t == t_idle) {
+        a->idle = 1;
+        checkpoint(a);
+        wf_store_set_status(c->store, a->sm->run_id, WF_STORE_WAITING, NULL);
+    } else if (t == t_state || t == t_unh) {
+        /* step state notifications are not part of the run's stream; unhandled: counted by
+         * the engine */
+    } else if (c->p.stream_events) {
+        void *buf = NULL;
+        size_t len = 0;
+        if (wf_event_to_msgpack(ev, &buf, &len) == 0) {
+            wf_store_rec r = {WF_STORE_REC_EVENT, buf, len};
+            if (wf_store_append(c->store, a->sm->run_id, &r, 1, NULL, NULL, NULL, NULL) != 0)
+                a->lost = 1;
+            wf_free(buf);
+        }
+    }
+    wf_event_release(ev);
+}
+
+/* Drives the claimed, started run a->h to its end; pre: events read from it already. */
+static void drive(active *a, natsMsg *msg, wf_event **pre, size_t npre)
+{
+    wf_cluster *c = a->c;
+    const sub_msg *sm = a->sm;
+    const wf_registry *reg = wf_workflow_registry(sm->w->wf);
+    const wf_event_type *t_idle = wf_registry_builtin(reg, WF_WORKFLOW_IDLE_EVENT);
+    const wf_event_type *t_state = wf_registry_builtin(reg, WF_STEP_STATE_CHANGED);
+    const wf_event_type *t_unh = wf_registry_builtin(reg, WF_UNHANDLED_EVENT);
+    for (size_t i = 0; i < npre; i++) {
+        on_event(a, pre[i], t_idle, t_state, t_unh);
+        pre[i] = NULL;
+    }
+    int64_t keepalive = c->p.ack_wait_ms / 3, last = wf__cluster_mono_ms();
+    natsMsg_InProgress(msg, NULL);
+    int rc;
+    for (;;) {
+        wf_event *ev = NULL;
+        rc = wf_handler_next_event(a->h, a->idle ? 20 : 100, &ev);
+        if (rc == WF_ECLOSED)
+            break;
+        if (rc == 0)
+            on_event(a, ev, t_idle, t_state, t_unh);
+        /* inputs are read when the run waits, and on each quiet tick (cancels): not after
+         * every event, which would cost a round trip per event */
+        if (rc == WF_ETIMEDOUT || (rc == 0 && a->idle))
+            poll_inputs(a);
+        int64_t now = wf__cluster_mono_ms();
+        if (now - last >= keepalive) {
+            natsMsg_InProgress(msg, NULL);
+            last = now;
+        }
+        if (a->lost || atomic_load(&c->stop)) {
+            /* the lease is gone (another worker has the run) or we stop: give it up */
+            wf_handler_cancel(a->h);
+            wf_handler_wait(a->h, 5000, NULL);
+            wf_handler_free(a->h);
+            a->h = NULL;
+            if (a->lost)
+                natsMsg_Nak(msg, NULL);
+            return;
+        }
+    }
+    wf_event *stop = NULL;
+    rc = wf_handler_wait(a->h, 0, &stop);
+    int32_t status = rc == 0                ? WF_STORE_DONE
+                     : rc == WF_ERUNTIMEOUT ? WF_STORE_TIMED_OUT
+                     : rc == WF_ECANCELLED  ? WF_STORE_CANCELLED
+                                            : WF_STORE_FAILED;
+    const char *emsg = NULL;
+    if (rc)
+        wf_handler_error(a->h, NULL, NULL, &emsg);
+    void *sbuf = NULL;
+    size_t slen = 0;
+    if (stop)
+        wf_event_to_msgpack(stop, &sbuf, &slen);
+    rc = put_result(c, sm->run_id, status, rc ? (emsg ? emsg : wf_err_name(rc)) : NULL, sbuf,
+                    slen);
+    wf_free(sbuf);
+    wf_event_release(stop);
+    wf_handler_free(a->h);
+    a->h = NULL;
+    if (rc == 0) {
+        natsMsg_Ack(msg, NULL);
+        count(c, S_DONE);
+    } else {
+        natsMsg_Nak(msg, NULL); /* not durable: run it again (here or elsewhere) */
+    }
+}
+
 static void handle(wf_cluster *c, natsMsg *msg)
 {
     sub_msg sm;
@@ -327,87 +499,496 @@ static void handle(wf_cluster *c, natsMsg *msg)
         msgpack_unpacked_destroy(&u);
         return;
     }
-    const wf_registry *reg = wf_workflow_registry(sm.w->wf);
-    const wf_event_type *t_idle = wf_registry_builtin(reg, WF_WORKFLOW_IDLE_EVENT);
-    const wf_event_type *t_state = wf_registry_builtin(reg, WF_STEP_STATE_CHANGED);
-    const wf_event_type *t_unh = wf_registry_builtin(reg, WF_UNHANDLED_EVENT);
-    int64_t keepalive = c->p.ack_wait_ms / 3, last = wf__cluster_mono_ms();
-    for (;;) {
-        wf_event *ev = NULL;
-        rc = wf_handler_next_event(a.h, a.idle ? 20 : 100, &ev);
-        if (rc == WF_ECLOSED)
-            break;
-        if (rc == 0) {
-            const wf_event_type *t = wf_event_type_of(ev);
-            if (t == t_idle) {
-                a.idle = 1;
-                checkpoint(&a);
-                wf_store_set_status(c->store, sm.run_id, WF_STORE_WAITING, NULL);
-            } else if (t == t_state) {
-                /* step state notifications are not part of the run's stream */
-            } else if (t == t_unh) {
-                /* counted by the engine */
-            } else if (c->p.stream_events) {
-                void *buf = NULL;
-                size_t len = 0;
-                if (wf_event_to_msgpack(ev, &buf, &len) == 0) {
-                    wf_store_rec r = {WF_STORE_REC_EVENT, buf, len};
-                    if (wf_store_append(c->store, sm.run_id, &r, 1, NULL, NULL, NULL, NULL) != 0)
-                        a.lost = 1;
-                    wf_free(buf);
-                }
-            }
-            wf_event_release(ev);
-        }
-        /* inputs are read when the run waits, and on each quiet tick (cancels): not after
-         * every event, which would cost a round trip per event */
-        if (rc == WF_ETIMEDOUT || (rc == 0 && a.idle))
-            poll_inputs(&a);
-        int64_t now = wf__cluster_mono_ms();
-        if (now - last >= keepalive) {
-            natsMsg_InProgress(msg, NULL);
-            last = now;
-        }
-        if (a.lost || atomic_load(&c->stop)) {
-            /* the lease is gone (another worker has the run) or we stop: give it up */
-            wf_handler_cancel(a.h);
-            wf_handler_wait(a.h, 5000, NULL);
-            wf_handler_free(a.h);
-            if (a.lost)
-                natsMsg_Nak(msg, NULL);
-            msgpack_unpacked_destroy(&u);
-            return;
-        }
-    }
-    wf_event *stop = NULL;
-    rc = wf_handler_wait(a.h, 0, &stop);
-    int32_t status = rc == 0                ? WF_STORE_DONE
-                     : rc == WF_ERUNTIMEOUT ? WF_STORE_TIMED_OUT
-                     : rc == WF_ECANCELLED  ? WF_STORE_CANCELLED
-                                            : WF_STORE_FAILED;
-    const char *emsg = NULL;
-    if (rc)
-        wf_handler_error(a.h, NULL, NULL, &emsg);
-    void *sbuf = NULL;
-    size_t slen = 0;
-    if (stop)
-        wf_event_to_msgpack(stop, &sbuf, &slen);
-    rc = put_result(c, sm.run_id, status, rc ? (emsg ? emsg : wf_err_name(rc)) : NULL, sbuf, slen);
-    wf_free(sbuf);
-    wf_event_release(stop);
-    wf_handler_free(a.h);
-    if (rc == 0) {
-        natsMsg_Ack(msg, NULL);
-        count(c, S_DONE);
-    } else {
-        natsMsg_Nak(msg, NULL); /* not durable: run it again (here or elsewhere) */
-    }
+    drive(&a, msg, NULL, 0);
     msgpack_unpacked_destroy(&u);
+}
+
+/* A run a puller started: adopted into the store (the claim renews our own lease and makes
+ * the store write it), then driven. Consumes the handler, the events and the decoded
+ * submission; the message and the item stay the caller's. */
+static void handle_adopted(wf_cluster *c, slow_item *it)
+{
+    wf_store_run_info info = {0};
+    int rc = wf_store_claim(c->store, it->sm.run_id, &info);
+    wf_store_run_info_clear(&info);
+    if (rc) {
+        /* another worker took it meanwhile (our lease expired) or the store is away */
+        if (rc == WF_ELEASE)
+            count(c, S_BUSY);
+        if (rc != WF_ESTATE)
+            natsMsg_NakWithDelay(it->msg, rc == WF_ELEASE ? c->p.lease_ms / 2 : 500, NULL);
+        for (size_t i = 0; i < it->npre; i++)
+            wf_event_release(it->pre[i]);
+        wf_handler_cancel(it->h);
+        wf_handler_wait(it->h, 5000, NULL);
+        wf_handler_free(it->h);
+    } else {
+        active a = {.c = c, .msg = it->msg, .sm = &it->sm, .h = it->h};
+        wf__nats_key(a.key, it->sm.run_id);
+        snprintf(a.in_subj, sizeof a.in_subj, "%s.in.%s", c->prefix, a.key);
+        drive(&a, it->msg, it->pre, it->npre); /* frees the handler, takes the events */
+    }
+    it->h = NULL;
+    it->npre = 0;
+    msgpack_unpacked_destroy(&it->u);
 }
 
 static void *runner_main(void *arg)
 {
     wf_cluster *c = arg;
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        while (c->sq_head == NULL && !atomic_load(&c->stop)) {
+            c->sq_idle++;
+            pthread_cond_wait(&c->cv, &c->mu);
+            c->sq_idle--;
+        }
+        if (atomic_load(&c->stop)) {
+            pthread_mutex_unlock(&c->mu);
+            return NULL;
+        }
+        slow_item *it = c->sq_head;
+        c->sq_head = it->next;
+        if (c->sq_head == NULL)
+            c->sq_tail = &c->sq_head;
+        c->sq_len--;
+        pthread_mutex_unlock(&c->mu);
+        if (it->h)
+            handle_adopted(c, it);
+        else
+            handle(c, it->msg);
+        item_free(it);
+    }
+}
+
+/* ------------------------------------------------------------ the fast path */
+
+/*
+ * A puller fetches up to fetch_batch submissions at once and takes them
+ * through with a few round trips for the whole batch:
+ *  1. every run's record is created (compare-and-set on "absent", published
+ *     asynchronously, one wait for all acknowledgements): the create is the
+ *     lease, exactly as the store's create;
+ *  2. the created runs start on the executor; the puller waits for them up
+ *     to a third of the lease and ack wait (the deadline);
+ *  3. each run that ended in time, streamed nothing to journal and never
+ *     waited for an outside event gets its final record (status + the
+ *     result inline) by compare-and-set on the create's revision, all
+ *     published asynchronously, one wait; then its creation index, its
+ *     result pushed to the submitters (one message for the batch) and the
+ *     submission acked (acks are fire-and-forget: a lost one redelivers a
+ *     finished run, which is acked without running);
+ *  4. every other submission goes to the runner threads: not created
+ *     (redelivered, or created by someone else) from scratch, a run that
+ *     left the fast path adopted (claimed: it is ours) and driven.
+ * A run of the batch never writes anything but its create and its end, so
+ * no checkpoint, journal or status write; the guarantees are the store's:
+ * the end is refused (and dropped) unless the create's revision is still
+ * the record's.
+ */
+enum { F_SKIP, F_CREATING, F_CREATED, F_RUNNING, F_ENDED, F_ENDING, F_SLOW };
+
+typedef struct fslot {
+    natsMsg *msg;
+    msgpack_unpacked u;
+    sub_msg sm;
+    int state;
+    atomic_int rc;      /* the pending publish's outcome (ack callback) */
+    atomic_ullong rev;  /* its revision (ack callback) */
+    wf_handler *h;
+    wf_event **pre;     /* events read from the run (to journal, or the idle one) */
+    size_t npre, cpre;
+    int32_t status;
+    void *rec; /* the result record */
+    size_t rec_len;
+} fslot;
+
+typedef struct puller {
+    wf_cluster *c;
+    jsCtx *js; /* its own: the ack callback knows this batch */
+    fslot *s;
+    uint32_t n;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint32_t ended; /* mu: runs of the batch that ended (on_done) */
+} puller;
+
+static void fast_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    puller *pl = closure;
+    const char *v = NULL;
+    if (natsMsgHeader_Get(msg, "Wf-I", &v) == NATS_OK && v) {
+        size_t i = strtoul(v, NULL, 10);
+        if (i < pl->n) {
+            if (pa) {
+                atomic_store(&pl->s[i].rev, pa->Sequence);
+                atomic_store(&pl->s[i].rc, 0);
+            } else {
+                /* 10071: wrong last sequence: the run exists (or someone else wrote it) */
+                atomic_store(&pl->s[i].rc, pae && pae->ErrCode == 10071 ? WF_EEXIST : WF_EIO);
+            }
+        }
+    }
+    natsMsg_Destroy(msg);
+}
+
+static void fast_done(wf_handler *h, void *user)
+{
+    (void)h;
+    puller *pl = user;
+    pthread_mutex_lock(&pl->mu);
+    pl->ended++;
+    pthread_cond_signal(&pl->cv);
+    pthread_mutex_unlock(&pl->mu);
+}
+
+/* Publishes a record of slot i asynchronously, expecting last (0: the key is absent). */
+static int pub_record(puller *pl, uint32_t i, const nmeta *m, uint64_t last)
+{
+    wf_cluster *c = pl->c;
+    fslot *sl = &pl->s[i];
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = wf__nats_meta_pack(m, &buf, &len);
+    if (rc)
+        return rc;
+    char subj[NATS_KEY_MAX + 200], num[24];
+    size_t pl_len = strlen(c->kv_prefix);
+    memcpy(subj, c->kv_prefix, pl_len);
+    wf__nats_key(subj + pl_len, sl->sm.run_id);
+    natsMsg *msg = NULL;
+    natsStatus st = natsMsg_Create(&msg, subj, NULL, buf, (int)len);
+    wf__free_mem(buf);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)last);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(msg, "Nats-Expected-Last-Subject-Sequence", num);
+    snprintf(num, sizeof num, "%u", i);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(msg, "Wf-I", num);
+    atomic_store(&sl->rc, WF_EIO); /* until acknowledged */
+    if (st == NATS_OK)
+        st = js_PublishMsgAsync(pl->js, &msg, NULL);
+    if (msg)
+        natsMsg_Destroy(msg);
+    return st == NATS_OK ? 0 : WF_EIO;
+}
+
+static void await_acks(puller *pl)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = pl->c->p.timeout_ms;
+    if (js_PublishAsyncComplete(pl->js, &po) != NATS_OK) {
+        natsMsgList pending = {0}; /* not acknowledged in time: their rc stays WF_EIO */
+        if (js_PublishAsyncGetPendingList(&pending, pl->js) == NATS_OK)
+            natsMsgList_Destroy(&pending);
+    }
+}
+
+static void meta_base(wf_cluster *c, nmeta *m, uint64_t *eps, const char *workflow, int64_t now)
+{
+    memset(m, 0, sizeof *m);
+    eps[0] = 1;
+    eps[1] = 0;
+    m->workflow = (char *)workflow;
+    m->owner = c->ns->owner;
+    m->status = WF_STORE_RUNNING;
+    m->lease_until = now + c->p.lease_ms;
+    m->created = m->updated = now;
+    m->epoch = 1;
+    m->nep = 1;
+    m->eps = eps;
+}
+
+static void slot_to_slow(puller *pl, fslot *sl)
+{
+    slow_item *it = wf__calloc(1, sizeof *it);
+    if (it == NULL) {
+        /* left to redelivery */
+        natsMsg_Destroy(sl->msg);
+        sl->msg = NULL;
+        return;
+    }
+    it->msg = sl->msg;
+    sl->msg = NULL;
+    if (sl->h) {
+        it->h = sl->h;
+        it->u = sl->u;
+        it->sm = sl->sm;
+        it->pre = sl->pre;
+        it->npre = sl->npre;
+        sl->h = NULL;
+        sl->pre = NULL;
+        sl->npre = sl->cpre = 0;
+        msgpack_unpacked_init(&sl->u);
+    }
+    enqueue_slow(pl->c, it);
+}
+
+static int keep_event(fslot *sl, wf_event *ev)
+{
+    if (sl->npre == sl->cpre) {
+        size_t nc = sl->cpre ? sl->cpre * 2 : 4;
+        wf_event **p = wf__realloc(sl->pre, nc * sizeof *p);
+        if (p == NULL) {
+            wf_event_release(ev);
+            return WF_ENOMEM;
+        }
+        sl->pre = p;
+        sl->cpre = nc;
+    }
+    sl->pre[sl->npre++] = ev;
+    return 0;
+}
+
+/*
+ * Reads the run's streamed events without waiting: state changes dropped, the idle event and
+ * the events to journal kept for the slow path. 1: the run must leave the fast path.
+ */
+static int scan_events(wf_cluster *c, fslot *sl)
+{
+    const wf_registry *reg = wf_workflow_registry(sl->sm.w->wf);
+    const wf_event_type *t_idle = wf_registry_builtin(reg, WF_WORKFLOW_IDLE_EVENT);
+    const wf_event_type *t_state = wf_registry_builtin(reg, WF_STEP_STATE_CHANGED);
+    const wf_event_type *t_unh = wf_registry_builtin(reg, WF_UNHANDLED_EVENT);
+    int slow = 0;
+    wf_event *ev = NULL;
+    while (wf_handler_next_event(sl->h, 0, &ev) == 0) {
+        const wf_event_type *t = wf_event_type_of(ev);
+        if (t == t_state || t == t_unh) {
+            wf_event_release(ev);
+            continue;
+        }
+        if (t != t_idle && !c->p.stream_events) {
+            wf_event_release(ev);
+            continue;
+        }
+        slow = 1;
+        if (keep_event(sl, ev))
+            return 1;
+    }
+    return slow || sl->npre;
+}
+
+static void run_batch(puller *pl, natsMsgList *list)
+{
+    wf_cluster *c = pl->c;
+    uint32_t n = (uint32_t)list->Count;
+    pl->n = n;
+    pl->ended = 0;
+    int64_t now_ms = wf__nats_now(c->ns);
+    /* 1. decode, create */
+    for (uint32_t i = 0; i < n; i++) {
+        fslot *sl = &pl->s[i];
+        memset(sl, 0, sizeof *sl);
+        sl->msg = list->Msgs[i];
+        list->Msgs[i] = NULL;
+        msgpack_unpacked_init(&sl->u);
+        int rc = decode_submission(c, sl->msg, &sl->sm, &sl->u);
+        if (rc || sl->sm.fp != sl->sm.w->fp) {
+            sl->state = F_SLOW; /* malformed, unknown, mismatched: the slow path says why */
+            continue;
+        }
+        nmeta m;
+        uint64_t eps[2];
+        meta_base(c, &m, eps, sl->sm.w->name, now_ms);
+        sl->state = pub_record(pl, i, &m, 0) == 0 ? F_CREATING : F_SLOW;
+    }
+    await_acks(pl);
+    /* 2. start */
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.stream_internal = 1; /* WorkflowIdleEvent: such a run leaves the fast path */
+    rp.on_done = fast_done;
+    rp.on_done_user = pl;
+    uint32_t started = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        fslot *sl = &pl->s[i];
+        if (sl->state != F_CREATING)
+            continue;
+        if (atomic_load(&sl->rc) != 0) {
+            sl->state = F_SLOW; /* exists: a redelivery, or the create's fate is unknown */
+            continue;
+        }
+        wf_event *ev = NULL;
+        int rc = wf_event_from_msgpack(wf_workflow_registry(sl->sm.w->wf), sl->sm.start,
+                                       sl->sm.start_len, &ev, NULL, NULL);
+        if (rc == 0)
+            rc = wf_run_start_ex(c->ex, sl->sm.w->wf, NULL, ev, &rp, &sl->h, NULL);
+        if (rc) {
+            sl->h = NULL;
+            sl->state = F_SLOW; /* it starts again there and fails with the reason */
+            continue;
+        }
+        sl->state = F_RUNNING;
+        started++;
+    }
+    /* 3. wait for the runs up to the deadline; a run that waits for an outside event or
+     * streams what must be journaled leaves at once */
+    uint32_t wait_ms = (c->p.ack_wait_ms < c->p.lease_ms ? c->p.ack_wait_ms : c->p.lease_ms) / 3;
+    int64_t deadline = wf__cluster_mono_ms() + wait_ms;
+    uint32_t open = started;
+    while (open > 0) {
+        open = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            fslot *sl = &pl->s[i];
+            if (sl->state != F_RUNNING)
+                continue;
+            int slow = scan_events(c, sl);
+            if (slow) {
+                sl->state = F_SLOW;
+                continue;
+            }
+            if (wf_handler_status(sl->h) != WF_RUN_RUNNING) {
+                /* ended: the events it streamed last */
+                if (scan_events(c, sl)) {
+                    sl->state = F_SLOW;
+                    continue;
+                }
+                sl->state = F_ENDED;
+                continue;
+            }
+            open++;
+        }
+        if (open == 0)
+            break;
+        int64_t now = wf__cluster_mono_ms();
+        if (now >= deadline || atomic_load(&c->stop))
+            break;
+        /* woken by the runs ending; every 2 ms to look for idle ones */
+        pthread_mutex_lock(&pl->mu);
+        if (pl->ended < started) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 2000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&pl->cv, &pl->mu, &ts);
+        }
+        pthread_mutex_unlock(&pl->mu);
+    }
+    /* 4. the ends: status and result inline, CAS on the create's revision */
+    now_ms = wf__nats_now(c->ns);
+    for (uint32_t i = 0; i < n; i++) {
+        fslot *sl = &pl->s[i];
+        if (sl->state == F_RUNNING) {
+            sl->state = F_SLOW; /* past the deadline: the slow path keeps it alive */
+            continue;
+        }
+        if (sl->state != F_ENDED)
+            continue;
+        wf_event *stop = NULL;
+        int rc = wf_handler_wait(sl->h, 0, &stop);
+        if (rc == WF_ETIMEDOUT) {
+            sl->state = F_SLOW;
+            continue;
+        }
+        sl->status = rc == 0                ? WF_STORE_DONE
+                     : rc == WF_ERUNTIMEOUT ? WF_STORE_TIMED_OUT
+                     : rc == WF_ECANCELLED  ? WF_STORE_CANCELLED
+                                            : WF_STORE_FAILED;
+        const char *emsg = NULL;
+        if (rc)
+            wf_handler_error(sl->h, NULL, NULL, &emsg);
+        void *sbuf = NULL;
+        size_t slen = 0;
+        if (stop)
+            wf_event_to_msgpack(stop, &sbuf, &slen);
+        wf_event_release(stop);
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_array(&pk, 2);
+        const char *msg = rc ? (emsg ? emsg : wf_err_name(rc)) : NULL;
+        if (msg)
+            msgpack_pack_str_with_body(&pk, msg, strlen(msg));
+        else
+            msgpack_pack_nil(&pk);
+        if (sbuf)
+            msgpack_pack_bin_with_body(&pk, sbuf, slen);
+        else
+            msgpack_pack_nil(&pk);
+        wf_free(sbuf);
+        if (sb.data == NULL || sb.size > NATS_CHUNK / 2) {
+            msgpack_sbuffer_destroy(&sb);
+            sl->state = F_SLOW; /* large results go through the store, in chunks */
+            continue;
+        }
+        sl->rec = sb.data; /* msgpack's malloc: freed with free() */
+        sl->rec_len = sb.size;
+        nmeta m;
+        uint64_t eps[2];
+        meta_base(c, &m, eps, sl->sm.w->name, now_ms);
+        m.created = now_ms; /* not known here: the end's time */
+        m.owner = NULL;
+        m.status = sl->status;
+        m.lease_until = 0;
+        m.res_inline = sl->rec;
+        m.res_inline_len = sl->rec_len;
+        uint64_t rev = atomic_load(&sl->rev);
+        sl->state = pub_record(pl, i, &m, rev) == 0 ? F_ENDING : F_SLOW;
+        if (sl->state == F_ENDING)
+            /* the creation index (wf_store_list): after the end, so only the run's creator
+             * indexes it, once */
+            js_PublishAsync(pl->js, c->ns->subj_created, sl->sm.run_id,
+                            (int)strlen(sl->sm.run_id), NULL);
+    }
+    await_acks(pl);
+    /* 5. push the results, ack the submissions, hand the rest over */
+    msgpack_sbuffer pb;
+    msgpack_sbuffer_init(&pb);
+    msgpack_packer pp;
+    msgpack_packer_init(&pp, &pb, msgpack_sbuffer_write);
+    uint32_t ended = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (pl->s[i].state == F_ENDING && atomic_load(&pl->s[i].rc) == 0)
+            ended++;
+    msgpack_pack_array(&pp, ended);
+    for (uint32_t i = 0; i < n; i++) {
+        fslot *sl = &pl->s[i];
+        if (sl->state == F_ENDING) {
+            int rc = atomic_load(&sl->rc);
+            if (rc == 0) {
+                msgpack_pack_array(&pp, 3);
+                msgpack_pack_str_with_body(&pp, sl->sm.run_id, strlen(sl->sm.run_id));
+                msgpack_pack_uint32(&pp, (uint32_t)sl->status);
+                msgpack_pack_bin_with_body(&pp, sl->rec, sl->rec_len);
+                natsMsg_Ack(sl->msg, NULL);
+                count(c, S_DONE);
+            } else if (rc == WF_EIO) {
+                /* not known to be durable: the submission is redelivered after the ack wait
+                 * and finds the run ended or takes it over after the lease */
+            }
+            /* WF_EEXIST: someone else wrote the run (our lease expired): theirs now */
+        } else if (sl->state == F_SLOW) {
+            slot_to_slow(pl, sl);
+        }
+        if (sl->h) {
+            wf_handler_free(sl->h);
+            sl->h = NULL;
+        }
+        for (size_t k = 0; k < sl->npre; k++)
+            wf_event_release(sl->pre[k]);
+        wf__free_mem(sl->pre);
+        free(sl->rec);
+        msgpack_unpacked_destroy(&sl->u);
+        if (sl->msg)
+            natsMsg_Destroy(sl->msg);
+    }
+    if (ended)
+        wf__cluster_push_results(c, pb.data, pb.size);
+    msgpack_sbuffer_destroy(&pb);
+    pl->n = 0;
+}
+
+static void *puller_main(void *arg)
+{
+    puller *pl = arg;
+    wf_cluster *c = pl->c;
     natsSubscription *sub = NULL;
     jsSubOptions so;
     jsSubOptions_Init(&so);
@@ -415,7 +996,7 @@ static void *runner_main(void *arg)
     so.Config.AckWait = (int64_t)c->p.ack_wait_ms * 1000000;
     so.Config.MaxDeliver = -1;
     so.Config.MaxAckPending = 100000;
-    for (int attempt = 0; sub == NULL && !atomic_load(&c->stop); attempt++) {
+    while (sub == NULL && !atomic_load(&c->stop)) {
         if (js_PullSubscribe(&sub, c->js, c->subj_submit, c->consumer, NULL, &so, NULL) !=
             NATS_OK) {
             sub = NULL;
@@ -423,17 +1004,34 @@ static void *runner_main(void *arg)
         }
     }
     while (!atomic_load(&c->stop)) {
-        natsMsgList list = {0};
-        natsStatus st = natsSubscription_Fetch(&list, sub, (int)c->p.fetch_batch, 500, NULL);
-        if (st != NATS_OK && list.Count == 0) {
-            if (st != NATS_TIMEOUT)
-                nats_Sleep(100);
-            natsMsgList_Destroy(&list);
+        /* back-pressure: the runner threads are behind with the runs handed over */
+        pthread_mutex_lock(&c->mu);
+        size_t backlog = c->sq_len;
+        pthread_mutex_unlock(&c->mu);
+        if (backlog > 4u * c->p.runners) {
+            nats_Sleep(10);
             continue;
         }
-        for (int i = 0; i < list.Count; i++)
-            if (!atomic_load(&c->stop))
-                handle(c, list.Msgs[i]);
+        natsMsgList list = {0};
+        /* what is there at once, up to the batch; when nothing is, wait for one */
+        jsFetchRequest fr;
+        jsFetchRequest_Init(&fr);
+        fr.Batch = (int)c->p.fetch_batch;
+        fr.NoWait = true;
+        fr.Expires = (int64_t)c->p.timeout_ms * 1000000;
+        natsStatus st = natsSubscription_FetchRequest(&list, sub, &fr);
+        if (list.Count == 0) {
+            natsMsgList_Destroy(&list);
+            st = natsSubscription_Fetch(&list, sub, 1, 500, NULL);
+            if (st != NATS_OK && list.Count == 0) {
+                if (st != NATS_TIMEOUT && st != NATS_NOT_FOUND)
+                    nats_Sleep(100);
+                natsMsgList_Destroy(&list);
+                continue;
+            }
+        }
+        if (!atomic_load(&c->stop))
+            run_batch(pl, &list);
         natsMsgList_Destroy(&list);
     }
     if (sub)
@@ -464,6 +1062,27 @@ static void *renewer_main(void *arg)
     return NULL;
 }
 
+static void puller_free(puller *pl)
+{
+    if (pl == NULL)
+        return;
+    if (pl->js)
+        jsCtx_Destroy(pl->js);
+    pthread_mutex_destroy(&pl->mu);
+    pthread_cond_destroy(&pl->cv);
+    wf__free_mem(pl->s);
+    wf__free_mem(pl);
+}
+
+void wf__cluster_free_pullers(wf_cluster *c)
+{
+    for (uint32_t i = 0; i < c->npls; i++)
+        puller_free(c->pls[i]);
+    wf__free_mem(c->pls);
+    c->pls = NULL;
+    c->npls = 0;
+}
+
 int wf_cluster_work(wf_cluster *c, wf_executor *ex)
 {
     if (c == NULL || ex == NULL)
@@ -471,7 +1090,10 @@ int wf_cluster_work(wf_cluster *c, wf_executor *ex)
     if (c->ex)
         return wf__set_error(WF_ESTATE, "wf_cluster_work: already working");
     c->runners = wf__calloc(c->p.runners, sizeof *c->runners);
-    if (c->runners == NULL)
+    uint32_t np = c->p.pullers ? c->p.pullers : 1;
+    c->pullers = wf__calloc(np, sizeof *c->pullers);
+    c->pls = wf__calloc(np, sizeof *c->pls);
+    if (c->runners == NULL || c->pullers == NULL || c->pls == NULL)
         return WF_ENOMEM;
     c->ex = ex;
     if (pthread_create(&c->renewer, NULL, renewer_main, c) != 0)
@@ -481,6 +1103,26 @@ int wf_cluster_work(wf_cluster *c, wf_executor *ex)
         if (pthread_create(&c->runners[i], NULL, runner_main, c) != 0)
             return WF_ENOMEM;
         c->nrunners++;
+    }
+    for (uint32_t i = 0; i < np; i++) {
+        puller *pl = wf__calloc(1, sizeof *pl);
+        if (pl == NULL)
+            return WF_ENOMEM;
+        pl->c = c;
+        pthread_mutex_init(&pl->mu, NULL);
+        pthread_cond_init(&pl->cv, NULL);
+        pl->s = wf__calloc(c->p.fetch_batch, sizeof *pl->s);
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = c->p.timeout_ms;
+        jo.PublishAsync.MaxPending = 4 * (int64_t)c->p.fetch_batch + 16;
+        jo.PublishAsync.AckHandler = fast_ack;
+        jo.PublishAsync.AckHandlerClosure = pl;
+        c->pls[c->npls++] = pl; /* freed last (wf_cluster_free): runs call fast_done on it */
+        if (pl->s == NULL || natsConnection_JetStream(&pl->js, c->nc, &jo) != NATS_OK ||
+            pthread_create(&c->pullers[i], NULL, puller_main, pl) != 0)
+            return WF_ENOMEM;
+        c->npullers++;
     }
     return 0;
 }

@@ -66,6 +66,7 @@ void wf__nats_meta_clear(nmeta *m)
     wf__free_mem(m->workflow);
     wf__free_mem(m->owner);
     wf__free_mem(m->eps);
+    wf__free_mem(m->res_inline);
     memset(m, 0, sizeof *m);
 }
 
@@ -75,6 +76,17 @@ int wf__nats_meta_copy(nmeta *dst, const nmeta *src)
     t.workflow = src->workflow ? wf__strdup(src->workflow) : NULL;
     t.owner = src->owner ? wf__strdup(src->owner) : NULL;
     t.eps = NULL;
+    t.res_inline = NULL;
+    if (src->res_inline) {
+        t.res_inline = wf__malloc(src->res_inline_len ? src->res_inline_len : 1);
+        if (t.res_inline == NULL) {
+            t.res_inline_len = 0;
+            t.nep = 0;
+            wf__nats_meta_clear(&t);
+            return WF_ENOMEM;
+        }
+        memcpy(t.res_inline, src->res_inline, src->res_inline_len);
+    }
     if (src->nep) {
         t.eps = wf__malloc(src->nep * 2 * sizeof(uint64_t));
         if (t.eps)
@@ -102,14 +114,17 @@ static void pack_str(msgpack_packer *pk, const char *s)
 
 /* The meta record: [version, workflow, owner, status, lease, created, updated, next_seq,
  * ckpt_seq, ckpt_sseq, ckpt_n, ckpt_len, res_sseq, res_n, res_len, create_seq, epoch,
- * [epoch, first, ...]]. */
+ * [epoch, first, ...]] and, when the result is inline (small results of the cluster's fast
+ * path: one write ends the run), its bytes as a 19th element. Readers ignore elements they do
+ * not know, so a reader without the 19th sees a result that is not there (WF_ECORRUPT), never
+ * a wrong one. */
 int wf__nats_meta_pack(const nmeta *m, void **buf, size_t *len)
 {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 18);
+    msgpack_pack_array(&pk, m->res_inline ? 19 : 18);
     msgpack_pack_uint32(&pk, META_VERSION);
     pack_str(&pk, m->workflow);
     pack_str(&pk, m->owner);
@@ -124,6 +139,8 @@ int wf__nats_meta_pack(const nmeta *m, void **buf, size_t *len)
     msgpack_pack_array(&pk, m->nep * 2);
     for (uint64_t i = 0; i < m->nep * 2; i++)
         msgpack_pack_uint64(&pk, m->eps[i]);
+    if (m->res_inline)
+        msgpack_pack_bin_with_body(&pk, m->res_inline, m->res_inline_len);
     if (sb.data == NULL) {
         msgpack_sbuffer_destroy(&sb);
         return WF_ENOMEM;
@@ -218,6 +235,15 @@ int wf__nats_meta_unpack(const void *buf, size_t len, nmeta *m)
         for (uint64_t i = 0; i < m->nep * 2; i++)
             if (obj_u64(&e->via.array.ptr[i], &m->eps[i]))
                 goto out;
+    }
+    if (o->via.array.size > 18 && a[18].type == MSGPACK_OBJECT_BIN) {
+        m->res_inline = wf__malloc(a[18].via.bin.size ? a[18].via.bin.size : 1);
+        if (m->res_inline == NULL) {
+            rc = WF_ENOMEM;
+            goto out;
+        }
+        memcpy(m->res_inline, a[18].via.bin.ptr, a[18].via.bin.size);
+        m->res_inline_len = a[18].via.bin.size;
     }
     rc = 0;
 out:
@@ -753,6 +779,11 @@ static int n_get_result(void *self, const char *run_id, int32_t *status, void **
         return rc;
     if (m.status < WF_STORE_DONE) {
         rc = WF_EAGAIN;
+    } else if (m.res_inline) {
+        *status = m.status;
+        *len = m.res_inline_len;
+        *data = m.res_inline; /* wf__malloc'd: the caller frees it with wf_free */
+        m.res_inline = NULL;
     } else if (m.res_n == 0) {
         rc = WF_ECORRUPT;
     } else {
@@ -876,7 +907,8 @@ static int n_list(void *self, uint32_t mask, uint64_t cursor, uint32_t limit, wf
             return rc;
         }
         int stop = 0;
-        if (m.create_seq == sseq && (mask & WF_STORE_MASK(m.status))) {
+        /* create_seq 0: a run of the cluster's fast path, indexed once, when it ended */
+        if ((m.create_seq == sseq || m.create_seq == 0) && (mask & WF_STORE_MASK(m.status))) {
             if (limit && given == limit) {
                 if (next_cursor)
                     *next_cursor = sseq - 1;
@@ -1102,6 +1134,13 @@ void wf_store_nats_params_init(wf_store_nats_params *p)
 int wf_store_open_nats(wf_store **out, const char *url, const wf_store_params *params,
                        const wf_store_nats_params *nats, char **message)
 {
+    nstore *self = NULL;
+    return wf__nats_open(out, &self, url, params, nats, message);
+}
+
+int wf__nats_open(wf_store **out, nstore **self, const char *url, const wf_store_params *params,
+                  const wf_store_nats_params *nats, char **message)
+{
     if (message)
         *message = NULL;
     if (out)
@@ -1171,5 +1210,6 @@ int wf_store_open_nats(wf_store **out, const char *url, const wf_store_params *p
         n_free(s);
         return rc;
     }
+    *self = s;
     return wf_store_new(out, &nats_ops, s);
 }

@@ -60,14 +60,19 @@ typedef struct wf_cluster_params {
     uint32_t ack_wait_ms;
     /** Lease of a run in the store, ms. Default 10000 (renewed every third). */
     uint32_t lease_ms;
-    /** Runs one worker process runs at once (runner threads). Default 16. */
+    /** Runner threads of a worker process: each drives one run that left the fast path
+     *  (it waits for an outside event, streams events, takes long, or is a redelivery).
+     *  Default 16. */
     uint32_t runners;
-    /** Submissions a runner fetches per pull. Default 8. */
+    /** Submissions a puller fetches per pull (the fast path's batch). Default 256. */
     uint32_t fetch_batch;
     /** Nonzero: journal the runs' streamed events (the submitter's event stream). Default 1. */
     int32_t stream_events;
     /** This process's owner id in leases (borrowed for open), or NULL for a unique one. */
     const char *owner;
+    /** Puller threads of a worker process (the fast path: a batch of submissions created,
+     *  run and ended with a few round trips for the whole batch). Default 2. */
+    uint32_t pullers;
 } wf_cluster_params;
 
 /** Fills p with the defaults. */
