@@ -48,6 +48,7 @@ void wf_cluster_params_init(wf_cluster_params *p)
     p->fetch_batch = 256;
     p->stream_events = 1;
     p->pullers = 2;
+    p->index_runs = 1;
 }
 
 const cwf *wf__cluster_find_wf(const wf_cluster *c, const char *name, size_t len)
@@ -285,6 +286,10 @@ int wf_cluster_open(wf_cluster **out, const char *url, const wf_cluster_params *
     snprintf(c->consumer, sizeof c->consumer, "%s_workers", c->prefix);
     snprintf(c->subj_res, sizeof c->subj_res, "%s.res", c->prefix);
     c->sq_tail = &c->sq_head;
+    pthread_mutex_init(&c->smu, NULL);
+    pthread_cond_init(&c->scv, NULL);
+    msgpack_sbuffer_init(&c->sbuf);
+    c->sbuf_ready = 1;
     /* The store first: its open says clearly when the server is unreachable. */
     wf_store_params sp;
     wf_store_params_init(&sp);
@@ -316,6 +321,22 @@ void wf_cluster_free(wf_cluster *c)
 {
     if (c == NULL)
         return;
+    if (c->sbuf_ready) {
+        /* submissions not published yet go out now (wf_cluster_flush waits for them) */
+        pthread_mutex_lock(&c->smu);
+        c->sstop = 1;
+        pthread_cond_signal(&c->scv);
+        pthread_mutex_unlock(&c->smu);
+        if (c->linger_started)
+            pthread_join(c->linger, NULL);
+        if (c->js) {
+            wf__cluster_publish_pending(c);
+            jsPubOptions po;
+            jsPubOptions_Init(&po);
+            po.MaxWait = 1000;
+            js_PublishAsyncComplete(c->js, &po);
+        }
+    }
     atomic_store(&c->stop, 1);
     pthread_mutex_lock(&c->mu);
     pthread_cond_broadcast(&c->cv);
@@ -348,6 +369,11 @@ void wf_cluster_free(wf_cluster *c)
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     wf__free_mem(c->hb);
+    if (c->sbuf_ready) {
+        msgpack_sbuffer_destroy(&c->sbuf);
+        pthread_mutex_destroy(&c->smu);
+        pthread_cond_destroy(&c->scv);
+    }
     wf__free_mem(c->prefix);
     wf__free_mem(c);
 }
@@ -393,6 +419,75 @@ void wf_cluster_get_stats(const wf_cluster *c, wf_cluster_stats *st)
 
 /* ------------------------------------------------------------ submitting */
 
+/*
+ * Submissions are packed: a message on "<p>.submit" carries up to SUBMIT_BATCH runs, msgpack
+ * [2, [[run_id, workflow, fingerprint, start event], ...]] (one stored message, one delivery
+ * and one ack for the batch instead of one each per run). A batch is published when full,
+ * by wf_cluster_flush, before a handler waits or reads, and otherwise by the linger thread
+ * after at most SUBMIT_LINGER_MS. Under c->smu.
+ */
+static int publish_batch_locked(wf_cluster *c)
+{
+    if (c->sn == 0)
+        return 0;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint32(&pk, 2);
+    msgpack_pack_array(&pk, c->sn);
+    msgpack_sbuffer_write(&sb, c->sbuf.data, c->sbuf.size);
+    uint32_t n = c->sn;
+    c->sn = 0;
+    msgpack_sbuffer_clear(&c->sbuf);
+    natsMsg *m = NULL;
+    natsStatus st = sb.data ? natsMsg_Create(&m, c->subj_submit, NULL, sb.data, (int)sb.size)
+                            : NATS_NO_MEMORY;
+    msgpack_sbuffer_destroy(&sb);
+    if (st == NATS_OK)
+        st = js_PublishMsgAsync(c->js, &m, NULL);
+    if (m)
+        natsMsg_Destroy(m);
+    if (st != NATS_OK)
+        return wf__set_error(WF_EIO, "wf_cluster_submit: %u submissions not published: %s", n,
+                             natsStatus_GetText(st));
+    return 0;
+}
+
+static void *linger_main(void *arg)
+{
+    wf_cluster *c = arg;
+    pthread_mutex_lock(&c->smu);
+    while (!c->sstop) {
+        if (c->sn == 0) {
+            pthread_cond_wait(&c->scv, &c->smu);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += SUBMIT_LINGER_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&c->scv, &c->smu, &ts);
+        publish_batch_locked(c); /* a failure: the runs' waits time out; flush says WF_EIO */
+    }
+    publish_batch_locked(c);
+    pthread_mutex_unlock(&c->smu);
+    return NULL;
+}
+
+/* Publishes the submissions not published yet. */
+int wf__cluster_publish_pending(wf_cluster *c)
+{
+    pthread_mutex_lock(&c->smu);
+    int rc = publish_batch_locked(c);
+    pthread_mutex_unlock(&c->smu);
+    return rc;
+}
+
 int wf_cluster_submit(wf_cluster *c, const char *name, wf_event *start_event, const char *run_id,
                       wf_cluster_handler **handler)
 {
@@ -415,40 +510,39 @@ int wf_cluster_submit(wf_cluster *c, const char *name, wf_event *start_event, co
     wf_event_release(start_event);
     if (rc)
         return rc;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    if (handler) {
+        rc = wf_cluster_handler_open(c, name, run_id, handler);
+        if (rc) {
+            wf_free(ev);
+            return rc;
+        }
+        (*handler)->submitted = 1;
+    }
+    pthread_mutex_lock(&c->smu);
+    if (!c->linger_started) {
+        if (pthread_create(&c->linger, NULL, linger_main, c) == 0)
+            c->linger_started = 1;
+    }
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 5);
-    msgpack_pack_uint32(&pk, 1);
+    msgpack_packer_init(&pk, &c->sbuf, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 4);
     msgpack_pack_str_with_body(&pk, run_id, strlen(run_id));
     msgpack_pack_str_with_body(&pk, name, strlen(name));
     msgpack_pack_uint64(&pk, w->fp);
     msgpack_pack_bin_with_body(&pk, ev, evlen);
     wf_free(ev);
-    if (handler) {
-        rc = wf_cluster_handler_open(c, name, run_id, handler);
-        if (rc) {
-            msgpack_sbuffer_destroy(&sb);
-            return rc;
-        }
-        (*handler)->submitted = 1;
-    }
-    natsMsg *m = NULL;
-    natsStatus st = natsMsg_Create(&m, c->subj_submit, NULL, sb.data, (int)sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    if (st == NATS_OK)
-        st = natsMsgHeader_Set(m, "Nats-Msg-Id", run_id);
-    if (st == NATS_OK)
-        st = js_PublishMsgAsync(c->js, &m, NULL);
-    if (m)
-        natsMsg_Destroy(m);
-    if (st != NATS_OK) {
+    c->sn++;
+    if (c->sn >= SUBMIT_BATCH || c->sbuf.size >= SUBMIT_BYTES || !c->linger_started)
+        rc = publish_batch_locked(c);
+    else if (c->sn == 1)
+        pthread_cond_signal(&c->scv);
+    pthread_mutex_unlock(&c->smu);
+    if (rc) {
         if (handler) {
             wf_cluster_handler_free(*handler);
             *handler = NULL;
         }
-        return wf__set_error(WF_EIO, "wf_cluster_submit: %s", natsStatus_GetText(st));
+        return rc;
     }
     count(c, S_SUBMITTED);
     return 0;
@@ -458,6 +552,9 @@ int wf_cluster_flush(wf_cluster *c, int64_t timeout_ms)
 {
     if (c == NULL)
         return WF_EINVAL;
+    int rc = wf__cluster_publish_pending(c);
+    if (rc)
+        return rc;
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = timeout_ms < 0 ? 3600000 : timeout_ms;
@@ -580,6 +677,8 @@ int wf_cluster_handler_wait(wf_cluster_handler *h, int64_t timeout_ms, wf_event 
     if (h == NULL)
         return WF_EINVAL;
     wf_cluster *c = h->c;
+    if (h->submitted)
+        wf__cluster_publish_pending(c);
     int64_t now = wf__cluster_mono_ms();
     int64_t end = timeout_ms < 0 ? INT64_MAX : now + timeout_ms;
     /* A run submitted here has its result pushed (on_results): the store is read only as the
@@ -661,6 +760,8 @@ int wf_cluster_handler_next_event(wf_cluster_handler *h, int64_t timeout_ms, wf_
         *ev = NULL;
     if (h == NULL || ev == NULL)
         return WF_EINVAL;
+    if (h->submitted)
+        wf__cluster_publish_pending(h->c);
     int64_t end = timeout_ms < 0 ? INT64_MAX : wf__cluster_mono_ms() + timeout_ms;
     for (;;) {
         one_rec o = {.h = h};
@@ -693,6 +794,8 @@ int wf_cluster_handler_next_event(wf_cluster_handler *h, int64_t timeout_ms, wf_
 
 static int send_input(wf_cluster_handler *h, int kind, wf_event *ev)
 {
+    if (h->submitted)
+        wf__cluster_publish_pending(h->c);
     void *buf = NULL;
     size_t len = 0;
     int rc = ev ? wf_event_to_msgpack(ev, &buf, &len) : 0;

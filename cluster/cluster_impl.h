@@ -8,12 +8,16 @@
 #include "internal.h"
 #include "nats_impl.h"
 
+#include <msgpack.h>
 #include <wf/cluster.h>
 #include <wf/snapshot.h>
 
 #define MAX_WORKFLOWS 64
 #define IN_EVENT  0
 #define IN_CANCEL 1
+#define SUBMIT_BATCH     64           /* runs in one submission message at most */
+#define SUBMIT_BYTES     (256 * 1024) /* and bytes */
+#define SUBMIT_LINGER_MS 1            /* a batch not full waits this long for more */
 
 typedef struct cwf {
     char *name;
@@ -52,6 +56,15 @@ struct wf_cluster {
     uint32_t npullers;
     struct puller **pls; /* the pullers' state, freed last */
     uint32_t npls;
+    /* submitter side: the batch being packed (smu) */
+    pthread_mutex_t smu;
+    pthread_cond_t scv;
+    msgpack_sbuffer sbuf; /* smu: the batch's entries */
+    uint32_t sn;          /* smu: entries */
+    int sstop;            /* smu */
+    int sbuf_ready;       /* smu, scv and sbuf initialised */
+    pthread_t linger;
+    int linger_started;   /* smu */
     atomic_uint_fast64_t st[10]; /* wf_cluster_stats fields in order */
 };
 
@@ -81,6 +94,8 @@ struct wf_cluster_handler {
 
 /* cluster.c: publishes n results ([[run_id, status, record], ...]) to the submitters. */
 void wf__cluster_push_results(wf_cluster *c, const void *packed, size_t len);
+/* cluster.c: publishes the submissions packed and not published yet. */
+int wf__cluster_publish_pending(wf_cluster *c);
 /* worker.c: frees the runs handed over and not taken (wf_cluster_free, after the joins). */
 void wf__cluster_drop_queue(wf_cluster *c);
 /* worker.c: frees the pullers' state (wf_cluster_free, last: after the executor's runs). */

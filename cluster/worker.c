@@ -9,6 +9,7 @@
  * shared state is the cluster's (see cluster_impl.h).
  */
 #include "cluster_impl.h"
+#include "engine.h" /* wf__run_idle: a wf_handler is its run */
 
 #include <msgpack.h>
 #include <stdio.h>
@@ -19,13 +20,39 @@
 typedef struct sub_msg {
     char run_id[WF__STORE_ID_MAX + 1];
     const cwf *w;
+    const char *wname; /* borrowed from the message */
+    size_t wname_len;
     uint64_t fp;
     const char *start; /* borrowed from the message */
     size_t start_len;
+    int slow; /* v1 with the slow flag: handed over by a puller, straight to the slow path */
 } sub_msg;
 
-/* Decodes a submission: 0, or WF_EFORMAT (malformed), WF_ENOTFOUND (workflow unknown here). */
-static int decode_submission(wf_cluster *c, natsMsg *m, sub_msg *out, msgpack_unpacked *u)
+/* One submission [run_id, workflow, fingerprint, start event] at a: 0, WF_EFORMAT,
+ * WF_ENOTFOUND (workflow unknown here). */
+static int decode_entry(wf_cluster *c, const msgpack_object *a, sub_msg *out)
+{
+    if (a[0].type != MSGPACK_OBJECT_STR || a[0].via.str.size == 0 ||
+        a[0].via.str.size > WF__STORE_ID_MAX || memchr(a[0].via.str.ptr, 0, a[0].via.str.size) ||
+        a[1].type != MSGPACK_OBJECT_STR || a[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+        a[3].type != MSGPACK_OBJECT_BIN)
+        return WF_EFORMAT;
+    memcpy(out->run_id, a[0].via.str.ptr, a[0].via.str.size);
+    out->run_id[a[0].via.str.size] = 0;
+    out->wname = a[1].via.str.ptr;
+    out->wname_len = a[1].via.str.size;
+    out->fp = a[2].via.u64;
+    out->start = a[3].via.bin.ptr;
+    out->start_len = a[3].via.bin.size;
+    out->slow = 0;
+    out->w = wf__cluster_find_wf(c, a[1].via.str.ptr, a[1].via.str.size);
+    return out->w ? 0 : WF_ENOTFOUND;
+}
+
+/* Unpacks a submission message into u: 1 (one run: [1, run_id, workflow, fingerprint, start
+ * event(, slow flag)]), 2 (a batch: [2, [[run_id, workflow, fingerprint, start event], ...]],
+ * *batch = its entries), or WF_EFORMAT. */
+static int unpack_message(natsMsg *m, msgpack_unpacked *u, const msgpack_object **batch)
 {
     size_t off = 0;
     const char *data = natsMsg_GetData(m);
@@ -34,22 +61,32 @@ static int decode_submission(wf_cluster *c, natsMsg *m, sub_msg *out, msgpack_un
         msgpack_unpack_next(u, data, (size_t)len, &off) != MSGPACK_UNPACK_SUCCESS)
         return WF_EFORMAT;
     const msgpack_object *o = &u->data;
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 5)
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 2 ||
+        o->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return WF_EFORMAT;
     const msgpack_object *a = o->via.array.ptr;
-    if (a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[0].via.u64 != 1 ||
-        a[1].type != MSGPACK_OBJECT_STR || a[1].via.str.size == 0 ||
-        a[1].via.str.size > WF__STORE_ID_MAX || memchr(a[1].via.str.ptr, 0, a[1].via.str.size) ||
-        a[2].type != MSGPACK_OBJECT_STR || a[3].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-        a[4].type != MSGPACK_OBJECT_BIN)
+    if (a[0].via.u64 == 1 && (o->via.array.size == 5 || o->via.array.size == 6))
+        return 1;
+    if (a[0].via.u64 == 2 && o->via.array.size == 2 && a[1].type == MSGPACK_OBJECT_ARRAY) {
+        *batch = &a[1];
+        return 2;
+    }
+    return WF_EFORMAT;
+}
+
+/* Decodes a one-run submission: 0, or WF_EFORMAT (malformed, or a batch), WF_ENOTFOUND
+ * (workflow unknown here). */
+static int decode_submission(wf_cluster *c, natsMsg *m, sub_msg *out, msgpack_unpacked *u)
+{
+    const msgpack_object *batch = NULL;
+    if (unpack_message(m, u, &batch) != 1)
         return WF_EFORMAT;
-    memcpy(out->run_id, a[1].via.str.ptr, a[1].via.str.size);
-    out->run_id[a[1].via.str.size] = 0;
-    out->fp = a[3].via.u64;
-    out->start = a[4].via.bin.ptr;
-    out->start_len = a[4].via.bin.size;
-    out->w = wf__cluster_find_wf(c, a[2].via.str.ptr, a[2].via.str.size);
-    return out->w ? 0 : WF_ENOTFOUND;
+    const msgpack_object *o = &u->data;
+    int slow = o->via.array.size == 6 && o->via.array.ptr[5].type == MSGPACK_OBJECT_BOOLEAN &&
+               o->via.array.ptr[5].via.boolean;
+    int rc = decode_entry(c, o->via.array.ptr + 1, out);
+    out->slow = slow;
+    return rc;
 }
 
 typedef struct settled {
@@ -337,17 +374,31 @@ void wf__cluster_drop_queue(wf_cluster *c)
     }
 }
 
-/* One streamed event of the run: checkpoint when idle, journal the others. */
+/* The run went idle waiting for an outside event: checkpoint it, say so in the store. */
+static void went_idle(active *a)
+{
+    a->idle = 1;
+    checkpoint(a);
+    wf_store_set_status(a->c->store, a->sm->run_id, WF_STORE_WAITING, NULL);
+}
+
+/*
+ * Whether the run waits for an outside event: nothing runs or waits to run and a step waits
+ * (the engine's own test, the one behind WorkflowIdleEvent, read directly: streaming the
+ * engine's internal notifications to learn it costs about a third of a short run).
+ */
+static int run_idle(wf_handler *h)
+{
+    return wf__run_idle((wf__run *)h);
+}
+
+/* One streamed event of the run: journaled (internal notifications are not streamed). */
 static void on_event(active *a, wf_event *ev, const wf_event_type *t_idle,
                      const wf_event_type *t_state, const wf_event_type *t_unh)
 {
     wf_cluster *c = a->c;
     const wf_event_type *t = wf_event_type_of(ev);
-    if (t == t_idle) {
-        a->idle = 1;
-        checkpoint(a);
-        wf_store_set_status(c->store, a->sm->run_id, WF_STORE_WAITING, NULL);
-    } else if (t == t_state || t == t_unh) {
+    if (t == t_idle || t == t_state || t == t_unh) {
         /* step state notifications are not part of the run's stream; unhandled: counted by
          * the engine */
     } else if (c->p.stream_events) {
@@ -386,6 +437,8 @@ static void drive(active *a, natsMsg *msg, wf_event **pre, size_t npre)
             break;
         if (rc == 0)
             on_event(a, ev, t_idle, t_state, t_unh);
+        else if (rc == WF_ETIMEDOUT && !a->idle && run_idle(a->h))
+            went_idle(a);
         /* inputs are read when the run waits, and on each quiet tick (cancels): not after
          * every event, which would cost a round trip per event */
         if (rc == WF_ETIMEDOUT || (rc == 0 && a->idle))
@@ -485,7 +538,9 @@ static void handle(wf_cluster *c, natsMsg *msg)
     snprintf(a.in_subj, sizeof a.in_subj, "%s.in.%s", c->prefix, a.key);
     wf_run_params rp;
     wf_run_params_init(&rp);
-    rp.stream_internal = 1; /* WorkflowIdleEvent: when to checkpoint and deliver inputs */
+    /* no internal notifications: idleness is read from the engine (run_idle) */
+    if (!c->p.stream_events)
+        rp.stream_capacity = 0;
     uint64_t resumed = atomic_load(&c->st[S_RESUMED]);
     rc = start_run(&a, &rp);
     if (rc == 0 && journaled > 0 && atomic_load(&c->st[S_RESUMED]) == resumed)
@@ -503,25 +558,26 @@ static void handle(wf_cluster *c, natsMsg *msg)
     msgpack_unpacked_destroy(&u);
 }
 
-/* A run a puller started: adopted into the store (the claim renews our own lease and makes
- * the store write it), then driven. Consumes the handler, the events and the decoded
- * submission; the message and the item stay the caller's. */
+/* A run a puller started that left the fast path: its record is created now (the lease, as
+ * on the slow path), then it is driven. A run that has a record already (another worker has
+ * it, or it ended before) is dropped here and the submission handled from scratch. Consumes
+ * the handler, the events and the decoded submission; the message and the item stay the
+ * caller's. */
 static void handle_adopted(wf_cluster *c, slow_item *it)
 {
-    wf_store_run_info info = {0};
-    int rc = wf_store_claim(c->store, it->sm.run_id, &info);
-    wf_store_run_info_clear(&info);
+    uint64_t ticket = 0;
+    int rc = wf_store_create(c->store, it->sm.run_id, it->sm.w->name, &ticket);
+    if (rc == 0)
+        rc = wf_store_wait(c->store, ticket);
+    if (rc == 0)
+        rc = wf_store_set_status(c->store, it->sm.run_id, WF_STORE_RUNNING, NULL);
     if (rc) {
-        /* another worker took it meanwhile (our lease expired) or the store is away */
-        if (rc == WF_ELEASE)
-            count(c, S_BUSY);
-        if (rc != WF_ESTATE)
-            natsMsg_NakWithDelay(it->msg, rc == WF_ELEASE ? c->p.lease_ms / 2 : 500, NULL);
         for (size_t i = 0; i < it->npre; i++)
             wf_event_release(it->pre[i]);
         wf_handler_cancel(it->h);
         wf_handler_wait(it->h, 5000, NULL);
         wf_handler_free(it->h);
+        handle(c, it->msg);
     } else {
         active a = {.c = c, .msg = it->msg, .sm = &it->sm, .h = it->h};
         wf__nats_key(a.key, it->sm.run_id);
@@ -564,53 +620,67 @@ static void *runner_main(void *arg)
 /* ------------------------------------------------------------ the fast path */
 
 /*
- * A puller fetches up to fetch_batch submissions at once and takes them
- * through with a few round trips for the whole batch:
- *  1. every run's record is created (compare-and-set on "absent", published
- *     asynchronously, one wait for all acknowledgements): the create is the
- *     lease, exactly as the store's create;
- *  2. the created runs start on the executor; the puller waits for them up
- *     to a third of the lease and ack wait (the deadline);
+ * A puller fetches submission messages (a message holds one run, or a
+ * batch of runs packed by the submitter) and takes their runs through with
+ * one asynchronous round for the whole pull:
+ *  1. every run of a first delivery starts on the executor at once: it has
+ *     no record in the store yet and writes none while it runs;
+ *  2. the puller waits for them up to a third of the ack wait and of the
+ *     lease (the deadline: no redelivery can happen meanwhile);
  *  3. each run that ended in time, streamed nothing to journal and never
- *     waited for an outside event gets its final record (status + the
- *     result inline) by compare-and-set on the create's revision, all
- *     published asynchronously, one wait; then its creation index, its
- *     result pushed to the submitters (one message for the batch) and the
- *     submission acked (acks are fire-and-forget: a lost one redelivers a
- *     finished run, which is acked without running);
- *  4. every other submission goes to the runner threads: not created
- *     (redelivered, or created by someone else) from scratch, a run that
- *     left the fast path adopted (claimed: it is ours) and driven.
- * A run of the batch never writes anything but its create and its end, so
- * no checkpoint, journal or status write; the guarantees are the store's:
- * the end is refused (and dropped) unless the create's revision is still
- * the record's.
+ *     waited for an outside event gets its only record, the final one
+ *     (status and the result inline), created if absent (compare-and-set
+ *     on revision 0): one asynchronous publish a run, one wait for all;
+ *  4. its result is pushed to the submitters (one message for the pull)
+ *     and its submission acked (one ack a message: fire-and-forget, a lost
+ *     one redelivers runs that ended, found ended in the store).
+ * Every other run leaves the fast path: a run of a one-run message is
+ * adopted by a runner thread (its record is created, the lease, then it
+ * is driven like any other); a run of a batch is published again as a
+ * one-run message flagged slow (Nats-Msg-Id = run id) and cancelled here,
+ * and the batch is acked once those copies are stored. A redelivered
+ * message never runs here: its runs go to the slow path (from scratch:
+ * the store says whether they ended, or who holds them).
+ * Guarantees: a run's result exists once (the final record is created
+ * only if the run has none: a run another worker took over, or that ended
+ * before, refuses ours, which is dropped); two workers can run one run at
+ * once only if one of them stalled past the ack wait, and then only one
+ * of them can end it, as with the lease.
  */
-enum { F_SKIP, F_CREATING, F_CREATED, F_RUNNING, F_ENDED, F_ENDING, F_SLOW };
+enum { F_NONE, F_RUNNING, F_ENDED, F_ENDING, F_SLOW, F_REPUB, F_DONE };
 
-typedef struct fslot {
+typedef struct fmsg {
     natsMsg *msg;
     msgpack_unpacked u;
+    int batch;     /* a batch message (else one run) */
+    int again;     /* redelivered */
+    int pending;   /* runs of it not settled */
+    int failed;    /* a copy of one of its runs could not be stored: Nak */
+} fmsg;
+
+typedef struct fslot {
+    uint32_t mi; /* its message */
     sub_msg sm;
     int state;
-    atomic_int rc;      /* the pending publish's outcome (ack callback) */
-    atomic_ullong rev;  /* its revision (ack callback) */
+    atomic_int rc; /* the pending publish's outcome (ack callback) */
     wf_handler *h;
-    wf_event **pre;     /* events read from the run (to journal, or the idle one) */
+    wf_event **pre; /* events read from the run (to journal) */
     size_t npre, cpre;
     int32_t status;
-    void *rec; /* the result record */
+    void *rec; /* the result record (msgpack's malloc) */
     size_t rec_len;
 } fslot;
 
 typedef struct puller {
     wf_cluster *c;
-    jsCtx *js; /* its own: the ack callback knows this batch */
+    jsCtx *js; /* its own: the ack callback knows this pull */
     fslot *s;
-    uint32_t n;
+    uint32_t n, cap;
+    fmsg *m;
+    uint32_t nm, capm;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    uint32_t ended; /* mu: runs of the batch that ended (on_done) */
+    uint32_t ended; /* mu: runs of the pull that ended (on_done) */
 } puller;
 
 static void fast_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
@@ -621,13 +691,10 @@ static void fast_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, vo
     if (natsMsgHeader_Get(msg, "Wf-I", &v) == NATS_OK && v) {
         size_t i = strtoul(v, NULL, 10);
         if (i < pl->n) {
-            if (pa) {
-                atomic_store(&pl->s[i].rev, pa->Sequence);
-                atomic_store(&pl->s[i].rc, 0);
-            } else {
-                /* 10071: wrong last sequence: the run exists (or someone else wrote it) */
-                atomic_store(&pl->s[i].rc, pae && pae->ErrCode == 10071 ? WF_EEXIST : WF_EIO);
-            }
+            /* 10071: wrong last sequence: the run has a record already */
+            atomic_store(&pl->s[i].rc, pa                            ? 0
+                                       : pae && pae->ErrCode == 10071 ? WF_EEXIST
+                                                                      : WF_EIO);
         }
     }
     natsMsg_Destroy(msg);
@@ -643,35 +710,64 @@ static void fast_done(wf_handler *h, void *user)
     pthread_mutex_unlock(&pl->mu);
 }
 
-/* Publishes a record of slot i asynchronously, expecting last (0: the key is absent). */
-static int pub_record(puller *pl, uint32_t i, const nmeta *m, uint64_t last)
+/* Publishes asynchronously for slot i (its outcome lands in the slot's rc). */
+static int pub_slot(puller *pl, uint32_t i, const char *subj, const void *data, size_t len,
+                    const char *h1, const char *v1)
 {
-    wf_cluster *c = pl->c;
-    fslot *sl = &pl->s[i];
-    void *buf = NULL;
-    size_t len = 0;
-    int rc = wf__nats_meta_pack(m, &buf, &len);
-    if (rc)
-        return rc;
-    char subj[NATS_KEY_MAX + 200], num[24];
-    size_t pl_len = strlen(c->kv_prefix);
-    memcpy(subj, c->kv_prefix, pl_len);
-    wf__nats_key(subj + pl_len, sl->sm.run_id);
     natsMsg *msg = NULL;
-    natsStatus st = natsMsg_Create(&msg, subj, NULL, buf, (int)len);
-    wf__free_mem(buf);
-    snprintf(num, sizeof num, "%llu", (unsigned long long)last);
-    if (st == NATS_OK)
-        st = natsMsgHeader_Set(msg, "Nats-Expected-Last-Subject-Sequence", num);
+    char num[24];
     snprintf(num, sizeof num, "%u", i);
+    natsStatus st = natsMsg_Create(&msg, subj, NULL, data, (int)len);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(msg, h1, v1);
     if (st == NATS_OK)
         st = natsMsgHeader_Set(msg, "Wf-I", num);
-    atomic_store(&sl->rc, WF_EIO); /* until acknowledged */
+    atomic_store(&pl->s[i].rc, WF_EIO); /* until acknowledged */
     if (st == NATS_OK)
         st = js_PublishMsgAsync(pl->js, &msg, NULL);
     if (msg)
         natsMsg_Destroy(msg);
     return st == NATS_OK ? 0 : WF_EIO;
+}
+
+/* The run's final record, created if the run has none. */
+static int pub_end(puller *pl, uint32_t i, const nmeta *m)
+{
+    wf_cluster *c = pl->c;
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = wf__nats_meta_pack(m, &buf, &len);
+    if (rc)
+        return rc;
+    char subj[NATS_KEY_MAX + 200];
+    size_t kl = strlen(c->kv_prefix);
+    memcpy(subj, c->kv_prefix, kl);
+    wf__nats_key(subj + kl, pl->s[i].sm.run_id);
+    rc = pub_slot(pl, i, subj, buf, len, "Nats-Expected-Last-Subject-Sequence", "0");
+    wf__free_mem(buf);
+    return rc;
+}
+
+/* A run of a batch, published again alone and flagged slow. */
+static int pub_copy(puller *pl, uint32_t i)
+{
+    const sub_msg *sm = &pl->s[i].sm;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 6);
+    msgpack_pack_uint32(&pk, 1);
+    msgpack_pack_str_with_body(&pk, sm->run_id, strlen(sm->run_id));
+    msgpack_pack_str_with_body(&pk, sm->wname, sm->wname_len);
+    msgpack_pack_uint64(&pk, sm->fp);
+    msgpack_pack_bin_with_body(&pk, sm->start, sm->start_len);
+    msgpack_pack_true(&pk);
+    int rc = sb.data ? pub_slot(pl, i, pl->c->subj_submit, sb.data, sb.size, "Nats-Msg-Id",
+                                sm->run_id)
+                     : WF_ENOMEM;
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
 }
 
 static void await_acks(puller *pl)
@@ -686,42 +782,29 @@ static void await_acks(puller *pl)
     }
 }
 
-static void meta_base(wf_cluster *c, nmeta *m, uint64_t *eps, const char *workflow, int64_t now)
-{
-    memset(m, 0, sizeof *m);
-    eps[0] = 1;
-    eps[1] = 0;
-    m->workflow = (char *)workflow;
-    m->owner = c->ns->owner;
-    m->status = WF_STORE_RUNNING;
-    m->lease_until = now + c->p.lease_ms;
-    m->created = m->updated = now;
-    m->epoch = 1;
-    m->nep = 1;
-    m->eps = eps;
-}
-
+/* A run of a one-run message goes to the runner threads: with its handler (adopted) or not
+ * (from scratch). */
 static void slot_to_slow(puller *pl, fslot *sl)
 {
+    fmsg *fm = &pl->m[sl->mi];
     slow_item *it = wf__calloc(1, sizeof *it);
     if (it == NULL) {
-        /* left to redelivery */
-        natsMsg_Destroy(sl->msg);
-        sl->msg = NULL;
+        natsMsg_Destroy(fm->msg); /* left to redelivery */
+        fm->msg = NULL;
         return;
     }
-    it->msg = sl->msg;
-    sl->msg = NULL;
+    it->msg = fm->msg;
+    fm->msg = NULL;
     if (sl->h) {
         it->h = sl->h;
-        it->u = sl->u;
+        it->u = fm->u; /* sl->sm borrows from it */
         it->sm = sl->sm;
         it->pre = sl->pre;
         it->npre = sl->npre;
         sl->h = NULL;
         sl->pre = NULL;
         sl->npre = sl->cpre = 0;
-        msgpack_unpacked_init(&sl->u);
+        msgpack_unpacked_init(&fm->u);
     }
     enqueue_slow(pl->c, it);
 }
@@ -742,92 +825,149 @@ static int keep_event(fslot *sl, wf_event *ev)
     return 0;
 }
 
-/*
- * Reads the run's streamed events without waiting: state changes dropped, the idle event and
- * the events to journal kept for the slow path. 1: the run must leave the fast path.
- */
+/* Reads the run's streamed events without waiting, kept to be journaled. 1: the run has
+ * events to journal (it must leave the fast path). */
 static int scan_events(wf_cluster *c, fslot *sl)
 {
-    const wf_registry *reg = wf_workflow_registry(sl->sm.w->wf);
-    const wf_event_type *t_idle = wf_registry_builtin(reg, WF_WORKFLOW_IDLE_EVENT);
-    const wf_event_type *t_state = wf_registry_builtin(reg, WF_STEP_STATE_CHANGED);
-    const wf_event_type *t_unh = wf_registry_builtin(reg, WF_UNHANDLED_EVENT);
-    int slow = 0;
+    if (!c->p.stream_events)
+        return 0; /* nothing to journal (and nothing streamed: capacity 0) */
     wf_event *ev = NULL;
-    while (wf_handler_next_event(sl->h, 0, &ev) == 0) {
-        const wf_event_type *t = wf_event_type_of(ev);
-        if (t == t_state || t == t_unh) {
-            wf_event_release(ev);
-            continue;
-        }
-        if (t != t_idle && !c->p.stream_events) {
-            wf_event_release(ev);
-            continue;
-        }
-        slow = 1;
+    while (wf_handler_next_event(sl->h, 0, &ev) == 0)
         if (keep_event(sl, ev))
             return 1;
+    return sl->npre > 0;
+}
+
+/* 1 when the message was delivered before. */
+static int redelivered(natsMsg *m)
+{
+    jsMsgMetaData *md = NULL;
+    if (natsMsg_GetMetaData(&md, m) != NATS_OK || md == NULL)
+        return 1;
+    int again = md->NumDelivered > 1;
+    jsMsgMetaData_Destroy(md);
+    return again;
+}
+
+static fslot *new_slot(puller *pl, uint32_t mi)
+{
+    if (pl->n == pl->cap) {
+        uint32_t nc = pl->cap ? pl->cap * 2 : 256;
+        fslot *s = wf__realloc(pl->s, nc * sizeof *s);
+        if (s == NULL)
+            return NULL;
+        pl->s = s;
+        pl->cap = nc;
     }
-    return slow || sl->npre;
+    fslot *sl = &pl->s[pl->n++];
+    memset(sl, 0, sizeof *sl);
+    sl->mi = mi;
+    return sl;
+}
+
+/* Takes the pull's messages apart into runs (out of memory: the message is redelivered). */
+static void split(puller *pl, natsMsgList *list)
+{
+    wf_cluster *c = pl->c;
+    pl->n = pl->nm = 0;
+    if ((uint32_t)list->Count > pl->capm) {
+        fmsg *m = wf__realloc(pl->m, (size_t)list->Count * sizeof *m);
+        if (m == NULL) {
+            for (int k = 0; k < list->Count; k++) {
+                natsMsg_Nak(list->Msgs[k], NULL);
+            }
+            return;
+        }
+        pl->m = m;
+        pl->capm = (uint32_t)list->Count;
+    }
+    for (int k = 0; k < list->Count; k++) {
+        uint32_t mi = pl->nm++;
+        fmsg *fm = &pl->m[mi];
+        memset(fm, 0, sizeof *fm);
+        fm->msg = list->Msgs[k];
+        list->Msgs[k] = NULL;
+        msgpack_unpacked_init(&fm->u);
+        const msgpack_object *batch = NULL;
+        int kind = unpack_message(fm->msg, &fm->u, &batch);
+        fm->again = redelivered(fm->msg);
+        if (kind != 2) {
+            /* one run (or malformed: the slow path says so) */
+            fslot *sl = new_slot(pl, mi);
+            if (sl == NULL) {
+                fm->failed = 1; /* out of memory: redelivered */
+                continue;
+            }
+            fm->pending = 1;
+            int rc = kind == 1 ? decode_submission(c, fm->msg, &sl->sm, &fm->u) : WF_EFORMAT;
+            sl->state = rc || sl->sm.slow || fm->again || sl->sm.fp != sl->sm.w->fp ? F_SLOW
+                                                                                    : F_NONE;
+            continue;
+        }
+        fm->batch = 1;
+        for (uint32_t j = 0; j < batch->via.array.size; j++) {
+            const msgpack_object *e = &batch->via.array.ptr[j];
+            if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 4) {
+                count(c, S_MALFORMED); /* can never run: dropped, counted */
+                continue;
+            }
+            fslot *sl = new_slot(pl, mi);
+            if (sl == NULL) {
+                fm->failed = 1; /* out of memory: redelivered */
+                break;
+            }
+            int rc = decode_entry(c, e->via.array.ptr, &sl->sm);
+            if (rc == WF_EFORMAT) {
+                count(c, S_MALFORMED);
+                pl->n--;
+                continue;
+            }
+            fm->pending++;
+            /* unknown here, mismatched, or redelivered: alone, to the slow path */
+            sl->state = rc || fm->again || sl->sm.fp != sl->sm.w->fp ? F_REPUB : F_NONE;
+        }
+    }
 }
 
 static void run_batch(puller *pl, natsMsgList *list)
 {
     wf_cluster *c = pl->c;
-    uint32_t n = (uint32_t)list->Count;
-    pl->n = n;
+    pthread_mutex_lock(&pl->mu);
     pl->ended = 0;
-    int64_t now_ms = wf__nats_now(c->ns);
-    /* 1. decode, create */
-    for (uint32_t i = 0; i < n; i++) {
-        fslot *sl = &pl->s[i];
-        memset(sl, 0, sizeof *sl);
-        sl->msg = list->Msgs[i];
-        list->Msgs[i] = NULL;
-        msgpack_unpacked_init(&sl->u);
-        int rc = decode_submission(c, sl->msg, &sl->sm, &sl->u);
-        if (rc || sl->sm.fp != sl->sm.w->fp) {
-            sl->state = F_SLOW; /* malformed, unknown, mismatched: the slow path says why */
-            continue;
-        }
-        nmeta m;
-        uint64_t eps[2];
-        meta_base(c, &m, eps, sl->sm.w->name, now_ms);
-        sl->state = pub_record(pl, i, &m, 0) == 0 ? F_CREATING : F_SLOW;
-    }
-    await_acks(pl);
-    /* 2. start */
+    pthread_mutex_unlock(&pl->mu);
+    /* the fast path's deadline: well inside the ack wait (no redelivery meanwhile) and the
+     * lease (a run that leaves takes its lease in time) */
+    uint32_t wait_ms = (c->p.ack_wait_ms < c->p.lease_ms ? c->p.ack_wait_ms : c->p.lease_ms) / 3;
+    int64_t deadline = wf__cluster_mono_ms() + wait_ms;
+    split(pl, list);
+    uint32_t n = pl->n;
+    /* 1. start */
     wf_run_params rp;
     wf_run_params_init(&rp);
-    rp.stream_internal = 1; /* WorkflowIdleEvent: such a run leaves the fast path */
     rp.on_done = fast_done;
     rp.on_done_user = pl;
+    if (!c->p.stream_events)
+        rp.stream_capacity = 0; /* nothing to journal: nothing kept */
     uint32_t started = 0;
     for (uint32_t i = 0; i < n; i++) {
         fslot *sl = &pl->s[i];
-        if (sl->state != F_CREATING)
+        if (sl->state != F_NONE)
             continue;
-        if (atomic_load(&sl->rc) != 0) {
-            sl->state = F_SLOW; /* exists: a redelivery, or the create's fate is unknown */
-            continue;
-        }
         wf_event *ev = NULL;
         int rc = wf_event_from_msgpack(wf_workflow_registry(sl->sm.w->wf), sl->sm.start,
                                        sl->sm.start_len, &ev, NULL, NULL);
         if (rc == 0)
             rc = wf_run_start_ex(c->ex, sl->sm.w->wf, NULL, ev, &rp, &sl->h, NULL);
         if (rc) {
-            sl->h = NULL;
-            sl->state = F_SLOW; /* it starts again there and fails with the reason */
+            sl->h = NULL; /* it starts again on the slow path and fails with the reason */
+            sl->state = pl->m[sl->mi].batch ? F_REPUB : F_SLOW;
             continue;
         }
         sl->state = F_RUNNING;
         started++;
     }
-    /* 3. wait for the runs up to the deadline; a run that waits for an outside event or
+    /* 2. wait for the runs up to the deadline; a run that waits for an outside event or
      * streams what must be journaled leaves at once */
-    uint32_t wait_ms = (c->p.ack_wait_ms < c->p.lease_ms ? c->p.ack_wait_ms : c->p.lease_ms) / 3;
-    int64_t deadline = wf__cluster_mono_ms() + wait_ms;
     uint32_t open = started;
     while (open > 0) {
         open = 0;
@@ -835,21 +975,16 @@ static void run_batch(puller *pl, natsMsgList *list)
             fslot *sl = &pl->s[i];
             if (sl->state != F_RUNNING)
                 continue;
-            int slow = scan_events(c, sl);
-            if (slow) {
+            if (scan_events(c, sl)) {
                 sl->state = F_SLOW;
-                continue;
-            }
-            if (wf_handler_status(sl->h) != WF_RUN_RUNNING) {
+            } else if (wf_handler_status(sl->h) != WF_RUN_RUNNING) {
                 /* ended: the events it streamed last */
-                if (scan_events(c, sl)) {
-                    sl->state = F_SLOW;
-                    continue;
-                }
-                sl->state = F_ENDED;
-                continue;
+                sl->state = scan_events(c, sl) ? F_SLOW : F_ENDED;
+            } else if (run_idle(sl->h)) {
+                sl->state = F_SLOW;
+            } else {
+                open++;
             }
-            open++;
         }
         if (open == 0)
             break;
@@ -870,12 +1005,18 @@ static void run_batch(puller *pl, natsMsgList *list)
         }
         pthread_mutex_unlock(&pl->mu);
     }
-    /* 4. the ends: status and result inline, CAS on the create's revision */
-    now_ms = wf__nats_now(c->ns);
+    /* 3. the ends (the run's only record: status, result inline, created if absent) and the
+     * copies of the batch runs that leave */
+    int64_t now_ms = wf__nats_now(c->ns);
     for (uint32_t i = 0; i < n; i++) {
         fslot *sl = &pl->s[i];
-        if (sl->state == F_RUNNING) {
+        if (sl->state == F_RUNNING)
             sl->state = F_SLOW; /* past the deadline: the slow path keeps it alive */
+        if (sl->state == F_SLOW && pl->m[sl->mi].batch)
+            sl->state = F_REPUB;
+        if (sl->state == F_REPUB) {
+            if (pub_copy(pl, i) != 0)
+                pl->m[sl->mi].failed = 1;
             continue;
         }
         if (sl->state != F_ENDED)
@@ -883,7 +1024,9 @@ static void run_batch(puller *pl, natsMsgList *list)
         wf_event *stop = NULL;
         int rc = wf_handler_wait(sl->h, 0, &stop);
         if (rc == WF_ETIMEDOUT) {
-            sl->state = F_SLOW;
+            sl->state = pl->m[sl->mi].batch ? F_REPUB : F_SLOW;
+            if (sl->state == F_REPUB && pub_copy(pl, i) != 0)
+                pl->m[sl->mi].failed = 1;
             continue;
         }
         sl->status = rc == 0                ? WF_STORE_DONE
@@ -913,61 +1056,83 @@ static void run_batch(puller *pl, natsMsgList *list)
         else
             msgpack_pack_nil(&pk);
         wf_free(sbuf);
-        if (sb.data == NULL || sb.size > NATS_CHUNK / 2) {
+        nmeta m;
+        memset(&m, 0, sizeof m);
+        uint64_t eps[2] = {1, 0};
+        m.workflow = (char *)sl->sm.w->name;
+        m.status = sl->status;
+        m.created = m.updated = now_ms;
+        m.epoch = 1;
+        m.nep = 1;
+        m.eps = eps;
+        m.res_inline = sb.data;
+        m.res_inline_len = sb.size;
+        if (sb.data == NULL || sb.size > NATS_CHUNK / 2 || pub_end(pl, i, &m) != 0) {
+            /* large results go through the store, in chunks */
             msgpack_sbuffer_destroy(&sb);
-            sl->state = F_SLOW; /* large results go through the store, in chunks */
+            sl->state = pl->m[sl->mi].batch ? F_REPUB : F_SLOW;
+            if (sl->state == F_REPUB && pub_copy(pl, i) != 0)
+                pl->m[sl->mi].failed = 1;
             continue;
         }
-        sl->rec = sb.data; /* msgpack's malloc: freed with free() */
+        sl->rec = sb.data;
         sl->rec_len = sb.size;
-        nmeta m;
-        uint64_t eps[2];
-        meta_base(c, &m, eps, sl->sm.w->name, now_ms);
-        m.created = now_ms; /* not known here: the end's time */
-        m.owner = NULL;
-        m.status = sl->status;
-        m.lease_until = 0;
-        m.res_inline = sl->rec;
-        m.res_inline_len = sl->rec_len;
-        uint64_t rev = atomic_load(&sl->rev);
-        sl->state = pub_record(pl, i, &m, rev) == 0 ? F_ENDING : F_SLOW;
-        if (sl->state == F_ENDING)
+        sl->state = F_ENDING;
+        if (c->p.index_runs)
             /* the creation index (wf_store_list): after the end, so only the run's creator
              * indexes it, once */
             js_PublishAsync(pl->js, c->ns->subj_created, sl->sm.run_id,
                             (int)strlen(sl->sm.run_id), NULL);
     }
     await_acks(pl);
-    /* 5. push the results, ack the submissions, hand the rest over */
+    /* 4. an end refused (the run has a record) or not known to be stored: the slow path
+     * decides from the store; a batch run through a copy of it */
+    int again = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        fslot *sl = &pl->s[i];
+        if (sl->state == F_ENDING && atomic_load(&sl->rc) != 0) {
+            wf_handler_free(sl->h);
+            sl->h = NULL;
+            if (pl->m[sl->mi].batch) {
+                sl->state = F_REPUB;
+                if (pub_copy(pl, i) != 0)
+                    pl->m[sl->mi].failed = 1;
+                again = 1;
+            } else {
+                sl->state = F_SLOW;
+            }
+        }
+    }
+    if (again)
+        await_acks(pl);
+    /* 5. push the results, settle the messages, hand the rest over */
     msgpack_sbuffer pb;
     msgpack_sbuffer_init(&pb);
     msgpack_packer pp;
     msgpack_packer_init(&pp, &pb, msgpack_sbuffer_write);
     uint32_t ended = 0;
     for (uint32_t i = 0; i < n; i++)
-        if (pl->s[i].state == F_ENDING && atomic_load(&pl->s[i].rc) == 0)
+        if (pl->s[i].state == F_ENDING)
             ended++;
     msgpack_pack_array(&pp, ended);
     for (uint32_t i = 0; i < n; i++) {
         fslot *sl = &pl->s[i];
+        fmsg *fm = &pl->m[sl->mi];
         if (sl->state == F_ENDING) {
-            int rc = atomic_load(&sl->rc);
-            if (rc == 0) {
-                msgpack_pack_array(&pp, 3);
-                msgpack_pack_str_with_body(&pp, sl->sm.run_id, strlen(sl->sm.run_id));
-                msgpack_pack_uint32(&pp, (uint32_t)sl->status);
-                msgpack_pack_bin_with_body(&pp, sl->rec, sl->rec_len);
-                natsMsg_Ack(sl->msg, NULL);
-                count(c, S_DONE);
-            } else if (rc == WF_EIO) {
-                /* not known to be durable: the submission is redelivered after the ack wait
-                 * and finds the run ended or takes it over after the lease */
-            }
-            /* WF_EEXIST: someone else wrote the run (our lease expired): theirs now */
+            msgpack_pack_array(&pp, 3);
+            msgpack_pack_str_with_body(&pp, sl->sm.run_id, strlen(sl->sm.run_id));
+            msgpack_pack_uint32(&pp, (uint32_t)sl->status);
+            msgpack_pack_bin_with_body(&pp, sl->rec, sl->rec_len);
+            count(c, S_DONE);
+        } else if (sl->state == F_REPUB) {
+            if (atomic_load(&sl->rc) != 0)
+                fm->failed = 1;
         } else if (sl->state == F_SLOW) {
             slot_to_slow(pl, sl);
         }
         if (sl->h) {
+            /* a batch run that left: its copy runs elsewhere */
+            wf_handler_cancel(sl->h);
             wf_handler_free(sl->h);
             sl->h = NULL;
         }
@@ -975,14 +1140,24 @@ static void run_batch(puller *pl, natsMsgList *list)
             wf_event_release(sl->pre[k]);
         wf__free_mem(sl->pre);
         free(sl->rec);
-        msgpack_unpacked_destroy(&sl->u);
-        if (sl->msg)
-            natsMsg_Destroy(sl->msg);
     }
     if (ended)
         wf__cluster_push_results(c, pb.data, pb.size);
     msgpack_sbuffer_destroy(&pb);
-    pl->n = 0;
+    for (uint32_t mi = 0; mi < pl->nm; mi++) {
+        fmsg *fm = &pl->m[mi];
+        if (fm->msg) {
+            /* a batch: its runs ended here or have their copies stored; one run: it ended here
+             * (a run that left took its message along) */
+            if (fm->failed)
+                natsMsg_Nak(fm->msg, NULL); /* again later: its runs go to the slow path */
+            else
+                natsMsg_Ack(fm->msg, NULL);
+            natsMsg_Destroy(fm->msg);
+        }
+        msgpack_unpacked_destroy(&fm->u);
+    }
+    pl->n = pl->nm = 0;
 }
 
 static void *puller_main(void *arg)
@@ -1016,7 +1191,8 @@ static void *puller_main(void *arg)
         /* what is there at once, up to the batch; when nothing is, wait for one */
         jsFetchRequest fr;
         jsFetchRequest_Init(&fr);
-        fr.Batch = (int)c->p.fetch_batch;
+        /* messages: a batch message holds up to SUBMIT_BATCH runs */
+        fr.Batch = c->p.fetch_batch / 16 ? (int)(c->p.fetch_batch / 16) : 1;
         fr.NoWait = true;
         fr.Expires = (int64_t)c->p.timeout_ms * 1000000;
         natsStatus st = natsSubscription_FetchRequest(&list, sub, &fr);
@@ -1071,6 +1247,7 @@ static void puller_free(puller *pl)
     pthread_mutex_destroy(&pl->mu);
     pthread_cond_destroy(&pl->cv);
     wf__free_mem(pl->s);
+    wf__free_mem(pl->m);
     wf__free_mem(pl);
 }
 
@@ -1112,10 +1289,11 @@ int wf_cluster_work(wf_cluster *c, wf_executor *ex)
         pthread_mutex_init(&pl->mu, NULL);
         pthread_cond_init(&pl->cv, NULL);
         pl->s = wf__calloc(c->p.fetch_batch, sizeof *pl->s);
+        pl->cap = c->p.fetch_batch;
         jsOptions jo;
         jsOptions_Init(&jo);
         jo.Wait = c->p.timeout_ms;
-        jo.PublishAsync.MaxPending = 4 * (int64_t)c->p.fetch_batch + 16;
+        jo.PublishAsync.MaxPending = 65536; /* a pull's ends, index messages and copies */
         jo.PublishAsync.AckHandler = fast_ack;
         jo.PublishAsync.AckHandlerClosure = pl;
         c->pls[c->npls++] = pl; /* freed last (wf_cluster_free): runs call fast_done on it */

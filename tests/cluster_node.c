@@ -94,6 +94,15 @@ int main(int argc, char **argv)
     const char *ev = getenv("WF_CLUSTER_STREAM_EVENTS");
     if (ev)
         p.stream_events = atoi(ev);
+    const char *ix = getenv("WF_CLUSTER_INDEX_RUNS");
+    if (ix)
+        p.index_runs = atoi(ix);
+    const char *pu = getenv("WF_CLUSTER_PULLERS");
+    if (pu)
+        p.pullers = (uint32_t)atoi(pu);
+    const char *fb = getenv("WF_CLUSTER_FETCH_BATCH");
+    if (fb)
+        p.fetch_batch = (uint32_t)atoi(fb);
     wf_executor_params ep;
     wf_executor_params_init(&ep);
     ep.threads = argc > 4 ? (uint32_t)atoi(argv[4]) : 1;

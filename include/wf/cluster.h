@@ -73,6 +73,10 @@ typedef struct wf_cluster_params {
     /** Puller threads of a worker process (the fast path: a batch of submissions created,
      *  run and ended with a few round trips for the whole batch). Default 2. */
     uint32_t pullers;
+    /** Nonzero: runs ended on the fast path get their creation index message, so
+     *  wf_store_list on the cluster's store lists them (one more stored message a run).
+     *  Default 1. */
+    int32_t index_runs;
 } wf_cluster_params;
 
 /** Fills p with the defaults. */
