@@ -929,6 +929,55 @@ static void split(puller *pl, natsMsgList *list)
     }
 }
 
+static void pub_index(puller *pl, msgpack_sbuffer *ids, uint32_t n)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, n);
+    msgpack_sbuffer_write(&sb, ids->data, ids->size);
+    natsMsg *m = NULL;
+    natsStatus st = sb.data ? natsMsg_Create(&m, pl->c->ns->subj_created, NULL, sb.data,
+                                             (int)sb.size)
+                            : NATS_NO_MEMORY;
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(m, "Wf-Ids", "1");
+    if (st == NATS_OK)
+        js_PublishMsgAsync(pl->js, &m, NULL); /* awaited with the next pull's publishes */
+    if (m)
+        natsMsg_Destroy(m);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/*
+ * The creation index of the runs that ended here (wf_store_list on the cluster's store): one
+ * message for the pull, after the ends, so only a run's creator indexes it, once. A run whose
+ * index is lost (the worker died in between) is not listed; its record and result are there.
+ */
+static void index_ended(puller *pl)
+{
+    msgpack_sbuffer ids;
+    msgpack_sbuffer_init(&ids);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &ids, msgpack_sbuffer_write);
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < pl->n; i++) {
+        if (pl->s[i].state != F_ENDING)
+            continue;
+        const char *id = pl->s[i].sm.run_id;
+        msgpack_pack_str_with_body(&pk, id, strlen(id));
+        if (++k == 256 || ids.size > 256 * 1024) {
+            pub_index(pl, &ids, k);
+            msgpack_sbuffer_clear(&ids);
+            k = 0;
+        }
+    }
+    if (k)
+        pub_index(pl, &ids, k);
+    msgpack_sbuffer_destroy(&ids);
+}
+
 static void run_batch(puller *pl, natsMsgList *list)
 {
     wf_cluster *c = pl->c;
@@ -1078,11 +1127,6 @@ static void run_batch(puller *pl, natsMsgList *list)
         sl->rec = sb.data;
         sl->rec_len = sb.size;
         sl->state = F_ENDING;
-        if (c->p.index_runs)
-            /* the creation index (wf_store_list): after the end, so only the run's creator
-             * indexes it, once */
-            js_PublishAsync(pl->js, c->ns->subj_created, sl->sm.run_id,
-                            (int)strlen(sl->sm.run_id), NULL);
     }
     await_acks(pl);
     /* 4. an end refused (the run has a record) or not known to be stored: the slow path
@@ -1144,6 +1188,8 @@ static void run_batch(puller *pl, natsMsgList *list)
     if (ended)
         wf__cluster_push_results(c, pb.data, pb.size);
     msgpack_sbuffer_destroy(&pb);
+    if (ended && c->p.index_runs)
+        index_ended(pl);
     for (uint32_t mi = 0; mi < pl->nm; mi++) {
         fmsg *fm = &pl->m[mi];
         if (fm->msg) {

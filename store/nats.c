@@ -866,13 +866,73 @@ static int n_read_journal(void *self, const char *run_id, uint64_t from_seq, uin
     return rc;
 }
 
+/*
+ * The creation index: a message names one run (data = its id) or, with the header "Wf-Ids",
+ * several (data = msgpack array of ids: the cluster's fast path indexes the runs of a pull
+ * that ended, once). A listing position is (stream sequence << 16) + the id's index in its
+ * message; the cursor is the last position given.
+ */
+#define LIST_POS(sseq, i) (((sseq) << 16) + (uint64_t)(i))
+
+/* Gives id at position pos to fn if it is listed: 0 go on, 1 stop, 2 limit reached. */
+static int list_one(nstore *s, const char *id, size_t len, uint64_t sseq, uint32_t mask,
+                    uint32_t limit, uint32_t *given, wf_store_list_fn fn, void *user,
+                    uint64_t pos, uint64_t *next_cursor, int *rc)
+{
+    *rc = 0;
+    if (len == 0 || len > WF__STORE_ID_MAX || memchr(id, 0, len))
+        return 0;
+    char *rid = wf__malloc(len + 1);
+    if (rid == NULL) {
+        *rc = WF_ENOMEM;
+        return 1;
+    }
+    memcpy(rid, id, len);
+    rid[len] = 0;
+    char key[NATS_KEY_MAX];
+    wf__nats_key(key, rid);
+    nmeta m;
+    int r = wf__nats_meta_get(s, key, &m, NULL);
+    if (r == WF_ENOTFOUND || r == WF_ECORRUPT || r == WF_EVERSION) {
+        wf__free_mem(rid);
+        return 0; /* removed, or not a run of ours */
+    }
+    if (r) {
+        wf__free_mem(rid);
+        *rc = r;
+        return 1;
+    }
+    int out = 0;
+    /* create_seq 0: a run of the cluster's fast path, indexed once, when it ended */
+    if ((m.create_seq == sseq || m.create_seq == 0) && (mask & WF_STORE_MASK(m.status))) {
+        if (limit && *given == limit) {
+            if (next_cursor)
+                *next_cursor = pos - 1;
+            out = 2;
+        } else {
+            wf_store_run_info info;
+            wf__nats_info(rid, &m, &info, 0);
+            out = fn(&info, user) ? 1 : 0;
+            (*given)++;
+        }
+    }
+    wf__nats_meta_clear(&m);
+    wf__free_mem(rid);
+    return out;
+}
+
 static int n_list(void *self, uint32_t mask, uint64_t cursor, uint32_t limit, wf_store_list_fn fn,
                   void *user, uint64_t *next_cursor)
 {
     nstore *s = self;
     if (next_cursor)
         *next_cursor = 0;
-    uint64_t at = cursor + 1;
+    uint64_t start = cursor + 1;
+    uint64_t at = start >> 16, first_i = start & 0xffff;
+    if (at == 0) {
+        at = 1;
+        first_i = 0;
+    }
     uint32_t given = 0;
     for (;;) {
         natsMsg *msg = NULL;
@@ -882,47 +942,34 @@ static int n_list(void *self, uint32_t mask, uint64_t cursor, uint32_t limit, wf
         if (rc)
             return rc;
         uint64_t sseq = msg_sseq(msg);
+        uint64_t skip = sseq == at ? first_i : 0;
         at = sseq + 1;
+        first_i = 0;
+        const char *data = natsMsg_GetData(msg);
         int len = natsMsg_GetDataLength(msg);
-        char *id = NULL;
-        if (len > 0 && len <= WF__STORE_ID_MAX && (id = wf__malloc((size_t)len + 1))) {
-            memcpy(id, natsMsg_GetData(msg), (size_t)len);
-            id[len] = 0;
+        const char *many = NULL;
+        int stop = 0;
+        if (natsMsgHeader_Get(msg, "Wf-Ids", &many) == NATS_OK && many && len > 0) {
+            msgpack_unpacked u;
+            msgpack_unpacked_init(&u);
+            size_t off = 0;
+            if (msgpack_unpack_next(&u, data, (size_t)len, &off) == MSGPACK_UNPACK_SUCCESS &&
+                u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size <= 0xffff) {
+                for (uint32_t i = (uint32_t)skip; i < u.data.via.array.size && !stop; i++) {
+                    const msgpack_object *o = &u.data.via.array.ptr[i];
+                    if (o->type == MSGPACK_OBJECT_STR)
+                        stop = list_one(s, o->via.str.ptr, o->via.str.size, sseq, mask, limit,
+                                        &given, fn, user, LIST_POS(sseq, i), next_cursor, &rc);
+                }
+            }
+            msgpack_unpacked_destroy(&u);
+        } else if (skip == 0 && len > 0) {
+            stop = list_one(s, data, (size_t)len, sseq, mask, limit, &given, fn, user,
+                            LIST_POS(sseq, 0), next_cursor, &rc);
         }
         natsMsg_Destroy(msg);
-        if (id == NULL || strlen(id) != (size_t)len) {
-            wf__free_mem(id);
-            continue;
-        }
-        char key[NATS_KEY_MAX];
-        wf__nats_key(key, id);
-        nmeta m;
-        rc = wf__nats_meta_get(s, key, &m, NULL);
-        if (rc == WF_ENOTFOUND || rc == WF_ECORRUPT || rc == WF_EVERSION) {
-            wf__free_mem(id);
-            continue; /* removed, or not a run of ours */
-        }
-        if (rc) {
-            wf__free_mem(id);
+        if (rc)
             return rc;
-        }
-        int stop = 0;
-        /* create_seq 0: a run of the cluster's fast path, indexed once, when it ended */
-        if ((m.create_seq == sseq || m.create_seq == 0) && (mask & WF_STORE_MASK(m.status))) {
-            if (limit && given == limit) {
-                if (next_cursor)
-                    *next_cursor = sseq - 1;
-                wf__nats_meta_clear(&m);
-                wf__free_mem(id);
-                return 0;
-            }
-            wf_store_run_info info;
-            wf__nats_info(id, &m, &info, 0);
-            stop = fn(&info, user);
-            given++;
-        }
-        wf__nats_meta_clear(&m);
-        wf__free_mem(id);
         if (stop)
             return 0;
     }
