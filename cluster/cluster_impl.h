@@ -15,6 +15,7 @@
 #define MAX_WORKFLOWS 64
 #define IN_EVENT  0
 #define IN_CANCEL 1
+#define PARK_MS          100          /* a run idle this long with no input is parked */
 #define SUBMIT_BATCH     64           /* runs in one submission message at most */
 #define SUBMIT_BYTES     (256 * 1024) /* and bytes */
 #define SUBMIT_LINGER_MS 1            /* a batch not full waits this long for more */
@@ -65,11 +66,11 @@ struct wf_cluster {
     int sbuf_ready;       /* smu, scv and sbuf initialised */
     pthread_t linger;
     int linger_started;   /* smu */
-    atomic_uint_fast64_t st[10]; /* wf_cluster_stats fields in order */
+    atomic_uint_fast64_t st[11]; /* wf_cluster_stats fields in order */
 };
 
 enum { S_SUBMITTED, S_DONE, S_RESUMED, S_RESTARTED, S_DUP, S_BUSY, S_MALFORMED, S_MISMATCH,
-       S_UNKNOWN, S_INPUTS };
+       S_UNKNOWN, S_INPUTS, S_PARKED };
 
 static inline void count(wf_cluster *c, int i)
 {

@@ -414,6 +414,35 @@ static void on_event(active *a, wf_event *ev, const wf_event_type *t_idle,
     wf_event_release(ev);
 }
 
+/*
+ * Parks the run, idle for PARK_MS with no input for it: its checkpoint (taken when it went
+ * idle) is durable, the store releases it, it leaves memory and its submission comes back
+ * after a delay (NakWithDelay: 250 ms, doubling with each delivery up to 4 s), when a worker
+ * claims it, continues it from the checkpoint and delivers the inputs sent meanwhile (or
+ * parks it again). So a run waiting for a human holds no runner thread: the runners go to
+ * runs that can progress. 0: parked; else the run stays here.
+ */
+static int park(active *a, natsMsg *msg)
+{
+    wf_cluster *c = a->c;
+    if (wf_store_release(c->store, a->sm->run_id) != 0)
+        return -1;
+    wf_handler_cancel(a->h);
+    wf_handler_wait(a->h, 5000, NULL);
+    wf_handler_free(a->h);
+    a->h = NULL;
+    uint64_t delay = 250;
+    jsMsgMetaData *md = NULL;
+    if (natsMsg_GetMetaData(&md, msg) == NATS_OK && md) {
+        for (uint64_t k = 1; k < md->NumDelivered && delay < 4000; k++)
+            delay *= 2;
+        jsMsgMetaData_Destroy(md);
+    }
+    natsMsg_NakWithDelay(msg, (int64_t)(delay < 4000 ? delay : 4000), NULL);
+    count(c, S_PARKED);
+    return 0;
+}
+
 /* Drives the claimed, started run a->h to its end; pre: events read from it already. */
 static void drive(active *a, natsMsg *msg, wf_event **pre, size_t npre)
 {
@@ -427,7 +456,7 @@ static void drive(active *a, natsMsg *msg, wf_event **pre, size_t npre)
         on_event(a, pre[i], t_idle, t_state, t_unh);
         pre[i] = NULL;
     }
-    int64_t keepalive = c->p.ack_wait_ms / 3, last = wf__cluster_mono_ms();
+    int64_t keepalive = c->p.ack_wait_ms / 3, last = wf__cluster_mono_ms(), idle_since = 0;
     natsMsg_InProgress(msg, NULL);
     int rc;
     for (;;) {
@@ -448,6 +477,12 @@ static void drive(active *a, natsMsg *msg, wf_event **pre, size_t npre)
             natsMsg_InProgress(msg, NULL);
             last = now;
         }
+        if (!a->idle)
+            idle_since = 0;
+        else if (idle_since == 0)
+            idle_since = now;
+        else if (now - idle_since >= PARK_MS && park(a, msg) == 0)
+            return;
         if (a->lost || atomic_load(&c->stop)) {
             /* the lease is gone (another worker has the run) or we stop: give it up */
             wf_handler_cancel(a->h);
@@ -591,6 +626,7 @@ static void handle_adopted(wf_cluster *c, slow_item *it)
 
 static void *runner_main(void *arg)
 {
+
     wf_cluster *c = arg;
     for (;;) {
         pthread_mutex_lock(&c->mu);
@@ -782,14 +818,29 @@ static void await_acks(puller *pl)
     }
 }
 
-/* A run of a one-run message goes to the runner threads: with its handler (adopted) or not
- * (from scratch). */
+/*
+ * A run of a one-run message goes to the runner threads, with its handler (adopted) or not
+ * (from scratch), when one of them is free to take it at once; otherwise it stays in the
+ * stream for any worker with a free runner (Nak, 100 ms): a run waiting for an outside event
+ * holds its runner, so a local queue behind busy runners could wait for ever.
+ */
 static void slot_to_slow(puller *pl, fslot *sl)
 {
+    wf_cluster *c = pl->c;
     fmsg *fm = &pl->m[sl->mi];
     slow_item *it = wf__calloc(1, sizeof *it);
-    if (it == NULL) {
-        natsMsg_Destroy(fm->msg); /* left to redelivery */
+    pthread_mutex_lock(&c->mu);
+    int room = it != NULL && c->sq_len < c->sq_idle;
+    pthread_mutex_unlock(&c->mu);
+    if (!room) {
+        wf__free_mem(it);
+        if (sl->h) {
+            wf_handler_cancel(sl->h);
+            wf_handler_free(sl->h);
+            sl->h = NULL;
+        }
+        natsMsg_NakWithDelay(fm->msg, 100, NULL);
+        natsMsg_Destroy(fm->msg);
         fm->msg = NULL;
         return;
     }
@@ -806,7 +857,7 @@ static void slot_to_slow(puller *pl, fslot *sl)
         sl->npre = sl->cpre = 0;
         msgpack_unpacked_init(&fm->u);
     }
-    enqueue_slow(pl->c, it);
+    enqueue_slow(c, it);
 }
 
 static int keep_event(fslot *sl, wf_event *ev)

@@ -137,12 +137,12 @@ int main(int argc, char **argv)
     wf_cluster_get_stats(c, &st);
     printf("{\"runs_done\":%llu,\"resumed\":%llu,\"restarted\":%llu,\"duplicates\":%llu,"
            "\"busy\":%llu,\"malformed\":%llu,\"mismatched\":%llu,\"unknown\":%llu,"
-           "\"inputs\":%llu}\n",
+           "\"inputs\":%llu,\"parked\":%llu}\n",
            (unsigned long long)st.runs_done, (unsigned long long)st.resumed,
            (unsigned long long)st.restarted, (unsigned long long)st.duplicates,
            (unsigned long long)st.busy, (unsigned long long)st.malformed,
            (unsigned long long)st.mismatched, (unsigned long long)st.unknown,
-           (unsigned long long)st.inputs);
+           (unsigned long long)st.inputs, (unsigned long long)st.parked);
     wf_cluster_free(c);
     wf_workflow_free(cf);
     wf_workflow_free(ch);

@@ -183,6 +183,7 @@ typedef struct wf_cluster_stats {
     uint64_t mismatched;  /**< submissions whose fingerprint differs from ours (failed) */
     uint64_t unknown;     /**< submissions of a workflow not registered here (redelivered) */
     uint64_t inputs;      /**< events and cancels delivered into runs */
+    uint64_t parked;      /**< idle runs released (waiting for an outside event, no runner held) */
 } wf_cluster_stats;
 
 /** Fills *st (a snapshot of the counters). */
