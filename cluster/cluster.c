@@ -517,6 +517,7 @@ int wf_cluster_submit(wf_cluster *c, const char *name, wf_event *start_event, co
             return rc;
         }
         (*handler)->submitted = 1;
+        (*handler)->since = wf__cluster_mono_ms();
     }
     pthread_mutex_lock(&c->smu);
     if (!c->linger_started) {
@@ -682,9 +683,10 @@ int wf_cluster_handler_wait(wf_cluster_handler *h, int64_t timeout_ms, wf_event 
     int64_t now = wf__cluster_mono_ms();
     int64_t end = timeout_ms < 0 ? INT64_MAX : now + timeout_ms;
     /* A run submitted here has its result pushed (on_results): the store is read only as the
-     * fallback for a push that did not arrive (core NATS is at most once), every 500 ms. A
-     * handler opened on any run reads the store at once. */
-    int64_t next_read = h->submitted ? now + 500 : now;
+     * fallback for a push that did not arrive (core NATS is at most once, a worker may die
+     * between its end and its push), every 500 ms, and at once for a run submitted over a
+     * second ago. A handler opened on any run reads the store at once. */
+    int64_t next_read = h->submitted && now - h->since < 1000 ? now + 500 : now;
     for (;;) {
         pthread_mutex_lock(&c->mu);
         while (!h->pushed && !atomic_load(&c->stop)) {

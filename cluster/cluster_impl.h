@@ -91,6 +91,7 @@ struct wf_cluster_handler {
     void *res;                       /* c->mu: the result record, as the store holds it */
     size_t res_len;                  /* c->mu */
     int submitted;                   /* from wf_cluster_submit: no result can be stored yet */
+    int64_t since;                   /* when it was submitted (monotonic ms) */
 };
 
 /* cluster.c: publishes n results ([[run_id, status, record], ...]) to the submitters. */

@@ -150,6 +150,28 @@ static int put_result(wf_cluster *c, const char *run_id, int32_t status, const c
     return rc;
 }
 
+/* Pushes the stored result of an ended run to the submitters again (best effort). */
+static void push_stored_result(wf_cluster *c, const char *run_id)
+{
+    int32_t status = 0;
+    void *rec = NULL;
+    size_t len = 0;
+    if (wf_store_get_result(c->store, run_id, &status, &rec, &len) != 0)
+        return;
+    msgpack_sbuffer pb;
+    msgpack_sbuffer_init(&pb);
+    msgpack_packer pp;
+    msgpack_packer_init(&pp, &pb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pp, 1);
+    msgpack_pack_array(&pp, 3);
+    msgpack_pack_str_with_body(&pp, run_id, strlen(run_id));
+    msgpack_pack_uint32(&pp, (uint32_t)status);
+    msgpack_pack_bin_with_body(&pp, rec, len);
+    wf__cluster_push_results(c, pb.data, pb.size);
+    msgpack_sbuffer_destroy(&pb);
+    wf_free(rec);
+}
+
 /*
  * Takes run_id for this process: creates its record on first delivery (the
  * create leases it to us: no claim needed), else claims it.
@@ -543,6 +565,7 @@ static void handle(wf_cluster *c, natsMsg *msg)
     rc = claim_run(c, &sm, &info);
     if (rc == WF_ESTATE) {
         count(c, S_DUP); /* finished already: its result is durable */
+        push_stored_result(c, sm.run_id); /* its push may have been lost with its worker */
         natsMsg_Ack(msg, NULL);
         msgpack_unpacked_destroy(&u);
         return;
