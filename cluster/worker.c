@@ -506,13 +506,16 @@ static void drive(active *a, natsMsg *msg, wf_event **pre, size_t npre)
         else if (now - idle_since >= PARK_MS && park(a, msg) == 0)
             return;
         if (a->lost || atomic_load(&c->stop)) {
-            /* the lease is gone (another worker has the run) or we stop: give it up */
+            /* the lease is gone (another worker has the run) or we stop (the drain: the run
+             * is released, so another worker takes it over at once, from its checkpoint or
+             * its start): give it up */
             wf_handler_cancel(a->h);
             wf_handler_wait(a->h, 5000, NULL);
             wf_handler_free(a->h);
             a->h = NULL;
-            if (a->lost)
-                natsMsg_Nak(msg, NULL);
+            if (!a->lost)
+                wf_store_release(c->store, a->sm->run_id);
+            natsMsg_Nak(msg, NULL);
             return;
         }
     }
