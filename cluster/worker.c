@@ -12,6 +12,7 @@
 #include "engine.h" /* wf__run_idle: a wf_handler is its run */
 
 #include <msgpack.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -722,7 +723,6 @@ typedef struct fmsg {
 
 typedef struct fslot {
     uint32_t mi; /* its message */
-    sub_msg sm;
     int state;
     atomic_int rc; /* the pending publish's outcome (ack callback) */
     wf_handler *h;
@@ -731,6 +731,7 @@ typedef struct fslot {
     int32_t status;
     void *rec; /* the result record (msgpack's malloc) */
     size_t rec_len;
+    sub_msg sm; /* last: a new slot clears what is before it (the run id is 1 KiB) */
 } fslot;
 
 typedef struct puller {
@@ -742,7 +743,8 @@ typedef struct puller {
     uint32_t nm, capm;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    uint32_t ended; /* mu: runs of the pull that ended (on_done) */
+    uint32_t ended;  /* mu: runs of the pull that ended (on_done) */
+    uint32_t target; /* mu: the runs started (UINT32_MAX while starting) */
 } puller;
 
 static void fast_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
@@ -767,8 +769,8 @@ static void fast_done(wf_handler *h, void *user)
     (void)h;
     puller *pl = user;
     pthread_mutex_lock(&pl->mu);
-    pl->ended++;
-    pthread_cond_signal(&pl->cv);
+    if (++pl->ended >= pl->target) /* the last one: the puller wakes once, not per run */
+        pthread_cond_signal(&pl->cv);
     pthread_mutex_unlock(&pl->mu);
 }
 
@@ -937,7 +939,10 @@ static fslot *new_slot(puller *pl, uint32_t mi)
         pl->cap = nc;
     }
     fslot *sl = &pl->s[pl->n++];
-    memset(sl, 0, sizeof *sl);
+    memset(sl, 0, offsetof(fslot, sm));
+    sl->sm.w = NULL;
+    sl->sm.slow = 0;
+    sl->sm.run_id[0] = 0;
     sl->mi = mi;
     return sl;
 }
@@ -1060,6 +1065,7 @@ static void run_batch(puller *pl, natsMsgList *list)
     wf_cluster *c = pl->c;
     pthread_mutex_lock(&pl->mu);
     pl->ended = 0;
+    pl->target = UINT32_MAX;
     pthread_mutex_unlock(&pl->mu);
     /* the fast path's deadline: well inside the ack wait (no redelivery meanwhile) and the
      * lease (a run that leaves takes its lease in time) */
@@ -1092,6 +1098,9 @@ static void run_batch(puller *pl, natsMsgList *list)
         sl->state = F_RUNNING;
         started++;
     }
+    pthread_mutex_lock(&pl->mu);
+    pl->target = started;
+    pthread_mutex_unlock(&pl->mu);
     /* 2. wait for the runs up to the deadline; a run that waits for an outside event or
      * streams what must be journaled leaves at once */
     uint32_t open = started;
@@ -1117,7 +1126,7 @@ static void run_batch(puller *pl, natsMsgList *list)
         int64_t now = wf__cluster_mono_ms();
         if (now >= deadline || atomic_load(&c->stop))
             break;
-        /* woken by the runs ending; every 2 ms to look for idle ones */
+        /* woken when the last run ends; every 2 ms to look for idle ones */
         pthread_mutex_lock(&pl->mu);
         if (pl->ended < started) {
             struct timespec ts;
