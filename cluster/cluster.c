@@ -442,8 +442,8 @@ static int publish_batch_locked(wf_cluster *c)
     c->sn = 0;
     msgpack_sbuffer_clear(&c->sbuf);
     natsMsg *m = NULL;
-    natsStatus st = sb.data ? natsMsg_Create(&m, c->subj_submit, NULL, sb.data, (int)sb.size)
-                            : NATS_NO_MEMORY;
+    natsStatus st =
+        sb.data ? natsMsg_Create(&m, c->subj_submit, NULL, sb.data, (int)sb.size) : NATS_NO_MEMORY;
     msgpack_sbuffer_destroy(&sb);
     if (st == NATS_OK)
         st = js_PublishMsgAsync(c->js, &m, NULL);

@@ -45,8 +45,8 @@ struct wf_cluster {
     pthread_t renewer;
     int renewer_started;
     atomic_int stop;
-    pthread_mutex_t mu; /* guards the condition below and the handler table */
-    pthread_cond_t cv;  /* results pushed, stop */
+    pthread_mutex_t mu;             /* guards the condition below and the handler table */
+    pthread_cond_t cv;              /* results pushed, stop */
     struct wf_cluster_handler **hb; /* mu: open handlers by run id (pushed results land there) */
     size_t hnb, hn;                 /* mu */
     /* worker side: runs the pullers hand over to the runner threads (mu) */
@@ -65,12 +65,23 @@ struct wf_cluster {
     int sstop;            /* smu */
     int sbuf_ready;       /* smu, scv and sbuf initialised */
     pthread_t linger;
-    int linger_started;   /* smu */
+    int linger_started;          /* smu */
     atomic_uint_fast64_t st[11]; /* wf_cluster_stats fields in order */
 };
 
-enum { S_SUBMITTED, S_DONE, S_RESUMED, S_RESTARTED, S_DUP, S_BUSY, S_MALFORMED, S_MISMATCH,
-       S_UNKNOWN, S_INPUTS, S_PARKED };
+enum {
+    S_SUBMITTED,
+    S_DONE,
+    S_RESUMED,
+    S_RESTARTED,
+    S_DUP,
+    S_BUSY,
+    S_MALFORMED,
+    S_MISMATCH,
+    S_UNKNOWN,
+    S_INPUTS,
+    S_PARKED
+};
 
 static inline void count(wf_cluster *c, int i)
 {
@@ -84,14 +95,14 @@ struct wf_cluster_handler {
     char key[NATS_KEY_MAX];
     uint64_t cursor;
     char *message;
-    uint64_t hash;                   /* immutable */
+    uint64_t hash;                    /* immutable */
     struct wf_cluster_handler *hnext; /* c->mu: the handler table's chain */
-    int pushed;                      /* c->mu: res holds the pushed result */
-    int32_t res_status;              /* c->mu */
-    void *res;                       /* c->mu: the result record, as the store holds it */
-    size_t res_len;                  /* c->mu */
-    int submitted;                   /* from wf_cluster_submit: no result can be stored yet */
-    int64_t since;                   /* when it was submitted (monotonic ms) */
+    int pushed;                       /* c->mu: res holds the pushed result */
+    int32_t res_status;               /* c->mu */
+    void *res;                        /* c->mu: the result record, as the store holds it */
+    size_t res_len;                   /* c->mu */
+    int submitted;                    /* from wf_cluster_submit: no result can be stored yet */
+    int64_t since;                    /* when it was submitted (monotonic ms) */
 };
 
 /* cluster.c: publishes n results ([[run_id, status, record], ...]) to the submitters. */

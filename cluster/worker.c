@@ -350,10 +350,10 @@ static int start_run(active *a, wf_run_params *rp)
 typedef struct slow_item {
     struct slow_item *next;
     natsMsg *msg;
-    wf_handler *h;       /* NULL: from scratch */
-    msgpack_unpacked u;  /* h: the decoded submission */
-    sub_msg sm;          /* h: borrows from u */
-    wf_event **pre;      /* h: events the puller read from the run already */
+    wf_handler *h;      /* NULL: from scratch */
+    msgpack_unpacked u; /* h: the decoded submission */
+    sub_msg sm;         /* h: borrows from u */
+    wf_event **pre;     /* h: events the puller read from the run already */
     size_t npre;
 } slow_item;
 
@@ -533,8 +533,7 @@ static void drive(active *a, natsMsg *msg, wf_event **pre, size_t npre)
     size_t slen = 0;
     if (stop)
         wf_event_to_msgpack(stop, &sbuf, &slen);
-    rc = put_result(c, sm->run_id, status, rc ? (emsg ? emsg : wf_err_name(rc)) : NULL, sbuf,
-                    slen);
+    rc = put_result(c, sm->run_id, status, rc ? (emsg ? emsg : wf_err_name(rc)) : NULL, sbuf, slen);
     wf_free(sbuf);
     wf_event_release(stop);
     wf_handler_free(a->h);
@@ -715,10 +714,10 @@ enum { F_NONE, F_RUNNING, F_ENDED, F_ENDING, F_SLOW, F_REPUB, F_DONE };
 typedef struct fmsg {
     natsMsg *msg;
     msgpack_unpacked u;
-    int batch;     /* a batch message (else one run) */
-    int again;     /* redelivered */
-    int pending;   /* runs of it not settled */
-    int failed;    /* a copy of one of its runs could not be stored: Nak */
+    int batch;   /* a batch message (else one run) */
+    int again;   /* redelivered */
+    int pending; /* runs of it not settled */
+    int failed;  /* a copy of one of its runs could not be stored: Nak */
 } fmsg;
 
 typedef struct fslot {
@@ -756,9 +755,7 @@ static void fast_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, vo
         size_t i = strtoul(v, NULL, 10);
         if (i < pl->n) {
             /* 10071: wrong last sequence: the run has a record already */
-            atomic_store(&pl->s[i].rc, pa                            ? 0
-                                       : pae && pae->ErrCode == 10071 ? WF_EEXIST
-                                                                      : WF_EIO);
+            atomic_store(&pl->s[i].rc, pa ? 0 : pae && pae->ErrCode == 10071 ? WF_EEXIST : WF_EIO);
         }
     }
     natsMsg_Destroy(msg);
@@ -827,9 +824,9 @@ static int pub_copy(puller *pl, uint32_t i)
     msgpack_pack_uint64(&pk, sm->fp);
     msgpack_pack_bin_with_body(&pk, sm->start, sm->start_len);
     msgpack_pack_true(&pk);
-    int rc = sb.data ? pub_slot(pl, i, pl->c->subj_submit, sb.data, sb.size, "Nats-Msg-Id",
-                                sm->run_id)
-                     : WF_ENOMEM;
+    int rc = sb.data
+                 ? pub_slot(pl, i, pl->c->subj_submit, sb.data, sb.size, "Nats-Msg-Id", sm->run_id)
+                 : WF_ENOMEM;
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }
@@ -982,8 +979,8 @@ static void split(puller *pl, natsMsgList *list)
             }
             fm->pending = 1;
             int rc = kind == 1 ? decode_submission(c, fm->msg, &sl->sm, &fm->u) : WF_EFORMAT;
-            sl->state = rc || sl->sm.slow || fm->again || sl->sm.fp != sl->sm.w->fp ? F_SLOW
-                                                                                    : F_NONE;
+            sl->state =
+                rc || sl->sm.slow || fm->again || sl->sm.fp != sl->sm.w->fp ? F_SLOW : F_NONE;
             continue;
         }
         fm->batch = 1;
@@ -1020,9 +1017,9 @@ static void pub_index(puller *pl, msgpack_sbuffer *ids, uint32_t n)
     msgpack_pack_array(&pk, n);
     msgpack_sbuffer_write(&sb, ids->data, ids->size);
     natsMsg *m = NULL;
-    natsStatus st = sb.data ? natsMsg_Create(&m, pl->c->ns->subj_created, NULL, sb.data,
-                                             (int)sb.size)
-                            : NATS_NO_MEMORY;
+    natsStatus st = sb.data
+                        ? natsMsg_Create(&m, pl->c->ns->subj_created, NULL, sb.data, (int)sb.size)
+                        : NATS_NO_MEMORY;
     if (st == NATS_OK)
         st = natsMsgHeader_Set(m, "Wf-Ids", "1");
     if (st == NATS_OK)

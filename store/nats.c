@@ -876,8 +876,8 @@ static int n_read_journal(void *self, const char *run_id, uint64_t from_seq, uin
 
 /* Gives id at position pos to fn if it is listed: 0 go on, 1 stop, 2 limit reached. */
 static int list_one(nstore *s, const char *id, size_t len, uint64_t sseq, uint32_t mask,
-                    uint32_t limit, uint32_t *given, wf_store_list_fn fn, void *user,
-                    uint64_t pos, uint64_t *next_cursor, int *rc)
+                    uint32_t limit, uint32_t *given, wf_store_list_fn fn, void *user, uint64_t pos,
+                    uint64_t *next_cursor, int *rc)
 {
     *rc = 0;
     if (len == 0 || len > WF__STORE_ID_MAX || memchr(id, 0, len))

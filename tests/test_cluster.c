@@ -469,8 +469,7 @@ Test(cluster, fast_path_ends_each_run_once_and_lists_it_once, .timeout = 120)
     int seen[N];
     memset(seen, 0, sizeof seen);
     listed l = {seen, N, 0};
-    cr_assert_eq(wf_store_list(wf_cluster_store(c), WF_STORE_MASK_ALL, 0, 0, mark_listed, &l,
-                               NULL),
+    cr_assert_eq(wf_store_list(wf_cluster_store(c), WF_STORE_MASK_ALL, 0, 0, mark_listed, &l, NULL),
                  0);
     for (int i = 0; i < N; i++)
         cr_assert_eq(seen[i], 1, "run %d listed %d times", i, seen[i]);
@@ -479,9 +478,9 @@ Test(cluster, fast_path_ends_each_run_once_and_lists_it_once, .timeout = 120)
     uint64_t cur = 0;
     int pages = 0;
     do {
-        cr_assert_eq(wf_store_list(wf_cluster_store(c), WF_STORE_MASK_ALL, cur, 7, mark_listed,
-                                   &l, &cur),
-                     0);
+        cr_assert_eq(
+            wf_store_list(wf_cluster_store(c), WF_STORE_MASK_ALL, cur, 7, mark_listed, &l, &cur),
+            0);
         pages++;
     } while (cur != 0 && pages < N);
     for (int i = 0; i < N; i++)

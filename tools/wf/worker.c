@@ -16,25 +16,26 @@
 
 static void usage(FILE *to)
 {
-    fprintf(to,
-            "usage: wf worker PLUGIN.so... --nats URL [options]\n"
-            "runs the plugins' workflows for a wf cluster on NATS JetStream (docs/CLUSTER.md):\n"
-            "submissions of any registered workflow, pulled from the cluster's work queue\n"
-            "      --nats URL           the NATS server(s): nats://HOST:PORT, several separated\n"
-            "                           by commas (required)\n"
-            "%s"
-            "      --runners N          runs at once that wait or take long (default 16)\n"
-            "      --prefix P           the cluster's streams, bucket and subjects: stream\n"
-            "                           P_work, P_io, Ps_data, bucket Ps_runs (default wfc)\n"
-            "      --creds FILE         a NATS credentials file (JWT + nkey)\n"
-            "      --replicas N         replicas of the streams and the bucket (default 1)\n"
-            "      --ack-wait MS        redelivery of a silent worker's runs (default 10000)\n"
-            "      --lease MS           a dead worker's runs stay locked this long (default 10000)\n"
-            "The first line on standard output is \"working\" once it pulls; on Ctrl-C or\n"
-            "SIGTERM it drains (runs in flight go back to the cluster) and prints its counters\n"
-            "as JSON. Exit status: 0 stopped, 1 NATS unreachable, 2 usage or a plugin that\n"
-            "cannot be loaded.\n",
-            CLI_HELP_THREADS("          "));
+    fprintf(
+        to,
+        "usage: wf worker PLUGIN.so... --nats URL [options]\n"
+        "runs the plugins' workflows for a wf cluster on NATS JetStream (docs/CLUSTER.md):\n"
+        "submissions of any registered workflow, pulled from the cluster's work queue\n"
+        "      --nats URL           the NATS server(s): nats://HOST:PORT, several separated\n"
+        "                           by commas (required)\n"
+        "%s"
+        "      --runners N          runs at once that wait or take long (default 16)\n"
+        "      --prefix P           the cluster's streams, bucket and subjects: stream\n"
+        "                           P_work, P_io, Ps_data, bucket Ps_runs (default wfc)\n"
+        "      --creds FILE         a NATS credentials file (JWT + nkey)\n"
+        "      --replicas N         replicas of the streams and the bucket (default 1)\n"
+        "      --ack-wait MS        redelivery of a silent worker's runs (default 10000)\n"
+        "      --lease MS           a dead worker's runs stay locked this long (default 10000)\n"
+        "The first line on standard output is \"working\" once it pulls; on Ctrl-C or\n"
+        "SIGTERM it drains (runs in flight go back to the cluster) and prints its counters\n"
+        "as JSON. Exit status: 0 stopped, 1 NATS unreachable, 2 usage or a plugin that\n"
+        "cannot be loaded.\n",
+        CLI_HELP_THREADS("          "));
 }
 
 static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
