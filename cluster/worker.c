@@ -730,7 +730,8 @@ typedef struct fslot {
     int32_t status;
     void *rec; /* the result record (msgpack's malloc) */
     size_t rec_len;
-    sub_msg sm; /* last: a new slot clears what is before it (the run id is 1 KiB) */
+    wf_event *stopped; /* the terminal event read from the stream (kept for the slow path) */
+    sub_msg sm;        /* last: a new slot clears what is before it (the run id is 1 KiB) */
 } fslot;
 
 typedef struct puller {
@@ -843,6 +844,8 @@ static void await_acks(puller *pl)
     }
 }
 
+static int keep_event(fslot *sl, wf_event *ev);
+
 /*
  * A run of a one-run message goes to the runner threads, with its handler (adopted) or not
  * (from scratch), when one of them is free to take it at once; otherwise it stays in the
@@ -872,6 +875,10 @@ static void slot_to_slow(puller *pl, fslot *sl)
     it->msg = fm->msg;
     fm->msg = NULL;
     if (sl->h) {
+        if (sl->stopped) { /* the terminal event goes last, as the run streamed it */
+            keep_event(sl, sl->stopped);
+            sl->stopped = NULL;
+        }
         it->h = sl->h;
         it->u = fm->u; /* sl->sm borrows from it */
         it->sm = sl->sm;
@@ -908,9 +915,16 @@ static int scan_events(wf_cluster *c, fslot *sl)
     if (!c->p.stream_events)
         return 0; /* nothing to journal (and nothing streamed: capacity 0) */
     wf_event *ev = NULL;
-    while (wf_handler_next_event(sl->h, 0, &ev) == 0)
+    while (wf_handler_next_event(sl->h, 0, &ev) == 0) {
+        if (wf_event_type_is_stop(wf_event_type_of(ev))) {
+            /* the terminal event is the result: the final record has it (the slow path also
+             * journals it; a fast-path run's stream is what it wrote before) */
+            sl->stopped = ev;
+            continue;
+        }
         if (keep_event(sl, ev))
             return 1;
+    }
     return sl->npre > 0;
 }
 
@@ -1266,6 +1280,7 @@ static void run_batch(puller *pl, natsMsgList *list)
         for (size_t k = 0; k < sl->npre; k++)
             wf_event_release(sl->pre[k]);
         wf__free_mem(sl->pre);
+        wf_event_release(sl->stopped);
         free(sl->rec);
     }
     if (ended)
