@@ -20,6 +20,28 @@
 #include "../tests/nats_server.h"
 #include "common.h"
 
+/* CPU seconds (user + system) a process has used so far, from /proc (0 when unknown). */
+static double cpu_of(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (p == NULL)
+        return 0;
+    unsigned long ut = 0, st = 0;
+    /* after ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime
+     * stime */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -103,6 +125,9 @@ static void through_nats(const nserver *srv, long n, int workers, const char *ru
         exit(1);
     wf_cluster_handler **hs = calloc((size_t)n, sizeof *hs);
     double *t_sub = calloc((size_t)n, sizeof *t_sub), *lat = calloc((size_t)n, sizeof *lat);
+    double cpu_srv0 = cpu_of(srv->pid), cpu_w0 = 0, cpu_me0 = cpu_of(getpid());
+    for (int i = 0; i < workers; i++)
+        cpu_w0 += cpu_of(pids[i]);
     double t0 = bench_now();
     char id[32];
     for (long i = 0; i < n; i++) {
@@ -128,13 +153,23 @@ static void through_nats(const nserver *srv, long n, int workers, const char *ru
         wf_cluster_handler_free(hs[i]);
     }
     double dt = bench_now() - t0;
+    double cpu_w = -cpu_w0;
+    for (int i = 0; i < workers; i++)
+        cpu_w += cpu_of(pids[i]);
+    double cpu_srv = cpu_of(srv->pid) - cpu_srv0, cpu_me = cpu_of(getpid()) - cpu_me0;
     qsort(lat, (size_t)n, sizeof *lat, cmp_d);
-    char extra[320];
+    char extra[640];
+    /* where the time goes: CPU microseconds per run of the server, the workers (wf + the
+     * NATS client) and this submitter, over the batch's wall time */
     snprintf(extra, sizeof extra,
              ",\"workers\":%d,\"runners\":%s,\"p50_ms\":%.1f,\"p99_ms\":%.1f,"
-             "\"submit_s\":%.3f,\"flush_s\":%.3f,\"ratio_to_in_process\":%.4f",
+             "\"submit_s\":%.3f,\"flush_s\":%.3f,\"ratio_to_in_process\":%.4f,"
+             "\"cpu_us_per_run\":{\"nats_server\":%.1f,\"workers\":%.1f,\"submitter\":%.1f},"
+             "\"cpu_busy\":%.2f",
              workers, runners, lat[n / 2] * 1e3, lat[(n * 99) / 100] * 1e3, t_submitted - t0,
-             t_flushed - t_submitted, local > 0 ? ((double)n / dt) / local : 0);
+             t_flushed - t_submitted, local > 0 ? ((double)n / dt) / local : 0,
+             cpu_srv * 1e6 / (double)n, cpu_w * 1e6 / (double)n, cpu_me * 1e6 / (double)n,
+             (cpu_srv + cpu_w + cpu_me) / dt);
     bench_report("cluster_runs", "wf-cluster", workers, n, dt, n, ok == n, extra);
     free(hs);
     free(t_sub);

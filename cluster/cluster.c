@@ -45,8 +45,10 @@ void wf_cluster_params_init(wf_cluster_params *p)
     p->ack_wait_ms = 10000;
     p->lease_ms = 10000;
     p->runners = 16;
-    p->fetch_batch = 8;
+    p->fetch_batch = 256;
     p->stream_events = 1;
+    p->pullers = 2;
+    p->index_runs = 1;
 }
 
 const cwf *wf__cluster_find_wf(const wf_cluster *c, const char *name, size_t len)
@@ -59,15 +61,111 @@ const cwf *wf__cluster_find_wf(const wf_cluster *c, const char *name, size_t len
 
 /* ------------------------------------------------------------- open, free */
 
-static void on_done_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+static wf_cluster_handler **hslot(wf_cluster *c, wf_cluster_handler *h)
+{
+    return &c->hb[h->hash & (c->hnb - 1)];
+}
+
+/* Under c->mu. */
+static int table_add(wf_cluster *c, wf_cluster_handler *h)
+{
+    if (c->hn + 1 > c->hnb / 2) {
+        size_t nb = c->hnb ? c->hnb * 2 : 256;
+        wf_cluster_handler **b = wf__calloc(nb, sizeof *b);
+        if (b == NULL)
+            return WF_ENOMEM;
+        for (size_t i = 0; i < c->hnb; i++)
+            for (wf_cluster_handler *x = c->hb[i], *nx; x; x = nx) {
+                nx = x->hnext;
+                x->hnext = b[x->hash & (nb - 1)];
+                b[x->hash & (nb - 1)] = x;
+            }
+        wf__free_mem(c->hb);
+        c->hb = b;
+        c->hnb = nb;
+    }
+    wf_cluster_handler **slot = hslot(c, h);
+    h->hnext = *slot;
+    *slot = h;
+    c->hn++;
+    return 0;
+}
+
+/* Under c->mu. */
+static void table_del(wf_cluster *c, wf_cluster_handler *h)
+{
+    if (c->hnb == 0)
+        return;
+    for (wf_cluster_handler **p = hslot(c, h); *p; p = &(*p)->hnext)
+        if (*p == h) {
+            *p = h->hnext;
+            c->hn--;
+            return;
+        }
+}
+
+/*
+ * Results pushed by the workers once durable (core NATS, so at most once: a handler that
+ * misses one reads the store): msgpack [[run_id, status, record], ...]. The record lands in
+ * the open handlers of that run id; a malformed message is counted and dropped.
+ */
+static void on_results(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     (void)nc;
     (void)sub;
     wf_cluster *c = closure;
-    natsMsg_Destroy(msg);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    int ok = natsMsg_GetDataLength(msg) > 0 &&
+             msgpack_unpack_next(&u, natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg),
+                                 &off) == MSGPACK_UNPACK_SUCCESS &&
+             u.data.type == MSGPACK_OBJECT_ARRAY;
+    int landed = 0;
     pthread_mutex_lock(&c->mu);
-    pthread_cond_broadcast(&c->cv);
+    for (uint32_t i = 0; ok && i < u.data.via.array.size; i++) {
+        const msgpack_object *e = &u.data.via.array.ptr[i];
+        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 3 ||
+            e->via.array.ptr[0].type != MSGPACK_OBJECT_STR ||
+            e->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+            e->via.array.ptr[1].via.u64 < WF_STORE_DONE ||
+            e->via.array.ptr[1].via.u64 > WF_STORE_CANCELLED ||
+            e->via.array.ptr[2].type != MSGPACK_OBJECT_BIN) {
+            ok = 0;
+            break;
+        }
+        if (c->hnb == 0)
+            continue;
+        const char *id = e->via.array.ptr[0].via.str.ptr;
+        uint32_t idlen = e->via.array.ptr[0].via.str.size;
+        uint64_t hash = wf__hash(id, idlen);
+        for (wf_cluster_handler *h = c->hb[hash & (c->hnb - 1)]; h; h = h->hnext) {
+            if (h->hash != hash || h->pushed || strlen(h->run_id) != idlen ||
+                memcmp(h->run_id, id, idlen) != 0)
+                continue;
+            const msgpack_object *b = &e->via.array.ptr[2];
+            h->res = wf__malloc(b->via.bin.size ? b->via.bin.size : 1);
+            if (h->res == NULL)
+                continue; /* the store has it: the wait reads it there */
+            memcpy(h->res, b->via.bin.ptr, b->via.bin.size);
+            h->res_len = b->via.bin.size;
+            h->res_status = (int32_t)e->via.array.ptr[1].via.u64;
+            h->pushed = 1;
+            landed = 1;
+        }
+    }
+    if (landed)
+        pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
+    if (!ok)
+        count(c, S_MALFORMED);
+    msgpack_unpacked_destroy(&u);
+    natsMsg_Destroy(msg);
+}
+
+void wf__cluster_push_results(wf_cluster *c, const void *packed, size_t len)
+{
+    natsConnection_Publish(c->nc, c->subj_res, packed, (int)len);
 }
 
 static int ensure_stream(wf_cluster *c, const char *name, const char **subjects, int n, int wq,
@@ -146,8 +244,9 @@ static int setup(wf_cluster *c, const char *url, char **message)
         rc = ensure_stream(c, c->stream_io, io_s, 2, 0, message);
     if (rc)
         return rc;
-    if (natsConnection_Subscribe(&c->done_sub, c->nc, done, on_done_msg, c) != NATS_OK)
+    if (natsConnection_Subscribe(&c->done_sub, c->nc, c->subj_res, on_results, c) != NATS_OK)
         return WF_EIO;
+    natsSubscription_SetPendingLimits(c->done_sub, -1, 256 * 1024 * 1024);
     return 0;
 }
 
@@ -168,7 +267,7 @@ int wf_cluster_open(wf_cluster **out, const char *url, const wf_cluster_params *
     if (p.prefix == NULL)
         p.prefix = "wfc";
     if (p.ack_wait_ms < 100 || p.lease_ms < 100 || p.runners == 0 || p.runners > 1024 ||
-        p.fetch_batch == 0 || p.fetch_batch > 1024 || strlen(p.prefix) > 60)
+        p.fetch_batch == 0 || p.fetch_batch > 1024 || p.pullers > 64 || strlen(p.prefix) > 60)
         return wf__set_error(WF_EINVAL, "wf_cluster_open: invalid parameters");
     wf_cluster *c = wf__calloc(1, sizeof *c);
     if (c == NULL)
@@ -185,6 +284,12 @@ int wf_cluster_open(wf_cluster **out, const char *url, const wf_cluster_params *
     snprintf(c->stream_work, sizeof c->stream_work, "%s_work", c->prefix);
     snprintf(c->stream_io, sizeof c->stream_io, "%s_io", c->prefix);
     snprintf(c->consumer, sizeof c->consumer, "%s_workers", c->prefix);
+    snprintf(c->subj_res, sizeof c->subj_res, "%s.res", c->prefix);
+    c->sq_tail = &c->sq_head;
+    pthread_mutex_init(&c->smu, NULL);
+    pthread_cond_init(&c->scv, NULL);
+    msgpack_sbuffer_init(&c->sbuf);
+    c->sbuf_ready = 1;
     /* The store first: its open says clearly when the server is unreachable. */
     wf_store_params sp;
     wf_store_params_init(&sp);
@@ -199,7 +304,9 @@ int wf_cluster_open(wf_cluster **out, const char *url, const wf_cluster_params *
     np.replicas = p.replicas;
     np.connect_attempts = p.connect_attempts;
     np.timeout_ms = p.timeout_ms;
-    int rc = wf_store_open_nats(&c->store, url, &sp, &np, message);
+    int rc = wf__nats_open(&c->store, &c->ns, url, &sp, &np, message);
+    if (rc == 0)
+        snprintf(c->kv_prefix, sizeof c->kv_prefix, "$KV.%s.", c->ns->bucket);
     if (rc == 0)
         rc = setup(c, url, message);
     if (rc) {
@@ -214,12 +321,32 @@ void wf_cluster_free(wf_cluster *c)
 {
     if (c == NULL)
         return;
+    if (c->sbuf_ready) {
+        /* submissions not published yet go out now (wf_cluster_flush waits for them) */
+        pthread_mutex_lock(&c->smu);
+        c->sstop = 1;
+        pthread_cond_signal(&c->scv);
+        pthread_mutex_unlock(&c->smu);
+        if (c->linger_started)
+            pthread_join(c->linger, NULL);
+        if (c->js) {
+            wf__cluster_publish_pending(c);
+            jsPubOptions po;
+            jsPubOptions_Init(&po);
+            po.MaxWait = 1000;
+            js_PublishAsyncComplete(c->js, &po);
+        }
+    }
     atomic_store(&c->stop, 1);
     pthread_mutex_lock(&c->mu);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
+    for (uint32_t i = 0; i < c->npullers; i++)
+        pthread_join(c->pullers[i], NULL);
     for (uint32_t i = 0; i < c->nrunners; i++)
         pthread_join(c->runners[i], NULL);
+    wf__cluster_drop_queue(c);
+    wf__free_mem(c->pullers);
     if (c->renewer_started)
         pthread_join(c->renewer, NULL);
     wf__free_mem(c->runners);
@@ -234,12 +361,19 @@ void wf_cluster_free(wf_cluster *c)
         natsConnection_Destroy(c->nc);
     }
     wf_store_free(c->store);
+    wf__cluster_free_pullers(c);
     for (size_t i = 0; i < c->nwfs; i++) {
         wf__free_mem(c->wfs[i].name);
         wf_workflow_free(c->wfs[i].wf);
     }
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
+    wf__free_mem(c->hb);
+    if (c->sbuf_ready) {
+        msgpack_sbuffer_destroy(&c->sbuf);
+        pthread_mutex_destroy(&c->smu);
+        pthread_cond_destroy(&c->scv);
+    }
     wf__free_mem(c->prefix);
     wf__free_mem(c);
 }
@@ -279,11 +413,80 @@ void wf_cluster_get_stats(const wf_cluster *c, wf_cluster_stats *st)
     if (c == NULL)
         return;
     uint64_t *f = &st->submitted;
-    for (int i = 0; i < 10; i++)
+    for (int i = 0; i < 11; i++)
         f[i] = atomic_load(&((wf_cluster *)c)->st[i]);
 }
 
 /* ------------------------------------------------------------ submitting */
+
+/*
+ * Submissions are packed: a message on "<p>.submit" carries up to SUBMIT_BATCH runs, msgpack
+ * [2, [[run_id, workflow, fingerprint, start event], ...]] (one stored message, one delivery
+ * and one ack for the batch instead of one each per run). A batch is published when full,
+ * by wf_cluster_flush, before a handler waits or reads, and otherwise by the linger thread
+ * after at most SUBMIT_LINGER_MS. Under c->smu.
+ */
+static int publish_batch_locked(wf_cluster *c)
+{
+    if (c->sn == 0)
+        return 0;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint32(&pk, 2);
+    msgpack_pack_array(&pk, c->sn);
+    msgpack_sbuffer_write(&sb, c->sbuf.data, c->sbuf.size);
+    uint32_t n = c->sn;
+    c->sn = 0;
+    msgpack_sbuffer_clear(&c->sbuf);
+    natsMsg *m = NULL;
+    natsStatus st =
+        sb.data ? natsMsg_Create(&m, c->subj_submit, NULL, sb.data, (int)sb.size) : NATS_NO_MEMORY;
+    msgpack_sbuffer_destroy(&sb);
+    if (st == NATS_OK)
+        st = js_PublishMsgAsync(c->js, &m, NULL);
+    if (m)
+        natsMsg_Destroy(m);
+    if (st != NATS_OK)
+        return wf__set_error(WF_EIO, "wf_cluster_submit: %u submissions not published: %s", n,
+                             natsStatus_GetText(st));
+    return 0;
+}
+
+static void *linger_main(void *arg)
+{
+    wf_cluster *c = arg;
+    pthread_mutex_lock(&c->smu);
+    while (!c->sstop) {
+        if (c->sn == 0) {
+            pthread_cond_wait(&c->scv, &c->smu);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += SUBMIT_LINGER_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&c->scv, &c->smu, &ts);
+        publish_batch_locked(c); /* a failure: the runs' waits time out; flush says WF_EIO */
+    }
+    publish_batch_locked(c);
+    pthread_mutex_unlock(&c->smu);
+    return NULL;
+}
+
+/* Publishes the submissions not published yet. */
+int wf__cluster_publish_pending(wf_cluster *c)
+{
+    pthread_mutex_lock(&c->smu);
+    int rc = publish_batch_locked(c);
+    pthread_mutex_unlock(&c->smu);
+    return rc;
+}
 
 int wf_cluster_submit(wf_cluster *c, const char *name, wf_event *start_event, const char *run_id,
                       wf_cluster_handler **handler)
@@ -307,39 +510,40 @@ int wf_cluster_submit(wf_cluster *c, const char *name, wf_event *start_event, co
     wf_event_release(start_event);
     if (rc)
         return rc;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    if (handler) {
+        rc = wf_cluster_handler_open(c, name, run_id, handler);
+        if (rc) {
+            wf_free(ev);
+            return rc;
+        }
+        (*handler)->submitted = 1;
+        (*handler)->since = wf__cluster_mono_ms();
+    }
+    pthread_mutex_lock(&c->smu);
+    if (!c->linger_started) {
+        if (pthread_create(&c->linger, NULL, linger_main, c) == 0)
+            c->linger_started = 1;
+    }
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 5);
-    msgpack_pack_uint32(&pk, 1);
+    msgpack_packer_init(&pk, &c->sbuf, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 4);
     msgpack_pack_str_with_body(&pk, run_id, strlen(run_id));
     msgpack_pack_str_with_body(&pk, name, strlen(name));
     msgpack_pack_uint64(&pk, w->fp);
     msgpack_pack_bin_with_body(&pk, ev, evlen);
     wf_free(ev);
-    if (handler) {
-        rc = wf_cluster_handler_open(c, name, run_id, handler);
-        if (rc) {
-            msgpack_sbuffer_destroy(&sb);
-            return rc;
-        }
-    }
-    natsMsg *m = NULL;
-    natsStatus st = natsMsg_Create(&m, c->subj_submit, NULL, sb.data, (int)sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    if (st == NATS_OK)
-        st = natsMsgHeader_Set(m, "Nats-Msg-Id", run_id);
-    if (st == NATS_OK)
-        st = js_PublishMsgAsync(c->js, &m, NULL);
-    if (m)
-        natsMsg_Destroy(m);
-    if (st != NATS_OK) {
+    c->sn++;
+    if (c->sn >= SUBMIT_BATCH || c->sbuf.size >= SUBMIT_BYTES || !c->linger_started)
+        rc = publish_batch_locked(c);
+    else if (c->sn == 1)
+        pthread_cond_signal(&c->scv);
+    pthread_mutex_unlock(&c->smu);
+    if (rc) {
         if (handler) {
             wf_cluster_handler_free(*handler);
             *handler = NULL;
         }
-        return wf__set_error(WF_EIO, "wf_cluster_submit: %s", natsStatus_GetText(st));
+        return rc;
     }
     count(c, S_SUBMITTED);
     return 0;
@@ -349,6 +553,9 @@ int wf_cluster_flush(wf_cluster *c, int64_t timeout_ms)
 {
     if (c == NULL)
         return WF_EINVAL;
+    int rc = wf__cluster_publish_pending(c);
+    if (rc)
+        return rc;
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = timeout_ms < 0 ? 3600000 : timeout_ms;
@@ -382,6 +589,15 @@ int wf_cluster_handler_open(wf_cluster *c, const char *name, const char *run_id,
         return WF_ENOMEM;
     }
     wf__nats_key(h->key, run_id);
+    h->hash = wf__hash(run_id, strlen(run_id));
+    pthread_mutex_lock(&c->mu);
+    int rc = table_add(c, h);
+    pthread_mutex_unlock(&c->mu);
+    if (rc) {
+        wf__free_mem(h->run_id);
+        wf__free_mem(h);
+        return rc;
+    }
     *out = h;
     return 0;
 }
@@ -390,6 +606,10 @@ void wf_cluster_handler_free(wf_cluster_handler *h)
 {
     if (h == NULL)
         return;
+    pthread_mutex_lock(&h->c->mu);
+    table_del(h->c, h);
+    pthread_mutex_unlock(&h->c->mu);
+    wf__free_mem(h->res);
     wf__free_mem(h->run_id);
     wf__free_mem(h->message);
     wf__free_mem(h);
@@ -458,35 +678,61 @@ int wf_cluster_handler_wait(wf_cluster_handler *h, int64_t timeout_ms, wf_event 
     if (h == NULL)
         return WF_EINVAL;
     wf_cluster *c = h->c;
-    int64_t end = timeout_ms < 0 ? INT64_MAX : wf__cluster_mono_ms() + timeout_ms;
+    if (h->submitted)
+        wf__cluster_publish_pending(c);
+    int64_t now = wf__cluster_mono_ms();
+    int64_t end = timeout_ms < 0 ? INT64_MAX : now + timeout_ms;
+    /* A run submitted here has its result pushed (on_results): the store is read only as the
+     * fallback for a push that did not arrive (core NATS is at most once, a worker may die
+     * between its end and its push), every 500 ms, and at once for a run submitted over a
+     * second ago. A handler opened on any run reads the store at once. */
+    int64_t next_read = h->submitted && now - h->since < 1000 ? now + 500 : now;
     for (;;) {
-        int32_t status = 0;
-        void *data = NULL;
-        size_t len = 0;
-        int rc = wf_store_get_result(c->store, h->run_id, &status, &data, &len);
-        if (rc == 0) {
-            rc = decode_result(h, status, data, len, result);
-            wf_free(data);
-            return rc;
-        }
-        if (rc != WF_EAGAIN && rc != WF_ENOTFOUND && rc != WF_EIO && rc != WF_ETIMEDOUT)
-            return rc;
-        int64_t now = wf__cluster_mono_ms();
-        if (now >= end || atomic_load(&c->stop))
-            return WF_ETIMEDOUT;
-        /* woken by any run's done nudge; polls every 200 ms in case a nudge was missed */
-        int64_t wait = end - now < 200 ? end - now : 200;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += wait / 1000;
-        ts.tv_nsec += (wait % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
         pthread_mutex_lock(&c->mu);
-        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+        while (!h->pushed && !atomic_load(&c->stop)) {
+            now = wf__cluster_mono_ms();
+            int64_t until = next_read < end ? next_read : end;
+            if (now >= until)
+                break;
+            int64_t wait = until - now;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += wait / 1000;
+            ts.tv_nsec += (wait % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+        }
+        void *pres = NULL;
+        size_t plen = 0;
+        int32_t pstatus = 0;
+        if (h->pushed) { /* res stays: set once, never written again, freed with h */
+            pres = h->res;
+            plen = h->res_len;
+            pstatus = h->res_status;
+        }
         pthread_mutex_unlock(&c->mu);
+        if (pres)
+            return decode_result(h, pstatus, pres, plen, result);
+        now = wf__cluster_mono_ms();
+        if (now >= next_read) {
+            int32_t status = 0;
+            void *data = NULL;
+            size_t len = 0;
+            int rc = wf_store_get_result(c->store, h->run_id, &status, &data, &len);
+            if (rc == 0) {
+                rc = decode_result(h, status, data, len, result);
+                wf_free(data);
+                return rc;
+            }
+            if (rc != WF_EAGAIN && rc != WF_ENOTFOUND && rc != WF_EIO && rc != WF_ETIMEDOUT)
+                return rc;
+            next_read = wf__cluster_mono_ms() + (h->submitted ? 500 : 200);
+        }
+        if (wf__cluster_mono_ms() >= end || atomic_load(&c->stop))
+            return WF_ETIMEDOUT;
     }
 }
 
@@ -516,6 +762,8 @@ int wf_cluster_handler_next_event(wf_cluster_handler *h, int64_t timeout_ms, wf_
         *ev = NULL;
     if (h == NULL || ev == NULL)
         return WF_EINVAL;
+    if (h->submitted)
+        wf__cluster_publish_pending(h->c);
     int64_t end = timeout_ms < 0 ? INT64_MAX : wf__cluster_mono_ms() + timeout_ms;
     for (;;) {
         one_rec o = {.h = h};
@@ -548,6 +796,8 @@ int wf_cluster_handler_next_event(wf_cluster_handler *h, int64_t timeout_ms, wf_
 
 static int send_input(wf_cluster_handler *h, int kind, wf_event *ev)
 {
+    if (h->submitted)
+        wf__cluster_publish_pending(h->c);
     void *buf = NULL;
     size_t len = 0;
     int rc = ev ? wf_event_to_msgpack(ev, &buf, &len) : 0;

@@ -9,8 +9,10 @@
  * shared state is the cluster's (see cluster_impl.h).
  */
 #include "cluster_impl.h"
+#include "engine.h" /* wf__run_idle: a wf_handler is its run */
 
 #include <msgpack.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,13 +21,39 @@
 typedef struct sub_msg {
     char run_id[WF__STORE_ID_MAX + 1];
     const cwf *w;
+    const char *wname; /* borrowed from the message */
+    size_t wname_len;
     uint64_t fp;
     const char *start; /* borrowed from the message */
     size_t start_len;
+    int slow; /* v1 with the slow flag: handed over by a puller, straight to the slow path */
 } sub_msg;
 
-/* Decodes a submission: 0, or WF_EFORMAT (malformed), WF_ENOTFOUND (workflow unknown here). */
-static int decode_submission(wf_cluster *c, natsMsg *m, sub_msg *out, msgpack_unpacked *u)
+/* One submission [run_id, workflow, fingerprint, start event] at a: 0, WF_EFORMAT,
+ * WF_ENOTFOUND (workflow unknown here). */
+static int decode_entry(wf_cluster *c, const msgpack_object *a, sub_msg *out)
+{
+    if (a[0].type != MSGPACK_OBJECT_STR || a[0].via.str.size == 0 ||
+        a[0].via.str.size > WF__STORE_ID_MAX || memchr(a[0].via.str.ptr, 0, a[0].via.str.size) ||
+        a[1].type != MSGPACK_OBJECT_STR || a[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+        a[3].type != MSGPACK_OBJECT_BIN)
+        return WF_EFORMAT;
+    memcpy(out->run_id, a[0].via.str.ptr, a[0].via.str.size);
+    out->run_id[a[0].via.str.size] = 0;
+    out->wname = a[1].via.str.ptr;
+    out->wname_len = a[1].via.str.size;
+    out->fp = a[2].via.u64;
+    out->start = a[3].via.bin.ptr;
+    out->start_len = a[3].via.bin.size;
+    out->slow = 0;
+    out->w = wf__cluster_find_wf(c, a[1].via.str.ptr, a[1].via.str.size);
+    return out->w ? 0 : WF_ENOTFOUND;
+}
+
+/* Unpacks a submission message into u: 1 (one run: [1, run_id, workflow, fingerprint, start
+ * event(, slow flag)]), 2 (a batch: [2, [[run_id, workflow, fingerprint, start event], ...]],
+ * *batch = its entries), or WF_EFORMAT. */
+static int unpack_message(natsMsg *m, msgpack_unpacked *u, const msgpack_object **batch)
 {
     size_t off = 0;
     const char *data = natsMsg_GetData(m);
@@ -34,22 +62,32 @@ static int decode_submission(wf_cluster *c, natsMsg *m, sub_msg *out, msgpack_un
         msgpack_unpack_next(u, data, (size_t)len, &off) != MSGPACK_UNPACK_SUCCESS)
         return WF_EFORMAT;
     const msgpack_object *o = &u->data;
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 5)
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 2 ||
+        o->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return WF_EFORMAT;
     const msgpack_object *a = o->via.array.ptr;
-    if (a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[0].via.u64 != 1 ||
-        a[1].type != MSGPACK_OBJECT_STR || a[1].via.str.size == 0 ||
-        a[1].via.str.size > WF__STORE_ID_MAX || memchr(a[1].via.str.ptr, 0, a[1].via.str.size) ||
-        a[2].type != MSGPACK_OBJECT_STR || a[3].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-        a[4].type != MSGPACK_OBJECT_BIN)
+    if (a[0].via.u64 == 1 && (o->via.array.size == 5 || o->via.array.size == 6))
+        return 1;
+    if (a[0].via.u64 == 2 && o->via.array.size == 2 && a[1].type == MSGPACK_OBJECT_ARRAY) {
+        *batch = &a[1];
+        return 2;
+    }
+    return WF_EFORMAT;
+}
+
+/* Decodes a one-run submission: 0, or WF_EFORMAT (malformed, or a batch), WF_ENOTFOUND
+ * (workflow unknown here). */
+static int decode_submission(wf_cluster *c, natsMsg *m, sub_msg *out, msgpack_unpacked *u)
+{
+    const msgpack_object *batch = NULL;
+    if (unpack_message(m, u, &batch) != 1)
         return WF_EFORMAT;
-    memcpy(out->run_id, a[1].via.str.ptr, a[1].via.str.size);
-    out->run_id[a[1].via.str.size] = 0;
-    out->fp = a[3].via.u64;
-    out->start = a[4].via.bin.ptr;
-    out->start_len = a[4].via.bin.size;
-    out->w = wf__cluster_find_wf(c, a[2].via.str.ptr, a[2].via.str.size);
-    return out->w ? 0 : WF_ENOTFOUND;
+    const msgpack_object *o = &u->data;
+    int slow = o->via.array.size == 6 && o->via.array.ptr[5].type == MSGPACK_OBJECT_BOOLEAN &&
+               o->via.array.ptr[5].via.boolean;
+    int rc = decode_entry(c, o->via.array.ptr + 1, out);
+    out->slow = slow;
+    return rc;
 }
 
 typedef struct settled {
@@ -81,6 +119,13 @@ static int put_result(wf_cluster *c, const char *run_id, int32_t status, const c
         msgpack_pack_nil(&pk);
     settled s = {0};
     uint64_t ticket = 0;
+    size_t rec_len = sb.size;
+    void *rec = wf__malloc(rec_len ? rec_len : 1);
+    if (rec == NULL) {
+        msgpack_sbuffer_destroy(&sb);
+        return WF_ENOMEM;
+    }
+    memcpy(rec, sb.data, rec_len);
     int rc = wf_store_put_result(c->store, run_id, status, sb.data, sb.size, on_settled, &s,
                                  &ticket);
     msgpack_sbuffer_destroy(&sb);
@@ -89,12 +134,43 @@ static int put_result(wf_cluster *c, const char *run_id, int32_t status, const c
     if (rc == 0)
         rc = atomic_load(&s.rc);
     if (rc == 0) {
-        char subj[NATS_KEY_MAX + 96], key[NATS_KEY_MAX];
-        wf__nats_key(key, run_id);
-        snprintf(subj, sizeof subj, "%s.done.%s", c->prefix, key);
-        natsConnection_Publish(c->nc, subj, NULL, 0); /* a nudge: handlers also poll */
+        /* pushed to the submitters (at most once: their wait also reads the store) */
+        msgpack_sbuffer pb;
+        msgpack_sbuffer_init(&pb);
+        msgpack_packer pp;
+        msgpack_packer_init(&pp, &pb, msgpack_sbuffer_write);
+        msgpack_pack_array(&pp, 1);
+        msgpack_pack_array(&pp, 3);
+        msgpack_pack_str_with_body(&pp, run_id, strlen(run_id));
+        msgpack_pack_uint32(&pp, (uint32_t)status);
+        msgpack_pack_bin_with_body(&pp, rec, rec_len);
+        wf__cluster_push_results(c, pb.data, pb.size);
+        msgpack_sbuffer_destroy(&pb);
     }
+    wf__free_mem(rec);
     return rc;
+}
+
+/* Pushes the stored result of an ended run to the submitters again (best effort). */
+static void push_stored_result(wf_cluster *c, const char *run_id)
+{
+    int32_t status = 0;
+    void *rec = NULL;
+    size_t len = 0;
+    if (wf_store_get_result(c->store, run_id, &status, &rec, &len) != 0)
+        return;
+    msgpack_sbuffer pb;
+    msgpack_sbuffer_init(&pb);
+    msgpack_packer pp;
+    msgpack_packer_init(&pp, &pb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pp, 1);
+    msgpack_pack_array(&pp, 3);
+    msgpack_pack_str_with_body(&pp, run_id, strlen(run_id));
+    msgpack_pack_uint32(&pp, (uint32_t)status);
+    msgpack_pack_bin_with_body(&pp, rec, len);
+    wf__cluster_push_results(c, pb.data, pb.size);
+    msgpack_sbuffer_destroy(&pb);
+    wf_free(rec);
 }
 
 /*
@@ -261,6 +337,215 @@ static int start_run(active *a, wf_run_params *rp)
     return wf_run_start_ex(c->ex, sm->w->wf, NULL, ev, rp, &a->h, NULL);
 }
 
+/* ------------------------------------------------------------ the slow path */
+
+/*
+ * A run handed to the runner threads: a submission to handle from scratch
+ * (h NULL: a redelivery, a create that failed, a fingerprint mismatch), or
+ * a run a puller started that left the fast path (it went idle waiting for
+ * an outside event, streamed events to journal, or outlived the fast
+ * path's deadline): the runner claims it in the store (it is ours already:
+ * the claim adopts it) and drives it like any other.
+ */
+typedef struct slow_item {
+    struct slow_item *next;
+    natsMsg *msg;
+    wf_handler *h;      /* NULL: from scratch */
+    msgpack_unpacked u; /* h: the decoded submission */
+    sub_msg sm;         /* h: borrows from u */
+    wf_event **pre;     /* h: events the puller read from the run already */
+    size_t npre;
+} slow_item;
+
+static void item_free(slow_item *it)
+{
+    for (size_t i = 0; i < it->npre; i++)
+        wf_event_release(it->pre[i]);
+    wf__free_mem(it->pre);
+    if (it->h) {
+        msgpack_unpacked_destroy(&it->u);
+        wf_handler_cancel(it->h);
+        wf_handler_wait(it->h, 5000, NULL);
+        wf_handler_free(it->h);
+    }
+    if (it->msg)
+        natsMsg_Destroy(it->msg);
+    wf__free_mem(it);
+}
+
+static void enqueue_slow(wf_cluster *c, slow_item *it)
+{
+    pthread_mutex_lock(&c->mu);
+    it->next = NULL;
+    *c->sq_tail = it;
+    c->sq_tail = &it->next;
+    c->sq_len++;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void wf__cluster_drop_queue(wf_cluster *c)
+{
+    slow_item *it = c->sq_head;
+    c->sq_head = NULL;
+    c->sq_tail = &c->sq_head;
+    c->sq_len = 0;
+    while (it) {
+        slow_item *nx = it->next;
+        item_free(it); /* left to redelivery and the lease */
+        it = nx;
+    }
+}
+
+/* The run went idle waiting for an outside event: checkpoint it, say so in the store. */
+static void went_idle(active *a)
+{
+    a->idle = 1;
+    checkpoint(a);
+    wf_store_set_status(a->c->store, a->sm->run_id, WF_STORE_WAITING, NULL);
+}
+
+/*
+ * Whether the run waits for an outside event: nothing runs or waits to run and a step waits
+ * (the engine's own test, the one behind WorkflowIdleEvent, read directly: streaming the
+ * engine's internal notifications to learn it costs about a third of a short run).
+ */
+static int run_idle(wf_handler *h)
+{
+    return wf__run_idle((wf__run *)h);
+}
+
+/* One streamed event of the run: journaled (internal notifications are not streamed). */
+static void on_event(active *a, wf_event *ev, const wf_event_type *t_idle,
+                     const wf_event_type *t_state, const wf_event_type *t_unh)
+{
+    wf_cluster *c = a->c;
+    const wf_event_type *t = wf_event_type_of(ev);
+    if (t == t_idle || t == t_state || t == t_unh) {
+        /* step state notifications are not part of the run's stream; unhandled: counted by
+         * the engine */
+    } else if (c->p.stream_events) {
+        void *buf = NULL;
+        size_t len = 0;
+        if (wf_event_to_msgpack(ev, &buf, &len) == 0) {
+            wf_store_rec r = {WF_STORE_REC_EVENT, buf, len};
+            if (wf_store_append(c->store, a->sm->run_id, &r, 1, NULL, NULL, NULL, NULL) != 0)
+                a->lost = 1;
+            wf_free(buf);
+        }
+    }
+    wf_event_release(ev);
+}
+
+/*
+ * Parks the run, idle for PARK_MS with no input for it: its checkpoint (taken when it went
+ * idle) is durable, the store releases it, it leaves memory and its submission comes back
+ * after a delay (NakWithDelay: 250 ms, doubling with each delivery up to 4 s), when a worker
+ * claims it, continues it from the checkpoint and delivers the inputs sent meanwhile (or
+ * parks it again). So a run waiting for a human holds no runner thread: the runners go to
+ * runs that can progress. 0: parked; else the run stays here.
+ */
+static int park(active *a, natsMsg *msg)
+{
+    wf_cluster *c = a->c;
+    if (wf_store_release(c->store, a->sm->run_id) != 0)
+        return -1;
+    wf_handler_cancel(a->h);
+    wf_handler_wait(a->h, 5000, NULL);
+    wf_handler_free(a->h);
+    a->h = NULL;
+    uint64_t delay = 250;
+    jsMsgMetaData *md = NULL;
+    if (natsMsg_GetMetaData(&md, msg) == NATS_OK && md) {
+        for (uint64_t k = 1; k < md->NumDelivered && delay < 4000; k++)
+            delay *= 2;
+        jsMsgMetaData_Destroy(md);
+    }
+    natsMsg_NakWithDelay(msg, (int64_t)(delay < 4000 ? delay : 4000), NULL);
+    count(c, S_PARKED);
+    return 0;
+}
+
+/* Drives the claimed, started run a->h to its end; pre: events read from it already. */
+static void drive(active *a, natsMsg *msg, wf_event **pre, size_t npre)
+{
+    wf_cluster *c = a->c;
+    const sub_msg *sm = a->sm;
+    const wf_registry *reg = wf_workflow_registry(sm->w->wf);
+    const wf_event_type *t_idle = wf_registry_builtin(reg, WF_WORKFLOW_IDLE_EVENT);
+    const wf_event_type *t_state = wf_registry_builtin(reg, WF_STEP_STATE_CHANGED);
+    const wf_event_type *t_unh = wf_registry_builtin(reg, WF_UNHANDLED_EVENT);
+    for (size_t i = 0; i < npre; i++) {
+        on_event(a, pre[i], t_idle, t_state, t_unh);
+        pre[i] = NULL;
+    }
+    int64_t keepalive = c->p.ack_wait_ms / 3, last = wf__cluster_mono_ms(), idle_since = 0;
+    natsMsg_InProgress(msg, NULL);
+    int rc;
+    for (;;) {
+        wf_event *ev = NULL;
+        rc = wf_handler_next_event(a->h, a->idle ? 20 : 100, &ev);
+        if (rc == WF_ECLOSED)
+            break;
+        if (rc == 0)
+            on_event(a, ev, t_idle, t_state, t_unh);
+        else if (rc == WF_ETIMEDOUT && !a->idle && run_idle(a->h))
+            went_idle(a);
+        /* inputs are read when the run waits, and on each quiet tick (cancels): not after
+         * every event, which would cost a round trip per event */
+        if (rc == WF_ETIMEDOUT || (rc == 0 && a->idle))
+            poll_inputs(a);
+        int64_t now = wf__cluster_mono_ms();
+        if (now - last >= keepalive) {
+            natsMsg_InProgress(msg, NULL);
+            last = now;
+        }
+        if (!a->idle)
+            idle_since = 0;
+        else if (idle_since == 0)
+            idle_since = now;
+        else if (now - idle_since >= PARK_MS && park(a, msg) == 0)
+            return;
+        if (a->lost || atomic_load(&c->stop)) {
+            /* the lease is gone (another worker has the run) or we stop (the drain: the run
+             * is released, so another worker takes it over at once, from its checkpoint or
+             * its start): give it up */
+            wf_handler_cancel(a->h);
+            wf_handler_wait(a->h, 5000, NULL);
+            wf_handler_free(a->h);
+            a->h = NULL;
+            if (!a->lost)
+                wf_store_release(c->store, a->sm->run_id);
+            natsMsg_Nak(msg, NULL);
+            return;
+        }
+    }
+    wf_event *stop = NULL;
+    rc = wf_handler_wait(a->h, 0, &stop);
+    int32_t status = rc == 0                ? WF_STORE_DONE
+                     : rc == WF_ERUNTIMEOUT ? WF_STORE_TIMED_OUT
+                     : rc == WF_ECANCELLED  ? WF_STORE_CANCELLED
+                                            : WF_STORE_FAILED;
+    const char *emsg = NULL;
+    if (rc)
+        wf_handler_error(a->h, NULL, NULL, &emsg);
+    void *sbuf = NULL;
+    size_t slen = 0;
+    if (stop)
+        wf_event_to_msgpack(stop, &sbuf, &slen);
+    rc = put_result(c, sm->run_id, status, rc ? (emsg ? emsg : wf_err_name(rc)) : NULL, sbuf, slen);
+    wf_free(sbuf);
+    wf_event_release(stop);
+    wf_handler_free(a->h);
+    a->h = NULL;
+    if (rc == 0) {
+        natsMsg_Ack(msg, NULL);
+        count(c, S_DONE);
+    } else {
+        natsMsg_Nak(msg, NULL); /* not durable: run it again (here or elsewhere) */
+    }
+}
+
 static void handle(wf_cluster *c, natsMsg *msg)
 {
     sub_msg sm;
@@ -283,6 +568,7 @@ static void handle(wf_cluster *c, natsMsg *msg)
     rc = claim_run(c, &sm, &info);
     if (rc == WF_ESTATE) {
         count(c, S_DUP); /* finished already: its result is durable */
+        push_stored_result(c, sm.run_id); /* its push may have been lost with its worker */
         natsMsg_Ack(msg, NULL);
         msgpack_unpacked_destroy(&u);
         return;
@@ -313,7 +599,9 @@ static void handle(wf_cluster *c, natsMsg *msg)
     snprintf(a.in_subj, sizeof a.in_subj, "%s.in.%s", c->prefix, a.key);
     wf_run_params rp;
     wf_run_params_init(&rp);
-    rp.stream_internal = 1; /* WorkflowIdleEvent: when to checkpoint and deliver inputs */
+    /* no internal notifications: idleness is read from the engine (run_idle) */
+    if (!c->p.stream_events)
+        rp.stream_capacity = 0;
     uint64_t resumed = atomic_load(&c->st[S_RESUMED]);
     rc = start_run(&a, &rp);
     if (rc == 0 && journaled > 0 && atomic_load(&c->st[S_RESUMED]) == resumed)
@@ -327,87 +615,699 @@ static void handle(wf_cluster *c, natsMsg *msg)
         msgpack_unpacked_destroy(&u);
         return;
     }
-    const wf_registry *reg = wf_workflow_registry(sm.w->wf);
-    const wf_event_type *t_idle = wf_registry_builtin(reg, WF_WORKFLOW_IDLE_EVENT);
-    const wf_event_type *t_state = wf_registry_builtin(reg, WF_STEP_STATE_CHANGED);
-    const wf_event_type *t_unh = wf_registry_builtin(reg, WF_UNHANDLED_EVENT);
-    int64_t keepalive = c->p.ack_wait_ms / 3, last = wf__cluster_mono_ms();
-    for (;;) {
-        wf_event *ev = NULL;
-        rc = wf_handler_next_event(a.h, a.idle ? 20 : 100, &ev);
-        if (rc == WF_ECLOSED)
-            break;
-        if (rc == 0) {
-            const wf_event_type *t = wf_event_type_of(ev);
-            if (t == t_idle) {
-                a.idle = 1;
-                checkpoint(&a);
-                wf_store_set_status(c->store, sm.run_id, WF_STORE_WAITING, NULL);
-            } else if (t == t_state) {
-                /* step state notifications are not part of the run's stream */
-            } else if (t == t_unh) {
-                /* counted by the engine */
-            } else if (c->p.stream_events) {
-                void *buf = NULL;
-                size_t len = 0;
-                if (wf_event_to_msgpack(ev, &buf, &len) == 0) {
-                    wf_store_rec r = {WF_STORE_REC_EVENT, buf, len};
-                    if (wf_store_append(c->store, sm.run_id, &r, 1, NULL, NULL, NULL, NULL) != 0)
-                        a.lost = 1;
-                    wf_free(buf);
-                }
-            }
-            wf_event_release(ev);
-        }
-        /* inputs are read when the run waits, and on each quiet tick (cancels): not after
-         * every event, which would cost a round trip per event */
-        if (rc == WF_ETIMEDOUT || (rc == 0 && a.idle))
-            poll_inputs(&a);
-        int64_t now = wf__cluster_mono_ms();
-        if (now - last >= keepalive) {
-            natsMsg_InProgress(msg, NULL);
-            last = now;
-        }
-        if (a.lost || atomic_load(&c->stop)) {
-            /* the lease is gone (another worker has the run) or we stop: give it up */
-            wf_handler_cancel(a.h);
-            wf_handler_wait(a.h, 5000, NULL);
-            wf_handler_free(a.h);
-            if (a.lost)
-                natsMsg_Nak(msg, NULL);
-            msgpack_unpacked_destroy(&u);
-            return;
-        }
-    }
-    wf_event *stop = NULL;
-    rc = wf_handler_wait(a.h, 0, &stop);
-    int32_t status = rc == 0                ? WF_STORE_DONE
-                     : rc == WF_ERUNTIMEOUT ? WF_STORE_TIMED_OUT
-                     : rc == WF_ECANCELLED  ? WF_STORE_CANCELLED
-                                            : WF_STORE_FAILED;
-    const char *emsg = NULL;
-    if (rc)
-        wf_handler_error(a.h, NULL, NULL, &emsg);
-    void *sbuf = NULL;
-    size_t slen = 0;
-    if (stop)
-        wf_event_to_msgpack(stop, &sbuf, &slen);
-    rc = put_result(c, sm.run_id, status, rc ? (emsg ? emsg : wf_err_name(rc)) : NULL, sbuf, slen);
-    wf_free(sbuf);
-    wf_event_release(stop);
-    wf_handler_free(a.h);
-    if (rc == 0) {
-        natsMsg_Ack(msg, NULL);
-        count(c, S_DONE);
-    } else {
-        natsMsg_Nak(msg, NULL); /* not durable: run it again (here or elsewhere) */
-    }
+    drive(&a, msg, NULL, 0);
     msgpack_unpacked_destroy(&u);
+}
+
+/* A run a puller started that left the fast path: its record is created now (the lease, as
+ * on the slow path), then it is driven. A run that has a record already (another worker has
+ * it, or it ended before) is dropped here and the submission handled from scratch. Consumes
+ * the handler, the events and the decoded submission; the message and the item stay the
+ * caller's. */
+static void handle_adopted(wf_cluster *c, slow_item *it)
+{
+    uint64_t ticket = 0;
+    int rc = wf_store_create(c->store, it->sm.run_id, it->sm.w->name, &ticket);
+    if (rc == 0)
+        rc = wf_store_wait(c->store, ticket);
+    if (rc == 0)
+        rc = wf_store_set_status(c->store, it->sm.run_id, WF_STORE_RUNNING, NULL);
+    if (rc) {
+        for (size_t i = 0; i < it->npre; i++)
+            wf_event_release(it->pre[i]);
+        wf_handler_cancel(it->h);
+        wf_handler_wait(it->h, 5000, NULL);
+        wf_handler_free(it->h);
+        handle(c, it->msg);
+    } else {
+        active a = {.c = c, .msg = it->msg, .sm = &it->sm, .h = it->h};
+        wf__nats_key(a.key, it->sm.run_id);
+        snprintf(a.in_subj, sizeof a.in_subj, "%s.in.%s", c->prefix, a.key);
+        drive(&a, it->msg, it->pre, it->npre); /* frees the handler, takes the events */
+    }
+    it->h = NULL;
+    it->npre = 0;
+    msgpack_unpacked_destroy(&it->u);
 }
 
 static void *runner_main(void *arg)
 {
+
     wf_cluster *c = arg;
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        while (c->sq_head == NULL && !atomic_load(&c->stop)) {
+            c->sq_idle++;
+            pthread_cond_wait(&c->cv, &c->mu);
+            c->sq_idle--;
+        }
+        if (atomic_load(&c->stop)) {
+            pthread_mutex_unlock(&c->mu);
+            return NULL;
+        }
+        slow_item *it = c->sq_head;
+        c->sq_head = it->next;
+        if (c->sq_head == NULL)
+            c->sq_tail = &c->sq_head;
+        c->sq_len--;
+        pthread_mutex_unlock(&c->mu);
+        if (it->h)
+            handle_adopted(c, it);
+        else
+            handle(c, it->msg);
+        item_free(it);
+    }
+}
+
+/* ------------------------------------------------------------ the fast path */
+
+/*
+ * A puller fetches submission messages (a message holds one run, or a
+ * batch of runs packed by the submitter) and takes their runs through with
+ * one asynchronous round for the whole pull:
+ *  1. every run of a first delivery starts on the executor at once: it has
+ *     no record in the store yet and writes none while it runs;
+ *  2. the puller waits for them up to a third of the ack wait and of the
+ *     lease (the deadline: no redelivery can happen meanwhile);
+ *  3. each run that ended in time, streamed nothing to journal and never
+ *     waited for an outside event gets its only record, the final one
+ *     (status and the result inline), created if absent (compare-and-set
+ *     on revision 0): one asynchronous publish a run, one wait for all;
+ *  4. its result is pushed to the submitters (one message for the pull)
+ *     and its submission acked (one ack a message: fire-and-forget, a lost
+ *     one redelivers runs that ended, found ended in the store).
+ * Every other run leaves the fast path: a run of a one-run message is
+ * adopted by a runner thread (its record is created, the lease, then it
+ * is driven like any other); a run of a batch is published again as a
+ * one-run message flagged slow (Nats-Msg-Id = run id) and cancelled here,
+ * and the batch is acked once those copies are stored. A redelivered
+ * message never runs here: its runs go to the slow path (from scratch:
+ * the store says whether they ended, or who holds them).
+ * Guarantees: a run's result exists once (the final record is created
+ * only if the run has none: a run another worker took over, or that ended
+ * before, refuses ours, which is dropped); two workers can run one run at
+ * once only if one of them stalled past the ack wait, and then only one
+ * of them can end it, as with the lease.
+ */
+enum { F_NONE, F_RUNNING, F_ENDED, F_ENDING, F_SLOW, F_REPUB, F_DONE };
+
+typedef struct fmsg {
+    natsMsg *msg;
+    msgpack_unpacked u;
+    int batch;   /* a batch message (else one run) */
+    int again;   /* redelivered */
+    int pending; /* runs of it not settled */
+    int failed;  /* a copy of one of its runs could not be stored: Nak */
+} fmsg;
+
+typedef struct fslot {
+    uint32_t mi; /* its message */
+    int state;
+    atomic_int rc; /* the pending publish's outcome (ack callback) */
+    wf_handler *h;
+    wf_event **pre; /* events read from the run (to journal) */
+    size_t npre, cpre;
+    int32_t status;
+    void *rec; /* the result record (msgpack's malloc) */
+    size_t rec_len;
+    wf_event *stopped; /* the terminal event read from the stream (kept for the slow path) */
+    sub_msg sm;        /* last: a new slot clears what is before it (the run id is 1 KiB) */
+} fslot;
+
+typedef struct puller {
+    wf_cluster *c;
+    jsCtx *js; /* its own: the ack callback knows this pull */
+    fslot *s;
+    uint32_t n, cap;
+    fmsg *m;
+    uint32_t nm, capm;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint32_t ended;  /* mu: runs of the pull that ended (on_done) */
+    uint32_t target; /* mu: the runs started (UINT32_MAX while starting) */
+} puller;
+
+static void fast_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    puller *pl = closure;
+    const char *v = NULL;
+    if (natsMsgHeader_Get(msg, "Wf-I", &v) == NATS_OK && v) {
+        size_t i = strtoul(v, NULL, 10);
+        if (i < pl->n) {
+            /* 10071: wrong last sequence: the run has a record already */
+            atomic_store(&pl->s[i].rc, pa ? 0 : pae && pae->ErrCode == 10071 ? WF_EEXIST : WF_EIO);
+        }
+    }
+    natsMsg_Destroy(msg);
+}
+
+static void fast_done(wf_handler *h, void *user)
+{
+    (void)h;
+    puller *pl = user;
+    pthread_mutex_lock(&pl->mu);
+    if (++pl->ended >= pl->target) /* the last one: the puller wakes once, not per run */
+        pthread_cond_signal(&pl->cv);
+    pthread_mutex_unlock(&pl->mu);
+}
+
+/* Publishes asynchronously for slot i (its outcome lands in the slot's rc). */
+static int pub_slot(puller *pl, uint32_t i, const char *subj, const void *data, size_t len,
+                    const char *h1, const char *v1)
+{
+    natsMsg *msg = NULL;
+    char num[24];
+    snprintf(num, sizeof num, "%u", i);
+    natsStatus st = natsMsg_Create(&msg, subj, NULL, data, (int)len);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(msg, h1, v1);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(msg, "Wf-I", num);
+    atomic_store(&pl->s[i].rc, WF_EIO); /* until acknowledged */
+    if (st == NATS_OK)
+        st = js_PublishMsgAsync(pl->js, &msg, NULL);
+    if (msg)
+        natsMsg_Destroy(msg);
+    return st == NATS_OK ? 0 : WF_EIO;
+}
+
+/* The run's final record, created if the run has none. */
+static int pub_end(puller *pl, uint32_t i, const nmeta *m)
+{
+    wf_cluster *c = pl->c;
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = wf__nats_meta_pack(m, &buf, &len);
+    if (rc)
+        return rc;
+    char subj[NATS_KEY_MAX + 200];
+    size_t kl = strlen(c->kv_prefix);
+    memcpy(subj, c->kv_prefix, kl);
+    wf__nats_key(subj + kl, pl->s[i].sm.run_id);
+    rc = pub_slot(pl, i, subj, buf, len, "Nats-Expected-Last-Subject-Sequence", "0");
+    wf__free_mem(buf);
+    return rc;
+}
+
+/* A run of a batch, published again alone and flagged slow. */
+static int pub_copy(puller *pl, uint32_t i)
+{
+    const sub_msg *sm = &pl->s[i].sm;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 6);
+    msgpack_pack_uint32(&pk, 1);
+    msgpack_pack_str_with_body(&pk, sm->run_id, strlen(sm->run_id));
+    msgpack_pack_str_with_body(&pk, sm->wname, sm->wname_len);
+    msgpack_pack_uint64(&pk, sm->fp);
+    msgpack_pack_bin_with_body(&pk, sm->start, sm->start_len);
+    msgpack_pack_true(&pk);
+    int rc = sb.data
+                 ? pub_slot(pl, i, pl->c->subj_submit, sb.data, sb.size, "Nats-Msg-Id", sm->run_id)
+                 : WF_ENOMEM;
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+static void await_acks(puller *pl)
+{
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = pl->c->p.timeout_ms;
+    if (js_PublishAsyncComplete(pl->js, &po) != NATS_OK) {
+        natsMsgList pending = {0}; /* not acknowledged in time: their rc stays WF_EIO */
+        if (js_PublishAsyncGetPendingList(&pending, pl->js) == NATS_OK)
+            natsMsgList_Destroy(&pending);
+    }
+}
+
+static int keep_event(fslot *sl, wf_event *ev);
+
+/*
+ * A run of a one-run message goes to the runner threads, with its handler (adopted) or not
+ * (from scratch), when one of them is free to take it at once; otherwise it stays in the
+ * stream for any worker with a free runner (Nak, 100 ms): a run waiting for an outside event
+ * holds its runner, so a local queue behind busy runners could wait for ever.
+ */
+static void slot_to_slow(puller *pl, fslot *sl)
+{
+    wf_cluster *c = pl->c;
+    fmsg *fm = &pl->m[sl->mi];
+    slow_item *it = wf__calloc(1, sizeof *it);
+    pthread_mutex_lock(&c->mu);
+    int room = it != NULL && c->sq_len < c->sq_idle;
+    pthread_mutex_unlock(&c->mu);
+    if (!room) {
+        wf__free_mem(it);
+        if (sl->h) {
+            wf_handler_cancel(sl->h);
+            wf_handler_free(sl->h);
+            sl->h = NULL;
+        }
+        natsMsg_NakWithDelay(fm->msg, 100, NULL);
+        natsMsg_Destroy(fm->msg);
+        fm->msg = NULL;
+        return;
+    }
+    it->msg = fm->msg;
+    fm->msg = NULL;
+    if (sl->h) {
+        if (sl->stopped) { /* the terminal event goes last, as the run streamed it */
+            keep_event(sl, sl->stopped);
+            sl->stopped = NULL;
+        }
+        it->h = sl->h;
+        it->u = fm->u; /* sl->sm borrows from it */
+        it->sm = sl->sm;
+        it->pre = sl->pre;
+        it->npre = sl->npre;
+        sl->h = NULL;
+        sl->pre = NULL;
+        sl->npre = sl->cpre = 0;
+        msgpack_unpacked_init(&fm->u);
+    }
+    enqueue_slow(c, it);
+}
+
+static int keep_event(fslot *sl, wf_event *ev)
+{
+    if (sl->npre == sl->cpre) {
+        size_t nc = sl->cpre ? sl->cpre * 2 : 4;
+        wf_event **p = wf__realloc(sl->pre, nc * sizeof *p);
+        if (p == NULL) {
+            wf_event_release(ev);
+            return WF_ENOMEM;
+        }
+        sl->pre = p;
+        sl->cpre = nc;
+    }
+    sl->pre[sl->npre++] = ev;
+    return 0;
+}
+
+/* Reads the run's streamed events without waiting, kept to be journaled. 1: the run has
+ * events to journal (it must leave the fast path). */
+static int scan_events(wf_cluster *c, fslot *sl)
+{
+    if (!c->p.stream_events)
+        return 0; /* nothing to journal (and nothing streamed: capacity 0) */
+    wf_event *ev = NULL;
+    while (wf_handler_next_event(sl->h, 0, &ev) == 0) {
+        if (wf_event_type_is_stop(wf_event_type_of(ev))) {
+            /* the terminal event is the result: the final record has it (the slow path also
+             * journals it; a fast-path run's stream is what it wrote before) */
+            sl->stopped = ev;
+            continue;
+        }
+        if (keep_event(sl, ev))
+            return 1;
+    }
+    return sl->npre > 0;
+}
+
+/* 1 when the message was delivered before. */
+static int redelivered(natsMsg *m)
+{
+    jsMsgMetaData *md = NULL;
+    if (natsMsg_GetMetaData(&md, m) != NATS_OK || md == NULL)
+        return 1;
+    int again = md->NumDelivered > 1;
+    jsMsgMetaData_Destroy(md);
+    return again;
+}
+
+static fslot *new_slot(puller *pl, uint32_t mi)
+{
+    if (pl->n == pl->cap) {
+        uint32_t nc = pl->cap ? pl->cap * 2 : 256;
+        fslot *s = wf__realloc(pl->s, nc * sizeof *s);
+        if (s == NULL)
+            return NULL;
+        pl->s = s;
+        pl->cap = nc;
+    }
+    fslot *sl = &pl->s[pl->n++];
+    memset(sl, 0, offsetof(fslot, sm));
+    sl->sm.w = NULL;
+    sl->sm.slow = 0;
+    sl->sm.run_id[0] = 0;
+    sl->mi = mi;
+    return sl;
+}
+
+/* Takes the pull's messages apart into runs (out of memory: the message is redelivered). */
+static void split(puller *pl, natsMsgList *list)
+{
+    wf_cluster *c = pl->c;
+    pl->n = pl->nm = 0;
+    if ((uint32_t)list->Count > pl->capm) {
+        fmsg *m = wf__realloc(pl->m, (size_t)list->Count * sizeof *m);
+        if (m == NULL) {
+            for (int k = 0; k < list->Count; k++) {
+                natsMsg_Nak(list->Msgs[k], NULL);
+            }
+            return;
+        }
+        pl->m = m;
+        pl->capm = (uint32_t)list->Count;
+    }
+    for (int k = 0; k < list->Count; k++) {
+        uint32_t mi = pl->nm++;
+        fmsg *fm = &pl->m[mi];
+        memset(fm, 0, sizeof *fm);
+        fm->msg = list->Msgs[k];
+        list->Msgs[k] = NULL;
+        msgpack_unpacked_init(&fm->u);
+        const msgpack_object *batch = NULL;
+        int kind = unpack_message(fm->msg, &fm->u, &batch);
+        fm->again = redelivered(fm->msg);
+        if (kind != 2) {
+            /* one run (or malformed: the slow path says so) */
+            fslot *sl = new_slot(pl, mi);
+            if (sl == NULL) {
+                fm->failed = 1; /* out of memory: redelivered */
+                continue;
+            }
+            fm->pending = 1;
+            int rc = kind == 1 ? decode_submission(c, fm->msg, &sl->sm, &fm->u) : WF_EFORMAT;
+            sl->state =
+                rc || sl->sm.slow || fm->again || sl->sm.fp != sl->sm.w->fp ? F_SLOW : F_NONE;
+            continue;
+        }
+        fm->batch = 1;
+        for (uint32_t j = 0; j < batch->via.array.size; j++) {
+            const msgpack_object *e = &batch->via.array.ptr[j];
+            if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 4) {
+                count(c, S_MALFORMED); /* can never run: dropped, counted */
+                continue;
+            }
+            fslot *sl = new_slot(pl, mi);
+            if (sl == NULL) {
+                fm->failed = 1; /* out of memory: redelivered */
+                break;
+            }
+            int rc = decode_entry(c, e->via.array.ptr, &sl->sm);
+            if (rc == WF_EFORMAT) {
+                count(c, S_MALFORMED);
+                pl->n--;
+                continue;
+            }
+            fm->pending++;
+            /* unknown here, mismatched, or redelivered: alone, to the slow path */
+            sl->state = rc || fm->again || sl->sm.fp != sl->sm.w->fp ? F_REPUB : F_NONE;
+        }
+    }
+}
+
+static void pub_index(puller *pl, msgpack_sbuffer *ids, uint32_t n)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, n);
+    msgpack_sbuffer_write(&sb, ids->data, ids->size);
+    natsMsg *m = NULL;
+    natsStatus st = sb.data
+                        ? natsMsg_Create(&m, pl->c->ns->subj_created, NULL, sb.data, (int)sb.size)
+                        : NATS_NO_MEMORY;
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(m, "Wf-Ids", "1");
+    if (st == NATS_OK)
+        js_PublishMsgAsync(pl->js, &m, NULL); /* awaited with the next pull's publishes */
+    if (m)
+        natsMsg_Destroy(m);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/*
+ * The creation index of the runs that ended here (wf_store_list on the cluster's store): one
+ * message for the pull, after the ends, so only a run's creator indexes it, once. A run whose
+ * index is lost (the worker died in between) is not listed; its record and result are there.
+ */
+static void index_ended(puller *pl)
+{
+    msgpack_sbuffer ids;
+    msgpack_sbuffer_init(&ids);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &ids, msgpack_sbuffer_write);
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < pl->n; i++) {
+        if (pl->s[i].state != F_ENDING)
+            continue;
+        const char *id = pl->s[i].sm.run_id;
+        msgpack_pack_str_with_body(&pk, id, strlen(id));
+        if (++k == 256 || ids.size > 256 * 1024) {
+            pub_index(pl, &ids, k);
+            msgpack_sbuffer_clear(&ids);
+            k = 0;
+        }
+    }
+    if (k)
+        pub_index(pl, &ids, k);
+    msgpack_sbuffer_destroy(&ids);
+}
+
+static void run_batch(puller *pl, natsMsgList *list)
+{
+    wf_cluster *c = pl->c;
+    pthread_mutex_lock(&pl->mu);
+    pl->ended = 0;
+    pl->target = UINT32_MAX;
+    pthread_mutex_unlock(&pl->mu);
+    /* the fast path's deadline: well inside the ack wait (no redelivery meanwhile) and the
+     * lease (a run that leaves takes its lease in time) */
+    uint32_t wait_ms = (c->p.ack_wait_ms < c->p.lease_ms ? c->p.ack_wait_ms : c->p.lease_ms) / 3;
+    int64_t deadline = wf__cluster_mono_ms() + wait_ms;
+    split(pl, list);
+    uint32_t n = pl->n;
+    /* 1. start */
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.on_done = fast_done;
+    rp.on_done_user = pl;
+    if (!c->p.stream_events)
+        rp.stream_capacity = 0; /* nothing to journal: nothing kept */
+    uint32_t started = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        fslot *sl = &pl->s[i];
+        if (sl->state != F_NONE)
+            continue;
+        wf_event *ev = NULL;
+        int rc = wf_event_from_msgpack(wf_workflow_registry(sl->sm.w->wf), sl->sm.start,
+                                       sl->sm.start_len, &ev, NULL, NULL);
+        if (rc == 0)
+            rc = wf_run_start_ex(c->ex, sl->sm.w->wf, NULL, ev, &rp, &sl->h, NULL);
+        if (rc) {
+            sl->h = NULL; /* it starts again on the slow path and fails with the reason */
+            sl->state = pl->m[sl->mi].batch ? F_REPUB : F_SLOW;
+            continue;
+        }
+        sl->state = F_RUNNING;
+        started++;
+    }
+    pthread_mutex_lock(&pl->mu);
+    pl->target = started;
+    pthread_mutex_unlock(&pl->mu);
+    /* 2. wait for the runs up to the deadline; a run that waits for an outside event or
+     * streams what must be journaled leaves at once */
+    uint32_t open = started;
+    while (open > 0) {
+        open = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            fslot *sl = &pl->s[i];
+            if (sl->state != F_RUNNING)
+                continue;
+            if (scan_events(c, sl)) {
+                sl->state = F_SLOW;
+            } else if (wf_handler_status(sl->h) != WF_RUN_RUNNING) {
+                /* ended: the events it streamed last */
+                sl->state = scan_events(c, sl) ? F_SLOW : F_ENDED;
+            } else if (run_idle(sl->h)) {
+                sl->state = F_SLOW;
+            } else {
+                open++;
+            }
+        }
+        if (open == 0)
+            break;
+        int64_t now = wf__cluster_mono_ms();
+        if (now >= deadline || atomic_load(&c->stop))
+            break;
+        /* woken when the last run ends; every 2 ms to look for idle ones */
+        pthread_mutex_lock(&pl->mu);
+        if (pl->ended < started) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 2000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&pl->cv, &pl->mu, &ts);
+        }
+        pthread_mutex_unlock(&pl->mu);
+    }
+    /* 3. the ends (the run's only record: status, result inline, created if absent) and the
+     * copies of the batch runs that leave */
+    int64_t now_ms = wf__nats_now(c->ns);
+    for (uint32_t i = 0; i < n; i++) {
+        fslot *sl = &pl->s[i];
+        if (sl->state == F_RUNNING)
+            sl->state = F_SLOW; /* past the deadline: the slow path keeps it alive */
+        if (sl->state == F_SLOW && pl->m[sl->mi].batch)
+            sl->state = F_REPUB;
+        if (sl->state == F_REPUB) {
+            if (pub_copy(pl, i) != 0)
+                pl->m[sl->mi].failed = 1;
+            continue;
+        }
+        if (sl->state != F_ENDED)
+            continue;
+        wf_event *stop = NULL;
+        int rc = wf_handler_wait(sl->h, 0, &stop);
+        if (rc == WF_ETIMEDOUT) {
+            sl->state = pl->m[sl->mi].batch ? F_REPUB : F_SLOW;
+            if (sl->state == F_REPUB && pub_copy(pl, i) != 0)
+                pl->m[sl->mi].failed = 1;
+            continue;
+        }
+        sl->status = rc == 0                ? WF_STORE_DONE
+                     : rc == WF_ERUNTIMEOUT ? WF_STORE_TIMED_OUT
+                     : rc == WF_ECANCELLED  ? WF_STORE_CANCELLED
+                                            : WF_STORE_FAILED;
+        const char *emsg = NULL;
+        if (rc)
+            wf_handler_error(sl->h, NULL, NULL, &emsg);
+        void *sbuf = NULL;
+        size_t slen = 0;
+        if (stop)
+            wf_event_to_msgpack(stop, &sbuf, &slen);
+        wf_event_release(stop);
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_array(&pk, 2);
+        const char *msg = rc ? (emsg ? emsg : wf_err_name(rc)) : NULL;
+        if (msg)
+            msgpack_pack_str_with_body(&pk, msg, strlen(msg));
+        else
+            msgpack_pack_nil(&pk);
+        if (sbuf)
+            msgpack_pack_bin_with_body(&pk, sbuf, slen);
+        else
+            msgpack_pack_nil(&pk);
+        wf_free(sbuf);
+        nmeta m;
+        memset(&m, 0, sizeof m);
+        uint64_t eps[2] = {1, 0};
+        m.workflow = (char *)sl->sm.w->name;
+        m.status = sl->status;
+        m.created = m.updated = now_ms;
+        m.epoch = 1;
+        m.nep = 1;
+        m.eps = eps;
+        m.res_inline = sb.data;
+        m.res_inline_len = sb.size;
+        if (sb.data == NULL || sb.size > NATS_CHUNK / 2 || pub_end(pl, i, &m) != 0) {
+            /* large results go through the store, in chunks */
+            msgpack_sbuffer_destroy(&sb);
+            sl->state = pl->m[sl->mi].batch ? F_REPUB : F_SLOW;
+            if (sl->state == F_REPUB && pub_copy(pl, i) != 0)
+                pl->m[sl->mi].failed = 1;
+            continue;
+        }
+        sl->rec = sb.data;
+        sl->rec_len = sb.size;
+        sl->state = F_ENDING;
+    }
+    await_acks(pl);
+    /* 4. an end refused (the run has a record) or not known to be stored: the slow path
+     * decides from the store; a batch run through a copy of it */
+    int again = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        fslot *sl = &pl->s[i];
+        if (sl->state == F_ENDING && atomic_load(&sl->rc) != 0) {
+            wf_handler_free(sl->h);
+            sl->h = NULL;
+            if (pl->m[sl->mi].batch) {
+                sl->state = F_REPUB;
+                if (pub_copy(pl, i) != 0)
+                    pl->m[sl->mi].failed = 1;
+                again = 1;
+            } else {
+                sl->state = F_SLOW;
+            }
+        }
+    }
+    if (again)
+        await_acks(pl);
+    /* 5. push the results, settle the messages, hand the rest over */
+    msgpack_sbuffer pb;
+    msgpack_sbuffer_init(&pb);
+    msgpack_packer pp;
+    msgpack_packer_init(&pp, &pb, msgpack_sbuffer_write);
+    uint32_t ended = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (pl->s[i].state == F_ENDING)
+            ended++;
+    msgpack_pack_array(&pp, ended);
+    for (uint32_t i = 0; i < n; i++) {
+        fslot *sl = &pl->s[i];
+        fmsg *fm = &pl->m[sl->mi];
+        if (sl->state == F_ENDING) {
+            msgpack_pack_array(&pp, 3);
+            msgpack_pack_str_with_body(&pp, sl->sm.run_id, strlen(sl->sm.run_id));
+            msgpack_pack_uint32(&pp, (uint32_t)sl->status);
+            msgpack_pack_bin_with_body(&pp, sl->rec, sl->rec_len);
+            count(c, S_DONE);
+        } else if (sl->state == F_REPUB) {
+            if (atomic_load(&sl->rc) != 0)
+                fm->failed = 1;
+        } else if (sl->state == F_SLOW) {
+            slot_to_slow(pl, sl);
+        }
+        if (sl->h) {
+            /* a batch run that left: its copy runs elsewhere */
+            wf_handler_cancel(sl->h);
+            wf_handler_free(sl->h);
+            sl->h = NULL;
+        }
+        for (size_t k = 0; k < sl->npre; k++)
+            wf_event_release(sl->pre[k]);
+        wf__free_mem(sl->pre);
+        wf_event_release(sl->stopped);
+        free(sl->rec);
+    }
+    if (ended)
+        wf__cluster_push_results(c, pb.data, pb.size);
+    msgpack_sbuffer_destroy(&pb);
+    if (ended && c->p.index_runs)
+        index_ended(pl);
+    for (uint32_t mi = 0; mi < pl->nm; mi++) {
+        fmsg *fm = &pl->m[mi];
+        if (fm->msg) {
+            /* a batch: its runs ended here or have their copies stored; one run: it ended here
+             * (a run that left took its message along) */
+            if (fm->failed)
+                natsMsg_Nak(fm->msg, NULL); /* again later: its runs go to the slow path */
+            else
+                natsMsg_Ack(fm->msg, NULL);
+            natsMsg_Destroy(fm->msg);
+        }
+        msgpack_unpacked_destroy(&fm->u);
+    }
+    pl->n = pl->nm = 0;
+}
+
+static void *puller_main(void *arg)
+{
+    puller *pl = arg;
+    wf_cluster *c = pl->c;
     natsSubscription *sub = NULL;
     jsSubOptions so;
     jsSubOptions_Init(&so);
@@ -415,7 +1315,7 @@ static void *runner_main(void *arg)
     so.Config.AckWait = (int64_t)c->p.ack_wait_ms * 1000000;
     so.Config.MaxDeliver = -1;
     so.Config.MaxAckPending = 100000;
-    for (int attempt = 0; sub == NULL && !atomic_load(&c->stop); attempt++) {
+    while (sub == NULL && !atomic_load(&c->stop)) {
         if (js_PullSubscribe(&sub, c->js, c->subj_submit, c->consumer, NULL, &so, NULL) !=
             NATS_OK) {
             sub = NULL;
@@ -423,17 +1323,35 @@ static void *runner_main(void *arg)
         }
     }
     while (!atomic_load(&c->stop)) {
-        natsMsgList list = {0};
-        natsStatus st = natsSubscription_Fetch(&list, sub, (int)c->p.fetch_batch, 500, NULL);
-        if (st != NATS_OK && list.Count == 0) {
-            if (st != NATS_TIMEOUT)
-                nats_Sleep(100);
-            natsMsgList_Destroy(&list);
+        /* back-pressure: the runner threads are behind with the runs handed over */
+        pthread_mutex_lock(&c->mu);
+        size_t backlog = c->sq_len;
+        pthread_mutex_unlock(&c->mu);
+        if (backlog > 4u * c->p.runners) {
+            nats_Sleep(10);
             continue;
         }
-        for (int i = 0; i < list.Count; i++)
-            if (!atomic_load(&c->stop))
-                handle(c, list.Msgs[i]);
+        natsMsgList list = {0};
+        /* what is there at once, up to the batch; when nothing is, wait for one */
+        jsFetchRequest fr;
+        jsFetchRequest_Init(&fr);
+        /* messages: a batch message holds up to SUBMIT_BATCH runs */
+        fr.Batch = c->p.fetch_batch / 16 ? (int)(c->p.fetch_batch / 16) : 1;
+        fr.NoWait = true;
+        fr.Expires = (int64_t)c->p.timeout_ms * 1000000;
+        natsStatus st = natsSubscription_FetchRequest(&list, sub, &fr);
+        if (list.Count == 0) {
+            natsMsgList_Destroy(&list);
+            st = natsSubscription_Fetch(&list, sub, 1, 500, NULL);
+            if (st != NATS_OK && list.Count == 0) {
+                if (st != NATS_TIMEOUT && st != NATS_NOT_FOUND)
+                    nats_Sleep(100);
+                natsMsgList_Destroy(&list);
+                continue;
+            }
+        }
+        if (!atomic_load(&c->stop))
+            run_batch(pl, &list);
         natsMsgList_Destroy(&list);
     }
     if (sub)
@@ -464,6 +1382,28 @@ static void *renewer_main(void *arg)
     return NULL;
 }
 
+static void puller_free(puller *pl)
+{
+    if (pl == NULL)
+        return;
+    if (pl->js)
+        jsCtx_Destroy(pl->js);
+    pthread_mutex_destroy(&pl->mu);
+    pthread_cond_destroy(&pl->cv);
+    wf__free_mem(pl->s);
+    wf__free_mem(pl->m);
+    wf__free_mem(pl);
+}
+
+void wf__cluster_free_pullers(wf_cluster *c)
+{
+    for (uint32_t i = 0; i < c->npls; i++)
+        puller_free(c->pls[i]);
+    wf__free_mem(c->pls);
+    c->pls = NULL;
+    c->npls = 0;
+}
+
 int wf_cluster_work(wf_cluster *c, wf_executor *ex)
 {
     if (c == NULL || ex == NULL)
@@ -471,7 +1411,10 @@ int wf_cluster_work(wf_cluster *c, wf_executor *ex)
     if (c->ex)
         return wf__set_error(WF_ESTATE, "wf_cluster_work: already working");
     c->runners = wf__calloc(c->p.runners, sizeof *c->runners);
-    if (c->runners == NULL)
+    uint32_t np = c->p.pullers ? c->p.pullers : 1;
+    c->pullers = wf__calloc(np, sizeof *c->pullers);
+    c->pls = wf__calloc(np, sizeof *c->pls);
+    if (c->runners == NULL || c->pullers == NULL || c->pls == NULL)
         return WF_ENOMEM;
     c->ex = ex;
     if (pthread_create(&c->renewer, NULL, renewer_main, c) != 0)
@@ -481,6 +1424,27 @@ int wf_cluster_work(wf_cluster *c, wf_executor *ex)
         if (pthread_create(&c->runners[i], NULL, runner_main, c) != 0)
             return WF_ENOMEM;
         c->nrunners++;
+    }
+    for (uint32_t i = 0; i < np; i++) {
+        puller *pl = wf__calloc(1, sizeof *pl);
+        if (pl == NULL)
+            return WF_ENOMEM;
+        pl->c = c;
+        pthread_mutex_init(&pl->mu, NULL);
+        pthread_cond_init(&pl->cv, NULL);
+        pl->s = wf__calloc(c->p.fetch_batch, sizeof *pl->s);
+        pl->cap = c->p.fetch_batch;
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = c->p.timeout_ms;
+        jo.PublishAsync.MaxPending = 65536; /* a pull's ends, index messages and copies */
+        jo.PublishAsync.AckHandler = fast_ack;
+        jo.PublishAsync.AckHandlerClosure = pl;
+        c->pls[c->npls++] = pl; /* freed last (wf_cluster_free): runs call fast_done on it */
+        if (pl->s == NULL || natsConnection_JetStream(&pl->js, c->nc, &jo) != NATS_OK ||
+            pthread_create(&c->pullers[i], NULL, puller_main, pl) != 0)
+            return WF_ENOMEM;
+        c->npullers++;
     }
     return 0;
 }

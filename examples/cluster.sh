@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # examples/cluster.sh: wf on NATS JetStream on one machine (docs/CLUSTER.md):
 # starts a nats-server (JetStream, loopback, a free port, a temporary store),
-# two worker processes, and pushes a batch of runs through them.
+# two workers (`wf worker quickstart.so`), and pushes a batch of runs of the
+# plugin's MyWorkflow through them (the submitter: tests/cluster_node).
 #   examples/cluster.sh [BUILD_DIR] [RUNS]     (defaults: build-dev, 1000)
 # Needs nats-server (Debian: nats-server) and a build with -Dnats enabled.
 set -euo pipefail
@@ -9,7 +10,10 @@ cd "$(dirname "$0")/.."
 build="${1:-build-dev}"
 runs="${2:-1000}"
 node="$build/tests/cluster_node"
+wf="$build/tools/wf"
+plugin="$build/examples/quickstart.so"
 [ -x "$node" ] || { echo "no $node: build with -Dnats=enabled -Dtests=true" >&2; exit 1; }
+[ -x "$wf" ] && [ -f "$plugin" ] || { echo "no $wf or $plugin: build with -Dexamples=true" >&2; exit 1; }
 server="$(command -v nats-server || echo /usr/sbin/nats-server)"
 [ -x "$server" ] || { echo "nats-server is not installed" >&2; exit 1; }
 
@@ -33,14 +37,13 @@ done
 echo "nats-server on $url"
 
 for w in 1 2; do
-  "$node" "$url" example 16 1 >"$dir/worker$w.log" 2>&1 &
+  "$wf" worker "$plugin" --nats "$url" --prefix example --threads 1 >"$dir/worker$w.log" 2>&1 &
   pids+=($!)
 done
-for w in 1 2; do  # each worker prints "ready" once it pulls
-  for _ in $(seq 100); do grep -q ready "$dir/worker$w.log" 2>/dev/null && break; sleep 0.1; done
+for w in 1 2; do  # each worker prints "working: ..." once it pulls
+  for _ in $(seq 100); do grep -q working "$dir/worker$w.log" 2>/dev/null && break; sleep 0.1; done
 done
-echo "two workers pulling; submitting $runs runs of chain5"
-"$node" "$url" example submit "$runs"
-for w in 1 2; do kill -TERM "${pids[$w]}"; done
-sleep 0.5
+echo "two workers pulling; submitting $runs runs of MyWorkflow"
+"$node" "$url" example submit "$runs" "$plugin" MyWorkflow
+for w in 1 2; do kill -TERM "${pids[$w]}"; wait "${pids[$w]}" || true; done
 for w in 1 2; do echo "worker $w: $(tail -1 "$dir/worker$w.log")"; done

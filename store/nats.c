@@ -66,6 +66,7 @@ void wf__nats_meta_clear(nmeta *m)
     wf__free_mem(m->workflow);
     wf__free_mem(m->owner);
     wf__free_mem(m->eps);
+    wf__free_mem(m->res_inline);
     memset(m, 0, sizeof *m);
 }
 
@@ -75,6 +76,17 @@ int wf__nats_meta_copy(nmeta *dst, const nmeta *src)
     t.workflow = src->workflow ? wf__strdup(src->workflow) : NULL;
     t.owner = src->owner ? wf__strdup(src->owner) : NULL;
     t.eps = NULL;
+    t.res_inline = NULL;
+    if (src->res_inline) {
+        t.res_inline = wf__malloc(src->res_inline_len ? src->res_inline_len : 1);
+        if (t.res_inline == NULL) {
+            t.res_inline_len = 0;
+            t.nep = 0;
+            wf__nats_meta_clear(&t);
+            return WF_ENOMEM;
+        }
+        memcpy(t.res_inline, src->res_inline, src->res_inline_len);
+    }
     if (src->nep) {
         t.eps = wf__malloc(src->nep * 2 * sizeof(uint64_t));
         if (t.eps)
@@ -102,14 +114,17 @@ static void pack_str(msgpack_packer *pk, const char *s)
 
 /* The meta record: [version, workflow, owner, status, lease, created, updated, next_seq,
  * ckpt_seq, ckpt_sseq, ckpt_n, ckpt_len, res_sseq, res_n, res_len, create_seq, epoch,
- * [epoch, first, ...]]. */
+ * [epoch, first, ...]] and, when the result is inline (small results of the cluster's fast
+ * path: one write ends the run), its bytes as a 19th element. Readers ignore elements they do
+ * not know, so a reader without the 19th sees a result that is not there (WF_ECORRUPT), never
+ * a wrong one. */
 int wf__nats_meta_pack(const nmeta *m, void **buf, size_t *len)
 {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 18);
+    msgpack_pack_array(&pk, m->res_inline ? 19 : 18);
     msgpack_pack_uint32(&pk, META_VERSION);
     pack_str(&pk, m->workflow);
     pack_str(&pk, m->owner);
@@ -124,6 +139,8 @@ int wf__nats_meta_pack(const nmeta *m, void **buf, size_t *len)
     msgpack_pack_array(&pk, m->nep * 2);
     for (uint64_t i = 0; i < m->nep * 2; i++)
         msgpack_pack_uint64(&pk, m->eps[i]);
+    if (m->res_inline)
+        msgpack_pack_bin_with_body(&pk, m->res_inline, m->res_inline_len);
     if (sb.data == NULL) {
         msgpack_sbuffer_destroy(&sb);
         return WF_ENOMEM;
@@ -218,6 +235,15 @@ int wf__nats_meta_unpack(const void *buf, size_t len, nmeta *m)
         for (uint64_t i = 0; i < m->nep * 2; i++)
             if (obj_u64(&e->via.array.ptr[i], &m->eps[i]))
                 goto out;
+    }
+    if (o->via.array.size > 18 && a[18].type == MSGPACK_OBJECT_BIN) {
+        m->res_inline = wf__malloc(a[18].via.bin.size ? a[18].via.bin.size : 1);
+        if (m->res_inline == NULL) {
+            rc = WF_ENOMEM;
+            goto out;
+        }
+        memcpy(m->res_inline, a[18].via.bin.ptr, a[18].via.bin.size);
+        m->res_inline_len = a[18].via.bin.size;
     }
     rc = 0;
 out:
@@ -753,6 +779,11 @@ static int n_get_result(void *self, const char *run_id, int32_t *status, void **
         return rc;
     if (m.status < WF_STORE_DONE) {
         rc = WF_EAGAIN;
+    } else if (m.res_inline) {
+        *status = m.status;
+        *len = m.res_inline_len;
+        *data = m.res_inline; /* wf__malloc'd: the caller frees it with wf_free */
+        m.res_inline = NULL;
     } else if (m.res_n == 0) {
         rc = WF_ECORRUPT;
     } else {
@@ -835,13 +866,73 @@ static int n_read_journal(void *self, const char *run_id, uint64_t from_seq, uin
     return rc;
 }
 
+/*
+ * The creation index: a message names one run (data = its id) or, with the header "Wf-Ids",
+ * several (data = msgpack array of ids: the cluster's fast path indexes the runs of a pull
+ * that ended, once). A listing position is (stream sequence << 16) + the id's index in its
+ * message; the cursor is the last position given.
+ */
+#define LIST_POS(sseq, i) (((sseq) << 16) + (uint64_t)(i))
+
+/* Gives id at position pos to fn if it is listed: 0 go on, 1 stop, 2 limit reached. */
+static int list_one(nstore *s, const char *id, size_t len, uint64_t sseq, uint32_t mask,
+                    uint32_t limit, uint32_t *given, wf_store_list_fn fn, void *user, uint64_t pos,
+                    uint64_t *next_cursor, int *rc)
+{
+    *rc = 0;
+    if (len == 0 || len > WF__STORE_ID_MAX || memchr(id, 0, len))
+        return 0;
+    char *rid = wf__malloc(len + 1);
+    if (rid == NULL) {
+        *rc = WF_ENOMEM;
+        return 1;
+    }
+    memcpy(rid, id, len);
+    rid[len] = 0;
+    char key[NATS_KEY_MAX];
+    wf__nats_key(key, rid);
+    nmeta m;
+    int r = wf__nats_meta_get(s, key, &m, NULL);
+    if (r == WF_ENOTFOUND || r == WF_ECORRUPT || r == WF_EVERSION) {
+        wf__free_mem(rid);
+        return 0; /* removed, or not a run of ours */
+    }
+    if (r) {
+        wf__free_mem(rid);
+        *rc = r;
+        return 1;
+    }
+    int out = 0;
+    /* create_seq 0: a run of the cluster's fast path, indexed once, when it ended */
+    if ((m.create_seq == sseq || m.create_seq == 0) && (mask & WF_STORE_MASK(m.status))) {
+        if (limit && *given == limit) {
+            if (next_cursor)
+                *next_cursor = pos - 1;
+            out = 2;
+        } else {
+            wf_store_run_info info;
+            wf__nats_info(rid, &m, &info, 0);
+            out = fn(&info, user) ? 1 : 0;
+            (*given)++;
+        }
+    }
+    wf__nats_meta_clear(&m);
+    wf__free_mem(rid);
+    return out;
+}
+
 static int n_list(void *self, uint32_t mask, uint64_t cursor, uint32_t limit, wf_store_list_fn fn,
                   void *user, uint64_t *next_cursor)
 {
     nstore *s = self;
     if (next_cursor)
         *next_cursor = 0;
-    uint64_t at = cursor + 1;
+    uint64_t start = cursor + 1;
+    uint64_t at = start >> 16, first_i = start & 0xffff;
+    if (at == 0) {
+        at = 1;
+        first_i = 0;
+    }
     uint32_t given = 0;
     for (;;) {
         natsMsg *msg = NULL;
@@ -851,46 +942,34 @@ static int n_list(void *self, uint32_t mask, uint64_t cursor, uint32_t limit, wf
         if (rc)
             return rc;
         uint64_t sseq = msg_sseq(msg);
+        uint64_t skip = sseq == at ? first_i : 0;
         at = sseq + 1;
+        first_i = 0;
+        const char *data = natsMsg_GetData(msg);
         int len = natsMsg_GetDataLength(msg);
-        char *id = NULL;
-        if (len > 0 && len <= WF__STORE_ID_MAX && (id = wf__malloc((size_t)len + 1))) {
-            memcpy(id, natsMsg_GetData(msg), (size_t)len);
-            id[len] = 0;
+        const char *many = NULL;
+        int stop = 0;
+        if (natsMsgHeader_Get(msg, "Wf-Ids", &many) == NATS_OK && many && len > 0) {
+            msgpack_unpacked u;
+            msgpack_unpacked_init(&u);
+            size_t off = 0;
+            if (msgpack_unpack_next(&u, data, (size_t)len, &off) == MSGPACK_UNPACK_SUCCESS &&
+                u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size <= 0xffff) {
+                for (uint32_t i = (uint32_t)skip; i < u.data.via.array.size && !stop; i++) {
+                    const msgpack_object *o = &u.data.via.array.ptr[i];
+                    if (o->type == MSGPACK_OBJECT_STR)
+                        stop = list_one(s, o->via.str.ptr, o->via.str.size, sseq, mask, limit,
+                                        &given, fn, user, LIST_POS(sseq, i), next_cursor, &rc);
+                }
+            }
+            msgpack_unpacked_destroy(&u);
+        } else if (skip == 0 && len > 0) {
+            stop = list_one(s, data, (size_t)len, sseq, mask, limit, &given, fn, user,
+                            LIST_POS(sseq, 0), next_cursor, &rc);
         }
         natsMsg_Destroy(msg);
-        if (id == NULL || strlen(id) != (size_t)len) {
-            wf__free_mem(id);
-            continue;
-        }
-        char key[NATS_KEY_MAX];
-        wf__nats_key(key, id);
-        nmeta m;
-        rc = wf__nats_meta_get(s, key, &m, NULL);
-        if (rc == WF_ENOTFOUND || rc == WF_ECORRUPT || rc == WF_EVERSION) {
-            wf__free_mem(id);
-            continue; /* removed, or not a run of ours */
-        }
-        if (rc) {
-            wf__free_mem(id);
+        if (rc)
             return rc;
-        }
-        int stop = 0;
-        if (m.create_seq == sseq && (mask & WF_STORE_MASK(m.status))) {
-            if (limit && given == limit) {
-                if (next_cursor)
-                    *next_cursor = sseq - 1;
-                wf__nats_meta_clear(&m);
-                wf__free_mem(id);
-                return 0;
-            }
-            wf_store_run_info info;
-            wf__nats_info(id, &m, &info, 0);
-            stop = fn(&info, user);
-            given++;
-        }
-        wf__nats_meta_clear(&m);
-        wf__free_mem(id);
         if (stop)
             return 0;
     }
@@ -1102,6 +1181,13 @@ void wf_store_nats_params_init(wf_store_nats_params *p)
 int wf_store_open_nats(wf_store **out, const char *url, const wf_store_params *params,
                        const wf_store_nats_params *nats, char **message)
 {
+    nstore *self = NULL;
+    return wf__nats_open(out, &self, url, params, nats, message);
+}
+
+int wf__nats_open(wf_store **out, nstore **self, const char *url, const wf_store_params *params,
+                  const wf_store_nats_params *nats, char **message)
+{
     if (message)
         *message = NULL;
     if (out)
@@ -1171,5 +1257,6 @@ int wf_store_open_nats(wf_store **out, const char *url, const wf_store_params *p
         n_free(s);
         return rc;
     }
+    *self = s;
     return wf_store_new(out, &nats_ops, s);
 }

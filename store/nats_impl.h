@@ -45,6 +45,8 @@ typedef struct nmeta {
     uint64_t epoch;                                  /* claims so far (1 after create) */
     uint64_t nep;                                    /* epochs: [epoch, first seq] pairs */
     uint64_t *eps;
+    void *res_inline;      /* the result itself when small (the cluster's fast path), or NULL */
+    size_t res_inline_len; /* its bytes */
 } nmeta;
 
 /* A run this store may write: created or claimed here and not closed. */
@@ -158,5 +160,9 @@ int wf__nats_run_sync(nstore *s, nop *op);
 void *wf__nats_writer_main(void *arg);
 void wf__nats_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure);
 void wf__nats_info(const char *run_id, const nmeta *m, wf_store_run_info *info, int copy);
+/* wf_store_open_nats that also gives the backend (the cluster's fast path writes run records
+ * itself, in the same format, with the same owner). */
+int wf__nats_open(wf_store **out, nstore **self, const char *url, const wf_store_params *params,
+                  const struct wf_store_nats_params *nats, char **message);
 
 #endif

@@ -4,9 +4,12 @@
  * registers "cflow" (or its variant: another definition under the same
  * name) and "chain5" (tests/cluster_flow.h), works until SIGTERM or
  * SIGINT, prints "ready" once pulling and its counters as JSON at exit.
- *   cluster_node URL PREFIX submit N
- * is a submitter instead (examples/cluster.sh): N runs of chain5, waits
- * for every result and prints a JSON summary.
+ *   cluster_node URL PREFIX submit N [PLUGIN.so WORKFLOW]
+ * is a submitter instead (examples/cluster.sh, the `wf worker` tests): N
+ * runs of chain5 (or of the plugin's WORKFLOW, start event {"data":
+ * "run-I"}), waits for every result and prints a JSON summary; right_results
+ * counts the runs that ended with the right result (chain5: n + 5; a plugin's
+ * workflow: a stop event).
  */
 #include <wf/wf.h>
 
@@ -21,7 +24,8 @@
 
 static volatile sig_atomic_t stop;
 
-static int submit(const char *url, const char *prefix, long n)
+static int submit(const char *url, const char *prefix, long n, const char *plugin,
+                  const char *wname)
 {
     wf_cluster_params p;
     wf_cluster_params_init(&p);
@@ -33,9 +37,23 @@ static int submit(const char *url, const char *prefix, long n)
         fprintf(stderr, "cluster_node: %s %s\n", wf_err_name(rc), msg ? msg : "");
         return 1;
     }
-    wf_workflow *wf = chain5_new();
+    wf_workflow *wf = NULL;
+    wf_plugin *pl = NULL;
+    const char *name = "chain5";
     (void)cflow_new;
-    if (wf_cluster_register(c, "chain5", wf) != 0)
+    if (plugin) {
+        char *m = NULL;
+        wf_workflow *pw = NULL;
+        if (wf_plugin_open(&pl, plugin, &m) != 0 || wf_plugin_workflow(pl, wname, &pw, &m) != 0) {
+            fprintf(stderr, "cluster_node: %s\n", m ? m : "cannot load the plugin");
+            return 1;
+        }
+        wf = wf_workflow_retain(pw);
+        name = wname;
+    } else {
+        wf = chain5_new();
+    }
+    if (wf_cluster_register(c, name, wf) != 0)
         return 1;
     wf_cluster_handler **h = calloc((size_t)n, sizeof *h);
     struct timespec t0, t1;
@@ -43,9 +61,18 @@ static int submit(const char *url, const char *prefix, long n)
     char id[48];
     for (long i = 0; i < n; i++) {
         wf_event *e = NULL;
-        wf_event_new1(&e, wf_workflow_builtin(wf, WF_START_EVENT), "n", wf_value_int(i));
+        if (plugin) {
+            char data[32];
+            wf_value v;
+            snprintf(data, sizeof data, "run-%ld", i);
+            if (wf_value_string(&v, data) != 0 ||
+                wf_event_new1(&e, wf_workflow_builtin(wf, WF_START_EVENT), "data", v) != 0)
+                return 1;
+        } else {
+            wf_event_new1(&e, wf_workflow_builtin(wf, WF_START_EVENT), "n", wf_value_int(i));
+        }
         snprintf(id, sizeof id, "%ld-%ld", (long)t0.tv_sec, i);
-        if (wf_cluster_submit(c, "chain5", e, id, &h[i]) != 0)
+        if (wf_cluster_submit(c, name, e, id, &h[i]) != 0)
             return 1;
     }
     wf_cluster_flush(c, 60000);
@@ -54,7 +81,7 @@ static int submit(const char *url, const char *prefix, long n)
         wf_event *r = NULL;
         int64_t v = -1;
         if (wf_cluster_handler_wait(h[i], 60000, &r) == 0 &&
-            wf_value_get_int(wf_event_result(r), &v) == 0 && v == i + 5)
+            (plugin ? r != NULL : wf_value_get_int(wf_event_result(r), &v) == 0 && v == i + 5))
             ok++;
         wf_event_release(r);
         wf_cluster_handler_free(h[i]);
@@ -66,6 +93,7 @@ static int submit(const char *url, const char *prefix, long n)
     free(h);
     wf_cluster_free(c);
     wf_workflow_free(wf);
+    wf_plugin_free(pl);
     return ok == n ? 0 : 1;
 }
 
@@ -82,7 +110,8 @@ int main(int argc, char **argv)
         return 2;
     }
     if (argc > 4 && strcmp(argv[3], "submit") == 0)
-        return submit(argv[1], argv[2], atol(argv[4]));
+        return submit(argv[1], argv[2], atol(argv[4]), argc > 6 ? argv[5] : NULL,
+                      argc > 6 ? argv[6] : NULL);
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     wf_cluster_params p;
@@ -94,6 +123,15 @@ int main(int argc, char **argv)
     const char *ev = getenv("WF_CLUSTER_STREAM_EVENTS");
     if (ev)
         p.stream_events = atoi(ev);
+    const char *ix = getenv("WF_CLUSTER_INDEX_RUNS");
+    if (ix)
+        p.index_runs = atoi(ix);
+    const char *pu = getenv("WF_CLUSTER_PULLERS");
+    if (pu)
+        p.pullers = (uint32_t)atoi(pu);
+    const char *fb = getenv("WF_CLUSTER_FETCH_BATCH");
+    if (fb)
+        p.fetch_batch = (uint32_t)atoi(fb);
     wf_executor_params ep;
     wf_executor_params_init(&ep);
     ep.threads = argc > 4 ? (uint32_t)atoi(argv[4]) : 1;
@@ -128,12 +166,12 @@ int main(int argc, char **argv)
     wf_cluster_get_stats(c, &st);
     printf("{\"runs_done\":%llu,\"resumed\":%llu,\"restarted\":%llu,\"duplicates\":%llu,"
            "\"busy\":%llu,\"malformed\":%llu,\"mismatched\":%llu,\"unknown\":%llu,"
-           "\"inputs\":%llu}\n",
+           "\"inputs\":%llu,\"parked\":%llu}\n",
            (unsigned long long)st.runs_done, (unsigned long long)st.resumed,
            (unsigned long long)st.restarted, (unsigned long long)st.duplicates,
            (unsigned long long)st.busy, (unsigned long long)st.malformed,
            (unsigned long long)st.mismatched, (unsigned long long)st.unknown,
-           (unsigned long long)st.inputs);
+           (unsigned long long)st.inputs, (unsigned long long)st.parked);
     wf_cluster_free(c);
     wf_workflow_free(cf);
     wf_workflow_free(ch);

@@ -389,3 +389,181 @@ Test(cluster, unreachable_server_is_a_clear_error)
     cr_assert(msg && strstr(msg, "cannot reach NATS"), "%s", msg ? msg : "(null)");
     wf_free(msg);
 }
+
+/* wf_store_list callback: marks "f-<i>" ids in a counter array. */
+typedef struct listed {
+    int *seen;
+    int n;
+    int other;
+} listed;
+
+static int mark_listed(const wf_store_run_info *info, void *user)
+{
+    listed *l = user;
+    int i = -1;
+    if (sscanf(info->run_id, "f-%d", &i) == 1 && i >= 0 && i < l->n)
+        l->seen[i]++;
+    else
+        l->other++;
+    return 0;
+}
+
+/*
+ * The fast path (short runs, no event streaming, packed submissions): every
+ * run ends once with its result, DONE in the store, listed exactly once
+ * (wf_store_list, whole and in pages of 7: cursors inside the creation index
+ * messages of a pull); a run id submitted again after it ended runs no
+ * second time to the submitter's view: its result stays the first one and
+ * the worker counts it a duplicate.
+ */
+Test(cluster, fast_path_ends_each_run_once_and_lists_it_once, .timeout = 120)
+{
+    nserver srv;
+    start_server(&srv);
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 2;
+    wf_executor *ex = NULL;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    wf_cluster_params p;
+    wf_cluster_params_init(&p);
+    p.prefix = "t6";
+    p.stream_events = 0;
+    p.runners = 4;
+    wf_cluster *worker = NULL;
+    cr_assert_eq(wf_cluster_open(&worker, srv.url, &p, NULL), 0);
+    wf_workflow *ch = chain5_new();
+    cr_assert_eq(wf_cluster_register(worker, "chain5", ch), 0);
+    cr_assert_eq(wf_cluster_work(worker, ex), 0);
+    wf_cluster *c = open_cluster(srv.url, "t6");
+    cr_assert_eq(wf_cluster_register(c, "chain5", ch), 0);
+    enum { N = 700, AGAIN = 40 };
+    wf_cluster_handler *h[N];
+    char id[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "f-%d", i);
+        cr_assert_eq(wf_cluster_submit(c, "chain5", start_n(ch, i), id, &h[i]), 0);
+    }
+    cr_assert_eq(wf_cluster_flush(c, 30000), 0);
+    for (int i = 0; i < N; i++) {
+        wf_event *res = NULL;
+        int rc = wf_cluster_handler_wait(h[i], 30000, &res);
+        cr_assert_eq(rc, 0, "run %d: %s", i, wf_err_name(rc));
+        int64_t v = -1;
+        wf_value_get_int(wf_event_result(res), &v);
+        cr_assert_eq(v, i + 5);
+        wf_event_release(res);
+        wf_cluster_handler_free(h[i]);
+        snprintf(id, sizeof id, "f-%d", i);
+        wf_store_run_info info;
+        cr_assert_eq(wf_store_get_run(wf_cluster_store(c), id, &info), 0);
+        cr_assert_eq(info.status, WF_STORE_DONE);
+        wf_store_run_info_clear(&info);
+    }
+    wf_cluster_stats st;
+    wf_cluster_get_stats(worker, &st);
+    cr_assert_eq(st.runs_done, (uint64_t)N);
+    cr_assert_eq(st.parked, 0u);
+
+    /* listed once each, whole and in pages */
+    int seen[N];
+    memset(seen, 0, sizeof seen);
+    listed l = {seen, N, 0};
+    cr_assert_eq(wf_store_list(wf_cluster_store(c), WF_STORE_MASK_ALL, 0, 0, mark_listed, &l, NULL),
+                 0);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(seen[i], 1, "run %d listed %d times", i, seen[i]);
+    cr_assert_eq(l.other, 0);
+    memset(seen, 0, sizeof seen);
+    uint64_t cur = 0;
+    int pages = 0;
+    do {
+        cr_assert_eq(
+            wf_store_list(wf_cluster_store(c), WF_STORE_MASK_ALL, cur, 7, mark_listed, &l, &cur),
+            0);
+        pages++;
+    } while (cur != 0 && pages < N);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(seen[i], 1, "paged: run %d listed %d times", i, seen[i]);
+    cr_assert_eq(pages, (N + 6) / 7);
+
+    /* the same ids again, with other start events: the first results stay */
+    for (int i = 0; i < AGAIN; i++) {
+        snprintf(id, sizeof id, "f-%d", i);
+        cr_assert_eq(wf_cluster_submit(c, "chain5", start_n(ch, 1000 + i), id, NULL), 0);
+    }
+    cr_assert_eq(wf_cluster_flush(c, 30000), 0);
+    int64_t deadline = now_ms() + 60000;
+    do {
+        wf_cluster_get_stats(worker, &st);
+    } while (st.duplicates < AGAIN && now_ms() < deadline && (nserver_sleep_ms(10), 1));
+    cr_assert_eq(st.duplicates, (uint64_t)AGAIN);
+    cr_assert_eq(st.runs_done, (uint64_t)N);
+    for (int i = 0; i < AGAIN; i++) {
+        snprintf(id, sizeof id, "f-%d", i);
+        wf_cluster_handler *o = NULL;
+        cr_assert_eq(wf_cluster_handler_open(c, "chain5", id, &o), 0);
+        wf_event *res = NULL;
+        cr_assert_eq(wf_cluster_handler_wait(o, 5000, &res), 0);
+        int64_t v = -1;
+        wf_value_get_int(wf_event_result(res), &v);
+        cr_assert_eq(v, i + 5, "run %d: the first result", i);
+        wf_event_release(res);
+        wf_cluster_handler_free(o);
+    }
+    wf_cluster_free(c);
+    wf_cluster_free(worker);
+    wf_workflow_free(ch);
+    wf_executor_free(ex);
+    nserver_destroy(&srv);
+}
+
+/*
+ * The fast path with a worker process SIGKILLed mid-batch: the runs it had
+ * pulled (started in memory, nothing written, or ended and not acked) are
+ * redelivered and end on the other worker; every run ends once, DONE in the
+ * store, with its result.
+ */
+Test(cluster, fast_path_survives_a_killed_worker, .timeout = 120)
+{
+    nserver srv;
+    start_server(&srv);
+    setenv("WF_CLUSTER_STREAM_EVENTS", "0", 1);
+    pid_t a = spawn_worker(srv.url, "t7", "base");
+    pid_t b = spawn_worker(srv.url, "t7", "base");
+    unsetenv("WF_CLUSTER_STREAM_EVENTS");
+    wf_cluster *c = open_cluster(srv.url, "t7");
+    wf_workflow *ch = chain5_new();
+    cr_assert_eq(wf_cluster_register(c, "chain5", ch), 0);
+    int N = 20000;
+    wf_cluster_handler **h = calloc((size_t)N, sizeof *h);
+    char id[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "k-%d", i);
+        cr_assert_eq(wf_cluster_submit(c, "chain5", start_n(ch, i), id, &h[i]), 0);
+    }
+    cr_assert_eq(wf_cluster_flush(c, 30000), 0);
+    cr_assert_eq(wf_cluster_handler_wait(h[0], 30000, NULL), 0);
+    kill(a, SIGKILL); /* mid-batch: the first results are in, most are not */
+    waitpid(a, NULL, 0);
+    for (int i = 0; i < N; i++) {
+        wf_event *res = NULL;
+        int rc = wf_cluster_handler_wait(h[i], 60000, &res);
+        cr_assert_eq(rc, 0, "run %d: %s", i, wf_err_name(rc));
+        int64_t v = -1;
+        wf_value_get_int(wf_event_result(res), &v);
+        cr_assert_eq(v, i + 5);
+        wf_event_release(res);
+        wf_cluster_handler_free(h[i]);
+        snprintf(id, sizeof id, "k-%d", i);
+        wf_store_run_info info;
+        cr_assert_eq(wf_store_get_run(wf_cluster_store(c), id, &info), 0);
+        cr_assert_eq(info.status, WF_STORE_DONE);
+        wf_store_run_info_clear(&info);
+    }
+    free(h);
+    wf_cluster_free(c);
+    wf_workflow_free(ch);
+    stop_worker(b);
+    nserver_destroy(&srv);
+}

@@ -4,20 +4,26 @@
  *
  * A wf_cluster is one process's connection to the cluster. A submitter
  * registers the workflows it submits (wf_cluster_register) and submits runs
- * by workflow name with a caller-chosen run id (wf_cluster_submit); each
- * submission is a message on a work-queue stream. A worker registers the
- * workflows it can run the same way and starts pulling
- * (wf_cluster_work): each run is claimed in the NATS store (a lease with
- * revision compare-and-set, so two workers never run one run at once),
- * run on the worker's executor, its streamed events journaled, its result
- * put durably in the store, and only then is the submission acknowledged.
- * While a run is active its message is kept alive (in-progress acks) and
- * its lease renewed; a worker that dies stops both, the submission is
- * redelivered after the ack wait and another worker claims the run once
- * the lease expired, continuing from its last checkpoint (taken whenever
- * the run goes idle waiting for an outside event) or from its start event.
- * The granularity is the run: steps done since the last checkpoint run
- * again (at-least-once).
+ * by workflow name with a caller-chosen run id (wf_cluster_submit); the
+ * submissions are packed into messages of up to 64 runs on a work-queue
+ * stream. A worker registers the workflows it can run the same way and
+ * starts pulling (wf_cluster_work). Short runs take the fast path: a
+ * puller starts every run of a pull at once and gives each that ended in
+ * time its only record, the final one, created if absent (one asynchronous
+ * round for the pull, so no two results for a run), then acks. A run that
+ * waits for an outside event, streams events to journal, takes long or is
+ * redelivered takes the slow path on a runner thread: it is claimed in the
+ * NATS store (a lease with revision compare-and-set, so two workers never
+ * write one run at once), run on the worker's executor, its streamed
+ * events journaled, checkpointed and parked (released, no thread held)
+ * while it waits for an outside event, its result put durably in the
+ * store, and only then is the submission acknowledged. A worker that dies
+ * stops acking: its submissions are redelivered after the ack wait and
+ * another worker takes the runs over once the lease expired, from their
+ * last checkpoint or from their start event. Results are pushed to the
+ * submitters once durable. The granularity is the run: steps done since
+ * the last checkpoint run again (at-least-once). docs/CLUSTER.md has the
+ * layout and the guarantees.
  *
  * Workflows are matched by name and checked by definition fingerprint
  * (wf_workflow_fingerprint): a submission whose fingerprint differs from
@@ -60,14 +66,23 @@ typedef struct wf_cluster_params {
     uint32_t ack_wait_ms;
     /** Lease of a run in the store, ms. Default 10000 (renewed every third). */
     uint32_t lease_ms;
-    /** Runs one worker process runs at once (runner threads). Default 16. */
+    /** Runner threads of a worker process: each drives one run that left the fast path
+     *  (it waits for an outside event, streams events, takes long, or is a redelivery).
+     *  Default 16. */
     uint32_t runners;
-    /** Submissions a runner fetches per pull. Default 8. */
+    /** Submissions a puller fetches per pull (the fast path's batch). Default 256. */
     uint32_t fetch_batch;
     /** Nonzero: journal the runs' streamed events (the submitter's event stream). Default 1. */
     int32_t stream_events;
     /** This process's owner id in leases (borrowed for open), or NULL for a unique one. */
     const char *owner;
+    /** Puller threads of a worker process (the fast path: a batch of submissions created,
+     *  run and ended with a few round trips for the whole batch). Default 2. */
+    uint32_t pullers;
+    /** Nonzero: runs ended on the fast path get their creation index message, so
+     *  wf_store_list on the cluster's store lists them (one more stored message a run).
+     *  Default 1. */
+    int32_t index_runs;
 } wf_cluster_params;
 
 /** Fills p with the defaults. */
@@ -84,9 +99,11 @@ WF_API int wf_cluster_open(wf_cluster **out, const char *url, const wf_cluster_p
                            char **message);
 
 /**
- * Stops the runners (their runs in flight are left to the lease and
- * redelivery: another worker takes them over), closes the connection and
- * frees c. Handlers must be freed first. NULL is fine.
+ * Publishes the submissions not published yet (waiting up to 1 s for the
+ * server), stops the pullers and runners (the drain: runs in flight are
+ * released in the store and their submissions go back to the queue, so
+ * another worker continues them at once), closes the connection and frees
+ * c. Handlers must be freed first. NULL is fine.
  */
 WF_API void wf_cluster_free(wf_cluster *c);
 
@@ -105,10 +122,12 @@ WF_API int wf_cluster_work(wf_cluster *c, wf_executor *ex);
 /**
  * Submits a run of the registered workflow name with start_event (taken,
  * also on failure) under run_id (1 to 1024 bytes; a run id submitted twice
- * within the server's duplicate window is one run). The message is
- * published asynchronously: wf_cluster_flush waits for the server's
- * acknowledgements. handler (optional) gets a handler (caller owns:
- * wf_cluster_handler_free). WF_ENOTFOUND: name not registered here.
+ * has one result: the first). Submissions are packed (up to 64 runs a
+ * message) and published asynchronously: when the batch is full, after at
+ * most 1 ms, before a handler of c waits, reads or sends, and by
+ * wf_cluster_flush, which also waits for the server's acknowledgements.
+ * handler (optional) gets a handler (caller owns: wf_cluster_handler_free).
+ * WF_ENOTFOUND: name not registered here.
  */
 WF_API int wf_cluster_submit(wf_cluster *c, const char *name, wf_event *start_event,
                              const char *run_id, wf_cluster_handler **handler);
@@ -174,6 +193,7 @@ typedef struct wf_cluster_stats {
     uint64_t mismatched;  /**< submissions whose fingerprint differs from ours (failed) */
     uint64_t unknown;     /**< submissions of a workflow not registered here (redelivered) */
     uint64_t inputs;      /**< events and cancels delivered into runs */
+    uint64_t parked;      /**< idle runs released (waiting for an outside event, no runner held) */
 } wf_cluster_stats;
 
 /** Fills *st (a snapshot of the counters). */

@@ -109,5 +109,6 @@ int cmd_graph(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_runs(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
 
 #endif

@@ -18,6 +18,9 @@ static void usage(FILE *to)
 #ifdef WF_HAVE_SERVE
                 "  serve PLUGIN.so...             serve workflows over HTTP (the reference's API)\n"
 #endif
+#ifdef WF_HAVE_CLUSTER
+                "  worker PLUGIN.so... --nats URL run workflows for a cluster on NATS JetStream\n"
+#endif
                 "\n"
                 "options: --help (also after each command), --version\n"
                 "exit status: 0 done, 1 the run failed, 2 usage, 3 timed out,\n"
@@ -49,6 +52,10 @@ int main(int argc, char **argv)
         return cmd_snapshot(argc - 1, argv + 1);
     if (strcmp(cmd, "runs") == 0)
         return cmd_runs(argc - 1, argv + 1);
+#ifdef WF_HAVE_CLUSTER
+    if (strcmp(cmd, "worker") == 0)
+        return cmd_worker(argc - 1, argv + 1);
+#endif
 #ifdef WF_HAVE_SERVE
     if (strcmp(cmd, "serve") == 0)
         return cmd_serve(argc - 1, argv + 1);
