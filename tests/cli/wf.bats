@@ -114,6 +114,19 @@ setup() {
     [ "$output" = '{"min":-9223372036854775808,"max":9223372036854775807,"u":{"$uint":"18446744073709551615"},"b":{"$bytes":"AP8E"},"d":0.5,"n":null,"t":true,"s":"café \"q\"\n","a":[1,[2,{"x":[]}]],"m":{"$map":{"$bytes":"not bytes"}}}' ]
 }
 
+@test "run: a start event that fails its schema is usage (2) naming the field" {
+    run --separate-stderr "$WF" run "$WF_TP" typed --input '{"qty": "three"}'
+    [ "$status" -eq 2 ]
+    [ "$stderr" = "wf run: bad --input: Order.qty: expected int, got string" ]
+    [ -z "$output" ]
+    run --separate-stderr "$WF" run "$WF_TP" typed --input '{"note": "x"}'
+    [ "$status" -eq 2 ]
+    [ "$stderr" = "wf run: bad --input: Order.qty: required field missing" ]
+    run --separate-stderr "$WF" run "$WF_TP" typed --input '{"qty": 3, "note": "x"}'
+    [ "$status" -eq 0 ]
+    [ "$output" = '{"qty":3,"note":"x"}' ]
+}
+
 @test "run: a failing step is 1 with the step, the code and its message" {
     run --separate-stderr "$WF" run "$WF_TP" fail --input '{"fail": true}'
     [ "$status" -eq 1 ]
@@ -387,7 +400,10 @@ start_serve() {
     [[ "$stderr" == *"unknown subcommand 'frob'"* ]]
     run --separate-stderr "$WF" runs respond r-1 --store "$T/s.db"
     [ "$status" -eq 2 ]
-    [[ "$stderr" == *"respond is not available yet"* ]]
+    [[ "$stderr" == *"respond wants RUN_ID PLUGIN.so and --event JSON"* ]]
+    run --separate-stderr "$WF" runs respond r-1 "$WF_HITL" --store "$T/s.db"
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"respond wants RUN_ID PLUGIN.so and --event JSON"* ]]
     run --separate-stderr "$WF" runs show --store "$T/s.db"
     [ "$status" -eq 2 ]
     [[ "$stderr" == *"show wants a RUN_ID"* ]]
@@ -476,4 +492,75 @@ start_serve() {
     [[ "${lines[1]}" == '{"run_id":"r-expired","workflow":"MyWorkflow","status":"cancelled",'* ]]
     run --separate-stderr "$WF" runs list --store "$T/s.db" --json --status waiting
     [[ "$output" == *'"run_id":"r-waiting","workflow":"hitl","status":"waiting","owner":"worker-a"'* ]]
+}
+
+# ---- durable runs: wf run --store, wf runs respond
+
+@test "run --store: a waiting run is kept in the store, respond answers it in another process" {
+    run --separate-stderr "$WF" run "$WF_HITL" --input '{"item": "invoice 7"}' --store "$T/d.db" --run-id inv7
+    [ "$status" -eq 4 ]
+    [ "$output" = '{"type":"InputRequiredEvent","value":{"prefix":"Approve invoice 7?"}}' ]
+    [[ "$stderr" == *"run 'inv7' is kept in the store"* ]]
+    run --separate-stderr "$WF" runs list --store "$T/d.db" --json
+    [ "$status" -eq 0 ]
+    [[ "$output" == '{"run_id":"inv7","workflow":"approval","status":"released",'* ]]
+    run --separate-stderr "$WF" runs respond inv7 "$WF_HITL" --store "$T/d.db" --event '{"response": "yes"}'
+    [ "$status" -eq 0 ]
+    [ "$output" = '"invoice 7: approved"' ]
+    run --separate-stderr "$WF" runs list --store "$T/d.db" --json --status done
+    [[ "$output" == '{"run_id":"inv7","workflow":"approval","status":"done",'* ]]
+    # answered once: a second answer is refused, a rerun prints the stored result
+    run --separate-stderr "$WF" runs respond inv7 "$WF_HITL" --store "$T/d.db" --event '{"response": "no"}'
+    [ "$status" -eq 1 ]
+    [ "$stderr" = "wf runs: run 'inv7' has ended already (done)" ]
+    run --separate-stderr "$WF" run "$WF_HITL" --input '{"item": "other"}' --store "$T/d.db" --run-id inv7
+    [ "$status" -eq 0 ]
+    [ "$output" = '"invoice 7: approved"' ]
+}
+
+@test "runs respond: unknown run, malformed JSON, unknown event type, wrong plugin" {
+    run --separate-stderr "$WF" run "$WF_HITL" --input '{"item": "x"}' --store "$T/d.db" --run-id w1
+    [ "$status" -eq 4 ]
+    run --separate-stderr "$WF" runs respond nope "$WF_HITL" --store "$T/d.db" --event '{"response": "yes"}'
+    [ "$status" -eq 1 ]
+    [ "$stderr" = "wf runs: no run 'nope' in the store" ]
+    run --separate-stderr "$WF" runs respond w1 "$WF_HITL" --store "$T/d.db" --event '{"response": '
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == "wf runs: bad --event: line 1 column"* ]]
+    run --separate-stderr "$WF" runs respond w1 "$WF_HITL" --store "$T/d.db" --event '[1]'
+    [ "$status" -eq 2 ]
+    [ "$stderr" = "wf runs: bad --event: not a JSON object" ]
+    run --separate-stderr "$WF" runs respond w1 "$WF_HITL" --store "$T/d.db" --event '{"type": "Refund", "value": {}}'
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == "wf runs: bad --event: workflow 'approval' has no event type 'Refund' (it has "*"HumanResponseEvent"* ]]
+    run --separate-stderr "$WF" runs respond w1 "$WF_QS" --store "$T/d.db" --event '{"response": "yes"}'
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"approval"* ]]
+    run --separate-stderr "$WF" runs respond w1 "$WF_HITL" --store "$T/none.db" --event '{"response": "yes"}'
+    [ "$status" -eq 2 ]
+    # none of these answered it: it still waits, and a good answer completes it
+    run --separate-stderr "$WF" runs list --store "$T/d.db" --json --status released
+    [[ "$output" == '{"run_id":"w1",'* ]]
+    run --separate-stderr "$WF" runs respond w1 "$WF_HITL" --store "$T/d.db" --event '{"type": "HumanResponseEvent", "value": {"response": "no"}}'
+    [ "$status" -eq 0 ]
+    [ "$output" = '"x: rejected"' ]
+}
+
+@test "runs respond: an answer the run does not take leaves it waiting (4)" {
+    run --separate-stderr "$WF" run "$WF_HITL" --input '{"item": "y"}' --store "$T/d.db" --run-id w2
+    [ "$status" -eq 4 ]
+    run --separate-stderr "$WF" runs respond w2 "$WF_HITL" --store "$T/d.db" --event '{"type": "InputRequiredEvent", "value": {"prefix": "?"}}'
+    [ "$status" -eq 4 ]
+    [ "$stderr" = "wf runs: waiting for input again: run 'w2' is kept in the store" ]
+    run --separate-stderr "$WF" runs list --store "$T/d.db" --json --status released
+    [[ "$output" == '{"run_id":"w2",'* ]]
+    run --separate-stderr "$WF" runs respond w2 "$WF_HITL" --store "$T/d.db" --event '{"response": "yes"}'
+    [ "$status" -eq 0 ]
+    [ "$output" = '"y: approved"' ]
+}
+
+@test "run: --run-id without --store is usage" {
+    run --separate-stderr "$WF" run "$WF_QS" --run-id r1
+    [ "$status" -eq 2 ]
+    [ "$stderr" = "wf run: --run-id needs --store" ]
 }
