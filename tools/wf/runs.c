@@ -510,7 +510,7 @@ static int cmd_cancel(wf_store *st, const char *run_id)
 
 /* ------------------------------------------------------------ respond */
 
-/* The event of --event: a HumanResponseEvent's fields, or an envelope. EXIT_USAGE after a message. */
+/* --event: a HumanResponseEvent's fields, or an envelope. EXIT_USAGE after a message. */
 static int parse_answer(wf_workflow *wf, const char *arg, wf_event **out)
 {
     char *text = NULL, *msg = NULL;
