@@ -3,6 +3,9 @@
  *   echo    stops with a map of the start event's fields (JSON round trips)
  *   fail    fails with WF_EINVAL and a message when "fail" is true, else echoes
  *   sleepy  waits for an event that never comes (no InputRequiredEvent): times out
+ *   gate    echoes, but a start event with "wait": true waits for an event
+ *           that never comes (for interrupting a batch with runs in flight);
+ *           its timeout is 0.3 s (--timeout none overrides it)
  *   typed   echoes an Order (a StartEvent with a schema: "qty" a required int,
  *           "note" an optional string)
  */
@@ -51,6 +54,14 @@ static int sleepy(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
     return rc == 0 ? WF_EINVAL : rc;
 }
 
+static int gate(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    int b = 0;
+    if (wf_value_get_bool(wf_event_get(in, "wait", wf_value_nil()), &b) == 0 && b)
+        return sleepy(ctx, in, out, user);
+    return echo(ctx, in, out, user);
+}
+
 static int one_step(wf_registry *reg, const char *name, wf_step_fn fn, wf_workflow **out)
 {
     int rc = wf_workflow_new(out, name, reg);
@@ -90,6 +101,23 @@ static int build_sleepy(wf_registry *reg, wf_workflow **out, void *user)
         rc = one_step(reg, "sleepy", sleepy, out);
     if (rc == 0)
         rc = wf_workflow_set_validation(*out, 0); /* Never is consumed, never produced */
+    return rc;
+}
+
+static int build_gate(wf_registry *reg, wf_workflow **out, void *user)
+{
+    (void)user;
+    const wf_event_type *never;
+    int rc = wf_registry_add(reg, "Never", NULL, &never);
+    if (rc == 0)
+        rc = wf_registry_add(reg, "Sleeping", NULL, &never);
+    if (rc == 0)
+        rc = one_step(reg, "gate", gate, out);
+    if (rc == 0)
+        rc = wf_workflow_set_validation(*out, 0);
+    /* the workflow's timeout: what a run recovered from a store gets */
+    if (rc == 0)
+        rc = wf_workflow_set_timeout(*out, 300);
     return rc;
 }
 
@@ -134,6 +162,7 @@ static const wf_plugin_workflow_def workflows[] = {
     {"echo", "Stops with the start event's fields", build_echo, NULL},
     {"fail", "Fails when the input has \"fail\": true", build_fail, NULL},
     {"sleepy", "Waits for ever (for timeouts and Ctrl-C)", build_sleepy, NULL},
+    {"gate", "Echoes, or with \"wait\": true waits for ever", build_gate, NULL},
     {"typed", "Echoes an Order: a start event with a schema", build_typed, NULL},
 };
 

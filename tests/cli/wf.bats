@@ -564,3 +564,47 @@ start_serve() {
     [ "$status" -eq 2 ]
     [ "$stderr" = "wf run: --run-id needs --store" ]
 }
+
+# A batch on a store, stopped while runs are in flight (line b waits for
+# ever) by SIGINT or SIGKILL, then run again: every line's result exactly
+# once; what ended comes from the store ("stored": true), the run in flight
+# is resumed (recovered: it then times out after gate's own 0.3 s, as a
+# recovered run gets its workflow's timeout), nothing ends twice.
+@test "batch --store: interrupted (SIGINT, SIGKILL) then rerun gives every result exactly once" {
+    printf '{"id":"a"}\n{"id":"b","wait":true}\n{"x":1}\n' > "$T/in.jsonl"
+    for sig in INT KILL; do
+        rm -f "$T/b.db"*
+        "$WF" batch "$WF_TP" gate --timeout none --inputs "$T/in.jsonl" --store "$T/b.db" --out "$T/out1.jsonl" 2> "$T/err" &
+        pid=$!
+        # until the store has all three: a and line-3 done, b in flight
+        until [ "$("$WF" runs list --store "$T/b.db" --json --status done 2>/dev/null | wc -l)" -eq 2 ] &&
+              "$WF" runs list --store "$T/b.db" --json --status running 2>/dev/null | grep -q '"run_id":"b"'; do :; done
+        kill -"$sig" "$pid"
+        st=0; wait "$pid" || st=$?
+        [ "$st" -ne 0 ]
+        run --separate-stderr "$WF" batch "$WF_TP" gate --inputs "$T/in.jsonl" --store "$T/b.db"
+        [ "$status" -eq 1 ]
+        [ "${#lines[@]}" -eq 3 ]
+        [[ "$output" == *'{"line":1,"id":"a","stored":true,"status":"done","result":{"id":"a"}}'* ]]
+        [[ "$output" == *'{"line":3,"stored":true,"status":"done","result":{"x":1}}'* ]]
+        [[ "$output" == *'{"line":2,"id":"b","status":"timed_out","error":{"code":"WF_ERUNTIMEOUT","step":"gate"'* ]]
+        # and once more: everything from the store, nothing runs
+        run --separate-stderr "$WF" batch "$WF_TP" gate --inputs "$T/in.jsonl" --store "$T/b.db"
+        [ "$status" -eq 1 ]
+        [ "${#lines[@]}" -eq 3 ]
+        [ "$(grep -c '"stored":true' <<< "$output")" -eq 3 ]
+        [[ "$stderr" == *"0 runs in"* ]]
+    done
+}
+
+@test "batch --store: run ids are the input's id or the line number" {
+    printf '{"id":"x1","data":"a"}\n{"data":"bb"}\n' > "$T/in.jsonl"
+    run --separate-stderr "$WF" batch "$WF_QS" --inputs "$T/in.jsonl" --store "$T/q.db"
+    [ "$status" -eq 0 ]
+    [ "${#lines[@]}" -eq 2 ]
+    run --separate-stderr "$WF" runs list --store "$T/q.db" --json
+    [[ "$output" == *'"run_id":"x1","workflow":"MyWorkflow","status":"done"'* ]]
+    [[ "$output" == *'"run_id":"line-2","workflow":"MyWorkflow","status":"done"'* ]]
+    run --separate-stderr "$WF" runs show line-2 --store "$T/q.db"
+    [[ "$output" == *'"result":{"type":"StopEvent","value":{"result":"Processed 1 times, data length: 2"}}'* ]]
+}

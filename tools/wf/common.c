@@ -260,7 +260,8 @@ void cli_signals_stop(void)
     sig_running = 0;
 }
 
-int cli_store_open(const char *cmd, const char *spec, int must_exist, wf_store **out)
+int cli_store_open(const char *cmd, const char *spec, int must_exist, const char *owner,
+                   wf_store **out)
 {
     const char *path = spec;
     const char *colon = strchr(spec, ':'), *slash = strchr(spec, '/');
@@ -277,7 +278,10 @@ int cli_store_open(const char *cmd, const char *spec, int must_exist, wf_store *
         return EXIT_USAGE;
     }
     char *msg = NULL;
-    int rc = wf_store_open_sqlite(out, path, NULL, &msg);
+    wf_store_params sp;
+    wf_store_params_init(&sp);
+    sp.owner = owner;
+    int rc = wf_store_open_sqlite(out, path, &sp, &msg);
     if (rc < 0) {
         cli_err(cmd, "cannot open the store %s: %s", path, msg ? msg : wf_strerror(rc));
         wf_free(msg);
@@ -287,13 +291,11 @@ int cli_store_open(const char *cmd, const char *spec, int must_exist, wf_store *
     return 0;
 }
 
-int cli_store_attach(const char *cmd, wf_executor *ex, wf_store *st)
+int cli_store_attach(const char *cmd, wf_executor *ex, wf_store *st, uint32_t idle_release_ms)
 {
     wf_durable_params dp;
     wf_durable_params_init(&dp);
-    /* a run that waits for an answer is checkpointed and leaves memory: it
-     * is answered later by `wf runs respond`, from any process */
-    dp.idle_release_ms = 20;
+    dp.idle_release_ms = idle_release_ms;
     int rc = wf_executor_attach_store(ex, st, &dp);
     if (rc < 0)
         cli_err(cmd, "cannot attach the store: %s", wf_strerror(rc));

@@ -213,8 +213,8 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     if (co.store) {
-        if ((ex_code = cli_store_open("run", co.store, 0, &st)) != 0 ||
-            (ex_code = cli_store_attach("run", ex, st)) != 0)
+        if ((ex_code = cli_store_open("run", co.store, 0, NULL, &st)) != 0 ||
+            (ex_code = cli_store_attach("run", ex, st, CLI_IDLE_RELEASE_MS)) != 0)
             goto done;
         ex_code = EXIT_USAGE;
         if (run_id == NULL) {

@@ -620,7 +620,7 @@ static int cmd_respond(wf_store *st, const char *run_id, const char *plugin_path
         cli_err("runs", "cannot start the executor: %s", wf_strerror(rc));
         goto out;
     }
-    if (cli_store_attach("runs", ex, st) != 0)
+    if (cli_store_attach("runs", ex, st, CLI_IDLE_RELEASE_MS) != 0)
         goto out;
     /* makes the workflow known to the store integration, and takes over the
      * run when its owner died while it ran or waited (lease expired) */
