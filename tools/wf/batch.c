@@ -46,11 +46,16 @@ static void usage(FILE *to)
             "%s"
             "      --progress MODE  auto (default: a bar on a terminal, a line a second\n"
             "                       otherwise), bar, lines, none\n"
+            "%s"
+            "  (--store: durable runs named by the line's id or line-N; a rerun prints the\n"
+            "   stored result of what ended (\"stored\": true), resumes what was in flight,\n"
+            "   reruns what Ctrl-C cancelled: every line once; one batch at a time per store)\n"
             "Progress goes to standard error. Ctrl-C stops starting runs, cancels those in\n"
             "flight (their lines say \"cancelled\") and says what finished.\n"
             "Exit status: 0 every line done, 1 a line failed, was invalid or timed out, 2 usage,\n"
             "130 interrupted.\n",
-            CLI_HELP_THREADS("      ") CLI_HELP_TIMEOUT("      ", "each run's"));
+            CLI_HELP_THREADS("      ") CLI_HELP_TIMEOUT("      ", "each run's"),
+            CLI_HELP_STORE("    "));
 }
 
 /* -------------------------------------------------------- thread state */
