@@ -497,6 +497,7 @@ start_serve() {
 # ---- durable runs: wf run --store, wf runs respond
 
 @test "run --store: a waiting run is kept in the store, respond answers it in another process" {
+    [ -n "$WF_MKSTORE" ] || skip "built without SQLite"
     run --separate-stderr "$WF" run "$WF_HITL" --input '{"item": "invoice 7"}' --store "$T/d.db" --run-id inv7
     [ "$status" -eq 4 ]
     [ "$output" = '{"type":"InputRequiredEvent","value":{"prefix":"Approve invoice 7?"}}' ]
@@ -519,6 +520,7 @@ start_serve() {
 }
 
 @test "runs respond: unknown run, malformed JSON, unknown event type, wrong plugin" {
+    [ -n "$WF_MKSTORE" ] || skip "built without SQLite"
     run --separate-stderr "$WF" run "$WF_HITL" --input '{"item": "x"}' --store "$T/d.db" --run-id w1
     [ "$status" -eq 4 ]
     run --separate-stderr "$WF" runs respond nope "$WF_HITL" --store "$T/d.db" --event '{"response": "yes"}'
@@ -547,6 +549,7 @@ start_serve() {
 }
 
 @test "runs respond: an answer the run does not take leaves it waiting (4)" {
+    [ -n "$WF_MKSTORE" ] || skip "built without SQLite"
     run --separate-stderr "$WF" run "$WF_HITL" --input '{"item": "y"}' --store "$T/d.db" --run-id w2
     [ "$status" -eq 4 ]
     run --separate-stderr "$WF" runs respond w2 "$WF_HITL" --store "$T/d.db" --event '{"type": "InputRequiredEvent", "value": {"prefix": "?"}}'
@@ -571,6 +574,7 @@ start_serve() {
 # is resumed (recovered: it then times out after gate's own 0.3 s, as a
 # recovered run gets its workflow's timeout), nothing ends twice.
 @test "batch --store: interrupted (SIGINT, SIGKILL) then rerun gives every result exactly once" {
+    [ -n "$WF_MKSTORE" ] || skip "built without SQLite"
     printf '{"id":"a"}\n{"id":"b","wait":true}\n{"x":1}\n' > "$T/in.jsonl"
     for sig in INT KILL; do
         rm -f "$T/b.db"*
@@ -598,6 +602,7 @@ start_serve() {
 }
 
 @test "batch --store: run ids are the input's id or the line number" {
+    [ -n "$WF_MKSTORE" ] || skip "built without SQLite"
     printf '{"id":"x1","data":"a"}\n{"data":"bb"}\n' > "$T/in.jsonl"
     run --separate-stderr "$WF" batch "$WF_QS" --inputs "$T/in.jsonl" --store "$T/q.db"
     [ "$status" -eq 0 ]
