@@ -3,6 +3,11 @@
  *   echo    stops with a map of the start event's fields (JSON round trips)
  *   fail    fails with WF_EINVAL and a message when "fail" is true, else echoes
  *   sleepy  waits for an event that never comes (no InputRequiredEvent): times out
+ *   gate    echoes, but a start event with "wait": true waits for an event
+ *           that never comes (for interrupting a batch with runs in flight);
+ *           its timeout is 0.3 s (--timeout none overrides it)
+ *   typed   echoes an Order (a StartEvent with a schema: "qty" a required int,
+ *           "note" an optional string)
  */
 #include <wf/wf.h>
 
@@ -49,6 +54,14 @@ static int sleepy(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
     return rc == 0 ? WF_EINVAL : rc;
 }
 
+static int gate(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    int b = 0;
+    if (wf_value_get_bool(wf_event_get(in, "wait", wf_value_nil()), &b) == 0 && b)
+        return sleepy(ctx, in, out, user);
+    return echo(ctx, in, out, user);
+}
+
 static int one_step(wf_registry *reg, const char *name, wf_step_fn fn, wf_workflow **out)
 {
     int rc = wf_workflow_new(out, name, reg);
@@ -91,10 +104,66 @@ static int build_sleepy(wf_registry *reg, wf_workflow **out, void *user)
     return rc;
 }
 
+static int build_gate(wf_registry *reg, wf_workflow **out, void *user)
+{
+    (void)user;
+    const wf_event_type *never;
+    int rc = wf_registry_add(reg, "Never", NULL, &never);
+    if (rc == 0)
+        rc = wf_registry_add(reg, "Sleeping", NULL, &never);
+    if (rc == 0)
+        rc = one_step(reg, "gate", gate, out);
+    if (rc == 0)
+        rc = wf_workflow_set_validation(*out, 0);
+    /* the workflow's timeout: what a run recovered from a store gets */
+    if (rc == 0)
+        rc = wf_workflow_set_timeout(*out, 300);
+    return rc;
+}
+
+static int build_typed(wf_registry *reg, wf_workflow **out, void *user)
+{
+    (void)user;
+    const wf_event_type *order;
+    int rc = wf_registry_add(reg, "Order", wf_registry_builtin(reg, WF_START_EVENT), &order);
+    if (rc < 0)
+        return rc;
+    wf_schema *s = NULL;
+    if ((rc = wf_schema_new(&s)) < 0)
+        return rc;
+    wf_schema_field f;
+    wf_schema_field_init(&f);
+    f.kind = WF_INT;
+    f.required = 1;
+    rc = wf_schema_add_field(s, "qty", &f);
+    wf_schema_field_init(&f);
+    f.kind = WF_STRING;
+    if (rc == 0)
+        rc = wf_schema_add_field(s, "note", &f);
+    if (rc == 0)
+        rc = wf_event_type_set_schema(order, s);
+    wf_schema_free(s);
+    if (rc < 0)
+        return rc;
+    if ((rc = wf_workflow_new(out, "typed", reg)) < 0)
+        return rc;
+    const wf_event_type *accepts[] = {order};
+    const wf_event_type *emits[] = {wf_registry_builtin(reg, WF_STOP_EVENT)};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = accepts;
+    p.n_accepts = 1;
+    p.emits = emits;
+    p.n_emits = 1;
+    return wf_workflow_add_step(*out, "typed", echo, &p, NULL);
+}
+
 static const wf_plugin_workflow_def workflows[] = {
     {"echo", "Stops with the start event's fields", build_echo, NULL},
     {"fail", "Fails when the input has \"fail\": true", build_fail, NULL},
     {"sleepy", "Waits for ever (for timeouts and Ctrl-C)", build_sleepy, NULL},
+    {"gate", "Echoes, or with \"wait\": true waits for ever", build_gate, NULL},
+    {"typed", "Echoes an Order: a start event with a schema", build_typed, NULL},
 };
 
 WF_PLUGIN_DEFINE("testplug", "Workflows for the CLI tests", workflows)

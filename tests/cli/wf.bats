@@ -114,6 +114,19 @@ setup() {
     [ "$output" = '{"min":-9223372036854775808,"max":9223372036854775807,"u":{"$uint":"18446744073709551615"},"b":{"$bytes":"AP8E"},"d":0.5,"n":null,"t":true,"s":"café \"q\"\n","a":[1,[2,{"x":[]}]],"m":{"$map":{"$bytes":"not bytes"}}}' ]
 }
 
+@test "run: a start event that fails its schema is usage (2) naming the field" {
+    run --separate-stderr "$WF" run "$WF_TP" typed --input '{"qty": "three"}'
+    [ "$status" -eq 2 ]
+    [ "$stderr" = "wf run: bad --input: Order.qty: expected int, got string" ]
+    [ -z "$output" ]
+    run --separate-stderr "$WF" run "$WF_TP" typed --input '{"note": "x"}'
+    [ "$status" -eq 2 ]
+    [ "$stderr" = "wf run: bad --input: Order.qty: required field missing" ]
+    run --separate-stderr "$WF" run "$WF_TP" typed --input '{"qty": 3, "note": "x"}'
+    [ "$status" -eq 0 ]
+    [ "$output" = '{"qty":3,"note":"x"}' ]
+}
+
 @test "run: a failing step is 1 with the step, the code and its message" {
     run --separate-stderr "$WF" run "$WF_TP" fail --input '{"fail": true}'
     [ "$status" -eq 1 ]
@@ -387,7 +400,10 @@ start_serve() {
     [[ "$stderr" == *"unknown subcommand 'frob'"* ]]
     run --separate-stderr "$WF" runs respond r-1 --store "$T/s.db"
     [ "$status" -eq 2 ]
-    [[ "$stderr" == *"respond is not available yet"* ]]
+    [[ "$stderr" == *"respond wants RUN_ID PLUGIN.so and --event JSON"* ]]
+    run --separate-stderr "$WF" runs respond r-1 "$WF_HITL" --store "$T/s.db"
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"respond wants RUN_ID PLUGIN.so and --event JSON"* ]]
     run --separate-stderr "$WF" runs show --store "$T/s.db"
     [ "$status" -eq 2 ]
     [[ "$stderr" == *"show wants a RUN_ID"* ]]
@@ -559,4 +575,124 @@ start_worker() {
     d1=$(echo "$c1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["runs_done"])')
     d2=$(echo "$c2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["runs_done"])')
     [ $((d1 + d2)) -eq 500 ]
+}
+
+# ---- durable runs: wf run --store, wf runs respond
+
+@test "run --store: a waiting run is kept in the store, respond answers it in another process" {
+    [ -n "$WF_MKSTORE" ] || skip "built without SQLite"
+    run --separate-stderr "$WF" run "$WF_HITL" --input '{"item": "invoice 7"}' --store "$T/d.db" --run-id inv7
+    [ "$status" -eq 4 ]
+    [ "$output" = '{"type":"InputRequiredEvent","value":{"prefix":"Approve invoice 7?"}}' ]
+    [[ "$stderr" == *"run 'inv7' is kept in the store"* ]]
+    run --separate-stderr "$WF" runs list --store "$T/d.db" --json
+    [ "$status" -eq 0 ]
+    [[ "$output" == '{"run_id":"inv7","workflow":"approval","status":"released",'* ]]
+    run --separate-stderr "$WF" runs respond inv7 "$WF_HITL" --store "$T/d.db" --event '{"response": "yes"}'
+    [ "$status" -eq 0 ]
+    [ "$output" = '"invoice 7: approved"' ]
+    run --separate-stderr "$WF" runs list --store "$T/d.db" --json --status done
+    [[ "$output" == '{"run_id":"inv7","workflow":"approval","status":"done",'* ]]
+    # answered once: a second answer is refused, a rerun prints the stored result
+    run --separate-stderr "$WF" runs respond inv7 "$WF_HITL" --store "$T/d.db" --event '{"response": "no"}'
+    [ "$status" -eq 1 ]
+    [ "$stderr" = "wf runs: run 'inv7' has ended already (done)" ]
+    run --separate-stderr "$WF" run "$WF_HITL" --input '{"item": "other"}' --store "$T/d.db" --run-id inv7
+    [ "$status" -eq 0 ]
+    [ "$output" = '"invoice 7: approved"' ]
+}
+
+@test "runs respond: unknown run, malformed JSON, unknown event type, wrong plugin" {
+    [ -n "$WF_MKSTORE" ] || skip "built without SQLite"
+    run --separate-stderr "$WF" run "$WF_HITL" --input '{"item": "x"}' --store "$T/d.db" --run-id w1
+    [ "$status" -eq 4 ]
+    run --separate-stderr "$WF" runs respond nope "$WF_HITL" --store "$T/d.db" --event '{"response": "yes"}'
+    [ "$status" -eq 1 ]
+    [ "$stderr" = "wf runs: no run 'nope' in the store" ]
+    run --separate-stderr "$WF" runs respond w1 "$WF_HITL" --store "$T/d.db" --event '{"response": '
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == "wf runs: bad --event: line 1 column"* ]]
+    run --separate-stderr "$WF" runs respond w1 "$WF_HITL" --store "$T/d.db" --event '[1]'
+    [ "$status" -eq 2 ]
+    [ "$stderr" = "wf runs: bad --event: not a JSON object" ]
+    run --separate-stderr "$WF" runs respond w1 "$WF_HITL" --store "$T/d.db" --event '{"type": "Refund", "value": {}}'
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == "wf runs: bad --event: workflow 'approval' has no event type 'Refund' (it has "*"HumanResponseEvent"* ]]
+    run --separate-stderr "$WF" runs respond w1 "$WF_QS" --store "$T/d.db" --event '{"response": "yes"}'
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"approval"* ]]
+    run --separate-stderr "$WF" runs respond w1 "$WF_HITL" --store "$T/none.db" --event '{"response": "yes"}'
+    [ "$status" -eq 2 ]
+    # none of these answered it: it still waits, and a good answer completes it
+    run --separate-stderr "$WF" runs list --store "$T/d.db" --json --status released
+    [[ "$output" == '{"run_id":"w1",'* ]]
+    run --separate-stderr "$WF" runs respond w1 "$WF_HITL" --store "$T/d.db" --event '{"type": "HumanResponseEvent", "value": {"response": "no"}}'
+    [ "$status" -eq 0 ]
+    [ "$output" = '"x: rejected"' ]
+}
+
+@test "runs respond: an answer the run does not take leaves it waiting (4)" {
+    [ -n "$WF_MKSTORE" ] || skip "built without SQLite"
+    run --separate-stderr "$WF" run "$WF_HITL" --input '{"item": "y"}' --store "$T/d.db" --run-id w2
+    [ "$status" -eq 4 ]
+    run --separate-stderr "$WF" runs respond w2 "$WF_HITL" --store "$T/d.db" --event '{"type": "InputRequiredEvent", "value": {"prefix": "?"}}'
+    [ "$status" -eq 4 ]
+    [ "$stderr" = "wf runs: waiting for input again: run 'w2' is kept in the store" ]
+    run --separate-stderr "$WF" runs list --store "$T/d.db" --json --status released
+    [[ "$output" == '{"run_id":"w2",'* ]]
+    run --separate-stderr "$WF" runs respond w2 "$WF_HITL" --store "$T/d.db" --event '{"response": "yes"}'
+    [ "$status" -eq 0 ]
+    [ "$output" = '"y: approved"' ]
+}
+
+@test "run: --run-id without --store is usage" {
+    run --separate-stderr "$WF" run "$WF_QS" --run-id r1
+    [ "$status" -eq 2 ]
+    [ "$stderr" = "wf run: --run-id needs --store" ]
+}
+
+# A batch on a store, stopped while runs are in flight (line b waits for
+# ever) by SIGINT or SIGKILL, then run again: every line's result exactly
+# once; what ended comes from the store ("stored": true), the run in flight
+# is resumed (recovered: it then times out after gate's own 0.3 s, as a
+# recovered run gets its workflow's timeout), nothing ends twice.
+@test "batch --store: interrupted (SIGINT, SIGKILL) then rerun gives every result exactly once" {
+    [ -n "$WF_MKSTORE" ] || skip "built without SQLite"
+    printf '{"id":"a"}\n{"id":"b","wait":true}\n{"x":1}\n' > "$T/in.jsonl"
+    for sig in INT KILL; do
+        rm -f "$T/b.db"*
+        "$WF" batch "$WF_TP" gate --timeout none --inputs "$T/in.jsonl" --store "$T/b.db" --out "$T/out1.jsonl" 2> "$T/err" &
+        pid=$!
+        # until the store has all three: a and line-3 done, b in flight
+        until [ "$("$WF" runs list --store "$T/b.db" --json --status done 2>/dev/null | wc -l)" -eq 2 ] &&
+              "$WF" runs list --store "$T/b.db" --json --status running 2>/dev/null | grep -q '"run_id":"b"'; do :; done
+        kill -"$sig" "$pid"
+        st=0; wait "$pid" || st=$?
+        [ "$st" -ne 0 ]
+        run --separate-stderr "$WF" batch "$WF_TP" gate --inputs "$T/in.jsonl" --store "$T/b.db"
+        [ "$status" -eq 1 ]
+        [ "${#lines[@]}" -eq 3 ]
+        [[ "$output" == *'{"line":1,"id":"a","stored":true,"status":"done","result":{"id":"a"}}'* ]]
+        [[ "$output" == *'{"line":3,"stored":true,"status":"done","result":{"x":1}}'* ]]
+        [[ "$output" == *'{"line":2,"id":"b","status":"timed_out","error":{"code":"WF_ERUNTIMEOUT","step":"gate"'* ]]
+        # and once more: everything from the store, nothing runs
+        run --separate-stderr "$WF" batch "$WF_TP" gate --inputs "$T/in.jsonl" --store "$T/b.db"
+        [ "$status" -eq 1 ]
+        [ "${#lines[@]}" -eq 3 ]
+        [ "$(grep -c '"stored":true' <<< "$output")" -eq 3 ]
+        [[ "$stderr" == *"0 runs in"* ]]
+    done
+}
+
+@test "batch --store: run ids are the input's id or the line number" {
+    [ -n "$WF_MKSTORE" ] || skip "built without SQLite"
+    printf '{"id":"x1","data":"a"}\n{"data":"bb"}\n' > "$T/in.jsonl"
+    run --separate-stderr "$WF" batch "$WF_QS" --inputs "$T/in.jsonl" --store "$T/q.db"
+    [ "$status" -eq 0 ]
+    [ "${#lines[@]}" -eq 2 ]
+    run --separate-stderr "$WF" runs list --store "$T/q.db" --json
+    [[ "$output" == *'"run_id":"x1","workflow":"MyWorkflow","status":"done"'* ]]
+    [[ "$output" == *'"run_id":"line-2","workflow":"MyWorkflow","status":"done"'* ]]
+    run --separate-stderr "$WF" runs show line-2 --store "$T/q.db"
+    [[ "$output" == *'"result":{"type":"StopEvent","value":{"result":"Processed 1 times, data length: 2"}}'* ]]
 }

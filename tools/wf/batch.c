@@ -46,11 +46,16 @@ static void usage(FILE *to)
             "%s"
             "      --progress MODE  auto (default: a bar on a terminal, a line a second\n"
             "                       otherwise), bar, lines, none\n"
+            "%s"
+            "  (--store: durable runs named by the line's id or line-N; a rerun prints the\n"
+            "   stored result of what ended (\"stored\": true), resumes what was in flight,\n"
+            "   reruns what Ctrl-C cancelled: every line once; one batch at a time per store)\n"
             "Progress goes to standard error. Ctrl-C stops starting runs, cancels those in\n"
             "flight (their lines say \"cancelled\") and says what finished.\n"
             "Exit status: 0 every line done, 1 a line failed, was invalid or timed out, 2 usage,\n"
             "130 interrupted.\n",
-            CLI_HELP_THREADS("      ") CLI_HELP_TIMEOUT("      ", "each run's"));
+            CLI_HELP_THREADS("      ") CLI_HELP_TIMEOUT("      ", "each run's"),
+            CLI_HELP_STORE("    "));
 }
 
 /* -------------------------------------------------------- thread state */
@@ -167,6 +172,7 @@ static struct {
 static struct {
     wf_executor *ex;
     wf_workflow *wf;
+    wf_store *store; /* --store: durable runs */
     wf_run_params rp;
     atomic_int fatal; /* the workflow failed its run-start validation: nothing more starts */
 } g;
@@ -400,6 +406,139 @@ static void drop_job(tstate *t, job *j)
         wake_main();
 }
 
+static void on_done(wf_handler *h, void *user);
+
+/* --store: the durable run id of j: its "id" (a string's text), or "line-N". */
+static const char *run_id_of(const job *j, char *buf, size_t cap)
+{
+    if (j->idlen == 0) {
+        snprintf(buf, cap, "line-%llu", (unsigned long long)j->line);
+    } else if (j->idlen >= 2 && j->idp[0] == '"' && memchr(j->idp, '\\', j->idlen) == NULL) {
+        snprintf(buf, cap, "%.*s", (int)(j->idlen - 2), j->idp + 1);
+    } else {
+        snprintf(buf, cap, "%.*s", (int)j->idlen, j->idp);
+    }
+    return buf;
+}
+
+/*
+ * --store: recovered runs (in flight when an earlier batch stopped) end in
+ * this executor without our on_done: one thread waits for them in turn and
+ * then reports each as on_done would.
+ */
+typedef struct waited {
+    struct waited *next;
+    wf_handler *h;
+    job *j;
+} waited;
+static pthread_mutex_t wt_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wt_cv = PTHREAD_COND_INITIALIZER;
+static waited *wt_head;
+static int wt_stop, wt_on;
+static pthread_t wt_thread;
+
+static void *waiter_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&wt_lock);
+    for (;;) {
+        while (wt_head == NULL && !wt_stop)
+            pthread_cond_wait(&wt_cv, &wt_lock);
+        waited *w = wt_head;
+        if (w == NULL)
+            break;
+        wt_head = w->next;
+        pthread_mutex_unlock(&wt_lock);
+        wf_handler_wait(w->h, -1, NULL);
+        on_done(w->h, w->j);
+        free(w);
+        pthread_mutex_lock(&wt_lock);
+    }
+    pthread_mutex_unlock(&wt_lock);
+    return NULL;
+}
+
+/* A "stored" line: the result of run rid that an earlier batch stored. */
+static void put_stored(tstate *t, job *j, const char *rid)
+{
+    wf_json_buf *b = &t->out;
+    wf_run_status status = WF_RUN_FAILED;
+    wf_event *res = NULL;
+    int rc = wf_durable_result(g.ex, g.wf, rid, &status, &res);
+    put_head(b, j->line, j->idp, j->idlen);
+    APPEND_LIT(b, ",\"stored\":true");
+    if (rc == 0 && status == WF_RUN_DONE && res) {
+        wf_value r;
+        APPEND_LIT(b, ",\"status\":\"done\",\"result\":");
+        if ((wf_event_lookup(res, "result", &r) == 0 ? wf_json_write_value(b, r)
+                                                      : wf_json_write_event(b, res)) < 0)
+            wf_json_buf_append(b, "null", 4);
+        wf_json_buf_append(b, "}\n", 2);
+        atomic_fetch_add_explicit(&n_done, 1, memory_order_relaxed);
+    } else if (rc == 0 && status == WF_RUN_TIMED_OUT) {
+        put_error(b, "timed_out", WF_ERUNTIMEOUT, NULL, "stored result");
+        atomic_fetch_add_explicit(&n_timedout, 1, memory_order_relaxed);
+    } else {
+        wf_json_buf ev;
+        wf_json_buf_init(&ev);
+        if (res == NULL || wf_json_write_event(&ev, res) < 0)
+            wf_json_buf_append(&ev, "the stored result cannot be read", 32);
+        put_error(b, "failed", rc < 0 ? rc : 0, NULL, ev.data ? ev.data : "");
+        wf_json_buf_free(&ev);
+        atomic_fetch_add_explicit(&n_failed, 1, memory_order_relaxed);
+    }
+    wf_event_release(res);
+    if (b->len >= FLUSH_AT)
+        flush_ts(t);
+}
+
+/*
+ * --store, a run id the store has: an ended run prints its stored result
+ * (a cancelled one, stopped by an earlier Ctrl-C, runs again: 1 returned,
+ * the caller starts it); a run in flight that recovery resumed here is
+ * waited for; one another process holds is a "busy" line. 0 when handled.
+ */
+static int existing_job(tstate *t, job *j, const char *rid)
+{
+    int32_t st = 0;
+    void *data = NULL;
+    size_t len = 0;
+    int rc = wf_store_get_result(g.store, rid, &st, &data, &len);
+    wf_free(data);
+    if (rc == 0 && st == WF_STORE_CANCELLED) {
+        if (wf_store_remove(g.store, rid) == 0)
+            return 1;
+    } else if (rc == 0) {
+        put_stored(t, j, rid);
+        return 0;
+    }
+    wf_handler *h = NULL;
+    waited *w;
+    if (wf_handler_open(g.ex, rid, &h) == 0 && (w = malloc(sizeof *w)) != NULL) {
+        atomic_fetch_add_explicit(&n_started, 1, memory_order_relaxed);
+        w->h = h;
+        w->j = j;
+        pthread_mutex_lock(&wt_lock);
+        w->next = wt_head;
+        wt_head = w;
+        pthread_cond_signal(&wt_cv);
+        pthread_mutex_unlock(&wt_lock);
+        return 2;
+    }
+    wf_handler_free(h);
+    /* it may have ended between the two looks */
+    if (wf_store_get_result(g.store, rid, &st, &data, &len) == 0) {
+        wf_free(data);
+        put_stored(t, j, rid);
+        return 0;
+    }
+    put_head(&t->out, j->line, j->idp, j->idlen);
+    put_error(&t->out, "busy", WF_ELEASE, NULL,
+              "the run is in flight in another process (its lease): run the batch again later");
+    atomic_fetch_add_explicit(&n_failed, 1, memory_order_relaxed);
+    return 0;
+}
+
 static void start_job(tstate *t, job *j)
 {
     char *msg = NULL;
@@ -409,7 +548,34 @@ static void start_job(tstate *t, job *j)
     uint64_t line = j->line;
     wf_event *start = j->start;
     j->start = NULL;
-    int rc = wf_run_start_ex(g.ex, g.wf, NULL, start, &rp, &h, &msg); /* takes start */
+    int rc;
+    if (g.store) {
+        char rid[128];
+        run_id_of(j, rid, sizeof rid);
+        wf_event *again = wf_event_retain(start);
+        rc = wf_run_start_durable(g.ex, g.wf, NULL, rid, start, &rp, &h, &msg);
+        if (rc == WF_EEXIST) {
+            wf_free(msg);
+            msg = NULL;
+            int e = existing_job(t, j, rid);
+            if (e == 1) {
+                rc = wf_run_start_durable(g.ex, g.wf, NULL, rid, again, &rp, &h, &msg);
+                again = NULL;
+            } else {
+                wf_event_release(again);
+                if (e == 2)
+                    return; /* the waiter reports it */
+                fill_slots(t, 1);
+                free_job(t, j);
+                if (atomic_fetch_sub(&inflight, 1) == 1)
+                    wake_main();
+                return;
+            }
+        }
+        wf_event_release(again);
+    } else {
+        rc = wf_run_start_ex(g.ex, g.wf, NULL, start, &rp, &h, &msg); /* takes start */
+    }
     if (rc == 0) {
         atomic_fetch_add_explicit(&n_started, 1, memory_order_relaxed);
         return;
@@ -973,7 +1139,8 @@ int cmd_batch(int argc, char **argv)
         {"inputs", required_argument, NULL, 'i'},   {"out", required_argument, NULL, 'o'},
         {"jobs", required_argument, NULL, 'j'},     CLI_OPT_THREADS,
         CLI_OPT_TIMEOUT,                            {"progress", required_argument, NULL, 'p'},
-        CLI_OPT_HELP,                               {NULL, 0, NULL, 0}};
+        CLI_OPT_STORE,                              CLI_OPT_HELP,
+        {NULL, 0, NULL, 0}};
     batch_opts bo = {NULL, NULL, "auto", 4096};
     cli_opts co;
     cli_opts_init(&co);
@@ -1031,6 +1198,33 @@ int cmd_batch(int argc, char **argv)
         cli_err("batch", "cannot start the executor: %s", wf_strerror(rc));
         goto out;
     }
+    if (co.store) {
+        /*
+         * durable runs: those an earlier batch left in flight go on here. The
+         * batches of one host share one lease owner, so a rerun takes over
+         * the runs of a batch that was interrupted or killed at once, without
+         * waiting for its leases to expire (one batch at a time on a store).
+         */
+        char owner[300], host[256] = "localhost";
+        gethostname(host, sizeof host - 1);
+        host[sizeof host - 1] = 0;
+        snprintf(owner, sizeof owner, "wf-batch@%s", host);
+        if ((rc = cli_store_open("batch", co.store, 0, owner, &g.store)) != 0 ||
+            (rc = cli_store_attach("batch", g.ex, g.store, 0)) != 0) {
+            ex_code = rc;
+            goto out;
+        }
+        wf_recover_info ri;
+        if ((rc = wf_executor_recover(g.ex, &wf, 1, &ri, &msg)) < 0) {
+            cli_err("batch", "recovering from the store: %s", msg ? msg : wf_strerror(rc));
+            goto out;
+        }
+        if (pthread_create(&wt_thread, NULL, waiter_main, NULL) != 0) {
+            cli_err("batch", "cannot start a thread");
+            goto out;
+        }
+        wt_on = 1;
+    }
     wf_run_params_init(&g.rp);
     g.rp.timeout_ms = co.timeout_ms;
     g.rp.stream_capacity = 0; /* only the result is wanted */
@@ -1059,8 +1253,20 @@ int cmd_batch(int argc, char **argv)
     wait_runs(&pg); /* every run, or until Ctrl-C */
     stop_starter(); /* after Ctrl-C, what it had not started says "cancelled" */
     cli_signals_stop();
+    if (wt_on) { /* after Ctrl-C, the recovered runs are cancelled too */
+        pthread_mutex_lock(&wt_lock);
+        for (waited *w = wt_head; w; w = w->next)
+            wf_handler_cancel(w->h);
+        wt_stop = 1;
+        pthread_cond_signal(&wt_cv);
+        pthread_mutex_unlock(&wt_lock);
+    }
     wf_executor_free(g.ex); /* cancels what is still running (after Ctrl-C) */
     g.ex = NULL;
+    if (wt_on) {
+        pthread_join(wt_thread, NULL);
+        wt_on = 0;
+    }
     /* a run that ended as the starter stopped may have parsed a line for it */
     for (job *j = atomic_exchange(&ready, NULL), *n; j; j = n) {
         n = j->next;
@@ -1101,7 +1307,16 @@ int cmd_batch(int argc, char **argv)
 out:
     stop_starter();
     cli_signals_stop();
+    if (wt_on) {
+        pthread_mutex_lock(&wt_lock);
+        wt_stop = 1;
+        pthread_cond_signal(&wt_cv);
+        pthread_mutex_unlock(&wt_lock);
+    }
     wf_executor_free(g.ex);
+    if (wt_on)
+        pthread_join(wt_thread, NULL);
+    wf_store_free(g.store);
     while (tstates) {
         tstate *t = tstates;
         tstates = t->next;

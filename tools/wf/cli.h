@@ -102,6 +102,29 @@ int cli_getopt(const char *cmd, int argc, char **argv, const char *shortopts,
                const struct option *longopts, cli_opts *common, cli_opt_fn fn, void *user,
                void (*usage)(FILE *to), int min_pos, int max_pos);
 
+/*
+ * Opens the store of --store: "sqlite:PATH" or a PATH (must_exist: a file
+ * that is not there is an error rather than a new store; owner: the lease
+ * owner id, NULL for a new one per process). EXIT_USAGE after
+ * a message. cli_store_attach attaches it to ex for durable runs (a run
+ * that idles waiting for an event idle_release_ms is released: checkpointed,
+ * out of memory; 0 never); EXIT_FAILED after a message.
+ */
+int cli_store_open(const char *cmd, const char *spec, int must_exist, const char *owner,
+                   wf_store **out);
+int cli_store_attach(const char *cmd, wf_executor *ex, wf_store *st, uint32_t idle_release_ms);
+
+/* A waiting run is released into the store after this long idle (wf run, wf runs respond). */
+#define CLI_IDLE_RELEASE_MS 20
+/*
+ * Prints a StopEvent's "result" field (or the whole event) as a JSON line
+ * on standard output. cli_print_stored does it for run_id's stored result
+ * (ex has a store); a run that did not end done gets a message: the exit
+ * code (EXIT_DONE, EXIT_FAILED, EXIT_TIMEDOUT).
+ */
+int cli_print_result(const char *cmd, wf_event *result);
+int cli_print_stored(const char *cmd, wf_executor *ex, wf_workflow *wf, const char *run_id);
+
 /* Subcommands. */
 int cmd_run(int argc, char **argv);
 int cmd_batch(int argc, char **argv);

@@ -259,3 +259,90 @@ void cli_signals_stop(void)
     pthread_join(sig_thread, NULL);
     sig_running = 0;
 }
+
+int cli_store_open(const char *cmd, const char *spec, int must_exist, const char *owner,
+                   wf_store **out)
+{
+    const char *path = spec;
+    const char *colon = strchr(spec, ':'), *slash = strchr(spec, '/');
+    *out = NULL;
+    if (strncmp(spec, "sqlite:", 7) == 0) {
+        path = spec + 7;
+    } else if (colon && (slash == NULL || colon < slash) && access(spec, F_OK) != 0) {
+        cli_err(cmd, "unknown store kind '%.*s' (sqlite:PATH, or a PATH)", (int)(colon - spec),
+                spec);
+        return EXIT_USAGE;
+    }
+    if (*path == 0 || (must_exist && access(path, F_OK) != 0)) {
+        cli_err(cmd, "%s: %s", *path ? path : "(empty path)", *path ? strerror(errno) : "");
+        return EXIT_USAGE;
+    }
+    char *msg = NULL;
+    wf_store_params sp;
+    wf_store_params_init(&sp);
+    sp.owner = owner;
+    int rc = wf_store_open_sqlite(out, path, &sp, &msg);
+    if (rc < 0) {
+        cli_err(cmd, "cannot open the store %s: %s", path, msg ? msg : wf_strerror(rc));
+        wf_free(msg);
+        *out = NULL;
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+int cli_store_attach(const char *cmd, wf_executor *ex, wf_store *st, uint32_t idle_release_ms)
+{
+    wf_durable_params dp;
+    wf_durable_params_init(&dp);
+    dp.idle_release_ms = idle_release_ms;
+    int rc = wf_executor_attach_store(ex, st, &dp);
+    if (rc < 0)
+        cli_err(cmd, "cannot attach the store: %s", wf_strerror(rc));
+    return rc < 0 ? EXIT_FAILED : 0;
+}
+
+int cli_print_result(const char *cmd, wf_event *result)
+{
+    wf_json_buf b;
+    wf_json_buf_init(&b);
+    wf_value r;
+    int rc = wf_event_lookup(result, "result", &r) == 0 ? wf_json_write_value(&b, r)
+                                                        : wf_json_write_event(&b, result);
+    if (rc == 0) {
+        fwrite(b.data, 1, b.len, stdout);
+        putchar('\n');
+    } else {
+        cli_err(cmd, "the result cannot be written as JSON: %s", wf_strerror(rc));
+    }
+    wf_json_buf_free(&b);
+    return rc == 0 ? EXIT_DONE : EXIT_FAILED;
+}
+
+int cli_print_stored(const char *cmd, wf_executor *ex, wf_workflow *wf, const char *run_id)
+{
+    wf_run_status status = WF_RUN_FAILED;
+    wf_event *result = NULL;
+    int rc = wf_durable_result(ex, wf, run_id, &status, &result);
+    if (rc < 0) {
+        cli_err(cmd, "the result of run '%s': %s", run_id, wf_strerror(rc));
+        return EXIT_FAILED;
+    }
+    int code;
+    if (status == WF_RUN_DONE && result) {
+        code = cli_print_result(cmd, result);
+    } else {
+        wf_json_buf b;
+        wf_json_buf_init(&b);
+        if (result == NULL || wf_json_write_event(&b, result) < 0)
+            wf_json_buf_append(&b, "no result event", 15);
+        const char *what = status == WF_RUN_TIMED_OUT   ? "timed out"
+                           : status == WF_RUN_CANCELLED ? "was cancelled"
+                                                        : "failed";
+        cli_err(cmd, "run '%s' %s: %.*s", run_id, what, (int)b.len, b.data ? b.data : "");
+        wf_json_buf_free(&b);
+        code = status == WF_RUN_TIMED_OUT ? EXIT_TIMEDOUT : EXIT_FAILED;
+    }
+    wf_event_release(result);
+    return code;
+}

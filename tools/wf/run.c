@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -21,9 +23,15 @@ static void usage(FILE *to)
             "      --trace FILE          Perfetto trace (ui.perfetto.dev)\n"
             "      --otlp FILE           OpenTelemetry spans as OTLP/JSON lines\n"
             "      --metrics FILE        Prometheus text metrics\n"
+            "%s"
+            "      --run-id ID           the durable run's id (with --store; default: a new one)\n"
+            "With --store the run is durable: a run waiting for input is kept checkpointed\n"
+            "in the store (answer it with wf runs respond), a rerun with the same --run-id\n"
+            "prints the stored result of a run that ended.\n"
             "Exit status: 0 done, 1 the run failed, 2 usage, 3 timed out, 4 waiting for\n"
             "input (the InputRequiredEvent is printed), 130 interrupted.\n",
-            CLI_HELP_THREADS("           ") CLI_HELP_TIMEOUT("           ", "the run's"));
+            CLI_HELP_THREADS("           ") CLI_HELP_TIMEOUT("           ", "the run's"),
+            CLI_HELP_STORE("         "));
 }
 
 static _Atomic(wf_handler *) current;
@@ -67,7 +75,7 @@ static void print_json_line(wf_json_buf *b)
 }
 
 typedef struct run_opts {
-    const char *input, *trace, *otlp, *metrics;
+    const char *input, *trace, *otlp, *metrics, *run_id;
     const char *responds[64];
     int n_respond, stream;
 } run_opts;
@@ -98,6 +106,9 @@ static int run_opt(int c, const char *arg, void *user)
     case 'M':
         o->metrics = arg;
         return 0;
+    case 'I':
+        o->run_id = arg;
+        return 0;
     }
     return -1;
 }
@@ -109,6 +120,7 @@ int cmd_run(int argc, char **argv)
         CLI_OPT_THREADS,                         CLI_OPT_TIMEOUT,
         {"stream", no_argument, NULL, 's'},      {"trace", required_argument, NULL, 'P'},
         {"otlp", required_argument, NULL, 'O'},  {"metrics", required_argument, NULL, 'M'},
+        CLI_OPT_STORE,                           {"run-id", required_argument, NULL, 'I'},
         CLI_OPT_HELP,                            {NULL, 0, NULL, 0}};
     run_opts ro;
     memset(&ro, 0, sizeof ro);
@@ -128,8 +140,16 @@ int cmd_run(int argc, char **argv)
         cli_load("run", argv[optind], optind + 1 < argc ? argv[optind + 1] : NULL, &plugin, &wf);
     if (rc)
         return rc;
+    if (ro.run_id && co.store == NULL) {
+        cli_err("run", "--run-id needs --store");
+        wf_plugin_free(plugin);
+        return EXIT_USAGE;
+    }
 
     int ex_code = EXIT_USAGE;
+    wf_store *st = NULL;
+    char gen_id[64];
+    const char *run_id = ro.run_id;
     wf_executor *ex = NULL;
     wf_handler *h = NULL;
     wf_event *start = NULL;
@@ -192,6 +212,35 @@ int cmd_run(int argc, char **argv)
         ex_code = EXIT_FAILED;
         goto done;
     }
+    if (co.store) {
+        if ((ex_code = cli_store_open("run", co.store, 0, NULL, &st)) != 0 ||
+            (ex_code = cli_store_attach("run", ex, st, CLI_IDLE_RELEASE_MS)) != 0)
+            goto done;
+        ex_code = EXIT_USAGE;
+        if (run_id == NULL) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            snprintf(gen_id, sizeof gen_id, "run-%lld-%ld-%ld", (long long)ts.tv_sec,
+                     (long)getpid(), (long)(ts.tv_nsec / 1000));
+            run_id = gen_id;
+        }
+        /* a run that ended already: its stored result */
+        wf_store_run_info in;
+        memset(&in, 0, sizeof in);
+        if (wf_store_get_run(st, run_id, &in) == 0) {
+            int32_t status = in.status;
+            wf_store_run_info_clear(&in);
+            if (status >= WF_STORE_DONE) {
+                ex_code = cli_print_stored("run", ex, wf, run_id);
+                goto done;
+            }
+            cli_err("run", "run '%s' is in the store and has not ended (%s): answer it with wf "
+                           "runs respond, or see wf runs show",
+                    run_id, status == WF_STORE_RUNNING ? "running" : "waiting");
+            ex_code = EXIT_FAILED;
+            goto done;
+        }
+    }
     if ((trace && add_exporter(ex, trace, wf_exporter_perfetto, &ids[n_ids++]) < 0) ||
         (otlp && add_exporter(ex, otlp, wf_exporter_otlp_json, &ids[n_ids++]) < 0) ||
         (metrics && add_exporter(ex, metrics, wf_exporter_prometheus, &ids[n_ids++]) < 0)) {
@@ -201,7 +250,10 @@ int cmd_run(int argc, char **argv)
     wf_run_params rp;
     wf_run_params_init(&rp);
     rp.timeout_ms = timeout_ms;
-    rc = wf_run_start_ex(ex, wf, NULL, start, &rp, &h, &msg);
+    if (st)
+        rc = wf_run_start_durable(ex, wf, NULL, run_id, start, &rp, &h, &msg);
+    else
+        rc = wf_run_start_ex(ex, wf, NULL, start, &rp, &h, &msg);
     start = NULL;
     if (rc < 0) {
         cli_err("run", "cannot start workflow '%s': %s", wf_workflow_name(wf),
@@ -252,7 +304,9 @@ int cmd_run(int argc, char **argv)
                     print_json_line(&out);
                 waiting = 1;
                 wf_event_release(ev);
-                wf_handler_cancel(h);
+                /* a durable run is released (kept in the store) once it idles */
+                if (st == NULL)
+                    wf_handler_cancel(h);
                 break;
             }
         }
@@ -263,7 +317,13 @@ int cmd_run(int argc, char **argv)
     }
     wf_event *result = NULL;
     rc = wf_handler_wait(h, -1, &result);
-    if (waiting) {
+    if (waiting && st && rc == WF_ECANCELLED && !atomic_load(&cli_interrupted)) {
+        cli_err("run",
+                "waiting for input: run '%s' is kept in the store (answer with wf runs respond "
+                "%s PLUGIN --store STORE --event '{\"response\": ...}')",
+                run_id, run_id);
+        ex_code = EXIT_WAITING;
+    } else if (waiting && st == NULL) {
         cli_err("run", "waiting for input: the run asked for a HumanResponseEvent (answer with "
                        "--respond '{\"response\": ...}')");
         ex_code = EXIT_WAITING;
@@ -305,6 +365,7 @@ done:
         wf_executor_unobserve(ex, ids[i]);
     wf_handler_free(h);
     wf_executor_free(ex);
+    wf_store_free(st);
     wf_event_release(start);
     wf_free(msg);
     free(text);

@@ -3,12 +3,10 @@
  * (wf/store.h), read through the store's read API. list prints one run a
  * line (a table, or JSON lines with --json); show prints one run as JSON:
  * its record, its result and a summary of its journal; cancel finishes a
- * run that no live process owns (released, or its owner's lease expired).
- *
- * There is no `respond`: an answer to a waiting run is an event the engine
- * must deliver when it resumes the run, and only the engine's store
- * integration can say how it reads one from the journal. Appending a
- * record the engine may not replay would say "answered" without being so.
+ * run that no live process owns (released, or its owner's lease expired);
+ * respond sends an event to a waiting run: this process loads the run from
+ * the store into an executor of its own (wf_durable_send), and waits until
+ * it ends or waits for input again (then it is released into the store).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -28,6 +26,7 @@ static void usage(FILE *to)
             "usage: wf runs list --store STORE [--status S,...] [--limit N] [--json]\n"
             "       wf runs show RUN_ID --store STORE [--journal N]\n"
             "       wf runs cancel RUN_ID --store STORE\n"
+            "       wf runs respond RUN_ID PLUGIN.so --store STORE --event JSON|@FILE|-\n"
             "the runs a store keeps (the durable runs of wf/store.h)\n"
             "  list     one run a line in creation order: id, workflow, status, last change,\n"
             "           owner (--json: JSON lines)\n"
@@ -35,6 +34,9 @@ static void usage(FILE *to)
             "           its journal: records by kind and the first N step completions\n"
             "  cancel   finishes a run no live process owns (released, or its owner's\n"
             "           lease expired) as cancelled\n"
+            "  respond  sends an event to a run waiting for input (PLUGIN.so has its\n"
+            "           workflow), runs it here until it ends (its result is printed as\n"
+            "           wf run prints it) or waits again (kept in the store)\n"
             "%s"
             "      --status S,...   list only these: running, waiting, released, done,\n"
             "                       failed, timed_out, cancelled, inflight (the first\n"
@@ -42,9 +44,13 @@ static void usage(FILE *to)
             "      --limit N        list at most N runs\n"
             "      --json           list as JSON lines\n"
             "      --journal N      show at most N step completions (default 20; 0: none)\n"
-            "Exit status: 0 done, 1 no such run or it cannot be cancelled, 2 usage or the\n"
-            "store cannot be opened.\n",
-            CLI_HELP_STORE("    "));
+            "  -e, --event JSON     respond: a HumanResponseEvent's fields as a JSON object,\n"
+            "                       or {\"type\": NAME, \"value\": {...}} for another event\n"
+            "%s"
+            "Exit status: 0 done, 1 no such run, it cannot be cancelled or answered, or it\n"
+            "failed, 2 usage or the store cannot be opened, 3 timed out, 4 waiting for\n"
+            "input again (respond).\n",
+            CLI_HELP_STORE("    "), CLI_HELP_THREADS("      "));
 }
 
 static const char *const status_names[] = {"running", "waiting",   "released", "done",
@@ -502,10 +508,183 @@ static int cmd_cancel(wf_store *st, const char *run_id)
     return EXIT_DONE;
 }
 
+/* ------------------------------------------------------------ respond */
+
+/* --event: a HumanResponseEvent's fields, or an envelope. EXIT_USAGE after a message. */
+static int parse_answer(wf_workflow *wf, const char *arg, wf_event **out)
+{
+    char *text = NULL, *msg = NULL;
+    size_t len = 0;
+    *out = NULL;
+    if (cli_read_arg("runs", arg, &text, &len))
+        return EXIT_USAGE;
+    wf_value v;
+    int rc = wf_json_parse_value(text, len, &v, &msg);
+    if (rc < 0 || wf_value_kind(v) != WF_MAP) {
+        cli_err("runs", "bad --event: %s", msg ? msg : "not a JSON object");
+        wf_json_free_message(msg);
+        if (rc == 0)
+            wf_value_release(v);
+        free(text);
+        return EXIT_USAGE;
+    }
+    wf_registry *reg = wf_workflow_registry(wf);
+    wf_value tv;
+    const char *tname = NULL;
+    if (wf_value_map_get(v, "type", &tv) == 0 && wf_value_get_string(tv, &tname, NULL) == 0) {
+        if (wf_registry_find(reg, tname) == NULL) {
+            wf_json_buf b;
+            wf_json_buf_init(&b);
+            for (size_t i = 0; i < wf_registry_count(reg); i++) {
+                const wf_event_type *t = wf_registry_type_at(reg, i);
+                if (t == NULL)
+                    continue;
+                if (b.len)
+                    wf_json_buf_append(&b, ", ", 2);
+                const char *n = wf_event_type_name(t);
+                wf_json_buf_append(&b, n, strlen(n));
+            }
+            cli_err("runs", "bad --event: workflow '%s' has no event type '%s' (it has %.*s)",
+                    wf_workflow_name(wf), tname, (int)b.len, b.data ? b.data : "");
+            wf_json_buf_free(&b);
+            rc = WF_ETYPE;
+        } else if ((rc = wf_json_parse_event(reg, text, len, out, &msg)) < 0) {
+            cli_err("runs", "bad --event: %s", msg ? msg : wf_strerror(rc));
+            wf_json_free_message(msg);
+        }
+    } else {
+        const wf_event_type *hr = wf_workflow_builtin(wf, WF_HUMAN_RESPONSE_EVENT);
+        rc = wf_event_new(out, hr, wf_value_len(v));
+        for (size_t i = 0; rc == 0 && i < wf_value_len(v); i++) {
+            const char *k;
+            wf_value fv;
+            wf_value_map_at(v, i, &k, NULL, &fv);
+            rc = wf_event_set(*out, k, wf_value_retain(fv));
+        }
+        if (rc < 0)
+            cli_err("runs", "bad --event: a HumanResponseEvent of these fields: %s",
+                    wf_strerror(rc));
+    }
+    wf_value_release(v);
+    free(text);
+    if (rc < 0) {
+        wf_event_release(*out);
+        *out = NULL;
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int cmd_respond(wf_store *st, const char *run_id, const char *plugin_path,
+                       const char *event_arg, long threads)
+{
+    wf_store_run_info in;
+    memset(&in, 0, sizeof in);
+    int rc = wf_store_get_run(st, run_id, &in);
+    if (rc == WF_ENOTFOUND) {
+        cli_err("runs", "no run '%s' in the store", run_id);
+        return EXIT_FAILED;
+    }
+    if (rc < 0) {
+        cli_err("runs", "reading run '%s': %s", run_id, wf_strerror(rc));
+        return EXIT_FAILED;
+    }
+    if (in.status >= WF_STORE_DONE) {
+        cli_err("runs", "run '%s' has ended already (%s)", run_id, status_name(in.status));
+        wf_store_run_info_clear(&in);
+        return EXIT_FAILED;
+    }
+    wf_plugin *plugin = NULL;
+    wf_workflow *wf = NULL;
+    rc = cli_load("runs", plugin_path, in.workflow, &plugin, &wf);
+    wf_store_run_info_clear(&in);
+    if (rc)
+        return rc;
+    int code = EXIT_FAILED;
+    char *msg = NULL;
+    wf_event *ev = NULL, *result = NULL;
+    wf_executor *ex = NULL;
+    wf_handler *h = NULL;
+    if ((rc = wf_workflow_freeze(wf, &msg)) < 0) {
+        cli_err("runs", "workflow '%s' is invalid: %s", wf_workflow_name(wf),
+                msg ? msg : wf_strerror(rc));
+        goto out;
+    }
+    if ((code = parse_answer(wf, event_arg, &ev)) != 0)
+        goto out;
+    code = EXIT_FAILED;
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = (uint32_t)threads;
+    if ((rc = wf_executor_new(&ex, &ep)) < 0) {
+        cli_err("runs", "cannot start the executor: %s", wf_strerror(rc));
+        goto out;
+    }
+    if (cli_store_attach("runs", ex, st, CLI_IDLE_RELEASE_MS) != 0)
+        goto out;
+    /* makes the workflow known to the store integration, and takes over the
+     * run when its owner died while it ran or waited (lease expired) */
+    wf_recover_info ri;
+    if ((rc = wf_executor_recover(ex, &wf, 1, &ri, &msg)) < 0) {
+        cli_err("runs", "recovering from the store: %s", msg ? msg : wf_strerror(rc));
+        goto out;
+    }
+    rc = wf_durable_send(ex, run_id, ev, NULL);
+    ev = NULL;
+    if (rc == WF_ENOTFOUND || rc == WF_ELEASE) {
+        memset(&in, 0, sizeof in);
+        char t[40] = "";
+        if (wf_store_get_run(st, run_id, &in) == 0)
+            fmt_time(t, in.lease_until_ms);
+        cli_err("runs",
+                "run '%s' is held by %s (lease until %s): answer it through that process, "
+                "or once the lease has expired",
+                run_id, in.owner ? in.owner : "another process", t[0] ? t : "?");
+        wf_store_run_info_clear(&in);
+        goto out;
+    }
+    if (rc == WF_ESTATE) {
+        cli_err("runs", "run '%s' has ended already", run_id);
+        goto out;
+    }
+    if (rc < 0) {
+        const char *m = wf_last_error_message();
+        cli_err("runs", "cannot send the event to run '%s': %s", run_id,
+                m && *m ? m : wf_strerror(rc));
+        code = rc == WF_ETYPE ? EXIT_USAGE : EXIT_FAILED;
+        goto out;
+    }
+    /* wait for it here: it ends (its result is durable), or it waits for
+     * input again and is released into the store */
+    rc = wf_handler_open(ex, run_id, &h);
+    if (rc == 0)
+        rc = wf_handler_wait(h, -1, &result);
+    if (rc == 0) {
+        code = cli_print_result("runs", result);
+        goto out;
+    }
+    memset(&in, 0, sizeof in);
+    if (wf_store_get_run(st, run_id, &in) == 0 && in.status < WF_STORE_DONE) {
+        cli_err("runs", "waiting for input again: run '%s' is kept in the store", run_id);
+        code = EXIT_WAITING;
+    } else {
+        code = cli_print_stored("runs", ex, wf, run_id);
+    }
+    wf_store_run_info_clear(&in);
+out:
+    wf_event_release(result);
+    wf_handler_free(h);
+    wf_event_release(ev);
+    wf_executor_free(ex);
+    wf_free(msg);
+    wf_plugin_free(plugin);
+    return code;
+}
+
 /* --------------------------------------------------------------- main */
 
 typedef struct runs_opts {
-    const char *status;
+    const char *status, *event;
     long limit, journal;
     int json;
 } runs_opts;
@@ -532,6 +711,9 @@ static int runs_opt(int c, const char *arg, void *user)
     case 'j':
         o->json = 1;
         return 0;
+    case 'e':
+        o->event = arg;
+        return 0;
     }
     return -1;
 }
@@ -543,24 +725,31 @@ int cmd_runs(int argc, char **argv)
                                          {"limit", required_argument, NULL, 'n'},
                                          {"journal", required_argument, NULL, 'J'},
                                          {"json", no_argument, NULL, 'j'},
+                                         {"event", required_argument, NULL, 'e'},
+                                         CLI_OPT_THREADS,
                                          CLI_OPT_HELP,
                                          {NULL, 0, NULL, 0}};
-    runs_opts ro = {NULL, 0, 20, 0};
+    runs_opts ro = {NULL, NULL, 0, 20, 0};
     cli_opts co;
     cli_opts_init(&co);
-    int rc = cli_getopt("runs", argc, argv, "h", opts, &co, runs_opt, &ro, usage, 1, 2);
+    int rc = cli_getopt("runs", argc, argv, "he:t:", opts, &co, runs_opt, &ro, usage, 1, 3);
     if (rc != CLI_CONTINUE)
         return rc;
     const char *sub = argv[optind];
     const char *run_id = optind + 1 < argc ? argv[optind + 1] : NULL;
     int list = strcmp(sub, "list") == 0, show = strcmp(sub, "show") == 0,
-        cancel = strcmp(sub, "cancel") == 0;
-    if (!list && !show && !cancel) {
-        if (strcmp(sub, "respond") == 0)
-            cli_err("runs", "respond is not available yet: answering a waiting run in a store "
-                            "needs the engine's store integration");
-        else
-            cli_err("runs", "unknown subcommand '%s' (list, show or cancel)", sub);
+        cancel = strcmp(sub, "cancel") == 0, respond = strcmp(sub, "respond") == 0;
+    if (!list && !show && !cancel && !respond) {
+        cli_err("runs", "unknown subcommand '%s' (list, show, cancel or respond)", sub);
+        return EXIT_USAGE;
+    }
+    const char *plugin_path = optind + 2 < argc ? argv[optind + 2] : NULL;
+    if (respond && (plugin_path == NULL || ro.event == NULL)) {
+        cli_err("runs", "respond wants RUN_ID PLUGIN.so and --event JSON");
+        return EXIT_USAGE;
+    }
+    if (!respond && plugin_path) {
+        usage(stderr);
         return EXIT_USAGE;
     }
     if (list && run_id) {
@@ -585,8 +774,10 @@ int cmd_runs(int argc, char **argv)
         rc = cmd_list(st, mask, ro.limit, ro.json);
     else if (show)
         rc = cmd_show(st, run_id, ro.journal);
-    else
+    else if (cancel)
         rc = cmd_cancel(st, run_id);
+    else
+        rc = cmd_respond(st, run_id, plugin_path, ro.event, co.threads);
     wf_store_free(st);
     if (fflush(stdout) != 0 && rc == EXIT_DONE) {
         cli_err("runs", "writing: %s", strerror(errno));
