@@ -217,7 +217,8 @@ typedef struct wf__step_state {
 typedef struct wf__run {
     _Atomic uint32_t refs;
     _Atomic uint32_t engine;
-    _Atomic int ended; /* 0 -> 1 exactly once */
+    _Atomic int ended;   /* 0 -> 1 exactly once */
+    int stream_internal; /* fields are ordered to leave no padding (see PERFORMANCE.md) */
     uint64_t id;
     int64_t obs_t0; /* RUN_START time when observed, else 0 */
     struct wf_executor *ex;
@@ -231,8 +232,8 @@ typedef struct wf__run {
 
     /* the outcome: written by the one that ended the run, then published under mu */
     int status; /* wf_run_status, under mu */
-    wf_event *result;
     int err_code;
+    wf_event *result;
     char *err_step;
     char *err_msg;
 
@@ -243,13 +244,12 @@ typedef struct wf__run {
     uint32_t scap;
     uint32_t shead;
     uint32_t scount;
-    wf_event *terminal;
     int terminal_given;
+    wf_event *terminal;
     int reader_busy;
     int sleepers;
     _Atomic uint64_t dropped;
     _Atomic uint64_t unhandled;
-    int stream_internal;
     char *traceparent; /* wf_run_params.traceparent, copied; for RUN_START */
     wf_done_fn on_done;
     void *on_done_user;
