@@ -664,8 +664,10 @@ start_worker() {
         "$WF" batch "$WF_TP" gate --timeout none --inputs "$T/in.jsonl" --store "$T/b.db" --out "$T/out1.jsonl" 2> "$T/err" &
         pid=$!
         # until the store has all three: a and line-3 done, b in flight
+        # (running, or waiting for its event once a checkpoint saw it idle)
         until [ "$("$WF" runs list --store "$T/b.db" --json --status done 2>/dev/null | wc -l)" -eq 2 ] &&
-              "$WF" runs list --store "$T/b.db" --json --status running 2>/dev/null | grep -q '"run_id":"b"'; do :; done
+              "$WF" runs list --store "$T/b.db" --json 2>/dev/null |
+                  grep -Eq '"run_id":"b","workflow":"gate","status":"(running|waiting)"'; do :; done
         kill -"$sig" "$pid"
         st=0; wait "$pid" || st=$?
         [ "$st" -ne 0 ]
