@@ -52,6 +52,10 @@ int cli_parse_count(const char *s, long min, long max, long *out);
  */
 extern atomic_int cli_interrupted;
 int cli_signals_start(void (*fn)(void *user), void *user);
+/* For commands that serve until stopped: cli_stop_signal is the function to
+ * give cli_signals_start; cli_stop_wait blocks until it has been called. */
+void cli_stop_signal(void *user);
+void cli_stop_wait(void);
 void cli_signals_stop(void);
 
 /*

@@ -346,3 +346,24 @@ int cli_print_stored(const char *cmd, wf_executor *ex, wf_workflow *wf, const ch
     wf_event_release(result);
     return code;
 }
+
+static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
+static int stop_flag;
+
+void cli_stop_signal(void *user)
+{
+    (void)user;
+    pthread_mutex_lock(&stop_lock);
+    stop_flag = 1;
+    pthread_cond_signal(&stop_cond);
+    pthread_mutex_unlock(&stop_lock);
+}
+
+void cli_stop_wait(void)
+{
+    pthread_mutex_lock(&stop_lock);
+    while (!stop_flag)
+        pthread_cond_wait(&stop_cond, &stop_lock);
+    pthread_mutex_unlock(&stop_lock);
+}

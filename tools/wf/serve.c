@@ -35,19 +35,6 @@ static void usage(FILE *to)
             CLI_HELP_THREADS("          "));
 }
 
-static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
-static int stop_flag;
-
-static void on_signal(void *user)
-{
-    (void)user;
-    pthread_mutex_lock(&stop_lock);
-    stop_flag = 1;
-    pthread_cond_signal(&stop_cond);
-    pthread_mutex_unlock(&stop_lock);
-}
-
 typedef struct serve_opts {
     wf_server_params *sp;
     const char *listen, *ui;
@@ -145,7 +132,7 @@ int cmd_serve(int argc, char **argv)
     }
     sp.plugins = plugins;
     sp.n_plugins = (size_t)n;
-    if (cli_signals_start(on_signal, NULL) < 0) {
+    if (cli_signals_start(cli_stop_signal, NULL) < 0) {
         cli_err("serve", "cannot start the signal thread");
         goto done;
     }
@@ -160,10 +147,7 @@ int cmd_serve(int argc, char **argv)
     fflush(stdout);
     if (sp.ui_dir == NULL)
         cli_err("serve", "no debugger UI (--ui DIR): / shows how to install it");
-    pthread_mutex_lock(&stop_lock);
-    while (!stop_flag)
-        pthread_cond_wait(&stop_cond, &stop_lock);
-    pthread_mutex_unlock(&stop_lock);
+    cli_stop_wait();
     ex_code = EXIT_DONE;
 done:
     wf_server_free(srv);

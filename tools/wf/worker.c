@@ -38,19 +38,6 @@ static void usage(FILE *to)
         CLI_HELP_THREADS("          "));
 }
 
-static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
-static int stop_flag;
-
-static void on_signal(void *user)
-{
-    (void)user;
-    pthread_mutex_lock(&stop_lock);
-    stop_flag = 1;
-    pthread_cond_signal(&stop_cond);
-    pthread_mutex_unlock(&stop_lock);
-}
-
 typedef struct worker_opts {
     wf_cluster_params *p;
     const char *url;
@@ -133,7 +120,7 @@ int cmd_worker(int argc, char **argv)
         if (cli_load("worker", argv[optind + i], NULL, &plugins[i], &wf))
             goto done;
     }
-    if (cli_signals_start(on_signal, NULL) < 0) {
+    if (cli_signals_start(cli_stop_signal, NULL) < 0) {
         cli_err("worker", "cannot start the signal thread");
         goto done;
     }
@@ -176,10 +163,7 @@ int cmd_worker(int argc, char **argv)
     }
     printf("working: %zu workflows, %s, prefix %s\n", registered, wo.url, p.prefix);
     fflush(stdout);
-    pthread_mutex_lock(&stop_lock);
-    while (!stop_flag)
-        pthread_cond_wait(&stop_cond, &stop_lock);
-    pthread_mutex_unlock(&stop_lock);
+    cli_stop_wait();
     wf_cluster_stats st;
     wf_cluster_get_stats(c, &st);
     wf_cluster_free(c); /* the drain: runs in flight go back to the cluster */
