@@ -100,6 +100,23 @@ static void on_settled(int rc, uint64_t ticket, void *user)
     atomic_store(&((settled *)user)->rc, rc);
 }
 
+/* Pushes one run's end (run id, status, record) to the submitters: a batch of one. */
+static void push_result(wf_cluster *c, const char *run_id, int32_t status, const void *rec,
+                        size_t len)
+{
+    msgpack_sbuffer pb;
+    msgpack_sbuffer_init(&pb);
+    msgpack_packer pp;
+    msgpack_packer_init(&pp, &pb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pp, 1);
+    msgpack_pack_array(&pp, 3);
+    msgpack_pack_str_with_body(&pp, run_id, strlen(run_id));
+    msgpack_pack_uint32(&pp, (uint32_t)status);
+    msgpack_pack_bin_with_body(&pp, rec, len);
+    wf__cluster_push_results(c, pb.data, pb.size);
+    msgpack_sbuffer_destroy(&pb);
+}
+
 /* Puts the result durably: 0 once it is, or the write's error. */
 static int put_result(wf_cluster *c, const char *run_id, int32_t status, const char *message,
                       const void *stop, size_t stop_len)
@@ -135,17 +152,7 @@ static int put_result(wf_cluster *c, const char *run_id, int32_t status, const c
         rc = atomic_load(&s.rc);
     if (rc == 0) {
         /* pushed to the submitters (at most once: their wait also reads the store) */
-        msgpack_sbuffer pb;
-        msgpack_sbuffer_init(&pb);
-        msgpack_packer pp;
-        msgpack_packer_init(&pp, &pb, msgpack_sbuffer_write);
-        msgpack_pack_array(&pp, 1);
-        msgpack_pack_array(&pp, 3);
-        msgpack_pack_str_with_body(&pp, run_id, strlen(run_id));
-        msgpack_pack_uint32(&pp, (uint32_t)status);
-        msgpack_pack_bin_with_body(&pp, rec, rec_len);
-        wf__cluster_push_results(c, pb.data, pb.size);
-        msgpack_sbuffer_destroy(&pb);
+        push_result(c, run_id, status, rec, rec_len);
     }
     wf__free_mem(rec);
     return rc;
@@ -159,17 +166,7 @@ static void push_stored_result(wf_cluster *c, const char *run_id)
     size_t len = 0;
     if (wf_store_get_result(c->store, run_id, &status, &rec, &len) != 0)
         return;
-    msgpack_sbuffer pb;
-    msgpack_sbuffer_init(&pb);
-    msgpack_packer pp;
-    msgpack_packer_init(&pp, &pb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pp, 1);
-    msgpack_pack_array(&pp, 3);
-    msgpack_pack_str_with_body(&pp, run_id, strlen(run_id));
-    msgpack_pack_uint32(&pp, (uint32_t)status);
-    msgpack_pack_bin_with_body(&pp, rec, len);
-    wf__cluster_push_results(c, pb.data, pb.size);
-    msgpack_sbuffer_destroy(&pb);
+    push_result(c, run_id, status, rec, len);
     wf_free(rec);
 }
 
