@@ -542,23 +542,23 @@ static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls,
 /* Suspends c unless the server is stopping: 1 suspended (counted), 0 not. */
 int wf__srv_suspend(wf_server *s, struct MHD_Connection *c)
 {
-    atomic_fetch_add(&s->suspended, 1);
-    if (atomic_load(&s->no_suspend)) {
-        wf__srv_unsuspended(s);
-        return 0;
+    pthread_mutex_lock(&s->susp_lock);
+    int ok = !s->no_suspend;
+    if (ok) {
+        s->suspended++;
+        MHD_suspend_connection(c);
     }
-    MHD_suspend_connection(c);
-    return 1;
+    pthread_mutex_unlock(&s->susp_lock);
+    return ok;
 }
 
-/* A suspended connection is back in one of our callbacks (or closed), or was not suspended. */
+/* A suspended connection is back in one of our callbacks (or closed). */
 void wf__srv_unsuspended(wf_server *s)
 {
-    if (atomic_fetch_sub(&s->suspended, 1) == 1 && atomic_load(&s->no_suspend)) {
-        pthread_mutex_lock(&s->susp_lock); /* the shutdown waits under it for 0 */
+    pthread_mutex_lock(&s->susp_lock);
+    if (--s->suspended == 0)
         pthread_cond_broadcast(&s->susp_cond);
-        pthread_mutex_unlock(&s->susp_lock);
-    }
+    pthread_mutex_unlock(&s->susp_lock);
 }
 
 /* ------------------------------------------------------------ the server */
@@ -725,11 +725,13 @@ void wf_server_free(wf_server *s)
     atomic_store(&s->stopping, 1);
     if (s->d) {
         MHD_socket ls = MHD_quiesce_daemon(s->d); /* ours to close, after the stop */
-        atomic_store(&s->no_suspend, 1);
+        pthread_mutex_lock(&s->susp_lock);
+        s->no_suspend = 1;
+        pthread_mutex_unlock(&s->susp_lock);
         cancel_all(s); /* ends the runs: their ends resume what waits for them */
         /* MHD_stop_daemon aborts with a connection still suspended: wait for them */
         pthread_mutex_lock(&s->susp_lock);
-        while (atomic_load(&s->suspended)) {
+        while (s->suspended) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 1;

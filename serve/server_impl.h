@@ -105,17 +105,12 @@ struct wf_server {
      * Connections suspended and not yet back in a callback of ours: the
      * shutdown waits for 0 before MHD_stop_daemon, which aborts the process
      * if any is left suspended. After no_suspend, nothing is suspended.
-     * Atomics, not a lock: every POST /run suspends and comes back, and one
-     * mutex for both was the server's most contended (strace: a futex call
-     * per request). A suspender counts itself before it looks at
-     * no_suspend, the shutdown sets no_suspend before it looks at the count
-     * (both seq_cst): one of the two sees the other. susp_lock and
-     * susp_cond only let the shutdown sleep until the count reaches 0.
+     * Guarded by susp_lock (a leaf: taken under a record's lock too).
      */
     pthread_mutex_t susp_lock;
     pthread_cond_t susp_cond;
-    atomic_size_t suspended;
-    atomic_int no_suspend;
+    size_t suspended;
+    int no_suspend;
 };
 
 /* A request being read (its body, up to the limit). */
