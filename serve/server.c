@@ -668,15 +668,9 @@ int wf_server_new(wf_server **out, const wf_server_params *p, char **message)
      * Suspended ones (a waiting POST .../run, a stream reader) do not time
      * out.
      */
-    /*
-     * MHD_USE_TURBO: reads and writes a socket before asking epoll whether
-     * it is ready (a system call less per request when it is, as under
-     * load), and no shutdown() before close.
-     */
     long cores = p->http_threads ? (long)p->http_threads : sysconf(_SC_NPROCESSORS_ONLN);
     s->d = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_TURBO,
-        p->port, NULL,
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC, p->port, NULL,
         NULL, access_cb, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cores > 1 ? cores : 1),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(p->max_connections ? p->max_connections : 2048),
