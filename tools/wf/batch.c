@@ -87,6 +87,7 @@ typedef struct tstate {
     long owed;
     int in_fill;
     long stash; /* slots of runs that ended here, not filled yet (on_done) */
+    char *arena; /* this thread's jansson arena (jar_begin), freed with the tstate */
 } tstate;
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER; /* out_fd writes, tstates list */
@@ -365,12 +366,12 @@ static void jar_free(void *p)
     free(p);
 }
 
-/* Starts a parse on this thread: jansson's allocations go to the arena. */
-static void jar_begin(void)
+/* Starts a parse on thread t: jansson's allocations go to the arena. */
+static void jar_begin(tstate *t)
 {
     if (!JSON_ARENA)
         return;
-    if (jar.base == NULL && (jar.base = malloc(ARENA_BYTES)) == NULL)
+    if (jar.base == NULL && (jar.base = t->arena = malloc(ARENA_BYTES)) == NULL)
         return; /* malloc as usual */
     jar.used = 0;
     jar.on = 1;
@@ -437,7 +438,7 @@ static int parse_line(tstate *t, const char *s, size_t n, uint64_t line)
         memcpy(j->id, t->prev_id, t->prev_idlen);
     } else {
         char *msg = NULL;
-        jar_begin();
+        jar_begin(t);
         json_t *obj = wf__json_load(s, n, &msg);
         int rc = obj ? wf__json_start(g.wf, obj, &start, &msg) : WF_EFORMAT;
         if (rc < 0) {
@@ -1402,9 +1403,11 @@ out:
         }
         wf_event_release(t->prev_ev);
         free(t->prev);
+        free(t->arena);
         free(t);
     }
     my_ts = NULL;
+    jar.base = NULL; /* freed with its tstate */
     for (block *b = feed.head, *n; b; b = n) {
         n = b->next;
         free_block(b);
