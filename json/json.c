@@ -112,6 +112,19 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return 0;
 }
 
+/*
+ * Whether none of the 8 bytes in x needs escaping or is outside ASCII:
+ * none is below 0x20, '"', '\\' or 0x80 and up (the exact "has a byte
+ * less than n" and "has a zero byte" word tests).
+ */
+static inline int plain8(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t q = x ^ (ones * '"'), k = x ^ (ones * '\\');
+    uint64_t bad = ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((k - ones) & ~k) | x;
+    return (bad & high) == 0;
+}
+
 int wf_json_write_string(wf_json_buf *b, const char *str, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
@@ -123,6 +136,18 @@ int wf_json_write_string(wf_json_buf *b, const char *str, size_t len)
     *o++ = '"';
     size_t i = 0;
     while (i < len) {
+        /* 8 bytes at a time while none needs escaping or is past ASCII (most text) */
+        while (i + 8 <= len) {
+            uint64_t x;
+            memcpy(&x, s + i, 8);
+            if (!plain8(x))
+                break;
+            memcpy(o, &x, 8);
+            o += 8;
+            i += 8;
+        }
+        if (i == len)
+            break;
         unsigned c = s[i];
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
             *o++ = (char)c;

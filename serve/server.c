@@ -63,12 +63,17 @@ static void iso_time(double t, char out[64])
     memcpy(p, "+00:00", 7);
 }
 
-/* A 10-character id of [A-Za-z0-9], as the reference's nanoid. */
+/*
+ * A 10-character id of [A-Za-z0-9], as the reference's nanoid. The random
+ * bytes come from a per-thread buffer refilled 256 bytes at a time: one
+ * getrandom() call per request showed in POST /run's profile.
+ */
 void wf__srv_new_id(char out[11])
 {
     static const char alphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    unsigned char r[32];
-    size_t n = 0, used = sizeof r;
+    static _Thread_local unsigned char r[256];
+    static _Thread_local size_t used = sizeof r;
+    size_t n = 0;
     while (n < 10) {
         if (used == sizeof r) {
             if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
@@ -519,6 +524,16 @@ static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
+/*
+ * Bytes of libmicrohttpd's per-connection memory pool: the request line and
+ * headers, the read buffer and the response headers (bodies are copied out
+ * by access_cb). libmicrohttpd zeroes the whole pool between two requests
+ * of a keep-alive connection: at its default of 32 KiB that memset was 6%
+ * of the server's CPU under POST /run (docs/PERFORMANCE.md). Request
+ * headers beyond it are refused with 431.
+ */
+#define CONN_POOL_BYTES (16u * 1024u)
+
 /* Seconds an idle connection stays open (see the daemon's start). */
 #define IDLE_TIMEOUT_S 10
 
@@ -655,12 +670,13 @@ int wf_server_new(wf_server **out, const wf_server_params *p, char **message)
      */
     long cores = p->http_threads ? (long)p->http_threads : sysconf(_SC_NPROCESSORS_ONLN);
     s->d = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC, p->port, NULL,
-        NULL, access_cb, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cores > 1 ? cores : 1),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(p->max_connections ? p->max_connections : 2048),
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
-        completed_cb, s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024U, MHD_OPTION_END);
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC, p->port, NULL, NULL,
+        access_cb, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)(cores > 1 ? cores : 1), MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(p->max_connections ? p->max_connections : 2048),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_POOL_BYTES, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024U, MHD_OPTION_END);
     if (s->d == NULL) {
         rc = fail(message, WF_ENOTFOUND, "cannot listen on %s:%u", p->host, (unsigned)p->port);
         goto err;

@@ -64,9 +64,17 @@ static int write_envelope(wf_json_buf *b, const wf_event *ev, const char *plugin
         *qn_off = (uint32_t)b->len;
     wf__srv_put(b, ",\"qualified_name\":");
     int which;
+    const char *pre = wf__srv_is_builtin(t, &which) ? "workflows.events" : plugin;
+    const char *name = wf_event_type_name(t);
+    size_t pl = strlen(pre), nl = strlen(name);
     char qn[320];
-    snprintf(qn, sizeof qn, "%s.%s", wf__srv_is_builtin(t, &which) ? "workflows.events" : plugin,
-             wf_event_type_name(t));
+    if (pl + 1 + nl < sizeof qn) { /* no snprintf: one per streamed event */
+        memcpy(qn, pre, pl);
+        qn[pl] = '.';
+        memcpy(qn + pl + 1, name, nl + 1);
+    } else {
+        snprintf(qn, sizeof qn, "%s.%s", pre, name);
+    }
     wf__srv_put_str(b, qn);
     wf__srv_put(b, "}");
     return b->oom ? WF_ENOMEM : 0;
