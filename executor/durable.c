@@ -135,6 +135,9 @@ void wf__drun_free(wf__drun *d)
         return;
     pthread_mutex_destroy(&d->m);
     pthread_mutex_destroy(&d->sm);
+    for (uint32_t i = 0; i < d->nheld; i++)
+        wf_event_release(d->held[i]);
+    wf__free_mem(d->held);
     wf__free_mem(d->sbuf);
     wf__free_mem(d->soff);
     wf__free_mem(d->run_id);
@@ -258,6 +261,114 @@ static int journal_send(wf__drun *d, const wf_event *ev, const char *target)
     return rc;
 }
 
+/* --------------------------------------------------- held outside events */
+
+/*
+ * An event sent from outside that no step accepts is for a waiter
+ * (wait_for_event). When none waits for it yet, e.g. the run was recovered
+ * from a checkpoint cut before its step waited and the step has not run
+ * again yet, the run holds it (d->held, under run->collect_lock) instead of
+ * dropping it as unhandled: a new waiter takes it (wait.c). While a run
+ * holds events its checkpoints are not written (one would cover their send
+ * records, and the held events are not in the cut), so a crash meanwhile
+ * delivers them again. Once the run has nothing left to run (no step can
+ * still wait for them) or it ends, what it holds is reported unconsumed
+ * (a warning naming the run and the type; then routed as unhandled:
+ * wf_handler_unhandled, the UnhandledEvent notification) and dropped.
+ */
+static int hold_if_unrouted(wf__drun *d, wf__run *run, wf_event *ev)
+{
+    const wf_event_type *t = ev->type;
+    if (d->store == NULL || t->reg != run->wf->reg || t->is_stop || t->is_input)
+        return 0;
+    const uint32_t *steps;
+    uint32_t n;
+    uint32_t scratch[4];
+    wf__workflow_route(run->wf, t, &steps, &n, scratch, 4);
+    if (n != 0)
+        return 0;
+    int held = 0;
+    pthread_mutex_lock(&run->collect_lock);
+    int waited = 0;
+    for (wf__waiter *w = run->waiters; w && !waited; w = w->next)
+        waited = w->state == W_WAITING && w->type == t && wf__waiter_req_match(w->req, ev);
+    if (!waited && !wf__run_ended(run)) {
+        if (d->nheld == d->capheld) {
+            uint32_t nc = d->capheld ? d->capheld * 2 : 4;
+            wf_event **x = wf__realloc(d->held, nc * sizeof *x);
+            if (x) {
+                d->held = x;
+                d->capheld = nc;
+            }
+        }
+        if (d->nheld < d->capheld) { /* else out of memory: routed (reported unhandled) */
+            d->held[d->nheld++] = ev;
+            held = 1;
+        }
+    }
+    pthread_mutex_unlock(&run->collect_lock);
+    return held;
+}
+
+int wf__durable_deliver(wf__drun *d, wf__run *run, wf_event *ev, const char *target)
+{
+    if (target == NULL && hold_if_unrouted(d, run, ev))
+        return 0;
+    return wf__send_outside(run, ev, target);
+}
+
+wf_event *wf__durable_take_held(wf__run *run, const wf_event_type *type, wf_value req)
+{
+    wf__drun *d = run->dur;
+    for (uint32_t i = 0; i < d->nheld; i++) {
+        wf_event *ev = d->held[i];
+        if (ev->type != type || !wf__waiter_req_match(req, ev))
+            continue;
+        memmove(&d->held[i], &d->held[i + 1], (d->nheld - i - 1) * sizeof *d->held);
+        d->nheld--;
+        return ev;
+    }
+    return NULL;
+}
+
+/* 1 if d's run holds events (checkpoint thread, run end). */
+static int holds_events(wf__drun *d, wf__run *run)
+{
+    pthread_mutex_lock(&run->collect_lock);
+    int n = d->nheld != 0;
+    pthread_mutex_unlock(&run->collect_lock);
+    return n;
+}
+
+/*
+ * What d's run holds is reported unconsumed and dropped: routed as an
+ * event nobody handles when the run goes on (routed == 1), counted
+ * unhandled when it ended.
+ */
+static void drop_held(wf__drun *d, wf__run *run, int routed)
+{
+    pthread_mutex_lock(&run->collect_lock);
+    wf_event **evs = d->held;
+    uint32_t n = d->nheld;
+    d->held = NULL;
+    d->nheld = d->capheld = 0;
+    pthread_mutex_unlock(&run->collect_lock);
+    for (uint32_t i = 0; i < n; i++) {
+        wf__log(d->ex, WF_LOG_WARN,
+                "durable run '%s': event %s sent from outside was not consumed: no step accepts "
+                "it and no step waited for it %s",
+                d->run_id, evs[i]->type->name,
+                routed ? "before the run had nothing left to run" : "before the run ended");
+        if (routed) {
+            (void)wf__send_outside(run, evs[i], NULL);
+        } else {
+            atomic_fetch_add(&run->unhandled, 1);
+            wf_event_release(evs[i]);
+        }
+    }
+    wf__free_mem(evs);
+}
+
 /* -------------------------------------------------------- attaching */
 
 void wf_durable_params_init(wf_durable_params *p)
@@ -345,6 +456,15 @@ static int checkpoint_one(wf__drun *d, wf__run *run, int force, uint32_t idle_ms
         return 0;
     }
     pthread_mutex_lock(&d->m);
+    if (WF__UNLIKELY(holds_events(d, run))) {
+        if (!run_waits_outside(run)) {
+            /* a step may still wait for them: no checkpoint covers their sends yet */
+            d->skip = 0;
+            pthread_mutex_unlock(&d->m);
+            return 0;
+        }
+        drop_held(d, run, 1);
+    }
     if (!wf__run_ended(run)) {
         void *b = NULL;
         size_t len = 0;
@@ -643,9 +763,11 @@ int wf__durable_end(wf__run *run, int status, wf_event *result, int code, const 
     pthread_mutex_unlock(&ex->runs_lock);
     if ((closing || atomic_load(&d->releasing)) && status == WF_RUN_CANCELLED) {
         /* shutdown: the run stays in flight for the next process; idle release: it is released */
-        drun_retire(d);
+        drun_retire(d); /* what it holds is delivered again from the journal (no checkpoint covers it) */
         return 0;
     }
+    if (WF__UNLIKELY(holds_events(d, run)))
+        drop_held(d, run, 0);
     pending_end *p = wf__calloc(1, sizeof *p);
     void *data = NULL;
     size_t len = 0;
@@ -711,7 +833,7 @@ int wf__durable_send(wf__run *run, wf_event *ev, const char *target)
         return wf__set_error(rc, "durable run '%s': the event could not be journaled: %s",
                              d->run_id, wf_err_name(rc));
     }
-    rc = wf__send_outside(run, ev, target);
+    rc = wf__durable_deliver(d, run, ev, target);
     pthread_mutex_unlock(&d->m);
     return rc;
 }

@@ -1226,3 +1226,264 @@ Test(durable, send_to_a_run_another_process_owns, .timeout = 60)
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: %d", WEXITSTATUS(st));
     kenv_close(&e, 1);
 }
+
+/* ------------------------------------------- events sent before the wait */
+
+/*
+ * The asker: Start{nowait} -> ask: passes the gate (closed: it waits until
+ * the test opens it), then, unless nowait, waits for HAnswer{v} (sent by
+ * run id) and stops with v; with nowait it stops with -1 at once. HStray:
+ * an event no step accepts and no step waits for.
+ */
+static const wf_event_type *H_START, *H_ANSWER, *H_STRAY;
+static pthread_mutex_t g_gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_gate_cv = PTHREAD_COND_INITIALIZER;
+static int g_gate = 0;     /* 1: closed */
+static int g_gate_in = 0;  /* invocations waiting at the gate */
+
+static void gate_set(int closed)
+{
+    pthread_mutex_lock(&g_gate_mu);
+    g_gate = closed;
+    pthread_cond_broadcast(&g_gate_cv);
+    pthread_mutex_unlock(&g_gate_mu);
+}
+
+static int h_ask(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    pthread_mutex_lock(&g_gate_mu);
+    g_gate_in++;
+    pthread_cond_broadcast(&g_gate_cv);
+    while (g_gate)
+        pthread_cond_wait(&g_gate_cv, &g_gate_mu);
+    g_gate_in--;
+    pthread_mutex_unlock(&g_gate_mu);
+    const wf_registry *reg = wf_workflow_registry(wf_ctx_workflow(ctx));
+    if (geti(in, "nowait") == 1)
+        return wf_event_new_stop(out, reg, NULL, wf_value_int(-1));
+    wf_event *got = NULL;
+    int rc = wf_ctx_wait_for_event(ctx, H_ANSWER, wf_value_nil(), NULL, NULL, WF_NO_TIMEOUT, &got);
+    if (rc == WF_SUSPEND || rc < 0)
+        return rc;
+    int64_t v = geti(got, "v");
+    wf_event_release(got);
+    return wf_event_new_stop(out, reg, NULL, wf_value_int(v));
+}
+
+static wf_workflow *asker_wf(void)
+{
+    wf_workflow *wf;
+    if (wf_workflow_new(&wf, "asker", NULL) < 0)
+        return NULL;
+    H_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    const wf_event_type *stop = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    wf_workflow_event_type(wf, "HAnswer", NULL, &H_ANSWER);
+    wf_workflow_event_type(wf, "HStray", NULL, &H_STRAY);
+    int rc = add(wf, "ask", h_ask, H_START, NULL, stop, NULL);
+    wf_workflow_set_validation(wf, 0); /* HAnswer and HStray come from outside */
+    wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
+    return rc ? NULL : wf;
+}
+
+static wf_event *h_start(int nowait)
+{
+    wf_event *e = NULL;
+    cr_assert_eq(wf_event_new1(&e, H_START, "nowait", wf_value_int(nowait)), 0);
+    return e;
+}
+
+static wf_event *h_ev(const wf_event_type *t, int64_t v)
+{
+    wf_event *e = NULL;
+    cr_assert_eq(wf_event_new1(&e, t, "v", wf_value_int(v)), 0);
+    return e;
+}
+
+static wf_executor *h_exec(wf_store *s)
+{
+    wf_executor *ex = new_exec(2);
+    cr_assert_not_null(ex);
+    wf_durable_params dp;
+    wf_durable_params_init(&dp);
+    dp.checkpoint_ms = 5;
+    cr_assert_eq(wf_executor_attach_store(ex, s, &dp), 0);
+    return ex;
+}
+
+/* The result of run id: waited for in memory, or from the store once it has left memory. */
+static int64_t h_result(wf_executor *ex, wf_workflow *wf, const char *id)
+{
+    wf_handler *h;
+    wf_event *res = NULL;
+    wf_run_status st = WF_RUN_DONE;
+    if (wf_handler_open(ex, id, &h) == 0) {
+        cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+        wf_handler_free(h);
+    } else {
+        cr_assert_eq(wf_durable_result(ex, wf, id, &st, &res), 0);
+    }
+    cr_assert_eq(st, WF_RUN_DONE);
+    int64_t r = -99;
+    wf_value_get_int(wf_event_result(res), &r);
+    wf_event_release(res);
+    return r;
+}
+
+static uint64_t h_unhandled(wf_executor *ex, const char *id)
+{
+    wf_handler *h;
+    cr_assert_eq(wf_handler_open(ex, id, &h), 0);
+    uint64_t n = wf_handler_unhandled(h);
+    wf_handler_free(h);
+    return n;
+}
+
+typedef struct send_scan {
+    int answers; /* HAnswer SEND records seen */
+} send_scan;
+
+static int scan_sends(uint64_t seq, uint32_t kind, const void *data, size_t len, void *user)
+{
+    (void)seq;
+    send_scan *sc = user;
+    /* a SEND record: u16 target length (0xffff: none), then [type name, {fields}] */
+    if (kind == WF_STORE_REC_SEND && len > 2 && memmem(data, len, "HAnswer", 7))
+        sc->answers++;
+    return 0;
+}
+
+/* The answer's record is after run id's last committed checkpoint: a recovery delivers it. */
+static void answer_after_checkpoint(wf_store *s, const char *id)
+{
+    cr_assert_eq(wf_store_flush(s), 0);
+    void *ck = NULL;
+    size_t len = 0;
+    uint64_t from = 0;
+    int rc = wf_store_get_checkpoint(s, id, &ck, &len, &from);
+    cr_assert(rc == 0 || rc == WF_ENOTFOUND, "%s", wf_err_name(rc));
+    wf_free(ck);
+    send_scan sc = {0};
+    cr_assert_eq(wf_store_read_journal(s, id, rc == 0 ? from : 0, 0, scan_sends, &sc, NULL), 0);
+    cr_assert_eq(sc.answers, 1, "run %s: a checkpoint covers the held answer", id);
+}
+
+/*
+ * A run recovered from a checkpoint cut before its step waited: the step
+ * runs again and waits again, but the answer (journaled before the crash,
+ * delivered again by the recovery, or sent by id after it) comes first.
+ * It is held by the run until the wait takes it, never dropped; the gate
+ * keeps the step from waiting until the test has checked that (no sleeps).
+ */
+Test(durable, an_answer_sent_before_the_step_waits_again_is_held, .timeout = 60)
+{
+    tdir t;
+    tdir_make(&t);
+    wf_workflow *wf = asker_wf();
+    cr_assert_not_null(wf);
+    int up[2];
+    cr_assert_eq(pipe(up), 0);
+    gate_set(1);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        wf_store *s = open_store(t.db, "held");
+        if (s == NULL)
+            _exit(10);
+        wf_executor *ex = h_exec(s);
+        wf_handler *h;
+        if (wf_run_start_durable(ex, wf, NULL, "r1", h_start(0), NULL, &h, NULL) < 0)
+            _exit(11);
+        wf_handler_free(h);
+        if (wf_run_start_durable(ex, wf, NULL, "r2", h_start(0), NULL, &h, NULL) < 0)
+            _exit(12);
+        wf_handler_free(h);
+        /* a checkpoint of r1 with its step not waiting yet (it is held at the gate) */
+        void *ck = NULL;
+        size_t len;
+        while (wf_store_get_checkpoint(s, "r1", &ck, &len, NULL) == WF_ENOTFOUND)
+            sched_yield(); /* polls the store until the checkpoint thread wrote one */
+        wf_free(ck);
+        /* r1's answer is journaled before the crash; r2's comes after the recovery */
+        if (wf_durable_send(ex, "r1", h_ev(H_ANSWER, 7), NULL) < 0 || wf_store_flush(s) < 0)
+            _exit(13);
+        char b = 1;
+        if (write(up[1], &b, 1) != 1)
+            _exit(14);
+        for (;;)
+            pause(); /* killed here, the steps still at the gate */
+    }
+    char b;
+    cr_assert_eq(read(up[0], &b, 1), 1);
+    kill(pid, SIGKILL);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFSIGNALED(st), "the child ended by itself: %d", WEXITSTATUS(st));
+
+    wf_store *s = open_store(t.db, "held"); /* the same owner: its runs are ours to recover */
+    cr_assert_not_null(s);
+    wf_executor *ex = h_exec(s);
+    wf_recover_info ri;
+    cr_assert_eq(wf_executor_recover(ex, &wf, 1, &ri, NULL), 0);
+    cr_assert_eq(ri.resumed, 2);
+    /* r1's answer was delivered again by the recovery, before its step waits again */
+    cr_assert_eq(h_unhandled(ex, "r1"), 0, "the answer was dropped as unhandled");
+    cr_assert_eq(wf_durable_send(ex, "r2", h_ev(H_ANSWER, 8), NULL), 0);
+    cr_assert_eq(h_unhandled(ex, "r2"), 0, "the answer was dropped as unhandled");
+    /* held, and durable as such: no checkpoint covers the answers while the runs hold them */
+    answer_after_checkpoint(s, "r1");
+    answer_after_checkpoint(s, "r2");
+    gate_set(0); /* the steps wait now, and the held answers answer them */
+    cr_assert_eq(h_result(ex, wf, "r1"), 7);
+    cr_assert_eq(h_result(ex, wf, "r2"), 8);
+    wf_executor_free(ex);
+    wf_store_free(s);
+    wf_workflow_free(wf);
+    rm_dir(t.dir);
+}
+
+/*
+ * What nobody ever waits for is not lost silently either: held while a
+ * step could still wait for it, then reported unconsumed (counted
+ * unhandled, a warning in the log) once the run has nothing left to run,
+ * or when it ends.
+ */
+Test(durable, an_event_nobody_waits_for_is_reported_unconsumed, .timeout = 60)
+{
+    tdir t;
+    tdir_make(&t);
+    wf_workflow *wf = asker_wf();
+    cr_assert_not_null(wf);
+    wf_store *s = open_store(t.db, "stray");
+    cr_assert_not_null(s);
+    wf_executor *ex = h_exec(s);
+    wf_handler *h;
+    /* 1. the run ends while it holds the stray event */
+    gate_set(1);
+    cr_assert_eq(wf_run_start_durable(ex, wf, NULL, "ends", h_start(1), NULL, &h, NULL), 0);
+    cr_assert_eq(wf_durable_send(ex, "ends", h_ev(H_STRAY, 1), NULL), 0);
+    cr_assert_eq(wf_handler_unhandled(h), 0, "held while its step runs");
+    gate_set(0);
+    wf_event *res = NULL;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    wf_event_release(res);
+    cr_assert_eq(wf_handler_unhandled(h), 1, "reported when the run ended");
+    wf_handler_free(h);
+    /* 2. the run waits for its answer: nothing left to run, the stray event is reported */
+    cr_assert_eq(wf_run_start_durable(ex, wf, NULL, "waits", h_start(0), NULL, &h, NULL), 0);
+    cr_assert_eq(wf_durable_send(ex, "waits", h_ev(H_STRAY, 2), NULL), 0);
+    while (wf_handler_unhandled(h) == 0)
+        sched_yield(); /* polls: the next checkpoint pass that finds the run waiting reports it */
+    cr_assert_eq(wf_handler_unhandled(h), 1);
+    cr_assert_eq(wf_durable_send(ex, "waits", h_ev(H_ANSWER, 9), NULL), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    int64_t r = -1;
+    wf_value_get_int(wf_event_result(res), &r);
+    cr_assert_eq(r, 9);
+    wf_event_release(res);
+    cr_assert_eq(wf_handler_unhandled(h), 1);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_store_free(s);
+    wf_workflow_free(wf);
+    rm_dir(t.dir);
+}
