@@ -40,6 +40,21 @@ WF__TLS struct wf__drun *wf__tls_durable;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static wf__drun **g_tab;
 static size_t g_cap, g_n;
+/* How many of the table's runs each executor has (wf_durable_in_memory), under g_lock. */
+typedef struct excount {
+    struct wf_executor *ex;
+    uint64_t n;
+} excount;
+static excount *g_exn;
+static size_t g_nexn, g_capexn;
+
+static excount *excount_find_locked(const struct wf_executor *ex)
+{
+    for (size_t i = 0; i < g_nexn; i++)
+        if (g_exn[i].ex == ex)
+            return &g_exn[i];
+    return NULL;
+}
 
 uint64_t wf__fnv(const void *p, size_t n, uint64_t h)
 {
@@ -56,6 +71,31 @@ static wf__drun *find_locked(const char *id, uint64_t h)
     return NULL;
 }
 
+/*
+ * The table's buckets become nc (g_lock held; nc 0: none). It grows at half
+ * full and shrinks when an eighth full, so 100,000 runs idle-released keep
+ * no table of their peak size.
+ */
+static int tab_resize_locked(size_t nc)
+{
+    wf__drun **nt = NULL;
+    if (nc) {
+        nt = wf__calloc(nc, sizeof *nt);
+        if (nt == NULL)
+            return WF_ENOMEM;
+    }
+    for (size_t i = 0; i < g_cap; i++)
+        for (wf__drun *x = g_tab[i], *nx; x; x = nx) {
+            nx = x->next;
+            x->next = nt[x->h & (nc - 1)];
+            nt[x->h & (nc - 1)] = x;
+        }
+    wf__free_mem(g_tab);
+    g_tab = nt;
+    g_cap = nc;
+    return 0;
+}
+
 /* Lists d: 0, WF_EEXIST when its id is in use, WF_ENOMEM. */
 int wf__drun_insert(wf__drun *d)
 {
@@ -64,23 +104,26 @@ int wf__drun_insert(wf__drun *d)
         pthread_mutex_unlock(&g_lock);
         return WF_EEXIST;
     }
-    if (g_n + 1 > g_cap / 2) {
-        size_t nc = g_cap ? g_cap * 2 : 64;
-        wf__drun **nt = wf__calloc(nc, sizeof *nt);
-        if (nt == NULL) {
+    excount *ec = excount_find_locked(d->ex);
+    if (ec == NULL && g_nexn == g_capexn) {
+        size_t nc = g_capexn ? g_capexn * 2 : 4;
+        excount *x = wf__realloc(g_exn, nc * sizeof *x);
+        if (x == NULL) {
             pthread_mutex_unlock(&g_lock);
             return WF_ENOMEM;
         }
-        for (size_t i = 0; i < g_cap; i++)
-            for (wf__drun *x = g_tab[i], *nx; x; x = nx) {
-                nx = x->next;
-                x->next = nt[x->h & (nc - 1)];
-                nt[x->h & (nc - 1)] = x;
-            }
-        wf__free_mem(g_tab);
-        g_tab = nt;
-        g_cap = nc;
+        g_exn = x;
+        g_capexn = nc;
     }
+    if (g_n + 1 > g_cap / 2 && tab_resize_locked(g_cap ? g_cap * 2 : 64) < 0) {
+        pthread_mutex_unlock(&g_lock);
+        return WF_ENOMEM;
+    }
+    if (ec == NULL) {
+        ec = &g_exn[g_nexn++];
+        *ec = (excount){d->ex, 0};
+    }
+    ec->n++;
     d->next = g_tab[d->h & (g_cap - 1)];
     g_tab[d->h & (g_cap - 1)] = d;
     d->listed = 1;
@@ -100,6 +143,19 @@ static void unlist_locked(wf__drun *d)
         }
     d->listed = 0;
     g_n--;
+    excount *ec = excount_find_locked(d->ex);
+    if (ec && --ec->n == 0) {
+        *ec = g_exn[--g_nexn];
+        if (g_nexn == 0) {
+            wf__free_mem(g_exn);
+            g_exn = NULL;
+            g_capexn = 0;
+        }
+    }
+    if (g_n == 0)
+        (void)tab_resize_locked(0);
+    else if (g_cap > 64 && g_n < g_cap / 8)
+        (void)tab_resize_locked(g_cap / 2); /* a quarter full after it; nothing if no memory */
 }
 
 wf__drun *wf__drun_new(const char *run_id, struct wf_executor *ex, wf_store *store)
@@ -602,6 +658,16 @@ out:
     for (size_t i = 0; i < n; i++)
         wf__run_release(ps[i].run);
     wf__free_mem(ps);
+    if (nidle) {
+        /*
+         * What the released runs left in the threads' block caches goes home
+         * (the workers flush as they park, the store's writer after the
+         * round this flush makes), so wf_alloc_trim can give their slabs back.
+         */
+        wf__alloc_flush_request();
+        (void)wf_store_flush(du->store);
+        wf__alloc_flush();
+    }
 }
 
 static void *checkpoint_main(void *arg)
@@ -979,11 +1045,9 @@ int wf__durable_know(wf__durable *du, wf_workflow *wf)
 
 uint64_t wf_durable_in_memory(wf_executor *ex)
 {
-    uint64_t n = 0;
     pthread_mutex_lock(&g_lock);
-    for (size_t i = 0; i < g_cap; i++)
-        for (wf__drun *d = g_tab[i]; d; d = d->next)
-            n += d->ex == ex;
+    excount *ec = excount_find_locked(ex);
+    uint64_t n = ec ? ec->n : 0;
     pthread_mutex_unlock(&g_lock);
     return n;
 }
