@@ -380,6 +380,18 @@ static int s_claim(void *self, const char *run_id, wf_store_run_info *info)
     return rc;
 }
 
+static int s_release_queued(void *self, const char *run_id, wf_store_done_fn done, void *user,
+                            uint64_t *ticket)
+{
+    sop *op = blob_op(OP_RELEASE, NULL, 0, done, user);
+    if (op == NULL)
+        return WF_ENOMEM;
+    int rc = queue_run_op(self, run_id, op, 1, NULL, ticket);
+    if (rc < 0)
+        wf__free_mem(op);
+    return rc;
+}
+
 static int s_release(void *self, const char *run_id)
 {
     sstore *s = self;
@@ -1023,6 +1035,7 @@ static const wf_store_ops sqlite_ops = {
     .read_journal = s_read_journal,
     .list = s_list,
     .free = s_free,
+    .release_queued = s_release_queued,
 };
 
 static char *default_owner(void)
