@@ -559,9 +559,15 @@ static int checkpoint_one(wf__drun *d, wf__run *run, int force, uint32_t idle_ms
 }
 
 /*
- * Idle release of the runs picked (each with a reference): 64 threads at
- * once, since wf_store_release waits for its commit round (which also
- * commits the run's last checkpoint, queued before it).
+ * Idle release of the runs picked (each with a reference). The release is
+ * queued after the run's last checkpoint (wf_store_release_queued) and the
+ * run leaves memory at once; the pass then commits the releases in one
+ * round (wf_store_flush). A send by id meanwhile finds the run not in
+ * memory and loads it: its claim is queued after the release, so it sees
+ * the run released and its checkpoint committed. A crash before the round
+ * leaves the run in flight with this owner's lease: the next process
+ * recovers it. Up to 64 threads at once, for a store without queued
+ * releases (each wf_store_release waits for its round).
  */
 typedef struct pick {
     wf__drun *d;
@@ -575,13 +581,38 @@ typedef struct release_job {
     atomic_uint released;
 } release_job;
 
+/* A queued release's outcome (writer thread): a failure is logged, the run left memory anyway. */
+typedef struct released_note {
+    struct wf_executor *ex;
+    char run_id[];
+} released_note;
+
+static void on_released(int rc, uint64_t ticket, void *user)
+{
+    (void)ticket;
+    released_note *n = user;
+    if (rc < 0) /* another owner took it (its lease expired): the run is theirs now */
+        wf__log(n->ex, WF_LOG_WARN, "durable run '%s': idle release failed: %s", n->run_id,
+                wf_err_name(rc));
+    wf__free_mem(n);
+}
+
 static void release_one(wf__drun *d, wf__run *run)
 {
     pthread_mutex_lock(&d->m); /* no send gets in meanwhile */
     if (!atomic_load(&d->poked) && run_quiescent(run)) {
         atomic_store(&d->releasing, 1);
         wf__stream_flush(d); /* before the store closes the run's journal */
-        int rc = wf_store_release(d->store, d->run_id);
+        size_t idl = strlen(d->run_id) + 1;
+        released_note *n = wf__malloc(sizeof *n + idl);
+        int rc = WF_ENOMEM;
+        if (n) {
+            n->ex = d->ex;
+            memcpy(n->run_id, d->run_id, idl);
+            rc = wf_store_release_queued(d->store, d->run_id, on_released, n, NULL);
+            if (rc < 0)
+                wf__free_mem(n);
+        }
         if (rc == 0) {
             (void)wf_handler_cancel((wf_handler *)run); /* ends it without a result */
         } else {
@@ -609,9 +640,13 @@ static void release_all(pick *ps, size_t n)
     if (n == 0)
         return;
     release_job j = {.ps = ps, .n = n};
-    atomic_init(&j.next, 0);
+    atomic_init(&j.next, 1);
+    /* queued releases take microseconds; a store that waits for a round gets helpers */
+    int64_t t0 = wf__now_ns();
+    release_one(ps[0].d, ps[0].run);
+    int slow = wf__now_ns() - t0 > 1000000;
     pthread_t th[64];
-    size_t nt = 0, want = n < 64 ? n : 64;
+    size_t nt = 0, want = !slow ? 1 : n < 64 ? n : 64;
     while (nt + 1 < want && pthread_create(&th[nt], NULL, release_worker, &j) == 0)
         nt++;
     release_worker(&j);
@@ -660,9 +695,10 @@ out:
     wf__free_mem(ps);
     if (nidle) {
         /*
-         * What the released runs left in the threads' block caches goes home
-         * (the workers flush as they park, the store's writer after the
-         * round this flush makes), so wf_alloc_trim can give their slabs back.
+         * The releases commit (one round), and what the released runs left
+         * in the threads' block caches goes home (the workers flush as they
+         * park, the store's writer after this round), so wf_alloc_trim can
+         * give their slabs back.
          */
         wf__alloc_flush_request();
         (void)wf_store_flush(du->store);
