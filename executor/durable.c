@@ -864,8 +864,12 @@ int wf__durable_end(wf__run *run, int status, wf_event *result, int code, const 
     int closing = ex->shutting_down;
     pthread_mutex_unlock(&ex->runs_lock);
     if ((closing || atomic_load(&d->releasing)) && status == WF_RUN_CANCELLED) {
-        /* shutdown: the run stays in flight for the next process; idle release: it is released */
-        drun_retire(d); /* what it holds is delivered again from the journal (no checkpoint covers it) */
+        /*
+         * shutdown: the run stays in flight for the next process (what it
+         * holds is delivered again from the journal: no checkpoint covers
+         * it); idle release: it is released
+         */
+        drun_retire(d);
         return 0;
     }
     if (WF__UNLIKELY(holds_events(d, run)))
