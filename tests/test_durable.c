@@ -815,7 +815,7 @@ static uint32_t count_status(wf_store *s, int32_t status)
 
 Test(durable, idle_runs_are_released_and_answered_by_id, .timeout = 480)
 {
-    /* the 100,000: 45 s of CPU in debug, 60-140 s on the busy test VM; 500: sanitizers */
+    /* the 100,000: 40-140 s in debug on the shared test VM by its load; 500: sanitizers */
     int nruns = env_int("WF_DURABLE_IDLE", 100000);
     tdir t;
     tdir_make(&t);
