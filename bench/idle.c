@@ -297,10 +297,11 @@ int main(int argc, char **argv)
              "\"main_arena_bytes_per_released_run\":%.1f,\"rss_bytes_per_released_run\":%.1f,"
              "\"wf_bytes_per_released_run\":%.1f,\"first_round_heap_bytes_per_released_run\":%.1f,"
              "\"first_round_rss_bytes_per_released_run\":%.1f,"
+             "\"first_round_wf_bytes_per_released_run\":%.1f,"
              "\"start_s\":%.3f,\"all_released_s\":%.3f,\"answers_per_s\":%.0f,\"answer_s\":%.3f,"
              "\"senders\":%ld",
              runs, o.heap_per_run, o.heap_per_live_run, o.per_run, o.rss_per_run, o.wf_per_run,
-             w.heap_per_run, w.rss_per_run, o.t_started, o.t_released,
+             w.heap_per_run, w.rss_per_run, w.wf_per_run, o.t_started, o.t_released,
              (double)runs / o.t_answered, o.t_done, senders);
     bench_report("idle", "wf-durable", threads, runs, o.t_done, runs, ok, extra);
     wf_executor_free(ex);

@@ -40,6 +40,21 @@ WF__TLS struct wf__drun *wf__tls_durable;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static wf__drun **g_tab;
 static size_t g_cap, g_n;
+/* How many of the table's runs each executor has (wf_durable_in_memory), under g_lock. */
+typedef struct excount {
+    struct wf_executor *ex;
+    uint64_t n;
+} excount;
+static excount *g_exn;
+static size_t g_nexn, g_capexn;
+
+static excount *excount_find_locked(const struct wf_executor *ex)
+{
+    for (size_t i = 0; i < g_nexn; i++)
+        if (g_exn[i].ex == ex)
+            return &g_exn[i];
+    return NULL;
+}
 
 uint64_t wf__fnv(const void *p, size_t n, uint64_t h)
 {
@@ -56,6 +71,31 @@ static wf__drun *find_locked(const char *id, uint64_t h)
     return NULL;
 }
 
+/*
+ * The table's buckets become nc (g_lock held; nc 0: none). It grows at half
+ * full and shrinks when an eighth full, so 100,000 runs idle-released keep
+ * no table of their peak size.
+ */
+static int tab_resize_locked(size_t nc)
+{
+    wf__drun **nt = NULL;
+    if (nc) {
+        nt = wf__calloc(nc, sizeof *nt);
+        if (nt == NULL)
+            return WF_ENOMEM;
+    }
+    for (size_t i = 0; i < g_cap; i++)
+        for (wf__drun *x = g_tab[i], *nx; x; x = nx) {
+            nx = x->next;
+            x->next = nt[x->h & (nc - 1)];
+            nt[x->h & (nc - 1)] = x;
+        }
+    wf__free_mem(g_tab);
+    g_tab = nt;
+    g_cap = nc;
+    return 0;
+}
+
 /* Lists d: 0, WF_EEXIST when its id is in use, WF_ENOMEM. */
 int wf__drun_insert(wf__drun *d)
 {
@@ -64,23 +104,26 @@ int wf__drun_insert(wf__drun *d)
         pthread_mutex_unlock(&g_lock);
         return WF_EEXIST;
     }
-    if (g_n + 1 > g_cap / 2) {
-        size_t nc = g_cap ? g_cap * 2 : 64;
-        wf__drun **nt = wf__calloc(nc, sizeof *nt);
-        if (nt == NULL) {
+    excount *ec = excount_find_locked(d->ex);
+    if (ec == NULL && g_nexn == g_capexn) {
+        size_t nc = g_capexn ? g_capexn * 2 : 4;
+        excount *x = wf__realloc(g_exn, nc * sizeof *x);
+        if (x == NULL) {
             pthread_mutex_unlock(&g_lock);
             return WF_ENOMEM;
         }
-        for (size_t i = 0; i < g_cap; i++)
-            for (wf__drun *x = g_tab[i], *nx; x; x = nx) {
-                nx = x->next;
-                x->next = nt[x->h & (nc - 1)];
-                nt[x->h & (nc - 1)] = x;
-            }
-        wf__free_mem(g_tab);
-        g_tab = nt;
-        g_cap = nc;
+        g_exn = x;
+        g_capexn = nc;
     }
+    if (g_n + 1 > g_cap / 2 && tab_resize_locked(g_cap ? g_cap * 2 : 64) < 0) {
+        pthread_mutex_unlock(&g_lock);
+        return WF_ENOMEM;
+    }
+    if (ec == NULL) {
+        ec = &g_exn[g_nexn++];
+        *ec = (excount){d->ex, 0};
+    }
+    ec->n++;
     d->next = g_tab[d->h & (g_cap - 1)];
     g_tab[d->h & (g_cap - 1)] = d;
     d->listed = 1;
@@ -100,6 +143,19 @@ static void unlist_locked(wf__drun *d)
         }
     d->listed = 0;
     g_n--;
+    excount *ec = excount_find_locked(d->ex);
+    if (ec && --ec->n == 0) {
+        *ec = g_exn[--g_nexn];
+        if (g_nexn == 0) {
+            wf__free_mem(g_exn);
+            g_exn = NULL;
+            g_capexn = 0;
+        }
+    }
+    if (g_n == 0)
+        (void)tab_resize_locked(0);
+    else if (g_cap > 64 && g_n < g_cap / 8)
+        (void)tab_resize_locked(g_cap / 2); /* a quarter full after it; nothing if no memory */
 }
 
 wf__drun *wf__drun_new(const char *run_id, struct wf_executor *ex, wf_store *store)
@@ -135,6 +191,9 @@ void wf__drun_free(wf__drun *d)
         return;
     pthread_mutex_destroy(&d->m);
     pthread_mutex_destroy(&d->sm);
+    for (uint32_t i = 0; i < d->nheld; i++)
+        wf_event_release(d->held[i]);
+    wf__free_mem(d->held);
     wf__free_mem(d->sbuf);
     wf__free_mem(d->soff);
     wf__free_mem(d->run_id);
@@ -258,6 +317,114 @@ static int journal_send(wf__drun *d, const wf_event *ev, const char *target)
     return rc;
 }
 
+/* --------------------------------------------------- held outside events */
+
+/*
+ * An event sent from outside that no step accepts is for a waiter
+ * (wait_for_event). When none waits for it yet, e.g. the run was recovered
+ * from a checkpoint cut before its step waited and the step has not run
+ * again yet, the run holds it (d->held, under run->collect_lock) instead of
+ * dropping it as unhandled: a new waiter takes it (wait.c). While a run
+ * holds events its checkpoints are not written (one would cover their send
+ * records, and the held events are not in the cut), so a crash meanwhile
+ * delivers them again. Once the run has nothing left to run (no step can
+ * still wait for them) or it ends, what it holds is reported unconsumed
+ * (a warning naming the run and the type; then routed as unhandled:
+ * wf_handler_unhandled, the UnhandledEvent notification) and dropped.
+ */
+static int hold_if_unrouted(wf__drun *d, wf__run *run, wf_event *ev)
+{
+    const wf_event_type *t = ev->type;
+    if (d->store == NULL || t->reg != run->wf->reg || t->is_stop || t->is_input)
+        return 0;
+    const uint32_t *steps;
+    uint32_t n;
+    uint32_t scratch[4];
+    wf__workflow_route(run->wf, t, &steps, &n, scratch, 4);
+    if (n != 0)
+        return 0;
+    int held = 0;
+    pthread_mutex_lock(&run->collect_lock);
+    int waited = 0;
+    for (wf__waiter *w = run->waiters; w && !waited; w = w->next)
+        waited = w->state == W_WAITING && w->type == t && wf__waiter_req_match(w->req, ev);
+    if (!waited && !wf__run_ended(run)) {
+        if (d->nheld == d->capheld) {
+            uint32_t nc = d->capheld ? d->capheld * 2 : 4;
+            wf_event **x = wf__realloc(d->held, nc * sizeof *x);
+            if (x) {
+                d->held = x;
+                d->capheld = nc;
+            }
+        }
+        if (d->nheld < d->capheld) { /* else out of memory: routed (reported unhandled) */
+            d->held[d->nheld++] = ev;
+            held = 1;
+        }
+    }
+    pthread_mutex_unlock(&run->collect_lock);
+    return held;
+}
+
+int wf__durable_deliver(wf__drun *d, wf__run *run, wf_event *ev, const char *target)
+{
+    if (target == NULL && hold_if_unrouted(d, run, ev))
+        return 0;
+    return wf__send_outside(run, ev, target);
+}
+
+wf_event *wf__durable_take_held(wf__run *run, const wf_event_type *type, wf_value req)
+{
+    wf__drun *d = run->dur;
+    for (uint32_t i = 0; i < d->nheld; i++) {
+        wf_event *ev = d->held[i];
+        if (ev->type != type || !wf__waiter_req_match(req, ev))
+            continue;
+        memmove(&d->held[i], &d->held[i + 1], (d->nheld - i - 1) * sizeof *d->held);
+        d->nheld--;
+        return ev;
+    }
+    return NULL;
+}
+
+/* 1 if d's run holds events (checkpoint thread, run end). */
+static int holds_events(wf__drun *d, wf__run *run)
+{
+    pthread_mutex_lock(&run->collect_lock);
+    int n = d->nheld != 0;
+    pthread_mutex_unlock(&run->collect_lock);
+    return n;
+}
+
+/*
+ * What d's run holds is reported unconsumed and dropped: routed as an
+ * event nobody handles when the run goes on (routed == 1), counted
+ * unhandled when it ended.
+ */
+static void drop_held(wf__drun *d, wf__run *run, int routed)
+{
+    pthread_mutex_lock(&run->collect_lock);
+    wf_event **evs = d->held;
+    uint32_t n = d->nheld;
+    d->held = NULL;
+    d->nheld = d->capheld = 0;
+    pthread_mutex_unlock(&run->collect_lock);
+    for (uint32_t i = 0; i < n; i++) {
+        wf__log(d->ex, WF_LOG_WARN,
+                "durable run '%s': event %s sent from outside was not consumed: no step accepts "
+                "it and no step waited for it %s",
+                d->run_id, evs[i]->type->name,
+                routed ? "before the run had nothing left to run" : "before the run ended");
+        if (routed) {
+            (void)wf__send_outside(run, evs[i], NULL);
+        } else {
+            atomic_fetch_add(&run->unhandled, 1);
+            wf_event_release(evs[i]);
+        }
+    }
+    wf__free_mem(evs);
+}
+
 /* -------------------------------------------------------- attaching */
 
 void wf_durable_params_init(wf_durable_params *p)
@@ -345,6 +512,15 @@ static int checkpoint_one(wf__drun *d, wf__run *run, int force, uint32_t idle_ms
         return 0;
     }
     pthread_mutex_lock(&d->m);
+    if (WF__UNLIKELY(holds_events(d, run))) {
+        if (!run_waits_outside(run)) {
+            /* a step may still wait for them: no checkpoint covers their sends yet */
+            d->skip = 0;
+            pthread_mutex_unlock(&d->m);
+            return 0;
+        }
+        drop_held(d, run, 1);
+    }
     if (!wf__run_ended(run)) {
         void *b = NULL;
         size_t len = 0;
@@ -383,9 +559,15 @@ static int checkpoint_one(wf__drun *d, wf__run *run, int force, uint32_t idle_ms
 }
 
 /*
- * Idle release of the runs picked (each with a reference): 64 threads at
- * once, since wf_store_release waits for its commit round (which also
- * commits the run's last checkpoint, queued before it).
+ * Idle release of the runs picked (each with a reference). The release is
+ * queued after the run's last checkpoint (wf_store_release_queued) and the
+ * run leaves memory at once; the pass then commits the releases in one
+ * round (wf_store_flush). A send by id meanwhile finds the run not in
+ * memory and loads it: its claim is queued after the release, so it sees
+ * the run released and its checkpoint committed. A crash before the round
+ * leaves the run in flight with this owner's lease: the next process
+ * recovers it. Up to 64 threads at once, for a store without queued
+ * releases (each wf_store_release waits for its round).
  */
 typedef struct pick {
     wf__drun *d;
@@ -399,13 +581,38 @@ typedef struct release_job {
     atomic_uint released;
 } release_job;
 
+/* A queued release's outcome (writer thread): a failure is logged, the run left memory anyway. */
+typedef struct released_note {
+    struct wf_executor *ex;
+    char run_id[];
+} released_note;
+
+static void on_released(int rc, uint64_t ticket, void *user)
+{
+    (void)ticket;
+    released_note *n = user;
+    if (rc < 0) /* another owner took it (its lease expired): the run is theirs now */
+        wf__log(n->ex, WF_LOG_WARN, "durable run '%s': idle release failed: %s", n->run_id,
+                wf_err_name(rc));
+    wf__free_mem(n);
+}
+
 static void release_one(wf__drun *d, wf__run *run)
 {
     pthread_mutex_lock(&d->m); /* no send gets in meanwhile */
     if (!atomic_load(&d->poked) && run_quiescent(run)) {
         atomic_store(&d->releasing, 1);
         wf__stream_flush(d); /* before the store closes the run's journal */
-        int rc = wf_store_release(d->store, d->run_id);
+        size_t idl = strlen(d->run_id) + 1;
+        released_note *n = wf__malloc(sizeof *n + idl);
+        int rc = WF_ENOMEM;
+        if (n) {
+            n->ex = d->ex;
+            memcpy(n->run_id, d->run_id, idl);
+            rc = wf_store_release_queued(d->store, d->run_id, on_released, n, NULL);
+            if (rc < 0)
+                wf__free_mem(n);
+        }
         if (rc == 0) {
             (void)wf_handler_cancel((wf_handler *)run); /* ends it without a result */
         } else {
@@ -433,9 +640,13 @@ static void release_all(pick *ps, size_t n)
     if (n == 0)
         return;
     release_job j = {.ps = ps, .n = n};
-    atomic_init(&j.next, 0);
+    atomic_init(&j.next, 1);
+    /* queued releases take microseconds; a store that waits for a round gets helpers */
+    int64_t t0 = wf__now_ns();
+    release_one(ps[0].d, ps[0].run);
+    int slow = wf__now_ns() - t0 > 1000000;
     pthread_t th[64];
-    size_t nt = 0, want = n < 64 ? n : 64;
+    size_t nt = 0, want = !slow ? 1 : n < 64 ? n : 64;
     while (nt + 1 < want && pthread_create(&th[nt], NULL, release_worker, &j) == 0)
         nt++;
     release_worker(&j);
@@ -482,6 +693,17 @@ out:
     for (size_t i = 0; i < n; i++)
         wf__run_release(ps[i].run);
     wf__free_mem(ps);
+    if (nidle) {
+        /*
+         * The releases commit (one round), and what the released runs left
+         * in the threads' block caches goes home (the workers flush as they
+         * park, the store's writer after this round), so wf_alloc_trim can
+         * give their slabs back.
+         */
+        wf__alloc_flush_request();
+        (void)wf_store_flush(du->store);
+        wf__alloc_flush();
+    }
 }
 
 static void *checkpoint_main(void *arg)
@@ -642,10 +864,16 @@ int wf__durable_end(wf__run *run, int status, wf_event *result, int code, const 
     int closing = ex->shutting_down;
     pthread_mutex_unlock(&ex->runs_lock);
     if ((closing || atomic_load(&d->releasing)) && status == WF_RUN_CANCELLED) {
-        /* shutdown: the run stays in flight for the next process; idle release: it is released */
+        /*
+         * shutdown: the run stays in flight for the next process (what it
+         * holds is delivered again from the journal: no checkpoint covers
+         * it); idle release: it is released
+         */
         drun_retire(d);
         return 0;
     }
+    if (WF__UNLIKELY(holds_events(d, run)))
+        drop_held(d, run, 0);
     pending_end *p = wf__calloc(1, sizeof *p);
     void *data = NULL;
     size_t len = 0;
@@ -711,7 +939,7 @@ int wf__durable_send(wf__run *run, wf_event *ev, const char *target)
         return wf__set_error(rc, "durable run '%s': the event could not be journaled: %s",
                              d->run_id, wf_err_name(rc));
     }
-    rc = wf__send_outside(run, ev, target);
+    rc = wf__durable_deliver(d, run, ev, target);
     pthread_mutex_unlock(&d->m);
     return rc;
 }
@@ -857,11 +1085,9 @@ int wf__durable_know(wf__durable *du, wf_workflow *wf)
 
 uint64_t wf_durable_in_memory(wf_executor *ex)
 {
-    uint64_t n = 0;
     pthread_mutex_lock(&g_lock);
-    for (size_t i = 0; i < g_cap; i++)
-        for (wf__drun *d = g_tab[i]; d; d = d->next)
-            n += d->ex == ex;
+    excount *ec = excount_find_locked(ex);
+    uint64_t n = ec ? ec->n : 0;
     pthread_mutex_unlock(&g_lock);
     return n;
 }

@@ -40,6 +40,14 @@ typedef struct wf__drun {
     size_t slen, scap;
     uint32_t *soff;    /* where each buffered record starts in sbuf (64; made on first use) */
     uint32_t sn;       /* records buffered */
+    /*
+     * Events sent from outside that no step accepts and no waiter waited
+     * for when they came (a step run again after a recovery has not waited
+     * again yet): held until a waiter takes one (wf__durable_take_held),
+     * the run has nothing left to run, or it ends. Under run->collect_lock.
+     */
+    wf_event **held;
+    uint32_t nheld, capheld;
 } wf__drun;
 
 /* An executor's attached store and its checkpoint thread. */
@@ -76,6 +84,12 @@ int wf__durable_know(wf__durable *du, wf_workflow *wf);
 /* A WF_STORE_REC_SEND record: the event (owned) and target (owned, NULL: none). */
 int wf__send_decode(const wf_registry *reg, const void *data, size_t len, wf_event **ev,
                     char **target, char **message);
+
+/*
+ * Delivers ev (owned, journaled already) sent from outside to d's run:
+ * held by the run when no step accepts it and no waiter waits for it yet.
+ */
+int wf__durable_deliver(wf__drun *d, wf__run *run, wf_event *ev, const char *target);
 
 /* Appends d's buffered stream records (under d->sm): at each checkpoint pass, the end, a release. */
 void wf__stream_flush(wf__drun *d);

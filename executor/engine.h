@@ -465,6 +465,13 @@ int wf__durable_send(wf__run *run, wf_event *ev, const char *target);
 void wf__durable_run_free(struct wf__drun *d);
 /* ev (borrowed, frozen) is streamed by a durable run: journaled as a numbered stream record. */
 void wf__durable_stream(wf__run *run, const wf_event *ev);
+/*
+ * A new waiter of run (collect_lock held): an event sent from outside
+ * before it that matches type and req, held by the run (owned), or NULL.
+ */
+wf_event *wf__durable_take_held(wf__run *run, const wf_event_type *type, wf_value req);
+/* ev satisfies a waiter's requirements (wait.c). */
+int wf__waiter_req_match(const wf_value req, const wf_event *ev);
 
 /* ------------------------------------------------- route.c: delivery */
 

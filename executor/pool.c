@@ -464,6 +464,7 @@ static void park(wf__worker *w)
         wf__obs_write(ex, &r);
         t0 = r.ts;
     }
+    wf__alloc_idle(); /* its cached blocks go home if asked (alloc.c) */
     while (atomic_load(&w->parked))
         futex_wait(&w->parked, 1);
     /* wake_one counted us as spinning */

@@ -202,7 +202,7 @@ int wf__recover_one(struct wf_executor *ex, wf_store *store, wf_workflow *wf, co
     }
     wf_free(m);
     for (size_t i = used; i < s.n; i++) { /* journaled already: delivered again, not journaled */
-        int r = wf__send_outside((wf__run *)h, s.evs[i], s.targets[i]);
+        int r = wf__durable_deliver(d, (wf__run *)h, s.evs[i], s.targets[i]);
         if (r < 0 && r != WF_ESTATE)
             wf__log(ex, WF_LOG_WARN, "recovering run '%s': a journaled event was refused: %s",
                     run_id, wf_err_name(r));

@@ -31,7 +31,7 @@ void wf__waiters_free(wf__waiter *w)
     }
 }
 
-static int req_match(const wf_value req, const wf_event *ev)
+int wf__waiter_req_match(const wf_value req, const wf_event *ev)
 {
     if (wf_value_kind(req) != WF_MAP)
         return 1;
@@ -99,7 +99,7 @@ uint32_t wf__waiters_match(wf__run *run, const wf_event *ev, uint32_t *excluded,
     uint32_t n = 0;
     pthread_mutex_lock(&run->collect_lock);
     for (wf__waiter *w = run->waiters; w && n < 16 && n < cap; w = w->next) {
-        if (w->state != W_WAITING || w->type != ev->type || !req_match(w->req, ev))
+        if (w->state != W_WAITING || w->type != ev->type || !wf__waiter_req_match(w->req, ev))
             continue;
         w->state = W_RESOLVED;
         w->got = wf_event_retain(ev);
@@ -311,7 +311,16 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
     w->tm.arg = w;
     w->next = run->waiters;
     run->waiters = w;
-    atomic_fetch_add(&run->nwaiting, 1);
+    wf__task *answered = NULL;
+    if (WF__UNLIKELY(run->dur != NULL) &&
+        (w->got = wf__durable_take_held(run, type, requirements)) != NULL) {
+        /* sent before this wait (a step run again after a recovery): answered now */
+        w->state = W_RESOLVED;
+        w->task = NULL;
+        answered = t;
+    } else {
+        atomic_fetch_add(&run->nwaiting, 1);
+    }
     if (wf__obs_on(run->ex, WF_OBS_WAIT_SUSPEND)) {
         wf__obs_rec r = {0};
         wf__hook_rec(run, WF_OBS_WAIT_SUSPEND, step, type, wf__obs_now(), &r);
@@ -320,7 +329,7 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
         wf__obs_write(run->ex, &r);
     }
     int nomem = 0;
-    if (timeout_ms >= 0) {
+    if (timeout_ms >= 0 && answered == NULL) {
         wf__engine_ref(run); /* held by the armed timer */
         if (wf__timer_arm(run->ex, &w->tm, wf__now_ns() + timeout_ms * 1000000) < 0) {
             w->timeout_ms = WF_NO_TIMEOUT;
@@ -341,6 +350,8 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
         wf__fail_nomem(run, step, "streaming the waiter event of a wait_for_event");
         return WF_ENOMEM;
     }
+    if (answered && wf__deliver_task(run, answered) < 0)
+        wf__fail_nomem(run, step, "resuming a step whose wait was answered");
     inv->suspended = 1;
     return WF_SUSPEND;
 }

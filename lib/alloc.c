@@ -253,6 +253,37 @@ static void tc_drain(void *arg)
     pthread_mutex_unlock(&depot_lock);
 }
 
+/*
+ * Flushing. Blocks in a live thread's lists pin their slabs: wf_alloc_trim
+ * cannot give a slab back while one of its blocks sits in another thread's
+ * list. A thread hands its lists (and the uncarved rest of its slabs) to the
+ * depot with wf__alloc_flush; wf__alloc_flush_request asks every thread to
+ * do so the next time it goes idle (wf__alloc_idle: a worker about to park),
+ * e.g. after a burst of frees that idle runs leaving memory made.
+ */
+static atomic_uint flush_epoch;
+static WF__TLS unsigned flush_seen;
+
+void wf__alloc_flush(void)
+{
+    flush_seen = atomic_load_explicit(&flush_epoch, memory_order_relaxed);
+    if (wf__tc.registered)
+        tc_drain(&wf__tc);
+}
+
+void wf__alloc_flush_request(void)
+{
+    atomic_fetch_add_explicit(&flush_epoch, 1, memory_order_relaxed);
+}
+
+int wf__alloc_idle(void)
+{
+    if (WF__LIKELY(atomic_load_explicit(&flush_epoch, memory_order_relaxed) == flush_seen))
+        return 0;
+    wf__alloc_flush();
+    return 1;
+}
+
 static void tc_key_init(void)
 {
     (void)pthread_key_create(&tc_key, tc_drain);

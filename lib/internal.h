@@ -86,6 +86,12 @@ extern WF__TLS wf__tcache wf__tc;
 extern const uint8_t wf__cls_by8[65]; /* class of a block of n <= 512 bytes: [(n + 7) / 8] */
 void *wf__cache_refill(size_t n, int c, uint8_t *cls);
 void wf__cache_spill(void *p, uint8_t cls);
+/* The calling thread's cached blocks go to the depot (alloc.c: slabs then can be trimmed). */
+void wf__alloc_flush(void);
+/* Asks every thread to flush when it next goes idle (wf__alloc_idle: cheap unless asked). */
+void wf__alloc_flush_request(void);
+/* The calling thread goes idle: flushes if asked since its last flush (1), else 0. */
+int wf__alloc_idle(void);
 
 #ifdef WF_NO_ALLOC_CACHE
 /*

@@ -665,6 +665,7 @@ void *wf__nats_writer_main(void *arg)
             }
         }
         settle(s, list);
+        (void)wf__alloc_idle(); /* asked to give memory back (idle runs left): its cached blocks */
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);

@@ -116,24 +116,32 @@ srun *wf__sql_map_find(sstore *s, const char *run_id, uint64_t h)
     return NULL;
 }
 
+/* The map's buckets become nb (mu held; 0: none): grown when full, shrunk when an eighth full. */
+static int map_resize(sstore *s, size_t nb)
+{
+    srun **b = NULL;
+    if (nb) {
+        b = wf__calloc(nb, sizeof *b);
+        if (b == NULL)
+            return WF_ENOMEM;
+    }
+    for (size_t i = 0; i < s->nbuckets; i++)
+        for (srun *x = s->buckets[i], *nx; x; x = nx) {
+            nx = x->next;
+            x->next = b[x->hash & (nb - 1)];
+            b[x->hash & (nb - 1)] = x;
+        }
+    wf__free_mem(s->buckets);
+    s->buckets = b;
+    s->nbuckets = nb;
+    return 0;
+}
+
 /* mu held. */
 int wf__sql_map_add(sstore *s, srun *r)
 {
-    if (s->nruns + 1 > s->nbuckets) {
-        size_t nb = s->nbuckets ? s->nbuckets * 2 : 64;
-        srun **b = wf__calloc(nb, sizeof *b);
-        if (b == NULL)
-            return WF_ENOMEM;
-        for (size_t i = 0; i < s->nbuckets; i++)
-            for (srun *x = s->buckets[i], *nx; x; x = nx) {
-                nx = x->next;
-                x->next = b[x->hash & (nb - 1)];
-                b[x->hash & (nb - 1)] = x;
-            }
-        wf__free_mem(s->buckets);
-        s->buckets = b;
-        s->nbuckets = nb;
-    }
+    if (s->nruns + 1 > s->nbuckets && map_resize(s, s->nbuckets ? s->nbuckets * 2 : 64) < 0)
+        return WF_ENOMEM;
     srun **slot = &s->buckets[r->hash & (s->nbuckets - 1)];
     r->next = *slot;
     *slot = r;
@@ -150,6 +158,10 @@ void wf__sql_map_del(sstore *s, srun *r)
         if (*pp == r) {
             *pp = r->next;
             s->nruns--;
+            if (s->nruns == 0)
+                (void)map_resize(s, 0);
+            else if (s->nbuckets > 64 && s->nruns < s->nbuckets / 8)
+                (void)map_resize(s, s->nbuckets / 4); /* nothing if no memory */
             return;
         }
 }
@@ -365,6 +377,18 @@ static int s_claim(void *self, const char *run_id, wf_store_run_info *info)
     int rc = wf__sql_run_sync(self, &op);
     if (rc < 0 || info == NULL)
         wf_store_run_info_clear(op.info);
+    return rc;
+}
+
+static int s_release_queued(void *self, const char *run_id, wf_store_done_fn done, void *user,
+                            uint64_t *ticket)
+{
+    sop *op = blob_op(OP_RELEASE, NULL, 0, done, user);
+    if (op == NULL)
+        return WF_ENOMEM;
+    int rc = queue_run_op(self, run_id, op, 1, NULL, ticket);
+    if (rc < 0)
+        wf__free_mem(op);
     return rc;
 }
 
@@ -1011,6 +1035,7 @@ static const wf_store_ops sqlite_ops = {
     .read_journal = s_read_journal,
     .list = s_list,
     .free = s_free,
+    .release_queued = s_release_queued,
 };
 
 static char *default_owner(void)

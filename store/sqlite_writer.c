@@ -658,6 +658,12 @@ void *wf__sql_writer_main(void *arg)
         }
         __atomic_store_n(&s->durable, last, __ATOMIC_RELEASE);
         pthread_cond_broadcast(&s->cv_done);
+        if (s->head == NULL && wf__alloc_idle()) {
+            /* asked to give memory back (idle runs left memory): the page cache too */
+            pthread_mutex_unlock(&s->mu);
+            sqlite3_db_release_memory(s->wdb);
+            pthread_mutex_lock(&s->mu);
+        }
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;

@@ -8,6 +8,7 @@
 #include "store_impl.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 
 struct wf_store {
@@ -177,6 +178,22 @@ int wf_store_release(wf_store *s, const char *run_id)
     if (s == NULL || !id_ok(run_id))
         return WF_EINVAL;
     return s->ops->release(s->self, run_id);
+}
+
+int wf_store_release_queued(wf_store *s, const char *run_id, wf_store_done_fn done, void *user,
+                            uint64_t *ticket)
+{
+    if (ticket)
+        *ticket = 0;
+    if (s == NULL || !id_ok(run_id))
+        return WF_EINVAL;
+    if (s->ops->size >= offsetof(wf_store_ops, release_queued) + sizeof s->ops->release_queued &&
+        s->ops->release_queued)
+        return s->ops->release_queued(s->self, run_id, done, user, ticket);
+    int rc = s->ops->release(s->self, run_id);
+    if (rc == 0 && done)
+        done(0, 0, user);
+    return rc;
 }
 
 int wf_store_renew(wf_store *s, uint32_t *lost)

@@ -178,6 +178,70 @@ Test(STORE_SUITE, every_operation)
     sc_teardown(&t);
 }
 
+/* A queued release: its outcome in the callback once committed; one that lost the lease fails. */
+static atomic_int rel_rc = 1;
+static void on_released(int rc, uint64_t ticket, void *user)
+{
+    (void)ticket;
+    (void)user;
+    atomic_store(&rel_rc, rc);
+}
+
+Test(STORE_SUITE, release_queued)
+{
+    sc_env t;
+    sc_setup(&t);
+    wf_store_params pa, pb;
+    wf_store_params_init(&pa);
+    pa.owner = "owner-a";
+    pa.clock = fake_clock;
+    pa.lease_ms = 1000;
+    pb = pa;
+    pb.owner = "owner-b";
+    wf_store *a = sc_open(&t, &pa);
+    cr_assert_eq(wf_store_release_queued(a, NULL, NULL, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_store_create(a, "r", "w", NULL), 0);
+    cr_assert_eq(append1(a, "r", 1, "a0", NULL), 0);
+    cr_assert_eq(wf_store_put_checkpoint(a, "r", "ck", 2, NULL, NULL, NULL, NULL), 0);
+    atomic_store(&rel_rc, 1);
+    uint64_t ticket = 0;
+    cr_assert_eq(wf_store_release_queued(a, "r", on_released, NULL, &ticket), 0);
+    cr_assert(append1(a, "r", 1, "late", NULL) < 0, "no write after the release");
+    cr_assert_eq(wf_store_flush(a), 0);
+    cr_assert_eq(atomic_load(&rel_rc), 0, "the callback had the outcome");
+    cr_assert(wf_store_durable(a) >= ticket);
+    wf_store_run_info info;
+    cr_assert_eq(wf_store_get_run(a, "r", &info), 0);
+    cr_assert_eq(info.status, WF_STORE_RELEASED);
+    cr_assert_null(info.owner);
+    wf_store_run_info_clear(&info);
+    void *ck = NULL;
+    size_t len = 0;
+    cr_assert_eq(wf_store_get_checkpoint(a, "r", &ck, &len, NULL), 0, "committed before it");
+    cr_assert_eq(len, 2u);
+    wf_free(ck);
+    /* b claims it; a claims it back after b's lease expired; b's release then fails */
+    wf_store *b = sc_open(&t, &pb);
+    cr_assert_eq(wf_store_claim(b, "r", NULL), 0);
+    cr_assert_eq(wf_store_flush(b), 0);
+    __atomic_add_fetch(&fake_now, 1001, __ATOMIC_RELAXED);
+    cr_assert_eq(wf_store_claim(a, "r", NULL), 0);
+    atomic_store(&rel_rc, 1);
+    int rc = wf_store_release_queued(b, "r", on_released, NULL, NULL);
+    if (rc == 0) { /* queued: the commit finds the lease gone */
+        cr_assert_eq(wf_store_flush(b), 0);
+        cr_assert_eq(atomic_load(&rel_rc), WF_ELEASE);
+    } else {
+        cr_assert_eq(rc, WF_ELEASE);
+    }
+    cr_assert_eq(wf_store_get_run(a, "r", &info), 0);
+    cr_assert_str_eq(info.owner, "owner-a");
+    wf_store_run_info_clear(&info);
+    wf_store_free(b);
+    wf_store_free(a);
+    sc_teardown(&t);
+}
+
 Test(STORE_SUITE, list_pages_with_a_cursor)
 {
     sc_env t;

@@ -194,6 +194,9 @@ typedef struct wf_store_ops {
                 void *user, uint64_t *next_cursor);
     /** Stops the writer after committing what is queued, frees self. */
     void (*free)(void *self);
+    /** wf_store_release_queued (NULL: the wrapper calls release and then done). */
+    int (*release_queued)(void *self, const char *run_id, wf_store_done_fn done, void *user,
+                          uint64_t *ticket);
 } wf_store_ops;
 
 /**
@@ -329,6 +332,18 @@ WF_API int wf_store_claim(wf_store *s, const char *run_id, wf_store_run_info *in
  * writes to it here. Put its checkpoint first. Durable when it returns.
  */
 WF_API int wf_store_release(wf_store *s, const char *run_id);
+
+/**
+ * wf_store_release without waiting: the release is queued (after what was
+ * queued for run_id; no write to it is accepted here after it) and done
+ * (optional, on the writer thread) gets its outcome once it committed:
+ * 0, or what wf_store_release would have returned (WF_ELEASE: another
+ * owner has the run). Thousands queued at once share one commit round,
+ * where wf_store_release waits for a round each. A backend without it
+ * releases synchronously and calls done before returning.
+ */
+WF_API int wf_store_release_queued(wf_store *s, const char *run_id, wf_store_done_fn done,
+                                   void *user, uint64_t *ticket);
 
 /**
  * Extends the lease of every run this store holds by params.lease_ms.
