@@ -8,7 +8,15 @@
  *           its timeout is 0.3 s (--timeout none overrides it)
  *   typed   echoes an Order (a StartEvent with a schema: "qty" a required int,
  *           "note" an optional string)
+ *   twice   asks two questions (InputRequiredEvent "first?", then "second?",
+ *           in two steps) and stops with "ANSWER1+ANSWER2"
+ *   gated   streams Busy, then blocks in its step until a line can be read
+ *           from the file (a FIFO) named by the input's "gate"; stops with it
+ *           (a run in progress to SIGKILL, continued by a rerun)
  */
+#include <stdio.h>
+#include <string.h>
+
 #include <wf/wf.h>
 
 static int echo(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
@@ -158,12 +166,137 @@ static int build_typed(wf_registry *reg, wf_workflow **out, void *user)
     return wf_workflow_add_step(*out, "typed", echo, &p, NULL);
 }
 
+/* Asks prefix and waits for a HumanResponseEvent; *answer its "response". */
+static int ask(wf_ctx *ctx, const char *prefix, const char **answer, wf_event **ev)
+{
+    wf_registry *reg = wf_workflow_registry(wf_ctx_workflow(ctx));
+    wf_event *q = NULL;
+    wf_value p;
+    int rc = wf_value_string(&p, prefix);
+    if (rc == 0)
+        rc = wf_event_new1(&q, wf_registry_builtin(reg, WF_INPUT_REQUIRED_EVENT), "prefix", p);
+    if (rc < 0)
+        return rc;
+    rc = wf_ctx_wait_for_event(ctx, wf_registry_builtin(reg, WF_HUMAN_RESPONSE_EVENT),
+                               wf_value_nil(), q, prefix, WF_NO_TIMEOUT, ev);
+    if (rc != 0)
+        return rc; /* WF_SUSPEND: asked */
+    *answer = "";
+    (void)wf_value_get_string(wf_event_get(*ev, "response", wf_value_nil()), answer, NULL);
+    return 0;
+}
+
+static int twice_first(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    (void)in;
+    (void)user;
+    const char *a;
+    wf_event *ev = NULL;
+    int rc = ask(ctx, "first?", &a, &ev);
+    if (rc != 0)
+        return rc;
+    wf_value v;
+    if ((rc = wf_value_string(&v, a)) == 0)
+        rc = wf_event_new1(out, wf_registry_find(wf_workflow_registry(wf_ctx_workflow(ctx)), "Asked"),
+                           "a", v);
+    wf_event_release(ev);
+    return rc;
+}
+
+static int twice_second(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    (void)user;
+    const char *a = "", *b;
+    wf_event *ev = NULL;
+    int rc = ask(ctx, "second?", &b, &ev);
+    if (rc != 0)
+        return rc;
+    (void)wf_value_get_string(wf_event_get(in, "a", wf_value_nil()), &a, NULL);
+    char text[256];
+    snprintf(text, sizeof text, "%s+%s", a, b);
+    wf_event_release(ev);
+    wf_value v;
+    if ((rc = wf_value_string(&v, text)) < 0)
+        return rc;
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, v);
+}
+
+static int build_twice(wf_registry *reg, wf_workflow **out, void *user)
+{
+    (void)user;
+    const wf_event_type *asked;
+    int rc = wf_registry_add(reg, "Asked", NULL, &asked);
+    if (rc == 0)
+        rc = wf_workflow_new(out, "twice", reg);
+    if (rc < 0)
+        return rc;
+    const wf_event_type *start[] = {wf_registry_builtin(reg, WF_START_EVENT)};
+    const wf_event_type *mid[] = {asked};
+    const wf_event_type *stop[] = {wf_registry_builtin(reg, WF_STOP_EVENT)};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = start;
+    p.n_accepts = 1;
+    p.emits = mid;
+    p.n_emits = 1;
+    if ((rc = wf_workflow_add_step(*out, "first", twice_first, &p, NULL)) < 0)
+        return rc;
+    p.accepts = mid;
+    p.emits = stop;
+    if ((rc = wf_workflow_add_step(*out, "second", twice_second, &p, NULL)) < 0)
+        return rc;
+    return wf_workflow_set_timeout(*out, WF_NO_TIMEOUT);
+}
+
+static int gated(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    (void)user;
+    wf_registry *reg = wf_workflow_registry(wf_ctx_workflow(ctx));
+    const char *path = NULL;
+    if (wf_value_get_string(wf_event_get(in, "gate", wf_value_nil()), &path, NULL) < 0) {
+        wf_ctx_set_error(ctx, "the start event needs a string field 'gate'");
+        return WF_EINVAL;
+    }
+    wf_event *note = NULL;
+    if (wf_event_new1(&note, wf_registry_find(reg, "Busy"), NULL, wf_value_nil()) == 0)
+        wf_ctx_write_event_to_stream(ctx, note);
+    FILE *f = fopen(path, "r"); /* a FIFO: blocks until the test writes */
+    char line[128] = "";
+    if (f == NULL || fgets(line, sizeof line, f) == NULL) {
+        if (f)
+            fclose(f);
+        wf_ctx_set_error(ctx, "cannot read the gate");
+        return WF_EIO;
+    }
+    fclose(f);
+    line[strcspn(line, "\n")] = 0;
+    wf_value v;
+    int rc = wf_value_string(&v, line);
+    if (rc < 0)
+        return rc;
+    return wf_event_new_stop(out, reg, NULL, v);
+}
+
+static int build_gated(wf_registry *reg, wf_workflow **out, void *user)
+{
+    (void)user;
+    const wf_event_type *busy;
+    int rc = wf_registry_add(reg, "Busy", NULL, &busy);
+    if (rc == 0)
+        rc = one_step(reg, "gated", gated, out);
+    if (rc == 0)
+        rc = wf_workflow_set_timeout(*out, WF_NO_TIMEOUT);
+    return rc;
+}
+
 static const wf_plugin_workflow_def workflows[] = {
     {"echo", "Stops with the start event's fields", build_echo, NULL},
     {"fail", "Fails when the input has \"fail\": true", build_fail, NULL},
     {"sleepy", "Waits for ever (for timeouts and Ctrl-C)", build_sleepy, NULL},
     {"gate", "Echoes, or with \"wait\": true waits for ever", build_gate, NULL},
     {"typed", "Echoes an Order: a start event with a schema", build_typed, NULL},
+    {"twice", "Asks two questions, one a step, and stops with both answers", build_twice, NULL},
+    {"gated", "Blocks in its step until a line comes through the FIFO 'gate'", build_gated, NULL},
 };
 
 WF_PLUGIN_DEFINE("testplug", "Workflows for the CLI tests", workflows)

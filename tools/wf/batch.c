@@ -1276,15 +1276,11 @@ int cmd_batch(int argc, char **argv)
     if (co.store) {
         /*
          * durable runs: those an earlier batch left in flight go on here. The
-         * batches of one host share one lease owner, so a rerun takes over
-         * the runs of a batch that was interrupted or killed at once, without
-         * waiting for its leases to expire (one batch at a time on a store).
+         * wf commands share one lease owner (CLI_STORE_OWNER), so a rerun takes
+         * over the runs of a batch that was interrupted or killed at once,
+         * without waiting for its leases to expire (one batch at a time on a store).
          */
-        char owner[300], host[256] = "localhost";
-        gethostname(host, sizeof host - 1);
-        host[sizeof host - 1] = 0;
-        snprintf(owner, sizeof owner, "wf-batch@%s", host);
-        if ((rc = cli_store_open("batch", co.store, 0, owner, &g.store)) != 0 ||
+        if ((rc = cli_store_open("batch", co.store, 0, CLI_STORE_OWNER, &g.store)) != 0 ||
             (rc = cli_store_attach("batch", g.ex, g.store, 0)) != 0) {
             ex_code = rc;
             goto out;

@@ -121,6 +121,23 @@ int cli_store_attach(const char *cmd, wf_executor *ex, wf_store *st, uint32_t id
 /* A waiting run is released into the store after this long idle (wf run, wf runs respond). */
 #define CLI_IDLE_RELEASE_MS 20
 /*
+ * The store owner (lease holder) of wf run, wf batch and wf runs respond:
+ * one for all, so a run a killed or crashed wf process left in flight is
+ * continued at once by the next one (recovery takes the runs whose lease
+ * is free or ours) instead of after its lease expires. So one such process
+ * at a time on a store (wf runs list/show/cancel only read or finish runs
+ * nobody holds). wf serve has its own (CLI_SERVE_OWNER): its live runs
+ * are its own, a wf runs respond beside it is told to send through it.
+ */
+#define CLI_STORE_OWNER "wf"
+#define CLI_SERVE_OWNER "wf-serve"
+/*
+ * The last InputRequiredEvent run_id streamed, from its durable stream in
+ * ex's store (what is committed), as a JSON envelope in *out (reset
+ * first): 1, or 0 when it asked nothing (or the stream cannot be read).
+ */
+int cli_last_question(wf_executor *ex, wf_workflow *wf, const char *run_id, wf_json_buf *out);
+/*
  * Prints a StopEvent's "result" field (or the whole event) as a JSON line
  * on standard output. cli_print_stored does it for run_id's stored result
  * (ex has a store); a run that did not end done gets a message: the exit

@@ -347,6 +347,29 @@ int cli_print_stored(const char *cmd, wf_executor *ex, wf_workflow *wf, const ch
     return code;
 }
 
+int cli_last_question(wf_executor *ex, wf_workflow *wf, const char *run_id, wf_json_buf *out)
+{
+    wf_json_buf_reset(out);
+    wf_durable_stream *ds = NULL;
+    if (wf_durable_stream_open(ex, wf, run_id, 0, &ds) < 0)
+        return 0;
+    const wf_event_type *ir = wf_workflow_builtin(wf, WF_INPUT_REQUIRED_EVENT);
+    int found = 0;
+    wf_event *ev = NULL;
+    while (wf_durable_stream_next(ds, 0, &ev, NULL) == 0) {
+        if (wf_event_type_is(wf_event_type_of(ev), ir)) {
+            wf_json_buf_reset(out);
+            found = wf_json_write_event(out, ev) == 0;
+        }
+        wf_event_release(ev);
+        ev = NULL;
+    }
+    wf_durable_stream_free(ds);
+    if (!found)
+        wf_json_buf_reset(out);
+    return found;
+}
+
 static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
 static int stop_flag;

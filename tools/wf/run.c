@@ -27,7 +27,8 @@ static void usage(FILE *to)
             "      --run-id ID           the durable run's id (with --store; default: a new one)\n"
             "With --store the run is durable: a run waiting for input is kept checkpointed\n"
             "in the store (answer it with wf runs respond), a rerun with the same --run-id\n"
-            "prints the stored result of a run that ended.\n"
+            "prints the stored result of a run that ended, continues a run left in flight\n"
+            "(its wf process was killed) and says again what a waiting run asks.\n"
             "Exit status: 0 done, 1 the run failed, 2 usage, 3 timed out, 4 waiting for\n"
             "input (the InputRequiredEvent is printed), 130 interrupted.\n",
             CLI_HELP_THREADS("           ") CLI_HELP_TIMEOUT("           ", "the run's"),
@@ -74,6 +75,93 @@ static void print_json_line(wf_json_buf *b)
     wf_json_buf_reset(b);
 }
 
+/*
+ * Exit 4 for run_id, released into the store waiting for an event: its last
+ * question (an InputRequiredEvent, from the durable stream) on standard
+ * output unless printed already, and how to answer it.
+ */
+static int say_waiting(wf_executor *ex, wf_workflow *wf, const char *run_id, int printed)
+{
+    wf_json_buf q;
+    wf_json_buf_init(&q);
+    int asked = printed || cli_last_question(ex, wf, run_id, &q);
+    if (q.len)
+        print_json_line(&q);
+    wf_json_buf_free(&q);
+    if (asked)
+        cli_err("run",
+                "waiting for input: run '%s' is kept in the store (answer with wf runs respond "
+                "%s PLUGIN --store STORE --event '{\"response\": ...}')",
+                run_id, run_id);
+    else
+        cli_err("run",
+                "waiting for an event: run '%s' is kept in the store (send it with wf runs "
+                "respond %s PLUGIN --store STORE --event '{\"type\": ..., \"value\": ...}')",
+                run_id, run_id);
+    return EXIT_WAITING;
+}
+
+/*
+ * --store: what the store has of run_id. Not there: CLI_CONTINUE with *h
+ * NULL (start it). Ended: its stored result printed, the exit code.
+ * Released (waiting for input, out of memory): exit 4 as say_waiting. In
+ * flight (the wf process that ran it was killed or crashed; the owner is
+ * the same, CLI_STORE_OWNER): recovered here, CLI_CONTINUE with *h its
+ * handler; or, when its start never became durable, recovery forgets it:
+ * CLI_CONTINUE with *h NULL (started anew). Else an exit code after a message.
+ */
+static int stored_run(wf_store *st, wf_executor *ex, wf_workflow *wf, const char *run_id,
+                      wf_handler **h)
+{
+    wf_store_run_info in;
+    memset(&in, 0, sizeof in);
+    int rc = wf_store_get_run(st, run_id, &in);
+    if (rc == WF_ENOTFOUND)
+        return CLI_CONTINUE;
+    if (rc < 0) {
+        cli_err("run", "reading run '%s' from the store: %s", run_id, wf_strerror(rc));
+        return EXIT_FAILED;
+    }
+    int32_t status = in.status;
+    if (in.workflow && strcmp(in.workflow, wf_workflow_name(wf)) != 0) {
+        cli_err("run", "run '%s' in the store is a run of workflow '%s', not '%s'", run_id,
+                in.workflow, wf_workflow_name(wf));
+        wf_store_run_info_clear(&in);
+        return EXIT_USAGE;
+    }
+    wf_store_run_info_clear(&in);
+    if (status >= WF_STORE_DONE)
+        return cli_print_stored("run", ex, wf, run_id);
+    if (status == WF_STORE_RELEASED)
+        return say_waiting(ex, wf, run_id, 0);
+    /* in flight: continue it here */
+    wf_recover_info ri;
+    char *msg = NULL;
+    rc = wf_executor_recover(ex, &wf, 1, &ri, &msg);
+    if (rc == 0 && wf_handler_open(ex, run_id, h) == 0) {
+        wf_free(msg);
+        return CLI_CONTINUE;
+    }
+    int code = EXIT_FAILED;
+    int r = wf_store_get_run(st, run_id, &in);
+    if (rc == 0 && r == WF_ENOTFOUND) {
+        code = CLI_CONTINUE; /* its start was not durable: recovery forgot it */
+    } else if (rc == 0 && r == 0 && in.status >= WF_STORE_DONE) {
+        code = cli_print_stored("run", ex, wf, run_id); /* recovered, and ended at once */
+    } else if (rc == 0 && r == 0 && in.status == WF_STORE_RELEASED) {
+        code = say_waiting(ex, wf, run_id, 0); /* recovered, and idle at once */
+    } else if (r == 0 && in.owner && strcmp(in.owner, CLI_STORE_OWNER) != 0) {
+        cli_err("run", "run '%s' is in flight in the store, held by %s: see wf runs show %s",
+                run_id, in.owner, run_id);
+    } else {
+        cli_err("run", "run '%s' is in flight in the store but cannot be continued here: %s",
+                run_id, msg ? msg : wf_strerror(rc < 0 ? rc : r < 0 ? r : WF_ENOTFOUND));
+    }
+    wf_store_run_info_clear(&in);
+    wf_free(msg);
+    return code;
+}
+
 typedef struct run_opts {
     const char *input, *trace, *otlp, *metrics, *run_id;
     const char *responds[64];
@@ -107,6 +195,10 @@ static int run_opt(int c, const char *arg, void *user)
         o->metrics = arg;
         return 0;
     case 'I':
+        if (arg[0] == 0 || strlen(arg) > 1024) {
+            cli_err("run", "--run-id wants 1 to 1024 bytes");
+            return EXIT_USAGE;
+        }
         o->run_id = arg;
         return 0;
     }
@@ -213,7 +305,7 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     if (co.store) {
-        if ((ex_code = cli_store_open("run", co.store, 0, NULL, &st)) != 0 ||
+        if ((ex_code = cli_store_open("run", co.store, 0, CLI_STORE_OWNER, &st)) != 0 ||
             (ex_code = cli_store_attach("run", ex, st, CLI_IDLE_RELEASE_MS)) != 0)
             goto done;
         ex_code = EXIT_USAGE;
@@ -224,20 +316,9 @@ int cmd_run(int argc, char **argv)
                      (long)getpid(), (long)(ts.tv_nsec / 1000));
             run_id = gen_id;
         }
-        /* a run that ended already: its stored result */
-        wf_store_run_info in;
-        memset(&in, 0, sizeof in);
-        if (wf_store_get_run(st, run_id, &in) == 0) {
-            int32_t status = in.status;
-            wf_store_run_info_clear(&in);
-            if (status >= WF_STORE_DONE) {
-                ex_code = cli_print_stored("run", ex, wf, run_id);
-                goto done;
-            }
-            cli_err("run", "run '%s' is in the store and has not ended (%s): answer it with wf "
-                           "runs respond, or see wf runs show",
-                    run_id, status == WF_STORE_RUNNING ? "running" : "waiting");
-            ex_code = EXIT_FAILED;
+        int sc = stored_run(st, ex, wf, run_id, &h);
+        if (sc != CLI_CONTINUE) {
+            ex_code = sc;
             goto done;
         }
     }
@@ -250,11 +331,15 @@ int cmd_run(int argc, char **argv)
     wf_run_params rp;
     wf_run_params_init(&rp);
     rp.timeout_ms = timeout_ms;
-    if (st)
-        rc = wf_run_start_durable(ex, wf, NULL, run_id, start, &rp, &h, &msg);
-    else
-        rc = wf_run_start_ex(ex, wf, NULL, start, &rp, &h, &msg);
-    start = NULL;
+    if (h) { /* a run in flight in the store, continued here: its own start event */
+        rc = 0;
+    } else {
+        if (st)
+            rc = wf_run_start_durable(ex, wf, NULL, run_id, start, &rp, &h, &msg);
+        else
+            rc = wf_run_start_ex(ex, wf, NULL, start, &rp, &h, &msg);
+        start = NULL; /* taken */
+    }
     if (rc < 0) {
         cli_err("run", "cannot start workflow '%s': %s", wf_workflow_name(wf),
                 msg ? msg : wf_strerror(rc));
@@ -317,12 +402,16 @@ int cmd_run(int argc, char **argv)
     }
     wf_event *result = NULL;
     rc = wf_handler_wait(h, -1, &result);
-    if (waiting && st && rc == WF_ECANCELLED && !atomic_load(&cli_interrupted)) {
-        cli_err("run",
-                "waiting for input: run '%s' is kept in the store (answer with wf runs respond "
-                "%s PLUGIN --store STORE --event '{\"response\": ...}')",
-                run_id, run_id);
-        ex_code = EXIT_WAITING;
+    /* idle, waiting for an event from outside: released into the store */
+    int released = 0;
+    if (st && rc == WF_ECANCELLED && !atomic_load(&cli_interrupted)) {
+        wf_store_run_info in;
+        memset(&in, 0, sizeof in);
+        released = wf_store_get_run(st, run_id, &in) == 0 && in.status == WF_STORE_RELEASED;
+        wf_store_run_info_clear(&in);
+    }
+    if (released) {
+        ex_code = say_waiting(ex, wf, run_id, waiting);
     } else if (waiting && st == NULL) {
         cli_err("run", "waiting for input: the run asked for a HumanResponseEvent (answer with "
                        "--respond '{\"response\": ...}')");
