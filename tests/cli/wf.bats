@@ -400,10 +400,16 @@ start_serve() {
     [[ "$stderr" == *"unknown subcommand 'frob'"* ]]
     run --separate-stderr "$WF" runs respond r-1 --store "$T/s.db"
     [ "$status" -eq 2 ]
-    [[ "$stderr" == *"respond wants RUN_ID PLUGIN.so and --event JSON"* ]]
+    [[ "$stderr" == *"respond wants RUN_ID PLUGIN.so [WORKFLOW] and --event JSON"* ]]
     run --separate-stderr "$WF" runs respond r-1 "$WF_HITL" --store "$T/s.db"
     [ "$status" -eq 2 ]
-    [[ "$stderr" == *"respond wants RUN_ID PLUGIN.so and --event JSON"* ]]
+    [[ "$stderr" == *"respond wants RUN_ID PLUGIN.so [WORKFLOW] and --event JSON"* ]]
+    run --separate-stderr "$WF" runs show r-1 --store "$T/s.db" --no-wait
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"--event, --no-wait, --threads and --timeout are for respond"* ]]
+    run --separate-stderr "$WF" runs respond r-1 "$WF_HITL" --store "$T/s.db" --event '{}' --timeout soon
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"--timeout wants seconds"* ]]
     run --separate-stderr "$WF" runs show --store "$T/s.db"
     [ "$status" -eq 2 ]
     [[ "$stderr" == *"show wants a RUN_ID"* ]]
@@ -697,4 +703,198 @@ start_worker() {
     [[ "$output" == *'"run_id":"line-2","workflow":"MyWorkflow","status":"done"'* ]]
     run --separate-stderr "$WF" runs show line-2 --store "$T/q.db"
     [[ "$output" == *'"result":{"type":"StopEvent","value":{"result":"Processed 1 times, data length: 2"}}'* ]]
+}
+
+# ---- durable runs a wf process left in flight (mkwaiting: a run left by a
+# process that stopped without releasing it, owner "wf" as every wf command)
+
+@test "runs respond: answers a run a stopped process left in flight, not released" {
+    [ -n "$WF_MKWAITING" ] || skip "built without SQLite"
+    run --separate-stderr "$WF_MKWAITING" "$T/w.db" "$WF_HITL" approval inv7 '{"item": "invoice 7"}'
+    [ "$status" -eq 0 ]
+    [ "$output" = '{"prefix":"Approve invoice 7?"}' ]
+    run --separate-stderr "$WF" runs list --store "$T/w.db" --status running,waiting --json
+    [[ "$output" == *'"run_id":"inv7","workflow":"approval"'* ]]
+    # WORKFLOW given and the run's: fine
+    run --separate-stderr "$WF" runs respond inv7 "$WF_HITL" approval --store "$T/w.db" --event '{"response": "yes"}'
+    [ "$status" -eq 0 ]
+    [ "$output" = '"invoice 7: approved"' ]
+    run --separate-stderr "$WF" runs show inv7 --store "$T/w.db"
+    [[ "$output" == *'"status":"done"'*'"result":{"type":"StopEvent","value":{"result":"invoice 7: approved"}}'* ]]
+}
+
+@test "runs respond: a run that asks again is 4 with its new question; --no-wait; --timeout" {
+    [ -n "$WF_MKWAITING" ] || skip "built without SQLite"
+    "$WF_MKWAITING" "$T/w.db" "$WF_TP" twice t1 '{}'
+    run --separate-stderr "$WF" runs respond t1 "$WF_TP" --store "$T/w.db" --event '{"response": "A"}'
+    [ "$status" -eq 4 ]
+    [ "$output" = '{"type":"InputRequiredEvent","value":{"prefix":"second?"}}' ]
+    [ "$stderr" = "wf runs: waiting for input again: run 't1' is kept in the store" ]
+    # the first answer was kept across the processes; the envelope form
+    run --separate-stderr "$WF" runs respond t1 "$WF_TP" twice --store "$T/w.db" \
+        --event '{"type": "HumanResponseEvent", "value": {"response": "B"}}'
+    [ "$status" -eq 0 ]
+    [ "$output" = '"A+B"' ]
+    # --no-wait: sent, the run left in flight; the next respond continues it
+    # to its second question first, then answers that
+    "$WF_MKWAITING" "$T/w.db" "$WF_TP" twice t2 '{}'
+    run --separate-stderr "$WF" runs respond t2 "$WF_TP" --store "$T/w.db" --event '{"response": "C"}' --no-wait
+    [ "$status" -eq 0 ]
+    [ "$output" = '{"run_id":"t2","status":"sent"}' ]
+    run --separate-stderr "$WF" runs show t2 --store "$T/w.db"
+    [[ "$output" == *'"result":null'* ]]
+    [[ "$output" != *'"status":"done"'* ]]
+    run --separate-stderr "$WF" runs respond t2 "$WF_TP" --store "$T/w.db" --event '{"response": "D"}'
+    [ "$status" -eq 0 ]
+    [ "$output" = '"C+D"' ]
+    # --timeout: a run blocked in a step (gated, on a FIFO) does not reach its
+    # wait in time: 3; the step is let go after the message (the command's
+    # shutdown waits for it), and the run stays in flight for the next command
+    mkfifo "$T/gate"
+    "$WF_MKWAITING" "$T/w.db" "$WF_TP" gated g1 "{\"gate\": \"$T/gate\"}" crash
+    exec 7<> "$T/gate"   # (not fd 3: bats's) a writer, so nothing blocks on opening it
+    "$WF" runs respond g1 "$WF_TP" --store "$T/w.db" --event '{"response": "x"}' --timeout 0.3 \
+        > "$T/o" 2> "$T/e" &
+    pid=$!
+    until grep -q "timed out" "$T/e"; do :; done
+    echo let-go >&7
+    st=0; wait "$pid" || st=$?
+    exec 7>&-
+    [ "$st" -eq 3 ]
+    [ "$(cat "$T/e")" = "wf runs: timed out: run 'g1' did not reach its wait; it goes on, checkpointed in the store" ]
+    [ ! -s "$T/o" ]
+    run --separate-stderr "$WF" runs show g1 --store "$T/w.db"
+    [[ "$output" == *'"status":"running"'*'"result":null'* ]]
+}
+
+@test "runs respond: another workflow is 2, another live owner's run is 1" {
+    [ -n "$WF_MKWAITING" ] || skip "built without SQLite"
+    "$WF_MKWAITING" "$T/w.db" "$WF_HITL" approval r1 '{"item": "pen"}'
+    run --separate-stderr "$WF" runs respond r1 "$WF_HITL" other --store "$T/w.db" --event '{}'
+    [ "$status" -eq 2 ]
+    [ "$stderr" = "wf runs: run 'r1' is a run of workflow 'approval', not 'other'" ]
+    # a run another live process holds (its lease runs for an hour)
+    "$WF_MKWAITING" "$T/w.db" "$WF_HITL" approval r2 '{"item": "pen"}' worker-b
+    run --separate-stderr "$WF" runs respond r2 "$WF_HITL" --store "$T/w.db" --event '{"response": "yes"}'
+    [ "$status" -eq 1 ]
+    [[ "$stderr" == *"run 'r2' is held by worker-b (lease until "*"): answer it through that process"* ]]
+    # r1 was not touched by those: it answers
+    run --separate-stderr "$WF" runs respond r1 "$WF_HITL" --store "$T/w.db" --event '{"response": "no"}'
+    [ "$status" -eq 0 ]
+    [ "$output" = '"pen: rejected"' ]
+}
+
+@test "run --store: a rerun of a waiting run says its question again (4); of another workflow 2" {
+    [ -n "$WF_MKWAITING" ] || skip "built without SQLite"
+    run --separate-stderr "$WF" run "$WF_HITL" --store "$T/r.db" --run-id h --input '{"item": "x"}'
+    [ "$status" -eq 4 ]
+    # a rerun: released, it is not run again; its question from the store
+    run --separate-stderr "$WF" run "$WF_HITL" --store "$T/r.db" --run-id h --input '{"item": "other"}'
+    [ "$status" -eq 4 ]
+    [ "$output" = '{"type":"InputRequiredEvent","value":{"prefix":"Approve x?"}}' ]
+    [[ "$stderr" == *"waiting for input: run 'h' is kept in the store"* ]]
+    # left in flight by a stopped process: continued here until it waits, released
+    "$WF_MKWAITING" "$T/r.db" "$WF_HITL" approval h2 '{"item": "y"}'
+    run --separate-stderr "$WF" run "$WF_HITL" --store "$T/r.db" --run-id h2
+    [ "$status" -eq 4 ]
+    [ "$output" = '{"type":"InputRequiredEvent","value":{"prefix":"Approve y?"}}' ]
+    run --separate-stderr "$WF" runs list --store "$T/r.db" --json --status released
+    [[ "$output" == *'"run_id":"h2"'* ]]
+    run --separate-stderr "$WF" run "$WF_TP" echo --store "$T/r.db" --run-id h
+    [ "$status" -eq 2 ]
+    [ "$stderr" = "wf run: run 'h' in the store is a run of workflow 'approval', not 'echo'" ]
+    run --separate-stderr "$WF" run "$WF_TP" echo --store "$T/r.db" --run-id ''
+    [ "$status" -eq 2 ]
+    [[ "$stderr" == *"--run-id wants 1 to 1024 bytes"* ]]
+}
+
+@test "run --store: a run killed with SIGKILL in a step is continued by a rerun" {
+    [ -n "$WF_MKWAITING" ] || skip "built without SQLite"
+    mkfifo "$T/out" "$T/gate"
+    in="{\"gate\": \"$T/gate\"}"
+    "$WF" run "$WF_TP" gated --store "$T/r.db" --run-id k --input "$in" --stream > "$T/out" 2> "$T/err" &
+    pid=$!
+    read -r line < "$T/out"   # the step runs: it streamed Busy and blocks on the gate
+    [[ "$line" == *'"type":"Busy"'* ]]
+    kill -KILL "$pid"
+    st=0; wait "$pid" || st=$?
+    [ "$st" -eq 137 ]
+    # the rerun continues run k (or starts it again if its start was not durable
+    # yet): its step runs again and blocks on the gate until we write
+    "$WF" run "$WF_TP" gated --store "$T/r.db" --run-id k --input "$in" > "$T/res" 2> "$T/err2" &
+    pid=$!
+    echo opened > "$T/gate"
+    st=0; wait "$pid" || st=$?
+    [ "$st" -eq 0 ]
+    [ "$(cat "$T/res")" = '"opened"' ]
+    run --separate-stderr "$WF" runs list --store "$T/r.db" --json
+    [ "${#lines[@]}" -eq 1 ]
+    [[ "$output" == *'"run_id":"k","workflow":"gated","status":"done"'* ]]
+}
+
+@test "run --store: a run whose process died with its start durable is recovered, not restarted" {
+    [ -n "$WF_MKWAITING" ] || skip "built without SQLite"
+    mkfifo "$T/gate"
+    # the run starts, its start committed, and the process dies inside the step
+    "$WF_MKWAITING" "$T/r.db" "$WF_TP" gated c1 "{\"gate\": \"$T/gate\"}" crash
+    run --separate-stderr "$WF" runs show c1 --store "$T/r.db"
+    [[ "$output" == *'"status":"running"'* ]]
+    # a rerun with another input: the stored start event is the one that runs
+    "$WF" run "$WF_TP" gated --store "$T/r.db" --run-id c1 --input '{"gate": "/nonexistent"}' > "$T/res" 2> "$T/err" &
+    pid=$!
+    echo recovered > "$T/gate"
+    st=0; wait "$pid" || st=$?
+    [ "$st" -eq 0 ]
+    [ "$(cat "$T/res")" = '"recovered"' ]
+    # and in a batch: line 2's run c2 is in flight in the store when the batch starts
+    "$WF_MKWAITING" "$T/r.db" "$WF_TP" gated c2 "{\"gate\": \"$T/gate\"}" crash
+    echo ok > "$T/open"
+    printf '{"id": "c1", "gate": "%s"}\n{"id": "c2", "gate": "/nonexistent"}\n{"id": "c3", "gate": "%s"}\n' \
+        "$T/open" "$T/open" > "$T/in.jsonl"
+    "$WF" batch "$WF_TP" gated --inputs "$T/in.jsonl" --store "$T/r.db" > "$T/out" 2> "$T/err" &
+    pid=$!
+    echo again > "$T/gate"
+    st=0; wait "$pid" || st=$?
+    [ "$st" -eq 0 ]
+    [ "$(wc -l < "$T/out")" -eq 3 ]
+    grep -q '"id":"c1","stored":true,"status":"done","result":"recovered"' "$T/out"
+    grep -q '"id":"c2","status":"done","result":"again"' "$T/out"
+    grep -q '"id":"c3","status":"done","result":"ok"' "$T/out"
+}
+
+@test "batch --store: killed with SIGKILL mid-batch, a rerun gives every result exactly once" {
+    [ -n "$WF_MKWAITING" ] || skip "built without SQLite"
+    echo ok > "$T/open"
+    mkfifo "$T/gate"
+    for i in $(seq 1 50); do
+        g="$T/open"; [ "$i" -eq 25 ] && g="$T/gate"
+        echo "{\"id\": \"n$i\", \"gate\": \"$g\"}"
+    done > "$T/in.jsonl"
+    "$WF" batch "$WF_TP" gated --inputs "$T/in.jsonl" --store "$T/b.db" --jobs 4 \
+        --out "$T/out1" 2> /dev/null &
+    pid=$!
+    exec 7> "$T/gate"   # (not fd 3: bats's) returns once line 25's step has opened the gate: mid-batch
+    kill -KILL "$pid"
+    st=0; wait "$pid" || st=$?
+    exec 7>&-
+    [ "$st" -eq 137 ]
+    # the rerun: stored results for what ended, the runs in flight continued,
+    # the rest started; line 25's step runs again and reads the gate
+    "$WF" batch "$WF_TP" gated --inputs "$T/in.jsonl" --store "$T/b.db" --jobs 4 \
+        --out "$T/out2" 2> "$T/err" &
+    pid=$!
+    echo late > "$T/gate"
+    st=0; wait "$pid" || st=$?
+    [ "$st" -eq 0 ]
+    [ "$(wc -l < "$T/out2")" -eq 50 ]
+    [ "$(grep -o '"id":"n[0-9]*"' "$T/out2" | sort -u | wc -l)" -eq 50 ]
+    [ "$(grep -c '"status":"done","result":"ok"' "$T/out2")" -eq 49 ]
+    grep -q '"id":"n25",\("stored":true,\)\?"status":"done","result":"late"' "$T/out2"
+    run --separate-stderr "$WF" runs list --store "$T/b.db" --status done --json
+    [ "${#lines[@]}" -eq 50 ]
+    # and a third pass runs nothing: every line is its stored result
+    run --separate-stderr "$WF" batch "$WF_TP" gated --inputs "$T/in.jsonl" --store "$T/b.db"
+    [ "$status" -eq 0 ]
+    [ "${#lines[@]}" -eq 50 ]
+    [ "$(grep -c '"stored":true,"status":"done"' <<< "$output")" -eq 50 ]
 }

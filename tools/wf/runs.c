@@ -26,7 +26,8 @@ static void usage(FILE *to)
             "usage: wf runs list --store STORE [--status S,...] [--limit N] [--json]\n"
             "       wf runs show RUN_ID --store STORE [--journal N]\n"
             "       wf runs cancel RUN_ID --store STORE\n"
-            "       wf runs respond RUN_ID PLUGIN.so --store STORE --event JSON|@FILE|-\n"
+            "       wf runs respond RUN_ID PLUGIN.so [WORKFLOW] --store STORE --event JSON|@FILE|-\n"
+            "                       [--no-wait] [--timeout S] [--threads N]\n"
             "the runs a store keeps (the durable runs of wf/store.h)\n"
             "  list     one run a line in creation order: id, workflow, status, last change,\n"
             "           owner (--json: JSON lines)\n"
@@ -35,8 +36,10 @@ static void usage(FILE *to)
             "  cancel   finishes a run no live process owns (released, or its owner's\n"
             "           lease expired) as cancelled\n"
             "  respond  sends an event to a run waiting for input (PLUGIN.so has its\n"
-            "           workflow), runs it here until it ends (its result is printed as\n"
-            "           wf run prints it) or waits again (kept in the store)\n"
+            "           workflow; WORKFLOW, when given, must be the run's), runs it here\n"
+            "           until it ends (its result is printed as wf run prints it) or waits\n"
+            "           again (its question printed; kept in the store). A run a killed wf\n"
+            "           process left in flight is continued to its wait first\n"
             "%s"
             "      --status S,...   list only these: running, waiting, released, done,\n"
             "                       failed, timed_out, cancelled, inflight (the first\n"
@@ -46,6 +49,10 @@ static void usage(FILE *to)
             "      --journal N      show at most N step completions (default 20; 0: none)\n"
             "  -e, --event JSON     respond: a HumanResponseEvent's fields as a JSON object,\n"
             "                       or {\"type\": NAME, \"value\": {...}} for another event\n"
+            "      --no-wait        respond: send and stop (the run is left in flight,\n"
+            "                       checkpointed, for the next command)\n"
+            "      --timeout S      respond: wait at most S seconds (then 3; the run goes on\n"
+            "                       when a later command picks it up)\n"
             "%s"
             "Exit status: 0 done, 1 no such run, it cannot be cancelled or answered, or it\n"
             "failed, 2 usage or the store cannot be opened, 3 timed out, 4 waiting for\n"
@@ -97,10 +104,10 @@ static void fmt_time(char out[40], int64_t ms)
 
 /*
  * Opens the store of --store: "sqlite:PATH" or a PATH. A file that is not
- * there is an error here (opening would create it). EXIT_USAGE after a
- * message.
+ * there is an error here (opening would create it). owner: the lease owner
+ * (NULL: one of its own). EXIT_USAGE after a message.
  */
-static int open_store(const char *spec, wf_store **out)
+static int open_store(const char *spec, const char *owner, wf_store **out)
 {
     const char *path = spec;
     const char *colon = strchr(spec, ':'), *slash = strchr(spec, '/');
@@ -117,7 +124,10 @@ static int open_store(const char *spec, wf_store **out)
         return EXIT_USAGE;
     }
     char *msg = NULL;
-    int rc = wf_store_open_sqlite(out, path, NULL, &msg);
+    wf_store_params sp;
+    wf_store_params_init(&sp);
+    sp.owner = owner;
+    int rc = wf_store_open_sqlite(out, path, &sp, &msg);
     if (rc < 0) {
         cli_err("runs", "cannot open the store %s: %s", path, msg ? msg : wf_strerror(rc));
         wf_free(msg);
@@ -575,8 +585,66 @@ static int parse_answer(wf_workflow *wf, const char *arg, wf_event **out)
     return 0;
 }
 
+/* respond's options. */
+typedef struct respond_opts {
+    const char *event; /* --event */
+    int no_wait;       /* --no-wait */
+    long threads;
+    int64_t timeout_ms; /* WF_TIMEOUT_DEFAULT or WF_NO_TIMEOUT: wait for ever */
+} respond_opts;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ms left until deadline (-1: none), at least 0. */
+static int64_t left_ms(int64_t deadline)
+{
+    if (deadline < 0)
+        return -1;
+    int64_t left = deadline - mono_ms();
+    return left > 0 ? left : 0;
+}
+
+/* Why run_id could not be sent to: ended, another owner's, or what the engine said. */
+static void explain_unsent(wf_store *st, const char *run_id, int rc)
+{
+    wf_store_run_info in;
+    memset(&in, 0, sizeof in);
+    int r = wf_store_get_run(st, run_id, &in);
+    if (rc == WF_ESTATE || (r == 0 && in.status >= WF_STORE_DONE)) {
+        cli_err("runs", "run '%s' has ended already (%s)", run_id,
+                r == 0 ? status_name(in.status) : "?");
+    } else if (r == 0 && in.owner && strcmp(in.owner, CLI_STORE_OWNER) != 0) {
+        char t[40] = "";
+        fmt_time(t, in.lease_until_ms);
+        cli_err("runs",
+                "run '%s' is held by %s (lease until %s): answer it through that process, "
+                "or once the lease has expired",
+                run_id, in.owner, t[0] ? t : "?");
+    } else {
+        const char *m = wf_last_error_message();
+        cli_err("runs", "cannot send the event to run '%s': %s", run_id,
+                m && *m ? m : wf_strerror(rc));
+    }
+    wf_store_run_info_clear(&in);
+}
+
+/*
+ * wf runs respond: an executor of this process on the store (owner
+ * CLI_STORE_OWNER, as wf run and wf batch) recovers the store's runs of the
+ * workflow in flight (among them one a killed wf process left), lets run_id
+ * reach its wait if it is one of them, sends the event (wf_durable_send
+ * loads a released run from its checkpoint) and waits: the run ends (its
+ * result printed as wf run prints it), or goes idle waiting again (exit 4,
+ * its last question printed), or --timeout passes (exit 3; it stays in
+ * flight, checkpointed, for the next command).
+ */
 static int cmd_respond(wf_store *st, const char *run_id, const char *plugin_path,
-                       const char *event_arg, long threads)
+                       const char *wfname, const respond_opts *o)
 {
     wf_store_run_info in;
     memset(&in, 0, sizeof in);
@@ -594,9 +662,15 @@ static int cmd_respond(wf_store *st, const char *run_id, const char *plugin_path
         wf_store_run_info_clear(&in);
         return EXIT_FAILED;
     }
+    if (wfname && in.workflow && strcmp(wfname, in.workflow) != 0) {
+        cli_err("runs", "run '%s' is a run of workflow '%s', not '%s'", run_id, in.workflow,
+                wfname);
+        wf_store_run_info_clear(&in);
+        return EXIT_USAGE;
+    }
     wf_plugin *plugin = NULL;
     wf_workflow *wf = NULL;
-    rc = cli_load("runs", plugin_path, in.workflow, &plugin, &wf);
+    rc = cli_load("runs", plugin_path, wfname ? wfname : in.workflow, &plugin, &wf);
     wf_store_run_info_clear(&in);
     if (rc)
         return rc;
@@ -605,77 +679,115 @@ static int cmd_respond(wf_store *st, const char *run_id, const char *plugin_path
     wf_event *ev = NULL, *result = NULL;
     wf_executor *ex = NULL;
     wf_handler *h = NULL;
+    wf_json_buf q;
+    wf_json_buf_init(&q);
+    int64_t deadline = o->timeout_ms > 0 ? mono_ms() + o->timeout_ms : -1;
     if ((rc = wf_workflow_freeze(wf, &msg)) < 0) {
         cli_err("runs", "workflow '%s' is invalid: %s", wf_workflow_name(wf),
                 msg ? msg : wf_strerror(rc));
         goto out;
     }
-    if ((code = parse_answer(wf, event_arg, &ev)) != 0)
+    if ((code = parse_answer(wf, o->event, &ev)) != 0)
         goto out;
     code = EXIT_FAILED;
     wf_executor_params ep;
     wf_executor_params_init(&ep);
-    ep.threads = (uint32_t)threads;
+    ep.threads = (uint32_t)o->threads;
     if ((rc = wf_executor_new(&ex, &ep)) < 0) {
         cli_err("runs", "cannot start the executor: %s", wf_strerror(rc));
         goto out;
     }
     if (cli_store_attach("runs", ex, st, CLI_IDLE_RELEASE_MS) != 0)
         goto out;
-    /* makes the workflow known to the store integration, and takes over the
-     * run when its owner died while it ran or waited (lease expired) */
+    /* makes the workflow known to the store integration, and continues the
+     * runs in flight whose owner stopped (ours, or an expired lease) */
     wf_recover_info ri;
     if ((rc = wf_executor_recover(ex, &wf, 1, &ri, &msg)) < 0) {
         cli_err("runs", "recovering from the store: %s", msg ? msg : wf_strerror(rc));
         goto out;
     }
+    /*
+     * A run recovered here first runs to its wait: a step that runs again
+     * (the last checkpoint was cut before it asked) registers its waiter
+     * anew, and an answer delivered before that would find none. Idle, it
+     * is released (CLI_IDLE_RELEASE_MS), and the send below loads it from
+     * that checkpoint, at its wait.
+     */
+    if (wf_handler_open(ex, run_id, &h) == 0) {
+        rc = wf_handler_wait(h, left_ms(deadline), NULL);
+        wf_handler_free(h);
+        h = NULL;
+        if (rc == WF_ETIMEDOUT) {
+            cli_err("runs", "timed out: run '%s' did not reach its wait; it goes on, "
+                            "checkpointed in the store", run_id);
+            code = EXIT_TIMEDOUT;
+            goto out;
+        }
+    }
     rc = wf_durable_send(ex, run_id, ev, NULL);
     ev = NULL;
-    if (rc == WF_ENOTFOUND || rc == WF_ELEASE) {
-        memset(&in, 0, sizeof in);
-        char t[40] = "";
-        if (wf_store_get_run(st, run_id, &in) == 0)
-            fmt_time(t, in.lease_until_ms);
-        cli_err("runs",
-                "run '%s' is held by %s (lease until %s): answer it through that process, "
-                "or once the lease has expired",
-                run_id, in.owner ? in.owner : "another process", t[0] ? t : "?");
-        wf_store_run_info_clear(&in);
-        goto out;
-    }
-    if (rc == WF_ESTATE) {
-        cli_err("runs", "run '%s' has ended already", run_id);
-        goto out;
-    }
     if (rc < 0) {
-        const char *m = wf_last_error_message();
-        cli_err("runs", "cannot send the event to run '%s': %s", run_id,
-                m && *m ? m : wf_strerror(rc));
-        code = rc == WF_ETYPE ? EXIT_USAGE : EXIT_FAILED;
+        if (rc == WF_ETYPE) {
+            const char *m = wf_last_error_message();
+            cli_err("runs", "cannot send the event to run '%s': %s", run_id,
+                    m && *m ? m : wf_strerror(rc));
+            code = EXIT_USAGE;
+        } else {
+            explain_unsent(st, run_id, rc);
+        }
         goto out;
     }
-    /* wait for it here: it ends (its result is durable), or it waits for
-     * input again and is released into the store */
+    if (o->no_wait) {
+        /* the executor's shutdown checkpoints the run: the next command goes on with it */
+        printf("{\"run_id\":");
+        wf_json_write_string(&q, run_id, strlen(run_id));
+        fwrite(q.data, 1, q.len, stdout);
+        printf(",\"status\":\"sent\"}\n");
+        code = EXIT_DONE;
+        goto out;
+    }
+    /* it ends (its result is durable), or it waits again and is released */
     rc = wf_handler_open(ex, run_id, &h);
     if (rc == 0)
-        rc = wf_handler_wait(h, -1, &result);
+        rc = wf_handler_wait(h, left_ms(deadline), &result);
+    else
+        rc = WF_ENOTFOUND; /* ended (or released) already: the store says which */
     if (rc == 0) {
         code = cli_print_result("runs", result);
         goto out;
     }
+    if (rc == WF_ETIMEDOUT) {
+        cli_err("runs", "timed out waiting for run '%s'; it goes on, checkpointed in the store",
+                run_id);
+        code = EXIT_TIMEDOUT;
+        goto out;
+    }
     memset(&in, 0, sizeof in);
-    if (wf_store_get_run(st, run_id, &in) == 0 && in.status < WF_STORE_DONE) {
+    if (wf_store_get_run(st, run_id, &in) == 0 && in.status == WF_STORE_RELEASED) {
+        /* idle: it waits for another event from outside */
+        if (cli_last_question(ex, wf, run_id, &q)) {
+            wf_json_buf_append(&q, "\n", 1);
+            fwrite(q.data, 1, q.len, stdout);
+        }
         cli_err("runs", "waiting for input again: run '%s' is kept in the store", run_id);
         code = EXIT_WAITING;
-    } else {
+    } else if (in.status >= WF_STORE_DONE) {
         code = cli_print_stored("runs", ex, wf, run_id);
+    } else {
+        const char *step = NULL, *m = NULL;
+        int ecode = 0;
+        if (h)
+            wf_handler_error(h, &ecode, &step, &m);
+        cli_err("runs", "run '%s' stopped here without ending (%s)%s%s", run_id,
+                status_name(in.status), m ? ": " : "", m ? m : "");
     }
     wf_store_run_info_clear(&in);
 out:
+    wf_json_buf_free(&q);
     wf_event_release(result);
     wf_handler_free(h);
     wf_event_release(ev);
-    wf_executor_free(ex);
+    wf_executor_free(ex); /* a run still in flight is checkpointed and stays in the store */
     wf_free(msg);
     wf_plugin_free(plugin);
     return code;
@@ -686,7 +798,7 @@ out:
 typedef struct runs_opts {
     const char *status, *event;
     long limit, journal;
-    int json;
+    int json, no_wait;
 } runs_opts;
 
 static int runs_opt(int c, const char *arg, void *user)
@@ -714,6 +826,9 @@ static int runs_opt(int c, const char *arg, void *user)
     case 'e':
         o->event = arg;
         return 0;
+    case 'W':
+        o->no_wait = 1;
+        return 0;
     }
     return -1;
 }
@@ -726,13 +841,15 @@ int cmd_runs(int argc, char **argv)
                                          {"journal", required_argument, NULL, 'J'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"event", required_argument, NULL, 'e'},
+                                         {"no-wait", no_argument, NULL, 'W'},
                                          CLI_OPT_THREADS,
+                                         CLI_OPT_TIMEOUT,
                                          CLI_OPT_HELP,
                                          {NULL, 0, NULL, 0}};
-    runs_opts ro = {NULL, NULL, 0, 20, 0};
+    runs_opts ro = {NULL, NULL, 0, 20, 0, 0};
     cli_opts co;
     cli_opts_init(&co);
-    int rc = cli_getopt("runs", argc, argv, "he:t:", opts, &co, runs_opt, &ro, usage, 1, 3);
+    int rc = cli_getopt("runs", argc, argv, "he:t:", opts, &co, runs_opt, &ro, usage, 1, 4);
     if (rc != CLI_CONTINUE)
         return rc;
     const char *sub = argv[optind];
@@ -744,8 +861,13 @@ int cmd_runs(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *plugin_path = optind + 2 < argc ? argv[optind + 2] : NULL;
+    const char *wfname = optind + 3 < argc ? argv[optind + 3] : NULL;
     if (respond && (plugin_path == NULL || ro.event == NULL)) {
-        cli_err("runs", "respond wants RUN_ID PLUGIN.so and --event JSON");
+        cli_err("runs", "respond wants RUN_ID PLUGIN.so [WORKFLOW] and --event JSON");
+        return EXIT_USAGE;
+    }
+    if (!respond && (ro.event || ro.no_wait || co.threads || co.timeout_ms != WF_TIMEOUT_DEFAULT)) {
+        cli_err("runs", "--event, --no-wait, --threads and --timeout are for respond");
         return EXIT_USAGE;
     }
     if (!respond && plugin_path) {
@@ -768,7 +890,7 @@ int cmd_runs(int argc, char **argv)
         return EXIT_USAGE;
     }
     wf_store *st = NULL;
-    if ((rc = open_store(co.store, &st)) != 0)
+    if ((rc = open_store(co.store, respond ? CLI_STORE_OWNER : NULL, &st)) != 0)
         return rc;
     if (list)
         rc = cmd_list(st, mask, ro.limit, ro.json);
@@ -776,8 +898,10 @@ int cmd_runs(int argc, char **argv)
         rc = cmd_show(st, run_id, ro.journal);
     else if (cancel)
         rc = cmd_cancel(st, run_id);
-    else
-        rc = cmd_respond(st, run_id, plugin_path, ro.event, co.threads);
+    else {
+        respond_opts o = {ro.event, ro.no_wait, co.threads, co.timeout_ms};
+        rc = cmd_respond(st, run_id, plugin_path, wfname, &o);
+    }
     wf_store_free(st);
     if (fflush(stdout) != 0 && rc == EXIT_DONE) {
         cli_err("runs", "writing: %s", strerror(errno));
