@@ -181,9 +181,10 @@ static int start_run(wf_server *s, const srv_wf *w, conn_state *cs, srv_rec **ou
         pthread_mutex_lock(&old->lock);
         int running = !old->ended;
         pthread_mutex_unlock(&old->lock);
-        if (running) {
+        if (running || s->store) { /* with a store, an id is a durable run's for good */
             pthread_mutex_unlock(&s->lock);
-            snprintf(detail, dlen, "Handler %s is already running", r->id);
+            snprintf(detail, dlen, running ? "Handler %s is already running"
+                                           : "Handler %s already exists in the store", r->id);
             wf_event_release(ev);
             atomic_store(&r->refs, 1);
             wf__srv_rec_unref(r);
@@ -199,14 +200,21 @@ static int start_run(wf_server *s, const srv_wf *w, conn_state *cs, srv_rec **ou
     rp.on_done = wf__srv_on_done;
     rp.on_done_user = r;
     pthread_mutex_lock(&s->inject_lock);
-    rc = wf_run_start_ex(s->ex, w->wf, NULL, ev, &rp, &r->h, &msg);
+    if (s->store) /* durable (durable.c): the handler id is the run id */
+        rc = s->ex ? wf_run_start_durable(s->ex, w->wf, NULL, r->id, ev, &rp, &r->h, &msg)
+                   : (wf_event_release(ev), WF_ECANCELLED);
+    else
+        rc = wf_run_start_ex(s->ex, w->wf, NULL, ev, &rp, &r->h, &msg);
     pthread_mutex_unlock(&s->inject_lock);
     if (rc < 0) { /* on_done will not come */
-        snprintf(detail, dlen, "Error running workflow: %s", msg ? msg : wf_strerror(rc));
+        int taken = rc == WF_EEXIST; /* in the store, not in the table */
+        snprintf(detail, dlen, taken ? "Handler %s already exists in the store"
+                                     : "Error running workflow: %s",
+                 taken ? r->id : msg ? msg : wf_strerror(rc));
         wf_free(msg);
         atomic_store(&r->refs, 1);
         wf__srv_rec_unref(r);
-        return 500;
+        return taken ? 409 : rc == WF_ECANCELLED ? 503 : 500;
     }
     snprintf(r->run_id, sizeof r->run_id, "%llu", (unsigned long long)wf_handler_run_id(r->h));
     pthread_mutex_lock(&s->lock);
@@ -358,6 +366,11 @@ enum MHD_Result wf__srv_post_cancel(wf_server *s, struct MHD_Connection *c, cons
     srv_rec *r = wf__srv_lookup(s, id);
     if (r == NULL)
         return wf__srv_reply_detail(c, 404, "Handler not found");
+    if (r->h == NULL && !r->ended) { /* released in the store (durable.c) */
+        wf__srv_rec_unref(r);
+        return wf__srv_reply_detail(c, 409, "Handler %s is released in the store: send it an "
+                                            "event first, or cancel it with wf runs cancel", id);
+    }
     pthread_mutex_lock(&s->inject_lock);
     wf_handler_cancel(r->h); /* WF_ESTATE when it had ended: nothing to do */
     pthread_mutex_unlock(&s->inject_lock);
@@ -455,12 +468,21 @@ enum MHD_Result wf__srv_post_event(wf_server *s, struct MHD_Connection *c, const
         wf_json_free_message(msg);
         goto out;
     }
-    pthread_mutex_lock(&s->inject_lock);
-    rc = wf_handler_send_event(r->h, ev, json_string_value(step));
-    pthread_mutex_unlock(&s->inject_lock);
+    if (r->h == NULL) { /* released in the store: the event loads it (durable.c) */
+        rc = wf__srv_durable_send(s, r, ev, json_string_value(step));
+    } else {
+        pthread_mutex_lock(&s->inject_lock);
+        rc = wf_handler_send_event(r->h, ev, json_string_value(step));
+        pthread_mutex_unlock(&s->inject_lock);
+    }
     ev = NULL;
     if (rc == WF_ESTATE)
         ret = wf__srv_reply_detail(c, 409, "Workflow already completed");
+    else if (rc == WF_EBUSY)
+        ret = wf__srv_reply_detail(c, 409, "Handler %s is held by another process: %s", id,
+                                   wf_last_error_message());
+    else if (rc == WF_ECANCELLED)
+        ret = wf__srv_reply_detail(c, 503, "The server is stopping");
     else if (rc == WF_ENOTFOUND || rc == WF_ETYPE)
         ret = wf__srv_reply_detail(c, 400, "Cannot send the event to step '%s': %s",
                                    json_string_value(step) ? json_string_value(step) : "",

@@ -42,6 +42,16 @@ typedef struct wf_server_params {
     uint32_t max_connections;
     /** libmicrohttpd's threads (epoll, each serving many connections); 0: the cores. */
     uint32_t http_threads;
+    /**
+     * A run store (borrowed: it must outlive the server), or NULL. With one,
+     * every run started is durable, its run id its handler id, and the
+     * store's runs of the served workflows are handlers again at startup:
+     * those in flight under this store's owner continued, the ended ones
+     * with their stored result, the released ones loaded by an event sent
+     * to them (durable.c). The server's shutdown leaves the runs in flight
+     * in the store instead of cancelling them.
+     */
+    wf_store *store;
 } wf_server_params;
 
 void wf_server_params_init(wf_server_params *p);

@@ -646,6 +646,8 @@ int wf_server_new(wf_server **out, const wf_server_params *p, char **message)
         fail(message, rc, "cannot start the executor: %s", wf_strerror(rc));
         goto err;
     }
+    if (p->store && (rc = wf__srv_durable_start(s, p->store, message)) < 0)
+        goto err;
     struct sockaddr_in addr;
     memset(&addr, 0, sizeof addr);
     addr.sin_family = AF_INET;
@@ -722,6 +724,7 @@ void wf_server_free(wf_server *s)
         pthread_mutex_lock(&s->susp_lock);
         s->no_suspend = 1;
         pthread_mutex_unlock(&s->susp_lock);
+        wf__srv_durable_stop(s); /* a store: its runs stay in flight there, not cancelled */
         cancel_all(s); /* ends the runs: their ends resume what waits for them */
         /* MHD_stop_daemon aborts with a connection still suspended: wait for them */
         pthread_mutex_lock(&s->susp_lock);
@@ -740,6 +743,7 @@ void wf_server_free(wf_server *s)
         if (ls != MHD_INVALID_SOCKET)
             close(ls);
     }
+    wf__srv_durable_stop(s); /* (when it failed to start the daemon) */
     cancel_all(s);
     pthread_mutex_lock(&s->lock); /* the reader threads end with their runs */
     while (atomic_load(&s->pumps))

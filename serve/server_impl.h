@@ -111,6 +111,10 @@ struct wf_server {
     pthread_cond_t susp_cond;
     size_t suspended;
     int no_suspend;
+    /* with a store (durable.c): threads waiting for the ends of runs it loaded */
+    wf_store *store;
+    pthread_mutex_t watch_lock;
+    struct srv_watch *watch;
 };
 
 /* A request being read (its body, up to the limit). */
@@ -160,5 +164,18 @@ srv_rec *wf__srv_table_find(wf_server *s, const char *id);
 int wf__srv_table_insert(wf_server *s, srv_rec *r);
 void wf__srv_table_remove(wf_server *s, srv_rec *r);
 void wf__srv_write_handler(wf_json_buf *b, srv_rec *r, int compat);
+/* An event as the API's envelope {"value", "type", "types", "qualified_name"} (streams.c). */
+int wf__srv_envelope(wf_json_buf *b, const wf_event *ev, const char *plugin);
+/*
+ * With a store (durable.c): _start attaches it to s->ex and makes the
+ * store's runs records (at startup); _send sends ev (taken) to the run of
+ * a record without a handler (released), loading it, and replaces the
+ * record by a live one (0, or WF_ESTATE ended, WF_EBUSY another owner's,
+ * WF_ECANCELLED stopping, ...); _stop frees s->ex (the runs stay in flight
+ * in the store) and joins durable.c's threads, before anything is cancelled.
+ */
+int wf__srv_durable_start(wf_server *s, wf_store *st, char **message);
+int wf__srv_durable_send(wf_server *s, srv_rec *r, wf_event *ev, const char *step);
+void wf__srv_durable_stop(wf_server *s);
 
 #endif

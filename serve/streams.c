@@ -488,6 +488,10 @@ enum MHD_Result wf__srv_get_events(wf_server *s, struct MHD_Connection *c, const
     srv_rec *r = wf__srv_lookup(s, id);
     if (r == NULL)
         return wf__srv_reply_detail(c, 404, "Handler not found");
+    if (r->h == NULL && !r->ended) { /* released in the store (durable.c): nothing streams */
+        wf__srv_rec_unref(r);
+        return wf__srv_reply(c, 204, NULL, "", 0);
+    }
     pthread_mutex_lock(&r->lock);
     if (now && !r->ended && !r->pumping)
         wf__srv_pump_turn(r, r->h, 0); /* "now" counts what the run streamed so far */
@@ -533,4 +537,9 @@ enum MHD_Result wf__srv_get_events(wf_server *s, struct MHD_Connection *c, const
     enum MHD_Result ret = MHD_queue_response(c, 200, resp);
     MHD_destroy_response(resp);
     return ret;
+}
+
+int wf__srv_envelope(wf_json_buf *b, const wf_event *ev, const char *plugin)
+{
+    return write_envelope(b, ev, plugin, NULL);
 }

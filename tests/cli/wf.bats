@@ -898,3 +898,65 @@ start_worker() {
     [ "${#lines[@]}" -eq 50 ]
     [ "$(grep -c '"stored":true,"status":"done"' <<< "$output")" -eq 50 ]
 }
+
+# ---- wf serve --store: durable runs through the HTTP API
+
+@test "serve --store: runs outlive the server; after a restart results, handlers and events work" {
+    [ -n "$WF_MKWAITING" ] || skip "built without SQLite"
+    command -v curl > /dev/null || skip "no curl"
+    # a run released into the store by wf run (it waits for input) before the server starts
+    run --separate-stderr "$WF" run "$WF_HITL" --store "$T/s.db" --run-id rel --input '{"item": "cup"}'
+    [ "$status" -eq 4 ]
+    start_serve "$WF_QS" "$WF_HITL" --store "$T/s.db"
+    u="http://127.0.0.1:$port"
+    run curl -s -XPOST "$u/workflows/approval/run-nowait" -d '{"handler_id": "h1", "start_event": {"item": "pen"}}'
+    [[ "$output" == '{"handler_id":"h1","workflow_name":"approval",'*'"status":"running"'* ]]
+    run curl -s -XPOST "$u/workflows/MyWorkflow/run" -d '{"handler_id": "q1", "start_event": {"data": "abc"}}'
+    [[ "$output" == '{"handler_id":"q1",'*'"status":"completed"'* ]]
+    # a handler id is its durable run's for good
+    run curl -s -w ' %{http_code}' -XPOST "$u/workflows/MyWorkflow/run" -d '{"handler_id": "q1"}'
+    [ "$output" = '{"detail":"Handler q1 already exists in the store"} 409' ]
+    # h1 asks (its stream says so) and waits; then the server stops
+    exec 5< <(curl -sN "$u/events/h1?sse=false&after_sequence=-1")
+    while read -r line <&5; do [[ "$line" == *'"type":"InputRequiredEvent"'* ]] && break; done
+    kill -TERM "$pid"
+    st=0; wait "$pid" || st=$?
+    exec 6<&- 5<&-
+    [ "$st" -eq 0 ]
+    rm "$T/serve.out"
+    # in the store: h1 in flight (not cancelled by the stop), held by the server's owner
+    run --separate-stderr "$WF" runs list --store "$T/s.db" --json
+    [[ "$output" == *'"run_id":"h1","workflow":"approval","status":"'*'","owner":"wf-serve"'* ]]
+    [[ "$output" == *'"run_id":"q1","workflow":"MyWorkflow","status":"done"'* ]]
+    [[ "$output" != *'"status":"cancelled"'* ]]
+    run --separate-stderr "$WF" runs respond h1 "$WF_HITL" --store "$T/s.db" --event '{"response": "no"}'
+    [ "$status" -eq 1 ]
+    [[ "$stderr" == *"run 'h1' is held by wf-serve"* ]]
+    # the restart: every run of the store is a handler again
+    start_serve "$WF_QS" "$WF_HITL" --store "$T/s.db"
+    u="http://127.0.0.1:$port"
+    run curl -s "$u/handlers"
+    [[ "$output" == *'"handler_id":"rel","workflow_name":"approval",'*'"status":"running"'* ]]
+    [[ "$output" == *'"handler_id":"h1","workflow_name":"approval",'*'"status":"running"'* ]]
+    [[ "$output" == *'"handler_id":"q1","workflow_name":"MyWorkflow",'*'"status":"completed"'* ]]
+    run curl -s -w ' %{http_code}' "$u/results/q1"
+    [[ "$output" == '{"handler_id":"q1",'*'"result":"Processed 1 times, data length: 3","status":"completed"'*' 200' ]]
+    run curl -s -w ' %{http_code}' "$u/results/h1"
+    [[ "$output" == *'"status":"running"'*' 202' ]]
+    # the recovered run (in memory again) and the released one (loaded by the event) answer
+    for h in h1 rel; do
+        run curl -s -XPOST "$u/events/$h" -d '{"event": {"type": "HumanResponseEvent", "value": {"response": "yes"}}}'
+        [ "$output" = '{"status":"sent"}' ]
+        curl -s "$u/events/$h?sse=false&after_sequence=-1" > /dev/null   # it ends with the run
+    done
+    run curl -s -w ' %{http_code}' "$u/results/h1"
+    [[ "$output" == *'"result":"pen: approved","status":"completed"'*' 200' ]]
+    run curl -s -w ' %{http_code}' "$u/results/rel"
+    [[ "$output" == *'"result":"cup: approved","status":"completed"'*' 200' ]]
+    kill -TERM "$pid"
+    st=0; wait "$pid" || st=$?
+    exec 6<&-
+    [ "$st" -eq 0 ]
+    run --separate-stderr "$WF" runs list --store "$T/s.db" --json --status done
+    [ "${#lines[@]}" -eq 3 ]
+}

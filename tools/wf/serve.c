@@ -31,8 +31,12 @@ static void usage(FILE *to)
             "      --max-connections N  connections at once (default 2048)\n"
             "      --http-threads N     HTTP threads, each serving many connections (default:\n"
             "                           the cores)\n"
+            "%s"
+            "                           runs are durable (the handler id is the run id) and\n"
+            "                           outlive the server: a restart continues those in\n"
+            "                           flight and serves the ended ones' results\n"
             "Stops on Ctrl-C or SIGTERM. Exit status: 0 stopped, 2 usage or cannot listen.\n",
-            CLI_HELP_THREADS("          "));
+            CLI_HELP_THREADS("          "), CLI_HELP_STORE("        "));
 }
 
 typedef struct serve_opts {
@@ -92,6 +96,7 @@ int cmd_serve(int argc, char **argv)
                                          {"max-handlers", required_argument, NULL, 'H'},
                                          {"max-connections", required_argument, NULL, 'C'},
                                          {"http-threads", required_argument, NULL, 'W'},
+                                         CLI_OPT_STORE,
                                          CLI_OPT_HELP,
                                          {NULL, 0, NULL, 0}};
     wf_server_params sp;
@@ -123,6 +128,7 @@ int cmd_serve(int argc, char **argv)
     int n = argc - optind, ex_code = EXIT_USAGE;
     wf_plugin **plugins = calloc((size_t)n, sizeof *plugins);
     wf_server *srv = NULL;
+    wf_store *st = NULL;
     if (plugins == NULL)
         return EXIT_FAILED;
     for (int i = 0; i < n; i++) {
@@ -136,6 +142,12 @@ int cmd_serve(int argc, char **argv)
         cli_err("serve", "cannot start the signal thread");
         goto done;
     }
+    /* (after the signal thread: the store's writer thread must not take SIGTERM)
+     * its own owner: a restart continues its runs at once, another wf command
+     * beside it is told the runs are held (CLI_SERVE_OWNER) */
+    if (co.store && cli_store_open("serve", co.store, 0, CLI_SERVE_OWNER, &st) != 0)
+        goto done;
+    sp.store = st;
     char *msg = NULL;
     rc = wf_server_new(&srv, &sp, &msg);
     if (rc < 0) {
@@ -151,6 +163,7 @@ int cmd_serve(int argc, char **argv)
     ex_code = EXIT_DONE;
 done:
     wf_server_free(srv);
+    wf_store_free(st);
     cli_signals_stop();
     for (int i = 0; i < n; i++)
         wf_plugin_free(plugins[i]);
