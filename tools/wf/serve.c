@@ -32,9 +32,10 @@ static void usage(FILE *to)
             "      --http-threads N     HTTP threads, each serving many connections (default:\n"
             "                           the cores)\n"
             "%s"
-            "                           runs are durable (the handler id is the run id) and\n"
-            "                           outlive the server: a restart continues those in\n"
-            "                           flight and serves the ended ones' results\n"
+            "                           (created when missing): runs are durable (the\n"
+            "                           handler id is the run id) and outlive the server:\n"
+            "                           a restart continues those in flight and serves the\n"
+            "                           ended ones' results\n"
             "Stops on Ctrl-C or SIGTERM. Exit status: 0 stopped, 2 usage or cannot listen.\n",
             CLI_HELP_THREADS("          "), CLI_HELP_STORE("        "));
 }
