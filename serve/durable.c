@@ -152,6 +152,8 @@ static srv_rec *ended_rec(wf_server *s, const srv_wf *w, const wf_store_run_info
 typedef struct load_state {
     wf_server *s;
     int rc;
+    int counting;         /* the first pass: counts the ended runs */
+    uint64_t ended, skip; /* ended runs seen; the oldest ones not loaded */
 } load_state;
 
 static const srv_wf *served(wf_server *s, const char *name)
@@ -169,6 +171,10 @@ static int load_one(const wf_store_run_info *in, void *user)
     const srv_wf *w = served(s, in->workflow);
     if (w == NULL || in->run_id == NULL || strlen(in->run_id) >= sizeof ((srv_rec *)0)->id)
         return 0; /* not ours to serve, or an id no handler can have */
+    if (in->status >= WF_STORE_DONE && ls->ended++ < ls->skip)
+        return 0; /* more ended runs than --max-handlers keeps: the oldest stay in the store */
+    if (ls->counting)
+        return 0;
     int rc = adopt(s, w, in->run_id);
     if (rc == 0)
         return 0;
@@ -230,13 +236,26 @@ int wf__srv_durable_start(wf_server *s, wf_store *st, char **message)
         return rc;
     }
     wf_free(msg); /* runs that could not be continued stay in the store, as they were */
-    load_state ls = {s, 0};
+    /* two passes: the count of ended runs, then the runs, the ended ones
+     * from the newest s->max_handlers on (each costs a read and a decode) */
+    load_state ls = {s, 0, 1, 0, 0};
     uint64_t cursor = 0;
-    do {
-        rc = wf_store_list(st, WF_STORE_MASK_ALL, cursor, 1000, load_one, &ls, &cursor);
-    } while (rc == 0 && ls.rc == 0 && cursor);
-    if (rc == 0)
-        rc = ls.rc;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            ls.counting = 0;
+            ls.skip = ls.ended > s->max_handlers ? ls.ended - s->max_handlers : 0;
+            ls.ended = 0;
+            cursor = 0;
+        }
+        do {
+            rc = wf_store_list(st, pass ? WF_STORE_MASK_ALL : WF_STORE_MASK_ALL & ~WF_STORE_MASK_INFLIGHT,
+                               cursor, 1000, load_one, &ls, &cursor);
+        } while (rc == 0 && ls.rc == 0 && cursor);
+        if (rc == 0)
+            rc = ls.rc;
+        if (rc < 0)
+            break;
+    }
     if (rc < 0 && message)
         *message = strdup("loading the store's runs");
     return rc;
@@ -245,6 +264,15 @@ int wf__srv_durable_start(wf_server *s, wf_store *st, char **message)
 int wf__srv_durable_send(wf_server *s, srv_rec *r, wf_event *ev, const char *step)
 {
     pthread_mutex_lock(&s->inject_lock);
+    /* another POST loaded it meanwhile: the live record of its id takes the event */
+    srv_rec *cur = wf__srv_lookup(s, r->id);
+    if (cur && cur->h) {
+        int rc = wf_handler_send_event(cur->h, ev, step);
+        pthread_mutex_unlock(&s->inject_lock);
+        wf__srv_rec_unref(cur);
+        return rc;
+    }
+    wf__srv_rec_unref(cur);
     int rc = s->ex ? wf_durable_send(s->ex, r->id, ev, step) : (wf_event_release(ev), WF_ECANCELLED);
     if (rc == 0)
         rc = adopt(s, r->w, r->id);

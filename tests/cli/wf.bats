@@ -959,4 +959,14 @@ start_worker() {
     [ "$st" -eq 0 ]
     run --separate-stderr "$WF" runs list --store "$T/s.db" --json --status done
     [ "${#lines[@]}" -eq 3 ]
+    # --max-handlers bounds what a start loads: the newest ended runs (creation order)
+    rm "$T/serve.out"
+    start_serve "$WF_QS" "$WF_HITL" --store "$T/s.db" --max-handlers 1
+    run curl -s "http://127.0.0.1:$port/handlers"
+    [[ "$output" == '{"handlers":[{"handler_id":"q1",'*'}]}' ]]
+    [[ "$output" != *'"handler_id":"h1"'* ]]
+    kill -TERM "$pid"
+    st=0; wait "$pid" || st=$?
+    exec 6<&-
+    [ "$st" -eq 0 ]
 }
