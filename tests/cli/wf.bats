@@ -749,7 +749,7 @@ start_worker() {
     [ "$output" = '"C+D"' ]
     # --timeout: a run blocked in a step (gated, on a FIFO) does not reach its
     # wait in time: 3; the step is let go after the message (the command's
-    # shutdown waits for it), and the run stays in flight for the next command
+    # shutdown waits for it)
     mkfifo "$T/gate"
     "$WF_MKWAITING" "$T/w.db" "$WF_TP" gated g1 "{\"gate\": \"$T/gate\"}" crash
     exec 7<> "$T/gate"   # (not fd 3: bats's) a writer, so nothing blocks on opening it
@@ -763,8 +763,11 @@ start_worker() {
     [ "$st" -eq 3 ]
     [ "$(cat "$T/e")" = "wf runs: timed out: run 'g1' did not reach its wait; it goes on, checkpointed in the store" ]
     [ ! -s "$T/o" ]
+    # not lost, not cancelled: still in flight, or (the step let go before the
+    # shutdown's checkpoint) ended with the gate's line
     run --separate-stderr "$WF" runs show g1 --store "$T/w.db"
-    [[ "$output" == *'"status":"running"'*'"result":null'* ]]
+    [[ "$output" == *'"status":"running"'*'"result":null'* ||
+       "$output" == *'"status":"done"'*'"result":{"type":"StopEvent","value":{"result":"let-go"}}'* ]]
 }
 
 @test "runs respond: another workflow is 2, another live owner's run is 1" {
@@ -816,15 +819,18 @@ start_worker() {
     pid=$!
     read -r line < "$T/out"   # the step runs: it streamed Busy and blocks on the gate
     [[ "$line" == *'"type":"Busy"'* ]]
+    # until the store has the Busy event, journaled after the start event: the start is durable
+    until "$WF" runs show k --store "$T/r.db" 2> /dev/null | grep -q '"by_kind":{"event":1,"send":1}'; do :; done
     kill -KILL "$pid"
     st=0; wait "$pid" || st=$?
     [ "$st" -eq 137 ]
-    # the rerun continues run k (or starts it again if its start was not durable
-    # yet): its step runs again and blocks on the gate until we write
-    "$WF" run "$WF_TP" gated --store "$T/r.db" --run-id k --input "$in" > "$T/res" 2> "$T/err2" &
+    # the rerun continues run k, with its stored start event (this --input would
+    # fail the step): the step runs again and blocks on the gate until we write
+    "$WF" run "$WF_TP" gated --store "$T/r.db" --run-id k --input '{"gate": "/nonexistent"}' > "$T/res" 2> "$T/err2" &
     pid=$!
-    echo opened > "$T/gate"
+    exec 7<> "$T/gate"; echo opened >&7   # (read-write: never blocks, even if nothing reads)
     st=0; wait "$pid" || st=$?
+    exec 7>&-
     [ "$st" -eq 0 ]
     [ "$(cat "$T/res")" = '"opened"' ]
     run --separate-stderr "$WF" runs list --store "$T/r.db" --json
@@ -842,8 +848,9 @@ start_worker() {
     # a rerun with another input: the stored start event is the one that runs
     "$WF" run "$WF_TP" gated --store "$T/r.db" --run-id c1 --input '{"gate": "/nonexistent"}' > "$T/res" 2> "$T/err" &
     pid=$!
-    echo recovered > "$T/gate"
+    exec 7<> "$T/gate"; echo recovered >&7   # (read-write: never blocks, even if nothing reads)
     st=0; wait "$pid" || st=$?
+    exec 7>&-
     [ "$st" -eq 0 ]
     [ "$(cat "$T/res")" = '"recovered"' ]
     # and in a batch: line 2's run c2 is in flight in the store when the batch starts
@@ -853,8 +860,9 @@ start_worker() {
         "$T/open" "$T/open" > "$T/in.jsonl"
     "$WF" batch "$WF_TP" gated --inputs "$T/in.jsonl" --store "$T/r.db" > "$T/out" 2> "$T/err" &
     pid=$!
-    echo again > "$T/gate"
+    exec 7<> "$T/gate"; echo again >&7   # (read-write: never blocks, even if nothing reads)
     st=0; wait "$pid" || st=$?
+    exec 7>&-
     [ "$st" -eq 0 ]
     [ "$(wc -l < "$T/out")" -eq 3 ]
     grep -q '"id":"c1","stored":true,"status":"done","result":"recovered"' "$T/out"
@@ -883,8 +891,9 @@ start_worker() {
     "$WF" batch "$WF_TP" gated --inputs "$T/in.jsonl" --store "$T/b.db" --jobs 4 \
         --out "$T/out2" 2> "$T/err" &
     pid=$!
-    echo late > "$T/gate"
+    exec 7<> "$T/gate"; echo late >&7   # (read-write: never blocks, even if nothing reads)
     st=0; wait "$pid" || st=$?
+    exec 7>&-
     [ "$st" -eq 0 ]
     [ "$(wc -l < "$T/out2")" -eq 50 ]
     [ "$(grep -o '"id":"n[0-9]*"' "$T/out2" | sort -u | wc -l)" -eq 50 ]
