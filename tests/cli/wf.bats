@@ -980,3 +980,37 @@ start_worker() {
     exec 6<&-
     [ "$st" -eq 0 ]
 }
+
+@test "serve --store: a run in a step when the server is killed (SIGKILL) is continued by the next one" {
+    [ -n "$WF_MKWAITING" ] || skip "built without SQLite"
+    command -v curl > /dev/null || skip "no curl"
+    mkfifo "$T/gate"
+    start_serve "$WF_TP" --store "$T/s.db"
+    u="http://127.0.0.1:$port"
+    run curl -s -XPOST "$u/workflows/gated/run-nowait" -d "{\"handler_id\": \"g1\", \"start_event\": {\"gate\": \"$T/gate\"}}"
+    [[ "$output" == '{"handler_id":"g1","workflow_name":"gated",'* ]]
+    # until the store has its start event (a "send"): the run is durable
+    until "$WF" runs show g1 --store "$T/s.db" 2> /dev/null | grep -q '"by_kind":{.*"send":1'; do :; done
+    kill -KILL "$pid"
+    st=0; wait "$pid" || st=$?
+    exec 6<&-
+    [ "$st" -eq 137 ]
+    rm "$T/serve.out"
+    # the next server recovers g1 (the same owner: at once); its step runs again
+    start_serve "$WF_TP" --store "$T/s.db"
+    u="http://127.0.0.1:$port"
+    run curl -s -w ' %{http_code}' "$u/handlers/g1"
+    [[ "$output" == '{"handler_id":"g1","workflow_name":"gated",'*'"status":"running"'*' 202' ]]
+    exec 7<> "$T/gate"; echo after-crash >&7
+    curl -s "$u/events/g1?sse=false&after_sequence=-1" > /dev/null   # it ends with the run
+    exec 7>&-
+    run curl -s -w ' %{http_code}' "$u/results/g1"
+    [[ "$output" == *'"result":"after-crash","status":"completed"'*' 200' ]]
+    kill -TERM "$pid"
+    st=0; wait "$pid" || st=$?
+    exec 6<&-
+    [ "$st" -eq 0 ]
+    run --separate-stderr "$WF" runs list --store "$T/s.db" --json
+    [ "${#lines[@]}" -eq 1 ]
+    [[ "$output" == *'"run_id":"g1","workflow":"gated","status":"done"'* ]]
+}
