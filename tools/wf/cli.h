@@ -138,6 +138,13 @@ int cli_store_attach(const char *cmd, wf_executor *ex, wf_store *st, uint32_t id
  */
 int cli_last_question(wf_executor *ex, wf_workflow *wf, const char *run_id, wf_json_buf *out);
 /*
+ * Whether run_id is released in st (a durable run whose handler reported
+ * WF_ECANCELLED: idle release, not a cancel). The release is queued before
+ * the run leaves memory and commits in a later round: this commits what is
+ * queued first (wf_store_flush), then reads the run.
+ */
+int cli_store_released(wf_store *st, const char *run_id);
+/*
  * Prints a StopEvent's "result" field (or the whole event) as a JSON line
  * on standard output. cli_print_stored does it for run_id's stored result
  * (ex has a store); a run that did not end done gets a message: the exit

@@ -370,6 +370,16 @@ int cli_last_question(wf_executor *ex, wf_workflow *wf, const char *run_id, wf_j
     return found;
 }
 
+int cli_store_released(wf_store *st, const char *run_id)
+{
+    wf_store_run_info in;
+    memset(&in, 0, sizeof in);
+    int released = wf_store_flush(st) == 0 && wf_store_get_run(st, run_id, &in) == 0 &&
+                   in.status == WF_STORE_RELEASED;
+    wf_store_run_info_clear(&in);
+    return released;
+}
+
 static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
 static int stop_flag;

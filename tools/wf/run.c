@@ -143,6 +143,7 @@ static int stored_run(wf_store *st, wf_executor *ex, wf_workflow *wf, const char
         return CLI_CONTINUE;
     }
     int code = EXIT_FAILED;
+    (void)wf_store_flush(st); /* an idle release is queued: committed first */
     int r = wf_store_get_run(st, run_id, &in);
     if (rc == 0 && r == WF_ENOTFOUND) {
         code = CLI_CONTINUE; /* its start was not durable: recovery forgot it */
@@ -403,13 +404,8 @@ int cmd_run(int argc, char **argv)
     wf_event *result = NULL;
     rc = wf_handler_wait(h, -1, &result);
     /* idle, waiting for an event from outside: released into the store */
-    int released = 0;
-    if (st && rc == WF_ECANCELLED && !atomic_load(&cli_interrupted)) {
-        wf_store_run_info in;
-        memset(&in, 0, sizeof in);
-        released = wf_store_get_run(st, run_id, &in) == 0 && in.status == WF_STORE_RELEASED;
-        wf_store_run_info_clear(&in);
-    }
+    int released = st && rc == WF_ECANCELLED && !atomic_load(&cli_interrupted) &&
+                   cli_store_released(st, run_id);
     if (released) {
         ex_code = say_waiting(ex, wf, run_id, waiting);
     } else if (waiting && st == NULL) {

@@ -763,6 +763,7 @@ static int cmd_respond(wf_store *st, const char *run_id, const char *plugin_path
         goto out;
     }
     memset(&in, 0, sizeof in);
+    (void)wf_store_flush(st); /* an idle release is queued before the run leaves memory */
     if (wf_store_get_run(st, run_id, &in) == 0 && in.status == WF_STORE_RELEASED) {
         /* idle: it waits for another event from outside */
         if (cli_last_question(ex, wf, run_id, &q)) {
