@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # The wf command: every subcommand, every exit code, bad plugins and bad
 # input. Run by meson (tests/meson.build sets WF, WF_QS, WF_HITL, WF_TP,
-# WF_NOSYM, WF_ABI2, WF_V2, WF_SNAP_SAMPLE, WF_GEN).
+# WF_NOSYM, WF_ABI2, WF_V2, WF_SNAP_SAMPLE, WF_GEN, WF_MKSTORE, WF_MKWAITING,
+# WF_CLUSTER_NODE).
 
 bats_require_minimum_version 1.5.0
 
