@@ -210,8 +210,11 @@ int wf__recover_one(struct wf_executor *ex, wf_store *store, wf_workflow *wf, co
     }
     s.n = 0;
     sends_free(&s, 0);
-    wf__drun_attach(d, (wf__run *)h); /* the table takes the handler's reference */
+    /* Unlocked first: once the table holds the run, it may end and be freed
+     * (d with it) before this thread runs again; until then h's reference
+     * keeps both. */
     pthread_mutex_unlock(&d->m);
+    wf__drun_attach(d, (wf__run *)h); /* the table takes the handler's reference */
     return 1;
 }
 
