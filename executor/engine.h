@@ -226,6 +226,7 @@ typedef struct wf__run {
     const wf_registry *reg;    /* wf->reg, read on every emission */
     uint8_t internal;          /* stream_internal, on the line every invocation reads */
     _Atomic uint8_t idle_sent; /* a WorkflowIdleEvent went out since the last "running" */
+    _Atomic uint8_t had;       /* WF__HAD_* bits: what the run's end must walk (wf__run_had) */
     wf_ctx *ctx;
     wf__timer timeout;
     int64_t timeout_ms;
@@ -315,6 +316,22 @@ typedef struct wf__run {
     wf__step_state steps[];
 } wf__run;
 
+/*
+ * What a run ever had, so that its end walks only the lists that may hold
+ * something (most runs have no retry, waiter, token or child: four lock
+ * pairs saved per run). A bit is set, never cleared, by whoever adds the
+ * first entry, inside the list's lock and before it looks at run->ended
+ * (wf__run_had); the end reads the bits after its CAS on ended. Both are
+ * sequentially consistent, so either the adder sees the run ended or the
+ * end sees the bit; an entry added with the bit seen clear by the end is
+ * one added after the end's walk, which every list already handles (its
+ * timer finds the run ended, its child is cancelled by its starter).
+ */
+#define WF__HAD_RETRIES  1u
+#define WF__HAD_WAITERS  2u
+#define WF__HAD_TOKENS   4u
+#define WF__HAD_CHILDREN 8u
+
 /* Events accepted by step s and not finished (the sum of its shards when unbounded). */
 static inline uint32_t wf__step_count(wf__run *run, uint32_t s)
 {
@@ -354,6 +371,12 @@ typedef struct wf__inv {
 static inline int wf__run_ended(const wf__run *run)
 {
     return atomic_load_explicit(&((wf__run *)run)->ended, memory_order_acquire);
+}
+
+static inline void wf__run_had(wf__run *run, unsigned bit)
+{
+    if (!(atomic_load(&run->had) & bit))
+        atomic_fetch_or(&run->had, (uint8_t)bit);
 }
 
 /* ------------------------------------------------------- per-thread state */

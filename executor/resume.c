@@ -857,6 +857,8 @@ static void attach(dec *d, wf__run *run)
     if (d->next_inv > atomic_load(&run->next_inv))
         atomic_store(&run->next_inv, d->next_inv);
     pthread_mutex_lock(&run->collect_lock);
+    if (d->waiters)
+        wf__run_had(run, WF__HAD_WAITERS);
     run->collect = d->collect;
     d->collect = NULL;
     run->waiters = d->waiters;
@@ -888,6 +890,7 @@ static void attach(dec *d, wf__run *run)
         rt->tm.arg = rt;
         wf__engine_ref(run);
         pthread_mutex_lock(&run->mu);
+        wf__run_had(run, WF__HAD_RETRIES);
         rt->prev = NULL;
         rt->next = run->retries;
         if (run->retries)

@@ -327,10 +327,15 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
     struct wf_executor *ex = run->ex;
     if (run->timeout_ms >= 0 && wf__timer_cancel(ex, &run->timeout))
         wf__engine_unref(run); /* cannot be the last: we still hold the running unit */
-    wf__retries_cancel(run);
-    wf__waiters_cancel(run);
-    wf__tokens_detach(run);
-    wf__children_cancel(run);
+    unsigned had = atomic_load(&run->had); /* after the CAS on ended (see WF__HAD_RETRIES) */
+    if (had & WF__HAD_RETRIES)
+        wf__retries_cancel(run);
+    if (had & WF__HAD_WAITERS)
+        wf__waiters_cancel(run);
+    if (had & WF__HAD_TOKENS)
+        wf__tokens_detach(run);
+    if (had & WF__HAD_CHILDREN)
+        wf__children_cancel(run);
 
     pthread_mutex_lock(&ex->runs_lock);
     WF__DLIST_UNLINK(ex->runs_head, run);

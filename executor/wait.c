@@ -309,6 +309,7 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
     w->tm.heap_index = WF__TIMER_IDLE;
     w->tm.fn = wf__waiter_fire;
     w->tm.arg = w;
+    wf__run_had(run, WF__HAD_WAITERS);
     w->next = run->waiters;
     run->waiters = w;
     atomic_fetch_add(&run->nwaiting, 1);
