@@ -231,16 +231,25 @@ typedef struct wf__run {
     wf__timer timeout;
     int64_t timeout_ms;
 
-    /* the outcome: written by the one that ended the run, then published under mu */
-    int status; /* wf_run_status, under mu */
+    /*
+     * the outcome: written by the one that ended the run, then published
+     * under mu by status (a release store: readers that find it set read the
+     * rest without the lock; immutable from then on)
+     */
+    _Atomic int status; /* wf_run_status */
     int err_code;
     wf_event *result;
     char *err_step;
     char *err_msg;
 
-    /* stream and waiting, under mu */
+    /*
+     * stream and waiting, under mu. Threads that block on the handler
+     * (wf_handler_wait, wf_handler_next_event) sleep on the futex word wake,
+     * which is bumped under mu (handler.c: handler_sleep, handler_wake): no
+     * condition variable is made or destroyed for the runs nobody waits on.
+     */
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    _Atomic uint32_t wake;
     wf_event **sbuf;
     uint32_t scap;
     uint32_t shead;
@@ -571,6 +580,8 @@ void wf__internal_step_state(wf__run *run, uint32_t step, const char *state,
 void wf__internal_idle_check(wf__run *run);
 /* Nothing of run runs or waits to run, and a step waits for an event (not ended). */
 int wf__run_idle(wf__run *run);
+/* mu held: wakes the threads blocked on the handler, if any (run->sleepers). */
+void wf__handler_wake(wf__run *run);
 /* Checks a target and resolves it to a step index (-1 for broadcast). */
 int wf__resolve_target(const wf_workflow *wf, const wf_event *ev, const char *target, int32_t *idx);
 /* Sends ev (owned) into run from outside any of its invocations. */

@@ -54,7 +54,6 @@ static void run_free(wf__run *run)
     wf__free_mem(run->err_msg);
     wf__free_aligned((void *)run->shards);
     pthread_mutex_destroy(&run->mu);
-    pthread_cond_destroy(&run->cv);
     wf_event_release(run->held_start);
     wf__free_mem(run->held_resume);
     wf__free_mem(run->traceparent);
@@ -388,8 +387,8 @@ void wf__end_publish(wf__run *run, int status, wf_event *result, int code, const
     run->err_step = step ? wf__strdup(step) : NULL;
     run->err_msg = msg ? wf__strdup(msg) : NULL;
     run->terminal = term;
-    run->status = status;
-    pthread_cond_broadcast(&run->cv);
+    atomic_store_explicit(&run->status, status, memory_order_release); /* last: see wf__run.status */
+    wf__handler_wake(run);
     pthread_mutex_unlock(&run->mu);
 
     if (run->on_done)
@@ -484,7 +483,8 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     run->timeout.heap_index = WF__TIMER_IDLE;
     run->timeout.fn = on_timeout;
     run->timeout.arg = run;
-    run->status = WF_RUN_RUNNING;
+    atomic_init(&run->status, WF_RUN_RUNNING);
+    atomic_init(&run->wake, 0);
     run->scap = params->stream_capacity;
     run->stream_internal = params->stream_internal != 0;
     if (params->traceparent && (run->traceparent = wf__strdup(params->traceparent)) == NULL) {
@@ -504,11 +504,6 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     pthread_mutex_init(&run->snap_lock, NULL);
     pthread_mutex_init(&run->snap_mu, NULL);
     pthread_rwlock_init(&run->outside, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&run->cv, &ca);
-    pthread_condattr_destroy(&ca);
     run->nsteps = ns;
     uint32_t ncols = 0;
     for (uint32_t i = 0; i < ns; i++) {
