@@ -274,16 +274,18 @@ typedef struct wf__run {
 
     /*
      * Live snapshots (cut.c). While gate is 1, a task runner that picks up a
-     * task of this run holds it (held, chained through next, under
-     * snap_lock) instead of running it, and one about to make an effect
+     * task of this run holds it (snap->held, chained through next, under
+     * snap->lock) instead of running it, and one about to make an effect
      * visible waits for the gate to open; outside paths take `outside` for
-     * reading, the snapshot for writing. snap_mu orders snapshots.
+     * reading, the snapshot for writing (a reader-preferring lock in one
+     * futex word, cut.c). snap->mu orders snapshots. snap is made by the
+     * first snapshot of the run (published once by CAS, before the gate
+     * first closes): most runs are never snapshotted and carry no mutex
+     * for it.
      */
     _Atomic int gate;
-    pthread_mutex_t snap_lock;
-    wf__task *held;
-    pthread_rwlock_t outside;
-    pthread_mutex_t snap_mu;
+    _Atomic uint32_t outside;
+    _Atomic(struct wf__snap *) snap;
 
     /* the executor's list of runs not ended, under ex->runs_lock */
     struct wf__run *prev, *next;
@@ -757,6 +759,14 @@ void wf__hook_event(wf__run *run, unsigned kind, uint32_t step, const wf_event_t
  * is set, the run is cancelled at the cut (nothing after it runs).
  */
 int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t *pause_ns);
+/* A run's snapshot locks, made by its first snapshot (cut.c). */
+typedef struct wf__snap {
+    pthread_mutex_t lock; /* guards held */
+    wf__task *held;
+    pthread_mutex_t mu; /* orders the snapshots of the run */
+} wf__snap;
+/* Frees a run's snapshot locks (NULL is fine). */
+void wf__snap_free(struct wf__snap *sn);
 /* Outside paths (timers, handlers, completions) around what they route. */
 int wf__outside_enter(wf__run *run);
 void wf__outside_exit(wf__run *run, int entered);

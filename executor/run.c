@@ -38,9 +38,7 @@ static void run_free(wf__run *run)
     wf__waiters_free(run->waiters);
     wf__collect_free(run->collect);
     pthread_mutex_destroy(&run->collect_lock);
-    pthread_mutex_destroy(&run->snap_lock);
-    pthread_mutex_destroy(&run->snap_mu);
-    pthread_rwlock_destroy(&run->outside);
+    wf__snap_free(atomic_load_explicit(&run->snap, memory_order_acquire));
     for (uint32_t i = 0; i < run->nsteps; i++) {
         wf__pendq *q = atomic_load(&run->steps[i].pendq);
         wf__free_mem(q);
@@ -501,9 +499,8 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     wf__child_attach(run);
     wf__mutex_init(&run->mu);
     wf__mutex_init(&run->collect_lock);
-    pthread_mutex_init(&run->snap_lock, NULL);
-    pthread_mutex_init(&run->snap_mu, NULL);
-    pthread_rwlock_init(&run->outside, NULL);
+    atomic_init(&run->outside, 0);
+    atomic_init(&run->snap, NULL);
     run->nsteps = ns;
     uint32_t ncols = 0;
     for (uint32_t i = 0; i < ns; i++) {
