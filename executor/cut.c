@@ -707,7 +707,7 @@ static void img_rest(img *m, wf__run *run, ptrmap *groups, int64_t now)
             iw->timeout_ms = w->timeout_ms;
             iw->left_ms = -1;
             if (w->state == W_WAITING && w->timer_live) {
-                int64_t left = (w->tm.deadline_ns - now) / 1000000;
+                int64_t left = (w->tm->deadline_ns - now) / 1000000;
                 iw->left_ms = left > 0 ? left : 0;
             }
             if (w->task) { /* a waiting step's event is counted as neither */

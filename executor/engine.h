@@ -122,8 +122,8 @@ typedef struct wf__waiter {
     wf__task *task; /* the invocation to run again (input event, attempt) */
     wf_event *got;  /* the event that resolved it */
     int64_t timeout_ms;
-    wf__timer tm;
-    int timer_live;  /* armed and its callback not finished (coord lock) */
+    wf__timer *tm;   /* its timer (owned), only when it has a timeout: most waits have none */
+    int timer_live;  /* tm armed and its callback not finished (coord lock) */
     uint16_t orphan; /* taken off the list while its callback runs: it frees w */
     uint16_t taken;  /* see inv below */
     /*
