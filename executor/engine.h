@@ -228,7 +228,7 @@ typedef struct wf__run {
     _Atomic uint8_t idle_sent; /* a WorkflowIdleEvent went out since the last "running" */
     _Atomic uint8_t had;       /* WF__HAD_* bits: what the run's end must walk (wf__run_had) */
     wf_ctx *ctx;
-    wf__timer timeout;
+    struct wf__tmo *tmo; /* its timeout's timer (run.c), NULL: none */
     int64_t timeout_ms;
 
     /*
@@ -250,6 +250,7 @@ typedef struct wf__run {
      */
     pthread_mutex_t mu;
     _Atomic uint32_t wake;
+    uint32_t nsteps; /* here: it fills a hole (a run of one step takes a 512-byte block) */
     wf_event **sbuf;
     uint32_t scap;
     uint32_t shead;
@@ -323,7 +324,6 @@ typedef struct wf__run {
     uint64_t parent_run_id;
     uint64_t parent_event_id;
 
-    uint32_t nsteps;
     wf__step_state steps[];
 } wf__run;
 

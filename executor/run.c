@@ -15,7 +15,11 @@
  * and whoever wins publishes the outcome under run->mu (handler.c reads
  * it); the executor's list of runs (prev, next, listed) and live_runs are
  * under ex->runs_lock; ctx->run under ctx->run_lock.
- */
+ *
+ * The timeout: a block of its own holding the timer (wf__tmo), made when
+ * the run has one, so that a run without (many wait for a human) does not
+ * carry 48 bytes of timer, and the run of a one-step workflow fits a
+ * 512-byte block of the thread caches. */
 #include "engine.h"
 
 #include <wf/observe.h>
@@ -31,8 +35,15 @@ WF__TLS int64_t wf__tls_fail_elapsed_ns;
 
 /* ------------------------------------------------------------- lifetime */
 
+typedef struct wf__tmo {
+    wf__timer tm; /* fn on_timeout, arg the run */
+    uint8_t cls;
+} wf__tmo;
+
 static void run_free(wf__run *run)
 {
+    if (run->tmo) /* disarmed (a firing on_timeout holds the run, not the block) */
+        wf__cache_free(run->tmo, run->tmo->cls);
     wf__durable_run_free(run->dur);
     /* waiters' tasks may belong to fan-out branches: free them before the groups */
     wf__waiters_free(run->waiters);
@@ -191,15 +202,36 @@ static wf__run *limiter_leave(struct wf_executor *ex, wf__run *run)
     return next;
 }
 
+static void on_timeout(wf__timer *tm, void *arg);
+
 static void arm_timeout(wf__run *run)
 {
     if (run->timeout_ms < 0)
         return;
+    uint8_t cls;
+    wf__tmo *k = wf__cache_alloc(sizeof *k, &cls);
+    if (k == NULL) {
+        wf__fail_nomem(run, WF__NO_STEP, "arming the run's timeout");
+        return;
+    }
+    memset(k, 0, sizeof *k);
+    k->cls = cls;
+    k->tm.heap_index = WF__TIMER_IDLE;
+    k->tm.fn = on_timeout;
+    k->tm.arg = run;
+    run->tmo = k;
     wf__engine_ref(run);
-    if (wf__timer_arm_after(run->ex, &run->timeout, run->timeout_ms * 1000000) < 0) {
+    if (wf__timer_arm_after(run->ex, &k->tm, run->timeout_ms * 1000000) < 0) {
         wf__engine_unref(run);
         wf__fail_nomem(run, WF__NO_STEP, "arming the run's timeout");
     }
+}
+
+/* The run ends: its timeout is disarmed (its block is freed with the run). */
+static void end_timeout(wf__run *run)
+{
+    if (run->tmo && wf__timer_cancel(run->ex, &run->tmo->tm))
+        wf__engine_unref(run); /* cannot be the last: we still hold the running unit */
 }
 
 void wf__run_go(wf__run *run)
@@ -322,8 +354,7 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
         return 0;
     }
     struct wf_executor *ex = run->ex;
-    if (run->timeout_ms >= 0 && wf__timer_cancel(ex, &run->timeout))
-        wf__engine_unref(run); /* cannot be the last: we still hold the running unit */
+    end_timeout(run);
     unsigned had = atomic_load(&run->had); /* after the CAS on ended (see WF__HAD_RETRIES) */
     if (had & WF__HAD_RETRIES)
         wf__retries_cancel(run);
@@ -478,9 +509,6 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     run->ctx = ctx;
     run->timeout_ms =
         params->timeout_ms == WF_TIMEOUT_DEFAULT ? wf->timeout_ms : params->timeout_ms;
-    run->timeout.heap_index = WF__TIMER_IDLE;
-    run->timeout.fn = on_timeout;
-    run->timeout.arg = run;
     atomic_init(&run->status, WF_RUN_RUNNING);
     atomic_init(&run->wake, 0);
     run->scap = params->stream_capacity;
