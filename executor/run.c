@@ -391,10 +391,10 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
                                            : terminal_event(run, status, msg, step, code, active);
 
     wf_ctx *ctx = run->ctx;
-    pthread_mutex_lock(&ctx->run_lock);
+    wf__lock_take(&ctx->run_lock);
     if (atomic_load(&ctx->run) == run)
         atomic_store_explicit(&ctx->run, NULL, memory_order_release);
-    pthread_mutex_unlock(&ctx->run_lock);
+    wf__lock_give(&ctx->run_lock);
 
     /* what this thread holds back of the run goes out before anyone learns it ended */
     if (WF__UNLIKELY(wf__obs_mask(ex)))
@@ -480,9 +480,9 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         wf__free_mem(run);
         return rc;
     }
-    pthread_mutex_lock(&ctx->run_lock);
+    wf__lock_take(&ctx->run_lock);
     if (atomic_load(&ctx->run) != NULL) {
-        pthread_mutex_unlock(&ctx->run_lock);
+        wf__lock_give(&ctx->run_lock);
         wf_ctx_free(ctx);
         wf__free_mem(run);
         return wf__set_error(WF_EBUSY, "the context already has a run in flight");
@@ -492,7 +492,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     void *parked = ctx->parked;
     ctx->parked = NULL;
     ctx->parked_len = 0;
-    pthread_mutex_unlock(&ctx->run_lock);
+    wf__lock_give(&ctx->run_lock);
     wf__free_mem(parked);
 
     atomic_init(&run->refs, 2); /* the handler and the engine */
@@ -514,9 +514,9 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     run->scap = params->stream_capacity;
     run->stream_internal = params->stream_internal != 0;
     if (params->traceparent && (run->traceparent = wf__strdup(params->traceparent)) == NULL) {
-        pthread_mutex_lock(&ctx->run_lock);
+        wf__lock_take(&ctx->run_lock);
         atomic_store(&ctx->run, NULL);
-        pthread_mutex_unlock(&ctx->run_lock);
+        wf__lock_give(&ctx->run_lock);
         wf_ctx_free(ctx);
         wf__free_mem(run);
         return WF_ENOMEM;
@@ -547,9 +547,9 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         run->shards =
             wf__malloc_aligned((size_t)run->nshards * run->shard_stride * sizeof *run->shards);
         if (run->shards == NULL) {
-            pthread_mutex_lock(&ctx->run_lock);
+            wf__lock_take(&ctx->run_lock);
             atomic_store(&ctx->run, NULL);
-            pthread_mutex_unlock(&ctx->run_lock);
+            wf__lock_give(&ctx->run_lock);
             run->ex = NULL;
             run_free(run);
             return WF_ENOMEM;
@@ -560,9 +560,9 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     pthread_mutex_lock(&ex->runs_lock);
     if (ex->shutting_down) {
         pthread_mutex_unlock(&ex->runs_lock);
-        pthread_mutex_lock(&ctx->run_lock);
+        wf__lock_take(&ctx->run_lock);
         atomic_store(&ctx->run, NULL);
-        pthread_mutex_unlock(&ctx->run_lock);
+        wf__lock_give(&ctx->run_lock);
         run->ex = NULL;
         run_free(run);
         return wf__set_error(WF_ESHUTDOWN, "the executor is shutting down");
@@ -579,9 +579,9 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         }
         if (waits < 0) {
             pthread_mutex_unlock(&ex->runs_lock);
-            pthread_mutex_lock(&ctx->run_lock);
+            wf__lock_take(&ctx->run_lock);
             atomic_store(&ctx->run, NULL);
-            pthread_mutex_unlock(&ctx->run_lock);
+            wf__lock_give(&ctx->run_lock);
             run->ex = NULL;
             run_free(run);
             return WF_ENOMEM;
