@@ -525,8 +525,8 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     run->on_done = params->on_done;
     run->on_done_user = params->on_done_user;
     wf__child_attach(run);
-    wf__mutex_init(&run->mu);
-    wf__mutex_init(&run->collect_lock);
+    wf__mutex_init_fast(&run->mu);
+    wf__mutex_init_fast(&run->collect_lock);
     atomic_init(&run->outside, 0);
     atomic_init(&run->snap, NULL);
     run->nsteps = ns;

@@ -55,12 +55,18 @@ int wf_ctx_new(wf_ctx **out, wf_workflow *wf)
         wf__free_mem(ctx);
         return rc;
     }
+    /* Writers are rare and short; do not let a stream of readers starve them. */
+#ifdef PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
+    /* the initializer of that kind, copied: what pthread_rwlock_init writes, without 4 calls */
+    static const pthread_rwlock_t init = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+    memcpy(&ctx->lock, &init, sizeof init);
+#else
     pthread_rwlockattr_t a;
     pthread_rwlockattr_init(&a);
-    /* Writers are rare and short; do not let a stream of readers starve them. */
     pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&ctx->lock, &a);
     pthread_rwlockattr_destroy(&a);
+#endif
     atomic_init(&ctx->run_lock.w, 0);
     atomic_init(&ctx->refs, 1);
     atomic_init(&ctx->run, NULL);
