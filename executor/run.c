@@ -94,10 +94,12 @@ void wf__engine_unref(wf__run *run)
     if (atomic_fetch_sub_explicit(&run->engine, 1, memory_order_acq_rel) != 1)
         return;
     struct wf_executor *ex = run->ex;
-    pthread_mutex_lock(&ex->runs_lock);
-    if (--ex->live_runs == 0)
+    if (atomic_fetch_sub_explicit(&ex->live_runs, 1, memory_order_acq_rel) == 1) {
+        /* under the lock: a waiter looks at live_runs under it before it sleeps */
+        pthread_mutex_lock(&ex->runs_lock);
         pthread_cond_broadcast(&ex->runs_cond);
-    pthread_mutex_unlock(&ex->runs_lock);
+        pthread_mutex_unlock(&ex->runs_lock);
+    }
     wf__run_release(run);
 }
 
@@ -592,7 +594,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         ex->runs_head->prev = run;
     ex->runs_head = run;
     run->listed = 1;
-    ex->live_runs++;
+    atomic_fetch_add_explicit(&ex->live_runs, 1, memory_order_relaxed);
     pthread_mutex_unlock(&ex->runs_lock);
 
     *out = run;

@@ -448,7 +448,7 @@ struct wf_workflow {
     uint32_t n_route_types;
     uint32_t *route_off;
     uint32_t *route_steps;
-    int validated;        /* 0 unknown, 1 passed, -1 failed (guarded by lock) */
+    _Atomic int validated; /* 0 unknown, 1 passed, -1 failed (written under lock; 1 is final) */
     char *validation_msg; /* report of the failed run-start validation */
     struct wf__resources *res;      /* resource.c: declared resources, or NULL */
     struct wf_schema *state_schema; /* schema.c: the store's schema, or NULL */
