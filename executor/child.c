@@ -414,6 +414,7 @@ int wf_ctx_run_child(wf_ctx *ctx, wf_workflow *child, wf_event *start_event,
     wf__slot_dirty(parent);
     /* listed first, so that the parent's end finds it whatever happens next */
     pthread_mutex_lock(&parent->collect_lock);
+    wf__run_had(parent, WF__HAD_CHILDREN); /* before it looks at ended (see WF__HAD_RETRIES) */
     int ended = wf__run_ended(parent);
     if (!ended) {
         c->next = parent->children;

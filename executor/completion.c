@@ -74,6 +74,7 @@ int wf__token_arm(wf_completion *c)
 {
     wf__run *run = c->run;
     pthread_mutex_lock(&run->collect_lock);
+    wf__run_had(run, WF__HAD_TOKENS);
     pthread_mutex_lock(&c->lock);
     int early = c->state == TOK_EARLY;
     if (!early) {

@@ -15,11 +15,11 @@
 /* The context's current run with a reference (run_release), or NULL. */
 wf__run *wf__ctx_run_ref(wf_ctx *ctx)
 {
-    pthread_mutex_lock(&ctx->run_lock);
+    wf__lock_take(&ctx->run_lock);
     wf__run *run = atomic_load(&ctx->run);
     if (run)
         atomic_fetch_add(&run->refs, 1);
-    pthread_mutex_unlock(&ctx->run_lock);
+    wf__lock_give(&ctx->run_lock);
     return run;
 }
 

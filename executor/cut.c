@@ -22,10 +22,12 @@
  * at-least-once), or consumed (its effects are all in).
  *
  * Shared fields: run->gate (atomic; 1 while a cut is taken, futex-woken
- * when it opens); run->held (tasks parked at the gate) under
- * run->snap_lock; run->outside (rwlock: outside paths read, the cut
- * writes); run->snap_mu orders cuts of one run; each worker's slot
- * (state, task) is written by its own thread and read by the cut.
+ * when it opens); run->snap (made by the first cut, published by CAS before
+ * the gate first closes, so a runner that saw the gate closed finds it):
+ * its held (tasks parked at the gate) under its lock, its mu ordering cuts
+ * of one run; run->outside (a lock word: outside paths read, the cut
+ * writes; see outside_rdlock); each worker's slot (state, task) is written
+ * by its own thread and read by the cut.
  */
 #include "engine.h"
 
@@ -74,18 +76,124 @@ void wf__gate_wait(wf__run *run)
     }
 }
 
+/* The run's snapshot locks: made by the first cut (NULL: none yet, or none could be made). */
+static wf__snap *snap_make(wf__run *run)
+{
+    wf__snap *sn = atomic_load_explicit(&run->snap, memory_order_acquire);
+    if (sn)
+        return sn;
+    if ((sn = wf__calloc(1, sizeof *sn)) == NULL)
+        return NULL;
+    pthread_mutex_init(&sn->lock, NULL);
+    pthread_mutex_init(&sn->mu, NULL);
+    wf__snap *none = NULL;
+    if (atomic_compare_exchange_strong(&run->snap, &none, sn))
+        return sn;
+    wf__snap_free(sn); /* another cut made it first */
+    return none;
+}
+
+void wf__snap_free(wf__snap *sn)
+{
+    if (sn == NULL)
+        return;
+    pthread_mutex_destroy(&sn->lock);
+    pthread_mutex_destroy(&sn->mu);
+    wf__free_mem(sn);
+}
+
 /* The gate is closed: park t (and its chain) on the run, unless it opened meanwhile. */
 int wf__slot_hold(wf__slot *slot, wf__run *run, wf__task *t)
 {
-    pthread_mutex_lock(&run->snap_lock);
+    /* the cut that closed the gate made it first (the gate was read with acquire) */
+    wf__snap *sn = atomic_load_explicit(&run->snap, memory_order_acquire);
+    pthread_mutex_lock(&sn->lock);
     int closed = atomic_load_explicit(&run->gate, memory_order_relaxed);
     if (closed) {
-        atomic_store_explicit(&t->next, run->held, memory_order_relaxed);
-        run->held = t;
+        atomic_store_explicit(&t->next, sn->held, memory_order_relaxed);
+        sn->held = t;
         atomic_store_explicit(&slot->state, 0, memory_order_release);
     }
-    pthread_mutex_unlock(&run->snap_lock);
+    pthread_mutex_unlock(&sn->lock);
     return closed;
+}
+
+/*
+ * run->outside: a reader-preferring read-write lock in one word (as the
+ * pthread rwlock it replaces, which took 56 bytes and an init per run):
+ * the low bits count readers, OUT_W is set while the cut holds it, OUT_WAIT
+ * while someone sleeps on the word. Readers are outside paths (a run's
+ * start, a handler's send, a timer), many per run; the writer is a cut,
+ * rare, and it waits for the readers in (as a reader-preferring rwlock
+ * does, a reader already in may enter again: a reader waits only while the
+ * writer holds it). Waiting is rare: a short spin, then the futex.
+ */
+#define OUT_W    0x40000000u
+#define OUT_WAIT 0x80000000u
+#define OUT_R    0x3fffffffu
+
+static void outside_sleep(wf__run *run, uint32_t s, uint32_t *spins)
+{
+    if (++*spins < 128) {
+        __builtin_ia32_pause();
+        return;
+    }
+    /* announce a sleeper, then sleep unless the word changed meanwhile */
+    if (!(s & OUT_WAIT) &&
+        !atomic_compare_exchange_strong(&run->outside, &s, s | OUT_WAIT))
+        return; /* it changed: look again */
+    syscall(SYS_futex, (uint32_t *)&run->outside, FUTEX_WAIT_PRIVATE, s | OUT_WAIT, NULL, NULL, 0);
+}
+
+static void outside_wake(wf__run *run)
+{
+    syscall(SYS_futex, (uint32_t *)&run->outside, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+}
+
+static void outside_rdlock(wf__run *run)
+{
+    uint32_t s = atomic_load_explicit(&run->outside, memory_order_relaxed), spins = 0;
+    for (;;) {
+        if (s & OUT_W) {
+            outside_sleep(run, s, &spins);
+            s = atomic_load_explicit(&run->outside, memory_order_relaxed);
+        } else if (atomic_compare_exchange_weak_explicit(&run->outside, &s, s + 1,
+                                                         memory_order_acquire,
+                                                         memory_order_relaxed)) {
+            return;
+        }
+    }
+}
+
+static void outside_rdunlock(wf__run *run)
+{
+    uint32_t s = atomic_fetch_sub_explicit(&run->outside, 1, memory_order_release);
+    if ((s & OUT_R) == 1 && (s & OUT_WAIT)) { /* the last reader out: a writer may wait */
+        atomic_fetch_and_explicit(&run->outside, ~OUT_WAIT, memory_order_relaxed);
+        outside_wake(run);
+    }
+}
+
+static void outside_wrlock(wf__run *run)
+{
+    uint32_t s = atomic_load_explicit(&run->outside, memory_order_relaxed), spins = 0;
+    for (;;) {
+        if (s & (OUT_R | OUT_W)) {
+            outside_sleep(run, s, &spins);
+            s = atomic_load_explicit(&run->outside, memory_order_relaxed);
+        } else if (atomic_compare_exchange_weak_explicit(&run->outside, &s, s | OUT_W,
+                                                         memory_order_acquire,
+                                                         memory_order_relaxed)) {
+            return;
+        }
+    }
+}
+
+static void outside_wrunlock(wf__run *run)
+{
+    /* no reader enters while OUT_W is set: the word is OUT_W, maybe with OUT_WAIT */
+    if (atomic_exchange_explicit(&run->outside, 0, memory_order_release) & OUT_WAIT)
+        outside_wake(run);
 }
 
 /*
@@ -108,7 +216,7 @@ int wf__outside_enter(wf__run *run)
     if (slot && atomic_load_explicit(&slot->state, memory_order_relaxed) ==
                     ((uintptr_t)run | WF__SLOT_DIRTY))
         return 0; /* inside one of the run's tasks, already past the gate */
-    pthread_rwlock_rdlock(&run->outside);
+    outside_rdlock(run);
     tls_outside_depth++;
     return 1;
 }
@@ -117,7 +225,7 @@ void wf__outside_exit(wf__run *run, int entered)
 {
     if (!entered)
         return;
-    pthread_rwlock_unlock(&run->outside);
+    outside_rdunlock(run);
     if (--tls_outside_depth == 0 && WF__UNLIKELY(wf__tls_child_done != NULL))
         wf__child_drain(); /* children that ended under the lock: their parents' tokens now */
 }
@@ -463,7 +571,7 @@ static void img_drop_tasks(img *m)
  * Copies every task of the run, per step: in progress first (then the
  * unstarted rest of its claimed batch), async invocations waiting for their
  * completion, parked ones (oldest first), then the pending queue in order.
- * Caller holds snap_lock, outside for writing, collect_lock and mu; the gate
+ * Caller holds snap->lock, outside for writing, collect_lock and mu; the gate
  * is closed and the dirty slots drained. 1 when every slot the steps' counts
  * say is taken is accounted for (or m->rc is set); 0 when not yet (a slot
  * may still flicker between clean and dirty: a runner reaching slot_dirty
@@ -478,7 +586,8 @@ static int img_tasks(img *m, wf__run *run, wf__task **inprog, uint32_t *have, pt
     memset(have, 0, run->nsteps * sizeof *have);
     uint32_t nheld = 0;
     uint64_t n = 0; /* the tasks there are if the counts hold */
-    for (wf__task *h = run->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed)) {
+    wf__snap *sn = atomic_load_explicit(&run->snap, memory_order_relaxed); /* the cut's */
+    for (wf__task *h = sn->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed)) {
         have[h->step]++;
         nheld++;
         for (wf__task *t = h; t; t = t->chain)
@@ -520,7 +629,7 @@ static int img_tasks(img *m, wf__run *run, wf__task **inprog, uint32_t *have, pt
     if (held == NULL)
         return 1;
     uint32_t k = nheld;
-    for (wf__task *h = run->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed))
+    for (wf__task *h = sn->held; h; h = atomic_load_explicit(&h->next, memory_order_relaxed))
         held[--k] = h;
     int ok = 1;
     for (uint32_t s = 0; s < run->nsteps && ok; s++) {
@@ -598,7 +707,7 @@ static void img_rest(img *m, wf__run *run, ptrmap *groups, int64_t now)
             iw->timeout_ms = w->timeout_ms;
             iw->left_ms = -1;
             if (w->state == W_WAITING && w->timer_live) {
-                int64_t left = (w->tm.deadline_ns - now) / 1000000;
+                int64_t left = (w->tm->deadline_ns - now) / 1000000;
                 iw->left_ms = left > 0 ? left : 0;
             }
             if (w->task) { /* a waiting step's event is counted as neither */
@@ -1066,13 +1175,13 @@ static int encode_img(img *m, wf__buf *b)
 
 /* --------------------------------------------------------------- capture */
 
-static void gate_open(wf__run *run)
+static void gate_open(wf__run *run, wf__snap *sn)
 {
-    pthread_mutex_lock(&run->snap_lock);
+    pthread_mutex_lock(&sn->lock);
     atomic_store(&run->gate, 0);
-    wf__task *held = run->held;
-    run->held = NULL;
-    pthread_mutex_unlock(&run->snap_lock);
+    wf__task *held = sn->held;
+    sn->held = NULL;
+    pthread_mutex_unlock(&sn->lock);
     syscall(SYS_futex, (int *)&run->gate, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
     /* oldest first */
     wf__task *rev = NULL;
@@ -1145,9 +1254,16 @@ static int capture(wf__run *run, int cancel, int64_t *pause_ns, img **out, wf_va
         return WF_ENOMEM;
     }
     ptrmap groups = {NULL, NULL, 0, 0};
-    pthread_mutex_lock(&run->snap_mu);
+    wf__snap *sn = snap_make(run);
+    if (sn == NULL) {
+        wf__free_mem(have);
+        wf__free_mem(inprog);
+        wf__cut_free(m);
+        return WF_ENOMEM;
+    }
+    pthread_mutex_lock(&sn->mu);
     if (wf__run_ended(run) || atomic_load(&run->gate) != 0) { /* ended, or being cancelled */
-        pthread_mutex_unlock(&run->snap_mu);
+        pthread_mutex_unlock(&sn->mu);
         wf__cut_free(m);
         wf__free_mem(have);
         wf__free_mem(inprog);
@@ -1164,8 +1280,8 @@ static int capture(wf__run *run, int cancel, int64_t *pause_ns, img **out, wf_va
     /* then nothing of the run moves: copy it (that is the pause), encode it after */
     int ended = 0;
     for (;;) {
-        pthread_rwlock_wrlock(&run->outside);
-        pthread_mutex_lock(&run->snap_lock);
+        outside_wrlock(run);
+        pthread_mutex_lock(&sn->lock);
         if ((ended = wf__run_ended(run)) != 0)
             break;
         pthread_mutex_lock(&run->collect_lock);
@@ -1195,8 +1311,8 @@ static int capture(wf__run *run, int cancel, int64_t *pause_ns, img **out, wf_va
         pthread_mutex_unlock(&run->collect_lock);
         if (done)
             break;
-        pthread_mutex_unlock(&run->snap_lock);
-        pthread_rwlock_unlock(&run->outside);
+        pthread_mutex_unlock(&sn->lock);
+        outside_wrunlock(run);
         relax(&spins);
         if (spins >= 256 && spins % 16 == 0) {
             /*
@@ -1205,33 +1321,33 @@ static int capture(wf__run *run, int cancel, int64_t *pause_ns, img **out, wf_va
              */
             wf__task *got;
             if (wf__pool_take_run(ex, run, &got)) {
-                pthread_mutex_lock(&run->snap_lock);
+                pthread_mutex_lock(&sn->lock);
                 while (got) {
                     wf__task *nx = atomic_load_explicit(&got->next, memory_order_relaxed);
-                    atomic_store_explicit(&got->next, run->held, memory_order_relaxed);
-                    run->held = got;
+                    atomic_store_explicit(&got->next, sn->held, memory_order_relaxed);
+                    sn->held = got;
                     got = nx;
                 }
-                pthread_mutex_unlock(&run->snap_lock);
+                pthread_mutex_unlock(&sn->lock);
             }
         }
     }
     int rc = ended ? WF_ESTATE : m->rc;
     if (rc == 0 && cancel)
         atomic_store(&run->gate, 2); /* closed until the run has ended */
-    pthread_mutex_unlock(&run->snap_lock);
-    pthread_rwlock_unlock(&run->outside);
+    pthread_mutex_unlock(&sn->lock);
+    outside_wrunlock(run);
     if (rc == 0 && cancel) {
         /*
          * The cut is the cancel: the run ends before anything else of it
          * runs (the gate stays closed). The run is encoded outside its locks
          * (the timer thread and senders, shared with other runs, would wait
          * on them) and parked before the run ends, that is before the
-         * context is free for another run. snap_mu is let go first: end_run
+         * context is free for another run. snap->mu is let go first: end_run
          * calls on_done, which may look at the run (a snapshot of it finds
          * it ended).
          */
-        pthread_mutex_unlock(&run->snap_mu);
+        pthread_mutex_unlock(&sn->mu);
         img_children(m);
         void *bytes;
         size_t len;
@@ -1245,10 +1361,10 @@ static int capture(wf__run *run, int cancel, int64_t *pause_ns, img **out, wf_va
         if (!wf__end_run(run, WF_RUN_CANCELLED, NULL, WF_ECANCELLED, NULL, NULL))
             rc = WF_ESTATE;
         wf__outside_exit(run, o);
-        gate_open(run);
+        gate_open(run, sn);
     } else {
-        gate_open(run);
-        pthread_mutex_unlock(&run->snap_mu);
+        gate_open(run, sn);
+        pthread_mutex_unlock(&sn->mu);
     }
     if (pause_ns)
         *pause_ns = wf__now_ns() - t0;

@@ -122,8 +122,8 @@ typedef struct wf__waiter {
     wf__task *task; /* the invocation to run again (input event, attempt) */
     wf_event *got;  /* the event that resolved it */
     int64_t timeout_ms;
-    wf__timer tm;
-    int timer_live;  /* armed and its callback not finished (coord lock) */
+    wf__timer *tm;   /* its timer (owned), only when it has a timeout: most waits have none */
+    int timer_live;  /* tm armed and its callback not finished (coord lock) */
     uint16_t orphan; /* taken off the list while its callback runs: it frees w */
     uint16_t taken;  /* see inv below */
     /*
@@ -226,20 +226,31 @@ typedef struct wf__run {
     const wf_registry *reg;    /* wf->reg, read on every emission */
     uint8_t internal;          /* stream_internal, on the line every invocation reads */
     _Atomic uint8_t idle_sent; /* a WorkflowIdleEvent went out since the last "running" */
+    _Atomic uint8_t had;       /* WF__HAD_* bits: what the run's end must walk (wf__run_had) */
     wf_ctx *ctx;
-    wf__timer timeout;
+    struct wf__tmo *tmo; /* its timeout's timer (run.c), NULL: none */
     int64_t timeout_ms;
 
-    /* the outcome: written by the one that ended the run, then published under mu */
-    int status; /* wf_run_status, under mu */
+    /*
+     * the outcome: written by the one that ended the run, then published
+     * under mu by status (a release store: readers that find it set read the
+     * rest without the lock; immutable from then on)
+     */
+    _Atomic int status; /* wf_run_status */
     int err_code;
     wf_event *result;
     char *err_step;
     char *err_msg;
 
-    /* stream and waiting, under mu */
+    /*
+     * stream and waiting, under mu. Threads that block on the handler
+     * (wf_handler_wait, wf_handler_next_event) sleep on the futex word wake,
+     * which is bumped under mu (handler.c: handler_sleep, handler_wake): no
+     * condition variable is made or destroyed for the runs nobody waits on.
+     */
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    _Atomic uint32_t wake;
+    uint32_t nsteps; /* here: it fills a hole (a run of one step takes a 512-byte block) */
     wf_event **sbuf;
     uint32_t scap;
     uint32_t shead;
@@ -264,16 +275,18 @@ typedef struct wf__run {
 
     /*
      * Live snapshots (cut.c). While gate is 1, a task runner that picks up a
-     * task of this run holds it (held, chained through next, under
-     * snap_lock) instead of running it, and one about to make an effect
+     * task of this run holds it (snap->held, chained through next, under
+     * snap->lock) instead of running it, and one about to make an effect
      * visible waits for the gate to open; outside paths take `outside` for
-     * reading, the snapshot for writing. snap_mu orders snapshots.
+     * reading, the snapshot for writing (a reader-preferring lock in one
+     * futex word, cut.c). snap->mu orders snapshots. snap is made by the
+     * first snapshot of the run (published once by CAS, before the gate
+     * first closes): most runs are never snapshotted and carry no mutex
+     * for it.
      */
     _Atomic int gate;
-    pthread_mutex_t snap_lock;
-    wf__task *held;
-    pthread_rwlock_t outside;
-    pthread_mutex_t snap_mu;
+    _Atomic uint32_t outside;
+    _Atomic(struct wf__snap *) snap;
 
     /* the executor's list of runs not ended, under ex->runs_lock */
     struct wf__run *prev, *next;
@@ -311,9 +324,24 @@ typedef struct wf__run {
     uint64_t parent_run_id;
     uint64_t parent_event_id;
 
-    uint32_t nsteps;
     wf__step_state steps[];
 } wf__run;
+
+/*
+ * What a run ever had, so that its end walks only the lists that may hold
+ * something (most runs have no retry, waiter, token or child: four lock
+ * pairs saved per run). A bit is set, never cleared, by whoever adds the
+ * first entry, inside the list's lock and before it looks at run->ended
+ * (wf__run_had); the end reads the bits after its CAS on ended. Both are
+ * sequentially consistent, so either the adder sees the run ended or the
+ * end sees the bit; an entry added with the bit seen clear by the end is
+ * one added after the end's walk, which every list already handles (its
+ * timer finds the run ended, its child is cancelled by its starter).
+ */
+#define WF__HAD_RETRIES  1u
+#define WF__HAD_WAITERS  2u
+#define WF__HAD_TOKENS   4u
+#define WF__HAD_CHILDREN 8u
 
 /* Events accepted by step s and not finished (the sum of its shards when unbounded). */
 static inline uint32_t wf__step_count(wf__run *run, uint32_t s)
@@ -354,6 +382,12 @@ typedef struct wf__inv {
 static inline int wf__run_ended(const wf__run *run)
 {
     return atomic_load_explicit(&((wf__run *)run)->ended, memory_order_acquire);
+}
+
+static inline void wf__run_had(wf__run *run, unsigned bit)
+{
+    if (!(atomic_load(&run->had) & bit))
+        atomic_fetch_or(&run->had, (uint8_t)bit);
 }
 
 /* ------------------------------------------------------- per-thread state */
@@ -555,6 +589,8 @@ void wf__internal_step_state(wf__run *run, uint32_t step, const char *state,
 void wf__internal_idle_check(wf__run *run);
 /* Nothing of run runs or waits to run, and a step waits for an event (not ended). */
 int wf__run_idle(wf__run *run);
+/* mu held: wakes the threads blocked on the handler, if any (run->sleepers). */
+void wf__handler_wake(wf__run *run);
 /* Checks a target and resolves it to a step index (-1 for broadcast). */
 int wf__resolve_target(const wf_workflow *wf, const wf_event *ev, const char *target, int32_t *idx);
 /* Sends ev (owned) into run from outside any of its invocations. */
@@ -730,6 +766,14 @@ void wf__hook_event(wf__run *run, unsigned kind, uint32_t step, const wf_event_t
  * is set, the run is cancelled at the cut (nothing after it runs).
  */
 int wf__run_capture(wf__run *run, int cancel, void **bytes, size_t *len, int64_t *pause_ns);
+/* A run's snapshot locks, made by its first snapshot (cut.c). */
+typedef struct wf__snap {
+    pthread_mutex_t lock; /* guards held */
+    wf__task *held;
+    pthread_mutex_t mu; /* orders the snapshots of the run */
+} wf__snap;
+/* Frees a run's snapshot locks (NULL is fine). */
+void wf__snap_free(struct wf__snap *sn);
 /* Outside paths (timers, handlers, completions) around what they route. */
 int wf__outside_enter(wf__run *run);
 void wf__outside_exit(wf__run *run, int entered);

@@ -263,7 +263,11 @@ struct wf_executor {
     pthread_mutex_t runs_lock;
     pthread_cond_t runs_cond;
     struct wf__run *runs_head;
-    uint64_t live_runs; /* runs whose memory is not freed yet */
+    /*
+     * runs not quiescent yet: raised under runs_lock, lowered without it;
+     * whoever brings it to 0 broadcasts runs_cond under runs_lock
+     */
+    _Atomic uint64_t live_runs;
     _Atomic uint64_t next_run_id;
     int shutting_down; /* under runs_lock */
     /* num_concurrent_runs: per limited workflow, its active and waiting runs (run.c), under runs_lock */

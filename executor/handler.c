@@ -6,13 +6,47 @@
  *
  * Shared fields, all under run->mu: the stream ring (sbuf, scap, shead,
  * scount), terminal and terminal_given, reader_busy, sleepers, and the
- * outcome (status, result, err_*) published once by wf__end_run; run->cv
- * wakes readers and waiters. run->dropped is atomic.
+ * outcome (status, result, err_*) published once by wf__end_run (status
+ * last, with a release store: a reader that finds it set needs no lock);
+ * run->wake (a futex word bumped under mu) wakes readers and waiters.
+ * run->dropped is atomic.
  */
 #include "engine.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <time.h>
+#include <unistd.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+
+/*
+ * mu held: sleeps until wf__handler_wake or the deadline (CLOCK_MONOTONIC
+ * ns, -1: none), mu let go meanwhile. As a condition variable's wait, it may
+ * return early: the caller looks again. The word is read under mu and only
+ * bumped under mu, so a wake between the unlock and the sleep is not lost
+ * (the futex sees the word changed and returns at once).
+ */
+static void handler_sleep(wf__run *run, int64_t deadline)
+{
+    uint32_t seen = atomic_load_explicit(&run->wake, memory_order_relaxed);
+    struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
+    run->sleepers++;
+    pthread_mutex_unlock(&run->mu);
+    /* FUTEX_WAIT_BITSET: an absolute CLOCK_MONOTONIC deadline */
+    syscall(SYS_futex, (uint32_t *)&run->wake, FUTEX_WAIT_BITSET_PRIVATE, seen,
+            deadline >= 0 ? &ts : NULL, NULL, FUTEX_BITSET_MATCH_ANY);
+    pthread_mutex_lock(&run->mu);
+    run->sleepers--;
+}
+
+void wf__handler_wake(wf__run *run)
+{
+    if (run->sleepers == 0)
+        return;
+    atomic_fetch_add_explicit(&run->wake, 1, memory_order_relaxed);
+    syscall(SYS_futex, (uint32_t *)&run->wake, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
 
 /*
  * 0: kept (or the run had ended), 1: the stream was full and dropped it
@@ -52,23 +86,14 @@ int wf__stream_push(wf__run *run, wf_event *ev)
     }
     run->sbuf[(run->shead + run->scount) % run->scap] = ev;
     run->scount++;
-    if (run->sleepers)
-        pthread_cond_broadcast(&run->cv);
+    wf__handler_wake(run);
     pthread_mutex_unlock(&run->mu);
     return 0;
 }
 
-static int deadline_wait(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline)
+static int status_code(int status)
 {
-    if (deadline < 0)
-        return pthread_cond_wait(cv, mu);
-    struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
-    return pthread_cond_timedwait(cv, mu, &ts);
-}
-
-static int status_code(const wf__run *run)
-{
-    switch (run->status) {
+    switch (status) {
     case WF_RUN_DONE:
         return 0;
     case WF_RUN_FAILED:
@@ -89,7 +114,13 @@ int wf_handler_wait(wf_handler *h, int64_t timeout_ms, wf_event **result)
     wf__run *run = (wf__run *)h;
     if (run == NULL)
         return WF_EINVAL;
-    if (wf__own_thread(run->ex) == 1 && wf_handler_status(h) == WF_RUN_RUNNING) {
+    int st = atomic_load_explicit(&run->status, memory_order_acquire);
+    if (st != WF_RUN_RUNNING) { /* published: the outcome is immutable, no lock needed */
+        if (st == WF_RUN_DONE && result)
+            *result = wf_event_retain(run->result);
+        return status_code(st);
+    }
+    if (wf__own_thread(run->ex) == 1) {
         /* a worker waiting for its own executor forever: it may be the one needed */
         if (timeout_ms < 0)
             return wf__set_error(WF_ESTATE,
@@ -104,11 +135,9 @@ int wf_handler_wait(wf_handler *h, int64_t timeout_ms, wf_event **result)
     while (run->status == WF_RUN_RUNNING) {
         if (deadline >= 0 && wf__now_ns() >= deadline)
             break;
-        run->sleepers++;
-        deadline_wait(&run->cv, &run->mu, deadline);
-        run->sleepers--;
+        handler_sleep(run, deadline);
     }
-    int rc = status_code(run);
+    int rc = status_code(run->status);
     if (rc == 0 && result)
         *result = wf_event_retain(run->result);
     pthread_mutex_unlock(&run->mu);
@@ -120,10 +149,7 @@ wf_run_status wf_handler_status(const wf_handler *h)
     wf__run *run = (wf__run *)h;
     if (run == NULL)
         return WF_RUN_RUNNING;
-    pthread_mutex_lock(&run->mu);
-    int s = run->status;
-    pthread_mutex_unlock(&run->mu);
-    return (wf_run_status)s;
+    return (wf_run_status)atomic_load_explicit(&run->status, memory_order_acquire);
 }
 
 int wf_handler_error(const wf_handler *h, int *code, const char **step, const char **message)
@@ -131,12 +157,9 @@ int wf_handler_error(const wf_handler *h, int *code, const char **step, const ch
     wf__run *run = (wf__run *)h;
     if (run == NULL)
         return WF_EINVAL;
-    pthread_mutex_lock(&run->mu);
-    int st = run->status;
-    pthread_mutex_unlock(&run->mu);
-    if (st == WF_RUN_RUNNING)
+    if (atomic_load_explicit(&run->status, memory_order_acquire) == WF_RUN_RUNNING)
         return WF_ESTATE;
-    /* Written once before status was published; immutable since. */
+    /* Written once before status was published (release); immutable since. */
     if (code)
         *code = run->err_code;
     if (step)
@@ -293,9 +316,7 @@ int wf_handler_next_event(wf_handler *h, int64_t timeout_ms, wf_event **ev)
             rc = WF_ETIMEDOUT;
             break;
         }
-        run->sleepers++;
-        deadline_wait(&run->cv, &run->mu, deadline);
-        run->sleepers--;
+        handler_sleep(run, deadline);
     }
     run->reader_busy = 0;
     pthread_mutex_unlock(&run->mu);

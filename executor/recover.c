@@ -153,9 +153,9 @@ int wf__recover_one(struct wf_executor *ex, wf_store *store, wf_workflow *wf, co
         wf_ctx_free(ctx);
         return rc;
     }
-    pthread_mutex_lock(&ctx->run_lock);
+    wf__lock_take(&ctx->run_lock);
     int parked = ctx->parked != NULL;
-    pthread_mutex_unlock(&ctx->run_lock);
+    wf__lock_give(&ctx->run_lock);
     if (!parked && s.n == 0) {
         /* its start never became durable: as if it had never been started */
         sends_free(&s, 0);

@@ -600,7 +600,6 @@ static int dec_waiters(dec *d)
                 return WF_ENOMEM;
             *tail = w;
             tail = &w->next;
-            w->tm.heap_index = WF__TIMER_IDLE;
             w->req = wf_value_nil();
             w->step = d->steps[step];
             w->type = d->types[ti];
@@ -630,8 +629,13 @@ static int dec_waiters(dec *d)
             w->task = t;
             w->state = (int)state;
             w->timeout_ms = timeout_ms;
-            w->timer_live = left >= 0 && state == W_WAITING; /* armed when the run starts */
-            w->tm.deadline_ns = left >= 0 ? left : 0;        /* ms left, until then */
+            if (left >= 0 && state == W_WAITING) { /* armed when the run starts */
+                if ((w->tm = wf__calloc(1, sizeof *w->tm)) == NULL)
+                    return WF_ENOMEM;
+                w->tm->heap_index = WF__TIMER_IDLE;
+                w->tm->deadline_ns = left; /* ms left, until then */
+                w->timer_live = 1;
+            }
         }
     }
     return 0;
@@ -857,20 +861,24 @@ static void attach(dec *d, wf__run *run)
     if (d->next_inv > atomic_load(&run->next_inv))
         atomic_store(&run->next_inv, d->next_inv);
     pthread_mutex_lock(&run->collect_lock);
+    if (d->waiters)
+        wf__run_had(run, WF__HAD_WAITERS);
     run->collect = d->collect;
     d->collect = NULL;
     run->waiters = d->waiters;
     for (wf__waiter *w = run->waiters; w; w = w->next) {
         w->run = run;
-        w->tm.fn = wf__waiter_fire;
-        w->tm.arg = w;
+        if (w->tm) {
+            w->tm->fn = wf__waiter_fire;
+            w->tm->arg = w;
+        }
         if (w->task)
             w->task->run = run;
         if (w->state == W_WAITING)
             atomic_fetch_add(&run->nwaiting, 1);
         if (w->timer_live) {
             wf__engine_ref(run);
-            if (wf__timer_arm(run->ex, &w->tm, d->now + w->tm.deadline_ns * 1000000) < 0) {
+            if (wf__timer_arm(run->ex, w->tm, d->now + w->tm->deadline_ns * 1000000) < 0) {
                 w->timer_live = 0;
                 w->timeout_ms = WF_NO_TIMEOUT;
                 wf__engine_unref(run);
@@ -888,6 +896,7 @@ static void attach(dec *d, wf__run *run)
         rt->tm.arg = rt;
         wf__engine_ref(run);
         pthread_mutex_lock(&run->mu);
+        wf__run_had(run, WF__HAD_RETRIES);
         rt->prev = NULL;
         rt->next = run->retries;
         if (run->retries)

@@ -170,6 +170,7 @@ int wf__maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64_t 
     wf__log(run->ex, WF_LOG_DEBUG, "run %llu: step %s failed (%d), attempt %u in %lld ms",
             (unsigned long long)run->id, step->name, rc, t->attempt + 1, (long long)delay);
     pthread_mutex_lock(&run->mu);
+    wf__run_had(run, WF__HAD_RETRIES);
     rt->next = run->retries;
     if (run->retries)
         run->retries->prev = rt;

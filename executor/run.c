@@ -15,7 +15,11 @@
  * and whoever wins publishes the outcome under run->mu (handler.c reads
  * it); the executor's list of runs (prev, next, listed) and live_runs are
  * under ex->runs_lock; ctx->run under ctx->run_lock.
- */
+ *
+ * The timeout: a block of its own holding the timer (wf__tmo), made when
+ * the run has one, so that a run without (many wait for a human) does not
+ * carry 48 bytes of timer, and the run of a one-step workflow fits a
+ * 512-byte block of the thread caches. */
 #include "engine.h"
 
 #include <wf/observe.h>
@@ -31,16 +35,21 @@ WF__TLS int64_t wf__tls_fail_elapsed_ns;
 
 /* ------------------------------------------------------------- lifetime */
 
+typedef struct wf__tmo {
+    wf__timer tm; /* fn on_timeout, arg the run */
+    uint8_t cls;
+} wf__tmo;
+
 static void run_free(wf__run *run)
 {
+    if (run->tmo) /* disarmed (a firing on_timeout holds the run, not the block) */
+        wf__cache_free(run->tmo, run->tmo->cls);
     wf__durable_run_free(run->dur);
     /* waiters' tasks may belong to fan-out branches: free them before the groups */
     wf__waiters_free(run->waiters);
     wf__collect_free(run->collect);
     pthread_mutex_destroy(&run->collect_lock);
-    pthread_mutex_destroy(&run->snap_lock);
-    pthread_mutex_destroy(&run->snap_mu);
-    pthread_rwlock_destroy(&run->outside);
+    wf__snap_free(atomic_load_explicit(&run->snap, memory_order_acquire));
     for (uint32_t i = 0; i < run->nsteps; i++) {
         wf__pendq *q = atomic_load(&run->steps[i].pendq);
         wf__free_mem(q);
@@ -54,7 +63,6 @@ static void run_free(wf__run *run)
     wf__free_mem(run->err_msg);
     wf__free_aligned((void *)run->shards);
     pthread_mutex_destroy(&run->mu);
-    pthread_cond_destroy(&run->cv);
     wf_event_release(run->held_start);
     wf__free_mem(run->held_resume);
     wf__free_mem(run->traceparent);
@@ -86,10 +94,12 @@ void wf__engine_unref(wf__run *run)
     if (atomic_fetch_sub_explicit(&run->engine, 1, memory_order_acq_rel) != 1)
         return;
     struct wf_executor *ex = run->ex;
-    pthread_mutex_lock(&ex->runs_lock);
-    if (--ex->live_runs == 0)
+    if (atomic_fetch_sub_explicit(&ex->live_runs, 1, memory_order_acq_rel) == 1) {
+        /* under the lock: a waiter looks at live_runs under it before it sleeps */
+        pthread_mutex_lock(&ex->runs_lock);
         pthread_cond_broadcast(&ex->runs_cond);
-    pthread_mutex_unlock(&ex->runs_lock);
+        pthread_mutex_unlock(&ex->runs_lock);
+    }
     wf__run_release(run);
 }
 
@@ -194,15 +204,36 @@ static wf__run *limiter_leave(struct wf_executor *ex, wf__run *run)
     return next;
 }
 
+static void on_timeout(wf__timer *tm, void *arg);
+
 static void arm_timeout(wf__run *run)
 {
     if (run->timeout_ms < 0)
         return;
+    uint8_t cls;
+    wf__tmo *k = wf__cache_alloc(sizeof *k, &cls);
+    if (k == NULL) {
+        wf__fail_nomem(run, WF__NO_STEP, "arming the run's timeout");
+        return;
+    }
+    memset(k, 0, sizeof *k);
+    k->cls = cls;
+    k->tm.heap_index = WF__TIMER_IDLE;
+    k->tm.fn = on_timeout;
+    k->tm.arg = run;
+    run->tmo = k;
     wf__engine_ref(run);
-    if (wf__timer_arm_after(run->ex, &run->timeout, run->timeout_ms * 1000000) < 0) {
+    if (wf__timer_arm_after(run->ex, &k->tm, run->timeout_ms * 1000000) < 0) {
         wf__engine_unref(run);
         wf__fail_nomem(run, WF__NO_STEP, "arming the run's timeout");
     }
+}
+
+/* The run ends: its timeout is disarmed (its block is freed with the run). */
+static void end_timeout(wf__run *run)
+{
+    if (run->tmo && wf__timer_cancel(run->ex, &run->tmo->tm))
+        wf__engine_unref(run); /* cannot be the last: we still hold the running unit */
 }
 
 void wf__run_go(wf__run *run)
@@ -325,12 +356,16 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
         return 0;
     }
     struct wf_executor *ex = run->ex;
-    if (run->timeout_ms >= 0 && wf__timer_cancel(ex, &run->timeout))
-        wf__engine_unref(run); /* cannot be the last: we still hold the running unit */
-    wf__retries_cancel(run);
-    wf__waiters_cancel(run);
-    wf__tokens_detach(run);
-    wf__children_cancel(run);
+    end_timeout(run);
+    unsigned had = atomic_load(&run->had); /* after the CAS on ended (see WF__HAD_RETRIES) */
+    if (had & WF__HAD_RETRIES)
+        wf__retries_cancel(run);
+    if (had & WF__HAD_WAITERS)
+        wf__waiters_cancel(run);
+    if (had & WF__HAD_TOKENS)
+        wf__tokens_detach(run);
+    if (had & WF__HAD_CHILDREN)
+        wf__children_cancel(run);
 
     pthread_mutex_lock(&ex->runs_lock);
     WF__DLIST_UNLINK(ex->runs_head, run);
@@ -358,10 +393,10 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
                                            : terminal_event(run, status, msg, step, code, active);
 
     wf_ctx *ctx = run->ctx;
-    pthread_mutex_lock(&ctx->run_lock);
+    wf__lock_take(&ctx->run_lock);
     if (atomic_load(&ctx->run) == run)
         atomic_store_explicit(&ctx->run, NULL, memory_order_release);
-    pthread_mutex_unlock(&ctx->run_lock);
+    wf__lock_give(&ctx->run_lock);
 
     /* what this thread holds back of the run goes out before anyone learns it ended */
     if (WF__UNLIKELY(wf__obs_mask(ex)))
@@ -383,8 +418,8 @@ void wf__end_publish(wf__run *run, int status, wf_event *result, int code, const
     run->err_step = step ? wf__strdup(step) : NULL;
     run->err_msg = msg ? wf__strdup(msg) : NULL;
     run->terminal = term;
-    run->status = status;
-    pthread_cond_broadcast(&run->cv);
+    atomic_store_explicit(&run->status, status, memory_order_release); /* last: see wf__run.status */
+    wf__handler_wake(run);
     pthread_mutex_unlock(&run->mu);
 
     if (run->on_done)
@@ -447,9 +482,9 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         wf__free_mem(run);
         return rc;
     }
-    pthread_mutex_lock(&ctx->run_lock);
+    wf__lock_take(&ctx->run_lock);
     if (atomic_load(&ctx->run) != NULL) {
-        pthread_mutex_unlock(&ctx->run_lock);
+        wf__lock_give(&ctx->run_lock);
         wf_ctx_free(ctx);
         wf__free_mem(run);
         return wf__set_error(WF_EBUSY, "the context already has a run in flight");
@@ -459,7 +494,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     void *parked = ctx->parked;
     ctx->parked = NULL;
     ctx->parked_len = 0;
-    pthread_mutex_unlock(&ctx->run_lock);
+    wf__lock_give(&ctx->run_lock);
     wf__free_mem(parked);
 
     atomic_init(&run->refs, 2); /* the handler and the engine */
@@ -476,16 +511,14 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     run->ctx = ctx;
     run->timeout_ms =
         params->timeout_ms == WF_TIMEOUT_DEFAULT ? wf->timeout_ms : params->timeout_ms;
-    run->timeout.heap_index = WF__TIMER_IDLE;
-    run->timeout.fn = on_timeout;
-    run->timeout.arg = run;
-    run->status = WF_RUN_RUNNING;
+    atomic_init(&run->status, WF_RUN_RUNNING);
+    atomic_init(&run->wake, 0);
     run->scap = params->stream_capacity;
     run->stream_internal = params->stream_internal != 0;
     if (params->traceparent && (run->traceparent = wf__strdup(params->traceparent)) == NULL) {
-        pthread_mutex_lock(&ctx->run_lock);
+        wf__lock_take(&ctx->run_lock);
         atomic_store(&ctx->run, NULL);
-        pthread_mutex_unlock(&ctx->run_lock);
+        wf__lock_give(&ctx->run_lock);
         wf_ctx_free(ctx);
         wf__free_mem(run);
         return WF_ENOMEM;
@@ -494,16 +527,10 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     run->on_done = params->on_done;
     run->on_done_user = params->on_done_user;
     wf__child_attach(run);
-    wf__mutex_init(&run->mu);
-    wf__mutex_init(&run->collect_lock);
-    pthread_mutex_init(&run->snap_lock, NULL);
-    pthread_mutex_init(&run->snap_mu, NULL);
-    pthread_rwlock_init(&run->outside, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&run->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    wf__mutex_init_fast(&run->mu);
+    wf__mutex_init_fast(&run->collect_lock);
+    atomic_init(&run->outside, 0);
+    atomic_init(&run->snap, NULL);
     run->nsteps = ns;
     uint32_t ncols = 0;
     for (uint32_t i = 0; i < ns; i++) {
@@ -522,9 +549,9 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         run->shards =
             wf__malloc_aligned((size_t)run->nshards * run->shard_stride * sizeof *run->shards);
         if (run->shards == NULL) {
-            pthread_mutex_lock(&ctx->run_lock);
+            wf__lock_take(&ctx->run_lock);
             atomic_store(&ctx->run, NULL);
-            pthread_mutex_unlock(&ctx->run_lock);
+            wf__lock_give(&ctx->run_lock);
             run->ex = NULL;
             run_free(run);
             return WF_ENOMEM;
@@ -535,9 +562,9 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     pthread_mutex_lock(&ex->runs_lock);
     if (ex->shutting_down) {
         pthread_mutex_unlock(&ex->runs_lock);
-        pthread_mutex_lock(&ctx->run_lock);
+        wf__lock_take(&ctx->run_lock);
         atomic_store(&ctx->run, NULL);
-        pthread_mutex_unlock(&ctx->run_lock);
+        wf__lock_give(&ctx->run_lock);
         run->ex = NULL;
         run_free(run);
         return wf__set_error(WF_ESHUTDOWN, "the executor is shutting down");
@@ -554,9 +581,9 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         }
         if (waits < 0) {
             pthread_mutex_unlock(&ex->runs_lock);
-            pthread_mutex_lock(&ctx->run_lock);
+            wf__lock_take(&ctx->run_lock);
             atomic_store(&ctx->run, NULL);
-            pthread_mutex_unlock(&ctx->run_lock);
+            wf__lock_give(&ctx->run_lock);
             run->ex = NULL;
             run_free(run);
             return WF_ENOMEM;
@@ -567,7 +594,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         ex->runs_head->prev = run;
     ex->runs_head = run;
     run->listed = 1;
-    ex->live_runs++;
+    atomic_fetch_add_explicit(&ex->live_runs, 1, memory_order_relaxed);
     pthread_mutex_unlock(&ex->runs_lock);
 
     *out = run;

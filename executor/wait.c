@@ -26,6 +26,7 @@ void wf__waiters_free(wf__waiter *w)
         wf_event_release(w->got);
         wf_value_release(w->req);
         wf__free_mem(w->id);
+        wf__free_mem(w->tm);
         wf__free_mem(w);
         w = nx;
     }
@@ -82,7 +83,7 @@ void wf__waiter_fire(wf__timer *tm, void *arg)
 /* Disarms w's timer if armed (coord lock held); 1 if this removed an armed timer. */
 static int waiter_disarm(wf__run *run, wf__waiter *w)
 {
-    if (!w->timer_live || !wf__timer_cancel(run->ex, &w->tm))
+    if (!w->timer_live || !wf__timer_cancel(run->ex, w->tm))
         return 0;
     w->timer_live = 0;
     return 1;
@@ -274,12 +275,14 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
         return WF_SUSPEND;
     }
     w = wf__calloc(1, sizeof *w);
+    wf__timer *tm = timeout_ms >= 0 ? wf__calloc(1, sizeof *tm) : NULL;
     wf__task *t = wf__task_alloc();
     /* the step runs again as the same invocation: its set, retry record and number go along */
     wf__retry_info *ri = (tri || invno) ? wf__retry_info_for(tri) : NULL;
-    if (w == NULL || t == NULL || ((tri || invno) && ri == NULL) ||
+    if (w == NULL || t == NULL || ((tri || invno) && ri == NULL) || (timeout_ms >= 0 && !tm) ||
         (w->id = wf__strdup(waiter_id)) == NULL) {
         pthread_mutex_unlock(&run->collect_lock);
+        wf__free_mem(tm);
         wf__free_mem(w);
         wf__task_free(t);
         wf__retry_info_free(ri);
@@ -306,9 +309,13 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
     w->req = wf_value_retain(requirements);
     w->task = t;
     w->timeout_ms = timeout_ms;
-    w->tm.heap_index = WF__TIMER_IDLE;
-    w->tm.fn = wf__waiter_fire;
-    w->tm.arg = w;
+    w->tm = tm;
+    if (tm) {
+        tm->heap_index = WF__TIMER_IDLE;
+        tm->fn = wf__waiter_fire;
+        tm->arg = w;
+    }
+    wf__run_had(run, WF__HAD_WAITERS);
     w->next = run->waiters;
     run->waiters = w;
     wf__task *answered = NULL;
@@ -331,7 +338,7 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
     int nomem = 0;
     if (timeout_ms >= 0 && answered == NULL) {
         wf__engine_ref(run); /* held by the armed timer */
-        if (wf__timer_arm(run->ex, &w->tm, wf__now_ns() + timeout_ms * 1000000) < 0) {
+        if (wf__timer_arm(run->ex, w->tm, wf__now_ns() + timeout_ms * 1000000) < 0) {
             w->timeout_ms = WF_NO_TIMEOUT;
             nomem = 1; /* a wait that can never time out would hang: the run fails below */
         } else {

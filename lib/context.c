@@ -10,7 +10,31 @@
  */
 #include "internal.h"
 
+#include <limits.h>
 #include <string.h>
+#include <unistd.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+
+void wf__lock_slow(wf__lock *l)
+{
+    for (int i = 0; i < 100; i++) {
+        __builtin_ia32_pause();
+        uint32_t free_ = 0;
+        if (atomic_load_explicit(&l->w, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(&l->w, &free_, 1, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return;
+    }
+    /* taken with sleepers (2) from now on, until a give finds it so and wakes one */
+    while (atomic_exchange_explicit(&l->w, 2, memory_order_acquire) != 0)
+        syscall(SYS_futex, (uint32_t *)&l->w, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+}
+
+void wf__lock_wake(wf__lock *l)
+{
+    syscall(SYS_futex, (uint32_t *)&l->w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
 
 int wf_ctx_new(wf_ctx **out, wf_workflow *wf)
 {
@@ -31,13 +55,19 @@ int wf_ctx_new(wf_ctx **out, wf_workflow *wf)
         wf__free_mem(ctx);
         return rc;
     }
+    /* Writers are rare and short; do not let a stream of readers starve them. */
+#ifdef PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
+    /* the initializer of that kind, copied: what pthread_rwlock_init writes, without 4 calls */
+    static const pthread_rwlock_t init = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+    memcpy(&ctx->lock, &init, sizeof init);
+#else
     pthread_rwlockattr_t a;
     pthread_rwlockattr_init(&a);
-    /* Writers are rare and short; do not let a stream of readers starve them. */
     pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&ctx->lock, &a);
     pthread_rwlockattr_destroy(&a);
-    wf__mutex_init(&ctx->run_lock);
+#endif
+    atomic_init(&ctx->run_lock.w, 0);
     atomic_init(&ctx->refs, 1);
     atomic_init(&ctx->run, NULL);
     ctx->wf = wf_workflow_retain(wf);
@@ -59,7 +89,6 @@ void wf_ctx_free(wf_ctx *ctx)
     wf_value_release(ctx->state);
     wf__free_mem(ctx->parked);
     pthread_rwlock_destroy(&ctx->lock);
-    pthread_mutex_destroy(&ctx->run_lock);
     wf_workflow_free(ctx->wf);
     wf__free_mem(ctx);
 }
@@ -78,30 +107,30 @@ int wf_ctx_is_resumable(const wf_ctx *ctx)
 {
     if (ctx == NULL)
         return 0;
-    pthread_mutex_lock(&((wf_ctx *)ctx)->run_lock);
+    wf__lock_take(&((wf_ctx *)ctx)->run_lock);
     int r = ctx->parked != NULL;
-    pthread_mutex_unlock(&((wf_ctx *)ctx)->run_lock);
+    wf__lock_give(&((wf_ctx *)ctx)->run_lock);
     return r;
 }
 
 void wf__ctx_park(wf_ctx *ctx, void *bytes, size_t len)
 {
-    pthread_mutex_lock(&ctx->run_lock);
+    wf__lock_take(&ctx->run_lock);
     void *old = ctx->parked;
     ctx->parked = bytes;
     ctx->parked_len = bytes ? len : 0;
-    pthread_mutex_unlock(&ctx->run_lock);
+    wf__lock_give(&ctx->run_lock);
     wf__free_mem(old);
 }
 
 int wf__ctx_unpark(wf_ctx *ctx, void **bytes, size_t *len)
 {
-    pthread_mutex_lock(&ctx->run_lock);
+    wf__lock_take(&ctx->run_lock);
     *bytes = ctx->parked;
     *len = ctx->parked_len;
     ctx->parked = NULL;
     ctx->parked_len = 0;
-    pthread_mutex_unlock(&ctx->run_lock);
+    wf__lock_give(&ctx->run_lock);
     return *bytes != NULL;
 }
 
@@ -110,7 +139,7 @@ int wf__ctx_parked_copy(wf_ctx *ctx, void **bytes, size_t *len)
     int rc = 0;
     *bytes = NULL;
     *len = 0;
-    pthread_mutex_lock(&ctx->run_lock);
+    wf__lock_take(&ctx->run_lock);
     if (ctx->parked) {
         *bytes = wf__malloc(ctx->parked_len ? ctx->parked_len : 1);
         if (*bytes == NULL) {
@@ -121,7 +150,7 @@ int wf__ctx_parked_copy(wf_ctx *ctx, void **bytes, size_t *len)
             rc = 1;
         }
     }
-    pthread_mutex_unlock(&ctx->run_lock);
+    wf__lock_give(&ctx->run_lock);
     return rc;
 }
 

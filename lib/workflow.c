@@ -493,12 +493,15 @@ int wf__workflow_prepare(wf_workflow *wf, char **message)
     int rc = wf_workflow_freeze(wf, message);
     if (rc < 0 || !wf->validation)
         return rc;
+    /* passed once, passed for good (frozen): every run start but the first, without the lock */
+    if (atomic_load_explicit(&wf->validated, memory_order_acquire) == 1)
+        return 0;
     pthread_mutex_lock(&wf->lock);
     if (wf->validated == 0) {
         char *msg = NULL;
         rc = run_checks(wf, &msg);
         if (rc == 0) {
-            wf->validated = 1;
+            atomic_store_explicit(&wf->validated, 1, memory_order_release);
         } else if (rc == WF_EVALIDATION) {
             wf->validated = -1;
             wf->validation_msg = msg;

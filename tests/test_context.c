@@ -1,6 +1,7 @@
 /*
  * test_context.c: the context store: dotted paths, defaults, errors,
- * snapshots, edit_state atomicity under 8 threads.
+ * snapshots, edit_state atomicity under 8 threads, one run at a time on a
+ * context started from 4 threads.
  */
 #include "harness.h"
 #include <pthread.h>
@@ -253,4 +254,103 @@ Test(context, step_calls_outside_a_step)
     cr_assert_eq(wf_event_new(&e, wf_workflow_builtin(wf, WF_START_EVENT), 0), 0);
     cr_assert_eq(wf_ctx_write_event_to_stream(ctx, e), WF_ESTATE);
     cr_assert_eq(wf_ctx_workflow(ctx), wf);
+}
+
+/*
+ * The context's run_lock (a futex word, wf__lock): threads starting runs on
+ * one context race for it; a start either owns the context (its step runs
+ * with no other run's step on the same context) or is refused with
+ * WF_EBUSY, while another thread keeps taking the lock through
+ * wf_ctx_is_resumable.
+ */
+static atomic_int own_in_flight, own_overlap, own_stop;
+
+static int own_step(wf_ctx *c, const wf_event *in, wf_event **out, void *u)
+{
+    (void)in;
+    (void)u;
+    if (atomic_fetch_add(&own_in_flight, 1) != 0)
+        atomic_fetch_add(&own_overlap, 1);
+    for (volatile int i = 0; i < 200; i++)
+        ;
+    atomic_fetch_sub(&own_in_flight, 1);
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(c)), NULL, wf_value_int(1));
+}
+
+typedef struct {
+    wf_executor *ex;
+    wf_workflow *wf;
+    wf_ctx *ctx;
+    int ok, busy, other;
+} own_arg;
+
+static void *own_starter(void *p)
+{
+    own_arg *a = p;
+    for (int i = 0; i < 200; i++) {
+        wf_event *s;
+        cr_assert_eq(wf_event_new(&s, wf_workflow_builtin(a->wf, WF_START_EVENT), 0), 0);
+        wf_event *res = NULL;
+        int rc = wf_run(a->ex, a->wf, a->ctx, s, -1, &res);
+        if (rc == 0)
+            a->ok++;
+        else if (rc == WF_EBUSY)
+            a->busy++;
+        else
+            a->other++;
+        wf_event_release(res);
+    }
+    return NULL;
+}
+
+static void *own_prober(void *p)
+{
+    wf_ctx *c = p;
+    while (!atomic_load(&own_stop))
+        cr_assert_eq(wf_ctx_is_resumable(c), 0);
+    return NULL;
+}
+
+Test(context, one_run_at_a_time_on_a_context_under_four_threads, .timeout = 120)
+{
+    wf_workflow *w;
+    cr_assert_eq(wf_workflow_new(&w, "own", NULL), 0);
+    const wf_event_type *acc[] = {wf_workflow_builtin(w, WF_START_EVENT)};
+    const wf_event_type *em[] = {wf_workflow_builtin(w, WF_STOP_EVENT)};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = acc;
+    p.n_accepts = 1;
+    p.emits = em;
+    p.n_emits = 1;
+    cr_assert_eq(wf_workflow_add_step(w, "own", own_step, &p, NULL), 0);
+    wf_ctx *c;
+    cr_assert_eq(wf_ctx_new(&c, w), 0);
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 2;
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    own_arg args[4];
+    pthread_t th[4], probe;
+    pthread_create(&probe, NULL, own_prober, c);
+    for (int i = 0; i < 4; i++) {
+        args[i] = (own_arg){ex, w, c, 0, 0, 0};
+        pthread_create(&th[i], NULL, own_starter, &args[i]);
+    }
+    int ok = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ok += args[i].ok;
+        cr_assert_eq(args[i].ok + args[i].busy, 200, "a start neither ran nor was refused busy");
+        cr_assert_eq(args[i].other, 0);
+    }
+    atomic_store(&own_stop, 1);
+    pthread_join(probe, NULL);
+    cr_assert(ok > 0);
+    cr_assert_eq(atomic_load(&own_overlap), 0, "two runs' steps ran at once on one context");
+    cr_assert_eq(wf_ctx_is_running(c), 0);
+    wf_executor_free(ex);
+    wf_ctx_free(c);
+    wf_workflow_free(w);
 }
