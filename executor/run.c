@@ -673,10 +673,18 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
     *out = (wf_handler *)run;
     if (rc == 1)
         return 0; /* waiting for its place (num_concurrent_runs): the run holds start */
+    /* An on_done callback may free the caller's handler on a worker before
+     * this returns (wf batch, wf serve do): a reference of our own keeps the
+     * run until the outside section is left. */
+    int pin = params && params->on_done;
+    if (pin)
+        atomic_fetch_add_explicit(&run->refs, 1, memory_order_relaxed);
     int o = wf__outside_enter(run);
     wf__hook_emit_outside(run, start);
     wf__emit(run, start, -1);
     wf__outside_exit(run, o);
+    if (pin)
+        wf__run_release(run);
     return 0;
 }
 

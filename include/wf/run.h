@@ -76,7 +76,11 @@ typedef enum wf_run_status {
     WF_RUN_CANCELLED = 4  /* wf_handler_cancel or executor shutdown */
 } wf_run_status;
 
-/** Called once when a run ends, on an executor thread. Must not block. */
+/**
+ * Called once when a run ends, on an executor thread. Must not block. It may
+ * free the handler (wf_handler_free), also while the wf_run_start_ex that
+ * started the run has not returned yet.
+ */
 typedef void (*wf_done_fn)(wf_handler *h, void *user);
 
 /** Run parameters. Fill with wf_run_params_init; only grows at the end. */
