@@ -413,7 +413,7 @@ void wf_cluster_get_stats(const wf_cluster *c, wf_cluster_stats *st)
     if (c == NULL)
         return;
     uint64_t *f = &st->submitted;
-    for (int i = 0; i < 11; i++)
+    for (int i = 0; i < 12; i++)
         f[i] = atomic_load(&((wf_cluster *)c)->st[i]);
 }
 

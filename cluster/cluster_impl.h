@@ -66,7 +66,7 @@ struct wf_cluster {
     int sbuf_ready;       /* smu, scv and sbuf initialised */
     pthread_t linger;
     int linger_started;          /* smu */
-    atomic_uint_fast64_t st[11]; /* wf_cluster_stats fields in order */
+    atomic_uint_fast64_t st[12]; /* wf_cluster_stats fields in order */
 };
 
 enum {
@@ -80,7 +80,8 @@ enum {
     S_MISMATCH,
     S_UNKNOWN,
     S_INPUTS,
-    S_PARKED
+    S_PARKED,
+    S_LOST
 };
 
 static inline void count(wf_cluster *c, int i)

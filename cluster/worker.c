@@ -352,6 +352,8 @@ typedef struct slow_item {
     sub_msg sm;         /* h: borrows from u */
     wf_event **pre;     /* h: events the puller read from the run already */
     size_t npre;
+    uint64_t lsseq, lrev; /* h: the submission's lease, still the puller's (freed once the
+                             run has its record), or 0 */
 } slow_item;
 
 static void item_free(slow_item *it)
@@ -621,6 +623,22 @@ static void handle(wf_cluster *c, natsMsg *msg)
  * it, or it ended before) is dropped here and the submission handled from scratch. Consumes
  * the handler, the events and the decoded submission; the message and the item stay the
  * caller's. */
+static void lease_key(uint64_t sseq, char *out, size_t cap);
+static int lease_pack(wf_cluster *c, int64_t until, msgpack_sbuffer *sb);
+
+/* Frees a submission's lease held over revision rev (best effort: else it lapses). */
+static void lease_free(wf_cluster *c, uint64_t sseq, uint64_t rev)
+{
+    char key[40];
+    lease_key(sseq, key, sizeof key);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    uint64_t nrev = 0;
+    if (lease_pack(c, 0, &sb) == 0)
+        kvStore_Update(&nrev, c->ns->kv, key, sb.data, (int)sb.size, rev);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void handle_adopted(wf_cluster *c, slow_item *it)
 {
     uint64_t ticket = 0;
@@ -629,6 +647,11 @@ static void handle_adopted(wf_cluster *c, slow_item *it)
         rc = wf_store_wait(c->store, ticket);
     if (rc == 0)
         rc = wf_store_set_status(c->store, it->sm.run_id, WF_STORE_RUNNING, NULL);
+    /* the run has its record (the store's lease keeps it ours from now), or is handled from
+     * scratch through the store: the submission's lease is not needed any more */
+    if (it->lrev)
+        lease_free(c, it->lsseq, it->lrev);
+    it->lrev = 0;
     if (rc) {
         for (size_t i = 0; i < it->npre; i++)
             wf_event_release(it->pre[i]);
@@ -681,11 +704,15 @@ static void *runner_main(void *arg)
 /*
  * A puller fetches submission messages (a message holds one run, or a
  * batch of runs packed by the submitter) and takes their runs through with
- * one asynchronous round for the whole pull:
+ * a few asynchronous rounds for the whole pull:
+ *  0. the runs of first deliveries are looked up (skip_known: a run id
+ *     that has a record does not start again) and their messages leased
+ *     (lease_pull, below: one round);
  *  1. every run of a first delivery starts on the executor at once: it has
  *     no record in the store yet and writes none while it runs;
- *  2. the puller waits for them up to a third of the ack wait and of the
- *     lease (the deadline: no redelivery can happen meanwhile);
+ *  2. the puller waits for them up to fast_ms (default a third of the ack
+ *     wait and of the lease), keeping its messages alive and its leases
+ *     renewed meanwhile (keep_pull);
  *  3. each run that ended in time, streamed nothing to journal and never
  *     waited for an outside event gets its only record, the final one
  *     (status and the result inline), created if absent (compare-and-set
@@ -702,11 +729,12 @@ static void *runner_main(void *arg)
  * the store says whether they ended, or who holds them).
  * Guarantees: a run's result exists once (the final record is created
  * only if the run has none: a run another worker took over, or that ended
- * before, refuses ours, which is dropped); two workers can run one run at
- * once only if one of them stalled past the ack wait, and then only one
- * of them can end it, as with the lease.
+ * before, refuses ours, which is dropped); a run executes only under a
+ * lease (its message's here, its record's on the slow path), so a worker
+ * that stalls keeps its runs while its lease lives and, once it lapsed and
+ * another worker took them, cancels them at its next lease write.
  */
-enum { F_NONE, F_RUNNING, F_ENDED, F_ENDING, F_SLOW, F_REPUB, F_DONE };
+enum { F_NONE, F_RUNNING, F_ENDED, F_ENDING, F_SLOW, F_REPUB, F_DONE, F_SKIP };
 
 typedef struct fmsg {
     natsMsg *msg;
@@ -715,6 +743,12 @@ typedef struct fmsg {
     int again;   /* redelivered */
     int pending; /* runs of it not settled */
     int failed;  /* a copy of one of its runs could not be stored: Nak */
+    uint64_t sseq;  /* its stream sequence: its lease is the key "L.<sseq>" */
+    uint64_t lrev;  /* the lease's revision while this puller holds it, else 0 */
+    int leasing;    /* a lease write is pending for it (its outcome: lrc, nrev) */
+    atomic_int lrc; /* the pending lease write's outcome (ack callback) */
+    _Atomic uint64_t nrev; /* and the revision it made */
+    int skip;       /* not run here: its lease is another worker's (Nak with delay) or lost */
 } fmsg;
 
 typedef struct fslot {
@@ -742,6 +776,11 @@ typedef struct puller {
     pthread_cond_t cv;
     uint32_t ended;  /* mu: runs of the pull that ended (on_done) */
     uint32_t target; /* mu: the runs started (UINT32_MAX while starting) */
+    natsSubscription *dsub; /* replies to its record look-ups (lazily made; <dinbox>.<gen>.<slot>) */
+    char dinbox[128];
+    uint32_t dgen; /* look-up rounds so far: a late answer of an earlier one is ignored */
+    int64_t renewed;  /* when the pull's leases were last written (monotonic ms) */
+    int64_t progress; /* when its messages were last kept alive (in-progress acks) */
 } puller;
 
 static void fast_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
@@ -749,7 +788,15 @@ static void fast_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, vo
     (void)js;
     puller *pl = closure;
     const char *v = NULL;
-    if (natsMsgHeader_Get(msg, "Wf-I", &v) == NATS_OK && v) {
+    if (natsMsgHeader_Get(msg, "Wf-M", &v) == NATS_OK && v) {
+        size_t mi = strtoul(v, NULL, 10);
+        if (mi < pl->nm) {
+            if (pa)
+                atomic_store(&pl->m[mi].nrev, pa->Sequence);
+            /* 10071: wrong last sequence: another worker wrote the lease */
+            atomic_store(&pl->m[mi].lrc, pa ? 0 : pae && pae->ErrCode == 10071 ? WF_ELEASE : WF_EIO);
+        }
+    } else if (natsMsgHeader_Get(msg, "Wf-I", &v) == NATS_OK && v) {
         size_t i = strtoul(v, NULL, 10);
         if (i < pl->n) {
             /* 10071: wrong last sequence: the run has a record already */
@@ -841,6 +888,142 @@ static void await_acks(puller *pl)
     }
 }
 
+
+/* ------------------------------------------------------------ a pull's leases */
+
+/*
+ * A submission message whose runs start on the fast path is leased to its
+ * puller: the key "L.<stream sequence>" of the runs bucket holds [owner,
+ * lease end (ms, wall clock, 0: free)]. The puller creates it before the
+ * runs start (compare-and-set on revision 0; one round for the pull), writes
+ * it again over the revision it holds every third of the lease while they
+ * run (and keeps the messages alive with in-progress acks every third of
+ * the ack wait), and frees it when a run leaves for the slow path (once the
+ * run has its record: the store's lease) or the message goes back to the
+ * queue. A redelivered message is taken only when its lease is free or has
+ * lapsed: the taker writes it free over the revision it read,
+ * which fences the old holder (its next write is refused), and hands the
+ * runs to the slow path (copies of a batch's runs, or the run itself), where
+ * the store's per-run lease keeps them exclusive. While another worker's
+ * lease lives, the message is Nak'ed until about its end (busy). A puller
+ * whose lease write is refused cancels the message's runs and writes and
+ * settles nothing of it. An acked message's lease is left as it is (a small
+ * key per message; the message is gone).
+ */
+static void lease_key(uint64_t sseq, char *out, size_t cap)
+{
+    snprintf(out, cap, "L.%llu", (unsigned long long)sseq);
+}
+
+/* [owner, until]: 0 or WF_ENOMEM. */
+static int lease_pack(wf_cluster *c, int64_t until, msgpack_sbuffer *sb)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2);
+    const char *o = c->ns->owner;
+    msgpack_pack_str_with_body(&pk, o, strlen(o));
+    msgpack_pack_int64(&pk, until);
+    return sb->data ? 0 : WF_ENOMEM;
+}
+
+/*
+ * Writes the lease of message sseq asynchronously on js: created (rev 0) or over revision
+ * rev, ending at until (0: free). track: the outcome lands in the puller's message mi (lrc,
+ * nrev); else nobody waits for it.
+ */
+static int pub_lease(wf_cluster *c, jsCtx *js, uint64_t sseq, uint64_t rev, int64_t until,
+                     int track, uint32_t mi)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    char subj[200], key[40], num[24], rs[24];
+    lease_key(sseq, key, sizeof key);
+    snprintf(subj, sizeof subj, "%s%s", c->kv_prefix, key);
+    snprintf(num, sizeof num, "%u", mi);
+    snprintf(rs, sizeof rs, "%llu", (unsigned long long)rev);
+    natsMsg *msg = NULL;
+    natsStatus st = lease_pack(c, until, &sb) ? NATS_NO_MEMORY
+                                               : natsMsg_Create(&msg, subj, NULL, sb.data,
+                                                                (int)sb.size);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(msg, "Nats-Expected-Last-Subject-Sequence", rs);
+    if (st == NATS_OK && track)
+        st = natsMsgHeader_Set(msg, "Wf-M", num);
+    if (st == NATS_OK)
+        st = js_PublishMsgAsync(js, &msg, NULL);
+    if (msg)
+        natsMsg_Destroy(msg);
+    msgpack_sbuffer_destroy(&sb);
+    return st == NATS_OK ? 0 : WF_EIO;
+}
+
+/*
+ * Takes the lease of a redelivered message (one round trip each way): reads it and, when it
+ * is absent, free or lapsed, writes it free over the revision read (the fence: the old
+ * holder's next write is refused). 0: taken; WF_ELEASE: another worker's lease lives (or it
+ * wrote meanwhile), *left_ms until about its end; WF_EIO.
+ */
+static int lease_take(wf_cluster *c, uint64_t sseq, int64_t *left_ms)
+{
+    char key[40];
+    lease_key(sseq, key, sizeof key);
+    *left_ms = c->p.lease_ms / 4;
+    kvEntry *e = NULL;
+    natsStatus st = kvStore_Get(&e, c->ns->kv, key);
+    uint64_t rev = 0;
+    int64_t now = wf__nats_now(c->ns);
+    if (st == NATS_OK) {
+        rev = kvEntry_Revision(e);
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        size_t off = 0;
+        int live = 0;
+        if (kvEntry_ValueLen(e) > 0 &&
+            msgpack_unpack_next(&u, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &off) ==
+                MSGPACK_UNPACK_SUCCESS &&
+            u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 2 &&
+            u.data.via.array.ptr[0].type == MSGPACK_OBJECT_STR) {
+            const msgpack_object *a = u.data.via.array.ptr;
+            int64_t until = a[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)a[1].via.u64
+                                                                         : 0;
+            /* ours too: another puller of this process may hold it (its delivery went stale
+             * while it ran, e.g. the process stalled): only a free or lapsed lease is taken */
+            if (until > now) {
+                live = 1;
+                *left_ms = until - now;
+            }
+        }
+        msgpack_unpacked_destroy(&u);
+        kvEntry_Destroy(e);
+        if (live)
+            return WF_ELEASE;
+    } else if (st != NATS_NOT_FOUND) {
+        return WF_EIO;
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    if (lease_pack(c, 0, &sb)) {
+        msgpack_sbuffer_destroy(&sb);
+        return WF_ENOMEM;
+    }
+    uint64_t nrev = 0;
+    st = rev ? kvStore_Update(&nrev, c->ns->kv, key, sb.data, (int)sb.size, rev)
+             : kvStore_Create(&nrev, c->ns->kv, key, sb.data, (int)sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    if (st == NATS_OK)
+        return 0;
+    /* refused: another worker wrote it meanwhile (or the server is away): later */
+    return WF_ELEASE;
+}
+
+/* The Nak delay for a message whose lease lives elsewhere: about until it ends. */
+static int64_t busy_delay(wf_cluster *c, int64_t left_ms)
+{
+    int64_t d = left_ms + 50;
+    return d < 100 ? 100 : d > (int64_t)c->p.lease_ms ? (int64_t)c->p.lease_ms : d;
+}
+
 static int keep_event(fslot *sl, wf_event *ev);
 
 /*
@@ -865,6 +1048,9 @@ static void slot_to_slow(puller *pl, fslot *sl)
             sl->h = NULL;
         }
         natsMsg_NakWithDelay(fm->msg, 100, NULL);
+        if (fm->lrev) /* free: whoever gets it next need not wait for the lease's end */
+            pub_lease(c, pl->js, fm->sseq, fm->lrev, 0, 0, 0);
+        fm->lrev = 0;
         natsMsg_Destroy(fm->msg);
         fm->msg = NULL;
         return;
@@ -872,6 +1058,9 @@ static void slot_to_slow(puller *pl, fslot *sl)
     it->msg = fm->msg;
     fm->msg = NULL;
     if (sl->h) {
+        it->lsseq = fm->sseq;
+        it->lrev = fm->lrev;
+        fm->lrev = 0;
         if (sl->stopped) { /* the terminal event goes last, as the run streamed it */
             keep_event(sl, sl->stopped);
             sl->stopped = NULL;
@@ -925,13 +1114,15 @@ static int scan_events(wf_cluster *c, fslot *sl)
     return sl->npre > 0;
 }
 
-/* 1 when the message was delivered before. */
-static int redelivered(natsMsg *m)
+/* 1 when the message was delivered before; *sseq: its stream sequence (0: unknown). */
+static int redelivered(natsMsg *m, uint64_t *sseq)
 {
     jsMsgMetaData *md = NULL;
+    *sseq = 0;
     if (natsMsg_GetMetaData(&md, m) != NATS_OK || md == NULL)
         return 1;
     int again = md->NumDelivered > 1;
+    *sseq = md->Sequence.Stream;
     jsMsgMetaData_Destroy(md);
     return again;
 }
@@ -980,7 +1171,7 @@ static void split(puller *pl, natsMsgList *list)
         msgpack_unpacked_init(&fm->u);
         const msgpack_object *batch = NULL;
         int kind = unpack_message(fm->msg, &fm->u, &batch);
-        fm->again = redelivered(fm->msg);
+        fm->again = redelivered(fm->msg, &fm->sseq);
         if (kind != 2) {
             /* one run (or malformed: the slow path says so) */
             fslot *sl = new_slot(pl, mi);
@@ -1068,6 +1259,193 @@ static void index_ended(puller *pl)
     msgpack_sbuffer_destroy(&ids);
 }
 
+/* Message mi's lease went to another worker: its runs are cancelled here, nothing of it is
+ * written or settled (the taker has it). */
+static void lose_msg(puller *pl, uint32_t mi)
+{
+    fmsg *fm = &pl->m[mi];
+    fm->skip = 1;
+    fm->lrev = 0;
+    for (uint32_t i = 0; i < pl->n; i++) {
+        fslot *sl = &pl->s[i];
+        if (sl->mi != mi)
+            continue;
+        if (sl->h)
+            wf_handler_cancel(sl->h);
+        sl->state = F_SKIP;
+    }
+    count(pl->c, S_LOST);
+}
+
+/*
+ * Keeps the pull's messages while their runs go on: in-progress acks every third of the ack
+ * wait, and the leases written again every third of the lease, all in one round. A lease
+ * refused (another worker took the message after this process stalled past the lease), or
+ * not written for a whole lease, loses the message (lose_msg).
+ */
+static void keep_pull(puller *pl)
+{
+    wf_cluster *c = pl->c;
+    int64_t now = wf__cluster_mono_ms();
+    if (now - pl->progress >= (int64_t)c->p.ack_wait_ms / 3) {
+        for (uint32_t mi = 0; mi < pl->nm; mi++)
+            if (pl->m[mi].msg && !pl->m[mi].skip)
+                natsMsg_InProgress(pl->m[mi].msg, NULL);
+        pl->progress = now;
+    }
+    if (now - pl->renewed < (int64_t)c->p.lease_ms / 3)
+        return;
+    int64_t until = wf__nats_now(c->ns) + c->p.lease_ms;
+    int any = 0;
+    for (uint32_t mi = 0; mi < pl->nm; mi++) {
+        fmsg *fm = &pl->m[mi];
+        if (fm->lrev && !fm->skip)
+            any |= fm->leasing = pub_lease(c, pl->js, fm->sseq, fm->lrev, until, 1, mi) == 0;
+    }
+    if (!any)
+        return;
+    await_acks(pl);
+    for (uint32_t mi = 0; mi < pl->nm; mi++) {
+        fmsg *fm = &pl->m[mi];
+        if (!fm->lrev || fm->skip)
+            continue;
+        int rc = fm->leasing ? atomic_load(&fm->lrc) : WF_EIO;
+        fm->leasing = 0;
+        if (rc == 0)
+            fm->lrev = atomic_load(&fm->nrev);
+        /* refused: taken; not written for a whole lease: it may be taken */
+        if (rc == WF_ELEASE || (rc && now - pl->renewed >= (int64_t)c->p.lease_ms))
+            lose_msg(pl, mi);
+    }
+    pl->renewed = now;
+}
+
+/*
+ * The pull's leases, before anything runs: a first delivery with runs to start here creates
+ * its lease (one round for the pull; refused: it was delivered elsewhere meanwhile, or the key
+ * is left from another stream: Nak'ed, taken when it comes back); a redelivered message is
+ * taken (lease_take) or, busy, Nak'ed until about the lease's end. A message not taken runs
+ * nothing here.
+ */
+static void lease_pull(puller *pl)
+{
+    wf_cluster *c = pl->c;
+    for (uint32_t i = 0; i < pl->n; i++)
+        if (pl->s[i].state == F_NONE)
+            pl->m[pl->s[i].mi].leasing = 1; /* marks the messages with runs to start */
+    int64_t now = wf__cluster_mono_ms();
+    int64_t until = wf__nats_now(c->ns) + c->p.lease_ms;
+    int any = 0;
+    for (uint32_t mi = 0; mi < pl->nm; mi++) {
+        fmsg *fm = &pl->m[mi];
+        if (fm->msg == NULL || fm->failed) {
+            fm->leasing = 0;
+            continue;
+        }
+        if (fm->again) {
+            fm->leasing = 0;
+            int64_t left = 0;
+            int rc = fm->sseq ? lease_take(c, fm->sseq, &left) : 0;
+            if (rc) {
+                count(c, S_BUSY);
+                fm->skip = 1;
+                natsMsg_NakWithDelay(fm->msg, busy_delay(c, left), NULL);
+            }
+        } else if (fm->leasing) {
+            fm->leasing = fm->sseq && pub_lease(c, pl->js, fm->sseq, 0, until, 1, mi) == 0;
+            if (fm->leasing)
+                any = 1;
+            else
+                fm->skip = 1, natsMsg_NakWithDelay(fm->msg, 100, NULL);
+        }
+    }
+    if (any)
+        await_acks(pl);
+    for (uint32_t mi = 0; mi < pl->nm; mi++) {
+        fmsg *fm = &pl->m[mi];
+        if (!fm->leasing)
+            continue;
+        fm->leasing = 0;
+        if (atomic_load(&fm->lrc) == 0) {
+            fm->lrev = atomic_load(&fm->nrev);
+        } else {
+            fm->skip = 1;
+            natsMsg_NakWithDelay(fm->msg, 100, NULL);
+        }
+    }
+    for (uint32_t i = 0; i < pl->n; i++)
+        if (pl->m[pl->s[i].mi].skip)
+            pl->s[i].state = F_SKIP;
+    pl->renewed = pl->progress = now;
+}
+
+/*
+ * A run id submitted again (a resubmission: batches carry no Nats-Msg-Id) must not run its
+ * steps again: before a first delivery's runs start, their records are looked up, all at
+ * once (one direct get per run, pipelined: a read, nothing stored). A run that has a record
+ * (it ended, or a worker holds its lease) does not start here: it goes to the slow path,
+ * which pushes its stored result again (ended) or waits for the holder (busy). A look-up
+ * that fails or gets no answer in time counts as absent (the end is still created only if
+ * absent, so the result stays the first one).
+ */
+static void skip_known(puller *pl)
+{
+    wf_cluster *c = pl->c;
+    if (pl->dsub == NULL) {
+        natsInbox *ib = NULL;
+        char subj[160];
+        if (natsInbox_Create(&ib) != NATS_OK)
+            return;
+        snprintf(pl->dinbox, sizeof pl->dinbox, "%s", ib);
+        natsInbox_Destroy(ib);
+        snprintf(subj, sizeof subj, "%s.*.*", pl->dinbox);
+        if (natsConnection_SubscribeSync(&pl->dsub, c->nc, subj) != NATS_OK) {
+            pl->dsub = NULL;
+            return;
+        }
+        natsSubscription_SetPendingLimits(pl->dsub, -1, -1);
+    }
+    char api[160], reply[160];
+    snprintf(api, sizeof api, "$JS.API.DIRECT.GET.KV_%s", c->ns->bucket);
+    char req[NATS_KEY_MAX + 256];
+    uint32_t asked = 0, gen = ++pl->dgen;
+    for (uint32_t i = 0; i < pl->n; i++) {
+        fslot *sl = &pl->s[i];
+        if (sl->state != F_NONE)
+            continue;
+        int len = snprintf(req, sizeof req, "{\"last_by_subj\":\"%s", c->kv_prefix);
+        wf__nats_key(req + len, sl->sm.run_id);
+        len += (int)strlen(req + len);
+        len += snprintf(req + len, sizeof req - (size_t)len, "\"}");
+        snprintf(reply, sizeof reply, "%s.%u.%u", pl->dinbox, gen, i);
+        if (natsConnection_PublishRequest(c->nc, api, reply, req, len) == NATS_OK)
+            asked++;
+    }
+    if (asked == 0)
+        return;
+    natsConnection_Flush(c->nc);
+    int64_t until = wf__cluster_mono_ms() + c->p.timeout_ms;
+    size_t pfx = strlen(pl->dinbox) + 1;
+    while (asked > 0) {
+        int64_t left = until - wf__cluster_mono_ms();
+        natsMsg *m = NULL;
+        if (left <= 0 || natsSubscription_NextMsg(&m, pl->dsub, left) != NATS_OK)
+            break;
+        const char *subj = natsMsg_GetSubject(m);
+        const char *status = NULL;
+        char *end = NULL;
+        if (subj && strlen(subj) > pfx && strtoul(subj + pfx, &end, 10) == gen && *end == '.') {
+            unsigned long i = strtoul(end + 1, NULL, 10);
+            /* an answer without a status is the record itself; "404": none */
+            if (i < pl->n && pl->s[i].state == F_NONE &&
+                natsMsgHeader_Get(m, "Status", &status) != NATS_OK)
+                pl->s[i].state = pl->m[pl->s[i].mi].batch ? F_REPUB : F_SLOW;
+            asked--;
+        }
+        natsMsg_Destroy(m);
+    }
+}
+
 static void run_batch(puller *pl, natsMsgList *list)
 {
     wf_cluster *c = pl->c;
@@ -1075,11 +1453,16 @@ static void run_batch(puller *pl, natsMsgList *list)
     pl->ended = 0;
     pl->target = UINT32_MAX;
     pthread_mutex_unlock(&pl->mu);
-    /* the fast path's deadline: well inside the ack wait (no redelivery meanwhile) and the
-     * lease (a run that leaves takes its lease in time) */
-    uint32_t wait_ms = (c->p.ack_wait_ms < c->p.lease_ms ? c->p.ack_wait_ms : c->p.lease_ms) / 3;
+    /* the fast path's deadline: by default well inside the ack wait and the lease, so the
+     * pull rarely needs to keep its messages alive or renew its leases (keep_pull does when
+     * it must: a long fast_ms, or a process that stalled) */
+    uint32_t wait_ms = c->p.fast_ms
+                           ? c->p.fast_ms
+                           : (c->p.ack_wait_ms < c->p.lease_ms ? c->p.ack_wait_ms : c->p.lease_ms) / 3;
     int64_t deadline = wf__cluster_mono_ms() + wait_ms;
     split(pl, list);
+    skip_known(pl);
+    lease_pull(pl);
     uint32_t n = pl->n;
     /* 1. start */
     wf_run_params rp;
@@ -1113,6 +1496,7 @@ static void run_batch(puller *pl, natsMsgList *list)
      * streams what must be journaled leaves at once */
     uint32_t open = started;
     while (open > 0) {
+        keep_pull(pl); /* first: a stalled process learns here that it lost its messages */
         open = 0;
         for (uint32_t i = 0; i < n; i++) {
             fslot *sl = &pl->s[i];
@@ -1148,6 +1532,7 @@ static void run_batch(puller *pl, natsMsgList *list)
         }
         pthread_mutex_unlock(&pl->mu);
     }
+    keep_pull(pl);
     /* 3. the ends (the run's only record: status, result inline, created if absent) and the
      * copies of the batch runs that leave */
     int64_t now_ms = wf__nats_now(c->ns);
@@ -1289,11 +1674,16 @@ static void run_batch(puller *pl, natsMsgList *list)
         fmsg *fm = &pl->m[mi];
         if (fm->msg) {
             /* a batch: its runs ended here or have their copies stored; one run: it ended here
-             * (a run that left took its message along) */
-            if (fm->failed)
+             * (a run that left took its message along). Skipped: Nak'ed already (busy), or
+             * lost (the taker settles it) */
+            if (fm->skip) {
+            } else if (fm->failed) {
                 natsMsg_Nak(fm->msg, NULL); /* again later: its runs go to the slow path */
-            else
+                if (fm->lrev)
+                    pub_lease(c, pl->js, fm->sseq, fm->lrev, 0, 0, 0);
+            } else {
                 natsMsg_Ack(fm->msg, NULL);
+            }
             natsMsg_Destroy(fm->msg);
         }
         msgpack_unpacked_destroy(&fm->u);
@@ -1385,6 +1775,8 @@ static void puller_free(puller *pl)
         return;
     if (pl->js)
         jsCtx_Destroy(pl->js);
+    if (pl->dsub)
+        natsSubscription_Destroy(pl->dsub);
     pthread_mutex_destroy(&pl->mu);
     pthread_cond_destroy(&pl->cv);
     wf__free_mem(pl->s);

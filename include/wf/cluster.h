@@ -83,6 +83,10 @@ typedef struct wf_cluster_params {
      *  wf_store_list on the cluster's store lists them (one more stored message a run).
      *  Default 1. */
     int32_t index_runs;
+    /** How long a run may stay on the fast path (no record, its submission leased to the
+     *  puller, which renews the lease and keeps the message alive) before it leaves for the
+     *  slow path, ms. 0 (default): a third of the smaller of ack_wait_ms and lease_ms. */
+    uint32_t fast_ms;
 } wf_cluster_params;
 
 /** Fills p with the defaults. */
@@ -194,6 +198,8 @@ typedef struct wf_cluster_stats {
     uint64_t unknown;     /**< submissions of a workflow not registered here (redelivered) */
     uint64_t inputs;      /**< events and cancels delivered into runs */
     uint64_t parked;      /**< idle runs released (waiting for an outside event, no runner held) */
+    uint64_t leases_lost; /**< submissions whose lease another worker took after this process
+                               stalled past it (their runs cancelled here, nothing written) */
 } wf_cluster_stats;
 
 /** Fills *st (a snapshot of the counters). */
