@@ -49,6 +49,7 @@ void wf_cluster_params_init(wf_cluster_params *p)
     p->stream_events = 1;
     p->pullers = 2;
     p->index_runs = 1;
+    p->lookup_runs = 1;
 }
 
 const cwf *wf__cluster_find_wf(const wf_cluster *c, const char *name, size_t len)

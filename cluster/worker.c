@@ -1461,7 +1461,8 @@ static void run_batch(puller *pl, natsMsgList *list)
                            : (c->p.ack_wait_ms < c->p.lease_ms ? c->p.ack_wait_ms : c->p.lease_ms) / 3;
     int64_t deadline = wf__cluster_mono_ms() + wait_ms;
     split(pl, list);
-    skip_known(pl);
+    if (c->p.lookup_runs)
+        skip_known(pl);
     lease_pull(pl);
     uint32_t n = pl->n;
     /* 1. start */

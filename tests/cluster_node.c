@@ -5,7 +5,7 @@
  * name), "chain5" and "gated" (tests/cluster_flow.h), works until SIGTERM
  * or SIGINT, prints "ready" once pulling and its counters as JSON at exit.
  * Environment: WF_CLUSTER_ACK_WAIT, WF_CLUSTER_LEASE, WF_CLUSTER_FAST_MS
- * (ms: the parameters; default 3000, 3000, 0), WF_CLUSTER_STATS_DIR (the
+ * (ms: the parameters; default 3000, 3000, 0), WF_CLUSTER_LOOKUP_RUNS, WF_CLUSTER_STATS_DIR (the
  * counters as JSON in DIR/PID.json, rewritten whenever they change, for a
  * test to wait on), and those read below.
  *   cluster_node URL PREFIX submit N [PLUGIN.so WORKFLOW]
@@ -164,6 +164,9 @@ int main(int argc, char **argv)
     const char *le = getenv("WF_CLUSTER_LEASE");
     if (le)
         p.lease_ms = (uint32_t)atoi(le);
+    const char *lr = getenv("WF_CLUSTER_LOOKUP_RUNS");
+    if (lr)
+        p.lookup_runs = atoi(lr);
     const char *fm = getenv("WF_CLUSTER_FAST_MS");
     if (fm)
         p.fast_ms = (uint32_t)atoi(fm);

@@ -87,6 +87,12 @@ typedef struct wf_cluster_params {
      *  puller, which renews the lease and keeps the message alive) before it leaves for the
      *  slow path, ms. 0 (default): a third of the smaller of ack_wait_ms and lease_ms. */
     uint32_t fast_ms;
+    /** Nonzero: before a pull's runs start, their records are looked up (one direct get a
+     *  run, pipelined): a run id submitted again after it ended, or while another worker
+     *  holds it, takes the slow path (its stored result, or a wait) and never runs its
+     *  steps again. 0: no look-up (for run ids never reused; a reused one may run its steps
+     *  again, its first result stays). Default 1. */
+    int32_t lookup_runs;
 } wf_cluster_params;
 
 /** Fills p with the defaults. */
