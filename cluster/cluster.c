@@ -339,6 +339,13 @@ void wf_cluster_free(wf_cluster *c)
         }
     }
     atomic_store(&c->stop, 1);
+    if (c->in_sub) {
+        /* no wake after this: its callback may run until the drain completes */
+        if (natsSubscription_Drain(c->in_sub) == NATS_OK)
+            natsSubscription_WaitForDrainCompletion(c->in_sub, 2000);
+        natsSubscription_Destroy(c->in_sub);
+        c->in_sub = NULL;
+    }
     pthread_mutex_lock(&c->mu);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
@@ -347,6 +354,7 @@ void wf_cluster_free(wf_cluster *c)
     for (uint32_t i = 0; i < c->nrunners; i++)
         pthread_join(c->runners[i], NULL);
     wf__cluster_drop_queue(c);
+    wf__cluster_drop_parked(c);
     wf__free_mem(c->pullers);
     if (c->renewer_started)
         pthread_join(c->renewer, NULL);
@@ -414,7 +422,7 @@ void wf_cluster_get_stats(const wf_cluster *c, wf_cluster_stats *st)
     if (c == NULL)
         return;
     uint64_t *f = &st->submitted;
-    for (int i = 0; i < 12; i++)
+    for (int i = 0; i < 13; i++)
         f[i] = atomic_load(&((wf_cluster *)c)->st[i]);
 }
 

@@ -203,6 +203,7 @@ typedef struct active {
     uint64_t in_cursor; /* stream sequence of the last input delivered */
     int idle;           /* the run waits for an outside event */
     int lost;           /* a store write failed (lease lost): give the run up */
+    int kept;           /* parked: its message is the parked table's now */
 } active;
 
 /* Delivers the inputs sent since in_cursor: cancels always, events only while idle. */
@@ -437,32 +438,172 @@ static void on_event(active *a, wf_event *ev, const wf_event_type *t_idle,
 }
 
 /*
+ * Runs parked here: their submission messages are held (in-progress acks from the renewer
+ * thread) in a table by run key, and a core subscription to "<p>.in.>" wakes a run as soon
+ * as an input is sent to it: the message goes to the runner threads, which claim the run,
+ * continue it from its checkpoint and deliver the inputs. A process that dies or stalls
+ * past the ack wait has its parked messages redelivered: another worker continues those
+ * runs (their leases were released when they parked).
+ */
+typedef struct parked_run {
+    struct parked_run *next; /* c->mu: the table's chain */
+    char *key;               /* immutable: the run's key */
+    natsMsg *msg;            /* the held submission */
+} parked_run;
+
+#define PARK_BUCKETS 1024
+
+static size_t park_bucket(const char *key)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return (size_t)(h % PARK_BUCKETS);
+}
+
+/* Takes the parked run key out of the table (NULL: not parked here). Under c->mu. */
+static parked_run *unpark_locked(wf_cluster *c, const char *key)
+{
+    if (c->parked == NULL)
+        return NULL;
+    parked_run **pp = &((parked_run **)c->parked)[park_bucket(key)];
+    for (; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->key, key) == 0) {
+            parked_run *r = *pp;
+            *pp = r->next;
+            c->nparked--;
+            return r;
+        }
+    }
+    return NULL;
+}
+
+
+/* Wakes the run key if it is parked here: its message goes to the runners. */
+static void wake(wf_cluster *c, const char *key)
+{
+    pthread_mutex_lock(&c->mu);
+    parked_run *r = unpark_locked(c, key);
+    pthread_mutex_unlock(&c->mu);
+    if (r == NULL)
+        return;
+    slow_item *it = wf__calloc(1, sizeof *it);
+    if (it == NULL) {
+        natsMsg_Nak(r->msg, NULL); /* out of memory: it comes back through the queue */
+        natsMsg_Destroy(r->msg);
+    } else {
+        it->msg = r->msg;
+        count(c, S_WOKEN);
+        enqueue_slow(c, it);
+    }
+    wf__free_mem(r->key);
+    wf__free_mem(r);
+}
+
+/* The input subscription's callback (the client's delivery thread). */
+static void on_input(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc, (void)sub;
+    wf_cluster *c = closure;
+    const char *subj = natsMsg_GetSubject(msg);
+    size_t pl = strlen(c->prefix);
+    if (subj && strncmp(subj, c->prefix, pl) == 0 && strncmp(subj + pl, ".in.", 4) == 0)
+        wake(c, subj + pl + 4);
+    natsMsg_Destroy(msg);
+}
+
+/* 1 when an input was sent to the run after its cursor. */
+static int input_waiting(active *a)
+{
+    jsDirectGetMsgOptions o;
+    jsDirectGetMsgOptions_Init(&o);
+    o.Sequence = a->in_cursor + 1;
+    o.NextBySubject = a->in_subj;
+    natsMsg *m = NULL;
+    if (js_DirectGetMsg(&m, a->c->js, a->c->stream_io, NULL, &o) != NATS_OK)
+        return 0;
+    natsMsg_Destroy(m);
+    return 1;
+}
+
+/*
  * Parks the run, idle for PARK_MS with no input for it: its checkpoint (taken when it went
- * idle) is durable, the store releases it, it leaves memory and its submission comes back
- * after a delay (NakWithDelay: 250 ms, doubling with each delivery up to 4 s), when a worker
- * claims it, continues it from the checkpoint and delivers the inputs sent meanwhile (or
- * parks it again). So a run waiting for a human holds no runner thread: the runners go to
- * runs that can progress. 0: parked; else the run stays here.
+ * idle) is durable, the store releases it, it leaves memory and its submission is held in
+ * the parked table until an input for it arrives (wake). So a run waiting for a human holds
+ * no runner thread: the runners go to runs that can progress. 0: parked (the message is
+ * the table's: a->kept); else the run stays here.
  */
 static int park(active *a, natsMsg *msg)
 {
     wf_cluster *c = a->c;
-    if (wf_store_release(c->store, a->sm->run_id) != 0)
+    parked_run *r = wf__calloc(1, sizeof *r);
+    if (r == NULL || (r->key = wf__strdup(a->key)) == NULL ||
+        wf_store_release(c->store, a->sm->run_id) != 0) {
+        if (r)
+            wf__free_mem(r->key);
+        wf__free_mem(r);
         return -1;
+    }
     wf_handler_cancel(a->h);
     wf_handler_wait(a->h, 5000, NULL);
     wf_handler_free(a->h);
     a->h = NULL;
-    uint64_t delay = 250;
-    jsMsgMetaData *md = NULL;
-    if (natsMsg_GetMetaData(&md, msg) == NATS_OK && md) {
-        for (uint64_t k = 1; k < md->NumDelivered && delay < 4000; k++)
-            delay *= 2;
-        jsMsgMetaData_Destroy(md);
+    r->msg = msg;
+    a->kept = 1;
+    pthread_mutex_lock(&c->mu);
+    if (c->parked == NULL)
+        c->parked = wf__calloc(PARK_BUCKETS, sizeof(parked_run *));
+    if (c->parked == NULL) {
+        pthread_mutex_unlock(&c->mu);
+        natsMsg_NakWithDelay(msg, 1000, NULL); /* no table: back through the queue */
+        a->kept = 0;
+        wf__free_mem(r->key);
+        wf__free_mem(r);
+        count(c, S_PARKED);
+        return 0;
     }
-    natsMsg_NakWithDelay(msg, (int64_t)(delay < 4000 ? delay : 4000), NULL);
+    size_t b = park_bucket(r->key);
+    r->next = ((parked_run **)c->parked)[b];
+    ((parked_run **)c->parked)[b] = r;
+    c->nparked++;
+    pthread_mutex_unlock(&c->mu);
     count(c, S_PARKED);
+    /* an input sent after the run's last look and before it was in the table: the
+     * subscription may have missed it, the stream has it */
+    if (input_waiting(a))
+        wake(c, a->key);
     return 0;
+}
+
+/* Keeps the parked runs' messages (the renewer thread, every third of the ack wait). */
+static void keep_parked(wf_cluster *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->parked)
+        for (size_t b = 0; b < PARK_BUCKETS; b++)
+            for (parked_run *r = ((parked_run **)c->parked)[b]; r; r = r->next)
+                natsMsg_InProgress(r->msg, NULL);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void wf__cluster_drop_parked(wf_cluster *c)
+{
+    if (c->parked == NULL)
+        return;
+    for (size_t b = 0; b < PARK_BUCKETS; b++) {
+        parked_run *r = ((parked_run **)c->parked)[b];
+        while (r) {
+            parked_run *nx = r->next;
+            natsMsg_Nak(r->msg, NULL); /* the drain: another worker takes it at once */
+            natsMsg_Destroy(r->msg);
+            wf__free_mem(r->key);
+            wf__free_mem(r);
+            r = nx;
+        }
+    }
+    wf__free_mem(c->parked);
+    c->parked = NULL;
+    c->nparked = 0;
 }
 
 /* Drives the claimed, started run a->h to its end; pre: events read from it already. */
@@ -545,7 +686,7 @@ static void drive(active *a, natsMsg *msg, wf_event **pre, size_t npre)
     }
 }
 
-static void handle(wf_cluster *c, natsMsg *msg)
+static int handle(wf_cluster *c, natsMsg *msg)
 {
     sub_msg sm;
     msgpack_unpacked u;
@@ -555,13 +696,13 @@ static void handle(wf_cluster *c, natsMsg *msg)
         count(c, S_MALFORMED);
         natsMsg_Term(msg, NULL); /* never redelivered: it can never run */
         msgpack_unpacked_destroy(&u);
-        return;
+        return 0;
     }
     if (rc == WF_ENOTFOUND) {
         count(c, S_UNKNOWN);
         natsMsg_NakWithDelay(msg, 1000, NULL); /* another worker may know it */
         msgpack_unpacked_destroy(&u);
-        return;
+        return 0;
     }
     wf_store_run_info info = {0};
     rc = claim_run(c, &sm, &info);
@@ -570,14 +711,14 @@ static void handle(wf_cluster *c, natsMsg *msg)
         push_stored_result(c, sm.run_id); /* its push may have been lost with its worker */
         natsMsg_Ack(msg, NULL);
         msgpack_unpacked_destroy(&u);
-        return;
+        return 0;
     }
     if (rc) {
         if (rc == WF_ELEASE)
             count(c, S_BUSY);
         natsMsg_NakWithDelay(msg, rc == WF_ELEASE ? c->p.lease_ms / 2 : 500, NULL);
         msgpack_unpacked_destroy(&u);
-        return;
+        return 0;
     }
     uint64_t journaled = info.next_seq;
     wf_store_run_info_clear(&info);
@@ -591,7 +732,7 @@ static void handle(wf_cluster *c, natsMsg *msg)
         if (put_result(c, sm.run_id, WF_STORE_FAILED, m, NULL, 0) == 0)
             natsMsg_Ack(msg, NULL);
         msgpack_unpacked_destroy(&u);
-        return;
+        return 0;
     }
     active a = {.c = c, .msg = msg, .sm = &sm};
     wf__nats_key(a.key, sm.run_id);
@@ -612,10 +753,11 @@ static void handle(wf_cluster *c, natsMsg *msg)
         if (put_result(c, sm.run_id, WF_STORE_FAILED, m, NULL, 0) == 0)
             natsMsg_Ack(msg, NULL);
         msgpack_unpacked_destroy(&u);
-        return;
+        return 0;
     }
     drive(&a, msg, NULL, 0);
     msgpack_unpacked_destroy(&u);
+    return a.kept;
 }
 
 /* A run a puller started that left the fast path: its record is created now (the lease, as
@@ -639,8 +781,9 @@ static void lease_free(wf_cluster *c, uint64_t sseq, uint64_t rev)
     msgpack_sbuffer_destroy(&sb);
 }
 
-static void handle_adopted(wf_cluster *c, slow_item *it)
+static int handle_adopted(wf_cluster *c, slow_item *it)
 {
+    int kept = 0;
     uint64_t ticket = 0;
     int rc = wf_store_create(c->store, it->sm.run_id, it->sm.w->name, &ticket);
     if (rc == 0)
@@ -658,16 +801,18 @@ static void handle_adopted(wf_cluster *c, slow_item *it)
         wf_handler_cancel(it->h);
         wf_handler_wait(it->h, 5000, NULL);
         wf_handler_free(it->h);
-        handle(c, it->msg);
+        kept = handle(c, it->msg);
     } else {
         active a = {.c = c, .msg = it->msg, .sm = &it->sm, .h = it->h};
         wf__nats_key(a.key, it->sm.run_id);
         snprintf(a.in_subj, sizeof a.in_subj, "%s.in.%s", c->prefix, a.key);
         drive(&a, it->msg, it->pre, it->npre); /* frees the handler, takes the events */
+        kept = a.kept;
     }
     it->h = NULL;
     it->npre = 0;
     msgpack_unpacked_destroy(&it->u);
+    return kept;
 }
 
 static void *runner_main(void *arg)
@@ -691,10 +836,8 @@ static void *runner_main(void *arg)
             c->sq_tail = &c->sq_head;
         c->sq_len--;
         pthread_mutex_unlock(&c->mu);
-        if (it->h)
-            handle_adopted(c, it);
-        else
-            handle(c, it->msg);
+        if (it->h ? handle_adopted(c, it) : handle(c, it->msg))
+            it->msg = NULL; /* parked: the parked table holds it */
         item_free(it);
     }
 }
@@ -1338,8 +1481,13 @@ static void lease_pull(puller *pl)
     int any = 0;
     for (uint32_t mi = 0; mi < pl->nm; mi++) {
         fmsg *fm = &pl->m[mi];
-        if (fm->msg == NULL || fm->failed) {
+        if (fm->msg == NULL)
+            continue;
+        if (fm->failed) {
+            /* out of memory taking it apart: none of its runs starts, it comes back */
             fm->leasing = 0;
+            fm->skip = 1;
+            natsMsg_Nak(fm->msg, NULL);
             continue;
         }
         if (fm->again) {
@@ -1750,8 +1898,9 @@ static void *puller_main(void *arg)
 static void *renewer_main(void *arg)
 {
     wf_cluster *c = arg;
+    int64_t renewed = wf__cluster_mono_ms();
     while (!atomic_load(&c->stop)) {
-        int64_t wait = c->p.lease_ms / 3;
+        int64_t wait = (c->p.lease_ms < c->p.ack_wait_ms ? c->p.lease_ms : c->p.ack_wait_ms) / 3;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += wait / 1000;
@@ -1764,8 +1913,14 @@ static void *renewer_main(void *arg)
         if (!atomic_load(&c->stop))
             pthread_cond_timedwait(&c->cv, &c->mu, &ts);
         pthread_mutex_unlock(&c->mu);
-        if (!atomic_load(&c->stop))
+        if (atomic_load(&c->stop))
+            break;
+        keep_parked(c);
+        int64_t now = wf__cluster_mono_ms();
+        if (now - renewed >= (int64_t)c->p.lease_ms / 3 - 10) {
             wf_store_renew(c->store, NULL);
+            renewed = now;
+        }
     }
     return NULL;
 }
@@ -1807,6 +1962,11 @@ int wf_cluster_work(wf_cluster *c, wf_executor *ex)
     if (c->runners == NULL || c->pullers == NULL || c->pls == NULL)
         return WF_ENOMEM;
     c->ex = ex;
+    char in[120];
+    snprintf(in, sizeof in, "%s.in.>", c->prefix);
+    if (natsConnection_Subscribe(&c->in_sub, c->nc, in, on_input, c) != NATS_OK)
+        return WF_EIO;
+    natsSubscription_SetPendingLimits(c->in_sub, -1, 64 * 1024 * 1024);
     if (pthread_create(&c->renewer, NULL, renewer_main, c) != 0)
         return WF_ENOMEM;
     c->renewer_started = 1;

@@ -108,13 +108,13 @@ static int stats_json(wf_cluster *c, char *buf, size_t cap)
     return snprintf(buf, cap,
                     "{\"runs_done\":%llu,\"resumed\":%llu,\"restarted\":%llu,\"duplicates\":%llu,"
                     "\"busy\":%llu,\"malformed\":%llu,\"mismatched\":%llu,\"unknown\":%llu,"
-                    "\"inputs\":%llu,\"parked\":%llu,\"leases_lost\":%llu}\n",
+                    "\"inputs\":%llu,\"parked\":%llu,\"leases_lost\":%llu,\"woken\":%llu}\n",
                     (unsigned long long)st.runs_done, (unsigned long long)st.resumed,
                     (unsigned long long)st.restarted, (unsigned long long)st.duplicates,
                     (unsigned long long)st.busy, (unsigned long long)st.malformed,
                     (unsigned long long)st.mismatched, (unsigned long long)st.unknown,
                     (unsigned long long)st.inputs, (unsigned long long)st.parked,
-                    (unsigned long long)st.leases_lost);
+                    (unsigned long long)st.leases_lost, (unsigned long long)st.woken);
 }
 
 /* Rewrites DIR/PID.json when the counters changed (a rename: a reader sees a whole file). */

@@ -836,3 +836,48 @@ Test(cluster, a_resubmitted_run_does_not_run_its_steps_again, .timeout = 120)
     stop_worker(a);
     nserver_destroy(&srv);
 }
+
+/*
+ * A run parked while it waits for a human (its submission held, no runner thread) wakes
+ * when the answer is sent, through the worker's subscription to the input subjects, not a
+ * redelivery: woken counts it, and the run ends with the answer in its result.
+ */
+Test(cluster, a_parked_run_wakes_on_its_input, .timeout = 120)
+{
+    nserver srv;
+    start_server(&srv);
+    char dir[] = "/tmp/wf-gate-XXXXXX";
+    cr_assert(mkdtemp(dir) != NULL);
+    setenv("WF_CLUSTER_STATS_DIR", dir, 1);
+    pid_t a = spawn_worker(srv.url, "t11", "base");
+    unsetenv("WF_CLUSTER_STATS_DIR");
+    wf_cluster *c = open_cluster(srv.url, "t11");
+    wf_workflow *wf = cflow_new(0);
+    cr_assert_eq(wf_cluster_register(c, "cflow", wf), 0);
+    enum { RUNS = 3 };
+    wf_cluster_handler *h[RUNS];
+    char id[32];
+    for (int i = 0; i < RUNS; i++) {
+        snprintf(id, sizeof id, "pk-%d", i);
+        cr_assert_eq(wf_cluster_submit(c, "cflow", start_n(wf, i), id, &h[i]), 0);
+    }
+    cr_assert_eq(wf_cluster_flush(c, 30000), 0);
+    cr_assert(wait_stat(dir, a, "parked", RUNS), "the runs did not park");
+    for (int i = 0; i < RUNS; i++)
+        cr_assert_eq(wf_cluster_handler_send_event(h[i], answer(wf, 2)), 0);
+    for (int i = 0; i < RUNS; i++) {
+        wf_event *res = NULL;
+        int rc = wf_cluster_handler_wait(h[i], 60000, &res);
+        cr_assert_eq(rc, 0, "run %d: %s", i, wf_err_name(rc));
+        int64_t v = -1;
+        wf_value_get_int(wf_event_result(res), &v);
+        cr_assert_eq(v, 30 * i + 8);
+        wf_event_release(res);
+        wf_cluster_handler_free(h[i]);
+    }
+    cr_assert(wait_stat(dir, a, "woken", RUNS), "the runs were not woken by their inputs");
+    wf_cluster_free(c);
+    wf_workflow_free(wf);
+    stop_worker(a);
+    nserver_destroy(&srv);
+}

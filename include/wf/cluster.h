@@ -206,6 +206,7 @@ typedef struct wf_cluster_stats {
     uint64_t parked;      /**< idle runs released (waiting for an outside event, no runner held) */
     uint64_t leases_lost; /**< submissions whose lease another worker took after this process
                                stalled past it (their runs cancelled here, nothing written) */
+    uint64_t woken;       /**< parked runs woken here by an input sent to them */
 } wf_cluster_stats;
 
 /** Fills *st (a snapshot of the counters). */
