@@ -354,10 +354,10 @@ void wf_cluster_free(wf_cluster *c)
     for (uint32_t i = 0; i < c->nrunners; i++)
         pthread_join(c->runners[i], NULL);
     wf__cluster_drop_queue(c);
-    wf__cluster_drop_parked(c);
     wf__free_mem(c->pullers);
     if (c->renewer_started)
         pthread_join(c->renewer, NULL);
+    wf__cluster_drop_parked(c); /* after the renewer, which keeps them alive */
     wf__free_mem(c->runners);
     if (c->done_sub) {
         natsSubscription_Unsubscribe(c->done_sub);
