@@ -850,7 +850,8 @@ static void *runner_main(void *arg)
  * a few asynchronous rounds for the whole pull:
  *  0. the runs of first deliveries are looked up (skip_known: a run id
  *     that has a record does not start again) and their messages leased
- *     (lease_pull, below: one round);
+ *     (lease_pull, below: the creates are published now and confirmed
+ *     while the runs go on);
  *  1. every run of a first delivery starts on the executor at once: it has
  *     no record in the store yet and writes none while it runs;
  *  2. the puller waits for them up to fast_ms (default a third of the ack
@@ -924,6 +925,7 @@ typedef struct puller {
     uint32_t dgen; /* look-up rounds so far: a late answer of an earlier one is ignored */
     int64_t renewed;  /* when the pull's leases were last written (monotonic ms) */
     int64_t progress; /* when its messages were last kept alive (in-progress acks) */
+    int lease_pending; /* the pull's lease creates are not confirmed yet (lease_confirm) */
 } puller;
 
 static void fast_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
@@ -1037,8 +1039,9 @@ static void await_acks(puller *pl)
 /*
  * A submission message whose runs start on the fast path is leased to its
  * puller: the key "L.<stream sequence>" of the runs bucket holds [owner,
- * lease end (ms, wall clock, 0: free)]. The puller creates it before the
- * runs start (compare-and-set on revision 0; one round for the pull), writes
+ * lease end (ms, wall clock, 0: free)]. The puller publishes its create
+ * (compare-and-set on revision 0) before the runs start and awaits it while
+ * they go on (lease_confirm: a refused one cancels them), writes
  * it again over the revision it holds every third of the lease while they
  * run (and keeps the messages alive with in-progress acks every third of
  * the ack wait), and frees it when a run leaves for the slow path (once the
@@ -1464,9 +1467,9 @@ static void keep_pull(puller *pl)
 }
 
 /*
- * The pull's leases, before anything runs: a first delivery with runs to start here creates
- * its lease (one round for the pull; refused: it was delivered elsewhere meanwhile, or the key
- * is left from another stream: Nak'ed, taken when it comes back); a redelivered message is
+ * The pull's leases, before anything runs: a first delivery with runs to start here has its
+ * lease create published (confirmed by lease_confirm once the runs started); a redelivered
+ * message is
  * taken (lease_take) or, busy, Nak'ed until about the lease's end. A message not taken runs
  * nothing here.
  */
@@ -1507,8 +1510,24 @@ static void lease_pull(puller *pl)
                 fm->skip = 1, natsMsg_NakWithDelay(fm->msg, 100, NULL);
         }
     }
-    if (any)
-        await_acks(pl);
+    for (uint32_t i = 0; i < pl->n; i++)
+        if (pl->m[pl->s[i].mi].skip)
+            pl->s[i].state = F_SKIP;
+    pl->renewed = pl->progress = now;
+    pl->lease_pending = any;
+}
+
+/*
+ * The outcome of the pull's lease creates, awaited while its runs start and go on (the
+ * round costs no time of its own). A first delivery cannot be leased elsewhere unless this
+ * process stalled between the fetch and the create reaching the server, past the ack wait:
+ * then, as for a lease lost later, its runs are cancelled and nothing of them is written;
+ * the message comes back (Nak, 100 ms: also for a key left from an earlier stream).
+ */
+static void lease_confirm(puller *pl)
+{
+    pl->lease_pending = 0;
+    await_acks(pl);
     for (uint32_t mi = 0; mi < pl->nm; mi++) {
         fmsg *fm = &pl->m[mi];
         if (!fm->leasing)
@@ -1517,14 +1536,10 @@ static void lease_pull(puller *pl)
         if (atomic_load(&fm->lrc) == 0) {
             fm->lrev = atomic_load(&fm->nrev);
         } else {
-            fm->skip = 1;
             natsMsg_NakWithDelay(fm->msg, 100, NULL);
+            lose_msg(pl, mi);
         }
     }
-    for (uint32_t i = 0; i < pl->n; i++)
-        if (pl->m[pl->s[i].mi].skip)
-            pl->s[i].state = F_SKIP;
-    pl->renewed = pl->progress = now;
 }
 
 /*
@@ -1641,6 +1656,8 @@ static void run_batch(puller *pl, natsMsgList *list)
     pthread_mutex_lock(&pl->mu);
     pl->target = started;
     pthread_mutex_unlock(&pl->mu);
+    if (pl->lease_pending)
+        lease_confirm(pl);
     /* 2. wait for the runs up to the deadline; a run that waits for an outside event or
      * streams what must be journaled leaves at once */
     uint32_t open = started;
