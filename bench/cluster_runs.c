@@ -169,8 +169,8 @@ static void through_nats(const nserver *srv, long n, int workers, const char *ru
              "\"submit_s\":%.3f,\"flush_s\":%.3f,\"ratio_to_in_process\":%.4f,"
              "\"cpu_us_per_run\":{\"nats_server\":%.1f,\"workers\":%.1f,\"submitter\":%.1f},"
              "\"cpu_busy\":%.2f",
-             workers, runners, lookup, lat[n / 2] * 1e3, lat[(n * 99) / 100] * 1e3, t_submitted - t0,
-             t_flushed - t_submitted, local > 0 ? ((double)n / dt) / local : 0,
+             workers, runners, lookup, lat[n / 2] * 1e3, lat[(n * 99) / 100] * 1e3,
+             t_submitted - t0, t_flushed - t_submitted, local > 0 ? ((double)n / dt) / local : 0,
              cpu_srv * 1e6 / (double)n, cpu_w * 1e6 / (double)n, cpu_me * 1e6 / (double)n,
              (cpu_srv + cpu_w + cpu_me) / dt);
     bench_report("cluster_runs", "wf-cluster", workers, n, dt, n, ok == n, extra);

@@ -478,7 +478,6 @@ static parked_run *unpark_locked(wf_cluster *c, const char *key)
     return NULL;
 }
 
-
 /* Wakes the run key if it is parked here: its message goes to the runners. */
 static void wake(wf_cluster *c, const char *key)
 {
@@ -887,12 +886,12 @@ typedef struct fmsg {
     int again;   /* redelivered */
     int pending; /* runs of it not settled */
     int failed;  /* a copy of one of its runs could not be stored: Nak */
-    uint64_t sseq;  /* its stream sequence: its lease is the key "L.<sseq>" */
-    uint64_t lrev;  /* the lease's revision while this puller holds it, else 0 */
-    int leasing;    /* a lease write is pending for it (its outcome: lrc, nrev) */
-    atomic_int lrc; /* the pending lease write's outcome (ack callback) */
+    uint64_t sseq;         /* its stream sequence: its lease is the key "L.<sseq>" */
+    uint64_t lrev;         /* the lease's revision while this puller holds it, else 0 */
+    int leasing;           /* a lease write is pending for it (its outcome: lrc, nrev) */
+    atomic_int lrc;        /* the pending lease write's outcome (ack callback) */
     _Atomic uint64_t nrev; /* and the revision it made */
-    int skip;       /* not run here: its lease is another worker's (Nak with delay) or lost */
+    int skip; /* not run here: its lease is another worker's (Nak with delay) or lost */
 } fmsg;
 
 typedef struct fslot {
@@ -920,11 +919,12 @@ typedef struct puller {
     pthread_cond_t cv;
     uint32_t ended;  /* mu: runs of the pull that ended (on_done) */
     uint32_t target; /* mu: the runs started (UINT32_MAX while starting) */
-    natsSubscription *dsub; /* replies to its record look-ups (lazily made; <dinbox>.<gen>.<slot>) */
+    /* replies to its record look-ups (lazily made; <dinbox>.<gen>.<slot>) */
+    natsSubscription *dsub;
     char dinbox[128];
-    uint32_t dgen; /* look-up rounds so far: a late answer of an earlier one is ignored */
-    int64_t renewed;  /* when the pull's leases were last written (monotonic ms) */
-    int64_t progress; /* when its messages were last kept alive (in-progress acks) */
+    uint32_t dgen;     /* look-up rounds so far: a late answer of an earlier one is ignored */
+    int64_t renewed;   /* when the pull's leases were last written (monotonic ms) */
+    int64_t progress;  /* when its messages were last kept alive (in-progress acks) */
     int lease_pending; /* the pull's lease creates are not confirmed yet (lease_confirm) */
 } puller;
 
@@ -939,7 +939,9 @@ static void fast_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, vo
             if (pa)
                 atomic_store(&pl->m[mi].nrev, pa->Sequence);
             /* 10071: wrong last sequence: another worker wrote the lease */
-            atomic_store(&pl->m[mi].lrc, pa ? 0 : pae && pae->ErrCode == 10071 ? WF_ELEASE : WF_EIO);
+            atomic_store(&pl->m[mi].lrc, pa                             ? 0
+                                         : pae && pae->ErrCode == 10071 ? WF_ELEASE
+                                                                        : WF_EIO);
         }
     } else if (natsMsgHeader_Get(msg, "Wf-I", &v) == NATS_OK && v) {
         size_t i = strtoul(v, NULL, 10);
@@ -1033,7 +1035,6 @@ static void await_acks(puller *pl)
     }
 }
 
-
 /* ------------------------------------------------------------ a pull's leases */
 
 /*
@@ -1089,9 +1090,9 @@ static int pub_lease(wf_cluster *c, jsCtx *js, uint64_t sseq, uint64_t rev, int6
     snprintf(num, sizeof num, "%u", mi);
     snprintf(rs, sizeof rs, "%llu", (unsigned long long)rev);
     natsMsg *msg = NULL;
-    natsStatus st = lease_pack(c, until, &sb) ? NATS_NO_MEMORY
-                                               : natsMsg_Create(&msg, subj, NULL, sb.data,
-                                                                (int)sb.size);
+    natsStatus st = lease_pack(c, until, &sb)
+                        ? NATS_NO_MEMORY
+                        : natsMsg_Create(&msg, subj, NULL, sb.data, (int)sb.size);
     if (st == NATS_OK)
         st = natsMsgHeader_Set(msg, "Nats-Expected-Last-Subject-Sequence", rs);
     if (st == NATS_OK && track)
@@ -1131,8 +1132,8 @@ static int lease_take(wf_cluster *c, uint64_t sseq, int64_t *left_ms)
             u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 2 &&
             u.data.via.array.ptr[0].type == MSGPACK_OBJECT_STR) {
             const msgpack_object *a = u.data.via.array.ptr;
-            int64_t until = a[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)a[1].via.u64
-                                                                         : 0;
+            int64_t until =
+                a[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)a[1].via.u64 : 0;
             /* ours too: another puller of this process may hold it (its delivery went stale
              * while it ran, e.g. the process stalled): only a free or lapsed lease is taken */
             if (until > now) {
@@ -1619,9 +1620,9 @@ static void run_batch(puller *pl, natsMsgList *list)
     /* the fast path's deadline: by default well inside the ack wait and the lease, so the
      * pull rarely needs to keep its messages alive or renew its leases (keep_pull does when
      * it must: a long fast_ms, or a process that stalled) */
-    uint32_t wait_ms = c->p.fast_ms
-                           ? c->p.fast_ms
-                           : (c->p.ack_wait_ms < c->p.lease_ms ? c->p.ack_wait_ms : c->p.lease_ms) / 3;
+    uint32_t wait_ms =
+        c->p.fast_ms ? c->p.fast_ms
+                     : (c->p.ack_wait_ms < c->p.lease_ms ? c->p.ack_wait_ms : c->p.lease_ms) / 3;
     int64_t deadline = wf__cluster_mono_ms() + wait_ms;
     split(pl, list);
     if (c->p.lookup_runs)

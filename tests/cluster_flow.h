@@ -173,8 +173,8 @@ static void gate_log(const char *what, int64_t n, const char *step)
         return;
     char path[512], line[128];
     snprintf(path, sizeof path, "%s/log", dir);
-    int len = snprintf(line, sizeof line, "%s %lld %ld %s\n", what, (long long)n, (long)getpid(),
-                       step);
+    int len =
+        snprintf(line, sizeof line, "%s %lld %ld %s\n", what, (long long)n, (long)getpid(), step);
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
         if (write(fd, line, (size_t)len) != len)
