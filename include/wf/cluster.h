@@ -8,15 +8,20 @@
  * submissions are packed into messages of up to 64 runs on a work-queue
  * stream. A worker registers the workflows it can run the same way and
  * starts pulling (wf_cluster_work). Short runs take the fast path: a
- * puller starts every run of a pull at once and gives each that ended in
- * time its only record, the final one, created if absent (one asynchronous
- * round for the pull, so no two results for a run), then acks. A run that
+ * puller leases each submission message (a compare-and-set key renewed
+ * while its runs go on, so a redelivery runs nothing while the lease lives
+ * and a stalled puller that lost it cancels its runs), starts every run of
+ * a pull at once (a run id that has a record already is not started
+ * again) and gives each that ended in time its only record, the final
+ * one, created if absent (one asynchronous round for the pull, so no two
+ * results for a run), then acks. A run that
  * waits for an outside event, streams events to journal, takes long or is
  * redelivered takes the slow path on a runner thread: it is claimed in the
  * NATS store (a lease with revision compare-and-set, so two workers never
  * write one run at once), run on the worker's executor, its streamed
- * events journaled, checkpointed and parked (released, no thread held)
- * while it waits for an outside event, its result put durably in the
+ * events journaled, checkpointed and parked (released, no thread held,
+ * woken by an input sent to it) while it waits for an outside event, its
+ * result put durably in the
  * store, and only then is the submission acknowledged. A worker that dies
  * stops acking: its submissions are redelivered after the ack wait and
  * another worker takes the runs over once the lease expired, from their
