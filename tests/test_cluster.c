@@ -758,6 +758,7 @@ Test(cluster, a_stalled_workers_batch_waits_for_its_lease, .timeout = 120)
     wf_workflow_free(wf);
     stop_worker(a);
     stop_worker(b);
+    nserver_rm_tree(dir);
     nserver_destroy(&srv);
 }
 
@@ -796,6 +797,7 @@ Test(cluster, a_worker_stalled_past_its_lease_gives_its_batch_up, .timeout = 120
     wf_workflow_free(wf);
     stop_worker(a);
     stop_worker(b);
+    nserver_rm_tree(dir);
     nserver_destroy(&srv);
 }
 
@@ -834,6 +836,7 @@ Test(cluster, a_resubmitted_run_does_not_run_its_steps_again, .timeout = 120)
     wf_cluster_free(c);
     wf_workflow_free(wf);
     stop_worker(a);
+    nserver_rm_tree(dir);
     nserver_destroy(&srv);
 }
 
@@ -879,5 +882,6 @@ Test(cluster, a_parked_run_wakes_on_its_input, .timeout = 120)
     wf_cluster_free(c);
     wf_workflow_free(wf);
     stop_worker(a);
+    nserver_rm_tree(dir);
     nserver_destroy(&srv);
 }
