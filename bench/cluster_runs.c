@@ -83,6 +83,8 @@ static double in_process(long n, long threads)
     return (double)n / dt;
 }
 
+static const char *lookup = "1"; /* --lookup: wf_cluster_params.lookup_runs of the workers */
+
 static pid_t spawn(const char *url, const char *prefix, const char *runners)
 {
     int fds[2];
@@ -95,6 +97,7 @@ static pid_t spawn(const char *url, const char *prefix, const char *runners)
         close(fds[0]);
         close(fds[1]);
         setenv("WF_CLUSTER_STREAM_EVENTS", "0", 1);
+        setenv("WF_CLUSTER_LOOKUP_RUNS", lookup, 1);
         execl(CLUSTER_NODE, CLUSTER_NODE, url, prefix, runners, "1", "base", (char *)NULL);
         _exit(127);
     }
@@ -162,12 +165,12 @@ static void through_nats(const nserver *srv, long n, int workers, const char *ru
     /* where the time goes: CPU microseconds per run of the server, the workers (wf + the
      * NATS client) and this submitter, over the batch's wall time */
     snprintf(extra, sizeof extra,
-             ",\"workers\":%d,\"runners\":%s,\"p50_ms\":%.1f,\"p99_ms\":%.1f,"
+             ",\"workers\":%d,\"runners\":%s,\"lookup_runs\":%s,\"p50_ms\":%.1f,\"p99_ms\":%.1f,"
              "\"submit_s\":%.3f,\"flush_s\":%.3f,\"ratio_to_in_process\":%.4f,"
              "\"cpu_us_per_run\":{\"nats_server\":%.1f,\"workers\":%.1f,\"submitter\":%.1f},"
              "\"cpu_busy\":%.2f",
-             workers, runners, lat[n / 2] * 1e3, lat[(n * 99) / 100] * 1e3, t_submitted - t0,
-             t_flushed - t_submitted, local > 0 ? ((double)n / dt) / local : 0,
+             workers, runners, lookup, lat[n / 2] * 1e3, lat[(n * 99) / 100] * 1e3,
+             t_submitted - t0, t_flushed - t_submitted, local > 0 ? ((double)n / dt) / local : 0,
              cpu_srv * 1e6 / (double)n, cpu_w * 1e6 / (double)n, cpu_me * 1e6 / (double)n,
              (cpu_srv + cpu_w + cpu_me) / dt);
     bench_report("cluster_runs", "wf-cluster", workers, n, dt, n, ok == n, extra);
@@ -188,6 +191,7 @@ int main(int argc, char **argv)
     long n = bench_arg(argc, argv, "--n", 2000);
     long workers = bench_arg(argc, argv, "--workers", 2);
     const char *runners = bench_arg_str(argc, argv, "--runners", "32");
+    lookup = bench_arg_str(argc, argv, "--lookup", "1");
     if (n <= 0 || workers < 1 || workers > 8)
         return 2;
     nserver srv;

@@ -49,6 +49,7 @@ void wf_cluster_params_init(wf_cluster_params *p)
     p->stream_events = 1;
     p->pullers = 2;
     p->index_runs = 1;
+    p->lookup_runs = 1;
 }
 
 const cwf *wf__cluster_find_wf(const wf_cluster *c, const char *name, size_t len)
@@ -338,6 +339,13 @@ void wf_cluster_free(wf_cluster *c)
         }
     }
     atomic_store(&c->stop, 1);
+    if (c->in_sub) {
+        /* no wake after this: its callback may run until the drain completes */
+        if (natsSubscription_Drain(c->in_sub) == NATS_OK)
+            natsSubscription_WaitForDrainCompletion(c->in_sub, 2000);
+        natsSubscription_Destroy(c->in_sub);
+        c->in_sub = NULL;
+    }
     pthread_mutex_lock(&c->mu);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
@@ -349,6 +357,7 @@ void wf_cluster_free(wf_cluster *c)
     wf__free_mem(c->pullers);
     if (c->renewer_started)
         pthread_join(c->renewer, NULL);
+    wf__cluster_drop_parked(c); /* after the renewer, which keeps them alive */
     wf__free_mem(c->runners);
     if (c->done_sub) {
         natsSubscription_Unsubscribe(c->done_sub);
@@ -413,7 +422,7 @@ void wf_cluster_get_stats(const wf_cluster *c, wf_cluster_stats *st)
     if (c == NULL)
         return;
     uint64_t *f = &st->submitted;
-    for (int i = 0; i < 11; i++)
+    for (int i = 0; i < 13; i++)
         f[i] = atomic_load(&((wf_cluster *)c)->st[i]);
 }
 

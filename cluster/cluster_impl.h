@@ -53,6 +53,9 @@ struct wf_cluster {
     struct slow_item *sq_head, **sq_tail;
     size_t sq_len;
     uint32_t sq_idle; /* runner threads waiting for an item */
+    natsSubscription *in_sub; /* core subscription to <p>.in.> (wakes parked runs) */
+    void *parked;             /* mu: the parked runs' table (worker.c), or NULL */
+    size_t nparked;           /* mu */
     pthread_t *pullers;
     uint32_t npullers;
     struct puller **pls; /* the pullers' state, freed last */
@@ -66,7 +69,7 @@ struct wf_cluster {
     int sbuf_ready;       /* smu, scv and sbuf initialised */
     pthread_t linger;
     int linger_started;          /* smu */
-    atomic_uint_fast64_t st[11]; /* wf_cluster_stats fields in order */
+    atomic_uint_fast64_t st[13]; /* wf_cluster_stats fields in order */
 };
 
 enum {
@@ -80,7 +83,9 @@ enum {
     S_MISMATCH,
     S_UNKNOWN,
     S_INPUTS,
-    S_PARKED
+    S_PARKED,
+    S_LOST,
+    S_WOKEN
 };
 
 static inline void count(wf_cluster *c, int i)
@@ -111,6 +116,9 @@ void wf__cluster_push_results(wf_cluster *c, const void *packed, size_t len);
 int wf__cluster_publish_pending(wf_cluster *c);
 /* worker.c: frees the runs handed over and not taken (wf_cluster_free, after the joins). */
 void wf__cluster_drop_queue(wf_cluster *c);
+/* worker.c: gives the parked runs' messages back to the queue (wf_cluster_free, after the
+ * joins and the input subscription's drain). */
+void wf__cluster_drop_parked(wf_cluster *c);
 /* worker.c: frees the pullers' state (wf_cluster_free, last: after the executor's runs). */
 void wf__cluster_free_pullers(wf_cluster *c);
 

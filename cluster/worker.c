@@ -203,6 +203,7 @@ typedef struct active {
     uint64_t in_cursor; /* stream sequence of the last input delivered */
     int idle;           /* the run waits for an outside event */
     int lost;           /* a store write failed (lease lost): give the run up */
+    int kept;           /* parked: its message is the parked table's now */
 } active;
 
 /* Delivers the inputs sent since in_cursor: cancels always, events only while idle. */
@@ -352,6 +353,8 @@ typedef struct slow_item {
     sub_msg sm;         /* h: borrows from u */
     wf_event **pre;     /* h: events the puller read from the run already */
     size_t npre;
+    uint64_t lsseq, lrev; /* h: the submission's lease, still the puller's (freed once the
+                             run has its record), or 0 */
 } slow_item;
 
 static void item_free(slow_item *it)
@@ -435,32 +438,171 @@ static void on_event(active *a, wf_event *ev, const wf_event_type *t_idle,
 }
 
 /*
+ * Runs parked here: their submission messages are held (in-progress acks from the renewer
+ * thread) in a table by run key, and a core subscription to "<p>.in.>" wakes a run as soon
+ * as an input is sent to it: the message goes to the runner threads, which claim the run,
+ * continue it from its checkpoint and deliver the inputs. A process that dies or stalls
+ * past the ack wait has its parked messages redelivered: another worker continues those
+ * runs (their leases were released when they parked).
+ */
+typedef struct parked_run {
+    struct parked_run *next; /* c->mu: the table's chain */
+    char *key;               /* immutable: the run's key */
+    natsMsg *msg;            /* the held submission */
+} parked_run;
+
+#define PARK_BUCKETS 1024
+
+static size_t park_bucket(const char *key)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return (size_t)(h % PARK_BUCKETS);
+}
+
+/* Takes the parked run key out of the table (NULL: not parked here). Under c->mu. */
+static parked_run *unpark_locked(wf_cluster *c, const char *key)
+{
+    if (c->parked == NULL)
+        return NULL;
+    parked_run **pp = &((parked_run **)c->parked)[park_bucket(key)];
+    for (; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->key, key) == 0) {
+            parked_run *r = *pp;
+            *pp = r->next;
+            c->nparked--;
+            return r;
+        }
+    }
+    return NULL;
+}
+
+/* Wakes the run key if it is parked here: its message goes to the runners. */
+static void wake(wf_cluster *c, const char *key)
+{
+    pthread_mutex_lock(&c->mu);
+    parked_run *r = unpark_locked(c, key);
+    pthread_mutex_unlock(&c->mu);
+    if (r == NULL)
+        return;
+    slow_item *it = wf__calloc(1, sizeof *it);
+    if (it == NULL) {
+        natsMsg_Nak(r->msg, NULL); /* out of memory: it comes back through the queue */
+        natsMsg_Destroy(r->msg);
+    } else {
+        it->msg = r->msg;
+        count(c, S_WOKEN);
+        enqueue_slow(c, it);
+    }
+    wf__free_mem(r->key);
+    wf__free_mem(r);
+}
+
+/* The input subscription's callback (the client's delivery thread). */
+static void on_input(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc, (void)sub;
+    wf_cluster *c = closure;
+    const char *subj = natsMsg_GetSubject(msg);
+    size_t pl = strlen(c->prefix);
+    if (subj && strncmp(subj, c->prefix, pl) == 0 && strncmp(subj + pl, ".in.", 4) == 0)
+        wake(c, subj + pl + 4);
+    natsMsg_Destroy(msg);
+}
+
+/* 1 when an input was sent to the run after its cursor. */
+static int input_waiting(active *a)
+{
+    jsDirectGetMsgOptions o;
+    jsDirectGetMsgOptions_Init(&o);
+    o.Sequence = a->in_cursor + 1;
+    o.NextBySubject = a->in_subj;
+    natsMsg *m = NULL;
+    if (js_DirectGetMsg(&m, a->c->js, a->c->stream_io, NULL, &o) != NATS_OK)
+        return 0;
+    natsMsg_Destroy(m);
+    return 1;
+}
+
+/*
  * Parks the run, idle for PARK_MS with no input for it: its checkpoint (taken when it went
- * idle) is durable, the store releases it, it leaves memory and its submission comes back
- * after a delay (NakWithDelay: 250 ms, doubling with each delivery up to 4 s), when a worker
- * claims it, continues it from the checkpoint and delivers the inputs sent meanwhile (or
- * parks it again). So a run waiting for a human holds no runner thread: the runners go to
- * runs that can progress. 0: parked; else the run stays here.
+ * idle) is durable, the store releases it, it leaves memory and its submission is held in
+ * the parked table until an input for it arrives (wake). So a run waiting for a human holds
+ * no runner thread: the runners go to runs that can progress. 0: parked (the message is
+ * the table's: a->kept); else the run stays here.
  */
 static int park(active *a, natsMsg *msg)
 {
     wf_cluster *c = a->c;
-    if (wf_store_release(c->store, a->sm->run_id) != 0)
+    parked_run *r = wf__calloc(1, sizeof *r);
+    if (r == NULL || (r->key = wf__strdup(a->key)) == NULL ||
+        wf_store_release(c->store, a->sm->run_id) != 0) {
+        if (r)
+            wf__free_mem(r->key);
+        wf__free_mem(r);
         return -1;
+    }
     wf_handler_cancel(a->h);
     wf_handler_wait(a->h, 5000, NULL);
     wf_handler_free(a->h);
     a->h = NULL;
-    uint64_t delay = 250;
-    jsMsgMetaData *md = NULL;
-    if (natsMsg_GetMetaData(&md, msg) == NATS_OK && md) {
-        for (uint64_t k = 1; k < md->NumDelivered && delay < 4000; k++)
-            delay *= 2;
-        jsMsgMetaData_Destroy(md);
+    r->msg = msg;
+    a->kept = 1;
+    pthread_mutex_lock(&c->mu);
+    if (c->parked == NULL)
+        c->parked = wf__calloc(PARK_BUCKETS, sizeof(parked_run *));
+    if (c->parked == NULL) {
+        pthread_mutex_unlock(&c->mu);
+        natsMsg_NakWithDelay(msg, 1000, NULL); /* no table: back through the queue */
+        a->kept = 0;
+        wf__free_mem(r->key);
+        wf__free_mem(r);
+        count(c, S_PARKED);
+        return 0;
     }
-    natsMsg_NakWithDelay(msg, (int64_t)(delay < 4000 ? delay : 4000), NULL);
+    size_t b = park_bucket(r->key);
+    r->next = ((parked_run **)c->parked)[b];
+    ((parked_run **)c->parked)[b] = r;
+    c->nparked++;
+    pthread_mutex_unlock(&c->mu);
     count(c, S_PARKED);
+    /* an input sent after the run's last look and before it was in the table: the
+     * subscription may have missed it, the stream has it */
+    if (input_waiting(a))
+        wake(c, a->key);
     return 0;
+}
+
+/* Keeps the parked runs' messages (the renewer thread, every third of the ack wait). */
+static void keep_parked(wf_cluster *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->parked)
+        for (size_t b = 0; b < PARK_BUCKETS; b++)
+            for (parked_run *r = ((parked_run **)c->parked)[b]; r; r = r->next)
+                natsMsg_InProgress(r->msg, NULL);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void wf__cluster_drop_parked(wf_cluster *c)
+{
+    if (c->parked == NULL)
+        return;
+    for (size_t b = 0; b < PARK_BUCKETS; b++) {
+        parked_run *r = ((parked_run **)c->parked)[b];
+        while (r) {
+            parked_run *nx = r->next;
+            natsMsg_Nak(r->msg, NULL); /* the drain: another worker takes it at once */
+            natsMsg_Destroy(r->msg);
+            wf__free_mem(r->key);
+            wf__free_mem(r);
+            r = nx;
+        }
+    }
+    wf__free_mem(c->parked);
+    c->parked = NULL;
+    c->nparked = 0;
 }
 
 /* Drives the claimed, started run a->h to its end; pre: events read from it already. */
@@ -543,7 +685,7 @@ static void drive(active *a, natsMsg *msg, wf_event **pre, size_t npre)
     }
 }
 
-static void handle(wf_cluster *c, natsMsg *msg)
+static int handle(wf_cluster *c, natsMsg *msg)
 {
     sub_msg sm;
     msgpack_unpacked u;
@@ -553,13 +695,13 @@ static void handle(wf_cluster *c, natsMsg *msg)
         count(c, S_MALFORMED);
         natsMsg_Term(msg, NULL); /* never redelivered: it can never run */
         msgpack_unpacked_destroy(&u);
-        return;
+        return 0;
     }
     if (rc == WF_ENOTFOUND) {
         count(c, S_UNKNOWN);
         natsMsg_NakWithDelay(msg, 1000, NULL); /* another worker may know it */
         msgpack_unpacked_destroy(&u);
-        return;
+        return 0;
     }
     wf_store_run_info info = {0};
     rc = claim_run(c, &sm, &info);
@@ -568,14 +710,14 @@ static void handle(wf_cluster *c, natsMsg *msg)
         push_stored_result(c, sm.run_id); /* its push may have been lost with its worker */
         natsMsg_Ack(msg, NULL);
         msgpack_unpacked_destroy(&u);
-        return;
+        return 0;
     }
     if (rc) {
         if (rc == WF_ELEASE)
             count(c, S_BUSY);
         natsMsg_NakWithDelay(msg, rc == WF_ELEASE ? c->p.lease_ms / 2 : 500, NULL);
         msgpack_unpacked_destroy(&u);
-        return;
+        return 0;
     }
     uint64_t journaled = info.next_seq;
     wf_store_run_info_clear(&info);
@@ -589,7 +731,7 @@ static void handle(wf_cluster *c, natsMsg *msg)
         if (put_result(c, sm.run_id, WF_STORE_FAILED, m, NULL, 0) == 0)
             natsMsg_Ack(msg, NULL);
         msgpack_unpacked_destroy(&u);
-        return;
+        return 0;
     }
     active a = {.c = c, .msg = msg, .sm = &sm};
     wf__nats_key(a.key, sm.run_id);
@@ -610,10 +752,11 @@ static void handle(wf_cluster *c, natsMsg *msg)
         if (put_result(c, sm.run_id, WF_STORE_FAILED, m, NULL, 0) == 0)
             natsMsg_Ack(msg, NULL);
         msgpack_unpacked_destroy(&u);
-        return;
+        return 0;
     }
     drive(&a, msg, NULL, 0);
     msgpack_unpacked_destroy(&u);
+    return a.kept;
 }
 
 /* A run a puller started that left the fast path: its record is created now (the lease, as
@@ -621,30 +764,54 @@ static void handle(wf_cluster *c, natsMsg *msg)
  * it, or it ended before) is dropped here and the submission handled from scratch. Consumes
  * the handler, the events and the decoded submission; the message and the item stay the
  * caller's. */
-static void handle_adopted(wf_cluster *c, slow_item *it)
+static void lease_key(uint64_t sseq, char *out, size_t cap);
+static int lease_pack(wf_cluster *c, int64_t until, msgpack_sbuffer *sb);
+
+/* Frees a submission's lease held over revision rev (best effort: else it lapses). */
+static void lease_free(wf_cluster *c, uint64_t sseq, uint64_t rev)
 {
+    char key[40];
+    lease_key(sseq, key, sizeof key);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    uint64_t nrev = 0;
+    if (lease_pack(c, 0, &sb) == 0)
+        kvStore_Update(&nrev, c->ns->kv, key, sb.data, (int)sb.size, rev);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static int handle_adopted(wf_cluster *c, slow_item *it)
+{
+    int kept = 0;
     uint64_t ticket = 0;
     int rc = wf_store_create(c->store, it->sm.run_id, it->sm.w->name, &ticket);
     if (rc == 0)
         rc = wf_store_wait(c->store, ticket);
     if (rc == 0)
         rc = wf_store_set_status(c->store, it->sm.run_id, WF_STORE_RUNNING, NULL);
+    /* the run has its record (the store's lease keeps it ours from now), or is handled from
+     * scratch through the store: the submission's lease is not needed any more */
+    if (it->lrev)
+        lease_free(c, it->lsseq, it->lrev);
+    it->lrev = 0;
     if (rc) {
         for (size_t i = 0; i < it->npre; i++)
             wf_event_release(it->pre[i]);
         wf_handler_cancel(it->h);
         wf_handler_wait(it->h, 5000, NULL);
         wf_handler_free(it->h);
-        handle(c, it->msg);
+        kept = handle(c, it->msg);
     } else {
         active a = {.c = c, .msg = it->msg, .sm = &it->sm, .h = it->h};
         wf__nats_key(a.key, it->sm.run_id);
         snprintf(a.in_subj, sizeof a.in_subj, "%s.in.%s", c->prefix, a.key);
         drive(&a, it->msg, it->pre, it->npre); /* frees the handler, takes the events */
+        kept = a.kept;
     }
     it->h = NULL;
     it->npre = 0;
     msgpack_unpacked_destroy(&it->u);
+    return kept;
 }
 
 static void *runner_main(void *arg)
@@ -668,10 +835,8 @@ static void *runner_main(void *arg)
             c->sq_tail = &c->sq_head;
         c->sq_len--;
         pthread_mutex_unlock(&c->mu);
-        if (it->h)
-            handle_adopted(c, it);
-        else
-            handle(c, it->msg);
+        if (it->h ? handle_adopted(c, it) : handle(c, it->msg))
+            it->msg = NULL; /* parked: the parked table holds it */
         item_free(it);
     }
 }
@@ -681,11 +846,16 @@ static void *runner_main(void *arg)
 /*
  * A puller fetches submission messages (a message holds one run, or a
  * batch of runs packed by the submitter) and takes their runs through with
- * one asynchronous round for the whole pull:
+ * a few asynchronous rounds for the whole pull:
+ *  0. the runs of first deliveries are looked up (skip_known: a run id
+ *     that has a record does not start again) and their messages leased
+ *     (lease_pull, below: the creates are published now and confirmed
+ *     while the runs go on);
  *  1. every run of a first delivery starts on the executor at once: it has
  *     no record in the store yet and writes none while it runs;
- *  2. the puller waits for them up to a third of the ack wait and of the
- *     lease (the deadline: no redelivery can happen meanwhile);
+ *  2. the puller waits for them up to fast_ms (default a third of the ack
+ *     wait and of the lease), keeping its messages alive and its leases
+ *     renewed meanwhile (keep_pull);
  *  3. each run that ended in time, streamed nothing to journal and never
  *     waited for an outside event gets its only record, the final one
  *     (status and the result inline), created if absent (compare-and-set
@@ -702,11 +872,12 @@ static void *runner_main(void *arg)
  * the store says whether they ended, or who holds them).
  * Guarantees: a run's result exists once (the final record is created
  * only if the run has none: a run another worker took over, or that ended
- * before, refuses ours, which is dropped); two workers can run one run at
- * once only if one of them stalled past the ack wait, and then only one
- * of them can end it, as with the lease.
+ * before, refuses ours, which is dropped); a run executes only under a
+ * lease (its message's here, its record's on the slow path), so a worker
+ * that stalls keeps its runs while its lease lives and, once it lapsed and
+ * another worker took them, cancels them at its next lease write.
  */
-enum { F_NONE, F_RUNNING, F_ENDED, F_ENDING, F_SLOW, F_REPUB, F_DONE };
+enum { F_NONE, F_RUNNING, F_ENDED, F_ENDING, F_SLOW, F_REPUB, F_DONE, F_SKIP };
 
 typedef struct fmsg {
     natsMsg *msg;
@@ -715,6 +886,12 @@ typedef struct fmsg {
     int again;   /* redelivered */
     int pending; /* runs of it not settled */
     int failed;  /* a copy of one of its runs could not be stored: Nak */
+    uint64_t sseq;         /* its stream sequence: its lease is the key "L.<sseq>" */
+    uint64_t lrev;         /* the lease's revision while this puller holds it, else 0 */
+    int leasing;           /* a lease write is pending for it (its outcome: lrc, nrev) */
+    atomic_int lrc;        /* the pending lease write's outcome (ack callback) */
+    _Atomic uint64_t nrev; /* and the revision it made */
+    int skip; /* not run here: its lease is another worker's (Nak with delay) or lost */
 } fmsg;
 
 typedef struct fslot {
@@ -742,6 +919,13 @@ typedef struct puller {
     pthread_cond_t cv;
     uint32_t ended;  /* mu: runs of the pull that ended (on_done) */
     uint32_t target; /* mu: the runs started (UINT32_MAX while starting) */
+    /* replies to its record look-ups (lazily made; <dinbox>.<gen>.<slot>) */
+    natsSubscription *dsub;
+    char dinbox[128];
+    uint32_t dgen;     /* look-up rounds so far: a late answer of an earlier one is ignored */
+    int64_t renewed;   /* when the pull's leases were last written (monotonic ms) */
+    int64_t progress;  /* when its messages were last kept alive (in-progress acks) */
+    int lease_pending; /* the pull's lease creates are not confirmed yet (lease_confirm) */
 } puller;
 
 static void fast_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
@@ -749,7 +933,17 @@ static void fast_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, vo
     (void)js;
     puller *pl = closure;
     const char *v = NULL;
-    if (natsMsgHeader_Get(msg, "Wf-I", &v) == NATS_OK && v) {
+    if (natsMsgHeader_Get(msg, "Wf-M", &v) == NATS_OK && v) {
+        size_t mi = strtoul(v, NULL, 10);
+        if (mi < pl->nm) {
+            if (pa)
+                atomic_store(&pl->m[mi].nrev, pa->Sequence);
+            /* 10071: wrong last sequence: another worker wrote the lease */
+            atomic_store(&pl->m[mi].lrc, pa                             ? 0
+                                         : pae && pae->ErrCode == 10071 ? WF_ELEASE
+                                                                        : WF_EIO);
+        }
+    } else if (natsMsgHeader_Get(msg, "Wf-I", &v) == NATS_OK && v) {
         size_t i = strtoul(v, NULL, 10);
         if (i < pl->n) {
             /* 10071: wrong last sequence: the run has a record already */
@@ -841,6 +1035,142 @@ static void await_acks(puller *pl)
     }
 }
 
+/* ------------------------------------------------------------ a pull's leases */
+
+/*
+ * A submission message whose runs start on the fast path is leased to its
+ * puller: the key "L.<stream sequence>" of the runs bucket holds [owner,
+ * lease end (ms, wall clock, 0: free)]. The puller publishes its create
+ * (compare-and-set on revision 0) before the runs start and awaits it while
+ * they go on (lease_confirm: a refused one cancels them), writes
+ * it again over the revision it holds every third of the lease while they
+ * run (and keeps the messages alive with in-progress acks every third of
+ * the ack wait), and frees it when a run leaves for the slow path (once the
+ * run has its record: the store's lease) or the message goes back to the
+ * queue. A redelivered message is taken only when its lease is free or has
+ * lapsed: the taker writes it free over the revision it read,
+ * which fences the old holder (its next write is refused), and hands the
+ * runs to the slow path (copies of a batch's runs, or the run itself), where
+ * the store's per-run lease keeps them exclusive. While another worker's
+ * lease lives, the message is Nak'ed until about its end (busy). A puller
+ * whose lease write is refused cancels the message's runs and writes and
+ * settles nothing of it. An acked message's lease is left as it is (a small
+ * key per message; the message is gone).
+ */
+static void lease_key(uint64_t sseq, char *out, size_t cap)
+{
+    snprintf(out, cap, "L.%llu", (unsigned long long)sseq);
+}
+
+/* [owner, until]: 0 or WF_ENOMEM. */
+static int lease_pack(wf_cluster *c, int64_t until, msgpack_sbuffer *sb)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2);
+    const char *o = c->ns->owner;
+    msgpack_pack_str_with_body(&pk, o, strlen(o));
+    msgpack_pack_int64(&pk, until);
+    return sb->data ? 0 : WF_ENOMEM;
+}
+
+/*
+ * Writes the lease of message sseq asynchronously on js: created (rev 0) or over revision
+ * rev, ending at until (0: free). track: the outcome lands in the puller's message mi (lrc,
+ * nrev); else nobody waits for it.
+ */
+static int pub_lease(wf_cluster *c, jsCtx *js, uint64_t sseq, uint64_t rev, int64_t until,
+                     int track, uint32_t mi)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    char subj[200], key[40], num[24], rs[24];
+    lease_key(sseq, key, sizeof key);
+    snprintf(subj, sizeof subj, "%s%s", c->kv_prefix, key);
+    snprintf(num, sizeof num, "%u", mi);
+    snprintf(rs, sizeof rs, "%llu", (unsigned long long)rev);
+    natsMsg *msg = NULL;
+    natsStatus st = lease_pack(c, until, &sb)
+                        ? NATS_NO_MEMORY
+                        : natsMsg_Create(&msg, subj, NULL, sb.data, (int)sb.size);
+    if (st == NATS_OK)
+        st = natsMsgHeader_Set(msg, "Nats-Expected-Last-Subject-Sequence", rs);
+    if (st == NATS_OK && track)
+        st = natsMsgHeader_Set(msg, "Wf-M", num);
+    if (st == NATS_OK)
+        st = js_PublishMsgAsync(js, &msg, NULL);
+    if (msg)
+        natsMsg_Destroy(msg);
+    msgpack_sbuffer_destroy(&sb);
+    return st == NATS_OK ? 0 : WF_EIO;
+}
+
+/*
+ * Takes the lease of a redelivered message (one round trip each way): reads it and, when it
+ * is absent, free or lapsed, writes it free over the revision read (the fence: the old
+ * holder's next write is refused). 0: taken; WF_ELEASE: another worker's lease lives (or it
+ * wrote meanwhile), *left_ms until about its end; WF_EIO.
+ */
+static int lease_take(wf_cluster *c, uint64_t sseq, int64_t *left_ms)
+{
+    char key[40];
+    lease_key(sseq, key, sizeof key);
+    *left_ms = c->p.lease_ms / 4;
+    kvEntry *e = NULL;
+    natsStatus st = kvStore_Get(&e, c->ns->kv, key);
+    uint64_t rev = 0;
+    int64_t now = wf__nats_now(c->ns);
+    if (st == NATS_OK) {
+        rev = kvEntry_Revision(e);
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        size_t off = 0;
+        int live = 0;
+        if (kvEntry_ValueLen(e) > 0 &&
+            msgpack_unpack_next(&u, kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &off) ==
+                MSGPACK_UNPACK_SUCCESS &&
+            u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size == 2 &&
+            u.data.via.array.ptr[0].type == MSGPACK_OBJECT_STR) {
+            const msgpack_object *a = u.data.via.array.ptr;
+            int64_t until =
+                a[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int64_t)a[1].via.u64 : 0;
+            /* ours too: another puller of this process may hold it (its delivery went stale
+             * while it ran, e.g. the process stalled): only a free or lapsed lease is taken */
+            if (until > now) {
+                live = 1;
+                *left_ms = until - now;
+            }
+        }
+        msgpack_unpacked_destroy(&u);
+        kvEntry_Destroy(e);
+        if (live)
+            return WF_ELEASE;
+    } else if (st != NATS_NOT_FOUND) {
+        return WF_EIO;
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    if (lease_pack(c, 0, &sb)) {
+        msgpack_sbuffer_destroy(&sb);
+        return WF_ENOMEM;
+    }
+    uint64_t nrev = 0;
+    st = rev ? kvStore_Update(&nrev, c->ns->kv, key, sb.data, (int)sb.size, rev)
+             : kvStore_Create(&nrev, c->ns->kv, key, sb.data, (int)sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    if (st == NATS_OK)
+        return 0;
+    /* refused: another worker wrote it meanwhile (or the server is away): later */
+    return WF_ELEASE;
+}
+
+/* The Nak delay for a message whose lease lives elsewhere: about until it ends. */
+static int64_t busy_delay(wf_cluster *c, int64_t left_ms)
+{
+    int64_t d = left_ms + 50;
+    return d < 100 ? 100 : d > (int64_t)c->p.lease_ms ? (int64_t)c->p.lease_ms : d;
+}
+
 static int keep_event(fslot *sl, wf_event *ev);
 
 /*
@@ -865,6 +1195,9 @@ static void slot_to_slow(puller *pl, fslot *sl)
             sl->h = NULL;
         }
         natsMsg_NakWithDelay(fm->msg, 100, NULL);
+        if (fm->lrev) /* free: whoever gets it next need not wait for the lease's end */
+            pub_lease(c, pl->js, fm->sseq, fm->lrev, 0, 0, 0);
+        fm->lrev = 0;
         natsMsg_Destroy(fm->msg);
         fm->msg = NULL;
         return;
@@ -872,6 +1205,9 @@ static void slot_to_slow(puller *pl, fslot *sl)
     it->msg = fm->msg;
     fm->msg = NULL;
     if (sl->h) {
+        it->lsseq = fm->sseq;
+        it->lrev = fm->lrev;
+        fm->lrev = 0;
         if (sl->stopped) { /* the terminal event goes last, as the run streamed it */
             keep_event(sl, sl->stopped);
             sl->stopped = NULL;
@@ -925,13 +1261,15 @@ static int scan_events(wf_cluster *c, fslot *sl)
     return sl->npre > 0;
 }
 
-/* 1 when the message was delivered before. */
-static int redelivered(natsMsg *m)
+/* 1 when the message was delivered before; *sseq: its stream sequence (0: unknown). */
+static int redelivered(natsMsg *m, uint64_t *sseq)
 {
     jsMsgMetaData *md = NULL;
+    *sseq = 0;
     if (natsMsg_GetMetaData(&md, m) != NATS_OK || md == NULL)
         return 1;
     int again = md->NumDelivered > 1;
+    *sseq = md->Sequence.Stream;
     jsMsgMetaData_Destroy(md);
     return again;
 }
@@ -980,7 +1318,7 @@ static void split(puller *pl, natsMsgList *list)
         msgpack_unpacked_init(&fm->u);
         const msgpack_object *batch = NULL;
         int kind = unpack_message(fm->msg, &fm->u, &batch);
-        fm->again = redelivered(fm->msg);
+        fm->again = redelivered(fm->msg, &fm->sseq);
         if (kind != 2) {
             /* one run (or malformed: the slow path says so) */
             fslot *sl = new_slot(pl, mi);
@@ -1068,6 +1406,210 @@ static void index_ended(puller *pl)
     msgpack_sbuffer_destroy(&ids);
 }
 
+/* Message mi's lease went to another worker: its runs are cancelled here, nothing of it is
+ * written or settled (the taker has it). */
+static void lose_msg(puller *pl, uint32_t mi)
+{
+    fmsg *fm = &pl->m[mi];
+    fm->skip = 1;
+    fm->lrev = 0;
+    for (uint32_t i = 0; i < pl->n; i++) {
+        fslot *sl = &pl->s[i];
+        if (sl->mi != mi)
+            continue;
+        if (sl->h)
+            wf_handler_cancel(sl->h);
+        sl->state = F_SKIP;
+    }
+    count(pl->c, S_LOST);
+}
+
+/*
+ * Keeps the pull's messages while their runs go on: in-progress acks every third of the ack
+ * wait, and the leases written again every third of the lease, all in one round. A lease
+ * refused (another worker took the message after this process stalled past the lease), or
+ * not written for a whole lease, loses the message (lose_msg).
+ */
+static void keep_pull(puller *pl)
+{
+    wf_cluster *c = pl->c;
+    int64_t now = wf__cluster_mono_ms();
+    if (now - pl->progress >= (int64_t)c->p.ack_wait_ms / 3) {
+        for (uint32_t mi = 0; mi < pl->nm; mi++)
+            if (pl->m[mi].msg && !pl->m[mi].skip)
+                natsMsg_InProgress(pl->m[mi].msg, NULL);
+        pl->progress = now;
+    }
+    if (now - pl->renewed < (int64_t)c->p.lease_ms / 3)
+        return;
+    int64_t until = wf__nats_now(c->ns) + c->p.lease_ms;
+    int any = 0;
+    for (uint32_t mi = 0; mi < pl->nm; mi++) {
+        fmsg *fm = &pl->m[mi];
+        if (fm->lrev && !fm->skip)
+            any |= fm->leasing = pub_lease(c, pl->js, fm->sseq, fm->lrev, until, 1, mi) == 0;
+    }
+    if (!any)
+        return;
+    await_acks(pl);
+    for (uint32_t mi = 0; mi < pl->nm; mi++) {
+        fmsg *fm = &pl->m[mi];
+        if (!fm->lrev || fm->skip)
+            continue;
+        int rc = fm->leasing ? atomic_load(&fm->lrc) : WF_EIO;
+        fm->leasing = 0;
+        if (rc == 0)
+            fm->lrev = atomic_load(&fm->nrev);
+        /* refused: taken; not written for a whole lease: it may be taken */
+        if (rc == WF_ELEASE || (rc && now - pl->renewed >= (int64_t)c->p.lease_ms))
+            lose_msg(pl, mi);
+    }
+    pl->renewed = now;
+}
+
+/*
+ * The pull's leases, before anything runs: a first delivery with runs to start here has its
+ * lease create published (confirmed by lease_confirm once the runs started); a redelivered
+ * message is
+ * taken (lease_take) or, busy, Nak'ed until about the lease's end. A message not taken runs
+ * nothing here.
+ */
+static void lease_pull(puller *pl)
+{
+    wf_cluster *c = pl->c;
+    for (uint32_t i = 0; i < pl->n; i++)
+        if (pl->s[i].state == F_NONE)
+            pl->m[pl->s[i].mi].leasing = 1; /* marks the messages with runs to start */
+    int64_t now = wf__cluster_mono_ms();
+    int64_t until = wf__nats_now(c->ns) + c->p.lease_ms;
+    int any = 0;
+    for (uint32_t mi = 0; mi < pl->nm; mi++) {
+        fmsg *fm = &pl->m[mi];
+        if (fm->msg == NULL)
+            continue;
+        if (fm->failed) {
+            /* out of memory taking it apart: none of its runs starts, it comes back */
+            fm->leasing = 0;
+            fm->skip = 1;
+            natsMsg_Nak(fm->msg, NULL);
+            continue;
+        }
+        if (fm->again) {
+            fm->leasing = 0;
+            int64_t left = 0;
+            int rc = fm->sseq ? lease_take(c, fm->sseq, &left) : 0;
+            if (rc) {
+                count(c, S_BUSY);
+                fm->skip = 1;
+                natsMsg_NakWithDelay(fm->msg, busy_delay(c, left), NULL);
+            }
+        } else if (fm->leasing) {
+            fm->leasing = fm->sseq && pub_lease(c, pl->js, fm->sseq, 0, until, 1, mi) == 0;
+            if (fm->leasing)
+                any = 1;
+            else
+                fm->skip = 1, natsMsg_NakWithDelay(fm->msg, 100, NULL);
+        }
+    }
+    for (uint32_t i = 0; i < pl->n; i++)
+        if (pl->m[pl->s[i].mi].skip)
+            pl->s[i].state = F_SKIP;
+    pl->renewed = pl->progress = now;
+    pl->lease_pending = any;
+}
+
+/*
+ * The outcome of the pull's lease creates, awaited while its runs start and go on (the
+ * round costs no time of its own). A first delivery cannot be leased elsewhere unless this
+ * process stalled between the fetch and the create reaching the server, past the ack wait:
+ * then, as for a lease lost later, its runs are cancelled and nothing of them is written;
+ * the message comes back (Nak, 100 ms: also for a key left from an earlier stream).
+ */
+static void lease_confirm(puller *pl)
+{
+    pl->lease_pending = 0;
+    await_acks(pl);
+    for (uint32_t mi = 0; mi < pl->nm; mi++) {
+        fmsg *fm = &pl->m[mi];
+        if (!fm->leasing)
+            continue;
+        fm->leasing = 0;
+        if (atomic_load(&fm->lrc) == 0) {
+            fm->lrev = atomic_load(&fm->nrev);
+        } else {
+            natsMsg_NakWithDelay(fm->msg, 100, NULL);
+            lose_msg(pl, mi);
+        }
+    }
+}
+
+/*
+ * A run id submitted again (a resubmission: batches carry no Nats-Msg-Id) must not run its
+ * steps again: before a first delivery's runs start, their records are looked up, all at
+ * once (one direct get per run, pipelined: a read, nothing stored). A run that has a record
+ * (it ended, or a worker holds its lease) does not start here: it goes to the slow path,
+ * which pushes its stored result again (ended) or waits for the holder (busy). A look-up
+ * that fails or gets no answer in time counts as absent (the end is still created only if
+ * absent, so the result stays the first one).
+ */
+static void skip_known(puller *pl)
+{
+    wf_cluster *c = pl->c;
+    if (pl->dsub == NULL) {
+        natsInbox *ib = NULL;
+        char subj[160];
+        if (natsInbox_Create(&ib) != NATS_OK)
+            return;
+        snprintf(pl->dinbox, sizeof pl->dinbox, "%s", ib);
+        natsInbox_Destroy(ib);
+        snprintf(subj, sizeof subj, "%s.*.*", pl->dinbox);
+        if (natsConnection_SubscribeSync(&pl->dsub, c->nc, subj) != NATS_OK) {
+            pl->dsub = NULL;
+            return;
+        }
+        natsSubscription_SetPendingLimits(pl->dsub, -1, -1);
+    }
+    char api[160], reply[160];
+    snprintf(api, sizeof api, "$JS.API.DIRECT.GET.KV_%s", c->ns->bucket);
+    char req[NATS_KEY_MAX + 256];
+    uint32_t asked = 0, gen = ++pl->dgen;
+    for (uint32_t i = 0; i < pl->n; i++) {
+        fslot *sl = &pl->s[i];
+        if (sl->state != F_NONE)
+            continue;
+        int len = snprintf(req, sizeof req, "{\"last_by_subj\":\"%s", c->kv_prefix);
+        wf__nats_key(req + len, sl->sm.run_id);
+        len += (int)strlen(req + len);
+        len += snprintf(req + len, sizeof req - (size_t)len, "\"}");
+        snprintf(reply, sizeof reply, "%s.%u.%u", pl->dinbox, gen, i);
+        if (natsConnection_PublishRequest(c->nc, api, reply, req, len) == NATS_OK)
+            asked++;
+    }
+    if (asked == 0)
+        return;
+    natsConnection_Flush(c->nc);
+    int64_t until = wf__cluster_mono_ms() + c->p.timeout_ms;
+    size_t pfx = strlen(pl->dinbox) + 1;
+    while (asked > 0) {
+        int64_t left = until - wf__cluster_mono_ms();
+        natsMsg *m = NULL;
+        if (left <= 0 || natsSubscription_NextMsg(&m, pl->dsub, left) != NATS_OK)
+            break;
+        const char *subj = natsMsg_GetSubject(m);
+        const char *status = NULL;
+        char *end = NULL;
+        if (subj && strlen(subj) > pfx && strtoul(subj + pfx, &end, 10) == gen && *end == '.') {
+            unsigned long i = strtoul(end + 1, NULL, 10);
+            /* an answer without a status is the record itself; "404": none */
+            if (i < pl->n && pl->s[i].state == F_NONE &&
+                natsMsgHeader_Get(m, "Status", &status) != NATS_OK)
+                pl->s[i].state = pl->m[pl->s[i].mi].batch ? F_REPUB : F_SLOW;
+            asked--;
+        }
+        natsMsg_Destroy(m);
+    }
+}
+
 static void run_batch(puller *pl, natsMsgList *list)
 {
     wf_cluster *c = pl->c;
@@ -1075,11 +1617,17 @@ static void run_batch(puller *pl, natsMsgList *list)
     pl->ended = 0;
     pl->target = UINT32_MAX;
     pthread_mutex_unlock(&pl->mu);
-    /* the fast path's deadline: well inside the ack wait (no redelivery meanwhile) and the
-     * lease (a run that leaves takes its lease in time) */
-    uint32_t wait_ms = (c->p.ack_wait_ms < c->p.lease_ms ? c->p.ack_wait_ms : c->p.lease_ms) / 3;
+    /* the fast path's deadline: by default well inside the ack wait and the lease, so the
+     * pull rarely needs to keep its messages alive or renew its leases (keep_pull does when
+     * it must: a long fast_ms, or a process that stalled) */
+    uint32_t wait_ms =
+        c->p.fast_ms ? c->p.fast_ms
+                     : (c->p.ack_wait_ms < c->p.lease_ms ? c->p.ack_wait_ms : c->p.lease_ms) / 3;
     int64_t deadline = wf__cluster_mono_ms() + wait_ms;
     split(pl, list);
+    if (c->p.lookup_runs)
+        skip_known(pl);
+    lease_pull(pl);
     uint32_t n = pl->n;
     /* 1. start */
     wf_run_params rp;
@@ -1109,10 +1657,13 @@ static void run_batch(puller *pl, natsMsgList *list)
     pthread_mutex_lock(&pl->mu);
     pl->target = started;
     pthread_mutex_unlock(&pl->mu);
+    if (pl->lease_pending)
+        lease_confirm(pl);
     /* 2. wait for the runs up to the deadline; a run that waits for an outside event or
      * streams what must be journaled leaves at once */
     uint32_t open = started;
     while (open > 0) {
+        keep_pull(pl); /* first: a stalled process learns here that it lost its messages */
         open = 0;
         for (uint32_t i = 0; i < n; i++) {
             fslot *sl = &pl->s[i];
@@ -1148,6 +1699,7 @@ static void run_batch(puller *pl, natsMsgList *list)
         }
         pthread_mutex_unlock(&pl->mu);
     }
+    keep_pull(pl);
     /* 3. the ends (the run's only record: status, result inline, created if absent) and the
      * copies of the batch runs that leave */
     int64_t now_ms = wf__nats_now(c->ns);
@@ -1289,11 +1841,16 @@ static void run_batch(puller *pl, natsMsgList *list)
         fmsg *fm = &pl->m[mi];
         if (fm->msg) {
             /* a batch: its runs ended here or have their copies stored; one run: it ended here
-             * (a run that left took its message along) */
-            if (fm->failed)
+             * (a run that left took its message along). Skipped: Nak'ed already (busy), or
+             * lost (the taker settles it) */
+            if (fm->skip) {
+            } else if (fm->failed) {
                 natsMsg_Nak(fm->msg, NULL); /* again later: its runs go to the slow path */
-            else
+                if (fm->lrev)
+                    pub_lease(c, pl->js, fm->sseq, fm->lrev, 0, 0, 0);
+            } else {
                 natsMsg_Ack(fm->msg, NULL);
+            }
             natsMsg_Destroy(fm->msg);
         }
         msgpack_unpacked_destroy(&fm->u);
@@ -1359,8 +1916,9 @@ static void *puller_main(void *arg)
 static void *renewer_main(void *arg)
 {
     wf_cluster *c = arg;
+    int64_t renewed = wf__cluster_mono_ms();
     while (!atomic_load(&c->stop)) {
-        int64_t wait = c->p.lease_ms / 3;
+        int64_t wait = (c->p.lease_ms < c->p.ack_wait_ms ? c->p.lease_ms : c->p.ack_wait_ms) / 3;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += wait / 1000;
@@ -1373,8 +1931,14 @@ static void *renewer_main(void *arg)
         if (!atomic_load(&c->stop))
             pthread_cond_timedwait(&c->cv, &c->mu, &ts);
         pthread_mutex_unlock(&c->mu);
-        if (!atomic_load(&c->stop))
+        if (atomic_load(&c->stop))
+            break;
+        keep_parked(c);
+        int64_t now = wf__cluster_mono_ms();
+        if (now - renewed >= (int64_t)c->p.lease_ms / 3 - 10) {
             wf_store_renew(c->store, NULL);
+            renewed = now;
+        }
     }
     return NULL;
 }
@@ -1385,6 +1949,8 @@ static void puller_free(puller *pl)
         return;
     if (pl->js)
         jsCtx_Destroy(pl->js);
+    if (pl->dsub)
+        natsSubscription_Destroy(pl->dsub);
     pthread_mutex_destroy(&pl->mu);
     pthread_cond_destroy(&pl->cv);
     wf__free_mem(pl->s);
@@ -1414,6 +1980,11 @@ int wf_cluster_work(wf_cluster *c, wf_executor *ex)
     if (c->runners == NULL || c->pullers == NULL || c->pls == NULL)
         return WF_ENOMEM;
     c->ex = ex;
+    char in[120];
+    snprintf(in, sizeof in, "%s.in.>", c->prefix);
+    if (natsConnection_Subscribe(&c->in_sub, c->nc, in, on_input, c) != NATS_OK)
+        return WF_EIO;
+    natsSubscription_SetPendingLimits(c->in_sub, -1, 64 * 1024 * 1024);
     if (pthread_create(&c->renewer, NULL, renewer_main, c) != 0)
         return WF_ENOMEM;
     c->renewer_started = 1;

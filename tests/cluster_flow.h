@@ -8,6 +8,13 @@
  *    sum of the parts + response}. Right result for n answered with r:
  *    30 n + 6 + r.
  *  - "chain5": StartEvent{n} -> five steps each adding 1 -> StopEvent{n + 5}.
+ *  - "gated": StartEvent{n} -> enter (a blocking step: waits until the file
+ *    $WF_GATE/open exists, or its run is cancelled) -> Mid{n} -> finish ->
+ *    StopEvent{n + 1}. Each invocation appends lines to $WF_GATE/log, one
+ *    write each: "begin N PID STEP" as it starts, "effect N PID STEP" for its
+ *    side effect (idempotency key N/STEP), "cancel N PID STEP" when it saw its
+ *    run cancelled at the gate (no effect). The cluster test reads the log to
+ *    see which worker process ran which step of which run, in what order.
  * cflow_variant != 0 builds "cflow" with a sixth step: another definition
  * under the same name (for the fingerprint check).
  */
@@ -16,7 +23,12 @@
 
 #include <wf/wf.h>
 
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 static const wf_event_type *CF_ITEM, *CF_PART, *CF_MID, *CF_HR, *CF_IR;
 
@@ -147,6 +159,86 @@ static wf_workflow *cflow_new(int variant)
     wf_retry_policy_free(retry);
     wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
     wf_workflow_set_validation(wf, 0);
+    if (rc < 0) {
+        wf_workflow_free(wf);
+        return NULL;
+    }
+    return wf;
+}
+
+static void gate_log(const char *what, int64_t n, const char *step)
+{
+    const char *dir = getenv("WF_GATE");
+    if (dir == NULL)
+        return;
+    char path[512], line[128];
+    snprintf(path, sizeof path, "%s/log", dir);
+    int len =
+        snprintf(line, sizeof line, "%s %lld %ld %s\n", what, (long long)n, (long)getpid(), step);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+        if (write(fd, line, (size_t)len) != len)
+            abort(); /* the test reads this log: a short line would mislead it */
+        close(fd);
+    }
+}
+
+static int gate_open(void)
+{
+    const char *dir = getenv("WF_GATE");
+    char path[512];
+    snprintf(path, sizeof path, "%s/open", dir ? dir : ".");
+    return access(path, F_OK) == 0;
+}
+
+static int gf_enter(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    const wf_event_type *mid = user;
+    int64_t n = 0;
+    wf_value_get_int(wf_event_get(in, "n", wf_value_int(0)), &n);
+    gate_log("begin", n, "enter");
+    while (!gate_open()) {
+        if (wf_ctx_is_cancelled(ctx)) {
+            gate_log("cancel", n, "enter");
+            return 0;
+        }
+        struct timespec ts = {0, 1000000L}; /* the step's own wait, not the test's */
+        nanosleep(&ts, NULL);
+    }
+    gate_log("effect", n, "enter");
+    return wf_event_new1(out, mid, "n", wf_value_int(n));
+}
+
+static int gf_finish(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
+{
+    (void)user;
+    int64_t n = 0;
+    wf_value_get_int(wf_event_get(in, "n", wf_value_int(0)), &n);
+    gate_log("begin", n, "finish");
+    gate_log("effect", n, "finish");
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(n + 1));
+}
+
+static inline wf_workflow *gated_new(void)
+{
+    wf_workflow *wf = NULL;
+    if (wf_workflow_new(&wf, "gated", NULL) < 0)
+        return NULL;
+    const wf_event_type *start = wf_workflow_builtin(wf, WF_START_EVENT);
+    const wf_event_type *stop = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    const wf_event_type *mid = NULL;
+    wf_workflow_event_type(wf, "GMid", NULL, &mid);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &start;
+    p.n_accepts = 1;
+    p.emits = &mid;
+    p.n_emits = 1;
+    p.blocking = 1; /* it sleeps until the gate opens: off the work-stealing workers */
+    int rc = wf_workflow_add_step(wf, "enter", gf_enter, &p, (void *)mid);
+    rc = rc ? rc : cf_step(wf, "finish", gf_finish, mid, stop, NULL, NULL);
+    wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
     if (rc < 0) {
         wf_workflow_free(wf);
         return NULL;

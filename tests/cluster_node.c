@@ -2,8 +2,12 @@
  * cluster_node.c: a worker process of the cluster test and bench:
  *   cluster_node URL PREFIX [RUNNERS] [THREADS] [variant]
  * registers "cflow" (or its variant: another definition under the same
- * name) and "chain5" (tests/cluster_flow.h), works until SIGTERM or
- * SIGINT, prints "ready" once pulling and its counters as JSON at exit.
+ * name), "chain5" and "gated" (tests/cluster_flow.h), works until SIGTERM
+ * or SIGINT, prints "ready" once pulling and its counters as JSON at exit.
+ * Environment: WF_CLUSTER_ACK_WAIT, WF_CLUSTER_LEASE, WF_CLUSTER_FAST_MS
+ * (ms: the parameters; default 3000, 3000, 0), WF_CLUSTER_LOOKUP_RUNS, WF_CLUSTER_STATS_DIR (the
+ * counters as JSON in DIR/PID.json, rewritten whenever they change, for a
+ * test to wait on), and those read below.
  *   cluster_node URL PREFIX submit N [PLUGIN.so WORKFLOW]
  * is a submitter instead (examples/cluster.sh, the `wf worker` tests): N
  * runs of chain5 (or of the plugin's WORKFLOW, start event {"data":
@@ -97,6 +101,40 @@ static int submit(const char *url, const char *prefix, long n, const char *plugi
     return ok == n ? 0 : 1;
 }
 
+static int stats_json(wf_cluster *c, char *buf, size_t cap)
+{
+    wf_cluster_stats st;
+    wf_cluster_get_stats(c, &st);
+    return snprintf(buf, cap,
+                    "{\"runs_done\":%llu,\"resumed\":%llu,\"restarted\":%llu,\"duplicates\":%llu,"
+                    "\"busy\":%llu,\"malformed\":%llu,\"mismatched\":%llu,\"unknown\":%llu,"
+                    "\"inputs\":%llu,\"parked\":%llu,\"leases_lost\":%llu,\"woken\":%llu}\n",
+                    (unsigned long long)st.runs_done, (unsigned long long)st.resumed,
+                    (unsigned long long)st.restarted, (unsigned long long)st.duplicates,
+                    (unsigned long long)st.busy, (unsigned long long)st.malformed,
+                    (unsigned long long)st.mismatched, (unsigned long long)st.unknown,
+                    (unsigned long long)st.inputs, (unsigned long long)st.parked,
+                    (unsigned long long)st.leases_lost, (unsigned long long)st.woken);
+}
+
+/* Rewrites DIR/PID.json when the counters changed (a rename: a reader sees a whole file). */
+static void stats_file(wf_cluster *c, const char *dir, char *last, size_t cap)
+{
+    char buf[512];
+    stats_json(c, buf, sizeof buf);
+    if (strcmp(buf, last) == 0)
+        return;
+    char tmp[600], path[600];
+    snprintf(tmp, sizeof tmp, "%s/%ld.tmp", dir, (long)getpid());
+    snprintf(path, sizeof path, "%s/%ld.json", dir, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        return;
+    fputs(buf, f);
+    if (fclose(f) == 0 && rename(tmp, path) == 0)
+        snprintf(last, cap, "%s", buf);
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -120,6 +158,18 @@ int main(int argc, char **argv)
     p.runners = argc > 3 ? (uint32_t)atoi(argv[3]) : 16;
     p.ack_wait_ms = 3000;
     p.lease_ms = 3000;
+    const char *aw = getenv("WF_CLUSTER_ACK_WAIT");
+    if (aw)
+        p.ack_wait_ms = (uint32_t)atoi(aw);
+    const char *le = getenv("WF_CLUSTER_LEASE");
+    if (le)
+        p.lease_ms = (uint32_t)atoi(le);
+    const char *lr = getenv("WF_CLUSTER_LOOKUP_RUNS");
+    if (lr)
+        p.lookup_runs = atoi(lr);
+    const char *fm = getenv("WF_CLUSTER_FAST_MS");
+    if (fm)
+        p.fast_ms = (uint32_t)atoi(fm);
     const char *ev = getenv("WF_CLUSTER_STREAM_EVENTS");
     if (ev)
         p.stream_events = atoi(ev);
@@ -147,9 +197,12 @@ int main(int argc, char **argv)
     }
     wf_workflow *cf = cflow_new(argc > 5 && strcmp(argv[5], "variant") == 0);
     wf_workflow *ch = chain5_new();
+    wf_workflow *gt = gated_new();
     rc = wf_cluster_register(c, "cflow", cf);
     if (rc == 0)
         rc = wf_cluster_register(c, "chain5", ch);
+    if (rc == 0)
+        rc = wf_cluster_register(c, "gated", gt);
     if (rc == 0)
         rc = wf_cluster_work(c, ex);
     if (rc) {
@@ -158,23 +211,21 @@ int main(int argc, char **argv)
     }
     printf("ready\n");
     fflush(stdout);
+    const char *sdir = getenv("WF_CLUSTER_STATS_DIR");
+    char last[512] = "";
     while (!stop) {
+        if (sdir)
+            stats_file(c, sdir, last, sizeof last);
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    wf_cluster_stats st;
-    wf_cluster_get_stats(c, &st);
-    printf("{\"runs_done\":%llu,\"resumed\":%llu,\"restarted\":%llu,\"duplicates\":%llu,"
-           "\"busy\":%llu,\"malformed\":%llu,\"mismatched\":%llu,\"unknown\":%llu,"
-           "\"inputs\":%llu,\"parked\":%llu}\n",
-           (unsigned long long)st.runs_done, (unsigned long long)st.resumed,
-           (unsigned long long)st.restarted, (unsigned long long)st.duplicates,
-           (unsigned long long)st.busy, (unsigned long long)st.malformed,
-           (unsigned long long)st.mismatched, (unsigned long long)st.unknown,
-           (unsigned long long)st.inputs, (unsigned long long)st.parked);
+    char buf[512];
+    stats_json(c, buf, sizeof buf);
+    fputs(buf, stdout);
     wf_cluster_free(c);
     wf_workflow_free(cf);
     wf_workflow_free(ch);
+    wf_workflow_free(gt);
     wf_executor_free(ex);
     return 0;
 }

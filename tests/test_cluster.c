@@ -567,3 +567,321 @@ Test(cluster, fast_path_survives_a_killed_worker, .timeout = 120)
     stop_worker(b);
     nserver_destroy(&srv);
 }
+
+/* ------------------------------------------------------------ leases of the fast path */
+
+/* Lines "WHAT N PID STEP" of the gated workflow's log (tests/cluster_flow.h) matching what
+ * (NULL: any), pid (0: any) and step (NULL: any). */
+static int gate_count(const char *dir, const char *what, pid_t pid, const char *step)
+{
+    char path[512], line[160], w[16], s[16];
+    snprintf(path, sizeof path, "%s/log", dir);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    int k = 0;
+    long long n;
+    long p;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "%15s %lld %ld %15s", w, &n, &p, s) == 4 &&
+            (what == NULL || strcmp(w, what) == 0) && (pid == 0 || p == (long)pid) &&
+            (step == NULL || strcmp(s, step) == 0))
+            k++;
+    fclose(f);
+    return k;
+}
+
+/* A counter of worker pid from its stats file (cluster_node, WF_CLUSTER_STATS_DIR), or -1. */
+static long long node_stat(const char *dir, pid_t pid, const char *name)
+{
+    char path[512], buf[512], key[64];
+    snprintf(path, sizeof path, "%s/%ld.json", dir, (long)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    snprintf(key, sizeof key, "\"%s\":", name);
+    const char *p = strstr(buf, key);
+    return p ? atoll(p + strlen(key)) : -1;
+}
+
+/* Polls (10 ms apart, up to 60 s) until the gate log has at least want matching lines. */
+static int wait_gate(const char *dir, const char *what, pid_t pid, const char *step, int want)
+{
+    for (int i = 0; i < 6000; i++) {
+        if (gate_count(dir, what, pid, step) >= want)
+            return 1;
+        nserver_sleep_ms(10);
+    }
+    return 0;
+}
+
+static int wait_stat(const char *dir, pid_t pid, const char *name, long long want)
+{
+    for (int i = 0; i < 6000; i++) {
+        if (node_stat(dir, pid, name) >= want)
+            return 1;
+        nserver_sleep_ms(10);
+    }
+    return 0;
+}
+
+/*
+ * Per run n of the gated log: once a worker other than the first logged a line of n, the
+ * first logs no "begin" nor "effect" of n any more (it may only say it saw its run cancelled:
+ * a step in progress when it stalled), and each idempotency key n/STEP has exactly one
+ * effect. So no two workers ran steps of one run at once, and no effect was applied twice.
+ */
+static void check_gate_log(const char *dir, int runs)
+{
+    char path[512], line[160], w[16], s[16];
+    snprintf(path, sizeof path, "%s/log", dir);
+    long first[64] = {0}, second[64] = {0};
+    int effects[64][2] = {{0}};
+    cr_assert(runs <= 64);
+    FILE *f = fopen(path, "r");
+    cr_assert(f != NULL);
+    long long n;
+    long p;
+    while (fgets(line, sizeof line, f)) {
+        cr_assert_eq(sscanf(line, "%15s %lld %ld %15s", w, &n, &p, s), 4, "log line: %s", line);
+        cr_assert(n >= 0 && n < runs);
+        if (first[n] == 0)
+            first[n] = p;
+        else if (p != first[n] && second[n] == 0)
+            second[n] = p;
+        if (second[n] && p == first[n])
+            cr_assert_str_eq(w, "cancel", "run %lld: worker %ld ran a step after %ld took over: %s",
+                             n, p, second[n], line);
+        if (second[n])
+            cr_assert(p == first[n] || p == second[n], "run %lld on a third worker", n);
+        if (strcmp(w, "effect") == 0)
+            effects[n][strcmp(s, "enter") == 0 ? 0 : 1]++;
+    }
+    fclose(f);
+    for (int i = 0; i < runs; i++) {
+        cr_assert_eq(effects[i][0], 1, "run %d: effect %d/enter applied %d times", i, i,
+                     effects[i][0]);
+        cr_assert_eq(effects[i][1], 1, "run %d: effect %d/finish applied %d times", i, i,
+                     effects[i][1]);
+    }
+}
+
+/* Submits runs of "gated" (ids PREFIX-i, n = i) through c. */
+static wf_workflow *submit_gated(wf_cluster *c, const char *prefix, int runs,
+                                 wf_cluster_handler **h)
+{
+    wf_workflow *wf = gated_new();
+    cr_assert_eq(wf_cluster_register(c, "gated", wf), 0);
+    char id[32];
+    for (int i = 0; i < runs; i++) {
+        snprintf(id, sizeof id, "%s-%d", prefix, i);
+        cr_assert_eq(wf_cluster_submit(c, "gated", start_n(wf, i), id, &h[i]), 0);
+    }
+    cr_assert_eq(wf_cluster_flush(c, 30000), 0);
+    return wf;
+}
+
+static void gate_env(const char *dir, const char *lease)
+{
+    setenv("WF_GATE", dir, 1);
+    setenv("WF_CLUSTER_STATS_DIR", dir, 1);
+    setenv("WF_CLUSTER_ACK_WAIT", "1000", 1);
+    setenv("WF_CLUSTER_LEASE", lease, 1);
+    setenv("WF_CLUSTER_FAST_MS", "600000", 1); /* the gated runs stay on the fast path */
+}
+
+static void gate_unenv(void)
+{
+    unsetenv("WF_GATE");
+    unsetenv("WF_CLUSTER_STATS_DIR");
+    unsetenv("WF_CLUSTER_ACK_WAIT");
+    unsetenv("WF_CLUSTER_LEASE");
+    unsetenv("WF_CLUSTER_FAST_MS");
+}
+
+static void open_gate(const char *dir)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/open", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f != NULL);
+    fclose(f);
+}
+
+static void wait_gated_results(wf_cluster_handler **h, int runs)
+{
+    for (int i = 0; i < runs; i++) {
+        wf_event *res = NULL;
+        int rc = wf_cluster_handler_wait(h[i], 60000, &res);
+        cr_assert_eq(rc, 0, "run %d: %s", i, wf_err_name(rc));
+        int64_t v = -1;
+        wf_value_get_int(wf_event_result(res), &v);
+        cr_assert_eq(v, i + 1);
+        wf_event_release(res);
+        wf_cluster_handler_free(h[i]);
+    }
+}
+
+/*
+ * A worker stalls (SIGSTOP) with a batch on the fast path, past the ack wait but inside its
+ * lease: the batch is redelivered to the other worker, which finds the lease alive and
+ * leaves the batch alone (busy); the first comes back and finishes every run itself.
+ */
+Test(cluster, a_stalled_workers_batch_waits_for_its_lease, .timeout = 120)
+{
+    enum { RUNS = 4 }; /* one per thread of the blocking pool: all at the gate at once */
+    nserver srv;
+    start_server(&srv);
+    char dir[] = "/tmp/wf-gate-XXXXXX";
+    cr_assert(mkdtemp(dir) != NULL);
+    gate_env(dir, "60000"); /* the stall (the test's reaction time) stays well inside it */
+    pid_t a = spawn_worker(srv.url, "t8", "base");
+    wf_cluster *c = open_cluster(srv.url, "t8");
+    wf_cluster_handler *h[RUNS];
+    wf_workflow *wf = submit_gated(c, "st", RUNS, h);
+    cr_assert(wait_gate(dir, "begin", a, "enter", RUNS), "the runs did not start on A");
+    kill(a, SIGSTOP);
+    pid_t b = spawn_worker(srv.url, "t8", "base");
+    gate_unenv();
+    cr_assert(wait_stat(dir, b, "busy", 1), "B never saw the batch held by A's lease");
+    kill(a, SIGCONT);
+    open_gate(dir);
+    wait_gated_results(h, RUNS);
+    cr_assert_eq(gate_count(dir, NULL, b, NULL), 0, "B ran a step of a leased run");
+    cr_assert_eq(gate_count(dir, "effect", a, NULL), 2 * RUNS);
+    check_gate_log(dir, RUNS);
+    cr_assert_eq(node_stat(dir, a, "leases_lost"), 0);
+    wf_cluster_free(c);
+    wf_workflow_free(wf);
+    stop_worker(a);
+    stop_worker(b);
+    nserver_rm_tree(dir);
+    nserver_destroy(&srv);
+}
+
+/*
+ * A worker stalls with a batch on the fast path past its lease: the other worker takes the
+ * lease (only once it lapsed) and runs the batch; the first, back, finds its lease taken,
+ * cancels its runs (its steps in progress at the gate see the cancel, apply nothing) and
+ * writes nothing. Each run's steps ran on one worker at a time and each effect once.
+ */
+Test(cluster, a_worker_stalled_past_its_lease_gives_its_batch_up, .timeout = 120)
+{
+    enum { RUNS = 4 };
+    nserver srv;
+    start_server(&srv);
+    char dir[] = "/tmp/wf-gate-XXXXXX";
+    cr_assert(mkdtemp(dir) != NULL);
+    gate_env(dir, "2000");
+    pid_t a = spawn_worker(srv.url, "t9", "base");
+    wf_cluster *c = open_cluster(srv.url, "t9");
+    wf_cluster_handler *h[RUNS];
+    wf_workflow *wf = submit_gated(c, "lo", RUNS, h);
+    cr_assert(wait_gate(dir, "begin", a, "enter", RUNS), "the runs did not start on A");
+    kill(a, SIGSTOP);
+    pid_t b = spawn_worker(srv.url, "t9", "base");
+    gate_unenv();
+    cr_assert(wait_gate(dir, "begin", b, "enter", RUNS), "B did not take the runs over");
+    kill(a, SIGCONT);
+    cr_assert(wait_gate(dir, "cancel", a, "enter", RUNS), "A did not give its runs up");
+    cr_assert(wait_stat(dir, a, "leases_lost", 1));
+    open_gate(dir);
+    wait_gated_results(h, RUNS);
+    cr_assert_eq(gate_count(dir, "effect", a, NULL), 0, "A applied an effect after the stall");
+    check_gate_log(dir, RUNS);
+    cr_assert_eq(node_stat(dir, a, "runs_done"), 0);
+    wf_cluster_free(c);
+    wf_workflow_free(wf);
+    stop_worker(a);
+    stop_worker(b);
+    nserver_rm_tree(dir);
+    nserver_destroy(&srv);
+}
+
+/*
+ * Run ids submitted again in a packed batch, after they ended: their steps do not run again
+ * (no new "begin" in the gated log), each resubmission gets the stored result (the first
+ * one, not its new input's) and counts as a duplicate.
+ */
+Test(cluster, a_resubmitted_run_does_not_run_its_steps_again, .timeout = 120)
+{
+    enum { RUNS = 8 };
+    nserver srv;
+    start_server(&srv);
+    char dir[] = "/tmp/wf-gate-XXXXXX";
+    cr_assert(mkdtemp(dir) != NULL);
+    open_gate(dir);
+    gate_env(dir, "10000");
+    unsetenv("WF_CLUSTER_FAST_MS");
+    pid_t a = spawn_worker(srv.url, "t10", "base");
+    gate_unenv();
+    wf_cluster *c = open_cluster(srv.url, "t10");
+    wf_cluster_handler *h[RUNS];
+    wf_workflow *wf = submit_gated(c, "rs", RUNS, h);
+    wait_gated_results(h, RUNS);
+    cr_assert_eq(gate_count(dir, "begin", 0, NULL), 2 * RUNS);
+    char id[32];
+    for (int i = 0; i < RUNS; i++) {
+        snprintf(id, sizeof id, "rs-%d", i);
+        cr_assert_eq(wf_cluster_submit(c, "gated", start_n(wf, 100 + i), id, &h[i]), 0);
+    }
+    cr_assert_eq(wf_cluster_flush(c, 30000), 0);
+    wait_gated_results(h, RUNS); /* i + 1: the first result, not 100 + i + 1 */
+    cr_assert(wait_stat(dir, a, "duplicates", RUNS), "the resubmissions were not duplicates");
+    cr_assert_eq(gate_count(dir, "begin", 0, NULL), 2 * RUNS, "a resubmitted run ran again");
+    check_gate_log(dir, RUNS);
+    wf_cluster_free(c);
+    wf_workflow_free(wf);
+    stop_worker(a);
+    nserver_rm_tree(dir);
+    nserver_destroy(&srv);
+}
+
+/*
+ * A run parked while it waits for a human (its submission held, no runner thread) wakes
+ * when the answer is sent, through the worker's subscription to the input subjects, not a
+ * redelivery: woken counts it, and the run ends with the answer in its result.
+ */
+Test(cluster, a_parked_run_wakes_on_its_input, .timeout = 120)
+{
+    nserver srv;
+    start_server(&srv);
+    char dir[] = "/tmp/wf-gate-XXXXXX";
+    cr_assert(mkdtemp(dir) != NULL);
+    setenv("WF_CLUSTER_STATS_DIR", dir, 1);
+    pid_t a = spawn_worker(srv.url, "t11", "base");
+    unsetenv("WF_CLUSTER_STATS_DIR");
+    wf_cluster *c = open_cluster(srv.url, "t11");
+    wf_workflow *wf = cflow_new(0);
+    cr_assert_eq(wf_cluster_register(c, "cflow", wf), 0);
+    enum { RUNS = 3 };
+    wf_cluster_handler *h[RUNS];
+    char id[32];
+    for (int i = 0; i < RUNS; i++) {
+        snprintf(id, sizeof id, "pk-%d", i);
+        cr_assert_eq(wf_cluster_submit(c, "cflow", start_n(wf, i), id, &h[i]), 0);
+    }
+    cr_assert_eq(wf_cluster_flush(c, 30000), 0);
+    cr_assert(wait_stat(dir, a, "parked", RUNS), "the runs did not park");
+    for (int i = 0; i < RUNS; i++)
+        cr_assert_eq(wf_cluster_handler_send_event(h[i], answer(wf, 2)), 0);
+    for (int i = 0; i < RUNS; i++) {
+        wf_event *res = NULL;
+        int rc = wf_cluster_handler_wait(h[i], 60000, &res);
+        cr_assert_eq(rc, 0, "run %d: %s", i, wf_err_name(rc));
+        int64_t v = -1;
+        wf_value_get_int(wf_event_result(res), &v);
+        cr_assert_eq(v, 30 * i + 8);
+        wf_event_release(res);
+        wf_cluster_handler_free(h[i]);
+    }
+    cr_assert(wait_stat(dir, a, "woken", RUNS), "the runs were not woken by their inputs");
+    wf_cluster_free(c);
+    wf_workflow_free(wf);
+    stop_worker(a);
+    nserver_rm_tree(dir);
+    nserver_destroy(&srv);
+}

@@ -8,15 +8,20 @@
  * submissions are packed into messages of up to 64 runs on a work-queue
  * stream. A worker registers the workflows it can run the same way and
  * starts pulling (wf_cluster_work). Short runs take the fast path: a
- * puller starts every run of a pull at once and gives each that ended in
- * time its only record, the final one, created if absent (one asynchronous
- * round for the pull, so no two results for a run), then acks. A run that
+ * puller leases each submission message (a compare-and-set key renewed
+ * while its runs go on, so a redelivery runs nothing while the lease lives
+ * and a stalled puller that lost it cancels its runs), starts every run of
+ * a pull at once (a run id that has a record already is not started
+ * again) and gives each that ended in time its only record, the final
+ * one, created if absent (one asynchronous round for the pull, so no two
+ * results for a run), then acks. A run that
  * waits for an outside event, streams events to journal, takes long or is
  * redelivered takes the slow path on a runner thread: it is claimed in the
  * NATS store (a lease with revision compare-and-set, so two workers never
  * write one run at once), run on the worker's executor, its streamed
- * events journaled, checkpointed and parked (released, no thread held)
- * while it waits for an outside event, its result put durably in the
+ * events journaled, checkpointed and parked (released, no thread held,
+ * woken by an input sent to it) while it waits for an outside event, its
+ * result put durably in the
  * store, and only then is the submission acknowledged. A worker that dies
  * stops acking: its submissions are redelivered after the ack wait and
  * another worker takes the runs over once the lease expired, from their
@@ -83,6 +88,16 @@ typedef struct wf_cluster_params {
      *  wf_store_list on the cluster's store lists them (one more stored message a run).
      *  Default 1. */
     int32_t index_runs;
+    /** How long a run may stay on the fast path (no record, its submission leased to the
+     *  puller, which renews the lease and keeps the message alive) before it leaves for the
+     *  slow path, ms. 0 (default): a third of the smaller of ack_wait_ms and lease_ms. */
+    uint32_t fast_ms;
+    /** Nonzero: before a pull's runs start, their records are looked up (one direct get a
+     *  run, pipelined): a run id submitted again after it ended, or while another worker
+     *  holds it, takes the slow path (its stored result, or a wait) and never runs its
+     *  steps again. 0: no look-up (for run ids never reused; a reused one may run its steps
+     *  again, its first result stays). Default 1. */
+    int32_t lookup_runs;
 } wf_cluster_params;
 
 /** Fills p with the defaults. */
@@ -194,6 +209,9 @@ typedef struct wf_cluster_stats {
     uint64_t unknown;     /**< submissions of a workflow not registered here (redelivered) */
     uint64_t inputs;      /**< events and cancels delivered into runs */
     uint64_t parked;      /**< idle runs released (waiting for an outside event, no runner held) */
+    uint64_t leases_lost; /**< submissions whose lease another worker took after this process
+                               stalled past it (their runs cancelled here, nothing written) */
+    uint64_t woken;       /**< parked runs woken here by an input sent to them */
 } wf_cluster_stats;
 
 /** Fills *st (a snapshot of the counters). */

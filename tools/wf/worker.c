@@ -170,12 +170,13 @@ int cmd_worker(int argc, char **argv)
     c = NULL;
     printf("{\"runs_done\":%llu,\"resumed\":%llu,\"restarted\":%llu,\"duplicates\":%llu,"
            "\"busy\":%llu,\"malformed\":%llu,\"mismatched\":%llu,\"unknown\":%llu,"
-           "\"inputs\":%llu,\"parked\":%llu}\n",
+           "\"inputs\":%llu,\"parked\":%llu,\"leases_lost\":%llu,\"woken\":%llu}\n",
            (unsigned long long)st.runs_done, (unsigned long long)st.resumed,
            (unsigned long long)st.restarted, (unsigned long long)st.duplicates,
            (unsigned long long)st.busy, (unsigned long long)st.malformed,
            (unsigned long long)st.mismatched, (unsigned long long)st.unknown,
-           (unsigned long long)st.inputs, (unsigned long long)st.parked);
+           (unsigned long long)st.inputs, (unsigned long long)st.parked,
+           (unsigned long long)st.leases_lost, (unsigned long long)st.woken);
     ex_code = EXIT_DONE;
 done:
     wf_cluster_free(c);
