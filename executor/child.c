@@ -313,31 +313,37 @@ void wf__child_saved_free(wf__child_saved *cs)
     wf__free_mem(cs);
 }
 
-void wf__child_attach(wf__run *run)
+int wf__child_attach(wf__run *run)
 {
     wf__child *c = tls_starting;
     if (c == NULL)
-        return;
+        return 0;
+    wf__run_cold *cold = wf__run_cold_make(run);
+    if (cold == NULL)
+        return WF_ENOMEM; /* tls_starting stays: the caller's failed start clears it */
     tls_starting = NULL; /* only the run wf_ctx_run_child creates */
-    run->parent_run_id = c->parent->id;
-    run->parent_event_id = c->parent_event_id;
+    cold->parent_run_id = c->parent->id;
+    cold->parent_event_id = c->parent_event_id;
     if (c->forward) {
         atomic_fetch_add(&c->parent->refs, 1);
-        run->stream_to = c->parent;
+        cold->stream_to = c->parent;
     }
+    return 0;
 }
 
 void wf__child_detach(wf__run *run)
 {
-    if (run->stream_to)
-        wf__run_release(run->stream_to);
-    run->stream_to = NULL;
+    if (run->cold == NULL)
+        return;
+    if (run->cold->stream_to)
+        wf__run_release(run->cold->stream_to);
+    run->cold->stream_to = NULL;
 }
 
 void wf__child_forward(wf__run *run, wf_event *ev)
 {
     /* the parent's own stream forwards further up when it is a child too */
-    (void)wf__stream_push(run->stream_to, wf_event_retain(ev));
+    (void)wf__stream_push(run->cold->stream_to, wf_event_retain(ev));
 }
 
 int wf_ctx_run_child(wf_ctx *ctx, wf_workflow *child, wf_event *start_event,

@@ -58,7 +58,7 @@ int wf__stream_push(wf__run *run, wf_event *ev)
     wf_event_freeze(ev);
     if (run->dur && !wf__run_ended(run))
         wf__durable_stream(run, ev); /* the durable stream, numbered (durable.c) */
-    if (run->stream_to && !wf__run_ended(run))
+    if (run->cold && run->cold->stream_to && !wf__run_ended(run))
         wf__child_forward(run, ev); /* a child workflow's stream goes to its parent's too */
     pthread_mutex_lock(&run->mu);
     if (wf__run_ended(run) || run->scap == 0) {
@@ -257,10 +257,10 @@ int wf_handler_cancel(wf_handler *h)
         int o = wf__outside_enter(run);
         int ended = wf__end_run(run, WF_RUN_CANCELLED, NULL, WF_ECANCELLED, NULL, NULL);
         wf__outside_exit(run, o);
-        if (ended && run->never_started && run->held_resume) {
+        if (ended && run->never_started && run->cold->held_resume) {
             /* the run it was to resume goes back into its context, to resume later */
-            wf__ctx_park(run->ctx, run->held_resume, run->held_resume_len);
-            run->held_resume = NULL;
+            wf__ctx_park(run->ctx, run->cold->held_resume, run->cold->held_resume_len);
+            run->cold->held_resume = NULL;
         }
         return ended ? 0 : WF_ESTATE;
     }
