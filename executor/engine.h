@@ -257,10 +257,14 @@ typedef struct wf__run {
      * (wf_handler_wait, wf_handler_next_event) sleep on the futex word wake,
      * which is bumped under mu (handler.c: handler_sleep, handler_wake): no
      * condition variable is made or destroyed for the runs nobody waits on.
+     * mu and collect_lock are one-word futex locks (wf__lock, internal.h),
+     * free when zeroed: nothing to initialize or destroy per run, 8 bytes
+     * where two pthread mutexes took 80.
      */
-    pthread_mutex_t mu;
+    wf__lock mu;
     _Atomic uint32_t wake;
-    uint32_t nsteps; /* here: it fills a hole (a run of one step takes a 512-byte block) */
+    uint32_t nsteps;
+    wf__lock collect_lock; /* guards collect and waiters (here: no hole) */
     wf_event **sbuf;
     uint32_t scap;
     uint32_t shead;
@@ -275,7 +279,6 @@ typedef struct wf__run {
     void *on_done_user;
     struct wf__drun *dur;         /* a durable run's record (durable.c), or NULL */
     wf__retry_timer *retries;     /* armed retries, under mu */
-    pthread_mutex_t collect_lock; /* guards collect and waiters */
     wf__collect *collect;
     wf__waiter *waiters;
     wf_completion *pending;    /* async invocations waiting for completion */
@@ -295,11 +298,9 @@ typedef struct wf__run {
      */
     _Atomic int gate;
     _Atomic uint32_t outside;
+    int listed; /* in the executor's list of runs not ended (prev, next), under ex->runs_lock */
     _Atomic(struct wf__snap *) snap;
-
-    /* the executor's list of runs not ended, under ex->runs_lock */
     struct wf__run *prev, *next;
-    int listed;
 
     /* what few runs use, or NULL (wf__run_cold; set while the run is created, then fixed) */
     struct wf__run_cold *cold;

@@ -48,7 +48,6 @@ static void run_free(wf__run *run)
     /* waiters' tasks may belong to fan-out branches: free them before the groups */
     wf__waiters_free(run->waiters);
     wf__collect_free(run->collect);
-    pthread_mutex_destroy(&run->collect_lock);
     wf__snap_free(atomic_load_explicit(&run->snap, memory_order_acquire));
     for (uint32_t i = 0; i < run->nsteps; i++) {
         wf__pendq *q = atomic_load(&run->steps[i].pendq);
@@ -62,7 +61,6 @@ static void run_free(wf__run *run)
     wf__free_mem(run->err_step);
     wf__free_mem(run->err_msg);
     wf__free_aligned((void *)run->shards);
-    pthread_mutex_destroy(&run->mu);
     wf__resources_run_free(run);
     wf__child_detach(run);
     if (run->cold) {
@@ -342,11 +340,11 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
         }
         if (step == NULL) {
             /* nothing runs: the run was waiting for an event (human in the loop) */
-            pthread_mutex_lock(&run->collect_lock);
+            wf__lock_take(&run->collect_lock);
             for (wf__waiter *w = run->waiters; w; w = w->next)
                 if (w->state == W_WAITING)
                     step = run->wf->steps[w->step]->name; /* the oldest is last */
-            pthread_mutex_unlock(&run->collect_lock);
+            wf__lock_give(&run->collect_lock);
             if (step && n > 0 && (size_t)n < sizeof tmsg)
                 snprintf(tmsg + n, sizeof tmsg - (size_t)n, "; waiting for an event: %s", step);
         }
@@ -416,7 +414,7 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
 void wf__end_publish(wf__run *run, int status, wf_event *result, int code, const char *step,
                      const char *msg, wf_event *term, wf__run *next)
 {
-    pthread_mutex_lock(&run->mu);
+    wf__lock_take(&run->mu);
     run->result = result;
     run->err_code = code;
     run->err_step = step ? wf__strdup(step) : NULL;
@@ -424,7 +422,7 @@ void wf__end_publish(wf__run *run, int status, wf_event *result, int code, const
     run->terminal = term;
     atomic_store_explicit(&run->status, status, memory_order_release); /* last: see wf__run.status */
     wf__handler_wake(run);
-    pthread_mutex_unlock(&run->mu);
+    wf__lock_give(&run->mu);
 
     if (run->on_done)
         run->on_done((wf_handler *)run, run->on_done_user);
@@ -544,8 +542,6 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     run->internal = (uint8_t)run->stream_internal;
     run->on_done = params->on_done;
     run->on_done_user = params->on_done_user;
-    wf__mutex_init_fast(&run->mu);
-    wf__mutex_init_fast(&run->collect_lock);
     atomic_init(&run->outside, 0);
     atomic_init(&run->snap, NULL);
     run->nsteps = ns;
