@@ -272,6 +272,16 @@ typedef struct wf__obj {
     uint32_t kind; /* wf_kind */
 } wf__obj;
 
+/*
+ * An empty map that is never freed, shared by every context that has not
+ * written its store yet (lib/context.c): its count starts at 2^30, so a
+ * retain and release of it (a reader's copy) balance and it is never
+ * unique (a write to it copies). The context's own reference is not
+ * counted: the context drops it without a release (wf__value_is_empty_map).
+ */
+wf_value wf__value_empty_map(void);
+int wf__value_is_empty_map(wf_value v);
+
 /* ----------------------------------------------------------------- events */
 
 struct wf_event_type {
