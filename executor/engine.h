@@ -218,7 +218,18 @@ typedef struct wf__run {
     _Atomic uint32_t refs;
     _Atomic uint32_t engine;
     _Atomic int ended;   /* 0 -> 1 exactly once */
-    int stream_internal; /* fields are ordered to leave no padding (see PERFORMANCE.md) */
+    uint8_t stream_internal; /* fields are ordered to leave no padding (see PERFORMANCE.md) */
+    /*
+     * num_concurrent_runs (run.c), under ex->runs_lock: limited, the run
+     * counts against its workflow's limit; waiting, it waits for a free
+     * place (cold->next_waiting: its limiter's FIFO), holding its start
+     * event or the parked bytes to resume from (cold->held_*, owned; taken
+     * when it starts). Here, in a word with no atomic field: the compiler
+     * may read limited and waiting with one wider load.
+     */
+    uint8_t limited;
+    uint8_t waiting;
+    uint8_t never_started; /* it ended while waiting (its held_* are the ender's) */
     uint64_t id;
     int64_t obs_t0; /* RUN_START time when observed, else 0 */
     struct wf_executor *ex;
@@ -227,16 +238,6 @@ typedef struct wf__run {
     uint8_t internal;          /* stream_internal, on the line every invocation reads */
     _Atomic uint8_t idle_sent; /* a WorkflowIdleEvent went out since the last "running" */
     _Atomic uint8_t had;       /* WF__HAD_* bits: what the run's end must walk (wf__run_had) */
-    /*
-     * num_concurrent_runs (run.c), under ex->runs_lock: limited, the run
-     * counts against its workflow's limit; waiting, it waits for a free
-     * place (cold->next_waiting: its limiter's FIFO), holding its start
-     * event or the parked bytes to resume from (cold->held_*, owned; taken
-     * when it starts). Here: they fill the hole before ctx.
-     */
-    uint8_t limited;
-    uint8_t waiting;
-    uint8_t never_started; /* it ended while waiting (its held_* are the ender's) */
     wf_ctx *ctx;
     struct wf__tmo *tmo; /* its timeout's timer (run.c), NULL: none */
     int64_t timeout_ms;
