@@ -84,13 +84,13 @@ static void child_release(wf__child *c)
 static int child_unlist(wf__child *c)
 {
     wf__run *p = c->parent;
-    pthread_mutex_lock(&p->collect_lock);
+    wf__lock_take(&p->collect_lock);
     int was = c->listed;
     if (was) {
         WF__DLIST_UNLINK(p->children, c);
         c->listed = 0;
     }
-    pthread_mutex_unlock(&p->collect_lock);
+    wf__lock_give(&p->collect_lock);
     return was;
 }
 
@@ -226,13 +226,13 @@ static void child_done(wf_handler *h, void *user)
 void wf__children_cancel(wf__run *run)
 {
     for (;;) {
-        pthread_mutex_lock(&run->collect_lock);
+        wf__lock_take(&run->collect_lock);
         wf__child *c = run->children;
         if (c) {
             WF__DLIST_UNLINK(run->children, c);
             c->listed = 0;
         }
-        pthread_mutex_unlock(&run->collect_lock);
+        wf__lock_give(&run->collect_lock);
         if (c == NULL)
             return;
         pthread_mutex_lock(&c->lock);
@@ -313,31 +313,37 @@ void wf__child_saved_free(wf__child_saved *cs)
     wf__free_mem(cs);
 }
 
-void wf__child_attach(wf__run *run)
+int wf__child_attach(wf__run *run)
 {
     wf__child *c = tls_starting;
     if (c == NULL)
-        return;
+        return 0;
+    wf__run_cold *cold = wf__run_cold_make(run);
+    if (cold == NULL)
+        return WF_ENOMEM; /* tls_starting stays: the caller's failed start clears it */
     tls_starting = NULL; /* only the run wf_ctx_run_child creates */
-    run->parent_run_id = c->parent->id;
-    run->parent_event_id = c->parent_event_id;
+    cold->parent_run_id = c->parent->id;
+    cold->parent_event_id = c->parent_event_id;
     if (c->forward) {
         atomic_fetch_add(&c->parent->refs, 1);
-        run->stream_to = c->parent;
+        cold->stream_to = c->parent;
     }
+    return 0;
 }
 
 void wf__child_detach(wf__run *run)
 {
-    if (run->stream_to)
-        wf__run_release(run->stream_to);
-    run->stream_to = NULL;
+    if (run->cold == NULL)
+        return;
+    if (run->cold->stream_to)
+        wf__run_release(run->cold->stream_to);
+    run->cold->stream_to = NULL;
 }
 
 void wf__child_forward(wf__run *run, wf_event *ev)
 {
     /* the parent's own stream forwards further up when it is a child too */
-    (void)wf__stream_push(run->stream_to, wf_event_retain(ev));
+    (void)wf__stream_push(run->cold->stream_to, wf_event_retain(ev));
 }
 
 int wf_ctx_run_child(wf_ctx *ctx, wf_workflow *child, wf_event *start_event,
@@ -413,7 +419,7 @@ int wf_ctx_run_child(wf_ctx *ctx, wf_workflow *child, wf_event *start_event,
      */
     wf__slot_dirty(parent);
     /* listed first, so that the parent's end finds it whatever happens next */
-    pthread_mutex_lock(&parent->collect_lock);
+    wf__lock_take(&parent->collect_lock);
     wf__run_had(parent, WF__HAD_CHILDREN); /* before it looks at ended (see WF__HAD_RETRIES) */
     int ended = wf__run_ended(parent);
     if (!ended) {
@@ -424,7 +430,7 @@ int wf_ctx_run_child(wf_ctx *ctx, wf_workflow *child, wf_event *start_event,
         parent->children = c;
         c->listed = 1;
     }
-    pthread_mutex_unlock(&parent->collect_lock);
+    wf__lock_give(&parent->collect_lock);
     if (ended) {
         wf_event_release(start_event);
         rc = wf__set_error(WF_ECANCELLED, "wf_ctx_run_child: the run has ended");

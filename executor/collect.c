@@ -91,7 +91,7 @@ int wf_ctx_collect_events(wf_ctx *ctx, const wf_event *in, const wf_event_type *
     wf__run *run = inv->run;
     uint32_t step = inv->task->step;
     wf__slot_dirty(run);
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_take(&run->collect_lock);
     wf__collect *c = run->collect;
     while (c && (c->step != step || c->id == NULL || strcmp(c->id, id) != 0))
         c = c->next;
@@ -154,7 +154,7 @@ int wf_ctx_collect_events(wf_ctx *ctx, const wf_event *in, const wf_event_type *
             c->satisfied--;
     }
 out:
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     return rc;
 }
 
@@ -165,14 +165,14 @@ out:
 int wf__join_deliver(wf__run *run, uint32_t s, wf_event *ev)
 {
     const wf__step *step = run->wf->steps[s];
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_take(&run->collect_lock);
     wf__collect *c = run->collect;
     while (c && (c->step != s || c->id != NULL))
         c = c->next;
     if (c == NULL) {
         c = wf__calloc(1, sizeof *c);
         if (c == NULL) {
-            pthread_mutex_unlock(&run->collect_lock);
+            wf__lock_give(&run->collect_lock);
             wf_event_release(ev);
             return WF_ENOMEM;
         }
@@ -188,7 +188,7 @@ int wf__join_deliver(wf__run *run, uint32_t s, wf_event *ev)
             slot = step->accepts[i];
     wf__cq *q = slot ? wf__cq_find(c, slot, 1) : NULL;
     if (q == NULL || wf__cq_push(q, ev) < 0) {
-        pthread_mutex_unlock(&run->collect_lock);
+        wf__lock_give(&run->collect_lock);
         wf_event_release(ev);
         return WF_ENOMEM;
     }
@@ -198,7 +198,7 @@ int wf__join_deliver(wf__run *run, uint32_t s, wf_event *ev)
             need += step->accepts[j] == step->accepts[i];
         wf__cq *tq = wf__cq_find(c, step->accepts[i], 0);
         if (tq == NULL || tq->len < need) {
-            pthread_mutex_unlock(&run->collect_lock);
+            wf__lock_give(&run->collect_lock);
             return 0; /* not complete yet */
         }
     }
@@ -206,7 +206,7 @@ int wf__join_deliver(wf__run *run, uint32_t s, wf_event *ev)
     wf__retry_info *ri = wf__calloc(1, sizeof *ri);
     wf__task *t = wf__task_alloc();
     if (tuple == NULL || ri == NULL || t == NULL) {
-        pthread_mutex_unlock(&run->collect_lock);
+        wf__lock_give(&run->collect_lock);
         wf__free_mem(tuple);
         wf__free_mem(ri);
         wf__task_free(t);
@@ -214,7 +214,7 @@ int wf__join_deliver(wf__run *run, uint32_t s, wf_event *ev)
     }
     for (uint32_t i = 0; i < step->n_accepts; i++)
         tuple[i] = wf__cq_pop(wf__cq_find(c, step->accepts[i], 0));
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     ri->tuple = tuple;
     ri->ntuple = step->n_accepts;
     ri->joined = 1;

@@ -73,7 +73,7 @@ static void token_finish(wf_completion *c)
 int wf__token_arm(wf_completion *c)
 {
     wf__run *run = c->run;
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_take(&run->collect_lock);
     wf__run_had(run, WF__HAD_TOKENS);
     pthread_mutex_lock(&c->lock);
     int early = c->state == TOK_EARLY;
@@ -87,7 +87,7 @@ int wf__token_arm(wf_completion *c)
         c->listed = 1;
     }
     pthread_mutex_unlock(&c->lock);
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     if (!early)
         return 1;
     /* routed here; the caller then drops nothing: token_finish took the task */
@@ -112,7 +112,7 @@ void wf__token_abandon(wf_completion *c)
 void wf__tokens_detach(wf__run *run)
 {
     for (;;) {
-        pthread_mutex_lock(&run->collect_lock);
+        wf__lock_take(&run->collect_lock);
         wf_completion *c = run->pending;
         wf__task *t = NULL;
         if (c) {
@@ -125,7 +125,7 @@ void wf__tokens_detach(wf__run *run)
             }
             pthread_mutex_unlock(&c->lock);
         }
-        pthread_mutex_unlock(&run->collect_lock);
+        wf__lock_give(&run->collect_lock);
         if (c == NULL)
             return;
         if (t) {
@@ -227,7 +227,7 @@ static int token_complete(wf_completion *c, wf_event *ev, int rc, const char *ms
     /* ARMED: take it off the run's list, unless the run's end is detaching it right now */
     wf__run *run = c->run;
     int o = wf__outside_enter(run);
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_take(&run->collect_lock);
     pthread_mutex_lock(&c->lock);
     int mine = c->state == TOK_ARMED;
     if (mine) {
@@ -235,7 +235,7 @@ static int token_complete(wf_completion *c, wf_event *ev, int rc, const char *ms
         token_unlist(run, c);
     }
     pthread_mutex_unlock(&c->lock);
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     if (!mine) {
         wf__outside_exit(run, o);
         wf_event_release(ev);

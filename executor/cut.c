@@ -1284,8 +1284,8 @@ static int capture(wf__run *run, int cancel, int64_t *pause_ns, img **out, wf_va
         pthread_mutex_lock(&sn->lock);
         if ((ended = wf__run_ended(run)) != 0)
             break;
-        pthread_mutex_lock(&run->collect_lock);
-        pthread_mutex_lock(&run->mu);
+        wf__lock_take(&run->collect_lock);
+        wf__lock_take(&run->mu);
         int64_t now = wf__now_ns();
         int done = 1;
         m->ngarr = 0; /* the groups are found again through the tasks */
@@ -1307,8 +1307,8 @@ static int capture(wf__run *run, int cancel, int64_t *pause_ns, img **out, wf_va
             pthread_rwlock_unlock(&run->ctx->lock);
         }
         ptrmap_free(&groups);
-        pthread_mutex_unlock(&run->mu);
-        pthread_mutex_unlock(&run->collect_lock);
+        wf__lock_give(&run->mu);
+        wf__lock_give(&run->collect_lock);
         if (done)
             break;
         pthread_mutex_unlock(&sn->lock);

@@ -344,7 +344,7 @@ static int hold_if_unrouted(wf__drun *d, wf__run *run, wf_event *ev)
     if (n != 0)
         return 0;
     int held = 0;
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_take(&run->collect_lock);
     int waited = 0;
     for (wf__waiter *w = run->waiters; w && !waited; w = w->next)
         waited = w->state == W_WAITING && w->type == t && wf__waiter_req_match(w->req, ev);
@@ -362,7 +362,7 @@ static int hold_if_unrouted(wf__drun *d, wf__run *run, wf_event *ev)
             held = 1;
         }
     }
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     return held;
 }
 
@@ -390,9 +390,9 @@ wf_event *wf__durable_take_held(wf__run *run, const wf_event_type *type, wf_valu
 /* 1 if d's run holds events (checkpoint thread, run end). */
 static int holds_events(wf__drun *d, wf__run *run)
 {
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_take(&run->collect_lock);
     int n = d->nheld != 0;
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     return n;
 }
 
@@ -403,12 +403,12 @@ static int holds_events(wf__drun *d, wf__run *run)
  */
 static void drop_held(wf__drun *d, wf__run *run, int routed)
 {
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_take(&run->collect_lock);
     wf_event **evs = d->held;
     uint32_t n = d->nheld;
     d->held = NULL;
     d->nheld = d->capheld = 0;
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     for (uint32_t i = 0; i < n; i++) {
         wf__log(d->ex, WF_LOG_WARN,
                 "durable run '%s': event %s sent from outside was not consumed: no step accepts "
@@ -451,15 +451,15 @@ static int run_quiescent(wf__run *run)
     for (uint32_t i = 0; i < run->nsteps; i++)
         if (wf__step_count(run, i) != 0)
             return 0;
-    pthread_mutex_lock(&run->mu);
+    wf__lock_take(&run->mu);
     int ok = run->retries == NULL;
-    pthread_mutex_unlock(&run->mu);
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_give(&run->mu);
+    wf__lock_take(&run->collect_lock);
     ok = ok && run->pending == NULL;
     for (wf__waiter *w = run->waiters; ok && w; w = w->next)
         if (w->state == W_WAITING && w->timeout_ms >= 0)
             ok = 0;
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     return ok;
 }
 
@@ -475,12 +475,12 @@ static int run_waits_outside(wf__run *run)
     for (uint32_t i = 0; i < run->nsteps; i++)
         if (wf__step_count(run, i) != 0)
             return 0;
-    pthread_mutex_lock(&run->mu);
+    wf__lock_take(&run->mu);
     int ok = run->retries == NULL;
-    pthread_mutex_unlock(&run->mu);
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_give(&run->mu);
+    wf__lock_take(&run->collect_lock);
     ok = ok && run->pending == NULL;
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     return ok;
 }
 

@@ -218,7 +218,18 @@ typedef struct wf__run {
     _Atomic uint32_t refs;
     _Atomic uint32_t engine;
     _Atomic int ended;   /* 0 -> 1 exactly once */
-    int stream_internal; /* fields are ordered to leave no padding (see PERFORMANCE.md) */
+    uint8_t stream_internal; /* fields are ordered to leave no padding (see PERFORMANCE.md) */
+    /*
+     * num_concurrent_runs (run.c), under ex->runs_lock: limited, the run
+     * counts against its workflow's limit; waiting, it waits for a free
+     * place (cold->next_waiting: its limiter's FIFO), holding its start
+     * event or the parked bytes to resume from (cold->held_*, owned; taken
+     * when it starts). Here, in a word with no atomic field: the compiler
+     * may read limited and waiting with one wider load.
+     */
+    uint8_t limited;
+    uint8_t waiting;
+    uint8_t never_started; /* it ended while waiting (its held_* are the ender's) */
     uint64_t id;
     int64_t obs_t0; /* RUN_START time when observed, else 0 */
     struct wf_executor *ex;
@@ -247,10 +258,14 @@ typedef struct wf__run {
      * (wf_handler_wait, wf_handler_next_event) sleep on the futex word wake,
      * which is bumped under mu (handler.c: handler_sleep, handler_wake): no
      * condition variable is made or destroyed for the runs nobody waits on.
+     * mu and collect_lock are one-word futex locks (wf__lock, internal.h),
+     * free when zeroed: nothing to initialize or destroy per run, 8 bytes
+     * where two pthread mutexes took 80.
      */
-    pthread_mutex_t mu;
+    wf__lock mu;
     _Atomic uint32_t wake;
-    uint32_t nsteps; /* here: it fills a hole (a run of one step takes a 512-byte block) */
+    uint32_t nsteps;
+    wf__lock collect_lock; /* guards collect and waiters (here: no hole) */
     wf_event **sbuf;
     uint32_t scap;
     uint32_t shead;
@@ -261,12 +276,10 @@ typedef struct wf__run {
     int sleepers;
     _Atomic uint64_t dropped;
     _Atomic uint64_t unhandled;
-    char *traceparent; /* wf_run_params.traceparent, copied; for RUN_START */
     wf_done_fn on_done;
     void *on_done_user;
     struct wf__drun *dur;         /* a durable run's record (durable.c), or NULL */
     wf__retry_timer *retries;     /* armed retries, under mu */
-    pthread_mutex_t collect_lock; /* guards collect and waiters */
     wf__collect *collect;
     wf__waiter *waiters;
     wf_completion *pending;    /* async invocations waiting for completion */
@@ -286,25 +299,12 @@ typedef struct wf__run {
      */
     _Atomic int gate;
     _Atomic uint32_t outside;
+    int listed; /* in the executor's list of runs not ended (prev, next), under ex->runs_lock */
     _Atomic(struct wf__snap *) snap;
-
-    /* the executor's list of runs not ended, under ex->runs_lock */
     struct wf__run *prev, *next;
-    int listed;
 
-    /*
-     * num_concurrent_runs (run.c), under ex->runs_lock: limited, the run
-     * counts against its workflow's limit; waiting, it waits for a free
-     * place (next_waiting: its limiter's FIFO), holding its start event or
-     * the parked bytes to resume from (owned; taken when it starts).
-     */
-    uint8_t limited;
-    uint8_t waiting;
-    uint8_t never_started; /* it ended while waiting (its held_* are the ender's) */
-    struct wf__run *next_waiting;
-    wf_event *held_start;
-    void *held_resume;
-    size_t held_resume_len;
+    /* what few runs use, or NULL (wf__run_cold; set while the run is created, then fixed) */
+    struct wf__run_cold *cold;
 
     /* unbounded steps' counts: shard i, column c at shards[i * shard_stride + c] */
     _Atomic uint32_t *shards;
@@ -315,17 +315,44 @@ typedef struct wf__run {
     _Atomic(struct wf__res_run *) res;
     /*
      * Child workflows (child.c): children, the child runs its steps started
-     * and not ended, under collect_lock; a child run's stream_to (its parent,
-     * a reference: its stream is forwarded there, or NULL) and parent_* (for
-     * its RUN_START record) are set while it is created, read-only after.
+     * and not ended, under collect_lock (a child run's own links to its
+     * parent are in cold).
      */
     struct wf__child *children;
-    struct wf__run *stream_to;
-    uint64_t parent_run_id;
-    uint64_t parent_event_id;
 
     wf__step_state steps[];
 } wf__run;
+
+/*
+ * The fields of a run that few runs use, in a block of their own made while
+ * the run is created, only when one of them is needed (wf__run_cold_make):
+ * a run of a workflow with num_concurrent_runs, a run with a trace parent,
+ * a child run. Keeping them out of wf__run lets a one-step run take a
+ * 384-byte block (PERFORMANCE.md, round 2 part 4).
+ */
+typedef struct wf__run_cold {
+    /* num_concurrent_runs (run.c), under ex->runs_lock: see wf__run.limited */
+    struct wf__run *next_waiting;
+    wf_event *held_start;
+    void *held_resume;
+    size_t held_resume_len;
+    char *traceparent; /* wf_run_params.traceparent, copied; for RUN_START */
+    /*
+     * A child run (child.c): stream_to (its parent, a reference: its stream
+     * is forwarded there, or NULL) and parent_* (for its RUN_START record),
+     * set while it is created, read-only after.
+     */
+    struct wf__run *stream_to;
+    uint64_t parent_run_id;
+    uint64_t parent_event_id;
+} wf__run_cold;
+
+/* run->cold, made if it is not yet (only while the run is created): NULL when out of memory. */
+wf__run_cold *wf__run_cold_make(wf__run *run);
+static inline uint64_t wf__run_parent_id(const wf__run *run)
+{
+    return run->cold ? run->cold->parent_run_id : 0;
+}
 
 /*
  * What a run ever had, so that its end walks only the lists that may hold
@@ -688,8 +715,11 @@ void wf__tokens_detach(wf__run *run);
 
 /* The run ended: the child runs its steps started are cancelled. */
 void wf__children_cancel(wf__run *run);
-/* A run being created: links it to the parent step starting it on this thread, if any. */
-void wf__child_attach(wf__run *run);
+/*
+ * A run being created: links it to the parent step starting it on this
+ * thread, if any (in run->cold, made for it). 0, or WF_ENOMEM.
+ */
+int wf__child_attach(wf__run *run);
 /* A run being freed: lets go of its parent. */
 void wf__child_detach(wf__run *run);
 /*

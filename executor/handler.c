@@ -32,11 +32,11 @@ static void handler_sleep(wf__run *run, int64_t deadline)
     uint32_t seen = atomic_load_explicit(&run->wake, memory_order_relaxed);
     struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
     run->sleepers++;
-    pthread_mutex_unlock(&run->mu);
+    wf__lock_give(&run->mu);
     /* FUTEX_WAIT_BITSET: an absolute CLOCK_MONOTONIC deadline */
     syscall(SYS_futex, (uint32_t *)&run->wake, FUTEX_WAIT_BITSET_PRIVATE, seen,
             deadline >= 0 ? &ts : NULL, NULL, FUTEX_BITSET_MATCH_ANY);
-    pthread_mutex_lock(&run->mu);
+    wf__lock_take(&run->mu);
     run->sleepers--;
 }
 
@@ -58,14 +58,14 @@ int wf__stream_push(wf__run *run, wf_event *ev)
     wf_event_freeze(ev);
     if (run->dur && !wf__run_ended(run))
         wf__durable_stream(run, ev); /* the durable stream, numbered (durable.c) */
-    if (run->stream_to && !wf__run_ended(run))
+    if (run->cold && run->cold->stream_to && !wf__run_ended(run))
         wf__child_forward(run, ev); /* a child workflow's stream goes to its parent's too */
-    pthread_mutex_lock(&run->mu);
+    wf__lock_take(&run->mu);
     if (wf__run_ended(run) || run->scap == 0) {
         int dropped = !wf__run_ended(run);
         if (dropped)
             atomic_fetch_add(&run->dropped, 1);
-        pthread_mutex_unlock(&run->mu);
+        wf__lock_give(&run->mu);
         wf_event_release(ev);
         return dropped;
     }
@@ -73,21 +73,21 @@ int wf__stream_push(wf__run *run, wf_event *ev)
         run->sbuf = wf__malloc(run->scap * sizeof *run->sbuf);
         if (run->sbuf == NULL) {
             atomic_fetch_add(&run->dropped, 1);
-            pthread_mutex_unlock(&run->mu);
+            wf__lock_give(&run->mu);
             wf_event_release(ev);
             return WF_ENOMEM;
         }
     }
     if (run->scount == run->scap) {
         atomic_fetch_add(&run->dropped, 1);
-        pthread_mutex_unlock(&run->mu);
+        wf__lock_give(&run->mu);
         wf_event_release(ev);
         return 1;
     }
     run->sbuf[(run->shead + run->scount) % run->scap] = ev;
     run->scount++;
     wf__handler_wake(run);
-    pthread_mutex_unlock(&run->mu);
+    wf__lock_give(&run->mu);
     return 0;
 }
 
@@ -131,7 +131,7 @@ int wf_handler_wait(wf_handler *h, int64_t timeout_ms, wf_event **result)
         wf__pool_spill_bypass();
     }
     int64_t deadline = timeout_ms < 0 ? -1 : wf__now_ns() + timeout_ms * 1000000;
-    pthread_mutex_lock(&run->mu);
+    wf__lock_take(&run->mu);
     while (run->status == WF_RUN_RUNNING) {
         if (deadline >= 0 && wf__now_ns() >= deadline)
             break;
@@ -140,7 +140,7 @@ int wf_handler_wait(wf_handler *h, int64_t timeout_ms, wf_event **result)
     int rc = status_code(run->status);
     if (rc == 0 && result)
         *result = wf_event_retain(run->result);
-    pthread_mutex_unlock(&run->mu);
+    wf__lock_give(&run->mu);
     return rc;
 }
 
@@ -257,10 +257,10 @@ int wf_handler_cancel(wf_handler *h)
         int o = wf__outside_enter(run);
         int ended = wf__end_run(run, WF_RUN_CANCELLED, NULL, WF_ECANCELLED, NULL, NULL);
         wf__outside_exit(run, o);
-        if (ended && run->never_started && run->held_resume) {
+        if (ended && run->never_started && run->cold->held_resume) {
             /* the run it was to resume goes back into its context, to resume later */
-            wf__ctx_park(run->ctx, run->held_resume, run->held_resume_len);
-            run->held_resume = NULL;
+            wf__ctx_park(run->ctx, run->cold->held_resume, run->cold->held_resume_len);
+            run->cold->held_resume = NULL;
         }
         return ended ? 0 : WF_ESTATE;
     }
@@ -287,9 +287,9 @@ int wf_handler_next_event(wf_handler *h, int64_t timeout_ms, wf_event **ev)
     if (run == NULL || ev == NULL)
         return WF_EINVAL;
     int64_t deadline = timeout_ms < 0 ? -1 : wf__now_ns() + timeout_ms * 1000000;
-    pthread_mutex_lock(&run->mu);
+    wf__lock_take(&run->mu);
     if (run->reader_busy) {
-        pthread_mutex_unlock(&run->mu);
+        wf__lock_give(&run->mu);
         return WF_EBUSY;
     }
     run->reader_busy = 1;
@@ -319,7 +319,7 @@ int wf_handler_next_event(wf_handler *h, int64_t timeout_ms, wf_event **ev)
         handler_sleep(run, deadline);
     }
     run->reader_busy = 0;
-    pthread_mutex_unlock(&run->mu);
+    wf__lock_give(&run->mu);
     return rc;
 }
 
@@ -393,12 +393,12 @@ int wf__run_idle(wf__run *run)
     for (uint32_t i = 0; i < run->nsteps; i++)
         if (wf__step_count(run, i) != 0)
             return 0;
-    pthread_mutex_lock(&run->mu);
+    wf__lock_take(&run->mu);
     int retrying = run->retries != NULL;
-    pthread_mutex_unlock(&run->mu);
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_give(&run->mu);
+    wf__lock_take(&run->collect_lock);
     int pending = run->pending != NULL;
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     return !retrying && !pending;
 }
 

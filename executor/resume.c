@@ -860,7 +860,7 @@ static void attach(dec *d, wf__run *run)
     atomic_store(&run->unhandled, d->unhandled);
     if (d->next_inv > atomic_load(&run->next_inv))
         atomic_store(&run->next_inv, d->next_inv);
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_take(&run->collect_lock);
     if (d->waiters)
         wf__run_had(run, WF__HAD_WAITERS);
     run->collect = d->collect;
@@ -886,7 +886,7 @@ static void attach(dec *d, wf__run *run)
         }
     }
     d->waiters = NULL;
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     while (d->retries) {
         wf__retry_timer *rt = d->retries;
         d->retries = rt->next;
@@ -895,7 +895,7 @@ static void attach(dec *d, wf__run *run)
         rt->tm.fn = wf__retry_fire;
         rt->tm.arg = rt;
         wf__engine_ref(run);
-        pthread_mutex_lock(&run->mu);
+        wf__lock_take(&run->mu);
         wf__run_had(run, WF__HAD_RETRIES);
         rt->prev = NULL;
         rt->next = run->retries;
@@ -906,7 +906,7 @@ static void attach(dec *d, wf__run *run)
         int armed = wf__timer_arm(run->ex, &rt->tm, d->now + rt->tm.deadline_ns * 1000000) == 0;
         if (!armed)
             WF__DLIST_UNLINK(run->retries, rt);
-        pthread_mutex_unlock(&run->mu);
+        wf__lock_give(&run->mu);
         if (!armed) { /* deliver it now rather than lose it */
             wf__task *t = rt->t;
             wf__free_mem(rt);

@@ -24,9 +24,9 @@ void wf__retry_fire(wf__timer *tm, void *arg)
     wf__retry_timer *rt = arg;
     wf__run *run = rt->run;
     int o = wf__outside_enter(run);
-    pthread_mutex_lock(&run->mu);
+    wf__lock_take(&run->mu);
     WF__DLIST_UNLINK(run->retries, rt);
-    pthread_mutex_unlock(&run->mu);
+    wf__lock_give(&run->mu);
     wf__task *t = rt->t;
     wf__free_mem(rt);
     uint32_t s = t->step;
@@ -42,7 +42,7 @@ void wf__retry_fire(wf__timer *tm, void *arg)
 void wf__retries_cancel(wf__run *run)
 {
     wf__retry_timer *done = NULL;
-    pthread_mutex_lock(&run->mu);
+    wf__lock_take(&run->mu);
     wf__retry_timer *rt = run->retries;
     while (rt) {
         wf__retry_timer *nx = rt->next;
@@ -54,7 +54,7 @@ void wf__retries_cancel(wf__run *run)
         /* otherwise it is firing now: retry_fire drops it */
         rt = nx;
     }
-    pthread_mutex_unlock(&run->mu);
+    wf__lock_give(&run->mu);
     while (done) {
         wf__retry_timer *nx = done->next;
         wf__drop_task(done->t);
@@ -169,7 +169,7 @@ int wf__maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64_t 
      */
     wf__log(run->ex, WF_LOG_DEBUG, "run %llu: step %s failed (%d), attempt %u in %lld ms",
             (unsigned long long)run->id, step->name, rc, t->attempt + 1, (long long)delay);
-    pthread_mutex_lock(&run->mu);
+    wf__lock_take(&run->mu);
     wf__run_had(run, WF__HAD_RETRIES);
     rt->next = run->retries;
     if (run->retries)
@@ -182,7 +182,7 @@ int wf__maybe_retry(wf__run *run, wf__task *t, int rc, const char *msg, int64_t 
         if (rt->next)
             rt->next->prev = NULL;
     }
-    pthread_mutex_unlock(&run->mu);
+    wf__lock_give(&run->mu);
     if (!armed) {
         wf__drop_task(n);
         wf__free_mem(rt);

@@ -48,7 +48,6 @@ static void run_free(wf__run *run)
     /* waiters' tasks may belong to fan-out branches: free them before the groups */
     wf__waiters_free(run->waiters);
     wf__collect_free(run->collect);
-    pthread_mutex_destroy(&run->collect_lock);
     wf__snap_free(atomic_load_explicit(&run->snap, memory_order_acquire));
     for (uint32_t i = 0; i < run->nsteps; i++) {
         wf__pendq *q = atomic_load(&run->steps[i].pendq);
@@ -62,12 +61,14 @@ static void run_free(wf__run *run)
     wf__free_mem(run->err_step);
     wf__free_mem(run->err_msg);
     wf__free_aligned((void *)run->shards);
-    pthread_mutex_destroy(&run->mu);
-    wf_event_release(run->held_start);
-    wf__free_mem(run->held_resume);
-    wf__free_mem(run->traceparent);
     wf__resources_run_free(run);
     wf__child_detach(run);
+    if (run->cold) {
+        wf_event_release(run->cold->held_start);
+        wf__free_mem(run->cold->held_resume);
+        wf__free_mem(run->cold->traceparent);
+        wf__free_mem(run->cold);
+    }
     wf_ctx_free(run->ctx);
     wf_workflow_free(run->wf);
     wf__free_mem(run);
@@ -153,9 +154,9 @@ static int limiter_enter(struct wf_executor *ex, wf__run *run)
         return 0;
     }
     run->waiting = 1;
-    run->next_waiting = NULL;
+    run->cold->next_waiting = NULL;
     if (l->tail)
-        l->tail->next_waiting = run;
+        l->tail->cold->next_waiting = run;
     else
         l->head = run;
     l->tail = run;
@@ -177,10 +178,10 @@ static wf__run *limiter_leave(struct wf_executor *ex, wf__run *run)
         wf__run **pp = &l->head, *prev = NULL;
         while (*pp && *pp != run) {
             prev = *pp;
-            pp = &(*pp)->next_waiting;
+            pp = &(*pp)->cold->next_waiting;
         }
         if (*pp == run) {
-            *pp = run->next_waiting;
+            *pp = run->cold->next_waiting;
             if (l->tail == run)
                 l->tail = prev;
         }
@@ -191,7 +192,7 @@ static wf__run *limiter_leave(struct wf_executor *ex, wf__run *run)
         l->active--;
         if (!ex->shutting_down && l->head) {
             next = l->head;
-            l->head = next->next_waiting;
+            l->head = next->cold->next_waiting;
             if (l->head == NULL)
                 l->tail = NULL;
             next->waiting = 0;
@@ -239,11 +240,12 @@ static void end_timeout(wf__run *run)
 void wf__run_go(wf__run *run)
 {
     /* only this thread holds these now: the run left the FIFO under runs_lock */
-    wf_event *start = run->held_start;
-    void *bytes = run->held_resume;
-    size_t len = run->held_resume_len;
-    run->held_start = NULL;
-    run->held_resume = NULL;
+    wf__run_cold *cold = run->cold;
+    wf_event *start = cold->held_start;
+    void *bytes = cold->held_resume;
+    size_t len = cold->held_resume_len;
+    cold->held_start = NULL;
+    cold->held_resume = NULL;
     if (wf__run_ended(run)) { /* cancelled between leaving the FIFO and now */
         wf_event_release(start);
         wf__free_mem(bytes);
@@ -338,11 +340,11 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
         }
         if (step == NULL) {
             /* nothing runs: the run was waiting for an event (human in the loop) */
-            pthread_mutex_lock(&run->collect_lock);
+            wf__lock_take(&run->collect_lock);
             for (wf__waiter *w = run->waiters; w; w = w->next)
                 if (w->state == W_WAITING)
                     step = run->wf->steps[w->step]->name; /* the oldest is last */
-            pthread_mutex_unlock(&run->collect_lock);
+            wf__lock_give(&run->collect_lock);
             if (step && n > 0 && (size_t)n < sizeof tmsg)
                 snprintf(tmsg + n, sizeof tmsg - (size_t)n, "; waiting for an event: %s", step);
         }
@@ -412,7 +414,7 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
 void wf__end_publish(wf__run *run, int status, wf_event *result, int code, const char *step,
                      const char *msg, wf_event *term, wf__run *next)
 {
-    pthread_mutex_lock(&run->mu);
+    wf__lock_take(&run->mu);
     run->result = result;
     run->err_code = code;
     run->err_step = step ? wf__strdup(step) : NULL;
@@ -420,7 +422,7 @@ void wf__end_publish(wf__run *run, int status, wf_event *result, int code, const
     run->terminal = term;
     atomic_store_explicit(&run->status, status, memory_order_release); /* last: see wf__run.status */
     wf__handler_wake(run);
-    pthread_mutex_unlock(&run->mu);
+    wf__lock_give(&run->mu);
 
     if (run->on_done)
         run->on_done((wf_handler *)run, run->on_done_user);
@@ -465,6 +467,13 @@ static void on_timeout(wf__timer *tm, void *arg)
     wf__end_run(run, WF_RUN_TIMED_OUT, NULL, WF_ERUNTIMEOUT, NULL, NULL);
     wf__outside_exit(run, o);
     wf__engine_unref(run); /* the timer's unit */
+}
+
+wf__run_cold *wf__run_cold_make(wf__run *run)
+{
+    if (run->cold == NULL)
+        run->cold = wf__calloc(1, sizeof *run->cold);
+    return run->cold;
 }
 
 int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_params *params,
@@ -515,20 +524,24 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     atomic_init(&run->wake, 0);
     run->scap = params->stream_capacity;
     run->stream_internal = params->stream_internal != 0;
-    if (params->traceparent && (run->traceparent = wf__strdup(params->traceparent)) == NULL) {
+    if (((wf->max_runs || params->traceparent) && wf__run_cold_make(run) == NULL) ||
+        (params->traceparent &&
+         (run->cold->traceparent = wf__strdup(params->traceparent)) == NULL) ||
+        wf__child_attach(run) < 0) {
         wf__lock_take(&ctx->run_lock);
         atomic_store(&ctx->run, NULL);
         wf__lock_give(&ctx->run_lock);
         wf_ctx_free(ctx);
+        if (run->cold) {
+            wf__free_mem(run->cold->traceparent);
+            wf__free_mem(run->cold);
+        }
         wf__free_mem(run);
         return WF_ENOMEM;
     }
     run->internal = (uint8_t)run->stream_internal;
     run->on_done = params->on_done;
     run->on_done_user = params->on_done_user;
-    wf__child_attach(run);
-    wf__mutex_init_fast(&run->mu);
-    wf__mutex_init_fast(&run->collect_lock);
     atomic_init(&run->outside, 0);
     atomic_init(&run->snap, NULL);
     run->nsteps = ns;
@@ -572,12 +585,12 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     int waits = 0;
     if (wf->max_runs) {
         /* what it starts from goes into the run before anyone can pop it */
-        run->held_start = start;
-        run->held_resume = resume;
-        run->held_resume_len = resume_len;
+        run->cold->held_start = start;
+        run->cold->held_resume = resume;
+        run->cold->held_resume_len = resume_len;
         if ((waits = limiter_enter(ex, run)) <= 0) {
-            run->held_start = NULL;
-            run->held_resume = NULL;
+            run->cold->held_start = NULL;
+            run->cold->held_resume = NULL;
         }
         if (waits < 0) {
             pthread_mutex_unlock(&ex->runs_lock);
@@ -603,9 +616,12 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         wf__hook_rec(run, WF_OBS_RUN_START, WF__OBS_NO_STEP, NULL, wf__obs_now(), &r);
         run->obs_t0 = r.ts;
         if (wf__obs_on(ex, WF_OBS_RUN_START)) {
-            r.message = wf__hook_strdup(run->traceparent); /* the trace it joins, or NULL */
-            r.dv = (int64_t)run->parent_run_id; /* a child run: its parent's step (child.c) */
-            r.event_id = run->parent_event_id;
+            const wf__run_cold *cold = run->cold;
+            /* the trace it joins, or NULL */
+            r.message = cold ? wf__hook_strdup(cold->traceparent) : NULL;
+            /* a child run: its parent's step (child.c) */
+            r.dv = cold ? (int64_t)cold->parent_run_id : 0;
+            r.event_id = cold ? cold->parent_event_id : 0;
             wf__obs_write(ex, &r);
         }
     }
@@ -721,9 +737,9 @@ void wf__runs_cancel_all(struct wf_executor *ex)
         ex->shutting_down = 1;
         /* parents first: their ends cancel their children (a child's first would fail them) */
         wf__run *run = ex->runs_head;
-        while (run && run->parent_run_id && run->next)
+        while (run && wf__run_parent_id(run) && run->next)
             run = run->next;
-        if (run && run->parent_run_id)
+        if (run && wf__run_parent_id(run))
             run = ex->runs_head;
         if (run)
             atomic_fetch_add(&run->refs, 1);

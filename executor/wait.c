@@ -55,7 +55,7 @@ void wf__waiter_fire(wf__timer *tm, void *arg)
     wf__run *run = w->run;
     wf__task *t = NULL;
     int o = wf__outside_enter(run);
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_take(&run->collect_lock);
     if (w->state == W_WAITING) {
         w->state = W_TIMED_OUT;
         atomic_fetch_sub(&run->nwaiting, 1);
@@ -64,7 +64,7 @@ void wf__waiter_fire(wf__timer *tm, void *arg)
     }
     w->timer_live = 0;
     int orphan = w->orphan;
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     if (orphan) {
         w->next = NULL;
         wf__waiters_free(w);
@@ -98,7 +98,7 @@ uint32_t wf__waiters_match(wf__run *run, const wf_event *ev, uint32_t *excluded,
 {
     wf__waiter *hit[16];
     uint32_t n = 0;
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_take(&run->collect_lock);
     for (wf__waiter *w = run->waiters; w && n < 16 && n < cap; w = w->next) {
         if (w->state != W_WAITING || w->type != ev->type || !wf__waiter_req_match(w->req, ev))
             continue;
@@ -116,7 +116,7 @@ uint32_t wf__waiters_match(wf__run *run, const wf_event *ev, uint32_t *excluded,
         hit[i]->task = NULL;
         disarmed += (uint32_t)waiter_disarm(run, hit[i]);
     }
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     for (uint32_t i = 0; i < disarmed; i++)
         wf__engine_unref(run); /* never the last: the caller routes inside the run */
     for (uint32_t i = 0; i < n; i++)
@@ -129,10 +129,10 @@ uint32_t wf__waiters_match(wf__run *run, const wf_event *ev, uint32_t *excluded,
 void wf__waiters_cancel(wf__run *run)
 {
     uint32_t dropped = 0;
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_take(&run->collect_lock);
     for (wf__waiter *w = run->waiters; w; w = w->next)
         dropped += (uint32_t)waiter_disarm(run, w);
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     for (uint32_t i = 0; i < dropped; i++)
         wf__engine_unref(run); /* never the last: the caller holds the running unit */
 }
@@ -143,7 +143,7 @@ void wf__waiters_drop_taken(wf__run *run, const wf__task *t)
     uint64_t invno = ri ? ri->inv : 0;
     wf__waiter *gone = NULL;
     uint32_t disarmed = 0;
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_take(&run->collect_lock);
     for (wf__waiter **pp = &run->waiters, *w; (w = *pp) != NULL;) {
         if (!w->taken || w->step != t->step || w->inv != invno) {
             pp = &w->next;
@@ -158,7 +158,7 @@ void wf__waiters_drop_taken(wf__run *run, const wf__task *t)
             gone = w;
         }
     }
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     for (uint32_t i = 0; i < disarmed; i++)
         wf__engine_unref(run); /* never the last: the caller's invocation holds its step's unit */
     wf__waiters_free(gone);
@@ -195,7 +195,7 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
     uint32_t step = inv->task->step;
     const wf__retry_info *tri = inv->task->arg;
     wf__slot_dirty(run);
-    pthread_mutex_lock(&run->collect_lock);
+    wf__lock_take(&run->collect_lock);
     /*
      * A stable id, so that the step run again finds its waiter: without one
      * given, the type and requirements plus the invocation's number, so
@@ -235,7 +235,7 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
             w->got = NULL;
         } else if (w->taken) {
             inv->took_waiter = 1;
-            pthread_mutex_unlock(&run->collect_lock);
+            wf__lock_give(&run->collect_lock);
             wf_event_release(waiter_event);
             return rc;
         } else {
@@ -258,7 +258,7 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
             w->orphan = w->timer_live;
             free_now = !w->orphan;
         }
-        pthread_mutex_unlock(&run->collect_lock);
+        wf__lock_give(&run->collect_lock);
         if (disarmed)
             wf__engine_unref(run);
         if (free_now) {
@@ -269,7 +269,7 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
         return rc;
     }
     if (w) { /* already waiting (the step ran for another event meanwhile) */
-        pthread_mutex_unlock(&run->collect_lock);
+        wf__lock_give(&run->collect_lock);
         wf_event_release(waiter_event);
         inv->suspended = 1;
         return WF_SUSPEND;
@@ -281,7 +281,7 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
     wf__retry_info *ri = (tri || invno) ? wf__retry_info_for(tri) : NULL;
     if (w == NULL || t == NULL || ((tri || invno) && ri == NULL) || (timeout_ms >= 0 && !tm) ||
         (w->id = wf__strdup(waiter_id)) == NULL) {
-        pthread_mutex_unlock(&run->collect_lock);
+        wf__lock_give(&run->collect_lock);
         wf__free_mem(tm);
         wf__free_mem(w);
         wf__task_free(t);
@@ -345,7 +345,7 @@ int wf_ctx_wait_for_event(wf_ctx *ctx, const wf_event_type *type, wf_value requi
             w->timer_live = 1;
         }
     }
-    pthread_mutex_unlock(&run->collect_lock);
+    wf__lock_give(&run->collect_lock);
     if (nomem) {
         wf__fail_nomem(run, step, "arming the timeout of a wait_for_event");
         wf__engine_unref(run); /* never the last: this invocation holds its step's unit */

@@ -46,14 +46,20 @@ int wf_ctx_new(wf_ctx **out, wf_workflow *wf)
     wf_ctx *ctx = wf__calloc(1, sizeof *ctx);
     if (ctx == NULL)
         return WF_ENOMEM;
-    /* room for one key: a run that never writes its store (many wait for input) keeps 96 bytes, not 256 */
-    int rc = wf_value_map_new(&ctx->state, 1);
-    if (rc == 0)
-        rc = wf__state_defaults(wf, &ctx->state); /* the state schema's (schema.c) */
-    if (rc < 0) {
-        wf_value_release(ctx->state);
-        wf__free_mem(ctx);
-        return rc;
+    /*
+     * The shared empty map until the first write (state_own): a run that
+     * never writes its store (many wait for input) keeps no map of its own.
+     */
+    ctx->state = wf__value_empty_map();
+    if (wf->state_schema) {
+        int rc = wf_value_map_new(&ctx->state, 1);
+        if (rc == 0)
+            rc = wf__state_defaults(wf, &ctx->state); /* the state schema's (schema.c) */
+        if (rc < 0) {
+            wf_value_release(ctx->state);
+            wf__free_mem(ctx);
+            return rc;
+        }
     }
     /* Writers are rare and short; do not let a stream of readers starve them. */
 #ifdef PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
@@ -82,11 +88,29 @@ wf_ctx *wf_ctx_retain(wf_ctx *ctx)
     return ctx;
 }
 
+/* Drops the context's own reference to its state (the shared empty map's is not counted). */
+static void state_drop(wf_value state)
+{
+    if (!wf__value_is_empty_map(state))
+        wf_value_release(state);
+}
+
+/*
+ * ctx->lock held for writing: the state becomes a map of the context's own
+ * before a write (room for one key: a store written once keeps 96 bytes).
+ */
+static int state_own(wf_ctx *ctx)
+{
+    if (!wf__value_is_empty_map(ctx->state))
+        return 0;
+    return wf_value_map_new(&ctx->state, 1);
+}
+
 void wf_ctx_free(wf_ctx *ctx)
 {
     if (ctx == NULL || atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
         return;
-    wf_value_release(ctx->state);
+    state_drop(ctx->state);
     wf__free_mem(ctx->parked);
     pthread_rwlock_destroy(&ctx->lock);
     wf_workflow_free(ctx->wf);
@@ -269,7 +293,11 @@ int wf_ctx_set(wf_ctx *ctx, const char *path, wf_value val)
      * failure half-way leaves the state as it was; maps nobody else holds
      * are changed in place (copy-on-write copies only shared ones).
      */
-    rc = set_in(&ctx->state, path, val);
+    rc = state_own(ctx);
+    if (rc < 0)
+        wf_value_release(val);
+    else
+        rc = set_in(&ctx->state, path, val);
     pthread_rwlock_unlock(&ctx->lock);
     return rc;
 }
@@ -300,7 +328,9 @@ int wf_ctx_delete(wf_ctx *ctx, const char *path)
     if (ctx == NULL || !path_ok(path))
         return WF_EINVAL;
     pthread_rwlock_wrlock(&ctx->lock);
-    int rc = delete_in(&ctx->state, path);
+    int rc = state_own(ctx);
+    if (rc == 0)
+        rc = delete_in(&ctx->state, path);
     pthread_rwlock_unlock(&ctx->lock);
     return rc;
 }
@@ -328,8 +358,8 @@ int wf_ctx_edit_state(wf_ctx *ctx, wf_edit_fn fn, void *user)
         rc = WF_EKIND;
     if (rc == 0)
         rc = wf__state_check(ctx->wf, s); /* the state schema (schema.c) */
-    if (rc == 0) {
-        wf_value_release(ctx->state);
+    if (rc == 0 && s.as.obj != ctx->state.as.obj) {
+        state_drop(ctx->state);
         ctx->state = s;
     } else {
         wf_value_release(s);
@@ -349,6 +379,6 @@ int wf__ctx_replace_state(wf_ctx *ctx, wf_value state)
     wf_value old = ctx->state;
     ctx->state = state;
     pthread_rwlock_unlock(&ctx->lock);
-    wf_value_release(old);
+    state_drop(old);
     return 0;
 }

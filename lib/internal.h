@@ -173,21 +173,6 @@ static inline void wf__mutex_init(pthread_mutex_t *m)
 }
 
 /*
- * wf__mutex_init for the mutexes made per run: glibc's static initializer
- * of the same kind, copied (what pthread_mutex_init would write), instead
- * of four calls (~80 instructions).
- */
-static inline void wf__mutex_init_fast(pthread_mutex_t *m)
-{
-#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
-    static const pthread_mutex_t init = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP;
-    memcpy(m, &init, sizeof init);
-#else
-    wf__mutex_init(m);
-#endif
-}
-
-/*
  * A mutex in one futex word (Drepper's "mutex2": 0 free, 1 taken, 2 taken
  * with sleepers), for small objects made per run, where a pthread mutex's
  * 40 bytes and its init count: an uncontended take is one CAS, a give one
@@ -286,6 +271,16 @@ typedef struct wf__obj {
     _Atomic uint32_t refs;
     uint32_t kind; /* wf_kind */
 } wf__obj;
+
+/*
+ * An empty map that is never freed, shared by every context that has not
+ * written its store yet (lib/context.c): its count starts at 2^30, so a
+ * retain and release of it (a reader's copy) balance and it is never
+ * unique (a write to it copies). The context's own reference is not
+ * counted: the context drops it without a release (wf__value_is_empty_map).
+ */
+wf_value wf__value_empty_map(void);
+int wf__value_is_empty_map(wf_value v);
 
 /* ----------------------------------------------------------------- events */
 

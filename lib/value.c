@@ -217,6 +217,18 @@ static map_block *map_alloc(uint32_t cap)
     return m;
 }
 
+static map_block empty_map = {.h = {.refs = 1u << 30, .kind = WF_MAP}};
+
+wf_value wf__value_empty_map(void)
+{
+    return from_obj(WF_MAP, &empty_map);
+}
+
+int wf__value_is_empty_map(wf_value v)
+{
+    return v.as.obj == &empty_map.h;
+}
+
 int wf_value_map_new(wf_value *out, size_t capacity)
 {
     if (out == NULL)

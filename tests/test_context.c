@@ -354,3 +354,55 @@ Test(context, one_run_at_a_time_on_a_context_under_four_threads, .timeout = 120)
     wf_ctx_free(c);
     wf_workflow_free(w);
 }
+
+/* Stores not written yet share one empty map (lib/context.c): a write, an edit or a reader's change to one is seen by no other. */
+static int put_x(wf_value *s, void *user)
+{
+    (void)user;
+    return wf_value_map_set(s, "x", wf_value_int(5));
+}
+
+static int keep(wf_value *s, void *user)
+{
+    (void)s;
+    (void)user;
+    return 0;
+}
+
+Test(context, unwritten_stores_stay_apart)
+{
+    wf_ctx *other, *third;
+    cr_assert_eq(wf_ctx_new(&other, wf), 0);
+    cr_assert_eq(wf_ctx_new(&third, wf), 0);
+    /* a reader's copy of an empty store, changed by the reader */
+    wf_value mine;
+    cr_assert_eq(wf_ctx_state(other, &mine), 0);
+    cr_assert_eq(wf_value_kind(mine), WF_MAP);
+    cr_assert_eq(wf_value_len(mine), 0);
+    cr_assert_eq(wf_value_map_set(&mine, "r", wf_value_int(1)), 0);
+    wf_value_release(mine);
+    /* a delete on an empty store finds nothing; an edit that changes nothing keeps it empty */
+    cr_assert_eq(wf_ctx_delete(third, "k"), WF_ENOTFOUND);
+    cr_assert_eq(wf_ctx_edit_state(third, keep, NULL), 0);
+    cr_assert_eq(wf_ctx_set(ctx, "k", wf_value_int(3)), 0);
+    cr_assert_eq(wf_ctx_edit_state(other, put_x, NULL), 0);
+    wf_value v, s;
+    cr_assert_eq(geti("k"), 3);
+    cr_assert_eq(wf_ctx_get(ctx, "x", &v), WF_ENOTFOUND);
+    cr_assert_eq(wf_ctx_get(ctx, "r", &v), WF_ENOTFOUND);
+    cr_assert_eq(wf_ctx_get(other, "k", &v), WF_ENOTFOUND);
+    cr_assert_eq(wf_ctx_get(other, "x", &v), 0);
+    wf_value_release(v);
+    cr_assert_eq(wf_ctx_state(third, &s), 0);
+    cr_assert_eq(wf_value_len(s), 0, "a store nobody wrote holds %zu keys", wf_value_len(s));
+    wf_value_release(s);
+    /* a fresh context after all that still starts empty */
+    wf_ctx *fresh;
+    cr_assert_eq(wf_ctx_new(&fresh, wf), 0);
+    cr_assert_eq(wf_ctx_state(fresh, &s), 0);
+    cr_assert_eq(wf_value_len(s), 0);
+    wf_value_release(s);
+    wf_ctx_free(fresh);
+    wf_ctx_free(third);
+    wf_ctx_free(other);
+}

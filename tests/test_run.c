@@ -1009,9 +1009,13 @@ Test(run, hundred_thousand_concurrent_runs, .timeout = 240)
         wf_event_release(res);
         wf_handler_free(hs[i]);
     }
-    cr_assert_eq(atomic_load(&many_done), N);
     free(hs);
+    /*
+     * on_done runs after the outcome is published (a waiter may return
+     * first): the executor's end joins its workers, so every call is over.
+     */
     wf_executor_free(ex);
+    cr_assert_eq(atomic_load(&many_done), N);
     wf_workflow_free(wf);
 }
 
