@@ -34,6 +34,7 @@
 #include <time.h>
 
 WF__TLS struct wf__drun *wf__tls_durable;
+WF__TLS int wf__tls_table_ref;
 
 /* ------------------------------------------------------------ the table */
 
@@ -1017,11 +1018,17 @@ int wf_run_start_durable(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const ch
     }
     if (rc == 0) {
         wf__tls_durable = d;
+        wf__tls_table_ref = 1;
         rc = wf_run_start_ex(ex, wf, ctx, start, params, out, message);
+        int took = !wf__tls_table_ref; /* the table's reference, taken before the start */
+        wf__tls_table_ref = 0;
         wf__tls_durable = NULL;
         start = NULL;
         if (rc == 0) {
-            atomic_fetch_add(&((wf__run *)*out)->refs, 1); /* the table's */
+            /* not taken after the start returned: an on_done that frees the
+             * handler could have freed an ended run by then */
+            if (!took)
+                atomic_fetch_add(&((wf__run *)*out)->refs, 1);
             wf__drun_attach(d, (wf__run *)*out);
         }
     }

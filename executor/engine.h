@@ -514,6 +514,12 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
 /* The durable record wf__run_create gives the run it creates on this thread (or NULL). */
 extern WF__TLS struct wf__drun *wf__tls_durable;
 /*
+ * Set by wf_run_start_durable around wf_run_start_ex: the run it creates
+ * gets one more reference (the durable table's) at once, before its start
+ * event can make it end, and the flag is cleared to say so.
+ */
+extern WF__TLS int wf__tls_table_ref;
+/*
  * The run ends: 1 if durable.c took over the publishing (the result is
  * queued to the store; wf__end_publish runs once it is durable), 0 if the
  * caller publishes now. Takes result and term when it returns 1.

@@ -687,6 +687,10 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
         return rc;
     }
     *out = (wf_handler *)run;
+    if (WF__UNLIKELY(wf__tls_table_ref)) { /* wf_run_start_durable: the table's reference */
+        atomic_fetch_add_explicit(&run->refs, 1, memory_order_relaxed);
+        wf__tls_table_ref = 0;
+    }
     if (rc == 1)
         return 0; /* waiting for its place (num_concurrent_runs): the run holds start */
     /* An on_done callback may free the caller's handler on a worker before
