@@ -443,27 +443,6 @@ static int64_t mono_ms(void)
     return wf__now_ns() / 1000000;
 }
 
-/* Checkpoints d's run if it is still going (caller holds a reference on run). */
-/* Nothing of run runs or waits to run, and nothing inside it can wake it (no timer). */
-static int run_quiescent(wf__run *run)
-{
-    if (wf__run_ended(run))
-        return 0;
-    for (uint32_t i = 0; i < run->nsteps; i++)
-        if (wf__step_count(run, i) != 0)
-            return 0;
-    wf__lock_take(&run->mu);
-    int ok = run->retries == NULL;
-    wf__lock_give(&run->mu);
-    wf__lock_take(&run->collect_lock);
-    ok = ok && run->pending == NULL;
-    for (wf__waiter *w = run->waiters; ok && w; w = w->next)
-        if (w->state == W_WAITING && w->timeout_ms >= 0)
-            ok = 0;
-    wf__lock_give(&run->collect_lock);
-    return ok;
-}
-
 /*
  * Nothing of run runs or waits to run (no event queued or in progress, no
  * retry or async step pending): only an event from outside, or a waiter's
@@ -481,6 +460,20 @@ static int run_waits_outside(wf__run *run)
     wf__lock_give(&run->mu);
     wf__lock_take(&run->collect_lock);
     ok = ok && run->pending == NULL;
+    wf__lock_give(&run->collect_lock);
+    return ok;
+}
+
+/* Nothing of run runs or waits to run, and nothing inside it can wake it (no timer). */
+static int run_quiescent(wf__run *run)
+{
+    if (!run_waits_outside(run))
+        return 0;
+    wf__lock_take(&run->collect_lock);
+    int ok = 1;
+    for (wf__waiter *w = run->waiters; ok && w; w = w->next)
+        if (w->state == W_WAITING && w->timeout_ms >= 0)
+            ok = 0;
     wf__lock_give(&run->collect_lock);
     return ok;
 }
