@@ -42,7 +42,8 @@ static void token_finish(wf_completion *c)
     wf__run *run = c->run;
     wf__task *t = c->task;
     uint32_t s = t->step, shard = t->shard;
-    if (!wf__run_ended(run)) {
+    if (!wf__run_ended(run) &&
+        !wf__run_fenced(run, run->wf->steps[s]->name, "what the step completed was dropped")) {
         uint16_t saved = wf__tls_lineage;
         wf__group *saved_g = wf__tls_group;
         uint32_t saved_b = wf__tls_branch;

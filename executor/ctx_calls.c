@@ -171,7 +171,7 @@ int wf_ctx_is_cancelled(const wf_ctx *ctx)
         return 1;
     wf__inv *inv = wf__inv_of(ctx);
     if (inv)
-        return wf__run_ended(inv->run);
+        return wf__run_ended(inv->run) || wf__fence_due(inv->run);
     return atomic_load(&((wf_ctx *)ctx)->run) == NULL;
 }
 

@@ -241,6 +241,12 @@ typedef struct wf__run {
     wf_ctx *ctx;
     struct wf__tmo *tmo; /* its timeout's timer (run.c), NULL: none */
     int64_t timeout_ms;
+    /*
+     * The run's fence (fence.c): no step starts, and no step's result is
+     * routed, at or after this CLOCK_MONOTONIC time in ns; 0: none (one
+     * relaxed load a step for every other run).
+     */
+    _Atomic int64_t fence_ns;
 
     /*
      * the outcome: written by the one that ended the run, then published
@@ -409,6 +415,17 @@ typedef struct wf__inv {
 static inline int wf__run_ended(const wf__run *run)
 {
     return atomic_load_explicit(&((wf__run *)run)->ended, memory_order_acquire);
+}
+
+/* fence.c: the fence passed (read the clock): ends the run (WF_ELEASE) and gives 1, else 0. */
+int wf__fence_passed(wf__run *run, const char *step, const char *what);
+/* 1 when run has a fence and the clock is past it (ends nothing: wf_ctx_is_cancelled). */
+int wf__fence_due(const wf__run *run);
+/* 1 when run has a fence that passed (the run is ended then); 0 for runs without one. */
+static inline int wf__run_fenced(wf__run *run, const char *step, const char *what)
+{
+    return WF__UNLIKELY(atomic_load_explicit(&run->fence_ns, memory_order_relaxed) != 0) &&
+           wf__fence_passed(run, step, what);
 }
 
 static inline void wf__run_had(wf__run *run, unsigned bit)

@@ -254,6 +254,8 @@ static __attribute__((noinline, cold)) int schema_failed(wf__inv *inv, int rc)
 static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
 {
     wf__step *step = run->wf->steps[t->step];
+    if (WF__UNLIKELY(wf__run_fenced(run, step->name, "the step was not started")))
+        return 0;
     wf__inv inv;
     inv.run = run;
     inv.step = step;
@@ -308,9 +310,14 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
             wf__hook_after(run, t, &inv, rc, out, obs);
     }
     if (WF__LIKELY(rc == 0)) {
-        wf__tls_handoff_run = handoff ? run : NULL;
-        route_emissions(run, out, &inv, d);
-        wf__tls_handoff_run = NULL;
+        if (WF__UNLIKELY(wf__run_fenced(run, step->name, "what the step returned was dropped"))) {
+            wf_event_release(out);
+            inv_release_sent(&inv);
+        } else {
+            wf__tls_handoff_run = handoff ? run : NULL;
+            route_emissions(run, out, &inv, d);
+            wf__tls_handoff_run = NULL;
+        }
     } else if (rc == WF_PENDING && inv.token) {
         /* The invocation goes on elsewhere: its token now owns the task and the slot. */
         wf_event_release(out);

@@ -374,7 +374,7 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
     wf__run *next = (run->limited || run->waiting) ? limiter_leave(ex, run) : NULL;
     pthread_mutex_unlock(&ex->runs_lock);
 
-    if (status == WF_RUN_CANCELLED) {
+    if (status == WF_RUN_CANCELLED && code != WF_ELEASE) { /* a fence (fence.c) says why */
         code = WF_ECANCELLED;
         msg = "the run was cancelled";
     }
@@ -520,6 +520,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     run->ctx = ctx;
     run->timeout_ms =
         params->timeout_ms == WF_TIMEOUT_DEFAULT ? wf->timeout_ms : params->timeout_ms;
+    atomic_init(&run->fence_ns, params->fence_ns);
     atomic_init(&run->status, WF_RUN_RUNNING);
     atomic_init(&run->wake, 0);
     run->scap = params->stream_capacity;
@@ -640,6 +641,9 @@ int wf__run_params_check(wf_workflow *wf, wf_ctx *ctx, const wf_run_params *para
                              "run timeout %lld ms: give a duration, WF_NO_TIMEOUT or "
                              "WF_TIMEOUT_DEFAULT",
                              (long long)params->timeout_ms);
+    if (params->fence_ns < 0)
+        return wf__set_error(WF_EINVAL, "run fence %lld ns: give a wf_clock_ns() time, or 0",
+                             (long long)params->fence_ns);
     uint64_t trace[2], parent;
     if (params->traceparent && wf__otlp_traceparent(params->traceparent, trace, &parent) < 0)
         return wf__set_error(WF_EINVAL,

@@ -1188,3 +1188,145 @@ Test(run, test_runner_reports_a_failure, .timeout = 60)
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+/* ------------------------------------------------------------ fences */
+
+/*
+ * fence_first holds until the test says go (fence_go), and records whether
+ * the run looked cancelled to it then; fence_second counts its invocations.
+ */
+static atomic_int fence_entered, fence_go, fence_saw_cancel, fence_second_calls;
+
+static int s_fence_first(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    (void)in;
+    (void)u;
+    atomic_store(&fence_entered, 1);
+    while (!atomic_load(&fence_go))
+        ;
+    atomic_store(&fence_saw_cancel, wf_ctx_is_cancelled(ctx));
+    *out = ev0(T_A);
+    return 0;
+}
+
+static int s_fence_second(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    (void)in;
+    (void)u;
+    atomic_fetch_add(&fence_second_calls, 1);
+    return stop_with_int(ctx, out, 7);
+}
+
+static wf_workflow *fence_wf(void)
+{
+    atomic_store(&fence_entered, 0);
+    atomic_store(&fence_go, 0);
+    atomic_store(&fence_saw_cancel, -1);
+    atomic_store(&fence_second_calls, 0);
+    wf_workflow *wf = new_wf("fenced");
+    T_START = builtin(wf, WF_START_EVENT);
+    T_STOP = builtin(wf, WF_STOP_EVENT);
+    T_A = type(wf, "A");
+    add_step(wf, "first", s_fence_first, T_START, T_A, NULL, 0, NULL);
+    add_step(wf, "second", s_fence_second, T_A, T_STOP, NULL, 0, NULL);
+    return wf;
+}
+
+/*
+ * A step in progress when its run's fence passes (a process that stalled
+ * past its lease): the step sees its run cancelled, what it returns is
+ * dropped, no further step starts, and the run ends cancelled, its error
+ * WF_ELEASE naming the step.
+ */
+Test(run, a_run_whose_fence_passed_starts_no_further_step, .timeout = 60)
+{
+    wf_workflow *wf = fence_wf();
+    wf_executor *ex = new_ex(2);
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.fence_ns = wf_clock_ns() + 3600 * (int64_t)1000000000; /* an hour: it holds */
+    wf_handler *h;
+    cr_assert_eq(wf_run_start_ex(ex, wf, NULL, ev0(T_START), &rp, &h, NULL), 0);
+    while (!atomic_load(&fence_entered))
+        ;
+    /* the lease is not renewed: the fence is now behind the clock */
+    cr_assert_eq(wf_handler_fence(h, wf_clock_ns()), 0);
+    atomic_store(&fence_go, 1);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ECANCELLED);
+    cr_assert_eq(wf_handler_status(h), WF_RUN_CANCELLED);
+    int code = 0;
+    const char *step = NULL, *msg = NULL;
+    cr_assert_eq(wf_handler_error(h, &code, &step, &msg), 0);
+    cr_assert_eq(code, WF_ELEASE);
+    cr_assert_str_eq(step, "first");
+    cr_assert(msg && strstr(msg, "fence"), "message: %s", msg ? msg : "(null)");
+    wf_executor_free(ex); /* joins the workers: nothing of the run is left to start */
+    cr_assert_eq(atomic_load(&fence_saw_cancel), 1);
+    cr_assert_eq(atomic_load(&fence_second_calls), 0);
+    cr_assert_eq(wf_handler_fence(h, 0), WF_ESTATE);
+    wf_handler_free(h);
+    wf_workflow_free(wf);
+}
+
+/* A fence that already passed when the run starts: no step runs at all. */
+Test(run, a_run_started_past_its_fence_runs_nothing, .timeout = 60)
+{
+    wf_workflow *wf = fence_wf();
+    atomic_store(&fence_go, 1);
+    wf_executor *ex = new_ex(2);
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.fence_ns = wf_clock_ns();
+    wf_handler *h;
+    cr_assert_eq(wf_run_start_ex(ex, wf, NULL, ev0(T_START), &rp, &h, NULL), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ECANCELLED);
+    const char *step = NULL;
+    int code = 0;
+    cr_assert_eq(wf_handler_error(h, &code, &step, NULL), 0);
+    cr_assert_eq(code, WF_ELEASE);
+    cr_assert_str_eq(step, "first");
+    wf_executor_free(ex);
+    cr_assert_eq(atomic_load(&fence_entered), 0);
+    cr_assert_eq(atomic_load(&fence_second_calls), 0);
+    wf_handler_free(h);
+    wf_workflow_free(wf);
+}
+
+/*
+ * A fence renewed ahead of the clock, or removed, changes nothing: the run
+ * finishes with its result, and its steps never see it cancelled. Bad
+ * fences are refused with WF_EINVAL.
+ */
+Test(run, a_renewed_or_removed_fence_lets_the_run_finish, .timeout = 60)
+{
+    wf_workflow *wf = fence_wf();
+    wf_executor *ex = new_ex(2);
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.fence_ns = -1;
+    wf_handler *h = NULL;
+    cr_assert_eq(wf_run_start_ex(ex, wf, NULL, ev0(T_START), &rp, &h, NULL), WF_EINVAL);
+    cr_assert_null(h);
+    for (int removed = 0; removed < 2; removed++) {
+        atomic_store(&fence_entered, 0);
+        atomic_store(&fence_go, 0);
+        rp.fence_ns = wf_clock_ns() + 3600 * (int64_t)1000000000;
+        cr_assert_eq(wf_run_start_ex(ex, wf, NULL, ev0(T_START), &rp, &h, NULL), 0);
+        while (!atomic_load(&fence_entered))
+            ;
+        cr_assert_eq(wf_handler_fence(h, -5), WF_EINVAL);
+        cr_assert_eq(wf_handler_fence(NULL, 1), WF_EINVAL);
+        cr_assert_eq(wf_handler_fence(h, removed ? 0 : rp.fence_ns + 1000000000), 0);
+        atomic_store(&fence_go, 1);
+        wf_event *res = NULL;
+        cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+        cr_assert_eq(result_int(res), 7);
+        wf_event_release(res);
+        cr_assert_eq(atomic_load(&fence_saw_cancel), 0);
+        cr_assert_eq(wf_handler_fence(h, 0), WF_ESTATE);
+        wf_handler_free(h);
+    }
+    cr_assert_eq(atomic_load(&fence_second_calls), 2);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}

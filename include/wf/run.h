@@ -120,6 +120,20 @@ typedef struct wf_run_params {
      * span under the caller's span. WF_EINVAL at start when malformed.
      */
     const char *traceparent;
+    /**
+     * The run's fence: a wf_clock_ns() time, or 0 (default: none). No step
+     * of the run starts at or after it, and what a step returns (or
+     * completes, wf_completion) at or after it is dropped: the run then
+     * ends cancelled (WF_RUN_CANCELLED: wf_handler_wait gives WF_ECANCELLED,
+     * wf_handler_error the code WF_ELEASE and the step), and in a step that
+     * is still running wf_ctx_is_cancelled turns true. For a process that
+     * runs a run under a lease (the cluster's workers): the fence is the
+     * time its lease is sure to hold until, renewed with wf_handler_fence
+     * as the lease is, so that a process that stalled past its lease starts
+     * nothing of a run another process may have taken over. WF_EINVAL when
+     * negative. Runs without a fence pay one load a step.
+     */
+    int64_t fence_ns;
 } wf_run_params;
 
 WF_API void wf_run_params_init(wf_run_params *p);
@@ -208,6 +222,15 @@ WF_API int wf_handler_send_event(wf_handler *h, wf_event *ev, const char *target
  * wf_run_resume continues it. 0, or WF_ESTATE if it had ended.
  */
 WF_API int wf_handler_cancel(wf_handler *h);
+/**
+ * Sets the run's fence (see wf_run_params.fence_ns) to deadline_ns, a
+ * wf_clock_ns() time; 0 removes it. Renewing a lease is calling this with a
+ * later time before the fence passes. 0, WF_ESTATE if the run has ended,
+ * WF_EINVAL for a NULL handler or a negative time.
+ */
+WF_API int wf_handler_fence(wf_handler *h, int64_t deadline_ns);
+/** The clock of fences: CLOCK_MONOTONIC in ns. */
+WF_API int64_t wf_clock_ns(void);
 /**
  * The next streamed event (caller owns: wf_event_release), waiting up to
  * timeout_ms (-1 forever). Events come in the order each producer wrote
