@@ -45,6 +45,9 @@ struct wf_cluster {
     pthread_t renewer;
     int renewer_started;
     atomic_int stop;
+    /* the fence of the runs on the slow path (wf_clock_ns time): the store's leases hold until
+     * at least then; moved on by each renewal round that succeeded (renewer_main) */
+    _Atomic int64_t sfence;
     pthread_mutex_t mu;             /* guards the condition below and the handler table */
     pthread_cond_t cv;              /* results pushed, stop */
     struct wf_cluster_handler **hb; /* mu: open handlers by run id (pushed results land there) */

@@ -193,6 +193,26 @@ static int claim_run(wf_cluster *c, const sub_msg *sm, wf_store_run_info *info)
     return rc;
 }
 
+/*
+ * Fences (wf_run_params.fence_ns): a run here starts no step past the time its lease is sure to
+ * hold until, measured from the moment before the lease was written: the lease's length less
+ * an eighth, the clock difference between hosts that the leases tolerate (docs/CLUSTER.md).
+ * So a process that stalled past its lease runs nothing of a run another worker may have taken
+ * over, even before its next lease write tells it so.
+ */
+static int64_t fence_from(const wf_cluster *c, int64_t t0_ns)
+{
+    return t0_ns + ((int64_t)c->p.lease_ms - (int64_t)c->p.lease_ms / 8) * 1000000;
+}
+
+/* 1: the run ended because its fence passed (its lease may be another's: write nothing). */
+static int fenced(const wf_handler *h)
+{
+    int code = 0;
+    return wf_handler_status(h) == WF_RUN_CANCELLED && wf_handler_error(h, &code, NULL, NULL) == 0 &&
+           code == WF_ELEASE;
+}
+
 typedef struct active {
     wf_cluster *c;
     natsMsg *msg;
@@ -204,6 +224,7 @@ typedef struct active {
     int idle;           /* the run waits for an outside event */
     int lost;           /* a store write failed (lease lost): give the run up */
     int kept;           /* parked: its message is the parked table's now */
+    int64_t fence;      /* the run's fence as last set (wf_handler_fence) */
 } active;
 
 /* Delivers the inputs sent since in_cursor: cancels always, events only while idle. */
@@ -639,6 +660,9 @@ static void drive(active *a, natsMsg *msg, wf_event **pre, size_t npre)
             natsMsg_InProgress(msg, NULL);
             last = now;
         }
+        int64_t sf = atomic_load(&c->sfence);
+        if (sf > a->fence && wf_handler_fence(a->h, sf) == 0)
+            a->fence = sf; /* the store's leases were renewed since */
         if (!a->idle)
             idle_since = 0;
         else if (idle_since == 0)
@@ -661,6 +685,18 @@ static void drive(active *a, natsMsg *msg, wf_event **pre, size_t npre)
     }
     wf_event *stop = NULL;
     rc = wf_handler_wait(a->h, 0, &stop);
+    if (rc == WF_ECANCELLED && fenced(a->h)) {
+        /* it stopped at its fence: its lease may be another worker's; nothing is written, the
+         * message comes back (to this worker or the lease's new holder) */
+        count(c, S_LOST);
+        wf_event_release(stop);
+        wf_handler_free(a->h);
+        a->h = NULL;
+        if (!a->lost) /* refused if the lease is lost; else the next taker need not wait */
+            wf_store_release(c->store, a->sm->run_id);
+        natsMsg_Nak(msg, NULL);
+        return;
+    }
     int32_t status = rc == 0                ? WF_STORE_DONE
                      : rc == WF_ERUNTIMEOUT ? WF_STORE_TIMED_OUT
                      : rc == WF_ECANCELLED  ? WF_STORE_CANCELLED
@@ -704,6 +740,7 @@ static int handle(wf_cluster *c, natsMsg *msg)
         return 0;
     }
     wf_store_run_info info = {0};
+    int64_t t0 = wf_clock_ns();
     rc = claim_run(c, &sm, &info);
     if (rc == WF_ESTATE) {
         count(c, S_DUP); /* finished already: its result is durable */
@@ -733,11 +770,12 @@ static int handle(wf_cluster *c, natsMsg *msg)
         msgpack_unpacked_destroy(&u);
         return 0;
     }
-    active a = {.c = c, .msg = msg, .sm = &sm};
+    active a = {.c = c, .msg = msg, .sm = &sm, .fence = fence_from(c, t0)};
     wf__nats_key(a.key, sm.run_id);
     snprintf(a.in_subj, sizeof a.in_subj, "%s.in.%s", c->prefix, a.key);
     wf_run_params rp;
     wf_run_params_init(&rp);
+    rp.fence_ns = a.fence; /* the claim's lease */
     /* no internal notifications: idleness is read from the engine (run_idle) */
     if (!c->p.stream_events)
         rp.stream_capacity = 0;
@@ -784,6 +822,7 @@ static int handle_adopted(wf_cluster *c, slow_item *it)
 {
     int kept = 0;
     uint64_t ticket = 0;
+    int64_t t0 = wf_clock_ns();
     int rc = wf_store_create(c->store, it->sm.run_id, it->sm.w->name, &ticket);
     if (rc == 0)
         rc = wf_store_wait(c->store, ticket);
@@ -802,7 +841,9 @@ static int handle_adopted(wf_cluster *c, slow_item *it)
         wf_handler_free(it->h);
         kept = handle(c, it->msg);
     } else {
-        active a = {.c = c, .msg = it->msg, .sm = &it->sm, .h = it->h};
+        /* its record's lease now; the submission's fence holds until it is moved on */
+        active a = {.c = c, .msg = it->msg, .sm = &it->sm, .h = it->h, .fence = fence_from(c, t0)};
+        wf_handler_fence(it->h, a.fence);
         wf__nats_key(a.key, it->sm.run_id);
         snprintf(a.in_subj, sizeof a.in_subj, "%s.in.%s", c->prefix, a.key);
         drive(&a, it->msg, it->pre, it->npre); /* frees the handler, takes the events */
@@ -892,6 +933,7 @@ typedef struct fmsg {
     atomic_int lrc;        /* the pending lease write's outcome (ack callback) */
     _Atomic uint64_t nrev; /* and the revision it made */
     int skip; /* not run here: its lease is another worker's (Nak with delay) or lost */
+    int64_t fence; /* its runs' fence (wf_clock_ns time): its lease holds until then */
 } fmsg;
 
 typedef struct fslot {
@@ -1442,6 +1484,7 @@ static void keep_pull(puller *pl)
     }
     if (now - pl->renewed < (int64_t)c->p.lease_ms / 3)
         return;
+    int64_t fence = fence_from(c, wf_clock_ns());
     int64_t until = wf__nats_now(c->ns) + c->p.lease_ms;
     int any = 0;
     for (uint32_t mi = 0; mi < pl->nm; mi++) {
@@ -1458,8 +1501,13 @@ static void keep_pull(puller *pl)
             continue;
         int rc = fm->leasing ? atomic_load(&fm->lrc) : WF_EIO;
         fm->leasing = 0;
-        if (rc == 0)
+        if (rc == 0) {
             fm->lrev = atomic_load(&fm->nrev);
+            fm->fence = fence; /* its runs may go on until the renewed lease's end */
+            for (uint32_t i = 0; i < pl->n; i++)
+                if (pl->s[i].mi == mi && pl->s[i].h)
+                    wf_handler_fence(pl->s[i].h, fence);
+        }
         /* refused: taken; not written for a whole lease: it may be taken */
         if (rc == WF_ELEASE || (rc && now - pl->renewed >= (int64_t)c->p.lease_ms))
             lose_msg(pl, mi);
@@ -1481,12 +1529,14 @@ static void lease_pull(puller *pl)
         if (pl->s[i].state == F_NONE)
             pl->m[pl->s[i].mi].leasing = 1; /* marks the messages with runs to start */
     int64_t now = wf__cluster_mono_ms();
+    int64_t fence = fence_from(c, wf_clock_ns());
     int64_t until = wf__nats_now(c->ns) + c->p.lease_ms;
     int any = 0;
     for (uint32_t mi = 0; mi < pl->nm; mi++) {
         fmsg *fm = &pl->m[mi];
         if (fm->msg == NULL)
             continue;
+        fm->fence = fence; /* written (created, or taken) from now on: its runs' fence */
         if (fm->failed) {
             /* out of memory taking it apart: none of its runs starts, it comes back */
             fm->leasing = 0;
@@ -1644,6 +1694,7 @@ static void run_batch(puller *pl, natsMsgList *list)
         wf_event *ev = NULL;
         int rc = wf_event_from_msgpack(wf_workflow_registry(sl->sm.w->wf), sl->sm.start,
                                        sl->sm.start_len, &ev, NULL, NULL);
+        rp.fence_ns = pl->m[sl->mi].fence;
         if (rc == 0)
             rc = wf_run_start_ex(c->ex, sl->sm.w->wf, NULL, ev, &rp, &sl->h, NULL);
         if (rc) {
@@ -1718,6 +1769,23 @@ static void run_batch(puller *pl, natsMsgList *list)
             continue;
         wf_event *stop = NULL;
         int rc = wf_handler_wait(sl->h, 0, &stop);
+        if (rc == WF_ECANCELLED && fenced(sl->h)) {
+            /* it stopped at its fence (this process stalled): its end is not written; it
+             * runs again from its submission (at least once, as after a takeover), unless
+             * the lease turns out lost (then the taker has it) */
+            wf_event_release(stop);
+            count(c, S_LOST);
+            if (pl->m[sl->mi].batch) {
+                sl->state = F_REPUB;
+                if (pub_copy(pl, i) != 0)
+                    pl->m[sl->mi].failed = 1;
+            } else {
+                wf_handler_free(sl->h);
+                sl->h = NULL;
+                sl->state = F_SLOW;
+            }
+            continue;
+        }
         if (rc == WF_ETIMEDOUT) {
             sl->state = pl->m[sl->mi].batch ? F_REPUB : F_SLOW;
             if (sl->state == F_REPUB && pub_copy(pl, i) != 0)
@@ -1936,7 +2004,9 @@ static void *renewer_main(void *arg)
         keep_parked(c);
         int64_t now = wf__cluster_mono_ms();
         if (now - renewed >= (int64_t)c->p.lease_ms / 3 - 10) {
-            wf_store_renew(c->store, NULL);
+            int64_t t0 = wf_clock_ns();
+            if (wf_store_renew(c->store, NULL) == 0)
+                atomic_store(&c->sfence, fence_from(c, t0));
             renewed = now;
         }
     }

@@ -13,7 +13,7 @@
  *    StopEvent{n + 1}. Each invocation appends lines to $WF_GATE/log, one
  *    write each: "begin N PID STEP" as it starts, "effect N PID STEP" for its
  *    side effect (idempotency key N/STEP), "cancel N PID STEP" when it saw its
- *    run cancelled at the gate (no effect). The cluster test reads the log to
+ *    run cancelled at the gate or as the gate opened (no effect). The cluster test reads the log to
  *    see which worker process ran which step of which run, in what order.
  * cflow_variant != 0 builds "cflow" with a sixth step: another definition
  * under the same name (for the fingerprint check).
@@ -204,6 +204,10 @@ static int gf_enter(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
         }
         struct timespec ts = {0, 1000000L}; /* the step's own wait, not the test's */
         nanosleep(&ts, NULL);
+    }
+    if (wf_ctx_is_cancelled(ctx)) { /* as a real step would, before its effect */
+        gate_log("cancel", n, "enter");
+        return 0;
     }
     gate_log("effect", n, "enter");
     return wf_event_new1(out, mid, "n", wf_value_int(n));

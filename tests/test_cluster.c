@@ -802,6 +802,48 @@ Test(cluster, a_worker_stalled_past_its_lease_gives_its_batch_up, .timeout = 120
 }
 
 /*
+ * Fencing: a worker stalls past its lease with steps in progress; the other worker takes the
+ * runs over and finishes them while the first is still stopped (the gate opens meanwhile).
+ * Thawed, the first must apply no effect and start no step of those runs even before its
+ * lease write tells it the lease is lost: its steps in progress find their runs cancelled
+ * (their fence passed) as soon as they look, and nothing after them starts.
+ */
+Test(cluster, a_worker_thawed_past_its_lease_starts_nothing_of_its_runs, .timeout = 120)
+{
+    enum { RUNS = 4 };
+    nserver srv;
+    start_server(&srv);
+    char dir[] = "/tmp/wf-gate-XXXXXX";
+    cr_assert(mkdtemp(dir) != NULL);
+    gate_env(dir, "2000");
+    pid_t a = spawn_worker(srv.url, "t12", "base");
+    wf_cluster *c = open_cluster(srv.url, "t12");
+    wf_cluster_handler *h[RUNS];
+    wf_workflow *wf = submit_gated(c, "fe", RUNS, h);
+    cr_assert(wait_gate(dir, "begin", a, "enter", RUNS), "the runs did not start on A");
+    kill(a, SIGSTOP);
+    pid_t b = spawn_worker(srv.url, "t12", "base");
+    gate_unenv();
+    cr_assert(wait_gate(dir, "begin", b, "enter", RUNS), "B did not take the runs over");
+    open_gate(dir); /* A's steps, still stopped, will find it open when they wake */
+    wait_gated_results(h, RUNS);
+    cr_assert_eq(gate_count(dir, "effect", b, NULL), 2 * RUNS);
+    kill(a, SIGCONT);
+    cr_assert(wait_gate(dir, "cancel", a, "enter", RUNS), "A's steps did not see their fence");
+    cr_assert(wait_stat(dir, a, "leases_lost", 1));
+    cr_assert_eq(gate_count(dir, "effect", a, NULL), 0, "A applied an effect after its fence");
+    cr_assert_eq(gate_count(dir, "begin", a, "finish"), 0, "A started a step after its fence");
+    check_gate_log(dir, RUNS);
+    cr_assert_eq(node_stat(dir, a, "runs_done"), 0);
+    wf_cluster_free(c);
+    wf_workflow_free(wf);
+    stop_worker(a);
+    stop_worker(b);
+    nserver_rm_tree(dir);
+    nserver_destroy(&srv);
+}
+
+/*
  * Run ids submitted again in a packed batch, after they ended: their steps do not run again
  * (no new "begin" in the gated log), each resubmission gets the stored result (the first
  * one, not its new input's) and counts as a duplicate.

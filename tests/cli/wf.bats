@@ -516,7 +516,9 @@ start_serve() {
     run --separate-stderr "$WF" worker "$WF_QS" --nats nats://127.0.0.1:1 --bogus
     [ "$status" -eq 2 ]
     [[ "$stderr" == "wf worker: bad option '--bogus'"* ]]
-    for o in "--runners 0" "--ack-wait 5" "--lease x" "--replicas 9" "--threads 0"; do
+    for o in "--runners 0" "--ack-wait 5" "--lease x" "--replicas 9" "--threads 0" \
+        "--pullers 0" "--pullers 65" "--fetch-batch 0" "--fetch-batch 2000" "--fast-ms 0" \
+        "--fast-ms x" "--no-lookup=1"; do
         run --separate-stderr "$WF" worker "$WF_QS" --nats nats://127.0.0.1:1 $o
         [ "$status" -eq 2 ]
     done
@@ -582,6 +584,21 @@ start_worker() {
     d1=$(echo "$c1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["runs_done"])')
     d2=$(echo "$c2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["runs_done"])')
     [ $((d1 + d2)) -eq 500 ]
+}
+
+@test "worker: the fast path's options (--pullers, --fetch-batch, --fast-ms, --no-lookup, --no-index, --no-stream-events) run a batch" {
+    start_nats
+    start_worker "$WF_QS" --nats "$nats_url" --prefix fo --threads 1 --pullers 1 --fetch-batch 16 \
+        --fast-ms 50 --no-lookup --no-index --no-stream-events
+    run --separate-stderr "$WF_CLUSTER_NODE" "$nats_url" fo submit 300 "$WF_QS" MyWorkflow
+    kill -TERM "$wpid"
+    st=0; wait "$wpid" || st=$?
+    kill "$nats_pid"; wait "$nats_pid" || true
+    [ "$status" -eq 0 ]
+    [[ "$output" == '{"submitted":300,"right_results":300,'* ]]
+    [ "$st" -eq 0 ]
+    read -r counters <&7
+    [ "$(echo "$counters" | python3 -c 'import json,sys; print(json.load(sys.stdin)["runs_done"])')" -eq 300 ]
 }
 
 # ---- durable runs: wf run --store, wf runs respond

@@ -31,6 +31,17 @@ static void usage(FILE *to)
         "      --replicas N         replicas of the streams and the bucket (default 1)\n"
         "      --ack-wait MS        redelivery of a silent worker's runs (default 10000)\n"
         "      --lease MS           a dead worker's runs stay locked this long (default 10000)\n"
+        "      --pullers N          threads pulling batches of short runs (default 2)\n"
+        "      --fetch-batch N      submissions a puller fetches at once (default 256)\n"
+        "      --fast-ms MS         how long a run may stay on the fast path before it\n"
+        "                           gets a record of its own (default: a third of the\n"
+        "                           smaller of --ack-wait and --lease)\n"
+        "      --no-lookup          do not look run ids up before they start (for ids\n"
+        "                           never reused: a reused id may run its steps again)\n"
+        "      --no-index           runs ended on the fast path are not listed in the\n"
+        "                           store (wf_store_list; one stored message less a run)\n"
+        "      --no-stream-events   do not journal streamed events (submitters see results\n"
+        "                           only)\n"
         "The first line on standard output is \"working\" once it pulls; on Ctrl-C or\n"
         "SIGTERM it drains (runs in flight go back to the cluster) and prints its counters\n"
         "as JSON. Exit status: 0 stopped, 1 NATS unreachable, 2 usage or a plugin that\n"
@@ -77,6 +88,30 @@ static int worker_opt(int c, const char *arg, void *user)
             break;
         o->p->lease_ms = (uint32_t)v;
         return 0;
+    case 'U':
+        if (cli_parse_count(arg, 1, 64, &v) < 0)
+            break;
+        o->p->pullers = (uint32_t)v;
+        return 0;
+    case 'B':
+        if (cli_parse_count(arg, 1, 1024, &v) < 0)
+            break;
+        o->p->fetch_batch = (uint32_t)v;
+        return 0;
+    case 'F':
+        if (cli_parse_count(arg, 1, 86400000, &v) < 0)
+            break;
+        o->p->fast_ms = (uint32_t)v;
+        return 0;
+    case 'K':
+        o->p->lookup_runs = 0;
+        return 0;
+    case 'I':
+        o->p->index_runs = 0;
+        return 0;
+    case 'E':
+        o->p->stream_events = 0;
+        return 0;
     default:
         return -1;
     }
@@ -94,6 +129,12 @@ int cmd_worker(int argc, char **argv)
                                          {"replicas", required_argument, NULL, 'r'},
                                          {"ack-wait", required_argument, NULL, 'A'},
                                          {"lease", required_argument, NULL, 'L'},
+                                         {"pullers", required_argument, NULL, 'U'},
+                                         {"fetch-batch", required_argument, NULL, 'B'},
+                                         {"fast-ms", required_argument, NULL, 'F'},
+                                         {"no-lookup", no_argument, NULL, 'K'},
+                                         {"no-index", no_argument, NULL, 'I'},
+                                         {"no-stream-events", no_argument, NULL, 'E'},
                                          CLI_OPT_HELP,
                                          {NULL, 0, NULL, 0}};
     wf_cluster_params p;
