@@ -17,9 +17,10 @@ wf_install_deps() {
 }
 
 # libjansson-dev: libwf-json and the wf command (libwf itself does not need it);
-# libmicrohttpd-dev: wf serve (left out of the build without it).
+# libmicrohttpd-dev: wf serve (left out of the build without it); libyajl-dev:
+# wf batch's flat input lines without jansson's tree (tools/wf/flat.c).
 WF_BUILD_DEPS=(meson ninja-build pkg-config gcc libc6-dev libck-dev libmsgpack-dev libjansson-dev
-  libmicrohttpd-dev)
+  libmicrohttpd-dev libyajl-dev)
 # The store's SQLite backend (-Dsqlite=auto builds it when the library is
 # there) and the sqlite3 shell that docs/DURABILITY.md reads the store with.
 WF_BUILD_DEPS+=(libsqlite3-dev sqlite3)

@@ -28,6 +28,9 @@
 #include <unistd.h>
 
 #include "cli.h"
+#ifdef WF_HAVE_YAJL
+#include "flat.h"
+#endif
 #include "json_internal.h"
 
 static void usage(FILE *to)
@@ -88,6 +91,7 @@ typedef struct tstate {
     int in_fill;
     long stash; /* slots of runs that ended here, not filled yet (on_done) */
     char *arena; /* this thread's jansson arena (jar_begin), freed with the tstate */
+    void *flat_arena; /* this thread's yajl arena (flat.c), freed with the tstate */
 } tstate;
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER; /* out_fd writes, tstates list */
@@ -176,6 +180,7 @@ static struct {
     wf_store *store; /* --store: durable runs */
     wf_run_params rp;
     atomic_int fatal; /* the workflow failed its run-start validation: nothing more starts */
+    const wf_event_type *start_type; /* of the frozen workflow: flat lines (flat.c) */
 } g;
 
 static atomic_long inflight, n_started, n_invalid;
@@ -253,31 +258,24 @@ static void free_job(tstate *t, job *j)
     t->free_jobs = j;
 }
 
-/* Copies the JSON text of the input's "id" member into j. */
-static void set_id(job *j, const json_t *obj)
+/* Copies the JSON text of the id value v (the input's "id" member) into j. */
+static void set_id_value(job *j, wf_value v)
 {
-    j->idlen = 0;
-    j->idp = j->id;
-    const json_t *id = json_object_get(obj, "id");
-    if (id == NULL)
-        return;
-    if (json_is_integer(id)) { /* the usual case, without a value or a buffer */
-        json_int_t v = json_integer_value(id);
-        unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    int64_t iv;
+    if (wf_value_kind(v) == WF_INT && wf_value_get_int(v, &iv) == 0) {
+        /* the usual case, without a buffer */
+        unsigned long long u = iv < 0 ? 0ull - (unsigned long long)iv : (unsigned long long)iv;
         char tmp[24];
         char *e = tmp + sizeof tmp, *p = e;
         do
             *--p = (char)('0' + u % 10);
         while ((u /= 10) != 0);
-        if (v < 0)
+        if (iv < 0)
             *--p = '-';
         j->idlen = (uint32_t)(e - p);
         memcpy(j->id, p, j->idlen);
         return;
     }
-    wf_value v;
-    if (wf__json_to_value(id, &v, NULL) < 0)
-        return;
     wf_json_buf b;
     wf_json_buf_init(&b);
     if (wf_json_write_value(&b, v) == 0 && b.len) {
@@ -290,6 +288,20 @@ static void set_id(job *j, const json_t *obj)
         j->idlen = (uint32_t)b.len;
     }
     free(b.data);
+}
+
+/* Copies the JSON text of the input's "id" member into j. */
+static void set_id(job *j, const json_t *obj)
+{
+    j->idlen = 0;
+    j->idp = j->id;
+    const json_t *id = json_object_get(obj, "id");
+    if (id == NULL)
+        return;
+    wf_value v;
+    if (wf__json_to_value(id, &v, NULL) < 0)
+        return;
+    set_id_value(j, v);
     wf_value_release(v);
 }
 
@@ -422,6 +434,26 @@ static void wake_starter(void)
  * ready stack, counted in flight), 0 the line was invalid (its result line
  * written), -1 out of memory.
  */
+/* The start event of a flat line without jansson's tree (flat.c): 1, else the general path. */
+static int flat_line(tstate *t, job *j, const char *s, size_t n, wf_event **start)
+{
+#ifdef WF_HAVE_YAJL
+    wf_value id;
+    int has_id;
+    if (cli_flat_start(g.start_type, s, n, &t->flat_arena, start, &id, &has_id) != 1)
+        return 0; /* WF_ENOMEM too: the general path reports it */
+    j->idlen = 0;
+    j->idp = j->id;
+    if (has_id)
+        set_id_value(j, id);
+    wf_value_release(id);
+    return 1;
+#else
+    (void)t, (void)j, (void)s, (void)n, (void)start;
+    return 0;
+#endif
+}
+
 static int parse_line(tstate *t, const char *s, size_t n, uint64_t line)
 {
     job *j = t->free_jobs;
@@ -436,6 +468,9 @@ static int parse_line(tstate *t, const char *s, size_t n, uint64_t line)
         start = wf_event_retain(t->prev_ev);
         j->idlen = t->prev_idlen;
         memcpy(j->id, t->prev_id, t->prev_idlen);
+    } else if (flat_line(t, j, s, n, &start)) {
+        wf_event_freeze(start);
+        remember(t, s, n, j, start);
     } else {
         char *msg = NULL;
         jar_begin(t);
@@ -1237,6 +1272,8 @@ int cmd_batch(int argc, char **argv)
     progress pg;
     memset(&pg, 0, sizeof pg);
     g.wf = wf;
+    /* frozen as the general path would for each line (json.c) before flat ones use its type */
+    g.start_type = wf_workflow_freeze(wf, NULL) == 0 ? wf_workflow_start_type(wf) : NULL;
 
     /* before opening the input, so a Ctrl-C at any point from here on is ours */
     if (cli_signals_start(on_signal, NULL) < 0) {
@@ -1400,6 +1437,9 @@ out:
         wf_event_release(t->prev_ev);
         free(t->prev);
         free(t->arena);
+#ifdef WF_HAVE_YAJL
+        cli_flat_arena_free(t->flat_arena);
+#endif
         free(t);
     }
     my_ts = NULL;
