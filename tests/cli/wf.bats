@@ -788,6 +788,28 @@ start_worker() {
        "$output" == *'"status":"done"'*'"result":{"type":"StopEvent","value":{"result":"let-go"}}'* ]]
 }
 
+@test "runs respond: Ctrl-C is 130 and leaves the run in the store" {
+    [ -n "$WF_MKWAITING" ] || skip "built without SQLite"
+    mkfifo "$T/gate"
+    "$WF_MKWAITING" "$T/w.db" "$WF_TP" gated g2 "{\"gate\": \"$T/gate\"}" crash
+    "$WF" runs respond g2 "$WF_TP" --store "$T/w.db" --event '{"response": "x"}' > "$T/o" 2> "$T/e" &
+    pid=$!
+    # opening the gate for writing returns once the recovered step opened it to
+    # read: respond is then waiting for the run, its signal thread started
+    exec 7> "$T/gate"
+    kill -INT "$pid"
+    until grep -q "interrupted" "$T/e"; do :; done
+    echo let-go >&7   # the step returns: the command's shutdown waits for it
+    st=0; wait "$pid" || st=$?
+    exec 7>&-
+    [ "$st" -eq 130 ]
+    [ "$(cat "$T/e")" = "wf runs: interrupted: run 'g2' goes on, checkpointed in the store" ]
+    [ ! -s "$T/o" ]
+    run --separate-stderr "$WF" runs show g2 --store "$T/w.db"
+    [[ "$output" == *'"status":"running"'*'"result":null'* ||
+       "$output" == *'"status":"done"'*'"result":{"type":"StopEvent","value":{"result":"let-go"}}'* ]]
+}
+
 @test "runs respond: another workflow is 2, another live owner's run is 1" {
     [ -n "$WF_MKWAITING" ] || skip "built without SQLite"
     "$WF_MKWAITING" "$T/w.db" "$WF_HITL" approval r1 '{"item": "pen"}'

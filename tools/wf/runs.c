@@ -609,6 +609,36 @@ static int64_t left_ms(int64_t deadline)
     return left > 0 ? left : 0;
 }
 
+/*
+ * wf_handler_wait until deadline (-1: none) in slices of 100 ms, so that a
+ * Ctrl-C (cli_interrupted, set by the signal thread) ends the wait: then
+ * WF_ETIMEDOUT with *interrupted set; the run goes on in the executor, whose
+ * shutdown checkpoints it.
+ */
+static int wait_or_interrupt(wf_handler *h, int64_t deadline, wf_event **result, int *interrupted)
+{
+    for (;;) {
+        int64_t left = left_ms(deadline);
+        int last = left >= 0 && left <= 100;
+        int rc = wf_handler_wait(h, last ? left : 100, result);
+        if (rc != WF_ETIMEDOUT)
+            return rc;
+        if (atomic_load(&cli_interrupted)) {
+            *interrupted = 1;
+            return rc;
+        }
+        if (last)
+            return rc;
+    }
+}
+
+/* Says that respond was interrupted and where the run is: EXIT_INTERRUPTED. */
+static int interrupted_exit(const char *run_id)
+{
+    cli_err("runs", "interrupted: run '%s' goes on, checkpointed in the store", run_id);
+    return EXIT_INTERRUPTED;
+}
+
 /* Why run_id could not be sent to: ended, another owner's, or what the engine said. */
 static void explain_unsent(wf_store *st, const char *run_id, int rc)
 {
@@ -682,6 +712,7 @@ static int cmd_respond(wf_store *st, const char *run_id, const char *plugin_path
     wf_json_buf q;
     wf_json_buf_init(&q);
     int64_t deadline = o->timeout_ms > 0 ? mono_ms() + o->timeout_ms : -1;
+    int interrupted = 0;
     if ((rc = wf_workflow_freeze(wf, &msg)) < 0) {
         cli_err("runs", "workflow '%s' is invalid: %s", wf_workflow_name(wf),
                 msg ? msg : wf_strerror(rc));
@@ -714,9 +745,13 @@ static int cmd_respond(wf_store *st, const char *run_id, const char *plugin_path
      * that checkpoint, at its wait.
      */
     if (wf_handler_open(ex, run_id, &h) == 0) {
-        rc = wf_handler_wait(h, left_ms(deadline), NULL);
+        rc = wait_or_interrupt(h, deadline, NULL, &interrupted);
         wf_handler_free(h);
         h = NULL;
+        if (interrupted) {
+            code = interrupted_exit(run_id);
+            goto out;
+        }
         if (rc == WF_ETIMEDOUT) {
             cli_err("runs", "timed out: run '%s' did not reach its wait; it goes on, "
                             "checkpointed in the store", run_id);
@@ -749,9 +784,13 @@ static int cmd_respond(wf_store *st, const char *run_id, const char *plugin_path
     /* it ends (its result is durable), or it waits again and is released */
     rc = wf_handler_open(ex, run_id, &h);
     if (rc == 0)
-        rc = wf_handler_wait(h, left_ms(deadline), &result);
+        rc = wait_or_interrupt(h, deadline, &result, &interrupted);
     else
         rc = WF_ENOTFOUND; /* ended (or released) already: the store says which */
+    if (interrupted) {
+        code = interrupted_exit(run_id);
+        goto out;
+    }
     if (rc == 0) {
         code = cli_print_result("runs", result);
         goto out;
@@ -890,9 +929,17 @@ int cmd_runs(int argc, char **argv)
         cli_err("runs", "--store STORE is required (sqlite:PATH, or a PATH)");
         return EXIT_USAGE;
     }
+    /* respond: Ctrl-C ends its wait (cmd_respond); the signal thread comes first, so that
+     * every thread (the store's writer too) blocks the signals it takes */
+    if (respond && cli_signals_start(NULL, NULL) < 0) {
+        cli_err("runs", "cannot start the signal thread");
+        return EXIT_FAILED;
+    }
     wf_store *st = NULL;
-    if ((rc = open_store(co.store, respond ? CLI_STORE_OWNER : NULL, &st)) != 0)
+    if ((rc = open_store(co.store, respond ? CLI_STORE_OWNER : NULL, &st)) != 0) {
+        cli_signals_stop();
         return rc;
+    }
     if (list)
         rc = cmd_list(st, mask, ro.limit, ro.json);
     else if (show)
@@ -904,6 +951,7 @@ int cmd_runs(int argc, char **argv)
         rc = cmd_respond(st, run_id, plugin_path, wfname, &o);
     }
     wf_store_free(st);
+    cli_signals_stop();
     if (fflush(stdout) != 0 && rc == EXIT_DONE) {
         cli_err("runs", "writing: %s", strerror(errno));
         rc = EXIT_FAILED;
