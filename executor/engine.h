@@ -235,7 +235,13 @@ typedef struct wf__run {
     struct wf_executor *ex;
     wf_workflow *wf;
     const wf_registry *reg;    /* wf->reg, read on every emission */
-    uint8_t internal;          /* stream_internal, on the line every invocation reads */
+    /*
+     * The rare work of an invocation, in one byte every invocation reads:
+     * WF__RUN_INTERNAL (stream_internal: step-state notifications) and
+     * WF__RUN_FENCED (it has a fence: fence.c). Atomic (relaxed): a fence is
+     * set while the run goes on.
+     */
+    _Atomic uint8_t internal;
     _Atomic uint8_t idle_sent; /* a WorkflowIdleEvent went out since the last "running" */
     _Atomic uint8_t had;       /* WF__HAD_* bits: what the run's end must walk (wf__run_had) */
     wf_ctx *ctx;
@@ -243,8 +249,8 @@ typedef struct wf__run {
     int64_t timeout_ms;
     /*
      * The run's fence (fence.c): no step starts, and no step's result is
-     * routed, at or after this CLOCK_MONOTONIC time in ns; 0: none (one
-     * relaxed load a step for every other run).
+     * routed, at or after this CLOCK_MONOTONIC time in ns; 0: none. Read only
+     * when WF__RUN_FENCED is set in internal.
      */
     _Atomic int64_t fence_ns;
 
@@ -417,6 +423,15 @@ static inline int wf__run_ended(const wf__run *run)
     return atomic_load_explicit(&((wf__run *)run)->ended, memory_order_acquire);
 }
 
+#define WF__RUN_INTERNAL 1u
+#define WF__RUN_FENCED   2u
+
+/* The run's WF__RUN_* bits (one relaxed byte load). */
+static inline unsigned wf__run_slow(const wf__run *run)
+{
+    return atomic_load_explicit(&((wf__run *)run)->internal, memory_order_relaxed);
+}
+
 /* fence.c: the fence passed (read the clock): ends the run (WF_ELEASE) and gives 1, else 0. */
 int wf__fence_passed(wf__run *run, const char *step, const char *what);
 /* 1 when run has a fence and the clock is past it (ends nothing: wf_ctx_is_cancelled). */
@@ -424,8 +439,7 @@ int wf__fence_due(const wf__run *run);
 /* 1 when run has a fence that passed (the run is ended then); 0 for runs without one. */
 static inline int wf__run_fenced(wf__run *run, const char *step, const char *what)
 {
-    return WF__UNLIKELY(atomic_load_explicit(&run->fence_ns, memory_order_relaxed) != 0) &&
-           wf__fence_passed(run, step, what);
+    return WF__UNLIKELY(wf__run_slow(run) & WF__RUN_FENCED) && wf__fence_passed(run, step, what);
 }
 
 static inline void wf__run_had(wf__run *run, unsigned bit)
@@ -632,7 +646,7 @@ int wf__stream_push(wf__run *run, wf_event *ev);
  * stream_internal (handler.c): a StepStateChanged of step (state "preparing",
  * "running" or "not_running"; out: the type returned, or NULL), and the
  * idle check made when a step's count reaches 0 (a WorkflowIdleEvent when
- * nothing runs and a waiter waits). Called only when run->internal.
+ * nothing runs and a waiter waits). Called only when WF__RUN_INTERNAL.
  */
 void wf__internal_step_state(wf__run *run, uint32_t step, const char *state,
                              const wf_event_type *in, const wf_event_type *out);

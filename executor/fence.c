@@ -11,8 +11,9 @@
  * meanwhile, even before it learns that its lease was lost; a step that was
  * in progress sees wf_ctx_is_cancelled turn true.
  *
- * Runs without a fence pay one relaxed load a step (wf__run_fenced in
- * engine.h); the clock is read only for fenced runs.
+ * Runs without a fence pay nothing: the check is a bit of the byte every
+ * invocation reads anyway (WF__RUN_FENCED in run->internal); the clock is
+ * read only for fenced runs.
  */
 #include "engine.h"
 
@@ -53,5 +54,7 @@ int wf_handler_fence(wf_handler *h, int64_t deadline_ns)
     if (wf__run_ended(run))
         return WF_ESTATE;
     atomic_store_explicit(&run->fence_ns, deadline_ns, memory_order_relaxed);
+    if (deadline_ns && !(wf__run_slow(run) & WF__RUN_FENCED))
+        atomic_fetch_or_explicit(&run->internal, (uint8_t)WF__RUN_FENCED, memory_order_relaxed);
     return 0;
 }

@@ -254,7 +254,9 @@ static __attribute__((noinline, cold)) int schema_failed(wf__inv *inv, int rc)
 static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
 {
     wf__step *step = run->wf->steps[t->step];
-    if (WF__UNLIKELY(wf__run_fenced(run, step->name, "the step was not started")))
+    unsigned slow = wf__run_slow(run);
+    if (WF__UNLIKELY(slow & WF__RUN_FENCED) &&
+        wf__fence_passed(run, step->name, "the step was not started"))
         return 0;
     wf__inv inv;
     inv.run = run;
@@ -288,7 +290,7 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
         else if (!wf__hook_before_fast(run, t, &inv, obs))
             wf__hook_before(run, t, &inv, obs);
     }
-    if (WF__UNLIKELY(run->internal))
+    if (WF__UNLIKELY(slow & WF__RUN_INTERNAL))
         wf__internal_step_state(run, t->step, "running", t->ev->type, NULL);
     int rc = WF__UNLIKELY(step->res != NULL) ? wf__resources_enter(&inv) : 0;
     if (WF__LIKELY(rc == 0))
@@ -299,7 +301,8 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
         wf__resources_leave(&inv);
     wf__tls_inv = prev;
     wf__slot_dirty(run);
-    if (WF__UNLIKELY(run->internal))
+    slow = wf__run_slow(run); /* a fence may have come meanwhile */
+    if (WF__UNLIKELY(slow & WF__RUN_INTERNAL))
         wf__internal_step_state(run, t->step, "not_running", t->ev->type,
                                 rc == 0 && out ? out->type : NULL);
     if (WF__UNLIKELY(inv.obs_t0)) {
@@ -310,7 +313,8 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
             wf__hook_after(run, t, &inv, rc, out, obs);
     }
     if (WF__LIKELY(rc == 0)) {
-        if (WF__UNLIKELY(wf__run_fenced(run, step->name, "what the step returned was dropped"))) {
+        if (WF__UNLIKELY(slow & WF__RUN_FENCED) &&
+            wf__fence_passed(run, step->name, "what the step returned was dropped")) {
             wf_event_release(out);
             inv_release_sent(&inv);
         } else {

@@ -188,7 +188,7 @@ void wf__finish_slot(wf__run *run, uint32_t s, uint32_t shard)
     uint32_t w = ss->workers;
     if (w >= WF__UNBOUNDED) {
         if (atomic_fetch_sub_explicit(shard_ctr(run, shard, s), 1, memory_order_acq_rel) == 1) {
-            if (WF__UNLIKELY(run->internal)) /* its unit is still held here */
+            if (WF__UNLIKELY(wf__run_slow(run) & WF__RUN_INTERNAL)) /* its unit is still held here */
                 wf__internal_idle_check(run);
             wf__engine_unref(run); /* may free the run */
         }
@@ -197,7 +197,7 @@ void wf__finish_slot(wf__run *run, uint32_t s, uint32_t shard)
     for (;;) {
         uint32_t n = atomic_fetch_sub_explicit(&ss->count, 1, memory_order_acq_rel);
         if (n == 1) {
-            if (WF__UNLIKELY(run->internal)) /* its unit is still held here */
+            if (WF__UNLIKELY(wf__run_slow(run) & WF__RUN_INTERNAL)) /* its unit is still held here */
                 wf__internal_idle_check(run);
             wf__engine_unref(run); /* may free the run */
             return;
@@ -291,7 +291,7 @@ int wf__deliver_task(wf__run *run, wf__task *t)
     }
     if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE)) /* before the push: then t may run and go */
         hook_route(run, t, atomic_load_explicit(&ss->count, memory_order_relaxed) + 1 - w);
-    if (WF__UNLIKELY(run->internal))
+    if (WF__UNLIKELY(wf__run_slow(run) & WF__RUN_INTERNAL))
         wf__internal_step_state(run, t->step, "preparing", t->ev->type, NULL);
     pendq_push(q, t);
     uint32_t n = atomic_fetch_add_explicit(&ss->count, 1, memory_order_acq_rel);
@@ -407,7 +407,7 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
         }
         return WF_ENOMEM;
     }
-    if (WF__UNLIKELY(run->internal))
+    if (WF__UNLIKELY(wf__run_slow(run) & WF__RUN_INTERNAL))
         for (wf__task *t = first; t; t = atomic_load_explicit(&t->next, memory_order_relaxed))
             wf__internal_step_state(run, s, "preparing", t->ev->type, NULL);
     wf__task *prev = atomic_exchange_explicit(&q->tail, last, memory_order_acq_rel);

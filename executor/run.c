@@ -540,7 +540,8 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         wf__free_mem(run);
         return WF_ENOMEM;
     }
-    run->internal = (uint8_t)run->stream_internal;
+    atomic_init(&run->internal, (uint8_t)((run->stream_internal ? WF__RUN_INTERNAL : 0) |
+                                          (params->fence_ns ? WF__RUN_FENCED : 0)));
     run->on_done = params->on_done;
     run->on_done_user = params->on_done_user;
     atomic_init(&run->outside, 0);

@@ -131,7 +131,7 @@ typedef struct wf_run_params {
      * time its lease is sure to hold until, renewed with wf_handler_fence
      * as the lease is, so that a process that stalled past its lease starts
      * nothing of a run another process may have taken over. WF_EINVAL when
-     * negative. Runs without a fence pay one load a step.
+     * negative. Runs without a fence pay nothing for it.
      */
     int64_t fence_ns;
 } wf_run_params;
