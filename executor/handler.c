@@ -243,6 +243,29 @@ int wf_handler_send_event(wf_handler *h, wf_event *ev, const char *target)
     return wf__send_outside((wf__run *)h, ev, target);
 }
 
+int wf_handler_on_done(wf_handler *h, wf_done_fn fn, void *user)
+{
+    wf__run *run = (wf__run *)h;
+    if (run == NULL || fn == NULL)
+        return wf__set_error(WF_EINVAL, "wf_handler_on_done: %s is NULL", run ? "fn" : "h");
+    wf__lock_take(&run->mu);
+    if (run->on_done) {
+        wf__lock_give(&run->mu);
+        return wf__set_error(WF_EBUSY, "wf_handler_on_done: run %llu has an end callback",
+                             (unsigned long long)run->id);
+    }
+    /* the end publishes its status and reads on_done under mu (wf__end_publish) */
+    int ended = atomic_load_explicit(&run->status, memory_order_acquire) != WF_RUN_RUNNING;
+    if (!ended) {
+        run->on_done = fn;
+        run->on_done_user = user;
+    }
+    wf__lock_give(&run->mu);
+    if (ended)
+        fn(h, user);
+    return 0;
+}
+
 int wf_handler_cancel(wf_handler *h)
 {
     wf__run *run = (wf__run *)h;

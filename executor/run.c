@@ -422,10 +422,13 @@ void wf__end_publish(wf__run *run, int status, wf_event *result, int code, const
     run->terminal = term;
     atomic_store_explicit(&run->status, status, memory_order_release); /* last: see wf__run.status */
     wf__handler_wake(run);
+    /* read with the status published, under mu: wf_handler_on_done sets it under mu too */
+    wf_done_fn done = run->on_done;
+    void *done_user = run->on_done_user;
     wf__lock_give(&run->mu);
 
-    if (run->on_done)
-        run->on_done((wf_handler *)run, run->on_done_user);
+    if (done)
+        done((wf_handler *)run, done_user);
     if (next) { /* its place goes to the oldest run waiting for one */
         wf__run_go(next);
         wf__run_release(next);

@@ -11,26 +11,12 @@
  *     event posted to it loads it (wf_durable_send) and the record is
  *     replaced by a live one.
  * A recovered or loaded run has no on_done of ours (the engine's recovery
- * starts it): a thread a run waits for its end and then does what on_done
- * does. At shutdown the executor is freed before anything is cancelled:
+ * starts it): wf_handler_on_done gives it ours, so no thread waits for any
+ * run, however many are recovered. At shutdown the executor is freed before anything is cancelled:
  * the runs in flight are checkpointed and stay in flight in the store
  * (wf_server_free's cancel would finish them as cancelled).
  */
 #include "server_impl.h"
-
-typedef struct srv_watch {
-    pthread_t th;
-    srv_rec *r; /* its on_done reference */
-    struct srv_watch *next;
-} srv_watch;
-
-static void *watch_main(void *arg)
-{
-    srv_watch *w = arg;
-    wf_handler_wait(w->r->h, -1, NULL); /* ends at the latest with the executor */
-    wf__srv_on_done(w->r->h, w->r);
-    return NULL;
-}
 
 static srv_rec *rec_new(const srv_wf *w, const char *id)
 {
@@ -57,47 +43,34 @@ static int put_rec(wf_server *s, srv_rec *r)
 
 /*
  * The durable run id in memory in s->ex as a live record (replacing one of
- * its id), with a thread that waits for its end. 0, WF_ENOTFOUND (not in
- * memory), WF_ENOMEM.
+ * its id), whose end is seen by our on_done (wf_handler_on_done). 0,
+ * WF_ENOTFOUND (not in memory), WF_ENOMEM.
  */
 static int adopt(wf_server *s, const srv_wf *w, const char *id)
 {
     srv_rec *r = rec_new(w, id);
-    srv_watch *wt = calloc(1, sizeof *wt);
-    if (r == NULL || wt == NULL) {
-        free(wt);
-        wf__srv_rec_unref(r);
+    if (r == NULL)
         return WF_ENOMEM;
-    }
     int rc = wf_handler_open(s->ex, id, &r->h);
     if (rc < 0) {
-        free(wt);
         wf__srv_rec_unref(r);
         return rc;
     }
     snprintf(r->run_id, sizeof r->run_id, "%llu", (unsigned long long)wf_handler_run_id(r->h));
-    atomic_store(&r->refs, 2); /* the table's and the watcher's (on_done's) */
-    wt->r = r;
+    atomic_store(&r->refs, 2); /* the table's and on_done's */
     pthread_mutex_lock(&s->lock);
     rc = put_rec(s, r);
     pthread_mutex_unlock(&s->lock);
     if (rc < 0) {
         wf__srv_rec_unref(r);
         wf__srv_rec_unref(r);
-        free(wt);
         return rc;
     }
-    pthread_mutex_lock(&s->watch_lock);
-    if (pthread_create(&wt->th, NULL, watch_main, wt) != 0) {
-        pthread_mutex_unlock(&s->watch_lock);
-        /* no thread to see its end: it stays "running" in the table */
-        wf__srv_rec_unref(r);
-        free(wt);
-        return WF_ENOMEM;
+    /* a run that ended meanwhile is finished here, now */
+    if ((rc = wf_handler_on_done(r->h, wf__srv_on_done, r)) < 0) {
+        wf__srv_rec_unref(r); /* on_done's: it stays "running" in the table */
+        return rc;
     }
-    wt->next = s->watch;
-    s->watch = wt;
-    pthread_mutex_unlock(&s->watch_lock);
     return 0;
 }
 
@@ -206,7 +179,6 @@ static int load_one(const wf_store_run_info *in, void *user)
 
 int wf__srv_durable_start(wf_server *s, wf_store *st, char **message)
 {
-    pthread_mutex_init(&s->watch_lock, NULL);
     s->store = st;
     wf_durable_params dp;
     wf_durable_params_init(&dp);
@@ -303,15 +275,5 @@ void wf__srv_durable_stop(wf_server *s)
     wf_executor *ex = s->ex;
     s->ex = NULL;
     pthread_mutex_unlock(&s->inject_lock);
-    wf_executor_free(ex);
-    pthread_mutex_lock(&s->watch_lock);
-    srv_watch *w = s->watch;
-    s->watch = NULL;
-    pthread_mutex_unlock(&s->watch_lock);
-    while (w) {
-        srv_watch *nx = w->next;
-        pthread_join(w->th, NULL);
-        free(w);
-        w = nx;
-    }
+    wf_executor_free(ex); /* the runs' ends (on_done) have all come when it returns */
 }

@@ -111,10 +111,8 @@ struct wf_server {
     pthread_cond_t susp_cond;
     size_t suspended;
     int no_suspend;
-    /* with a store (durable.c): threads waiting for the ends of runs it loaded */
+    /* with a store (durable.c): durable runs; recovered and loaded runs get our on_done */
     wf_store *store;
-    pthread_mutex_t watch_lock;
-    struct srv_watch *watch;
 };
 
 /* A request being read (its body, up to the limit). */

@@ -1330,3 +1330,55 @@ Test(run, a_renewed_or_removed_fence_lets_the_run_finish, .timeout = 60)
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+/* ------------------------------------------------ a late end callback */
+
+static atomic_int late_done_calls, late_done_status, late_done_user_ok;
+
+static void late_done(wf_handler *h, void *user)
+{
+    atomic_fetch_add(&late_done_calls, 1);
+    atomic_store(&late_done_status, (int)wf_handler_status(h));
+    atomic_store(&late_done_user_ok, user == (void *)&late_done_calls);
+}
+
+/*
+ * wf_handler_on_done on a run started without one: called once at its end
+ * (set while a step holds it), or at once on the calling thread when the
+ * run has ended already; a second callback is refused, NULLs are WF_EINVAL.
+ */
+Test(run, a_late_end_callback_is_called_once, .timeout = 60)
+{
+    wf_workflow *wf = fence_wf();
+    wf_executor *ex = new_ex(2);
+    atomic_store(&late_done_calls, 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, ev0(T_START), &h), 0);
+    while (!atomic_load(&fence_entered))
+        ;
+    cr_assert_eq(wf_handler_on_done(NULL, late_done, NULL), WF_EINVAL);
+    cr_assert_eq(wf_handler_on_done(h, NULL, NULL), WF_EINVAL);
+    cr_assert_eq(wf_handler_on_done(h, late_done, (void *)&late_done_calls), 0);
+    cr_assert_eq(wf_handler_on_done(h, late_done, (void *)&late_done_calls), WF_EBUSY);
+    cr_assert_eq(atomic_load(&late_done_calls), 0, "called before the run ended");
+    atomic_store(&fence_go, 1);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    wf_handler_free(h);
+    wf_executor_free(ex); /* joins the workers: the end and its callback are over */
+    cr_assert_eq(atomic_load(&late_done_calls), 1);
+    cr_assert_eq(atomic_load(&late_done_status), WF_RUN_DONE);
+    cr_assert(atomic_load(&late_done_user_ok));
+
+    /* ended already: called now, here */
+    ex = new_ex(1);
+    atomic_store(&fence_go, 1);
+    atomic_store(&late_done_calls, 0);
+    cr_assert_eq(wf_run_start(ex, wf, NULL, ev0(T_START), &h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), 0);
+    cr_assert_eq(wf_handler_on_done(h, late_done, (void *)&late_done_calls), 0);
+    cr_assert_eq(atomic_load(&late_done_calls), 1);
+    cr_assert_eq(atomic_load(&late_done_status), WF_RUN_DONE);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}

@@ -223,6 +223,16 @@ WF_API int wf_handler_send_event(wf_handler *h, wf_event *ev, const char *target
  */
 WF_API int wf_handler_cancel(wf_handler *h);
 /**
+ * Gives a run started without an end callback (one opened by id with
+ * wf_handler_open, a recovered run) the callback fn, as
+ * wf_run_params.on_done would have: called once, when the run ends, on an
+ * executor thread; when it has ended already, now, on the calling thread.
+ * So nothing needs a thread that waits for the run's end. 0, WF_EBUSY if
+ * the run has an end callback, WF_EINVAL for NULL h or fn. fn may free the
+ * handler: after this returns, h may be gone if fn frees it.
+ */
+WF_API int wf_handler_on_done(wf_handler *h, wf_done_fn fn, void *user);
+/**
  * Sets the run's fence (see wf_run_params.fence_ns) to deadline_ns, a
  * wf_clock_ns() time; 0 removes it. Renewing a lease is calling this with a
  * later time before the fence passes. 0, WF_ESTATE if the run has ended,
