@@ -1021,6 +1021,53 @@ start_worker() {
     [ "$st" -eq 0 ]
 }
 
+@test "serve --store: 300 recovered runs, no thread each, every end seen" {
+    [ -n "$WF_MKWAITING" ] || skip "built without SQLite"
+    command -v curl > /dev/null || skip "no curl"
+    [ -r /proc/self/status ] || skip "no /proc"
+    n=300
+    start_serve "$WF_HITL" --store "$T/m.db" --threads 2
+    u="http://127.0.0.1:$port"
+    for i in $(seq 1 $n); do
+        printf 'next\nrequest = "POST"\nurl = "%s/workflows/approval/run-nowait"\ndata = "{\\"handler_id\\": \\"m%d\\", \\"start_event\\": {\\"item\\": \\"i%d\\"}}"\n' "$u" "$i" "$i"
+    done > "$T/start.cfg"
+    curl -s -K "$T/start.cfg" > "$T/started"
+    [ "$(grep -o '"handler_id":"m[0-9]*"' "$T/started" | sort -u | wc -l)" -eq $n ]
+    kill -TERM "$pid"
+    st=0; wait "$pid" || st=$?
+    exec 6<&-
+    [ "$st" -eq 0 ]
+    run --separate-stderr "$WF" runs list --store "$T/m.db" --json --status inflight
+    [ "${#lines[@]}" -eq $n ]
+    rm "$T/serve.out"
+    start_serve "$WF_HITL" --store "$T/m.db" --threads 2
+    u="http://127.0.0.1:$port"
+    threads=$(awk '/^Threads:/ {print $2}' "/proc/$pid/status")
+    echo "threads after recovering $n runs: $threads"
+    [ "$threads" -lt 40 ]
+    run curl -s -w ' %{http_code}' "$u/results/m7"
+    [[ "$output" == *'"status":"running"'*' 202' ]]
+    for i in $(seq 1 $n); do
+        printf 'next\nrequest = "POST"\nurl = "%s/events/m%d"\ndata = "{\\"event\\": {\\"type\\": \\"HumanResponseEvent\\", \\"value\\": {\\"response\\": \\"yes\\"}}}"\n' "$u" "$i"
+    done > "$T/answer.cfg"
+    curl -s -K "$T/answer.cfg" > "$T/sent"
+    [ "$(grep -c '{"status":"sent"}' <(sed 's/}{/}\n{/g' "$T/sent"))" -eq $n ]
+    # every record says completed once its run's end was seen (its end
+    # callback, wf_handler_on_done), without a request of ours doing it
+    for i in 1 7 150 $n; do
+        until curl -s "$u/results/m$i" | grep -q '"status":"completed"'; do :; done
+        run curl -s -w ' %{http_code}' "$u/results/m$i"
+        [[ "$output" == *"\"result\":\"i$i: approved\",\"status\":\"completed\""*' 200' ]]
+    done
+    until [ "$(curl -s "$u/handlers" | grep -o '"status":"completed"' | wc -l)" -eq $n ]; do :; done
+    kill -TERM "$pid"
+    st=0; wait "$pid" || st=$?
+    exec 6<&-
+    [ "$st" -eq 0 ]
+    run --separate-stderr "$WF" runs list --store "$T/m.db" --json --status done
+    [ "${#lines[@]}" -eq $n ]
+}
+
 @test "serve --store: a run in a step when the server is killed (SIGKILL) is continued by the next one" {
     [ -n "$WF_MKWAITING" ] || skip "built without SQLite"
     command -v curl > /dev/null || skip "no curl"
