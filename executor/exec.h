@@ -243,6 +243,14 @@ struct wf_executor {
     wf__timer_fifo fifos[WF__TIMER_FIFOS];
     uint32_t nfifos;
     int timer_stop;
+    /*
+     * The deadline the timer thread sleeps until (INT64_MAX: until it is
+     * signalled). Arming signals it only for an earlier deadline; a
+     * cancelled timer leaves it, so the thread wakes then for nothing at
+     * worst. Runs that arm a timeout and end before it (all but a few) then
+     * cost the thread one wake-up per timeout, not one per run.
+     */
+    int64_t timer_wake_at;
     pthread_t timer_thread;
 
     /* the blocking pool: a locked FIFO and threads started on first use */

@@ -4,8 +4,10 @@
  * Run timeouts (and later retry delays and waiter timeouts) are embedded
  * wf__timer records; arming and cancelling are O(log n) under one mutex.
  * The thread sleeps on a condition variable until the earliest deadline and
- * is only signalled when a new timer becomes the earliest, so the common
- * case (a 45 s run timeout armed behind earlier ones) costs no wake-up.
+ * is only signalled when a new timer is due before the time it sleeps until
+ * (ex->timer_wake_at), so the common case (a 45 s run timeout armed behind
+ * earlier ones, or after the earlier ones' runs ended and cancelled them)
+ * costs no wake-up.
  */
 #include "exec.h"
 
@@ -121,7 +123,9 @@ int wf__timer_arm_after(struct wf_executor *ex, wf__timer *t, int64_t duration_n
     else
         f->head = t;
     f->tail = t;
-    int wake = earliest(ex) == t;
+    int wake = deadline < ex->timer_wake_at;
+    if (wake)
+        ex->timer_wake_at = deadline;
     pthread_mutex_unlock(&ex->timer_lock);
     if (wake)
         pthread_cond_signal(&ex->timer_cond);
@@ -145,7 +149,9 @@ int wf__timer_arm(struct wf_executor *ex, wf__timer *t, int64_t deadline_ns)
     t->heap_index = ex->heap_n;
     ex->heap[ex->heap_n++] = t;
     sift_up(ex, t->heap_index);
-    int first = t->heap_index == 0;
+    int first = deadline_ns < ex->timer_wake_at;
+    if (first)
+        ex->timer_wake_at = deadline_ns;
     pthread_mutex_unlock(&ex->timer_lock);
     if (first)
         pthread_cond_signal(&ex->timer_cond);
@@ -171,11 +177,13 @@ static void *timer_main(void *arg)
     while (!ex->timer_stop) {
         wf__timer *t = earliest(ex);
         if (t == NULL) {
+            ex->timer_wake_at = INT64_MAX;
             pthread_cond_wait(&ex->timer_cond, &ex->timer_lock);
             continue;
         }
         int64_t now = wf__now_ns();
         if (t->deadline_ns > now) {
+            ex->timer_wake_at = t->deadline_ns;
             struct timespec ts = {(time_t)(t->deadline_ns / 1000000000),
                                   (long)(t->deadline_ns % 1000000000)};
             pthread_cond_timedwait(&ex->timer_cond, &ex->timer_lock, &ts);
@@ -196,6 +204,7 @@ static void *timer_main(void *arg)
 int wf__timers_start(struct wf_executor *ex)
 {
     ex->timer_stop = 0;
+    ex->timer_wake_at = INT64_MAX;
     if (pthread_create(&ex->timer_thread, NULL, timer_main, ex) != 0)
         return WF_ENOMEM;
     return 0;

@@ -9,6 +9,7 @@
  */
 #include "harness.h"
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -620,6 +621,50 @@ Test(run, timeout_names_active_steps, .timeout = 60)
     cr_assert_str_eq(s, "spinner");
     wf_event_release(e);
     wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+/*
+ * The timer thread sleeps until the deadline it knows of and is signalled
+ * only for an earlier one: a short timeout armed behind a long one, or after
+ * the long one's run ended (its timer cancelled, the thread still asleep
+ * until its deadline), must still fire on time. Without the signal either
+ * wait below sleeps for the hour and the test times out.
+ */
+static wf_handler *start_spinner(wf_executor *ex, wf_workflow *wf, int64_t timeout_ms)
+{
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.timeout_ms = timeout_ms;
+    wf_handler *h = NULL;
+    atomic_store(&slow_started, 0);
+    cr_assert_eq(wf_run_start_ex(ex, wf, NULL, ev0(T_START), &rp, &h, NULL), 0);
+    while (!atomic_load(&slow_started))
+        sched_yield();
+    return h;
+}
+
+Test(run, a_short_timeout_fires_on_time_behind_a_long_or_cancelled_one, .timeout = 60)
+{
+    wf_workflow *wf = spin_wf();
+    wf_executor *ex = new_ex(2);
+    /* behind a long one still armed */
+    wf_handler *hour = start_spinner(ex, wf, 3600 * 1000);
+    wf_handler *brief = start_spinner(ex, wf, 50);
+    cr_assert_eq(wf_handler_wait(brief, -1, NULL), WF_ERUNTIMEOUT);
+    cr_assert_eq(wf_handler_status(hour), WF_RUN_RUNNING);
+    wf_handler_free(brief);
+    /* after the long one was cancelled: the thread still sleeps until its deadline */
+    cr_assert_eq(wf_handler_cancel(hour), 0);
+    cr_assert_eq(wf_handler_wait(hour, -1, NULL), WF_ECANCELLED);
+    wf_handler_free(hour);
+    brief = start_spinner(ex, wf, 50);
+    cr_assert_eq(wf_handler_wait(brief, -1, NULL), WF_ERUNTIMEOUT);
+    int code = 0;
+    cr_assert_eq(wf_handler_error(brief, &code, NULL, NULL), 0);
+    cr_assert_eq(code, WF_ERUNTIMEOUT);
+    wf_handler_free(brief);
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
