@@ -126,7 +126,7 @@ void wf__srv_rec_unref(srv_rec *r)
     if (r == NULL || atomic_fetch_sub(&r->refs, 1) != 1)
         return;
     for (size_t i = 0; i < r->n_log; i++)
-        free(r->log[i].text);
+        wf_event_release(r->log[i].ev);
     free(r->log);
     free(r->error);
     free(r->result);

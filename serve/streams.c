@@ -34,9 +34,9 @@ int wf__srv_is_internal_type(const wf_event_type *t)
  * The reference's EventEnvelopeWithMetadata: value (the fields), type (the
  * class name), types (the parents, nearest first, or null), qualified_name
  * (workflows.events.X for the built-ins, PLUGIN.X for the plugin's types).
- * *qn_off: where the qualified_name member begins.
+ * qn = 0: qualified_name null (include_qualified_name=false).
  */
-static int write_envelope(wf_json_buf *b, const wf_event *ev, const char *plugin, uint32_t *qn_off)
+static int write_envelope(wf_json_buf *b, const wf_event *ev, const char *plugin, int qn)
 {
     const wf_event_type *t = wf_event_type_of(ev);
     wf__srv_put(b, "{\"value\":");
@@ -60,22 +60,24 @@ static int write_envelope(wf_json_buf *b, const wf_event *ev, const char *plugin
         else
             wf__srv_put(b, "null");
     }
-    if (qn_off)
-        *qn_off = (uint32_t)b->len;
     wf__srv_put(b, ",\"qualified_name\":");
+    if (!qn) {
+        wf__srv_put(b, "null}");
+        return b->oom ? WF_ENOMEM : 0;
+    }
     int which;
     const char *pre = wf__srv_is_builtin(t, &which) ? "workflows.events" : plugin;
     const char *name = wf_event_type_name(t);
     size_t pl = strlen(pre), nl = strlen(name);
-    char qn[320];
-    if (pl + 1 + nl < sizeof qn) { /* no snprintf: one per streamed event */
-        memcpy(qn, pre, pl);
-        qn[pl] = '.';
-        memcpy(qn + pl + 1, name, nl + 1);
+    char qname[320];
+    if (pl + 1 + nl < sizeof qname) { /* no snprintf: one per streamed event */
+        memcpy(qname, pre, pl);
+        qname[pl] = '.';
+        memcpy(qname + pl + 1, name, nl + 1);
     } else {
-        snprintf(qn, sizeof qn, "%s.%s", pre, name);
+        snprintf(qname, sizeof qname, "%s.%s", pre, name);
     }
-    wf__srv_put_str(b, qn);
+    wf__srv_put_str(b, qname);
     wf__srv_put(b, "}");
     return b->oom ? WF_ENOMEM : 0;
 }
@@ -128,7 +130,7 @@ static void wake_readers(srv_rec *r)
 }
 
 /* Reads events into the log, waiting up to timeout_ms for the first (0: only what is there). */
-static void pump_some(srv_rec *r, wf_handler *h, int64_t timeout_ms, wf_json_buf *b)
+static void pump_some(srv_rec *r, wf_handler *h, int64_t timeout_ms)
 {
     for (int first = 1;; first = 0) {
         wf_event *ev = NULL;
@@ -136,19 +138,9 @@ static void pump_some(srv_rec *r, wf_handler *h, int64_t timeout_ms, wf_json_buf
             return; /* WF_ETIMEDOUT: nothing now; WF_ECLOSED: the terminal event was read */
         const wf_event_type *t = wf_event_type_of(ev);
         int terminal = wf_event_type_is_stop(t);
-        srv_entry e = {0};
-        wf_json_buf_reset(b);
-        if (write_envelope(b, ev, r->w->plugin, &e.qn_off) == 0) {
-            e.text = malloc(b->len + 1);
-            if (e.text) {
-                memcpy(e.text, b->data, b->len + 1);
-                e.len = (uint32_t)b->len;
-                e.internal = wf__srv_is_internal_type(t);
-            }
-        }
-        wf_event_release(ev);
+        srv_entry e = {.ev = ev, .internal = wf__srv_is_internal_type(t)};
         pthread_mutex_lock(&r->lock);
-        if (e.text && r->n_log == r->cap_log) {
+        if (r->n_log == r->cap_log) {
             size_t cap = r->cap_log ? r->cap_log * 2 : 16;
             srv_entry *nl = realloc(r->log, cap * sizeof *nl);
             if (nl) {
@@ -156,10 +148,10 @@ static void pump_some(srv_rec *r, wf_handler *h, int64_t timeout_ms, wf_json_buf
                 r->cap_log = cap;
             }
         }
-        if (e.text && r->n_log < r->cap_log)
+        if (r->n_log < r->cap_log)
             r->log[r->n_log++] = e;
         else
-            free(e.text);
+            wf_event_release(ev); /* out of memory: the log misses it (the stream goes on) */
         r->updated_at = wf__srv_now_s();
         pthread_cond_broadcast(&r->cond);
         wake_readers(r);
@@ -180,7 +172,7 @@ static void finish(srv_rec *r, wf_handler *h, wf_json_buf *b_)
     if (rc == 0) {
         status = ST_COMPLETED;
         wf_json_buf_reset(&b);
-        if (write_envelope(&b, res, r->w->plugin, NULL) == 0)
+        if (write_envelope(&b, res, r->w->plugin, 1) == 0)
             result = strdup(b.data);
         wf_json_buf_reset(&b);
         wf_value v;
@@ -237,17 +229,17 @@ void wf__srv_pump_turn(srv_rec *r, wf_handler *h, int64_t timeout_ms)
 {
     r->pumping = 1;
     pthread_mutex_unlock(&r->lock);
-    wf_json_buf b;
-    wf_json_buf_init(&b);
-    pump_some(r, h, timeout_ms, &b);
+    pump_some(r, h, timeout_ms);
     pthread_mutex_lock(&r->lock);
     while (r->end_seen && !r->ended) {
         pthread_mutex_unlock(&r->lock);
-        pump_some(r, h, 0, &b); /* the run ended: everything is there */
+        pump_some(r, h, 0); /* the run ended: everything is there */
+        wf_json_buf b;
+        wf_json_buf_init(&b);
         finish(r, h, &b);
+        wf_json_buf_free(&b);
         pthread_mutex_lock(&r->lock);
     }
-    wf_json_buf_free(&b);
     r->pumping = 0;
     pthread_cond_broadcast(&r->cond);
 }
@@ -274,32 +266,22 @@ static int peer_gone(int fd)
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
 }
 
-/* With r->lock held: formats entry e into rd->buf. */
+/* With r->lock held: formats entry e (sequence number seq) into rd->buf. */
 static int format_entry(stream_rd *rd, int64_t seq, const srv_entry *e)
 {
-    size_t need = e->len + 96;
-    if (need > rd->cap) {
-        char *nb = realloc(rd->buf, need);
-        if (nb == NULL)
-            return -1;
-        rd->buf = nb;
-        rd->cap = need;
+    wf_json_buf b = {.data = rd->buf, .cap = rd->cap};
+    if (rd->sse) {
+        char pre[48];
+        int n = snprintf(pre, sizeof pre, "id: %lld\ndata: ", (long long)seq);
+        wf_json_buf_append(&b, pre, (size_t)n);
     }
-    size_t n = 0;
-    if (rd->sse)
-        n = (size_t)sprintf(rd->buf, "id: %lld\ndata: ", (long long)seq);
-    if (rd->qn) {
-        memcpy(rd->buf + n, e->text, e->len);
-        n += e->len;
-    } else {
-        memcpy(rd->buf + n, e->text, e->qn_off);
-        n += e->qn_off;
-        memcpy(rd->buf + n, ",\"qualified_name\":null}", 23);
-        n += 23;
-    }
-    memcpy(rd->buf + n, rd->sse ? "\n\n" : "\n", rd->sse ? 2 : 1);
-    n += rd->sse ? 2 : 1;
-    rd->len = n;
+    int rc = write_envelope(&b, e->ev, rd->r->w->plugin, rd->qn);
+    wf_json_buf_append(&b, rd->sse ? "\n\n" : "\n", rd->sse ? 2 : 1);
+    rd->buf = b.data; /* it may have grown; freed with the reader */
+    rd->cap = b.cap;
+    if (rc < 0 || b.oom)
+        return -1;
+    rd->len = b.len;
     rd->off = 0;
     return 0;
 }
@@ -541,5 +523,5 @@ enum MHD_Result wf__srv_get_events(wf_server *s, struct MHD_Connection *c, const
 
 int wf__srv_envelope(wf_json_buf *b, const wf_event *ev, const char *plugin)
 {
-    return write_envelope(b, ev, plugin, NULL);
+    return write_envelope(b, ev, plugin, 1);
 }
