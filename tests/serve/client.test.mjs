@@ -70,6 +70,16 @@ const tests = [
     const lines = (await resp.text()).trim().split('\n').map((l) => JSON.parse(l));
     assert(lines.some((e) => e.type === 'StepStateChanged' && e.value.step_state === 'running'), 'StepStateChanged');
     eq(lines[lines.length - 1].type, 'StopEvent', 'last');
+    assert(lines.every((e) => typeof e.qualified_name === 'string' && e.qualified_name.endsWith('.' + e.type)),
+      'qualified_name by default');
+    // the same log again, without qualified names (each event formatted as it is sent)
+    const bare = await fetch(`${srv.url}/events/${r.data.handler_id}?sse=false&include_internal=true&after_sequence=-1&include_qualified_name=false`);
+    const blines = (await bare.text()).trim().split('\n').map((l) => JSON.parse(l));
+    eq(blines.length, lines.length, 'same events');
+    blines.forEach((e, i) => {
+      eq(e.qualified_name, null, 'include_qualified_name=false');
+      eq({ ...e, qualified_name: lines[i].qualified_name }, lines[i], 'otherwise the same envelope');
+    });
     const again = await fetch(`${srv.url}/events/${r.data.handler_id}?sse=false&after_sequence=${lines.length + 100}`);
     eq(again.status, 204, 'read to the end: 204');
   }],
