@@ -298,11 +298,23 @@ enum MHD_Result wf__srv_reply(struct MHD_Connection *c, unsigned status, const c
     return ret;
 }
 
+/* Hands b's memory to the response (no copy); b is left empty. */
 enum MHD_Result wf__srv_reply_json(struct MHD_Connection *c, unsigned status, wf_json_buf *b)
 {
-    if (b->oom)
-        return wf__srv_reply(c, 500, "application/json", "{\"detail\":\"out of memory\"}", 26);
-    return wf__srv_reply(c, status, "application/json", b->data ? b->data : "", b->len);
+    if (b->oom || b->data == NULL)
+        return b->oom ? wf__srv_reply(c, 500, "application/json",
+                                      "{\"detail\":\"out of memory\"}", 26)
+                      : wf__srv_reply(c, status, "application/json", "", 0);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer_with_free_callback(b->len, b->data, free);
+    if (resp == NULL)
+        return MHD_NO; /* b keeps its memory: the caller frees it */
+    wf_json_buf_init(b);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    wf__srv_cors(c, resp);
+    enum MHD_Result ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
 }
 
 /* {"detail": text}, the reference's error body. */

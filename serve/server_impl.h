@@ -160,6 +160,7 @@ enum MHD_Result wf__srv_reply(struct MHD_Connection *c, unsigned status, const c
                               const char *data, size_t len);
 enum MHD_Result wf__srv_reply_detail(struct MHD_Connection *c, unsigned status, const char *fmt,
                                      ...) __attribute__((format(printf, 3, 4)));
+/* Answers with b as JSON, handing b's memory to the response (b is left empty; free it still). */
 enum MHD_Result wf__srv_reply_json(struct MHD_Connection *c, unsigned status, wf_json_buf *b);
 srv_rec *wf__srv_table_find(wf_server *s, const char *id);
 int wf__srv_table_insert(wf_server *s, srv_rec *r);
