@@ -39,25 +39,42 @@ static char *put_digits(char *p, long v, int n)
  * NUL). Digits by hand: three per handler answer, snprintf showed in the
  * profile of POST /run.
  */
-static void iso_time(double t, char out[64])
+void wf__srv_iso_time(double t, char out[64])
 {
     time_t sec = (time_t)t;
     long us = (long)((t - (double)sec) * 1e6);
     if (us > 999999)
         us = 999999;
-    struct tm tm;
-    gmtime_r(&sec, &tm);
-    char *p = put_digits(out, tm.tm_year + 1900, 4);
+    /*
+     * The civil date of the day number by arithmetic (H. Hinnant's
+     * civil_from_days), not gmtime_r: glibc's takes its time-zone lock,
+     * three times a handler answer from every HTTP thread.
+     */
+    long long days = (long long)sec / 86400, rem = (long long)sec % 86400;
+    if (rem < 0) {
+        rem += 86400;
+        days--;
+    }
+    long long z = days + 719468;
+    long long era = (z >= 0 ? z : z - 146096) / 146097;
+    long long doe = z - era * 146097;
+    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    long long mp = (5 * doy + 2) / 153;
+    long mday = (long)(doy - (153 * mp + 2) / 5 + 1);
+    long mon = (long)(mp < 10 ? mp + 3 : mp - 9);
+    long year = (long)(yoe + era * 400 + (mon <= 2));
+    char *p = put_digits(out, year, 4);
     *p++ = '-';
-    p = put_digits(p, tm.tm_mon + 1, 2);
+    p = put_digits(p, mon, 2);
     *p++ = '-';
-    p = put_digits(p, tm.tm_mday, 2);
+    p = put_digits(p, mday, 2);
     *p++ = 'T';
-    p = put_digits(p, tm.tm_hour, 2);
+    p = put_digits(p, (long)(rem / 3600), 2);
     *p++ = ':';
-    p = put_digits(p, tm.tm_min, 2);
+    p = put_digits(p, (long)(rem / 60 % 60), 2);
     *p++ = ':';
-    p = put_digits(p, tm.tm_sec, 2);
+    p = put_digits(p, (long)(rem % 60), 2);
     *p++ = '.';
     p = put_digits(p, us, 6);
     memcpy(p, "+00:00", 7);
@@ -115,7 +132,7 @@ static void put_time(wf_json_buf *b, double t)
         return;
     }
     char iso[64];
-    iso_time(t, iso);
+    wf__srv_iso_time(t, iso);
     wf__srv_put_str(b, iso);
 }
 
@@ -554,23 +571,23 @@ static void completed_cb(void *cls, struct MHD_Connection *c, void **con_cls,
 /* Suspends c unless the server is stopping: 1 suspended (counted), 0 not. */
 int wf__srv_suspend(wf_server *s, struct MHD_Connection *c)
 {
-    pthread_mutex_lock(&s->susp_lock);
-    int ok = !s->no_suspend;
-    if (ok) {
-        s->suspended++;
-        MHD_suspend_connection(c);
+    atomic_fetch_add(&s->suspended, 1);
+    if (atomic_load(&s->no_suspend)) { /* stopping */
+        wf__srv_unsuspended(s);
+        return 0;
     }
-    pthread_mutex_unlock(&s->susp_lock);
-    return ok;
+    MHD_suspend_connection(c);
+    return 1;
 }
 
 /* A suspended connection is back in one of our callbacks (or closed). */
 void wf__srv_unsuspended(wf_server *s)
 {
-    pthread_mutex_lock(&s->susp_lock);
-    if (--s->suspended == 0)
+    if (atomic_fetch_sub(&s->suspended, 1) == 1 && atomic_load(&s->no_suspend)) {
+        pthread_mutex_lock(&s->susp_lock); /* the shutdown waits: see the struct */
         pthread_cond_broadcast(&s->susp_cond);
-    pthread_mutex_unlock(&s->susp_lock);
+        pthread_mutex_unlock(&s->susp_lock);
+    }
 }
 
 /* ------------------------------------------------------------ the server */
@@ -733,14 +750,12 @@ void wf_server_free(wf_server *s)
     atomic_store(&s->stopping, 1);
     if (s->d) {
         MHD_socket ls = MHD_quiesce_daemon(s->d); /* ours to close, after the stop */
-        pthread_mutex_lock(&s->susp_lock);
-        s->no_suspend = 1;
-        pthread_mutex_unlock(&s->susp_lock);
+        atomic_store(&s->no_suspend, 1);
         wf__srv_durable_stop(s); /* a store: its runs stay in flight there, not cancelled */
         cancel_all(s); /* ends the runs: their ends resume what waits for them */
         /* MHD_stop_daemon aborts with a connection still suspended: wait for them */
         pthread_mutex_lock(&s->susp_lock);
-        while (s->suspended) {
+        while (atomic_load(&s->suspended)) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 1;

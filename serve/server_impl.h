@@ -108,12 +108,15 @@ struct wf_server {
      * Connections suspended and not yet back in a callback of ours: the
      * shutdown waits for 0 before MHD_stop_daemon, which aborts the process
      * if any is left suspended. After no_suspend, nothing is suspended.
-     * Guarded by susp_lock (a leaf: taken under a record's lock too).
+     * Atomic (seq_cst), no lock on the way of a request: a suspender counts
+     * itself and then looks at no_suspend, the shutdown sets no_suspend and
+     * then looks at the count, so one of them sees the other. susp_lock
+     * and susp_cond only carry the last one back's wake-up to the shutdown.
      */
     pthread_mutex_t susp_lock;
     pthread_cond_t susp_cond;
-    size_t suspended;
-    int no_suspend;
+    atomic_size_t suspended;
+    atomic_int no_suspend;
     /* with a store (durable.c): durable runs; recovered and loaded runs get our on_done */
     wf_store *store;
 };
@@ -142,6 +145,8 @@ int wf__srv_is_builtin(const wf_event_type *t, int *which);
 int wf__srv_is_internal_type(const wf_event_type *t);
 srv_rec *wf__srv_lookup(wf_server *s, const char *id);
 void wf__srv_new_id(char out[11]);
+/* t (seconds since the epoch) as Python's datetime.isoformat() of an aware UTC time. */
+void wf__srv_iso_time(double t, char out[64]);
 double wf__srv_now_s(void);
 enum MHD_Result wf__srv_post_cancel(wf_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result wf__srv_post_event(wf_server *s, struct MHD_Connection *c, const char *id,

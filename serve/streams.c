@@ -129,34 +129,50 @@ static void wake_readers(srv_rec *r)
     r->waiters = NULL;
 }
 
-/* Reads events into the log, waiting up to timeout_ms for the first (0: only what is there). */
+/*
+ * Reads events into the log, waiting up to timeout_ms for the first (0: only
+ * what is there). What the stream holds goes in in batches, one lock of the
+ * record (and one wake-up of its readers) a batch, not an event.
+ */
 static void pump_some(srv_rec *r, wf_handler *h, int64_t timeout_ms)
 {
+    enum { BATCH = 32 };
     for (int first = 1;; first = 0) {
-        wf_event *ev = NULL;
-        if (wf_handler_next_event(h, first ? timeout_ms : 0, &ev) < 0)
-            return; /* WF_ETIMEDOUT: nothing now; WF_ECLOSED: the terminal event was read */
-        const wf_event_type *t = wf_event_type_of(ev);
-        int terminal = wf_event_type_is_stop(t);
-        srv_entry e = {.ev = ev, .internal = wf__srv_is_internal_type(t)};
+        srv_entry got[BATCH];
+        int n = 0, terminal = 0;
+        while (n < BATCH && !terminal) {
+            wf_event *ev = NULL;
+            if (wf_handler_next_event(h, first && n == 0 ? timeout_ms : 0, &ev) < 0)
+                break; /* WF_ETIMEDOUT: nothing now; WF_ECLOSED: the terminal event was read */
+            const wf_event_type *t = wf_event_type_of(ev);
+            terminal = wf_event_type_is_stop(t);
+            got[n++] = (srv_entry){.ev = ev, .internal = wf__srv_is_internal_type(t)};
+        }
+        if (n == 0)
+            return;
+        double now = wf__srv_now_s();
         pthread_mutex_lock(&r->lock);
-        if (r->n_log == r->cap_log) {
-            size_t cap = r->cap_log ? r->cap_log * 2 : 16;
+        if (r->n_log + (size_t)n > r->cap_log) {
+            size_t cap = r->cap_log ? r->cap_log : 16;
+            while (cap < r->n_log + (size_t)n)
+                cap *= 2;
             srv_entry *nl = realloc(r->log, cap * sizeof *nl);
             if (nl) {
                 r->log = nl;
                 r->cap_log = cap;
             }
         }
-        if (r->n_log < r->cap_log)
-            r->log[r->n_log++] = e;
-        else
-            wf_event_release(ev); /* out of memory: the log misses it (the stream goes on) */
-        r->updated_at = wf__srv_now_s();
+        for (int k = 0; k < n; k++) {
+            if (r->n_log < r->cap_log)
+                r->log[r->n_log++] = got[k];
+            else
+                wf_event_release(got[k].ev); /* out of memory: the log misses it (the stream goes on) */
+        }
+        r->updated_at = now;
         pthread_cond_broadcast(&r->cond);
         wake_readers(r);
         pthread_mutex_unlock(&r->lock);
-        if (terminal)
+        if (terminal || n < BATCH)
             return;
     }
 }
