@@ -105,6 +105,10 @@ void wf_registry_free(wf_registry *reg)
     uint32_t n = atomic_load(&reg->n);
     for (uint32_t i = 0; i < n; i++) {
         wf__schema_type_free(reg->types[i]);
+        wf_event_field *d = reg->types[i]->decl;
+        for (uint32_t k = 0; d && k < atomic_load(&reg->types[i]->ndecl); k++)
+            wf__free_mem(d[k].name);
+        wf__free_mem(d);
         wf__free_mem(reg->types[i]->name);
         wf__free_mem(reg->types[i]);
     }
@@ -222,6 +226,70 @@ int wf_event_type_is_stop(const wf_event_type *t)
     return t ? t->is_stop : 0;
 }
 
+/* ---------------------------------------------------------- declared fields */
+
+int wf_event_type_add_field(const wf_event_type *t, const char *key, const wf_event_field **out)
+{
+    if (out)
+        *out = NULL;
+    if (t == NULL || key == NULL || out == NULL)
+        return wf__set_error(WF_EINVAL, "wf_event_type_add_field: %s is NULL",
+                             t == NULL ? "t" : key == NULL ? "key" : "out");
+    size_t klen = strlen(key);
+    if (klen == 0 || klen > 255)
+        return wf__set_error(WF_EINVAL, "wf_event_type_add_field: a key must be 1 to 255 bytes");
+    wf_event_type *type = (wf_event_type *)t;
+    pthread_mutex_lock(&type->reg->lock);
+    uint32_t n = atomic_load_explicit(&type->ndecl, memory_order_relaxed);
+    int rc = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (strcmp(type->decl[i].name, key) == 0) {
+            *out = &type->decl[i];
+            goto done;
+        }
+    if (n == WF_EVENT_MAX_FIELDS) {
+        rc = wf__set_error(WF_ERANGE, "wf_event_type_add_field: type \"%s\" has %d fields already",
+                           type->name, WF_EVENT_MAX_FIELDS);
+        goto done;
+    }
+    if (type->decl == NULL &&
+        (type->decl = wf__calloc(WF_EVENT_MAX_FIELDS, sizeof *type->decl)) == NULL) {
+        rc = WF_ENOMEM;
+        goto done;
+    }
+    wf_event_field *f = &type->decl[n];
+    if ((f->name = wf__strndup(key, klen)) == NULL) {
+        rc = WF_ENOMEM;
+        goto done;
+    }
+    f->type = type;
+    f->index = n;
+    f->klen = (uint32_t)klen;
+    memset(f->key, 0, sizeof f->key);
+    if (klen < WF__KEY_INLINE)
+        memcpy(f->key, key, klen);
+    atomic_store_explicit(&type->ndecl, n + 1, memory_order_release);
+    *out = f;
+done:
+    pthread_mutex_unlock(&type->reg->lock);
+    return rc;
+}
+
+size_t wf_event_type_field_count(const wf_event_type *t)
+{
+    return t ? atomic_load_explicit(&((wf_event_type *)t)->ndecl, memory_order_acquire) : 0;
+}
+
+const char *wf_event_field_key(const wf_event_field *f)
+{
+    return f ? f->name : NULL;
+}
+
+uint32_t wf_event_field_index(const wf_event_field *f)
+{
+    return f ? f->index : UINT32_MAX;
+}
+
 /* ------------------------------------------------------------------ events */
 
 /* Inline: the constructors pass a constant capacity, so the size class folds. */
@@ -237,7 +305,7 @@ static inline __attribute__((always_inline)) wf_event *ev_alloc(const wf_event_t
     atomic_init(&ev->refs, 1);
     ev->flags = 0;
     ev->cls = cls;
-    ev->pad = 0;
+    ev->nslots = 0;
     ev->nfields = 0;
     ev->cap = cap;
     ev->type = type;
@@ -511,6 +579,71 @@ int wf_event_new2(wf_event **out, const wf_event_type *type, const char *k1, wf_
     return 0;
 }
 
+static void release_values(const wf_value *vals, size_t n)
+{
+    for (size_t i = 0; vals && i < n; i++)
+        wf_value_release(vals[i]);
+}
+
+int wf_event_new_fields(wf_event **out, const wf_event_type *type, const wf_value *vals, size_t n)
+{
+    if (out)
+        *out = NULL;
+    if (out == NULL || type == NULL || (vals == NULL && n > 0)) {
+        release_values(vals, n);
+        return wf__set_error(WF_EINVAL, "wf_event_new_fields: %s is NULL",
+                             out == NULL ? "out" : type == NULL ? "type" : "vals");
+    }
+    uint32_t nd = atomic_load_explicit(&((wf_event_type *)type)->ndecl, memory_order_acquire);
+    if (WF__UNLIKELY(n != nd)) {
+        release_values(vals, n);
+        return wf__set_error(WF_EINVAL,
+                             "wf_event_new_fields: type \"%s\" declares %u fields, not %zu",
+                             type->name, (unsigned)nd, n);
+    }
+    const wf_event_field *decl = type->decl;
+    if (WF__UNLIKELY(wf__type_has_schema(type))) {
+        for (size_t i = 0; i < n; i++) {
+            int rc = wf__schema_check_set(type, decl[i].name, vals[i]);
+            if (rc < 0) {
+                release_values(vals, n);
+                return rc;
+            }
+        }
+    }
+    wf_event *ev = ev_alloc(type, (uint32_t)n);
+    if (ev == NULL) {
+        release_values(vals, n);
+        return WF_ENOMEM;
+    }
+    wf__field *f = ev->inline_fields;
+    uint16_t plain = WF__EV_PLAIN;
+    for (size_t i = 0; i < n; i++) {
+        if (WF__LIKELY(decl[i].klen < WF__KEY_INLINE)) {
+            memcpy(f[i].key, decl[i].key, WF__KEY_INLINE);
+        } else {
+            char *heap = wf__strndup(decl[i].name, decl[i].klen);
+            if (heap == NULL) {
+                ev->nfields = (uint32_t)i; /* the ones before are whole */
+                release_values(vals + i, n - i);
+                wf_event_release(ev);
+                return WF_ENOMEM;
+            }
+            memcpy(f[i].key, &heap, sizeof heap);
+            plain = 0;
+        }
+        f[i].klen = decl[i].klen;
+        f[i].val = vals[i];
+        if (vals[i].kind >= WF_STRING)
+            plain = 0;
+    }
+    ev->nfields = (uint32_t)n;
+    ev->nslots = (uint8_t)n;
+    ev->flags = plain;
+    *out = ev;
+    return 0;
+}
+
 int wf_event_new_stop(wf_event **out, const wf_registry *reg, const wf_event_type *type,
                       wf_value result)
 {
@@ -608,6 +741,16 @@ wf_value wf_event_get(const wf_event *ev, const char *key, wf_value dflt)
         return dflt;
     wf__field *f = find_field_str(ev, key);
     return f ? f->val : dflt;
+}
+
+wf_value wf_event_get_field(const wf_event *ev, const wf_event_field *f, wf_value dflt)
+{
+    if (WF__UNLIKELY(ev == NULL || f == NULL))
+        return dflt;
+    if (WF__LIKELY(ev->type == f->type && f->index < ev->nslots))
+        return wf__ev_fields(ev)[f->index].val;
+    wf__field *x = find_field_str(ev, f->name);
+    return x ? x->val : dflt;
 }
 
 int wf_event_lookup(const wf_event *ev, const char *key, wf_value *out)

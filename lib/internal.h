@@ -294,6 +294,21 @@ struct wf_event_type {
     int is_input;   /* InputRequiredEvent or a subtype (streamed when emitted) */
     struct wf_schema *schema; /* schema.c: its own schema, or NULL */
     _Atomic int has_schema;   /* schema.c: it or an ancestor has one (checked when set) */
+    /*
+     * Declared fields (wf_event_type_add_field): WF_EVENT_MAX_FIELDS records
+     * allocated with the first, never moved; added under the registry's
+     * lock, ndecl published after the record (release).
+     */
+    struct wf_event_field *decl;
+    _Atomic uint32_t ndecl;
+};
+
+struct wf_event_field {
+    const wf_event_type *type;
+    uint32_t index;
+    uint32_t klen;
+    char key[12]; /* WF__KEY_INLINE: the key as an event's field holds it, NUL-padded */
+    char *name;   /* the key, NUL-terminated */
 };
 
 /* schema.c */
@@ -323,6 +338,8 @@ struct wf_registry {
  * (a union of the two would be 16 bytes, and the field 40).
  */
 #define WF__KEY_INLINE 12
+_Static_assert(sizeof(((struct wf_event_field *)0)->key) == WF__KEY_INLINE,
+               "a declared field holds its key as an event's field does");
 
 typedef struct wf__field {
     char key[WF__KEY_INLINE];
@@ -355,8 +372,8 @@ static inline char *wf__field_heap_key(const wf__field *f)
 struct wf_event {
     _Atomic uint32_t refs;
     uint16_t flags;
-    uint8_t cls; /* cache class of this block */
-    uint8_t pad;
+    uint8_t cls;    /* cache class of this block */
+    uint8_t nslots; /* fields 0..nslots-1 are its type's declared ones, in order */
     uint32_t nfields;
     uint32_t cap;
     const wf_event_type *type;

@@ -298,3 +298,163 @@ Test(event, last_error_message_of_a_frozen_event)
     cr_assert(strstr(wf_last_error_message(), "\"Msg\" exists with another parent"));
     wf_event_release(ev);
 }
+
+/* ------------------------------------------------------- declared fields */
+
+Test(event, declared_fields_build_and_read_as_fields_by_name)
+{
+    const wf_event_type *t = add("Point", NULL);
+    const wf_event_field *fx, *fy, *flong, *again;
+    cr_assert_eq(wf_event_type_add_field(t, "x", &fx), 0);
+    cr_assert_eq(wf_event_type_add_field(t, "y", &fy), 0);
+    cr_assert_eq(wf_event_type_add_field(t, "a_key_longer_than_inline", &flong), 0);
+    cr_assert_eq(wf_event_type_add_field(t, "y", &again), 0);
+    cr_assert_eq(again, fy, "a key declared again is the same field");
+    cr_assert_eq(wf_event_type_field_count(t), 3);
+    cr_assert_eq(wf_event_field_index(fx), 0);
+    cr_assert_eq(wf_event_field_index(flong), 2);
+    cr_assert_str_eq(wf_event_field_key(flong), "a_key_longer_than_inline");
+
+    wf_value s;
+    cr_assert_eq(wf_value_string(&s, "a string that is the event's own"), 0);
+    wf_value vals[3] = {wf_value_int(-7), wf_value_double(2.5), s};
+    wf_event *ev;
+    cr_assert_eq(wf_event_new_fields(&ev, t, vals, 3), 0);
+    /* by handle, by name, in declaration order */
+    int64_t x = 0;
+    cr_assert_eq(wf_value_get_int(wf_event_get_field(ev, fx, wf_value_nil()), &x), 0);
+    cr_assert_eq(x, -7);
+    double y = 0;
+    cr_assert_eq(wf_value_get_double(wf_event_get(ev, "y", wf_value_nil()), &y), 0);
+    cr_assert_eq(y, 2.5);
+    const char *str;
+    cr_assert_eq(wf_value_get_string(wf_event_get_field(ev, flong, wf_value_nil()), &str, NULL), 0);
+    cr_assert_str_eq(str, "a string that is the event's own");
+    const char *k;
+    cr_assert_eq(wf_event_field_at(ev, 2, &k, NULL), 0);
+    cr_assert_str_eq(k, "a_key_longer_than_inline");
+    /* the same event as one built by name */
+    wf_event *byname;
+    cr_assert_eq(wf_event_new(&byname, t, 0), 0);
+    cr_assert_eq(wf_event_set(byname, "a_key_longer_than_inline", wf_value_retain(s)), 0);
+    cr_assert_eq(wf_event_set(byname, "x", wf_value_int(-7)), 0);
+    cr_assert_eq(wf_event_set(byname, "y", wf_value_double(2.5)), 0);
+    cr_assert(wf_event_equal(ev, byname));
+    /* the handle reads an event built by name too (no positions: by key) */
+    cr_assert_eq(wf_value_get_int(wf_event_get_field(byname, fx, wf_value_nil()), &x), 0);
+    cr_assert_eq(x, -7);
+    /* setting fields later keeps the handles right: replaced in place, added at the end */
+    cr_assert_eq(wf_event_set(ev, "x", wf_value_int(8)), 0);
+    cr_assert_eq(wf_event_set(ev, "z", wf_value_int(9)), 0);
+    cr_assert_eq(wf_value_get_int(wf_event_get_field(ev, fx, wf_value_nil()), &x), 0);
+    cr_assert_eq(x, 8);
+    cr_assert_eq(wf_value_get_double(wf_event_get_field(ev, fy, wf_value_nil()), &y), 0);
+    cr_assert_eq(y, 2.5);
+    wf_event_release(byname);
+    wf_event_release(ev);
+}
+
+Test(event, a_declared_field_reads_events_of_other_types_and_older_events_by_key)
+{
+    const wf_event_type *t = add("Declared", NULL), *u = add("Other", NULL);
+    const wf_event_field *fa, *fb;
+    cr_assert_eq(wf_event_type_add_field(t, "a", &fa), 0);
+    wf_value one = wf_value_int(1);
+    wf_event *old;
+    cr_assert_eq(wf_event_new_fields(&old, t, &one, 1), 0);
+    /* declared after `old` was built: `old` has no such field */
+    cr_assert_eq(wf_event_type_add_field(t, "b", &fb), 0);
+    cr_assert_eq(wf_event_get_field(old, fb, wf_value_int(-1)).as.i, -1);
+    cr_assert_eq(wf_event_set(old, "b", wf_value_int(2)), 0);
+    cr_assert_eq(wf_event_get_field(old, fb, wf_value_int(-1)).as.i, 2);
+    /* an event of another type with the key: found by key; without it: dflt */
+    wf_event *other;
+    cr_assert_eq(wf_event_new2(&other, u, "b", wf_value_int(5), "a", wf_value_int(6)), 0);
+    cr_assert_eq(wf_event_get_field(other, fa, wf_value_int(-1)).as.i, 6);
+    cr_assert_eq(wf_event_get_field(other, fb, wf_value_int(-1)).as.i, 5);
+    wf_event *none;
+    cr_assert_eq(wf_event_new(&none, u, 0), 0);
+    cr_assert_eq(wf_event_get_field(none, fa, wf_value_int(-1)).as.i, -1);
+    wf_event_release(none);
+    wf_event_release(other);
+    wf_event_release(old);
+    /* a type with no declared fields builds an empty event */
+    wf_event *empty;
+    cr_assert_eq(wf_event_new_fields(&empty, u, NULL, 0), 0);
+    cr_assert_eq(wf_event_field_count(empty), 0);
+    wf_event_release(empty);
+}
+
+Test(event, declared_fields_refuse_bad_input_and_release_the_values)
+{
+    const wf_event_type *t = add("Bad", NULL);
+    const wf_event_field *f;
+    cr_assert_eq(wf_event_type_add_field(NULL, "k", &f), WF_EINVAL);
+    cr_assert_null(f);
+    cr_assert_eq(wf_event_type_add_field(t, NULL, &f), WF_EINVAL);
+    cr_assert_eq(wf_event_type_add_field(t, "k", NULL), WF_EINVAL);
+    cr_assert_eq(wf_event_type_add_field(t, "", &f), WF_EINVAL);
+    char big[300];
+    memset(big, 'k', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    cr_assert_eq(wf_event_type_add_field(t, big, &f), WF_EINVAL);
+    for (int i = 0; i < WF_EVENT_MAX_FIELDS; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "f%d", i);
+        cr_assert_eq(wf_event_type_add_field(t, key, &f), 0);
+    }
+    cr_assert_eq(wf_event_type_add_field(t, "one_too_many", &f), WF_ERANGE);
+    cr_assert(strstr(wf_last_error_message(), "32 fields") != NULL, "%s", wf_last_error_message());
+    cr_assert_eq(wf_event_type_add_field(t, "f3", &f), 0, "an existing key is still found");
+    cr_assert_eq(wf_event_field_index(f), 3);
+    /* the wrong number of values: refused, the values released (ASan: no leak) */
+    wf_value s;
+    cr_assert_eq(wf_value_string(&s, "released on failure"), 0);
+    wf_event *ev = (wf_event *)1;
+    cr_assert_eq(wf_event_new_fields(&ev, t, &s, 1), WF_EINVAL);
+    cr_assert_null(ev);
+    cr_assert(strstr(wf_last_error_message(), "declares 32 fields, not 1") != NULL, "%s",
+              wf_last_error_message());
+    cr_assert_eq(wf_event_new_fields(NULL, t, NULL, 0), WF_EINVAL);
+    cr_assert_eq(wf_event_new_fields(&ev, NULL, NULL, 0), WF_EINVAL);
+    cr_assert_eq(wf_event_new_fields(&ev, t, NULL, 32), WF_EINVAL);
+    cr_assert_eq(wf_event_type_field_count(NULL), 0);
+    cr_assert_null(wf_event_field_key(NULL));
+    cr_assert_eq(wf_event_get_field(NULL, f, wf_value_int(4)).as.i, 4);
+    cr_assert_eq(wf_event_get_field(ev, NULL, wf_value_int(4)).as.i, 4);
+}
+
+/* Two threads declare the same keys at once: one field per key, positions 0..n-1. */
+static void *declare_all(void *arg)
+{
+    const wf_event_type *t = arg;
+    for (int i = 0; i < 16; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "k%d", i);
+        const wf_event_field *f;
+        if (wf_event_type_add_field(t, key, &f) < 0)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+Test(event, concurrent_declarations_give_one_field_per_key)
+{
+    const wf_event_type *t = add("Raced", NULL);
+    pthread_t a, b;
+    cr_assert_eq(pthread_create(&a, NULL, declare_all, (void *)t), 0);
+    cr_assert_eq(pthread_create(&b, NULL, declare_all, (void *)t), 0);
+    void *ra, *rb;
+    pthread_join(a, &ra);
+    pthread_join(b, &rb);
+    cr_assert_null(ra);
+    cr_assert_null(rb);
+    cr_assert_eq(wf_event_type_field_count(t), 16);
+    for (int i = 0; i < 16; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "k%d", i);
+        const wf_event_field *f;
+        cr_assert_eq(wf_event_type_add_field(t, key, &f), 0);
+        cr_assert_lt(wf_event_field_index(f), 16);
+    }
+}

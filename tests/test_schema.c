@@ -137,6 +137,27 @@ Test(schema, kinds_are_checked_when_fields_are_set)
     wf_registry_free(reg);
 }
 
+Test(schema, declared_fields_are_checked_when_built)
+{
+    wf_registry *reg = order_registry();
+    const wf_event_field *fid, *fqty;
+    cr_assert_eq(wf_event_type_add_field(T_ORDER, "id", &fid), 0);
+    cr_assert_eq(wf_event_type_add_field(T_ORDER, "qty", &fqty), 0);
+    wf_event *ev;
+    wf_value bad[2] = {wf_value_int(1), str("x")}; /* the string is released on failure */
+    cr_assert_eq(wf_event_new_fields(&ev, T_ORDER, bad, 2), WF_EKIND);
+    cr_assert_null(ev);
+    cr_assert(has("Order.qty: expected double, got string"), "%s", wf_last_error_message());
+    wf_value good[2] = {wf_value_uint(7), wf_value_int(3)};
+    cr_assert_eq(wf_event_new_fields(&ev, T_ORDER, good, 2), 0);
+    cr_assert_eq(wf_event_check(ev), 0);
+    int64_t id = 0;
+    cr_assert_eq(wf_value_get_int(wf_event_get_field(ev, fid, wf_value_nil()), &id), 0);
+    cr_assert_eq(id, 7);
+    wf_event_release(ev);
+    wf_registry_free(reg);
+}
+
 Test(schema, check_fills_defaults_and_names_missing_required_fields)
 {
     wf_registry *reg = order_registry();

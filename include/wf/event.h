@@ -88,6 +88,36 @@ WF_API int wf_event_type_is(const wf_event_type *t, const wf_event_type *ancesto
 /** 1 if t is StopEvent or one of its subtypes. */
 WF_API int wf_event_type_is_stop(const wf_event_type *t);
 
+/* ---- declared fields: the hot path's events ---- */
+
+/** Most fields a type can declare. */
+#define WF_EVENT_MAX_FIELDS 32
+
+/**
+ * A field declared on an event type (wf_event_type_add_field): its key
+ * resolved once, so that building and reading the type's events is a few
+ * stores and an index instead of copying and comparing keys. Borrowed from
+ * the type: valid while its registry lives.
+ */
+typedef struct wf_event_field wf_event_field;
+
+/**
+ * Declares field key on type t at its next position (0, 1, ... in the order
+ * of the calls) and gives its handle. Declaring a key again gives the same
+ * handle. Declare a type's fields when defining it, before events are built
+ * with wf_event_new_fields (an event built earlier keeps the fields it had).
+ * Thread-safe. WF_EINVAL (a NULL, an empty key or one over 255 bytes),
+ * WF_ERANGE (more than WF_EVENT_MAX_FIELDS), WF_ENOMEM.
+ */
+WF_API int wf_event_type_add_field(const wf_event_type *t, const char *key,
+                                   const wf_event_field **out);
+/** Number of fields declared on t (0 for NULL). */
+WF_API size_t wf_event_type_field_count(const wf_event_type *t);
+/** The key of a declared field (NULL for NULL). Borrowed. */
+WF_API const char *wf_event_field_key(const wf_event_field *f);
+/** The position of a declared field in its type (UINT32_MAX for NULL). */
+WF_API uint32_t wf_event_field_index(const wf_event_field *f);
+
 /* ---- events ---- */
 
 /**
@@ -104,6 +134,17 @@ WF_API int wf_event_new1(wf_event **out, const wf_event_type *type, const char *
 /** An event with two fields. Takes ownership of both values. */
 WF_API int wf_event_new2(wf_event **out, const wf_event_type *type, const char *k1, wf_value v1,
                          const char *k2, wf_value v2);
+/**
+ * An event of type with every field it declares (wf_event_type_add_field):
+ * vals[i] is the value of the field at position i, n the number declared.
+ * One allocation from the calling thread's cache and a copy of each
+ * resolved key: the constructor of the hot path. Takes ownership of the
+ * values (also on failure). WF_EINVAL for a NULL out or type, vals NULL
+ * with n > 0, or n other than the number of fields type declares; a
+ * schema's refusal (schema.h); WF_ENOMEM.
+ */
+WF_API int wf_event_new_fields(wf_event **out, const wf_event_type *type, const wf_value *vals,
+                               size_t n);
 /**
  * A StopEvent (or a StopEvent subtype given as type; NULL means the registry's
  * StopEvent, which then needs reg) with field "result" = result. Takes
@@ -136,6 +177,13 @@ WF_API const char *wf_event_type_name_of(const wf_event *ev);
 
 /** Field key, or dflt when absent. Borrowed: valid while ev is (dflt is returned as given). */
 WF_API wf_value wf_event_get(const wf_event *ev, const char *key, wf_value dflt);
+/**
+ * The declared field f of ev, or dflt when absent: an index when ev was built
+ * by wf_event_new_fields of f's type, else a lookup of f's key (so it reads
+ * any event: decoded, built by name, of another type). Borrowed as
+ * wf_event_get.
+ */
+WF_API wf_value wf_event_get_field(const wf_event *ev, const wf_event_field *f, wf_value dflt);
 /** Field key into *out (borrowed). WF_ENOTFOUND when absent. */
 WF_API int wf_event_lookup(const wf_event *ev, const char *key, wf_value *out);
 /** 1 when the field is present. */
