@@ -22,10 +22,19 @@
 #include "work.h"
 
 static const wf_event_type *T_START, *T_NODE, *T_RES;
+/* declared fields (wf_event_type_add_field): Node {d, i}, Res {v} */
+static const wf_event_field *F_D, *F_I, *F_V;
 
 static int node_event(wf_event **out, int64_t depth, int64_t index)
 {
-    return wf_event_new2(out, T_NODE, "d", wf_value_int(depth), "i", wf_value_int(index));
+    wf_value v[2] = {wf_value_int(depth), wf_value_int(index)};
+    return wf_event_new_fields(out, T_NODE, v, 2);
+}
+
+static int res_event(wf_event **out, uint64_t sum)
+{
+    wf_value v = wf_value_uint(sum);
+    return wf_event_new_fields(out, T_RES, &v, 1);
 }
 
 /* Splits (depth, index) into its two children, joined by the join step. */
@@ -54,10 +63,10 @@ static int root(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
 static int node(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
 {
     int64_t d = 0, i = 0;
-    wf_value_get_int(wf_event_get(in, "d", wf_value_int(0)), &d);
-    wf_value_get_int(wf_event_get(in, "i", wf_value_int(0)), &i);
+    wf_value_get_int(wf_event_get_field(in, F_D, wf_value_int(0)), &d);
+    wf_value_get_int(wf_event_get_field(in, F_I, wf_value_int(0)), &i);
     if (d == 0)
-        return wf_event_new1(out, T_RES, "v", wf_value_uint(bench_fan_work((uint64_t)i)));
+        return res_event(out, bench_fan_work((uint64_t)i));
     return split_children(ctx, d, i);
 }
 
@@ -71,13 +80,13 @@ static int join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
     uint64_t sum = 0;
     for (size_t k = 0; k < n; k++) {
         uint64_t v = 0;
-        wf_value_get_uint(wf_event_get(evs[k], "v", wf_value_uint(0)), &v);
+        wf_value_get_uint(wf_event_get_field(evs[k], F_V, wf_value_uint(0)), &v);
         sum += v;
     }
     if (wf_event_type_of(in) == T_START) /* the root's join */
         return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
                                  wf_value_uint(sum));
-    return wf_event_new1(out, T_RES, "v", wf_value_uint(sum));
+    return res_event(out, sum);
 }
 
 int main(int argc, char **argv)
@@ -93,6 +102,9 @@ int main(int argc, char **argv)
     const wf_event_type *stop = wf_workflow_builtin(wf, WF_STOP_EVENT);
     wf_workflow_event_type(wf, "Node", NULL, &T_NODE);
     wf_workflow_event_type(wf, "Res", NULL, &T_RES);
+    if (wf_event_type_add_field(T_NODE, "d", &F_D) < 0 || wf_event_type_add_field(T_NODE, "i", &F_I) < 0 ||
+        wf_event_type_add_field(T_RES, "v", &F_V) < 0)
+        return 1;
     wf_step_params p;
     wf_step_params_init(&p);
     const wf_event_type *root_emits[2] = {T_NODE, stop};

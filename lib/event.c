@@ -268,6 +268,8 @@ int wf_event_type_add_field(const wf_event_type *t, const char *key, const wf_ev
     memset(f->key, 0, sizeof f->key);
     if (klen < WF__KEY_INLINE)
         memcpy(f->key, key, klen);
+    else
+        atomic_store_explicit(&type->decl_slow, 1, memory_order_relaxed);
     atomic_store_explicit(&type->ndecl, n + 1, memory_order_release);
     *out = f;
 done:
@@ -585,24 +587,28 @@ static void release_values(const wf_value *vals, size_t n)
         wf_value_release(vals[i]);
 }
 
-int wf_event_new_fields(wf_event **out, const wf_event_type *type, const wf_value *vals, size_t n)
+/*
+ * wf_event_new_fields' other cases: bad arguments, a schema to check, a key
+ * too long for a field, no memory. Out of line, so that the usual case is a
+ * leaf with no stack frame.
+ */
+static __attribute__((noinline)) int new_fields_slow(wf_event **out, const wf_event_type *type,
+                                                     const wf_value *vals, size_t n)
 {
-    if (out)
-        *out = NULL;
     if (out == NULL || type == NULL || (vals == NULL && n > 0)) {
         release_values(vals, n);
         return wf__set_error(WF_EINVAL, "wf_event_new_fields: %s is NULL",
                              out == NULL ? "out" : type == NULL ? "type" : "vals");
     }
     uint32_t nd = atomic_load_explicit(&((wf_event_type *)type)->ndecl, memory_order_acquire);
-    if (WF__UNLIKELY(n != nd)) {
+    if (n != nd) {
         release_values(vals, n);
         return wf__set_error(WF_EINVAL,
                              "wf_event_new_fields: type \"%s\" declares %u fields, not %zu",
                              type->name, (unsigned)nd, n);
     }
     const wf_event_field *decl = type->decl;
-    if (WF__UNLIKELY(wf__type_has_schema(type))) {
+    if (wf__type_has_schema(type)) {
         for (size_t i = 0; i < n; i++) {
             int rc = wf__schema_check_set(type, decl[i].name, vals[i]);
             if (rc < 0) {
@@ -617,9 +623,8 @@ int wf_event_new_fields(wf_event **out, const wf_event_type *type, const wf_valu
         return WF_ENOMEM;
     }
     wf__field *f = ev->inline_fields;
-    uint16_t plain = WF__EV_PLAIN;
     for (size_t i = 0; i < n; i++) {
-        if (WF__LIKELY(decl[i].klen < WF__KEY_INLINE)) {
+        if (decl[i].klen < WF__KEY_INLINE) {
             memcpy(f[i].key, decl[i].key, WF__KEY_INLINE);
         } else {
             char *heap = wf__strndup(decl[i].name, decl[i].klen);
@@ -630,8 +635,34 @@ int wf_event_new_fields(wf_event **out, const wf_event_type *type, const wf_valu
                 return WF_ENOMEM;
             }
             memcpy(f[i].key, &heap, sizeof heap);
-            plain = 0;
         }
+        f[i].klen = decl[i].klen;
+        f[i].val = vals[i];
+        ev->nfields = (uint32_t)i + 1;
+    }
+    ev->nslots = (uint8_t)n; /* not WF__EV_PLAIN: a key may be on the heap */
+    *out = ev;
+    return 0;
+}
+
+int wf_event_new_fields(wf_event **out, const wf_event_type *type, const wf_value *vals, size_t n)
+{
+    if (WF__UNLIKELY(out == NULL || type == NULL || (vals == NULL && n > 0)))
+        return new_fields_slow(out, type, vals, n);
+    *out = NULL;
+    wf_event_type *t = (wf_event_type *)type;
+    if (WF__UNLIKELY(n != atomic_load_explicit(&t->ndecl, memory_order_acquire) ||
+                     atomic_load_explicit(&t->decl_slow, memory_order_relaxed) ||
+                     wf__type_has_schema(type)))
+        return new_fields_slow(out, type, vals, n);
+    wf_event *ev = ev_alloc(type, (uint32_t)n);
+    if (WF__UNLIKELY(ev == NULL))
+        return new_fields_slow(out, type, vals, n); /* no memory now: it says so (or succeeds) */
+    const wf_event_field *decl = t->decl;
+    wf__field *f = ev->inline_fields;
+    uint16_t plain = WF__EV_PLAIN;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(f[i].key, decl[i].key, WF__KEY_INLINE);
         f[i].klen = decl[i].klen;
         f[i].val = vals[i];
         if (vals[i].kind >= WF_STRING)

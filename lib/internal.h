@@ -301,6 +301,7 @@ struct wf_event_type {
      */
     struct wf_event_field *decl;
     _Atomic uint32_t ndecl;
+    _Atomic int decl_slow; /* a declared key is too long for a field (set before ndecl grows) */
 };
 
 struct wf_event_field {
