@@ -50,7 +50,7 @@ static void relax(uint32_t *spins)
         sched_yield();
 }
 
-/* Every slot of the executor (workers, then blocking threads). */
+/* Every slot of the executor (workers, then blocking threads, then guests: wf__run_here). */
 static wf__slot *slot_at(struct wf_executor *ex, uint32_t i)
 {
     return i < ex->nworkers ? &ex->workers[i].slot : &ex->blk_slots[i - ex->nworkers];
@@ -58,7 +58,7 @@ static wf__slot *slot_at(struct wf_executor *ex, uint32_t i)
 
 static uint32_t nslots(struct wf_executor *ex)
 {
-    return ex->nworkers + ex->blk_max;
+    return ex->nworkers + ex->blk_max + WF_RUN_HERE_THREADS;
 }
 
 /* ------------------------------------------------ the task runners' side */

@@ -258,7 +258,14 @@ struct wf_executor {
     pthread_cond_t blk_cond;
     wf__task *blk_head, *blk_tail;
     pthread_t *blk_threads;
-    wf__slot *blk_slots; /* one per blocking thread */
+    /*
+     * One per blocking thread, then WF_RUN_HERE_THREADS for threads outside
+     * the pool that run a run's first invocation (wf_run_params.run_here):
+     * a live snapshot and the observation rings see them as they see the
+     * blocking threads'. guest_busy: claimed by such a thread (CAS).
+     */
+    wf__slot *blk_slots;
+    _Atomic uint8_t guest_busy[WF_RUN_HERE_THREADS];
     uint32_t blk_max, blk_started, blk_idle;
     uint32_t obs_buffer; /* wf_executor_params.observe_buffer, as given */
     int blk_stop;
@@ -300,6 +307,15 @@ static inline int wf__own_thread(const struct wf_executor *ex)
 }
 wf__worker *wf__current_worker(void);
 void wf__schedule_slow(struct wf_executor *ex, wf__task *t);
+/*
+ * wf_run_params.run_here: while set on a thread outside the pool, the first
+ * invocation task of wf__tls_capture_run that is scheduled is kept in
+ * *wf__tls_capture instead of injected (wf_run_start_ex then runs it).
+ */
+extern WF__TLS struct wf__task **wf__tls_capture;
+extern WF__TLS const void *wf__tls_capture_run;
+/* Runs t on the calling thread (outside the pool) in a guest slot: 0, or WF_EBUSY (none free). */
+int wf__run_here(struct wf_executor *ex, struct wf__task *t);
 
 /* Puts t in the calling worker's bypass slot when it is one of ex's and the slot is free. */
 static inline int wf__bypass_try(struct wf_executor *ex, wf__task *t)

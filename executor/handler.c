@@ -371,7 +371,7 @@ static void worker_id(const wf__run *run, char *buf, size_t cap)
     int own = wf__own_thread(run->ex);
     if (own == 1)
         snprintf(buf, cap, "worker %u", wf__tls_worker->index);
-    else if (own == 2)
+    else if (own == 2 && s->index < run->ex->nworkers + run->ex->blk_max)
         snprintf(buf, cap, "blocking %u", s->index - run->ex->nworkers);
     else
         snprintf(buf, cap, "outside");

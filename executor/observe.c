@@ -865,7 +865,7 @@ static struct wf__obs *obs_create(struct wf_executor *ex)
     pthread_mutex_init(&o->wf_lock, NULL);
     pthread_cond_init(&o->cond, NULL);
     atomic_init(&o->sleeping, 0);
-    o->nrings = ex->nworkers + ex->blk_max + 1;
+    o->nrings = ex->nworkers + ex->blk_max + WF_RUN_HERE_THREADS + 1;
     o->rings = wf__malloc_aligned(o->nrings * sizeof *o->rings);
     o->cursor = wf__calloc(o->nrings, sizeof *o->cursor);
     o->limit = wf__calloc(o->nrings, sizeof *o->limit);

@@ -28,6 +28,8 @@
 
 WF__TLS wf__worker *wf__tls_worker;
 WF__TLS wf__slot *wf__tls_slot;
+WF__TLS wf__task **wf__tls_capture;
+WF__TLS const void *wf__tls_capture_run;
 
 /* ------------------------------------------------------ asymmetric fences */
 
@@ -180,6 +182,12 @@ void wf__schedule_slow(struct wf_executor *ex, wf__task *t)
 {
     wf__worker *w = wf__tls_worker;
     if (w == NULL || w->ex != ex) {
+        wf__task **cap = wf__tls_capture;
+        if (WF__UNLIKELY(cap != NULL) && *cap == NULL && t->kind == WF__TASK_INVOKE &&
+            (const void *)t->run == wf__tls_capture_run) {
+            *cap = t; /* wf_run_params.run_here: the caller runs it (wf__run_here) */
+            return;
+        }
         wf__inject(ex, t);
         return;
     }
@@ -251,6 +259,34 @@ void wf__blocking_submit(struct wf_executor *ex, wf__task *t)
     pthread_mutex_unlock(&ex->blk_lock);
     if (none)
         wf__inject(ex, t);
+}
+
+/*
+ * wf_run_params.run_here: t (the first invocation of a run, scheduled from
+ * this thread outside the pool and kept) runs here, in a guest slot, as a
+ * blocking thread would run it: what it schedules is injected. The
+ * thread's task state is saved and given back, the caller may be inside a
+ * callback of its own. WF_EBUSY when every guest slot is taken (the caller
+ * injects t then).
+ */
+int wf__run_here(struct wf_executor *ex, wf__task *t)
+{
+    uint32_t g = 0;
+    for (;; g++) {
+        if (g == WF_RUN_HERE_THREADS)
+            return WF_EBUSY;
+        uint8_t free_ = 0;
+        if (atomic_load_explicit(&ex->guest_busy[g], memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_strong_explicit(&ex->guest_busy[g], &free_, 1,
+                                                    memory_order_acquire, memory_order_relaxed))
+            break;
+    }
+    wf__slot *saved = wf__tls_slot;
+    wf__tls_slot = &ex->blk_slots[ex->blk_max + g];
+    wf__task_run(NULL, t);
+    wf__tls_slot = saved;
+    atomic_store_explicit(&ex->guest_busy[g], 0, memory_order_release);
+    return 0;
 }
 
 /*
@@ -647,14 +683,14 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     ex->workers = wf__malloc_aligned(n * sizeof *ex->workers);
     ex->idle_stack = wf__calloc(n, sizeof *ex->idle_stack);
     ex->blk_threads = wf__calloc(ex->blk_max ? ex->blk_max : 1, sizeof *ex->blk_threads);
-    ex->blk_slots = wf__calloc(ex->blk_max ? ex->blk_max : 1, sizeof *ex->blk_slots);
+    ex->blk_slots = wf__calloc(ex->blk_max + WF_RUN_HERE_THREADS, sizeof *ex->blk_slots);
     if (ex->workers == NULL || ex->idle_stack == NULL ||
         ex->blk_threads == NULL || ex->blk_slots == NULL) {
         ex_destroy(ex);
         return WF_ENOMEM;
     }
     wf__membarrier_init();
-    for (uint32_t i = 0; i < ex->blk_max; i++) {
+    for (uint32_t i = 0; i < ex->blk_max + WF_RUN_HERE_THREADS; i++) {
         ex->blk_slots[i].ex = ex;
         ex->blk_slots[i].index = n + i;
     }

@@ -707,10 +707,26 @@ int wf_run_start_ex(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *sta
     int pin = params && params->on_done;
     if (pin)
         atomic_fetch_add_explicit(&run->refs, 1, memory_order_relaxed);
+    /*
+     * run_here from a thread outside the pool: the first invocation that
+     * routing schedules is kept instead of injected, and runs below.
+     */
+    wf__task *here = NULL;
+    int capture = params->run_here && wf__tls_slot == NULL && wf__tls_capture == NULL;
+    if (capture) {
+        wf__tls_capture = &here;
+        wf__tls_capture_run = run;
+    }
     int o = wf__outside_enter(run);
     wf__hook_emit_outside(run, start);
     wf__emit(run, start, -1);
     wf__outside_exit(run, o);
+    if (capture) {
+        wf__tls_capture = NULL;
+        wf__tls_capture_run = NULL;
+    }
+    if (here && wf__run_here(ex, here) < 0)
+        wf__inject(ex, here); /* every guest slot taken: a worker runs it */
     if (pin)
         wf__run_release(run);
     return 0;

@@ -199,13 +199,24 @@ static int start_run(wf_server *s, const srv_wf *w, conn_state *cs, srv_rec **ou
     rp.stream_internal = 1;
     rp.on_done = wf__srv_on_done;
     rp.on_done_user = r;
-    pthread_mutex_lock(&s->inject_lock);
+    /*
+     * The run's first step runs here, on this HTTP thread, as the
+     * reference runs its steps on its event loop: a run that its first step
+     * ends (the quick start) is answered without a hand-off to a worker and
+     * back; what the step emits goes to the executor. Not under inject_lock
+     * (a step must not hold the other HTTP threads up): what it injects
+     * meets at most the other HTTP threads' (--http-threads, one a core).
+     */
+    rp.run_here = s->run_here;
+    if (!rp.run_here)
+        pthread_mutex_lock(&s->inject_lock);
     if (s->store) /* durable (durable.c): the handler id is the run id */
         rc = s->ex ? wf_run_start_durable(s->ex, w->wf, NULL, r->id, ev, &rp, &r->h, &msg)
                    : (wf_event_release(ev), WF_ECANCELLED);
     else
         rc = wf_run_start_ex(s->ex, w->wf, NULL, ev, &rp, &r->h, &msg);
-    pthread_mutex_unlock(&s->inject_lock);
+    if (!rp.run_here)
+        pthread_mutex_unlock(&s->inject_lock);
     if (rc < 0) { /* on_done will not come */
         int taken = rc == WF_EEXIST; /* in the store, not in the table */
         snprintf(detail, dlen, taken ? "Handler %s already exists in the store"

@@ -43,6 +43,15 @@ typedef struct wf_server_params {
     /** libmicrohttpd's threads (epoll, each serving many connections); 0: the cores. */
     uint32_t http_threads;
     /**
+     * 0: every step runs on the executor's workers. Nonzero (the default):
+     * a run's first step runs on the HTTP thread that starts it
+     * (wf_run_params.run_here), as the reference runs its steps on its
+     * event loop, so a run its first step ends is answered with no hand-off
+     * to a worker and back; a long first step holds that thread's other
+     * connections meanwhile.
+     */
+    int first_step_here;
+    /**
      * A run store (borrowed: it must outlive the server), or NULL. With one,
      * every run started is durable, its run id its handler id, and the
      * store's runs of the served workflows are handlers again at startup:

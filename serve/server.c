@@ -600,6 +600,7 @@ void wf_server_params_init(wf_server_params *p)
     p->body_limit = 1 << 20;
     p->max_handlers = 10000;
     p->max_connections = 2048;
+    p->first_step_here = 1;
 }
 
 static int fail(char **message, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -631,6 +632,7 @@ int wf_server_new(wf_server **out, const wf_server_params *p, char **message)
     pthread_cond_init(&s->susp_cond, NULL);
     s->body_limit = p->body_limit;
     s->max_handlers = p->max_handlers ? p->max_handlers : 1;
+    s->run_here = p->first_step_here != 0;
     int rc = 0;
     size_t total = 0;
     for (size_t i = 0; i < p->n_plugins; i++)

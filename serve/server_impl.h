@@ -84,6 +84,7 @@ struct wf_server {
     size_t n_wfs;
     char *ui_dir;
     size_t body_limit, max_handlers;
+    int run_here; /* wf_server_params.first_step_here */
     uint16_t port;
     atomic_int stopping;
     /* guarded by lock */

@@ -1427,3 +1427,208 @@ Test(run, a_late_end_callback_is_called_once, .timeout = 60)
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+/* -------------------------------------------------- run_here */
+
+/*
+ * wf_run_params.run_here: the first step runs on the thread that starts the
+ * run. Each caller marks itself in a thread-local; a step compares it with
+ * the caller's mark that the start event carries.
+ */
+static _Thread_local int64_t tl_mark;
+static atomic_int here_now, here_max, here_count, away_count, here_linger;
+
+static int here_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t caller = 0;
+    wf_value_get_int(wf_event_get(in, "caller", wf_value_int(-1)), &caller);
+    int here = tl_mark != 0 && tl_mark == caller;
+    if (here) {
+        int now = atomic_fetch_add(&here_now, 1) + 1;
+        int m = atomic_load(&here_max);
+        while (now > m && !atomic_compare_exchange_weak(&here_max, &m, now))
+            ;
+        atomic_fetch_add(&here_count, 1);
+        for (int k = atomic_load(&here_linger); k > 0; k--)
+            sched_yield(); /* let the other callers in meanwhile */
+    } else {
+        atomic_fetch_add(&away_count, 1);
+    }
+    const wf_event_type *next = u;
+    int rc = next ? wf_event_new1(out, next, "first_here", wf_value_int(here))
+                  : wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                                      wf_value_int(here));
+    if (here)
+        atomic_fetch_sub(&here_now, 1);
+    return rc;
+}
+
+static int second_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    int64_t first = -1;
+    wf_value_get_int(wf_event_get(in, "first_here", wf_value_int(-1)), &first);
+    /* the second step is a worker's: this thread has no caller's mark */
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(first * 10 + (tl_mark == 0)));
+}
+
+static _Thread_local int tl_done_here;
+static void done_mark(wf_handler *h, void *user)
+{
+    (void)h;
+    tl_done_here = 1;
+    atomic_store((atomic_int *)user, 1);
+}
+
+static wf_handler *start_marked(wf_executor *ex, wf_workflow *wf, const wf_event_type *start,
+                                int run_here, wf_done_fn done, void *user)
+{
+    wf_run_params rp;
+    wf_run_params_init(&rp);
+    rp.run_here = run_here;
+    rp.on_done = done;
+    rp.on_done_user = user;
+    wf_handler *h = NULL;
+    cr_assert_eq(wf_run_start_ex(ex, wf, NULL, ev_int(start, "caller", tl_mark), &rp, &h, NULL), 0);
+    return h;
+}
+
+Test(run, run_here_runs_the_first_step_on_the_calling_thread, .timeout = 60)
+{
+    wf_workflow *wf = new_wf("here");
+    const wf_event_type *start = builtin(wf, WF_START_EVENT), *stop = builtin(wf, WF_STOP_EVENT);
+    add_step(wf, "first", here_step, start, stop, NULL, 0, NULL);
+    wf_executor *ex = new_ex(2);
+    tl_mark = 1;
+    atomic_int done = 0;
+    tl_done_here = 0;
+    /* the first step ends the run: over before wf_run_start_ex returns, on_done here */
+    wf_handler *h = start_marked(ex, wf, start, 1, done_mark, &done);
+    cr_assert(atomic_load(&done), "the run ended in the call");
+    cr_assert(tl_done_here, "its on_done ran on this thread");
+    cr_assert_eq(wf_handler_status(h), WF_RUN_DONE);
+    wf_event *res;
+    cr_assert_eq(wf_handler_wait(h, 0, &res), 0);
+    cr_assert_eq(wf_event_result(res).as.i, 1, "the step ran on the calling thread");
+    wf_event_release(res);
+    wf_handler_free(h);
+    /* without run_here, a worker runs it */
+    h = start_marked(ex, wf, start, 0, NULL, NULL);
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    cr_assert_eq(wf_event_result(res).as.i, 0, "a worker ran the step");
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    tl_mark = 0;
+}
+
+Test(run, run_here_hands_what_the_first_step_emits_to_the_workers, .timeout = 60)
+{
+    wf_workflow *wf = new_wf("here2");
+    const wf_event_type *start = builtin(wf, WF_START_EVENT), *stop = builtin(wf, WF_STOP_EVENT);
+    const wf_event_type *mid = type(wf, "Mid");
+    add_step(wf, "first", here_step, start, mid, NULL, 0, (void *)mid);
+    add_step(wf, "second", second_step, mid, stop, NULL, 0, NULL);
+    wf_executor *ex = new_ex(2);
+    tl_mark = 2;
+    for (int i = 0; i < 100; i++) {
+        wf_handler *h = start_marked(ex, wf, start, 1, NULL, NULL);
+        wf_event *res;
+        cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+        cr_assert_eq(wf_event_result(res).as.i, 11, "first here (1), second on a worker (1)");
+        wf_event_release(res);
+        wf_handler_free(h);
+    }
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    tl_mark = 0;
+}
+
+Test(run, run_here_leaves_a_blocking_first_step_to_the_blocking_pool, .timeout = 60)
+{
+    wf_workflow *wf = new_wf("here3");
+    const wf_event_type *start = builtin(wf, WF_START_EVENT), *stop = builtin(wf, WF_STOP_EVENT);
+    const wf_event_type *accepts[] = {start}, *emits[] = {stop};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = accepts;
+    p.n_accepts = 1;
+    p.emits = emits;
+    p.n_emits = 1;
+    p.blocking = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "blocking_first", here_step, &p, NULL), 0);
+    wf_executor *ex = new_ex(2);
+    tl_mark = 3;
+    wf_handler *h = start_marked(ex, wf, start, 1, NULL, NULL);
+    wf_event *res;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    cr_assert_eq(wf_event_result(res).as.i, 0, "a blocking step runs in the blocking pool");
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    tl_mark = 0;
+}
+
+/* 16 threads start runs with run_here at once: never more than WF_RUN_HERE_THREADS run here. */
+typedef struct here_arg {
+    wf_executor *ex;
+    wf_workflow *wf;
+    const wf_event_type *start;
+    int index, bad;
+} here_arg;
+
+static void *here_caller(void *arg)
+{
+    here_arg *a = arg;
+    tl_mark = 100 + a->index;
+    for (int i = 0; i < 300; i++) {
+        wf_run_params rp;
+        wf_run_params_init(&rp);
+        rp.run_here = 1;
+        wf_event *s;
+        wf_handler *h;
+        if (wf_event_new1(&s, a->start, "caller", wf_value_int(tl_mark)) < 0 ||
+            wf_run_start_ex(a->ex, a->wf, NULL, s, &rp, &h, NULL) < 0) {
+            a->bad++;
+            continue;
+        }
+        wf_event *res;
+        if (wf_handler_wait(h, -1, &res) != 0)
+            a->bad++;
+        wf_event_release(res);
+        wf_handler_free(h);
+    }
+    return NULL;
+}
+
+Test(run, run_here_from_many_threads_at_once_uses_at_most_its_guest_slots, .timeout = 120)
+{
+    wf_workflow *wf = new_wf("here4");
+    const wf_event_type *start = builtin(wf, WF_START_EVENT), *stop = builtin(wf, WF_STOP_EVENT);
+    add_step(wf, "first", here_step, start, stop, NULL, 0, NULL);
+    wf_executor *ex = new_ex(2);
+    atomic_store(&here_max, 0);
+    atomic_store(&here_count, 0);
+    atomic_store(&away_count, 0);
+    atomic_store(&here_linger, 20);
+    enum { N = 16 };
+    pthread_t th[N];
+    here_arg args[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (here_arg){ex, wf, start, i, 0};
+        cr_assert_eq(pthread_create(&th[i], NULL, here_caller, &args[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(args[i].bad, 0, "caller %d: every run ran to its result", i);
+    }
+    cr_assert_eq(atomic_load(&here_count) + atomic_load(&away_count), N * 300);
+    cr_assert(atomic_load(&here_count) > 0, "some first steps ran on their callers");
+    cr_assert(atomic_load(&here_max) <= WF_RUN_HERE_THREADS,
+                  "%d first steps ran on their callers at once", atomic_load(&here_max));
+    atomic_store(&here_linger, 0);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}

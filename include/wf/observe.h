@@ -96,7 +96,11 @@ typedef enum wf_obs_kind {
  */
 typedef struct wf_obs_record {
     wf_obs_kind kind;
-    /** Worker index (0 .. threads-1), threads + i for blocking thread i, or WF_OBS_OUTSIDE. */
+    /**
+     * Worker index (0 .. threads-1), threads + i for blocking thread i,
+     * threads + blocking_threads + i for a thread outside the pool running a
+     * run's first step (wf_run_params.run_here), or WF_OBS_OUTSIDE.
+     */
     uint32_t thread;
     /** When, in ns of CLOCK_MONOTONIC (add wf_obs_clock_offset_ns for Unix time). */
     int64_t ts_ns;

@@ -134,7 +134,24 @@ typedef struct wf_run_params {
      * negative. Runs without a fence pay nothing for it.
      */
     int64_t fence_ns;
+    /**
+     * Nonzero: the start event's first invocation runs on the calling
+     * thread, before wf_run_start_ex returns, instead of on a worker; what
+     * it returns or sends goes to the executor as usual (and a run whose
+     * first step ends it, ends before the call returns: its on_done runs on
+     * the calling thread). For a server whose runs are short (wf serve): a
+     * request costs no hand-off to a worker and back. The calling thread is
+     * held for that step. Default 0. Ignored on a thread of an executor (a
+     * step starting a run), for a blocking step (wf_step_params.blocking: the
+     * blocking pool runs it), for a run waiting for its place
+     * (num_concurrent_runs), and when more than WF_RUN_HERE_THREADS (8)
+     * threads run a first step at once: the worker takes it then.
+     */
+    int32_t run_here;
 } wf_run_params;
+
+/** Threads that can run a first step at once (wf_run_params.run_here). */
+#define WF_RUN_HERE_THREADS 8
 
 WF_API void wf_run_params_init(wf_run_params *p);
 

@@ -31,6 +31,9 @@ static void usage(FILE *to)
             "      --max-connections N  connections at once (default 2048)\n"
             "      --http-threads N     HTTP threads, each serving many connections (default:\n"
             "                           the cores)\n"
+            "      --steps-on-workers   every step runs on the executor's workers (default: a\n"
+            "                           run's first step runs on the HTTP thread that starts\n"
+            "                           it, as the reference runs steps on its event loop)\n"
             "%s"
             "                           (created when missing): runs are durable (the\n"
             "                           handler id is the run id) and outlive the server:\n"
@@ -84,6 +87,9 @@ static int serve_opt(int c, const char *arg, void *user)
         }
         o->sp->http_threads = (uint32_t)v;
         return 0;
+    case 'X':
+        o->sp->first_step_here = 0;
+        return 0;
     }
     return -1;
 }
@@ -97,6 +103,7 @@ int cmd_serve(int argc, char **argv)
                                          {"max-handlers", required_argument, NULL, 'H'},
                                          {"max-connections", required_argument, NULL, 'C'},
                                          {"http-threads", required_argument, NULL, 'W'},
+                                         {"steps-on-workers", no_argument, NULL, 'X'},
                                          CLI_OPT_STORE,
                                          CLI_OPT_HELP,
                                          {NULL, 0, NULL, 0}};
