@@ -104,8 +104,8 @@ enum MHD_Result wf__srv_get_representation(const srv_wf *w, struct MHD_Connectio
 /* ------------------------------------------------------------ runs */
 
 /* Parses the run body; 0 or an HTTP status with *detail set (static or malloc'd in *freeme). */
-static int start_run(wf_server *s, const srv_wf *w, conn_state *cs, srv_rec **out, char *detail,
-                     size_t dlen)
+static int start_run(wf_server *s, const srv_wf *w, conn_state *cs, int wait, srv_rec **out,
+                     char *detail, size_t dlen)
 {
     json_t *body = NULL;
     char *msg = NULL;
@@ -200,14 +200,16 @@ static int start_run(wf_server *s, const srv_wf *w, conn_state *cs, srv_rec **ou
     rp.on_done = wf__srv_on_done;
     rp.on_done_user = r;
     /*
-     * The run's first step runs here, on this HTTP thread, as the
-     * reference runs its steps on its event loop: a run that its first step
-     * ends (the quick start) is answered without a hand-off to a worker and
-     * back; what the step emits goes to the executor. Not under inject_lock
-     * (a step must not hold the other HTTP threads up): what it injects
-     * meets at most the other HTTP threads' (--http-threads, one a core).
+     * POST .../run (not run-nowait, which answers at once): the run's first
+     * step runs here, on this HTTP thread, as the reference runs its steps
+     * on its event loop, so a run that its first step ends (the quick
+     * start) is answered without a hand-off to a worker and back; what the
+     * step emits goes to the executor. A blocking step (wf_step_params
+     * .blocking: I/O, a model call) still goes to the blocking pool. Not
+     * under inject_lock (a step must not hold the other HTTP threads up):
+     * what it injects meets at most the other HTTP threads'.
      */
-    rp.run_here = s->run_here;
+    rp.run_here = s->run_here && wait;
     if (!rp.run_here)
         pthread_mutex_lock(&s->inject_lock);
     if (s->store) /* durable (durable.c): the handler id is the run id */
@@ -254,7 +256,7 @@ enum MHD_Result wf__srv_post_run(wf_server *s, const srv_wf *w, struct MHD_Conne
         cs->counted = 0;
         wf__srv_unsuspended(s);
     }
-    int st = r ? 0 : start_run(s, w, cs, &r, detail, sizeof detail);
+    int st = r ? 0 : start_run(s, w, cs, wait, &r, detail, sizeof detail);
     if (st)
         return wf__srv_reply_detail(c, (unsigned)st, "%s", detail);
     if (wait) { /* the connection waits suspended; the run's end resumes it (streams.c) */

@@ -83,6 +83,26 @@ const tests = [
     const again = await fetch(`${srv.url}/events/${r.data.handler_id}?sse=false&after_sequence=${lines.length + 100}`);
     eq(again.status, 204, 'read to the end: 204');
   }],
+  ['POST /run runs the first step on its HTTP thread; --steps-on-workers on a worker', async () => {
+    const workerIds = async (url) => {
+      const r = await fetch(`${url}/workflows/${QS}/run`, { method: 'POST', body: JSON.stringify({ start_event: { data: 'w' } }) });
+      eq(r.status, 200, 'POST /run');
+      const id = (await r.json()).handler_id;
+      const e = await fetch(`${url}/events/${id}?sse=false&include_internal=true&after_sequence=-1`);
+      return (await e.text()).trim().split('\n').map((l) => JSON.parse(l))
+        .filter((x) => x.type === 'StepStateChanged' && x.value.step_state === 'running')
+        .map((x) => x.value.worker_id);
+    };
+    eq(await workerIds(srv.url), ['outside'], 'the HTTP thread ran it (not a worker of the pool)');
+    const other = await startServer(['--steps-on-workers']);
+    try {
+      const ids = await workerIds(other.url);
+      eq(ids.length, 1, 'one step');
+      assert(/^worker \d+$/.test(ids[0]), 'a worker ran it: ' + ids[0]);
+    } finally {
+      await other.stop();
+    }
+  }],
   ['human in the loop: answer an InputRequiredEvent', async () => {
     const r = await wc.postWorkflowsByNameRunNowait({ client, path: { name: 'approval' }, body: { start_event: { item: 'invoice 7' } } });
     const id = r.data.handler_id;
