@@ -1,11 +1,12 @@
 #!/bin/bash
-# bench/serve/interleave.sh ROUNDS SECONDS BUILD_DIR... : the serve_runs load
+# bench/serve/interleave.sh ROUNDS SECONDS BUILD_DIR[,ARG...]... : the serve_runs load
 # (wrk -t2 -c64, POST /workflows/MyWorkflow/run of the quick start) on each
 # build's `wf serve` in turn, one server at a time, ROUNDS times, so that
 # every build sees the host's good and bad seconds alike. One JSON line per
 # round (runs/s, the server's CPU µs per run from /proc, its voluntary and
 # involuntary context switches per run, all threads), then a median line per
-# build. The servers run with --threads and --http-threads at their defaults.
+# build. The servers run with their defaults and the ARGs after the build
+# directory (e.g. build-release,--steps-on-workers), which name it in the lines.
 set -eu
 rounds="$1"; secs="$2"; shift 2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,8 +17,10 @@ tmp=$(mktemp -d)
 pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 switches() { cat /proc/"$1"/task/*/status | awk '/^voluntary/ { v += $2 } /^nonvoluntary/ { n += $2 } END { print v, n }'; }
-one() { # BUILD ROUND
-  "$1/tools/wf" serve "$1/examples/quickstart.so" --listen 127.0.0.1:0 --max-handlers 10000 >"$tmp/out" 2>"$tmp/err" &
+one() { # BUILD[,ARG...] ROUND
+  IFS=, read -r -a spec <<< "$1"
+  "${spec[0]}/tools/wf" serve "${spec[0]}/examples/quickstart.so" --listen 127.0.0.1:0 \
+    --max-handlers 10000 "${spec[@]:1}" >"$tmp/out" 2>"$tmp/err" &
   pid=$!
   i=0
   until grep -q '^listening on ' "$tmp/out" 2>/dev/null; do
