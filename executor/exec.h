@@ -266,6 +266,12 @@ struct wf_executor {
      */
     wf__slot *blk_slots;
     _Atomic uint8_t guest_busy[WF_RUN_HERE_THREADS];
+    /*
+     * StepStateChanged's worker_id of each slot ("worker N", "blocking N",
+     * for a guest "outside"), then "outside" itself: shared string values,
+     * built once (handler.c).
+     */
+    wf_value *worker_ids;
     uint32_t blk_max, blk_started, blk_idle;
     uint32_t obs_buffer; /* wf_executor_params.observe_buffer, as given */
     int blk_stop;

@@ -364,45 +364,39 @@ void wf_handler_free(wf_handler *h)
 
 /* ------------------------------------------------ internal notifications */
 
-/* Who runs the calling thread's work, as the reference's worker_id. */
-static void worker_id(const wf__run *run, char *buf, size_t cap)
+/*
+ * Who runs the calling thread's work, as the reference's worker_id: "worker
+ * N", "blocking N", or "outside" (a thread outside the pool, also one that
+ * runs a first step: wf_run_params.run_here). A shared string value.
+ */
+static wf_value worker_id(const wf__run *run)
 {
+    const struct wf_executor *ex = run->ex;
     const wf__slot *s = wf__tls_slot;
-    int own = wf__own_thread(run->ex);
-    if (own == 1)
-        snprintf(buf, cap, "worker %u", wf__tls_worker->index);
-    else if (own == 2 && s->index < run->ex->nworkers + run->ex->blk_max)
-        snprintf(buf, cap, "blocking %u", s->index - run->ex->nworkers);
-    else
-        snprintf(buf, cap, "outside");
+    uint32_t last = ex->nworkers + ex->blk_max + WF_RUN_HERE_THREADS;
+    uint32_t i = s && s->ex == ex && s->index < last ? s->index : last;
+    return wf_value_retain(ex->worker_ids[i]);
 }
 
-static int set_str(wf_event *ev, const char *key, const char *s)
-{
-    wf_value v;
-    if (s == NULL)
-        return wf_event_set(ev, key, wf_value_nil());
-    int rc = wf_value_string(&v, s);
-    return rc < 0 ? rc : wf_event_set(ev, key, v);
-}
-
+/*
+ * A StepStateChanged notification: its fields declared on the built-in type
+ * (event.c) and filled with shared string values (the step's and the
+ * types' names, the state, the worker): one allocation, no copies.
+ */
 __attribute__((cold)) void wf__internal_step_state(wf__run *run, uint32_t step, const char *state,
                                                    const wf_event_type *in,
                                                    const wf_event_type *out)
 {
     if (state[0] == 'r') /* running: the end of an idle period */
         atomic_store_explicit(&run->idle_sent, 0, memory_order_relaxed);
-    char wid[32];
-    worker_id(run, wid, sizeof wid);
+    int which = state[0] == 'p' ? 0 : state[0] == 'r' ? 1 : 2;
+    wf_value v[5] = {wf_value_retain(run->wf->steps[step]->name_v),
+                     wf_value_retain(run->reg->step_states[which]), worker_id(run),
+                     wf_value_retain(in->name_v),
+                     out ? wf_value_retain(out->name_v) : wf_value_nil()};
     wf_event *ev;
-    if (wf_event_new(&ev, run->reg->types[WF_STEP_STATE_CHANGED], 5) < 0)
-        return; /* a notification: counted as dropped is all a failure can do */
-    if (set_str(ev, "name", run->wf->steps[step]->name) < 0 ||
-        set_str(ev, "step_state", state) < 0 || set_str(ev, "worker_id", wid) < 0 ||
-        set_str(ev, "input_event_name", in->name) < 0 ||
-        set_str(ev, "output_event_name", out ? out->name : NULL) < 0) {
-        wf_event_release(ev);
-        atomic_fetch_add(&run->dropped, 1);
+    if (wf_event_new_fields(&ev, run->reg->types[WF_STEP_STATE_CHANGED], v, 5) < 0) {
+        atomic_fetch_add(&run->dropped, 1); /* a notification: counted as dropped */
         return;
     }
     (void)wf__stream_push(run, ev);

@@ -631,6 +631,11 @@ static void ex_destroy(struct wf_executor *ex)
     wf__free_mem(ex->heap);
     wf__free_mem(ex->blk_threads);
     wf__free_mem(ex->blk_slots);
+    if (ex->worker_ids) {
+        for (uint32_t i = 0; i <= ex->nworkers + ex->blk_max + WF_RUN_HERE_THREADS; i++)
+            wf_value_release(ex->worker_ids[i]);
+        wf__free_mem(ex->worker_ids);
+    }
     pthread_mutex_destroy(&ex->blk_lock);
     pthread_cond_destroy(&ex->blk_cond);
     pthread_mutex_destroy(&ex->idle_lock);
@@ -693,6 +698,25 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     for (uint32_t i = 0; i < ex->blk_max + WF_RUN_HERE_THREADS; i++) {
         ex->blk_slots[i].ex = ex;
         ex->blk_slots[i].index = n + i;
+    }
+    uint32_t nids = n + ex->blk_max + WF_RUN_HERE_THREADS + 1;
+    ex->worker_ids = wf__calloc(nids, sizeof *ex->worker_ids);
+    if (ex->worker_ids == NULL) {
+        ex_destroy(ex);
+        return WF_ENOMEM;
+    }
+    for (uint32_t i = 0; i < nids; i++) {
+        char id[32];
+        if (i < n)
+            snprintf(id, sizeof id, "worker %u", i);
+        else if (i < n + ex->blk_max)
+            snprintf(id, sizeof id, "blocking %u", i - n);
+        else
+            snprintf(id, sizeof id, "outside");
+        if (wf_value_string(&ex->worker_ids[i], id) < 0) {
+            ex_destroy(ex);
+            return WF_ENOMEM;
+        }
     }
     for (uint32_t i = 0; i < n; i++) {
         wf__worker *w = &ex->workers[i];

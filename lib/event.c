@@ -37,7 +37,8 @@ static int add_locked(wf_registry *reg, const char *name, const wf_event_type *p
     if (t == NULL)
         return WF_ENOMEM;
     t->name = wf__strdup(name);
-    if (t->name == NULL) {
+    if (t->name == NULL || wf_value_string(&t->name_v, name) < 0) {
+        wf__free_mem(t->name);
         wf__free_mem(t);
         return WF_ENOMEM;
     }
@@ -89,6 +90,26 @@ int wf_registry_new(wf_registry **out)
         if (i == WF_INPUT_REQUIRED_EVENT)
             ((wf_event_type *)t)->is_input = 1;
     }
+    /*
+     * StepStateChanged's fields, declared (the engine builds one per step
+     * state with wf_event_new_fields from shared string values), and the
+     * three step_state values.
+     */
+    static const char *const ssc_fields[5] = {"name", "step_state", "worker_id",
+                                              "input_event_name", "output_event_name"};
+    static const char *const states[3] = {"preparing", "running", "not_running"};
+    for (int i = 0; i < 5; i++) {
+        const wf_event_field *f;
+        if (wf_event_type_add_field(reg->types[WF_STEP_STATE_CHANGED], ssc_fields[i], &f) < 0) {
+            wf_registry_free(reg);
+            return WF_ENOMEM;
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        if (wf_value_string(&reg->step_states[i], states[i]) < 0) {
+            wf_registry_free(reg);
+            return WF_ENOMEM;
+        }
     *out = reg;
     return 0;
 }
@@ -110,9 +131,12 @@ void wf_registry_free(wf_registry *reg)
             wf__free_mem(d[k].name);
         wf__free_mem(d);
         wf__free_mem(reg->types[i]->name);
+        wf_value_release(reg->types[i]->name_v);
         wf__free_mem(reg->types[i]);
     }
     wf__free_mem(reg->types);
+    for (int i = 0; i < 3; i++)
+        wf_value_release(reg->step_states[i]);
     pthread_mutex_destroy(&reg->lock);
     wf__free_mem(reg);
 }

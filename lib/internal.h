@@ -302,6 +302,7 @@ struct wf_event_type {
     struct wf_event_field *decl;
     _Atomic uint32_t ndecl;
     _Atomic int decl_slow; /* a declared key is too long for a field (set before ndecl grows) */
+    wf_value name_v;       /* the name as a string value, shared (StepStateChanged's fields) */
 };
 
 struct wf_event_field {
@@ -331,6 +332,8 @@ struct wf_registry {
     wf_event_type **types; /* by id; entries never move once added */
     _Atomic uint32_t n;
     uint32_t cap;
+    /* StepStateChanged's step_state values, shared: preparing, running, not_running */
+    wf_value step_states[3];
 };
 
 /*
@@ -413,6 +416,7 @@ static inline const char *wf__field_key(const wf__field *f)
 
 typedef struct wf__step {
     char *name;
+    wf_value name_v; /* the name as a string value, shared (StepStateChanged's fields) */
     uint32_t index;
     wf_step_fn fn;
     void *user;

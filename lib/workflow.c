@@ -57,6 +57,7 @@ static void step_free(wf__step *s)
         s->user_free(s->user);
     wf_retry_policy_free((wf_retry_policy *)s->retry);
     wf__step_res_free(s->res);
+    wf_value_release(s->name_v);
     for (uint32_t i = 0; i < s->n_error_of; i++)
         wf__free_mem(s->error_of[i]);
     wf__free_mem(s->error_of);
@@ -236,7 +237,8 @@ int wf_workflow_add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const
     s->name = wf__strdup(name);
     s->accepts = copy_types(p->accepts, p->n_accepts);
     s->emits = copy_types(p->emits, p->n_emits);
-    if (s->name == NULL || s->accepts == NULL || s->emits == NULL) {
+    if (s->name == NULL || s->accepts == NULL || s->emits == NULL ||
+        wf_value_string(&s->name_v, name) < 0) {
         step_free(s);
         return WF_ENOMEM;
     }
