@@ -1493,6 +1493,16 @@ static wf_handler *start_marked(wf_executor *ex, wf_workflow *wf, const wf_event
     return h;
 }
 
+/* Waits for h's result, an int: want; frees h. */
+static void expect_int_result(wf_handler *h, int64_t want, const char *what)
+{
+    wf_event *res;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0, "%s", what);
+    cr_assert_eq(wf_event_result(res).as.i, want, "%s", what);
+    wf_event_release(res);
+    wf_handler_free(h);
+}
+
 Test(run, run_here_runs_the_first_step_on_the_calling_thread, .timeout = 60)
 {
     wf_workflow *wf = new_wf("here");
@@ -1507,17 +1517,9 @@ Test(run, run_here_runs_the_first_step_on_the_calling_thread, .timeout = 60)
     cr_assert(atomic_load(&done), "the run ended in the call");
     cr_assert(tl_done_here, "its on_done ran on this thread");
     cr_assert_eq(wf_handler_status(h), WF_RUN_DONE);
-    wf_event *res;
-    cr_assert_eq(wf_handler_wait(h, 0, &res), 0);
-    cr_assert_eq(wf_event_result(res).as.i, 1, "the step ran on the calling thread");
-    wf_event_release(res);
-    wf_handler_free(h);
+    expect_int_result(h, 1, "the step ran on the calling thread");
     /* without run_here, a worker runs it */
-    h = start_marked(ex, wf, start, 0, NULL, NULL);
-    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
-    cr_assert_eq(wf_event_result(res).as.i, 0, "a worker ran the step");
-    wf_event_release(res);
-    wf_handler_free(h);
+    expect_int_result(start_marked(ex, wf, start, 0, NULL, NULL), 0, "a worker ran the step");
     wf_executor_free(ex);
     wf_workflow_free(wf);
     tl_mark = 0;
@@ -1532,14 +1534,9 @@ Test(run, run_here_hands_what_the_first_step_emits_to_the_workers, .timeout = 60
     add_step(wf, "second", second_step, mid, stop, NULL, 0, NULL);
     wf_executor *ex = new_ex(2);
     tl_mark = 2;
-    for (int i = 0; i < 100; i++) {
-        wf_handler *h = start_marked(ex, wf, start, 1, NULL, NULL);
-        wf_event *res;
-        cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
-        cr_assert_eq(wf_event_result(res).as.i, 11, "first here (1), second on a worker (1)");
-        wf_event_release(res);
-        wf_handler_free(h);
-    }
+    for (int i = 0; i < 100; i++)
+        expect_int_result(start_marked(ex, wf, start, 1, NULL, NULL), 11,
+                          "first here (1), second on a worker (1)");
     wf_executor_free(ex);
     wf_workflow_free(wf);
     tl_mark = 0;
@@ -1560,12 +1557,8 @@ Test(run, run_here_leaves_a_blocking_first_step_to_the_blocking_pool, .timeout =
     cr_assert_eq(wf_workflow_add_step(wf, "blocking_first", here_step, &p, NULL), 0);
     wf_executor *ex = new_ex(2);
     tl_mark = 3;
-    wf_handler *h = start_marked(ex, wf, start, 1, NULL, NULL);
-    wf_event *res;
-    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
-    cr_assert_eq(wf_event_result(res).as.i, 0, "a blocking step runs in the blocking pool");
-    wf_event_release(res);
-    wf_handler_free(h);
+    expect_int_result(start_marked(ex, wf, start, 1, NULL, NULL), 0,
+                      "a blocking step runs in the blocking pool");
     wf_executor_free(ex);
     wf_workflow_free(wf);
     tl_mark = 0;
