@@ -103,12 +103,70 @@ enum MHD_Result wf__srv_get_representation(const srv_wf *w, struct MHD_Connectio
 
 /* ------------------------------------------------------------ runs */
 
+#ifdef WF_HAVE_YAJL
+#include "flat.h"
+
+/*
+ * The start event of a body that is exactly {"start_event": OBJECT} with a
+ * flat OBJECT (the clients' usual run request), without jansson's tree:
+ * flat.c takes OBJECT only when the general path (wf__json_start) would
+ * give the very same event (test json_flat), and anything else about the
+ * body (other members, a handler_id, whitespace flat.c does not take) goes
+ * to the general path, which also words every error. 1 with *ev, else 0.
+ */
+static int flat_body(const srv_wf *w, const char *b, size_t n, wf_event **ev)
+{
+    static _Thread_local void *arena; /* yajl's memory, kept by this HTTP thread */
+    static const char key[] = "\"start_event\"";
+    size_t i = 0;
+    while (i < n && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t'))
+        i++;
+    if (i == n || b[i++] != '{')
+        return 0;
+    while (i < n && b[i] == ' ')
+        i++;
+    if (n - i < sizeof key - 1 || memcmp(b + i, key, sizeof key - 1) != 0)
+        return 0;
+    i += sizeof key - 1;
+    while (i < n && b[i] == ' ')
+        i++;
+    if (i == n || b[i++] != ':')
+        return 0;
+    while (i < n && b[i] == ' ')
+        i++;
+    size_t e = n; /* the body's closing brace: after it, only whitespace */
+    while (e > i && (b[e - 1] == ' ' || b[e - 1] == '\n' || b[e - 1] == '\r' || b[e - 1] == '\t'))
+        e--;
+    if (e == i || b[e - 1] != '}')
+        return 0;
+    e--;
+    wf_value id;
+    int has_id;
+    int rc = cli_flat_start(wf_workflow_start_type(w->wf), b + i, e - i, &arena, ev, &id, &has_id);
+    wf_value_release(id);
+    return rc == 1;
+}
+#endif
+
 /* Parses the run body; 0 or an HTTP status with *detail set (static or malloc'd in *freeme). */
 static int start_run(wf_server *s, const srv_wf *w, conn_state *cs, int wait, srv_rec **out,
                      char *detail, size_t dlen)
 {
     json_t *body = NULL;
     char *msg = NULL;
+    wf_event *ev = NULL;
+    int rc;
+#ifdef WF_HAVE_YAJL
+    if (cs->len > 0 && flat_body(w, cs->body, cs->len, &ev)) {
+        body = json_object(); /* no handler_id, no context: the body had start_event only */
+        if (body == NULL) {
+            wf_event_release(ev);
+            snprintf(detail, dlen, "out of memory");
+            return 500;
+        }
+        goto parsed;
+    }
+#endif
     if (cs->len == 0) {
         body = json_object(); /* the reference wants a body; an empty one means {} here */
     } else {
@@ -144,8 +202,7 @@ static int start_run(wf_server *s, const srv_wf *w, conn_state *cs, int wait, sr
     json_t *empty = NULL;
     if (start == NULL || json_is_null(start))
         start = empty = json_object();
-    wf_event *ev = NULL;
-    int rc = wf__json_start(w->wf, start, &ev, &msg);
+    rc = wf__json_start(w->wf, start, &ev, &msg);
     json_decref(parsed);
     json_decref(empty);
     if (rc < 0) {
@@ -155,6 +212,9 @@ static int start_run(wf_server *s, const srv_wf *w, conn_state *cs, int wait, sr
         wf_json_free_message(msg);
         return 400;
     }
+#ifdef WF_HAVE_YAJL
+parsed:;
+#endif
     const char *want = json_string_value(json_object_get(body, "handler_id"));
     srv_rec *r = calloc(1, sizeof *r);
     if (r == NULL) {
