@@ -292,8 +292,6 @@ int wf_event_type_add_field(const wf_event_type *t, const char *key, const wf_ev
     memset(f->key, 0, sizeof f->key);
     if (klen < WF__KEY_INLINE)
         memcpy(f->key, key, klen);
-    else
-        atomic_store_explicit(&type->decl_slow, 1, memory_order_relaxed);
     atomic_store_explicit(&type->ndecl, n + 1, memory_order_release);
     *out = f;
 done:
@@ -612,9 +610,8 @@ static void release_values(const wf_value *vals, size_t n)
 }
 
 /*
- * wf_event_new_fields' other cases: bad arguments, a schema to check, a key
- * too long for a field, no memory. Out of line, so that the usual case is a
- * leaf with no stack frame.
+ * wf_event_new_fields' other cases: bad arguments, a schema to check, no
+ * memory. Out of line, so that the usual case is a leaf with no stack frame.
  */
 static __attribute__((noinline)) int new_fields_slow(wf_event **out, const wf_event_type *type,
                                                      const wf_value *vals, size_t n)
@@ -647,24 +644,20 @@ static __attribute__((noinline)) int new_fields_slow(wf_event **out, const wf_ev
         return WF_ENOMEM;
     }
     wf__field *f = ev->inline_fields;
+    uint16_t plain = WF__EV_PLAIN;
     for (size_t i = 0; i < n; i++) {
-        if (decl[i].klen < WF__KEY_INLINE) {
+        if (decl[i].klen < WF__KEY_INLINE)
             memcpy(f[i].key, decl[i].key, WF__KEY_INLINE);
-        } else {
-            char *heap = wf__strndup(decl[i].name, decl[i].klen);
-            if (heap == NULL) {
-                ev->nfields = (uint32_t)i; /* the ones before are whole */
-                release_values(vals + i, n - i);
-                wf_event_release(ev);
-                return WF_ENOMEM;
-            }
-            memcpy(f[i].key, &heap, sizeof heap);
-        }
+        else /* borrowed from the declaration, as in wf_event_new_fields */
+            memcpy(f[i].key, &decl[i].name, sizeof decl[i].name);
         f[i].klen = decl[i].klen;
         f[i].val = vals[i];
-        ev->nfields = (uint32_t)i + 1;
+        if (vals[i].kind >= WF_STRING)
+            plain = 0;
     }
-    ev->nslots = (uint8_t)n; /* not WF__EV_PLAIN: a key may be on the heap */
+    ev->nfields = (uint32_t)n;
+    ev->nslots = (uint8_t)n;
+    ev->flags = plain;
     *out = ev;
     return 0;
 }
@@ -676,7 +669,6 @@ int wf_event_new_fields(wf_event **out, const wf_event_type *type, const wf_valu
     *out = NULL;
     wf_event_type *t = (wf_event_type *)type;
     if (WF__UNLIKELY(n != atomic_load_explicit(&t->ndecl, memory_order_acquire) ||
-                     atomic_load_explicit(&t->decl_slow, memory_order_relaxed) ||
                      wf__type_has_schema(type)))
         return new_fields_slow(out, type, vals, n);
     wf_event *ev = ev_alloc(type, (uint32_t)n);
@@ -686,7 +678,10 @@ int wf_event_new_fields(wf_event **out, const wf_event_type *type, const wf_valu
     wf__field *f = ev->inline_fields;
     uint16_t plain = WF__EV_PLAIN;
     for (size_t i = 0; i < n; i++) {
-        memcpy(f[i].key, decl[i].key, WF__KEY_INLINE);
+        if (WF__LIKELY(decl[i].klen < WF__KEY_INLINE))
+            memcpy(f[i].key, decl[i].key, WF__KEY_INLINE);
+        else /* borrowed from the declaration (the registry's), never freed: i < nslots */
+            memcpy(f[i].key, &decl[i].name, sizeof decl[i].name);
         f[i].klen = decl[i].klen;
         f[i].val = vals[i];
         if (vals[i].kind >= WF_STRING)
@@ -773,8 +768,14 @@ void wf_event_release(wf_event *ev)
         return;
     }
     wf__field *fields = wf__ev_fields(ev);
-    for (uint32_t i = 0; i < ev->nfields; i++)
-        field_clear(&fields[i]);
+    for (uint32_t i = 0; i < ev->nfields; i++) {
+        if (i < ev->nslots) { /* a declared field: a long key is the declaration's */
+            if (fields[i].val.kind >= WF_STRING)
+                wf_value_release(fields[i].val);
+        } else {
+            field_clear(&fields[i]);
+        }
+    }
     if (ev->flags & WF__EV_FIELDS_HEAP)
         wf__free_mem(fields);
     wf__cache_free(ev, ev->cls);

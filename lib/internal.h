@@ -301,7 +301,6 @@ struct wf_event_type {
      */
     struct wf_event_field *decl;
     _Atomic uint32_t ndecl;
-    _Atomic int decl_slow; /* a declared key is too long for a field (set before ndecl grows) */
     wf_value name_v;       /* the name as a string value, shared (StepStateChanged's fields) */
 };
 
@@ -377,7 +376,8 @@ struct wf_event {
     _Atomic uint32_t refs;
     uint16_t flags;
     uint8_t cls;    /* cache class of this block */
-    uint8_t nslots; /* fields 0..nslots-1 are its type's declared ones, in order */
+    uint8_t nslots; /* fields 0..nslots-1 are its type's declared ones, in order; a long
+                       key of theirs points to the declaration's (not freed with the event) */
     uint32_t nfields;
     uint32_t cap;
     const wf_event_type *type;
