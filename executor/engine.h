@@ -460,6 +460,15 @@ extern WF__TLS uint16_t wf__tls_lineage;
 /* The list fan-out branch of what the calling thread routes now (task->u.group, ->pad). */
 extern WF__TLS wf__group *wf__tls_group;
 extern WF__TLS uint32_t wf__tls_branch;
+/*
+ * wf_ctx_emit_list's unit of branch wf__tls_held_b of wf__tls_held while it
+ * routes that branch's event (fanout.c): the one task made for it takes the
+ * unit over instead of adding one (wf__tag_task). NULL when taken, or while
+ * an event goes to several steps (wf__emit: after the first of those tasks
+ * is out, a second add would not be a holder's).
+ */
+extern WF__TLS wf__group *wf__tls_held;
+extern WF__TLS uint32_t wf__tls_held_b;
 /* The engine hand-over of a chain (invoke.c and route.c; see invoke.c). */
 extern WF__TLS wf__run *wf__tls_handoff_run;
 extern WF__TLS wf__run *wf__tls_handoff;
@@ -698,10 +707,35 @@ void wf__take_result(wf__run *run, wf__group *g, uint32_t b, wf_event *ev);
 /* 1 if g is a Take(n) group whose join has fired. */
 int wf__take_fired(wf__group *g);
 
+/*
+ * Gives up one unit of a count that only holders of a unit raise (a branch's
+ * outstanding[], a group's open) or that each party lowers once (a group's
+ * unresolved): 1 if it was the last. A holder that reads 1 is the only one
+ * left, and nobody can raise it any more, so the last unit goes without a
+ * locked read-modify-write (the acquire load still pairs with the others'
+ * releasing decrements); the count is left at 0 for readers.
+ */
+static inline int wf__unit_drop(_Atomic uint32_t *c)
+{
+    if (atomic_load_explicit(c, memory_order_acquire) == 1) {
+        atomic_store_explicit(c, 0, memory_order_relaxed);
+        return 1;
+    }
+    return atomic_fetch_sub_explicit(c, 1, memory_order_acq_rel) == 1;
+}
+
 static inline void wf__branch_add(wf__group *g, uint32_t b)
 {
     atomic_fetch_add_explicit(&g->outstanding[b], 1, memory_order_relaxed);
 }
+
+/*
+ * ev (owned), of g's collect type, was emitted in branch b: 1 if it is the
+ * branch's result (taken; the join may fire), 0 if b was resolved already.
+ */
+int wf__branch_result(wf__run *run, wf__group *g, uint32_t b, wf_event *ev);
+/* A new task joins branch b of g, being routed (fanout.c): takes the emitter's unit or adds one. */
+void wf__branch_join(wf__group *g, uint32_t b);
 
 /* A new task joins the branch being routed. */
 static inline void wf__tag_task(wf__task *t)
@@ -709,7 +743,7 @@ static inline void wf__tag_task(wf__task *t)
     t->u.group = wf__tls_group;
     t->pad = wf__tls_branch;
     if (WF__UNLIKELY(wf__tls_group != NULL))
-        wf__branch_add(wf__tls_group, wf__tls_branch);
+        wf__branch_join(wf__tls_group, wf__tls_branch);
 }
 
 /* ------------------------------------------------- wait.c: waiters */

@@ -7,7 +7,10 @@
  * Shared fields: a group's outstanding[], resolved[], unresolved and open
  * are atomics (no lock); result[b] is written once, by the winner of
  * resolved[b]'s 0 -> 1 CAS, and read by the one that fires the join after
- * unresolved reaches 0.
+ * unresolved reaches 0. Where one party is alone by the counting (the
+ * branch's only task, the last unit of a count: wf__unit_drop), it reads
+ * and stores instead of a locked read-modify-write; a one-task branch
+ * (a tree's node) then costs no atomic RMW of its own besides the task's.
  *
  * Take(n) groups (the join step's take): g->take->mu guards fired, arrived,
  * order[] and the result[] writes; the join fires once, on the n-th result
@@ -19,6 +22,9 @@
 #include <wf/observe.h>
 
 #include <string.h>
+
+WF__TLS wf__group *wf__tls_held;
+WF__TLS uint32_t wf__tls_held_b;
 
 wf__group *wf__group_new(uint32_t n)
 {
@@ -125,10 +131,42 @@ static void group_free(wf__group *g)
     wf__cache_free(g, g->cls);
 }
 
+int wf__branch_result(wf__run *run, wf__group *g, uint32_t b, wf_event *ev)
+{
+    int won;
+    if (atomic_load_explicit(&g->outstanding[b], memory_order_relaxed) == 1) {
+        /* the emitter is the branch's only task: nobody races it for resolved[b] */
+        won = atomic_load_explicit(&g->resolved[b], memory_order_relaxed) == 0;
+        if (won)
+            atomic_store_explicit(&g->resolved[b], 1, memory_order_relaxed);
+    } else {
+        int expected = 0;
+        won = atomic_compare_exchange_strong(&g->resolved[b], &expected, 1);
+    }
+    if (!won)
+        return 0;
+    if (WF__UNLIKELY(g->take != NULL)) {
+        wf__take_result(run, g, b, ev);
+        return 1;
+    }
+    g->result[b] = ev;
+    if (wf__unit_drop(&g->unresolved))
+        wf__group_fire(run, g);
+    return 1;
+}
+
+void wf__branch_join(wf__group *g, uint32_t b)
+{
+    if (wf__tls_held == g && wf__tls_held_b == b)
+        wf__tls_held = NULL; /* the emitter's unit is the new task's now */
+    else
+        wf__branch_add(g, b);
+}
+
 /* A branch closed (or a hold went): the last one frees the group. */
 void wf__group_close(wf__group *g)
 {
-    if (atomic_fetch_sub_explicit(&g->open, 1, memory_order_acq_rel) == 1)
+    if (wf__unit_drop(&g->open))
         group_free(g);
 }
 
@@ -143,13 +181,17 @@ void wf__groups_free(wf__group *g)
 
 void wf__branch_done(wf__run *run, wf__group *g, uint32_t b)
 {
-    if (atomic_fetch_sub_explicit(&g->outstanding[b], 1, memory_order_acq_rel) != 1)
+    if (!wf__unit_drop(&g->outstanding[b]))
         return;
-    /* nothing of branch b is left: without a result it drops out */
-    int expected = 0;
-    if (atomic_compare_exchange_strong(&g->resolved[b], &expected, 2) &&
-        atomic_fetch_sub(&g->unresolved, 1) == 1)
-        wf__group_fire(run, g);
+    /*
+     * Nothing of branch b is left: without a result it drops out. No task
+     * of b remains to resolve it meanwhile, so no compare-and-swap.
+     */
+    if (atomic_load_explicit(&g->resolved[b], memory_order_relaxed) == 0) {
+        atomic_store_explicit(&g->resolved[b], 2, memory_order_relaxed);
+        if (wf__unit_drop(&g->unresolved))
+            wf__group_fire(run, g);
+    }
     /* after the join fired: whoever closes the last branch frees the group */
     wf__group_close(g);
 }
@@ -270,13 +312,18 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
     }
     /*
      * Each branch starts with one unit held here, so none can finish (and
-     * drop out, or free the group) before all are delivered; the units go
-     * when the loop is done.
+     * drop out, or free the group) before all are delivered. When branch
+     * i's event makes one task, that task takes the unit over (wf__tag_task:
+     * no add, no drop); otherwise the unit goes after the event is routed.
+     * Branches after i are still held, so g lives on until the last one,
+     * and nothing here touches g after handing the last unit on.
      */
     for (uint32_t i = 0; i < n; i++)
         atomic_init(&g->outstanding[i], 1);
     wf__group *saved_g = wf__tls_group;
     uint32_t saved_b = wf__tls_branch;
+    wf__group *saved_held = wf__tls_held;
+    uint32_t saved_held_b = wf__tls_held_b;
     int64_t obs_now = wf__obs_on(run->ex, WF_OBS_EVENT_EMIT) ? wf__obs_now() : 0;
     for (uint32_t i = 0; i < n; i++) {
         wf_event_freeze(evs[i]);
@@ -287,12 +334,17 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
         }
         wf__tls_group = g;
         wf__tls_branch = i;
+        wf__tls_held = g;
+        wf__tls_held_b = i;
         wf__emit(run, evs[i], -1);
+        int kept = wf__tls_held != NULL;
+        wf__tls_held = NULL;
+        wf__tls_group = saved_g;
+        wf__tls_branch = saved_b;
+        if (kept) /* no task took it: the last one may free g */
+            wf__branch_done(run, g, i);
     }
-    wf__tls_group = saved_g;
-    wf__tls_branch = saved_b;
-    /* the last of these may free g */
-    for (uint32_t i = 0; i < n; i++)
-        wf__branch_done(run, g, i);
+    wf__tls_held = saved_held;
+    wf__tls_held_b = saved_held_b;
     return 0;
 }

@@ -450,6 +450,24 @@ static void notify_unhandled(wf__run *run, wf_event *ev)
 
 /* ---------------------------------------------------------------- routing */
 
+/* ev (owned) to each of steps[0..n), n > 1: 0 or WF_ENOMEM. */
+static __attribute__((noinline)) int deliver_to_many(wf__run *run, const uint32_t *steps,
+                                                     uint32_t n, wf_event *ev)
+{
+    /* several tasks: each adds its unit, a list fan-out emitter's stays its own */
+    wf__group *held = wf__tls_held;
+    wf__tls_held = NULL;
+    int rc = 0;
+    for (uint32_t i = 0; i + 1 < n && rc == 0; i++)
+        rc = wf__deliver(run, steps[i], wf_event_retain(ev));
+    if (rc == 0)
+        rc = wf__deliver(run, steps[n - 1], ev);
+    else
+        wf_event_release(ev);
+    wf__tls_held = held;
+    return rc;
+}
+
 /* Routes ev (owned) from inside the run. target: a step index or -1. */
 void wf__emit(wf__run *run, wf_event *ev, int32_t target)
 {
@@ -481,21 +499,9 @@ void wf__emit(wf__run *run, wf_event *ev, int32_t target)
         wf__end_run(run, WF_RUN_DONE, ev, 0, NULL, NULL);
         return;
     }
-    if (WF__UNLIKELY(wf__tls_group != NULL) && t == wf__tls_group->collect) {
-        /* the branch's result: it resolves the branch and goes to the join only */
-        wf__group *g = wf__tls_group;
-        int expected = 0;
-        if (atomic_compare_exchange_strong(&g->resolved[wf__tls_branch], &expected, 1)) {
-            if (WF__UNLIKELY(g->take != NULL)) {
-                wf__take_result(run, g, wf__tls_branch, ev);
-                return;
-            }
-            g->result[wf__tls_branch] = ev;
-            if (atomic_fetch_sub(&g->unresolved, 1) == 1)
-                wf__group_fire(run, g);
-            return;
-        }
-    }
+    if (WF__UNLIKELY(wf__tls_group != NULL) && t == wf__tls_group->collect &&
+        wf__branch_result(run, wf__tls_group, wf__tls_branch, ev))
+        return; /* the branch's result: it resolved the branch and goes to the join only */
     int input_required = t->is_input;
     if (WF__UNLIKELY(input_required) && wf__stream_push(run, wf_event_retain(ev)) < 0) {
         /* nobody would ever see the request: the run cannot go on */
@@ -546,12 +552,11 @@ void wf__emit(wf__run *run, wf_event *ev, int32_t target)
                 notify_unhandled(run, ev);
             return;
         }
-        for (uint32_t i = 0; i + 1 < n && rc == 0; i++)
-            rc = wf__deliver(run, steps[i], wf_event_retain(ev));
-        if (rc == 0)
-            rc = wf__deliver(run, steps[n - 1], ev);
-        else
-            wf_event_release(ev);
+        if (WF__UNLIKELY(n > 1)) {
+            rc = deliver_to_many(run, steps, n, ev);
+        } else {
+            rc = wf__deliver(run, steps[0], ev);
+        }
     }
     if (WF__UNLIKELY(rc < 0))
         wf__fail_nomem(run, WF__NO_STEP, "routing an event");

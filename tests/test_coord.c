@@ -1633,6 +1633,76 @@ Test(coord, nested_fan_outs_are_tracked_per_level, .timeout = 60)
     wf_workflow_free(wf);
 }
 
+/*
+ * ---- every way a branch's event can be routed ----
+ * Item: one task (it takes the emitter's unit of its branch); Res: the
+ * collect type itself (resolves the branch as it is emitted); Dup: two
+ * steps (two tasks; dup_a answers, dup_b emits nothing); Stray: a sink
+ * that emits nothing (the branch drops out).
+ */
+static const wf_event_type *T_DUP, *T_STRAY;
+
+static int mixed_split(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_event *evs[8] = {ev_i(T_ITEM, 1), ev_i(T_RES, 2),   ev_i(T_DUP, 3), ev_i(T_STRAY, 4),
+                        ev_i(T_DUP, 5),  ev_i(T_ITEM, 6), ev_i(T_RES, 7), ev_i(T_STRAY, 8)};
+    return wf_ctx_emit_list(ctx, evs, 8, T_RES);
+}
+
+static int dup_a(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    *out = ev_i(T_RES, geti(in));
+    return 0;
+}
+
+static int emits_nothing(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    return 0;
+}
+
+Test(coord, a_branch_event_to_one_step_to_two_to_none_or_the_join_itself, .timeout = 120)
+{
+    atomic_store(&list_joins, 0);
+    wf_workflow *wf = new_wf("mixed");
+    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Res", NULL, &T_RES), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Dup", NULL, &T_DUP), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Stray", NULL, &T_STRAY), 0);
+    const wf_event_type *split_emits[] = {T_ITEM, T_RES, T_DUP, T_STRAY};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.n_accepts = 1;
+    p.accepts = &T_START;
+    p.emits = split_emits;
+    p.n_emits = 4;
+    cr_assert_eq(wf_workflow_add_step(wf, "split", mixed_split, &p, NULL), 0);
+    p.n_emits = 1;
+    p.accepts = &T_ITEM;
+    p.emits = &T_RES;
+    cr_assert_eq(wf_workflow_add_step(wf, "work", work_all, &p, NULL), 0);
+    p.accepts = &T_DUP;
+    cr_assert_eq(wf_workflow_add_step(wf, "dup_a", dup_a, &p, NULL), 0);
+    p.n_emits = 0;
+    p.emits = NULL;
+    cr_assert_eq(wf_workflow_add_step(wf, "dup_b", emits_nothing, &p, NULL), 0);
+    p.accepts = &T_STRAY;
+    cr_assert_eq(wf_workflow_add_step(wf, "sink", emits_nothing, &p, NULL), 0);
+    p.accepts = &T_RES;
+    p.emits = &T_STOP;
+    p.n_emits = 1;
+    p.join_list = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "join", list_join, &p, NULL), 0);
+    char *msg = NULL;
+    cr_assert_eq(wf_workflow_validate(wf, &msg), 0, "%s", msg ? msg : "");
+    /* many runs on 2 threads: the branches' tasks race the emitter's loop */
+    for (int k = 0; k < 200; k++) {
+        char buf[128];
+        cr_assert_str_eq(run_for_string(wf, buf, sizeof buf), "[1,2,3,5,6,7]", "run %d", k);
+    }
+    cr_assert_eq(atomic_load(&list_joins), 200, "the join fires exactly once a run");
+    wf_workflow_free(wf);
+}
+
 /* ---- a recursion of list fan-outs through steps with no num_workers limit ---- */
 
 #define TREE_DEPTH 10
