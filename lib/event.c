@@ -95,8 +95,8 @@ int wf_registry_new(wf_registry **out)
      * state with wf_event_new_fields from shared string values), and the
      * three step_state values.
      */
-    static const char *const ssc_fields[5] = {"name", "step_state", "worker_id",
-                                              "input_event_name", "output_event_name"};
+    static const char *const ssc_fields[5] = {"name", "step_state", "worker_id", "input_event_name",
+                                              "output_event_name"};
     static const char *const states[3] = {"preparing", "running", "not_running"};
     for (int i = 0; i < 5; i++) {
         const wf_event_field *f;
@@ -258,7 +258,9 @@ int wf_event_type_add_field(const wf_event_type *t, const char *key, const wf_ev
         *out = NULL;
     if (t == NULL || key == NULL || out == NULL)
         return wf__set_error(WF_EINVAL, "wf_event_type_add_field: %s is NULL",
-                             t == NULL ? "t" : key == NULL ? "key" : "out");
+                             t == NULL     ? "t"
+                             : key == NULL ? "key"
+                                           : "out");
     size_t klen = strlen(key);
     if (klen == 0 || klen > 255)
         return wf__set_error(WF_EINVAL, "wf_event_type_add_field: a key must be 1 to 255 bytes");
@@ -318,7 +320,7 @@ uint32_t wf_event_field_index(const wf_event_field *f)
 
 /* Inline: the constructors pass a constant capacity, so the size class folds. */
 static inline __attribute__((always_inline)) wf_event *ev_alloc(const wf_event_type *type,
-                                                                 uint32_t cap)
+                                                                uint32_t cap)
 {
     uint8_t cls;
     size_t fields = (size_t)cap * sizeof(wf__field);
@@ -417,7 +419,7 @@ static __attribute__((noinline)) wf__field *find_field_from(wf__field *f, wf__fi
  * registers to save); the first long key hands the rest to find_field_from.
  */
 static inline __attribute__((always_inline)) wf__field *find_field_str(const wf_event *ev,
-                                                                        const char *key)
+                                                                       const char *key)
 {
     wf__field *f = wf__ev_fields(ev), *end = f + ev->nfields;
     char c0 = key[0];
@@ -609,6 +611,27 @@ static void release_values(const wf_value *vals, size_t n)
         wf_value_release(vals[i]);
 }
 
+/* Fills a new event's n slots from the declaration and vals (taken). */
+static inline __attribute__((always_inline)) void
+put_declared(wf_event *ev, const wf_event_field *decl, const wf_value *vals, size_t n)
+{
+    wf__field *f = ev->inline_fields;
+    uint16_t plain = WF__EV_PLAIN;
+    for (size_t i = 0; i < n; i++) {
+        if (WF__LIKELY(decl[i].klen < WF__KEY_INLINE))
+            memcpy(f[i].key, decl[i].key, WF__KEY_INLINE);
+        else /* borrowed from the declaration (the registry's), never freed: i < nslots */
+            memcpy(f[i].key, &decl[i].name, sizeof decl[i].name);
+        f[i].klen = decl[i].klen;
+        f[i].val = vals[i];
+        if (vals[i].kind >= WF_STRING)
+            plain = 0;
+    }
+    ev->nfields = (uint32_t)n;
+    ev->nslots = (uint8_t)n;
+    ev->flags = plain;
+}
+
 /*
  * wf_event_new_fields' other cases: bad arguments, a schema to check, no
  * memory. Out of line, so that the usual case is a leaf with no stack frame.
@@ -619,7 +642,9 @@ static __attribute__((noinline)) int new_fields_slow(wf_event **out, const wf_ev
     if (out == NULL || type == NULL || (vals == NULL && n > 0)) {
         release_values(vals, n);
         return wf__set_error(WF_EINVAL, "wf_event_new_fields: %s is NULL",
-                             out == NULL ? "out" : type == NULL ? "type" : "vals");
+                             out == NULL    ? "out"
+                             : type == NULL ? "type"
+                                            : "vals");
     }
     uint32_t nd = atomic_load_explicit(&((wf_event_type *)type)->ndecl, memory_order_acquire);
     if (n != nd) {
@@ -643,21 +668,7 @@ static __attribute__((noinline)) int new_fields_slow(wf_event **out, const wf_ev
         release_values(vals, n);
         return WF_ENOMEM;
     }
-    wf__field *f = ev->inline_fields;
-    uint16_t plain = WF__EV_PLAIN;
-    for (size_t i = 0; i < n; i++) {
-        if (decl[i].klen < WF__KEY_INLINE)
-            memcpy(f[i].key, decl[i].key, WF__KEY_INLINE);
-        else /* borrowed from the declaration, as in wf_event_new_fields */
-            memcpy(f[i].key, &decl[i].name, sizeof decl[i].name);
-        f[i].klen = decl[i].klen;
-        f[i].val = vals[i];
-        if (vals[i].kind >= WF_STRING)
-            plain = 0;
-    }
-    ev->nfields = (uint32_t)n;
-    ev->nslots = (uint8_t)n;
-    ev->flags = plain;
+    put_declared(ev, decl, vals, n);
     *out = ev;
     return 0;
 }
@@ -674,22 +685,7 @@ int wf_event_new_fields(wf_event **out, const wf_event_type *type, const wf_valu
     wf_event *ev = ev_alloc(type, (uint32_t)n);
     if (WF__UNLIKELY(ev == NULL))
         return new_fields_slow(out, type, vals, n); /* no memory now: it says so (or succeeds) */
-    const wf_event_field *decl = t->decl;
-    wf__field *f = ev->inline_fields;
-    uint16_t plain = WF__EV_PLAIN;
-    for (size_t i = 0; i < n; i++) {
-        if (WF__LIKELY(decl[i].klen < WF__KEY_INLINE))
-            memcpy(f[i].key, decl[i].key, WF__KEY_INLINE);
-        else /* borrowed from the declaration (the registry's), never freed: i < nslots */
-            memcpy(f[i].key, &decl[i].name, sizeof decl[i].name);
-        f[i].klen = decl[i].klen;
-        f[i].val = vals[i];
-        if (vals[i].kind >= WF_STRING)
-            plain = 0;
-    }
-    ev->nfields = (uint32_t)n;
-    ev->nslots = (uint8_t)n;
-    ev->flags = plain;
+    put_declared(ev, t->decl, vals, n);
     *out = ev;
     return 0;
 }

@@ -1644,7 +1644,7 @@ static const wf_event_type *T_DUP, *T_STRAY;
 
 static int mixed_split(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 {
-    wf_event *evs[8] = {ev_i(T_ITEM, 1), ev_i(T_RES, 2),   ev_i(T_DUP, 3), ev_i(T_STRAY, 4),
+    wf_event *evs[8] = {ev_i(T_ITEM, 1), ev_i(T_RES, 2),  ev_i(T_DUP, 3), ev_i(T_STRAY, 4),
                         ev_i(T_DUP, 5),  ev_i(T_ITEM, 6), ev_i(T_RES, 7), ev_i(T_STRAY, 8)};
     return wf_ctx_emit_list(ctx, evs, 8, T_RES);
 }
