@@ -100,6 +100,48 @@ static int join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
     return res_event(out, sum);
 }
 
+/* Adds a step of one accepted type (workers: its num_workers, 0 the default; join_list: a list
+ * join). */
+static int add_step(wf_workflow *wf, const char *name, wf_step_fn fn, const wf_event_type *accepts,
+                    const wf_event_type *const *emits, uint32_t n_emits, long workers,
+                    int join_list, void *user)
+{
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = &accepts;
+    p.n_accepts = 1;
+    p.emits = emits;
+    p.n_emits = n_emits;
+    if (workers > 0)
+        p.num_workers = (uint32_t)workers;
+    p.join_list = join_list;
+    return wf_workflow_add_step(wf, name, fn, &p, user);
+}
+
+/* The list tree's workflow: root -> node (self, wf_ctx_emit_list) -> join (a list join) -> stop. */
+static wf_workflow *list_workflow(long *depth, long workers)
+{
+    wf_workflow *wf;
+    if (wf_workflow_new(&wf, "tree", NULL) < 0)
+        return NULL;
+    T_START = wf_workflow_builtin(wf, WF_START_EVENT);
+    const wf_event_type *stop = wf_workflow_builtin(wf, WF_STOP_EVENT);
+    wf_workflow_event_type(wf, "Node", NULL, &T_NODE);
+    wf_workflow_event_type(wf, "Res", NULL, &T_RES);
+    if (wf_event_type_add_field(T_NODE, "d", &F_D) < 0 ||
+        wf_event_type_add_field(T_NODE, "i", &F_I) < 0 ||
+        wf_event_type_add_field(T_RES, "v", &F_V) < 0)
+        return NULL;
+    const wf_event_type *root_emits[2] = {T_NODE, stop};
+    const wf_event_type *node_emits[2] = {T_NODE, T_RES};
+    const wf_event_type *join_emits[2] = {T_RES, stop};
+    if (add_step(wf, "root", root, T_START, root_emits, 2, 0, 0, depth) < 0 ||
+        add_step(wf, "node", node, T_NODE, node_emits, 2, workers, 0, NULL) < 0 ||
+        add_step(wf, "join", join, T_RES, join_emits, 2, workers, 1, NULL) < 0)
+        return NULL;
+    return wf;
+}
+
 /* ---- --join manual: the TBB peer's tree (bench/peers/tbb.cpp), in wf ---- */
 
 static const wf_event_field *F_K; /* Node's heap index; Join {k} */
@@ -171,24 +213,11 @@ static wf_workflow *manual_workflow(long *depth, long workers)
         wf_event_type_add_field(T_NODE, "k", &F_K) < 0 ||
         wf_event_type_add_field(T_JOIN, "k", &F_JK) < 0)
         return NULL;
-    wf_step_params p;
-    wf_step_params_init(&p);
-    p.accepts = &T_START;
-    p.n_accepts = 1;
-    p.emits = &T_NODE;
-    p.n_emits = 1;
-    wf_workflow_add_step(wf, "start", m_start, &p, depth);
     const wf_event_type *node_emits[3] = {T_NODE, T_JOIN, stop};
-    p.accepts = &T_NODE;
-    p.emits = node_emits;
-    p.n_emits = 3;
-    p.num_workers = (uint32_t)workers;
-    wf_workflow_add_step(wf, "node", m_node, &p, NULL);
     const wf_event_type *join_emits[2] = {T_JOIN, stop};
-    p.accepts = &T_JOIN;
-    p.emits = join_emits;
-    p.n_emits = 2;
-    if (wf_workflow_add_step(wf, "join", m_join, &p, NULL) < 0)
+    if (add_step(wf, "start", m_start, T_START, &T_NODE, 1, 0, 0, depth) < 0 ||
+        add_step(wf, "node", m_node, T_NODE, node_emits, 3, workers, 0, NULL) < 0 ||
+        add_step(wf, "join", m_join, T_JOIN, join_emits, 2, workers, 0, NULL) < 0)
         return NULL;
     return wf;
 }
@@ -214,40 +243,9 @@ int main(int argc, char **argv)
         if (m_value == NULL || m_pending == NULL)
             return 1;
     }
-    wf_workflow *wf = manual ? manual_workflow(&depth, workers) : NULL;
-    if (manual && wf == NULL)
+    wf_workflow *wf = manual ? manual_workflow(&depth, workers) : list_workflow(&depth, workers);
+    if (wf == NULL)
         return 1;
-    if (!manual && wf_workflow_new(&wf, "tree", NULL) < 0)
-        return 1;
-    if (!manual) {
-        T_START = wf_workflow_builtin(wf, WF_START_EVENT);
-        const wf_event_type *stop = wf_workflow_builtin(wf, WF_STOP_EVENT);
-        wf_workflow_event_type(wf, "Node", NULL, &T_NODE);
-        wf_workflow_event_type(wf, "Res", NULL, &T_RES);
-        if (wf_event_type_add_field(T_NODE, "d", &F_D) < 0 ||
-            wf_event_type_add_field(T_NODE, "i", &F_I) < 0 ||
-            wf_event_type_add_field(T_RES, "v", &F_V) < 0)
-            return 1;
-        wf_step_params p;
-        wf_step_params_init(&p);
-        const wf_event_type *root_emits[2] = {T_NODE, stop};
-        p.accepts = &T_START;
-        p.n_accepts = 1;
-        p.emits = root_emits;
-        p.n_emits = 2;
-        wf_workflow_add_step(wf, "root", root, &p, &depth);
-        const wf_event_type *node_emits[2] = {T_NODE, T_RES};
-        p.accepts = &T_NODE;
-        p.emits = node_emits;
-        p.num_workers = (uint32_t)workers;
-        wf_workflow_add_step(wf, "node", node, &p, NULL);
-        const wf_event_type *join_emits[2] = {T_RES, stop};
-        p.accepts = &T_RES;
-        p.emits = join_emits;
-        p.join_list = 1;
-        if (wf_workflow_add_step(wf, "join", join, &p, NULL) < 0)
-            return 1;
-    }
     wf_workflow_set_timeout(wf, WF_NO_TIMEOUT);
     wf_executor_params ep;
     wf_executor_params_init(&ep);
