@@ -909,6 +909,7 @@ Test(durable, idle_runs_are_released_and_answered_by_id, .timeout = 480)
  */
 static const wf_event_type *K_START, *K_TICK, *K_NEXT, *K_ASKED, *K_ANSWER;
 static int g_tick_us;
+static int64_t g_block_at = -1; /* a tick whose invocation never ends (set in a child to be killed) */
 static pthread_mutex_t g_hold_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_hold_cv = PTHREAD_COND_INITIALIZER;
 static int g_hold = 0; /* 1: hold's invocation waits until the test sets it back to 0 */
@@ -932,6 +933,8 @@ static int k_tick(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
         struct timespec ts = {0, g_tick_us * 1000L}; /* the step's work */
         nanosleep(&ts, NULL);
     }
+    while (i == g_block_at)
+        pause(); /* until the test kills this process */
     wf_event *t;
     int rc = wf_event_new1(&t, K_TICK, "i", wf_value_int(i));
     if (rc == 0)
@@ -1195,6 +1198,8 @@ Test(durable, stream_numbers_survive_a_sigkill, .timeout = 120)
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
+        /* the last tick never ends: however late the kill, the run is cut mid-way */
+        g_block_at = n - 1;
         kenv c;
         c.t = e.t;
         c.wf = ticker_wf();
