@@ -39,6 +39,7 @@ static const char *const status_names[] = {"running", "completed", "failed", "ca
 typedef struct srv_entry {
     wf_event *ev;
     int internal; /* an InternalDispatchEvent (StepStateChanged, WorkflowIdleEvent, ...) */
+    int terminal; /* the stop event: handed to readers only once the record has ended */
 } srv_entry;
 
 typedef struct srv_wf {

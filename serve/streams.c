@@ -146,7 +146,8 @@ static void pump_some(srv_rec *r, wf_handler *h, int64_t timeout_ms)
                 break; /* WF_ETIMEDOUT: nothing now; WF_ECLOSED: the terminal event was read */
             const wf_event_type *t = wf_event_type_of(ev);
             terminal = wf_event_type_is_stop(t);
-            got[n++] = (srv_entry){.ev = ev, .internal = wf__srv_is_internal_type(t)};
+            got[n++] = (srv_entry){.ev = ev, .internal = wf__srv_is_internal_type(t),
+                                   .terminal = terminal};
         }
         if (n == 0)
             return;
@@ -392,6 +393,13 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
         int got = 0;
         while (rd->next < (int64_t)r->n_log) {
             const srv_entry *e = &r->log[rd->next];
+            /*
+             * The stop event goes out with the final status: a client that
+             * read it and asks for the handler sees it ended (finish wakes
+             * this reader).
+             */
+            if (e->terminal && !r->ended)
+                break;
             int64_t seq = rd->next++;
             if (e->internal && !rd->internal)
                 continue;

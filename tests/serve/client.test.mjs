@@ -158,6 +158,19 @@ const tests = [
       body: { event: { type: 'HumanResponseEvent', value: { response: 'no' } } } });
     eq(late.response.status, 409, 'an event for an ended run');
   }],
+  ['a streamed StopEvent comes with the final status', async () => {
+    // the handler a client asks for right after reading the StopEvent has ended
+    // (the server hands the stop event out only once the status is set)
+    for (let i = 0; i < 500; i++) {
+      const r = await wc.postWorkflowsByNameRunNowait({ client, path: { name: QS }, body: { start_event: { data: 'x'.repeat(i) } } });
+      const id = r.data.handler_id;
+      const events = await collect(id);
+      eq(events[events.length - 1].type, 'StopEvent', 'last event');
+      const h = await wc.getHandlersByHandlerId({ client, path: { handler_id: id } });
+      eq([i, h.data.status], [i, 'completed'], 'status after the StopEvent');
+      eq(h.data.result.value.result, `Processed 1 times, data length: ${i}`, 'result');
+    }
+  }],
   ['cancel a run', async () => {
     const r = await wc.postWorkflowsByNameRunNowait({ client, path: { name: 'approval' }, body: { start_event: { item: 'x' } } });
     const id = r.data.handler_id;
