@@ -6,7 +6,10 @@
  * round in the same process first, as every peer does (TBB starts its
  * threads on first use).
  * Usage: chain [--n N] [--threads T] [--warmup W] [--observe MODE] [--work K]
- *              [--observe-buffer R]
+ *              [--observe-buffer R] [--fields declared|named]
+ * --fields: how the steps build and read the counter: declared (default, as
+ * bench_tree: the field declared on each type, wf_event_new_fields and
+ * wf_event_get_field) or named (wf_event_new1 and wf_event_get by key).
  * --work: K rounds of busy arithmetic in each step (default 0: the bare
  * dispatch cost; ~1 ns a round here), for a step that does some work.
  * --observe: none (default), null (an observer that takes every record and
@@ -25,6 +28,8 @@
 #include <unistd.h>
 
 static const wf_event_type *ring_types[5];
+static const wf_event_field *ring_n[5]; /* field "n" declared on each ring type */
+static int named; /* --fields named */
 
 static atomic_int stall_gate = 1;
 static void stall_record(const wf_obs_record *r, void *user)
@@ -92,17 +97,26 @@ static int ring_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user
     if (work)
         busy(work);
     int64_t n = 0;
-    wf_value_get_int(wf_event_get(in, "n", wf_value_int(0)), &n);
+    if (named)
+        wf_value_get_int(wf_event_get(in, "n", wf_value_int(0)), &n);
+    else
+        wf_value_get_int(wf_event_get_field(in, ring_n[i], wf_value_int(0)), &n);
     n++;
     if (n >= limit)
         return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
                                  wf_value_int(n));
-    return wf_event_new1(out, ring_types[(i + 1) % 5], "n", wf_value_int(n));
+    int next = i == 4 ? 0 : i + 1;
+    if (named)
+        return wf_event_new1(out, ring_types[next], "n", wf_value_int(n));
+    wf_value v = wf_value_int(n);
+    return wf_event_new_fields(out, ring_types[next], &v, 1);
 }
 
 static int start_step(wf_ctx *ctx, const wf_event *in, wf_event **out, void *user)
 {
-    return wf_event_new1(out, ring_types[0], "n", wf_value_int(0));
+    wf_value v = wf_value_int(0);
+    return named ? wf_event_new1(out, ring_types[0], "n", v)
+                 : wf_event_new_fields(out, ring_types[0], &v, 1);
 }
 
 int main(int argc, char **argv)
@@ -110,6 +124,12 @@ int main(int argc, char **argv)
     limit = bench_arg(argc, argv, "--n", 1000000);
     work = bench_arg(argc, argv, "--work", 0);
     long threads = bench_arg(argc, argv, "--threads", 1);
+    const char *fields = bench_arg_str(argc, argv, "--fields", "declared");
+    if (strcmp(fields, "named") != 0 && strcmp(fields, "declared") != 0) {
+        fprintf(stderr, "chain: --fields is declared or named, not %s\n", fields);
+        return 2;
+    }
+    named = strcmp(fields, "named") == 0;
     wf_workflow *wf;
     if (wf_workflow_new(&wf, "chain", NULL) < 0)
         return 1;
@@ -118,7 +138,9 @@ int main(int argc, char **argv)
     for (int i = 0; i < 5; i++) {
         char name[16];
         snprintf(name, sizeof name, "Ring%d", i);
-        wf_workflow_event_type(wf, name, NULL, &ring_types[i]);
+        if (wf_workflow_event_type(wf, name, NULL, &ring_types[i]) < 0 ||
+            wf_event_type_add_field(ring_types[i], "n", &ring_n[i]) < 0)
+            return 1;
     }
     wf_step_params p;
     wf_step_params_init(&p);
@@ -173,7 +195,7 @@ int main(int argc, char **argv)
     wf_executor_observe_stats(ex, &st);
     char extra[160];
     snprintf(extra, sizeof extra,
-             ",\"observe\":\"%s\",\"work\":%ld,\"records\":%llu,\"dropped\":%llu", mode, work,
+             ",\"observe\":\"%s\",\"work\":%ld,\"fields\":\"%s\",\"records\":%llu,\"dropped\":%llu", mode, work, fields,
              (unsigned long long)st.written, (unsigned long long)st.dropped);
     bench_report("chain", "wf", threads, limit, dt, limit, ok, extra);
     wf_executor_free(ex);
