@@ -7,9 +7,9 @@
  * threads on first use).
  * Usage: chain [--n N] [--threads T] [--warmup W] [--observe MODE] [--work K]
  *              [--observe-buffer R] [--fields declared|named]
- * --fields: how the steps build and read the counter: declared (default, as
- * bench_tree: the field declared on each type, wf_event_new_fields and
- * wf_event_get_field) or named (wf_event_new1 and wf_event_get by key).
+ * --fields: how the steps build and read the counter: named (default:
+ * wf_event_new1 and wf_event_get by key) or declared (the field declared on
+ * each type, wf_event_new_fields and wf_event_get_field, as bench_tree).
  * --work: K rounds of busy arithmetic in each step (default 0: the bare
  * dispatch cost; ~1 ns a round here), for a step that does some work.
  * --observe: none (default), null (an observer that takes every record and
@@ -124,7 +124,7 @@ int main(int argc, char **argv)
     limit = bench_arg(argc, argv, "--n", 1000000);
     work = bench_arg(argc, argv, "--work", 0);
     long threads = bench_arg(argc, argv, "--threads", 1);
-    const char *fields = bench_arg_str(argc, argv, "--fields", "declared");
+    const char *fields = bench_arg_str(argc, argv, "--fields", "named");
     if (strcmp(fields, "named") != 0 && strcmp(fields, "declared") != 0) {
         fprintf(stderr, "chain: --fields is declared or named, not %s\n", fields);
         return 2;
