@@ -133,8 +133,9 @@ int64_t wf__deque_size(const wf__deque *d);
 /* A timer, embedded in its owner. fn runs on the timer thread; keep it short. */
 typedef struct wf__timer {
     int64_t deadline_ns;           /* CLOCK_MONOTONIC */
-    uint32_t heap_index;           /* WF__TIMER_IDLE, WF__TIMER_FIFO or a heap slot (timer lock) */
-    uint32_t fifo;                 /* which FIFO, when in one */
+    uint32_t heap_index;           /* WF__TIMER_IDLE, WF__TIMER_FIFO or a heap slot (shard lock) */
+    uint16_t fifo;                 /* which FIFO of its shard, when in one */
+    uint16_t shard;                /* the shard it was armed in */
     struct wf__timer *prev, *next; /* FIFO links */
     void (*fn)(struct wf__timer *t, void *arg);
     void *arg;
@@ -153,6 +154,20 @@ typedef struct wf__timer_fifo {
     int64_t duration_ns;
     wf__timer *head, *tail;
 } wf__timer_fifo;
+
+/*
+ * Timers are armed in the arming thread's shard (threads take shards in
+ * turn), each with its own lock, heap and FIFOs: threads that start runs
+ * at once (each arming and cancelling a run timeout) do not pass one lock
+ * and one FIFO's tail between cores. The timer thread looks at every shard.
+ */
+#define WF__TIMER_SHARDS 8
+typedef struct wf__timer_shard {
+    wf__lock lock;
+    uint32_t heap_n, heap_cap, nfifos;
+    wf__timer **heap;
+    wf__timer_fifo fifos[WF__TIMER_FIFOS];
+} __attribute__((aligned(WF__CACHELINE))) wf__timer_shard;
 
 int64_t wf__now_ns(void);
 
@@ -234,23 +249,21 @@ struct wf_executor {
     uint32_t idle_top;
     _Atomic int stopping;
 
-    /* timers: a binary heap ordered by deadline, under timer_lock */
+    /* timers (timer.c): the shards, and the thread's sleep under timer_lock */
+    wf__timer_shard tshards[WF__TIMER_SHARDS];
     pthread_mutex_t timer_lock;
     pthread_cond_t timer_cond;
-    wf__timer **heap;
-    uint32_t heap_n;
-    uint32_t heap_cap;
-    wf__timer_fifo fifos[WF__TIMER_FIFOS];
-    uint32_t nfifos;
-    int timer_stop;
+    int timer_stop;   /* timer_lock */
+    int timer_poked;  /* timer_lock: an earlier deadline came while the thread looked */
     /*
-     * The deadline the timer thread sleeps until (INT64_MAX: until it is
-     * signalled). Arming signals it only for an earlier deadline; a
-     * cancelled timer leaves it, so the thread wakes then for nothing at
-     * worst. Runs that arm a timeout and end before it (all but a few) then
-     * cost the thread one wake-up per timeout, not one per run.
+     * The deadline the timer thread sleeps until; INT64_MAX while it looks
+     * at the shards (or sleeps with nothing armed). Arming takes timer_lock
+     * and signals only for an earlier deadline; a cancelled timer leaves
+     * it, so the thread wakes then for nothing at worst. Runs that arm a
+     * timeout and end before it (all but a few) cost no lock but their
+     * shard's and no wake-up.
      */
-    int64_t timer_wake_at;
+    _Atomic int64_t timer_wake_at;
     pthread_t timer_thread;
 
     /* the blocking pool: a locked FIFO and threads started on first use */

@@ -628,7 +628,8 @@ static void ex_destroy(struct wf_executor *ex)
     }
     wf__free_aligned(ex->workers);
     wf__free_mem(ex->idle_stack);
-    wf__free_mem(ex->heap);
+    for (uint32_t i = 0; i < WF__TIMER_SHARDS; i++)
+        wf__free_mem(ex->tshards[i].heap);
     wf__free_mem(ex->blk_threads);
     wf__free_mem(ex->blk_slots);
     if (ex->worker_ids) {
