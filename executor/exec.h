@@ -181,12 +181,17 @@ int64_t wf__now_ns(void);
  * for those to end and records a task that has none as "in progress". task:
  * the task being run, valid while state names a run.
  */
+/*
+ * A cache line each: its thread writes it on every task, and the blocking
+ * and guest slots sit side by side in one array (two guests running at once
+ * would pass a shared line between cores on every invocation).
+ */
 typedef struct wf__slot {
     _Atomic uintptr_t state;
     _Atomic(struct wf__task *) task;
     struct wf_executor *ex; /* blocking-pool slots: their executor */
     uint32_t index;         /* workers 0..n-1, blocking threads n.. (observation rings) */
-} wf__slot;
+} __attribute__((aligned(WF__CACHELINE))) wf__slot;
 
 #define WF__SLOT_DIRTY ((uintptr_t)1)
 
@@ -275,10 +280,13 @@ struct wf_executor {
      * One per blocking thread, then WF_RUN_HERE_THREADS for threads outside
      * the pool that run a run's first invocation (wf_run_params.run_here):
      * a live snapshot and the observation rings see them as they see the
-     * blocking threads'. guest_busy: claimed by such a thread (CAS).
+     * blocking threads'. guest: claimed by such a thread (CAS on busy),
+     * a cache line each.
      */
     wf__slot *blk_slots;
-    _Atomic uint8_t guest_busy[WF_RUN_HERE_THREADS];
+    struct {
+        _Atomic uint8_t busy;
+    } __attribute__((aligned(WF__CACHELINE))) guest[WF_RUN_HERE_THREADS];
     /*
      * StepStateChanged's worker_id of each slot ("worker N", "blocking N",
      * for a guest "outside"), then "outside" itself: shared string values,

@@ -276,8 +276,8 @@ int wf__run_here(struct wf_executor *ex, wf__task *t)
         if (g == WF_RUN_HERE_THREADS)
             return WF_EBUSY;
         uint8_t free_ = 0;
-        if (atomic_load_explicit(&ex->guest_busy[g], memory_order_relaxed) == 0 &&
-            atomic_compare_exchange_strong_explicit(&ex->guest_busy[g], &free_, 1,
+        if (atomic_load_explicit(&ex->guest[g].busy, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_strong_explicit(&ex->guest[g].busy, &free_, 1,
                                                     memory_order_acquire, memory_order_relaxed))
             break;
     }
@@ -285,7 +285,7 @@ int wf__run_here(struct wf_executor *ex, wf__task *t)
     wf__tls_slot = &ex->blk_slots[ex->blk_max + g];
     wf__task_run(NULL, t);
     wf__tls_slot = saved;
-    atomic_store_explicit(&ex->guest_busy[g], 0, memory_order_release);
+    atomic_store_explicit(&ex->guest[g].busy, 0, memory_order_release);
     return 0;
 }
 
@@ -631,7 +631,7 @@ static void ex_destroy(struct wf_executor *ex)
     for (uint32_t i = 0; i < WF__TIMER_SHARDS; i++)
         wf__free_mem(ex->tshards[i].heap);
     wf__free_mem(ex->blk_threads);
-    wf__free_mem(ex->blk_slots);
+    wf__free_aligned(ex->blk_slots);
     if (ex->worker_ids) {
         for (uint32_t i = 0; i <= ex->nworkers + ex->blk_max + WF_RUN_HERE_THREADS; i++)
             wf_value_release(ex->worker_ids[i]);
@@ -689,7 +689,8 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     ex->workers = wf__malloc_aligned(n * sizeof *ex->workers);
     ex->idle_stack = wf__calloc(n, sizeof *ex->idle_stack);
     ex->blk_threads = wf__calloc(ex->blk_max ? ex->blk_max : 1, sizeof *ex->blk_threads);
-    ex->blk_slots = wf__calloc(ex->blk_max + WF_RUN_HERE_THREADS, sizeof *ex->blk_slots);
+    ex->blk_slots = wf__malloc_aligned(((size_t)ex->blk_max + WF_RUN_HERE_THREADS) *
+                                       sizeof *ex->blk_slots); /* zeroed */
     if (ex->workers == NULL || ex->idle_stack == NULL ||
         ex->blk_threads == NULL || ex->blk_slots == NULL) {
         ex_destroy(ex);
