@@ -854,9 +854,7 @@ int wf__durable_end(wf__run *run, int status, wf_event *result, int code, const 
     }
     /* its streamed events go before its result (the store takes nothing after it) */
     wf__stream_flush(d);
-    pthread_mutex_lock(&ex->runs_lock);
-    int closing = ex->shutting_down;
-    pthread_mutex_unlock(&ex->runs_lock);
+    int closing = atomic_load(&ex->shutting_down);
     if ((closing || atomic_load(&d->releasing)) && status == WF_RUN_CANCELLED) {
         /*
          * shutdown: the run stays in flight for the next process (what it

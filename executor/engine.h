@@ -311,7 +311,8 @@ typedef struct wf__run {
      */
     _Atomic int gate;
     _Atomic uint32_t outside;
-    int listed; /* in the executor's list of runs not ended (prev, next), under ex->runs_lock */
+    int listed; /* in its shard's list of runs not ended (prev, next), under the shard's lock */
+    uint32_t rshard; /* that shard (ex->rshards), fixed at create */
     _Atomic(struct wf__snap *) snap;
     struct wf__run *prev, *next;
 

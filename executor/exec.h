@@ -162,6 +162,26 @@ typedef struct wf__timer_fifo {
  * and one FIFO's tail between cores. The timer thread looks at every shard.
  */
 #define WF__TIMER_SHARDS 8
+#define WF__RUN_SHARDS   8
+
+/* The runs a shard of threads created and not yet ended (run.c). */
+typedef struct wf__run_shard {
+    wf__lock lock;
+    struct wf__run *head; /* under lock: wf__run.prev, next, listed */
+    _Atomic uint64_t live; /* its runs not quiescent yet (raised at create, lowered at the end) */
+} __attribute__((aligned(WF__CACHELINE))) wf__run_shard;
+
+/*
+ * The calling thread's shard number (threads take numbers in turn on their
+ * first call; taken modulo a table's shard count).
+ */
+extern WF__TLS uint32_t wf__tls_shard;
+uint32_t wf__thread_shard_slow(void);
+static inline uint32_t wf__thread_shard(void)
+{
+    uint32_t i = wf__tls_shard;
+    return WF__LIKELY(i != UINT32_MAX) ? i : wf__thread_shard_slow();
+}
 typedef struct wf__timer_shard {
     wf__lock lock;
     uint32_t heap_n, heap_cap, nfifos;
@@ -301,17 +321,24 @@ struct wf_executor {
     _Atomic uint32_t obs_mask WF__ALIGNED;
     struct wf__obs *obs;
 
-    /* runs: the list of runs not yet ended, under runs_lock (for shutdown) */
+    /*
+     * runs (run.c): the runs not yet ended, in the creating thread's shard
+     * (wf__run_shard), so that threads starting runs at once pass no lock
+     * between cores. runs_lock: the limiters below, the observers' maker,
+     * runs_cond (the executor's end waits there for every shard's live
+     * count to reach 0).
+     */
     pthread_mutex_t runs_lock;
     pthread_cond_t runs_cond;
-    struct wf__run *runs_head;
-    /*
-     * runs not quiescent yet: raised under runs_lock, lowered without it;
-     * whoever brings it to 0 broadcasts runs_cond under runs_lock
-     */
-    _Atomic uint64_t live_runs;
+    wf__run_shard rshards[WF__RUN_SHARDS];
     _Atomic uint64_t next_run_id;
-    int shutting_down; /* under runs_lock */
+    /*
+     * Set once, by the executor's end (wf__runs_cancel_all): no run is
+     * created after it (a create looks under its shard's lock, the end
+     * looks at each shard after setting it); from then on whoever lowers a
+     * live count broadcasts runs_cond.
+     */
+    _Atomic int shutting_down;
     /* num_concurrent_runs: per limited workflow, its active and waiting runs (run.c), under runs_lock */
     struct wf__limiter *limiters;
     /* the attached store and its checkpoint thread (durable.c), or NULL */
@@ -764,5 +791,7 @@ void wf__obs_shutdown(struct wf_executor *ex);
 
 /* run.c: used by executor shutdown */
 void wf__runs_cancel_all(struct wf_executor *ex);
+/* Runs of ex not quiescent yet, over every shard. */
+uint64_t wf__runs_live(struct wf_executor *ex);
 
 #endif

@@ -28,6 +28,14 @@
 
 WF__TLS wf__worker *wf__tls_worker;
 WF__TLS wf__slot *wf__tls_slot;
+WF__TLS uint32_t wf__tls_shard = UINT32_MAX;
+
+uint32_t wf__thread_shard_slow(void)
+{
+    static _Atomic uint32_t next;
+    wf__tls_shard = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) & 0xffff;
+    return wf__tls_shard;
+}
 WF__TLS wf__task **wf__tls_capture;
 WF__TLS const void *wf__tls_capture_run;
 
@@ -776,7 +784,7 @@ void wf_executor_free(wf_executor *ex)
     /* Cancel what still runs, then wait until every run's tasks are gone. */
     wf__runs_cancel_all(ex);
     pthread_mutex_lock(&ex->runs_lock);
-    while (ex->live_runs > 0)
+    while (wf__runs_live(ex) > 0) /* shutting_down is set: each lowering broadcasts */
         pthread_cond_wait(&ex->runs_cond, &ex->runs_lock);
     pthread_mutex_unlock(&ex->runs_lock);
 

@@ -13,8 +13,10 @@
  *
  * Shared fields: refs and engine are atomics; ended goes 0 -> 1 once (CAS)
  * and whoever wins publishes the outcome under run->mu (handler.c reads
- * it); the executor's list of runs (prev, next, listed) and live_runs are
- * under ex->runs_lock; ctx->run under ctx->run_lock.
+ * it); the runs not yet ended are listed in the creating thread's shard
+ * (ex->rshards: prev, next, listed under the shard's lock, with its live
+ * count), limited workflows' bookkeeping under ex->runs_lock (taken before
+ * a shard's lock); ctx->run under ctx->run_lock.
  *
  * The timeout: a block of its own holding the timer (wf__tmo), made when
  * the run has one, so that a run without (many wait for a human) does not
@@ -95,13 +97,26 @@ void wf__engine_unref(wf__run *run)
     if (atomic_fetch_sub_explicit(&run->engine, 1, memory_order_acq_rel) != 1)
         return;
     struct wf_executor *ex = run->ex;
-    if (atomic_fetch_sub_explicit(&ex->live_runs, 1, memory_order_acq_rel) == 1) {
-        /* under the lock: a waiter looks at live_runs under it before it sleeps */
-        pthread_mutex_lock(&ex->runs_lock);
+    atomic_fetch_sub_explicit(&ex->rshards[run->rshard].live, 1, memory_order_seq_cst);
+    /*
+     * Only the executor's end waits for the counts, after it set
+     * shutting_down: the lowering above, then this look (both seq_cst), so
+     * either the waiter's sum sees the lowering or this sees the flag.
+     */
+    if (atomic_load_explicit(&ex->shutting_down, memory_order_seq_cst)) {
+        pthread_mutex_lock(&ex->runs_lock); /* a waiter sums under it before it sleeps */
         pthread_cond_broadcast(&ex->runs_cond);
         pthread_mutex_unlock(&ex->runs_lock);
     }
     wf__run_release(run);
+}
+
+uint64_t wf__runs_live(struct wf_executor *ex)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < WF__RUN_SHARDS; i++)
+        n += atomic_load_explicit(&ex->rshards[i].live, memory_order_seq_cst);
+    return n;
 }
 
 /* ---------------------------------------------------- num_concurrent_runs */
@@ -369,10 +384,16 @@ int wf__end_run(wf__run *run, int status, wf_event *result, int code, const char
     if (had & WF__HAD_CHILDREN)
         wf__children_cancel(run);
 
-    pthread_mutex_lock(&ex->runs_lock);
-    WF__DLIST_UNLINK(ex->runs_head, run);
-    wf__run *next = (run->limited || run->waiting) ? limiter_leave(ex, run) : NULL;
-    pthread_mutex_unlock(&ex->runs_lock);
+    wf__run_shard *sh = &ex->rshards[run->rshard];
+    wf__lock_take(&sh->lock);
+    WF__DLIST_UNLINK(sh->head, run);
+    wf__lock_give(&sh->lock);
+    wf__run *next = NULL;
+    if (run->wf->max_runs) {
+        pthread_mutex_lock(&ex->runs_lock);
+        next = (run->limited || run->waiting) ? limiter_leave(ex, run) : NULL;
+        pthread_mutex_unlock(&ex->runs_lock);
+    }
 
     if (status == WF_RUN_CANCELLED && code != WF_ELEASE) { /* a fence (fence.c) says why */
         code = WF_ECANCELLED;
@@ -577,9 +598,16 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     }
     run->id = atomic_fetch_add(&ex->next_run_id, 1);
 
-    pthread_mutex_lock(&ex->runs_lock);
-    if (ex->shutting_down) {
-        pthread_mutex_unlock(&ex->runs_lock);
+    /* the creating thread's shard; a limited workflow's runs also take runs_lock (first) */
+    uint32_t si = wf__thread_shard() % WF__RUN_SHARDS;
+    wf__run_shard *sh = &ex->rshards[si];
+    if (wf->max_runs)
+        pthread_mutex_lock(&ex->runs_lock);
+    wf__lock_take(&sh->lock);
+    if (atomic_load_explicit(&ex->shutting_down, memory_order_relaxed)) {
+        wf__lock_give(&sh->lock);
+        if (wf->max_runs)
+            pthread_mutex_unlock(&ex->runs_lock);
         wf__lock_take(&ctx->run_lock);
         atomic_store(&ctx->run, NULL);
         wf__lock_give(&ctx->run_lock);
@@ -598,6 +626,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
             run->cold->held_resume = NULL;
         }
         if (waits < 0) {
+            wf__lock_give(&sh->lock);
             pthread_mutex_unlock(&ex->runs_lock);
             wf__lock_take(&ctx->run_lock);
             atomic_store(&ctx->run, NULL);
@@ -607,13 +636,16 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
             return WF_ENOMEM;
         }
     }
-    run->next = ex->runs_head;
-    if (ex->runs_head)
-        ex->runs_head->prev = run;
-    ex->runs_head = run;
+    run->rshard = si;
+    run->next = sh->head;
+    if (sh->head)
+        sh->head->prev = run;
+    sh->head = run;
     run->listed = 1;
-    atomic_fetch_add_explicit(&ex->live_runs, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&ex->runs_lock);
+    atomic_fetch_add_explicit(&sh->live, 1, memory_order_relaxed);
+    wf__lock_give(&sh->lock);
+    if (wf->max_runs)
+        pthread_mutex_unlock(&ex->runs_lock);
 
     *out = run;
     if (wf__obs_on(ex, WF_OBS_RUN_START) || wf__obs_on(ex, WF_OBS_RUN_END)) {
@@ -758,20 +790,37 @@ int wf_run(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, wf_event *start_event,
     return rc;
 }
 
+/*
+ * A run of ex not yet ended, with a reference: one without a parent when
+ * there is one (parents first: their ends cancel their children, a child's
+ * first would fail them), else any; NULL when none is left.
+ */
+static wf__run *pick_run(struct wf_executor *ex)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t i = 0; i < WF__RUN_SHARDS; i++) {
+            wf__run_shard *sh = &ex->rshards[i];
+            wf__lock_take(&sh->lock);
+            wf__run *run = sh->head;
+            while (pass == 0 && run && wf__run_parent_id(run))
+                run = run->next;
+            if (run)
+                atomic_fetch_add(&run->refs, 1);
+            wf__lock_give(&sh->lock);
+            if (run)
+                return run;
+        }
+    }
+    return NULL;
+}
+
 void wf__runs_cancel_all(struct wf_executor *ex)
 {
+    pthread_mutex_lock(&ex->runs_lock);
+    atomic_store_explicit(&ex->shutting_down, 1, memory_order_seq_cst);
+    pthread_mutex_unlock(&ex->runs_lock);
     for (;;) {
-        pthread_mutex_lock(&ex->runs_lock);
-        ex->shutting_down = 1;
-        /* parents first: their ends cancel their children (a child's first would fail them) */
-        wf__run *run = ex->runs_head;
-        while (run && wf__run_parent_id(run) && run->next)
-            run = run->next;
-        if (run && wf__run_parent_id(run))
-            run = ex->runs_head;
-        if (run)
-            atomic_fetch_add(&run->refs, 1);
-        pthread_mutex_unlock(&ex->runs_lock);
+        wf__run *run = pick_run(ex);
         if (run == NULL)
             return;
         int o = wf__outside_enter(run);

@@ -116,17 +116,10 @@ static wf__timer *earliest(wf__timer_shard *sh)
     return e;
 }
 
-/* The calling thread's shard: threads take them in turn on their first arm. */
-static WF__TLS uint32_t tls_shard = UINT32_MAX;
-static _Atomic uint32_t next_shard;
-
+/* The calling thread's shard (threads take them in turn). */
 static inline uint32_t my_shard(void)
 {
-    uint32_t i = tls_shard;
-    if (WF__UNLIKELY(i == UINT32_MAX))
-        tls_shard = i = atomic_fetch_add_explicit(&next_shard, 1, memory_order_relaxed) %
-                        WF__TIMER_SHARDS;
-    return i;
+    return wf__thread_shard() % WF__TIMER_SHARDS;
 }
 
 /* After t (deadline) went into its shard: wakes the timer thread if it sleeps past it. */
