@@ -71,8 +71,7 @@ static void run_free(wf__run *run)
         wf__free_mem(run->cold->traceparent);
         wf__free_mem(run->cold);
     }
-    wf_ctx_free(run->ctx);
-    wf_workflow_free(run->wf);
+    wf_ctx_free(run->ctx); /* and with it, the workflow run->wf borrowed */
     wf__free_mem(run);
 }
 
@@ -515,6 +514,12 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         wf__free_mem(run);
         return rc;
     }
+    if (WF__UNLIKELY(ctx->wf != wf)) { /* the callers checked (wf__run_params_check) */
+        wf_ctx_free(ctx);
+        wf__free_mem(run);
+        return wf__set_error(WF_EMISMATCH, "the context belongs to workflow '%s', not '%s'",
+                             ctx->wf->name, wf->name);
+    }
     wf__lock_take(&ctx->run_lock);
     if (atomic_load(&ctx->run) != NULL) {
         wf__lock_give(&ctx->run_lock);
@@ -539,7 +544,13 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     atomic_init(&run->next_inv, 1);
     run->dur = wf__tls_durable; /* a durable run being started (durable.c) */
     run->ex = ex;
-    run->wf = wf_workflow_retain(wf);
+    /*
+     * Borrowed from the context, which holds a reference for as long as
+     * the run holds the context (wf__run_params_check made ctx->wf == wf):
+     * runs started at once from several threads do not pass the
+     * workflow's count between cores twice more.
+     */
+    run->wf = wf;
     run->reg = wf->reg;
     run->ctx = ctx;
     run->timeout_ms =

@@ -1082,6 +1082,64 @@ Test(run, executor_free_cancels_active_runs_and_handlers_stay_valid, .timeout = 
     wf_workflow_free(wf);
 }
 
+/*
+ * Runs are listed in the shard of the thread that started them: 12 threads
+ * start 40 spinning runs each (more threads than shards), some end by
+ * themselves meanwhile (cancelled by their starter); the executor's end
+ * finds and cancels every other one in every shard, and returns only once
+ * all are quiescent.
+ */
+typedef struct many_arg {
+    wf_executor *ex;
+    wf_workflow *wf;
+    wf_handler *h[40];
+    int bad;
+} many_arg;
+
+static void *start_spinners(void *arg)
+{
+    many_arg *a = arg;
+    for (int i = 0; i < 40; i++) {
+        if (wf_run_start(a->ex, a->wf, NULL, ev0(T_START), &a->h[i]) < 0) {
+            a->h[i] = NULL;
+            a->bad++;
+        } else if (i % 4 == 0 && wf_handler_cancel(a->h[i]) < 0) {
+            a->bad++;
+        }
+    }
+    return NULL;
+}
+
+Test(run, executor_free_cancels_runs_started_from_many_threads, .timeout = 120)
+{
+    wf_workflow *wf = spin_wf();
+    wf_executor *ex = new_ex(2);
+    enum { T = 12 };
+    pthread_t th[T];
+    many_arg *args = calloc(T, sizeof *args);
+    cr_assert_not_null(args);
+    for (int k = 0; k < T; k++) {
+        args[k].ex = ex;
+        args[k].wf = wf;
+        cr_assert_eq(pthread_create(&th[k], NULL, start_spinners, &args[k]), 0);
+    }
+    for (int k = 0; k < T; k++) {
+        pthread_join(th[k], NULL);
+        cr_assert_eq(args[k].bad, 0, "thread %d could not start or cancel", k);
+    }
+    wf_executor_free(ex);
+    for (int k = 0; k < T; k++) {
+        for (int i = 0; i < 40; i++) {
+            cr_assert_eq(wf_handler_status(args[k].h[i]), WF_RUN_CANCELLED, "run %d of thread %d", i,
+                         k);
+            cr_assert_eq(wf_handler_wait(args[k].h[i], 0, NULL), WF_ECANCELLED);
+            wf_handler_free(args[k].h[i]);
+        }
+    }
+    free(args);
+    wf_workflow_free(wf);
+}
+
 Test(run, two_executors_do_not_interfere, .timeout = 60)
 {
     wf_workflow *wf = chain_wf();
