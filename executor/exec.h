@@ -331,7 +331,9 @@ struct wf_executor {
     pthread_mutex_t runs_lock;
     pthread_cond_t runs_cond;
     wf__run_shard rshards[WF__RUN_SHARDS];
+    /* run ids: threads take blocks of WF__RUN_ID_BLOCK (run.c) */
     _Atomic uint64_t next_run_id;
+    uint64_t gen; /* this executor among every one the process made (a thread's block names it) */
     /*
      * Set once, by the executor's end (wf__runs_cancel_all): no run is
      * created after it (a create looks under its shard's lock, the end

@@ -694,6 +694,8 @@ int wf_executor_new(wf_executor **out, const wf_executor_params *params)
     ex->log = params->log;
     ex->log_user = params->log_user;
     atomic_init(&ex->next_run_id, 1);
+    static _Atomic uint64_t executors;
+    ex->gen = atomic_fetch_add(&executors, 1) + 1;
     ex->workers = wf__malloc_aligned(n * sizeof *ex->workers);
     ex->idle_stack = wf__calloc(n, sizeof *ex->idle_stack);
     ex->blk_threads = wf__calloc(ex->blk_max ? ex->blk_max : 1, sizeof *ex->blk_threads);

@@ -492,6 +492,27 @@ static void on_timeout(wf__timer *tm, void *arg)
     wf__engine_unref(run); /* the timer's unit */
 }
 
+/*
+ * Run ids: unique on their executor, rising on each thread. A thread takes
+ * a block of ids at a time, so that threads starting runs at once do not
+ * pass the counter's line between cores on every run.
+ */
+#define WF__RUN_ID_BLOCK 64
+static WF__TLS struct {
+    uint64_t gen, next, end; /* the block [next, end) of executor gen */
+} tls_ids;
+
+static uint64_t next_id(struct wf_executor *ex)
+{
+    if (WF__UNLIKELY(tls_ids.gen != ex->gen || tls_ids.next == tls_ids.end)) {
+        tls_ids.gen = ex->gen;
+        tls_ids.next = atomic_fetch_add_explicit(&ex->next_run_id, WF__RUN_ID_BLOCK,
+                                                 memory_order_relaxed);
+        tls_ids.end = tls_ids.next + WF__RUN_ID_BLOCK;
+    }
+    return tls_ids.next++;
+}
+
 wf__run_cold *wf__run_cold_make(wf__run *run)
 {
     if (run->cold == NULL)
@@ -607,7 +628,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
             return WF_ENOMEM;
         }
     }
-    run->id = atomic_fetch_add(&ex->next_run_id, 1);
+    run->id = next_id(ex);
 
     /* the creating thread's shard; a limited workflow's runs also take runs_lock (first) */
     uint32_t si = wf__thread_shard() % WF__RUN_SHARDS;

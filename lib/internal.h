@@ -452,7 +452,6 @@ typedef struct wf__step {
 #define WF__CHECK_DEAD_END     4u
 
 struct wf_workflow {
-    _Atomic uint32_t refs;
     char *name;
     wf_registry *reg;
     wf__step **steps; /* pointers stable; order of addition */
@@ -475,6 +474,14 @@ struct wf_workflow {
     char *validation_msg; /* report of the failed run-start validation */
     struct wf__resources *res;      /* resource.c: declared resources, or NULL */
     struct wf_schema *state_schema; /* schema.c: the store's schema, or NULL */
+    /*
+     * Last, a cache line past the fields every run and invocation reads:
+     * each run's context takes and drops a reference, and on a line with
+     * steps or route_off that would pass the line between the cores of
+     * threads running at once.
+     */
+    char refs_pad[WF__CACHELINE];
+    _Atomic uint32_t refs;
 };
 
 /* schema.c: the state schema (no-ops without one) */

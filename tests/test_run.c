@@ -1140,6 +1140,90 @@ Test(run, executor_free_cancels_runs_started_from_many_threads, .timeout = 120)
     wf_workflow_free(wf);
 }
 
+/*
+ * Run ids: threads take blocks of them; ids stay unique on an executor and
+ * rise on each thread, also when one thread alternates between two
+ * executors (each has its own ids).
+ */
+typedef struct ids_arg {
+    wf_executor *ex[2];
+    wf_workflow *wf;
+    uint64_t ids[2][600];
+    int n[2];
+    int bad;
+} ids_arg;
+
+/* 600 runs: every third on the second executor, the others on the first */
+static void *start_for_ids(void *arg)
+{
+    ids_arg *a = arg;
+    for (int i = 0; i < 600; i++) {
+        int e = i % 3 == 0;
+        wf_handler *h;
+        if (wf_run_start(a->ex[e], a->wf, NULL, ev_int(T_START, "n", 1), &h) < 0) {
+            a->bad++;
+            continue;
+        }
+        a->ids[e][a->n[e]++] = wf_handler_run_id(h);
+        if (wf_handler_wait(h, -1, NULL) != 0)
+            a->bad++;
+        wf_handler_free(h);
+    }
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+Test(run, run_ids_are_unique_per_executor_and_rise_per_thread, .timeout = 120)
+{
+    wf_workflow *wf = chain_wf();
+    wf_executor *a = new_ex(2), *b = new_ex(1);
+    enum { T = 6 };
+    pthread_t th[T];
+    ids_arg *args = calloc(T, sizeof *args);
+    cr_assert_not_null(args);
+    for (int k = 0; k < T; k++) {
+        args[k].ex[0] = a;
+        args[k].ex[1] = b;
+        args[k].wf = wf;
+        cr_assert_eq(pthread_create(&th[k], NULL, start_for_ids, &args[k]), 0);
+    }
+    for (int k = 0; k < T; k++) {
+        pthread_join(th[k], NULL);
+        cr_assert_eq(args[k].bad, 0, "thread %d", k);
+    }
+    uint64_t *all = malloc(sizeof *all * T * 600);
+    cr_assert_not_null(all);
+    for (int e = 0; e < 2; e++) {
+        int m = 0;
+        for (int k = 0; k < T; k++) {
+            cr_assert_eq(args[k].n[e], e ? 200 : 400);
+            for (int i = 0; i < args[k].n[e]; i++) {
+                cr_assert(args[k].ids[e][i] != 0);
+                if (i)
+                    cr_assert(args[k].ids[e][i] > args[k].ids[e][i - 1],
+                              "executor %d, thread %d: id %llu after %llu", e, k,
+                              (unsigned long long)args[k].ids[e][i],
+                              (unsigned long long)args[k].ids[e][i - 1]);
+                all[m++] = args[k].ids[e][i];
+            }
+        }
+        qsort(all, (size_t)m, sizeof *all, cmp_u64);
+        for (int i = 1; i < m; i++)
+            cr_assert_neq(all[i], all[i - 1], "executor %d: id %llu given twice", e,
+                          (unsigned long long)all[i]);
+    }
+    free(all);
+    free(args);
+    wf_executor_free(a);
+    wf_executor_free(b);
+    wf_workflow_free(wf);
+}
+
 Test(run, two_executors_do_not_interfere, .timeout = 60)
 {
     wf_workflow *wf = chain_wf();
