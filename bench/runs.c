@@ -6,7 +6,8 @@
  * --clients C: C threads submit the runs (n/C each, window/C in flight
  * each); 1 (default): the main thread.
  * --run-here 1: wf_run_params.run_here, the run's first invocation (here the
- * whole quick start) on the submitting thread instead of a worker.
+ * whole quick start) on the submitting thread instead of a worker; reported
+ * as bench "runs_here".
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -147,7 +148,7 @@ int main(int argc, char **argv)
     snprintf(extra, sizeof extra, ",\"runs_per_s\":%.0f,\"window\":%ld,\"clients\":%ld,\"run_here\":%d",
              (double)n / dt, window, nclients, run_here);
     int good = !failed && ok == n;
-    bench_report("runs", "wf", threads, n, dt, n, good, extra);
+    bench_report(run_here ? "runs_here" : "runs", "wf", threads, n, dt, n, good, extra);
     wf_executor_free(ex);
     wf_workflow_free(wf);
     free(cs);
