@@ -236,18 +236,32 @@ static void arm_timeout(wf__run *run)
     k->tm.heap_index = WF__TIMER_IDLE;
     k->tm.fn = on_timeout;
     k->tm.arg = run;
+    /*
+     * Under run->mu, as end_timeout: a run is listed before this, so the
+     * executor's end (or a parent's) may end it meanwhile on another
+     * thread; then it is not armed, else the end cancels it after (the
+     * timer's shard and links are never read half-written).
+     */
+    wf__lock_take(&run->mu);
     run->tmo = k;
-    wf__engine_ref(run);
-    if (wf__timer_arm_after(run->ex, &k->tm, run->timeout_ms * 1000000) < 0) {
-        wf__engine_unref(run);
-        wf__fail_nomem(run, WF__NO_STEP, "arming the run's timeout");
+    int rc = 0;
+    if (!wf__run_ended(run)) {
+        wf__engine_ref(run);
+        if ((rc = wf__timer_arm_after(run->ex, &k->tm, run->timeout_ms * 1000000)) < 0)
+            wf__engine_unref(run);
     }
+    wf__lock_give(&run->mu);
+    if (rc < 0)
+        wf__fail_nomem(run, WF__NO_STEP, "arming the run's timeout");
 }
 
 /* The run ends: its timeout is disarmed (its block is freed with the run). */
 static void end_timeout(wf__run *run)
 {
-    if (run->tmo && wf__timer_cancel(run->ex, &run->tmo->tm))
+    wf__lock_take(&run->mu); /* after the CAS on ended: see arm_timeout */
+    int cancelled = run->tmo && wf__timer_cancel(run->ex, &run->tmo->tm);
+    wf__lock_give(&run->mu);
+    if (cancelled)
         wf__engine_unref(run); /* cannot be the last: we still hold the running unit */
 }
 
