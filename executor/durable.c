@@ -533,6 +533,14 @@ static int checkpoint_one(wf__drun *d, wf__run *run, int force, uint32_t idle_ms
             } else {
                 d->backoff = 0;
                 d->quiet_since = 0;
+                /*
+                 * What the run streamed up to the cut goes before the
+                 * checkpoint that covers it: the pass flushed before the
+                 * cut, and a tick streamed in between was in the
+                 * checkpoint but not in the journal (a crash then lost it
+                 * for good: durable::stream_numbers_survive_a_sigkill).
+                 */
+                wf__stream_flush(d);
                 rc = wf_store_put_checkpoint(d->store, d->run_id, b, len, NULL, NULL, NULL, NULL);
                 if (rc == 0)
                     d->last_hash = h;
