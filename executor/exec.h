@@ -155,14 +155,7 @@ typedef struct wf__timer_fifo {
     wf__timer *head, *tail;
 } wf__timer_fifo;
 
-/*
- * Timers are armed in the arming thread's shard (threads take shards in
- * turn), each with its own lock, heap and FIFOs: threads that start runs
- * at once (each arming and cancelling a run timeout) do not pass one lock
- * and one FIFO's tail between cores. The timer thread looks at every shard.
- */
-#define WF__TIMER_SHARDS 8
-#define WF__RUN_SHARDS   8
+#define WF__RUN_SHARDS 8
 
 /* The runs a shard of threads created and not yet ended (run.c). */
 typedef struct wf__run_shard {
@@ -182,6 +175,14 @@ static inline uint32_t wf__thread_shard(void)
     uint32_t i = wf__tls_shard;
     return WF__LIKELY(i != UINT32_MAX) ? i : wf__thread_shard_slow();
 }
+
+/*
+ * Timers are armed in the arming thread's shard (threads take shards in
+ * turn), each with its own lock, heap and FIFOs: threads that start runs
+ * at once (each arming and cancelling a run timeout) do not pass one lock
+ * and one FIFO's tail between cores. The timer thread looks at every shard.
+ */
+#define WF__TIMER_SHARDS 8
 typedef struct wf__timer_shard {
     wf__lock lock;
     uint32_t heap_n, heap_cap, nfifos;
@@ -199,12 +200,10 @@ int64_t wf__now_ns(void);
  * else the run's address, with bit 0 set while the task has effects the run
  * can see (routing, finishing its slot, coordination calls): a snapshot waits
  * for those to end and records a task that has none as "in progress". task:
- * the task being run, valid while state names a run.
- */
-/*
- * A cache line each: its thread writes it on every task, and the blocking
- * and guest slots sit side by side in one array (two guests running at once
- * would pass a shared line between cores on every invocation).
+ * the task being run, valid while state names a run. A cache line each:
+ * its thread writes it on every task, and the blocking and guest slots sit
+ * side by side in one array (two guests running at once would pass a
+ * shared line between cores on every invocation).
  */
 typedef struct wf__slot {
     _Atomic uintptr_t state;
