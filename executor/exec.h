@@ -165,18 +165,6 @@ typedef struct wf__run_shard {
 } __attribute__((aligned(WF__CACHELINE))) wf__run_shard;
 
 /*
- * The calling thread's shard number (threads take numbers in turn on their
- * first call; taken modulo a table's shard count).
- */
-extern WF__TLS uint32_t wf__tls_shard;
-uint32_t wf__thread_shard_slow(void);
-static inline uint32_t wf__thread_shard(void)
-{
-    uint32_t i = wf__tls_shard;
-    return WF__LIKELY(i != UINT32_MAX) ? i : wf__thread_shard_slow();
-}
-
-/*
  * Timers are armed in the arming thread's shard (threads take shards in
  * turn), each with its own lock, heap and FIFOs: threads that start runs
  * at once (each arming and cancelling a run timeout) do not pass one lock

@@ -451,6 +451,29 @@ typedef struct wf__step {
 #define WF__CHECK_TERMINAL     2u
 #define WF__CHECK_DEAD_END     4u
 
+/*
+ * The calling thread's shard number (threads take numbers in turn on their
+ * first call; taken modulo a table's shard count). Defined in pool.c.
+ */
+extern WF__TLS uint32_t wf__tls_shard;
+uint32_t wf__thread_shard_slow(void);
+static inline uint32_t wf__thread_shard(void)
+{
+    uint32_t i = wf__tls_shard;
+    return WF__LIKELY(i != UINT32_MAX) ? i : wf__thread_shard_slow();
+}
+
+/*
+ * A reference on wf counted in the calling thread's shard (the caller holds
+ * one already); returns the shard, which the release must be given.
+ */
+uint32_t wf__workflow_retain_local(wf_workflow *wf);
+void wf__workflow_release_local(wf_workflow *wf, uint32_t shard);
+
+/* Reference shards of a workflow (threads take them modulo); see struct wf_workflow. */
+#define WF__WF_REF_SHARDS 8
+#define WF__REFS_KILLED   0x80000000u
+
 struct wf_workflow {
     char *name;
     wf_registry *reg;
@@ -475,13 +498,22 @@ struct wf_workflow {
     struct wf__resources *res;      /* resource.c: declared resources, or NULL */
     struct wf_schema *state_schema; /* schema.c: the store's schema, or NULL */
     /*
-     * Last, a cache line past the fields every run and invocation reads:
-     * each run's context takes and drops a reference, and on a line with
-     * steps or route_off that would pass the line between the cores of
-     * threads running at once.
+     * Last, a cache line past the fields every run and invocation reads, the
+     * references. refs counts the global ones (wf_workflow_retain): on a
+     * line with steps or route_off it would pass that line between cores.
+     * A context (one per run) counts its reference in the shard of the
+     * thread that made it instead (wf__workflow_retain_local): threads that
+     * start runs of one workflow at once pass no line between their cores.
+     * The last global release ends the split (WF__REFS_KILLED, workflow.c):
+     * from then on a shard holding references counts once in refs, and the
+     * workflow is freed when refs is down to the flag alone.
      */
     char refs_pad[WF__CACHELINE];
     _Atomic uint32_t refs;
+    struct {
+        _Atomic uint32_t n; /* references, plus WF__REFS_KILLED once the split is over */
+        char pad[WF__CACHELINE - sizeof(uint32_t)];
+    } shard_refs[WF__WF_REF_SHARDS];
 };
 
 /* schema.c: the state schema (no-ops without one) */
@@ -518,6 +550,14 @@ int wf__validate_run(const wf_workflow *wf, uint32_t skip_checks, wf__buf *b);
 /* ---------------------------------------------------------------- context */
 
 struct wf__run;
+
+/*
+ * A context's refs word: the count in the low 24 bits, and above them the
+ * shard its workflow reference is counted in (fixed at wf_ctx_new; the
+ * 112-byte context has no other room for it).
+ */
+#define WF__CTX_REFS_MASK  0x00FFFFFFu
+#define WF__CTX_REFS_SHIFT 24
 
 struct wf_ctx {
     _Atomic uint32_t refs;

@@ -75,10 +75,78 @@ wf_workflow *wf_workflow_retain(wf_workflow *wf)
     return wf;
 }
 
+/*
+ * References in two tiers (a per-CPU reference count, as Linux's
+ * percpu_ref): global ones in refs, and the contexts' in the shards of the
+ * threads that made them, so that threads starting runs of one workflow at
+ * once touch no common line (a shared count cost ~15% of a quick-start run
+ * with two submitting threads here). A shard's count is never negative: a
+ * reference is dropped in the shard it was taken in.
+ *
+ * While refs counts global references, the shards' total is not known and
+ * nothing waits for it. The release that would take refs to zero ends the
+ * split instead (kill): it sets WF__REFS_KILLED in refs with its own
+ * reference kept as a guard, then sets the flag in every shard, counting in
+ * refs each shard that holds references (added before the flag is set and
+ * taken back if the shard was empty: with the guard, refs cannot reach the
+ * flag alone meanwhile). A shard whose count then goes 1 -> 0 drops its one
+ * reference in refs, and one that goes 0 -> 1 again (a run of the workflow
+ * starting another) adds one. The workflow is freed by whoever takes refs
+ * to the flag alone: after the kill, every reference is in refs.
+ */
+static void workflow_destroy(wf_workflow *wf);
+
+static void refs_drop(wf_workflow *wf)
+{
+    if (atomic_fetch_sub_explicit(&wf->refs, 1, memory_order_acq_rel) == (WF__REFS_KILLED | 1))
+        workflow_destroy(wf);
+}
+
+uint32_t wf__workflow_retain_local(wf_workflow *wf)
+{
+    uint32_t k = wf__thread_shard() % WF__WF_REF_SHARDS;
+    uint32_t old = atomic_fetch_add_explicit(&wf->shard_refs[k].n, 1, memory_order_relaxed);
+    if (WF__UNLIKELY(old == WF__REFS_KILLED)) /* an emptied shard of a killed split */
+        atomic_fetch_add_explicit(&wf->refs, 1, memory_order_relaxed);
+    return k;
+}
+
+void wf__workflow_release_local(wf_workflow *wf, uint32_t k)
+{
+    uint32_t old = atomic_fetch_sub_explicit(&wf->shard_refs[k].n, 1, memory_order_acq_rel);
+    if (WF__UNLIKELY(old == (WF__REFS_KILLED | 1)))
+        refs_drop(wf);
+}
+
 void wf_workflow_free(wf_workflow *wf)
 {
-    if (wf == NULL || atomic_fetch_sub_explicit(&wf->refs, 1, memory_order_acq_rel) != 1)
+    if (wf == NULL)
         return;
+    uint32_t c = atomic_load_explicit(&wf->refs, memory_order_relaxed);
+    for (;;) {
+        if (c == 1) { /* the last global reference: it stays, as the kill's guard */
+            if (atomic_compare_exchange_weak_explicit(&wf->refs, &c, WF__REFS_KILLED | 1,
+                                                      memory_order_acq_rel, memory_order_relaxed))
+                break;
+        } else if (atomic_compare_exchange_weak_explicit(&wf->refs, &c, c - 1, memory_order_acq_rel,
+                                                         memory_order_relaxed)) {
+            if (c == (WF__REFS_KILLED | 1))
+                workflow_destroy(wf);
+            return;
+        }
+    }
+    for (uint32_t k = 0; k < WF__WF_REF_SHARDS; k++) {
+        atomic_fetch_add_explicit(&wf->refs, 1, memory_order_relaxed);
+        uint32_t old =
+            atomic_fetch_or_explicit(&wf->shard_refs[k].n, WF__REFS_KILLED, memory_order_acq_rel);
+        if (old == 0)
+            atomic_fetch_sub_explicit(&wf->refs, 1, memory_order_relaxed); /* the guard stays */
+    }
+    refs_drop(wf); /* the guard */
+}
+
+static void workflow_destroy(wf_workflow *wf)
+{
     for (uint32_t i = 0; i < wf->n_steps; i++)
         step_free(wf->steps[i]);
     wf__resources_free(wf);

@@ -406,3 +406,147 @@ Test(context, unwritten_stores_stay_apart)
     wf_ctx_free(third);
     wf_ctx_free(other);
 }
+
+/*
+ * A context's reference on its workflow is counted in the shard of the
+ * thread that made it (lib/workflow.c): the workflow lives until the last
+ * reference of either kind is gone, whichever thread drops it, and the
+ * user's free ends the split once.
+ */
+static atomic_int wf_frees;
+static void count_wf_free(void *user)
+{
+    (void)user;
+    atomic_fetch_add(&wf_frees, 1);
+}
+
+static wf_workflow *counted_workflow(const char *name)
+{
+    wf_workflow *w;
+    cr_assert_eq(wf_workflow_new(&w, name, NULL), 0);
+    const wf_event_type *acc[] = {wf_workflow_builtin(w, WF_START_EVENT)};
+    const wf_event_type *em[] = {wf_workflow_builtin(w, WF_STOP_EVENT)};
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.accepts = acc;
+    p.n_accepts = 1;
+    p.emits = em;
+    p.n_emits = 1;
+    p.user_free = count_wf_free;
+    cr_assert_eq(wf_workflow_add_step(w, "s", dummy, &p, NULL), 0);
+    return w;
+}
+
+typedef struct made_ctxs {
+    wf_workflow *wf;
+    wf_ctx *ctx[3];
+} made_ctxs;
+
+static void *make_ctxs(void *p)
+{
+    made_ctxs *m = p;
+    for (int i = 0; i < 3; i++)
+        if (wf_ctx_new(&m->ctx[i], m->wf) < 0)
+            m->ctx[i] = NULL;
+    return NULL;
+}
+
+static void *free_ctxs(void *p)
+{
+    made_ctxs *m = p;
+    for (int i = 0; i < 3; i++)
+        wf_ctx_free(m->ctx[i]);
+    return NULL;
+}
+
+Test(context, workflow_lives_until_its_last_context_is_freed_on_any_thread)
+{
+    atomic_store(&wf_frees, 0);
+    wf_workflow *w = counted_workflow("refs");
+    made_ctxs m[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) { /* contexts made on four threads: up to four shards */
+        m[i].wf = w;
+        pthread_create(&th[i], NULL, make_ctxs, &m[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        for (int k = 0; k < 3; k++)
+            cr_assert_not_null(m[i].ctx[k]);
+    }
+    wf_workflow *extra = wf_workflow_retain(w);
+    wf_workflow_free(w);
+    cr_assert_eq(atomic_load(&wf_frees), 0, "freed with a global reference and 12 contexts left");
+    wf_workflow_free(extra); /* the last global one: the split ends, the contexts keep it */
+    cr_assert_eq(atomic_load(&wf_frees), 0, "freed with 12 contexts left");
+    cr_assert_str_eq(wf_workflow_name(wf_ctx_workflow(m[0].ctx[0])), "refs");
+    /* A context made from a context's workflow after the split ended (a shard emptied, then taken again). */
+    pthread_create(&th[0], NULL, free_ctxs, &m[0]); /* frees on another thread than the maker's */
+    pthread_join(th[0], NULL);
+    cr_assert_eq(atomic_load(&wf_frees), 0);
+    wf_ctx *late;
+    cr_assert_eq(wf_ctx_new(&late, wf_ctx_workflow(m[1].ctx[0])), 0);
+    wf_workflow *global = wf_workflow_retain(wf_ctx_workflow(late));
+    for (int i = 1; i < 4; i++) {
+        pthread_create(&th[i], NULL, free_ctxs, &m[i]);
+        pthread_join(th[i], NULL);
+    }
+    cr_assert_eq(atomic_load(&wf_frees), 0, "freed with a context and a global reference left");
+    wf_ctx_free(late);
+    cr_assert_eq(atomic_load(&wf_frees), 0, "freed with a global reference left");
+    wf_workflow_free(global);
+    cr_assert_eq(atomic_load(&wf_frees), 1, "not freed once when the last reference went");
+}
+
+/* Threads make, retain and free contexts of one workflow while its user frees it: freed once, after the last. */
+#define REF_THREADS 6
+#define REF_ROUNDS  20000
+static atomic_int ref_go, ref_early;
+
+static void *ref_churn(void *p)
+{
+    wf_ctx *keep = p; /* this thread's reference until the end */
+    wf_workflow *w = wf_ctx_workflow(keep);
+    while (!atomic_load(&ref_go))
+        ;
+    for (int i = 0; i < REF_ROUNDS; i++) {
+        wf_ctx *c;
+        if (wf_ctx_new(&c, w) < 0)
+            continue;
+        if (i % 7 == 0) {
+            wf_workflow *g = wf_workflow_retain(wf_ctx_workflow(c));
+            wf_ctx_free(c);
+            if (atomic_load(&wf_frees) != 0)
+                atomic_fetch_add(&ref_early, 1);
+            wf_workflow_free(g);
+        } else {
+            if (atomic_load(&wf_frees) != 0)
+                atomic_fetch_add(&ref_early, 1);
+            wf_ctx_free(c);
+        }
+    }
+    if (atomic_load(&wf_frees) != 0)
+        atomic_fetch_add(&ref_early, 1);
+    wf_ctx_free(keep);
+    return NULL;
+}
+
+Test(context, workflow_freed_by_its_user_while_threads_churn_contexts, .timeout = 120)
+{
+    atomic_store(&wf_frees, 0);
+    atomic_store(&ref_early, 0);
+    atomic_store(&ref_go, 0);
+    wf_workflow *w = counted_workflow("churn");
+    pthread_t th[REF_THREADS];
+    for (int i = 0; i < REF_THREADS; i++) {
+        wf_ctx *keep;
+        cr_assert_eq(wf_ctx_new(&keep, w), 0);
+        pthread_create(&th[i], NULL, ref_churn, keep);
+    }
+    atomic_store(&ref_go, 1);
+    wf_workflow_free(w); /* while the threads run: the split ends under their feet */
+    for (int i = 0; i < REF_THREADS; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(atomic_load(&ref_early), 0, "the workflow was freed while a reference was held");
+    cr_assert_eq(atomic_load(&wf_frees), 1, "freed %d times", atomic_load(&wf_frees));
+}
