@@ -74,10 +74,10 @@ int wf_ctx_new(wf_ctx **out, wf_workflow *wf)
     pthread_rwlockattr_destroy(&a);
 #endif
     atomic_init(&ctx->run_lock.w, 0);
-    uint32_t shard = wf__workflow_retain_local(wf);
-    ctx->wf = wf;
-    atomic_init(&ctx->refs, 1 | shard << WF__CTX_REFS_SHIFT);
+    atomic_init(&ctx->refs, 1);
     atomic_init(&ctx->run, NULL);
+    wf__workflow_retain_local(wf);
+    ctx->wf = wf;
     *out = ctx;
     return 0;
 }
@@ -109,15 +109,12 @@ static int state_own(wf_ctx *ctx)
 
 void wf_ctx_free(wf_ctx *ctx)
 {
-    if (ctx == NULL)
-        return;
-    uint32_t refs = atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel);
-    if ((refs & WF__CTX_REFS_MASK) != 1)
+    if (ctx == NULL || atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
         return;
     state_drop(ctx->state);
     wf__free_mem(ctx->parked);
     pthread_rwlock_destroy(&ctx->lock);
-    wf__workflow_release_local(ctx->wf, refs >> WF__CTX_REFS_SHIFT);
+    wf__workflow_release_local(ctx->wf);
     wf__free_mem(ctx);
 }
 

@@ -465,14 +465,14 @@ static inline uint32_t wf__thread_shard(void)
 
 /*
  * A reference on wf counted in the calling thread's shard (the caller holds
- * one already); returns the shard, which the release must be given.
+ * one already), and its release in the releasing thread's (workflow.c).
  */
-uint32_t wf__workflow_retain_local(wf_workflow *wf);
-void wf__workflow_release_local(wf_workflow *wf, uint32_t shard);
+void wf__workflow_retain_local(wf_workflow *wf);
+void wf__workflow_release_local(wf_workflow *wf);
 
 /* Reference shards of a workflow (threads take them modulo); see struct wf_workflow. */
 #define WF__WF_REF_SHARDS 8
-#define WF__REFS_KILLED   0x80000000u
+#define WF__REFS_KILLED   (1ull << 62)
 
 struct wf_workflow {
     char *name;
@@ -501,18 +501,18 @@ struct wf_workflow {
      * Last, a cache line past the fields every run and invocation reads, the
      * references. refs counts the global ones (wf_workflow_retain): on a
      * line with steps or route_off it would pass that line between cores.
-     * A context (one per run) counts its reference in the shard of the
-     * thread that made it instead (wf__workflow_retain_local): threads that
-     * start runs of one workflow at once pass no line between their cores.
-     * The last global release ends the split (WF__REFS_KILLED, workflow.c):
-     * from then on a shard holding references counts once in refs, and the
-     * workflow is freed when refs is down to the flag alone.
+     * A context (one per run) counts its reference in per-thread shards
+     * instead (wf__workflow_retain_local, a line each): threads that start
+     * and end runs of one workflow at once pass no line between their
+     * cores. The last global release ends the split (WF__REFS_KILLED,
+     * workflow.c): refs takes the shards' sum, and the workflow is freed
+     * when refs is down to the flag alone.
      */
     char refs_pad[WF__CACHELINE];
-    _Atomic uint32_t refs;
+    _Atomic uint64_t refs;
     struct {
-        _Atomic uint32_t n; /* references, plus WF__REFS_KILLED once the split is over */
-        char pad[WF__CACHELINE - sizeof(uint32_t)];
+        _Atomic uint64_t n; /* references taken less dropped here (mod 2^63); bit 63: killed */
+        char pad[WF__CACHELINE - sizeof(uint64_t)];
     } shard_refs[WF__WF_REF_SHARDS];
 };
 
@@ -550,14 +550,6 @@ int wf__validate_run(const wf_workflow *wf, uint32_t skip_checks, wf__buf *b);
 /* ---------------------------------------------------------------- context */
 
 struct wf__run;
-
-/*
- * A context's refs word: the count in the low 24 bits, and above them the
- * shard its workflow reference is counted in (fixed at wf_ctx_new; the
- * 112-byte context has no other room for it).
- */
-#define WF__CTX_REFS_MASK  0x00FFFFFFu
-#define WF__CTX_REFS_SHIFT 24
 
 struct wf_ctx {
     _Atomic uint32_t refs;

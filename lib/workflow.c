@@ -77,23 +77,27 @@ wf_workflow *wf_workflow_retain(wf_workflow *wf)
 
 /*
  * References in two tiers (a per-CPU reference count, as Linux's
- * percpu_ref): global ones in refs, and the contexts' in the shards of the
- * threads that made them, so that threads starting runs of one workflow at
- * once touch no common line (a shared count cost ~15% of a quick-start run
- * with two submitting threads here). A shard's count is never negative: a
- * reference is dropped in the shard it was taken in.
+ * percpu_ref): global ones in refs, and the contexts' in per-thread shards,
+ * taken in the shard of the thread that takes one and dropped in the shard
+ * of the thread that drops it, so that threads starting and ending runs of
+ * one workflow at once write no common line (a shared count cost ~15% of a
+ * quick-start run with two submitting threads here). A shard's count alone
+ * means nothing (a context made on one thread and freed on another leaves
+ * +1 in one shard and -1 in the other); their sum does.
  *
- * While refs counts global references, the shards' total is not known and
- * nothing waits for it. The release that would take refs to zero ends the
- * split instead (kill): it sets WF__REFS_KILLED in refs with its own
- * reference kept as a guard, then sets the flag in every shard, counting in
- * refs each shard that holds references (added before the flag is set and
- * taken back if the shard was empty: with the guard, refs cannot reach the
- * flag alone meanwhile). A shard whose count then goes 1 -> 0 drops its one
- * reference in refs, and one that goes 0 -> 1 again (a run of the workflow
- * starting another) adds one. The workflow is freed by whoever takes refs
- * to the flag alone: after the kill, every reference is in refs.
+ * While global references remain, the sum is not needed. The release that
+ * would take refs to zero ends the split (kill) instead: it replaces its
+ * reference with the flag WF__REFS_KILLED and a bias larger than any count,
+ * flags every shard (an exchange of bits: a shard operation either lands
+ * before it, in the count it returns, or sees the flag and goes to refs),
+ * then adds the shards' sum and takes the bias off. Until then no operation
+ * can bring refs down to the flag alone; after it refs holds every
+ * reference, and whoever takes it to the flag alone frees the workflow.
  */
+#define SHARD_KILLED (1ull << 63)
+#define SHARD_COUNT  (SHARD_KILLED - 1) /* the count, modulo 2^63 */
+#define REFS_BIAS    (1ull << 40)
+
 static void workflow_destroy(wf_workflow *wf);
 
 static void refs_drop(wf_workflow *wf)
@@ -102,19 +106,27 @@ static void refs_drop(wf_workflow *wf)
         workflow_destroy(wf);
 }
 
-uint32_t wf__workflow_retain_local(wf_workflow *wf)
+/* Adds d (+1 or -1) to the calling thread's shard; 0, or -1 when the split is over. */
+static inline int shard_add(wf_workflow *wf, uint64_t d)
 {
-    uint32_t k = wf__thread_shard() % WF__WF_REF_SHARDS;
-    uint32_t old = atomic_fetch_add_explicit(&wf->shard_refs[k].n, 1, memory_order_relaxed);
-    if (WF__UNLIKELY(old == WF__REFS_KILLED)) /* an emptied shard of a killed split */
-        atomic_fetch_add_explicit(&wf->refs, 1, memory_order_relaxed);
-    return k;
+    _Atomic uint64_t *n = &wf->shard_refs[wf__thread_shard() % WF__WF_REF_SHARDS].n;
+    uint64_t c = atomic_load_explicit(n, memory_order_relaxed);
+    while (WF__LIKELY(!(c & SHARD_KILLED)))
+        if (atomic_compare_exchange_weak_explicit(n, &c, (c + d) & SHARD_COUNT, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            return 0;
+    return -1;
 }
 
-void wf__workflow_release_local(wf_workflow *wf, uint32_t k)
+void wf__workflow_retain_local(wf_workflow *wf)
 {
-    uint32_t old = atomic_fetch_sub_explicit(&wf->shard_refs[k].n, 1, memory_order_acq_rel);
-    if (WF__UNLIKELY(old == (WF__REFS_KILLED | 1)))
+    if (WF__UNLIKELY(shard_add(wf, 1) < 0))
+        atomic_fetch_add_explicit(&wf->refs, 1, memory_order_relaxed);
+}
+
+void wf__workflow_release_local(wf_workflow *wf)
+{
+    if (WF__UNLIKELY(shard_add(wf, SHARD_COUNT) < 0)) /* -1 modulo 2^63 */
         refs_drop(wf);
 }
 
@@ -122,10 +134,10 @@ void wf_workflow_free(wf_workflow *wf)
 {
     if (wf == NULL)
         return;
-    uint32_t c = atomic_load_explicit(&wf->refs, memory_order_relaxed);
+    uint64_t c = atomic_load_explicit(&wf->refs, memory_order_relaxed);
     for (;;) {
-        if (c == 1) { /* the last global reference: it stays, as the kill's guard */
-            if (atomic_compare_exchange_weak_explicit(&wf->refs, &c, WF__REFS_KILLED | 1,
+        if (c == 1) { /* the last global reference, while the split lasts: kill */
+            if (atomic_compare_exchange_weak_explicit(&wf->refs, &c, WF__REFS_KILLED | REFS_BIAS,
                                                       memory_order_acq_rel, memory_order_relaxed))
                 break;
         } else if (atomic_compare_exchange_weak_explicit(&wf->refs, &c, c - 1, memory_order_acq_rel,
@@ -135,14 +147,15 @@ void wf_workflow_free(wf_workflow *wf)
             return;
         }
     }
+    uint64_t sum = 0; /* modulo 2^64: the shards' counts, sign-extended from 63 bits */
     for (uint32_t k = 0; k < WF__WF_REF_SHARDS; k++) {
-        atomic_fetch_add_explicit(&wf->refs, 1, memory_order_relaxed);
-        uint32_t old =
-            atomic_fetch_or_explicit(&wf->shard_refs[k].n, WF__REFS_KILLED, memory_order_acq_rel);
-        if (old == 0)
-            atomic_fetch_sub_explicit(&wf->refs, 1, memory_order_relaxed); /* the guard stays */
+        uint64_t old = atomic_fetch_or_explicit(&wf->shard_refs[k].n, SHARD_KILLED, memory_order_acq_rel);
+        uint64_t n = old & SHARD_COUNT;
+        sum += (n & (1ull << 62)) ? n | SHARD_KILLED : n;
     }
-    refs_drop(wf); /* the guard */
+    uint64_t add = sum - REFS_BIAS;
+    if (atomic_fetch_add_explicit(&wf->refs, add, memory_order_acq_rel) + add == WF__REFS_KILLED)
+        workflow_destroy(wf);
 }
 
 static void workflow_destroy(wf_workflow *wf)

@@ -408,10 +408,10 @@ Test(context, unwritten_stores_stay_apart)
 }
 
 /*
- * A context's reference on its workflow is counted in the shard of the
- * thread that made it (lib/workflow.c): the workflow lives until the last
- * reference of either kind is gone, whichever thread drops it, and the
- * user's free ends the split once.
+ * A context's reference on its workflow is taken in the making thread's
+ * shard and dropped in the freeing thread's (lib/workflow.c): the workflow
+ * lives until the last reference of either kind is gone, whichever thread
+ * drops it, and is freed once.
  */
 static atomic_int wf_frees;
 static void count_wf_free(void *user)
@@ -480,8 +480,8 @@ Test(context, workflow_lives_until_its_last_context_is_freed_on_any_thread)
     wf_workflow_free(extra); /* the last global one: the split ends, the contexts keep it */
     cr_assert_eq(atomic_load(&wf_frees), 0, "freed with 12 contexts left");
     cr_assert_str_eq(wf_workflow_name(wf_ctx_workflow(m[0].ctx[0])), "refs");
-    /* A context made from a context's workflow after the split ended (a shard emptied, then taken again). */
-    pthread_create(&th[0], NULL, free_ctxs, &m[0]); /* frees on another thread than the maker's */
+    /* Freed on another thread than the maker's; then a context made after the split ended. */
+    pthread_create(&th[0], NULL, free_ctxs, &m[0]);
     pthread_join(th[0], NULL);
     cr_assert_eq(atomic_load(&wf_frees), 0);
     wf_ctx *late;
