@@ -19,18 +19,27 @@ static int dummy(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 static wf_workflow *wf;
 static wf_ctx *ctx;
 
-static void setup(void)
+/* A workflow of one step from StartEvent to StopEvent (user_free: the step's, or NULL). */
+static wf_workflow *one_step_workflow(const char *name, wf_step_fn fn, void (*user_free)(void *))
 {
-    cr_assert_eq(wf_workflow_new(&wf, "ctx", NULL), 0);
-    const wf_event_type *acc[] = {wf_workflow_builtin(wf, WF_START_EVENT)};
-    const wf_event_type *em[] = {wf_workflow_builtin(wf, WF_STOP_EVENT)};
+    wf_workflow *w;
+    cr_assert_eq(wf_workflow_new(&w, name, NULL), 0);
+    const wf_event_type *acc[] = {wf_workflow_builtin(w, WF_START_EVENT)};
+    const wf_event_type *em[] = {wf_workflow_builtin(w, WF_STOP_EVENT)};
     wf_step_params p;
     wf_step_params_init(&p);
     p.accepts = acc;
     p.n_accepts = 1;
     p.emits = em;
     p.n_emits = 1;
-    cr_assert_eq(wf_workflow_add_step(wf, "s", dummy, &p, NULL), 0);
+    p.user_free = user_free;
+    cr_assert_eq(wf_workflow_add_step(w, name, fn, &p, NULL), 0);
+    return w;
+}
+
+static void setup(void)
+{
+    wf = one_step_workflow("ctx", dummy, NULL);
     cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
 }
 
@@ -313,17 +322,7 @@ static void *own_prober(void *p)
 
 Test(context, one_run_at_a_time_on_a_context_under_four_threads, .timeout = 120)
 {
-    wf_workflow *w;
-    cr_assert_eq(wf_workflow_new(&w, "own", NULL), 0);
-    const wf_event_type *acc[] = {wf_workflow_builtin(w, WF_START_EVENT)};
-    const wf_event_type *em[] = {wf_workflow_builtin(w, WF_STOP_EVENT)};
-    wf_step_params p;
-    wf_step_params_init(&p);
-    p.accepts = acc;
-    p.n_accepts = 1;
-    p.emits = em;
-    p.n_emits = 1;
-    cr_assert_eq(wf_workflow_add_step(w, "own", own_step, &p, NULL), 0);
+    wf_workflow *w = one_step_workflow("own", own_step, NULL);
     wf_ctx *c;
     cr_assert_eq(wf_ctx_new(&c, w), 0);
     wf_executor_params ep;
@@ -422,19 +421,7 @@ static void count_wf_free(void *user)
 
 static wf_workflow *counted_workflow(const char *name)
 {
-    wf_workflow *w;
-    cr_assert_eq(wf_workflow_new(&w, name, NULL), 0);
-    const wf_event_type *acc[] = {wf_workflow_builtin(w, WF_START_EVENT)};
-    const wf_event_type *em[] = {wf_workflow_builtin(w, WF_STOP_EVENT)};
-    wf_step_params p;
-    wf_step_params_init(&p);
-    p.accepts = acc;
-    p.n_accepts = 1;
-    p.emits = em;
-    p.n_emits = 1;
-    p.user_free = count_wf_free;
-    cr_assert_eq(wf_workflow_add_step(w, "s", dummy, &p, NULL), 0);
-    return w;
+    return one_step_workflow(name, dummy, count_wf_free);
 }
 
 typedef struct made_ctxs {
