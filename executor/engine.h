@@ -600,6 +600,16 @@ static inline void wf__run_schedule(wf__run *run, wf__task *t)
 
 /* Frees a task and what it owns (its event, retry info, its branch unit). */
 void wf__drop_task(wf__task *t);
+/* wf__drop_task inline for a finished invocation's task: one that owns no more than its event. */
+static inline void wf__drop_task_inl(wf__task *t)
+{
+    if (WF__UNLIKELY(t->kind == WF__TASK_INVOKE && (t->u.group != NULL || t->arg != NULL))) {
+        wf__drop_task(t);
+        return;
+    }
+    wf__event_release(t->ev);
+    wf__task_free(t);
+}
 /* Frees a task's side record and the events of its set (NULL is fine). */
 void wf__retry_info_free(wf__retry_info *ri);
 /* Delivers a prepared INVOKE task (owned) through step t->step's count. */
@@ -610,6 +620,25 @@ int wf__deliver(wf__run *run, uint32_t s, wf_event *ev);
 void wf__finish_slot(wf__run *run, uint32_t s, uint32_t shard);
 /* wf__finish_slot for a single task that may owe an engine unit (wf__tls_handoff). */
 void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard);
+/*
+ * wf__finish_slot_owed inline for a bounded step's single task (the chain's
+ * hand-over: the last of its step passes its engine unit to the step it woke).
+ */
+static inline void wf__finish_slot_owed_inl(wf__run *run, uint32_t s, uint32_t shard)
+{
+    wf__step_state *ss = &run->steps[s];
+    if (WF__LIKELY(wf__tls_handoff != NULL) && ss->workers < WF__UNBOUNDED) {
+        wf__tls_handoff = NULL;
+        uint32_t one = 1;
+        if (atomic_compare_exchange_strong_explicit(&ss->count, &one, 0, memory_order_acq_rel,
+                                                    memory_order_relaxed))
+            return; /* the last of its step: its engine unit is the woken step's now */
+        wf__engine_ref(run);
+        wf__finish_slot(run, s, shard);
+        return;
+    }
+    wf__finish_slot_owed(run, s, shard);
+}
 /* Routes ev (owned) from inside the run (or as an event from outside). target: a step or -1. */
 void wf__emit(wf__run *run, wf_event *ev, int32_t target);
 /* Routes the events a step sent (owned), in order, runs for one step as one batch. */

@@ -49,7 +49,8 @@ static void inv_cleanup(wf__inv *inv)
         wf__free_mem(inv->sent);
         wf__free_mem(inv->targets);
     }
-    wf__free_mem(inv->errmsg);
+    if (WF__UNLIKELY(inv->errmsg != NULL))
+        wf__free_mem(inv->errmsg);
 }
 
 /*
@@ -120,7 +121,7 @@ void wf__inv_flush_sent(wf__inv *inv)
 }
 
 /* Routes an invocation's emissions now, or holds them in d (when not NULL). */
-static void route_emissions(wf__run *run, wf_event *out, wf__inv *inv, deferred *d)
+static inline __attribute__((always_inline)) void route_emissions(wf__run *run, wf_event *out, wf__inv *inv, deferred *d)
 {
     if (d) {
         int stop = out && out->type->is_stop;
@@ -251,7 +252,7 @@ static __attribute__((noinline, cold)) int schema_failed(wf__inv *inv, int rc)
     return rc;
 }
 
-static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
+static inline __attribute__((always_inline)) int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
 {
     wf__step *step = run->wf->steps[t->step];
     unsigned slow = wf__run_slow(run);
@@ -376,6 +377,13 @@ static int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
 
 static void run_batch(wf__run *run, wf__task *t, uint32_t s, uint32_t shard, wf__slot *slot);
 
+/* invoke for the rare callers: one copy of it out of line. */
+static __attribute__((noinline)) int invoke_outlined(wf__run *run, wf__task *t, deferred *d,
+                                                     int handoff)
+{
+    return invoke(run, t, d, handoff);
+}
+
 void wf__task_run(wf__worker *w, wf__task *t)
 {
     (void)w;
@@ -404,8 +412,8 @@ void wf__task_run(wf__worker *w, wf__task *t)
         }
         if (!pended) {
             wf__slot_dirty(run);
-            wf__drop_task(t);
-            wf__finish_slot_owed(run, s, shard);
+            wf__drop_task_inl(t);
+            wf__finish_slot_owed_inl(run, s, shard);
         }
         wf__slot_leave(slot);
         return;
@@ -437,10 +445,10 @@ static __attribute__((noinline)) void run_batch(wf__run *run, wf__task *t, uint3
                 /* a branch's emissions must count before its task ends: no holding */
                 wf__tls_group = t->u.group;
                 wf__tls_branch = t->pad;
-                pended = invoke(run, t, NULL, 0);
+                pended = invoke_outlined(run, t, NULL, 0);
                 wf__tls_group = NULL;
             } else {
-                pended = invoke(run, t, &d, 0);
+                pended = invoke_outlined(run, t, &d, 0);
             }
         }
         if (pended) {
@@ -464,7 +472,7 @@ static __attribute__((noinline)) void run_batch(wf__run *run, wf__task *t, uint3
             return;
         }
         wf__slot_dirty(run);
-        wf__drop_task(t);
+        wf__drop_task_inl(t);
         t = nx;
         if (t && WF__UNLIKELY(atomic_load_explicit(&run->gate, memory_order_relaxed))) {
             /* a snapshot waits: route what the batch holds, park the rest of it */

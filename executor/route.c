@@ -256,7 +256,7 @@ static inline void woke(wf__run *run, wf__task *t)
 }
 
 /* Delivers a prepared INVOKE task (owned) through step t->step's count. */
-int wf__deliver_task(wf__run *run, wf__task *t)
+static inline __attribute__((always_inline)) int deliver_task(wf__run *run, wf__task *t)
 {
     wf__step_state *ss = &run->steps[t->step];
     uint32_t w = ss->workers;
@@ -302,8 +302,13 @@ int wf__deliver_task(wf__run *run, wf__task *t)
     return 0;
 }
 
+int wf__deliver_task(wf__run *run, wf__task *t)
+{
+    return deliver_task(run, t);
+}
+
 /* Delivers ev (owned) to step s. Returns 0 or WF_ENOMEM (ev released). */
-int wf__deliver(wf__run *run, uint32_t s, wf_event *ev)
+static inline __attribute__((always_inline)) int deliver(wf__run *run, uint32_t s, wf_event *ev)
 {
     if (WF__UNLIKELY(run->steps[s].join))
         return wf__join_deliver(run, s, ev);
@@ -319,7 +324,12 @@ int wf__deliver(wf__run *run, uint32_t s, wf_event *ev)
     t->arg = NULL;
     t->flags = wf__tls_lineage;
     wf__tag_task(t);
-    return wf__deliver_task(run, t);
+    return deliver_task(run, t);
+}
+
+int wf__deliver(wf__run *run, uint32_t s, wf_event *ev)
+{
+    return deliver(run, s, ev);
 }
 
 /*
@@ -555,7 +565,7 @@ void wf__emit(wf__run *run, wf_event *ev, int32_t target)
         if (WF__UNLIKELY(n > 1)) {
             rc = deliver_to_many(run, steps, n, ev);
         } else {
-            rc = wf__deliver(run, steps[0], ev);
+            rc = deliver(run, steps[0], ev);
         }
     }
     if (WF__UNLIKELY(rc < 0))

@@ -405,6 +405,22 @@ static inline void wf__event_freeze(wf_event *ev)
 }
 #define wf_event_freeze(ev) wf__event_freeze(ev)
 
+/*
+ * wf_event_release inline for the library's hot paths (a finished
+ * invocation's input): the sole owner of a plain event frees its block
+ * here; anything else takes the function.
+ */
+static inline void wf__event_release(wf_event *ev)
+{
+    if (WF__LIKELY(ev != NULL) &&
+        atomic_load_explicit(&ev->refs, memory_order_acquire) == 1 &&
+        WF__LIKELY(ev->flags & WF__EV_PLAIN)) {
+        wf__cache_free(ev, ev->cls);
+        return;
+    }
+    wf_event_release(ev);
+}
+
 void wf__registry_retain(wf_registry *reg);
 
 static inline const char *wf__field_key(const wf__field *f)
