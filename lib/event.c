@@ -502,7 +502,9 @@ int wf_event_new(wf_event **out, const wf_event_type *type, size_t capacity)
     return 0;
 }
 
-int wf_event_new1(wf_event **out, const wf_event_type *type, const char *key, wf_value val)
+/* wf_event_new1's other cases: bad arguments, a schema, no key, a long key, no memory. */
+static __attribute__((noinline)) int new1_slow(wf_event **out, const wf_event_type *type,
+                                               const char *key, wf_value val)
 {
     if (out == NULL || type == NULL) {
         if (out)
@@ -542,6 +544,29 @@ int wf_event_new1(wf_event **out, const wf_event_type *type, const char *key, wf
     } else {
         ev->flags = WF__EV_PLAIN;
     }
+    *out = ev;
+    return 0;
+}
+
+/* The usual case a leaf without a stack frame: a key that fits the field, no schema. */
+int wf_event_new1(wf_event **out, const wf_event_type *type, const char *key, wf_value val)
+{
+    if (WF__UNLIKELY(out == NULL || type == NULL || key == NULL || wf__type_has_schema(type)))
+        return new1_slow(out, type, key, val);
+    wf_event *ev = ev_alloc(type, 1);
+    if (WF__UNLIKELY(ev == NULL))
+        return new1_slow(out, type, key, val); /* no memory now: it says so (or succeeds) */
+    wf__field *f = ev->inline_fields;
+    uint32_t klen = key_put(f, key);
+    if (WF__UNLIKELY(klen == 0)) { /* empty or long: the general path */
+        wf__cache_free(ev, ev->cls);
+        return new1_slow(out, type, key, val);
+    }
+    f->klen = klen;
+    f->val = val;
+    ev->nfields = 1;
+    if (val.kind < WF_STRING)
+        ev->flags = WF__EV_PLAIN;
     *out = ev;
     return 0;
 }
