@@ -318,14 +318,18 @@ uint32_t wf_event_field_index(const wf_event_field *f)
 
 /* ------------------------------------------------------------------ events */
 
-/* Inline: the constructors pass a constant capacity, so the size class folds. */
-static inline __attribute__((always_inline)) wf_event *ev_alloc(const wf_event_type *type,
-                                                                uint32_t cap)
+/*
+ * Inline: the constructors pass a constant capacity, so the size class
+ * folds. cached: from the thread's cache only (NULL when it is empty: the
+ * caller's slow path allocates), for constructors whose usual case is a leaf.
+ */
+static inline __attribute__((always_inline)) wf_event *ev_alloc_from(const wf_event_type *type,
+                                                                     uint32_t cap, int cached)
 {
     uint8_t cls;
     size_t fields = (size_t)cap * sizeof(wf__field);
     size_t size = sizeof(wf_event) + (fields < sizeof(void *) ? sizeof(void *) : fields);
-    wf_event *ev = wf__cache_alloc(size, &cls);
+    wf_event *ev = cached ? wf__cache_alloc_cached(size, &cls) : wf__cache_alloc(size, &cls);
     if (ev == NULL)
         return NULL;
     atomic_init(&ev->refs, 1);
@@ -336,6 +340,12 @@ static inline __attribute__((always_inline)) wf_event *ev_alloc(const wf_event_t
     ev->cap = cap;
     ev->type = type;
     return ev;
+}
+
+static inline __attribute__((always_inline)) wf_event *ev_alloc(const wf_event_type *type,
+                                                                uint32_t cap)
+{
+    return ev_alloc_from(type, cap, 0);
 }
 
 static inline void field_clear(wf__field *f)
@@ -553,9 +563,9 @@ int wf_event_new1(wf_event **out, const wf_event_type *type, const char *key, wf
 {
     if (WF__UNLIKELY(out == NULL || type == NULL || key == NULL || wf__type_has_schema(type)))
         return new1_slow(out, type, key, val);
-    wf_event *ev = ev_alloc(type, 1);
+    wf_event *ev = ev_alloc_from(type, 1, 1);
     if (WF__UNLIKELY(ev == NULL))
-        return new1_slow(out, type, key, val); /* no memory now: it says so (or succeeds) */
+        return new1_slow(out, type, key, val); /* an empty cache, or no memory */
     wf__field *f = ev->inline_fields;
     uint32_t klen = key_put(f, key);
     if (WF__UNLIKELY(klen == 0)) { /* empty or long: the general path */
@@ -707,9 +717,9 @@ int wf_event_new_fields(wf_event **out, const wf_event_type *type, const wf_valu
     if (WF__UNLIKELY(n != atomic_load_explicit(&t->ndecl, memory_order_acquire) ||
                      wf__type_has_schema(type)))
         return new_fields_slow(out, type, vals, n);
-    wf_event *ev = ev_alloc(type, (uint32_t)n);
+    wf_event *ev = ev_alloc_from(type, (uint32_t)n, 1);
     if (WF__UNLIKELY(ev == NULL))
-        return new_fields_slow(out, type, vals, n); /* no memory now: it says so (or succeeds) */
+        return new_fields_slow(out, type, vals, n); /* an empty cache, or no memory */
     put_declared(ev, t->decl, vals, n);
     *out = ev;
     return 0;
@@ -820,14 +830,21 @@ wf_value wf_event_get(const wf_event *ev, const char *key, wf_value dflt)
     return f ? f->val : dflt;
 }
 
+/* wf_event_get_field of an event of another type (or one that lacks the slot): by name. */
+static __attribute__((noinline)) wf_value get_field_by_name(const wf_event *ev,
+                                                            const wf_event_field *f, wf_value dflt)
+{
+    wf__field *x = find_field_str(ev, f->name);
+    return x ? x->val : dflt;
+}
+
 wf_value wf_event_get_field(const wf_event *ev, const wf_event_field *f, wf_value dflt)
 {
     if (WF__UNLIKELY(ev == NULL || f == NULL))
         return dflt;
     if (WF__LIKELY(ev->type == f->type && f->index < ev->nslots))
         return wf__ev_fields(ev)[f->index].val;
-    wf__field *x = find_field_str(ev, f->name);
-    return x ? x->val : dflt;
+    return get_field_by_name(ev, f, dflt); /* a tail call: the usual case stays a leaf */
 }
 
 int wf_event_lookup(const wf_event *ev, const char *key, wf_value *out)

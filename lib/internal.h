@@ -115,7 +115,30 @@ static inline void wf__cache_free(void *p, uint8_t cls)
     if (p)
         wf__cache_spill(p, WF__CLS_HEAP);
 }
+static inline void *wf__cache_alloc_cached(size_t n, uint8_t *cls)
+{
+    (void)n;
+    (void)cls;
+    return NULL;
+}
 #else
+/*
+ * A block from the thread's cache only, or NULL (then the caller takes its
+ * slow path): no call in it, so that a constructor's usual case is a leaf.
+ */
+static inline void *wf__cache_alloc_cached(size_t n, uint8_t *cls)
+{
+    if (WF__UNLIKELY(n > 512))
+        return NULL;
+    int c = wf__cls_by8[(n + 7) >> 3];
+    wf__block *b = wf__tc.head[c];
+    if (WF__UNLIKELY(b == NULL))
+        return NULL;
+    *cls = (uint8_t)c;
+    wf__tc.head[c] = b->next;
+    wf__tc.count[c]--;
+    return b;
+}
 static inline void *wf__cache_alloc(size_t n, uint8_t *cls)
 {
     if (WF__UNLIKELY(n > 512))
