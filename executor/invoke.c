@@ -121,7 +121,8 @@ void wf__inv_flush_sent(wf__inv *inv)
 }
 
 /* Routes an invocation's emissions now, or holds them in d (when not NULL). */
-static inline __attribute__((always_inline)) void route_emissions(wf__run *run, wf_event *out, wf__inv *inv, deferred *d)
+static inline __attribute__((always_inline)) void route_emissions(wf__run *run, wf_event *out,
+                                                                  wf__inv *inv, deferred *d)
 {
     if (d) {
         int stop = out && out->type->is_stop;
@@ -252,7 +253,8 @@ static __attribute__((noinline, cold)) int schema_failed(wf__inv *inv, int rc)
     return rc;
 }
 
-static inline __attribute__((always_inline)) int invoke(wf__run *run, wf__task *t, deferred *d, int handoff)
+static inline __attribute__((always_inline)) int invoke(wf__run *run, wf__task *t, deferred *d,
+                                                        int handoff)
 {
     wf__step *step = run->wf->steps[t->step];
     unsigned slow = wf__run_slow(run);

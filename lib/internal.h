@@ -435,8 +435,7 @@ static inline void wf__event_freeze(wf_event *ev)
  */
 static inline void wf__event_release(wf_event *ev)
 {
-    if (WF__LIKELY(ev != NULL) &&
-        atomic_load_explicit(&ev->refs, memory_order_acquire) == 1 &&
+    if (WF__LIKELY(ev != NULL) && atomic_load_explicit(&ev->refs, memory_order_acquire) == 1 &&
         WF__LIKELY(ev->flags & WF__EV_PLAIN)) {
         wf__cache_free(ev, ev->cls);
         return;

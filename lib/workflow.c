@@ -112,8 +112,8 @@ static inline int shard_add(wf_workflow *wf, uint64_t d)
     _Atomic uint64_t *n = &wf->shard_refs[wf__thread_shard() % WF__WF_REF_SHARDS].n;
     uint64_t c = atomic_load_explicit(n, memory_order_relaxed);
     while (WF__LIKELY(!(c & SHARD_KILLED)))
-        if (atomic_compare_exchange_weak_explicit(n, &c, (c + d) & SHARD_COUNT, memory_order_acq_rel,
-                                                  memory_order_relaxed))
+        if (atomic_compare_exchange_weak_explicit(n, &c, (c + d) & SHARD_COUNT,
+                                                  memory_order_acq_rel, memory_order_relaxed))
             return 0;
     return -1;
 }
@@ -149,7 +149,8 @@ void wf_workflow_free(wf_workflow *wf)
     }
     uint64_t sum = 0; /* modulo 2^64: the shards' counts, sign-extended from 63 bits */
     for (uint32_t k = 0; k < WF__WF_REF_SHARDS; k++) {
-        uint64_t old = atomic_fetch_or_explicit(&wf->shard_refs[k].n, SHARD_KILLED, memory_order_acq_rel);
+        uint64_t old =
+            atomic_fetch_or_explicit(&wf->shard_refs[k].n, SHARD_KILLED, memory_order_acq_rel);
         uint64_t n = old & SHARD_COUNT;
         sum += (n & (1ull << 62)) ? n | SHARD_KILLED : n;
     }

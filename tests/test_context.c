@@ -485,7 +485,10 @@ Test(context, workflow_lives_until_its_last_context_is_freed_on_any_thread)
     cr_assert_eq(atomic_load(&wf_frees), 1, "not freed once when the last reference went");
 }
 
-/* Threads make, retain and free contexts of one workflow while its user frees it: freed once, after the last. */
+/*
+ * Threads make, retain and free contexts of one workflow while its user
+ * frees it: freed once, after the last.
+ */
 #define REF_THREADS 6
 #define REF_ROUNDS  20000
 static atomic_int ref_go, ref_early;
