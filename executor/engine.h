@@ -598,13 +598,17 @@ static inline void wf__run_schedule(wf__run *run, wf__task *t)
         wf__schedule(run->ex, t);
 }
 
-/* Frees a task and what it owns (its event, retry info, its branch unit). */
-void wf__drop_task(wf__task *t);
-/* wf__drop_task inline for a finished invocation's task: one that owns no more than its event. */
-static inline void wf__drop_task_inl(wf__task *t)
+/* wf__drop_task of an INVOKE task with a branch unit or retry info (route.c). */
+void wf__drop_task_owning(wf__task *t);
+/*
+ * Frees a task and what it owns (its event, retry info, its branch unit);
+ * one that owns no more than its event (a finished step's usual input)
+ * here, without a call.
+ */
+static inline void wf__drop_task(wf__task *t)
 {
     if (WF__UNLIKELY(t->kind == WF__TASK_INVOKE && (t->u.group != NULL || t->arg != NULL))) {
-        wf__drop_task(t);
+        wf__drop_task_owning(t);
         return;
     }
     wf__event_release(t->ev);
@@ -618,26 +622,33 @@ int wf__deliver_task(wf__run *run, wf__task *t);
 int wf__deliver(wf__run *run, uint32_t s, wf_event *ev);
 /* One invocation of step s finished (counted in shard): its slot passes on. */
 void wf__finish_slot(wf__run *run, uint32_t s, uint32_t shard);
-/* wf__finish_slot for a single task that may owe an engine unit (wf__tls_handoff). */
-void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard);
-/*
- * wf__finish_slot_owed inline for a bounded step's single task (the chain's
- * hand-over: the last of its step passes its engine unit to the step it woke).
- */
-static inline void wf__finish_slot_owed_inl(wf__run *run, uint32_t s, uint32_t shard)
+/* The count shard `shard`'s counter of unbounded step s (see WF__UNBOUNDED). */
+static inline _Atomic uint32_t *wf__shard_ctr(wf__run *run, uint32_t shard, uint32_t s)
+{
+    return &run->shards[shard * run->shard_stride + run->steps[s].col];
+}
+/* The counter a task of step s counted in `shard` is in. */
+static inline _Atomic uint32_t *wf__slot_ctr(wf__run *run, uint32_t s, uint32_t shard)
 {
     wf__step_state *ss = &run->steps[s];
-    if (WF__LIKELY(wf__tls_handoff != NULL) && ss->workers < WF__UNBOUNDED) {
+    return ss->workers < WF__UNBOUNDED ? &ss->count : wf__shard_ctr(run, shard, s);
+}
+/*
+ * wf__finish_slot for a single task that may owe an engine unit (see
+ * wf__tls_handoff): the last of its step (or shard) passes its unit to the
+ * step it woke (the chain's hand-over), without a call.
+ */
+static inline void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard)
+{
+    if (WF__LIKELY(wf__tls_handoff != NULL)) {
         wf__tls_handoff = NULL;
         uint32_t one = 1;
-        if (atomic_compare_exchange_strong_explicit(&ss->count, &one, 0, memory_order_acq_rel,
-                                                    memory_order_relaxed))
-            return; /* the last of its step: its engine unit is the woken step's now */
+        if (atomic_compare_exchange_strong_explicit(wf__slot_ctr(run, s, shard), &one, 0,
+                                                    memory_order_acq_rel, memory_order_relaxed))
+            return; /* its engine unit is the woken step's now */
         wf__engine_ref(run);
-        wf__finish_slot(run, s, shard);
-        return;
     }
-    wf__finish_slot_owed(run, s, shard);
+    wf__finish_slot(run, s, shard);
 }
 /* Routes ev (owned) from inside the run (or as an event from outside). target: a step or -1. */
 void wf__emit(wf__run *run, wf_event *ev, int32_t target);

@@ -29,7 +29,7 @@ WF__TLS uint32_t wf__tls_branch;
  * so the run cannot quiesce meanwhile. When the task finishes, its step's
  * unit passes to the woken step if the task was its step's last (count
  * 1 -> 0: no engine operation at all), else the debt is paid first
- * (wf__finish_slot_owed, route.c).
+ * (wf__finish_slot_owed, engine.h).
  */
 WF__TLS wf__run *wf__tls_handoff_run;
 WF__TLS wf__run *wf__tls_handoff;
@@ -414,8 +414,8 @@ void wf__task_run(wf__worker *w, wf__task *t)
         }
         if (!pended) {
             wf__slot_dirty(run);
-            wf__drop_task_inl(t);
-            wf__finish_slot_owed_inl(run, s, shard);
+            wf__drop_task(t);
+            wf__finish_slot_owed(run, s, shard);
         }
         wf__slot_leave(slot);
         return;
@@ -474,7 +474,7 @@ static __attribute__((noinline)) void run_batch(wf__run *run, wf__task *t, uint3
             return;
         }
         wf__slot_dirty(run);
-        wf__drop_task_inl(t);
+        wf__drop_task(t);
         t = nx;
         if (t && WF__UNLIKELY(atomic_load_explicit(&run->gate, memory_order_relaxed))) {
             /* a snapshot waits: route what the batch holds, park the rest of it */

@@ -28,14 +28,6 @@
 
 WF__TLS wf__worker *wf__tls_worker;
 WF__TLS wf__slot *wf__tls_slot;
-WF__TLS uint32_t wf__tls_shard = UINT32_MAX;
-
-uint32_t wf__thread_shard_slow(void)
-{
-    static _Atomic uint32_t next;
-    wf__tls_shard = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % 4096;
-    return wf__tls_shard;
-}
 WF__TLS wf__task **wf__tls_capture;
 WF__TLS const void *wf__tls_capture_run;
 

@@ -125,12 +125,12 @@ __attribute__((always_inline)) static inline void hook_route(wf__run *run, const
 
 /* ---------------------------------------------------------------- delivery */
 
-void wf__drop_task(wf__task *t)
+void wf__drop_task_owning(wf__task *t)
 {
-    if (WF__UNLIKELY(t->kind == WF__TASK_INVOKE && t->u.group != NULL))
+    if (t->u.group != NULL)
         wf__branch_done(t->run, t->u.group, t->pad);
     wf_event_release(t->ev);
-    if (t->kind == WF__TASK_INVOKE && t->arg)
+    if (t->arg)
         wf__retry_info_free(t->arg);
     wf__task_free(t);
 }
@@ -160,18 +160,6 @@ static inline uint32_t my_shard(const wf__run *run)
     return run->nshards - 1;
 }
 
-static inline _Atomic uint32_t *shard_ctr(wf__run *run, uint32_t shard, uint32_t s)
-{
-    return &run->shards[shard * run->shard_stride + run->steps[s].col];
-}
-
-/* The counter a task of step s counted in `shard` is in. */
-static inline _Atomic uint32_t *slot_ctr(wf__run *run, uint32_t s, uint32_t shard)
-{
-    wf__step_state *ss = &run->steps[s];
-    return ss->workers < WF__UNBOUNDED ? &ss->count : shard_ctr(run, shard, s);
-}
-
 /*
  * One invocation of step s finished (or a dropped event released its slot).
  * When events wait, the slot passes to the next one; besides, the finisher
@@ -187,7 +175,7 @@ void wf__finish_slot(wf__run *run, uint32_t s, uint32_t shard)
     /* Read before giving the unit up: afterwards the run may be freed by others. */
     uint32_t w = ss->workers;
     if (w >= WF__UNBOUNDED) {
-        if (atomic_fetch_sub_explicit(shard_ctr(run, shard, s), 1, memory_order_acq_rel) == 1) {
+        if (atomic_fetch_sub_explicit(wf__shard_ctr(run, shard, s), 1, memory_order_acq_rel) == 1) {
             if (WF__UNLIKELY(wf__run_slow(run) & WF__RUN_INTERNAL)) /* its unit is still held here */
                 wf__internal_idle_check(run);
             wf__engine_unref(run); /* may free the run */
@@ -227,22 +215,6 @@ void wf__finish_slot(wf__run *run, uint32_t s, uint32_t shard)
     }
 }
 
-/* finish_slot for a single task that may owe an engine unit (see wf__tls_handoff). */
-void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard)
-{
-    if (WF__LIKELY(wf__tls_handoff == NULL)) {
-        wf__finish_slot(run, s, shard);
-        return;
-    }
-    wf__tls_handoff = NULL;
-    uint32_t one = 1;
-    if (atomic_compare_exchange_strong_explicit(slot_ctr(run, s, shard), &one, 0,
-                                                memory_order_acq_rel, memory_order_relaxed))
-        return; /* the last of its step (or shard): its engine unit is the woken step's now */
-    wf__engine_ref(run);
-    wf__finish_slot(run, s, shard);
-}
-
 /* An engine unit for a counter that went 0 -> 1 by delivering t (see wf__tls_handoff). */
 static inline void woke(wf__run *run, wf__task *t)
 {
@@ -264,7 +236,7 @@ static inline __attribute__((always_inline)) int deliver_task(wf__run *run, wf__
         if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE))
             hook_route(run, t, 0);
         t->shard = (uint8_t)my_shard(run);
-        _Atomic uint32_t *ctr = shard_ctr(run, t->shard, t->step);
+        _Atomic uint32_t *ctr = wf__shard_ctr(run, t->shard, t->step);
         if (atomic_fetch_add_explicit(ctr, 1, memory_order_acq_rel) == 0)
             woke(run, t);
         else
@@ -380,7 +352,7 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
         uint32_t sh = my_shard(run);
         for (wf__task *t = first; t; t = atomic_load_explicit(&t->next, memory_order_relaxed))
             t->shard = (uint8_t)sh;
-        if (atomic_fetch_add_explicit(shard_ctr(run, sh, s), made, memory_order_acq_rel) == 0)
+        if (atomic_fetch_add_explicit(wf__shard_ctr(run, sh, s), made, memory_order_acq_rel) == 0)
             wf__engine_ref(run);
         while (first) {
             wf__task *t = first;

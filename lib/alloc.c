@@ -131,6 +131,16 @@ void wf__free_aligned(void *p)
         raw_free(((void **)p)[-1]);
 }
 
+/* The calling thread's shard number (internal.h): threads take them in turn. */
+WF__TLS uint32_t wf__tls_shard = UINT32_MAX;
+
+uint32_t wf__thread_shard_slow(void)
+{
+    static _Atomic uint32_t next;
+    wf__tls_shard = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % 4096;
+    return wf__tls_shard;
+}
+
 void wf__free_mem(void *p)
 {
     if (p == NULL)

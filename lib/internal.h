@@ -491,7 +491,7 @@ typedef struct wf__step {
 
 /*
  * The calling thread's shard number (threads take numbers in turn on their
- * first call; taken modulo a table's shard count). Defined in pool.c.
+ * first call; taken modulo a table's shard count). Defined in alloc.c.
  */
 extern WF__TLS uint32_t wf__tls_shard;
 uint32_t wf__thread_shard_slow(void);
