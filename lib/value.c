@@ -8,6 +8,7 @@
  * per entry) so lookups in large maps (a 10,000-key store) stay O(1).
  * Keys are string blocks, so copying a map for copy-on-write only retains.
  */
+#define WF__VALUE_IMPL /* the exported scalar functions are defined here */
 #include "internal.h"
 
 #include <math.h>
