@@ -100,10 +100,25 @@ static void wake_one(struct wf_executor *ex)
     futex_wake(&w->parked);
 }
 
-/* Called after making work visible. */
+/*
+ * Called after making work visible. The push and the load of n_idle below
+ * must not be reordered against a parking worker's raise of n_idle and its
+ * re-check of the queues (park), or the work could sit in a deque while
+ * its only possible taker sleeps. That is a Dekker pair, made asymmetric
+ * like the live snapshot's (wf__fence_light, exec.h): the pusher, on every
+ * push, pays a compiler barrier (a full fence without membarrier(2)); the
+ * parker, which is about to sleep anyway, pays wf__fence_heavy between its
+ * raise and its re-check. Either the load here sees the raise, or the
+ * re-check sees the push. It was a locked instruction on every deque push
+ * (half of one per node of the tree at 1 thread).
+ */
 static inline void notify(struct wf_executor *ex)
 {
+#if WF__TSAN
     WF__FENCE_BEFORE_LOAD(&ex->n_idle);
+#else
+    wf__fence_light();
+#endif
     if (atomic_load_explicit(&ex->n_idle, memory_order_relaxed) != 0 &&
         atomic_load_explicit(&ex->n_spinning, memory_order_relaxed) == 0)
         wake_one(ex);
@@ -476,7 +491,13 @@ static void park(wf__worker *w)
     ex->idle_stack[ex->idle_top++] = w->index;
     atomic_fetch_add(&ex->n_idle, 1);
     pthread_mutex_unlock(&ex->idle_lock);
-    /* n_idle was raised by a seq_cst RMW above: that orders it before the re-check. */
+    /*
+     * The raise of n_idle before the re-check, against pushers that only
+     * pass wf__fence_light in notify: every running thread passes a full
+     * barrier here (membarrier), so a push it made before is seen below, or
+     * its notify after sees n_idle raised.
+     */
+    wf__fence_heavy();
     if (any_work(ex) || atomic_load(&ex->stopping)) {
         /* Take ourselves off the idle stack unless a waker already did. */
         pthread_mutex_lock(&ex->idle_lock);
