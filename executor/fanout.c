@@ -243,7 +243,9 @@ static void group_fire_now(wf__run *run, wf__group *g)
     ri->joined = 1;
     t->kind = WF__TASK_INVOKE;
     t->run = run;
-    t->ev = wf_event_retain(g->origin);
+    /* the group's reference to its origin is the join task's now: nothing reads it after firing */
+    t->ev = g->origin;
+    g->origin = NULL;
     t->step = g->join_step;
     t->arg = ri;
     t->flags = g->lineage;

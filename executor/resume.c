@@ -471,16 +471,17 @@ static int dec_groups(dec *d)
             return bad(d, "bad parent group (a later one) or branch");
         if (wf__rd_u32(r, d->nsteps, &join) < 0 || wf__rd_u32(r, d->ntypes, &ti) < 0)
             return bad(d, "bad join step or collected type");
-        wf_event *origin;
-        int rc = dec_event(d, &origin, NULL);
-        if (rc < 0)
+        wf_event *origin = NULL; /* nil: the join fired (its task holds the origin) */
+        int rc = 0;
+        int fired_origin = wf__rd_nil(r);
+        if (!fired_origin && (rc = dec_event(d, &origin, NULL)) < 0)
             return rc;
         if (g)
             g->origin = origin;
         if (wf__rd_u32(r, 65536, &lineage) < 0)
             return bad(d, "bad lineage");
         const char *res = NULL;
-        uint32_t nb = 0, nres = 0, unresolved = 0;
+        uint32_t nb = 0, nres = 0, unresolved = 0, ones = 0;
         if (wf__rd_strbin(r, 1, &res, &nb) < 0 || wf__rd_array(r, &nres) < 0 || nb != d->gn[i] ||
             nres != nb)
             return bad(d, "resolved (bin) and results (array) have one item per branch");
@@ -489,6 +490,7 @@ static int dec_groups(dec *d)
             if (st > 2)
                 return bad(d, "a branch is unresolved (0), resolved (1) or out (2)");
             unresolved += st == 0;
+            ones += st == 1;
             wf_event *e = NULL;
             if (!wf__rd_nil(r) && (rc = dec_event(d, &e, NULL)) < 0)
                 return rc;
@@ -497,6 +499,10 @@ static int dec_groups(dec *d)
                 g->result[b] = e;
             }
         }
+        /* only a join that fired (all resolved, or its Take(n) reached) gave its origin away */
+        uint32_t take = d->wf->steps[d->steps[join]]->take;
+        if (fired_origin && unresolved > 0 && !(take && ones >= take))
+            return bad(d, "a group's origin is nil only once its join has fired");
         if (g) {
             if (parent != NO_ITEM) {
                 g->parent = d->groups[parent];

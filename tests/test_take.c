@@ -396,3 +396,84 @@ Test(take, a_snapshot_keeps_what_arrived_and_the_join_fires_once, .timeout = 120
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+/*
+ * The join fired on its take-th result and ran while a branch is still out:
+ * the group lives on, its origin now the join task's (saved as nil). A
+ * snapshot of that state resumes with the join fired (the late result is
+ * dropped, no second join); the same document in a workflow whose join
+ * takes every result (no Take(n)) is refused: an unfired join without its
+ * origin could not run.
+ */
+Test(take, a_snapshot_after_the_join_fired_resumes_it_fired, .timeout = 120)
+{
+    reset(3);
+    wf_workflow *wf = take_wf(2, work_async, 1);
+    wf_executor_params ep;
+    wf_executor_params_init(&ep);
+    ep.threads = 1;
+    wf_executor *ex;
+    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    wf_handler *h;
+    wf_event *start;
+    cr_assert_eq(wf_event_new(&start, T_START, 0), 0);
+    cr_assert_eq(wf_run_start(ex, wf, ctx, start, &h), 0);
+    for (int i = 0; i < 3; i++)
+        await_token(i);
+    int first = received[0], second = received[1], late = received[2];
+    cr_assert_eq(wf_completion_complete(held[first], ev_i(T_RES, first)), 0);
+    cr_assert_eq(wf_completion_complete(held[second], ev_i(T_RES, second)), 0);
+    held[first] = held[second] = NULL;
+    await_joined(h); /* fired and ran; the late branch is still pending */
+    cr_assert_eq(atomic_load(&joins), 1);
+    cr_assert_eq(wf_handler_cancel(h), 0);
+    cr_assert_eq(wf_handler_wait(h, -1, NULL), WF_ECANCELLED);
+    wf_handler_free(h);
+    wf_completion_complete(held[late], NULL); /* detached: only freed */
+    held[late] = NULL;
+    void *buf;
+    size_t len;
+    cr_assert_eq(wf_ctx_save(ctx, &buf, &len), 0);
+
+    /* a join without Take(n) cannot have fired with a branch unresolved */
+    wf_workflow *all = take_wf(0, work_async, 1);
+    wf_ctx *bad = NULL;
+    char *msg = NULL;
+    cr_assert_eq(wf_ctx_load(all, buf, len, 0, &bad, &msg), WF_EFORMAT);
+    cr_assert_null(bad);
+    cr_assert(msg != NULL && strstr(msg, "origin is nil only once its join has fired") != NULL,
+              "%s", msg ? msg : "(no message)");
+    wf_free(msg);
+    wf_workflow_free(all);
+
+    /* take_wf rewrote the types: the workflow of the document again */
+    wf_workflow_free(wf);
+    wf = take_wf(2, work_async, 1);
+    wf_ctx *loaded;
+    cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &loaded, NULL), 0);
+    wf_free(buf);
+    pthread_mutex_lock(&tok_mu);
+    memset(tokens, 0, sizeof tokens);
+    ntokens = 0;
+    pthread_mutex_unlock(&tok_mu);
+    cr_assert_eq(wf_run_resume(ex, wf, loaded, NULL, &h, NULL), 0);
+    await_token(late); /* the late branch runs again */
+    cr_assert_eq(wf_completion_complete(held[late], ev_i(T_RES, late)), 0);
+    cr_assert_eq(wf_handler_send_event(h, ev_i(T_DONE, 0), NULL), 0);
+    wf_event *res = NULL;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    int64_t v = -1;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
+    cr_assert_eq(v, 1, "the join fired once, before the snapshot");
+    char want[32];
+    snprintf(want, sizeof want, "[%d,%d]", first, second);
+    cr_assert_str_eq(joined, want);
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_ctx_free(loaded);
+    wf_ctx_free(ctx);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
