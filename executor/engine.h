@@ -409,20 +409,21 @@ typedef struct wf__inv {
     wf__task *task;
     wf_event **sent;
     int32_t *targets;
-    uint32_t nsent;
     uint32_t capsent;
+    /* nsent .. took_waiter: zero when the invocation starts (one memset, a few wide stores) */
+    uint32_t nsent;
     char *errmsg;
-    int suspended;          /* a waiter was registered: WF_SUSPEND is expected */
-    wf_completion *token;   /* wf_ctx_pend was called: WF_PENDING is expected */
-    struct deferred *defer; /* emissions held for the claimed batch it runs in, or NULL */
-    int64_t obs_t0;         /* observed: when it started (observation clock), else 0 */
-    uint32_t span_next;     /* wf_ctx_span_*: the last span number given */
-    uint32_t span_depth;    /* open spans on span_open (deeper ones are not tracked) */
+    wf_completion *token;    /* wf_ctx_pend was called: WF_PENDING is expected */
+    int64_t obs_t0;          /* observed: when it started (observation clock), else 0 */
+    struct wf__res_inv *res; /* resources.c: this invocation's own resources, or NULL */
+    int suspended;           /* a waiter was registered: WF_SUSPEND is expected */
+    int took_waiter;         /* wait.c: it took a waiter's outcome (see wf__waiter.taken) */
+    uint32_t span_next;      /* wf_ctx_span_*: the last span number given */
+    uint32_t span_depth;     /* open spans on span_open (deeper ones are not tracked) */
+    struct deferred *defer;  /* emissions held for the claimed batch it runs in, or NULL */
     uint32_t span_open[8];
     wf_event *inl_sent[8];
     int32_t inl_targets[8];
-    struct wf__res_inv *res; /* resources.c: this invocation's own resources, or NULL */
-    int took_waiter;         /* wait.c: it took a waiter's outcome (see wf__waiter.taken) */
 } wf__inv;
 
 static inline int wf__run_ended(const wf__run *run)

@@ -267,16 +267,10 @@ static inline __attribute__((always_inline)) int invoke(wf__run *run, wf__task *
     inv.task = t;
     inv.sent = inv.inl_sent;
     inv.targets = inv.inl_targets;
-    inv.nsent = 0;
     inv.capsent = 8;
-    inv.errmsg = NULL;
-    inv.suspended = 0;
-    inv.token = NULL;
+    memset(&inv.nsent, 0,
+           offsetof(wf__inv, span_depth) + sizeof inv.span_depth - offsetof(wf__inv, nsent));
     inv.defer = d;
-    inv.span_next = 0;
-    inv.span_depth = 0;
-    inv.res = NULL;
-    inv.took_waiter = 0;
     wf__inv *prev = wf__tls_inv;
     wf__tls_inv = &inv;
     wf_event *out = NULL;
@@ -285,7 +279,7 @@ static inline __attribute__((always_inline)) int invoke(wf__run *run, wf__task *
         (step->needs_clock && (t->arg == NULL || ((wf__retry_info *)t->arg)->first_ns == 0))
             ? wf__now_ns()
             : 0;
-    inv.obs_t0 = 0; /* nonzero: observed (the start time; 1: dropped); nothing kept live across */
+    /* inv.obs_t0 nonzero: observed (the start time; 1: dropped); nothing kept live across */
     uint32_t obs = wf__obs_mask(run->ex);
     if (WF__UNLIKELY(obs)) {
         if (wf__obs_drop_inv(run->ex, obs))
