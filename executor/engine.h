@@ -212,6 +212,7 @@ typedef struct wf__step_state {
     uint32_t col;               /* an unbounded step's column in run->shards */
     uint8_t join;               /* copies of the step's flags, on the line routing touches */
     uint8_t blocking;
+    uint8_t keep; /* a worker may keep its slot (wf__kept) */
 } wf__step_state;
 
 typedef struct wf__run {
@@ -650,6 +651,71 @@ static inline void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard
         wf__engine_ref(run);
     }
     wf__finish_slot(run, s, shard);
+}
+/*
+ * Kept slots. A worker that finishes an invocation may keep its step's slot
+ * (the count's unit, and the engine unit a nonzero count holds) instead of
+ * giving it back, and the next event it delivers to that step takes the
+ * kept slot instead of a new one: a chain that comes back to the same
+ * steps on one thread then writes no shared counter (the two locked
+ * read-modify-writes of a step's count cost ~7 of a chain step's 33 ns
+ * here). A kept slot is a finished invocation whose finish comes late:
+ * counts, the engine's units and quiescence stay consistent. Kept only
+ * where being late holds nobody up: a bounded step (its num_workers) on an
+ * executor of one worker, where no other worker could run the step
+ * meanwhile (wf__step_state.keep), never a blocking step, nor in a run with
+ * the internal stream or a fence. The worker gives every kept slot back
+ * (wf__kept_flush) when its chain ends (nothing in its bypass slot), every
+ * FAIRNESS_TICK tasks (events an outside thread queued for the step then
+ * start, as they would after the chain's hand-over) and when it stops; a
+ * delivery to a step whose queue holds events takes no kept slot (they
+ * came first). Steps without a bound are not kept: a recursion's slots go
+ * back at every leaf (its chain ends there), and the bookkeeping cost the
+ * tree more than the locked operations it saved (bench/ab 1.04-1.07).
+ */
+#define WF__KEPT_MAX 8 /* entries, by step index (direct-mapped: a look is one compare) */
+typedef struct wf__kept {
+    wf__run *run;
+    uint32_t step;
+    uint32_t shard;
+    uint32_t n; /* slots kept; 0: the entry is free */
+} wf__kept;
+extern WF__TLS wf__kept wf__tls_kept[WF__KEPT_MAX];
+/* Takes a slot of step s of run the calling thread keeps: 1, or 0 if it keeps none. */
+static inline int wf__kept_take(wf__run *run, uint32_t s)
+{
+    wf__kept *k = &wf__tls_kept[s % WF__KEPT_MAX];
+    if (k->n == 0 || k->run != run || k->step != s)
+        return 0;
+    if (--k->n == 0)
+        wf__tls_nkept--;
+    return 1;
+}
+/*
+ * The end of a single task's invocation of step s (counted in shard): its
+ * slot kept (see wf__kept), or given back with wf__finish_slot_owed.
+ */
+static inline void wf__finish_or_keep(wf__run *run, uint32_t s, uint32_t shard)
+{
+    wf__worker *w = wf__tls_worker;
+    const wf__step_state *ss = &run->steps[s];
+    wf__kept *k = &wf__tls_kept[s % WF__KEPT_MAX];
+    if (ss->keep && w != NULL && w->ex == run->ex && (k->n == 0 || (k->run == run && k->step == s)) &&
+        wf__run_slow(run) == 0) {
+        if (wf__tls_handoff != NULL) {
+            /* a step this invocation woke took no engine unit: this slot does not pass one */
+            wf__tls_handoff = NULL;
+            wf__engine_ref(run);
+        }
+        if (k->n++ == 0) {
+            k->run = run;
+            k->step = s;
+            k->shard = shard;
+            wf__tls_nkept++;
+        }
+        return;
+    }
+    wf__finish_slot_owed(run, s, shard);
 }
 /* Routes ev (owned) from inside the run (or as an event from outside). target: a step or -1. */
 void wf__emit(wf__run *run, wf_event *ev, int32_t target);

@@ -339,6 +339,10 @@ void wf__durable_close(struct wf_executor *ex);
 
 /* The worker the calling thread is, or NULL. */
 extern WF__TLS wf__worker *wf__tls_worker;
+/* Slots of finished invocations the calling worker keeps (wf__kept, engine.h). */
+extern WF__TLS uint32_t wf__tls_nkept;
+/* Gives every slot the calling thread keeps back (route.c). */
+void wf__kept_flush(void);
 
 /* 1 if the calling thread is one of ex's workers; 2 one of its blocking threads; else 0. */
 static inline int wf__own_thread(const struct wf_executor *ex)

@@ -409,7 +409,7 @@ void wf__task_run(wf__worker *w, wf__task *t)
         if (!pended) {
             wf__slot_dirty(run);
             wf__drop_task(t);
-            wf__finish_slot_owed(run, s, shard);
+            wf__finish_or_keep(run, s, shard);
         }
         wf__slot_leave(slot);
         return;

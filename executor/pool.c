@@ -549,6 +549,8 @@ static void *worker_main(void *arg)
             w->bypass = NULL;
             /* Fairness: a chain fed through the bypass must not starve older work. */
             if (WF__UNLIKELY(++w->tick % FAIRNESS_TICK == 0)) {
+                if (wf__tls_nkept)
+                    wf__kept_flush(); /* kept slots go back (a bounded step's queue may wait) */
                 wf__task *o = inject_pop(ex);
                 if (o == NULL) {
                     int lost;
@@ -563,7 +565,14 @@ static void *worker_main(void *arg)
                 }
             }
         } else {
-            t = find_work(w);
+            if (WF__UNLIKELY(wf__tls_nkept)) {
+                /* the chain ended: its kept slots go back (this may wake a queued event here) */
+                wf__kept_flush();
+                t = w->bypass;
+                w->bypass = NULL;
+            }
+            if (t == NULL)
+                t = find_work(w);
         }
         if (t) {
             if (spinning) {
@@ -612,6 +621,7 @@ static void *worker_main(void *arg)
     }
     if (spinning)
         atomic_fetch_sub(&ex->n_spinning, 1);
+    wf__kept_flush(); /* none: the last round ended a chain */
     wf__tls_worker = NULL;
     wf__tls_slot = NULL;
     return NULL;

@@ -12,13 +12,17 @@
  * most num_workers invocations run, and no event waits while a slot is free.
  * The owed pop may meet a producer between its exchange and its link; it
  * spins for those few instructions. Steps without a limit count in shards
- * instead (WF__UNBOUNDED, engine.h).
+ * instead (WF__UNBOUNDED, engine.h). On an executor of one worker, that
+ * worker may keep a finished invocation's slot for the next event it
+ * delivers to the step (wf__kept, engine.h): the count then stays as if
+ * the invocation had finished later.
  *
  * Shared fields and what guards them:
  *   step_state.count    atomic (CAS to take a slot, fetch_sub to give it)
  *   step_state.pendq    created once by CAS; push lock-free (exchange on
  *                       tail), pop under pendq.lock (an atomic_flag)
  *   run->shards         atomic counters, each written by one thread's shard
+ *   wf__tls_kept        the worker's own (thread-local)
  *   run->nwaiting       atomic; waiters themselves under collect_lock (wait.c)
  *   run->unhandled      atomic
  * The per-thread wf__tls_lineage, wf__tls_group/branch and the hand-over
@@ -160,6 +164,24 @@ static inline uint32_t my_shard(const wf__run *run)
     return run->nshards - 1;
 }
 
+WF__TLS wf__kept wf__tls_kept[WF__KEPT_MAX];
+WF__TLS uint32_t wf__tls_nkept;
+
+void wf__kept_flush(void)
+{
+    for (uint32_t i = 0; i < WF__KEPT_MAX && wf__tls_nkept; i++) {
+        wf__kept *k = &wf__tls_kept[i];
+        if (k->n == 0)
+            continue;
+        uint32_t n = k->n;
+        k->n = 0;
+        wf__tls_nkept--;
+        /* the last of them may free the run: nothing of it is read after */
+        while (n--)
+            wf__finish_slot(k->run, k->step, k->shard);
+    }
+}
+
 /*
  * One invocation of step s finished (or a dropped event released its slot).
  * When events wait, the slot passes to the next one; besides, the finisher
@@ -244,6 +266,13 @@ static inline __attribute__((always_inline)) int deliver_task(wf__run *run, wf__
         return 0;
     }
     uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
+    if (wf__tls_nkept != 0 && c <= w && wf__kept_take(run, t->step)) {
+        /* a slot this thread kept (wf__kept); no event waits in the queue */
+        if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE))
+            hook_route(run, t, 0);
+        wf__run_schedule(run, t);
+        return 0;
+    }
     while (c < w) {
         if (atomic_compare_exchange_weak_explicit(&ss->count, &c, c + 1, memory_order_acq_rel,
                                                   memory_order_relaxed)) {
