@@ -701,7 +701,9 @@ static inline void wf__finish_or_keep(wf__run *run, uint32_t s, uint32_t shard)
     const wf__step_state *ss = &run->steps[s];
     wf__kept *k = &wf__tls_kept[s % WF__KEPT_MAX];
     if (ss->keep && w != NULL && w->ex == run->ex && (k->n == 0 || (k->run == run && k->step == s)) &&
-        wf__run_slow(run) == 0) {
+        wf__run_slow(run) == 0 &&
+        atomic_load_explicit(&ss->count, memory_order_relaxed) <= ss->workers) {
+        /* (events in the step's queue start now, through wf__finish_slot, instead) */
         if (wf__tls_handoff != NULL) {
             /* a step this invocation woke took no engine unit: this slot does not pass one */
             wf__tls_handoff = NULL;

@@ -1867,3 +1867,97 @@ Test(coord, a_retry_after_wait_for_event_gets_the_same_answer, .timeout = 60)
     wf_executor_free(ex);
     wf_workflow_free(wf);
 }
+
+/* ---- kept slots (wf__kept, engine.h): one worker keeps a bounded step's slot ---- */
+
+static atomic_long kept_rounds;
+static sem_t kept_sem;
+
+/* gate (num_workers 1): Start -> A; Pair (from the test) -> Stop 7 */
+static int kept_gate(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    (void)u;
+    if (wf_event_type_of(in) == T_START) {
+        *out = ev_i(T_A, 0);
+        return 0;
+    }
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(7));
+}
+
+/* A -> B -> A ... for ever (until the run ends); the 1000th round tells the test */
+static int kept_ping(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    (void)ctx;
+    (void)u;
+    if (atomic_fetch_add(&kept_rounds, 1) == 1000)
+        sem_post(&kept_sem);
+    *out = ev_i(wf_event_type_of(in) == T_A ? T_B : T_A, geti(in) + 1);
+    return 0;
+}
+
+/* A -> nothing: the chain ends here */
+static int kept_sink(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    (void)ctx;
+    (void)in;
+    (void)out;
+    (void)u;
+    sem_post(&kept_sem);
+    return 0;
+}
+
+/* Runs gate + (ring or sink) on one worker; after the signal, Pair must reach the gate. */
+static void kept_scenario(int ring)
+{
+    wf_workflow *wf = new_wf("kept");
+    cr_assert_eq(wf_workflow_set_validation(wf, 0), 0); /* Pair comes from the test */
+    add(wf, "gate", kept_gate, T_START, T_PAIR, T_A, T_STOP, 1);
+    if (ring) {
+        add(wf, "ping", kept_ping, T_A, NULL, T_B, NULL, 0);
+        add(wf, "pong", kept_ping, T_B, NULL, T_A, NULL, 0);
+    } else {
+        add(wf, "sink", kept_sink, T_A, NULL, T_B, NULL, 0);
+    }
+    atomic_store(&kept_rounds, 0);
+    cr_assert_eq(sem_init(&kept_sem, 0, 0), 0);
+    wf_executor *ex = exec_n(1);
+    wf_event *start;
+    cr_assert_eq(wf_event_new(&start, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, NULL, start, &h), 0);
+    while (sem_wait(&kept_sem) != 0) /* the gate has run and finished: its slot may be kept */
+        ;
+    cr_assert_eq(wf_handler_send_event(h, ev_i(T_PAIR, 0), NULL), 0);
+    wf_event *res = NULL;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    int64_t v = -1;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
+    cr_assert_eq(v, 7);
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    sem_destroy(&kept_sem);
+}
+
+/*
+ * The worker keeps the gate's slot (num_workers 1) while its chain goes round
+ * two other steps for ever: an event from outside for the gate waits in its
+ * queue only until the worker gives its kept slots back (every
+ * FAIRNESS_TICK tasks). Without that, the run never ends (the timeout).
+ */
+Test(coord, a_kept_slot_lets_an_outside_event_in_while_the_chain_goes_on, .timeout = 60)
+{
+    kept_scenario(1);
+}
+
+/*
+ * The chain ends (the sink emits nothing) with the gate's slot kept: the
+ * worker gives it back before it idles, so an event from outside for the
+ * gate runs. Without that, it would wait in the queue of an idle executor.
+ */
+Test(coord, a_chain_that_ends_gives_its_kept_slots_back, .timeout = 60)
+{
+    kept_scenario(0);
+}
