@@ -599,6 +599,8 @@ static int img_tasks(img *m, wf__run *run, wf__task **inprog, uint32_t *have, pt
         if ((atomic_load_explicit(&s->state, memory_order_acquire) & ~WF__SLOT_DIRTY) ==
             (uintptr_t)run) {
             inprog[i] = atomic_load_explicit(&s->task, memory_order_relaxed);
+            if (inprog[i] == NULL)
+                continue; /* a worker giving kept slots back saw the gate (wf__kept_flush) */
             have[inprog[i]->step]++;
             for (wf__task *t = inprog[i]; t; t = t->chain)
                 n++;

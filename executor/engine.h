@@ -213,6 +213,14 @@ typedef struct wf__step_state {
     uint8_t join;               /* copies of the step's flags, on the line routing touches */
     uint8_t blocking;
     uint8_t keep; /* a worker may keep its slot (wf__kept) */
+    /*
+     * Of count, the slots the executor's one worker keeps (wf__kept): no
+     * task behind them. Written by that worker only (relaxed), never while
+     * a live snapshot holds the run's gate; wf__step_count leaves them out.
+     * A byte (the struct's padding: a one-step run's block stays 384
+     * bytes): at most 255 are kept.
+     */
+    _Atomic uint8_t kept;
 } wf__step_state;
 
 typedef struct wf__run {
@@ -394,8 +402,11 @@ static inline uint64_t wf__run_parent_id(const wf__run *run)
 static inline uint32_t wf__step_count(wf__run *run, uint32_t s)
 {
     const wf__step_state *ss = &run->steps[s];
-    if (ss->workers < WF__UNBOUNDED)
-        return atomic_load_explicit(&run->steps[s].count, memory_order_acquire);
+    if (ss->workers < WF__UNBOUNDED) {
+        uint32_t c = atomic_load_explicit(&ss->count, memory_order_acquire);
+        uint32_t k = atomic_load_explicit(&ss->kept, memory_order_relaxed); /* wf__kept */
+        return c > k ? c - k : 0;
+    }
     uint32_t n = 0;
     for (uint32_t i = 0; i < run->nshards; i++)
         n += atomic_load_explicit(&run->shards[i * run->shard_stride + ss->col],
@@ -667,9 +678,12 @@ static inline void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard
  * the internal stream or a fence. The worker gives every kept slot back
  * (wf__kept_flush) when its chain ends (nothing in its bypass slot), every
  * FAIRNESS_TICK tasks (events an outside thread queued for the step then
- * start, as they would after the chain's hand-over) and when it stops; a
- * delivery to a step whose queue holds events takes no kept slot (they
- * came first). Steps without a bound are not kept: a recursion's slots go
+ * start, as they would after the chain's hand-over) and when it stops, and
+ * never parks with any; a delivery to a step whose queue holds events takes
+ * no kept slot (they came first). What reads a step's count for its tasks
+ * (a live snapshot, the steps in progress) leaves the kept ones out
+ * (wf__step_state.kept); a kept slot of a run whose gate is closed stays
+ * until it opens (the give-back follows the task runner's slot protocol). Steps without a bound are not kept: a recursion's slots go
  * back at every leaf (its chain ends there), and the bookkeeping cost the
  * tree more than the locked operations it saved (bench/ab 1.04-1.07).
  */
@@ -689,6 +703,9 @@ static inline int wf__kept_take(wf__run *run, uint32_t s)
         return 0;
     if (--k->n == 0)
         wf__tls_nkept--;
+    _Atomic uint8_t *kept = &run->steps[s].kept; /* this thread's alone */
+    atomic_store_explicit(kept, (uint8_t)(atomic_load_explicit(kept, memory_order_relaxed) - 1),
+                          memory_order_relaxed);
     return 1;
 }
 /*
@@ -698,11 +715,12 @@ static inline int wf__kept_take(wf__run *run, uint32_t s)
 static inline void wf__finish_or_keep(wf__run *run, uint32_t s, uint32_t shard)
 {
     wf__worker *w = wf__tls_worker;
-    const wf__step_state *ss = &run->steps[s];
+    wf__step_state *ss = &run->steps[s];
     wf__kept *k = &wf__tls_kept[s % WF__KEPT_MAX];
     if (ss->keep && w != NULL && w->ex == run->ex && (k->n == 0 || (k->run == run && k->step == s)) &&
         wf__run_slow(run) == 0 &&
-        atomic_load_explicit(&ss->count, memory_order_relaxed) <= ss->workers) {
+        atomic_load_explicit(&ss->count, memory_order_relaxed) <= ss->workers &&
+        atomic_load_explicit(&ss->kept, memory_order_relaxed) < UINT8_MAX) {
         /* (events in the step's queue start now, through wf__finish_slot, instead) */
         if (wf__tls_handoff != NULL) {
             /* a step this invocation woke took no engine unit: this slot does not pass one */
@@ -715,6 +733,9 @@ static inline void wf__finish_or_keep(wf__run *run, uint32_t s, uint32_t shard)
             k->shard = shard;
             wf__tls_nkept++;
         }
+        atomic_store_explicit(&ss->kept,
+                              (uint8_t)(atomic_load_explicit(&ss->kept, memory_order_relaxed) + 1),
+                              memory_order_relaxed);
         return;
     }
     wf__finish_slot_owed(run, s, shard);

@@ -614,6 +614,11 @@ static void *worker_main(void *arg)
             wf__task_run(w, t);
             continue;
         }
+        if (WF__UNLIKELY(wf__tls_nkept)) {
+            /* kept slots of a run a live snapshot holds: never parked with (it may end the run) */
+            sched_yield();
+            continue;
+        }
         atomic_fetch_sub(&ex->n_spinning, 1);
         spinning = 0;
         park(w);

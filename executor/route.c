@@ -169,16 +169,38 @@ WF__TLS uint32_t wf__tls_nkept;
 
 void wf__kept_flush(void)
 {
+    wf__slot *slot = wf__tls_slot;
     for (uint32_t i = 0; i < WF__KEPT_MAX && wf__tls_nkept; i++) {
         wf__kept *k = &wf__tls_kept[i];
         if (k->n == 0)
             continue;
+        wf__run *run = k->run;
+        /*
+         * Like a task's effects (wf__slot_enter, wf__slot_dirty): announced
+         * in the slot (without a task), then the gate looked at. A live
+         * snapshot either waits for this give-back to end, or this one
+         * sees its gate and leaves the slots kept (the cut counts them so).
+         */
+        if (slot) {
+            atomic_store_explicit(&slot->task, NULL, memory_order_relaxed);
+            atomic_store_explicit(&slot->state, (uintptr_t)run | WF__SLOT_DIRTY,
+                                  memory_order_release);
+            wf__fence_light();
+        }
+        if (atomic_load_explicit(&run->gate, memory_order_acquire)) {
+            if (slot)
+                atomic_store_explicit(&slot->state, 0, memory_order_release);
+            continue;
+        }
         uint32_t n = k->n;
         k->n = 0;
         wf__tls_nkept--;
+        atomic_store_explicit(&run->steps[k->step].kept, 0, memory_order_relaxed);
         /* the last of them may free the run: nothing of it is read after */
         while (n--)
-            wf__finish_slot(k->run, k->step, k->shard);
+            wf__finish_slot(run, k->step, k->shard);
+        if (slot)
+            atomic_store_explicit(&slot->state, 0, memory_order_release);
     }
 }
 

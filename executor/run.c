@@ -629,6 +629,7 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
     uint32_t ncols = 0;
     for (uint32_t i = 0; i < ns; i++) {
         atomic_init(&run->steps[i].count, 0);
+        atomic_init(&run->steps[i].kept, 0);
         run->steps[i].workers = wf->steps[i]->num_workers;
         atomic_init(&run->steps[i].pendq, NULL);
         run->steps[i].col = run->steps[i].workers >= WF__UNBOUNDED ? ncols++ : UINT32_MAX;

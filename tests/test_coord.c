@@ -1872,6 +1872,7 @@ Test(coord, a_retry_after_wait_for_event_gets_the_same_answer, .timeout = 60)
 
 static atomic_long kept_rounds;
 static sem_t kept_sem;
+static int64_t kept_limit = INT64_MAX; /* the ring stops at this count */
 
 /* gate (num_workers 1): Start -> A; Pair (from the test) -> Stop 7 */
 static int kept_gate(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
@@ -1885,13 +1886,15 @@ static int kept_gate(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
                              wf_value_int(7));
 }
 
-/* A -> B -> A ... for ever (until the run ends); the 1000th round tells the test */
+/* A -> B -> A ... (until kept_limit, or the run ends); the 1000th round tells the test */
 static int kept_ping(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 {
-    (void)ctx;
     (void)u;
     if (atomic_fetch_add(&kept_rounds, 1) == 1000)
         sem_post(&kept_sem);
+    if (geti(in) >= kept_limit)
+        return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                                 wf_value_int(geti(in)));
     *out = ev_i(wf_event_type_of(in) == T_A ? T_B : T_A, geti(in) + 1);
     return 0;
 }
@@ -1960,4 +1963,63 @@ Test(coord, a_kept_slot_lets_an_outside_event_in_while_the_chain_goes_on, .timeo
 Test(coord, a_chain_that_ends_gives_its_kept_slots_back, .timeout = 60)
 {
     kept_scenario(0);
+}
+
+/*
+ * A live snapshot of a run whose one worker keeps slots of its steps (a
+ * ring that never ends a chain): the cut counts a step's tasks without the
+ * kept slots (no task behind them), or it would wait for tasks that do not
+ * exist while the worker waits at its gate. The image holds the ring's one
+ * event: resumed, the ring goes on to the same end.
+ */
+Test(coord, a_live_snapshot_leaves_kept_slots_out, .timeout = 60)
+{
+    wf_workflow *wf = new_wf("kept-live");
+    cr_assert_eq(wf_workflow_set_validation(wf, 0), 0);
+    add(wf, "gate", kept_gate, T_START, T_PAIR, T_A, T_STOP, 1);
+    add(wf, "ping", kept_ping, T_A, NULL, T_B, T_STOP, 0);
+    add(wf, "pong", kept_ping, T_B, NULL, T_A, T_STOP, 0);
+    atomic_store(&kept_rounds, 0);
+    kept_limit = 200000;
+    cr_assert_eq(sem_init(&kept_sem, 0, 0), 0);
+    wf_executor *ex = exec_n(1);
+    wf_ctx *ctx;
+    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    wf_event *start;
+    cr_assert_eq(wf_event_new(&start, T_START, 0), 0);
+    wf_handler *h;
+    cr_assert_eq(wf_run_start(ex, wf, ctx, start, &h), 0);
+    while (sem_wait(&kept_sem) != 0)
+        ;
+    void *buf = NULL;
+    size_t len = 0;
+    wf_save_info info;
+    int rc = wf_ctx_save_ex(ctx, &buf, &len, &info);
+    wf_event *res = NULL;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    int64_t v = -1;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
+    cr_assert_eq(v, kept_limit);
+    wf_event_release(res);
+    wf_handler_free(h);
+    cr_assert_eq(rc, 0, "the cut: %s", wf_last_error_message());
+    cr_assert(info.live, "cut while the ring ran");
+
+    wf_ctx *loaded;
+    cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &loaded, NULL), 0);
+    wf_free(buf);
+    cr_assert_eq(wf_run_resume(ex, wf, loaded, NULL, &h, NULL), 0);
+    res = NULL;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    v = -1;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
+    cr_assert_eq(v, kept_limit, "resumed from the cut, the ring reaches its end");
+    wf_event_release(res);
+    wf_handler_free(h);
+    wf_ctx_free(loaded);
+    wf_ctx_free(ctx);
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+    sem_destroy(&kept_sem);
+    kept_limit = INT64_MAX;
 }
