@@ -683,9 +683,10 @@ static inline void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard
  * no kept slot (they came first). What reads a step's count for its tasks
  * (a live snapshot, the steps in progress) leaves the kept ones out
  * (wf__step_state.kept); a kept slot of a run whose gate is closed stays
- * until it opens (the give-back follows the task runner's slot protocol). Steps without a bound are not kept: a recursion's slots go
- * back at every leaf (its chain ends there), and the bookkeeping cost the
- * tree more than the locked operations it saved (bench/ab 1.04-1.07).
+ * until it opens (the give-back follows the task runner's slot protocol).
+ * Steps without a bound are not kept (yet): their counts are per-thread
+ * shards, which a cut would have to see kept slots in as well
+ * (docs/PERFORMANCE.md, round 2 part 10).
  */
 #define WF__KEPT_MAX 8 /* entries, by step index (direct-mapped: a look is one compare) */
 typedef struct wf__kept {
@@ -717,8 +718,8 @@ static inline void wf__finish_or_keep(wf__run *run, uint32_t s, uint32_t shard)
     wf__worker *w = wf__tls_worker;
     wf__step_state *ss = &run->steps[s];
     wf__kept *k = &wf__tls_kept[s % WF__KEPT_MAX];
-    if (ss->keep && w != NULL && w->ex == run->ex && (k->n == 0 || (k->run == run && k->step == s)) &&
-        wf__run_slow(run) == 0 &&
+    if (ss->keep && w != NULL && w->ex == run->ex &&
+        (k->n == 0 || (k->run == run && k->step == s)) && wf__run_slow(run) == 0 &&
         atomic_load_explicit(&ss->count, memory_order_relaxed) <= ss->workers &&
         atomic_load_explicit(&ss->kept, memory_order_relaxed) < UINT8_MAX) {
         /* (events in the step's queue start now, through wf__finish_slot, instead) */
