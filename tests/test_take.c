@@ -328,23 +328,50 @@ Test(take, stress_fires_once_with_distinct_results, .timeout = 300)
     wf_executor_free(ex);
 }
 
-Test(take, a_snapshot_keeps_what_arrived_and_the_join_fires_once, .timeout = 120)
+/*
+ * The async take(2) workflow of three branches on one worker, with a
+ * context (for snapshots), started; returns when every branch's token is in.
+ */
+static wf_handler *start_three(wf_workflow **wf, wf_executor **ex, wf_ctx **ctx)
 {
     reset(3);
-    wf_workflow *wf = take_wf(2, work_async, 1);
+    *wf = take_wf(2, work_async, 1);
     wf_executor_params ep;
     wf_executor_params_init(&ep);
     ep.threads = 1;
-    wf_executor *ex;
-    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
-    wf_ctx *ctx;
-    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
+    cr_assert_eq(wf_executor_new(ex, &ep), 0);
+    cr_assert_eq(wf_ctx_new(ctx, *wf), 0);
     wf_handler *h;
     wf_event *start;
     cr_assert_eq(wf_event_new(&start, T_START, 0), 0);
-    cr_assert_eq(wf_run_start(ex, wf, ctx, start, &h), 0);
+    cr_assert_eq(wf_run_start(*ex, *wf, *ctx, start, &h), 0);
     for (int i = 0; i < 3; i++)
         await_token(i);
+    return h;
+}
+
+/* Done to the resumed run (its join has run): one join, of branches a then b; frees h. */
+static void finish_one_join(wf_handler *h, int a, int b, const char *why)
+{
+    cr_assert_eq(wf_handler_send_event(h, ev_i(T_DONE, 0), NULL), 0);
+    wf_event *res = NULL;
+    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
+    int64_t v = -1;
+    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
+    cr_assert_eq(v, 1, "%s", why);
+    char want[32];
+    snprintf(want, sizeof want, "[%d,%d]", a, b);
+    cr_assert_str_eq(joined, want);
+    wf_event_release(res);
+    wf_handler_free(h);
+}
+
+Test(take, a_snapshot_keeps_what_arrived_and_the_join_fires_once, .timeout = 120)
+{
+    wf_workflow *wf;
+    wf_executor *ex;
+    wf_ctx *ctx;
+    wf_handler *h = start_three(&wf, &ex, &ctx);
     int first = received[0]; /* armed: the second and third came after it returned */
     cr_assert_eq(wf_completion_complete(held[first], ev_i(T_RES, first)), 0);
     held[first] = NULL;
@@ -380,17 +407,7 @@ Test(take, a_snapshot_keeps_what_arrived_and_the_join_fires_once, .timeout = 120
     /* the second result fired the join (its invocation runs on the worker) */
     cr_assert_eq(wf_completion_complete(held[third], ev_i(T_RES, third)), 0);
     await_joined(h);
-    cr_assert_eq(wf_handler_send_event(h, ev_i(T_DONE, 0), NULL), 0);
-    wf_event *res = NULL;
-    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
-    int64_t v = -1;
-    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
-    cr_assert_eq(v, 1, "fired once, across the snapshot");
-    char want[32];
-    snprintf(want, sizeof want, "[%d,%d]", first, second);
-    cr_assert_str_eq(joined, want);
-    wf_event_release(res);
-    wf_handler_free(h);
+    finish_one_join(h, first, second, "fired once, across the snapshot");
     wf_ctx_free(loaded);
     wf_ctx_free(ctx);
     wf_executor_free(ex);
@@ -407,21 +424,10 @@ Test(take, a_snapshot_keeps_what_arrived_and_the_join_fires_once, .timeout = 120
  */
 Test(take, a_snapshot_after_the_join_fired_resumes_it_fired, .timeout = 120)
 {
-    reset(3);
-    wf_workflow *wf = take_wf(2, work_async, 1);
-    wf_executor_params ep;
-    wf_executor_params_init(&ep);
-    ep.threads = 1;
+    wf_workflow *wf;
     wf_executor *ex;
-    cr_assert_eq(wf_executor_new(&ex, &ep), 0);
     wf_ctx *ctx;
-    cr_assert_eq(wf_ctx_new(&ctx, wf), 0);
-    wf_handler *h;
-    wf_event *start;
-    cr_assert_eq(wf_event_new(&start, T_START, 0), 0);
-    cr_assert_eq(wf_run_start(ex, wf, ctx, start, &h), 0);
-    for (int i = 0; i < 3; i++)
-        await_token(i);
+    wf_handler *h = start_three(&wf, &ex, &ctx);
     int first = received[0], second = received[1], late = received[2];
     cr_assert_eq(wf_completion_complete(held[first], ev_i(T_RES, first)), 0);
     cr_assert_eq(wf_completion_complete(held[second], ev_i(T_RES, second)), 0);
@@ -461,17 +467,7 @@ Test(take, a_snapshot_after_the_join_fired_resumes_it_fired, .timeout = 120)
     cr_assert_eq(wf_run_resume(ex, wf, loaded, NULL, &h, NULL), 0);
     await_token(late); /* the late branch runs again */
     cr_assert_eq(wf_completion_complete(held[late], ev_i(T_RES, late)), 0);
-    cr_assert_eq(wf_handler_send_event(h, ev_i(T_DONE, 0), NULL), 0);
-    wf_event *res = NULL;
-    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
-    int64_t v = -1;
-    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
-    cr_assert_eq(v, 1, "the join fired once, before the snapshot");
-    char want[32];
-    snprintf(want, sizeof want, "[%d,%d]", first, second);
-    cr_assert_str_eq(joined, want);
-    wf_event_release(res);
-    wf_handler_free(h);
+    finish_one_join(h, first, second, "the join fired once, before the snapshot");
     wf_ctx_free(loaded);
     wf_ctx_free(ctx);
     wf_executor_free(ex);
