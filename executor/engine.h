@@ -720,6 +720,7 @@ static inline void wf__finish_or_keep(wf__run *run, uint32_t s, uint32_t shard)
     wf__kept *k = &wf__tls_kept[s % WF__KEPT_MAX];
     if (ss->keep && w != NULL && w->ex == run->ex &&
         (k->n == 0 || (k->run == run && k->step == s)) && wf__run_slow(run) == 0 &&
+        !wf__run_ended(run) && /* (an ended run's slots only wait to retire it) */
         atomic_load_explicit(&ss->count, memory_order_relaxed) <= ss->workers &&
         atomic_load_explicit(&ss->kept, memory_order_relaxed) < UINT8_MAX) {
         /* (events in the step's queue start now, through wf__finish_slot, instead) */
