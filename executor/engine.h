@@ -689,24 +689,29 @@ static inline void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard
  * (docs/PERFORMANCE.md, round 2 part 10).
  */
 #define WF__KEPT_MAX 8 /* entries, by step index (direct-mapped: a look is one compare) */
+/*
+ * Whose slots an entry holds; how many is the step's `kept` (the one
+ * worker's alone). run is NULL when none: an entry never outlives them
+ * (they hold the run).
+ */
 typedef struct wf__kept {
     wf__run *run;
     uint32_t step;
-    uint32_t shard;
-    uint32_t n; /* slots kept; 0: the entry is free */
 } wf__kept;
 extern WF__TLS wf__kept wf__tls_kept[WF__KEPT_MAX];
 /* Takes a slot of step s of run the calling thread keeps: 1, or 0 if it keeps none. */
 static inline int wf__kept_take(wf__run *run, uint32_t s)
 {
     wf__kept *k = &wf__tls_kept[s % WF__KEPT_MAX];
-    if (k->n == 0 || k->run != run || k->step != s)
+    if (k->run != run || k->step != s)
         return 0;
-    if (--k->n == 0)
+    _Atomic uint8_t *kept = &run->steps[s].kept;
+    uint8_t n = (uint8_t)(atomic_load_explicit(kept, memory_order_relaxed) - 1);
+    atomic_store_explicit(kept, n, memory_order_relaxed);
+    if (n == 0) {
+        k->run = NULL;
         wf__tls_nkept--;
-    _Atomic uint8_t *kept = &run->steps[s].kept; /* this thread's alone */
-    atomic_store_explicit(kept, (uint8_t)(atomic_load_explicit(kept, memory_order_relaxed) - 1),
-                          memory_order_relaxed);
+    }
     return 1;
 }
 /*
@@ -718,26 +723,24 @@ static inline void wf__finish_or_keep(wf__run *run, uint32_t s, uint32_t shard)
     wf__worker *w = wf__tls_worker;
     wf__step_state *ss = &run->steps[s];
     wf__kept *k = &wf__tls_kept[s % WF__KEPT_MAX];
+    uint8_t n = atomic_load_explicit(&ss->kept, memory_order_relaxed);
     if (ss->keep && w != NULL && w->ex == run->ex &&
-        (k->n == 0 || (k->run == run && k->step == s)) && wf__run_slow(run) == 0 &&
+        (k->run == NULL || (k->run == run && k->step == s)) && n < UINT8_MAX &&
+        wf__run_slow(run) == 0 &&
         !wf__run_ended(run) && /* (an ended run's slots only wait to retire it) */
-        atomic_load_explicit(&ss->count, memory_order_relaxed) <= ss->workers &&
-        atomic_load_explicit(&ss->kept, memory_order_relaxed) < UINT8_MAX) {
+        atomic_load_explicit(&ss->count, memory_order_relaxed) <= ss->workers) {
         /* (events in the step's queue start now, through wf__finish_slot, instead) */
         if (wf__tls_handoff != NULL) {
             /* a step this invocation woke took no engine unit: this slot does not pass one */
             wf__tls_handoff = NULL;
             wf__engine_ref(run);
         }
-        if (k->n++ == 0) {
+        if (k->run == NULL) {
             k->run = run;
             k->step = s;
-            k->shard = shard;
             wf__tls_nkept++;
         }
-        atomic_store_explicit(&ss->kept,
-                              (uint8_t)(atomic_load_explicit(&ss->kept, memory_order_relaxed) + 1),
-                              memory_order_relaxed);
+        atomic_store_explicit(&ss->kept, (uint8_t)(n + 1), memory_order_relaxed);
         return;
     }
     wf__finish_slot_owed(run, s, shard);

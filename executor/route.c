@@ -172,9 +172,9 @@ void wf__kept_flush(void)
     wf__slot *slot = wf__tls_slot;
     for (uint32_t i = 0; i < WF__KEPT_MAX && wf__tls_nkept; i++) {
         wf__kept *k = &wf__tls_kept[i];
-        if (k->n == 0)
-            continue;
         wf__run *run = k->run;
+        if (run == NULL)
+            continue;
         /*
          * Like a task's effects (wf__slot_enter, wf__slot_dirty): announced
          * in the slot (without a task), then the gate looked at. A live
@@ -192,13 +192,14 @@ void wf__kept_flush(void)
                 atomic_store_explicit(&slot->state, 0, memory_order_release);
             continue;
         }
-        uint32_t n = k->n;
-        k->n = 0;
+        uint32_t s = k->step;
+        uint32_t n = atomic_load_explicit(&run->steps[s].kept, memory_order_relaxed);
+        atomic_store_explicit(&run->steps[s].kept, 0, memory_order_relaxed);
+        k->run = NULL;
         wf__tls_nkept--;
-        atomic_store_explicit(&run->steps[k->step].kept, 0, memory_order_relaxed);
-        /* the last of them may free the run: nothing of it is read after */
+        /* the last of them may free the run: nothing of it is read after (a bounded step) */
         while (n--)
-            wf__finish_slot(run, k->step, k->shard);
+            wf__finish_slot(run, s, 0);
         if (slot)
             atomic_store_explicit(&slot->state, 0, memory_order_release);
     }
