@@ -214,7 +214,8 @@ typedef struct wf__step_state {
     uint8_t blocking;
     uint8_t keep; /* a worker may keep its slot (wf__kept) */
     /*
-     * Of count, the slots the executor's one worker keeps (wf__kept): no
+     * Of count (unbounded: of the worker's shard, WF__KEPT_SHARD), the
+     * slots the executor's one worker keeps (wf__kept): no
      * task behind them. Written by that worker only (relaxed), never while
      * a live snapshot holds the run's gate; wf__step_count leaves them out.
      * A byte (the struct's padding: a one-step run's block stays 384
@@ -411,7 +412,8 @@ static inline uint32_t wf__step_count(wf__run *run, uint32_t s)
     for (uint32_t i = 0; i < run->nshards; i++)
         n += atomic_load_explicit(&run->shards[i * run->shard_stride + ss->col],
                                   memory_order_acquire);
-    return n;
+    uint32_t k = atomic_load_explicit(&ss->kept, memory_order_relaxed); /* in the worker's shard */
+    return n > k ? n - k : 0;
 }
 
 /* The invocation running on this thread (like Python's contextvars). */
@@ -672,10 +674,12 @@ static inline void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard
  * read-modify-writes of a step's count cost ~7 of a chain step's 33 ns
  * here). A kept slot is a finished invocation whose finish comes late:
  * counts, the engine's units and quiescence stay consistent. Kept only
- * where being late holds nobody up: a bounded step (its num_workers) on an
- * executor of one worker, where no other worker could run the step
- * meanwhile (wf__step_state.keep), never a blocking step, nor in a run with
- * the internal stream or a fence. The worker gives every kept slot back
+ * where being late holds nobody up: a step on an executor of one worker,
+ * where no other worker could run the step meanwhile
+ * (wf__step_state.keep), never a blocking step, nor in a run with the
+ * internal stream or a fence. A step without a bound (WF__UNBOUNDED) keeps
+ * slots counted in the worker's own shard only (WF__KEPT_SHARD), and takes
+ * them for deliveries it counts there. The worker gives every kept slot back
  * (wf__kept_flush) when its chain ends (nothing in its bypass slot), every
  * FAIRNESS_TICK tasks (events an outside thread queued for the step then
  * start, as they would after the chain's hand-over) and when it stops, and
@@ -684,11 +688,10 @@ static inline void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard
  * (a live snapshot, the steps in progress) leaves the kept ones out
  * (wf__step_state.kept); a kept slot of a run whose gate is closed stays
  * until it opens (the give-back follows the task runner's slot protocol).
- * Steps without a bound are not kept (yet): their counts are per-thread
- * shards, which a cut would have to see kept slots in as well
- * (docs/PERFORMANCE.md, round 2 part 10).
  */
 #define WF__KEPT_MAX 8 /* entries, by step index (direct-mapped: a look is one compare) */
+/* The one worker's count shard (route.c, my_shard): an unbounded step's slots are kept there. */
+#define WF__KEPT_SHARD 0
 /*
  * Whose slots an entry holds; how many is the step's `kept` (the one
  * worker's alone). run is NULL when none: an entry never outlives them
@@ -728,8 +731,14 @@ static inline void wf__finish_or_keep(wf__run *run, uint32_t s, uint32_t shard)
         (k->run == NULL || (k->run == run && k->step == s)) && n < UINT8_MAX &&
         wf__run_slow(run) == 0 &&
         !wf__run_ended(run) && /* (an ended run's slots only wait to retire it) */
-        atomic_load_explicit(&ss->count, memory_order_relaxed) <= ss->workers) {
-        /* (events in the step's queue start now, through wf__finish_slot, instead) */
+        (ss->workers < WF__UNBOUNDED
+             ? atomic_load_explicit(&ss->count, memory_order_relaxed) <= ss->workers
+             : shard == WF__KEPT_SHARD)) {
+        /*
+         * (A bounded step: events in its queue start now, through
+         * wf__finish_slot, instead. Without a bound: only a slot counted in
+         * the worker's own shard, where a kept one is taken and given back.)
+         */
         if (wf__tls_handoff != NULL) {
             /* a step this invocation woke took no engine unit: this slot does not pass one */
             wf__tls_handoff = NULL;

@@ -341,8 +341,13 @@ void wf__durable_close(struct wf_executor *ex);
 extern WF__TLS wf__worker *wf__tls_worker;
 /* Slots of finished invocations the calling worker keeps (wf__kept, engine.h). */
 extern WF__TLS uint32_t wf__tls_nkept;
-/* Gives every slot the calling thread keeps back (route.c). */
-void wf__kept_flush(void);
+/*
+ * Gives the slots the calling thread keeps back (route.c): all of them, or
+ * (all 0: a chain ended) those that must not wait for the worker to run out
+ * of work: a bounded step's (events may queue behind them) and an ended
+ * run's (they hold its quiescence up).
+ */
+void wf__kept_flush(int all);
 
 /* 1 if the calling thread is one of ex's workers; 2 one of its blocking threads; else 0. */
 static inline int wf__own_thread(const struct wf_executor *ex)

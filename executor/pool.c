@@ -550,7 +550,7 @@ static void *worker_main(void *arg)
             /* Fairness: a chain fed through the bypass must not starve older work. */
             if (WF__UNLIKELY(++w->tick % FAIRNESS_TICK == 0)) {
                 if (wf__tls_nkept)
-                    wf__kept_flush(); /* kept slots go back (a bounded step's queue may wait) */
+                    wf__kept_flush(1); /* kept slots go back (a bounded step's queue may wait) */
                 wf__task *o = inject_pop(ex);
                 if (o == NULL) {
                     int lost;
@@ -567,12 +567,20 @@ static void *worker_main(void *arg)
         } else {
             if (WF__UNLIKELY(wf__tls_nkept)) {
                 /* the chain ended: its kept slots go back (this may wake a queued event here) */
-                wf__kept_flush();
+                wf__kept_flush(0);
                 t = w->bypass;
                 w->bypass = NULL;
             }
             if (t == NULL)
                 t = find_work(w);
+            if (t == NULL && WF__UNLIKELY(wf__tls_nkept)) {
+                /* no work: the slots of steps without a bound go back too */
+                wf__kept_flush(1);
+                t = w->bypass;
+                w->bypass = NULL;
+                if (t == NULL)
+                    t = find_work(w);
+            }
         }
         if (t) {
             if (spinning) {
@@ -626,7 +634,7 @@ static void *worker_main(void *arg)
     }
     if (spinning)
         atomic_fetch_sub(&ex->n_spinning, 1);
-    wf__kept_flush(); /* none: the last round ended a chain */
+    wf__kept_flush(1); /* none: the last round ran out of work */
     wf__tls_worker = NULL;
     wf__tls_slot = NULL;
     return NULL;

@@ -167,14 +167,17 @@ static inline uint32_t my_shard(const wf__run *run)
 WF__TLS wf__kept wf__tls_kept[WF__KEPT_MAX];
 WF__TLS uint32_t wf__tls_nkept;
 
-void wf__kept_flush(void)
+void wf__kept_flush(int all)
 {
     wf__slot *slot = wf__tls_slot;
-    for (uint32_t i = 0; i < WF__KEPT_MAX && wf__tls_nkept; i++) {
+    for (uint32_t i = 0, left = wf__tls_nkept; i < WF__KEPT_MAX && left; i++) {
         wf__kept *k = &wf__tls_kept[i];
         wf__run *run = k->run;
         if (run == NULL)
             continue;
+        left--;
+        if (!all && run->steps[k->step].workers >= WF__UNBOUNDED && !wf__run_ended(run))
+            continue; /* nothing queues behind a step without a bound */
         /*
          * Like a task's effects (wf__slot_enter, wf__slot_dirty): announced
          * in the slot (without a task), then the gate looked at. A live
@@ -197,9 +200,9 @@ void wf__kept_flush(void)
         atomic_store_explicit(&run->steps[s].kept, 0, memory_order_relaxed);
         k->run = NULL;
         wf__tls_nkept--;
-        /* the last of them may free the run: nothing of it is read after (a bounded step) */
+        /* the last of them may free the run: nothing of it is read after */
         while (n--)
-            wf__finish_slot(run, s, 0);
+            wf__finish_slot(run, s, WF__KEPT_SHARD);
         if (slot)
             atomic_store_explicit(&slot->state, 0, memory_order_release);
     }
@@ -281,6 +284,10 @@ static inline __attribute__((always_inline)) int deliver_task(wf__run *run, wf__
         if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE))
             hook_route(run, t, 0);
         t->shard = (uint8_t)my_shard(run);
+        if (wf__tls_nkept != 0 && wf__kept_take(run, t->step)) {
+            wf__run_schedule(run, t); /* a slot this worker kept in its shard (wf__kept) */
+            return 0;
+        }
         _Atomic uint32_t *ctr = wf__shard_ctr(run, t->shard, t->step);
         if (atomic_fetch_add_explicit(ctr, 1, memory_order_acq_rel) == 0)
             woke(run, t);

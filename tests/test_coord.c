@@ -1744,7 +1744,7 @@ static int tree_join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
     return 0;
 }
 
-Test(coord, a_recursion_through_unbounded_steps_joins_every_node, .timeout = 120)
+static void unbounded_recursion(uint32_t threads)
 {
     wf_workflow *wf = new_wf("tree");
     cr_assert_eq(wf_workflow_event_type(wf, "Node", NULL, &T_ITEM), 0);
@@ -1768,7 +1768,7 @@ Test(coord, a_recursion_through_unbounded_steps_joins_every_node, .timeout = 120
     p.emits = join_emits;
     p.join_list = 1;
     cr_assert_eq(wf_workflow_add_step(wf, "join", tree_join, &p, NULL), 0);
-    wf_executor *ex = exec_n(3);
+    wf_executor *ex = exec_n(threads);
     for (int round = 0; round < 20; round++) {
         wf_event *s, *res;
         cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
@@ -1788,6 +1788,21 @@ Test(coord, a_recursion_through_unbounded_steps_joins_every_node, .timeout = 120
     }
     wf_executor_free(ex); /* returns once every run has quiesced */
     wf_workflow_free(wf);
+}
+
+Test(coord, a_recursion_through_unbounded_steps_joins_every_node, .timeout = 120)
+{
+    unbounded_recursion(3);
+}
+
+/*
+ * On one worker, which keeps the slots of the steps without a bound
+ * (wf__kept): the sums hold, and every run quiesces (the executor's free
+ * waits for it), the cancelled one too.
+ */
+Test(coord, a_recursion_on_one_worker_keeps_and_gives_back_its_slots, .timeout = 120)
+{
+    unbounded_recursion(1);
 }
 
 /* ---- wait_for_event, then a failure and a retry (the reference's
@@ -1972,13 +1987,13 @@ Test(coord, a_chain_that_ends_gives_its_kept_slots_back, .timeout = 60)
  * exist while the worker waits at its gate. The image holds the ring's one
  * event: resumed, the ring goes on to the same end.
  */
-Test(coord, a_live_snapshot_leaves_kept_slots_out, .timeout = 60)
+static void kept_live(uint32_t ring_workers)
 {
     wf_workflow *wf = new_wf("kept-live");
     cr_assert_eq(wf_workflow_set_validation(wf, 0), 0);
     add(wf, "gate", kept_gate, T_START, T_PAIR, T_A, T_STOP, 1);
-    add(wf, "ping", kept_ping, T_A, NULL, T_B, T_STOP, 0);
-    add(wf, "pong", kept_ping, T_B, NULL, T_A, T_STOP, 0);
+    add(wf, "ping", kept_ping, T_A, NULL, T_B, T_STOP, ring_workers);
+    add(wf, "pong", kept_ping, T_B, NULL, T_A, T_STOP, ring_workers);
     atomic_store(&kept_rounds, 0);
     kept_limit = 200000;
     cr_assert_eq(sem_init(&kept_sem, 0, 0), 0);
@@ -2022,4 +2037,18 @@ Test(coord, a_live_snapshot_leaves_kept_slots_out, .timeout = 60)
     wf_workflow_free(wf);
     sem_destroy(&kept_sem);
     kept_limit = INT64_MAX;
+}
+
+Test(coord, a_live_snapshot_leaves_kept_slots_out, .timeout = 60)
+{
+    kept_live(0); /* the default num_workers: bounded steps */
+}
+
+/*
+ * The same with ring steps without a bound: their kept slots are in the
+ * worker's count shard, and the cut leaves them out of the shards' sum.
+ */
+Test(coord, a_live_snapshot_leaves_kept_slots_of_unbounded_steps_out, .timeout = 60)
+{
+    kept_live(1u << 30);
 }
