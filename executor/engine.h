@@ -700,6 +700,7 @@ static inline void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard
 typedef struct wf__kept {
     wf__run *run;
     uint32_t step;
+    uint32_t unit; /* what the entry adds to wf__tls_nkept (WF__KEPT_ANY, WF__KEPT_BOUNDED) */
 } wf__kept;
 extern WF__TLS wf__kept wf__tls_kept[WF__KEPT_MAX];
 /* Takes a slot of step s of run the calling thread keeps: 1, or 0 if it keeps none. */
@@ -713,7 +714,7 @@ static inline int wf__kept_take(wf__run *run, uint32_t s)
     atomic_store_explicit(kept, n, memory_order_relaxed);
     if (n == 0) {
         k->run = NULL;
-        wf__tls_nkept--;
+        wf__tls_nkept -= k->unit;
     }
     return 1;
 }
@@ -747,7 +748,8 @@ static inline void wf__finish_or_keep(wf__run *run, uint32_t s, uint32_t shard)
         if (k->run == NULL) {
             k->run = run;
             k->step = s;
-            wf__tls_nkept++;
+            k->unit = ss->workers < WF__UNBOUNDED ? WF__KEPT_ANY | WF__KEPT_BOUNDED : WF__KEPT_ANY;
+            wf__tls_nkept += k->unit;
         }
         atomic_store_explicit(&ss->kept, (uint8_t)(n + 1), memory_order_relaxed);
         return;

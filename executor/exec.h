@@ -339,8 +339,14 @@ void wf__durable_close(struct wf_executor *ex);
 
 /* The worker the calling thread is, or NULL. */
 extern WF__TLS wf__worker *wf__tls_worker;
-/* Slots of finished invocations the calling worker keeps (wf__kept, engine.h). */
+/*
+ * Slots of finished invocations the calling worker keeps (wf__kept,
+ * engine.h): the entries, counted in units of WF__KEPT_ANY, and those of
+ * bounded steps (given back when a chain ends) again in WF__KEPT_BOUNDED.
+ */
 extern WF__TLS uint32_t wf__tls_nkept;
+#define WF__KEPT_ANY     1u
+#define WF__KEPT_BOUNDED (1u << 16)
 /*
  * Gives the slots the calling thread keeps back (route.c): all of them, or
  * (all 0: a chain ended) those that must not wait for the worker to run out

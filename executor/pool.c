@@ -565,8 +565,8 @@ static void *worker_main(void *arg)
                 }
             }
         } else {
-            if (WF__UNLIKELY(wf__tls_nkept)) {
-                /* the chain ended: its kept slots go back (this may wake a queued event here) */
+            if (WF__UNLIKELY(wf__tls_nkept >= WF__KEPT_BOUNDED)) {
+                /* the chain ended: bounded steps' kept slots go back (may wake an event here) */
                 wf__kept_flush(0);
                 t = w->bypass;
                 w->bypass = NULL;

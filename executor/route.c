@@ -170,13 +170,13 @@ WF__TLS uint32_t wf__tls_nkept;
 void wf__kept_flush(int all)
 {
     wf__slot *slot = wf__tls_slot;
-    for (uint32_t i = 0, left = wf__tls_nkept; i < WF__KEPT_MAX && left; i++) {
+    for (uint32_t i = 0, left = wf__tls_nkept % WF__KEPT_BOUNDED; i < WF__KEPT_MAX && left; i++) {
         wf__kept *k = &wf__tls_kept[i];
         wf__run *run = k->run;
         if (run == NULL)
             continue;
         left--;
-        if (!all && run->steps[k->step].workers >= WF__UNBOUNDED && !wf__run_ended(run))
+        if (!all && k->unit < WF__KEPT_BOUNDED && !wf__run_ended(run))
             continue; /* nothing queues behind a step without a bound */
         /*
          * Like a task's effects (wf__slot_enter, wf__slot_dirty): announced
@@ -199,7 +199,7 @@ void wf__kept_flush(int all)
         uint32_t n = atomic_load_explicit(&run->steps[s].kept, memory_order_relaxed);
         atomic_store_explicit(&run->steps[s].kept, 0, memory_order_relaxed);
         k->run = NULL;
-        wf__tls_nkept--;
+        wf__tls_nkept -= k->unit;
         /* the last of them may free the run: nothing of it is read after */
         while (n--)
             wf__finish_slot(run, s, WF__KEPT_SHARD);
