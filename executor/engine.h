@@ -212,7 +212,7 @@ typedef struct wf__step_state {
     uint32_t col;               /* an unbounded step's column in run->shards */
     uint8_t join;               /* copies of the step's flags, on the line routing touches */
     uint8_t blocking;
-    uint8_t keep; /* a worker may keep its slot (wf__kept) */
+    uint8_t keep; /* a worker may keep its slot (wf__kept): 0, or its entry's unit */
     /*
      * Of count (unbounded: of the worker's shard, WF__KEPT_SHARD), the
      * slots the executor's one worker keeps (wf__kept): no
@@ -700,7 +700,7 @@ static inline void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard
 typedef struct wf__kept {
     wf__run *run;
     uint32_t step;
-    uint32_t unit; /* what the entry adds to wf__tls_nkept (WF__KEPT_ANY, WF__KEPT_BOUNDED) */
+    uint32_t unit; /* what the entry adds to wf__tls_nkept (its step's keep) */
 } wf__kept;
 extern WF__TLS wf__kept wf__tls_kept[WF__KEPT_MAX];
 /* Takes a slot of step s of run the calling thread keeps: 1, or 0 if it keeps none. */
@@ -732,9 +732,9 @@ static inline void wf__finish_or_keep(wf__run *run, uint32_t s, uint32_t shard)
         (k->run == NULL || (k->run == run && k->step == s)) && n < UINT8_MAX &&
         wf__run_slow(run) == 0 &&
         !wf__run_ended(run) && /* (an ended run's slots only wait to retire it) */
-        (ss->workers < WF__UNBOUNDED
-             ? atomic_load_explicit(&ss->count, memory_order_relaxed) <= ss->workers
-             : shard == WF__KEPT_SHARD)) {
+        (ss->keep == WF__KEPT_UNIT_UNBOUNDED
+             ? shard == WF__KEPT_SHARD
+             : atomic_load_explicit(&ss->count, memory_order_relaxed) <= ss->workers)) {
         /*
          * (A bounded step: events in its queue start now, through
          * wf__finish_slot, instead. Without a bound: only a slot counted in
@@ -748,8 +748,8 @@ static inline void wf__finish_or_keep(wf__run *run, uint32_t s, uint32_t shard)
         if (k->run == NULL) {
             k->run = run;
             k->step = s;
-            k->unit = ss->workers < WF__UNBOUNDED ? WF__KEPT_ANY | WF__KEPT_BOUNDED : WF__KEPT_ANY;
-            wf__tls_nkept += k->unit;
+            k->unit = ss->keep;
+            wf__tls_nkept += ss->keep;
         }
         atomic_store_explicit(&ss->kept, (uint8_t)(n + 1), memory_order_relaxed);
         return;

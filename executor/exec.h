@@ -341,12 +341,15 @@ void wf__durable_close(struct wf_executor *ex);
 extern WF__TLS wf__worker *wf__tls_worker;
 /*
  * Slots of finished invocations the calling worker keeps (wf__kept,
- * engine.h): the entries, counted in units of WF__KEPT_ANY, and those of
- * bounded steps (given back when a chain ends) again in WF__KEPT_BOUNDED.
+ * engine.h): its entries, counted in units of WF__KEPT_ANY, and those of
+ * bounded steps (given back when a chain ends) again in WF__KEPT_BOUNDED
+ * (at most WF__KEPT_MAX = 8 entries: the first count stays below it).
  */
 extern WF__TLS uint32_t wf__tls_nkept;
-#define WF__KEPT_ANY     1u
-#define WF__KEPT_BOUNDED (1u << 16)
+#define WF__KEPT_ANY            1u
+#define WF__KEPT_BOUNDED        16u
+#define WF__KEPT_UNIT_UNBOUNDED WF__KEPT_ANY                      /* an entry's unit */
+#define WF__KEPT_UNIT_BOUNDED   (WF__KEPT_ANY | WF__KEPT_BOUNDED) /* a bounded step's */
 /*
  * Gives the slots the calling thread keeps back (route.c): all of them, or
  * (all 0: a chain ended) those that must not wait for the worker to run out

@@ -636,7 +636,9 @@ int wf__run_create(wf_executor *ex, wf_workflow *wf, wf_ctx *ctx, const wf_run_p
         run->steps[i].join = wf->steps[i]->join != 0;
         run->steps[i].blocking = wf->steps[i]->blocking != 0;
         /* kept slots (wf__kept, engine.h): a step that does not block, on one worker */
-        run->steps[i].keep = !run->steps[i].blocking && ex->nworkers == 1;
+        run->steps[i].keep = run->steps[i].blocking || ex->nworkers != 1 ? 0
+                             : run->steps[i].workers >= WF__UNBOUNDED    ? WF__KEPT_UNIT_UNBOUNDED
+                                                                         : WF__KEPT_UNIT_BOUNDED;
     }
     if (ncols) {
         /* one row of cache lines per shard (task->shard is a byte: 255 workers, then shared) */
