@@ -700,7 +700,6 @@ static inline void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard
 typedef struct wf__kept {
     wf__run *run;
     uint32_t step;
-    uint32_t unit; /* what the entry adds to wf__tls_nkept (its step's keep) */
 } wf__kept;
 extern WF__TLS wf__kept wf__tls_kept[WF__KEPT_MAX];
 /* Takes a slot of step s of run the calling thread keeps: 1, or 0 if it keeps none. */
@@ -709,12 +708,12 @@ static inline int wf__kept_take(wf__run *run, uint32_t s)
     wf__kept *k = &wf__tls_kept[s % WF__KEPT_MAX];
     if (k->run != run || k->step != s)
         return 0;
-    _Atomic uint8_t *kept = &run->steps[s].kept;
-    uint8_t n = (uint8_t)(atomic_load_explicit(kept, memory_order_relaxed) - 1);
-    atomic_store_explicit(kept, n, memory_order_relaxed);
+    wf__step_state *ss = &run->steps[s];
+    uint8_t n = (uint8_t)(atomic_load_explicit(&ss->kept, memory_order_relaxed) - 1);
+    atomic_store_explicit(&ss->kept, n, memory_order_relaxed);
     if (n == 0) {
         k->run = NULL;
-        wf__tls_nkept -= k->unit;
+        wf__tls_nkept -= ss->keep;
     }
     return 1;
 }
@@ -748,7 +747,6 @@ static inline void wf__finish_or_keep(wf__run *run, uint32_t s, uint32_t shard)
         if (k->run == NULL) {
             k->run = run;
             k->step = s;
-            k->unit = ss->keep;
             wf__tls_nkept += ss->keep;
         }
         atomic_store_explicit(&ss->kept, (uint8_t)(n + 1), memory_order_relaxed);

@@ -348,7 +348,7 @@ extern WF__TLS wf__worker *wf__tls_worker;
 extern WF__TLS uint32_t wf__tls_nkept;
 #define WF__KEPT_ANY            1u
 #define WF__KEPT_BOUNDED        16u
-#define WF__KEPT_UNIT_UNBOUNDED WF__KEPT_ANY                      /* an entry's unit */
+#define WF__KEPT_UNIT_UNBOUNDED WF__KEPT_ANY /* an entry's unit (wf__step_state.keep) */
 #define WF__KEPT_UNIT_BOUNDED   (WF__KEPT_ANY | WF__KEPT_BOUNDED) /* a bounded step's */
 /*
  * Gives the slots the calling thread keeps back (route.c): all of them, or

@@ -176,7 +176,7 @@ void wf__kept_flush(int all)
         if (run == NULL)
             continue;
         left--;
-        if (!all && k->unit < WF__KEPT_BOUNDED && !wf__run_ended(run))
+        if (!all && run->steps[k->step].keep < WF__KEPT_BOUNDED && !wf__run_ended(run))
             continue; /* nothing queues behind a step without a bound */
         /*
          * Like a task's effects (wf__slot_enter, wf__slot_dirty): announced
@@ -199,7 +199,7 @@ void wf__kept_flush(int all)
         uint32_t n = atomic_load_explicit(&run->steps[s].kept, memory_order_relaxed);
         atomic_store_explicit(&run->steps[s].kept, 0, memory_order_relaxed);
         k->run = NULL;
-        wf__tls_nkept -= k->unit;
+        wf__tls_nkept -= run->steps[s].keep;
         /* the last of them may free the run: nothing of it is read after */
         while (n--)
             wf__finish_slot(run, s, WF__KEPT_SHARD);
