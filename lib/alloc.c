@@ -248,17 +248,18 @@ static void tc_drain(void *arg)
     wf__tcache *t = arg;
     pthread_mutex_lock(&depot_lock);
     for (int c = 0; c < NCLS; c++) {
+        uint32_t n = (uint32_t)(2 * BATCH - t->room[c]); /* the list's length */
         while (t->bump[c] && t->bump[c] + cls_size[c] <= t->bump_end[c]) {
             block *b = (block *)(void *)t->bump[c];
             t->bump[c] += cls_size[c];
             b->next = t->head[c];
             t->head[c] = b;
-            t->count[c]++;
+            n++;
         }
         t->bump[c] = t->bump_end[c] = NULL;
-        depot_push_locked(c, t->head[c], t->count[c]);
+        depot_push_locked(c, t->head[c], n);
         t->head[c] = NULL;
-        t->count[c] = 0;
+        t->room[c] = 2 * BATCH;
     }
     pthread_mutex_unlock(&depot_lock);
 }
@@ -303,6 +304,8 @@ static void tc_register(void)
 {
     pthread_once(&tc_once, tc_key_init);
     wf__tc.registered = 1;
+    for (int c = 0; c < NCLS; c++) /* its lists are empty: nothing was cached before */
+        wf__tc.room[c] = 2 * BATCH;
     (void)pthread_setspecific(tc_key, &wf__tc);
 }
 
@@ -325,7 +328,7 @@ void *wf__cache_refill(size_t n, int c, uint8_t *cls)
         pthread_mutex_unlock(&depot_lock);
         if (b) {
             wf__tc.head[c] = b->next;
-            wf__tc.count[c] = b->n - 1;
+            wf__tc.room[c] = 2 * BATCH - (int32_t)(b->n - 1);
             return b;
         }
     }
@@ -369,13 +372,13 @@ void wf__cache_spill(void *p, uint8_t cls)
     block *b = p;
     b->next = wf__tc.head[cls];
     wf__tc.head[cls] = b;
-    if (++wf__tc.count[cls] > 2 * BATCH) {
+    if (--wf__tc.room[cls] < 0) { /* longer than 2 * BATCH */
         /* Hand the newest BATCH blocks to the depot as one batch. */
         block *first = wf__tc.head[cls], *last = first;
         for (int i = 1; i < BATCH; i++)
             last = last->next;
         wf__tc.head[cls] = last->next;
-        wf__tc.count[cls] -= BATCH;
+        wf__tc.room[cls] += BATCH;
         last->next = NULL;
         pthread_mutex_lock(&depot_lock);
         depot_push_locked(cls, first, BATCH);

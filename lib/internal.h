@@ -68,6 +68,9 @@ char *wf__strndup(const char *s, size_t n);
 #define WF__NCLS     11
 #define WF__CLS_TASK 10  /* the executor's tasks: 64 bytes, a class of their own (alloc.c) */
 #define WF__BATCH    256 /* blocks moved between a thread and the depot at once */
+#define WF__ROOM_MASK 15 /* wf__tcache.room's index mask: above every class, WF__CLS_HEAP & it too */
+_Static_assert(WF__NCLS <= WF__ROOM_MASK && (WF__CLS_HEAP & WF__ROOM_MASK) >= WF__NCLS,
+               "a class's room and the heap's are apart");
 
 typedef struct wf__block {
     struct wf__block *next;       /* within a list or batch */
@@ -77,7 +80,13 @@ typedef struct wf__block {
 
 typedef struct wf__tcache {
     wf__block *head[WF__NCLS];
-    uint32_t count[WF__NCLS];
+    /*
+     * Per class, how many more blocks the list takes before a free spills
+     * (2 * WF__BATCH less its length; below 1: full). 0 until the thread
+     * registers, and always 0 past WF__NCLS, where WF__CLS_HEAP lands
+     * (masked with WF__ROOM_MASK): an inline free makes one test.
+     */
+    int32_t room[WF__ROOM_MASK + 1];
     char *bump[WF__NCLS], *bump_end[WF__NCLS]; /* the rest of the thread's current slab */
     int registered;                            /* its exit gives the blocks back */
 } wf__tcache;
@@ -136,7 +145,7 @@ static inline void *wf__cache_alloc_cached(size_t n, uint8_t *cls)
         return NULL;
     *cls = (uint8_t)c;
     wf__tc.head[c] = b->next;
-    wf__tc.count[c]--;
+    wf__tc.room[c]++;
     return b;
 }
 static inline void *wf__cache_alloc(size_t n, uint8_t *cls)
@@ -149,7 +158,7 @@ static inline void *wf__cache_alloc(size_t n, uint8_t *cls)
         return wf__cache_refill(n, c, cls);
     *cls = (uint8_t)c;
     wf__tc.head[c] = b->next;
-    wf__tc.count[c]--;
+    wf__tc.room[c]++;
     return b;
 }
 
@@ -162,7 +171,7 @@ static inline void *wf__cache_alloc_cls(int c)
         return wf__cache_refill(0, c, &cls);
     }
     wf__tc.head[c] = b->next;
-    wf__tc.count[c]--;
+    wf__tc.room[c]++;
     return b;
 }
 
@@ -170,14 +179,14 @@ static inline void wf__cache_free(void *p, uint8_t cls)
 {
     if (p == NULL)
         return;
-    if (WF__UNLIKELY(cls >= WF__NCLS || wf__tc.count[cls] >= 2 * WF__BATCH || !wf__tc.registered)) {
-        wf__cache_spill(p, cls);
+    if (WF__UNLIKELY(wf__tc.room[cls & WF__ROOM_MASK] <= 0)) {
+        wf__cache_spill(p, cls); /* a big block, a full list, an unregistered thread */
         return;
     }
     wf__block *b = p;
     b->next = wf__tc.head[cls];
     wf__tc.head[cls] = b;
-    wf__tc.count[cls]++;
+    wf__tc.room[cls]--;
 }
 #endif
 
