@@ -68,7 +68,8 @@ char *wf__strndup(const char *s, size_t n);
 #define WF__NCLS     11
 #define WF__CLS_TASK 10  /* the executor's tasks: 64 bytes, a class of their own (alloc.c) */
 #define WF__BATCH    256 /* blocks moved between a thread and the depot at once */
-#define WF__ROOM_MASK 15 /* wf__tcache.room's index mask: above every class, WF__CLS_HEAP & it too */
+/* wf__tcache.room's index mask: above every class, and so is WF__CLS_HEAP masked with it */
+#define WF__ROOM_MASK 15
 _Static_assert(WF__NCLS <= WF__ROOM_MASK && (WF__CLS_HEAP & WF__ROOM_MASK) >= WF__NCLS,
                "a class's room and the heap's are apart");
 
