@@ -44,8 +44,10 @@ int wf_ctx_send_event(wf_ctx *ctx, wf_event *ev, const char *target)
         wf_event_release(ev);
         return WF_EINVAL;
     }
-    int32_t idx;
-    int rc = wf__resolve_target(ctx->wf, ev, target, &idx);
+    int32_t idx = -1; /* routed by type, no schema to check: the usual send, without a call */
+    int rc = target == NULL && !wf__type_has_schema(ev->type)
+                 ? 0
+                 : wf__resolve_target(ctx->wf, ev, target, &idx);
     if (rc < 0) {
         wf_event_release(ev);
         return rc;

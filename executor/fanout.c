@@ -271,9 +271,7 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
     uint32_t join = UINT32_MAX;
     if (rc == 0) {
         const wf_workflow *wf = inv->run->wf;
-        for (uint32_t i = 0; i < wf->n_steps && join == UINT32_MAX; i++)
-            if (wf->steps[i]->join_list && wf->steps[i]->accepts[0] == collect)
-                join = i;
+        join = wf__workflow_join_of(wf, collect);
         if (join == UINT32_MAX)
             rc = WF_ENOTFOUND;
         for (size_t i = 0; rc == 0 && i < n; i++)

@@ -541,6 +541,7 @@ struct wf_workflow {
     uint32_t n_route_types;
     uint32_t *route_off;
     uint32_t *route_steps;
+    uint32_t *join_of;     /* type id -> the list join step collecting it (UINT32_MAX: none) */
     _Atomic int validated; /* 0 unknown, 1 passed, -1 failed (written under lock; 1 is final) */
     char *validation_msg; /* report of the failed run-start validation */
     struct wf__resources *res;      /* resource.c: declared resources, or NULL */
@@ -583,6 +584,14 @@ static inline void wf__workflow_route(const wf_workflow *wf, const wf_event_type
         return;
     }
     wf__workflow_route_slow(wf, t, steps, n, scratch, scratch_cap);
+}
+/* The list join step that collects events of type collect (UINT32_MAX: none). */
+uint32_t wf__workflow_join_scan(const wf_workflow *wf, const wf_event_type *collect);
+static inline uint32_t wf__workflow_join_of(const wf_workflow *wf, const wf_event_type *collect)
+{
+    if (WF__LIKELY(collect->id < wf->n_route_types && collect->reg == wf->reg)) /* the table */
+        return wf->join_of[collect->id];
+    return wf__workflow_join_scan(wf, collect);
 }
 /* 1 if step s accepts events of type t (exact, or subtype when it opted in). */
 int wf__step_accepts(const wf__step *s, const wf_event_type *t);

@@ -168,6 +168,7 @@ static void workflow_destroy(wf_workflow *wf)
     wf__free_mem(wf->steps);
     wf__free_mem(wf->route_off);
     wf__free_mem(wf->route_steps);
+    wf__free_mem(wf->join_of);
     wf__free_mem(wf->validation_msg);
     wf__free_mem(wf->name);
     pthread_mutex_destroy(&wf->lock);
@@ -444,6 +445,14 @@ int wf__step_accepts(const wf__step *s, const wf_event_type *t)
     return 0;
 }
 
+uint32_t wf__workflow_join_scan(const wf_workflow *wf, const wf_event_type *collect)
+{
+    for (uint32_t i = 0; i < wf->n_steps; i++)
+        if (wf->steps[i]->join_list && wf->steps[i]->accepts[0] == collect)
+            return i;
+    return UINT32_MAX;
+}
+
 /* The routing table covers every type registered at freeze time. */
 static int build_routes(wf_workflow *wf)
 {
@@ -461,20 +470,26 @@ static int build_routes(wf_workflow *wf)
     }
     off[nt] = (uint32_t)total;
     uint32_t *steps = wf__malloc((total ? total : 1) * sizeof *steps);
-    if (steps == NULL) {
+    uint32_t *join_of = wf__malloc((nt ? nt : 1) * sizeof *join_of);
+    if (steps == NULL || join_of == NULL) {
         pthread_mutex_unlock(&wf->reg->lock);
         wf__free_mem(off);
+        wf__free_mem(steps);
+        wf__free_mem(join_of);
         return WF_ENOMEM;
     }
     size_t k = 0;
-    for (uint32_t t = 0; t < nt; t++)
+    for (uint32_t t = 0; t < nt; t++) {
         for (uint32_t i = 0; i < wf->n_steps; i++)
             if (!wf->steps[i]->join_list && wf__step_accepts(wf->steps[i], wf->reg->types[t]))
                 steps[k++] = i;
+        join_of[t] = wf__workflow_join_scan(wf, wf->reg->types[t]);
+    }
     pthread_mutex_unlock(&wf->reg->lock);
     wf->n_route_types = nt;
     wf->route_off = off;
     wf->route_steps = steps;
+    wf->join_of = join_of;
     return 0;
 }
 

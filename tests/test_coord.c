@@ -1518,7 +1518,7 @@ static int list_join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
     return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, v);
 }
 
-static wf_workflow *list_wf(void *work_mode)
+static wf_workflow *list_wf_split(wf_step_fn split_fn, void *work_mode)
 {
     wf_workflow *wf = new_wf("list");
     cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
@@ -1529,7 +1529,7 @@ static wf_workflow *list_wf(void *work_mode)
     p.n_emits = 1;
     p.accepts = &T_START;
     p.emits = &T_ITEM;
-    cr_assert_eq(wf_workflow_add_step(wf, "split", split, &p, NULL), 0);
+    cr_assert_eq(wf_workflow_add_step(wf, "split", split_fn, &p, NULL), 0);
     p.accepts = &T_ITEM;
     p.emits = &T_RES;
     cr_assert_eq(wf_workflow_add_step(wf, "work", work_all, &p, work_mode), 0);
@@ -1538,6 +1538,11 @@ static wf_workflow *list_wf(void *work_mode)
     p.join_list = 1;
     cr_assert_eq(wf_workflow_add_step(wf, "join", list_join, &p, NULL), 0);
     return wf;
+}
+
+static wf_workflow *list_wf(void *work_mode)
+{
+    return list_wf_split(split, work_mode);
 }
 
 static void expect_list(void *mode, int n, const char *want)
@@ -1551,6 +1556,45 @@ static void expect_list(void *mode, int n, const char *want)
     cr_assert_str_eq(run_for_string(wf, buf, sizeof buf), want);
     cr_assert_eq(atomic_load(&list_joins), 1, "the join fires exactly once");
     wf_workflow_free(wf);
+}
+
+/* the type of another workflow's registry with Res's id; the refusals seen */
+static const wf_event_type *T_FOREIGN_RES;
+static int list_refusals[2];
+
+/* split, after two refused lists: one collected by no join, one of a type of another registry */
+static int split_after_refusals(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_event *evs[1] = {ev_i(T_ITEM, 0)};
+    list_refusals[0] = wf_ctx_emit_list(ctx, evs, 1, T_ITEM);
+    evs[0] = ev_i(T_ITEM, 0);
+    list_refusals[1] = wf_ctx_emit_list(ctx, evs, 1, T_FOREIGN_RES);
+    return split(ctx, in, out, u);
+}
+
+/*
+ * wf_ctx_emit_list finds its join by the collected type (a table built at
+ * freeze): a type no list join collects is refused, and so is a type of
+ * another registry that has the collected type's id there; the events are
+ * released, and the step's next list joins as usual.
+ */
+Test(coord, a_list_no_join_collects_is_refused, .timeout = 60)
+{
+    wf_workflow *other = new_wf("other"); /* first: new_wf sets the globals to the last one */
+    const wf_event_type *foreign_item;
+    cr_assert_eq(wf_workflow_event_type(other, "Item", NULL, &foreign_item), 0);
+    cr_assert_eq(wf_workflow_event_type(other, "Res", NULL, &T_FOREIGN_RES), 0);
+    list_n = 2;
+    wf_workflow *wf = list_wf_split(split_after_refusals, NULL);
+    cr_assert_eq(wf_event_type_id(T_FOREIGN_RES), wf_event_type_id(T_RES));
+    cr_assert_neq(wf_event_type_registry(T_FOREIGN_RES), wf_workflow_registry(wf));
+    list_refusals[0] = list_refusals[1] = 1;
+    char buf[128];
+    cr_assert_str_eq(run_for_string(wf, buf, sizeof buf), "[0,1]");
+    cr_assert_eq(list_refusals[0], WF_ENOTFOUND, "Item: no list join collects it");
+    cr_assert_eq(list_refusals[1], WF_ENOTFOUND, "another registry's Res");
+    wf_workflow_free(wf);
+    wf_workflow_free(other);
 }
 
 Test(coord, list_fan_out_joins_once_in_branch_order, .timeout = 60)
