@@ -294,6 +294,8 @@ int wf_event_type_add_field(const wf_event_type *t, const char *key, const wf_ev
     memset(f->key, 0, sizeof f->key);
     if (klen < WF__KEY_INLINE)
         memcpy(f->key, key, klen);
+    else /* as an event's field holds a long key (events borrow the name: put_declared) */
+        memcpy(f->key, &f->name, sizeof f->name);
     atomic_store_explicit(&type->ndecl, n + 1, memory_order_release);
     *out = f;
 done:
@@ -653,11 +655,8 @@ put_declared(wf_event *ev, const wf_event_field *decl, const wf_value *vals, siz
     wf__field *f = ev->inline_fields;
     uint16_t plain = WF__EV_PLAIN;
     for (size_t i = 0; i < n; i++) {
-        if (WF__LIKELY(decl[i].klen < WF__KEY_INLINE))
-            memcpy(f[i].key, decl[i].key, WF__KEY_INLINE);
-        else /* borrowed from the declaration (the registry's), never freed: i < nslots */
-            memcpy(f[i].key, &decl[i].name, sizeof decl[i].name);
-        f[i].klen = decl[i].klen;
+        /* key and klen in one move (a long key: the registry's, never freed as i < nslots) */
+        memcpy(&f[i], &decl[i], offsetof(wf__field, val));
         f[i].val = vals[i];
         if (vals[i].kind >= WF_STRING)
             plain = 0;

@@ -338,11 +338,16 @@ struct wf_event_type {
 };
 
 struct wf_event_field {
+    /*
+     * key and klen as an event's field (wf__field) starts, so that a new
+     * event copies them in one move: the key NUL-padded, or a long one's
+     * name pointer (the event borrows it).
+     */
+    char key[12]; /* WF__KEY_INLINE */
+    uint32_t klen;
     const wf_event_type *type;
     uint32_t index;
-    uint32_t klen;
-    char key[12]; /* WF__KEY_INLINE: the key as an event's field holds it, NUL-padded */
-    char *name;   /* the key, NUL-terminated */
+    char *name; /* the key, NUL-terminated */
 };
 
 /* schema.c */
@@ -382,6 +387,10 @@ typedef struct wf__field {
     uint32_t klen;
     wf_value val;
 } wf__field;
+_Static_assert(offsetof(struct wf_event_field, key) == offsetof(wf__field, key) &&
+                   offsetof(struct wf_event_field, klen) == offsetof(wf__field, klen) &&
+                   offsetof(wf__field, val) == sizeof(((wf__field *)0)->key) + sizeof(uint32_t),
+               "a declared field starts as an event's field");
 
 static inline char *wf__field_heap_key(const wf__field *f)
 {
