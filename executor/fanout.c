@@ -126,8 +126,8 @@ static void group_free(wf__group *g)
         wf__free_mem(g->take);
     }
     for (uint32_t i = 0; i < g->n; i++)
-        wf_event_release(g->result[i]);
-    wf_event_release(g->origin);
+        wf__event_release(g->result[i]);
+    wf__event_release(g->origin);
     wf__cache_free(g, g->cls);
 }
 

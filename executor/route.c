@@ -133,7 +133,7 @@ void wf__drop_task_owning(wf__task *t)
 {
     if (t->u.group != NULL)
         wf__branch_done(t->run, t->u.group, t->pad);
-    wf_event_release(t->ev);
+    wf__event_release(t->ev); /* inline: the plain sole owner frees here */
     if (t->arg)
         wf__retry_info_free(t->arg);
     wf__task_free(t);
@@ -144,11 +144,13 @@ void wf__retry_info_free(wf__retry_info *ri)
     if (ri == NULL)
         return;
     for (uint32_t i = 0; i < ri->ntuple; i++)
-        wf_event_release(ri->tuple[i]);
+        wf__event_release(ri->tuple[i]);
     if (!ri->tuple_inline)
         wf__free_mem(ri->tuple);
-    wf__free_mem(ri->last_msg);
-    wf__child_saved_free(ri->child);
+    if (ri->last_msg) /* (a join's record has neither: no calls) */
+        wf__free_mem(ri->last_msg);
+    if (ri->child)
+        wf__child_saved_free(ri->child);
     wf__free_mem(ri);
 }
 
