@@ -679,10 +679,11 @@ static inline void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard
  * (wf__step_state.keep), never a blocking step, nor in a run with the
  * internal stream or a fence. A step without a bound (WF__UNBOUNDED) keeps
  * slots counted in the worker's own shard only (WF__KEPT_SHARD), and takes
- * them for deliveries it counts there. The worker gives every kept slot back
- * (wf__kept_flush) when its chain ends (nothing in its bypass slot), every
+ * them for deliveries it counts there. The worker gives a bounded step's
+ * kept slots back (wf__kept_flush) when its chain ends (nothing in its
+ * bypass slot), and every kept slot when it runs out of work, every
  * FAIRNESS_TICK tasks (events an outside thread queued for the step then
- * start, as they would after the chain's hand-over) and when it stops, and
+ * start, as they would after the chain's hand-over) and when it stops; it
  * never parks with any; a delivery to a step whose queue holds events takes
  * no kept slot (they came first). What reads a step's count for its tasks
  * (a live snapshot, the steps in progress) leaves the kept ones out

@@ -180,12 +180,12 @@ char *wf__strdup(const char *s)
  *
  * Blocks are carved from 16 KiB slabs (one allocation from the hooks), with
  * no per-block header: 10^6 pending one-field events and their tasks take
- * 120 MB, where 56- and 64-byte mallocs would take 144 MB. A thread carves its current slab as it
- * goes (a bump pointer, CARVE blocks at a time), so fresh pages are first
- * touched when used. A
- * thread's exit hands its blocks (and the uncarved rest of its slabs) to the
- * depot; wf_alloc_trim() gives back to the hooks every slab whose blocks are
- * all in the depot or the calling thread's lists.
+ * 120 MB, where 56- and 64-byte mallocs would take 144 MB. A thread carves
+ * its current slab as it goes (a bump pointer, CARVE blocks at a time), so
+ * fresh pages are first touched when used. A thread's exit hands its blocks
+ * (and the uncarved rest of its slabs) to the depot; wf_alloc_trim() gives
+ * back to the hooks every slab whose blocks are all in the depot or the
+ * calling thread's lists.
  */
 #define NCLS  WF__NCLS
 #define BATCH WF__BATCH
