@@ -683,7 +683,9 @@ static inline void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard
  * kept slots back (wf__kept_flush) when its chain ends (nothing in its
  * bypass slot), and every kept slot when it runs out of work, every
  * FAIRNESS_TICK tasks (events an outside thread queued for the step then
- * start, as they would after the chain's hand-over) and when it stops; it
+ * start, as they would after the chain's hand-over) and when it stops (an
+ * ended run's unbounded steps' kept slots may so delay its retirement:
+ * at most WF__KEPT_MAX runs, until the worker idles or ticks); it
  * never parks with any; a delivery to a step whose queue holds events takes
  * no kept slot (they came first). What reads a step's count for its tasks
  * (a live snapshot, the steps in progress) leaves the kept ones out
