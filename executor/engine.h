@@ -403,16 +403,14 @@ static inline uint64_t wf__run_parent_id(const wf__run *run)
 static inline uint32_t wf__step_count(wf__run *run, uint32_t s)
 {
     const wf__step_state *ss = &run->steps[s];
-    if (ss->workers < WF__UNBOUNDED) {
-        uint32_t c = atomic_load_explicit(&ss->count, memory_order_acquire);
-        uint32_t k = atomic_load_explicit(&ss->kept, memory_order_relaxed); /* wf__kept */
-        return c > k ? c - k : 0;
-    }
     uint32_t n = 0;
-    for (uint32_t i = 0; i < run->nshards; i++)
-        n += atomic_load_explicit(&run->shards[i * run->shard_stride + ss->col],
-                                  memory_order_acquire);
-    uint32_t k = atomic_load_explicit(&ss->kept, memory_order_relaxed); /* in the worker's shard */
+    if (ss->workers < WF__UNBOUNDED)
+        n = atomic_load_explicit(&ss->count, memory_order_acquire);
+    else
+        for (uint32_t i = 0; i < run->nshards; i++)
+            n += atomic_load_explicit(&run->shards[i * run->shard_stride + ss->col],
+                                      memory_order_acquire);
+    uint32_t k = atomic_load_explicit(&ss->kept, memory_order_relaxed); /* wf__kept: no tasks */
     return n > k ? n - k : 0;
 }
 

@@ -166,6 +166,19 @@ static inline uint32_t my_shard(const wf__run *run)
     return run->nshards - 1;
 }
 
+/*
+ * n slots of step s (without a bound) counted in shard go back: the shard
+ * going to 0 gives its engine unit back (which may free the run).
+ */
+static void shard_release(wf__run *run, uint32_t s, uint32_t shard, uint32_t n)
+{
+    if (atomic_fetch_sub_explicit(wf__shard_ctr(run, shard, s), n, memory_order_acq_rel) == n) {
+        if (WF__UNLIKELY(wf__run_slow(run) & WF__RUN_INTERNAL)) /* its unit is still held here */
+            wf__internal_idle_check(run);
+        wf__engine_unref(run); /* may free the run */
+    }
+}
+
 WF__TLS wf__kept wf__tls_kept[WF__KEPT_MAX];
 WF__TLS uint32_t wf__tls_nkept;
 
@@ -203,8 +216,11 @@ void wf__kept_flush(int all)
         k->run = NULL;
         wf__tls_nkept -= run->steps[s].keep;
         /* the last of them may free the run: nothing of it is read after */
-        while (n--)
-            wf__finish_slot(run, s, WF__KEPT_SHARD);
+        if (run->steps[s].workers >= WF__UNBOUNDED)
+            shard_release(run, s, WF__KEPT_SHARD, n); /* nothing waits: all at once */
+        else
+            while (n--) /* each may start an event the step's queue holds */
+                wf__finish_slot(run, s, WF__KEPT_SHARD);
         if (slot)
             atomic_store_explicit(&slot->state, 0, memory_order_release);
     }
@@ -225,11 +241,7 @@ void wf__finish_slot(wf__run *run, uint32_t s, uint32_t shard)
     /* Read before giving the unit up: afterwards the run may be freed by others. */
     uint32_t w = ss->workers;
     if (w >= WF__UNBOUNDED) {
-        if (atomic_fetch_sub_explicit(wf__shard_ctr(run, shard, s), 1, memory_order_acq_rel) == 1) {
-            if (WF__UNLIKELY(wf__run_slow(run) & WF__RUN_INTERNAL)) /* its unit is still held here */
-                wf__internal_idle_check(run);
-            wf__engine_unref(run); /* may free the run */
-        }
+        shard_release(run, s, shard, 1);
         return;
     }
     for (;;) {
