@@ -956,7 +956,8 @@ static wf_workflow *nc_wf(uint32_t limit, int block)
     return wf;
 }
 
-static void nc_expect(wf_handler *h, int64_t want)
+/* h's run ends with a StopEvent whose result is the int want. */
+static void expect_int_result(wf_handler *h, int64_t want)
 {
     wf_event *res = NULL;
     cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
@@ -974,7 +975,7 @@ Test(coord, one_concurrent_run_at_a_time_in_the_order_started, .timeout = 60)
     for (int i = 0; i < 5; i++)
         cr_assert_eq(wf_run_start(ex, wf, NULL, ev_i(T_START, i), &h[i]), 0);
     for (int i = 0; i < 5; i++) {
-        nc_expect(h[i], i);
+        expect_int_result(h[i], i);
         wf_handler_free(h[i]);
     }
     cr_assert_eq(atomic_load(&nc_max), 1);
@@ -1002,7 +1003,7 @@ Test(coord, two_concurrent_runs_never_more, .timeout = 60)
     sem_post(&nc_go);
     sem_post(&nc_go);
     for (int i = 0; i < 8; i++) {
-        nc_expect(h[i], i);
+        expect_int_result(h[i], i);
         wf_handler_free(h[i]);
     }
     cr_assert_eq(atomic_load(&nc_max), 2, "at most two at once, and two do run at once: %d",
@@ -1028,10 +1029,10 @@ Test(coord, a_waiting_run_can_be_cancelled_and_never_runs, .timeout = 60)
     cr_assert_str_eq(wf_event_type_name_of(e), "WorkflowCancelledEvent");
     wf_event_release(e);
     sem_post(&nc_go);
-    nc_expect(first, 0);
+    expect_int_result(first, 0);
     sem_wait(&nc_in); /* the later run has the place now */
     sem_post(&nc_go);
-    nc_expect(later, 2);
+    expect_int_result(later, 2);
     cr_assert_eq(atomic_load(&nc_started), 2, "the cancelled run never ran");
     cr_assert_eq(nc_order[1], 2);
     wf_handler_free(first);
@@ -1063,10 +1064,10 @@ Test(coord, a_resumed_run_waits_for_its_place_too, .timeout = 60)
     cr_assert_eq(wf_run_resume(ex, wf, cx, NULL, &hr, &msg), 0, "%s", msg ? msg : "");
     cr_assert_eq(wf_handler_status(hr), WF_RUN_RUNNING);
     sem_post(&nc_go);
-    nc_expect(h0, 0);
+    expect_int_result(h0, 0);
     sem_wait(&nc_in); /* the resumed run's step runs again (it was in progress) */
     sem_post(&nc_go);
-    nc_expect(hr, 7);
+    expect_int_result(hr, 7);
     cr_assert_eq(atomic_load(&nc_max), 1);
     wf_handler_free(h0);
     wf_handler_free(hr);
@@ -1991,12 +1992,7 @@ static void kept_scenario(int ring)
     while (sem_wait(&kept_sem) != 0) /* the gate has run and finished: its slot may be kept */
         ;
     cr_assert_eq(wf_handler_send_event(h, ev_i(T_PAIR, 0), NULL), 0);
-    wf_event *res = NULL;
-    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
-    int64_t v = -1;
-    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
-    cr_assert_eq(v, 7);
-    wf_event_release(res);
+    expect_int_result(h, 7);
     wf_handler_free(h);
     wf_executor_free(ex);
     wf_workflow_free(wf);
@@ -2054,12 +2050,7 @@ static void kept_live(uint32_t ring_workers)
     size_t len = 0;
     wf_save_info info;
     int rc = wf_ctx_save_ex(ctx, &buf, &len, &info);
-    wf_event *res = NULL;
-    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
-    int64_t v = -1;
-    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
-    cr_assert_eq(v, kept_limit);
-    wf_event_release(res);
+    expect_int_result(h, kept_limit);
     wf_handler_free(h);
     cr_assert_eq(rc, 0, "the cut: %s", wf_last_error_message());
     cr_assert(info.live, "cut while the ring ran");
@@ -2068,12 +2059,7 @@ static void kept_live(uint32_t ring_workers)
     cr_assert_eq(wf_ctx_load(wf, buf, len, 0, &loaded, NULL), 0);
     wf_free(buf);
     cr_assert_eq(wf_run_resume(ex, wf, loaded, NULL, &h, NULL), 0);
-    res = NULL;
-    cr_assert_eq(wf_handler_wait(h, -1, &res), 0);
-    v = -1;
-    cr_assert_eq(wf_value_get_int(wf_event_result(res), &v), 0);
-    cr_assert_eq(v, kept_limit, "resumed from the cut, the ring reaches its end");
-    wf_event_release(res);
+    expect_int_result(h, kept_limit); /* resumed from the cut, the ring reaches its end */
     wf_handler_free(h);
     wf_ctx_free(loaded);
     wf_ctx_free(ctx);
