@@ -631,6 +631,12 @@ static inline void wf__drop_task(wf__task *t)
 void wf__retry_info_free(wf__retry_info *ri);
 /* Delivers a prepared INVOKE task (owned) through step t->step's count. */
 int wf__deliver_task(wf__run *run, wf__task *t);
+/*
+ * Delivers made prepared INVOKE tasks (owned, linked by next from first to
+ * last, all of step s) with one add on the count: a batch. Returns 0 or
+ * WF_ENOMEM (the tasks dropped).
+ */
+int wf__deliver_chain(wf__run *run, uint32_t s, wf__task *first, wf__task *last, uint32_t made);
 /* Delivers ev (owned) to step s. Returns 0 or WF_ENOMEM (ev released). */
 int wf__deliver(wf__run *run, uint32_t s, wf_event *ev);
 /* One invocation of step s finished (counted in shard): its slot passes on. */

@@ -260,6 +260,65 @@ done:
         wf__branch_done(run, g->parent, g->parent_branch);
 }
 
+/*
+ * wf_ctx_emit_list's usual case as one batch: every event of one type that
+ * one step accepts (not a join, not the group's collect type), no schema,
+ * no waiters, nothing observing emissions, the run going on. What routing
+ * each event through wf__emit would do, with the checks made once and one
+ * add on the step's count: branch i's task takes the unit held for it
+ * (wf__tag_task's hand-over). 1 if done (g may be gone: the branches may
+ * have run), 0 to go the general way (nothing done).
+ */
+static int emit_list_batch(wf__run *run, wf__group *g, wf_event **evs, uint32_t n)
+{
+    const wf_event_type *t = evs[0]->type;
+    if (t == g->collect || t->reg != run->reg || t->is_stop || t->is_input ||
+        wf__type_has_schema(t) || wf__run_ended(run) ||
+        atomic_load_explicit(&run->nwaiting, memory_order_acquire) != 0 ||
+        wf__obs_on(run->ex, WF_OBS_EVENT_EMIT))
+        return 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (evs[i]->type != t)
+            return 0;
+    const uint32_t *steps;
+    uint32_t k;
+    uint32_t scratch[4];
+    wf__workflow_route(run->wf, t, &steps, &k, scratch, 4);
+    if (k != 1 || run->steps[steps[0]].join)
+        return 0;
+    uint32_t s = steps[0];
+    wf__task *first = NULL, *last = NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        wf__task *tk = wf__task_alloc();
+        if (WF__UNLIKELY(tk == NULL)) {
+            while (first) { /* the general way reports it, event by event */
+                wf__task *nx = atomic_load_explicit(&first->next, memory_order_relaxed);
+                wf__task_free(first);
+                first = nx;
+            }
+            return 0;
+        }
+        tk->kind = WF__TASK_INVOKE;
+        tk->run = run;
+        tk->ev = evs[i];
+        tk->step = s;
+        tk->arg = NULL;
+        tk->flags = wf__tls_lineage;
+        tk->u.group = g;
+        tk->pad = i;
+        if (last)
+            atomic_store_explicit(&last->next, tk, memory_order_relaxed);
+        else
+            first = tk;
+        last = tk;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        wf_event_freeze(evs[i]);
+    if (WF__UNLIKELY(wf__deliver_chain(run, s, first, last, n) < 0))
+        wf__fail_nomem(run, WF__NO_STEP, "routing an event");
+    return 1;
+}
+
 int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type *collect)
 {
     wf__inv *inv = ctx ? wf__inv_of(ctx) : NULL;
@@ -320,6 +379,8 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
      */
     for (uint32_t i = 0; i < n; i++)
         atomic_init(&g->outstanding[i], 1);
+    if (emit_list_batch(run, g, evs, n))
+        return 0; /* g may be gone already */
     wf__group *saved_g = wf__tls_group;
     uint32_t saved_b = wf__tls_branch;
     wf__group *saved_held = wf__tls_held;

@@ -386,8 +386,6 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
 {
     if (k == 1)
         return wf__deliver(run, s, evs[0]);
-    wf__step_state *ss = &run->steps[s];
-    uint32_t w = ss->workers;
     wf__task *first = NULL, *last = NULL;
     uint32_t made = 0;
     for (; made < k; made++) {
@@ -401,7 +399,6 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
         t->arg = NULL;
         t->flags = wf__tls_lineage;
         wf__tag_task(t);
-        atomic_store_explicit(&t->next, NULL, memory_order_relaxed);
         if (last)
             atomic_store_explicit(&last->next, t, memory_order_relaxed);
         else
@@ -416,23 +413,36 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
     }
     if (made == 0)
         return rc;
+    int rc2 = wf__deliver_chain(run, s, first, last, made);
+    return rc < 0 ? rc : rc2;
+}
+
+int wf__deliver_chain(wf__run *run, uint32_t s, wf__task *first, wf__task *last, uint32_t made)
+{
+    wf__step_state *ss = &run->steps[s];
+    uint32_t w = ss->workers;
     if (wf__obs_on(run->ex, WF_OBS_EVENT_ROUTE)) {
         uint32_t c0 = atomic_load_explicit(&ss->count, memory_order_relaxed), i = 0;
         for (wf__task *t = first; t; t = atomic_load_explicit(&t->next, memory_order_relaxed), i++)
-            hook_route(run, t, c0 + i + 1 > w ? c0 + i + 1 - w : 0);
+            hook_route(run, t, w < WF__UNBOUNDED && c0 + i + 1 > w ? c0 + i + 1 - w : 0);
     }
     if (w >= WF__UNBOUNDED) { /* all of them start, counted in this thread's shard */
         uint32_t sh = my_shard(run);
-        for (wf__task *t = first; t; t = atomic_load_explicit(&t->next, memory_order_relaxed))
+        uint32_t kept = 0; /* the first ones take the slots this worker keeps (wf__kept) */
+        for (wf__task *t = first; t; t = atomic_load_explicit(&t->next, memory_order_relaxed)) {
             t->shard = (uint8_t)sh;
-        if (atomic_fetch_add_explicit(wf__shard_ctr(run, sh, s), made, memory_order_acq_rel) == 0)
+            if (wf__tls_nkept != 0 && wf__kept_take(run, s))
+                kept++;
+        }
+        if (kept < made && atomic_fetch_add_explicit(wf__shard_ctr(run, sh, s), made - kept,
+                                                     memory_order_acq_rel) == 0)
             wf__engine_ref(run);
         while (first) {
             wf__task *t = first;
             first = atomic_load_explicit(&t->next, memory_order_relaxed);
             wf__run_schedule(run, t);
         }
-        return rc;
+        return 0;
     }
     /* Free slots first: those tasks start directly. */
     uint32_t c = atomic_load_explicit(&ss->count, memory_order_relaxed);
@@ -452,7 +462,7 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
         c += m;
     }
     if (first == NULL)
-        return rc;
+        return 0;
     wf__pendq *q = pendq_get(ss);
     if (WF__UNLIKELY(q == NULL)) {
         while (first) {
@@ -472,7 +482,7 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
         wf__engine_ref(run);
     for (uint32_t i = n; i < w && i < n + made; i++)
         wf__run_schedule(run, pendq_take(q, 1));
-    return rc;
+    return 0;
 }
 
 static void notify_unhandled(wf__run *run, wf_event *ev)
