@@ -533,8 +533,8 @@ static __attribute__((noinline)) int deliver_to_many(wf__run *run, const uint32_
     return rc;
 }
 
-/* Routes ev (owned) from inside the run. target: a step index or -1. */
-void wf__emit(wf__run *run, wf_event *ev, int32_t target)
+/* wf__emit's every case (its common one has a path of its own). */
+static __attribute__((noinline)) void emit_general(wf__run *run, wf_event *ev, int32_t target)
 {
     if (WF__UNLIKELY(wf__type_has_schema(ev->type)) && wf_event_check(ev) < 0) {
         /* an emission no caller could be told about (list fan-out, completion): the run fails */
@@ -625,6 +625,43 @@ void wf__emit(wf__run *run, wf_event *ev, int32_t target)
     }
     if (WF__UNLIKELY(rc < 0))
         wf__fail_nomem(run, WF__NO_STEP, "routing an event");
+}
+
+/*
+ * Routes ev (owned) from inside the run. target: a step index or -1. The
+ * common case first, decided with the checks emit_general would make, in
+ * one frame without its arrays: an event that is not a stop, a request
+ * for input, of this registry, with no schema, of a type that exactly one
+ * step accepts, while the run goes on with no waiters, emitted outside a
+ * list fan-out's branch; or there a branch's result.
+ */
+void wf__emit(wf__run *run, wf_event *ev, int32_t target)
+{
+    const wf_event_type *t = ev->type;
+    const wf_workflow *wf = run->wf;
+    if (WF__LIKELY(target < 0 && t->id < wf->n_route_types && !t->is_stop && !t->is_input &&
+                   t->reg == run->reg && !wf__type_has_schema(t))) {
+        wf__group *g = wf__tls_group;
+        if (WF__UNLIKELY(g != NULL)) {
+            /* a branch's result (a tree's leaf) goes to its join only */
+            if (t == g->collect && !wf__run_ended(run)) {
+                wf_event_freeze(ev);
+                if (wf__branch_result(run, g, wf__tls_branch, ev))
+                    return;
+            }
+            emit_general(run, ev, target);
+            return;
+        }
+        uint32_t a = wf->route_off[t->id];
+        if (wf->route_off[t->id + 1] - a == 1 && !wf__run_ended(run) &&
+            atomic_load_explicit(&run->nwaiting, memory_order_acquire) == 0) {
+            wf_event_freeze(ev);
+            if (WF__UNLIKELY(deliver(run, wf->route_steps[a], ev) < 0))
+                wf__fail_nomem(run, WF__NO_STEP, "routing an event");
+            return;
+        }
+    }
+    emit_general(run, ev, target);
 }
 
 /*
