@@ -686,7 +686,7 @@ static inline void wf__finish_slot_owed(wf__run *run, uint32_t s, uint32_t shard
  * them for deliveries it counts there. The worker gives a bounded step's
  * kept slots back (wf__kept_flush) when its chain ends (nothing in its
  * bypass slot), and every kept slot when it runs out of work, every
- * FAIRNESS_TICK tasks (events an outside thread queued for the step then
+ * WF__FAIRNESS_TICK tasks (events an outside thread queued for the step then
  * start, as they would after the chain's hand-over) and when it stops (an
  * ended run's unbounded steps' kept slots may so delay its retirement:
  * at most WF__KEPT_MAX runs, until the worker idles or ticks); it

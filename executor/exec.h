@@ -227,6 +227,9 @@ static inline void wf__fence_light(void)
 #endif
 }
 
+/* Every N tasks a worker looks at the injection queue and its deque's top before its bypass. */
+#define WF__FAIRNESS_TICK 61
+
 typedef struct wf__worker {
     struct wf_executor *ex;
     uint32_t index;

@@ -382,7 +382,7 @@ static __attribute__((noinline)) int invoke_outlined(wf__run *run, wf__task *t, 
 
 void wf__task_run(wf__worker *w, wf__task *t)
 {
-    (void)w;
+again:
     if (t->kind == WF__TASK_CALL) {
         void (*fn)(void *) = t->u.fn;
         void *arg = t->arg;
@@ -412,6 +412,16 @@ void wf__task_run(wf__worker *w, wf__task *t)
             wf__finish_or_keep(run, s, shard);
         }
         wf__slot_leave(slot);
+        /*
+         * The task it handed over (a chain's next step, in the bypass slot)
+         * runs here, as the worker's loop would run it next, unless the
+         * loop's fairness tick is due.
+         */
+        if (w != NULL && (t = w->bypass) != NULL && (w->tick + 1) % WF__FAIRNESS_TICK != 0) {
+            w->bypass = NULL;
+            w->tick++;
+            goto again;
+        }
         return;
     }
     run_batch(run, t, s, shard, slot);

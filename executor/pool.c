@@ -24,8 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FAIRNESS_TICK 61    /* every N tasks, look at the injection queue and our deque's top */
-
 WF__TLS wf__worker *wf__tls_worker;
 WF__TLS wf__slot *wf__tls_slot;
 WF__TLS wf__task **wf__tls_capture;
@@ -548,7 +546,7 @@ static void *worker_main(void *arg)
         if (t) {
             w->bypass = NULL;
             /* Fairness: a chain fed through the bypass must not starve older work. */
-            if (WF__UNLIKELY(++w->tick % FAIRNESS_TICK == 0)) {
+            if (WF__UNLIKELY(++w->tick % WF__FAIRNESS_TICK == 0)) {
                 if (wf__tls_nkept)
                     wf__kept_flush(1); /* kept slots go back (a bounded step's queue may wait) */
                 wf__task *o = inject_pop(ex);
