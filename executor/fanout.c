@@ -261,15 +261,18 @@ done:
 }
 
 /*
- * wf_ctx_emit_list's usual case as one batch: every event of one type that
+ * wf_ctx_emit_list's usual case in batches: every event of one type that
  * one step accepts (not a join, not the group's collect type), no schema,
  * no waiters, nothing observing emissions, the run going on. What routing
  * each event through wf__emit would do, with the checks made once and one
- * add on the step's count: branch i's task takes the unit held for it
- * (wf__tag_task's hand-over). 1 if done (g may be gone: the branches may
- * have run), 0 to go the general way (nothing done).
+ * add on the step's count a batch of WF__SEND_BATCH (so that a long list's
+ * first branches start while the rest are made, as sent events do):
+ * branch i's task takes the unit held for it (wf__tag_task's hand-over).
+ * Returns how many events it delivered (all n: g may be gone, as the
+ * branches may have run); the general way takes the rest (an event of
+ * another kind: none done; no memory for a task: from that batch on).
  */
-static int emit_list_batch(wf__run *run, wf__group *g, wf_event **evs, uint32_t n)
+static uint32_t emit_list_batch(wf__run *run, wf__group *g, wf_event **evs, uint32_t n)
 {
     const wf_event_type *t = evs[0]->type;
     if (t == g->collect || t->reg != run->reg || t->is_stop || t->is_input ||
@@ -287,36 +290,41 @@ static int emit_list_batch(wf__run *run, wf__group *g, wf_event **evs, uint32_t 
     if (k != 1 || run->steps[steps[0]].join)
         return 0;
     uint32_t s = steps[0];
-    wf__task *first = NULL, *last = NULL;
-    for (uint32_t i = 0; i < n; i++) {
-        wf__task *tk = wf__task_alloc();
-        if (WF__UNLIKELY(tk == NULL)) {
-            while (first) { /* the general way reports it, event by event */
-                wf__task *nx = atomic_load_explicit(&first->next, memory_order_relaxed);
-                wf__task_free(first);
-                first = nx;
+    uint32_t done = 0;
+    while (done < n) {
+        uint32_t end = n - done > WF__SEND_BATCH ? done + WF__SEND_BATCH : n;
+        wf__task *first = NULL, *last = NULL;
+        for (uint32_t i = done; i < end; i++) {
+            wf__task *tk = wf__task_alloc();
+            if (WF__UNLIKELY(tk == NULL)) {
+                while (first) { /* the general way reports it, event by event */
+                    wf__task *nx = atomic_load_explicit(&first->next, memory_order_relaxed);
+                    wf__task_free(first);
+                    first = nx;
+                }
+                return done;
             }
-            return 0;
+            tk->kind = WF__TASK_INVOKE;
+            tk->run = run;
+            tk->ev = evs[i];
+            tk->step = s;
+            tk->arg = NULL;
+            tk->flags = wf__tls_lineage;
+            tk->u.group = g;
+            tk->pad = i;
+            wf_event_freeze(evs[i]);
+            if (last)
+                atomic_store_explicit(&last->next, tk, memory_order_relaxed);
+            else
+                first = tk;
+            last = tk;
         }
-        tk->kind = WF__TASK_INVOKE;
-        tk->run = run;
-        tk->ev = evs[i];
-        tk->step = s;
-        tk->arg = NULL;
-        tk->flags = wf__tls_lineage;
-        tk->u.group = g;
-        tk->pad = i;
-        if (last)
-            atomic_store_explicit(&last->next, tk, memory_order_relaxed);
-        else
-            first = tk;
-        last = tk;
+        /* (branches from end on are still held: g lives until the last batch is handed on) */
+        if (WF__UNLIKELY(wf__deliver_chain(run, s, first, last, end - done) < 0))
+            wf__fail_nomem(run, WF__NO_STEP, "routing an event");
+        done = end;
     }
-    for (uint32_t i = 0; i < n; i++)
-        wf_event_freeze(evs[i]);
-    if (WF__UNLIKELY(wf__deliver_chain(run, s, first, last, n) < 0))
-        wf__fail_nomem(run, WF__NO_STEP, "routing an event");
-    return 1;
+    return n;
 }
 
 int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type *collect)
@@ -379,14 +387,15 @@ int wf_ctx_emit_list(wf_ctx *ctx, wf_event **evs, size_t n, const wf_event_type 
      */
     for (uint32_t i = 0; i < n; i++)
         atomic_init(&g->outstanding[i], 1);
-    if (emit_list_batch(run, g, evs, n))
+    uint32_t done = emit_list_batch(run, g, evs, (uint32_t)n);
+    if (done == n)
         return 0; /* g may be gone already */
     wf__group *saved_g = wf__tls_group;
     uint32_t saved_b = wf__tls_branch;
     wf__group *saved_held = wf__tls_held;
     uint32_t saved_held_b = wf__tls_held_b;
     int64_t obs_now = wf__obs_on(run->ex, WF_OBS_EVENT_EMIT) ? wf__obs_now() : 0;
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = done; i < n; i++) {
         wf_event_freeze(evs[i]);
         if (obs_now) {
             wf__obs_rec r = {0};

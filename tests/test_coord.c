@@ -1608,6 +1608,86 @@ Test(coord, empty_list_joins_with_nothing, .timeout = 60)
     expect_list(NULL, 0, "[]");
 }
 
+/*
+ * ---- a list longer than a batch ----
+ * A list of one type to one step is delivered in batches of
+ * WF__SEND_BATCH (64) while the rest is made: 300 items are five batches,
+ * whose first branches may run (on 2 workers) and resolve while the
+ * emitter makes the next. The join sees every answer once, in branch
+ * order, with the branches that emit nothing left out.
+ */
+#define LONG_LIST 300
+
+static int split_long(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    wf_event *evs[LONG_LIST];
+    for (int i = 0; i < LONG_LIST; i++)
+        evs[i] = ev_i(T_ITEM, i);
+    return wf_ctx_emit_list(ctx, evs, LONG_LIST, T_RES);
+}
+
+/* The answers' count if they are the branches' in order (every one, or the odd ones), else -1. */
+static int join_long(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
+{
+    atomic_fetch_add(&list_joins, 1);
+    const wf_event *const *evs;
+    size_t n;
+    cr_assert_eq(wf_ctx_join_events(ctx, &evs, &n), 0);
+    int step = n == LONG_LIST ? 1 : 2, first = n == LONG_LIST ? 0 : 1;
+    int64_t ok = (int64_t)n;
+    for (size_t i = 0; i < n; i++)
+        if (geti(evs[i]) != first + (int64_t)i * step)
+            ok = -1;
+    return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL,
+                             wf_value_int(ok));
+}
+
+static void long_list(uint32_t threads, uint32_t workers, void *work_mode, int64_t want)
+{
+    atomic_store(&list_joins, 0);
+    wf_workflow *wf = new_wf("long_list");
+    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
+    cr_assert_eq(wf_workflow_event_type(wf, "Res", NULL, &T_RES), 0);
+    wf_step_params p;
+    wf_step_params_init(&p);
+    p.n_accepts = 1;
+    p.n_emits = 1;
+    p.accepts = &T_START;
+    p.emits = &T_ITEM;
+    cr_assert_eq(wf_workflow_add_step(wf, "split", split_long, &p, NULL), 0);
+    p.accepts = &T_ITEM;
+    p.emits = &T_RES;
+    p.num_workers = workers;
+    cr_assert_eq(wf_workflow_add_step(wf, "work", work_all, &p, work_mode), 0);
+    p.num_workers = 1u << 30;
+    p.accepts = &T_RES;
+    p.emits = &T_STOP;
+    p.join_list = 1;
+    cr_assert_eq(wf_workflow_add_step(wf, "join", join_long, &p, NULL), 0);
+    wf_executor *ex = exec_n(threads);
+    for (int k = 0; k < 20; k++) {
+        wf_event *s, *res;
+        cr_assert_eq(wf_event_new(&s, T_START, 0), 0);
+        cr_assert_eq(wf_run(ex, wf, NULL, s, -1, &res), 0);
+        int64_t got = 0;
+        cr_assert_eq(wf_value_get_int(wf_event_result(res), &got), 0);
+        cr_assert_eq(got, want, "run %d: the join's answers in branch order", k);
+        wf_event_release(res);
+    }
+    cr_assert_eq(atomic_load(&list_joins), 20, "the join fires exactly once a run");
+    wf_executor_free(ex);
+    wf_workflow_free(wf);
+}
+
+Test(coord, a_list_longer_than_a_batch_joins_in_branch_order, .timeout = 120)
+{
+    long_list(2, 4, NULL, LONG_LIST);          /* the default bound: a queue */
+    long_list(2, 1u << 30, NULL, LONG_LIST);   /* no practical bound: count shards */
+    long_list(1, 1u << 30, NULL, LONG_LIST);   /* one worker: kept slots */
+    long_list(2, 4, (void *)1, LONG_LIST / 2); /* even branches drop out */
+    long_list(1, 1u << 30, (void *)1, LONG_LIST / 2);
+}
+
 Test(coord, branches_that_emit_nothing_drop_out, .timeout = 60)
 {
     expect_list((void *)1, 6, "[1,3,5]");
