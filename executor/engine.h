@@ -895,6 +895,17 @@ int wf__branch_result(wf__run *run, wf__group *g, uint32_t b, wf_event *ev);
 /* A new task joins branch b of g, being routed (fanout.c): takes the emitter's unit or adds one. */
 void wf__branch_join(wf__group *g, uint32_t b);
 
+/* t (new) is the invocation of step s for ev (owned), in the lineage being routed. */
+static inline void wf__task_invoke_init(wf__task *t, wf__run *run, uint32_t s, wf_event *ev)
+{
+    t->kind = WF__TASK_INVOKE;
+    t->run = run;
+    t->ev = ev;
+    t->step = s;
+    t->arg = NULL;
+    t->flags = wf__tls_lineage;
+}
+
 /* A new task joins the branch being routed. */
 static inline void wf__tag_task(wf__task *t)
 {

@@ -304,12 +304,7 @@ static uint32_t emit_list_batch(wf__run *run, wf__group *g, wf_event **evs, uint
                 }
                 return done;
             }
-            tk->kind = WF__TASK_INVOKE;
-            tk->run = run;
-            tk->ev = evs[i];
-            tk->step = s;
-            tk->arg = NULL;
-            tk->flags = wf__tls_lineage;
+            wf__task_invoke_init(tk, run, s, evs[i]);
             tk->u.group = g;
             tk->pad = i;
             wf_event_freeze(evs[i]);

@@ -362,12 +362,7 @@ static inline __attribute__((always_inline)) int deliver(wf__run *run, uint32_t 
         wf_event_release(ev);
         return WF_ENOMEM;
     }
-    t->kind = WF__TASK_INVOKE;
-    t->run = run;
-    t->ev = ev;
-    t->step = s;
-    t->arg = NULL;
-    t->flags = wf__tls_lineage;
+    wf__task_invoke_init(t, run, s, ev);
     wf__tag_task(t);
     return deliver_task(run, t);
 }
@@ -392,12 +387,7 @@ static int deliver_batch(wf__run *run, uint32_t s, wf_event **evs, uint32_t k)
         wf__task *t = wf__task_alloc();
         if (WF__UNLIKELY(t == NULL))
             break;
-        t->kind = WF__TASK_INVOKE;
-        t->run = run;
-        t->ev = evs[made];
-        t->step = s;
-        t->arg = NULL;
-        t->flags = wf__tls_lineage;
+        wf__task_invoke_init(t, run, s, evs[made]);
         wf__tag_task(t);
         if (last)
             atomic_store_explicit(&last->next, t, memory_order_relaxed);

@@ -1519,7 +1519,9 @@ static int list_join(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
     return wf_event_new_stop(out, wf_workflow_registry(wf_ctx_workflow(ctx)), NULL, v);
 }
 
-static wf_workflow *list_wf_split(wf_step_fn split_fn, void *work_mode)
+/* split (emits a list of Items) -> work (num_workers work_workers, 0: the default) -> join_fn */
+static wf_workflow *list_wf_steps(wf_step_fn split_fn, void *work_mode, uint32_t work_workers,
+                                  wf_step_fn join_fn)
 {
     wf_workflow *wf = new_wf("list");
     cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
@@ -1533,12 +1535,21 @@ static wf_workflow *list_wf_split(wf_step_fn split_fn, void *work_mode)
     cr_assert_eq(wf_workflow_add_step(wf, "split", split_fn, &p, NULL), 0);
     p.accepts = &T_ITEM;
     p.emits = &T_RES;
+    uint32_t dflt = p.num_workers;
+    if (work_workers > 0)
+        p.num_workers = work_workers;
     cr_assert_eq(wf_workflow_add_step(wf, "work", work_all, &p, work_mode), 0);
+    p.num_workers = dflt;
     p.accepts = &T_RES;
     p.emits = &T_STOP;
     p.join_list = 1;
-    cr_assert_eq(wf_workflow_add_step(wf, "join", list_join, &p, NULL), 0);
+    cr_assert_eq(wf_workflow_add_step(wf, "join", join_fn, &p, NULL), 0);
     return wf;
+}
+
+static wf_workflow *list_wf_split(wf_step_fn split_fn, void *work_mode)
+{
+    return list_wf_steps(split_fn, work_mode, 0, list_join);
 }
 
 static wf_workflow *list_wf(void *work_mode)
@@ -1645,25 +1656,7 @@ static int join_long(wf_ctx *ctx, const wf_event *in, wf_event **out, void *u)
 static void long_list(uint32_t threads, uint32_t workers, void *work_mode, int64_t want)
 {
     atomic_store(&list_joins, 0);
-    wf_workflow *wf = new_wf("long_list");
-    cr_assert_eq(wf_workflow_event_type(wf, "Item", NULL, &T_ITEM), 0);
-    cr_assert_eq(wf_workflow_event_type(wf, "Res", NULL, &T_RES), 0);
-    wf_step_params p;
-    wf_step_params_init(&p);
-    p.n_accepts = 1;
-    p.n_emits = 1;
-    p.accepts = &T_START;
-    p.emits = &T_ITEM;
-    cr_assert_eq(wf_workflow_add_step(wf, "split", split_long, &p, NULL), 0);
-    p.accepts = &T_ITEM;
-    p.emits = &T_RES;
-    p.num_workers = workers;
-    cr_assert_eq(wf_workflow_add_step(wf, "work", work_all, &p, work_mode), 0);
-    p.num_workers = 1u << 30;
-    p.accepts = &T_RES;
-    p.emits = &T_STOP;
-    p.join_list = 1;
-    cr_assert_eq(wf_workflow_add_step(wf, "join", join_long, &p, NULL), 0);
+    wf_workflow *wf = list_wf_steps(split_long, work_mode, workers, join_long);
     wf_executor *ex = exec_n(threads);
     for (int k = 0; k < 20; k++) {
         wf_event *s, *res;
