@@ -761,6 +761,29 @@ static inline void wf__finish_or_keep(wf__run *run, uint32_t s, uint32_t shard)
     }
     wf__finish_slot_owed(run, s, shard);
 }
+/*
+ * An event of type t emitted in run needs routing and nothing else: not a
+ * stop, not a request for input, of run's registry, without a schema.
+ */
+static inline int wf__type_plain(const wf__run *run, const wf_event_type *t)
+{
+    return !t->is_stop && !t->is_input && t->reg == run->reg && !wf__type_has_schema(t);
+}
+/*
+ * The one step an event of plain type t goes to now (the run going on, no
+ * waiters to look at it first), or -1 when it goes to none or several.
+ */
+static inline int32_t wf__route_one(wf__run *run, const wf_event_type *t)
+{
+    const wf_workflow *wf = run->wf;
+    if (t->id >= wf->n_route_types)
+        return -1;
+    uint32_t a = wf->route_off[t->id];
+    if (wf->route_off[t->id + 1] - a != 1 || wf__run_ended(run) ||
+        atomic_load_explicit(&run->nwaiting, memory_order_acquire) != 0)
+        return -1;
+    return (int32_t)wf->route_steps[a];
+}
 /* Routes ev (owned) from inside the run (or as an event from outside). target: a step or -1. */
 void wf__emit(wf__run *run, wf_event *ev, int32_t target);
 /* Routes the events a step sent (owned), in order, runs for one step as one batch. */

@@ -275,21 +275,15 @@ done:
 static uint32_t emit_list_batch(wf__run *run, wf__group *g, wf_event **evs, uint32_t n)
 {
     const wf_event_type *t = evs[0]->type;
-    if (t == g->collect || t->reg != run->reg || t->is_stop || t->is_input ||
-        wf__type_has_schema(t) || wf__run_ended(run) ||
-        atomic_load_explicit(&run->nwaiting, memory_order_acquire) != 0 ||
-        wf__obs_on(run->ex, WF_OBS_EVENT_EMIT))
+    if (t == g->collect || !wf__type_plain(run, t) || wf__obs_on(run->ex, WF_OBS_EVENT_EMIT))
         return 0;
     for (uint32_t i = 1; i < n; i++)
         if (evs[i]->type != t)
             return 0;
-    const uint32_t *steps;
-    uint32_t k;
-    uint32_t scratch[4];
-    wf__workflow_route(run->wf, t, &steps, &k, scratch, 4);
-    if (k != 1 || run->steps[steps[0]].join)
+    int32_t one = wf__route_one(run, t);
+    if (one < 0 || run->steps[one].join)
         return 0;
-    uint32_t s = steps[0];
+    uint32_t s = (uint32_t)one;
     uint32_t done = 0;
     while (done < n) {
         uint32_t end = n - done > WF__SEND_BATCH ? done + WF__SEND_BATCH : n;

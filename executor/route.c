@@ -628,9 +628,7 @@ static __attribute__((noinline)) void emit_general(wf__run *run, wf_event *ev, i
 void wf__emit(wf__run *run, wf_event *ev, int32_t target)
 {
     const wf_event_type *t = ev->type;
-    const wf_workflow *wf = run->wf;
-    if (WF__LIKELY(target < 0 && t->id < wf->n_route_types && !t->is_stop && !t->is_input &&
-                   t->reg == run->reg && !wf__type_has_schema(t))) {
+    if (WF__LIKELY(target < 0 && wf__type_plain(run, t))) {
         wf__group *g = wf__tls_group;
         if (WF__UNLIKELY(g != NULL)) {
             /* a branch's result (a tree's leaf) goes to its join only */
@@ -639,16 +637,14 @@ void wf__emit(wf__run *run, wf_event *ev, int32_t target)
                 if (wf__branch_result(run, g, wf__tls_branch, ev))
                     return;
             }
-            emit_general(run, ev, target);
-            return;
-        }
-        uint32_t a = wf->route_off[t->id];
-        if (wf->route_off[t->id + 1] - a == 1 && !wf__run_ended(run) &&
-            atomic_load_explicit(&run->nwaiting, memory_order_acquire) == 0) {
-            wf_event_freeze(ev);
-            if (WF__UNLIKELY(deliver(run, wf->route_steps[a], ev) < 0))
-                wf__fail_nomem(run, WF__NO_STEP, "routing an event");
-            return;
+        } else {
+            int32_t s = wf__route_one(run, t);
+            if (s >= 0) {
+                wf_event_freeze(ev);
+                if (WF__UNLIKELY(deliver(run, (uint32_t)s, ev) < 0))
+                    wf__fail_nomem(run, WF__NO_STEP, "routing an event");
+                return;
+            }
         }
     }
     emit_general(run, ev, target);
